@@ -1,0 +1,39 @@
+"""Settings for every concern come from one TOML file and ``EDDYLINE_*`` environment variables.
+
+Each concern declares its own ``Section`` subclass with a TOML table and an env prefix, e.g.
+``KafkaSettings`` reads ``[kafka]`` and ``EDDYLINE_KAFKA_*``. Precedence: arguments, then environment,
+then the file named by ``EDDYLINE_CONFIG`` (default ``eddyline.toml`` in the working directory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("EDDYLINE_CONFIG", "eddyline.toml"))
+
+
+class Section(BaseSettings):
+    """Base for a concern's settings: subclasses set ``toml_table`` and ``model_config['env_prefix']``."""
+
+    toml_table: ClassVar[str] = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_path()
+        if path.is_file() and cls.toml_table:
+            sources.append(TomlConfigSettingsSource(settings_cls, path, toml_table_header=(cls.toml_table,)))
+        return tuple(sources)

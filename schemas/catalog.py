@@ -1,0 +1,73 @@
+"""The event types shipped with eddyline: every version of every Avro schema in ``schemas/avro``.
+
+Layout: ``avro/<event_type>/v<N>.avsc``. The highest version is the one producers write; older
+versions stay so that the compatibility test and readers of old data can use them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+from schemas.errors import UnknownSchemaError
+
+AVRO_DIR = Path(__file__).parent / "avro"
+
+SENSOR_BATCH = "sensor_batch"
+AUDIO_CHUNK = "audio_chunk"
+TRANSCRIPT = "transcript"
+CLICK = "click"
+PREDICTION = "prediction"
+FEEDBACK = "feedback"
+ANOMALY_SCORE = "anomaly_score"
+SENTIMENT_SCORE = "sentiment_score"
+DRIFT = "drift"
+ALERT = "alert"
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    event_type: str
+    version: int
+    schema: dict[str, Any]
+    canonical: str
+
+    @property
+    def parsed(self) -> Any:
+        return _parse(self.canonical)
+
+
+@cache
+def _parse(canonical: str) -> Any:
+    return fastavro.parse_schema(json.loads(canonical), _write_hint=False)
+
+
+@cache
+def versions(event_type: str) -> tuple[SchemaVersion, ...]:
+    """All versions of an event type's schema, oldest first."""
+    folder = AVRO_DIR / event_type
+    files = sorted(folder.glob("v*.avsc"), key=lambda p: int(p.stem[1:])) if folder.is_dir() else []
+    if not files:
+        raise UnknownSchemaError(
+            f"no schema for event type {event_type!r}; known types: {', '.join(event_types())}",
+            event_type=event_type,
+        )
+    out = []
+    for path in files:
+        schema = json.loads(path.read_text())
+        canonical = fastavro.schema.to_parsing_canonical_form(schema)
+        out.append(SchemaVersion(event_type, int(path.stem[1:]), schema, canonical))
+    return tuple(out)
+
+
+def latest(event_type: str) -> SchemaVersion:
+    return versions(event_type)[-1]
+
+
+def event_types() -> list[str]:
+    return sorted(p.name for p in AVRO_DIR.iterdir() if p.is_dir() and any(p.glob("v*.avsc")))

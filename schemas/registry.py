@@ -1,0 +1,109 @@
+"""Schema registries: where a schema id comes from and what schema an id stands for.
+
+``LocalRegistry`` needs nothing running: ids are derived from each schema's canonical form, so they are
+stable across processes, machines and restarts. ``ConfluentRegistry`` speaks the Confluent Schema
+Registry REST API when one is configured; subjects follow the TopicNameStrategy (``<topic>-value``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+import zlib
+from typing import Protocol
+
+from schemas import catalog
+from schemas.catalog import SchemaVersion
+from schemas.errors import UnknownSchemaError
+
+
+class Registry(Protocol):
+    def id_for(self, topic: str, version: SchemaVersion) -> int: ...
+
+    def schema_for(self, schema_id: int) -> str:
+        """The canonical schema text registered under an id."""
+        ...
+
+
+def local_schema_id(canonical: str) -> int:
+    """A stable 31-bit id for a schema: CRC32 of its Parsing Canonical Form."""
+    return zlib.crc32(canonical.encode()) & 0x7FFFFFFF
+
+
+class LocalRegistry:
+    """Every schema version shipped in the package, under ids derived from its content."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, str] = {}
+        for event_type in catalog.event_types():
+            for v in catalog.versions(event_type):
+                sid = local_schema_id(v.canonical)
+                if self._by_id.setdefault(sid, v.canonical) != v.canonical:
+                    raise RuntimeError(f"schema id collision on {sid} for {event_type} v{v.version}")
+
+    def id_for(self, topic: str, version: SchemaVersion) -> int:
+        return local_schema_id(version.canonical)
+
+    def schema_for(self, schema_id: int) -> str:
+        try:
+            return self._by_id[schema_id]
+        except KeyError:
+            raise UnknownSchemaError(
+                f"schema id {schema_id} is not one of eddyline's schemas; "
+                "configure EDDYLINE_SCHEMA_REGISTRY_URL if producers use a schema registry"
+            ) from None
+
+
+class ConfluentRegistry:
+    """A client for a Confluent-compatible Schema Registry, caching ids both ways."""
+
+    def __init__(self, url: str, *, auth: tuple[str, str] | None = None, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self._timeout = timeout
+        self._headers = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
+        if auth:
+            import base64
+
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+        self._ids: dict[tuple[str, str], int] = {}
+        self._schemas: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self._timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            if exc.code == 404:
+                raise UnknownSchemaError(f"schema registry {self.url}{path}: not found ({detail})") from None
+            raise UnknownSchemaError(f"schema registry {self.url}{path} answered {exc.code}: {detail}") from None
+        except urllib.error.URLError as exc:
+            raise UnknownSchemaError(
+                f"schema registry at {self.url} is unreachable ({exc.reason}); check EDDYLINE_SCHEMA_REGISTRY_URL"
+            ) from None
+
+    def id_for(self, topic: str, version: SchemaVersion) -> int:
+        key = (topic, version.canonical)
+        with self._lock:
+            if key in self._ids:
+                return self._ids[key]
+        answer = self._call("POST", f"/subjects/{topic}-value/versions", {"schema": version.canonical})
+        with self._lock:
+            self._ids[key] = answer["id"]
+            self._schemas[answer["id"]] = version.canonical
+        return answer["id"]
+
+    def schema_for(self, schema_id: int) -> str:
+        with self._lock:
+            if schema_id in self._schemas:
+                return self._schemas[schema_id]
+        schema = self._call("GET", f"/schemas/ids/{schema_id}")["schema"]
+        with self._lock:
+            self._schemas[schema_id] = schema
+        return schema

@@ -1,0 +1,88 @@
+"""Rules an event must keep beyond its Avro types, checked on the way in and on the way out.
+
+Avro says a field is a double; these rules say a reading is finite and that each series has as many
+timestamps as values. A broken rule raises ``ValidationError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from schemas import catalog
+from schemas.errors import ValidationError
+
+Rule = Callable[[dict[str, Any]], None]
+
+
+def _fail(event_type: str, field: str, why: str) -> None:
+    raise ValidationError(f"{event_type}.{field}: {why}", event_type=event_type)
+
+
+def _common(event_type: str, rec: dict[str, Any]) -> None:
+    if not rec.get("event_id"):
+        _fail(event_type, "event_id", "must not be empty")
+    if rec.get("event_time", 0) < 0:
+        _fail(event_type, "event_time", f"{rec.get('event_time')} is before 1970")
+
+
+def _sensor_batch(rec: dict[str, Any]) -> None:
+    if not rec["device_id"]:
+        _fail(catalog.SENSOR_BATCH, "device_id", "must not be empty")
+    for i, s in enumerate(rec["series"]):
+        where = f"series[{i}]"
+        if not s["sensor"]:
+            _fail(catalog.SENSOR_BATCH, f"{where}.sensor", "must not be empty")
+        if len(s["timestamps"]) != len(s["values"]):
+            _fail(
+                catalog.SENSOR_BATCH,
+                where,
+                f"{len(s['timestamps'])} timestamps for {len(s['values'])} values; they must pair up",
+            )
+        if not all(map(math.isfinite, s["values"])):
+            _fail(catalog.SENSOR_BATCH, f"{where}.values", "holds NaN or infinity")
+
+
+def _audio_chunk(rec: dict[str, Any]) -> None:
+    if rec["sample_rate"] != 16000:
+        _fail(catalog.AUDIO_CHUNK, "sample_rate", f"{rec['sample_rate']} Hz; audio chunks must be 16000 Hz PCM16 mono")
+    if len(rec["pcm"]) % 2:
+        _fail(catalog.AUDIO_CHUNK, "pcm", "odd number of bytes; PCM16 samples are 2 bytes each")
+
+
+def _anomaly_score(rec: dict[str, Any]) -> None:
+    for i, s in enumerate(rec["series"]):
+        if not len(s["timestamps"]) == len(s["values"]) == len(s["scores"]):
+            _fail(catalog.ANOMALY_SCORE, f"series[{i}]", "timestamps, values and scores differ in length")
+
+
+def _prediction(rec: dict[str, Any]) -> None:
+    if not math.isfinite(rec["score"]):
+        _fail(catalog.PREDICTION, "score", "is NaN or infinite")
+    if rec["latency_ms"] < 0:
+        _fail(catalog.PREDICTION, "latency_ms", "is negative")
+
+
+def _feedback(rec: dict[str, Any]) -> None:
+    if not rec["prediction_id"]:
+        _fail(catalog.FEEDBACK, "prediction_id", "must not be empty")
+    if not math.isfinite(rec["label"]):
+        _fail(catalog.FEEDBACK, "label", "is NaN or infinite")
+
+
+RULES: dict[str, Rule] = {
+    catalog.SENSOR_BATCH: _sensor_batch,
+    catalog.AUDIO_CHUNK: _audio_chunk,
+    catalog.ANOMALY_SCORE: _anomaly_score,
+    catalog.PREDICTION: _prediction,
+    catalog.FEEDBACK: _feedback,
+}
+
+
+def check(event_type: str, record: dict[str, Any]) -> None:
+    """Raise ``ValidationError`` if the record breaks a rule of its event type."""
+    _common(event_type, record)
+    rule = RULES.get(event_type)
+    if rule is not None:
+        rule(record)

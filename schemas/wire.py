@@ -1,0 +1,25 @@
+"""The Confluent wire format: magic byte 0, a big-endian 4-byte schema id, then the Avro body."""
+
+from __future__ import annotations
+
+import struct
+
+from schemas.errors import DecodeError
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+HEADER_SIZE = _HEADER.size
+
+
+def frame(schema_id: int, body: bytes) -> bytes:
+    return _HEADER.pack(MAGIC, schema_id) + body
+
+
+def unframe(data: bytes) -> tuple[int, memoryview]:
+    """Split a message into schema id and Avro body."""
+    if data is None or len(data) < HEADER_SIZE:
+        raise DecodeError(f"message of {0 if data is None else len(data)} bytes is too short for the Confluent wire format")
+    magic, schema_id = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise DecodeError(f"magic byte is {magic}, expected {MAGIC}: not a Confluent-framed Avro message")
+    return schema_id, memoryview(data)[HEADER_SIZE:]

@@ -1,0 +1,1 @@
+"""Dataflows and their runtime: processors, the engine adapters and the ``eddyline`` CLI."""

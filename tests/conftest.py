@@ -1,0 +1,5 @@
+"""Shared fixtures: real servers on 127.0.0.1, started once per session and stopped after."""
+
+from tests.fixtures.alerts import *  # noqa: F403
+from tests.fixtures.broker import *  # noqa: F403
+from tests.fixtures.timeseries import *  # noqa: F403
