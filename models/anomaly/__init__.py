@@ -1,0 +1,32 @@
+"""Streaming anomaly detectors behind one contract (``base.AnomalyDetector``), looked up by name.
+
+Importing this package imports neither numba nor river: kernels compile on first use and river is
+imported when a HalfSpaceTrees is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.anomaly.base import AnomalyDetector
+from models.anomaly.gauss import GaussianDetector
+from models.anomaly.hst import HalfSpaceTrees
+
+DETECTORS: dict[str, type[AnomalyDetector]] = {
+    GaussianDetector.name: GaussianDetector,
+    HalfSpaceTrees.name: HalfSpaceTrees,
+}
+
+DEFAULT_DETECTOR = GaussianDetector.name
+
+
+def make_detector(name: str, **params: Any) -> AnomalyDetector:
+    """Build a detector by name; an unknown name is an error that lists the known ones."""
+    try:
+        cls = DETECTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown anomaly detector {name!r}; known: {', '.join(sorted(DETECTORS))}") from None
+    return cls(**params)
+
+
+__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "AnomalyDetector", "make_detector"]
