@@ -39,12 +39,13 @@ class SchemaVersion:
 
     @property
     def parsed(self) -> Any:
-        return _parse(self.canonical)
+        """The full schema, parsed: defaults included, which the canonical form strips but readers need."""
+        return _parse(json.dumps(self.schema, sort_keys=True))
 
 
 @cache
-def _parse(canonical: str) -> Any:
-    return fastavro.parse_schema(json.loads(canonical), _write_hint=False)
+def _parse(schema_json: str) -> Any:
+    return fastavro.parse_schema(json.loads(schema_json), _write_hint=False)
 
 
 @cache

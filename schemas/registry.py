@@ -93,7 +93,8 @@ class ConfluentRegistry:
         with self._lock:
             if key in self._ids:
                 return self._ids[key]
-        answer = self._call("POST", f"/subjects/{topic}-value/versions", {"schema": version.canonical})
+        # The full schema, not the canonical form: the registry's compatibility checks need the defaults.
+        answer = self._call("POST", f"/subjects/{topic}-value/versions", {"schema": json.dumps(version.schema)})
         with self._lock:
             self._ids[key] = answer["id"]
             self._schemas[answer["id"]] = version.canonical

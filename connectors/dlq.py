@@ -1,0 +1,74 @@
+"""Dead letters: input that could not be processed goes to ``dlq.<topic>`` unchanged, with why in headers.
+
+The bytes are kept as they came so the event can be replayed once the cause is fixed; the headers say
+what went wrong (a short machine reason plus the error text) and where the message came from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+from connectors.kafka import EventProducer
+
+PREFIX = "eddyline.dlq."
+REASON, ERROR, TOPIC, PARTITION, OFFSET, TIME = (
+    PREFIX + k for k in ("reason", "error", "topic", "partition", "offset", "time")
+)
+_MAX_ERROR = 2000
+
+
+def dlq_topic(source_topic: str) -> str:
+    """The logical dead-letter topic for a logical source topic."""
+    return f"dlq.{source_topic}"
+
+
+class DeadLetterProducer:
+    """Sends undecodable or invalid input to its dead-letter topic through an ``EventProducer``.
+
+    Delivery failures surface on the producer's ``flush``, which callers run before committing offsets.
+    """
+
+    def __init__(self, producer: EventProducer) -> None:
+        self.producer = producer
+        self.sent = 0
+
+    def send(
+        self,
+        source_topic: str,
+        value: bytes | None,
+        key: bytes | str | None,
+        reason: str,
+        error: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        headers = {
+            REASON: reason.encode(),
+            ERROR: error[:_MAX_ERROR].encode(errors="replace"),
+            TOPIC: self.producer.settings.topic(source_topic).encode(),
+            PARTITION: str(partition).encode(),
+            OFFSET: str(offset).encode(),
+            TIME: str(time.time_ns() // 1_000_000).encode(),
+        }
+        self.producer.produce_raw(dlq_topic(source_topic), value, key, headers)
+        self.sent += 1
+
+
+def dlq_info(
+    headers: Mapping[str, bytes | str | None] | Iterable[tuple[str, bytes | str | None]] | None,
+) -> dict[str, str]:
+    """The dead-letter headers of a message (as ``Message.headers()`` gives them), keyed without the prefix.
+
+    ``time`` is milliseconds since the Unix epoch, UTC, when the letter was written.
+    """
+    if not headers:
+        return {}
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: dict[str, str] = {}
+    for name, value in items:
+        if name.startswith(PREFIX):
+            if isinstance(value, bytes):
+                value = value.decode(errors="replace")
+            out[name[len(PREFIX):]] = "" if value is None else value
+    return out

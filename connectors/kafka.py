@@ -1,0 +1,295 @@
+"""Kafka clients configured from ``[kafka]`` settings: producers, consumers, admin, topics, reading back.
+
+Delivery is at least once: consumers never auto-commit (the caller commits after processing) and
+producers are idempotent with ``acks=all``. Every topic name goes through ``KafkaSettings.topic`` so a
+namespace can keep environments (and tests sharing a broker) apart.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Literal
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from connectors.config import Section
+from schemas import AvroSerde
+
+
+class KafkaSettings(Section):
+    """Where the brokers are, how to authenticate, and how clients batch; ``extra`` goes to librdkafka as is."""
+
+    toml_table = "kafka"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_KAFKA_", extra="forbid")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    namespace: str = Field("", description="Prefix for every topic name, e.g. 'staging.'")
+    client_id: str = "eddyline"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    linger_ms: int = Field(10, ge=0)
+    batch_size: int = Field(1_000_000, gt=0, description="Bytes per partition batch")
+    session_timeout_ms: int = Field(45_000, gt=0)
+    partitions: int = Field(3, gt=0, description="Partitions of topics eddyline creates")
+    replication_factor: int = Field(1, gt=0)
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sasl_needs_sasl_protocol(self) -> KafkaSettings:
+        sasl_set = self.sasl_mechanism or self.sasl_username or self.sasl_password
+        if sasl_set and not self.security_protocol.startswith("SASL_"):
+            raise ValueError(
+                f"SASL credentials are set but security_protocol is {self.security_protocol}; "
+                "use SASL_SSL (or SASL_PLAINTEXT on a trusted network)"
+            )
+        return self
+
+    def topic(self, logical: str) -> str:
+        """The broker's name for a logical topic such as ``sensor.readings``."""
+        return f"{self.namespace}{logical}"
+
+
+class DeliveryError(RuntimeError):
+    """Messages that the broker did not accept; nothing is dropped without saying so."""
+
+
+def _client_config(s: KafkaSettings) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": s.bootstrap_servers,
+        "client.id": s.client_id,
+        "security.protocol": s.security_protocol.lower(),
+    }
+    if s.sasl_mechanism:
+        conf["sasl.mechanism"] = s.sasl_mechanism
+    if s.sasl_username is not None:
+        conf["sasl.username"] = s.sasl_username
+    if s.sasl_password is not None:
+        conf["sasl.password"] = s.sasl_password.get_secret_value()
+    for key, value in (
+        ("ssl.ca.location", s.ssl_ca_location),
+        ("ssl.certificate.location", s.ssl_certificate_location),
+        ("ssl.key.location", s.ssl_key_location),
+    ):
+        if value:
+            conf[key] = value
+    conf.update(s.extra)
+    return conf
+
+
+def producer_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """Idempotent, fully acknowledged, compressed and batched; ``overrides`` use librdkafka's names."""
+    conf = {
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": s.compression,
+        "linger.ms": s.linger_ms,
+        "batch.size": s.batch_size,
+    }
+    conf = {**conf, **_client_config(s)}
+    conf.update(overrides)
+    return conf
+
+
+def consumer_config(s: KafkaSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """At least once: offsets are committed by the caller after processing, new groups start at the beginning."""
+    conf = {
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": s.session_timeout_ms,
+        "heartbeat.interval.ms": max(100, min(3000, s.session_timeout_ms // 3)),
+    }
+    conf = {**conf, **_client_config(s)}
+    conf.update(overrides)
+    return conf
+
+
+def admin_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    return {**_client_config(s), **overrides}
+
+
+def make_producer(s: KafkaSettings, **overrides: Any) -> Producer:
+    return Producer(producer_config(s, **overrides))
+
+
+def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(s, group_id, **overrides))
+
+
+def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
+    return AdminClient(admin_config(s, **overrides))
+
+
+def create_topics(
+    s: KafkaSettings, logical_topics: Iterable[str], partitions: int | None = None, timeout: float = 30.0
+) -> None:
+    """Create the topics that do not exist yet and wait until every one is in the metadata."""
+    names = sorted({s.topic(t) for t in logical_topics})
+    if not names:
+        return
+    admin = make_admin(s)
+    count = partitions or s.partitions
+    new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor) for n in names]
+    futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"creating topic {name!r} failed: {err.str()}") from exc
+    deadline = time.monotonic() + timeout
+    missing = names
+    while True:
+        meta = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+        missing = [n for n in names if not _visible(meta.topics.get(n))]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"topics {missing} were created but are not in the metadata after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def _visible(topic_meta: Any) -> bool:
+    return topic_meta is not None and topic_meta.error is None and len(topic_meta.partitions) > 0
+
+
+class EventProducer:
+    """Produces events to logical topics and keeps score of deliveries.
+
+    ``flush`` raises ``DeliveryError`` when any message since the last flush failed, so a caller that
+    flushes before committing its input never commits past a lost output.
+    """
+
+    def __init__(self, settings: KafkaSettings, serde: AvroSerde | None = None, **overrides: Any) -> None:
+        self.settings = settings
+        self.serde = serde or AvroSerde()
+        self._producer = make_producer(settings, **overrides)
+        self.delivered = 0
+        self.failed = 0
+        self._errors: list[str] = []
+
+    def produce(
+        self, topic: str, event_type: str, record: dict[str, Any], key: str,
+        headers: dict[str, bytes] | None = None,
+    ) -> None:
+        """Encode ``record`` as ``event_type`` (raises ``schemas.SchemaError`` if it breaks the schema) and send it."""
+        value = self.serde.encode(event_type, record, topic=self.settings.topic(topic))
+        self.produce_raw(topic, value, key, headers)
+
+    def produce_raw(
+        self, topic: str, value: bytes | None, key: bytes | str | None,
+        headers: dict[str, bytes] | None = None,
+    ) -> None:
+        full = self.settings.topic(topic)
+        hdrs = list(headers.items()) if headers else None
+        while True:
+            try:
+                self._producer.produce(full, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain, then retry
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                self.failed += 1
+                raise DeliveryError(f"cannot produce to {full!r}: {exc.args[0].str()}") from None
+        self._producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.delivered += 1
+            return
+        self.failed += 1
+        if len(self._errors) < 20:
+            self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+
+    def poll(self, timeout: float = 0.0) -> int:
+        return self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait for every message to be acknowledged; raise ``DeliveryError`` if any was not."""
+        before = self.failed
+        remaining = self._producer.flush(timeout)
+        errors, self._errors = self._errors, []
+        if remaining:
+            raise DeliveryError(f"{remaining} messages still unacknowledged after {timeout} s "
+                                f"(bootstrap {self.settings.bootstrap_servers})")
+        if errors or self.failed > before:
+            raise DeliveryError(f"{len(errors)} messages were not delivered: " + "; ".join(errors[:5]))
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.flush()
+        else:
+            self._producer.flush(5.0)
+
+
+def read_topic(
+    s: KafkaSettings,
+    logical_topic: str,
+    *,
+    timeout: float = 10.0,
+    idle: float | None = None,
+    expected: int | None = None,
+) -> list[Message]:
+    """Read a topic from the beginning of every partition, without joining a consumer group.
+
+    Stops once ``expected`` messages are read, or when nothing new came for ``idle`` seconds (1 s by
+    default, and only if ``expected`` is not given or ``idle`` is passed), or at ``timeout``. End offsets
+    are not used: some Kafka-compatible brokers report them wrong.
+    """
+    if idle is None and expected is None:
+        idle = 1.0
+    name = s.topic(logical_topic)
+    consumer = Consumer(consumer_config(s, f"eddyline-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": False}))
+    out: list[Message] = []
+    try:
+        start = last = time.monotonic()
+        deadline = start + timeout
+        assigned = False
+        while True:
+            now = time.monotonic()
+            if now >= deadline or (idle is not None and now - last >= idle):
+                break
+            if expected is not None and len(out) >= expected:
+                break
+            if not assigned:
+                meta = consumer.list_topics(name, timeout=max(0.1, min(1.0, deadline - now)))
+                tm = meta.topics.get(name)
+                if _visible(tm):
+                    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in sorted(tm.partitions)])
+                    assigned = True
+                else:
+                    time.sleep(0.1)
+                continue
+            batch = consumer.consume(1000, timeout=max(0.01, min(0.2, deadline - now)))
+            for msg in batch:
+                err = msg.error()
+                if err is None:
+                    out.append(msg)
+                elif err.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(err)
+            if any(m.error() is None for m in batch):
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    return out
