@@ -1,0 +1,1 @@
+"""Offline evaluation of models against labelled benchmarks (NAB for anomaly detectors)."""
