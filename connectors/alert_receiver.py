@@ -1,0 +1,315 @@
+"""A stand-in for PagerDuty's Events API v2 and Slack's incoming webhooks, on loopback.
+
+It checks payloads the way the real services document them, answers as they do, and keeps incidents as
+PagerDuty would (triggers with one dedup key fold into one incident), so ``eddyline demo`` and the tests
+see real HTTP, real JSON and real refusals. It can be told to fail the next requests to exercise retries.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["AlertReceiver", "DEFAULT_SLACK_PATH"]
+
+DEFAULT_SLACK_PATH = "T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+EVENT_ACTIONS = ("trigger", "acknowledge", "resolve")
+SEVERITIES = ("critical", "error", "warning", "info")
+ROUTING_KEY_LENGTH = 32
+MAX_BODY = 512 * 1024  # PagerDuty's limit on an event
+
+
+def _pagerduty_errors(event: Any, routing_keys: frozenset[str] | None) -> list[str]:
+    """The checks the Events API v2 makes, with messages in its style."""
+    if not isinstance(event, dict):
+        return ["Event object is invalid"]
+    errors = []
+    key = event.get("routing_key")
+    if not isinstance(key, str) or not key:
+        errors.append("'routing_key' is missing or blank")
+    elif len(key) != ROUTING_KEY_LENGTH:
+        errors.append(f"Length of 'routing_key' is incorrect (should be {ROUTING_KEY_LENGTH} characters)")
+    elif routing_keys is not None and key not in routing_keys:
+        errors.append("Invalid routing key")
+    action = event.get("event_action")
+    if action not in EVENT_ACTIONS:
+        errors.append("'event_action' is missing or invalid (must be one of trigger, acknowledge, resolve)")
+    dedup_key = event.get("dedup_key")
+    if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key or len(dedup_key) > 255):
+        errors.append("'dedup_key' must be a non-blank string of at most 255 characters")
+    if action in ("acknowledge", "resolve") and dedup_key is None:
+        errors.append(f"'dedup_key' is required for event_action {action}")
+    if action == "trigger":
+        payload = event.get("payload")
+        if not isinstance(payload, dict):
+            errors.append("'payload' is missing or not an object")
+        else:
+            for field in ("summary", "source"):
+                if not isinstance(payload.get(field), str) or not payload[field].strip():
+                    errors.append(f"'payload.{field}' is missing or blank")
+            if payload.get("severity") not in SEVERITIES:
+                errors.append("'payload.severity' is missing or invalid (must be one of critical, error, warning, info)")
+            if "custom_details" in payload and not isinstance(payload["custom_details"], (dict, str)):
+                errors.append("'payload.custom_details' must be an object")
+    return errors
+
+
+def _slack_valid(message: Any) -> bool:
+    if not isinstance(message, dict):
+        return False
+    text, blocks = message.get("text"), message.get("blocks")
+    has_text = isinstance(text, str) and bool(text.strip())
+    has_blocks = isinstance(blocks, list) and bool(blocks) and all(isinstance(b, dict) and "type" in b for b in blocks)
+    if blocks is not None and not has_blocks:
+        return False
+    return has_text or has_blocks
+
+
+class AlertReceiver:
+    """A threaded HTTP server on loopback; read its records while it runs, they are kept after ``stop()``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, routing_keys: set[str] | None = None) -> None:
+        self.host = host
+        self._port = port
+        self.routing_keys = frozenset(routing_keys) if routing_keys is not None else None
+        self._lock = threading.Condition()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._failures: deque[tuple[int, float | None]] = deque()
+        self.reset()
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    def start(self) -> AlertReceiver:
+        if self._server is not None:
+            return self
+        server = ThreadingHTTPServer((self.host, self._port), _handler_for(self))
+        server.daemon_threads = True
+        self._server = server
+        self._port = server.server_port
+        self._thread = threading.Thread(target=server.serve_forever, name=f"alert-receiver:{self._port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> AlertReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("AlertReceiver is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pagerduty_url(self) -> str:
+        """The Events API base URL (PagerDutySettings.url); events go to ``/v2/enqueue`` under it."""
+        return self.url
+
+    @property
+    def slack_url(self) -> str:
+        """An incoming-webhook URL (SlackSettings.webhook_url)."""
+        return f"{self.url}/slack/{DEFAULT_SLACK_PATH}"
+
+    # --- what it saw ------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget everything received; pending injected failures are dropped too."""
+        with self._lock:
+            self.events: list[dict[str, Any]] = []  # accepted PagerDuty events, in order
+            self.slack_messages: list[dict[str, Any]] = []  # accepted Slack messages: {"path", "body"}
+            self.incidents: dict[str, dict[str, Any]] = {}
+            self.rejected: list[dict[str, Any]] = []  # {"path", "status", "body", "errors"}
+            self.requests_total = 0
+            self.failures_injected = 0
+            self._failures.clear()
+
+    @property
+    def accepted_total(self) -> int:
+        with self._lock:
+            return len(self.events) + len(self.slack_messages)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "requests": self.requests_total,
+                "pagerduty_events": len(self.events),
+                "slack_messages": len(self.slack_messages),
+                "rejected": len(self.rejected),
+                "failures_injected": self.failures_injected,
+                "incidents_open": sum(1 for i in self.incidents.values() if i["status"] != "resolved"),
+            }
+
+    def open_incidents(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self.incidents.items() if v["status"] != "resolved"}
+
+    def fail_next(self, n: int, status: int = 500, *, retry_after: float | None = None) -> None:
+        """Answer the next ``n`` requests, on any path, with ``status`` (500, 503, 429...) before checking them."""
+        if n < 0 or not 400 <= status <= 599:
+            raise ValueError("fail_next needs n >= 0 and an error status")
+        with self._lock:
+            self._failures.extend([(status, retry_after)] * n)
+
+    def wait_for(self, predicate: Callable[[AlertReceiver], bool], timeout: float = 10.0) -> bool:
+        """Block until ``predicate(self)`` holds (checked on every request); False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+            return True
+
+    # --- request handling (called from server threads) --------------------------------------------
+
+    def _take_failure(self) -> tuple[int, float | None] | None:
+        with self._lock:
+            self.requests_total += 1
+            if self._failures:
+                self.failures_injected += 1
+                self._lock.notify_all()
+                return self._failures.popleft()
+            return None
+
+    def _reject(self, path: str, status: int, body: Any, errors: list[str]) -> None:
+        with self._lock:
+            self.rejected.append({"path": path, "status": status, "body": body, "errors": errors})
+            self._lock.notify_all()
+
+    def _pagerduty(self, path: str, event: Any) -> tuple[int, dict[str, Any]]:
+        errors = _pagerduty_errors(event, self.routing_keys)
+        if errors:
+            self._reject(path, 400, event, errors)
+            return 400, {"status": "invalid event", "message": "Event object is invalid", "errors": errors}
+        dedup_key = event.get("dedup_key") or uuid.uuid4().hex
+        action = event["event_action"]
+        with self._lock:
+            self.events.append(event)
+            incident = self.incidents.get(dedup_key)
+            if action == "trigger":
+                if incident is None or incident["status"] == "resolved":
+                    opened = 0 if incident is None else incident["opened"]
+                    incident = self.incidents[dedup_key] = {
+                        "status": "triggered",
+                        "triggers": 0,
+                        "acknowledges": 0,
+                        "resolves": 0,
+                        "opened": opened,
+                    }
+                    incident["opened"] += 1
+                incident["triggers"] += 1
+                incident["payload"] = event["payload"]
+            elif incident is not None and incident["status"] != "resolved":
+                # PagerDuty accepts acknowledge/resolve for unknown or closed incidents and does nothing.
+                if action == "acknowledge":
+                    incident["status"] = "acknowledged"
+                    incident["acknowledges"] += 1
+                else:
+                    incident["status"] = "resolved"
+                    incident["resolves"] += 1
+            self._lock.notify_all()
+        return 202, {"status": "success", "message": "Event processed", "dedup_key": dedup_key}
+
+    def _slack(self, path: str, message: Any) -> tuple[int, str]:
+        if not _slack_valid(message):
+            self._reject(path, 400, message, ["invalid_payload"])
+            return 400, "invalid_payload"
+        with self._lock:
+            self.slack_messages.append({"path": path.removeprefix("/slack/"), "body": message})
+            self._lock.notify_all()
+        return 200, "ok"
+
+
+def _handler_for(receiver: AlertReceiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "eddyline-alert-receiver"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+            return None
+
+        def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            if isinstance(body, str):
+                data, kind = body.encode(), "text/plain; charset=utf-8"
+            else:
+                data, kind = json.dumps(body).encode(), "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path == "/health":
+                self._send(200, "ok")
+            else:
+                self._send(404, "not found")
+
+        def do_POST(self) -> None:  # noqa: N802
+            path = self.path.split("?", 1)[0]
+            is_pagerduty = path == "/v2/enqueue"
+            is_slack = path.startswith("/slack/") and len(path) > len("/slack/")
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
+            if not (is_pagerduty or is_slack):
+                self._send(404, "not found")
+                return
+            failure = receiver._take_failure()
+            if failure is not None:
+                status, retry_after = failure
+                headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
+                slack_error = "rate_limited" if status == 429 else "internal_error"
+                body: Any = slack_error if is_slack else {"status": "error", "message": f"injected failure {status}"}
+                self._send(status, body, headers)
+                return
+            if length > MAX_BODY:
+                receiver._reject(path, 413, None, ["request too large"])
+                self._send(413, "request too large" if is_slack else {"status": "invalid event", "message": "Too large"})
+                return
+            try:
+                payload = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                payload = _UNPARSEABLE
+            if is_pagerduty:
+                if payload is _UNPARSEABLE:
+                    errors = ["Malformed JSON in request body"]
+                    receiver._reject(path, 400, raw.decode("utf-8", "replace"), errors)
+                    self._send(400, {"status": "invalid event", "message": "Event object is invalid", "errors": errors})
+                    return
+                self._send(*receiver._pagerduty(path, payload))
+            else:
+                self._send(*receiver._slack(path, None if payload is _UNPARSEABLE else payload))
+
+    return Handler
+
+
+_UNPARSEABLE = object()

@@ -1,0 +1,96 @@
+"""Slack incoming webhooks: one message per alert change, coloured by what it means for the reader."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from connectors.alerting import DeliveryError, HttpRetryPolicy, post_json, validate_alert
+from connectors.config import Section
+
+__all__ = ["SlackSettings", "SlackSink", "slack_message"]
+
+COLOURS = {"CRITICAL": "#a30200", "ERROR": "#e01e5a", "WARNING": "#daa038", "INFO": "#439fe0"}
+EMOJI = {"CRITICAL": ":rotating_light:", "ERROR": ":red_circle:", "WARNING": ":warning:", "INFO": ":information_source:"}
+RESOLVED_COLOUR = "#2eb886"
+RESOLVED_EMOJI = ":white_check_mark:"
+VERBS = {"OPENED": "opened", "UPDATED": "updated", "RESOLVED": "resolved"}
+TEXT_LIMIT = 3000  # Slack's limit for a section block's text
+
+
+class SlackSettings(Section):
+    """``[slack]`` / ``EDDYLINE_SLACK_*``; without a webhook URL the sink is off. The URL is a secret."""
+
+    toml_table: ClassVar[str] = "slack"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_SLACK_", extra="ignore")
+
+    webhook_url: SecretStr | None = None
+    timeout: float = Field(10.0, gt=0, description="Seconds per HTTP attempt.")
+    max_retries: int = Field(3, ge=0)
+    backoff: float = Field(1.0, ge=0, description="Seconds before the first retry; doubles each time.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.webhook_url is not None and bool(self.webhook_url.get_secret_value())
+
+
+def _escape(text: Any) -> str:
+    """Slack mrkdwn treats &, < and > as control characters."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """Text for notifications and old clients, blocks for the channel, a coloured bar for the severity."""
+    validate_alert(alert)
+    status, severity = alert["status"], alert["severity"]
+    resolved = status == "RESOLVED"
+    emoji = RESOLVED_EMOJI if resolved else EMOJI[severity]
+    colour = RESOLVED_COLOUR if resolved else COLOURS[severity]
+    headline = f"{emoji} {severity} {VERBS[status]}: {_escape(alert['summary'])}"
+    fields = [
+        {"type": "mrkdwn", "text": f"*Status*\n{status}"},
+        {"type": "mrkdwn", "text": f"*Severity*\n{severity}"},
+        {"type": "mrkdwn", "text": f"*Entity*\n{_escape(alert['entity'])}"},
+        {"type": "mrkdwn", "text": f"*Source*\n{_escape(alert['source'])}"},
+    ]
+    if alert.get("value") is not None:
+        fields.append({"type": "mrkdwn", "text": f"*Value*\n{alert['value']:.6g}"})
+    details = alert.get("details") or {}
+    for key in sorted(details)[: 10 - len(fields)]:  # a section holds at most 10 fields
+        fields.append({"type": "mrkdwn", "text": f"*{_escape(key)}*\n{_escape(details[key])}"})
+    context = f"alert `{_escape(alert['alert_key'])}`"
+    if isinstance(alert.get("event_time"), int):
+        seconds = alert["event_time"] // 1000
+        context += f" at <!date^{seconds}^{{date_short_pretty}} {{time_secs}}|{seconds}>"
+    return {
+        "text": headline[:TEXT_LIMIT],
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": headline[:TEXT_LIMIT]}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
+        ],
+        "attachments": [{"color": colour, "blocks": [{"type": "section", "fields": fields}]}],
+    }
+
+
+class SlackSink:
+    """Posts each alert change to an incoming webhook."""
+
+    name = "slack"
+
+    def __init__(self, settings: SlackSettings) -> None:
+        if not settings.enabled:
+            raise ValueError("Slack is not configured: set slack.webhook_url (EDDYLINE_SLACK_WEBHOOK_URL)")
+        assert settings.webhook_url is not None
+        self._url = settings.webhook_url.get_secret_value()
+        self.policy = HttpRetryPolicy(max_retries=settings.max_retries, backoff=settings.backoff, timeout=settings.timeout)
+
+    def deliver(self, alert: Mapping[str, Any]) -> None:
+        status, text = post_json(self._url, slack_message(alert), self.policy, what="Slack webhook")
+        if text.strip() != "ok":
+            raise DeliveryError(f"Slack webhook answered {status} {text[:200]!r}, expected 'ok'", status=status, body=text)
+
+    def close(self) -> None:
+        return None
