@@ -23,6 +23,18 @@ def dlq_topic(source_topic: str) -> str:
     return f"dlq.{source_topic}"
 
 
+def dlq_headers(full_source_topic: str, reason: str, error: str, partition: int, offset: int) -> dict[str, bytes]:
+    """The headers of a dead letter; engines that write through their own producer use this too."""
+    return {
+        REASON: reason.encode(),
+        ERROR: error[:_MAX_ERROR].encode(errors="replace"),
+        TOPIC: full_source_topic.encode(),
+        PARTITION: str(partition).encode(),
+        OFFSET: str(offset).encode(),
+        TIME: str(time.time_ns() // 1_000_000).encode(),
+    }
+
+
 class DeadLetterProducer:
     """Sends undecodable or invalid input to its dead-letter topic through an ``EventProducer``.
 
@@ -43,14 +55,7 @@ class DeadLetterProducer:
         partition: int,
         offset: int,
     ) -> None:
-        headers = {
-            REASON: reason.encode(),
-            ERROR: error[:_MAX_ERROR].encode(errors="replace"),
-            TOPIC: self.producer.settings.topic(source_topic).encode(),
-            PARTITION: str(partition).encode(),
-            OFFSET: str(offset).encode(),
-            TIME: str(time.time_ns() // 1_000_000).encode(),
-        }
+        headers = dlq_headers(self.producer.settings.topic(source_topic), reason, error, partition, offset)
         self.producer.produce_raw(dlq_topic(source_topic), value, key, headers)
         self.sent += 1
 
