@@ -1,0 +1,170 @@
+"""The agent's configuration: the ``[edge]`` table of the TOML file and ``EDDYLINE_EDGE_*`` variables.
+
+Sources are a list of tables (``[[edge.sources]]``), each with a ``kind``; the Kafka connection comes from
+the ``[kafka]`` table of the same file (``connectors.kafka.KafkaSettings``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from connectors.config import Section
+
+
+class _Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    interval_s: float = Field(1.0, gt=0, description="How often the source is read.")
+
+
+class SimulatedSource(_Source):
+    """Deterministic synthetic signals: a sine with noise per sensor, ``rate`` readings per second in all."""
+
+    kind: Literal["simulated"]
+    sensors: int = Field(4, ge=1)
+    rate: float = Field(10.0, gt=0, description="Readings per second across all sensors.")
+    seed: int = 0
+    unit: str | None = "celsius"
+
+
+class ThermalSource(_Source):
+    """Linux thermal zones (``/sys/class/thermal/thermal_zone*/temp``), in degrees Celsius."""
+
+    kind: Literal["thermal"]
+    root: Path = Path("/sys/class/thermal")
+
+
+class HwmonSource(_Source):
+    """Linux hwmon sensors (``/sys/class/hwmon/hwmon*/{temp,in,fan,power,curr}*_input``), in SI units."""
+
+    kind: Literal["hwmon"]
+    root: Path = Path("/sys/class/hwmon")
+
+
+class ProcSource(_Source):
+    """The device's CPU use, memory and load average from ``/proc``."""
+
+    kind: Literal["proc"]
+    root: Path = Path("/proc")
+
+
+class CsvSource(_Source):
+    """Replays a CSV file with a header ``timestamp,sensor,value[,unit]`` (timestamps in ms or ISO 8601)."""
+
+    kind: Literal["csv"]
+    path: Path
+    rows_per_read: int = Field(100, ge=1)
+    loop: bool = False
+    retime: bool = Field(False, description="Stamp rows with the time they are replayed instead of their own.")
+
+
+class CommandSource(_Source):
+    """Runs a command each interval; every output line ``sensor value [unit]`` (or ``sensor=value``) is a reading."""
+
+    kind: Literal["command"]
+    command: list[str] = Field(min_length=1)
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class PluginSource(_Source):
+    """A source of your own (I2C, serial, ...): an entry point in group ``eddyline.edge.sources`` or ``module:Class``."""
+
+    kind: Literal["plugin"]
+    target: str = Field(description="An entry point name or a dotted path 'package.module:Class'.")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+SourceConfig = Annotated[
+    SimulatedSource | ThermalSource | HwmonSource | ProcSource | CsvSource | CommandSource | PluginSource,
+    Field(discriminator="kind"),
+]
+
+
+class InferenceSettings(BaseModel):
+    """Optional on-device scoring with an int8 ONNX model (needs the ``edge-onnx`` extra)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    model_path: Path | None = Field(None, description="Defaults to the model shipped with the agent.")
+    threshold: float = Field(4.0, gt=0, description="A reading whose score exceeds this is anomalous.")
+    send: Literal["raw", "summary", "auto"] = Field(
+        "raw",
+        description="raw: every reading; summary: per-sensor summaries plus anomalous readings; "
+        "auto: summary while the backlog exceeds scarce_backlog batches, raw otherwise.",
+    )
+    scarce_backlog: int = Field(100, ge=1)
+    providers: list[str] = Field(
+        default_factory=list, description="ONNX Runtime providers in order; empty picks TensorRT, CUDA, then CPU."
+    )
+
+
+class EdgeSettings(Section):
+    """Everything the agent needs besides the Kafka connection."""
+
+    toml_table = "edge"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_EDGE_", env_nested_delimiter="__", extra="forbid")
+
+    device_id: str = Field(default_factory=socket.gethostname)
+    topic: str = Field("sensor.readings", description="The logical topic; the Kafka namespace prefixes it.")
+    sources: list[SourceConfig] = Field(default_factory=lambda: [ProcSource(kind="proc", interval_s=5.0)])
+
+    batch_max_readings: int = Field(1000, ge=1, description="Seal a batch once it holds this many readings.")
+    batch_max_age_s: float = Field(1.0, gt=0, description="Seal a batch at the latest this long after its first reading.")
+
+    buffer_path: Path = Path("/var/lib/eddyline-edge/buffer.sqlite")
+    buffer_max_mb: float = Field(256.0, gt=0, description="Bound on the payload bytes the buffer holds.")
+    buffer_min_free_mb: float = Field(64.0, ge=0, description="Treat the buffer as full when the disk has less free.")
+    buffer_full_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    buffer_sync: Literal["full", "normal"] = Field(
+        "full", description="full: each sealed batch survives a power cut; normal: survives a crash only."
+    )
+
+    send_max_in_flight: int = Field(500, ge=1, description="Batches handed to the producer and not yet acknowledged.")
+    send_fresh_share: float = Field(
+        0.25, ge=0, le=0.9, description="While draining a backlog, this share of sends goes to the newest batches."
+    )
+    send_timeout_s: float = Field(30.0, gt=0, description="A send unacknowledged this long is retried from disk.")
+
+    heartbeat_interval_s: float = Field(60.0, gt=0)
+    metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port; off when unset.")
+    metrics_host: str = "127.0.0.1"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty; set device_id in [edge] or EDDYLINE_EDGE_DEVICE_ID")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _sources(self) -> EdgeSettings:
+        if not self.sources:
+            raise ValueError("no sources configured; add at least one [[edge.sources]] table")
+        seen: set[str] = set()
+        for i, src in enumerate(self.sources):
+            if not src.name:
+                src.name = f"{src.kind}{i}" if sum(s.kind == src.kind for s in self.sources) > 1 else src.kind
+            if src.name in seen:
+                raise ValueError(f"two sources are named {src.name!r}; give each [[edge.sources]] a unique name")
+            seen.add(src.name)
+        return self
+
+
+def use_config_file(path: Path | None) -> None:
+    """Point every settings section at ``path`` (what ``--config`` does), failing early if it is missing."""
+    if path is None:
+        return
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist; pass --config with the path of your TOML file")
+    os.environ["EDDYLINE_CONFIG"] = str(path)
