@@ -1,0 +1,252 @@
+"""AvroSerde: every event type round-trips; bad bytes and bad records fail with a reason and a useful message."""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+
+import fastavro
+import pytest
+
+from schemas import (
+    AvroSerde,
+    DecodeError,
+    LocalRegistry,
+    UnknownSchemaError,
+    ValidationError,
+    catalog,
+    derive_id,
+    event_types,
+    new_id,
+)
+from schemas import wire
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
+
+
+def _examples() -> dict[str, dict]:
+    pcm = struct.pack("<8h", 0, 1200, 2400, 1200, 0, -1200, -2400, -1200)
+    return {
+        catalog.SENSOR_BATCH: {
+            "event_id": new_id(), "event_time": T0, "producer": "eddyline-edge/0.1.0@pi-kitchen",
+            "device_id": "pi-kitchen", "seq": 41,
+            "series": [
+                {"sensor": "temperature", "unit": "degC", "timestamps": [T0, T0 + 1000, T0 + 2000],
+                 "values": [21.5, 21.625, 21.75]},
+                {"sensor": "humidity", "unit": None, "timestamps": [T0], "values": [0.43]},
+            ],
+        },
+        catalog.AUDIO_CHUNK: {
+            "event_id": new_id(), "event_time": T0, "producer": "gateway", "conversation_id": "call-7",
+            "seq": 3, "sample_rate": 16000, "offset_ms": 1500, "pcm": pcm, "final": False,
+        },
+        catalog.TRANSCRIPT: {
+            "event_id": derive_id("call-7", 0), "event_time": T0, "producer": "flow.speech",
+            "conversation_id": "call-7", "segment": 0, "start_ms": 0, "end_ms": 2300,
+            "text": "Hello, I'd like to cancel my order.", "language": "en", "confidence": -0.21,
+            "model": "whisper-tiny.en",
+        },
+        catalog.CLICK: {
+            "event_id": new_id(), "event_time": T0, "producer": "web", "user_id": "u-17", "item_id": "sku-9",
+            "action": "CLICK", "impression_id": "imp-3", "position": 2, "rating": None,
+            "context": {"page": "home", "device": "mobile"},
+        },
+        catalog.PREDICTION: {
+            "event_id": new_id(), "event_time": T0, "producer": "flow.clicks", "model_name": "ctr",
+            "model_version": "7", "subject_id": "u-17", "item_id": "sku-9", "features_digest": "ab12cd",
+            "features": {"hour": 14.0, "position": 2.0}, "score": 0.137, "label": None, "latency_ms": 0.42,
+            "error": None,
+        },
+        catalog.FEEDBACK: {
+            "event_id": new_id(), "event_time": T0 + 5000, "producer": "web", "model_name": "ctr",
+            "prediction_id": "p-1", "label": 1.0,
+        },
+        catalog.ANOMALY_SCORE: {
+            "event_id": derive_id("anomaly", "e-1"), "event_time": T0, "producer": "flow.anomaly",
+            "source_event_id": "e-1", "device_id": "pi-kitchen", "model": "ewma", "threshold": 0.99,
+            "series": [{"sensor": "temperature", "timestamps": [T0, T0 + 1000], "values": [21.5, 35.0],
+                        "scores": [0.1, 0.998]}],
+        },
+        catalog.SENTIMENT_SCORE: {
+            "event_id": derive_id("sentiment", "t-1"), "event_time": T0, "producer": "flow.sentiment",
+            "source_event_id": "t-1", "conversation_id": "call-7", "segment": 0,
+            "text": "This is the third time it broke.", "label": "negative", "score": -0.71,
+            "probabilities": {"negative": 0.81, "neutral": 0.15, "positive": 0.04}, "rolling_score": -0.5,
+            "model": "minilm-sentiment-1",
+        },
+        catalog.DRIFT: {
+            "event_id": new_id(), "event_time": T0, "producer": "flow.drift", "model_name": "ctr",
+            "feature": "hour", "kind": "DATA", "detector": "ks", "statistic": 0.31, "threshold": 0.2,
+            "window_start": T0 - 60_000, "window_end": T0, "reference_size": 1000, "window_size": 250,
+        },
+        catalog.ALERT: {
+            "event_id": new_id(), "event_time": T0, "producer": "flow.alerts", "alert_key": "anomaly/pi-kitchen/t",
+            "status": "OPENED", "severity": "CRITICAL", "source": "anomaly", "entity": "pi-kitchen/temperature",
+            "summary": "temperature 35.0 degC is anomalous (score 0.998)", "value": 35.0,
+            "details": {"threshold": "0.99"},
+        },
+    }
+
+
+EXAMPLES = _examples()
+
+
+@pytest.fixture(scope="module")
+def serde() -> AvroSerde:
+    return AvroSerde()
+
+
+def test_examples_cover_every_event_type() -> None:
+    assert sorted(EXAMPLES) == event_types()
+
+
+@pytest.mark.parametrize("event_type", sorted(EXAMPLES))
+def test_round_trip(serde: AvroSerde, event_type: str) -> None:
+    record = EXAMPLES[event_type]
+    assert serde.decode(serde.encode(event_type, record), event_type) == record
+
+
+def test_defaults_are_filled_on_encode(serde: AvroSerde) -> None:
+    minimal = {k: v for k, v in EXAMPLES[catalog.CLICK].items()
+               if k not in ("impression_id", "position", "rating", "context")}
+    decoded = serde.decode(serde.encode(catalog.CLICK, minimal), catalog.CLICK)
+    assert decoded["context"] == {} and decoded["impression_id"] is None
+
+
+def test_wire_framing(serde: AvroSerde) -> None:
+    record = EXAMPLES[catalog.FEEDBACK]
+    data = serde.encode(catalog.FEEDBACK, record)
+    version = catalog.latest(catalog.FEEDBACK)
+    assert data[0] == 0
+    assert struct.unpack(">I", data[1:5])[0] == LocalRegistry().id_for("feedback", version)
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, version.parsed, record)
+    assert data[5:] == body.getvalue()
+    assert wire.unframe(data)[0] == struct.unpack(">I", data[1:5])[0]
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"", "too short"),
+        (b"\x00\x00", "too short"),
+        (b'{"event_id": "x"}', "magic byte"),
+        (b"hello world, not avro", "magic byte"),
+    ],
+)
+def test_not_wire_format(serde: AvroSerde, data: bytes, needle: str) -> None:
+    with pytest.raises(DecodeError, match=needle) as info:
+        serde.decode(data, catalog.SENSOR_BATCH)
+    assert info.value.reason == "undecodable"
+
+
+def test_none_is_undecodable(serde: AvroSerde) -> None:
+    with pytest.raises(DecodeError):
+        serde.decode(None, catalog.SENSOR_BATCH)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cut", [1, 5, 20])
+def test_truncated_body(serde: AvroSerde, cut: int) -> None:
+    data = serde.encode(catalog.SENSOR_BATCH, EXAMPLES[catalog.SENSOR_BATCH])
+    with pytest.raises(DecodeError, match="sensor_batch: Avro body does not decode with schema id") as info:
+        serde.decode(data[:-cut], catalog.SENSOR_BATCH)
+    assert info.value.reason == "undecodable" and info.value.event_type == catalog.SENSOR_BATCH
+
+
+def test_trailing_bytes(serde: AvroSerde) -> None:
+    data = serde.encode(catalog.FEEDBACK, EXAMPLES[catalog.FEEDBACK])
+    with pytest.raises(DecodeError, match="3 bytes left over"):
+        serde.decode(data + b"\x01\x02\x03", catalog.FEEDBACK)
+
+
+def test_garbage_body_with_valid_header(serde: AvroSerde) -> None:
+    sid = LocalRegistry().id_for("", catalog.latest(catalog.SENSOR_BATCH))
+    with pytest.raises(DecodeError):
+        serde.decode(wire.frame(sid, b"\xff" * 40), catalog.SENSOR_BATCH)
+
+
+def test_unknown_schema_id(serde: AvroSerde) -> None:
+    known = {LocalRegistry().id_for("", v) for t in event_types() for v in catalog.versions(t)}
+    unknown = next(i for i in range(1, 1000) if i not in known)
+    with pytest.raises(UnknownSchemaError, match=f"schema id {unknown} is not one of eddyline's") as info:
+        serde.decode(wire.frame(unknown, b"\x00"), catalog.SENSOR_BATCH)
+    assert info.value.reason == "unknown_schema"
+
+
+def test_other_event_type_does_not_decode(serde: AvroSerde) -> None:
+    data = serde.encode(catalog.CLICK, EXAMPLES[catalog.CLICK])
+    with pytest.raises(DecodeError, match="sensor_batch"):
+        serde.decode(data, catalog.SENSOR_BATCH)
+
+
+def test_unknown_event_type(serde: AvroSerde) -> None:
+    with pytest.raises(UnknownSchemaError, match="no schema for event type 'nope'; known types: alert"):
+        serde.encode("nope", {})
+
+
+def _sensor(**series_changes) -> dict:
+    rec = EXAMPLES[catalog.SENSOR_BATCH]
+    return {**rec, "series": [{**rec["series"][0], **series_changes}]}
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_reading_rejected_on_encode(serde: AvroSerde, bad: float) -> None:
+    with pytest.raises(ValidationError, match=r"sensor_batch\.series\[0\]\.values: holds NaN or infinity") as info:
+        serde.encode(catalog.SENSOR_BATCH, _sensor(values=[1.0, bad, 2.0]))
+    assert info.value.reason == "invalid"
+
+
+def test_mismatched_series_lengths_rejected(serde: AvroSerde) -> None:
+    with pytest.raises(ValidationError, match=r"series\[0\]: 3 timestamps for 2 values"):
+        serde.encode(catalog.SENSOR_BATCH, _sensor(values=[1.0, 2.0]))
+
+
+def test_invalid_record_rejected_on_decode(serde: AvroSerde) -> None:
+    data = serde.encode(catalog.SENSOR_BATCH, _sensor(values=[1.0, math.nan, 2.0]), check=False)
+    with pytest.raises(ValidationError, match="NaN"):
+        serde.decode(data, catalog.SENSOR_BATCH)
+    assert math.isnan(serde.decode(data, catalog.SENSOR_BATCH, check=False)["series"][0]["values"][1])
+
+
+def test_anomaly_score_lengths(serde: AvroSerde) -> None:
+    rec = EXAMPLES[catalog.ANOMALY_SCORE]
+    bad = {**rec, "series": [{**rec["series"][0], "scores": [0.1]}]}
+    with pytest.raises(ValidationError, match="differ in length"):
+        serde.encode(catalog.ANOMALY_SCORE, bad)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "changes", "needle"),
+    [
+        (catalog.AUDIO_CHUNK, {"sample_rate": 44100}, "must be 16000 Hz"),
+        (catalog.AUDIO_CHUNK, {"pcm": b"\x00\x01\x02"}, "odd number of bytes"),
+        (catalog.PREDICTION, {"score": math.nan}, "score: is NaN"),
+        (catalog.PREDICTION, {"latency_ms": -1.0}, "latency_ms: is negative"),
+        (catalog.FEEDBACK, {"prediction_id": ""}, "prediction_id: must not be empty"),
+        (catalog.CLICK, {"event_id": ""}, "event_id: must not be empty"),
+        (catalog.CLICK, {"event_time": -5}, "before 1970"),
+    ],
+)
+def test_rules(serde: AvroSerde, event_type: str, changes: dict, needle: str) -> None:
+    with pytest.raises(ValidationError, match=needle):
+        serde.encode(event_type, {**EXAMPLES[event_type], **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"action": "LIKE"}, "action"),
+        ({"user_id": 17}, "user_id"),
+        ({"position": "2"}, "position"),
+    ],
+)
+def test_avro_type_errors_name_the_field(serde: AvroSerde, changes: dict, needle: str) -> None:
+    with pytest.raises(ValidationError, match=needle):
+        serde.encode(catalog.CLICK, {**EXAMPLES[catalog.CLICK], **changes})
+
+
+def test_missing_required_field(serde: AvroSerde) -> None:
+    rec = {k: v for k, v in EXAMPLES[catalog.DRIFT].items() if k != "statistic"}
+    with pytest.raises(ValidationError, match="statistic"):
+        serde.encode(catalog.DRIFT, rec)
