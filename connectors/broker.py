@@ -135,6 +135,7 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "NO_COLOR": "1"},
             start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop the broker in order
             preexec_fn=(lambda: _die_with_parent(parent)) if sys.platform == "linux" else None,
         )

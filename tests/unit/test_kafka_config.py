@@ -1,0 +1,131 @@
+"""KafkaSettings and the librdkafka configurations built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from pydantic import ValidationError
+
+from connectors.kafka import (
+    KafkaSettings,
+    admin_config,
+    consumer_config,
+    make_consumer,
+    make_producer,
+    producer_config,
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("EDDYLINE_KAFKA_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(tmp_path / "absent.toml"))
+
+
+def test_defaults() -> None:
+    s = KafkaSettings()
+    assert s.bootstrap_servers == "127.0.0.1:9092"
+    assert s.namespace == "" and s.compression == "lz4"
+    assert s.session_timeout_ms == 45000 and s.partitions == 3 and s.replication_factor == 1
+    assert s.topic("sensor.readings") == "sensor.readings"
+
+
+def test_namespace_prefixes_topics() -> None:
+    assert KafkaSettings(namespace="staging.").topic("dlq.clicks") == "staging.dlq.clicks"
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDDYLINE_KAFKA_BOOTSTRAP_SERVERS", "k1:9093,k2:9093")
+    monkeypatch.setenv("EDDYLINE_KAFKA_NAMESPACE", "prod.")
+    monkeypatch.setenv("EDDYLINE_KAFKA_PARTITIONS", "12")
+    monkeypatch.setenv("EDDYLINE_KAFKA_EXTRA", '{"statistics.interval.ms": "5000"}')
+    s = KafkaSettings()
+    assert (s.bootstrap_servers, s.namespace, s.partitions) == ("k1:9093,k2:9093", "prod.", 12)
+    assert producer_config(s)["statistics.interval.ms"] == "5000"
+
+
+def test_toml_file_and_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "eddyline.toml"
+    path.write_text('[kafka]\nbootstrap_servers = "file:9092"\nnamespace = "file."\nlinger_ms = 50\n'
+                    '[kafka.extra]\n"socket.keepalive.enable" = "true"\n')
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(path))
+    monkeypatch.setenv("EDDYLINE_KAFKA_NAMESPACE", "env.")
+    s = KafkaSettings(linger_ms=1)
+    assert s.bootstrap_servers == "file:9092"
+    assert s.namespace == "env."
+    assert s.linger_ms == 1
+    assert s.extra == {"socket.keepalive.enable": "true"}
+
+
+def test_unknown_toml_key_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "eddyline.toml"
+    path.write_text('[kafka]\nbootstrap_server = "typo:9092"\n')
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(path))
+    with pytest.raises(ValidationError, match="bootstrap_server"):
+        KafkaSettings()
+
+
+def test_bad_values_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="compression"):
+        KafkaSettings(compression="brotli")
+    with pytest.raises(ValidationError, match="partitions"):
+        KafkaSettings(partitions=0)
+
+
+def test_producer_defaults_for_production() -> None:
+    conf = producer_config(KafkaSettings(bootstrap_servers="b:9092", client_id="edge-7"))
+    assert conf["enable.idempotence"] is True
+    assert conf["acks"] == "all"
+    assert conf["compression.type"] == "lz4"
+    assert conf["linger.ms"] > 0 and conf["batch.size"] > 0
+    assert conf["bootstrap.servers"] == "b:9092" and conf["client.id"] == "edge-7"
+    assert conf["security.protocol"] == "plaintext"
+
+
+def test_overrides_win() -> None:
+    s = KafkaSettings(extra={"acks": "1", "linger.ms": "0"})
+    conf = producer_config(s, **{"linger.ms": 100})
+    assert conf["acks"] == "1" and conf["linger.ms"] == 100
+
+
+def test_consumer_is_at_least_once() -> None:
+    conf = consumer_config(KafkaSettings(session_timeout_ms=6000), "flow.anomaly")
+    assert conf["group.id"] == "flow.anomaly"
+    assert conf["enable.auto.commit"] is False
+    assert conf["auto.offset.reset"] == "earliest"
+    assert conf["session.timeout.ms"] == 6000
+    assert conf["heartbeat.interval.ms"] < conf["session.timeout.ms"]
+
+
+def test_sasl_ssl() -> None:
+    s = KafkaSettings(
+        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="svc",
+        sasl_password="hunter2", ssl_ca_location="/etc/ssl/ca.pem",
+    )
+    conf = admin_config(s)
+    assert conf["security.protocol"] == "sasl_ssl"
+    assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert (conf["sasl.username"], conf["sasl.password"]) == ("svc", "hunter2")
+    assert conf["ssl.ca.location"] == "/etc/ssl/ca.pem"
+    assert "ssl.key.location" not in conf
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
+
+
+def test_sasl_credentials_need_a_sasl_protocol() -> None:
+    with pytest.raises(ValidationError, match="security_protocol is PLAINTEXT"):
+        KafkaSettings(sasl_username="svc", sasl_password="x")
+
+
+def test_librdkafka_accepts_the_configs() -> None:
+    s = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    producer = make_producer(s)
+    assert isinstance(producer, Producer) and len(producer) == 0
+    consumer = make_consumer(s, "g")
+    assert isinstance(consumer, Consumer)
+    consumer.close()
