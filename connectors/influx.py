@@ -1,0 +1,257 @@
+"""Time series out to InfluxDB v2 (or anything speaking its write API) through influxdb-client's batching writer.
+
+The batching writer sends in the background, so a failed batch would otherwise only reach a log line.
+Here every batch is accounted for: points queued, written, lost. ``flush()`` and ``close()`` wait for the
+batches in flight and raise ``InfluxWriteError`` when any point since the last check was lost.
+
+Writes are idempotent: a point with the same measurement, tags and time overwrites the earlier one, so a
+replay after a crash rewrites the same points instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, NamedTuple
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from connectors.config import Section
+
+__all__ = ["FieldValue", "InfluxPoint", "InfluxSettings", "InfluxSink", "InfluxWriteError"]
+
+log = logging.getLogger(__name__)
+
+FieldValue = float | int | str | bool
+
+
+class InfluxSettings(Section):
+    """``[influx]`` / ``EDDYLINE_INFLUX_*``; without a URL the sink is off."""
+
+    toml_table: ClassVar[str] = "influx"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_INFLUX_", extra="ignore")
+
+    url: str | None = None
+    token: SecretStr = SecretStr("")
+    org: str = "eddyline"
+    bucket: str = "eddyline"
+    batch_size: int = Field(1000, ge=1)
+    flush_interval_ms: int = Field(1000, ge=1)
+    max_retries: int = Field(5, ge=0)
+    retry_interval_ms: int = Field(1000, ge=1, description="Delay before the first retry; grows exponentially.")
+    max_retry_delay_ms: int = Field(30_000, ge=1)
+    max_retry_time_ms: int = Field(120_000, ge=1, description="Give a batch up after this long in retries.")
+    timeout_ms: int = Field(10_000, ge=1, description="Per HTTP request.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
+class InfluxPoint(NamedTuple):
+    measurement: str
+    tags: Mapping[str, str]
+    fields: Mapping[str, FieldValue]
+    time_ms: int
+
+
+class _Writer:
+    """One batching writer and its own accounting, so that draining it tells exactly what it lost."""
+
+    api: Any
+    scheduler: Any
+
+    def __init__(self) -> None:
+        self.queued = 0
+        self.done = 0
+
+
+class InfluxWriteError(RuntimeError):
+    """Points were lost: their batch failed after its retries (or never finished before close)."""
+
+
+def _batch_points(data: Any) -> int:
+    if isinstance(data, str):
+        data = data.encode()
+    return data.count(b"\n") + 1 if data else 0
+
+
+class InfluxSink:
+    """Queue points; they are sent in batches of ``batch_size`` or every ``flush_interval_ms``."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        from influxdb_client import InfluxDBClient
+
+        if not settings.enabled:
+            raise ValueError("InfluxDB is not configured: set influx.url (EDDYLINE_INFLUX_URL)")
+        self.settings = settings
+        self.bucket = settings.bucket
+        self._client = InfluxDBClient(
+            url=settings.url, token=settings.token.get_secret_value(), org=settings.org, timeout=settings.timeout_ms
+        )
+        self._lock = threading.RLock()
+        self.points_queued = 0
+        self.points_written = 0
+        self.points_lost = 0
+        self.errors = 0  # batches that failed after their retries
+        self.retries = 0
+        self.last_error: Exception | None = None
+        self._reported_lost = 0
+        self._closed = False
+        self._writer = self._open_writer()
+
+    def _open_writer(self) -> _Writer:
+        from influxdb_client.client.write_api import WriteOptions, WriteType
+        from reactivex.scheduler import ThreadPoolScheduler
+
+        s = self.settings
+        w = _Writer()
+        w.scheduler = ThreadPoolScheduler(max_workers=1)  # the library's default is shared by every writer
+        options = WriteOptions(
+            write_type=WriteType.batching,
+            batch_size=s.batch_size,
+            flush_interval=s.flush_interval_ms,
+            retry_interval=s.retry_interval_ms,
+            max_retries=s.max_retries,
+            max_retry_delay=s.max_retry_delay_ms,
+            max_retry_time=s.max_retry_time_ms,
+            max_close_wait=s.max_retry_time_ms + 2 * s.timeout_ms + s.flush_interval_ms,
+            write_scheduler=w.scheduler,
+        )
+        w.api = self._client.write_api(
+            write_options=options,
+            success_callback=lambda key, data: self._on_success(w, data),
+            error_callback=lambda key, data, error: self._on_error(w, key, data, error),
+            retry_callback=lambda key, data, error: self._on_retry(),
+        )
+        return w
+
+    # --- callbacks, from the writer's threads ----------------------------------------------------
+
+    def _on_success(self, w: _Writer, data: Any) -> None:
+        n = _batch_points(data)
+        with self._lock:
+            w.done += n
+            self.points_written += n
+
+    def _on_error(self, w: _Writer, key: tuple[str, str, str], data: Any, error: Exception) -> None:
+        n = _batch_points(data)
+        with self._lock:
+            w.done += n
+            self.errors += 1
+            self.points_lost += n
+            self.last_error = error
+        log.error(
+            "InfluxDB write failed, %d points lost (bucket=%s): %s",
+            n,
+            key[0],
+            error,
+            extra={"event": "influx_write_failed", "bucket": key[0], "points": n, "error": str(error)},
+        )
+
+    def _on_retry(self) -> None:
+        with self._lock:
+            self.retries += 1
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def write(self, measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue], time_ms: int) -> None:
+        self.write_points([InfluxPoint(measurement, tags, fields, time_ms)])
+
+    def write_points(self, points: Iterable[InfluxPoint | tuple[str, Mapping[str, str], Mapping[str, FieldValue], int]]) -> None:
+        """Queue points; a malformed one raises ``ValueError`` before any of the batch is queued."""
+        from influxdb_client import Point, WritePrecision
+
+        built = []
+        for p in points:
+            measurement, tags, fields, time_ms = p
+            _check(measurement, tags, fields, time_ms)
+            point = Point(measurement).time(time_ms, WritePrecision.MS)
+            for k, v in tags.items():
+                point.tag(k, v)
+            for k, v in fields.items():
+                point.field(k, v)
+            built.append(point)
+        if not built:
+            return
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("InfluxSink is closed")
+            self.points_queued += len(built)
+            self._writer.queued += len(built)
+            # under the lock, so that flush() cannot close this writer in between; this only enqueues
+            self._writer.api.write(bucket=self.bucket, org=self.settings.org, record=built, write_precision=WritePrecision.MS)
+
+    def flush(self) -> None:
+        """Send everything queued, wait for it, and raise if any point since the last check was lost.
+
+        influxdb-client's batching writer has no working flush, so the writer is closed (which drains it)
+        and a fresh one takes its place.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            old, self._writer = self._writer, self._open_writer()
+        self._drain(old)
+        self._raise_if_lost()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._drain(self._writer)
+        self._client.close()
+        self._raise_if_lost()
+
+    def _drain(self, w: _Writer) -> None:
+        w.api.close()
+        w.scheduler.executor.shutdown(wait=True)
+        with self._lock:
+            unfinished = w.queued - w.done
+            if unfinished > 0:  # the writer stopped waiting for them: as lost as a failed batch
+                w.done = w.queued
+                self.points_lost += unfinished
+                self.last_error = TimeoutError(f"{unfinished} points still unsent when the writer was closed")
+
+    @property
+    def points_pending(self) -> int:
+        with self._lock:
+            return self.points_queued - self.points_written - self.points_lost
+
+    def _raise_if_lost(self) -> None:
+        with self._lock:
+            lost = self.points_lost - self._reported_lost
+            self._reported_lost = self.points_lost
+            error = self.last_error
+        if lost:
+            raise InfluxWriteError(f"{lost} points were not written to InfluxDB; last error: {error}")
+
+    def __enter__(self) -> InfluxSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check(measurement: Any, tags: Mapping[str, Any], fields: Mapping[str, Any], time_ms: Any) -> None:
+    """Line protocol cannot carry these; the client would drop them without a word, so refuse them."""
+    if not isinstance(measurement, str) or not measurement:
+        raise ValueError(f"measurement must be a non-empty string, got {measurement!r}")
+    if not fields:
+        raise ValueError(f"point {measurement!r} has no fields")
+    for k, v in tags.items():
+        if not isinstance(k, str) or not k or not isinstance(v, str) or not v:
+            raise ValueError(f"tag {k!r}={v!r} of {measurement!r}: tags are non-empty strings")
+    for k, v in fields.items():
+        if not isinstance(k, str) or not k:
+            raise ValueError(f"field name {k!r} of {measurement!r} must be a non-empty string")
+        if not isinstance(v, (bool, int, float, str)):
+            raise ValueError(f"field {k!r} of {measurement!r} has unsupported type {type(v).__name__}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"field {k!r} of {measurement!r} is {v}: InfluxDB cannot store NaN or infinity")
+    if isinstance(time_ms, bool) or not isinstance(time_ms, int):
+        raise ValueError(f"time_ms of {measurement!r} must be an int (ms since the epoch), got {time_ms!r}")

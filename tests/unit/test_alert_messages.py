@@ -1,0 +1,216 @@
+"""What an alert becomes on the wire (PagerDuty event, Slack message), settings, and the dispatcher's containment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from connectors.alerting import AlertDispatcher, DeliveryError, HttpRetryPolicy, validate_alert
+from connectors.pagerduty import DEFAULT_EVENTS_URL, PagerDutySettings, PagerDutySink, pagerduty_event
+from connectors.slack import COLOURS, RESOLVED_COLOUR, SlackSettings, SlackSink, slack_message
+from streams.processor import Emit
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def alert(**overrides: Any) -> dict[str, Any]:
+    record = {
+        "event_id": "alert-1",
+        "event_time": 1_700_000_000_000,
+        "producer": "anomaly-flow",
+        "alert_key": "anomaly:dev-7:temp",
+        "status": "OPENED",
+        "severity": "CRITICAL",
+        "source": "anomaly",
+        "entity": "dev-7/temp",
+        "summary": "temperature anomaly score 0.97 on dev-7",
+        "value": 0.97,
+        "details": {"threshold": "0.9", "detector": "hst"},
+    }
+    record.update(overrides)
+    return record
+
+
+@pytest.mark.parametrize("status", ["OPENED", "UPDATED"])
+def test_open_and_update_trigger_with_the_alert_key_as_dedup_key(status: str) -> None:
+    event = pagerduty_event(alert(status=status, severity="WARNING"), KEY)
+    assert event["event_action"] == "trigger"
+    assert event["routing_key"] == KEY
+    assert event["dedup_key"] == "anomaly:dev-7:temp"
+    payload = event["payload"]
+    assert payload["summary"] == "temperature anomaly score 0.97 on dev-7"
+    assert payload["source"] == "dev-7/temp"
+    assert payload["severity"] == "warning"
+    assert payload["group"] == "anomaly"
+    assert payload["timestamp"].startswith("2023-11-14T22:13:20.000")
+    assert payload["custom_details"]["threshold"] == "0.9"
+    assert payload["custom_details"]["value"] == 0.97
+    assert payload["custom_details"]["alert_status"] == status
+
+
+def test_resolve_carries_only_the_dedup_key() -> None:
+    event = pagerduty_event(alert(status="RESOLVED"), KEY)
+    assert event == {"routing_key": KEY, "dedup_key": "anomaly:dev-7:temp", "event_action": "resolve"}
+
+
+def test_summary_is_cut_to_pagerdutys_limit() -> None:
+    event = pagerduty_event(alert(summary="x" * 5000), KEY)
+    assert len(event["payload"]["summary"]) == 1024
+
+
+def test_value_absent_is_not_invented() -> None:
+    event = pagerduty_event(alert(value=None, details={}), KEY)
+    assert "value" not in event["payload"]["custom_details"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [({"alert_key": ""}, "alert_key"), ({"status": "ACKED"}, "status"), ({"severity": "FATAL"}, "severity")],
+)
+def test_an_alert_no_sink_can_render_is_refused_with_the_reason(change: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        validate_alert(alert(**change))
+    with pytest.raises(ValueError, match=reason):
+        pagerduty_event(alert(**change), KEY)
+    with pytest.raises(ValueError, match=reason):
+        slack_message(alert(**change))
+
+
+def test_slack_message_has_fallback_text_blocks_and_severity_colour() -> None:
+    message = slack_message(alert(summary="score <0.97> & rising"))
+    assert message["text"].startswith(":rotating_light: CRITICAL opened")
+    assert "&lt;0.97&gt; &amp; rising" in message["text"]
+    assert message["blocks"][0]["type"] == "section"
+    assert "anomaly:dev-7:temp" in message["blocks"][1]["elements"][0]["text"]
+    attachment = message["attachments"][0]
+    assert attachment["color"] == COLOURS["CRITICAL"]
+    fields = [f["text"] for f in attachment["blocks"][0]["fields"]]
+    assert "*Entity*\ndev-7/temp" in fields
+    assert "*Value*\n0.97" in fields
+    assert "*detector*\nhst" in fields
+
+
+def test_slack_resolved_is_green_whatever_the_severity() -> None:
+    message = slack_message(alert(status="RESOLVED", severity="CRITICAL"))
+    assert message["attachments"][0]["color"] == RESOLVED_COLOUR
+    assert message["text"].startswith(":white_check_mark: CRITICAL resolved")
+
+
+def test_slack_colours_differ_by_severity() -> None:
+    colours = {s: slack_message(alert(severity=s))["attachments"][0]["color"] for s in COLOURS}
+    assert len(set(colours.values())) == 4
+
+
+def test_backoff_doubles_and_retry_after_wins_when_longer() -> None:
+    policy = HttpRetryPolicy(max_retries=4, backoff=0.5)
+    assert [policy.delay(n) for n in range(4)] == [0.5, 1.0, 2.0, 4.0]
+    assert policy.delay(0, retry_after=3.0) == 3.0
+    assert policy.delay(3, retry_after=1.0) == 4.0
+    assert policy.delay(0, retry_after=10_000) == 60.0
+
+
+def test_settings_come_from_the_environment_and_keys_stay_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDDYLINE_CONFIG", "/nonexistent/eddyline.toml")
+    monkeypatch.setenv("EDDYLINE_PAGERDUTY_ROUTING_KEY", KEY)
+    monkeypatch.setenv("EDDYLINE_PAGERDUTY_MAX_RETRIES", "5")
+    monkeypatch.setenv("EDDYLINE_SLACK_WEBHOOK_URL", "http://127.0.0.1:9/slack/T/B/C")
+    pd, slack = PagerDutySettings(), SlackSettings()
+    assert pd.enabled and pd.max_retries == 5 and pd.url == DEFAULT_EVENTS_URL
+    assert KEY not in repr(pd)
+    assert slack.enabled and "127.0.0.1:9" not in repr(slack)
+
+
+def test_settings_come_from_the_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    config = tmp_path / "eddyline.toml"
+    config.write_text(f'[pagerduty]\nrouting_key = "{KEY}"\nbackoff = 0.25\n[slack]\nmax_retries = 1\n')
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(config))
+    assert PagerDutySettings().backoff == 0.25
+    assert PagerDutySettings().enabled
+    assert SlackSettings().max_retries == 1 and not SlackSettings().enabled
+
+
+def test_unconfigured_sinks_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDDYLINE_CONFIG", "/nonexistent/eddyline.toml")
+    for name in ("EDDYLINE_PAGERDUTY_ROUTING_KEY", "EDDYLINE_SLACK_WEBHOOK_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert AlertDispatcher.from_settings().sinks == []
+    monkeypatch.setenv("EDDYLINE_SLACK_WEBHOOK_URL", "http://127.0.0.1:9/slack/T/B/C")
+    assert [s.name for s in AlertDispatcher.from_settings().sinks] == ["slack"]
+    with pytest.raises(ValueError, match="routing_key"):
+        PagerDutySink(PagerDutySettings())
+    with pytest.raises(ValueError, match="webhook_url"):
+        SlackSink(SlackSettings(webhook_url=None))
+
+
+class RecordingSink:
+    """Our own AlertSink, standing in for a channel so that containment is tested without HTTP."""
+
+    def __init__(self, name: str, error: Exception | None = None) -> None:
+        self.name = name
+        self.error = error
+        self.delivered: list[Mapping[str, Any]] = []
+
+    def deliver(self, alert: Mapping[str, Any]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.delivered.append(alert)
+
+    def close(self) -> None:
+        return None
+
+
+def deliveries(sink: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("eddyline_alert_deliveries_total", {"sink": sink, "outcome": outcome}) or 0.0
+
+
+def test_dispatcher_delivers_only_alerts_and_contains_a_failing_sink(caplog: pytest.LogCaptureFixture) -> None:
+    failing = RecordingSink("unit-failing", DeliveryError("gave up", status=503))
+    broken = RecordingSink("unit-broken", RuntimeError("bug"))
+    ok = RecordingSink("unit-ok")
+    failures: list[tuple[str, str, str]] = []
+    dispatcher = AlertDispatcher(
+        [failing, broken, ok], on_failure=lambda sink, a, e: failures.append((sink, a["alert_key"], str(e)))
+    )
+    before = deliveries("unit-failing", "failed"), deliveries("unit-broken", "error"), deliveries("unit-ok", "delivered")
+    dispatcher.write(
+        [
+            Emit("scores.anomaly", "dev-7", "anomaly_score", {"score": 0.9}),
+            Emit("alerts", "a1", "alert", alert(alert_key="a1")),
+            Emit("alerts", "a2", "alert", alert(alert_key="a2", status="RESOLVED")),
+        ]
+    )
+    assert [a["alert_key"] for a in ok.delivered] == ["a1", "a2"]
+    assert failures == [
+        ("unit-failing", "a1", "gave up"),
+        ("unit-broken", "a1", "bug"),
+        ("unit-failing", "a2", "gave up"),
+        ("unit-broken", "a2", "bug"),
+    ]
+    assert deliveries("unit-failing", "failed") - before[0] == 2
+    assert deliveries("unit-broken", "error") - before[1] == 2
+    assert deliveries("unit-ok", "delivered") - before[2] == 2
+    record = next(r for r in caplog.records if getattr(r, "sink", None) == "unit-failing")
+    assert record.alert_key == "a1" and record.outcome == "failed" and record.http_status == 503
+
+
+def test_an_invalid_alert_is_counted_as_invalid_not_dropped() -> None:
+    sink = PagerDutySink(PagerDutySettings(routing_key=KEY, url="http://127.0.0.1:9"))
+    failures: list[Exception] = []
+    before = deliveries("pagerduty", "invalid")
+    outcomes = AlertDispatcher([sink], on_failure=lambda s, a, e: failures.append(e)).dispatch(alert(status="ACKED"))
+    assert outcomes == {"pagerduty": "invalid"}
+    assert deliveries("pagerduty", "invalid") - before == 1
+    assert "ACKED" in str(failures[0])
+
+
+def test_a_raising_failure_handler_does_not_stop_the_others() -> None:
+    def handler(sink: str, a: Mapping[str, Any], e: Exception) -> None:
+        raise RuntimeError("handler bug")
+
+    ok = RecordingSink("unit-ok2")
+    dispatcher = AlertDispatcher([RecordingSink("unit-bad", DeliveryError("no")), ok], on_failure=handler)
+    assert dispatcher.dispatch(alert()) == {"unit-bad": "failed", "unit-ok2": "delivered"}
+    assert len(ok.delivered) == 1
