@@ -93,7 +93,7 @@ class AlertReceiver:
         server.daemon_threads = True
         self._server = server
         self._port = server.server_port
-        self._thread = threading.Thread(target=server.serve_forever, name=f"alert-receiver:{self._port}", daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=f"alert-receiver:{self._port}", daemon=True)
         self._thread.start()
         return self
 
