@@ -1,0 +1,120 @@
+"""WAV files as the stream's audio: PCM16 mono 16 kHz chunks, the ``audio_chunk`` records of a conversation.
+
+Other rates are resampled (polyphase, anti-aliased) and stereo is averaged to mono, so any PCM WAV a
+phone system writes can be replayed. Anything that is not integer PCM is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas import derive_id
+
+SAMPLE_RATE = 16000
+
+
+class WavError(ValueError):
+    """A file that cannot become PCM16 mono 16 kHz audio."""
+
+
+@dataclass(frozen=True)
+class WavAudio:
+    pcm: bytes  # PCM16 little-endian mono at SAMPLE_RATE
+    source_rate: int
+    source_channels: int
+    source_width: int  # bytes per sample
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / 2 / SAMPLE_RATE
+
+
+def read_wav(path: str | Path, *, resample: bool = True) -> WavAudio:
+    """Read a PCM WAV as PCM16 mono 16 kHz; with ``resample=False`` another rate is an error instead."""
+    path = Path(path)
+    try:
+        with wave.open(str(path), "rb") as w:
+            rate, channels, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            raw = w.readframes(n)
+    except FileNotFoundError:
+        raise WavError(f"{path}: no such file") from None
+    except (wave.Error, EOFError) as exc:
+        raise WavError(f"{path}: not a PCM WAV file ({exc}); convert it, e.g. `sox IN -b 16 OUT.wav`") from None
+    if width not in (1, 2, 3, 4):
+        raise WavError(f"{path}: unsupported sample width of {width} bytes")
+    if rate != SAMPLE_RATE and not resample:
+        raise WavError(f"{path}: sample rate {rate} Hz, the stream carries {SAMPLE_RATE} Hz (resampling is off)")
+    samples = _decode(raw, width).reshape(-1, channels).mean(axis=1)
+    if rate != SAMPLE_RATE:
+        from scipy.signal import resample_poly
+
+        g = gcd(rate, SAMPLE_RATE)
+        samples = resample_poly(samples, SAMPLE_RATE // g, rate // g)
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    return WavAudio(pcm, rate, channels, width)
+
+
+def _decode(raw: bytes, width: int) -> np.ndarray:
+    """Integer PCM of any width as float64 in [-1, 1]."""
+    if width == 1:
+        return (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
+    if width == 3:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        v = np.where(v >= 1 << 23, v - (1 << 24), v)
+        return v.astype(np.float64) / float(1 << 23)
+    dtype = "<i2" if width == 2 else "<i4"
+    return np.frombuffer(raw, dtype=dtype).astype(np.float64) / float(1 << (8 * width - 1))
+
+
+def write_wav(path: str | Path, pcm: bytes, sample_rate: int = SAMPLE_RATE) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm)
+
+
+def chunk_records(
+    audio: WavAudio | bytes,
+    conversation_id: str,
+    *,
+    chunk_ms: int = 200,
+    producer: str = "eddyline-wav",
+    start_ms: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """``audio_chunk`` records for one conversation, the last one marked ``final``.
+
+    Event ids derive from the conversation and sequence number, so producing a file again yields the
+    same ids and downstream dedup sees a replay, not new audio.
+    """
+    if chunk_ms <= 0:
+        raise ValueError(f"chunk_ms must be positive, got {chunk_ms}")
+    pcm = audio.pcm if isinstance(audio, WavAudio) else audio
+    if len(pcm) % 2:
+        raise WavError(f"conversation {conversation_id}: PCM16 needs an even number of bytes, got {len(pcm)}")
+    step = SAMPLE_RATE * chunk_ms // 1000 * 2
+    t0 = int(time.time() * 1000) if start_ms is None else start_ms
+    total = max(1, -(-len(pcm) // step))
+    for seq in range(total):
+        body = pcm[seq * step : (seq + 1) * step]
+        offset_ms = seq * chunk_ms
+        yield {
+            "event_id": derive_id("audio_chunk", conversation_id, seq),
+            "event_time": t0 + offset_ms,
+            "producer": producer,
+            "conversation_id": conversation_id,
+            "seq": seq,
+            "sample_rate": SAMPLE_RATE,
+            "offset_ms": offset_ms,
+            "pcm": body,
+            "final": seq == total - 1,
+        }

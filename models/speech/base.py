@@ -1,0 +1,41 @@
+"""The speech-to-text contract every backend meets."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.speech.audio import SAMPLE_RATE, resample, to_float32
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A stretch of transcribed speech; times in seconds from the start of the audio given."""
+
+    start: float
+    end: float
+    text: str
+    language: str
+    confidence: float | None = None  # mean token probability, where the backend reports one
+
+
+class Transcriber(ABC):
+    """Audio in, segments out. Backends get float32 mono at 16 kHz; other rates are resampled here."""
+
+    name: str = "transcriber"
+
+    def transcribe(self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[Segment]:
+        samples = to_float32(audio)
+        if sample_rate != SAMPLE_RATE:
+            samples = resample(samples, sample_rate, SAMPLE_RATE)
+        if samples.size == 0:
+            return []
+        return self._transcribe(samples)
+
+    def text(self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+        return " ".join(s.text for s in self.transcribe(audio, sample_rate)).strip()
+
+    @abstractmethod
+    def _transcribe(self, samples: np.ndarray) -> list[Segment]: ...
