@@ -1,0 +1,181 @@
+"""The ``eddyline`` command line: run the broker, flows, producers, the demo and the benchmarks.
+
+Heavy modules are imported inside each command so that ``eddyline --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from streams import logs
+
+app = typer.Typer(help="eddyline: streaming-first event processing for ML operations.", no_args_is_help=True)
+topics_app = typer.Typer(help="Manage topics.", no_args_is_help=True)
+produce_app = typer.Typer(help="Publish events.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: each compares against a baseline in the same run.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(produce_app, name="produce")
+app.add_typer(bench_app, name="bench")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(Exception):
+    """An error the user can act on: the message says what to do."""
+
+
+def friendly(fn: F) -> F:
+    """Turn known failures into one line that says what to do, and exit 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logs.setup()
+        try:
+            return fn(*args, **kwargs)
+        except CliError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        except (TimeoutError, ConnectionError) as exc:
+            typer.secho(
+                f"error: {exc}\nIs Kafka reachable? Start one with `eddyline broker` or set "
+                "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS (or [kafka] bootstrap_servers in eddyline.toml).",
+                fg="red",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+        except ValueError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _kafka():  # noqa: ANN202
+    from connectors.kafka import KafkaSettings
+
+    return KafkaSettings()
+
+
+@app.command()
+@friendly
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C."""
+    from connectors.broker import serve
+
+    typer.echo(f"broker on {host}:{port} (memory only; Ctrl-C stops it)", err=True)
+    serve(port=port, host=host)
+
+
+@topics_app.command("create")
+@friendly
+def topics_create(
+    partitions: Annotated[int | None, typer.Option(help="Partitions per topic (default from settings).")] = None,
+) -> None:
+    """Create every topic eddyline uses (idempotent)."""
+    from connectors.kafka import create_topics
+    from schemas.topics import ALL_TOPICS
+
+    settings = _kafka()
+    create_topics(settings, ALL_TOPICS, partitions=partitions)
+    for t in ALL_TOPICS:
+        typer.echo(settings.topic(t))
+
+
+@produce_app.command("sensors")
+@friendly
+def produce_sensors(
+    devices: Annotated[int, typer.Option(help="Simulated devices.")] = 10,
+    rate: Annotated[float, typer.Option(help="Readings per second (0: as fast as possible).")] = 2000.0,
+    count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    anomaly_rate: Annotated[float, typer.Option(help="Chance per reading that an anomaly starts.")] = 0.002,
+    bad_events: Annotated[int, typer.Option(help="Malformed messages to mix in.")] = 0,
+    truth: Annotated[Path | None, typer.Option(help="Write the injected anomalies here (JSON).")] = None,
+) -> None:
+    """Publish simulated device readings with injected anomalies to sensor.readings."""
+    from streams.sensor_producer import produce
+
+    stats = produce(_kafka(), devices=devices, rate=rate, count=count, duration=duration,
+                    anomaly_rate=anomaly_rate, bad_events=bad_events, truth_path=truth, progress=True)
+    typer.echo(f"produced {stats.messages} messages, {stats.readings} readings, {stats.bad} malformed, "
+               f"{stats.injected} injected anomalies", err=True)
+
+
+@app.command("run")
+@friendly
+def run_flow(
+    flow: Annotated[str, typer.Argument(help="Which flow: anomaly.")],
+    engine: Annotated[str, typer.Option(help="bytewax (faust: see issue 8).")] = "bytewax",
+    workers: Annotated[int, typer.Option(help="Worker threads in this process.")] = 1,
+    state_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default from [runtime] state_dir).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT.")] = None,
+) -> None:
+    """Run a flow until interrupted; its state is checkpointed so a restart resumes where it stopped."""
+    from datetime import timedelta
+
+    from streams.runtime import RuntimeSettings, flow_spec
+
+    if engine != "bytewax":
+        raise CliError(f"engine {engine!r} is not available; use --engine bytewax")
+    runtime = RuntimeSettings()
+    spec = flow_spec(flow)
+    port = metrics_port if metrics_port is not None else runtime.metrics_port
+    if port is not None:
+        from connectors.prometheus import serve
+
+        serve(port)
+    from streams.engine_bytewax import run
+
+    folder = (state_dir or runtime.state_dir / spec.name)
+    try:
+        run(spec, _kafka(), state_dir=folder, workers=workers,
+            epoch_interval=timedelta(seconds=runtime.epoch_interval_s), batch_size=runtime.batch_size)
+    except KeyboardInterrupt:
+        typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
+
+
+@app.command()
+@friendly
+def demo(
+    duration: Annotated[float | None, typer.Option(help="Seconds to produce before the summary (default: until Ctrl-C).")] = None,
+    bad_events: Annotated[int, typer.Option(help="Malformed messages to mix in; they must land in the DLQ.")] = 0,
+    summary_json: Annotated[Path | None, typer.Option(help="Write the summary here as JSON.")] = None,
+    devices: Annotated[int, typer.Option(help="Simulated devices.")] = 20,
+    rate: Annotated[float, typer.Option(help="Readings per second.")] = 3000.0,
+) -> None:
+    """Start a broker, the anomaly flow, simulated devices and a loopback alert receiver; print a summary."""
+    from streams.demo import run_demo
+
+    summary = run_demo(duration=duration, bad_events=bad_events, devices=devices, rate=rate,
+                       summary_json=summary_json)
+    if summary["scored"] + summary["dlq"] != summary["produced"]:
+        raise typer.Exit(1)
+
+
+@bench_app.command("sensor-flow")
+@friendly
+def bench_sensor_flow(
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    messages: Annotated[int, typer.Option(help="Messages to pre-fill (150 readings each).")] = 4000,
+) -> None:
+    """Throughput of the whole sensor flow vs. raw consume+decode vs. a per-reading river loop."""
+    from benchmarks.sensor_flow import run
+
+    run(messages=messages, json_path=json_path)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

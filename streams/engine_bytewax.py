@@ -1,0 +1,188 @@
+"""Run a ``FlowSpec`` on Bytewax: Kafka in, processors keyed by state key, Kafka and side sinks out.
+
+The adapter owns no logic: it decodes (dead-lettering what fails), hands each key's batch to that
+key's processor, encodes what comes back and writes it. Processors are checkpointed by Bytewax's
+recovery (pickled at each epoch with the Kafka offsets), so a restart resumes from the last epoch and
+replays at most one epoch of input; outputs repeat with the same ids and sinks drop the repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING
+
+from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
+from connectors.prometheus import DLQ_EVENTS, EVENTS_CONSUMED, EVENTS_EMITTED, PROCESSING_SECONDS
+from schemas import SchemaError
+from streams.codec import Codec, DeadLetter
+from streams.processor import Emit, Event, FlowSpec, Processor, Sink
+
+log = logging.getLogger(__name__)
+
+# Kafka-side settings a consumer may pass through; group and offset handling belong to Bytewax.
+_SOURCE_KEYS = ("security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "ssl.ca.location",
+                "ssl.certificate.location", "ssl.key.location", "client.id")
+
+
+class _ProcessorLogic(StatefulBatchLogic):
+    """One key's processor inside Bytewax; its snapshot is the pickled processor."""
+
+    def __init__(self, spec: FlowSpec, resume: bytes | None) -> None:
+        self.spec = spec
+        self.processor: Processor | None = pickle.loads(resume) if resume is not None else None
+
+    def on_batch(self, values: list[Event]) -> tuple[list[Emit], bool]:
+        if self.processor is None:
+            self.processor = self.spec.make_processor(self.spec.key(values[0]))
+        with PROCESSING_SECONDS.labels(self.spec.name).time():
+            emits = self.processor.process(values)
+        return emits, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes | None:
+        return None if self.processor is None else pickle.dumps(self.processor, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _ProducerPartition(StatelessSinkPartition):
+    def __init__(self, settings: KafkaSettings, flow: str) -> None:
+        self.producer = EventProducer(settings)
+        self.flow = flow
+
+    def write_batch(self, items: list[tuple[str, bytes | None, bytes | None, dict[str, bytes] | None]]) -> None:
+        for topic, key, value, headers in items:
+            self.producer.produce_raw(topic, value, key, headers)
+        self.producer.flush(30.0)  # raises if any delivery failed: the epoch is not committed, input replays
+
+    def close(self) -> None:
+        self.producer.flush(30.0)
+
+
+class _ProducerSink(DynamicSink):
+    """Writes (full topic, key, value, headers) tuples; failed deliveries fail the batch, never vanish."""
+
+    def __init__(self, settings: KafkaSettings, flow: str) -> None:
+        self.settings = settings
+        self.flow = flow
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProducerPartition:
+        return _ProducerPartition(self.settings.model_copy(update={"namespace": ""}), self.flow)
+
+
+class _SidePartition(StatelessSinkPartition):
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def write_batch(self, items: list[Emit]) -> None:
+        self.sink.write(items)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class _SideSink(DynamicSink):
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _SidePartition:
+        return _SidePartition(self.factory())
+
+
+def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500) -> Dataflow:
+    codec = Codec(settings, spec.inputs)
+    flow = Dataflow(spec.name)
+    source_config = {k: v for k, v in consumer_config(settings, "unused").items() if k in _SOURCE_KEYS}
+    source = KafkaSource(
+        [settings.bootstrap_servers],
+        [settings.topic(t) for t in spec.inputs],
+        tail=True,
+        starting_offset=OFFSET_BEGINNING,
+        add_config=source_config,
+        batch_size=batch_size,
+        raise_on_errors=False,
+    )
+    messages = op.input("kafka-in", flow, source)
+
+    def decode(msg: KafkaSourceMessage | KafkaError) -> Event | DeadLetter | None:
+        if isinstance(msg, KafkaError):
+            if msg.err.fatal():
+                raise RuntimeError(f"fatal Kafka error in {spec.name}: {msg.err}")
+            log.warning("kafka consumer error", extra={"flow": spec.name, "error": str(msg.err)})
+            return None
+        out = codec.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset)
+        EVENTS_CONSUMED.labels(spec.name, out.topic).inc()
+        return out
+
+    decoded = op.filter_map("decode", messages, decode)
+    split = op.branch("valid", decoded, lambda x: isinstance(x, Event))
+    keyed = op.key_on("key", split.trues, spec.key)
+    processed = op.stateful_batch("process", keyed, lambda resume: _ProcessorLogic(spec, resume))
+    emits = op.map("unkey", processed, lambda kv: kv[1])
+
+    def encode(emit: Emit) -> tuple[str, bytes | None, bytes | None, dict[str, bytes] | None]:
+        try:
+            topic, key, value = codec.encode(emit)
+        except SchemaError as exc:  # a processor produced an invalid event: keep it, with the reason
+            log.error("invalid output event", extra={"flow": spec.name, "topic": emit.topic, "error": str(exc)})
+            DLQ_EVENTS.labels(spec.name, emit.topic, "invalid_output").inc()
+            return dead_letter_message(settings, DeadLetter(
+                emit.topic, emit.key.encode(), json.dumps(emit.record, default=str).encode(),
+                "invalid_output", str(exc), -1, -1))
+        EVENTS_EMITTED.labels(spec.name, emit.topic).inc()
+        return topic, key, value, None
+
+    def to_dlq(dead: DeadLetter) -> tuple[str, bytes | None, bytes | None, dict[str, bytes]]:
+        DLQ_EVENTS.labels(spec.name, dead.topic, dead.reason).inc()
+        log.info("dead-lettered", extra={"flow": spec.name, "topic": dead.topic, "reason": dead.reason})
+        return dead_letter_message(settings, dead)
+
+    out = op.merge("to-kafka", op.map("encode", emits, encode), op.map("dead-letter", split.falses, to_dlq))
+    op.output("kafka-out", out, _ProducerSink(settings, spec.name))
+    for i, factory in enumerate(spec.sinks):
+        op.output(f"side-sink-{i}", emits, _SideSink(factory))
+    return flow
+
+
+def dead_letter_message(settings: KafkaSettings, dead: DeadLetter) -> tuple[str, bytes | None, bytes | None, dict[str, bytes]]:
+    from connectors.dlq import dlq_headers
+
+    headers = dlq_headers(settings.topic(dead.topic), dead.reason, dead.error, dead.partition, dead.offset)
+    return settings.topic(f"dlq.{dead.topic}"), dead.key, dead.value, headers
+
+
+def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
+    topics = [*spec.inputs, *spec.outputs, *(f"dlq.{t}" for t in spec.inputs)]
+    create_topics(settings, topics)
+
+
+def run(
+    spec: FlowSpec,
+    settings: KafkaSettings,
+    *,
+    state_dir: Path | None = None,
+    epoch_interval: timedelta = timedelta(seconds=2),
+    workers: int = 1,
+    batch_size: int = 500,
+) -> None:
+    """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch."""
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+    from bytewax.run import cli_main
+
+    ensure_topics(spec, settings)
+    recovery = None
+    if state_dir is not None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if not any(state_dir.glob("part-*.sqlite3")):
+            init_db_dir(state_dir, 1)
+        recovery = RecoveryConfig(state_dir)
+    flow = build_dataflow(spec, settings, batch_size=batch_size)
+    cli_main(flow, workers_per_process=workers, epoch_interval=epoch_interval, recovery_config=recovery)

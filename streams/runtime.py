@@ -1,0 +1,47 @@
+"""Runtime settings and the registry of runnable flows (``eddyline run FLOW``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from connectors.config import Section
+from streams.processor import FlowSpec
+
+
+class RuntimeSettings(Section):
+    """``[runtime]`` / ``EDDYLINE_RUNTIME_*``: where state lives and how often it is checkpointed."""
+
+    toml_table: ClassVar[str] = "runtime"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_RUNTIME_", extra="ignore")
+
+    state_dir: Path = Field(Path(".eddyline/state"), description="Checkpoints, one folder per flow.")
+    epoch_interval_s: float = Field(2.0, gt=0, description="Seconds between checkpoints; a crash replays at most this.")
+    batch_size: int = Field(500, gt=0, description="Kafka messages per poll.")
+    metrics_port: int | None = Field(None, description="Serve Prometheus metrics on 127.0.0.1:PORT.")
+    detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")
+
+
+def _anomaly() -> FlowSpec:
+    from connectors.alerting import AlertDispatcher
+    from models.anomaly import DEFAULT_DETECTOR
+    from streams.sensor_anomaly import sensor_anomaly_flow
+
+    detector = RuntimeSettings().detector or DEFAULT_DETECTOR
+    return sensor_anomaly_flow(detector=detector, sinks=[AlertDispatcher.from_settings])
+
+
+FLOWS: dict[str, Callable[[], FlowSpec]] = {
+    "anomaly": _anomaly,
+}
+
+
+def flow_spec(name: str) -> FlowSpec:
+    try:
+        return FLOWS[name]()
+    except KeyError:
+        raise ValueError(f"unknown flow {name!r}; choose one of: {', '.join(sorted(FLOWS))}") from None

@@ -1,0 +1,132 @@
+"""Publishing simulated devices to ``sensor.readings`` at a steady rate, with malformed messages mixed in."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from connectors.kafka import EventProducer, KafkaSettings, create_topics
+from schemas import SENSOR_BATCH
+from streams.sensor_simulator import SENSORS, SensorSimulator, malformed_messages
+
+TOPIC = "sensor.readings"
+
+
+@dataclass
+class ProduceStats:
+    messages: int = 0
+    readings: int = 0
+    bad: int = 0
+    injected: int = 0
+
+    @property
+    def events(self) -> int:
+        """Readings plus malformed messages: what the flow must account for."""
+        return self.readings + self.bad
+
+
+class SensorProducer:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        devices: int = 10,
+        rate: float = 2000.0,
+        anomaly_rate: float = 0.002,
+        bad_events: int = 0,
+        readings_per_message: int = 50,
+        seed: int = 7,
+    ) -> None:
+        self.settings = settings
+        self.rate = rate
+        per_reading_ms = 1000.0 * devices * len(SENSORS) / rate if rate > 0 else 1000.0
+        self.sim = SensorSimulator(
+            devices=devices, readings_per_message=readings_per_message, interval_ms=max(1, round(per_reading_ms)),
+            anomaly_rate=anomaly_rate, start_ms=int(time.time() * 1000), seed=seed,
+        )
+        self.bad = malformed_messages(bad_events, seed=seed)
+        self.stats = ProduceStats()
+        self.producer = EventProducer(settings)
+
+    def run(
+        self,
+        *,
+        count: int | None = None,
+        duration: float | None = None,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[ProduceStats], None] | None = None,
+    ) -> ProduceStats:
+        """Produce until ``count`` messages, ``duration`` seconds or ``stop``; all malformed ones get sent."""
+        create_topics(self.settings, [TOPIC, f"dlq.{TOPIC}"])
+        per_msg = self.sim.readings_per_batch
+        planned = count or (int(duration * self.rate / per_msg) if duration and self.rate > 0 else None)
+        spacing = max(1, (planned or 20 * (len(self.bad) + 1)) // (len(self.bad) + 1))
+        start = time.monotonic()
+        last_progress = 0.0
+        for record in self.sim:
+            now = time.monotonic()
+            if (count is not None and self.stats.messages >= count) or (duration is not None and now - start >= duration):
+                break
+            if stop is not None and stop.is_set():
+                break
+            if self.rate > 0:
+                due = start + self.stats.readings / self.rate
+                if due > now:
+                    time.sleep(due - now)
+            self.producer.produce(TOPIC, SENSOR_BATCH, record, key=record["device_id"])
+            self.stats.messages += 1
+            self.stats.readings += per_msg
+            if self.stats.bad < len(self.bad) and self.stats.messages % spacing == 0:
+                self._send_bad()
+            if on_progress is not None and now - last_progress >= 0.25:
+                last_progress = now
+                self.stats.injected = len(self.sim.injected)
+                on_progress(self.stats)
+        while self.stats.bad < len(self.bad):
+            self._send_bad()
+        self.producer.flush(60.0)
+        self.stats.injected = len(self.sim.injected)
+        return self.stats
+
+    def _send_bad(self) -> None:
+        _reason, value = self.bad[self.stats.bad]
+        self.producer.produce_raw(TOPIC, value, key=f"bad-{self.stats.bad}")
+        self.stats.bad += 1
+
+    def write_truth(self, path: Path) -> None:
+        path.write_text(json.dumps([asdict(a) for a in self.sim.injected], indent=1))
+
+
+def produce(
+    settings: KafkaSettings,
+    *,
+    devices: int,
+    rate: float,
+    count: int | None,
+    duration: float | None,
+    anomaly_rate: float,
+    bad_events: int,
+    truth_path: Path | None = None,
+    progress: bool = False,
+) -> ProduceStats:
+    producer = SensorProducer(settings, devices=devices, rate=rate, anomaly_rate=anomaly_rate, bad_events=bad_events)
+    if progress:
+        from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+            task = bar.add_task("producing")
+
+            def show(s: ProduceStats) -> None:
+                bar.update(task, description=f"producing: {s.messages} messages, {s.readings} readings, "
+                                             f"{s.injected} anomalies injected")
+
+            stats = producer.run(count=count, duration=duration, on_progress=show)
+    else:
+        stats = producer.run(count=count, duration=duration)
+    if truth_path is not None:
+        producer.write_truth(truth_path)
+    return stats
