@@ -1,0 +1,210 @@
+"""The agent's main loop: sample sources on their intervals, seal batches to disk, send, report health.
+
+One thread does everything. It sleeps in the producer's poll until the next source is due, a batch must
+be sealed, or a delivery report arrives, so an idle agent costs next to nothing and there is no lock
+around the buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.batching import BatchEncoder, Batcher
+from edge_agent.buffer import DiskBuffer
+from edge_agent.health import CpuMeter, Heartbeat, process_rss_bytes
+from edge_agent.sender import Sender
+from edge_agent.settings import EdgeSettings
+from edge_agent.sources import Chunk, Source, build_source
+
+log = logging.getLogger("edge_agent")
+
+_ERROR_LOG_EVERY_S = 60.0
+
+
+class Agent:
+    def __init__(self, settings: EdgeSettings, kafka: Any, *, sources: list[Source] | None = None) -> None:
+        from connectors.kafka import producer_config  # confluent-kafka and settings only, no heavy imports
+
+        self.settings = settings
+        self.sources = sources if sources is not None else [build_source(c) for c in settings.sources]
+        self.buffer = DiskBuffer(
+            settings.buffer_path,
+            settings.device_id,
+            max_bytes=int(settings.buffer_max_mb * 2**20),
+            min_free_bytes=int(settings.buffer_min_free_mb * 2**20),
+            policy=settings.buffer_full_policy,
+            sync=settings.buffer_sync,
+        )
+        topic = kafka.topic(settings.topic)
+        self.encoder = BatchEncoder(settings.device_id, f"eddyline-edge/{__version__}@{settings.device_id}", topic)
+        self.batcher = Batcher(settings.batch_max_readings, settings.batch_max_age_s)
+        conf = producer_config(
+            kafka,
+            **{
+                "message.timeout.ms": int(settings.send_timeout_s * 1000),
+                "queue.buffering.max.messages": max(1000, settings.send_max_in_flight * 2),
+                "client.id": f"eddyline-edge-{settings.device_id}",
+            },
+        )
+        self.sender = Sender(
+            self.buffer,
+            conf,
+            topic,
+            settings.device_id.encode(),
+            max_in_flight=settings.send_max_in_flight,
+            fresh_share=settings.send_fresh_share,
+        )
+        self.inference = None
+        if settings.inference.enabled:
+            from edge_agent.inference.local import LocalInference  # onnxruntime only when asked for
+
+            self.inference = LocalInference(settings.inference)
+        self.metrics = None
+        if settings.metrics_port is not None:
+            from edge_agent.metrics import MetricsEndpoint
+
+            self.metrics = MetricsEndpoint(settings.metrics_host, settings.metrics_port)
+        self.sampled = 0
+        self.errors = 0
+        self._stop = False
+        self._last_error_log: dict[str, float] = {}
+        self._cpu = CpuMeter()
+        self._hb_acked = 0
+        self._hb_time = time.monotonic()
+
+    # -- control --------------------------------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        self._stop = True
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %s: sealing the open batch and flushing", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def run(self, duration: float | None = None, shutdown_flush_s: float = 5.0) -> None:
+        s = self.settings
+        log.info(
+            "eddyline-edge %s: device %s, %d sources, buffer %s (%d batches waiting, next seq %d), topic %s",
+            __version__, s.device_id, len(self.sources), s.buffer_path, self.buffer.depth,
+            self.buffer.next_seq, self.encoder.topic,
+        )
+        start = time.monotonic()
+        due = [start] * len(self.sources)
+        next_hb = start + s.heartbeat_interval_s
+        end = start + duration if duration else math.inf
+        while not self._stop:
+            now = time.monotonic()
+            if now >= end:
+                break
+            for i, src in enumerate(self.sources):
+                if due[i] <= now:
+                    self._sample(src)
+                    due[i] += src.interval_s
+                    if due[i] < now:  # fell behind (slow source or suspended): skip, don't burst
+                        due[i] = now + src.interval_s
+            if self.batcher.due(time.monotonic()):
+                self._seal()
+            self.sender.pump()
+            if now >= next_hb:
+                self.heartbeat()
+                next_hb = now + s.heartbeat_interval_s
+            wake = min(min(due, default=math.inf), self.batcher.deadline() or math.inf, next_hb, end)
+            self.sender.poll(min(max(0.0, wake - time.monotonic()), 0.5))
+        self._shutdown(shutdown_flush_s)
+
+    def _sample(self, src: Source) -> None:
+        try:
+            chunks = src.read()
+        except Exception as exc:  # a plug-in may raise anything; the agent keeps going
+            self._error(f"source {src.name}", exc)
+            return
+        good = [c for c in chunks if self._check(src, c)]
+        self.sampled += sum(len(c.values) for c in good)
+        self.batcher.add(good)
+
+    def _check(self, src: Source, c: Chunk) -> bool:
+        if len(c.timestamps) != len(c.values):
+            self._error(f"source {src.name}", ValueError(f"{c.sensor}: {len(c.timestamps)} timestamps for {len(c.values)} values"))
+            return False
+        if not all(map(math.isfinite, c.values)):
+            keep = [i for i, v in enumerate(c.values) if math.isfinite(v)]
+            self._error(f"source {src.name}", ValueError(f"{c.sensor}: {len(c.values) - len(keep)} non-finite values rejected"))
+            c.timestamps = [c.timestamps[i] for i in keep]
+            c.values = [c.values[i] for i in keep]
+        return bool(c.values)
+
+    def _seal(self) -> None:
+        series = self.batcher.seal()
+        if not series:
+            return
+        if self.inference is not None:
+            series = self.inference.apply(series, backlog=self.buffer.depth)
+        n = sum(len(c.values) for c in series)
+        seq = self.buffer.next_seq
+        try:
+            payload = self.encoder.encode(seq, series)
+        except Exception as exc:
+            self._error("encoding", exc)
+            return
+        self.buffer.append(seq, payload, n, max(c.timestamps[-1] for c in series))
+
+    def _error(self, where: str, exc: BaseException) -> None:
+        self.errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log.get(where, -math.inf) >= _ERROR_LOG_EVERY_S:
+            self._last_error_log[where] = now
+            log.warning("%s: %s (errors so far: %d; repeats are logged once a minute)", where, exc, self.errors)
+
+    def heartbeat(self) -> Heartbeat:
+        now = time.monotonic()
+        c = self.sender.counters
+        hb = Heartbeat(
+            device_id=self.settings.device_id,
+            buffer_depth=self.buffer.depth,
+            buffer_readings=0,
+            buffer_bytes=self.buffer.payload_bytes,
+            in_flight=self.sender.in_flight,
+            sampled_readings=self.sampled,
+            acked_readings=c.acked_readings,
+            send_rate=(c.acked_readings - self._hb_acked) / max(now - self._hb_time, 1e-6),
+            errors=self.errors + c.failed_sends + sum(getattr(s, "errors", 0) for s in self.sources),
+            dropped_readings=0,
+            cpu_percent=self._cpu.percent(),
+            rss_mb=process_rss_bytes() / 2**20,
+        )
+        st = self.buffer.stats()
+        hb.buffer_readings, hb.dropped_readings = st.readings, st.dropped_readings
+        self._hb_acked, self._hb_time = c.acked_readings, now
+        log.info(hb.line())
+        if self.metrics is not None:
+            self.metrics.update(hb)
+        return hb
+
+    def _shutdown(self, flush_s: float) -> None:
+        self._seal()
+        deadline = time.monotonic() + flush_s
+        while self.buffer.depth and time.monotonic() < deadline:
+            self.sender.pump()
+            self.sender.poll(0.1)
+        left = self.buffer.depth
+        self.sender.close()
+        self.heartbeat()
+        for src in self.sources:
+            try:
+                src.close()
+            except Exception as exc:
+                log.warning("closing source %s: %s", src.name, exc)
+        if self.metrics is not None:
+            self.metrics.close()
+        self.buffer.close()
+        log.info("stopped; %d batches stay on disk for the next start", left)

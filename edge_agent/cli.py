@@ -1,0 +1,153 @@
+"""``eddyline-edge``: run the agent, check a config, inspect the buffer. Plain argparse to stay light."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from connectors.kafka import KafkaSettings
+    from edge_agent.settings import EdgeSettings
+
+log = logging.getLogger("edge_agent")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eddyline-edge", description="eddyline's device agent: sensors in, Kafka out.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument(
+            "--config", type=Path, default=None,
+            help="TOML file with [edge] and [kafka] tables (default: $EDDYLINE_CONFIG or ./eddyline.toml)",
+        )
+        return sp
+
+    run = with_config(sub.add_parser("run", help="sample, buffer and publish until stopped (SIGTERM/Ctrl-C)"))
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--flush-timeout", type=float, default=5.0, help="seconds to keep sending on shutdown")
+    check = with_config(sub.add_parser("check-config", help="validate the config and open every source once"))
+    check.add_argument("--json", action="store_true", help="print the effective settings as JSON")
+    stats = with_config(sub.add_parser("buffer-stats", help="what is waiting in the disk buffer"))
+    stats.add_argument("--buffer", type=Path, default=None, help="the buffer file (default: buffer_path from config)")
+    model = sub.add_parser("build-model", help="build the int8 ONNX anomaly model (needs the onnx package)")
+    model.add_argument("--out", type=Path, required=True)
+    model.add_argument("--csv", type=Path, default=None, help="train on these readings (timestamp,sensor,value)")
+    model.add_argument("--window", type=int, default=16)
+    return p
+
+
+def _load(config: Path | None) -> tuple[EdgeSettings, KafkaSettings]:
+    from connectors.kafka import KafkaSettings
+    from edge_agent.settings import EdgeSettings, use_config_file
+
+    use_config_file(config)
+    return EdgeSettings(), KafkaSettings()
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e["loc"])
+        lines.append(f"  {exc.title} {where}: {e['msg']}")
+    return (
+        "the configuration is invalid:\n" + "\n".join(lines)
+        + "\nfix these keys in the [edge]/[kafka] tables of your --config file or the EDDYLINE_EDGE_*/EDDYLINE_KAFKA_* "
+        "variables; `eddyline-edge check-config` validates without running"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        from edge_agent import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    from edge_agent.buffer import BufferError
+    from edge_agent.logs import setup_logging
+    from edge_agent.sources import SourceError
+
+    setup_logging("INFO")
+    try:
+        if args.command == "build-model":
+            return _build_model(args)
+        edge, kafka = _load(args.config)
+        setup_logging(edge.log_level)
+        if args.command == "run":
+            return _run(edge, kafka, args)
+        if args.command == "check-config":
+            return _check(edge, kafka, args)
+        if args.command == "buffer-stats":
+            return _buffer_stats(edge, args)
+    except ValidationError as exc:
+        print(f"eddyline-edge: {_explain(exc)}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, SourceError, BufferError, RuntimeError) as exc:
+        print(f"eddyline-edge: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def _run(edge: EdgeSettings, kafka: KafkaSettings, args: argparse.Namespace) -> int:
+    from edge_agent.agent import Agent
+
+    agent = Agent(edge, kafka)
+    agent.install_signal_handlers()
+    agent.run(duration=args.duration, shutdown_flush_s=args.flush_timeout)
+    return 0
+
+
+def _check(edge: EdgeSettings, kafka: KafkaSettings, args: argparse.Namespace) -> int:
+    from edge_agent.sources import build_source
+
+    for cfg in edge.sources:
+        src = build_source(cfg)
+        try:
+            chunks = src.read()
+        except Exception as exc:
+            raise RuntimeError(f"source {cfg.name!r} failed its first read: {exc}") from None
+        finally:
+            src.close()
+        print(f"source {cfg.name} ({cfg.kind}, every {cfg.interval_s:g}s): {sum(len(c.values) for c in chunks)} readings"
+              f" from {len(chunks)} sensors on first read")
+    if edge.inference.enabled:
+        from edge_agent.inference.local import LocalInference
+
+        inf = LocalInference(edge.inference)
+        print(f"inference: {inf.model_path} on {inf.providers[0]}")
+    if args.json:
+        print(json.dumps({"edge": edge.model_dump(mode="json"), "kafka": kafka.model_dump(mode="json")}, indent=2))
+    print(f"config OK: device {edge.device_id}, topic {kafka.topic(edge.topic)} on {kafka.bootstrap_servers}")
+    return 0
+
+
+def _buffer_stats(edge: EdgeSettings, args: argparse.Namespace) -> int:
+    from edge_agent.buffer import read_stats
+
+    print(json.dumps(asdict(read_stats(args.buffer or edge.buffer_path)), indent=2))
+    return 0
+
+
+def _build_model(args: argparse.Namespace) -> int:
+    from edge_agent.inference.model import build_model, training_windows_from_csv
+
+    series = training_windows_from_csv(args.csv) if args.csv else None
+    path = build_model(args.out, window=args.window, series=series)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""Moves batches from the disk buffer to Kafka and removes them once the broker has acknowledged them.
+
+The buffer is the source of truth: the producer may be torn down and rebuilt at any time (a fatal
+idempotence error after the broker lost its state, for instance) and whatever it had in flight is simply
+sent again from disk. While a backlog drains, oldest first, a share of the send slots goes to the newest
+batches so that fresh data is not held back behind hours of history.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from edge_agent.buffer import DiskBuffer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SendCounters:
+    sent_batches: int = 0
+    acked_batches: int = 0
+    acked_readings: int = 0
+    failed_sends: int = 0
+    producer_restarts: int = 0
+    last_error: str = ""
+
+
+class Sender:
+    def __init__(
+        self,
+        buffer: DiskBuffer,
+        producer_conf: dict[str, Any],
+        topic: str,
+        key: bytes,
+        *,
+        max_in_flight: int = 500,
+        fresh_share: float = 0.25,
+    ) -> None:
+        self.buffer = buffer
+        self.topic = topic
+        self.key = key
+        self.max_in_flight = max_in_flight
+        self.fresh_share = fresh_share
+        self.counters = SendCounters()
+        self._conf = producer_conf
+        self._in_flight = buffer.protected  # seq -> shared with the buffer so eviction skips them
+        self._cursor = 0  # the oldest lane resumes here
+        self._fresh_above = -1  # the fresh lane has taken everything above this
+        self._credit = 0.0
+        self._acked: list[int] = []
+        self._readings: dict[int, int] = {}
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        conf = dict(self._conf)
+        conf["error_cb"] = self._on_error
+        return Producer(conf)
+
+    def _on_error(self, err: KafkaError) -> None:
+        self.counters.last_error = err.str()
+        if err.fatal():
+            log.error("producer fatal error: %s; rebuilding the producer, unacknowledged batches stay on disk", err.str())
+            self._fatal = True
+        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            log.warning("broker unreachable (%s); buffering to disk", err.str())
+
+    _fatal = False
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def pump(self) -> int:
+        """Hand batches to the producer up to the in-flight bound; returns how many were handed over."""
+        if self._fatal:
+            self._restart()
+        free = self.max_in_flight - len(self._in_flight)
+        if free <= 0 or self.buffer.depth == len(self._in_flight):
+            return 0
+        backlog = self.buffer.depth - len(self._in_flight) > free
+        fresh = 0
+        if backlog and self.fresh_share > 0:
+            self._credit += free * self.fresh_share
+            fresh = int(self._credit)
+            self._credit -= fresh
+        picked = self.buffer.oldest(self._cursor, free - fresh)
+        if picked:
+            self._cursor = picked[-1][0] + 1
+        if fresh:
+            newest = self.buffer.newest(max(self._fresh_above, self._cursor - 1), fresh)
+            if newest:
+                self._fresh_above = newest[0][0]
+                picked.extend(newest)
+        for seq, payload in picked:
+            try:
+                self._producer.produce(self.topic, payload, self.key, on_delivery=self._delivered(seq))
+            except BufferError:
+                self._requeue(seq)
+                break
+            except KafkaException as exc:
+                self._requeue(seq)
+                self.counters.last_error = str(exc)
+                log.error("cannot produce to %s: %s", self.topic, exc)
+                break
+            self._in_flight.add(seq)
+            self.counters.sent_batches += 1
+        return len(picked)
+
+    def _requeue(self, seq: int) -> None:
+        self._cursor = min(self._cursor, seq)
+
+    def _delivered(self, seq: int) -> Any:
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            self._in_flight.discard(seq)
+            if err is None:
+                self._acked.append(seq)
+                return
+            self.counters.failed_sends += 1
+            self.counters.last_error = err.str()
+            self._requeue(seq)
+            if err.fatal():
+                self._fatal = True
+
+        return cb
+
+    def poll(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for delivery reports and forget the acknowledged batches."""
+        self._producer.poll(timeout)
+        self._commit_acks()
+
+    def _commit_acks(self) -> None:
+        if not self._acked:
+            return
+        acked, self._acked = self._acked, []
+        batches, readings = self.buffer.ack(acked)
+        self.counters.acked_batches += batches
+        self.counters.acked_readings += readings
+
+    def _restart(self) -> None:
+        self._fatal = False
+        self.counters.producer_restarts += 1
+        old = self._producer
+        old.purge(in_queue=True, in_flight=True)
+        old.poll(0)
+        old.flush(0)
+        self._commit_acks()
+        for seq in list(self._in_flight):
+            self._requeue(seq)
+        self._in_flight.clear()
+        self._producer = self._new_producer()
+
+    def flush(self, timeout: float) -> int:
+        """Wait until nothing is in flight or ``timeout`` passes; returns the batches still unacknowledged."""
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            self.poll(min(0.1, max(0.0, deadline - time.monotonic())))
+        return len(self._in_flight)
+
+    def close(self) -> None:
+        self._producer.purge(in_queue=True, in_flight=False)
+        self._producer.poll(0)
+        self._commit_acks()
