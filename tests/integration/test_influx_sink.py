@@ -1,0 +1,112 @@
+"""InfluxSink writing through the InfluxDB v2 write API into a real VictoriaMetrics, read back by export."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+from connectors.influx import InfluxPoint, InfluxSink, InfluxWriteError
+from tests.fixtures.timeseries import VictoriaMetrics
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000_000
+
+
+def unique(prefix: str) -> str:
+    """VictoriaMetrics 1.79 does not label the bucket, so each test writes its own measurement."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def by_name(series: list[dict]) -> dict[str, dict]:
+    return {s["metric"]["__name__"]: s for s in series}
+
+
+def test_points_are_written_and_read_back(victoria: VictoriaMetrics) -> None:
+    m = unique("anomaly")
+    with InfluxSink(victoria.influx_settings("scores")) as sink:
+        sink.write(m, {"device": "dev-7", "sensor": "temp"}, {"score": 0.25, "count": 3, "is_anomaly": False}, T0)
+        sink.write(m, {"device": "dev-7", "sensor": "temp"}, {"score": 0.97, "count": 4, "is_anomaly": True}, T0 + 1000)
+        sink.write_points([InfluxPoint(m, {"device": "dev-8", "sensor": "temp"}, {"score": 0.5}, T0 + 500)])
+        sink.flush()
+        assert sink.points_written == 3 and sink.errors == 0 and sink.points_pending == 0
+
+    series = victoria.export(f'{{__name__=~"{m}_.*"}}')
+    names = sorted((s["metric"]["__name__"], s["metric"]["device"]) for s in series)
+    assert names == [
+        (f"{m}_count", "dev-7"),
+        (f"{m}_is_anomaly", "dev-7"),
+        (f"{m}_score", "dev-7"),
+        (f"{m}_score", "dev-8"),
+    ]
+    dev7 = by_name([s for s in series if s["metric"]["device"] == "dev-7"])
+    assert dev7[f"{m}_score"]["metric"]["sensor"] == "temp"
+    assert dev7[f"{m}_score"]["timestamps"] == [T0, T0 + 1000]
+    assert dev7[f"{m}_score"]["values"] == [0.25, 0.97]
+    assert dev7[f"{m}_count"]["values"] == [3, 4]
+    assert dev7[f"{m}_is_anomaly"]["values"] == [0, 1]
+    dev8 = by_name([s for s in series if s["metric"]["device"] == "dev-8"])
+    assert dev8[f"{m}_score"]["timestamps"] == [T0 + 500]
+
+
+def test_a_replayed_point_overwrites_instead_of_adding(victoria: VictoriaMetrics) -> None:
+    m = unique("drift")
+    with InfluxSink(victoria.influx_settings("drift")) as sink:
+        for _ in range(3):  # a replay after a crash writes the same series and time again
+            sink.write(m, {"model": "ctr"}, {"psi": 0.12}, T0)
+        sink.flush()
+        sink.write(m, {"model": "ctr"}, {"psi": 0.12}, T0)
+    [series] = victoria.export(f'{{__name__="{m}_psi"}}')
+    assert series["timestamps"] == [T0] and series["values"] == [0.12]
+
+
+def test_batches_larger_than_batch_size_all_arrive(victoria: VictoriaMetrics) -> None:
+    m = unique("bulk")
+    points = [InfluxPoint(m, {"device": f"d{i % 5}"}, {"v": float(i)}, T0 + i) for i in range(1000)]
+    with InfluxSink(victoria.influx_settings("bulk", batch_size=128)) as sink:
+        sink.write_points(points)
+        sink.flush()
+        assert sink.points_written == 1000
+    series = victoria.export(f'{{__name__="{m}_v"}}')
+    assert len(series) == 5
+    assert sum(len(s["values"]) for s in series) == 1000
+    d3 = next(s for s in series if s["metric"]["device"] == "d3")
+    assert d3["values"][:3] == [3.0, 8.0, 13.0] and d3["timestamps"][:3] == [T0 + 3, T0 + 8, T0 + 13]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_server_is_surfaced_not_silent(victoria: VictoriaMetrics, caplog: pytest.LogCaptureFixture) -> None:
+    settings = victoria.influx_settings("lost", url=f"http://127.0.0.1:{closed_port()}", max_retries=1)
+    sink = InfluxSink(settings)
+    sink.write("lost", {"device": "d1"}, {"v": 1.0}, T0)
+    sink.write("lost", {"device": "d2"}, {"v": 2.0}, T0)
+    with pytest.raises(InfluxWriteError, match="2 points were not written"):
+        sink.flush()
+    assert sink.errors == 1 and sink.points_lost == 2 and sink.points_written == 0
+    assert any(getattr(r, "event", None) == "influx_write_failed" for r in caplog.records)
+    sink.flush()  # a loss is reported once; nothing new was lost
+    sink.write("lost", {"device": "d1"}, {"v": 3.0}, T0)
+    with pytest.raises(InfluxWriteError, match="1 points"):
+        sink.close()
+
+
+def test_malformed_points_are_refused_before_anything_is_queued(victoria: VictoriaMetrics) -> None:
+    m = unique("bad")
+    with InfluxSink(victoria.influx_settings("bad")) as sink:
+        with pytest.raises(ValueError, match="NaN"):
+            sink.write_points([InfluxPoint(m, {}, {"v": 1.0}, T0), InfluxPoint(m, {}, {"v": float("nan")}, T0 + 1)])
+        with pytest.raises(ValueError, match="no fields"):
+            sink.write(m, {"a": "b"}, {}, T0)
+        with pytest.raises(ValueError, match="tags are non-empty strings"):
+            sink.write(m, {"a": ""}, {"v": 1}, T0)
+        with pytest.raises(ValueError, match="time_ms"):
+            sink.write(m, {}, {"v": 1}, 1.7e12)  # type: ignore[arg-type]
+        assert sink.points_queued == 0
+    assert victoria.export(f'{{__name__=~"{m}_.*"}}') == []
