@@ -54,7 +54,9 @@ def _pagerduty_errors(event: Any, routing_keys: frozenset[str] | None) -> list[s
                 if not isinstance(payload.get(field), str) or not payload[field].strip():
                     errors.append(f"'payload.{field}' is missing or blank")
             if payload.get("severity") not in SEVERITIES:
-                errors.append("'payload.severity' is missing or invalid (must be one of critical, error, warning, info)")
+                errors.append(
+                    "'payload.severity' is missing or invalid (must be one of critical, error, warning, info)"
+                )
             if "custom_details" in payload and not isinstance(payload["custom_details"], (dict, str)):
                 errors.append("'payload.custom_details' must be an object")
     return errors
@@ -93,7 +95,9 @@ class AlertReceiver:
         server.daemon_threads = True
         self._server = server
         self._port = server.server_port
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=f"alert-receiver:{self._port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name=f"alert-receiver:{self._port}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -293,7 +297,9 @@ def _handler_for(receiver: AlertReceiver) -> type[BaseHTTPRequestHandler]:
                 return
             if length > MAX_BODY:
                 receiver._reject(path, 413, None, ["request too large"])
-                self._send(413, "request too large" if is_slack else {"status": "invalid event", "message": "Too large"})
+                self._send(
+                    413, "request too large" if is_slack else {"status": "invalid event", "message": "Too large"}
+                )
                 return
             try:
                 payload = json.loads(raw)

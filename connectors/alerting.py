@@ -122,7 +122,9 @@ def post_json(url: str, body: Mapping[str, Any], policy: HttpRetryPolicy, *, wha
             log.warning("%s: %s; retry %d/%d in %.3gs", what, last_error, attempt + 1, policy.max_retries, wait)
             policy.sleep(wait)
     raise DeliveryError(
-        f"{what}: gave up after {policy.max_retries + 1} attempts; last: {last_error}", status=last_status, body=last_body
+        f"{what}: gave up after {policy.max_retries + 1} attempts; last: {last_error}",
+        status=last_status,
+        body=last_body,
     )
 
 

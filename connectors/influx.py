@@ -161,7 +161,9 @@ class InfluxSink:
     def write(self, measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue], time_ms: int) -> None:
         self.write_points([InfluxPoint(measurement, tags, fields, time_ms)])
 
-    def write_points(self, points: Iterable[InfluxPoint | tuple[str, Mapping[str, str], Mapping[str, FieldValue], int]]) -> None:
+    def write_points(
+        self, points: Iterable[InfluxPoint | tuple[str, Mapping[str, str], Mapping[str, FieldValue], int]]
+    ) -> None:
         """Queue points; a malformed one raises ``ValueError`` before any of the batch is queued."""
         from influxdb_client import Point, WritePrecision
 
@@ -183,7 +185,9 @@ class InfluxSink:
             self.points_queued += len(built)
             self._writer.queued += len(built)
             # under the lock, so that flush() cannot close this writer in between; this only enqueues
-            self._writer.api.write(bucket=self.bucket, org=self.settings.org, record=built, write_precision=WritePrecision.MS)
+            self._writer.api.write(
+                bucket=self.bucket, org=self.settings.org, record=built, write_precision=WritePrecision.MS
+            )
 
     def flush(self) -> None:
         """Send everything queued, wait for it, and raise if any point since the last check was lost.

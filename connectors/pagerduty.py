@@ -84,7 +84,9 @@ class PagerDutySink:
         assert settings.routing_key is not None
         self._routing_key = settings.routing_key.get_secret_value()
         self.endpoint = settings.url.rstrip("/") + "/v2/enqueue"
-        self.policy = HttpRetryPolicy(max_retries=settings.max_retries, backoff=settings.backoff, timeout=settings.timeout)
+        self.policy = HttpRetryPolicy(
+            max_retries=settings.max_retries, backoff=settings.backoff, timeout=settings.timeout
+        )
 
     def deliver(self, alert: Mapping[str, Any]) -> None:
         event = pagerduty_event(alert, self._routing_key)

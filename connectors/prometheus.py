@@ -26,9 +26,13 @@ __all__ = [
 EVENTS_CONSUMED = Counter(
     "eddyline_events_consumed_total", "Events a flow decoded from its input topics.", ["flow", "topic"]
 )
-EVENTS_EMITTED = Counter("eddyline_events_emitted_total", "Events a flow produced to its output topics.", ["flow", "topic"])
+EVENTS_EMITTED = Counter(
+    "eddyline_events_emitted_total", "Events a flow produced to its output topics.", ["flow", "topic"]
+)
 DLQ_EVENTS = Counter(
-    "eddyline_dlq_events_total", "Events sent to a dead-letter topic instead of being processed.", ["flow", "topic", "reason"]
+    "eddyline_dlq_events_total",
+    "Events sent to a dead-letter topic instead of being processed.",
+    ["flow", "topic", "reason"],
 )
 PROCESSING_SECONDS = Histogram(
     "eddyline_processing_seconds",

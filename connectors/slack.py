@@ -14,7 +14,12 @@ from connectors.config import Section
 __all__ = ["SlackSettings", "SlackSink", "slack_message"]
 
 COLOURS = {"CRITICAL": "#a30200", "ERROR": "#e01e5a", "WARNING": "#daa038", "INFO": "#439fe0"}
-EMOJI = {"CRITICAL": ":rotating_light:", "ERROR": ":red_circle:", "WARNING": ":warning:", "INFO": ":information_source:"}
+EMOJI = {
+    "CRITICAL": ":rotating_light:",
+    "ERROR": ":red_circle:",
+    "WARNING": ":warning:",
+    "INFO": ":information_source:",
+}
 RESOLVED_COLOUR = "#2eb886"
 RESOLVED_EMOJI = ":white_check_mark:"
 VERBS = {"OPENED": "opened", "UPDATED": "updated", "RESOLVED": "resolved"}
@@ -85,12 +90,16 @@ class SlackSink:
             raise ValueError("Slack is not configured: set slack.webhook_url (EDDYLINE_SLACK_WEBHOOK_URL)")
         assert settings.webhook_url is not None
         self._url = settings.webhook_url.get_secret_value()
-        self.policy = HttpRetryPolicy(max_retries=settings.max_retries, backoff=settings.backoff, timeout=settings.timeout)
+        self.policy = HttpRetryPolicy(
+            max_retries=settings.max_retries, backoff=settings.backoff, timeout=settings.timeout
+        )
 
     def deliver(self, alert: Mapping[str, Any]) -> None:
         status, text = post_json(self._url, slack_message(alert), self.policy, what="Slack webhook")
         if text.strip() != "ok":
-            raise DeliveryError(f"Slack webhook answered {status} {text[:200]!r}, expected 'ok'", status=status, body=text)
+            raise DeliveryError(
+                f"Slack webhook answered {status} {text[:200]!r}, expected 'ok'", status=status, body=text
+            )
 
     def close(self) -> None:
         return None

@@ -82,7 +82,9 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_an_unreachable_server_is_surfaced_not_silent(victoria: VictoriaMetrics, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unreachable_server_is_surfaced_not_silent(
+    victoria: VictoriaMetrics, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = victoria.influx_settings("lost", url=f"http://127.0.0.1:{closed_port()}", max_retries=1)
     sink = InfluxSink(settings)
     sink.write("lost", {"device": "d1"}, {"v": 1.0}, T0)

@@ -153,7 +153,11 @@ def test_receiver_refuses_invalid_events_like_pagerduty(
 
 
 def test_receiver_answers_like_pagerduty_and_makes_a_key_when_none_is_given(alert_receiver: AlertReceiver) -> None:
-    event = {"routing_key": KEY, "event_action": "trigger", "payload": {"summary": "s", "source": "x", "severity": "info"}}
+    event = {
+        "routing_key": KEY,
+        "event_action": "trigger",
+        "payload": {"summary": "s", "source": "x", "severity": "info"},
+    }
     status, body = post(f"{alert_receiver.pagerduty_url}/v2/enqueue", event)
     assert status == 202
     assert body["status"] == "success" and body["message"] == "Event processed"

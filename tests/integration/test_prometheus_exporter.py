@@ -48,17 +48,50 @@ def test_exporter_listens_on_loopback_and_shows_every_pipeline_metric(exporter: 
 
     families = scrape(exporter.url)
     assert families["eddyline_events_consumed"].type == "counter"
-    assert sample(families, "eddyline_events_consumed", "eddyline_events_consumed_total", flow="exp-test", topic="sensor.readings") == 5
+    assert (
+        sample(
+            families,
+            "eddyline_events_consumed",
+            "eddyline_events_consumed_total",
+            flow="exp-test",
+            topic="sensor.readings",
+        )
+        == 5
+    )
     assert sample(families, "eddyline_events_emitted", "eddyline_events_emitted_total", flow="exp-test") == 4
     assert sample(families, "eddyline_dlq_events", "eddyline_dlq_events_total", flow="exp-test", reason="schema") == 1
     assert sample(families, "eddyline_alerts", "eddyline_alerts_total", source="exp-test", status="OPENED") == 1
-    assert sample(families, "eddyline_alert_deliveries", "eddyline_alert_deliveries_total", sink="exp-test", outcome="delivered") == 2
+    assert (
+        sample(
+            families,
+            "eddyline_alert_deliveries",
+            "eddyline_alert_deliveries_total",
+            sink="exp-test",
+            outcome="delivered",
+        )
+        == 2
+    )
 
     assert families["eddyline_processing_seconds"].type == "histogram"
     assert sample(families, "eddyline_processing_seconds", "eddyline_processing_seconds_count", flow="exp-test") == 1
-    assert sample(families, "eddyline_processing_seconds", "eddyline_processing_seconds_bucket", flow="exp-test", le="0.005") == 1
-    assert sample(families, "eddyline_processing_seconds", "eddyline_processing_seconds_bucket", flow="exp-test", le="0.001") == 0
-    assert sample(families, "eddyline_end_to_end_latency_seconds", "eddyline_end_to_end_latency_seconds_sum", flow="exp-test") == 0.2
+    assert (
+        sample(
+            families, "eddyline_processing_seconds", "eddyline_processing_seconds_bucket", flow="exp-test", le="0.005"
+        )
+        == 1
+    )
+    assert (
+        sample(
+            families, "eddyline_processing_seconds", "eddyline_processing_seconds_bucket", flow="exp-test", le="0.001"
+        )
+        == 0
+    )
+    assert (
+        sample(
+            families, "eddyline_end_to_end_latency_seconds", "eddyline_end_to_end_latency_seconds_sum", flow="exp-test"
+        )
+        == 0.2
+    )
 
 
 def test_a_stopped_exporter_frees_its_port() -> None:

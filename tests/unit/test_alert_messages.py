@@ -174,7 +174,11 @@ def test_dispatcher_delivers_only_alerts_and_contains_a_failing_sink(caplog: pyt
     dispatcher = AlertDispatcher(
         [failing, broken, ok], on_failure=lambda sink, a, e: failures.append((sink, a["alert_key"], str(e)))
     )
-    before = deliveries("unit-failing", "failed"), deliveries("unit-broken", "error"), deliveries("unit-ok", "delivered")
+    before = (
+        deliveries("unit-failing", "failed"),
+        deliveries("unit-broken", "error"),
+        deliveries("unit-ok", "delivered"),
+    )
     dispatcher.write(
         [
             Emit("scores.anomaly", "dev-7", "anomaly_score", {"score": 0.9}),
