@@ -282,7 +282,14 @@ def _handler_for(receiver: AlertReceiver) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0]
             is_pagerduty = path == "/v2/enqueue"
             is_slack = path.startswith("/slack/") and len(path) > len("/slack/")
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                self.close_connection = True
+                self._send(400, "bad Content-Length")
+                return
             raw = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
             if not (is_pagerduty or is_slack):
                 self._send(404, "not found")

@@ -189,3 +189,20 @@ def test_acknowledge_then_resolve_and_a_new_trigger_reopens(alert_receiver: Aler
     sink.deliver(alert(status="OPENED"))
     incident = alert_receiver.incidents["anomaly:dev-7:temp"]
     assert incident["status"] == "triggered" and incident["opened"] == 2 and incident["triggers"] == 1
+
+
+def test_receiver_survives_garbage_requests(alert_receiver: AlertReceiver) -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", alert_receiver.port, timeout=5)
+    conn.putrequest("POST", "/v2/enqueue")
+    conn.putheader("Content-Length", "banana")
+    conn.endheaders()
+    assert conn.getresponse().status == 400
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", alert_receiver.port, timeout=5)
+    conn.request("POST", "/nowhere", body=b"{}", headers={"Content-Type": "application/json"})
+    assert conn.getresponse().status == 404
+    conn.close()
+    make_sink(alert_receiver, []).deliver(alert())
+    assert len(alert_receiver.events) == 1
