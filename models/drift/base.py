@@ -1,0 +1,64 @@
+"""The contract every concept-drift detector keeps: a stream of numbers in, the positions of drifts out.
+
+A detector sees one series (a model's per-prediction errors, a metric). ``update`` takes the next values
+in order and returns the indices (into that batch) where a drift was declared; after a detection the
+detector starts afresh, so the next alarm is about the next change. Splitting a series into batches
+differently never changes the detections.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class StreamDriftDetector(ABC):
+    name: ClassVar[str]
+
+    @abstractmethod
+    def update(self, values: np.ndarray) -> np.ndarray:
+        """Feed values in order; return int64 indices into ``values`` where a drift was detected."""
+
+    @property
+    @abstractmethod
+    def statistic(self) -> float:
+        """The current test statistic, for drift events and dashboards."""
+
+    @property
+    @abstractmethod
+    def threshold(self) -> float: ...
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"params": self.params(), "state": self.snapshot()}
+
+    def __setstate__(self, data: dict[str, Any]) -> None:
+        self.__init__(**data["params"])  # type: ignore[misc]
+        self.restore(data["state"])
+
+
+def make_detector(name: str, **kwargs: Any) -> StreamDriftDetector:
+    """A detector by name: ``ours`` (CUSUM + ADWIN), ``cusum``, ``adwin`` or ``page_hinkley`` (river)."""
+    if name == "ours":
+        from models.drift.ensemble import DriftEnsemble
+
+        return DriftEnsemble(**kwargs)
+    if name == "cusum":
+        from models.drift.cusum import SelfStartingCusum
+
+        return SelfStartingCusum(**kwargs)
+    if name in ("adwin", "page_hinkley"):
+        from models.drift.river_detectors import RiverDetector
+
+        return RiverDetector(name, **kwargs)
+    raise ValueError(f"unknown drift detector {name!r}: expected ours, cusum, adwin or page_hinkley")

@@ -1,0 +1,113 @@
+"""Drift detectors: data drift statistics, our CUSUM, the ensemble, and the benchmark's scoring."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from models.drift import FeatureDriftMonitor, SelfStartingCusum, ks_test, make_detector, psi
+from models.drift.ensemble import DriftEnsemble
+
+
+def test_psi_is_small_for_the_same_distribution_and_large_for_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=5000)
+    assert psi(ref, rng.normal(size=2000)) < 0.02
+    assert psi(ref, rng.normal(1.0, 1.0, size=2000)) > 0.25
+
+
+def test_psi_rejects_empty_samples() -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        psi(np.array([]), np.array([1.0]))
+
+
+def test_ks_separates_a_variance_change_that_leaves_the_mean_alone() -> None:
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=2000)
+    _, p_same = ks_test(ref, rng.normal(size=1000))
+    stat, p_wide = ks_test(ref, rng.normal(0, 2.0, size=1000))
+    assert p_same > 1e-3 and p_wide < 1e-6 and stat > 0.1
+
+
+def test_feature_monitor_waits_for_full_samples_then_flags_drift_and_restores() -> None:
+    rng = np.random.default_rng(2)
+    mon = FeatureDriftMonitor(reference_size=500, window_size=200)
+    mon.update(rng.normal(size=600))
+    assert mon.check() is None
+    mon.update(rng.normal(size=100))
+    quiet = mon.check()
+    assert quiet is not None and not quiet.drifted
+    mon.update(rng.normal(2.0, 1.0, size=200))
+    loud = mon.check()
+    assert loud is not None and loud.drifted and loud.psi > 0.25
+    again = FeatureDriftMonitor(**mon.params())
+    again.restore(mon.snapshot())
+    assert again.check() == loud
+
+
+@pytest.mark.parametrize("shift", ["mean", "variance"])
+def test_cusum_finds_an_abrupt_change_soon_and_not_before(shift: str) -> None:
+    rng = np.random.default_rng(3)
+    before = rng.normal(size=3000)
+    after = rng.normal(1.0, 1.0, 1000) if shift == "mean" else rng.normal(0.0, 2.0, 1000)
+    hits = SelfStartingCusum().update(np.concatenate([before, after]))
+    assert len(hits) >= 1 and 3000 <= hits[0] < 3200
+
+
+def test_cusum_on_a_binary_error_stream_sees_the_error_rate_rise() -> None:
+    rng = np.random.default_rng(4)
+    errors = np.concatenate([(rng.random(3000) < 0.1), (rng.random(2000) < 0.4)]).astype(float)
+    hits = SelfStartingCusum().update(errors)
+    assert len(hits) == 1 and 3000 <= hits[0] < 3300
+
+
+@pytest.mark.parametrize("name", ["cusum", "ours", "adwin"])
+def test_batching_never_changes_detections_and_state_survives_pickling(name: str) -> None:
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(size=2500), rng.normal(1.5, 1.0, 2500)])
+    whole = make_detector(name).update(x)
+    det = make_detector(name)
+    parts = []
+    for start in range(0, len(x), 777):
+        if start == 1554:
+            det = pickle.loads(pickle.dumps(det))
+        parts.extend(start + det.update(x[start : start + 777]))
+    assert len(whole) >= 1
+    assert list(whole) == parts
+
+
+def test_ensemble_raises_one_alarm_per_change_and_no_later_than_adwin() -> None:
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.normal(size=4000), rng.normal(1.0, 1.0, 3000)])
+    ours = DriftEnsemble().update(x)
+    adwin = make_detector("adwin").update(x)
+    assert len(ours) == 1 and ours[0] >= 4000
+    assert ours[0] <= adwin[adwin >= 4000][0]
+
+
+def test_unknown_detector_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown drift detector"):
+        make_detector("nope")
+
+
+def test_benchmark_scoring_counts_delays_misses_and_false_alarms() -> None:
+    from benchmarks.drift import score
+
+    s = score(np.array([100, 5010, 5020, 12000]), ((5000, 5000), (10000, 10500)))
+    assert s["delays"] == [10] and s["missed"] == 0 + 1 and s["redundant"] == 1
+    assert s["false_alarms"] == 2
+
+
+def test_benchmark_runs_and_reports_ours_beside_adwin(tmp_path) -> None:
+    import json
+
+    from benchmarks.drift import run
+
+    out = run(tmp_path / "d.json", seeds=1, detectors=("ours", "adwin"))
+    saved = json.loads((tmp_path / "d.json").read_text())
+    for det in ("ours", "adwin"):
+        assert set(saved[det]) >= {"mean_delay", "false_alarms_per_10k", "missed"}
+    assert set(out["streams"]) == {"abrupt_mean", "gradual_mean", "abrupt_variance", "gradual_variance", "concept_labels"}
+    assert out["ours"]["missed"] < out["adwin"]["missed"]
