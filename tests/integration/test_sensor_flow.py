@@ -1,0 +1,155 @@
+"""The sensor anomaly flow through the real broker, as its own process, like production runs it."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from connectors.alert_receiver import AlertReceiver
+from connectors.dlq import dlq_info
+from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
+from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, AvroSerde
+from streams.processor import Event, run_local
+from streams.sensor_anomaly import sensor_anomaly_flow
+from streams.sensor_simulator import SensorSimulator, malformed_messages
+
+pytestmark = pytest.mark.integration
+ROUTING_KEY = "0123456789abcdef0123456789abcdef"
+serde = AvroSerde()
+
+
+def start_flow(settings: KafkaSettings, state_dir: Path, receiver: AlertReceiver | None = None) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
+        "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "0.5",
+    }
+    if receiver is not None:
+        env |= {"EDDYLINE_PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "EDDYLINE_PAGERDUTY_URL": receiver.url,
+                "EDDYLINE_PAGERDUTY_BACKOFF": "0.05"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "run", "anomaly", "--state-dir", str(state_dir)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=30)
+    return out.decode(errors="replace")[-3000:]
+
+
+def publish(settings: KafkaSettings, records: list[dict]) -> None:
+    create_topics(settings, ["sensor.readings"])
+    with EventProducer(settings) as producer:
+        for rec in records:
+            producer.produce("sensor.readings", SENSOR_BATCH, rec, key=rec["device_id"])
+
+
+def unique_scores(settings: KafkaSettings, expected: int, timeout: float) -> dict[str, dict]:
+    """Score events by event id (sinks may see a replayed epoch twice), once ``expected`` distinct ones came."""
+    deadline = time.monotonic() + timeout
+    seen: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        for msg in read_topic(settings, "scores.anomaly", timeout=5, idle=0.5):
+            rec = serde.decode(msg.value(), ANOMALY_SCORE)
+            seen[rec["event_id"]] = rec
+        if len(seen) >= expected:
+            break
+        time.sleep(0.5)
+    return seen
+
+
+def simulated(devices: int, messages: int, seed: int = 3) -> tuple[list[dict], SensorSimulator]:
+    sim = SensorSimulator(devices=devices, readings_per_message=40, anomaly_rate=0.004, seed=seed)
+    return list(itertools.islice(sim, messages)), sim
+
+
+def reference(records: list[dict]) -> list:
+    return run_local(sensor_anomaly_flow(), [Event("sensor.readings", r["device_id"], r) for r in records])
+
+
+def test_flow_scores_every_reading_and_matches_the_engine_free_reference(kafka_settings, tmp_path):
+    records, _ = simulated(devices=4, messages=120)
+    publish(kafka_settings, records)
+    proc = start_flow(kafka_settings, tmp_path / "state")
+    try:
+        scores = unique_scores(kafka_settings, len(records), timeout=90)
+    finally:
+        log = stop(proc)
+    assert len(scores) == len(records), log
+    expected = reference(records)
+    want_scores = {e.record["event_id"]: e.record for e in expected if e.topic == "scores.anomaly"}
+    assert scores == want_scores
+    alerts = {serde.decode(m.value(), ALERT)["event_id"] for m in read_topic(kafka_settings, "alerts", timeout=10)}
+    want_alerts = {e.record["event_id"] for e in expected if e.topic == "alerts"}
+    assert want_alerts, "the simulated anomalies should raise alerts"
+    assert alerts == want_alerts
+
+
+def test_malformed_messages_go_to_the_dlq_with_reason_and_the_flow_goes_on(kafka_settings, tmp_path):
+    records, _ = simulated(devices=2, messages=20)
+    create_topics(kafka_settings, ["sensor.readings"])
+    bad = malformed_messages(4)
+    with EventProducer(kafka_settings) as producer:
+        for i, rec in enumerate(records):
+            producer.produce("sensor.readings", SENSOR_BATCH, rec, key=rec["device_id"])
+            if i % 5 == 0 and bad:
+                producer.produce_raw("sensor.readings", bad.pop()[1], key=rec["device_id"])
+    proc = start_flow(kafka_settings, tmp_path / "state")
+    try:
+        scores = unique_scores(kafka_settings, len(records), timeout=90)
+        letters = read_topic(kafka_settings, "dlq.sensor.readings", expected=4, timeout=30)
+    finally:
+        log = stop(proc)
+    assert len(scores) == len(records), log
+    assert len(letters) == 4
+    for msg in letters:
+        info = dlq_info(msg.headers())
+        assert info["reason"] in {"undecodable", "unknown_schema"}
+        assert info["error"]
+        assert info["topic"] == kafka_settings.topic("sensor.readings")
+        assert int(info["offset"]) >= 0
+
+
+def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(kafka_settings, tmp_path, alert_receiver):
+    records, _ = simulated(devices=6, messages=900, seed=5)
+    publish(kafka_settings, records[:300])
+    state = tmp_path / "state"
+    alert_receiver.routing_keys = frozenset({ROUTING_KEY})
+    proc = start_flow(kafka_settings, state, alert_receiver)
+    rest = threading.Thread(target=lambda: [publish(kafka_settings, records[i:i + 20]) or time.sleep(0.05)
+                                            for i in range(300, len(records), 20)])
+    try:
+        unique_scores(kafka_settings, 200, timeout=90)
+        rest.start()
+        time.sleep(0.7)
+        stop(proc)  # SIGKILL while input is still arriving: no chance to checkpoint or flush
+        partial = unique_scores(kafka_settings, len(records), timeout=1)
+    finally:
+        stop(proc)
+        rest.join()
+    assert len(partial) < len(records), "the kill should land mid-stream"
+    proc = start_flow(kafka_settings, state, alert_receiver)
+    try:
+        scores = unique_scores(kafka_settings, len(records), timeout=120)
+        expected = reference(records)
+        opened = {e.record["alert_key"] for e in expected if e.topic == "alerts" and e.record["status"] == "OPENED"}
+        alert_receiver.wait_for(lambda r: set(r.incidents) >= opened, timeout=60)
+    finally:
+        log = stop(proc)
+    assert {s["source_event_id"] for s in scores.values()} == {r["event_id"] for r in records}, log
+    assert sum(len(s["scores"]) for rec in scores.values() for s in rec["series"]) == sum(
+        len(s["values"]) for r in records for s in r["series"])
+    assert len(opened) >= 5
+    assert set(alert_receiver.incidents) == opened  # one PagerDuty incident per anomaly, none twice
