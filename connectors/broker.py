@@ -68,10 +68,16 @@ class EmbeddedBroker:
     """One Tansu broker on a loopback port, with memory storage.
 
     Start it from the main thread: ``PR_SET_PDEATHSIG`` fires when the thread that started the child exits.
+    On SIGTERM Tansu waits about 5 s for clients to disconnect; with memory storage there is nothing to
+    save, so tests may pass a shorter ``stop_timeout`` before SIGKILL.
     """
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None,
+        stop_timeout: float = 6.0,
+    ) -> None:
         self.host = host
+        self.stop_timeout = stop_timeout
         self._fixed_port = port
         self.port = port or 0
         self._log_path = Path(log_path) if log_path else None
@@ -170,8 +176,9 @@ class EmbeddedBroker:
         text = self._log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:]) or "(empty log)"
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL if it lingers; safe to call twice."""
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM, then SIGKILL if it lingers past ``timeout`` (``stop_timeout``); safe to call twice."""
+        timeout = self.stop_timeout if timeout is None else timeout
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:

@@ -38,8 +38,11 @@ class AvroSerde:
 
     def decode(self, data: bytes, event_type: str, *, check: bool = True) -> dict[str, Any]:
         """Decode one message; raises a ``SchemaError`` subclass whose ``reason`` suits a DLQ header."""
-        schema_id, body = wire.unframe(data)
-        writer = self._writer(schema_id)
+        try:
+            schema_id, body = wire.unframe(data)
+            writer = self._writer(schema_id)
+        except SchemaError as exc:
+            raise type(exc)(f"{event_type}: {exc}", event_type=event_type) from None
         reader = catalog.latest(event_type).parsed
         stream = io.BytesIO(body)
         try:

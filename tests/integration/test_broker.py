@@ -98,11 +98,11 @@ def test_port_in_use_fails_with_the_log_tail(tmp_path: Path) -> None:
         assert not b.running()
 
 
-def test_broker_dies_with_its_parent_even_on_sigkill() -> None:
+def test_broker_dies_with_its_parent_even_on_sigkill(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from connectors.broker import EmbeddedBroker\n"
-        "b = EmbeddedBroker().start()\n"
+        f"b = EmbeddedBroker(log_path={str(tmp_path / 'tansu.log')!r}).start()\n"
         "print(b.pid, flush=True)\n"
         "time.sleep(600)\n"
     )

@@ -1,0 +1,158 @@
+"""Producing, reading and consuming through the real (Tansu) broker with eddyline's Kafka helpers."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+
+from connectors.broker import EmbeddedBroker
+from connectors.kafka import (
+    DeliveryError,
+    EventProducer,
+    KafkaSettings,
+    create_topics,
+    make_admin,
+    make_consumer,
+    read_topic,
+)
+from schemas import AvroSerde, ValidationError, catalog, new_id
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_767_225_600_000
+
+
+def _batch(device: str, seq: int) -> dict:
+    return {
+        "event_id": new_id(), "event_time": T0 + seq * 1000, "producer": "test", "device_id": device, "seq": seq,
+        "series": [{"sensor": "temp", "unit": "degC", "timestamps": [T0 + seq * 1000, T0 + seq * 1000 + 500],
+                    "values": [20.0 + seq, 20.5 + seq]}],
+    }
+
+
+def _partitions(s: KafkaSettings, logical: str) -> int:
+    return len(make_admin(s).list_topics(s.topic(logical), timeout=5).topics[s.topic(logical)].partitions)
+
+
+def test_create_topics_is_idempotent(kafka_settings: KafkaSettings) -> None:
+    create_topics(kafka_settings, ["sensor.readings", "scores.anomaly"])
+    create_topics(kafka_settings, ["sensor.readings", "scores.anomaly", "alerts"], partitions=1)
+    assert _partitions(kafka_settings, "sensor.readings") == 3
+    assert _partitions(kafka_settings, "alerts") == 1
+    topics = make_admin(kafka_settings).list_topics(timeout=5).topics
+    mine = sorted(t for t in topics if t.startswith(kafka_settings.namespace))
+    ns = kafka_settings.namespace
+    assert mine == [f"{ns}alerts", f"{ns}scores.anomaly", f"{ns}sensor.readings"]
+
+
+def test_produce_and_read_back_events(kafka_settings: KafkaSettings) -> None:
+    create_topics(kafka_settings, ["sensor.readings"])
+    serde = AvroSerde()
+    sent = {}
+    with EventProducer(kafka_settings, serde) as producer:
+        for seq in range(30):
+            device = f"dev-{seq % 5}"
+            rec = _batch(device, seq)
+            sent[rec["event_id"]] = rec
+            producer.produce("sensor.readings", catalog.SENSOR_BATCH, rec, key=device,
+                             headers={"trace": f"t{seq}".encode()})
+    assert (producer.delivered, producer.failed) == (30, 0)
+
+    msgs = read_topic(kafka_settings, "sensor.readings", expected=30)
+    assert len(msgs) == 30
+    got = {}
+    for m in msgs:
+        assert m.topic() == kafka_settings.topic("sensor.readings")
+        rec = serde.decode(m.value(), catalog.SENSOR_BATCH)
+        assert m.key() == rec["device_id"].encode()
+        assert dict(m.headers())["trace"] == f"t{rec['seq']}".encode()
+        got[rec["event_id"]] = rec
+    assert got == sent
+
+    # one key, one partition: per-device order survives
+    by_device: dict[bytes, set[int]] = {}
+    for m in msgs:
+        by_device.setdefault(m.key(), set()).add(m.partition())
+    assert all(len(p) == 1 for p in by_device.values())
+    for device in by_device:
+        seqs = [serde.decode(m.value(), catalog.SENSOR_BATCH)["seq"] for m in msgs if m.key() == device]
+        assert seqs == sorted(seqs)
+
+
+def test_read_topic_stops_when_idle_and_on_missing_topic(kafka_settings: KafkaSettings) -> None:
+    assert read_topic(kafka_settings, "never.written", timeout=5, idle=0.5) == []
+    with EventProducer(kafka_settings) as producer:
+        for i in range(3):
+            producer.produce_raw("raw", f"v{i}".encode(), key=None)
+    msgs = read_topic(kafka_settings, "raw", timeout=10)
+    assert sorted(m.value() for m in msgs) == [b"v0", b"v1", b"v2"]
+
+
+def test_invalid_event_is_refused_before_sending(kafka_settings: KafkaSettings) -> None:
+    bad = _batch("dev-1", 1)
+    bad["series"][0]["values"] = [float("nan"), 1.0]
+    with EventProducer(kafka_settings) as producer:
+        with pytest.raises(ValidationError, match="NaN"):
+            producer.produce("sensor.readings", catalog.SENSOR_BATCH, bad, key="dev-1")
+        assert len(producer) == 0
+    assert producer.delivered == 0
+
+
+def test_message_over_the_size_limit_raises(kafka_settings: KafkaSettings) -> None:
+    producer = EventProducer(kafka_settings, **{"message.max.bytes": 10_000})
+    with pytest.raises(DeliveryError, match="too large"):
+        producer.produce_raw("big", b"x" * 20_000, key="k")
+    assert producer.failed == 1
+    producer.produce_raw("big", b"x" * 100, key="k")
+    producer.flush(10)
+    assert producer.delivered == 1
+
+
+def test_flush_raises_when_the_broker_is_gone() -> None:
+    with EmbeddedBroker(stop_timeout=0.5) as lonely:
+        s = KafkaSettings(bootstrap_servers=lonely.bootstrap, namespace="gone.")
+        producer = EventProducer(s, **{"message.timeout.ms": 1500})
+        producer.produce_raw("x", b"warm-up", key="k")
+        producer.flush(10)
+    for i in range(5):
+        producer.produce_raw("x", f"lost-{i}".encode(), key="k")
+    with pytest.raises(DeliveryError, match="5 messages were not delivered: gone.x"):
+        producer.flush(30)
+    assert (producer.delivered, producer.failed) == (1, 5)
+    producer.flush(1)  # reported once; nothing is pending any more
+
+
+def test_consumer_group_resumes_after_the_last_commit(kafka_settings: KafkaSettings) -> None:
+    """At least once: what was processed and committed is not read again, the rest is."""
+    create_topics(kafka_settings, ["clicks"], partitions=1)
+    with EventProducer(kafka_settings) as producer:
+        for i in range(20):
+            producer.produce_raw("clicks", str(i).encode(), key="u")
+    topic = kafka_settings.topic("clicks")
+    group = kafka_settings.topic("group")
+
+    first = make_consumer(kafka_settings, group)
+    first.subscribe([topic])
+    seen: list[int] = []
+    while len(seen) < 20:
+        msg = first.poll(15)
+        assert msg is not None, "no message from the group consumer"
+        assert msg.error() is None or msg.error().code() == KafkaError._PARTITION_EOF
+        if msg.error() is None:
+            seen.append(int(msg.value()))
+            if int(msg.value()) == 11:
+                first.commit(message=msg, asynchronous=False)
+    first.close()  # 12..19 were read but not committed, as after a crash
+    committed = make_consumer(kafka_settings, group).committed([TopicPartition(topic, 0)], timeout=10)
+    assert committed[0].offset == 12
+
+    second = make_consumer(kafka_settings, group)
+    second.subscribe([topic])
+    again: list[int] = []
+    while len(again) < 8:
+        msg = second.poll(15)
+        assert msg is not None, f"got only {again}"
+        if msg.error() is None:
+            again.append(int(msg.value()))
+    second.close()
+    assert seen == list(range(20)) and again == list(range(12, 20))
