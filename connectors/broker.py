@@ -17,6 +17,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 
@@ -48,12 +50,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Runs in the child before exec: the kernel sends SIGKILL when the parent goes, even on SIGKILL."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with_parent(prctl: Callable[..., int], parent_pid: int) -> None:
+    """Runs in the child before exec: the kernel sends SIGKILL when the parent goes, even on SIGKILL.
+
+    ``prctl`` is looked up in the parent: loading libraries between fork and exec can deadlock.
+    """
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+
+
+@cache
+def _prctl() -> Callable[..., int]:
+    return ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _can_connect(host: str, port: int) -> bool:
@@ -136,6 +145,10 @@ class EmbeddedBroker:
         cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
                "--storage-engine", "memory://tansu/"]
         parent = os.getpid()
+        preexec = None
+        if sys.platform == "linux":
+            prctl = _prctl()
+            preexec = lambda: _die_with_parent(prctl, parent)  # noqa: E731
         self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -143,7 +156,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1"},
             start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop the broker in order
-            preexec_fn=(lambda: _die_with_parent(parent)) if sys.platform == "linux" else None,
+            preexec_fn=preexec,
         )
         atexit.register(self.stop)
 

@@ -44,6 +44,7 @@ class DeadLetterProducer:
     def __init__(self, producer: EventProducer) -> None:
         self.producer = producer
         self.sent = 0
+        self.by_reason: dict[str, int] = {}
 
     def send(
         self,
@@ -58,6 +59,7 @@ class DeadLetterProducer:
         headers = dlq_headers(self.producer.settings.topic(source_topic), reason, error, partition, offset)
         self.producer.produce_raw(dlq_topic(source_topic), value, key, headers)
         self.sent += 1
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
 
 
 def dlq_info(

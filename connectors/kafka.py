@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
@@ -45,6 +45,19 @@ class KafkaSettings(Section):
     partitions: int = Field(3, gt=0, description="Partitions of topics eddyline creates")
     replication_factor: int = Field(1, gt=0)
     extra: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("security_protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("extra", mode="before")
+    @classmethod
+    def _librdkafka_strings(cls, value: Any) -> Any:
+        """TOML numbers and booleans become the strings librdkafka expects (``true``, ``100000``)."""
+        if isinstance(value, dict):
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
 
     @model_validator(mode="after")
     def _sasl_needs_sasl_protocol(self) -> KafkaSettings:
@@ -180,6 +193,7 @@ class EventProducer:
         self.delivered = 0
         self.failed = 0
         self._errors: list[str] = []
+        self._unreported = 0
 
     def produce(
         self, topic: str, event_type: str, record: dict[str, Any], key: str,
@@ -211,7 +225,8 @@ class EventProducer:
             self.delivered += 1
             return
         self.failed += 1
-        if len(self._errors) < 20:
+        self._unreported += 1
+        if len(self._errors) < 5:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
     def poll(self, timeout: float = 0.0) -> int:
@@ -219,14 +234,17 @@ class EventProducer:
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait for every message to be acknowledged; raise ``DeliveryError`` if any was not."""
-        before = self.failed
         remaining = self._producer.flush(timeout)
-        errors, self._errors = self._errors, []
+        failed, errors = self._unreported, self._errors
+        self._unreported, self._errors = 0, []
+        problems = []
         if remaining:
-            raise DeliveryError(f"{remaining} messages still unacknowledged after {timeout} s "
-                                f"(bootstrap {self.settings.bootstrap_servers})")
-        if errors or self.failed > before:
-            raise DeliveryError(f"{len(errors)} messages were not delivered: " + "; ".join(errors[:5]))
+            problems.append(f"{remaining} messages still unacknowledged after {timeout} s "
+                            f"(bootstrap {self.settings.bootstrap_servers})")
+        if failed:
+            problems.append(f"{failed} messages were not delivered: " + "; ".join(errors))
+        if problems:
+            raise DeliveryError("; ".join(problems))
 
     def __len__(self) -> int:
         return len(self._producer)

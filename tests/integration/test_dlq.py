@@ -32,6 +32,7 @@ def test_undecodable_input_goes_to_the_dlq_unchanged(kafka_settings: KafkaSettin
             dlq.send("sensor.readings", msg.value(), msg.key(), info.value.reason, str(info.value),
                      msg.partition(), msg.offset())
     assert dlq.sent == 2 and producer.delivered == 2
+    assert dlq.by_reason == {"undecodable": 1, "unknown_schema": 1}
 
     letters = read_topic(kafka_settings, dlq_topic("sensor.readings"), expected=2)
     assert len(letters) == 2

@@ -129,3 +129,15 @@ def test_librdkafka_accepts_the_configs() -> None:
     consumer = make_consumer(s, "g")
     assert isinstance(consumer, Consumer)
     consumer.close()
+
+
+def test_toml_numbers_and_booleans_become_librdkafka_strings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "eddyline.toml"
+    path.write_text('[kafka]\nsecurity_protocol = "sasl_ssl"\nsasl_mechanism = "plain"\nsasl_username = "svc"\nsasl_password = "pw"\n'
+                    '[kafka.extra]\n"queue.buffering.max.messages" = 200000\n"socket.nagle.disable" = true\n')
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(path))
+    s = KafkaSettings()
+    assert (s.security_protocol, s.sasl_mechanism) == ("SASL_SSL", "PLAIN")
+    conf = producer_config(s)
+    assert conf["queue.buffering.max.messages"] == "200000" and conf["socket.nagle.disable"] == "true"
+    Producer(conf)  # librdkafka accepts them
