@@ -1,0 +1,67 @@
+"""The online click model, the popularity baseline, metrics and the MovieLens replay."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.metrics import auc, classification_report
+from models.online import ClickModel, PopularityModel
+
+
+def _stream(n: int, seed: int = 0) -> list[tuple[str, str, float]]:
+    """Users like items whose id parity matches theirs; item 'i0' is liked by everyone."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        u, i = int(rng.integers(50)), int(rng.integers(40))
+        out.append((f"u{u}", f"i{i}", float(i == 0 or (u % 2) == (i % 2))))
+    return out
+
+
+def test_click_model_learns_prequentially_better_than_chance() -> None:
+    model = ClickModel()
+    ys, ps = [], []
+    for u, i, y in _stream(4000):
+        ps.append(float(model.predict(u, [i])[0]))
+        ys.append(y)
+        model.learn(u, i, y, genres=("odd",) if int(i[1:]) % 2 else ("even",))
+    late = slice(2000, None)
+    assert auc(np.array(ys[late]), np.array(ps[late])) > 0.8
+
+
+def test_click_model_snapshot_restores_identical_predictions() -> None:
+    a = ClickModel()
+    for u, i, y in _stream(500):
+        a.learn(u, i, y, genres=("g",))
+    b = ClickModel(**a.params())
+    b.restore(a.snapshot())
+    assert np.allclose(a.predict("u1", ["i1", "i2", "i0"]), b.predict("u1", ["i1", "i2", "i0"]))
+
+
+def test_popularity_counts_likes() -> None:
+    pop = PopularityModel()
+    for item, y in [("a", 1), ("a", 1), ("b", 1), ("c", 0)]:
+        pop.learn("u", item, y)
+    assert list(pop.predict("u", ["a", "b", "c", "d"])) == [2.0, 1.0, 0.0, 0.0]
+
+
+def test_metrics_match_hand_counts() -> None:
+    y = np.array([1, 0, 1, 0, 1])
+    p = np.array([0.9, 0.2, 0.4, 0.6, 0.8])
+    rep = classification_report(y, p)
+    assert rep["accuracy"] == 0.6 and rep["precision"] == 2 / 3 and rep["recall"] == 2 / 3
+    assert abs(rep["auc"] - 5 / 6) < 1e-12
+    assert auc(np.array([1, 1]), np.array([0.1, 0.2])) is None
+
+
+def test_movielens_replay_loads_offline_in_event_time() -> None:
+    from benchmarks.movielens import click_events, load
+
+    ratings = load(limit=2000)
+    assert len(ratings) == 2000
+    assert all(a.time_ms <= b.time_ms for a, b in zip(ratings, ratings[1:]))
+    events = list(click_events(ratings[:50]))
+    clicks = [e for e in events if e["action"] == "CLICK"]
+    assert len(clicks) == sum(r.liked for r in ratings[:50])
+    assert len({e["event_id"] for e in events}) == len(events)
+    assert list(click_events(ratings[:50])) == events
