@@ -133,7 +133,8 @@ def test_librdkafka_accepts_the_configs() -> None:
 
 def test_toml_numbers_and_booleans_become_librdkafka_strings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "eddyline.toml"
-    path.write_text('[kafka]\nsecurity_protocol = "sasl_ssl"\nsasl_mechanism = "plain"\nsasl_username = "svc"\nsasl_password = "pw"\n'
+    path.write_text('[kafka]\nsecurity_protocol = "sasl_ssl"\nsasl_mechanism = "plain"\n'
+                    'sasl_username = "svc"\nsasl_password = "pw"\n'
                     '[kafka.extra]\n"queue.buffering.max.messages" = 200000\n"socket.nagle.disable" = true\n')
     monkeypatch.setenv("EDDYLINE_CONFIG", str(path))
     s = KafkaSettings()
