@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from connectors.dlq import DeadLetterProducer, dlq_info, dlq_topic
+from connectors.dlq import DeadLetterProducer, dlq_headers, dlq_info, dlq_topic
 from connectors.kafka import EventProducer, KafkaSettings, read_topic
 from schemas import AvroSerde, SchemaError, catalog, wire
 
@@ -64,3 +64,13 @@ def test_dlq_info_reads_only_its_own_headers() -> None:
     assert dlq_info(None) == {}
     assert dlq_info([("trace", b"x"), ("eddyline.dlq.reason", b"invalid")]) == {"reason": "invalid"}
     assert dlq_info({"eddyline.dlq.offset": "3"}) == {"offset": "3"}
+
+
+def test_headers_for_other_producers_round_trip() -> None:
+    headers = dlq_headers("prod.clicks", "unknown_schema", "schema id 9", 4, 1200)
+    assert all(isinstance(v, bytes) for v in headers.values())
+    info = dlq_info(list(headers.items()))
+    assert {k: info[k] for k in ("reason", "error", "topic", "partition", "offset")} == {
+        "reason": "unknown_schema", "error": "schema id 9", "topic": "prod.clicks", "partition": "4", "offset": "1200",
+    }
+    assert int(info["time"]) > 0
