@@ -250,3 +250,20 @@ def test_missing_required_field(serde: AvroSerde) -> None:
     rec = {k: v for k, v in EXAMPLES[catalog.DRIFT].items() if k != "statistic"}
     with pytest.raises(ValidationError, match="statistic"):
         serde.encode(catalog.DRIFT, rec)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field"),
+    [(catalog.SENSOR_BATCH, "device_id"), (catalog.SENSOR_BATCH, "series"), (catalog.PREDICTION, "score"),
+     (catalog.AUDIO_CHUNK, "pcm"), (catalog.ANOMALY_SCORE, "series")],
+)
+def test_missing_field_is_a_validation_error_not_a_crash(serde: AvroSerde, event_type: str, field: str) -> None:
+    """The Avro type check runs before the content rules, which assume the fields are there."""
+    rec = {k: v for k, v in EXAMPLES[event_type].items() if k != field}
+    with pytest.raises(ValidationError, match=field):
+        serde.encode(event_type, rec)
+
+
+def test_wrong_item_type_in_a_series(serde: AvroSerde) -> None:
+    with pytest.raises(ValidationError, match="values"):
+        serde.encode(catalog.SENSOR_BATCH, _sensor(values=["21.5", 21.6, 21.7]))
