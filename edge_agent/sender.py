@@ -56,20 +56,28 @@ class Sender:
         self._readings: dict[int, int] = {}
         self._producer = self._new_producer()
 
+    _fatal = False
+    _link_down = False
+
     def _new_producer(self) -> Producer:
         conf = dict(self._conf)
         conf["error_cb"] = self._on_error
+        conf["logger"] = logging.getLogger("edge_agent.librdkafka")
         return Producer(conf)
 
     def _on_error(self, err: KafkaError) -> None:
         self.counters.last_error = err.str()
         if err.fatal():
-            log.error("producer fatal error: %s; rebuilding the producer, unacknowledged batches stay on disk", err.str())
-            self._fatal = True
-        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            log.warning("broker unreachable (%s); buffering to disk", err.str())
+            self._fatal_error(err)
+        elif not self._link_down and err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._link_down = True
+            log.warning("broker unreachable (%s); buffering to disk until it returns", err.str())
 
-    _fatal = False
+    def _fatal_error(self, err: KafkaError) -> None:
+        # e.g. UNKNOWN_PRODUCER_ID after the broker lost its state: this producer can't go on, a new one can.
+        if not self._fatal:
+            log.error("producer fatal error: %s; starting a new producer, unacknowledged batches stay on disk", err.str())
+        self._fatal = True
 
     @property
     def in_flight(self) -> int:
@@ -119,18 +127,27 @@ class Sender:
             self._in_flight.discard(seq)
             if err is None:
                 self._acked.append(seq)
+                if self._link_down:
+                    self._link_down = False
+                    log.info("broker reachable again; draining %d batches from disk", self.buffer.depth)
                 return
             self.counters.failed_sends += 1
             self.counters.last_error = err.str()
             self._requeue(seq)
             if err.fatal():
-                self._fatal = True
+                self._fatal_error(err)
 
         return cb
 
     def poll(self, timeout: float) -> None:
         """Wait up to ``timeout`` for delivery reports and forget the acknowledged batches."""
-        self._producer.poll(timeout)
+        try:
+            self._producer.poll(timeout)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is None or not err.fatal():
+                raise
+            self._fatal_error(err)
         self._commit_acks()
 
     def _commit_acks(self) -> None:
