@@ -1,0 +1,123 @@
+"""The click flow: impressions and clicks in; predictions and feedback out, from a model that learns live.
+
+One ``ClickProcessor`` per model (the flow keys every click by the model name: the model is shared by
+all users). For each impression it predicts P(click) before learning anything from it and emits a
+``predictions`` event (model name, version, features and their digest, latency). The impression's
+outcome is learned when it is known: at once when the replay carries a rating, on the click that
+answers it, or as a non-click once ``click_wait_ms`` of event time has passed. Each outcome is also
+emitted as ``feedback`` for the prediction, which the quality and drift flows join on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.online import ClickModel
+from models.online.clicks import FEATURES
+from schemas import CLICK, FEEDBACK, PREDICTION, derive_id
+from streams.processor import Emit, Event, FlowSpec, Processor
+
+MODEL_NAME = "clicks-online"
+PRODUCER = "eddyline/clicks"
+LIKE = 4.0
+
+
+def features_digest(x: np.ndarray) -> str:
+    return hashlib.blake2b(np.round(x, 9).tobytes(), digest_size=8).hexdigest()
+
+
+class ClickProcessor(Processor):
+    def __init__(self, model_name: str = MODEL_NAME, version: str = "1", click_wait_ms: int = 30 * 60_000) -> None:
+        self.model_name, self.version, self.click_wait_ms = model_name, version, click_wait_ms
+        self.model = ClickModel()
+        self.pending: dict[str, dict[str, Any]] = {}  # impression id -> what learning needs
+        self.watermark = 0
+
+    def params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "version": self.version, "click_wait_ms": self.click_wait_ms}
+
+    def process(self, events: Sequence[Event]) -> list[Emit]:
+        out: list[Emit] = []
+        for ev in events:
+            rec = ev.record
+            self.watermark = max(self.watermark, int(rec["event_time"]))
+            if rec["action"] == "IMPRESSION":
+                out.extend(self._impression(rec))
+            else:
+                out.extend(self._click(rec))
+            out.extend(self._expire())
+        return out
+
+    def _genres(self, rec: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(g for g in rec.get("context", {}).get("genres", "").split("|") if g)
+
+    def _impression(self, rec: dict[str, Any]) -> list[Emit]:
+        t0 = time.perf_counter()
+        user, item, genres = rec["user_id"], rec["item_id"], self._genres(rec)
+        x = self.model.features(user, [item], [genres] if genres else None)[0]
+        p = float(self.model.logit.predict(x))
+        latency = (time.perf_counter() - t0) * 1000
+        pred_id = derive_id(rec["event_id"], self.model_name, "prediction")
+        pred = {
+            "event_id": pred_id, "event_time": rec["event_time"], "producer": PRODUCER,
+            "model_name": self.model_name, "model_version": self.version, "subject_id": user, "item_id": item,
+            "features_digest": features_digest(x), "features": dict(zip(FEATURES, map(float, x))), "score": p,
+            "label": "click" if p >= 0.5 else "no_click", "latency_ms": latency, "error": None,
+        }
+        out = [Emit("predictions", self.model_name, PREDICTION, pred)]
+        entry = {"pred_id": pred_id, "user": user, "item": item, "genres": list(genres), "x": x.tolist(),
+                 "time": int(rec["event_time"]), "rating": rec.get("rating")}
+        if rec.get("rating") is not None:
+            out.append(self._learn(entry, 1.0 if rec["rating"] >= LIKE else 0.0, rec["event_time"]))
+        else:
+            self.pending[rec["event_id"]] = entry
+        return out
+
+    def _click(self, rec: dict[str, Any]) -> list[Emit]:
+        entry = self.pending.pop(rec.get("impression_id") or "", None)
+        if entry is None:
+            return []  # the impression was learned already (rated replay) or expired as a non-click
+        return [self._learn(entry, 1.0, rec["event_time"])]
+
+    def _expire(self) -> list[Emit]:
+        old = [k for k, e in self.pending.items() if e["time"] + self.click_wait_ms <= self.watermark]
+        return [self._learn(self.pending.pop(k), 0.0, self.watermark) for k in old]
+
+    def _learn(self, entry: dict[str, Any], label: float, when: int) -> Emit:
+        self.model.learn(entry["user"], entry["item"], label, tuple(entry["genres"]), entry["rating"],
+                         features=np.asarray(entry["x"]))
+        fb = {"event_id": derive_id(entry["pred_id"], "feedback"), "event_time": int(when), "producer": PRODUCER,
+              "model_name": self.model_name, "prediction_id": entry["pred_id"], "label": label}
+        return Emit("feedback", self.model_name, FEEDBACK, fb)
+
+    def top_k(self, user: str, k: int = 10) -> list[tuple[str, float]]:
+        """The live model's recommendations for a user over every item it knows."""
+        items = list(self.model.items.n)
+        if not items:
+            return []
+        scores = self.model.rank_scores(user, items)
+        order = np.argsort(-scores)[:k]
+        return [(items[i], float(scores[i])) for i in order]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"model": self.model.snapshot(), "pending": self.pending, "watermark": self.watermark}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.restore(state["model"])
+        self.pending = dict(state["pending"])
+        self.watermark = int(state["watermark"])
+
+
+def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000) -> FlowSpec:
+    return FlowSpec(
+        name="clicks",
+        inputs={"clicks": CLICK},
+        make_processor=lambda _key: ClickProcessor(model_name, click_wait_ms=click_wait_ms),
+        outputs={"predictions": PREDICTION, "feedback": FEEDBACK},
+        key=lambda _event: model_name,
+    )

@@ -1,0 +1,190 @@
+"""The quality flow: predictions joined with their feedback in event time, metrics per window and version.
+
+One ``QualityProcessor`` per model. A prediction waits up to ``max_wait_ms`` of event time for its
+feedback (feedback that comes first waits for its prediction the same way); after that it counts as
+missing feedback. Windows are tumbling, by the prediction's event time; the watermark is the largest
+event time seen minus ``allowed_lateness_ms``; a window closes when the watermark passes its end plus
+the feedback wait, and its metrics are emitted once, as a ``model_quality`` record (for sinks:
+InfluxDB and Prometheus). Events for a window already closed are late: they are counted, in the
+``late_events`` field of the next window emitted for that version, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.metrics import classification_report
+from schemas import FEEDBACK, PREDICTION, derive_id
+from streams.processor import Emit, Event, FlowSpec, Processor, Sink
+
+METRICS_TOPIC = "metrics.model_quality"
+METRICS_TYPE = "model_quality"  # sink-only record: not a schemas event type, not produced to Kafka
+MEASUREMENT = "model_quality"
+
+
+def _new_window() -> dict[str, Any]:
+    return {"labels": [], "scores": [], "latency": [], "predictions": 0, "errors": 0, "missing": 0}
+
+
+class QualityProcessor(Processor):
+    def __init__(self, model_name: str, window_ms: int = 60_000, max_wait_ms: int = 60_000,
+                 allowed_lateness_ms: int = 5_000) -> None:
+        self.model_name, self.window_ms = model_name, window_ms
+        self.max_wait_ms, self.allowed_lateness_ms = max_wait_ms, allowed_lateness_ms
+        self.preds: dict[str, dict[str, Any]] = {}
+        self.early: dict[str, dict[str, Any]] = {}  # feedback waiting for its prediction
+        self.windows: dict[str, dict[str, Any]] = {}  # "version|start" -> accumulators
+        self.late: dict[str, int] = {}  # version -> late events not yet reported
+        self.max_time = 0
+        self.closed_before = -(2**62)  # windows starting before this are closed
+
+    def params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "window_ms": self.window_ms, "max_wait_ms": self.max_wait_ms,
+                "allowed_lateness_ms": self.allowed_lateness_ms}
+
+    @property
+    def watermark(self) -> int:
+        return self.max_time - self.allowed_lateness_ms
+
+    def _start(self, t: int) -> int:
+        return t - t % self.window_ms
+
+    def process(self, events: Sequence[Event]) -> list[Emit]:
+        out: list[Emit] = []
+        for ev in events:
+            rec = ev.record
+            self.max_time = max(self.max_time, int(rec["event_time"]))
+            if "prediction_id" in rec:
+                self._feedback(rec)
+            else:
+                self._prediction(rec)
+            out.extend(self._advance())
+        return out
+
+    def _prediction(self, rec: dict[str, Any]) -> None:
+        t, version = int(rec["event_time"]), rec["model_version"]
+        start = self._start(t)
+        if start < self.closed_before:
+            self.late[version] = self.late.get(version, 0) + 1
+            return
+        w = self.windows.setdefault(f"{version}|{start}", _new_window())
+        w["predictions"] += 1
+        w["latency"].append(float(rec["latency_ms"]))
+        if rec.get("error"):
+            w["errors"] += 1
+            return
+        fb = self.early.pop(rec["event_id"], None)
+        if fb is not None:
+            w["labels"].append(fb["label"])
+            w["scores"].append(float(rec["score"]))
+            return
+        self.preds[rec["event_id"]] = {"time": t, "version": version, "score": float(rec["score"]), "start": start}
+
+    def _feedback(self, rec: dict[str, Any]) -> None:
+        p = self.preds.pop(rec["prediction_id"], None)
+        if p is None:
+            if int(rec["event_time"]) < self.watermark - self.max_wait_ms:
+                self.late["unknown"] = self.late.get("unknown", 0) + 1
+            else:
+                self.early[rec["prediction_id"]] = {"label": float(rec["label"]), "time": int(rec["event_time"])}
+            return
+        w = self.windows[f"{p['version']}|{p['start']}"]
+        w["labels"].append(float(rec["label"]))
+        w["scores"].append(p["score"])
+
+    def _advance(self) -> list[Emit]:
+        wm = self.watermark
+        for pid in [k for k, p in self.preds.items() if p["time"] + self.max_wait_ms <= wm]:
+            p = self.preds.pop(pid)
+            self.windows[f"{p['version']}|{p['start']}"]["missing"] += 1
+        for fid in [k for k, f in self.early.items() if f["time"] + self.max_wait_ms <= wm]:
+            del self.early[fid]
+            self.late["unknown"] = self.late.get("unknown", 0) + 1
+        out = []
+        horizon = self._start(wm - self.max_wait_ms)  # windows starting before it are complete
+        for key in sorted(k for k in self.windows if int(k.split("|")[1]) + self.window_ms <= horizon):
+            version, start = key.split("|")
+            out.append(self._emit(version, int(start), self.windows.pop(key)))
+        self.closed_before = max(self.closed_before, horizon)
+        return out
+
+    def _emit(self, version: str, start: int, w: dict[str, Any]) -> Emit:
+        rec: dict[str, Any] = {
+            "event_id": derive_id(self.model_name, version, start, "quality"), "model_name": self.model_name,
+            "model_version": version, "window_start": start, "window_end": start + self.window_ms,
+            "predictions": w["predictions"], "labelled": len(w["labels"]), "missing_feedback": w["missing"],
+            "late_events": self.late.pop(version, 0) + self.late.pop("unknown", 0),
+            "error_rate": w["errors"] / w["predictions"] if w["predictions"] else 0.0,
+            "throughput_per_s": w["predictions"] * 1000 / self.window_ms,
+        }
+        if w["latency"]:
+            lat = np.asarray(w["latency"])
+            rec["latency_p50_ms"], rec["latency_p99_ms"] = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+        rec.update(classification_report(np.asarray(w["labels"]), np.asarray(w["scores"])) if w["labels"] else {})
+        return Emit(METRICS_TOPIC, self.model_name, METRICS_TYPE, rec)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"preds": self.preds, "early": self.early, "windows": self.windows, "late": self.late,
+                "max_time": self.max_time, "closed_before": self.closed_before}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.preds, self.early = dict(state["preds"]), dict(state["early"])
+        self.windows, self.late = dict(state["windows"]), dict(state["late"])
+        self.max_time, self.closed_before = int(state["max_time"]), int(state["closed_before"])
+
+
+_TAGS = ("model_name", "model_version")
+_SKIP = ("event_id", "window_start", "window_end", *_TAGS)
+
+
+class QualityMetricsSink(Sink):
+    """Window metrics to InfluxDB (one point per window, timed at its end, so a replay overwrites it) and
+    to Prometheus gauges ``eddyline_model_<metric>{model,version}``."""
+
+    def __init__(self, influx: Any | None = None, registry: Any | None = None) -> None:
+        self.influx = influx
+        self._gauges: dict[str, Any] = {}
+        self._registry = registry
+
+    def _gauge(self, name: str) -> Any:
+        g = self._gauges.get(name)
+        if g is None:
+            from prometheus_client import REGISTRY, Gauge
+
+            g = self._gauges[name] = Gauge(f"eddyline_model_{name}", f"model quality: {name}, last closed window",
+                                           ["model", "version"], registry=self._registry or REGISTRY)
+        return g
+
+    def write(self, emits: Sequence[Emit]) -> None:
+        for e in emits:
+            if e.event_type != METRICS_TYPE:
+                continue
+            r = e.record
+            fields = {k: float(v) for k, v in r.items() if k not in _SKIP}
+            if self.influx is not None:
+                self.influx.write(MEASUREMENT, {k: r[k] for k in _TAGS}, fields, int(r["window_end"]))
+            for k, v in fields.items():
+                self._gauge(k).labels(r["model_name"], r["model_version"]).set(v)
+
+    def close(self) -> None:
+        if self.influx is not None:
+            self.influx.close()
+
+
+def flow(model_name: str, window_ms: int = 60_000, max_wait_ms: int = 60_000,
+         influx_settings: Any | None = None) -> FlowSpec:
+    def sink() -> Sink:
+        from connectors.influx import InfluxSink
+
+        return QualityMetricsSink(InfluxSink(influx_settings) if influx_settings is not None else None)
+
+    return FlowSpec(
+        name="quality",
+        inputs={"predictions": PREDICTION, "feedback": FEEDBACK},
+        make_processor=lambda key: QualityProcessor(key, window_ms, max_wait_ms),
+        key=lambda ev: ev.record["model_name"],
+        sinks=[sink],
+    )
