@@ -124,8 +124,7 @@ def test_sasl_credentials_need_a_sasl_protocol() -> None:
 
 def test_librdkafka_accepts_the_configs() -> None:
     s = KafkaSettings(bootstrap_servers="127.0.0.1:1")
-    producer = make_producer(s)
-    assert isinstance(producer, Producer) and len(producer) == 0
+    assert isinstance(make_producer(s), Producer)
     consumer = make_consumer(s, "g")
     assert isinstance(consumer, Consumer)
     consumer.close()
