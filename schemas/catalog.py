@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ class SchemaVersion:
     schema: dict[str, Any]
     canonical: str
 
-    @property
+    @cached_property
     def parsed(self) -> Any:
         """The full schema, parsed: defaults included, which the canonical form strips but readers need."""
         return _parse(json.dumps(self.schema, sort_keys=True))

@@ -22,28 +22,37 @@ class AvroSerde:
 
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = registry or LocalRegistry()
-        self._writer_cache: dict[int, Any] = {}
+        self._resolution: dict[tuple[int, str], tuple[Any, Any]] = {}
 
     def encode(self, event_type: str, record: dict[str, Any], *, topic: str = "", check: bool = True) -> bytes:
         version = catalog.latest(event_type)
-        if check:
-            try:
-                validate(record, version.parsed, raise_errors=True)
-            except fastavro.validation.ValidationError as exc:
-                raise ValidationError(f"{event_type}: {_avro_reason(exc)}", event_type=event_type) from None
-            validation.check(event_type, record)
         buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, version.parsed, record)
+        try:
+            fastavro.schemaless_writer(buf, version.parsed, record)
+        except Exception as exc:  # the writer is the type check; ask the validator for a precise message
+            raise ValidationError(f"{event_type}: {self._type_errors(version.parsed, record, exc)}",
+                                  event_type=event_type) from None
+        if check:
+            validation.check(event_type, record)
         return wire.frame(self.registry.id_for(topic, version), buf.getvalue())
+
+    @staticmethod
+    def _type_errors(parsed: Any, record: Any, exc: Exception) -> str:
+        try:
+            validate(record, parsed, raise_errors=True)
+        except fastavro.validation.ValidationError as err:
+            return _avro_reason(err)
+        except Exception as err:
+            return f"{type(err).__name__}: {err}"
+        return f"{type(exc).__name__}: {exc}"
 
     def decode(self, data: bytes, event_type: str, *, check: bool = True) -> dict[str, Any]:
         """Decode one message; raises a ``SchemaError`` subclass whose ``reason`` suits a DLQ header."""
         try:
             schema_id, body = wire.unframe(data)
-            writer = self._writer(schema_id)
+            writer, reader = self._schemas(schema_id, event_type)
         except SchemaError as exc:
             raise type(exc)(f"{event_type}: {exc}", event_type=event_type) from None
-        reader = catalog.latest(event_type).parsed
         stream = io.BytesIO(body)
         try:
             record = fastavro.schemaless_reader(stream, writer, reader)
@@ -64,12 +73,19 @@ class AvroSerde:
             validation.check(event_type, record)
         return record
 
-    def _writer(self, schema_id: int) -> Any:
-        parsed = self._writer_cache.get(schema_id)
-        if parsed is None:
-            parsed = catalog._parse(self.registry.schema_for(schema_id))
-            self._writer_cache[schema_id] = parsed
-        return parsed
+    def _schemas(self, schema_id: int, event_type: str) -> tuple[Any, Any]:
+        """Writer and reader schema; the reader is None when they are the same (no resolution needed)."""
+        key = (schema_id, event_type)
+        pair = self._resolution.get(key)
+        if pair is None:
+            canonical = self.registry.schema_for(schema_id)
+            latest = catalog.latest(event_type)
+            if canonical == latest.canonical:
+                pair = (latest.parsed, None)
+            else:
+                pair = (catalog._parse(canonical), latest.parsed)
+            self._resolution[key] = pair
+        return pair
 
 
 def _avro_reason(exc: Exception) -> str:

@@ -86,7 +86,7 @@ class SensorAnomalyProcessor(Processor):
             stamps = np.asarray(s["timestamps"], dtype=np.int64)
             scores = det.score_learn(values, stamps)
             scored_series.append(
-                {"sensor": s["sensor"], "timestamps": s["timestamps"], "values": s["values"], "scores": scores.tolist()}
+                {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist()}
             )
             for t in policy.update(scores, stamps, f"{source_id}/{s['sensor']}"):
                 alerts.append(self._alert(rec, s["sensor"], t, float(values[t.index]), int(stamps[t.index])))
