@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from connectors.prometheus import ALERT_DELIVERIES
-from streams.processor import Emit, Sink
 
 __all__ = [
     "ALERT_STATUSES",
@@ -131,8 +130,12 @@ def post_json(url: str, body: Mapping[str, Any], policy: HttpRetryPolicy, *, wha
 FailureHandler = Callable[[str, Mapping[str, Any], Exception], None]
 
 
-class AlertDispatcher(Sink):
-    """Delivers every emit on the alerts topic to every sink; failures are contained per sink."""
+class AlertDispatcher:
+    """Delivers every emit on the alerts topic to every sink; failures are contained per sink.
+
+    It is a flow side sink (``streams.processor.Sink`` by shape: ``write(emits)`` and ``close()``) without
+    importing streams, so that connectors depend on schemas alone.
+    """
 
     def __init__(
         self, sinks: Sequence[AlertSink], *, on_failure: FailureHandler | None = None, topic: str = "alerts"
@@ -156,7 +159,7 @@ class AlertDispatcher(Sink):
             sinks.append(SlackSink(slack))
         return cls(sinks, on_failure=on_failure)
 
-    def write(self, emits: Sequence[Emit]) -> None:
+    def write(self, emits: Sequence[Any]) -> None:
         for emit in emits:
             if emit.topic == self.topic:
                 self.dispatch(emit.record)

@@ -26,7 +26,7 @@ from connectors.kafka import EventProducer, KafkaSettings, consumer_config, crea
 from connectors.prometheus import DLQ_EVENTS, EVENTS_CONSUMED, EVENTS_EMITTED, PROCESSING_SECONDS
 from schemas import SchemaError
 from streams.codec import Codec, DeadLetter
-from streams.processor import Emit, Event, FlowSpec, Processor, Sink
+from streams.processor import SINK_ONLY, Emit, Event, FlowSpec, Processor, Sink
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
     keyed = op.key_on("key", split.trues, spec.key)
     processed = op.stateful_batch("process", keyed, lambda resume: _ProcessorLogic(spec, resume))
     emits = op.map("unkey", processed, lambda kv: kv[1])
+    to_kafka = op.filter("kafka-bound", emits, lambda e: not e.topic.startswith(SINK_ONLY))
 
     def encode(emit: Emit) -> tuple[str, bytes | None, bytes | None, dict[str, bytes] | None]:
         try:
@@ -145,7 +146,7 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
         log.info("dead-lettered", extra={"flow": spec.name, "topic": dead.topic, "reason": dead.reason})
         return dead_letter_message(settings, dead)
 
-    out = op.merge("to-kafka", op.map("encode", emits, encode), op.map("dead-letter", split.falses, to_dlq))
+    out = op.merge("to-kafka", op.map("encode", to_kafka, encode), op.map("dead-letter", split.falses, to_dlq))
     op.output("kafka-out", out, _ProducerSink(settings, spec.name))
     for i, factory in enumerate(spec.sinks):
         op.output(f"side-sink-{i}", emits, _SideSink(factory))

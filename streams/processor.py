@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +61,16 @@ class Processor(ABC):
         self.restore(data["state"])
 
 
-class Sink(ABC):
+SINK_ONLY = "sink."  # emits on topics with this prefix feed side sinks and are never written to Kafka
+
+
+@runtime_checkable
+class Sink(Protocol):
     """A side effect fed by a flow's emits (alert delivery, metrics); must tolerate redelivery."""
 
-    @abstractmethod
     def write(self, emits: Sequence[Emit]) -> None: ...
 
-    def close(self) -> None:
-        return None
+    def close(self) -> None: ...
 
 
 def kafka_key(event: Event) -> str:

@@ -30,9 +30,10 @@ def _anomaly() -> FlowSpec:
     from connectors.alerting import AlertDispatcher
     from models.anomaly import DEFAULT_DETECTOR
     from streams.sensor_anomaly import sensor_anomaly_flow
+    from streams.sensor_metrics import sensor_metrics_sink
 
     detector = RuntimeSettings().detector or DEFAULT_DETECTOR
-    return sensor_anomaly_flow(detector=detector, sinks=[AlertDispatcher.from_settings])
+    return sensor_anomaly_flow(detector=detector, sinks=[AlertDispatcher.from_settings, sensor_metrics_sink])
 
 
 FLOWS: dict[str, Callable[[], FlowSpec]] = {

@@ -20,6 +20,7 @@ from models.anomaly.base import AnomalyDetector
 from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, derive_id
 from streams.alert_policy import AlertPolicy, PolicyConfig, Transition
 from streams.processor import Emit, Event, FlowSpec, Processor
+from streams.sensor_metrics import series_metrics
 
 SOURCE_TOPIC = "sensor.readings"
 SCORES_TOPIC = "scores.anomaly"
@@ -78,6 +79,7 @@ class SensorAnomalyProcessor(Processor):
         source_id = rec["event_id"]
         scored_series = []
         alerts: list[Emit] = []
+        metrics: list[Emit] = []
         threshold = 0.5
         for s in rec["series"]:
             det, policy = self._series_state(s["sensor"])
@@ -88,6 +90,7 @@ class SensorAnomalyProcessor(Processor):
             scored_series.append(
                 {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist()}
             )
+            metrics.append(series_metrics(self.device_id, s["sensor"], values, stamps, scores, det.threshold))
             for t in policy.update(scores, stamps, f"{source_id}/{s['sensor']}"):
                 alerts.append(self._alert(rec, s["sensor"], t, float(values[t.index]), int(stamps[t.index])))
         score_event = {
@@ -100,7 +103,7 @@ class SensorAnomalyProcessor(Processor):
             "threshold": threshold,
             "series": scored_series,
         }
-        return [Emit(SCORES_TOPIC, self.device_id, ANOMALY_SCORE, score_event), *alerts]
+        return [Emit(SCORES_TOPIC, self.device_id, ANOMALY_SCORE, score_event), *alerts, *metrics]
 
     def _alert(self, rec: dict[str, Any], sensor: str, t: Transition, value: float, at_ms: int) -> Emit:
         entity = f"{self.device_id}/{sensor}"

@@ -1,0 +1,91 @@
+"""What dashboard viewers see of the sensor flow: per device and sensor, in InfluxDB and Prometheus.
+
+The processor emits one ``sink.sensor_metrics`` record per series per batch (never written to Kafka).
+In InfluxDB each becomes a point timed at the batch's last reading, so a replay overwrites rather than
+doubles it. Prometheus gets the latest value and score per device and sensor, and reading counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from streams.processor import Emit
+
+TOPIC = "sink.sensor_metrics"
+EVENT_TYPE = "sensor_metrics"
+MEASUREMENT = "sensor"
+ALERTS_MEASUREMENT = "alerts"
+
+
+def series_metrics(device_id: str, sensor: str, values: np.ndarray, stamps: np.ndarray, scores: np.ndarray,
+                   threshold: float) -> Emit:
+    record = {
+        "device_id": device_id,
+        "sensor": sensor,
+        "time_ms": int(stamps[-1]),
+        "readings": int(values.size),
+        "value_last": float(values[-1]),
+        "value_mean": float(values.mean()),
+        "value_min": float(values.min()),
+        "value_max": float(values.max()),
+        "score_max": float(scores.max()),
+        "score_mean": float(scores.mean()),
+        "anomalous": int((scores >= threshold).sum()),
+    }
+    return Emit(TOPIC, device_id, EVENT_TYPE, record)
+
+
+class SensorMetricsSink:
+    def __init__(self, influx: Any | None = None) -> None:
+        from prometheus_client import Counter, Gauge
+
+        from connectors.prometheus import ALERTS
+
+        self.influx = influx
+        self.alerts = ALERTS
+        self.value = _metric(Gauge, "eddyline_sensor_value", "Latest reading per device and sensor.", ["device", "sensor"])
+        self.score = _metric(Gauge, "eddyline_sensor_anomaly_score", "Highest anomaly score in the latest batch.",
+                             ["device", "sensor"])
+        self.readings = _metric(Counter, "eddyline_sensor_readings", "Readings scored.", ["device"])
+        self.anomalous = _metric(Counter, "eddyline_sensor_anomalous_readings", "Readings scored as anomalous.", ["device"])
+
+    def write(self, emits: Sequence[Emit]) -> None:
+        points = []
+        for e in emits:
+            r = e.record
+            if e.topic == TOPIC:
+                self.value.labels(r["device_id"], r["sensor"]).set(r["value_last"])
+                self.score.labels(r["device_id"], r["sensor"]).set(r["score_max"])
+                self.readings.labels(r["device_id"]).inc(r["readings"])
+                self.anomalous.labels(r["device_id"]).inc(r["anomalous"])
+                fields = {k: v for k, v in r.items() if k not in ("device_id", "sensor", "time_ms")}
+                points.append((MEASUREMENT, {"device_id": r["device_id"], "sensor": r["sensor"]}, fields, r["time_ms"]))
+            elif e.topic == "alerts":
+                self.alerts.labels(r["source"], r["status"]).inc()
+                tags = {"source": r["source"], "status": r["status"], "severity": r["severity"], "entity": r["entity"]}
+                fields = {"value": float(r["value"] if r["value"] is not None else 0.0), "count": 1}
+                points.append((ALERTS_MEASUREMENT, tags, fields, r["event_time"]))
+        if self.influx is not None and points:
+            self.influx.write_points(points)
+
+    def close(self) -> None:
+        if self.influx is not None:
+            self.influx.close()
+
+
+def _metric(kind: Any, name: str, doc: str, labels: list[str]) -> Any:
+    """Metrics are process-wide; building the sink twice (tests, several workers) reuses them."""
+    from prometheus_client import REGISTRY
+
+    existing = REGISTRY._names_to_collectors.get(name) or REGISTRY._names_to_collectors.get(f"{name}_total")
+    return existing if existing is not None else kind(name, doc, labels)
+
+
+def sensor_metrics_sink() -> SensorMetricsSink:
+    from connectors.influx import InfluxSettings, InfluxSink
+
+    settings = InfluxSettings()
+    return SensorMetricsSink(InfluxSink(settings) if settings.enabled else None)
