@@ -20,8 +20,8 @@ from models.metrics import classification_report
 from schemas import FEEDBACK, PREDICTION, derive_id
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 
-METRICS_TOPIC = "metrics.model_quality"
-METRICS_TYPE = "model_quality"  # sink-only record: not a schemas event type, not produced to Kafka
+METRICS_TOPIC = "sink.model_quality"  # sink-only: feeds QualityMetricsSink, never written to Kafka
+METRICS_TYPE = "model_quality"  # not a schemas event type
 MEASUREMENT = "model_quality"
 
 
