@@ -10,8 +10,10 @@ EXTRAS := platform,edge,dev
 
 .PHONY: demo test install servers bench clean
 
+DURATION ?= 60
+
 demo: $(STAMP)
-	$(BIN)/eddyline demo
+	$(BIN)/eddyline demo --duration $(DURATION) --bad-events 25 --summary-json demo-summary.json
 
 test: $(STAMP) $(VM)
 	$(BIN)/pytest

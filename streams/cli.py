@@ -173,6 +173,24 @@ def bench_sensor_flow(
     run(messages=messages, json_path=json_path)
 
 
+def _mount(group: typer.Typer, name: str, target: str) -> None:
+    """Mount a command function that lives beside its subject (benchmarks/, models/)."""
+    import importlib
+
+    module, _, attr = target.partition(":")
+    fn = getattr(importlib.import_module(module), attr)
+    group.command(name)(friendly(fn))
+
+
+for _name, _target in {
+    "nab": "benchmarks.nab:command",
+    "clicks": "benchmarks.clicks:command",
+    "drift": "benchmarks.drift:command",
+    "wer": "benchmarks.wer:command",
+}.items():
+    _mount(bench_app, _name, _target)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
