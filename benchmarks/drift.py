@@ -9,7 +9,8 @@ Scoring, the same for every detector: a drift starting at ``d`` whose transition
 detected by the first alarm in ``[d, e + tolerance]``; the delay is that alarm's position minus ``d``.
 Further alarms inside the same window are counted as ``redundant``; alarms outside every window are
 false alarms. ``mean_delay`` averages over the drifts a detector caught, so a detector that misses the
-hard ones looks quicker; ``mean_delay_both_detected`` compares with ADWIN over the drifts both caught. ``ours`` is ``models.drift.ensemble.DriftEnsemble`` (self-starting CUSUM + ADWIN);
+hard ones looks quicker; ``mean_delay_both_detected`` compares with ADWIN over the drifts both caught. ``ours`` is ``models.drift.ensemble.DriftEnsemble`` (self-starting CUSUM + ADWIN, both restarted at
+either one's alarm);
 ``adwin`` is river's ADWIN alone with its defaults.
 """
 
