@@ -1,0 +1,334 @@
+"""The gateway's ASGI application: HTTP POST and WebSocket in, validated Avro events out to Kafka.
+
+A request is authenticated, checked against backpressure and the size limit, parsed, mapped onto
+the event's Avro record (every problem named with its path), encoded (the schema's rules checked) and only
+then produced: bad input refuses the whole request, nothing of it is produced. ``202 Accepted`` means the event is in the
+producer's queue; the idempotent producer then retries until the broker acknowledges it, and a delivery
+that still fails is counted, logged and shown on ``/health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from connectors.gateway.auth import TokenAuth
+from connectors.gateway.errors import GatewayError, Problem
+from connectors.gateway.limits import Backpressure, read_body, too_large
+from connectors.gateway.openapi import openapi_spec
+from connectors.gateway.records import ENDPOINTS, Endpoint, RecordMapper
+from connectors.gateway.settings import GatewaySettings
+from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, create_topics
+from schemas import SchemaError, derive_id
+
+log = logging.getLogger("eddyline.gateway")
+
+POLL_INTERVAL_S = 0.02
+LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
+DEGRADED_AFTER_FAILURE_S = 60.0
+
+
+class Gateway:
+    """The state behind the routes: the producer, its poller, auth, limits and counters."""
+
+    def __init__(
+        self, settings: GatewaySettings, kafka: KafkaSettings, producer: EventProducer | None = None
+    ) -> None:
+        settings.check_usable()
+        self.settings = settings
+        self.kafka = kafka
+        self.auth = TokenAuth(settings)
+        self.mappers = {t: RecordMapper(t) for t in ENDPOINTS}
+        self._producer = producer
+        self._poller: asyncio.Task | None = None
+        self._failed_seen = 0
+        self.last_failure: float | None = None
+        self.accepted = 0
+        self._produce_failures = 0
+        self.max_message_bytes = int(kafka.extra.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
+
+    @property
+    def producer(self) -> EventProducer:
+        if self._producer is None:
+            raise RuntimeError("the gateway is not started")
+        return self._producer
+
+    async def start(self) -> None:
+        if self.settings.create_topics:
+            await asyncio.to_thread(create_topics, self.kafka, [e.topic for e in ENDPOINTS.values()])
+        if self._producer is None:
+            room = self.settings.max_queue + 2 * self.settings.max_events_per_request
+            self._producer = EventProducer(self.kafka, **{"queue.buffering.max.messages": max(100_000, room)})
+        self.backpressure = Backpressure(self.waiting, self.settings.max_queue, self.settings.retry_after_s)
+        self._poller = asyncio.create_task(self._poll_deliveries())
+        log.info("gateway producing to %s (namespace %r)", self.kafka.bootstrap_servers, self.kafka.namespace)
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        if self._producer is not None:
+            try:
+                await asyncio.to_thread(self._producer.flush, self.settings.shutdown_flush_s)
+            except DeliveryError as exc:
+                log.error("gateway stopped with events not delivered: %s", exc)
+
+    def waiting(self) -> int:
+        """Events accepted and not yet acknowledged or failed (delivery reports are served by the poller)."""
+        p = self.producer
+        return self.accepted - p.delivered - (p.failed - self._produce_failures)
+
+    async def _poll_deliveries(self) -> None:
+        """Serve delivery reports while no request is producing, and say when deliveries fail."""
+        while True:
+            self.producer.poll(0)
+            failed = self.producer.failed
+            if failed > self._failed_seen:
+                log.error("%d events accepted by the gateway were not delivered to Kafka (%d in all)",
+                          failed - self._failed_seen, failed)
+                self._failed_seen = failed
+                self.last_failure = time.monotonic()
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+    def publish(self, endpoint: Endpoint, value: Any, client: str) -> list[str]:
+        """Map, encode and produce one event or a JSON array of them; all or nothing."""
+        if type(value) is list:
+            if not value:
+                raise GatewayError(422, "empty", "the array holds no events; send at least one")
+            if len(value) > self.settings.max_events_per_request:
+                raise GatewayError(
+                    413, "too_many_events",
+                    f"{len(value)} events in one request; at most {self.settings.max_events_per_request}, "
+                    "split the array")
+            items = [(v, f"[{i}]") for i, v in enumerate(value)]
+        else:
+            items = [(value, "")]
+        mapper = self.mappers[endpoint.event_type]
+        topic = self.kafka.topic(endpoint.topic)
+        problems: list[Problem] = []
+        encoded: list[tuple[bytes, str, str]] = []
+        now_ms = int(time.time() * 1000)
+        for v, path in items:
+            record, found = mapper.to_record(v, path)
+            if record is None:
+                problems.extend(found)
+                continue
+            self._fill(endpoint, record, v, client, now_ms)
+            try:
+                data = self.producer.serde.encode(endpoint.event_type, record, topic=topic)
+            except SchemaError as exc:
+                problems.append(Problem(path or "(body)", str(exc)))
+                continue
+            if len(data) > self.max_message_bytes:  # doubles take 8 bytes in Avro, "0," takes 2 in JSON
+                problems.append(Problem(path or "(body)", (
+                    f"encodes to {len(data)} bytes of Avro, over the Kafka message limit of "
+                    f"{self.max_message_bytes}; send fewer readings or a shorter chunk per event")))
+                continue
+            encoded.append((data, record[endpoint.key_field], record["event_id"]))
+        if problems:
+            if any(p.message.startswith("encodes to") for p in problems):
+                raise GatewayError(413, "too_large", problems[0].message, problems[:10])
+            raise GatewayError(
+                422, "invalid_event",
+                f"the {endpoint.event_type} event does not fit its schema; fix the fields listed in 'problems'",
+                problems[:10])
+        headers = {"gateway-client": client.encode()}
+        for data, key, _ in encoded:
+            try:
+                self.producer.produce_raw(endpoint.topic, data, key, headers)
+            except DeliveryError as exc:
+                self._produce_failures += 1
+                log.error("producing to %s failed: %s", topic, exc)
+                raise GatewayError(503, "broker_unavailable", f"{exc}; retry with the same event_id",
+                                   headers={"Retry-After": str(self.settings.retry_after_s)}) from None
+            self.accepted += 1
+        return [event_id for _, _, event_id in encoded]
+
+    @staticmethod
+    def _fill(endpoint: Endpoint, record: dict[str, Any], value: dict[str, Any], client: str, now_ms: int) -> None:
+        """Default the fields the gateway owns; a derived id is the same for a retry of the same event."""
+        record.setdefault("producer", f"gateway/{client}")
+        if "event_id" not in record:
+            if "seq" in record:
+                identity: tuple = (record[endpoint.key_field], record["seq"])
+            else:
+                identity = (json.dumps(value, sort_keys=True, separators=(",", ":")),)
+            record["event_id"] = derive_id("gateway", endpoint.event_type, record["producer"], *identity)
+        record.setdefault("event_time", now_ms)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        queue = self.waiting() if self._producer is not None else 0
+        problems = []
+        if self._producer is None:
+            problems.append("not started")
+        elif queue >= self.settings.max_queue:
+            problems.append(f"producer queue full ({queue} >= {self.settings.max_queue}): the broker is behind")
+        if self.last_failure is not None and time.monotonic() - self.last_failure < DEGRADED_AFTER_FAILURE_S:
+            problems.append("deliveries to Kafka failed in the last minute")
+        body = {
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
+            "queue": queue,
+            "max_queue": self.settings.max_queue,
+            "accepted": self.accepted,
+            "delivered": self._producer.delivered if self._producer else 0,
+            "failed": self._producer.failed if self._producer else 0,
+            "refused_backpressure": self.backpressure.refused if self._producer else 0,
+        }
+        return (503 if problems else 200), body
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Strict JSON: no NaN or Infinity, which Avro doubles would carry but JSON does not have."""
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise GatewayError(400, "bad_json", "the JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise GatewayError(400, "bad_json", f"the body is not valid UTF-8 JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON; send finite numbers only")
+
+
+def _require_json(request: Request) -> None:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise GatewayError(415, "unsupported_media_type",
+                           f"send the event as JSON with 'Content-Type: application/json' (got {media or 'none'!r})")
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _answers_errors(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return exc.response()
+    return wrapped
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    kafka: KafkaSettings | None = None,
+    producer: EventProducer | None = None,
+) -> Starlette:
+    """The ASGI app; settings default to ``[gateway]`` and ``[kafka]``. ``app.state.gateway`` holds the state."""
+    settings = settings or GatewaySettings()
+    kafka = kafka or KafkaSettings()
+    gateway = Gateway(settings, kafka, producer)
+    spec = openapi_spec(settings)
+
+    def post_endpoint(endpoint: Endpoint) -> Handler:
+        @_answers_errors
+        async def post(request: Request) -> Response:
+            client = gateway.auth.client(request.headers.get("authorization"))
+            gateway.backpressure.check()
+            _require_json(request)
+            value = parse_json(await read_body(request, settings.max_body_bytes))
+            ids = gateway.publish(endpoint, value, client)
+            return JSONResponse({"accepted": len(ids), "topic": endpoint.topic, "event_ids": ids}, status_code=202)
+        return post
+
+    async def health(request: Request) -> Response:
+        status, body = gateway.health()
+        return JSONResponse(body, status_code=status)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    async def websocket(ws: WebSocket) -> None:
+        try:
+            client = gateway.auth.client(ws.headers.get("authorization"))
+        except GatewayError as exc:
+            if "websocket.http.response" in ws.scope.get("extensions", {}):
+                await ws.send_denial_response(exc.response())
+            else:
+                await ws.close(code=1008, reason=exc.message[:120])
+            return
+        await ws.accept()
+        try:
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                await ws.send_json(_ws_answer(gateway, message, client))
+        except WebSocketDisconnect:
+            return
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        hint = {404: "see /openapi.json for the endpoints", 405: "see /openapi.json for the allowed methods"}
+        message = f"{exc.detail}: {hint.get(exc.status_code, '')}".rstrip(": ")
+        return JSONResponse({"error": code, "message": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    routes = [Route(e.path, post_endpoint(e), methods=["POST"]) for e in ENDPOINTS.values()]
+    routes += [
+        Route("/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        WebSocketRoute("/v1/ws", websocket),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.gateway = gateway
+    return app
+
+
+def _ws_answer(gateway: Gateway, message: dict[str, Any], client: str) -> dict[str, Any]:
+    """One WebSocket message in, one acknowledgement out: ``status`` is what HTTP would have answered."""
+    ref = None
+    try:
+        text = message.get("text")
+        if text is None:
+            raise GatewayError(415, "unsupported_media_type", "send each event as a JSON text frame, not binary")
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+        if size > gateway.settings.max_body_bytes:
+            raise too_large(gateway.settings.max_body_bytes, "message")
+        value = parse_json(text)
+        if type(value) is not dict:
+            raise GatewayError(400, "bad_message", 'send {"type": EVENT_TYPE, "event": {...}, "ref": optional}')
+        ref = value.get("ref")
+        if ref is not None and type(ref) not in (str, int):
+            ref = None
+            raise GatewayError(400, "bad_message", "'ref' must be a string or an integer")
+        unknown = value.keys() - {"type", "event", "ref"}
+        if unknown:
+            raise GatewayError(400, "bad_message", f"unknown keys {sorted(unknown)}; allowed: type, event, ref")
+        kind = value.get("type")
+        endpoint = ENDPOINTS.get(kind) if type(kind) is str else None
+        if endpoint is None:
+            raise GatewayError(400, "unknown_type", f"'type' must be one of {', '.join(ENDPOINTS)}")
+        if "event" not in value:
+            raise GatewayError(400, "bad_message", "the message has no 'event'")
+        gateway.backpressure.check()
+        ids = gateway.publish(endpoint, value["event"], client)
+        return {"ref": ref, "status": 202, "topic": endpoint.topic, "event_ids": ids}
+    except GatewayError as exc:
+        out: dict[str, Any] = {"ref": ref, "status": exc.status, **exc.body()}
+        if "Retry-After" in exc.headers:
+            out["retry_after_s"] = int(exc.headers["Retry-After"])
+        return out
