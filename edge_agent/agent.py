@@ -44,14 +44,13 @@ class Agent:
         topic = kafka.topic(settings.topic)
         self.encoder = BatchEncoder(settings.device_id, f"eddyline-edge/{__version__}@{settings.device_id}", topic)
         self.batcher = Batcher(settings.batch_max_readings, settings.batch_max_age_s)
-        conf = producer_config(
-            kafka,
-            **{
-                "message.timeout.ms": int(settings.send_timeout_s * 1000),
-                "queue.buffering.max.messages": max(1000, settings.send_max_in_flight * 2),
-                "client.id": f"eddyline-edge-{settings.device_id}",
-            },
-        )
+        mine = {
+            "message.timeout.ms": int(settings.send_timeout_s * 1000),
+            "queue.buffering.max.messages": max(1000, settings.send_max_in_flight * 2),
+            "reconnect.backoff.max.ms": 5000,  # notice a returning broker within seconds
+            "client.id": f"eddyline-edge-{settings.device_id}",
+        }
+        conf = producer_config(kafka, **{k: v for k, v in mine.items() if k not in kafka.extra})
         self.sender = Sender(
             self.buffer,
             conf,

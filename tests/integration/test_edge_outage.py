@@ -34,7 +34,8 @@ def write_config(tmp: Path, bootstrap: str, namespace: str, **edge: object) -> P
         "buffer_sync": "normal",
         **edge,
     }
-    lines = ["[kafka]", f'bootstrap_servers = "{bootstrap}"', f'namespace = "{namespace}"', "[edge]"]
+    lines = ["[kafka]", f'bootstrap_servers = "{bootstrap}"', f'namespace = "{namespace}"']
+    lines += ['extra = { "reconnect.backoff.max.ms" = "500" }', "[edge]"]
     lines += [f"{k} = {_toml(v)}" for k, v in opts.items()]
     lines += ["[[edge.sources]]", 'kind = "simulated"', f"rate = {RATE}", "sensors = 2", "interval_s = 0.05"]
     path = tmp / "edge.toml"
@@ -67,6 +68,11 @@ def buffer_state(path: Path) -> tuple[int, int]:
         return 0, 0
     finally:
         db.close()
+
+
+def acked(path: Path) -> int:
+    depth, next_seq = buffer_state(path)
+    return next_seq - depth
 
 
 def wait_for(cond, timeout: float, what: str, agent: subprocess.Popen[bytes] | None = None, log: Path | None = None):
@@ -138,11 +144,11 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
         create_topics(ks, ["sensor.readings"])
         config = write_config(tmp_path, ks.bootstrap_servers, ks.namespace, send_fresh_share=0.0)
         agent = start_agent(config, log)
-        wait_for(lambda: len(read_topic(ks, "sensor.readings", idle=0.3)) >= 5, 30, "first deliveries", agent, log)
+        wait_for(lambda: acked(tmp_path / "buffer.sqlite") >= 5, 30, "first deliveries", agent, log)
 
         # Freeze the agent so that what the broker has acknowledged is exactly what we read before it dies.
         agent.send_signal(signal.SIGSTOP)
-        before = decode(read_topic(ks, "sensor.readings", idle=1.0))
+        before = decode(read_topic(ks, "sensor.readings", idle=2.0))
         broker.stop()
         outage_start_ms = time.time_ns() // 1_000_000
         agent.send_signal(signal.SIGCONT)
@@ -196,7 +202,7 @@ def test_sigkill_mid_flush_loses_no_acknowledged_reading(tmp_path: Path, broker:
     # A backlog first: the agent samples with no broker to send to.
     dead = write_config(tmp_path, f"127.0.0.1:{free_port()}", ks.namespace, batch_max_age_s=0.05)
     agent = start_agent(dead, log)
-    wait_for(lambda: buffer_state(buf)[0] >= 120, 30, "a backlog on disk", agent, log)
+    wait_for(lambda: buffer_state(buf)[0] >= 60, 30, "a backlog on disk", agent, log)
     agent.send_signal(signal.SIGKILL)
     agent.wait()
 
@@ -210,7 +216,7 @@ def test_sigkill_mid_flush_loses_no_acknowledged_reading(tmp_path: Path, broker:
         agent.wait()
         depth, _ = buffer_state(buf)
         assert depth > 0, "the backlog drained before the kill; nothing was mid-flush"
-        acked_before_kill = {b["seq"] for b in decode(read_topic(ks, "sensor.readings", idle=1.0))}
+        acked_before_kill = {b["seq"] for b in decode(read_topic(ks, "sensor.readings", idle=2.0))}
 
         db = sqlite3.connect(buf)
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
