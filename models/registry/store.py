@@ -1,0 +1,237 @@
+"""A local model registry: a directory that accounts for every model version.
+
+Layout, one folder per model::
+
+    ROOT/<model>/registry.json              versions, champion, history (the lineage)
+    ROOT/<model>/versions/<v>/artifact.json the model's state when it was registered
+    ROOT/<model>/versions/<v>/latest.json   its state when it last stopped serving (if it served)
+
+Every change is an entry in ``history`` saying what happened, to which version, replacing which, and
+why; versions are never deleted, so a rollback always has something to go back to. Each call that
+changes the registry may carry an ``action_id`` derived from the stream event that caused it: a replay
+after a crash repeats the id and the registry does nothing the second time (at-least-once delivery,
+exactly-once registry entries). Writes are atomic (temp file + rename) and serialised by a lock file,
+so the running flow and ``eddyline models rollback`` can both write.
+
+Artifacts are JSON (plain data from a model's ``snapshot()``), never pickles: loading one cannot run code.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+STATUSES = ("candidate", "champion", "retired", "rejected", "rolled_back")
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be honoured; the message says why."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model: str
+    version: str
+    status: str
+    parent: str | None  # the champion it was trained to replace
+    reason: str
+    created_ms: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # training window, trigger, anything else worth keeping
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ModelRegistry:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    # reading
+
+    def _folder(self, model: str) -> Path:
+        if not _NAME.match(model):
+            raise RegistryError(f"bad model name {model!r}: letters, digits, '.', '_' and '-' only")
+        return self.root / model
+
+    def _load(self, model: str) -> dict[str, Any]:
+        path = self._folder(model) / "registry.json"
+        if not path.exists():
+            return {"model": model, "champion": None, "champions": [], "versions": {}, "history": [], "actions": []}
+        return json.loads(path.read_text())
+
+    def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "registry.json").exists())
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        data = self._load(model)
+        return [ModelVersion(model=model, **v) for _, v in sorted(data["versions"].items(), key=lambda kv: int(kv[0]))]
+
+    def get(self, model: str, version: str) -> ModelVersion:
+        data = self._load(model)
+        if version not in data["versions"]:
+            raise RegistryError(f"model {model!r} has no version {version!r}")
+        return ModelVersion(model=model, **data["versions"][version])
+
+    def champion(self, model: str) -> ModelVersion | None:
+        data = self._load(model)
+        v = data["champion"]
+        return None if v is None else ModelVersion(model=model, **data["versions"][v])
+
+    def history(self, model: str) -> list[dict[str, Any]]:
+        """The lineage: every registration, promotion, rejection and rollback, oldest first."""
+        return self._load(model)["history"]
+
+    def stamp(self, model: str) -> int:
+        """Changes whenever the registry of ``model`` changes: cheap to poll."""
+        try:
+            return (self._folder(model) / "registry.json").stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def load_artifact(self, model: str, version: str) -> dict[str, Any]:
+        """The version's newest state: where it stopped serving if it served, else as registered."""
+        self.get(model, version)
+        folder = self._folder(model) / "versions" / version
+        for name in ("latest.json", "artifact.json"):
+            if (folder / name).exists():
+                return json.loads((folder / name).read_text())
+        raise RegistryError(f"artifact of {model} version {version} is missing from {folder}")
+
+    # changing
+
+    @contextmanager
+    def _change(self, model: str) -> Iterator[dict[str, Any]]:
+        folder = self._folder(model)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._load(model)
+            yield data
+            _write_json(folder / "registry.json", data)
+
+    @staticmethod
+    def _done(data: dict[str, Any], action_id: str | None) -> bool:
+        if action_id is None:
+            return False
+        if action_id in data["actions"]:
+            return True
+        data["actions"].append(action_id)
+        return False
+
+    @staticmethod
+    def _log(data: dict[str, Any], action: str, version: str, replaced: str | None, reason: str,
+             **extra: Any) -> None:
+        data["history"].append({"action": action, "version": version, "replaced": replaced, "reason": reason,
+                                "time_ms": _now_ms(), **extra})
+
+    def register(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None = None,
+                 metrics: dict[str, float] | None = None, info: dict[str, Any] | None = None,
+                 champion: bool = False, action_id: str | None = None) -> ModelVersion:
+        """Add a version (numbered 1, 2, ...); ``champion`` makes it the champion at once (a first model)."""
+        with self._change(model) as data:
+            if action_id is not None and action_id in data["actions"]:
+                for v, rec in data["versions"].items():
+                    if rec["info"].get("action_id") == action_id:
+                        return ModelVersion(model=model, **rec)
+            self._done(data, action_id)
+            version = str(max((int(v) for v in data["versions"]), default=0) + 1)
+            if parent is not None and parent not in data["versions"]:
+                raise RegistryError(f"parent version {parent!r} of {model!r} is not registered")
+            _write_json(self._folder(model) / "versions" / version / "artifact.json", artifact)
+            rec = {"version": version, "status": "candidate", "parent": parent, "reason": reason,
+                   "created_ms": _now_ms(), "metrics": dict(metrics or {}),
+                   "info": {**(info or {}), **({"action_id": action_id} if action_id else {})}}
+            data["versions"][version] = rec
+            self._log(data, "registered", version, None, reason)
+            if champion:
+                self._promote(data, model, version, reason, None)
+            return ModelVersion(model=model, **data["versions"][version])
+
+    def _promote(self, data: dict[str, Any], model: str, version: str, reason: str,
+                 outgoing_state: dict[str, Any] | None) -> None:
+        old = data["champion"]
+        if old is not None and old != version:
+            data["versions"][old]["status"] = "retired"
+            if outgoing_state is not None:
+                _write_json(self._folder(model) / "versions" / old / "latest.json", outgoing_state)
+        data["versions"][version]["status"] = "champion"
+        data["champion"] = version
+        data["champions"].append(version)
+        self._log(data, "promoted", version, old, reason)
+
+    def promote(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
+                outgoing_state: dict[str, Any] | None = None, action_id: str | None = None) -> ModelVersion:
+        """Make ``version`` the champion; ``outgoing_state`` keeps what the replaced champion had learned."""
+        with self._change(model) as data:
+            if version not in data["versions"]:
+                raise RegistryError(f"model {model!r} has no version {version!r}")
+            if not self._done(data, action_id):
+                data["versions"][version]["metrics"].update(metrics or {})
+                self._promote(data, model, version, reason, outgoing_state)
+            return ModelVersion(model=model, **data["versions"][version])
+
+    def reject(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
+               action_id: str | None = None) -> ModelVersion:
+        """Record that a challenger lost; it stays registered, with the numbers that decided it."""
+        with self._change(model) as data:
+            if version not in data["versions"]:
+                raise RegistryError(f"model {model!r} has no version {version!r}")
+            if data["champion"] == version:
+                raise RegistryError(f"version {version} of {model!r} is the champion; roll back instead")
+            if not self._done(data, action_id):
+                data["versions"][version]["status"] = "rejected"
+                data["versions"][version]["metrics"].update(metrics or {})
+                self._log(data, "rejected", version, None, reason)
+            return ModelVersion(model=model, **data["versions"][version])
+
+    def rollback(self, model: str, *, reason: str, outgoing_state: dict[str, Any] | None = None) -> ModelVersion:
+        """Restore the champion that the current one replaced; the current one is marked rolled back."""
+        with self._change(model) as data:
+            current = data["champion"]
+            if current is None:
+                raise RegistryError(f"model {model!r} has no champion to roll back")
+            chain = data["champions"]  # champions in the order they took over; the current one last
+            if len(chain) < 2:
+                raise RegistryError(f"version {current} of {model!r} replaced no earlier champion; nothing to roll back to")
+            chain.pop()
+            previous = chain[-1]
+            if outgoing_state is not None:
+                _write_json(self._folder(model) / "versions" / current / "latest.json", outgoing_state)
+            data["versions"][current]["status"] = "rolled_back"
+            data["versions"][previous]["status"] = "champion"
+            data["champion"] = previous
+            self._log(data, "rolled_back", previous, current, reason)
+            return ModelVersion(model=model, **data["versions"][previous])
+
+    def save_state(self, model: str, version: str, state: dict[str, Any]) -> None:
+        """Keep a serving version's newest state (it learns online), so a rollback to it resumes from here."""
+        self.get(model, version)
+        _write_json(self._folder(model) / "versions" / version / "latest.json", state)

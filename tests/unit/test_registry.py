@@ -1,0 +1,62 @@
+"""The local model registry: versions, lineage, champion changes, idempotent actions, rollback."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.registry import ModelRegistry, RegistryError
+
+
+def test_register_promote_reject_and_lineage(tmp_path) -> None:
+    reg = ModelRegistry(tmp_path)
+    first = reg.register("m", {"w": [1]}, reason="initial", champion=True)
+    assert (first.version, first.status) == ("1", "champion")
+    challenger = reg.register("m", {"w": [2]}, reason="drift d1", parent="1", info={"window": 100})
+    assert challenger.status == "candidate" and reg.champion("m").version == "1"
+    reg.promote("m", "2", reason="log loss 0.50 vs 0.60", metrics={"log_loss": 0.5}, outgoing_state={"w": [1.5]})
+    assert reg.champion("m").version == "2" and reg.get("m", "1").status == "retired"
+    assert reg.load_artifact("m", "1") == {"w": [1.5]}  # what it had learned when it stopped serving
+    loser = reg.register("m", {"w": [3]}, reason="drift d2", parent="2")
+    reg.reject("m", loser.version, reason="not better", metrics={"log_loss": 0.9})
+    assert reg.get("m", "3").status == "rejected" and reg.get("m", "3").metrics == {"log_loss": 0.9}
+    actions = [(h["action"], h["version"], h["replaced"]) for h in reg.history("m")]
+    assert actions == [("registered", "1", None), ("promoted", "1", None), ("registered", "2", None),
+                       ("promoted", "2", "1"), ("registered", "3", None), ("rejected", "3", None)]
+    assert reg.models() == ["m"]
+
+
+def test_replayed_actions_change_nothing(tmp_path) -> None:
+    reg = ModelRegistry(tmp_path)
+    reg.register("m", {}, reason="initial", champion=True, action_id="a0")
+    again = reg.register("m", {}, reason="initial", champion=True, action_id="a0")
+    assert again.version == "1" and len(reg.versions("m")) == 1
+    reg.register("m", {}, reason="c", parent="1", action_id="a1")
+    reg.promote("m", "2", reason="better", action_id="a2")
+    reg.promote("m", "2", reason="better", action_id="a2")
+    assert [h["action"] for h in reg.history("m")].count("promoted") == 2  # the initial one and one for v2
+
+
+def test_rollback_restores_the_previous_champion_and_refuses_when_there_is_none(tmp_path) -> None:
+    reg = ModelRegistry(tmp_path)
+    reg.register("m", {"v": 1}, reason="initial", champion=True)
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        reg.rollback("m", reason="oops")
+    reg.register("m", {"v": 2}, reason="c", parent="1")
+    reg.promote("m", "2", reason="better")
+    reg.register("m", {"v": 3}, reason="c", parent="2")
+    reg.promote("m", "3", reason="better")
+    back = reg.rollback("m", reason="bad in production", outgoing_state={"v": 3.5})
+    assert back.version == "2" and reg.get("m", "3").status == "rolled_back"
+    assert reg.rollback("m", reason="again").version == "1"
+    assert reg.history("m")[-1] | {"time_ms": 0} == {"action": "rolled_back", "version": "1", "replaced": "2",
+                                                      "reason": "again", "time_ms": 0}
+    assert reg.load_artifact("m", "3") == {"v": 3.5}
+
+
+def test_bad_names_and_unknown_versions_are_clear_errors(tmp_path) -> None:
+    reg = ModelRegistry(tmp_path)
+    with pytest.raises(RegistryError, match="bad model name"):
+        reg.champion("../etc")
+    with pytest.raises(RegistryError, match="no version"):
+        reg.promote("m", "7", reason="x")
+    assert reg.champion("m") is None and reg.versions("m") == []
