@@ -1,0 +1,264 @@
+"""The drift flow: data drift on each feature of a model's predictions, concept drift on its errors.
+
+One ``DriftProcessor`` per model (predictions and feedback are keyed by model name). Data drift: every
+numeric feature a prediction carries feeds a ``FeatureDriftMonitor`` (a fixed reference sample against
+a sliding window; PSI and a two-sample KS test), checked every ``check_every`` predictions; after a
+drift the monitor takes a new reference, so the next alarm is about the next change. Concept drift:
+predictions are joined with their feedback by prediction id (whichever comes first waits, up to
+``max_wait_ms`` of event time; after that it is counted as unmatched, not dropped silently), each
+joined pair gives a 0/1 error, and the error stream feeds a concept-drift detector (ours by default:
+CUSUM + ADWIN; ``adwin`` and ``page_hinkley`` are river's).
+
+Each detection is a ``drift`` event and an ``alerts`` record. Alerts follow incidents: the first drift
+of a subject (a feature, or the model's errors) opens one, a drift while it is open updates it, and
+``resolve_after`` quiet checks in a row resolve it. Ids derive from the input event that caused them
+(the alert key from the drift that opened the incident), so a replay repeats them and sinks drop the
+repeats.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.drift import FeatureDriftMonitor, make_detector
+from schemas import ALERT, DRIFT, FEEDBACK, PREDICTION, derive_id
+from streams.processor import Emit, Event, FlowSpec, Processor
+
+FLOW = "drift"
+PRODUCER = "eddyline/drift"
+DRIFT_TOPIC = "drift"
+ALERTS_TOPIC = "alerts"
+CONCEPT = "concept"  # the subject name of the error stream
+
+
+class DriftProcessor(Processor):
+    def __init__(
+        self,
+        model_name: str,
+        detector: str = "ours",
+        detector_params: dict[str, Any] | None = None,
+        reference_size: int = 2000,
+        window_size: int = 1000,
+        check_every: int = 500,
+        psi_threshold: float = 0.25,
+        p_threshold: float = 1e-4,
+        features: list[str] | None = None,
+        max_wait_ms: int = 3_600_000,
+        resolve_after: int = 10,
+        threshold: float = 0.5,
+    ) -> None:
+        if check_every < 1 or resolve_after < 1:
+            raise ValueError("check_every and resolve_after must be at least 1")
+        self.model_name, self.detector_name = model_name, detector
+        self.detector_params = dict(detector_params or {})
+        self.monitor_params = {"reference_size": reference_size, "window_size": window_size,
+                               "psi_threshold": psi_threshold, "p_threshold": p_threshold}
+        self.check_every, self.features = check_every, list(features) if features is not None else None
+        self.max_wait_ms, self.resolve_after, self.threshold = max_wait_ms, resolve_after, threshold
+        self.monitors: dict[str, FeatureDriftMonitor] = {}
+        self.times: dict[str, deque[int]] = {}  # per feature: event times of the latest values
+        self.seen: dict[str, int] = {}  # per subject: values since the last check
+        self.detector = make_detector(detector, **self.detector_params)
+        self.errors_since = 0  # errors fed to the detector since it last started afresh
+        self.errors_start = -1  # event time of the first of them
+        self.preds: dict[str, dict[str, Any]] = {}  # prediction id -> score and time, waiting for feedback
+        self.early: dict[str, dict[str, Any]] = {}  # feedback waiting for its prediction
+        self.incidents: dict[str, dict[str, Any]] = {}  # subject -> open incident
+        self.max_time = 0
+        self.unmatched = {"predictions": 0, "feedback": 0}
+
+    def params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "detector": self.detector_name,
+                "detector_params": self.detector_params, **self.monitor_params, "check_every": self.check_every,
+                "features": self.features, "max_wait_ms": self.max_wait_ms, "resolve_after": self.resolve_after,
+                "threshold": self.threshold}
+
+    def process(self, events: Sequence[Event]) -> list[Emit]:
+        out: list[Emit] = []
+        errors: list[tuple[float, int, str]] = []  # (error, event time, feedback event id)
+        for ev in events:
+            rec = ev.record
+            self.max_time = max(self.max_time, int(rec["event_time"]))
+            if "prediction_id" in rec:
+                joined = self._feedback(rec)
+            else:
+                out.extend(self._prediction(rec))
+                joined = self._match_early(rec)
+            if joined is not None:
+                errors.append(joined)
+        if errors:
+            out.extend(self._concept(errors))
+        self._expire()
+        return out
+
+    # data drift
+
+    def _prediction(self, rec: dict[str, Any]) -> list[Emit]:
+        if rec.get("error"):
+            return []
+        out: list[Emit] = []
+        t = int(rec["event_time"])
+        for name, value in rec.get("features", {}).items():
+            if self.features is not None and name not in self.features:
+                continue
+            mon = self.monitors.get(name)
+            if mon is None:
+                mon = self.monitors[name] = FeatureDriftMonitor(**self.monitor_params)
+                self.times[name] = deque(maxlen=self.monitor_params["window_size"])
+            mon.update(np.array([float(value)]))
+            self.times[name].append(t)  # once the monitor is ready: the times of its window
+            self.seen[name] = self.seen.get(name, 0) + 1
+            if self.seen[name] < self.check_every or not mon.ready:
+                continue
+            self.seen[name] = 0
+            result = mon.check()
+            if result is not None and result.drifted:
+                win = self.times[name]
+                out.extend(self._detected(
+                    name, "DATA", rec["event_id"], t, statistic=result.psi,
+                    threshold=self.monitor_params["psi_threshold"], window=(win[0], win[-1]),
+                    sizes=(result.reference_size, result.window_size),
+                    details={"psi": f"{result.psi:.4f}", "ks": f"{result.ks:.4f}", "p_value": f"{result.p_value:.3g}"}))
+                self.monitors[name] = FeatureDriftMonitor(**self.monitor_params)
+                self.times[name].clear()
+            else:
+                out.extend(self._quiet(name, t, rec["event_id"]))
+        return out
+
+    # concept drift
+
+    def _error(self, score: float, label: float) -> float:
+        return float((score >= self.threshold) != (label >= 0.5))
+
+    def _match_early(self, rec: dict[str, Any]) -> tuple[float, int, str] | None:
+        if rec.get("error"):
+            return None
+        fb = self.early.pop(rec["event_id"], None)
+        if fb is None:
+            self.preds[rec["event_id"]] = {"score": float(rec["score"]), "time": int(rec["event_time"])}
+            return None
+        return self._error(float(rec["score"]), fb["label"]), fb["time"], fb["id"]
+
+    def _feedback(self, rec: dict[str, Any]) -> tuple[float, int, str] | None:
+        p = self.preds.pop(rec["prediction_id"], None)
+        if p is None:
+            self.early[rec["prediction_id"]] = {"label": float(rec["label"]), "time": int(rec["event_time"]),
+                                                "id": rec["event_id"]}
+            return None
+        return self._error(p["score"], float(rec["label"])), int(rec["event_time"]), rec["event_id"]
+
+    def _concept(self, errors: list[tuple[float, int, str]]) -> list[Emit]:
+        out: list[Emit] = []
+        values = np.array([e[0] for e in errors])
+        hits = set(int(i) for i in self.detector.update(values))
+        for i, (_, t, fid) in enumerate(errors):
+            if self.errors_since == 0:
+                self.errors_start = t
+            self.errors_since += 1
+            if i in hits:
+                out.extend(self._detected(
+                    CONCEPT, "CONCEPT", fid, t, statistic=float(values[max(0, i - 99) : i + 1].mean()),
+                    threshold=self.threshold, window=(self.errors_start, t), sizes=(0, self.errors_since),
+                    details={"error_rate_last_100": f"{values[max(0, i - 99) : i + 1].mean():.4f}",
+                             "fired": str(getattr(self.detector, "last_fired", None) or self.detector_name)}))
+                self.errors_since = 0
+                continue
+            self.seen[CONCEPT] = self.seen.get(CONCEPT, 0) + 1
+            if self.seen[CONCEPT] >= self.check_every:
+                self.seen[CONCEPT] = 0
+                out.extend(self._quiet(CONCEPT, t, fid))
+        return out
+
+    def _expire(self) -> None:
+        horizon = self.max_time - self.max_wait_ms
+        for pid in [k for k, p in self.preds.items() if p["time"] < horizon]:
+            del self.preds[pid]
+            self.unmatched["predictions"] += 1
+        for fid in [k for k, f in self.early.items() if f["time"] < horizon]:
+            del self.early[fid]
+            self.unmatched["feedback"] += 1
+
+    # events and incidents
+
+    def _detected(self, subject: str, kind: str, source_id: str, t: int, *, statistic: float, threshold: float,
+                  window: tuple[int, int], sizes: tuple[int, int], details: dict[str, str]) -> list[Emit]:
+        drift_id = derive_id(DRIFT_TOPIC, self.model_name, subject, source_id)
+        rec = {
+            "event_id": drift_id, "event_time": t, "producer": PRODUCER, "model_name": self.model_name,
+            "feature": None if kind == "CONCEPT" else subject, "kind": kind,
+            "detector": self.detector_name if kind == "CONCEPT" else "psi+ks",
+            "statistic": float(statistic), "threshold": float(threshold),
+            "window_start": int(window[0]), "window_end": int(window[1]),
+            "reference_size": int(sizes[0]), "window_size": int(sizes[1]),
+        }
+        inc = self.incidents.get(subject)
+        status = "UPDATED" if inc is not None else "OPENED"
+        if inc is None:
+            inc = self.incidents[subject] = {"key": derive_id("alert", drift_id), "opened_at": t, "count": 0}
+        inc["count"] += 1
+        inc["quiet"] = 0
+        what = "its errors (concept drift)" if kind == "CONCEPT" else f"feature {subject!r} (data drift)"
+        alert = self._alert(inc, status, t, f"Drift in {self.model_name}: {what}, {rec['detector']} "
+                            f"statistic {statistic:.3g}", statistic, kind,
+                            {**details, "drift_event_id": drift_id, "kind": kind, "subject": subject})
+        return [Emit(DRIFT_TOPIC, self.model_name, DRIFT, rec), alert]
+
+    def _quiet(self, subject: str, t: int, source_id: str) -> list[Emit]:
+        inc = self.incidents.get(subject)
+        if inc is None:
+            return []
+        inc["quiet"] = inc.get("quiet", 0) + 1
+        if inc["quiet"] < self.resolve_after:
+            return []
+        del self.incidents[subject]
+        kind = "CONCEPT" if subject == CONCEPT else "DATA"
+        return [self._alert(inc, "RESOLVED", t, f"No more drift in {self.model_name} ({subject}) after "
+                            f"{inc['count']} detection(s)", None, kind, {"subject": subject, "kind": kind,
+                                                                          "resolved_by": source_id})]
+
+    def _alert(self, inc: dict[str, Any], status: str, t: int, summary: str, value: float | None, kind: str,
+               details: dict[str, str]) -> Emit:
+        rec = {
+            "event_id": derive_id(ALERTS_TOPIC, inc["key"], status, inc["count"]), "event_time": t,
+            "producer": PRODUCER, "alert_key": inc["key"], "status": status,
+            "severity": "ERROR" if kind == "CONCEPT" else "WARNING", "source": FLOW, "entity": self.model_name,
+            "summary": summary, "value": value,
+            "details": {**details, "model_name": self.model_name, "opened_at_ms": str(inc["opened_at"])},
+        }
+        return Emit(ALERTS_TOPIC, inc["key"], ALERT, rec)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "monitors": {k: m.snapshot() for k, m in self.monitors.items()},
+            "times": {k: list(v) for k, v in self.times.items()}, "seen": self.seen,
+            "detector": self.detector.snapshot(), "errors_since": self.errors_since,
+            "errors_start": self.errors_start, "preds": self.preds, "early": self.early,
+            "incidents": self.incidents, "max_time": self.max_time, "unmatched": self.unmatched,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for name, s in state["monitors"].items():
+            mon = self.monitors[name] = FeatureDriftMonitor(**self.monitor_params)
+            mon.restore(s)
+            self.times[name] = deque(state["times"][name], maxlen=self.monitor_params["window_size"])
+        self.seen = dict(state["seen"])
+        self.detector.restore(state["detector"])
+        self.errors_since, self.errors_start = int(state["errors_since"]), int(state["errors_start"])
+        self.preds, self.early = dict(state["preds"]), dict(state["early"])
+        self.incidents, self.max_time = dict(state["incidents"]), int(state["max_time"])
+        self.unmatched = dict(state["unmatched"])
+
+
+def flow(detector: str = "ours", features: list[str] | None = None, **params: Any) -> FlowSpec:
+    """``params``: the rest of ``DriftProcessor``'s settings (window sizes, thresholds, waits)."""
+    return FlowSpec(
+        name=FLOW,
+        inputs={"predictions": PREDICTION, "feedback": FEEDBACK},
+        outputs={DRIFT_TOPIC: DRIFT, ALERTS_TOPIC: ALERT},
+        make_processor=lambda model: DriftProcessor(model, detector, features=features, **params),
+        key=lambda ev: ev.record["model_name"],
+    )

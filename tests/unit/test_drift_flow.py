@@ -1,0 +1,96 @@
+"""The drift flow in memory: data drift per feature, concept drift on joined errors, drift events and alerts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from schemas import AvroSerde
+from streams import drift
+from streams.processor import Event, run_local
+
+serde = AvroSerde()
+
+
+def _pred(i: int, score: float, x: float, model: str = "m") -> Event:
+    return Event("predictions", model, {
+        "event_id": f"p{i}", "event_time": 1_000_000 + i * 100, "producer": "t", "model_name": model,
+        "model_version": "1", "subject_id": "u", "item_id": None, "features_digest": "d",
+        "features": {"x": x, "const": 1.0}, "score": score, "label": None, "latency_ms": 1.0, "error": None})
+
+
+def _fb(i: int, label: float, model: str = "m") -> Event:
+    return Event("feedback", model, {"event_id": f"f{i}", "event_time": 1_000_000 + i * 100 + 50, "producer": "t",
+                                     "model_name": model, "prediction_id": f"p{i}", "label": label})
+
+
+def _stream(n: int, shift_at: int, *, concept: bool, data: bool, seed: int = 0) -> list[Event]:
+    """The model is right 90 % of the time; after ``shift_at`` it is right half the time (concept) and/or
+    its feature moves by two deviations (data)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        after = i >= shift_at
+        x = rng.normal(2.0 if data and after else 0.0, 1.0)
+        score = float(rng.random())
+        right = rng.random() < (0.5 if concept and after else 0.9)
+        label = float((score >= 0.5) == right)
+        out += [_pred(i, score, x), _fb(i, label)]
+    return out
+
+
+def _check_schemas(emits) -> None:
+    for e in emits:
+        serde.encode(e.event_type, e.record)  # raises on an invalid record
+
+
+def test_concept_drift_in_the_errors_is_one_drift_event_and_one_incident() -> None:
+    events = _stream(6000, 3000, concept=True, data=False)
+    out = run_local(drift.flow(), events)
+    _check_schemas(out)
+    drifts = [e.record for e in out if e.topic == "drift"]
+    concept = [d for d in drifts if d["kind"] == "CONCEPT"]
+    assert len(concept) >= 1 and all(d["feature"] is None for d in concept)
+    first = concept[0]
+    assert 1_000_000 + 3000 * 100 <= first["window_end"] <= 1_000_000 + 3600 * 100
+    assert first["window_start"] < first["window_end"] and first["window_size"] > 0
+    assert not [d for d in drifts if d["kind"] == "DATA"]  # the feature did not move
+    alerts = [e for e in out if e.topic == "alerts"]
+    assert alerts[0].record["status"] == "OPENED" and alerts[0].record["severity"] == "ERROR"
+    assert {a.record["alert_key"] for a in alerts} == {alerts[0].key}
+    assert alerts[0].record["details"]["drift_event_id"] == first["event_id"]
+    again = run_local(drift.flow(), events)
+    assert [e.record["event_id"] for e in again] == [e.record["event_id"] for e in out]
+
+
+def test_data_drift_names_the_feature_and_resolves_once_quiet() -> None:
+    events = _stream(9000, 4000, concept=False, data=True)
+    out = run_local(drift.flow(resolve_after=3), events)
+    _check_schemas(out)
+    data = [e.record for e in out if e.topic == "drift" and e.record["kind"] == "DATA"]
+    assert data and {d["feature"] for d in data} == {"x"}
+    assert data[0]["statistic"] >= 0.25 and data[0]["window_end"] >= 1_000_000 + 4000 * 100
+    assert data[0]["window_end"] - data[0]["window_start"] == (data[0]["window_size"] - 1) * 100
+    statuses = [e.record["status"] for e in out if e.topic == "alerts" and e.record["details"]["subject"] == "x"]
+    assert statuses[0] == "OPENED" and statuses[-1] == "RESOLVED"
+    assert not [e for e in out if e.topic == "drift" and e.record["kind"] == "CONCEPT"]
+
+
+def test_feedback_before_its_prediction_is_joined_and_strays_are_counted() -> None:
+    proc = drift.DriftProcessor("m", max_wait_ms=10_000)
+    proc.process([_fb(1, 1.0), _pred(1, 0.9, 0.0)])
+    assert proc.errors_since == 1 and not proc.early and not proc.preds
+    proc.process([_pred(2, 0.9, 0.0), _fb(3, 1.0)])
+    proc.process([_pred(500, 0.9, 0.0)])  # 50 s later: both strays are past the wait
+    assert proc.unmatched == {"predictions": 1, "feedback": 1}
+
+
+def test_state_survives_a_snapshot_mid_stream() -> None:
+    import pickle
+
+    events = _stream(5000, 3000, concept=True, data=True, seed=1)
+    whole = run_local(drift.flow(), events)
+    procs: dict = {}
+    first = run_local(drift.flow(), events[:4001], procs)
+    procs = {k: pickle.loads(pickle.dumps(p)) for k, p in procs.items()}
+    rest = run_local(drift.flow(), events[4001:], procs)
+    assert [e.record["event_id"] for e in first + rest] == [e.record["event_id"] for e in whole]
