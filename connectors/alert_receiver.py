@@ -3,17 +3,27 @@
 It checks payloads the way the real services document them, answers as they do, and keeps incidents as
 PagerDuty would (triggers with one dedup key fold into one incident), so ``eddyline demo`` and the tests
 see real HTTP, real JSON and real refusals. It can be told to fail the next requests to exercise retries.
+
+With ``tls=True`` it also listens for HTTPS, with a throw-away self-signed certificate for the host, because
+the ``pagerduty`` client only speaks https; clients trust it through ``ca_file``. Plain HTTP stays on ``url``
+for Slack webhooks, so one receiver serves both sinks.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 __all__ = ["AlertReceiver", "DEFAULT_SLACK_PATH"]
@@ -23,6 +33,59 @@ EVENT_ACTIONS = ("trigger", "acknowledge", "resolve")
 SEVERITIES = ("critical", "error", "warning", "info")
 ROUTING_KEY_LENGTH = 32
 MAX_BODY = 512 * 1024  # PagerDuty's limit on an event
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+def self_signed_certificate(host: str, directory: Path) -> tuple[Path, Path]:
+    """A one-day certificate and key for ``host`` (an IP or DNS SAN), made by the ``openssl`` CLI.
+
+    The CLI rather than the ``cryptography`` package, which the project does not otherwise need.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("AlertReceiver(tls=True) needs the openssl command to make its certificate")
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        san = f"IP:{host}"
+    except OSError:
+        san = f"DNS:{host}"
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    command = [
+        openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-days", "1", "-subj", f"/CN={host}", "-addext", f"subjectAltName={san}",
+        "-keyout", str(key), "-out", str(cert),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl could not make a certificate for {host}: {done.stderr.strip()}")
+    return cert, key
+
+
+class _TlsServer(ThreadingHTTPServer):
+    """Handshakes in the request's own thread, so that a slow or plain-HTTP client cannot stall accepting."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        context: ssl.SSLContext,
+        on_handshake_failure: Callable[[], None],
+    ) -> None:
+        self.context = context
+        self.on_handshake_failure = on_handshake_failure
+        super().__init__(address, handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(HANDSHAKE_TIMEOUT_S)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.on_handshake_failure()
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            self.shutdown_request(tls)
 
 
 def _pagerduty_errors(event: Any, routing_keys: frozenset[str] | None) -> list[str]:
@@ -74,15 +137,29 @@ def _slack_valid(message: Any) -> bool:
 
 
 class AlertReceiver:
-    """A threaded HTTP server on loopback; read its records while it runs, they are kept after ``stop()``."""
+    """A threaded HTTP(S) server on loopback; read its records while it runs, they are kept after ``stop()``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, routing_keys: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        routing_keys: set[str] | None = None,
+        tls: bool = False,
+        https_port: int = 0,
+    ) -> None:
         self.host = host
         self._port = port
+        self.tls = tls
+        self._https_port = https_port
         self.routing_keys = frozenset(routing_keys) if routing_keys is not None else None
         self._lock = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._https_server: _TlsServer | None = None
+        self._https_thread: threading.Thread | None = None
+        self._cert_dir: Path | None = None
+        self._ca_file: Path | None = None
         self._failures: deque[tuple[int, float | None]] = deque()
         self.reset()
 
@@ -91,24 +168,35 @@ class AlertReceiver:
     def start(self) -> AlertReceiver:
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer((self.host, self._port), _handler_for(self))
-        server.daemon_threads = True
-        self._server = server
-        self._port = server.server_port
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name=f"alert-receiver:{self._port}", daemon=True
-        )
-        self._thread.start()
+        try:
+            if self.tls:
+                self._cert_dir = Path(tempfile.mkdtemp(prefix="alert-receiver-tls-"))
+                cert, key = self_signed_certificate(self.host, self._cert_dir)
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(cert, key)
+                https = _TlsServer((self.host, self._https_port), _handler_for(self), context, self._handshake_failed)
+                self._https_server, self._https_port, self._ca_file = https, https.server_port, cert
+                self._https_thread = _serve(https, f"alert-receiver-tls:{self._https_port}")
+            server = ThreadingHTTPServer((self.host, self._port), _handler_for(self))
+        except BaseException:
+            self.stop()
+            raise
+        self._server, self._port = server, server.server_port
+        self._thread = _serve(server, f"alert-receiver:{self._port}")
         return self
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        listeners = [(self._server, self._thread), (self._https_server, self._https_thread)]
+        self._server = self._thread = self._https_server = self._https_thread = None
+        for server, thread in listeners:
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+            if thread is not None:
+                thread.join(timeout=5)
+        if self._cert_dir is not None:
+            shutil.rmtree(self._cert_dir, ignore_errors=True)
+            self._cert_dir = self._ca_file = None
 
     def __enter__(self) -> AlertReceiver:
         return self.start()
@@ -131,9 +219,26 @@ class AlertReceiver:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def https_port(self) -> int:
+        if self._https_server is None:
+            raise RuntimeError("AlertReceiver is not started with tls=True")
+        return self._https_port
+
+    @property
+    def https_url(self) -> str:
+        return f"https://{self.host}:{self.https_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The certificate to trust for ``https_url`` (PagerDutySettings.ca_file); gone after ``stop()``."""
+        if self._ca_file is None:
+            raise RuntimeError("AlertReceiver is not started with tls=True")
+        return self._ca_file
+
+    @property
     def pagerduty_url(self) -> str:
-        """The Events API base URL (PagerDutySettings.url); events go to ``/v2/enqueue`` under it."""
-        return self.url
+        """The Events API base URL (PagerDutySettings.url): https with ``tls=True``, as the client requires."""
+        return self.https_url if self.tls else self.url
 
     @property
     def slack_url(self) -> str:
@@ -151,6 +256,7 @@ class AlertReceiver:
             self.rejected: list[dict[str, Any]] = []  # {"path", "status", "body", "errors"}
             self.requests_total = 0
             self.failures_injected = 0
+            self.tls_handshake_failures = 0  # clients that did not trust the certificate, or spoke plain HTTP
             self._failures.clear()
 
     @property
@@ -167,6 +273,7 @@ class AlertReceiver:
                 "slack_messages": len(self.slack_messages),
                 "rejected": len(self.rejected),
                 "failures_injected": self.failures_injected,
+                "tls_handshake_failures": self.tls_handshake_failures,
                 "incidents_open": sum(1 for i in self.incidents.values() if i["status"] != "resolved"),
             }
 
@@ -202,6 +309,11 @@ class AlertReceiver:
                 self._lock.notify_all()
                 return self._failures.popleft()
             return None
+
+    def _handshake_failed(self) -> None:
+        with self._lock:
+            self.tls_handshake_failures += 1
+            self._lock.notify_all()
 
     def _reject(self, path: str, status: int, body: Any, errors: list[str]) -> None:
         with self._lock:
@@ -250,6 +362,13 @@ class AlertReceiver:
             self.slack_messages.append({"path": path.removeprefix("/slack/"), "body": message})
             self._lock.notify_all()
         return 200, "ok"
+
+
+def _serve(server: ThreadingHTTPServer, name: str) -> threading.Thread:
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)
+    thread.start()
+    return thread
 
 
 def _handler_for(receiver: AlertReceiver) -> type[BaseHTTPRequestHandler]:

@@ -1,20 +1,24 @@
-"""PagerDuty Events API v2: alerts become incidents, folded by ``alert_key`` as the dedup key.
+"""PagerDuty Events API v2 through the ``pagerduty`` package: alerts become incidents, ``alert_key`` is the dedup key.
 
-We speak the Events API directly (one POST) rather than through the ``pagerduty`` package: its client
-refuses any base URL that is not https, which rules out a receiver on loopback, and its retry loop
-sleeps where we cannot observe it. The wire format is the documented one.
+The package's client does the retrying (429 and 5xx by status, network errors by attempt, sleeping
+``sleep_timer * sleep_timer_base**n``); we set its knobs from our settings so that ``max_retries`` bounds
+every kind of retry, including 429, which it would otherwise retry forever, and the first wait is
+``backoff``, doubling after. It ignores Retry-After. It only speaks https: ``ca_file`` is how a private
+receiver (the loopback one in tests and the demo) is trusted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr
+import pagerduty
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from connectors.alerting import DeliveryError, HttpRetryPolicy, post_json, validate_alert
+from connectors.alerting import DeliveryError, validate_alert
 from connectors.config import Section
 
 __all__ = ["DEFAULT_EVENTS_URL", "PagerDutySettings", "PagerDutySink", "pagerduty_event"]
@@ -30,10 +34,18 @@ class PagerDutySettings(Section):
     model_config = SettingsConfigDict(env_prefix="EDDYLINE_PAGERDUTY_", extra="ignore")
 
     routing_key: SecretStr | None = None
-    url: str = Field(DEFAULT_EVENTS_URL, description="Events API base URL; /v2/enqueue is appended.")
+    url: str = Field(DEFAULT_EVENTS_URL, description="Events API base URL (https); /v2/enqueue is appended.")
+    ca_file: str | None = Field(None, description="PEM certificate(s) to trust instead of the system's.")
     timeout: float = Field(10.0, gt=0, description="Seconds per HTTP attempt.")
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(3, ge=0, description="Retries after the first attempt, of any kind (429, 5xx, network).")
     backoff: float = Field(1.0, ge=0, description="Seconds before the first retry; doubles each time.")
+
+    @field_validator("url")
+    @classmethod
+    def _https_only(cls, url: str) -> str:
+        if not url.startswith("https://"):
+            raise ValueError(f"pagerduty.url must be https:// (the Events API client refuses anything else): {url!r}")
+        return url.rstrip("/")
 
     @property
     def enabled(self) -> bool:
@@ -73,6 +85,35 @@ def pagerduty_event(alert: Mapping[str, Any], routing_key: str) -> dict[str, Any
     return event
 
 
+RETRIED_STATUSES = (429, *range(500, 600))
+SLEEP_FACTOR = 2
+
+
+def events_client(settings: PagerDutySettings) -> pagerduty.EventsApiV2Client:
+    """An Events API client whose retries follow our settings (see the module docstring)."""
+    if settings.routing_key is None:
+        raise ValueError("PagerDuty is not configured: set pagerduty.routing_key (EDDYLINE_PAGERDUTY_ROUTING_KEY)")
+    verify: ssl.SSLContext | bool = True
+    if settings.ca_file:
+        try:
+            verify = ssl.create_default_context(cafile=settings.ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(f"pagerduty.ca_file {settings.ca_file!r} is not a readable PEM certificate: {e}") from e
+    client = pagerduty.EventsApiV2Client(
+        settings.routing_key.get_secret_value(), base_url=settings.url, verify=verify, timeout=settings.timeout
+    )
+    client.timeout = settings.timeout  # the client passes its own timeout on every request
+    # A status's retry count must be positive to bound it (0 means the default: 429 forever); the total
+    # across statuses is cut when it exceeds max_http_attempts, so max_retries - 1 allows max_retries.
+    client.retry = dict.fromkeys(RETRIED_STATUSES, max(settings.max_retries, 1))
+    client.max_http_attempts = settings.max_retries - 1
+    client.max_network_attempts = settings.max_retries
+    client.sleep_timer_base = SLEEP_FACTOR
+    client.sleep_timer = settings.backoff / SLEEP_FACTOR  # multiplied by the base before each wait
+    client.stagger_cooldown = 0
+    return client
+
+
 class PagerDutySink:
     """Sends each alert as a PagerDuty event; safe to repeat, since the dedup key names the incident."""
 
@@ -83,16 +124,43 @@ class PagerDutySink:
             raise ValueError("PagerDuty is not configured: set pagerduty.routing_key (EDDYLINE_PAGERDUTY_ROUTING_KEY)")
         assert settings.routing_key is not None
         self._routing_key = settings.routing_key.get_secret_value()
-        self.endpoint = settings.url.rstrip("/") + "/v2/enqueue"
-        self.policy = HttpRetryPolicy(
-            max_retries=settings.max_retries, backoff=settings.backoff, timeout=settings.timeout
-        )
+        self.attempts = settings.max_retries + 1
+        self.client = events_client(settings)
 
     def deliver(self, alert: Mapping[str, Any]) -> None:
+        """OPENED and UPDATED trigger (PagerDuty folds them into one incident), RESOLVED resolves."""
         event = pagerduty_event(alert, self._routing_key)
-        status, text = post_json(self.endpoint, event, self.policy, what="PagerDuty Events API")
-        if not 200 <= status < 300:
-            raise DeliveryError(f"PagerDuty Events API answered {status}: {text[:200]}", status=status, body=text)
+        key = event["dedup_key"]
+        if event["event_action"] == "resolve":
+            self._send(lambda: self.client.resolve(key))
+            return
+        payload, client = event["payload"], event["client"]
+        self._send(lambda: self.client.send_event("trigger", dedup_key=key, payload=payload, client=client))
+
+    def acknowledge(self, alert_key: str) -> None:
+        """Acknowledge the incident of ``alert_key``; alerts carry no acknowledged status, so this is explicit."""
+        if not alert_key:
+            raise ValueError("acknowledge needs an alert_key")
+        self._send(lambda: self.client.acknowledge(alert_key))
+
+    def _send(self, call: Callable[[], str]) -> None:
+        try:
+            call()
+        except pagerduty.HttpError as e:
+            status, body = e.response.status_code, e.response.text[:2000]
+            answer = f"HTTP {status}: {body[:200]}"
+            if status == 429 or status >= 500:
+                message = f"PagerDuty Events API: gave up after {self.attempts} attempts; last: {answer}"
+            elif status < 300:
+                message = f"PagerDuty Events API answered without a dedup_key: {answer}"
+            else:
+                message = f"PagerDuty Events API refused the event: {answer}"
+            raise DeliveryError(message, status=status, body=body) from e
+        except pagerduty.Error as e:  # no response: network errors after the client's retries
+            cause = e.__cause__ or e
+            raise DeliveryError(
+                f"PagerDuty Events API: gave up after {self.attempts} attempts; last: network error: {cause}"
+            ) from e
 
     def close(self) -> None:
-        return None
+        self.client.close()

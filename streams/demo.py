@@ -108,7 +108,8 @@ def _start_flow(settings: KafkaSettings, receiver: AlertReceiver, state_dir: Pat
         "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
         "EDDYLINE_PAGERDUTY_ROUTING_KEY": ROUTING_KEY,
-        "EDDYLINE_PAGERDUTY_URL": receiver.url,
+        "EDDYLINE_PAGERDUTY_URL": receiver.pagerduty_url,
+        "EDDYLINE_PAGERDUTY_CA_FILE": str(receiver.ca_file),
         "EDDYLINE_SLACK_WEBHOOK_URL": receiver.slack_url,
         "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "1",
     }
@@ -146,7 +147,10 @@ def run_demo(
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     started = time.monotonic()
-    with EmbeddedBroker(log_path=work / "broker.log") as broker, AlertReceiver(routing_keys={ROUTING_KEY}) as receiver:
+    with (
+        EmbeddedBroker(log_path=work / "broker.log") as broker,
+        AlertReceiver(routing_keys={ROUTING_KEY}, tls=True) as receiver,
+    ):
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="", session_timeout_ms=6000)
         create_topics(settings, ["sensor.readings", "dlq.sensor.readings", "scores.anomaly", "alerts"])
         console.print(f"broker {broker.bootstrap} · alert receiver {receiver.url} · logs in {work}")

@@ -1,56 +1,84 @@
-"""PagerDutySink against the loopback Events API v2 receiver: payloads checked, incidents folded, retries."""
+"""PagerDutySink (the ``pagerduty`` package's client) against the loopback Events API v2 receiver over TLS."""
 
 from __future__ import annotations
 
 import json
+import socket
+import ssl
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
+import pagerduty.api_client
 import pytest
 
 from connectors.alert_receiver import AlertReceiver
 from connectors.alerting import DeliveryError
-from connectors.pagerduty import PagerDutySettings, PagerDutySink
+from connectors.pagerduty import PagerDutySettings, PagerDutySink, pagerduty_event
 from tests.unit.test_alert_messages import KEY, alert
 
 pytestmark = pytest.mark.integration
 
+BACKOFF = 0.01
 
-def make_sink(receiver: AlertReceiver, delays: list[float], **overrides: Any) -> PagerDutySink:
-    settings = {"routing_key": KEY, "url": receiver.pagerduty_url, "max_retries": 3, "backoff": 0.5, "timeout": 5}
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """The waits of the client's retry loop, recorded and then really slept (they are tiny)."""
+    recorded: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        recorded.append(round(seconds, 6))
+        time.sleep(seconds)
+
+    monkeypatch.setattr(pagerduty.api_client, "time", SimpleNamespace(sleep=sleep))
+    yield recorded
+
+
+def make_sink(receiver: AlertReceiver, **overrides: Any) -> PagerDutySink:
+    settings = {
+        "routing_key": KEY,
+        "url": receiver.pagerduty_url,
+        "ca_file": str(receiver.ca_file),
+        "max_retries": 3,
+        "backoff": BACKOFF,
+        "timeout": 5,
+    }
     settings.update(overrides)
-    sink = PagerDutySink(PagerDutySettings(**settings))
-    sink.policy.sleep = delays.append  # record the backoff instead of waiting it out
-    return sink
+    return PagerDutySink(PagerDutySettings(**settings))
 
 
-def post(url: str, body: Any) -> tuple[int, Any]:
+def post(receiver: AlertReceiver, body: Any) -> tuple[int, Any]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    url = f"{receiver.pagerduty_url}/v2/enqueue"
     request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
+    context = ssl.create_default_context(cafile=str(receiver.ca_file))
     try:
-        with urllib.request.urlopen(request, timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5, context=context) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
 
-def test_trigger_reaches_the_receiver_as_a_valid_event(alert_receiver: AlertReceiver) -> None:
-    delays: list[float] = []
-    make_sink(alert_receiver, delays).deliver(alert())
+def test_trigger_reaches_the_receiver_over_tls_as_the_documented_event(
+    alert_receiver: AlertReceiver, sleeps: list[float]
+) -> None:
+    assert alert_receiver.pagerduty_url.startswith("https://")
+    make_sink(alert_receiver).deliver(alert())
     assert alert_receiver.rejected == []
     [event] = alert_receiver.events
-    assert event["routing_key"] == KEY
-    assert event["event_action"] == "trigger"
-    assert event["dedup_key"] == "anomaly:dev-7:temp"
+    assert event == pagerduty_event(alert(), KEY)  # routing key, dedup key, trigger, payload, client
     assert event["payload"]["severity"] == "critical"
     assert event["payload"]["custom_details"]["value"] == 0.97
     assert alert_receiver.incidents["anomaly:dev-7:temp"]["status"] == "triggered"
-    assert delays == []
+    assert sleeps == []
 
 
 def test_two_triggers_with_one_key_are_one_incident_and_resolve_closes_it(alert_receiver: AlertReceiver) -> None:
-    sink = make_sink(alert_receiver, [])
+    sink = make_sink(alert_receiver)
     sink.deliver(alert(status="OPENED"))
     sink.deliver(alert(status="UPDATED", value=0.99))
     sink.deliver(alert(alert_key="other", status="OPENED"))
@@ -60,67 +88,127 @@ def test_two_triggers_with_one_key_are_one_incident_and_resolve_closes_it(alert_
     assert incident["payload"]["custom_details"]["value"] == 0.99
 
     sink.deliver(alert(status="RESOLVED"))
+    assert alert_receiver.events[-1] == pagerduty_event(alert(status="RESOLVED"), KEY)
     assert alert_receiver.incidents["anomaly:dev-7:temp"]["status"] == "resolved"
     assert set(alert_receiver.open_incidents()) == {"other"}
 
 
 def test_a_replayed_alert_does_not_open_a_second_incident(alert_receiver: AlertReceiver) -> None:
-    sink = make_sink(alert_receiver, [])
+    sink = make_sink(alert_receiver)
     for _ in range(3):  # at-least-once delivery repeats the same record
         sink.deliver(alert())
     assert len(alert_receiver.incidents) == 1
     assert alert_receiver.counts["incidents_open"] == 1
 
 
-def test_server_errors_are_retried_with_exponential_backoff(alert_receiver: AlertReceiver) -> None:
-    delays: list[float] = []
+def test_acknowledge_then_resolve_and_a_new_trigger_reopens(alert_receiver: AlertReceiver) -> None:
+    sink = make_sink(alert_receiver)
+    sink.deliver(alert())
+    sink.acknowledge("anomaly:dev-7:temp")
+    assert alert_receiver.events[-1] == {
+        "routing_key": KEY,
+        "event_action": "acknowledge",
+        "dedup_key": "anomaly:dev-7:temp",
+    }
+    assert alert_receiver.incidents["anomaly:dev-7:temp"]["status"] == "acknowledged"
+    sink.deliver(alert(status="RESOLVED"))
+    sink.deliver(alert(status="RESOLVED"))  # a second resolve is accepted and changes nothing
+    incident = alert_receiver.incidents["anomaly:dev-7:temp"]
+    assert incident["status"] == "resolved" and incident["resolves"] == 1 and incident["acknowledges"] == 1
+    sink.deliver(alert(status="OPENED"))
+    incident = alert_receiver.incidents["anomaly:dev-7:temp"]
+    assert incident["status"] == "triggered" and incident["opened"] == 2 and incident["triggers"] == 1
+    with pytest.raises(ValueError, match="alert_key"):
+        sink.acknowledge("")
+
+
+def test_server_errors_are_retried_with_exponential_backoff(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:
     alert_receiver.fail_next(2, 503)
-    make_sink(alert_receiver, delays).deliver(alert())
-    assert delays == [0.5, 1.0]
+    make_sink(alert_receiver).deliver(alert())
+    assert sleeps == [BACKOFF, 2 * BACKOFF]
     assert alert_receiver.counts["failures_injected"] == 2
     assert len(alert_receiver.events) == 1
 
 
-def test_rate_limit_honours_retry_after(alert_receiver: AlertReceiver) -> None:
-    delays: list[float] = []
+def test_rate_limits_are_retried_with_backoff(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:
     alert_receiver.fail_next(1, 429, retry_after=3)
-    make_sink(alert_receiver, delays).deliver(alert())
-    assert delays == [3.0]
+    make_sink(alert_receiver).deliver(alert())
+    assert sleeps == [BACKOFF]  # the client does not wait for Retry-After
     assert len(alert_receiver.events) == 1
 
 
-def test_delivery_error_after_the_last_retry(alert_receiver: AlertReceiver) -> None:
-    delays: list[float] = []
+def test_rate_limits_are_not_retried_forever(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:
+    alert_receiver.fail_next(10, 429)
+    with pytest.raises(DeliveryError, match="gave up after 3 attempts") as info:
+        make_sink(alert_receiver, max_retries=2).deliver(alert())
+    assert info.value.status == 429
+    assert alert_receiver.counts["requests"] == 3
+    assert sleeps == [BACKOFF, 2 * BACKOFF]
+
+
+def test_max_retries_bounds_retries_of_mixed_statuses(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:
+    for status in (500, 503, 429, 502):
+        alert_receiver.fail_next(1, status)
+    with pytest.raises(DeliveryError, match="gave up after 3 attempts") as info:
+        make_sink(alert_receiver, max_retries=2).deliver(alert())
+    assert info.value.status == 429
+    assert alert_receiver.counts["requests"] == 3 and alert_receiver.events == []
+
+
+def test_no_retries_when_max_retries_is_zero(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:
+    alert_receiver.fail_next(1, 429)
+    with pytest.raises(DeliveryError, match="gave up after 1 attempts"):
+        make_sink(alert_receiver, max_retries=0).deliver(alert())
+    assert alert_receiver.counts["requests"] == 1 and sleeps == []
+    make_sink(alert_receiver, max_retries=0).deliver(alert())
+    assert len(alert_receiver.events) == 1
+
+
+def test_delivery_error_after_the_last_retry(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:
     alert_receiver.fail_next(10, 500)
     with pytest.raises(DeliveryError, match="gave up after 3 attempts") as info:
-        make_sink(alert_receiver, delays, max_retries=2).deliver(alert())
+        make_sink(alert_receiver, max_retries=2).deliver(alert())
     assert info.value.status == 500
-    assert delays == [0.5, 1.0]
+    assert "injected failure 500" in info.value.body
+    assert sleeps == [BACKOFF, 2 * BACKOFF]
     assert alert_receiver.counts["failures_injected"] == 3
     assert alert_receiver.events == []
 
 
-def test_a_refused_event_fails_at_once_without_retries(alert_receiver: AlertReceiver) -> None:
-    delays: list[float] = []
-    sink = make_sink(alert_receiver, delays, routing_key="too-short")
-    with pytest.raises(DeliveryError, match="routing_key") as info:
+def test_a_refused_event_fails_at_once_without_retries(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:
+    sink = make_sink(alert_receiver, routing_key="too-short")
+    with pytest.raises(DeliveryError, match="refused the event: HTTP 400.*routing_key") as info:
         sink.deliver(alert())
     assert info.value.status == 400
     assert "Length of 'routing_key' is incorrect" in info.value.body
-    assert delays == []
+    assert sleeps == []
     assert alert_receiver.counts["requests"] == 1
     assert alert_receiver.rejected[0]["status"] == 400
 
 
-def test_network_errors_are_retried_then_reported(alert_receiver: AlertReceiver) -> None:
-    url = alert_receiver.pagerduty_url
+def test_network_errors_are_retried_then_reported(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:
+    sink = make_sink(alert_receiver, max_retries=2)
     alert_receiver.stop()  # nothing listens there any more
-    delays: list[float] = []
-    sink = PagerDutySink(PagerDutySettings(routing_key=KEY, url=url, max_retries=2, backoff=0.25, timeout=2))
-    sink.policy.sleep = delays.append
-    with pytest.raises(DeliveryError, match="network error"):
+    with pytest.raises(DeliveryError, match="gave up after 3 attempts; last: network error") as info:
         sink.deliver(alert())
-    assert delays == [0.25, 0.5]
+    assert info.value.status is None
+    assert sleeps == [BACKOFF, 2 * BACKOFF]
+
+
+def test_a_receiver_that_never_answers_times_out(sleeps: list[float]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never speaks TLS
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        sink = PagerDutySink(PagerDutySettings(routing_key=KEY, url=url, max_retries=1, backoff=BACKOFF, timeout=0.2))
+        with pytest.raises(DeliveryError, match="network error"):
+            sink.deliver(alert())
+    assert sleeps == [BACKOFF]
+
+
+def test_an_untrusted_certificate_is_refused(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:
+    with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+        make_sink(alert_receiver, ca_file=None, max_retries=0).deliver(alert())
+    assert alert_receiver.wait_for(lambda r: r.tls_handshake_failures == 1, timeout=5)
+    assert alert_receiver.counts["requests"] == 0
 
 
 @pytest.mark.parametrize(
@@ -145,7 +233,7 @@ def test_receiver_refuses_invalid_events_like_pagerduty(
     }
     event.update(change)
     event = {k: v for k, v in event.items() if v is not None}
-    status, body = post(f"{alert_receiver.pagerduty_url}/v2/enqueue", event)
+    status, body = post(alert_receiver, event)
     assert status == 400
     assert body["status"] == "invalid event"
     assert any(error in e for e in body["errors"]), body
@@ -158,37 +246,31 @@ def test_receiver_answers_like_pagerduty_and_makes_a_key_when_none_is_given(aler
         "event_action": "trigger",
         "payload": {"summary": "s", "source": "x", "severity": "info"},
     }
-    status, body = post(f"{alert_receiver.pagerduty_url}/v2/enqueue", event)
+    status, body = post(alert_receiver, event)
     assert status == 202
     assert body["status"] == "success" and body["message"] == "Event processed"
     assert body["dedup_key"] in alert_receiver.incidents
-    status, body = post(f"{alert_receiver.pagerduty_url}/v2/enqueue", b"{not json")
+    status, body = post(alert_receiver, b"{not json")
     assert status == 400 and "Malformed JSON" in body["errors"][0]
 
 
+def test_the_receiver_forgets_its_certificate_when_stopped() -> None:
+    with AlertReceiver(tls=True) as receiver:
+        ca_file = receiver.ca_file
+        assert ca_file.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert not ca_file.exists()
+    with AlertReceiver() as plain, pytest.raises(RuntimeError, match="tls=True"):
+        _ = plain.ca_file
+
+
 def test_receiver_checks_the_routing_key_when_told_which_are_valid() -> None:
-    with AlertReceiver(routing_keys={KEY}) as receiver:
-        sink = make_sink(receiver, [], routing_key="f" * 32)
+    with AlertReceiver(routing_keys={KEY}, tls=True) as receiver:
+        sink = make_sink(receiver, routing_key="f" * 32)
         with pytest.raises(DeliveryError, match="Invalid routing key"):
             sink.deliver(alert())
-        make_sink(receiver, []).deliver(alert())
+        make_sink(receiver).deliver(alert())
         assert len(receiver.events) == 1
     assert not receiver.running
-
-
-def test_acknowledge_then_resolve_and_a_new_trigger_reopens(alert_receiver: AlertReceiver) -> None:
-    url = f"{alert_receiver.pagerduty_url}/v2/enqueue"
-    sink = make_sink(alert_receiver, [])
-    sink.deliver(alert())
-    assert post(url, {"routing_key": KEY, "event_action": "acknowledge", "dedup_key": "anomaly:dev-7:temp"})[0] == 202
-    assert alert_receiver.incidents["anomaly:dev-7:temp"]["status"] == "acknowledged"
-    sink.deliver(alert(status="RESOLVED"))
-    sink.deliver(alert(status="RESOLVED"))  # a second resolve is accepted and changes nothing
-    incident = alert_receiver.incidents["anomaly:dev-7:temp"]
-    assert incident["status"] == "resolved" and incident["resolves"] == 1
-    sink.deliver(alert(status="OPENED"))
-    incident = alert_receiver.incidents["anomaly:dev-7:temp"]
-    assert incident["status"] == "triggered" and incident["opened"] == 2 and incident["triggers"] == 1
 
 
 def test_receiver_survives_garbage_requests(alert_receiver: AlertReceiver) -> None:
@@ -204,5 +286,8 @@ def test_receiver_survives_garbage_requests(alert_receiver: AlertReceiver) -> No
     conn.request("POST", "/nowhere", body=b"{}", headers={"Content-Type": "application/json"})
     assert conn.getresponse().status == 404
     conn.close()
-    make_sink(alert_receiver, []).deliver(alert())
+    with socket.create_connection(("127.0.0.1", alert_receiver.https_port), timeout=5) as plain:
+        plain.sendall(b"POST /v2/enqueue HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")  # plain HTTP to the TLS port
+        assert alert_receiver.wait_for(lambda r: r.tls_handshake_failures == 1, timeout=5)
+    make_sink(alert_receiver).deliver(alert())
     assert len(alert_receiver.events) == 1

@@ -34,8 +34,8 @@ def start_flow(settings: KafkaSettings, state_dir: Path, receiver: AlertReceiver
         "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "0.5",
     }
     if receiver is not None:
-        env |= {"EDDYLINE_PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "EDDYLINE_PAGERDUTY_URL": receiver.url,
-                "EDDYLINE_PAGERDUTY_BACKOFF": "0.05"}
+        env |= {"EDDYLINE_PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "EDDYLINE_PAGERDUTY_URL": receiver.pagerduty_url,
+                "EDDYLINE_PAGERDUTY_CA_FILE": str(receiver.ca_file), "EDDYLINE_PAGERDUTY_BACKOFF": "0.05"}
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "run", "anomaly", "--state-dir", str(state_dir)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,

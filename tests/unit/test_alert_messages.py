@@ -123,6 +123,21 @@ def test_settings_come_from_the_environment_and_keys_stay_secret(monkeypatch: py
     assert slack.enabled and "127.0.0.1:9" not in repr(slack)
 
 
+def test_pagerduty_url_must_be_https_and_the_ca_file_readable(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("EDDYLINE_CONFIG", "/nonexistent/eddyline.toml")
+    with pytest.raises(ValueError, match="must be https://"):
+        PagerDutySettings(routing_key=KEY, url="http://127.0.0.1:9")
+    monkeypatch.setenv("EDDYLINE_PAGERDUTY_URL", "https://127.0.0.1:9/")
+    monkeypatch.setenv("EDDYLINE_PAGERDUTY_CA_FILE", str(tmp_path / "missing.pem"))
+    settings = PagerDutySettings(routing_key=KEY)
+    assert settings.url == "https://127.0.0.1:9" and settings.ca_file == str(tmp_path / "missing.pem")
+    with pytest.raises(ValueError, match="ca_file .* is not a readable PEM certificate"):
+        PagerDutySink(settings)
+    (tmp_path / "garbage.pem").write_text("not a certificate")
+    with pytest.raises(ValueError, match="not a readable PEM certificate"):
+        PagerDutySink(settings.model_copy(update={"ca_file": str(tmp_path / "garbage.pem")}))
+
+
 def test_settings_come_from_the_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     config = tmp_path / "eddyline.toml"
     config.write_text(f'[pagerduty]\nrouting_key = "{KEY}"\nbackoff = 0.25\n[slack]\nmax_retries = 1\n')
@@ -201,7 +216,7 @@ def test_dispatcher_delivers_only_alerts_and_contains_a_failing_sink(caplog: pyt
 
 
 def test_an_invalid_alert_is_counted_as_invalid_not_dropped() -> None:
-    sink = PagerDutySink(PagerDutySettings(routing_key=KEY, url="http://127.0.0.1:9"))
+    sink = PagerDutySink(PagerDutySettings(routing_key=KEY, url="https://127.0.0.1:9"))
     failures: list[Exception] = []
     before = deliveries("pagerduty", "invalid")
     outcomes = AlertDispatcher([sink], on_failure=lambda s, a, e: failures.append(e)).dispatch(alert(status="ACKED"))
