@@ -37,6 +37,9 @@ class ClickProcessor(Processor):
         self.model = ClickModel()
         self.pending: dict[str, dict[str, Any]] = {}  # impression id -> what learning needs
         self.watermark = 0
+        from streams.recommend_api import LIVE
+
+        LIVE[model_name] = self  # the recommendations API serves the live model of this process
 
     def params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "version": self.version, "click_wait_ms": self.click_wait_ms}
@@ -71,9 +74,10 @@ class ClickProcessor(Processor):
         }
         out = [Emit("predictions", self.model_name, PREDICTION, pred)]
         entry = {"pred_id": pred_id, "user": user, "item": item, "genres": list(genres), "x": x.tolist(),
-                 "time": int(rec["event_time"]), "rating": rec.get("rating")}
+                 "time": int(rec["event_time"]), "rating": rec.get("rating"), "p": p}
+        self._predicted(entry)
         if rec.get("rating") is not None:
-            out.append(self._learn(entry, 1.0 if rec["rating"] >= LIKE else 0.0, rec["event_time"]))
+            out.extend(self._learn(entry, 1.0 if rec["rating"] >= LIKE else 0.0, rec["event_time"]))
         else:
             self.pending[rec["event_id"]] = entry
         return out
@@ -82,33 +86,44 @@ class ClickProcessor(Processor):
         entry = self.pending.pop(rec.get("impression_id") or "", None)
         if entry is None:
             return []  # the impression was learned already (rated replay) or expired as a non-click
-        return [self._learn(entry, 1.0, rec["event_time"])]
+        return self._learn(entry, 1.0, rec["event_time"])
 
     def _expire(self) -> list[Emit]:
         old = [k for k, e in self.pending.items() if e["time"] + self.click_wait_ms <= self.watermark]
-        return [self._learn(self.pending.pop(k), 0.0, self.watermark) for k in old]
+        return [e for k in old for e in self._learn(self.pending.pop(k), 0.0, self.watermark)]
 
-    def _learn(self, entry: dict[str, Any], label: float, when: int) -> Emit:
+    def _predicted(self, entry: dict[str, Any]) -> None:
+        """Called once a prediction is made, before any learning: for subclasses that score in shadow."""
+
+    def _outcome(self, entry: dict[str, Any], label: float) -> list[Emit]:
+        """Called with each outcome before the model learns it: for subclasses that watch or retrain."""
+        return []
+
+    def _learn(self, entry: dict[str, Any], label: float, when: int) -> list[Emit]:
+        extra = self._outcome(entry, label)
         self.model.learn(entry["user"], entry["item"], label, tuple(entry["genres"]), entry["rating"],
                          features=np.asarray(entry["x"]))
         fb = {"event_id": derive_id(entry["pred_id"], "feedback"), "event_time": int(when), "producer": PRODUCER,
               "model_name": self.model_name, "prediction_id": entry["pred_id"], "label": label}
-        return Emit("feedback", self.model_name, FEEDBACK, fb)
+        return [Emit("feedback", self.model_name, FEEDBACK, fb), *extra]
 
     def top_k(self, user: str, k: int = 10) -> list[tuple[str, float]]:
         """The live model's recommendations for a user over every item it knows."""
-        items = list(self.model.items.n)
+        model = self.model  # one model for the whole answer, even if a promotion swaps it meanwhile
+        items = list(model.items.n)
         if not items:
             return []
-        scores = self.model.rank_scores(user, items)
+        scores = model.rank_scores(user, items)
         order = np.argsort(-scores)[:k]
         return [(items[i], float(scores[i])) for i in order]
 
     def snapshot(self) -> dict[str, Any]:
-        return {"model": self.model.snapshot(), "pending": self.pending, "watermark": self.watermark}
+        return {"model": self.model.snapshot(), "pending": self.pending, "watermark": self.watermark,
+                "version": self.version}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.restore(state["model"])
+        self.version = str(state.get("version", self.version))
         self.pending = dict(state["pending"])
         self.watermark = int(state["watermark"])
 

@@ -1,0 +1,118 @@
+"""Top-k recommendations for a user from the live click model, over HTTP on loopback.
+
+The click flow's processors live inside the flow's process (a Bytewax worker); each one publishes
+itself in ``LIVE`` under its model name when it is created or restored, so a server started in the
+same process answers from the model that is learning right now, including a challenger the moment it
+is promoted. Requests never wait on the flow: they read the model as it is (Python's GIL keeps each
+read of its dictionaries whole).
+
+    GET /recommendations/<user>?k=10[&model=NAME]  -> {"user", "model_name", "model_version", "items": [...]}
+    GET /models                                    -> {"models": [{"model_name", "model_version"}]}
+    GET /health                                    -> {"status": "ok", "models": N}
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+MAX_K = 1000
+
+
+class Recommender(Protocol):
+    model_name: str
+    version: str
+
+    def top_k(self, user: str, k: int = 10) -> list[tuple[str, float]]: ...
+
+
+LIVE: dict[str, Recommender] = {}  # model name -> the live processor serving it in this process
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: RecommendServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        return None  # requests are counted by the caller's metrics, not printed
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        parts = [unquote(p) for p in url.path.split("/") if p]
+        live = self.server.live
+        if parts == ["health"]:
+            return self._send(200, {"status": "ok", "models": len(live)})
+        if parts == ["models"]:
+            return self._send(200, {"models": [{"model_name": n, "model_version": m.version}
+                                               for n, m in sorted(live.items())]})
+        if len(parts) != 2 or parts[0] != "recommendations":
+            return self._send(404, {"error": "unknown path; use /recommendations/<user>?k=10, /models or /health"})
+        try:
+            k = int(query.get("k", ["10"])[0])
+        except ValueError:
+            return self._send(400, {"error": "k must be an integer"})
+        if not 1 <= k <= MAX_K:
+            return self._send(400, {"error": f"k must be between 1 and {MAX_K}"})
+        name = query.get("model", [None])[0]
+        if name is None:
+            if len(live) != 1:
+                return self._send(400 if live else 503, {
+                    "error": "name the model with ?model=NAME" if live else "no live model in this process yet",
+                    "models": sorted(live)})
+            name = next(iter(live))
+        model = live.get(name)
+        if model is None:
+            return self._send(404, {"error": f"no live model {name!r}", "models": sorted(live)})
+        version = model.version
+        items = model.top_k(parts[1], k)
+        return self._send(200, {"user": parts[1], "model_name": name, "model_version": version,
+                                "items": [{"item_id": i, "score": s} for i, s in items]})
+
+
+class RecommendServer(ThreadingHTTPServer):
+    """Serves ``live`` (``LIVE`` by default) on 127.0.0.1; port 0 picks a free port."""
+
+    daemon_threads = True
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", live: dict[str, Recommender] | None = None) -> None:
+        super().__init__((host, port), _Handler)
+        self.live = LIVE if live is None else live
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> RecommendServer:
+        self._thread = threading.Thread(target=self.serve_forever, name="recommend-api", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def __enter__(self) -> RecommendServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(port: int, host: str = "127.0.0.1") -> RecommendServer:
+    """Start the API in a background thread of this process (next to the click flow) and return it."""
+    return RecommendServer(port, host).start()
