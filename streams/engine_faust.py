@@ -1,0 +1,389 @@
+"""Run a ``FlowSpec`` on Faust: agents over the input topics, processors kept in a Faust table.
+
+The adapter owns no logic, like the Bytewax one: the shared ``Codec`` decodes (dead-lettering what fails)
+and encodes, one processor per state key does the work. Each key's processor lives pickled in a table
+whose changelog topic is co-partitioned with the input, so a key's state moves with its partition when
+workers join or leave, and a restarted worker rebuilds it from the changelog.
+
+Delivery is at least once, and a batch is acknowledged only after everything it caused is in Kafka:
+outputs and dead letters first, then side sinks, then the new processor states. Each state carries the
+input offsets it has absorbed, so a batch replayed after a crash skips what the state already holds
+(its outputs were delivered before the state was written) and processors never apply an event twice.
+A flow whose state key is not the Kafka key (one model fed by many users) goes through a repartition
+topic keyed by state key first, as Faust's ``group_by`` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import ssl
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from connectors.dlq import dlq_headers
+from connectors.kafka import KafkaSettings, admin_config, create_topics
+from connectors.prometheus import DLQ_EVENTS, EVENTS_CONSUMED, EVENTS_EMITTED, PROCESSING_SECONDS
+from schemas import SchemaError
+from streams.codec import Codec, DeadLetter
+from streams.processor import SINK_ONLY, Emit, Event, FlowSpec, Processor, Sink
+
+log = logging.getLogger(__name__)
+
+TABLE = "processors"
+# After each batch one tombstone per touched changelog partition closes it: some Kafka-compatible brokers
+# (Tansu 0.6) report a partition's end as the start of its last record batch, and Faust's recovery stops
+# at the reported end. With a one-record batch last, the reported end is the true one. Harmless on Kafka.
+MARKER = b"\x00eddyline-end"
+# Where a repartitioned message came from, so that dead letters and offsets name the real source.
+_SRC_TOPIC, _SRC_PARTITION, _SRC_OFFSET, _SRC_KEY = (
+    f"eddyline.source.{k}" for k in ("topic", "partition", "offset", "key"))
+
+
+def app_id(spec: FlowSpec, settings: KafkaSettings) -> str:
+    """The Faust app id: the consumer group, and the prefix of its internal topics."""
+    return settings.topic(f"eddyline-{spec.name}")
+
+
+def changelog_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
+    return f"{app_id(spec, settings)}-{TABLE}-changelog"
+
+
+def repartition_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
+    return f"{app_id(spec, settings)}-by-key"
+
+
+def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
+    """Create the flow's topics and Faust's internal ones; Faust itself is not allowed to declare any."""
+    outputs = [t for t in spec.outputs if not t.startswith(SINK_ONLY)]
+    create_topics(settings, [*spec.inputs, *outputs, *(f"dlq.{t}" for t in spec.inputs)])
+    raw = settings.model_copy(update={"namespace": ""})
+    create_topics(raw, [repartition_topic(spec, settings)])
+    _create_compacted(raw, changelog_topic(spec, settings))
+
+
+def _create_compacted(settings: KafkaSettings, name: str) -> None:
+    """A changelog keeps the latest state per key; compaction bounds it on brokers that compact."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(admin_config(settings))
+    topic = NewTopic(name, num_partitions=settings.partitions, replication_factor=settings.replication_factor,
+                     config={"cleanup.policy": "compact"})
+    try:
+        admin.create_topics([topic], operation_timeout=30, request_timeout=30)[name].result(30)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise RuntimeError(f"creating changelog {name!r} failed: {exc.args[0].str()}") from exc
+    create_topics(settings, [name])  # exists now: waits until it is in the metadata
+
+
+def _credentials(settings: KafkaSettings) -> Any:
+    import faust
+
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.ssl_ca_location)
+        if settings.ssl_certificate_location:
+            context.load_cert_chain(settings.ssl_certificate_location, settings.ssl_key_location)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    mechanism = settings.sasl_mechanism or "PLAIN"
+    if mechanism == "GSSAPI":
+        return faust.GSSAPICredentials(ssl_context=context)
+    password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    return faust.SASLCredentials(username=settings.sasl_username, password=password, mechanism=mechanism,
+                                 ssl_context=context)
+
+
+def _headers(items: Any) -> dict[str, bytes]:
+    if not items:
+        return {}
+    pairs = items.items() if isinstance(items, dict) else items
+    return {k: (v if isinstance(v, bytes) else str(v).encode()) for k, v in pairs if v is not None}
+
+
+class _FlowRunner:
+    """One worker's share of a flow: the processors of the keys in its partitions, and its sinks."""
+
+    def __init__(self, spec: FlowSpec, settings: KafkaSettings, app: Any, table: Any) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.codec = Codec(settings, spec.inputs)
+        self.app = app
+        self.table = table
+        self.changelog = changelog_topic(spec, settings)
+        self.repartition = repartition_topic(spec, settings)
+        self.sinks: list[Sink] | None = None
+        # key -> (the table value it was loaded from, processor, offsets absorbed); reused while the
+        # table still holds that very object, rebuilt when recovery or a rebalance replaced it
+        self._live: dict[bytes, tuple[bytes, Processor, dict[tuple[str, int], int]]] = {}
+
+    def open_sinks(self) -> list[Sink]:
+        if self.sinks is None:
+            self.sinks = [factory() for factory in self.spec.sinks]
+        return self.sinks
+
+    def close(self) -> None:
+        for sink in self.sinks or []:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing a sink failed", extra={"flow": self.spec.name})
+        self.sinks = None
+
+    async def handle(self, batch: Sequence[Any], repartitioned: bool) -> None:
+        """Process one batch of Faust events; returns once all it caused is delivered."""
+        pending: list[Any] = []
+        groups: dict[bytes, tuple[int, list[Event]]] = {}
+        for fevent in batch:
+            msg = fevent.message
+            topic, key, partition, offset = msg.topic, msg.key, msg.partition, msg.offset
+            if repartitioned:
+                h = _headers(msg.headers)
+                topic, key = h[_SRC_TOPIC].decode(), h.get(_SRC_KEY)
+                partition, offset = int(h[_SRC_PARTITION]), int(h[_SRC_OFFSET])
+            out = self.codec.decode(topic, key, msg.value, partition, offset)
+            EVENTS_CONSUMED.labels(self.spec.name, out.topic).inc()
+            if isinstance(out, DeadLetter):
+                pending.append(await self._send(*self._dead_letter(out)))
+                continue
+            state_key = self.spec.key(out).encode()
+            if not repartitioned and state_key != (key or b""):
+                headers = {_SRC_TOPIC: topic.encode(), _SRC_PARTITION: str(partition).encode(),
+                           _SRC_OFFSET: str(offset).encode()}
+                if key is not None:
+                    headers[_SRC_KEY] = key
+                pending.append(await self._send(self.repartition, state_key, msg.value, headers))
+                continue
+            groups.setdefault(state_key, (msg.partition, []))[1].append(out)
+
+        emits: list[Emit] = []
+        changed: list[tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int]]] = []
+        with PROCESSING_SECONDS.labels(self.spec.name).time():
+            for state_key, (table_partition, events) in groups.items():
+                proc, offsets = self._load(state_key, events[0])
+                fresh = [e for e in events if e.offset > offsets.get((e.topic, e.partition), -1)]
+                if not fresh:
+                    continue
+                emits.extend(proc.process(fresh))
+                for e in fresh:
+                    offsets[(e.topic, e.partition)] = e.offset
+                blob = pickle.dumps({"processor": proc, "offsets": offsets}, protocol=pickle.HIGHEST_PROTOCOL)
+                changed.append((state_key, table_partition, blob, proc, offsets))
+
+        for emit in emits:
+            if not emit.topic.startswith(SINK_ONLY):
+                pending.append(await self._send(*self._encode(emit)))
+        await asyncio.gather(*pending)  # outputs are in Kafka before any state says they were made
+        if emits and self.spec.sinks:
+            sinks = self.open_sinks()
+            loop = asyncio.get_running_loop()
+            for sink in sinks:  # blocking clients (HTTP) run off the loop so heartbeats go on
+                await loop.run_in_executor(None, sink.write, emits)
+        if changed:
+            await self._store(changed)
+
+    def _load(self, state_key: bytes, first: Event) -> tuple[Processor, dict[tuple[str, int], int]]:
+        blob = self.table.get(state_key)
+        live = self._live.get(state_key)
+        if live is not None and blob is not None and live[0] is blob:
+            return live[1], live[2]
+        if blob is None:
+            return self.spec.make_processor(self.spec.key(first)), {}
+        saved = pickle.loads(blob)
+        return saved["processor"], saved["offsets"]
+
+    async def _store(self, changed: list[tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int]]]) -> None:
+        sent = [await self._send(self.changelog, k, blob, None, partition) for k, partition, blob, _, _ in changed]
+        await asyncio.gather(*sent)
+        closing = [await self._send(self.changelog, MARKER, None, None, p) for p in sorted({c[1] for c in changed})]
+        await asyncio.gather(*closing)
+        for state_key, _, blob, proc, offsets in changed:
+            self.table.data[state_key] = blob
+            self._live[state_key] = (blob, proc, offsets)
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes | None,
+                    headers: dict[str, bytes] | None, partition: int | None = None) -> Any:
+        return await self.app.producer.send(topic, key, value, partition, None,
+                                            list(headers.items()) if headers else None)
+
+    def _encode(self, emit: Emit) -> tuple[str, bytes | None, bytes | None, dict[str, bytes] | None]:
+        try:
+            topic, key, value = self.codec.encode(emit)
+        except SchemaError as exc:  # a processor produced an invalid event: keep it, with the reason
+            log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": str(exc)})
+            return self._dead_letter(DeadLetter(
+                emit.topic, emit.key.encode(), json.dumps(emit.record, default=str).encode(),
+                "invalid_output", str(exc), -1, -1))
+        EVENTS_EMITTED.labels(self.spec.name, emit.topic).inc()
+        return topic, key, value, None
+
+    def _dead_letter(self, dead: DeadLetter) -> tuple[str, bytes | None, bytes | None, dict[str, bytes]]:
+        DLQ_EVENTS.labels(self.spec.name, dead.topic, dead.reason).inc()
+        log.info("dead-lettered", extra={"flow": self.spec.name, "topic": dead.topic, "reason": dead.reason})
+        headers = dlq_headers(self.settings.topic(dead.topic), dead.reason, dead.error, dead.partition, dead.offset)
+        return self.settings.topic(f"dlq.{dead.topic}"), dead.key, dead.value, headers
+
+
+def build_app(
+    spec: FlowSpec,
+    settings: KafkaSettings,
+    *,
+    state_dir: Path,
+    batch_size: int = 500,
+    batch_within: float = 0.2,
+    standby_replicas: int = 1,
+) -> Any:
+    """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table."""
+    import faust
+
+    session_s = settings.session_timeout_ms / 1000
+    app = faust.App(
+        app_id(spec, settings),
+        broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        broker_client_id=settings.client_id,
+        broker_session_timeout=session_s,
+        broker_heartbeat_interval=max(0.1, min(3.0, session_s / 3)),
+        broker_rebalance_timeout=max(session_s, 10.0),
+        broker_commit_interval=1.0,
+        datadir=str(state_dir),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        table_standby_replicas=standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=settings.linger_ms / 1000,
+        producer_compression_type=None if settings.compression == "none" else settings.compression,
+        processing_guarantee="at_least_once",
+        web_enabled=False,
+        autodiscover=False,
+    )
+    table = app.Table(TABLE, default=None,
+                      partitions=settings.partitions, changelog_topic=app.topic(
+                          changelog_topic(spec, settings), key_serializer="raw", value_serializer="raw",
+                          partitions=settings.partitions, internal=False))
+    runner = _FlowRunner(spec, settings, app, table)
+    inputs = app.topic(*[settings.topic(t) for t in spec.inputs], key_serializer="raw", value_serializer="raw")
+    by_key = app.topic(repartition_topic(spec, settings), key_serializer="raw", value_serializer="raw")
+
+    async def drain(stream: Any, repartitioned: bool) -> None:
+        try:
+            async for batch in stream.noack_take(batch_size, within=batch_within):
+                try:
+                    await runner.handle(batch, repartitioned)
+                except Exception as exc:  # nothing of this batch is acknowledged: it replays after a restart
+                    log.exception("batch failed; stopping the worker", extra={"flow": spec.name})
+                    await app.crash(exc)
+                    return
+                for event in batch:
+                    await stream.ack(event)
+        finally:
+            runner.close()
+
+    @app.agent(inputs, name=f"{spec.name}-in", concurrency=1)
+    async def consume(stream: Any) -> None:
+        await drain(stream, repartitioned=False)
+
+    @app.agent(by_key, name=f"{spec.name}-by-key", concurrency=1)
+    async def consume_by_key(stream: Any) -> None:
+        await drain(stream, repartitioned=True)
+
+    app.eddyline_runner = runner
+    return app
+
+
+def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, loglevel: str = "WARNING",
+               **app_options: Any) -> int:
+    """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code."""
+    import faust
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    app = build_app(spec, settings, state_dir=state_dir, **app_options)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def run(
+    spec: FlowSpec,
+    settings: KafkaSettings,
+    *,
+    state_dir: Path | None = None,
+    workers: int = 1,
+    batch_size: int = 500,
+    standby_replicas: int = 1,
+    loglevel: str = "WARNING",
+) -> None:
+    """Run until interrupted: ``workers`` Faust workers (one process each) in one consumer group.
+
+    Faust keeps state in Kafka (the changelog), so ``state_dir`` holds only Faust's local files.
+    """
+    folder = state_dir or Path(".eddyline/state") / f"{spec.name}-faust"
+    ensure_topics(spec, settings)
+    options = {"batch_size": batch_size, "standby_replicas": standby_replicas, "loglevel": loglevel}
+    if workers <= 1:
+        code = run_worker(spec, settings, state_dir=folder / "worker-0", **options)
+        if code:
+            raise SystemExit(code)
+        return
+    ctx = multiprocessing.get_context("fork")  # the spec holds lambdas: children inherit it
+    procs = [ctx.Process(target=_child, args=(spec, settings, folder / f"worker-{i}", options), daemon=False)
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while all(p.exitcode is None for p in procs):
+            for p in procs:
+                p.join(0.5)
+    finally:
+        for p in procs:
+            if p.exitcode is None:
+                os.kill(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.join(60)
+    failed = [p.exitcode for p in procs if p.exitcode]
+    if failed:
+        raise SystemExit(failed[0])
+
+
+def _child(spec: FlowSpec, settings: KafkaSettings, folder: Path, options: dict[str, Any]) -> None:
+    raise SystemExit(run_worker(spec, settings, state_dir=folder, **options))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m streams.engine_faust FLOW [--state-dir DIR] [--workers N]``, settings from the environment."""
+    import argparse
+
+    from streams.runtime import RuntimeSettings, flow_spec
+
+    parser = argparse.ArgumentParser(prog="python -m streams.engine_faust", description=main.__doc__)
+    parser.add_argument("flow")
+    parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    runtime = RuntimeSettings()
+    spec = flow_spec(args.flow)
+    run(spec, KafkaSettings(), state_dir=args.state_dir or runtime.state_dir / f"{spec.name}-faust",
+        workers=args.workers, batch_size=runtime.batch_size)
+
+
+if __name__ == "__main__":
+    main()
