@@ -1,0 +1,28 @@
+"""Alert state changes as metrics, the same for every flow that raises alerts.
+
+Each ``alerts`` record becomes one InfluxDB point in the ``alerts`` measurement (timed at the alert's
+event time, so a replay overwrites it) and one increment of ``eddyline_alerts_total{source,status}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.sensor_metrics import ALERTS_MEASUREMENT
+
+ALERT_TAGS = ("source", "status", "severity", "entity")
+ALERT_FIELDS = ("value", "count")
+
+
+def alert_point(record: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, float | int], int]:
+    """The InfluxDB point for one alert record; ``value`` is 0 when the alert carries none."""
+    tags = {k: str(record[k]) for k in ALERT_TAGS}
+    value = record.get("value")
+    fields: dict[str, float | int] = {"value": float(value if value is not None else 0.0), "count": 1}
+    return ALERTS_MEASUREMENT, tags, fields, int(record["event_time"])
+
+
+def count_alert(record: dict[str, Any]) -> None:
+    from connectors.prometheus import ALERTS
+
+    ALERTS.labels(record["source"], record["status"]).inc()

@@ -1,0 +1,68 @@
+"""What dashboard viewers see of the sentiment flow: per conversation in InfluxDB, aggregates in Prometheus.
+
+Conversations come and go, so a conversation id is an InfluxDB tag (one series per conversation) but never
+a Prometheus label: Prometheus gets the score distribution and segment counts per label instead.
+Points are timed at the segment's event time, so a replay overwrites them. Alerts raised by the flow
+are counted as every flow's are (``streams.alert_metrics``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from streams.alert_metrics import alert_point, count_alert
+from streams.processor import Emit
+from streams.sensor_metrics import _metric
+
+SENTIMENT_TOPIC = "scores.sentiment"
+MEASUREMENT = "sentiment"
+TAGS = ("conversation_id", "model")
+FIELDS = ("score", "rolling_score", "segment")
+SCORE_BUCKETS = (-1.0, -0.75, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+
+
+class SentimentMetricsSink:
+    def __init__(self, influx: Any | None = None) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.influx = influx
+        self.segments = _metric(Counter, "eddyline_sentiment_segments", "Transcript segments scored, by label.",
+                                ["label"])
+        self.scores = _metric_histogram(Histogram, "eddyline_sentiment_score",
+                                        "Sentiment score of each segment, from -1 (negative) to 1 (positive).")
+
+    def write(self, emits: Sequence[Emit]) -> None:
+        points = []
+        for e in emits:
+            r = e.record
+            if e.topic == SENTIMENT_TOPIC:
+                self.segments.labels(r["label"]).inc()
+                self.scores.observe(float(r["score"]))
+                rolling = r.get("rolling_score")
+                fields = {"score": float(r["score"]), "segment": int(r["segment"]),
+                          "rolling_score": float(rolling if rolling is not None else r["score"])}
+                points.append((MEASUREMENT, {k: str(r[k]) for k in TAGS}, fields, int(r["event_time"])))
+            elif e.topic == "alerts":
+                count_alert(r)
+                points.append(alert_point(r))
+        if self.influx is not None and points:
+            self.influx.write_points(points)
+
+    def close(self) -> None:
+        if self.influx is not None:
+            self.influx.close()
+
+
+def _metric_histogram(kind: Any, name: str, doc: str) -> Any:
+    from prometheus_client import REGISTRY
+
+    existing = REGISTRY._names_to_collectors.get(name)
+    return existing if existing is not None else kind(name, doc, buckets=SCORE_BUCKETS)
+
+
+def sentiment_metrics_sink() -> SentimentMetricsSink:
+    from connectors.influx import InfluxSettings, InfluxSink
+
+    settings = InfluxSettings()
+    return SentimentMetricsSink(InfluxSink(settings) if settings.enabled else None)
