@@ -1,0 +1,112 @@
+"""The labelled sentences: VADER's human-rated snippets, with a three-way label and a fixed test split.
+
+The data ships inside the ``vaderSentiment`` source archive (``additional_resources/hutto_ICWSM_2014.tar.gz``),
+which pip fetches like any package. Each snippet has the mean of 20+ human ratings on a -4..+4 scale.
+
+Label mapping: mean < -0.5 is negative, mean > +0.5 positive, anything between neutral. The half-point band
+keeps snippets the raters were split on out of the polar classes.
+
+Split: a sentence is in the test split when the hash of its text (lower-cased, whitespace collapsed) falls
+in the lowest 20 of 100 buckets. The rule depends on nothing but the sentence, so the split never moves,
+and a sentence repeated in the data always lands on one side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+VADER_SDIST = "vaderSentiment==3.3.2"
+ARCHIVE_MEMBER = "additional_resources/hutto_ICWSM_2014.tar.gz"
+DOMAINS = {
+    "movie": "movieReviewSnippets_GroundTruth.txt",
+    "tweet": "tweets_GroundTruth.txt",
+    "product": "amazonReviewSnippets_GroundTruth.txt",
+    "editorial": "nytEditorialSnippets_GroundTruth.txt",
+}
+LABELS = ("negative", "neutral", "positive")
+NEUTRAL_BAND = 0.5
+TEST_BUCKETS = 20  # of 100
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    domain: str
+    text: str
+    rating: float  # mean human rating, -4..+4
+    label: int  # index into LABELS
+
+    @property
+    def split(self) -> str:
+        return split_of(self.text)
+
+
+def label_of(rating: float) -> int:
+    if rating < -NEUTRAL_BAND:
+        return 0
+    if rating > NEUTRAL_BAND:
+        return 2
+    return 1
+
+
+def split_of(text: str) -> str:
+    key = " ".join(text.lower().split()).encode()
+    bucket = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % 100
+    return "test" if bucket < TEST_BUCKETS else "train"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("EDDYLINE_DATA_DIR", Path.home() / ".cache" / "eddyline" / "data"))
+
+
+def fetch_sdist(dest: Path | None = None) -> Path:
+    """The vaderSentiment source archive: from ``dest`` if already there, else through pip (its cache first)."""
+    dest = dest or data_dir() / "vadersentiment"
+    found = sorted(dest.glob("vaderSentiment-*.tar.gz")) if dest.is_dir() else []
+    if found:
+        return found[-1]
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", VADER_SDIST, "-d", str(dest)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    found = sorted(dest.glob("vaderSentiment-*.tar.gz"))
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"could not fetch the {VADER_SDIST} source archive with pip: {proc.stderr.strip()[-500:]}")
+    return found[-1]
+
+
+def load_examples(sdist: Path | None = None) -> list[Example]:
+    """Every rated snippet of the four domains, in file order."""
+    sdist = sdist or fetch_sdist()
+    with tarfile.open(sdist) as outer:
+        member = next((m for m in outer.getmembers() if m.name.endswith(ARCHIVE_MEMBER)), None)
+        if member is None:
+            raise RuntimeError(f"{sdist} has no {ARCHIVE_MEMBER}")
+        inner_bytes = outer.extractfile(member).read()  # type: ignore[union-attr]
+    out: list[Example] = []
+    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+        names = {Path(m.name).name: m for m in inner.getmembers()}
+        for domain, fname in DOMAINS.items():
+            raw = inner.extractfile(names[fname]).read().decode("utf-8", errors="replace")  # type: ignore[union-attr]
+            for n, line in enumerate(raw.splitlines(), 1):
+                parts = line.split("\t")
+                if len(parts) < 3 or not parts[2].strip():
+                    continue
+                try:
+                    rating = float(parts[1])
+                except ValueError:
+                    raise RuntimeError(f"{fname}:{n}: rating {parts[1]!r} is not a number") from None
+                text = "\t".join(parts[2:]).strip()
+                out.append(Example(domain, text, rating, label_of(rating)))
+    return out
+
+
+def split(examples: list[Example]) -> tuple[list[Example], list[Example]]:
+    train = [e for e in examples if e.split == "train"]
+    test = [e for e in examples if e.split == "test"]
+    return train, test

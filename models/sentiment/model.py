@@ -1,0 +1,202 @@
+"""Sentiment scoring behind one interface: the ONNX int8 model trained here, any Hugging Face
+sequence-classification directory, or VADER's lexicon (the baseline, and a light stand-in).
+
+Every backend returns, per text, a label (negative/neutral/positive), probabilities over those three and
+a score in [-1, 1] (P(positive) - P(negative)), so the flow does not care which one runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.sentiment.data import LABELS
+
+ONNX_FILE = "model.int8.onnx"
+META_FILE = "sentiment.json"
+
+_cache: dict[str, SentimentModel] = {}
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+
+def default_model_dir() -> Path:
+    return Path(os.environ.get("EDDYLINE_SENTIMENT_DIR", Path.home() / ".cache" / "eddyline" / "sentiment"))
+
+
+class SentimentModel(ABC):
+    name: str = "sentiment"
+
+    @abstractmethod
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, 3) probabilities in LABELS order."""
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        if not texts:
+            return []
+        p = self.probabilities(list(texts))
+        return [
+            Prediction(LABELS[int(row.argmax())], float(row[2] - row[0]), {k: float(v) for k, v in zip(LABELS, row)})
+            for row in p
+        ]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class OnnxSentiment(SentimentModel):
+    """The quantised model through onnxruntime, tokenised with the ``tokenizers`` library (no torch)."""
+
+    def __init__(self, model_dir: str | Path, *, threads: int = 0, batch_size: int = 64) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model_dir = Path(model_dir)
+        meta = json.loads((model_dir / META_FILE).read_text())
+        self.max_length = int(meta["max_length"])
+        self.labels = tuple(meta["labels"])
+        if self.labels != LABELS:
+            raise ValueError(f"{model_dir}: labels {self.labels} differ from {LABELS}")
+        self.name = meta.get("name", "eddyline-sentiment") + ":onnx-int8"
+        self.batch_size = batch_size
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_length)
+        self.tokenizer.enable_padding(pad_id=int(meta.get("pad_id", 0)))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model_dir / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
+        self.inputs = {i.name for i in self.session.get_inputs()}
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer.encode_batch(list(texts[i : i + self.batch_size]))
+            feed = {
+                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+            }
+            (logits,) = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.inputs})
+            out.append(_softmax(logits.astype(np.float64)))
+        return np.concatenate(out)
+
+
+def _label_index(name: str) -> int | None:
+    n = name.lower()
+    for i, label in enumerate(LABELS):
+        if n.startswith(label[:3]):
+            return i
+    return None
+
+
+class TransformersSentiment(SentimentModel):
+    """Any Hugging Face sequence-classification model (directory or hub id) in PyTorch fp32.
+
+    Its labels are mapped onto negative/neutral/positive by name; a two-label model (e.g. SST-2's
+    NEGATIVE/POSITIVE) simply never says neutral.
+    """
+
+    def __init__(self, model: str | Path, *, max_length: int = 128, threads: int = 0, batch_size: int = 64) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model))
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(model)).eval()
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.name = f"{Path(str(model)).name}:torch-fp32"
+        id2label = self.model.config.id2label
+        self.columns = [_label_index(id2label[i]) for i in range(len(id2label))]
+        if any(c is None for c in self.columns):
+            raise ValueError(f"{model}: cannot map labels {list(id2label.values())} onto {LABELS}")
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        out = []
+        with self.torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(list(texts[i : i + self.batch_size]), truncation=True, max_length=self.max_length,
+                                     padding=True, return_tensors="pt")
+                p = self.torch.softmax(self.model(**enc).logits.float(), dim=-1).numpy()
+                full = np.zeros((p.shape[0], len(LABELS)))
+                for j, col in enumerate(self.columns):
+                    full[:, col] += p[:, j]
+                out.append(full)
+        return np.concatenate(out)
+
+
+class VaderSentiment(SentimentModel):
+    """VADER's rule-based lexicon with its documented thresholds (compound >= 0.05 positive, <= -0.05 negative).
+
+    Its "probabilities" are its pos/neu/neg proportions, which are not calibrated; the label follows the
+    compound score as VADER's authors recommend.
+    """
+
+    name = "vader-lexicon"
+
+    def __init__(self) -> None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self.analyzer = SentimentIntensityAnalyzer()
+
+    def compound(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([self.analyzer.polarity_scores(t)["compound"] for t in texts])
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([[s["neg"], s["neu"], s["pos"]] for s in map(self.analyzer.polarity_scores, texts)])
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        out = []
+        for t in texts:
+            s = self.analyzer.polarity_scores(t)
+            c = s["compound"]
+            label = "positive" if c >= 0.05 else "negative" if c <= -0.05 else "neutral"
+            out.append(Prediction(label, float(c), {"negative": s["neg"], "neutral": s["neu"], "positive": s["pos"]}))
+        return out
+
+
+def load_sentiment(model: str | Path | None = None, *, shared: bool = True, **options: Any) -> SentimentModel:
+    """``None``: the model trained here (``default_model_dir()``); ``"vader"``: the lexicon; a directory with
+    ``model.int8.onnx``: that ONNX model; any other directory or hub id: a Hugging Face model in PyTorch."""
+    ref = str(model) if model is not None else str(default_model_dir())
+    key = f"{ref}|{sorted(options.items())}"
+    if shared:
+        with _lock:
+            if key in _cache:
+                return _cache[key]
+    made: SentimentModel
+    if ref == "vader":
+        made = VaderSentiment()
+    elif (Path(ref) / ONNX_FILE).is_file():
+        made = OnnxSentiment(ref, **options)
+    elif model is None:
+        raise FileNotFoundError(
+            f"no sentiment model in {ref}: run `eddyline models train-sentiment` first "
+            "(or pass a Hugging Face model directory, or 'vader')"
+        )
+    else:
+        made = TransformersSentiment(ref, **options)
+    if shared:
+        with _lock:
+            made = _cache.setdefault(key, made)
+    return made

