@@ -50,7 +50,12 @@ def _load(config: Path | None) -> tuple[EdgeSettings, KafkaSettings]:
     from edge_agent.settings import EdgeSettings, use_config_file
 
     use_config_file(config)
-    return EdgeSettings(), KafkaSettings()
+    try:
+        return EdgeSettings(), KafkaSettings()
+    except KeyError as exc:  # pydantic-settings' TOML source when a table is absent
+        raise RuntimeError(
+            f"{exc.args[0] if exc.args else exc}; add the missing table (an empty [kafka] or [edge] will do)"
+        ) from None
 
 
 def _explain(exc: ValidationError) -> str:
