@@ -1,10 +1,10 @@
 """The gateway's ASGI application: HTTP POST and WebSocket in, validated Avro events out to Kafka.
 
 A request is authenticated, checked against backpressure and the size limit, parsed, mapped onto
-the event's Avro record (every problem named with its path), encoded (the schema's rules checked) and only
-then produced: bad input refuses the whole request, nothing of it is produced. ``202 Accepted`` means the event is in the
-producer's queue; the idempotent producer then retries until the broker acknowledges it, and a delivery
-that still fails is counted, logged and shown on ``/health``.
+the event's Avro record (every problem named with its path), encoded (the schema's rules checked) and
+only then produced: bad input refuses the whole request, nothing of it is produced. ``202 Accepted``
+means the event is in the producer's queue; the idempotent producer then retries until the broker
+acknowledges it, and a delivery that still fails is counted, logged and shown on ``/health``.
 """
 
 from __future__ import annotations

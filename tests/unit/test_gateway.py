@@ -1,0 +1,222 @@
+"""The gateway without a broker: the producer points at a closed loopback port, so every accepted event
+waits in its queue, which is exactly what a broker slower than the clients looks like."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+
+import pytest
+import schemathesis
+from pydantic import ValidationError
+from starlette.testclient import TestClient
+
+from connectors.broker import free_port
+from connectors.gateway import GatewaySettings, create_app
+from connectors.gateway.auth import TokenAuth
+from connectors.gateway.errors import GatewayError
+from connectors.gateway.openapi import openapi_spec
+from connectors.gateway.records import ENDPOINTS, RecordMapper, json_schema
+from connectors.kafka import EventProducer, KafkaSettings
+
+TOKEN = "unit-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _sensor(seq: int = 1, device: str = "d1") -> dict:
+    return {"device_id": device, "seq": seq, "series": [{"sensor": "t", "timestamps": [1, 2], "values": [1, 2.5]}]}
+
+
+def _client(**overrides) -> TestClient:
+    settings = GatewaySettings(**{"tokens": {"unit": TOKEN}, "create_topics": False, "shutdown_flush_s": 0,
+                                  **overrides})
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens there
+    return TestClient(create_app(settings, kafka, EventProducer(kafka, log_level=0)))
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    with _client() as c:
+        yield c
+
+
+# -- settings and auth ------------------------------------------------------------------------------------
+
+def test_settings_refuse_short_tokens_and_a_gateway_nobody_can_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="shorter than 16"):
+        GatewaySettings(tokens={"x": "short"})
+    with pytest.raises(ValueError, match="no tokens"):
+        GatewaySettings().check_usable()
+    GatewaySettings(allow_anonymous=True).check_usable()
+    monkeypatch.setenv("EDDYLINE_GATEWAY_TOKENS", json.dumps({"edge": TOKEN}))
+    assert GatewaySettings().tokens["edge"].get_secret_value() == TOKEN
+
+
+def test_token_auth_names_the_client_and_refuses_everything_else() -> None:
+    auth = TokenAuth(GatewaySettings(tokens={"a": TOKEN, "b": TOKEN[::-1]}))
+    assert auth.client(f"Bearer {TOKEN}") == "a" and auth.client(f"bearer  {TOKEN[::-1]}") == "b"
+    for header, code in ((None, "missing_token"), (f"Basic {TOKEN}", "bad_authorization"),
+                         ("Bearer", "bad_authorization"), (f"Bearer {TOKEN}x", "invalid_token"),
+                         ("Bearer \udcff", "invalid_token")):
+        with pytest.raises(GatewayError) as info:
+            auth.client(header)
+        assert info.value.status == 401 and info.value.code == code
+        assert info.value.headers["WWW-Authenticate"].startswith("Bearer")
+    assert TokenAuth(GatewaySettings(allow_anonymous=True)).client(None) == "anonymous"
+
+
+# -- JSON to Avro, and the spec ----------------------------------------------------------------------------
+
+def test_json_maps_onto_the_avro_record_with_defaults_and_base64() -> None:
+    record, problems = RecordMapper("audio_chunk").to_record(
+        {"conversation_id": "c", "seq": 0, "offset_ms": 0, "pcm": base64.b64encode(b"\x01\x02").decode()})
+    assert problems == [] and record == {"conversation_id": "c", "seq": 0, "sample_rate": 16000, "offset_ms": 0,
+                                         "pcm": b"\x01\x02", "final": False}
+    record, _ = RecordMapper("click").to_record({"user_id": "u", "item_id": "i", "action": "CLICK", "position": None})
+    assert record["position"] is None and record["context"] == {} and record["impression_id"] is None
+
+
+def test_every_problem_is_named_with_its_path() -> None:
+    _, problems = RecordMapper("sensor_batch").to_record(
+        {"device_id": "", "seq": 1.5, "extra": 1,
+         "series": [{"sensor": "t", "timestamps": [1, "2"], "values": [True, 1e400]}]})
+    found = {p.path: p.message for p in problems}
+    assert found.keys() == {"device_id", "seq", "extra", "series[0].timestamps[1]", "series[0].values[0]",
+                            "series[0].values[1]"}
+    assert "must not be empty" in found["device_id"] and "known fields" in found["extra"]
+    _, problems = RecordMapper("audio_chunk").to_record(
+        {"conversation_id": "c", "seq": 0, "offset_ms": 0, "pcm": "not base64!", "sample_rate": 8000})
+    assert {p.path for p in problems} == {"pcm", "sample_rate"}
+
+
+@pytest.mark.parametrize("event_type", list(ENDPOINTS))
+def test_the_json_schema_says_what_the_mapper_requires(event_type: str) -> None:
+    schema = json_schema(event_type)
+    _, problems = RecordMapper(event_type).to_record({})
+    assert {p.path for p in problems} == set(schema["required"])
+    assert schema["additionalProperties"] is False
+    assert not {"event_id", "event_time", "producer"} & set(schema["required"])
+
+
+def test_the_spec_is_valid_openapi_with_every_route() -> None:
+    spec = openapi_spec(GatewaySettings(allow_anonymous=True))
+    operations = [r.ok() for r in schemathesis.openapi.from_dict(spec).get_all_operations()]
+    assert {(o.method.upper(), o.path) for o in operations} == {
+        *(("POST", e.path) for e in ENDPOINTS.values()), ("GET", "/health")}
+
+
+# -- the app -------------------------------------------------------------------------------------------
+
+def test_requests_without_a_valid_token_get_401(client: TestClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope-nope-nope-nope"}):
+        r = client.post("/v1/sensors", json=_sensor(), headers=headers)
+        assert r.status_code == 401 and r.json()["error"] in ("missing_token", "invalid_token")
+
+
+def test_accepted_events_get_ids_stable_across_retries(client: TestClient) -> None:
+    first = client.post("/v1/sensors", json=_sensor(5), headers=AUTH)
+    retry = client.post("/v1/sensors", json=_sensor(5), headers=AUTH)
+    assert first.status_code == retry.status_code == 202
+    assert first.json()["event_ids"] == retry.json()["event_ids"] and first.json()["topic"] == "sensor.readings"
+    other = client.post("/v1/sensors", json=[_sensor(6), {**_sensor(7), "event_id": "mine"}], headers=AUTH)
+    assert other.json()["accepted"] == 2 and other.json()["event_ids"][1] == "mine"
+    assert other.json()["event_ids"][0] != first.json()["event_ids"][0]
+    click = {"user_id": "u", "item_id": "i", "action": "IMPRESSION"}
+    ids = {client.post("/v1/clicks", json=click, headers=AUTH).json()["event_ids"][0] for _ in range(2)}
+    assert len(ids) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"{not json", {"Content-Type": "application/json"}, 400, "bad_json"),
+        (b'{"device_id": "d", "seq": NaN}', {"Content-Type": "application/json"}, 400, "bad_json"),
+        (b"\xff\xfe", {"Content-Type": "application/json"}, 400, "bad_json"),
+        (b"[" * 100_000, {"Content-Type": "application/json"}, 400, "bad_json"),
+        (json.dumps(_sensor()).encode(), {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+        (json.dumps(_sensor()).encode(), {}, 415, "unsupported_media_type"),
+        (b"[]", {"Content-Type": "application/json"}, 422, "empty"),
+        (b'"a string"', {"Content-Type": "application/json"}, 422, "invalid_event"),
+        (json.dumps({**_sensor(), "series": [{"sensor": "t", "timestamps": [1], "values": []}]}).encode(),
+         {"Content-Type": "application/json"}, 422, "invalid_event"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(client: TestClient, body: bytes, headers: dict, status: int, code: str) -> None:
+    r = client.post("/v1/sensors", content=body, headers={**AUTH, **headers})
+    assert r.status_code == status and r.json()["error"] == code and r.json()["message"]
+
+
+def test_schema_rules_come_back_as_problems(client: TestClient) -> None:
+    r = client.post("/v1/audio", json={"conversation_id": "c", "seq": 0, "offset_ms": 0,
+                                       "pcm": base64.b64encode(b"\x01\x02\x03").decode()}, headers=AUTH)
+    assert r.status_code == 422 and "odd number of bytes" in r.json()["problems"][0]["message"]
+
+
+def test_bodies_over_the_limit_get_413_declared_or_streamed() -> None:
+    with _client(max_body_bytes=1000, max_events_per_request=2) as c:
+        big = json.dumps({**_sensor(), "producer": "x" * 2000}).encode()
+        r = c.post("/v1/sensors", content=big, headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"] == "too_large"
+        r = c.post("/v1/sensors", content=iter([big[:600], big[600:]]),  # chunked: no Content-Length
+                   headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 413 and "content-length" not in {k.lower() for k in r.request.headers}
+        r = c.post("/v1/clicks", json=[{"user_id": "u", "item_id": "i", "action": "CLICK"}] * 3, headers=AUTH)
+        assert r.status_code == 413 and r.json()["error"] == "too_many_events"
+
+
+def test_an_event_too_big_for_kafka_is_413_not_a_broker_error() -> None:
+    with _client(max_body_bytes=10_000_000) as c:
+        zeros = {**_sensor(), "series": [{"sensor": "t", "timestamps": [0] * 150_000, "values": [0] * 150_000}]}
+        r = c.post("/v1/sensors", json=zeros, headers=AUTH)
+        assert r.status_code == 413 and "Kafka message limit" in r.json()["message"]
+
+
+def test_backpressure_answers_429_with_retry_after_while_the_broker_is_behind() -> None:
+    with _client(max_queue=3, retry_after_s=2) as c:
+        assert c.post("/v1/sensors", json=[_sensor(1), _sensor(2)], headers=AUTH).status_code == 202
+        assert c.get("/health").status_code == 200
+        assert c.post("/v1/sensors", json=_sensor(3), headers=AUTH).status_code == 202
+        r = c.post("/v1/sensors", json=_sensor(4), headers=AUTH)
+        assert r.status_code == 429 and r.headers["Retry-After"] == "2" and r.json()["error"] == "backpressure"
+        health = c.get("/health")
+        assert health.status_code == 503 and health.json()["queue"] == 3
+        assert health.json()["refused_backpressure"] == 1 and health.json()["status"] == "degraded"
+        with c.websocket_connect("/v1/ws", headers=AUTH) as ws:
+            ws.send_text(json.dumps({"type": "sensor_batch", "event": _sensor(5), "ref": 9}))
+            assert ws.receive_json() == {"ref": 9, "status": 429, "error": "backpressure",
+                                         "message": r.json()["message"],
+                                         "retry_after_s": 2}
+
+
+def test_websocket_acknowledges_each_frame(client: TestClient) -> None:
+    with client.websocket_connect("/v1/ws", headers=AUTH) as ws:
+        ws.send_text(json.dumps({"type": "click", "event": {"user_id": "u", "item_id": "i", "action": "CLICK"},
+                                 "ref": "r1"}))
+        ack = ws.receive_json()
+        assert ack["ref"] == "r1" and ack["status"] == 202 and ack["topic"] == "clicks"
+        for frame, status in (("nope", 400), ('{"type": "tweet", "event": {}}', 400), ('{"type": ["x"]}', 400),
+                              ('{"type": "click", "event": {}, "ref": 3}', 422), ('{"type": "click"}', 400),
+                              ('{"type": "click", "event": {}, "why": 1}', 400)):
+            ws.send_text(frame)
+            answer = ws.receive_json()
+            assert answer["status"] == status and answer["message"], frame
+        ws.send_text("x" * 2_000_000)
+        assert ws.receive_json()["status"] == 413
+
+
+def test_websocket_without_a_token_is_refused(client: TestClient) -> None:
+    from starlette.testclient import WebSocketDenialResponse
+
+    with pytest.raises(WebSocketDenialResponse) as info, client.websocket_connect("/v1/ws"):
+        pass
+    assert info.value.status_code == 401
+
+
+def test_unknown_routes_and_methods_answer_json(client: TestClient) -> None:
+    r = client.get("/v1/nothing")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = client.get("/v1/sensors")
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"] == "method_not_allowed"
+    spec = client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.") and "/v1/sensors" in spec["paths"]
