@@ -95,8 +95,15 @@ def deliveries(sink: str, outcome: str) -> float:
 
 def test_dispatcher_feeds_both_channels_and_one_failing_does_not_stop_the_other(alert_receiver: AlertReceiver) -> None:
     delays: list[float] = []
-    pagerduty = PagerDutySink(PagerDutySettings(routing_key=KEY, url=alert_receiver.pagerduty_url, max_retries=1))
-    pagerduty.policy.sleep = delays.append
+    pagerduty = PagerDutySink(
+        PagerDutySettings(
+            routing_key=KEY,
+            url=alert_receiver.pagerduty_url,
+            ca_file=str(alert_receiver.ca_file),
+            max_retries=1,
+            backoff=0.01,
+        )
+    )
     slack = make_sink(alert_receiver.slack_url, delays, max_retries=1)
     failures: list[str] = []
     dispatcher = AlertDispatcher([pagerduty, slack], on_failure=lambda sink, a, e: failures.append(sink))
@@ -128,6 +135,7 @@ def test_dispatcher_from_settings_uses_the_configured_receiver(
     monkeypatch.setenv("EDDYLINE_CONFIG", "/nonexistent/eddyline.toml")
     monkeypatch.setenv("EDDYLINE_PAGERDUTY_ROUTING_KEY", KEY)
     monkeypatch.setenv("EDDYLINE_PAGERDUTY_URL", alert_receiver.pagerduty_url)
+    monkeypatch.setenv("EDDYLINE_PAGERDUTY_CA_FILE", str(alert_receiver.ca_file))
     monkeypatch.setenv("EDDYLINE_SLACK_WEBHOOK_URL", alert_receiver.slack_url)
     dispatcher = AlertDispatcher.from_settings()
     assert dispatcher.dispatch(alert()) == {"pagerduty": "delivered", "slack": "delivered"}
