@@ -1,0 +1,140 @@
+"""Settings, batching and the agent loop with no broker to talk to: everything lands on disk, in order."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from connectors.broker import free_port
+from connectors.kafka import KafkaSettings
+from edge_agent.agent import Agent
+from edge_agent.batching import BatchEncoder, Batcher
+from edge_agent.cli import main
+from edge_agent.health import Heartbeat, process_cpu_seconds, process_rss_bytes
+from edge_agent.logs import JournalFormatter
+from edge_agent.settings import EdgeSettings, SimulatedSource, use_config_file
+from edge_agent.sources import Chunk
+from schemas import SENSOR_BATCH, AvroSerde, derive_id
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("EDDYLINE_CONFIG", raising=False)
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        f"""
+[kafka]
+bootstrap_servers = "127.0.0.1:{free_port()}"
+namespace = "unit."
+[edge]
+device_id = "pi-7"
+buffer_path = "{tmp_path / 'buf.sqlite'}"
+batch_max_readings = 50
+batch_max_age_s = 0.1
+[[edge.sources]]
+kind = "simulated"
+rate = 400
+sensors = 2
+interval_s = 0.02
+[[edge.sources]]
+kind = "proc"
+interval_s = 0.5
+"""
+    )
+    return path
+
+
+def test_settings_from_toml_and_env(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_config_file(config)
+    monkeypatch.setenv("EDDYLINE_EDGE_BATCH_MAX_READINGS", "77")
+    monkeypatch.setenv("EDDYLINE_EDGE_INFERENCE__THRESHOLD", "6.5")
+    s = EdgeSettings()
+    assert s.device_id == "pi-7" and s.batch_max_readings == 77 and s.inference.threshold == 6.5
+    assert [src.name for src in s.sources] == ["simulated", "proc"]
+    assert isinstance(s.sources[0], SimulatedSource) and s.sources[0].rate == 400
+
+
+def test_batcher_seals_on_count_or_age() -> None:
+    b = Batcher(max_readings=4, max_age_s=3600)
+    b.add([Chunk("a", None, [1, 2], [1.0, 2.0])])
+    assert not b.due(0) and len(b) == 2
+    b.add([Chunk("a", None, [3], [3.0]), Chunk("b", "volt", [3], [9.0])])
+    assert b.due(0)
+    series = b.seal()
+    assert [(c.sensor, c.timestamps) for c in series] == [("a", [1, 2, 3]), ("b", [3])]
+    assert len(b) == 0 and b.deadline() is None
+
+
+def test_encoded_batch_carries_stable_identity() -> None:
+    enc = BatchEncoder("pi-7", "eddyline-edge/test@pi-7", "sensor.readings")
+    payload = enc.encode(41, [Chunk("temp", "celsius", [1000, 2000], [20.5, 20.75])])
+    rec = AvroSerde().decode(payload, SENSOR_BATCH)
+    assert rec["event_id"] == derive_id("pi-7", 41) and rec["seq"] == 41 and rec["event_time"] == 2000
+    assert enc.encode(41, [Chunk("temp", "celsius", [1000, 2000], [20.5, 20.75])]) == payload
+
+
+def test_agent_buffers_everything_while_the_broker_is_away(config: Path) -> None:
+    use_config_file(config)
+    agent = Agent(EdgeSettings(), KafkaSettings())
+    agent.sources.append(_Flaky())
+    agent.run(duration=1.0, shutdown_flush_s=0.2)
+
+    db = sqlite3.connect(config.parent / "buf.sqlite")
+    rows = db.execute("SELECT seq, readings, payload FROM batches ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == list(range(len(rows))) and len(rows) >= 5
+    serde = AvroSerde()
+    decoded = [serde.decode(p, SENSOR_BATCH) for _, _, p in rows]
+    assert all(d["device_id"] == "pi-7" for d in decoded)
+    assert sum(r[1] for r in rows) == agent.sampled  # every sampled reading was sealed to disk
+    ts = [t for d in decoded for s in d["series"] if s["sensor"] == "simulated.s0" for t in s["timestamps"]]
+    assert ts == sorted(ts) and len(set(ts)) == len(ts)
+    assert agent.errors >= 2  # the flaky source's exception and its NaN were counted, not dropped silently
+
+
+class _Flaky:
+    name, interval_s = "flaky", 0.3
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def read(self) -> list[Chunk]:
+        self.calls += 1
+        if self.calls == 1:
+            raise OSError("i2c bus timeout")
+        return [Chunk("flaky.v", None, [1, 2], [float("nan"), 3.0])]
+
+    def close(self) -> None:
+        pass
+
+
+def test_cli_check_config_and_buffer_stats(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "config OK: device pi-7, topic unit.sensor.readings" in out
+    assert "source simulated (simulated" in out
+    assert main(["buffer-stats", "--config", str(config)]) == 2  # nothing run yet: no buffer
+    assert "the agent creates it on its first run" in capsys.readouterr().err
+
+
+def test_cli_explains_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[kafka]\n[edge]\nbatch_max_readings = 0\n[[edge.sources]]\nkind = "gps"\n')
+    assert main(["check-config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "batch_max_readings" in err and "sources" in err and "fix these keys" in err
+    assert main(["run", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "pass --config with the path" in capsys.readouterr().err
+
+
+def test_heartbeat_and_journal_lines() -> None:
+    hb = Heartbeat("pi", 3, 30, 999, 1, 100, 70, 12.5, 0, 0, 1.25, 30.0)
+    assert hb.line().startswith("heartbeat device_id=pi buffer_depth=3") and "send_rate=12.50" in hb.line()
+    assert process_cpu_seconds() > 0 and process_rss_bytes() > 1 << 20
+    import logging
+
+    rec = logging.LogRecord("edge_agent", logging.WARNING, __file__, 1, "two\nlines", None, None)
+    assert JournalFormatter("%(message)s").format(rec) == "<4>two | lines"
+    assert json.dumps(hb.__dict__)
