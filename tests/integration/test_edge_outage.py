@@ -234,3 +234,39 @@ def test_sigkill_mid_flush_loses_no_acknowledged_reading(tmp_path: Path, broker:
     by_seq, dups = check_complete(batches, restarts=2)
     assert acked_before_kill <= set(by_seq)
     assert len(by_seq) > len(acked_before_kill)
+
+
+def test_fresh_readings_are_not_starved_by_a_backlog(tmp_path: Path, broker: EmbeddedBroker) -> None:
+    from edge_agent.batching import BatchEncoder
+    from edge_agent.buffer import DiskBuffer
+    from edge_agent.sources import Chunk
+
+    ks = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace=f"fresh{os.getpid()}.", session_timeout_ms=6000)
+    create_topics(ks, ["sensor.readings"])
+    # An hour-old backlog of 1500 batches, as after a long outage.
+    buf = DiskBuffer(tmp_path / "buffer.sqlite", "pi-test", min_free_bytes=0, sync="normal")
+    enc = BatchEncoder("pi-test", "test", ks.topic("sensor.readings"))
+    old = time.time_ns() // 1_000_000 - 3_600_000
+    for i in range(1500):
+        seq = buf.next_seq
+        buf.append(seq, enc.encode(seq, [Chunk("backlog", None, [old + i], [float(i)])]), 1, old + i)
+    buf.close()
+
+    log = tmp_path / "agent.log"
+    config = write_config(tmp_path, broker.bootstrap, ks.namespace, send_max_in_flight=4, send_fresh_share=0.5)
+    agent = start_agent(config, log)
+    try:
+        wait_for(lambda: buffer_state(tmp_path / "buffer.sqlite")[0] == 0, 60, "the backlog to drain", agent, log)
+        stop_agent(agent, log)
+        agent = None
+    finally:
+        if agent is not None:
+            agent.kill()
+            agent.wait()
+    order = [b["seq"] for b in decode(read_topic(ks, "sensor.readings", idle=1.5))]
+    assert set(order) == set(range(max(order) + 1))
+    fresh = [i for i, seq in enumerate(order) if seq >= 1500]
+    last_backlog = max(i for i, seq in enumerate(order) if seq < 1500)
+    assert fresh, "no batch was sampled during the drain"
+    assert fresh[0] < last_backlog, "fresh batches waited for the whole backlog"
+    assert order[: len(order) // 4] != sorted(order[: len(order) // 4])  # the two lanes interleaved
