@@ -1,0 +1,210 @@
+"""The live page's server: reads the output topics, folds them into a ``LiveState``, pushes it over WebSocket.
+
+One process serves the page (``/``, its script and style) and a WebSocket (``/ws``) on the same port,
+loopback by default. A consumer thread reads the output topics as any consumer would, with ``assign()``
+from the beginning (no consumer group: the page has no offsets to keep, and it sees topics created after
+it started). An asyncio loop in another thread sends each client the whole view on connect and again
+whenever it changed, at most ``push_interval_s`` apart; the view is bounded, so a snapshot stays small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from connectors.kafka import KafkaSettings, consumer_config
+from schemas import AvroSerde, SchemaError
+from streams.live.state import TOPICS, LiveLimits, LiveState
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+         "/style.css": ("style.css", "text/css; charset=utf-8")}
+
+
+class TopicReader(threading.Thread):
+    """Feeds every event of the watched topics into the state; undecodable ones are counted as rejected."""
+
+    def __init__(self, settings: KafkaSettings, state: LiveState, lock: threading.Lock) -> None:
+        super().__init__(daemon=True, name="live-topic-reader")
+        self.settings, self.state, self.lock = settings, state, lock
+        self.names = {settings.topic(t): t for t in TOPICS}
+        self.serde = AvroSerde()
+        self._halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            consumer = Consumer(consumer_config(self.settings, "eddyline-live-page"))
+        except Exception as exc:  # noqa: BLE001 - reported through .error and the log
+            self.error = exc
+            log.error("live page cannot consume: %s", exc)
+            return
+        assigned: set[tuple[str, int]] = set()
+        next_look = 0.0
+        try:
+            while not self._halt.is_set():
+                if time.monotonic() >= next_look:  # topics may appear after the page started
+                    assigned |= self._assign_new(consumer, assigned)
+                    next_look = time.monotonic() + (1.0 if len(assigned) < len(self.names) else 5.0)
+                if not assigned:
+                    self._halt.wait(0.2)
+                    continue
+                msgs = consumer.consume(500, 0.2)
+                if msgs:
+                    self._take(msgs)
+        finally:
+            consumer.close()
+
+    def _assign_new(self, consumer: Consumer, assigned: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        try:
+            meta = consumer.list_topics(timeout=5)
+        except Exception as exc:  # noqa: BLE001 - the broker may be restarting; try again later
+            log.warning("live page: listing topics failed: %s", exc)
+            return set()
+        fresh = [TopicPartition(name, p, OFFSET_BEGINNING) for name in self.names if name in meta.topics
+                 for p in meta.topics[name].partitions if (name, p) not in assigned]
+        if fresh:
+            consumer.incremental_assign(fresh)
+        return {(tp.topic, tp.partition) for tp in fresh}
+
+    def _take(self, msgs: list[Any]) -> None:
+        decoded = []
+        for msg in msgs:
+            if msg.error() is not None:
+                continue  # partition EOF and transient errors; librdkafka retries
+            topic = self.names[msg.topic()]
+            try:
+                decoded.append((topic, self.serde.decode(msg.value(), TOPICS[topic])))
+            except (SchemaError, TypeError, ValueError) as exc:  # a tombstone (no value) is a TypeError
+                decoded.append((topic, exc))
+        with self.lock:
+            for topic, rec in decoded:
+                if isinstance(rec, Exception):
+                    self.state.reject(topic, getattr(rec, "reason", None) or type(rec).__name__)
+                else:
+                    self.state.apply(topic, rec)
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
+class LivePage:
+    """``LivePage(settings, host, port).start()`` serves the page; ``url`` says where; ``stop()`` ends it all.
+
+    Port 0 picks a free port (``url`` has the bound one once ``start()`` returns).
+    """
+
+    def __init__(self, settings: KafkaSettings, host: str = "127.0.0.1", port: int = 8050, *,
+                 push_interval_s: float = 0.25, limits: LiveLimits | None = None) -> None:
+        self.settings, self.host, self.port = settings, host, port
+        self.push_interval_s = push_interval_s
+        self.state = LiveState(limits)
+        self.lock = threading.Lock()
+        self.reader = TopicReader(settings, self.state, self.lock)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self.clients: set[Any] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self) -> LivePage:
+        self.reader.start()
+        self._thread = threading.Thread(target=self._serve_forever, daemon=True, name="live-page-server")
+        self._thread.start()
+        if not self._ready.wait(15):
+            raise TimeoutError("the live page server did not start within 15 s")
+        if self._failure is not None:
+            self.reader.stop()
+            raise RuntimeError(f"the live page cannot listen on {self.host}:{self.port}: {self._failure}")
+        return self
+
+    def stop(self) -> None:
+        self.reader.stop()
+        if self._loop is not None and self._stopped is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+        if self._thread is not None:
+            self._thread.join(10)
+        self.reader.join(10)
+
+    def __enter__(self) -> LivePage:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return self.state.snapshot()
+
+    # --- the asyncio side ----------------------------------------------------------------------
+
+    def _serve_forever(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self._failure = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        from websockets.asyncio.server import serve
+
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        async with serve(self._client, self.host, self.port, process_request=self._http) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            pusher = asyncio.create_task(self._push())
+            await self._stopped.wait()
+            pusher.cancel()
+
+    def _http(self, connection: Any, request: Any) -> Any:
+        """Plain GETs get the page's files; ``/ws`` goes on to the WebSocket handshake."""
+        from websockets.datastructures import Headers
+        from websockets.http11 import Response
+
+        path = request.path.split("?", 1)[0]
+        if path == "/ws":
+            return None
+        if path == "/snapshot.json":
+            body, kind = json.dumps(self.snapshot()).encode(), "application/json"
+        elif path in FILES:
+            name, kind = FILES[path]
+            body = (STATIC / name).read_bytes()
+        else:
+            return connection.respond(404, f"not found: {path}\n")
+        headers = Headers([("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+        return Response(200, "OK", headers, body)
+
+    async def _client(self, ws: Any) -> None:
+        self.clients.add(ws)
+        try:
+            await ws.send(json.dumps(self.snapshot()))
+            await ws.wait_closed()
+        finally:
+            self.clients.discard(ws)
+
+    async def _push(self) -> None:
+        from websockets.asyncio.server import broadcast
+
+        sent = -1
+        while True:
+            await asyncio.sleep(self.push_interval_s)
+            with self.lock:
+                version = self.state.version
+                view = self.state.snapshot() if version != sent and self.clients else None
+            if view is not None:
+                broadcast(self.clients, json.dumps(view))
+                sent = version

@@ -1,0 +1,157 @@
+"""What the live page shows, folded from the output topics' events: plain data, no Kafka, no server.
+
+Delivery is at least once, so every event id is counted once (a bounded memory of recent ids). Lists are
+bounded too (the newest rows win): the page is a view of now, dashboards keep history. Model quality is
+computed here from predictions and feedback with the quality flow's own processor, since its metrics go
+to InfluxDB and Prometheus rather than to a topic.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import ALERT, ANOMALY_SCORE, DRIFT, FEEDBACK, PREDICTION, SENTIMENT_SCORE
+from streams.processor import Event
+from streams.quality import QualityProcessor
+
+TOPICS: dict[str, str] = {
+    "scores.anomaly": ANOMALY_SCORE,
+    "alerts": ALERT,
+    "scores.sentiment": SENTIMENT_SCORE,
+    "drift": DRIFT,
+    "predictions": PREDICTION,
+    "feedback": FEEDBACK,
+}
+
+
+@dataclass
+class LiveLimits:
+    rows: int = 50  # anomalies and drift detections kept
+    conversations: int = 100
+    remembered_ids: int = 200_000
+    quality_window_ms: int = 10_000
+    quality_wait_ms: int = 10_000
+
+
+class LiveState:
+    def __init__(self, limits: LiveLimits | None = None) -> None:
+        self.limits = limits or LiveLimits()
+        self.version = 0
+        self.events: dict[str, int] = {t: 0 for t in TOPICS}
+        self.rejected: dict[str, dict[str, int]] = {}  # topic -> reason -> count
+        self.duplicates = 0
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self.scored = 0
+        self.anomalous = 0
+        self.anomalies: deque[dict[str, Any]] = deque(maxlen=self.limits.rows)
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.open_alerts: dict[str, dict[str, Any]] = {}
+        self.alert_counts: dict[str, int] = {"OPENED": 0, "UPDATED": 0, "RESOLVED": 0}
+        self.conversations: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.drift: deque[dict[str, Any]] = deque(maxlen=self.limits.rows)
+        self.drift_counts: dict[str, int] = {}
+        self._quality: dict[str, QualityProcessor] = {}
+        self.quality: dict[str, dict[str, Any]] = {}  # "model version" -> last closed window
+        self.predictions: dict[str, int] = {}
+
+    def reject(self, topic: str, reason: str) -> None:
+        """An event that could not be decoded: counted and shown, never silently dropped."""
+        by_reason = self.rejected.setdefault(topic, {})
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+        self.version += 1
+
+    def apply(self, topic: str, record: dict[str, Any]) -> None:
+        if self._repeat(record["event_id"]):
+            self.duplicates += 1
+            return
+        self.events[topic] = self.events.get(topic, 0) + 1
+        getattr(self, "_" + topic.replace(".", "_"))(record)
+        self.version += 1
+
+    def _repeat(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            return True
+        self._ids[event_id] = None
+        if len(self._ids) > self.limits.remembered_ids:
+            self._ids.popitem(last=False)
+        return False
+
+    def _scores_anomaly(self, rec: dict[str, Any]) -> None:
+        device, threshold = rec["device_id"], rec["threshold"]
+        d = self.devices.setdefault(device, {"device": device, "scored": 0, "anomalous": 0, "max_score": 0.0})
+        for s in rec["series"]:
+            scores = s["scores"]
+            self.scored += len(scores)
+            d["scored"] += len(scores)
+            if scores:
+                d["max_score"] = max(d["max_score"], max(scores))
+            for t, score in zip(s["timestamps"], scores):
+                if score >= threshold:
+                    self.anomalous += 1
+                    d["anomalous"] += 1
+                    self.anomalies.appendleft({"device": device, "sensor": s["sensor"], "time": t,
+                                               "score": round(score, 4), "threshold": threshold})
+
+    def _alerts(self, rec: dict[str, Any]) -> None:
+        status, key = rec["status"], rec["alert_key"]
+        self.alert_counts[status] = self.alert_counts.get(status, 0) + 1
+        if status == "RESOLVED":
+            self.open_alerts.pop(key, None)
+            return
+        opened = self.open_alerts.get(key, {}).get("opened", rec["event_time"])
+        self.open_alerts[key] = {"key": key, "source": rec["source"], "entity": rec["entity"],
+                                 "severity": rec["severity"], "summary": rec["summary"], "opened": opened,
+                                 "updated": rec["event_time"]}
+
+    def _scores_sentiment(self, rec: dict[str, Any]) -> None:
+        conv = rec["conversation_id"]
+        c = self.conversations.pop(conv, None) or {"conversation": conv, "segments": 0}
+        c.update(segments=c["segments"] + 1, label=rec["label"], score=round(rec["score"], 3),
+                 rolling=None if rec["rolling_score"] is None else round(rec["rolling_score"], 3),
+                 text=rec["text"][:200], time=rec["event_time"])
+        self.conversations[conv] = c  # most recently active last
+        while len(self.conversations) > self.limits.conversations:
+            self.conversations.popitem(last=False)
+
+    def _drift(self, rec: dict[str, Any]) -> None:
+        subject = rec["feature"] or "concept"
+        self.drift_counts[rec["model_name"]] = self.drift_counts.get(rec["model_name"], 0) + 1
+        self.drift.appendleft({"model": rec["model_name"], "subject": subject, "kind": rec["kind"],
+                               "detector": rec["detector"], "statistic": round(rec["statistic"], 4),
+                               "threshold": rec["threshold"], "time": rec["event_time"]})
+
+    def _predictions(self, rec: dict[str, Any]) -> None:
+        self.predictions[rec["model_name"]] = self.predictions.get(rec["model_name"], 0) + 1
+        self._judge("predictions", rec)
+
+    def _feedback(self, rec: dict[str, Any]) -> None:
+        self._judge("feedback", rec)
+
+    def _judge(self, topic: str, rec: dict[str, Any]) -> None:
+        model = rec["model_name"]
+        proc = self._quality.get(model)
+        if proc is None:
+            lim = self.limits
+            proc = self._quality[model] = QualityProcessor(model, lim.quality_window_ms, lim.quality_wait_ms, 0)
+        for emit in proc.process([Event(topic, model, rec)]):
+            w = emit.record
+            self.quality[f"{model} {w['model_version']}"] = {
+                k: (round(v, 4) if isinstance(v, float) else v) for k, v in w.items() if k != "event_id"}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole view as JSON-ready data, newest first where order matters."""
+        return {
+            "version": self.version,
+            "events": dict(self.events),
+            "rejected": {t: dict(r) for t, r in self.rejected.items()},
+            "duplicates": self.duplicates,
+            "anomalies": {"scored": self.scored, "anomalous": self.anomalous, "recent": list(self.anomalies),
+                          "devices": sorted(self.devices.values(), key=lambda d: -d["anomalous"])[:self.limits.rows]},
+            "alerts": {"counts": dict(self.alert_counts),
+                       "open": sorted(self.open_alerts.values(), key=lambda a: -a["updated"])},
+            "sentiment": list(reversed(self.conversations.values())),
+            "quality": {"windows": [self.quality[k] for k in sorted(self.quality)], "predictions": dict(self.predictions)},
+            "drift": {"recent": list(self.drift), "counts": dict(self.drift_counts)},
+        }
