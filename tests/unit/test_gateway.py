@@ -90,6 +90,18 @@ def test_every_problem_is_named_with_its_path() -> None:
     assert {p.path for p in problems} == {"pcm", "sample_rate"}
 
 
+def test_number_arrays_are_checked_whole_and_converted() -> None:
+    mapper = RecordMapper("sensor_batch")
+    series = {"sensor": "t", "timestamps": [1, 2, 3], "values": [1, 2.5, 3]}
+    record, _ = mapper.to_record({"device_id": "d", "seq": 0, "series": [series]})
+    values = record["series"][0]["values"]
+    assert values == [1.0, 2.5, 3.0] and all(type(x) is float for x in values)
+    for bad, where in (({"values": [1.0, 1e400, 2.0]}, "values[1]"), ({"values": [1.0, 10**400, 2.0]}, "values[1]"),
+                       ({"timestamps": [1, 2**63, 3]}, "timestamps[1]"), ({"values": [1.0, None, 2.0]}, "values[1]")):
+        _, problems = mapper.to_record({"device_id": "d", "seq": 0, "series": [{**series, **bad}]})
+        assert [p.path for p in problems] == [f"series[0].{where}"], bad
+
+
 @pytest.mark.parametrize("event_type", list(ENDPOINTS))
 def test_the_json_schema_says_what_the_mapper_requires(event_type: str) -> None:
     schema = json_schema(event_type)
