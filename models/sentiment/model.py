@@ -145,6 +145,36 @@ class TransformersSentiment(SentimentModel):
         return np.concatenate(out)
 
 
+class TorchSentiment(SentimentModel):
+    """The network trained here, in PyTorch fp32 (``<model dir>/torch``): the baseline the ONNX model is timed against."""
+
+    def __init__(self, model_dir: str | Path, *, max_length: int = 64, threads: int = 0, batch_size: int = 64) -> None:
+        import torch
+        from transformers import AutoTokenizer
+
+        from models.sentiment.network import MeanPoolClassifier
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        path = Path(model_dir)
+        self.net = MeanPoolClassifier.load(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.name = "eddyline-sentiment-minilm:torch-fp32"
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        out = []
+        with self.torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(list(texts[i : i + self.batch_size]), truncation=True, max_length=self.max_length,
+                                     padding=True, return_tensors="pt")
+                logits = self.net(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+                out.append(self.torch.softmax(logits.float(), dim=-1).numpy().astype(np.float64))
+        return np.concatenate(out)
+
+
 class VaderSentiment(SentimentModel):
     """VADER's rule-based lexicon with its documented thresholds (compound >= 0.05 positive, <= -0.05 negative).
 
@@ -177,7 +207,8 @@ class VaderSentiment(SentimentModel):
 
 def load_sentiment(model: str | Path | None = None, *, shared: bool = True, **options: Any) -> SentimentModel:
     """``None``: the model trained here (``default_model_dir()``); ``"vader"``: the lexicon; a directory with
-    ``model.int8.onnx``: that ONNX model; any other directory or hub id: a Hugging Face model in PyTorch."""
+    ``model.int8.onnx``: that ONNX model; its ``torch/`` subdirectory: the same network in PyTorch fp32; any
+    other directory or hub id: a Hugging Face sequence-classification model in PyTorch."""
     ref = str(model) if model is not None else str(default_model_dir())
     key = f"{ref}|{sorted(options.items())}"
     if shared:
@@ -189,6 +220,8 @@ def load_sentiment(model: str | Path | None = None, *, shared: bool = True, **op
         made = VaderSentiment()
     elif (Path(ref) / ONNX_FILE).is_file():
         made = OnnxSentiment(ref, **options)
+    elif (Path(ref) / "head.json").is_file():
+        made = TorchSentiment(ref, **options)
     elif model is None:
         raise FileNotFoundError(
             f"no sentiment model in {ref}: run `eddyline models train-sentiment` first "

@@ -1,0 +1,94 @@
+"""Sentiment and speech speed, measured in one run on the same machine.
+
+- ``onnx_int8_texts_per_s``: the trained model through onnxruntime, int8 weights, batches of 64.
+- ``torch_fp32_texts_per_s``: the same network in PyTorch fp32, same texts, same batches, same threads.
+- ``speech_rtf``: Whisper tiny.en (faster-whisper, int8) processing time over audio duration on the
+  repository's recordings, transcribed as the flow does (one utterance at a time, no extra VAD pass).
+Texts are held-out test sentences from all four domains; each timing is the best of ``repeats`` passes
+after a warm-up pass, so a neighbour's burst on a shared machine costs less.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from benchmarks.wer import DATA_DIR, read_references
+
+
+def _best_rate(fn: Any, n: int, repeats: int) -> float:
+    fn()
+    best = min(_timed(fn) for _ in range(repeats))
+    return n / best
+
+
+def _timed(fn: Any) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repeats: int = 3,
+        audio_dir: Path = DATA_DIR) -> dict[str, Any]:
+    from connectors.wav import read_wav
+    from models.sentiment.data import load_examples, split
+    from models.sentiment.model import OnnxSentiment, TorchSentiment, default_model_dir
+    from models.speech import load_transcriber
+
+    threads = threads or min(4, os.cpu_count() or 1)
+    model_dir = model_dir or default_model_dir()
+    if not (model_dir / "model.int8.onnx").is_file():
+        raise FileNotFoundError(f"no trained model in {model_dir}: run `eddyline models train-sentiment` first")
+    _, test = split(load_examples())
+    sample = [e.text for e in test[:: max(1, len(test) // texts)]][:texts]
+    onnx = OnnxSentiment(model_dir, threads=threads)
+    torch_model = TorchSentiment(model_dir / "torch", threads=threads)
+    onnx_rate = _best_rate(lambda: onnx.probabilities(sample), len(sample), repeats)
+    torch_rate = _best_rate(lambda: torch_model.probabilities(sample), len(sample), repeats)
+    agree = float((onnx.probabilities(sample).argmax(1) == torch_model.probabilities(sample).argmax(1)).mean())
+
+    transcriber = load_transcriber(cpu_threads=threads)
+    clips = [read_wav(audio_dir / f"{name}.wav").pcm for name in read_references(audio_dir)]
+    audio_s = sum(len(c) / 2 / 16000 for c in clips)
+    busy = min(_timed(lambda: [transcriber.transcribe(c) for c in clips]) for _ in range(repeats))
+    return {
+        "onnx_int8_texts_per_s": onnx_rate,
+        "torch_fp32_texts_per_s": torch_rate,
+        "speech_rtf": busy / audio_s,
+        "onnx_speedup": onnx_rate / torch_rate,
+        "onnx_torch_label_agreement": agree,
+        "texts": len(sample),
+        "audio_s": audio_s,
+        "threads": threads,
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+    }
+
+
+def command(
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="trained model (default: the train command's)")] = None,
+    texts: Annotated[int, typer.Option(help="held-out sentences per pass")] = 512,
+    threads: Annotated[int, typer.Option(help="threads for every engine (0 = up to 4)")] = 0,
+    repeats: Annotated[int, typer.Option(help="timed passes; the best counts")] = 3,
+) -> None:
+    """ONNX int8 vs PyTorch fp32 sentiment throughput, and Whisper's real-time factor."""
+    try:
+        result = run(model_dir, texts, threads, repeats)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(f"sentiment: onnx int8 {result['onnx_int8_texts_per_s']:.1f} texts/s, torch fp32 "
+               f"{result['torch_fp32_texts_per_s']:.1f} texts/s ({result['onnx_speedup']:.2f}x); "
+               f"speech RTF {result['speech_rtf']:.3f} ({result['threads']} threads)")
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    typer.run(command)
