@@ -1,0 +1,248 @@
+"""Edge agent benchmark: what the agent costs a device, how fast it drains a backlog, what an outage loses.
+
+Everything runs the real agent (``python -m edge_agent run``) as its own process against the embedded
+broker, and measures that process from outside through /proc:
+
+- ``rss_mb``: resident memory of the agent after a minute-like stretch at 1,000 readings/s (the largest RSS
+  seen across both load phases);
+- ``cpu_percent_1k`` / ``cpu_percent_10k``: CPU time over wall time, in percent of one core, while the
+  simulated source produces 1,000 and 10,000 readings/s (the simulation's own cost included);
+- ``drain_per_s``: readings per second sent from a backlog of ``backlog`` readings left on disk by an outage,
+  from the first acknowledgement to an empty buffer, while the agent keeps sampling at 1,000/s;
+- ``lost`` / ``duplicates``: across a real broker outage (stopped, restarted empty on the same port), readings
+  missing after dedup by sequence number, and readings that arrived more than once before dedup (what the
+  platform's dedup removes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from connectors.broker import EmbeddedBroker, free_port
+from connectors.kafka import KafkaSettings, create_topics, read_topic
+from edge_agent.health import process_cpu_seconds, process_rss_bytes
+from schemas import SENSOR_BATCH, AvroSerde
+
+REPO = Path(__file__).resolve().parents[1]
+DEVICE = "bench-pi"
+
+
+def _config(tmp: Path, bootstrap: str, namespace: str, rate: int, sensors: int = 10) -> Path:
+    path = tmp / f"edge-{rate}.toml"
+    path.write_text(
+        f"""[kafka]
+bootstrap_servers = "{bootstrap}"
+namespace = "{namespace}"
+extra = {{ "reconnect.backoff.max.ms" = "500" }}
+[edge]
+device_id = "{DEVICE}"
+buffer_path = "{tmp / 'buffer.sqlite'}"
+send_timeout_s = 3.0
+heartbeat_interval_s = 5.0
+[[edge.sources]]
+kind = "simulated"
+rate = {rate}
+sensors = {sensors}
+interval_s = 0.1
+"""
+    )
+    return path
+
+
+def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_agent", "run", "--config", str(config), "--flush-timeout", "30"],
+        stdout=subprocess.DEVNULL, stderr=log.open("ab"), env=env, cwd=REPO,
+    )
+
+
+def _stop(agent: subprocess.Popen[bytes]) -> None:
+    agent.send_signal(signal.SIGTERM)
+    try:
+        agent.wait(60)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+
+
+def _buffer(path: Path) -> tuple[int, int, int]:
+    """(batches, readings, next seq) in the agent's buffer, read alongside it."""
+    if not path.exists():
+        return 0, 0, 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        depth, readings = db.execute("SELECT COUNT(*), COALESCE(SUM(readings), 0) FROM batches").fetchone()
+        row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        return depth, readings, int(row[0]) if row else 0
+    except sqlite3.OperationalError:
+        return 0, 0, 0
+    finally:
+        db.close()
+
+
+def _wait(cond: Any, timeout: float, what: str, agent: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if agent.poll() is not None:
+            raise RuntimeError(f"agent exited {agent.returncode} waiting for {what}:\n{log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}:\n{log.read_text()[-2000:]}")
+        time.sleep(0.05)
+
+
+def _load(tmp: Path, ks: KafkaSettings, rate: int, warmup: float, window: float) -> tuple[float, float]:
+    """(cpu percent of one core, peak RSS in MB) of the agent at ``rate`` readings per second."""
+    (tmp / "buffer.sqlite").unlink(missing_ok=True)
+    log = tmp / f"agent-{rate}.log"
+    agent = _start(_config(tmp, ks.bootstrap_servers, ks.namespace, rate), log)
+    try:
+        _wait(lambda: _buffer(tmp / "buffer.sqlite")[2] > 0, 30, "the first batch", agent, log)
+        time.sleep(warmup)
+        cpu0, t0, rss = process_cpu_seconds(agent.pid), time.monotonic(), 0
+        while time.monotonic() - t0 < window:
+            time.sleep(0.5)
+            rss = max(rss, process_rss_bytes(agent.pid))
+        cpu = 100.0 * (process_cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0)
+        depth = _buffer(tmp / "buffer.sqlite")[0]
+        if depth > 20:
+            raise RuntimeError(f"the agent fell behind at {rate} readings/s: {depth} batches waiting")
+    finally:
+        _stop(agent)
+    return cpu, rss / 2**20
+
+
+def _drain(tmp: Path, ks: KafkaSettings, backlog: int) -> float:
+    """Readings per second drained from a backlog left by an outage (the agent sampling with no broker)."""
+    from edge_agent.batching import BatchEncoder
+    from edge_agent.buffer import DiskBuffer
+    from edge_agent.sources import Chunk
+
+    path = tmp / "buffer.sqlite"
+    path.unlink(missing_ok=True)
+    # What 10 sensors at 1,000 readings/s leave behind: batches of 1,000 readings (100 per sensor).
+    buf = DiskBuffer(path, DEVICE, min_free_bytes=0, sync="normal")
+    enc = BatchEncoder(DEVICE, "bench", ks.topic("sensor.readings"))
+    t = time.time_ns() // 1_000_000 - backlog
+    for _ in range(backlog // 1000):
+        series = [Chunk(f"sim.s{s}", "celsius", list(range(t, t + 100)), [20.0 + s] * 100) for s in range(10)]
+        seq = buf.next_seq
+        buf.append(seq, enc.encode(seq, series), 1000, t + 99)
+        t += 100
+    buf.close()
+    log = tmp / "agent-drain.log"
+    agent = _start(_config(tmp, ks.bootstrap_servers, ks.namespace, 1000), log)
+    try:
+        start_depth = _buffer(path)[0]
+        _wait(lambda: _buffer(path)[0] < start_depth, 60, "the drain to start", agent, log)
+        t0, left0 = time.monotonic(), _buffer(path)[1]
+        _wait(lambda: _buffer(path)[0] <= 1, 300, "the backlog to drain", agent, log)
+        elapsed = time.monotonic() - t0
+    finally:
+        _stop(agent)
+    return left0 / elapsed
+
+
+def _outage(tmp: Path, port: int, ks: KafkaSettings, broker: EmbeddedBroker, seconds: float) -> tuple[int, int, EmbeddedBroker]:
+    """Readings lost (after dedup) and duplicated (before dedup) across a broker outage at 1,000 readings/s."""
+    path = tmp / "buffer.sqlite"
+    path.unlink(missing_ok=True)
+    log = tmp / "agent-outage.log"
+    ns = KafkaSettings(bootstrap_servers=ks.bootstrap_servers, namespace="outage.")
+    create_topics(ns, ["sensor.readings"])
+    agent = _start(_config(tmp, ns.bootstrap_servers, ns.namespace, 1000), log)
+    try:
+        _wait(lambda: _buffer(path)[2] - _buffer(path)[0] >= 5, 30, "first deliveries", agent, log)
+        agent.send_signal(signal.SIGSTOP)  # freeze: what the broker holds now is exactly what we read
+        before = read_topic(ns, "sensor.readings", idle=2.0)
+        broker.stop()
+        agent.send_signal(signal.SIGCONT)
+        time.sleep(seconds)
+        broker = EmbeddedBroker(port=port).start()
+        create_topics(ns, ["sensor.readings"])
+        _wait(lambda: _buffer(path)[0] == 0, 120, "the backlog to drain", agent, log)
+    finally:
+        _stop(agent)
+    after = read_topic(ns, "sensor.readings", idle=2.0)
+    serde = AvroSerde()
+    batches = [serde.decode(m.value(), SENSOR_BATCH) for m in before + after]
+    seen: dict[int, dict[str, Any]] = {}
+    duplicates = 0
+    for b in batches:
+        if b["seq"] in seen:
+            duplicates += sum(len(s["values"]) for s in b["series"])
+        seen[b["seq"]] = b
+    lost = 0
+    # Within what arrived, each sensor's readings must follow at its sampling period (10 ms at 100/s).
+    per_sensor: dict[str, list[int]] = {}
+    for seq in sorted(seen):
+        for s in seen[seq]["series"]:
+            per_sensor.setdefault(s["sensor"], []).extend(s["timestamps"])
+    for ts in per_sensor.values():
+        steps = Counter(b - a for a, b in zip(ts, ts[1:]))
+        lost += sum(n * (step // 10 - 1) for step, n in steps.items() if step > 10)
+    gaps = max(seen) + 1 - len(seen)
+    if gaps and not lost:
+        raise RuntimeError(f"{gaps} sequence numbers missing but no reading gap found: the check is broken")
+    return lost, duplicates, broker
+
+
+def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 3_000_000, outage_s: float = 5.0) -> dict:
+    port = free_port()
+    broker = EmbeddedBroker(port=port).start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="eddyline-bench-edge-") as d:
+            tmp = Path(d)
+            ks = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="bench.")
+            create_topics(ks, ["sensor.readings"])
+            cpu_1k, rss_1k = _load(tmp, ks, 1_000, warmup=3.0, window=window)
+            cpu_10k, rss_10k = _load(tmp, ks, 10_000, warmup=3.0, window=window)
+            drain = _drain(tmp, ks, backlog)
+            lost, dups, broker = _outage(tmp, port, ks, broker, outage_s)
+    finally:
+        broker.stop()
+    result = {
+        "rss_mb": round(max(rss_1k, rss_10k), 1),
+        "rss_mb_1k": round(rss_1k, 1),
+        "cpu_percent_1k": round(cpu_1k, 2),
+        "cpu_percent_10k": round(cpu_10k, 2),
+        "drain_per_s": round(drain),
+        "lost": lost,
+        "duplicates": dups,
+        "backlog_readings": backlog,
+        "outage_s": outage_s,
+        "window_s": window,
+    }
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def command(
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
+    window: Annotated[float, typer.Option("--window", min=2.0, help="seconds measured at each load")] = 10.0,
+    backlog: Annotated[int, typer.Option("--backlog", min=10_000, help="readings on disk before the drain")] = 3_000_000,
+    outage: Annotated[float, typer.Option("--outage", min=1.0, help="seconds the broker is down")] = 5.0,
+) -> None:
+    """The edge agent's memory and CPU at 1k and 10k readings/s, its drain rate, loss and duplicates."""
+    res = run(json_path, window, backlog, outage)
+    for k, v in res.items():
+        print(f"{k:>16}  {v}")
+    if res["lost"]:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    typer.run(command)
