@@ -65,6 +65,8 @@ class DriftProcessor(Processor):
         self.detector = make_detector(detector, **self.detector_params)
         self.errors_since = 0  # errors fed to the detector since it last started afresh
         self.errors_start = -1  # event time of the first of them
+        self.errors_sum = 0.0  # and their sum: the error rate the detector compared against
+        self.last_errors: deque[float] = deque(maxlen=100)  # the statistic of a concept drift: the recent error rate
         self.preds: dict[str, dict[str, Any]] = {}  # prediction id -> score and time, waiting for feedback
         self.early: dict[str, dict[str, Any]] = {}  # feedback waiting for its prediction
         self.incidents: dict[str, dict[str, Any]] = {}  # subject -> open incident
@@ -155,15 +157,18 @@ class DriftProcessor(Processor):
         out: list[Emit] = []
         values = np.array([e[0] for e in errors])
         hits = set(int(i) for i in self.detector.update(values))
-        for i, (_, t, fid) in enumerate(errors):
+        for i, (err, t, fid) in enumerate(errors):
+            self.last_errors.append(err)
             if self.errors_since == 0:
-                self.errors_start = t
+                self.errors_start, self.errors_sum = t, 0.0
             self.errors_since += 1
+            self.errors_sum += err
             if i in hits:
+                rate = float(np.mean(self.last_errors))
                 out.extend(self._detected(
-                    CONCEPT, "CONCEPT", fid, t, statistic=float(values[max(0, i - 99) : i + 1].mean()),
-                    threshold=self.threshold, window=(self.errors_start, t), sizes=(0, self.errors_since),
-                    details={"error_rate_last_100": f"{values[max(0, i - 99) : i + 1].mean():.4f}",
+                    CONCEPT, "CONCEPT", fid, t, statistic=rate, threshold=self.errors_sum / self.errors_since,
+                    window=(self.errors_start, t), sizes=(0, self.errors_since),
+                    details={"error_rate_last_100": f"{rate:.4f}", "detector_statistic": f"{self.detector.statistic:.4g}",
                              "fired": str(getattr(self.detector, "last_fired", None) or self.detector_name)}))
                 self.errors_since = 0
                 continue
@@ -236,7 +241,7 @@ class DriftProcessor(Processor):
             "monitors": {k: m.snapshot() for k, m in self.monitors.items()},
             "times": {k: list(v) for k, v in self.times.items()}, "seen": self.seen,
             "detector": self.detector.snapshot(), "errors_since": self.errors_since,
-            "errors_start": self.errors_start, "preds": self.preds, "early": self.early,
+            "errors_start": self.errors_start, "last_errors": list(self.last_errors), "errors_sum": self.errors_sum, "preds": self.preds, "early": self.early,
             "incidents": self.incidents, "max_time": self.max_time, "unmatched": self.unmatched,
         }
 
@@ -248,6 +253,8 @@ class DriftProcessor(Processor):
         self.seen = dict(state["seen"])
         self.detector.restore(state["detector"])
         self.errors_since, self.errors_start = int(state["errors_since"]), int(state["errors_start"])
+        self.last_errors.extend(state["last_errors"])
+        self.errors_sum = float(state["errors_sum"])
         self.preds, self.early = dict(state["preds"]), dict(state["early"])
         self.incidents, self.max_time = dict(state["incidents"]), int(state["max_time"])
         self.unmatched = dict(state["unmatched"])

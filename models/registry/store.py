@@ -109,12 +109,14 @@ class ModelRegistry:
         """The lineage: every registration, promotion, rejection and rollback, oldest first."""
         return self._load(model)["history"]
 
-    def stamp(self, model: str) -> int:
-        """Changes whenever the registry of ``model`` changes: cheap to poll."""
+    def stamp(self, model: str) -> tuple[int, int, int]:
+        """Changes whenever the registry of ``model`` changes (every write is a new file, and a longer one):
+        cheap to poll, unlike reading it."""
         try:
-            return (self._folder(model) / "registry.json").stat().st_mtime_ns
+            st = (self._folder(model) / "registry.json").stat()
         except FileNotFoundError:
-            return 0
+            return (0, 0, 0)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def load_artifact(self, model: str, version: str) -> dict[str, Any]:
         """The version's newest state: where it stopped serving if it served, else as registered."""
@@ -148,9 +150,9 @@ class ModelRegistry:
 
     @staticmethod
     def _log(data: dict[str, Any], action: str, version: str, replaced: str | None, reason: str,
-             **extra: Any) -> None:
+             action_id: str | None) -> None:
         data["history"].append({"action": action, "version": version, "replaced": replaced, "reason": reason,
-                                "time_ms": _now_ms(), **extra})
+                                "time_ms": _now_ms(), "action_id": action_id})
 
     def register(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None = None,
                  metrics: dict[str, float] | None = None, info: dict[str, Any] | None = None,
@@ -170,13 +172,13 @@ class ModelRegistry:
                    "created_ms": _now_ms(), "metrics": dict(metrics or {}),
                    "info": {**(info or {}), **({"action_id": action_id} if action_id else {})}}
             data["versions"][version] = rec
-            self._log(data, "registered", version, None, reason)
+            self._log(data, "registered", version, None, reason, action_id)
             if champion:
-                self._promote(data, model, version, reason, None)
+                self._promote(data, model, version, reason, None, action_id)
             return ModelVersion(model=model, **data["versions"][version])
 
     def _promote(self, data: dict[str, Any], model: str, version: str, reason: str,
-                 outgoing_state: dict[str, Any] | None) -> None:
+                 outgoing_state: dict[str, Any] | None, action_id: str | None) -> None:
         old = data["champion"]
         if old is not None and old != version:
             data["versions"][old]["status"] = "retired"
@@ -185,7 +187,7 @@ class ModelRegistry:
         data["versions"][version]["status"] = "champion"
         data["champion"] = version
         data["champions"].append(version)
-        self._log(data, "promoted", version, old, reason)
+        self._log(data, "promoted", version, old, reason, action_id)
 
     def promote(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
                 outgoing_state: dict[str, Any] | None = None, action_id: str | None = None) -> ModelVersion:
@@ -195,7 +197,7 @@ class ModelRegistry:
                 raise RegistryError(f"model {model!r} has no version {version!r}")
             if not self._done(data, action_id):
                 data["versions"][version]["metrics"].update(metrics or {})
-                self._promote(data, model, version, reason, outgoing_state)
+                self._promote(data, model, version, reason, outgoing_state, action_id)
             return ModelVersion(model=model, **data["versions"][version])
 
     def reject(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
@@ -204,20 +206,24 @@ class ModelRegistry:
         with self._change(model) as data:
             if version not in data["versions"]:
                 raise RegistryError(f"model {model!r} has no version {version!r}")
+            if self._done(data, action_id):
+                return ModelVersion(model=model, **data["versions"][version])
             if data["champion"] == version:
                 raise RegistryError(f"version {version} of {model!r} is the champion; roll back instead")
-            if not self._done(data, action_id):
-                data["versions"][version]["status"] = "rejected"
-                data["versions"][version]["metrics"].update(metrics or {})
-                self._log(data, "rejected", version, None, reason)
+            data["versions"][version]["status"] = "rejected"
+            data["versions"][version]["metrics"].update(metrics or {})
+            self._log(data, "rejected", version, None, reason, action_id)
             return ModelVersion(model=model, **data["versions"][version])
 
-    def rollback(self, model: str, *, reason: str, outgoing_state: dict[str, Any] | None = None) -> ModelVersion:
+    def rollback(self, model: str, *, reason: str, outgoing_state: dict[str, Any] | None = None,
+                 action_id: str | None = None) -> ModelVersion:
         """Restore the champion that the current one replaced; the current one is marked rolled back."""
         with self._change(model) as data:
             current = data["champion"]
             if current is None:
                 raise RegistryError(f"model {model!r} has no champion to roll back")
+            if self._done(data, action_id):
+                return ModelVersion(model=model, **data["versions"][current])
             chain = data["champions"]  # champions in the order they took over; the current one last
             if len(chain) < 2:
                 raise RegistryError(f"version {current} of {model!r} replaced no earlier champion; nothing to roll back to")
@@ -228,7 +234,7 @@ class ModelRegistry:
             data["versions"][current]["status"] = "rolled_back"
             data["versions"][previous]["status"] = "champion"
             data["champion"] = previous
-            self._log(data, "rolled_back", previous, current, reason)
+            self._log(data, "rolled_back", previous, current, reason, action_id)
             return ModelVersion(model=model, **data["versions"][previous])
 
     def save_state(self, model: str, version: str, state: dict[str, Any]) -> None:

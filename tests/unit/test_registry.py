@@ -49,7 +49,7 @@ def test_rollback_restores_the_previous_champion_and_refuses_when_there_is_none(
     assert back.version == "2" and reg.get("m", "3").status == "rolled_back"
     assert reg.rollback("m", reason="again").version == "1"
     assert reg.history("m")[-1] | {"time_ms": 0} == {"action": "rolled_back", "version": "1", "replaced": "2",
-                                                      "reason": "again", "time_ms": 0}
+                                                      "reason": "again", "time_ms": 0, "action_id": None}
     assert reg.load_artifact("m", "3") == {"v": 3.5}
 
 

@@ -1,0 +1,137 @@
+"""Retraining in memory: a concept drift leads to a challenger, a shadow trial, a promotion and registry entries;
+a challenger that is not better stays out; a rollback in the registry reaches the running processor."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from dataclasses import replace
+
+import pytest
+
+from benchmarks.movielens import Rating, click_events, load
+from models.registry import ModelRegistry
+from streams import drift, retraining
+from streams.clicks import MODEL_NAME
+from streams.processor import Emit, Event, run_local
+
+POLICY = {"train_window": 1000, "min_fresh": 1000, "shadow_events": 1000, "margin": 0.01, "cooldown": 100_000,
+          "quality_drop": 10.0}
+BEFORE, AFTER = 4000, 4000
+
+
+def inverted(r: Rating) -> Rating:
+    """Tastes turn around: what was loved is disliked and the other way round (a concept drift)."""
+    return replace(r, rating=5.5 - r.rating)
+
+
+@pytest.fixture(scope="module")
+def ratings() -> list[Rating]:
+    return load(limit=BEFORE + AFTER)
+
+
+def clicks_of(ratings: list[Rating]) -> list[Event]:
+    return [Event("clicks", e["user_id"], e) for e in click_events(ratings)]
+
+
+def closed_loop(events: list[Event], registry_dir, state: dict | None = None, chunk: int = 500,
+                policy: dict = POLICY) -> dict[str, list[Emit]]:
+    """The click flow with retraining and the drift flow feeding each other, chunk by chunk, as they do live.
+    ``state`` (processors and drift events not yet delivered) carries over between calls, like a checkpoint."""
+    retrain_spec, drift_spec = retraining.flow(registry_dir=registry_dir, policy=policy), drift.flow()
+    state = state if state is not None else new_state()
+    out: dict[str, list[Emit]] = {"clicks": [], "drift": []}
+    for start in range(0, len(events), chunk):
+        emitted = run_local(retrain_spec, state["pending"] + events[start : start + chunk], state["procs"])
+        out["clicks"] += emitted
+        found = run_local(drift_spec, [Event(e.topic, e.key, e.record) for e in emitted], state["dprocs"])
+        out["drift"] += found
+        state["pending"] = [Event(e.topic, e.key, e.record) for e in found if e.topic == "drift"]
+    return out
+
+
+def new_state() -> dict:
+    return {"procs": {}, "dprocs": {}, "pending": []}
+
+
+@pytest.fixture(scope="module")
+def drifted(ratings, tmp_path_factory) -> dict:
+    """Tastes invert after BEFORE events; the state is checkpointed (pickled) at event 2000 on the way."""
+    folder = tmp_path_factory.mktemp("registry")
+    events = clicks_of(ratings[:BEFORE] + [inverted(r) for r in ratings[BEFORE:]])
+    state = new_state()
+    first = closed_loop(events[:2000], folder, state)
+    checkpoint = pickle.dumps(state)
+    rest = closed_loop(events[2000:], folder, state)
+    out = {k: first[k] + rest[k] for k in first}
+    return {"events": events, "registry": folder, "out": out, "checkpoint": checkpoint,
+            "history": list(ModelRegistry(folder).history(MODEL_NAME))}
+
+
+def test_concept_drift_retrains_shadows_and_promotes_a_better_challenger(ratings, drifted) -> None:
+    out = drifted["out"]
+    concept = [e.record for e in out["drift"] if e.topic == "drift" and e.record["kind"] == "CONCEPT"]
+    assert concept, "the inverted tastes were not detected"
+    switch_time = ratings[BEFORE].time_ms
+    assert concept[0]["window_end"] >= switch_time
+    reg = ModelRegistry(drifted["registry"])
+    champ = reg.champion(MODEL_NAME)
+    assert champ is not None and champ.version == "2" and champ.parent == "1"
+    assert champ.info["trigger_id"] == concept[0]["event_id"]
+    assert champ.metrics["shadow_log_loss"] + 0.01 <= champ.metrics["champion_log_loss"]
+    assert reg.get(MODEL_NAME, "1").status == "retired"
+    promoted = [h for h in drifted["history"] if h["action"] == "promoted"][-1]
+    assert promoted["version"] == "2" and promoted["replaced"] == "1" and "concept drift" in promoted["reason"]
+    versions = [e.record["model_version"] for e in out["clicks"] if e.topic == "predictions"]
+    flip = versions.index("2")
+    assert set(versions[:flip]) == {"1"} and set(versions[flip:]) == {"2"}
+    assert reg.load_artifact(MODEL_NAME, "1")["logit"]  # the retired champion's last state, for a rollback
+
+
+def test_a_challenger_that_is_not_better_is_not_promoted(ratings, tmp_path) -> None:
+    """A false alarm: a drift event with no change behind it. The challenger, trained on a short recent
+    window, loses to the champion that learned from everything, and is kept only as a rejected version."""
+    events = clicks_of(ratings[:6000] if len(ratings) >= 6000 else ratings)
+    fake = Event("drift", MODEL_NAME, {
+        "event_id": "false-alarm", "event_time": events[3000].record["event_time"], "producer": "t",
+        "model_name": MODEL_NAME, "feature": None, "kind": "CONCEPT", "detector": "ours", "statistic": 1.0,
+        "threshold": 1.0, "window_start": 0, "window_end": 0, "reference_size": 0, "window_size": 0})
+    spec = retraining.flow(registry_dir=tmp_path, policy=POLICY | {"train_window": 300, "min_fresh": 300})
+    out = run_local(spec, events[:3000] + [fake] + events[3000:])
+    reg = ModelRegistry(tmp_path)
+    assert reg.champion(MODEL_NAME).version == "1"
+    loser = reg.get(MODEL_NAME, "2")
+    assert loser.status == "rejected" and loser.parent == "1" and "false-alarm" in loser.reason
+    assert loser.metrics["shadow_log_loss"] > loser.metrics["champion_log_loss"] - 0.01
+    assert {e.record["model_version"] for e in out if e.topic == "predictions"} == {"1"}
+
+
+def test_drift_of_other_kinds_or_models_is_ignored_and_counted(tmp_path) -> None:
+    proc = retraining.RetrainingClickProcessor(registry_dir=str(tmp_path), policy=POLICY)
+    base = {"event_id": "d", "event_time": 1, "producer": "t", "feature": "x", "detector": "psi+ks",
+            "statistic": 1.0, "threshold": 0.25, "window_start": 0, "window_end": 1, "reference_size": 0, "window_size": 0}
+    proc.process([Event("drift", "m", {**base, "model_name": MODEL_NAME, "kind": "DATA"}),
+                  Event("drift", "x", {**base, "model_name": "another", "kind": "CONCEPT"})])
+    assert proc.phase == "serving" and proc.ignored == {"other_model": 1, "kind": 1, "busy": 0}
+
+
+def test_a_replay_from_a_checkpoint_registers_nothing_twice_and_a_rollback_reaches_the_processor(drifted, tmp_path) -> None:
+    shutil.copytree(drifted["registry"], tmp_path, dirs_exist_ok=True)
+    reg = ModelRegistry(tmp_path)
+    n_versions = len(reg.versions(MODEL_NAME))
+    state = pickle.loads(drifted["checkpoint"])  # a crash after event 2000: state from there, input replayed
+    for proc in state["procs"].values():  # against a copy of the registry, so that other tests see the original
+        proc.registry_dir, proc.registry = str(tmp_path), ModelRegistry(tmp_path)
+    again = closed_loop(drifted["events"][2000:], tmp_path, state)
+    assert again["clicks"] and len(reg.versions(MODEL_NAME)) == n_versions
+    assert reg.champion(MODEL_NAME).version == "2"
+    assert [h["action"] for h in reg.history(MODEL_NAME)] == [h["action"] for h in drifted["history"]]
+    proc = state["procs"][MODEL_NAME]
+    assert proc.version == "2"
+    retraining.rollback_command(MODEL_NAME, reason="test", registry_dir=tmp_path)
+    spec = retraining.flow(registry_dir=tmp_path, policy=POLICY)
+    emitted = run_local(spec, drifted["events"][:10], state["procs"])
+    assert proc.version == "1" and {e.record["model_version"] for e in emitted if e.topic == "predictions"} == {"1"}
+    assert reg.history(MODEL_NAME)[-1]["action"] == "rolled_back"
+    restored = pickle.loads(pickle.dumps(proc))
+    assert restored.version == "1" and restored.model.snapshot() == proc.model.snapshot()
