@@ -38,8 +38,8 @@ def serve(
 
 
 def command(
-    host: Annotated[str | None, typer.Option(help="Listen address (default from [gateway] host: 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default from [gateway] port: 8088).")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default: the settings' host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: the gateway settings' port, 8088).")] = None,
 ) -> None:
     """Run the producer gateway: HTTP POST and WebSocket in, validated events out to Kafka."""
     try:
