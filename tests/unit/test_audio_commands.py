@@ -1,0 +1,28 @@
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from streams.audio_commands import transcribe_command
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "audio"
+
+
+def app() -> typer.Typer:
+    a = typer.Typer()
+    a.command("transcribe")(transcribe_command)
+    a.command("noop")(lambda: None)  # two commands, so typer keeps the subcommand name
+    return a
+
+
+def test_transcribe_prints_the_text():
+    result = CliRunner().invoke(app(), ["transcribe", str(DATA / "call09.wav")])
+    assert result.exit_code == 0, result.output
+    assert "technician was friendly" in result.output.lower()
+
+
+def test_transcribe_refuses_a_file_that_is_not_wav(tmp_path):
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio")
+    result = CliRunner().invoke(app(), ["transcribe", str(bad)], env={"COLUMNS": "400"})
+    assert result.exit_code != 0 and "not a PCM WAV" in result.output
