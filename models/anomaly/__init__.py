@@ -11,13 +11,15 @@ from typing import Any
 from models.anomaly.base import AnomalyDetector
 from models.anomaly.gauss import GaussianDetector
 from models.anomaly.hst import HalfSpaceTrees
+from models.anomaly.likelihood import LikelihoodDetector
 
 DETECTORS: dict[str, type[AnomalyDetector]] = {
     GaussianDetector.name: GaussianDetector,
     HalfSpaceTrees.name: HalfSpaceTrees,
+    LikelihoodDetector.name: LikelihoodDetector,
 }
 
-DEFAULT_DETECTOR = GaussianDetector.name
+DEFAULT_DETECTOR = LikelihoodDetector.name  # best NAB score of ours (BENCHMARKS-nab.md)
 
 
 def make_detector(name: str, **params: Any) -> AnomalyDetector:
