@@ -43,17 +43,29 @@ def _event(device: int, seq: int, readings: int, rng: random.Random) -> dict[str
     per = readings // len(SENSORS)
     t0 = 1_700_000_000_000 + seq * 1000
     return {
-        "device_id": f"bench-{device}", "seq": seq, "event_time": t0,
-        "series": [{"sensor": s, "unit": None, "timestamps": [t0 + i * 10 for i in range(per)],
-                    "values": [round(rng.gauss(20, 2), 3) for _ in range(per)]} for s in SENSORS],
+        "device_id": f"bench-{device}",
+        "seq": seq,
+        "event_time": t0,
+        "series": [
+            {
+                "sensor": s,
+                "unit": None,
+                "timestamps": [t0 + i * 10 for i in range(per)],
+                "values": [round(rng.gauss(20, 2), 3) for _ in range(per)],
+            }
+            for s in SENSORS
+        ],
     }
 
 
-async def _http_worker(port: int, bodies: list[bytes], latencies: list[float], statuses: list[int],
-                       deadline: float) -> None:
+async def _http_worker(
+    port: int, bodies: list[bytes], latencies: list[float], statuses: list[int], deadline: float
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (f"POST /v1/sensors HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-            "Content-Type: application/json\r\n").encode()
+    head = (
+        f"POST /v1/sensors HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\n"
+    ).encode()
     try:
         for body in bodies:
             if time.monotonic() > deadline:
@@ -78,12 +90,17 @@ async def _http_worker(port: int, bodies: list[bytes], latencies: list[float], s
         writer.close()
 
 
-async def _ws_worker(port: int, events: list[dict], latencies: list[float], statuses: list[int],
-                     deadline: float) -> None:
+async def _ws_worker(
+    port: int, events: list[dict], latencies: list[float], statuses: list[int], deadline: float
+) -> None:
     from websockets.asyncio.client import connect
 
-    async with connect(f"ws://127.0.0.1:{port}/v1/ws", additional_headers={"Authorization": f"Bearer {TOKEN}"},
-                       compression=None, max_size=None) as ws:
+    async with connect(
+        f"ws://127.0.0.1:{port}/v1/ws",
+        additional_headers={"Authorization": f"Bearer {TOKEN}"},
+        compression=None,
+        max_size=None,
+    ) as ws:
         for event in events:
             if time.monotonic() > deadline:
                 break
@@ -127,18 +144,30 @@ def _direct(settings: KafkaSettings, events: list[dict]) -> float:
     start = time.perf_counter()
     with EventProducer(settings) as producer:
         for e in events:
-            producer.produce("direct." + TOPIC, SENSOR_BATCH, {**e, "event_id": f"d{e['device_id']}-{e['seq']}",
-                                                              "producer": "bench"}, key=e["device_id"])
+            producer.produce(
+                "direct." + TOPIC,
+                SENSOR_BATCH,
+                {**e, "event_id": f"d{e['device_id']}-{e['seq']}", "producer": "bench"},
+                key=e["device_id"],
+            )
     return len(events) / (time.perf_counter() - start)
 
 
 def _start_gateway(settings: KafkaSettings, work: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    env = {**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
-           "EDDYLINE_GATEWAY_TOKENS": json.dumps({"bench": TOKEN}), "EDDYLINE_GATEWAY_MAX_QUEUE": "100000"}
-    proc = subprocess.Popen([sys.executable, "-m", "connectors.gateway", "--port", str(port)], env=env,
-                            stdout=(work / "gateway.log").open("wb"), stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
+        "EDDYLINE_GATEWAY_TOKENS": json.dumps({"bench": TOKEN}),
+        "EDDYLINE_GATEWAY_MAX_QUEUE": "100000",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "connectors.gateway", "--port", str(port)],
+        env=env,
+        stdout=(work / "gateway.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while True:
         if proc.poll() is not None:
@@ -154,8 +183,13 @@ def _start_gateway(settings: KafkaSettings, work: Path) -> tuple[subprocess.Pope
         time.sleep(0.1)
 
 
-def run(json_path: Path | None = None, requests: int = 20_000, connections: int = 32, readings: int = 50,
-        duration: float = 30.0) -> dict[str, Any]:
+def run(
+    json_path: Path | None = None,
+    requests: int = 20_000,
+    connections: int = 32,
+    readings: int = 50,
+    duration: float = 30.0,
+) -> dict[str, Any]:
     """A bounded load run: at most ``requests`` per transport and ``duration`` seconds each."""
     rng = random.Random(7)
     per_conn = max(1, requests // connections)
@@ -193,7 +227,7 @@ def run(json_path: Path | None = None, requests: int = 20_000, connections: int 
         "readings_per_request": readings,
         "body_bytes": len(bodies[0][0]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-                   f"{platform.python_version()}",
+        f"{platform.python_version()}",
     }
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -211,8 +245,9 @@ def command(
     result = run(json_path, requests, connections, readings, duration)
     typer.echo(json.dumps(result, indent=2))
     if result["landed_on_topic"] != result["accepted"]:
-        typer.secho(f"error: {result['accepted']} accepted but {result['landed_on_topic']} on the topic",
-                    fg="red", err=True)
+        typer.secho(
+            f"error: {result['accepted']} accepted but {result['landed_on_topic']} on the topic", fg="red", err=True
+        )
         raise typer.Exit(1)
 
 

@@ -43,9 +43,7 @@ DEGRADED_AFTER_FAILURE_S = 60.0
 class Gateway:
     """The state behind the routes: the producer, its poller, auth, limits and counters."""
 
-    def __init__(
-        self, settings: GatewaySettings, kafka: KafkaSettings, producer: EventProducer | None = None
-    ) -> None:
+    def __init__(self, settings: GatewaySettings, kafka: KafkaSettings, producer: EventProducer | None = None) -> None:
         settings.check_usable()
         self.settings = settings
         self.kafka = kafka
@@ -58,6 +56,7 @@ class Gateway:
         self.accepted = 0
         self._produce_failures = 0
         self.max_message_bytes = int(kafka.extra.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
+        self.backpressure = Backpressure(self.waiting, settings.max_queue, settings.retry_after_s)
 
     @property
     def producer(self) -> EventProducer:
@@ -71,7 +70,6 @@ class Gateway:
         if self._producer is None:
             room = self.settings.max_queue + 2 * self.settings.max_events_per_request
             self._producer = EventProducer(self.kafka, **{"queue.buffering.max.messages": max(100_000, room)})
-        self.backpressure = Backpressure(self.waiting, self.settings.max_queue, self.settings.retry_after_s)
         self._poller = asyncio.create_task(self._poll_deliveries())
         log.info("gateway producing to %s (namespace %r)", self.kafka.bootstrap_servers, self.kafka.namespace)
 
@@ -97,8 +95,11 @@ class Gateway:
             self.producer.poll(0)
             failed = self.producer.failed
             if failed > self._failed_seen:
-                log.error("%d events accepted by the gateway were not delivered to Kafka (%d in all)",
-                          failed - self._failed_seen, failed)
+                log.error(
+                    "%d events accepted by the gateway were not delivered to Kafka (%d in all)",
+                    failed - self._failed_seen,
+                    failed,
+                )
                 self._failed_seen = failed
                 self.last_failure = time.monotonic()
             await asyncio.sleep(POLL_INTERVAL_S)
@@ -110,9 +111,11 @@ class Gateway:
                 raise GatewayError(422, "empty", "the array holds no events; send at least one")
             if len(value) > self.settings.max_events_per_request:
                 raise GatewayError(
-                    413, "too_many_events",
+                    413,
+                    "too_many_events",
                     f"{len(value)} events in one request; at most {self.settings.max_events_per_request}, "
-                    "split the array")
+                    "split the array",
+                )
             items = [(v, f"[{i}]") for i, v in enumerate(value)]
         else:
             items = [(value, "")]
@@ -133,18 +136,26 @@ class Gateway:
                 problems.append(Problem(path or "(body)", str(exc)))
                 continue
             if len(data) > self.max_message_bytes:  # doubles take 8 bytes in Avro, "0," takes 2 in JSON
-                problems.append(Problem(path or "(body)", (
-                    f"encodes to {len(data)} bytes of Avro, over the Kafka message limit of "
-                    f"{self.max_message_bytes}; send fewer readings or a shorter chunk per event")))
+                problems.append(
+                    Problem(
+                        path or "(body)",
+                        (
+                            f"encodes to {len(data)} bytes of Avro, over the Kafka message limit of "
+                            f"{self.max_message_bytes}; send fewer readings or a shorter chunk per event"
+                        ),
+                    )
+                )
                 continue
             encoded.append((data, record[endpoint.key_field], record["event_id"]))
         if problems:
             if any(p.message.startswith("encodes to") for p in problems):
                 raise GatewayError(413, "too_large", problems[0].message, problems[:10])
             raise GatewayError(
-                422, "invalid_event",
+                422,
+                "invalid_event",
                 f"the {endpoint.event_type} event does not fit its schema; fix the fields listed in 'problems'",
-                problems[:10])
+                problems[:10],
+            )
         headers = {"gateway-client": client.encode()}
         for data, key, _ in encoded:
             try:
@@ -152,8 +163,12 @@ class Gateway:
             except DeliveryError as exc:
                 self._produce_failures += 1
                 log.error("producing to %s failed: %s", topic, exc)
-                raise GatewayError(503, "broker_unavailable", f"{exc}; retry with the same event_id",
-                                   headers={"Retry-After": str(self.settings.retry_after_s)}) from None
+                raise GatewayError(
+                    503,
+                    "broker_unavailable",
+                    f"{exc}; retry with the same event_id",
+                    headers={"Retry-After": str(self.settings.retry_after_s)},
+                ) from None
             self.accepted += 1
         return [event_id for _, _, event_id in encoded]
 
@@ -186,7 +201,7 @@ class Gateway:
             "accepted": self.accepted,
             "delivered": self._producer.delivered if self._producer else 0,
             "failed": self._producer.failed if self._producer else 0,
-            "refused_backpressure": self.backpressure.refused if self._producer else 0,
+            "refused_backpressure": self.backpressure.refused,
         }
         return (503 if problems else 200), body
 
@@ -208,8 +223,11 @@ def _no_constant(name: str) -> Any:
 def _require_json(request: Request) -> None:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-        raise GatewayError(415, "unsupported_media_type",
-                           f"send the event as JSON with 'Content-Type: application/json' (got {media or 'none'!r})")
+        raise GatewayError(
+            415,
+            "unsupported_media_type",
+            f"send the event as JSON with 'Content-Type: application/json' (got {media or 'none'!r})",
+        )
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -221,6 +239,7 @@ def _answers_errors(handler: Handler) -> Handler:
             return await handler(request)
         except GatewayError as exc:
             return exc.response()
+
     return wrapped
 
 
@@ -244,6 +263,7 @@ def create_app(
             value = parse_json(await read_body(request, settings.max_body_bytes))
             ids = gateway.publish(endpoint, value, client)
             return JSONResponse({"accepted": len(ids), "topic": endpoint.topic, "event_ids": ids}, status_code=202)
+
         return post
 
     async def health(request: Request) -> Response:

@@ -11,7 +11,8 @@ from connectors.gateway.errors import GatewayError
 
 def too_large(limit: int, what: str = "request body") -> GatewayError:
     return GatewayError(
-        413, "too_large",
+        413,
+        "too_large",
         f"the {what} is larger than {limit} bytes; split it (a sensor batch per device per second, "
         "audio in chunks of a few seconds) or send an array of fewer events",
     )
@@ -59,7 +60,8 @@ class Backpressure:
         if waiting >= self.max_queue:
             self.refused += 1
             raise GatewayError(
-                429, "backpressure",
+                429,
+                "backpressure",
                 f"the broker is behind ({waiting} events waiting for it, limit {self.max_queue}); "
                 f"retry after {self.retry_after_s} s with the same event_id",
                 headers={"Retry-After": str(self.retry_after_s)},

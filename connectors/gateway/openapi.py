@@ -17,8 +17,13 @@ def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str,
     return out
 
 
-_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
-                                "schema": {"type": "integer", "minimum": 1}}}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 
 
 def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
@@ -31,8 +36,11 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
                 "message": {"type": "string", "description": "What is wrong and what to do about it."},
                 "problems": {
                     "type": "array",
-                    "items": {"type": "object", "required": ["path", "message"],
-                              "properties": {"path": {"type": "string"}, "message": {"type": "string"}}},
+                    "items": {
+                        "type": "object",
+                        "required": ["path", "message"],
+                        "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+                    },
                 },
             },
         },
@@ -42,8 +50,11 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
             "properties": {
                 "accepted": {"type": "integer", "minimum": 1},
                 "topic": {"type": "string", "description": "The logical topic (before the namespace prefix)."},
-                "event_ids": {"type": "array", "items": {"type": "string"},
-                              "description": "The id of each event, in the order sent."},
+                "event_ids": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The id of each event, in the order sent.",
+                },
             },
         },
         "Health": {
@@ -52,9 +63,12 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
             "properties": {
                 "status": {"type": "string", "enum": ["ok", "degraded"]},
                 "problems": {"type": "array", "items": {"type": "string"}},
-                "queue": {"type": "integer"}, "max_queue": {"type": "integer"},
-                "accepted": {"type": "integer"}, "delivered": {"type": "integer"},
-                "failed": {"type": "integer"}, "refused_backpressure": {"type": "integer"},
+                "queue": {"type": "integer"},
+                "max_queue": {"type": "integer"},
+                "accepted": {"type": "integer"},
+                "delivered": {"type": "integer"},
+                "failed": {"type": "integer"},
+                "refused_backpressure": {"type": "integer"},
             },
         },
     }
@@ -64,41 +78,63 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
         name = "".join(part.title() for part in endpoint.event_type.split("_"))
         schemas[name] = json_schema(endpoint.event_type)
         ref = {"$ref": f"#/components/schemas/{name}"}
-        paths[endpoint.path] = {"post": {
-            "operationId": f"post_{endpoint.event_type}",
-            "summary": f"Publish {endpoint.title.lower()} to '{endpoint.topic}'",
-            "description": (
-                f"One {endpoint.event_type} event, or a JSON array of up to {limit}. Keyed by "
-                f"`{endpoint.key_field}`. Accepted whole or refused whole. Bodies over "
-                f"{settings.max_body_bytes} bytes are refused with 413."),
-            "security": [{"bearer": []}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
-                ref, {"type": "array", "items": ref, "minItems": 1, "maxItems": limit}]}}}},
+        paths[endpoint.path] = {
+            "post": {
+                "operationId": f"post_{endpoint.event_type}",
+                "summary": f"Publish {endpoint.title.lower()} to '{endpoint.topic}'",
+                "description": (
+                    f"One {endpoint.event_type} event, or a JSON array of up to {limit}. Keyed by "
+                    f"`{endpoint.key_field}`. Accepted whole or refused whole. Bodies over "
+                    f"{settings.max_body_bytes} bytes are refused with 413."
+                ),
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [ref, {"type": "array", "items": ref, "minItems": 1, "maxItems": limit}]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": {
+                        "description": "In the producer's queue; the broker acknowledges it shortly after.",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+                    },
+                    "400": _error("The body is not JSON, or not valid UTF-8."),
+                    "401": _error(
+                        "No bearer token, or not a known one.", {"WWW-Authenticate": {"schema": {"type": "string"}}}
+                    ),
+                    "413": _error("The body is larger than the limit, or the array holds too many events."),
+                    "415": _error("The Content-Type is not application/json."),
+                    "422": _error("The JSON does not fit the event's schema; 'problems' names each field."),
+                    "429": _error(
+                        "Backpressure: the broker is behind. Retry after Retry-After seconds with the same event_id.",
+                        _RETRY_AFTER,
+                    ),
+                    "503": _error("The broker refused the event; retry with the same event_id.", _RETRY_AFTER),
+                },
+            }
+        }
+    paths["/health"] = {
+        "get": {
+            "operationId": "health",
+            "summary": "Whether the gateway can take events (no token needed)",
+            "security": [],
             "responses": {
-                "202": {"description": "In the producer's queue; the broker acknowledges it shortly after.",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
-                "400": _error("The body is not JSON, or not valid UTF-8."),
-                "401": _error("No bearer token, or not a known one.",
-                              {"WWW-Authenticate": {"schema": {"type": "string"}}}),
-                "413": _error("The body is larger than the limit, or the array holds too many events."),
-                "415": _error("The Content-Type is not application/json."),
-                "422": _error("The JSON does not fit the event's schema; 'problems' names each field."),
-                "429": _error("Backpressure: the broker is behind. Retry after Retry-After seconds with the "
-                              "same event_id.", _RETRY_AFTER),
-                "503": _error("The broker refused the event; retry with the same event_id.", _RETRY_AFTER),
+                "200": {
+                    "description": "Ready.",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}},
+                },
+                "503": {
+                    "description": "Degraded: the producer queue is full or deliveries failed recently.",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}},
+                },
             },
-        }}
-    paths["/health"] = {"get": {
-        "operationId": "health",
-        "summary": "Whether the gateway can take events (no token needed)",
-        "security": [],
-        "responses": {
-            "200": {"description": "Ready.",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
-            "503": {"description": "Degraded: the producer queue is full or deliveries failed recently.",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
-        },
-    }}
+        }
+    }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -112,7 +148,8 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
                 "WebSocket: connect to /v1/ws with the same 'Authorization: Bearer' header, then send text frames "
                 '{"type": "sensor_batch" | "audio_chunk" | "click", "event": {...} or [...], "ref": optional}. '
                 'Each frame gets one answer {"ref", "status", ...}: status 202 with event_ids, or the HTTP status '
-                "the same POST would get with error, message and problems (and retry_after_s for 429)."),
+                "the same POST would get with error, message and problems (and retry_after_s for 429)."
+            ),
         },
         "servers": [{"url": "/"}],
         "paths": paths,

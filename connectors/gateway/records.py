@@ -39,10 +39,22 @@ class Endpoint:
 ENDPOINTS: dict[str, Endpoint] = {
     e.event_type: e
     for e in (
-        Endpoint(SENSOR_BATCH, "/v1/sensors", "sensor.readings", "device_id", "Sensor reading batches",
-                 {"series.sensor": {"minLength": 1}}),
-        Endpoint(AUDIO_CHUNK, "/v1/audio", "audio.chunks", "conversation_id", "Audio chunks (PCM16 mono 16 kHz)",
-                 {"sample_rate": {"enum": [16000]}}),
+        Endpoint(
+            SENSOR_BATCH,
+            "/v1/sensors",
+            "sensor.readings",
+            "device_id",
+            "Sensor reading batches",
+            {"series.sensor": {"minLength": 1}},
+        ),
+        Endpoint(
+            AUDIO_CHUNK,
+            "/v1/audio",
+            "audio.chunks",
+            "conversation_id",
+            "Audio chunks (PCM16 mono 16 kHz)",
+            {"sample_rate": {"enum": [16000]}},
+        ),
         Endpoint(CLICK, "/v1/clicks", "clicks", "user_id", "Impressions and clicks", {}),
     )
 }
@@ -99,8 +111,12 @@ class _Walker:
         if kind == "string":
             return {"type": "string"}
         if kind == "bytes":
-            return {"type": "string", "format": "byte", "pattern": _BASE64_PATTERN,
-                    "description": "base64 (RFC 4648, standard alphabet, padded)"}
+            return {
+                "type": "string",
+                "format": "byte",
+                "pattern": _BASE64_PATTERN,
+                "description": "base64 (RFC 4648, standard alphabet, padded)",
+            }
         if kind == "enum":
             return {"type": "string", "enum": list(t["symbols"])}
         if kind == "array":
@@ -217,8 +233,11 @@ class _Walker:
             else:
                 _bad(problems, fpath, "is required")
         for extra in v.keys() - known:
-            _bad(problems, f"{path}.{extra}" if path else extra,
-                 f"is not a field of {t['name']}; known fields: {', '.join(sorted(known))}")
+            _bad(
+                problems,
+                f"{path}.{extra}" if path else extra,
+                f"is not a field of {t['name']}; known fields: {', '.join(sorted(known))}",
+            )
         return out
 
     def _check(self, v: Any, path: str, where: str, problems: list[Problem]) -> Any:
@@ -248,10 +267,9 @@ def _primitive_array(items: Any, v: list, constrained: bool) -> list | None:
                 return None
             return out if all(map(math.isfinite, out)) else None
         return None
-    if items in _INT_RANGE:
-        if set(map(type, v)) == {int}:
-            lo, hi = _INT_RANGE[items]
-            return v if lo <= min(v) and max(v) <= hi else None
+    if items in _INT_RANGE and set(map(type, v)) == {int}:
+        lo, hi = _INT_RANGE[items]
+        return v if lo <= min(v) and max(v) <= hi else None
     return None
 
 
@@ -265,14 +283,19 @@ _FILLED_DOC = {
 def _bad(problems: list[Problem], path: str, message: str) -> None:
     if len(problems) < MAX_PROBLEMS:
         problems.append(Problem(path, message))
-    return None
 
 
 def _what(v: Any) -> str:
     if v is None:
         return "null"
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
-             dict: "an object"}
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }
     kind = names.get(type(v), type(v).__name__)
     if isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 40):
         return f"{kind} ({v!r})" if not isinstance(v, bool) else f"{str(v).lower()}"

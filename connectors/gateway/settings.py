@@ -50,6 +50,6 @@ class GatewaySettings(Section):
         """Refuse to start a gateway that nobody could authenticate to, unless anonymity is explicit."""
         if not self.tokens and not self.allow_anonymous:
             raise ValueError(
-                "the gateway has no tokens: set [gateway] tokens = { NAME = \"SECRET\" } in eddyline.toml or "
-                "EDDYLINE_GATEWAY_TOKENS='{\"NAME\": \"SECRET\"}' (or allow_anonymous = true for local development)"
+                'the gateway has no tokens: set [gateway] tokens = { NAME = "SECRET" } in eddyline.toml or '
+                'EDDYLINE_GATEWAY_TOKENS=\'{"NAME": "SECRET"}\' (or allow_anonymous = true for local development)'
             )

@@ -40,12 +40,21 @@ class LiveGateway:
 
 @pytest.fixture(scope="module")
 def gateway(broker: EmbeddedBroker) -> Iterator[LiveGateway]:
-    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace=f"t{uuid.uuid4().hex[:12]}.",
-                          session_timeout_ms=6000)
+    kafka = KafkaSettings(
+        bootstrap_servers=broker.bootstrap, namespace=f"t{uuid.uuid4().hex[:12]}.", session_timeout_ms=6000
+    )
     settings = GatewaySettings(tokens={"itest": TOKEN}, max_body_bytes=64_000, shutdown_flush_s=5)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, kafka), host="127.0.0.1", port=port,
-                                           lifespan="on", log_level="warning", ws_max_size=200_000))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, kafka),
+            host="127.0.0.1",
+            port=port,
+            lifespan="on",
+            log_level="warning",
+            ws_max_size=200_000,
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -61,8 +70,11 @@ def gateway(broker: EmbeddedBroker) -> Iterator[LiveGateway]:
 
 
 def _sensor_event(device: str = "dev-1", seq: int = 7) -> dict:
-    return {"device_id": device, "seq": seq,
-            "series": [{"sensor": "temp", "unit": "C", "timestamps": [1000, 2000], "values": [21.5, 21.75]}]}
+    return {
+        "device_id": device,
+        "seq": seq,
+        "series": [{"sensor": "temp", "unit": "C", "timestamps": [1000, 2000], "values": [21.5, 21.75]}],
+    }
 
 
 def test_a_valid_post_lands_on_the_topic_keyed_by_device(gateway: LiveGateway) -> None:
@@ -79,8 +91,14 @@ def test_a_valid_post_lands_on_the_topic_keyed_by_device(gateway: LiveGateway) -
 
 def test_audio_pcm_travels_as_base64_and_clicks_keep_the_clients_id(gateway: LiveGateway) -> None:
     pcm = bytes(range(256)) * 4
-    audio = {"conversation_id": "call-9", "seq": 0, "offset_ms": 0, "pcm": base64.b64encode(pcm).decode(),
-             "final": True, "event_time": 1_700_000_000_000}
+    audio = {
+        "conversation_id": "call-9",
+        "seq": 0,
+        "offset_ms": 0,
+        "pcm": base64.b64encode(pcm).decode(),
+        "final": True,
+        "event_time": 1_700_000_000_000,
+    }
     click = {"event_id": "client-chosen-id", "user_id": "u1", "item_id": "i1", "action": "CLICK", "position": 3}
     assert httpx.post(gateway.url + "/v1/audio", json=audio, headers=AUTH).status_code == 202
     r = httpx.post(gateway.url + "/v1/clicks", json=click, headers=AUTH)
@@ -99,15 +117,19 @@ def test_an_invalid_array_is_refused_whole(gateway: LiveGateway) -> None:
     assert r.json()["problems"][0]["path"] == "[1]" and "pair up" in r.json()["problems"][0]["message"]
     ok = httpx.post(gateway.url + "/v1/sensors", json=_sensor_event("dev-arr", 3), headers=AUTH)
     assert ok.status_code == 202
-    seqs = [AvroSerde().decode(m.value(), SENSOR_BATCH)["seq"]
-            for m in read_topic(gateway.kafka, "sensor.readings", idle=1.0, timeout=20) if m.key() == b"dev-arr"]
+    seqs = [
+        AvroSerde().decode(m.value(), SENSOR_BATCH)["seq"]
+        for m in read_topic(gateway.kafka, "sensor.readings", idle=1.0, timeout=20)
+        if m.key() == b"dev-arr"
+    ]
     assert seqs == [3]
 
 
 def test_an_unauthenticated_request_is_refused(gateway: LiveGateway) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": f"Basic {TOKEN}"}):
-        r = httpx.post(gateway.url + "/v1/clicks", json={"user_id": "u", "item_id": "i", "action": "CLICK"},
-                       headers=headers)
+        r = httpx.post(
+            gateway.url + "/v1/clicks", json={"user_id": "u", "item_id": "i", "action": "CLICK"}, headers=headers
+        )
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
         assert r.json()["error"] in ("missing_token", "invalid_token", "bad_authorization")
 
@@ -167,11 +189,13 @@ def test_schemathesis_no_5xx_and_every_answer_documented(
             continue  # nothing to make invalid: /health and /openapi.json take no input
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+        )
         def check(case: schemathesis.Case) -> None:
-            response = case.call_and_validate(base_url=gateway.url, headers=AUTH,
-                                              excluded_checks=[positive_data_acceptance])
+            response = case.call_and_validate(
+                base_url=gateway.url, headers=AUTH, excluded_checks=[positive_data_acceptance]
+            )
             seen[response.status_code] = seen.get(response.status_code, 0) + 1
             if case.path == "/health":
                 return

@@ -29,8 +29,9 @@ def _sensor(seq: int = 1, device: str = "d1") -> dict:
 
 
 def _client(**overrides) -> TestClient:
-    settings = GatewaySettings(**{"tokens": {"unit": TOKEN}, "create_topics": False, "shutdown_flush_s": 0,
-                                  **overrides})
+    settings = GatewaySettings(
+        **{"tokens": {"unit": TOKEN}, "create_topics": False, "shutdown_flush_s": 0, **overrides}
+    )
     kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")  # nothing listens there
     return TestClient(create_app(settings, kafka, EventProducer(kafka, log_level=0)))
 
@@ -42,6 +43,7 @@ def client() -> Iterator[TestClient]:
 
 
 # -- settings and auth ------------------------------------------------------------------------------------
+
 
 def test_settings_refuse_short_tokens_and_a_gateway_nobody_can_use(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="shorter than 16"):
@@ -56,9 +58,13 @@ def test_settings_refuse_short_tokens_and_a_gateway_nobody_can_use(monkeypatch: 
 def test_token_auth_names_the_client_and_refuses_everything_else() -> None:
     auth = TokenAuth(GatewaySettings(tokens={"a": TOKEN, "b": TOKEN[::-1]}))
     assert auth.client(f"Bearer {TOKEN}") == "a" and auth.client(f"bearer  {TOKEN[::-1]}") == "b"
-    for header, code in ((None, "missing_token"), (f"Basic {TOKEN}", "bad_authorization"),
-                         ("Bearer", "bad_authorization"), (f"Bearer {TOKEN}x", "invalid_token"),
-                         ("Bearer \udcff", "invalid_token")):
+    for header, code in (
+        (None, "missing_token"),
+        (f"Basic {TOKEN}", "bad_authorization"),
+        ("Bearer", "bad_authorization"),
+        (f"Bearer {TOKEN}x", "invalid_token"),
+        ("Bearer \udcff", "invalid_token"),
+    ):
         with pytest.raises(GatewayError) as info:
             auth.client(header)
         assert info.value.status == 401 and info.value.code == code
@@ -68,25 +74,45 @@ def test_token_auth_names_the_client_and_refuses_everything_else() -> None:
 
 # -- JSON to Avro, and the spec ----------------------------------------------------------------------------
 
+
 def test_json_maps_onto_the_avro_record_with_defaults_and_base64() -> None:
     record, problems = RecordMapper("audio_chunk").to_record(
-        {"conversation_id": "c", "seq": 0, "offset_ms": 0, "pcm": base64.b64encode(b"\x01\x02").decode()})
-    assert problems == [] and record == {"conversation_id": "c", "seq": 0, "sample_rate": 16000, "offset_ms": 0,
-                                         "pcm": b"\x01\x02", "final": False}
+        {"conversation_id": "c", "seq": 0, "offset_ms": 0, "pcm": base64.b64encode(b"\x01\x02").decode()}
+    )
+    assert problems == [] and record == {
+        "conversation_id": "c",
+        "seq": 0,
+        "sample_rate": 16000,
+        "offset_ms": 0,
+        "pcm": b"\x01\x02",
+        "final": False,
+    }
     record, _ = RecordMapper("click").to_record({"user_id": "u", "item_id": "i", "action": "CLICK", "position": None})
     assert record["position"] is None and record["context"] == {} and record["impression_id"] is None
 
 
 def test_every_problem_is_named_with_its_path() -> None:
     _, problems = RecordMapper("sensor_batch").to_record(
-        {"device_id": "", "seq": 1.5, "extra": 1,
-         "series": [{"sensor": "t", "timestamps": [1, "2"], "values": [True, 1e400]}]})
+        {
+            "device_id": "",
+            "seq": 1.5,
+            "extra": 1,
+            "series": [{"sensor": "t", "timestamps": [1, "2"], "values": [True, 1e400]}],
+        }
+    )
     found = {p.path: p.message for p in problems}
-    assert found.keys() == {"device_id", "seq", "extra", "series[0].timestamps[1]", "series[0].values[0]",
-                            "series[0].values[1]"}
+    assert found.keys() == {
+        "device_id",
+        "seq",
+        "extra",
+        "series[0].timestamps[1]",
+        "series[0].values[0]",
+        "series[0].values[1]",
+    }
     assert "must not be empty" in found["device_id"] and "known fields" in found["extra"]
     _, problems = RecordMapper("audio_chunk").to_record(
-        {"conversation_id": "c", "seq": 0, "offset_ms": 0, "pcm": "not base64!", "sample_rate": 8000})
+        {"conversation_id": "c", "seq": 0, "offset_ms": 0, "pcm": "not base64!", "sample_rate": 8000}
+    )
     assert {p.path for p in problems} == {"pcm", "sample_rate"}
 
 
@@ -96,8 +122,12 @@ def test_number_arrays_are_checked_whole_and_converted() -> None:
     record, _ = mapper.to_record({"device_id": "d", "seq": 0, "series": [series]})
     values = record["series"][0]["values"]
     assert values == [1.0, 2.5, 3.0] and all(type(x) is float for x in values)
-    for bad, where in (({"values": [1.0, 1e400, 2.0]}, "values[1]"), ({"values": [1.0, 10**400, 2.0]}, "values[1]"),
-                       ({"timestamps": [1, 2**63, 3]}, "timestamps[1]"), ({"values": [1.0, None, 2.0]}, "values[1]")):
+    for bad, where in (
+        ({"values": [1.0, 1e400, 2.0]}, "values[1]"),
+        ({"values": [1.0, 10**400, 2.0]}, "values[1]"),
+        ({"timestamps": [1, 2**63, 3]}, "timestamps[1]"),
+        ({"values": [1.0, None, 2.0]}, "values[1]"),
+    ):
         _, problems = mapper.to_record({"device_id": "d", "seq": 0, "series": [{**series, **bad}]})
         assert [p.path for p in problems] == [f"series[0].{where}"], bad
 
@@ -115,10 +145,13 @@ def test_the_spec_is_valid_openapi_with_every_route() -> None:
     spec = openapi_spec(GatewaySettings(allow_anonymous=True))
     operations = [r.ok() for r in schemathesis.openapi.from_dict(spec).get_all_operations()]
     assert {(o.method.upper(), o.path) for o in operations} == {
-        *(("POST", e.path) for e in ENDPOINTS.values()), ("GET", "/health")}
+        *(("POST", e.path) for e in ENDPOINTS.values()),
+        ("GET", "/health"),
+    }
 
 
 # -- the app -------------------------------------------------------------------------------------------
+
 
 def test_requests_without_a_valid_token_get_401(client: TestClient) -> None:
     for headers in ({}, {"Authorization": "Bearer nope-nope-nope-nope"}):
@@ -150,8 +183,12 @@ def test_accepted_events_get_ids_stable_across_retries(client: TestClient) -> No
         (json.dumps(_sensor()).encode(), {}, 415, "unsupported_media_type"),
         (b"[]", {"Content-Type": "application/json"}, 422, "empty"),
         (b'"a string"', {"Content-Type": "application/json"}, 422, "invalid_event"),
-        (json.dumps({**_sensor(), "series": [{"sensor": "t", "timestamps": [1], "values": []}]}).encode(),
-         {"Content-Type": "application/json"}, 422, "invalid_event"),
+        (
+            json.dumps({**_sensor(), "series": [{"sensor": "t", "timestamps": [1], "values": []}]}).encode(),
+            {"Content-Type": "application/json"},
+            422,
+            "invalid_event",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_4xx(client: TestClient, body: bytes, headers: dict, status: int, code: str) -> None:
@@ -160,8 +197,11 @@ def test_bad_input_is_a_clear_4xx(client: TestClient, body: bytes, headers: dict
 
 
 def test_schema_rules_come_back_as_problems(client: TestClient) -> None:
-    r = client.post("/v1/audio", json={"conversation_id": "c", "seq": 0, "offset_ms": 0,
-                                       "pcm": base64.b64encode(b"\x01\x02\x03").decode()}, headers=AUTH)
+    r = client.post(
+        "/v1/audio",
+        json={"conversation_id": "c", "seq": 0, "offset_ms": 0, "pcm": base64.b64encode(b"\x01\x02\x03").decode()},
+        headers=AUTH,
+    )
     assert r.status_code == 422 and "odd number of bytes" in r.json()["problems"][0]["message"]
 
 
@@ -170,8 +210,11 @@ def test_bodies_over_the_limit_get_413_declared_or_streamed() -> None:
         big = json.dumps({**_sensor(), "producer": "x" * 2000}).encode()
         r = c.post("/v1/sensors", content=big, headers={**AUTH, "Content-Type": "application/json"})
         assert r.status_code == 413 and r.json()["error"] == "too_large"
-        r = c.post("/v1/sensors", content=iter([big[:600], big[600:]]),  # chunked: no Content-Length
-                   headers={**AUTH, "Content-Type": "application/json"})
+        r = c.post(
+            "/v1/sensors",
+            content=iter([big[:600], big[600:]]),  # chunked: no Content-Length
+            headers={**AUTH, "Content-Type": "application/json"},
+        )
         assert r.status_code == 413 and "content-length" not in {k.lower() for k in r.request.headers}
         r = c.post("/v1/clicks", json=[{"user_id": "u", "item_id": "i", "action": "CLICK"}] * 3, headers=AUTH)
         assert r.status_code == 413 and r.json()["error"] == "too_many_events"
@@ -196,20 +239,30 @@ def test_backpressure_answers_429_with_retry_after_while_the_broker_is_behind() 
         assert health.json()["refused_backpressure"] == 1 and health.json()["status"] == "degraded"
         with c.websocket_connect("/v1/ws", headers=AUTH) as ws:
             ws.send_text(json.dumps({"type": "sensor_batch", "event": _sensor(5), "ref": 9}))
-            assert ws.receive_json() == {"ref": 9, "status": 429, "error": "backpressure",
-                                         "message": r.json()["message"],
-                                         "retry_after_s": 2}
+            assert ws.receive_json() == {
+                "ref": 9,
+                "status": 429,
+                "error": "backpressure",
+                "message": r.json()["message"],
+                "retry_after_s": 2,
+            }
 
 
 def test_websocket_acknowledges_each_frame(client: TestClient) -> None:
     with client.websocket_connect("/v1/ws", headers=AUTH) as ws:
-        ws.send_text(json.dumps({"type": "click", "event": {"user_id": "u", "item_id": "i", "action": "CLICK"},
-                                 "ref": "r1"}))
+        ws.send_text(
+            json.dumps({"type": "click", "event": {"user_id": "u", "item_id": "i", "action": "CLICK"}, "ref": "r1"})
+        )
         ack = ws.receive_json()
         assert ack["ref"] == "r1" and ack["status"] == 202 and ack["topic"] == "clicks"
-        for frame, status in (("nope", 400), ('{"type": "tweet", "event": {}}', 400), ('{"type": ["x"]}', 400),
-                              ('{"type": "click", "event": {}, "ref": 3}', 422), ('{"type": "click"}', 400),
-                              ('{"type": "click", "event": {}, "why": 1}', 400)):
+        for frame, status in (
+            ("nope", 400),
+            ('{"type": "tweet", "event": {}}', 400),
+            ('{"type": ["x"]}', 400),
+            ('{"type": "click", "event": {}, "ref": 3}', 422),
+            ('{"type": "click"}', 400),
+            ('{"type": "click", "event": {}, "why": 1}', 400),
+        ):
             ws.send_text(frame)
             answer = ws.receive_json()
             assert answer["status"] == status and answer["message"], frame
