@@ -187,8 +187,10 @@ for _name, _target in {
     "clicks": "benchmarks.clicks:command",
     "drift": "benchmarks.drift:command",
     "wer": "benchmarks.wer:command",
+    "gateway": "benchmarks.gateway:command",
 }.items():
     _mount(bench_app, _name, _target)
+_mount(app, "gateway", "connectors.gateway:command")
 
 
 def main() -> None:  # pragma: no cover
