@@ -267,8 +267,11 @@ def score_corpus(
 def load_results_dir(results_dir: Path, detector: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Read NAB result files ``<dir>/<category>/<detector>_<file>.csv`` keyed as ``<category>/<file>.csv``."""
     results_dir = Path(results_dir)
+    found = sorted(results_dir.glob("*/*.csv"))
+    if detector is None and found and all(f.name.startswith(results_dir.name + "_") for f in found):
+        detector = results_dir.name  # NAB's layout: <detector>/<category>/<detector>_<file>.csv
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for f in sorted(results_dir.glob("*/*.csv")):
+    for f in found:
         stem = f.name
         if detector is not None:
             if not stem.startswith(detector + "_"):

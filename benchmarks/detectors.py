@@ -1,0 +1,87 @@
+"""Detector throughput: readings per second on one core, ours beside river's HalfSpaceTrees in the same run.
+
+Each detector scores the same synthetic sensor series (daily cycle, noise, spikes) in the batch sizes the
+sensor flow sees (1, 10 and 200 readings per call), after a warm-up call so numba's compile is not timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from models.anomaly import DETECTORS, make_detector
+
+BATCHES = (1, 10, 200)
+
+
+def _series(n: int, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = 1_700_000_000_000 + np.arange(n, dtype=np.int64) * 1000
+    v = 20 + 5 * np.sin(np.arange(n) * 2 * np.pi / 1440) + rng.normal(0, 0.5, n)
+    v[rng.integers(0, n, n // 500)] += 15
+    return v, t
+
+
+def _rate(name: str, batch: int, budget_s: float, max_readings: int) -> float:
+    v, t = _series(max_readings)
+    det = make_detector(name)
+    det.score_learn(v[:batch], t[:batch])  # compile / warm up
+    det = make_detector(name)
+    done, start = 0, time.perf_counter()
+    while done + batch <= max_readings:
+        det.score_learn(v[done : done + batch], t[done : done + batch])
+        done += batch
+        if time.perf_counter() - start > budget_s:
+            break
+    return done / (time.perf_counter() - start)
+
+
+def run(json_path: Path | None = None, *, budget_s: float = 2.0, max_readings: int = 400_000) -> dict[str, Any]:
+    """readings/s per detector and batch size (single thread, so per core)."""
+    rates = {
+        name: {str(b): round(_rate(name, b, budget_s, max_readings if name != "hst" else 20_000)) for b in BATCHES}
+        for name in sorted(DETECTORS)
+    }
+    summary = {
+        "unit": "readings per second, one core",
+        "batches": list(BATCHES),
+        "detectors": rates,
+        "speedup_vs_hst_at_200": {
+            n: round(r["200"] / rates["hst"]["200"], 1) for n, r in rates.items() if "hst" in rates and n != "hst"
+        },
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
+    }
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def command(
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
+    seconds: Annotated[float, typer.Option("--seconds", help="time budget per detector and batch size")] = 2.0,
+) -> None:
+    """Measure each detector's readings/s beside river's HalfSpaceTrees."""
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = run(json_path, budget_s=seconds)
+    table = Table(title="Detector throughput (readings/s, one core)")
+    table.add_column("detector")
+    for b in BATCHES:
+        table.add_column(f"batch {b}", justify="right")
+    table.add_column("x hst (batch 200)", justify="right")
+    for name, r in summary["detectors"].items():
+        x = summary["speedup_vs_hst_at_200"].get(name)
+        table.add_row(name, *(f"{r[str(b)]:,}" for b in BATCHES), "1.0 (baseline)" if name == "hst" else f"{x:,}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    typer.run(command)
