@@ -85,6 +85,9 @@ class TopicReader(threading.Thread):
                 decoded.append((topic, self.serde.decode(msg.value(), TOPICS[topic])))
             except (SchemaError, TypeError, ValueError) as exc:  # a tombstone (no value) is a TypeError
                 decoded.append((topic, exc))
+        # predictions and feedback come from two topics: hand them to the quality join in event-time order
+        decoded.sort(key=lambda tr: tr[1]["event_time"] if tr[0] in ("predictions", "feedback")
+                     and isinstance(tr[1], dict) else 0)
         with self.lock:
             for topic, rec in decoded:
                 if isinstance(rec, Exception):
@@ -178,6 +181,8 @@ class LivePage:
         path = request.path.split("?", 1)[0]
         if path == "/ws":
             return None
+        if path == "/favicon.ico":
+            return Response(204, "No Content", Headers([("Content-Length", "0")]))
         if path == "/snapshot.json":
             body, kind = json.dumps(self.snapshot()).encode(), "application/json"
         elif path in FILES:

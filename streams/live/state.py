@@ -32,7 +32,8 @@ class LiveLimits:
     conversations: int = 100
     remembered_ids: int = 200_000
     quality_window_ms: int = 10_000
-    quality_wait_ms: int = 10_000
+    quality_wait_ms: int = 10_000  # event time a prediction waits for its feedback
+    quality_lateness_ms: int = 30_000  # predictions and feedback arrive on two topics, not in step
 
 
 class LiveState:
@@ -134,7 +135,8 @@ class LiveState:
         proc = self._quality.get(model)
         if proc is None:
             lim = self.limits
-            proc = self._quality[model] = QualityProcessor(model, lim.quality_window_ms, lim.quality_wait_ms, 0)
+            proc = self._quality[model] = QualityProcessor(model, lim.quality_window_ms, lim.quality_wait_ms,
+                                                                 lim.quality_lateness_ms)
         for emit in proc.process([Event(topic, model, rec)]):
             w = emit.record
             self.quality[f"{model} {w['model_version']}"] = {
