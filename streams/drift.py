@@ -71,6 +71,7 @@ class DriftProcessor(Processor):
         self.early: dict[str, dict[str, Any]] = {}  # feedback waiting for its prediction
         self.incidents: dict[str, dict[str, Any]] = {}  # subject -> open incident
         self.max_time = 0
+        self.stream_time = {"predictions": 0, "feedback": 0}  # how far each input has come, in event time
         self.unmatched = {"predictions": 0, "feedback": 0}
 
     def params(self) -> dict[str, Any]:
@@ -84,7 +85,10 @@ class DriftProcessor(Processor):
         errors: list[tuple[float, int, str]] = []  # (error, event time, feedback event id)
         for ev in events:
             rec = ev.record
-            self.max_time = max(self.max_time, int(rec["event_time"]))
+            t = int(rec["event_time"])
+            self.max_time = max(self.max_time, t)
+            side = "feedback" if "prediction_id" in rec else "predictions"
+            self.stream_time[side] = max(self.stream_time[side], t)
             if "prediction_id" in rec:
                 joined = self._feedback(rec)
             else:
@@ -179,10 +183,13 @@ class DriftProcessor(Processor):
         return out
 
     def _expire(self) -> None:
-        horizon = self.max_time - self.max_wait_ms
+        """A prediction gives up on its feedback once the feedback stream is ``max_wait_ms`` past it, and
+        the other way round: the two topics are read at their own pace, so neither's clock rules alone."""
+        horizon = self.stream_time["feedback"] - self.max_wait_ms
         for pid in [k for k, p in self.preds.items() if p["time"] < horizon]:
             del self.preds[pid]
             self.unmatched["predictions"] += 1
+        horizon = self.stream_time["predictions"] - self.max_wait_ms
         for fid in [k for k, f in self.early.items() if f["time"] < horizon]:
             del self.early[fid]
             self.unmatched["feedback"] += 1
@@ -242,7 +249,7 @@ class DriftProcessor(Processor):
             "times": {k: list(v) for k, v in self.times.items()}, "seen": self.seen,
             "detector": self.detector.snapshot(), "errors_since": self.errors_since,
             "errors_start": self.errors_start, "last_errors": list(self.last_errors), "errors_sum": self.errors_sum, "preds": self.preds, "early": self.early,
-            "incidents": self.incidents, "max_time": self.max_time, "unmatched": self.unmatched,
+            "incidents": self.incidents, "max_time": self.max_time, "stream_time": self.stream_time, "unmatched": self.unmatched,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -257,6 +264,7 @@ class DriftProcessor(Processor):
         self.errors_sum = float(state["errors_sum"])
         self.preds, self.early = dict(state["preds"]), dict(state["early"])
         self.incidents, self.max_time = dict(state["incidents"]), int(state["max_time"])
+        self.stream_time = dict(state["stream_time"])
         self.unmatched = dict(state["unmatched"])
 
 

@@ -80,8 +80,18 @@ def test_feedback_before_its_prediction_is_joined_and_strays_are_counted() -> No
     proc.process([_fb(1, 1.0), _pred(1, 0.9, 0.0)])
     assert proc.errors_since == 1 and not proc.early and not proc.preds
     proc.process([_pred(2, 0.9, 0.0), _fb(3, 1.0)])
-    proc.process([_pred(500, 0.9, 0.0)])  # 50 s later: both strays are past the wait
-    assert proc.unmatched == {"predictions": 1, "feedback": 1}
+    proc.process([_pred(500, 0.9, 0.0)])  # 50 s later on the prediction side: the stray feedback gives up
+    assert proc.unmatched == {"predictions": 0, "feedback": 1}
+    proc.process([_fb(500, 0.0)])  # and now on the feedback side: the stray prediction too
+    assert proc.unmatched == {"predictions": 1, "feedback": 1} and proc.errors_since == 2
+
+
+def test_one_topic_far_ahead_of_the_other_in_event_time_still_joins() -> None:
+    """Topics are read at their own pace: a whole day of feedback may come before its predictions."""
+    proc = drift.DriftProcessor("m", max_wait_ms=1000)
+    proc.process([_fb(i * 1000, 1.0) for i in range(50)])
+    proc.process([_pred(i * 1000, 0.9, 0.0) for i in range(50)])
+    assert proc.errors_since == 50 and proc.unmatched == {"predictions": 0, "feedback": 0}
 
 
 def test_state_survives_a_snapshot_mid_stream() -> None:

@@ -21,8 +21,8 @@ BEFORE, AFTER = 4000, 4000
 
 
 def inverted(r: Rating) -> Rating:
-    """Tastes turn around: what was loved is disliked and the other way round (a concept drift)."""
-    return replace(r, rating=5.5 - r.rating)
+    """Tastes turn around: what was liked is disliked and the other way round (a concept drift)."""
+    return replace(r, rating=1.0 if r.liked else 5.0)
 
 
 @pytest.fixture(scope="module")
