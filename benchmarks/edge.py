@@ -48,7 +48,7 @@ namespace = "{namespace}"
 extra = {{ "reconnect.backoff.max.ms" = "500" }}
 [edge]
 device_id = "{DEVICE}"
-buffer_path = "{tmp / 'buffer.sqlite'}"
+buffer_path = "{tmp / "buffer.sqlite"}"
 send_timeout_s = 3.0
 heartbeat_interval_s = 5.0
 [[edge.sources]]
@@ -65,7 +65,10 @@ def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, "-m", "edge_agent", "run", "--config", str(config), "--flush-timeout", "30"],
-        stdout=subprocess.DEVNULL, stderr=log.open("ab"), env=env, cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+        env=env,
+        cwd=REPO,
     )
 
 
@@ -155,7 +158,9 @@ def _drain(tmp: Path, ks: KafkaSettings, backlog: int) -> float:
     return left0 / elapsed
 
 
-def _outage(tmp: Path, port: int, ks: KafkaSettings, broker: EmbeddedBroker, seconds: float) -> tuple[int, int, EmbeddedBroker]:
+def _outage(
+    tmp: Path, port: int, ks: KafkaSettings, broker: EmbeddedBroker, seconds: float
+) -> tuple[int, int, EmbeddedBroker]:
     """Readings lost (after dedup) and duplicated (before dedup) across a broker outage at 1,000 readings/s."""
     path = tmp / "buffer.sqlite"
     path.unlink(missing_ok=True)
@@ -233,7 +238,9 @@ def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 3_00
 def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     window: Annotated[float, typer.Option("--window", min=2.0, help="seconds measured at each load")] = 10.0,
-    backlog: Annotated[int, typer.Option("--backlog", min=10_000, help="readings on disk before the drain")] = 3_000_000,
+    backlog: Annotated[
+        int, typer.Option("--backlog", min=10_000, help="readings on disk before the drain")
+    ] = 3_000_000,
     outage: Annotated[float, typer.Option("--outage", min=1.0, help="seconds the broker is down")] = 5.0,
 ) -> None:
     """The edge agent's memory and CPU at 1k and 10k readings/s, its drain rate, loss and duplicates."""

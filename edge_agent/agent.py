@@ -11,16 +11,19 @@ import logging
 import math
 import signal
 import time
+from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge_agent import __version__
 from edge_agent.batching import BatchEncoder, Batcher
 from edge_agent.buffer import DiskBuffer
 from edge_agent.health import CpuMeter, Heartbeat, process_rss_bytes
 from edge_agent.sender import Sender
-from edge_agent.settings import EdgeSettings
 from edge_agent.sources import Chunk, Source, build_source
+
+if TYPE_CHECKING:
+    from connectors.kafka import KafkaSettings
+    from edge_agent.settings import EdgeSettings
 
 log = logging.getLogger("edge_agent")
 
@@ -28,29 +31,30 @@ _ERROR_LOG_EVERY_S = 60.0
 
 
 class Agent:
-    def __init__(self, settings: EdgeSettings, kafka: Any, *, sources: list[Source] | None = None) -> None:
-        from connectors.kafka import producer_config  # confluent-kafka and settings only, no heavy imports
-
+    def __init__(
+        self,
+        settings: Any,
+        producer_conf: dict[str, Any],
+        topic: str,
+        *,
+        sources: list[Source] | None = None,
+        version: str | None = None,
+    ) -> None:
+        """``settings`` is an ``EdgeSettings`` or the plain namespace the lean runtime builds from one."""
         self.settings = settings
+        self.version = version or _version()
         self.sources = sources if sources is not None else [build_source(c) for c in settings.sources]
         self.buffer = DiskBuffer(
-            settings.buffer_path,
+            Path(settings.buffer_path),
             settings.device_id,
             max_bytes=int(settings.buffer_max_mb * 2**20),
             min_free_bytes=int(settings.buffer_min_free_mb * 2**20),
             policy=settings.buffer_full_policy,
             sync=settings.buffer_sync,
         )
-        topic = kafka.topic(settings.topic)
-        self.encoder = BatchEncoder(settings.device_id, f"eddyline-edge/{__version__}@{settings.device_id}", topic)
+        self.encoder = BatchEncoder(settings.device_id, f"eddyline-edge/{self.version}@{settings.device_id}", topic)
         self.batcher = Batcher(settings.batch_max_readings, settings.batch_max_age_s)
-        mine = {
-            "message.timeout.ms": int(settings.send_timeout_s * 1000),
-            "queue.buffering.max.messages": max(1000, settings.send_max_in_flight * 2),
-            "reconnect.backoff.max.ms": 5000,  # notice a returning broker within seconds
-            "client.id": f"eddyline-edge-{settings.device_id}",
-        }
-        conf = producer_config(kafka, **{k: v for k, v in mine.items() if k not in kafka.extra})
+        conf = producer_conf
         self.sender = Sender(
             self.buffer,
             conf,
@@ -77,6 +81,13 @@ class Agent:
         self._hb_acked = 0
         self._hb_time = time.monotonic()
 
+    @classmethod
+    def from_settings(cls, settings: EdgeSettings, kafka: KafkaSettings, **kw: Any) -> Agent:
+        """In-process construction from validated settings (tests, benchmarks); ``run`` uses the lean runtime."""
+        from edge_agent.launch import producer_conf
+
+        return cls(settings, producer_conf(settings, kafka), kafka.topic(settings.topic), **kw)
+
     # -- control --------------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
         self._stop = True
@@ -94,8 +105,13 @@ class Agent:
         s = self.settings
         log.info(
             "eddyline-edge %s: device %s, %d sources, buffer %s (%d batches waiting, next seq %d), topic %s",
-            __version__, s.device_id, len(self.sources), s.buffer_path, self.buffer.depth,
-            self.buffer.next_seq, self.encoder.topic,
+            self.version,
+            s.device_id,
+            len(self.sources),
+            s.buffer_path,
+            self.buffer.depth,
+            self.buffer.next_seq,
+            self.encoder.topic,
         )
         start = time.monotonic()
         due = [start] * len(self.sources)
@@ -133,11 +149,16 @@ class Agent:
 
     def _check(self, src: Source, c: Chunk) -> bool:
         if len(c.timestamps) != len(c.values):
-            self._error(f"source {src.name}", ValueError(f"{c.sensor}: {len(c.timestamps)} timestamps for {len(c.values)} values"))
+            self._error(
+                f"source {src.name}",
+                ValueError(f"{c.sensor}: {len(c.timestamps)} timestamps for {len(c.values)} values"),
+            )
             return False
         if not all(map(math.isfinite, c.values)):
             keep = [i for i, v in enumerate(c.values) if math.isfinite(v)]
-            self._error(f"source {src.name}", ValueError(f"{c.sensor}: {len(c.values) - len(keep)} non-finite values rejected"))
+            self._error(
+                f"source {src.name}", ValueError(f"{c.sensor}: {len(c.values) - len(keep)} non-finite values rejected")
+            )
             c.timestamps = [c.timestamps[i] for i in keep]
             c.values = [c.values[i] for i in keep]
         return bool(c.values)
@@ -207,3 +228,9 @@ class Agent:
             self.metrics.close()
         self.buffer.close()
         log.info("stopped; %d batches stay on disk for the next start", left)
+
+
+def _version() -> str:
+    import edge_agent
+
+    return edge_agent.__version__

@@ -88,7 +88,9 @@ class DiskBuffer:
             self._db = self._open(sync)
         except sqlite3.DatabaseError as exc:
             if not self.path.exists() or "malformed" not in str(exc) and "not a database" not in str(exc):
-                raise BufferError(f"cannot open the buffer {self.path}: {exc}; check its permissions and disk") from None
+                raise BufferError(
+                    f"cannot open the buffer {self.path}: {exc}; check its permissions and disk"
+                ) from None
             self._db = self._replace_corrupt(sync, exc)
         self._bytes, self._depth = self._db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM batches").fetchone()
         self._next_seq = int(self._meta("next_seq"))
@@ -98,9 +100,10 @@ class DiskBuffer:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA cache_size=-512")  # 512 KiB: the agent reads each row about once
-        if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0 and not db.execute(
-            "SELECT 1 FROM sqlite_master LIMIT 1"
-        ).fetchone():
+        if (
+            db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+            and not db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
+        ):
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on an empty database
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -131,7 +134,9 @@ class DiskBuffer:
         # Sequence numbers start at the current time in microseconds, above any counter used so far,
         # so that the platform sees a jump rather than old numbers reused for new readings.
         start = time.time_ns() // 1000
-        log.error("buffer %s is damaged (%s); moved to %s, new sequence numbers start at %d", self.path, exc, aside, start)
+        log.error(
+            "buffer %s is damaged (%s); moved to %s, new sequence numbers start at %d", self.path, exc, aside, start
+        )
         return self._open(sync, seq_start=start)
 
     # -- writing --------------------------------------------------------------------------------------
@@ -167,7 +172,8 @@ class DiskBuffer:
     def _insert(self, seq: int, payload: bytes, readings: int, event_time: int) -> None:
         with _tx(self._db):
             self._db.execute(
-                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)", (seq, event_time, readings, len(payload), time.time(), payload)
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, event_time, readings, len(payload), time.time(), payload),
             )
             self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
         self._next_seq = seq + 1
@@ -181,7 +187,10 @@ class DiskBuffer:
         self._next_seq = seq + 1
         log.warning(
             "buffer full (%d bytes, policy %s): dropped new batch seq %d with %d readings",
-            self._bytes, self.policy, seq, readings,
+            self._bytes,
+            self.policy,
+            seq,
+            readings,
         )
 
     def _count_drop(self, batches: int, readings: int) -> None:
@@ -223,7 +232,10 @@ class DiskBuffer:
         self._depth -= len(victims)
         log.warning(
             "buffer full (policy drop_oldest): dropped %d oldest batches, seq %d..%d, %d readings",
-            len(victims), victims[0], victims[-1], readings,
+            len(victims),
+            victims[0],
+            victims[-1],
+            readings,
         )
         return freed >= need
 
@@ -260,7 +272,8 @@ class DiskBuffer:
         marks = ",".join("?" * len(seqs))
         with _tx(self._db):
             size, n, readings = self._db.execute(
-                f"SELECT COALESCE(SUM(size), 0), COUNT(*), COALESCE(SUM(readings), 0) FROM batches WHERE seq IN ({marks})",
+                "SELECT COALESCE(SUM(size), 0), COUNT(*), COALESCE(SUM(readings), 0) FROM batches"
+                f" WHERE seq IN ({marks})",
                 seqs,
             ).fetchone()
             self._db.execute(f"DELETE FROM batches WHERE seq IN ({marks})", seqs)

@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument(
-            "--config", type=Path, default=None,
+            "--config",
+            type=Path,
+            default=None,
             help="TOML file with [edge] and [kafka] tables (default: $EDDYLINE_CONFIG or ./eddyline.toml)",
         )
         return sp
@@ -34,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     run = with_config(sub.add_parser("run", help="sample, buffer and publish until stopped (SIGTERM/Ctrl-C)"))
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     run.add_argument("--flush-timeout", type=float, default=5.0, help="seconds to keep sending on shutdown")
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run in this process instead of the lean runtime (keeps pydantic loaded: about 20 MB more)",
+    )
     check = with_config(sub.add_parser("check-config", help="validate the config and open every source once"))
     check.add_argument("--json", action="store_true", help="print the effective settings as JSON")
     stats = with_config(sub.add_parser("buffer-stats", help="what is waiting in the disk buffer"))
@@ -64,7 +71,8 @@ def _explain(exc: ValidationError) -> str:
         where = ".".join(str(x) for x in e["loc"])
         lines.append(f"  {exc.title} {where}: {e['msg']}")
     return (
-        "the configuration is invalid:\n" + "\n".join(lines)
+        "the configuration is invalid:\n"
+        + "\n".join(lines)
         + "\nfix these keys in the [edge]/[kafka] tables of your --config file or the EDDYLINE_EDGE_*/EDDYLINE_KAFKA_* "
         "variables; `eddyline-edge check-config` validates without running"
     )
@@ -106,12 +114,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(edge: EdgeSettings, kafka: KafkaSettings, args: argparse.Namespace) -> int:
-    from edge_agent.agent import Agent
+    from edge_agent.launch import exec_runner
 
-    agent = Agent(edge, kafka)
-    agent.install_signal_handlers()
-    agent.run(duration=args.duration, shutdown_flush_s=args.flush_timeout)
-    return 0
+    if args.in_process:
+        from edge_agent.agent import Agent
+
+        agent = Agent.from_settings(edge, kafka)
+        agent.install_signal_handlers()
+        agent.run(duration=args.duration, shutdown_flush_s=args.flush_timeout)
+        return 0
+    exec_runner(edge, kafka, args.duration, args.flush_timeout)
+    return 1  # exec failed
 
 
 def _check(edge: EdgeSettings, kafka: KafkaSettings, args: argparse.Namespace) -> int:
@@ -125,8 +138,10 @@ def _check(edge: EdgeSettings, kafka: KafkaSettings, args: argparse.Namespace) -
             raise RuntimeError(f"source {cfg.name!r} failed its first read: {exc}") from None
         finally:
             src.close()
-        print(f"source {cfg.name} ({cfg.kind}, every {cfg.interval_s:g}s): {sum(len(c.values) for c in chunks)} readings"
-              f" from {len(chunks)} sensors on first read")
+        print(
+            f"source {cfg.name} ({cfg.kind}, every {cfg.interval_s:g}s): {sum(len(c.values) for c in chunks)} readings"
+            f" from {len(chunks)} sensors on first read"
+        )
     if edge.inference.enabled:
         from edge_agent.inference.local import LocalInference
 

@@ -76,7 +76,9 @@ class Sender:
     def _fatal_error(self, err: KafkaError) -> None:
         # e.g. UNKNOWN_PRODUCER_ID after the broker lost its state: this producer can't go on, a new one can.
         if not self._fatal:
-            log.error("producer fatal error: %s; starting a new producer, unacknowledged batches stay on disk", err.str())
+            log.error(
+                "producer fatal error: %s; starting a new producer, unacknowledged batches stay on disk", err.str()
+            )
         self._fatal = True
 
     @property

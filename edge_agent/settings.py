@@ -74,7 +74,7 @@ class CommandSource(_Source):
 
 
 class PluginSource(_Source):
-    """A source of your own (I2C, serial, ...): an entry point in group ``eddyline.edge.sources`` or ``module:Class``."""
+    """A source of your own (I2C, serial, ...): an entry point in ``eddyline.edge.sources`` or ``module:Class``."""
 
     kind: Literal["plugin"]
     target: str = Field(description="An entry point name or a dotted path 'package.module:Class'.")
@@ -117,7 +117,9 @@ class EdgeSettings(Section):
     sources: list[SourceConfig] = Field(default_factory=lambda: [ProcSource(kind="proc", interval_s=5.0)])
 
     batch_max_readings: int = Field(1000, ge=1, description="Seal a batch once it holds this many readings.")
-    batch_max_age_s: float = Field(1.0, gt=0, description="Seal a batch at the latest this long after its first reading.")
+    batch_max_age_s: float = Field(
+        1.0, gt=0, description="Seal a batch at the latest this long after its first reading."
+    )
 
     buffer_path: Path = Path("/var/lib/eddyline-edge/buffer.sqlite")
     buffer_max_mb: float = Field(256.0, gt=0, description="Bound on the payload bytes the buffer holds.")

@@ -1,49 +1,46 @@
-"""Sensor sources: built from their ``[[edge.sources]]`` tables, each read on its own interval."""
+"""Sensor sources: built from their ``[[edge.sources]]`` tables, each read on its own interval.
+
+``build_source`` dispatches on ``kind`` and takes either the validated settings model or the plain
+namespace the lean runtime gets (``edge_agent.runner``), so reading sensors never needs pydantic.
+"""
 
 from __future__ import annotations
 
-from edge_agent.settings import (
-    CommandSource,
-    CsvSource,
-    HwmonSource,
-    PluginSource,
-    ProcSource,
-    SimulatedSource,
-    SourceConfig,
-    ThermalSource,
-)
+from typing import Any
+
 from edge_agent.sources.base import Chunk, Source, SourceError
 
 __all__ = ["Chunk", "Source", "SourceError", "build_source"]
 
 
-def build_source(cfg: SourceConfig) -> Source:
-    if isinstance(cfg, SimulatedSource):
+def build_source(cfg: Any) -> Source:
+    kind = getattr(cfg, "kind", None)
+    if kind == "simulated":
         from edge_agent.sources.simulated import Simulated
 
         return Simulated(cfg)
-    if isinstance(cfg, ThermalSource):
+    if kind == "thermal":
         from edge_agent.sources.sysfs import Thermal
 
         return Thermal(cfg)
-    if isinstance(cfg, HwmonSource):
+    if kind == "hwmon":
         from edge_agent.sources.sysfs import Hwmon
 
         return Hwmon(cfg)
-    if isinstance(cfg, ProcSource):
+    if kind == "proc":
         from edge_agent.sources.procfs import Proc
 
         return Proc(cfg)
-    if isinstance(cfg, CsvSource):
+    if kind == "csv":
         from edge_agent.sources.replay import CsvReplay
 
         return CsvReplay(cfg)
-    if isinstance(cfg, CommandSource):
+    if kind == "command":
         from edge_agent.sources.command import Command
 
         return Command(cfg)
-    if isinstance(cfg, PluginSource):
+    if kind == "plugin":
         from edge_agent.sources.plugins import build_plugin
 
         return build_plugin(cfg)
-    raise SourceError(f"unknown source kind {getattr(cfg, 'kind', cfg)!r}")
+    raise SourceError(f"unknown source kind {kind!r}; use simulated, thermal, hwmon, proc, csv, command or plugin")

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from typing import TYPE_CHECKING
 
-from edge_agent.settings import CommandSource
 from edge_agent.sources.base import Chunk, now_ms
+
+if TYPE_CHECKING:
+    from edge_agent.settings import CommandSource
+
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,9 @@ class Command:
                 self._cfg.command, capture_output=True, text=True, timeout=self._cfg.timeout_s, check=False
             )
         except FileNotFoundError:
-            raise RuntimeError(f"command {self._cfg.command[0]!r} not found; fix command= in source {self.name!r}") from None
+            raise RuntimeError(
+                f"command {self._cfg.command[0]!r} not found; fix command= in source {self.name!r}"
+            ) from None
         except subprocess.TimeoutExpired:
             raise RuntimeError(
                 f"command {self._cfg.command!r} ran past {self._cfg.timeout_s}s; raise timeout_s or fix the command"

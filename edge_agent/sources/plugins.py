@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge_agent.settings import PluginSource
 from edge_agent.sources.base import Source, SourceError
+
+if TYPE_CHECKING:
+    from edge_agent.settings import PluginSource
+
 
 GROUP = "eddyline.edge.sources"
 
@@ -44,7 +47,7 @@ def load_class(target: str) -> Any:
 def build_plugin(cfg: PluginSource) -> Source:
     cls = load_class(cfg.target)
     try:
-        src = cls(name=cfg.name, interval_s=cfg.interval_s, **cfg.options)
+        src = cls(name=cfg.name, interval_s=cfg.interval_s, **dict(cfg.options))
     except TypeError as exc:
         raise SourceError(f"plug-in {cfg.target!r} rejected its options {cfg.options}: {exc}") from None
     if not callable(getattr(src, "read", None)):

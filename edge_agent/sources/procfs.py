@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge_agent.settings import ProcSource
 from edge_agent.sources.base import Chunk, SourceError, now_ms
+
+if TYPE_CHECKING:
+    from edge_agent.settings import ProcSource
 
 
 def cpu_times(root: Path) -> tuple[int, int]:
@@ -31,12 +34,14 @@ class Proc:
     def __init__(self, cfg: ProcSource) -> None:
         self.name = cfg.name
         self.interval_s = cfg.interval_s
-        self._root = cfg.root
+        self._root = Path(cfg.root)
         try:
             self._last = cpu_times(self._root)
             meminfo(self._root)
         except (OSError, ValueError, IndexError) as exc:
-            raise SourceError(f"source {cfg.name!r}: cannot read {cfg.root}/stat or meminfo ({exc}); is this Linux?") from None
+            raise SourceError(
+                f"source {cfg.name!r}: cannot read {cfg.root}/stat or meminfo ({exc}); is this Linux?"
+            ) from None
 
     def read(self) -> list[Chunk]:
         ts = now_ms()
@@ -47,7 +52,9 @@ class Proc:
         load1, load5, load15 = (float(x) for x in (self._root / "loadavg").read_text().split()[:3])
         n = self.name
         out = [
-            Chunk(f"{n}.mem.used", "byte", [ts], [float(mem["MemTotal"] - mem.get("MemAvailable", mem.get("MemFree", 0)))]),
+            Chunk(
+                f"{n}.mem.used", "byte", [ts], [float(mem["MemTotal"] - mem.get("MemAvailable", mem.get("MemFree", 0)))]
+            ),
             Chunk(f"{n}.mem.available", "byte", [ts], [float(mem.get("MemAvailable", mem.get("MemFree", 0)))]),
             Chunk(f"{n}.load1", None, [ts], [load1]),
             Chunk(f"{n}.load5", None, [ts], [load5]),

@@ -5,9 +5,14 @@ from __future__ import annotations
 import csv
 import logging
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge_agent.settings import CsvSource
 from edge_agent.sources.base import Chunk, SourceError, now_ms
+
+if TYPE_CHECKING:
+    from edge_agent.settings import CsvSource
+
 
 log = logging.getLogger(__name__)
 _REQUIRED = ("timestamp", "sensor", "value")
@@ -30,20 +35,21 @@ class CsvReplay:
         self.interval_s = cfg.interval_s
         self.errors = 0
         self._cfg = cfg
+        self._path = Path(cfg.path)
         self._done = False
         self._open()
 
     def _open(self) -> None:
         try:
-            self._file = self._cfg.path.open(newline="")
+            self._file = self._path.open(newline="")
         except OSError as exc:
-            raise SourceError(f"source {self.name!r}: cannot open {self._cfg.path}: {exc.strerror}; fix path=") from None
+            raise SourceError(f"source {self.name!r}: cannot open {self._path}: {exc.strerror}; fix path=") from None
         self._reader = csv.DictReader(self._file)
         missing = [c for c in _REQUIRED if c not in (self._reader.fieldnames or [])]
         if missing:
             self._file.close()
             raise SourceError(
-                f"source {self.name!r}: {self._cfg.path} lacks column(s) {', '.join(missing)}; "
+                f"source {self.name!r}: {self._path} lacks column(s) {', '.join(missing)}; "
                 "the header must be timestamp,sensor,value[,unit]"
             )
 
@@ -58,7 +64,7 @@ class CsvReplay:
             if row is None:
                 if not self._cfg.loop:
                     self._done = True
-                    log.info("source %s: replay of %s finished", self.name, self._cfg.path)
+                    log.info("source %s: replay of %s finished", self.name, self._path)
                     break
                 self._file.close()
                 self._open()
@@ -74,7 +80,11 @@ class CsvReplay:
                 self.errors += 1
                 log.warning(
                     "source %s: %s line %d rejected (%s): %r",
-                    self.name, self._cfg.path, self._reader.line_num, exc, row,
+                    self.name,
+                    self._path,
+                    self._reader.line_num,
+                    exc,
+                    row,
                 )
                 continue
             unit = (row.get("unit") or "").strip() or None

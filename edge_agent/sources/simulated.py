@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
-from edge_agent.settings import SimulatedSource
 from edge_agent.sources.base import Chunk
+
+if TYPE_CHECKING:
+    from edge_agent.settings import SimulatedSource
 
 
 def simulated_value(seed: int, sensor: int, k: int) -> float:

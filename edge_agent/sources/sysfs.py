@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge_agent.settings import HwmonSource, ThermalSource
 from edge_agent.sources.base import Chunk, SourceError, now_ms
+
+if TYPE_CHECKING:
+    from edge_agent.settings import HwmonSource, ThermalSource
+
 
 # hwmon reports integers in milli-units (micro for power); the prefix of the file names the quantity.
 _HWMON = {
@@ -35,10 +39,11 @@ class Thermal:
     def __init__(self, cfg: ThermalSource) -> None:
         self.name = cfg.name
         self.interval_s = cfg.interval_s
-        zones = sorted(cfg.root.glob("thermal_zone*/temp"))
+        zones = sorted(Path(cfg.root).glob("thermal_zone*/temp"))
         if not zones:
             raise SourceError(
-                f"source {cfg.name!r}: no thermal zones under {cfg.root}; remove this source or set root= to where they are"
+                f"source {cfg.name!r}: no thermal zones under {cfg.root}"
+                "; remove this source or set root= to where they are"
             )
         self._zones: list[tuple[str, Path]] = []
         for temp in zones:
@@ -64,7 +69,7 @@ class Hwmon:
         self.name = cfg.name
         self.interval_s = cfg.interval_s
         self._inputs: list[tuple[str, str, float, Path]] = []
-        for chip in sorted(cfg.root.glob("hwmon*")):
+        for chip in sorted(Path(cfg.root).glob("hwmon*")):
             name_file = chip / "name"
             chip_name = _clean(name_file.read_text()) if name_file.is_file() else chip.name
             for f in sorted(chip.iterdir()):
@@ -77,7 +82,8 @@ class Hwmon:
                 self._inputs.append((f"{self.name}.{chip.name}.{chip_name}.{label}", unit, scale, f))
         if not self._inputs:
             raise SourceError(
-                f"source {cfg.name!r}: no hwmon inputs under {cfg.root}; remove this source or set root= to where they are"
+                f"source {cfg.name!r}: no hwmon inputs under {cfg.root}"
+                "; remove this source or set root= to where they are"
             )
 
     def read(self) -> list[Chunk]:

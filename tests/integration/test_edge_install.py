@@ -18,7 +18,17 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-FORBIDDEN = {"torch", "transformers", "faster-whisper", "bytewax", "faust", "faust-streaming", "river", "numba", "numpy"}
+FORBIDDEN = {
+    "torch",
+    "transformers",
+    "faster-whisper",
+    "bytewax",
+    "faust",
+    "faust-streaming",
+    "river",
+    "numba",
+    "numpy",
+}
 PACKAGES = ["streams", "models", "schemas", "connectors", "edge_agent"]
 
 
@@ -43,7 +53,9 @@ def test_edge_extra_installs_light(tmp_path: Path) -> None:
     py = venv / "bin" / "python"
     pip = subprocess.run(
         [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", f"{src}[edge]"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
 
@@ -63,7 +75,9 @@ def test_edge_extra_installs_light(tmp_path: Path) -> None:
     )
     check = subprocess.run(
         [str(venv / "bin" / "eddyline-edge"), "check-config", "--config", str(config)],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert check.returncode == 0, check.stderr
     assert "config OK: device pi-1" in check.stdout

@@ -51,7 +51,10 @@ def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, "-m", "edge_agent", "run", "--config", str(config), "--flush-timeout", "10"],
-        stdout=subprocess.DEVNULL, stderr=log.open("ab"), env=env, cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+        env=env,
+        cwd=REPO,
     )
 
 
@@ -82,7 +85,9 @@ def wait_for(cond, timeout: float, what: str, agent: subprocess.Popen[bytes] | N
         if value:
             return value
         if agent is not None and agent.poll() is not None:
-            pytest.fail(f"agent exited {agent.returncode} while waiting for {what}:\n{log.read_text()[-3000:] if log else ''}")
+            pytest.fail(
+                f"agent exited {agent.returncode} while waiting for {what}:\n{log.read_text()[-3000:] if log else ''}"
+            )
         time.sleep(0.1)
     pytest.fail(f"timed out after {timeout}s waiting for {what}" + (f":\n{log.read_text()[-3000:]}" if log else ""))
 
@@ -155,8 +160,11 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
 
         _, seq_at_stop = buffer_state(tmp_path / "buffer.sqlite")
         wait_for(
-            lambda: buffer_state(tmp_path / "buffer.sqlite")[1] >= seq_at_stop + 15, 30,
-            "batches sealed during the outage", agent, log,
+            lambda: buffer_state(tmp_path / "buffer.sqlite")[1] >= seq_at_stop + 15,
+            30,
+            "batches sealed during the outage",
+            agent,
+            log,
         )
         outage_end_ms = time.time_ns() // 1_000_000
         _, seq_at_restart = buffer_state(tmp_path / "buffer.sqlite")
@@ -181,7 +189,11 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
     outage_seqs = set(range(seq_at_stop, seq_at_restart))
     assert len(outage_seqs) >= 15 and outage_seqs <= after_seqs
     during = [
-        t for b in by_seq.values() for s in b["series"] for t in s["timestamps"] if outage_start_ms <= t <= outage_end_ms
+        t
+        for b in by_seq.values()
+        for s in b["series"]
+        for t in s["timestamps"]
+        if outage_start_ms <= t <= outage_end_ms
     ]
     assert len(during) > RATE  # more than a second's worth of readings was sampled during the outage
     # in order: with the fresh lane off, the topic itself carries each device's batches in seq order

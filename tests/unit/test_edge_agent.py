@@ -22,8 +22,8 @@ from schemas import SENSOR_BATCH, AvroSerde, derive_id
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("EDDYLINE_CONFIG", raising=False)
     path = tmp_path / "edge.toml"
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(path))  # --config sets it; restored after the test
     path.write_text(
         f"""
 [kafka]
@@ -31,7 +31,7 @@ bootstrap_servers = "127.0.0.1:{free_port()}"
 namespace = "unit."
 [edge]
 device_id = "pi-7"
-buffer_path = "{tmp_path / 'buf.sqlite'}"
+buffer_path = "{tmp_path / "buf.sqlite"}"
 batch_max_readings = 50
 batch_max_age_s = 0.1
 [[edge.sources]]
@@ -78,7 +78,7 @@ def test_encoded_batch_carries_stable_identity() -> None:
 
 def test_agent_buffers_everything_while_the_broker_is_away(config: Path) -> None:
     use_config_file(config)
-    agent = Agent(EdgeSettings(), KafkaSettings())
+    agent = Agent.from_settings(EdgeSettings(), KafkaSettings())
     agent.sources.append(_Flaky())
     agent.run(duration=1.0, shutdown_flush_s=0.2)
 
@@ -119,7 +119,10 @@ def test_cli_check_config_and_buffer_stats(config: Path, capsys: pytest.CaptureF
     assert "the agent creates it on its first run" in capsys.readouterr().err
 
 
-def test_cli_explains_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_explains_bad_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDDYLINE_CONFIG", "unset.toml")  # --config sets it; restored after the test
     bad = tmp_path / "bad.toml"
     bad.write_text('[kafka]\n[edge]\nbatch_max_readings = 0\n[[edge.sources]]\nkind = "gps"\n')
     assert main(["check-config", "--config", str(bad)]) == 2
