@@ -165,8 +165,12 @@ def create_topics(
     for name, future in futures.items():
         try:
             future.result(timeout)
+        except TimeoutError:
+            raise TimeoutError(f"creating topic {name!r}: no answer from {s.bootstrap_servers} in {timeout:.0f} s") from None
         except KafkaException as exc:
             err = exc.args[0]
+            if err.code() == KafkaError._TIMED_OUT:
+                raise TimeoutError(f"creating topic {name!r} timed out: no answer from {s.bootstrap_servers}") from exc
             if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise RuntimeError(f"creating topic {name!r} failed: {err.str()}") from exc
     deadline = time.monotonic() + timeout
