@@ -21,7 +21,9 @@ produce_app = typer.Typer(help="Publish events.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks: each compares against a baseline in the same run.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(produce_app, name="produce")
+models_app = typer.Typer(help="Model registry and model training.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(models_app, name="models")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,7 +115,7 @@ def produce_sensors(
 @app.command("run")
 @friendly
 def run_flow(
-    flow: Annotated[str, typer.Argument(help="Which flow: anomaly.")],
+    flow: Annotated[str, typer.Argument(help="Which flow: anomaly, clicks, drift, quality.")],
     engine: Annotated[str, typer.Option(help="bytewax (faust: see issue 8).")] = "bytewax",
     workers: Annotated[int, typer.Option(help="Worker threads in this process.")] = 1,
     state_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default from [runtime] state_dir).")] = None,
@@ -191,6 +193,8 @@ for _name, _target in {
 }.items():
     _mount(bench_app, _name, _target)
 _mount(app, "gateway", "connectors.gateway:command")
+_mount(models_app, "rollback", "streams.retraining:rollback_command")
+_mount(models_app, "list", "streams.retraining:list_command")
 
 
 def main() -> None:  # pragma: no cover

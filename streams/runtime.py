@@ -36,8 +36,35 @@ def _anomaly() -> FlowSpec:
     return sensor_anomaly_flow(detector=detector, sinks=[AlertDispatcher.from_settings, sensor_metrics_sink])
 
 
+def _clicks() -> FlowSpec:
+    from streams.retraining import flow
+
+    return flow()
+
+
+def _drift() -> FlowSpec:
+    from connectors.alerting import AlertDispatcher
+    from streams.drift import flow
+
+    spec = flow()
+    spec.sinks.append(AlertDispatcher.from_settings)
+    return spec
+
+
+def _quality() -> FlowSpec:
+    from connectors.influx import InfluxSettings
+    from streams.clicks import MODEL_NAME
+    from streams.quality import flow
+
+    influx = InfluxSettings()
+    return flow(MODEL_NAME, influx_settings=influx if influx.enabled else None)
+
+
 FLOWS: dict[str, Callable[[], FlowSpec]] = {
     "anomaly": _anomaly,
+    "clicks": _clicks,
+    "drift": _drift,
+    "quality": _quality,
 }
 
 
