@@ -61,10 +61,29 @@ class Metric:
         return (self.name,)
 
 
-QUALITY_BASE_FIELDS = ("predictions", "labelled", "missing_feedback", "late_events", "error_rate",
-                       "throughput_per_s", "latency_p50_ms", "latency_p99_ms")
-EDGE_GAUGES = ("buffer_depth", "buffer_readings", "buffer_bytes", "in_flight", "sampled_readings", "acked_readings",
-               "send_rate", "errors", "dropped_readings", "cpu_percent", "rss_mb")
+QUALITY_BASE_FIELDS = (
+    "predictions",
+    "labelled",
+    "missing_feedback",
+    "late_events",
+    "error_rate",
+    "throughput_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+)
+EDGE_GAUGES = (
+    "buffer_depth",
+    "buffer_readings",
+    "buffer_bytes",
+    "in_flight",
+    "sampled_readings",
+    "acked_readings",
+    "send_rate",
+    "errors",
+    "dropped_readings",
+    "cpu_percent",
+    "rss_mb",
+)
 
 
 def _sensor_fields() -> tuple[str, ...]:
@@ -89,20 +108,45 @@ def _quality_fields() -> tuple[str, ...]:
 
 @cache
 def measurements() -> dict[str, Measurement]:
-    from streams import drift_metrics, quality, sentiment_metrics, sensor_metrics
+    from streams import drift_metrics, quality, sensor_metrics, sentiment_metrics
     from streams.alert_metrics import ALERT_FIELDS, ALERT_TAGS
 
     found = [
-        Measurement(sensor_metrics.MEASUREMENT, ("device_id", "sensor"), _sensor_fields(), "streams.sensor_metrics",
-                    "Per device and sensor, one point per scored batch: readings, values, anomaly scores."),
-        Measurement(sensor_metrics.ALERTS_MEASUREMENT, ALERT_TAGS, ALERT_FIELDS, "streams.alert_metrics",
-                    "One point per alert state change, from every flow that raises alerts."),
-        Measurement(quality.MEASUREMENT, ("model_name", "model_version"), _quality_fields(), "streams.quality",
-                    "Per model and version, one point per closed event-time window."),
-        Measurement(sentiment_metrics.MEASUREMENT, sentiment_metrics.TAGS, sentiment_metrics.FIELDS,
-                    "streams.sentiment_metrics", "Per conversation, one point per scored transcript segment."),
-        Measurement(drift_metrics.MEASUREMENT, drift_metrics.TAGS, drift_metrics.FIELDS, "streams.drift_metrics",
-                    "Per model and subject (feature or concept), one point per drift detection."),
+        Measurement(
+            sensor_metrics.MEASUREMENT,
+            ("device_id", "sensor"),
+            _sensor_fields(),
+            "streams.sensor_metrics",
+            "Per device and sensor, one point per scored batch: readings, values, anomaly scores.",
+        ),
+        Measurement(
+            sensor_metrics.ALERTS_MEASUREMENT,
+            ALERT_TAGS,
+            ALERT_FIELDS,
+            "streams.alert_metrics",
+            "One point per alert state change, from every flow that raises alerts.",
+        ),
+        Measurement(
+            quality.MEASUREMENT,
+            ("model_name", "model_version"),
+            _quality_fields(),
+            "streams.quality",
+            "Per model and version, one point per closed event-time window.",
+        ),
+        Measurement(
+            sentiment_metrics.MEASUREMENT,
+            sentiment_metrics.TAGS,
+            sentiment_metrics.FIELDS,
+            "streams.sentiment_metrics",
+            "Per conversation, one point per scored transcript segment.",
+        ),
+        Measurement(
+            drift_metrics.MEASUREMENT,
+            drift_metrics.TAGS,
+            drift_metrics.FIELDS,
+            "streams.drift_metrics",
+            "Per model and subject (feature or concept), one point per drift detection.",
+        ),
     ]
     return {m.name: m for m in found}
 
@@ -125,28 +169,74 @@ def _pipeline_metrics() -> list[Metric]:
 @cache
 def metrics() -> dict[str, Metric]:
     found = _pipeline_metrics() + [
-        Metric("eddyline_sensor_value", "gauge", ("device", "sensor"), "streams.sensor_metrics",
-               "Latest reading per device and sensor."),
-        Metric("eddyline_sensor_anomaly_score", "gauge", ("device", "sensor"), "streams.sensor_metrics",
-               "Highest anomaly score in the latest batch."),
+        Metric(
+            "eddyline_sensor_value",
+            "gauge",
+            ("device", "sensor"),
+            "streams.sensor_metrics",
+            "Latest reading per device and sensor.",
+        ),
+        Metric(
+            "eddyline_sensor_anomaly_score",
+            "gauge",
+            ("device", "sensor"),
+            "streams.sensor_metrics",
+            "Highest anomaly score in the latest batch.",
+        ),
         Metric("eddyline_sensor_readings_total", "counter", ("device",), "streams.sensor_metrics", "Readings scored."),
-        Metric("eddyline_sensor_anomalous_readings_total", "counter", ("device",), "streams.sensor_metrics",
-               "Readings scored as anomalous."),
-        Metric("eddyline_sentiment_segments_total", "counter", ("label",), "streams.sentiment_metrics",
-               "Transcript segments scored, by label."),
-        Metric("eddyline_sentiment_score", "histogram", (), "streams.sentiment_metrics",
-               "Sentiment score of each segment."),
-        Metric("eddyline_drift_detections_total", "counter", ("model", "kind", "detector"), "streams.drift_metrics",
-               "Drift detections."),
-        Metric("eddyline_drift_statistic", "gauge", ("model", "subject"), "streams.drift_metrics",
-               "Test statistic of the latest drift detection."),
-        Metric("eddyline_drift_threshold", "gauge", ("model", "subject"), "streams.drift_metrics",
-               "Threshold the latest drift statistic crossed."),
+        Metric(
+            "eddyline_sensor_anomalous_readings_total",
+            "counter",
+            ("device",),
+            "streams.sensor_metrics",
+            "Readings scored as anomalous.",
+        ),
+        Metric(
+            "eddyline_sentiment_segments_total",
+            "counter",
+            ("label",),
+            "streams.sentiment_metrics",
+            "Transcript segments scored, by label.",
+        ),
+        Metric(
+            "eddyline_sentiment_score", "histogram", (), "streams.sentiment_metrics", "Sentiment score of each segment."
+        ),
+        Metric(
+            "eddyline_drift_detections_total",
+            "counter",
+            ("model", "kind", "detector"),
+            "streams.drift_metrics",
+            "Drift detections.",
+        ),
+        Metric(
+            "eddyline_drift_statistic",
+            "gauge",
+            ("model", "subject"),
+            "streams.drift_metrics",
+            "Test statistic of the latest drift detection.",
+        ),
+        Metric(
+            "eddyline_drift_threshold",
+            "gauge",
+            ("model", "subject"),
+            "streams.drift_metrics",
+            "Threshold the latest drift statistic crossed.",
+        ),
     ]
-    found += [Metric(f"eddyline_model_{f}", "gauge", ("model", "version"), "streams.quality",
-                     f"Model quality, last closed window: {f}.") for f in _quality_fields()]
-    found += [Metric(f"eddyline_edge_{g}", "gauge", ("device",), "edge_agent.metrics", f"Edge agent: {g}.")
-              for g in EDGE_GAUGES]
+    found += [
+        Metric(
+            f"eddyline_model_{f}",
+            "gauge",
+            ("model", "version"),
+            "streams.quality",
+            f"Model quality, last closed window: {f}.",
+        )
+        for f in _quality_fields()
+    ]
+    found += [
+        Metric(f"eddyline_edge_{g}", "gauge", ("device",), "edge_agent.metrics", f"Edge agent: {g}.")
+        for g in EDGE_GAUGES
+    ]
     return {m.name: m for m in found}
 
 
@@ -168,8 +258,9 @@ def check_point(measurement: str, tags: object, fields: object) -> None:
     extra_tags = set(tags) - set(m.tags)  # type: ignore[call-overload]
     extra_fields = set(fields) - set(m.fields)  # type: ignore[call-overload]
     if extra_tags or extra_fields:
-        raise UnknownSeriesError(f"{measurement}: tags {sorted(extra_tags)} / fields {sorted(extra_fields)} "
-                                 "are not in streams.catalog")
+        raise UnknownSeriesError(
+            f"{measurement}: tags {sorted(extra_tags)} / fields {sorted(extra_fields)} are not in streams.catalog"
+        )
 
 
 def check_metric(sample: str) -> None:

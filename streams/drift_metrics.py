@@ -31,12 +31,18 @@ class DriftMetricsSink:
         from prometheus_client import Counter, Gauge
 
         self.influx = influx
-        self.detections = _metric(Counter, "eddyline_drift_detections", "Drift detections, by model, kind and detector.",
-                                  ["model", "kind", "detector"])
-        self.statistic = _metric(Gauge, "eddyline_drift_statistic", "Test statistic of the latest drift detection.",
-                                 ["model", "subject"])
-        self.threshold = _metric(Gauge, "eddyline_drift_threshold", "Threshold the latest drift statistic crossed.",
-                                 ["model", "subject"])
+        self.detections = _metric(
+            Counter,
+            "eddyline_drift_detections",
+            "Drift detections, by model, kind and detector.",
+            ["model", "kind", "detector"],
+        )
+        self.statistic = _metric(
+            Gauge, "eddyline_drift_statistic", "Test statistic of the latest drift detection.", ["model", "subject"]
+        )
+        self.threshold = _metric(
+            Gauge, "eddyline_drift_threshold", "Threshold the latest drift statistic crossed.", ["model", "subject"]
+        )
 
     def write(self, emits: Sequence[Emit]) -> None:
         points = []
@@ -47,10 +53,19 @@ class DriftMetricsSink:
                 self.detections.labels(r["model_name"], r["kind"], r["detector"]).inc()
                 self.statistic.labels(r["model_name"], subj).set(float(r["statistic"]))
                 self.threshold.labels(r["model_name"], subj).set(float(r["threshold"]))
-                tags = {"model_name": r["model_name"], "subject": subj, "kind": str(r["kind"]), "detector": r["detector"]}
-                fields = {"statistic": float(r["statistic"]), "threshold": float(r["threshold"]),
-                          "reference_size": int(r["reference_size"]), "window_size": int(r["window_size"]),
-                          "detections": 1}
+                tags = {
+                    "model_name": r["model_name"],
+                    "subject": subj,
+                    "kind": str(r["kind"]),
+                    "detector": r["detector"],
+                }
+                fields = {
+                    "statistic": float(r["statistic"]),
+                    "threshold": float(r["threshold"]),
+                    "reference_size": int(r["reference_size"]),
+                    "window_size": int(r["window_size"]),
+                    "detections": 1,
+                }
                 points.append((MEASUREMENT, tags, fields, int(r["event_time"])))
             elif e.topic == "alerts":
                 count_alert(r)

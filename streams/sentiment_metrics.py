@@ -27,10 +27,14 @@ class SentimentMetricsSink:
         from prometheus_client import Counter, Histogram
 
         self.influx = influx
-        self.segments = _metric(Counter, "eddyline_sentiment_segments", "Transcript segments scored, by label.",
-                                ["label"])
-        self.scores = _metric_histogram(Histogram, "eddyline_sentiment_score",
-                                        "Sentiment score of each segment, from -1 (negative) to 1 (positive).")
+        self.segments = _metric(
+            Counter, "eddyline_sentiment_segments", "Transcript segments scored, by label.", ["label"]
+        )
+        self.scores = _metric_histogram(
+            Histogram,
+            "eddyline_sentiment_score",
+            "Sentiment score of each segment, from -1 (negative) to 1 (positive).",
+        )
 
     def write(self, emits: Sequence[Emit]) -> None:
         points = []
@@ -40,8 +44,11 @@ class SentimentMetricsSink:
                 self.segments.labels(r["label"]).inc()
                 self.scores.observe(float(r["score"]))
                 rolling = r.get("rolling_score")
-                fields = {"score": float(r["score"]), "segment": int(r["segment"]),
-                          "rolling_score": float(rolling if rolling is not None else r["score"])}
+                fields = {
+                    "score": float(r["score"]),
+                    "segment": int(r["segment"]),
+                    "rolling_score": float(rolling if rolling is not None else r["score"]),
+                }
                 points.append((MEASUREMENT, {k: str(r[k]) for k in TAGS}, fields, int(r["event_time"])))
             elif e.topic == "alerts":
                 count_alert(r)

@@ -28,14 +28,22 @@ WIDTH = 24  # Grafana's grid is 24 columns wide
 
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere in the repository
 
-from streams import drift_metrics, quality, sensor_metrics, sentiment_metrics  # noqa: E402
-from streams.audio import FLOW as AUDIO_FLOW  # noqa: E402
-from streams.drift import FLOW as DRIFT_FLOW  # noqa: E402
-from streams.sensor_anomaly import FLOW as SENSOR_FLOW  # noqa: E402
+from streams import drift_metrics, quality, sensor_metrics, sentiment_metrics
+from streams.audio import FLOW as AUDIO_FLOW
+from streams.drift import FLOW as DRIFT_FLOW
+from streams.sensor_anomaly import FLOW as SENSOR_FLOW
 
 
-def flux(measurement: str, fields: list[str], *, filters: str = "", group: list[str] | None = None,
-         agg: str = "mean", window: str = "v.windowPeriod", tail: str = "") -> str:
+def flux(
+    measurement: str,
+    fields: list[str],
+    *,
+    filters: str = "",
+    group: list[str] | None = None,
+    agg: str = "mean",
+    window: str = "v.windowPeriod",
+    tail: str = "",
+) -> str:
     """A Flux query over one measurement and some of its fields, windowed to the panel's resolution."""
     field_test = " or ".join(f'r._field == "{f}"' for f in fields)
     lines = [
@@ -70,12 +78,21 @@ class Panel:
 
     def build(self, pid: int, x: int, y: int) -> dict[str, Any]:
         if self.datasource is INFLUX:
-            targets = [{"refId": chr(65 + i), "datasource": self.datasource, "query": q}
-                       for i, q in enumerate(self.queries)]
+            targets = [
+                {"refId": chr(65 + i), "datasource": self.datasource, "query": q} for i, q in enumerate(self.queries)
+            ]
         else:
-            targets = [{"refId": chr(65 + i), "datasource": self.datasource, "expr": q, "legendFormat": self.legend,
-                        "range": self.kind != "table", "instant": self.kind == "table"}
-                       for i, q in enumerate(self.queries)]
+            targets = [
+                {
+                    "refId": chr(65 + i),
+                    "datasource": self.datasource,
+                    "expr": q,
+                    "legendFormat": self.legend,
+                    "range": self.kind != "table",
+                    "instant": self.kind == "table",
+                }
+                for i, q in enumerate(self.queries)
+            ]
         return {
             "id": pid,
             "type": self.kind,
@@ -91,21 +108,40 @@ class Panel:
 
 def _variables(influx_tags: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
     """The bucket, plus one multi-value variable per InfluxDB tag the dashboard filters on."""
-    out: list[dict[str, Any]] = [{
-        "name": "bucket", "label": "InfluxDB bucket", "type": "constant", "query": "eddyline", "hide": 2,
-    }]
+    out: list[dict[str, Any]] = [
+        {
+            "name": "bucket",
+            "label": "InfluxDB bucket",
+            "type": "constant",
+            "query": "eddyline",
+            "hide": 2,
+        }
+    ]
     for var, (measurement, tag) in influx_tags.items():
-        out.append({
-            "name": var, "label": tag, "type": "query", "datasource": INFLUX,
-            "query": ('import "influxdata/influxdb/schema"\n'
-                      f'schema.measurementTagValues(bucket: "${{bucket}}", measurement: "{measurement}", tag: "{tag}")'),
-            "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*", "current": {}, "sort": 1,
-        })
+        out.append(
+            {
+                "name": var,
+                "label": tag,
+                "type": "query",
+                "datasource": INFLUX,
+                "query": (
+                    'import "influxdata/influxdb/schema"\n'
+                    f'schema.measurementTagValues(bucket: "${{bucket}}", measurement: "{measurement}", tag: "{tag}")'
+                ),
+                "refresh": 2,
+                "multi": True,
+                "includeAll": True,
+                "allValue": ".*",
+                "current": {},
+                "sort": 1,
+            }
+        )
     return out
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[Panel],
-              influx_tags: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+def dashboard(
+    uid: str, title: str, description: str, panels: list[Panel], influx_tags: dict[str, tuple[str, str]] | None = None
+) -> dict[str, Any]:
     built, x, y, row_h = [], 0, 0, 0
     for i, p in enumerate(panels, start=1):
         if x + p.width > WIDTH:
@@ -132,111 +168,257 @@ def dashboard(uid: str, title: str, description: str, panels: list[Panel],
 def _alerts_table(source: str) -> Panel:
     return Panel(
         f"Alert changes ({source})",
-        [flux(sensor_metrics.ALERTS_MEASUREMENT, ["value"], filters=f'r.source == "{source}"', agg="",
-              tail='keep(columns: ["_time", "status", "severity", "entity", "_value"])')],
-        INFLUX, kind="table", width=24,
+        [
+            flux(
+                sensor_metrics.ALERTS_MEASUREMENT,
+                ["value"],
+                filters=f'r.source == "{source}"',
+                agg="",
+                tail='keep(columns: ["_time", "status", "severity", "entity", "_value"])',
+            )
+        ],
+        INFLUX,
+        kind="table",
+        width=24,
         description="Every alert state change the flow raised, newest last; value is the reading or score.",
     )
 
 
 def devices() -> dict[str, Any]:
     m = sensor_metrics.MEASUREMENT
-    device = 'r.device_id =~ /^${device:regex}$/'
-    return dashboard("eddyline-devices", "eddyline · devices and anomalies",
-                     "Readings and anomaly scores per device and sensor, anomalous readings, alerts, edge agents.", [
-        Panel("Latest reading", [flux(m, ["value_last"], filters=device)], INFLUX,
-              description="Last reading of each scored batch, per device and sensor."),
-        Panel("Anomaly score (batch maximum)", [flux(m, ["score_max"], filters=device, agg="max")], INFLUX,
-              unit="percentunit"),
-        Panel("Anomalous readings", [flux(m, ["anomalous"], filters=device, group=["device_id"], agg="sum")],
-              INFLUX),
-        Panel("Readings scored per second", ["sum by (device) (rate(eddyline_sensor_readings_total[5m]))"],
-              PROMETHEUS, unit="ops", legend="{{device}}"),
-        Panel("Highest anomaly scores now", ["topk(10, max by (device, sensor) (eddyline_sensor_anomaly_score))"],
-              PROMETHEUS, kind="table", unit="percentunit"),
-        Panel("Anomalous share of readings",
-              ["sum(rate(eddyline_sensor_anomalous_readings_total[5m])) / sum(rate(eddyline_sensor_readings_total[5m]))"],
-              PROMETHEUS, kind="stat", unit="percentunit"),
-        _alerts_table(SENSOR_FLOW),
-        Panel("Edge agents: readings waiting on disk", ["eddyline_edge_buffer_readings"], PROMETHEUS,
-              legend="{{device}}", description="Non-zero while a device is offline or the broker is slow."),
-        Panel("Edge agents: acknowledged readings per second", ["eddyline_edge_send_rate"], PROMETHEUS,
-              unit="ops", legend="{{device}}"),
-    ], {"device": (m, "device_id")})
+    device = "r.device_id =~ /^${device:regex}$/"
+    return dashboard(
+        "eddyline-devices",
+        "eddyline · devices and anomalies",
+        "Readings and anomaly scores per device and sensor, anomalous readings, alerts, edge agents.",
+        [
+            Panel(
+                "Latest reading",
+                [flux(m, ["value_last"], filters=device)],
+                INFLUX,
+                description="Last reading of each scored batch, per device and sensor.",
+            ),
+            Panel(
+                "Anomaly score (batch maximum)",
+                [flux(m, ["score_max"], filters=device, agg="max")],
+                INFLUX,
+                unit="percentunit",
+            ),
+            Panel(
+                "Anomalous readings", [flux(m, ["anomalous"], filters=device, group=["device_id"], agg="sum")], INFLUX
+            ),
+            Panel(
+                "Readings scored per second",
+                ["sum by (device) (rate(eddyline_sensor_readings_total[5m]))"],
+                PROMETHEUS,
+                unit="ops",
+                legend="{{device}}",
+            ),
+            Panel(
+                "Highest anomaly scores now",
+                ["topk(10, max by (device, sensor) (eddyline_sensor_anomaly_score))"],
+                PROMETHEUS,
+                kind="table",
+                unit="percentunit",
+            ),
+            Panel(
+                "Anomalous share of readings",
+                [
+                    "sum(rate(eddyline_sensor_anomalous_readings_total[5m])) / sum(rate(eddyline_sensor_readings_total[5m]))"
+                ],
+                PROMETHEUS,
+                kind="stat",
+                unit="percentunit",
+            ),
+            _alerts_table(SENSOR_FLOW),
+            Panel(
+                "Edge agents: readings waiting on disk",
+                ["eddyline_edge_buffer_readings"],
+                PROMETHEUS,
+                legend="{{device}}",
+                description="Non-zero while a device is offline or the broker is slow.",
+            ),
+            Panel(
+                "Edge agents: acknowledged readings per second",
+                ["eddyline_edge_send_rate"],
+                PROMETHEUS,
+                unit="ops",
+                legend="{{device}}",
+            ),
+        ],
+        {"device": (m, "device_id")},
+    )
 
 
 def conversations() -> dict[str, Any]:
     m = sentiment_metrics.MEASUREMENT
-    conv = 'r.conversation_id =~ /^${conversation:regex}$/'
-    return dashboard("eddyline-conversations", "eddyline · conversations and sentiment",
-                     "Sentiment per conversation, the mix of labels, and conversations that turned negative.", [
-        Panel("Rolling sentiment per conversation", [flux(m, ["rolling_score"], filters=conv, group=["conversation_id"])],
-              INFLUX, description="-1 is negative, 1 positive; the flow alerts on a sustained negative rolling score."),
-        Panel("Segment sentiment", [flux(m, ["score"], filters=conv, group=["conversation_id"])], INFLUX),
-        Panel("Latest sentiment by conversation",
-              [flux(m, ["rolling_score"], filters=conv, group=["conversation_id"], agg="", tail="last()")],
-              INFLUX, kind="table"),
-        Panel("Segments per second by label", ["sum by (label) (rate(eddyline_sentiment_segments_total[5m]))"],
-              PROMETHEUS, unit="ops", legend="{{label}}"),
-        Panel("Median segment score",
-              ["histogram_quantile(0.5, sum by (le) (rate(eddyline_sentiment_score_bucket[5m])))"],
-              PROMETHEUS, kind="stat"),
-        Panel("Segments scored", [flux(m, ["segment"], filters=conv, group=["conversation_id"], agg="count")],
-              INFLUX),
-        _alerts_table(AUDIO_FLOW),
-    ], {"conversation": (m, "conversation_id")})
+    conv = "r.conversation_id =~ /^${conversation:regex}$/"
+    return dashboard(
+        "eddyline-conversations",
+        "eddyline · conversations and sentiment",
+        "Sentiment per conversation, the mix of labels, and conversations that turned negative.",
+        [
+            Panel(
+                "Rolling sentiment per conversation",
+                [flux(m, ["rolling_score"], filters=conv, group=["conversation_id"])],
+                INFLUX,
+                description="-1 is negative, 1 positive; the flow alerts on a sustained negative rolling score.",
+            ),
+            Panel("Segment sentiment", [flux(m, ["score"], filters=conv, group=["conversation_id"])], INFLUX),
+            Panel(
+                "Latest sentiment by conversation",
+                [flux(m, ["rolling_score"], filters=conv, group=["conversation_id"], agg="", tail="last()")],
+                INFLUX,
+                kind="table",
+            ),
+            Panel(
+                "Segments per second by label",
+                ["sum by (label) (rate(eddyline_sentiment_segments_total[5m]))"],
+                PROMETHEUS,
+                unit="ops",
+                legend="{{label}}",
+            ),
+            Panel(
+                "Median segment score",
+                ["histogram_quantile(0.5, sum by (le) (rate(eddyline_sentiment_score_bucket[5m])))"],
+                PROMETHEUS,
+                kind="stat",
+            ),
+            Panel(
+                "Segments scored", [flux(m, ["segment"], filters=conv, group=["conversation_id"], agg="count")], INFLUX
+            ),
+            _alerts_table(AUDIO_FLOW),
+        ],
+        {"conversation": (m, "conversation_id")},
+    )
 
 
 def models() -> dict[str, Any]:
     q, d = quality.MEASUREMENT, drift_metrics.MEASUREMENT
-    model = 'r.model_name =~ /^${model:regex}$/'
-    return dashboard("eddyline-models", "eddyline · models and drift",
-                     "Model quality per closed event-time window and version, and drift detections.", [
-        Panel("Accuracy, F1, AUC", [flux(q, ["accuracy", "f1", "auc"], filters=model)], INFLUX, unit="percentunit"),
-        Panel("Log loss", [flux(q, ["log_loss"], filters=model)], INFLUX),
-        Panel("Prediction latency p50 / p99", [flux(q, ["latency_p50_ms", "latency_p99_ms"], filters=model)],
-              INFLUX, unit="ms"),
-        Panel("Feedback: missing and late", [flux(q, ["missing_feedback", "late_events"], filters=model, agg="sum")],
-              INFLUX, description="Predictions whose feedback never came in time; events after their window closed."),
-        Panel("Quality now", ["eddyline_model_auc", "eddyline_model_error_rate"], PROMETHEUS, kind="table",
-              legend="{{model}} {{version}}"),
-        Panel("Predictions per second (last window)", ["eddyline_model_throughput_per_s"], PROMETHEUS,
-              unit="ops", legend="{{model}} {{version}}"),
-        Panel("Drift statistic by subject", [flux(d, ["statistic", "threshold"], filters=model, agg="max")], INFLUX,
-              description="Subject: a feature (data drift) or 'concept' (drift in the model's errors)."),
-        Panel("Drift detections (1 h)", ["sum by (model, kind) (increase(eddyline_drift_detections_total[1h]))"],
-              PROMETHEUS, kind="stat", legend="{{model}} {{kind}}"),
-        _alerts_table(DRIFT_FLOW),
-    ], {"model": (q, "model_name")})
+    model = "r.model_name =~ /^${model:regex}$/"
+    return dashboard(
+        "eddyline-models",
+        "eddyline · models and drift",
+        "Model quality per closed event-time window and version, and drift detections.",
+        [
+            Panel("Accuracy, F1, AUC", [flux(q, ["accuracy", "f1", "auc"], filters=model)], INFLUX, unit="percentunit"),
+            Panel("Log loss", [flux(q, ["log_loss"], filters=model)], INFLUX),
+            Panel(
+                "Prediction latency p50 / p99",
+                [flux(q, ["latency_p50_ms", "latency_p99_ms"], filters=model)],
+                INFLUX,
+                unit="ms",
+            ),
+            Panel(
+                "Feedback: missing and late",
+                [flux(q, ["missing_feedback", "late_events"], filters=model, agg="sum")],
+                INFLUX,
+                description="Predictions whose feedback never came in time; events after their window closed.",
+            ),
+            Panel(
+                "Quality now",
+                ["eddyline_model_auc", "eddyline_model_error_rate"],
+                PROMETHEUS,
+                kind="table",
+                legend="{{model}} {{version}}",
+            ),
+            Panel(
+                "Predictions per second (last window)",
+                ["eddyline_model_throughput_per_s"],
+                PROMETHEUS,
+                unit="ops",
+                legend="{{model}} {{version}}",
+            ),
+            Panel(
+                "Drift statistic by subject",
+                [flux(d, ["statistic", "threshold"], filters=model, agg="max")],
+                INFLUX,
+                description="Subject: a feature (data drift) or 'concept' (drift in the model's errors).",
+            ),
+            Panel(
+                "Drift detections (1 h)",
+                ["sum by (model, kind) (increase(eddyline_drift_detections_total[1h]))"],
+                PROMETHEUS,
+                kind="stat",
+                legend="{{model}} {{kind}}",
+            ),
+            _alerts_table(DRIFT_FLOW),
+        ],
+        {"model": (q, "model_name")},
+    )
 
 
 def pipeline() -> dict[str, Any]:
-    return dashboard("eddyline-pipeline", "eddyline · pipeline health",
-                     "Throughput, dead letters, processing and end-to-end latency, alert delivery, InfluxDB alerts.", [
-        Panel("Events consumed per second", ["sum by (flow, topic) (rate(eddyline_events_consumed_total[1m]))"],
-              PROMETHEUS, unit="ops", legend="{{flow}} ← {{topic}}"),
-        Panel("Events emitted per second", ["sum by (flow, topic) (rate(eddyline_events_emitted_total[1m]))"],
-              PROMETHEUS, unit="ops", legend="{{flow}} → {{topic}}"),
-        Panel("Dead letters (5 m)", ["sum by (flow, topic, reason) (increase(eddyline_dlq_events_total[5m]))"],
-              PROMETHEUS, legend="{{flow}} {{topic}} {{reason}}"),
-        Panel("Batch processing time p99",
-              ["histogram_quantile(0.99, sum by (flow, le) (rate(eddyline_processing_seconds_bucket[5m])))"],
-              PROMETHEUS, unit="s", legend="{{flow}}"),
-        Panel("End-to-end latency p50 / p99", [
-            "histogram_quantile(0.5, sum by (flow, le) (rate(eddyline_end_to_end_latency_seconds_bucket[5m])))",
-            "histogram_quantile(0.99, sum by (flow, le) (rate(eddyline_end_to_end_latency_seconds_bucket[5m])))",
-        ], PROMETHEUS, unit="s", legend="{{flow}}"),
-        Panel("Alert deliveries per second", ["sum by (sink, outcome) (rate(eddyline_alert_deliveries_total[5m]))"],
-              PROMETHEUS, unit="ops", legend="{{sink}} {{outcome}}"),
-        Panel("Alert changes by source and status", ["sum by (source, status) (increase(eddyline_alerts_total[1h]))"],
-              PROMETHEUS, kind="table"),
-        Panel("Alerts written to InfluxDB",
-              [flux(sensor_metrics.ALERTS_MEASUREMENT, ["count"], group=["source"], agg="sum")], INFLUX),
-    ])
+    return dashboard(
+        "eddyline-pipeline",
+        "eddyline · pipeline health",
+        "Throughput, dead letters, processing and end-to-end latency, alert delivery, InfluxDB alerts.",
+        [
+            Panel(
+                "Events consumed per second",
+                ["sum by (flow, topic) (rate(eddyline_events_consumed_total[1m]))"],
+                PROMETHEUS,
+                unit="ops",
+                legend="{{flow}} ← {{topic}}",
+            ),
+            Panel(
+                "Events emitted per second",
+                ["sum by (flow, topic) (rate(eddyline_events_emitted_total[1m]))"],
+                PROMETHEUS,
+                unit="ops",
+                legend="{{flow}} → {{topic}}",
+            ),
+            Panel(
+                "Dead letters (5 m)",
+                ["sum by (flow, topic, reason) (increase(eddyline_dlq_events_total[5m]))"],
+                PROMETHEUS,
+                legend="{{flow}} {{topic}} {{reason}}",
+            ),
+            Panel(
+                "Batch processing time p99",
+                ["histogram_quantile(0.99, sum by (flow, le) (rate(eddyline_processing_seconds_bucket[5m])))"],
+                PROMETHEUS,
+                unit="s",
+                legend="{{flow}}",
+            ),
+            Panel(
+                "End-to-end latency p50 / p99",
+                [
+                    "histogram_quantile(0.5, sum by (flow, le) (rate(eddyline_end_to_end_latency_seconds_bucket[5m])))",
+                    "histogram_quantile(0.99, sum by (flow, le) (rate(eddyline_end_to_end_latency_seconds_bucket[5m])))",
+                ],
+                PROMETHEUS,
+                unit="s",
+                legend="{{flow}}",
+            ),
+            Panel(
+                "Alert deliveries per second",
+                ["sum by (sink, outcome) (rate(eddyline_alert_deliveries_total[5m]))"],
+                PROMETHEUS,
+                unit="ops",
+                legend="{{sink}} {{outcome}}",
+            ),
+            Panel(
+                "Alert changes by source and status",
+                ["sum by (source, status) (increase(eddyline_alerts_total[1h]))"],
+                PROMETHEUS,
+                kind="table",
+            ),
+            Panel(
+                "Alerts written to InfluxDB",
+                [flux(sensor_metrics.ALERTS_MEASUREMENT, ["count"], group=["source"], agg="sum")],
+                INFLUX,
+            ),
+        ],
+    )
 
 
-DASHBOARDS = {"devices.json": devices, "conversations.json": conversations, "models.json": models,
-              "pipeline.json": pipeline}
+DASHBOARDS = {
+    "devices.json": devices,
+    "conversations.json": conversations,
+    "models.json": models,
+    "pipeline.json": pipeline,
+}
 
 
 def render() -> dict[str, str]:

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -25,8 +25,11 @@ from streams.live.state import TOPICS, LiveLimits, LiveState
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
-FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-         "/style.css": ("style.css", "text/css; charset=utf-8")}
+FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
 
 
 class TopicReader(threading.Thread):
@@ -69,8 +72,13 @@ class TopicReader(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - the broker may be restarting; try again later
             log.warning("live page: listing topics failed: %s", exc)
             return set()
-        fresh = [TopicPartition(name, p, OFFSET_BEGINNING) for name in self.names if name in meta.topics
-                 for p in meta.topics[name].partitions if (name, p) not in assigned]
+        fresh = [
+            TopicPartition(name, p, OFFSET_BEGINNING)
+            for name in self.names
+            if name in meta.topics
+            for p in meta.topics[name].partitions
+            if (name, p) not in assigned
+        ]
         if fresh:
             consumer.incremental_assign(fresh)
         return {(tp.topic, tp.partition) for tp in fresh}
@@ -86,8 +94,11 @@ class TopicReader(threading.Thread):
             except (SchemaError, TypeError, ValueError) as exc:  # a tombstone (no value) is a TypeError
                 decoded.append((topic, exc))
         # predictions and feedback come from two topics: hand them to the quality join in event-time order
-        decoded.sort(key=lambda tr: tr[1]["event_time"] if tr[0] in ("predictions", "feedback")
-                     and isinstance(tr[1], dict) else 0)
+        decoded.sort(
+            key=lambda tr: (
+                tr[1]["event_time"] if tr[0] in ("predictions", "feedback") and isinstance(tr[1], dict) else 0
+            )
+        )
         with self.lock:
             for topic, rec in decoded:
                 if isinstance(rec, Exception):
@@ -105,8 +116,15 @@ class LivePage:
     Port 0 picks a free port (``url`` has the bound one once ``start()`` returns).
     """
 
-    def __init__(self, settings: KafkaSettings, host: str = "127.0.0.1", port: int = 8050, *,
-                 push_interval_s: float = 0.25, limits: LiveLimits | None = None) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        host: str = "127.0.0.1",
+        port: int = 8050,
+        *,
+        push_interval_s: float = 0.25,
+        limits: LiveLimits | None = None,
+    ) -> None:
         self.settings, self.host, self.port = settings, host, port
         self.push_interval_s = push_interval_s
         self.state = LiveState(limits)
@@ -123,7 +141,7 @@ class LivePage:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
 
-    def start(self) -> LivePage:
+    def start(self) -> Self:
         self.reader.start()
         self._thread = threading.Thread(target=self._serve_forever, daemon=True, name="live-page-server")
         self._thread.start()
@@ -142,7 +160,7 @@ class LivePage:
             self._thread.join(10)
         self.reader.join(10)
 
-    def __enter__(self) -> LivePage:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -92,8 +92,15 @@ class LiveState:
                 if score >= threshold:
                     self.anomalous += 1
                     d["anomalous"] += 1
-                    self.anomalies.appendleft({"device": device, "sensor": s["sensor"], "time": t,
-                                               "score": round(score, 4), "threshold": threshold})
+                    self.anomalies.appendleft(
+                        {
+                            "device": device,
+                            "sensor": s["sensor"],
+                            "time": t,
+                            "score": round(score, 4),
+                            "threshold": threshold,
+                        }
+                    )
 
     def _alerts(self, rec: dict[str, Any]) -> None:
         status, key = rec["status"], rec["alert_key"]
@@ -102,16 +109,27 @@ class LiveState:
             self.open_alerts.pop(key, None)
             return
         opened = self.open_alerts.get(key, {}).get("opened", rec["event_time"])
-        self.open_alerts[key] = {"key": key, "source": rec["source"], "entity": rec["entity"],
-                                 "severity": rec["severity"], "summary": rec["summary"], "opened": opened,
-                                 "updated": rec["event_time"]}
+        self.open_alerts[key] = {
+            "key": key,
+            "source": rec["source"],
+            "entity": rec["entity"],
+            "severity": rec["severity"],
+            "summary": rec["summary"],
+            "opened": opened,
+            "updated": rec["event_time"],
+        }
 
     def _scores_sentiment(self, rec: dict[str, Any]) -> None:
         conv = rec["conversation_id"]
         c = self.conversations.pop(conv, None) or {"conversation": conv, "segments": 0}
-        c.update(segments=c["segments"] + 1, label=rec["label"], score=round(rec["score"], 3),
-                 rolling=None if rec["rolling_score"] is None else round(rec["rolling_score"], 3),
-                 text=rec["text"][:200], time=rec["event_time"])
+        c.update(
+            segments=c["segments"] + 1,
+            label=rec["label"],
+            score=round(rec["score"], 3),
+            rolling=None if rec["rolling_score"] is None else round(rec["rolling_score"], 3),
+            text=rec["text"][:200],
+            time=rec["event_time"],
+        )
         self.conversations[conv] = c  # most recently active last
         while len(self.conversations) > self.limits.conversations:
             self.conversations.popitem(last=False)
@@ -119,9 +137,17 @@ class LiveState:
     def _drift(self, rec: dict[str, Any]) -> None:
         subject = rec["feature"] or "concept"
         self.drift_counts[rec["model_name"]] = self.drift_counts.get(rec["model_name"], 0) + 1
-        self.drift.appendleft({"model": rec["model_name"], "subject": subject, "kind": rec["kind"],
-                               "detector": rec["detector"], "statistic": round(rec["statistic"], 4),
-                               "threshold": rec["threshold"], "time": rec["event_time"]})
+        self.drift.appendleft(
+            {
+                "model": rec["model_name"],
+                "subject": subject,
+                "kind": rec["kind"],
+                "detector": rec["detector"],
+                "statistic": round(rec["statistic"], 4),
+                "threshold": rec["threshold"],
+                "time": rec["event_time"],
+            }
+        )
 
     def _predictions(self, rec: dict[str, Any]) -> None:
         self.predictions[rec["model_name"]] = self.predictions.get(rec["model_name"], 0) + 1
@@ -135,12 +161,14 @@ class LiveState:
         proc = self._quality.get(model)
         if proc is None:
             lim = self.limits
-            proc = self._quality[model] = QualityProcessor(model, lim.quality_window_ms, lim.quality_wait_ms,
-                                                                 lim.quality_lateness_ms)
+            proc = self._quality[model] = QualityProcessor(
+                model, lim.quality_window_ms, lim.quality_wait_ms, lim.quality_lateness_ms
+            )
         for emit in proc.process([Event(topic, model, rec)]):
             w = emit.record
             self.quality[f"{model} {w['model_version']}"] = {
-                k: (round(v, 4) if isinstance(v, float) else v) for k, v in w.items() if k != "event_id"}
+                k: (round(v, 4) if isinstance(v, float) else v) for k, v in w.items() if k != "event_id"
+            }
 
     def snapshot(self) -> dict[str, Any]:
         """The whole view as JSON-ready data, newest first where order matters."""
@@ -149,11 +177,20 @@ class LiveState:
             "events": dict(self.events),
             "rejected": {t: dict(r) for t, r in self.rejected.items()},
             "duplicates": self.duplicates,
-            "anomalies": {"scored": self.scored, "anomalous": self.anomalous, "recent": list(self.anomalies),
-                          "devices": sorted(self.devices.values(), key=lambda d: -d["anomalous"])[:self.limits.rows]},
-            "alerts": {"counts": dict(self.alert_counts),
-                       "open": sorted(self.open_alerts.values(), key=lambda a: -a["updated"])},
+            "anomalies": {
+                "scored": self.scored,
+                "anomalous": self.anomalous,
+                "recent": list(self.anomalies),
+                "devices": sorted(self.devices.values(), key=lambda d: -d["anomalous"])[: self.limits.rows],
+            },
+            "alerts": {
+                "counts": dict(self.alert_counts),
+                "open": sorted(self.open_alerts.values(), key=lambda a: -a["updated"]),
+            },
             "sentiment": list(reversed(self.conversations.values())),
-            "quality": {"windows": [self.quality[k] for k in sorted(self.quality)], "predictions": dict(self.predictions)},
+            "quality": {
+                "windows": [self.quality[k] for k in sorted(self.quality)],
+                "predictions": dict(self.predictions),
+            },
             "drift": {"recent": list(self.drift), "counts": dict(self.drift_counts)},
         }

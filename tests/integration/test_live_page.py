@@ -46,24 +46,61 @@ def model_events(n: int = 1200) -> list[Event]:
     out = []
     for i in range(n):
         pid, score = f"p{i}", float(rng.uniform())
-        out.append(Event("predictions", "churn", {
-            "event_id": pid, "event_time": T0 + i * 100, "producer": "test", "model_name": "churn",
-            "model_version": "1", "subject_id": f"u{i % 7}", "item_id": None, "features_digest": "x",
-            "features": {"amount": float(rng.normal(0 if i < n // 2 else 3, 1))}, "score": score, "label": None,
-            "latency_ms": 1.5 + i % 5, "error": None}))
+        out.append(
+            Event(
+                "predictions",
+                "churn",
+                {
+                    "event_id": pid,
+                    "event_time": T0 + i * 100,
+                    "producer": "test",
+                    "model_name": "churn",
+                    "model_version": "1",
+                    "subject_id": f"u{i % 7}",
+                    "item_id": None,
+                    "features_digest": "x",
+                    "features": {"amount": float(rng.normal(0 if i < n // 2 else 3, 1))},
+                    "score": score,
+                    "label": None,
+                    "latency_ms": 1.5 + i % 5,
+                    "error": None,
+                },
+            )
+        )
         right = float(score > 0.5) if i < n // 2 else float(score < 0.5)
-        out.append(Event("feedback", "churn", {"event_id": f"f{i}", "event_time": T0 + i * 100 + 50,
-                                               "producer": "test", "model_name": "churn", "prediction_id": pid,
-                                               "label": right}))
+        out.append(
+            Event(
+                "feedback",
+                "churn",
+                {
+                    "event_id": f"f{i}",
+                    "event_time": T0 + i * 100 + 50,
+                    "producer": "test",
+                    "model_name": "churn",
+                    "prediction_id": pid,
+                    "label": right,
+                },
+            )
+        )
     return out
 
 
 def sentiment(conversation: str, segment: int, score: float) -> dict[str, Any]:
     label = "negative" if score < -0.2 else "positive" if score > 0.2 else "neutral"
-    return {"event_id": f"{conversation}-{segment}", "event_time": T0 + segment * 1000, "producer": "test",
-            "source_event_id": f"t-{conversation}-{segment}", "conversation_id": conversation, "segment": segment,
-            "text": f"segment {segment} of {conversation}", "label": label, "score": score,
-            "probabilities": {}, "rolling_score": score, "model": "minilm-head"}
+    return {
+        "event_id": f"{conversation}-{segment}",
+        "event_time": T0 + segment * 1000,
+        "producer": "test",
+        "source_event_id": f"t-{conversation}-{segment}",
+        "conversation_id": conversation,
+        "segment": segment,
+        "text": f"segment {segment} of {conversation}",
+        "label": label,
+        "score": score,
+        "probabilities": {},
+        "rolling_score": score,
+        "model": "minilm-head",
+    }
 
 
 def publish(settings: KafkaSettings, emits: list[Emit], chunk: int = 0) -> None:
@@ -80,9 +117,11 @@ def first_batch() -> tuple[list[Emit], list[Emit]]:
     events = model_events()
     emits = sensor_outputs()
     emits += run_local(drift.flow(reference_size=200, window_size=200, check_every=100), events)
-    emits += [Emit("scores.sentiment", c, SENTIMENT_SCORE, sentiment(c, s, v))
-              for c, scores in {"call-01": [0.6, 0.1], "call-02": [-0.7, -0.5, -0.8]}.items()
-              for s, v in enumerate(scores)]
+    emits += [
+        Emit("scores.sentiment", c, SENTIMENT_SCORE, sentiment(c, s, v))
+        for c, scores in {"call-01": [0.6, 0.1], "call-02": [-0.7, -0.5, -0.8]}.items()
+        for s, v in enumerate(scores)
+    ]
     return emits, [Emit(e.topic, e.key, PREDICTION if e.topic == "predictions" else FEEDBACK, e.record) for e in events]
 
 
@@ -93,10 +132,19 @@ def chromium(tmp_path: Path):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(  # a fresh profile in the test's own folder
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
+            str(tmp_path / "chromium-profile"),
+            executable_path=CHROMIUM,
+            headless=True,
             viewport={"width": 1400, "height": 1100},
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         try:
             yield browser
@@ -139,8 +187,9 @@ def test_live_page_fills_every_panel_and_updates_without_reload(kafka_settings, 
 
         messages = page.evaluate("window.eddyline.messages")
         publish(kafka_settings, [Emit("scores.sentiment", "call-03", SENTIMENT_SCORE, sentiment("call-03", 0, -0.9))])
-        page.wait_for_function("document.querySelector('#panel-sentiment').innerText.includes('call-03')",
-                               timeout=30_000)
+        page.wait_for_function(
+            "document.querySelector('#panel-sentiment').innerText.includes('call-03')", timeout=30_000
+        )
         assert rows(page, "sentiment") == before["sentiment"] + 1
         assert page.evaluate("window.eddyline.loadedAt") == loaded_at
         assert page.evaluate("window.eddyline.messages") > messages

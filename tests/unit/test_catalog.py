@@ -50,28 +50,85 @@ def quality_emits() -> list[Emit]:
     events = []
     for i in range(20):
         pid = f"p{i}"
-        events.append(Event("predictions", "m", {"event_id": pid, "event_time": T0 + i * 10, "model_name": "m",
-                                                 "model_version": "3", "score": 0.9 if i % 2 else 0.1,
-                                                 "latency_ms": 2.0, "error": None}))
-        events.append(Event("feedback", "m", {"event_id": f"f{i}", "event_time": T0 + i * 10 + 5, "model_name": "m",
-                                              "prediction_id": pid, "label": float(i % 2)}))
-    events.append(Event("predictions", "m", {"event_id": "tick", "event_time": T0 + 100_000, "model_name": "m",
-                                             "model_version": "3", "score": 0.5, "latency_ms": 2.0, "error": None}))
+        events.append(
+            Event(
+                "predictions",
+                "m",
+                {
+                    "event_id": pid,
+                    "event_time": T0 + i * 10,
+                    "model_name": "m",
+                    "model_version": "3",
+                    "score": 0.9 if i % 2 else 0.1,
+                    "latency_ms": 2.0,
+                    "error": None,
+                },
+            )
+        )
+        events.append(
+            Event(
+                "feedback",
+                "m",
+                {
+                    "event_id": f"f{i}",
+                    "event_time": T0 + i * 10 + 5,
+                    "model_name": "m",
+                    "prediction_id": pid,
+                    "label": float(i % 2),
+                },
+            )
+        )
+    events.append(
+        Event(
+            "predictions",
+            "m",
+            {
+                "event_id": "tick",
+                "event_time": T0 + 100_000,
+                "model_name": "m",
+                "model_version": "3",
+                "score": 0.5,
+                "latency_ms": 2.0,
+                "error": None,
+            },
+        )
+    )
     return run_local(quality_flow("m", window_ms=1000, max_wait_ms=500), events)
 
 
 def alert(source: str, status: str, value: float | None) -> dict[str, Any]:
-    return {"event_id": f"a-{source}-{status}", "event_time": T0, "producer": "test", "alert_key": f"k-{source}",
-            "status": status, "severity": "WARNING", "source": source, "entity": "x", "summary": "s",
-            "value": value, "details": {}}
+    return {
+        "event_id": f"a-{source}-{status}",
+        "event_time": T0,
+        "producer": "test",
+        "alert_key": f"k-{source}",
+        "status": status,
+        "severity": "WARNING",
+        "source": source,
+        "entity": "x",
+        "summary": "s",
+        "value": value,
+        "details": {},
+    }
 
 
 def sentiment_emits() -> list[Emit]:
     out = []
     for i, (label, score) in enumerate([("negative", -0.8), ("neutral", 0.0), ("positive", 0.7)]):
-        rec = {"event_id": f"s{i}", "event_time": T0 + i, "producer": "test", "source_event_id": f"t{i}",
-               "conversation_id": "call-1", "segment": i, "text": "words", "label": label, "score": score,
-               "probabilities": {}, "rolling_score": score / 2 if i else None, "model": "minilm-head"}
+        rec = {
+            "event_id": f"s{i}",
+            "event_time": T0 + i,
+            "producer": "test",
+            "source_event_id": f"t{i}",
+            "conversation_id": "call-1",
+            "segment": i,
+            "text": "words",
+            "label": label,
+            "score": score,
+            "probabilities": {},
+            "rolling_score": score / 2 if i else None,
+            "model": "minilm-head",
+        }
         serde.encode(SENTIMENT_SCORE, rec)  # the records a real flow could emit
         out.append(Emit("scores.sentiment", "call-1", SENTIMENT_SCORE, rec))
     out.append(Emit("alerts", "k-audio", ALERT, alert("audio-sentiment", "OPENED", -0.6)))
@@ -81,9 +138,21 @@ def sentiment_emits() -> list[Emit]:
 def drift_emits() -> list[Emit]:
     out = []
     for feature, kind in [("amount", "DATA"), (None, "CONCEPT")]:
-        rec = {"event_id": f"d-{kind}", "event_time": T0, "producer": "test", "model_name": "m", "feature": feature,
-               "kind": kind, "detector": "ours", "statistic": 0.4, "threshold": 0.25, "window_start": T0 - 1000,
-               "window_end": T0, "reference_size": 2000, "window_size": 1000}
+        rec = {
+            "event_id": f"d-{kind}",
+            "event_time": T0,
+            "producer": "test",
+            "model_name": "m",
+            "feature": feature,
+            "kind": kind,
+            "detector": "ours",
+            "statistic": 0.4,
+            "threshold": 0.25,
+            "window_start": T0 - 1000,
+            "window_end": T0,
+            "reference_size": 2000,
+            "window_size": 1000,
+        }
         serde.encode(DRIFT, rec)
         out.append(Emit("drift", "m", DRIFT, rec))
     out.append(Emit("alerts", "k-drift", ALERT, alert("drift", "RESOLVED", None)))
@@ -133,8 +202,13 @@ def test_every_eddyline_prometheus_sample_is_catalogued(written, monkeypatch) ->
     fields = {f: 0 for f in Heartbeat.__dataclass_fields__} | {"device_id": "pi-1"}
     edge.update(Heartbeat(**fields))
     edge.close()
-    exposed = {s.name for reg in (REGISTRY, edge.registry) for fam in reg.collect() for s in fam.samples
-               if s.name.startswith("eddyline_")}
+    exposed = {
+        s.name
+        for reg in (REGISTRY, edge.registry)
+        for fam in reg.collect()
+        for s in fam.samples
+        if s.name.startswith("eddyline_")
+    }
     unknown = exposed - catalog.prometheus_names()
     assert not unknown, f"written but not catalogued: {sorted(unknown)}"
     families = {fam.name for reg in (REGISTRY, edge.registry) for fam in reg.collect()}

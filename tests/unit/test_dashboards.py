@@ -18,8 +18,23 @@ ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "docker" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 FLUX_COLUMNS = {"_time", "_value", "_field", "_measurement", "_start", "_stop"}
-PROMQL_WORDS = {"sum", "by", "rate", "increase", "topk", "max", "histogram_quantile", "without", "avg", "min",
-                "count", "on", "ignoring", "offset", "bool"}
+PROMQL_WORDS = {
+    "sum",
+    "by",
+    "rate",
+    "increase",
+    "topk",
+    "max",
+    "histogram_quantile",
+    "without",
+    "avg",
+    "min",
+    "count",
+    "on",
+    "ignoring",
+    "offset",
+    "bool",
+}
 
 
 def load_generator() -> Any:
@@ -63,22 +78,33 @@ def promql_names(expr: str, legend: str) -> list[str]:
     """Problems with one PromQL expression: unknown metrics or labels; empty when it is sound."""
     names = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", re.sub(r"\[[^\]]*\]", "", expr)))
     metrics = {n for n in names if n.startswith("eddyline_")}
-    problems = [f"{n!r} is neither a written metric nor PromQL" for n in names - metrics - PROMQL_WORDS
-                if not n.isdigit() and n not in _labels_used(expr)]
+    problems = [
+        f"{n!r} is neither a written metric nor PromQL"
+        for n in names - metrics - PROMQL_WORDS
+        if not n.isdigit() and n not in _labels_used(expr)
+    ]
     if not metrics:
         problems.append("names no eddyline metric")
     known = catalog.prometheus_names()
     problems += [f"metric {n!r} is not written" for n in metrics if n not in known]
-    labels = {"le"} | {lab for m in catalog.metrics().values() for lab in m.labels
-                       if any(n in m.samples for n in metrics)}
-    problems += [f"label {lab!r} is not on {sorted(metrics)}" for lab in _labels_used(expr) | _legend(legend)
-                 if lab not in labels]
+    labels = {"le"} | {
+        lab for m in catalog.metrics().values() for lab in m.labels if any(n in m.samples for n in metrics)
+    }
+    problems += [
+        f"label {lab!r} is not on {sorted(metrics)}"
+        for lab in _labels_used(expr) | _legend(legend)
+        if lab not in labels
+    ]
     return problems
 
 
 def _labels_used(expr: str) -> set[str]:
-    return {lab.strip() for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr)
-            for lab in group.split(",") if lab.strip()}
+    return {
+        lab.strip()
+        for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr)
+        for lab in group.split(",")
+        if lab.strip()
+    }
 
 
 def _legend(legend: str) -> set[str]:
@@ -94,8 +120,12 @@ def test_committed_dashboards_are_what_the_generator_makes() -> None:
 
 def test_one_dashboard_per_concern() -> None:
     titles = {json.loads(p.read_text())["title"] for p in DASHBOARDS}
-    assert titles == {"eddyline · devices and anomalies", "eddyline · conversations and sentiment",
-                      "eddyline · models and drift", "eddyline · pipeline health"}
+    assert titles == {
+        "eddyline · devices and anomalies",
+        "eddyline · conversations and sentiment",
+        "eddyline · models and drift",
+        "eddyline · pipeline health",
+    }
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
@@ -150,7 +180,9 @@ def test_the_checks_catch_names_nobody_writes() -> None:
     assert flux_names(gen.flux("sensor", ["readings"], filters='r.device == "a"')) == ["sensor has no tag 'device'"]
     assert promql_names("sum by (device) (rate(eddyline_sensor_readings_total[5m]))", "{{device}}") == []
     assert promql_names("rate(eddyline_sensor_reading_total[5m])", "") == [
-        "metric 'eddyline_sensor_reading_total' is not written"]
+        "metric 'eddyline_sensor_reading_total' is not written"
+    ]
     assert promql_names("sum by (device_id) (eddyline_sensor_value)", "") == [
-        "label 'device_id' is not on ['eddyline_sensor_value']"]
+        "label 'device_id' is not on ['eddyline_sensor_value']"
+    ]
     assert promql_names("eddyline_sensor_value", "{{host}}") == ["label 'host' is not on ['eddyline_sensor_value']"]
