@@ -186,6 +186,7 @@ def _mount(group: typer.Typer, name: str, target: str) -> None:
 
 for _name, _target in {
     "nab": "benchmarks.nab:command",
+    "detectors": "benchmarks.detectors:command",
     "clicks": "benchmarks.clicks:command",
     "drift": "benchmarks.drift:command",
     "wer": "benchmarks.wer:command",
