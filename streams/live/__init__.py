@@ -28,7 +28,7 @@ def command(
     host: Annotated[str, typer.Option(help="Listen address (loopback unless you mean to expose it).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 8050,
 ) -> None:
-    """Serve the live page for the output topics of the configured Kafka ([kafka] / EDDYLINE_KAFKA_*) until Ctrl-C."""
+    """Serve the live page for the output topics of the configured Kafka (EDDYLINE_KAFKA_* or eddyline.toml) until Ctrl-C."""
     import threading
 
     from connectors.kafka import KafkaSettings
