@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Install the eddyline edge agent on Raspberry Pi OS (Bookworm) or NVIDIA Jetson (JetPack 6, Ubuntu 22.04).
+#
+#   sudo ./install.sh --package ./eddyline-0.1.0-py3-none-any.whl [--onnx] [--config my-edge.toml]
+#
+# Creates a system user 'eddyline', a virtual environment in /opt/eddyline-edge/venv with only the light
+# dependencies (eddyline[edge]: fastavro, confluent-kafka, pydantic, pydantic-settings, prometheus-client;
+# --onnx adds onnxruntime), the config /etc/eddyline-edge/edge.toml (kept if present), the buffer directory
+# /var/lib/eddyline-edge, and the systemd unit eddyline-edge.service, enabled and started.
+set -euo pipefail
+
+PREFIX=/opt/eddyline-edge
+ETC=/etc/eddyline-edge
+PACKAGE="eddyline"
+EXTRAS="edge"
+CONFIG=""
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --package) PACKAGE="$2"; shift 2 ;;
+    --onnx) EXTRAS="edge,edge-onnx"; shift ;;
+    --config) CONFIG="$2"; shift 2 ;;
+    --prefix) PREFIX="$2"; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+
+[[ $EUID -eq 0 ]] || die "run as root (sudo $0 ...): it creates a user, /opt, /etc and a systemd unit"
+command -v systemctl >/dev/null || die "systemd is required; run 'eddyline-edge run --config FILE' by hand instead"
+
+model="$(tr -d '\0' </proc/device-tree/model 2>/dev/null || true)"
+if [[ -f /etc/nv_tegra_release || "$model" == *Jetson* ]]; then
+  board=jetson
+elif [[ "$model" == *"Raspberry Pi"* ]]; then
+  board=pi
+else
+  board=other
+fi
+echo "install.sh: board: ${model:-unknown} ($board)"
+
+# eddyline needs Python 3.11: Raspberry Pi OS Bookworm ships it; JetPack 6 (Ubuntu 22.04) has it in universe.
+PY=""
+for candidate in python3.11 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    PY="$(command -v "$candidate")"; break
+  fi
+done
+if [[ -z "$PY" ]]; then
+  echo "install.sh: installing python3.11 from the distribution"
+  apt-get update -q && apt-get install -y -q python3.11 python3.11-venv || die "no Python 3.11: install it, then rerun"
+  PY="$(command -v python3.11)"
+fi
+"$PY" -m venv --help >/dev/null 2>&1 || apt-get install -y -q python3.11-venv python3-venv || true
+
+id eddyline >/dev/null 2>&1 || useradd --system --home-dir /var/lib/eddyline-edge --shell /usr/sbin/nologin eddyline
+for group in i2c dialout gpio spi; do  # I2C and serial sensors, where the board has them
+  getent group "$group" >/dev/null && usermod -aG "$group" eddyline
+done
+
+mkdir -p "$PREFIX" "$ETC"
+[[ -d "$PREFIX/venv" ]] || "$PY" -m venv "$PREFIX/venv"
+"$PREFIX/venv/bin/pip" install --quiet --upgrade pip
+spec="$PACKAGE"
+[[ -e "$PACKAGE" ]] && spec="$(realpath "$PACKAGE")"
+"$PREFIX/venv/bin/pip" install --quiet "${spec}[${EXTRAS}]"
+if [[ $board == jetson && $EXTRAS == *onnx* ]]; then
+  echo "install.sh: for CUDA/TensorRT on the Jetson, install NVIDIA's onnxruntime-gpu wheel for your JetPack"
+  echo "            into $PREFIX/venv (pip uninstall onnxruntime first); the CPU provider works meanwhile."
+fi
+if "$PREFIX/venv/bin/python" -c 'import torch' 2>/dev/null; then
+  die "torch ended up in $PREFIX/venv: something pulled a heavy dependency; report it"
+fi
+
+if [[ -n "$CONFIG" ]]; then
+  install -m 640 -g eddyline "$CONFIG" "$ETC/edge.toml"
+elif [[ ! -f "$ETC/edge.toml" ]]; then
+  install -m 640 -g eddyline "$HERE/edge.example.toml" "$ETC/edge.toml"
+  sed -i "s/^device_id = .*/device_id = \"$(hostname)\"/" "$ETC/edge.toml"
+  echo "install.sh: wrote $ETC/edge.toml from the example: set [kafka] before starting"
+fi
+[[ -f "$ETC/env" ]] || install -m 600 /dev/null "$ETC/env"
+[[ -f "$HERE/../README.md" ]] && install -m 644 "$HERE/../README.md" "$PREFIX/README.md"
+
+install -m 644 "$HERE/eddyline-edge.service" /etc/systemd/system/eddyline-edge.service
+if [[ "$PREFIX" != /opt/eddyline-edge ]]; then
+  sed -i "s#/opt/eddyline-edge#$PREFIX#g" /etc/systemd/system/eddyline-edge.service
+fi
+systemctl daemon-reload
+
+if "$PREFIX/venv/bin/eddyline-edge" check-config --config "$ETC/edge.toml"; then
+  systemctl enable --now eddyline-edge.service
+  echo "install.sh: running. Follow it with: journalctl -u eddyline-edge -f"
+else
+  systemctl enable eddyline-edge.service
+  echo "install.sh: installed but not started: fix $ETC/edge.toml, then: systemctl start eddyline-edge" >&2
+fi
