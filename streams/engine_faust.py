@@ -302,6 +302,19 @@ def build_app(
     async def consume_by_key(stream: Any) -> None:
         await drain(stream, repartitioned=True)
 
+    input_names = set(inputs.topics)
+
+    @app.on_partitions_assigned.connect
+    async def assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        mine = sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned if tp.topic in input_names)
+        log.info("partitions assigned", extra={"flow": spec.name, "worker_pid": os.getpid(), "partitions": mine})
+
+    @table.on_recover
+    async def recovered() -> None:
+        keys = sum(1 for k in table.data.keys() if k != MARKER)
+        log.info("state restored from the changelog", extra={"flow": spec.name, "worker_pid": os.getpid(),
+                                                              "keys": keys})
+
     app.eddyline_runner = runner
     return app
 
@@ -371,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m streams.engine_faust FLOW [--state-dir DIR] [--workers N]``, settings from the environment."""
     import argparse
 
+    from streams import logs
     from streams.runtime import RuntimeSettings, flow_spec
 
     parser = argparse.ArgumentParser(prog="python -m streams.engine_faust", description=main.__doc__)
@@ -378,11 +392,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    logs.setup()
     runtime = RuntimeSettings()
     spec = flow_spec(args.flow)
     run(spec, KafkaSettings(), state_dir=args.state_dir or runtime.state_dir / f"{spec.name}-faust",
-        workers=args.workers, batch_size=runtime.batch_size)
+        workers=args.workers, batch_size=runtime.batch_size, loglevel=logging.getLevelName(logging.getLogger().level))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,165 @@
+"""The sensor anomaly flow on Faust, as its own process against the real broker: outputs, dead letters, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from connectors.alert_receiver import AlertReceiver
+from connectors.dlq import dlq_info
+from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
+from schemas import ALERT, SENSOR_BATCH, AvroSerde
+from streams.sensor_simulator import malformed_messages
+from tests.integration.test_sensor_flow import ROUTING_KEY, publish, reference, simulated, unique_scores
+
+pytestmark = pytest.mark.integration
+serde = AvroSerde()
+
+
+def flow_env(settings: KafkaSettings, receiver: AlertReceiver | None = None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
+        "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+        "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "0.5",
+        "EDDYLINE_LOG_LEVEL": "INFO",
+    }
+    if receiver is not None:
+        env |= {"EDDYLINE_PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "EDDYLINE_PAGERDUTY_URL": receiver.pagerduty_url,
+                "EDDYLINE_PAGERDUTY_CA_FILE": str(receiver.ca_file), "EDDYLINE_PAGERDUTY_BACKOFF": "0.05"}
+    return env
+
+
+def start(module: str, args: list[str], settings: KafkaSettings, log: Path,
+          receiver: AlertReceiver | None = None) -> subprocess.Popen:
+    """A flow in its own process group (so SIGKILL takes its children too), logging to ``log``."""
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=flow_env(settings, receiver),
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def start_faust(settings: KafkaSettings, state: Path, log: Path, receiver: AlertReceiver | None = None,
+                workers: int = 1) -> subprocess.Popen:
+    return start("streams.engine_faust", ["anomaly", "--state-dir", str(state), "--workers", str(workers)],
+                 settings, log, receiver)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def tail(log: Path, chars: int = 3000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+def log_records(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def alert_ids(settings: KafkaSettings) -> set[str]:
+    return {serde.decode(m.value(), ALERT)["event_id"] for m in read_topic(settings, "alerts", timeout=10)}
+
+
+def test_faust_scores_every_reading_and_matches_the_engine_free_reference(kafka_settings, tmp_path):
+    records, _ = simulated(devices=4, messages=120)
+    publish(kafka_settings, records)
+    log = tmp_path / "faust.log"
+    proc = start_faust(kafka_settings, tmp_path / "state", log)
+    try:
+        scores = unique_scores(kafka_settings, len(records), timeout=90)
+    finally:
+        stop(proc, signal.SIGTERM)
+    assert len(scores) == len(records), tail(log)
+    expected = reference(records)
+    assert scores == {e.record["event_id"]: e.record for e in expected if e.topic == "scores.anomaly"}
+    want_alerts = {e.record["event_id"] for e in expected if e.topic == "alerts"}
+    assert want_alerts, "the simulated anomalies should raise alerts"
+    assert alert_ids(kafka_settings) == want_alerts
+
+
+def test_faust_dead_letters_malformed_messages_with_reason_and_goes_on(kafka_settings, tmp_path):
+    records, _ = simulated(devices=2, messages=20)
+    create_topics(kafka_settings, ["sensor.readings"])
+    bad = malformed_messages(4)
+    with EventProducer(kafka_settings) as producer:
+        for i, rec in enumerate(records):
+            producer.produce("sensor.readings", SENSOR_BATCH, rec, key=rec["device_id"])
+            if i % 5 == 0 and bad:
+                producer.produce_raw("sensor.readings", bad.pop()[1], key=rec["device_id"])
+    log = tmp_path / "faust.log"
+    proc = start_faust(kafka_settings, tmp_path / "state", log)
+    try:
+        scores = unique_scores(kafka_settings, len(records), timeout=90)
+        letters = read_topic(kafka_settings, "dlq.sensor.readings", expected=4, timeout=30)
+    finally:
+        stop(proc, signal.SIGTERM)
+    assert len(scores) == len(records), tail(log)
+    assert len(letters) == 4
+    for msg in letters:
+        info = dlq_info(msg.headers())
+        assert info["reason"] in {"undecodable", "unknown_schema"}
+        assert info["error"]
+        assert info["topic"] == kafka_settings.topic("sensor.readings")
+        assert int(info["offset"]) >= 0
+
+
+def test_faust_sigkill_restores_state_from_the_changelog_and_opens_no_duplicate_incident(
+    kafka_settings, tmp_path, alert_receiver
+):
+    records, _ = simulated(devices=6, messages=900, seed=5)
+    publish(kafka_settings, records[:300])
+    state, log = tmp_path / "state", tmp_path / "faust.log"
+    alert_receiver.routing_keys = frozenset({ROUTING_KEY})
+    proc = start_faust(kafka_settings, state, log, alert_receiver)
+    rest = threading.Thread(target=lambda: [publish(kafka_settings, records[i:i + 20]) or time.sleep(0.05)
+                                            for i in range(300, len(records), 20)])
+    try:
+        unique_scores(kafka_settings, 200, timeout=90)
+        rest.start()
+        time.sleep(0.7)
+        stop(proc)  # SIGKILL while input is still arriving: no chance to commit or flush
+        partial = unique_scores(kafka_settings, len(records), timeout=1)
+    finally:
+        stop(proc)
+        rest.join()
+    assert len(partial) < len(records), "the kill should land mid-stream"
+    restarted = len(log_records(log))
+    proc = start_faust(kafka_settings, state, log, alert_receiver)
+    expected = reference(records)
+    opened = {e.record["alert_key"] for e in expected if e.topic == "alerts" and e.record["status"] == "OPENED"}
+    try:
+        scores = unique_scores(kafka_settings, len(records), timeout=120)
+        alert_receiver.wait_for(lambda r: set(r.incidents) >= opened, timeout=60)
+    finally:
+        stop(proc, signal.SIGTERM)
+    assert {s["source_event_id"] for s in scores.values()} == {r["event_id"] for r in records}, tail(log)
+    # restored state, not a fresh detector: every score equals the uninterrupted reference
+    assert scores == {e.record["event_id"]: e.record for e in expected if e.topic == "scores.anomaly"}
+    restored = [r["keys"] for r in log_records(log)[restarted:] if r["msg"] == "state restored from the changelog"]
+    assert restored and restored[0] == 6, tail(log)  # every device's processor came back from the changelog
+    written = len(read_topic(kafka_settings, "scores.anomaly", timeout=10))
+    assert written < len(records) + len(partial), "the restart resumed from committed offsets, not from scratch"
+    assert len(opened) >= 5
+    assert set(alert_receiver.incidents) == opened  # one PagerDuty incident per anomaly, none twice
+    assert alert_ids(kafka_settings) == {e.record["event_id"] for e in expected if e.topic == "alerts"}
