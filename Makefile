@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 VM     := .build/bin/victoria-metrics
+SYSTEM := .build/system.stamp
+# Debian packages the tests drive: a browser for the live page, the compose CLI to validate docker/, openssl for TLS.
+APT_PACKAGES := chromium docker-compose openssl
 EXTRAS := platform,edge,dev
 
 .PHONY: demo test install servers bench clean
@@ -15,7 +18,7 @@ DURATION ?= 60
 demo: $(STAMP)
 	$(BIN)/eddyline demo --duration $(DURATION) --bad-events 25 --summary-json demo-summary.json
 
-test: $(STAMP) $(VM)
+test: $(STAMP) $(VM) $(SYSTEM)
 	$(BIN)/pytest
 
 install: $(STAMP)
@@ -26,7 +29,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
-servers: $(VM)
+servers: $(VM) $(SYSTEM)
+
+$(SYSTEM):
+	@mkdir -p .build
+	dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
+	touch $@
 
 $(VM):
 	bash tests/servers/build_victoriametrics.sh

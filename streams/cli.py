@@ -134,7 +134,7 @@ def run_flow(
     if port is not None:
         from connectors.prometheus import serve
 
-        serve(port)
+        serve(port, host=runtime.metrics_host)
     from streams.engine_bytewax import run
 
     folder = (state_dir or runtime.state_dir / spec.name)
@@ -194,6 +194,7 @@ for _name, _target in {
 }.items():
     _mount(bench_app, _name, _target)
 _mount(app, "gateway", "connectors.gateway:command")
+_mount(app, "live", "streams.live:command")
 _mount(models_app, "rollback", "streams.retraining:rollback_command")
 _mount(models_app, "list", "streams.retraining:list_command")
 

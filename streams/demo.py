@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from connectors.alert_receiver import AlertReceiver
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings, consumer_config, create_topics
 from schemas import ALERT, ANOMALY_SCORE, AvroSerde
+from streams.live import LivePage
 from streams.sensor_producer import SensorProducer
 from streams.sensor_simulator import InjectedAnomaly
 
@@ -153,7 +155,9 @@ def run_demo(
     ):
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="", session_timeout_ms=6000)
         create_topics(settings, ["sensor.readings", "dlq.sensor.readings", "scores.anomaly", "alerts"])
-        console.print(f"broker {broker.bootstrap} · alert receiver {receiver.url} · logs in {work}")
+        live = LivePage(settings, "127.0.0.1", 0).start()
+        console.print(f"live page: [bold]{live.url}[/]")
+        console.print(f"broker {broker.bootstrap} · alert receiver {receiver.pagerduty_url} · logs in {work}")
         flow = _start_flow(settings, receiver, work / "state", work / "flow.log")
         watcher = OutputWatcher(settings)
         watcher.start()
@@ -201,7 +205,9 @@ def run_demo(
                 time.sleep(1.0)  # the last alert deliveries
         finally:
             signal.signal(signal.SIGINT, previous)
+            logging.getLogger("librdkafka").setLevel(logging.CRITICAL)  # clients losing the broker at teardown
             _stop_process(flow)
+            live.stop()
             watcher.stop()
             watcher.join(5)
 

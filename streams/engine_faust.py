@@ -18,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import multiprocessing
 import os
 import pickle
-import signal
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -356,24 +354,9 @@ def run(
         if code:
             raise SystemExit(code)
         return
-    ctx = multiprocessing.get_context("fork")  # the spec holds lambdas: children inherit it
-    procs = [ctx.Process(target=_child, args=(spec, settings, folder / f"worker-{i}", options), daemon=False)
-             for i in range(workers)]
-    for p in procs:
-        p.start()
-    try:
-        while all(p.exitcode is None for p in procs):
-            for p in procs:
-                p.join(0.5)
-    finally:
-        for p in procs:
-            if p.exitcode is None:
-                os.kill(p.pid, signal.SIGTERM)
-        for p in procs:
-            p.join(60)
-    failed = [p.exitcode for p in procs if p.exitcode]
-    if failed:
-        raise SystemExit(failed[0])
+    from streams.engine_bytewax_cluster import supervise
+
+    supervise(spec.name, [(_child, (spec, settings, folder / f"worker-{i}", options)) for i in range(workers)])
 
 
 def _child(spec: FlowSpec, settings: KafkaSettings, folder: Path, options: dict[str, Any]) -> None:

@@ -2,11 +2,19 @@
 
 One ``QualityProcessor`` per model. A prediction waits up to ``max_wait_ms`` of event time for its
 feedback (feedback that comes first waits for its prediction the same way); after that it counts as
-missing feedback. Windows are tumbling, by the prediction's event time; the watermark is the largest
-event time seen minus ``allowed_lateness_ms``; a window closes when the watermark passes its end plus
-the feedback wait, and its metrics are emitted once, as a ``model_quality`` record (for sinks:
-InfluxDB and Prometheus). Events for a window already closed are late: they are counted, in the
-``late_events`` field of the next window emitted for that version, never silently dropped.
+missing feedback. Windows are tumbling, by the prediction's event time, and their metrics are emitted
+once, as a ``model_quality`` record (for sinks: InfluxDB and Prometheus).
+
+Predictions and feedback come from two topics that a consumer reads at their own pace, so one is often
+far ahead of the other in event time. Each input therefore has its own clock (the largest event time
+seen on it) and its own watermark (that clock minus ``allowed_lateness_ms``): a prediction gives up on
+its feedback only once the *feedback* watermark is ``max_wait_ms`` past it, stray feedback gives up on
+its prediction only once the *prediction* watermark is, and a window closes when the prediction
+watermark has passed its end and the feedback watermark its end plus the wait. A feedback stream that
+stops altogether would hold every window open, so it is taken to be at least ``max_skew_ms`` behind the
+prediction clock: beyond that skew, unanswered predictions count as missing. Events for a window
+already closed are late: they are counted, in the ``late_events`` field of the next window emitted for
+that version, never silently dropped.
 """
 
 from __future__ import annotations
@@ -25,29 +33,39 @@ METRICS_TYPE = "model_quality"  # not a schemas event type
 MEASUREMENT = "model_quality"
 
 
+_NEVER = -(2**62)
+
+
 def _new_window() -> dict[str, Any]:
     return {"labels": [], "scores": [], "latency": [], "predictions": 0, "errors": 0, "missing": 0}
 
 
 class QualityProcessor(Processor):
     def __init__(self, model_name: str, window_ms: int = 60_000, max_wait_ms: int = 60_000,
-                 allowed_lateness_ms: int = 5_000) -> None:
+                 allowed_lateness_ms: int = 5_000, max_skew_ms: int = 86_400_000) -> None:
+        if window_ms < 1 or max_wait_ms < 0 or allowed_lateness_ms < 0 or max_skew_ms < 0:
+            raise ValueError("window_ms must be positive; waits, lateness and skew must not be negative")
         self.model_name, self.window_ms = model_name, window_ms
-        self.max_wait_ms, self.allowed_lateness_ms = max_wait_ms, allowed_lateness_ms
+        self.max_wait_ms, self.allowed_lateness_ms, self.max_skew_ms = max_wait_ms, allowed_lateness_ms, max_skew_ms
         self.preds: dict[str, dict[str, Any]] = {}
         self.early: dict[str, dict[str, Any]] = {}  # feedback waiting for its prediction
         self.windows: dict[str, dict[str, Any]] = {}  # "version|start" -> accumulators
         self.late: dict[str, int] = {}  # version -> late events not yet reported
-        self.max_time = 0
-        self.closed_before = -(2**62)  # windows starting before this are closed
+        self.clock = {"predictions": _NEVER, "feedback": _NEVER}  # how far each input has come, in event time
+        self.closed_before = _NEVER  # windows starting before this are closed
 
     def params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "window_ms": self.window_ms, "max_wait_ms": self.max_wait_ms,
-                "allowed_lateness_ms": self.allowed_lateness_ms}
+                "allowed_lateness_ms": self.allowed_lateness_ms, "max_skew_ms": self.max_skew_ms}
 
     @property
-    def watermark(self) -> int:
-        return self.max_time - self.allowed_lateness_ms
+    def prediction_watermark(self) -> int:
+        return self.clock["predictions"] - self.allowed_lateness_ms
+
+    @property
+    def feedback_watermark(self) -> int:
+        behind = self.clock["predictions"] - self.max_skew_ms if self.clock["predictions"] > _NEVER else _NEVER
+        return max(self.clock["feedback"], behind) - self.allowed_lateness_ms
 
     def _start(self, t: int) -> int:
         return t - t % self.window_ms
@@ -56,8 +74,9 @@ class QualityProcessor(Processor):
         out: list[Emit] = []
         for ev in events:
             rec = ev.record
-            self.max_time = max(self.max_time, int(rec["event_time"]))
-            if "prediction_id" in rec:
+            side = "feedback" if "prediction_id" in rec else "predictions"
+            self.clock[side] = max(self.clock[side], int(rec["event_time"]))
+            if side == "feedback":
                 self._feedback(rec)
             else:
                 self._prediction(rec)
@@ -86,8 +105,8 @@ class QualityProcessor(Processor):
     def _feedback(self, rec: dict[str, Any]) -> None:
         p = self.preds.pop(rec["prediction_id"], None)
         if p is None:
-            if int(rec["event_time"]) < self.watermark - self.max_wait_ms:
-                self.late["unknown"] = self.late.get("unknown", 0) + 1
+            if int(rec["event_time"]) + self.max_wait_ms <= self.prediction_watermark:
+                self.late["unknown"] = self.late.get("unknown", 0) + 1  # its prediction gave up on it, or never was
             else:
                 self.early[rec["prediction_id"]] = {"label": float(rec["label"]), "time": int(rec["event_time"])}
             return
@@ -96,19 +115,22 @@ class QualityProcessor(Processor):
         w["scores"].append(p["score"])
 
     def _advance(self) -> list[Emit]:
-        wm = self.watermark
-        for pid in [k for k, p in self.preds.items() if p["time"] + self.max_wait_ms <= wm]:
+        pred_wm, fb_wm = self.prediction_watermark, self.feedback_watermark
+        for pid in [k for k, p in self.preds.items() if p["time"] + self.max_wait_ms <= fb_wm]:
             p = self.preds.pop(pid)
             self.windows[f"{p['version']}|{p['start']}"]["missing"] += 1
-        for fid in [k for k, f in self.early.items() if f["time"] + self.max_wait_ms <= wm]:
+        for fid in [k for k, f in self.early.items() if f["time"] + self.max_wait_ms <= pred_wm]:
             del self.early[fid]
             self.late["unknown"] = self.late.get("unknown", 0) + 1
+        horizon = min(pred_wm, fb_wm - self.max_wait_ms)  # every prediction before it is in and answered
+        if horizon <= self.closed_before:
+            return []
         out = []
-        horizon = self._start(wm - self.max_wait_ms)  # windows starting before it are complete
-        for key in sorted(k for k in self.windows if int(k.split("|")[1]) + self.window_ms <= horizon):
+        for key in sorted((k for k in self.windows if int(k.split("|")[1]) + self.window_ms <= horizon),
+                          key=lambda k: (int(k.split("|")[1]), k)):
             version, start = key.split("|")
             out.append(self._emit(version, int(start), self.windows.pop(key)))
-        self.closed_before = max(self.closed_before, horizon)
+        self.closed_before = max(self.closed_before, self._start(horizon))
         return out
 
     def _emit(self, version: str, start: int, w: dict[str, Any]) -> Emit:
@@ -128,12 +150,16 @@ class QualityProcessor(Processor):
 
     def snapshot(self) -> dict[str, Any]:
         return {"preds": self.preds, "early": self.early, "windows": self.windows, "late": self.late,
-                "max_time": self.max_time, "closed_before": self.closed_before}
+                "clock": self.clock, "closed_before": self.closed_before}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.preds, self.early = dict(state["preds"]), dict(state["early"])
         self.windows, self.late = dict(state["windows"]), dict(state["late"])
-        self.max_time, self.closed_before = int(state["max_time"]), int(state["closed_before"])
+        if "clock" in state:
+            self.clock = dict(state["clock"])
+        else:  # a checkpoint from before the per-input clocks: one clock for both
+            self.clock = {"predictions": int(state["max_time"]), "feedback": int(state["max_time"])}
+        self.closed_before = int(state["closed_before"])
 
 
 _TAGS = ("model_name", "model_version")
@@ -175,7 +201,8 @@ class QualityMetricsSink(Sink):
 
 
 def flow(model_name: str, window_ms: int = 60_000, max_wait_ms: int = 60_000,
-         influx_settings: Any | None = None) -> FlowSpec:
+         influx_settings: Any | None = None, allowed_lateness_ms: int = 5_000,
+         max_skew_ms: int = 86_400_000) -> FlowSpec:
     def sink() -> Sink:
         from connectors.influx import InfluxSink
 
@@ -184,7 +211,7 @@ def flow(model_name: str, window_ms: int = 60_000, max_wait_ms: int = 60_000,
     return FlowSpec(
         name="quality",
         inputs={"predictions": PREDICTION, "feedback": FEEDBACK},
-        make_processor=lambda key: QualityProcessor(key, window_ms, max_wait_ms),
+        make_processor=lambda key: QualityProcessor(key, window_ms, max_wait_ms, allowed_lateness_ms, max_skew_ms),
         key=lambda ev: ev.record["model_name"],
         sinks=[sink],
     )

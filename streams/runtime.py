@@ -22,7 +22,8 @@ class RuntimeSettings(Section):
     state_dir: Path = Field(Path(".eddyline/state"), description="Checkpoints, one folder per flow.")
     epoch_interval_s: float = Field(2.0, gt=0, description="Seconds between checkpoints; a crash replays at most this.")
     batch_size: int = Field(500, gt=0, description="Kafka messages per poll.")
-    metrics_port: int | None = Field(None, description="Serve Prometheus metrics on 127.0.0.1:PORT.")
+    metrics_port: int | None = Field(None, description="Serve Prometheus metrics on metrics_host:PORT.")
+    metrics_host: str = Field("127.0.0.1", description="Where the metrics endpoint listens; 0.0.0.0 in containers.")
     detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")
 
 
@@ -45,9 +46,10 @@ def _clicks() -> FlowSpec:
 def _drift() -> FlowSpec:
     from connectors.alerting import AlertDispatcher
     from streams.drift import flow
+    from streams.drift_metrics import drift_metrics_sink
 
     spec = flow()
-    spec.sinks.append(AlertDispatcher.from_settings)
+    spec.sinks.extend([AlertDispatcher.from_settings, drift_metrics_sink])
     return spec
 
 
