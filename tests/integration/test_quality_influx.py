@@ -27,6 +27,8 @@ def test_window_metrics_reach_victoriametrics_through_influx_client(victoria) ->
                                               "model_name": "m", "prediction_id": pid, "label": float(i % 2 if i < 16 else 1 - i % 2)}))
     events.append(Event("predictions", "m", {"event_id": "tick", "event_time": t0 + 100_000, "model_name": "m",
                                              "model_version": "3", "score": 0.5, "latency_ms": 2.0, "error": None}))
+    events.append(Event("feedback", "m", {"event_id": "ftick", "event_time": t0 + 100_000, "model_name": "m",
+                                          "prediction_id": "tick", "label": 1.0}))  # both inputs move on
     emits = run_local(quality.flow("m", window_ms=1000, max_wait_ms=500), events)
     sink = quality.QualityMetricsSink(InfluxSink(victoria.influx_settings("quality")), registry=CollectorRegistry())
     sink.write(emits)
