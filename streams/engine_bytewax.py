@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,13 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING
 
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
-from connectors.prometheus import DLQ_EVENTS, EVENTS_CONSUMED, EVENTS_EMITTED, PROCESSING_SECONDS
+from connectors.prometheus import (
+    DLQ_EVENTS,
+    END_TO_END_LATENCY,
+    EVENTS_CONSUMED,
+    EVENTS_EMITTED,
+    PROCESSING_SECONDS,
+)
 from schemas import SchemaError
 from streams.codec import Codec, DeadLetter
 from streams.processor import SINK_ONLY, Emit, Event, FlowSpec, Processor, Sink
@@ -129,6 +136,8 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
     emits = op.map("unkey", processed, lambda kv: kv[1])
     to_kafka = op.filter("kafka-bound", emits, lambda e: not e.topic.startswith(SINK_ONLY))
 
+    latency = END_TO_END_LATENCY.labels(spec.name)
+
     def encode(emit: Emit) -> tuple[str, bytes | None, bytes | None, dict[str, bytes] | None]:
         try:
             topic, key, value = codec.encode(emit)
@@ -139,6 +148,9 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
                 emit.topic, emit.key.encode(), json.dumps(emit.record, default=str).encode(),
                 "invalid_output", str(exc), -1, -1))
         EVENTS_EMITTED.labels(spec.name, emit.topic).inc()
+        lag_s = time.time() - emit.record.get("event_time", 0) / 1000.0
+        if 0.0 <= lag_s < 86_400:  # replays of old data say nothing about the pipeline's latency
+            latency.observe(lag_s)
         return topic, key, value, None
 
     def to_dlq(dead: DeadLetter) -> tuple[str, bytes | None, bytes | None, dict[str, bytes]]:
