@@ -309,7 +309,7 @@ def build_app(
 
     @table.on_recover
     async def recovered() -> None:
-        keys = sum(1 for k in table.data.keys() if k != MARKER)
+        keys = sum(1 for k in table.data if k != MARKER)
         log.info("state restored from the changelog", extra={"flow": spec.name, "worker_pid": os.getpid(),
                                                               "keys": keys})
 
@@ -378,8 +378,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     logs.setup()
     runtime = RuntimeSettings()
     spec = flow_spec(args.flow)
-    run(spec, KafkaSettings(), state_dir=args.state_dir or runtime.state_dir / f"{spec.name}-faust",
-        workers=args.workers, batch_size=runtime.batch_size, loglevel=logging.getLevelName(logging.getLogger().level))
+    try:
+        run(spec, KafkaSettings(), state_dir=args.state_dir or runtime.state_dir / f"{spec.name}-faust",
+            workers=args.workers, batch_size=runtime.batch_size,
+            loglevel=logging.getLevelName(logging.getLogger().level))
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":
