@@ -9,6 +9,11 @@ predictions are joined with their feedback by prediction id (whichever comes fir
 joined pair gives a 0/1 error, and the error stream feeds a concept-drift detector (ours by default:
 CUSUM + ADWIN; ``adwin`` and ``page_hinkley`` are river's).
 
+Which features: by default, for a model listed in ``MODEL_FEATURES``, only those its module says are
+worth watching (for the click model: the smoothed rates and ratings, not the log counts, which grow with
+the stream's age and would raise data drift again and again); for any other model, all of them.
+``[drift] features`` / ``EDDYLINE_DRIFT_FEATURES`` (a JSON list) chooses for every model.
+
 Each detection is a ``drift`` event and an ``alerts`` record. Alerts follow incidents: the first drift
 of a subject (a feature, or the model's errors) opens one, a drift while it is open updates it, and
 ``resolve_after`` quiet checks in a row resolve it. Ids derive from the input event that caused them
@@ -20,12 +25,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
+from connectors.config import Section
 from models.drift import FeatureDriftMonitor, make_detector
+from models.online import DRIFT_FEATURES
 from schemas import ALERT, DRIFT, FEEDBACK, PREDICTION, derive_id
+from streams.clicks import MODEL_NAME as CLICK_MODEL
 from streams.processor import Emit, Event, FlowSpec, Processor
 
 FLOW = "drift"
@@ -33,6 +43,28 @@ PRODUCER = "eddyline/drift"
 DRIFT_TOPIC = "drift"
 ALERTS_TOPIC = "alerts"
 CONCEPT = "concept"  # the subject name of the error stream
+MODEL_FEATURES: dict[str, tuple[str, ...]] = {CLICK_MODEL: DRIFT_FEATURES}  # model -> features watched by default
+
+
+class DriftSettings(Section):
+    """``[drift]`` / ``EDDYLINE_DRIFT_*``: what the drift flow watches and how sure it must be."""
+
+    toml_table: ClassVar[str] = "drift"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_DRIFT_", extra="ignore")
+
+    detector: str = Field("ours", description="Concept-drift detector on the error stream: ours, adwin, page_hinkley.")
+    features: list[str] | None = Field(None, description="Features to watch for data drift, for every model "
+                                                         "(default: each model's own choice, else all).")
+    reference_size: int = Field(2000, gt=0, description="Values in a feature's reference sample.")
+    window_size: int = Field(1000, gt=0, description="Latest values compared with the reference.")
+    check_every: int = Field(500, gt=0, description="Values between two data-drift checks of a feature.")
+    psi_threshold: float = Field(0.25, gt=0, description="Population stability index that counts as drift.")
+    p_threshold: float = Field(1e-4, ge=0, description="KS p-value under which it counts as drift.")
+    max_wait_ms: int = Field(3_600_000, ge=0, description="Event time a prediction waits for its feedback.")
+    resolve_after: int = Field(10, gt=0, description="Quiet checks in a row that resolve an incident.")
+
+    def processor_params(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"detector", "features"})
 
 
 class DriftProcessor(Processor):
@@ -57,6 +89,8 @@ class DriftProcessor(Processor):
         self.detector_params = dict(detector_params or {})
         self.monitor_params = {"reference_size": reference_size, "window_size": window_size,
                                "psi_threshold": psi_threshold, "p_threshold": p_threshold}
+        if features is None and model_name in MODEL_FEATURES:
+            features = list(MODEL_FEATURES[model_name])
         self.check_every, self.features = check_every, list(features) if features is not None else None
         self.max_wait_ms, self.resolve_after, self.threshold = max_wait_ms, resolve_after, threshold
         self.monitors: dict[str, FeatureDriftMonitor] = {}
@@ -160,7 +194,7 @@ class DriftProcessor(Processor):
     def _concept(self, errors: list[tuple[float, int, str]]) -> list[Emit]:
         out: list[Emit] = []
         values = np.array([e[0] for e in errors])
-        hits = set(int(i) for i in self.detector.update(values))
+        hits = {int(i) for i in self.detector.update(values)}
         for i, (err, t, fid) in enumerate(errors):
             self.last_errors.append(err)
             if self.errors_since == 0:
@@ -268,12 +302,17 @@ class DriftProcessor(Processor):
         self.unmatched = dict(state["unmatched"])
 
 
-def flow(detector: str = "ours", features: list[str] | None = None, **params: Any) -> FlowSpec:
-    """``params``: the rest of ``DriftProcessor``'s settings (window sizes, thresholds, waits)."""
+def flow(detector: str | None = None, features: list[str] | None = None, **params: Any) -> FlowSpec:
+    """``params``: the rest of ``DriftProcessor``'s settings (window sizes, thresholds, waits); what is not
+    given comes from ``DriftSettings``."""
+    settings = DriftSettings()
+    chosen = detector or settings.detector
+    watched = features if features is not None else settings.features
+    merged = settings.processor_params() | params
     return FlowSpec(
         name=FLOW,
         inputs={"predictions": PREDICTION, "feedback": FEEDBACK},
         outputs={DRIFT_TOPIC: DRIFT, ALERTS_TOPIC: ALERT},
-        make_processor=lambda model: DriftProcessor(model, detector, features=features, **params),
+        make_processor=lambda model: DriftProcessor(model, chosen, features=watched, **merged),
         key=lambda ev: ev.record["model_name"],
     )

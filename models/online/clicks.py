@@ -20,6 +20,11 @@ FEATURES = (
     "item_rate", "item_log_count", "user_rate", "user_log_count", "genre_affinity", "item_rating", "user_rating",
     "bias",
 )
+# What data-drift monitors should watch. The log counts grow with the stream's age by construction (an
+# item's count only goes up), so any reference sample of them is soon left behind and they would alarm
+# for ever; ``bias`` is a constant. The rest are smoothed rates and ratings: bounded, and they move only
+# when the traffic does (other users, other items, other tastes).
+DRIFT_FEATURES = ("item_rate", "user_rate", "genre_affinity", "item_rating", "user_rating")
 
 
 def _logit(p: float) -> float:

@@ -104,3 +104,37 @@ def test_state_survives_a_snapshot_mid_stream() -> None:
     procs = {k: pickle.loads(pickle.dumps(p)) for k, p in procs.items()}
     rest = run_local(drift.flow(), events[4001:], procs)
     assert [e.record["event_id"] for e in first + rest] == [e.record["event_id"] for e in whole]
+
+
+def _click_prediction(i: int, **features: float) -> Event:
+    from streams.clicks import MODEL_NAME
+
+    return Event("predictions", MODEL_NAME, {
+        "event_id": f"c{i}", "event_time": 1_000_000 + i * 100, "producer": "t", "model_name": MODEL_NAME,
+        "model_version": "1", "subject_id": "u", "item_id": "i", "features_digest": "d", "features": features,
+        "score": 0.5, "label": None, "latency_ms": 1.0, "error": None})
+
+
+def test_click_model_log_counts_that_grow_by_design_raise_no_data_drift() -> None:
+    """Counts only go up: watched, they would leave any reference behind and alarm again and again."""
+    from models.online import DRIFT_FEATURES
+
+    rng = np.random.default_rng(2)
+    events = [_click_prediction(i, item_log_count=np.log1p(i), user_log_count=np.log1p(i // 3),
+                                item_rate=float(rng.normal()), bias=1.0) for i in range(8000)]
+    out = run_local(drift.flow(reference_size=500, window_size=500, check_every=250), events)
+    assert not [e for e in out if e.topic == "drift"]
+    proc = drift.DriftProcessor(events[0].record["model_name"])
+    assert proc.features == list(DRIFT_FEATURES) and "item_log_count" not in proc.features
+    watching_all = run_local(drift.flow(features=["item_log_count"], reference_size=500, window_size=500,
+                                        check_every=250), events)
+    assert len([e for e in watching_all if e.topic == "drift"]) >= 3  # what the default spares the on-call
+
+
+def test_drift_settings_choose_features_and_detector_for_the_flow(monkeypatch) -> None:
+    monkeypatch.setenv("EDDYLINE_DRIFT_FEATURES", '["x"]')
+    monkeypatch.setenv("EDDYLINE_DRIFT_DETECTOR", "adwin")
+    monkeypatch.setenv("EDDYLINE_DRIFT_CHECK_EVERY", "7")
+    proc = drift.flow().make_processor("m")
+    assert proc.features == ["x"] and proc.detector_name == "adwin" and proc.check_every == 7
+    assert drift.flow(check_every=9).make_processor("m").check_every == 9  # arguments win
