@@ -25,6 +25,7 @@ from streams.processor import Emit, Event, FlowSpec, Processor
 MODEL_NAME = "clicks-online"
 PRODUCER = "eddyline/clicks"
 LIKE = 4.0
+SEEN_PER_USER = 5000  # items remembered per user, to leave out of their recommendations; the oldest go first
 
 
 def features_digest(x: np.ndarray) -> str:
@@ -36,6 +37,7 @@ class ClickProcessor(Processor):
         self.model_name, self.version, self.click_wait_ms = model_name, version, click_wait_ms
         self.model = ClickModel()
         self.pending: dict[str, dict[str, Any]] = {}  # impression id -> what learning needs
+        self.shown: dict[str, dict[str, None]] = {}  # user -> items shown to them, oldest first
         self.watermark = 0
         from streams.recommend_api import LIVE
 
@@ -62,6 +64,7 @@ class ClickProcessor(Processor):
     def _impression(self, rec: dict[str, Any]) -> list[Emit]:
         t0 = time.perf_counter()
         user, item, genres = rec["user_id"], rec["item_id"], self._genres(rec)
+        self._saw(user, item)
         x = self.model.features(user, [item], [genres] if genres else None)[0]
         p = float(self.model.logit.predict(x))
         latency = (time.perf_counter() - t0) * 1000
@@ -81,6 +84,13 @@ class ClickProcessor(Processor):
         else:
             self.pending[rec["event_id"]] = entry
         return out
+
+    def _saw(self, user: str, item: str) -> None:
+        items = self.shown.setdefault(user, {})
+        items.pop(item, None)
+        items[item] = None
+        if len(items) > SEEN_PER_USER:
+            del items[next(iter(items))]
 
     def _click(self, rec: dict[str, Any]) -> list[Emit]:
         entry = self.pending.pop(rec.get("impression_id") or "", None)
@@ -107,10 +117,12 @@ class ClickProcessor(Processor):
               "model_name": self.model_name, "prediction_id": entry["pred_id"], "label": label}
         return [Emit("feedback", self.model_name, FEEDBACK, fb), *extra]
 
-    def top_k(self, user: str, k: int = 10) -> list[tuple[str, float]]:
-        """The live model's recommendations for a user over every item it knows."""
+    def top_k(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
+        """The live model's recommendations for a user over every item it knows, without those the
+        user has already been shown (or rated) unless ``exclude_seen`` is false."""
         model = self.model  # one model for the whole answer, even if a promotion swaps it meanwhile
-        items = list(model.items.n)
+        seen = self.shown.get(user, {}) if exclude_seen else {}
+        items = [i for i in list(model.items.n) if i not in seen]
         if not items:
             return []
         scores = model.rank_scores(user, items)
@@ -119,13 +131,14 @@ class ClickProcessor(Processor):
 
     def snapshot(self) -> dict[str, Any]:
         return {"model": self.model.snapshot(), "pending": self.pending, "watermark": self.watermark,
-                "version": self.version}
+                "version": self.version, "shown": {u: list(items) for u, items in self.shown.items()}}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.restore(state["model"])
         self.version = str(state.get("version", self.version))
         self.pending = dict(state["pending"])
         self.watermark = int(state["watermark"])
+        self.shown = {u: dict.fromkeys(items) for u, items in state.get("shown", {}).items()}
 
 
 def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000) -> FlowSpec:

@@ -6,9 +6,13 @@ same process answers from the model that is learning right now, including a chal
 is promoted. Requests never wait on the flow: they read the model as it is (Python's GIL keeps each
 read of its dictionaries whole).
 
-    GET /recommendations/<user>?k=10[&model=NAME]  -> {"user", "model_name", "model_version", "items": [...]}
+    GET /recommendations/<user>?k=10[&model=NAME][&include_seen=true]
+        -> {"user", "model_name", "model_version", "items": [...]}; items the user was already shown are
+           left out unless include_seen is true
     GET /models                                    -> {"models": [{"model_name", "model_version"}]}
     GET /health                                    -> {"status": "ok", "models": N}
+
+``eddyline run clicks`` serves it when ``[recommend] port`` / ``EDDYLINE_RECOMMEND_PORT`` is set.
 """
 
 from __future__ import annotations
@@ -16,17 +20,33 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from connectors.config import Section
+
 MAX_K = 1000
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+class RecommendSettings(Section):
+    """``[recommend]`` / ``EDDYLINE_RECOMMEND_*``: the recommendations API beside the click flow."""
+
+    toml_table: ClassVar[str] = "recommend"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_RECOMMEND_", extra="ignore")
+
+    port: int | None = Field(None, ge=0, le=65535, description="Serve top-k on HOST:PORT (default: not served).")
+    host: str = Field("127.0.0.1", description="Listen address.")
 
 
 class Recommender(Protocol):
     model_name: str
     version: str
 
-    def top_k(self, user: str, k: int = 10) -> list[tuple[str, float]]: ...
+    def top_k(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]: ...
 
 
 LIVE: dict[str, Recommender] = {}  # model name -> the live processor serving it in this process
@@ -35,7 +55,7 @@ LIVE: dict[str, Recommender] = {}  # model name -> the live processor serving it
 class _Handler(BaseHTTPRequestHandler):
     server: RecommendServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:
         return None  # requests are counted by the caller's metrics, not printed
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
@@ -46,7 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         parts = [unquote(p) for p in url.path.split("/") if p]
@@ -64,6 +84,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, {"error": "k must be an integer"})
         if not 1 <= k <= MAX_K:
             return self._send(400, {"error": f"k must be between 1 and {MAX_K}"})
+        include = query.get("include_seen", ["false"])[0].lower()
+        if include not in _TRUE + _FALSE:
+            return self._send(400, {"error": "include_seen must be true or false"})
         name = query.get("model", [None])[0]
         if name is None:
             if len(live) != 1:
@@ -75,7 +98,7 @@ class _Handler(BaseHTTPRequestHandler):
         if model is None:
             return self._send(404, {"error": f"no live model {name!r}", "models": sorted(live)})
         version = model.version
-        items = model.top_k(parts[1], k)
+        items = model.top_k(parts[1], k, exclude_seen=include in _FALSE)
         return self._send(200, {"user": parts[1], "model_name": name, "model_version": version,
                                 "items": [{"item_id": i, "score": s} for i, s in items]})
 
@@ -106,7 +129,7 @@ class RecommendServer(ThreadingHTTPServer):
         if self._thread is not None:
             self._thread.join(5)
 
-    def __enter__(self) -> RecommendServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -116,3 +139,22 @@ class RecommendServer(ThreadingHTTPServer):
 def serve(port: int, host: str = "127.0.0.1") -> RecommendServer:
     """Start the API in a background thread of this process (next to the click flow) and return it."""
     return RecommendServer(port, host).start()
+
+
+_serving: dict[tuple[str, int], RecommendServer] = {}
+
+
+def serve_from_settings(settings: RecommendSettings | None = None) -> RecommendServer | None:
+    """The API on the configured port, started once per process however often a flow is built; None
+    when no port is configured."""
+    settings = settings or RecommendSettings()
+    if settings.port is None:
+        return None
+    where = (settings.host, settings.port)
+    if where not in _serving:
+        try:
+            _serving[where] = serve(settings.port, settings.host)
+        except OSError as exc:
+            raise ValueError(f"the recommendations API cannot listen on {settings.host}:{settings.port} ({exc}); "
+                             "set EDDYLINE_RECOMMEND_PORT (or [recommend] port) to a free port") from exc
+    return _serving[where]

@@ -269,7 +269,11 @@ class RetrainingClickProcessor(ClickProcessor):
 
 def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registry_dir: Path | str | None = None,
          policy: dict[str, Any] | None = None) -> FlowSpec:
-    """The click flow with retraining: clicks and drift events in; predictions and feedback out."""
+    """The click flow with retraining: clicks and drift events in; predictions and feedback out. With
+    ``[recommend] port`` set, this process also serves top-k recommendations from the live model."""
+    from streams.recommend_api import serve_from_settings
+
+    serve_from_settings()
     settings = RetrainingSettings()
     folder = str(registry_dir if registry_dir is not None else settings.registry_dir)
     merged = settings.policy() | (policy or {})

@@ -38,7 +38,7 @@ def test_top_k_for_a_user_comes_from_the_live_model(live) -> None:
         assert [i["item_id"] for i in body["items"]] == [i for i, _ in proc.top_k("15", 5)]
         scores = [i["score"] for i in body["items"]]
         assert len(scores) == 5 and scores == sorted(scores, reverse=True)
-        assert set(i["item_id"] for i in body["items"]) <= set(proc.model.items.n)
+        assert {i["item_id"] for i in body["items"]} <= set(proc.model.items.n)
         status, body = _get(f"{server.url}/recommendations/a-new-user?k=3")  # cold start still answers
         assert status == 200 and len(body["items"]) == 3
         assert _get(f"{server.url}/models")[1] == {"models": [{"model_name": clicks.MODEL_NAME,
@@ -55,3 +55,53 @@ def test_bad_requests_are_clear_errors(live) -> None:
     with RecommendServer(live={}) as empty:
         assert _get(f"{empty.url}/recommendations/1")[0] == 503
         assert _get(f"{empty.url}/health")[1] == {"status": "ok", "models": 0}
+
+
+def test_items_the_user_has_seen_are_left_out_unless_asked_for(live) -> None:
+    proc = live[clicks.MODEL_NAME]
+    user = max(proc.shown, key=lambda u: len(proc.shown[u]))  # the user who rated most
+    seen = set(proc.shown[user])
+    with RecommendServer(live=live) as server:
+        status, body = _get(f"{server.url}/recommendations/{user}?k=50")
+        assert status == 200 and len(body["items"]) == 50
+        assert not {i["item_id"] for i in body["items"]} & seen
+        status, body = _get(f"{server.url}/recommendations/{user}?k=50&include_seen=true")
+        assert status == 200 and {i["item_id"] for i in body["items"]} & seen  # popular items they rated
+        assert _get(f"{server.url}/recommendations/{user}?include_seen=maybe")[0] == 400
+
+
+def test_seen_items_survive_a_checkpoint_and_are_bounded_per_user() -> None:
+    import pickle
+
+    proc = clicks.ClickProcessor()
+    base = {"producer": "t", "position": None, "rating": 5.0, "context": {}, "action": "IMPRESSION",
+            "impression_id": None, "user_id": "u"}
+    n = clicks.SEEN_PER_USER + 3
+    proc.process([Event("clicks", "u", {**base, "event_id": f"e{i}", "event_time": i, "item_id": f"i{i}"})
+                  for i in range(n)])
+    again = pickle.loads(pickle.dumps(proc))
+    assert list(again.shown["u"]) == [f"i{i}" for i in range(3, n)]  # the oldest three forgotten
+    assert "i5" not in {i for i, _ in again.top_k("u", 10)} and "i0" in {i for i, _ in again.top_k("u", n)}
+
+
+def test_the_api_is_served_once_per_process_on_the_configured_port(monkeypatch) -> None:
+    import socket
+
+    from streams import recommend_api
+
+    assert recommend_api.serve_from_settings(recommend_api.RecommendSettings()) is None  # no port: not served
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("EDDYLINE_RECOMMEND_PORT", str(port))
+    server = recommend_api.serve_from_settings()
+    try:
+        assert server is not None and server.url == f"http://127.0.0.1:{port}"
+        assert recommend_api.serve_from_settings() is server
+        assert _get(f"{server.url}/health")[0] == 200
+        with pytest.raises(ValueError, match="cannot listen"), socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            recommend_api.serve_from_settings(recommend_api.RecommendSettings(port=taken.getsockname()[1]))
+    finally:
+        recommend_api._serving.pop(("127.0.0.1", port)).stop()
