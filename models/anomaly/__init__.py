@@ -12,14 +12,16 @@ from models.anomaly.base import AnomalyDetector
 from models.anomaly.gauss import GaussianDetector
 from models.anomaly.hst import HalfSpaceTrees
 from models.anomaly.likelihood import LikelihoodDetector
+from models.anomaly.robust import RobustLikelihoodDetector
 
 DETECTORS: dict[str, type[AnomalyDetector]] = {
     GaussianDetector.name: GaussianDetector,
     HalfSpaceTrees.name: HalfSpaceTrees,
     LikelihoodDetector.name: LikelihoodDetector,
+    RobustLikelihoodDetector.name: RobustLikelihoodDetector,
 }
 
-DEFAULT_DETECTOR = LikelihoodDetector.name  # best NAB score of ours (BENCHMARKS-nab.md)
+DEFAULT_DETECTOR = RobustLikelihoodDetector.name  # NAB-early and catches lone extremes (BENCHMARKS-nab.md)
 
 
 def make_detector(name: str, **params: Any) -> AnomalyDetector:
