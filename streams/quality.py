@@ -11,8 +11,11 @@ seen on it) and its own watermark (that clock minus ``allowed_lateness_ms``): a 
 its feedback only once the *feedback* watermark is ``max_wait_ms`` past it, stray feedback gives up on
 its prediction only once the *prediction* watermark is, and a window closes when the prediction
 watermark has passed its end and the feedback watermark its end plus the wait. A feedback stream that
-stops altogether would hold every window open, so it is taken to be at least ``max_skew_ms`` behind the
-prediction clock: beyond that skew, unanswered predictions count as missing. Events for a window
+stops altogether would hold every window open; reading skew gives at most a poll's worth of predictions
+with no feedback between them, so after ``stall_after`` predictions in a row without any feedback the
+feedback stream counts as stalled: its watermark is brought up to the predictions', and unanswered
+predictions count as missing (an event count, not an event-time span, because a fast replay of
+history packs days of event time into one poll). Events for a window
 already closed are late: they are counted, in the ``late_events`` field of the next window emitted for
 that version, never silently dropped.
 """
@@ -20,10 +23,13 @@ that version, never silently dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
+from connectors.config import Section
 from models.metrics import classification_report
 from schemas import FEEDBACK, PREDICTION, derive_id
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
@@ -42,21 +48,23 @@ def _new_window() -> dict[str, Any]:
 
 class QualityProcessor(Processor):
     def __init__(self, model_name: str, window_ms: int = 60_000, max_wait_ms: int = 60_000,
-                 allowed_lateness_ms: int = 5_000, max_skew_ms: int = 86_400_000) -> None:
-        if window_ms < 1 or max_wait_ms < 0 or allowed_lateness_ms < 0 or max_skew_ms < 0:
-            raise ValueError("window_ms must be positive; waits, lateness and skew must not be negative")
+                 allowed_lateness_ms: int = 5_000, stall_after: int = 10_000) -> None:
+        if window_ms < 1 or stall_after < 1 or max_wait_ms < 0 or allowed_lateness_ms < 0:
+            raise ValueError("window_ms and stall_after must be positive; waits and lateness must not be negative")
         self.model_name, self.window_ms = model_name, window_ms
-        self.max_wait_ms, self.allowed_lateness_ms, self.max_skew_ms = max_wait_ms, allowed_lateness_ms, max_skew_ms
+        self.max_wait_ms, self.allowed_lateness_ms, self.stall_after = max_wait_ms, allowed_lateness_ms, stall_after
         self.preds: dict[str, dict[str, Any]] = {}
         self.early: dict[str, dict[str, Any]] = {}  # feedback waiting for its prediction
         self.windows: dict[str, dict[str, Any]] = {}  # "version|start" -> accumulators
         self.late: dict[str, int] = {}  # version -> late events not yet reported
         self.clock = {"predictions": _NEVER, "feedback": _NEVER}  # how far each input has come, in event time
         self.closed_before = _NEVER  # windows starting before this are closed
+        self.unanswered_run = 0  # predictions since the last feedback event
+        self.stalled_at = _NEVER  # the prediction clock when the feedback stream last counted as stalled
 
     def params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "window_ms": self.window_ms, "max_wait_ms": self.max_wait_ms,
-                "allowed_lateness_ms": self.allowed_lateness_ms, "max_skew_ms": self.max_skew_ms}
+                "allowed_lateness_ms": self.allowed_lateness_ms, "stall_after": self.stall_after}
 
     @property
     def prediction_watermark(self) -> int:
@@ -64,8 +72,7 @@ class QualityProcessor(Processor):
 
     @property
     def feedback_watermark(self) -> int:
-        behind = self.clock["predictions"] - self.max_skew_ms if self.clock["predictions"] > _NEVER else _NEVER
-        return max(self.clock["feedback"], behind) - self.allowed_lateness_ms
+        return max(self.clock["feedback"], self.stalled_at) - self.allowed_lateness_ms
 
     def _start(self, t: int) -> int:
         return t - t % self.window_ms
@@ -77,8 +84,12 @@ class QualityProcessor(Processor):
             side = "feedback" if "prediction_id" in rec else "predictions"
             self.clock[side] = max(self.clock[side], int(rec["event_time"]))
             if side == "feedback":
+                self.unanswered_run = 0
                 self._feedback(rec)
             else:
+                self.unanswered_run += 1
+                if self.unanswered_run >= self.stall_after:
+                    self.stalled_at = self.clock["predictions"]
                 self._prediction(rec)
             out.extend(self._advance())
         return out
@@ -150,7 +161,8 @@ class QualityProcessor(Processor):
 
     def snapshot(self) -> dict[str, Any]:
         return {"preds": self.preds, "early": self.early, "windows": self.windows, "late": self.late,
-                "clock": self.clock, "closed_before": self.closed_before}
+                "clock": self.clock, "closed_before": self.closed_before, "unanswered_run": self.unanswered_run,
+                "stalled_at": self.stalled_at}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.preds, self.early = dict(state["preds"]), dict(state["early"])
@@ -160,6 +172,7 @@ class QualityProcessor(Processor):
         else:  # a checkpoint from before the per-input clocks: one clock for both
             self.clock = {"predictions": int(state["max_time"]), "feedback": int(state["max_time"])}
         self.closed_before = int(state["closed_before"])
+        self.unanswered_run, self.stalled_at = int(state.get("unanswered_run", 0)), int(state.get("stalled_at", _NEVER))
 
 
 _TAGS = ("model_name", "model_version")
@@ -200,9 +213,29 @@ class QualityMetricsSink(Sink):
             self.influx.close()
 
 
-def flow(model_name: str, window_ms: int = 60_000, max_wait_ms: int = 60_000,
-         influx_settings: Any | None = None, allowed_lateness_ms: int = 5_000,
-         max_skew_ms: int = 86_400_000) -> FlowSpec:
+class QualitySettings(Section):
+    """``[quality]`` / ``EDDYLINE_QUALITY_*``: windows and waits of the quality flow."""
+
+    toml_table: ClassVar[str] = "quality"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_QUALITY_", extra="ignore")
+
+    window_ms: int = Field(60_000, gt=0, description="Tumbling metric windows, by prediction event time.")
+    max_wait_ms: int = Field(31 * 60_000, ge=0, description="Event time a prediction waits for its feedback "
+                             "(the click flow calls an impression a non-click after 30 minutes).")
+    allowed_lateness_ms: int = Field(5_000, ge=0, description="Out-of-order slack of each input's watermark.")
+    stall_after: int = Field(10_000, gt=0, description="Predictions in a row without feedback after which "
+                             "the feedback stream counts as stalled.")
+
+
+def flow(model_name: str, window_ms: int | None = None, max_wait_ms: int | None = None,
+         influx_settings: Any | None = None, allowed_lateness_ms: int | None = None,
+         stall_after: int | None = None) -> FlowSpec:
+    """What is not given comes from ``QualitySettings``."""
+    settings = QualitySettings()
+    params = (window_ms or settings.window_ms, settings.max_wait_ms if max_wait_ms is None else max_wait_ms,
+              settings.allowed_lateness_ms if allowed_lateness_ms is None else allowed_lateness_ms,
+              stall_after or settings.stall_after)
+
     def sink() -> Sink:
         from connectors.influx import InfluxSink
 
@@ -211,7 +244,7 @@ def flow(model_name: str, window_ms: int = 60_000, max_wait_ms: int = 60_000,
     return FlowSpec(
         name="quality",
         inputs={"predictions": PREDICTION, "feedback": FEEDBACK},
-        make_processor=lambda key: QualityProcessor(key, window_ms, max_wait_ms, allowed_lateness_ms, max_skew_ms),
+        make_processor=lambda key: QualityProcessor(key, *params),
         key=lambda ev: ev.record["model_name"],
         sinks=[sink],
     )

@@ -108,13 +108,22 @@ def test_a_window_waits_for_the_feedback_stream_then_closes_once_it_has_come_far
     assert (closed["window_start"], closed["predictions"], closed["labelled"], closed["missing_feedback"]) == (0, 1, 1, 0)
 
 
-def test_a_stalled_feedback_stream_counts_predictions_missing_after_the_skew_bound() -> None:
-    proc = quality.QualityProcessor("m", window_ms=1000, max_wait_ms=500, allowed_lateness_ms=0, max_skew_ms=10_000)
-    out = proc.process([_pred(f"p{i}", i * 1000, 0.9) for i in range(13)])  # 12 s of predictions, no feedback
-    closed = [e.record for e in out]
-    assert [w["window_start"] for w in closed] == [0]  # 12000 - 10000 skew - 500 wait: only [0, 1000) is done
-    assert closed[0]["missing_feedback"] == 1 and closed[0]["labelled"] == 0
-    assert not proc.preds.get("p0")
+def test_a_stalled_feedback_stream_counts_predictions_missing_after_a_run_without_feedback() -> None:
+    proc = quality.QualityProcessor("m", window_ms=1000, max_wait_ms=500, allowed_lateness_ms=0, stall_after=10)
+    assert proc.process([_pred(f"p{i}", i * 1000, 0.9) for i in range(9)]) == []  # could be reading skew
+    closed = [e.record for e in proc.process([_pred("p9", 9000, 0.9)])]  # ten in a row: stalled
+    assert [w["window_start"] for w in closed] == list(range(0, 8000, 1000))  # 9000 - 500 wait: up to 8000
+    assert all(w["missing_feedback"] == 1 and w["labelled"] == 0 for w in closed)
+    late = [e.record for e in proc.process([_fb("p0", 100, 1.0), _pred("p20", 20000), _fb("p20", 20000, 1.0)])]
+    assert sum(w["late_events"] for w in late) == 1  # the feedback that came after all is counted, not dropped
+
+
+def test_quality_settings_fill_in_what_the_flow_is_not_given(monkeypatch) -> None:
+    monkeypatch.setenv("EDDYLINE_QUALITY_WINDOW_MS", "250")
+    monkeypatch.setenv("EDDYLINE_QUALITY_STALL_AFTER", "7")
+    proc = quality.flow("m").make_processor("m")
+    assert (proc.window_ms, proc.stall_after, proc.max_wait_ms) == (250, 7, 31 * 60_000)
+    assert quality.flow("m", window_ms=1000, max_wait_ms=0).make_processor("m").params()["max_wait_ms"] == 0
 
 
 def test_feedback_whose_prediction_gave_up_is_counted_late_not_dropped() -> None:
