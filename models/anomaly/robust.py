@@ -76,13 +76,19 @@ def _robust_kernel(values, timestamps, state, params, out):  # pragma: no cover 
             if novel and nrate < nov_max:
                 s = max(s, _SURE)
             if k >= W:
-                for j in range(W):
-                    buf[j] = state[win_at + j]
-                med = np.median(buf)
-                for j in range(W):
-                    buf[j] = abs(buf[j] - med)
-                sc = max(1.4826 * np.median(buf), floor_frac * sd_long, 1e-9 * max(1.0, abs(med)))
-                ex = abs(x - med) >= kspike * sc
+                wlo, whi = state[win_at], state[win_at]
+                for j in range(1, W):
+                    wlo, whi = min(wlo, state[win_at + j]), max(whi, state[win_at + j])
+                ex = False
+                # |x - median| <= the farther window extreme: when that is small, no spike (skip the sorts).
+                if max(abs(x - wlo), abs(x - whi)) >= kspike * max(floor_frac * sd_long, 1e-9):
+                    for j in range(W):
+                        buf[j] = state[win_at + j]
+                    med = np.median(buf)
+                    for j in range(W):
+                        buf[j] = abs(buf[j] - med)
+                    sc = max(1.4826 * np.median(buf), floor_frac * sd_long, 1e-9 * max(1.0, abs(med)))
+                    ex = abs(x - med) >= kspike * sc
                 spiked = ex and rate < rate_max
                 if ex and prev_ex == 0.0:
                     rate += rate_a
