@@ -98,7 +98,7 @@ class DriftProcessor(Processor):
         self.seen: dict[str, int] = {}  # per subject: values since the last check
         self.detector = make_detector(detector, **self.detector_params)
         self.errors_since = 0  # errors fed to the detector since it last started afresh
-        self.errors_start = -1  # event time of the first of them
+        self.errors_start = self.errors_end = -1  # the event-time span they cover (inputs arrive out of order)
         self.errors_sum = 0.0  # and their sum: the error rate the detector compared against
         self.last_errors: deque[float] = deque(maxlen=100)  # the statistic of a concept drift: the recent error rate
         self.preds: dict[str, dict[str, Any]] = {}  # prediction id -> score and time, waiting for feedback
@@ -160,7 +160,7 @@ class DriftProcessor(Processor):
                 win = self.times[name]
                 out.extend(self._detected(
                     name, "DATA", rec["event_id"], t, statistic=result.psi,
-                    threshold=self.monitor_params["psi_threshold"], window=(win[0], win[-1]),
+                    threshold=self.monitor_params["psi_threshold"], window=(min(win), max(win)),
                     sizes=(result.reference_size, result.window_size),
                     details={"psi": f"{result.psi:.4f}", "ks": f"{result.ks:.4f}", "p_value": f"{result.p_value:.3g}"}))
                 self.monitors[name] = FeatureDriftMonitor(**self.monitor_params)
@@ -198,14 +198,15 @@ class DriftProcessor(Processor):
         for i, (err, t, fid) in enumerate(errors):
             self.last_errors.append(err)
             if self.errors_since == 0:
-                self.errors_start, self.errors_sum = t, 0.0
+                self.errors_start, self.errors_end, self.errors_sum = t, t, 0.0
+            self.errors_start, self.errors_end = min(self.errors_start, t), max(self.errors_end, t)
             self.errors_since += 1
             self.errors_sum += err
             if i in hits:
                 rate = float(np.mean(self.last_errors))
                 out.extend(self._detected(
                     CONCEPT, "CONCEPT", fid, t, statistic=rate, threshold=self.errors_sum / self.errors_since,
-                    window=(self.errors_start, t), sizes=(0, self.errors_since),
+                    window=(self.errors_start, self.errors_end), sizes=(0, self.errors_since),
                     details={"error_rate_last_100": f"{rate:.4f}", "detector_statistic": f"{self.detector.statistic:.4g}",
                              "fired": str(getattr(self.detector, "last_fired", None) or self.detector_name)}))
                 self.errors_since = 0
@@ -282,7 +283,7 @@ class DriftProcessor(Processor):
             "monitors": {k: m.snapshot() for k, m in self.monitors.items()},
             "times": {k: list(v) for k, v in self.times.items()}, "seen": self.seen,
             "detector": self.detector.snapshot(), "errors_since": self.errors_since,
-            "errors_start": self.errors_start, "last_errors": list(self.last_errors), "errors_sum": self.errors_sum, "preds": self.preds, "early": self.early,
+            "errors_start": self.errors_start, "errors_end": self.errors_end, "last_errors": list(self.last_errors), "errors_sum": self.errors_sum, "preds": self.preds, "early": self.early,
             "incidents": self.incidents, "max_time": self.max_time, "stream_time": self.stream_time, "unmatched": self.unmatched,
         }
 
@@ -294,6 +295,7 @@ class DriftProcessor(Processor):
         self.seen = dict(state["seen"])
         self.detector.restore(state["detector"])
         self.errors_since, self.errors_start = int(state["errors_since"]), int(state["errors_start"])
+        self.errors_end = int(state.get("errors_end", self.errors_start))
         self.last_errors.extend(state["last_errors"])
         self.errors_sum = float(state["errors_sum"])
         self.preds, self.early = dict(state["preds"]), dict(state["early"])

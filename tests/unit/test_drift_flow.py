@@ -138,3 +138,16 @@ def test_drift_settings_choose_features_and_detector_for_the_flow(monkeypatch) -
     proc = drift.flow().make_processor("m")
     assert proc.features == ["x"] and proc.detector_name == "adwin" and proc.check_every == 7
     assert drift.flow(check_every=9).make_processor("m").check_every == 9  # arguments win
+
+
+def test_drift_windows_span_event_time_even_when_inputs_arrive_out_of_order() -> None:
+    """Clicks come from several partitions, so a model's predictions are not in event-time order."""
+    events = _stream(9000, 4000, concept=True, data=True)
+    preds = [e for e in events if e.topic == "predictions"]
+    fbs = [e for e in events if e.topic == "feedback"]
+    shuffled = []
+    for i in range(0, len(preds), 1500):  # blocks, each reversed
+        shuffled += preds[i:i + 1500][::-1] + fbs[i:i + 1500][::-1]
+    out = [e.record for e in run_local(drift.flow(), shuffled) if e.topic == "drift"]
+    assert {d["kind"] for d in out} == {"DATA", "CONCEPT"}
+    assert all(d["window_start"] <= d["window_end"] for d in out)
