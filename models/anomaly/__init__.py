@@ -13,15 +13,17 @@ from models.anomaly.gauss import GaussianDetector
 from models.anomaly.hst import HalfSpaceTrees
 from models.anomaly.likelihood import LikelihoodDetector
 from models.anomaly.robust import RobustLikelihoodDetector
+from models.anomaly.seasonal import SeasonalDetector
 
 DETECTORS: dict[str, type[AnomalyDetector]] = {
     GaussianDetector.name: GaussianDetector,
     HalfSpaceTrees.name: HalfSpaceTrees,
     LikelihoodDetector.name: LikelihoodDetector,
     RobustLikelihoodDetector.name: RobustLikelihoodDetector,
+    SeasonalDetector.name: SeasonalDetector,
 }
 
-DEFAULT_DETECTOR = RobustLikelihoodDetector.name  # NAB-early and catches lone extremes (BENCHMARKS-nab.md)
+DEFAULT_DETECTOR = SeasonalDetector.name  # best NAB score that still catches lone extremes (BENCHMARKS-nab.md)
 
 
 def make_detector(name: str, **params: Any) -> AnomalyDetector:

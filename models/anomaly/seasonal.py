@@ -1,0 +1,269 @@
+"""``robust`` with a time-of-day context: surprise measured against what this slot of the day usually reads.
+
+Why: many operational series follow a daily (or weekly) cycle, and their incidents are *contextual*: a
+value that is normal for the series overall but wrong for the hour (a cycle that stops, a flat stretch, a
+busy night). The global EWMA behind ``robust`` cannot see those. Here each reading's slot of the period
+(``timestamp mod period``, at the series' own sampling step, learnt from its first two timestamps) keeps an
+EWMA of its value; the prediction error against that slot replaces the global z-score whenever the
+seasonal model has been predicting clearly better lately (its EWMA squared error below ``ratio`` times the
+global one), so series without a cycle behave exactly like ``robust``. A series sampled too finely for the
+period (more than ``slots`` steps per period) has no seasonal context.
+
+State: [n, mean, var, min, max, hold_left, short_sum, hist_sum, hist_sq, spike_rate, last_was_spike,
+novelty_rate, step_ms, res_var, seas_err, glob_err, prev_ts, res_n, short[K], hist[H], window[W],
+slot_mean[S], slot_count[S]].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from models.anomaly._array import ArrayDetector
+from models.anomaly._jit import lazy_njit
+
+_HEAD = 23
+_SURE = 1.0 - 1e-7
+
+
+def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cover - compiled
+    alpha, tol, tau, damp = params[0], params[1], params[2], params[3]
+    K, H, hold, warm = int(params[4]), int(params[5]), int(params[6]), params[7]
+    W, kspike, floor_frac = int(params[8]), params[9], params[10]
+    rate_a, rate_max, nov_a, nov_max = params[11], params[12], params[13], params[14]
+    period, S, alpha_s, ratio, err_a = params[15], int(params[16]), params[17], params[18], params[19]
+    clip, mode, zscale = params[20], params[21], params[22]
+    zdecay, zmargin = params[23], params[24]
+    zmax = state[22]
+    n, mean, var, mn, mx = state[0], state[1], state[2], state[3], state[4]
+    left, ssum, hsum, hsq = int(state[5]), state[6], state[7], state[8]
+    rate, prev_ex, nrate = state[9], state[10], state[11]
+    step, res_var, seas_err, glob_err, prev_ts, res_n = state[12], state[13], state[14], state[15], state[16], state[17]
+    short_at, hist_at, win_at = _HEAD, _HEAD + K, _HEAD + K + H
+    sm_at = win_at + W
+    sc_at = sm_at + S
+    ss_at = sc_at + S
+    sh_at = ss_at + K
+    s_ssum, s_hsum, s_hsq, s_n = state[18], state[19], state[20], state[21]
+    s_lik = 0.0
+    sqrt2 = math.sqrt(2.0)
+    buf = np.empty(W)
+    for i in range(values.shape[0]):
+        x = values[i]
+        ts = float(timestamps[i])
+        k = int(n)
+        if k >= 1 and step == 0.0 and ts > prev_ts:
+            step = ts - prev_ts
+        prev_ts = ts
+        nslots = int(period / step + 0.5) if step > 0.0 else 0
+        seasonal = 4 <= nslots <= S
+        slot = -1
+        if seasonal:
+            slot = int((ts % period) / step)
+            if slot >= nslots:
+                slot = nslots - 1
+        z = 0.0
+        sd_long = math.sqrt(var)
+        if k >= 2:
+            z = abs(x - mean) / (sd_long + 1e-9 * max(1.0, abs(mean)))
+            if z != z:
+                z = 1e300
+        gerr = (x - mean) * (x - mean) if k >= 2 else 0.0
+        have_slot = slot >= 0 and state[sc_at + slot] >= 1.0
+        if have_slot:
+            r = x - state[sm_at + slot]
+            if res_n >= nslots and k >= 2:
+                zs = abs(r) / (math.sqrt(res_var) + 1e-9 * max(1.0, abs(mean)))
+                if zs != zs:
+                    zs = 1e300
+                better = seas_err < ratio * glob_err
+                kk = int(s_n)
+                raw_s = 1.0 - math.erfc(zs / zscale / sqrt2)
+                j = ss_at + kk % K
+                s_ssum += raw_s - state[j]
+                state[j] = raw_s
+                avg_s = s_ssum / min(kk + 1, K)
+                cnt_s = min(kk, H)
+                s_lik = 0.0
+                if kk >= nslots and (better or mode == 1.0):
+                    mu_s = s_hsum / cnt_s
+                    sd_s = math.sqrt(max(s_hsq / cnt_s - mu_s * mu_s, 1e-8))
+                    s_lik = 1.0 - 0.5 * math.erfc((avg_s - mu_s) / sd_s / sqrt2)
+                j = sh_at + kk % H
+                if kk >= H:
+                    old_s = state[j]
+                    s_hsum -= old_s
+                    s_hsq -= old_s * old_s
+                state[j] = avg_s
+                s_hsum += avg_s
+                s_hsq += avg_s * avg_s
+                s_n += 1.0
+                seas_err += err_a * (r * r - seas_err)
+                glob_err += err_a * (gerr - glob_err)
+            a_r = max(err_a, 1.0 / (res_n + 1.0))
+            rc = r * r
+            if res_n >= nslots and rc > clip * clip * res_var:
+                rc = clip * clip * res_var
+            res_var += a_r * (rc - res_var)
+            res_n += 1.0
+        raw = 1.0 - math.erfc(z / sqrt2)
+        slot_i = short_at + k % K
+        ssum += raw - state[slot_i]
+        state[slot_i] = raw
+        avg = ssum / min(k + 1, K)
+        cnt = min(k, H)
+        s = 0.0
+        if cnt >= 10:
+            mu = hsum / cnt
+            sd = math.sqrt(max(hsq / cnt - mu * mu, 1e-8))
+            s = 1.0 - 0.5 * math.erfc((avg - mu) / sd / sqrt2)
+        hslot = hist_at + k % H
+        if k >= H:
+            old = state[hslot]
+            hsum -= old
+            hsq -= old * old
+        state[hslot] = avg
+        hsum += avg
+        hsq += avg * avg
+        if mode == 0.0 and s_lik > 0.0:
+            s = s_lik
+        else:
+            s = max(s, s_lik)
+        s_lik = 0.0
+        rng = mx - mn
+        novel = k >= 1 and (x > mx + tol * rng or x < mn - tol * rng)
+        spiked = False
+        if k > warm:
+            if novel and nrate < nov_max:
+                s = max(s, _SURE)
+            if k >= W:
+                wlo, whi = state[win_at], state[win_at]
+                for j in range(1, W):
+                    wlo, whi = min(wlo, state[win_at + j]), max(whi, state[win_at + j])
+                ex = False
+                bigger = True
+                zmax *= zdecay
+                if max(abs(x - wlo), abs(x - whi)) >= kspike * max(floor_frac * sd_long, 1e-9):
+                    for j in range(W):
+                        buf[j] = state[win_at + j]
+                    med = np.median(buf)
+                    for j in range(W):
+                        buf[j] = abs(buf[j] - med)
+                    sc = max(1.4826 * np.median(buf), floor_frac * sd_long, 1e-9 * max(1.0, abs(med)))
+                    zr = abs(x - med) / sc
+                    ex = zr >= kspike
+                    bigger = zr > zmargin * zmax
+                    zmax = max(zmax, zr)
+                spiked = ex and rate < rate_max and bigger
+                if ex and prev_ex == 0.0:
+                    rate += rate_a
+                prev_ex = 1.0 if ex else 0.0
+            rate *= 1.0 - rate_a
+        else:
+            s = 0.0
+        nrate += nov_a * ((1.0 if novel else 0.0) - nrate)
+        if left > 0:
+            left -= 1
+            s *= damp
+        elif s >= tau:
+            left = hold
+        if spiked:
+            s = _SURE
+            if left == 0:
+                left = hold
+        out[i] = min(max(s, 0.0), 1.0)
+        state[win_at + k % W] = x
+        if slot >= 0:
+            c = state[sc_at + slot]
+            state[sm_at + slot] = x if c == 0.0 else state[sm_at + slot] + alpha_s * (x - state[sm_at + slot])
+            state[sc_at + slot] = c + 1.0
+        if k == 0:
+            mn, mx = x, x
+        else:
+            mn, mx = min(mn, x), max(mx, x)
+        a = max(alpha, 1.0 / (n + 1.0))
+        d = x - mean
+        mean = mean + a * d
+        var = (1.0 - a) * (var + a * d * d)
+        if not (math.isfinite(mean) and math.isfinite(var)):
+            mean, var = x, 0.0
+        n += 1.0
+    state[0], state[1], state[2], state[3], state[4] = n, mean, var, mn, mx
+    state[5], state[6], state[7], state[8] = float(left), ssum, hsum, hsq
+    state[9], state[10], state[11] = rate, prev_ex, nrate
+    state[12], state[13], state[14], state[15], state[16], state[17] = step, res_var, seas_err, glob_err, prev_ts, res_n
+    state[18], state[19], state[20], state[21] = s_ssum, s_hsum, s_hsq, s_n
+    state[22] = zmax
+
+
+class SeasonalDetector(ArrayDetector):
+    """Defaults are the one parameter set scored on NAB and on the simulator (no per-series tuning)."""
+
+    name = "seasonal"
+    kernel = lazy_njit(_seasonal_kernel)
+
+    def __init__(
+        self,
+        alpha: float = 0.01,
+        short: int = 10,
+        history: int = 6000,
+        tol: float = 0.02,
+        tau: float = 0.999,
+        hold: int = 50,
+        damp: float = 0.95,
+        warmup: int = 100,
+        window: int = 64,
+        spike: float = 10.0,
+        floor: float = 0.6,
+        rate_alpha: float = 0.001,
+        rate_max: float = 0.004,
+        novelty_alpha: float = 0.01,
+        novelty_max: float = 0.01,
+        period_ms: int = 86_400_000,
+        slots: int = 2048,
+        slot_alpha: float = 0.2,
+        ratio: float = 0.3,
+        err_alpha: float = 0.01,
+        clip: float = 3.0,
+        mode: int = 0,
+        zscale: float = 3.0,
+        spike_decay: float = 0.998,
+        spike_margin: float = 1.0,
+        threshold: float = 0.999,
+    ) -> None:
+        rates = (alpha, rate_alpha, novelty_alpha, slot_alpha, err_alpha)
+        if not all(0.0 < r <= 1.0 for r in rates):
+            raise ValueError("alpha, rate_alpha, novelty_alpha, slot_alpha and err_alpha must be in (0, 1]")
+        if short < 1 or history < 10 or window < 3 or slots < 4 or period_ms <= 0:
+            raise ValueError("need short >= 1, history >= 10, window >= 3, slots >= 4, period_ms > 0")
+        if not 0.0 <= damp <= 1.0 or min(tol, hold, spike, floor, rate_max, novelty_max, ratio) < 0:
+            raise ValueError("need 0 <= damp <= 1 and tol, hold, spike, floor, rate_max, novelty_max, ratio >= 0")
+        self.alpha, self.short, self.history, self.tol = float(alpha), int(short), int(history), float(tol)
+        self.tau, self.hold, self.damp, self.warmup = float(tau), int(hold), float(damp), int(warmup)
+        self.window, self.spike, self.floor = int(window), float(spike), float(floor)
+        self.rate_alpha, self.rate_max = float(rate_alpha), float(rate_max)
+        self.novelty_alpha, self.novelty_max = float(novelty_alpha), float(novelty_max)
+        self.period_ms, self.slots, self.slot_alpha = int(period_ms), int(slots), float(slot_alpha)
+        self.ratio, self.err_alpha, self.clip, self.mode = float(ratio), float(err_alpha), float(clip), int(mode)
+        self.zscale, self.spike_decay, self.spike_margin = float(zscale), float(spike_decay), float(spike_margin)
+        self.threshold = float(threshold)
+        self.state_size = _HEAD + self.short + self.history + self.window + 2 * self.slots + self.short + self.history  # type: ignore[misc]
+        super().__init__()
+        self._pvec = np.array(
+            [self.alpha, self.tol, self.tau, self.damp, self.short, self.history, self.hold, self.warmup,
+             self.window, self.spike, self.floor, self.rate_alpha, self.rate_max, self.novelty_alpha,
+             self.novelty_max, self.period_ms, self.slots, self.slot_alpha, self.ratio, self.err_alpha, self.clip, self.mode, self.zscale, self.spike_decay, self.spike_margin],
+            dtype=np.float64,
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha, "short": self.short, "history": self.history, "tol": self.tol,
+            "tau": self.tau, "hold": self.hold, "damp": self.damp, "warmup": self.warmup,
+            "window": self.window, "spike": self.spike, "floor": self.floor, "rate_alpha": self.rate_alpha,
+            "rate_max": self.rate_max, "novelty_alpha": self.novelty_alpha, "novelty_max": self.novelty_max,
+            "period_ms": self.period_ms, "slots": self.slots, "slot_alpha": self.slot_alpha,
+            "ratio": self.ratio, "err_alpha": self.err_alpha, "clip": self.clip, "mode": self.mode, "zscale": self.zscale, "spike_decay": self.spike_decay, "spike_margin": self.spike_margin, "threshold": self.threshold,
+        }
