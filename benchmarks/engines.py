@@ -1,0 +1,132 @@
+"""The sensor anomaly flow on each engine, in one run: Bytewax (1 process), Bytewax (2 processes), Faust.
+
+Each engine runs the production flow (``anomaly``) in its own process(es) over its own copy of the same
+pre-filled topic (4 partitions, so two processes get two each), and is timed from its first score
+event to its last, as ``benchmarks/sensor_flow.py`` does: start-up, group joins and JIT compilation are
+left out, every reading is consumed, decoded, scored and its score written back to Kafka.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from connectors.broker import EmbeddedBroker
+from connectors.kafka import EventProducer, KafkaSettings, create_topics
+from schemas import SENSOR_BATCH
+from streams.sensor_simulator import SensorSimulator
+
+TOPIC = "sensor.readings"
+PARTITIONS = 4
+ENGINES = {
+    "bytewax_readings_per_s": ["streams.cli", "run", "anomaly"],
+    "bytewax_2proc_readings_per_s": ["streams.engine_bytewax_cluster", "anomaly", "--processes", "2"],
+    "faust_readings_per_s": ["streams.engine_faust", "anomaly"],
+}
+
+
+def _time_engine(settings: KafkaSettings, argv: list[str], messages: int, per_message: int, work: Path) -> float:
+    """Readings per second between the engine's first and last score event."""
+    from benchmarks.sensor_flow import _assigned
+
+    env = {**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "EDDYLINE_KAFKA_NAMESPACE": settings.namespace, "EDDYLINE_KAFKA_PARTITIONS": str(PARTITIONS),
+           "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+           "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "2"}
+    log = work / "flow.log"
+    proc = subprocess.Popen([sys.executable, "-m", *argv, "--state-dir", str(work / "state")], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        create_topics(settings, ["scores.anomaly"], partitions=PARTITIONS)
+        consumer = _assigned(settings, "scores.anomaly")
+        seen, first, last = 0, None, None
+        deadline = time.monotonic() + 600
+        while seen < messages and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[0]} exited with {proc.returncode}; see {log}")
+            for msg in consumer.consume(1000, 0.5):  # counted, not decoded: the watcher must stay cheap
+                if msg.error() is None:
+                    first = first or time.perf_counter()
+                    last = time.perf_counter()
+                    seen += 1
+        consumer.close()
+        if seen < messages or first is None or last is None or last <= first:
+            raise RuntimeError(f"{argv[0]} scored {seen} of {messages} messages in time; see {log}")
+        return (seen - 1) * per_message / (last - first)  # the first batch was processed before ``first``
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def run(json_path: Path | None = None, messages: int = 4000) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    sim = SensorSimulator(devices=30, readings_per_message=50)
+    records = list(itertools.islice(sim, messages))
+    per_message = sim.readings_per_batch
+    work = Path(tempfile.mkdtemp(prefix="eddyline-bench-engines-"))
+    result: dict[str, Any] = {}
+    with EmbeddedBroker(log_path=work / "broker.log") as broker:
+        for key, argv in ENGINES.items():
+            name = key.removesuffix("_readings_per_s")
+            settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace=f"bench-{name}.",
+                                     partitions=PARTITIONS, session_timeout_ms=6000)
+            create_topics(settings, [TOPIC])
+            status = f"{name}: pre-filling {messages} messages ({messages * per_message:,} readings)"
+            with console.status(status), EventProducer(settings) as producer:
+                for rec in records:
+                    producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
+            (work / name).mkdir()
+            with console.status(f"{name}: the whole flow"):
+                result[key] = round(_time_engine(settings, argv, messages, per_message, work / name))
+    one = result["bytewax_readings_per_s"]
+    result |= {
+        "bytewax_2proc_vs_1proc": round(result["bytewax_2proc_readings_per_s"] / one, 3),
+        "faust_vs_bytewax": round(result["faust_readings_per_s"] / one, 3),
+        "messages": messages,
+        "readings_per_message": per_message,
+        "partitions": PARTITIONS,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+                   f"{platform.python_version()}",
+    }
+    table = Table(title="sensor flow throughput by engine (readings/s)")
+    table.add_column("engine")
+    table.add_column("readings/s", justify="right")
+    for key in ENGINES:
+        table.add_row(key.removesuffix("_readings_per_s"), f"{result[key]:,}")
+    console.print(table)
+    console.print(f"bytewax 2 processes / 1 = {result['bytewax_2proc_vs_1proc']:.2f}, "
+                  f"faust / bytewax = {result['faust_vs_bytewax']:.2f}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def command(
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    messages: Annotated[int, typer.Option(help="Messages to pre-fill per engine (150 readings each).")] = 4000,
+) -> None:
+    """Throughput of the sensor flow on Bytewax (1 and 2 processes) and on Faust, measured in one run."""
+    run(json_path, messages=messages)
+
+
+if __name__ == "__main__":
+    typer.run(command)
