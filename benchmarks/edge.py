@@ -9,6 +9,8 @@ broker, and measures that process from outside through /proc:
   simulated source produces 1,000 and 10,000 readings/s (the simulation's own cost included);
 - ``drain_per_s``: readings per second sent from a backlog of ``backlog`` readings left on disk by an outage,
   from the first acknowledgement to an empty buffer, while the agent keeps sampling at 1,000/s;
+  ``raw_produce_per_s`` is the baseline in the same run: the same payloads produced from memory by a bare
+  confluent-kafka producer;
 - ``lost`` / ``duplicates``: across a real broker outage (stopped, restarted empty on the same port), readings
   missing after dedup by sequence number, and readings that arrived more than once before dedup (what the
   platform's dedup removes).
@@ -33,6 +35,7 @@ import typer
 from connectors.broker import EmbeddedBroker, free_port
 from connectors.kafka import KafkaSettings, create_topics, read_topic
 from edge_agent.health import process_cpu_seconds, process_rss_bytes
+from edge_agent.sources.simulated import simulated_value
 from schemas import SENSOR_BATCH, AvroSerde
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,14 +99,14 @@ def _buffer(path: Path) -> tuple[int, int, int]:
         db.close()
 
 
-def _wait(cond: Any, timeout: float, what: str, agent: subprocess.Popen[bytes], log: Path) -> None:
+def _wait(cond: Any, timeout: float, what: str, agent: subprocess.Popen[bytes], log: Path, every: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if agent.poll() is not None:
             raise RuntimeError(f"agent exited {agent.returncode} waiting for {what}:\n{log.read_text()[-2000:]}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}:\n{log.read_text()[-2000:]}")
-        time.sleep(0.05)
+        time.sleep(every)
 
 
 def _load(tmp: Path, ks: KafkaSettings, rate: int, warmup: float, window: float) -> tuple[float, float]:
@@ -127,8 +130,13 @@ def _load(tmp: Path, ks: KafkaSettings, rate: int, warmup: float, window: float)
     return cpu, rss / 2**20
 
 
-def _drain(tmp: Path, ks: KafkaSettings, backlog: int) -> float:
-    """Readings per second drained from a backlog left by an outage (the agent sampling with no broker)."""
+def _drain(tmp: Path, ks: KafkaSettings, backlog: int) -> tuple[float, float]:
+    """Readings per second drained from a backlog left by an outage, and the raw client's rate for the same bytes.
+
+    The baseline produces the same payloads from memory with the platform's producer settings and one
+    flush: the floor cost of moving these bytes through confluent-kafka to this broker, no disk, no
+    per-batch bookkeeping.
+    """
     from edge_agent.batching import BatchEncoder
     from edge_agent.buffer import DiskBuffer
     from edge_agent.sources import Chunk
@@ -139,23 +147,58 @@ def _drain(tmp: Path, ks: KafkaSettings, backlog: int) -> float:
     buf = DiskBuffer(path, DEVICE, min_free_bytes=0, sync="normal")
     enc = BatchEncoder(DEVICE, "bench", ks.topic("sensor.readings"))
     t = time.time_ns() // 1_000_000 - backlog
+    payloads = []
     for _ in range(backlog // 1000):
-        series = [Chunk(f"sim.s{s}", "celsius", list(range(t, t + 100)), [20.0 + s] * 100) for s in range(10)]
+        series = [
+            Chunk(
+                f"sim.s{s}", "celsius", list(range(t, t + 100)), [simulated_value(0, s, k) for k in range(t, t + 100)]
+            )
+            for s in range(10)
+        ]
         seq = buf.next_seq
-        buf.append(seq, enc.encode(seq, series), 1000, t + 99)
+        payloads.append(enc.encode(seq, series))
+        buf.append(seq, payloads[-1], 1000, t + 99)
         t += 100
     buf.close()
+    raw = _raw_produce(ks, payloads)
     log = tmp / "agent-drain.log"
     agent = _start(_config(tmp, ks.bootstrap_servers, ks.namespace, 1000), log)
     try:
         start_depth = _buffer(path)[0]
-        _wait(lambda: _buffer(path)[0] < start_depth, 60, "the drain to start", agent, log)
+        _wait(lambda: _buffer(path)[0] < start_depth, 60, "the drain to start", agent, log, every=0.005)
         t0, left0 = time.monotonic(), _buffer(path)[1]
-        _wait(lambda: _buffer(path)[0] <= 1, 300, "the backlog to drain", agent, log)
+        _wait(lambda: _buffer(path)[0] <= 1, 300, "the backlog to drain", agent, log, every=0.005)
         elapsed = time.monotonic() - t0
     finally:
         _stop(agent)
-    return left0 / elapsed
+    return left0 / elapsed, raw
+
+
+def _raw_produce(ks: KafkaSettings, payloads: list[bytes]) -> float:
+    from confluent_kafka import Producer
+
+    from connectors.kafka import producer_config
+
+    conf = {k: v for k, v in producer_config(ks).items() if k != "logger"}
+    producer = Producer(conf)
+    topic, key = ks.topic("sensor.raw-baseline"), DEVICE.encode()
+    first_ack: list[float] = []
+
+    def acked(err: object, msg: object) -> None:
+        if err is None and not first_ack:
+            first_ack.append(time.monotonic())
+
+    # Measured like the drain: from the first acknowledgement to the last, connection set-up left out.
+    for p in payloads:
+        while True:
+            try:
+                producer.produce(topic, p, key, on_delivery=acked)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120):
+        raise RuntimeError("the raw baseline did not finish")
+    return 1000 * (len(payloads) - 1) / (time.monotonic() - first_ack[0])
 
 
 def _outage(
@@ -204,7 +247,7 @@ def _outage(
     return lost, duplicates, broker
 
 
-def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 3_000_000, outage_s: float = 5.0) -> dict:
+def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 5_000_000, outage_s: float = 5.0) -> dict:
     port = free_port()
     broker = EmbeddedBroker(port=port).start()
     try:
@@ -214,7 +257,8 @@ def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 3_00
             create_topics(ks, ["sensor.readings"])
             cpu_1k, rss_1k = _load(tmp, ks, 1_000, warmup=3.0, window=window)
             cpu_10k, rss_10k = _load(tmp, ks, 10_000, warmup=3.0, window=window)
-            drain = _drain(tmp, ks, backlog)
+            create_topics(ks, ["sensor.raw-baseline"])
+            drain, raw = _drain(tmp, ks, backlog)
             lost, dups, broker = _outage(tmp, port, ks, broker, outage_s)
     finally:
         broker.stop()
@@ -224,6 +268,7 @@ def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 3_00
         "cpu_percent_1k": round(cpu_1k, 2),
         "cpu_percent_10k": round(cpu_10k, 2),
         "drain_per_s": round(drain),
+        "raw_produce_per_s": round(raw),
         "lost": lost,
         "duplicates": dups,
         "backlog_readings": backlog,
@@ -240,7 +285,7 @@ def command(
     window: Annotated[float, typer.Option("--window", min=2.0, help="seconds measured at each load")] = 10.0,
     backlog: Annotated[
         int, typer.Option("--backlog", min=10_000, help="readings on disk before the drain")
-    ] = 3_000_000,
+    ] = 5_000_000,
     outage: Annotated[float, typer.Option("--outage", min=1.0, help="seconds the broker is down")] = 5.0,
 ) -> None:
     """The edge agent's memory and CPU at 1k and 10k readings/s, its drain rate, loss and duplicates."""

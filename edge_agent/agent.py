@@ -62,6 +62,7 @@ class Agent:
             settings.device_id.encode(),
             max_in_flight=settings.send_max_in_flight,
             fresh_share=settings.send_fresh_share,
+            stall_s=max(10.0, 2 * settings.send_timeout_s),
         )
         self.inference = None
         if settings.inference.enabled:

@@ -30,6 +30,29 @@ class SendCounters:
     last_error: str = ""
 
 
+class _OncePerMinute(logging.Filter):
+    """librdkafka logs every failed reconnect; during a long outage one line a minute says enough."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        key = msg.split(":", 1)[0] if " FAIL " in f" {msg} " or msg.startswith("FAIL") else ""
+        if not key:
+            return True
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < 60:
+            return False
+        self._last[key] = now
+        return True
+
+
+_LIBRDKAFKA_LOG = logging.getLogger("edge_agent.librdkafka")
+_LIBRDKAFKA_LOG.addFilter(_OncePerMinute())
+
+
 class Sender:
     def __init__(
         self,
@@ -40,6 +63,7 @@ class Sender:
         *,
         max_in_flight: int = 500,
         fresh_share: float = 0.25,
+        stall_s: float = 60.0,
     ) -> None:
         self.buffer = buffer
         self.topic = topic
@@ -53,7 +77,9 @@ class Sender:
         self._fresh_above = -1  # the fresh lane has taken everything above this
         self._credit = 0.0
         self._acked: list[int] = []
-        self._readings: dict[int, int] = {}
+        self.stall_s = stall_s
+        self._fails_since_ack = 0
+        self._progress = time.monotonic()  # last acknowledgement or new producer
         self._producer = self._new_producer()
 
     _fatal = False
@@ -62,7 +88,7 @@ class Sender:
     def _new_producer(self) -> Producer:
         conf = dict(self._conf)
         conf["error_cb"] = self._on_error
-        conf["logger"] = logging.getLogger("edge_agent.librdkafka")
+        conf["logger"] = _LIBRDKAFKA_LOG
         return Producer(conf)
 
     def _on_error(self, err: KafkaError) -> None:
@@ -89,6 +115,15 @@ class Sender:
         """Hand batches to the producer up to the in-flight bound; returns how many were handed over."""
         if self._fatal:
             self._restart()
+        elif self._fails_since_ack and time.monotonic() - self._progress > self.stall_s:
+            # Sends keep failing and nothing is acknowledged: a producer can wedge after its broker lost
+            # all state (waiting on a producer id the broker no longer knows). A new one costs nothing.
+            log.warning(
+                "no acknowledgement for %.0f s and %d failed sends; starting a new producer",
+                time.monotonic() - self._progress,
+                self._fails_since_ack,
+            )
+            self._restart()
         free = self.max_in_flight - len(self._in_flight)
         if free <= 0 or self.buffer.depth == len(self._in_flight):
             return 0
@@ -114,8 +149,12 @@ class Sender:
                 break
             except KafkaException as exc:
                 self._requeue(seq)
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
                 self.counters.last_error = str(exc)
-                log.error("cannot produce to %s: %s", self.topic, exc)
+                if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
+                    self._fatal_error(err)
+                else:
+                    log.error("cannot produce to %s: %s", self.topic, exc)
                 break
             self._in_flight.add(seq)
             self.counters.sent_batches += 1
@@ -129,11 +168,14 @@ class Sender:
             self._in_flight.discard(seq)
             if err is None:
                 self._acked.append(seq)
+                self._fails_since_ack = 0
+                self._progress = time.monotonic()
                 if self._link_down:
                     self._link_down = False
                     log.info("broker reachable again; draining %d batches from disk", self.buffer.depth)
                 return
             self.counters.failed_sends += 1
+            self._fails_since_ack += 1
             self.counters.last_error = err.str()
             self._requeue(seq)
             if err.fatal():
@@ -171,6 +213,8 @@ class Sender:
         for seq in list(self._in_flight):
             self._requeue(seq)
         self._in_flight.clear()
+        self._fails_since_ack = 0
+        self._progress = time.monotonic()
         self._producer = self._new_producer()
 
     def flush(self, timeout: float) -> int:
