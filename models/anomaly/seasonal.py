@@ -4,14 +4,24 @@ Why: many operational series follow a daily (or weekly) cycle, and their inciden
 value that is normal for the series overall but wrong for the hour (a cycle that stops, a flat stretch, a
 busy night). The global EWMA behind ``robust`` cannot see those. Here each reading's slot of the period
 (``timestamp mod period``, at the series' own sampling step, learnt from its first two timestamps) keeps an
-EWMA of its value; the prediction error against that slot replaces the global z-score whenever the
-seasonal model has been predicting clearly better lately (its EWMA squared error below ``ratio`` times the
-global one), so series without a cycle behave exactly like ``robust``. A series sampled too finely for the
-period (more than ``slots`` steps per period) has no seasonal context.
+EWMA of its value. The prediction error against that slot (scaled by a winsorised residual variance, so
+an incident does not teach the detector to expect itself) feeds its own likelihood layer, whose score
+replaces the global one whenever the seasonal model has been predicting clearly better lately (EWMA
+squared error below ``ratio`` times the global one); series without a cycle behave like ``robust``. A
+series sampled too finely for the period (more than ``slots`` steps per period) has no seasonal context.
+The seasonal surprise is the Gaussian tail of ``z / zscale``: unscaled, ordinary daily transitions
+saturate it and the likelihood layer can no longer tell an incident from a busy hour.
+
+The spike rule is ``robust``'s, made adaptive in two ways (both measured on NAB, BENCHMARKS-nab.md):
+a spike alarms only when it is bigger than every spike of the recent past (the largest robust z seen,
+decaying by ``spike_decay`` per reading), and, on a seasonal series, not when a spike already happened
+at about the same time of day (one of ``spike_bins`` bins of the period, or a neighbour) within the last
+``spike_recall`` periods: a nightly batch job's CPU spike is routine, not news.
 
 State: [n, mean, var, min, max, hold_left, short_sum, hist_sum, hist_sq, spike_rate, last_was_spike,
-novelty_rate, step_ms, res_var, seas_err, glob_err, prev_ts, res_n, short[K], hist[H], window[W],
-slot_mean[S], slot_count[S]].
+novelty_rate, step_ms, res_var, seas_err, glob_err, prev_ts, res_n, s_short_sum, s_hist_sum, s_hist_sq,
+s_n, spike_zmax, short[K], hist[H], window[W], slot_mean[S], slot_count[S], s_short[K], s_hist[H],
+spike_bin_last_ts[B]].
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
     period, S, alpha_s, ratio, err_a = params[15], int(params[16]), params[17], params[18], params[19]
     clip, mode, zscale = params[20], params[21], params[22]
     zdecay, zmargin = params[23], params[24]
+    NB, recall = int(params[25]), params[26]
     zmax = state[22]
     n, mean, var, mn, mx = state[0], state[1], state[2], state[3], state[4]
     left, ssum, hsum, hsq = int(state[5]), state[6], state[7], state[8]
@@ -46,6 +57,7 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
     sc_at = sm_at + S
     ss_at = sc_at + S
     sh_at = ss_at + K
+    sb_at = sh_at + H
     s_ssum, s_hsum, s_hsq, s_n = state[18], state[19], state[20], state[21]
     s_lik = 0.0
     sqrt2 = math.sqrt(2.0)
@@ -157,6 +169,13 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
                     bigger = zr > zmargin * zmax
                     zmax = max(zmax, zr)
                 spiked = ex and rate < rate_max and bigger
+                if ex and seasonal and NB > 0:
+                    b = int((ts % period) / period * NB)
+                    for db in range(-1, 2):
+                        last = state[sb_at + (b + db) % NB]
+                        if last > 0.0 and ts - last <= recall * period:
+                            spiked = False
+                    state[sb_at + b] = ts
                 if ex and prev_ex == 0.0:
                     rate += rate_a
                 prev_ex = 1.0 if ex else 0.0
@@ -231,6 +250,8 @@ class SeasonalDetector(ArrayDetector):
         zscale: float = 3.0,
         spike_decay: float = 0.998,
         spike_margin: float = 1.0,
+        spike_bins: int = 48,
+        spike_recall: float = 3.0,
         threshold: float = 0.999,
     ) -> None:
         rates = (alpha, rate_alpha, novelty_alpha, slot_alpha, err_alpha)
@@ -248,13 +269,14 @@ class SeasonalDetector(ArrayDetector):
         self.period_ms, self.slots, self.slot_alpha = int(period_ms), int(slots), float(slot_alpha)
         self.ratio, self.err_alpha, self.clip, self.mode = float(ratio), float(err_alpha), float(clip), int(mode)
         self.zscale, self.spike_decay, self.spike_margin = float(zscale), float(spike_decay), float(spike_margin)
+        self.spike_bins, self.spike_recall = int(spike_bins), float(spike_recall)
         self.threshold = float(threshold)
-        self.state_size = _HEAD + self.short + self.history + self.window + 2 * self.slots + self.short + self.history  # type: ignore[misc]
+        self.state_size = _HEAD + self.short + self.history + self.window + 2 * self.slots + self.short + self.history + self.spike_bins  # type: ignore[misc]
         super().__init__()
         self._pvec = np.array(
             [self.alpha, self.tol, self.tau, self.damp, self.short, self.history, self.hold, self.warmup,
              self.window, self.spike, self.floor, self.rate_alpha, self.rate_max, self.novelty_alpha,
-             self.novelty_max, self.period_ms, self.slots, self.slot_alpha, self.ratio, self.err_alpha, self.clip, self.mode, self.zscale, self.spike_decay, self.spike_margin],
+             self.novelty_max, self.period_ms, self.slots, self.slot_alpha, self.ratio, self.err_alpha, self.clip, self.mode, self.zscale, self.spike_decay, self.spike_margin, self.spike_bins, self.spike_recall],
             dtype=np.float64,
         )
 
@@ -265,5 +287,6 @@ class SeasonalDetector(ArrayDetector):
             "window": self.window, "spike": self.spike, "floor": self.floor, "rate_alpha": self.rate_alpha,
             "rate_max": self.rate_max, "novelty_alpha": self.novelty_alpha, "novelty_max": self.novelty_max,
             "period_ms": self.period_ms, "slots": self.slots, "slot_alpha": self.slot_alpha,
-            "ratio": self.ratio, "err_alpha": self.err_alpha, "clip": self.clip, "mode": self.mode, "zscale": self.zscale, "spike_decay": self.spike_decay, "spike_margin": self.spike_margin, "threshold": self.threshold,
+            "ratio": self.ratio, "err_alpha": self.err_alpha, "clip": self.clip, "mode": self.mode, "zscale": self.zscale, "spike_decay": self.spike_decay, "spike_margin": self.spike_margin, "spike_bins": self.spike_bins,
+            "spike_recall": self.spike_recall, "threshold": self.threshold,
         }
