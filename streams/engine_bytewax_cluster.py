@@ -84,6 +84,7 @@ def supervise(name: str, targets: Sequence[tuple[Callable[..., Any], tuple[Any, 
     prctl, parent = _prctl(), os.getpid()
 
     def child(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited through fork
         _die_with_parent(prctl, parent)
         fn(*args)
 
