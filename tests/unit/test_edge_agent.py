@@ -94,6 +94,18 @@ def test_agent_buffers_everything_while_the_broker_is_away(config: Path) -> None
     assert agent.errors >= 2  # the flaky source's exception and its NaN were counted, not dropped silently
 
 
+def test_cli_buffer_stats_after_a_run(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Agent, "install_signal_handlers", lambda self: None)  # keep pytest's own handlers
+    assert main(["run", "--in-process", "--duration", "0.5", "--flush-timeout", "0.1", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["buffer-stats", "--config", str(config)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["device_id"] == "pi-7" and stats["depth"] >= 1 and stats["next_seq"] == stats["depth"]
+    assert stats["readings"] > 0 and stats["dropped_batches"] == 0
+
+
 class _Flaky:
     name, interval_s = "flaky", 0.3
 

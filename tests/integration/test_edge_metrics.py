@@ -1,0 +1,27 @@
+"""The optional Prometheus endpoint serves the heartbeat's numbers on loopback."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+
+from connectors.broker import free_port
+from edge_agent.health import Heartbeat
+from edge_agent.metrics import MetricsEndpoint
+
+pytestmark = pytest.mark.integration
+
+
+def test_metrics_endpoint_serves_heartbeat_gauges() -> None:
+    port = free_port()
+    endpoint = MetricsEndpoint("127.0.0.1", port)
+    try:
+        endpoint.update(Heartbeat("pi-9", 12, 3400, 50_000, 4, 10_000, 6_600, 220.5, 3, 17, 2.5, 41.0))
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        endpoint.close()
+    assert 'eddyline_edge_buffer_depth{device="pi-9"} 12.0' in body
+    assert 'eddyline_edge_send_rate{device="pi-9"} 220.5' in body
+    assert 'eddyline_edge_dropped_readings{device="pi-9"} 17.0' in body
+    assert 'eddyline_edge_rss_mb{device="pi-9"} 41.0' in body
