@@ -4,7 +4,8 @@ Why: many operational series follow a daily (or weekly) cycle, and their inciden
 value that is normal for the series overall but wrong for the hour (a cycle that stops, a flat stretch, a
 busy night). The global EWMA behind ``robust`` cannot see those. Here each reading's slot of the period
 (``timestamp mod period``, at the series' own sampling step, learnt from its first two timestamps) keeps an
-EWMA of its value. The prediction error against that slot (scaled by a winsorised residual variance, so
+EWMA of its value, for a day and for a week (``period2_ms``; weekday traffic is not weekend traffic), and
+whichever of the two has been predicting better lately speaks. The prediction error against that slot (scaled by a winsorised residual variance, so
 an incident does not teach the detector to expect itself) feeds its own likelihood layer, whose score
 replaces the global one whenever the seasonal model has been predicting clearly better lately (EWMA
 squared error below ``ratio`` times the global one); series without a cycle behave like ``robust``. A
@@ -20,8 +21,9 @@ at about the same time of day (one of ``spike_bins`` bins of the period, or a ne
 
 State: [n, mean, var, min, max, hold_left, short_sum, hist_sum, hist_sq, spike_rate, last_was_spike,
 novelty_rate, step_ms, res_var, seas_err, glob_err, prev_ts, res_n, s_short_sum, s_hist_sum, s_hist_sq,
-s_n, spike_zmax, short[K], hist[H], window[W], slot_mean[S], slot_count[S], s_short[K], s_hist[H],
-spike_bin_last_ts[B]].
+s_n, spike_zmax, res_var2, seas_err2, res_n2, short[K], hist[H], window[W], slot_mean[S], slot_count[S],
+s_short[K], s_hist[H], spike_bin_last_ts[B], slot_mean2[S], slot_count2[S]] (the 2-arrays only with a
+second period).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 from models.anomaly._array import ArrayDetector
 from models.anomaly._jit import lazy_njit
 
-_HEAD = 23
+_HEAD = 26
 _SURE = 1.0 - 1e-7
 
 
@@ -46,18 +48,22 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
     period, S, alpha_s, ratio, err_a = params[15], int(params[16]), params[17], params[18], params[19]
     clip, mode, zscale = params[20], params[21], params[22]
     zdecay, zmargin = params[23], params[24]
-    NB, recall = int(params[25]), params[26]
+    NB, recall, period2 = int(params[25]), params[26], params[27]
+    M = 2 if period2 > 0.0 else 1
+    slots_m = np.empty(2, dtype=np.int64)
     zmax = state[22]
     n, mean, var, mn, mx = state[0], state[1], state[2], state[3], state[4]
     left, ssum, hsum, hsq = int(state[5]), state[6], state[7], state[8]
     rate, prev_ex, nrate = state[9], state[10], state[11]
-    step, res_var, seas_err, glob_err, prev_ts, res_n = state[12], state[13], state[14], state[15], state[16], state[17]
+    step, glob_err, prev_ts = state[12], state[15], state[16]
     short_at, hist_at, win_at = _HEAD, _HEAD + K, _HEAD + K + H
     sm_at = win_at + W
     sc_at = sm_at + S
     ss_at = sc_at + S
     sh_at = ss_at + K
     sb_at = sh_at + H
+    sm2_at = sb_at + NB
+    sc2_at = sm2_at + S
     s_ssum, s_hsum, s_hsq, s_n = state[18], state[19], state[20], state[21]
     s_lik = 0.0
     sqrt2 = math.sqrt(2.0)
@@ -71,11 +77,6 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
         prev_ts = ts
         nslots = int(period / step + 0.5) if step > 0.0 else 0
         seasonal = 4 <= nslots <= S
-        slot = -1
-        if seasonal:
-            slot = int((ts % period) / step)
-            if slot >= nslots:
-                slot = nslots - 1
         z = 0.0
         sd_long = math.sqrt(var)
         if k >= 2:
@@ -83,43 +84,63 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
             if z != z:
                 z = 1e300
         gerr = (x - mean) * (x - mean) if k >= 2 else 0.0
-        have_slot = slot >= 0 and state[sc_at + slot] >= 1.0
-        if have_slot:
-            r = x - state[sm_at + slot]
-            if res_n >= nslots and k >= 2:
-                zs = abs(r) / (math.sqrt(res_var) + 1e-9 * max(1.0, abs(mean)))
+        best_z, best_err, best_ns, any_warm = -1.0, 1e300, 0, False
+        for m in range(M):
+            per = period if m == 0 else period2
+            ns = int(per / step + 0.5) if step > 0.0 else 0
+            slots_m[m] = -1
+            if ns < 4 or ns > S:
+                continue
+            sl = int((ts % per) / step)
+            if sl >= ns:
+                sl = ns - 1
+            slots_m[m] = sl
+            mean_at = sm_at if m == 0 else sm2_at
+            cnt_at = sc_at if m == 0 else sc2_at
+            rv_i, se_i, rn_i = (13, 14, 17) if m == 0 else (23, 24, 25)
+            if state[cnt_at + sl] < 1.0:
+                continue
+            r = x - state[mean_at + sl]
+            rv, rn = state[rv_i], state[rn_i]
+            if rn >= ns and k >= 2:
+                zs = abs(r) / (math.sqrt(rv) + 1e-9 * max(1.0, abs(mean)))
                 if zs != zs:
                     zs = 1e300
-                better = seas_err < ratio * glob_err
-                kk = int(s_n)
-                raw_s = 1.0 - math.erfc(zs / zscale / sqrt2)
-                j = ss_at + kk % K
-                s_ssum += raw_s - state[j]
-                state[j] = raw_s
-                avg_s = s_ssum / min(kk + 1, K)
-                cnt_s = min(kk, H)
-                s_lik = 0.0
-                if kk >= nslots and (better or mode == 1.0):
-                    mu_s = s_hsum / cnt_s
-                    sd_s = math.sqrt(max(s_hsq / cnt_s - mu_s * mu_s, 1e-8))
-                    s_lik = 1.0 - 0.5 * math.erfc((avg_s - mu_s) / sd_s / sqrt2)
-                j = sh_at + kk % H
-                if kk >= H:
-                    old_s = state[j]
-                    s_hsum -= old_s
-                    s_hsq -= old_s * old_s
-                state[j] = avg_s
-                s_hsum += avg_s
-                s_hsq += avg_s * avg_s
-                s_n += 1.0
-                seas_err += err_a * (r * r - seas_err)
-                glob_err += err_a * (gerr - glob_err)
-            a_r = max(err_a, 1.0 / (res_n + 1.0))
+                if state[se_i] < best_err:
+                    best_z, best_err, best_ns = zs, state[se_i], ns
+                state[se_i] += err_a * (r * r - state[se_i])
+                any_warm = True
+            a_r = max(err_a, 1.0 / (rn + 1.0))
             rc = r * r
-            if res_n >= nslots and rc > clip * clip * res_var:
-                rc = clip * clip * res_var
-            res_var += a_r * (rc - res_var)
-            res_n += 1.0
+            if rn >= ns and rc > clip * clip * rv:
+                rc = clip * clip * rv
+            state[rv_i] = rv + a_r * (rc - rv)
+            state[rn_i] = rn + 1.0
+        if best_z >= 0.0:
+            better = best_err < ratio * glob_err
+            kk = int(s_n)
+            raw_s = 1.0 - math.erfc(best_z / zscale / sqrt2)
+            j = ss_at + kk % K
+            s_ssum += raw_s - state[j]
+            state[j] = raw_s
+            avg_s = s_ssum / min(kk + 1, K)
+            cnt_s = min(kk, H)
+            s_lik = 0.0
+            if kk >= best_ns and (better or mode == 1.0):
+                mu_s = s_hsum / cnt_s
+                sd_s = math.sqrt(max(s_hsq / cnt_s - mu_s * mu_s, 1e-8))
+                s_lik = 1.0 - 0.5 * math.erfc((avg_s - mu_s) / sd_s / sqrt2)
+            j = sh_at + kk % H
+            if kk >= H:
+                old_s = state[j]
+                s_hsum -= old_s
+                s_hsq -= old_s * old_s
+            state[j] = avg_s
+            s_hsum += avg_s
+            s_hsq += avg_s * avg_s
+            s_n += 1.0
+        if any_warm:
+            glob_err += err_a * (gerr - glob_err)
         raw = 1.0 - math.erfc(z / sqrt2)
         slot_i = short_at + k % K
         ssum += raw - state[slot_i]
@@ -194,10 +215,14 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
                 left = hold
         out[i] = min(max(s, 0.0), 1.0)
         state[win_at + k % W] = x
-        if slot >= 0:
-            c = state[sc_at + slot]
-            state[sm_at + slot] = x if c == 0.0 else state[sm_at + slot] + alpha_s * (x - state[sm_at + slot])
-            state[sc_at + slot] = c + 1.0
+        for m in range(M):
+            sl = slots_m[m]
+            if sl >= 0:
+                mean_at = sm_at if m == 0 else sm2_at
+                cnt_at = sc_at if m == 0 else sc2_at
+                c = state[cnt_at + sl]
+                state[mean_at + sl] = x if c == 0.0 else state[mean_at + sl] + alpha_s * (x - state[mean_at + sl])
+                state[cnt_at + sl] = c + 1.0
         if k == 0:
             mn, mx = x, x
         else:
@@ -212,7 +237,7 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
     state[0], state[1], state[2], state[3], state[4] = n, mean, var, mn, mx
     state[5], state[6], state[7], state[8] = float(left), ssum, hsum, hsq
     state[9], state[10], state[11] = rate, prev_ex, nrate
-    state[12], state[13], state[14], state[15], state[16], state[17] = step, res_var, seas_err, glob_err, prev_ts, res_n
+    state[12], state[15], state[16] = step, glob_err, prev_ts
     state[18], state[19], state[20], state[21] = s_ssum, s_hsum, s_hsq, s_n
     state[22] = zmax
 
@@ -252,6 +277,7 @@ class SeasonalDetector(ArrayDetector):
         spike_margin: float = 1.0,
         spike_bins: int = 48,
         spike_recall: float = 3.0,
+        period2_ms: int = 604_800_000,
         threshold: float = 0.999,
     ) -> None:
         rates = (alpha, rate_alpha, novelty_alpha, slot_alpha, err_alpha)
@@ -270,13 +296,15 @@ class SeasonalDetector(ArrayDetector):
         self.ratio, self.err_alpha, self.clip, self.mode = float(ratio), float(err_alpha), float(clip), int(mode)
         self.zscale, self.spike_decay, self.spike_margin = float(zscale), float(spike_decay), float(spike_margin)
         self.spike_bins, self.spike_recall = int(spike_bins), float(spike_recall)
+        self.period2_ms = int(period2_ms)
         self.threshold = float(threshold)
-        self.state_size = _HEAD + self.short + self.history + self.window + 2 * self.slots + self.short + self.history + self.spike_bins  # type: ignore[misc]
+        self.state_size = _HEAD + self.short + self.history + self.window + 2 * self.slots + self.short + self.history + self.spike_bins
+        self.state_size += 2 * self.slots if self.period2_ms > 0 else 0  # type: ignore[misc]
         super().__init__()
         self._pvec = np.array(
             [self.alpha, self.tol, self.tau, self.damp, self.short, self.history, self.hold, self.warmup,
              self.window, self.spike, self.floor, self.rate_alpha, self.rate_max, self.novelty_alpha,
-             self.novelty_max, self.period_ms, self.slots, self.slot_alpha, self.ratio, self.err_alpha, self.clip, self.mode, self.zscale, self.spike_decay, self.spike_margin, self.spike_bins, self.spike_recall],
+             self.novelty_max, self.period_ms, self.slots, self.slot_alpha, self.ratio, self.err_alpha, self.clip, self.mode, self.zscale, self.spike_decay, self.spike_margin, self.spike_bins, self.spike_recall, self.period2_ms],
             dtype=np.float64,
         )
 
@@ -288,5 +316,5 @@ class SeasonalDetector(ArrayDetector):
             "rate_max": self.rate_max, "novelty_alpha": self.novelty_alpha, "novelty_max": self.novelty_max,
             "period_ms": self.period_ms, "slots": self.slots, "slot_alpha": self.slot_alpha,
             "ratio": self.ratio, "err_alpha": self.err_alpha, "clip": self.clip, "mode": self.mode, "zscale": self.zscale, "spike_decay": self.spike_decay, "spike_margin": self.spike_margin, "spike_bins": self.spike_bins,
-            "spike_recall": self.spike_recall, "threshold": self.threshold,
+            "spike_recall": self.spike_recall, "period2_ms": self.period2_ms, "threshold": self.threshold,
         }
