@@ -81,7 +81,7 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
         sd_long = math.sqrt(var)
         if k >= 2:
             z = abs(x - mean) / (sd_long + 1e-9 * max(1.0, abs(mean)))
-            if z != z:
+            if math.isnan(z):
                 z = 1e300
         gerr = (x - mean) * (x - mean) if k >= 2 else 0.0
         best_z, best_err, best_ns, any_warm = -1.0, 1e300, 0, False
@@ -104,7 +104,7 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
             rv, rn = state[rv_i], state[rn_i]
             if rn >= ns and k >= 2:
                 zs = abs(r) / (math.sqrt(rv) + 1e-9 * max(1.0, abs(mean)))
-                if zs != zs:
+                if math.isnan(zs):
                     zs = 1e300
                 if state[se_i] < best_err:
                     best_z, best_err, best_ns = zs, state[se_i], ns
