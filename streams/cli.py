@@ -195,6 +195,7 @@ for _name, _target in {
     _mount(bench_app, _name, _target)
 _mount(app, "gateway", "connectors.gateway:command")
 _mount(app, "live", "streams.live:command")
+_mount(produce_app, "clicks", "streams.click_producer:command")
 _mount(models_app, "rollback", "streams.retraining:rollback_command")
 _mount(models_app, "list", "streams.retraining:list_command")
 
