@@ -201,10 +201,11 @@ def _raw_produce(ks: KafkaSettings, payloads: list[bytes]) -> float:
     return 1000 * (len(payloads) - 1) / (time.monotonic() - first_ack[0])
 
 
-def _outage(
-    tmp: Path, port: int, ks: KafkaSettings, broker: EmbeddedBroker, seconds: float
-) -> tuple[int, int, EmbeddedBroker]:
-    """Readings lost (after dedup) and duplicated (before dedup) across a broker outage at 1,000 readings/s."""
+def _outage(tmp: Path, port: int, ks: KafkaSettings, broker: EmbeddedBroker, seconds: float) -> tuple[int, int]:
+    """Readings lost (after dedup) and duplicated (before dedup) across a broker outage at 1,000 readings/s.
+
+    ``broker`` must have a fixed port: it is stopped and started again on it, empty, like a restarted Tansu.
+    """
     path = tmp / "buffer.sqlite"
     path.unlink(missing_ok=True)
     log = tmp / "agent-outage.log"
@@ -218,7 +219,7 @@ def _outage(
         broker.stop()
         agent.send_signal(signal.SIGCONT)
         time.sleep(seconds)
-        broker = EmbeddedBroker(port=port).start()
+        broker.start()
         create_topics(ns, ["sensor.readings"])
         _wait(lambda: _buffer(path)[0] == 0, 120, "the backlog to drain", agent, log)
     finally:
@@ -244,7 +245,7 @@ def _outage(
     gaps = max(seen) + 1 - len(seen)
     if gaps and not lost:
         raise RuntimeError(f"{gaps} sequence numbers missing but no reading gap found: the check is broken")
-    return lost, duplicates, broker
+    return lost, duplicates
 
 
 def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 5_000_000, outage_s: float = 5.0) -> dict:
@@ -259,7 +260,7 @@ def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 5_00
             cpu_10k, rss_10k = _load(tmp, ks, 10_000, warmup=3.0, window=window)
             create_topics(ks, ["sensor.raw-baseline"])
             drain, raw = _drain(tmp, ks, backlog)
-            lost, dups, broker = _outage(tmp, port, ks, broker, outage_s)
+            lost, dups = _outage(tmp, ks, broker, outage_s)
     finally:
         broker.stop()
     result = {
