@@ -37,6 +37,6 @@ def eval_command(
 
     try:
         result = evaluate(json_path, model)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(json.dumps({k: result[k] for k in ("accuracy", "vader_accuracy", "polar_accuracy", "vader_polar_accuracy")}, indent=2))

@@ -222,7 +222,9 @@ def load_sentiment(model: str | Path | None = None, *, shared: bool = True, **op
         made = OnnxSentiment(ref, **options)
     elif (Path(ref) / "head.json").is_file():
         made = TorchSentiment(ref, **options)
-    elif model is None:
+    elif model is None or ((Path(ref).is_absolute() or ref.startswith(".")) and not Path(ref).exists()):
+        if model is not None:
+            raise FileNotFoundError(f"no sentiment model at {ref}")
         raise FileNotFoundError(
             f"no sentiment model in {ref}: run `eddyline models train-sentiment` first "
             "(or pass a Hugging Face model directory, or 'vader')"

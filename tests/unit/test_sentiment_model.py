@@ -65,6 +65,8 @@ def test_missing_trained_model_says_how_to_make_it(tmp_path, monkeypatch):
     monkeypatch.setenv("EDDYLINE_SENTIMENT_DIR", str(tmp_path / "none"))
     with pytest.raises(FileNotFoundError, match="train-sentiment"):
         load_sentiment(shared=False)
+    with pytest.raises(FileNotFoundError, match="no sentiment model at"):
+        load_sentiment(tmp_path / "elsewhere", shared=False)
 
 
 def test_vader_baseline_labels():
