@@ -201,7 +201,7 @@ def _raw_produce(ks: KafkaSettings, payloads: list[bytes]) -> float:
     return 1000 * (len(payloads) - 1) / (time.monotonic() - first_ack[0])
 
 
-def _outage(tmp: Path, port: int, ks: KafkaSettings, broker: EmbeddedBroker, seconds: float) -> tuple[int, int]:
+def _outage(tmp: Path, ks: KafkaSettings, broker: EmbeddedBroker, seconds: float) -> tuple[int, int]:
     """Readings lost (after dedup) and duplicated (before dedup) across a broker outage at 1,000 readings/s.
 
     ``broker`` must have a fixed port: it is stopped and started again on it, empty, like a restarted Tansu.
