@@ -1,0 +1,1 @@
+"""Deployment files shipped with the agent: systemd unit, install script, example configuration."""
