@@ -34,6 +34,17 @@ class Section(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = config_path()
-        if path.is_file() and cls.toml_table:
+        if path.is_file() and cls.toml_table and cls.toml_table in _tables(path):
             sources.append(TomlConfigSettingsSource(settings_cls, path, toml_table_header=(cls.toml_table,)))
         return tuple(sources)
+
+
+def _tables(path: Path) -> set[str]:
+    """The top-level tables of a TOML file; a concern without its table simply takes its defaults."""
+    import tomllib
+
+    try:
+        with path.open("rb") as f:
+            return {k for k, v in tomllib.load(f).items() if isinstance(v, dict)}
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}; fix it or point EDDYLINE_CONFIG elsewhere") from None

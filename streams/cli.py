@@ -116,31 +116,47 @@ def produce_sensors(
 @friendly
 def run_flow(
     flow: Annotated[str, typer.Argument(help="Which flow: anomaly, clicks, drift, quality.")],
-    engine: Annotated[str, typer.Option(help="bytewax (faust: see issue 8).")] = "bytewax",
-    workers: Annotated[int, typer.Option(help="Worker threads in this process.")] = 1,
+    engine: Annotated[str, typer.Option(help="bytewax (checkpointed dataflow) or faust (agents, changelog tables).")] = "bytewax",
+    workers: Annotated[int, typer.Option(help="Processes (bytewax) or workers in one group (faust).")] = 1,
     state_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default from [runtime] state_dir).")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on PORT (one process only).")] = None,
 ) -> None:
     """Run a flow until interrupted; its state is checkpointed so a restart resumes where it stopped."""
     from datetime import timedelta
 
     from streams.runtime import RuntimeSettings, flow_spec
 
-    if engine != "bytewax":
-        raise CliError(f"engine {engine!r} is not available; use --engine bytewax")
+    if engine not in ("bytewax", "faust"):
+        raise CliError(f"unknown engine {engine!r}; use --engine bytewax or --engine faust")
+    if workers < 1:
+        raise CliError("--workers must be at least 1")
     runtime = RuntimeSettings()
     spec = flow_spec(flow)
     port = metrics_port if metrics_port is not None else runtime.metrics_port
     if port is not None:
+        if workers > 1:
+            raise CliError("--metrics-port serves one process; run with --workers 1 per metrics port")
         from connectors.prometheus import serve
 
         serve(port, host=runtime.metrics_host)
-    from streams.engine_bytewax import run
-
-    folder = (state_dir or runtime.state_dir / spec.name)
+    epoch = timedelta(seconds=runtime.epoch_interval_s)
     try:
-        run(spec, _kafka(), state_dir=folder, workers=workers,
-            epoch_interval=timedelta(seconds=runtime.epoch_interval_s), batch_size=runtime.batch_size)
+        if engine == "faust":
+            from streams.engine_faust import run as run_faust
+
+            folder = state_dir or runtime.state_dir / f"{spec.name}-faust"
+            run_faust(spec, _kafka(), state_dir=folder, workers=workers, batch_size=runtime.batch_size)
+        elif workers > 1:
+            from streams.engine_bytewax_cluster import run_cluster
+
+            folder = state_dir or runtime.state_dir / spec.name
+            run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
+                        batch_size=runtime.batch_size)
+        else:
+            from streams.engine_bytewax import run
+
+            folder = state_dir or runtime.state_dir / spec.name
+            run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 
@@ -191,6 +207,8 @@ for _name, _target in {
     "drift": "benchmarks.drift:command",
     "wer": "benchmarks.wer:command",
     "gateway": "benchmarks.gateway:command",
+    "edge": "benchmarks.edge:command",
+    "engines": "benchmarks.engines:command",
 }.items():
     _mount(bench_app, _name, _target)
 _mount(app, "gateway", "connectors.gateway:command")

@@ -141,3 +141,10 @@ def test_toml_numbers_and_booleans_become_librdkafka_strings(monkeypatch: pytest
     conf = producer_config(s)
     assert conf["queue.buffering.max.messages"] == "200000" and conf["socket.nagle.disable"] == "true"
     Producer(conf)  # librdkafka accepts them
+
+
+def test_a_config_file_without_the_concerns_table_gives_defaults(tmp_path, monkeypatch):
+    path = tmp_path / "eddyline.toml"
+    path.write_text("[slack]\nwebhook_url = 'http://127.0.0.1:1/x'\n")
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(path))
+    assert KafkaSettings().bootstrap_servers == "127.0.0.1:9092"
