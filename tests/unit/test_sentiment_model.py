@@ -15,7 +15,7 @@ from models.sentiment.train import base_model_path, train
 def model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("sentiment")
     info = train(out, limit=160, epochs=2, progress=False, evaluate_test=False)
-    assert info["train_sentences"] == 160 and info["steps"] == 10
+    assert info["train_sentences"] == 160 and info["steps"] == 6  # 2 epochs of 3 batches
     return out
 
 
