@@ -9,7 +9,7 @@ VM     := .build/bin/victoria-metrics
 SYSTEM := .build/system.stamp
 # Debian packages the tests drive: a browser for the live page, the compose CLI to validate docker/, openssl for TLS.
 APT_PACKAGES := chromium docker-compose openssl
-EXTRAS := platform,edge,dev
+EXTRAS := platform,edge,audio,dev
 
 .PHONY: demo test install servers bench clean
 
