@@ -6,7 +6,9 @@ low-cardinality: flow, logical topic, reason, sink; never a device or user id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
@@ -20,6 +22,7 @@ __all__ = [
     "EVENTS_EMITTED",
     "PROCESSING_SECONDS",
     "MetricsServer",
+    "metric",
     "serve",
 ]
 
@@ -50,6 +53,12 @@ ALERTS = Counter("eddyline_alerts_total", "Alert state changes raised by the flo
 ALERT_DELIVERIES = Counter(
     "eddyline_alert_deliveries_total", "Alert deliveries to subscribers, by sink and outcome.", ["sink", "outcome"]
 )
+
+
+def metric(kind: type[Any], name: str, doc: str, labels: Sequence[str] = (), **options: Any) -> Any:
+    """A process-wide metric, created on first use: sinks built twice (tests, several workers) share it."""
+    existing = REGISTRY._names_to_collectors.get(name)
+    return existing if existing is not None else kind(name, doc, list(labels), **options)
 
 
 @dataclass

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.sensor_metrics import ALERTS_MEASUREMENT
-
+ALERTS_MEASUREMENT = "alerts"
 ALERT_TAGS = ("source", "status", "severity", "entity")
 ALERT_FIELDS = ("value", "count")
 

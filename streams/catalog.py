@@ -108,7 +108,7 @@ def _quality_fields() -> tuple[str, ...]:
 
 @cache
 def measurements() -> dict[str, Measurement]:
-    from streams import drift_metrics, quality, sensor_metrics, sentiment_metrics
+    from streams import alert_metrics, drift_metrics, quality, sensor_metrics, sentiment_metrics
     from streams.alert_metrics import ALERT_FIELDS, ALERT_TAGS
 
     found = [
@@ -120,7 +120,7 @@ def measurements() -> dict[str, Measurement]:
             "Per device and sensor, one point per scored batch: readings, values, anomaly scores.",
         ),
         Measurement(
-            sensor_metrics.ALERTS_MEASUREMENT,
+            alert_metrics.ALERTS_MEASUREMENT,
             ALERT_TAGS,
             ALERT_FIELDS,
             "streams.alert_metrics",

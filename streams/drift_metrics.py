@@ -13,7 +13,7 @@ from typing import Any
 
 from streams.alert_metrics import alert_point, count_alert
 from streams.processor import Emit
-from streams.sensor_metrics import _metric
+from connectors.prometheus import metric
 
 DRIFT_TOPIC = "drift"
 MEASUREMENT = "drift"
@@ -31,16 +31,16 @@ class DriftMetricsSink:
         from prometheus_client import Counter, Gauge
 
         self.influx = influx
-        self.detections = _metric(
+        self.detections = metric(
             Counter,
             "eddyline_drift_detections",
             "Drift detections, by model, kind and detector.",
             ["model", "kind", "detector"],
         )
-        self.statistic = _metric(
+        self.statistic = metric(
             Gauge, "eddyline_drift_statistic", "Test statistic of the latest drift detection.", ["model", "subject"]
         )
-        self.threshold = _metric(
+        self.threshold = metric(
             Gauge, "eddyline_drift_threshold", "Threshold the latest drift statistic crossed.", ["model", "subject"]
         )
 

@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from connectors.prometheus import metric
+from streams.alert_metrics import alert_point, count_alert
 from streams.processor import Emit
 
 TOPIC = "sink.sensor_metrics"
 EVENT_TYPE = "sensor_metrics"
 MEASUREMENT = "sensor"
-ALERTS_MEASUREMENT = "alerts"
 
 
 def series_metrics(device_id: str, sensor: str, values: np.ndarray, stamps: np.ndarray, scores: np.ndarray,
@@ -42,15 +43,12 @@ class SensorMetricsSink:
     def __init__(self, influx: Any | None = None) -> None:
         from prometheus_client import Counter, Gauge
 
-        from connectors.prometheus import ALERTS
-
         self.influx = influx
-        self.alerts = ALERTS
-        self.value = _metric(Gauge, "eddyline_sensor_value", "Latest reading per device and sensor.", ["device", "sensor"])
-        self.score = _metric(Gauge, "eddyline_sensor_anomaly_score", "Highest anomaly score in the latest batch.",
+        self.value = metric(Gauge, "eddyline_sensor_value", "Latest reading per device and sensor.", ["device", "sensor"])
+        self.score = metric(Gauge, "eddyline_sensor_anomaly_score", "Highest anomaly score in the latest batch.",
                              ["device", "sensor"])
-        self.readings = _metric(Counter, "eddyline_sensor_readings", "Readings scored.", ["device"])
-        self.anomalous = _metric(Counter, "eddyline_sensor_anomalous_readings", "Readings scored as anomalous.", ["device"])
+        self.readings = metric(Counter, "eddyline_sensor_readings", "Readings scored.", ["device"])
+        self.anomalous = metric(Counter, "eddyline_sensor_anomalous_readings", "Readings scored as anomalous.", ["device"])
 
     def write(self, emits: Sequence[Emit]) -> None:
         points = []
@@ -64,24 +62,14 @@ class SensorMetricsSink:
                 fields = {k: v for k, v in r.items() if k not in ("device_id", "sensor", "time_ms")}
                 points.append((MEASUREMENT, {"device_id": r["device_id"], "sensor": r["sensor"]}, fields, r["time_ms"]))
             elif e.topic == "alerts":
-                self.alerts.labels(r["source"], r["status"]).inc()
-                tags = {"source": r["source"], "status": r["status"], "severity": r["severity"], "entity": r["entity"]}
-                fields = {"value": float(r["value"] if r["value"] is not None else 0.0), "count": 1}
-                points.append((ALERTS_MEASUREMENT, tags, fields, r["event_time"]))
+                count_alert(r)
+                points.append(alert_point(r))
         if self.influx is not None and points:
             self.influx.write_points(points)
 
     def close(self) -> None:
         if self.influx is not None:
             self.influx.close()
-
-
-def _metric(kind: Any, name: str, doc: str, labels: list[str]) -> Any:
-    """Metrics are process-wide; building the sink twice (tests, several workers) reuses them."""
-    from prometheus_client import REGISTRY
-
-    existing = REGISTRY._names_to_collectors.get(name) or REGISTRY._names_to_collectors.get(f"{name}_total")
-    return existing if existing is not None else kind(name, doc, labels)
 
 
 def sensor_metrics_sink() -> SensorMetricsSink:

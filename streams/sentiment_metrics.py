@@ -13,7 +13,7 @@ from typing import Any
 
 from streams.alert_metrics import alert_point, count_alert
 from streams.processor import Emit
-from streams.sensor_metrics import _metric
+from connectors.prometheus import metric
 
 SENTIMENT_TOPIC = "scores.sentiment"
 MEASUREMENT = "sentiment"
@@ -27,13 +27,14 @@ class SentimentMetricsSink:
         from prometheus_client import Counter, Histogram
 
         self.influx = influx
-        self.segments = _metric(
+        self.segments = metric(
             Counter, "eddyline_sentiment_segments", "Transcript segments scored, by label.", ["label"]
         )
-        self.scores = _metric_histogram(
+        self.scores = metric(
             Histogram,
             "eddyline_sentiment_score",
             "Sentiment score of each segment, from -1 (negative) to 1 (positive).",
+            buckets=SCORE_BUCKETS,
         )
 
     def write(self, emits: Sequence[Emit]) -> None:
@@ -59,13 +60,6 @@ class SentimentMetricsSink:
     def close(self) -> None:
         if self.influx is not None:
             self.influx.close()
-
-
-def _metric_histogram(kind: Any, name: str, doc: str) -> Any:
-    from prometheus_client import REGISTRY
-
-    existing = REGISTRY._names_to_collectors.get(name)
-    return existing if existing is not None else kind(name, doc, buckets=SCORE_BUCKETS)
 
 
 def sentiment_metrics_sink() -> SentimentMetricsSink:

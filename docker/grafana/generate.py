@@ -28,7 +28,7 @@ WIDTH = 24  # Grafana's grid is 24 columns wide
 
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere in the repository
 
-from streams import drift_metrics, quality, sensor_metrics, sentiment_metrics
+from streams import alert_metrics, drift_metrics, quality, sensor_metrics, sentiment_metrics
 from streams.audio import FLOW as AUDIO_FLOW
 from streams.drift import FLOW as DRIFT_FLOW
 from streams.sensor_anomaly import FLOW as SENSOR_FLOW
@@ -170,7 +170,7 @@ def _alerts_table(source: str) -> Panel:
         f"Alert changes ({source})",
         [
             flux(
-                sensor_metrics.ALERTS_MEASUREMENT,
+                alert_metrics.ALERTS_MEASUREMENT,
                 ["value"],
                 filters=f'r.source == "{source}"',
                 agg="",
@@ -406,7 +406,7 @@ def pipeline() -> dict[str, Any]:
             ),
             Panel(
                 "Alerts written to InfluxDB",
-                [flux(sensor_metrics.ALERTS_MEASUREMENT, ["count"], group=["source"], agg="sum")],
+                [flux(alert_metrics.ALERTS_MEASUREMENT, ["count"], group=["source"], agg="sum")],
                 INFLUX,
             ),
         ],

@@ -93,6 +93,13 @@ def quality_emits() -> list[Emit]:
             },
         )
     )
+    events.append(  # each input has its own clock: both must move past the windows for them to close
+        Event(
+            "feedback",
+            "m",
+            {"event_id": "ftick", "event_time": T0 + 100_000, "model_name": "m", "prediction_id": "tick", "label": 1.0},
+        )
+    )
     return run_local(quality_flow("m", window_ms=1000, max_wait_ms=500), events)
 
 
