@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from connectors.config import Section
 from models.sentiment.model import Prediction, load_sentiment
 from models.speech import SAMPLE_RATE, EnergyVAD, Utterance, VADConfig, load_transcriber, resample, to_float32
 from schemas import ALERT, AUDIO_CHUNK, SENTIMENT_SCORE, TRANSCRIPT, derive_id
@@ -259,6 +263,21 @@ class SentimentProcessor(Processor):
 
     def params(self) -> dict[str, Any]:
         return {"conversation_id": self.conversation_id, "config": self.config.to_dict()}
+
+
+class AudioSettings(Section):
+    """``[audio]`` / ``EDDYLINE_AUDIO_*``: which speech and sentiment models the audio flows run."""
+
+    toml_table: ClassVar[str] = "audio"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_AUDIO_", extra="ignore")
+
+    speech_backend: str = Field("faster-whisper", description="faster-whisper or openai-whisper.")
+    speech_model: str = Field("bundled", description="bundled (Whisper tiny.en), a model directory or a hub id.")
+    sentiment_model: str | None = Field(None, description="Unset: the model trained here; vader; a model directory.")
+
+    def flow_config(self) -> AudioFlowConfig:
+        return AudioFlowConfig(speech_backend=self.speech_backend, speech_model=self.speech_model,
+                               sentiment_model=self.sentiment_model)
 
 
 def audio_flow(config: AudioFlowConfig | None = None, sinks: list | None = None) -> FlowSpec:

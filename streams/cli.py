@@ -115,7 +115,7 @@ def produce_sensors(
 @app.command("run")
 @friendly
 def run_flow(
-    flow: Annotated[str, typer.Argument(help="Which flow: anomaly, clicks, drift, quality.")],
+    flow: Annotated[str, typer.Argument(help="Which flow: anomaly, audio, sentiment, clicks, drift, quality.")],
     engine: Annotated[str, typer.Option(help="bytewax (checkpointed dataflow) or faust (agents, changelog tables).")] = "bytewax",
     workers: Annotated[int, typer.Option(help="Processes (bytewax) or workers in one group (faust).")] = 1,
     state_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default from [runtime] state_dir).")] = None,
@@ -208,12 +208,17 @@ for _name, _target in {
     "wer": "benchmarks.wer:command",
     "gateway": "benchmarks.gateway:command",
     "edge": "benchmarks.edge:command",
+    "sentiment": "benchmarks.sentiment:command",
     "engines": "benchmarks.engines:command",
 }.items():
     _mount(bench_app, _name, _target)
 _mount(app, "gateway", "connectors.gateway:command")
 _mount(app, "live", "streams.live:command")
 _mount(produce_app, "clicks", "streams.click_producer:command")
+_mount(produce_app, "audio", "streams.audio_commands:produce_command")
+_mount(app, "transcribe", "streams.audio_commands:transcribe_command")
+_mount(models_app, "train-sentiment", "models.sentiment.commands:train_command")
+_mount(models_app, "eval-sentiment", "models.sentiment.commands:eval_command")
 _mount(models_app, "rollback", "streams.retraining:rollback_command")
 _mount(models_app, "list", "streams.retraining:list_command")
 

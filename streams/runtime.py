@@ -62,8 +62,26 @@ def _quality() -> FlowSpec:
     return flow(MODEL_NAME, influx_settings=influx if influx.enabled else None)
 
 
+def _audio() -> FlowSpec:
+    from connectors.alerting import AlertDispatcher
+    from streams.audio import AudioSettings, audio_flow
+    from streams.sentiment_metrics import sentiment_metrics_sink
+
+    return audio_flow(AudioSettings().flow_config(), sinks=[AlertDispatcher.from_settings, sentiment_metrics_sink])
+
+
+def _sentiment() -> FlowSpec:
+    from connectors.alerting import AlertDispatcher
+    from streams.audio import AudioSettings, sentiment_flow
+    from streams.sentiment_metrics import sentiment_metrics_sink
+
+    return sentiment_flow(AudioSettings().flow_config(), sinks=[AlertDispatcher.from_settings, sentiment_metrics_sink])
+
+
 FLOWS: dict[str, Callable[[], FlowSpec]] = {
     "anomaly": _anomaly,
+    "audio": _audio,
+    "sentiment": _sentiment,
     "clicks": _clicks,
     "drift": _drift,
     "quality": _quality,

@@ -32,6 +32,7 @@ serde = AvroSerde()
 
 # Flows whose payloads depend on where Kafka polls cut the input into batches (not only on the input), so no
 # two runs of one engine need agree on them; their output ids must still agree.
+T0 = 1_767_225_600_000
 MEASURED = {"latency_ms"}  # how long this run took to predict: a measurement, not a function of the input
 
 
@@ -105,6 +106,18 @@ def _inputs(flow: str) -> list[Event]:
 
         far = 100_000  # both inputs move far ahead in event time: every window closes
         return [*_stream(900, 450, concept=True, data=False, seed=3), _pred(far, 0.5, 0.0), _fb(far, 1.0)]
+    if flow == "audio":
+        from connectors.wav import chunk_records, read_wav
+
+        audio = read_wav(Path(__file__).parents[1] / "data" / "audio" / "call01.wav")
+        return [Event("audio.chunks", "call-1", r) for r in chunk_records(audio, "call-1", start_ms=T0)]
+    if flow == "sentiment":
+        texts = ["Thanks, that fixed it, wonderful service.", "This is the third time it broke. Terrible.",
+                 "I am really angry, nobody calls back.", "Awful. I want a refund now.", "Okay, thank you."]
+        return [Event("transcripts", "call-2", {
+            "event_id": f"t{i}", "event_time": T0 + i * 4000, "producer": "test", "conversation_id": "call-2",
+            "segment": i, "start_ms": i * 4000, "end_ms": i * 4000 + 3000, "text": text, "language": "en",
+            "confidence": None, "model": "test"}) for i, text in enumerate(texts)]
     raise AssertionError(f"no parity input for flow {flow!r}: add one here")
 
 
@@ -124,7 +137,8 @@ def _recorded(path: Path) -> set[str]:
 def _start(engine: str, flow: str, settings: KafkaSettings, tmp: Path, env_extra: dict[str, str]) -> subprocess.Popen:
     env = {**os.environ, **env_extra, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
            "EDDYLINE_KAFKA_NAMESPACE": settings.namespace, "EDDYLINE_KAFKA_PARTITIONS": "1",
-           "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms)}
+           "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+           "EDDYLINE_AUDIO_SENTIMENT_MODEL": "vader"}  # the trained model is built by a command, not by the tests
     code = (f"from tests.integration.test_engines_parity import serve; "
             f"serve({engine!r}, {flow!r}, {str(tmp / 'state')!r}, {str(tmp / 'seen.jsonl')!r})")
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).parents[2],
@@ -132,7 +146,8 @@ def _start(engine: str, flow: str, settings: KafkaSettings, tmp: Path, env_extra
 
 
 @pytest.mark.parametrize("flow", sorted(FLOWS))
-def test_bytewax_and_faust_give_the_same_output_events(flow, kafka_settings, tmp_path):
+def test_bytewax_and_faust_give_the_same_output_events(flow, kafka_settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDDYLINE_AUDIO_SENTIMENT_MODEL", "vader")
     events = _inputs(flow)
     want = {json.dumps(_row(e), sort_keys=True) for e in run_local(_spec(flow, None), events)}
     assert want, f"the {flow} parity input should make the flow emit something"
