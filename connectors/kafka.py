@@ -7,7 +7,6 @@ namespace can keep environments (and tests sharing a broker) apart.
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -79,16 +78,12 @@ class DeliveryError(RuntimeError):
     """Messages that the broker did not accept; nothing is dropped without saying so."""
 
 
-_LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
-
-
 def _client_config(s: KafkaSettings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": s.bootstrap_servers,
         "client.id": s.client_id,
         "security.protocol": s.security_protocol.lower(),
         "log.connection.close": False,  # brokers close idle connections; that is not worth a log line
-        "logger": _LIBRDKAFKA_LOG,  # librdkafka's own logs join ours (structured, quiet by default)
     }
     if s.sasl_mechanism:
         conf["sasl.mechanism"] = s.sasl_mechanism

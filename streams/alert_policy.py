@@ -22,6 +22,7 @@ SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")
 @dataclass
 class PolicyConfig:
     threshold: float = 0.5
+    warmup: int = 600  # readings a series must have before it may page anyone: detectors are still learning
     resolve_after: int = 30  # consecutive normal readings before an incident resolves
     error_at: float = 0.9  # peak score from which severity is ERROR
     critical_at: float = 0.99
@@ -47,6 +48,7 @@ class AlertPolicy:
         self.peak = 0.0
         self.severity = "WARNING"
         self.normal_run = 0
+        self.seen = 0
 
     def _severity(self, peak: float) -> str:
         if peak >= self.config.critical_at:
@@ -59,10 +61,12 @@ class AlertPolicy:
         """Feed a batch of scores; ``origin`` identifies the batch (its event id) for incident keys."""
         cfg = self.config
         out: list[Transition] = []
+        start = max(0, min(len(scores), cfg.warmup - self.seen))  # readings still inside the warm-up
+        self.seen += len(scores)
         hot = scores >= cfg.threshold
-        if self.incident is None and not hot.any():
+        if self.incident is None and not hot[start:].any():
             return out
-        for i in range(len(scores)):
+        for i in range(start, len(scores)):
             s = float(scores[i])
             if self.incident is None:
                 if hot[i]:
@@ -96,6 +100,7 @@ class AlertPolicy:
             "peak": self.peak,
             "severity": self.severity,
             "normal_run": self.normal_run,
+            "seen": self.seen,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -104,6 +109,7 @@ class AlertPolicy:
         self.peak = state["peak"]
         self.severity = state["severity"]
         self.normal_run = state["normal_run"]
+        self.seen = state["seen"]
 
     def params(self) -> dict[str, Any]:
         return asdict(self.config)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -153,7 +152,9 @@ def run_demo(
         EmbeddedBroker(log_path=work / "broker.log") as broker,
         AlertReceiver(routing_keys={ROUTING_KEY}, tls=True) as receiver,
     ):
-        settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="", session_timeout_ms=6000)
+        # the demo's own clients outlive the broker by a moment at the end: keep librdkafka's complaints quiet
+        settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="", session_timeout_ms=6000,
+                                 extra={"log_level": "2"})
         create_topics(settings, ["sensor.readings", "dlq.sensor.readings", "scores.anomaly", "alerts"])
         live = LivePage(settings, "127.0.0.1", 0).start()
         console.print(f"live page: [bold]{live.url}[/]")
@@ -205,7 +206,6 @@ def run_demo(
                 time.sleep(1.0)  # the last alert deliveries
         finally:
             signal.signal(signal.SIGINT, previous)
-            logging.getLogger("librdkafka").setLevel(logging.CRITICAL)  # clients losing the broker at teardown
             _stop_process(flow)
             live.stop()
             watcher.stop()

@@ -15,7 +15,7 @@ def test_quiet_signal_raises_nothing():
 
 
 def test_flapping_signal_opens_one_incident_and_resolves_after_a_quiet_run():
-    p = AlertPolicy(PolicyConfig(threshold=0.5, resolve_after=5))
+    p = AlertPolicy(PolicyConfig(threshold=0.5, resolve_after=5, warmup=0))
     flapping = [0.7, 0.1, 0.8, 0.2, 0.1, 0.95, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
     out = feed(p, flapping)
     assert [t.status for t in out] == ["OPENED", "UPDATED", "RESOLVED"]
@@ -25,7 +25,7 @@ def test_flapping_signal_opens_one_incident_and_resolves_after_a_quiet_run():
 
 
 def test_a_new_episode_after_resolution_is_a_new_incident():
-    p = AlertPolicy(PolicyConfig(resolve_after=2))
+    p = AlertPolicy(PolicyConfig(resolve_after=2, warmup=0))
     out = feed(p, [0.9, 0.1, 0.1, 0.9, 0.1, 0.1])
     opened = [t.incident for t in out if t.status == "OPENED"]
     assert len(opened) == 2 and opened[0] != opened[1]
@@ -33,13 +33,13 @@ def test_a_new_episode_after_resolution_is_a_new_incident():
 
 def test_incident_key_is_stable_across_replays_and_batch_splits():
     scores = [0.1, 0.2, 0.7, 0.1]
-    a = feed(AlertPolicy(), scores, origin="batch-7")
-    b = feed(AlertPolicy(), scores, origin="batch-7")
+    a = feed(AlertPolicy(PolicyConfig(warmup=0)), scores, origin="batch-7")
+    b = feed(AlertPolicy(PolicyConfig(warmup=0)), scores, origin="batch-7")
     assert [t.incident for t in a] == [t.incident for t in b]
 
 
 def test_snapshot_restore_continues_identically():
-    cfg = PolicyConfig(resolve_after=3)
+    cfg = PolicyConfig(resolve_after=3, warmup=0)
     whole = AlertPolicy(cfg)
     first = feed(whole, [0.9, 0.1])
     rest = feed(whole, [0.1, 0.1, 0.1])
@@ -49,3 +49,11 @@ def test_snapshot_restore_continues_identically():
     again.restore(resumed.snapshot())
     assert [(t.status, t.incident) for t in feed(again, [0.1, 0.1, 0.1])] == [(t.status, t.incident) for t in rest]
     assert first[0].status == "OPENED"
+
+
+def test_no_incident_while_the_series_is_still_warming_up():
+    p = AlertPolicy(PolicyConfig(warmup=5, resolve_after=2))
+    assert feed(p, [0.9, 0.9, 0.1]) == []  # readings 1-3 of the warm-up
+    out = feed(p, [0.9, 0.9, 0.1, 0.1])  # the 4th and 5th are still warm-up; the 6th is not hot
+    assert out == []
+    assert [t.status for t in feed(p, [0.95, 0.1, 0.1])] == ["OPENED", "RESOLVED"]
