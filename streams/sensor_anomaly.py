@@ -90,7 +90,7 @@ class SensorAnomalyProcessor(Processor):
             scored_series.append(
                 {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist()}
             )
-            metrics.append(series_metrics(self.device_id, s["sensor"], values, stamps, scores, det.threshold))
+            metrics.append(series_metrics(self.device_id, s["sensor"], s["values"], s["timestamps"], scores, det.threshold))
             for t in policy.update(scores, stamps, f"{source_id}/{s['sensor']}"):
                 alerts.append(self._alert(rec, s["sensor"], t, float(values[t.index]), int(stamps[t.index])))
         score_event = {

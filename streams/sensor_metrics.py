@@ -21,20 +21,23 @@ EVENT_TYPE = "sensor_metrics"
 MEASUREMENT = "sensor"
 
 
-def series_metrics(device_id: str, sensor: str, values: np.ndarray, stamps: np.ndarray, scores: np.ndarray,
+def series_metrics(device_id: str, sensor: str, values: list[float], stamps: list[int], scores: np.ndarray,
                    threshold: float) -> Emit:
+    """One batch of one series, summarised. Values arrive as the decoded Python list: on batches of tens of
+    readings the builtins are several times cheaper than a numpy call each."""
+    n = len(values)
     record = {
         "device_id": device_id,
         "sensor": sensor,
         "time_ms": int(stamps[-1]),
-        "readings": int(values.size),
+        "readings": n,
         "value_last": float(values[-1]),
-        "value_mean": float(values.mean()),
-        "value_min": float(values.min()),
-        "value_max": float(values.max()),
+        "value_mean": sum(values) / n,
+        "value_min": float(min(values)),
+        "value_max": float(max(values)),
         "score_max": float(scores.max()),
-        "score_mean": float(scores.mean()),
-        "anomalous": int((scores >= threshold).sum()),
+        "score_mean": float(scores.sum()) / n,
+        "anomalous": int(np.count_nonzero(scores >= threshold)),
     }
     return Emit(TOPIC, device_id, EVENT_TYPE, record)
 
@@ -49,16 +52,27 @@ class SensorMetricsSink:
                              ["device", "sensor"])
         self.readings = metric(Counter, "eddyline_sensor_readings", "Readings scored.", ["device"])
         self.anomalous = metric(Counter, "eddyline_sensor_anomalous_readings", "Readings scored as anomalous.", ["device"])
+        self._children: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+
+    def _series(self, device: str, sensor: str) -> tuple[Any, Any, Any, Any]:
+        """The four labelled children of one series, looked up once (``labels()`` is the costly part)."""
+        key = (device, sensor)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self.value.labels(device, sensor), self.score.labels(device, sensor),
+                                              self.readings.labels(device), self.anomalous.labels(device))
+        return children
 
     def write(self, emits: Sequence[Emit]) -> None:
         points = []
         for e in emits:
             r = e.record
             if e.topic == TOPIC:
-                self.value.labels(r["device_id"], r["sensor"]).set(r["value_last"])
-                self.score.labels(r["device_id"], r["sensor"]).set(r["score_max"])
-                self.readings.labels(r["device_id"]).inc(r["readings"])
-                self.anomalous.labels(r["device_id"]).inc(r["anomalous"])
+                value, score, readings, anomalous = self._series(r["device_id"], r["sensor"])
+                value.set(r["value_last"])
+                score.set(r["score_max"])
+                readings.inc(r["readings"])
+                anomalous.inc(r["anomalous"])
                 fields = {k: v for k, v in r.items() if k not in ("device_id", "sensor", "time_ms")}
                 points.append((MEASUREMENT, {"device_id": r["device_id"], "sensor": r["sensor"]}, fields, r["time_ms"]))
             elif e.topic == "alerts":
