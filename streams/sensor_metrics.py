@@ -7,13 +7,12 @@ doubles it. Prometheus gets the latest value and score per device and sensor, an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from connectors.prometheus import metric
-from streams.alert_metrics import alert_point, count_alert
+from streams.metrics_sink import MetricsSink, Point
 from streams.processor import Emit
 
 TOPIC = "sink.sensor_metrics"
@@ -42,11 +41,11 @@ def series_metrics(device_id: str, sensor: str, values: list[float], stamps: lis
     return Emit(TOPIC, device_id, EVENT_TYPE, record)
 
 
-class SensorMetricsSink:
+class SensorMetricsSink(MetricsSink):
     def __init__(self, influx: Any | None = None) -> None:
         from prometheus_client import Counter, Gauge
 
-        self.influx = influx
+        super().__init__(influx)
         self.value = metric(Gauge, "eddyline_sensor_value", "Latest reading per device and sensor.", ["device", "sensor"])
         self.score = metric(Gauge, "eddyline_sensor_anomaly_score", "Highest anomaly score in the latest batch.",
                              ["device", "sensor"])
@@ -63,31 +62,17 @@ class SensorMetricsSink:
                                               self.readings.labels(device), self.anomalous.labels(device))
         return children
 
-    def write(self, emits: Sequence[Emit]) -> None:
-        points = []
-        for e in emits:
-            r = e.record
-            if e.topic == TOPIC:
-                value, score, readings, anomalous = self._series(r["device_id"], r["sensor"])
-                value.set(r["value_last"])
-                score.set(r["score_max"])
-                readings.inc(r["readings"])
-                anomalous.inc(r["anomalous"])
-                fields = {k: v for k, v in r.items() if k not in ("device_id", "sensor", "time_ms")}
-                points.append((MEASUREMENT, {"device_id": r["device_id"], "sensor": r["sensor"]}, fields, r["time_ms"]))
-            elif e.topic == "alerts":
-                count_alert(r)
-                points.append(alert_point(r))
-        if self.influx is not None and points:
-            self.influx.write_points(points)
-
-    def close(self) -> None:
-        if self.influx is not None:
-            self.influx.close()
+    def points(self, e: Emit) -> list[Point]:
+        if e.topic != TOPIC:
+            return []
+        r = e.record
+        value, score, readings, anomalous = self._series(r["device_id"], r["sensor"])
+        value.set(r["value_last"])
+        score.set(r["score_max"])
+        readings.inc(r["readings"])
+        anomalous.inc(r["anomalous"])
+        fields = {k: v for k, v in r.items() if k not in ("device_id", "sensor", "time_ms")}
+        return [(MEASUREMENT, {"device_id": r["device_id"], "sensor": r["sensor"]}, fields, r["time_ms"])]
 
 
-def sensor_metrics_sink() -> SensorMetricsSink:
-    from connectors.influx import InfluxSettings, InfluxSink
-
-    settings = InfluxSettings()
-    return SensorMetricsSink(InfluxSink(settings) if settings.enabled else None)
+sensor_metrics_sink = SensorMetricsSink.from_settings

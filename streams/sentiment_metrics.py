@@ -8,12 +8,11 @@ are counted as every flow's are (``streams.alert_metrics``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from streams.alert_metrics import alert_point, count_alert
-from streams.processor import Emit
 from connectors.prometheus import metric
+from streams.metrics_sink import MetricsSink, Point
+from streams.processor import Emit
 
 SENTIMENT_TOPIC = "scores.sentiment"
 MEASUREMENT = "sentiment"
@@ -22,11 +21,11 @@ FIELDS = ("score", "rolling_score", "segment")
 SCORE_BUCKETS = (-1.0, -0.75, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
-class SentimentMetricsSink:
+class SentimentMetricsSink(MetricsSink):
     def __init__(self, influx: Any | None = None) -> None:
         from prometheus_client import Counter, Histogram
 
-        self.influx = influx
+        super().__init__(influx)
         self.segments = metric(
             Counter, "eddyline_sentiment_segments", "Transcript segments scored, by label.", ["label"]
         )
@@ -37,33 +36,19 @@ class SentimentMetricsSink:
             buckets=SCORE_BUCKETS,
         )
 
-    def write(self, emits: Sequence[Emit]) -> None:
-        points = []
-        for e in emits:
-            r = e.record
-            if e.topic == SENTIMENT_TOPIC:
-                self.segments.labels(r["label"]).inc()
-                self.scores.observe(float(r["score"]))
-                rolling = r.get("rolling_score")
-                fields = {
-                    "score": float(r["score"]),
-                    "segment": int(r["segment"]),
-                    "rolling_score": float(rolling if rolling is not None else r["score"]),
-                }
-                points.append((MEASUREMENT, {k: str(r[k]) for k in TAGS}, fields, int(r["event_time"])))
-            elif e.topic == "alerts":
-                count_alert(r)
-                points.append(alert_point(r))
-        if self.influx is not None and points:
-            self.influx.write_points(points)
-
-    def close(self) -> None:
-        if self.influx is not None:
-            self.influx.close()
+    def points(self, e: Emit) -> list[Point]:
+        if e.topic != SENTIMENT_TOPIC:
+            return []
+        r = e.record
+        self.segments.labels(r["label"]).inc()
+        self.scores.observe(float(r["score"]))
+        rolling = r.get("rolling_score")
+        fields = {
+            "score": float(r["score"]),
+            "segment": int(r["segment"]),
+            "rolling_score": float(rolling if rolling is not None else r["score"]),
+        }
+        return [(MEASUREMENT, {k: str(r[k]) for k in TAGS}, fields, int(r["event_time"]))]
 
 
-def sentiment_metrics_sink() -> SentimentMetricsSink:
-    from connectors.influx import InfluxSettings, InfluxSink
-
-    settings = InfluxSettings()
-    return SentimentMetricsSink(InfluxSink(settings) if settings.enabled else None)
+sentiment_metrics_sink = SentimentMetricsSink.from_settings

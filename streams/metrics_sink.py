@@ -1,0 +1,47 @@
+"""The shape every flow's dashboard sink shares: emits in, InfluxDB points and Prometheus updates out.
+
+A subclass says what one of its flow's emits becomes (``points``) and updates its Prometheus metrics
+there; alerts are counted and written the same way for every flow; the InfluxDB sink is the configured
+one, or none (``[influx] url`` unset), so Prometheus still works without a time-series server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Self
+
+from streams.alert_metrics import alert_point, count_alert
+from streams.processor import Emit
+
+Point = tuple[str, dict[str, str], dict[str, Any], int]
+
+
+class MetricsSink:
+    def __init__(self, influx: Any | None = None) -> None:
+        self.influx = influx
+
+    @classmethod
+    def from_settings(cls) -> Self:
+        from connectors.influx import InfluxSettings, InfluxSink
+
+        settings = InfluxSettings()
+        return cls(InfluxSink(settings) if settings.enabled else None)
+
+    def points(self, emit: Emit) -> list[Point]:
+        """The InfluxDB points of one emit of this flow (metrics are updated here too); none by default."""
+        return []
+
+    def write(self, emits: Sequence[Emit]) -> None:
+        points: list[Point] = []
+        for e in emits:
+            if e.topic == "alerts":
+                count_alert(e.record)
+                points.append(alert_point(e.record))
+            else:
+                points.extend(self.points(e))
+        if self.influx is not None and points:
+            self.influx.write_points(points)
+
+    def close(self) -> None:
+        if self.influx is not None:
+            self.influx.close()
