@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from models.checkpoint import Checkpointed
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
@@ -36,29 +38,12 @@ class Emit:
     record: dict[str, Any]
 
 
-class Processor(ABC):
+class Processor(Checkpointed, ABC):
     """One key's logic and state. Subclasses keep state as plain data and say how to rebuild themselves."""
 
     @abstractmethod
     def process(self, events: Sequence[Event]) -> list[Emit]:
         """Handle events of this key, in order, and return what to emit."""
-
-    def snapshot(self) -> dict[str, Any]:
-        return {}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        return None
-
-    def params(self) -> dict[str, Any]:
-        """Constructor arguments, so that a checkpointed processor is rebuilt with the same configuration."""
-        return {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"params": self.params(), "state": self.snapshot()}
-
-    def __setstate__(self, data: dict[str, Any]) -> None:
-        self.__init__(**data["params"])  # type: ignore[misc]
-        self.restore(data["state"])
 
 
 SINK_ONLY = "sink."  # emits on topics with this prefix feed side sinks and are never written to Kafka

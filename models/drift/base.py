@@ -13,8 +13,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from models.checkpoint import Checkpointed
 
-class StreamDriftDetector(ABC):
+
+class StreamDriftDetector(Checkpointed, ABC):
     name: ClassVar[str]
 
     @abstractmethod
@@ -30,21 +32,6 @@ class StreamDriftDetector(ABC):
     @abstractmethod
     def threshold(self) -> float: ...
 
-    def snapshot(self) -> dict[str, Any]:
-        return {}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        return None
-
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"params": self.params(), "state": self.snapshot()}
-
-    def __setstate__(self, data: dict[str, Any]) -> None:
-        self.__init__(**data["params"])  # type: ignore[misc]
-        self.restore(data["state"])
 
 
 def make_detector(name: str, **kwargs: Any) -> StreamDriftDetector:
