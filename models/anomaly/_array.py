@@ -6,6 +6,7 @@ place without allocating, and keeps numba's per-call dispatch cheap (a few array
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,17 +29,54 @@ def as_inputs(values: Any, timestamps: Any) -> tuple[np.ndarray, np.ndarray]:
     return v, t
 
 
+def check_rates(**rates: float) -> None:
+    """EWMA rates live in (0, 1]."""
+    for name, rate in rates.items():
+        if not 0.0 < rate <= 1.0:
+            raise ValueError(f"{name} must be in (0, 1], got {rate}")
+
+
+def check_at_least(minimum: float, **values: float) -> None:
+    for name, value in values.items():
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+
+
+def check_fraction(**values: float) -> None:
+    for name, value in values.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
 class ArrayDetector(AnomalyDetector):
-    """A detector whose logic is ``kernel(values, timestamps, state, params, out)`` (scores then learns)."""
+    """A detector whose logic is ``kernel(values, timestamps, state, params, out)`` (scores then learns).
+
+    Its constructor arguments are its parameters: ``_configure`` stores each as an attribute of its
+    default's type, and ``kernel_params`` names those the kernel reads, in the order of its params vector.
+    """
 
     kernel: ClassVar[LazyJit]
-    state_size: ClassVar[int]
+    kernel_params: ClassVar[tuple[str, ...]]
 
-    def __init__(self) -> None:
+    def _state_size(self) -> int:
+        raise NotImplementedError
+
+    def _configure(self, args: dict[str, Any]) -> None:
+        """Called by a subclass ``__init__`` with its ``locals()``, after validating them."""
+        for name, default in _defaults(type(self)).items():
+            setattr(self, name, type(default)(args[name]))
+        self._pvec = np.array([getattr(self, name) for name in self.kernel_params], dtype=np.float64)
+        self.state_size = self._state_size()
         self._state = np.zeros(self.state_size, dtype=np.float64)
 
-    def _param_vector(self) -> np.ndarray:
-        raise NotImplementedError
+    def params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _defaults(type(self))}
 
     def score_learn(self, values: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
         v, t = as_inputs(values, timestamps)
@@ -55,3 +93,8 @@ class ArrayDetector(AnomalyDetector):
         if arr.shape != (self.state_size,):
             raise ValueError(f"{self.name}: state has shape {arr.shape}, expected ({self.state_size},)")
         self._state = arr.copy()
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    return {name: p.default for name, p in params.items() if name != "self"}

@@ -7,12 +7,10 @@ for a sensor with no seasonality. Score ``z^2 / (z^2 + z0^2)``: 0.5 at ``z == z0
 from __future__ import annotations
 
 import math
-from typing import Any
 
-import numpy as np
-
-from models.anomaly._array import ArrayDetector
+from models.anomaly._array import ArrayDetector, check_positive, check_rates
 from models.anomaly._jit import lazy_njit
+from models.anomaly._steps import ewma_learn
 
 
 def _gauss_kernel(values, timestamps, state, params, out):  # pragma: no cover - compiled
@@ -33,12 +31,7 @@ def _gauss_kernel(values, timestamps, state, params, out):  # pragma: no cover -
                 s = z * z / (z * z + z0 * z0) if z < 1e150 else 1.0
             if n < warmup:
                 s = 0.0
-        a = max(alpha, 1.0 / (n + 1.0))
-        d = x - mean
-        mean = mean + a * d
-        var = (1.0 - a) * (var + a * d * d)
-        if not (math.isfinite(mean) and math.isfinite(var)):
-            mean, var = x, 0.0
+        mean, var = ewma_learn(x, n, mean, var, alpha)
         n += 1.0
         out[i] = s
     state[0], state[1], state[2] = n, mean, var
@@ -47,16 +40,12 @@ def _gauss_kernel(values, timestamps, state, params, out):  # pragma: no cover -
 class GaussianDetector(ArrayDetector):
     name = "gauss"
     kernel = lazy_njit(_gauss_kernel)
-    state_size = 3
+    kernel_params = ("alpha", "z0", "warmup")
 
     def __init__(self, alpha: float = 0.01, z0: float = 4.0, warmup: int = 30, threshold: float = 0.5) -> None:
-        if not 0.0 < alpha <= 1.0:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        if z0 <= 0:
-            raise ValueError(f"z0 must be positive, got {z0}")
-        super().__init__()
-        self.alpha, self.z0, self.warmup, self.threshold = float(alpha), float(z0), int(warmup), float(threshold)
-        self._pvec = np.array([self.alpha, self.z0, float(self.warmup)], dtype=np.float64)
+        check_rates(alpha=alpha)
+        check_positive(z0=z0)
+        self._configure(locals())
 
-    def params(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "z0": self.z0, "warmup": self.warmup, "threshold": self.threshold}
+    def _state_size(self) -> int:
+        return 3

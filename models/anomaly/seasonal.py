@@ -19,8 +19,7 @@ decaying by ``spike_decay`` per reading), and, on a seasonal series, not when a 
 at about the same time of day (one of ``spike_bins`` bins of the period, or a neighbour) within the last
 ``spike_recall`` periods: a nightly batch job's CPU spike is routine, not news.
 
-State: [n, mean, var, min, max, hold_left, short_sum, hist_sum, hist_sq, spike_rate, last_was_spike,
-novelty_rate, step_ms, res_var, seas_err, glob_err, prev_ts, res_n, s_short_sum, s_hist_sum, s_hist_sq,
+State: [the shared head (``_steps.HEAD``), spike_rate, last_was_spike, novelty_rate, step_ms, res_var, seas_err, glob_err, prev_ts, res_n, s_short_sum, s_hist_sum, s_hist_sq,
 s_n, spike_zmax, res_var2, seas_err2, res_n2, short[K], hist[H], window[W], slot_mean[S], slot_count[S],
 s_short[K], s_hist[H], spike_bin_last_ts[B], slot_mean2[S], slot_count2[S]] (the 2-arrays only with a
 second period).
@@ -29,15 +28,28 @@ second period).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
-from models.anomaly._array import ArrayDetector
+from models.anomaly._array import ArrayDetector, check_at_least, check_fraction, check_positive, check_rates
 from models.anomaly._jit import lazy_njit
+from models.anomaly._steps import (
+    HEAD,
+    SURE,
+    ewma_learn,
+    gauss_tail,
+    hold_alarm,
+    is_novel,
+    likelihood_step,
+    load_head,
+    range_learn,
+    robust_deviation,
+    spike_rate_learn,
+    store_head,
+    surprise_z,
+)
 
-_HEAD = 26
-_SURE = 1.0 - 1e-7
+_HEAD = HEAD + 17
 
 
 def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cover - compiled
@@ -52,8 +64,7 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
     M = 2 if period2 > 0.0 else 1
     slots_m = np.empty(2, dtype=np.int64)
     zmax = state[22]
-    n, mean, var, mn, mx = state[0], state[1], state[2], state[3], state[4]
-    left, ssum, hsum, hsq = int(state[5]), state[6], state[7], state[8]
+    n, mean, var, mn, mx, left, ssum, hsum, hsq = load_head(state)
     rate, prev_ex, nrate = state[9], state[10], state[11]
     step, glob_err, prev_ts = state[12], state[15], state[16]
     short_at, hist_at, win_at = _HEAD, _HEAD + K, _HEAD + K + H
@@ -65,8 +76,6 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
     sm2_at = sb_at + NB
     sc2_at = sm2_at + S
     s_ssum, s_hsum, s_hsq, s_n = state[18], state[19], state[20], state[21]
-    s_lik = 0.0
-    sqrt2 = math.sqrt(2.0)
     buf = np.empty(W)
     for i in range(values.shape[0]):
         x = values[i]
@@ -77,12 +86,8 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
         prev_ts = ts
         nslots = int(period / step + 0.5) if step > 0.0 else 0
         seasonal = 4 <= nslots <= S
-        z = 0.0
         sd_long = math.sqrt(var)
-        if k >= 2:
-            z = abs(x - mean) / (sd_long + 1e-9 * max(1.0, abs(mean)))
-            if math.isnan(z):
-                z = 1e300
+        z = surprise_z(x - mean, sd_long, mean) if k >= 2 else 0.0
         gerr = (x - mean) * (x - mean) if k >= 2 else 0.0
         best_z, best_err, best_ns, any_warm = -1.0, 1e300, 0, False
         for m in range(M):
@@ -103,9 +108,7 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
             r = x - state[mean_at + sl]
             rv, rn = state[rv_i], state[rn_i]
             if rn >= ns and k >= 2:
-                zs = abs(r) / (math.sqrt(rv) + 1e-9 * max(1.0, abs(mean)))
-                if math.isnan(zs):
-                    zs = 1e300
+                zs = surprise_z(r, math.sqrt(rv), mean)
                 if state[se_i] < best_err:
                     best_z, best_err, best_ns = zs, state[se_i], ns
                 state[se_i] += err_a * (r * r - state[se_i])
@@ -116,76 +119,32 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
                 rc = clip * clip * rv
             state[rv_i] = rv + a_r * (rc - rv)
             state[rn_i] = rn + 1.0
+        s_lik = 0.0
         if best_z >= 0.0:
-            better = best_err < ratio * glob_err
             kk = int(s_n)
-            raw_s = 1.0 - math.erfc(best_z / zscale / sqrt2)
-            j = ss_at + kk % K
-            s_ssum += raw_s - state[j]
-            state[j] = raw_s
-            avg_s = s_ssum / min(kk + 1, K)
-            cnt_s = min(kk, H)
-            s_lik = 0.0
-            if kk >= best_ns and (better or mode == 1.0):
-                mu_s = s_hsum / cnt_s
-                sd_s = math.sqrt(max(s_hsq / cnt_s - mu_s * mu_s, 1e-8))
-                s_lik = 1.0 - 0.5 * math.erfc((avg_s - mu_s) / sd_s / sqrt2)
-            j = sh_at + kk % H
-            if kk >= H:
-                old_s = state[j]
-                s_hsum -= old_s
-                s_hsq -= old_s * old_s
-            state[j] = avg_s
-            s_hsum += avg_s
-            s_hsq += avg_s * avg_s
+            ready = kk >= best_ns and (best_err < ratio * glob_err or mode == 1.0)
+            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(state, ss_at, sh_at, K, H, kk, gauss_tail(best_z / zscale),
+                                                           ready, s_ssum, s_hsum, s_hsq)
             s_n += 1.0
         if any_warm:
             glob_err += err_a * (gerr - glob_err)
-        raw = 1.0 - math.erfc(z / sqrt2)
-        slot_i = short_at + k % K
-        ssum += raw - state[slot_i]
-        state[slot_i] = raw
-        avg = ssum / min(k + 1, K)
-        cnt = min(k, H)
-        s = 0.0
-        if cnt >= 10:
-            mu = hsum / cnt
-            sd = math.sqrt(max(hsq / cnt - mu * mu, 1e-8))
-            s = 1.0 - 0.5 * math.erfc((avg - mu) / sd / sqrt2)
-        hslot = hist_at + k % H
-        if k >= H:
-            old = state[hslot]
-            hsum -= old
-            hsq -= old * old
-        state[hslot] = avg
-        hsum += avg
-        hsq += avg * avg
+        s, ssum, hsum, hsq = likelihood_step(state, short_at, hist_at, K, H, k, gauss_tail(z), min(k, H) >= 10,
+                                             ssum, hsum, hsq)
         if mode == 0.0 and s_lik > 0.0:
             s = s_lik
         else:
             s = max(s, s_lik)
-        s_lik = 0.0
-        rng = mx - mn
-        novel = k >= 1 and (x > mx + tol * rng or x < mn - tol * rng)
+        novel = k >= 1 and is_novel(x, mn, mx, tol)
         spiked = False
         if k > warm:
             if novel and nrate < nov_max:
-                s = max(s, _SURE)
+                s = max(s, SURE)
             if k >= W:
-                wlo, whi = state[win_at], state[win_at]
-                for j in range(1, W):
-                    wlo, whi = min(wlo, state[win_at + j]), max(whi, state[win_at + j])
-                ex = False
-                bigger = True
+                checked, dev, sc = robust_deviation(x, state, win_at, W, buf, sd_long, kspike, floor_frac)
+                ex, bigger = False, True
                 zmax *= zdecay
-                if max(abs(x - wlo), abs(x - whi)) >= kspike * max(floor_frac * sd_long, 1e-9):
-                    for j in range(W):
-                        buf[j] = state[win_at + j]
-                    med = np.median(buf)
-                    for j in range(W):
-                        buf[j] = abs(buf[j] - med)
-                    sc = max(1.4826 * np.median(buf), floor_frac * sd_long, 1e-9 * max(1.0, abs(med)))
-                    zr = abs(x - med) / sc
+                if checked:
+                    zr = dev / sc
                     ex = zr >= kspike
                     bigger = zr > zmargin * zmax
                     zmax = max(zmax, zr)
@@ -197,23 +156,12 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
                         if last > 0.0 and ts - last <= recall * period:
                             spiked = False
                     state[sb_at + b] = ts
-                if ex and prev_ex == 0.0:
-                    rate += rate_a
-                prev_ex = 1.0 if ex else 0.0
+                rate, prev_ex = spike_rate_learn(ex, rate, prev_ex, rate_a)
             rate *= 1.0 - rate_a
         else:
             s = 0.0
         nrate += nov_a * ((1.0 if novel else 0.0) - nrate)
-        if left > 0:
-            left -= 1
-            s *= damp
-        elif s >= tau:
-            left = hold
-        if spiked:
-            s = _SURE
-            if left == 0:
-                left = hold
-        out[i] = min(max(s, 0.0), 1.0)
+        out[i], left = hold_alarm(s, spiked, left, tau, hold, damp)
         state[win_at + k % W] = x
         for m in range(M):
             sl = slots_m[m]
@@ -223,19 +171,10 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
                 c = state[cnt_at + sl]
                 state[mean_at + sl] = x if c == 0.0 else state[mean_at + sl] + alpha_s * (x - state[mean_at + sl])
                 state[cnt_at + sl] = c + 1.0
-        if k == 0:
-            mn, mx = x, x
-        else:
-            mn, mx = min(mn, x), max(mx, x)
-        a = max(alpha, 1.0 / (n + 1.0))
-        d = x - mean
-        mean = mean + a * d
-        var = (1.0 - a) * (var + a * d * d)
-        if not (math.isfinite(mean) and math.isfinite(var)):
-            mean, var = x, 0.0
+        mn, mx = range_learn(k, x, mn, mx)
+        mean, var = ewma_learn(x, n, mean, var, alpha)
         n += 1.0
-    state[0], state[1], state[2], state[3], state[4] = n, mean, var, mn, mx
-    state[5], state[6], state[7], state[8] = float(left), ssum, hsum, hsq
+    store_head(state, n, mean, var, mn, mx, left, ssum, hsum, hsq)
     state[9], state[10], state[11] = rate, prev_ex, nrate
     state[12], state[15], state[16] = step, glob_err, prev_ts
     state[18], state[19], state[20], state[21] = s_ssum, s_hsum, s_hsq, s_n
@@ -247,6 +186,10 @@ class SeasonalDetector(ArrayDetector):
 
     name = "seasonal"
     kernel = lazy_njit(_seasonal_kernel)
+    kernel_params = ("alpha", "tol", "tau", "damp", "short", "history", "hold", "warmup", "window", "spike", "floor",
+                     "rate_alpha", "rate_max", "novelty_alpha", "novelty_max", "period_ms", "slots", "slot_alpha",
+                     "ratio", "err_alpha", "clip", "mode", "zscale", "spike_decay", "spike_margin", "spike_bins",
+                     "spike_recall", "period2_ms")
 
     def __init__(
         self,
@@ -280,41 +223,18 @@ class SeasonalDetector(ArrayDetector):
         period2_ms: int = 604_800_000,
         threshold: float = 0.999,
     ) -> None:
-        rates = (alpha, rate_alpha, novelty_alpha, slot_alpha, err_alpha)
-        if not all(0.0 < r <= 1.0 for r in rates):
-            raise ValueError("alpha, rate_alpha, novelty_alpha, slot_alpha and err_alpha must be in (0, 1]")
-        if short < 1 or history < 10 or window < 3 or slots < 4 or period_ms <= 0:
-            raise ValueError("need short >= 1, history >= 10, window >= 3, slots >= 4, period_ms > 0")
-        if not 0.0 <= damp <= 1.0 or min(tol, hold, spike, floor, rate_max, novelty_max, ratio) < 0:
-            raise ValueError("need 0 <= damp <= 1 and tol, hold, spike, floor, rate_max, novelty_max, ratio >= 0")
-        self.alpha, self.short, self.history, self.tol = float(alpha), int(short), int(history), float(tol)
-        self.tau, self.hold, self.damp, self.warmup = float(tau), int(hold), float(damp), int(warmup)
-        self.window, self.spike, self.floor = int(window), float(spike), float(floor)
-        self.rate_alpha, self.rate_max = float(rate_alpha), float(rate_max)
-        self.novelty_alpha, self.novelty_max = float(novelty_alpha), float(novelty_max)
-        self.period_ms, self.slots, self.slot_alpha = int(period_ms), int(slots), float(slot_alpha)
-        self.ratio, self.err_alpha, self.clip, self.mode = float(ratio), float(err_alpha), float(clip), int(mode)
-        self.zscale, self.spike_decay, self.spike_margin = float(zscale), float(spike_decay), float(spike_margin)
-        self.spike_bins, self.spike_recall = int(spike_bins), float(spike_recall)
-        self.period2_ms = int(period2_ms)
-        self.threshold = float(threshold)
-        self.state_size = _HEAD + self.short + self.history + self.window + 2 * self.slots + self.short + self.history + self.spike_bins
-        self.state_size += 2 * self.slots if self.period2_ms > 0 else 0  # type: ignore[misc]
-        super().__init__()
-        self._pvec = np.array(
-            [self.alpha, self.tol, self.tau, self.damp, self.short, self.history, self.hold, self.warmup,
-             self.window, self.spike, self.floor, self.rate_alpha, self.rate_max, self.novelty_alpha,
-             self.novelty_max, self.period_ms, self.slots, self.slot_alpha, self.ratio, self.err_alpha, self.clip, self.mode, self.zscale, self.spike_decay, self.spike_margin, self.spike_bins, self.spike_recall, self.period2_ms],
-            dtype=np.float64,
-        )
+        check_rates(alpha=alpha, rate_alpha=rate_alpha, novelty_alpha=novelty_alpha, slot_alpha=slot_alpha,
+                    err_alpha=err_alpha)
+        check_at_least(1, short=short)
+        check_at_least(10, history=history)
+        check_at_least(3, window=window)
+        check_at_least(4, slots=slots)
+        check_positive(period_ms=period_ms)
+        check_at_least(0, tol=tol, hold=hold, spike=spike, floor=floor, rate_max=rate_max, novelty_max=novelty_max,
+                       ratio=ratio)
+        check_fraction(damp=damp)
+        self._configure(locals())
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "alpha": self.alpha, "short": self.short, "history": self.history, "tol": self.tol,
-            "tau": self.tau, "hold": self.hold, "damp": self.damp, "warmup": self.warmup,
-            "window": self.window, "spike": self.spike, "floor": self.floor, "rate_alpha": self.rate_alpha,
-            "rate_max": self.rate_max, "novelty_alpha": self.novelty_alpha, "novelty_max": self.novelty_max,
-            "period_ms": self.period_ms, "slots": self.slots, "slot_alpha": self.slot_alpha,
-            "ratio": self.ratio, "err_alpha": self.err_alpha, "clip": self.clip, "mode": self.mode, "zscale": self.zscale, "spike_decay": self.spike_decay, "spike_margin": self.spike_margin, "spike_bins": self.spike_bins,
-            "spike_recall": self.spike_recall, "period2_ms": self.period2_ms, "threshold": self.threshold,
-        }
+    def _state_size(self) -> int:
+        size = _HEAD + 2 * (self.short + self.history) + self.window + 2 * self.slots + self.spike_bins
+        return size + (2 * self.slots if self.period2_ms > 0 else 0)
