@@ -46,7 +46,7 @@ def ewma_learn(x, n, mean, var, alpha):  # pragma: no cover - compiled
 def surprise_z(dev, sd, mean):  # pragma: no cover - compiled
     """|dev| in standard deviations, the deviation floored relative to the level; NaN counts as huge."""
     z = abs(dev) / (sd + 1e-9 * max(1.0, abs(mean)))
-    if z != z:
+    if math.isnan(z):
         z = 1e300
     return z
 
