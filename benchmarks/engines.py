@@ -12,16 +12,13 @@ import itertools
 import json
 import os
 import platform
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from benchmarks.sensor_flow import time_flow
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, create_topics
 from schemas import SENSOR_BATCH
@@ -34,44 +31,6 @@ ENGINES = {
     "bytewax_2proc_readings_per_s": ["streams.engine_bytewax_cluster", "anomaly", "--processes", "2"],
     "faust_readings_per_s": ["streams.engine_faust", "anomaly"],
 }
-
-
-def _time_engine(settings: KafkaSettings, argv: list[str], messages: int, per_message: int, work: Path) -> float:
-    """Readings per second between the engine's first and last score event."""
-    from benchmarks.sensor_flow import _assigned
-
-    env = {**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "EDDYLINE_KAFKA_NAMESPACE": settings.namespace, "EDDYLINE_KAFKA_PARTITIONS": str(PARTITIONS),
-           "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
-           "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "2"}
-    log = work / "flow.log"
-    proc = subprocess.Popen([sys.executable, "-m", *argv, "--state-dir", str(work / "state")], env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        create_topics(settings, ["scores.anomaly"], partitions=PARTITIONS)
-        consumer = _assigned(settings, "scores.anomaly")
-        seen, first, last = 0, None, None
-        deadline = time.monotonic() + 600
-        while seen < messages and time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{argv[0]} exited with {proc.returncode}; see {log}")
-            for msg in consumer.consume(1000, 0.5):  # counted, not decoded: the watcher must stay cheap
-                if msg.error() is None:
-                    first = first or time.perf_counter()
-                    last = time.perf_counter()
-                    seen += 1
-        consumer.close()
-        if seen < messages or first is None or last is None or last <= first:
-            raise RuntimeError(f"{argv[0]} scored {seen} of {messages} messages in time; see {log}")
-        return (seen - 1) * per_message / (last - first)  # the first batch was processed before ``first``
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def run(json_path: Path | None = None, messages: int = 4000) -> dict[str, Any]:
@@ -96,7 +55,7 @@ def run(json_path: Path | None = None, messages: int = 4000) -> dict[str, Any]:
                     producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
             (work / name).mkdir()
             with console.status(f"{name}: the whole flow"):
-                result[key] = round(_time_engine(settings, argv, messages, per_message, work / name))
+                result[key] = round(time_flow(settings, argv, messages, per_message, work / name, PARTITIONS))
     one = result["bytewax_readings_per_s"]
     result |= {
         "bytewax_2proc_vs_1proc": round(result["bytewax_2proc_readings_per_s"] / one, 3),

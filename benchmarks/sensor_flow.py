@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,32 +56,46 @@ def _raw_consume(settings: KafkaSettings, messages: int, per_message: int) -> fl
         consumer.close()
 
 
-def _flow(settings: KafkaSettings, messages: int, per_message: int, work: Path) -> float:
+def time_flow(settings: KafkaSettings, argv: list[str], messages: int, per_message: int, work: Path,
+              partitions: int | None = None) -> float:
+    """Readings per second between the first and last score event of ``python -m *argv`` over a pre-filled topic.
+
+    The first output's batch was processed before the clock starts, so it is not counted.
+    """
     env = {**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "EDDYLINE_KAFKA_NAMESPACE": settings.namespace, "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "anomaly", "--state-dir", str(work / "state")],
-                            env=env, stdout=(work / "flow.log").open("wb"), stderr=subprocess.STDOUT)
+           "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
+           "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+           "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "2"}
+    if partitions is not None:
+        env["EDDYLINE_KAFKA_PARTITIONS"] = str(partitions)
+    log = work / "flow.log"
+    proc = subprocess.Popen([sys.executable, "-m", *argv, "--state-dir", str(work / "state")], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        create_topics(settings, ["scores.anomaly"])
+        create_topics(settings, ["scores.anomaly"], partitions=partitions)
         consumer = _assigned(settings, "scores.anomaly")
         seen, first, last = 0, None, None
         deadline = time.monotonic() + 600
         while seen < messages and time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"the flow exited with {proc.returncode}; see {work / 'flow.log'}")
+                raise RuntimeError(f"{argv[0]} exited with {proc.returncode}; see {log}")
             for msg in consumer.consume(1000, 0.5):  # counted, not decoded: the watcher must stay cheap
                 if msg.error() is None:
                     first = first or time.perf_counter()
                     last = time.perf_counter()
                     seen += 1
         consumer.close()
-        if seen < messages:
-            raise RuntimeError(f"the flow scored {seen} of {messages} messages in time")
-        # the first output's batch was processed before ``first``: count from the second message on
+        if seen < messages or first is None or last is None or last <= first:
+            raise RuntimeError(f"{argv[0]} scored {seen} of {messages} messages in time; see {log}")
         return (seen - 1) * per_message / (last - first)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
 
 def _river(records: list[dict], limit: int) -> float:
@@ -112,14 +127,14 @@ def run(messages: int = 4000, json_path: Path | None = None, river_readings: int
     with EmbeddedBroker(log_path=work / "broker.log") as broker:
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="bench.")
         create_topics(settings, [TOPIC])
-        with console.status(f"pre-filling {messages} messages ({messages * per_message:,} readings)"):
-            with EventProducer(settings) as producer:
-                for rec in records:
-                    producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
+        status = f"pre-filling {messages} messages ({messages * per_message:,} readings)"
+        with console.status(status), EventProducer(settings) as producer:
+            for rec in records:
+                producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
         with console.status("raw consume + decode"):
             raw = _raw_consume(settings, messages, per_message)
         with console.status("the whole flow (eddyline run anomaly)"):
-            flow = _flow(settings, messages, per_message, work)
+            flow = time_flow(settings, ["streams.cli", "run", "anomaly"], messages, per_message, work)
     with console.status(f"river HalfSpaceTrees, {river_readings:,} readings one at a time"):
         river = _river(records, river_readings)
     result = {
