@@ -33,11 +33,12 @@ from models.anomaly._steps import (
     is_novel,
     likelihood_step,
     load_head,
+    mad_deviation,
     range_learn,
-    robust_deviation,
     spike_rate_learn,
     store_head,
     surprise_z,
+    window_reach,
 )
 
 _HEAD = HEAD + 3
@@ -65,8 +66,10 @@ def _robust_kernel(values, timestamps, state, params, out):  # pragma: no cover 
             if novel and nrate < nov_max:
                 s = max(s, SURE)
             if k >= W:
-                checked, dev, sc = robust_deviation(x, state, win_at, W, buf, sd_long, kspike, floor_frac)
-                ex = checked and dev >= kspike * sc
+                ex = False
+                if window_reach(x, state, win_at, W) >= kspike * max(floor_frac * sd_long, 1e-9):
+                    dev, sc = mad_deviation(x, state, win_at, W, buf, sd_long, floor_frac)
+                    ex = dev >= kspike * sc
                 spiked = ex and rate < rate_max
                 rate, prev_ex = spike_rate_learn(ex, rate, prev_ex, rate_a)
             rate *= 1.0 - rate_a

@@ -42,11 +42,12 @@ from models.anomaly._steps import (
     is_novel,
     likelihood_step,
     load_head,
+    mad_deviation,
     range_learn,
-    robust_deviation,
     spike_rate_learn,
     store_head,
     surprise_z,
+    window_reach,
 )
 
 _HEAD = HEAD + 17
@@ -140,10 +141,10 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
             if novel and nrate < nov_max:
                 s = max(s, SURE)
             if k >= W:
-                checked, dev, sc = robust_deviation(x, state, win_at, W, buf, sd_long, kspike, floor_frac)
                 ex, bigger = False, True
                 zmax *= zdecay
-                if checked:
+                if window_reach(x, state, win_at, W) >= kspike * max(floor_frac * sd_long, 1e-9):
+                    dev, sc = mad_deviation(x, state, win_at, W, buf, sd_long, floor_frac)
                     zr = dev / sc
                     ex = zr >= kspike
                     bigger = zr > zmargin * zmax
