@@ -2,8 +2,9 @@
 
 A kernel may call other ``lazy_njit`` functions (the shared steps in ``_steps.py``): numba sees such a
 helper as the compiled dispatcher it stands for, so the call is compiled, not a call back into Python.
-numba's on-disk cache keys a kernel on its own file only: after editing a shared step, clear the
-``__pycache__/*.nbi`` files (or touch the detector modules) so kernels that call it recompile.
+numba's on-disk cache keys a kernel on its own file only, not on the steps it inlines; so unless
+``NUMBA_CACHE_DIR`` is set, kernels are cached under a folder named by a digest of every source in this
+package, and a change to any step (an upgrade, an edit) compiles afresh instead of reusing stale code.
 """
 
 from __future__ import annotations
@@ -12,6 +13,26 @@ from collections.abc import Callable
 from typing import Any
 
 _typed = False
+_cache_set = False
+
+
+def _use_versioned_cache() -> None:
+    global _cache_set
+    if _cache_set:
+        return
+    import hashlib
+    import os
+    from pathlib import Path
+
+    from numba.core import config
+
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        digest = hashlib.sha256()
+        for source in sorted(Path(__file__).parent.glob("*.py")):
+            digest.update(source.read_bytes())
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        config.CACHE_DIR = str(base / "eddyline" / "numba" / digest.hexdigest()[:16])
+    _cache_set = True
 
 
 def _register_typeof() -> None:
@@ -43,6 +64,7 @@ class LazyJit:
             import numba
 
             _register_typeof()
+            _use_versioned_cache()
             opts: dict[str, Any] = {"inline": "always"} if self._inline else {}
             compiled = self._compiled = numba.njit(cache=True, nogil=True, fastmath=False, **opts)(self._fn)
         return compiled
