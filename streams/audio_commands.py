@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from connectors.wav import WavError, chunk_records, read_wav
+
+if TYPE_CHECKING:
+    from connectors.kafka import KafkaSettings
 
 
 def transcribe_command(
@@ -44,8 +47,7 @@ def produce_command(
     resample: Annotated[bool, typer.Option(help="resample other rates to 16 kHz (else refuse them)")] = True,
 ) -> None:
     """Stream WAV files to ``audio.chunks`` as audio_chunk events, the conversations interleaved as if live."""
-    from connectors.kafka import EventProducer, KafkaSettings, create_topics
-    from schemas import AUDIO_CHUNK
+    from connectors.kafka import KafkaSettings
 
     if speed < 0:
         raise typer.BadParameter("--speed must be 0 or more")
@@ -54,11 +56,20 @@ def produce_command(
                    for p in files]
     except WavError as exc:
         raise typer.BadParameter(str(exc)) from None
-    settings = KafkaSettings()
+    started = time.monotonic()
+    sent = produce_calls(KafkaSettings(), streams, speed=speed, chunk_ms=chunk_ms)
+    typer.echo(f"produced {sent} audio chunks from {len(files)} file(s) in {time.monotonic() - started:.1f} s")
+
+
+def produce_calls(settings: KafkaSettings, streams: list[list[dict]], *, speed: float, chunk_ms: int) -> int:
+    """Interleave conversations chunk by chunk as if live (``speed`` times real time; 0: at once)."""
+    from connectors.kafka import EventProducer, create_topics
+    from schemas import AUDIO_CHUNK
+
     create_topics(settings, ["audio.chunks"])
     producer = EventProducer(settings)
     started, sent = time.monotonic(), 0
-    for i in range(max(len(s) for s in streams)):
+    for i in range(max((len(s) for s in streams), default=0)):
         if speed > 0:
             delay = started + i * chunk_ms / 1000 / speed - time.monotonic()
             if delay > 0:
@@ -68,4 +79,4 @@ def produce_command(
                 producer.produce("audio.chunks", AUDIO_CHUNK, chunks[i], key=chunks[i]["conversation_id"])
                 sent += 1
     producer.flush()
-    typer.echo(f"produced {sent} audio chunks from {len(files)} file(s) in {time.monotonic() - started:.1f} s")
+    return sent

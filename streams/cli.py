@@ -169,12 +169,13 @@ def demo(
     summary_json: Annotated[Path | None, typer.Option(help="Write the summary here as JSON.")] = None,
     devices: Annotated[int, typer.Option(help="Simulated devices.")] = 20,
     rate: Annotated[float, typer.Option(help="Readings per second.")] = 3000.0,
+    calls: Annotated[bool, typer.Option(help="Also stream the recorded calls through the audio flow.")] = True,
 ) -> None:
-    """Start a broker, the anomaly flow, simulated devices and a loopback alert receiver; print a summary."""
+    """Start a broker, the flows, simulated devices, recorded calls and a loopback alert receiver; print a summary."""
     from streams.demo import run_demo
 
     summary = run_demo(duration=duration, bad_events=bad_events, devices=devices, rate=rate,
-                       summary_json=summary_json)
+                       summary_json=summary_json, calls=calls)
     if summary["scored"] + summary["dlq"] != summary["produced"]:
         raise typer.Exit(1)
 

@@ -26,11 +26,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from connectors.alert_receiver import AlertReceiver
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings, consumer_config, create_topics
-from schemas import ALERT, ANOMALY_SCORE, AvroSerde
+from schemas import AvroSerde
+from schemas.topics import TOPICS
 from streams.live import LivePage
+from streams.sensor_anomaly import FLOW
 from streams.sensor_producer import SensorProducer
 from streams.sensor_simulator import InjectedAnomaly
 
+CALLS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "audio"  # espeak-ng recordings, ours
 ROUTING_KEY = "eddylinedemo0000000000000000000r"  # PagerDuty integration keys are 32 characters
 
 
@@ -41,13 +44,19 @@ class OutputWatcher(threading.Thread):
         super().__init__(daemon=True, name="output-watcher")
         self.settings = settings
         self.serde = AvroSerde()
-        self.topics = {settings.topic(t): t for t in ("scores.anomaly", "alerts", "dlq.sensor.readings")}
+        self.topics = {settings.topic(t): t for t in ("scores.anomaly", "alerts", "dlq.sensor.readings",
+                                                      "transcripts", "scores.sentiment")}
         self.lock = threading.Lock()
         self.seen: set[str] = set()
         self.scored = 0
         self.dlq = 0
         self.anomalies = 0
-        self.alerts: dict[str, set[str]] = defaultdict(set)  # status -> incident keys
+        self.alerts: dict[str, set[str]] = defaultdict(set)  # status -> incident keys, sensor flow
+        self.call_alerts: dict[str, set[str]] = defaultdict(set)  # status -> incident keys, audio flow
+        self.transcripts = 0
+        self.sentiments = 0
+        self.last_utterance: dict[str, Any] | None = None
+        self.last_call_event = 0.0
         self.first_alert: dict[str, Any] | None = None
         self.hot: dict[tuple[str, str], list[int]] = defaultdict(list)  # (device, sensor) -> anomalous times
         self._halt = threading.Event()
@@ -75,13 +84,23 @@ class OutputWatcher(threading.Thread):
                     self.seen.add(key)
                     self.dlq += 1
             return
-        event_type = ANOMALY_SCORE if topic == "scores.anomaly" else ALERT
-        rec = self.serde.decode(msg.value(), event_type)
+        rec = self.serde.decode(msg.value(), TOPICS[topic])
         with self.lock:
             if rec["event_id"] in self.seen:
                 return
             self.seen.add(rec["event_id"])
+            if topic in ("transcripts", "scores.sentiment"):
+                self.last_call_event = time.monotonic()
+                if topic == "transcripts":
+                    self.transcripts += 1
+                else:
+                    self.sentiments += 1
+                    self.last_utterance = rec
+                return
             if topic == "alerts":
+                if rec["source"] != FLOW:
+                    self.call_alerts[rec["status"]].add(rec["alert_key"])
+                    return
                 self.alerts[rec["status"]].add(rec["alert_key"])
                 if self.first_alert is None and rec["status"] == "OPENED":
                     self.first_alert = rec
@@ -103,8 +122,10 @@ class OutputWatcher(threading.Thread):
         self._halt.set()
 
 
-def _start_flow(settings: KafkaSettings, receiver: AlertReceiver, state_dir: Path, log_path: Path) -> subprocess.Popen:
+def _start_flow(flow: str, settings: KafkaSettings, receiver: AlertReceiver, state_dir: Path, log_path: Path,
+                **extra_env: str) -> subprocess.Popen:
     env = {
+        **extra_env,
         **os.environ,
         "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
@@ -114,7 +135,7 @@ def _start_flow(settings: KafkaSettings, receiver: AlertReceiver, state_dir: Pat
         "EDDYLINE_SLACK_WEBHOOK_URL": receiver.slack_url,
         "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "1",
     }
-    cmd = [sys.executable, "-m", "streams.cli", "run", "anomaly", "--state-dir", str(state_dir)]
+    cmd = [sys.executable, "-m", "streams.cli", "run", flow, "--state-dir", str(state_dir)]
     return subprocess.Popen(cmd, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -130,6 +151,35 @@ def _stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         proc.wait()
 
 
+def _sentiment_model_env() -> dict[str, str]:
+    """The sentiment model trained here if there is one (`eddyline models train-sentiment`), else VADER."""
+    from models.sentiment.model import default_model_dir
+
+    trained = default_model_dir()
+    return {} if trained.is_dir() and any(trained.glob("*.onnx")) else {"EDDYLINE_AUDIO_SENTIMENT_MODEL": "vader"}
+
+
+CONVERSATIONS = {  # recordings joined into three calls: one turns sour, one is routine, one goes well
+    "call-billing": ("call01", "call02", "call03", "call10"),
+    "call-orders": ("call05", "call06", "call11", "call08"),
+    "call-praise": ("call04", "call07", "call09", "call12"),
+}
+PAUSE = b"\x00\x00" * 12_800  # 0.8 s of silence between turns
+
+
+def _play_calls(settings: KafkaSettings, folder: Path) -> None:
+    """The recorded calls, a few seconds into the demo, at twice real time."""
+    from connectors.wav import chunk_records, read_wav
+    from streams.audio_commands import produce_calls
+
+    time.sleep(3.0)
+    calls = [
+        list(chunk_records(PAUSE.join(read_wav(folder / f"{clip}.wav").pcm for clip in clips), name))
+        for name, clips in CONVERSATIONS.items()
+    ]
+    produce_calls(settings, calls, speed=2.0, chunk_ms=200)
+
+
 def run_demo(
     *,
     duration: float | None,
@@ -138,6 +188,7 @@ def run_demo(
     rate: float = 3000.0,
     summary_json: Path | None = None,
     drain_timeout: float = 90.0,
+    calls: bool = True,
 ) -> dict[str, Any]:
     from rich.console import Console
     from rich.live import Live
@@ -159,9 +210,21 @@ def run_demo(
         live = LivePage(settings, "127.0.0.1", 0).start()
         console.print(f"live page: [bold]{live.url}[/]")
         console.print(f"broker {broker.bootstrap} · alert receiver {receiver.pagerduty_url} · logs in {work}")
-        flow = _start_flow(settings, receiver, work / "state", work / "flow.log")
+        flow = _start_flow("anomaly", settings, receiver, work / "state", work / "flow.log")
+        recordings = [CALLS_DIR / f"{c}.wav" for clips in CONVERSATIONS.values() for c in clips] if calls else []
+        if calls and not all(p.is_file() for p in recordings):
+            recordings = []
+            console.print(f"no recorded calls in {CALLS_DIR}: the audio part of the demo is skipped")
+        audio = None
+        if recordings:
+            create_topics(settings, ["audio.chunks", "dlq.audio.chunks", "transcripts", "scores.sentiment"])
+            audio = _start_flow("audio", settings, receiver, work / "audio-state", work / "audio.log",
+                                **_sentiment_model_env())
+            calling = threading.Thread(target=_play_calls, args=(settings, CALLS_DIR), daemon=True)
         watcher = OutputWatcher(settings)
         watcher.start()
+        if audio is not None:
+            calling.start()
         producer = SensorProducer(settings, devices=devices, rate=rate, bad_events=bad_events)
 
         def table(phase: str) -> Table:
@@ -177,6 +240,11 @@ def run_demo(
                     ("alerts opened / resolved", f"{len(watcher.alerts['OPENED'])} / {len(watcher.alerts['RESOLVED'])}"),
                     ("delivered to PagerDuty / Slack", f"{receiver.counts['pagerduty_events']} / {receiver.counts['slack_messages']}"),
                 ]
+                if audio is not None:
+                    rows.append(("calls: transcripts / sentiment scores", f"{watcher.transcripts} / {watcher.sentiments}"))
+                    u = watcher.last_utterance
+                    if u is not None:
+                        rows.append((f"{u['conversation_id']} said", f"{u['text'][:60]!r} ({u['label']}, {u['score']:+.2f})"))
             for k, v in rows:
                 t.add_row(k, v)
             return t
@@ -189,8 +257,9 @@ def run_demo(
                 while producing.is_alive():
                     producing.join(0.25)
                     live.update(table("producing"))
-                    if flow.poll() is not None:
-                        raise RuntimeError(f"the flow exited with code {flow.returncode}; see {work / 'flow.log'}")
+                    for proc, log_name in ((flow, "flow.log"), (audio, "audio.log")):
+                        if proc is not None and proc.poll() is not None:
+                            raise RuntimeError(f"a flow exited with code {proc.returncode}; see {work / log_name}")
                     if not announced and watcher.first_alert is not None:
                         a = watcher.first_alert
                         live.console.print(f"first alert: [bold]{a['severity']}[/] {a['summary']}")
@@ -200,13 +269,18 @@ def run_demo(
                     live.update(table("draining"))
                     with watcher.lock:
                         done = watcher.scored + watcher.dlq >= producer.stats.events
-                    if done:
+                        # the calls are done when all were played and no utterance came out for a while
+                        calls_quiet = audio is None or (not calling.is_alive() and watcher.sentiments > 0
+                                                        and time.monotonic() - watcher.last_call_event > 8)
+                    if done and calls_quiet:
                         break
                     time.sleep(0.25)
                 time.sleep(1.0)  # the last alert deliveries
         finally:
             signal.signal(signal.SIGINT, previous)
             _stop_process(flow)
+            if audio is not None:
+                _stop_process(audio)
             live.stop()
             watcher.stop()
             watcher.join(5)
@@ -226,6 +300,10 @@ def run_demo(
             "alerts_delivered": receiver.counts["pagerduty_events"],
             "slack_messages": receiver.counts["slack_messages"],
             "pagerduty_incidents": len(receiver.incidents),
+            "calls": len(CONVERSATIONS) if recordings else 0,
+            "transcripts": watcher.transcripts,
+            "sentiment_scores": watcher.sentiments,
+            "call_alerts_opened": len(watcher.call_alerts["OPENED"]),
             "injected_anomalies": len(injected),
             "detected_injected_anomalies": detected,
             "work_dir": str(work),
