@@ -7,6 +7,7 @@ checkpoint into one shared recovery folder, so a restart with any process count 
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -92,6 +93,9 @@ def supervise(name: str, targets: Sequence[tuple[Callable[..., Any], tuple[Any, 
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupted)
+    # Kafka clients made here (topic creation) may linger in reference cycles; collected in a child, their
+    # librdkafka handles would be destroyed where their threads do not exist, and the child aborts.
+    gc.collect()
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=child, args=(fn, args), name=f"{name}-{i}") for i, (fn, args) in enumerate(targets)]
     try:
