@@ -13,8 +13,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from models.checkpoint import Checkpointed
 
-class AnomalyDetector(ABC):
+
+class AnomalyDetector(Checkpointed, ABC):
     """Scores in [0, 1]; at or above ``threshold`` a value is anomalous."""
 
     name: ClassVar[str]
@@ -30,14 +32,3 @@ class AnomalyDetector(ABC):
 
     @abstractmethod
     def restore(self, state: dict[str, Any]) -> None: ...
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"params": self.params(), "state": self.snapshot()}
-
-    def __setstate__(self, data: dict[str, Any]) -> None:
-        self.__init__(**data["params"])  # type: ignore[misc]
-        self.restore(data["state"])
-
-    def params(self) -> dict[str, Any]:
-        """Constructor arguments, so that a pickled detector is rebuilt with the same configuration."""
-        return {}
