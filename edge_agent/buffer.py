@@ -242,20 +242,15 @@ class DiskBuffer:
     # -- sending --------------------------------------------------------------------------------------
     def oldest(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` batches with seq >= ``after``, oldest first, skipping those in flight."""
-        out: list[tuple[int, bytes]] = []
-        cur = self._db.execute("SELECT seq, payload FROM batches WHERE seq >= ? ORDER BY seq", (after,))
-        for seq, payload in cur:
-            if seq not in self.protected:
-                out.append((seq, payload))
-                if len(out) >= limit:
-                    break
-        cur.close()
-        return out
+        return self._sendable("SELECT seq, payload FROM batches WHERE seq >= ? ORDER BY seq", after, limit)
 
     def newest(self, above: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` of the newest batches with seq > ``above``, skipping those in flight."""
+        return self._sendable("SELECT seq, payload FROM batches WHERE seq > ? ORDER BY seq DESC", above, limit)
+
+    def _sendable(self, query: str, bound: int, limit: int) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
-        cur = self._db.execute("SELECT seq, payload FROM batches WHERE seq > ? ORDER BY seq DESC", (above,))
+        cur = self._db.execute(query, (bound,))
         for seq, payload in cur:
             if seq not in self.protected:
                 out.append((seq, payload))
