@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,31 +16,25 @@ from connectors.dlq import dlq_info
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
 from schemas import ALERT, SENSOR_BATCH, AvroSerde
 from streams.sensor_simulator import malformed_messages
-from tests.integration.test_sensor_flow import ROUTING_KEY, publish, reference, simulated, unique_scores
+from tests.integration.test_sensor_flow import (
+    ROUTING_KEY,
+    flow_env,
+    kill_mid_stream,
+    publish,
+    reference,
+    simulated,
+    unique_scores,
+)
 
 pytestmark = pytest.mark.integration
 serde = AvroSerde()
 
 
-def flow_env(settings: KafkaSettings, receiver: AlertReceiver | None = None) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
-        "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
-        "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "0.5",
-        "EDDYLINE_LOG_LEVEL": "INFO",
-    }
-    if receiver is not None:
-        env |= {"EDDYLINE_PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "EDDYLINE_PAGERDUTY_URL": receiver.pagerduty_url,
-                "EDDYLINE_PAGERDUTY_CA_FILE": str(receiver.ca_file), "EDDYLINE_PAGERDUTY_BACKOFF": "0.05"}
-    return env
-
-
 def start(module: str, args: list[str], settings: KafkaSettings, log: Path,
           receiver: AlertReceiver | None = None) -> subprocess.Popen:
     """A flow in its own process group (so SIGKILL takes its children too), logging to ``log``."""
-    return subprocess.Popen([sys.executable, "-m", module, *args], env=flow_env(settings, receiver),
+    env = flow_env(settings, receiver) | {"EDDYLINE_LOG_LEVEL": "INFO"}  # the tests read the worker's log
+    return subprocess.Popen([sys.executable, "-m", module, *args], env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -131,18 +123,7 @@ def test_faust_sigkill_restores_state_from_the_changelog_and_opens_no_duplicate_
     publish(kafka_settings, records[:300])
     state, log = tmp_path / "state", tmp_path / "faust.log"
     alert_receiver.routing_keys = frozenset({ROUTING_KEY})
-    proc = start_faust(kafka_settings, state, log, alert_receiver)
-    rest = threading.Thread(target=lambda: [publish(kafka_settings, records[i:i + 20]) or time.sleep(0.05)
-                                            for i in range(300, len(records), 20)])
-    try:
-        unique_scores(kafka_settings, 200, timeout=90)
-        rest.start()
-        time.sleep(0.7)
-        stop(proc)  # SIGKILL while input is still arriving: no chance to commit or flush
-        partial = unique_scores(kafka_settings, len(records), timeout=1)
-    finally:
-        stop(proc)
-        rest.join()
+    partial = kill_mid_stream(kafka_settings, records, start_faust(kafka_settings, state, log, alert_receiver), stop)
     assert len(partial) < len(records), "the kill should land mid-stream"
     restarted = len(log_records(log))
     proc = start_faust(kafka_settings, state, log, alert_receiver)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,19 +27,25 @@ ROUTING_KEY = "0123456789abcdef0123456789abcdef"
 serde = AvroSerde()
 
 
-def start_flow(settings: KafkaSettings, state_dir: Path, receiver: AlertReceiver | None = None) -> subprocess.Popen:
+def flow_env(settings: KafkaSettings, receiver: AlertReceiver | None = None) -> dict[str, str]:
+    """The environment a flow process gets: this test's broker and namespace, and the loopback PagerDuty."""
     env = {
         **os.environ,
         "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
+        "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
         "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "0.5",
     }
     if receiver is not None:
         env |= {"EDDYLINE_PAGERDUTY_ROUTING_KEY": ROUTING_KEY, "EDDYLINE_PAGERDUTY_URL": receiver.pagerduty_url,
                 "EDDYLINE_PAGERDUTY_CA_FILE": str(receiver.ca_file), "EDDYLINE_PAGERDUTY_BACKOFF": "0.05"}
+    return env
+
+
+def start_flow(settings: KafkaSettings, state_dir: Path, receiver: AlertReceiver | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "run", "anomaly", "--state-dir", str(state_dir)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        env=flow_env(settings, receiver), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
 
 
@@ -68,6 +75,24 @@ def unique_scores(settings: KafkaSettings, expected: int, timeout: float) -> dic
             break
         time.sleep(0.5)
     return seen
+
+
+def kill_mid_stream(settings: KafkaSettings, records: list[dict], proc: subprocess.Popen,
+                    kill: Callable[[subprocess.Popen], object]) -> dict[str, dict]:
+    """With ``records[:300]`` published and the flow running, publish the rest and SIGKILL the flow while
+    input is still arriving (no chance to checkpoint, commit or flush); the scores that came out before."""
+    rest = threading.Thread(target=lambda: [publish(settings, records[i:i + 20]) or time.sleep(0.05)
+                                            for i in range(300, len(records), 20)])
+    try:
+        unique_scores(settings, 200, timeout=90)
+        rest.start()
+        time.sleep(0.7)
+        kill(proc)
+        return unique_scores(settings, len(records), timeout=1)
+    finally:
+        kill(proc)
+        if rest.ident is not None:
+            rest.join()
 
 
 def simulated(devices: int, messages: int, seed: int = 3) -> tuple[list[dict], SensorSimulator]:
@@ -127,18 +152,7 @@ def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(kaf
     publish(kafka_settings, records[:300])
     state = tmp_path / "state"
     alert_receiver.routing_keys = frozenset({ROUTING_KEY})
-    proc = start_flow(kafka_settings, state, alert_receiver)
-    rest = threading.Thread(target=lambda: [publish(kafka_settings, records[i:i + 20]) or time.sleep(0.05)
-                                            for i in range(300, len(records), 20)])
-    try:
-        unique_scores(kafka_settings, 200, timeout=90)
-        rest.start()
-        time.sleep(0.7)
-        stop(proc)  # SIGKILL while input is still arriving: no chance to checkpoint or flush
-        partial = unique_scores(kafka_settings, len(records), timeout=1)
-    finally:
-        stop(proc)
-        rest.join()
+    partial = kill_mid_stream(kafka_settings, records, start_flow(kafka_settings, state, alert_receiver), stop)
     assert len(partial) < len(records), "the kill should land mid-stream"
     proc = start_flow(kafka_settings, state, alert_receiver)
     try:
