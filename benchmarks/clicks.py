@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from benchmarks.movielens import load
+from connectors.movielens import load
 from models.metrics import auc
 from models.online import ClickModel, PopularityModel
 

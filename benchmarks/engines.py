@@ -22,14 +22,14 @@ from benchmarks.sensor_flow import time_flow
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, create_topics
 from schemas import SENSOR_BATCH
-from streams.sensor_simulator import SensorSimulator
+from streams.producers.simulator import SensorSimulator
 
 TOPIC = "sensor.readings"
 PARTITIONS = 4
 ENGINES = {
     "bytewax_readings_per_s": ["streams.cli", "run", "anomaly"],
-    "bytewax_2proc_readings_per_s": ["streams.engine_bytewax_cluster", "anomaly", "--processes", "2"],
-    "faust_readings_per_s": ["streams.engine_faust", "anomaly"],
+    "bytewax_2proc_readings_per_s": ["streams.engines.bytewax_cluster", "anomaly", "--processes", "2"],
+    "faust_readings_per_s": ["streams.engines.faust", "anomaly"],
 }
 
 

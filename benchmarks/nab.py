@@ -1,6 +1,6 @@
 """NAB benchmark: stream every series of a NAB-layout directory through a detector, then score it NAB's way.
 
-Records go through the sensor flow's own processor (``streams.sensor_anomaly.SensorAnomalyProcessor``) one
+Records go through the sensor flow's own processor (``streams.flows.sensor_anomaly.SensorAnomalyProcessor``) one
 reading per event, in order, with no labels and no look-ahead: the number we report is what the flow would
 have emitted. Labels are read only afterwards, by the scorer and to write the ``label`` column.
 """
@@ -67,7 +67,7 @@ def _epoch_ms(stamps: list[str]) -> np.ndarray:
 def make_streamer(detector: str, detector_params: dict[str, Any] | None = None) -> Callable[[str, np.ndarray, np.ndarray], np.ndarray]:
     """A function that streams one series through the sensor flow's processor and returns its raw scores."""
     from streams.processor import Event
-    from streams.sensor_anomaly import SCORES_TOPIC, SOURCE_TOPIC, SensorAnomalyProcessor
+    from streams.flows.sensor_anomaly import SCORES_TOPIC, SOURCE_TOPIC, SensorAnomalyProcessor
 
     def stream(name: str, values: np.ndarray, stamps_ms: np.ndarray) -> np.ndarray:
         device = f"nab/{name}"

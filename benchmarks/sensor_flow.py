@@ -19,15 +19,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
 from schemas import SENSOR_BATCH, AvroSerde
-from streams.sensor_simulator import SensorSimulator
+from streams.producers.simulator import SensorSimulator
 
 TOPIC = "sensor.readings"
 
@@ -158,3 +159,11 @@ def run(messages: int = 4000, json_path: Path | None = None, river_readings: int
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def command(
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    messages: Annotated[int, typer.Option(help="Messages to pre-fill (150 readings each).")] = 4000,
+) -> None:
+    """Throughput of the whole sensor flow vs. raw consume+decode vs. a per-reading river loop."""
+    run(messages=messages, json_path=json_path)

@@ -8,21 +8,26 @@ the flow go on.
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from connectors.delivery import (
+    ALERT_SEVERITIES,
+    ALERT_STATUSES,
+    AlertSink,
+    DeliveryError,
+    HttpRetryPolicy,
+    post_json,
+    validate_alert,
+)
+from connectors.pagerduty import PagerDutySettings, PagerDutySink
 from connectors.prometheus import ALERT_DELIVERIES
+from connectors.slack import SlackSettings, SlackSink
 
 __all__ = [
-    "ALERT_STATUSES",
     "ALERT_SEVERITIES",
+    "ALERT_STATUSES",
     "AlertDispatcher",
     "AlertSink",
     "DeliveryError",
@@ -32,100 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ALERT_STATUSES = ("OPENED", "UPDATED", "RESOLVED")
-ALERT_SEVERITIES = ("CRITICAL", "ERROR", "WARNING", "INFO")
-MAX_RETRY_AFTER_S = 60.0
-
-
-class DeliveryError(Exception):
-    """An alert could not be delivered: retries exhausted, or the receiver refused it for good (4xx)."""
-
-    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class AlertSink(Protocol):
-    """A subscriber channel. ``deliver`` retries on its own and raises ``DeliveryError`` when it gives up."""
-
-    name: str
-
-    def deliver(self, alert: Mapping[str, Any]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def validate_alert(alert: Mapping[str, Any]) -> None:
-    """Reject an alert that no sink could render, with the reason, rather than sending garbage on."""
-    missing = [f for f in ("alert_key", "status", "severity", "summary", "entity", "source") if not alert.get(f)]
-    if missing:
-        raise ValueError(f"alert lacks {', '.join(missing)}: {dict(alert)!r}")
-    if alert["status"] not in ALERT_STATUSES:
-        raise ValueError(f"alert status {alert['status']!r} is not one of {ALERT_STATUSES}")
-    if alert["severity"] not in ALERT_SEVERITIES:
-        raise ValueError(f"alert severity {alert['severity']!r} is not one of {ALERT_SEVERITIES}")
-
-
-@dataclass
-class HttpRetryPolicy:
-    """Exponential backoff: waits ``backoff * 2**n`` before retry n+1; a 429's Retry-After wins when longer."""
-
-    max_retries: int = 3
-    backoff: float = 1.0
-    timeout: float = 10.0
-    sleep: Callable[[float], None] = time.sleep
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        wait = self.backoff * (2**attempt)
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, MAX_RETRY_AFTER_S))
-        return wait
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def post_json(url: str, body: Mapping[str, Any], policy: HttpRetryPolicy, *, what: str) -> tuple[int, str]:
-    """POST JSON; retry network errors, 429 and 5xx with backoff; raise ``DeliveryError`` when giving up.
-
-    ``what`` names the receiver in errors and logs without revealing the URL (webhook URLs are secrets).
-    """
-    data = json.dumps(body).encode()
-    last_error = ""
-    last_status: int | None = None
-    last_body = ""
-    for attempt in range(policy.max_retries + 1):
-        retry_after: float | None = None
-        request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=policy.timeout) as response:  # noqa: S310 (URL is configured)
-                return response.status, response.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as e:
-            last_status, last_body = e.code, e.read().decode("utf-8", "replace")[:2000]
-            last_error = f"HTTP {e.code}: {last_body[:200]}"
-            if e.code != 429 and e.code < 500:
-                raise DeliveryError(f"{what} refused the request: {last_error}", status=e.code, body=last_body) from e
-            retry_after = _retry_after(e.headers)
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # refused, reset, timeout
-            last_status, last_body = None, ""
-            last_error = f"network error: {getattr(e, 'reason', e)}"
-        if attempt < policy.max_retries:
-            wait = policy.delay(attempt, retry_after)
-            log.warning("%s: %s; retry %d/%d in %.3gs", what, last_error, attempt + 1, policy.max_retries, wait)
-            policy.sleep(wait)
-    raise DeliveryError(
-        f"{what}: gave up after {policy.max_retries + 1} attempts; last: {last_error}",
-        status=last_status,
-        body=last_body,
-    )
-
 
 FailureHandler = Callable[[str, Mapping[str, Any], Exception], None]
 
@@ -147,9 +58,6 @@ class AlertDispatcher:
     @classmethod
     def from_settings(cls, *, on_failure: FailureHandler | None = None) -> AlertDispatcher:
         """The sinks that are configured (a PagerDuty routing key, a Slack webhook URL); none is fine."""
-        from connectors.pagerduty import PagerDutySettings, PagerDutySink
-        from connectors.slack import SlackSettings, SlackSink
-
         sinks: list[AlertSink] = []
         pagerduty = PagerDutySettings()
         if pagerduty.enabled:

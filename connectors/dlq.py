@@ -10,17 +10,15 @@ import time
 from collections.abc import Iterable, Mapping
 
 from connectors.kafka import EventProducer
+from schemas.topics import dlq_topic
+
+__all__ = ["DeadLetterProducer", "dlq_headers", "dlq_info", "dlq_topic"]
 
 PREFIX = "eddyline.dlq."
 REASON, ERROR, TOPIC, PARTITION, OFFSET, TIME = (
     PREFIX + k for k in ("reason", "error", "topic", "partition", "offset", "time")
 )
 _MAX_ERROR = 2000
-
-
-def dlq_topic(source_topic: str) -> str:
-    """The logical dead-letter topic for a logical source topic."""
-    return f"dlq.{source_topic}"
 
 
 def dlq_headers(full_source_topic: str, reason: str, error: str, partition: int, offset: int) -> dict[str, bytes]:

@@ -18,7 +18,7 @@ import pagerduty
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from connectors.alerting import DeliveryError, validate_alert
+from connectors.delivery import DeliveryError, validate_alert
 from connectors.config import Section
 
 __all__ = ["DEFAULT_EVENTS_URL", "PagerDutySettings", "PagerDutySink", "pagerduty_event"]

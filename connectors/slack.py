@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from connectors.alerting import DeliveryError, HttpRetryPolicy, post_json, validate_alert
+from connectors.delivery import DeliveryError, HttpRetryPolicy, post_json, validate_alert
 from connectors.config import Section
 
 __all__ = ["SlackSettings", "SlackSink", "slack_message"]

@@ -13,4 +13,13 @@ TOPICS: dict[str, str] = {
     "alerts": "alert",
 }
 INPUT_TOPICS = ("sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback")
-ALL_TOPICS = [*TOPICS, *(f"dlq.{t}" for t in INPUT_TOPICS)]
+DLQ_PREFIX = "dlq."
+
+
+def dlq_topic(source_topic: str) -> str:
+    """The logical dead-letter topic of a logical topic: where what could not be read from it, or written to
+    it, goes with the reason in headers."""
+    return f"{DLQ_PREFIX}{source_topic}"
+
+
+ALL_TOPICS = [*TOPICS, *(dlq_topic(t) for t in INPUT_TOPICS)]

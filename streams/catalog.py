@@ -90,7 +90,7 @@ def _sensor_fields() -> tuple[str, ...]:
     """The fields of one ``sink.sensor_metrics`` record, as the flow builds it."""
     import numpy as np
 
-    from streams.sensor_metrics import series_metrics
+    from streams.sinks.sensor import series_metrics
 
     one = np.ones(1)
     record = series_metrics("d", "s", one, np.ones(1, dtype=np.int64), one, 0.5).record
@@ -108,43 +108,47 @@ def _quality_fields() -> tuple[str, ...]:
 
 @cache
 def measurements() -> dict[str, Measurement]:
-    from streams import alert_metrics, drift_metrics, quality, sensor_metrics, sentiment_metrics
-    from streams.alert_metrics import ALERT_FIELDS, ALERT_TAGS
+    from streams.flows import quality
+    from streams.sinks import alerts as alert_metrics
+    from streams.sinks import drift as drift_metrics
+    from streams.sinks import sensor as sensor_metrics
+    from streams.sinks import sentiment as sentiment_metrics
+    from streams.sinks.alerts import ALERT_FIELDS, ALERT_TAGS
 
     found = [
         Measurement(
             sensor_metrics.MEASUREMENT,
             ("device_id", "sensor"),
             _sensor_fields(),
-            "streams.sensor_metrics",
+            "streams.sinks.sensor",
             "Per device and sensor, one point per scored batch: readings, values, anomaly scores.",
         ),
         Measurement(
             alert_metrics.ALERTS_MEASUREMENT,
             ALERT_TAGS,
             ALERT_FIELDS,
-            "streams.alert_metrics",
+            "streams.sinks.alerts",
             "One point per alert state change, from every flow that raises alerts.",
         ),
         Measurement(
             quality.MEASUREMENT,
             ("model_name", "model_version"),
             _quality_fields(),
-            "streams.quality",
+            "streams.flows.quality",
             "Per model and version, one point per closed event-time window.",
         ),
         Measurement(
             sentiment_metrics.MEASUREMENT,
             sentiment_metrics.TAGS,
             sentiment_metrics.FIELDS,
-            "streams.sentiment_metrics",
+            "streams.sinks.sentiment",
             "Per conversation, one point per scored transcript segment.",
         ),
         Measurement(
             drift_metrics.MEASUREMENT,
             drift_metrics.TAGS,
             drift_metrics.FIELDS,
-            "streams.drift_metrics",
+            "streams.sinks.drift",
             "Per model and subject (feature or concept), one point per drift detection.",
         ),
     ]
@@ -173,53 +177,53 @@ def metrics() -> dict[str, Metric]:
             "eddyline_sensor_value",
             "gauge",
             ("device", "sensor"),
-            "streams.sensor_metrics",
+            "streams.sinks.sensor",
             "Latest reading per device and sensor.",
         ),
         Metric(
             "eddyline_sensor_anomaly_score",
             "gauge",
             ("device", "sensor"),
-            "streams.sensor_metrics",
+            "streams.sinks.sensor",
             "Highest anomaly score in the latest batch.",
         ),
-        Metric("eddyline_sensor_readings_total", "counter", ("device",), "streams.sensor_metrics", "Readings scored."),
+        Metric("eddyline_sensor_readings_total", "counter", ("device",), "streams.sinks.sensor", "Readings scored."),
         Metric(
             "eddyline_sensor_anomalous_readings_total",
             "counter",
             ("device",),
-            "streams.sensor_metrics",
+            "streams.sinks.sensor",
             "Readings scored as anomalous.",
         ),
         Metric(
             "eddyline_sentiment_segments_total",
             "counter",
             ("label",),
-            "streams.sentiment_metrics",
+            "streams.sinks.sentiment",
             "Transcript segments scored, by label.",
         ),
         Metric(
-            "eddyline_sentiment_score", "histogram", (), "streams.sentiment_metrics", "Sentiment score of each segment."
+            "eddyline_sentiment_score", "histogram", (), "streams.sinks.sentiment", "Sentiment score of each segment."
         ),
         Metric(
             "eddyline_drift_detections_total",
             "counter",
             ("model", "kind", "detector"),
-            "streams.drift_metrics",
+            "streams.sinks.drift",
             "Drift detections.",
         ),
         Metric(
             "eddyline_drift_statistic",
             "gauge",
             ("model", "subject"),
-            "streams.drift_metrics",
+            "streams.sinks.drift",
             "Test statistic of the latest drift detection.",
         ),
         Metric(
             "eddyline_drift_threshold",
             "gauge",
             ("model", "subject"),
-            "streams.drift_metrics",
+            "streams.sinks.drift",
             "Threshold the latest drift statistic crossed.",
         ),
     ]
@@ -228,7 +232,7 @@ def metrics() -> dict[str, Metric]:
             f"eddyline_model_{f}",
             "gauge",
             ("model", "version"),
-            "streams.quality",
+            "streams.flows.quality",
             f"Model quality, last closed window: {f}.",
         )
         for f in _quality_fields()

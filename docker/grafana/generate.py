@@ -28,10 +28,14 @@ WIDTH = 24  # Grafana's grid is 24 columns wide
 
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere in the repository
 
-from streams import alert_metrics, drift_metrics, quality, sensor_metrics, sentiment_metrics
-from streams.audio import FLOW as AUDIO_FLOW
-from streams.drift import FLOW as DRIFT_FLOW
-from streams.sensor_anomaly import FLOW as SENSOR_FLOW
+from streams.flows import quality
+from streams.sinks import alerts as alert_metrics
+from streams.sinks import drift as drift_metrics
+from streams.sinks import sensor as sensor_metrics
+from streams.sinks import sentiment as sentiment_metrics
+from streams.flows.audio import FLOW as AUDIO_FLOW
+from streams.flows.drift import FLOW as DRIFT_FLOW
+from streams.flows.sensor_anomaly import FLOW as SENSOR_FLOW
 
 
 def flux(

@@ -31,21 +31,3 @@ class StreamDriftDetector(Checkpointed, ABC):
     @property
     @abstractmethod
     def threshold(self) -> float: ...
-
-
-
-def make_detector(name: str, **kwargs: Any) -> StreamDriftDetector:
-    """A detector by name: ``ours`` (CUSUM + ADWIN), ``cusum``, ``adwin`` or ``page_hinkley`` (river)."""
-    if name == "ours":
-        from models.drift.ensemble import DriftEnsemble
-
-        return DriftEnsemble(**kwargs)
-    if name == "cusum":
-        from models.drift.cusum import SelfStartingCusum
-
-        return SelfStartingCusum(**kwargs)
-    if name in ("adwin", "page_hinkley"):
-        from models.drift.river_detectors import RiverDetector
-
-        return RiverDetector(name, **kwargs)
-    raise ValueError(f"unknown drift detector {name!r}: expected ours, cusum, adwin or page_hinkley")

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from models.drift.base import StreamDriftDetector, make_detector
+from models.drift.base import StreamDriftDetector
+from models.drift.members import make_member
 
 DEFAULT_MEMBERS: tuple[dict[str, Any], ...] = (
     {"name": "cusum", "h_mean": 16.0, "h_binary": 24.0, "h_var": 34.0},
@@ -37,7 +38,7 @@ class DriftEnsemble(StreamDriftDetector):
         self.last_fired: str | None = None
 
     def _fresh(self) -> list[StreamDriftDetector]:
-        return [make_detector(**spec) for spec in self.members_spec]
+        return [make_member(**spec) for spec in self.members_spec]
 
     def params(self) -> dict[str, Any]:
         return {"members": self.members_spec}

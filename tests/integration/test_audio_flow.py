@@ -23,8 +23,8 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "audio"
 CALL = ["call03", "call12"]
 FLOW = (
     "from connectors.kafka import KafkaSettings\n"
-    "from streams.audio import AudioFlowConfig, audio_flow\n"
-    "from streams.engine_bytewax import run\n"
+    "from streams.flows.audio import AudioFlowConfig, audio_flow\n"
+    "from streams.engines.bytewax import run\n"
     "from datetime import timedelta\n"
     "run(audio_flow(AudioFlowConfig(sentiment_model='vader')), KafkaSettings(), epoch_interval=timedelta(seconds=0.5))\n"
 )

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from connectors.kafka import KafkaSettings, read_topic
 from connectors.wav import read_wav
 from schemas import AUDIO_CHUNK, AvroSerde
-from streams.audio_commands import produce_command
+from streams.cli.audio import produce_command
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data" / "audio"

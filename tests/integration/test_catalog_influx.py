@@ -8,9 +8,9 @@ import pytest
 
 from connectors.influx import InfluxSink
 from streams import catalog
-from streams.drift_metrics import DriftMetricsSink
+from streams.sinks.drift import DriftMetricsSink
 from streams.processor import Emit
-from streams.sentiment_metrics import SentimentMetricsSink
+from streams.sinks.sentiment import SentimentMetricsSink
 from tests.unit.test_catalog import drift_emits, sentiment_emits
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.runtime import FLOWS
+from streams.flows import FLOWS
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

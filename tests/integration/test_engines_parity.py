@@ -23,7 +23,7 @@ import pytest
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
 from schemas import AvroSerde
 from streams.processor import Emit, Event, run_local
-from streams.runtime import FLOWS, flow_spec
+from streams.flows import FLOWS, flow_spec
 from tests.integration.test_faust_engine import stop, tail
 
 pytestmark = pytest.mark.integration
@@ -74,13 +74,13 @@ def serve(engine: str, flow: str, state_dir: str, seen: str) -> None:
     spec = _spec(flow, Path(seen))
     try:
         if engine == "faust":
-            from streams.engine_faust import run
+            from streams.engines.faust import run
 
             run(spec, KafkaSettings(), state_dir=Path(state_dir), loglevel="WARNING")
         else:
             from datetime import timedelta
 
-            from streams.engine_bytewax import run as run_bytewax
+            from streams.engines.bytewax import run as run_bytewax
 
             run_bytewax(spec, KafkaSettings(), state_dir=Path(state_dir), epoch_interval=timedelta(seconds=0.5))
     except KeyboardInterrupt:
@@ -94,7 +94,7 @@ def _inputs(flow: str) -> list[Event]:
         records, _ = simulated(devices=4, messages=80, seed=7)
         return [Event("sensor.readings", r["device_id"], r) for r in records]
     if flow == "clicks":
-        from benchmarks.movielens import click_events, load
+        from connectors.movielens import click_events, load
 
         return [Event("clicks", r["user_id"], r) for r in itertools.islice(click_events(load(400)), 600)]
     if flow == "drift":

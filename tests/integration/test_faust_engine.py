@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from connectors.alert_receiver import AlertReceiver
+from connectors.testing.alert_receiver import AlertReceiver
 from connectors.dlq import dlq_info
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
 from schemas import ALERT, SENSOR_BATCH, AvroSerde
-from streams.sensor_simulator import malformed_messages
+from streams.producers.simulator import malformed_messages
 from tests.integration.test_sensor_flow import (
     ROUTING_KEY,
     flow_env,
@@ -40,7 +40,7 @@ def start(module: str, args: list[str], settings: KafkaSettings, log: Path,
 
 def start_faust(settings: KafkaSettings, state: Path, log: Path, receiver: AlertReceiver | None = None,
                 workers: int = 1) -> subprocess.Popen:
-    return start("streams.engine_faust", ["anomaly", "--state-dir", str(state), "--workers", str(workers)],
+    return start("streams.engines.faust", ["anomaly", "--state-dir", str(state), "--workers", str(workers)],
                  settings, log, receiver)
 
 

@@ -19,12 +19,12 @@ import pytest
 
 from connectors.kafka import EventProducer, KafkaSettings, create_topics
 from schemas import FEEDBACK, PREDICTION, SENTIMENT_SCORE
-from streams import drift
-from streams.live import LivePage
-from streams.live.state import TOPICS
+from streams.flows import drift
+from streams.apps.live import LivePage
+from streams.apps.live.state import TOPICS
 from streams.processor import Emit, Event, run_local
-from streams.sensor_anomaly import sensor_anomaly_flow
-from streams.sensor_simulator import SensorSimulator
+from streams.flows.sensor_anomaly import sensor_anomaly_flow
+from streams.producers.simulator import SensorSimulator
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors.alert_receiver import AlertReceiver
+from connectors.testing.alert_receiver import AlertReceiver
 from connectors.kafka import KafkaSettings, create_topics, read_topic
 from models.registry import ModelRegistry
 from schemas import ALERT, DRIFT, FEEDBACK, PREDICTION, AvroSerde
-from streams.click_producer import produce_clicks, replay_ratings
-from streams.clicks import MODEL_NAME
+from streams.producers.clicks import produce_clicks, replay_ratings
+from streams.flows.clicks import MODEL_NAME
 
 pytestmark = pytest.mark.integration
 RATINGS, INVERT_AT, MORE = 3000, 1500, 800

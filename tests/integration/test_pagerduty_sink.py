@@ -15,7 +15,7 @@ from typing import Any
 import pagerduty.api_client
 import pytest
 
-from connectors.alert_receiver import AlertReceiver
+from connectors.testing.alert_receiver import AlertReceiver
 from connectors.alerting import DeliveryError
 from connectors.pagerduty import PagerDutySettings, PagerDutySink, pagerduty_event
 from tests.unit.test_alert_messages import KEY, alert

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from connectors.influx import InfluxSink
-from streams import quality
+from streams.flows import quality
 from streams.processor import Event, run_local
 
 pytestmark = pytest.mark.integration

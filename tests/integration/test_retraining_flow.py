@@ -14,13 +14,13 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks.movielens import click_events, load
+from connectors.movielens import click_events, load
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, make_consumer, read_topic
 from models.registry import ModelRegistry
 from schemas import ALERT, CLICK, DRIFT, FEEDBACK, PREDICTION, AvroSerde
-from streams import drift, retraining
-from streams.clicks import MODEL_NAME
-from streams.codec import Codec
+from streams.flows import drift, retraining
+from streams.flows.clicks import MODEL_NAME
+from streams.engines.output import Codec
 from streams.processor import Emit, Event, run_local
 
 pytestmark = pytest.mark.integration

@@ -42,20 +42,20 @@ class KeysSeen:
 def serve(engine: str, workers: int, state_dir: str, seen: str) -> None:
     """Run the sensor flow with the ``KeysSeen`` sink (in a child process started by the tests)."""
     from streams import logs
-    from streams.sensor_anomaly import sensor_anomaly_flow
+    from streams.flows.sensor_anomaly import sensor_anomaly_flow
 
     logs.setup()
     spec = sensor_anomaly_flow(sinks=[lambda: KeysSeen(Path(seen))])
     settings = KafkaSettings()
     try:
         if engine == "faust":
-            from streams.engine_faust import run
+            from streams.engines.faust import run
 
             run(spec, settings, state_dir=Path(state_dir), workers=workers, loglevel="INFO")
         else:
             from datetime import timedelta
 
-            from streams.engine_bytewax_cluster import run_cluster
+            from streams.engines.bytewax_cluster import run_cluster
 
             run_cluster(spec, settings, processes=workers, state_dir=Path(state_dir),
                         epoch_interval=timedelta(seconds=0.5))

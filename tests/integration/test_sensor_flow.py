@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from connectors.alert_receiver import AlertReceiver
+from connectors.testing.alert_receiver import AlertReceiver
 from connectors.dlq import dlq_info
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
 from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, AvroSerde
 from streams.processor import Event, run_local
-from streams.sensor_anomaly import sensor_anomaly_flow
-from streams.sensor_simulator import SensorSimulator, malformed_messages
+from streams.flows.sensor_anomaly import sensor_anomaly_flow
+from streams.producers.simulator import SensorSimulator, malformed_messages
 
 pytestmark = pytest.mark.integration
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from connectors.alert_receiver import AlertReceiver
+from connectors.testing.alert_receiver import AlertReceiver
 from connectors.alerting import AlertDispatcher, DeliveryError
 from connectors.pagerduty import PagerDutySettings, PagerDutySink
 from connectors.slack import COLOURS, SlackSettings, SlackSink

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from streams.alert_policy import AlertPolicy, PolicyConfig
+from streams.flows.alert_policy import AlertPolicy, PolicyConfig
 
 
 def feed(policy: AlertPolicy, scores: list[float], origin: str = "e1") -> list:

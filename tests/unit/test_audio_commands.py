@@ -3,7 +3,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from streams.audio_commands import transcribe_command
+from streams.cli.audio import transcribe_command
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "audio"
 

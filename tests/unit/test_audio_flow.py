@@ -11,7 +11,7 @@ from benchmarks.wer import read_references
 from connectors.wav import chunk_records, read_wav
 from models.speech import word_error_rate
 from schemas import AvroSerde
-from streams.audio import AudioFlowConfig, SentimentPolicy, audio_flow, sentiment_flow
+from streams.flows.audio import AudioFlowConfig, SentimentPolicy, audio_flow, sentiment_flow
 from streams.processor import Event, run_local
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "audio"

@@ -11,14 +11,14 @@ from prometheus_client import REGISTRY
 
 from schemas import ALERT, DRIFT, SENTIMENT_SCORE, AvroSerde
 from streams import catalog
-from streams.drift_metrics import DriftMetricsSink
+from streams.sinks.drift import DriftMetricsSink
 from streams.processor import Emit, Event, run_local
-from streams.quality import QualityMetricsSink
-from streams.quality import flow as quality_flow
-from streams.sensor_anomaly import sensor_anomaly_flow
-from streams.sensor_metrics import SensorMetricsSink
-from streams.sensor_simulator import SensorSimulator
-from streams.sentiment_metrics import SentimentMetricsSink
+from streams.flows.quality import QualityMetricsSink
+from streams.flows.quality import flow as quality_flow
+from streams.flows.sensor_anomaly import sensor_anomaly_flow
+from streams.sinks.sensor import SensorMetricsSink
+from streams.producers.simulator import SensorSimulator
+from streams.sinks.sentiment import SentimentMetricsSink
 
 serde = AvroSerde()
 T0 = 1_700_000_000_000

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.movielens import load
-from streams.click_producer import replay_ratings
+from connectors.movielens import load
+from streams.producers.clicks import replay_ratings
 
 
 def test_replay_takes_ratings_in_event_time_order_from_skip() -> None:

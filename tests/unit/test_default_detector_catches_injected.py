@@ -12,8 +12,8 @@ from collections import Counter
 
 from models.anomaly import DEFAULT_DETECTOR
 from streams.processor import Event, run_local
-from streams.sensor_anomaly import ALERTS_TOPIC, SCORES_TOPIC, SOURCE_TOPIC, sensor_anomaly_flow
-from streams.sensor_simulator import SensorSimulator
+from streams.flows.sensor_anomaly import ALERTS_TOPIC, SCORES_TOPIC, SOURCE_TOPIC, sensor_anomaly_flow
+from streams.producers.simulator import SensorSimulator
 
 
 def test_default_detector_catches_injected_anomalies() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from schemas import AvroSerde
-from streams import drift
+from streams.flows import drift
 from streams.processor import Event, run_local
 
 serde = AvroSerde()
@@ -107,7 +107,7 @@ def test_state_survives_a_snapshot_mid_stream() -> None:
 
 
 def _click_prediction(i: int, **features: float) -> Event:
-    from streams.clicks import MODEL_NAME
+    from streams.flows.clicks import MODEL_NAME
 
     return Event("predictions", MODEL_NAME, {
         "event_id": f"c{i}", "event_time": 1_000_000 + i * 100, "producer": "t", "model_name": MODEL_NAME,

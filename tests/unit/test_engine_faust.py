@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from connectors.kafka import KafkaSettings
-from streams.engine_faust import build_app, unabsorbed
+from streams.engines.faust import build_app, unabsorbed
 from streams.processor import Event
-from streams.sensor_anomaly import sensor_anomaly_flow
+from streams.flows.sensor_anomaly import sensor_anomaly_flow
 
 
 def ev(partition: int, offset: int, topic: str = "sensor.readings") -> Event:

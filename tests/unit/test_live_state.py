@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.live.state import LiveLimits, LiveState
+from streams.apps.live.state import LiveLimits, LiveState
 
 
 def alert(key: str, status: str, t: int, event_id: str | None = None) -> dict:

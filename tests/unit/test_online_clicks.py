@@ -55,7 +55,7 @@ def test_metrics_match_hand_counts() -> None:
 
 
 def test_movielens_replay_loads_offline_in_event_time() -> None:
-    from benchmarks.movielens import click_events, load
+    from connectors.movielens import click_events, load
 
     ratings = load(limit=2000)
     assert len(ratings) == 2000

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from benchmarks.movielens import click_events, load
-from streams import clicks, quality
+from connectors.movielens import click_events, load
+from streams.flows import clicks, quality
 from streams.processor import Event, run_local
 
 

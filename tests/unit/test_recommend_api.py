@@ -8,10 +8,10 @@ import urllib.request
 
 import pytest
 
-from benchmarks.movielens import click_events, load
-from streams import clicks
+from connectors.movielens import click_events, load
+from streams.flows import clicks
 from streams.processor import Event, run_local
-from streams.recommend_api import RecommendServer
+from streams.apps.recommend import RecommendServer
 
 
 def _get(url: str) -> tuple[int, dict]:
@@ -87,7 +87,7 @@ def test_seen_items_survive_a_checkpoint_and_are_bounded_per_user() -> None:
 def test_the_api_is_served_once_per_process_on_the_configured_port(monkeypatch) -> None:
     import socket
 
-    from streams import recommend_api
+    from streams.apps import recommend as recommend_api
 
     assert recommend_api.serve_from_settings(recommend_api.RecommendSettings()) is None  # no port: not served
     with socket.socket() as s:

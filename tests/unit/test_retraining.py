@@ -9,10 +9,10 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks.movielens import Rating, click_events, load
+from connectors.movielens import Rating, click_events, load
 from models.registry import ModelRegistry
-from streams import drift, retraining
-from streams.clicks import MODEL_NAME
+from streams.flows import drift, retraining
+from streams.flows.clicks import MODEL_NAME
 from streams.processor import Emit, Event, run_local
 
 POLICY = {"train_window": 1000, "min_fresh": 1000, "shadow_events": 1000, "margin": 0.01, "cooldown": 100_000,

@@ -5,8 +5,8 @@ import pickle
 
 from schemas import ALERT, ANOMALY_SCORE, AvroSerde
 from streams.processor import Event, run_local
-from streams.sensor_anomaly import SensorAnomalyProcessor, sensor_anomaly_flow
-from streams.sensor_simulator import SensorSimulator
+from streams.flows.sensor_anomaly import SensorAnomalyProcessor, sensor_anomaly_flow
+from streams.producers.simulator import SensorSimulator
 
 
 def events(n: int, devices: int = 2, seed: int = 1) -> tuple[list[Event], SensorSimulator]:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from connectors.prometheus import metric
-from streams.metrics_sink import MetricsSink, Point
+from streams.sinks.base import MetricsSink, Point
 from streams.processor import Emit
 
 TOPIC = "sink.sensor_metrics"

@@ -104,7 +104,7 @@ def produce_sensors(
     truth: Annotated[Path | None, typer.Option(help="Write the injected anomalies here (JSON).")] = None,
 ) -> None:
     """Publish simulated device readings with injected anomalies to sensor.readings."""
-    from streams.sensor_producer import produce
+    from streams.producers.sensors import produce
 
     stats = produce(_kafka(), devices=devices, rate=rate, count=count, duration=duration,
                     anomaly_rate=anomaly_rate, bad_events=bad_events, truth_path=truth, progress=True)
@@ -124,7 +124,8 @@ def run_flow(
     """Run a flow until interrupted; its state is checkpointed so a restart resumes where it stopped."""
     from datetime import timedelta
 
-    from streams.runtime import RuntimeSettings, flow_spec
+    from streams.flows import flow_spec
+    from streams.runtime import RuntimeSettings
 
     if engine not in ("bytewax", "faust"):
         raise CliError(f"unknown engine {engine!r}; use --engine bytewax or --engine faust")
@@ -142,18 +143,18 @@ def run_flow(
     epoch = timedelta(seconds=runtime.epoch_interval_s)
     try:
         if engine == "faust":
-            from streams.engine_faust import run as run_faust
+            from streams.engines.faust import run as run_faust
 
             folder = state_dir or runtime.state_dir / f"{spec.name}-faust"
             run_faust(spec, _kafka(), state_dir=folder, workers=workers, batch_size=runtime.batch_size)
         elif workers > 1:
-            from streams.engine_bytewax_cluster import run_cluster
+            from streams.engines.bytewax_cluster import run_cluster
 
             folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
                         batch_size=runtime.batch_size)
         else:
-            from streams.engine_bytewax import run
+            from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
             run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size)
@@ -172,24 +173,12 @@ def demo(
     calls: Annotated[bool, typer.Option(help="Also stream the recorded calls through the audio flow.")] = True,
 ) -> None:
     """Start a broker, the flows, simulated devices, recorded calls and a loopback alert receiver; print a summary."""
-    from streams.demo import run_demo
+    from streams.cli.demo import run_demo
 
     summary = run_demo(duration=duration, bad_events=bad_events, devices=devices, rate=rate,
                        summary_json=summary_json, calls=calls)
     if summary["scored"] + summary["dlq"] != summary["produced"]:
         raise typer.Exit(1)
-
-
-@bench_app.command("sensor-flow")
-@friendly
-def bench_sensor_flow(
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
-    messages: Annotated[int, typer.Option(help="Messages to pre-fill (150 readings each).")] = 4000,
-) -> None:
-    """Throughput of the whole sensor flow vs. raw consume+decode vs. a per-reading river loop."""
-    from benchmarks.sensor_flow import run
-
-    run(messages=messages, json_path=json_path)
 
 
 def _mount(group: typer.Typer, name: str, target: str) -> None:
@@ -201,27 +190,27 @@ def _mount(group: typer.Typer, name: str, target: str) -> None:
     group.command(name)(friendly(fn))
 
 
-for _name, _target in {
-    "nab": "benchmarks.nab:command",
-    "detectors": "benchmarks.detectors:command",
-    "clicks": "benchmarks.clicks:command",
-    "drift": "benchmarks.drift:command",
-    "wer": "benchmarks.wer:command",
-    "gateway": "benchmarks.gateway:command",
-    "edge": "benchmarks.edge:command",
-    "sentiment": "benchmarks.sentiment:command",
-    "engines": "benchmarks.engines:command",
-}.items():
-    _mount(bench_app, _name, _target)
+def _mount_plugins(group: typer.Typer, entry_point_group: str) -> None:
+    """Mount the commands other packages register (benchmarks register ``eddyline.bench``), by entry point.
+
+    The dependency points from the plugin to the CLI: production code never imports ``benchmarks``.
+    """
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=entry_point_group), key=lambda e: e.name):
+        group.command(ep.name)(friendly(ep.load()))
+
+
+_mount_plugins(bench_app, "eddyline.bench")
 _mount(app, "gateway", "connectors.gateway:command")
-_mount(app, "live", "streams.live:command")
-_mount(produce_app, "clicks", "streams.click_producer:command")
-_mount(produce_app, "audio", "streams.audio_commands:produce_command")
-_mount(app, "transcribe", "streams.audio_commands:transcribe_command")
+_mount(app, "live", "streams.apps.live:command")
+_mount(produce_app, "clicks", "streams.producers.clicks:command")
+_mount(produce_app, "audio", "streams.cli.audio:produce_command")
+_mount(app, "transcribe", "streams.cli.audio:transcribe_command")
 _mount(models_app, "train-sentiment", "models.sentiment.commands:train_command")
 _mount(models_app, "eval-sentiment", "models.sentiment.commands:eval_command")
-_mount(models_app, "rollback", "streams.retraining:rollback_command")
-_mount(models_app, "list", "streams.retraining:list_command")
+_mount(models_app, "rollback", "streams.flows.retraining:rollback_command")
+_mount(models_app, "list", "streams.flows.retraining:list_command")
 
 
 def main() -> None:  # pragma: no cover

@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from connectors.kafka import KafkaSettings, consumer_config
 from schemas import AvroSerde, SchemaError
-from streams.live.state import TOPICS, LiveLimits, LiveState
+from streams.apps.live.state import TOPICS, LiveLimits, LiveState
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"

@@ -18,9 +18,9 @@ import numpy as np
 from models.anomaly import DEFAULT_DETECTOR, make_detector
 from models.anomaly.base import AnomalyDetector
 from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, derive_id
-from streams.alert_policy import AlertPolicy, PolicyConfig, Transition
+from streams.flows.alert_policy import AlertPolicy, PolicyConfig, Transition
 from streams.processor import Emit, Event, FlowSpec, Processor
-from streams.sensor_metrics import series_metrics
+from streams.sinks.sensor import series_metrics
 
 SOURCE_TOPIC = "sensor.readings"
 SCORES_TOPIC = "scores.anomaly"

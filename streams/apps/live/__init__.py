@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from streams.live.server import LivePage
+    from streams.apps.live.server import LivePage
 
 __all__ = ["LivePage", "command"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "LivePage":
-        from streams.live.server import LivePage
+        from streams.apps.live.server import LivePage
 
         return LivePage
     raise AttributeError(name)
@@ -32,7 +32,7 @@ def command(
     import threading
 
     from connectors.kafka import KafkaSettings
-    from streams.live.server import LivePage
+    from streams.apps.live.server import LivePage
 
     page = LivePage(KafkaSettings(), host, port).start()
     typer.echo(f"live page on {page.url} (Ctrl-C stops it)", err=True)

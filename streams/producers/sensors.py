@@ -11,7 +11,8 @@ from pathlib import Path
 
 from connectors.kafka import EventProducer, KafkaSettings, create_topics
 from schemas import SENSOR_BATCH
-from streams.sensor_simulator import SENSORS, SensorSimulator, malformed_messages
+from schemas.topics import dlq_topic
+from streams.producers.simulator import SENSORS, SensorSimulator, malformed_messages
 
 TOPIC = "sensor.readings"
 
@@ -61,7 +62,7 @@ class SensorProducer:
         on_progress: Callable[[ProduceStats], None] | None = None,
     ) -> ProduceStats:
         """Produce until ``count`` messages, ``duration`` seconds or ``stop``; all malformed ones get sent."""
-        create_topics(self.settings, [TOPIC, f"dlq.{TOPIC}"])
+        create_topics(self.settings, [TOPIC, dlq_topic(TOPIC)])
         per_msg = self.sim.readings_per_batch
         planned = count or (int(duration * self.rate / per_msg) if duration and self.rate > 0 else None)
         spacing = max(1, (planned or 20 * (len(self.bad) + 1)) // (len(self.bad) + 1))

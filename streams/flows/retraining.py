@@ -37,7 +37,7 @@ from models.metrics import auc, log_loss
 from models.online import ClickModel
 from models.registry import ModelRegistry, RegistryError
 from schemas import CLICK, DRIFT, FEEDBACK, PREDICTION, derive_id
-from streams.clicks import MODEL_NAME, ClickProcessor
+from streams.flows.clicks import MODEL_NAME, ClickProcessor
 from streams.processor import Emit, Event, FlowSpec
 
 
@@ -271,7 +271,7 @@ def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registr
          policy: dict[str, Any] | None = None) -> FlowSpec:
     """The click flow with retraining: clicks and drift events in; predictions and feedback out. With
     ``[recommend] port`` set, this process also serves top-k recommendations from the live model."""
-    from streams.recommend_api import serve_from_settings
+    from streams.apps.recommend import serve_from_settings
 
     serve_from_settings()
     settings = RetrainingSettings()

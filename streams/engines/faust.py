@@ -1,7 +1,7 @@
 """Run a ``FlowSpec`` on Faust: agents over the input topics, processors kept in a Faust table.
 
-The adapter owns no logic, like the Bytewax one: the shared ``Codec`` decodes (dead-lettering what fails)
-and encodes, one processor per state key does the work. Each key's processor lives pickled in a table
+The adapter owns no logic, like the Bytewax one: the shared ``FlowOutput`` decodes (dead-lettering what
+fails) and encodes, one processor per state key does the work. Each key's processor lives pickled in a table
 whose changelog topic is co-partitioned with the input, so a key's state moves with its partition when
 workers join or leave, and a restarted worker rebuilds it from the changelog.
 
@@ -23,7 +23,6 @@ with nothing in flight, as it does when there is nothing to restore; Faust resum
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import pickle
@@ -33,12 +32,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.dlq import dlq_headers
 from connectors.kafka import KafkaSettings, admin_config, create_topics
-from connectors.prometheus import DLQ_EVENTS, EVENTS_CONSUMED, EVENTS_EMITTED, PROCESSING_SECONDS
-from schemas import SchemaError
-from streams.codec import Codec, DeadLetter
-from streams.processor import SINK_ONLY, Emit, Event, FlowSpec, Processor, Sink
+from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.output import DeadLetter, FlowOutput
+from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +64,7 @@ def repartition_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
 
 def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
     """Create the flow's topics and Faust's internal ones; Faust itself is not allowed to declare any."""
-    outputs = [t for t in spec.outputs if not t.startswith(SINK_ONLY)]
-    create_topics(settings, [*spec.inputs, *outputs, *(f"dlq.{t}" for t in spec.inputs)])
+    create_topics(settings, FlowOutput(spec, settings).topics())
     raw = settings.model_copy(update={"namespace": ""})
     create_topics(raw, [repartition_topic(spec, settings)])
     _create_compacted(raw, changelog_topic(spec, settings))
@@ -146,7 +142,7 @@ class _FlowRunner:
     def __init__(self, spec: FlowSpec, settings: KafkaSettings, app: Any, table: Any) -> None:
         self.spec = spec
         self.settings = settings
-        self.codec = Codec(settings, spec.inputs)
+        self.output = FlowOutput(spec, settings)
         self.app = app
         self.table = table
         self.changelog = changelog_topic(spec, settings)
@@ -180,10 +176,9 @@ class _FlowRunner:
                 h = _headers(msg.headers)
                 topic, key = h[_SRC_TOPIC].decode(), h.get(_SRC_KEY)
                 partition, offset = int(h[_SRC_PARTITION]), int(h[_SRC_OFFSET])
-            out = self.codec.decode(topic, key, msg.value, partition, offset)
-            EVENTS_CONSUMED.labels(self.spec.name, out.topic).inc()
+            out = self.output.decode(topic, key, msg.value, partition, offset)
             if isinstance(out, DeadLetter):
-                pending.append(await self._send(*self._dead_letter(out)))
+                pending.append(await self._send(*self.output.dead_letter(out)))
                 continue
             state_key = self.spec.key(out).encode()
             if not repartitioned and state_key != (key or b""):
@@ -210,8 +205,8 @@ class _FlowRunner:
                 changed.append((state_key, table_partition, blob, proc, offsets))
 
         for emit in emits:
-            if not emit.topic.startswith(SINK_ONLY):
-                pending.append(await self._send(*self._encode(emit)))
+            if self.output.kafka_bound(emit):
+                pending.append(await self._send(*self.output.encode(emit)))
         await asyncio.gather(*pending)  # outputs are in Kafka before any state says they were made
         if emits and self.spec.sinks:
             sinks = self.open_sinks()
@@ -244,23 +239,6 @@ class _FlowRunner:
                     headers: dict[str, bytes] | None, partition: int | None = None) -> Any:
         return await self.app.producer.send(topic, key, value, partition, None,
                                             list(headers.items()) if headers else None)
-
-    def _encode(self, emit: Emit) -> tuple[str, bytes | None, bytes | None, dict[str, bytes] | None]:
-        try:
-            topic, key, value = self.codec.encode(emit)
-        except SchemaError as exc:  # a processor produced an invalid event: keep it, with the reason
-            log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": str(exc)})
-            return self._dead_letter(DeadLetter(
-                emit.topic, emit.key.encode(), json.dumps(emit.record, default=str).encode(),
-                "invalid_output", str(exc), -1, -1))
-        EVENTS_EMITTED.labels(self.spec.name, emit.topic).inc()
-        return topic, key, value, None
-
-    def _dead_letter(self, dead: DeadLetter) -> tuple[str, bytes | None, bytes | None, dict[str, bytes]]:
-        DLQ_EVENTS.labels(self.spec.name, dead.topic, dead.reason).inc()
-        log.info("dead-lettered", extra={"flow": self.spec.name, "topic": dead.topic, "reason": dead.reason})
-        headers = dlq_headers(self.settings.topic(dead.topic), dead.reason, dead.error, dead.partition, dead.offset)
-        return self.settings.topic(f"dlq.{dead.topic}"), dead.key, dead.value, headers
 
 
 def build_app(
@@ -391,7 +369,7 @@ def run(
         if code:
             raise SystemExit(code)
         return
-    from streams.engine_bytewax_cluster import supervise
+    from streams.engines.bytewax_cluster import supervise
 
     supervise(spec.name, [(_child, (spec, settings, folder / f"worker-{i}", options)) for i in range(workers)])
 
@@ -401,13 +379,14 @@ def _child(spec: FlowSpec, settings: KafkaSettings, folder: Path, options: dict[
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m streams.engine_faust FLOW [--state-dir DIR] [--workers N]``, settings from the environment."""
+    """``python -m streams.engines.faust FLOW [--state-dir DIR] [--workers N]``, settings from the environment."""
     import argparse
 
     from streams import logs
-    from streams.runtime import RuntimeSettings, flow_spec
+    from streams.flows import flow_spec
+    from streams.runtime import RuntimeSettings
 
-    parser = argparse.ArgumentParser(prog="python -m streams.engine_faust", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m streams.engines.faust", description=main.__doc__)
     parser.add_argument("flow")
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--workers", type=int, default=1)

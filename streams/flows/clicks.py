@@ -39,7 +39,7 @@ class ClickProcessor(Processor):
         self.pending: dict[str, dict[str, Any]] = {}  # impression id -> what learning needs
         self.shown: dict[str, dict[str, None]] = {}  # user -> items shown to them, oldest first
         self.watermark = 0
-        from streams.recommend_api import LIVE
+        from streams.apps.recommend import LIVE
 
         LIVE[model_name] = self  # the recommendations API serves the live model of this process
 

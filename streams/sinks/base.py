@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Self
 
-from streams.alert_metrics import alert_point, count_alert
+from streams.sinks.alerts import alert_point, count_alert
 from streams.processor import Emit
 
 Point = tuple[str, dict[str, str], dict[str, Any], int]

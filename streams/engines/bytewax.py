@@ -8,10 +8,8 @@ replays at most one epoch of input; outputs repeat with the same ids and sinks d
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,16 +22,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING
 
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
-from connectors.prometheus import (
-    DLQ_EVENTS,
-    END_TO_END_LATENCY,
-    EVENTS_CONSUMED,
-    EVENTS_EMITTED,
-    PROCESSING_SECONDS,
-)
-from schemas import SchemaError
-from streams.codec import Codec, DeadLetter
-from streams.processor import SINK_ONLY, Emit, Event, FlowSpec, Processor, Sink
+from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.output import DeadLetter, FlowOutput, Message
+from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +56,7 @@ class _ProducerPartition(StatelessSinkPartition):
         self.producer = EventProducer(settings)
         self.flow = flow
 
-    def write_batch(self, items: list[tuple[str, bytes | None, bytes | None, dict[str, bytes] | None]]) -> None:
+    def write_batch(self, items: list[Message]) -> None:
         for topic, key, value, headers in items:
             self.producer.produce_raw(topic, value, key, headers)
         self.producer.flush(30.0)  # raises if any delivery failed: the epoch is not committed, input replays
@@ -105,7 +96,8 @@ class _SideSink(DynamicSink):
 
 
 def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500) -> Dataflow:
-    codec = Codec(settings, spec.inputs)
+    """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write."""
+    output = FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
     source_config = {k: v for k, v in consumer_config(settings, "unused").items() if k in _SOURCE_KEYS}
     source = KafkaSource(
@@ -125,56 +117,25 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
                 raise RuntimeError(f"fatal Kafka error in {spec.name}: {msg.err}")
             log.warning("kafka consumer error", extra={"flow": spec.name, "error": str(msg.err)})
             return None
-        out = codec.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset)
-        EVENTS_CONSUMED.labels(spec.name, out.topic).inc()
-        return out
+        return output.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset)
 
     decoded = op.filter_map("decode", messages, decode)
     split = op.branch("valid", decoded, lambda x: isinstance(x, Event))
     keyed = op.key_on("key", split.trues, spec.key)
     processed = op.stateful_batch("process", keyed, lambda resume: _ProcessorLogic(spec, resume))
     emits = op.map("unkey", processed, lambda kv: kv[1])
-    to_kafka = op.filter("kafka-bound", emits, lambda e: not e.topic.startswith(SINK_ONLY))
-
-    latency = END_TO_END_LATENCY.labels(spec.name)
-
-    def encode(emit: Emit) -> tuple[str, bytes | None, bytes | None, dict[str, bytes] | None]:
-        try:
-            topic, key, value = codec.encode(emit)
-        except SchemaError as exc:  # a processor produced an invalid event: keep it, with the reason
-            log.error("invalid output event", extra={"flow": spec.name, "topic": emit.topic, "error": str(exc)})
-            DLQ_EVENTS.labels(spec.name, emit.topic, "invalid_output").inc()
-            return dead_letter_message(settings, DeadLetter(
-                emit.topic, emit.key.encode(), json.dumps(emit.record, default=str).encode(),
-                "invalid_output", str(exc), -1, -1))
-        EVENTS_EMITTED.labels(spec.name, emit.topic).inc()
-        lag_s = time.time() - emit.record.get("event_time", 0) / 1000.0
-        if 0.0 <= lag_s < 86_400:  # replays of old data say nothing about the pipeline's latency
-            latency.observe(lag_s)
-        return topic, key, value, None
-
-    def to_dlq(dead: DeadLetter) -> tuple[str, bytes | None, bytes | None, dict[str, bytes]]:
-        DLQ_EVENTS.labels(spec.name, dead.topic, dead.reason).inc()
-        log.info("dead-lettered", extra={"flow": spec.name, "topic": dead.topic, "reason": dead.reason})
-        return dead_letter_message(settings, dead)
-
-    out = op.merge("to-kafka", op.map("encode", to_kafka, encode), op.map("dead-letter", split.falses, to_dlq))
+    to_kafka = op.filter("kafka-bound", emits, output.kafka_bound)
+    out = op.merge("to-kafka", op.map("encode", to_kafka, output.encode),
+                   op.map("dead-letter", split.falses, output.dead_letter))
     op.output("kafka-out", out, _ProducerSink(settings, spec.name))
     for i, factory in enumerate(spec.sinks):
         op.output(f"side-sink-{i}", emits, _SideSink(factory))
     return flow
 
 
-def dead_letter_message(settings: KafkaSettings, dead: DeadLetter) -> tuple[str, bytes | None, bytes | None, dict[str, bytes]]:
-    from connectors.dlq import dlq_headers
-
-    headers = dlq_headers(settings.topic(dead.topic), dead.reason, dead.error, dead.partition, dead.offset)
-    return settings.topic(f"dlq.{dead.topic}"), dead.key, dead.value, headers
-
-
 def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
-    topics = [*spec.inputs, *spec.outputs, *(f"dlq.{t}" for t in spec.inputs)]
-    create_topics(settings, topics)
+    """Create every topic the flow reads or writes, before it writes."""
+    create_topics(settings, FlowOutput(spec, settings).topics())
 
 
 def run(

@@ -19,9 +19,10 @@ import typer
 
 from connectors.kafka import EventProducer, KafkaSettings, create_topics
 from schemas import CLICK
+from schemas.topics import dlq_topic
 
 if TYPE_CHECKING:
-    from benchmarks.movielens import Rating
+    from connectors.movielens import Rating
 
 TOPIC = "clicks"
 
@@ -42,7 +43,7 @@ class ClickReplayStats:
 def replay_ratings(*, count: int | None = None, skip: int = 0, invert_after: int | None = None) -> list[Rating]:
     """The ratings a replay sends, in event-time order; from ``invert_after`` on (counted within the
     replay) a liked movie is rated 1 and any other 5."""
-    from benchmarks.movielens import load
+    from connectors.movielens import load
 
     if (count is not None and count < 0) or skip < 0 or (invert_after is not None and invert_after < 0):
         raise ValueError("count, skip and invert_after must not be negative")
@@ -63,12 +64,12 @@ def produce_clicks(
 ) -> ClickReplayStats:
     """Publish ``count`` ratings (all by default) from the ``skip``-th on, at ``rate`` ratings per second
     (0: as fast as the broker takes them); returns what was sent, once the broker has it all."""
-    from benchmarks.movielens import click_events
+    from connectors.movielens import click_events
 
     if rate < 0:
         raise ValueError("rate must not be negative")
     ratings = replay_ratings(count=count, skip=skip, invert_after=invert_after)
-    create_topics(settings, [TOPIC, f"dlq.{TOPIC}"])
+    create_topics(settings, [TOPIC, dlq_topic(TOPIC)])
     stats = ClickReplayStats()
     start = time.monotonic()
     last_progress = 0.0

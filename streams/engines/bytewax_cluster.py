@@ -29,7 +29,7 @@ def _process(spec: FlowSpec, settings: KafkaSettings, index: int, addresses: lis
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
-    from streams.engine_bytewax import build_dataflow
+    from streams.engines.bytewax import build_dataflow
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent stops the cluster; children just end
     flow = build_dataflow(spec, settings, batch_size=batch_size)
@@ -57,7 +57,7 @@ def run_cluster(
     """
     from bytewax.recovery import init_db_dir
 
-    from streams.engine_bytewax import ensure_topics
+    from streams.engines.bytewax import ensure_topics
 
     if processes < 1:
         raise ValueError(f"processes must be at least 1, not {processes}")
@@ -123,13 +123,14 @@ def supervise(name: str, targets: Sequence[tuple[Callable[..., Any], tuple[Any, 
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m streams.engine_bytewax_cluster FLOW --processes N [--state-dir DIR]``, settings from the environment."""
+    """``python -m streams.engines.bytewax_cluster FLOW --processes N [--state-dir DIR]``, settings from the environment."""
     import argparse
 
     from streams import logs
-    from streams.runtime import RuntimeSettings, flow_spec
+    from streams.flows import flow_spec
+    from streams.runtime import RuntimeSettings
 
-    parser = argparse.ArgumentParser(prog="python -m streams.engine_bytewax_cluster", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m streams.engines.bytewax_cluster", description=main.__doc__)
     parser.add_argument("flow")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--workers-per-process", type=int, default=1)

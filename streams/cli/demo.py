@@ -23,18 +23,20 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from connectors.alert_receiver import AlertReceiver
+from connectors.testing.alert_receiver import AlertReceiver
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings, consumer_config, create_topics
 from schemas import AvroSerde
-from schemas.topics import TOPICS
-from streams.live import LivePage
-from streams.sensor_anomaly import FLOW
-from streams.sensor_producer import SensorProducer
-from streams.sensor_simulator import InjectedAnomaly
+from schemas.topics import TOPICS, dlq_topic
+from streams.apps.live import LivePage
+from streams.flows.sensor_anomaly import FLOW
+from streams.producers.sensors import SensorProducer
+from streams.producers.simulator import InjectedAnomaly
 
 CALLS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "audio"  # espeak-ng recordings, ours
 ROUTING_KEY = "eddylinedemo0000000000000000000r"  # PagerDuty integration keys are 32 characters
+
+DLQ_SENSOR = dlq_topic("sensor.readings")
 
 
 class OutputWatcher(threading.Thread):
@@ -44,7 +46,7 @@ class OutputWatcher(threading.Thread):
         super().__init__(daemon=True, name="output-watcher")
         self.settings = settings
         self.serde = AvroSerde()
-        self.topics = {settings.topic(t): t for t in ("scores.anomaly", "alerts", "dlq.sensor.readings",
+        self.topics = {settings.topic(t): t for t in ("scores.anomaly", "alerts", DLQ_SENSOR,
                                                       "transcripts", "scores.sentiment")}
         self.lock = threading.Lock()
         self.seen: set[str] = set()
@@ -77,7 +79,7 @@ class OutputWatcher(threading.Thread):
             consumer.close()
 
     def _take(self, topic: str, msg: Any) -> None:
-        if topic == "dlq.sensor.readings":
+        if topic == DLQ_SENSOR:
             key = f"dlq/{msg.partition()}/{msg.offset()}/{dict(msg.headers() or []).get('eddyline.dlq.offset')}"
             with self.lock:
                 if key not in self.seen:
@@ -170,7 +172,7 @@ PAUSE = b"\x00\x00" * 12_800  # 0.8 s of silence between turns
 def _play_calls(settings: KafkaSettings, folder: Path) -> None:
     """The recorded calls, a few seconds into the demo, at twice real time."""
     from connectors.wav import chunk_records, read_wav
-    from streams.audio_commands import produce_calls
+    from streams.cli.audio import produce_calls
 
     time.sleep(3.0)
     calls = [
@@ -206,7 +208,7 @@ def run_demo(
         # the demo's own clients outlive the broker by a moment at the end: keep librdkafka's complaints quiet
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="", session_timeout_ms=6000,
                                  extra={"log_level": "2"})
-        create_topics(settings, ["sensor.readings", "dlq.sensor.readings", "scores.anomaly", "alerts"])
+        create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts"])
         live = LivePage(settings, "127.0.0.1", 0).start()
         console.print(f"live page: [bold]{live.url}[/]")
         console.print(f"broker {broker.bootstrap} · alert receiver {receiver.pagerduty_url} · logs in {work}")
@@ -217,7 +219,7 @@ def run_demo(
             console.print(f"no recorded calls in {CALLS_DIR}: the audio part of the demo is skipped")
         audio = None
         if recordings:
-            create_topics(settings, ["audio.chunks", "dlq.audio.chunks", "transcripts", "scores.sentiment"])
+            create_topics(settings, ["audio.chunks", dlq_topic("audio.chunks"), "transcripts", "scores.sentiment"])
             audio = _start_flow("audio", settings, receiver, work / "audio-state", work / "audio.log",
                                 **_sentiment_model_env())
             calling = threading.Thread(target=_play_calls, args=(settings, CALLS_DIR), daemon=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from schemas import ALERT, ANOMALY_SCORE, DRIFT, FEEDBACK, PREDICTION, SENTIMENT_SCORE
 from streams.processor import Event
-from streams.quality import QualityProcessor
+from streams.flows.quality import QualityProcessor
 
 TOPICS: dict[str, str] = {
     "scores.anomaly": ANOMALY_SCORE,

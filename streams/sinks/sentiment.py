@@ -3,7 +3,7 @@
 Conversations come and go, so a conversation id is an InfluxDB tag (one series per conversation) but never
 a Prometheus label: Prometheus gets the score distribution and segment counts per label instead.
 Points are timed at the segment's event time, so a replay overwrites them. Alerts raised by the flow
-are counted as every flow's are (``streams.alert_metrics``).
+are counted as every flow's are (``streams.sinks.alerts``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.prometheus import metric
-from streams.metrics_sink import MetricsSink, Point
+from streams.sinks.base import MetricsSink, Point
 from streams.processor import Emit
 
 SENTIMENT_TOPIC = "scores.sentiment"

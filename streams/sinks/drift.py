@@ -3,7 +3,7 @@
 A detection's subject is the feature for data drift and ``concept`` for drift in the model's errors; it is a
 tag in InfluxDB and a label in Prometheus (a model's features are a bounded set). Points are timed at the
 detection's event time, so a replay overwrites them. Alerts raised by the flow are counted as every flow's
-are (``streams.alert_metrics``).
+are (``streams.sinks.alerts``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from connectors.prometheus import metric
-from streams.metrics_sink import MetricsSink, Point
+from streams.sinks.base import MetricsSink, Point
 from streams.processor import Emit
 
 DRIFT_TOPIC = "drift"

@@ -1,0 +1,35 @@
+"""Drift detectors by name, as settings and benchmarks ask for them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.drift.base import StreamDriftDetector
+from models.drift.members import make_member
+
+
+def make_detector(name: str, **kwargs: Any) -> StreamDriftDetector:
+    """A detector by name: ``ours`` (CUSUM + ADWIN), ``cusum``, ``adwin`` or ``page_hinkley`` (river).
+
+    Parameters
+    ----------
+    name
+        ``ours`` is the ensemble the flows use; the others are its members alone.
+    kwargs
+        Passed to the detector's constructor.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from models.drift import make_detector
+    >>> detector = make_detector("cusum")
+    >>> stream = np.r_[np.zeros(500), np.ones(500)] + np.random.default_rng(0).normal(0, 0.1, 1000)
+    >>> drifts = detector.update(stream)
+    >>> bool(len(drifts)) and 500 <= int(drifts[0]) < 600
+    True
+    """
+    if name == "ours":
+        from models.drift.ensemble import DriftEnsemble
+
+        return DriftEnsemble(**kwargs)
+    return make_member(name, **kwargs)

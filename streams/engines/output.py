@@ -1,0 +1,167 @@
+"""The one path between Kafka messages and a flow's processors, shared by every engine adapter.
+
+Decoding with dead-lettering, encoding emits, dead letters with their reason in headers, the metrics each of
+those raises, and the list of topics a flow writes: Bytewax and Faust call the same code, so they decode,
+dead-letter, encode and count identically, and a change here reaches both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from connectors.dlq import dlq_headers
+from connectors.kafka import KafkaSettings
+from connectors.prometheus import DLQ_EVENTS, END_TO_END_LATENCY, EVENTS_CONSUMED, EVENTS_EMITTED
+from schemas import AvroSerde, SchemaError
+from schemas.topics import dlq_topic
+from streams.processor import SINK_ONLY, Emit, Event, FlowSpec
+
+__all__ = ["Codec", "DeadLetter", "FlowOutput", "Message"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input that could not become an event, or an emit that could not be encoded, with why.
+
+    Parameters
+    ----------
+    topic
+        The logical topic it was read from (or meant for); the letter goes to ``dlq.<topic>``.
+    key, value
+        The bytes as they came (for an invalid emit: its key and the record as JSON).
+    reason
+        A short machine reason (``decode_failed``, ``invalid_output``, a schema rule's name).
+    error
+        The error text, for people.
+    partition, offset
+        Where it was read; -1 for an emit.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    error: str
+    partition: int
+    offset: int
+
+
+class Message(NamedTuple):
+    """A record ready for a producer: full topic name (namespace applied), key, value and headers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes] | None
+
+
+class Codec:
+    """Knows a flow's topics: full names to logical ones and event types, and emits to bytes.
+
+    Parameters
+    ----------
+    settings
+        Kafka settings; their ``namespace`` prefixes every topic name.
+    inputs
+        Logical input topic -> the event type it carries.
+    serde
+        The Avro serde (the local registry by default).
+    """
+
+    def __init__(self, settings: KafkaSettings, inputs: dict[str, str], serde: AvroSerde | None = None) -> None:
+        self.settings = settings
+        self.serde = serde or AvroSerde()
+        self.inputs = inputs
+        self._logical = {settings.topic(t): t for t in inputs}
+
+    def decode(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int
+    ) -> Event | DeadLetter:
+        """An event, or a dead letter that says why the message is not one; never raises."""
+        logical = self._logical.get(topic, topic)
+        event_type = self.inputs.get(logical)
+        if event_type is None:
+            return DeadLetter(logical, key, value, "unknown_topic", f"flow does not read {topic}", partition, offset)
+        try:
+            record = self.serde.decode(value, event_type)
+        except SchemaError as exc:
+            return DeadLetter(logical, key, value, exc.reason, str(exc), partition, offset)
+        except Exception as exc:  # a bug in a rule must not kill the flow either
+            return DeadLetter(logical, key, value, "decode_failed", f"{type(exc).__name__}: {exc}", partition, offset)
+        return Event(logical, key.decode(errors="replace") if key else None, record, partition, offset)
+
+    def encode(self, emit: Emit) -> tuple[str, bytes, bytes]:
+        """Full topic name, key and value; emits are checked against their schema like any producer's."""
+        topic = self.settings.topic(emit.topic)
+        return topic, emit.key.encode(), self.serde.encode(emit.event_type, emit.record, topic=topic)
+
+
+class FlowOutput:
+    """A flow's decode, encode and dead-letter path, with its metrics: what an engine adapter calls.
+
+    Parameters
+    ----------
+    spec
+        The flow: its name labels the metrics, its inputs and outputs decide the topics.
+    settings
+        Kafka settings (the namespace).
+    serde
+        The Avro serde (the local registry by default).
+    """
+
+    def __init__(self, spec: FlowSpec, settings: KafkaSettings, serde: AvroSerde | None = None) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.codec = Codec(settings, spec.inputs, serde)
+        self._latency = END_TO_END_LATENCY.labels(spec.name)
+
+    def topics(self) -> list[str]:
+        """Every logical topic the flow reads or writes, dead letters of inputs and outputs included.
+
+        Engines create them all before the first write, so that a dead letter never fails for want of a topic
+        on a Kafka with auto-creation off.
+        """
+        outputs = [t for t in self.spec.outputs if not t.startswith(SINK_ONLY)]
+        written = [*self.spec.inputs, *outputs]
+        return list(dict.fromkeys([*written, *(dlq_topic(t) for t in written)]))
+
+    def decode(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int
+    ) -> Event | DeadLetter:
+        """Decode one consumed message (full topic name) and count it."""
+        out = self.codec.decode(topic, key, value, partition, offset)
+        EVENTS_CONSUMED.labels(self.spec.name, out.topic).inc()
+        return out
+
+    @staticmethod
+    def kafka_bound(emit: Emit) -> bool:
+        """Whether an emit goes to Kafka (emits on ``sink.`` topics feed side sinks only)."""
+        return not emit.topic.startswith(SINK_ONLY)
+
+    def encode(self, emit: Emit) -> Message:
+        """The message for an emit; an emit that breaks its schema becomes a dead letter, never an exception."""
+        try:
+            topic, key, value = self.codec.encode(emit)
+        except SchemaError as exc:  # a processor produced an invalid event: keep it, with the reason
+            log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": str(exc)})
+            return self.dead_letter(DeadLetter(
+                emit.topic, emit.key.encode(), json.dumps(emit.record, default=str).encode(),
+                "invalid_output", str(exc), -1, -1))
+        EVENTS_EMITTED.labels(self.spec.name, emit.topic).inc()
+        lag_s = time.time() - emit.record.get("event_time", 0) / 1000.0
+        if 0.0 <= lag_s < 86_400:  # replays of old data say nothing about the pipeline's latency
+            self._latency.observe(lag_s)
+        return Message(topic, key, value, None)
+
+    def dead_letter(self, dead: DeadLetter) -> Message:
+        """The dead-letter message for ``dead``: the bytes unchanged, the reason and origin in headers."""
+        DLQ_EVENTS.labels(self.spec.name, dead.topic, dead.reason).inc()
+        log.info("dead-lettered", extra={"flow": self.spec.name, "topic": dead.topic, "reason": dead.reason})
+        headers = dlq_headers(self.settings.topic(dead.topic), dead.reason, dead.error, dead.partition, dead.offset)
+        return Message(self.settings.topic(dlq_topic(dead.topic)), dead.key, dead.value, headers)

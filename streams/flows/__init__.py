@@ -1,0 +1,81 @@
+"""The runnable flows (``eddyline run FLOW``): one module per flow, each building a ``FlowSpec``.
+
+Each entry builds its flow from settings, with the side sinks that flow feeds (alert delivery, dashboards).
+Modules are imported inside each builder so that asking for one flow never loads another's models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from streams.processor import FlowSpec
+from streams.runtime import RuntimeSettings
+
+
+def _anomaly() -> FlowSpec:
+    from connectors.alerting import AlertDispatcher
+    from models.anomaly import DEFAULT_DETECTOR
+    from streams.flows.sensor_anomaly import sensor_anomaly_flow
+    from streams.sinks.sensor import sensor_metrics_sink
+
+    detector = RuntimeSettings().detector or DEFAULT_DETECTOR
+    return sensor_anomaly_flow(detector=detector, sinks=[AlertDispatcher.from_settings, sensor_metrics_sink])
+
+
+def _clicks() -> FlowSpec:
+    from streams.flows.retraining import flow
+
+    return flow()
+
+
+def _drift() -> FlowSpec:
+    from connectors.alerting import AlertDispatcher
+    from streams.flows.drift import flow
+    from streams.sinks.drift import drift_metrics_sink
+
+    spec = flow()
+    spec.sinks.extend([AlertDispatcher.from_settings, drift_metrics_sink])
+    return spec
+
+
+def _quality() -> FlowSpec:
+    from connectors.influx import InfluxSettings
+    from streams.flows.clicks import MODEL_NAME
+    from streams.flows.quality import flow
+
+    influx = InfluxSettings()
+    return flow(MODEL_NAME, influx_settings=influx if influx.enabled else None)
+
+
+def _audio() -> FlowSpec:
+    from connectors.alerting import AlertDispatcher
+    from streams.flows.audio import AudioSettings, audio_flow
+    from streams.sinks.sentiment import sentiment_metrics_sink
+
+    return audio_flow(AudioSettings().flow_config(), sinks=[AlertDispatcher.from_settings, sentiment_metrics_sink])
+
+
+def _sentiment() -> FlowSpec:
+    from connectors.alerting import AlertDispatcher
+    from streams.flows.audio import AudioSettings, sentiment_flow
+    from streams.sinks.sentiment import sentiment_metrics_sink
+
+    return sentiment_flow(AudioSettings().flow_config(), sinks=[AlertDispatcher.from_settings, sentiment_metrics_sink])
+
+
+FLOWS: dict[str, Callable[[], FlowSpec]] = {
+    "anomaly": _anomaly,
+    "audio": _audio,
+    "sentiment": _sentiment,
+    "clicks": _clicks,
+    "drift": _drift,
+    "quality": _quality,
+}
+
+
+def flow_spec(name: str) -> FlowSpec:
+    """The flow called ``name``, built from the current settings."""
+    try:
+        return FLOWS[name]()
+    except KeyError:
+        raise ValueError(f"unknown flow {name!r}; choose one of: {', '.join(sorted(FLOWS))}") from None
