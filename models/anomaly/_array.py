@@ -233,7 +233,3 @@ def likelihood_buffers(short: int, history: int, block: int) -> dict[str, tuple[
     """The likelihood layer's buffers: the last ``short`` surprises and the block sums of its history."""
     return {"short": ("<f8", (short,)), "hist": ("<f8", (history_rows(history, block), 2))}
 
-
-def bit_words(bits: int) -> int:
-    """int64 words of a bit set of ``bits`` bits."""
-    return -(-bits // 64)

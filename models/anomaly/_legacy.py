@@ -10,20 +10,17 @@ running sums still lose exactly the retained values (scores then differ from ver
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from models.anomaly._array import bit_words
-from models.anomaly._steps import HEAD, history_rows
+from models.anomaly._steps import HEAD, bit_words, history_rows
 from models.checkpoint import pack_array
 
-if TYPE_CHECKING:
-    from models.anomaly._array import ArrayDetector
 
-
-def from_version_0(det: ArrayDetector, flat: Any) -> tuple[dict[str, float], dict[str, Any]]:
-    """Version 1's ``(scalars, packed buffers)`` for ``det`` from a version-0 flat state vector."""
+def from_version_0(det: Any, flat: Any) -> tuple[dict[str, float], dict[str, Any]]:
+    """Version 1's ``(scalars, packed buffers)`` for ``det`` (an ``_array.ArrayDetector``) from a version-0
+    flat state vector."""
     try:
         vec = np.asarray(flat, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -84,11 +81,7 @@ def _blocks(ring: np.ndarray, k: int, history: int, block: int) -> np.ndarray:
 
 
 def _seasonal(det: Any, scalars: dict[str, float], parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from models.anomaly.seasonal import cycle_slots
-
-    step = scalars["step"]
-    ns = cycle_slots.py_func(float(det.period_ms), step, det.slots)
-    ns2 = cycle_slots.py_func(float(det.period2_ms), step, det.slots)
+    ns, ns2 = det._cycles(scalars["step"])
     cycle = ns + ns2 > 0
     out = {
         "slot_mean": parts["slot_mean"][:ns].copy(),

@@ -106,6 +106,11 @@ def likelihood_step(short, blocks, K, H, B, k, raw, ready, ssum, hsum, hsq):  # 
     return lik, ssum, hsum, hsq
 
 
+def bit_words(bits: int) -> int:
+    """int64 words of a bit set of ``bits`` bits."""
+    return -(-bits // 64)
+
+
 def history_rows(history: int, block: int) -> int:
     """Rows of the block ring behind a likelihood history of ``history`` averages in blocks of ``block``."""
     if history % block:

@@ -39,7 +39,6 @@ from models.anomaly._array import (
     check_fraction,
     check_positive,
     check_rates,
-    bit_words,
     fields,
     kernel_fields,
     likelihood_buffers,
@@ -48,6 +47,7 @@ from models.anomaly._jit import lazy_inline, lazy_njit
 from models.anomaly._steps import (
     HEAD,
     SURE,
+    bit_words,
     history_rows,
     ewma_learn,
     gauss_tail,
@@ -276,9 +276,7 @@ class SeasonalDetector(ArrayDetector):
 
     def _buffer_shapes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         shapes = {**likelihood_buffers(self.short, self.history, self.history_block), "window": ("<f8", (self.window,))}
-        step = float(self._s[STATE.step])
-        ns = cycle_slots.py_func(float(self.period_ms), step, self.slots)
-        ns2 = cycle_slots.py_func(float(self.period2_ms), step, self.slots)
+        ns, ns2 = self._cycles(float(self._s[STATE.step]))
         cycle = ns + ns2 > 0
         seasonal = {
             "slot_mean": ("<f8", (ns,)),
@@ -290,6 +288,11 @@ class SeasonalDetector(ArrayDetector):
             "spike_last": ("<f8", (self.spike_bins if ns else 0,)),
         }
         return {**shapes, **seasonal}
+
+    def _cycles(self, step: float) -> tuple[int, int]:
+        """Slots of the first and the second period at sampling step ``step`` (0: no usable cycle)."""
+        return (cycle_slots.py_func(float(self.period_ms), step, self.slots),
+                cycle_slots.py_func(float(self.period2_ms), step, self.slots))
 
     def _grow(self) -> None:
         """The series' step was just learnt and gives a cycle: allocate the seasonal buffers for it."""
