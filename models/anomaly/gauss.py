@@ -45,6 +45,28 @@ def _gauss_kernel(values, timestamps, start, params, scalars, mem, out):  # prag
 
 
 class GaussianDetector(ArrayDetector):
+    """Scores ``z^2 / (z^2 + z0^2)`` of each reading's distance from the EWMA mean. State: 24 bytes.
+
+    Parameters
+    ----------
+    alpha
+        EWMA rate of the running mean and variance.
+    z0
+        Distance in standard deviations that scores 0.5.
+    warmup
+        Readings scored 0 while the detector learns.
+    threshold
+        Score at or above which a reading is anomalous.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> det = GaussianDetector()
+    >>> scores = det.score_learn(np.r_[np.ones(50), 9.0] + np.arange(51) % 2 * 0.1, np.arange(51))
+    >>> bool(scores[-1] >= det.threshold), det.state_nbytes()
+    (True, 24)
+    """
+
     name = "gauss"
     kernel = lazy_njit(_gauss_kernel)
     kernel_params = PARAMS

@@ -72,7 +72,32 @@ def _likelihood_kernel(values, timestamps, start, params, scalars, mem, out):  #
 
 
 class LikelihoodDetector(ArrayDetector):
-    """Defaults are the one parameter set scored on NAB (no per-series tuning)."""
+    """Defaults are the one parameter set scored on NAB (no per-series tuning).
+
+    Parameters
+    ----------
+    alpha
+        EWMA rate of the running mean and variance (a plain average for the first ``1/alpha`` readings).
+    short
+        Surprises averaged into the recent surprise (HTM's short window).
+    history
+        Recent surprise averages the likelihood compares against (a multiple of ``history_block``).
+    tol
+        A value beyond the range seen so far by more than this fraction of its width is novel.
+    tau
+        Score from which an alarm starts the hold.
+    hold
+        Readings after an alarm whose scores are damped.
+    damp
+        Factor applied to each score during the hold.
+    warmup
+        Readings scored 0 while the detector learns.
+    history_block
+        The history is kept as sums over blocks of this many averages, so it costs
+        ``16 * (history / history_block + 1)`` bytes instead of ``8 * history``.
+    threshold
+        Score at or above which a reading is anomalous.
+    """
 
     name = "likelihood"
     kernel = lazy_njit(_likelihood_kernel)

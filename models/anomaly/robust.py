@@ -103,7 +103,27 @@ def _robust_kernel(values, timestamps, start, params, scalars, mem, out):  # pra
 
 
 class RobustLikelihoodDetector(ArrayDetector):
-    """Defaults are the one parameter set scored on NAB and on the simulator (no per-series tuning)."""
+    """Defaults are the one parameter set scored on NAB and on the simulator (no per-series tuning).
+
+    Parameters
+    ----------
+    alpha, short, history, history_block, tol, tau, hold, damp, warmup, threshold
+        As in ``LikelihoodDetector``.
+    window
+        Readings whose median and MAD define a spike.
+    spike
+        Robust sigmas from the window's median that make a reading a spike.
+    floor
+        The robust sigma is at least this many long-run standard deviations.
+    rate_alpha
+        Decay rate of the spike-episode rate.
+    rate_max
+        Episode rate above which spikes are routine for the series and stop alarming.
+    novelty_alpha
+        Decay rate of the rate of new extremes.
+    novelty_max
+        Rate of new extremes above which the series is still exploring its range (novelty does not alarm).
+    """
 
     name = "robust"
     kernel = lazy_njit(_robust_kernel)

@@ -221,7 +221,56 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
 
 
 class SeasonalDetector(ArrayDetector):
-    """Defaults are the one parameter set scored on NAB and on the simulator (no per-series tuning)."""
+    """Defaults are the one parameter set scored on NAB and on the simulator (no per-series tuning).
+
+    Parameters
+    ----------
+    alpha, short, history, history_block, tol, tau, hold, damp, warmup, threshold
+        As in ``LikelihoodDetector``.
+    window, spike, floor, rate_alpha, rate_max, novelty_alpha, novelty_max
+        As in ``RobustLikelihoodDetector``.
+    period_ms
+        The first period (a day).
+    slots
+        Most slots a period may have: a series sampled more finely has no seasonal context for it.
+    slot_alpha
+        EWMA rate of each slot's mean.
+    ratio
+        The seasonal score speaks when its recent squared error is below ``ratio`` times the global one.
+    err_alpha
+        EWMA rate of those errors and of the residual variance.
+    clip
+        Residuals are winsorised at this many standard deviations before they teach the variance.
+    mode
+        0: the seasonal likelihood replaces the global one when it is ready; 1: the larger of the two.
+    zscale
+        The seasonal surprise is the Gaussian tail of ``z / zscale``.
+    spike_decay
+        Per-reading decay of the largest recent spike.
+    spike_margin
+        A spike alarms only when larger than ``spike_margin`` times that largest recent spike.
+    spike_bins
+        Bins of the period for remembering when spikes happened.
+    spike_recall
+        Periods over which a spike at the same time of the period (or a neighbouring bin) is routine.
+    period2_ms
+        The second period (a week); 0 for none.
+
+    Examples
+    --------
+    A series sampled every 5 minutes gets a daily (288 slots) and a weekly (2016 slots) table once its
+    step is known; one sampled every second gets none:
+
+    >>> import numpy as np
+    >>> det = SeasonalDetector()
+    >>> _ = det.score_learn(np.ones(3), np.arange(3) * 300_000)
+    >>> [det.snapshot()["buffers"][b]["shape"] for b in ("slot_mean", "slot_mean2")]
+    [[288], [2016]]
+    >>> fine = SeasonalDetector()
+    >>> _ = fine.score_learn(np.ones(3), np.arange(3) * 1_000)
+    >>> fine.state_nbytes() <= 4096
+    True
+    """
 
     name = "seasonal"
     kernel = lazy_njit(_seasonal_kernel)
