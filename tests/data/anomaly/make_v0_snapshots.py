@@ -3,7 +3,10 @@ vector; ``hst``: a pickled river pipeline), taken with the code before compact s
 
 Kept for the record of how the fixture was made; it only reproduces the fixture on that older code.
 Each detector scores the conformance series' first 400 readings with default parameters; ``<name>/expected``
-holds the scores that the same detector then gave for the remaining 500.
+holds the scores that the same detector then gave for the remaining 500. ``<name>/long_state`` and
+``<name>/long_expected`` (robust, seasonal) do the same at reading 7,000 of a 9,000-reading series
+(``long_series``), past the likelihood history of 6,000, where version 0 no longer holds every value that
+version 1's block sums were made of.
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ def series(n: int = 900, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     return v, t
 
 
+def long_series(n: int = 9_000, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n, dtype=np.int64) * 300_000 + 1_700_000_000_000
+    v = 20 + 5 * np.sin(2 * np.pi * t / 86_400_000) + rng.normal(0, 0.5, n)
+    v[rng.integers(0, n, n // 300)] += 15
+    return v, t
+
+
 def main() -> None:
     v, t = series()
     arrays: dict[str, np.ndarray] = {}
@@ -36,6 +47,12 @@ def main() -> None:
         else:
             arrays[f"{name}/model"] = np.frombuffer(snap["model"], dtype=np.uint8)
         arrays[f"{name}/expected"] = det.score_learn(v[400:], t[400:])
+    lv, lt = long_series()
+    for name in ("robust", "seasonal"):
+        det = make_detector(name)
+        det.score_learn(lv[:7_000], lt[:7_000])
+        arrays[f"{name}/long_state"] = np.asarray(det.snapshot()["state"], dtype=np.float64)
+        arrays[f"{name}/long_expected"] = det.score_learn(lv[7_000:], lt[7_000:])
     np.savez_compressed(Path(__file__).with_name("snapshots_v0.npz"), **arrays)
 
 
