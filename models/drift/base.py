@@ -17,6 +17,12 @@ from models.checkpoint import Checkpointed
 
 
 class StreamDriftDetector(Checkpointed, ABC):
+    """A concept-drift detector on one series: values in, in order; positions of the drifts out.
+
+    Subclasses take their thresholds as constructor parameters, restart after each detection, and
+    checkpoint as plain data (``snapshot``/``restore``). Build one by name with ``make_detector``.
+    """
+
     name: ClassVar[str]
 
     @abstractmethod
