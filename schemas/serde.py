@@ -17,7 +17,33 @@ class AvroSerde:
     """Turns event records into framed Avro bytes and back.
 
     Decoding resolves the writer's schema (by the id in the frame) against the latest reader schema of
-    the expected event type, so old producers keep working after a backward-compatible change.
+    the expected event type, so old producers keep working after a backward-compatible change. Encoding
+    writes the latest version and checks the event's rules (``schemas.validation``) unless told not to.
+
+    Parameters
+    ----------
+    registry
+        Where schema ids come from: ``LocalRegistry()`` (ids from the schemas' content, nothing running)
+        by default, or a ``ConfluentRegistry``.
+
+    Examples
+    --------
+    >>> from schemas import FEEDBACK, AvroSerde, DecodeError, ValidationError
+    >>> serde = AvroSerde()
+    >>> record = {"event_id": "f-1", "event_time": 1_767_225_600_000, "producer": "docs",
+    ...           "model_name": "clicks", "prediction_id": "p-1", "label": 1.0}
+    >>> data = serde.encode(FEEDBACK, record)
+    >>> data[0], serde.decode(data, FEEDBACK) == record  # magic byte 0: the Confluent wire format
+    (0, True)
+    >>> serde.encode(FEEDBACK, {**record, "prediction_id": ""})
+    Traceback (most recent call last):
+    ...
+    schemas.errors.ValidationError: feedback.prediction_id: must not be empty
+    >>> try:
+    ...     serde.decode(b"not avro", FEEDBACK)
+    ... except DecodeError as exc:
+    ...     print(exc.reason)
+    undecodable
     """
 
     def __init__(self, registry: Registry | None = None) -> None:
