@@ -45,7 +45,18 @@ class AlertDispatcher:
     """Delivers every emit on the alerts topic to every sink; failures are contained per sink.
 
     It is a flow side sink (``streams.processor.Sink`` by shape: ``write(emits)`` and ``close()``) without
-    importing streams, so that connectors depend on schemas alone.
+    importing streams, so that connectors depend on schemas alone. Each delivery's outcome is counted in
+    ``eddyline_alert_deliveries_total{sink,outcome}``; a failing sink is logged and never stops the others.
+
+    Parameters
+    ----------
+    sinks
+        The channels (``PagerDutySink``, ``SlackSink``, ...); ``from_settings`` picks the configured ones.
+    on_failure
+        Called as ``on_failure(sink_name, alert, error)`` when a sink gives up on an alert (to park it on a
+        retry topic, say); an exception it raises is logged, not propagated.
+    topic
+        The logical topic whose emits are alerts.
     """
 
     def __init__(
