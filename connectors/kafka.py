@@ -223,10 +223,8 @@ def make_producer(s: KafkaSettings, **overrides: Any) -> Producer:
 
     Parameters
     ----------
-    s
-        The Kafka settings.
-    overrides
-        librdkafka properties that win over everything else.
+    s, overrides
+        As for ``producer_config``.
     """
     return Producer(producer_config(s, **overrides))
 
@@ -236,12 +234,8 @@ def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer
 
     Parameters
     ----------
-    s
-        The Kafka settings.
-    group_id
-        The consumer group.
-    overrides
-        librdkafka properties that win over everything else.
+    s, group_id, overrides
+        As for ``consumer_config``.
     """
     return Consumer(consumer_config(s, group_id, **overrides))
 
@@ -251,10 +245,8 @@ def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
 
     Parameters
     ----------
-    s
-        The Kafka settings.
-    overrides
-        librdkafka properties that win over everything else.
+    s, overrides
+        As for ``admin_config``.
     """
     return AdminClient(admin_config(s, **overrides))
 
