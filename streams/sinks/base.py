@@ -17,6 +17,18 @@ Point = tuple[str, dict[str, str], dict[str, Any], int]
 
 
 class MetricsSink:
+    """A flow's dashboard side sink: its emits become InfluxDB points and Prometheus updates.
+
+    Subclasses override ``points`` for their flow's emits; alerts are counted and written here, the same
+    for every flow. ``from_settings`` builds it with the configured InfluxDB sink, or none.
+
+    Parameters
+    ----------
+    influx
+        Where points go (a ``connectors.influx.InfluxSink``, or anything with ``write_points`` and
+        ``close``); None keeps Prometheus only.
+    """
+
     def __init__(self, influx: Any | None = None) -> None:
         self.influx = influx
 

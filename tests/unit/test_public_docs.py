@@ -1,7 +1,8 @@
 """The public API documents its parameters, river style, and every CLI command and option has help.
 
 Public means: in the module's ``__all__``, or, without one, a class or function defined at module level in
-that module whose name has no leading underscore. A class documents its constructor's parameters in its own
+that module whose name has no leading underscore; a module's ``main(argv)`` is documented by its
+``--help`` instead. A class documents its constructor's parameters in its own
 docstring (numpydoc ``Parameters``, one entry per name; ``a, b`` documents both); a settings section or
 other pydantic model may instead give each field a ``Field(description=...)``, which is what its JSON schema
 and the README's settings tables show. Exceptions are left out: their arguments are their message.
@@ -97,7 +98,7 @@ def _public(module_name: str) -> list[tuple[str, object]]:
             continue
         if inspect.isclass(obj) and issubclass(obj, BaseException):
             continue
-        if obj.__module__.startswith(NOT_OURS):
+        if obj.__module__.startswith(NOT_OURS) or name == "main":  # main(argv): documented by its --help
             continue
         found.append((f"{obj.__module__}.{obj.__qualname__}", obj))
     return found
