@@ -57,20 +57,14 @@ def run_cluster(
 
     Parameters
     ----------
-    spec
-        The flow.
-    settings
-        Kafka settings.
+    spec, settings, epoch_interval, batch_size
+        As for ``streams.engines.bytewax.run``.
     processes
         Bytewax processes to start; at least 1.
     state_dir
         The recovery store shared by every process; None runs without checkpoints.
     workers_per_process
         Worker threads in each process.
-    epoch_interval
-        How often state and offsets are snapshotted.
-    batch_size
-        Most messages read from a partition at a time.
     addresses
         host:port of each process, for the cluster's own communication.
     """

@@ -297,10 +297,8 @@ def build_app(
 
     Parameters
     ----------
-    spec
-        The flow.
-    settings
-        Kafka settings.
+    spec, settings
+        The flow and its Kafka settings.
     state_dir
         Faust's local files (the table's local copy).
     batch_size
@@ -432,18 +430,12 @@ def run(
 
     Parameters
     ----------
-    spec
-        The flow.
-    settings
-        Kafka settings.
+    spec, settings, batch_size, standby_replicas
+        As for ``build_app``.
     state_dir
         Local files, one folder per worker (default ``.eddyline/state/<flow>-faust``).
     workers
         Worker processes.
-    batch_size
-        Most events an agent takes at a time.
-    standby_replicas
-        Standby copies of each table partition.
     loglevel
         Faust's log level.
     """
