@@ -2,7 +2,7 @@
 
 Public means: in the module's ``__all__``, or, without one, a class or function defined at module level in
 that module whose name has no leading underscore; a module's ``main(argv)`` is documented by its
-``--help`` instead. A class documents its constructor's parameters in its own
+``--help`` instead, and so are Typer commands. A class documents its constructor's parameters in its own
 docstring (numpydoc ``Parameters``, one entry per name; ``a, b`` documents both); a settings section or
 other pydantic model may instead give each field a ``Field(description=...)``, which is what its JSON schema
 and the README's settings tables show. Exceptions are left out: their arguments are their message.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import re
+import typing
 
 import click
 import pytest
@@ -98,10 +98,18 @@ def _public(module_name: str) -> list[tuple[str, object]]:
             continue
         if inspect.isclass(obj) and issubclass(obj, BaseException):
             continue
-        if obj.__module__.startswith(NOT_OURS) or name == "main":  # main(argv): documented by its --help
-            continue
+        if obj.__module__.startswith(NOT_OURS) or name == "main" or _is_cli_command(obj):
+            continue  # a command's parameters are documented by its --help (test_every_cli_command_...)
         found.append((f"{obj.__module__}.{obj.__qualname__}", obj))
     return found
+
+
+def _is_cli_command(obj: object) -> bool:
+    """A Typer command: its docstring is its --help, its parameters carry their own help."""
+    if not inspect.isfunction(obj):
+        return False
+    hints = typing.get_type_hints(obj, include_extras=True)
+    return any(isinstance(m, typer.models.ParameterInfo) for h in hints.values() for m in getattr(h, "__metadata__", ()))
 
 
 def _objects() -> dict[str, object]:
