@@ -304,10 +304,8 @@ class SentimentProcessor(Processor):
 
     Parameters
     ----------
-    conversation_id
-        The conversation (the flow's state key).
-    config
-        ``AudioFlowConfig.to_dict()``; None for the defaults.
+    conversation_id, config
+        As for ``ConversationProcessor``.
 
     Examples
     --------
