@@ -32,7 +32,28 @@ def _logit(p: float) -> float:
 
 
 class OnlineLogit:
-    """Logistic regression by AdaGrad, one step per example; vectorised prediction over candidates."""
+    """Logistic regression by AdaGrad, one step per example; vectorised prediction over candidates.
+
+    Parameters
+    ----------
+    n_features
+        Length of a feature vector.
+    lr
+        AdaGrad's base learning rate.
+    l2
+        L2 penalty on the weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from models.online.clicks import OnlineLogit
+    >>> model = OnlineLogit(2, lr=0.5)
+    >>> for _ in range(200):
+    ...     model.learn(np.array([[1.0, 1.0], [0.0, 1.0]]), np.array([1.0, 0.0]))
+    >>> p = model.predict(np.array([[1.0, 1.0], [0.0, 1.0]]))
+    >>> bool(p[0] > 0.8 and p[1] < 0.2)
+    True
+    """
 
     def __init__(self, n_features: int, lr: float = 0.1, l2: float = 1e-5) -> None:
         self.n_features, self.lr, self.l2 = n_features, lr, l2
@@ -89,7 +110,25 @@ class _Counts:
 
 
 class ClickModel:
-    """P(click | user, item) from stream statistics; ``features`` then ``learn`` per event, in order."""
+    """P(click | user, item) from stream statistics; ``features`` then ``learn`` per event, in order.
+
+    Parameters
+    ----------
+    lr, l2
+        Of the ``OnlineLogit`` that weighs the features.
+
+    Examples
+    --------
+    >>> from models.online import ClickModel
+    >>> model = ClickModel()
+    >>> for _ in range(50):
+    ...     model.learn("ann", "m1", 1.0, genres=["Drama"])
+    ...     model.learn("ann", "m2", 0.0, genres=["Horror"])
+    >>> x = model.features("bob", ["m1", "m2"])
+    >>> p = model.logit.predict(x)
+    >>> bool(p[0] > p[1])  # a new user: m1 is liked by others, m2 is not
+    True
+    """
 
     def __init__(self, lr: float = 0.05, l2: float = 1e-5) -> None:
         self.lr, self.l2 = lr, l2

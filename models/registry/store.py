@@ -40,6 +40,28 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class ModelVersion:
+    """One registered version of a model, as the registry keeps it.
+
+    Parameters
+    ----------
+    model
+        The model's name.
+    version
+        ``1``, ``2``, ... in order of registration.
+    status
+        ``candidate``, ``champion``, ``retired``, ``rejected`` or ``rolled_back``.
+    parent
+        The champion it was trained to replace, if any.
+    reason
+        Why it exists (the trigger of its training).
+    created_ms
+        When it was registered, ms since the epoch.
+    metrics
+        The numbers that decided its fate (log loss, AUC, ...).
+    info
+        Anything else worth keeping: training window, trigger, the action id.
+    """
+
     model: str
     version: str
     status: str
@@ -69,6 +91,32 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 class ModelRegistry:
+    """A local model registry: every version of every model under ``root``, its lineage, champion and states.
+
+    Changes are atomic and serialised by a lock file, so a running flow and ``eddyline models rollback``
+    can both write; a change carrying an ``action_id`` already seen does nothing (replays are safe).
+
+    Parameters
+    ----------
+    root
+        The registry's folder (created on first write).
+
+    Examples
+    --------
+    >>> from models.registry.store import ModelRegistry
+    >>> registry = ModelRegistry("registry")
+    >>> first = registry.register("clicks", {"w": [0.0]}, reason="first model", champion=True)
+    >>> second = registry.register("clicks", {"w": [0.5]}, reason="drift", parent="1", action_id="drift-7")
+    >>> registry.register("clicks", {"w": [0.5]}, reason="drift", parent="1", action_id="drift-7").version  # replayed
+    '2'
+    >>> registry.promote("clicks", "2", reason="better log loss").status
+    'champion'
+    >>> registry.rollback("clicks", reason="manual").version
+    '1'
+    >>> [(v.version, v.status) for v in registry.versions("clicks")]
+    [('1', 'champion'), ('2', 'rolled_back')]
+    """
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 

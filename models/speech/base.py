@@ -12,7 +12,19 @@ from models.speech.audio import SAMPLE_RATE, resample, to_float32
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """A stretch of transcribed speech; times in seconds from the start of the audio given."""
+    """A stretch of transcribed speech; times in seconds from the start of the audio given.
+
+    Parameters
+    ----------
+    start, end
+        Where it starts and ends, seconds.
+    text
+        What was said.
+    language
+        The language code the model used or detected.
+    confidence
+        Mean token probability, where the backend reports one.
+    """
 
     start: float
     end: float
