@@ -3,7 +3,8 @@
 Public means: in the module's ``__all__``, or, without one, a class or function defined at module level in
 that module whose name has no leading underscore; a module's ``main(argv)`` is documented by its
 ``--help`` instead, and so are Typer commands. A class documents its constructor's parameters in its own
-docstring (numpydoc ``Parameters``, one entry per name; ``a, b`` documents both); a settings section or
+docstring (numpydoc ``Parameters``, one entry per name; ``a, b`` documents both; fields shared by subclasses may be
+documented once on their base); a settings section or
 other pydantic model may instead give each field a ``Field(description=...)``, which is what its JSON schema
 and the README's settings tables show. Exceptions are left out: their arguments are their message.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import typing
+import re
 
 import click
 import pytest
@@ -108,8 +109,13 @@ def _is_cli_command(obj: object) -> bool:
     """A Typer command: its docstring is its --help, its parameters carry their own help."""
     if not inspect.isfunction(obj):
         return False
-    hints = typing.get_type_hints(obj, include_extras=True)
-    return any(isinstance(m, typer.models.ParameterInfo) for h in hints.values() for m in getattr(h, "__metadata__", ()))
+    for param in inspect.signature(obj).parameters.values():
+        hint = param.annotation  # a string under ``from __future__ import annotations``
+        if isinstance(hint, str) and re.search(r"\btyper\.(Option|Argument)\(", hint):
+            return True
+        if any(isinstance(m, typer.models.ParameterInfo) for m in getattr(hint, "__metadata__", ())):
+            return True
+    return False
 
 
 def _objects() -> dict[str, object]:
@@ -156,6 +162,12 @@ def documented(doc: str) -> set[str]:
     return names
 
 
+def _documented_with_bases(obj: object) -> set[str]:
+    """A class's own ``Parameters`` and those of its bases of ours: shared fields are documented once."""
+    classes = obj.__mro__ if inspect.isclass(obj) else (obj,)
+    return {n for c in classes if c.__module__.startswith(OURS) for n in documented(c.__doc__ or "")}
+
+
 def _described_fields(obj: object) -> set[str]:
     fields = getattr(obj, "model_fields", None) or {}
     return {name for name, info in fields.items() if info.description}
@@ -191,7 +203,7 @@ def test_public_api_documents_its_parameters(qualified: str) -> None:
     doc = obj.__doc__ or ""
     assert doc.strip(), f"{qualified} has no docstring: say what it is for and why"
     wanted = _parameters(obj)
-    missing = [n for n in wanted if n not in documented(doc) | _described_fields(obj)]
+    missing = [n for n in wanted if n not in _documented_with_bases(obj) | _described_fields(obj)]
     assert not missing, (
         f"{qualified} does not document {missing}: add them to a numpydoc 'Parameters' section of its "
         "docstring (or a Field(description=...) for a settings field)"
