@@ -73,10 +73,11 @@ def metric(kind: type[Any], name: str, doc: str, labels: Sequence[str] = (), **o
 
     Examples
     --------
+    A name already registered gives the metric already there:
+
     >>> from prometheus_client import Counter
-    >>> from connectors.prometheus import metric
-    >>> first = metric(Counter, "eddyline_docs_example_total", "An example.", ["flow"])
-    >>> first is metric(Counter, "eddyline_docs_example_total", "An example.", ["flow"])
+    >>> from connectors.prometheus import EVENTS_CONSUMED, metric
+    >>> metric(Counter, "eddyline_events_consumed_total", "Events a flow decoded.", ["flow", "topic"]) is EVENTS_CONSUMED
     True
     """
     existing = REGISTRY._names_to_collectors.get(name)
