@@ -199,6 +199,18 @@ class EdgeSettings(Section):
         ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
     inference
         On-device scoring (``[edge.inference]``).
+
+    Examples
+    --------
+    >>> from edge_agent.settings import EdgeSettings
+    >>> settings = EdgeSettings(device_id="pi-7", sources=[{"kind": "simulated", "sensors": 2}, {"kind": "proc"}])
+    >>> [(source.kind, source.name) for source in settings.sources]
+    [('simulated', 'simulated'), ('proc', 'proc')]
+    >>> EdgeSettings(sources=[{"kind": "proc", "name": "a"}, {"kind": "thermal", "name": "a"}])
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for EdgeSettings
+      Value error, two sources are named 'a'; give each [[edge.sources]] a unique name ...
     """
 
     toml_table = "edge"
