@@ -68,7 +68,13 @@ class AlertDispatcher:
 
     @classmethod
     def from_settings(cls, *, on_failure: FailureHandler | None = None) -> AlertDispatcher:
-        """The sinks that are configured (a PagerDuty routing key, a Slack webhook URL); none is fine."""
+        """The sinks that are configured (a PagerDuty routing key, a Slack webhook URL); none is fine.
+
+        Parameters
+        ----------
+        on_failure
+            As for the constructor.
+        """
         sinks: list[AlertSink] = []
         pagerduty = PagerDutySettings()
         if pagerduty.enabled:
@@ -79,12 +85,25 @@ class AlertDispatcher:
         return cls(sinks, on_failure=on_failure)
 
     def write(self, emits: Sequence[Any]) -> None:
+        """Dispatch every emit on the alerts topic; other emits are not alerts and are left alone.
+
+        Parameters
+        ----------
+        emits
+            A flow's emits, as a side sink receives them.
+        """
         for emit in emits:
             if emit.topic == self.topic:
                 self.dispatch(emit.record)
 
     def dispatch(self, alert: Mapping[str, Any]) -> dict[str, str]:
-        """Deliver one alert to every sink; returns each sink's outcome (delivered, failed, invalid, error)."""
+        """Deliver one alert to every sink; returns each sink's outcome (delivered, failed, invalid, error).
+
+        Parameters
+        ----------
+        alert
+            An ``alert`` record.
+        """
         outcomes: dict[str, str] = {}
         for sink in self.sinks:
             try:

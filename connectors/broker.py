@@ -130,7 +130,13 @@ class EmbeddedBroker:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
-        """Start the broker and return once it answers a metadata request."""
+        """Start the broker and return once it answers a metadata request.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for it to answer; on failure the ``BrokerError`` carries the log's tail.
+        """
         if self.running():
             return self
         binary = tansu_binary()
@@ -202,13 +208,26 @@ class EmbeddedBroker:
         raise BrokerError(f"tansu on {self.bootstrap} did not answer Kafka metadata within {timeout:.0f} s")
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the broker's log, for error messages.
+
+        Parameters
+        ----------
+        lines
+            How many lines.
+        """
         if self._log_path is None or not self._log_path.exists():
             return "(no log)"
         text = self._log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:]) or "(empty log)"
 
     def stop(self, timeout: float | None = None) -> None:
-        """SIGTERM, then SIGKILL if it lingers past ``timeout`` (``stop_timeout``); safe to call twice."""
+        """SIGTERM, then SIGKILL if it lingers past ``timeout`` (``stop_timeout``); safe to call twice.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait after SIGTERM; None for the broker's ``stop_timeout``.
+        """
         timeout = self.stop_timeout if timeout is None else timeout
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None

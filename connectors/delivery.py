@@ -45,7 +45,15 @@ class AlertSink(Protocol):
 
     name: str
 
-    def deliver(self, alert: Mapping[str, Any]) -> None: ...
+    def deliver(self, alert: Mapping[str, Any]) -> None:
+        """Deliver one alert change, retrying as the channel allows; ``DeliveryError`` when giving up.
+
+        Parameters
+        ----------
+        alert
+            An ``alert`` record; one no channel could render raises ``ValueError`` (``validate_alert``).
+        """
+        ...
 
     def close(self) -> None: ...
 
@@ -106,6 +114,15 @@ class HttpRetryPolicy:
     sleep: Callable[[float], None] = time.sleep
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt + 1``.
+
+        Parameters
+        ----------
+        attempt
+            Retries made so far (0 before the first).
+        retry_after
+            The receiver's Retry-After, in seconds, if it sent one (capped at a minute).
+        """
         wait = self.backoff * (2**attempt)
         if retry_after is not None:
             wait = max(wait, min(retry_after, MAX_RETRY_AFTER_S))

@@ -80,6 +80,17 @@ class DeadLetterProducer:
         partition: int,
         offset: int,
     ) -> None:
+        """Send one dead letter to ``dlq.<source_topic>``, the bytes unchanged and why in headers.
+
+        Parameters
+        ----------
+        source_topic
+            The logical topic it was read from.
+        value, key
+            The message as it came.
+        reason, error, partition, offset
+            As for ``dlq_headers``.
+        """
         headers = dlq_headers(self.producer.settings.topic(source_topic), reason, error, partition, offset)
         self.producer.produce_raw(dlq_topic(source_topic), value, key, headers)
         self.sent += 1

@@ -203,12 +203,25 @@ class InfluxSink:
     # --- writing ---------------------------------------------------------------------------------
 
     def write(self, measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue], time_ms: int) -> None:
+        """Queue one point.
+
+        Parameters
+        ----------
+        measurement, tags, fields, time_ms
+            As for ``InfluxPoint``.
+        """
         self.write_points([InfluxPoint(measurement, tags, fields, time_ms)])
 
     def write_points(
         self, points: Iterable[InfluxPoint | tuple[str, Mapping[str, str], Mapping[str, FieldValue], int]]
     ) -> None:
-        """Queue points; a malformed one raises ``ValueError`` before any of the batch is queued."""
+        """Queue points; a malformed one raises ``ValueError`` before any of the batch is queued.
+
+        Parameters
+        ----------
+        points
+            ``InfluxPoint``s or (measurement, tags, fields, time_ms) tuples.
+        """
         from influxdb_client import Point, WritePrecision
 
         built = []

@@ -113,7 +113,13 @@ class KafkaSettings(Section):
         return self
 
     def topic(self, logical: str) -> str:
-        """The broker's name for a logical topic such as ``sensor.readings``."""
+        """The broker's name for a logical topic such as ``sensor.readings``.
+
+        Parameters
+        ----------
+        logical
+            The topic without the namespace.
+        """
         return f"{self.namespace}{logical}"
 
 
@@ -334,7 +340,21 @@ class EventProducer:
         self, topic: str, event_type: str, record: dict[str, Any], key: str,
         headers: dict[str, bytes] | None = None,
     ) -> None:
-        """Encode ``record`` as ``event_type`` (raises ``schemas.SchemaError`` if it breaks the schema) and send it."""
+        """Encode ``record`` as ``event_type`` (raises ``schemas.SchemaError`` if it breaks the schema) and send it.
+
+        Parameters
+        ----------
+        topic
+            The logical topic.
+        event_type
+            The schemas event type to encode with.
+        record
+            The event.
+        key
+            The Kafka key (decides the partition).
+        headers
+            Kafka headers to send along.
+        """
         value = self.serde.encode(event_type, record, topic=self.settings.topic(topic))
         self.produce_raw(topic, value, key, headers)
 
@@ -342,6 +362,17 @@ class EventProducer:
         self, topic: str, value: bytes | None, key: bytes | str | None,
         headers: dict[str, bytes] | None = None,
     ) -> None:
+        """Send bytes as they are (dead letters, malformed test input); waits while the local queue is full.
+
+        Parameters
+        ----------
+        topic
+            The logical topic.
+        value, key
+            The message's bytes (a text key is encoded as UTF-8).
+        headers
+            Kafka headers to send along.
+        """
         full = self.settings.topic(topic)
         hdrs = list(headers.items()) if headers else None
         while True:
@@ -365,10 +396,23 @@ class EventProducer:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
     def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery callbacks; returns how many were served.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for one.
+        """
         return self._producer.poll(timeout)
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait for every message to be acknowledged; raise ``DeliveryError`` if any was not."""
+        """Wait for every message to be acknowledged; raise ``DeliveryError`` if any was not.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait; messages still unacknowledged then count as failures.
+        """
         remaining = self._producer.flush(timeout)
         failed, errors = self._unreported, self._errors
         self._unreported, self._errors = 0, []

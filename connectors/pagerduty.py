@@ -159,7 +159,13 @@ class PagerDutySink:
         self.client = events_client(settings)
 
     def deliver(self, alert: Mapping[str, Any]) -> None:
-        """OPENED and UPDATED trigger (PagerDuty folds them into one incident), RESOLVED resolves."""
+        """OPENED and UPDATED trigger (PagerDuty folds them into one incident), RESOLVED resolves.
+
+        Parameters
+        ----------
+        alert
+            An ``alert`` record; its ``alert_key`` is the dedup key.
+        """
         event = pagerduty_event(alert, self._routing_key)
         key = event["dedup_key"]
         if event["event_action"] == "resolve":
@@ -169,7 +175,13 @@ class PagerDutySink:
         self._send(lambda: self.client.send_event("trigger", dedup_key=key, payload=payload, client=client))
 
     def acknowledge(self, alert_key: str) -> None:
-        """Acknowledge the incident of ``alert_key``; alerts carry no acknowledged status, so this is explicit."""
+        """Acknowledge the incident of ``alert_key``; alerts carry no acknowledged status, so this is explicit.
+
+        Parameters
+        ----------
+        alert_key
+            The incident's dedup key.
+        """
         if not alert_key:
             raise ValueError("acknowledge needs an alert_key")
         self._send(lambda: self.client.acknowledge(alert_key))

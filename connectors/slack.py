@@ -126,6 +126,13 @@ class SlackSink:
         )
 
     def deliver(self, alert: Mapping[str, Any]) -> None:
+        """Post one alert change (``slack_message``); an answer other than ``ok`` is a ``DeliveryError``.
+
+        Parameters
+        ----------
+        alert
+            An ``alert`` record.
+        """
         status, text = post_json(self._url, slack_message(alert), self.policy, what="Slack webhook")
         if text.strip() != "ok":
             raise DeliveryError(

@@ -20,16 +20,28 @@ from schemas.errors import UnknownSchemaError
 
 
 class Registry(Protocol):
-    """What ``AvroSerde`` needs of a schema registry: an id to write with, and the schema an id stands for.
+    """What ``AvroSerde`` needs of a schema registry: an id to write with, and the schema an id stands for."""
 
-    ``id_for(topic, version)`` registers (or looks up) the schema under the topic's subject;
-    ``schema_for(schema_id)`` returns the canonical schema text, or raises ``UnknownSchemaError``.
-    """
+    def id_for(self, topic: str, version: SchemaVersion) -> int:
+        """The id to write ``version`` with, registering it under the topic's subject if needed.
 
-    def id_for(self, topic: str, version: SchemaVersion) -> int: ...
+        Parameters
+        ----------
+        topic
+            The full topic name (namespace included); subjects are ``<topic>-value``.
+        version
+            The schema version being written.
+        """
+        ...
 
     def schema_for(self, schema_id: int) -> str:
-        """The canonical schema text registered under an id."""
+        """The canonical schema text registered under an id; ``UnknownSchemaError`` if there is none.
+
+        Parameters
+        ----------
+        schema_id
+            The id from a message's wire-format header.
+        """
         ...
 
 
@@ -68,9 +80,23 @@ class LocalRegistry:
                     raise RuntimeError(f"schema id collision on {sid} for {event_type} v{v.version}")
 
     def id_for(self, topic: str, version: SchemaVersion) -> int:
+        """The id of a shipped schema version: derived from its content, the same everywhere.
+
+        Parameters
+        ----------
+        topic, version
+            As for ``Registry.id_for`` (the topic does not matter here).
+        """
         return local_schema_id(version.canonical)
 
     def schema_for(self, schema_id: int) -> str:
+        """The canonical schema of an id; ``UnknownSchemaError`` for an id no shipped schema has.
+
+        Parameters
+        ----------
+        schema_id
+            As for ``Registry.schema_for``.
+        """
         try:
             return self._by_id[schema_id]
         except KeyError:
@@ -126,6 +152,13 @@ class ConfluentRegistry:
             ) from None
 
     def id_for(self, topic: str, version: SchemaVersion) -> int:
+        """Register the schema under ``<topic>-value`` (or find it registered) and return its id, cached.
+
+        Parameters
+        ----------
+        topic, version
+            As for ``Registry.id_for``.
+        """
         key = (topic, version.canonical)
         with self._lock:
             if key in self._ids:
@@ -138,6 +171,13 @@ class ConfluentRegistry:
         return answer["id"]
 
     def schema_for(self, schema_id: int) -> str:
+        """The schema registered under an id, asked of the registry once and cached.
+
+        Parameters
+        ----------
+        schema_id
+            As for ``Registry.schema_for``.
+        """
         with self._lock:
             if schema_id in self._schemas:
                 return self._schemas[schema_id]

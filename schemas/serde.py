@@ -51,6 +51,21 @@ class AvroSerde:
         self._resolution: dict[tuple[int, str], tuple[Any, Any]] = {}
 
     def encode(self, event_type: str, record: dict[str, Any], *, topic: str = "", check: bool = True) -> bytes:
+        """Encode a record with the latest schema of its event type, framed with the schema's id.
+
+        A record that does not fit the schema, or breaks a rule, raises ``ValidationError`` naming the field.
+
+        Parameters
+        ----------
+        event_type
+            The schemas event type (``schemas.SENSOR_BATCH``, ...).
+        record
+            The event.
+        topic
+            The full topic it is for; a Confluent registry registers the schema under ``<topic>-value``.
+        check
+            Also check the event type's rules (``schemas.validation``), not only its Avro types.
+        """
         version = catalog.latest(event_type)
         buf = io.BytesIO()
         try:
@@ -73,7 +88,17 @@ class AvroSerde:
         return f"{type(exc).__name__}: {exc}"
 
     def decode(self, data: bytes, event_type: str, *, check: bool = True) -> dict[str, Any]:
-        """Decode one message; raises a ``SchemaError`` subclass whose ``reason`` suits a DLQ header."""
+        """Decode one message; raises a ``SchemaError`` subclass whose ``reason`` suits a DLQ header.
+
+        Parameters
+        ----------
+        data
+            The message value, Confluent-framed.
+        event_type
+            The event type the topic carries; the writer's schema is resolved against its latest version.
+        check
+            Also check the event type's rules.
+        """
         try:
             schema_id, body = wire.unframe(data)
             writer, reader = self._schemas(schema_id, event_type)

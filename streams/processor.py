@@ -68,7 +68,14 @@ class Processor(Checkpointed, ABC):
 
     @abstractmethod
     def process(self, events: Sequence[Event]) -> list[Emit]:
-        """Handle events of this key, in order, and return what to emit."""
+        """Handle events of this key, in order, and return what to emit.
+
+        Parameters
+        ----------
+        events
+            Decoded events of this processor's key, in the order they were read; after a crash the events
+            since the last checkpoint come again and must give the same emits.
+        """
 
 
 SINK_ONLY = "sink."  # emits on topics with this prefix feed side sinks and are never written to Kafka
@@ -78,7 +85,15 @@ SINK_ONLY = "sink."  # emits on topics with this prefix feed side sinks and are 
 class Sink(Protocol):
     """A side effect fed by a flow's emits (alert delivery, metrics); must tolerate redelivery."""
 
-    def write(self, emits: Sequence[Emit]) -> None: ...
+    def write(self, emits: Sequence[Emit]) -> None:
+        """Take a batch of the flow's emits (all of them: a sink picks the topics it cares about).
+
+        Parameters
+        ----------
+        emits
+            The emits of one batch, in order; after a crash some may come again.
+        """
+        ...
 
     def close(self) -> None: ...
 

@@ -27,7 +27,14 @@ class StreamDriftDetector(Checkpointed, ABC):
 
     @abstractmethod
     def update(self, values: np.ndarray) -> np.ndarray:
-        """Feed values in order; return int64 indices into ``values`` where a drift was detected."""
+        """Feed values in order; return int64 indices into ``values`` where a drift was detected.
+
+        Parameters
+        ----------
+        values
+            The next values of the series (a model's 0/1 errors, a metric); any batch size gives the same
+            detections.
+        """
 
     @property
     @abstractmethod

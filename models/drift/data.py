@@ -134,6 +134,13 @@ class FeatureDriftMonitor:
                 "psi_threshold": self.psi_threshold, "p_threshold": self.p_threshold, "bins": self.bins}
 
     def update(self, values: np.ndarray) -> None:
+        """Add values: the first ``reference_size`` fill the reference, the rest slide through the window.
+
+        Parameters
+        ----------
+        values
+            The next values of the feature, in order.
+        """
         values = np.asarray(values, dtype=np.float64)
         need = self.reference_size - len(self._reference)
         if need > 0:

@@ -63,9 +63,22 @@ class SentimentModel(ABC):
 
     @abstractmethod
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, 3) probabilities in LABELS order."""
+        """(n, 3) probabilities in LABELS order (negative, neutral, positive).
+
+        Parameters
+        ----------
+        texts
+            The texts, in any number: backends batch them themselves.
+        """
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """A ``Prediction`` per text: the likeliest label, and P(positive) - P(negative) as the score.
+
+        Parameters
+        ----------
+        texts
+            As for ``probabilities``.
+        """
         if not texts:
             return []
         p = self.probabilities(list(texts))
@@ -239,6 +252,13 @@ class VaderSentiment(SentimentModel):
         self.analyzer = SentimentIntensityAnalyzer()
 
     def compound(self, texts: Sequence[str]) -> np.ndarray:
+        """VADER's compound score per text, from -1 to 1.
+
+        Parameters
+        ----------
+        texts
+            As for ``probabilities``.
+        """
         return np.array([self.analyzer.polarity_scores(t)["compound"] for t in texts])
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:

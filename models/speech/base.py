@@ -39,6 +39,15 @@ class Transcriber(ABC):
     name: str = "transcriber"
 
     def transcribe(self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[Segment]:
+        """The segments of speech in the audio, times from its start.
+
+        Parameters
+        ----------
+        audio
+            Mono samples: PCM16 bytes, an int16 or a float array.
+        sample_rate
+            Their rate; other rates than 16 kHz are resampled here.
+        """
         samples = to_float32(audio)
         if sample_rate != SAMPLE_RATE:
             samples = resample(samples, sample_rate, SAMPLE_RATE)
@@ -47,6 +56,13 @@ class Transcriber(ABC):
         return self._transcribe(samples)
 
     def text(self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+        """The transcript as one line of text.
+
+        Parameters
+        ----------
+        audio, sample_rate
+            As for ``transcribe``.
+        """
         return " ".join(s.text for s in self.transcribe(audio, sample_rate)).strip()
 
     @abstractmethod

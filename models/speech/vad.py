@@ -116,6 +116,13 @@ class EnergyVAD:
         self._silence_run = 0
 
     def feed(self, audio: bytes | np.ndarray) -> list[Utterance]:
+        """The utterances that ended inside this chunk; the rest waits for the next chunk (or ``flush``).
+
+        Parameters
+        ----------
+        audio
+            The next chunk, of any length: PCM16 bytes, an int16 or a float array, at ``sample_rate``.
+        """
         x = to_float32(audio)
         if self._rest.size:
             x = np.concatenate([self._rest, x])

@@ -50,7 +50,19 @@ class Recommender(Protocol):
     model_name: str
     version: str
 
-    def top_k(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]: ...
+    def top_k(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
+        """(item, score) pairs for a user, best first.
+
+        Parameters
+        ----------
+        user
+            Who the recommendations are for.
+        k
+            How many.
+        exclude_seen
+            Leave out the items the user was already shown.
+        """
+        ...
 
 
 LIVE: dict[str, Recommender] = {}  # model name -> the live processor serving it in this process

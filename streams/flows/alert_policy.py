@@ -110,7 +110,18 @@ class AlertPolicy:
         return "WARNING"
 
     def update(self, scores: np.ndarray, timestamps: np.ndarray, origin: str) -> list[Transition]:
-        """Feed a batch of scores; ``origin`` identifies the batch (its event id) for incident keys."""
+        """Feed a batch of scores; ``origin`` identifies the batch (its event id) for incident keys.
+
+        Parameters
+        ----------
+        scores
+            The series' anomaly scores, in order.
+        timestamps
+            Their event times, ms.
+        origin
+            The input's identity; an incident's key derives from it and the reading's index, so a replay
+            opens the same incident.
+        """
         cfg = self.config
         out: list[Transition] = []
         start = max(0, min(len(scores), cfg.warmup - self.seen))  # readings still inside the warm-up

@@ -93,6 +93,13 @@ class AudioFlowConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AudioFlowConfig:
+        """The config back from ``to_dict()`` (as processors receive it).
+
+        Parameters
+        ----------
+        d
+            What ``to_dict()`` returned.
+        """
         return cls(**{**d, "policy": SentimentPolicy(**d["policy"]), "vad": VADConfig(**d["vad"])})
 
 
@@ -120,6 +127,13 @@ class SentimentTracker:
         self.last_segment = -1
 
     def process(self, transcripts: Sequence[dict[str, Any]]) -> list[Emit]:
+        """Score new segments and return their sentiment events and any alert transitions.
+
+        Parameters
+        ----------
+        transcripts
+            ``transcript`` records of this conversation, in segment order.
+        """
         fresh = [t for t in transcripts if t["segment"] > self.last_segment]  # redelivered segments: already done
         if not fresh:
             return []

@@ -156,7 +156,13 @@ class ClickProcessor(Processor):
 
     def top_k(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         """The live model's recommendations for a user over every item it knows, without those the
-        user has already been shown (or rated) unless ``exclude_seen`` is false."""
+        user has already been shown (or rated) unless ``exclude_seen`` is false.
+
+        Parameters
+        ----------
+        user, k, exclude_seen
+            As for ``streams.apps.recommend.Recommender.top_k``.
+        """
         model = self.model  # one model for the whole answer, even if a promotion swaps it meanwhile
         seen = self.shown.get(user, {}) if exclude_seen else {}
         items = [i for i in list(model.items.n) if i not in seen]

@@ -91,7 +91,19 @@ class SensorProducer:
         stop: threading.Event | None = None,
         on_progress: Callable[[ProduceStats], None] | None = None,
     ) -> ProduceStats:
-        """Produce until ``count`` messages, ``duration`` seconds or ``stop``; all malformed ones get sent."""
+        """Produce until ``count`` messages, ``duration`` seconds or ``stop``; all malformed ones get sent.
+
+        Parameters
+        ----------
+        count
+            Messages to produce.
+        duration
+            Seconds to produce for.
+        stop
+            Set it to stop from another thread.
+        on_progress
+            Called about four times a second with the stats so far.
+        """
         create_topics(self.settings, [TOPIC, dlq_topic(TOPIC)])
         per_msg = self.sim.readings_per_batch
         planned = count or (int(duration * self.rate / per_msg) if duration and self.rate > 0 else None)
@@ -129,6 +141,13 @@ class SensorProducer:
         self.stats.bad += 1
 
     def write_truth(self, path: Path) -> None:
+        """Write the anomalies injected so far as JSON (a list of ``InjectedAnomaly`` fields).
+
+        Parameters
+        ----------
+        path
+            The file to write.
+        """
         path.write_text(json.dumps([asdict(a) for a in self.sim.injected], indent=1))
 
 

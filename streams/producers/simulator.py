@@ -128,6 +128,13 @@ class SensorSimulator:
         return self.readings_per_message * len(SENSORS)
 
     def batch(self, device: _Device) -> dict:
+        """The next ``sensor_batch`` record of one device (iterate the simulator to go round all of them).
+
+        Parameters
+        ----------
+        device
+            One of ``devices``.
+        """
         n = self.readings_per_message
         idx = np.arange(device.t, device.t + n)
         stamps = self.start_ms + idx * self.interval_ms

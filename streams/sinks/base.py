@@ -40,10 +40,23 @@ class MetricsSink:
         return cls(InfluxSink(settings) if settings.enabled else None)
 
     def points(self, emit: Emit) -> list[Point]:
-        """The InfluxDB points of one emit of this flow (metrics are updated here too); none by default."""
+        """The InfluxDB points of one emit of this flow (metrics are updated here too); none by default.
+
+        Parameters
+        ----------
+        emit
+            One of the flow's emits; a sink ignores the topics that are not its own.
+        """
         return []
 
     def write(self, emits: Sequence[Emit]) -> None:
+        """Count and write the batch's alerts, turn the other emits into points, and queue the points.
+
+        Parameters
+        ----------
+        emits
+            A batch of the flow's emits.
+        """
         points: list[Point] = []
         for e in emits:
             if e.topic == "alerts":

@@ -1,12 +1,13 @@
 """The public API documents its parameters, river style, and every CLI command and option has help.
 
 Public means: in the module's ``__all__``, or, without one, a class or function defined at module level in
-that module whose name has no leading underscore; a module's ``main(argv)`` is documented by its
-``--help`` instead, and so are Typer commands. A class documents its constructor's parameters in its own
-docstring (numpydoc ``Parameters``, one entry per name; ``a, b`` documents both; fields shared by subclasses may be
-documented once on their base); a settings section or
-other pydantic model may instead give each field a ``Field(description=...)``, which is what its JSON schema
-and the README's settings tables show. Exceptions are left out: their arguments are their message.
+that module whose name has no leading underscore, and the methods of those classes that take parameters
+(an override is documented by the method it overrides). A module's ``main(argv)`` and the Typer commands
+are documented by their ``--help`` instead. A class documents its constructor's parameters in its own
+docstring (numpydoc ``Parameters``, one entry per name; ``a, b`` documents both; fields shared by
+subclasses may be documented once on their base); a settings section or other pydantic model may instead
+give a field a ``Field(description=...)``, which is what its JSON schema shows. Exceptions are left out:
+their arguments are their message.
 """
 
 from __future__ import annotations
@@ -118,15 +119,34 @@ def _is_cli_command(obj: object) -> bool:
     return False
 
 
+# Stateful objects keep models.checkpoint.Checkpointed's contract, inheriting it or by name; it documents them.
+CHECKPOINT_CONTRACT = ("snapshot", "restore", "params")
+
+
+def _methods(cls: type) -> list[tuple[str, object]]:
+    """Public methods a class defines that take parameters, overrides left out: the base documents those."""
+    found = []
+    for name, attr in vars(cls).items():
+        fn = attr.__func__ if isinstance(attr, staticmethod | classmethod) else attr
+        if name.startswith("_") or not inspect.isfunction(fn) or _is_cli_command(fn):
+            continue
+        if any(name in vars(base) for base in cls.__mro__[1:]) or name in CHECKPOINT_CONTRACT:
+            continue
+        if _parameters(fn):
+            found.append((f"{cls.__module__}.{cls.__qualname__}.{name}", fn))
+    return found
+
+
 def _objects() -> dict[str, object]:
     seen: dict[str, object] = {}
     for module_name in MODULES:
         for qualified, obj in _public(module_name):
             seen.setdefault(qualified, obj)
+            if inspect.isclass(obj):
+                for method_name, method in _methods(obj):
+                    seen.setdefault(method_name, method)
     return seen
 
-
-OBJECTS = _objects()
 
 
 def _parameters(obj: object) -> list[str]:
@@ -171,6 +191,9 @@ def _documented_with_bases(obj: object) -> set[str]:
 def _described_fields(obj: object) -> set[str]:
     fields = getattr(obj, "model_fields", None) or {}
     return {name for name, info in fields.items() if info.description}
+
+
+OBJECTS = _objects()
 
 
 def test_the_checker_reads_numpydoc_sections() -> None:
