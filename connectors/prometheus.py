@@ -77,7 +77,8 @@ def metric(kind: type[Any], name: str, doc: str, labels: Sequence[str] = (), **o
 
     >>> from prometheus_client import Counter
     >>> from connectors.prometheus import EVENTS_CONSUMED, metric
-    >>> metric(Counter, "eddyline_events_consumed_total", "Events a flow decoded.", ["flow", "topic"]) is EVENTS_CONSUMED
+    >>> again = metric(Counter, "eddyline_events_consumed_total", "Events a flow decoded.", ["flow", "topic"])
+    >>> again is EVENTS_CONSUMED
     True
     """
     existing = REGISTRY._names_to_collectors.get(name)

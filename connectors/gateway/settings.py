@@ -11,7 +11,7 @@ MIN_TOKEN_CHARS = 16
 
 
 class GatewaySettings(Section):
-    """``[gateway]`` / ``EDDYLINE_GATEWAY_*``. Tokens are named so that every accepted event records which client sent it.
+    """``[gateway]`` / ``EDDYLINE_GATEWAY_*``; tokens are named so that every accepted event records its client.
 
     In TOML: ``tokens = { edge-fleet = "…", web = "…" }``; in the environment:
     ``EDDYLINE_GATEWAY_TOKENS='{"edge-fleet": "…"}'``. Tokens shorter than 16 characters are refused.

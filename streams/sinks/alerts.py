@@ -24,9 +24,10 @@ def alert_point(record: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, 
     Examples
     --------
     >>> from streams.sinks.alerts import alert_point
-    >>> alert_point({"source": "sensor-anomaly", "status": "OPENED", "severity": "ERROR", "entity": "d/t",
-    ...              "value": 42.0, "event_time": 1000})
-    ('alerts', {'source': 'sensor-anomaly', 'status': 'OPENED', 'severity': 'ERROR', 'entity': 'd/t'}, {'value': 42.0, 'count': 1}, 1000)
+    >>> measurement, tags, fields, time_ms = alert_point({"source": "sensor-anomaly", "status": "OPENED",
+    ...     "severity": "ERROR", "entity": "d/t", "value": 42.0, "event_time": 1000})
+    >>> measurement, tags["status"], fields, time_ms
+    ('alerts', 'OPENED', {'value': 42.0, 'count': 1}, 1000)
     """
     tags = {k: str(record[k]) for k in ALERT_TAGS}
     value = record.get("value")

@@ -40,7 +40,8 @@ def series_metrics(device_id: str, sensor: str, values: list[float], stamps: lis
     --------
     >>> import numpy as np
     >>> from streams.sinks.sensor import series_metrics
-    >>> emit = series_metrics("d-1", "temperature", [20.0, 21.0, 35.0], [1000, 2000, 3000], np.array([0.1, 0.2, 0.97]), 0.9)
+    >>> scores = np.array([0.1, 0.2, 0.97])
+    >>> emit = series_metrics("d-1", "temperature", [20.0, 21.0, 35.0], [1000, 2000, 3000], scores, threshold=0.9)
     >>> emit.topic, emit.record["time_ms"], emit.record["value_max"], emit.record["anomalous"]
     ('sink.sensor_metrics', 3000, 35.0, 1)
     """

@@ -101,7 +101,7 @@ def _public(module_name: str) -> list[tuple[str, object]]:
         if inspect.isclass(obj) and issubclass(obj, BaseException):
             continue
         if obj.__module__.startswith(NOT_OURS) or name == "main" or _is_cli_command(obj):
-            continue  # a command's parameters are documented by its --help (test_every_cli_command_...)
+            continue  # main(argv) and commands are documented by their --help (test_every_cli_command_...)
         found.append((f"{obj.__module__}.{obj.__qualname__}", obj))
     return found
 
@@ -146,7 +146,6 @@ def _objects() -> dict[str, object]:
                 for method_name, method in _methods(obj):
                     seen.setdefault(method_name, method)
     return seen
-
 
 
 def _parameters(obj: object) -> list[str]:
