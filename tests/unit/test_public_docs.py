@@ -80,6 +80,8 @@ MODULES = (
     "streams.producers.sensors",
     "streams.producers.clicks",
     "edge_agent.settings",
+    "edge_agent.sources.base",
+    "edge_agent.sources.plugins",
 )
 OURS = ("streams", "models", "schemas", "connectors", "edge_agent")
 NOT_OURS = ("models.anomaly", "streams.apps.live", "connectors.gateway.app", "connectors.gateway.records")
