@@ -50,6 +50,7 @@ MODULES = (
     "models.drift.ensemble",
     "models.drift.factory",
     "models.drift.river_detectors",
+    "models.metrics",
     "models.online.clicks",
     "models.registry.store",
     "models.sentiment.model",
