@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING
 
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.lag import start_monitor
 from streams.engines.output import DeadLetter, FlowOutput, Message
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 
@@ -95,9 +96,14 @@ class _SideSink(DynamicSink):
         return _SidePartition(self.factory())
 
 
-def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500) -> Dataflow:
-    """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write."""
-    output = FlowOutput(spec, settings)
+def build_dataflow(
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None
+) -> Dataflow:
+    """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
+
+    ``output``: the decode/encode path to use (its ``positions`` feed the lag monitor); a new one by default.
+    """
+    output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
     source_config = {k: v for k, v in consumer_config(settings, "unused").items() if k in _SOURCE_KEYS}
     source = KafkaSource(
@@ -146,8 +152,12 @@ def run(
     epoch_interval: timedelta = timedelta(seconds=2),
     workers: int = 1,
     batch_size: int = 500,
+    lag_interval_s: float | None = 5.0,
 ) -> None:
-    """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch."""
+    """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
+
+    A lag monitor reports the flow's consumer lag every ``lag_interval_s`` seconds (None: no monitor).
+    """
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 
@@ -158,5 +168,11 @@ def run(
         if not any(state_dir.glob("part-*.sqlite3")):
             init_db_dir(state_dir, 1)
         recovery = RecoveryConfig(state_dir)
-    flow = build_dataflow(spec, settings, batch_size=batch_size)
-    cli_main(flow, workers_per_process=workers, epoch_interval=epoch_interval, recovery_config=recovery)
+    output = FlowOutput(spec, settings)
+    flow = build_dataflow(spec, settings, batch_size=batch_size, output=output)
+    monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
+    try:
+        cli_main(flow, workers_per_process=workers, epoch_interval=epoch_interval, recovery_config=recovery)
+    finally:
+        if monitor is not None:
+            monitor.stop()
