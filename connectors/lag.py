@@ -146,9 +146,21 @@ class LagReader:
 
     def lag(self, group: str, topics: Iterable[str]) -> list[PartitionLag]:
         """The group's lag on every partition of ``topics`` (full names) the broker answered for."""
-        committed = self.committed(group, self.partitions(topics))
-        marks = self.watermarks(committed)
-        return [PartitionLag(t, p, committed[(t, p)], *marks[(t, p)]) for t, p in committed if (t, p) in marks]
+        return self.lags({group: topics})[group]
+
+    def lags(self, groups: Mapping[str, Iterable[str]]) -> dict[str, list[PartitionLag]]:
+        """Several groups' lag (group -> its topics), with one fetch per partition for all of them."""
+        committed = {g: self.committed(g, self.partitions(topics)) for g, topics in groups.items()}
+        starts: dict[Partition, int | None] = {}
+        for offsets in committed.values():
+            for key, offset in offsets.items():
+                known = starts.get(key, offset)
+                starts[key] = None if offset is None or known is None else min(offset, known)
+        marks = self.watermarks(starts)
+        return {
+            g: [PartitionLag(t, p, c, *marks[(t, p)]) for (t, p), c in offsets.items() if (t, p) in marks]
+            for g, offsets in committed.items()
+        }
 
     def close(self) -> None:
         self._consumer.close()
