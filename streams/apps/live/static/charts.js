@@ -7,12 +7,14 @@ const axisStyle = { stroke: "#8a98a8", grid: { stroke: "#222c36", width: 1 }, ti
 const utc = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
 const clock = (u, splits) => splits.map((s) => new Date(s * 1e3).toISOString().slice(11, 19));
 const timeAxis = { ...axisStyle, values: clock, space: 80 };
-// at least a minute across, so that a first sample is not stretched over years (uPlot passes no min for one point)
-const recent = (u) => {
+// a time range at least `seconds` across, ending at the last point, so that a first sample is not stretched
+// over years (uPlot passes no min for one point) nor a few close ones labelled with one second many times
+const atLeast = (seconds) => (u) => {
   const xs = u.data[0];
   const hi = xs[xs.length - 1];
-  return [Math.min(xs[0], hi - 60), hi + 1];
+  return [Math.min(xs[0], hi - seconds), hi + 1];
 };
+const recent = atLeast(60);
 
 function plotSize(el, height) {
   return { width: Math.max(300, el.clientWidth), height };
@@ -98,7 +100,7 @@ const charts = {
   })),
   call: new Chart("chart-call", 200, () => ({
     series: [{}, line("segment score", 0, { width: 0, points: { show: true, size: 8, fill: palette[0] } }), line("rolling", 1, { width: 2 })],
-    scales: { x: { time: true }, y: { range: [-1, 1] } },
+    scales: { x: { time: true, range: atLeast(10) }, y: { range: [-1, 1] } },
     axes: [timeAxis, axisStyle],
   })),
 };
