@@ -153,7 +153,7 @@ def run_flow(
 
             folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
-                        batch_size=runtime.batch_size)
+                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s)
         else:
             from streams.engines.bytewax import run
 

@@ -159,7 +159,6 @@ def run(
     A lag monitor reports the flow's consumer lag every ``lag_interval_s`` seconds (None: no monitor).
     """
     from bytewax.recovery import RecoveryConfig, init_db_dir
-    from bytewax.run import cli_main
 
     ensure_topics(spec, settings)
     recovery = None
@@ -168,11 +167,22 @@ def run(
         if not any(state_dir.glob("part-*.sqlite3")):
             init_db_dir(state_dir, 1)
         recovery = RecoveryConfig(state_dir)
+    run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, workers_per_process=workers,
+                 epoch_interval=epoch_interval, recovery_config=recovery)
+
+
+def run_dataflow(
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None, **cli_options: Any
+) -> None:
+    """Run the flow's dataflow in this process (``cli_options`` go to Bytewax's ``cli_main``) beside a lag
+    monitor that commits the positions this process consumed, so the flow's group shows how far it got."""
+    from bytewax.run import cli_main
+
     output = FlowOutput(spec, settings)
     flow = build_dataflow(spec, settings, batch_size=batch_size, output=output)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
     try:
-        cli_main(flow, workers_per_process=workers, epoch_interval=epoch_interval, recovery_config=recovery)
+        cli_main(flow, **cli_options)
     finally:
         if monitor is not None:
             monitor.stop()

@@ -78,3 +78,32 @@ def test_a_flow_process_reports_zero_lag_once_it_took_everything(kafka_settings:
         assert all(p.lag == 0 and p.committed == p.high for p in lags)
     finally:
         stop(proc)
+
+
+def test_a_bytewax_cluster_commits_every_partition_from_the_process_that_reads_it(
+    kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    publish(kafka_settings, list(itertools.islice(SensorSimulator(devices=6, readings_per_message=20, seed=5),
+                                                  MESSAGES)))
+    env = flow_env(kafka_settings) | {"EDDYLINE_RUNTIME_LAG_INTERVAL_S": "0.5"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from streams.cli import main; main()", "run", "anomaly", "--workers", "2",
+         "--state-dir", str(tmp_path / "state")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    group = consumer_group("sensor-anomaly", "bytewax", kafka_settings)
+    reader = LagReader(kafka_settings)
+    lags: list = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            lags = reader.lag(group, [kafka_settings.topic("sensor.readings")])
+            if sum(p.committed or 0 for p in lags) == MESSAGES:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the cluster's group never committed all {MESSAGES} messages: {lags}\n{stop(proc)}")
+        assert all(p.lag == 0 for p in lags) and len(lags) == kafka_settings.partitions
+    finally:
+        reader.close()
+        stop(proc)
