@@ -327,6 +327,8 @@ def test_a_client_picks_its_charts_over_the_websocket_and_is_told_what_a_bad_pic
         while "error" not in answer:  # a push may come first
             answer = json.loads(ws.recv(timeout=10))
         assert "JSON object" in answer["error"]
+        ws.send(json.dumps({"device": ["not", "a", "name"], "call": 3}))  # the latest device and call instead
+        assert json.loads(ws.recv(timeout=10))["device_chart"] is not None
         ws.send(json.dumps({"device": "device-000", "sensor": "vibration"}))
         view = json.loads(ws.recv(timeout=10))
         while "error" in view or view["device_chart"]["sensor"] != "vibration":

@@ -300,7 +300,8 @@ class LivePage:
             async for raw in ws:  # a chart selection: answered with a view showing it
                 try:
                     asked = json.loads(raw)
-                    selection = {k: asked.get(k) for k in ("device", "sensor", "call")}
+                    picked = {k: asked.get(k) for k in ("device", "sensor", "call")}
+                    selection = {k: v if isinstance(v, str) else None for k, v in picked.items()}
                 except (ValueError, AttributeError):
                     await ws.send(json.dumps({"error": 'send {"device", "sensor", "call"} as a JSON object'}))
                     continue
