@@ -52,7 +52,7 @@ def test_a_flow_process_reports_zero_lag_once_it_took_everything(kafka_settings:
     port = free_port()
     env = flow_env(kafka_settings) | {"EDDYLINE_RUNTIME_LAG_INTERVAL_S": "0.5"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from streams.cli import main; main()", "run", "anomaly", "--engine", engine, "--metrics-port", str(port),
+        [sys.executable, "-m", "streams.cli", "run", "anomaly", "--engine", engine, "--metrics-port", str(port),
          "--state-dir", str(tmp_path / "state")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -87,7 +87,7 @@ def test_a_bytewax_cluster_commits_every_partition_from_the_process_that_reads_i
                                                   MESSAGES)))
     env = flow_env(kafka_settings) | {"EDDYLINE_RUNTIME_LAG_INTERVAL_S": "0.5"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from streams.cli import main; main()", "run", "anomaly", "--workers", "2",
+        [sys.executable, "-m", "streams.cli", "run", "anomaly", "--workers", "2",
          "--state-dir", str(tmp_path / "state")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
