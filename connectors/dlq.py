@@ -53,8 +53,11 @@ class DeadLetterProducer:
         error: str,
         partition: int,
         offset: int,
+        origin: str | None = None,
     ) -> None:
-        headers = dlq_headers(self.producer.settings.topic(source_topic), reason, error, partition, offset)
+        """``origin`` names where the input came from when that is not the Kafka topic (an MQTT topic)."""
+        where = origin if origin is not None else self.producer.settings.topic(source_topic)
+        headers = dlq_headers(where, reason, error, partition, offset)
         self.producer.produce_raw(dlq_topic(source_topic), value, key, headers)
         self.sent += 1
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
