@@ -16,6 +16,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -74,6 +75,7 @@ class MqttBridge:
         self.windows = self._new_windows()
         self._batching_for = 0
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
         self._inbox: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self._connection = 0
         self._lock = threading.Lock()
@@ -108,6 +110,7 @@ class MqttBridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = lambda *_: self.subscribed.set()
         return client
 
     # -- paho's thread ---------------------------------------------------------------------------------
@@ -133,8 +136,11 @@ class MqttBridge:
         self._inbox.put((self._connection, message))
 
     # -- the bridge's thread ---------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> BridgeStats:
-        """Connect, bridge until ``stop`` is set, then send what is open, acknowledge and disconnect."""
+    def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> BridgeStats:
+        """Connect, bridge until ``stop`` is set, then send what is open, acknowledge and disconnect.
+
+        ``on_ready`` is called once, when the broker confirmed the first subscription.
+        """
         create_topics(self.kafka, [TOPIC, dlq_topic(DLQ_SOURCE)])
         producer = EventProducer(self.kafka)
         dead = DeadLetterProducer(producer)
@@ -153,6 +159,9 @@ class MqttBridge:
         try:
             while not stop.is_set():
                 self._step(producer, dead, time.monotonic(), force=False)
+                if on_ready is not None and self.subscribed.is_set():
+                    on_ready()
+                    on_ready = None
             self._step(producer, dead, time.monotonic(), force=True)
         finally:
             self._client.disconnect()
@@ -240,12 +249,11 @@ def command(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     bridge = MqttBridge(settings, kafka)
-    typer.echo(
-        f"bridging mqtt://{settings.host}:{settings.port} ({', '.join(s.topic for s in settings.subscriptions)}) "
-        f"to {kafka.topic(TOPIC)} on {kafka.bootstrap_servers}; Ctrl-C stops it",
-        err=True,
-    )
-    stats = bridge.run(stop)
+    where = f"mqtt://{settings.host}:{settings.port}"
+    typer.echo(f"connecting to {where} as {settings.client_id!r}", err=True)
+    stats = bridge.run(stop, on_ready=lambda: typer.echo(
+        f"subscribed to {', '.join(s.topic for s in settings.subscriptions)} on {where}; bridging to "
+        f"{kafka.topic(TOPIC)} on {kafka.bootstrap_servers} (Ctrl-C stops it)", err=True))
     typer.echo(
         f"stopped: {stats.received} messages, {stats.readings} readings in {stats.batches} batches, "
         f"{stats.dead_letters} dead letters",

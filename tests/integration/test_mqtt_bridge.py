@@ -65,8 +65,7 @@ def bridge_thread(settings: MqttSettings, kafka: KafkaSettings) -> Iterator[Mqtt
     thread = threading.Thread(target=bridge.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        assert bridge.connected.wait(20), "the bridge did not connect to Mosquitto"
-        time.sleep(0.3)  # the subscription is sent right after CONNACK
+        assert bridge.subscribed.wait(20), "the bridge did not subscribe on Mosquitto"
         yield bridge
     finally:
         stop.set()
@@ -150,6 +149,13 @@ def test_mqtt_311_over_tls_with_a_password(mosquitto_tls: Mosquitto, tls_files: 
 BRIDGE = "from streams.cli import app; app()"
 
 
+def wait_for_line(log: Path, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, f"{text!r} not in {log}: {log.read_text()[-2000:]}"
+        time.sleep(0.1)
+
+
 def _start_bridge(config: Path, kafka: KafkaSettings, log: Path) -> subprocess.Popen:
     env = {**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
            "EDDYLINE_KAFKA_NAMESPACE": kafka.namespace}
@@ -172,7 +178,7 @@ def test_sigkill_mid_stream_loses_nothing(mosquitto: Mosquitto, kafka_settings: 
     proc = _start_bridge(config, kafka_settings, log)
     publisher = threading.Thread(target=publish, args=(mosquitto, messages), kwargs={"rate": 1000}, daemon=True)
     try:
-        time.sleep(2.0)  # connected and subscribed (the session then keeps messages for it)
+        wait_for_line(log, "subscribed")  # from now on the session keeps messages for the bridge
         publisher.start()
         deadline = time.monotonic() + 60
         while len(read_topic(kafka_settings, "sensor.readings", idle=0.3)) < 20 and time.monotonic() < deadline:
@@ -229,8 +235,7 @@ def test_a_crash_between_delivery_and_ack_sends_the_same_batches_again(
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    assert crashing.connected.wait(20)
-    time.sleep(0.3)
+    assert crashing.subscribed.wait(20)
     publish(mosquitto, messages)
     thread.join(30)
     assert errors, "the bridge never reached an acknowledgement"
