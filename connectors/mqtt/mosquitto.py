@@ -51,6 +51,7 @@ class Mosquitto:
         inflight: int = 1000, folder: Path | None = None,
     ) -> None:
         self.folder = Path(folder or tempfile.mkdtemp(prefix="eddyline-mosquitto-"))
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.users = users or {}
         self.tls = tls
         self.inflight = inflight
