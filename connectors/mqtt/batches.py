@@ -125,9 +125,11 @@ class DeviceWindows:
         series = []
         digest = hashlib.blake2b(digest_size=16)
         for (sensor, unit), (ts, vs) in sorted(win.series.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-            order = sorted(range(len(ts)), key=ts.__getitem__)
-            ts_sorted = [ts[i] for i in order]
-            vs_sorted = [vs[i] for i in order]
+            if ts == sorted(ts):
+                ts_sorted, vs_sorted = ts, vs
+            else:
+                order = sorted(range(len(ts)), key=ts.__getitem__)
+                ts_sorted, vs_sorted = [ts[i] for i in order], [vs[i] for i in order]
             digest.update(sensor.encode() + b"\x1f" + struct.pack(f"<{len(ts)}q{len(vs)}d", *ts_sorted, *vs_sorted))
             series.append({"sensor": sensor, "unit": unit, "timestamps": ts_sorted, "values": vs_sorted})
         record = {

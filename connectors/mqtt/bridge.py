@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from connectors.dlq import DeadLetterProducer
-from connectors.kafka import EventProducer, KafkaSettings, create_topics
+from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, create_topics
 from connectors.mqtt.batches import Batch, DeviceWindows
 from connectors.mqtt.mapping import MappingError, Subscription
 from connectors.mqtt.settings import MqttSettings
@@ -251,9 +251,15 @@ def command(
     bridge = MqttBridge(settings, kafka)
     where = f"mqtt://{settings.host}:{settings.port}"
     typer.echo(f"connecting to {where} as {settings.client_id!r}", err=True)
-    stats = bridge.run(stop, on_ready=lambda: typer.echo(
-        f"subscribed to {', '.join(s.topic for s in settings.subscriptions)} on {where}; bridging to "
-        f"{kafka.topic(TOPIC)} on {kafka.bootstrap_servers} (Ctrl-C stops it)", err=True))
+    try:
+        stats = bridge.run(stop, on_ready=lambda: typer.echo(
+            f"subscribed to {', '.join(s.topic for s in settings.subscriptions)} on {where}; bridging to "
+            f"{kafka.topic(TOPIC)} on {kafka.bootstrap_servers} (Ctrl-C stops it)", err=True))
+    except DeliveryError as exc:
+        typer.secho(f"error: Kafka did not confirm a batch ({exc}); nothing of it was acknowledged to the MQTT "
+                    "broker, which sends it again when the bridge restarts. Check Kafka, then restart.",
+                    fg="red", err=True)
+        raise typer.Exit(1) from None
     typer.echo(
         f"stopped: {stats.received} messages, {stats.readings} readings in {stats.batches} batches, "
         f"{stats.dead_letters} dead letters",

@@ -162,14 +162,14 @@ class Subscription(BaseModel):
         raw = body[self.time]
         scale = 1000 if self.time_unit == "s" else 1
         if type(raw) is list:
-            return [_time(t, scale) for t in raw]
+            return _times_array(raw, scale)
         return _time(raw, scale)
 
     def _series(self, sensor: str, raw: Any, times: int | list[int]) -> tuple[list[int], list[float]]:
         if type(raw) is list:
             if not raw:
                 raise MappingError("no_value", f"{sensor}: the array of values is empty")
-            values = [_number(v, sensor) for v in raw]
+            values = _numbers(raw, sensor)
             if type(times) is list:
                 if len(times) != len(values):
                     raise MappingError("length_mismatch", f"{sensor}: {len(values)} values but {len(times)} times")
@@ -204,6 +204,25 @@ def _number(v: Any, sensor: str) -> float:
     if not math.isfinite(out):
         raise MappingError("bad_value", f"{sensor}: {v!r} is not a finite number")
     return out
+
+
+def _numbers(raw: list, sensor: str) -> list[float]:
+    """An array of finite numbers, checked at C speed; the per-item walk only finds what is wrong."""
+    if set(map(type, raw)) <= {int, float}:
+        try:
+            out = list(map(float, raw))
+        except OverflowError:
+            out = []
+        if out and all(map(math.isfinite, out)):
+            return out
+    return [_number(v, sensor) for v in raw]
+
+
+def _times_array(raw: list, scale: int) -> list[int]:
+    kinds = set(map(type, raw))
+    if kinds == {int} and min(raw) >= 0:
+        return raw if scale == 1 else [t * scale for t in raw]
+    return [_time(t, scale) for t in raw]
 
 
 def _time(v: Any, scale: int) -> int:

@@ -14,7 +14,7 @@ import uuid
 import numpy as np
 import pytest
 from scipy.signal import resample_poly
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from benchmarks.wer import read_references
@@ -102,3 +102,30 @@ def test_a_call_streamed_both_ways_yields_transcripts_and_sentiment(kafka_settin
         wer = word_error_rate([refs[n] for n in CALL], [t["text"] for t in mine])
         assert wer < max_wer, (conversation, wer, [t["text"] for t in mine])
         assert [by_source[t["event_id"]]["label"] for t in mine] == ["negative", "positive"], log
+
+
+def test_call_streams_say_what_is_wrong(kafka_settings: KafkaSettings) -> None:
+    settings = GatewaySettings(tokens={"calls": TOKEN}, shutdown_flush_s=5)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with serve_gateway(settings, kafka_settings) as gw:
+        url = gw.url.replace("http://", "ws://")
+        with pytest.raises(InvalidStatus):  # no conversation id: refused before the socket opens
+            connect(f"{url}/v1/audio/stream?sample_rate=16000", additional_headers=auth).close()
+        with pytest.raises(InvalidStatus):
+            connect(f"{url}/v1/audio/stream?conversation_id=c&sample_rate=7000", additional_headers=auth).close()
+        with connect(f"{url}/v1/audio/stream?conversation_id=c-text", additional_headers=auth) as ws:
+            ws.send("hello")
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv()
+        assert closed.value.rcvd.code == 1003 and "binary PCM16" in closed.value.rcvd.reason
+        with connect(f"{url}/v1/audio/twilio") as ws:
+            ws.send(json.dumps({"event": "start", "start": {"callSid": "CA1", "customParameters": {"token": "wrong"}}}))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv()
+        assert closed.value.rcvd.code == 1008
+        with connect(f"{url}/v1/audio/twilio", additional_headers=auth) as ws:
+            ws.send(json.dumps({"event": "media", "media": {"payload": "AAAA"}}))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv()
+        assert closed.value.rcvd.code == 1003 and "before 'start'" in closed.value.rcvd.reason
+    assert not read_topic(kafka_settings, "audio.chunks", timeout=3, idle=1)
