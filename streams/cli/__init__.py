@@ -5,7 +5,6 @@ Heavy modules are imported inside each command so that ``eddyline --help`` stays
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -218,7 +217,3 @@ _mount(models_app, "list", "streams.flows.retraining:list_command")
 
 def main() -> None:  # pragma: no cover
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -96,7 +96,20 @@ class _SideSink(DynamicSink):
 
 
 def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500) -> Dataflow:
-    """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write."""
+    """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
+
+    Decoding, encoding and dead letters go through ``streams.engines.output``, the path the Faust adapter
+    shares; the dataflow itself only moves batches.
+
+    Parameters
+    ----------
+    spec
+        The flow.
+    settings
+        Kafka settings: brokers, credentials and the topic namespace.
+    batch_size
+        Most messages read from a partition at a time.
+    """
     output = FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
     source_config = {k: v for k, v in consumer_config(settings, "unused").items() if k in _SOURCE_KEYS}
@@ -134,7 +147,15 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
 
 
 def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
-    """Create every topic the flow reads or writes, before it writes."""
+    """Create every topic the flow reads or writes, before it writes.
+
+    Parameters
+    ----------
+    spec
+        The flow; its inputs, outputs and their dead-letter topics are created.
+    settings
+        Kafka settings (the namespace applies).
+    """
     create_topics(settings, FlowOutput(spec, settings).topics())
 
 
@@ -147,7 +168,26 @@ def run(
     workers: int = 1,
     batch_size: int = 500,
 ) -> None:
-    """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch."""
+    """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
+
+    A restart with the same ``state_dir`` resumes from the last epoch: the inputs after it are read again
+    and give the same output ids (delivery is at least once, outputs idempotent).
+
+    Parameters
+    ----------
+    spec
+        The flow.
+    settings
+        Kafka settings.
+    state_dir
+        Bytewax's recovery store (created when missing); None runs without checkpoints.
+    epoch_interval
+        How often state and offsets are snapshotted.
+    workers
+        Worker threads in this process.
+    batch_size
+        Most messages read from a partition at a time.
+    """
     from bytewax.recovery import RecoveryConfig, init_db_dir
     from bytewax.run import cli_main
 

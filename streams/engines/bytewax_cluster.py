@@ -54,6 +54,19 @@ def run_cluster(
     ``addresses`` (host:port, one per process) default to free ports on 127.0.0.1. A process that dies
     takes the cluster down (Bytewax cannot go on without it): the others are stopped and the exit code
     is raised, so a supervisor restarts the whole cluster, which resumes from the recovery folder.
+
+    Parameters
+    ----------
+    spec, settings, epoch_interval, batch_size
+        As for ``streams.engines.bytewax.run``.
+    processes
+        Bytewax processes to start; at least 1.
+    state_dir
+        The recovery store shared by every process; None runs without checkpoints.
+    workers_per_process
+        Worker threads in each process.
+    addresses
+        host:port of each process, for the cluster's own communication.
     """
     from bytewax.recovery import init_db_dir
 
@@ -79,6 +92,13 @@ def supervise(name: str, targets: Sequence[tuple[Callable[..., Any], tuple[Any, 
 
     Children die with this process (``PR_SET_PDEATHSIG``) even when it is killed outright. Forked, not
     spawned: flow specs hold lambdas, which children can only inherit.
+
+    Parameters
+    ----------
+    name
+        Names the children (``NAME-0``, ``NAME-1``, ...) in process lists and logs.
+    targets
+        (function, arguments) to run in each child.
     """
     from connectors.broker import _die_with_parent, _prctl
 

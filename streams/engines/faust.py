@@ -50,20 +50,48 @@ _SRC_TOPIC, _SRC_PARTITION, _SRC_OFFSET, _SRC_KEY = (
 
 
 def app_id(spec: FlowSpec, settings: KafkaSettings) -> str:
-    """The Faust app id: the consumer group, and the prefix of its internal topics."""
+    """The Faust app id: the consumer group, and the prefix of its internal topics.
+
+    Parameters
+    ----------
+    spec
+        The flow.
+    settings
+        Kafka settings; the namespace prefixes the id.
+    """
     return settings.topic(f"eddyline-{spec.name}")
 
 
 def changelog_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
+    """The compacted topic that holds the flow's processor states (Faust's table changelog).
+
+    Parameters
+    ----------
+    spec, settings
+        As for ``app_id``.
+    """
     return f"{app_id(spec, settings)}-{TABLE}-changelog"
 
 
 def repartition_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
+    """The topic events are re-keyed through, so that each state key lives on one partition.
+
+    Parameters
+    ----------
+    spec, settings
+        As for ``app_id``.
+    """
     return f"{app_id(spec, settings)}-by-key"
 
 
 def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
-    """Create the flow's topics and Faust's internal ones; Faust itself is not allowed to declare any."""
+    """Create the flow's topics and Faust's internal ones; Faust itself is not allowed to declare any.
+
+    Parameters
+    ----------
+    spec, settings
+        As for ``app_id``.
+    """
     create_topics(settings, FlowOutput(spec, settings).topics())
     raw = settings.model_copy(update={"namespace": ""})
     create_topics(raw, [repartition_topic(spec, settings)])
@@ -121,6 +149,21 @@ def unabsorbed(events: Sequence[Event], absorbed: Mapping[tuple[str, int], int])
     bring a partition's later offset before an earlier one; applied as they came, the later offset would
     mark the earlier event absorbed and the state would never see it. Each partition's events are put in
     offset order in the slots they held, so the interleaving across partitions stays as it arrived.
+
+    Parameters
+    ----------
+    events
+        A batch as delivered.
+    absorbed
+        (topic, partition) -> the highest offset the state has applied.
+
+    Examples
+    --------
+    >>> from streams.engines.faust import unabsorbed
+    >>> from streams.processor import Event
+    >>> batch = [Event("t", "k", {}, 0, 5), Event("t", "k", {}, 0, 4), Event("t", "k", {}, 0, 5)]
+    >>> [e.offset for e in unabsorbed(batch, {("t", 0): 3})]
+    [4, 5]
     """
     found: dict[tuple[str, int], dict[int, Event]] = {}
     for e in events:
@@ -250,7 +293,21 @@ def build_app(
     batch_within: float = 0.2,
     standby_replicas: int = 1,
 ) -> Any:
-    """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table."""
+    """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table.
+
+    Parameters
+    ----------
+    spec, settings
+        The flow and its Kafka settings.
+    state_dir
+        Faust's local files (the table's local copy).
+    batch_size
+        Most events an agent takes at a time.
+    batch_within
+        Seconds an agent waits to fill a batch.
+    standby_replicas
+        Workers that keep a standby copy of each table partition, for fast failover.
+    """
     import faust
 
     session_s = settings.session_timeout_ms / 1000
@@ -334,7 +391,17 @@ def build_app(
 
 def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, loglevel: str = "WARNING",
                **app_options: Any) -> int:
-    """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code."""
+    """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code.
+
+    Parameters
+    ----------
+    spec, settings, state_dir
+        As for ``build_app``.
+    loglevel
+        Faust's log level.
+    app_options
+        More ``build_app`` keywords.
+    """
     import faust
 
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -360,6 +427,17 @@ def run(
     """Run until interrupted: ``workers`` Faust workers (one process each) in one consumer group.
 
     Faust keeps state in Kafka (the changelog), so ``state_dir`` holds only Faust's local files.
+
+    Parameters
+    ----------
+    spec, settings, batch_size, standby_replicas
+        As for ``build_app``.
+    state_dir
+        Local files, one folder per worker (default ``.eddyline/state/<flow>-faust``).
+    workers
+        Worker processes.
+    loglevel
+        Faust's log level.
     """
     folder = state_dir or Path(".eddyline/state") / f"{spec.name}-faust"
     ensure_topics(spec, settings)
