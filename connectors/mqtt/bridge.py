@@ -39,6 +39,10 @@ POLL_S = 0.05
 EARLY_SEND = 0.8  # share of max_unacked held back before open windows are sent early
 
 
+class MqttUnreachable(ConnectionError):
+    """The first connection to the MQTT broker did not succeed; the message says why and what to check."""
+
+
 @dataclass(frozen=True)
 class _Token:
     """What acknowledges one message: its packet id, valid only on the connection that received it."""
@@ -76,6 +80,7 @@ class MqttBridge:
         self._batching_for = 0
         self.connected = threading.Event()
         self.subscribed = threading.Event()
+        self.last_error: str | None = None
         self._inbox: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self._connection = 0
         self._lock = threading.Lock()
@@ -110,12 +115,14 @@ class MqttBridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_connect_fail = self._on_connect_fail
         client.on_subscribe = lambda *_: self.subscribed.set()
         return client
 
     # -- paho's thread ---------------------------------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
+            self.last_error = f"the broker refused the connection: {reason}"
             log.error("the MQTT broker refused the connection: %s", reason)
             return
         with self._lock:
@@ -132,14 +139,21 @@ class MqttBridge:
         if reason.is_failure:
             log.warning("disconnected from the MQTT broker (%s); unacknowledged messages will come again", reason)
 
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self.last_error = "no connection (refused, unreachable, or the TLS handshake failed)"
+
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         self._inbox.put((self._connection, message))
 
     # -- the bridge's thread ---------------------------------------------------------------------------
-    def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> BridgeStats:
+    def run(
+        self, stop: threading.Event, on_ready: Callable[[], None] | None = None, first_connect_s: float = 30.0
+    ) -> BridgeStats:
         """Connect, bridge until ``stop`` is set, then send what is open, acknowledge and disconnect.
 
-        ``on_ready`` is called once, when the broker confirmed the first subscription.
+        ``on_ready`` is called once, when the broker confirmed the first subscription. If the first
+        connection does not succeed within ``first_connect_s``, ``MqttUnreachable`` says why (a wrong
+        address or password is not worth retrying forever); later disconnections are retried.
         """
         create_topics(self.kafka, [TOPIC, dlq_topic(DLQ_SOURCE)])
         producer = EventProducer(self.kafka)
@@ -156,8 +170,14 @@ class MqttBridge:
         else:
             self._client.connect_async(s.host, s.port, s.keepalive_s)
         self._client.loop_start()
+        give_up = time.monotonic() + first_connect_s
         try:
             while not stop.is_set():
+                if not self.subscribed.is_set() and time.monotonic() > give_up:
+                    raise MqttUnreachable(
+                        f"cannot bridge from mqtt://{s.host}:{s.port}: {self.last_error or 'no answer'}; check "
+                        "[mqtt] host, port, tls/ca_file and username/password (and that the broker runs)"
+                    )
                 self._step(producer, dead, time.monotonic(), force=False)
                 if on_ready is not None and self.subscribed.is_set():
                     on_ready()
@@ -255,6 +275,9 @@ def command(
         stats = bridge.run(stop, on_ready=lambda: typer.echo(
             f"subscribed to {', '.join(s.topic for s in settings.subscriptions)} on {where}; bridging to "
             f"{kafka.topic(TOPIC)} on {kafka.bootstrap_servers} (Ctrl-C stops it)", err=True))
+    except MqttUnreachable as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
     except DeliveryError as exc:
         typer.secho(f"error: Kafka did not confirm a batch ({exc}); nothing of it was acknowledged to the MQTT "
                     "broker, which sends it again when the bridge restarts. Check Kafka, then restart.",

@@ -250,3 +250,25 @@ def test_a_crash_between_delivery_and_ack_sends_the_same_batches_again(
     unique = {r["event_id"]: r for r in records}
     assert readings_of(list(unique.values())) == Counter(
         (f"dev{d}", "t", T0 + 100 * i, float(i)) for i in range(100) for d in range(5))
+
+
+def test_bad_configuration_and_credentials_say_what_to_fix(mosquitto_tls: Mosquitto, tls_files: tuple[Path, Path, Path],
+                                  kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    env = {"EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+           "EDDYLINE_KAFKA_NAMESPACE": kafka_settings.namespace}
+    runner = CliRunner()
+    missing = runner.invoke(app, ["bridge", "mqtt", "--config", str(tmp_path / "nope.toml")], env=env)
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    empty = tmp_path / "empty.toml"
+    empty.write_text("[mqtt]\nport = 1883\n")
+    result = runner.invoke(app, ["bridge", "mqtt", "--config", str(empty)], env=env)
+    assert result.exit_code == 2 and "no subscriptions" in result.output
+    settings = MqttSettings(host="localhost", port=mosquitto_tls.port, tls=True, ca_file=tls_files[0],
+                            username=TLS_USER, password="not-the-password", subscriptions=[{"topic": "a/+/+"}])
+    bridge = MqttBridge(settings, kafka_settings)
+    with pytest.raises(ConnectionError, match="refused the connection.*username/password"):
+        bridge.run(threading.Event(), first_connect_s=3)
