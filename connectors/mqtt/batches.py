@@ -109,9 +109,10 @@ class DeviceWindows:
         return out
 
     def _due(self, device_id: str, dev: _Device, now: float, force: bool) -> list[Batch]:
+        late = dev.watermark - self.lateness_ms
         closing = [
             k for k, w in dev.open.items()
-            if force or now - w.opened >= self.max_wait_s or dev.watermark >= (k + 1) * self.window_ms + self.lateness_ms
+            if force or now - w.opened >= self.max_wait_s or late >= (k + 1) * self.window_ms
         ]
         return [self._close(device_id, dev, k) for k in sorted(closing)]
 
