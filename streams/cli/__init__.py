@@ -147,18 +147,20 @@ def run_flow(
             from streams.engines.faust import run as run_faust
 
             folder = state_dir or runtime.state_dir / f"{spec.name}-faust"
-            run_faust(spec, _kafka(), state_dir=folder, workers=workers, batch_size=runtime.batch_size)
+            run_faust(spec, _kafka(), state_dir=folder, workers=workers, batch_size=runtime.batch_size,
+                      lag_interval_s=runtime.lag_interval_s)
         elif workers > 1:
             from streams.engines.bytewax_cluster import run_cluster
 
             folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
-                        batch_size=runtime.batch_size)
+                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s)
         else:
             from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
-            run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size)
+            run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size,
+                lag_interval_s=runtime.lag_interval_s)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 

@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING
 
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.lag import start_monitor
 from streams.engines.output import DeadLetter, FlowOutput, Message
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 
@@ -95,6 +96,7 @@ class _SideSink(DynamicSink):
         return _SidePartition(self.factory())
 
 
+<<<<<<< HEAD
 def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
@@ -111,6 +113,16 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
         Most messages read from a partition at a time.
     """
     output = FlowOutput(spec, settings)
+=======
+def build_dataflow(
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None
+) -> Dataflow:
+    """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
+
+    ``output``: the decode/encode path to use (its ``positions`` feed the lag monitor); a new one by default.
+    """
+    output = output or FlowOutput(spec, settings)
+>>>>>>> wt/live
     flow = Dataflow(spec.name)
     source_config = {k: v for k, v in consumer_config(settings, "unused").items() if k in _SOURCE_KEYS}
     source = KafkaSource(
@@ -167,9 +179,11 @@ def run(
     epoch_interval: timedelta = timedelta(seconds=2),
     workers: int = 1,
     batch_size: int = 500,
+    lag_interval_s: float | None = 5.0,
 ) -> None:
     """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
 
+<<<<<<< HEAD
     A restart with the same ``state_dir`` resumes from the last epoch: the inputs after it are read again
     and give the same output ids (delivery is at least once, outputs idempotent).
 
@@ -187,9 +201,11 @@ def run(
         Worker threads in this process.
     batch_size
         Most messages read from a partition at a time.
+=======
+    A lag monitor reports the flow's consumer lag every ``lag_interval_s`` seconds (None: no monitor).
+>>>>>>> wt/live
     """
     from bytewax.recovery import RecoveryConfig, init_db_dir
-    from bytewax.run import cli_main
 
     ensure_topics(spec, settings)
     recovery = None
@@ -198,5 +214,22 @@ def run(
         if not any(state_dir.glob("part-*.sqlite3")):
             init_db_dir(state_dir, 1)
         recovery = RecoveryConfig(state_dir)
-    flow = build_dataflow(spec, settings, batch_size=batch_size)
-    cli_main(flow, workers_per_process=workers, epoch_interval=epoch_interval, recovery_config=recovery)
+    run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, workers_per_process=workers,
+                 epoch_interval=epoch_interval, recovery_config=recovery)
+
+
+def run_dataflow(
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None, **cli_options: Any
+) -> None:
+    """Run the flow's dataflow in this process (``cli_options`` go to Bytewax's ``cli_main``) beside a lag
+    monitor that commits the positions this process consumed, so the flow's group shows how far it got."""
+    from bytewax.run import cli_main
+
+    output = FlowOutput(spec, settings)
+    flow = build_dataflow(spec, settings, batch_size=batch_size, output=output)
+    monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
+    try:
+        cli_main(flow, **cli_options)
+    finally:
+        if monitor is not None:
+            monitor.stop()
