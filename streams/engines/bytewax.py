@@ -96,8 +96,9 @@ class _SideSink(DynamicSink):
         return _SidePartition(self.factory())
 
 
-<<<<<<< HEAD
-def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500) -> Dataflow:
+def build_dataflow(
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None
+) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
     Decoding, encoding and dead letters go through ``streams.engines.output``, the path the Faust adapter
@@ -111,18 +112,10 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
         Kafka settings: brokers, credentials and the topic namespace.
     batch_size
         Most messages read from a partition at a time.
-    """
-    output = FlowOutput(spec, settings)
-=======
-def build_dataflow(
-    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None
-) -> Dataflow:
-    """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
-
-    ``output``: the decode/encode path to use (its ``positions`` feed the lag monitor); a new one by default.
+    output
+        The decode/encode path to use (its ``positions`` feed the lag monitor); a new one by default.
     """
     output = output or FlowOutput(spec, settings)
->>>>>>> wt/live
     flow = Dataflow(spec.name)
     source_config = {k: v for k, v in consumer_config(settings, "unused").items() if k in _SOURCE_KEYS}
     source = KafkaSource(
@@ -183,7 +176,6 @@ def run(
 ) -> None:
     """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
 
-<<<<<<< HEAD
     A restart with the same ``state_dir`` resumes from the last epoch: the inputs after it are read again
     and give the same output ids (delivery is at least once, outputs idempotent).
 
@@ -201,9 +193,8 @@ def run(
         Worker threads in this process.
     batch_size
         Most messages read from a partition at a time.
-=======
-    A lag monitor reports the flow's consumer lag every ``lag_interval_s`` seconds (None: no monitor).
->>>>>>> wt/live
+    lag_interval_s
+        How often a lag monitor reports the flow's consumer lag (None: no monitor).
     """
     from bytewax.recovery import RecoveryConfig, init_db_dir
 
@@ -221,8 +212,18 @@ def run(
 def run_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None, **cli_options: Any
 ) -> None:
-    """Run the flow's dataflow in this process (``cli_options`` go to Bytewax's ``cli_main``) beside a lag
-    monitor that commits the positions this process consumed, so the flow's group shows how far it got."""
+    """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
+    consumed, so the flow's group shows how far it got.
+
+    Parameters
+    ----------
+    spec, settings, batch_size
+        As for ``build_dataflow``.
+    lag_interval_s
+        How often the lag monitor reports (None: no monitor).
+    cli_options
+        Passed to Bytewax's ``cli_main`` (workers, epoch interval, recovery).
+    """
     from bytewax.run import cli_main
 
     output = FlowOutput(spec, settings)

@@ -51,7 +51,6 @@ _SRC_TOPIC, _SRC_PARTITION, _SRC_OFFSET, _SRC_KEY = (
 
 
 def app_id(spec: FlowSpec, settings: KafkaSettings) -> str:
-<<<<<<< HEAD
     """The Faust app id: the consumer group, and the prefix of its internal topics.
 
     Parameters
@@ -61,11 +60,7 @@ def app_id(spec: FlowSpec, settings: KafkaSettings) -> str:
     settings
         Kafka settings; the namespace prefixes the id.
     """
-    return settings.topic(f"eddyline-{spec.name}")
-=======
-    """The Faust app id: the consumer group, and the prefix of its internal topics."""
     return consumer_group(spec.name, "faust", settings)
->>>>>>> wt/live
 
 
 def changelog_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
@@ -396,8 +391,7 @@ def build_app(
 
 
 def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, loglevel: str = "WARNING",
-<<<<<<< HEAD
-               **app_options: Any) -> int:
+               lag_interval_s: float | None = 5.0, **app_options: Any) -> int:
     """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code.
 
     Parameters
@@ -406,14 +400,10 @@ def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, logl
         As for ``build_app``.
     loglevel
         Faust's log level.
+    lag_interval_s
+        How often a lag monitor reads the app's group (None: no monitor).
     app_options
         More ``build_app`` keywords.
-=======
-               lag_interval_s: float | None = 5.0, **app_options: Any) -> int:
-    """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code.
-
-    A lag monitor reads the app's group every ``lag_interval_s`` seconds (None: no monitor).
->>>>>>> wt/live
     """
     import faust
 
@@ -456,6 +446,8 @@ def run(
         Worker processes.
     loglevel
         Faust's log level.
+    lag_interval_s
+        How often each worker's lag monitor reads the app's group (None: no monitor).
     """
     folder = state_dir or Path(".eddyline/state") / f"{spec.name}-faust"
     ensure_topics(spec, settings)
