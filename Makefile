@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 
 servers: $(VM) $(SYSTEM)
 
-$(SYSTEM):
+$(SYSTEM): Makefile
 	@mkdir -p .build
 	dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 	touch $@
