@@ -165,11 +165,11 @@ def train(
         epoch_started, epoch_steps = time.perf_counter(), step
         if trainable_layers == 0:
             perm = torch.randperm(len(order))
-            steps = [(feats_all[perm[k : k + batch_size]], None, labels_all[perm[k : k + batch_size]])
-                     for k in range(0, len(order), batch_size)]
+            plan = [(feats_all[perm[k : k + batch_size]], None, labels_all[perm[k : k + batch_size]])
+                    for k in range(0, len(order), batch_size)]
         else:
-            steps = [(cache[b][0], cache[b][1], labels[batches[b]]) for b in rng.sample(range(len(batches)), len(batches))]
-        for x, mask, y in steps:
+            plan = [(cache[b][0], cache[b][1], labels[batches[b]]) for b in rng.sample(range(len(batches)), len(batches))]
+        for x, mask, y in plan:
             if time.perf_counter() - t_train > time_budget_s:
                 stopped_early = True
                 break

@@ -16,7 +16,7 @@ import numpy as np
 
 AGGREGATIONS = ("truncate", "mean-logits", "mean-probs", "late-logits")
 DEFAULT_AGGREGATION = "mean-logits"
-DEFAULT_OVERLAP = 16
+DEFAULT_OVERLAP = 32
 
 
 @dataclass(frozen=True, slots=True)
