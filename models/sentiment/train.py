@@ -20,6 +20,7 @@ from typing import Any
 from models.sentiment.console import Steps
 from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split
 from models.sentiment.model import META_FILE, ONNX_FILE, default_model_dir
+from models.sentiment.windows import DEFAULT_AGGREGATION, DEFAULT_OVERLAP
 
 BASE_MODEL = "all-MiniLM-L6-v2"
 
@@ -328,6 +329,12 @@ Mean pooling over tokens, then a head ({info['head_hidden'] or 'linear'} hidden 
 computed once ({info['encode_s']} s). {info['steps']} of {info['planned_steps']} planned steps ({info['epochs']} epochs),
 batch {info['batch_size']}, max {info['max_length']} tokens, AdamW lr {info['learning_rate']}, {info['threads']} threads:
 {info['train_s']} s of training, {info['total_s']} s in all before evaluation{budget}.
+
+## Long texts
+Nothing is cut off: a text longer than {info['max_length']} tokens is scored as overlapping windows of
+{info['max_length']} tokens ({DEFAULT_OVERLAP} shared), batched with the rest, and the window logits are
+averaged weighted by each window's length ({DEFAULT_AGGREGATION}, chosen by cross-validation on passages of
+the training split; `eddyline bench sentiment-windows`). `eval-sentiment` reports accuracy by length.
 
 ## Accuracy on the test split (ONNX int8 model, beside VADER's lexicon on the same sentences)
 `accuracy`: three-way. `polar`: sentences rated clearly positive or negative only, sign correct.
