@@ -49,7 +49,7 @@ function render(v) {
   const c = v.alerts.counts;
   $("#alert-counts").textContent = `opened ${c.OPENED ?? 0} · updated ${c.UPDATED ?? 0} · resolved ${c.RESOLVED ?? 0}`;
   fill("panel-alerts", v.alerts.open, (r) => [cell(r.severity, r.severity), cell(r.source), cell(r.entity),
-    cell(r.summary, "text"), cell(time(r.updated))]);
+    cell(r.summary, "text"), cell(r.why || "–", "text why"), cell(time(r.updated))]);
 
   fill("panel-sentiment", v.sentiment, (r) => [cell(r.conversation), cell(String(r.segments)),
     cell(r.label, r.label), cell(num(r.rolling ?? r.score, 2)), sentimentBar(r.rolling ?? r.score), cell(r.text, "text")]);
