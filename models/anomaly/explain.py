@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from models.anomaly._array import ArrayDetector, as_inputs
+from models.anomaly._array import ArrayDetector
 from models.anomaly.base import AnomalyDetector
 
 RULES = ("spike", "level_shift", "seasonal_break", "flat_line", "novelty")
@@ -125,11 +125,12 @@ def score_explained(detector: AnomalyDetector, values: Any, timestamps: Any) -> 
     >>> bool(scores[500] >= 0.999), e.rule, abs(e.expected) < 0.3, len(e.context)
     (True, 'spike', True, 17)
     """
-    v, t = as_inputs(values, timestamps)
     before = None
     if isinstance(detector, ArrayDetector):
         before = (detector._p.copy(), detector._s.copy(), detector._mem.copy())
-    return detector.score_learn(v, t), BatchExplainer(detector, before, v, t)
+    scores = detector.score_learn(values, timestamps)  # validates the batch: the explainer trusts it from here on
+    return scores, BatchExplainer(detector, before, np.asarray(values, dtype=np.float64),
+                                  np.asarray(timestamps, dtype=np.int64))
 
 
 def _window(det: ArrayDetector, n: int) -> np.ndarray:
