@@ -78,6 +78,16 @@ class BatchExplainer:
     """Explains readings of one scored batch on demand, replaying it from the state before the batch.
 
     Indices asked in increasing order cost one replay of the batch in all; an earlier index restarts it.
+    Made by ``score_explained``.
+
+    Parameters
+    ----------
+    detector
+        The detector that scored the batch (only its type and parameters are used; it is never changed).
+    before
+        Its parameter vector, scalars and buffer block from before the batch; ``None`` if it has no explainer.
+    values, timestamps
+        The batch as scored.
     """
 
     def __init__(self, detector: AnomalyDetector, before: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
@@ -88,7 +98,13 @@ class BatchExplainer:
         self._at = 0
 
     def at(self, index: int) -> Explanation | None:
-        """The explanation of reading ``index`` of the batch; ``None`` for a detector that has none."""
+        """The explanation of reading ``index`` of the batch; ``None`` for a detector that has none.
+
+        Parameters
+        ----------
+        index
+            A position in the batch, usually one whose score alarmed.
+        """
         if self._before is None or type(self._detector) not in _EXPLAINERS:
             return None
         if self._scratch is None or index < self._at:

@@ -3,8 +3,9 @@
 One ``SensorAnomalyProcessor`` per device holds a detector and an alert policy per sensor. Each batch of
 readings is scored as arrays (the detector scores before it learns), emitted as one ``scores.anomaly``
 event, and fed to the policy, whose transitions become ``alerts`` events; an alert that opens or escalates
-carries why it fired (``models.anomaly.explain``: the rule, the expected value and band, the recent readings). Output ids derive from the
-input's, so replays after a crash repeat them exactly and sinks drop the repeats.
+carries why it fired (``models.anomaly.explain``: the rule, the expected value and band, the recent
+readings). Output ids derive from the input's, so replays after a crash repeat them exactly and sinks
+drop the repeats.
 """
 
 from __future__ import annotations
