@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = [
     "ALERTS",
     "ALERT_DELIVERIES",
+    "CONSUMER_LAG",
     "DLQ_EVENTS",
     "END_TO_END_LATENCY",
     "EVENTS_CONSUMED",
@@ -48,6 +49,11 @@ END_TO_END_LATENCY = Histogram(
     "From an event's event_time to its result being emitted.",
     ["flow"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+CONSUMER_LAG = Gauge(
+    "eddyline_consumer_lag",
+    "Messages in a flow's input partition after its committed offset (high watermark minus committed offset).",
+    ["flow", "topic", "partition"],
 )
 ALERTS = Counter("eddyline_alerts_total", "Alert state changes raised by the flows.", ["source", "status"])
 ALERT_DELIVERIES = Counter(

@@ -34,6 +34,7 @@ from typing import Any
 
 from connectors.kafka import KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.lag import consumer_group, start_monitor
 from streams.engines.output import DeadLetter, FlowOutput
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 
@@ -59,7 +60,7 @@ def app_id(spec: FlowSpec, settings: KafkaSettings) -> str:
     settings
         Kafka settings; the namespace prefixes the id.
     """
-    return settings.topic(f"eddyline-{spec.name}")
+    return consumer_group(spec.name, "faust", settings)
 
 
 def changelog_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
@@ -390,7 +391,7 @@ def build_app(
 
 
 def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, loglevel: str = "WARNING",
-               **app_options: Any) -> int:
+               lag_interval_s: float | None = 5.0, **app_options: Any) -> int:
     """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code.
 
     Parameters
@@ -399,6 +400,8 @@ def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, logl
         As for ``build_app``.
     loglevel
         Faust's log level.
+    lag_interval_s
+        How often a lag monitor reads the app's group (None: no monitor).
     app_options
         More ``build_app`` keywords.
     """
@@ -407,10 +410,14 @@ def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, logl
     state_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(spec, settings, state_dir=state_dir, **app_options)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    monitor = start_monitor(spec, settings, "faust", lag_interval_s)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
+    finally:
+        if monitor is not None:
+            monitor.stop()
     return 0
 
 
@@ -423,6 +430,7 @@ def run(
     batch_size: int = 500,
     standby_replicas: int = 1,
     loglevel: str = "WARNING",
+    lag_interval_s: float | None = 5.0,
 ) -> None:
     """Run until interrupted: ``workers`` Faust workers (one process each) in one consumer group.
 
@@ -438,10 +446,13 @@ def run(
         Worker processes.
     loglevel
         Faust's log level.
+    lag_interval_s
+        How often each worker's lag monitor reads the app's group (None: no monitor).
     """
     folder = state_dir or Path(".eddyline/state") / f"{spec.name}-faust"
     ensure_topics(spec, settings)
-    options = {"batch_size": batch_size, "standby_replicas": standby_replicas, "loglevel": loglevel}
+    options = {"batch_size": batch_size, "standby_replicas": standby_replicas, "loglevel": loglevel,
+               "lag_interval_s": lag_interval_s}
     if workers <= 1:
         code = run_worker(spec, settings, state_dir=folder / "worker-0", **options)
         if code:
@@ -474,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = flow_spec(args.flow)
     try:
         run(spec, KafkaSettings(), state_dir=args.state_dir or runtime.state_dir / f"{spec.name}-faust",
-            workers=args.workers, batch_size=runtime.batch_size,
+            workers=args.workers, batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s,
             loglevel=logging.getLevelName(logging.getLogger().level))
     except KeyboardInterrupt:
         pass

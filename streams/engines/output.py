@@ -136,6 +136,7 @@ class FlowOutput:
         self.settings = settings
         self.codec = Codec(settings, spec.inputs, serde)
         self._latency = END_TO_END_LATENCY.labels(spec.name)
+        self.positions: dict[tuple[str, int], int] = {}  # (logical topic, partition) -> next offset to take
 
     def topics(self) -> list[str]:
         """Every logical topic the flow reads or writes, dead letters of inputs and outputs included.
@@ -150,7 +151,7 @@ class FlowOutput:
     def decode(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int
     ) -> Event | DeadLetter:
-        """Decode one consumed message (full topic name) and count it.
+        """Decode one consumed message (full topic name), count it and note the partition's next offset.
 
         Parameters
         ----------
@@ -159,6 +160,7 @@ class FlowOutput:
         """
         out = self.codec.decode(topic, key, value, partition, offset)
         EVENTS_CONSUMED.labels(self.spec.name, out.topic).inc()
+        self.positions[(out.topic, partition)] = offset + 1
         return out
 
     @staticmethod
