@@ -1,0 +1,5 @@
+"""``python -m streams.cli``: the ``eddyline`` command."""
+
+from streams.cli import main
+
+main()
