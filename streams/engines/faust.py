@@ -107,6 +107,66 @@ def _credentials(settings: KafkaSettings) -> Any:
                                  ssl_context=context)
 
 
+def _seconds(ms: str) -> float:
+    return int(ms) / 1000
+
+
+def _acks(value: str) -> int:
+    return -1 if value == "all" else int(value)
+
+
+def _offset_reset(value: str) -> str:
+    return {"smallest": "earliest", "beginning": "earliest", "largest": "latest", "end": "latest"}.get(value, value)
+
+
+# librdkafka names in ``[kafka] extra`` -> the Faust settings that say the same to aiokafka
+_FAUST_EQUIVALENTS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "client.id": (("broker_client_id", str),),
+    "request.timeout.ms": (("broker_request_timeout", _seconds), ("producer_request_timeout", _seconds)),
+    "session.timeout.ms": (("broker_session_timeout", _seconds),),
+    "heartbeat.interval.ms": (("broker_heartbeat_interval", _seconds),),
+    "max.poll.interval.ms": (("broker_max_poll_interval", _seconds),),
+    "max.partition.fetch.bytes": (("consumer_max_fetch_size", int),),
+    "auto.offset.reset": (("consumer_auto_offset_reset", _offset_reset),),
+    "check.crcs": (("broker_check_crcs", lambda v: v == "true"),),
+    "metadata.max.age.ms": (("consumer_metadata_max_age_ms", int), ("producer_metadata_max_age_ms", int)),
+    "connections.max.idle.ms": (("consumer_connections_max_idle_ms", int),
+                                ("producer_connections_max_idle_ms", int)),
+    "linger.ms": (("producer_linger", _seconds),),
+    "batch.size": (("producer_max_batch_size", int),),
+    "message.max.bytes": (("producer_max_request_size", int),),
+    "compression.type": (("producer_compression_type", lambda v: None if v == "none" else v),),
+    "acks": (("producer_acks", _acks),),
+}
+
+
+def faust_options(settings: KafkaSettings) -> dict[str, Any]:
+    """``[kafka] extra`` as Faust settings, for its consumer and producer (aiokafka, not librdkafka).
+
+    Keys with an aiokafka equivalent are translated; a security key without one (``sasl.oauthbearer.*``, ...)
+    is refused, since running without it would connect in a way nobody asked for; other librdkafka-only
+    keys (``log_level``, ``fetch.wait.max.ms``, ...) are logged and left out.
+    """
+    options: dict[str, Any] = {}
+    ignored = []
+    for key, value in settings.extra.items():
+        targets = _FAUST_EQUIVALENTS.get(key)
+        if targets is None:
+            if key.startswith(("ssl.", "sasl.", "security.")):
+                raise ValueError(f"[kafka] extra {key!r} has no equivalent in the Faust engine's client (aiokafka); "
+                                 "use the [kafka] ssl_*/sasl_* settings, or run this flow with --engine bytewax")
+            ignored.append(key)
+            continue
+        try:
+            options.update((name, convert(value)) for name, convert in targets)
+        except ValueError:
+            raise ValueError(f"[kafka] extra {key}={value!r} is not a valid value for the Faust engine") from None
+    if ignored:
+        log.warning("[kafka] extra keys without a Faust equivalent are not applied to its clients: %s",
+                    ", ".join(sorted(ignored)), extra={"ignored": sorted(ignored)})
+    return options
+
+
 def _headers(items: Any) -> dict[str, bytes]:
     if not items:
         return {}
@@ -241,21 +301,10 @@ class _FlowRunner:
                                             list(headers.items()) if headers else None)
 
 
-def build_app(
-    spec: FlowSpec,
-    settings: KafkaSettings,
-    *,
-    state_dir: Path,
-    batch_size: int = 500,
-    batch_within: float = 0.2,
-    standby_replicas: int = 1,
-) -> Any:
-    """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table."""
-    import faust
-
+def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int = 1) -> dict[str, Any]:
+    """The Faust settings of a flow's app: ``[kafka]``, then ``[kafka] extra`` where Faust can express it."""
     session_s = settings.session_timeout_ms / 1000
-    app = faust.App(
-        app_id(spec, settings),
+    options: dict[str, Any] = dict(
         broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         broker_client_id=settings.client_id,
@@ -278,6 +327,23 @@ def build_app(
         web_enabled=False,
         autodiscover=False,
     )
+    options.update(faust_options(settings))
+    return options
+
+
+def build_app(
+    spec: FlowSpec,
+    settings: KafkaSettings,
+    *,
+    state_dir: Path,
+    batch_size: int = 500,
+    batch_within: float = 0.2,
+    standby_replicas: int = 1,
+) -> Any:
+    """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table."""
+    import faust
+
+    app = faust.App(app_id(spec, settings), **app_settings(settings, state_dir, standby_replicas))
     table = app.Table(TABLE, default=None,
                       partitions=settings.partitions, changelog_topic=app.topic(
                           changelog_topic(spec, settings), key_serializer="raw", value_serializer="raw",

@@ -30,14 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from connectors.alerting import AlertDispatcher, Backoff, CircuitBreaker, DeliveryError, validate_alert
 from connectors.config import Section
 from connectors.dlq import dlq_headers
-from connectors.kafka import EventProducer, KafkaSettings, create_topics, make_consumer
+from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics, make_consumer
 from connectors.prometheus import ALERT_BREAKER_STATE, ALERT_DELIVERIES, ALERT_RETRIES, DLQ_EVENTS
 from schemas import ALERT, AvroSerde, SchemaError
 from schemas.retry import ATTEMPT, DESTINATION, retry_headers, retry_info
@@ -315,7 +315,9 @@ class NotifyFlow:
         self.settings = notifier.settings
         self.serde = AvroSerde()
         self.alerts_name, self.retry_name = kafka.topic(ALERTS_TOPIC), kafka.topic(RETRY_TOPIC)
-        self.consumer = make_consumer(kafka, kafka.topic(self.settings.group_id), **{"enable.partition.eof": False})
+        self.consumer_config = consumer_config(kafka, kafka.topic(self.settings.group_id),
+                                               **{"enable.partition.eof": False})
+        self.consumer = Consumer(self.consumer_config)
         self.producer = EventProducer(kafka)
         self.paused: dict[tuple[str, int], int] = {}  # retry partitions waiting for their head: -> due ms
         self._seen = _Recent(self.settings.remember)  # event ids taken from the alerts topic
