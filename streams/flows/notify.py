@@ -10,8 +10,9 @@ with the reason; ``eddyline alerts redrive`` puts dead letters back on the retry
 
 Offsets are committed only after each alert of a batch is delivered, scheduled on the retry topic or
 dead-lettered, so a crash replays at most a batch. Replays are harmless: PagerDuty folds triggers with one
-dedup key (the alert key) into one incident, and the flow remembers recently handled event ids, so a scoring
-flow's replayed alerts are not sent again. A trigger that reaches a destination after the same alert was
+dedup key (the alert key) into one incident, and the flow remembers recently handled event ids (after a
+restart it reads them back from before its committed offsets), so a scoring flow's replayed alerts are not
+sent again. A trigger that reaches a destination after the same alert was
 resolved there (its first attempts failed, the resolve went through) is followed by the resolve again, so the
 incident does not stay open.
 
@@ -325,11 +326,53 @@ class NotifyFlow:
 
     def start(self) -> NotifyFlow:
         create_topics(self.kafka, TOPICS)
-        self.consumer.subscribe([self.alerts_name, self.retry_name], on_revoke=self._revoked)
+        self.consumer.subscribe([self.alerts_name, self.retry_name], on_assign=self._assigned,
+                                on_revoke=self._revoked)
         if not self.notifier.destinations:
             log.warning("no alert destination is configured: alerts are read and committed, nothing is sent; "
                         "set [pagerduty] routing_key or [slack] webhook_url")
         return self
+
+    def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        alerts = [TopicPartition(tp.topic, tp.partition) for tp in partitions if tp.topic == self.alerts_name]
+        if alerts:
+            self._recall(alerts)
+
+    def _recall(self, partitions: list[TopicPartition], timeout: float = 30.0) -> None:
+        """Remember the event ids of the alerts just before the committed offsets (``remember`` per partition).
+
+        They were all delivered, scheduled or dead-lettered before; a scoring flow that replays them after this
+        process restarted is then recognised, and a replayed trigger of a resolved alert opens no new incident.
+        """
+        committed = {c.partition: c.offset for c in self.consumer.committed(partitions, timeout=timeout)
+                     if c.offset > 0}
+        if not committed:
+            return
+        reader = Consumer(consumer_config(self.kafka, self.consumer_config["group.id"] + "-recall",
+                                          **{"enable.partition.eof": True}))
+        try:
+            reader.assign([TopicPartition(self.alerts_name, p, max(0, end - self.settings.remember))
+                           for p, end in committed.items()])
+            pending, deadline, recalled = dict(committed), time.monotonic() + timeout, 0
+            while pending and time.monotonic() < deadline:
+                for msg in reader.consume(1000, 0.5):
+                    p = msg.partition()
+                    if msg.error() is not None or msg.offset() >= pending.get(p, -1):
+                        pending.pop(p, None)  # end of partition, or at the committed offset
+                        continue
+                    try:
+                        self._seen.add(self.serde.decode(msg.value(), ALERT)["event_id"])
+                        recalled += 1
+                    except SchemaError:
+                        pass  # it was dead-lettered then
+                    if msg.offset() == pending[p] - 1:
+                        pending.pop(p)
+            if pending:
+                log.warning("could not recall every handled alert before the committed offsets",
+                            extra={"flow": FLOW, "partitions": sorted(pending)})
+            log.info("recalled handled alerts", extra={"flow": FLOW, "alerts": recalled})
+        finally:
+            reader.close()
 
     def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
