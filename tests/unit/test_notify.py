@@ -148,3 +148,14 @@ def test_retry_headers_round_trip_and_bad_ones_are_named() -> None:
         retry_info({"eddyline.retry.due": b"1"})
     with pytest.raises(ValueError, match="integers"):
         retry_info(retry_headers("slack", 1, 5) | {"eddyline.retry.due": b"soon"})
+
+
+def test_cli_errors_of_the_notify_commands_say_what_to_do() -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    result = CliRunner().invoke(app, ["run", "notify", "--engine", "faust"])
+    assert result.exit_code == 2 and "drop --engine" in result.output
+    result = CliRunner().invoke(app, ["alerts", "redrive", "--idle", "0"])
+    assert result.exit_code == 2 and "--idle must be positive" in result.output
