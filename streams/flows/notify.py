@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -428,8 +428,12 @@ class NotifyFlow:
                               reason, error, destination, 0)
         self.producer.flush()  # retries and dead letters are in Kafka before their source is committed
         if batch.done:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in batch.done.items()],
-                                 asynchronous=False)
+            try:
+                self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in batch.done.items()],
+                                     asynchronous=False)
+            except KafkaException as e:  # a rebalance took the partitions: their next owner repeats the batch
+                log.warning("commit failed; the batch will be handled again (harmless: deliveries are deduplicated)",
+                            extra={"flow": FLOW, "error": str(e.args[0])})
         self.handled += finished
         return finished
 
