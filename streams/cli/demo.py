@@ -70,8 +70,8 @@ class OutputWatcher(threading.Thread):
         meta = consumer.list_topics(timeout=10)
         consumer.assign([
             TopicPartition(name, p, OFFSET_BEGINNING)
-            for name in self.topics if name in meta.topics for p in meta.topics[name].partitions
-        ])  # the audio topics exist only when the calls are played
+            for name in self.topics for p in meta.topics[name].partitions
+        ])
         try:
             while not self._halt.is_set():
                 for msg in consumer.consume(500, 0.2):
@@ -211,8 +211,9 @@ def run_demo(
         # the demo's own clients outlive the broker by a moment at the end: keep librdkafka's complaints quiet
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="", session_timeout_ms=6000,
                                  extra={"log_level": "2"})
+        # the watcher reads every output topic from the start, the calls' too even when there are none to play
         create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts", "alerts.retry",
-                                 dlq_topic("alerts")])
+                                 dlq_topic("alerts"), "transcripts", "scores.sentiment"])
         live = LivePage(settings, "127.0.0.1", 0).start()
         console.print(f"live page: [bold]{live.url}[/]")
         console.print(f"broker {broker.bootstrap} · alert receiver {receiver.pagerduty_url} · logs in {work}")
