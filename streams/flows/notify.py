@@ -508,8 +508,22 @@ class NotifyFlow:
 
 
 def run_notify(kafka: KafkaSettings, stop: threading.Event | None = None) -> None:
-    """``eddyline run notify``: deliver to the destinations configured in ``[pagerduty]`` and ``[slack]``."""
-    notifier = Notifier(AlertDispatcher.from_settings(max_retries=0), NotifySettings())
+    """``eddyline run notify``: deliver to the destinations configured in ``[pagerduty]`` and ``[slack]``.
+
+    Refuses to start with none configured: it would commit alerts that reach nobody.
+
+    Parameters
+    ----------
+    kafka
+        Kafka settings.
+    stop
+        Set it to stop the flow (from another thread); None runs until interrupted.
+    """
+    dispatcher = AlertDispatcher.from_settings(max_retries=0)
+    if not dispatcher.sinks:
+        raise ValueError("no alert destination is configured: set [pagerduty] routing_key "
+                         "(EDDYLINE_PAGERDUTY_ROUTING_KEY) or [slack] webhook_url (EDDYLINE_SLACK_WEBHOOK_URL)")
+    notifier = Notifier(dispatcher, NotifySettings())
     NotifyFlow(kafka, notifier).run(stop)
 
 

@@ -157,5 +157,7 @@ def test_cli_errors_of_the_notify_commands_say_what_to_do() -> None:
 
     result = CliRunner().invoke(app, ["run", "notify", "--engine", "faust"])
     assert result.exit_code == 2 and "drop --engine" in result.output
+    result = CliRunner().invoke(app, ["run", "notify"], env={"EDDYLINE_CONFIG": "/nonexistent/eddyline.toml"})
+    assert result.exit_code == 2 and "no alert destination is configured" in result.output
     result = CliRunner().invoke(app, ["alerts", "redrive", "--idle", "0"])
     assert result.exit_code == 2 and "--idle must be positive" in result.output
