@@ -24,6 +24,8 @@ models_app = typer.Typer(help="Model registry and model training.", no_args_is_h
 alerts_app = typer.Typer(help="Alert delivery: dead letters of the notify flow.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(alerts_app, name="alerts")
+bridge_app = typer.Typer(help="Bridges from where devices already publish (MQTT) into Kafka.", no_args_is_help=True)
+app.add_typer(bridge_app, name="bridge")
 app.add_typer(models_app, name="models")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -217,6 +219,7 @@ def _mount_plugins(group: typer.Typer, entry_point_group: str) -> None:
 
 _mount_plugins(bench_app, "eddyline.bench")
 _mount(app, "gateway", "connectors.gateway:command")
+_mount(bridge_app, "mqtt", "connectors.mqtt.bridge:command")
 _mount(app, "live", "streams.apps.live:command")
 _mount(produce_app, "clicks", "streams.producers.clicks:command")
 _mount(produce_app, "audio", "streams.cli.audio:produce_command")

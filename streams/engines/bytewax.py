@@ -231,7 +231,7 @@ def run_dataflow(
     lag_interval_s
         How often the lag monitor reports (None: no monitor).
     cli_options
-        Go to Bytewax's ``cli_main`` (workers, epoch interval, recovery).
+        Passed to Bytewax's ``cli_main`` (workers, epoch interval, recovery).
     """
     from bytewax.run import cli_main
 

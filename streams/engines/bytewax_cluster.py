@@ -58,7 +58,7 @@ def run_cluster(
 
     Parameters
     ----------
-    spec, settings, epoch_interval, batch_size
+    spec, settings, epoch_interval, batch_size, lag_interval_s
         As for ``streams.engines.bytewax.run``.
     processes
         Bytewax processes to start; at least 1.
