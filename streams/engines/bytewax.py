@@ -43,7 +43,6 @@ def source_config(settings: KafkaSettings) -> dict[str, Any]:
     return admin_config(settings)
 
 
-
 class _ProcessorLogic(StatefulBatchLogic):
     """One key's processor inside Bytewax; its snapshot is the pickled processor."""
 
