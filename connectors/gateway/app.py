@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from connectors.gateway.auth import TokenAuth
 from connectors.gateway.errors import GatewayError, Problem
-from connectors.gateway.limits import Backpressure, read_body, too_large
+from connectors.gateway.limits import Backpressure, RateLimits, read_body, too_large
 from connectors.gateway.openapi import openapi_spec
 from connectors.gateway.records import ENDPOINTS, Endpoint, RecordMapper
 from connectors.gateway.settings import GatewaySettings
@@ -57,6 +57,7 @@ class Gateway:
         self._produce_failures = 0
         self.max_message_bytes = int(kafka.extra.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
         self.backpressure = Backpressure(self.waiting, settings.max_queue, settings.retry_after_s)
+        self.rates = RateLimits(settings.rates, settings.rate_burst_s)
 
     @property
     def producer(self) -> EventProducer:
@@ -106,6 +107,7 @@ class Gateway:
 
     def publish(self, endpoint: Endpoint, value: Any, client: str) -> list[str]:
         """Map, encode and produce one event or a JSON array of them; all or nothing."""
+        self.auth.check_scope(client, endpoint.event_type)
         if type(value) is list:
             if not value:
                 raise GatewayError(422, "empty", "the array holds no events; send at least one")
@@ -119,6 +121,7 @@ class Gateway:
             items = [(v, f"[{i}]") for i, v in enumerate(value)]
         else:
             items = [(value, "")]
+        self.rates.take(client, len(items))
         mapper = self.mappers[endpoint.event_type]
         topic = self.kafka.topic(endpoint.topic)
         problems: list[Problem] = []
