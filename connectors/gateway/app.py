@@ -31,7 +31,7 @@ from connectors.gateway.openapi import openapi_spec
 from connectors.gateway.records import ENDPOINTS, Endpoint, RecordMapper
 from connectors.gateway.settings import GatewaySettings
 from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, create_topics
-from schemas import SchemaError, derive_id
+from schemas import RegistryUnavailableError, SchemaError, derive_id
 
 log = logging.getLogger("eddyline.gateway")
 
@@ -135,6 +135,9 @@ class Gateway:
             self._fill(endpoint, record, v, client, now_ms)
             try:
                 data = self.producer.serde.encode(endpoint.event_type, record, topic=topic)
+            except RegistryUnavailableError as exc:
+                raise GatewayError(503, "registry_unavailable", f"{exc}; retry with the same event_id",
+                                   headers={"Retry-After": str(self.settings.retry_after_s)}) from None
             except SchemaError as exc:
                 problems.append(Problem(path or "(body)", str(exc)))
                 continue

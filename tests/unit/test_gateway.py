@@ -344,3 +344,16 @@ def test_the_rate_refills_with_time() -> None:
     rates.take("a", 5)
     with pytest.raises(GatewayError):
         rates.take("a", 1)
+
+
+def test_an_unavailable_schema_registry_is_503_not_an_invalid_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.testing.schema_registry import SchemaRegistryStandIn
+
+    registry = SchemaRegistryStandIn().start()
+    registry.stop()  # configured, but nothing answers
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_URL", registry.url)
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_RETRIES", "0")
+    with _client() as c:
+        r = c.post("/v1/sensors", json=_sensor(), headers=AUTH)
+        assert r.status_code == 503 and r.json()["error"] == "registry_unavailable"
+        assert "unreachable" in r.json()["message"] and r.headers["Retry-After"] == "1"

@@ -28,7 +28,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from connectors.kafka import KafkaSettings, consumer_config
 from connectors.lag import LagReader
-from schemas import AvroSerde, SchemaError
+from connectors.schema_registry import configured_serde
+from schemas import SchemaError
 from streams.apps.live.auth import LiveAuth
 from streams.apps.live.state import TOPICS, LiveLimits, LiveState
 from streams.engines.lag import ENGINES, consumer_group
@@ -56,7 +57,7 @@ class TopicReader(threading.Thread):
         super().__init__(daemon=True, name="live-topic-reader")
         self.settings, self.state, self.lock = settings, state, lock
         self.names = {settings.topic(t): t for t in TOPICS}
-        self.serde = AvroSerde()
+        self.serde = configured_serde(consumer=True)
         self._halt = threading.Event()
         self.error: BaseException | None = None
 
