@@ -3,7 +3,9 @@
 With no URL every process uses the local registry (ids derived from the packaged schemas). With one,
 producers register schemas and consumers resolve ids through it (``schemas.ConfluentRegistry``): consumers
 pause while it cannot answer (a valid event is never dead-lettered for the registry's sake), producers get
-``RegistryUnavailableError`` after the retries so that they can answer "try again".
+``RegistryUnavailableError`` after the retries so that they can answer "try again". Ids the registry does
+not have are looked up among the packaged schemas too: edge agents write those (they never wait for a
+registry), and their readings must not be dead-lettered because the platform uses one.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class SchemaRegistrySettings(Section):
         auth = (self.username or "", self.password.get_secret_value() if self.password else "") \
             if self.username or self.password else None
         return ConfluentRegistry(self.url, auth=auth, timeout=self.timeout_s, retries=self.retries,
-                                 negative_ttl_s=self.negative_cache_s, pause=consumer)
+                                 negative_ttl_s=self.negative_cache_s, pause=consumer, fallback=LocalRegistry())
 
 
 def configured_serde(*, consumer: bool = False) -> AvroSerde:

@@ -143,6 +143,9 @@ class ConfluentRegistry:
         How long an unknown id is answered from the cache.
     pause
         Retry until the registry answers instead of raising ``RegistryUnavailableError``.
+    fallback
+        Asked for an id the registry does not have: ``LocalRegistry()`` lets producers that write local ids
+        (edge agents, often offline, never talk to a registry) share topics with registered ones.
     sleep
         Waits (tests replace it).
     """
@@ -158,12 +161,13 @@ class ConfluentRegistry:
         max_backoff_s: float = 10.0,
         negative_ttl_s: float = 60.0,
         pause: bool = False,
+        fallback: Registry | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout
         self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
-        self.negative_ttl_s, self.pause, self._sleep = negative_ttl_s, pause, sleep
+        self.negative_ttl_s, self.pause, self.fallback, self._sleep = negative_ttl_s, pause, fallback, sleep
         self._headers = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
         if auth:
             import base64
@@ -249,6 +253,18 @@ class ConfluentRegistry:
         schema_id
             As for ``Registry.schema_for``.
         """
+        try:
+            return self._registered(schema_id)
+        except UnknownSchemaError:
+            if self.fallback is None:
+                raise
+            try:
+                return self.fallback.schema_for(schema_id)
+            except UnknownSchemaError:
+                pass
+            raise
+
+    def _registered(self, schema_id: int) -> str:
         with self._lock:
             if schema_id in self._schemas:
                 return self._schemas[schema_id]

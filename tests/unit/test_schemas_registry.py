@@ -172,3 +172,13 @@ def test_the_stand_in_lists_subjects_and_versions(registry_server) -> None:
     assert latest["version"] == 1 and latest["id"] in registry_server.schemas
     with pytest.raises(UnknownSchemaError, match="40401"):
         reg._call("GET", "/subjects/nope-value/versions")
+
+
+def test_local_ids_from_edge_agents_still_decode_when_a_registry_is_configured(registry_server, monkeypatch) -> None:
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_URL", registry_server.url)
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_USERNAME", AUTH[0])
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_PASSWORD", AUTH[1])
+    from_edge = AvroSerde().encode(catalog.SENSOR_BATCH, EXAMPLES[catalog.SENSOR_BATCH])  # a local id
+    assert configured_serde(consumer=True).decode(from_edge, catalog.SENSOR_BATCH) == EXAMPLES[catalog.SENSOR_BATCH]
+    with pytest.raises(UnknownSchemaError):  # an id neither knows is still bad data
+        configured_serde(consumer=True).decode(wire.frame(7, b"\x00"), catalog.SENSOR_BATCH)
