@@ -334,7 +334,8 @@ class EventProducer:
 
             serde = configured_serde()
         self.serde = serde
-        self._producer = make_producer(settings, **overrides)
+        self.config = producer_config(settings, **overrides)  # what the client got, ``[kafka] extra`` included
+        self._producer = Producer(self.config)
         self.delivered = 0
         self.failed = 0
         self._errors: list[str] = []
