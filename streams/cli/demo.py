@@ -216,7 +216,7 @@ def run_demo(
         create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts", "alerts.retry",
                                  dlq_topic("alerts"), "transcripts", "scores.sentiment"])
         live = LivePage(settings, "127.0.0.1", 0).start()
-        console.print(f"live page: [bold]{live.url}[/]")
+        console.print(f"live page: [bold]{live.login_url()}[/] (a one-time login link)")
         console.print(f"broker {broker.bootstrap} · alert receiver {receiver.pagerduty_url} · logs in {work}")
         flow = _start_flow("anomaly", settings, receiver, work / "state", work / "flow.log")
         notify = _start_flow("notify", settings, receiver, work / "notify-state", work / "notify.log")
