@@ -6,7 +6,7 @@ compound >= 0 for VADER). The second is the binary metric SST-2 results are quot
 
 Length: the held-out snippets are short (median 24 tokens), so the held-out snippets of each product review
 and editorial are also joined into passages (``data.passages``) and both are bucketed by token count. For the
-ONNX model every window aggregation is scored on the same windows, ``truncate`` (the first window only) being
+ONNX model (and its PyTorch baseline) every window aggregation is scored on the same windows, ``truncate`` (the first window only) being
 the scorer it replaced. ``ece`` is the expected calibration error of the three-way confidence (10 bins).
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from models.sentiment.data import LABELS, Example, load_examples, passages, split
-from models.sentiment.model import OnnxSentiment, SentimentModel, VaderSentiment, load_sentiment
+from models.sentiment.model import SentimentModel, VaderSentiment, WindowedSentiment, load_sentiment
 from models.sentiment.windows import AGGREGATIONS, aggregate
 
 LENGTH_BUCKETS = ((0, 32, "<=32"), (32, 64, "33-64"), (64, 128, "65-128"), (128, 1 << 30, ">128"))
@@ -74,16 +74,16 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE
 
 
 def token_counts(model: SentimentModel, texts: list[str]) -> np.ndarray:
-    """Tokens per text as the ONNX model's tokenizer counts them (words for other backends)."""
-    if isinstance(model, OnnxSentiment):
-        return np.array([len(e.ids) for e in model.tokenizer.encode_batch(texts, add_special_tokens=False)])
+    """Tokens per text as a windowed model's tokenizer counts them (words for other backends)."""
+    if isinstance(model, WindowedSentiment):
+        return np.array([len(ids) for ids in model.token_ids(texts)])
     return np.array([len(t.split()) for t in texts])
 
 
 def scored(model: SentimentModel, texts: list[str]) -> dict[str, np.ndarray]:
-    """Probabilities per text: ``served`` (as the model runs), plus every aggregation for the ONNX model,
+    """Probabilities per text: ``served`` (as the model runs), plus every aggregation for a windowed model,
     all from one pass over the windows."""
-    if not isinstance(model, OnnxSentiment):
+    if not isinstance(model, WindowedSentiment):
         return {"served": model.probabilities(texts)}
     logits, windows = model.window_logits(texts)
     out = {m: aggregate(logits, windows, len(texts), m) for m in AGGREGATIONS}
@@ -162,7 +162,7 @@ def evaluate(json_path: str | Path | None = None, model: str | Path | None = Non
     return result
 
 
-def cross_validate_aggregation(model: OnnxSentiment, examples: list[Example] | None = None,
+def cross_validate_aggregation(model: WindowedSentiment, examples: list[Example] | None = None,
                                overlaps: tuple[int, ...] = (0, 16, 32), folds: int = 5, seed: int = 13) -> dict[str, Any]:
     """Choose the window aggregation and overlap on passages of the TRAINING split, never the test split.
 
@@ -173,7 +173,7 @@ def cross_validate_aggregation(model: OnnxSentiment, examples: list[Example] | N
     Parameters
     ----------
     model
-        The ONNX model (its own aggregation and overlap are ignored here).
+        The ONNX model or its PyTorch baseline (its own aggregation and overlap are ignored here).
     examples
         Training sentences (default: the training split); passages are built from them.
     overlaps

@@ -89,7 +89,75 @@ class SentimentModel(ABC):
         ]
 
 
-class OnnxSentiment(SentimentModel):
+class WindowedSentiment(SentimentModel):
+    """A classifier with a fixed window (``max_length`` tokens) that scores texts of any length whole.
+
+    Subclasses give the tokens (``token_ids``) and one batch's logits (``batch_logits``); this class cuts
+    the texts into overlapping windows, batches them and aggregates (``models.sentiment.windows``), so the
+    ONNX model and its PyTorch baseline read long texts the same way.
+    """
+
+    max_length: int
+    batch_size: int
+    pad_id: int
+    prefix: list[int]
+    suffix: list[int]
+    aggregation: str = DEFAULT_AGGREGATION
+    overlap: int = DEFAULT_OVERLAP
+
+    @abstractmethod
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Per text, its token ids without special tokens and without truncation.
+
+        Parameters
+        ----------
+        texts
+            The texts.
+        """
+
+    @abstractmethod
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(batch, labels) logits for padded windows.
+
+        Parameters
+        ----------
+        ids, mask
+            (batch, tokens) int64 token ids and attention mask.
+        """
+
+    def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, Windows]:
+        """Every window of every text through the model: (windows, labels) logits and the windows.
+
+        Parameters
+        ----------
+        texts
+            The texts; each gives one window or more.
+        """
+        windows = make_windows(self.token_ids(texts), max_length=self.max_length, prefix=self.prefix,
+                               suffix=self.suffix, overlap=self.overlap)
+        out = []
+        for i in range(0, len(windows.ids), self.batch_size):
+            rows = windows.ids[i : i + self.batch_size]
+            ids = np.full((len(rows), max(map(len, rows))), self.pad_id, dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for j, r in enumerate(rows):
+                ids[j, : len(r)] = r
+                mask[j, : len(r)] = 1
+            out.append(self.batch_logits(ids, mask).astype(np.float64))
+        return np.concatenate(out) if out else np.zeros((0, len(LABELS))), windows
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        logits, windows = self.window_logits(texts)
+        return aggregate(logits, windows, len(texts), self.aggregation)
+
+
+def _check_aggregation(aggregation: str) -> str:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+    return aggregation
+
+
+class OnnxSentiment(WindowedSentiment):
     """The quantised model through onnxruntime, tokenised with the ``tokenizers`` library (no torch).
 
     A text longer than the model's window is scored whole: overlapping windows, batched with everything
@@ -121,11 +189,9 @@ class OnnxSentiment(SentimentModel):
         self.labels = tuple(meta["labels"])
         if self.labels != LABELS:
             raise ValueError(f"{model_dir}: labels {self.labels} differ from {LABELS}")
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
         self.name = meta.get("name", "eddyline-sentiment") + ":onnx-int8"
         self.batch_size = batch_size
-        self.aggregation = aggregation
+        self.aggregation = _check_aggregation(aggregation)
         self.overlap = overlap
         self.pad_id = int(meta.get("pad_id", 0))
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
@@ -139,34 +205,13 @@ class OnnxSentiment(SentimentModel):
         self.session = ort.InferenceSession(str(model_dir / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
 
-    def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, Windows]:
-        """Every window of every text through the model: (windows, labels) logits and the windows.
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
-        Parameters
-        ----------
-        texts
-            The texts; each gives one window or more.
-        """
-        enc = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        windows = make_windows([e.ids for e in enc], max_length=self.max_length, prefix=self.prefix,
-                               suffix=self.suffix, overlap=self.overlap)
-        out = []
-        for i in range(0, len(windows.ids), self.batch_size):
-            rows = windows.ids[i : i + self.batch_size]
-            width = max(map(len, rows))
-            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for j, r in enumerate(rows):
-                ids[j, : len(r)] = r
-                mask[j, : len(r)] = 1
-            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-            (logits,) = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.inputs})
-            out.append(logits.astype(np.float64))
-        return np.concatenate(out) if out else np.zeros((0, len(LABELS))), windows
-
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        logits, windows = self.window_logits(texts)
-        return aggregate(logits, windows, len(texts), self.aggregation)
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (logits,) = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.inputs})
+        return logits
 
 
 def _label_index(name: str) -> int | None:
@@ -226,18 +271,22 @@ class TransformersSentiment(SentimentModel):
         return np.concatenate(out)
 
 
-class TorchSentiment(SentimentModel):
-    """The network trained here, in PyTorch fp32 (``<model dir>/torch``): the baseline the ONNX model is timed against.
+class TorchSentiment(WindowedSentiment):
+    """The network trained here, in PyTorch fp32 (``<model dir>/torch``): the baseline the ONNX model is timed
+    against, reading long texts through the same windows.
 
     Parameters
     ----------
     model_dir
         The trained model's folder (with ``head.json``).
-    max_length, threads, batch_size
-        As for ``TransformersSentiment``.
+    max_length
+        Tokens per window, as the model was trained.
+    threads, batch_size, aggregation, overlap
+        As for ``OnnxSentiment`` (``threads``: torch threads; 0 leaves torch's default).
     """
 
-    def __init__(self, model_dir: str | Path, *, max_length: int = 64, threads: int = 0, batch_size: int = 64) -> None:
+    def __init__(self, model_dir: str | Path, *, max_length: int = 64, threads: int = 0, batch_size: int = 64,
+                 aggregation: str = DEFAULT_AGGREGATION, overlap: int = DEFAULT_OVERLAP) -> None:
         import torch
         from transformers import AutoTokenizer
 
@@ -251,17 +300,20 @@ class TorchSentiment(SentimentModel):
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.max_length = max_length
         self.batch_size = batch_size
+        self.aggregation = _check_aggregation(aggregation)
+        self.overlap = overlap
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        self.prefix, self.suffix = [self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]
         self.name = "eddyline-sentiment-minilm:torch-fp32"
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        out = []
-        with self.torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(list(texts[i : i + self.batch_size]), truncation=True, max_length=self.max_length,
-                                     padding=True, return_tensors="pt")
-                logits = self.net(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
-                out.append(self.torch.softmax(logits.float(), dim=-1).numpy().astype(np.float64))
-        return np.concatenate(out)
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        t = self.torch
+        with t.inference_mode():
+            ids_t, mask_t = t.from_numpy(ids), t.from_numpy(mask)
+            return self.net(ids_t, mask_t, t.zeros_like(ids_t)).float().numpy()
 
 
 class VaderSentiment(SentimentModel):

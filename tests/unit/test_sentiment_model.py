@@ -53,6 +53,8 @@ def test_onnx_int8_matches_the_torch_network(model_dir):
     p, q = onnx.probabilities(texts), fp32.probabilities(texts)
     assert p.shape == (4, 3) and np.allclose(p.sum(1), 1.0)
     assert np.abs(p - q).max() < 0.1
+    long = ["a dull, lifeless mess. " * 30 + "I loved every minute of it. " * 40]  # ten windows, read alike
+    assert np.abs(onnx.probabilities(long) - fp32.probabilities(long)).max() < 0.1
     preds = onnx.predict(texts)
     assert all(r.label in LABELS and -1 <= r.score <= 1 for r in preds)
     assert preds[0].score == pytest.approx(preds[0].probabilities["positive"] - preds[0].probabilities["negative"])
