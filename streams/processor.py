@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from models.checkpoint import Checkpointed
 
@@ -39,11 +39,22 @@ class Emit:
 
 
 class Processor(Checkpointed, ABC):
-    """One key's logic and state. Subclasses keep state as plain data and say how to rebuild themselves."""
+    """One key's logic and state. Subclasses keep state as plain data and say how to rebuild themselves.
+
+    ``state_version`` names the layout of ``snapshot()``: raise it when the layout changes, so that a checkpoint
+    of the old layout is refused with a clear message instead of restored wrongly.
+    """
+
+    state_version: ClassVar[int] = 1
 
     @abstractmethod
     def process(self, events: Sequence[Event]) -> list[Emit]:
         """Handle events of this key, in order, and return what to emit."""
+
+    def flush(self) -> list[Emit]:
+        """What the processor still holds back (events waiting for their turn), processed now: an engine calls
+        it before the key leaves memory for being idle."""
+        return []
 
 
 SINK_ONLY = "sink."  # emits on topics with this prefix feed side sinks and are never written to Kafka

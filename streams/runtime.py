@@ -20,6 +20,8 @@ class RuntimeSettings(Section):
     state_dir: Path = Field(Path(".eddyline/state"), description="Checkpoints, one folder per flow.")
     epoch_interval_s: float = Field(2.0, gt=0, description="Seconds between checkpoints; a crash replays at most this.")
     batch_size: int = Field(500, gt=0, description="Kafka messages per poll.")
+    idle_evict_s: float = Field(600.0, ge=0, description="Seconds of silence after which a key's state leaves "
+                                "memory for the state folder (reloaded when it speaks again); 0: never.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on metrics_host:PORT.")
     metrics_host: str = Field("127.0.0.1", description="Where the metrics endpoint listens; 0.0.0.0 in containers.")
     detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")

@@ -29,10 +29,12 @@ def _process(spec: FlowSpec, settings: KafkaSettings, index: int, addresses: lis
     from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
-    from streams.engines.bytewax import build_dataflow
+    from streams.engines.bytewax import IDLE_FILE, build_dataflow
+    from streams.state import IdleStore
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent stops the cluster; children just end
-    flow = build_dataflow(spec, settings, batch_size=batch_size)
+    idle = IdleStore(state_dir / IDLE_FILE) if state_dir is not None else None  # one file, shared through SQLite
+    flow = build_dataflow(spec, settings, batch_size=batch_size, idle=idle)
     recovery = RecoveryConfig(state_dir) if state_dir is not None else None
     cli_main(flow, workers_per_process=workers_per_process, process_id=index, addresses=addresses,
              epoch_interval=epoch_interval, recovery_config=recovery)

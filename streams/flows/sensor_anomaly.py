@@ -8,7 +8,7 @@ input's, so replays after a crash repeat them exactly and sinks drop the repeats
 
 from __future__ import annotations
 
-from collections import deque
+from dataclasses import replace
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -20,6 +20,7 @@ from models.anomaly.base import AnomalyDetector
 from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, derive_id
 from streams.flows.alert_policy import AlertPolicy, PolicyConfig, Transition
 from streams.processor import Emit, Event, FlowSpec, Processor
+from streams.sequence import Sequencer, count
 from streams.sinks.sensor import series_metrics
 
 SOURCE_TOPIC = "sensor.readings"
@@ -27,10 +28,14 @@ SCORES_TOPIC = "scores.anomaly"
 ALERTS_TOPIC = "alerts"
 FLOW = "sensor-anomaly"
 PRODUCER = "eddyline/sensor-anomaly"
-RECENT_IDS = 512  # input event ids remembered per device to drop redelivered duplicates
+REORDER = 8  # batches of one device held while waiting for a missing sequence number
 
 
 class SensorAnomalyProcessor(Processor):
+    """One device: a detector and an alert policy per sensor, batches applied in the device's ``seq`` order."""
+
+    state_version = 2  # 1 (pickled, recent event ids) is refused: the device relearns
+
     def __init__(
         self,
         device_id: str,
@@ -44,9 +49,7 @@ class SensorAnomalyProcessor(Processor):
         self.policy_params = dict(policy or {})
         self.detectors: dict[str, AnomalyDetector] = {}
         self.policies: dict[str, AlertPolicy] = {}
-        self.recent: deque[str] = deque(maxlen=RECENT_IDS)
-        self._recent_set: set[str] = set()
-        self.duplicates = 0
+        self.sequence = Sequencer(REORDER)
 
     def _series_state(self, sensor: str) -> tuple[AnomalyDetector, AlertPolicy]:
         det = self.detectors.get(sensor)
@@ -56,23 +59,25 @@ class SensorAnomalyProcessor(Processor):
             self.policies[sensor] = AlertPolicy(cfg)
         return det, self.policies[sensor]
 
-    def _seen(self, event_id: str) -> bool:
-        if event_id in self._recent_set:
-            return True
-        if len(self.recent) == self.recent.maxlen:
-            self._recent_set.discard(self.recent[0])
-        self.recent.append(event_id)
-        self._recent_set.add(event_id)
-        return False
+    @property
+    def duplicates(self) -> int:
+        return self.sequence.counts.duplicates + self.sequence.counts.stale
 
     def process(self, events: Sequence[Event]) -> list[Emit]:
         out: list[Emit] = []
+        before = replace(self.sequence.counts)
         for event in events:
-            rec = event.record
-            if self._seen(rec["event_id"]):
-                self.duplicates += 1
-                continue
-            out.extend(self._score(rec))
+            self.sequence.offer(event.record, lambda rec: out.extend(self._score(rec)))
+        if self.sequence.counts != before:
+            count(FLOW, before, self.sequence.counts)
+        return out
+
+    def flush(self) -> list[Emit]:
+        out: list[Emit] = []
+        before = replace(self.sequence.counts)
+        self.sequence.flush(lambda rec: out.extend(self._score(rec)))
+        if self.sequence.counts != before:
+            count(FLOW, before, self.sequence.counts)
         return out
 
     def _score(self, rec: dict[str, Any]) -> list[Emit]:
@@ -137,8 +142,7 @@ class SensorAnomalyProcessor(Processor):
         return {
             "detectors": {k: d.snapshot() for k, d in self.detectors.items()},
             "policies": {k: p.snapshot() for k, p in self.policies.items()},
-            "recent": list(self.recent),
-            "duplicates": self.duplicates,
+            "sequence": self.sequence.snapshot(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -146,9 +150,7 @@ class SensorAnomalyProcessor(Processor):
             det, policy = self._series_state(sensor)
             det.restore(det_state)
             policy.restore(state["policies"][sensor])
-        self.recent.extend(state["recent"])
-        self._recent_set = set(self.recent)
-        self.duplicates = state["duplicates"]
+        self.sequence.restore(state["sequence"])
 
     def params(self) -> dict[str, Any]:
         return {
