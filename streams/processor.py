@@ -26,6 +26,7 @@ class Event:
     record: dict[str, Any]
     partition: int = -1
     offset: int = -1
+    broker_ms: int = -1  # the message's Kafka timestamp (append time, or create time on such topics); -1: unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Counter
+
+from connectors.prometheus import metric
+
 __all__ = ["MASK_BITS", "SequenceCounts", "Sequencer", "count"]
 
 MASK_BITS = 64  # sequence numbers below the high-water mark whose arrival is remembered exactly
@@ -141,21 +145,19 @@ class Sequencer:
         self.counts = SequenceCounts(*(int(n) for n in state["counts"]))
 
 
+_GAPS = metric(Counter, "eddyline_sequence_gaps", "Sequence numbers skipped: batches never received.", ["flow"])
+_DROPPED = metric(Counter, "eddyline_sequence_dropped", "Batches dropped as repeats, by how they were known.",
+                  ["flow", "reason"])
+_LATE = metric(Counter, "eddyline_sequence_late", "Batches applied after their gap was skipped.", ["flow"])
+
+
 def count(flow: str, before: SequenceCounts, after: SequenceCounts) -> None:
     """Raise the flow's sequence counters by what changed (labels name the flow, never a producer)."""
-    from prometheus_client import Counter
-
-    from connectors.prometheus import metric
-
-    gaps = metric(Counter, "eddyline_sequence_gaps", "Sequence numbers skipped: batches never received.", ["flow"])
-    dropped = metric(Counter, "eddyline_sequence_dropped", "Batches dropped as repeats, by how they were known.",
-                     ["flow", "reason"])
-    late = metric(Counter, "eddyline_sequence_late", "Batches applied after their gap was skipped.", ["flow"])
     if after.gaps > before.gaps:
-        gaps.labels(flow).inc(after.gaps - before.gaps)
+        _GAPS.labels(flow).inc(after.gaps - before.gaps)
     if after.late > before.late:
-        late.labels(flow).inc(after.late - before.late)
+        _LATE.labels(flow).inc(after.late - before.late)
     for reason in ("duplicates", "stale"):
         n = getattr(after, reason) - getattr(before, reason)
         if n:
-            dropped.labels(flow, reason.rstrip("s")).inc(n)
+            _DROPPED.labels(flow, reason.removesuffix("s")).inc(n)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import Counter
 
 from connectors.prometheus import metric
 from streams.processor import FlowSpec, Processor
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_REFUSED = metric(Counter, "eddyline_state_refused", "Saved processor states refused (foreign, old or broken); "
+                  "each key concerned started fresh.", ["flow"])
 
 MAGIC = b"EDST"
 FORMAT_VERSION = 1
@@ -294,14 +297,7 @@ def restore_or_fresh(spec: FlowSpec, key: str, blob: bytes | None) -> tuple[Proc
             raise StateError(f"the state is key {saved['key']!r}'s, not {key!r}'s")
         return processor_from(saved, fresh), dict(saved["offsets"])
     except StateError as exc:
-        _refused().labels(spec.name).inc()
+        _REFUSED.labels(spec.name).inc()
         log.error("saved state of %r refused (%s); the key starts fresh", key, exc,
                   extra={"flow": spec.name, "key": key, "error": str(exc)})
         return fresh, {}
-
-
-def _refused() -> Any:
-    from prometheus_client import Counter
-
-    return metric(Counter, "eddyline_state_refused", "Saved processor states refused (foreign, old or broken); "
-                  "each key concerned started fresh.", ["flow"])

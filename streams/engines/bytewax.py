@@ -43,8 +43,10 @@ class _ProcessorLogic(StatefulBatchLogic):
     written there and discarded, so memory follows active keys; it is reloaded when it speaks again.
     """
 
-    def __init__(self, spec: FlowSpec, resume: bytes | None, idle: IdleStore | None, idle_after: timedelta) -> None:
+    def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
+                 idle_after: timedelta) -> None:
         self.spec = spec
+        self.output = output
         self.saved = resume
         self.idle = idle
         self.idle_after = idle_after
@@ -60,6 +62,7 @@ class _ProcessorLogic(StatefulBatchLogic):
             self.saved = None
         with PROCESSING_SECONDS.labels(self.spec.name).time():
             emits = self.processor.process(values)
+        self.output.processed(values)
         if self.idle is not None:
             self.due = datetime.now(UTC) + self.idle_after
         return emits, StatefulBatchLogic.RETAIN
@@ -158,12 +161,13 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
                 raise RuntimeError(f"fatal Kafka error in {spec.name}: {msg.err}")
             log.warning("kafka consumer error", extra={"flow": spec.name, "error": str(msg.err)})
             return None
-        return output.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset)
+        broker_ms = msg.timestamp[1] if msg.timestamp and msg.timestamp[0] else -1
+        return output.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset, broker_ms)
 
     decoded = op.filter_map("decode", messages, decode)
     split = op.branch("valid", decoded, lambda x: isinstance(x, Event))
     keyed = op.key_on("key", split.trues, spec.key)
-    processed = op.stateful_batch("process", keyed, lambda resume: _ProcessorLogic(spec, resume, idle, idle_after))
+    processed = op.stateful_batch("process", keyed, lambda resume: _ProcessorLogic(spec, output, resume, idle, idle_after))
     emits = op.map("unkey", processed, lambda kv: kv[1])
     to_kafka = op.filter("kafka-bound", emits, output.kafka_bound)
     out = op.merge("to-kafka", op.map("encode", to_kafka, output.encode),

@@ -182,7 +182,8 @@ class _FlowRunner:
                 h = _headers(msg.headers)
                 topic, key = h[_SRC_TOPIC].decode(), h.get(_SRC_KEY)
                 partition, offset = int(h[_SRC_PARTITION]), int(h[_SRC_OFFSET])
-            out = self.output.decode(topic, key, msg.value, partition, offset)
+            broker_ms = int(msg.timestamp * 1000) if msg.timestamp and msg.timestamp_type else -1
+            out = self.output.decode(topic, key, msg.value, partition, offset, broker_ms)
             if isinstance(out, DeadLetter):
                 pending.append(await self._send(*self.output.dead_letter(out)))
                 continue
@@ -205,6 +206,7 @@ class _FlowRunner:
                 if not fresh:
                     continue
                 emits.extend(proc.process(fresh))
+                self.output.processed(fresh)
                 for e in fresh:
                     offsets[(e.topic, e.partition)] = max(e.offset, offsets.get((e.topic, e.partition), -1))
                 blob = encode_processor(proc, state_key.decode(), offsets)

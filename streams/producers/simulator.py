@@ -46,13 +46,18 @@ class _Device:
 
 
 class SensorSimulator:
-    """Yields sensor_batch records device by device; ``injected`` collects the ground truth."""
+    """Yields sensor_batch records device by device; ``injected`` collects the ground truth.
+
+    A batch's readings are stamped ``start_ms + i * interval_ms`` (``interval_ms`` may be fractional); a live
+    producer starts at the wall clock and sends each batch once its last reading's time has come
+    (``due_s``), so event times never run ahead of the wall clock.
+    """
 
     def __init__(
         self,
         devices: int = 10,
         readings_per_message: int = 50,
-        interval_ms: int = 1000,
+        interval_ms: float = 1000,
         anomaly_rate: float = 0.002,
         warmup_readings: int = 600,
         start_ms: int = 1_767_225_600_000,
@@ -80,7 +85,7 @@ class SensorSimulator:
     def batch(self, device: _Device) -> dict:
         n = self.readings_per_message
         idx = np.arange(device.t, device.t + n)
-        stamps = self.start_ms + idx * self.interval_ms
+        stamps = (self.start_ms + idx * self.interval_ms).astype(np.int64)
         series = []
         for sensor, (unit, base, amp, sd) in SENSORS.items():
             values = base + amp * np.sin(2 * np.pi * idx / 600 + device.phase[sensor]) + self.rng.normal(0, sd, n)
@@ -97,6 +102,11 @@ class SensorSimulator:
             "seq": device.seq,
             "series": series,
         }
+
+    @staticmethod
+    def due_s(record: dict) -> float:
+        """When a live producer may send ``record``: the wall-clock second of its last reading."""
+        return record["event_time"] / 1000.0
 
     def _inject(self, device: _Device, sensor: str, values: np.ndarray, stamps: np.ndarray, spread: float) -> None:
         i = 0
