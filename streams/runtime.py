@@ -25,3 +25,5 @@ class RuntimeSettings(Section):
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on metrics_host:PORT.")
     metrics_host: str = Field("127.0.0.1", description="Where the metrics endpoint listens; 0.0.0.0 in containers.")
     detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")
+    packed_scores: bool = Field(False, description="Sensor flow: write scores packed (float32 bytes, anomaly_score "
+                                "v2; schemas.scores.series_scores reads both) instead of one Avro double each.")

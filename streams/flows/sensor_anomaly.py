@@ -18,6 +18,7 @@ import numpy as np
 from models.anomaly import DEFAULT_DETECTOR, make_detector
 from models.anomaly.base import AnomalyDetector
 from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, derive_id
+from schemas.scores import pack_series
 from streams.flows.alert_policy import AlertPolicy, PolicyConfig, Transition
 from streams.processor import Emit, Event, FlowSpec, Processor
 from streams.sequence import Sequencer, count
@@ -42,8 +43,10 @@ class SensorAnomalyProcessor(Processor):
         detector: str = DEFAULT_DETECTOR,
         detector_params: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
+        packed: bool = False,
     ) -> None:
         self.device_id = device_id
+        self.packed = packed
         self.detector_name = detector
         self.detector_params = dict(detector_params or {})
         self.policy_params = dict(policy or {})
@@ -92,9 +95,8 @@ class SensorAnomalyProcessor(Processor):
             values = np.asarray(s["values"], dtype=np.float64)
             stamps = np.asarray(s["timestamps"], dtype=np.int64)
             scores = det.score_learn(values, stamps)
-            scored_series.append(
-                {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist()}
-            )
+            scored_series.append(pack_series(s["sensor"], stamps, scores) if self.packed else
+                                 {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist()})
             metrics.append(series_metrics(self.device_id, s["sensor"], s["values"], s["timestamps"], scores, det.threshold))
             for t in policy.update(scores, stamps, f"{source_id}/{s['sensor']}"):
                 alerts.append(self._alert(rec, s["sensor"], t, float(values[t.index]), int(stamps[t.index])))
@@ -158,6 +160,7 @@ class SensorAnomalyProcessor(Processor):
             "detector": self.detector_name,
             "detector_params": self.detector_params,
             "policy": self.policy_params,
+            "packed": self.packed,
         }
 
 
@@ -166,13 +169,15 @@ def sensor_anomaly_flow(
     detector_params: dict[str, Any] | None = None,
     policy: PolicyConfig | None = None,
     sinks: list | None = None,
+    packed: bool = False,
 ) -> FlowSpec:
+    """The sensor flow; ``packed`` writes scores as packed float32 bytes (``anomaly_score`` v2) instead of arrays."""
     policy_params = {k: v for k, v in asdict(policy).items() if k != "threshold"} if policy else {}
     return FlowSpec(
         name=FLOW,
         inputs={SOURCE_TOPIC: SENSOR_BATCH},
         outputs={SCORES_TOPIC: ANOMALY_SCORE, ALERTS_TOPIC: ALERT},
-        make_processor=lambda device: SensorAnomalyProcessor(device, detector, detector_params, policy_params),
+        make_processor=lambda device: SensorAnomalyProcessor(device, detector, detector_params, policy_params, packed),
         key=lambda event: event.record["device_id"],
         sinks=list(sinks or []),
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import ALERT, ANOMALY_SCORE, DRIFT, FEEDBACK, PREDICTION, SENTIMENT_SCORE
+from schemas.scores import series_scores
 from streams.processor import Event
 from streams.flows.quality import QualityProcessor
 
@@ -83,12 +84,13 @@ class LiveState:
         device, threshold = rec["device_id"], rec["threshold"]
         d = self.devices.setdefault(device, {"device": device, "scored": 0, "anomalous": 0, "max_score": 0.0})
         for s in rec["series"]:
-            scores = s["scores"]
+            stamps, packed = series_scores(s)
+            scores = packed.tolist()
             self.scored += len(scores)
             d["scored"] += len(scores)
             if scores:
                 d["max_score"] = max(d["max_score"], max(scores))
-            for t, score in zip(s["timestamps"], scores):
+            for t, score in zip(stamps.tolist(), scores):
                 if score >= threshold:
                     self.anomalous += 1
                     d["anomalous"] += 1
