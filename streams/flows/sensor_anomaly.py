@@ -96,7 +96,8 @@ class SensorAnomalyProcessor(Processor):
             stamps = np.asarray(s["timestamps"], dtype=np.int64)
             scores = det.score_learn(values, stamps)
             scored_series.append(pack_series(s["sensor"], stamps, scores) if self.packed else
-                                 {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist()})
+                                 {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist(),
+                                  "packed_timestamps": None, "packed_scores": None})
             metrics.append(series_metrics(self.device_id, s["sensor"], s["values"], s["timestamps"], scores, det.threshold))
             for t in policy.update(scores, stamps, f"{source_id}/{s['sensor']}"):
                 alerts.append(self._alert(rec, s["sensor"], t, float(values[t.index]), int(stamps[t.index])))
