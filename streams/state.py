@@ -251,9 +251,10 @@ class IdleStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        # a rollback journal, not WAL: with WAL, another process closing the file (a second worker, a reader)
+        # was seen to delete the WAL that held this process's committed writes
+        self._db.execute("PRAGMA journal_mode=DELETE")
         self._db.execute("CREATE TABLE IF NOT EXISTS idle (key TEXT PRIMARY KEY, state BLOB NOT NULL)")
 
     def put(self, key: str, state: bytes) -> None:

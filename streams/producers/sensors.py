@@ -47,7 +47,7 @@ class SensorProducer:
         per_reading_ms = 1000.0 * devices * len(SENSORS) / rate if rate > 0 else 1000.0
         self.sim = SensorSimulator(
             devices=devices, readings_per_message=readings_per_message, interval_ms=per_reading_ms,
-            anomaly_rate=anomaly_rate, start_ms=int(time.time() * 1000), seed=seed,
+            anomaly_rate=anomaly_rate, start_ms=int(time.time() * 1000), seed=seed, stagger=True,
         )
         self.bad = malformed_messages(bad_events, seed=seed)
         self.stats = ProduceStats()

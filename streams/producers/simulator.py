@@ -50,7 +50,8 @@ class SensorSimulator:
 
     A batch's readings are stamped ``start_ms + i * interval_ms`` (``interval_ms`` may be fractional); a live
     producer starts at the wall clock and sends each batch once its last reading's time has come
-    (``due_s``), so event times never run ahead of the wall clock.
+    (``due_s``), so event times never run ahead of the wall clock. With ``stagger`` the devices' batches end
+    at evenly spread times instead of all together, as a real fleet's do.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class SensorSimulator:
         start_ms: int = 1_767_225_600_000,
         seed: int = 7,
         producer: str = "eddyline/simulator",
+        stagger: bool = False,
     ) -> None:
         self.rng = np.random.default_rng(seed)
         self.pyrng = random.Random(seed)
@@ -73,8 +75,10 @@ class SensorSimulator:
         self.start_ms = start_ms
         self.producer = producer
         self.devices = [_Device(f"device-{i:03d}") for i in range(devices)]
-        for d in self.devices:
+        for i, d in enumerate(self.devices):
             d.phase = {s: self.pyrng.uniform(0, 2 * np.pi) for s in SENSORS}
+            if stagger:  # device i's batches end i/devices of a batch later: a live fleet sends evenly
+                d.t = i * readings_per_message // devices
         self.injected: list[InjectedAnomaly] = []
         self.readings = 0
 

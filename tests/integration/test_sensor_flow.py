@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -42,10 +43,12 @@ def flow_env(settings: KafkaSettings, receiver: AlertReceiver | None = None) -> 
     return env
 
 
-def start_flow(settings: KafkaSettings, state_dir: Path, receiver: AlertReceiver | None = None) -> subprocess.Popen:
+def start_flow(settings: KafkaSettings, state_dir: Path, receiver: AlertReceiver | None = None,
+               **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "run", "anomaly", "--state-dir", str(state_dir)],
-        env=flow_env(settings, receiver), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        env=flow_env(settings, receiver) | env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -167,3 +170,34 @@ def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(kaf
         len(s["values"]) for r in records for s in r["series"])
     assert len(opened) >= 5
     assert set(alert_receiver.incidents) == opened  # one PagerDuty incident per anomaly, none twice
+
+
+def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_settings, tmp_path):
+    from streams.engines.bytewax import IDLE_FILE
+    from streams.state import decode_checkpoint
+
+    records, _ = simulated(devices=3, messages=90, seed=8)
+    publish(kafka_settings, records[:45])
+    state = tmp_path / "state"
+    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="1")
+    try:
+        assert len(unique_scores(kafka_settings, 45, timeout=90)) == 45
+        deadline = time.monotonic() + 60
+        evicted: set[str] = set()
+        while time.monotonic() < deadline and len(evicted) < 3:
+            time.sleep(0.5)
+            if (state / IDLE_FILE).exists():
+                db = sqlite3.connect(f"file:{state / IDLE_FILE}?mode=ro", uri=True, timeout=30)
+                try:
+                    evicted = {decode_checkpoint(blob)["key"] for (blob,) in db.execute("SELECT state FROM idle")}
+                except sqlite3.OperationalError:  # the table is not there before the first eviction
+                    pass
+                finally:
+                    db.close()
+        publish(kafka_settings, records[45:])
+        scores = unique_scores(kafka_settings, len(records), timeout=90)
+    finally:
+        log = stop(proc)
+    assert evicted == {r["device_id"] for r in records}, log
+    want = {e.record["event_id"]: e.record for e in reference(records) if e.topic == "scores.anomaly"}
+    assert scores == want, "a device reloaded after eviction must score as if it had never left"
