@@ -196,14 +196,16 @@ def _recovery(flow: Flow, settings: KafkaSettings, sim: SensorSimulator, watcher
     raise RuntimeError(f"no score for the batch published during the outage within 600 s; see {flow.log}")
 
 
-def _latency(settings: KafkaSettings, devices: int, batches_done: int, rate: float, live_s: float,
+def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_s: float,
              watcher: Consumer) -> tuple[float, float, int]:
-    """(p50 ms, p99 ms, scores) from event time to score arrival, the fleet offered ``rate`` readings/s live."""
+    """(p50 ms, p99 ms, scores) from event time to score arrival, ``fleet``'s devices offered ``rate`` readings/s
+    live (their readings now on the wall clock, their sequence numbers going on)."""
+    devices = len(fleet.devices)
     interval_ms = 1000.0 * devices * 3 / rate
     sim = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, interval_ms=interval_ms,
                           start_ms=int(time.time() * 1000), seed=11, stagger=True)
-    for d in sim.devices:
-        d.seq = batches_done  # the same devices, continuing their sequence
+    for d, before in zip(sim.devices, fleet.devices, strict=True):
+        d.seq = before.seq
     stop = threading.Event()
     sent: set[str] = set()
 
@@ -265,7 +267,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
             checkpoint = written
             per_epoch = written / max(1.0, busy_s / EPOCH_S)
         recovery = _recovery(flow, settings, sim, watcher)
-        p50, p99, lat_n = _latency(settings, devices, batches + 1, rate / 2, live_s, watcher)
+        p50, p99, lat_n = _latency(settings, sim, rate / 2, live_s, watcher)
     finally:
         watcher.close()
         flow.stop()
@@ -336,6 +338,8 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
                 rss_per_device.setdefault(engine, result["rss_mb"] * 2**20 / n)
                 runs.append(result)
                 console.print(result)
+                if json_path is not None:  # what is done survives a later run that fails
+                    json_path.write_text(json.dumps({"runs": runs, "partial": True}, indent=2) + "\n")
     out = {
         "runs": runs,
         "detector": detector or "default", "packed_scores": packed, "batches_per_device": batches,

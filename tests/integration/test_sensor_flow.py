@@ -81,11 +81,11 @@ def unique_scores(settings: KafkaSettings, expected: int, timeout: float) -> dic
 
 
 def kill_mid_stream(settings: KafkaSettings, records: list[dict], proc: subprocess.Popen,
-                    kill: Callable[[subprocess.Popen], object]) -> dict[str, dict]:
+                    kill: Callable[[subprocess.Popen], object], chunk: int = 20) -> dict[str, dict]:
     """With ``records[:300]`` published and the flow running, publish the rest and SIGKILL the flow while
     input is still arriving (no chance to checkpoint, commit or flush); the scores that came out before."""
-    rest = threading.Thread(target=lambda: [publish(settings, records[i:i + 20]) or time.sleep(0.05)
-                                            for i in range(300, len(records), 20)])
+    rest = threading.Thread(target=lambda: [publish(settings, records[i:i + chunk]) or time.sleep(0.05)
+                                            for i in range(300, len(records), chunk)])
     try:
         unique_scores(settings, 200, timeout=90)
         rest.start()
@@ -103,8 +103,17 @@ def simulated(devices: int, messages: int, seed: int = 3) -> tuple[list[dict], S
     return list(itertools.islice(sim, messages)), sim
 
 
-def reference(records: list[dict]) -> list:
-    return run_local(sensor_anomaly_flow(), [Event("sensor.readings", r["device_id"], r) for r in records])
+def fleet(devices: int, chatty: int, chatty_messages: int, seed: int) -> list[dict]:
+    """One batch from each of ``devices``, then ``chatty`` of them go on long enough to pass the alert warm-up."""
+    records, sim = simulated(devices, devices, seed)
+    for _ in range(chatty_messages - 1):
+        records += [sim.batch(d) for d in sim.devices[:chatty]]
+    return records
+
+
+def reference(records: list[dict], detector: str | None = None) -> list:
+    spec = sensor_anomaly_flow(detector) if detector else sensor_anomaly_flow()
+    return run_local(spec, [Event("sensor.readings", r["device_id"], r) for r in records])
 
 
 def test_flow_scores_every_reading_and_matches_the_engine_free_reference(kafka_settings, tmp_path):
@@ -150,17 +159,25 @@ def test_malformed_messages_go_to_the_dlq_with_reason_and_the_flow_goes_on(kafka
         assert int(info["offset"]) >= 0
 
 
-def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(kafka_settings, tmp_path, alert_receiver):
-    records, _ = simulated(devices=6, messages=900, seed=5)
+@pytest.mark.parametrize(("records", "detector"), [
+    (lambda: simulated(devices=6, messages=900, seed=5)[0], None),
+    # a fleet: 5,000 devices' states checkpointed and restored (gauss: small state until detectors are compact)
+    (lambda: fleet(devices=5000, chatty=10, chatty_messages=20, seed=5), "gauss"),
+], ids=["6-devices", "5000-devices"])
+def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(
+        kafka_settings, tmp_path, alert_receiver, records, detector):
+    records = records()
+    env = {"EDDYLINE_RUNTIME_DETECTOR": detector} if detector else {}
     publish(kafka_settings, records[:300])
     state = tmp_path / "state"
     alert_receiver.routing_keys = frozenset({ROUTING_KEY})
-    partial = kill_mid_stream(kafka_settings, records, start_flow(kafka_settings, state, alert_receiver), stop)
+    partial = kill_mid_stream(kafka_settings, records, start_flow(kafka_settings, state, alert_receiver, **env), stop,
+                              chunk=max(20, len(records) // 40))
     assert len(partial) < len(records), "the kill should land mid-stream"
-    proc = start_flow(kafka_settings, state, alert_receiver)
+    proc = start_flow(kafka_settings, state, alert_receiver, **env)
     try:
         scores = unique_scores(kafka_settings, len(records), timeout=120)
-        expected = reference(records)
+        expected = reference(records, detector)
         opened = {e.record["alert_key"] for e in expected if e.topic == "alerts" and e.record["status"] == "OPENED"}
         alert_receiver.wait_for(lambda r: set(r.incidents) >= opened, timeout=60)
     finally:
