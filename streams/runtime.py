@@ -24,6 +24,9 @@ class RuntimeSettings(Section):
                                 "memory for the state folder (reloaded when it speaks again); 0: never.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on metrics_host:PORT.")
     metrics_host: str = Field("127.0.0.1", description="Where the metrics endpoint listens; 0.0.0.0 in containers.")
+    lag_interval_s: float | None = Field(
+        5.0, gt=0, description="Seconds between consumer-lag readings of a flow process; unset: no lag monitor."
+    )
     detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")
     packed_scores: bool = Field(False, description="Sensor flow: write scores packed (float32 bytes, anomaly_score "
                                 "v2; schemas.scores.series_scores reads both) instead of one Avro double each.")

@@ -1,4 +1,4 @@
-"""``python -m streams.cli``: the ``eddyline`` command (tests and supervisors start flows this way)."""
+"""``python -m streams.cli``: the ``eddyline`` command."""
 
 from streams.cli import main
 

@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING
 
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.lag import start_monitor
 from streams.engines.output import DeadLetter, FlowOutput, Message
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.state import IdleStore, StateError, decode_checkpoint, encode_processor, restore_or_fresh
@@ -135,13 +136,29 @@ class _SideSink(DynamicSink):
         return _SidePartition(self.factory())
 
 
-def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500,
-                   idle: IdleStore | None = None, idle_after: timedelta = timedelta(minutes=10)) -> Dataflow:
+def build_dataflow(
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None,
+    idle: IdleStore | None = None, idle_after: timedelta = timedelta(minutes=10),
+) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
-    With ``idle``, keys silent for ``idle_after`` leave memory for that store and come back when they speak.
+    Decoding, encoding and dead letters go through ``streams.engines.output``, the path the Faust adapter
+    shares; the dataflow itself only moves batches.
+
+    Parameters
+    ----------
+    spec
+        The flow.
+    settings
+        Kafka settings: brokers, credentials and the topic namespace.
+    batch_size
+        Most messages read from a partition at a time.
+    output
+        The decode/encode path to use (its ``positions`` feed the lag monitor); a new one by default.
+    idle, idle_after
+        Where keys silent for ``idle_after`` go to leave memory (None: they stay); they come back when they speak.
     """
-    output = FlowOutput(spec, settings)
+    output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
     source_config = {k: v for k, v in consumer_config(settings, "unused").items() if k in _SOURCE_KEYS}
     source = KafkaSource(
@@ -167,7 +184,8 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
     decoded = op.filter_map("decode", messages, decode)
     split = op.branch("valid", decoded, lambda x: isinstance(x, Event))
     keyed = op.key_on("key", split.trues, spec.key)
-    processed = op.stateful_batch("process", keyed, lambda resume: _ProcessorLogic(spec, output, resume, idle, idle_after))
+    processed = op.stateful_batch(
+        "process", keyed, lambda resume: _ProcessorLogic(spec, output, resume, idle, idle_after))
     emits = op.map("unkey", processed, lambda kv: kv[1])
     to_kafka = op.filter("kafka-bound", emits, output.kafka_bound)
     out = op.merge("to-kafka", op.map("encode", to_kafka, output.encode),
@@ -179,7 +197,15 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
 
 
 def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
-    """Create every topic the flow reads or writes, before it writes."""
+    """Create every topic the flow reads or writes, before it writes.
+
+    Parameters
+    ----------
+    spec
+        The flow; its inputs, outputs and their dead-letter topics are created.
+    settings
+        Kafka settings (the namespace applies).
+    """
     create_topics(settings, FlowOutput(spec, settings).topics())
 
 
@@ -191,12 +217,34 @@ def run(
     epoch_interval: timedelta = timedelta(seconds=2),
     workers: int = 1,
     batch_size: int = 500,
+    lag_interval_s: float | None = 5.0,
     idle_after: timedelta | None = timedelta(minutes=10),
 ) -> None:
-    """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch, and keys
-    silent for ``idle_after`` (None: never) are evicted to ``state_dir/idle.sqlite3``."""
+    """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
+
+    A restart with the same ``state_dir`` resumes from the last epoch: the inputs after it are read again
+    and give the same output ids (delivery is at least once, outputs idempotent).
+
+    Parameters
+    ----------
+    spec
+        The flow.
+    settings
+        Kafka settings.
+    state_dir
+        Bytewax's recovery store (created when missing); None runs without checkpoints.
+    epoch_interval
+        How often state and offsets are snapshotted.
+    workers
+        Worker threads in this process.
+    batch_size
+        Most messages read from a partition at a time.
+    lag_interval_s
+        How often a lag monitor reports the flow's consumer lag (None: no monitor).
+    idle_after
+        With ``state_dir``, keys silent this long leave memory for ``state_dir/idle.sqlite3`` (None: never).
+    """
     from bytewax.recovery import RecoveryConfig, init_db_dir
-    from bytewax.run import cli_main
 
     ensure_topics(spec, settings)
     recovery = None
@@ -208,6 +256,36 @@ def run(
         recovery = RecoveryConfig(state_dir)
         if idle_after is not None:
             idle = IdleStore(state_dir / IDLE_FILE)
-    flow = build_dataflow(spec, settings, batch_size=batch_size, idle=idle,
-                          idle_after=idle_after or timedelta(minutes=10))
-    cli_main(flow, workers_per_process=workers, epoch_interval=epoch_interval, recovery_config=recovery)
+    run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
+                 idle_after=idle_after or timedelta(minutes=10), workers_per_process=workers,
+                 epoch_interval=epoch_interval, recovery_config=recovery)
+
+
+def run_dataflow(
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None,
+    idle: IdleStore | None = None, idle_after: timedelta = timedelta(minutes=10), **cli_options: Any
+) -> None:
+    """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
+    consumed, so the flow's group shows how far it got.
+
+    Parameters
+    ----------
+    spec, settings, batch_size
+        As for ``build_dataflow``.
+    lag_interval_s
+        How often the lag monitor reports (None: no monitor).
+    idle, idle_after
+        As for ``build_dataflow``.
+    cli_options
+        Passed to Bytewax's ``cli_main`` (workers, epoch interval, recovery).
+    """
+    from bytewax.run import cli_main
+
+    output = FlowOutput(spec, settings)
+    flow = build_dataflow(spec, settings, batch_size=batch_size, output=output, idle=idle, idle_after=idle_after)
+    monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
+    try:
+        cli_main(flow, **cli_options)
+    finally:
+        if monitor is not None:
+            monitor.stop()

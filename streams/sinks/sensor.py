@@ -30,7 +30,28 @@ SCORE_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 def series_metrics(device_id: str, sensor: str, values: list[float], stamps: list[int], scores: np.ndarray,
                    threshold: float) -> Emit:
     """One batch of one series, summarised. Values arrive as the decoded Python list: on batches of tens of
-    readings the builtins are several times cheaper than a numpy call each."""
+    readings the builtins are several times cheaper than a numpy call each.
+
+    Parameters
+    ----------
+    device_id, sensor
+        The series.
+    values, stamps
+        The batch's readings and their event times (ms).
+    scores
+        The anomaly score of each reading.
+    threshold
+        Scores at or above it count as anomalous.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from streams.sinks.sensor import series_metrics
+    >>> scores = np.array([0.1, 0.2, 0.97])
+    >>> emit = series_metrics("d-1", "temperature", [20.0, 21.0, 35.0], [1000, 2000, 3000], scores, threshold=0.9)
+    >>> emit.topic, emit.record["time_ms"], emit.record["value_max"], emit.record["anomalous"]
+    ('sink.sensor_metrics', 3000, 35.0, 1)
+    """
     n = len(values)
     record = {
         "device_id": device_id,
@@ -79,6 +100,15 @@ class TopSeries:
         self.ends = clock() + interval_s
 
     def offer(self, device: str, sensor: str, score: float) -> None:
+        """Count one series batch's highest score in this interval's ranking; publish when the interval ends.
+
+        Parameters
+        ----------
+        device, sensor
+            The series.
+        score
+            Its batch's highest anomaly score.
+        """
         key = (device, sensor)
         if key in self.best:
             if score > self.best[key]:
@@ -107,8 +137,16 @@ class TopSeries:
 
 
 class SensorMetricsSink(MetricsSink):
-    """Per-series points to the time-series store; Prometheus gets fleet totals and a top-k, never a series per
-    device."""
+    """The sensor flow's dashboards: an InfluxDB ``sensor`` point per series and batch (per-device values live
+    there only), and Prometheus fleet totals, a batch-score histogram and a top-k gauge of at most k series.
+
+    Parameters
+    ----------
+    influx
+        Where points go; None keeps Prometheus only.
+    top_k
+        How many of the most anomalous series Prometheus shows.
+    """
 
     def __init__(self, influx: Any | None = None, top_k: int = TOP_K) -> None:
         from prometheus_client import Counter, Gauge, Histogram
