@@ -175,7 +175,25 @@ def chunk_records(
 def audio_chunk(
     conversation_id: str, seq: int, pcm: bytes, offset_ms: int, event_time: int, *, final: bool, producer: str
 ) -> dict[str, Any]:
-    """One ``audio_chunk`` record of PCM16 mono 16 kHz; its id derives from the conversation and ``seq``."""
+    """One ``audio_chunk`` record of PCM16 mono 16 kHz; its id derives from the conversation and ``seq``.
+
+    Parameters
+    ----------
+    conversation_id
+        The call; also the Kafka key, so a call's chunks stay in order on one partition.
+    seq
+        The chunk's number within the call, from 0; a resent chunk carries the same number and id.
+    pcm
+        PCM16 little-endian mono samples at 16 kHz.
+    offset_ms
+        Where the chunk starts in the call.
+    event_time
+        When it was recorded, ms since the epoch (UTC).
+    final
+        True on the call's last chunk.
+    producer
+        Who sent it (a file replay, the gateway).
+    """
     return {
         "event_id": derive_id("audio_chunk", conversation_id, seq),
         "event_time": event_time,
