@@ -1,9 +1,10 @@
 """``eddyline demo``: the whole sensor path on one machine, observed from the outside.
 
-It starts the embedded broker, a loopback alert receiver standing in for PagerDuty and Slack, and the
-anomaly flow as its own process (as in production), then publishes simulated devices with injected
-anomalies and malformed messages. A watcher reads the output topics as any consumer would, so the
-summary counts what really came out: readings scored, dead letters, anomalies, alerts, deliveries.
+It starts the embedded broker, a loopback alert receiver standing in for PagerDuty and Slack, the anomaly
+flow and the notify flow (which delivers the alerts) as processes of their own (as in production), then
+publishes simulated devices with injected anomalies and malformed messages. A watcher reads the output
+topics as any consumer would, so the summary counts what really came out: readings scored, dead letters,
+anomalies, alerts, deliveries.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from connectors.alert_explanation import explanation_text
 from connectors.testing.alert_receiver import AlertReceiver
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings, consumer_config, create_topics
@@ -54,6 +56,7 @@ class OutputWatcher(threading.Thread):
         self.scored = 0
         self.dlq = 0
         self.anomalies = 0
+        self.alert_events = 0  # distinct alert events, every flow: each is one PagerDuty event once delivered
         self.alerts: dict[str, set[str]] = defaultdict(set)  # status -> incident keys, sensor flow
         self.call_alerts: dict[str, set[str]] = defaultdict(set)  # status -> incident keys, audio flow
         self.transcripts = 0
@@ -101,6 +104,7 @@ class OutputWatcher(threading.Thread):
                     self.last_utterance = rec
                 return
             if topic == "alerts":
+                self.alert_events += 1
                 if rec["source"] != FLOW:
                     self.call_alerts[rec["status"]].add(rec["alert_key"])
                     return
@@ -211,12 +215,13 @@ def run_demo(
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="", session_timeout_ms=6000,
                                  extra={"log_level": "2"})
         # the watcher reads every output topic from the start, the calls' too even when there are none to play
-        create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts", "transcripts",
-                                 "scores.sentiment"])
+        create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts", "alerts.retry",
+                                 dlq_topic("alerts"), "transcripts", "scores.sentiment"])
         live = LivePage(settings, "127.0.0.1", 0).start()
-        console.print(f"live page: [bold]{live.url}[/]")
+        console.print(f"live page: [bold]{live.login_url()}[/] (a one-time login link)")
         console.print(f"broker {broker.bootstrap} · alert receiver {receiver.pagerduty_url} · logs in {work}")
         flow = _start_flow("anomaly", settings, receiver, work / "state", work / "flow.log")
+        notify = _start_flow("notify", settings, receiver, work / "notify-state", work / "notify.log")
         recordings = [CALLS_DIR / f"{c}.wav" for clips in CONVERSATIONS.values() for c in clips] if calls else []
         if calls and not all(p.is_file() for p in recordings):
             recordings = []
@@ -263,12 +268,14 @@ def run_demo(
                 while producing.is_alive():
                     producing.join(0.25)
                     live.update(table("producing"))
-                    for proc, log_name in ((flow, "flow.log"), (audio, "audio.log")):
+                    for proc, log_name in ((flow, "flow.log"), (notify, "notify.log"), (audio, "audio.log")):
                         if proc is not None and proc.poll() is not None:
                             raise RuntimeError(f"a flow exited with code {proc.returncode}; see {work / log_name}")
                     if not announced and watcher.first_alert is not None:
                         a = watcher.first_alert
                         live.console.print(f"first alert: [bold]{a['severity']}[/] {a['summary']}")
+                        if a.get("explanation"):
+                            live.console.print(f"  why: {explanation_text(a['explanation'])}")
                         announced = True
                 deadline = time.monotonic() + drain_timeout
                 while time.monotonic() < deadline:
@@ -281,10 +288,14 @@ def run_demo(
                     if done and calls_quiet:
                         break
                     time.sleep(0.25)
-                time.sleep(1.0)  # the last alert deliveries
+                deadline = time.monotonic() + 30.0  # the notify flow delivers the last alerts
+                while time.monotonic() < deadline and receiver.counts["pagerduty_events"] < watcher.alert_events:
+                    live.update(table("delivering alerts"))
+                    time.sleep(0.25)
         finally:
             signal.signal(signal.SIGINT, previous)
             _stop_process(flow)
+            _stop_process(notify)
             if audio is not None:
                 _stop_process(audio)
             live.stop()
@@ -310,6 +321,7 @@ def run_demo(
             "transcripts": watcher.transcripts,
             "sentiment_scores": watcher.sentiments,
             "call_alerts_opened": len(watcher.call_alerts["OPENED"]),
+            "first_alert": _first_alert(watcher.first_alert),
             "injected_anomalies": len(injected),
             "detected_injected_anomalies": detected,
             "work_dir": str(work),
@@ -321,6 +333,18 @@ def run_demo(
         f"detected {detected}/{len(injected)} injected anomalies ({ratio:.1%}); "
         f"{summary['pagerduty_incidents']} PagerDuty incidents"
     )
+    if summary["first_alert"] is not None:
+        first = summary["first_alert"]
+        console.print(f"first alert: {first['summary']}\n  why: {first['why'] or 'no explanation'}")
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _first_alert(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The first sensor alert as the summary shows it: what, when, and why it fired."""
+    if rec is None:
+        return None
+    return {"entity": rec["entity"], "severity": rec["severity"], "event_time": rec["event_time"],
+            "summary": rec["summary"], "why": explanation_text(rec.get("explanation")),
+            "explanation": rec.get("explanation")}

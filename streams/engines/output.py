@@ -19,7 +19,7 @@ from prometheus_client import Counter, Histogram
 from connectors.dlq import dlq_headers
 from connectors.kafka import KafkaSettings
 from connectors.prometheus import DLQ_EVENTS, END_TO_END_LATENCY, EVENTS_CONSUMED, EVENTS_EMITTED, metric
-from schemas import AvroSerde, SchemaError
+from schemas import AvroSerde, RegistryUnavailableError, SchemaError
 from schemas.topics import dlq_topic
 from streams.processor import SINK_ONLY, Emit, Event, FlowSpec
 
@@ -80,19 +80,24 @@ class Codec:
     inputs
         Logical input topic -> the event type it carries.
     serde
-        The Avro serde (the local registry by default).
+        The Avro serde (by default on the configured schema registry, pausing while it cannot answer).
     """
 
     def __init__(self, settings: KafkaSettings, inputs: dict[str, str], serde: AvroSerde | None = None) -> None:
+        from connectors.schema_registry import configured_serde
+
         self.settings = settings
-        self.serde = serde or AvroSerde()
+        self.serde = serde or configured_serde(consumer=True)
         self.inputs = inputs
         self._logical = {settings.topic(t): t for t in inputs}
 
     def decode(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int, broker_ms: int = -1
     ) -> Event | DeadLetter:
-        """An event, or a dead letter that says why the message is not one; never raises.
+        """An event, or a dead letter that says why the message is not one.
+
+        Raises only ``RegistryUnavailableError`` (a serde that does not pause): the registry's fault, not the
+        event's, so it is retried later and never dead-lettered.
 
         Parameters
         ----------
@@ -111,6 +116,8 @@ class Codec:
             return DeadLetter(logical, key, value, "unknown_topic", f"flow does not read {topic}", partition, offset)
         try:
             record = self.serde.decode(value, event_type)
+        except RegistryUnavailableError:
+            raise
         except SchemaError as exc:
             return DeadLetter(logical, key, value, exc.reason, str(exc), partition, offset)
         except Exception as exc:  # a bug in a rule must not kill the flow either
@@ -198,10 +205,9 @@ class FlowOutput:
         try:
             topic, key, value = self.codec.encode(emit)
         except SchemaError as exc:  # a processor produced an invalid event: keep it, with the reason
-            log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": str(exc)})
-            return self.dead_letter(DeadLetter(
-                emit.topic, emit.key.encode(), json.dumps(emit.record, default=str).encode(),
-                "invalid_output", str(exc), -1, -1))
+            return self._unencodable(emit, "invalid_output", str(exc))
+        except Exception as exc:  # a key or record no encoder takes must not stop the flow either
+            return self._unencodable(emit, "encode_failed", f"{type(exc).__name__}: {exc}")
         EVENTS_EMITTED.labels(self.spec.name, emit.topic).inc()
         lag_s = time.time() - emit.record.get("event_time", 0) / 1000.0
         if lag_s < 0.0:  # a producer clock ahead of ours: counted, since no latency can be measured
@@ -223,6 +229,12 @@ class FlowOutput:
         for e in events:
             if e.broker_ms > 0:
                 self._broker_latency.observe(max(0.0, now_ms - e.broker_ms) / 1000.0)
+
+    def _unencodable(self, emit: Emit, reason: str, error: str) -> Message:
+        log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": error})
+        key = emit.key.encode() if isinstance(emit.key, str) else None
+        value = json.dumps(emit.record, default=str).encode()
+        return self.dead_letter(DeadLetter(emit.topic, key, value, reason, error, -1, -1))
 
     def dead_letter(self, dead: DeadLetter) -> Message:
         """The dead-letter message for ``dead``: the bytes unchanged, the reason and origin in headers.

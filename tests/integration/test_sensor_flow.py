@@ -29,7 +29,8 @@ serde = AvroSerde()
 
 
 def flow_env(settings: KafkaSettings, receiver: AlertReceiver | None = None) -> dict[str, str]:
-    """The environment a flow process gets: this test's broker and namespace, and the loopback PagerDuty."""
+    """The environment a flow process gets: this test's broker and namespace, and the loopback PagerDuty
+    (which only the notify flow calls)."""
     env = {
         **os.environ,
         "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
@@ -50,6 +51,13 @@ def start_flow(settings: KafkaSettings, state_dir: Path, receiver: AlertReceiver
         env=flow_env(settings, receiver) | env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def start_notify(settings: KafkaSettings, receiver: AlertReceiver) -> subprocess.Popen:
+    """The notify flow, which delivers the scoring flows' alerts to the loopback PagerDuty."""
+    env = flow_env(settings, receiver) | {"EDDYLINE_NOTIFY_BACKOFF_S": "0.05", "EDDYLINE_NOTIFY_BREAKER_RESET_S": "1"}
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "notify"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop(proc: subprocess.Popen) -> str:
@@ -161,7 +169,7 @@ def test_malformed_messages_go_to_the_dlq_with_reason_and_the_flow_goes_on(kafka
 
 @pytest.mark.parametrize(("records", "detector"), [
     (lambda: simulated(devices=6, messages=900, seed=5)[0], None),
-    # a fleet: 5,000 devices' states checkpointed and restored (gauss: small state until detectors are compact)
+    # a fleet: 5,000 devices' states checkpointed and restored (gauss: the cheapest detector, to stay under 2 min)
     (lambda: fleet(devices=5000, chatty=10, chatty_messages=20, seed=5), "gauss"),
 ], ids=["6-devices", "5000-devices"])
 def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(
@@ -171,10 +179,11 @@ def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(
     publish(kafka_settings, records[:300])
     state = tmp_path / "state"
     alert_receiver.routing_keys = frozenset({ROUTING_KEY})
-    partial = kill_mid_stream(kafka_settings, records, start_flow(kafka_settings, state, alert_receiver, **env), stop,
+    notify = start_notify(kafka_settings, alert_receiver)
+    partial = kill_mid_stream(kafka_settings, records, start_flow(kafka_settings, state, **env), stop,
                               chunk=max(20, len(records) // 40))
     assert len(partial) < len(records), "the kill should land mid-stream"
-    proc = start_flow(kafka_settings, state, alert_receiver, **env)
+    proc = start_flow(kafka_settings, state, **env)
     try:
         scores = unique_scores(kafka_settings, len(records), timeout=120)
         expected = reference(records, detector)
@@ -182,6 +191,7 @@ def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(
         alert_receiver.wait_for(lambda r: set(r.incidents) >= opened, timeout=60)
     finally:
         log = stop(proc)
+        log += stop(notify)
     assert {s["source_event_id"] for s in scores.values()} == {r["event_id"] for r in records}, log
     assert sum(len(s["scores"]) for rec in scores.values() for s in rec["series"]) == sum(
         len(s["values"]) for r in records for s in r["series"])
