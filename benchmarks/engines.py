@@ -33,7 +33,7 @@ ENGINES = {
 }
 
 
-def run(json_path: Path | None = None, messages: int = 4000) -> dict[str, Any]:
+def run(json_path: Path | None = None, messages: int = 10_000) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
@@ -81,7 +81,7 @@ def run(json_path: Path | None = None, messages: int = 4000) -> dict[str, Any]:
 
 def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
-    messages: Annotated[int, typer.Option(help="Messages to pre-fill per engine (150 readings each).")] = 4000,
+    messages: Annotated[int, typer.Option(help="Messages to pre-fill per engine (150 readings each).")] = 10_000,
 ) -> None:
     """Throughput of the sensor flow on Bytewax (1 and 2 processes) and on Faust, measured in one run."""
     run(json_path, messages=messages)
