@@ -55,7 +55,8 @@ def run(json_path: Path | None = None, messages: int = 10_000) -> dict[str, Any]
                     producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
             (work / name).mkdir()
             with console.status(f"{name}: the whole flow"):
-                result[key] = round(time_flow(settings, argv, messages, per_message, work / name, PARTITIONS))
+                rate = time_flow(settings, argv, messages, per_message, work / name, PARTITIONS)
+                result[key] = round(rate.readings_per_s)
     one = result["bytewax_readings_per_s"]
     result |= {
         "bytewax_2proc_vs_1proc": round(result["bytewax_2proc_readings_per_s"] / one, 3),

@@ -28,7 +28,7 @@ from typing import Annotated, Any
 
 import typer
 
-from benchmarks.sensor_flow import TOPIC, machine, prefilled, time_flow, time_process
+from benchmarks.sensor_flow import TOPIC, Throughput, ratio, rounded, machine, prefilled, time_flow, time_process
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings
 from models.anomaly import make_detector
@@ -68,7 +68,7 @@ def peer_python(venv: Path) -> Path:
 
 
 def _quix(settings: KafkaSettings, python: Path, detector: str, params: dict[str, Any], messages: int,
-          per_message: int, work: Path) -> float:
+          per_message: int, work: Path) -> Throughput:
     scores = versions(ANOMALY_SCORE)[0]  # one double per reading, as a Quix user would write them
     cmd = [str(python), str(PEER_JOB), "--bootstrap", settings.bootstrap_servers,
            "--input", settings.topic(TOPIC), "--output", settings.topic("scores.anomaly"),
@@ -107,25 +107,34 @@ def run(detectors: list[str], messages: int = 10_000, devices: int = 30, peer_ve
             settings = prefilled(broker, f"peers-quix-{peer}.", records, console)
             with console.status(f"Quix Streams, {peer}"):
                 theirs = _quix(settings, python, peer, params, messages, per_message, work / peer)
-            runs.append({"eddyline_detector": detector, "quix_detector": peer, "eddyline_readings_per_s": round(ours),
-                         "quix_readings_per_s": round(theirs), "eddyline_vs_quix": round(ours / theirs, 3)})
+            runs.append({
+                "eddyline_detector": detector, "quix_detector": peer,
+                "eddyline_readings_per_s": round(ours.readings_per_s),
+                "quix_readings_per_s": round(theirs.readings_per_s),
+                "eddyline_vs_quix": round(ours.readings_per_s / theirs.readings_per_s, 3),
+                "eddyline_cpu_s_per_m_readings": rounded(ours.cpu_s_per_m_readings),
+                "quix_cpu_s_per_m_readings": rounded(theirs.cpu_s_per_m_readings),
+                "eddyline_vs_quix_by_cpu": ratio(theirs.cpu_s_per_m_readings, ours.cpu_s_per_m_readings),
+            })
     result = {
         "runs": runs,
         "messages": messages,
         "devices": devices,
         "readings_per_message": per_message,
         "peer": {p.split("==")[0]: version_in(python, p.split("==")[0]) for p in peer_requirements()},
-        "method": "each side over its own copy of the topic; slope of outputs against arrival time "
-                  "(watcher fetch wait 10 ms); eddyline: whole sensor flow, Bytewax, epoch 2 s; "
+        "method": "each side over its own copy of the topic; wall: slope of outputs against arrival time "
+                  "(watcher fetch wait 10 ms); cpu: the process's CPU seconds per million readings (slope of its "
+                  "CPU time against outputs); eddyline: whole sensor flow, Bytewax, epoch 2 s; "
                   "Quix: Application, commit interval 2 s",
         "machine": machine(),
     }
     table = Table(title="sensor job, eddyline vs Quix Streams (readings/s)")
-    for col in ("detector", "eddyline", "Quix Streams", "eddyline / Quix"):
+    for col in ("detector", "eddyline", "Quix Streams", "eddyline / Quix", "by CPU"):
         table.add_column(col, justify="right")
     for r in runs:
         table.add_row(f"{r['eddyline_detector']} / {r['quix_detector']}", f"{r['eddyline_readings_per_s']:,}",
-                      f"{r['quix_readings_per_s']:,}", f"{r['eddyline_vs_quix']:.2f}")
+                      f"{r['quix_readings_per_s']:,}", f"{r['eddyline_vs_quix']:.2f}",
+                      str(r["eddyline_vs_quix_by_cpu"]))
     console.print(table)
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=2) + "\n")

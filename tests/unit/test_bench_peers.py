@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from benchmarks import peers
 from benchmarks.quix_sensor_job import zscore_scorer
-from benchmarks.sensor_flow import arrival_rate
+from benchmarks.sensor_flow import arrival_rate, cpu_per_m_readings
 from models.anomaly import make_detector
 
 
@@ -71,3 +71,10 @@ def test_peers_command_names_the_detectors_it_takes() -> None:
     result = CliRunner().invoke(app, ["--detectors", "seasonal"])
     assert result.exit_code == 2
     assert "gauss" in result.output and "hst" in result.output
+
+
+def test_cpu_cost_is_the_slope_of_cpu_time_against_outputs() -> None:
+    # 2 ms of CPU per 150-reading message after a 3 s start-up: 13.3 CPU seconds per million readings
+    samples = [(n, 3.0 + 0.002 * n) for n in (400, 900, 1500, 2000)]
+    assert cpu_per_m_readings(samples, per_message=150) == pytest.approx(0.002 / 150 * 1e6)
+    assert cpu_per_m_readings(samples[:2], per_message=150) is None
