@@ -14,9 +14,10 @@ EXTRAS := platform,edge,audio,dev
 .PHONY: demo test install servers bench clean
 
 DURATION ?= 60
+SUMMARY  ?= demo-summary.json
 
 demo: $(STAMP)
-	$(BIN)/eddyline demo --duration $(DURATION) --bad-events 25 --summary-json demo-summary.json
+	$(BIN)/eddyline demo --duration $(DURATION) --bad-events 25 --summary-json $(SUMMARY)
 
 test: $(STAMP) $(VM) $(SYSTEM)
 	$(BIN)/pytest

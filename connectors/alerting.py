@@ -45,7 +45,18 @@ class AlertDispatcher:
     """Delivers every emit on the alerts topic to every sink; failures are contained per sink.
 
     It is a flow side sink (``streams.processor.Sink`` by shape: ``write(emits)`` and ``close()``) without
-    importing streams, so that connectors depend on schemas alone.
+    importing streams, so that connectors depend on schemas alone. Each delivery's outcome is counted in
+    ``eddyline_alert_deliveries_total{sink,outcome}``; a failing sink is logged and never stops the others.
+
+    Parameters
+    ----------
+    sinks
+        The channels (``PagerDutySink``, ``SlackSink``, ...); ``from_settings`` picks the configured ones.
+    on_failure
+        Called as ``on_failure(sink_name, alert, error)`` when a sink gives up on an alert (to park it on a
+        retry topic, say); an exception it raises is logged, not propagated.
+    topic
+        The logical topic whose emits are alerts.
     """
 
     def __init__(
@@ -57,7 +68,13 @@ class AlertDispatcher:
 
     @classmethod
     def from_settings(cls, *, on_failure: FailureHandler | None = None) -> AlertDispatcher:
-        """The sinks that are configured (a PagerDuty routing key, a Slack webhook URL); none is fine."""
+        """The sinks that are configured (a PagerDuty routing key, a Slack webhook URL); none is fine.
+
+        Parameters
+        ----------
+        on_failure
+            As for the constructor.
+        """
         sinks: list[AlertSink] = []
         pagerduty = PagerDutySettings()
         if pagerduty.enabled:
@@ -68,12 +85,25 @@ class AlertDispatcher:
         return cls(sinks, on_failure=on_failure)
 
     def write(self, emits: Sequence[Any]) -> None:
+        """Dispatch every emit on the alerts topic; other emits are not alerts and are left alone.
+
+        Parameters
+        ----------
+        emits
+            A flow's emits, as a side sink receives them.
+        """
         for emit in emits:
             if emit.topic == self.topic:
                 self.dispatch(emit.record)
 
     def dispatch(self, alert: Mapping[str, Any]) -> dict[str, str]:
-        """Deliver one alert to every sink; returns each sink's outcome (delivered, failed, invalid, error)."""
+        """Deliver one alert to every sink; returns each sink's outcome (delivered, failed, invalid, error).
+
+        Parameters
+        ----------
+        alert
+            An ``alert`` record.
+        """
         outcomes: dict[str, str] = {}
         for sink in self.sinks:
             try:

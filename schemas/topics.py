@@ -18,7 +18,19 @@ DLQ_PREFIX = "dlq."
 
 def dlq_topic(source_topic: str) -> str:
     """The logical dead-letter topic of a logical topic: where what could not be read from it, or written to
-    it, goes with the reason in headers."""
+    it, goes with the reason in headers.
+
+    Parameters
+    ----------
+    source_topic
+        The logical topic, without the namespace (the namespace is applied to the result like to any topic).
+
+    Examples
+    --------
+    >>> from schemas.topics import dlq_topic
+    >>> dlq_topic("sensor.readings")
+    'dlq.sensor.readings'
+    """
     return f"{DLQ_PREFIX}{source_topic}"
 
 

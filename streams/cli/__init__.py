@@ -5,7 +5,6 @@ Heavy modules are imported inside each command so that ``eddyline --help`` stays
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -146,18 +145,20 @@ def run_flow(
             from streams.engines.faust import run as run_faust
 
             folder = state_dir or runtime.state_dir / f"{spec.name}-faust"
-            run_faust(spec, _kafka(), state_dir=folder, workers=workers, batch_size=runtime.batch_size)
+            run_faust(spec, _kafka(), state_dir=folder, workers=workers, batch_size=runtime.batch_size,
+                      lag_interval_s=runtime.lag_interval_s)
         elif workers > 1:
             from streams.engines.bytewax_cluster import run_cluster
 
             folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
-                        batch_size=runtime.batch_size)
+                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s)
         else:
             from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
-            run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size)
+            run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size,
+                lag_interval_s=runtime.lag_interval_s)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 
@@ -215,7 +216,3 @@ _mount(models_app, "list", "streams.flows.retraining:list_command")
 
 def main() -> None:  # pragma: no cover
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

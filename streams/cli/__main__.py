@@ -1,7 +1,5 @@
-"""``python -m streams.cli``: the ``eddyline`` command, for subprocesses started with the current interpreter."""
-
-import sys
+"""``python -m streams.cli``: the ``eddyline`` command."""
 
 from streams.cli import main
 
-sys.exit(main())
+main()

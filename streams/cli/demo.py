@@ -33,7 +33,7 @@ from streams.flows.sensor_anomaly import FLOW
 from streams.producers.sensors import SensorProducer
 from streams.producers.simulator import InjectedAnomaly
 
-CALLS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "audio"  # espeak-ng recordings, ours
+CALLS_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"  # espeak-ng recordings, ours
 ROUTING_KEY = "eddylinedemo0000000000000000000r"  # PagerDuty integration keys are 32 characters
 
 DLQ_SENSOR = dlq_topic("sensor.readings")
@@ -208,7 +208,9 @@ def run_demo(
         # the demo's own clients outlive the broker by a moment at the end: keep librdkafka's complaints quiet
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="", session_timeout_ms=6000,
                                  extra={"log_level": "2"})
-        create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts"])
+        # the watcher reads every output topic from the start, the calls' too even when there are none to play
+        create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts", "transcripts",
+                                 "scores.sentiment"])
         live = LivePage(settings, "127.0.0.1", 0).start()
         console.print(f"live page: [bold]{live.url}[/]")
         console.print(f"broker {broker.bootstrap} · alert receiver {receiver.pagerduty_url} · logs in {work}")

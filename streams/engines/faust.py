@@ -34,6 +34,7 @@ from typing import Any
 
 from connectors.kafka import KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.lag import consumer_group, start_monitor
 from streams.engines.output import DeadLetter, FlowOutput
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 
@@ -50,20 +51,48 @@ _SRC_TOPIC, _SRC_PARTITION, _SRC_OFFSET, _SRC_KEY = (
 
 
 def app_id(spec: FlowSpec, settings: KafkaSettings) -> str:
-    """The Faust app id: the consumer group, and the prefix of its internal topics."""
-    return settings.topic(f"eddyline-{spec.name}")
+    """The Faust app id: the consumer group, and the prefix of its internal topics.
+
+    Parameters
+    ----------
+    spec
+        The flow.
+    settings
+        Kafka settings; the namespace prefixes the id.
+    """
+    return consumer_group(spec.name, "faust", settings)
 
 
 def changelog_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
+    """The compacted topic that holds the flow's processor states (Faust's table changelog).
+
+    Parameters
+    ----------
+    spec, settings
+        As for ``app_id``.
+    """
     return f"{app_id(spec, settings)}-{TABLE}-changelog"
 
 
 def repartition_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
+    """The topic events are re-keyed through, so that each state key lives on one partition.
+
+    Parameters
+    ----------
+    spec, settings
+        As for ``app_id``.
+    """
     return f"{app_id(spec, settings)}-by-key"
 
 
 def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
-    """Create the flow's topics and Faust's internal ones; Faust itself is not allowed to declare any."""
+    """Create the flow's topics and Faust's internal ones; Faust itself is not allowed to declare any.
+
+    Parameters
+    ----------
+    spec, settings
+        As for ``app_id``.
+    """
     create_topics(settings, FlowOutput(spec, settings).topics())
     raw = settings.model_copy(update={"namespace": ""})
     create_topics(raw, [repartition_topic(spec, settings)])
@@ -121,6 +150,21 @@ def unabsorbed(events: Sequence[Event], absorbed: Mapping[tuple[str, int], int])
     bring a partition's later offset before an earlier one; applied as they came, the later offset would
     mark the earlier event absorbed and the state would never see it. Each partition's events are put in
     offset order in the slots they held, so the interleaving across partitions stays as it arrived.
+
+    Parameters
+    ----------
+    events
+        A batch as delivered.
+    absorbed
+        (topic, partition) -> the highest offset the state has applied.
+
+    Examples
+    --------
+    >>> from streams.engines.faust import unabsorbed
+    >>> from streams.processor import Event
+    >>> batch = [Event("t", "k", {}, 0, 5), Event("t", "k", {}, 0, 4), Event("t", "k", {}, 0, 5)]
+    >>> [e.offset for e in unabsorbed(batch, {("t", 0): 3})]
+    [4, 5]
     """
     found: dict[tuple[str, int], dict[int, Event]] = {}
     for e in events:
@@ -250,7 +294,21 @@ def build_app(
     batch_within: float = 0.2,
     standby_replicas: int = 1,
 ) -> Any:
-    """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table."""
+    """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table.
+
+    Parameters
+    ----------
+    spec, settings
+        The flow and its Kafka settings.
+    state_dir
+        Faust's local files (the table's local copy).
+    batch_size
+        Most events an agent takes at a time.
+    batch_within
+        Seconds an agent waits to fill a batch.
+    standby_replicas
+        Workers that keep a standby copy of each table partition, for fast failover.
+    """
     import faust
 
     session_s = settings.session_timeout_ms / 1000
@@ -333,17 +391,33 @@ def build_app(
 
 
 def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, loglevel: str = "WARNING",
-               **app_options: Any) -> int:
-    """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code."""
+               lag_interval_s: float | None = 5.0, **app_options: Any) -> int:
+    """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code.
+
+    Parameters
+    ----------
+    spec, settings, state_dir
+        As for ``build_app``.
+    loglevel
+        Faust's log level.
+    lag_interval_s
+        How often a lag monitor reads the app's group (None: no monitor).
+    app_options
+        More ``build_app`` keywords.
+    """
     import faust
 
     state_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(spec, settings, state_dir=state_dir, **app_options)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    monitor = start_monitor(spec, settings, "faust", lag_interval_s)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
+    finally:
+        if monitor is not None:
+            monitor.stop()
     return 0
 
 
@@ -356,14 +430,29 @@ def run(
     batch_size: int = 500,
     standby_replicas: int = 1,
     loglevel: str = "WARNING",
+    lag_interval_s: float | None = 5.0,
 ) -> None:
     """Run until interrupted: ``workers`` Faust workers (one process each) in one consumer group.
 
     Faust keeps state in Kafka (the changelog), so ``state_dir`` holds only Faust's local files.
+
+    Parameters
+    ----------
+    spec, settings, batch_size, standby_replicas
+        As for ``build_app``.
+    state_dir
+        Local files, one folder per worker (default ``.eddyline/state/<flow>-faust``).
+    workers
+        Worker processes.
+    loglevel
+        Faust's log level.
+    lag_interval_s
+        How often each worker's lag monitor reads the app's group (None: no monitor).
     """
     folder = state_dir or Path(".eddyline/state") / f"{spec.name}-faust"
     ensure_topics(spec, settings)
-    options = {"batch_size": batch_size, "standby_replicas": standby_replicas, "loglevel": loglevel}
+    options = {"batch_size": batch_size, "standby_replicas": standby_replicas, "loglevel": loglevel,
+               "lag_interval_s": lag_interval_s}
     if workers <= 1:
         code = run_worker(spec, settings, state_dir=folder / "worker-0", **options)
         if code:
@@ -396,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = flow_spec(args.flow)
     try:
         run(spec, KafkaSettings(), state_dir=args.state_dir or runtime.state_dir / f"{spec.name}-faust",
-            workers=args.workers, batch_size=runtime.batch_size,
+            workers=args.workers, batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s,
             loglevel=logging.getLevelName(logging.getLogger().level))
     except KeyboardInterrupt:
         pass

@@ -74,7 +74,25 @@ FLOWS: dict[str, Callable[[], FlowSpec]] = {
 
 
 def flow_spec(name: str) -> FlowSpec:
-    """The flow called ``name``, built from the current settings."""
+    """The flow called ``name``, built from the current settings (TOML file and ``EDDYLINE_*`` environment).
+
+    Parameters
+    ----------
+    name
+        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``; an unknown name
+        raises ``ValueError`` listing the known ones.
+
+    Examples
+    --------
+    >>> from streams.flows import flow_spec
+    >>> spec = flow_spec("drift")
+    >>> spec.name, sorted(spec.inputs)
+    ('drift', ['feedback', 'predictions'])
+    >>> flow_spec("anomly")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, quality, sentiment
+    """
     try:
         return FLOWS[name]()
     except KeyError:
