@@ -28,7 +28,7 @@ from typing import Annotated, Any
 
 import typer
 
-from benchmarks.sensor_flow import TOPIC, Throughput, ratio, rounded, machine, prefilled, time_flow, time_process
+from benchmarks.sensor_flow import TOPIC, Throughput, machine, prefilled, ratio, rounded, time_flow, time_process
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings
 from models.anomaly import make_detector
@@ -42,13 +42,23 @@ PEER_DETECTOR = {"gauss": "zscore", "hst": "hst"}  # eddyline detector -> the pe
 DEFAULT_PEER_VENV = Path(".build/peers-venv")
 
 
+class PeerUnavailable(RuntimeError):
+    """The peer's environment could not be made; the message says what to do."""
+
+
 def peer_requirements() -> list[str]:
     """Quix Streams 3.28 with our numpy, river and fastavro, so both sides run the same numerical code."""
     return ["quixstreams==3.28.*", *(f"{p}=={version(p)}" for p in ("numpy", "river", "fastavro"))]
 
 
 def peer_python(venv: Path) -> Path:
-    """The peer environment's interpreter: made with ``python -m venv`` and pip, reused while its pins match."""
+    """The peer environment's interpreter: made with ``python -m venv`` and pip, reused while its pins match.
+
+    Parameters
+    ----------
+    venv
+        Where the environment lives; a cache: remove it to rebuild.
+    """
     python = venv / "bin" / "python"
     stamp = venv / "eddyline-requirements.txt"
     wanted = "\n".join(peer_requirements()) + "\n"
@@ -56,13 +66,13 @@ def peer_python(venv: Path) -> Path:
         return python
     shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", *peer_requirements()],
-                         capture_output=True, text=True)
+    made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+    pip = made if made.returncode else subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *peer_requirements()], capture_output=True, text=True)
     if pip.returncode != 0:
         shutil.rmtree(venv, ignore_errors=True)
-        raise RuntimeError(f"installing the peer into {venv} failed (pip needs a package index; set PIP_INDEX_URL "
-                           f"or use --peer-venv with a prepared environment):\n{pip.stderr[-2000:]}")
+        raise PeerUnavailable(f"making the Quix Streams environment in {venv} failed: pip needs a package index "
+                              f"(set PIP_INDEX_URL), or pass --peer-venv a writable folder.\n{pip.stderr[-2000:]}")
     stamp.write_text(wanted)
     return python
 
@@ -83,6 +93,21 @@ def _quix(settings: KafkaSettings, python: Path, detector: str, params: dict[str
 
 def run(detectors: list[str], messages: int = 10_000, devices: int = 30, peer_venv: Path = DEFAULT_PEER_VENV,
         json_path: Path | None = None) -> dict[str, Any]:
+    """Each detector's pair, eddyline then Quix, each over its own copy of the same pre-filled topic.
+
+    Parameters
+    ----------
+    detectors
+        eddyline detectors, each a key of ``PEER_DETECTOR``.
+    messages
+        Sensor batches to pre-fill (150 readings each); enough for several output bursts.
+    devices
+        Simulated devices, 3 sensors each.
+    peer_venv
+        The peer's environment (see ``peer_python``).
+    json_path
+        Where to write the results, if anywhere.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -163,7 +188,11 @@ def command(
                                  f"got {detectors!r}")
     if messages < 10 or devices < 1:
         raise typer.BadParameter("use --messages 10 or more and --devices 1 or more")
-    run(chosen, messages=messages, devices=devices, peer_venv=peer_venv, json_path=json_path)
+    try:
+        run(chosen, messages=messages, devices=devices, peer_venv=peer_venv, json_path=json_path)
+    except PeerUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":
