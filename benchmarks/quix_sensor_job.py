@@ -98,7 +98,7 @@ def hst_scorer(n_trees: int, height: int, window_size: int, seed: int, **_: Any)
 
     models: dict[tuple[str, str], Any] = {}
 
-    def score(values: np.ndarray, device: str, sensor: str, state: State) -> np.ndarray:
+    def score(values: np.ndarray, device: str, sensor: str, state: State | None) -> np.ndarray:
         key = (device, sensor)
         model = models.get(key)
         if model is None:
@@ -115,6 +115,7 @@ def hst_scorer(n_trees: int, height: int, window_size: int, seed: int, **_: Any)
 
 
 SCORERS = {"zscore": zscore_scorer, "hst": hst_scorer}
+STATEFUL = {"zscore"}
 
 
 def main() -> None:
@@ -147,7 +148,7 @@ def main() -> None:
     source.broker_config.extra_config.setdefault("retention.ms", str(7 * 24 * 3600 * 1000))
     sink = app.topic(args.output, key_serializer="str", value_serializer=serializer)
 
-    def score_batch(batch: dict, state: State) -> dict:
+    def score_batch(batch: dict, state: State | None = None) -> dict:
         series = []
         for s in batch["series"]:
             scores = scorer(np.asarray(s["values"], dtype=np.float64), batch["device_id"], s["sensor"], state)
@@ -156,7 +157,8 @@ def main() -> None:
                 "source_event_id": batch["event_id"], "device_id": batch["device_id"], "model": args.detector,
                 "threshold": threshold, "series": series}
 
-    app.dataframe(source).apply(score_batch, stateful=True).to_topic(sink)
+    stateful = args.detector in STATEFUL  # river models live in the process, so that job opens no state
+    app.dataframe(source).apply(score_batch, stateful=stateful).to_topic(sink)
     app.run()
 
 
