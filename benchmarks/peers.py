@@ -28,7 +28,17 @@ from typing import Annotated, Any
 
 import typer
 
-from benchmarks.sensor_flow import TOPIC, Throughput, machine, prefilled, ratio, rounded, time_flow, time_process
+from benchmarks.sensor_flow import (
+    TOPIC,
+    MeasurementError,
+    Throughput,
+    machine,
+    prefilled,
+    ratio,
+    rounded,
+    time_flow,
+    time_process,
+)
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings
 from models.anomaly import make_detector
@@ -42,7 +52,7 @@ PEER_DETECTOR = {"gauss": "zscore", "hst": "hst"}  # eddyline detector -> the pe
 DEFAULT_PEER_VENV = Path(".build/peers-venv")
 
 
-class PeerUnavailable(RuntimeError):
+class PeerUnavailable(MeasurementError):
     """The peer's environment could not be made; the message says what to do."""
 
 
@@ -190,7 +200,7 @@ def command(
         raise typer.BadParameter("use --messages 10 or more and --devices 1 or more")
     try:
         run(chosen, messages=messages, devices=devices, peer_venv=peer_venv, json_path=json_path)
-    except PeerUnavailable as exc:
+    except MeasurementError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 

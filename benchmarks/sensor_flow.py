@@ -65,6 +65,10 @@ def _raw_consume(settings: KafkaSettings, messages: int, per_message: int) -> Th
         consumer.close()
 
 
+class MeasurementError(RuntimeError):
+    """A run that cannot be measured (a flow that died, too few outputs, too few bursts); says what to do."""
+
+
 @dataclass(frozen=True)
 class Throughput:
     """How fast a measured process went: wall-clock readings/s, and CPU seconds per million readings.
@@ -96,7 +100,7 @@ def arrival_rate(arrivals: list[float], per_message: int) -> float:
     t = np.asarray(arrivals) - arrivals[0]
     bursts = np.split(t, np.flatnonzero(np.diff(t) > BURST_GAP_S) + 1)
     if max(len(b) for b in bursts) * 3 > len(t):
-        raise ValueError(f"{len(t)} outputs arrived in {len(bursts)} bursts, too few to fit a rate: "
+        raise MeasurementError(f"{len(t)} outputs arrived in {len(bursts)} bursts, too few to fit a rate: "
                          "pre-fill more messages (--messages)")
     return float(np.polyfit(t, np.arange(1, len(t) + 1), 1)[0]) * per_message
 
@@ -125,7 +129,7 @@ def watch_outputs(settings: KafkaSettings, proc: subprocess.Popen, topic: str, m
     try:
         while len(arrivals) < messages and time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"the measured process exited with {proc.returncode}; see {log}")
+                raise MeasurementError(f"the measured process exited with {proc.returncode}; see {log}")
             first = consumer.poll(0.1)
             if first is None:
                 continue
@@ -138,7 +142,7 @@ def watch_outputs(settings: KafkaSettings, proc: subprocess.Popen, topic: str, m
     finally:
         consumer.close()
     if len(arrivals) < messages:
-        raise RuntimeError(f"only {len(arrivals)} of {messages} outputs arrived in {timeout_s:.0f} s; see {log}")
+        raise MeasurementError(f"only {len(arrivals)} of {messages} outputs arrived in {timeout_s:.0f} s; see {log}")
     return arrivals[:messages], [(n, c) for n, c in cpu if n <= messages]
 
 
@@ -331,7 +335,11 @@ def command(
     """Throughput of the whole sensor flow vs. raw consume+decode vs. river HalfSpaceTrees per series."""
     if messages < 10 or devices < 1:
         raise typer.BadParameter("use --messages 10 or more and --devices 1 or more")
-    run(messages=messages, devices=devices, json_path=json_path)
+    try:
+        run(messages=messages, devices=devices, json_path=json_path)
+    except MeasurementError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

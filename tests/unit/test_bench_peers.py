@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from benchmarks import peers
 from benchmarks.quix_sensor_job import zscore_scorer
-from benchmarks.sensor_flow import arrival_rate, cpu_per_m_readings
+from benchmarks.sensor_flow import MeasurementError, arrival_rate, cpu_per_m_readings
 from models.anomaly import make_detector
 
 
@@ -51,7 +51,7 @@ def test_arrival_rate_is_the_mean_rate_of_bursty_outputs() -> None:
 
 def test_arrival_rate_refuses_too_few_bursts() -> None:
     arrivals = [0.0] * 600 + [1.0] * 600
-    with pytest.raises(ValueError, match="--messages"):
+    with pytest.raises(MeasurementError, match="--messages"):
         arrival_rate(arrivals, per_message=150)
 
 
