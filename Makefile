@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 VM     := .build/bin/victoria-metrics
 SYSTEM := .build/system.stamp
-# Debian packages the tests drive: a browser for the live page, the compose CLI to validate docker/, openssl for TLS.
-APT_PACKAGES := chromium docker-compose openssl
+# Debian packages the tests drive: a browser for the live page, the compose CLI to validate docker/, openssl for TLS,
+# Mosquitto (broker and clients) for the MQTT bridge.
+APT_PACKAGES := chromium docker-compose openssl mosquitto mosquitto-clients
 EXTRAS := platform,edge,audio,dev
 
 .PHONY: demo test install servers bench clean
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml
 
 servers: $(VM) $(SYSTEM)
 
-$(SYSTEM):
+$(SYSTEM): Makefile
 	@mkdir -p .build
 	dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 	touch $@

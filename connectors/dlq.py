@@ -79,6 +79,7 @@ class DeadLetterProducer:
         error: str,
         partition: int,
         offset: int,
+        origin: str | None = None,
     ) -> None:
         """Send one dead letter to ``dlq.<source_topic>``, the bytes unchanged and why in headers.
 
@@ -90,8 +91,11 @@ class DeadLetterProducer:
             The message as it came.
         reason, error, partition, offset
             As for ``dlq_headers``.
+        origin
+            Where the input came from when that is not the Kafka topic (an MQTT topic); goes in the topic header.
         """
-        headers = dlq_headers(self.producer.settings.topic(source_topic), reason, error, partition, offset)
+        where = origin if origin is not None else self.producer.settings.topic(source_topic)
+        headers = dlq_headers(where, reason, error, partition, offset)
         self.producer.produce_raw(dlq_topic(source_topic), value, key, headers)
         self.sent += 1
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1

@@ -330,7 +330,8 @@ class EventProducer:
     def __init__(self, settings: KafkaSettings, serde: AvroSerde | None = None, **overrides: Any) -> None:
         self.settings = settings
         self.serde = serde or AvroSerde()
-        self._producer = make_producer(settings, **overrides)
+        self.config = producer_config(settings, **overrides)  # what the client got, ``[kafka] extra`` included
+        self._producer = Producer(self.config)
         self.delivered = 0
         self.failed = 0
         self._errors: list[str] = []

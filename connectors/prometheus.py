@@ -15,7 +15,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 __all__ = [
     "ALERTS",
+    "ALERT_BREAKER_STATE",
     "ALERT_DELIVERIES",
+    "ALERT_RETRIES",
     "CONSUMER_LAG",
     "DLQ_EVENTS",
     "END_TO_END_LATENCY",
@@ -58,6 +60,14 @@ CONSUMER_LAG = Gauge(
 ALERTS = Counter("eddyline_alerts_total", "Alert state changes raised by the flows.", ["source", "status"])
 ALERT_DELIVERIES = Counter(
     "eddyline_alert_deliveries_total", "Alert deliveries to subscribers, by sink and outcome.", ["sink", "outcome"]
+)
+ALERT_RETRIES = Counter(
+    "eddyline_alert_retries_total",
+    "Alert deliveries scheduled on the retry topic, by sink and why (failed, breaker_open).",
+    ["sink", "reason"],
+)
+ALERT_BREAKER_STATE = Gauge(
+    "eddyline_alert_breaker_state", "Circuit breaker per alert sink: 0 closed, 1 half-open, 2 open.", ["sink"]
 )
 
 

@@ -167,16 +167,41 @@ def chunk_records(
     t0 = int(time.time() * 1000) if start_ms is None else start_ms
     total = max(1, -(-len(pcm) // step))
     for seq in range(total):
-        body = pcm[seq * step : (seq + 1) * step]
         offset_ms = seq * chunk_ms
-        yield {
-            "event_id": derive_id("audio_chunk", conversation_id, seq),
-            "event_time": t0 + offset_ms,
-            "producer": producer,
-            "conversation_id": conversation_id,
-            "seq": seq,
-            "sample_rate": SAMPLE_RATE,
-            "offset_ms": offset_ms,
-            "pcm": body,
-            "final": seq == total - 1,
-        }
+        yield audio_chunk(conversation_id, seq, pcm[seq * step : (seq + 1) * step], offset_ms, t0 + offset_ms,
+                          final=seq == total - 1, producer=producer)
+
+
+def audio_chunk(
+    conversation_id: str, seq: int, pcm: bytes, offset_ms: int, event_time: int, *, final: bool, producer: str
+) -> dict[str, Any]:
+    """One ``audio_chunk`` record of PCM16 mono 16 kHz; its id derives from the conversation and ``seq``.
+
+    Parameters
+    ----------
+    conversation_id
+        The call; also the Kafka key, so a call's chunks stay in order on one partition.
+    seq
+        The chunk's number within the call, from 0; a resent chunk carries the same number and id.
+    pcm
+        PCM16 little-endian mono samples at 16 kHz.
+    offset_ms
+        Where the chunk starts in the call.
+    event_time
+        When it was recorded, ms since the epoch (UTC).
+    final
+        True on the call's last chunk.
+    producer
+        Who sent it (a file replay, the gateway).
+    """
+    return {
+        "event_id": derive_id("audio_chunk", conversation_id, seq),
+        "event_time": event_time,
+        "producer": producer,
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "sample_rate": SAMPLE_RATE,
+        "offset_ms": offset_ms,
+        "pcm": pcm,
+        "final": final,
+    }

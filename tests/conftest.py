@@ -2,4 +2,5 @@
 
 from tests.fixtures.alerts import *  # noqa: F403
 from tests.fixtures.broker import *  # noqa: F403
+from tests.fixtures.mqtt import *  # noqa: F403
 from tests.fixtures.timeseries import *  # noqa: F403

@@ -416,6 +416,19 @@ def pipeline() -> dict[str, Any]:
                 legend="{{sink}} {{outcome}}",
             ),
             Panel(
+                "Alert retries scheduled per second (notify flow)",
+                ["sum by (sink, reason) (rate(eddyline_alert_retries_total[5m]))"],
+                PROMETHEUS,
+                unit="ops",
+                legend="{{sink}} {{reason}}",
+            ),
+            Panel(
+                "Alert circuit breakers (0 closed, 1 half-open, 2 open)",
+                ["max by (sink) (eddyline_alert_breaker_state)"],
+                PROMETHEUS,
+                legend="{{sink}}",
+            ),
+            Panel(
                 "Alert changes by source and status",
                 ["sum by (source, status) (increase(eddyline_alerts_total[1h]))"],
                 PROMETHEUS,

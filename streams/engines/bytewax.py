@@ -21,7 +21,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING
 
-from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
+from connectors.kafka import EventProducer, KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import start_monitor
 from streams.engines.output import DeadLetter, FlowOutput, Message
@@ -29,9 +29,18 @@ from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 
 log = logging.getLogger(__name__)
 
-# Kafka-side settings a consumer may pass through; group and offset handling belong to Bytewax.
-_SOURCE_KEYS = ("security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "ssl.ca.location",
-                "ssl.certificate.location", "ssl.key.location", "client.id")
+
+def source_config(settings: KafkaSettings) -> dict[str, Any]:
+    """What the Bytewax Kafka source's clients get on top of Bytewax's own keys: every client setting of
+    ``[kafka]``, ``extra`` included (TLS, SASL/OAuth, fetch tuning). Bytewax assigns partitions and keeps
+    offsets in its recovery store, so group and commit settings are its own.
+
+    Parameters
+    ----------
+    settings
+        Kafka settings.
+    """
+    return admin_config(settings)
 
 
 class _ProcessorLogic(StatefulBatchLogic):
@@ -117,13 +126,12 @@ def build_dataflow(
     """
     output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
-    source_config = {k: v for k, v in consumer_config(settings, "unused").items() if k in _SOURCE_KEYS}
     source = KafkaSource(
         [settings.bootstrap_servers],
         [settings.topic(t) for t in spec.inputs],
         tail=True,
         starting_offset=OFFSET_BEGINNING,
-        add_config=source_config,
+        add_config=source_config(settings),
         batch_size=batch_size,
         raise_on_errors=False,
     )

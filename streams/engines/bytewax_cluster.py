@@ -68,6 +68,8 @@ def run_cluster(
         Worker threads in each process.
     addresses
         host:port of each process, for the cluster's own communication.
+    lag_interval_s
+        How often each process's lag monitor reports (None: no monitor).
     """
     from bytewax.recovery import init_db_dir
 

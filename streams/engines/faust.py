@@ -136,6 +136,71 @@ def _credentials(settings: KafkaSettings) -> Any:
                                  ssl_context=context)
 
 
+def _seconds(ms: str) -> float:
+    return int(ms) / 1000
+
+
+def _acks(value: str) -> int:
+    return -1 if value == "all" else int(value)
+
+
+def _offset_reset(value: str) -> str:
+    return {"smallest": "earliest", "beginning": "earliest", "largest": "latest", "end": "latest"}.get(value, value)
+
+
+# librdkafka names in ``[kafka] extra`` -> the Faust settings that say the same to aiokafka
+_FAUST_EQUIVALENTS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "client.id": (("broker_client_id", str),),
+    "request.timeout.ms": (("broker_request_timeout", _seconds), ("producer_request_timeout", _seconds)),
+    "session.timeout.ms": (("broker_session_timeout", _seconds),),
+    "heartbeat.interval.ms": (("broker_heartbeat_interval", _seconds),),
+    "max.poll.interval.ms": (("broker_max_poll_interval", _seconds),),
+    "max.partition.fetch.bytes": (("consumer_max_fetch_size", int),),
+    "auto.offset.reset": (("consumer_auto_offset_reset", _offset_reset),),
+    "check.crcs": (("broker_check_crcs", lambda v: v == "true"),),
+    "metadata.max.age.ms": (("consumer_metadata_max_age_ms", int), ("producer_metadata_max_age_ms", int)),
+    "connections.max.idle.ms": (("consumer_connections_max_idle_ms", int),
+                                ("producer_connections_max_idle_ms", int)),
+    "linger.ms": (("producer_linger", _seconds),),
+    "batch.size": (("producer_max_batch_size", int),),
+    "message.max.bytes": (("producer_max_request_size", int),),
+    "compression.type": (("producer_compression_type", lambda v: None if v == "none" else v),),
+    "acks": (("producer_acks", _acks),),
+}
+
+
+def faust_options(settings: KafkaSettings) -> dict[str, Any]:
+    """``[kafka] extra`` as Faust settings, for its consumer and producer (aiokafka, not librdkafka).
+
+    Keys with an aiokafka equivalent are translated; a security key without one (``sasl.oauthbearer.*``, ...)
+    is refused, since running without it would connect in a way nobody asked for; other librdkafka-only
+    keys (``log_level``, ``fetch.wait.max.ms``, ...) are logged and left out.
+
+    Parameters
+    ----------
+    settings
+        Kafka settings; only ``extra`` is read here.
+    """
+    options: dict[str, Any] = {}
+    ignored = []
+    for key, value in settings.extra.items():
+        targets = _FAUST_EQUIVALENTS.get(key)
+        if targets is None:
+            if key.startswith(("ssl.", "sasl.", "security.")):
+                raise ValueError(f"[kafka] extra {key!r} has no equivalent in the Faust engine's client (aiokafka); "
+                                 "use the [kafka] ssl_*/sasl_* settings, or run this flow with --engine bytewax")
+            ignored.append(key)
+            continue
+        try:
+            options.update((name, convert(value)) for name, convert in targets)
+        except ValueError:
+            raise ValueError(f"[kafka] extra {key}={value!r} is not a valid value for the Faust engine") from None
+    if ignored:
+        log.warning("[kafka] extra keys without a Faust equivalent are not applied to its clients: %s",
+                    ", ".join(sorted(ignored)), extra={"ignored": sorted(ignored)})
+    return options
+
+
 def _headers(items: Any) -> dict[str, bytes]:
     if not items:
         return {}
@@ -285,6 +350,46 @@ class _FlowRunner:
                                             list(headers.items()) if headers else None)
 
 
+def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int = 1) -> dict[str, Any]:
+    """The Faust settings of a flow's app: ``[kafka]``, then ``[kafka] extra`` where Faust can express it.
+
+    Parameters
+    ----------
+    settings
+        The flow's Kafka settings.
+    state_dir
+        Faust's local files (the table's local copy).
+    standby_replicas
+        Workers that keep a standby copy of each table partition, for fast failover.
+    """
+    session_s = settings.session_timeout_ms / 1000
+    options: dict[str, Any] = dict(
+        broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        broker_client_id=settings.client_id,
+        broker_session_timeout=session_s,
+        broker_heartbeat_interval=max(0.1, min(3.0, session_s / 3)),
+        broker_rebalance_timeout=max(session_s, 10.0),
+        broker_commit_interval=1.0,
+        datadir=str(state_dir),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        table_standby_replicas=standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=settings.linger_ms / 1000,
+        producer_compression_type=None if settings.compression == "none" else settings.compression,
+        processing_guarantee="at_least_once",
+        web_enabled=False,
+        autodiscover=False,
+    )
+    options.update(faust_options(settings))
+    return options
+
+
 def build_app(
     spec: FlowSpec,
     settings: KafkaSettings,
@@ -311,31 +416,7 @@ def build_app(
     """
     import faust
 
-    session_s = settings.session_timeout_ms / 1000
-    app = faust.App(
-        app_id(spec, settings),
-        broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
-        broker_credentials=_credentials(settings),
-        broker_client_id=settings.client_id,
-        broker_session_timeout=session_s,
-        broker_heartbeat_interval=max(0.1, min(3.0, session_s / 3)),
-        broker_rebalance_timeout=max(session_s, 10.0),
-        broker_commit_interval=1.0,
-        datadir=str(state_dir),
-        store="memory://",
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        table_standby_replicas=standby_replicas,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_linger=settings.linger_ms / 1000,
-        producer_compression_type=None if settings.compression == "none" else settings.compression,
-        processing_guarantee="at_least_once",
-        web_enabled=False,
-        autodiscover=False,
-    )
+    app = faust.App(app_id(spec, settings), **app_settings(settings, state_dir, standby_replicas))
     table = app.Table(TABLE, default=None,
                       partitions=settings.partitions, changelog_topic=app.topic(
                           changelog_topic(spec, settings), key_serializer="raw", value_serializer="raw",

@@ -185,15 +185,20 @@ class FlowOutput:
         try:
             topic, key, value = self.codec.encode(emit)
         except SchemaError as exc:  # a processor produced an invalid event: keep it, with the reason
-            log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": str(exc)})
-            return self.dead_letter(DeadLetter(
-                emit.topic, emit.key.encode(), json.dumps(emit.record, default=str).encode(),
-                "invalid_output", str(exc), -1, -1))
+            return self._unencodable(emit, "invalid_output", str(exc))
+        except Exception as exc:  # a key or record no encoder takes must not stop the flow either
+            return self._unencodable(emit, "encode_failed", f"{type(exc).__name__}: {exc}")
         EVENTS_EMITTED.labels(self.spec.name, emit.topic).inc()
         lag_s = time.time() - emit.record.get("event_time", 0) / 1000.0
         if 0.0 <= lag_s < 86_400:  # replays of old data say nothing about the pipeline's latency
             self._latency.observe(lag_s)
         return Message(topic, key, value, None)
+
+    def _unencodable(self, emit: Emit, reason: str, error: str) -> Message:
+        log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": error})
+        key = emit.key.encode() if isinstance(emit.key, str) else None
+        value = json.dumps(emit.record, default=str).encode()
+        return self.dead_letter(DeadLetter(emit.topic, key, value, reason, error, -1, -1))
 
     def dead_letter(self, dead: DeadLetter) -> Message:
         """The dead-letter message for ``dead``: the bytes unchanged, the reason and origin in headers.
