@@ -187,6 +187,9 @@ def test_live_page_fills_every_panel_and_updates_without_reload(kafka_settings, 
         assert page.locator("#panel-drift tbody").inner_text().count("churn") == len(view["drift"]["recent"]) >= 2
         assert {w["model_name"] for w in view["quality"]["windows"]} == {"churn"}
         assert "call-02" in page.locator("#panel-sentiment").inner_text()
+        whys = [a["why"] for a in view["alerts"]["open"] if a["source"] == "sensor-anomaly"]
+        assert whys and all(whys), view["alerts"]["open"]  # every open sensor alert says why it fired
+        assert whys[0] in page.locator("#panel-alerts tbody").inner_text()
 
         shot = tmp_path / "live_page.png"
         page.screenshot(path=str(shot), full_page=True)
