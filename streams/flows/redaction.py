@@ -142,7 +142,7 @@ def number_runs(text: str) -> list[tuple[int, int, str]]:
     tokens = [(m.start(), m.end(), m.group().lower()) for m in TOKEN.finditer(text)]
     i, n = 0, len(tokens)
     while i < n:
-        start, digits, end, j = None, "", 0, i
+        start, digits, end, j, single = None, "", 0, i, False
         while j < n:
             s, e, tok = tokens[j]
             value, used = _digits_at(tokens, j, bool(digits))
@@ -151,8 +151,11 @@ def number_runs(text: str) -> list[tuple[int, int, str]]:
                 digits += value
                 end = tokens[j + used - 1][1]
                 j += used
+                single = used == 1 and len(value) == 1
             elif digits and tok in SEPARATORS:
                 j += 1
+            elif single and tok == "and" and j + 1 < n and _single_digit(tokens[j + 1][2]):
+                j += 1  # "five, zero, and nine": said digit by digit, the last one joined with "and"
             else:
                 break
         if digits:
@@ -164,6 +167,10 @@ def number_runs(text: str) -> list[tuple[int, int, str]]:
         else:
             i += 1
     return runs
+
+
+def _single_digit(tok: str) -> bool:
+    return tok.isdigit() and len(tok) == 1 or len(UNITS.get(tok, "")) == 1
 
 
 def _digits_at(tokens: list[tuple[int, int, str]], j: int, in_run: bool) -> tuple[str | None, int]:

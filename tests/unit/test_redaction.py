@@ -102,3 +102,10 @@ def test_recorded_calls_leave_the_flow_without_the_numbers_they_say() -> None:
     assert "[" not in plain and "refund" in plain, "a call without such numbers is left alone"
     leaked = [e for e in emits if e.topic != "transcripts" and any(s in str(e.record) for s in ("4,111", "202"))]
     assert not leaked, "sentiment scores and alerts carry the redacted text only"
+
+
+def test_and_before_the_last_digit_word_stays_in_the_number() -> None:
+    assert number_runs("zero, two, five, five, five, zero, and nine, any time") == [(0, 43, "0255509")]
+    assert [d for *_, d in number_runs("twenty one and double five")] == ["21", "55"]
+    assert number_runs("five and") == [(0, 4, "5")]
+    assert number_runs("cats and dogs") == []
