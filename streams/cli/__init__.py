@@ -67,14 +67,18 @@ def _kafka():  # noqa: ANN202
 @app.command()
 @friendly
 def broker(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092,
-    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default from [broker] port: 9092).")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default from [broker] host: 127.0.0.1).")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="memory://tansu/ (default; nothing kept across restarts) or s3://BUCKET/ (durable; credentials and "
+             "endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).")] = None,
 ) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C."""
-    from connectors.broker import serve
+    """Run the embedded Kafka-protocol broker (Tansu) until Ctrl-C."""
+    from connectors.broker import BrokerSettings, check_storage, serve
 
-    typer.echo(f"broker on {host}:{port} (memory only; Ctrl-C stops it)", err=True)
-    serve(port=port, host=host)
+    settings = BrokerSettings()
+    serve(port=port or settings.port, host=host or settings.host,
+          storage=check_storage(storage) if storage else settings.storage)
 
 
 @topics_app.command("create")
