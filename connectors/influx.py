@@ -32,7 +32,7 @@ class InfluxSettings(Section):
     """``[influx]`` / ``EDDYLINE_INFLUX_*``; without a URL the sink is off."""
 
     toml_table: ClassVar[str] = "influx"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_INFLUX_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_INFLUX_", extra="forbid")
 
     url: str | None = None
     token: SecretStr = SecretStr("")

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
+from connectors.config import explain
 from streams import logs
 
 app = typer.Typer(help="eddyline: streaming-first event processing for ML operations.", no_args_is_help=True)
@@ -42,6 +44,9 @@ def friendly(fn: F) -> F:
             return fn(*args, **kwargs)
         except CliError as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        except ValidationError as exc:  # settings: name the key and what to change
+            typer.secho(f"error: {explain(exc)}", fg="red", err=True)
             raise typer.Exit(2) from None
         except (TimeoutError, ConnectionError) as exc:
             typer.secho(
@@ -136,6 +141,7 @@ def run_flow(
     if workers < 1:
         raise CliError("--workers must be at least 1")
     runtime = RuntimeSettings()
+    _check_sink_settings()
     spec = flow_spec(flow)
     port = metrics_port if metrics_port is not None else runtime.metrics_port
     if port is not None:
@@ -164,6 +170,16 @@ def run_flow(
             run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
+
+
+def _check_sink_settings() -> None:
+    """Read the side sinks' settings now: a typo there must stop the start, not fail inside the engine."""
+    from connectors.influx import InfluxSettings
+    from connectors.pagerduty import PagerDutySettings
+    from connectors.slack import SlackSettings
+
+    for section in (InfluxSettings, PagerDutySettings, SlackSettings):
+        section()
 
 
 @app.command()
