@@ -1,9 +1,10 @@
-"""Alert delivery: fan the ``alerts`` topic out to subscribers (PagerDuty, Slack) without letting one stop the flow.
+"""Alert channels by name: the configured subscribers (PagerDuty, Slack), and delivery to all of them at once.
 
-Delivery is at least once: a replayed alert reaches the sinks again, and the sinks make that harmless
-(PagerDuty folds triggers with one dedup key into one incident; a Slack message says the same thing twice).
-A sink that still fails after its retries is logged, counted and handed to ``on_failure``; the others and
-the flow go on.
+The notify flow (``streams.flows.notify``) delivers through these channels, one destination at a time, with
+its own retries; scoring flows never call them. Delivery is at least once: a replayed alert reaches a channel
+again, and the channels make that harmless (PagerDuty folds triggers with one dedup key into one incident;
+a Slack message says the same thing twice). In ``dispatch`` a channel that fails is logged, counted and handed
+to ``on_failure``; the others go on.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from connectors.delivery import (
     ALERT_SEVERITIES,
     ALERT_STATUSES,
     AlertSink,
+    Backoff,
+    CircuitBreaker,
     DeliveryError,
     HttpRetryPolicy,
     post_json,
@@ -30,6 +33,8 @@ __all__ = [
     "ALERT_STATUSES",
     "AlertDispatcher",
     "AlertSink",
+    "Backoff",
+    "CircuitBreaker",
     "DeliveryError",
     "HttpRetryPolicy",
     "post_json",
@@ -42,35 +47,39 @@ FailureHandler = Callable[[str, Mapping[str, Any], Exception], None]
 
 
 class AlertDispatcher:
-    """Delivers every emit on the alerts topic to every sink; failures are contained per sink.
+    """The alert channels, by name; ``dispatch`` delivers one alert to each, containing failures per channel.
 
-    It is a flow side sink (``streams.processor.Sink`` by shape: ``write(emits)`` and ``close()``) without
-    importing streams, so that connectors depend on schemas alone.
+    Parameters
+    ----------
+    sinks
+        The channels; their ``name`` is the destination name in retries, dead letters and metrics.
+    on_failure
+        Called with (channel name, alert, error) when ``dispatch`` fails on a channel.
     """
 
-    def __init__(
-        self, sinks: Sequence[AlertSink], *, on_failure: FailureHandler | None = None, topic: str = "alerts"
-    ) -> None:
+    def __init__(self, sinks: Sequence[AlertSink], *, on_failure: FailureHandler | None = None) -> None:
         self.sinks = list(sinks)
+        self.by_name = {sink.name: sink for sink in self.sinks}
         self.on_failure = on_failure
-        self.topic = topic
 
     @classmethod
-    def from_settings(cls, *, on_failure: FailureHandler | None = None) -> AlertDispatcher:
-        """The sinks that are configured (a PagerDuty routing key, a Slack webhook URL); none is fine."""
+    def from_settings(
+        cls, *, on_failure: FailureHandler | None = None, max_retries: int | None = None
+    ) -> AlertDispatcher:
+        """The channels that are configured (a PagerDuty routing key, a Slack webhook URL); none is fine.
+
+        ``max_retries`` overrides each channel's own retries: the notify flow passes 0, since it retries
+        through its retry topic rather than by sleeping inside a request.
+        """
+        override = {} if max_retries is None else {"max_retries": max_retries}
         sinks: list[AlertSink] = []
         pagerduty = PagerDutySettings()
         if pagerduty.enabled:
-            sinks.append(PagerDutySink(pagerduty))
+            sinks.append(PagerDutySink(pagerduty.model_copy(update=override)))
         slack = SlackSettings()
         if slack.enabled:
-            sinks.append(SlackSink(slack))
+            sinks.append(SlackSink(slack.model_copy(update=override)))
         return cls(sinks, on_failure=on_failure)
-
-    def write(self, emits: Sequence[Any]) -> None:
-        for emit in emits:
-            if emit.topic == self.topic:
-                self.dispatch(emit.record)
 
     def dispatch(self, alert: Mapping[str, Any]) -> dict[str, str]:
         """Deliver one alert to every sink; returns each sink's outcome (delivered, failed, invalid, error)."""

@@ -1,5 +1,6 @@
-"""What every alert channel shares: the alert's required shape, HTTP retries with backoff, and the error a
-channel raises when it gives up. PagerDuty and Slack build on it; ``connectors.alerting`` fans out to them.
+"""What every alert channel shares: the alert's required shape, HTTP retries with backoff, the error a
+channel raises when it gives up, and what a deliverer needs around channels that fail: jittered backoff and a
+circuit breaker. PagerDuty and Slack build on it; ``connectors.alerting`` fans out to them.
 """
 
 from __future__ import annotations
@@ -7,17 +8,21 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import random
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = [
     "ALERT_STATUSES",
     "ALERT_SEVERITIES",
     "AlertSink",
+    "Backoff",
+    "CircuitBreaker",
     "DeliveryError",
     "HttpRetryPolicy",
     "post_json",
@@ -38,6 +43,11 @@ class DeliveryError(Exception):
         super().__init__(message)
         self.status = status
         self.body = body
+
+    @property
+    def permanent(self) -> bool:
+        """The receiver refused this request for good (4xx other than 408 and 429): trying again cannot help."""
+        return self.status is not None and 400 <= self.status < 500 and self.status not in (408, 429)
 
 
 class AlertSink(Protocol):
@@ -75,6 +85,103 @@ class HttpRetryPolicy:
         if retry_after is not None:
             wait = max(wait, min(retry_after, MAX_RETRY_AFTER_S))
         return wait
+
+
+@dataclass
+class Backoff:
+    """Jittered exponential backoff: after failed attempt ``n`` (from 1), wait a random time in ``[d/2, d]``
+    with ``d = min(cap, base * 2**(n-1))``. The jitter spreads alerts that failed together, so a receiver
+    that comes back is not hit by all of them at once.
+
+    Parameters
+    ----------
+    base
+        Seconds of the first wait (before jitter).
+    cap
+        The longest wait, in seconds.
+    rng
+        Source of the jitter.
+    """
+
+    base: float = 1.0
+    cap: float = 300.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int) -> float:
+        full = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
+        return full * (0.5 + 0.5 * self.rng.random())
+
+
+class CircuitBreaker:
+    """Stops calling a destination that keeps failing, and tries it again now and then.
+
+    Closed: calls go through; ``failures`` failures in a row open it. Open: no calls for ``reset_s`` seconds,
+    then half-open: one trial call at a time; its success closes the breaker, its failure opens it again.
+    Thread-safe: deliveries to one destination run in several threads.
+
+    Parameters
+    ----------
+    failures
+        Consecutive failures that open the breaker.
+    reset_s
+        Seconds it stays open before a trial call.
+    clock
+        Monotonic seconds (tests pass their own).
+    """
+
+    CLOSED, HALF_OPEN, OPEN = "closed", "half_open", "open"
+    LEVELS = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}  # for a gauge
+
+    def __init__(self, failures: int = 5, reset_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        if failures < 1 or reset_s < 0:
+            raise ValueError("a circuit breaker needs failures >= 1 and reset_s >= 0")
+        self.failures = failures
+        self.reset_s = reset_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._state = self.CLOSED
+        self._failed = 0
+        self._opened_at = 0.0
+        self._trial = False
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            self._tick()
+            return self._state
+
+    def _tick(self) -> None:
+        if self._state == self.OPEN and self.clock() >= self._opened_at + self.reset_s:
+            self._state, self._trial = self.HALF_OPEN, False
+
+    def admit(self) -> str | None:
+        """Whether a call may go out now: ``closed`` (go), ``half_open`` (go, as the one trial call) or None."""
+        with self._lock:
+            self._tick()
+            if self._state == self.CLOSED:
+                return self.CLOSED
+            if self._state == self.HALF_OPEN and not self._trial:
+                self._trial = True
+                return self.HALF_OPEN
+            return None
+
+    def wait_s(self) -> float:
+        """Seconds until a call may be tried again (0 when closed)."""
+        with self._lock:
+            self._tick()
+            if self._state == self.OPEN:
+                return max(0.0, self._opened_at + self.reset_s - self.clock())
+            return 0.0 if self._state == self.CLOSED else min(self.reset_s, 1.0)  # a trial is out: ask again soon
+
+    def success(self) -> None:
+        with self._lock:
+            self._state, self._failed, self._trial = self.CLOSED, 0, False
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failed += 1
+            if self._state == self.HALF_OPEN or self._failed >= self.failures:
+                self._state, self._opened_at, self._trial = self.OPEN, self.clock(), False
 
 
 def _retry_after(headers: Any) -> float | None:

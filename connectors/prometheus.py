@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = [
     "ALERTS",
+    "ALERT_BREAKER_STATE",
     "ALERT_DELIVERIES",
+    "ALERT_RETRIES",
     "DLQ_EVENTS",
     "END_TO_END_LATENCY",
     "EVENTS_CONSUMED",
@@ -52,6 +54,14 @@ END_TO_END_LATENCY = Histogram(
 ALERTS = Counter("eddyline_alerts_total", "Alert state changes raised by the flows.", ["source", "status"])
 ALERT_DELIVERIES = Counter(
     "eddyline_alert_deliveries_total", "Alert deliveries to subscribers, by sink and outcome.", ["sink", "outcome"]
+)
+ALERT_RETRIES = Counter(
+    "eddyline_alert_retries_total",
+    "Alert deliveries scheduled on the retry topic, by sink and why (failed, breaker_open).",
+    ["sink", "reason"],
+)
+ALERT_BREAKER_STATE = Gauge(
+    "eddyline_alert_breaker_state", "Circuit breaker per alert sink: 0 closed, 1 half-open, 2 open.", ["sink"]
 )
 
 

@@ -14,6 +14,7 @@ TOPICS: dict[str, str] = {
 }
 INPUT_TOPICS = ("sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback")
 DLQ_PREFIX = "dlq."
+RETRY_SUFFIX = ".retry"
 
 
 def dlq_topic(source_topic: str) -> str:
@@ -22,4 +23,16 @@ def dlq_topic(source_topic: str) -> str:
     return f"{DLQ_PREFIX}{source_topic}"
 
 
-ALL_TOPICS = [*TOPICS, *(dlq_topic(t) for t in INPUT_TOPICS)]
+def retry_topic(topic: str) -> str:
+    """The logical retry topic of a logical topic: its events again, each with the time it is due (headers), for
+    a consumer whose side effect failed and must be tried later without holding the event in memory."""
+    return f"{topic}{RETRY_SUFFIX}"
+
+
+RETRIED_TOPICS = ("alerts",)  # topics whose consumers retry through <topic>.retry (alert delivery)
+ALL_TOPICS = [
+    *TOPICS,
+    *(dlq_topic(t) for t in INPUT_TOPICS),
+    *(retry_topic(t) for t in RETRIED_TOPICS),
+    *(dlq_topic(t) for t in RETRIED_TOPICS),
+]

@@ -161,6 +161,7 @@ class AlertReceiver:
         self._cert_dir: Path | None = None
         self._ca_file: Path | None = None
         self._failures: deque[tuple[int, float | None]] = deque()
+        self._down: int | None = None
         self.reset()
 
     # --- life cycle -------------------------------------------------------------------------------
@@ -288,6 +289,19 @@ class AlertReceiver:
         with self._lock:
             self._failures.extend([(status, retry_after)] * n)
 
+    def outage(self, status: int = 503) -> None:
+        """Answer every request with ``status`` until ``recover()``: the service is down, its load balancer is up."""
+        if not 400 <= status <= 599:
+            raise ValueError("an outage answers with an error status")
+        with self._lock:
+            self._down = status
+
+    def recover(self) -> None:
+        """End an ``outage`` and drop pending injected failures."""
+        with self._lock:
+            self._down = None
+            self._failures.clear()
+
     def wait_for(self, predicate: Callable[[AlertReceiver], bool], timeout: float = 10.0) -> bool:
         """Block until ``predicate(self)`` holds (checked on every request); False on timeout."""
         deadline = time.monotonic() + timeout
@@ -304,6 +318,10 @@ class AlertReceiver:
     def _take_failure(self) -> tuple[int, float | None] | None:
         with self._lock:
             self.requests_total += 1
+            if self._down is not None:
+                self.failures_injected += 1
+                self._lock.notify_all()
+                return self._down, None
             if self._failures:
                 self.failures_injected += 1
                 self._lock.notify_all()

@@ -24,7 +24,9 @@ bench_app = typer.Typer(help="Benchmarks: each compares against a baseline in th
 app.add_typer(topics_app, name="topics")
 app.add_typer(produce_app, name="produce")
 models_app = typer.Typer(help="Model registry and model training.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alert delivery: dead letters of the notify flow.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(alerts_app, name="alerts")
 app.add_typer(models_app, name="models")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -124,7 +126,7 @@ def produce_sensors(
 @app.command("run")
 @friendly
 def run_flow(
-    flow: Annotated[str, typer.Argument(help="Which flow: anomaly, audio, sentiment, clicks, drift, quality.")],
+    flow: Annotated[str, typer.Argument(help="Which flow: anomaly, audio, sentiment, clicks, drift, quality, notify.")],
     engine: Annotated[str, typer.Option(help="bytewax (checkpointed dataflow) or faust (agents, changelog tables).")] = "bytewax",
     workers: Annotated[int, typer.Option(help="Processes (bytewax) or workers in one group (faust).")] = 1,
     state_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default from [runtime] state_dir).")] = None,
@@ -133,7 +135,7 @@ def run_flow(
     """Run a flow until interrupted; its state is checkpointed so a restart resumes where it stopped."""
     from datetime import timedelta
 
-    from streams.flows import flow_spec
+    from streams.flows import SERVICES, flow_spec
     from streams.runtime import RuntimeSettings
 
     if engine not in ("bytewax", "faust"):
@@ -142,7 +144,11 @@ def run_flow(
         raise CliError("--workers must be at least 1")
     runtime = RuntimeSettings()
     _check_sink_settings()
-    spec = flow_spec(flow)
+    service = SERVICES.get(flow)
+    if service is not None and (engine != "bytewax" or workers != 1):
+        raise CliError(f"{flow} runs its own consumer, not an engine: drop --engine and --workers "
+                       f"(start more `eddyline run {flow}` processes to share its consumer group)")
+    spec = flow_spec(flow) if service is None else None
     port = metrics_port if metrics_port is not None else runtime.metrics_port
     if port is not None:
         if workers > 1:
@@ -150,6 +156,13 @@ def run_flow(
         from connectors.prometheus import serve
 
         serve(port, host=runtime.metrics_host)
+    if service is not None:
+        try:
+            service()(_kafka())
+        except KeyboardInterrupt:
+            typer.echo(f"{flow} stopped", err=True)
+        return
+    assert spec is not None
     epoch = timedelta(seconds=runtime.epoch_interval_s)
     try:
         if engine == "faust":
@@ -231,6 +244,7 @@ _mount(models_app, "train-sentiment", "models.sentiment.commands:train_command")
 _mount(models_app, "eval-sentiment", "models.sentiment.commands:eval_command")
 _mount(models_app, "rollback", "streams.flows.retraining:rollback_command")
 _mount(models_app, "list", "streams.flows.retraining:list_command")
+_mount(alerts_app, "redrive", "streams.cli.alerts:redrive_command")
 
 
 def main() -> None:  # pragma: no cover

@@ -1,25 +1,29 @@
 """The runnable flows (``eddyline run FLOW``): one module per flow, each building a ``FlowSpec``.
 
-Each entry builds its flow from settings, with the side sinks that flow feeds (alert delivery, dashboards).
+Each entry builds its flow from settings, with the side sinks that flow feeds (dashboards). Scoring flows only
+emit alerts; the notify flow delivers them, with its own consumer loop rather than an engine (``SERVICES``).
 Modules are imported inside each builder so that asking for one flow never loads another's models.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from streams.processor import FlowSpec
 from streams.runtime import RuntimeSettings
 
+if TYPE_CHECKING:
+    from connectors.kafka import KafkaSettings
+
 
 def _anomaly() -> FlowSpec:
-    from connectors.alerting import AlertDispatcher
     from models.anomaly import DEFAULT_DETECTOR
     from streams.flows.sensor_anomaly import sensor_anomaly_flow
     from streams.sinks.sensor import sensor_metrics_sink
 
     detector = RuntimeSettings().detector or DEFAULT_DETECTOR
-    return sensor_anomaly_flow(detector=detector, sinks=[AlertDispatcher.from_settings, sensor_metrics_sink])
+    return sensor_anomaly_flow(detector=detector, sinks=[sensor_metrics_sink])
 
 
 def _clicks() -> FlowSpec:
@@ -29,12 +33,11 @@ def _clicks() -> FlowSpec:
 
 
 def _drift() -> FlowSpec:
-    from connectors.alerting import AlertDispatcher
     from streams.flows.drift import flow
     from streams.sinks.drift import drift_metrics_sink
 
     spec = flow()
-    spec.sinks.extend([AlertDispatcher.from_settings, drift_metrics_sink])
+    spec.sinks.append(drift_metrics_sink)
     return spec
 
 
@@ -48,19 +51,17 @@ def _quality() -> FlowSpec:
 
 
 def _audio() -> FlowSpec:
-    from connectors.alerting import AlertDispatcher
     from streams.flows.audio import AudioSettings, audio_flow
     from streams.sinks.sentiment import sentiment_metrics_sink
 
-    return audio_flow(AudioSettings().flow_config(), sinks=[AlertDispatcher.from_settings, sentiment_metrics_sink])
+    return audio_flow(AudioSettings().flow_config(), sinks=[sentiment_metrics_sink])
 
 
 def _sentiment() -> FlowSpec:
-    from connectors.alerting import AlertDispatcher
     from streams.flows.audio import AudioSettings, sentiment_flow
     from streams.sinks.sentiment import sentiment_metrics_sink
 
-    return sentiment_flow(AudioSettings().flow_config(), sinks=[AlertDispatcher.from_settings, sentiment_metrics_sink])
+    return sentiment_flow(AudioSettings().flow_config(), sinks=[sentiment_metrics_sink])
 
 
 FLOWS: dict[str, Callable[[], FlowSpec]] = {
@@ -73,9 +74,20 @@ FLOWS: dict[str, Callable[[], FlowSpec]] = {
 }
 
 
+def _notify() -> Callable[[KafkaSettings], None]:
+    from streams.flows.notify import run_notify
+
+    return run_notify
+
+
+# flows that run their own consumer loop (commits after each side effect), not on an engine
+SERVICES: dict[str, Callable[[], Callable[[KafkaSettings], None]]] = {"notify": _notify}
+
+
 def flow_spec(name: str) -> FlowSpec:
     """The flow called ``name``, built from the current settings."""
     try:
         return FLOWS[name]()
     except KeyError:
-        raise ValueError(f"unknown flow {name!r}; choose one of: {', '.join(sorted(FLOWS))}") from None
+        names = ", ".join(sorted([*FLOWS, *SERVICES]))
+        raise ValueError(f"unknown flow {name!r}; choose one of: {names}") from None

@@ -13,7 +13,6 @@ from connectors.testing.alert_receiver import AlertReceiver
 from connectors.alerting import AlertDispatcher, DeliveryError
 from connectors.pagerduty import PagerDutySettings, PagerDutySink
 from connectors.slack import COLOURS, SlackSettings, SlackSink
-from streams.processor import Emit
 from tests.unit.test_alert_messages import KEY, alert
 
 pytestmark = pytest.mark.integration
@@ -110,13 +109,8 @@ def test_dispatcher_feeds_both_channels_and_one_failing_does_not_stop_the_other(
     before = deliveries("pagerduty", "failed"), deliveries("slack", "delivered")
 
     alert_receiver.fail_next(2, 500)  # both attempts of the PagerDuty delivery of the first alert
-    dispatcher.write(
-        [
-            Emit("alerts", "k", "alert", alert(status="OPENED")),
-            Emit("alerts", "k", "alert", alert(status="UPDATED")),
-            Emit("alerts", "k", "alert", alert(status="RESOLVED")),
-        ]
-    )
+    for status in ("OPENED", "UPDATED", "RESOLVED"):
+        dispatcher.dispatch(alert(status=status))
     assert failures == ["pagerduty"]
     assert deliveries("pagerduty", "failed") - before[0] == 1
     assert deliveries("slack", "delivered") - before[1] == 3

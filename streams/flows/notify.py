@@ -1,0 +1,530 @@
+"""The notify flow (``eddyline run notify``): alerts from Kafka to PagerDuty and Slack, outside every scoring flow.
+
+Scoring flows only emit ``alerts`` events; this flow consumes them in its own consumer group and delivers each
+to every configured destination, one HTTP attempt at a time, a bounded number of deliveries at once. A failed
+attempt is not retried by sleeping: the alert goes to ``alerts.retry`` with the destination, the next attempt
+number and the time it is due (jittered exponential backoff), so nothing waits in memory only. A destination
+that keeps failing trips its circuit breaker, and its alerts are rescheduled without calling it until the
+breaker lets a trial through. After ``max_attempts`` (or a refusal for good) the alert goes to ``dlq.alerts``
+with the reason; ``eddyline alerts redrive`` puts dead letters back on the retry topic.
+
+Offsets are committed only after each alert of a batch is delivered, scheduled on the retry topic or
+dead-lettered, so a crash replays at most a batch. Replays are harmless: PagerDuty folds triggers with one
+dedup key (the alert key) into one incident, and the flow remembers recently handled event ids, so a scoring
+flow's replayed alerts are not sent again. A trigger that reaches a destination after the same alert was
+resolved there (its first attempts failed, the resolve went through) is followed by the resolve again, so the
+incident does not stay open.
+
+The retry topic is read in order per partition: a message not yet due pauses its partition until it is, so
+a later message with an earlier due time waits behind it (by at most ``backoff_cap_s``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from confluent_kafka import Message, TopicPartition
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from connectors.alerting import AlertDispatcher, Backoff, CircuitBreaker, DeliveryError, validate_alert
+from connectors.config import Section
+from connectors.dlq import dlq_headers
+from connectors.kafka import EventProducer, KafkaSettings, create_topics, make_consumer
+from connectors.prometheus import ALERT_BREAKER_STATE, ALERT_DELIVERIES, ALERT_RETRIES, DLQ_EVENTS
+from schemas import ALERT, AvroSerde, SchemaError
+from schemas.retry import ATTEMPT, DESTINATION, retry_headers, retry_info
+from schemas.topics import dlq_topic, retry_topic
+
+__all__ = [
+    "ALERTS_TOPIC",
+    "DLQ_TOPIC",
+    "RETRY_TOPIC",
+    "Delivery",
+    "NotifyFlow",
+    "NotifySettings",
+    "Notifier",
+    "Result",
+    "redrive",
+    "run_notify",
+]
+
+log = logging.getLogger(__name__)
+
+FLOW = "notify"
+ALERTS_TOPIC = "alerts"
+RETRY_TOPIC = retry_topic(ALERTS_TOPIC)
+DLQ_TOPIC = dlq_topic(ALERTS_TOPIC)
+TOPICS = (ALERTS_TOPIC, RETRY_TOPIC, DLQ_TOPIC)
+
+
+class NotifySettings(Section):
+    """``[notify]`` / ``EDDYLINE_NOTIFY_*``: how the notify flow delivers, retries and gives up."""
+
+    toml_table: ClassVar[str] = "notify"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_NOTIFY_", extra="forbid")
+
+    group_id: str = Field("eddyline-notify", description="Consumer group of the notify flow (namespace applied).")
+    concurrency: int = Field(8, ge=1, description="Deliveries in flight at once.")
+    max_attempts: int = Field(8, ge=1, description="Attempts per destination before an alert is dead-lettered.")
+    backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry; doubles per attempt, jittered.")
+    backoff_cap_s: float = Field(300.0, ge=0, description="Longest wait between attempts.")
+    breaker_failures: int = Field(5, ge=1, description="Failures in a row that open a destination's breaker.")
+    breaker_reset_s: float = Field(30.0, ge=0, description="Seconds a breaker stays open before a trial call.")
+    batch_size: int = Field(200, ge=1, description="Messages per poll; offsets are committed per batch.")
+    remember: int = Field(100_000, ge=1, description="Recent event ids remembered per flow to skip replays.")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One alert for one destination, and where its message was read.
+
+    Parameters
+    ----------
+    destination
+        The channel's name (``pagerduty``, ``slack``).
+    attempt
+        Which attempt this is, from 1.
+    alert
+        The decoded alert.
+    value, key
+        The message's bytes, kept to reschedule or dead-letter it unchanged.
+    origin
+        (full topic, partition, offset) it was read from.
+    """
+
+    destination: str
+    attempt: int
+    alert: dict[str, Any]
+    value: bytes
+    key: bytes | None
+    origin: tuple[str, int, int]
+
+
+DELIVERED, RETRY, DEFERRED, DEAD, DUPLICATE = "delivered", "retry", "deferred", "dead_lettered", "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What became of a delivery: ``delivered``, ``retry`` or ``deferred`` (due at ``due_ms``, as attempt
+    ``attempt``), ``dead_lettered`` (with ``reason``) or ``duplicate``."""
+
+    delivery: Delivery
+    outcome: str
+    due_ms: int = 0
+    attempt: int = 0
+    reason: str = ""
+    error: str = ""
+
+
+class _Recent:
+    """A bounded set that forgets its oldest members; optionally keeps a value per member."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def __contains__(self, item: Hashable) -> bool:
+        return item in self._items
+
+    def get(self, item: Hashable) -> Any:
+        return self._items.get(item)
+
+    def add(self, item: Hashable, value: Any = None) -> None:
+        self._items[item] = value
+        self._items.move_to_end(item)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def discard(self, item: Hashable) -> None:
+        self._items.pop(item, None)
+
+
+class Notifier:
+    """Delivers alerts to destinations and decides each one's fate; no Kafka, so it is tested on its own.
+
+    Each delivery is one attempt through the destination's channel, guarded by that destination's circuit
+    breaker. Deliveries of one alert key to one destination run in order; the rest run ``concurrency`` at once.
+
+    Parameters
+    ----------
+    dispatcher
+        The channels, by name; they should not retry themselves (``AlertDispatcher.from_settings(max_retries=0)``).
+    settings
+        Attempts, backoff, breaker and memory sizes.
+    clock_ms
+        Wall-clock milliseconds, for due times (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        dispatcher: AlertDispatcher,
+        settings: NotifySettings | None = None,
+        *,
+        clock_ms: Any = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.settings = settings or NotifySettings()
+        self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.backoff = backoff or Backoff(self.settings.backoff_s, self.settings.backoff_cap_s)
+        self.breakers = {
+            name: CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_reset_s)
+            for name in dispatcher.by_name
+        }
+        self._lock = threading.Lock()
+        self._delivered = _Recent(self.settings.remember)  # (destination, event_id)
+        self._resolved = _Recent(self.settings.remember)  # (destination, alert_key) -> resolving Delivery
+        self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="notify")
+        for name in self.breakers:
+            ALERT_BREAKER_STATE.labels(name).set(0)
+
+    @property
+    def destinations(self) -> list[str]:
+        return list(self.dispatcher.by_name)
+
+    def deliver(self, deliveries: Sequence[Delivery]) -> list[Result]:
+        """Attempt every delivery once; returns a result for each (and for any resolve sent again after it)."""
+        groups: dict[tuple[str, str], list[Delivery]] = {}
+        for d in deliveries:
+            groups.setdefault((d.destination, str(d.alert.get("alert_key"))), []).append(d)
+        if len(groups) <= 1:
+            return [r for group in groups.values() for r in self._in_order(group)]
+        return [r for results in self._pool.map(self._in_order, groups.values()) for r in results]
+
+    def _in_order(self, group: list[Delivery]) -> list[Result]:
+        return [r for d in group for r in self._attempt(d)]
+
+    def _attempt(self, d: Delivery) -> list[Result]:
+        sink = self.dispatcher.by_name.get(d.destination)
+        if sink is None:
+            configured = ", ".join(self.destinations) or "none"
+            return [self._count(Result(d, DEAD, reason="unknown_destination",
+                                       error=f"destination {d.destination!r} is not configured ({configured})"))]
+        ident = (d.destination, d.alert["event_id"])
+        with self._lock:
+            if ident in self._delivered:
+                return [self._count(Result(d, DUPLICATE))]
+        breaker = self.breakers[d.destination]
+        admitted = breaker.admit()
+        if admitted is None:
+            return [self._count(self._deferred(d, breaker, ""))]
+        try:
+            sink.deliver(d.alert)
+        except DeliveryError as e:
+            if e.permanent:  # the destination answered: it is up, and this alert will never pass
+                breaker.success()
+                return [self._count(Result(d, DEAD, reason="refused", error=str(e)))]
+            return [self._count(self._failed(d, breaker, admitted, str(e)))]
+        except ValueError as e:
+            breaker.success()
+            return [self._count(Result(d, DEAD, reason="invalid_alert", error=str(e)))]
+        except Exception as e:  # a bug or an unforeseen client error: retry, never lose the alert
+            log.exception("alert delivery raised", extra={"sink": d.destination})
+            return [self._count(self._failed(d, breaker, admitted, f"{type(e).__name__}: {e}"))]
+        breaker.success()
+        results = [self._count(Result(d, DELIVERED))]
+        resolve = self._remember(d, ident)
+        if resolve is not None:
+            results.extend(self._attempt(resolve))
+        return results
+
+    def _remember(self, d: Delivery, ident: tuple[str, str]) -> Delivery | None:
+        """Note a delivery; a late trigger of an alert already resolved there gets its resolve back."""
+        key = (d.destination, d.alert["alert_key"])
+        with self._lock:
+            self._delivered.add(ident)
+            if d.alert["status"] == "RESOLVED":
+                self._resolved.add(key, d)
+                return None
+            resolve: Delivery | None = self._resolved.get(key)
+            if resolve is None or resolve.alert.get("event_time", 0) < d.alert.get("event_time", 0):
+                return None
+            self._delivered.discard((d.destination, resolve.alert["event_id"]))
+        log.info("late trigger of a resolved alert: resolving it again",
+                 extra={"sink": d.destination, "alert_key": d.alert["alert_key"]})
+        return resolve
+
+    def _deferred(self, d: Delivery, breaker: CircuitBreaker, error: str) -> Result:
+        """Rescheduled while the destination's breaker is open; the alert keeps its attempt number."""
+        due = self.clock_ms() + int(1000 * (breaker.wait_s() + self.backoff.delay(1)))
+        return Result(d, DEFERRED, due_ms=due, attempt=d.attempt, reason="breaker_open", error=error)
+
+    def _failed(self, d: Delivery, breaker: CircuitBreaker, admitted: str, error: str) -> Result:
+        """A failed attempt: retried later, or dead-lettered after ``max_attempts``. A failed breaker trial
+        costs the alert no attempt: the destination is down, not this alert, and an outage must not use
+        up the attempts of the alerts that happen to be tried during it."""
+        breaker.failure()
+        if admitted == CircuitBreaker.HALF_OPEN:
+            return self._deferred(d, breaker, error)
+        if d.attempt >= self.settings.max_attempts:
+            return Result(d, DEAD, reason="delivery_failed", error=f"gave up after {d.attempt} attempts; last: {error}")
+        due = self.clock_ms() + int(1000 * self.backoff.delay(d.attempt))
+        return Result(d, RETRY, due_ms=due, attempt=d.attempt + 1, reason="failed", error=error)
+
+    def _count(self, r: Result) -> Result:
+        name = r.delivery.destination
+        ALERT_DELIVERIES.labels(sink=name, outcome=r.outcome).inc()
+        if r.outcome in (RETRY, DEFERRED):
+            ALERT_RETRIES.labels(name, r.reason).inc()
+        breaker = self.breakers.get(name)
+        if breaker is not None:
+            ALERT_BREAKER_STATE.labels(name).set(CircuitBreaker.LEVELS[breaker.state])
+        if r.outcome in (RETRY, DEAD):
+            level = logging.ERROR if r.outcome == DEAD else logging.WARNING
+            log.log(level, "alert %s: sink=%s alert_key=%s attempt=%d: %s", r.outcome, name,
+                    r.delivery.alert.get("alert_key"), r.delivery.attempt, r.error or r.reason,
+                    extra={"event": "alert_delivery_failed", "sink": name, "outcome": r.outcome,
+                           "reason": r.reason, "alert_key": r.delivery.alert.get("alert_key"),
+                           "event_id": r.delivery.alert.get("event_id"), "attempt": r.delivery.attempt})
+        return r
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.dispatcher.close()
+
+
+@dataclass
+class _Batch:
+    deliveries: list[Delivery] = field(default_factory=list)
+    letters: list[tuple[Message, str, str, str]] = field(default_factory=list)  # message, reason, error, destination
+    done: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> last finished offset
+
+
+class NotifyFlow:
+    """The Kafka side of the notify flow: consume ``alerts`` and ``alerts.retry``, deliver, reschedule, commit.
+
+    Parameters
+    ----------
+    kafka
+        Kafka settings; every client gets them, ``[kafka] extra`` included.
+    notifier
+        Does the deliveries (its settings give the consumer group and batch size).
+    """
+
+    def __init__(self, kafka: KafkaSettings, notifier: Notifier) -> None:
+        self.kafka = kafka
+        self.notifier = notifier
+        self.settings = notifier.settings
+        self.serde = AvroSerde()
+        self.alerts_name, self.retry_name = kafka.topic(ALERTS_TOPIC), kafka.topic(RETRY_TOPIC)
+        self.consumer = make_consumer(kafka, kafka.topic(self.settings.group_id), **{"enable.partition.eof": False})
+        self.producer = EventProducer(kafka)
+        self.paused: dict[tuple[str, int], int] = {}  # retry partitions waiting for their head: -> due ms
+        self._seen = _Recent(self.settings.remember)  # event ids taken from the alerts topic
+        self.handled = 0  # messages finished (committed or about to be)
+
+    def start(self) -> NotifyFlow:
+        create_topics(self.kafka, TOPICS)
+        self.consumer.subscribe([self.alerts_name, self.retry_name], on_revoke=self._revoked)
+        if not self.notifier.destinations:
+            log.warning("no alert destination is configured: alerts are read and committed, nothing is sent; "
+                        "set [pagerduty] routing_key or [slack] webhook_url")
+        return self
+
+    def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.paused.pop((tp.topic, tp.partition), None)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Poll, deliver and commit until ``stop`` is set (or forever)."""
+        stop = stop or threading.Event()
+        self.start()
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self.close()
+
+    def step(self, timeout: float = 0.2) -> int:
+        """One poll: resume retry partitions that are due, handle what came; returns messages finished."""
+        now = self.notifier.clock_ms()
+        due = [tp for tp, at in self.paused.items() if at <= now]
+        if due:
+            self.consumer.resume([TopicPartition(t, p) for t, p in due])
+            for tp in due:
+                del self.paused[tp]
+        if self.paused:
+            timeout = max(0.01, min(timeout, (min(self.paused.values()) - now) / 1000))
+        messages = self.consumer.consume(self.settings.batch_size, timeout)
+        return self.handle(messages) if messages else 0
+
+    def handle(self, messages: Sequence[Message]) -> int:
+        """Deliver a polled batch, write its retries and dead letters, then commit it."""
+        batch = _Batch()
+        now = self.notifier.clock_ms()
+        held: set[tuple[str, int]] = set()
+        finished = 0
+        for msg in messages:
+            if msg.error() is not None:
+                log.warning("kafka consumer error", extra={"flow": FLOW, "error": str(msg.error())})
+                continue
+            tp = (msg.topic(), msg.partition())
+            if tp in held:
+                continue
+            if msg.topic() == self.retry_name and not self._take_retry(msg, now, batch, held):
+                continue
+            if msg.topic() == self.alerts_name:
+                self._take_alert(msg, batch)
+            batch.done[tp] = msg.offset()
+            finished += 1
+        results = self.notifier.deliver(batch.deliveries)
+        for r in results:
+            self._write(r)
+        for msg, reason, error, destination in batch.letters:
+            self._dead_letter(msg.value(), msg.key(), (msg.topic(), msg.partition(), msg.offset()),
+                              reason, error, destination, 0)
+        self.producer.flush()  # retries and dead letters are in Kafka before their source is committed
+        if batch.done:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in batch.done.items()],
+                                 asynchronous=False)
+        self.handled += finished
+        return finished
+
+    def _decode(self, msg: Message, batch: _Batch, destination: str) -> dict[str, Any] | None:
+        try:
+            alert = self.serde.decode(msg.value(), ALERT)
+            validate_alert(alert)
+        except SchemaError as e:
+            batch.letters.append((msg, e.reason, str(e), destination))
+            return None
+        except ValueError as e:
+            batch.letters.append((msg, "invalid_alert", str(e), destination))
+            return None
+        return alert
+
+    def _take_alert(self, msg: Message, batch: _Batch) -> None:
+        alert = self._decode(msg, batch, "")
+        if alert is None:
+            return
+        if alert["event_id"] in self._seen:  # a scoring flow's replay: already on its way
+            for name in self.notifier.destinations:
+                ALERT_DELIVERIES.labels(sink=name, outcome=DUPLICATE).inc()
+            return
+        self._seen.add(alert["event_id"])
+        origin = (msg.topic(), msg.partition(), msg.offset())
+        batch.deliveries.extend(Delivery(name, 1, alert, msg.value(), msg.key(), origin)
+                                for name in self.notifier.destinations)
+
+    def _take_retry(self, msg: Message, now: int, batch: _Batch, held: set[tuple[str, int]]) -> bool:
+        """Queue a due retry (True), or hold its partition until it is due (False)."""
+        try:
+            info = retry_info(msg.headers())
+        except ValueError as e:
+            batch.letters.append((msg, "bad_retry_headers", str(e), ""))
+            return True
+        if info.due_ms > now:
+            tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
+            self.consumer.pause([tp])
+            self.consumer.seek(tp)
+            self.paused[(msg.topic(), msg.partition())] = info.due_ms
+            held.add((msg.topic(), msg.partition()))
+            return False
+        alert = self._decode(msg, batch, info.destination)
+        if alert is not None:
+            origin = (msg.topic(), msg.partition(), msg.offset())
+            names = [info.destination] if info.destination else self.notifier.destinations
+            batch.deliveries.extend(Delivery(n, info.attempt, alert, msg.value(), msg.key(), origin) for n in names)
+        return True
+
+    def _write(self, r: Result) -> None:
+        d = r.delivery
+        if r.outcome in (RETRY, DEFERRED):
+            self.producer.produce_raw(RETRY_TOPIC, d.value, d.key, retry_headers(d.destination, r.attempt,
+                                                                                  r.due_ms, r.error or r.reason))
+        elif r.outcome == DEAD:
+            self._dead_letter(d.value, d.key, d.origin, r.reason, r.error, d.destination, d.attempt)
+
+    def _dead_letter(self, value: bytes | None, key: bytes | None, origin: tuple[str, int, int], reason: str,
+                     error: str, destination: str, attempts: int) -> None:
+        topic, partition, offset = origin
+        headers = dlq_headers(topic, reason, error, partition, offset)
+        headers.update({DESTINATION: destination.encode(), ATTEMPT: str(attempts).encode()})
+        self.producer.produce_raw(DLQ_TOPIC, value, key, headers)
+        DLQ_EVENTS.labels(FLOW, ALERTS_TOPIC, reason).inc()
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            self.producer.flush(10.0)
+            self.notifier.close()
+
+
+def run_notify(kafka: KafkaSettings, stop: threading.Event | None = None) -> None:
+    """``eddyline run notify``: deliver to the destinations configured in ``[pagerduty]`` and ``[slack]``."""
+    notifier = Notifier(AlertDispatcher.from_settings(max_retries=0), NotifySettings())
+    NotifyFlow(kafka, notifier).run(stop)
+
+
+def _assign_from_committed(consumer: Any, topic: str) -> None:
+    """Assign every partition of ``topic`` at the group's committed offset (the beginning where none is)."""
+    from confluent_kafka import OFFSET_BEGINNING
+
+    meta = consumer.list_topics(topic, timeout=30).topics[topic]
+    partitions = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+    committed = consumer.committed(partitions, timeout=30)
+    consumer.assign([TopicPartition(topic, c.partition, c.offset if c.offset >= 0 else OFFSET_BEGINNING)
+                     for c in committed])
+
+
+@dataclass
+class RedriveReport:
+    """What ``redrive`` did: letters put back on the retry topic, by reason and destination."""
+
+    redriven: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    by_destination: dict[str, int] = field(default_factory=dict)
+
+
+def redrive(kafka: KafkaSettings, *, idle_s: float = 2.0, timeout_s: float = 120.0, dry_run: bool = False,
+            settings: NotifySettings | None = None) -> RedriveReport:
+    """Put every dead-lettered alert not redriven before back on ``alerts.retry``, due now, as attempt 1.
+
+    The notify flow delivers them to the destination each letter names (all, where it names none). Letters are
+    read from where the redrive consumer group committed last (assigned, not subscribed: no group join to wait
+    for), and committed once their retries are in Kafka, so each is redriven once; with ``dry_run`` nothing is written or committed. Stops when no letter came for ``idle_s`` seconds.
+    """
+    from connectors.dlq import dlq_info
+
+    settings = settings or NotifySettings()
+    create_topics(kafka, TOPICS)
+    consumer = make_consumer(kafka, kafka.topic(f"{settings.group_id}-redrive"), **{"enable.partition.eof": False})
+    producer = EventProducer(kafka)
+    report = RedriveReport()
+    try:
+        _assign_from_committed(consumer, kafka.topic(DLQ_TOPIC))
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s and time.monotonic() < deadline:
+            messages = [m for m in consumer.consume(500, 0.2) if m.error() is None]
+            if not messages:
+                continue
+            last = time.monotonic()
+            done: dict[tuple[str, int], int] = {}
+            for msg in messages:
+                info = dlq_info(msg.headers())
+                destination = dict(msg.headers() or []).get(DESTINATION, b"").decode(errors="replace")
+                reason = info.get("reason", "unknown")
+                report.redriven += 1
+                report.by_reason[reason] = report.by_reason.get(reason, 0) + 1
+                report.by_destination[destination or "all"] = report.by_destination.get(destination or "all", 0) + 1
+                if not dry_run:
+                    producer.produce_raw(RETRY_TOPIC, msg.value(), msg.key(), retry_headers(
+                        destination, 1, time.time_ns() // 1_000_000, f"redriven after {reason}: {info.get('error', '')}"))
+                done[(msg.topic(), msg.partition())] = msg.offset()
+            if not dry_run:
+                producer.flush()
+                consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in done.items()],
+                                asynchronous=False)
+    finally:
+        consumer.close()
+        producer.flush(10.0)
+    return report

@@ -1,0 +1,173 @@
+"""The notify flow against the real broker and the loopback PagerDuty/Slack receiver: delivery, outages,
+dead letters, redrive and replays."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from connectors.alerting import AlertDispatcher
+from connectors.dlq import dlq_info
+from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
+from connectors.pagerduty import PagerDutySettings, PagerDutySink
+from connectors.slack import SlackSettings, SlackSink
+from connectors.testing.alert_receiver import AlertReceiver
+from schemas import ALERT
+from schemas.retry import DESTINATION, retry_info
+from streams.flows.notify import DLQ_TOPIC, RETRY_TOPIC, Notifier, NotifyFlow, NotifySettings, redrive
+
+pytestmark = pytest.mark.integration
+ROUTING_KEY = "0123456789abcdef0123456789abcdef"
+
+
+def alert(key: str, status: str = "OPENED", n: int = 0) -> dict[str, Any]:
+    return {
+        "event_id": f"{key}-{status}-{n}",
+        "event_time": 1_700_000_000_000 + n,
+        "producer": "test",
+        "alert_key": key,
+        "status": status,
+        "severity": "ERROR",
+        "source": "sensor-anomaly",
+        "entity": f"{key}/temp",
+        "summary": f"anomaly on {key}",
+        "value": 1.5,
+        "details": {},
+    }
+
+
+def publish(settings: KafkaSettings, alerts: list[dict[str, Any]], raw: list[bytes] = ()) -> None:
+    create_topics(settings, ["alerts"])
+    with EventProducer(settings) as producer:
+        for value in raw:
+            producer.produce_raw("alerts", value, key="garbage")
+        for a in alerts:
+            producer.produce("alerts", ALERT, a, key=a["alert_key"])
+
+
+def channels(receiver: AlertReceiver) -> AlertDispatcher:
+    """The real PagerDuty and Slack channels, one attempt each, pointed at the loopback receiver."""
+    return AlertDispatcher([
+        PagerDutySink(PagerDutySettings(routing_key=ROUTING_KEY, url=receiver.pagerduty_url,
+                                        ca_file=str(receiver.ca_file), max_retries=0, timeout=5)),
+        SlackSink(SlackSettings(webhook_url=receiver.slack_url, max_retries=0, timeout=5)),
+    ])
+
+
+FAST = {"backoff_s": 0.05, "backoff_cap_s": 0.5, "breaker_failures": 3, "breaker_reset_s": 0.5}
+
+
+@contextmanager
+def notifying(settings: KafkaSettings, receiver: AlertReceiver, **options: Any) -> Iterator[NotifyFlow]:
+    flow = NotifyFlow(settings, Notifier(channels(receiver), NotifySettings(**{**FAST, **options})))
+    stop = threading.Event()
+    thread = threading.Thread(target=flow.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield flow
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "the notify flow did not stop"
+
+
+def wait(predicate: Any, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def breaker(sink: str) -> float:
+    return REGISTRY.get_sample_value("eddyline_alert_breaker_state", {"sink": sink}) or 0.0
+
+
+def test_delivers_every_alert_to_both_channels_and_a_replay_opens_no_second_incident(kafka_settings, alert_receiver):
+    alerts = [alert("k1"), alert("k1", "UPDATED", 1), alert("k1", "RESOLVED", 2), alert("k2")]
+    publish(kafka_settings, alerts)
+    with notifying(kafka_settings, alert_receiver) as flow:
+        assert alert_receiver.wait_for(lambda r: r.counts["pagerduty_events"] == 4 and
+                                       r.counts["slack_messages"] == 4, timeout=60)
+        publish(kafka_settings, alerts)  # a scoring flow replays its last epoch after a crash
+        assert wait(lambda: flow.handled >= 8)
+    with notifying(kafka_settings, alert_receiver) as flow:  # a restart resumes after the committed offsets
+        publish(kafka_settings, [alert("k3")])
+        assert alert_receiver.wait_for(lambda r: r.counts["pagerduty_events"] == 5, timeout=60)
+    assert flow.handled == 1  # only the new alert: the first run committed what it delivered
+    assert alert_receiver.counts["pagerduty_events"] == 5 and alert_receiver.counts["slack_messages"] == 5
+    assert {k: (i["opened"], i["status"]) for k, i in alert_receiver.incidents.items()} == {
+        "k1": (1, "resolved"), "k2": (1, "triggered"), "k3": (1, "triggered")}
+    assert not alert_receiver.rejected
+
+
+def test_an_outage_delays_delivery_loses_nothing_and_opens_each_incident_once(kafka_settings, alert_receiver):
+    keys = [f"out-{i}" for i in range(10)]
+    alert_receiver.outage(503)
+    with notifying(kafka_settings, alert_receiver) as flow:
+        publish(kafka_settings, [alert(k) for k in keys])
+        assert wait(lambda: breaker("pagerduty") == 2 and breaker("slack") == 2), "the breakers should open"
+        publish(kafka_settings, [alert(k, "RESOLVED", 5) for k in keys[:5]])
+        assert wait(lambda: flow.handled >= 20)
+        time.sleep(2.0)  # the outage goes on; alerts wait on the retry topic, not in memory
+        assert alert_receiver.accepted_total == 0
+        scheduled = read_topic(kafka_settings, RETRY_TOPIC, timeout=10)
+        assert {retry_info(m.headers()).destination for m in scheduled} == {"pagerduty", "slack"}
+        alert_receiver.recover()
+        assert alert_receiver.wait_for(lambda r: r.counts["pagerduty_events"] == 15 and
+                                       r.counts["slack_messages"] == 15, timeout=60)
+    assert set(alert_receiver.incidents) == set(keys)
+    assert all(i["opened"] == 1 for i in alert_receiver.incidents.values())
+    assert {k for k, i in alert_receiver.incidents.items() if i["status"] == "resolved"} == set(keys[:5])
+    assert breaker("pagerduty") == 0 and breaker("slack") == 0
+    assert read_topic(kafka_settings, DLQ_TOPIC, timeout=5) == []
+
+
+def test_a_dead_lettered_alert_is_redriven_and_delivered_once(kafka_settings, alert_receiver):
+    alert_receiver.outage(500)
+    with notifying(kafka_settings, alert_receiver, max_attempts=2):
+        publish(kafka_settings, [alert("dead")])
+        letters = read_topic(kafka_settings, DLQ_TOPIC, expected=2, timeout=60)
+        assert len(letters) == 2
+        assert {dict(m.headers())[DESTINATION] for m in letters} == {b"pagerduty", b"slack"}
+        for m in letters:
+            info = dlq_info(m.headers())
+            assert info["reason"] == "delivery_failed" and "2 attempts" in info["error"]
+        assert alert_receiver.accepted_total == 0
+        alert_receiver.recover()
+        report = redrive(kafka_settings, idle_s=1.0)
+        assert report.redriven == 2 and report.by_reason == {"delivery_failed": 2}
+        assert alert_receiver.wait_for(lambda r: r.accepted_total == 2, timeout=60)
+        assert redrive(kafka_settings, idle_s=1.0).redriven == 0  # each letter is redriven once
+        time.sleep(1.0)
+    assert alert_receiver.counts["pagerduty_events"] == 1 and alert_receiver.counts["slack_messages"] == 1
+    assert alert_receiver.incidents["dead"]["opened"] == 1
+
+
+def test_undecodable_and_invalid_alerts_are_dead_lettered_and_the_flow_goes_on(kafka_settings, alert_receiver):
+    invalid = alert("bad") | {"summary": ""}
+    publish(kafka_settings, [invalid, alert("good")], raw=[b"not an alert"])
+    with notifying(kafka_settings, alert_receiver):
+        assert alert_receiver.wait_for(lambda r: r.accepted_total == 2, timeout=60)
+        letters = read_topic(kafka_settings, DLQ_TOPIC, expected=2, timeout=30)
+    assert sorted(dlq_info(m.headers())["reason"] for m in letters) == ["invalid_alert", "undecodable"]
+    assert all(dlq_info(m.headers())["topic"] == kafka_settings.topic("alerts") for m in letters)
+    assert set(alert_receiver.incidents) == {"good"}
+
+
+def test_a_refused_alert_is_dead_lettered_at_once(kafka_settings, alert_receiver):
+    alert_receiver.routing_keys = frozenset({"f" * 32})  # PagerDuty refuses our key (400): no retry can help
+    with notifying(kafka_settings, alert_receiver):
+        publish(kafka_settings, [alert("refused")])
+        letters = read_topic(kafka_settings, DLQ_TOPIC, expected=1, timeout=60)
+        assert alert_receiver.wait_for(lambda r: r.counts["slack_messages"] == 1, timeout=30)
+    assert [dlq_info(m.headers())["reason"] for m in letters] == ["refused"]
+    assert dict(letters[0].headers())[DESTINATION] == b"pagerduty"
+    assert read_topic(kafka_settings, RETRY_TOPIC, timeout=3) == []
