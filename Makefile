@@ -10,16 +10,18 @@ VM     := .build/bin/victoria-metrics
 S3RVER := .build/s3rver/node_modules/.bin/s3rver
 S3RVER_VERSION := 3.7.1
 SYSTEM := .build/system.stamp
-# Debian packages the tests drive: a browser for the live page, the compose CLI to validate docker/, openssl for TLS.
-APT_PACKAGES := chromium docker-compose openssl
+# Debian packages the tests drive: a browser for the live page, the compose CLI to validate docker/, openssl for TLS,
+# Mosquitto (broker and clients) for the MQTT bridge.
+APT_PACKAGES := chromium docker-compose openssl mosquitto mosquitto-clients
 EXTRAS := platform,edge,audio,dev
 
 .PHONY: demo test install servers bench clean
 
 DURATION ?= 60
+SUMMARY  ?= demo-summary.json
 
 demo: $(STAMP)
-	$(BIN)/eddyline demo --duration $(DURATION) --bad-events 25 --summary-json demo-summary.json
+	$(BIN)/eddyline demo --duration $(DURATION) --bad-events 25 --summary-json $(SUMMARY)
 
 test: $(STAMP) $(VM) $(S3RVER) $(SYSTEM)
 	$(BIN)/pytest
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml
 
 servers: $(VM) $(S3RVER) $(SYSTEM)
 
-$(SYSTEM):
+$(SYSTEM): Makefile
 	@mkdir -p .build
 	dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 	touch $@

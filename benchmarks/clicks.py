@@ -4,15 +4,23 @@ Every rating, in event time, is first predicted by each model and then learned (
 no model ever scores an event it has learned from. AUC is over every event's P(liked). Hit@10 follows
 the sampled-candidates protocol: for every ``hit_every``-th liked rating, the liked movie is ranked
 among ``negatives`` movies drawn at random from those seen so far (and not rated by the user so far);
-a hit is a rank under 10 (ours ranks by ``ClickModel.rank_scores``). All three models score the same candidates. Models: ours
-(``models.online.ClickModel``), river's LogisticRegression on one-hot user, item and genres (the plain
-river learner), and popularity (number of likes so far).
+a hit is a rank under 10. Every model scores the same candidates, and every P(liked) model ranks them the
+same way, ``ClickModel.rank_scores``'s rule: (the item's ratings so far + 1) x P(liked), since a hit needs the
+user to pick the item as well as like it.
+
+Each row names its inputs and its learner, so that features and learner can be told apart (``MODELS``):
+ours (``models.online.ClickModel``: our stream features, our AdaGrad logistic regression); river's
+LogisticRegression and river's factorisation machine (``facto.FMClassifier``, which learns user x item
+interactions) on the same raw inputs, one-hot user, item and genres; river's LogisticRegression on our
+features (standardised online; the same rows our learner sees, so it isolates the learner); and popularity
+(number of likes so far).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +30,15 @@ import typer
 from connectors.movielens import load
 from models.metrics import auc
 from models.online import ClickModel, PopularityModel
+from models.online.clicks import FEATURES
+
+MODELS = {  # name: (inputs, learner)
+    "online": ("our features", "ours (AdaGrad logistic regression)"),
+    "river": ("one-hot user, item, genres", "river LogisticRegression"),
+    "river_fm": ("one-hot user, item, genres", "river FMClassifier (10 factors)"),
+    "river_on_ours": ("our features", "river LogisticRegression (StandardScaler)"),
+    "popularity": ("likes so far", "count"),
+}
 
 
 def _river_x(user: str, item: str, genres: tuple[str, ...]) -> dict[str, float]:
@@ -31,32 +48,51 @@ def _river_x(user: str, item: str, genres: tuple[str, ...]) -> dict[str, float]:
     return x
 
 
+def _features_x(row: np.ndarray) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(FEATURES, row.tolist()) if name != "bias"}
+
+
+def _river_models(seed: int) -> dict[str, tuple[Any, str]]:
+    """river's learners, each with the inputs it reads (``ids`` or ``features``)."""
+    from river import facto, linear_model, optim, preprocessing
+
+    return {
+        "river": (linear_model.LogisticRegression(optimizer=optim.SGD(0.05)), "ids"),
+        "river_fm": (facto.FMClassifier(n_factors=10, seed=seed), "ids"),
+        "river_on_ours": (preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.05)),
+                          "features"),
+    }
+
+
 def run(json_path: Path | None = None, limit: int | None = None, hit_every: int = 10, negatives: int = 99,
         seed: int = 0) -> dict[str, Any]:
-    from river import linear_model, optim
-
+    """Replay MovieLens through every model of ``MODELS``, prequentially; the summary, also written to ``json_path``."""
     ratings = load(limit)
     rng = np.random.default_rng(seed)
     ours, pop = ClickModel(), PopularityModel()
-    river_lr = linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
-    labels, s_ours, s_river, s_pop = [], [], [], []
-    hits = {"online": 0, "river": 0, "popularity": 0}
+    river_models = _river_models(seed)
+    labels: list[bool] = []
+    scores: dict[str, list[float]] = {name: [] for name in MODELS}
+    hits = dict.fromkeys(MODELS, 0)
     trials = 0
     seen_items: list[str] = []
     seen_set: set[str] = set()
+    picks: dict[str, int] = {}
     genres_of: dict[str, tuple[str, ...]] = {}
     rated: dict[str, set[str]] = {}
     liked_count = 0
     t0 = time.perf_counter()
     for r in ratings:
         x = ours.features(r.user, [r.item], [r.genres])
-        p_ours = float(ours.logit.predict(x)[0])
-        p_river = float(river_lr.predict_proba_one(_river_x(r.user, r.item, r.genres)).get(True, 0.5))
-        p_pop = float(pop.predict(r.user, [r.item])[0])
+        inputs = {"ids": _river_x(r.user, r.item, r.genres), "features": _features_x(x[0])}
+        scores["online"].append(float(ours.logit.predict(x)[0]))
+        scores["popularity"].append(float(pop.predict(r.user, [r.item])[0]))
+        for name, (model, kind) in river_models.items():
+            scores[name].append(float(model.predict_proba_one(inputs[kind]).get(True, 0.5)))
         if r.liked:
             liked_count += 1
-            if liked_count % hit_every == 0 and len(seen_items) > negatives * 2:
-                mine = rated.get(r.user, set())
+            mine = rated.get(r.user, set())
+            if liked_count % hit_every == 0 and len(seen_items) - len(mine) > negatives * 2:
                 cands: list[str] = []
                 while len(cands) < negatives:
                     c = seen_items[int(rng.integers(len(seen_items)))]
@@ -64,47 +100,59 @@ def run(json_path: Path | None = None, limit: int | None = None, hit_every: int 
                         cands.append(c)
                 cands.append(r.item)
                 gs = [genres_of[c] if c != r.item else r.genres for c in cands]
-                sc = {
+                rows = ours.features(r.user, cands, gs)
+                cand_inputs: dict[str, list[dict[str, float]]] = {
+                    "ids": [_river_x(r.user, c, g) for c, g in zip(cands, gs)],
+                    "features": [_features_x(row) for row in rows],
+                }
+                sc: dict[str, np.ndarray] = {
                     "online": ours.rank_scores(r.user, cands, gs),
-                    "river": np.array([river_lr.predict_proba_one(_river_x(r.user, c, g)).get(True, 0.5)
-                                       for c, g in zip(cands, gs)]),
                     "popularity": pop.predict(r.user, cands),
                 }
+                prior = np.array([picks.get(c, 0) + 1.0 for c in cands])
+                for name, (model, kind) in river_models.items():
+                    p = np.array([model.predict_proba_one(xi).get(True, 0.5) for xi in cand_inputs[kind]])
+                    sc[name] = prior * p
                 trials += 1
                 for name, s in sc.items():
                     # rank of the true item (last) among candidates; ties count against it
                     if int(np.sum(s[:-1] >= s[-1])) < 10:
                         hits[name] += 1
         labels.append(r.liked)
-        s_ours.append(p_ours)
-        s_river.append(p_river)
-        s_pop.append(p_pop)
         ours.learn(r.user, r.item, r.liked, r.genres, r.rating, features=x[0])
-        river_lr.learn_one(_river_x(r.user, r.item, r.genres), bool(r.liked))
+        for model, kind in river_models.values():
+            model.learn_one(inputs[kind], bool(r.liked))
         pop.learn(r.user, r.item, r.liked)
         rated.setdefault(r.user, set()).add(r.item)
+        picks[r.item] = picks.get(r.item, 0) + 1
         genres_of[r.item] = r.genres
         if r.item not in seen_set:
             seen_set.add(r.item)
             seen_items.append(r.item)
     y = np.array(labels)
-    result = {
-        "online_auc": round(auc(y, np.array(s_ours)) or 0.0, 4),
-        "river_auc": round(auc(y, np.array(s_river)) or 0.0, 4),
-        "popularity_auc": round(auc(y, np.array(s_pop)) or 0.0, 4),
-        "online_hit10": round(hits["online"] / max(trials, 1), 4),
-        "river_hit10": round(hits["river"] / max(trials, 1), 4),
-        "popularity_hit10": round(hits["popularity"] / max(trials, 1), 4),
+    result: dict[str, Any] = {}
+    for name in MODELS:
+        result[f"{name}_auc"] = round(auc(y, np.array(scores[name])) or 0.0, 4)
+        result[f"{name}_hit10"] = round(hits[name] / max(trials, 1), 4)
+    result.update({
+        "models": {name: {"inputs": i, "learner": lrn} for name, (i, lrn) in MODELS.items()},
         "events": len(ratings),
         "liked_fraction": round(float(y.mean()), 4),
         "hit10_trials": trials,
         "hit10_candidates": negatives + 1,
         "seconds": round(time.perf_counter() - t0, 1),
-    }
+    })
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def print_table(result: dict[str, Any], echo: Callable[[str], None] = print) -> None:
+    echo(f"{'model':<14}{'inputs':<28}{'learner':<44}{'AUC':>8}{'hit@10':>8}")
+    for name, m in result["models"].items():
+        echo(f"{name:<14}{m['inputs']:<28}{m['learner']:<44}{result[name + '_auc']:>8.4f}{result[name + '_hit10']:>8.4f}")
+    echo(f"{result['events']} events, {result['hit10_trials']} hit@10 trials, {result['seconds']} s")
 
 
 def command(
@@ -112,10 +160,8 @@ def command(
     limit: Annotated[int | None, typer.Option("--limit", min=1000, help="replay only the first N ratings")] = None,
     hit_every: Annotated[int, typer.Option("--hit-every", min=1, help="rank every N-th liked rating")] = 10,
 ) -> None:
-    """Prequential AUC and hit@10 on the MovieLens replay: online model, river, popularity."""
-    res = run(json_path, limit, hit_every)
-    for k, v in res.items():
-        print(f"{k:>18}  {v}")
+    """Prequential AUC and hit@10 on the MovieLens replay: our model beside river's learners and popularity."""
+    print_table(run(json_path, limit, hit_every))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 Each detector scores the same synthetic sensor series (5-minute readings with a daily cycle, noise and
 spikes, so that ``seasonal`` runs its time-of-day models) in the batch sizes the sensor flow sees (1, 10 and 200 readings per call), after a warm-up call so numba's compile is not timed.
+
+Beside speed, what one series costs in memory (``state_bytes``): after 7,000 readings sampled every second
+(no usable daily cycle) and every 5 minutes (daily and weekly tables), the live state arrays, the snapshot
+as plain data, and the Python heap one detector object takes in all (tracemalloc over 100 of them, each
+after 100 readings: buffers are sized by then).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import json
 import os
 import platform
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +23,7 @@ import numpy as np
 import typer
 
 from models.anomaly import DETECTORS, make_detector
+from models.checkpoint import plain_nbytes
 
 BATCHES = (1, 10, 200)
 
@@ -43,6 +50,26 @@ def _rate(name: str, batch: int, budget_s: float, max_readings: int) -> float:
     return done / (time.perf_counter() - start)
 
 
+def state_bytes(name: str, step_ms: int, readings: int = 7_000, copies: int = 100) -> dict[str, int | None]:
+    """Bytes one series keeps with detector ``name`` at sampling step ``step_ms`` (see the module docstring)."""
+    v, t = _series(readings)
+    t = t[0] + np.arange(readings, dtype=np.int64) * step_ms
+    det = make_detector(name)
+    det.score_learn(v, t)
+    live = det.state_nbytes() if hasattr(det, "state_nbytes") else None
+    tracemalloc.start()
+    try:
+        base, kept = tracemalloc.get_traced_memory()[0], []
+        for _ in range(copies):
+            d = make_detector(name)
+            d.score_learn(v[:100], t[:100])
+            kept.append(d)
+        heap = (tracemalloc.get_traced_memory()[0] - base) // copies
+    finally:
+        tracemalloc.stop()
+    return {"live": live, "snapshot": plain_nbytes(det.snapshot()), "heap": heap}
+
+
 def run(json_path: Path | None = None, *, budget_s: float = 2.0, max_readings: int = 400_000) -> dict[str, Any]:
     """readings/s per detector and batch size (single thread, so per core)."""
     rates = {
@@ -55,6 +82,11 @@ def run(json_path: Path | None = None, *, budget_s: float = 2.0, max_readings: i
         "detectors": rates,
         "speedup_vs_hst_at_200": {
             n: round(r["200"] / rates["hst"]["200"], 1) for n, r in rates.items() if "hst" in rates and n != "hst"
+        },
+        "state_bytes": {
+            n: {"no_cycle_1s": state_bytes(n, 1_000), "cycle_5min": state_bytes(n, 300_000)}
+            for n in sorted(DETECTORS)
+            if n != "hst"
         },
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
     }
@@ -81,6 +113,13 @@ def command(
         x = summary["speedup_vs_hst_at_200"].get(name)
         table.add_row(name, *(f"{r[str(b)]:,}" for b in BATCHES), "1.0 (baseline)" if name == "hst" else f"{x:,}")
     Console().print(table)
+    sizes = Table(title="State per series (bytes): live arrays / snapshot / Python heap")
+    sizes.add_column("detector")
+    sizes.add_column("no cycle (1 s step)", justify="right")
+    sizes.add_column("daily + weekly cycle (5 min step)", justify="right")
+    for name, row in summary["state_bytes"].items():
+        sizes.add_row(name, *(f"{r['live']:,} / {r['snapshot']:,} / {r['heap']:,}" for r in row.values()))
+    Console().print(sizes)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,17 @@ Further alarms inside the same window are counted as ``redundant``; alarms outsi
 false alarms. ``mean_delay`` averages over the drifts a detector caught, so a detector that misses the
 hard ones looks quicker; ``mean_delay_both_detected`` compares with ADWIN over the drifts both caught. ``ours`` is ``models.drift.ensemble.DriftEnsemble`` (self-starting CUSUM + ADWIN, both restarted at
 either one's alarm);
-``adwin`` is river's ADWIN alone with its defaults.
+``adwin`` is river's ADWIN alone.
+
+A second family of streams we did not write: river's own concept-drift generators (SEA, Agrawal, STAGGER),
+four concepts of one generator joined by ``river.datasets.synth.ConceptDriftStream`` at known positions,
+abrupt (a 50-sample sigmoid, river's narrowest that does not overflow) and gradual (1,000 samples); the
+monitored stream is the prequential 0/1 error of river's ``HoeffdingTreeClassifier`` (predict, then learn).
+A drift's window there is its sigmoid's ``[position - width/2, position + width/2]``.
+
+Every detector sees the same streams. Each detector's settings (``SETTINGS``, its defaults first) are chosen
+on seeds that are not reported (``TUNE_SEEDS``), over both families together, by detections minus false
+alarms (ties: the smaller mean delay); the report then runs the chosen settings on seeds ``0..seeds-1``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,24 @@ import typer
 from models.drift import make_detector
 
 DETECTORS = ("ours", "adwin", "cusum", "page_hinkley")
+FAMILIES = ("ours", "river")
+TUNE_SEEDS = (1000, 1001)
+_STRICT = {"name": "adwin", "delta": 0.0005}
+SETTINGS: dict[str, list[dict[str, Any]]] = {
+    "ours": [
+        {},
+        {"members": [{"name": "cusum", "h_mean": 12.0, "h_binary": 18.0, "h_var": 26.0}, _STRICT]},
+        {"members": [{"name": "cusum", "h_mean": 22.0, "h_binary": 32.0, "h_var": 44.0}, _STRICT]},
+        {"members": [{"name": "cusum", "h_mean": 16.0, "h_binary": 24.0, "h_var": 34.0}, {"name": "adwin", "delta": 0.002}]},
+    ],
+    "adwin": [{}, {"delta": 0.0005}, {"delta": 0.01}],
+    "cusum": [{}, {"h_mean": 10.0, "h_binary": 14.0, "h_var": 22.0}, {"h_mean": 20.0, "h_binary": 28.0, "h_var": 40.0}],
+    "page_hinkley": [{}, {"threshold": 25.0}, {"threshold": 100.0}],
+}
+RIVER_LENGTH = 12_000
+RIVER_DRIFTS = (3_000, 6_000, 9_000)
+RIVER_WIDTHS = {"abrupt": 50, "gradual": 1_000}
+RIVER_CONCEPTS = {"sea": (0, 1, 2, 3), "agrawal": (0, 2, 4, 6), "stagger": (0, 1, 2, 0)}
 LENGTH = 25_000
 DRIFTS = (5_000, 10_000, 15_000, 20_000)
 RAMP = 1_000
@@ -87,6 +115,64 @@ def streams(seed: int) -> list[Stream]:
     ]
 
 
+def _river_concept(family: str, concept: int, seed: int) -> Any:
+    from river.datasets import synth
+
+    if family == "sea":
+        return synth.SEA(variant=concept, noise=0.1, seed=seed)
+    if family == "agrawal":
+        return synth.Agrawal(classification_function=concept, seed=seed)
+    if family == "stagger":
+        return synth.STAGGER(classification_function=concept, seed=seed)
+    raise ValueError(f"unknown river generator {family!r}; known: {', '.join(RIVER_CONCEPTS)}")
+
+
+def river_stream(family: str, kind: str, seed: int, length: int = RIVER_LENGTH,
+                 drifts: tuple[int, ...] = RIVER_DRIFTS) -> Stream:
+    """The prequential 0/1 errors of a HoeffdingTree on river's ``family`` generator with ``kind`` drifts.
+
+    Parameters
+    ----------
+    family
+        ``sea``, ``agrawal`` or ``stagger``; its concepts are ``RIVER_CONCEPTS[family]``, one per segment.
+    kind
+        ``abrupt`` or ``gradual`` (the ``ConceptDriftStream`` width, ``RIVER_WIDTHS``).
+    seed
+        Seeds the generators and the joins.
+    length, drifts
+        Stream length and the drift positions (one fewer than the concepts).
+    """
+    from river import tree
+    from river.datasets import synth
+
+    width = RIVER_WIDTHS[kind]
+    concepts = RIVER_CONCEPTS[family][: len(drifts) + 1]
+    joined = _river_concept(family, concepts[-1], seed + len(drifts))
+    for i in range(len(drifts) - 1, -1, -1):
+        position = drifts[i] - (drifts[i - 1] if i else 0)  # an inner stream counts only its own draws
+        joined = synth.ConceptDriftStream(_river_concept(family, concepts[i], seed + i), joined,
+                                          position=position, width=width, seed=seed * 31 + i)
+    learner = tree.HoeffdingTreeClassifier()
+    errors = np.empty(length)
+    for j, (x, y) in enumerate(joined.take(length)):
+        errors[j] = float(learner.predict_one(x) != y)
+        learner.learn_one(x, y)
+    windows = tuple((d - width // 2, d + width // 2) for d in drifts)
+    return Stream(f"{family}_{kind}", errors, windows)
+
+
+def river_streams(seed: int) -> list[Stream]:
+    return [river_stream(f, k, seed) for f in RIVER_CONCEPTS for k in RIVER_WIDTHS]
+
+
+def family_streams(family: str, seed: int) -> list[Stream]:
+    if family == "ours":
+        return streams(seed)
+    if family == "river":
+        return river_streams(seed)
+    raise ValueError(f"unknown stream family {family!r}; known: {', '.join(FAMILIES)}")
+
+
 def score(alarms: np.ndarray, drifts: tuple[tuple[int, int], ...]) -> dict[str, Any]:
     delays: list[int] = []
     per_drift: list[int | None] = []
@@ -127,33 +213,84 @@ def _common(parts: list[dict[str, Any]], versus: list[dict[str, Any]]) -> float 
     return round(float(np.mean(both)), 1) if both else None
 
 
-def run(json_path: Path | None = None, seeds: int = 5, detectors: tuple[str, ...] = DETECTORS) -> dict[str, Any]:
-    """Run every detector over every stream of ``seeds`` seeds; the summary, also written to ``json_path``."""
-    if seeds < 1:
-        raise ValueError("seeds must be at least 1")
-    per: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for seed in range(seeds):
-        for s in streams(seed):
-            for det in detectors:
-                alarms = make_detector(det).update(s.values)
-                per.setdefault(s.name, {}).setdefault(det, []).append(score(alarms, s.drifts))
-    n_stream = seeds * LENGTH
-    result: dict[str, Any] = {}
+def _parts(det: str, params: dict[str, Any], streams_: list[Stream]) -> list[dict[str, Any]]:
+    return [score(make_detector(det, **params).update(s.values), s.drifts) for s in streams_]
+
+
+def choose_settings(tune: list[Stream], detectors: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per detector, the ``SETTINGS`` entry with the most detections minus false alarms on ``tune`` (then: sooner)."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for det in detectors:
+        def merit(params: dict[str, Any]) -> tuple[int, float]:
+            parts = _parts(det, params, tune)
+            delays = [d for p in parts for d in p["delays"]]
+            return len(delays) - sum(p["false_alarms"] for p in parts), -float(np.mean(delays)) if delays else -1e9
+        options = SETTINGS.get(det, [{}])
+        chosen[det] = max(options, key=lambda params: (*merit(params), -options.index(params)))
+    return chosen
+
+
+def _report(per: dict[str, dict[str, list[dict[str, Any]]]], detectors: tuple[str, ...], events: int) -> dict[str, Any]:
+    """Summaries per detector over all streams of one family, and per stream; delays beside ADWIN's."""
     base = "adwin" if "adwin" in detectors else None
 
     def flat(det: str) -> list[dict[str, Any]]:
         return [p for rows in per.values() for p in rows[det]]
 
-    for det in detectors:
-        result[det] = _summary(flat(det), n_stream * len(per), flat(base) if base else None)
-    result["streams"] = {
-        name: {det: _summary(rows[det], n_stream, rows[base] if base else None) for det in detectors}
+    out: dict[str, Any] = {det: _summary(flat(det), events * len(per), flat(base) if base else None) for det in detectors}
+    out["streams"] = {
+        name: {det: _summary(rows[det], events, rows[base] if base else None) for det in detectors}
         for name, rows in per.items()
     }
+    return out
+
+
+def run(json_path: Path | None = None, seeds: int = 5, detectors: tuple[str, ...] = DETECTORS,
+        families: tuple[str, ...] = FAMILIES, river_seeds: int = 3,
+        tune_seeds: tuple[int, ...] = TUNE_SEEDS) -> dict[str, Any]:
+    """Choose settings on ``tune_seeds``, then run every detector over every stream of the reported seeds.
+
+    Parameters
+    ----------
+    json_path
+        Where to write the results.
+    seeds, river_seeds
+        Reported seeds of our streams and of river's (seeds ``0..n-1``; river's cost a HoeffdingTree each).
+    detectors
+        Which detectors (``models.drift`` names).
+    families
+        ``ours`` (our synthetic streams; reported at the top level) and/or ``river`` (under ``"river"``).
+    tune_seeds
+        Seeds for choosing settings, never reported; empty keeps every detector's defaults.
+    """
+    if seeds < 1 or river_seeds < 1:
+        raise ValueError("seeds and river seeds must each be at least 1")
+    if set(tune_seeds) & set(range(max(seeds, river_seeds))):
+        raise ValueError(f"tuning seeds {tune_seeds} overlap the reported seeds")
+    tune = [s for f in families for seed in tune_seeds for s in family_streams(f, seed)]
+    chosen = choose_settings(tune, detectors) if tune else {d: {} for d in detectors}
+    result: dict[str, Any] = {}
+    for family in families:
+        per: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        n_seeds = seeds if family == "ours" else river_seeds
+        for seed in range(n_seeds):
+            for s in family_streams(family, seed):
+                for det in detectors:
+                    per.setdefault(s.name, {}).setdefault(det, []).extend(_parts(det, chosen[det], [s]))
+        length = LENGTH if family == "ours" else RIVER_LENGTH
+        report = _report(per, detectors, n_seeds * length)
+        if family == "ours":
+            result.update(report)
+        else:
+            result[family] = report
+    result["settings"] = chosen
     result["setup"] = {
         "seeds": seeds, "length": LENGTH, "drifts": list(DRIFTS), "ramp": RAMP, "tolerance": TOLERANCE,
         "mean_levels": list(MEAN_LEVELS), "sd_levels": list(SD_LEVELS), "label_angles_deg": list(ANGLES),
-        "drifts_total": len(DRIFTS) * seeds * len(per),
+        "drifts_total": len(DRIFTS) * seeds * 5, "tune_seeds": list(tune_seeds), "families": list(families),
+        "river": {"seeds": river_seeds, "length": RIVER_LENGTH, "drifts": list(RIVER_DRIFTS), "widths": RIVER_WIDTHS,
+                  "concepts": {k: list(v) for k, v in RIVER_CONCEPTS.items()},
+                  "drifts_total": len(RIVER_DRIFTS) * river_seeds * len(RIVER_CONCEPTS) * len(RIVER_WIDTHS)},
     }
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,25 +299,31 @@ def run(json_path: Path | None = None, seeds: int = 5, detectors: tuple[str, ...
 
 
 def print_table(result: dict[str, Any]) -> None:
-    dets = [d for d in DETECTORS if d in result]
-    print(f"{'stream':<18}" + "".join(f"{d:>36}" for d in dets))
-    print(f"{'':<18}" + "".join(f"{'delay  (both)  fa/10k  missed':>36}" for _ in dets))
-    rows = [*result["streams"].items(), ("ALL", {d: result[d] for d in dets})]
-    for name, row in rows:
-        cells = "".join(
-            f"{str(row[d]['mean_delay']):>14}{str(row[d].get('mean_delay_both_detected')):>8}"
-            f"{row[d]['false_alarms_per_10k']:>8}{row[d]['missed']:>6}"
-            for d in dets
-        )
-        print(f"{name:<18}{cells}")
+    sections = [("our streams", result)] if "streams" in result else []
+    sections += [("river's generators, HoeffdingTree errors", result["river"])] if "river" in result else []
+    for title, section in sections:
+        dets = [d for d in DETECTORS if d in section]
+        print(f"{title}: mean delay, (over drifts ADWIN also caught), false alarms / 10k, missed")
+        print(f"{'stream':<18}" + "".join(f"{d:>36}" for d in dets))
+        rows = [*section["streams"].items(), ("ALL", {d: section[d] for d in dets})]
+        for name, row in rows:
+            cells = "".join(
+                f"{str(row[d]['mean_delay']):>14}{str(row[d].get('mean_delay_both_detected')):>8}"
+                f"{row[d]['false_alarms_per_10k']:>8}{row[d]['missed']:>6}"
+                for d in dets
+            )
+            print(f"{name:<18}{cells}")
+    print(f"settings (chosen on seeds {result['setup']['tune_seeds']}): {json.dumps(result['settings'])}")
 
 
 def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="streams of each kind, one per seed")] = 5,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="our streams of each kind, one per seed")] = 5,
+    river_seeds: Annotated[int, typer.Option("--river-seeds", min=1, help="river's streams of each kind, one per seed")] = 3,
+    river: Annotated[bool, typer.Option("--river/--no-river", help="also river's generators (minutes: a HoeffdingTree per stream)")] = True,
 ) -> None:
-    """Detection delay and false alarms per 10k events: our detector (CUSUM + ADWIN) beside ADWIN alone."""
-    print_table(run(json_path, seeds))
+    """Detection delay and false alarms per 10k events, on our streams and river's: every detector, settings chosen on unreported seeds."""
+    print_table(run(json_path, seeds, families=FAMILIES if river else ("ours",), river_seeds=river_seeds))
 
 
 if __name__ == "__main__":

@@ -49,12 +49,17 @@ FailureHandler = Callable[[str, Mapping[str, Any], Exception], None]
 class AlertDispatcher:
     """The alert channels, by name; ``dispatch`` delivers one alert to each, containing failures per channel.
 
+    Each delivery's outcome is counted in ``eddyline_alert_deliveries_total{sink,outcome}``; a failing channel is
+    logged and never stops the others.
+
     Parameters
     ----------
     sinks
-        The channels; their ``name`` is the destination name in retries, dead letters and metrics.
+        The channels (``PagerDutySink``, ``SlackSink``, ...); their ``name`` is the destination name in retries,
+        dead letters and metrics. ``from_settings`` picks the configured ones.
     on_failure
-        Called with (channel name, alert, error) when ``dispatch`` fails on a channel.
+        Called as ``on_failure(sink_name, alert, error)`` when ``dispatch`` fails on a channel; an exception it
+        raises is logged, not propagated.
     """
 
     def __init__(self, sinks: Sequence[AlertSink], *, on_failure: FailureHandler | None = None) -> None:
@@ -68,8 +73,13 @@ class AlertDispatcher:
     ) -> AlertDispatcher:
         """The channels that are configured (a PagerDuty routing key, a Slack webhook URL); none is fine.
 
-        ``max_retries`` overrides each channel's own retries: the notify flow passes 0, since it retries
-        through its retry topic rather than by sleeping inside a request.
+        Parameters
+        ----------
+        on_failure
+            As for the constructor.
+        max_retries
+            Overrides each channel's own retries: the notify flow passes 0, since it retries through its retry
+            topic rather than by sleeping inside a request.
         """
         override = {} if max_retries is None else {"max_retries": max_retries}
         sinks: list[AlertSink] = []
@@ -82,7 +92,13 @@ class AlertDispatcher:
         return cls(sinks, on_failure=on_failure)
 
     def dispatch(self, alert: Mapping[str, Any]) -> dict[str, str]:
-        """Deliver one alert to every sink; returns each sink's outcome (delivered, failed, invalid, error)."""
+        """Deliver one alert to every sink; returns each sink's outcome (delivered, failed, invalid, error).
+
+        Parameters
+        ----------
+        alert
+            An ``alert`` record.
+        """
         outcomes: dict[str, str] = {}
         for sink in self.sinks:
             try:

@@ -99,6 +99,13 @@ def tansu_binary() -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on ``host`` a moment ago (another process may still take it).
+
+    Parameters
+    ----------
+    host
+        The address to bind on.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -132,10 +139,19 @@ class EmbeddedBroker:
 
     Start it from the main thread: ``PR_SET_PDEATHSIG`` fires when the thread that started the child exits.
     On SIGTERM Tansu waits about 5 s for clients to disconnect; with memory storage there is nothing to
-    save, so tests may pass a shorter ``stop_timeout`` before SIGKILL.
+    save, so tests may pass a shorter ``stop_timeout`` before SIGKILL. It is a context manager.
 
     Parameters
     ----------
+    port
+        The port to listen on; None picks a free one (retried if another process takes it first); a restart
+        comes back on the same port.
+    host
+        The listen and advertised address.
+    log_path
+        Where the broker's log goes (a temporary file by default); its tail is in every start error.
+    stop_timeout
+        Seconds to wait after SIGTERM before SIGKILL.
     storage
         ``memory://tansu/`` (default) or ``s3://BUCKET/``; see ``BrokerSettings``.
     env
@@ -180,7 +196,13 @@ class EmbeddedBroker:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
-        """Start the broker and return once it answers a metadata request."""
+        """Start the broker and return once it answers a metadata request.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for it to answer; on failure the ``BrokerError`` carries the log's tail.
+        """
         if self.running():
             return self
         binary = tansu_binary()
@@ -253,13 +275,26 @@ class EmbeddedBroker:
         raise BrokerError(f"tansu on {self.bootstrap} did not answer Kafka metadata within {timeout:.0f} s")
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the broker's log, for error messages.
+
+        Parameters
+        ----------
+        lines
+            How many lines.
+        """
         if self._log_path is None or not self._log_path.exists():
             return "(no log)"
         text = self._log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:]) or "(empty log)"
 
     def stop(self, timeout: float | None = None) -> None:
-        """SIGTERM, then SIGKILL if it lingers past ``timeout`` (``stop_timeout``); safe to call twice."""
+        """SIGTERM, then SIGKILL if it lingers past ``timeout`` (``stop_timeout``); safe to call twice.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait after SIGTERM; None for the broker's ``stop_timeout``.
+        """
         timeout = self.stop_timeout if timeout is None else timeout
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
@@ -307,7 +342,19 @@ class EmbeddedBroker:
 def serve(
     port: int = 9092, host: str = "127.0.0.1", log_path: Path | None = None, storage: str = MEMORY,
 ) -> None:
-    """Run a broker in the foreground until SIGINT or SIGTERM (the ``eddyline broker`` command)."""
+    """Run a broker in the foreground until SIGINT or SIGTERM (the ``eddyline broker`` command).
+
+    Parameters
+    ----------
+    port
+        The port to listen on.
+    host
+        The listen and advertised address.
+    log_path
+        Where the broker's log goes (a temporary file by default).
+    storage
+        ``memory://tansu/`` or ``s3://BUCKET/`` (see ``BrokerSettings``).
+    """
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     broker = EmbeddedBroker(port=port, host=host, log_path=log_path, storage=storage)

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConf
 
 
 def config_path() -> Path:
+    """The settings file: ``EDDYLINE_CONFIG`` if set, else ``eddyline.toml`` in the working directory."""
     return Path(os.environ.get("EDDYLINE_CONFIG", "eddyline.toml"))
 
 
@@ -28,7 +29,22 @@ class ConfigError(ValueError):
 
 
 class Section(BaseSettings):
-    """Base for a concern's settings: subclasses set ``toml_table`` and ``model_config['env_prefix']``."""
+    """Base for a concern's settings: subclasses set ``toml_table`` and ``model_config['env_prefix']``.
+
+    Values come from, in order of precedence: constructor arguments, the environment
+    (``EDDYLINE_<SECTION>_<FIELD>``), then the section's table in the file of ``config_path()``. A file
+    without the table gives the defaults; a file that is not valid TOML is an error that names it.
+    Subclasses document their fields (a ``Field(description=...)`` or a ``Parameters`` entry).
+
+    Examples
+    --------
+    >>> import os
+    >>> from connectors.kafka import KafkaSettings
+    >>> os.environ["EDDYLINE_KAFKA_NAMESPACE"] = "test."
+    >>> KafkaSettings().namespace, KafkaSettings(namespace="arg.").namespace
+    ('test.', 'arg.')
+    >>> del os.environ["EDDYLINE_KAFKA_NAMESPACE"]
+    """
 
     toml_table: ClassVar[str] = ""
 

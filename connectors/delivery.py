@@ -55,13 +55,37 @@ class AlertSink(Protocol):
 
     name: str
 
-    def deliver(self, alert: Mapping[str, Any]) -> None: ...
+    def deliver(self, alert: Mapping[str, Any]) -> None:
+        """Deliver one alert change, retrying as the channel allows; ``DeliveryError`` when giving up.
+
+        Parameters
+        ----------
+        alert
+            An ``alert`` record; one no channel could render raises ``ValueError`` (``validate_alert``).
+        """
+        ...
 
     def close(self) -> None: ...
 
 
 def validate_alert(alert: Mapping[str, Any]) -> None:
-    """Reject an alert that no sink could render, with the reason, rather than sending garbage on."""
+    """Reject an alert that no sink could render, with the reason, rather than sending garbage on.
+
+    Parameters
+    ----------
+    alert
+        An ``alert`` record: ``alert_key``, ``status`` (OPENED, UPDATED, RESOLVED), ``severity``
+        (CRITICAL, ERROR, WARNING, INFO), ``summary``, ``entity`` and ``source`` are required.
+
+    Examples
+    --------
+    >>> from connectors.delivery import validate_alert
+    >>> validate_alert({"alert_key": "k", "status": "OPENED", "severity": "LOUD", "summary": "s",
+    ...                 "entity": "e", "source": "docs"})
+    Traceback (most recent call last):
+    ...
+    ValueError: alert severity 'LOUD' is not one of ('CRITICAL', 'ERROR', 'WARNING', 'INFO')
+    """
     missing = [f for f in ("alert_key", "status", "severity", "summary", "entity", "source") if not alert.get(f)]
     if missing:
         raise ValueError(f"alert lacks {', '.join(missing)}: {dict(alert)!r}")
@@ -73,7 +97,26 @@ def validate_alert(alert: Mapping[str, Any]) -> None:
 
 @dataclass
 class HttpRetryPolicy:
-    """Exponential backoff: waits ``backoff * 2**n`` before retry n+1; a 429's Retry-After wins when longer."""
+    """Exponential backoff: waits ``backoff * 2**n`` before retry n+1; a 429's Retry-After wins when longer.
+
+    Parameters
+    ----------
+    max_retries
+        Retries after the first attempt.
+    backoff
+        Seconds before the first retry.
+    timeout
+        Seconds per HTTP attempt.
+    sleep
+        How to wait (tests pass a recorder instead of ``time.sleep``).
+
+    Examples
+    --------
+    >>> from connectors.delivery import HttpRetryPolicy
+    >>> policy = HttpRetryPolicy(backoff=0.5)
+    >>> [policy.delay(n) for n in range(3)], policy.delay(0, retry_after=5.0)
+    ([0.5, 1.0, 2.0], 5.0)
+    """
 
     max_retries: int = 3
     backoff: float = 1.0
@@ -81,6 +124,15 @@ class HttpRetryPolicy:
     sleep: Callable[[float], None] = time.sleep
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt + 1``.
+
+        Parameters
+        ----------
+        attempt
+            Retries made so far (0 before the first).
+        retry_after
+            The receiver's Retry-After, in seconds, if it sent one (capped at a minute).
+        """
         wait = self.backoff * (2**attempt)
         if retry_after is not None:
             wait = max(wait, min(retry_after, MAX_RETRY_AFTER_S))
@@ -108,6 +160,13 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt``.
+
+        Parameters
+        ----------
+        attempt
+            The attempt that failed, from 1.
+        """
         full = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
         return full * (0.5 + 0.5 * self.rng.random())
 
@@ -195,7 +254,22 @@ def _retry_after(headers: Any) -> float | None:
 def post_json(url: str, body: Mapping[str, Any], policy: HttpRetryPolicy, *, what: str) -> tuple[int, str]:
     """POST JSON; retry network errors, 429 and 5xx with backoff; raise ``DeliveryError`` when giving up.
 
-    ``what`` names the receiver in errors and logs without revealing the URL (webhook URLs are secrets).
+    A 4xx other than 429 is not retried: the receiver refused the body for good.
+
+    Parameters
+    ----------
+    url
+        Where to post.
+    body
+        The JSON body.
+    policy
+        Retries, backoff and timeout.
+    what
+        Names the receiver in errors and logs without revealing the URL (webhook URLs are secrets).
+
+    Returns
+    -------
+    The HTTP status and the response body as text.
     """
     data = json.dumps(body).encode()
     last_error = ""

@@ -22,7 +22,27 @@ _MAX_ERROR = 2000
 
 
 def dlq_headers(full_source_topic: str, reason: str, error: str, partition: int, offset: int) -> dict[str, bytes]:
-    """The headers of a dead letter; engines that write through their own producer use this too."""
+    """The headers of a dead letter; engines that write through their own producer use this too.
+
+    Parameters
+    ----------
+    full_source_topic
+        The topic it was read from, namespace included.
+    reason
+        A short machine reason (``undecodable``, ``invalid``, ``unknown_schema``, ...).
+    error
+        The error text, for people (cut to 2000 characters).
+    partition, offset
+        Where it was read; -1 for an output that could not be encoded.
+
+    Examples
+    --------
+    >>> from connectors.dlq import dlq_headers, dlq_info
+    >>> headers = dlq_headers("prod.sensor.readings", "undecodable", "magic byte is 123", 2, 41)
+    >>> info = dlq_info(headers)
+    >>> info["reason"], info["topic"], info["partition"], info["offset"]
+    ('undecodable', 'prod.sensor.readings', '2', '41')
+    """
     return {
         REASON: reason.encode(),
         ERROR: error[:_MAX_ERROR].encode(errors="replace"),
@@ -37,6 +57,12 @@ class DeadLetterProducer:
     """Sends undecodable or invalid input to its dead-letter topic through an ``EventProducer``.
 
     Delivery failures surface on the producer's ``flush``, which callers run before committing offsets.
+    ``sent`` and ``by_reason`` count what was sent.
+
+    Parameters
+    ----------
+    producer
+        The producer to send with; its settings' namespace applies to the dead-letter topic.
     """
 
     def __init__(self, producer: EventProducer) -> None:
@@ -53,8 +79,23 @@ class DeadLetterProducer:
         error: str,
         partition: int,
         offset: int,
+        origin: str | None = None,
     ) -> None:
-        headers = dlq_headers(self.producer.settings.topic(source_topic), reason, error, partition, offset)
+        """Send one dead letter to ``dlq.<source_topic>``, the bytes unchanged and why in headers.
+
+        Parameters
+        ----------
+        source_topic
+            The logical topic it was read from.
+        value, key
+            The message as it came.
+        reason, error, partition, offset
+            As for ``dlq_headers``.
+        origin
+            Where the input came from when that is not the Kafka topic (an MQTT topic); goes in the topic header.
+        """
+        where = origin if origin is not None else self.producer.settings.topic(source_topic)
+        headers = dlq_headers(where, reason, error, partition, offset)
         self.producer.produce_raw(dlq_topic(source_topic), value, key, headers)
         self.sent += 1
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
@@ -66,6 +107,11 @@ def dlq_info(
     """The dead-letter headers of a message (as ``Message.headers()`` gives them), keyed without the prefix.
 
     ``time`` is milliseconds since the Unix epoch, UTC, when the letter was written.
+
+    Parameters
+    ----------
+    headers
+        A mapping or a list of (name, value) pairs; other headers are ignored, None gives ``{}``.
     """
     if not headers:
         return {}

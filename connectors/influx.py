@@ -29,7 +29,25 @@ FieldValue = float | int | str | bool
 
 
 class InfluxSettings(Section):
-    """``[influx]`` / ``EDDYLINE_INFLUX_*``; without a URL the sink is off."""
+    """``[influx]`` / ``EDDYLINE_INFLUX_*``; without a URL the sink is off.
+
+    Parameters
+    ----------
+    url
+        The InfluxDB (or VictoriaMetrics) base URL, e.g. ``http://influxdb:8086``.
+    token
+        API token with write access to the bucket; prefer ``EDDYLINE_INFLUX_TOKEN``.
+    org, bucket
+        Where points are written.
+    batch_size
+        Points per write request.
+    flush_interval_ms
+        Longest a point waits in the batch before it is sent.
+    max_retries
+        Retries of a failed batch before its points count as lost.
+    max_retry_delay_ms
+        Cap on the delay between two retries.
+    """
 
     toml_table: ClassVar[str] = "influx"
     model_config = SettingsConfigDict(env_prefix="EDDYLINE_INFLUX_", extra="forbid")
@@ -52,6 +70,23 @@ class InfluxSettings(Section):
 
 
 class InfluxPoint(NamedTuple):
+    """One point: a measurement, its tags (the series) and fields at a time.
+
+    A point with the same measurement, tags and time overwrites the earlier one, which is what makes a
+    replay idempotent.
+
+    Parameters
+    ----------
+    measurement
+        The measurement (``sensor``, ``alerts``, ``drift``, ...).
+    tags
+        Series labels (device id, sensor); strings.
+    fields
+        The values: numbers, strings or booleans.
+    time_ms
+        Event time, ms since the epoch, UTC.
+    """
+
     measurement: str
     tags: Mapping[str, str]
     fields: Mapping[str, FieldValue]
@@ -80,7 +115,16 @@ def _batch_points(data: Any) -> int:
 
 
 class InfluxSink:
-    """Queue points; they are sent in batches of ``batch_size`` or every ``flush_interval_ms``."""
+    """Queue points; they are sent in batches of ``batch_size`` or every ``flush_interval_ms``.
+
+    Every point is accounted for (``points_queued``, ``points_written``, ``points_lost``); ``flush()`` and
+    ``close()`` raise ``InfluxWriteError`` when points were lost since the last check.
+
+    Parameters
+    ----------
+    settings
+        Influx settings with a URL (``ValueError`` saying what to set otherwise).
+    """
 
     def __init__(self, settings: InfluxSettings) -> None:
         from influxdb_client import InfluxDBClient
@@ -159,12 +203,25 @@ class InfluxSink:
     # --- writing ---------------------------------------------------------------------------------
 
     def write(self, measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue], time_ms: int) -> None:
+        """Queue one point.
+
+        Parameters
+        ----------
+        measurement, tags, fields, time_ms
+            As for ``InfluxPoint``.
+        """
         self.write_points([InfluxPoint(measurement, tags, fields, time_ms)])
 
     def write_points(
         self, points: Iterable[InfluxPoint | tuple[str, Mapping[str, str], Mapping[str, FieldValue], int]]
     ) -> None:
-        """Queue points; a malformed one raises ``ValueError`` before any of the batch is queued."""
+        """Queue points; a malformed one raises ``ValueError`` before any of the batch is queued.
+
+        Parameters
+        ----------
+        points
+            ``InfluxPoint``s or (measurement, tags, fields, time_ms) tuples.
+        """
         from influxdb_client import Point, WritePrecision
 
         built = []

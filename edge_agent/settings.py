@@ -18,6 +18,16 @@ from connectors.config import Section
 
 
 class _Source(BaseModel):
+    """What every ``[[edge.sources]]`` table has.
+
+    Parameters
+    ----------
+    name
+        Unique among the sources; defaults to the kind (numbered when a kind repeats).
+    kind
+        Which source: ``simulated``, ``thermal``, ``hwmon``, ``proc``, ``csv``, ``command`` or ``plugin``.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = ""
@@ -25,7 +35,17 @@ class _Source(BaseModel):
 
 
 class SimulatedSource(_Source):
-    """Deterministic synthetic signals: a sine with noise per sensor, ``rate`` readings per second in all."""
+    """Deterministic synthetic signals: a sine with noise per sensor, ``rate`` readings per second in all.
+
+    Parameters
+    ----------
+    sensors
+        How many sensors.
+    seed
+        Seeds the noise; the same seed gives the same readings.
+    unit
+        The unit the readings carry.
+    """
 
     kind: Literal["simulated"]
     sensors: int = Field(4, ge=1)
@@ -35,28 +55,56 @@ class SimulatedSource(_Source):
 
 
 class ThermalSource(_Source):
-    """Linux thermal zones (``/sys/class/thermal/thermal_zone*/temp``), in degrees Celsius."""
+    """Linux thermal zones (``/sys/class/thermal/thermal_zone*/temp``), in degrees Celsius.
+
+    Parameters
+    ----------
+    root
+        Where the thermal zones are (another folder for tests).
+    """
 
     kind: Literal["thermal"]
     root: Path = Path("/sys/class/thermal")
 
 
 class HwmonSource(_Source):
-    """Linux hwmon sensors (``/sys/class/hwmon/hwmon*/{temp,in,fan,power,curr}*_input``), in SI units."""
+    """Linux hwmon sensors (``/sys/class/hwmon/hwmon*/{temp,in,fan,power,curr}*_input``), in SI units.
+
+    Parameters
+    ----------
+    root
+        Where the hwmon devices are (another folder for tests).
+    """
 
     kind: Literal["hwmon"]
     root: Path = Path("/sys/class/hwmon")
 
 
 class ProcSource(_Source):
-    """The device's CPU use, memory and load average from ``/proc``."""
+    """The device's CPU use, memory and load average from ``/proc``.
+
+    Parameters
+    ----------
+    root
+        Where procfs is mounted (another folder for tests).
+    """
 
     kind: Literal["proc"]
     root: Path = Path("/proc")
 
 
 class CsvSource(_Source):
-    """Replays a CSV file with a header ``timestamp,sensor,value[,unit]`` (timestamps in ms or ISO 8601)."""
+    """Replays a CSV file with a header ``timestamp,sensor,value[,unit]`` (timestamps in ms or ISO 8601).
+
+    Parameters
+    ----------
+    path
+        The CSV file.
+    rows_per_read
+        Rows read each interval.
+    loop
+        Start again at the end of the file.
+    """
 
     kind: Literal["csv"]
     path: Path
@@ -66,7 +114,15 @@ class CsvSource(_Source):
 
 
 class CommandSource(_Source):
-    """Runs a command each interval; every output line ``sensor value [unit]`` (or ``sensor=value``) is a reading."""
+    """Runs a command each interval; every output line ``sensor value [unit]`` (or ``sensor=value``) is a reading.
+
+    Parameters
+    ----------
+    command
+        The program and its arguments (run without a shell).
+    timeout_s
+        A run taking longer is killed and counted as an error.
+    """
 
     kind: Literal["command"]
     command: list[str] = Field(min_length=1)
@@ -74,7 +130,13 @@ class CommandSource(_Source):
 
 
 class PluginSource(_Source):
-    """A source of your own (I2C, serial, ...): an entry point in ``eddyline.edge.sources`` or ``module:Class``."""
+    """A source of your own (I2C, serial, ...): an entry point in ``eddyline.edge.sources`` or ``module:Class``.
+
+    Parameters
+    ----------
+    options
+        Passed to the plugin's constructor as keyword arguments.
+    """
 
     kind: Literal["plugin"]
     target: str = Field(description="An entry point name or a dotted path 'package.module:Class'.")
@@ -88,7 +150,15 @@ SourceConfig = Annotated[
 
 
 class InferenceSettings(BaseModel):
-    """Optional on-device scoring with an int8 ONNX model (needs the ``edge-onnx`` extra)."""
+    """Optional on-device scoring with an int8 ONNX model (needs the ``edge-onnx`` extra).
+
+    Parameters
+    ----------
+    enabled
+        Score readings on the device.
+    scarce_backlog
+        Buffered batches above which ``send = "auto"`` sends summaries instead of raw readings.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -107,7 +177,41 @@ class InferenceSettings(BaseModel):
 
 
 class EdgeSettings(Section):
-    """Everything the agent needs besides the Kafka connection."""
+    """Everything the agent needs besides the Kafka connection: ``[edge]`` / ``EDDYLINE_EDGE_*``.
+
+    Nested values use ``__`` in the environment (``EDDYLINE_EDGE_INFERENCE__ENABLED=true``).
+
+    Parameters
+    ----------
+    device_id
+        The device's id: the Kafka key and the ``device_id`` of every batch (default: the host name).
+    sources
+        The ``[[edge.sources]]`` tables; at least one, names unique.
+    buffer_path
+        The SQLite disk buffer, which keeps batches while the broker is unreachable.
+    buffer_full_policy
+        What gives way when the buffer is full: ``drop_oldest`` or ``drop_newest`` (counted either way).
+    heartbeat_interval_s
+        How often the agent logs and publishes its health.
+    metrics_host
+        Where the metrics port listens.
+    log_level
+        ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
+    inference
+        On-device scoring (``[edge.inference]``).
+
+    Examples
+    --------
+    >>> from edge_agent.settings import EdgeSettings
+    >>> settings = EdgeSettings(device_id="pi-7", sources=[{"kind": "simulated", "sensors": 2}, {"kind": "proc"}])
+    >>> [(source.kind, source.name) for source in settings.sources]
+    [('simulated', 'simulated'), ('proc', 'proc')]
+    >>> EdgeSettings(sources=[{"kind": "proc", "name": "a"}, {"kind": "thermal", "name": "a"}])
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for EdgeSettings
+      Value error, two sources are named 'a'; give each [[edge.sources]] a unique name ...
+    """
 
     toml_table = "edge"
     model_config = SettingsConfigDict(env_prefix="EDDYLINE_EDGE_", env_nested_delimiter="__", extra="forbid")
@@ -164,7 +268,13 @@ class EdgeSettings(Section):
 
 
 def use_config_file(path: Path | None) -> None:
-    """Point every settings section at ``path`` (what ``--config`` does), failing early if it is missing."""
+    """Point every settings section at ``path`` (what ``--config`` does), failing early if it is missing.
+
+    Parameters
+    ----------
+    path
+        The TOML file; None leaves ``EDDYLINE_CONFIG`` as it is.
+    """
     if path is None:
         return
     if not path.is_file():

@@ -32,6 +32,20 @@ ALERT = "alert"
 
 @dataclass(frozen=True)
 class SchemaVersion:
+    """One version of an event type's Avro schema, as shipped in ``schemas/avro/<event_type>/v<N>.avsc``.
+
+    Parameters
+    ----------
+    event_type
+        The event type (the folder name).
+    version
+        N of ``vN.avsc``; the highest is what producers write.
+    schema
+        The schema as JSON data, defaults included.
+    canonical
+        Its Parsing Canonical Form: what ids are computed from and registries compare.
+    """
+
     event_type: str
     version: int
     schema: dict[str, Any]
@@ -67,8 +81,30 @@ def versions(event_type: str) -> tuple[SchemaVersion, ...]:
 
 
 def latest(event_type: str) -> SchemaVersion:
+    """The newest version of an event type's schema: what producers write and readers resolve to.
+
+    Parameters
+    ----------
+    event_type
+        An event type from ``event_types()``; an unknown one raises ``UnknownSchemaError`` listing them.
+
+    Examples
+    --------
+    >>> from schemas import latest
+    >>> version = latest("sensor_batch")
+    >>> version.event_type, version.version >= 1
+    ('sensor_batch', True)
+    """
     return versions(event_type)[-1]
 
 
 def event_types() -> list[str]:
+    """Every event type that ships with a schema, sorted.
+
+    Examples
+    --------
+    >>> from schemas import event_types
+    >>> "alert" in event_types() and "sensor_batch" in event_types()
+    True
+    """
     return sorted(p.name for p in AVRO_DIR.iterdir() if p.is_dir() and any(p.glob("v*.avsc")))

@@ -36,6 +36,24 @@ def incompatibilities(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     Resolution is tried on a record that fills every field of the old schema; fastavro raises where the
     Avro resolution rules fail (a new field without default, a type change that does not promote, an
     enum symbol removed that the old writer used).
+
+    Parameters
+    ----------
+    old
+        The writer's schema (an earlier version), as JSON data.
+    new
+        The reader's schema (the newer version), as JSON data.
+
+    Examples
+    --------
+    >>> from schemas.compat import incompatibilities
+    >>> old = {"type": "record", "name": "r", "fields": [{"name": "a", "type": "int"}]}
+    >>> with_default = {**old, "fields": [*old["fields"], {"name": "b", "type": "string", "default": ""}]}
+    >>> incompatibilities(old, with_default)
+    []
+    >>> without_default = {**old, "fields": [*old["fields"], {"name": "b", "type": "string"}]}
+    >>> len(incompatibilities(old, without_default)) > 0
+    True
     """
     problems: list[str] = []
     old_p = fastavro.parse_schema(old, _write_hint=False)

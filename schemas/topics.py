@@ -19,13 +19,31 @@ RETRY_SUFFIX = ".retry"
 
 def dlq_topic(source_topic: str) -> str:
     """The logical dead-letter topic of a logical topic: where what could not be read from it, or written to
-    it, goes with the reason in headers."""
+    it, goes with the reason in headers.
+
+    Parameters
+    ----------
+    source_topic
+        The logical topic, without the namespace (the namespace is applied to the result like to any topic).
+
+    Examples
+    --------
+    >>> from schemas.topics import dlq_topic
+    >>> dlq_topic("sensor.readings")
+    'dlq.sensor.readings'
+    """
     return f"{DLQ_PREFIX}{source_topic}"
 
 
 def retry_topic(topic: str) -> str:
     """The logical retry topic of a logical topic: its events again, each with the time it is due (headers), for
-    a consumer whose side effect failed and must be tried later without holding the event in memory."""
+    a consumer whose side effect failed and must be tried later without holding the event in memory.
+
+    Parameters
+    ----------
+    topic
+        A logical topic name, e.g. ``alerts``.
+    """
     return f"{topic}{RETRY_SUFFIX}"
 
 

@@ -81,7 +81,25 @@ RULES: dict[str, Rule] = {
 
 
 def check(event_type: str, record: dict[str, Any]) -> None:
-    """Raise ``ValidationError`` if the record breaks a rule of its event type."""
+    """Raise ``ValidationError`` if the record breaks a rule of its event type.
+
+    Parameters
+    ----------
+    event_type
+        The record's event type (``sensor_batch``, ...); types without rules of their own get the common
+        ones (a non-empty ``event_id``, an ``event_time`` after 1970).
+    record
+        The record, as decoded or about to be encoded.
+
+    Examples
+    --------
+    >>> from schemas.validation import check
+    >>> series = [{"sensor": "t", "unit": None, "timestamps": [1, 2], "values": [1.0]}]
+    >>> check("sensor_batch", {"event_id": "b-1", "event_time": 2, "device_id": "d", "series": series})
+    Traceback (most recent call last):
+    ...
+    schemas.errors.ValidationError: sensor_batch.series[0]: 2 timestamps for 1 values; they must pair up
+    """
     _common(event_type, record)
     rule = RULES.get(event_type)
     if rule is not None:

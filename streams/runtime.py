@@ -22,4 +22,7 @@ class RuntimeSettings(Section):
     batch_size: int = Field(500, gt=0, description="Kafka messages per poll.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on metrics_host:PORT.")
     metrics_host: str = Field("127.0.0.1", description="Where the metrics endpoint listens; 0.0.0.0 in containers.")
+    lag_interval_s: float | None = Field(
+        5.0, gt=0, description="Seconds between consumer-lag readings of a flow process; unset: no lag monitor."
+    )
     detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")

@@ -25,6 +25,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from connectors.gateway.auth import TokenAuth
+from connectors.gateway.calls import open_socket, pcm_stream, twilio_stream
 from connectors.gateway.errors import GatewayError, Problem
 from connectors.gateway.limits import Backpressure, read_body, too_large
 from connectors.gateway.openapi import openapi_spec
@@ -120,9 +121,8 @@ class Gateway:
         else:
             items = [(value, "")]
         mapper = self.mappers[endpoint.event_type]
-        topic = self.kafka.topic(endpoint.topic)
         problems: list[Problem] = []
-        encoded: list[tuple[bytes, str, str]] = []
+        records: list[tuple[dict[str, Any], str]] = []
         now_ms = int(time.time() * 1000)
         for v, path in items:
             record, found = mapper.to_record(v, path)
@@ -130,6 +130,18 @@ class Gateway:
                 problems.extend(found)
                 continue
             self._fill(endpoint, record, v, client, now_ms)
+            records.append((record, path))
+        return self.produce_records(endpoint, records, client, problems)
+
+    def produce_records(
+        self, endpoint: Endpoint, records: list[tuple[dict[str, Any], str]], client: str,
+        problems: list[Problem] | None = None,
+    ) -> list[str]:
+        """Encode and produce complete records (ids, times and producer set), each with its path; all or nothing."""
+        topic = self.kafka.topic(endpoint.topic)
+        problems = problems if problems is not None else []
+        encoded: list[tuple[bytes, str, str]] = []
+        for record, path in records:
             try:
                 data = self.producer.serde.encode(endpoint.event_type, record, topic=topic)
             except SchemaError as exc:
@@ -274,15 +286,9 @@ def create_app(
         return JSONResponse(spec)
 
     async def websocket(ws: WebSocket) -> None:
-        try:
-            client = gateway.auth.client(ws.headers.get("authorization"))
-        except GatewayError as exc:
-            if "websocket.http.response" in ws.scope.get("extensions", {}):
-                await ws.send_denial_response(exc.response())
-            else:
-                await ws.close(code=1008, reason=exc.message[:120])
+        client = await open_socket(ws, lambda: gateway.auth.client(ws.headers.get("authorization")))
+        if client is None:
             return
-        await ws.accept()
         try:
             while True:
                 message = await ws.receive()
@@ -312,6 +318,8 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         WebSocketRoute("/v1/ws", websocket),
+        WebSocketRoute("/v1/audio/stream", lambda ws: pcm_stream(gateway, ws)),
+        WebSocketRoute("/v1/audio/twilio", lambda ws: twilio_stream(gateway, ws)),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.gateway = gateway

@@ -11,10 +11,18 @@ MIN_TOKEN_CHARS = 16
 
 
 class GatewaySettings(Section):
-    """Tokens are named so that every accepted event records which client sent it.
+    """``[gateway]`` / ``EDDYLINE_GATEWAY_*``; tokens are named so that every accepted event records its client.
 
     In TOML: ``tokens = { edge-fleet = "…", web = "…" }``; in the environment:
-    ``EDDYLINE_GATEWAY_TOKENS='{"edge-fleet": "…"}'``.
+    ``EDDYLINE_GATEWAY_TOKENS='{"edge-fleet": "…"}'``. Tokens shorter than 16 characters are refused.
+    The other fields are described where they are declared.
+
+    Parameters
+    ----------
+    host
+        Listen address; loopback by default, so that exposing the gateway is a decision.
+    port
+        Listen port (0: any free one).
     """
 
     toml_table = "gateway"

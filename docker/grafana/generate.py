@@ -356,7 +356,7 @@ def pipeline() -> dict[str, Any]:
     return dashboard(
         "eddyline-pipeline",
         "eddyline · pipeline health",
-        "Throughput, dead letters, processing and end-to-end latency, alert delivery, InfluxDB alerts.",
+        "Throughput, consumer lag, dead letters, processing and end-to-end latency, alert delivery, InfluxDB alerts.",
         [
             Panel(
                 "Events consumed per second",
@@ -371,6 +371,19 @@ def pipeline() -> dict[str, Any]:
                 PROMETHEUS,
                 unit="ops",
                 legend="{{flow}} → {{topic}}",
+            ),
+            Panel(
+                "Consumer lag (messages behind the high watermark)",
+                ["max by (flow, topic) (eddyline_consumer_lag)"],
+                PROMETHEUS,
+                legend="{{flow}} ← {{topic}}",
+                description="Per flow and input topic, the worst partition: high watermark minus committed offset.",
+            ),
+            Panel(
+                "Consumer lag by partition",
+                ["max by (flow, topic, partition) (eddyline_consumer_lag)"],
+                PROMETHEUS,
+                kind="table",
             ),
             Panel(
                 "Dead letters (5 m)",
@@ -401,6 +414,19 @@ def pipeline() -> dict[str, Any]:
                 PROMETHEUS,
                 unit="ops",
                 legend="{{sink}} {{outcome}}",
+            ),
+            Panel(
+                "Alert retries scheduled per second (notify flow)",
+                ["sum by (sink, reason) (rate(eddyline_alert_retries_total[5m]))"],
+                PROMETHEUS,
+                unit="ops",
+                legend="{{sink}} {{reason}}",
+            ),
+            Panel(
+                "Alert circuit breakers (0 closed, 1 half-open, 2 open)",
+                ["max by (sink) (eddyline_alert_breaker_state)"],
+                PROMETHEUS,
+                legend="{{sink}}",
             ),
             Panel(
                 "Alert changes by source and status",

@@ -9,7 +9,17 @@ from typing import Protocol, runtime_checkable
 
 @dataclass(slots=True)
 class Chunk:
-    """Readings of one sensor: parallel lists, timestamps in ms since the epoch (UTC)."""
+    """Readings of one sensor: parallel lists, timestamps in ms since the epoch (UTC).
+
+    Parameters
+    ----------
+    sensor
+        The sensor's name, unique within the device.
+    unit
+        The unit of the values, or None.
+    timestamps, values
+        The readings, pairwise.
+    """
 
     sensor: str
     unit: str | None
@@ -21,7 +31,23 @@ class Chunk:
 class Source(Protocol):
     """A plug-in source implements this; ``read`` is called every ``interval_s`` seconds.
 
-    ``read`` may raise: the agent logs the error, counts it and calls again next interval.
+    ``read`` may raise: the agent logs the error, counts it and calls again next interval. A plug-in's
+    constructor takes ``(name, interval_s, **options)``, the options coming from its ``[[edge.sources]]``
+    table (see ``edge_agent.sources.plugins``).
+
+    Examples
+    --------
+    >>> from edge_agent.sources.base import Chunk, Source, now_ms
+    >>> class Constant:
+    ...     def __init__(self, name, interval_s, value=1.0):
+    ...         self.name, self.interval_s, self.value = name, interval_s, value
+    ...     def read(self):
+    ...         return [Chunk("level", "m", [now_ms()], [self.value])]
+    ...     def close(self):
+    ...         pass
+    >>> source = Constant("tank", 5.0, value=2.5)
+    >>> isinstance(source, Source), source.read()[0].values
+    (True, [2.5])
     """
 
     name: str
@@ -37,4 +63,5 @@ class SourceError(RuntimeError):
 
 
 def now_ms() -> int:
+    """The wall-clock time in ms since the epoch (UTC), as readings are stamped."""
     return time.time_ns() // 1_000_000

@@ -22,6 +22,13 @@ GROUP = "eddyline.edge.sources"
 
 
 def load_class(target: str) -> Any:
+    """The plug-in class named by ``target``; ``SourceError`` saying what to install or fix when it is not found.
+
+    Parameters
+    ----------
+    target
+        An entry point name in the ``eddyline.edge.sources`` group, or a dotted path ``package.module:Class``.
+    """
     if ":" not in target:
         found = [ep for ep in entry_points(group=GROUP) if ep.name == target]
         if not found:
@@ -45,6 +52,13 @@ def load_class(target: str) -> Any:
 
 
 def build_plugin(cfg: PluginSource) -> Source:
+    """Make the plug-in source a ``[[edge.sources]]`` table of kind ``plugin`` asks for.
+
+    Parameters
+    ----------
+    cfg
+        The table: its ``target``, ``name``, ``interval_s`` and the ``options`` passed to the constructor.
+    """
     cls = load_class(cfg.target)
     try:
         src = cls(name=cfg.name, interval_s=cfg.interval_s, **dict(cfg.options))

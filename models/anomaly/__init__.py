@@ -27,7 +27,21 @@ DEFAULT_DETECTOR = SeasonalDetector.name  # best NAB score that still catches lo
 
 
 def make_detector(name: str, **params: Any) -> AnomalyDetector:
-    """Build a detector by name; an unknown name is an error that lists the known ones."""
+    """Build a detector by name; an unknown name is an error that lists the known ones.
+
+    Parameters
+    ----------
+    name
+        A key of ``DETECTORS``.
+    params
+        Constructor arguments of that detector.
+
+    Examples
+    --------
+    >>> det = make_detector("robust", window=32)
+    >>> det.name, det.window
+    ('robust', 32)
+    """
     try:
         cls = DETECTORS[name]
     except KeyError:

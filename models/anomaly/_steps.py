@@ -2,32 +2,42 @@
 spike test and the alarm hold. Each is ``lazy_njit``: a kernel calls it as compiled code, and the kernels
 that share a step share its arithmetic exactly (same operations, same order), so scores agree bit for bit.
 
-The first ``HEAD`` state slots are laid out the same in every likelihood kernel:
-[n, mean, var, min, max, hold_left, short_sum, hist_sum, hist_sq].
+Every likelihood kernel's scalar state vector (``_array.ArrayDetector``) starts with the fields ``HEAD``.
+The likelihood layer's long history is kept as block sums (``likelihood_step``), so that it costs a
+kilobyte, not ``history`` floats.
 """
 
 from __future__ import annotations
 
 import math
+from enum import IntEnum
 
 import numpy as np
 
 from models.anomaly._jit import lazy_inline
 
-HEAD = 9
+HEAD = ("n", "mean", "var", "mn", "mx", "left", "ssum", "hsum", "hsq")
+_H = IntEnum("_H", [(name, i) for i, name in enumerate(HEAD)])
 SURE = 1.0 - 1e-7  # a score that is an alarm at any threshold below 1
 _SQRT2 = math.sqrt(2.0)
 
 
 @lazy_inline
-def load_head(state):  # pragma: no cover - compiled
-    return state[0], state[1], state[2], state[3], state[4], int(state[5]), state[6], state[7], state[8]
+def load_head(st):  # pragma: no cover - compiled
+    return (st[_H.n], st[_H.mean], st[_H.var], st[_H.mn], st[_H.mx], int(st[_H.left]), st[_H.ssum], st[_H.hsum],
+            st[_H.hsq])
 
 
 @lazy_inline
-def store_head(state, n, mean, var, mn, mx, left, ssum, hsum, hsq):  # pragma: no cover - compiled
-    state[0], state[1], state[2], state[3], state[4] = n, mean, var, mn, mx
-    state[5], state[6], state[7], state[8] = float(left), ssum, hsum, hsq
+def store_head(st, n, mean, var, mn, mx, left, ssum, hsum, hsq):  # pragma: no cover - compiled
+    st[_H.n], st[_H.mean], st[_H.var], st[_H.mn], st[_H.mx] = n, mean, var, mn, mx
+    st[_H.left], st[_H.ssum], st[_H.hsum], st[_H.hsq] = float(left), ssum, hsum, hsq
+
+
+@lazy_inline
+def part(mem, p, at):  # pragma: no cover - compiled
+    """Buffer ``at`` of ``mem``: from its offset ``p[at]`` to the next buffer's, ``p[at + 1]``."""
+    return mem[int(p[at]) : int(p[at + 1])]
 
 
 @lazy_inline
@@ -58,12 +68,19 @@ def gauss_tail(z):  # pragma: no cover - compiled
 
 
 @lazy_inline
-def likelihood_step(state, short_at, hist_at, K, H, k, raw, ready, ssum, hsum, hsq):  # pragma: no cover - compiled
+def likelihood_step(short, blocks, K, H, B, k, raw, ready, ssum, hsum, hsq):  # pragma: no cover - compiled
     """HTM's anomaly likelihood: how unusual the average of the last ``K`` surprises is against the last ``H``
-    such averages (scored only when ``ready``). Returns the likelihood and the updated running sums."""
-    slot = short_at + k % K
-    ssum += raw - state[slot]
-    state[slot] = raw
+    such averages (scored only when ``ready``). Returns the likelihood and the updated running sums.
+
+    The ``H`` averages are kept as sums and sums of squares of blocks of ``B`` (``blocks``, a ring of
+    ``H / B + 1`` (sum, sum of squares) pairs, flat; ``B`` divides ``H``): a value leaving the window takes
+    ``1/B`` of its block's sums with it, so the window stays ``H`` long and a whole block leaves exactly.
+    Until ``H`` averages were seen nothing leaves, and the sums are exactly those of a full history; after
+    that the window's mean and spread are those of the history with each leaving value replaced by its
+    block's mean (NAB scores move in the third decimal, BENCHMARKS.md)."""
+    slot = k % K
+    ssum += raw - short[slot]
+    short[slot] = raw
     avg = ssum / min(k + 1, K)
     lik = 0.0
     if ready:
@@ -71,15 +88,34 @@ def likelihood_step(state, short_at, hist_at, K, H, k, raw, ready, ssum, hsum, h
         mu = hsum / cnt
         sd = math.sqrt(max(hsq / cnt - mu * mu, 1e-8))
         lik = 1.0 - 0.5 * math.erfc((avg - mu) / sd / _SQRT2)
-    hslot = hist_at + k % H
+    rows = blocks.shape[0] // 2  # H // B + 1: the block leaving is the one after the current, in the ring
+    q = k // B
+    cur = q % rows
     if k >= H:
-        old = state[hslot]
-        hsum -= old
-        hsq -= old * old
-    state[hslot] = avg
+        old = 2 * (cur + 1 if cur + 1 < rows else 0)
+        hsum -= blocks[old] / B
+        hsq -= blocks[old + 1] / B
+    cur *= 2
+    if k == q * B:
+        blocks[cur] = 0.0
+        blocks[cur + 1] = 0.0
+    blocks[cur] += avg
+    blocks[cur + 1] += avg * avg
     hsum += avg
     hsq += avg * avg
     return lik, ssum, hsum, hsq
+
+
+def bit_words(bits: int) -> int:
+    """int64 words of a bit set of ``bits`` bits."""
+    return -(-bits // 64)
+
+
+def history_rows(history: int, block: int) -> int:
+    """Rows of the block ring behind a likelihood history of ``history`` averages in blocks of ``block``."""
+    if history % block:
+        raise ValueError(f"history ({history}) must be a multiple of history_block ({block})")
+    return history // block + 1
 
 
 @lazy_inline
@@ -97,21 +133,21 @@ def range_learn(k, x, mn, mx):  # pragma: no cover - compiled
 
 
 @lazy_inline
-def window_reach(x, state, win_at, W):  # pragma: no cover - compiled
+def window_reach(x, window, W):  # pragma: no cover - compiled
     """How far ``x`` is from the farther extreme of the window of the last ``W`` readings: a bound on its
     distance from the window's median, so a small reach rules out a spike without sorting."""
-    wlo, whi = state[win_at], state[win_at]
+    wlo, whi = window[0], window[0]
     for j in range(1, W):
-        wlo, whi = min(wlo, state[win_at + j]), max(whi, state[win_at + j])
+        wlo, whi = min(wlo, window[j]), max(whi, window[j])
     return max(abs(x - wlo), abs(x - whi))
 
 
 @lazy_inline
-def mad_deviation(x, state, win_at, W, buf, sd_long, floor_frac):  # pragma: no cover - compiled
+def mad_deviation(x, window, W, buf, sd_long, floor_frac):  # pragma: no cover - compiled
     """``(|x - median|, robust sigma)`` against the window; the sigma is the MAD, floored at ``floor_frac``
     long-run standard deviations so that quantised or flat series do not fire on every step."""
     for j in range(W):
-        buf[j] = state[win_at + j]
+        buf[j] = window[j]
     med = np.median(buf)
     for j in range(W):
         buf[j] = abs(buf[j] - med)

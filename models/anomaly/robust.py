@@ -12,8 +12,9 @@ of new extremes exceeds ``novelty_max``, as in the first cycle of a seasonal sig
 next ``hold`` scores are damped so one incident gives one early alarm rather than a burst; a spike still
 scores ~1 during that hold, because a new extreme reading is news to an operator.
 
-State: the shared head (``_steps.HEAD``), spike_rate, last_was_spike, novelty_rate, short[K], hist[H],
-window[W].
+State: the shared scalars (``_steps.HEAD``) plus rate, prev_ex (last reading was a spike), nrate (novelty
+rate); buffers: the likelihood layer's (short surprises, block sums of the history) and the last ``window``
+readings: about 1.7 KB with the defaults.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ import math
 
 import numpy as np
 
-from models.anomaly._array import ArrayDetector, check_at_least, check_fraction, check_rates
+from models.anomaly._array import (
+    ArrayDetector,
+    check_at_least,
+    check_fraction,
+    check_rates,
+    fields,
+    kernel_fields,
+    likelihood_buffers,
+)
 from models.anomaly._jit import lazy_njit
 from models.anomaly._steps import (
     HEAD,
@@ -34,6 +43,7 @@ from models.anomaly._steps import (
     likelihood_step,
     load_head,
     mad_deviation,
+    part,
     range_learn,
     spike_rate_learn,
     store_head,
@@ -41,24 +51,30 @@ from models.anomaly._steps import (
     window_reach,
 )
 
-_HEAD = HEAD + 3
+PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "window", "spike",
+          "floor", "rate_alpha", "rate_max", "novelty_alpha", "novelty_max")
+SCALARS = (*HEAD, "rate", "prev_ex", "nrate")
+BUFFERS = ("short", "hist", "window")
+PARAM, STATE = kernel_fields(PARAMS, BUFFERS), fields("STATE", SCALARS)
 
 
-def _robust_kernel(values, timestamps, state, params, out):  # pragma: no cover - compiled
-    alpha, tol, tau, damp = params[0], params[1], params[2], params[3]
-    K, H, hold, warm = int(params[4]), int(params[5]), int(params[6]), params[7]
-    W, kspike, floor_frac = int(params[8]), params[9], params[10]
-    rate_a, rate_max, nov_a, nov_max = params[11], params[12], params[13], params[14]
-    n, mean, var, mn, mx, left, ssum, hsum, hsq = load_head(state)
-    rate, prev_ex, nrate = state[HEAD], state[HEAD + 1], state[HEAD + 2]
-    short_at, hist_at, win_at = _HEAD, _HEAD + K, _HEAD + K + H
+def _robust_kernel(values, timestamps, start, params, scalars, mem, out):  # pragma: no cover - compiled
+    p, st = params, scalars
+    short, hist, window = part(mem, p, PARAM.at_short), part(mem, p, PARAM.at_hist), part(mem, p, PARAM.at_window)
+    alpha, tol, tau, damp = p[PARAM.alpha], p[PARAM.tol], p[PARAM.tau], p[PARAM.damp]
+    K, H, B, hold = int(p[PARAM.short]), int(p[PARAM.history]), int(p[PARAM.history_block]), int(p[PARAM.hold])
+    warm, W, kspike, floor_frac = p[PARAM.warmup], int(p[PARAM.window]), p[PARAM.spike], p[PARAM.floor]
+    rate_a, rate_max = p[PARAM.rate_alpha], p[PARAM.rate_max]
+    nov_a, nov_max = p[PARAM.novelty_alpha], p[PARAM.novelty_max]
+    n, mean, var, mn, mx, left, ssum, hsum, hsq = load_head(scalars)
+    rate, prev_ex, nrate = st[STATE.rate], st[STATE.prev_ex], st[STATE.nrate]
     buf = np.empty(W)
-    for i in range(values.shape[0]):
+    for i in range(start, values.shape[0]):
         x = values[i]
         k = int(n)
         sd_long = math.sqrt(var)
         z = surprise_z(x - mean, sd_long, mean) if k >= 2 else 0.0
-        s, ssum, hsum, hsq = likelihood_step(state, short_at, hist_at, K, H, k, gauss_tail(z), min(k, H) >= 10,
+        s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, gauss_tail(z), min(k, H) >= 10,
                                              ssum, hsum, hsq)
         novel = k >= 1 and is_novel(x, mn, mx, tol)
         spiked = False
@@ -67,8 +83,8 @@ def _robust_kernel(values, timestamps, state, params, out):  # pragma: no cover 
                 s = max(s, SURE)
             if k >= W:
                 ex = False
-                if window_reach(x, state, win_at, W) >= kspike * max(floor_frac * sd_long, 1e-9):
-                    dev, sc = mad_deviation(x, state, win_at, W, buf, sd_long, floor_frac)
+                if window_reach(x, window, W) >= kspike * max(floor_frac * sd_long, 1e-9):
+                    dev, sc = mad_deviation(x, window, W, buf, sd_long, floor_frac)
                     ex = dev >= kspike * sc
                 spiked = ex and rate < rate_max
                 rate, prev_ex = spike_rate_learn(ex, rate, prev_ex, rate_a)
@@ -77,21 +93,43 @@ def _robust_kernel(values, timestamps, state, params, out):  # pragma: no cover 
             s = 0.0
         nrate += nov_a * ((1.0 if novel else 0.0) - nrate)
         out[i], left = hold_alarm(s, spiked, left, tau, hold, damp)
-        state[win_at + k % W] = x
+        window[k % W] = x
         mn, mx = range_learn(k, x, mn, mx)
         mean, var = ewma_learn(x, n, mean, var, alpha)
         n += 1.0
-    store_head(state, n, mean, var, mn, mx, left, ssum, hsum, hsq)
-    state[HEAD], state[HEAD + 1], state[HEAD + 2] = rate, prev_ex, nrate
+    store_head(scalars, n, mean, var, mn, mx, left, ssum, hsum, hsq)
+    st[STATE.rate], st[STATE.prev_ex], st[STATE.nrate] = rate, prev_ex, nrate
+    return values.shape[0]
 
 
 class RobustLikelihoodDetector(ArrayDetector):
-    """Defaults are the one parameter set scored on NAB and on the simulator (no per-series tuning)."""
+    """Defaults are the one parameter set scored on NAB and on the simulator (no per-series tuning).
+
+    Parameters
+    ----------
+    alpha, short, history, history_block, tol, tau, hold, damp, warmup, threshold
+        As in ``LikelihoodDetector``.
+    window
+        Readings whose median and MAD define a spike.
+    spike
+        Robust sigmas from the window's median that make a reading a spike.
+    floor
+        The robust sigma is at least this many long-run standard deviations.
+    rate_alpha
+        Decay rate of the spike-episode rate.
+    rate_max
+        Episode rate above which spikes are routine for the series and stop alarming.
+    novelty_alpha
+        Decay rate of the rate of new extremes.
+    novelty_max
+        Rate of new extremes above which the series is still exploring its range (novelty does not alarm).
+    """
 
     name = "robust"
     kernel = lazy_njit(_robust_kernel)
-    kernel_params = ("alpha", "tol", "tau", "damp", "short", "history", "hold", "warmup", "window", "spike", "floor",
-                     "rate_alpha", "rate_max", "novelty_alpha", "novelty_max")
+    kernel_params = PARAMS
+    scalars = SCALARS
+    buffers = BUFFERS
 
     def __init__(
         self,
@@ -110,15 +148,16 @@ class RobustLikelihoodDetector(ArrayDetector):
         rate_max: float = 0.004,
         novelty_alpha: float = 0.01,
         novelty_max: float = 0.01,
+        history_block: int = 100,
         threshold: float = 0.999,
     ) -> None:
         check_rates(alpha=alpha, rate_alpha=rate_alpha, novelty_alpha=novelty_alpha)
-        check_at_least(1, short=short)
+        check_at_least(1, short=short, history_block=history_block)
         check_at_least(10, history=history)
         check_at_least(3, window=window)
         check_at_least(0, tol=tol, hold=hold, spike=spike, floor=floor, rate_max=rate_max, novelty_max=novelty_max)
         check_fraction(damp=damp)
         self._configure(locals())
 
-    def _state_size(self) -> int:
-        return _HEAD + self.short + self.history + self.window
+    def _buffer_shapes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        return {**likelihood_buffers(self.short, self.history, self.history_block), "window": ("<f8", (self.window,))}

@@ -19,10 +19,12 @@ decaying by ``spike_decay`` per reading), and, on a seasonal series, not when a 
 at about the same time of day (one of ``spike_bins`` bins of the period, or a neighbour) within the last
 ``spike_recall`` periods: a nightly batch job's CPU spike is routine, not news.
 
-State: [the shared head (``_steps.HEAD``), spike_rate, last_was_spike, novelty_rate, step_ms, res_var, seas_err, glob_err, prev_ts, res_n, s_short_sum, s_hist_sum, s_hist_sq,
-s_n, spike_zmax, res_var2, seas_err2, res_n2, short[K], hist[H], window[W], slot_mean[S], slot_count[S],
-s_short[K], s_hist[H], spike_bin_last_ts[B], slot_mean2[S], slot_count2[S]] (the 2-arrays only with a
-second period).
+State: the shared scalars (``_steps.HEAD``) and ``SCALARS``; buffers: the global likelihood layer's
+(short, hist), the last ``window`` readings, and, only once the sampling step is known and gives a period
+between 4 and ``slots`` steps, the seasonal ones: an EWMA per slot of each such period (``slot_mean``,
+``slot_mean2``, sized to the series' own step) with a bit set of the slots seen, the seasonal likelihood layer's
+(s_short, s_hist) and the time of the last spike per bin (``spike_bins``). A series without a cycle keeps
+about 1.9 KB; one sampled every 5 minutes, with a daily and a weekly table, about 24 KB.
 """
 
 from __future__ import annotations
@@ -31,11 +33,22 @@ import math
 
 import numpy as np
 
-from models.anomaly._array import ArrayDetector, check_at_least, check_fraction, check_positive, check_rates
-from models.anomaly._jit import lazy_njit
+from models.anomaly._array import (
+    ArrayDetector,
+    check_at_least,
+    check_fraction,
+    check_positive,
+    check_rates,
+    fields,
+    kernel_fields,
+    likelihood_buffers,
+)
+from models.anomaly._jit import lazy_inline, lazy_njit
 from models.anomaly._steps import (
     HEAD,
     SURE,
+    bit_words,
+    history_rows,
     ewma_learn,
     gauss_tail,
     hold_alarm,
@@ -43,6 +56,7 @@ from models.anomaly._steps import (
     likelihood_step,
     load_head,
     mad_deviation,
+    part,
     range_learn,
     spike_rate_learn,
     store_head,
@@ -50,88 +64,109 @@ from models.anomaly._steps import (
     window_reach,
 )
 
-_HEAD = HEAD + 17
+SCALARS = (*HEAD, "rate", "prev_ex", "nrate", "step", "res_var", "seas_err", "glob_err", "prev_ts", "res_n", "s_ssum",
+           "s_hsum", "s_hsq", "s_n", "zmax", "res_var2", "seas_err2", "res_n2")
+SEASONAL_BUFFERS = ("slot_mean", "slot_seen", "slot_mean2", "slot_seen2", "s_short", "s_hist", "spike_last")
+BUFFERS = ("short", "hist", "window", *SEASONAL_BUFFERS)
+PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "window", "spike",
+          "floor", "rate_alpha", "rate_max", "novelty_alpha", "novelty_max", "period_ms", "slots", "slot_alpha",
+          "ratio", "err_alpha", "clip", "mode", "zscale", "spike_decay", "spike_margin", "spike_bins", "spike_recall",
+          "period2_ms")
+PARAM, STATE = kernel_fields(PARAMS, BUFFERS), fields("STATE", SCALARS)
 
 
-def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cover - compiled
-    alpha, tol, tau, damp = params[0], params[1], params[2], params[3]
-    K, H, hold, warm = int(params[4]), int(params[5]), int(params[6]), params[7]
-    W, kspike, floor_frac = int(params[8]), params[9], params[10]
-    rate_a, rate_max, nov_a, nov_max = params[11], params[12], params[13], params[14]
-    period, S, alpha_s, ratio, err_a = params[15], int(params[16]), params[17], params[18], params[19]
-    clip, mode, zscale = params[20], params[21], params[22]
-    zdecay, zmargin = params[23], params[24]
-    NB, recall, period2 = int(params[25]), params[26], params[27]
-    M = 2 if period2 > 0.0 else 1
+@lazy_inline
+def cycle_slots(period, step, slots):  # pragma: no cover - compiled
+    """Steps of ``step`` per ``period`` if that is a usable cycle (4 to ``slots`` steps), else 0."""
+    ns = int(period / step + 0.5) if step > 0.0 else 0
+    return ns if 4 <= ns <= slots else 0
+
+
+def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # pragma: no cover - compiled
+    p, st = params, scalars
+    short, hist, window = part(mem, p, PARAM.at_short), part(mem, p, PARAM.at_hist), part(mem, p, PARAM.at_window)
+    slot_mean, slot_seen = part(mem, p, PARAM.at_slot_mean), part(mem, p, PARAM.at_slot_seen).view(np.int64)
+    slot_mean2, slot_seen2 = part(mem, p, PARAM.at_slot_mean2), part(mem, p, PARAM.at_slot_seen2).view(np.int64)
+    s_short, s_hist = part(mem, p, PARAM.at_s_short), part(mem, p, PARAM.at_s_hist)
+    spike_last = part(mem, p, PARAM.at_spike_last)
+    alpha, tol, tau, damp = p[PARAM.alpha], p[PARAM.tol], p[PARAM.tau], p[PARAM.damp]
+    K, H, B, hold = int(p[PARAM.short]), int(p[PARAM.history]), int(p[PARAM.history_block]), int(p[PARAM.hold])
+    warm, W, kspike, floor_frac = p[PARAM.warmup], int(p[PARAM.window]), p[PARAM.spike], p[PARAM.floor]
+    rate_a, rate_max = p[PARAM.rate_alpha], p[PARAM.rate_max]
+    nov_a, nov_max = p[PARAM.novelty_alpha], p[PARAM.novelty_max]
+    period, S, alpha_s = p[PARAM.period_ms], int(p[PARAM.slots]), p[PARAM.slot_alpha]
+    ratio, err_a = p[PARAM.ratio], p[PARAM.err_alpha]
+    clip, mode, zscale = p[PARAM.clip], p[PARAM.mode], p[PARAM.zscale]
+    zdecay, zmargin = p[PARAM.spike_decay], p[PARAM.spike_margin]
+    NB, recall, period2 = int(p[PARAM.spike_bins]), p[PARAM.spike_recall], p[PARAM.period2_ms]
+    M = 2 if period2 > 0 else 1
     slots_m = np.empty(2, dtype=np.int64)
-    zmax = state[22]
-    n, mean, var, mn, mx, left, ssum, hsum, hsq = load_head(state)
-    rate, prev_ex, nrate = state[9], state[10], state[11]
-    step, glob_err, prev_ts = state[12], state[15], state[16]
-    short_at, hist_at, win_at = _HEAD, _HEAD + K, _HEAD + K + H
-    sm_at = win_at + W
-    sc_at = sm_at + S
-    ss_at = sc_at + S
-    sh_at = ss_at + K
-    sb_at = sh_at + H
-    sm2_at = sb_at + NB
-    sc2_at = sm2_at + S
-    s_ssum, s_hsum, s_hsq, s_n = state[18], state[19], state[20], state[21]
+    zmax = st[STATE.zmax]
+    n, mean, var, mn, mx, left, ssum, hsum, hsq = load_head(scalars)
+    rate, prev_ex, nrate = st[STATE.rate], st[STATE.prev_ex], st[STATE.nrate]
+    step, glob_err, prev_ts = st[STATE.step], st[STATE.glob_err], st[STATE.prev_ts]
+    s_ssum, s_hsum, s_hsq, s_n = st[STATE.s_ssum], st[STATE.s_hsum], st[STATE.s_hsq], st[STATE.s_n]
     buf = np.empty(W)
-    for i in range(values.shape[0]):
+    stop = values.shape[0]
+    for i in range(start, values.shape[0]):
         x = values[i]
         ts = float(timestamps[i])
         k = int(n)
         if k >= 1 and step == 0.0 and ts > prev_ts:
             step = ts - prev_ts
+            if cycle_slots(period, step, S) + cycle_slots(period2, step, S) > 0 and s_short.shape[0] == 0:
+                stop = i  # the seasonal buffers are allocated for this step, then reading i is scored
+                break
         prev_ts = ts
-        nslots = int(period / step + 0.5) if step > 0.0 else 0
-        seasonal = 4 <= nslots <= S
+        seasonal = cycle_slots(period, step, S) > 0
         sd_long = math.sqrt(var)
         z = surprise_z(x - mean, sd_long, mean) if k >= 2 else 0.0
         gerr = (x - mean) * (x - mean) if k >= 2 else 0.0
         best_z, best_err, best_ns, any_warm = -1.0, 1e300, 0, False
         for m in range(M):
-            per = period if m == 0 else period2
-            ns = int(per / step + 0.5) if step > 0.0 else 0
+            ns = cycle_slots(period if m == 0 else period2, step, S)
             slots_m[m] = -1
-            if ns < 4 or ns > S:
+            if ns == 0:
                 continue
-            sl = int((ts % per) / step)
+            sl = int((ts % (period if m == 0 else period2)) / step)
             if sl >= ns:
                 sl = ns - 1
             slots_m[m] = sl
-            mean_at = sm_at if m == 0 else sm2_at
-            cnt_at = sc_at if m == 0 else sc2_at
-            rv_i, se_i, rn_i = (13, 14, 17) if m == 0 else (23, 24, 25)
-            if state[cnt_at + sl] < 1.0:
+            seen = slot_seen if m == 0 else slot_seen2
+            if (seen[sl >> 6] >> (sl & 63)) & 1 == 0:
                 continue
-            r = x - state[mean_at + sl]
-            rv, rn = state[rv_i], state[rn_i]
+            r = x - (slot_mean if m == 0 else slot_mean2)[sl]
+            if m == 0:
+                rv, rn, se = st[STATE.res_var], st[STATE.res_n], st[STATE.seas_err]
+            else:
+                rv, rn, se = st[STATE.res_var2], st[STATE.res_n2], st[STATE.seas_err2]
             if rn >= ns and k >= 2:
                 zs = surprise_z(r, math.sqrt(rv), mean)
-                if state[se_i] < best_err:
-                    best_z, best_err, best_ns = zs, state[se_i], ns
-                state[se_i] += err_a * (r * r - state[se_i])
+                if se < best_err:
+                    best_z, best_err, best_ns = zs, se, ns
+                se += err_a * (r * r - se)
                 any_warm = True
             a_r = max(err_a, 1.0 / (rn + 1.0))
             rc = r * r
             if rn >= ns and rc > clip * clip * rv:
                 rc = clip * clip * rv
-            state[rv_i] = rv + a_r * (rc - rv)
-            state[rn_i] = rn + 1.0
+            rv = rv + a_r * (rc - rv)
+            if m == 0:
+                st[STATE.res_var], st[STATE.res_n], st[STATE.seas_err] = rv, rn + 1.0, se
+            else:
+                st[STATE.res_var2], st[STATE.res_n2], st[STATE.seas_err2] = rv, rn + 1.0, se
         s_lik = 0.0
         if best_z >= 0.0:
             kk = int(s_n)
-            ready = kk >= best_ns and (best_err < ratio * glob_err or mode == 1.0)
-            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(state, ss_at, sh_at, K, H, kk, gauss_tail(best_z / zscale),
+            ready = kk >= best_ns and (best_err < ratio * glob_err or mode == 1)
+            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, gauss_tail(best_z / zscale),
                                                            ready, s_ssum, s_hsum, s_hsq)
             s_n += 1.0
         if any_warm:
             glob_err += err_a * (gerr - glob_err)
-        s, ssum, hsum, hsq = likelihood_step(state, short_at, hist_at, K, H, k, gauss_tail(z), min(k, H) >= 10,
+        s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, gauss_tail(z), min(k, H) >= 10,
                                              ssum, hsum, hsq)
-        if mode == 0.0 and s_lik > 0.0:
+        if mode == 0 and s_lik > 0.0:
             s = s_lik
         else:
             s = max(s, s_lik)
@@ -143,8 +178,8 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
             if k >= W:
                 ex, bigger = False, True
                 zmax *= zdecay
-                if window_reach(x, state, win_at, W) >= kspike * max(floor_frac * sd_long, 1e-9):
-                    dev, sc = mad_deviation(x, state, win_at, W, buf, sd_long, floor_frac)
+                if window_reach(x, window, W) >= kspike * max(floor_frac * sd_long, 1e-9):
+                    dev, sc = mad_deviation(x, window, W, buf, sd_long, floor_frac)
                     zr = dev / sc
                     ex = zr >= kspike
                     bigger = zr > zmargin * zmax
@@ -153,44 +188,95 @@ def _seasonal_kernel(values, timestamps, state, params, out):  # pragma: no cove
                 if ex and seasonal and NB > 0:
                     b = int((ts % period) / period * NB)
                     for db in range(-1, 2):
-                        last = state[sb_at + (b + db) % NB]
+                        last = spike_last[(b + db) % NB]
                         if last > 0.0 and ts - last <= recall * period:
                             spiked = False
-                    state[sb_at + b] = ts
+                    spike_last[b] = ts
                 rate, prev_ex = spike_rate_learn(ex, rate, prev_ex, rate_a)
             rate *= 1.0 - rate_a
         else:
             s = 0.0
         nrate += nov_a * ((1.0 if novel else 0.0) - nrate)
         out[i], left = hold_alarm(s, spiked, left, tau, hold, damp)
-        state[win_at + k % W] = x
+        window[k % W] = x
         for m in range(M):
             sl = slots_m[m]
             if sl >= 0:
-                mean_at = sm_at if m == 0 else sm2_at
-                cnt_at = sc_at if m == 0 else sc2_at
-                c = state[cnt_at + sl]
-                state[mean_at + sl] = x if c == 0.0 else state[mean_at + sl] + alpha_s * (x - state[mean_at + sl])
-                state[cnt_at + sl] = c + 1.0
+                tab = slot_mean if m == 0 else slot_mean2
+                seen = slot_seen if m == 0 else slot_seen2
+                if (seen[sl >> 6] >> (sl & 63)) & 1 == 0:
+                    tab[sl] = x
+                    seen[sl >> 6] |= 1 << (sl & 63)
+                else:
+                    tab[sl] = tab[sl] + alpha_s * (x - tab[sl])
         mn, mx = range_learn(k, x, mn, mx)
         mean, var = ewma_learn(x, n, mean, var, alpha)
         n += 1.0
-    store_head(state, n, mean, var, mn, mx, left, ssum, hsum, hsq)
-    state[9], state[10], state[11] = rate, prev_ex, nrate
-    state[12], state[15], state[16] = step, glob_err, prev_ts
-    state[18], state[19], state[20], state[21] = s_ssum, s_hsum, s_hsq, s_n
-    state[22] = zmax
+    store_head(scalars, n, mean, var, mn, mx, left, ssum, hsum, hsq)
+    st[STATE.rate], st[STATE.prev_ex], st[STATE.nrate] = rate, prev_ex, nrate
+    st[STATE.step], st[STATE.glob_err], st[STATE.prev_ts] = step, glob_err, prev_ts
+    st[STATE.s_ssum], st[STATE.s_hsum], st[STATE.s_hsq], st[STATE.s_n] = s_ssum, s_hsum, s_hsq, s_n
+    st[STATE.zmax] = zmax
+    return stop
 
 
 class SeasonalDetector(ArrayDetector):
-    """Defaults are the one parameter set scored on NAB and on the simulator (no per-series tuning)."""
+    """Defaults are the one parameter set scored on NAB and on the simulator (no per-series tuning).
+
+    Parameters
+    ----------
+    alpha, short, history, history_block, tol, tau, hold, damp, warmup, threshold
+        As in ``LikelihoodDetector``.
+    window, spike, floor, rate_alpha, rate_max, novelty_alpha, novelty_max
+        As in ``RobustLikelihoodDetector``.
+    period_ms
+        The first period (a day).
+    slots
+        Most slots a period may have: a series sampled more finely has no seasonal context for it.
+    slot_alpha
+        EWMA rate of each slot's mean.
+    ratio
+        The seasonal score speaks when its recent squared error is below ``ratio`` times the global one.
+    err_alpha
+        EWMA rate of those errors and of the residual variance.
+    clip
+        Residuals are winsorised at this many standard deviations before they teach the variance.
+    mode
+        0: the seasonal likelihood replaces the global one when it is ready; 1: the larger of the two.
+    zscale
+        The seasonal surprise is the Gaussian tail of ``z / zscale``.
+    spike_decay
+        Per-reading decay of the largest recent spike.
+    spike_margin
+        A spike alarms only when larger than ``spike_margin`` times that largest recent spike.
+    spike_bins
+        Bins of the period for remembering when spikes happened.
+    spike_recall
+        Periods over which a spike at the same time of the period (or a neighbouring bin) is routine.
+    period2_ms
+        The second period (a week); 0 for none.
+
+    Examples
+    --------
+    A series sampled every 5 minutes gets a daily (288 slots) and a weekly (2016 slots) table once its
+    step is known; one sampled every second gets none:
+
+    >>> import numpy as np
+    >>> det = SeasonalDetector()
+    >>> _ = det.score_learn(np.ones(3), np.arange(3) * 300_000)
+    >>> [det.snapshot()["buffers"][b]["shape"] for b in ("slot_mean", "slot_mean2")]
+    [[288], [2016]]
+    >>> fine = SeasonalDetector()
+    >>> _ = fine.score_learn(np.ones(3), np.arange(3) * 1_000)
+    >>> fine.state_nbytes() <= 4096
+    True
+    """
 
     name = "seasonal"
     kernel = lazy_njit(_seasonal_kernel)
-    kernel_params = ("alpha", "tol", "tau", "damp", "short", "history", "hold", "warmup", "window", "spike", "floor",
-                     "rate_alpha", "rate_max", "novelty_alpha", "novelty_max", "period_ms", "slots", "slot_alpha",
-                     "ratio", "err_alpha", "clip", "mode", "zscale", "spike_decay", "spike_margin", "spike_bins",
-                     "spike_recall", "period2_ms")
+    kernel_params = PARAMS
+    scalars = SCALARS
+    buffers = BUFFERS
 
     def __init__(
         self,
@@ -222,11 +308,12 @@ class SeasonalDetector(ArrayDetector):
         spike_bins: int = 48,
         spike_recall: float = 3.0,
         period2_ms: int = 604_800_000,
+        history_block: int = 100,
         threshold: float = 0.999,
     ) -> None:
         check_rates(alpha=alpha, rate_alpha=rate_alpha, novelty_alpha=novelty_alpha, slot_alpha=slot_alpha,
                     err_alpha=err_alpha)
-        check_at_least(1, short=short)
+        check_at_least(1, short=short, history_block=history_block)
         check_at_least(10, history=history)
         check_at_least(3, window=window)
         check_at_least(4, slots=slots)
@@ -236,6 +323,28 @@ class SeasonalDetector(ArrayDetector):
         check_fraction(damp=damp)
         self._configure(locals())
 
-    def _state_size(self) -> int:
-        size = _HEAD + 2 * (self.short + self.history) + self.window + 2 * self.slots + self.spike_bins
-        return size + (2 * self.slots if self.period2_ms > 0 else 0)
+    def _buffer_shapes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        shapes = {**likelihood_buffers(self.short, self.history, self.history_block), "window": ("<f8", (self.window,))}
+        ns, ns2 = self._cycles(float(self._s[STATE.step]))
+        cycle = ns + ns2 > 0
+        seasonal = {
+            "slot_mean": ("<f8", (ns,)),
+            "slot_seen": ("<i8", (bit_words(ns),)),
+            "slot_mean2": ("<f8", (ns2,)),
+            "slot_seen2": ("<i8", (bit_words(ns2),)),
+            "s_short": ("<f8", (self.short if cycle else 0,)),
+            "s_hist": ("<f8", (history_rows(self.history, self.history_block) if cycle else 0, 2)),
+            "spike_last": ("<f8", (self.spike_bins if ns else 0,)),
+        }
+        return {**shapes, **seasonal}
+
+    def _cycles(self, step: float) -> tuple[int, int]:
+        """Slots of the first and the second period at sampling step ``step`` (0: no usable cycle)."""
+        return (cycle_slots.py_func(float(self.period_ms), step, self.slots),
+                cycle_slots.py_func(float(self.period2_ms), step, self.slots))
+
+    def _grow(self) -> None:
+        """The series' step was just learnt and gives a cycle: allocate the seasonal buffers for it."""
+        kept = {name: view.copy() for name, view in self._views(["short", "hist", "window"]).items()}
+        shapes = self._buffer_shapes()
+        self._set_buffers({**kept, **{name: np.zeros(shapes[name][1], shapes[name][0]) for name in SEASONAL_BUFFERS}})

@@ -17,11 +17,24 @@ from models.checkpoint import Checkpointed
 
 
 class StreamDriftDetector(Checkpointed, ABC):
+    """A concept-drift detector on one series: values in, in order; positions of the drifts out.
+
+    Subclasses take their thresholds as constructor parameters, restart after each detection, and
+    checkpoint as plain data (``snapshot``/``restore``). Build one by name with ``make_detector``.
+    """
+
     name: ClassVar[str]
 
     @abstractmethod
     def update(self, values: np.ndarray) -> np.ndarray:
-        """Feed values in order; return int64 indices into ``values`` where a drift was detected."""
+        """Feed values in order; return int64 indices into ``values`` where a drift was detected.
+
+        Parameters
+        ----------
+        values
+            The next values of the series (a model's 0/1 errors, a metric); any batch size gives the same
+            detections.
+        """
 
     @property
     @abstractmethod

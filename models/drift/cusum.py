@@ -34,7 +34,44 @@ def _cusum_path(start: float, increments: np.ndarray) -> np.ndarray:
 
 
 class SelfStartingCusum(StreamDriftDetector):
-    """Detects shifts of about ``2 * k_mean`` deviations in the mean and changes of spread by ~1.5-2x."""
+    """Detects shifts of about ``2 * k_mean`` deviations in the mean and changes of spread by ~1.5-2x.
+
+    The reference mean and deviation are estimated from the first ``warmup`` values after each reset, so a
+    drift inside the warm-up is not seen.
+
+    Parameters
+    ----------
+    warmup
+        Values used to estimate the reference (its two halves must agree); at least 2.
+    k_mean
+        Allowance of the mean statistics, in deviations: half the smallest mean shift worth detecting.
+    h_mean
+        Alarm threshold of the mean statistics.
+    k_var_up, k_var_down
+        Allowances of the spread-up and spread-down statistics.
+    h_var
+        Alarm threshold of the spread statistics.
+    h_binary
+        Alarm threshold of the mean statistics on a 0/1 stream (a classifier's errors).
+    clip
+        Standardised values are clipped to this many deviations, so one outlier cannot raise an alarm alone.
+    min_std
+        Floor of the reference deviation (a constant warm-up would otherwise make every change infinite).
+    direction
+        ``both``, ``up`` or ``down``: which mean shifts count.
+    detect_variance
+        Also watch the spread (left out on a 0/1 stream regardless).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from models.drift import SelfStartingCusum
+    >>> detector = SelfStartingCusum(warmup=200)
+    >>> rng = np.random.default_rng(1)
+    >>> stream = np.r_[rng.normal(0, 1, 1000), rng.normal(2, 1, 500)]
+    >>> [int(i) for i in detector.update(stream)]
+    [1006]
+    """
 
     name: ClassVar[str] = "cusum"
 

@@ -18,7 +18,26 @@ _EPS = 1e-4
 
 
 def psi(reference: np.ndarray, window: np.ndarray, bins: int = 10) -> float:
-    """Population stability index of ``window`` against ``reference``, bins at reference quantiles."""
+    """Population stability index of ``window`` against ``reference``, bins at reference quantiles.
+
+    Parameters
+    ----------
+    reference
+        The sample the feature was expected to follow; not empty.
+    window
+        The recent values; not empty.
+    bins
+        Quantile bins of the reference (fewer when values repeat).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from models.drift import psi
+    >>> rng = np.random.default_rng(0)
+    >>> reference = rng.normal(0, 1, 5000)
+    >>> round(psi(reference, rng.normal(0, 1, 2000)), 3) < 0.1, round(psi(reference, rng.normal(1, 1, 2000)), 3) > 0.25
+    (True, True)
+    """
     reference = np.asarray(reference, dtype=np.float64)
     window = np.asarray(window, dtype=np.float64)
     if len(reference) == 0 or len(window) == 0:
@@ -32,7 +51,13 @@ def psi(reference: np.ndarray, window: np.ndarray, bins: int = 10) -> float:
 
 
 def ks_test(reference: np.ndarray, window: np.ndarray) -> tuple[float, float]:
-    """Two-sample Kolmogorov-Smirnov statistic and p-value."""
+    """Two-sample Kolmogorov-Smirnov statistic and p-value.
+
+    Parameters
+    ----------
+    reference, window
+        The two samples.
+    """
     from scipy.stats import ks_2samp
 
     res = ks_2samp(np.asarray(reference, dtype=np.float64), np.asarray(window, dtype=np.float64))
@@ -41,6 +66,20 @@ def ks_test(reference: np.ndarray, window: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True, slots=True)
 class DataDriftResult:
+    """One data-drift check of a feature.
+
+    Parameters
+    ----------
+    psi
+        Population stability index of the window against the reference.
+    ks, p_value
+        Kolmogorov-Smirnov statistic and its p-value.
+    drifted
+        True when PSI reached its threshold or the p-value fell to its own.
+    reference_size, window_size
+        How many values each sample held.
+    """
+
     psi: float
     ks: float
     p_value: float
@@ -50,7 +89,34 @@ class DataDriftResult:
 
 
 class FeatureDriftMonitor:
-    """The first ``reference_size`` values form the reference; the last ``window_size`` are compared to it."""
+    """The first ``reference_size`` values form the reference; the last ``window_size`` are compared to it.
+
+    Parameters
+    ----------
+    reference_size
+        Values kept as the reference sample.
+    window_size
+        Latest values compared with the reference.
+    psi_threshold
+        Population stability index that counts as drift (0.1 "watch", 0.25 "act").
+    p_threshold
+        KS p-value at or under which it counts as drift.
+    bins
+        PSI bins; reference and window must each hold at least this many values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from models.drift import FeatureDriftMonitor
+    >>> monitor = FeatureDriftMonitor(reference_size=1000, window_size=500)
+    >>> rng = np.random.default_rng(0)
+    >>> monitor.update(rng.normal(0, 1, 1000))
+    >>> monitor.check() is None  # the window is not full yet
+    True
+    >>> monitor.update(rng.normal(0.8, 1, 500))
+    >>> monitor.check().drifted
+    True
+    """
 
     def __init__(self, reference_size: int = 1000, window_size: int = 500, psi_threshold: float = 0.25,
                  p_threshold: float = 1e-3, bins: int = 10) -> None:
@@ -68,6 +134,13 @@ class FeatureDriftMonitor:
                 "psi_threshold": self.psi_threshold, "p_threshold": self.p_threshold, "bins": self.bins}
 
     def update(self, values: np.ndarray) -> None:
+        """Add values: the first ``reference_size`` fill the reference, the rest slide through the window.
+
+        Parameters
+        ----------
+        values
+            The next values of the feature, in order.
+        """
         values = np.asarray(values, dtype=np.float64)
         need = self.reference_size - len(self._reference)
         if need > 0:

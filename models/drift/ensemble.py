@@ -28,6 +28,15 @@ _CHUNK = 1024  # values fed to the members at a time: what a restart can waste
 
 
 class DriftEnsemble(StreamDriftDetector):
+    """Our concept-drift detector (``ours``): the first member to fire declares the drift, then all restart.
+
+    Parameters
+    ----------
+    members
+        Each member as ``make_member`` keywords (``{"name": "cusum", "h_mean": 16.0}``); by default the
+        stricter CUSUM and ADWIN of ``DEFAULT_MEMBERS``. At least one.
+    """
+
     name: ClassVar[str] = "ours"
 
     def __init__(self, members: list[dict[str, Any]] | None = None) -> None:

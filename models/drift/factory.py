@@ -22,10 +22,10 @@ def make_detector(name: str, **kwargs: Any) -> StreamDriftDetector:
     --------
     >>> import numpy as np
     >>> from models.drift import make_detector
-    >>> detector = make_detector("cusum")
+    >>> detector = make_detector("ours")
     >>> stream = np.r_[np.zeros(500), np.ones(500)] + np.random.default_rng(0).normal(0, 0.1, 1000)
     >>> drifts = detector.update(stream)
-    >>> bool(len(drifts)) and 500 <= int(drifts[0]) < 600
+    >>> len(drifts) == 1 and 500 <= int(drifts[0]) < 600
     True
     """
     if name == "ours":

@@ -11,6 +11,16 @@ from models.drift.base import StreamDriftDetector
 
 
 class RiverDetector(StreamDriftDetector):
+    """river's ADWIN or Page-Hinkley behind our detector contract, as baselines and ensemble members.
+
+    Parameters
+    ----------
+    kind
+        ``adwin`` or ``page_hinkley``.
+    kwargs
+        Passed to river's detector (``delta`` for ADWIN, ``threshold`` for Page-Hinkley, ...).
+    """
+
     name: ClassVar[str] = "river"
 
     def __init__(self, kind: str = "adwin", **kwargs: Any) -> None:

@@ -241,8 +241,22 @@ def score_corpus(
     results: Mapping[str, tuple[np.ndarray, np.ndarray]],
     windows: Mapping[str, list[tuple[np.datetime64, np.datetime64]]],
     profiles: Mapping[str, CostMatrix],
+    thresholds: Mapping[str, float] | None = None,
 ) -> dict[str, ProfileResult]:
-    """Score ``{'<category>/<file>.csv': (timestamps, anomaly_scores)}`` under each profile, NAB's way."""
+    """Score ``{'<category>/<file>.csv': (timestamps, anomaly_scores)}`` under each profile, NAB's way.
+
+    Parameters
+    ----------
+    results
+        Each file's timestamps and anomaly scores, keyed as in the labels file.
+    windows
+        The labelled anomaly windows per file (``load_windows``).
+    profiles
+        The cost matrices to score under (``load_profiles``).
+    thresholds
+        A fixed detection threshold per profile, chosen elsewhere (cross-validation scores a held-out
+        category at the threshold chosen on the others); by default NAB's sweep picks the best one here.
+    """
     missing = sorted(set(results) - set(windows))
     if missing:
         raise ValueError(f"no labels for {len(missing)} result file(s), e.g. {missing[0]}")
@@ -255,10 +269,15 @@ def score_corpus(
             if len(ts) != len(sc):
                 raise ValueError(f"{path}: {len(ts)} timestamps but {len(sc)} scores")
             sweeps.append(_sweep_file(len(ts), np.asarray(sc, dtype=np.float64), window_indices(ts, windows[path]), cost))
-        threshold, raw = _best_threshold(sweeps, cost)
+        if thresholds is None:
+            threshold, raw = _best_threshold(sweeps, cost)
+            files = {p: _file_score(s, threshold, cost) for p, s in zip(paths, sweeps)}
+        else:
+            threshold = float(thresholds[name])
+            files = {p: _file_score(s, threshold, cost) for p, s in zip(paths, sweeps)}
+            raw = sum(f.score for f in files.values())
         n_windows = sum(len(windows[p]) for p in paths)
         null, perfect = -cost.fn * n_windows, cost.tp * n_windows
-        files = {p: _file_score(s, threshold, cost) for p, s in zip(paths, sweeps)}
         norm = 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
         out[name] = ProfileResult(name, threshold, raw, null, perfect, norm, files)
     return out

@@ -6,7 +6,21 @@ import numpy as np
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve by ranks (ties averaged); None when one class is absent."""
+    """Area under the ROC curve by ranks (ties averaged); None when one class is absent.
+
+    Parameters
+    ----------
+    labels
+        0/1 (or boolean) labels.
+    scores
+        Any scores where higher means more likely positive.
+
+    Examples
+    --------
+    >>> from models.metrics import auc
+    >>> auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), auc([1, 1], [0.2, 0.3])
+    (0.75, None)
+    """
     y = np.asarray(labels, dtype=bool)
     s = np.asarray(scores, dtype=np.float64)
     pos = int(y.sum())
@@ -20,13 +34,43 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-12) -> float:
+    """Mean binary cross-entropy of probabilities against 0/1 labels.
+
+    Parameters
+    ----------
+    labels
+        0/1 labels.
+    probs
+        P(label is 1).
+    eps
+        Probabilities are clipped to [eps, 1 - eps], so a confident mistake costs a lot but not infinity.
+    """
     y = np.asarray(labels, dtype=np.float64)
     p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 def classification_report(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, precision, recall, F1, AUC and log loss of probabilities against 0/1 labels."""
+    """Accuracy, precision, recall, F1, AUC and log loss of probabilities against 0/1 labels.
+
+    AUC is left out when one class is absent; an empty input gives ``{}``.
+
+    Parameters
+    ----------
+    labels
+        Labels; 0.5 or more counts as positive.
+    probs
+        P(positive).
+    threshold
+        Probabilities at or above it are predicted positive.
+
+    Examples
+    --------
+    >>> from models.metrics import classification_report
+    >>> report = classification_report([1, 0, 1, 0], [0.9, 0.2, 0.4, 0.1])
+    >>> report["accuracy"], report["precision"], report["recall"], report["auc"]
+    (0.75, 1.0, 0.5, 1.0)
+    """
     y = np.asarray(labels, dtype=np.float64) >= 0.5
     p = np.asarray(probs, dtype=np.float64)
     if len(y) == 0:

@@ -32,7 +32,28 @@ def _logit(p: float) -> float:
 
 
 class OnlineLogit:
-    """Logistic regression by AdaGrad, one step per example; vectorised prediction over candidates."""
+    """Logistic regression by AdaGrad, one step per example; vectorised prediction over candidates.
+
+    Parameters
+    ----------
+    n_features
+        Length of a feature vector.
+    lr
+        AdaGrad's base learning rate.
+    l2
+        L2 penalty on the weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from models.online.clicks import OnlineLogit
+    >>> model = OnlineLogit(2, lr=0.5)
+    >>> for _ in range(200):
+    ...     model.learn(np.array([[1.0, 1.0], [0.0, 1.0]]), np.array([1.0, 0.0]))
+    >>> p = model.predict(np.array([[1.0, 1.0], [0.0, 1.0]]))
+    >>> bool(p[0] > 0.8 and p[1] < 0.2)
+    True
+    """
 
     def __init__(self, n_features: int, lr: float = 0.1, l2: float = 1e-5) -> None:
         self.n_features, self.lr, self.l2 = n_features, lr, l2
@@ -43,11 +64,26 @@ class OnlineLogit:
         return {"n_features": self.n_features, "lr": self.lr, "l2": self.l2}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """P(positive) for one feature vector or a matrix of them (one row per candidate).
+
+        Parameters
+        ----------
+        x
+            Features, ``n_features`` per row.
+        """
         z = np.clip(np.asarray(x, dtype=np.float64) @ self.w, -30, 30)
         return 1.0 / (1.0 + np.exp(-z))
 
     def learn(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Examples in order, one AdaGrad step each (so that a batch equals the same events one by one)."""
+        """Examples in order, one AdaGrad step each (so that a batch equals the same events one by one).
+
+        Parameters
+        ----------
+        x
+            Features, one row per example.
+        y
+            Labels, 0 or 1.
+        """
         for xi, yi in zip(np.atleast_2d(x), np.atleast_1d(y)):
             g = (float(self.predict(xi)) - float(yi)) * xi + self.l2 * self.w
             self._g2 += g * g
@@ -89,7 +125,25 @@ class _Counts:
 
 
 class ClickModel:
-    """P(click | user, item) from stream statistics; ``features`` then ``learn`` per event, in order."""
+    """P(click | user, item) from stream statistics; ``features`` then ``learn`` per event, in order.
+
+    Parameters
+    ----------
+    lr, l2
+        Of the ``OnlineLogit`` that weighs the features.
+
+    Examples
+    --------
+    >>> from models.online import ClickModel
+    >>> model = ClickModel()
+    >>> for _ in range(50):
+    ...     model.learn("ann", "m1", 1.0, genres=["Drama"])
+    ...     model.learn("ann", "m2", 0.0, genres=["Horror"])
+    >>> x = model.features("bob", ["m1", "m2"])
+    >>> p = model.logit.predict(x)
+    >>> bool(p[0] > p[1])  # a new user: m1 is liked by others, m2 is not
+    True
+    """
 
     def __init__(self, lr: float = 0.05, l2: float = 1e-5) -> None:
         self.lr, self.l2 = lr, l2
@@ -102,7 +156,17 @@ class ClickModel:
         return {"lr": self.lr, "l2": self.l2}
 
     def features(self, user: str, items: Sequence[str], genres: Sequence[Sequence[str]] | None = None) -> np.ndarray:
-        """One row per candidate item, columns ``FEATURES``; genres default to those seen with the item."""
+        """One row per candidate item, columns ``FEATURES``; genres default to those seen with the item.
+
+        Parameters
+        ----------
+        user
+            The user.
+        items
+            Candidate items.
+        genres
+            Each item's genres, when the event carries them.
+        """
         prior = self.total.rate("all", 0.5, 1.0)
         prior_rating = self.total.mean_rating("all", 3.5, 1.0)
         user_rate = self.users.rate(user, prior)
@@ -126,17 +190,44 @@ class ClickModel:
         return rows
 
     def predict(self, user: str, items: Sequence[str], genres: Sequence[Sequence[str]] | None = None) -> np.ndarray:
+        """P(click) of each candidate item for the user.
+
+        Parameters
+        ----------
+        user, items, genres
+            As for ``features``.
+        """
         return self.logit.predict(self.features(user, items, genres))
 
     def rank_scores(self, user: str, items: Sequence[str], genres: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         """For top-k: P(the user picks the item) times P(likes it | picks). The first factor is the item's
-        share of past interactions; the model itself only learns the second, from items people chose."""
+        share of past interactions; the model itself only learns the second, from items people chose.
+
+        Parameters
+        ----------
+        user, items, genres
+            As for ``features``.
+        """
         picks = np.array([self.items.n.get(i, 0.0) + 1.0 for i in items])
         return picks * self.predict(user, items, genres)
 
     def learn(self, user: str, item: str, label: float, genres: Sequence[str] = (), rating: float | None = None,
               features: np.ndarray | None = None) -> None:
-        """Learn from one outcome; pass the ``features`` used to predict it to save recomputing them."""
+        """Learn from one outcome; pass the ``features`` used to predict it to save recomputing them.
+
+        Parameters
+        ----------
+        user, item
+            Who was shown what.
+        label
+            1 for a click (or a liked rating), 0 for none.
+        genres
+            The item's genres, remembered for later candidates.
+        rating
+            The rating, when the event carries one.
+        features
+            The features the prediction used; recomputed when not given.
+        """
         x = self.features(user, [item], [genres] if genres else None)[0] if features is None else features
         self.logit.learn(x, np.array([label]))
         if genres:
@@ -166,7 +257,27 @@ class PopularityModel:
         self.counts = _Counts()
 
     def predict(self, user: str, items: Sequence[str]) -> np.ndarray:
+        """How often each item was liked so far (the same for every user).
+
+        Parameters
+        ----------
+        user
+            Ignored: popularity is the same for everyone.
+        items
+            Candidate items.
+        """
         return np.array([self.counts.pos.get(i, 0.0) for i in items])
 
     def learn(self, user: str, item: str, label: float) -> None:
+        """Count one outcome.
+
+        Parameters
+        ----------
+        user
+            Ignored.
+        item
+            The item.
+        label
+            1 for liked, 0 for not.
+        """
         self.counts.add(item, label, None)

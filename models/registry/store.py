@@ -40,6 +40,28 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class ModelVersion:
+    """One registered version of a model, as the registry keeps it.
+
+    Parameters
+    ----------
+    model
+        The model's name.
+    version
+        ``1``, ``2``, ... in order of registration.
+    status
+        ``candidate``, ``champion``, ``retired``, ``rejected`` or ``rolled_back``.
+    parent
+        The champion it was trained to replace, if any.
+    reason
+        Why it exists (the trigger of its training).
+    created_ms
+        When it was registered, ms since the epoch.
+    metrics
+        The numbers that decided its fate (log loss, AUC, ...).
+    info
+        Anything else worth keeping: training window, trigger, the action id.
+    """
+
     model: str
     version: str
     status: str
@@ -69,6 +91,32 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 class ModelRegistry:
+    """A local model registry: every version of every model under ``root``, its lineage, champion and states.
+
+    Changes are atomic and serialised by a lock file, so a running flow and ``eddyline models rollback``
+    can both write; a change carrying an ``action_id`` already seen does nothing (replays are safe).
+
+    Parameters
+    ----------
+    root
+        The registry's folder (created on first write).
+
+    Examples
+    --------
+    >>> from models.registry.store import ModelRegistry
+    >>> registry = ModelRegistry("registry")
+    >>> first = registry.register("clicks", {"w": [0.0]}, reason="first model", champion=True)
+    >>> second = registry.register("clicks", {"w": [0.5]}, reason="drift", parent="1", action_id="drift-7")
+    >>> registry.register("clicks", {"w": [0.5]}, reason="drift", parent="1", action_id="drift-7").version  # replayed
+    '2'
+    >>> registry.promote("clicks", "2", reason="better log loss").status
+    'champion'
+    >>> registry.rollback("clicks", reason="manual").version
+    '1'
+    >>> [(v.version, v.status) for v in registry.versions("clicks")]
+    [('1', 'champion'), ('2', 'rolled_back')]
+    """
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
@@ -91,27 +139,60 @@ class ModelRegistry:
         return sorted(p.name for p in self.root.iterdir() if (p / "registry.json").exists())
 
     def versions(self, model: str) -> list[ModelVersion]:
+        """Every registered version of ``model``, oldest first (none for an unknown model).
+
+        Parameters
+        ----------
+        model
+            The model's name: letters, digits, ``.``, ``_`` and ``-``.
+        """
         data = self._load(model)
         return [ModelVersion(model=model, **v) for _, v in sorted(data["versions"].items(), key=lambda kv: int(kv[0]))]
 
     def get(self, model: str, version: str) -> ModelVersion:
+        """One version; ``RegistryError`` if it is not registered.
+
+        Parameters
+        ----------
+        model, version
+            Which one.
+        """
         data = self._load(model)
         if version not in data["versions"]:
             raise RegistryError(f"model {model!r} has no version {version!r}")
         return ModelVersion(model=model, **data["versions"][version])
 
     def champion(self, model: str) -> ModelVersion | None:
+        """The version serving now, or None before the first promotion.
+
+        Parameters
+        ----------
+        model
+            The model's name.
+        """
         data = self._load(model)
         v = data["champion"]
         return None if v is None else ModelVersion(model=model, **data["versions"][v])
 
     def history(self, model: str) -> list[dict[str, Any]]:
-        """The lineage: every registration, promotion, rejection and rollback, oldest first."""
+        """The lineage: every registration, promotion, rejection and rollback, oldest first.
+
+        Parameters
+        ----------
+        model
+            The model's name.
+        """
         return self._load(model)["history"]
 
     def stamp(self, model: str) -> tuple[int, int, int]:
         """Changes whenever the registry of ``model`` changes (every write is a new file, and a longer one):
-        cheap to poll, unlike reading it."""
+        cheap to poll, unlike reading it.
+
+        Parameters
+        ----------
+        model
+            The model's name.
+        """
         try:
             st = (self._folder(model) / "registry.json").stat()
         except FileNotFoundError:
@@ -119,7 +200,13 @@ class ModelRegistry:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def load_artifact(self, model: str, version: str) -> dict[str, Any]:
-        """The version's newest state: where it stopped serving if it served, else as registered."""
+        """The version's newest state: where it stopped serving if it served, else as registered.
+
+        Parameters
+        ----------
+        model, version
+            Which one; ``RegistryError`` if it is not registered.
+        """
         self.get(model, version)
         folder = self._folder(model) / "versions" / version
         for name in ("latest.json", "artifact.json"):
@@ -157,7 +244,27 @@ class ModelRegistry:
     def register(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None = None,
                  metrics: dict[str, float] | None = None, info: dict[str, Any] | None = None,
                  champion: bool = False, action_id: str | None = None) -> ModelVersion:
-        """Add a version (numbered 1, 2, ...); ``champion`` makes it the champion at once (a first model)."""
+        """Add a version (numbered 1, 2, ...); ``champion`` makes it the champion at once (a first model).
+
+        Parameters
+        ----------
+        model
+            The model's name: letters, digits, ``.``, ``_`` and ``-``.
+        artifact
+            The model's state as plain data (its ``snapshot()``), stored as JSON.
+        reason
+            Why it exists, kept in the lineage.
+        parent
+            The registered version it was trained to replace.
+        metrics
+            Numbers worth keeping with it.
+        info
+            Anything else worth keeping (training window, trigger).
+        champion
+            Promote it at once.
+        action_id
+            Derived from the event that caused this; a repeat returns the version already registered.
+        """
         with self._change(model) as data:
             if action_id is not None and action_id in data["actions"]:
                 for v, rec in data["versions"].items():
@@ -191,7 +298,17 @@ class ModelRegistry:
 
     def promote(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
                 outgoing_state: dict[str, Any] | None = None, action_id: str | None = None) -> ModelVersion:
-        """Make ``version`` the champion; ``outgoing_state`` keeps what the replaced champion had learned."""
+        """Make ``version`` the champion; ``outgoing_state`` keeps what the replaced champion had learned.
+
+        Parameters
+        ----------
+        model, version
+            Which one; ``RegistryError`` if it is not registered.
+        reason, metrics, action_id
+            As for ``register``.
+        outgoing_state
+            The replaced champion's newest state, so that a rollback to it resumes from there.
+        """
         with self._change(model) as data:
             if version not in data["versions"]:
                 raise RegistryError(f"model {model!r} has no version {version!r}")
@@ -202,7 +319,15 @@ class ModelRegistry:
 
     def reject(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
                action_id: str | None = None) -> ModelVersion:
-        """Record that a challenger lost; it stays registered, with the numbers that decided it."""
+        """Record that a challenger lost; it stays registered, with the numbers that decided it.
+
+        Parameters
+        ----------
+        model, version
+            Which one.
+        reason, metrics, action_id
+            As for ``register``.
+        """
         with self._change(model) as data:
             if version not in data["versions"]:
                 raise RegistryError(f"model {model!r} has no version {version!r}")
@@ -217,7 +342,17 @@ class ModelRegistry:
 
     def rollback(self, model: str, *, reason: str, outgoing_state: dict[str, Any] | None = None,
                  action_id: str | None = None) -> ModelVersion:
-        """Restore the champion that the current one replaced; the current one is marked rolled back."""
+        """Restore the champion that the current one replaced; the current one is marked rolled back.
+
+        Parameters
+        ----------
+        model
+            The model's name; ``RegistryError`` when there is nothing to go back to.
+        reason, action_id
+            As for ``register``.
+        outgoing_state
+            As for ``promote``.
+        """
         with self._change(model) as data:
             current = data["champion"]
             if current is None:
@@ -238,6 +373,14 @@ class ModelRegistry:
             return ModelVersion(model=model, **data["versions"][previous])
 
     def save_state(self, model: str, version: str, state: dict[str, Any]) -> None:
-        """Keep a serving version's newest state (it learns online), so a rollback to it resumes from here."""
+        """Keep a serving version's newest state (it learns online), so a rollback to it resumes from here.
+
+        Parameters
+        ----------
+        model, version
+            Which one.
+        state
+            Its state as plain data.
+        """
         self.get(model, version)
         _write_json(self._folder(model) / "versions" / version / "latest.json", state)

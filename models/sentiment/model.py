@@ -29,23 +29,56 @@ _lock = threading.Lock()
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
+    """One text's sentiment.
+
+    Parameters
+    ----------
+    label
+        ``negative``, ``neutral`` or ``positive``.
+    score
+        From -1 to 1: P(positive) - P(negative) (VADER: its compound score).
+    probabilities
+        Label -> probability.
+    """
+
     label: str
     score: float
     probabilities: dict[str, float]
 
 
 def default_model_dir() -> Path:
+    """Where ``eddyline models train-sentiment`` puts the model trained here, and where it is loaded from:
+    ``EDDYLINE_SENTIMENT_DIR``, else ``~/.cache/eddyline/sentiment``.
+    """
     return Path(os.environ.get("EDDYLINE_SENTIMENT_DIR", Path.home() / ".cache" / "eddyline" / "sentiment"))
 
 
 class SentimentModel(ABC):
+    """Texts in, a ``Prediction`` per text out; subclasses give ``probabilities`` over negative/neutral/positive.
+
+    Build one with ``load_sentiment``.
+    """
+
     name: str = "sentiment"
 
     @abstractmethod
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, 3) probabilities in LABELS order."""
+        """(n, 3) probabilities in LABELS order (negative, neutral, positive).
+
+        Parameters
+        ----------
+        texts
+            The texts, in any number: backends batch them themselves.
+        """
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        """A ``Prediction`` per text: the likeliest label, and P(positive) - P(negative) as the score.
+
+        Parameters
+        ----------
+        texts
+            As for ``probabilities``.
+        """
         if not texts:
             return []
         p = self.probabilities(list(texts))
@@ -62,7 +95,17 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class OnnxSentiment(SentimentModel):
-    """The quantised model through onnxruntime, tokenised with the ``tokenizers`` library (no torch)."""
+    """The quantised model through onnxruntime, tokenised with the ``tokenizers`` library (no torch).
+
+    Parameters
+    ----------
+    model_dir
+        A folder with ``model.int8.onnx`` and its tokenizer, as ``eddyline models train-sentiment`` writes it.
+    threads
+        Intra-op threads; 0 lets onnxruntime choose.
+    batch_size
+        Texts per inference call.
+    """
 
     def __init__(self, model_dir: str | Path, *, threads: int = 0, batch_size: int = 64) -> None:
         import onnxruntime as ort
@@ -112,6 +155,17 @@ class TransformersSentiment(SentimentModel):
 
     Its labels are mapped onto negative/neutral/positive by name; a two-label model (e.g. SST-2's
     NEGATIVE/POSITIVE) simply never says neutral.
+
+    Parameters
+    ----------
+    model
+        A model directory or hub id (a hub id needs the internet the first time).
+    max_length
+        Tokens per text; longer texts are truncated.
+    threads
+        torch threads; 0 leaves torch's default.
+    batch_size
+        Texts per forward pass.
     """
 
     def __init__(self, model: str | Path, *, max_length: int = 128, threads: int = 0, batch_size: int = 64) -> None:
@@ -146,7 +200,15 @@ class TransformersSentiment(SentimentModel):
 
 
 class TorchSentiment(SentimentModel):
-    """The network trained here, in PyTorch fp32 (``<model dir>/torch``): the baseline the ONNX model is timed against."""
+    """The network trained here, in PyTorch fp32 (``<model dir>/torch``): the baseline the ONNX model is timed against.
+
+    Parameters
+    ----------
+    model_dir
+        The trained model's folder (with ``head.json``).
+    max_length, threads, batch_size
+        As for ``TransformersSentiment``.
+    """
 
     def __init__(self, model_dir: str | Path, *, max_length: int = 64, threads: int = 0, batch_size: int = 64) -> None:
         import torch
@@ -190,6 +252,13 @@ class VaderSentiment(SentimentModel):
         self.analyzer = SentimentIntensityAnalyzer()
 
     def compound(self, texts: Sequence[str]) -> np.ndarray:
+        """VADER's compound score per text, from -1 to 1.
+
+        Parameters
+        ----------
+        texts
+            As for ``probabilities``.
+        """
         return np.array([self.analyzer.polarity_scores(t)["compound"] for t in texts])
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
@@ -206,9 +275,29 @@ class VaderSentiment(SentimentModel):
 
 
 def load_sentiment(model: str | Path | None = None, *, shared: bool = True, **options: Any) -> SentimentModel:
-    """``None``: the model trained here (``default_model_dir()``); ``"vader"``: the lexicon; a directory with
+    """A sentiment model by reference.
+
+    ``None``: the model trained here (``default_model_dir()``); ``"vader"``: the lexicon; a directory with
     ``model.int8.onnx``: that ONNX model; its ``torch/`` subdirectory: the same network in PyTorch fp32; any
-    other directory or hub id: a Hugging Face sequence-classification model in PyTorch."""
+    other directory or hub id: a Hugging Face sequence-classification model in PyTorch. A missing model is a
+    ``FileNotFoundError`` that says how to train one.
+
+    Parameters
+    ----------
+    model
+        The reference, as above.
+    shared
+        Return the instance already loaded for the same reference and options, so that per-conversation
+        processors share one model.
+    options
+        Passed to the model's constructor (``threads``, ``batch_size``, ...).
+
+    Examples
+    --------
+    >>> from models.sentiment.model import load_sentiment
+    >>> [p.label for p in load_sentiment("vader").predict(["What a lovely day.", "This is awful."])]
+    ['positive', 'negative']
+    """
     ref = str(model) if model is not None else str(default_model_dir())
     key = f"{ref}|{sorted(options.items())}"
     if shared:

@@ -12,7 +12,19 @@ from models.speech.audio import SAMPLE_RATE, resample, to_float32
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """A stretch of transcribed speech; times in seconds from the start of the audio given."""
+    """A stretch of transcribed speech; times in seconds from the start of the audio given.
+
+    Parameters
+    ----------
+    start, end
+        Where it starts and ends, seconds.
+    text
+        What was said.
+    language
+        The language code the model used or detected.
+    confidence
+        Mean token probability, where the backend reports one.
+    """
 
     start: float
     end: float
@@ -27,6 +39,15 @@ class Transcriber(ABC):
     name: str = "transcriber"
 
     def transcribe(self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[Segment]:
+        """The segments of speech in the audio, times from its start.
+
+        Parameters
+        ----------
+        audio
+            Mono samples: PCM16 bytes, an int16 or a float array.
+        sample_rate
+            Their rate; other rates than 16 kHz are resampled here.
+        """
         samples = to_float32(audio)
         if sample_rate != SAMPLE_RATE:
             samples = resample(samples, sample_rate, SAMPLE_RATE)
@@ -35,6 +56,13 @@ class Transcriber(ABC):
         return self._transcribe(samples)
 
     def text(self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+        """The transcript as one line of text.
+
+        Parameters
+        ----------
+        audio, sample_rate
+            As for ``transcribe``.
+        """
         return " ".join(s.text for s in self.transcribe(audio, sample_rate)).strip()
 
     @abstractmethod

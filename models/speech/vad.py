@@ -18,6 +18,26 @@ from models.speech.audio import SAMPLE_RATE, to_float32, to_pcm16
 
 @dataclass
 class VADConfig:
+    """How audio is cut into utterances.
+
+    Parameters
+    ----------
+    frame_ms
+        Analysis frame length.
+    floor_db
+        Nothing quieter than this is speech.
+    margin_db
+        Speech is this much louder than the running noise level.
+    min_speech_ms
+        Shorter bursts are clicks, not utterances.
+    min_silence_ms
+        A pause this long ends an utterance.
+    pad_ms
+        Audio kept either side of the speech.
+    max_utterance_ms
+        Long monologues are cut here, so transcripts keep flowing.
+    """
+
     frame_ms: int = 30
     floor_db: float = -45.0  # never call anything quieter than this speech
     margin_db: float = 12.0  # speech is this much louder than the running noise level
@@ -29,6 +49,16 @@ class VADConfig:
 
 @dataclass(frozen=True, slots=True)
 class Utterance:
+    """One stretch of speech, padded, as the transcriber gets it.
+
+    Parameters
+    ----------
+    start, end
+        Sample offsets from the start of the stream.
+    samples
+        float32 samples at the stream's rate.
+    """
+
     start: int  # sample offsets from the start of the stream
     end: int
     samples: np.ndarray  # float32 at the stream's rate
@@ -39,6 +69,31 @@ class Utterance:
 
 
 class EnergyVAD:
+    """Energy-based voice activity detection over a stream of chunks of any size.
+
+    ``feed`` returns the utterances that ended inside the audio given; ``flush`` ends the one in progress
+    (at the end of a conversation). Its state snapshots to plain data.
+
+    Parameters
+    ----------
+    config
+        Thresholds and timings; ``VADConfig()`` by default.
+    sample_rate
+        The rate of the audio fed, Hz.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from models.speech import EnergyVAD
+    >>> rate = 16000
+    >>> tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate)  # one second of "speech"
+    >>> audio = np.concatenate([np.zeros(rate), tone, np.zeros(rate)]).astype(np.float32)
+    >>> vad = EnergyVAD()
+    >>> utterances = [u for chunk in np.array_split(audio, 15) for u in vad.feed(chunk)] + vad.flush()
+    >>> [(round(u.start / rate, 1), round(u.end / rate, 1)) for u in utterances]
+    [(0.8, 2.2)]
+    """
+
     def __init__(self, config: VADConfig | None = None, sample_rate: int = SAMPLE_RATE) -> None:
         self.config = config or VADConfig()
         self.sample_rate = sample_rate
@@ -61,6 +116,13 @@ class EnergyVAD:
         self._silence_run = 0
 
     def feed(self, audio: bytes | np.ndarray) -> list[Utterance]:
+        """The utterances that ended inside this chunk; the rest waits for the next chunk (or ``flush``).
+
+        Parameters
+        ----------
+        audio
+            The next chunk, of any length: PCM16 bytes, an int16 or a float array, at ``sample_rate``.
+        """
         x = to_float32(audio)
         if self._rest.size:
             x = np.concatenate([self._rest, x])

@@ -10,7 +10,19 @@ _WORD = re.compile(r"[a-z0-9']+")
 
 def normalize_words(text: str) -> list[str]:
     """Lower case, no punctuation, and digits spelled one by one ("452" -> "four five two"), because
-    Whisper writes numbers as digits while reference scripts spell them out."""
+    Whisper writes numbers as digits while reference scripts spell them out.
+
+    Parameters
+    ----------
+    text
+        A transcript or a reference script.
+
+    Examples
+    --------
+    >>> from models.speech import normalize_words
+    >>> normalize_words("Call 452, now!")
+    ['call', 'four', 'five', 'two', 'now']
+    """
     words: list[str] = []
     for w in _WORD.findall(text.lower().replace("-", " ")):
         w = w.strip("'")
@@ -32,7 +44,21 @@ def edit_distance(ref: list[str], hyp: list[str]) -> int:
 
 
 def word_error_rate(references: str | list[str], hypotheses: str | list[str]) -> float:
-    """Corpus WER: total word edits over total reference words."""
+    """Corpus WER: total word edits over total reference words.
+
+    Parameters
+    ----------
+    references
+        What was said: one text, or a list.
+    hypotheses
+        What was transcribed, in the same order and number.
+
+    Examples
+    --------
+    >>> from models.speech import word_error_rate
+    >>> word_error_rate("the cat sat on the mat", "the cat sat on a mat")
+    0.16666666666666666
+    """
     refs = [references] if isinstance(references, str) else list(references)
     hyps = [hypotheses] if isinstance(hypotheses, str) else list(hypotheses)
     if len(refs) != len(hyps):

@@ -43,10 +43,26 @@ class RecommendSettings(Section):
 
 
 class Recommender(Protocol):
+    """What the API needs of a live model: its name and version, and ``top_k(user, k, exclude_seen)`` giving
+    (item, score) pairs, best first. The click flow's processors are recommenders.
+    """
+
     model_name: str
     version: str
 
-    def top_k(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]: ...
+    def top_k(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
+        """(item, score) pairs for a user, best first.
+
+        Parameters
+        ----------
+        user
+            Who the recommendations are for.
+        k
+            How many.
+        exclude_seen
+            Leave out the items the user was already shown.
+        """
+        ...
 
 
 LIVE: dict[str, Recommender] = {}  # model name -> the live processor serving it in this process
@@ -104,7 +120,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class RecommendServer(ThreadingHTTPServer):
-    """Serves ``live`` (``LIVE`` by default) on 127.0.0.1; port 0 picks a free port."""
+    """Serves ``live`` (``LIVE`` by default) on 127.0.0.1; port 0 picks a free port.
+
+    Parameters
+    ----------
+    port
+        The port; 0 for any free one (read it from ``server_address``).
+    host
+        The listen address.
+    live
+        Model name -> recommender; the process's ``LIVE`` registry by default.
+    """
 
     daemon_threads = True
 
@@ -137,7 +163,13 @@ class RecommendServer(ThreadingHTTPServer):
 
 
 def serve(port: int, host: str = "127.0.0.1") -> RecommendServer:
-    """Start the API in a background thread of this process (next to the click flow) and return it."""
+    """Start the API in a background thread of this process (next to the click flow) and return it.
+
+    Parameters
+    ----------
+    port, host
+        As for ``RecommendServer``.
+    """
     return RecommendServer(port, host).start()
 
 
@@ -146,7 +178,13 @@ _serving: dict[tuple[str, int], RecommendServer] = {}
 
 def serve_from_settings(settings: RecommendSettings | None = None) -> RecommendServer | None:
     """The API on the configured port, started once per process however often a flow is built; None
-    when no port is configured."""
+    when no port is configured.
+
+    Parameters
+    ----------
+    settings
+        ``[recommend]`` settings; read from the file and environment when not given.
+    """
     settings = settings or RecommendSettings()
     if settings.port is None:
         return None

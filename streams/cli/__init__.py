@@ -5,7 +5,6 @@ Heavy modules are imported inside each command so that ``eddyline --help`` stays
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -27,6 +26,8 @@ models_app = typer.Typer(help="Model registry and model training.", no_args_is_h
 alerts_app = typer.Typer(help="Alert delivery: dead letters of the notify flow.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(alerts_app, name="alerts")
+bridge_app = typer.Typer(help="Bridges from where devices already publish (MQTT) into Kafka.", no_args_is_help=True)
+app.add_typer(bridge_app, name="bridge")
 app.add_typer(models_app, name="models")
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -169,18 +170,20 @@ def run_flow(
             from streams.engines.faust import run as run_faust
 
             folder = state_dir or runtime.state_dir / f"{spec.name}-faust"
-            run_faust(spec, _kafka(), state_dir=folder, workers=workers, batch_size=runtime.batch_size)
+            run_faust(spec, _kafka(), state_dir=folder, workers=workers, batch_size=runtime.batch_size,
+                      lag_interval_s=runtime.lag_interval_s)
         elif workers > 1:
             from streams.engines.bytewax_cluster import run_cluster
 
             folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
-                        batch_size=runtime.batch_size)
+                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s)
         else:
             from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
-            run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size)
+            run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size,
+                lag_interval_s=runtime.lag_interval_s)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 
@@ -236,6 +239,7 @@ def _mount_plugins(group: typer.Typer, entry_point_group: str) -> None:
 
 _mount_plugins(bench_app, "eddyline.bench")
 _mount(app, "gateway", "connectors.gateway:command")
+_mount(bridge_app, "mqtt", "connectors.mqtt.bridge:command")
 _mount(app, "live", "streams.apps.live:command")
 _mount(produce_app, "clicks", "streams.producers.clicks:command")
 _mount(produce_app, "audio", "streams.cli.audio:produce_command")
@@ -249,7 +253,3 @@ _mount(alerts_app, "redrive", "streams.cli.alerts:redrive_command")
 
 def main() -> None:  # pragma: no cover
     app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

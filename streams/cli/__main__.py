@@ -1,4 +1,4 @@
-"""``python -m streams.cli``: the ``eddyline`` command without its installed script."""
+"""``python -m streams.cli``: the ``eddyline`` command."""
 
 from streams.cli import main
 

@@ -1,9 +1,10 @@
 """``eddyline demo``: the whole sensor path on one machine, observed from the outside.
 
-It starts the embedded broker, a loopback alert receiver standing in for PagerDuty and Slack, and the
-anomaly flow as its own process (as in production), then publishes simulated devices with injected
-anomalies and malformed messages. A watcher reads the output topics as any consumer would, so the
-summary counts what really came out: readings scored, dead letters, anomalies, alerts, deliveries.
+It starts the embedded broker, a loopback alert receiver standing in for PagerDuty and Slack, the anomaly
+flow and the notify flow (which delivers the alerts) as processes of their own (as in production), then
+publishes simulated devices with injected anomalies and malformed messages. A watcher reads the output
+topics as any consumer would, so the summary counts what really came out: readings scored, dead letters,
+anomalies, alerts, deliveries.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from streams.flows.sensor_anomaly import FLOW
 from streams.producers.sensors import SensorProducer
 from streams.producers.simulator import InjectedAnomaly
 
-CALLS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "audio"  # espeak-ng recordings, ours
+CALLS_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"  # espeak-ng recordings, ours
 ROUTING_KEY = "eddylinedemo0000000000000000000r"  # PagerDuty integration keys are 32 characters
 
 DLQ_SENSOR = dlq_topic("sensor.readings")
@@ -53,6 +54,7 @@ class OutputWatcher(threading.Thread):
         self.scored = 0
         self.dlq = 0
         self.anomalies = 0
+        self.alert_events = 0  # distinct alert events, every flow: each is one PagerDuty event once delivered
         self.alerts: dict[str, set[str]] = defaultdict(set)  # status -> incident keys, sensor flow
         self.call_alerts: dict[str, set[str]] = defaultdict(set)  # status -> incident keys, audio flow
         self.transcripts = 0
@@ -100,6 +102,7 @@ class OutputWatcher(threading.Thread):
                     self.last_utterance = rec
                 return
             if topic == "alerts":
+                self.alert_events += 1
                 if rec["source"] != FLOW:
                     self.call_alerts[rec["status"]].add(rec["alert_key"])
                     return
@@ -208,11 +211,14 @@ def run_demo(
         # the demo's own clients outlive the broker by a moment at the end: keep librdkafka's complaints quiet
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="", session_timeout_ms=6000,
                                  extra={"log_level": "2"})
-        create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts"])
+        # the watcher reads every output topic from the start, the calls' too even when there are none to play
+        create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts", "alerts.retry",
+                                 dlq_topic("alerts"), "transcripts", "scores.sentiment"])
         live = LivePage(settings, "127.0.0.1", 0).start()
         console.print(f"live page: [bold]{live.url}[/]")
         console.print(f"broker {broker.bootstrap} · alert receiver {receiver.pagerduty_url} · logs in {work}")
         flow = _start_flow("anomaly", settings, receiver, work / "state", work / "flow.log")
+        notify = _start_flow("notify", settings, receiver, work / "notify-state", work / "notify.log")
         recordings = [CALLS_DIR / f"{c}.wav" for clips in CONVERSATIONS.values() for c in clips] if calls else []
         if calls and not all(p.is_file() for p in recordings):
             recordings = []
@@ -259,7 +265,7 @@ def run_demo(
                 while producing.is_alive():
                     producing.join(0.25)
                     live.update(table("producing"))
-                    for proc, log_name in ((flow, "flow.log"), (audio, "audio.log")):
+                    for proc, log_name in ((flow, "flow.log"), (notify, "notify.log"), (audio, "audio.log")):
                         if proc is not None and proc.poll() is not None:
                             raise RuntimeError(f"a flow exited with code {proc.returncode}; see {work / log_name}")
                     if not announced and watcher.first_alert is not None:
@@ -277,10 +283,14 @@ def run_demo(
                     if done and calls_quiet:
                         break
                     time.sleep(0.25)
-                time.sleep(1.0)  # the last alert deliveries
+                deadline = time.monotonic() + 30.0  # the notify flow delivers the last alerts
+                while time.monotonic() < deadline and receiver.counts["pagerduty_events"] < watcher.alert_events:
+                    live.update(table("delivering alerts"))
+                    time.sleep(0.25)
         finally:
             signal.signal(signal.SIGINT, previous)
             _stop_process(flow)
+            _stop_process(notify)
             if audio is not None:
                 _stop_process(audio)
             live.stop()

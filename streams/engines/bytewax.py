@@ -21,16 +21,26 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import OFFSET_BEGINNING
 
-from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
+from connectors.kafka import EventProducer, KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.lag import start_monitor
 from streams.engines.output import DeadLetter, FlowOutput, Message
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 
 log = logging.getLogger(__name__)
 
-# Kafka-side settings a consumer may pass through; group and offset handling belong to Bytewax.
-_SOURCE_KEYS = ("security.protocol", "sasl.mechanism", "sasl.username", "sasl.password", "ssl.ca.location",
-                "ssl.certificate.location", "ssl.key.location", "client.id")
+
+def source_config(settings: KafkaSettings) -> dict[str, Any]:
+    """What the Bytewax Kafka source's clients get on top of Bytewax's own keys: every client setting of
+    ``[kafka]``, ``extra`` included (TLS, SASL/OAuth, fetch tuning). Bytewax assigns partitions and keeps
+    offsets in its recovery store, so group and commit settings are its own.
+
+    Parameters
+    ----------
+    settings
+        Kafka settings.
+    """
+    return admin_config(settings)
 
 
 class _ProcessorLogic(StatefulBatchLogic):
@@ -95,17 +105,33 @@ class _SideSink(DynamicSink):
         return _SidePartition(self.factory())
 
 
-def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500) -> Dataflow:
-    """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write."""
-    output = FlowOutput(spec, settings)
+def build_dataflow(
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None
+) -> Dataflow:
+    """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
+
+    Decoding, encoding and dead letters go through ``streams.engines.output``, the path the Faust adapter
+    shares; the dataflow itself only moves batches.
+
+    Parameters
+    ----------
+    spec
+        The flow.
+    settings
+        Kafka settings: brokers, credentials and the topic namespace.
+    batch_size
+        Most messages read from a partition at a time.
+    output
+        The decode/encode path to use (its ``positions`` feed the lag monitor); a new one by default.
+    """
+    output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
-    source_config = {k: v for k, v in consumer_config(settings, "unused").items() if k in _SOURCE_KEYS}
     source = KafkaSource(
         [settings.bootstrap_servers],
         [settings.topic(t) for t in spec.inputs],
         tail=True,
         starting_offset=OFFSET_BEGINNING,
-        add_config=source_config,
+        add_config=source_config(settings),
         batch_size=batch_size,
         raise_on_errors=False,
     )
@@ -134,7 +160,15 @@ def build_dataflow(spec: FlowSpec, settings: KafkaSettings, *, batch_size: int =
 
 
 def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
-    """Create every topic the flow reads or writes, before it writes."""
+    """Create every topic the flow reads or writes, before it writes.
+
+    Parameters
+    ----------
+    spec
+        The flow; its inputs, outputs and their dead-letter topics are created.
+    settings
+        Kafka settings (the namespace applies).
+    """
     create_topics(settings, FlowOutput(spec, settings).topics())
 
 
@@ -146,10 +180,31 @@ def run(
     epoch_interval: timedelta = timedelta(seconds=2),
     workers: int = 1,
     batch_size: int = 500,
+    lag_interval_s: float | None = 5.0,
 ) -> None:
-    """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch."""
+    """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
+
+    A restart with the same ``state_dir`` resumes from the last epoch: the inputs after it are read again
+    and give the same output ids (delivery is at least once, outputs idempotent).
+
+    Parameters
+    ----------
+    spec
+        The flow.
+    settings
+        Kafka settings.
+    state_dir
+        Bytewax's recovery store (created when missing); None runs without checkpoints.
+    epoch_interval
+        How often state and offsets are snapshotted.
+    workers
+        Worker threads in this process.
+    batch_size
+        Most messages read from a partition at a time.
+    lag_interval_s
+        How often a lag monitor reports the flow's consumer lag (None: no monitor).
+    """
     from bytewax.recovery import RecoveryConfig, init_db_dir
-    from bytewax.run import cli_main
 
     ensure_topics(spec, settings)
     recovery = None
@@ -158,5 +213,32 @@ def run(
         if not any(state_dir.glob("part-*.sqlite3")):
             init_db_dir(state_dir, 1)
         recovery = RecoveryConfig(state_dir)
-    flow = build_dataflow(spec, settings, batch_size=batch_size)
-    cli_main(flow, workers_per_process=workers, epoch_interval=epoch_interval, recovery_config=recovery)
+    run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, workers_per_process=workers,
+                 epoch_interval=epoch_interval, recovery_config=recovery)
+
+
+def run_dataflow(
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None, **cli_options: Any
+) -> None:
+    """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
+    consumed, so the flow's group shows how far it got.
+
+    Parameters
+    ----------
+    spec, settings, batch_size
+        As for ``build_dataflow``.
+    lag_interval_s
+        How often the lag monitor reports (None: no monitor).
+    cli_options
+        Passed to Bytewax's ``cli_main`` (workers, epoch interval, recovery).
+    """
+    from bytewax.run import cli_main
+
+    output = FlowOutput(spec, settings)
+    flow = build_dataflow(spec, settings, batch_size=batch_size, output=output)
+    monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
+    try:
+        cli_main(flow, **cli_options)
+    finally:
+        if monitor is not None:
+            monitor.stop()

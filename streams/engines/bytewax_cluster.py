@@ -25,17 +25,17 @@ log = logging.getLogger(__name__)
 
 
 def _process(spec: FlowSpec, settings: KafkaSettings, index: int, addresses: list[str], state_dir: Path | None,
-             workers_per_process: int, epoch_interval: timedelta, batch_size: int) -> None:
+             workers_per_process: int, epoch_interval: timedelta, batch_size: int,
+             lag_interval_s: float | None) -> None:
     from bytewax.recovery import RecoveryConfig
-    from bytewax.run import cli_main
 
-    from streams.engines.bytewax import build_dataflow
+    from streams.engines.bytewax import run_dataflow
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent stops the cluster; children just end
-    flow = build_dataflow(spec, settings, batch_size=batch_size)
     recovery = RecoveryConfig(state_dir) if state_dir is not None else None
-    cli_main(flow, workers_per_process=workers_per_process, process_id=index, addresses=addresses,
-             epoch_interval=epoch_interval, recovery_config=recovery)
+    run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s,
+                 workers_per_process=workers_per_process, process_id=index, addresses=addresses,
+                 epoch_interval=epoch_interval, recovery_config=recovery)
 
 
 def run_cluster(
@@ -48,12 +48,28 @@ def run_cluster(
     epoch_interval: timedelta = timedelta(seconds=2),
     batch_size: int = 500,
     addresses: Sequence[str] | None = None,
+    lag_interval_s: float | None = 5.0,
 ) -> None:
     """Start ``processes`` Bytewax processes and run until interrupted or until one of them fails.
 
     ``addresses`` (host:port, one per process) default to free ports on 127.0.0.1. A process that dies
     takes the cluster down (Bytewax cannot go on without it): the others are stopped and the exit code
     is raised, so a supervisor restarts the whole cluster, which resumes from the recovery folder.
+
+    Parameters
+    ----------
+    spec, settings, epoch_interval, batch_size, lag_interval_s
+        As for ``streams.engines.bytewax.run``.
+    processes
+        Bytewax processes to start; at least 1.
+    state_dir
+        The recovery store shared by every process; None runs without checkpoints.
+    workers_per_process
+        Worker threads in each process.
+    addresses
+        host:port of each process, for the cluster's own communication.
+    lag_interval_s
+        How often each process's lag monitor reports (None: no monitor).
     """
     from bytewax.recovery import init_db_dir
 
@@ -70,7 +86,8 @@ def run_cluster(
         if not any(state_dir.glob("part-*.sqlite3")):
             init_db_dir(state_dir, processes * workers_per_process)
     supervise(spec.name, [
-        (_process, (spec, settings, i, addrs, state_dir, workers_per_process, epoch_interval, batch_size))
+        (_process, (spec, settings, i, addrs, state_dir, workers_per_process, epoch_interval, batch_size,
+                    lag_interval_s))
         for i in range(processes)])
 
 
@@ -79,6 +96,13 @@ def supervise(name: str, targets: Sequence[tuple[Callable[..., Any], tuple[Any, 
 
     Children die with this process (``PR_SET_PDEATHSIG``) even when it is killed outright. Forked, not
     spawned: flow specs hold lambdas, which children can only inherit.
+
+    Parameters
+    ----------
+    name
+        Names the children (``NAME-0``, ``NAME-1``, ...) in process lists and logs.
+    targets
+        (function, arguments) to run in each child.
     """
     from connectors.broker import _die_with_parent, _prctl
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from connectors.kafka import KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.lag import consumer_group, start_monitor
 from streams.engines.output import DeadLetter, FlowOutput
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 
@@ -58,20 +59,48 @@ _SRC_TOPIC, _SRC_PARTITION, _SRC_OFFSET, _SRC_KEY = (
 
 
 def app_id(spec: FlowSpec, settings: KafkaSettings) -> str:
-    """The Faust app id: the consumer group, and the prefix of its internal topics."""
-    return settings.topic(f"eddyline-{spec.name}")
+    """The Faust app id: the consumer group, and the prefix of its internal topics.
+
+    Parameters
+    ----------
+    spec
+        The flow.
+    settings
+        Kafka settings; the namespace prefixes the id.
+    """
+    return consumer_group(spec.name, "faust", settings)
 
 
 def changelog_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
+    """The compacted topic that holds the flow's processor states (Faust's table changelog).
+
+    Parameters
+    ----------
+    spec, settings
+        As for ``app_id``.
+    """
     return f"{app_id(spec, settings)}-{TABLE}-changelog"
 
 
 def repartition_topic(spec: FlowSpec, settings: KafkaSettings) -> str:
+    """The topic events are re-keyed through, so that each state key lives on one partition.
+
+    Parameters
+    ----------
+    spec, settings
+        As for ``app_id``.
+    """
     return f"{app_id(spec, settings)}-by-key"
 
 
 def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
-    """Create the flow's topics and Faust's internal ones; Faust itself is not allowed to declare any."""
+    """Create the flow's topics and Faust's internal ones; Faust itself is not allowed to declare any.
+
+    Parameters
+    ----------
+    spec, settings
+        As for ``app_id``.
+    """
     create_topics(settings, FlowOutput(spec, settings).topics())
     raw = settings.model_copy(update={"namespace": ""})
     create_topics(raw, [repartition_topic(spec, settings)])
@@ -115,6 +144,71 @@ def _credentials(settings: KafkaSettings) -> Any:
                                  ssl_context=context)
 
 
+def _seconds(ms: str) -> float:
+    return int(ms) / 1000
+
+
+def _acks(value: str) -> int:
+    return -1 if value == "all" else int(value)
+
+
+def _offset_reset(value: str) -> str:
+    return {"smallest": "earliest", "beginning": "earliest", "largest": "latest", "end": "latest"}.get(value, value)
+
+
+# librdkafka names in ``[kafka] extra`` -> the Faust settings that say the same to aiokafka
+_FAUST_EQUIVALENTS: dict[str, tuple[tuple[str, Any], ...]] = {
+    "client.id": (("broker_client_id", str),),
+    "request.timeout.ms": (("broker_request_timeout", _seconds), ("producer_request_timeout", _seconds)),
+    "session.timeout.ms": (("broker_session_timeout", _seconds),),
+    "heartbeat.interval.ms": (("broker_heartbeat_interval", _seconds),),
+    "max.poll.interval.ms": (("broker_max_poll_interval", _seconds),),
+    "max.partition.fetch.bytes": (("consumer_max_fetch_size", int),),
+    "auto.offset.reset": (("consumer_auto_offset_reset", _offset_reset),),
+    "check.crcs": (("broker_check_crcs", lambda v: v == "true"),),
+    "metadata.max.age.ms": (("consumer_metadata_max_age_ms", int), ("producer_metadata_max_age_ms", int)),
+    "connections.max.idle.ms": (("consumer_connections_max_idle_ms", int),
+                                ("producer_connections_max_idle_ms", int)),
+    "linger.ms": (("producer_linger", _seconds),),
+    "batch.size": (("producer_max_batch_size", int),),
+    "message.max.bytes": (("producer_max_request_size", int),),
+    "compression.type": (("producer_compression_type", lambda v: None if v == "none" else v),),
+    "acks": (("producer_acks", _acks),),
+}
+
+
+def faust_options(settings: KafkaSettings) -> dict[str, Any]:
+    """``[kafka] extra`` as Faust settings, for its consumer and producer (aiokafka, not librdkafka).
+
+    Keys with an aiokafka equivalent are translated; a security key without one (``sasl.oauthbearer.*``, ...)
+    is refused, since running without it would connect in a way nobody asked for; other librdkafka-only
+    keys (``log_level``, ``fetch.wait.max.ms``, ...) are logged and left out.
+
+    Parameters
+    ----------
+    settings
+        Kafka settings; only ``extra`` is read here.
+    """
+    options: dict[str, Any] = {}
+    ignored = []
+    for key, value in settings.extra.items():
+        targets = _FAUST_EQUIVALENTS.get(key)
+        if targets is None:
+            if key.startswith(("ssl.", "sasl.", "security.")):
+                raise ValueError(f"[kafka] extra {key!r} has no equivalent in the Faust engine's client (aiokafka); "
+                                 "use the [kafka] ssl_*/sasl_* settings, or run this flow with --engine bytewax")
+            ignored.append(key)
+            continue
+        try:
+            options.update((name, convert(value)) for name, convert in targets)
+        except ValueError:
+            raise ValueError(f"[kafka] extra {key}={value!r} is not a valid value for the Faust engine") from None
+    if ignored:
+        log.warning("[kafka] extra keys without a Faust equivalent are not applied to its clients: %s",
+                    ", ".join(sorted(ignored)), extra={"ignored": sorted(ignored)})
+    return options
+
+
 def _headers(items: Any) -> dict[str, bytes]:
     if not items:
         return {}
@@ -129,6 +223,21 @@ def unabsorbed(events: Sequence[Event], absorbed: Mapping[tuple[str, int], int])
     bring a partition's later offset before an earlier one; applied as they came, the later offset would
     mark the earlier event absorbed and the state would never see it. Each partition's events are put in
     offset order in the slots they held, so the interleaving across partitions stays as it arrived.
+
+    Parameters
+    ----------
+    events
+        A batch as delivered.
+    absorbed
+        (topic, partition) -> the highest offset the state has applied.
+
+    Examples
+    --------
+    >>> from streams.engines.faust import unabsorbed
+    >>> from streams.processor import Event
+    >>> batch = [Event("t", "k", {}, 0, 5), Event("t", "k", {}, 0, 4), Event("t", "k", {}, 0, 5)]
+    >>> [e.offset for e in unabsorbed(batch, {("t", 0): 3})]
+    [4, 5]
     """
     found: dict[tuple[str, int], dict[int, Event]] = {}
     for e in events:
@@ -274,21 +383,20 @@ class _FlowRunner:
                                             list(headers.items()) if headers else None)
 
 
-def build_app(
-    spec: FlowSpec,
-    settings: KafkaSettings,
-    *,
-    state_dir: Path,
-    batch_size: int = 500,
-    batch_within: float = 0.2,
-    standby_replicas: int = 1,
-) -> Any:
-    """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table."""
-    import faust
+def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int = 1) -> dict[str, Any]:
+    """The Faust settings of a flow's app: ``[kafka]``, then ``[kafka] extra`` where Faust can express it.
 
+    Parameters
+    ----------
+    settings
+        The flow's Kafka settings.
+    state_dir
+        Faust's local files (the table's local copy).
+    standby_replicas
+        Workers that keep a standby copy of each table partition, for fast failover.
+    """
     session_s = settings.session_timeout_ms / 1000
-    app = faust.App(
-        app_id(spec, settings),
+    options: dict[str, Any] = dict(
         broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         broker_client_id=settings.client_id,
@@ -311,6 +419,37 @@ def build_app(
         web_enabled=False,
         autodiscover=False,
     )
+    options.update(faust_options(settings))
+    return options
+
+
+def build_app(
+    spec: FlowSpec,
+    settings: KafkaSettings,
+    *,
+    state_dir: Path,
+    batch_size: int = 500,
+    batch_within: float = 0.2,
+    standby_replicas: int = 1,
+) -> Any:
+    """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table.
+
+    Parameters
+    ----------
+    spec, settings
+        The flow and its Kafka settings.
+    state_dir
+        Faust's local files (the table's local copy).
+    batch_size
+        Most events an agent takes at a time.
+    batch_within
+        Seconds an agent waits to fill a batch.
+    standby_replicas
+        Workers that keep a standby copy of each table partition, for fast failover.
+    """
+    import faust
+
+    app = faust.App(app_id(spec, settings), **app_settings(settings, state_dir, standby_replicas))
     table = app.Table(TABLE, default=None,
                       partitions=settings.partitions, changelog_topic=app.topic(
                           changelog_topic(spec, settings), key_serializer="raw", value_serializer="raw",
@@ -367,17 +506,33 @@ def build_app(
 
 
 def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, loglevel: str = "WARNING",
-               **app_options: Any) -> int:
-    """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code."""
+               lag_interval_s: float | None = 5.0, **app_options: Any) -> int:
+    """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code.
+
+    Parameters
+    ----------
+    spec, settings, state_dir
+        As for ``build_app``.
+    loglevel
+        Faust's log level.
+    lag_interval_s
+        How often a lag monitor reads the app's group (None: no monitor).
+    app_options
+        More ``build_app`` keywords.
+    """
     import faust
 
     state_dir.mkdir(parents=True, exist_ok=True)
     app = build_app(spec, settings, state_dir=state_dir, **app_options)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    monitor = start_monitor(spec, settings, "faust", lag_interval_s)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
+    finally:
+        if monitor is not None:
+            monitor.stop()
     return 0
 
 
@@ -390,14 +545,29 @@ def run(
     batch_size: int = 500,
     standby_replicas: int = 1,
     loglevel: str = "WARNING",
+    lag_interval_s: float | None = 5.0,
 ) -> None:
     """Run until interrupted: ``workers`` Faust workers (one process each) in one consumer group.
 
     Faust keeps state in Kafka (the changelog), so ``state_dir`` holds only Faust's local files.
+
+    Parameters
+    ----------
+    spec, settings, batch_size, standby_replicas
+        As for ``build_app``.
+    state_dir
+        Local files, one folder per worker (default ``.eddyline/state/<flow>-faust``).
+    workers
+        Worker processes.
+    loglevel
+        Faust's log level.
+    lag_interval_s
+        How often each worker's lag monitor reads the app's group (None: no monitor).
     """
     folder = state_dir or Path(".eddyline/state") / f"{spec.name}-faust"
     ensure_topics(spec, settings)
-    options = {"batch_size": batch_size, "standby_replicas": standby_replicas, "loglevel": loglevel}
+    options = {"batch_size": batch_size, "standby_replicas": standby_replicas, "loglevel": loglevel,
+               "lag_interval_s": lag_interval_s}
     if workers <= 1:
         code = run_worker(spec, settings, state_dir=folder / "worker-0", **options)
         if code:
@@ -430,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = flow_spec(args.flow)
     try:
         run(spec, KafkaSettings(), state_dir=args.state_dir or runtime.state_dir / f"{spec.name}-faust",
-            workers=args.workers, batch_size=runtime.batch_size,
+            workers=args.workers, batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s,
             loglevel=logging.getLevelName(logging.getLogger().level))
     except KeyboardInterrupt:
         pass

@@ -83,7 +83,17 @@ class Codec:
     def decode(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int
     ) -> Event | DeadLetter:
-        """An event, or a dead letter that says why the message is not one; never raises."""
+        """An event, or a dead letter that says why the message is not one; never raises.
+
+        Parameters
+        ----------
+        topic
+            The full topic name it was read from.
+        key, value
+            The message's bytes.
+        partition, offset
+            Where it was read, kept in the dead letter's headers.
+        """
         logical = self._logical.get(topic, topic)
         event_type = self.inputs.get(logical)
         if event_type is None:
@@ -97,7 +107,13 @@ class Codec:
         return Event(logical, key.decode(errors="replace") if key else None, record, partition, offset)
 
     def encode(self, emit: Emit) -> tuple[str, bytes, bytes]:
-        """Full topic name, key and value; emits are checked against their schema like any producer's."""
+        """Full topic name, key and value; emits are checked against their schema like any producer's.
+
+        Parameters
+        ----------
+        emit
+            A processor's output.
+        """
         topic = self.settings.topic(emit.topic)
         return topic, emit.key.encode(), self.serde.encode(emit.event_type, emit.record, topic=topic)
 
@@ -120,6 +136,7 @@ class FlowOutput:
         self.settings = settings
         self.codec = Codec(settings, spec.inputs, serde)
         self._latency = END_TO_END_LATENCY.labels(spec.name)
+        self.positions: dict[tuple[str, int], int] = {}  # (logical topic, partition) -> next offset to take
 
     def topics(self) -> list[str]:
         """Every logical topic the flow reads or writes, dead letters of inputs and outputs included.
@@ -134,33 +151,63 @@ class FlowOutput:
     def decode(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int
     ) -> Event | DeadLetter:
-        """Decode one consumed message (full topic name) and count it."""
+        """Decode one consumed message (full topic name), count it and note the partition's next offset.
+
+        Parameters
+        ----------
+        topic, key, value, partition, offset
+            As for ``Codec.decode``.
+        """
         out = self.codec.decode(topic, key, value, partition, offset)
         EVENTS_CONSUMED.labels(self.spec.name, out.topic).inc()
+        self.positions[(out.topic, partition)] = offset + 1
         return out
 
     @staticmethod
     def kafka_bound(emit: Emit) -> bool:
-        """Whether an emit goes to Kafka (emits on ``sink.`` topics feed side sinks only)."""
+        """Whether an emit goes to Kafka (emits on ``sink.`` topics feed side sinks only).
+
+        Parameters
+        ----------
+        emit
+            A processor's output.
+        """
         return not emit.topic.startswith(SINK_ONLY)
 
     def encode(self, emit: Emit) -> Message:
-        """The message for an emit; an emit that breaks its schema becomes a dead letter, never an exception."""
+        """The message for an emit; an emit that breaks its schema becomes a dead letter, never an exception.
+
+        Parameters
+        ----------
+        emit
+            A processor's output, bound for Kafka.
+        """
         try:
             topic, key, value = self.codec.encode(emit)
         except SchemaError as exc:  # a processor produced an invalid event: keep it, with the reason
-            log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": str(exc)})
-            return self.dead_letter(DeadLetter(
-                emit.topic, emit.key.encode(), json.dumps(emit.record, default=str).encode(),
-                "invalid_output", str(exc), -1, -1))
+            return self._unencodable(emit, "invalid_output", str(exc))
+        except Exception as exc:  # a key or record no encoder takes must not stop the flow either
+            return self._unencodable(emit, "encode_failed", f"{type(exc).__name__}: {exc}")
         EVENTS_EMITTED.labels(self.spec.name, emit.topic).inc()
         lag_s = time.time() - emit.record.get("event_time", 0) / 1000.0
         if 0.0 <= lag_s < 86_400:  # replays of old data say nothing about the pipeline's latency
             self._latency.observe(lag_s)
         return Message(topic, key, value, None)
 
+    def _unencodable(self, emit: Emit, reason: str, error: str) -> Message:
+        log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": error})
+        key = emit.key.encode() if isinstance(emit.key, str) else None
+        value = json.dumps(emit.record, default=str).encode()
+        return self.dead_letter(DeadLetter(emit.topic, key, value, reason, error, -1, -1))
+
     def dead_letter(self, dead: DeadLetter) -> Message:
-        """The dead-letter message for ``dead``: the bytes unchanged, the reason and origin in headers."""
+        """The dead-letter message for ``dead``: the bytes unchanged, the reason and origin in headers.
+
+        Parameters
+        ----------
+        dead
+            What could not be decoded or encoded, and why.
+        """
         DLQ_EVENTS.labels(self.spec.name, dead.topic, dead.reason).inc()
         log.info("dead-lettered", extra={"flow": self.spec.name, "topic": dead.topic, "reason": dead.reason})
         headers = dlq_headers(self.settings.topic(dead.topic), dead.reason, dead.error, dead.partition, dead.offset)

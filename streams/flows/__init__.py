@@ -85,9 +85,28 @@ SERVICES: dict[str, Callable[[], Callable[[KafkaSettings], None]]] = {"notify": 
 
 
 def flow_spec(name: str) -> FlowSpec:
-    """The flow called ``name``, built from the current settings."""
+    """The flow called ``name``, built from the current settings (TOML file and ``EDDYLINE_*`` environment).
+
+    Parameters
+    ----------
+    name
+        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``; an unknown name
+        raises ``ValueError`` listing the known ones.
+
+    Examples
+    --------
+    >>> from streams.flows import flow_spec
+    >>> spec = flow_spec("drift")
+    >>> spec.name, sorted(spec.inputs)
+    ('drift', ['feedback', 'predictions'])
+    >>> flow_spec("anomly")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, quality, sentiment
+    """
     try:
         return FLOWS[name]()
     except KeyError:
-        names = ", ".join(sorted([*FLOWS, *SERVICES]))
-        raise ValueError(f"unknown flow {name!r}; choose one of: {names}") from None
+        if name in SERVICES:
+            raise ValueError(f"{name} runs its own consumer, not on an engine: `eddyline run {name}`") from None
+        raise ValueError(f"unknown flow {name!r}; choose one of: {', '.join(sorted(FLOWS))}") from None

@@ -21,6 +21,22 @@ SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")
 
 @dataclass
 class PolicyConfig:
+    """When anomaly scores open, escalate and resolve an incident.
+
+    Parameters
+    ----------
+    threshold
+        A score at or above it is anomalous (the sensor flow takes the detector's own threshold).
+    warmup
+        Readings a series must have seen before it may open an incident: detectors are still learning.
+    resolve_after
+        Normal readings in a row before an open incident resolves (hysteresis against flapping).
+    error_at
+        Peak score from which the severity is ``ERROR`` (below: ``WARNING``).
+    critical_at
+        Peak score from which the severity is ``CRITICAL``.
+    """
+
     threshold: float = 0.5
     warmup: int = 600  # readings a series must have before it may page anyone: detectors are still learning
     resolve_after: int = 30  # consecutive normal readings before an incident resolves
@@ -30,7 +46,23 @@ class PolicyConfig:
 
 @dataclass
 class Transition:
-    """An incident opened, escalated or resolved at one reading."""
+    """An incident opened, escalated or resolved at one reading.
+
+    Parameters
+    ----------
+    status
+        ``OPENED``, ``UPDATED`` (severity escalated) or ``RESOLVED``.
+    incident
+        The incident key, derived from the reading that opened it (stable across replays).
+    index
+        The position of the reading in the batch passed to ``AlertPolicy.update``.
+    severity
+        ``WARNING``, ``ERROR`` or ``CRITICAL``.
+    peak
+        The highest score of the incident so far.
+    opened_at
+        Event time of the opening reading, ms.
+    """
 
     status: str  # OPENED, UPDATED or RESOLVED
     incident: str
@@ -41,6 +73,26 @@ class Transition:
 
 
 class AlertPolicy:
+    """Turns one series' anomaly scores into incidents: at most one open at a time, resolved with hysteresis.
+
+    Parameters
+    ----------
+    config
+        Thresholds, warm-up and hysteresis; ``PolicyConfig()`` by default.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from streams.flows.alert_policy import AlertPolicy, PolicyConfig
+    >>> policy = AlertPolicy(PolicyConfig(warmup=0, resolve_after=2))
+    >>> scores = np.array([0.1, 0.95, 0.99, 0.2, 0.1, 0.1])
+    >>> for t in policy.update(scores, np.arange(6) * 1000, origin="batch-1"):
+    ...     print(t.status, t.index, t.severity)
+    OPENED 1 ERROR
+    UPDATED 2 CRITICAL
+    RESOLVED 4 CRITICAL
+    """
+
     def __init__(self, config: PolicyConfig | None = None) -> None:
         self.config = config or PolicyConfig()
         self.incident: str | None = None
@@ -58,7 +110,18 @@ class AlertPolicy:
         return "WARNING"
 
     def update(self, scores: np.ndarray, timestamps: np.ndarray, origin: str) -> list[Transition]:
-        """Feed a batch of scores; ``origin`` identifies the batch (its event id) for incident keys."""
+        """Feed a batch of scores; ``origin`` identifies the batch (its event id) for incident keys.
+
+        Parameters
+        ----------
+        scores
+            The series' anomaly scores, in order.
+        timestamps
+            Their event times, ms.
+        origin
+            The input's identity; an incident's key derives from it and the reading's index, so a replay
+            opens the same incident.
+        """
         cfg = self.config
         out: list[Transition] = []
         start = max(0, min(len(scores), cfg.warmup - self.seen))  # readings still inside the warm-up

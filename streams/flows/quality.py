@@ -47,6 +47,22 @@ def _new_window() -> dict[str, Any]:
 
 
 class QualityProcessor(Processor):
+    """One model's predictions joined with their feedback in event time; metrics per tumbling window and version.
+
+    Parameters
+    ----------
+    model_name
+        The model (the flow's state key).
+    window_ms
+        Window length, by the prediction's event time; positive.
+    max_wait_ms
+        Event time a prediction waits for its feedback (and stray feedback for its prediction).
+    allowed_lateness_ms
+        How far behind its input's clock an event may come and still count.
+    stall_after
+        Predictions in a row without any feedback after which the feedback stream counts as stalled.
+    """
+
     def __init__(self, model_name: str, window_ms: int = 60_000, max_wait_ms: int = 60_000,
                  allowed_lateness_ms: int = 5_000, stall_after: int = 10_000) -> None:
         if window_ms < 1 or stall_after < 1 or max_wait_ms < 0 or allowed_lateness_ms < 0:
@@ -181,7 +197,15 @@ _SKIP = ("event_id", "window_start", "window_end", *_TAGS)
 
 class QualityMetricsSink(Sink):
     """Window metrics to InfluxDB (one point per window, timed at its end, so a replay overwrites it) and
-    to Prometheus gauges ``eddyline_model_<metric>{model,version}``."""
+    to Prometheus gauges ``eddyline_model_<metric>{model,version}``.
+
+    Parameters
+    ----------
+    influx
+        Where points go; None keeps Prometheus only.
+    registry
+        The Prometheus registry for the gauges (the process-wide one by default).
+    """
 
     def __init__(self, influx: Any | None = None, registry: Any | None = None) -> None:
         self.influx = influx
@@ -230,7 +254,19 @@ class QualitySettings(Section):
 def flow(model_name: str, window_ms: int | None = None, max_wait_ms: int | None = None,
          influx_settings: Any | None = None, allowed_lateness_ms: int | None = None,
          stall_after: int | None = None) -> FlowSpec:
-    """What is not given comes from ``QualitySettings``."""
+    """The quality flow: ``predictions`` and ``feedback`` in, window metrics to the dashboards, state per model.
+
+    What is not given comes from ``QualitySettings``.
+
+    Parameters
+    ----------
+    model_name
+        The model whose predictions are measured.
+    window_ms, max_wait_ms, allowed_lateness_ms, stall_after
+        As for ``QualityProcessor``.
+    influx_settings
+        InfluxDB settings for the metrics sink; None keeps Prometheus only.
+    """
     settings = QualitySettings()
     params = (window_ms or settings.window_ms, settings.max_wait_ms if max_wait_ms is None else max_wait_ms,
               settings.allowed_lateness_ms if allowed_lateness_ms is None else allowed_lateness_ms,

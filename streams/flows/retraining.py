@@ -63,6 +63,18 @@ class RetrainingSettings(Section):
 
 
 class RetrainingClickProcessor(ClickProcessor):
+    """The click model with a champion, at most one challenger in shadow, and the registry behind them.
+
+    Parameters
+    ----------
+    model_name, version, click_wait_ms
+        As for ``ClickProcessor``.
+    registry_dir
+        The model registry's folder.
+    policy
+        ``RetrainingSettings`` fields that differ from the defaults (triggers, windows, margin).
+    """
+
     def __init__(self, model_name: str = MODEL_NAME, version: str = "1", click_wait_ms: int = 30 * 60_000,
                  registry_dir: str = ".eddyline/registry", policy: dict[str, Any] | None = None) -> None:
         super().__init__(model_name, version, click_wait_ms)
@@ -270,7 +282,17 @@ class RetrainingClickProcessor(ClickProcessor):
 def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registry_dir: Path | str | None = None,
          policy: dict[str, Any] | None = None) -> FlowSpec:
     """The click flow with retraining: clicks and drift events in; predictions and feedback out. With
-    ``[recommend] port`` set, this process also serves top-k recommendations from the live model."""
+    ``[recommend] port`` set, this process also serves top-k recommendations from the live model.
+
+    Parameters
+    ----------
+    model_name, click_wait_ms
+        As for ``ClickProcessor``.
+    registry_dir
+        The registry's folder (default: ``[retraining] registry_dir``).
+    policy
+        ``RetrainingSettings`` fields that win over the settings.
+    """
     from streams.apps.recommend import serve_from_settings
 
     serve_from_settings()

@@ -31,6 +31,40 @@ RECENT_IDS = 512  # input event ids remembered per device to drop redelivered du
 
 
 class SensorAnomalyProcessor(Processor):
+    """One device's anomaly scoring: a detector and an alert policy per sensor, made when the sensor first reports.
+
+    Each ``sensor_batch`` event becomes one ``scores.anomaly`` event (a score per reading, scored before the
+    detector learns the reading), ``alerts`` events for the incidents its policies open, escalate or resolve,
+    and ``sink.sensor_metrics`` emits for the dashboards. A redelivered batch (same ``event_id``) is dropped.
+
+    Parameters
+    ----------
+    device_id
+        The device this processor scores (the flow's state key).
+    detector
+        An anomaly detector name from ``models.anomaly.DETECTORS``.
+    detector_params
+        Passed to the detector's constructor, for every sensor.
+    policy
+        ``PolicyConfig`` fields other than ``threshold`` (which comes from the detector).
+
+    Examples
+    --------
+    >>> from itertools import islice
+    >>> from streams.flows.sensor_anomaly import SensorAnomalyProcessor
+    >>> from streams.processor import Event
+    >>> from streams.producers.simulator import SensorSimulator
+    >>> batch = next(iter(SensorSimulator(devices=1, readings_per_message=20)))
+    >>> processor = SensorAnomalyProcessor(batch["device_id"])
+    >>> emits = processor.process([Event("sensor.readings", batch["device_id"], batch)])
+    >>> [e.topic for e in emits]
+    ['scores.anomaly', 'sink.sensor_metrics', 'sink.sensor_metrics', 'sink.sensor_metrics']
+    >>> [len(s["scores"]) for s in emits[0].record["series"]]
+    [20, 20, 20]
+    >>> processor.process([Event("sensor.readings", batch["device_id"], batch)])  # redelivered: dropped
+    []
+    """
+
     def __init__(
         self,
         device_id: str,
@@ -165,6 +199,31 @@ def sensor_anomaly_flow(
     policy: PolicyConfig | None = None,
     sinks: list | None = None,
 ) -> FlowSpec:
+    """The sensor anomaly flow: ``sensor.readings`` in, ``scores.anomaly`` and ``alerts`` out, state per device.
+
+    Parameters
+    ----------
+    detector
+        The anomaly detector every sensor gets (``models.anomaly.DETECTORS``).
+    detector_params
+        Passed to each detector's constructor.
+    policy
+        When scores become incidents; its ``threshold`` is ignored in favour of the detector's own.
+    sinks
+        Side sink factories fed with every emit (alert delivery, dashboards).
+
+    Examples
+    --------
+    >>> from itertools import islice
+    >>> from collections import Counter
+    >>> from streams.flows.sensor_anomaly import sensor_anomaly_flow
+    >>> from streams.processor import Event, run_local
+    >>> from streams.producers.simulator import SensorSimulator
+    >>> events = [Event("sensor.readings", r["device_id"], r) for r in islice(SensorSimulator(devices=2), 4)]
+    >>> emits = run_local(sensor_anomaly_flow(), events)
+    >>> Counter(e.topic for e in emits if not e.topic.startswith("sink."))
+    Counter({'scores.anomaly': 4})
+    """
     policy_params = {k: v for k, v in asdict(policy).items() if k != "threshold"} if policy else {}
     return FlowSpec(
         name=FLOW,

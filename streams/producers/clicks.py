@@ -29,6 +29,18 @@ TOPIC = "clicks"
 
 @dataclass
 class ClickReplayStats:
+    """What a MovieLens replay sent.
+
+    Parameters
+    ----------
+    ratings
+        Ratings replayed.
+    impressions, clicks
+        ``click`` events of each action produced.
+    first_time_ms, last_time_ms
+        The event-time span covered.
+    """
+
     ratings: int = 0
     impressions: int = 0
     clicks: int = 0
@@ -42,7 +54,18 @@ class ClickReplayStats:
 
 def replay_ratings(*, count: int | None = None, skip: int = 0, invert_after: int | None = None) -> list[Rating]:
     """The ratings a replay sends, in event-time order; from ``invert_after`` on (counted within the
-    replay) a liked movie is rated 1 and any other 5."""
+    replay) a liked movie is rated 1 and any other 5.
+
+    Parameters
+    ----------
+    count
+        How many ratings (all by default).
+    skip
+        Ratings to skip first, in event-time order.
+    invert_after
+        Invert tastes after this many ratings: a concept drift on purpose, for the drift and retraining
+        flows to catch.
+    """
     from connectors.movielens import load
 
     if (count is not None and count < 0) or skip < 0 or (invert_after is not None and invert_after < 0):
@@ -63,7 +86,19 @@ def produce_clicks(
     on_progress: Callable[[ClickReplayStats], None] | None = None,
 ) -> ClickReplayStats:
     """Publish ``count`` ratings (all by default) from the ``skip``-th on, at ``rate`` ratings per second
-    (0: as fast as the broker takes them); returns what was sent, once the broker has it all."""
+    (0: as fast as the broker takes them); returns what was sent, once the broker has it all.
+
+    Parameters
+    ----------
+    settings
+        Kafka settings; ``clicks`` and its dead-letter topic are created if missing.
+    count, skip, invert_after
+        As for ``replay_ratings``.
+    rate
+        Ratings per second; 0 for as fast as possible.
+    on_progress
+        Called now and then with the stats so far.
+    """
     from connectors.movielens import click_events
 
     if rate < 0:

@@ -19,6 +19,20 @@ TOPIC = "sensor.readings"
 
 @dataclass
 class ProduceStats:
+    """What a sensor producer sent.
+
+    Parameters
+    ----------
+    messages
+        ``sensor_batch`` messages produced.
+    readings
+        Readings in them.
+    bad
+        Malformed messages produced (each must end in ``dlq.sensor.readings``).
+    injected
+        Anomalies the simulator injected so far.
+    """
+
     messages: int = 0
     readings: int = 0
     bad: int = 0
@@ -31,6 +45,22 @@ class ProduceStats:
 
 
 class SensorProducer:
+    """Publishes simulated devices to ``sensor.readings`` at a steady rate, with malformed messages spread among them.
+
+    Parameters
+    ----------
+    settings
+        Kafka settings; the topic and its dead-letter topic are created if missing.
+    devices
+        Simulated devices.
+    rate
+        Readings per second across all devices; 0 for as fast as possible.
+    anomaly_rate, readings_per_message, seed
+        As for ``SensorSimulator``.
+    bad_events
+        Malformed messages to mix in (all are sent, even when the run stops early).
+    """
+
     def __init__(
         self,
         settings: KafkaSettings,
@@ -61,7 +91,19 @@ class SensorProducer:
         stop: threading.Event | None = None,
         on_progress: Callable[[ProduceStats], None] | None = None,
     ) -> ProduceStats:
-        """Produce until ``count`` messages, ``duration`` seconds or ``stop``; all malformed ones get sent."""
+        """Produce until ``count`` messages, ``duration`` seconds or ``stop``; all malformed ones get sent.
+
+        Parameters
+        ----------
+        count
+            Messages to produce.
+        duration
+            Seconds to produce for.
+        stop
+            Set it to stop from another thread.
+        on_progress
+            Called about four times a second with the stats so far.
+        """
         create_topics(self.settings, [TOPIC, dlq_topic(TOPIC)])
         per_msg = self.sim.readings_per_batch
         planned = count or (int(duration * self.rate / per_msg) if duration and self.rate > 0 else None)
@@ -99,6 +141,13 @@ class SensorProducer:
         self.stats.bad += 1
 
     def write_truth(self, path: Path) -> None:
+        """Write the anomalies injected so far as JSON (a list of ``InjectedAnomaly`` fields).
+
+        Parameters
+        ----------
+        path
+            The file to write.
+        """
         path.write_text(json.dumps([asdict(a) for a in self.sim.injected], indent=1))
 
 
@@ -114,6 +163,21 @@ def produce(
     truth_path: Path | None = None,
     progress: bool = False,
 ) -> ProduceStats:
+    """Run a ``SensorProducer`` once: the ``eddyline produce sensors`` command.
+
+    Parameters
+    ----------
+    settings, devices, rate, anomaly_rate, bad_events
+        As for ``SensorProducer``.
+    count
+        Stop after this many messages.
+    duration
+        Stop after this many seconds.
+    truth_path
+        Write the injected anomalies here as JSON, for scoring a run afterwards.
+    progress
+        Show a progress line on the terminal.
+    """
     producer = SensorProducer(settings, devices=devices, rate=rate, anomaly_rate=anomaly_rate, bad_events=bad_events)
     if progress:
         from rich.progress import Progress, TextColumn, TimeElapsedColumn

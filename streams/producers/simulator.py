@@ -27,6 +27,20 @@ QUIET_GAP = 300  # readings between two anomalies of one sensor, so that each st
 
 @dataclass(frozen=True)
 class InjectedAnomaly:
+    """One anomaly the simulator injected: the ground truth a run's alerts are compared with.
+
+    Parameters
+    ----------
+    anomaly_id
+        Stable id, derived from the device, sensor and reading index.
+    device_id, sensor
+        Where it was injected.
+    kind
+        ``spike`` (one reading), ``level_shift`` or ``noise_burst``.
+    start_ms, end_ms
+        Event times of the first and the last affected reading (inclusive).
+    """
+
     anomaly_id: str
     device_id: str
     sensor: str
@@ -46,7 +60,43 @@ class _Device:
 
 
 class SensorSimulator:
-    """Yields sensor_batch records device by device; ``injected`` collects the ground truth."""
+    """Yields sensor_batch records device by device; ``injected`` collects the ground truth.
+
+    Each device has three sensors (temperature, vibration, pressure): a cycle plus noise. The same seed
+    gives the same records and the same anomalies.
+
+    Parameters
+    ----------
+    devices
+        Number of simulated devices (``device-000``, ``device-001``, ...).
+    readings_per_message
+        Readings per sensor in one record.
+    interval_ms
+        Event time between two readings of a sensor.
+    anomaly_rate
+        Chance per reading, after the warm-up, that an anomaly starts on that sensor.
+    warmup_readings
+        Readings per sensor before the first anomaly may start (detectors learn meanwhile).
+    start_ms
+        Event time of the first reading.
+    seed
+        Seeds the signals and the injections.
+    producer
+        The ``producer`` field of every record.
+
+    Examples
+    --------
+    >>> from itertools import islice
+    >>> from streams.producers.simulator import SensorSimulator
+    >>> sim = SensorSimulator(devices=2, readings_per_message=10, anomaly_rate=0.05, warmup_readings=0)
+    >>> records = list(islice(sim, 20))
+    >>> records[0]["device_id"], records[1]["device_id"], records[2]["seq"]
+    ('device-000', 'device-001', 2)
+    >>> [s["sensor"] for s in records[0]["series"]]
+    ['temperature', 'vibration', 'pressure']
+    >>> sim.readings, len(sim.injected) > 0
+    (600, True)
+    """
 
     def __init__(
         self,
@@ -78,6 +128,13 @@ class SensorSimulator:
         return self.readings_per_message * len(SENSORS)
 
     def batch(self, device: _Device) -> dict:
+        """The next ``sensor_batch`` record of one device (iterate the simulator to go round all of them).
+
+        Parameters
+        ----------
+        device
+            One of ``devices``.
+        """
         n = self.readings_per_message
         idx = np.arange(device.t, device.t + n)
         stamps = self.start_ms + idx * self.interval_ms
@@ -135,7 +192,21 @@ class SensorSimulator:
 
 
 def malformed_messages(count: int, seed: int = 11) -> list[tuple[str, bytes]]:
-    """Messages that must end in the dead-letter topic, each with the reason it should get."""
+    """Messages that must end in the dead-letter topic, each with the reason it should get.
+
+    Parameters
+    ----------
+    count
+        How many to make; they cycle through random bytes, truncated Avro, an unknown schema id and JSON.
+    seed
+        Seeds the random parts.
+
+    Examples
+    --------
+    >>> from streams.producers.simulator import malformed_messages
+    >>> [reason for reason, _ in malformed_messages(4)]
+    ['undecodable', 'undecodable', 'unknown_schema', 'undecodable']
+    """
     from schemas import SENSOR_BATCH, AvroSerde
 
     rng = random.Random(seed)

@@ -17,6 +17,18 @@ Point = tuple[str, dict[str, str], dict[str, Any], int]
 
 
 class MetricsSink:
+    """A flow's dashboard side sink: its emits become InfluxDB points and Prometheus updates.
+
+    Subclasses override ``points`` for their flow's emits; alerts are counted and written here, the same
+    for every flow. ``from_settings`` builds it with the configured InfluxDB sink, or none.
+
+    Parameters
+    ----------
+    influx
+        Where points go (a ``connectors.influx.InfluxSink``, or anything with ``write_points`` and
+        ``close``); None keeps Prometheus only.
+    """
+
     def __init__(self, influx: Any | None = None) -> None:
         self.influx = influx
 
@@ -28,10 +40,23 @@ class MetricsSink:
         return cls(InfluxSink(settings) if settings.enabled else None)
 
     def points(self, emit: Emit) -> list[Point]:
-        """The InfluxDB points of one emit of this flow (metrics are updated here too); none by default."""
+        """The InfluxDB points of one emit of this flow (metrics are updated here too); none by default.
+
+        Parameters
+        ----------
+        emit
+            One of the flow's emits; a sink ignores the topics that are not its own.
+        """
         return []
 
     def write(self, emits: Sequence[Emit]) -> None:
+        """Count and write the batch's alerts, turn the other emits into points, and queue the points.
+
+        Parameters
+        ----------
+        emits
+            A batch of the flow's emits.
+        """
         points: list[Point] = []
         for e in emits:
             if e.topic == "alerts":

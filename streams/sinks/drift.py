@@ -22,10 +22,25 @@ FIELDS = ("statistic", "threshold", "reference_size", "window_size", "detections
 
 
 def subject(record: dict[str, Any]) -> str:
+    """What a drift record is about: its feature, or ``concept`` for drift in the model's errors.
+
+    Parameters
+    ----------
+    record
+        A ``drift`` record.
+    """
     return record["feature"] or CONCEPT_SUBJECT
 
 
 class DriftMetricsSink(MetricsSink):
+    """The drift flow's dashboards: each detection as an InfluxDB ``drift`` point, the latest statistic in Prometheus.
+
+    Parameters
+    ----------
+    influx
+        Where points go; None keeps Prometheus only.
+    """
+
     def __init__(self, influx: Any | None = None) -> None:
         from prometheus_client import Counter, Gauge
 

@@ -23,7 +23,28 @@ MEASUREMENT = "sensor"
 def series_metrics(device_id: str, sensor: str, values: list[float], stamps: list[int], scores: np.ndarray,
                    threshold: float) -> Emit:
     """One batch of one series, summarised. Values arrive as the decoded Python list: on batches of tens of
-    readings the builtins are several times cheaper than a numpy call each."""
+    readings the builtins are several times cheaper than a numpy call each.
+
+    Parameters
+    ----------
+    device_id, sensor
+        The series.
+    values, stamps
+        The batch's readings and their event times (ms).
+    scores
+        The anomaly score of each reading.
+    threshold
+        Scores at or above it count as anomalous.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from streams.sinks.sensor import series_metrics
+    >>> scores = np.array([0.1, 0.2, 0.97])
+    >>> emit = series_metrics("d-1", "temperature", [20.0, 21.0, 35.0], [1000, 2000, 3000], scores, threshold=0.9)
+    >>> emit.topic, emit.record["time_ms"], emit.record["value_max"], emit.record["anomalous"]
+    ('sink.sensor_metrics', 3000, 35.0, 1)
+    """
     n = len(values)
     record = {
         "device_id": device_id,
@@ -42,6 +63,14 @@ def series_metrics(device_id: str, sensor: str, values: list[float], stamps: lis
 
 
 class SensorMetricsSink(MetricsSink):
+    """The sensor flow's dashboards: an InfluxDB ``sensor`` point per series and batch, and Prometheus gauges.
+
+    Parameters
+    ----------
+    influx
+        Where points go; None keeps Prometheus only.
+    """
+
     def __init__(self, influx: Any | None = None) -> None:
         from prometheus_client import Counter, Gauge
 

@@ -22,6 +22,14 @@ SCORE_BUCKETS = (-1.0, -0.75, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 class SentimentMetricsSink(MetricsSink):
+    """The sentiment flow's dashboards: a ``sentiment`` point per segment in InfluxDB, aggregates in Prometheus.
+
+    Parameters
+    ----------
+    influx
+        Where points go; None keeps Prometheus only.
+    """
+
     def __init__(self, influx: Any | None = None) -> None:
         from prometheus_client import Counter, Histogram
 

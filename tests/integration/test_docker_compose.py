@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.flows import FLOWS
+from streams.flows import FLOWS, SERVICES as RUNNABLE_SERVICES
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
-SERVICES = {"kafka", "kafka-init", "influxdb", "prometheus", "grafana", "flow-anomaly", "gateway", "live", "edge-sim"}
+SERVICES = {"kafka", "kafka-init", "influxdb", "prometheus", "grafana", "flow-anomaly", "flow-notify",
+            "gateway", "live", "edge-sim"}
 
 
 def compose_command() -> list[str] | None:
@@ -94,7 +95,8 @@ def test_flows_are_registered_and_kafka_runs_in_kraft_mode(compose) -> None:
     runs = [svc["command"] for svc in services.values() if svc.get("command", [None])[0] == "run"]
     assert runs
     for command in runs:
-        assert command[1] in FLOWS, f"`eddyline run {command[1]}` is not a registered flow"
+        registered = command[1] in FLOWS or command[1] in RUNNABLE_SERVICES
+        assert registered, f"`eddyline run {command[1]}` is not a registered flow"
     kafka = services["kafka"]["environment"]
     assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "KAFKA_ZOOKEEPER_CONNECT" not in kafka
@@ -104,7 +106,7 @@ def test_flows_are_registered_and_kafka_runs_in_kraft_mode(compose) -> None:
 
 def test_prometheus_scrapes_services_of_the_stack_on_their_metrics_ports(compose) -> None:
     config = yaml.safe_load((DOCKER / "prometheus/prometheus.yml").read_text())
-    ports = {"flow-anomaly": "9100", "edge-sim": "9101"}
+    ports = {"flow-anomaly": "9100", "flow-notify": "9100", "edge-sim": "9101"}
     targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
     for target in targets:
         host, port = target.split(":")

@@ -23,6 +23,7 @@ from tests.integration.test_sensor_flow import (
     publish,
     reference,
     simulated,
+    start_notify,
     unique_scores,
 )
 
@@ -123,10 +124,11 @@ def test_faust_sigkill_restores_state_from_the_changelog_and_opens_no_duplicate_
     publish(kafka_settings, records[:300])
     state, log = tmp_path / "state", tmp_path / "faust.log"
     alert_receiver.routing_keys = frozenset({ROUTING_KEY})
-    partial = kill_mid_stream(kafka_settings, records, start_faust(kafka_settings, state, log, alert_receiver), stop)
+    notify = start_notify(kafka_settings, alert_receiver)
+    partial = kill_mid_stream(kafka_settings, records, start_faust(kafka_settings, state, log), stop)
     assert len(partial) < len(records), "the kill should land mid-stream"
     restarted = len(log_records(log))
-    proc = start_faust(kafka_settings, state, log, alert_receiver)
+    proc = start_faust(kafka_settings, state, log)
     expected = reference(records)
     opened = {e.record["alert_key"] for e in expected if e.topic == "alerts" and e.record["status"] == "OPENED"}
     try:
@@ -134,6 +136,7 @@ def test_faust_sigkill_restores_state_from_the_changelog_and_opens_no_duplicate_
         alert_receiver.wait_for(lambda r: set(r.incidents) >= opened, timeout=60)
     finally:
         stop(proc, signal.SIGTERM)
+        stop(notify)
     assert {s["source_event_id"] for s in scores.values()} == {r["event_id"] for r in records}, tail(log)
     # restored state, not a fresh detector: every score equals the uninterrupted reference
     assert scores == {e.record["event_id"]: e.record for e in expected if e.topic == "scores.anomaly"}

@@ -5,37 +5,24 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from websockets.sync.client import connect
 
-from connectors.broker import EmbeddedBroker, free_port
-from connectors.gateway import GatewaySettings, create_app
+from connectors.broker import EmbeddedBroker
+from connectors.gateway import GatewaySettings
 from connectors.kafka import KafkaSettings, read_topic
 from schemas import AUDIO_CHUNK, CLICK, SENSOR_BATCH, AvroSerde
+from tests.fixtures.gateway import LiveGateway, serve_gateway
 
 TOKEN = "integration-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@dataclass
-class LiveGateway:
-    url: str
-    kafka: KafkaSettings
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/v1/ws"
 
 
 @pytest.fixture(scope="module")
@@ -44,29 +31,8 @@ def gateway(broker: EmbeddedBroker) -> Iterator[LiveGateway]:
         bootstrap_servers=broker.bootstrap, namespace=f"t{uuid.uuid4().hex[:12]}.", session_timeout_ms=6000
     )
     settings = GatewaySettings(tokens={"itest": TOKEN}, max_body_bytes=64_000, shutdown_flush_s=5)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, kafka),
-            host="127.0.0.1",
-            port=port,
-            lifespan="on",
-            log_level="warning",
-            ws_max_size=200_000,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the gateway did not start")
-        time.sleep(0.05)
-    try:
-        yield LiveGateway(f"http://127.0.0.1:{port}", kafka)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    with serve_gateway(settings, kafka) as live:
+        yield live
 
 
 def _sensor_event(device: str = "dev-1", seq: int = 7) -> dict:

@@ -3,7 +3,10 @@
 Scores and alerts come from the anomaly flow's processor over simulated devices, drift and its alerts from
 the drift flow's processor over predictions whose feature and errors shift; predictions and feedback also
 feed model quality. Sentiment records are built to the schema (the audio flow needs a trained model).
-The page must fill every panel, then update in place when more events arrive, without a reload.
+The page must fill every panel, then update in place when more events arrive, without a reload. The charts
+are read back from the page (the columns the charting library holds) and compared with what was produced:
+a device's readings, scores and alert markers, output throughput, a flow group's consumer lag and a call's
+sentiment. Screenshots go to tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from connectors.kafka import EventProducer, KafkaSettings, create_topics
-from schemas import FEEDBACK, PREDICTION, SENTIMENT_SCORE
-from streams.flows import drift
+from confluent_kafka import TopicPartition
+
+from connectors.kafka import EventProducer, KafkaSettings, create_topics, make_consumer, read_topic
+from schemas import FEEDBACK, PREDICTION, SENSOR_BATCH, SENTIMENT_SCORE
 from streams.apps.live import LivePage
-from streams.apps.live.state import TOPICS
+from streams.apps.live.charts import ChartLimits
+from streams.apps.live.state import OUTPUTS, TOPICS, LiveLimits
+from streams.engines.lag import consumer_group
+from streams.flows import drift
 from streams.processor import Emit, Event, run_local
 from streams.flows.sensor_anomaly import sensor_anomaly_flow
 from streams.producers.simulator import SensorSimulator
@@ -34,10 +41,12 @@ T0 = 1_700_000_000_000
 
 
 def sensor_outputs() -> list[Emit]:
+    """The simulated readings and what the anomaly flow made of them (scores, alerts)."""
     sim = SensorSimulator(devices=3, readings_per_message=40, anomaly_rate=0.01, seed=3)
     records = list(itertools.islice(sim, 90))
     emits = run_local(sensor_anomaly_flow(), [Event("sensor.readings", r["device_id"], r) for r in records])
-    return [e for e in emits if e.topic in TOPICS]
+    readings = [Emit("sensor.readings", r["device_id"], SENSOR_BATCH, r) for r in records]
+    return readings + [e for e in emits if e.topic in TOPICS]
 
 
 def model_events(n: int = 1200) -> list[Event]:
@@ -194,3 +203,137 @@ def test_live_page_fills_every_panel_and_updates_without_reload(kafka_settings, 
         assert page.evaluate("window.eddyline.loadedAt") == loaded_at
         assert page.evaluate("window.eddyline.messages") > messages
         assert navigations == [live.url], "the page must update in place, never reload"
+
+
+def chart(page: Any, name: str) -> list[list[Any]] | None:
+    """The columns a chart on the page holds (x first), as the charting library has them."""
+    return page.evaluate(f"window.eddyline.charts.{name}.data")
+
+
+def commit_half(settings: KafkaSettings, group: str, topic: str) -> int:
+    """Commit each partition of ``topic`` halfway for ``group``; returns the lag that leaves."""
+    counts: dict[int, int] = {}
+    for msg in read_topic(settings, topic, idle=2.0):
+        counts[msg.partition()] = counts.get(msg.partition(), 0) + 1
+    consumer = make_consumer(settings, group)
+    consumer.commit(offsets=[TopicPartition(settings.topic(topic), p, n // 2) for p, n in counts.items()],
+                    asynchronous=False)
+    consumer.close()
+    return sum(n - n // 2 for n in counts.values())
+
+
+def test_charts_draw_what_was_sent(kafka_settings, chromium) -> None:
+    create_topics(kafka_settings, list(TOPICS))
+    outputs = sensor_outputs()
+    calls = {"call-01": [0.6, 0.1, 0.4, 0.7], "call-02": [-0.7, -0.5, -0.8, -0.2, 0.1, -0.9]}
+    outputs += [Emit("scores.sentiment", c, SENTIMENT_SCORE, sentiment(c, i, v))
+                for c, scores in calls.items() for i, v in enumerate(scores)]
+    alerts = [e.record for e in outputs if e.topic == "alerts" and e.record["details"].get("device_id")]
+    assert alerts, "the simulated fleet must raise alerts for the markers"
+    device, sensor = alerts[0]["details"]["device_id"], alerts[0]["details"]["sensor"]
+    readings = {t: v for e in outputs if e.topic == "sensor.readings" and e.key == device
+                for s in e.record["series"] if s["sensor"] == sensor for t, v in zip(s["timestamps"], s["values"])}
+    scores = {t: v for e in outputs if e.topic == "scores.anomaly" and e.key == device
+              for s in e.record["series"] if s["sensor"] == sensor for t, v in zip(s["timestamps"], s["scores"])}
+    marks = [a for a in alerts if (a["details"]["device_id"], a["details"]["sensor"]) == (device, sensor)]
+    sent = {t: sum(e.topic == t for e in outputs) for t in OUTPUTS if any(e.topic == t for e in outputs)}
+
+    limits = LiveLimits(charts=ChartLimits(points=5_000))  # every reading sent fits: compared one by one
+    with LivePage(kafka_settings, port=0, limits=limits, lag_interval_s=0.5) as live:
+        publish(kafka_settings, outputs)
+        lag = commit_half(kafka_settings, consumer_group("sensor-anomaly", "faust", kafka_settings),
+                          "sensor.readings")
+        page = chromium.new_page()
+        navigations: list[str] = []
+        page.on("framenavigated", lambda frame: navigations.append(frame.url))
+        page.goto(live.url)
+        page.wait_for_selector("#status.up")
+        page.wait_for_function(f"document.querySelector('#pick-device').textContent.includes('{device}')",
+                               timeout=60_000)
+        page.select_option("#pick-device", device)
+        page.wait_for_function(f"window.eddyline.view.device_chart.device === '{device}'", timeout=30_000)
+        page.select_option("#pick-sensor", sensor)
+        page.select_option("#pick-call", "call-02")
+        total = len(readings)
+        page.wait_for_function(
+            f"""(() => {{ const v = window.eddyline.view, d = window.eddyline.charts.device.data;
+                 return v.device_chart.sensor === '{sensor}' && v.call_chart.call === 'call-02'
+                   && v.device_chart.alerts.length === {len(marks)}
+                   && d && d[0].length === {total} && d[2].filter((x) => x !== null).length === {len(scores)}; }})()""",
+            timeout=60_000,
+        )
+        xs, values, drawn_scores = chart(page, "device")
+        assert {round(x * 1000): v for x, v in zip(xs, values)} == readings
+        assert {round(x * 1000): v for x, v in zip(xs, drawn_scores) if v is not None} == scores
+        drawn_marks = page.evaluate("window.eddyline.charts.device.extra.alerts")
+        assert sorted((round(m["time"] * 1000), m["status"]) for m in drawn_marks) == sorted(
+            (a["event_time"], a["status"]) for a in marks)  # alerts of different incidents: any partition order
+
+        call_x, call_scores, rolling = chart(page, "call")
+        assert call_scores == calls["call-02"] and rolling == calls["call-02"]
+        assert call_x == [(T0 + i * 1000) / 1000 for i in range(len(calls["call-02"]))]
+
+        page.wait_for_function(
+            f"""(() => {{ const d = window.eddyline.charts.throughput.data;
+                 const sum = (col) => col.reduce((a, b) => a + b, 0);
+                 return d && d.slice(1).reduce((n, col) => n + sum(col), 0) === {sum(sent.values())}; }})()""",
+            timeout=30_000,
+        )
+        names = page.evaluate("window.eddyline.view.charts.throughput.series")
+        columns = chart(page, "throughput")[1:]
+        assert {n: sum(col) for n, col in zip(names, columns)} == sent
+
+        group_label = "sensor-anomaly · faust"
+        page.wait_for_function(
+            f"""(() => {{ const c = window.eddyline.view.charts.lag, d = window.eddyline.charts.lag.data;
+                 const i = c.series.indexOf('{group_label}');
+                 return d && i >= 0 && d[i + 1][d[i + 1].length - 1] === {lag}; }})()""",
+            timeout=30_000,
+        )
+        assert page.evaluate("window.eddyline.view.charts.lag.series") == [group_label]  # no other group committed
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "live_charts.png"), full_page=True)
+        page.locator("#charts").screenshot(path=str(ARTIFACTS / "live_charts_top.png"))
+
+        # more readings for the chosen device: its chart grows in place, no reload
+        loaded_at = page.evaluate("window.eddyline.loadedAt")
+        sim = SensorSimulator(devices=3, readings_per_message=40, anomaly_rate=0.0, seed=3)
+        more = [r for r in itertools.islice(sim, 120) if r["device_id"] == device][-3:]
+        for i, r in enumerate(more):
+            r["event_id"] = f"more-{i}"
+            for s in r["series"]:
+                s["timestamps"] = [t + 10_000_000 for t in s["timestamps"]]
+        publish(kafka_settings, [Emit("sensor.readings", device, SENSOR_BATCH, r) for r in more])
+        page.wait_for_function(f"window.eddyline.charts.device.data[0].length === {total + 3 * 40}", timeout=30_000)
+        assert page.evaluate("window.eddyline.loadedAt") == loaded_at
+        assert navigations == [live.url], "the charts must update in place, never reload"
+
+
+def test_a_client_picks_its_charts_over_the_websocket_and_is_told_what_a_bad_pick_is(kafka_settings) -> None:
+    import json
+
+    from websockets.sync.client import connect
+
+    create_topics(kafka_settings, list(TOPICS))
+    records = list(itertools.islice(SensorSimulator(devices=2, readings_per_message=5, seed=1), 4))
+    publish(kafka_settings, [Emit("sensor.readings", r["device_id"], SENSOR_BATCH, r) for r in records])
+    with LivePage(kafka_settings, port=0) as live, connect(live.url.replace("http", "ws") + "ws") as ws:
+        view = json.loads(ws.recv())
+        while len(view["charts"]["devices"]) < 2:
+            view = json.loads(ws.recv(timeout=30))
+        ws.send("not json")
+        answer = json.loads(ws.recv(timeout=10))
+        while "error" not in answer:  # a push may come first
+            answer = json.loads(ws.recv(timeout=10))
+        assert "JSON object" in answer["error"]
+        ws.send(json.dumps({"device": ["not", "a", "name"], "call": 3}))  # the latest device and call instead
+        assert json.loads(ws.recv(timeout=10))["device_chart"] is not None
+        ws.send(json.dumps({"device": "device-000", "sensor": "vibration"}))
+        view = json.loads(ws.recv(timeout=10))
+        while "error" in view or view["device_chart"]["sensor"] != "vibration":
+            view = json.loads(ws.recv(timeout=10))
+        assert view["device_chart"]["device"] == "device-000"
+        sent = [v for r in records if r["device_id"] == "device-000" for s in r["series"] if s["sensor"] == "vibration"
+                for v in s["values"]]
+        assert view["device_chart"]["data"][1] == sent

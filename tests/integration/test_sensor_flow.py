@@ -28,7 +28,8 @@ serde = AvroSerde()
 
 
 def flow_env(settings: KafkaSettings, receiver: AlertReceiver | None = None) -> dict[str, str]:
-    """The environment a flow process gets: this test's broker and namespace, and the loopback PagerDuty."""
+    """The environment a flow process gets: this test's broker and namespace, and the loopback PagerDuty
+    (which only the notify flow calls)."""
     env = {
         **os.environ,
         "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
@@ -47,6 +48,13 @@ def start_flow(settings: KafkaSettings, state_dir: Path, receiver: AlertReceiver
         [sys.executable, "-m", "streams.cli", "run", "anomaly", "--state-dir", str(state_dir)],
         env=flow_env(settings, receiver), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
+
+
+def start_notify(settings: KafkaSettings, receiver: AlertReceiver) -> subprocess.Popen:
+    """The notify flow, which delivers the scoring flows' alerts to the loopback PagerDuty."""
+    env = flow_env(settings, receiver) | {"EDDYLINE_NOTIFY_BACKOFF_S": "0.05", "EDDYLINE_NOTIFY_BREAKER_RESET_S": "1"}
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "notify"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop(proc: subprocess.Popen) -> str:
@@ -152,9 +160,10 @@ def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(kaf
     publish(kafka_settings, records[:300])
     state = tmp_path / "state"
     alert_receiver.routing_keys = frozenset({ROUTING_KEY})
-    partial = kill_mid_stream(kafka_settings, records, start_flow(kafka_settings, state, alert_receiver), stop)
+    notify = start_notify(kafka_settings, alert_receiver)
+    partial = kill_mid_stream(kafka_settings, records, start_flow(kafka_settings, state), stop)
     assert len(partial) < len(records), "the kill should land mid-stream"
-    proc = start_flow(kafka_settings, state, alert_receiver)
+    proc = start_flow(kafka_settings, state)
     try:
         scores = unique_scores(kafka_settings, len(records), timeout=120)
         expected = reference(records)
@@ -162,6 +171,7 @@ def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(kaf
         alert_receiver.wait_for(lambda r: set(r.incidents) >= opened, timeout=60)
     finally:
         log = stop(proc)
+        log += stop(notify)
     assert {s["source_event_id"] for s in scores.values()} == {r["event_id"] for r in records}, log
     assert sum(len(s["scores"]) for rec in scores.values() for s in rec["series"]) == sum(
         len(s["values"]) for r in records for s in r["series"])

@@ -105,9 +105,33 @@ def test_benchmark_runs_and_reports_ours_beside_adwin(tmp_path) -> None:
 
     from benchmarks.drift import run
 
-    out = run(tmp_path / "d.json", seeds=1, detectors=("ours", "adwin"))
+    out = run(tmp_path / "d.json", seeds=1, detectors=("ours", "adwin"), families=("ours",), tune_seeds=())
     saved = json.loads((tmp_path / "d.json").read_text())
     for det in ("ours", "adwin"):
         assert set(saved[det]) >= {"mean_delay", "false_alarms_per_10k", "missed"}
     assert set(out["streams"]) == {"abrupt_mean", "gradual_mean", "abrupt_variance", "gradual_variance", "concept_labels"}
     assert out["ours"]["missed"] < out["adwin"]["missed"]
+
+
+def test_river_generator_streams_are_learner_errors_that_rise_at_the_known_drifts() -> None:
+    from benchmarks.drift import river_stream
+
+    s = river_stream("stagger", "abrupt", seed=3, length=1500, drifts=(750,))
+    again = river_stream("stagger", "abrupt", seed=3, length=1500, drifts=(750,))
+    np.testing.assert_array_equal(s.values, again.values)  # every detector is given the same stream
+    assert s.name == "stagger_abrupt" and s.drifts == ((725, 775),)
+    assert set(np.unique(s.values)) <= {0.0, 1.0}
+    assert s.values[775:875].mean() > s.values[650:725].mean() + 0.2  # the tree's old concept is wrong now
+    assert river_stream("sea", "gradual", seed=3, length=1500, drifts=(750,)).drifts == ((250, 1250),)
+
+
+def test_settings_are_chosen_on_seeds_that_are_not_reported(monkeypatch) -> None:
+    from benchmarks import drift as bench
+
+    with pytest.raises(ValueError, match="overlap"):
+        bench.run(None, seeds=2, families=("ours",), tune_seeds=(1,))
+    # adwin's candidates: the one that catches more drifts with no more false alarms on the tuning streams wins
+    monkeypatch.setitem(bench.SETTINGS, "adwin", [{"delta": 1e-12}, {}])
+    chosen = bench.choose_settings(bench.streams(100)[:1], ("adwin",))
+    assert chosen == {"adwin": {}}
+

@@ -13,6 +13,7 @@ import pytest
 from benchmarks import detectors as bench_detectors
 from benchmarks import nab as bench_nab
 from models.anomaly import DEFAULT_DETECTOR, make_detector
+from models.evaluation import nab
 
 NAB_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "nab"
 FILES = ["realAdExchange/exchange-2_cpc_results.csv", "artificialNoAnomaly/art_flatline.csv"]
@@ -63,3 +64,28 @@ def test_detector_throughput_reports_every_detector(tmp_path: Path) -> None:
     assert set(summary["detectors"]) >= {"hst", DEFAULT_DETECTOR}
     assert all(r > 0 for rates in summary["detectors"].values() for r in rates.values())
     assert json.loads((tmp_path / "d.json").read_text()) == summary
+
+
+def test_bench_nab_cv_writes_folds_and_reuses_its_cache(small_nab: Path, tmp_path: Path) -> None:
+    grids = {"gauss": [{}, {"alpha": 0.03}]}
+    cache, js = tmp_path / "cache", tmp_path / "s.json"
+    summary = bench_nab.run_cv(small_nab, ["gauss"], cache_dir=cache, json_path=js, progress=False, grids=grids)
+    assert json.loads(js.read_text()) == summary
+    assert summary["categories"] == ["artificialNoAnomaly", "realAdExchange"]
+    g = summary["detectors"]["gauss"]
+    assert g["grid"] == ["defaults", "alpha=0.03"]
+    for p in nab.PROFILES:
+        assert [f["held_out"] for f in g["folds"][p]] == summary["categories"]
+        assert all(f["candidate"] in g["grid"] for f in g["folds"][p])
+    assert g["folds"]["standard"][0]["score"] is None  # no labelled window in artificialNoAnomaly
+    assert summary["best_cv_standard"] == "gauss"
+    assert len(list(cache.glob("*.npy"))) == 4  # 2 parameter sets x 2 files
+    again = bench_nab.run_cv(small_nab, ["gauss"], cache_dir=cache, json_path=None, progress=False, grids=grids)
+    assert again == summary and len(list(cache.glob("*.npy"))) == 4
+
+
+def test_bench_nab_cv_refuses_a_grid_the_detector_does_not_take(small_nab: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not take"):
+        bench_nab.run_cv(small_nab, ["gauss"], cache_dir=None, progress=False, grids={"gauss": [{"nope": 1}]})
+    with pytest.raises(ValueError, match="no detector or no grid"):
+        bench_nab.run_cv(small_nab, ["nope"], cache_dir=None, progress=False)

@@ -5,6 +5,9 @@ loopback by default. A consumer thread reads the output topics as any consumer w
 from the beginning (no consumer group: the page has no offsets to keep, and it sees topics created after
 it started). An asyncio loop in another thread sends each client the whole view on connect and again
 whenever it changed, at most ``push_interval_s`` apart; the view is bounded, so a snapshot stays small.
+Each client picks the device, sensor and call its charts show by sending ``{"device", "sensor", "call"}``
+over the WebSocket; it gets its view with those charts at once. A third thread reads every flow's consumer
+lag (committed offsets and fetch high watermarks, as the flows' own monitors do) for the lag chart.
 """
 
 from __future__ import annotations
@@ -20,16 +23,25 @@ from typing import Any, Self
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from connectors.kafka import KafkaSettings, consumer_config
+from connectors.lag import LagReader
 from schemas import AvroSerde, SchemaError
 from streams.apps.live.state import TOPICS, LiveLimits, LiveState
+from streams.engines.lag import ENGINES, consumer_group
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
+KINDS = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+FILES.update({
+    f"/vendor/{f.name}": (f"vendor/{f.name}", KINDS[f.suffix])
+    for f in (STATIC / "vendor").iterdir()
+    if f.suffix in KINDS
+})
 
 
 class TopicReader(threading.Thread):
@@ -110,10 +122,71 @@ class TopicReader(threading.Thread):
         self._halt.set()
 
 
+class LagPoller(threading.Thread):
+    """Reads the consumer lag of every flow on both engines every ``interval_s``; a flow whose group has
+    committed nothing (it never ran on that engine) is left out."""
+
+    def __init__(self, settings: KafkaSettings, state: LiveState, lock: threading.Lock, interval_s: float) -> None:
+        super().__init__(daemon=True, name="live-lag-poller")
+        self.settings, self.state, self.lock, self.interval_s = settings, state, lock, interval_s
+        self._halt = threading.Event()
+
+    def _groups(self) -> dict[str, tuple[str, list[str]]]:
+        """group -> (chart label, full input topic names), for every flow the registry can build."""
+        from streams.flows import FLOWS, flow_spec
+
+        out = {}
+        for name in FLOWS:
+            try:
+                spec = flow_spec(name)
+            except Exception as exc:  # noqa: BLE001 - a flow that cannot be configured here has no lag to show
+                log.info("live page: no lag for flow %s: %s", name, exc)
+                continue
+            for engine in ENGINES:
+                out[consumer_group(spec.name, engine, self.settings)] = (
+                    f"{spec.name} · {engine}", [self.settings.topic(t) for t in spec.inputs])
+        return out
+
+    def run(self) -> None:
+        groups = self._groups()
+        reader = LagReader(self.settings)
+        try:
+            while not self._halt.is_set():
+                try:
+                    found = reader.lags({g: topics for g, (_, topics) in groups.items()})
+                except Exception as exc:  # noqa: BLE001 - the broker may be restarting; try again later
+                    log.warning("live page: reading consumer lag failed: %s", exc)
+                    found = {}
+                lags = {groups[g][0]: sum(p.lag for p in parts) for g, parts in found.items()
+                        if any(p.committed is not None for p in parts)}
+                if lags:
+                    with self.lock:
+                        self.state.lag(lags)
+                self._halt.wait(self.interval_s)
+        finally:
+            reader.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+
 class LivePage:
     """``LivePage(settings, host, port).start()`` serves the page; ``url`` says where; ``stop()`` ends it all.
 
     Port 0 picks a free port (``url`` has the bound one once ``start()`` returns).
+
+    Parameters
+    ----------
+    settings
+        The Kafka whose output topics (and flows' consumer groups) the page shows.
+    host, port
+        Where to listen.
+    push_interval_s
+        The shortest time between two pushes of a changed view.
+    limits
+        How much the page keeps (rows, conversations, chart points).
+    lag_interval_s
+        Seconds between consumer-lag readings.
     """
 
     def __init__(
@@ -124,18 +197,20 @@ class LivePage:
         *,
         push_interval_s: float = 0.25,
         limits: LiveLimits | None = None,
+        lag_interval_s: float = 2.0,
     ) -> None:
         self.settings, self.host, self.port = settings, host, port
         self.push_interval_s = push_interval_s
         self.state = LiveState(limits)
         self.lock = threading.Lock()
         self.reader = TopicReader(settings, self.state, self.lock)
+        self.lag = LagPoller(settings, self.state, self.lock, lag_interval_s)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
         self._ready = threading.Event()
         self._failure: BaseException | None = None
-        self.clients: set[Any] = set()
+        self.clients: dict[Any, dict[str, str | None]] = {}  # WebSocket -> its chart selection
 
     @property
     def url(self) -> str:
@@ -143,22 +218,26 @@ class LivePage:
 
     def start(self) -> Self:
         self.reader.start()
+        self.lag.start()
         self._thread = threading.Thread(target=self._serve_forever, daemon=True, name="live-page-server")
         self._thread.start()
         if not self._ready.wait(15):
             raise TimeoutError("the live page server did not start within 15 s")
         if self._failure is not None:
             self.reader.stop()
+            self.lag.stop()
             raise RuntimeError(f"the live page cannot listen on {self.host}:{self.port}: {self._failure}")
         return self
 
     def stop(self) -> None:
         self.reader.stop()
+        self.lag.stop()
         if self._loop is not None and self._stopped is not None:
             self._loop.call_soon_threadsafe(self._stopped.set)
         if self._thread is not None:
             self._thread.join(10)
         self.reader.join(10)
+        self.lag.join(10)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -166,9 +245,10 @@ class LivePage:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, selection: dict[str, str | None] | None = None) -> dict[str, Any]:
+        """The view a client with ``selection`` (device, sensor, call) gets."""
         with self.lock:
-            return self.state.snapshot()
+            return self.state.snapshot() | self.state.selected(selection or {})
 
     # --- the asyncio side ----------------------------------------------------------------------
 
@@ -212,12 +292,25 @@ class LivePage:
         return Response(200, "OK", headers, body)
 
     async def _client(self, ws: Any) -> None:
-        self.clients.add(ws)
+        from websockets.exceptions import ConnectionClosed
+
+        self.clients[ws] = {}
         try:
             await ws.send(json.dumps(self.snapshot()))
-            await ws.wait_closed()
+            async for raw in ws:  # a chart selection: answered with a view showing it
+                try:
+                    asked = json.loads(raw)
+                    picked = {k: asked.get(k) for k in ("device", "sensor", "call")}
+                    selection = {k: v if isinstance(v, str) else None for k, v in picked.items()}
+                except (ValueError, AttributeError):
+                    await ws.send(json.dumps({"error": 'send {"device", "sensor", "call"} as a JSON object'}))
+                    continue
+                self.clients[ws] = selection
+                await ws.send(json.dumps(self.snapshot(selection)))
+        except ConnectionClosed:
+            pass
         finally:
-            self.clients.discard(ws)
+            self.clients.pop(ws, None)
 
     async def _push(self) -> None:
         from websockets.asyncio.server import broadcast
@@ -225,9 +318,14 @@ class LivePage:
         sent = -1
         while True:
             await asyncio.sleep(self.push_interval_s)
+            if not self.clients:
+                continue
             with self.lock:
                 version = self.state.version
-                view = self.state.snapshot() if version != sent and self.clients else None
-            if view is not None:
-                broadcast(self.clients, json.dumps(view))
-                sent = version
+                if version == sent:
+                    continue
+                common = self.state.snapshot()
+                views = [(ws, common | self.state.selected(sel)) for ws, sel in list(self.clients.items())]
+            for ws, view in views:
+                broadcast([ws], json.dumps(view))
+            sent = version

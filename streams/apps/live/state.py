@@ -1,18 +1,22 @@
 """What the live page shows, folded from the output topics' events: plain data, no Kafka, no server.
 
 Delivery is at least once, so every event id is counted once (a bounded memory of recent ids). Lists are
-bounded too (the newest rows win): the page is a view of now, dashboards keep history. Model quality is
+bounded too (the newest rows win): the page is a view of now, dashboards keep history. The charts' series
+(``charts.Charts``) are folded from the same events, plus the sensor readings the scores belong to. Model quality is
 computed here from predictions and feedback with the quality flow's own processor, since its metrics go
 to InfluxDB and Prometheus rather than to a topic.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import ALERT, ANOMALY_SCORE, DRIFT, FEEDBACK, PREDICTION, SENTIMENT_SCORE
+from schemas import ALERT, ANOMALY_SCORE, DRIFT, FEEDBACK, PREDICTION, SENSOR_BATCH, SENTIMENT_SCORE
+from streams.apps.live.charts import ChartLimits, Charts
 from streams.processor import Event
 from streams.flows.quality import QualityProcessor
 
@@ -23,7 +27,9 @@ TOPICS: dict[str, str] = {
     "drift": DRIFT,
     "predictions": PREDICTION,
     "feedback": FEEDBACK,
+    "sensor.readings": SENSOR_BATCH,
 }
+OUTPUTS = ("scores.anomaly", "alerts", "scores.sentiment", "drift")  # what flows emit: the throughput chart
 
 
 @dataclass
@@ -34,11 +40,16 @@ class LiveLimits:
     quality_window_ms: int = 10_000
     quality_wait_ms: int = 10_000  # event time a prediction waits for its feedback
     quality_lateness_ms: int = 30_000  # predictions and feedback arrive on two topics, not in step
+    charts: ChartLimits = field(default_factory=ChartLimits)
 
 
 class LiveState:
-    def __init__(self, limits: LiveLimits | None = None) -> None:
+    """The page's view; ``clock`` (seconds) stamps the arrivals the throughput chart counts."""
+
+    def __init__(self, limits: LiveLimits | None = None, clock: Callable[[], float] = time.time) -> None:
         self.limits = limits or LiveLimits()
+        self.clock = clock
+        self.charts = Charts(self.limits.charts)
         self.version = 0
         self.events: dict[str, int] = {t: 0 for t in TOPICS}
         self.rejected: dict[str, dict[str, int]] = {}  # topic -> reason -> count
@@ -69,6 +80,13 @@ class LiveState:
             return
         self.events[topic] = self.events.get(topic, 0) + 1
         getattr(self, "_" + topic.replace(".", "_"))(record)
+        if topic in OUTPUTS:
+            self.charts.output(topic, int(self.clock()))
+        self.version += 1
+
+    def lag(self, lags: Mapping[str, int]) -> None:
+        """A consumer-lag reading: messages behind, per flow and engine."""
+        self.charts.lag(self.clock(), lags)
         self.version += 1
 
     def _repeat(self, event_id: str) -> bool:
@@ -79,7 +97,11 @@ class LiveState:
             self._ids.popitem(last=False)
         return False
 
+    def _sensor_readings(self, rec: dict[str, Any]) -> None:
+        self.charts.readings(rec)
+
     def _scores_anomaly(self, rec: dict[str, Any]) -> None:
+        self.charts.scores(rec)
         device, threshold = rec["device_id"], rec["threshold"]
         d = self.devices.setdefault(device, {"device": device, "scored": 0, "anomalous": 0, "max_score": 0.0})
         for s in rec["series"]:
@@ -103,6 +125,7 @@ class LiveState:
                     )
 
     def _alerts(self, rec: dict[str, Any]) -> None:
+        self.charts.alert(rec)
         status, key = rec["status"], rec["alert_key"]
         self.alert_counts[status] = self.alert_counts.get(status, 0) + 1
         if status == "RESOLVED":
@@ -120,6 +143,7 @@ class LiveState:
         }
 
     def _scores_sentiment(self, rec: dict[str, Any]) -> None:
+        self.charts.sentiment(rec)
         conv = rec["conversation_id"]
         c = self.conversations.pop(conv, None) or {"conversation": conv, "segments": 0}
         c.update(
@@ -193,4 +217,12 @@ class LiveState:
                 "predictions": dict(self.predictions),
             },
             "drift": {"recent": list(self.drift), "counts": dict(self.drift_counts)},
+            "charts": self.charts.overview(self.clock()),
+        }
+
+    def selected(self, selection: Mapping[str, str | None]) -> dict[str, Any]:
+        """The charts one client chose: ``device``, ``sensor`` and ``call`` (each defaults to the latest)."""
+        return {
+            "device_chart": self.charts.device_view(selection.get("device"), selection.get("sensor")),
+            "call_chart": self.charts.call_view(selection.get("call")),
         }

@@ -4,7 +4,8 @@
 const $ = (sel) => document.querySelector(sel);
 const time = (ms) => new Date(ms).toISOString().slice(11, 19);
 const num = (v, digits = 3) => (v === null || v === undefined) ? "–" : Number(v).toFixed(digits);
-window.eddyline = { loadedAt: Date.now(), messages: 0, view: null };
+window.eddyline = { loadedAt: Date.now(), messages: 0, view: null, selection: {}, charts: window.eddylineCharts.charts };
+let socket = null;
 
 function cell(text, cls) {
   const td = document.createElement("td");
@@ -40,6 +41,7 @@ function sentimentBar(rolling) {
 }
 
 function render(v) {
+  window.eddylineCharts.renderCharts(v);
   const a = v.anomalies;
   $("#anomaly-counts").textContent = `${a.anomalous.toLocaleString()} of ${a.scored.toLocaleString()} readings`;
   fill("panel-anomalies", a.recent, (r) => [cell(r.device), cell(r.sensor), cell(time(r.time)), cell(num(r.score))]);
@@ -68,10 +70,15 @@ function render(v) {
 
 function connect(delay = 500) {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  socket = ws;
   const status = $("#status");
-  ws.onopen = () => { status.textContent = "live"; status.className = "status up"; delay = 500; };
+  ws.onopen = () => {
+    status.textContent = "live"; status.className = "status up"; delay = 500;
+    if (Object.keys(window.eddyline.selection).length) ws.send(JSON.stringify(window.eddyline.selection));
+  };
   ws.onmessage = (msg) => {
     const view = JSON.parse(msg.data);
+    if (view.error) { console.warn(view.error); return; }
     window.eddyline.messages += 1;
     window.eddyline.view = view;
     render(view);
@@ -82,5 +89,15 @@ function connect(delay = 500) {
     setTimeout(() => connect(Math.min(delay * 2, 10000)), delay);
   };
 }
+
+// A picker asks the server for that device, sensor or call; the answer redraws the charts in place.
+function choose(change) {
+  const sel = window.eddyline.selection;
+  Object.assign(sel, change);
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(sel));
+}
+$("#pick-device").addEventListener("change", (e) => choose({ device: e.target.value, sensor: null }));
+$("#pick-sensor").addEventListener("change", (e) => choose({ sensor: e.target.value }));
+$("#pick-call").addEventListener("change", (e) => choose({ call: e.target.value }));
 
 connect();

@@ -1,0 +1,231 @@
+"""Call audio over WebSocket: binary PCM16 frames, and Twilio-style JSON media messages, into ``audio.chunks``.
+
+- ``/v1/audio/stream?conversation_id=ID&sample_rate=8000&chunk_ms=200``: binary frames of PCM16 little-endian
+  mono at the declared rate (16 kHz by default; others are resampled). Each chunk produced is acknowledged
+  with a JSON text frame ``{"status": 202, "seq": N, "event_id": ...}``; a text frame ``{"event": "stop"}``
+  or closing the socket ends the call, whose last chunk is marked ``final``.
+- ``/v1/audio/twilio``: Twilio Media Streams (``connected``, ``start``, ``media``, ``stop``; base64 mu-law at
+  8 kHz). The call id (``callSid``) is the conversation id, the inbound track's; another track gets
+  ``<callSid>/<track>``. The token comes in the ``Authorization`` header, or as the stream's custom
+  parameter ``token`` (``<Parameter name="token" value="..."/>`` in TwiML), because Twilio cannot set headers.
+  Nothing is sent back: Twilio would take it for audio to play.
+
+A refusal closes the socket with a code and a reason that says what to do (1008 policy, 1003 bad data,
+1011 the broker failed, 1013 try again later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from connectors.gateway.audio import CallAudio
+from connectors.gateway.errors import GatewayError
+from connectors.gateway.records import ENDPOINTS
+from schemas import AUDIO_CHUNK
+
+log = logging.getLogger("eddyline.gateway")
+
+T = TypeVar("T")
+RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+BACKPRESSURE_WAIT_S = 5.0
+_CLOSE = {400: 1003, 401: 1008, 403: 1008, 413: 1009, 415: 1003, 422: 1003, 429: 1013, 503: 1011}
+
+
+async def _close(ws: WebSocket, exc: GatewayError) -> None:
+    code = _CLOSE.get(exc.status, 1011)
+    reason = f"{exc.code}: {exc.message}".encode()[:120].decode(errors="ignore")  # close reasons are short
+    try:
+        await ws.close(code=code, reason=reason)
+    except RuntimeError:  # already closed by the client
+        pass
+
+
+async def refuse_before_accept(ws: WebSocket, exc: GatewayError) -> None:
+    """An HTTP answer where the server can send one, else a close with the reason."""
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(exc.response())
+    else:
+        await _close(ws, exc)
+
+
+async def open_socket(ws: WebSocket, check: Callable[[], T]) -> T | None:
+    """Run ``check`` (authentication, parameters) before accepting; a ``GatewayError`` refuses the socket."""
+    try:
+        value = check()
+    except GatewayError as exc:
+        await refuse_before_accept(ws, exc)
+        return None
+    await ws.accept()
+    return value
+
+
+async def _produce(gateway: Any, records: list[dict[str, Any]], client: str) -> None:
+    if not records:
+        return
+    waited = 0.0
+    while gateway.backpressure.full():  # a live call cannot retry later: wait a little for the broker
+        if waited >= BACKPRESSURE_WAIT_S:
+            gateway.backpressure.check()
+        await asyncio.sleep(0.05)
+        waited += 0.05
+    gateway.produce_records(ENDPOINTS[AUDIO_CHUNK], [(r, f"chunk {r['seq']}") for r in records], client)
+
+
+def _int_param(ws: WebSocket, name: str, default: int) -> int:
+    raw = ws.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise GatewayError(400, "bad_parameter", f"{name}={raw!r} is not an integer") from None
+
+
+def _call_from_query(ws: WebSocket, client: str) -> CallAudio:
+    conversation = ws.query_params.get("conversation_id", "")
+    if not conversation:
+        raise GatewayError(400, "bad_parameter", "add ?conversation_id=ID to the URL (the call's id)")
+    rate = _int_param(ws, "sample_rate", 16000)
+    if rate not in RATES:
+        raise GatewayError(400, "bad_parameter", f"sample_rate={rate}: use one of {', '.join(map(str, RATES))}")
+    try:
+        return CallAudio(conversation, rate, _int_param(ws, "chunk_ms", 200), producer=f"gateway/{client}")
+    except ValueError as exc:
+        raise GatewayError(400, "bad_parameter", str(exc)) from None
+
+
+async def pcm_stream(gateway: Any, ws: WebSocket) -> None:
+    """``/v1/audio/stream``: binary PCM16 frames of one call."""
+    client = ""
+
+    def check() -> CallAudio:
+        nonlocal client
+        client = gateway.auth.client(ws.headers.get("authorization"))
+        return _call_from_query(ws, client)
+
+    call = await open_socket(ws, check)
+    if call is None:
+        return
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                await _produce(gateway, call.finish(), client)
+                return
+            if message.get("bytes") is not None:
+                records = call.feed_pcm16(message["bytes"])
+            elif _is_stop(message.get("text")):
+                records = call.finish()
+            else:
+                raise GatewayError(415, "unsupported_media_type",
+                                   'send audio as binary PCM16 frames and {"event": "stop"} at the end')
+            await _produce(gateway, records, client)
+            for r in records:
+                await ws.send_json({"status": 202, "seq": r["seq"], "event_id": r["event_id"], "final": r["final"]})
+            if call.finished:
+                await ws.close(1000)
+                return
+    except GatewayError as exc:
+        log.warning("audio stream %s refused: %s", call.conversation_id, exc.message)
+        await _close(ws, exc)
+    except WebSocketDisconnect:
+        if not call.finished:
+            await _produce(gateway, call.finish(), client)
+
+
+def _is_stop(text: str | None) -> bool:
+    try:
+        return text is not None and json.loads(text).get("event") == "stop"
+    except (ValueError, AttributeError):
+        return False
+
+
+class _TwilioCall:
+    """The state of one Twilio media stream: who sent it and one ``CallAudio`` per track."""
+
+    def __init__(self, gateway: Any, client: str | None) -> None:
+        self.gateway = gateway
+        self.client = client
+        self.call_sid: str | None = None
+        self.rate = 8000
+        self.tracks: dict[str, CallAudio] = {}
+
+    def start(self, start: Any) -> None:
+        if type(start) is not dict or not isinstance(start.get("callSid"), str) or not start["callSid"]:
+            raise GatewayError(400, "bad_message", "the 'start' message needs start.callSid")
+        fmt = start.get("mediaFormat") or {}
+        if fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw" or int(fmt.get("channels", 1)) != 1:
+            raise GatewayError(415, "unsupported_media_type", "Twilio media must be audio/x-mulaw, one channel")
+        self.rate = int(fmt.get("sampleRate", 8000))
+        if self.rate not in RATES:
+            raise GatewayError(415, "unsupported_media_type", f"sampleRate {self.rate} is not supported")
+        if self.client is None:
+            token = (start.get("customParameters") or {}).get("token")
+            self.client = self.gateway.auth.client(f"Bearer {token}" if isinstance(token, str) else None)
+        self.call_sid = start["callSid"]
+
+    def media(self, media: Any) -> list[dict[str, Any]]:
+        if self.call_sid is None or self.client is None:
+            raise GatewayError(400, "bad_message", "'media' came before 'start'")
+        if type(media) is not dict or not isinstance(media.get("payload"), str):
+            raise GatewayError(400, "bad_message", "a 'media' message needs media.payload (base64 mu-law)")
+        try:
+            audio = base64.b64decode(media["payload"], validate=True)
+        except (binascii.Error, ValueError):
+            raise GatewayError(400, "bad_message", "media.payload is not valid base64") from None
+        track = str(media.get("track") or "inbound")
+        call = self.tracks.get(track)
+        if call is None:
+            conversation = self.call_sid if track == "inbound" else f"{self.call_sid}/{track}"
+            call = self.tracks[track] = CallAudio(conversation, self.rate, producer=f"gateway/{self.client}")
+        return call.feed_mulaw(audio)
+
+    def finish(self) -> list[dict[str, Any]]:
+        return [r for call in self.tracks.values() if not call.finished for r in call.finish()]
+
+
+async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
+    """``/v1/audio/twilio``: a Twilio Media Stream."""
+    header = ws.headers.get("authorization")
+    authenticated = header is not None or gateway.auth.anonymous
+    call = await open_socket(ws, lambda: _TwilioCall(gateway, gateway.auth.client(header) if authenticated else None))
+    if call is None:
+        return
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None:
+                raise GatewayError(415, "unsupported_media_type", "Twilio messages are JSON text frames")
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise GatewayError(400, "bad_json", f"not JSON: {exc}") from None
+            event = value.get("event") if type(value) is dict else None
+            if event == "start":
+                call.start(value.get("start"))
+            elif event == "media":
+                await _produce(gateway, call.media(value.get("media")), call.client or "")
+            elif event == "stop":
+                break
+            elif event not in ("connected", "mark", "dtmf"):
+                raise GatewayError(400, "bad_message", f"unknown Twilio event {event!r}")
+        if call.client is not None:
+            await _produce(gateway, call.finish(), call.client)
+        await ws.close(1000)
+    except GatewayError as exc:
+        log.warning("Twilio stream %s refused: %s", call.call_sid, exc.message)
+        await _close(ws, exc)
+    except WebSocketDisconnect:
+        if call.client is not None:
+            await _produce(gateway, call.finish(), call.client)

@@ -1,0 +1,98 @@
+"""Consumer lag against the real broker: a known number of messages produced, consumed and committed.
+
+The embedded broker answers ListOffsets with a wrong end offset once a partition holds more than one
+record batch (the start of its last batch), so each partition here is written in several flushed batches:
+lag computed from ListOffsets would come out wrong and these tests would fail.
+"""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from prometheus_client import REGISTRY
+
+from connectors.kafka import KafkaSettings, create_topics, make_consumer, make_producer
+from connectors.lag import LagMonitor, LagReader
+
+pytestmark = pytest.mark.integration
+PRODUCED = {0: 5_000, 1: 37}  # messages per partition
+BATCH = 700
+
+
+def produce(settings: KafkaSettings, topic: str) -> None:
+    producer = make_producer(settings)
+    for partition, count in PRODUCED.items():
+        for i in range(count):
+            producer.produce(settings.topic(topic), value=b"x" * 64, partition=partition)
+            if (i + 1) % BATCH == 0:
+                producer.flush(30)
+    assert producer.flush(30) == 0
+
+
+def consume_and_commit(settings: KafkaSettings, group: str, topic: str, partition: int, count: int) -> None:
+    """Consume exactly ``count`` messages of one partition from its start and commit after them."""
+    consumer = make_consumer(settings, group)
+    consumer.assign([TopicPartition(settings.topic(topic), partition, OFFSET_BEGINNING)])
+    taken = []
+    while len(taken) < count:
+        taken += [m for m in consumer.consume(count - len(taken), 5.0) if m.error() is None]
+    assert [m.offset() for m in taken] == list(range(count))
+    consumer.commit(message=taken[-1], asynchronous=False)
+    consumer.close()
+
+
+def test_lag_is_high_watermark_minus_committed_offset(kafka_settings) -> None:
+    create_topics(kafka_settings, ["lagged"], partitions=2)
+    produce(kafka_settings, "lagged")
+    group = kafka_settings.topic("lag-probe")
+    consume_and_commit(kafka_settings, group, "lagged", 0, 1_234)
+    reader = LagReader(kafka_settings)
+    try:
+        lags = {p.partition: p for p in reader.lag(group, [kafka_settings.topic("lagged")])}
+    finally:
+        reader.close()
+    assert {p: (x.committed, x.high, x.lag) for p, x in lags.items()} == {
+        0: (1_234, 5_000, 5_000 - 1_234),
+        1: (None, 37, 37),  # nothing committed: the group starts at the log start
+    }
+
+
+def test_monitor_commits_engine_positions_and_sets_the_gauge(kafka_settings) -> None:
+    create_topics(kafka_settings, ["lagged"], partitions=2)
+    produce(kafka_settings, "lagged")
+    group = kafka_settings.topic("bytewax-like")
+    positions = {("lagged", 0): 4_000, ("lagged", 1): 37}
+    monitor = LagMonitor(kafka_settings, "probe-flow", group, ["lagged"], positions=lambda: positions)
+    try:
+        assert sorted((p.partition, p.lag) for p in monitor.refresh()) == [(0, 1_000), (1, 0)]
+        positions[("lagged", 0)] = 4_900  # the engine moved on
+        assert sorted((p.partition, p.lag) for p in monitor.refresh()) == [(0, 100), (1, 0)]
+    finally:
+        monitor.stop()
+        monitor._close()
+    for partition, lag in ((0, 100), (1, 0)):
+        labels = {"flow": "probe-flow", "topic": "lagged", "partition": str(partition)}
+        assert REGISTRY.get_sample_value("eddyline_consumer_lag", labels) == lag
+    reader = LagReader(kafka_settings)  # the commits are in Kafka, for any tool to read
+    try:
+        assert reader.committed(group, [(kafka_settings.topic("lagged"), 0)]) == {
+            (kafka_settings.topic("lagged"), 0): 4_900
+        }
+    finally:
+        reader.close()
+
+
+def test_a_caught_up_group_has_no_lag(kafka_settings) -> None:
+    create_topics(kafka_settings, ["lagged"], partitions=2)
+    produce(kafka_settings, "lagged")
+    group = kafka_settings.topic("caught-up")
+    for partition, count in PRODUCED.items():
+        consume_and_commit(kafka_settings, group, "lagged", partition, count)
+    reader = LagReader(kafka_settings)
+    try:
+        assert [(p.partition, p.high, p.lag) for p in reader.lag(group, [kafka_settings.topic("lagged")])] == [
+            (0, 5_000, 0),
+            (1, 37, 0),
+        ]
+    finally:
+        reader.close()

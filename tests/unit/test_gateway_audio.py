@@ -1,0 +1,59 @@
+"""Call audio pieces without a server: mu-law, frame-by-frame resampling, numbered chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+from connectors.gateway.audio import CallAudio, StreamResampler, mulaw_decode, mulaw_encode
+from connectors.wav import chunk_records
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 44100, 48000])
+def test_resampling_in_frames_equals_resampling_the_whole(rate: int) -> None:
+    rng = np.random.default_rng(rate)
+    x = rng.normal(size=rate)
+    r = StreamResampler(rate)
+    out, i = [], 0
+    while i < len(x):
+        n = int(rng.integers(1, 500))
+        out.append(r.feed(x[i : i + n]))
+        i += n
+    out.append(r.feed(np.zeros(0), final=True))
+    g = np.gcd(rate, 16000)
+    np.testing.assert_allclose(np.concatenate(out), resample_poly(x, 16000 // g, rate // g), atol=1e-9)
+
+
+def test_mulaw_round_trip_is_within_a_quantisation_step() -> None:
+    s = np.arange(-32768, 32768, 7).astype(np.int16)
+    d = mulaw_decode(mulaw_encode(s)).astype(np.int64)
+    assert np.all(np.abs(d - s) <= np.maximum(8, np.abs(s.astype(np.int64)) // 16))
+    assert mulaw_decode(b"\xff\x7f\x00\x80").tolist() == [0, 0, -32124, 32124]
+
+
+def test_frames_become_the_same_chunks_as_the_file_producer() -> None:
+    pcm = (np.sin(np.arange(16000 * 3 + 123) / 10) * 10000).astype("<i2").tobytes()
+    call = CallAudio("c1", 16000, chunk_ms=200)
+    records = []
+    for i in range(0, len(pcm), 333):  # frames that split samples
+        records += call.feed_pcm16(pcm[i : i + 333])
+    records += call.finish()
+    expected = list(chunk_records(pcm, "c1", chunk_ms=200, start_ms=call.started_ms))
+    strip = lambda r: {k: v for k, v in r.items() if k != "producer"}  # noqa: E731
+    assert [strip(r) for r in records] == [strip(r) for r in expected]
+
+
+def test_8khz_frames_are_resampled_and_numbered() -> None:
+    call = CallAudio("c2", 8000, chunk_ms=100)
+    tone = (np.sin(np.arange(8000) * 2 * np.pi * 440 / 8000) * 8000).astype(np.int16)
+    records = []
+    for i in range(0, len(tone), 160):  # Twilio's 20 ms frames
+        records += call.feed_mulaw(mulaw_encode(tone[i : i + 160]))
+    records += call.finish()
+    assert [r["seq"] for r in records] == list(range(len(records)))
+    assert [r["final"] for r in records] == [False] * (len(records) - 1) + [True]
+    assert sum(len(r["pcm"]) for r in records) == 16000 * 2
+    assert {r["sample_rate"] for r in records} == {16000}
+    with pytest.raises(ValueError, match="ended"):
+        call.feed_pcm16(b"\x00\x00")

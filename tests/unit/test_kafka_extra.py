@@ -1,0 +1,64 @@
+"""``[kafka] extra`` reaches every client: the Bytewax source, Faust's consumer and producer (where aiokafka can
+say the same), our EventProducer and the notify flow's consumer. Checked on the config each client is built with."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.alerting import AlertDispatcher
+from connectors.kafka import EventProducer, KafkaSettings
+from streams.engines.bytewax import build_dataflow
+from streams.engines.faust import build_app
+from streams.engines.output import FlowOutput
+from streams.flows.notify import Notifier, NotifyFlow, NotifySettings
+from streams.flows.sensor_anomaly import sensor_anomaly_flow
+from streams.processor import Emit
+
+EXTRA = {"fetch.wait.max.ms": "10", "request.timeout.ms": "20000", "linger.ms": "7", "client.id": "tuned",
+         "max.partition.fetch.bytes": "123456", "sasl.oauthbearer.extensions": "a=b"}
+settings = KafkaSettings(bootstrap_servers="127.0.0.1:9", security_protocol="SASL_SSL",
+                         sasl_mechanism="OAUTHBEARER", extra=EXTRA)
+
+
+def test_the_bytewax_source_gets_every_client_setting_and_the_extra_keys() -> None:
+    flow = build_dataflow(sensor_anomaly_flow(), settings)
+    source = flow.substeps[0].source
+    config = source._add_config  # merged over Bytewax's own keys in every partition's consumer
+    assert {k: config[k] for k in EXTRA} == EXTRA
+    assert config["security.protocol"] == "sasl_ssl" and config["sasl.mechanism"] == "OAUTHBEARER"
+    assert "group.id" not in config  # Bytewax assigns partitions and keeps offsets itself
+
+
+def test_event_producer_and_notify_consumer_get_the_extra_keys() -> None:
+    producer = EventProducer(settings)
+    assert {k: producer.config[k] for k in EXTRA} == EXTRA
+    flow = NotifyFlow(settings, Notifier(AlertDispatcher([]), NotifySettings()))
+    try:
+        assert {k: flow.consumer_config[k] for k in EXTRA} == EXTRA
+        assert flow.consumer_config["enable.auto.commit"] is False
+        assert {k: flow.producer.config[k] for k in EXTRA} == EXTRA
+    finally:
+        flow.consumer.close()
+
+
+def test_faust_takes_what_aiokafka_can_express_and_refuses_a_security_key_it_cannot(tmp_path) -> None:
+    plain = settings.model_copy(update={"security_protocol": "PLAINTEXT", "sasl_mechanism": None,
+                                        "extra": {k: v for k, v in EXTRA.items() if not k.startswith("sasl.")}})
+    app = build_app(sensor_anomaly_flow(), plain, state_dir=tmp_path)
+    conf = app.conf
+    assert conf.broker_client_id == "tuned"
+    assert conf.broker_request_timeout == 20.0 and conf.producer_request_timeout == 20.0
+    assert conf.producer_linger == 0.007 and conf.consumer_max_fetch_size == 123456
+    with pytest.raises(ValueError, match="sasl.oauthbearer.extensions"):
+        build_app(sensor_anomaly_flow(), settings.model_copy(update={"security_protocol": "PLAINTEXT",
+                                                                     "sasl_mechanism": None}),
+                  state_dir=tmp_path)
+
+
+def test_an_output_no_encoder_takes_becomes_a_dead_letter_not_an_exception() -> None:
+    out = FlowOutput(sensor_anomaly_flow(), KafkaSettings(namespace="ns."))
+    bad_type = out.encode(Emit("scores.anomaly", "dev", "anomaly_score", {"threshold": "high"}))
+    no_key = out.encode(Emit("scores.anomaly", None, "anomaly_score", {}))  # type: ignore[arg-type]
+    assert bad_type.topic == no_key.topic == "ns.dlq.scores.anomaly"
+    assert bad_type.headers["eddyline.dlq.reason"] == b"invalid_output" and bad_type.key == b"dev"
+    assert no_key.headers["eddyline.dlq.reason"] == b"encode_failed" and no_key.key is None
