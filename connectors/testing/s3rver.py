@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from connectors.broker import _die_with_parent, _prctl
+
 __all__ = ["S3rver", "s3rver_binary"]
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -74,8 +76,10 @@ class S3rver:
         cmd = [str(s3rver_binary()), "--directory", str(self.directory), "--address", "127.0.0.1",
                "--port", str(self.port), "--configure-bucket", self.bucket, "--silent"]
         env = {**os.environ, "NODE_OPTIONS": "--openssl-legacy-provider"}
+        prctl, parent = _prctl(), os.getpid()  # like the broker: never outlive the process that started it
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, env=env, start_new_session=True)
+                                      stderr=subprocess.PIPE, env=env, start_new_session=True,
+                                      preexec_fn=lambda: _die_with_parent(prctl, parent))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
