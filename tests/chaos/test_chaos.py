@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 RSS_BOUND_MB = 600
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(900)
 def test_faults_under_load_lose_nothing_and_double_nothing(tmp_path: Path) -> None:
     plan = ChaosPlan(duration_s=120, kills=10, broker_restarts=1, outage_s=20, settle_s=300)
     result = run_chaos(plan, tmp_path / "chaos")
