@@ -322,14 +322,18 @@ class EventProducer:
     settings
         The Kafka settings; their namespace prefixes every topic.
     serde
-        Encodes records (``AvroSerde()`` with the local registry by default).
+        Encodes records (by default on the configured schema registry, ``[schema_registry]``, else the local one).
     overrides
         librdkafka producer properties that win over ``producer_config``.
     """
 
     def __init__(self, settings: KafkaSettings, serde: AvroSerde | None = None, **overrides: Any) -> None:
         self.settings = settings
-        self.serde = serde or AvroSerde()
+        if serde is None:
+            from connectors.schema_registry import configured_serde
+
+            serde = configured_serde()
+        self.serde = serde
         self.config = producer_config(settings, **overrides)  # what the client got, ``[kafka] extra`` included
         self._producer = Producer(self.config)
         self.delivered = 0

@@ -18,6 +18,7 @@ import pagerduty
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from connectors.alert_explanation import explanation_text
 from connectors.delivery import DeliveryError, validate_alert
 from connectors.config import Section
 
@@ -94,6 +95,9 @@ def pagerduty_event(alert: Mapping[str, Any], routing_key: str) -> dict[str, Any
     if alert.get("value") is not None:
         details["value"] = alert["value"]
     details.setdefault("alert_status", alert["status"])
+    if alert.get("explanation"):
+        details["why"] = explanation_text(alert["explanation"])
+        details["explanation"] = dict(alert["explanation"])
     if alert.get("event_id"):
         details.setdefault("event_id", alert["event_id"])
     payload: dict[str, Any] = {

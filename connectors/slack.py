@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from connectors.alert_explanation import explanation_text
 from connectors.delivery import DeliveryError, HttpRetryPolicy, post_json, validate_alert
 from connectors.config import Section
 
@@ -95,12 +96,14 @@ def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(alert.get("event_time"), int):
         seconds = alert["event_time"] // 1000
         context += f" at <!date^{seconds}^{{date_short_pretty}} {{time_secs}}|{seconds}>"
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": headline[:TEXT_LIMIT]}}]
+    why = explanation_text(alert.get("explanation"))
+    if why:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*: {_escape(why)}"[:TEXT_LIMIT]}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     return {
         "text": headline[:TEXT_LIMIT],
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": headline[:TEXT_LIMIT]}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
-        ],
+        "blocks": blocks,
         "attachments": [{"color": colour, "blocks": [{"type": "section", "fields": fields}]}],
     }
 

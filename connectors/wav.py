@@ -6,6 +6,7 @@ phone system writes can be replayed. Anything that is not integer PCM is refused
 
 from __future__ import annotations
 
+import struct
 import time
 import wave
 from collections.abc import Iterator
@@ -19,6 +20,8 @@ import numpy as np
 from schemas import derive_id
 
 SAMPLE_RATE = 16000
+MIN_RATE, MAX_RATE = 1000, 384_000
+MAX_POLY_FACTOR = 1000
 
 
 class WavError(ValueError):
@@ -69,18 +72,27 @@ def read_wav(path: str | Path, *, resample: bool = True) -> WavAudio:
             raw = w.readframes(n)
     except FileNotFoundError:
         raise WavError(f"{path}: no such file") from None
-    except (wave.Error, EOFError) as exc:
-        raise WavError(f"{path}: not a PCM WAV file ({exc}); convert it, e.g. `sox IN -b 16 OUT.wav`") from None
+    except (wave.Error, EOFError, RuntimeError, struct.error) as exc:  # the last two: chunk sizes past the end
+        raise WavError(f"{path}: not a PCM WAV file ({exc or type(exc).__name__}); convert it, "
+                       "e.g. `sox IN -b 16 OUT.wav`") from None
     if width not in (1, 2, 3, 4):
         raise WavError(f"{path}: unsupported sample width of {width} bytes")
+    if not MIN_RATE <= rate <= MAX_RATE:  # resampling 1 Hz up to 16 kHz would take 16,000 times the memory
+        raise WavError(f"{path}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz; is it really audio?")
     if rate != SAMPLE_RATE and not resample:
         raise WavError(f"{path}: sample rate {rate} Hz, the stream carries {SAMPLE_RATE} Hz (resampling is off)")
+    raw = raw[: len(raw) // (width * channels) * width * channels]  # a truncated file: whole frames only
     samples = _decode(raw, width).reshape(-1, channels).mean(axis=1)
     if rate != SAMPLE_RATE:
         from scipy.signal import resample_poly
 
         g = gcd(rate, SAMPLE_RATE)
-        samples = resample_poly(samples, SAMPLE_RATE // g, rate // g)
+        up, down = SAMPLE_RATE // g, rate // g
+        if max(up, down) <= MAX_POLY_FACTOR:
+            samples = resample_poly(samples, up, down)
+        else:  # an odd rate (44101 Hz): the polyphase filter would be huge; interpolate instead
+            n = int(len(samples) * SAMPLE_RATE / rate)
+            samples = np.interp(np.arange(n) * rate / SAMPLE_RATE, np.arange(len(samples)), samples)
     pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
     return WavAudio(pcm, rate, channels, width)
 

@@ -15,7 +15,7 @@ from schemas.catalog import (
     latest,
     versions,
 )
-from schemas.errors import DecodeError, SchemaError, UnknownSchemaError, ValidationError
+from schemas.errors import DecodeError, RegistryUnavailableError, SchemaError, UnknownSchemaError, ValidationError
 from schemas.ids import derive_id, new_id
 from schemas.registry import ConfluentRegistry, LocalRegistry
 from schemas.serde import AvroSerde
@@ -35,6 +35,7 @@ __all__ = [
     "ConfluentRegistry",
     "DecodeError",
     "LocalRegistry",
+    "RegistryUnavailableError",
     "SchemaError",
     "UnknownSchemaError",
     "ValidationError",

@@ -30,3 +30,13 @@ class UnknownSchemaError(SchemaError):
     """A schema id or event type that no registry knows."""
 
     reason = "unknown_schema"
+
+
+class RegistryUnavailableError(SchemaError):
+    """The schema registry could not answer (unreachable, overloaded, refusing our credentials).
+
+    Not a fault of the event: a consumer must retry it later and never dead-letter it, a producer must
+    report "try again" (HTTP 503), not "invalid event".
+    """
+
+    reason = "registry_unavailable"

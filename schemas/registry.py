@@ -3,20 +3,28 @@
 ``LocalRegistry`` needs nothing running: ids are derived from each schema's canonical form, so they are
 stable across processes, machines and restarts. ``ConfluentRegistry`` speaks the Confluent Schema
 Registry REST API when one is configured; subjects follow the TopicNameStrategy (``<topic>-value``).
+A registry that cannot answer raises ``RegistryUnavailableError`` (retry later, never a dead letter);
+only an id the registry says it does not have is ``UnknownSchemaError`` (the message is bad).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Callable
 from typing import Protocol
 
 from schemas import catalog
 from schemas.catalog import SchemaVersion
-from schemas.errors import UnknownSchemaError
+from schemas.errors import RegistryUnavailableError, SchemaError, UnknownSchemaError
+
+log = logging.getLogger(__name__)
+MAX_MISSING = 10_000
 
 
 class Registry(Protocol):
@@ -107,10 +115,15 @@ class LocalRegistry:
 
 
 class ConfluentRegistry:
-    """A client for a Confluent-compatible Schema Registry, caching ids both ways.
+    """A client for a Confluent-compatible Schema Registry: cached both ways, retried, failures told apart.
 
-    Subjects follow the TopicNameStrategy (``<topic>-value``); an unreachable registry or an unknown id
-    raises ``UnknownSchemaError`` with what to check.
+    Subjects follow the TopicNameStrategy (``<topic>-value``). Ids and schemas, once known, are cached for
+    good (an id never changes meaning); an id the registry does not have (404) is remembered for
+    ``negative_ttl_s`` so that a stream of bad messages does not become a stream of requests. Network
+    errors, 5xx and refused credentials are retried ``retries`` times with doubling back-off, then raise
+    ``RegistryUnavailableError``; with ``pause`` the client instead keeps retrying, logging once a minute
+    that consumption is paused, until the registry answers: what a consumer wants, never a producer
+    answering a client (the gateway says 503).
 
     Parameters
     ----------
@@ -120,11 +133,41 @@ class ConfluentRegistry:
         (user, password) for HTTP basic authentication, or None.
     timeout
         Seconds to wait for each request.
+    retries
+        Further attempts after a failed request before giving up (or, with ``pause``, before logging).
+    backoff_s
+        The first wait between attempts; it doubles up to ``max_backoff_s``.
+    max_backoff_s
+        The longest wait between attempts.
+    negative_ttl_s
+        How long an unknown id is answered from the cache.
+    pause
+        Retry until the registry answers instead of raising ``RegistryUnavailableError``.
+    fallback
+        Asked for an id the registry does not have: ``LocalRegistry()`` lets producers that write local ids
+        (edge agents, often offline, never talk to a registry) share topics with registered ones.
+    sleep
+        Waits (tests replace it).
     """
 
-    def __init__(self, url: str, *, auth: tuple[str, str] | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        max_backoff_s: float = 10.0,
+        negative_ttl_s: float = 60.0,
+        pause: bool = False,
+        fallback: Registry | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout
+        self.retries, self.backoff_s, self.max_backoff_s = retries, backoff_s, max_backoff_s
+        self.negative_ttl_s, self.pause, self.fallback, self._sleep = negative_ttl_s, pause, fallback, sleep
         self._headers = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
         if auth:
             import base64
@@ -133,9 +176,11 @@ class ConfluentRegistry:
             self._headers["Authorization"] = f"Basic {token}"
         self._ids: dict[tuple[str, str], int] = {}
         self._schemas: dict[int, str] = {}
+        self._missing: dict[int, tuple[float, str]] = {}  # id -> (answer again from the registry after, why)
         self._lock = threading.Lock()
+        self.paused_s = 0.0  # time spent waiting for an unavailable registry
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _once(self, method: str, path: str, body: dict | None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
         try:
@@ -145,11 +190,41 @@ class ConfluentRegistry:
             detail = exc.read().decode(errors="replace")[:300]
             if exc.code == 404:
                 raise UnknownSchemaError(f"schema registry {self.url}{path}: not found ({detail})") from None
-            raise UnknownSchemaError(f"schema registry {self.url}{path} answered {exc.code}: {detail}") from None
-        except urllib.error.URLError as exc:
-            raise UnknownSchemaError(
-                f"schema registry at {self.url} is unreachable ({exc.reason}); check EDDYLINE_SCHEMA_REGISTRY_URL"
+            if exc.code in (401, 403):
+                raise RegistryUnavailableError(
+                    f"schema registry {self.url}{path} answered {exc.code}: {detail}; check the registry "
+                    "credentials ([schema_registry] username/password)") from None
+            if exc.code >= 500 or exc.code == 429:
+                raise RegistryUnavailableError(f"schema registry {self.url}{path} answered {exc.code}: {detail}") from None
+            raise SchemaError(f"schema registry {self.url}{path} refused the request ({exc.code}): {detail}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: an answer that is not JSON
+            reason = getattr(exc, "reason", exc)
+            raise RegistryUnavailableError(
+                f"schema registry at {self.url} is unreachable ({reason}); check EDDYLINE_SCHEMA_REGISTRY_URL"
             ) from None
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One request, retried with back-off while the registry is unavailable (for ever with ``pause``)."""
+        attempt, wait, since, told = 0, self.backoff_s, time.monotonic(), 0.0
+        while True:
+            try:
+                answer = self._once(method, path, body)
+                if told:
+                    log.warning("schema registry %s answers again after %.1f s; consumption resumes",
+                                self.url, time.monotonic() - since)
+                return answer
+            except RegistryUnavailableError as exc:
+                attempt += 1
+                if attempt > self.retries and not self.pause:
+                    raise
+                waited = time.monotonic() - since
+                if self.pause and attempt > self.retries and (not told or waited - told >= 60):
+                    log.warning("%s; consumption paused, retrying every %.0f s (paused %.0f s so far)",
+                                exc, wait, waited)
+                    told = max(waited, 1e-9)
+                self._sleep(wait)
+                self.paused_s += wait
+                wait = min(wait * 2, self.max_backoff_s)
 
     def id_for(self, topic: str, version: SchemaVersion) -> int:
         """Register the schema under ``<topic>-value`` (or find it registered) and return its id, cached.
@@ -171,17 +246,40 @@ class ConfluentRegistry:
         return answer["id"]
 
     def schema_for(self, schema_id: int) -> str:
-        """The schema registered under an id, asked of the registry once and cached.
+        """The schema registered under an id, asked of the registry once and cached; unknown ids for a while.
 
         Parameters
         ----------
         schema_id
             As for ``Registry.schema_for``.
         """
+        try:
+            return self._registered(schema_id)
+        except UnknownSchemaError:
+            if self.fallback is None:
+                raise
+            try:
+                return self.fallback.schema_for(schema_id)
+            except UnknownSchemaError:
+                pass
+            raise
+
+    def _registered(self, schema_id: int) -> str:
         with self._lock:
             if schema_id in self._schemas:
                 return self._schemas[schema_id]
-        schema = self._call("GET", f"/schemas/ids/{schema_id}")["schema"]
+            missing = self._missing.get(schema_id)
+            if missing is not None and missing[0] > time.monotonic():
+                raise UnknownSchemaError(missing[1])
+        try:
+            schema = self._call("GET", f"/schemas/ids/{schema_id}")["schema"]
+        except UnknownSchemaError as exc:
+            with self._lock:
+                if len(self._missing) >= MAX_MISSING:  # random ids from a hostile producer: memory stays bounded
+                    self._missing.clear()
+                self._missing[schema_id] = (time.monotonic() + self.negative_ttl_s, str(exc))
+            raise
         with self._lock:
             self._schemas[schema_id] = schema
+            self._missing.pop(schema_id, None)
         return schema

@@ -27,12 +27,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from connectors.gateway.auth import TokenAuth
 from connectors.gateway.calls import open_socket, pcm_stream, twilio_stream
 from connectors.gateway.errors import GatewayError, Problem
-from connectors.gateway.limits import Backpressure, read_body, too_large
+from connectors.gateway.limits import Backpressure, RateLimits, read_body, too_large
 from connectors.gateway.openapi import openapi_spec
 from connectors.gateway.records import ENDPOINTS, Endpoint, RecordMapper
 from connectors.gateway.settings import GatewaySettings
 from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, create_topics
-from schemas import SchemaError, derive_id
+from schemas import RegistryUnavailableError, SchemaError, derive_id
 
 log = logging.getLogger("eddyline.gateway")
 
@@ -58,6 +58,7 @@ class Gateway:
         self._produce_failures = 0
         self.max_message_bytes = int(kafka.extra.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
         self.backpressure = Backpressure(self.waiting, settings.max_queue, settings.retry_after_s)
+        self.rates = RateLimits(settings.rates, settings.rate_burst_s)
 
     @property
     def producer(self) -> EventProducer:
@@ -107,6 +108,7 @@ class Gateway:
 
     def publish(self, endpoint: Endpoint, value: Any, client: str) -> list[str]:
         """Map, encode and produce one event or a JSON array of them; all or nothing."""
+        self.auth.check_scope(client, endpoint.event_type)
         if type(value) is list:
             if not value:
                 raise GatewayError(422, "empty", "the array holds no events; send at least one")
@@ -120,6 +122,7 @@ class Gateway:
             items = [(v, f"[{i}]") for i, v in enumerate(value)]
         else:
             items = [(value, "")]
+        self.rates.take(client, len(items))
         mapper = self.mappers[endpoint.event_type]
         problems: list[Problem] = []
         records: list[tuple[dict[str, Any], str]] = []
@@ -144,6 +147,9 @@ class Gateway:
         for record, path in records:
             try:
                 data = self.producer.serde.encode(endpoint.event_type, record, topic=topic)
+            except RegistryUnavailableError as exc:
+                raise GatewayError(503, "registry_unavailable", f"{exc}; retry with the same event_id",
+                                   headers={"Retry-After": str(self.settings.retry_after_s)}) from None
             except SchemaError as exc:
                 problems.append(Problem(path or "(body)", str(exc)))
                 continue

@@ -1,4 +1,4 @@
-"""Bearer tokens, compared in constant time so that response timing does not leak a token."""
+"""Bearer tokens, compared in constant time so that response timing does not leak a token, and their scopes."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class TokenAuth:
     def __init__(self, settings: GatewaySettings) -> None:
         self._digests = [(name, _digest(t.get_secret_value())) for name, t in settings.tokens.items()]
         self.anonymous = settings.allow_anonymous
+        self.scopes = {name: frozenset(types) for name, types in settings.scopes.items()}
 
     def client(self, authorization: str | None) -> str:
         if authorization is None:
@@ -38,6 +39,17 @@ class TokenAuth:
         if found is None:
             raise _unauthorized("invalid_token", "the bearer token is not one of the gateway's tokens")
         return found
+
+    def check_scope(self, client: str, event_type: str) -> None:
+        """403 unless ``client``'s scopes (or the ``'*'`` default) include ``event_type``; no scopes: all."""
+        allowed = self.scopes.get(client, self.scopes.get("*"))
+        if allowed is not None and event_type not in allowed:
+            raise GatewayError(
+                403,
+                "forbidden_event_type",
+                f"the token of {client!r} may not send {event_type} events (it may send: "
+                f"{', '.join(sorted(allowed)) or 'none'}); ask for a token with that scope in [gateway] scopes",
+            )
 
 
 def _digest(token: str) -> bytes:

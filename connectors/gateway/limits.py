@@ -1,7 +1,9 @@
-"""What keeps one client or a slow broker from hurting the gateway: body size limits and backpressure."""
+"""What keeps one client or a slow broker from hurting the gateway: body size limits, per-client rates, backpressure."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -66,3 +68,52 @@ class Backpressure:
                 f"retry after {self.retry_after_s} s with the same event_id",
                 headers={"Retry-After": str(self.retry_after_s)},
             )
+
+
+class RateLimits:
+    """A token bucket per client: ``rate`` events per second, ``rate * burst_s`` at once; over it, 429.
+
+    Buckets exist only for the configured clients (and the ``'*'`` default per client that uses it), so
+    memory follows the number of tokens, not of requests.
+
+    Parameters
+    ----------
+    rates
+        Client name -> events per second; ``'*'`` for clients not named.
+    burst_s
+        How many seconds' worth of events a client may send at once.
+    clock
+        Seconds, monotonic.
+    """
+
+    def __init__(self, rates: dict[str, float], burst_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rates, self.burst_s, self.clock = rates, burst_s, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
+        self.refused = 0
+
+    def take(self, client: str, events: int) -> None:
+        rate = self.rates.get(client, self.rates.get("*"))
+        if rate is None:
+            return
+        capacity = max(rate * self.burst_s, 1.0)
+        if events > capacity:
+            raise GatewayError(
+                413,
+                "too_many_events",
+                f"{events} events in one request, more than {client!r} may send at once ({int(capacity)}); "
+                "split the array",
+            )
+        now = self.clock()
+        tokens, at = self._buckets.get(client, (capacity, now))
+        tokens = min(capacity, tokens + (now - at) * rate)
+        if tokens < events:
+            self._buckets[client] = (tokens, now)
+            self.refused += 1
+            wait = max(1, math.ceil((events - tokens) / rate))
+            raise GatewayError(
+                429,
+                "rate_limited",
+                f"{client!r} may send {rate:g} events per second; retry after {wait} s with the same event_id",
+                headers={"Retry-After": str(wait)},
+            )
+        self._buckets[client] = (tokens - events, now)

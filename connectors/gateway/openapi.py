@@ -107,11 +107,13 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
                     "401": _error(
                         "No bearer token, or not a known one.", {"WWW-Authenticate": {"schema": {"type": "string"}}}
                     ),
+                    "403": _error("The token's scopes ([gateway] scopes) do not include this event type."),
                     "413": _error("The body is larger than the limit, or the array holds too many events."),
                     "415": _error("The Content-Type is not application/json."),
                     "422": _error("The JSON does not fit the event's schema; 'problems' names each field."),
                     "429": _error(
-                        "Backpressure: the broker is behind. Retry after Retry-After seconds with the same event_id.",
+                        "Backpressure (the broker is behind) or the token's rate ([gateway] rates) is spent. "
+                        "Retry after Retry-After seconds with the same event_id.",
                         _RETRY_AFTER,
                     ),
                     "503": _error("The broker refused the event; retry with the same event_id.", _RETRY_AFTER),

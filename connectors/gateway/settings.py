@@ -38,6 +38,17 @@ class GatewaySettings(Section):
         10_000, gt=0, description="Messages waiting in the producer above which requests get 429 (backpressure)"
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 429")
+    scopes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Client name -> the event types it may send (sensor_batch, audio_chunk, click); "
+        "'*' sets it for clients not named; a client covered by neither may send every type",
+    )
+    rates: dict[str, float] = Field(
+        default_factory=dict,
+        description="Client name -> events per second it may send, over which it gets 429 with Retry-After; "
+        "'*' sets it for clients not named; unlimited when covered by neither",
+    )
+    rate_burst_s: float = Field(2.0, gt=0, description="A client may send this many seconds' worth of its rate at once")
     create_topics: bool = Field(True, description="Create the input topics at start-up")
     shutdown_flush_s: float = Field(10.0, ge=0, description="How long to wait for deliveries when stopping")
 
@@ -52,6 +63,26 @@ class GatewaySettings(Section):
                     f"the token of {name!r} is shorter than {MIN_TOKEN_CHARS} characters; "
                     "use a random one, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_types(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from connectors.gateway.records import ENDPOINTS
+
+        for name, types in value.items():
+            unknown = set(types) - set(ENDPOINTS)
+            if unknown:
+                raise ValueError(f"the scopes of {name!r} name unknown event types {sorted(unknown)}; "
+                                 f"use some of {', '.join(ENDPOINTS)}")
+        return value
+
+    @field_validator("rates")
+    @classmethod
+    def _positive_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, rate in value.items():
+            if not rate > 0:
+                raise ValueError(f"the rate of {name!r} must be a positive number of events per second")
         return value
 
     def check_usable(self) -> None:

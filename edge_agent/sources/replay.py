@@ -41,7 +41,8 @@ class CsvReplay:
 
     def _open(self) -> None:
         try:
-            self._file = self._path.open(newline="")
+            # bytes that are not UTF-8 become U+FFFD: that row then fails like any bad row, never the agent
+            self._file = self._path.open(newline="", errors="replace")
         except OSError as exc:
             raise SourceError(f"source {self.name!r}: cannot open {self._path}: {exc.strerror}; fix path=") from None
         self._reader = csv.DictReader(self._file)

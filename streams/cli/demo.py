@@ -24,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from connectors.alert_explanation import explanation_text
 from connectors.testing.alert_receiver import AlertReceiver
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings, consumer_config, create_topics
@@ -215,7 +216,7 @@ def run_demo(
         create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts", "alerts.retry",
                                  dlq_topic("alerts"), "transcripts", "scores.sentiment"])
         live = LivePage(settings, "127.0.0.1", 0).start()
-        console.print(f"live page: [bold]{live.url}[/]")
+        console.print(f"live page: [bold]{live.login_url()}[/] (a one-time login link)")
         console.print(f"broker {broker.bootstrap} · alert receiver {receiver.pagerduty_url} · logs in {work}")
         flow = _start_flow("anomaly", settings, receiver, work / "state", work / "flow.log")
         notify = _start_flow("notify", settings, receiver, work / "notify-state", work / "notify.log")
@@ -271,6 +272,8 @@ def run_demo(
                     if not announced and watcher.first_alert is not None:
                         a = watcher.first_alert
                         live.console.print(f"first alert: [bold]{a['severity']}[/] {a['summary']}")
+                        if a.get("explanation"):
+                            live.console.print(f"  why: {explanation_text(a['explanation'])}")
                         announced = True
                 deadline = time.monotonic() + drain_timeout
                 while time.monotonic() < deadline:
@@ -316,6 +319,7 @@ def run_demo(
             "transcripts": watcher.transcripts,
             "sentiment_scores": watcher.sentiments,
             "call_alerts_opened": len(watcher.call_alerts["OPENED"]),
+            "first_alert": _first_alert(watcher.first_alert),
             "injected_anomalies": len(injected),
             "detected_injected_anomalies": detected,
             "work_dir": str(work),
@@ -327,6 +331,18 @@ def run_demo(
         f"detected {detected}/{len(injected)} injected anomalies ({ratio:.1%}); "
         f"{summary['pagerduty_incidents']} PagerDuty incidents"
     )
+    if summary["first_alert"] is not None:
+        first = summary["first_alert"]
+        console.print(f"first alert: {first['summary']}\n  why: {first['why'] or 'no explanation'}")
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _first_alert(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The first sensor alert as the summary shows it: what, when, and why it fired."""
+    if rec is None:
+        return None
+    return {"entity": rec["entity"], "severity": rec["severity"], "event_time": rec["event_time"],
+            "summary": rec["summary"], "why": explanation_text(rec.get("explanation")),
+            "explanation": rec.get("explanation")}

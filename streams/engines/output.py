@@ -16,7 +16,7 @@ from typing import NamedTuple
 from connectors.dlq import dlq_headers
 from connectors.kafka import KafkaSettings
 from connectors.prometheus import DLQ_EVENTS, END_TO_END_LATENCY, EVENTS_CONSUMED, EVENTS_EMITTED
-from schemas import AvroSerde, SchemaError
+from schemas import AvroSerde, RegistryUnavailableError, SchemaError
 from schemas.topics import dlq_topic
 from streams.processor import SINK_ONLY, Emit, Event, FlowSpec
 
@@ -71,19 +71,24 @@ class Codec:
     inputs
         Logical input topic -> the event type it carries.
     serde
-        The Avro serde (the local registry by default).
+        The Avro serde (by default on the configured schema registry, pausing while it cannot answer).
     """
 
     def __init__(self, settings: KafkaSettings, inputs: dict[str, str], serde: AvroSerde | None = None) -> None:
+        from connectors.schema_registry import configured_serde
+
         self.settings = settings
-        self.serde = serde or AvroSerde()
+        self.serde = serde or configured_serde(consumer=True)
         self.inputs = inputs
         self._logical = {settings.topic(t): t for t in inputs}
 
     def decode(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int
     ) -> Event | DeadLetter:
-        """An event, or a dead letter that says why the message is not one; never raises.
+        """An event, or a dead letter that says why the message is not one.
+
+        Raises only ``RegistryUnavailableError`` (a serde that does not pause): the registry's fault, not the
+        event's, so it is retried later and never dead-lettered.
 
         Parameters
         ----------
@@ -100,6 +105,8 @@ class Codec:
             return DeadLetter(logical, key, value, "unknown_topic", f"flow does not read {topic}", partition, offset)
         try:
             record = self.serde.decode(value, event_type)
+        except RegistryUnavailableError:
+            raise
         except SchemaError as exc:
             return DeadLetter(logical, key, value, exc.reason, str(exc), partition, offset)
         except Exception as exc:  # a bug in a rule must not kill the flow either

@@ -22,6 +22,7 @@ from connectors.config import Section
 from models.sentiment.model import Prediction, load_sentiment
 from models.speech import SAMPLE_RATE, EnergyVAD, Utterance, VADConfig, load_transcriber, resample, to_float32
 from schemas import ALERT, AUDIO_CHUNK, SENTIMENT_SCORE, TRANSCRIPT, derive_id
+from streams.flows.redaction import RedactionConfig, Redactor
 from streams.processor import Emit, Event, FlowSpec, Processor
 
 FLOW = "audio-sentiment"
@@ -79,6 +80,8 @@ class AudioFlowConfig:
         When rolling sentiment raises alerts.
     vad
         How the audio is cut into utterances.
+    redaction
+        What is redacted from transcripts before they leave the flow (cards, phones, e-mail; on by default).
     """
 
     speech_backend: str = "faster-whisper"
@@ -87,6 +90,7 @@ class AudioFlowConfig:
     producer: str = "eddyline-audio"
     policy: SentimentPolicy = field(default_factory=SentimentPolicy)
     vad: VADConfig = field(default_factory=VADConfig)
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,7 +104,8 @@ class AudioFlowConfig:
         d
             What ``to_dict()`` returned.
         """
-        return cls(**{**d, "policy": SentimentPolicy(**d["policy"]), "vad": VADConfig(**d["vad"])})
+        return cls(**{**d, "policy": SentimentPolicy(**d["policy"]), "vad": VADConfig(**d["vad"]),
+                      "redaction": RedactionConfig(**d.get("redaction", {}))})
 
 
 class SentimentTracker:
@@ -237,6 +242,8 @@ class ConversationProcessor(Processor):
         self.config = AudioFlowConfig.from_dict(config) if config else AudioFlowConfig()
         self.vad = EnergyVAD(self.config.vad)
         self.tracker = SentimentTracker(conversation_id, self.config)
+        self.redactor = Redactor(self.config.redaction)
+        self.redacted = 0  # transcripts that had something redacted
         self.last_seq = -1
         self.segment = 0
         self.origin_ms: int | None = None  # event time of the conversation's start
@@ -275,6 +282,8 @@ class ConversationProcessor(Processor):
         if not text:
             self.empty_utterances += 1
             return None
+        text, found = self.redactor.redact(text)  # before the text reaches any output, sentiment included
+        self.redacted += bool(found)
         start_ms = u.start * 1000 // SAMPLE_RATE
         end_ms = u.end * 1000 // SAMPLE_RATE
         conf = [s.confidence for s in segments if s.confidence is not None]
@@ -297,7 +306,7 @@ class ConversationProcessor(Processor):
     def snapshot(self) -> dict[str, Any]:
         return {"vad": self.vad.snapshot(), "tracker": self.tracker.snapshot(), "last_seq": self.last_seq,
                 "segment": self.segment, "origin_ms": self.origin_ms, "duplicates": self.duplicates,
-                "gaps": self.gaps, "empty_utterances": self.empty_utterances}
+                "gaps": self.gaps, "empty_utterances": self.empty_utterances, "redacted": self.redacted}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.vad.restore(state["vad"])
@@ -308,6 +317,7 @@ class ConversationProcessor(Processor):
         self.duplicates = state["duplicates"]
         self.gaps = state["gaps"]
         self.empty_utterances = state["empty_utterances"]
+        self.redacted = state.get("redacted", 0)  # snapshots from before redaction have no count
 
     def params(self) -> dict[str, Any]:
         return {"conversation_id": self.conversation_id, "config": self.config.to_dict()}
@@ -348,9 +358,11 @@ class SentimentProcessor(Processor):
         self.conversation_id = conversation_id
         self.config = AudioFlowConfig.from_dict(config) if config else AudioFlowConfig()
         self.tracker = SentimentTracker(conversation_id, self.config)
+        self.redactor = Redactor(self.config.redaction)
 
     def process(self, events: Sequence[Event]) -> list[Emit]:
-        return self.tracker.process([e.record for e in events])
+        """Transcripts from elsewhere are redacted too before their text goes into scores and alerts."""
+        return self.tracker.process([{**e.record, "text": self.redactor.redact(e.record["text"])[0]} for e in events])
 
     def snapshot(self) -> dict[str, Any]:
         return self.tracker.snapshot()
@@ -371,10 +383,15 @@ class AudioSettings(Section):
     speech_backend: str = Field("faster-whisper", description="faster-whisper or openai-whisper.")
     speech_model: str = Field("bundled", description="bundled (Whisper tiny.en), a model directory or a hub id.")
     sentiment_model: str | None = Field(None, description="Unset: the model trained here; vader; a model directory.")
+    redact: bool = Field(True, description="Redact card and phone numbers and e-mail addresses from transcripts.")
+    redact_patterns: list[str] = Field(
+        default_factory=list, description="Further regular expressions whose matches become [REDACTED]."
+    )
 
     def flow_config(self) -> AudioFlowConfig:
         return AudioFlowConfig(speech_backend=self.speech_backend, speech_model=self.speech_model,
-                               sentiment_model=self.sentiment_model)
+                               sentiment_model=self.sentiment_model,
+                               redaction=RedactionConfig(enabled=self.redact, patterns=self.redact_patterns))
 
 
 def audio_flow(config: AudioFlowConfig | None = None, sinks: list | None = None) -> FlowSpec:

@@ -2,8 +2,10 @@
 
 One ``SensorAnomalyProcessor`` per device holds a detector and an alert policy per sensor. Each batch of
 readings is scored as arrays (the detector scores before it learns), emitted as one ``scores.anomaly``
-event, and fed to the policy, whose transitions become ``alerts`` events. Output ids derive from the
-input's, so replays after a crash repeat them exactly and sinks drop the repeats.
+event, and fed to the policy, whose transitions become ``alerts`` events; an alert that opens or escalates
+carries why it fired (``models.anomaly.explain``: the rule, the expected value and band, the recent
+readings). Output ids derive from the input's, so replays after a crash repeat them exactly and sinks
+drop the repeats.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 
 from models.anomaly import DEFAULT_DETECTOR, make_detector
 from models.anomaly.base import AnomalyDetector
+from models.anomaly.explain import Explanation, score_explained
+from connectors.alert_explanation import RULE_NAMES
 from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, derive_id
 from streams.flows.alert_policy import AlertPolicy, PolicyConfig, Transition
 from streams.processor import Emit, Event, FlowSpec, Processor
@@ -120,13 +124,15 @@ class SensorAnomalyProcessor(Processor):
             threshold = det.threshold
             values = np.asarray(s["values"], dtype=np.float64)
             stamps = np.asarray(s["timestamps"], dtype=np.int64)
-            scores = det.score_learn(values, stamps)
+            scores, why = score_explained(det, values, stamps)
             scored_series.append(
                 {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist()}
             )
             metrics.append(series_metrics(self.device_id, s["sensor"], s["values"], s["timestamps"], scores, det.threshold))
             for t in policy.update(scores, stamps, f"{source_id}/{s['sensor']}"):
-                alerts.append(self._alert(rec, s["sensor"], t, float(values[t.index]), int(stamps[t.index])))
+                explanation = None if t.status == "RESOLVED" else why.at(t.index)
+                alerts.append(self._alert(rec, s["sensor"], t, float(values[t.index]), int(stamps[t.index]),
+                                          explanation))
         score_event = {
             "event_id": derive_id(SCORES_TOPIC, source_id),
             "event_time": rec["event_time"],
@@ -139,10 +145,14 @@ class SensorAnomalyProcessor(Processor):
         }
         return [Emit(SCORES_TOPIC, self.device_id, ANOMALY_SCORE, score_event), *alerts, *metrics]
 
-    def _alert(self, rec: dict[str, Any], sensor: str, t: Transition, value: float, at_ms: int) -> Emit:
+    def _alert(self, rec: dict[str, Any], sensor: str, t: Transition, value: float, at_ms: int,
+               explanation: Explanation | None) -> Emit:
         entity = f"{self.device_id}/{sensor}"
         if t.status == "RESOLVED":
             summary = f"{entity} back to normal (peak anomaly score {t.peak:.2f})"
+        elif explanation is not None:
+            summary = (f"Anomaly on {entity}: {RULE_NAMES[explanation.rule]}, reading {value:.4g} where "
+                       f"{explanation.expected:.4g} was expected ({explanation.deviation:.3g} robust SD off)")
         else:
             summary = f"Anomaly on {entity}: reading {value:.4g} scored {t.peak:.2f}"
         record = {
@@ -164,6 +174,7 @@ class SensorAnomalyProcessor(Processor):
                 "source_event_id": rec["event_id"],
                 "detector": self.detector_name,
             },
+            "explanation": None if explanation is None else explanation.as_record(),
         }
         return Emit(ALERTS_TOPIC, t.incident, ALERT, record)
 

@@ -63,3 +63,13 @@ def test_the_console_shows_where_to_look_and_a_summary(demo) -> None:
     assert re.search(r"live page: http://127\.0\.0\.1:\d+", out)
     assert "first alert:" in out
     assert f"scored + dlq = {s['scored'] + s['dlq']:,} of {s['produced']:,} produced" in out
+
+
+@pytest.mark.e2e
+def test_the_summary_says_why_the_first_alert_fired(demo) -> None:
+    done, s = demo
+    first = s["first_alert"]
+    assert first is not None and first["explanation"] is not None, first
+    assert first["explanation"]["rule"] in {"spike", "level_shift", "seasonal_break", "flat_line", "novelty"}
+    assert first["explanation"]["lower"] <= first["explanation"]["expected"] <= first["explanation"]["upper"]
+    assert f"why: {first['why'][:40]}" in done.stdout + done.stderr  # the console writes to stderr

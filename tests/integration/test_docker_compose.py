@@ -32,42 +32,80 @@ def compose_command() -> list[str] | None:
     return [legacy] if legacy else None
 
 
+SECRETS = {
+    "INFLUXDB_TOKEN": "influx-token-for-the-compose-test",
+    "INFLUXDB_PASSWORD": "influx-password-for-the-test",
+    "GRAFANA_PASSWORD": "grafana-password-for-the-test",
+    "EDDYLINE_GATEWAY_TOKENS": '{"edge-fleet": "gateway-token-for-the-compose-test"}',
+    "EDDYLINE_LIVE_TOKEN": "live-token-for-the-compose-test",
+}
+IMAGE_USERS = {"kafka": "1000:1000", "influxdb": "1000:1000", "prometheus": "65534:65534", "grafana": "472:0"}
+
+
+def compose_config(file: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    cmd = compose_command()
+    if cmd is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (apt-get install docker-compose)")
+    return subprocess.run(
+        [*cmd, "-f", str(file), "--profile", "edge", "config"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=file.parent,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", **env},
+        timeout=60,
+    )
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
 
 
 def test_compose_config_validates_the_file() -> None:
-    cmd = compose_command()
-    if cmd is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed (apt-get install docker-compose)")
-    done = subprocess.run(
-        [*cmd, "-f", str(COMPOSE), "--profile", "edge", "config"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=DOCKER,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin"},
-        timeout=60,
-    )
+    done = compose_config(COMPOSE, SECRETS)
     assert done.returncode == 0, done.stderr
     resolved = yaml.safe_load(done.stdout)
     assert set(resolved["services"]) == SERVICES
     gateway_env = resolved["services"]["gateway"]["environment"]
     assert gateway_env["EDDYLINE_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"  # the shared block merged in
-    assert gateway_env["EDDYLINE_GATEWAY_TOKENS"].startswith("{")
+    assert gateway_env["EDDYLINE_GATEWAY_TOKENS"] == SECRETS["EDDYLINE_GATEWAY_TOKENS"]
+    assert resolved["services"]["live"]["environment"]["EDDYLINE_LIVE_TOKEN"] == SECRETS["EDDYLINE_LIVE_TOKEN"]
+    assert resolved["services"]["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == SECRETS["INFLUXDB_TOKEN"]
+
+
+@pytest.mark.parametrize("secret", sorted(SECRETS))
+def test_an_unset_secret_stops_compose_with_a_message_that_says_what_to_set(secret: str) -> None:
+    done = compose_config(COMPOSE, {k: v for k, v in SECRETS.items() if k != secret})
+    assert done.returncode != 0
+    assert f"set {secret} (" in done.stderr and "docker/README.md" in done.stderr, done.stderr
+
+
+def test_no_secret_has_a_default(compose) -> None:
+    text = COMPOSE.read_text()
+    for secret in SECRETS:
+        assert f"${{{secret}:?" in text and f"${{{secret}:-" not in text, secret
+    assert "dev-password" not in text and "dev-token" not in text
+
+
+def test_every_service_runs_as_a_non_root_user(compose) -> None:
+    for name, svc in compose["services"].items():
+        user = str(svc.get("user", ""))
+        assert user and user.split(":")[0] not in ("0", "root"), f"{name} runs as root (user: {user!r})"
+        if name in IMAGE_USERS:
+            assert user == IMAGE_USERS[name], f"{name} should run as its image's own user"
+        else:
+            assert user == "10001:10001", f"{name}: the eddyline images' user is 10001 (useradd in the Dockerfiles)"
+    for dockerfile in ("platform.Dockerfile", "edge.Dockerfile"):
+        text = (DOCKER / dockerfile).read_text()
+        assert "--uid 10001" in text and "\nUSER eddyline" in text
 
 
 def test_compose_rejects_a_broken_file(tmp_path: Path) -> None:
-    cmd = compose_command()
-    if cmd is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
     broken = tmp_path / "compose.yaml"
     broken.write_text(COMPOSE.read_text().replace("    restart: unless-stopped\n", "    restart: [1, 2]\n", 1))
-    done = subprocess.run(
-        [*cmd, "-f", str(broken), "config"], capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False
-    )
-    assert done.returncode != 0
+    done = compose_config(broken, SECRETS)  # every secret set: only the broken field can fail it
+    assert done.returncode != 0 and "restart" in done.stderr, done.stderr
 
 
 def test_every_published_port_binds_to_loopback(compose) -> None:

@@ -176,7 +176,8 @@ def test_live_page_fills_every_panel_and_updates_without_reload(kafka_settings, 
         page = chromium.new_page()
         navigations: list[str] = []
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
-        page.goto(live.url)
+        page.goto(live.login_url())
+        assert page.url == live.url, "the login link leads to the page"
         for panel in PANELS:
             page.wait_for_function(f"document.querySelector('#panel-{panel}').dataset.rows !== '0'", timeout=60_000)
         page.wait_for_selector("#status.up")
@@ -187,6 +188,9 @@ def test_live_page_fills_every_panel_and_updates_without_reload(kafka_settings, 
         assert page.locator("#panel-drift tbody").inner_text().count("churn") == len(view["drift"]["recent"]) >= 2
         assert {w["model_name"] for w in view["quality"]["windows"]} == {"churn"}
         assert "call-02" in page.locator("#panel-sentiment").inner_text()
+        whys = [a["why"] for a in view["alerts"]["open"] if a["source"] == "sensor-anomaly"]
+        assert whys and all(whys), view["alerts"]["open"]  # every open sensor alert says why it fired
+        assert whys[0] in page.locator("#panel-alerts tbody").inner_text()
 
         shot = tmp_path / "live_page.png"
         page.screenshot(path=str(shot), full_page=True)
@@ -202,7 +206,7 @@ def test_live_page_fills_every_panel_and_updates_without_reload(kafka_settings, 
         assert rows(page, "sentiment") == before["sentiment"] + 1
         assert page.evaluate("window.eddyline.loadedAt") == loaded_at
         assert page.evaluate("window.eddyline.messages") > messages
-        assert navigations == [live.url], "the page must update in place, never reload"
+        assert [u for u in navigations if "/login" not in u] == [live.url], "the page must update in place, never reload"
 
 
 def chart(page: Any, name: str) -> list[list[Any]] | None:
@@ -246,7 +250,7 @@ def test_charts_draw_what_was_sent(kafka_settings, chromium) -> None:
         page = chromium.new_page()
         navigations: list[str] = []
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
-        page.goto(live.url)
+        page.goto(live.login_url())
         page.wait_for_selector("#status.up")
         page.wait_for_function(f"document.querySelector('#pick-device').textContent.includes('{device}')",
                                timeout=60_000)
@@ -307,7 +311,7 @@ def test_charts_draw_what_was_sent(kafka_settings, chromium) -> None:
         publish(kafka_settings, [Emit("sensor.readings", device, SENSOR_BATCH, r) for r in more])
         page.wait_for_function(f"window.eddyline.charts.device.data[0].length === {total + 3 * 40}", timeout=30_000)
         assert page.evaluate("window.eddyline.loadedAt") == loaded_at
-        assert navigations == [live.url], "the charts must update in place, never reload"
+        assert [u for u in navigations if "/login" not in u] == [live.url], "the charts must update in place, never reload"
 
 
 def test_a_client_picks_its_charts_over_the_websocket_and_is_told_what_a_bad_pick_is(kafka_settings) -> None:
@@ -318,7 +322,9 @@ def test_a_client_picks_its_charts_over_the_websocket_and_is_told_what_a_bad_pic
     create_topics(kafka_settings, list(TOPICS))
     records = list(itertools.islice(SensorSimulator(devices=2, readings_per_message=5, seed=1), 4))
     publish(kafka_settings, [Emit("sensor.readings", r["device_id"], SENSOR_BATCH, r) for r in records])
-    with LivePage(kafka_settings, port=0) as live, connect(live.url.replace("http", "ws") + "ws") as ws:
+    with LivePage(kafka_settings, port=0) as live, connect(
+        live.url.replace("http", "ws") + "ws", additional_headers={"Authorization": f"Bearer {live.token}"}
+    ) as ws:
         view = json.loads(ws.recv())
         while len(view["charts"]["devices"]) < 2:
             view = json.loads(ws.recv(timeout=30))

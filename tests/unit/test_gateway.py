@@ -285,3 +285,75 @@ def test_unknown_routes_and_methods_answer_json(client: TestClient) -> None:
     assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"] == "method_not_allowed"
     spec = client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.") and "/v1/sensors" in spec["paths"]
+
+
+# -- scopes and per-token rates ---------------------------------------------------------------------------
+
+OTHER = "another-unit-test-token-987"
+
+
+def test_a_token_without_the_scope_gets_403_over_http_and_websocket() -> None:
+    with _client(tokens={"unit": TOKEN, "edge": OTHER}, scopes={"edge": ["sensor_batch"]}) as c:
+        edge = {"Authorization": f"Bearer {OTHER}"}
+        assert c.post("/v1/sensors", json=_sensor(), headers=edge).status_code == 202
+        r = c.post("/v1/clicks", json={"user_id": "u", "item_id": "i", "action": "CLICK"}, headers=edge)
+        assert r.status_code == 403 and r.json()["error"] == "forbidden_event_type" and "sensor_batch" in r.json()["message"]
+        assert c.post("/v1/clicks", json={"user_id": "u", "item_id": "i", "action": "CLICK"}, headers=AUTH).status_code == 202
+        with c.websocket_connect("/v1/ws", headers=edge) as ws:
+            ws.send_text(json.dumps({"type": "click", "event": {"user_id": "u", "item_id": "i", "action": "CLICK"}}))
+            assert ws.receive_json()["status"] == 403
+
+
+def test_scopes_must_name_known_event_types_and_rates_be_positive() -> None:
+    with pytest.raises(ValidationError, match="unknown event types"):
+        GatewaySettings(tokens={"unit": TOKEN}, scopes={"unit": ["tweet"]})
+    with pytest.raises(ValidationError, match="positive"):
+        GatewaySettings(tokens={"unit": TOKEN}, rates={"unit": 0})
+
+
+def test_over_the_rate_a_token_gets_429_with_retry_after_and_others_are_not_slowed() -> None:
+    with _client(tokens={"unit": TOKEN, "edge": OTHER}, rates={"edge": 2}, rate_burst_s=2) as c:
+        c.app.state.gateway.rates.clock = lambda: 0.0  # no refill while the test runs, however slowly
+        edge = {"Authorization": f"Bearer {OTHER}"}
+        assert c.post("/v1/sensors", json=[_sensor(1), _sensor(2), _sensor(3)], headers=edge).status_code == 202
+        r = c.post("/v1/sensors", json=[_sensor(4), _sensor(5)], headers=edge)
+        assert r.status_code == 429 and r.json()["error"] == "rate_limited"
+        assert int(r.headers["Retry-After"]) >= 1 and "2 events per second" in r.json()["message"]
+        big = c.post("/v1/sensors", json=[_sensor(i) for i in range(10, 15)], headers=edge)
+        assert big.status_code == 413 and "split" in big.json()["message"]
+        for i in range(20):  # a client without a rate is not limited by another's
+            assert c.post("/v1/sensors", json=_sensor(100 + i), headers=AUTH).status_code == 202
+        with c.websocket_connect("/v1/ws", headers=edge) as ws:
+            ws.send_text(json.dumps({"type": "sensor_batch", "event": _sensor(6), "ref": 1}))
+            ws.send_text(json.dumps({"type": "sensor_batch", "event": _sensor(7), "ref": 2}))
+            answers = [ws.receive_json(), ws.receive_json()]
+            assert answers[0]["status"] == 202 and answers[1]["status"] == 429 and answers[1]["retry_after_s"] >= 1
+
+
+def test_the_rate_refills_with_time() -> None:
+    from connectors.gateway.limits import RateLimits
+
+    now = [0.0]
+    rates = RateLimits({"*": 10}, burst_s=1, clock=lambda: now[0])
+    rates.take("a", 10)
+    with pytest.raises(GatewayError) as refused:
+        rates.take("a", 5)
+    assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "1"
+    rates.take("b", 10)  # each client has its own bucket under the default
+    now[0] = 0.5
+    rates.take("a", 5)
+    with pytest.raises(GatewayError):
+        rates.take("a", 1)
+
+
+def test_an_unavailable_schema_registry_is_503_not_an_invalid_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.testing.schema_registry import SchemaRegistryStandIn
+
+    registry = SchemaRegistryStandIn().start()
+    registry.stop()  # configured, but nothing answers
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_URL", registry.url)
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_RETRIES", "0")
+    with _client() as c:
+        r = c.post("/v1/sensors", json=_sensor(), headers=AUTH)
+        assert r.status_code == 503 and r.json()["error"] == "registry_unavailable"
+        assert "unreachable" in r.json()["message"] and r.headers["Retry-After"] == "1"

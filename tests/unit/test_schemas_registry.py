@@ -1,109 +1,52 @@
-"""ConfluentRegistry against a small in-process stand-in for the Schema Registry REST API on 127.0.0.1.
+"""ConfluentRegistry against the loopback Schema Registry stand-in (connectors/testing/schema_registry.py).
 
-A Confluent registry cannot run here; the stand-in implements the two calls the client makes and checks
-what the client sends (content type, auth, subject naming, a schema that parses).
+A Confluent registry cannot run here; the stand-in implements the documented REST subset the client uses
+and checks what the client sends (content type, auth, subject naming, a schema that parses). Registry
+outages must never look like bad data: they are ``RegistryUnavailableError``, retried, and a consumer
+pauses instead of dead-lettering.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import re
+import logging
 import threading
+import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import fastavro
 import pytest
 
-from schemas import AvroSerde, ConfluentRegistry, UnknownSchemaError, catalog, wire
+from connectors.kafka import KafkaSettings
+from connectors.schema_registry import SchemaRegistrySettings, configured_serde
+from connectors.testing.schema_registry import SchemaRegistryStandIn
+from schemas import (
+    AvroSerde,
+    ConfluentRegistry,
+    LocalRegistry,
+    RegistryUnavailableError,
+    SchemaError,
+    UnknownSchemaError,
+    catalog,
+    wire,
+)
+from streams.engines.output import Codec, DeadLetter
 from tests.unit.test_schemas_serde import EXAMPLES
 
-
-class FakeRegistry(ThreadingHTTPServer):
-    def __init__(self, auth: tuple[str, str] | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.auth = auth
-        self.schemas: dict[int, str] = {}
-        self.subjects: dict[str, list[int]] = {}
-        self.requests: list[tuple[str, str]] = []
-        self.fail_with: int | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+AUTH = ("svc", "s3cret")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeRegistry
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _reply(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _authorized(self) -> bool:
-        if self.server.auth is None:
-            return True
-        token = base64.b64encode(":".join(self.server.auth).encode()).decode()
-        if self.headers.get("Authorization") == f"Basic {token}":
-            return True
-        self._reply(401, {"error_code": 401, "message": "Unauthorized"})
-        return False
-
-    def do_POST(self) -> None:
-        self.server.requests.append(("POST", self.path))
-        if not self._authorized():
-            return
-        if self.server.fail_with:
-            return self._reply(self.server.fail_with, {"error_code": 50001, "message": "store error"})
-        m = re.fullmatch(r"/subjects/([^/]+)/versions", self.path)
-        if not m or self.headers.get("Content-Type") != "application/vnd.schemaregistry.v1+json":
-            return self._reply(400, {"error_code": 400, "message": "bad request"})
-        schema = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["schema"]
-        try:
-            fastavro.parse_schema(json.loads(schema))
-        except Exception as exc:
-            return self._reply(422, {"error_code": 42201, "message": f"Invalid schema: {exc}"})
-        sid = next((i for i, s in self.server.schemas.items() if s == schema), None)
-        if sid is None:
-            sid = 100 + len(self.server.schemas)
-            self.server.schemas[sid] = schema
-        self.server.subjects.setdefault(m.group(1), []).append(sid)
-        self._reply(200, {"id": sid})
-
-    def do_GET(self) -> None:
-        self.server.requests.append(("GET", self.path))
-        if not self._authorized():
-            return
-        m = re.fullmatch(r"/schemas/ids/(\d+)", self.path)
-        if not m:
-            return self._reply(404, {"error_code": 404, "message": "HTTP 404 Not Found"})
-        schema = self.server.schemas.get(int(m.group(1)))
-        if schema is None:
-            return self._reply(404, {"error_code": 40403, "message": "Schema not found"})
-        self._reply(200, {"schema": schema})
+def client(registry: SchemaRegistryStandIn, **kw) -> ConfluentRegistry:
+    return ConfluentRegistry(registry.url, auth=AUTH, backoff_s=0.01, **kw)
 
 
 @pytest.fixture
-def registry_server() -> Iterator[FakeRegistry]:
-    server = FakeRegistry(auth=("svc", "s3cret"))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+def registry_server() -> Iterator[SchemaRegistryStandIn]:
+    with SchemaRegistryStandIn(auth=AUTH) as server:
+        yield server
 
 
-def test_encode_registers_under_topic_value_subject(registry_server: FakeRegistry) -> None:
-    serde = AvroSerde(ConfluentRegistry(registry_server.url, auth=("svc", "s3cret")))
+def test_encode_registers_under_topic_value_subject(registry_server) -> None:
+    serde = AvroSerde(client(registry_server))
     data = serde.encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="prod.clicks")
     schema_id, _ = wire.unframe(data)
     assert registry_server.subjects == {"prod.clicks-value": [schema_id]}
@@ -111,46 +54,131 @@ def test_encode_registers_under_topic_value_subject(registry_server: FakeRegistr
     assert {"name": "context", "type": {"type": "map", "values": "string"}, "default": {}} in registered["fields"]
 
 
-def test_ids_are_cached(registry_server: FakeRegistry) -> None:
-    serde = AvroSerde(ConfluentRegistry(registry_server.url, auth=("svc", "s3cret")))
+def test_ids_are_cached(registry_server) -> None:
+    serde = AvroSerde(client(registry_server))
     for _ in range(5):
         data = serde.encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")
         serde.decode(data, catalog.CLICK)
     assert registry_server.requests == [("POST", "/subjects/clicks-value/versions")]
 
 
-def test_a_fresh_reader_fetches_the_schema_by_id(registry_server: FakeRegistry) -> None:
-    writer = AvroSerde(ConfluentRegistry(registry_server.url, auth=("svc", "s3cret")))
+def test_a_fresh_reader_fetches_the_schema_by_id_once(registry_server) -> None:
+    writer = AvroSerde(client(registry_server))
     data = writer.encode(catalog.SENSOR_BATCH, EXAMPLES[catalog.SENSOR_BATCH], topic="sensor.readings")
-    reader = AvroSerde(ConfluentRegistry(registry_server.url + "/", auth=("svc", "s3cret")))
-    assert reader.decode(data, catalog.SENSOR_BATCH) == EXAMPLES[catalog.SENSOR_BATCH]
-    assert ("GET", f"/schemas/ids/{wire.unframe(data)[0]}") in registry_server.requests
+    reader = AvroSerde(ConfluentRegistry(registry_server.url + "/", auth=AUTH))
+    for _ in range(3):
+        assert reader.decode(data, catalog.SENSOR_BATCH) == EXAMPLES[catalog.SENSOR_BATCH]
+    assert registry_server.requests.count(("GET", f"/schemas/ids/{wire.unframe(data)[0]}")) == 1
 
 
-def test_unknown_id_is_unknown_schema(registry_server: FakeRegistry) -> None:
-    serde = AvroSerde(ConfluentRegistry(registry_server.url, auth=("svc", "s3cret")))
-    with pytest.raises(UnknownSchemaError, match="not found.*Schema not found") as info:
-        serde.decode(wire.frame(999, b"\x00"), catalog.CLICK)
-    assert info.value.reason == "unknown_schema"
+def test_unknown_id_is_a_data_error_and_cached_for_a_while(registry_server) -> None:
+    serde = AvroSerde(client(registry_server, negative_ttl_s=60))
+    for _ in range(3):
+        with pytest.raises(UnknownSchemaError, match="not found.*Schema not found") as info:
+            serde.decode(wire.frame(999, b"\x00"), catalog.CLICK)
+        assert info.value.reason == "unknown_schema"
+    assert registry_server.requests.count(("GET", "/schemas/ids/999")) == 1
+    again = AvroSerde(client(registry_server, negative_ttl_s=0))
+    for _ in range(2):
+        with pytest.raises(UnknownSchemaError):
+            again.decode(wire.frame(999, b"\x00"), catalog.CLICK)
+    assert registry_server.requests.count(("GET", "/schemas/ids/999")) == 3
 
 
-def test_wrong_credentials(registry_server: FakeRegistry) -> None:
-    serde = AvroSerde(ConfluentRegistry(registry_server.url, auth=("svc", "wrong")))
-    with pytest.raises(UnknownSchemaError, match="answered 401"):
+def test_wrong_credentials_are_unavailability_not_bad_data(registry_server) -> None:
+    serde = AvroSerde(ConfluentRegistry(registry_server.url, auth=("svc", "wrong"), retries=1, backoff_s=0.01))
+    with pytest.raises(RegistryUnavailableError, match="answered 401.*credentials"):
         serde.encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")
 
 
-def test_server_error_is_reported(registry_server: FakeRegistry) -> None:
-    registry_server.fail_with = 500
-    serde = AvroSerde(ConfluentRegistry(registry_server.url, auth=("svc", "s3cret")))
-    with pytest.raises(UnknownSchemaError, match="answered 500: .*store error"):
-        serde.encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")
+def test_server_errors_are_retried_then_reported_as_unavailable(registry_server) -> None:
+    registry_server.fail_next(2, 503)
+    serde = AvroSerde(client(registry_server, retries=3))
+    data = serde.encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")  # third attempt answers
+    assert wire.unframe(data)[0] in registry_server.schemas
+    registry_server.fail_next(10, 500)
+    with pytest.raises(RegistryUnavailableError, match="answered 500: .*data store") as info:
+        AvroSerde(client(registry_server, retries=2)).encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="other")
+    assert info.value.reason == "registry_unavailable" and isinstance(info.value, SchemaError)
+    assert not isinstance(info.value, UnknownSchemaError)
+
+
+def test_a_refused_registration_is_a_schema_error_not_unavailability(registry_server) -> None:
+    reg = ConfluentRegistry(registry_server.url, auth=AUTH)
+    reg._headers["Content-Type"] = "text/plain"
+    with pytest.raises(SchemaError, match="refused the request \\(415\\)") as info:
+        reg.id_for("x", catalog.latest(catalog.CLICK))
+    assert not isinstance(info.value, RegistryUnavailableError)
 
 
 def test_unreachable_registry() -> None:
-    server = FakeRegistry()
+    server = SchemaRegistryStandIn().start()
     url = server.url
-    server.server_close()  # nothing listens on the port any more
-    serde = AvroSerde(ConfluentRegistry(url, timeout=2.0))
-    with pytest.raises(UnknownSchemaError, match="unreachable.*EDDYLINE_SCHEMA_REGISTRY_URL"):
+    server.stop()  # nothing listens on the port any more
+    serde = AvroSerde(ConfluentRegistry(url, timeout=2.0, retries=1, backoff_s=0.01))
+    with pytest.raises(RegistryUnavailableError, match="unreachable.*EDDYLINE_SCHEMA_REGISTRY_URL"):
         serde.encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")
+
+
+def test_the_flow_path_never_dead_letters_a_valid_event_for_the_registrys_sake(registry_server) -> None:
+    data = AvroSerde(client(registry_server)).encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")
+    registry_server.stop()
+    codec = Codec(KafkaSettings(), {"clicks": catalog.CLICK}, AvroSerde(client(registry_server, retries=1)))
+    with pytest.raises(RegistryUnavailableError):
+        codec.decode("clicks", b"u1", data, 0, 7)
+    assert isinstance(codec.decode("clicks", b"u1", b"junk", 0, 8), DeadLetter)  # bad bytes still go to the DLQ
+
+
+def test_a_consumer_pauses_while_the_registry_is_down_and_resumes(registry_server, caplog) -> None:
+    data = AvroSerde(client(registry_server)).encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")
+    registry_server.stop()
+    consumer = AvroSerde(ConfluentRegistry(registry_server.url, auth=AUTH, retries=1, backoff_s=0.05,
+                                           max_backoff_s=0.1, pause=True))
+    codec = Codec(KafkaSettings(), {"clicks": catalog.CLICK}, consumer)
+    got: list = []
+    caplog.set_level(logging.WARNING, logger="schemas.registry")
+    worker = threading.Thread(target=lambda: got.append(codec.decode("clicks", b"u1", data, 0, 7)))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while "consumption paused" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "consumption paused" in caplog.text and "unreachable" in caplog.text and not got
+    registry_server.start()  # same port, same schemas
+    worker.join(30)
+    assert got and got[0].record == EXAMPLES[catalog.CLICK]
+    assert "consumption resumes" in caplog.text
+
+
+def test_settings_choose_the_registry(monkeypatch: pytest.MonkeyPatch, registry_server) -> None:
+    monkeypatch.delenv("EDDYLINE_SCHEMA_REGISTRY_URL", raising=False)
+    assert isinstance(configured_serde().registry, LocalRegistry)
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_URL", registry_server.url)
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_USERNAME", AUTH[0])
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_PASSWORD", AUTH[1])
+    producer, consumer = configured_serde(), configured_serde(consumer=True)
+    assert not producer.registry.pause and consumer.registry.pause
+    data = producer.encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")
+    assert consumer.decode(data, catalog.CLICK) == EXAMPLES[catalog.CLICK]
+    assert wire.unframe(data)[0] >= 100  # the registry's id, not a local one
+    assert SchemaRegistrySettings().password.get_secret_value() == AUTH[1]
+
+
+def test_the_stand_in_lists_subjects_and_versions(registry_server) -> None:
+    AvroSerde(client(registry_server)).encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")
+    reg = ConfluentRegistry(registry_server.url, auth=AUTH)
+    assert reg._call("GET", "/subjects") == ["clicks-value"]
+    assert reg._call("GET", "/subjects/clicks-value/versions") == [1]
+    latest = reg._call("GET", "/subjects/clicks-value/versions/latest")
+    assert latest["version"] == 1 and latest["id"] in registry_server.schemas
+    with pytest.raises(UnknownSchemaError, match="40401"):
+        reg._call("GET", "/subjects/nope-value/versions")
+
+
+def test_local_ids_from_edge_agents_still_decode_when_a_registry_is_configured(registry_server, monkeypatch) -> None:
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_URL", registry_server.url)
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_USERNAME", AUTH[0])
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_PASSWORD", AUTH[1])
+    from_edge = AvroSerde().encode(catalog.SENSOR_BATCH, EXAMPLES[catalog.SENSOR_BATCH])  # a local id
+    assert configured_serde(consumer=True).decode(from_edge, catalog.SENSOR_BATCH) == EXAMPLES[catalog.SENSOR_BATCH]
+    with pytest.raises(UnknownSchemaError):  # an id neither knows is still bad data
+        configured_serde(consumer=True).decode(wire.frame(7, b"\x00"), catalog.SENSOR_BATCH)

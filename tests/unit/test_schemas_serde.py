@@ -84,6 +84,8 @@ def _examples() -> dict[str, dict]:
             "status": "OPENED", "severity": "CRITICAL", "source": "anomaly", "entity": "pi-kitchen/temperature",
             "summary": "temperature 35.0 degC is anomalous (score 0.998)", "value": 35.0,
             "details": {"threshold": "0.99"},
+            "explanation": {"rule": "spike", "expected": 21.5, "lower": 19.0, "upper": 24.0, "deviation": 12.6,
+                            "context": [21.4, 21.6, 35.0]},
         },
     }
 

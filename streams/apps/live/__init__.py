@@ -28,14 +28,23 @@ def command(
     host: Annotated[str, typer.Option(help="Listen address (loopback unless you mean to expose it).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 8050,
 ) -> None:
-    """Serve the live page for the output topics of the configured Kafka (EDDYLINE_KAFKA_* or eddyline.toml) until Ctrl-C."""
+    """Serve the live page for the output topics of the configured Kafka (EDDYLINE_KAFKA_* or eddyline.toml) until Ctrl-C.
+
+    It prints a one-time login link; scripts send ``[live] token`` / EDDYLINE_LIVE_TOKEN as a bearer token.
+    """
     import threading
 
     from connectors.kafka import KafkaSettings
+    from streams.apps.live.auth import LiveSettings
     from streams.apps.live.server import LivePage
 
-    page = LivePage(KafkaSettings(), host, port).start()
-    typer.echo(f"live page on {page.url} (Ctrl-C stops it)", err=True)
+    live = LiveSettings()
+    token = live.token.get_secret_value() if live.token else None
+    page = LivePage(KafkaSettings(), host, port, token=token, origins=live.origins).start()
+    typer.echo(f"live page on {page.url} (Ctrl-C stops it); log in once with {page.login_url()}", err=True)
+    if token is None:
+        typer.echo("scripts: set EDDYLINE_LIVE_TOKEN (or [live] token) and send 'Authorization: Bearer <token>'",
+                   err=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -6,7 +6,9 @@ from the beginning (no consumer group: the page has no offsets to keep, and it s
 it started). An asyncio loop in another thread sends each client the whole view on connect and again
 whenever it changed, at most ``push_interval_s`` apart; the view is bounded, so a snapshot stays small.
 Each client picks the device, sensor and call its charts show by sending ``{"device", "sensor", "call"}``
-over the WebSocket; it gets its view with those charts at once. A third thread reads every flow's consumer
+over the WebSocket; it gets its view with those charts at once.
+Everything but ``/login`` needs the token or the session cookie of a login link, and the WebSocket refuses
+other origins (``streams.apps.live.auth``). A third thread reads every flow's consumer
 lag (committed offsets and fetch high watermarks, as the flows' own monitors do) for the lag chart.
 """
 
@@ -18,13 +20,17 @@ import logging
 import threading
 import time
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from connectors.kafka import KafkaSettings, consumer_config
 from connectors.lag import LagReader
-from schemas import AvroSerde, SchemaError
+from connectors.schema_registry import configured_serde
+from schemas import SchemaError
+from streams.apps.live.auth import LiveAuth
 from streams.apps.live.state import TOPICS, LiveLimits, LiveState
 from streams.engines.lag import ENGINES, consumer_group
 
@@ -51,7 +57,7 @@ class TopicReader(threading.Thread):
         super().__init__(daemon=True, name="live-topic-reader")
         self.settings, self.state, self.lock = settings, state, lock
         self.names = {settings.topic(t): t for t in TOPICS}
-        self.serde = AvroSerde()
+        self.serde = configured_serde(consumer=True)
         self._halt = threading.Event()
         self.error: BaseException | None = None
 
@@ -187,6 +193,10 @@ class LivePage:
         How much the page keeps (rows, conversations, chart points).
     lag_interval_s
         Seconds between consumer-lag readings.
+    token
+        The bearer token scripts send; a random one when None (``login_url()`` lets a browser in).
+    origins
+        Further origins whose pages may open the WebSocket (the page's own are always accepted).
     """
 
     def __init__(
@@ -198,9 +208,12 @@ class LivePage:
         push_interval_s: float = 0.25,
         limits: LiveLimits | None = None,
         lag_interval_s: float = 2.0,
+        token: str | None = None,
+        origins: Iterable[str] = (),
     ) -> None:
         self.settings, self.host, self.port = settings, host, port
         self.push_interval_s = push_interval_s
+        self.auth = LiveAuth(token, origins)
         self.state = LiveState(limits)
         self.lock = threading.Lock()
         self.reader = TopicReader(settings, self.state, self.lock)
@@ -215,6 +228,15 @@ class LivePage:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
+
+    @property
+    def token(self) -> str:
+        return self.auth.token
+
+    def login_url(self) -> str:
+        """A link that logs one browser in (a session cookie) and works once."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}/login?code={self.auth.login_code()}"
 
     def start(self) -> Self:
         self.reader.start()
@@ -277,10 +299,23 @@ class LivePage:
         from websockets.http11 import Response
 
         path = request.path.split("?", 1)[0]
-        if path == "/ws":
-            return None
         if path == "/favicon.ico":
             return Response(204, "No Content", Headers([("Content-Length", "0")]))
+        if path == "/login":
+            code = parse_qs(urlsplit(request.path).query).get("code", [""])[0]
+            if not self.auth.redeem(code):
+                return _refuse(connection, 401, "this login link is not valid or was used already; "
+                                                "restart `eddyline live` for a new one, or send the token")
+            return Response(303, "See Other", Headers([("Location", "/"), ("Set-Cookie", self.auth.set_cookie()),
+                                                       ("Content-Length", "0"), ("Cache-Control", "no-store")]))
+        if not self.auth.allows(request.headers):
+            return _refuse(connection, 401, "log in with the link `eddyline live` printed, or send "
+                                            "'Authorization: Bearer <token>' ([live] token / EDDYLINE_LIVE_TOKEN)")
+        if path == "/ws":
+            if not self.auth.origin_ok(request.headers.get("Origin"), self.host, self.port):
+                return _refuse(connection, 403, "cross-origin WebSocket refused; open the page from its own "
+                                                "address or add that origin to [live] origins")
+            return None
         if path == "/snapshot.json":
             body, kind = json.dumps(self.snapshot()).encode(), "application/json"
         elif path in FILES:
@@ -329,3 +364,10 @@ class LivePage:
             for ws, view in views:
                 broadcast([ws], json.dumps(view))
             sent = version
+
+
+def _refuse(connection: Any, status: int, message: str) -> Any:
+    response = connection.respond(status, message + "\n")
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="eddyline-live"'
+    return response

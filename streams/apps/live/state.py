@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.alert_explanation import explanation_text
 from schemas import ALERT, ANOMALY_SCORE, DRIFT, FEEDBACK, PREDICTION, SENSOR_BATCH, SENTIMENT_SCORE
 from streams.apps.live.charts import ChartLimits, Charts
 from streams.processor import Event
@@ -138,6 +139,7 @@ class LiveState:
             "entity": rec["entity"],
             "severity": rec["severity"],
             "summary": rec["summary"],
+            "why": explanation_text(rec.get("explanation")) or self.open_alerts.get(key, {}).get("why", ""),
             "opened": opened,
             "updated": rec["event_time"],
         }

@@ -26,6 +26,18 @@ function fill(panelId, rows, toCells) {
   panel.dataset.rows = String(rows.length);
 }
 
+// An alert's summary, with why it fired (rule, expected value and band, recent readings) beneath it.
+function alertSummary(r) {
+  const td = cell(r.summary, "text");
+  if (r.why) {
+    const why = document.createElement("div");
+    why.className = "why";
+    why.textContent = `why: ${r.why}`;
+    td.appendChild(why);
+  }
+  return td;
+}
+
 function sentimentBar(rolling) {
   const td = document.createElement("td");
   const bar = document.createElement("span");
@@ -49,7 +61,7 @@ function render(v) {
   const c = v.alerts.counts;
   $("#alert-counts").textContent = `opened ${c.OPENED ?? 0} · updated ${c.UPDATED ?? 0} · resolved ${c.RESOLVED ?? 0}`;
   fill("panel-alerts", v.alerts.open, (r) => [cell(r.severity, r.severity), cell(r.source), cell(r.entity),
-    cell(r.summary, "text"), cell(time(r.updated))]);
+    alertSummary(r), cell(time(r.updated))]);
 
   fill("panel-sentiment", v.sentiment, (r) => [cell(r.conversation), cell(String(r.segments)),
     cell(r.label, r.label), cell(num(r.rolling ?? r.score, 2)), sentimentBar(r.rolling ?? r.score), cell(r.text, "text")]);
