@@ -98,8 +98,12 @@ class _Process:
         self.starts = 0
 
     def start(self) -> None:
+        from connectors.broker import _die_with_parent, _prctl
+
+        prctl, parent = _prctl(), os.getpid()  # a killed harness leaves no flow behind
         self.proc = subprocess.Popen([sys.executable, *self.args], env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=lambda: _die_with_parent(prctl, parent))
         self.starts += 1
 
     def alive(self) -> bool:
@@ -501,6 +505,7 @@ def command(
     workdir: Annotated[Path | None, typer.Option(help="Keep logs and data here (default: a temporary folder).")] = None,
 ) -> None:
     """Kill the anomaly flow, the broker and the alert destinations under load; audit that nothing was lost."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything it started on SIGTERM too
     plan = ChaosPlan(duration_s=minutes * 60, kills=kills, broker_restarts=broker_restarts, outage_s=outage)
     folder = workdir or Path(tempfile.mkdtemp(prefix="eddyline-chaos-"))
     result = run_chaos(plan, folder, say=lambda s: typer.echo(s, err=True))
