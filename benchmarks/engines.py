@@ -33,7 +33,7 @@ ENGINES = {
 }
 
 
-def run(json_path: Path | None = None, messages: int = 4000) -> dict[str, Any]:
+def run(json_path: Path | None = None, messages: int = 10_000) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
@@ -55,7 +55,8 @@ def run(json_path: Path | None = None, messages: int = 4000) -> dict[str, Any]:
                     producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
             (work / name).mkdir()
             with console.status(f"{name}: the whole flow"):
-                result[key] = round(time_flow(settings, argv, messages, per_message, work / name, PARTITIONS))
+                rate = time_flow(settings, argv, messages, per_message, work / name, PARTITIONS)
+                result[key] = round(rate.readings_per_s)
     one = result["bytewax_readings_per_s"]
     result |= {
         "bytewax_2proc_vs_1proc": round(result["bytewax_2proc_readings_per_s"] / one, 3),
@@ -81,7 +82,7 @@ def run(json_path: Path | None = None, messages: int = 4000) -> dict[str, Any]:
 
 def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
-    messages: Annotated[int, typer.Option(help="Messages to pre-fill per engine (150 readings each).")] = 4000,
+    messages: Annotated[int, typer.Option(help="Messages to pre-fill per engine (150 readings each).")] = 10_000,
 ) -> None:
     """Throughput of the sensor flow on Bytewax (1 and 2 processes) and on Faust, measured in one run."""
     run(json_path, messages=messages)

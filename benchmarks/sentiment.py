@@ -95,5 +95,30 @@ def command(
         json_path.write_text(json.dumps(result, indent=2))
 
 
+def windows_command(
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="trained model (default: the train command's)")] = None,
+    folds: Annotated[int, typer.Option(help="cross-validation folds over training passages")] = 5,
+) -> None:
+    """Choose how window logits are aggregated (and the overlap) by cross-validation on TRAINING passages."""
+    from models.sentiment.evaluate import cross_validate_aggregation
+    from models.sentiment.model import OnnxSentiment, default_model_dir
+
+    model_dir = model_dir or default_model_dir()
+    if not (model_dir / "model.int8.onnx").is_file():
+        raise typer.BadParameter(f"no trained model in {model_dir}: run `eddyline models train-sentiment` first")
+    result = cross_validate_aggregation(OnnxSentiment(model_dir), folds=folds)
+    for setting, acc in sorted(result["accuracy"].items(), key=lambda kv: -kv[1]):
+        typer.echo(f"{setting:28s} {acc:.3f}")
+    typer.echo(f"chosen: {result['chosen']} (per fold: {', '.join(result['chosen_per_fold'])}); cross-validated "
+               f"accuracy of choosing {result['cv_accuracy']:.3f} over {result['passages']} training passages "
+               f"({result['long_passages']} longer than one window)")
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2))
+
+
 if __name__ == "__main__":
-    typer.run(command)
+    cli = typer.Typer(add_completion=False)
+    cli.command("speed")(command)
+    cli.command("windows")(windows_command)
+    cli()

@@ -156,44 +156,44 @@ def measurements() -> dict[str, Measurement]:
 
 
 def _pipeline_metrics() -> list[Metric]:
-    """Read straight off the metric objects in connectors.prometheus."""
+    """Read straight off the metric objects of the modules that define theirs at import."""
+    import importlib
+
     from prometheus_client.metrics import MetricWrapperBase
 
-    import connectors.prometheus as prom
-
     out = []
-    for attr in prom.__all__:
-        obj = getattr(prom, attr)
-        if isinstance(obj, MetricWrapperBase):
-            name = f"{obj._name}_total" if obj._type == "counter" else obj._name
-            out.append(Metric(name, obj._type, tuple(obj._labelnames), "connectors.prometheus", obj._documentation))
+    for module in ("connectors.prometheus", "streams.engines.output", "streams.sequence", "streams.state"):
+        for obj in vars(importlib.import_module(module)).values():
+            if isinstance(obj, MetricWrapperBase):
+                name = f"{obj._name}_total" if obj._type == "counter" else obj._name
+                out.append(Metric(name, obj._type, tuple(obj._labelnames), module, obj._documentation))
     return out
 
 
 @cache
 def metrics() -> dict[str, Metric]:
     found = _pipeline_metrics() + [
-        Metric(
-            "eddyline_sensor_value",
-            "gauge",
-            ("device", "sensor"),
-            "streams.sinks.sensor",
-            "Latest reading per device and sensor.",
-        ),
-        Metric(
-            "eddyline_sensor_anomaly_score",
-            "gauge",
-            ("device", "sensor"),
-            "streams.sinks.sensor",
-            "Highest anomaly score in the latest batch.",
-        ),
-        Metric("eddyline_sensor_readings_total", "counter", ("device",), "streams.sinks.sensor", "Readings scored."),
+        Metric("eddyline_sensor_readings_total", "counter", (), "streams.sinks.sensor", "Readings scored, whole fleet."),
         Metric(
             "eddyline_sensor_anomalous_readings_total",
             "counter",
-            ("device",),
+            (),
             "streams.sinks.sensor",
-            "Readings scored as anomalous.",
+            "Readings scored at or above their detector's threshold, whole fleet.",
+        ),
+        Metric(
+            "eddyline_sensor_batch_anomaly_score",
+            "histogram",
+            (),
+            "streams.sinks.sensor",
+            "Highest anomaly score of each scored series batch, whole fleet.",
+        ),
+        Metric(
+            "eddyline_sensor_top_anomaly_score",
+            "gauge",
+            ("device", "sensor"),
+            "streams.sinks.sensor",
+            "The k series with the highest anomaly score in the last interval (at most k children).",
         ),
         Metric(
             "eddyline_sentiment_segments_total",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from models.checkpoint import Checkpointed
 
@@ -31,6 +31,8 @@ class Event:
         The decoded Avro record.
     partition, offset
         Where it was read; -1 when it did not come from Kafka (tests, ``run_local``).
+    broker_ms
+        The message's Kafka timestamp in ms (append time, or create time on such topics); -1 when unknown.
     """
 
     topic: str  # logical topic name, without the namespace prefix
@@ -38,6 +40,7 @@ class Event:
     record: dict[str, Any]
     partition: int = -1
     offset: int = -1
+    broker_ms: int = -1  # the message's Kafka timestamp (append time, or create time on such topics); -1: unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,13 @@ class Emit:
 
 
 class Processor(Checkpointed, ABC):
-    """One key's logic and state. Subclasses keep state as plain data and say how to rebuild themselves."""
+    """One key's logic and state. Subclasses keep state as plain data and say how to rebuild themselves.
+
+    ``state_version`` names the layout of ``snapshot()``: raise it when the layout changes, so that a checkpoint
+    of the old layout is refused with a clear message instead of restored wrongly.
+    """
+
+    state_version: ClassVar[int] = 1
 
     @abstractmethod
     def process(self, events: Sequence[Event]) -> list[Emit]:
@@ -76,6 +85,11 @@ class Processor(Checkpointed, ABC):
             Decoded events of this processor's key, in the order they were read; after a crash the events
             since the last checkpoint come again and must give the same emits.
         """
+
+    def flush(self) -> list[Emit]:
+        """What the processor still holds back (events waiting for their turn), processed now: an engine calls
+        it before the key leaves memory for being idle."""
+        return []
 
 
 SINK_ONLY = "sink."  # emits on topics with this prefix feed side sinks and are never written to Kafka

@@ -20,9 +20,13 @@ class RuntimeSettings(Section):
     state_dir: Path = Field(Path(".eddyline/state"), description="Checkpoints, one folder per flow.")
     epoch_interval_s: float = Field(2.0, gt=0, description="Seconds between checkpoints; a crash replays at most this.")
     batch_size: int = Field(500, gt=0, description="Kafka messages per poll.")
+    idle_evict_s: float = Field(600.0, ge=0, description="Seconds of silence after which a key's state leaves "
+                                "memory for the state folder (reloaded when it speaks again); 0: never.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on metrics_host:PORT.")
     metrics_host: str = Field("127.0.0.1", description="Where the metrics endpoint listens; 0.0.0.0 in containers.")
     lag_interval_s: float | None = Field(
         5.0, gt=0, description="Seconds between consumer-lag readings of a flow process; unset: no lag monitor."
     )
     detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")
+    packed_scores: bool = Field(False, description="Sensor flow: write scores packed (float32 bytes, anomaly_score "
+                                "v2; schemas.scores.series_scores reads both) instead of one Avro double each.")

@@ -212,15 +212,14 @@ def devices() -> dict[str, Any]:
                 "Anomalous readings", [flux(m, ["anomalous"], filters=device, group=["device_id"], agg="sum")], INFLUX
             ),
             Panel(
-                "Readings scored per second",
-                ["sum by (device) (rate(eddyline_sensor_readings_total[5m]))"],
+                "Readings scored per second, whole fleet",
+                ["sum(rate(eddyline_sensor_readings_total[5m]))"],
                 PROMETHEUS,
                 unit="ops",
-                legend="{{device}}",
             ),
             Panel(
                 "Highest anomaly scores now",
-                ["topk(10, max by (device, sensor) (eddyline_sensor_anomaly_score))"],
+                ["topk(10, max by (device, sensor) (eddyline_sensor_top_anomaly_score))"],
                 PROMETHEUS,
                 kind="table",
                 unit="percentunit",

@@ -4,9 +4,32 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+
+def _err(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def _domain_table(ev: dict[str, Any]) -> list[str]:
+    lines = [f"{'domain':10s} {'texts':>6s} {'accuracy':>8s} {'VADER':>6s} {'polar':>6s} {'VADER':>6s}"]
+    for domain, acc in ev["accuracy"].items():
+        lines.append(f"{domain:10s} {ev['counts'][domain]:6d} {acc:8.3f} {ev['vader_accuracy'][domain]:6.3f} "
+                     f"{ev['polar_accuracy'][domain]:6.3f} {ev['vader_polar_accuracy'][domain]:6.3f}")
+    return lines
+
+
+def _length_table(ev: dict[str, Any]) -> list[str]:
+    served = ev["aggregation"] if ev["aggregation"] in next(iter(ev["accuracy_by_length"].values()))["accuracy"] else "served"
+    lines = [f"{'tokens':8s} {'texts':>6s} {'windowed':>8s} {'truncated':>9s} {'VADER':>6s}   (three-way accuracy; "
+             f"windowed = {served})"]
+    for bucket, row in ev["accuracy_by_length"].items():
+        acc = row["accuracy"]
+        truncated = f"{acc['truncate']:9.3f}" if "truncate" in acc else f"{'-':>9s}"
+        lines.append(f"{bucket:8s} {row['texts']:6d} {acc[served]:8.3f} {truncated} {row['vader_accuracy']:6.3f}")
+    return lines
 
 
 def train_command(
@@ -17,28 +40,58 @@ def train_command(
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
     time_budget: Annotated[float, typer.Option(help="seconds after which the epochs stop")] = 840.0,
     threads: Annotated[int, typer.Option(help="torch threads (0 = up to 4)")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", help="show the libraries' own warnings and progress bars")] = False,
 ) -> None:
-    """Train the sentiment model, export it to ONNX int8 and write its model card."""
+    """Train the sentiment model, export it to ONNX int8 and write its model card.
+
+    Every step (fetch corpus, tokenise, encode, train epochs, export, quantise, evaluate) is announced on
+    stderr with its result and time; a summary of them and the accuracy per domain end the run.
+    """
+    from models.sentiment.console import Steps, quiet_libraries
+    from models.sentiment.model import default_model_dir
+
+    if not verbose:
+        quiet_libraries()
     from models.sentiment.train import train
 
-    info = train(out, base=base, trainable_layers=trainable_layers, epochs=epochs, learning_rate=learning_rate,
-                 time_budget_s=time_budget, threads=threads)
-    ev = info.get("evaluation", {})
-    for domain, acc in ev.get("accuracy", {}).items():
-        typer.echo(f"{domain:10s} accuracy {acc:.3f} (VADER {ev['vader_accuracy'][domain]:.3f}), "
-                   f"polar {ev['polar_accuracy'][domain]:.3f} (VADER {ev['vader_polar_accuracy'][domain]:.3f})")
-    typer.echo(f"model and MODEL_CARD.md in {out or 'the default model directory'} ({info['total_s']} s before evaluation)")
+    steps = Steps(echo=_err)
+    target = out or default_model_dir()
+    try:
+        info = train(target, base=base, trainable_layers=trainable_layers, epochs=epochs, learning_rate=learning_rate,
+                     time_budget_s=time_budget, threads=threads, steps=steps)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo("steps:")
+    typer.echo(steps.summary())
+    ev = info.get("evaluation")
+    if ev:
+        typer.echo("\n".join(_domain_table(ev) + _length_table(ev)))
+        typer.echo(f"expected calibration error (10 bins): {ev['ece']:.3f}")
+    typer.echo(f"model and MODEL_CARD.md in {target}")
 
 
 def eval_command(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the result here")] = None,
     model: Annotated[str | None, typer.Option(help="model dir, HF model dir or hub id, or 'vader' (default: the trained one)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="show the libraries' own warnings")] = False,
 ) -> None:
-    """Accuracy per domain on the held-out split, beside VADER's lexicon on the same sentences."""
+    """Accuracy per domain and per text length on the held-out split, beside VADER's lexicon on the same texts."""
+    from models.sentiment.console import quiet_libraries
+    from models.sentiment.model import default_model_dir
+
+    if not verbose:
+        quiet_libraries()
     from models.sentiment.evaluate import evaluate
 
+    where = model if model is not None else str(default_model_dir())
     try:
         result = evaluate(json_path, model)
     except (FileNotFoundError, OSError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    typer.echo(json.dumps({k: result[k] for k in ("accuracy", "vader_accuracy", "polar_accuracy", "vader_polar_accuracy")}, indent=2))
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+    typer.echo(f"model: {where} ({result['model_name']})")
+    typer.echo(f"held-out: {result['test_sentences']} sentences, {result['test_passages']} passages "
+               f"(per domain: {', '.join(f'{d} {n}' for d, n in result['counts'].items())})")
+    typer.echo("\n".join(_domain_table(result) + _length_table(result)))
+    typer.echo(f"expected calibration error (10 bins): {result['ece']:.3f}")
+    if json_path is not None:
+        typer.echo(f"written to {json_path}")

@@ -41,6 +41,7 @@ class Example:
     text: str
     rating: float  # mean human rating, -4..+4
     label: int  # index into LABELS
+    doc: str = ""  # the review or editorial a product/editorial snippet came from ("" when standalone)
 
     @property
     def split(self) -> str:
@@ -102,7 +103,8 @@ def load_examples(sdist: Path | None = None) -> list[Example]:
                 except ValueError:
                     raise RuntimeError(f"{fname}:{n}: rating {parts[1]!r} is not a number") from None
                 text = "\t".join(parts[2:]).strip()
-                out.append(Example(domain, text, rating, label_of(rating)))
+                doc = parts[0].split("_")[0] if "_" in parts[0] else ""
+                out.append(Example(domain, text, rating, label_of(rating), doc))
     return out
 
 
@@ -110,3 +112,26 @@ def split(examples: list[Example]) -> tuple[list[Example], list[Example]]:
     train = [e for e in examples if e.split == "train"]
     test = [e for e in examples if e.split == "test"]
     return train, test
+
+
+def passages(examples: list[Example]) -> list[Example]:
+    """Longer texts: the snippets of one product review or editorial joined in file order, two or more each.
+
+    Labelled like a snippet, from the mean of its snippets' ratings. Call it on one side of ``split`` so a
+    passage never mixes training and test sentences; movie and tweet snippets stand alone and give none.
+
+    Parameters
+    ----------
+    examples
+        Snippets as ``load_examples`` returns them (file order), usually one split's.
+    """
+    groups: dict[tuple[str, str], list[Example]] = {}
+    for e in examples:
+        if e.doc:
+            groups.setdefault((e.domain, e.doc), []).append(e)
+    out = []
+    for (domain, doc), parts in groups.items():
+        if len(parts) >= 2:
+            rating = sum(p.rating for p in parts) / len(parts)
+            out.append(Example(domain, " ".join(p.text for p in parts), rating, label_of(rating), doc))
+    return out

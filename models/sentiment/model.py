@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from models.sentiment.data import LABELS
+from models.sentiment.windows import AGGREGATIONS, DEFAULT_AGGREGATION, DEFAULT_OVERLAP, Windows, aggregate, make_windows
 
 ONNX_FILE = "model.int8.onnx"
 META_FILE = "sentiment.json"
@@ -88,14 +89,79 @@ class SentimentModel(ABC):
         ]
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+class WindowedSentiment(SentimentModel):
+    """A classifier with a fixed window (``max_length`` tokens) that scores texts of any length whole.
+
+    Subclasses give the tokens (``token_ids``) and one batch's logits (``batch_logits``); this class cuts
+    the texts into overlapping windows, batches them and aggregates (``models.sentiment.windows``), so the
+    ONNX model and its PyTorch baseline read long texts the same way.
+    """
+
+    max_length: int
+    batch_size: int
+    pad_id: int
+    prefix: list[int]
+    suffix: list[int]
+    aggregation: str = DEFAULT_AGGREGATION
+    overlap: int = DEFAULT_OVERLAP
+
+    @abstractmethod
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Per text, its token ids without special tokens and without truncation.
+
+        Parameters
+        ----------
+        texts
+            The texts.
+        """
+
+    @abstractmethod
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(batch, labels) logits for padded windows.
+
+        Parameters
+        ----------
+        ids, mask
+            (batch, tokens) int64 token ids and attention mask.
+        """
+
+    def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, Windows]:
+        """Every window of every text through the model: (windows, labels) logits and the windows.
+
+        Parameters
+        ----------
+        texts
+            The texts; each gives one window or more.
+        """
+        windows = make_windows(self.token_ids(texts), max_length=self.max_length, prefix=self.prefix,
+                               suffix=self.suffix, overlap=self.overlap)
+        out = []
+        for i in range(0, len(windows.ids), self.batch_size):
+            rows = windows.ids[i : i + self.batch_size]
+            ids = np.full((len(rows), max(map(len, rows))), self.pad_id, dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for j, r in enumerate(rows):
+                ids[j, : len(r)] = r
+                mask[j, : len(r)] = 1
+            out.append(self.batch_logits(ids, mask).astype(np.float64))
+        return np.concatenate(out) if out else np.zeros((0, len(LABELS))), windows
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        logits, windows = self.window_logits(texts)
+        return aggregate(logits, windows, len(texts), self.aggregation)
 
 
-class OnnxSentiment(SentimentModel):
+def _check_aggregation(aggregation: str) -> str:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+    return aggregation
+
+
+class OnnxSentiment(WindowedSentiment):
     """The quantised model through onnxruntime, tokenised with the ``tokenizers`` library (no torch).
+
+    A text longer than the model's window is scored whole: overlapping windows, batched with everything
+    else, aggregated into one prediction (``models.sentiment.windows``).
 
     Parameters
     ----------
@@ -104,10 +170,16 @@ class OnnxSentiment(SentimentModel):
     threads
         Intra-op threads; 0 lets onnxruntime choose.
     batch_size
-        Texts per inference call.
+        Windows per inference call.
+    aggregation
+        How window logits become one prediction (see ``windows.aggregate``); ``truncate`` reads only the
+        first window, as this model did before windowing.
+    overlap
+        Tokens shared by consecutive windows.
     """
 
-    def __init__(self, model_dir: str | Path, *, threads: int = 0, batch_size: int = 64) -> None:
+    def __init__(self, model_dir: str | Path, *, threads: int = 0, batch_size: int = 64,
+                 aggregation: str = DEFAULT_AGGREGATION, overlap: int = DEFAULT_OVERLAP) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -119,27 +191,27 @@ class OnnxSentiment(SentimentModel):
             raise ValueError(f"{model_dir}: labels {self.labels} differ from {LABELS}")
         self.name = meta.get("name", "eddyline-sentiment") + ":onnx-int8"
         self.batch_size = batch_size
+        self.aggregation = _check_aggregation(aggregation)
+        self.overlap = overlap
+        self.pad_id = int(meta.get("pad_id", 0))
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(self.max_length)
-        self.tokenizer.enable_padding(pad_id=int(meta.get("pad_id", 0)))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        specials = self.tokenizer.encode("").ids  # the template around every text: [CLS] ... [SEP] for BERT
+        self.prefix, self.suffix = specials[:1], specials[1:]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(model_dir / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer.encode_batch(list(texts[i : i + self.batch_size]))
-            feed = {
-                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
-            }
-            (logits,) = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.inputs})
-            out.append(_softmax(logits.astype(np.float64)))
-        return np.concatenate(out)
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (logits,) = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.inputs})
+        return logits
 
 
 def _label_index(name: str) -> int | None:
@@ -199,18 +271,22 @@ class TransformersSentiment(SentimentModel):
         return np.concatenate(out)
 
 
-class TorchSentiment(SentimentModel):
-    """The network trained here, in PyTorch fp32 (``<model dir>/torch``): the baseline the ONNX model is timed against.
+class TorchSentiment(WindowedSentiment):
+    """The network trained here, in PyTorch fp32 (``<model dir>/torch``): the baseline the ONNX model is timed
+    against, reading long texts through the same windows.
 
     Parameters
     ----------
     model_dir
         The trained model's folder (with ``head.json``).
-    max_length, threads, batch_size
-        As for ``TransformersSentiment``.
+    max_length
+        Tokens per window, as the model was trained.
+    threads, batch_size, aggregation, overlap
+        As for ``OnnxSentiment`` (``threads``: torch threads; 0 leaves torch's default).
     """
 
-    def __init__(self, model_dir: str | Path, *, max_length: int = 64, threads: int = 0, batch_size: int = 64) -> None:
+    def __init__(self, model_dir: str | Path, *, max_length: int = 64, threads: int = 0, batch_size: int = 64,
+                 aggregation: str = DEFAULT_AGGREGATION, overlap: int = DEFAULT_OVERLAP) -> None:
         import torch
         from transformers import AutoTokenizer
 
@@ -224,17 +300,20 @@ class TorchSentiment(SentimentModel):
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.max_length = max_length
         self.batch_size = batch_size
+        self.aggregation = _check_aggregation(aggregation)
+        self.overlap = overlap
+        self.pad_id = int(self.tokenizer.pad_token_id or 0)
+        self.prefix, self.suffix = [self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]
         self.name = "eddyline-sentiment-minilm:torch-fp32"
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        out = []
-        with self.torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(list(texts[i : i + self.batch_size]), truncation=True, max_length=self.max_length,
-                                     padding=True, return_tensors="pt")
-                logits = self.net(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
-                out.append(self.torch.softmax(logits.float(), dim=-1).numpy().astype(np.float64))
-        return np.concatenate(out)
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        t = self.torch
+        with t.inference_mode():
+            ids_t, mask_t = t.from_numpy(ids), t.from_numpy(mask)
+            return self.net(ids_t, mask_t, t.zeros_like(ids_t)).float().numpy()
 
 
 class VaderSentiment(SentimentModel):
@@ -279,8 +358,8 @@ def load_sentiment(model: str | Path | None = None, *, shared: bool = True, **op
 
     ``None``: the model trained here (``default_model_dir()``); ``"vader"``: the lexicon; a directory with
     ``model.int8.onnx``: that ONNX model; its ``torch/`` subdirectory: the same network in PyTorch fp32; any
-    other directory or hub id: a Hugging Face sequence-classification model in PyTorch. A missing model is a
-    ``FileNotFoundError`` that says how to train one.
+    other directory or hub id: a Hugging Face sequence-classification model in PyTorch. A missing model, or a folder that is none of
+    these, is a ``FileNotFoundError`` that says how to train one.
 
     Parameters
     ----------
@@ -311,6 +390,12 @@ def load_sentiment(model: str | Path | None = None, *, shared: bool = True, **op
         made = OnnxSentiment(ref, **options)
     elif (Path(ref) / "head.json").is_file():
         made = TorchSentiment(ref, **options)
+    elif Path(ref).exists() and not (Path(ref) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{ref} is not a sentiment model folder: it has no {ONNX_FILE} (a model from `eddyline models "
+            "train-sentiment --out DIR`), no head.json (its torch/ folder) and no config.json (a Hugging Face "
+            "model); pass such a folder, or 'vader'"
+        )
     elif model is None or ((Path(ref).is_absolute() or ref.startswith(".")) and not Path(ref).exists()):
         if model is not None:
             raise FileNotFoundError(f"no sentiment model at {ref}")

@@ -17,8 +17,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from models.sentiment.console import Steps
 from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split
 from models.sentiment.model import META_FILE, ONNX_FILE, default_model_dir
+from models.sentiment.windows import DEFAULT_AGGREGATION, DEFAULT_OVERLAP
 
 BASE_MODEL = "all-MiniLM-L6-v2"
 
@@ -65,6 +67,7 @@ def train(
     seed: int = 13,
     progress: bool = True,
     evaluate_test: bool = True,
+    steps: Steps | None = None,
 ) -> dict[str, Any]:
     """Train on the train split, export and quantise, evaluate on the test split, write the model card.
 
@@ -75,6 +78,8 @@ def train(
     epochs) is cheaper per epoch and reached 0.78.
     ``limit`` trains on N random training sentences (for tests); ``time_budget_s`` bounds the wall-clock
     time of the epochs (the card records whether it cut them short).
+    ``steps`` announces each step (fetch corpus, tokenise, encode, train, export, quantise, evaluate) and
+    keeps their times and results for a summary; ``progress`` shows bars inside the long ones.
     """
     import torch
     from tqdm.auto import tqdm
@@ -87,13 +92,18 @@ def train(
     torch.manual_seed(seed)
     torch.set_num_threads(threads or min(4, os.cpu_count() or 1))
     rng = random.Random(seed)
+    steps = steps or Steps()
     started = time.perf_counter()
 
-    train_set, test_set = split(load_examples())
-    if limit is not None:
-        train_set = rng.sample(train_set, min(limit, len(train_set)))
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    encoder = AutoModel.from_pretrained(base, add_pooling_layer=False)
+    with steps.step("fetch corpus") as note:
+        train_set, test_set = split(load_examples())
+        if limit is not None:
+            train_set = rng.sample(train_set, min(limit, len(train_set)))
+        note["result"] = f"{len(train_set)} training, {len(test_set)} test sentences"
+    with steps.step("load base encoder") as note:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        encoder = AutoModel.from_pretrained(base, add_pooling_layer=False)
+        note["result"] = base
     layers = encoder.encoder.layer
     n_layers = len(layers)
     if not 0 <= trainable_layers <= n_layers:
@@ -103,16 +113,20 @@ def train(
     head_config = {"width": width, "hidden": head_hidden, "labels": len(LABELS), "pooling": "mean"}
     net = MeanPoolClassifier(encoder, make_head(width, head_hidden, len(LABELS)))
 
-    enc = tokenizer([e.text for e in train_set], truncation=True, max_length=max_length)
-    lengths = [len(ids) for ids in enc["input_ids"]]
-    labels = torch.tensor([e.label for e in train_set])
-    batches = _batches(lengths, batch_size, rng)
+    with steps.step("tokenise") as note:
+        enc = tokenizer([e.text for e in train_set], truncation=True, max_length=max_length)
+        lengths = [len(ids) for ids in enc["input_ids"]]
+        labels = torch.tensor([e.label for e in train_set])
+        batches = _batches(lengths, batch_size, rng)
+        note["result"] = (f"{sum(lengths)} tokens, {sum(n == max_length for n in lengths)} sentences cut at "
+                          f"{max_length} tokens, {len(batches)} batches")
 
     # the frozen part, once: hidden states after the lower layers (float16), or pooled embeddings if all frozen
     cache: list[tuple[Any, Any]] = []
     net.eval()
     encoder.encoder.layer = torch.nn.ModuleList(list(layers)[:frozen])
-    with torch.inference_mode():
+    with steps.step(f"encode with the {frozen} frozen layers") as note, torch.inference_mode():
+        note["result"] = f"{len(batches)} batches cached"
         for batch in tqdm(batches, desc=f"encode ({frozen} frozen layers)", unit="batch", disable=not progress):
             feats = tokenizer.pad({k: [enc[k][i] for i in batch] for k in ("input_ids", "attention_mask", "token_type_ids")},
                                   return_tensors="pt")
@@ -147,15 +161,16 @@ def train(
         optim, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     )
     step, stopped_early, loss_ema, t_train = 0, False, None, time.perf_counter()
-    bar = tqdm(total=total_steps, desc="train-sentiment", unit="step", disable=not progress)
-    for _ in range(epochs):
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress)
+    for epoch in range(epochs):
+        epoch_started, epoch_steps = time.perf_counter(), step
         if trainable_layers == 0:
             perm = torch.randperm(len(order))
-            steps = [(feats_all[perm[k : k + batch_size]], None, labels_all[perm[k : k + batch_size]])
-                     for k in range(0, len(order), batch_size)]
+            plan = [(feats_all[perm[k : k + batch_size]], None, labels_all[perm[k : k + batch_size]])
+                    for k in range(0, len(order), batch_size)]
         else:
-            steps = [(cache[b][0], cache[b][1], labels[batches[b]]) for b in rng.sample(range(len(batches)), len(batches))]
-        for x, mask, y in steps:
+            plan = [(cache[b][0], cache[b][1], labels[batches[b]]) for b in rng.sample(range(len(batches)), len(batches))]
+        for x, mask, y in plan:
             if time.perf_counter() - t_train > time_budget_s:
                 stopped_early = True
                 break
@@ -177,6 +192,10 @@ def train(
             loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_ema:.3f}")
+        bar.clear()
+        steps.record(f"train epoch {epoch + 1}/{epochs}", time.perf_counter() - epoch_started,
+                     f"{step - epoch_steps} steps, loss {loss_ema if loss_ema is not None else float('nan'):.3f}"
+                     + (" (stopped by the time budget)" if stopped_early else ""))
         if stopped_early:
             break
     bar.close()
@@ -187,9 +206,11 @@ def train(
 
     if out.exists():
         shutil.rmtree(out)
-    net.save(out / "torch", head_config)
-    tokenizer.save_pretrained(out / "torch")
-    export_onnx(net, tokenizer, out, max_length)
+    with steps.step("save PyTorch network") as note:
+        net.save(out / "torch", head_config)
+        tokenizer.save_pretrained(out / "torch")
+        note["result"] = str(out / "torch")
+    export_onnx(net, tokenizer, out, max_length, steps)
     meta = {"name": "eddyline-sentiment-minilm", "labels": list(LABELS), "max_length": max_length,
             "pad_id": tokenizer.pad_token_id, "base": BASE_MODEL, "head": head_config}
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -208,24 +229,29 @@ def train(
     if evaluate_test:
         from models.sentiment.evaluate import evaluate
 
-        info["evaluation"] = evaluate(out / "eval.json", out, test_set)
+        with steps.step("evaluate on the test split") as note:
+            info["evaluation"] = evaluate(out / "eval.json", out, test_set)
+            ev = info["evaluation"]
+            note["result"] = (f"{ev['test_sentences']} sentences, {ev['test_passages']} passages; movie polar "
+                              f"{ev['polar_accuracy'].get('movie', float('nan')):.3f}, ECE {ev['ece']:.3f}")
     (out / "training.json").write_text(json.dumps(info, indent=2, default=str))
     (out / "MODEL_CARD.md").write_text(model_card(info, test_set))
     return info
 
 
-def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int) -> None:
+def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: Steps | None = None) -> None:
     """fp32 ONNX with dynamic batch and sequence axes, fused for BERT, then int8 weights per channel.
 
     Exported with eager attention so onnxruntime's optimiser recognises and fuses the attention blocks
     (SDPA exports as loose ops it cannot fuse). Per-channel int8 keeps the labels close to fp32's; per-tensor
-    int8 flipped about one in ten here.
+    int8 flipped about one in ten here. ``steps`` announces the export and the quantisation.
     """
     import onnx
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
 
+    steps = steps or Steps()
     encoder = model.encoder
     previous = encoder.config._attn_implementation
     encoder.set_attn_implementation("eager")
@@ -233,16 +259,20 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int) -> None:
     names = ["input_ids", "attention_mask", "token_type_ids"]
     fp32, fused = out / "model.fp32.onnx", out / "model.fused.onnx"
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
-    try:
-        torch.onnx.export(model, tuple(sample[n] for n in names), str(fp32), input_names=names,
-                          output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
-    finally:
-        encoder.set_attn_implementation(previous)
-    cfg = encoder.config
-    optimize_model(str(fp32), model_type="bert", num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size,
-                   opt_level=1).save_model_to_file(str(fused))
-    quantize_dynamic(str(fused), str(out / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    with steps.step("export to ONNX") as note:
+        try:
+            torch.onnx.export(model, tuple(sample[n] for n in names), str(fp32), input_names=names,
+                              output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+        finally:
+            encoder.set_attn_implementation(previous)
+        cfg = encoder.config
+        optimize_model(str(fp32), model_type="bert", num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size,
+                       opt_level=1).save_model_to_file(str(fused))
+        note["result"] = f"fp32, attention fused, {fused.stat().st_size / 1e6:.1f} MB"
+    with steps.step("quantise to int8") as note:
+        quantize_dynamic(str(fused), str(out / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        note["result"] = f"{out / ONNX_FILE}, {(out / ONNX_FILE).stat().st_size / 1e6:.1f} MB"
     fp32.unlink()
     fused.unlink()
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
@@ -299,6 +329,12 @@ Mean pooling over tokens, then a head ({info['head_hidden'] or 'linear'} hidden 
 computed once ({info['encode_s']} s). {info['steps']} of {info['planned_steps']} planned steps ({info['epochs']} epochs),
 batch {info['batch_size']}, max {info['max_length']} tokens, AdamW lr {info['learning_rate']}, {info['threads']} threads:
 {info['train_s']} s of training, {info['total_s']} s in all before evaluation{budget}.
+
+## Long texts
+Nothing is cut off: a text longer than {info['max_length']} tokens is scored as overlapping windows of
+{info['max_length']} tokens ({DEFAULT_OVERLAP} shared), batched with the rest, and the window logits are
+averaged weighted by each window's length ({DEFAULT_AGGREGATION}, chosen by cross-validation on passages of
+the training split; `eddyline bench sentiment-windows`). `eval-sentiment` reports accuracy by length.
 
 ## Accuracy on the test split (ONNX int8 model, beside VADER's lexicon on the same sentences)
 `accuracy`: three-way. `polar`: sentences rated clearly positive or negative only, sign correct.

@@ -182,8 +182,9 @@ def run_flow(
             from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
+            idle = timedelta(seconds=runtime.idle_evict_s) if runtime.idle_evict_s else None
             run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size,
-                lag_interval_s=runtime.lag_interval_s)
+                lag_interval_s=runtime.lag_interval_s, idle_after=idle)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 

@@ -29,6 +29,7 @@ from connectors.testing.alert_receiver import AlertReceiver
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings, consumer_config, create_topics
 from schemas import AvroSerde
+from schemas.scores import series_scores
 from schemas.topics import TOPICS, dlq_topic
 from streams.apps.live import LivePage
 from streams.flows.sensor_anomaly import FLOW
@@ -112,8 +113,9 @@ class OutputWatcher(threading.Thread):
                     self.first_alert = rec
                 return
             for s in rec["series"]:
-                self.scored += len(s["scores"])
-                for t, score in zip(s["timestamps"], s["scores"]):
+                stamps, scores = series_scores(s)
+                self.scored += len(scores)
+                for t, score in zip(stamps.tolist(), scores.tolist()):
                     if score >= rec["threshold"]:
                         self.anomalies += 1
                         bisect.insort(self.hot[(rec["device_id"], s["sensor"])], t)

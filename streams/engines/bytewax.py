@@ -2,15 +2,15 @@
 
 The adapter owns no logic: it decodes (dead-lettering what fails), hands each key's batch to that
 key's processor, encodes what comes back and writes it. Processors are checkpointed by Bytewax's
-recovery (pickled at each epoch with the Kafka offsets), so a restart resumes from the last epoch and
-replays at most one epoch of input; outputs repeat with the same ids and sinks drop the repeats.
+recovery (as versioned plain bytes, ``streams.state``, at each epoch with the Kafka offsets), so a restart
+resumes from the last epoch and replays at most one epoch of input; outputs repeat with the same ids and
+sinks drop the repeats. Keys silent for a while move to an ``IdleStore`` next to the recovery files.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,11 @@ from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import start_monitor
 from streams.engines.output import DeadLetter, FlowOutput, Message
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
+from streams.state import IdleStore, StateError, decode_checkpoint, encode_processor, restore_or_fresh
 
 log = logging.getLogger(__name__)
+
+IDLE_FILE = "idle.sqlite3"  # in the state folder, next to Bytewax's recovery partitions
 
 
 def source_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -44,21 +47,58 @@ def source_config(settings: KafkaSettings) -> dict[str, Any]:
 
 
 class _ProcessorLogic(StatefulBatchLogic):
-    """One key's processor inside Bytewax; its snapshot is the pickled processor."""
+    """One key's processor inside Bytewax; its snapshot is the processor as versioned plain bytes.
 
-    def __init__(self, spec: FlowSpec, resume: bytes | None) -> None:
+    A resumed key stays bytes until its next event. With an ``IdleStore``, a key silent for ``idle_after`` is
+    written there and discarded, so memory follows active keys; it is reloaded when it speaks again.
+    """
+
+    def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
+                 idle_after: timedelta) -> None:
         self.spec = spec
-        self.processor: Processor | None = pickle.loads(resume) if resume is not None else None
+        self.output = output
+        self.saved = resume
+        self.idle = idle
+        self.idle_after = idle_after
+        self.key: str | None = None
+        self.processor: Processor | None = None
+        self.due = datetime.now(UTC) + idle_after if idle is not None else None
 
     def on_batch(self, values: list[Event]) -> tuple[list[Emit], bool]:
         if self.processor is None:
-            self.processor = self.spec.make_processor(self.spec.key(values[0]))
+            self.key = self.spec.key(values[0])
+            saved = self.saved if self.saved is not None or self.idle is None else self.idle.get(self.key)
+            self.processor, _ = restore_or_fresh(self.spec, self.key, saved)
+            self.saved = None
         with PROCESSING_SECONDS.labels(self.spec.name).time():
             emits = self.processor.process(values)
+        self.output.processed(values)
+        if self.idle is not None:
+            self.due = datetime.now(UTC) + self.idle_after
         return emits, StatefulBatchLogic.RETAIN
 
+    def notify_at(self) -> datetime | None:
+        return self.due
+
+    def on_notify(self) -> tuple[list[Emit], bool]:
+        if self.idle is None:
+            return [], StatefulBatchLogic.RETAIN
+        emits = self.processor.flush() if self.processor is not None else []
+        blob = self.snapshot()
+        if blob is None:
+            return emits, StatefulBatchLogic.RETAIN
+        try:
+            key = self.key if self.key is not None else decode_checkpoint(blob)["key"]
+        except StateError:  # a resumed state that would be refused anyway: keep it where recovery has it
+            self.due = None
+            return emits, StatefulBatchLogic.RETAIN
+        self.idle.put(key, blob)  # committed before the discard can reach a checkpoint
+        return emits, StatefulBatchLogic.DISCARD
+
     def snapshot(self) -> bytes | None:
-        return None if self.processor is None else pickle.dumps(self.processor, protocol=pickle.HIGHEST_PROTOCOL)
+        if self.processor is None:
+            return self.saved
+        return encode_processor(self.processor, self.key or "")
 
 
 class _ProducerPartition(StatelessSinkPartition):
@@ -106,7 +146,8 @@ class _SideSink(DynamicSink):
 
 
 def build_dataflow(
-    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None,
+    idle: IdleStore | None = None, idle_after: timedelta = timedelta(minutes=10),
 ) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
@@ -123,6 +164,8 @@ def build_dataflow(
         Most messages read from a partition at a time.
     output
         The decode/encode path to use (its ``positions`` feed the lag monitor); a new one by default.
+    idle, idle_after
+        Where keys silent for ``idle_after`` go to leave memory (None: they stay); they come back when they speak.
     """
     output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
@@ -143,12 +186,14 @@ def build_dataflow(
                 raise RuntimeError(f"fatal Kafka error in {spec.name}: {msg.err}")
             log.warning("kafka consumer error", extra={"flow": spec.name, "error": str(msg.err)})
             return None
-        return output.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset)
+        broker_ms = msg.timestamp[1] if msg.timestamp and msg.timestamp[0] else -1
+        return output.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset, broker_ms)
 
     decoded = op.filter_map("decode", messages, decode)
     split = op.branch("valid", decoded, lambda x: isinstance(x, Event))
     keyed = op.key_on("key", split.trues, spec.key)
-    processed = op.stateful_batch("process", keyed, lambda resume: _ProcessorLogic(spec, resume))
+    processed = op.stateful_batch(
+        "process", keyed, lambda resume: _ProcessorLogic(spec, output, resume, idle, idle_after))
     emits = op.map("unkey", processed, lambda kv: kv[1])
     to_kafka = op.filter("kafka-bound", emits, output.kafka_bound)
     out = op.merge("to-kafka", op.map("encode", to_kafka, output.encode),
@@ -181,6 +226,7 @@ def run(
     workers: int = 1,
     batch_size: int = 500,
     lag_interval_s: float | None = 5.0,
+    idle_after: timedelta | None = timedelta(minutes=10),
 ) -> None:
     """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
 
@@ -203,22 +249,29 @@ def run(
         Most messages read from a partition at a time.
     lag_interval_s
         How often a lag monitor reports the flow's consumer lag (None: no monitor).
+    idle_after
+        With ``state_dir``, keys silent this long leave memory for ``state_dir/idle.sqlite3`` (None: never).
     """
     from bytewax.recovery import RecoveryConfig, init_db_dir
 
     ensure_topics(spec, settings)
     recovery = None
+    idle = None
     if state_dir is not None:
         state_dir.mkdir(parents=True, exist_ok=True)
         if not any(state_dir.glob("part-*.sqlite3")):
             init_db_dir(state_dir, 1)
         recovery = RecoveryConfig(state_dir)
-    run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, workers_per_process=workers,
+        if idle_after is not None:
+            idle = IdleStore(state_dir / IDLE_FILE)
+    run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
+                 idle_after=idle_after or timedelta(minutes=10), workers_per_process=workers,
                  epoch_interval=epoch_interval, recovery_config=recovery)
 
 
 def run_dataflow(
-    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None, **cli_options: Any
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None,
+    idle: IdleStore | None = None, idle_after: timedelta = timedelta(minutes=10), **cli_options: Any
 ) -> None:
     """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
     consumed, so the flow's group shows how far it got.
@@ -229,13 +282,15 @@ def run_dataflow(
         As for ``build_dataflow``.
     lag_interval_s
         How often the lag monitor reports (None: no monitor).
+    idle, idle_after
+        As for ``build_dataflow``.
     cli_options
         Passed to Bytewax's ``cli_main`` (workers, epoch interval, recovery).
     """
     from bytewax.run import cli_main
 
     output = FlowOutput(spec, settings)
-    flow = build_dataflow(spec, settings, batch_size=batch_size, output=output)
+    flow = build_dataflow(spec, settings, batch_size=batch_size, output=output, idle=idle, idle_after=idle_after)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
     try:
         cli_main(flow, **cli_options)

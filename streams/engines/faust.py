@@ -1,7 +1,8 @@
 """Run a ``FlowSpec`` on Faust: agents over the input topics, processors kept in a Faust table.
 
 The adapter owns no logic, like the Bytewax one: the shared ``FlowOutput`` decodes (dead-lettering what
-fails) and encodes, one processor per state key does the work. Each key's processor lives pickled in a table
+fails) and encodes, one processor per state key does the work. Each key's processor lives in a table as
+versioned plain bytes (``streams.state``: never pickle, so a changelog cannot carry code), in a table
 whose changelog topic is co-partitioned with the input, so a key's state moves with its partition when
 workers join or leave, and a restarted worker rebuilds it from the changelog.
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pickle
+import time
 import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,7 @@ from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import consumer_group, start_monitor
 from streams.engines.output import DeadLetter, FlowOutput
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
+from streams.state import encode_processor, restore_or_fresh
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +283,8 @@ def _ack_only_processed(consumer: Any, flow: str) -> None:
 class _FlowRunner:
     """One worker's share of a flow: the processors of the keys in its partitions, and its sinks."""
 
-    def __init__(self, spec: FlowSpec, settings: KafkaSettings, app: Any, table: Any) -> None:
+    def __init__(self, spec: FlowSpec, settings: KafkaSettings, app: Any, table: Any,
+                 idle_after_s: float | None = 600.0) -> None:
         self.spec = spec
         self.settings = settings
         self.output = FlowOutput(spec, settings)
@@ -293,6 +296,9 @@ class _FlowRunner:
         # key -> (the table value it was loaded from, processor, offsets absorbed); reused while the
         # table still holds that very object, rebuilt when recovery or a rebalance replaced it
         self._live: dict[bytes, tuple[bytes, Processor, dict[tuple[str, int], int]]] = {}
+        self._used: dict[bytes, float] = {}  # key -> when its live processor last worked (monotonic s)
+        self.idle_after_s = idle_after_s
+        self._next_sweep = time.monotonic() + (idle_after_s or 0)
 
     def open_sinks(self) -> list[Sink]:
         if self.sinks is None:
@@ -318,7 +324,8 @@ class _FlowRunner:
                 h = _headers(msg.headers)
                 topic, key = h[_SRC_TOPIC].decode(), h.get(_SRC_KEY)
                 partition, offset = int(h[_SRC_PARTITION]), int(h[_SRC_OFFSET])
-            out = self.output.decode(topic, key, msg.value, partition, offset)
+            broker_ms = int(msg.timestamp * 1000) if msg.timestamp and msg.timestamp_type else -1
+            out = self.output.decode(topic, key, msg.value, partition, offset, broker_ms)
             if isinstance(out, DeadLetter):
                 pending.append(await self._send(*self.output.dead_letter(out)))
                 continue
@@ -336,14 +343,15 @@ class _FlowRunner:
         changed: list[tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int]]] = []
         with PROCESSING_SECONDS.labels(self.spec.name).time():
             for state_key, (table_partition, events) in groups.items():
-                proc, offsets = self._load(state_key, events[0])
+                proc, offsets = self._load(state_key)
                 fresh = unabsorbed(events, offsets)
                 if not fresh:
                     continue
                 emits.extend(proc.process(fresh))
+                self.output.processed(fresh)
                 for e in fresh:
                     offsets[(e.topic, e.partition)] = max(e.offset, offsets.get((e.topic, e.partition), -1))
-                blob = pickle.dumps({"processor": proc, "offsets": offsets}, protocol=pickle.HIGHEST_PROTOCOL)
+                blob = encode_processor(proc, state_key.decode(), offsets)
                 changed.append((state_key, table_partition, blob, proc, offsets))
 
         for emit in emits:
@@ -357,16 +365,27 @@ class _FlowRunner:
                 await loop.run_in_executor(None, sink.write, emits)
         if changed:
             await self._store(changed)
+        self._sweep()
 
-    def _load(self, state_key: bytes, first: Event) -> tuple[Processor, dict[tuple[str, int], int]]:
+    def _sweep(self) -> None:
+        """Drop the live processors of keys idle for ``idle_after_s``: their bytes stay in the table."""
+        if self.idle_after_s is None:
+            return
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.idle_after_s / 4
+        cutoff = now - self.idle_after_s
+        for key in [k for k, used in self._used.items() if used < cutoff]:
+            self._live.pop(key, None)
+            del self._used[key]
+
+    def _load(self, state_key: bytes) -> tuple[Processor, dict[tuple[str, int], int]]:
         blob = self.table.get(state_key)
         live = self._live.get(state_key)
         if live is not None and blob is not None and live[0] is blob:
             return live[1], live[2]
-        if blob is None:
-            return self.spec.make_processor(self.spec.key(first)), {}
-        saved = pickle.loads(blob)
-        return saved["processor"], saved["offsets"]
+        return restore_or_fresh(self.spec, state_key.decode(), blob)
 
     async def _store(self, changed: list[tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int]]]) -> None:
         sent = [await self._send(self.changelog, k, blob, None, partition) for k, partition, blob, _, _ in changed]
@@ -376,6 +395,7 @@ class _FlowRunner:
         for state_key, _, blob, proc, offsets in changed:
             self.table.data[state_key] = blob
             self._live[state_key] = (blob, proc, offsets)
+            self._used[state_key] = time.monotonic()
 
     async def _send(self, topic: str, key: bytes | None, value: bytes | None,
                     headers: dict[str, bytes] | None, partition: int | None = None) -> Any:

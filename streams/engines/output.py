@@ -11,11 +11,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import NamedTuple
+
+from prometheus_client import Counter, Histogram
 
 from connectors.dlq import dlq_headers
 from connectors.kafka import KafkaSettings
-from connectors.prometheus import DLQ_EVENTS, END_TO_END_LATENCY, EVENTS_CONSUMED, EVENTS_EMITTED
+from connectors.prometheus import DLQ_EVENTS, END_TO_END_LATENCY, EVENTS_CONSUMED, EVENTS_EMITTED, metric
 from schemas import AvroSerde, RegistryUnavailableError, SchemaError
 from schemas.topics import dlq_topic
 from streams.processor import SINK_ONLY, Emit, Event, FlowSpec
@@ -23,6 +26,12 @@ from streams.processor import SINK_ONLY, Emit, Event, FlowSpec
 __all__ = ["Codec", "DeadLetter", "FlowOutput", "Message"]
 
 log = logging.getLogger(__name__)
+
+EVENT_TIME_AHEAD = metric(Counter, "eddyline_event_time_ahead", "Outputs whose event time was ahead of this "
+                          "process's clock, so that no event-time latency could be observed.", ["flow"])
+BROKER_LATENCY = metric(Histogram, "eddyline_broker_to_processed_latency_seconds",
+                        "From an input message's Kafka timestamp to the flow having processed it.", ["flow"],
+                        buckets=END_TO_END_LATENCY._upper_bounds[:-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +92,7 @@ class Codec:
         self._logical = {settings.topic(t): t for t in inputs}
 
     def decode(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int, broker_ms: int = -1
     ) -> Event | DeadLetter:
         """An event, or a dead letter that says why the message is not one.
 
@@ -98,6 +107,8 @@ class Codec:
             The message's bytes.
         partition, offset
             Where it was read, kept in the dead letter's headers.
+        broker_ms
+            The message's Kafka timestamp in ms (-1: unknown), kept on the event for latency.
         """
         logical = self._logical.get(topic, topic)
         event_type = self.inputs.get(logical)
@@ -111,7 +122,7 @@ class Codec:
             return DeadLetter(logical, key, value, exc.reason, str(exc), partition, offset)
         except Exception as exc:  # a bug in a rule must not kill the flow either
             return DeadLetter(logical, key, value, "decode_failed", f"{type(exc).__name__}: {exc}", partition, offset)
-        return Event(logical, key.decode(errors="replace") if key else None, record, partition, offset)
+        return Event(logical, key.decode(errors="replace") if key else None, record, partition, offset, broker_ms)
 
     def encode(self, emit: Emit) -> tuple[str, bytes, bytes]:
         """Full topic name, key and value; emits are checked against their schema like any producer's.
@@ -143,6 +154,8 @@ class FlowOutput:
         self.settings = settings
         self.codec = Codec(settings, spec.inputs, serde)
         self._latency = END_TO_END_LATENCY.labels(spec.name)
+        self._ahead = EVENT_TIME_AHEAD.labels(spec.name)
+        self._broker_latency = BROKER_LATENCY.labels(spec.name)
         self.positions: dict[tuple[str, int], int] = {}  # (logical topic, partition) -> next offset to take
 
     def topics(self) -> list[str]:
@@ -156,16 +169,16 @@ class FlowOutput:
         return list(dict.fromkeys([*written, *(dlq_topic(t) for t in written)]))
 
     def decode(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int, broker_ms: int = -1
     ) -> Event | DeadLetter:
         """Decode one consumed message (full topic name), count it and note the partition's next offset.
 
         Parameters
         ----------
-        topic, key, value, partition, offset
+        topic, key, value, partition, offset, broker_ms
             As for ``Codec.decode``.
         """
-        out = self.codec.decode(topic, key, value, partition, offset)
+        out = self.codec.decode(topic, key, value, partition, offset, broker_ms)
         EVENTS_CONSUMED.labels(self.spec.name, out.topic).inc()
         self.positions[(out.topic, partition)] = offset + 1
         return out
@@ -197,9 +210,25 @@ class FlowOutput:
             return self._unencodable(emit, "encode_failed", f"{type(exc).__name__}: {exc}")
         EVENTS_EMITTED.labels(self.spec.name, emit.topic).inc()
         lag_s = time.time() - emit.record.get("event_time", 0) / 1000.0
-        if 0.0 <= lag_s < 86_400:  # replays of old data say nothing about the pipeline's latency
+        if lag_s < 0.0:  # a producer clock ahead of ours: counted, since no latency can be measured
+            self._ahead.inc()
+        elif lag_s < 86_400:  # replays of old data say nothing about the pipeline's latency
             self._latency.observe(lag_s)
         return Message(topic, key, value, None)
+
+    def processed(self, events: Sequence[Event]) -> None:
+        """Observe, for events just processed, the time since the broker stamped them: the pipeline's own
+        latency, whatever the producers' clocks say.
+
+        Parameters
+        ----------
+        events
+            Events a processor has just handled.
+        """
+        now_ms = time.time() * 1000.0
+        for e in events:
+            if e.broker_ms > 0:
+                self._broker_latency.observe(max(0.0, now_ms - e.broker_ms) / 1000.0)
 
     def _unencodable(self, emit: Emit, reason: str, error: str) -> Message:
         log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": error})

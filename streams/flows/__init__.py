@@ -22,8 +22,9 @@ def _anomaly() -> FlowSpec:
     from streams.flows.sensor_anomaly import sensor_anomaly_flow
     from streams.sinks.sensor import sensor_metrics_sink
 
-    detector = RuntimeSettings().detector or DEFAULT_DETECTOR
-    return sensor_anomaly_flow(detector=detector, sinks=[sensor_metrics_sink])
+    runtime = RuntimeSettings()
+    return sensor_anomaly_flow(detector=runtime.detector or DEFAULT_DETECTOR, packed=runtime.packed_scores,
+                               sinks=[sensor_metrics_sink])
 
 
 def _clicks() -> FlowSpec:

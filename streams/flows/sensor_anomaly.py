@@ -10,7 +10,7 @@ drop the repeats.
 
 from __future__ import annotations
 
-from collections import deque
+from dataclasses import replace
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -22,8 +22,10 @@ from models.anomaly.base import AnomalyDetector
 from models.anomaly.explain import Explanation, score_explained
 from connectors.alert_explanation import RULE_NAMES
 from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, derive_id
+from schemas.scores import pack_series
 from streams.flows.alert_policy import AlertPolicy, PolicyConfig, Transition
 from streams.processor import Emit, Event, FlowSpec, Processor
+from streams.sequence import Sequencer, count
 from streams.sinks.sensor import series_metrics
 
 SOURCE_TOPIC = "sensor.readings"
@@ -31,7 +33,7 @@ SCORES_TOPIC = "scores.anomaly"
 ALERTS_TOPIC = "alerts"
 FLOW = "sensor-anomaly"
 PRODUCER = "eddyline/sensor-anomaly"
-RECENT_IDS = 512  # input event ids remembered per device to drop redelivered duplicates
+REORDER = 8  # batches of one device held while waiting for a missing sequence number
 
 
 class SensorAnomalyProcessor(Processor):
@@ -39,7 +41,8 @@ class SensorAnomalyProcessor(Processor):
 
     Each ``sensor_batch`` event becomes one ``scores.anomaly`` event (a score per reading, scored before the
     detector learns the reading), ``alerts`` events for the incidents its policies open, escalate or resolve,
-    and ``sink.sensor_metrics`` emits for the dashboards. A redelivered batch (same ``event_id``) is dropped.
+    and ``sink.sensor_metrics`` emits for the dashboards. Batches are applied in the device's ``seq`` order
+    (``streams.sequence``): a repeat is dropped for good, a gap waited for in a small reorder buffer.
 
     Parameters
     ----------
@@ -51,6 +54,8 @@ class SensorAnomalyProcessor(Processor):
         Passed to the detector's constructor, for every sensor.
     policy
         ``PolicyConfig`` fields other than ``threshold`` (which comes from the detector).
+    packed
+        Write scores packed (float32 bytes, ``anomaly_score`` v2) instead of one Avro double each.
 
     Examples
     --------
@@ -69,22 +74,24 @@ class SensorAnomalyProcessor(Processor):
     []
     """
 
+    state_version = 2  # 1 (pickled, recent event ids) is refused: the device relearns
+
     def __init__(
         self,
         device_id: str,
         detector: str = DEFAULT_DETECTOR,
         detector_params: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
+        packed: bool = False,
     ) -> None:
         self.device_id = device_id
+        self.packed = packed
         self.detector_name = detector
         self.detector_params = dict(detector_params or {})
         self.policy_params = dict(policy or {})
         self.detectors: dict[str, AnomalyDetector] = {}
         self.policies: dict[str, AlertPolicy] = {}
-        self.recent: deque[str] = deque(maxlen=RECENT_IDS)
-        self._recent_set: set[str] = set()
-        self.duplicates = 0
+        self.sequence = Sequencer(REORDER)
 
     def _series_state(self, sensor: str) -> tuple[AnomalyDetector, AlertPolicy]:
         det = self.detectors.get(sensor)
@@ -94,23 +101,25 @@ class SensorAnomalyProcessor(Processor):
             self.policies[sensor] = AlertPolicy(cfg)
         return det, self.policies[sensor]
 
-    def _seen(self, event_id: str) -> bool:
-        if event_id in self._recent_set:
-            return True
-        if len(self.recent) == self.recent.maxlen:
-            self._recent_set.discard(self.recent[0])
-        self.recent.append(event_id)
-        self._recent_set.add(event_id)
-        return False
+    @property
+    def duplicates(self) -> int:
+        return self.sequence.counts.duplicates + self.sequence.counts.stale
 
     def process(self, events: Sequence[Event]) -> list[Emit]:
         out: list[Emit] = []
+        before = replace(self.sequence.counts)
         for event in events:
-            rec = event.record
-            if self._seen(rec["event_id"]):
-                self.duplicates += 1
-                continue
-            out.extend(self._score(rec))
+            self.sequence.offer(event.record, lambda rec: out.extend(self._score(rec)))
+        if self.sequence.counts != before:
+            count(FLOW, before, self.sequence.counts)
+        return out
+
+    def flush(self) -> list[Emit]:
+        out: list[Emit] = []
+        before = replace(self.sequence.counts)
+        self.sequence.flush(lambda rec: out.extend(self._score(rec)))
+        if self.sequence.counts != before:
+            count(FLOW, before, self.sequence.counts)
         return out
 
     def _score(self, rec: dict[str, Any]) -> list[Emit]:
@@ -125,9 +134,9 @@ class SensorAnomalyProcessor(Processor):
             values = np.asarray(s["values"], dtype=np.float64)
             stamps = np.asarray(s["timestamps"], dtype=np.int64)
             scores, why = score_explained(det, values, stamps)
-            scored_series.append(
-                {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist()}
-            )
+            scored_series.append(pack_series(s["sensor"], stamps, scores) if self.packed else
+                                 {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist(),
+                                  "packed_timestamps": None, "packed_scores": None})
             metrics.append(series_metrics(self.device_id, s["sensor"], s["values"], s["timestamps"], scores, det.threshold))
             for t in policy.update(scores, stamps, f"{source_id}/{s['sensor']}"):
                 explanation = None if t.status == "RESOLVED" else why.at(t.index)
@@ -182,8 +191,7 @@ class SensorAnomalyProcessor(Processor):
         return {
             "detectors": {k: d.snapshot() for k, d in self.detectors.items()},
             "policies": {k: p.snapshot() for k, p in self.policies.items()},
-            "recent": list(self.recent),
-            "duplicates": self.duplicates,
+            "sequence": self.sequence.snapshot(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -191,9 +199,7 @@ class SensorAnomalyProcessor(Processor):
             det, policy = self._series_state(sensor)
             det.restore(det_state)
             policy.restore(state["policies"][sensor])
-        self.recent.extend(state["recent"])
-        self._recent_set = set(self.recent)
-        self.duplicates = state["duplicates"]
+        self.sequence.restore(state["sequence"])
 
     def params(self) -> dict[str, Any]:
         return {
@@ -201,6 +207,7 @@ class SensorAnomalyProcessor(Processor):
             "detector": self.detector_name,
             "detector_params": self.detector_params,
             "policy": self.policy_params,
+            "packed": self.packed,
         }
 
 
@@ -209,6 +216,7 @@ def sensor_anomaly_flow(
     detector_params: dict[str, Any] | None = None,
     policy: PolicyConfig | None = None,
     sinks: list | None = None,
+    packed: bool = False,
 ) -> FlowSpec:
     """The sensor anomaly flow: ``sensor.readings`` in, ``scores.anomaly`` and ``alerts`` out, state per device.
 
@@ -222,6 +230,8 @@ def sensor_anomaly_flow(
         When scores become incidents; its ``threshold`` is ignored in favour of the detector's own.
     sinks
         Side sink factories fed with every emit (alert delivery, dashboards).
+    packed
+        Write scores packed (float32 bytes, ``anomaly_score`` v2; ``schemas.scores.series_scores`` reads both).
 
     Examples
     --------
@@ -240,7 +250,7 @@ def sensor_anomaly_flow(
         name=FLOW,
         inputs={SOURCE_TOPIC: SENSOR_BATCH},
         outputs={SCORES_TOPIC: ANOMALY_SCORE, ALERTS_TOPIC: ALERT},
-        make_processor=lambda device: SensorAnomalyProcessor(device, detector, detector_params, policy_params),
+        make_processor=lambda device: SensorAnomalyProcessor(device, detector, detector_params, policy_params, packed),
         key=lambda event: event.record["device_id"],
         sinks=list(sinks or []),
     )

@@ -76,8 +76,8 @@ class SensorProducer:
         self.rate = rate
         per_reading_ms = 1000.0 * devices * len(SENSORS) / rate if rate > 0 else 1000.0
         self.sim = SensorSimulator(
-            devices=devices, readings_per_message=readings_per_message, interval_ms=max(1, round(per_reading_ms)),
-            anomaly_rate=anomaly_rate, start_ms=int(time.time() * 1000), seed=seed,
+            devices=devices, readings_per_message=readings_per_message, interval_ms=per_reading_ms,
+            anomaly_rate=anomaly_rate, start_ms=int(time.time() * 1000), seed=seed, stagger=True,
         )
         self.bad = malformed_messages(bad_events, seed=seed)
         self.stats = ProduceStats()
@@ -116,10 +116,10 @@ class SensorProducer:
                 break
             if stop is not None and stop.is_set():
                 break
-            if self.rate > 0:
-                due = start + self.stats.readings / self.rate
-                if due > now:
-                    time.sleep(due - now)
+            if self.rate > 0:  # live: a batch leaves when its last reading's time has come, at the asked rate
+                wait = self.sim.due_s(record) - time.time()
+                if wait > 0:
+                    time.sleep(wait)
             self.producer.produce(TOPIC, SENSOR_BATCH, record, key=record["device_id"])
             self.stats.messages += 1
             self.stats.readings += per_msg

@@ -65,6 +65,11 @@ class SensorSimulator:
     Each device has three sensors (temperature, vibration, pressure): a cycle plus noise. The same seed
     gives the same records and the same anomalies.
 
+    A batch's readings are stamped ``start_ms + i * interval_ms`` (``interval_ms`` may be fractional); a live
+    producer starts at the wall clock and sends each batch once its last reading's time has come
+    (``due_s``), so event times never run ahead of the wall clock. With ``stagger`` the devices' batches end
+    at evenly spread times instead of all together, as a real fleet's do.
+
     Parameters
     ----------
     devices
@@ -72,7 +77,7 @@ class SensorSimulator:
     readings_per_message
         Readings per sensor in one record.
     interval_ms
-        Event time between two readings of a sensor.
+        Event time between two readings of a sensor (may be fractional).
     anomaly_rate
         Chance per reading, after the warm-up, that an anomaly starts on that sensor.
     warmup_readings
@@ -83,6 +88,8 @@ class SensorSimulator:
         Seeds the signals and the injections.
     producer
         The ``producer`` field of every record.
+    stagger
+        Spread the devices' batch ends evenly over one batch span (a live fleet) instead of aligning them.
 
     Examples
     --------
@@ -102,12 +109,13 @@ class SensorSimulator:
         self,
         devices: int = 10,
         readings_per_message: int = 50,
-        interval_ms: int = 1000,
+        interval_ms: float = 1000,
         anomaly_rate: float = 0.002,
         warmup_readings: int = 600,
         start_ms: int = 1_767_225_600_000,
         seed: int = 7,
         producer: str = "eddyline/simulator",
+        stagger: bool = False,
     ) -> None:
         self.rng = np.random.default_rng(seed)
         self.pyrng = random.Random(seed)
@@ -118,8 +126,10 @@ class SensorSimulator:
         self.start_ms = start_ms
         self.producer = producer
         self.devices = [_Device(f"device-{i:03d}") for i in range(devices)]
-        for d in self.devices:
+        for i, d in enumerate(self.devices):
             d.phase = {s: self.pyrng.uniform(0, 2 * np.pi) for s in SENSORS}
+            if stagger:  # device i's batches end i/devices of a batch later: a live fleet sends evenly
+                d.t = i * readings_per_message // devices
         self.injected: list[InjectedAnomaly] = []
         self.readings = 0
 
@@ -137,7 +147,7 @@ class SensorSimulator:
         """
         n = self.readings_per_message
         idx = np.arange(device.t, device.t + n)
-        stamps = self.start_ms + idx * self.interval_ms
+        stamps = (self.start_ms + idx * self.interval_ms).astype(np.int64)
         series = []
         for sensor, (unit, base, amp, sd) in SENSORS.items():
             values = base + amp * np.sin(2 * np.pi * idx / 600 + device.phase[sensor]) + self.rng.normal(0, sd, n)
@@ -154,6 +164,17 @@ class SensorSimulator:
             "seq": device.seq,
             "series": series,
         }
+
+    @staticmethod
+    def due_s(record: dict) -> float:
+        """When a live producer may send ``record``: the wall-clock second of its last reading.
+
+        Parameters
+        ----------
+        record
+            A record this simulator made.
+        """
+        return record["event_time"] / 1000.0
 
     def _inject(self, device: _Device, sensor: str, values: np.ndarray, stamps: np.ndarray, spread: float) -> None:
         i = 0

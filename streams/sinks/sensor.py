@@ -2,11 +2,15 @@
 
 The processor emits one ``sink.sensor_metrics`` record per series per batch (never written to Kafka).
 In InfluxDB each becomes a point timed at the batch's last reading, so a replay overwrites rather than
-doubles it. Prometheus gets the latest value and score per device and sensor, and reading counters.
+doubles it: per-device values live there only. Prometheus gets what stays bounded at 100,000 devices: fleet
+reading counters, the distribution of batch scores, and the top k most anomalous series.
 """
 
 from __future__ import annotations
 
+import heapq
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,6 +22,9 @@ from streams.processor import Emit
 TOPIC = "sink.sensor_metrics"
 EVENT_TYPE = "sensor_metrics"
 MEASUREMENT = "sensor"
+TOP_K = 10
+TOP_INTERVAL_S = 15.0
+SCORE_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 
 
 def series_metrics(device_id: str, sensor: str, values: list[float], stamps: list[int], scores: np.ndarray,
@@ -62,44 +69,109 @@ def series_metrics(device_id: str, sensor: str, values: list[float], stamps: lis
     return Emit(TOPIC, device_id, EVENT_TYPE, record)
 
 
+class TopSeries:
+    """The k most anomalous series of the last interval, as a Prometheus gauge with at most k children.
+
+    Each interval keeps a bounded min-heap of (highest score, series); when it ends, the gauge is set to that
+    interval's top k and the children of series that left it are removed. Memory and exposed series stay at
+    k whatever the fleet size.
+
+    Parameters
+    ----------
+    gauge
+        A gauge labelled (device, sensor).
+    k
+        How many series to expose.
+    interval_s
+        How long one ranking collects scores (wall clock).
+    clock
+        Seconds, monotonic; replaceable in tests.
+    """
+
+    def __init__(self, gauge: Any, k: int = TOP_K, interval_s: float = TOP_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.gauge = gauge
+        self.k = k
+        self.interval_s = interval_s
+        self.clock = clock
+        self.heap: list[tuple[float, str, str]] = []
+        self.best: dict[tuple[str, str], float] = {}  # this interval's candidates (at most k)
+        self.shown: set[tuple[str, str]] = set()
+        self.ends = clock() + interval_s
+
+    def offer(self, device: str, sensor: str, score: float) -> None:
+        """Count one series batch's highest score in this interval's ranking; publish when the interval ends.
+
+        Parameters
+        ----------
+        device, sensor
+            The series.
+        score
+            Its batch's highest anomaly score.
+        """
+        key = (device, sensor)
+        if key in self.best:
+            if score > self.best[key]:
+                self.best[key] = score
+                self.heap = [(self.best[d, s], d, s) for d, s in self.best]
+                heapq.heapify(self.heap)
+        elif len(self.heap) < self.k:
+            heapq.heappush(self.heap, (score, device, sensor))
+            self.best[key] = score
+        elif score > self.heap[0][0]:
+            _, d, s = heapq.heapreplace(self.heap, (score, device, sensor))
+            del self.best[d, s]
+            self.best[key] = score
+        if self.clock() >= self.ends:
+            self.publish()
+
+    def publish(self) -> None:
+        """Expose this interval's top k, drop the rest, start the next interval."""
+        for key in self.shown - self.best.keys():
+            self.gauge.remove(*key)
+        for key, score in self.best.items():
+            self.gauge.labels(*key).set(score)
+        self.shown = set(self.best)
+        self.heap, self.best = [], {}
+        self.ends = self.clock() + self.interval_s
+
+
 class SensorMetricsSink(MetricsSink):
-    """The sensor flow's dashboards: an InfluxDB ``sensor`` point per series and batch, and Prometheus gauges.
+    """The sensor flow's dashboards: an InfluxDB ``sensor`` point per series and batch (per-device values live
+    there only), and Prometheus fleet totals, a batch-score histogram and a top-k gauge of at most k series.
 
     Parameters
     ----------
     influx
         Where points go; None keeps Prometheus only.
+    top_k
+        How many of the most anomalous series Prometheus shows.
     """
 
-    def __init__(self, influx: Any | None = None) -> None:
-        from prometheus_client import Counter, Gauge
+    def __init__(self, influx: Any | None = None, top_k: int = TOP_K) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
 
         super().__init__(influx)
-        self.value = metric(Gauge, "eddyline_sensor_value", "Latest reading per device and sensor.", ["device", "sensor"])
-        self.score = metric(Gauge, "eddyline_sensor_anomaly_score", "Highest anomaly score in the latest batch.",
-                             ["device", "sensor"])
-        self.readings = metric(Counter, "eddyline_sensor_readings", "Readings scored.", ["device"])
-        self.anomalous = metric(Counter, "eddyline_sensor_anomalous_readings", "Readings scored as anomalous.", ["device"])
-        self._children: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
-
-    def _series(self, device: str, sensor: str) -> tuple[Any, Any, Any, Any]:
-        """The four labelled children of one series, looked up once (``labels()`` is the costly part)."""
-        key = (device, sensor)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (self.value.labels(device, sensor), self.score.labels(device, sensor),
-                                              self.readings.labels(device), self.anomalous.labels(device))
-        return children
+        self.readings = metric(Counter, "eddyline_sensor_readings", "Readings scored, whole fleet.")
+        self.anomalous = metric(Counter, "eddyline_sensor_anomalous_readings",
+                                "Readings scored at or above their detector's threshold, whole fleet.")
+        self.batch_score = metric(Histogram, "eddyline_sensor_batch_anomaly_score",
+                                  "Highest anomaly score of each scored series batch, whole fleet.",
+                                  buckets=SCORE_BUCKETS)
+        top = metric(Gauge, "eddyline_sensor_top_anomaly_score",
+                     f"The {top_k} series with the highest anomaly score in the last {TOP_INTERVAL_S:g} s.",
+                     ["device", "sensor"])
+        self.top = TopSeries(top, k=top_k)
 
     def points(self, e: Emit) -> list[Point]:
         if e.topic != TOPIC:
             return []
         r = e.record
-        value, score, readings, anomalous = self._series(r["device_id"], r["sensor"])
-        value.set(r["value_last"])
-        score.set(r["score_max"])
-        readings.inc(r["readings"])
-        anomalous.inc(r["anomalous"])
+        self.readings.inc(r["readings"])
+        if r["anomalous"]:
+            self.anomalous.inc(r["anomalous"])
+        self.batch_score.observe(r["score_max"])
+        self.top.offer(r["device_id"], r["sensor"], r["score_max"])
         fields = {k: v for k, v in r.items() if k not in ("device_id", "sensor", "time_ms")}
         return [(MEASUREMENT, {"device_id": r["device_id"], "sensor": r["sensor"]}, fields, r["time_ms"])]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -43,10 +44,12 @@ def flow_env(settings: KafkaSettings, receiver: AlertReceiver | None = None) -> 
     return env
 
 
-def start_flow(settings: KafkaSettings, state_dir: Path, receiver: AlertReceiver | None = None) -> subprocess.Popen:
+def start_flow(settings: KafkaSettings, state_dir: Path, receiver: AlertReceiver | None = None,
+               **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "run", "anomaly", "--state-dir", str(state_dir)],
-        env=flow_env(settings, receiver), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        env=flow_env(settings, receiver) | env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -86,11 +89,11 @@ def unique_scores(settings: KafkaSettings, expected: int, timeout: float) -> dic
 
 
 def kill_mid_stream(settings: KafkaSettings, records: list[dict], proc: subprocess.Popen,
-                    kill: Callable[[subprocess.Popen], object]) -> dict[str, dict]:
+                    kill: Callable[[subprocess.Popen], object], chunk: int = 20) -> dict[str, dict]:
     """With ``records[:300]`` published and the flow running, publish the rest and SIGKILL the flow while
     input is still arriving (no chance to checkpoint, commit or flush); the scores that came out before."""
-    rest = threading.Thread(target=lambda: [publish(settings, records[i:i + 20]) or time.sleep(0.05)
-                                            for i in range(300, len(records), 20)])
+    rest = threading.Thread(target=lambda: [publish(settings, records[i:i + chunk]) or time.sleep(0.05)
+                                            for i in range(300, len(records), chunk)])
     try:
         unique_scores(settings, 200, timeout=90)
         rest.start()
@@ -108,8 +111,17 @@ def simulated(devices: int, messages: int, seed: int = 3) -> tuple[list[dict], S
     return list(itertools.islice(sim, messages)), sim
 
 
-def reference(records: list[dict]) -> list:
-    return run_local(sensor_anomaly_flow(), [Event("sensor.readings", r["device_id"], r) for r in records])
+def fleet(devices: int, chatty: int, chatty_messages: int, seed: int) -> list[dict]:
+    """One batch from each of ``devices``, then ``chatty`` of them go on long enough to pass the alert warm-up."""
+    records, sim = simulated(devices, devices, seed)
+    for _ in range(chatty_messages - 1):
+        records += [sim.batch(d) for d in sim.devices[:chatty]]
+    return records
+
+
+def reference(records: list[dict], detector: str | None = None) -> list:
+    spec = sensor_anomaly_flow(detector) if detector else sensor_anomaly_flow()
+    return run_local(spec, [Event("sensor.readings", r["device_id"], r) for r in records])
 
 
 def test_flow_scores_every_reading_and_matches_the_engine_free_reference(kafka_settings, tmp_path):
@@ -155,18 +167,26 @@ def test_malformed_messages_go_to_the_dlq_with_reason_and_the_flow_goes_on(kafka
         assert int(info["offset"]) >= 0
 
 
-def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(kafka_settings, tmp_path, alert_receiver):
-    records, _ = simulated(devices=6, messages=900, seed=5)
+@pytest.mark.parametrize(("records", "detector"), [
+    (lambda: simulated(devices=6, messages=900, seed=5)[0], None),
+    # a fleet: 5,000 devices' states checkpointed and restored (gauss: the cheapest detector, to stay under 2 min)
+    (lambda: fleet(devices=5000, chatty=10, chatty_messages=20, seed=5), "gauss"),
+], ids=["6-devices", "5000-devices"])
+def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(
+        kafka_settings, tmp_path, alert_receiver, records, detector):
+    records = records()
+    env = {"EDDYLINE_RUNTIME_DETECTOR": detector} if detector else {}
     publish(kafka_settings, records[:300])
     state = tmp_path / "state"
     alert_receiver.routing_keys = frozenset({ROUTING_KEY})
     notify = start_notify(kafka_settings, alert_receiver)
-    partial = kill_mid_stream(kafka_settings, records, start_flow(kafka_settings, state), stop)
+    partial = kill_mid_stream(kafka_settings, records, start_flow(kafka_settings, state, **env), stop,
+                              chunk=max(20, len(records) // 40))
     assert len(partial) < len(records), "the kill should land mid-stream"
-    proc = start_flow(kafka_settings, state)
+    proc = start_flow(kafka_settings, state, **env)
     try:
         scores = unique_scores(kafka_settings, len(records), timeout=120)
-        expected = reference(records)
+        expected = reference(records, detector)
         opened = {e.record["alert_key"] for e in expected if e.topic == "alerts" and e.record["status"] == "OPENED"}
         alert_receiver.wait_for(lambda r: set(r.incidents) >= opened, timeout=60)
     finally:
@@ -177,3 +197,34 @@ def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(kaf
         len(s["values"]) for r in records for s in r["series"])
     assert len(opened) >= 5
     assert set(alert_receiver.incidents) == opened  # one PagerDuty incident per anomaly, none twice
+
+
+def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_settings, tmp_path):
+    from streams.engines.bytewax import IDLE_FILE
+    from streams.state import decode_checkpoint
+
+    records, _ = simulated(devices=3, messages=90, seed=8)
+    publish(kafka_settings, records[:45])
+    state = tmp_path / "state"
+    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="1")
+    try:
+        assert len(unique_scores(kafka_settings, 45, timeout=90)) == 45
+        deadline = time.monotonic() + 60
+        evicted: set[str] = set()
+        while time.monotonic() < deadline and len(evicted) < 3:
+            time.sleep(0.5)
+            if (state / IDLE_FILE).exists():
+                db = sqlite3.connect(f"file:{state / IDLE_FILE}?mode=ro", uri=True, timeout=30)
+                try:
+                    evicted = {decode_checkpoint(blob)["key"] for (blob,) in db.execute("SELECT state FROM idle")}
+                except sqlite3.OperationalError:  # the table is not there before the first eviction
+                    pass
+                finally:
+                    db.close()
+        publish(kafka_settings, records[45:])
+        scores = unique_scores(kafka_settings, len(records), timeout=90)
+    finally:
+        log = stop(proc)
+    assert evicted == {r["device_id"] for r in records}, log
+    want = {e.record["event_id"]: e.record for e in reference(records) if e.topic == "scores.anomaly"}
+    assert scores == want, "a device reloaded after eviction must score as if it had never left"

@@ -178,11 +178,16 @@ def test_the_checks_catch_names_nobody_writes() -> None:
     assert flux_names(gen.flux("sensor", ["value_latest"])) == ["sensor has no field 'value_latest'"]
     assert flux_names(gen.flux("sensors", ["value_last"])) == ["measurement 'sensors' is not written"]
     assert flux_names(gen.flux("sensor", ["readings"], filters='r.device == "a"')) == ["sensor has no tag 'device'"]
-    assert promql_names("sum by (device) (rate(eddyline_sensor_readings_total[5m]))", "{{device}}") == []
+    assert promql_names("max by (device) (eddyline_sensor_top_anomaly_score)", "{{device}}") == []
+    assert promql_names("sum by (device) (rate(eddyline_sensor_readings_total[5m]))", "{{device}}") == [
+        "label 'device' is not on ['eddyline_sensor_readings_total']"
+    ]
     assert promql_names("rate(eddyline_sensor_reading_total[5m])", "") == [
         "metric 'eddyline_sensor_reading_total' is not written"
     ]
-    assert promql_names("sum by (device_id) (eddyline_sensor_value)", "") == [
-        "label 'device_id' is not on ['eddyline_sensor_value']"
+    assert promql_names("sum by (device_id) (eddyline_sensor_top_anomaly_score)", "") == [
+        "label 'device_id' is not on ['eddyline_sensor_top_anomaly_score']"
     ]
-    assert promql_names("eddyline_sensor_value", "{{host}}") == ["label 'host' is not on ['eddyline_sensor_value']"]
+    assert promql_names("eddyline_sensor_top_anomaly_score", "{{host}}") == [
+        "label 'host' is not on ['eddyline_sensor_top_anomaly_score']"
+    ]

@@ -63,3 +63,34 @@ def test_after_a_table_restore_the_input_partitions_are_sought_with_the_flow_sto
     flowing_after = asyncio.run(restore_completes())
     assert flowing_during_seek == [False]
     assert flowing_after  # Faust resumed it once the partitions were in place
+
+
+class _Table(dict):
+    @property
+    def data(self) -> dict:
+        return self
+
+
+def test_a_changelog_state_is_plain_bytes_a_pickled_one_is_refused_and_idle_processors_leave_memory():
+    import pickle
+    import time
+
+    from streams.engines.faust import _FlowRunner
+    from streams.state import encode_processor
+
+    spec = sensor_anomaly_flow()
+    table = _Table()
+    runner = _FlowRunner(spec, KafkaSettings(), app=None, table=table, idle_after_s=60)
+    proc = spec.make_processor("device-000")
+    table[b"device-000"] = encode_processor(proc, "device-000", {("sensor.readings", 1): 41})
+    table[b"device-001"] = pickle.dumps(proc)
+    restored, offsets = runner._load(b"device-000")
+    assert offsets == {("sensor.readings", 1): 41} and restored.params() == proc.params()
+    fresh, offsets = runner._load(b"device-001")
+    assert offsets == {} and fresh.device_id == "device-001"
+
+    runner._live[b"device-000"] = (table[b"device-000"], restored, offsets)
+    runner._used[b"device-000"] = time.monotonic() - 61
+    runner._next_sweep = 0
+    runner._sweep()
+    assert runner._live == {} and b"device-000" in table, "the bytes stay in the table, the processor goes"

@@ -65,7 +65,8 @@ def _examples() -> dict[str, dict]:
         catalog.ANOMALY_SCORE: {
             "event_id": derive_id("anomaly", "e-1"), "event_time": T0, "producer": "flow.anomaly",
             "source_event_id": "e-1", "device_id": "pi-kitchen", "model": "ewma", "threshold": 0.99,
-            "series": [{"sensor": "temperature", "timestamps": [T0, T0 + 1000], "scores": [0.1, 0.998]}],
+            "series": [{"sensor": "temperature", "timestamps": [T0, T0 + 1000], "scores": [0.1, 0.998],
+                        "packed_timestamps": None, "packed_scores": None}],
         },
         catalog.SENTIMENT_SCORE: {
             "event_id": derive_id("sentiment", "t-1"), "event_time": T0, "producer": "flow.sentiment",

@@ -65,3 +65,35 @@ def test_output_ids_derive_from_input_ids():
     a = run_local(sensor_anomaly_flow(), evs)
     b = run_local(sensor_anomaly_flow(), evs)
     assert [e.record.get("event_id") for e in a] == [e.record.get("event_id") for e in b]
+
+
+def test_packed_scores_carry_every_score_and_decode_like_arrays():
+    from schemas.scores import series_scores
+
+    evs, _ = events(30, devices=2, seed=2)
+    plain = [e for e in run_local(sensor_anomaly_flow(), evs) if e.topic == "scores.anomaly"]
+    packed = [e for e in run_local(sensor_anomaly_flow(packed=True), evs) if e.topic == "scores.anomaly"]
+    serde = AvroSerde()
+    for a, b in zip(plain, packed, strict=True):
+        back = serde.decode(serde.encode(ANOMALY_SCORE, b.record), ANOMALY_SCORE)
+        assert len(serde.encode(ANOMALY_SCORE, b.record)) < len(serde.encode(ANOMALY_SCORE, a.record))
+        for sa, sb in zip(a.record["series"], back["series"], strict=True):
+            stamps, scores = series_scores(sb)
+            assert stamps.tolist() == sa["timestamps"]
+            assert abs(scores - sa["scores"]).max() < 1e-6
+        assert series_scores(serde.decode(serde.encode(ANOMALY_SCORE, a.record), ANOMALY_SCORE)["series"][0])[1] \
+            .tolist() == a.record["series"][0]["scores"]
+
+
+def test_a_packed_series_with_mismatched_lengths_is_refused():
+    import numpy as np
+    import pytest
+
+    from schemas import ValidationError
+    from schemas.scores import pack_series
+
+    evs, _ = events(1, devices=1)
+    rec = [e for e in run_local(sensor_anomaly_flow(packed=True), evs) if e.topic == "scores.anomaly"][0].record
+    rec["series"][0] = pack_series("t", np.arange(3), np.zeros(2))
+    with pytest.raises(ValidationError, match="do not match"):
+        AvroSerde().encode(ANOMALY_SCORE, rec)

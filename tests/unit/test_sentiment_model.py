@@ -4,19 +4,39 @@ import json
 
 import numpy as np
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from models.sentiment import LABELS, load_sentiment
+from models.sentiment.console import Steps
 from models.sentiment.data import load_examples, split
 from models.sentiment.evaluate import evaluate
 from models.sentiment.train import base_model_path, train
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("sentiment")
-    info = train(out, limit=160, epochs=2, progress=False, evaluate_test=False)
-    assert info["train_sentences"] == 160 and info["steps"] == 6  # 2 epochs of 3 batches
-    return out
+    said: list[str] = []
+    steps = Steps(echo=said.append)
+    info = train(out, limit=960, epochs=2, progress=False, evaluate_test=False, steps=steps)
+    assert info["train_sentences"] == 960 and info["steps"] == 30  # 2 epochs of 15 batches
+    return out, steps, said
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained):
+    return trained[0]
+
+
+def test_training_announces_every_step_and_sums_them_up(trained):
+    _, steps, said = trained
+    for name in ("fetch corpus", "tokenise", "train epoch 1/2", "train epoch 2/2", "export to ONNX", "quantise to int8"):
+        assert f"{name} ..." in said or name.startswith("train"), name
+        assert any(line.startswith(f"{name}: ") for line in said), name
+    assert "960 training" in said[1] and "MB" in next(line for line in said if line.startswith("quantise to int8:"))
+    summary = steps.summary()
+    assert "export to ONNX" in summary and summary.splitlines()[-1].strip().startswith("total")
 
 
 def test_training_writes_onnx_int8_torch_and_a_card(model_dir):
@@ -33,6 +53,8 @@ def test_onnx_int8_matches_the_torch_network(model_dir):
     p, q = onnx.probabilities(texts), fp32.probabilities(texts)
     assert p.shape == (4, 3) and np.allclose(p.sum(1), 1.0)
     assert np.abs(p - q).max() < 0.1
+    long = ["a dull, lifeless mess. " * 30 + "I loved every minute of it. " * 40]  # ten windows, read alike
+    assert np.abs(onnx.probabilities(long) - fp32.probabilities(long)).max() < 0.1
     preds = onnx.predict(texts)
     assert all(r.label in LABELS and -1 <= r.score <= 1 for r in preds)
     assert preds[0].score == pytest.approx(preds[0].probabilities["positive"] - preds[0].probabilities["negative"])
@@ -40,11 +62,71 @@ def test_onnx_int8_matches_the_torch_network(model_dir):
 
 def test_evaluate_writes_per_domain_accuracy_beside_vader(model_dir, tmp_path):
     _, test = split(load_examples())
-    result = evaluate(tmp_path / "eval.json", model_dir, test[::40])
+    sample = [e for i, e in enumerate(test) if (int(e.doc) % 10 == 0 if e.doc else i % 20 == 0)]  # whole reviews
+    result = evaluate(tmp_path / "eval.json", model_dir, sample)
     written = json.loads((tmp_path / "eval.json").read_text())
     assert set(written["accuracy"]) == set(written["vader_accuracy"]) == {"movie", "tweet", "product", "editorial"}
     assert all(0 <= v <= 1 for v in written["accuracy"].values())
     assert written["vader_accuracy"] == result["vader_accuracy"]
+    assert 0 <= written["ece"] <= 1 and sum(written["counts"].values()) == len(sample)
+    by_length = written["accuracy_by_length"]
+    assert list(by_length) == ["<=32", "33-64", "65-128", ">128"]
+    assert sum(b["texts"] for b in by_length.values()) == written["test_sentences"] + written["test_passages"]
+    assert written["test_passages"] > 0 and by_length["65-128"]["texts"] > 0
+    row = by_length["<=32"]["accuracy"]
+    assert set(row) == {"truncate", "mean-logits", "mean-probs", "late-logits", "served"}
+    assert row["truncate"] == row["mean-logits"]  # texts within one window: every aggregation is the same
+
+
+def _long_turn(model, opening: str, ending: str) -> str:
+    """A turn that opens with ``opening`` for a whole window, then says ``ending`` for four windows."""
+    n_open = len(model.tokenizer.encode(opening, add_special_tokens=False).ids)
+    return " ".join([opening] * max(1, (model.max_length - 2) // n_open) + [ending] * (4 * model.max_length // 6))
+
+
+def test_a_long_turn_that_opens_negative_and_ends_positive_is_scored_whole(model_dir):
+    from models.sentiment.model import OnnxSentiment
+
+    windowed = OnnxSentiment(model_dir)
+    truncated = OnnxSentiment(model_dir, aggregation="truncate")
+    candidates = ["This is awful, I hate it and want my money back.", "Terrible, a total waste of time.",
+                  "Wonderful, thank you so much, this is great!", "I love it, brilliant and delightful."]
+    p = windowed.probabilities(candidates)
+    worst, best = candidates[int((p[:, 0] - p[:, 2]).argmax())], candidates[int((p[:, 2] - p[:, 0]).argmax())]
+    turn = _long_turn(windowed, worst, best)
+    assert len(windowed.tokenizer.encode(turn).ids) > 4 * windowed.max_length
+    whole, start = windowed.predict([turn])[0], truncated.predict([turn])[0]
+    assert start.score < 0 < whole.score  # truncation hears only the complaint; the whole turn ends happy
+    assert whole.label != start.label
+    short = windowed.predict([best, worst])
+    assert [r.label for r in short] == [r.label for r in truncated.predict([best, worst])]
+
+
+def test_eval_command_refuses_a_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    result = CliRunner().invoke(_models_app(), ["eval-sentiment", "--model", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert "not a sentiment model folder" in result.output and "train-sentiment" in result.output
+
+
+def test_eval_command_prints_counts_and_path_and_writes_the_new_keys(tmp_path):
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(_models_app(), ["eval-sentiment", "--model", "vader", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    written = json.loads(out.read_text())
+    assert {"accuracy_by_length", "ece", "counts", "accuracy"} <= set(written)
+    assert "model: vader" in result.output
+    for domain, n in written["counts"].items():
+        assert f"{domain} {n}" in result.output
+
+
+def _models_app() -> typer.Typer:
+    from models.sentiment.commands import eval_command, train_command
+
+    a = typer.Typer()
+    a.command("eval-sentiment")(eval_command)
+    a.command("train-sentiment")(train_command)
+    return a
 
 
 def test_a_hugging_face_classifier_directory_stands_in(tmp_path):

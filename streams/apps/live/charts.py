@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.scores import series_scores
+
 __all__ = ["ChartLimits", "Charts"]
 
 Columns = list[list[Any]]
@@ -131,7 +133,8 @@ class Charts:
         for s in rec["series"]:
             sensor = self._sensor(rec["device_id"], s["sensor"])
             if sensor is not None:
-                sensor.scores.extend(zip(s["timestamps"], s["scores"]))
+                stamps, scores = series_scores(s)  # either encoding of anomaly_score v2
+                sensor.scores.extend(zip(stamps.tolist(), scores.tolist()))
 
     def alert(self, rec: Mapping[str, Any]) -> None:
         """An alert about a device's sensor (its details name both) becomes a marker on that device's chart."""

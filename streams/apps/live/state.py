@@ -17,6 +17,7 @@ from typing import Any
 
 from connectors.alert_explanation import explanation_text
 from schemas import ALERT, ANOMALY_SCORE, DRIFT, FEEDBACK, PREDICTION, SENSOR_BATCH, SENTIMENT_SCORE
+from schemas.scores import series_scores
 from streams.apps.live.charts import ChartLimits, Charts
 from streams.processor import Event
 from streams.flows.quality import QualityProcessor
@@ -106,12 +107,13 @@ class LiveState:
         device, threshold = rec["device_id"], rec["threshold"]
         d = self.devices.setdefault(device, {"device": device, "scored": 0, "anomalous": 0, "max_score": 0.0})
         for s in rec["series"]:
-            scores = s["scores"]
+            stamps, packed = series_scores(s)
+            scores = packed.tolist()
             self.scored += len(scores)
             d["scored"] += len(scores)
             if scores:
                 d["max_score"] = max(d["max_score"], max(scores))
-            for t, score in zip(s["timestamps"], scores):
+            for t, score in zip(stamps.tolist(), scores):
                 if score >= threshold:
                     self.anomalous += 1
                     d["anomalous"] += 1

@@ -1,0 +1,385 @@
+"""Fleet scale: the sensor flow at growing fleet sizes, through the real broker, checkpointing on, both engines.
+
+For each fleet size and engine, over one broker (a namespace per run):
+
+- ``readings_per_s``: ``eddyline run anomaly`` over a pre-filled topic (``batches`` batches per device), by a
+  least-squares slope of scored readings over the arrival times of score events between the 10th and 90th
+  percentile (a 10 ms fetch wait, so arrivals are not bunched by the watcher);
+- ``rss_mb``: the flow process's peak resident memory (``VmHWM``) after the pre-filled topic is scored;
+- ``state_bytes_per_device``: the encoded state of one device (``streams.state``), the mean over the fleet, read
+  back from where the engine keeps it (Bytewax's recovery files, Faust's changelog);
+- ``checkpoint_mb``: the recovery folder (Bytewax) or the changelog topic's bytes (Faust) after the run;
+- ``checkpoint_mb_per_epoch``: what checkpointing wrote while the pre-filled topic was scored, per 2 s epoch
+  (Bytewax: the process's disk writes, ``/proc/PID/io``; Faust: the changelog bytes produced);
+- ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
+- ``latency_p50_ms``/``latency_p99_ms``: a live fleet (event times on the wall clock, devices staggered) offered
+  half the measured maximum for ``live_s`` seconds: from a batch's event time (its last reading) to the
+  arrival of its score event at a watcher; batches still unscored ``DRAIN_S`` after the load stops are left
+  out and counted (``latency_batches_sent`` against ``latency_batches_scored``).
+
+A fleet whose projected memory (from the first run's RSS per device) would not fit in the machine's available
+memory is recorded as skipped, with the projection, rather than run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from connectors.broker import EmbeddedBroker
+from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
+from schemas import ANOMALY_SCORE, SENSOR_BATCH, AvroSerde
+from streams.producers.simulator import SensorSimulator
+
+TOPIC = "sensor.readings"
+SCORES = "scores.anomaly"
+EPOCH_S = 2.0
+READINGS_PER_MESSAGE = 50
+DRAIN_S = 60.0  # after the live load stops, how long batches still in flight may take to be scored
+
+
+def _consumer(settings: KafkaSettings, topic: str) -> Consumer:
+    config = consumer_config(settings, "eddyline-bench-scale") | {"fetch.wait.max.ms": 10}
+    consumer = Consumer(config)
+    meta = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+    return consumer
+
+
+class Flow:
+    """``eddyline run anomaly`` as its own process, and what the kernel says about it."""
+
+    def __init__(self, settings: KafkaSettings, engine: str, state: Path, log: Path, env: dict[str, str]) -> None:
+        self.env = {**os.environ, **env, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+                    "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
+                    "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+                    "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": str(EPOCH_S)}
+        self.argv = [sys.executable, "-m", "streams.cli", "run", "anomaly", "--engine", engine,
+                     "--state-dir", str(state)]
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> float:
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return time.monotonic()
+
+    def _status(self, field: str) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def peak_rss(self) -> int:
+        return self._status("VmHWM")
+
+    def disk_writes(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+        return 0
+
+    def alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"the flow exited with {self.proc.returncode}; see {self.log}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _prefill(settings: KafkaSettings, sim: SensorSimulator, messages: int) -> None:
+    create_topics(settings, [TOPIC])
+    with EventProducer(settings) as producer:
+        for _, rec in zip(range(messages), sim):
+            producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
+
+
+def _throughput(flow: Flow, watcher: Consumer, messages: int, per_message: int) -> tuple[float, float]:
+    """(readings/s by slope, seconds from first to last score) once ``messages`` score events arrived."""
+    arrivals: list[float] = []
+    deadline = time.monotonic() + 3600
+    while len(arrivals) < messages and time.monotonic() < deadline:
+        flow.alive()
+        for msg in watcher.consume(5000, 0.2):
+            if msg.error() is None:
+                arrivals.append(time.perf_counter())
+    if len(arrivals) < messages:
+        raise RuntimeError(f"only {len(arrivals)} of {messages} scored in an hour; see {flow.log}")
+    t = np.asarray(arrivals)
+    lo, hi = int(0.1 * len(t)), int(0.9 * len(t))
+    slope = np.polyfit(t[lo:hi] - t[lo], np.arange(lo, hi, dtype=np.float64), 1)[0]
+    return float(slope * per_message), float(t[-1] - t[0])
+
+
+def _bytewax_state(state: Path) -> tuple[int, int]:
+    """(bytes, keys) of the latest snapshot of each key in Bytewax's recovery partitions."""
+    total = keys = 0
+    for part in state.glob("part-*.sqlite3"):
+        db = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT s.ser_change FROM snaps s JOIN (SELECT step_id, state_key, MAX(snap_epoch) AS e FROM snaps "
+                "GROUP BY step_id, state_key) m ON s.step_id = m.step_id AND s.state_key = m.state_key "
+                "AND s.snap_epoch = m.e WHERE s.step_id LIKE '%process%' AND s.ser_change IS NOT NULL").fetchall()
+        finally:
+            db.close()
+        for (blob,) in rows:
+            total += len(blob)
+            keys += 1
+    return total, keys
+
+
+def _changelog(settings: KafkaSettings) -> tuple[int, int, int]:
+    """(all bytes ever written, bytes of the latest value per key, keys) of the Faust flow's changelog."""
+    from streams.engines.faust import MARKER, TABLE
+
+    topic = f"{settings.topic('eddyline-sensor-anomaly')}-{TABLE}-changelog"
+    consumer = _consumer(settings, topic)
+    latest: dict[bytes, int] = {}
+    total = 0
+    idle_since = time.monotonic()
+    try:
+        while time.monotonic() - idle_since < 3.0:
+            msgs = consumer.consume(5000, 0.5)
+            for msg in msgs:
+                if msg.error() is None and msg.key() != MARKER:
+                    total += len(msg.value() or b"")
+                    latest[msg.key()] = len(msg.value() or b"")
+            if msgs:
+                idle_since = time.monotonic()
+    finally:
+        consumer.close()
+    return total, sum(latest.values()), len(latest)
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _recovery(flow: Flow, settings: KafkaSettings, sim: SensorSimulator, watcher: Consumer) -> float:
+    """SIGKILL, publish one more batch, restart: seconds from the restart to that batch's score."""
+    flow.kill()
+    record = next(iter(sim))
+    with EventProducer(settings) as producer:
+        producer.produce(TOPIC, SENSOR_BATCH, record, key=record["device_id"])
+    serde = AvroSerde()
+    started = flow.start()
+    while time.monotonic() - started < 600:
+        flow.alive()
+        for msg in watcher.consume(5000, 0.2):
+            if msg.error() is None and serde.decode(msg.value(), ANOMALY_SCORE)["source_event_id"] == record["event_id"]:
+                return time.monotonic() - started
+    raise RuntimeError(f"no score for the batch published during the outage within 600 s; see {flow.log}")
+
+
+def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_s: float,
+             watcher: Consumer) -> tuple[float, float, int, int]:
+    """(p50 ms, p99 ms, batches scored, batches sent) from event time to score arrival, ``fleet``'s devices offered ``rate`` readings/s
+    live (their readings now on the wall clock, their sequence numbers going on)."""
+    devices = len(fleet.devices)
+    interval_ms = 1000.0 * devices * 3 / rate
+    span_ms = READINGS_PER_MESSAGE * interval_ms  # one batch's readings: its first batches fall due over this
+    sim = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, interval_ms=interval_ms,
+                          start_ms=int(time.time() * 1000 - span_ms), seed=11, stagger=True)
+    for d, before in zip(sim.devices, fleet.devices, strict=True):
+        d.seq = before.seq
+    stop = threading.Event()
+    sent: set[str] = set()
+
+    def produce() -> None:
+        with EventProducer(settings) as producer:
+            for rec in sim:
+                if stop.is_set():
+                    return
+                wait = sim.due_s(rec) - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+                producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
+                sent.add(rec["event_id"])
+
+    serde = AvroSerde()
+    lags: dict[str, float] = {}
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    end = time.monotonic() + live_s
+    try:
+        while time.monotonic() < end + DRAIN_S and (time.monotonic() < end or len(lags) < len(sent)):
+            if time.monotonic() >= end:
+                stop.set()
+            for msg in watcher.consume(5000, 0.05):
+                if msg.error() is None:
+                    now_ms = time.time() * 1000
+                    rec = serde.decode(msg.value(), ANOMALY_SCORE)
+                    if rec["source_event_id"] in sent:
+                        lags.setdefault(rec["source_event_id"], now_ms - rec["event_time"])
+    finally:
+        stop.set()
+        thread.join(30)
+    if not lags:
+        return float("nan"), float("nan"), 0, len(sent)
+    values = list(lags.values())
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99)), len(values), len(sent)
+
+
+def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, live_s: float, work: Path,
+            env: dict[str, str]) -> dict[str, Any]:
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace=f"scale-{engine}-{devices}.",
+                             session_timeout_ms=6000)
+    sim = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, seed=5)
+    messages = devices * batches
+    _prefill(settings, sim, messages)
+    create_topics(settings, [SCORES])
+    state = work / f"{engine}-{devices}"
+    flow = Flow(settings, engine, state, work / f"{engine}-{devices}.log", env)
+    watcher = _consumer(settings, settings.topic(SCORES))
+    try:
+        flow.start()
+        rate, busy_s = _throughput(flow, watcher, messages, sim.readings_per_batch)
+        rss = flow.peak_rss()
+        writes = flow.disk_writes()
+        time.sleep(2 * EPOCH_S + 1)  # the last epoch's checkpoint lands
+        if engine == "bytewax":
+            state_bytes, keys = _bytewax_state(state)
+            checkpoint = _folder_bytes(state)
+            per_epoch = writes / max(1.0, busy_s / EPOCH_S)
+        else:
+            written, state_bytes, keys = _changelog(settings)
+            checkpoint = written
+            per_epoch = written / max(1.0, busy_s / EPOCH_S)
+        recovery = _recovery(flow, settings, sim, watcher)
+        p50, p99, lat_n, lat_sent = _latency(settings, sim, rate / 2, live_s, watcher)
+    finally:
+        watcher.close()
+        flow.stop()
+    return {
+        "engine": engine, "devices": devices, "readings_per_s": round(rate), "rss_mb": round(rss / 2**20, 1),
+        "state_bytes_per_device": round(state_bytes / max(1, keys)), "state_keys": keys,
+        "checkpoint_mb": round(checkpoint / 2**20, 2), "checkpoint_mb_per_epoch": round(per_epoch / 2**20, 2),
+        "recovery_s": round(recovery, 2), "latency_p50_ms": None if p50 != p50 else round(p50),
+        "latency_p99_ms": None if p99 != p99 else round(p99), "latency_batches_scored": lat_n,
+        "latency_batches_sent": lat_sent, "offered_readings_per_s": round(rate / 2), "readings": messages * sim.readings_per_batch,
+    }
+
+
+def _available_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for engine in sorted({r["engine"] for r in runs}):
+        done = [r for r in runs if r["engine"] == engine and "skipped" not in r]
+        if not done:
+            continue
+        x = [r["devices"] for r in done]
+        left.plot(x, [r["readings_per_s"] for r in done], marker="o", label=engine)
+        right.plot(x, [r["rss_mb"] for r in done], marker="o", label=engine)
+    for ax, title in ((left, "readings/s"), (right, "peak RSS (MB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("devices (3 sensors each)")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def run(devices: list[int], engines: list[str], json_path: Path | None = None, batches: int = 2,
+        live_s: float = 20.0, detector: str | None = None, packed: bool = False,
+        plot_path: Path | None = None) -> dict[str, Any]:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    env = {"EDDYLINE_RUNTIME_IDLE_EVICT_S": "0", "EDDYLINE_RUNTIME_PACKED_SCORES": str(packed).lower()}
+    if detector:
+        env["EDDYLINE_RUNTIME_DETECTOR"] = detector
+    work = Path(tempfile.mkdtemp(prefix="eddyline-scale-"))
+    runs: list[dict[str, Any]] = []
+    rss_per_device: dict[str, float] = {}
+    with EmbeddedBroker(log_path=work / "broker.log") as broker:
+        for n in devices:
+            for engine in engines:
+                projected = rss_per_device.get(engine, 0.0) * n
+                if projected > 0.8 * _available_bytes():
+                    runs.append({"engine": engine, "devices": n, "skipped": (
+                        f"projected RSS {projected / 2**30:.1f} GiB exceeds 80% of the "
+                        f"{_available_bytes() / 2**30:.1f} GiB available")})
+                    console.print(f"{engine} {n}: skipped, {runs[-1]['skipped']}")
+                    continue
+                with console.status(f"{engine}, {n:,} devices"):
+                    result = measure(broker, n, engine, batches, live_s, work, env)
+                rss_per_device.setdefault(engine, result["rss_mb"] * 2**20 / n)
+                runs.append(result)
+                console.print(result)
+                if json_path is not None:  # what is done survives a later run that fails
+                    json_path.write_text(json.dumps({"runs": runs, "partial": True}, indent=2) + "\n")
+    out = {
+        "runs": runs,
+        "detector": detector or "default", "packed_scores": packed, "batches_per_device": batches,
+        "readings_per_message": 3 * READINGS_PER_MESSAGE, "epoch_s": EPOCH_S,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                   f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+                   f"{platform.python_implementation()} {platform.python_version()}",
+    }
+    if json_path is not None:
+        json_path.write_text(json.dumps(out, indent=2) + "\n")
+    if plot_path is not None:
+        plot(runs, plot_path)
+    return out
+
+
+def command(
+    devices: Annotated[str, typer.Option(help="Fleet sizes, comma-separated.")] = "1000,10000,100000",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    engines: Annotated[str, typer.Option(help="Engines, comma-separated.")] = "bytewax,faust",
+    batches: Annotated[int, typer.Option(help="Pre-filled batches per device (150 readings each).")] = 2,
+    live_s: Annotated[float, typer.Option(help="Seconds of live load for the latency measurement.")] = 20.0,
+    detector: Annotated[str | None, typer.Option(help="Anomaly detector (default: the flow's).")] = None,
+    packed: Annotated[bool, typer.Option(help="Write scores packed (anomaly_score v2).")] = False,
+    plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: readings/s and RSS vs devices.")] = None,
+) -> None:
+    """Readings/s, peak RSS, state and checkpoint bytes, recovery and latency of the sensor flow per fleet size."""
+    sizes = [int(x) for x in devices.split(",") if x.strip()]
+    chosen = [e.strip() for e in engines.split(",") if e.strip()]
+    unknown = set(chosen) - {"bytewax", "faust"}
+    if unknown or not sizes or min(sizes) < 1:
+        raise typer.BadParameter("use --devices N[,N...] (positive) and --engines bytewax,faust")
+    run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path)
+
+
+if __name__ == "__main__":
+    typer.run(command)

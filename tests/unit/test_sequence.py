@@ -1,0 +1,101 @@
+"""Order and repeats by sequence number: the sensor flow learns in event order whatever the arrival order."""
+
+import itertools
+import random
+
+from prometheus_client import REGISTRY
+
+from streams.flows.sensor_anomaly import REORDER, SensorAnomalyProcessor
+from streams.processor import Event
+from streams.producers.simulator import SensorSimulator
+from streams.sequence import MASK_BITS, Sequencer
+from streams.state import decode_processor, encode_processor
+
+
+def batches(n: int, seed: int = 5) -> list[Event]:
+    sim = SensorSimulator(devices=1, readings_per_message=30, anomaly_rate=0.01, seed=seed)
+    return [Event("sensor.readings", r["device_id"], r) for r in itertools.islice(sim, n)]
+
+
+def scores(emits) -> dict[str, list]:
+    return {e.record["source_event_id"]: e.record["series"] for e in emits if e.topic == "scores.anomaly"}
+
+
+def shuffled_with_repeats(evs: list[Event], seed: int) -> list[Event]:
+    """Each batch moved at most REORDER places, a third of them repeated (some much later)."""
+    rng = random.Random(seed)
+    keyed = sorted(range(len(evs)), key=lambda i: i + rng.uniform(0, REORDER))
+    out = [evs[i] for i in keyed]
+    for i in rng.sample(range(len(evs)), len(evs) // 3):
+        out.insert(min(len(out), i + rng.randint(0, 3 * MASK_BITS)), evs[i])
+    return out
+
+
+def test_out_of_order_and_repeated_batches_score_as_in_order_delivery():
+    evs = batches(150)
+    device = evs[0].record["device_id"]
+    expected = SensorAnomalyProcessor(device).process(evs)
+    for seed in range(3):
+        proc = SensorAnomalyProcessor(device)
+        got = []
+        arrivals = shuffled_with_repeats(evs, seed)
+        for i in range(0, len(arrivals), 7):
+            got.extend(proc.process(arrivals[i:i + 7]))
+        assert scores(got) == scores(expected)
+        assert [e.record.get("event_id") for e in got] == [e.record.get("event_id") for e in expected]
+        assert proc.sequence.counts.duplicates + proc.sequence.counts.stale == len(evs) // 3
+        assert proc.sequence.counts.gaps == 0 and not proc.sequence.pending
+
+
+def test_repeats_are_dropped_however_old_and_order_survives_a_checkpoint():
+    evs = batches(200)
+    device = evs[0].record["device_id"]
+    proc = SensorAnomalyProcessor(device)
+    first = proc.process(evs[:120])
+    proc = decode_processor(encode_processor(proc, device), SensorAnomalyProcessor(device))
+    assert proc.process([evs[3], evs[119], evs[60]]) == []
+    assert proc.process(evs[120:]) == SensorAnomalyProcessor(device).process(evs)[len(first):]
+
+
+def test_a_gap_is_waited_for_then_skipped_and_counted_and_a_late_batch_still_scores():
+    evs = batches(30)
+    device = evs[0].record["device_id"]
+    gaps_before = REGISTRY.get_sample_value("eddyline_sequence_gaps_total", {"flow": "sensor-anomaly"}) or 0.0
+    proc = SensorAnomalyProcessor(device)
+    out = proc.process(evs[:5])
+    held = proc.process(evs[6:6 + REORDER])
+    assert scores(held) == {}, "batches after the gap wait for it"
+    out += proc.process([evs[6 + REORDER]])
+    assert proc.sequence.counts.gaps == 1 and proc.sequence.hwm == evs[6 + REORDER].record["seq"]
+    assert REGISTRY.get_sample_value("eddyline_sequence_gaps_total", {"flow": "sensor-anomaly"}) == gaps_before + 1
+    late = proc.process([evs[5]])
+    assert list(scores(late)) == [evs[5].record["event_id"]] and proc.sequence.counts.late == 1
+    assert proc.process([evs[5]]) == []
+
+
+def test_held_batches_come_out_when_the_key_is_flushed():
+    evs = batches(6)
+    proc = SensorAnomalyProcessor(evs[0].record["device_id"])
+    proc.process([evs[0], evs[2], evs[3]])
+    assert list(scores(proc.flush())) == [evs[2].record["event_id"], evs[3].record["event_id"]]
+    assert proc.sequence.counts.gaps == 1
+
+
+def test_producers_without_sequence_numbers_keep_working():
+    evs = batches(12)
+    device = evs[0].record["device_id"]
+    for seq_of in (lambda i: -1, lambda i: 0):
+        unnumbered = [Event(e.topic, e.key, {**e.record, "seq": seq_of(i)}) for i, e in enumerate(evs)]
+        proc = SensorAnomalyProcessor(device)
+        got = proc.process(unnumbered + unnumbered[:4])
+        assert scores(got) == scores(SensorAnomalyProcessor(device).process(evs))
+        assert proc.sequence.unsequenced and proc.sequence.counts.duplicates == 4
+
+
+def test_stale_repeats_beyond_the_mask_are_dropped():
+    seqr = Sequencer(reorder=2)
+    applied = []
+    for s in range(MASK_BITS + 10):
+        seqr.offer({"seq": s, "event_id": f"e{s}"}, applied.append)
+    seqr.offer({"seq": 1, "event_id": "e1"}, applied.append)
+    assert len(applied) == MASK_BITS + 10 and seqr.counts.stale == 1

@@ -1,0 +1,135 @@
+"""Processor state as versioned plain bytes: round trips, and refusal of what is not such a state."""
+
+import itertools
+import pickle
+
+import numpy as np
+import pytest
+
+from streams.flows import flow_spec
+from streams.flows.sensor_anomaly import SensorAnomalyProcessor
+from streams.processor import Event
+from streams.producers.simulator import SensorSimulator
+from streams.state import (
+    FORMAT_VERSION, IdleStore, StateError, decode, decode_processor, encode, encode_processor, restore_or_fresh,
+)
+
+
+def sensor_events(n: int, seed: int = 3) -> list[Event]:
+    sim = SensorSimulator(devices=1, readings_per_message=40, anomaly_rate=0.01, seed=seed)
+    return [Event("sensor.readings", r["device_id"], r) for r in itertools.islice(sim, n)]
+
+
+def test_plain_values_round_trip_with_their_types():
+    value = {
+        "none": None, "flags": [True, False], "small": -3, "big": 2**80, "float": 0.1, "text": "ünï",
+        "raw": b"\x00\xff", "tuple": (1, "a"), ("tuple", 2): "key",
+        "f32": np.linspace(0, 1, 7, dtype=np.float32), "i64": np.arange(6, dtype=np.int64).reshape(2, 3),
+        "empty": np.zeros(0), "bools": np.array([True, False]), "scalar": np.float64(2.5), "count": np.int32(4),
+    }
+    back = decode(encode(value))
+    for k, v in value.items():
+        if isinstance(v, np.ndarray):
+            assert back[k].dtype == v.dtype and back[k].shape == v.shape and np.array_equal(back[k], v)
+            assert back[k].flags.writeable
+        else:
+            assert back[k] == v and type(back[k]) is type(v.item() if isinstance(v, np.generic) else v)
+
+
+@pytest.mark.parametrize("value", [object(), {1, 2}, np.array(["a"], dtype=object), lambda: 0])
+def test_what_is_not_plain_data_cannot_be_written(value):
+    with pytest.raises(TypeError):
+        encode({"x": value})
+
+
+@pytest.mark.parametrize(("blob", "says"), [
+    (pickle.dumps({"processor": 1}), "a pickle"),
+    (b"EDST" + bytes((FORMAT_VERSION + 1,)) + b"N", "format version"),
+    (b"EDST", "format version"),
+    (encode([1, 2, 3])[:-3], "truncated"),
+    (encode("x") + b"N", "unexpected bytes"),
+    (b"EDST" + bytes((FORMAT_VERSION,)) + b"Z", "unknown tag"),
+    (b"EDST" + bytes((FORMAT_VERSION,)) + b"a\x03|O8\x01\x01\x00\x00\x00\x08\x00\x00\x00" + b"\x00" * 8, "non-numeric"),
+    (b"EDST" + bytes((FORMAT_VERSION,)) + b"a\x03<f8\x01\x02\x00\x00\x00\x08\x00\x00\x00" + b"\x00" * 8, "bytes for shape"),
+    (b"EDST" + bytes((FORMAT_VERSION,)) + b"d\x01\x00\x00\x00l\x00\x00\x00\x00N", "unhashable"),
+    (b"EDST" + bytes((FORMAT_VERSION,)) + b"l\x00\x00\x00\xff", "truncated"),
+])
+def test_malformed_or_foreign_bytes_are_refused_with_what_they_were(blob, says):
+    with pytest.raises(StateError, match=says):
+        decode(blob)
+
+
+def test_a_random_corruption_never_escapes_as_another_error():
+    blob = bytearray(encode_processor(SensorAnomalyProcessor("d"), "d"))
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        broken = bytearray(blob)
+        for i in rng.integers(0, len(broken), 3):
+            broken[i] = int(rng.integers(0, 256))
+        try:
+            decode(bytes(broken))
+        except StateError:
+            pass
+
+
+def test_sensor_processor_resumes_from_its_bytes_with_identical_outputs():
+    evs = sensor_events(60)
+    device = evs[0].record["device_id"]
+    expected = SensorAnomalyProcessor(device).process(evs)
+    before = SensorAnomalyProcessor(device)
+    head = before.process(evs[:23])
+    blob = encode_processor(before, device)
+    assert b"\x80\x05" not in blob[:8]
+    resumed = decode_processor(blob, SensorAnomalyProcessor(device))
+    assert head + resumed.process(evs[23:]) == expected
+
+
+def test_state_of_another_class_or_version_or_key_is_refused_and_the_key_starts_fresh(caplog):
+    spec = flow_spec("anomaly")
+    proc = spec.make_processor("d1")
+    proc.process(sensor_events(5))
+    blob = encode_processor(proc, "d1")
+
+    class Newer(SensorAnomalyProcessor):
+        state_version = SensorAnomalyProcessor.state_version + 1
+
+    with pytest.raises(StateError, match="belongs to"):
+        decode_processor(blob, Newer("d1"))
+    previous = encode({"key": "d1", "processor": "streams.flows.sensor_anomaly.SensorAnomalyProcessor", "version": 1,
+                       "params": proc.params(), "state": {"recent": ["a"], "duplicates": 0}, "offsets": {}})
+    with pytest.raises(StateError, match="state version 1; this eddyline restores version 2"):
+        decode_processor(previous, SensorAnomalyProcessor("d1"))
+
+    restored, _ = restore_or_fresh(spec, "d1", blob)
+    assert restored.snapshot()["sequence"] == proc.snapshot()["sequence"]
+    for bad, says in [(blob, "key 'd1'"), (pickle.dumps(proc), "pickle"), (encode({"x": 1}), "not a processor")]:
+        caplog.clear()
+        fresh, offsets = restore_or_fresh(spec, "d2", bad)
+        assert offsets == {} and fresh.snapshot() == spec.make_processor("d2").snapshot()
+        assert says in caplog.text and "starts fresh" in caplog.text
+
+
+def test_a_state_that_restore_rejects_is_refused():
+    blob = encode({"key": "d", "processor": "streams.flows.sensor_anomaly.SensorAnomalyProcessor",
+                   "version": SensorAnomalyProcessor.state_version, "params": {"device_id": "d"},
+                   "state": {"detectors": 3}, "offsets": {}})
+    with pytest.raises(StateError, match="refused the state"):
+        decode_processor(blob, SensorAnomalyProcessor("d"))
+
+
+def test_offsets_travel_with_the_state():
+    spec = flow_spec("anomaly")
+    blob = encode_processor(spec.make_processor("d"), "d", {("sensor.readings", 2): 41})
+    _, offsets = restore_or_fresh(spec, "d", blob)
+    assert offsets == {("sensor.readings", 2): 41}
+
+
+def test_idle_store_keeps_states_across_reopen(tmp_path):
+    store = IdleStore(tmp_path / "idle.sqlite3")
+    store.put("a", b"1")
+    store.put("a", b"2")
+    store.put("b", b"3")
+    store.close()
+    again = IdleStore(tmp_path / "idle.sqlite3")
+    assert again.get("a") == b"2" and again.get("missing") is None
+    assert sorted(again.keys()) == ["a", "b"] and again.size_bytes() == 2
