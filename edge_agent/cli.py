@@ -65,19 +65,6 @@ def _load(config: Path | None) -> tuple[EdgeSettings, KafkaSettings]:
         ) from None
 
 
-def _explain(exc: ValidationError) -> str:
-    lines = []
-    for e in exc.errors():
-        where = ".".join(str(x) for x in e["loc"])
-        lines.append(f"  {exc.title} {where}: {e['msg']}")
-    return (
-        "the configuration is invalid:\n"
-        + "\n".join(lines)
-        + "\nfix these keys in the [edge]/[kafka] tables of your --config file or the EDDYLINE_EDGE_*/EDDYLINE_KAFKA_* "
-        "variables; `eddyline-edge check-config` validates without running"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.version:
@@ -88,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
+    from connectors.config import ConfigError, explain
     from edge_agent.buffer import BufferError
     from edge_agent.logs import setup_logging
     from edge_agent.sources import SourceError
@@ -105,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "buffer-stats":
             return _buffer_stats(edge, args)
     except ValidationError as exc:
-        print(f"eddyline-edge: {_explain(exc)}", file=sys.stderr)
+        print(f"eddyline-edge: {explain(exc)}\n`eddyline-edge check-config --config FILE` validates without running",
+              file=sys.stderr)
         return 2
-    except (FileNotFoundError, SourceError, BufferError, RuntimeError) as exc:
+    except (ConfigError, FileNotFoundError, SourceError, BufferError, RuntimeError) as exc:
         print(f"eddyline-edge: {exc}", file=sys.stderr)
         return 2
     return 2

@@ -15,7 +15,7 @@ class RuntimeSettings(Section):
     """``[runtime]`` / ``EDDYLINE_RUNTIME_*``: where state lives and how often it is checkpointed."""
 
     toml_table: ClassVar[str] = "runtime"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_RUNTIME_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_RUNTIME_", extra="forbid")
 
     state_dir: Path = Field(Path(".eddyline/state"), description="Checkpoints, one folder per flow.")
     epoch_interval_s: float = Field(2.0, gt=0, description="Seconds between checkpoints; a crash replays at most this.")

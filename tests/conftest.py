@@ -4,3 +4,4 @@ from tests.fixtures.alerts import *  # noqa: F403
 from tests.fixtures.broker import *  # noqa: F403
 from tests.fixtures.mqtt import *  # noqa: F403
 from tests.fixtures.timeseries import *  # noqa: F403
+from tests.fixtures.s3 import *  # noqa: F403

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
+from connectors.config import explain
 from connectors.gateway.settings import GatewaySettings
 from connectors.kafka import KafkaSettings
 
@@ -45,9 +47,13 @@ def command(
     try:
         settings = GatewaySettings()
         settings.check_usable()
+        kafka = KafkaSettings()
+    except ValidationError as exc:
+        typer.secho(f"error: {explain(exc)}", fg="red", err=True)
+        raise typer.Exit(2) from None
     except ValueError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
     where = f"http://{host or settings.host}:{settings.port if port is None else port}"
     typer.echo(f"gateway on {where} (spec at {where}/openapi.json; Ctrl-C stops it)", err=True)
-    serve(host, port, settings)
+    serve(host, port, settings, kafka)

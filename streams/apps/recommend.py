@@ -36,7 +36,7 @@ class RecommendSettings(Section):
     """``[recommend]`` / ``EDDYLINE_RECOMMEND_*``: the recommendations API beside the click flow."""
 
     toml_table: ClassVar[str] = "recommend"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_RECOMMEND_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_RECOMMEND_", extra="forbid")
 
     port: int | None = Field(None, ge=0, le=65535, description="Serve top-k on HOST:PORT (default: not served).")
     host: str = Field("127.0.0.1", description="Listen address.")

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
+from connectors.config import explain
 from streams import logs
 
 app = typer.Typer(help="eddyline: streaming-first event processing for ML operations.", no_args_is_help=True)
@@ -46,6 +48,9 @@ def friendly(fn: F) -> F:
         except CliError as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
             raise typer.Exit(2) from None
+        except ValidationError as exc:  # settings: name the key and what to change
+            typer.secho(f"error: {explain(exc)}", fg="red", err=True)
+            raise typer.Exit(2) from None
         except (TimeoutError, ConnectionError) as exc:
             typer.secho(
                 f"error: {exc}\nIs Kafka reachable? Start one with `eddyline broker` or set "
@@ -70,14 +75,18 @@ def _kafka():  # noqa: ANN202
 @app.command()
 @friendly
 def broker(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 9092,
-    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default from [broker] port: 9092).")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default from [broker] host: 127.0.0.1).")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="memory://tansu/ (default; nothing kept across restarts) or s3://BUCKET/ (durable; credentials and "
+             "endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).")] = None,
 ) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu, in memory) until Ctrl-C."""
-    from connectors.broker import serve
+    """Run the embedded Kafka-protocol broker (Tansu) until Ctrl-C."""
+    from connectors.broker import BrokerSettings, check_storage, serve
 
-    typer.echo(f"broker on {host}:{port} (memory only; Ctrl-C stops it)", err=True)
-    serve(port=port, host=host)
+    settings = BrokerSettings()
+    serve(port=port or settings.port, host=host or settings.host,
+          storage=check_storage(storage) if storage else settings.storage)
 
 
 @topics_app.command("create")
@@ -135,6 +144,7 @@ def run_flow(
     if workers < 1:
         raise CliError("--workers must be at least 1")
     runtime = RuntimeSettings()
+    _check_sink_settings()
     service = SERVICES.get(flow)
     if service is not None and (engine != "bytewax" or workers != 1):
         raise CliError(f"{flow} runs its own consumer, not an engine: drop --engine and --workers "
@@ -177,6 +187,16 @@ def run_flow(
                 lag_interval_s=runtime.lag_interval_s, idle_after=idle)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
+
+
+def _check_sink_settings() -> None:
+    """Read the side sinks' settings now: a typo there must stop the start, not fail inside the engine."""
+    from connectors.influx import InfluxSettings
+    from connectors.pagerduty import PagerDutySettings
+    from connectors.slack import SlackSettings
+
+    for section in (InfluxSettings, PagerDutySettings, SlackSettings):
+        section()
 
 
 @app.command()

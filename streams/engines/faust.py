@@ -19,6 +19,14 @@ restored a table, it resumes the input partitions and seeks them to their commit
 fetcher is still delivering, and records fetched in that window can vanish (a restarted worker lost two
 readings that way). The adapter stops the consumer's flow when a rebalance completes, so the seek happens
 with nothing in flight, as it does when there is nothing to restore; Faust resumes the flow after it.
+
+The commit must never pass an offset the flow has not processed. Faust acknowledges the events a stream
+skips during a rebalance (flow stopped, or fetched under an older generation) as if they were processed,
+and its commit takes the first run of consecutive acknowledged offsets; it guards a gap at the head by
+``min(acked) - committed > 1``, which lets one unprocessed offset through, and not at all before a
+partition's first commit. A commit in that window followed by a crash would lose events. So only events
+the flow itself handled count as acknowledged (``_ack_only_processed``); skipped ones are fetched again
+after the seek to the committed offset, which is what Faust intends by skipping them.
 """
 
 from __future__ import annotations
@@ -247,6 +255,31 @@ def unabsorbed(events: Sequence[Event], absorbed: Mapping[tuple[str, int], int])
     return out
 
 
+def _ack_only_processed(consumer: Any, flow: str) -> None:
+    """Let Faust's consumer count an event as acknowledged only if a stream tracked it (handed it on).
+
+    Streams track an event when they pass it to the agent; an event skipped during a rebalance is never
+    tracked, so it stays unacknowledged and cannot move the commit past itself (see the module docstring).
+    """
+    if getattr(consumer, "_eddyline_acks_guarded", False):
+        return
+    acknowledge = consumer.ack
+    skipped = {"n": 0}
+
+    def ack(message: Any) -> bool:
+        if message.tracked:
+            return acknowledge(message)
+        skipped["n"] += 1
+        if skipped["n"] == 1 or skipped["n"] % 1000 == 0:
+            log.info("skipped during a rebalance, not acknowledged", extra={
+                "flow": flow, "worker_pid": os.getpid(), "skipped": skipped["n"],
+                "partition": f"{message.topic}[{message.partition}]", "offset": message.offset})
+        return False
+
+    consumer.ack = ack
+    consumer._eddyline_acks_guarded = True
+
+
 class _FlowRunner:
     """One worker's share of a flow: the processors of the keys in its partitions, and its sinks."""
 
@@ -446,6 +479,7 @@ def build_app(
     by_key = app.topic(repartition_topic(spec, settings), key_serializer="raw", value_serializer="raw")
 
     async def drain(stream: Any, repartitioned: bool) -> None:
+        _ack_only_processed(app.consumer, spec.name)
         try:
             async for batch in stream.noack_take(batch_size, within=batch_within):
                 try:

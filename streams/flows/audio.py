@@ -378,7 +378,7 @@ class AudioSettings(Section):
     """``[audio]`` / ``EDDYLINE_AUDIO_*``: which speech and sentiment models the audio flows run."""
 
     toml_table: ClassVar[str] = "audio"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_AUDIO_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_AUDIO_", extra="forbid")
 
     speech_backend: str = Field("faster-whisper", description="faster-whisper or openai-whisper.")
     speech_model: str = Field("bundled", description="bundled (Whisper tiny.en), a model directory or a hub id.")

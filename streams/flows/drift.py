@@ -50,7 +50,7 @@ class DriftSettings(Section):
     """``[drift]`` / ``EDDYLINE_DRIFT_*``: what the drift flow watches and how sure it must be."""
 
     toml_table: ClassVar[str] = "drift"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_DRIFT_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_DRIFT_", extra="forbid")
 
     detector: str = Field("ours", description="Concept-drift detector on the error stream: ours, adwin, page_hinkley.")
     features: list[str] | None = Field(None, description="Features to watch for data drift, for every model "

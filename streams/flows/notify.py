@@ -70,7 +70,7 @@ class NotifySettings(Section):
     """``[notify]`` / ``EDDYLINE_NOTIFY_*``: how the notify flow delivers, retries and gives up."""
 
     toml_table: ClassVar[str] = "notify"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_NOTIFY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_NOTIFY_", extra="forbid")
 
     group_id: str = Field("eddyline-notify", description="Consumer group of the notify flow (namespace applied).")
     concurrency: int = Field(8, ge=1, description="Deliveries in flight at once.")

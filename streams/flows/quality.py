@@ -241,7 +241,7 @@ class QualitySettings(Section):
     """``[quality]`` / ``EDDYLINE_QUALITY_*``: windows and waits of the quality flow."""
 
     toml_table: ClassVar[str] = "quality"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_QUALITY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_QUALITY_", extra="forbid")
 
     window_ms: int = Field(60_000, gt=0, description="Tumbling metric windows, by prediction event time.")
     max_wait_ms: int = Field(31 * 60_000, ge=0, description="Event time a prediction waits for its feedback "

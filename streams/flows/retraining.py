@@ -45,7 +45,7 @@ class RetrainingSettings(Section):
     """``[retraining]`` / ``EDDYLINE_RETRAINING_*``: the registry and when a challenger replaces a champion."""
 
     toml_table: ClassVar[str] = "retraining"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_RETRAINING_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_RETRAINING_", extra="forbid")
 
     registry_dir: Path = Field(Path(".eddyline/registry"), description="The local model registry.")
     retrain_on: list[str] = Field(["CONCEPT"], description="Drift kinds that start a retraining (CONCEPT, DATA).")

@@ -139,7 +139,7 @@ def test_cli_explains_bad_config(
     bad.write_text('[kafka]\n[edge]\nbatch_max_readings = 0\n[[edge.sources]]\nkind = "gps"\n')
     assert main(["check-config", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "batch_max_readings" in err and "sources" in err and "fix these keys" in err
+    assert "[edge] batch_max_readings" in err and "sources" in err and "change it to a valid value" in err
     assert main(["run", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "pass --config with the path" in capsys.readouterr().err
 

@@ -1,0 +1,62 @@
+"""A broken configuration stops every entry point with status 2 and a message naming the key and the fix.
+
+Each entry point runs as its own process, as systemd or a shell would start it; status 2 is what the
+units treat as final (``RestartPreventExitStatus=2``), so a typo never becomes a restart loop.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "edge_agent" / "deploy"
+
+EDGE = [sys.executable, "-m", "edge_agent", "run", "--duration", "1", "--config"]
+FLOW = [sys.executable, "-m", "streams.cli", "run", "anomaly"]
+GATEWAY = [sys.executable, "-m", "streams.cli", "gateway", "--port", "0"]
+GATEWAY_MODULE = [sys.executable, "-m", "connectors.gateway", "--port", "0"]
+LIVE = [sys.executable, "-m", "streams.cli", "live", "--port", "0"]
+
+CASES = {
+    # name: (command, TOML, words the message must carry)
+    "edge-typo": (EDGE, '[edge]\ndevice_idd = "pi-1"\n[kafka]\n', ["[edge] device_idd", "did you mean device_id"]),
+    "edge-type": (EDGE, '[edge]\nbuffer_max_mb = "lots"\n[kafka]\n', ["[edge] buffer_max_mb", "'lots'"]),
+    "edge-syntax": (EDGE, '[edge\ndevice_id = "pi-1"\n', ["not valid TOML", "line 1"]),
+    "flow-kafka-typo": (FLOW, '[kafka]\nbootstrap_server = "k:9092"\n', ["[kafka] bootstrap_server", "did you mean bootstrap_servers"]),
+    "flow-runtime-type": (FLOW, '[runtime]\nbatch_size = "lots"\n', ["[runtime] batch_size", "EDDYLINE_RUNTIME_BATCH_SIZE"]),
+    "flow-sink-typo": (FLOW, '[influx]\nurll = "http://influx:8086"\n', ["[influx] urll", "did you mean url"]),
+    "flow-syntax": (FLOW, 'kafka]\n', ["not valid TOML"]),
+    "gateway-typo": (GATEWAY, '[gateway]\nallow_anonymous = true\nportt = 1\n', ["[gateway] portt", "did you mean port"]),
+    "gateway-kafka-type": (GATEWAY_MODULE, '[gateway]\nallow_anonymous = true\n[kafka]\nlinger_ms = "soon"\n',
+                           ["[kafka] linger_ms", "'soon'"]),
+    "live-typo": (LIVE, '[kafka]\nnamespce = "prod."\n', ["[kafka] namespce", "did you mean namespace"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_broken_config_exits_2_naming_the_key(name: str, tmp_path: Path) -> None:
+    command, toml, words = CASES[name]
+    config = tmp_path / "eddyline.toml"
+    config.write_text(toml)
+    env = {**os.environ, "EDDYLINE_CONFIG": str(config), "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    args = [*command, str(config)] if command is EDGE else command
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    for word in words:
+        assert word in done.stderr, (word, done.stderr[-2000:])
+
+
+def test_units_do_not_restart_on_a_config_error() -> None:
+    units = sorted(DEPLOY.glob("*.service"))
+    assert units
+    for unit in units:
+        text = unit.read_text()
+        assert "Restart=" in text and "RestartPreventExitStatus=2" in text, unit.name
