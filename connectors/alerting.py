@@ -13,33 +13,12 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from connectors.delivery import (
-    ALERT_SEVERITIES,
-    ALERT_STATUSES,
-    AlertSink,
-    Backoff,
-    CircuitBreaker,
-    DeliveryError,
-    HttpRetryPolicy,
-    post_json,
-    validate_alert,
-)
+from connectors.delivery import AlertSink, DeliveryError
 from connectors.pagerduty import PagerDutySettings, PagerDutySink
 from connectors.prometheus import ALERT_DELIVERIES
 from connectors.slack import SlackSettings, SlackSink
 
-__all__ = [
-    "ALERT_SEVERITIES",
-    "ALERT_STATUSES",
-    "AlertDispatcher",
-    "AlertSink",
-    "Backoff",
-    "CircuitBreaker",
-    "DeliveryError",
-    "HttpRetryPolicy",
-    "post_json",
-    "validate_alert",
-]
+__all__ = ["AlertDispatcher", "FailureHandler"]
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,13 @@ class BrokerError(RuntimeError):
 
 
 def check_storage(url: str) -> str:
-    """The storage URL if this Tansu build can use it (memory or S3); a clear error otherwise."""
+    """The storage URL if this Tansu build can use it (memory or S3); a clear error otherwise.
+
+    Parameters
+    ----------
+    url
+        ``memory://tansu/`` or ``s3://BUCKET/``.
+    """
     if not url.startswith(_SCHEMES) or not url.partition("://")[2].strip("/"):
         raise ValueError(
             f"broker storage {url!r} is not supported: use {MEMORY} (nothing kept across restarts) or "
@@ -52,7 +58,15 @@ def check_storage(url: str) -> str:
 
 
 def storage_env(storage: str, env: dict[str, str] | None = None) -> dict[str, str]:
-    """The broker's environment: for S3, an ``http://`` endpoint (MinIO, s3rver) is allowed explicitly."""
+    """The broker's environment: for S3, an ``http://`` endpoint (MinIO, s3rver) is allowed explicitly.
+
+    Parameters
+    ----------
+    storage
+        The storage URL the broker will use.
+    env
+        The environment to start from (this process's by default).
+    """
     env = dict(os.environ if env is None else env)
     endpoint = env.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT") or ""
     if storage.startswith("s3://") and endpoint.startswith("http://"):
@@ -66,6 +80,10 @@ class BrokerSettings(Section):
 
     Parameters
     ----------
+    host
+        The address the broker listens on (127.0.0.1 by default; 0.0.0.0 only inside a container network).
+    port
+        Its Kafka port.
     storage
         ``memory://tansu/`` keeps nothing across a restart; ``s3://BUCKET/`` keeps topics, messages and
         committed offsets (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``).

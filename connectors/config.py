@@ -95,7 +95,13 @@ def _problem(error: dict[str, Any], fields: list[str]) -> str:
 
 
 def explain(exc: ValidationError) -> str:
-    """A settings error as lines a person can act on: table, key, what is wrong, where to change it."""
+    """A settings error as lines a person can act on: table, key, what is wrong, where to change it.
+
+    Parameters
+    ----------
+    exc
+        pydantic's error from building a settings section.
+    """
     cls = _section(exc.title)
     table = cls.toml_table if cls else ""
     prefix = str(cls.model_config.get("env_prefix", "")) if cls else ""

@@ -35,7 +35,8 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from connectors.alerting import AlertDispatcher, Backoff, CircuitBreaker, DeliveryError, validate_alert
+from connectors.alerting import AlertDispatcher
+from connectors.delivery import Backoff, CircuitBreaker, DeliveryError, validate_alert
 from connectors.config import Section
 from connectors.dlq import dlq_headers
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics, make_consumer

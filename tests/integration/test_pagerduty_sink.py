@@ -16,7 +16,7 @@ import pagerduty.api_client
 import pytest
 
 from connectors.testing.alert_receiver import AlertReceiver
-from connectors.alerting import DeliveryError
+from connectors.delivery import DeliveryError
 from connectors.pagerduty import PagerDutySettings, PagerDutySink, pagerduty_event
 from tests.unit.test_alert_messages import KEY, alert
 

@@ -10,7 +10,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from connectors.testing.alert_receiver import AlertReceiver
-from connectors.alerting import AlertDispatcher, DeliveryError
+from connectors.alerting import AlertDispatcher
+from connectors.delivery import DeliveryError
 from connectors.pagerduty import PagerDutySettings, PagerDutySink
 from connectors.slack import COLOURS, SlackSettings, SlackSink
 from tests.unit.test_alert_messages import KEY, alert

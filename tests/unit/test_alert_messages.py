@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from connectors.alerting import AlertDispatcher, DeliveryError, HttpRetryPolicy, validate_alert
+from connectors.alerting import AlertDispatcher
+from connectors.delivery import DeliveryError, HttpRetryPolicy, validate_alert
 from connectors.pagerduty import DEFAULT_EVENTS_URL, PagerDutySettings, PagerDutySink, pagerduty_event
 from connectors.slack import COLOURS, RESOLVED_COLOUR, SlackSettings, SlackSink, slack_message
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from connectors.alerting import AlertDispatcher, Backoff, CircuitBreaker, DeliveryError
+from connectors.alerting import AlertDispatcher
+from connectors.delivery import Backoff, CircuitBreaker, DeliveryError
 from schemas.retry import retry_headers, retry_info
 from streams.flows.notify import DEAD, DEFERRED, DELIVERED, DUPLICATE, RETRY, Delivery, Notifier, NotifySettings
 
