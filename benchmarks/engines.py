@@ -9,15 +9,13 @@ left out, every reading is consumed, decoded, scored and its score written back 
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from benchmarks.report import machine, write_json
 from benchmarks.sensor_flow import time_flow
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, create_topics
@@ -64,8 +62,7 @@ def run(json_path: Path | None = None, messages: int = 10_000) -> dict[str, Any]
         "messages": messages,
         "readings_per_message": per_message,
         "partitions": PARTITIONS,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-                   f"{platform.python_version()}",
+        "machine": machine(),
     }
     table = Table(title="sensor flow throughput by engine (readings/s)")
     table.add_column("engine")
@@ -75,8 +72,7 @@ def run(json_path: Path | None = None, messages: int = 10_000) -> dict[str, Any]
     console.print(table)
     console.print(f"bytewax 2 processes / 1 = {result['bytewax_2proc_vs_1proc']:.2f}, "
                   f"faust / bytewax = {result['faust_vs_bytewax']:.2f}")
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_path, result)
     return result
 
 

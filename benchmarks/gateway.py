@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import httpx
 import numpy as np
 import typer
 
+from benchmarks.report import machine, write_json
 from connectors.broker import EmbeddedBroker, free_port
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
 from schemas import SENSOR_BATCH
@@ -226,11 +226,9 @@ def run(
         "connections": connections,
         "readings_per_request": readings,
         "body_bytes": len(bodies[0][0]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+        "machine": machine(),
     }
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_path, result)
     return result
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from typing import Annotated, Any
 import typer
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from benchmarks.report import machine, write_json
 from benchmarks.gateway import _direct, _event, _load, _start_gateway
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings, create_topics, make_consumer
@@ -160,10 +160,8 @@ def run(json_path: Path | None = None, events: int = 8000, readings: int = 50, c
     for name in ("gateway_http", "gateway_ws", "mqtt_arrays", "mqtt_single"):
         result[name]["vs_raw_kafka"] = round(result[name]["readings_per_s"] / raw, 3)
     result["readings_per_event"] = readings
-    result["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-                         f"{platform.python_version()}, load {os.getloadavg()[0]:.1f}")
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    result["machine"] = machine()
+    write_json(json_path, result)
     return result
 
 

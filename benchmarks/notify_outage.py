@@ -13,9 +13,7 @@ The notify process's CPU seconds are reported too: on a small machine it shares 
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
+from benchmarks.report import machine, write_json
 from benchmarks.sensor_flow import time_flow
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
@@ -131,8 +130,7 @@ def run(json_path: Path | None = None, messages: int = 3000, outage_s: float = 6
         "up_again": again,
         "messages": messages,
         "readings_per_message": per_message,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-                   f"{platform.python_version()}",
+        "machine": machine(),
         "load_average_1m_at_end": os.getloadavg()[0],
     }
     console.print(f"scoring during a {outage_s:.0f} s outage: {down['readings_per_s']:,} readings/s vs "
@@ -140,8 +138,7 @@ def run(json_path: Path | None = None, messages: int = 3000, outage_s: float = 6
                   f"(goal ≥ 0.90); "
                   f"lost triggers {down['lost_triggers']}, incidents opened twice {down['incidents_opened_twice']}, "
                   f"all alerts delivered {down['all_delivered_s_after_recovery']} s after recovery")
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_path, result)
     return result
 
 

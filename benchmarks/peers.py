@@ -28,11 +28,11 @@ from typing import Annotated, Any
 
 import typer
 
+from benchmarks.report import machine, write_json
 from benchmarks.sensor_flow import (
     TOPIC,
     MeasurementError,
     Throughput,
-    machine,
     prefilled,
     ratio,
     rounded,
@@ -171,8 +171,7 @@ def run(detectors: list[str], messages: int = 10_000, devices: int = 30, peer_ve
                       f"{r['quix_readings_per_s']:,}", f"{r['eddyline_vs_quix']:.2f}",
                       str(r["eddyline_vs_quix_by_cpu"]))
     console.print(table)
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_path, result)
     return result
 
 

@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -29,6 +27,7 @@ import numpy as np
 import typer
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from benchmarks.report import machine, write_json
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
 from schemas import SENSOR_BATCH, AvroSerde
@@ -252,13 +251,6 @@ def prefilled(broker: EmbeddedBroker, namespace: str, records: list[dict], conso
     return settings
 
 
-def machine() -> str:
-    """The machine line every benchmark JSON carries; the load average says how shared the cores were."""
-    load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
-    return (f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-            f"{platform.python_version()}{load}")
-
-
 def run(messages: int = 10_000, devices: int = 30, json_path: Path | None = None) -> dict[str, Any]:
     """The flow, its raw floor (before and after it) and river over the same readings, in one run.
 
@@ -322,8 +314,7 @@ def run(messages: int = 10_000, devices: int = 30, json_path: Path | None = None
     console.print(f"flow/raw = {result['flow_vs_raw']:.2f} wall, {result['flow_vs_raw_by_cpu']} by CPU "
                   f"(target ≥ 0.5); flow/river = {result['flow_vs_river']:.0f}x wall, "
                   f"{result['flow_vs_river_by_cpu']}x by CPU (target ≥ 10x)")
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_path, result)
     return result
 
 
