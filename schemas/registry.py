@@ -178,7 +178,6 @@ class ConfluentRegistry:
         self._schemas: dict[int, str] = {}
         self._missing: dict[int, tuple[float, str]] = {}  # id -> (answer again from the registry after, why)
         self._lock = threading.Lock()
-        self.paused_s = 0.0  # time spent waiting for an unavailable registry
 
     def _once(self, method: str, path: str, body: dict | None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
@@ -223,7 +222,6 @@ class ConfluentRegistry:
                                 exc, wait, waited)
                     told = max(waited, 1e-9)
                 self._sleep(wait)
-                self.paused_s += wait
                 wait = min(wait * 2, self.max_backoff_s)
 
     def id_for(self, topic: str, version: SchemaVersion) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 from schemas import catalog
 from schemas.errors import ValidationError
+from schemas.scores import series_scores
 
 Rule = Callable[[dict[str, Any]], None]
 
@@ -52,17 +53,17 @@ def _audio_chunk(rec: dict[str, Any]) -> None:
 
 
 def _anomaly_score(rec: dict[str, Any]) -> None:
-    from schemas.scores import series_scores
-
     for i, s in enumerate(rec["series"]):
-        if s.get("packed_scores") is not None and (s["timestamps"] or s["scores"]):
+        if s.get("packed_scores") is None:  # the plain encoding: no arrays to build for a length check
+            if len(s["timestamps"]) != len(s["scores"]):
+                _fail(catalog.ANOMALY_SCORE, f"series[{i}]", "timestamps and scores differ in length")
+            continue
+        if s["timestamps"] or s["scores"]:
             _fail(catalog.ANOMALY_SCORE, f"series[{i}]", "carries both packed and array scores; use one")
         try:
-            stamps, scores = series_scores(s)
+            series_scores(s)
         except ValueError as exc:
             _fail(catalog.ANOMALY_SCORE, f"series[{i}]", str(exc))
-        if len(stamps) != len(scores):
-            _fail(catalog.ANOMALY_SCORE, f"series[{i}]", "timestamps and scores differ in length")
 
 
 def _prediction(rec: dict[str, Any]) -> None:

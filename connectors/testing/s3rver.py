@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from connectors.broker import _die_with_parent, _prctl
+from connectors.broker import _die_with_parent, _prctl, free_port
 
 __all__ = ["S3rver", "s3rver_binary"]
 
@@ -30,12 +30,6 @@ def s3rver_binary() -> Path:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     raise FileNotFoundError(f"s3rver is not installed: {_INSTALL_HINT}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class S3rver:
@@ -52,7 +46,7 @@ class S3rver:
     def __init__(self, directory: Path, bucket: str = "tansu", port: int | None = None) -> None:
         self.directory = Path(directory)
         self.bucket = bucket
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property

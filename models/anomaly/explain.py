@@ -172,7 +172,7 @@ def _make(rule: str, x: float, expected: float, sigma: float, context: np.ndarra
 
 def _seasonal_expectation(det: ArrayDetector, x: float, ts: float) -> tuple[float, float] | None:
     """The better-predicting warm period's slot mean and residual sigma at ``ts`` (as the kernel picks it)."""
-    from models.anomaly.seasonal import STATE, cycle_slots
+    from models.anomaly.seasonal import STATE
 
     st = det._s
     step = st[STATE.step]
@@ -181,11 +181,10 @@ def _seasonal_expectation(det: ArrayDetector, x: float, ts: float) -> tuple[floa
     views = det._views(["slot_mean", "slot_seen", "slot_mean2", "slot_seen2"])
     best: tuple[float, float] | None = None
     best_err = 1e300
-    for period, table, seen, rv, rn, se in (
+    for (period, table, seen, rv, rn, se), ns in zip((
         (det.period_ms, "slot_mean", "slot_seen", STATE.res_var, STATE.res_n, STATE.seas_err),
         (det.period2_ms, "slot_mean2", "slot_seen2", STATE.res_var2, STATE.res_n2, STATE.seas_err2),
-    ):
-        ns = cycle_slots.py_func(float(period), step, det.slots) if period > 0 else 0
+    ), det._cycles(step)):
         if ns == 0:
             continue
         sl = min(int((ts % period) / step), ns - 1)
@@ -228,15 +227,14 @@ def _explain_ewma(STATE: Any, det: ArrayDetector, x: float, ts: float, batch: np
     context is what the batch holds before the reading."""
     st = det._s
     mean, sd = st[STATE.mean], max(math.sqrt(st[STATE.var]), 1e-9 * max(1.0, abs(st[STATE.mean])))
-    context = batch
     if det.name == "gauss":
         z0 = det.z0
-        return _make("spike", x, mean, sd, context, (mean - z0 * sd, mean + z0 * sd))
+        return _make("spike", x, mean, sd, batch, (mean - z0 * sd, mean + z0 * sd))
     mn, mx = st[STATE.mn], st[STATE.mx]
     rng = mx - mn
     if st[STATE.n] >= 1 and (x > mx + det.tol * rng or x < mn - det.tol * rng):
-        return _make("novelty", x, mean, sd, context, (mn - det.tol * rng, mx + det.tol * rng))
-    return _make("level_shift", x, mean, sd, context)
+        return _make("novelty", x, mean, sd, batch, (mn - det.tol * rng, mx + det.tol * rng))
+    return _make("level_shift", x, mean, sd, batch)
 
 
 def _explainers() -> dict[type, Callable[[ArrayDetector, float, float, np.ndarray], Explanation]]:

@@ -271,10 +271,10 @@ def score_corpus(
             sweeps.append(_sweep_file(len(ts), np.asarray(sc, dtype=np.float64), window_indices(ts, windows[path]), cost))
         if thresholds is None:
             threshold, raw = _best_threshold(sweeps, cost)
-            files = {p: _file_score(s, threshold, cost) for p, s in zip(paths, sweeps)}
         else:
             threshold = float(thresholds[name])
-            files = {p: _file_score(s, threshold, cost) for p, s in zip(paths, sweeps)}
+        files = {p: _file_score(s, threshold, cost) for p, s in zip(paths, sweeps)}
+        if thresholds is not None:
             raw = sum(f.score for f in files.values())
         n_windows = sum(len(windows[p]) for p in paths)
         null, perfect = -cost.fn * n_windows, cost.tp * n_windows

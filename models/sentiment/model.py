@@ -105,6 +105,10 @@ class WindowedSentiment(SentimentModel):
     aggregation: str = DEFAULT_AGGREGATION
     overlap: int = DEFAULT_OVERLAP
 
+    def _set_windowing(self, aggregation: str, overlap: int) -> None:
+        self.aggregation = _check_aggregation(aggregation)
+        self.overlap = overlap
+
     @abstractmethod
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Per text, its token ids without special tokens and without truncation.
@@ -191,8 +195,7 @@ class OnnxSentiment(WindowedSentiment):
             raise ValueError(f"{model_dir}: labels {self.labels} differ from {LABELS}")
         self.name = meta.get("name", "eddyline-sentiment") + ":onnx-int8"
         self.batch_size = batch_size
-        self.aggregation = _check_aggregation(aggregation)
-        self.overlap = overlap
+        self._set_windowing(aggregation, overlap)
         self.pad_id = int(meta.get("pad_id", 0))
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_truncation()
@@ -300,8 +303,7 @@ class TorchSentiment(WindowedSentiment):
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.max_length = max_length
         self.batch_size = batch_size
-        self.aggregation = _check_aggregation(aggregation)
-        self.overlap = overlap
+        self._set_windowing(aggregation, overlap)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         self.prefix, self.suffix = [self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]
         self.name = "eddyline-sentiment-minilm:torch-fp32"

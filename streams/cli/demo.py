@@ -228,7 +228,7 @@ def run_demo(
             console.print(f"no recorded calls in {CALLS_DIR}: the audio part of the demo is skipped")
         audio = None
         if recordings:
-            create_topics(settings, ["audio.chunks", dlq_topic("audio.chunks"), "transcripts", "scores.sentiment"])
+            create_topics(settings, ["audio.chunks", dlq_topic("audio.chunks")])
             audio = _start_flow("audio", settings, receiver, work / "audio-state", work / "audio.log",
                                 **_sentiment_model_env())
             calling = threading.Thread(target=_play_calls, args=(settings, CALLS_DIR), daemon=True)
@@ -262,24 +262,24 @@ def run_demo(
 
         announced = False
         try:
-            with Live(table("producing"), console=console, refresh_per_second=4, transient=True) as live:
+            with Live(table("producing"), console=console, refresh_per_second=4, transient=True) as screen:
                 producing = threading.Thread(target=producer.run, kwargs={"duration": duration, "stop": stop})
                 producing.start()
                 while producing.is_alive():
                     producing.join(0.25)
-                    live.update(table("producing"))
+                    screen.update(table("producing"))
                     for proc, log_name in ((flow, "flow.log"), (notify, "notify.log"), (audio, "audio.log")):
                         if proc is not None and proc.poll() is not None:
                             raise RuntimeError(f"a flow exited with code {proc.returncode}; see {work / log_name}")
                     if not announced and watcher.first_alert is not None:
                         a = watcher.first_alert
-                        live.console.print(f"first alert: [bold]{a['severity']}[/] {a['summary']}")
+                        screen.console.print(f"first alert: [bold]{a['severity']}[/] {a['summary']}")
                         if a.get("explanation"):
-                            live.console.print(f"  why: {explanation_text(a['explanation'])}")
+                            screen.console.print(f"  why: {explanation_text(a['explanation'])}")
                         announced = True
                 deadline = time.monotonic() + drain_timeout
                 while time.monotonic() < deadline:
-                    live.update(table("draining"))
+                    screen.update(table("draining"))
                     with watcher.lock:
                         done = watcher.scored + watcher.dlq >= producer.stats.events
                         # the calls are done when all were played and no utterance came out for a while
@@ -290,7 +290,7 @@ def run_demo(
                     time.sleep(0.25)
                 deadline = time.monotonic() + 30.0  # the notify flow delivers the last alerts
                 while time.monotonic() < deadline and receiver.counts["pagerduty_events"] < watcher.alert_events:
-                    live.update(table("delivering alerts"))
+                    screen.update(table("delivering alerts"))
                     time.sleep(0.25)
         finally:
             signal.signal(signal.SIGINT, previous)

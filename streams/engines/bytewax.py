@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING
 from connectors.kafka import EventProducer, KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import start_monitor
-from streams.engines.output import DeadLetter, FlowOutput, Message
+from streams.engines.output import DeadLetter, FlowOutput, Message, flow_topics
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.state import IdleStore, StateError, decode_checkpoint, encode_processor, restore_or_fresh
 
@@ -214,7 +214,7 @@ def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
     settings
         Kafka settings (the namespace applies).
     """
-    create_topics(settings, FlowOutput(spec, settings).topics())
+    create_topics(settings, flow_topics(spec))
 
 
 def run(

@@ -44,7 +44,7 @@ from typing import Any
 from connectors.kafka import KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import consumer_group, start_monitor
-from streams.engines.output import DeadLetter, FlowOutput
+from streams.engines.output import DeadLetter, FlowOutput, flow_topics
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.state import encode_processor, restore_or_fresh
 
@@ -103,7 +103,7 @@ def ensure_topics(spec: FlowSpec, settings: KafkaSettings) -> None:
     spec, settings
         As for ``app_id``.
     """
-    create_topics(settings, FlowOutput(spec, settings).topics())
+    create_topics(settings, flow_topics(spec))
     raw = settings.model_copy(update={"namespace": ""})
     create_topics(raw, [repartition_topic(spec, settings)])
     _create_compacted(raw, changelog_topic(spec, settings))

@@ -23,7 +23,7 @@ from schemas import AvroSerde, RegistryUnavailableError, SchemaError
 from schemas.topics import dlq_topic
 from streams.processor import SINK_ONLY, Emit, Event, FlowSpec
 
-__all__ = ["Codec", "DeadLetter", "FlowOutput", "Message"]
+__all__ = ["Codec", "DeadLetter", "FlowOutput", "Message", "flow_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,22 @@ class Codec:
         return topic, emit.key.encode(), self.serde.encode(emit.event_type, emit.record, topic=topic)
 
 
+def flow_topics(spec: FlowSpec) -> list[str]:
+    """Every logical topic a flow reads or writes, dead letters of inputs and outputs included.
+
+    Engines create them all before the first write, so that a dead letter never fails for want of a topic
+    on a Kafka with auto-creation off.
+
+    Parameters
+    ----------
+    spec
+        The flow.
+    """
+    outputs = [t for t in spec.outputs if not t.startswith(SINK_ONLY)]
+    written = [*spec.inputs, *outputs]
+    return list(dict.fromkeys([*written, *(dlq_topic(t) for t in written)]))
+
+
 class FlowOutput:
     """A flow's decode, encode and dead-letter path, with its metrics: what an engine adapter calls.
 
@@ -159,14 +175,8 @@ class FlowOutput:
         self.positions: dict[tuple[str, int], int] = {}  # (logical topic, partition) -> next offset to take
 
     def topics(self) -> list[str]:
-        """Every logical topic the flow reads or writes, dead letters of inputs and outputs included.
-
-        Engines create them all before the first write, so that a dead letter never fails for want of a topic
-        on a Kafka with auto-creation off.
-        """
-        outputs = [t for t in self.spec.outputs if not t.startswith(SINK_ONLY)]
-        written = [*self.spec.inputs, *outputs]
-        return list(dict.fromkeys([*written, *(dlq_topic(t) for t in written)]))
+        """Every logical topic the flow reads or writes (``flow_topics``)."""
+        return flow_topics(self.spec)
 
     def decode(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int, broker_ms: int = -1
