@@ -12,7 +12,6 @@ from typing import Any
 
 from schemas import catalog
 from schemas.errors import ValidationError
-from schemas.scores import series_scores
 
 Rule = Callable[[dict[str, Any]], None]
 
@@ -60,6 +59,8 @@ def _anomaly_score(rec: dict[str, Any]) -> None:
             continue
         if s["timestamps"] or s["scores"]:
             _fail(catalog.ANOMALY_SCORE, f"series[{i}]", "carries both packed and array scores; use one")
+        from schemas.scores import series_scores  # numpy: not on the edge agent's light install
+
         try:
             series_scores(s)
         except ValueError as exc:
