@@ -28,6 +28,7 @@ ANOMALY_SCORE = "anomaly_score"
 SENTIMENT_SCORE = "sentiment_score"
 DRIFT = "drift"
 ALERT = "alert"
+DEVICE_HEALTH = "device_health"
 
 
 @dataclass(frozen=True)

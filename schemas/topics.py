@@ -11,8 +11,11 @@ TOPICS: dict[str, str] = {
     "scores.sentiment": "sentiment_score",
     "drift": "drift",
     "alerts": "alert",
+    "device.health": "device_health",
 }
-INPUT_TOPICS = ("sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback")
+INPUT_TOPICS = (
+    "sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback", "device.health",
+)
 DLQ_PREFIX = "dlq."
 RETRY_SUFFIX = ".retry"
 

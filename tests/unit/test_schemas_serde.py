@@ -88,6 +88,14 @@ def _examples() -> dict[str, dict]:
             "explanation": {"rule": "spike", "expected": 21.5, "lower": 19.0, "upper": 24.0, "deviation": 12.6,
                             "context": [21.4, 21.6, 35.0]},
         },
+        catalog.DEVICE_HEALTH: {
+            "event_id": "pi-kitchen-health-17", "event_time": 1_700_000_000_000, "producer": "eddyline-edge/0.1.0@pi-kitchen",
+            "device_id": "pi-kitchen", "seq": 17, "device_class": "rpi4", "agent_version": "0.1.0", "interval_s": 10.0,
+            "model_version": "edge-ae-3", "model_state": "running", "model_message": None,
+            "buffer_depth": 2, "buffer_readings": 300, "buffer_oldest_age_s": 1.5, "send_rate": 29.8,
+            "sampled_readings": 5_100, "acked_readings": 4_800, "errors": 0, "dropped_readings": 0,
+            "cpu_percent": 3.2, "rss_mb": 41.0, "inference_latency_ms": 0.4, "clock_offset_ms": -12.0,
+        },
     }
 
 
