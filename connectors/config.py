@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
 def config_path() -> Path:
@@ -114,3 +114,32 @@ def explain(exc: ValidationError) -> str:
     source = f"the [{table}] table of {config_path()}" if table else str(config_path())
     return (f"invalid configuration in {source} (or its {prefix}* variables):\n  " if prefix else
             f"invalid configuration in {source}:\n  ") + "\n  ".join(lines)
+
+
+class MlflowSettings(Section):
+    """``[mlflow]`` / ``EDDYLINE_MLFLOW_*``: where trainings, evaluations and model versions are recorded.
+
+    Without a ``tracking_uri`` (here or in MLflow's own ``MLFLOW_TRACKING_URI``) eddyline keeps an embedded
+    store: a SQLite database and an artifact folder under ``store_dir``, so nothing needs to run.
+
+    Parameters
+    ----------
+    tracking_uri
+        A team's MLflow server (``http://mlflow.internal:5000``) or any MLflow tracking URI; it is also
+        the model registry.
+    store_dir
+        The embedded store's folder when no tracking URI is set.
+    poll_s
+        How often a flow asks the registry whether its champion alias moved (off the scoring path).
+    retry_s
+        How long a flow waits before retrying a registry change the server did not take.
+    """
+
+    toml_table: ClassVar[str] = "mlflow"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_MLFLOW_", extra="forbid")
+
+    tracking_uri: str | None = Field(None, description="A team's MLflow server; default: the embedded store.")
+    store_dir: Path = Field(Path(".eddyline/mlflow"), description="The embedded store (SQLite and artifacts).")
+    poll_s: float = Field(5.0, gt=0, le=300, description="Seconds between checks of the champion alias.")
+    retry_s: float = Field(10.0, gt=0, le=600, description="Seconds before a failed registry change is retried.")
+

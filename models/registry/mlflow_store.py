@@ -1,0 +1,428 @@
+"""The model registry on MLflow: the same calls as the local registry, kept where MLOps teams look.
+
+How the local registry's ideas map onto MLflow's model registry:
+
+- a version is an MLflow model version; its run (experiment ``eddyline/<model>``) holds its parameters,
+  metrics and ``model/artifact.json`` (plain data, never a pickle), and ``model/latest.json`` once it
+  stopped serving;
+- the champion and the challenger are the aliases ``champion`` and ``challenger``, so a flow follows
+  ``models:/NAME@champion`` and a rollback is an alias move;
+- a version's status, parent, reason, metrics and action id are its tags (``eddyline.*``);
+- the lineage (every registration, promotion, rejection and rollback: which version replaced which and
+  why) is kept as the registered model's tags ``eddyline.history.NNNNNN``, the order of champions as
+  ``eddyline.champions``;
+- exactly once under replays: a change carrying an ``action_id`` is recorded as the tag
+  ``eddyline.action.<id>``; a registration is found again by its version's ``eddyline.action_id`` tag.
+
+Two writers at the same moment (a flow and ``eddyline models rollback``) are not serialised as the
+local registry's lock file serialises them; the history keeps both entries.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from models import tracking
+from models.registry.store import _NAME, ModelVersion, RegistryError
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+_HISTORY = "eddyline.history."
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _missing(exc: Exception) -> bool:
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+class MlflowRegistry:
+    """Model versions, champion and challenger aliases, lineage and rollback on an MLflow model registry.
+
+    Parameters
+    ----------
+    tracking_uri
+        The MLflow tracking/registry URI (default: ``models.tracking.tracking_uri()``: the configured
+        server, ``MLFLOW_TRACKING_URI`` or the embedded store).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from models import tracking
+    >>> from models.registry.mlflow_store import MlflowRegistry
+    >>> registry = MlflowRegistry(tracking.embedded_uri(tempfile.mkdtemp()))
+    >>> first = registry.register("clicks", {"w": [0.0]}, reason="first model", champion=True)
+    >>> second = registry.register("clicks", {"w": [0.5]}, reason="drift", parent="1", action_id="drift-7")
+    >>> registry.register("clicks", {"w": [0.5]}, reason="drift", parent="1", action_id="drift-7").version
+    '2'
+    >>> registry.promote("clicks", "2", reason="better log loss").status
+    'champion'
+    >>> registry.rollback("clicks", reason="manual").version
+    '1'
+    >>> [(v.version, v.status) for v in registry.versions("clicks")]
+    [('1', 'champion'), ('2', 'rolled_back')]
+    """
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self.uri = tracking_uri or tracking.tracking_uri()
+        self._client: Any = None
+
+    @property
+    def root(self) -> str:
+        return self.uri
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = tracking.client(self.uri)
+        return self._client
+
+    # reading
+
+    @staticmethod
+    def _check(model: str) -> None:
+        if not _NAME.match(model):
+            raise RegistryError(f"bad model name {model!r}: letters, digits, '.', '_' and '-' only")
+
+    def _registered(self, model: str) -> Any | None:
+        self._check(model)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_registered_model(model)
+        except MlflowException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    @staticmethod
+    def _as_version(model: str, mv: Any) -> ModelVersion:
+        tags = mv.tags
+        return ModelVersion(
+            model=model, version=str(mv.version), status=tags.get("eddyline.status", "candidate"),
+            parent=tags.get("eddyline.parent") or None, reason=tags.get("eddyline.reason", mv.description or ""),
+            created_ms=int(mv.creation_timestamp or 0), metrics=json.loads(tags.get("eddyline.metrics", "{}")),
+            info=json.loads(tags.get("eddyline.info", "{}")))
+
+    def models(self) -> list[str]:
+        return sorted(m.name for m in self.client.search_registered_models())
+
+    def versions(self, model: str) -> list[ModelVersion]:
+        """Every version of ``model``, oldest first (none for an unknown model).
+
+        Parameters
+        ----------
+        model
+            The model's name.
+        """
+        self._check(model)
+        found = self.client.search_model_versions(f"name = '{model}'", max_results=10_000)
+        return sorted((self._as_version(model, mv) for mv in found), key=lambda v: int(v.version))
+
+    def _mv(self, model: str, version: str) -> Any:
+        self._check(model)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version(model, version)
+        except MlflowException as exc:
+            if _missing(exc):
+                raise RegistryError(f"model {model!r} has no version {version!r}") from None
+            raise
+
+    def get(self, model: str, version: str) -> ModelVersion:
+        """One version; ``RegistryError`` if it is not registered.
+
+        Parameters
+        ----------
+        model, version
+            Which one.
+        """
+        return self._as_version(model, self._mv(model, version))
+
+    def champion(self, model: str) -> ModelVersion | None:
+        """The version the ``champion`` alias points at, or None.
+
+        Parameters
+        ----------
+        model
+            The model's name.
+        """
+        rm = self._registered(model)
+        version = None if rm is None else (rm.aliases or {}).get(CHAMPION)
+        return None if version is None else self.get(model, str(version))
+
+    @staticmethod
+    def _history(rm: Any) -> list[dict[str, Any]]:
+        tags = rm.tags or {}
+        return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(_HISTORY))]
+
+    def history(self, model: str) -> list[dict[str, Any]]:
+        """The lineage, oldest first: registrations, promotions, rejections, rollbacks.
+
+        Parameters
+        ----------
+        model
+            The model's name.
+        """
+        rm = self._registered(model)
+        return [] if rm is None else self._history(rm)
+
+    def view(self, model: str) -> dict[str, Any]:
+        """One read of what a flow watches: the champion alias and the lineage.
+
+        Parameters
+        ----------
+        model
+            The model's name.
+        """
+        rm = self._registered(model)
+        if rm is None:
+            return {"champion": None, "history": []}
+        version = (rm.aliases or {}).get(CHAMPION)
+        return {"champion": None if version is None else self.get(model, str(version)), "history": self._history(rm)}
+
+    def stamp(self, model: str) -> tuple[int, str]:
+        """Changes whenever the lineage grows or the champion alias moves.
+
+        Parameters
+        ----------
+        model
+            The model's name.
+        """
+        rm = self._registered(model)
+        if rm is None:
+            return (0, "")
+        return (sum(k.startswith(_HISTORY) for k in rm.tags or {}), str((rm.aliases or {}).get(CHAMPION, "")))
+
+    def load_artifact(self, model: str, version: str) -> dict[str, Any]:
+        """The version's newest state: where it stopped serving if it served, else as registered.
+
+        Parameters
+        ----------
+        model, version
+            Which one; ``RegistryError`` if it is not registered.
+        """
+        mv = self._mv(model, version)
+        from mlflow.exceptions import MlflowException
+
+        names = {f.path for f in self.client.list_artifacts(mv.run_id, "model")}
+        for name in ("model/latest.json", "model/artifact.json"):
+            if name in names:
+                try:
+                    path = self.client.download_artifacts(mv.run_id, name)
+                except (MlflowException, OSError) as exc:
+                    raise RegistryError(f"artifact {name} of {model} version {version} cannot be read: {exc}") from None
+                with open(path) as f:
+                    return json.load(f)
+        raise RegistryError(f"artifact of {model} version {version} is missing from run {mv.run_id}")
+
+    # changing
+
+    def _ensure(self, model: str) -> Any:
+        rm = self._registered(model)
+        if rm is not None:
+            return rm
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(model, description="Registered by eddyline.")
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                raise
+        return self.client.get_registered_model(model)
+
+    def _done(self, rm: Any, action_id: str | None) -> bool:
+        return action_id is not None and f"eddyline.action.{action_id}" in (rm.tags or {})
+
+    def _log(self, rm: Any, action: str, version: str, replaced: str | None, reason: str, action_id: str | None) -> None:
+        n = sum(k.startswith(_HISTORY) for k in rm.tags or {})
+        entry = {"action": action, "version": version, "replaced": replaced, "reason": reason, "time_ms": _now_ms(),
+                 "action_id": action_id}
+        self.client.set_registered_model_tag(rm.name, f"{_HISTORY}{n:06d}", json.dumps(entry, sort_keys=True))
+        rm.tags[f"{_HISTORY}{n:06d}"] = json.dumps(entry)
+        if action_id is not None:
+            self.client.set_registered_model_tag(rm.name, f"eddyline.action.{action_id}", action)
+            rm.tags[f"eddyline.action.{action_id}"] = action
+
+    def _set_status(self, model: str, version: str, status: str) -> None:
+        self.client.set_model_version_tag(model, version, "eddyline.status", status)
+
+    def _add_metrics(self, model: str, mv: Any, metrics: dict[str, float] | None) -> None:
+        if not metrics:
+            return
+        merged = {**json.loads(mv.tags.get("eddyline.metrics", "{}")), **metrics}
+        self.client.set_model_version_tag(model, str(mv.version), "eddyline.metrics", json.dumps(merged, sort_keys=True))
+        run = tracking.Run(self.client, mv.run_id)
+        run.metrics(metrics)
+
+    def _save_latest(self, model: str, version: str, state: dict[str, Any]) -> None:
+        mv = self._mv(model, version)
+        self.client.log_dict(mv.run_id, state, "model/latest.json")
+
+    def register(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None = None,
+                 metrics: dict[str, float] | None = None, info: dict[str, Any] | None = None,
+                 champion: bool = False, action_id: str | None = None) -> ModelVersion:
+        """Add a version: a run with its parameters, metrics and artifact, and a model version on it;
+        the ``challenger`` alias points at it (``champion`` when ``champion`` is set).
+
+        Parameters
+        ----------
+        model
+            The model's name.
+        artifact
+            The model's state as plain data, kept as ``model/artifact.json``.
+        reason
+            Why it exists, kept in the lineage and as the version's description.
+        parent
+            The registered version it was trained to replace.
+        metrics
+            Numbers worth keeping with it (also the run's metrics).
+        info
+            Anything else worth keeping (also the run's parameters).
+        champion
+            Promote it at once.
+        action_id
+            Derived from the event that caused this; a repeat returns the version already registered.
+        """
+        rm = self._ensure(model)
+        if action_id is not None:
+            found = self.client.search_model_versions(f"name = '{model}' and tags.`eddyline.action_id` = '{action_id}'")
+            if found:
+                return self._as_version(model, found[0])
+        if parent is not None:
+            self._mv(model, parent)
+        info = {**(info or {}), **({"action_id": action_id} if action_id else {})}
+        with tracking.run(f"eddyline/{model}", f"{model} {reason}"[:250], uri=self.uri,
+                          tags={"eddyline.model": model, "eddyline.parent": parent or ""}) as run:
+            if not run.active:
+                raise RegistryError(f"cannot reach the MLflow registry at {self.uri}")
+            run.params(info)
+            run.metrics(metrics or {})
+            self.client.log_dict(run.run_id, artifact, "model/artifact.json")
+            source = f"{self.client.get_run(run.run_id).info.artifact_uri}/model"
+        tags = {"eddyline.status": "candidate", "eddyline.parent": parent or "", "eddyline.reason": reason[:5000],
+                "eddyline.metrics": json.dumps(metrics or {}, sort_keys=True),
+                "eddyline.info": json.dumps(info, sort_keys=True, default=str)}
+        if action_id is not None:
+            tags["eddyline.action_id"] = action_id
+        mv = self.client.create_model_version(model, source, run_id=run.run_id, tags=tags, description=reason[:5000])
+        version = str(mv.version)
+        self._log(rm, "registered", version, None, reason, action_id)
+        if champion:
+            self._promote(rm, model, version, reason, None, action_id)
+        else:
+            self.client.set_registered_model_alias(model, CHALLENGER, version)
+        return self.get(model, version)
+
+    def _promote(self, rm: Any, model: str, version: str, reason: str, outgoing_state: dict[str, Any] | None,
+                 action_id: str | None) -> None:
+        old = (rm.aliases or {}).get(CHAMPION)
+        old = None if old is None else str(old)
+        if old is not None and old != version:
+            self._set_status(model, old, "retired")
+            if outgoing_state is not None:
+                self._save_latest(model, old, outgoing_state)
+        self._set_status(model, version, CHAMPION)
+        self.client.set_registered_model_alias(model, CHAMPION, version)
+        if (rm.aliases or {}).get(CHALLENGER) is not None and str(rm.aliases[CHALLENGER]) == version:
+            self.client.delete_registered_model_alias(model, CHALLENGER)
+        chain = json.loads((rm.tags or {}).get("eddyline.champions", "[]")) + [version]
+        self.client.set_registered_model_tag(model, "eddyline.champions", json.dumps(chain))
+        rm.tags["eddyline.champions"] = json.dumps(chain)
+        self._log(rm, "promoted", version, old, reason, action_id)
+
+    def promote(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
+                outgoing_state: dict[str, Any] | None = None, action_id: str | None = None) -> ModelVersion:
+        """Move the ``champion`` alias to ``version``; ``outgoing_state`` keeps what the replaced one learned.
+
+        Parameters
+        ----------
+        model, version
+            Which one; ``RegistryError`` if it is not registered.
+        reason, metrics, action_id
+            As for ``register``.
+        outgoing_state
+            The replaced champion's newest state, so that a rollback to it resumes from there.
+        """
+        mv = self._mv(model, version)
+        rm = self._ensure(model)
+        if not self._done(rm, action_id):
+            self._add_metrics(model, mv, metrics)
+            self._promote(rm, model, version, reason, outgoing_state, action_id)
+        return self.get(model, version)
+
+    def reject(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
+               action_id: str | None = None) -> ModelVersion:
+        """Record that a challenger lost; it stays registered, with the numbers that decided it.
+
+        Parameters
+        ----------
+        model, version
+            Which one.
+        reason, metrics, action_id
+            As for ``register``.
+        """
+        mv = self._mv(model, version)
+        rm = self._ensure(model)
+        if self._done(rm, action_id):
+            return self.get(model, version)
+        if str((rm.aliases or {}).get(CHAMPION, "")) == version:
+            raise RegistryError(f"version {version} of {model!r} is the champion; roll back instead")
+        self._set_status(model, version, "rejected")
+        self._add_metrics(model, mv, metrics)
+        if str((rm.aliases or {}).get(CHALLENGER, "")) == version:
+            self.client.delete_registered_model_alias(model, CHALLENGER)
+        self._log(rm, "rejected", version, None, reason, action_id)
+        return self.get(model, version)
+
+    def rollback(self, model: str, *, reason: str, outgoing_state: dict[str, Any] | None = None,
+                 action_id: str | None = None) -> ModelVersion:
+        """Move the ``champion`` alias back to the champion the current one replaced.
+
+        Parameters
+        ----------
+        model
+            The model's name; ``RegistryError`` when there is nothing to go back to.
+        reason, action_id
+            As for ``register``.
+        outgoing_state
+            As for ``promote``.
+        """
+        rm = self._registered(model)
+        current = None if rm is None else (rm.aliases or {}).get(CHAMPION)
+        if current is None:
+            raise RegistryError(f"model {model!r} has no champion to roll back")
+        current = str(current)
+        if self._done(rm, action_id):
+            return self.get(model, current)
+        chain = json.loads((rm.tags or {}).get("eddyline.champions", "[]"))
+        if chain and chain[-1] != current:  # the alias was moved by hand (MLflow UI): follow it
+            chain.append(current)
+        if len(chain) < 2:
+            raise RegistryError(f"version {current} of {model!r} replaced no earlier champion; nothing to roll back to")
+        chain.pop()
+        previous = chain[-1]
+        if outgoing_state is not None:
+            self._save_latest(model, current, outgoing_state)
+        self._set_status(model, current, "rolled_back")
+        self._set_status(model, previous, CHAMPION)
+        self.client.set_registered_model_alias(model, CHAMPION, previous)
+        self.client.set_registered_model_tag(model, "eddyline.champions", json.dumps(chain))
+        self._log(rm, "rolled_back", previous, current, reason, action_id)
+        return self.get(model, previous)
+
+    def save_state(self, model: str, version: str, state: dict[str, Any]) -> None:
+        """Keep a serving version's newest state, so a rollback to it resumes from there.
+
+        Parameters
+        ----------
+        model, version
+            Which one.
+        state
+            Its state as plain data.
+        """
+        self._save_latest(model, version, state)

@@ -1,0 +1,336 @@
+"""Experiment tracking on MLflow: every training and evaluation leaves a run that a team can compare.
+
+A run records parameters, metrics per step or window, where its data came from and which split it was
+(MLflow dataset inputs), and artifacts (model card, ONNX file, evaluation JSON). Where runs go:
+
+1. the URI given to ``configure`` (the CLI passes ``[mlflow] tracking_uri``), else
+2. MLflow's own ``MLFLOW_TRACKING_URI``, else
+3. the embedded store: SQLite plus an artifact folder under ``.eddyline/mlflow``, so nothing needs to run.
+
+Tracking never stops a training: when the store cannot be reached the run is skipped with one warning.
+MLflow is imported only when a run starts (it takes seconds to import).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORE = Path(".eddyline/mlflow")
+_config: dict[str, Any] = {"uri": None, "store_dir": DEFAULT_STORE}
+_warned: set[str] = set()
+
+
+def embedded_uri(store_dir: Path | str = DEFAULT_STORE) -> str:
+    """The embedded store's tracking URI: a SQLite database in ``store_dir`` (created on first use).
+
+    Parameters
+    ----------
+    store_dir
+        The folder of the database and of the artifacts.
+    """
+    folder = Path(store_dir).resolve()
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def configure(tracking_uri: str | None = None, store_dir: Path | str | None = None) -> None:
+    """Choose where runs and model versions go for this process (the CLI calls it from ``[mlflow]``).
+
+    Parameters
+    ----------
+    tracking_uri
+        A tracking server or store URI; None keeps ``MLFLOW_TRACKING_URI`` or the embedded store.
+    store_dir
+        The embedded store's folder.
+    """
+    _config["uri"] = tracking_uri
+    if store_dir is not None:
+        _config["store_dir"] = Path(store_dir)
+
+
+def tracking_uri() -> str:
+    """Where runs go now: the configured URI, ``MLFLOW_TRACKING_URI``, or the embedded store."""
+    return _config["uri"] or os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri(_config["store_dir"])
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside the database for an embedded SQLite store,
+    the server's choice otherwise.
+
+    Parameters
+    ----------
+    uri
+        The tracking URI.
+    experiment
+        The experiment's name.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    folder = Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / experiment.replace("/", "_")
+    return folder.as_uri()
+
+
+def client(uri: str | None = None) -> Any:
+    """An ``MlflowClient`` for tracking and registry at ``uri`` (default: ``tracking_uri()``).
+
+    A server that does not answer fails fast (two tries, 10 s each) unless ``MLFLOW_HTTP_REQUEST_*``
+    say otherwise: callers degrade and retry later instead of waiting minutes.
+
+    Parameters
+    ----------
+    uri
+        The tracking URI.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(mlflow_client: Any, name: str) -> str:
+    """The id of experiment ``name``, created (with its artifacts beside an embedded store) if new.
+
+    Parameters
+    ----------
+    mlflow_client
+        From ``client()``.
+    name
+        The experiment, e.g. ``eddyline/clicks``.
+    """
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=artifact_location(mlflow_client.tracking_uri, name))
+    except MlflowException:  # created meanwhile by another process
+        return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+def warn_once(what: str, exc: BaseException) -> None:
+    """Log that the store is unreachable once per kind of call, not once per event.
+
+    Parameters
+    ----------
+    what
+        The kind of call that failed.
+    exc
+        Why.
+    """
+    if what not in _warned:
+        _warned.add(what)
+        log.warning("MLflow at %s: %s failed (%s); carrying on without it and retrying later",
+                    tracking_uri(), what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def flat(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested parameters as MLflow's flat string parameters (``model.dim`` = ``"32"``).
+
+    Parameters
+    ----------
+    values
+        Plain data.
+    prefix
+        Put before every key.
+    """
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return out
+
+
+class Run:
+    """One MLflow run: what a training or evaluation used, how it went, and what it produced.
+
+    Every method is a no-op on a run that could not start (the store unreachable), so trainings
+    never fail because of tracking.
+
+    Parameters
+    ----------
+    mlflow_client
+        From ``client()``, or None for a run that is not recorded.
+    run_id
+        The run's id.
+    """
+
+    def __init__(self, mlflow_client: Any | None, run_id: str | None) -> None:
+        self.client, self.run_id = mlflow_client, run_id
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.run_id is None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # tracking degrades, the training goes on
+            warn_once(what, exc)
+            return None
+
+    def params(self, values: dict[str, Any]) -> None:
+        """Log parameters (nested dicts are flattened with dots; values become strings, at most 6000 chars).
+
+        Parameters
+        ----------
+        values
+            Name to value.
+        """
+        from mlflow.entities import Param
+
+        params = [Param(k, v[:6000]) for k, v in flat(values).items()]
+        for start in range(0, len(params), 100):
+            self._call("log params", self.client.log_batch, self.run_id, params=params[start : start + 100])
+
+    def metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        """Log metrics, at ``step`` (an epoch, a window, a fold) when they form a series.
+
+        Parameters
+        ----------
+        values
+            Name to number; None values are skipped.
+        step
+            Where in the series.
+        """
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step or 0) for k, v in values.items() if v is not None]
+        self._call("log metrics", self.client.log_batch, self.run_id, metrics=metrics)
+
+    def data(self, name: str, source: str, split: str, rows: int, digest: str | None = None) -> None:
+        """Record a dataset the run used: where it came from, which split, how many rows.
+
+        Parameters
+        ----------
+        name
+            The dataset, e.g. ``vader-sentences``.
+        source
+            Where it came from: a path, a package file, a topic.
+        split
+            ``train``, ``validation``, ``test``, a fold...
+        rows
+            How many examples.
+        digest
+            A content digest; default: one derived from the other fields.
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        digest = digest or hashlib.sha256(f"{name}|{source}|{split}|{rows}".encode()).hexdigest()[:16]
+        dataset = Dataset(name=name, digest=digest, source_type="local" if "://" not in source else "uri",
+                          source=json.dumps({"uri": source}), profile=json.dumps({"num_rows": rows}))
+        self._call("log dataset", self.client.log_inputs, self.run_id,
+                   datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", split)])])
+        self.params({f"data.{split}.source": source, f"data.{split}.rows": rows})
+
+    def artifact(self, path: Path | str, folder: str | None = None) -> None:
+        """Keep a file (model card, ONNX model, evaluation JSON) with the run.
+
+        Parameters
+        ----------
+        path
+            The file.
+        folder
+            A folder inside the run's artifacts.
+        """
+        self._call("log artifact", self.client.log_artifact, self.run_id, str(path), folder)
+
+    def json(self, data: Any, name: str) -> None:
+        """Keep plain data as a JSON artifact (e.g. ``evaluation.json``).
+
+        Parameters
+        ----------
+        data
+            Plain data.
+        name
+            The artifact's path inside the run.
+        """
+        self._call("log artifact", self.client.log_dict, self.run_id, data, name)
+
+    def tag(self, key: str, value: str) -> None:
+        """Set a tag on the run.
+
+        Parameters
+        ----------
+        key, value
+            The tag.
+        """
+        self._call("set tag", self.client.set_tag, self.run_id, key, value)
+
+
+@contextmanager
+def run(experiment: str, name: str, *, tags: dict[str, str] | None = None, uri: str | None = None) -> Iterator[Run]:
+    """A tracked run in ``experiment``; it ends FINISHED, or FAILED if the block raises.
+
+    Parameters
+    ----------
+    experiment
+        The experiment, e.g. ``eddyline/sentiment``.
+    name
+        The run's name.
+    tags
+        Tags for the run (what triggered it, the code version...).
+    uri
+        The tracking URI (default: ``tracking_uri()``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from models import tracking
+    >>> store = tempfile.mkdtemp()
+    >>> with tracking.run("eddyline/example", "fit", uri=tracking.embedded_uri(store)) as r:
+    ...     r.params({"model": {"dim": 32}})
+    ...     r.metrics({"loss": 0.5}, step=1)
+    >>> r.active
+    True
+    """
+    try:
+        c = client(uri)
+        exp = experiment_id(c, experiment)
+        run_id = c.create_run(exp, run_name=name, tags={"eddyline.source": "eddyline", **(tags or {})}).info.run_id
+    except Exception as exc:
+        warn_once("start a run", exc)
+        c, run_id = None, None
+    current = Run(c, run_id)
+    status = "FAILED"
+    try:
+        yield current
+        status = "FINISHED"
+    finally:
+        current._call("end run", c.set_terminated if c else None, run_id, status)
+
+
+def log_json_file(current: Run, path: Path | str) -> None:
+    """Keep a JSON file as an artifact and its top-level numbers as metrics (an evaluation's output).
+
+    Parameters
+    ----------
+    current
+        The run.
+    path
+        A JSON file with an object at the top.
+    """
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict):
+        current.metrics({k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    current.artifact(path)
+
