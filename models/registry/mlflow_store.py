@@ -70,6 +70,9 @@ class MlflowRegistry:
         self.uri = tracking_uri or tracking.tracking_uri()
         self._client: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {"uri": self.uri, "_client": None}
+
     @property
     def root(self) -> str:
         return self.uri
@@ -238,10 +241,11 @@ class MlflowRegistry:
     def _done(self, rm: Any, action_id: str | None) -> bool:
         return action_id is not None and f"eddyline.action.{action_id}" in (rm.tags or {})
 
-    def _log(self, rm: Any, action: str, version: str, replaced: str | None, reason: str, action_id: str | None) -> None:
+    def _log(self, rm: Any, action: str, version: str, replaced: str | None, reason: str, action_id: str | None,
+             time_ms: int | None = None) -> None:
         n = sum(k.startswith(_HISTORY) for k in rm.tags or {})
-        entry = {"action": action, "version": version, "replaced": replaced, "reason": reason, "time_ms": _now_ms(),
-                 "action_id": action_id}
+        entry = {"action": action, "version": version, "replaced": replaced, "reason": reason,
+                 "time_ms": time_ms or _now_ms(), "action_id": action_id}
         self.client.set_registered_model_tag(rm.name, f"{_HISTORY}{n:06d}", json.dumps(entry, sort_keys=True))
         rm.tags[f"{_HISTORY}{n:06d}"] = json.dumps(entry)
         if action_id is not None:
@@ -296,20 +300,8 @@ class MlflowRegistry:
         if parent is not None:
             self._mv(model, parent)
         info = {**(info or {}), **({"action_id": action_id} if action_id else {})}
-        with tracking.run(f"eddyline/{model}", f"{model} {reason}"[:250], uri=self.uri,
-                          tags={"eddyline.model": model, "eddyline.parent": parent or ""}) as run:
-            if not run.active:
-                raise RegistryError(f"cannot reach the MLflow registry at {self.uri}")
-            run.params(info)
-            run.metrics(metrics or {})
-            self.client.log_dict(run.run_id, artifact, "model/artifact.json")
-            source = f"{self.client.get_run(run.run_id).info.artifact_uri}/model"
-        tags = {"eddyline.status": "candidate", "eddyline.parent": parent or "", "eddyline.reason": reason[:5000],
-                "eddyline.metrics": json.dumps(metrics or {}, sort_keys=True),
-                "eddyline.info": json.dumps(info, sort_keys=True, default=str)}
-        if action_id is not None:
-            tags["eddyline.action_id"] = action_id
-        mv = self.client.create_model_version(model, source, run_id=run.run_id, tags=tags, description=reason[:5000])
+        mv = self._create_version(model, artifact, reason=reason, parent=parent, metrics=metrics or {}, info=info,
+                                  status="candidate", action_id=action_id)
         version = str(mv.version)
         self._log(rm, "registered", version, None, reason, action_id)
         if champion:
@@ -317,6 +309,72 @@ class MlflowRegistry:
         else:
             self.client.set_registered_model_alias(model, CHALLENGER, version)
         return self.get(model, version)
+
+    def _create_version(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None,
+                        metrics: dict[str, float], info: dict[str, Any], status: str, action_id: str | None,
+                        extra_tags: dict[str, str] | None = None) -> Any:
+        """A run holding the artifact, parameters and metrics, and a model version on it."""
+        with tracking.run(f"eddyline/{model}", f"{model} {reason}"[:250], uri=self.uri,
+                          tags={"eddyline.model": model, "eddyline.parent": parent or ""}) as run:
+            if not run.active:
+                raise RegistryError(f"cannot reach the MLflow registry at {self.uri}")
+            run.params(info)
+            run.metrics(metrics)
+            self.client.log_dict(run.run_id, artifact, "model/artifact.json")
+            source = f"{self.client.get_run(run.run_id).info.artifact_uri}/model"
+        tags = {"eddyline.status": status, "eddyline.parent": parent or "", "eddyline.reason": reason[:5000],
+                "eddyline.metrics": json.dumps(metrics, sort_keys=True),
+                "eddyline.info": json.dumps(info, sort_keys=True, default=str), **(extra_tags or {})}
+        if action_id is not None:
+            tags["eddyline.action_id"] = action_id
+        return self.client.create_model_version(model, source, run_id=run.run_id, tags=tags, description=reason[:5000])
+
+    def import_local(self, source: Any, model: str) -> dict[str, str]:
+        """Copy one model of a local registry (``ModelRegistry``) here: versions with their artifacts, newest
+        states, statuses, metrics and action ids (so replays stay exactly-once), the lineage, the order of
+        champions and the champion alias. Running it again copies nothing twice.
+
+        Parameters
+        ----------
+        source
+            The local registry.
+        model
+            The model to copy.
+
+        Returns
+        -------
+        dict
+            Local version number to MLflow version number.
+        """
+        rm = self._ensure(model)
+        mapping = {str(mv.tags["eddyline.migrated_from"]): str(mv.version)
+                   for mv in self.client.search_model_versions(f"name = '{model}'", max_results=10_000)
+                   if "eddyline.migrated_from" in mv.tags}
+        folder = source.root / model / "versions"
+        for v in source.versions(model):
+            if v.version in mapping:
+                continue
+            artifact = json.loads((folder / v.version / "artifact.json").read_text())
+            mv = self._create_version(
+                model, artifact, reason=v.reason, parent=mapping.get(v.parent) if v.parent else None,
+                metrics=v.metrics, info=v.info, status=v.status, action_id=v.info.get("action_id"),
+                extra_tags={"eddyline.migrated_from": v.version, "eddyline.migrated_from_dir": str(source.root)})
+            mapping[v.version] = str(mv.version)
+            if (folder / v.version / "latest.json").exists():
+                self._save_latest(model, str(mv.version), json.loads((folder / v.version / "latest.json").read_text()))
+        if "eddyline.migrated" not in (rm.tags or {}):
+            for h in source.history(model):
+                replaced = mapping.get(h["replaced"]) if h.get("replaced") else None
+                self._log(rm, h["action"], mapping[h["version"]], replaced, h["reason"], h.get("action_id"),
+                          time_ms=h.get("time_ms"))
+            chain = json.loads((rm.tags or {}).get("eddyline.champions", "[]"))
+            chain += [mapping[v] for v in source._load(model)["champions"]]
+            self.client.set_registered_model_tag(model, "eddyline.champions", json.dumps(chain))
+            champ = source.champion(model)
+            if champ is not None:
+                self.client.set_registered_model_alias(model, CHAMPION, mapping[champ.version])
+            self.client.set_registered_model_tag(model, "eddyline.migrated", str(source.root))
+        return mapping
 
     def _promote(self, rm: Any, model: str, version: str, reason: str, outgoing_state: dict[str, Any] | None,
                  action_id: str | None) -> None:

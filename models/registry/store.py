@@ -184,6 +184,19 @@ class ModelRegistry:
         """
         return self._load(model)["history"]
 
+    def view(self, model: str) -> dict[str, Any]:
+        """One read of what a flow watches: the champion and the lineage.
+
+        Parameters
+        ----------
+        model
+            The model's name.
+        """
+        data = self._load(model)
+        v = data["champion"]
+        return {"champion": None if v is None else ModelVersion(model=model, **data["versions"][v]),
+                "history": data["history"]}
+
     def stamp(self, model: str) -> tuple[int, int, int]:
         """Changes whenever the registry of ``model`` changes (every write is a new file, and a longer one):
         cheap to poll, unlike reading it.

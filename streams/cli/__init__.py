@@ -247,8 +247,10 @@ _mount(produce_app, "audio", "streams.cli.audio:produce_command")
 _mount(app, "transcribe", "streams.cli.audio:transcribe_command")
 _mount(models_app, "train-sentiment", "models.sentiment.commands:train_command")
 _mount(models_app, "eval-sentiment", "models.sentiment.commands:eval_command")
-_mount(models_app, "rollback", "streams.flows.retraining:rollback_command")
-_mount(models_app, "list", "streams.flows.retraining:list_command")
+_mount(models_app, "rollback", "streams.cli.models:rollback_command")
+_mount(models_app, "list", "streams.cli.models:list_command")
+_mount(models_app, "migrate-registry", "streams.cli.models:migrate_command")
+_mount(models_app, "ui", "streams.cli.models:ui_command")
 _mount(alerts_app, "redrive", "streams.cli.alerts:redrive_command")
 
 

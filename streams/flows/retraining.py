@@ -15,8 +15,15 @@ model's own predictions and feedback) or a quality drop (the champion's log loss
 
 A promoted challenger serves at once: predictions carry its version. Every registry change carries an
 id derived from the trigger, so a replay after a crash does not register or promote twice. The
-registry is also watched: when ``eddyline models rollback`` changes the champion, the processor
-switches to it at its next batch and keeps the state the outgoing model had learned.
+registry is also watched: when ``eddyline models rollback`` (or anyone, e.g. in MLflow's UI) moves the
+champion, the processor switches to it at a following batch and keeps the state the outgoing model had
+learned.
+
+The registry is MLflow's (``[mlflow]``: the embedded store by default, or a team's server): the flow
+follows ``models:/clicks@champion``. Registry calls run off the hot path (``models.registry.outbox``):
+changes wait in the checkpointed queue while the server is down and are applied when it is back,
+and the champion alias is read every ``[mlflow] poll_s``. ``[retraining] registry_dir`` selects a local
+registry folder instead (applied inline).
 """
 
 from __future__ import annotations
@@ -25,17 +32,17 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
-import typer
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 from models.metrics import auc, log_loss
+from models import tracking
 from models.online import ClickModel
-from models.registry import ModelRegistry, RegistryError
+from models.registry import ModelRegistry, RegistryOutbox
 from schemas import CLICK, DRIFT, FEEDBACK, PREDICTION, derive_id
 from streams.flows.clicks import MODEL_NAME, ClickProcessor
 from streams.processor import Emit, Event, FlowSpec
@@ -47,7 +54,8 @@ class RetrainingSettings(Section):
     toml_table: ClassVar[str] = "retraining"
     model_config = SettingsConfigDict(env_prefix="EDDYLINE_RETRAINING_", extra="forbid")
 
-    registry_dir: Path = Field(Path(".eddyline/registry"), description="The local model registry.")
+    registry_dir: Path | None = Field(None, description="A local registry folder instead of MLflow's registry "
+                                      "([mlflow]); `eddyline models migrate-registry` moves one to MLflow.")
     retrain_on: list[str] = Field(["CONCEPT"], description="Drift kinds that start a retraining (CONCEPT, DATA).")
     train_window: int = Field(3000, gt=0, description="Latest outcomes a challenger is trained on.")
     min_fresh: int = Field(1500, ge=0, description="Outcomes after the trigger before training starts.")
@@ -70,16 +78,28 @@ class RetrainingClickProcessor(ClickProcessor):
     model_name, version, click_wait_ms
         As for ``ClickProcessor``.
     registry_dir
-        The model registry's folder.
+        A local model registry folder; None: MLflow's registry at ``tracking_uri``.
     policy
         ``RetrainingSettings`` fields that differ from the defaults (triggers, windows, margin).
+    tracking_uri
+        The MLflow registry (when ``registry_dir`` is None); None: ``models.tracking.tracking_uri()``.
+    poll_s, retry_s
+        How often the MLflow registry's champion alias is read, and a refused change retried.
     """
 
     def __init__(self, model_name: str = MODEL_NAME, version: str = "1", click_wait_ms: int = 30 * 60_000,
-                 registry_dir: str = ".eddyline/registry", policy: dict[str, Any] | None = None) -> None:
+                 registry_dir: str | None = None, policy: dict[str, Any] | None = None,
+                 tracking_uri: str | None = None, poll_s: float = 5.0, retry_s: float = 10.0) -> None:
         super().__init__(model_name, version, click_wait_ms)
-        self.registry_dir = str(registry_dir)
-        self.registry = ModelRegistry(registry_dir)
+        self.registry_dir = None if registry_dir is None else str(registry_dir)
+        self.tracking_uri, self.poll_s, self.retry_s = tracking_uri, poll_s, retry_s
+        if registry_dir is None:
+            from models.registry.mlflow_store import MlflowRegistry
+
+            self.outbox = RegistryOutbox(MlflowRegistry(tracking_uri), model_name, background=True, poll_s=poll_s,
+                                         retry_s=retry_s)
+        else:
+            self.outbox = RegistryOutbox(ModelRegistry(registry_dir), model_name)
         self.policy = RetrainingSettings(**(policy or {}))
         self.recent: deque[dict[str, Any]] = deque(maxlen=self.policy.train_window)
         self.phase = "serving"  # serving, collecting, shadow
@@ -93,43 +113,67 @@ class RetrainingClickProcessor(ClickProcessor):
         self.block: list[float] = []
         self.best_block: float | None = None
         self.ignored = {"other_model": 0, "kind": 0, "busy": 0}
-        self._stamp: tuple[int, int, int] | None = None
+        self._view: dict[str, Any] | None = None
         self.seen: int | None = None  # registry history entries already taken into account
+        self.initial_sent = False
+
+    @property
+    def registry(self) -> Any:
+        return self.outbox.registry
 
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "registry_dir": self.registry_dir, "policy": self.policy.policy()}
+        return {**super().params(), "registry_dir": self.registry_dir, "tracking_uri": self.tracking_uri,
+                "poll_s": self.poll_s, "retry_s": self.retry_s, "policy": self.policy.policy()}
 
     # registry
 
     def _sync(self) -> None:
         """Serve the registry's champion when someone else chose it: at a fresh start (registering this
-        model if it is new) and after ``eddyline models rollback``. Registry entries this processor made
-        itself (they carry action ids) are left alone: a processor restored from a checkpoint replays
-        its input and redoes them, arriving at the same champion with the same state."""
-        stamp = self.registry.stamp(self.model_name)
-        if stamp == self._stamp:
+        model if it is new) and after ``eddyline models rollback`` or an alias moved by hand. Registry
+        entries this processor made itself (they carry action ids) are left alone: a processor restored
+        from a checkpoint replays its input and redoes them, arriving at the same champion and state.
+        Only a read of the registry taken after all of this processor's own changes counts."""
+        self.outbox.serving = self.version
+        self.outbox.step()
+        self._registration()
+        view = self.outbox.settled()
+        if view is None or view is self._view:
             return
-        champ = self.registry.champion(self.model_name)
+        champ, history = view["champion"], view["history"]
         if champ is None:
-            champ = self.registry.register(self.model_name, self.model.snapshot(), reason="initial model",
-                                           champion=True, action_id=derive_id(self.model_name, "initial"))
-        history = self.registry.history(self.model_name)
-        external = self.seen is None or any(h.get("action_id") is None for h in history[self.seen :])
-        if external and champ.version != self.version:
+            if not self.initial_sent:
+                self.initial_sent = True
+                self.outbox.submit("register", artifact=self.model.snapshot(), reason="initial model", champion=True,
+                                   action_id=derive_id(self.model_name, "initial"))
+                self.outbox.step()
+                self._sync()
+            return
+        new = history[self.seen :] if self.seen is not None else history
+        ours = self.seen is not None and bool(new) and all(h.get("action_id") for h in new)
+        if champ.version != self.version and not ours:
+            if view["artifact"] is None:
+                return  # read again at the next poll
             if self.seen is not None:  # a change while serving: keep what the outgoing model learned
-                try:
-                    self.registry.save_state(self.model_name, self.version, self.model.snapshot())
-                except RegistryError:
-                    pass  # the outgoing version is not in this registry (a checkpoint from another one)
+                self.outbox.submit("save_state", version=self.version, state=self.model.snapshot())
             model = ClickModel(**self.model.params())
-            model.restore(self.registry.load_artifact(self.model_name, champ.version))
+            model.restore(view["artifact"])
             self.model, self.version = model, champ.version
             self._abandon()
-        self._seen_registry()
+        self._view, self.seen = view, len(history)
 
-    def _seen_registry(self) -> None:
-        self._stamp = self.registry.stamp(self.model_name)
-        self.seen = len(self.registry.history(self.model_name))
+    def _registration(self) -> None:
+        """A challenger waiting for its version number: start its shadow trial once the registry gave one."""
+        if self.phase != "registering" or self.trigger is None:
+            return
+        registered = self.outbox.result(derive_id(self.model_name, "register", self.trigger["id"]))
+        if registered is None:
+            return
+        if registered.status == "rolled_back":  # a replay of a trial whose winner was rolled back since
+            self._abandon()
+            self.quiet_until = self.outcomes + self.policy.cooldown
+            return
+        self.challenger_version, self.phase = registered.version, "shadow"
+        self.shadow = {"labels": [], "champion": [], "challenger": []}
 
     def _abandon(self) -> None:
         self.phase, self.trigger, self.challenger, self.challenger_version = "serving", None, None, None
@@ -179,6 +223,8 @@ class RetrainingClickProcessor(ClickProcessor):
             self.fresh += 1
             if self.fresh >= self.policy.min_fresh:
                 self._train()
+        elif self.phase == "registering" and self.challenger is not None:
+            self._teach(self.challenger, example)
         elif self.phase == "shadow" and self.challenger is not None:
             shadow = entry.get("shadow")
             if shadow is not None and shadow[0] == self.challenger_version:
@@ -213,19 +259,14 @@ class RetrainingClickProcessor(ClickProcessor):
         window = list(self.recent)
         for ex in window:
             self._teach(challenger, ex)
-        registered = self.registry.register(
-            self.model_name, challenger.snapshot(), reason=self.trigger["reason"], parent=self.version,
+        self.outbox.submit(
+            "register", artifact=challenger.snapshot(), reason=self.trigger["reason"], parent=self.version,
             info={"trigger_id": self.trigger["id"], "trained_on": len(window), "fresh_outcomes": self.fresh,
                   "shadow_events": self.policy.shadow_events, "margin": self.policy.margin, "metric": self.policy.metric},
             action_id=derive_id(self.model_name, "register", self.trigger["id"]))
-        self._seen_registry()
-        if registered.status == "rolled_back":  # a replay of a trial whose winner was rolled back since
-            self._abandon()
-            self.quiet_until = self.outcomes + self.policy.cooldown
-            return
-        self.challenger, self.challenger_version = challenger, registered.version
-        self.phase = "shadow"
-        self.shadow = {"labels": [], "champion": [], "challenger": []}
+        self.challenger, self.challenger_version, self.phase = challenger, None, "registering"
+        self.outbox.step()
+        self._registration()
 
     def _score(self, probs: list[float]) -> float:
         y = np.asarray(self.shadow["labels"])
@@ -244,14 +285,15 @@ class RetrainingClickProcessor(ClickProcessor):
                    f"(needs {self.policy.margin} better); trigger: {self.trigger['reason']}")
         tid = self.trigger["id"]
         if better >= self.policy.margin:
-            self.registry.promote(self.model_name, self.challenger_version, reason=f"promoted: {verdict}",
-                                  metrics=metrics, outgoing_state=self.model.snapshot(),
-                                  action_id=derive_id(self.model_name, "decide", tid))
+            self.outbox.submit("promote", version=self.challenger_version, reason=f"promoted: {verdict}",
+                               metrics=metrics, outgoing_state=self.model.snapshot(),
+                               action_id=derive_id(self.model_name, "decide", tid))
             self.model, self.version = self.challenger, self.challenger_version
         else:
-            self.registry.reject(self.model_name, self.challenger_version, reason=f"rejected: {verdict}",
-                                 metrics=metrics, action_id=derive_id(self.model_name, "decide", tid))
-        self._seen_registry()
+            self.outbox.submit("reject", version=self.challenger_version, reason=f"rejected: {verdict}",
+                               metrics=metrics, action_id=derive_id(self.model_name, "decide", tid))
+        self.outbox.serving = self.version
+        self.outbox.step()
         self._abandon()
         self.quiet_until = self.outcomes + self.policy.cooldown
 
@@ -263,7 +305,8 @@ class RetrainingClickProcessor(ClickProcessor):
             "fresh": self.fresh, "challenger": None if self.challenger is None else self.challenger.snapshot(),
             "challenger_version": self.challenger_version, "shadow": self.shadow, "outcomes": self.outcomes,
             "quiet_until": self.quiet_until, "block": self.block, "best_block": self.best_block,
-            "ignored": self.ignored, "seen": self.seen,
+            "ignored": self.ignored, "seen": self.seen, "initial_sent": self.initial_sent,
+            "registry_changes": self.outbox.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -276,7 +319,9 @@ class RetrainingClickProcessor(ClickProcessor):
         self.challenger_version, self.shadow = state["challenger_version"], state["shadow"]
         self.outcomes, self.quiet_until = int(state["outcomes"]), int(state["quiet_until"])
         self.block, self.best_block, self.ignored = list(state["block"]), state["best_block"], dict(state["ignored"])
-        self.seen = state["seen"]
+        self.seen, self.initial_sent = state["seen"], bool(state.get("initial_sent", False))
+        if "registry_changes" in state:
+            self.outbox.load(state["registry_changes"])
 
 
 def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registry_dir: Path | str | None = None,
@@ -289,56 +334,26 @@ def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registr
     model_name, click_wait_ms
         As for ``ClickProcessor``.
     registry_dir
-        The registry's folder (default: ``[retraining] registry_dir``).
+        A local registry folder (default: ``[retraining] registry_dir``; unset: MLflow's registry, ``[mlflow]``).
     policy
         ``RetrainingSettings`` fields that win over the settings.
     """
     from streams.apps.recommend import serve_from_settings
+    from streams.tracking import configure
 
     serve_from_settings()
     settings = RetrainingSettings()
-    folder = str(registry_dir if registry_dir is not None else settings.registry_dir)
+    mlflow = configure()
+    chosen = registry_dir if registry_dir is not None else settings.registry_dir
+    folder = None if chosen is None else str(chosen)
+    uri = None if folder is not None else tracking.tracking_uri()
     merged = settings.policy() | (policy or {})
     return FlowSpec(
         name="clicks",
         inputs={"clicks": CLICK, "drift": DRIFT},
-        make_processor=lambda _key: RetrainingClickProcessor(model_name, click_wait_ms=click_wait_ms,
-                                                             registry_dir=folder, policy=merged),
+        make_processor=lambda _key: RetrainingClickProcessor(
+            model_name, click_wait_ms=click_wait_ms, registry_dir=folder, policy=merged, tracking_uri=uri,
+            poll_s=mlflow.poll_s, retry_s=mlflow.retry_s),
         outputs={"predictions": PREDICTION, "feedback": FEEDBACK},
         key=lambda _event: model_name,
     )
-
-
-def _registry(registry_dir: Path | None) -> ModelRegistry:
-    return ModelRegistry(registry_dir if registry_dir is not None else RetrainingSettings().registry_dir)
-
-
-def rollback_command(
-    model: Annotated[str, typer.Argument(help="The model to roll back.")] = MODEL_NAME,
-    reason: Annotated[str, typer.Option(help="Why; kept in the registry's lineage.")] = "manual rollback",
-    registry_dir: Annotated[Path | None, typer.Option(help="Registry folder (default: [retraining] registry_dir).")] = None,
-) -> None:
-    """Restore the previous champion of MODEL; a running click flow switches to it at its next batch."""
-    reg = _registry(registry_dir)
-    current = reg.champion(model)
-    try:
-        restored = reg.rollback(model, reason=reason)
-    except RegistryError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"{model}: champion is version {restored.version} again (was {current.version if current else '-'})")
-
-
-def list_command(
-    model: Annotated[str, typer.Argument(help="The model.")] = MODEL_NAME,
-    registry_dir: Annotated[Path | None, typer.Option(help="Registry folder (default: [retraining] registry_dir).")] = None,
-) -> None:
-    """Every registered version of MODEL: status, parent, metrics and why it exists."""
-    reg = _registry(registry_dir)
-    versions = reg.versions(model)
-    if not versions:
-        typer.secho(f"error: no versions of {model!r} in {reg.root}", fg="red", err=True)
-        raise typer.Exit(2)
-    for v in versions:
-        metrics = " ".join(f"{k}={x:.4g}" for k, x in sorted(v.metrics.items()))
-        typer.echo(f"{v.version:>4} {v.status:<11} parent={v.parent or '-':<4} {metrics}  {v.reason}")

@@ -11,6 +11,7 @@ import pytest
 
 from connectors.movielens import Rating, click_events, load
 from models.registry import ModelRegistry
+from streams.cli import models as models_cli
 from streams.flows import drift, retraining
 from streams.flows.clicks import MODEL_NAME
 from streams.processor import Emit, Event, run_local
@@ -121,14 +122,14 @@ def test_a_replay_from_a_checkpoint_registers_nothing_twice_and_a_rollback_reach
     n_versions = len(reg.versions(MODEL_NAME))
     state = pickle.loads(drifted["checkpoint"])  # a crash after event 2000: state from there, input replayed
     for proc in state["procs"].values():  # against a copy of the registry, so that other tests see the original
-        proc.registry_dir, proc.registry = str(tmp_path), ModelRegistry(tmp_path)
+        proc.registry_dir, proc.outbox.registry = str(tmp_path), ModelRegistry(tmp_path)
     again = closed_loop(drifted["events"][2000:], tmp_path, state)
     assert again["clicks"] and len(reg.versions(MODEL_NAME)) == n_versions
     assert reg.champion(MODEL_NAME).version == "2"
     assert [h["action"] for h in reg.history(MODEL_NAME)] == [h["action"] for h in drifted["history"]]
     proc = state["procs"][MODEL_NAME]
     assert proc.version == "2"
-    retraining.rollback_command(MODEL_NAME, reason="test", registry_dir=tmp_path)
+    models_cli.rollback_command(MODEL_NAME, reason="test", registry_dir=tmp_path)
     spec = retraining.flow(registry_dir=tmp_path, policy=POLICY)
     emitted = run_local(spec, drifted["events"][:10], state["procs"])
     assert proc.version == "1" and {e.record["model_version"] for e in emitted if e.topic == "predictions"} == {"1"}
