@@ -5,3 +5,4 @@ from tests.fixtures.broker import *  # noqa: F403
 from tests.fixtures.mqtt import *  # noqa: F403
 from tests.fixtures.timeseries import *  # noqa: F403
 from tests.fixtures.s3 import *  # noqa: F403
+from tests.fixtures.mlflow import *  # noqa: F403

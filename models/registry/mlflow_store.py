@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from models import tracking
@@ -90,16 +91,18 @@ class MlflowRegistry:
         if not _NAME.match(model):
             raise RegistryError(f"bad model name {model!r}: letters, digits, '.', '_' and '-' only")
 
-    def _registered(self, model: str) -> Any | None:
+    def _registered(self, model: str) -> SimpleNamespace | None:
+        """The registered model's name, tags and aliases as one plain, writable snapshot (None if new)."""
         self._check(model)
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_registered_model(model)
+            rm = self.client.get_registered_model(model)
         except MlflowException as exc:
             if _missing(exc):
                 return None
             raise
+        return SimpleNamespace(name=rm.name, tags=dict(rm.tags or {}), aliases={k: str(v) for k, v in (rm.aliases or {}).items()})
 
     @staticmethod
     def _as_version(model: str, mv: Any) -> ModelVersion:
@@ -236,7 +239,7 @@ class MlflowRegistry:
         except MlflowException as exc:
             if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
-        return self.client.get_registered_model(model)
+        return self._registered(model)
 
     def _done(self, rm: Any, action_id: str | None) -> bool:
         return action_id is not None and f"eddyline.action.{action_id}" in (rm.tags or {})
@@ -317,7 +320,7 @@ class MlflowRegistry:
         with tracking.run(f"eddyline/{model}", f"{model} {reason}"[:250], uri=self.uri,
                           tags={"eddyline.model": model, "eddyline.parent": parent or ""}) as run:
             if not run.active:
-                raise RegistryError(f"cannot reach the MLflow registry at {self.uri}")
+                raise ConnectionError(f"cannot reach the MLflow registry at {self.uri}")
             run.params(info)
             run.metrics(metrics)
             self.client.log_dict(run.run_id, artifact, "model/artifact.json")

@@ -61,6 +61,7 @@ class RegistryOutbox:
         self._thread: threading.Thread | None = None
         self._view: dict[str, Any] | None = None
         self._stamp: Any = None
+        self._closed = False
 
     def __getstate__(self) -> dict[str, Any]:
         keep = ("registry", "model", "background", "poll_s", "retry_s", "serving", "_pending", "_results", "_submitted")
@@ -129,6 +130,11 @@ class RegistryOutbox:
             self._refresh()
             self._stamp = stamp
 
+    def close(self) -> None:
+        """Stop the background thread (what is still queued stays in ``state()``)."""
+        self._closed = True
+        self._wake.set()
+
     def state(self) -> dict[str, Any]:
         """The queue and unread results as plain data, for the flow's checkpoint."""
         with self._lock:
@@ -164,7 +170,7 @@ class RegistryOutbox:
 
     def _drain(self) -> int:
         applied = 0
-        while True:
+        while not self._closed:
             with self._lock:
                 if not self._pending:
                     return applied
@@ -179,6 +185,7 @@ class RegistryOutbox:
                 if self._pending and self._pending[0] is change:
                     self._pending.pop(0)
             applied += 1
+        return applied
 
     def _refresh(self) -> None:
         with self._lock:
@@ -197,7 +204,7 @@ class RegistryOutbox:
     def _loop(self) -> None:
         from models.tracking import warn_once
 
-        while True:
+        while not self._closed:
             try:
                 self._drain()
                 self._refresh()

@@ -148,9 +148,10 @@ class RetrainingClickProcessor(ClickProcessor):
                 self.outbox.step()
                 self._sync()
             return
-        new = history[self.seen :] if self.seen is not None else history
-        ours = self.seen is not None and bool(new) and all(h.get("action_id") for h in new)
-        if champ.version != self.version and not ours:
+        recorded = next((h["version"] for h in reversed(history) if h["action"] in ("promoted", "rolled_back")), None)
+        external = (self.seen is None or champ.version != recorded  # an alias moved by hand
+                    or any(h.get("action_id") is None for h in history[self.seen :]))
+        if external and champ.version != self.version:
             if view["artifact"] is None:
                 return  # read again at the next poll
             if self.seen is not None:  # a change while serving: keep what the outgoing model learned
