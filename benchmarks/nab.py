@@ -330,10 +330,29 @@ def run_cv(
                     for p in nab.PROFILES
                 },
             }
+            track_cv_choices(det, summary["detectors"][det], data_dir)
     summary["best_cv_standard"] = max(summary["detectors"], key=lambda d: summary["detectors"][d]["cv"]["standard"])
     if json_path is not None:
         Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def track_cv_choices(detector: str, result: dict[str, Any], data_dir: Path) -> None:
+    """One MLflow run per fold: the parameters cross-validation chose without the held-out category, per
+    profile, and the scores they got on it (experiment ``eddyline/nab-cv``)."""
+    from models.tracking import log_training
+
+    for i, held_out in enumerate(f["held_out"] for f in result["folds"]["standard"]):
+        folds = {p: result["folds"][p][i] for p in nab.PROFILES}
+        files = folds["standard"]["files"]
+        total = sum(f["files"] for f in result["folds"]["standard"])
+        log_training(
+            "eddyline/nab-cv", f"{detector} without {held_out}", tags={"detector": detector, "held_out": held_out},
+            params={"detector": detector, "held_out": held_out, "grid_size": len(result["grid"]),
+                    "chosen": {p: {"candidate": f["candidate"], "threshold": f["threshold"]} for p, f in folds.items()}},
+            metrics={p: {k: f[k] for k in ("train_score", "score", "raw", "fp")} for p, f in folds.items()},
+            datasets=[("nab", str(data_dir), "train: the other categories", total - files),
+                      ("nab", f"{data_dir}/data/{held_out}", "test: held-out category", files)])
 
 
 SHORT = {"standard": "standard", "reward_low_FP_rate": "low FP", "reward_low_FN_rate": "low FN"}

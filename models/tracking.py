@@ -320,6 +320,67 @@ def run(experiment: str, name: str, *, tags: dict[str, str] | None = None, uri: 
         current._call("end run", c.set_terminated if c else None, run_id, status)
 
 
+def numbers(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of nested plain data, with dotted names (``accuracy.movie`` = ``0.86``).
+
+    Parameters
+    ----------
+    values
+        Plain data (an evaluation's output).
+    prefix
+        Put before every name.
+    """
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(numbers(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def log_training(experiment: str, name: str, *, params: dict[str, Any], metrics: dict[str, Any] | None = None,
+                 series: dict[str, list[float]] | None = None, datasets: list[tuple[str, str, str, int]] = (),
+                 artifacts: list[Path | str] = (), tags: dict[str, str] | None = None) -> str | None:
+    """Record a finished training or evaluation as one run, in one call (the hook a training adds at its end).
+
+    Parameters
+    ----------
+    experiment, name
+        Where and what: ``eddyline/sentiment``, ``train-sentiment``.
+    params
+        What it used (nested dicts are flattened).
+    metrics
+        What it reached; nested numbers are flattened (``accuracy.movie``), the rest ignored.
+    series
+        Metrics per step: name to values for steps 1, 2, ... (a loss per epoch, a score per fold).
+    datasets
+        ``(name, source, split, rows)`` per dataset it read.
+    artifacts
+        Files to keep with the run (model card, ONNX file, evaluation JSON); missing ones are skipped.
+    tags
+        Tags for the run.
+
+    Returns
+    -------
+    str or None
+        The run's id, None when the store could not be reached.
+    """
+    with run(experiment, name, tags=tags) as current:
+        current.params(params)
+        current.metrics(numbers(metrics or {}))
+        for metric, values in (series or {}).items():
+            for step, value in enumerate(values, start=1):
+                current.metrics({metric: value}, step=step)
+        for dataset in datasets:
+            current.data(*dataset)
+        for path in artifacts:
+            if Path(path).is_file():
+                current.artifact(path)
+    return current.run_id
+
+
 def log_json_file(current: Run, path: Path | str) -> None:
     """Keep a JSON file as an artifact and its top-level numbers as metrics (an evaluation's output).
 

@@ -6,3 +6,20 @@ from tests.fixtures.mqtt import *  # noqa: F403
 from tests.fixtures.timeseries import *  # noqa: F403
 from tests.fixtures.s3 import *  # noqa: F403
 from tests.fixtures.mlflow import *  # noqa: F403
+
+
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory):
+    """Trainings in tests record their runs in a store of their own, not in the checkout's .eddyline/mlflow."""
+    if "MLFLOW_TRACKING_URI" in os.environ:
+        yield os.environ["MLFLOW_TRACKING_URI"]
+        return
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    del os.environ["MLFLOW_TRACKING_URI"]

@@ -161,6 +161,7 @@ def train(
         optim, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     )
     step, stopped_early, loss_ema, t_train = 0, False, None, time.perf_counter()
+    epoch_losses: list[float] = []
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress)
     for epoch in range(epochs):
         epoch_started, epoch_steps = time.perf_counter(), step
@@ -193,6 +194,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_ema:.3f}")
         bar.clear()
+        epoch_losses.append(float("nan") if loss_ema is None else loss_ema)
         steps.record(f"train epoch {epoch + 1}/{epochs}", time.perf_counter() - epoch_started,
                      f"{step - epoch_steps} steps, loss {loss_ema if loss_ema is not None else float('nan'):.3f}"
                      + (" (stopped by the time budget)" if stopped_early else ""))
@@ -236,6 +238,13 @@ def train(
                               f"{ev['polar_accuracy'].get('movie', float('nan')):.3f}, ECE {ev['ece']:.3f}")
     (out / "training.json").write_text(json.dumps(info, indent=2, default=str))
     (out / "MODEL_CARD.md").write_text(model_card(info, test_set))
+    from models.tracking import log_training
+
+    log_training("eddyline/sentiment", "train-sentiment", params={k: v for k, v in info.items() if k != "evaluation"},
+                 metrics={"test": info.get("evaluation", {})}, series={"train_loss": epoch_losses},
+                 datasets=[("vader-sentences", "vaderSentiment:hutto_ICWSM_2014", "train", len(train_set)),
+                           ("vader-sentences", "vaderSentiment:hutto_ICWSM_2014", "test", len(test_set))],
+                 artifacts=[out / "MODEL_CARD.md", out / ONNX_FILE, out / "eval.json", out / "training.json"])
     return info
 
 

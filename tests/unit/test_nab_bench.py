@@ -66,10 +66,20 @@ def test_detector_throughput_reports_every_detector(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "d.json").read_text()) == summary
 
 
-def test_bench_nab_cv_writes_folds_and_reuses_its_cache(small_nab: Path, tmp_path: Path) -> None:
+def test_bench_nab_cv_writes_folds_and_reuses_its_cache(small_nab: Path, tmp_path: Path, monkeypatch) -> None:
+    from models import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.embedded_uri(tmp_path / "mlflow"))
     grids = {"gauss": [{}, {"alpha": 0.03}]}
     cache, js = tmp_path / "cache", tmp_path / "s.json"
     summary = bench_nab.run_cv(small_nab, ["gauss"], cache_dir=cache, json_path=js, progress=False, grids=grids)
+    client = tracking.client()
+    runs = client.search_runs([client.get_experiment_by_name("eddyline/nab-cv").experiment_id])
+    assert sorted(r.data.tags["held_out"] for r in runs) == summary["categories"]  # a run per fold's choice
+    chosen = next(r for r in runs if r.data.tags["held_out"] == "realAdExchange")
+    fold = summary["detectors"]["gauss"]["folds"]["standard"][1]
+    assert chosen.data.params["chosen.standard.candidate"] == fold["candidate"]
+    assert chosen.data.metrics["standard.train_score"] == fold["train_score"]
     assert json.loads(js.read_text()) == summary
     assert summary["categories"] == ["artificialNoAnomaly", "realAdExchange"]
     g = summary["detectors"]["gauss"]
