@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -155,7 +156,39 @@ def _build_model(args: argparse.Namespace) -> int:
     series = training_windows_from_csv(args.csv) if args.csv else None
     path = build_model(args.out, window=args.window, series=series)
     print(f"wrote {path}")
+    _track_build(path, args, len(series) if series is not None else None)
     return 0
+
+
+def _track_build(path: Path, args: argparse.Namespace, windows: int | None) -> None:
+    """Record the build as an MLflow run (experiment ``eddyline/edge-model``) where mlflow is installed: a
+    development machine, never a device. ``[mlflow]`` says where; a store that cannot be reached is skipped."""
+    try:
+        import mlflow
+    except ImportError:
+        return
+    from connectors.config import MlflowSettings
+
+    settings = MlflowSettings()
+    store = settings.store_dir.resolve()
+    uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store / 'mlflow.db'}"
+    try:
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(uri)
+        if mlflow.get_experiment_by_name("eddyline/edge-model") is None:
+            where = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / "eddyline_edge-model").as_uri() \
+                if uri.startswith("sqlite:///") else None
+            mlflow.create_experiment("eddyline/edge-model", artifact_location=where)
+        mlflow.set_experiment("eddyline/edge-model")
+        with mlflow.start_run(run_name="build-model"):
+            mlflow.log_params({"window": args.window, "data.train.source": str(args.csv or "synthetic normal"),
+                               "data.train.windows": windows if windows is not None else "synthetic"})
+            mlflow.log_metric("model_bytes", path.stat().st_size)
+            mlflow.log_artifact(str(path))
+        print(f"recorded in MLflow at {uri} (experiment eddyline/edge-model)")
+    except Exception as exc:  # the model is built; tracking is a record of it, not a condition
+        print(f"eddyline-edge: not recorded in MLflow at {uri}: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

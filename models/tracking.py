@@ -122,7 +122,7 @@ def experiment_id(mlflow_client: Any, name: str) -> str:
         return mlflow_client.get_experiment_by_name(name).experiment_id
 
 
-def warn_once(what: str, exc: BaseException) -> None:
+def warn_once(what: str, exc: BaseException, uri: str | None = None) -> None:
     """Log that the store is unreachable once per kind of call, not once per event.
 
     Parameters
@@ -131,11 +131,13 @@ def warn_once(what: str, exc: BaseException) -> None:
         The kind of call that failed.
     exc
         Why.
+    uri
+        The store (default: ``tracking_uri()``).
     """
     if what not in _warned:
         _warned.add(what)
         log.warning("MLflow at %s: %s failed (%s); carrying on without it and retrying later",
-                    tracking_uri(), what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    uri or tracking_uri(), what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def flat(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -179,11 +181,11 @@ class Run:
     def active(self) -> bool:
         return self.run_id is not None
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.run_id is None:
             return None
         try:
-            return fn(*args, **kwargs)
+            return getattr(self.client, method)(*args, **kwargs)
         except Exception as exc:  # tracking degrades, the training goes on
             warn_once(what, exc)
             return None
@@ -200,7 +202,7 @@ class Run:
 
         params = [Param(k, v[:6000]) for k, v in flat(values).items()]
         for start in range(0, len(params), 100):
-            self._call("log params", self.client.log_batch, self.run_id, params=params[start : start + 100])
+            self._call("log params", "log_batch", self.run_id, params=params[start : start + 100])
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         """Log metrics, at ``step`` (an epoch, a window, a fold) when they form a series.
@@ -216,7 +218,7 @@ class Run:
 
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step or 0) for k, v in values.items() if v is not None]
-        self._call("log metrics", self.client.log_batch, self.run_id, metrics=metrics)
+        self._call("log metrics", "log_batch", self.run_id, metrics=metrics)
 
     def data(self, name: str, source: str, split: str, rows: int, digest: str | None = None) -> None:
         """Record a dataset the run used: where it came from, which split, how many rows.
@@ -239,7 +241,7 @@ class Run:
         digest = digest or hashlib.sha256(f"{name}|{source}|{split}|{rows}".encode()).hexdigest()[:16]
         dataset = Dataset(name=name, digest=digest, source_type="local" if "://" not in source else "uri",
                           source=json.dumps({"uri": source}), profile=json.dumps({"num_rows": rows}))
-        self._call("log dataset", self.client.log_inputs, self.run_id,
+        self._call("log dataset", "log_inputs", self.run_id,
                    datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", split)])])
         self.params({f"data.{split}.source": source, f"data.{split}.rows": rows})
 
@@ -253,7 +255,7 @@ class Run:
         folder
             A folder inside the run's artifacts.
         """
-        self._call("log artifact", self.client.log_artifact, self.run_id, str(path), folder)
+        self._call("log artifact", "log_artifact", self.run_id, str(path), folder)
 
     def json(self, data: Any, name: str) -> None:
         """Keep plain data as a JSON artifact (e.g. ``evaluation.json``).
@@ -265,7 +267,7 @@ class Run:
         name
             The artifact's path inside the run.
         """
-        self._call("log artifact", self.client.log_dict, self.run_id, data, name)
+        self._call("log artifact", "log_dict", self.run_id, data, name)
 
     def tag(self, key: str, value: str) -> None:
         """Set a tag on the run.
@@ -275,7 +277,7 @@ class Run:
         key, value
             The tag.
         """
-        self._call("set tag", self.client.set_tag, self.run_id, key, value)
+        self._call("set tag", "set_tag", self.run_id, key, value)
 
 
 @contextmanager
@@ -309,7 +311,7 @@ def run(experiment: str, name: str, *, tags: dict[str, str] | None = None, uri: 
         exp = experiment_id(c, experiment)
         run_id = c.create_run(exp, run_name=name, tags={"eddyline.source": "eddyline", **(tags or {})}).info.run_id
     except Exception as exc:
-        warn_once("start a run", exc)
+        warn_once("start a run", exc, uri)
         c, run_id = None, None
     current = Run(c, run_id)
     status = "FAILED"
@@ -317,7 +319,7 @@ def run(experiment: str, name: str, *, tags: dict[str, str] | None = None, uri: 
         yield current
         status = "FINISHED"
     finally:
-        current._call("end run", c.set_terminated if c else None, run_id, status)
+        current._call("end run", "set_terminated", run_id, status)
 
 
 def numbers(values: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -1,0 +1,67 @@
+"""Tracking on MLflow's embedded store: runs with params, metrics per step, datasets and artifacts; an
+unreachable store never stops a training; the edge model build is recorded where mlflow is installed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from connectors.broker import free_port
+from models import tracking
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_training_run_keeps_params_metrics_per_step_datasets_and_artifacts(tmp_path: Path) -> None:
+    uri = tracking.embedded_uri(tmp_path / "store")
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text("# a card\n")
+    tracking.configure(uri)
+    try:
+        run_id = tracking.log_training(
+            "eddyline/test", "fit", params={"model": {"dim": 32}, "epochs": 2},
+            metrics={"test": {"accuracy": {"movie": 0.8}, "note": "text is skipped"}},
+            series={"train_loss": [0.9, 0.5]}, datasets=[("sentences", "pkg:file", "train", 100)],
+            artifacts=[card, tmp_path / "missing.onnx"])
+    finally:
+        tracking.configure(None)
+    client = tracking.client(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.dim"] == "32" and run.data.params["data.train.rows"] == "100"
+    assert run.data.metrics["test.accuracy.movie"] == 0.8
+    assert [m.value for m in client.get_metric_history(run_id, "train_loss")] == [0.9, 0.5]
+    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2]
+    assert run.inputs.dataset_inputs[0].dataset.name == "sentences"
+    assert run.inputs.dataset_inputs[0].tags[0].value == "train"
+    assert [f.path for f in client.list_artifacts(run_id)] == ["MODEL_CARD.md"]
+    assert (tmp_path / "store" / "artifacts").is_dir()  # beside the database, not in the working directory
+
+
+def test_an_unreachable_server_skips_the_run_and_the_training_goes_on(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://127.0.0.1:{free_port()}"
+    with tracking.run("eddyline/test", "offline", uri=uri) as r:
+        r.params({"a": 1})
+        r.metrics({"loss": 1.0}, step=1)
+    assert not r.active
+    assert "carrying on without it" in caplog.text
+
+
+def test_the_edge_model_build_is_recorded(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    uri = tracking.embedded_uri(tmp_path / "store")
+    done = subprocess.run([sys.executable, "-m", "edge_agent.cli", "build-model", "--out", str(tmp_path / "m.onnx")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri})
+    assert done.returncode == 0, done.stderr
+    client = tracking.client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("eddyline/edge-model").experiment_id])
+    assert len(runs) == 1 and runs[0].data.params["window"] == "16"
+    assert [f.path for f in client.list_artifacts(runs[0].info.run_id)] == ["m.onnx"]
+    assert not (tmp_path / "mlruns").exists()
+    assert json.dumps(runs[0].data.metrics) and runs[0].data.metrics["model_bytes"] > 0
