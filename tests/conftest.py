@@ -1,16 +1,16 @@
 """Shared fixtures: real servers on 127.0.0.1, started once per session and stopped after."""
 
+import os
+
+import pytest
+
 from tests.fixtures.alerts import *  # noqa: F403
 from tests.fixtures.broker import *  # noqa: F403
-from tests.fixtures.mqtt import *  # noqa: F403
-from tests.fixtures.timeseries import *  # noqa: F403
-from tests.fixtures.s3 import *  # noqa: F403
+from tests.fixtures.browser import *  # noqa: F403
 from tests.fixtures.mlflow import *  # noqa: F403
-
-
-import os  # noqa: E402
-
-import pytest  # noqa: E402
+from tests.fixtures.mqtt import *  # noqa: F403
+from tests.fixtures.s3 import *  # noqa: F403
+from tests.fixtures.timeseries import *  # noqa: F403
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,7 +12,6 @@ sentiment. Screenshots go to tests/artifacts/.
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from streams.flows.sensor_anomaly import sensor_anomaly_flow
 from streams.producers.simulator import SensorSimulator
 
 pytestmark = pytest.mark.integration
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PANELS = ("anomalies", "alerts", "sentiment", "quality", "drift")
 T0 = 1_700_000_000_000
@@ -132,33 +130,6 @@ def first_batch() -> tuple[list[Emit], list[Emit]]:
         for s, v in enumerate(scores)
     ]
     return emits, [Emit(e.topic, e.key, PREDICTION if e.topic == "predictions" else FEEDBACK, e.record) for e in events]
-
-
-@pytest.fixture
-def chromium(tmp_path: Path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(  # a fresh profile in the test's own folder
-            str(tmp_path / "chromium-profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            viewport={"width": 1400, "height": 1100},
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def rows(page: Any, panel: str) -> int:
