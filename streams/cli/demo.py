@@ -188,6 +188,56 @@ def _play_calls(settings: KafkaSettings, folder: Path) -> None:
     produce_calls(settings, calls, speed=2.0, chunk_ms=200)
 
 
+class ClickTrial(threading.Thread):
+    """The click model's retraining loop, in process, on MovieLens clicks whose tastes turn around halfway:
+    the drift flow finds it, a challenger is trained, registered and tried in shadow, the better one
+    becomes the champion. Trainings and versions go to MLflow (``[mlflow]``: the embedded store by default)."""
+
+    def __init__(self, events: int = 8000) -> None:
+        super().__init__(daemon=True, name="click-trial")
+        self.events, self.error = events, None
+        self.result: dict[str, Any] = {}
+
+    def run(self) -> None:
+        try:
+            self.result = self._trial()
+        except Exception as exc:  # the demo goes on; the summary says what failed
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _trial(self) -> dict[str, Any]:
+        from dataclasses import replace
+
+        from connectors.movielens import click_events, load
+        from models import tracking
+        from streams.flows import drift, retraining
+        from streams.flows.clicks import MODEL_NAME
+        from streams.processor import Event, run_local
+
+        ratings = load(limit=self.events)
+        half = len(ratings) // 2
+        turned = ratings[:half] + [replace(r, rating=1.0 if r.liked else 5.0) for r in ratings[half:]]
+        events = [Event("clicks", e["user_id"], e) for e in click_events(turned)]
+        policy = {"train_window": 1000, "min_fresh": 1000, "shadow_events": 1000, "margin": 0.01, "quality_drop": 10.0}
+        spec, drift_spec = retraining.flow(policy=policy), drift.flow()
+        procs: dict[str, Any] = {}
+        dprocs: dict[str, Any] = {}
+        pending: list[Event] = []
+        for start in range(0, len(events), 500):
+            emitted = run_local(spec, pending + events[start : start + 500], procs)
+            found = run_local(drift_spec, [Event(e.topic, e.key, e.record) for e in emitted], dprocs)
+            pending = [Event(e.topic, e.key, e.record) for e in found if e.topic == "drift"]
+            deadline = time.monotonic() + 60  # live, registry changes land between batches
+            while procs[MODEL_NAME].outbox.settled() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+        proc = procs[MODEL_NAME]
+        proc.outbox.close()
+        registry = proc.registry
+        champion = registry.champion(MODEL_NAME)
+        return {"tracking_uri": tracking.tracking_uri(), "model": MODEL_NAME,
+                "versions": len(registry.versions(MODEL_NAME)), "champion": champion.version if champion else None,
+                "serving": proc.version, "pending_registry_changes": proc.outbox.pending}
+
+
 def run_demo(
     *,
     duration: float | None,
@@ -234,6 +284,8 @@ def run_demo(
             calling = threading.Thread(target=_play_calls, args=(settings, CALLS_DIR), daemon=True)
         watcher = OutputWatcher(settings)
         watcher.start()
+        trial = ClickTrial()
+        trial.start()
         if audio is not None:
             calling.start()
         producer = SensorProducer(settings, devices=devices, rate=rate, bad_events=bad_events)
@@ -292,6 +344,10 @@ def run_demo(
                 while time.monotonic() < deadline and receiver.counts["pagerduty_events"] < watcher.alert_events:
                     screen.update(table("delivering alerts"))
                     time.sleep(0.25)
+                deadline = time.monotonic() + 180.0  # the click model's trial ends
+                while trial.is_alive() and time.monotonic() < deadline:
+                    screen.update(table("click model trial"))
+                    trial.join(0.25)
         finally:
             signal.signal(signal.SIGINT, previous)
             _stop_process(flow)
@@ -325,6 +381,7 @@ def run_demo(
             "injected_anomalies": len(injected),
             "detected_injected_anomalies": detected,
             "work_dir": str(work),
+            "mlflow": trial.result or {"error": trial.error or "the click model's trial did not finish"},
         }
     console.print(table("done"))
     ratio = detected / len(injected) if injected else float("nan")
@@ -336,6 +393,12 @@ def run_demo(
     if summary["first_alert"] is not None:
         first = summary["first_alert"]
         console.print(f"first alert: {first['summary']}\n  why: {first['why'] or 'no explanation'}")
+    m = summary["mlflow"]
+    if "versions" in m:
+        console.print(f"MLflow: {m['versions']} versions of {m['model']} (champion {m['champion']}) and their training "
+                      f"runs in {m['tracking_uri']}; browse them with `eddyline models ui`")
+    else:
+        console.print(f"MLflow: the click model's trial failed: {m['error']}")
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
