@@ -396,7 +396,7 @@ def run_demo(
     m = summary["mlflow"]
     if "versions" in m:
         console.print(f"MLflow: {m['versions']} versions of {m['model']} (champion {m['champion']}) and their training "
-                      f"runs in {m['tracking_uri']}; browse them with `eddyline models ui`")
+                      f"runs in {m['tracking_uri']}; browse them with `eddyline models ui`", soft_wrap=True)
     else:
         console.print(f"MLflow: the click model's trial failed: {m['error']}")
     if summary_json is not None:
