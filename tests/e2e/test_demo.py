@@ -84,6 +84,6 @@ def test_the_click_models_trainings_and_versions_are_in_mlflow_and_the_summary_s
     assert m.get("versions", 0) >= 2 and m["champion"] is not None and m["pending_registry_changes"] == 0, m
     assert f"in {m['tracking_uri']}; browse them with `eddyline models ui`" in done.stdout + done.stderr
     client = MlflowClient(tracking_uri=m["tracking_uri"], registry_uri=m["tracking_uri"])
-    assert client.get_model_version_by_alias(m["model"], "champion").version == m["champion"]
+    assert str(client.get_model_version_by_alias(m["model"], "champion").version) == m["champion"]
     experiment = client.get_experiment_by_name(f"eddyline/{m['model']}").experiment_id
     assert len(client.search_runs([experiment])) >= m["versions"]  # each version's training is a run
