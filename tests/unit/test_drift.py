@@ -93,11 +93,26 @@ def test_the_ensemble_alarms_on_a_rising_error_rate_only() -> None:
     assert len(hits) == 1 and 6000 <= hits[0] < 6400
 
 
+def test_adwin_takes_its_binary_delta_only_while_the_stream_is_binary() -> None:
+    from models.drift.members import make_member
+
+    errors = _falling_then_rising_errors()
+    loose = make_member("adwin", direction="rises_on_binary", delta=1e-9, delta_binary=0.01).update(errors)
+    strict = make_member("adwin", direction="rises_on_binary", delta=1e-9).update(errors)
+    assert len(loose) >= 1 and 6000 <= loose[0] < 6400 and (len(strict) == 0 or strict[0] > loose[0])
+    rng = np.random.default_rng(9)
+    x = np.r_[rng.normal(0.0, 1.0, 3000), rng.normal(0.3, 1.0, 3000)]  # continuous: the strict delta rules
+    assert list(make_member("adwin", direction="rises_on_binary", delta=1e-9, delta_binary=0.5).update(x)) == list(
+        make_member("adwin", delta=1e-9).update(x))
+
+
 def test_direction_is_checked() -> None:
     with pytest.raises(ValueError, match="direction"):
         make_detector("cusum", direction="sideways")
     with pytest.raises(ValueError, match="direction"):
         make_detector("page_hinkley", direction="rises_on_binary")
+    with pytest.raises(ValueError, match="delta_binary"):
+        make_detector("adwin", delta_binary=0.01)
 
 
 @pytest.mark.parametrize("name", ["cusum", "ours", "adwin"])
