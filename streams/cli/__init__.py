@@ -29,6 +29,8 @@ app.add_typer(alerts_app, name="alerts")
 bridge_app = typer.Typer(help="Bridges from where devices already publish (MQTT) into Kafka.", no_args_is_help=True)
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(models_app, name="models")
+security_app = typer.Typer(help="Model security: sources the online learners do not learn from.", no_args_is_help=True)
+app.add_typer(security_app, name="security")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -250,6 +252,8 @@ _mount(models_app, "eval-sentiment", "models.sentiment.commands:eval_command")
 _mount(models_app, "rollback", "streams.flows.retraining:rollback_command")
 _mount(models_app, "list", "streams.flows.retraining:list_command")
 _mount(alerts_app, "redrive", "streams.cli.alerts:redrive_command")
+_mount(security_app, "list", "streams.cli.security:list_command")
+_mount(security_app, "release", "streams.cli.security:release_command")
 
 
 def main() -> None:  # pragma: no cover

@@ -42,6 +42,12 @@ def _drift() -> FlowSpec:
     return spec
 
 
+def _model_security() -> FlowSpec:
+    from streams.flows.model_security import ModelSecuritySettings, flow
+
+    return flow(ModelSecuritySettings().limits())
+
+
 def _quality() -> FlowSpec:
     from connectors.influx import InfluxSettings
     from streams.flows.clicks import MODEL_NAME
@@ -72,6 +78,7 @@ FLOWS: dict[str, Callable[[], FlowSpec]] = {
     "clicks": _clicks,
     "drift": _drift,
     "quality": _quality,
+    "model-security": _model_security,
 }
 
 
@@ -91,7 +98,7 @@ def flow_spec(name: str) -> FlowSpec:
     Parameters
     ----------
     name
-        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``; an unknown name
+        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``, ``model-security``; an unknown name
         raises ``ValueError`` listing the known ones.
 
     Examples
@@ -103,7 +110,7 @@ def flow_spec(name: str) -> FlowSpec:
     >>> flow_spec("anomly")
     Traceback (most recent call last):
     ...
-    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, quality, sentiment
+    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, model-security, quality, sentiment
     """
     try:
         return FLOWS[name]()
