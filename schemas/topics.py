@@ -16,6 +16,7 @@ TOPICS: dict[str, str] = {
 }
 INPUT_TOPICS = (
     "sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback", "device.health",
+    "security.quarantine",
 )
 COMPACTED_TOPICS = ("security.quarantine",)  # the latest record per key is what counts: created compacted
 DLQ_PREFIX = "dlq."
