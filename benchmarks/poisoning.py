@@ -185,7 +185,8 @@ def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1000, help="replay only the first N ratings")] = None,
     ratio: Annotated[float, typer.Option("--ratio", min=0.01, help="attack events per honest event")] = 1.0,
-    lag: Annotated[int, typer.Option("--lag", min=0, help="events between a verdict and the click flow obeying it")] = 500,
+    lag: Annotated[int, typer.Option("--lag", min=0,
+                                     help="events between a verdict and the click flow obeying it")] = 500,
 ) -> None:
     """AUC of the online click model on MovieLens: clean, under a click-flood attack, and with the defence."""
     print_table(run(json_path, limit, ratio=ratio, lag=lag))

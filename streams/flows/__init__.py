@@ -98,8 +98,8 @@ def flow_spec(name: str) -> FlowSpec:
     Parameters
     ----------
     name
-        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``, ``model-security``; an unknown name
-        raises ``ValueError`` listing the known ones.
+        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``, ``model-security``; an
+        unknown name raises ``ValueError`` listing the known ones.
 
     Examples
     --------

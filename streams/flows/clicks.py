@@ -124,7 +124,8 @@ class ClickProcessor(Processor):
         }
         out = [Emit("predictions", self.model_name, PREDICTION, pred)]
         entry = {"pred_id": pred_id, "user": user, "producer": rec.get("producer", ""), "item": item,
-                 "genres": list(genres), "x": x.tolist(), "time": int(rec["event_time"]), "rating": rec.get("rating"), "p": p}
+                 "genres": list(genres), "x": x.tolist(), "time": int(rec["event_time"]), "rating": rec.get("rating"),
+                 "p": p}
         self._predicted(entry)
         if rec.get("rating") is not None:
             out.extend(self._learn(entry, 1.0 if rec["rating"] >= LIKE else 0.0, rec["event_time"]))

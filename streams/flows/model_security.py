@@ -13,6 +13,7 @@ event. Its state is bounded (``PoisonLimits.max_sources``, ``max_items``, least 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -20,7 +21,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
-from models.security import PoisonDetector, PoisonLimits, Verdict
+from models.security import PoisonDetector, PoisonLimits, Verdict, parse_source
 from schemas import ALERT, CLICK, QUARANTINE, derive_id
 from streams.flows.clicks import LIKE, QUARANTINE_TOPIC
 from streams.processor import Emit, Event, FlowSpec, Processor
@@ -29,6 +30,7 @@ FLOW = "model-security"
 PRODUCER = "eddyline/model_security"
 ALERTS_TOPIC = "alerts"
 KEY = "clicks"  # the one state key: every click event goes to the same detector
+log = logging.getLogger(__name__)
 
 
 class ModelSecuritySettings(Section):
@@ -80,6 +82,7 @@ class ModelSecurityProcessor(Processor):
         self.limits = dict(limits or {})
         self.detector = PoisonDetector(PoisonLimits(**self.limits))
         self.watermark = 0
+        self.ignored = 0  # quarantine-list records naming no source this flow knows how to watch
 
     def params(self) -> dict[str, Any]:
         return {"limits": self.limits}
@@ -99,6 +102,12 @@ class ModelSecurityProcessor(Processor):
 
     def _standing(self, rec: dict[str, Any]) -> list[Emit]:
         source = rec["source"]
+        try:
+            parse_source(source)
+        except ValueError as exc:  # written by someone else's tool: the list cannot name it, so it changes nothing
+            log.warning("quarantine record %s ignored: %s", rec["event_id"], exc)
+            self.ignored += 1
+            return []
         if rec["action"] == "QUARANTINE":
             self.detector.quarantine(source, rec["rule"], rec["reason"], int(rec["event_time"]))
             return []
@@ -122,11 +131,12 @@ class ModelSecurityProcessor(Processor):
                 _alert(v.source, "OPENED", v.time_ms, summary, v.statistic, details, qid)]
 
     def snapshot(self) -> dict[str, Any]:
-        return {"detector": self.detector.snapshot(), "watermark": self.watermark}
+        return {"detector": self.detector.snapshot(), "watermark": self.watermark, "ignored": self.ignored}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.detector.restore(state["detector"])
         self.watermark = int(state["watermark"])
+        self.ignored = int(state.get("ignored", 0))
 
 
 def _label(rec: dict[str, Any]) -> float | None:

@@ -174,6 +174,8 @@ def test_the_security_processor_quarantines_alerts_and_resolves_on_release() -> 
     assert [(e.topic, e.record["status"], e.record["alert_key"]) for e in resolved] == [
         ("alerts", "RESOLVED", alert.record["alert_key"])]
     assert proc.process([Event("security.quarantine", "producer:bot", release)]) == []  # a replayed release
+    assert proc.process([Event("security.quarantine", "x", {**release, "source": "device:pi-1"})]) == []
+    assert proc.ignored == 1  # a source the list cannot name changes nothing, and does not stop the flow
     # a replay's click on a rated impression teaches nothing new: rates only
     click = {"event_id": "c", "event_time": 2000, "producer": "web", "user_id": "u", "item_id": "m",
              "action": "CLICK", "impression_id": "i", "rating": 5.0}
