@@ -14,8 +14,9 @@ while it has none:
   consensus yet);
 - ``one_item``: one item takes most of the source's events in a window (a bot pushing an item).
 
-State is small and plain: a fixed list of numbers per source, two numbers per item, least recently seen
-sources and items evicted past their caps, so memory follows active sources. No ids leave as metric labels:
+State is small and plain: eleven numbers and three item counters per source, two numbers per item (about
+750 bytes per active user in Python, measured), least recently seen sources and items evicted past their caps,
+so memory follows active sources. No ids leave as metric labels:
 verdicts are data. Numbers in, verdicts out; no Kafka here.
 """
 
