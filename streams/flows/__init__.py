@@ -44,8 +44,11 @@ def _drift() -> FlowSpec:
 
 def _model_security() -> FlowSpec:
     from streams.flows.model_security import ModelSecuritySettings, flow
+    from streams.sinks.model_security import model_security_metrics_sink
 
-    return flow(ModelSecuritySettings().limits())
+    spec = flow(ModelSecuritySettings().limits())
+    spec.sinks.append(model_security_metrics_sink)
+    return spec
 
 
 def _quality() -> FlowSpec:

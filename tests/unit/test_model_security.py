@@ -181,3 +181,19 @@ def test_the_security_processor_quarantines_alerts_and_resolves_on_release() -> 
              "action": "CLICK", "impression_id": "i", "rating": 5.0}
     proc.process([Event("clicks", "u", click)])
     assert proc.detector.sources["producer:web"][2] == 0  # no labelled event counted
+
+
+def test_quarantines_are_counted_in_prometheus_by_kind_and_rule_only() -> None:
+    from prometheus_client import REGISTRY
+
+    from streams.sinks.model_security import ModelSecurityMetricsSink
+
+    proc = ModelSecurityProcessor(ModelSecuritySettings(one_item_min=10).limits())
+    emits = proc.process([impression(3 * i, "bot-metrics", user=f"g{i}") for i in range(10)])
+    labels = {"kind": "producer", "rule": "one_item", "action": "QUARANTINE"}
+    before = REGISTRY.get_sample_value("eddyline_quarantine_changes_total", labels) or 0.0
+    sink = ModelSecurityMetricsSink()
+    sink.write(emits)
+    assert REGISTRY.get_sample_value("eddyline_quarantine_changes_total", labels) == before + 1
+    names = {s.labels.get("source") for m in REGISTRY.collect() for s in m.samples if "quarantine" in s.name}
+    assert names == {None}  # no source id as a label
