@@ -263,9 +263,9 @@ def create_topics(
 ) -> None:
     """Create the topics that do not exist yet and wait until every one is in the metadata.
 
-    Idempotent: existing topics are left as they are. Topics in ``schemas.topics.COMPACTED_TOPICS`` are created
-    compacted. A broker that does not answer raises
-    ``TimeoutError`` naming the bootstrap servers.
+    Idempotent: existing topics are left as they are. A broker that does not answer raises
+    ``TimeoutError`` naming the bootstrap servers. Topics in ``schemas.topics.COMPACTED_TOPICS`` are created
+    compacted (``cleanup.policy=compact``).
 
     Parameters
     ----------
