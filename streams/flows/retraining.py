@@ -39,12 +39,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
-from models.metrics import auc, log_loss
 from models import tracking
+from models.metrics import auc, log_loss
 from models.online import ClickModel
 from models.registry import ModelRegistry, RegistryOutbox
-from schemas import CLICK, DRIFT, FEEDBACK, PREDICTION, derive_id
-from streams.flows.clicks import MODEL_NAME, ClickProcessor
+from schemas import CLICK, DRIFT, FEEDBACK, PREDICTION, QUARANTINE, derive_id
+from streams.flows.clicks import MODEL_NAME, QUARANTINE_TOPIC, ClickProcessor
 from streams.processor import Emit, Event, FlowSpec
 
 
@@ -351,7 +351,7 @@ def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registr
     merged = settings.policy() | (policy or {})
     return FlowSpec(
         name="clicks",
-        inputs={"clicks": CLICK, "drift": DRIFT},
+        inputs={"clicks": CLICK, "drift": DRIFT, QUARANTINE_TOPIC: QUARANTINE},
         make_processor=lambda _key: RetrainingClickProcessor(
             model_name, click_wait_ms=click_wait_ms, registry_dir=folder, policy=merged, tracking_uri=uri,
             poll_s=mlflow.poll_s, retry_s=mlflow.retry_s),
