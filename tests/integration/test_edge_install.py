@@ -28,6 +28,8 @@ FORBIDDEN = {
     "river",
     "numba",
     "numpy",
+    "mlflow",
+    "mlflow-skinny",
 }
 PACKAGES = ["streams", "models", "schemas", "connectors", "edge_agent"]
 
