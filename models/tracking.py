@@ -382,20 +382,3 @@ def log_training(experiment: str, name: str, *, params: dict[str, Any], metrics:
             if Path(path).is_file():
                 current.artifact(path)
     return current.run_id
-
-
-def log_json_file(current: Run, path: Path | str) -> None:
-    """Keep a JSON file as an artifact and its top-level numbers as metrics (an evaluation's output).
-
-    Parameters
-    ----------
-    current
-        The run.
-    path
-        A JSON file with an object at the top.
-    """
-    data = json.loads(Path(path).read_text())
-    if isinstance(data, dict):
-        current.metrics({k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    current.artifact(path)
-
