@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.sources import SourceError
 
     try:
-        agent = Agent(settings, plan["producer"], plan["topic"], version=plan["version"])
+        agent = Agent(settings, plan["producer"], plan["topic"], version=plan["version"],
+                      health_topic=plan.get("health_topic"))
     except (SourceError, BufferError, RuntimeError) as exc:
         import sys
 
