@@ -281,7 +281,11 @@ def create_topics(
         return
     admin = make_admin(s)
     count = partitions or s.partitions
-    new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor) for n in names]
+    from schemas.topics import TOPIC_CONFIGS
+
+    configs = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
+    new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor, config=configs.get(n, {}))
+           for n in names]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():
         try:

@@ -16,6 +16,10 @@ TOPICS: dict[str, str] = {
 INPUT_TOPICS = (
     "sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback", "device.health",
 )
+# Topic settings eddyline creates a topic with. device.health: the broker stamps each heartbeat with its own
+# clock, so the agent learns its clock offset from the acknowledgement and the fleet flow judges silence on
+# broker time, not on device clocks.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {"device.health": {"message.timestamp.type": "LogAppendTime"}}
 DLQ_PREFIX = "dlq."
 RETRY_SUFFIX = ".retry"
 

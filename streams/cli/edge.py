@@ -76,12 +76,19 @@ def status_command(
     timeout: Annotated[float, typer.Option(help="Stop reading after this many seconds in all.")] = 30.0,
 ) -> None:
     """The fleet by version and state: the latest heartbeat of every device in device.health, judged now."""
+    from confluent_kafka import KafkaException
+
     from connectors.kafka import KafkaSettings, read_topic
 
     if idle <= 0 or timeout <= 0:
         raise ValueError("--idle and --timeout must be positive seconds")
-    rows = fleet_status(read_topic(KafkaSettings(), "device.health", idle=idle, timeout=timeout),
-                        int(time.time() * 1000))
+    kafka = KafkaSettings()
+    try:
+        messages = read_topic(kafka, "device.health", idle=idle, timeout=timeout)
+    except KafkaException as exc:
+        raise ConnectionError(f"cannot read {kafka.topic('device.health')} from {kafka.bootstrap_servers}: "
+                              f"{exc.args[0].str() if exc.args else exc}") from None
+    rows = fleet_status(messages, int(time.time() * 1000))
     devices = [r for r in rows if "device_id" in r]
     if as_json:
         for r in rows:

@@ -16,6 +16,9 @@ import pytest
 
 from connectors.kafka import KafkaSettings, create_topics, read_topic
 from schemas import ALERT, AvroSerde
+from typer.testing import CliRunner
+
+from streams.cli import app
 from streams.cli.edge import fleet_status
 from tests.integration.test_edge_outage import start_agent, write_config
 from tests.integration.test_mlops_flows import logs, start, stop
@@ -72,6 +75,12 @@ def test_a_stopped_agent_opens_a_silent_alert_that_resolves_when_it_returns(
                                                           int(time.time() * 1000), silent_after_s=4)
                   if "device_id" in r}
         assert status["pi-2"]["state"] == "silent" and status["pi-1"]["state"] == "ok", status
+        shown = CliRunner().invoke(app, ["edge", "status"], env={
+            "EDDYLINE_CONFIG": str(tmp_path / "absent.toml"), "EDDYLINE_FLEET_SILENT_AFTER_S": "4",
+            "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+            "EDDYLINE_KAFKA_NAMESPACE": kafka_settings.namespace})
+        assert shown.exit_code == 0, shown.output
+        assert "3 devices" in shown.output and "silent      1" in shown.output and "pi-2" in shown.output, shown.output
 
         agents["pi-2"] = start_agent(configs["pi-2"], tmp_path / "pi-2" / "agent.log")
         resolved = wait_alert(kafka_settings, "RESOLVED", tmp_path)
