@@ -99,7 +99,7 @@ def test_snapshot_is_plain_and_a_restored_processor_gives_the_same_emits() -> No
 
 
 def test_fleet_state_records_carry_no_label_per_device_for_prometheus() -> None:
-    out = run_local(flow(silent_after_s=5), [beat(d, t) for t in range(0, 3000, 1000) for d in "ab"])
+    out = run_local(flow(silent_after_s=5), [beat(d, t) for t in range(0, 12_000, 1000) for d in "ab"])
     summaries = [e.record for e in out if e.topic == "sink.fleet_summary"]
     assert summaries and summaries[-1]["counts"] == {"ok|rpi4|1.0|none": 2}
     states = [e.record for e in out if e.topic == "sink.fleet"]
