@@ -8,16 +8,19 @@ device and heartbeat); the fleet's counts by state, class and version are ``sink
 for Prometheus (fleet aggregates only: no label carries a device id).
 
 The clock. A silent device sends nothing, so nothing about it can wake a processor up; silence is judged
-against the fleet's clock, which the other devices' heartbeats move. The clock is the lower median of the
-latest timestamps of the devices that are not silent, where a timestamp is the broker's (the message
-timestamp: append time on a topic with ``message.timestamp.type=LogAppendTime``, which is how
-``device.health`` should be configured on a real Kafka) or the device's own when the broker gives none.
-A median, not a maximum, so a minority of devices with clocks far ahead cannot make the rest look silent.
-Event time rather than wall time, so a replay after a crash gives the same alerts. The honest limit: when
-the whole fleet (or every device of a shard) goes silent, the clock stops and no silence alert opens; the
-operator's wall-clock view, ``eddyline edge status``, still shows every device's age, and the flow's own
-consumer lag alerts on a stalled input. A device is heard at the fleet clock of its arrival, so a device
-whose own clock lags behind is not called silent for it.
+against the fleet's clock, which the other devices' heartbeats move. The clock is a high quantile of the
+latest timestamps of the devices that are not silent: the largest once the top ``clock_ignore_share``
+(10 %) of them is set aside, which in a fleet under ten devices is the largest. A timestamp is the broker's
+(the message timestamp: append time on a topic with ``message.timestamp.type=LogAppendTime``, which is how
+``eddyline topics create`` makes ``device.health``) or the device's own when the broker gives none. Setting
+the top share aside means a few devices with clocks far ahead (possible only where the broker keeps create
+times) cannot make the rest look silent; taking a high quantile rather than a median means the clock keeps
+moving when many devices stop at once (a site losing its link), which is when the alerts matter. Event time
+rather than wall time, so a replay after a crash gives the same alerts. The honest limits: when the whole
+fleet (or every device of a shard) goes silent, the clock stops and no silence alert opens (the operator's
+wall-clock view, ``eddyline edge status``, still shows every device's age); on a broker that keeps create
+times, in a fleet under ten devices one device with a clock far ahead makes the others look silent. A device
+is heard at the fleet clock of its arrival, so a device whose own clock lags behind is not called silent.
 
 State key: ``fleet`` by default (one processor sees the whole fleet, so one live device moves the clock for
 all); ``shards`` > 1 splits the fleet by a stable hash of the device id, each shard with its own clock
@@ -74,6 +77,8 @@ class FleetSettings(Section):
         Clock offset (device minus broker, as the agent measures it) that opens an alert; resolves below half.
     resolve_after
         Heartbeats in a row under the error rate before an error alert resolves.
+    clock_ignore_share
+        Share of the devices with the latest timestamps that the fleet clock sets aside (see the module doc).
     shards
         State keys the fleet is split into (see the module doc); 1 keeps the whole fleet on one clock.
     """
@@ -88,6 +93,7 @@ class FleetSettings(Section):
     error_rate_per_min: float = Field(6.0, gt=0, description="Errors per minute that open an alert.")
     clock_skew_ms: float = Field(5_000.0, gt=0, description="Clock offset that opens an alert, ms.")
     resolve_after: int = Field(3, ge=1, description="Quiet heartbeats before an error alert resolves.")
+    clock_ignore_share: float = Field(0.1, ge=0, lt=0.5, description="Latest device clocks the fleet clock ignores.")
     shards: int = Field(1, ge=1, description="State keys the fleet is split into.")
 
     def processor_params(self) -> dict[str, Any]:
@@ -127,6 +133,8 @@ class FleetProcessor(Processor):
         The state key (``fleet`` or ``fleet-<n>``).
     silent_after_s, silent_beats, backlog_batches, backlog_rising, error_rate_per_min, clock_skew_ms, resolve_after
         As in ``FleetSettings``.
+    clock_ignore_share
+        As in ``FleetSettings``.
 
     Examples
     --------
@@ -149,23 +157,24 @@ class FleetProcessor(Processor):
 
     def __init__(self, shard: str, silent_after_s: float = 300.0, silent_beats: float = 3.0,
                  backlog_batches: int = 100, backlog_rising: int = 3, error_rate_per_min: float = 6.0,
-                 clock_skew_ms: float = 5_000.0, resolve_after: int = 3) -> None:
+                 clock_skew_ms: float = 5_000.0, resolve_after: int = 3, clock_ignore_share: float = 0.1) -> None:
         self.shard = shard
         self.silent_after_s, self.silent_beats = silent_after_s, silent_beats
         self.backlog_batches, self.backlog_rising = backlog_batches, backlog_rising
         self.error_rate_per_min, self.clock_skew_ms, self.resolve_after = error_rate_per_min, clock_skew_ms, resolve_after
+        self.clock_ignore_share = clock_ignore_share
         self.devices: dict[str, dict[str, Any]] = {}
         self.clock = 0
         self.scanned = 0  # the fleet clock at the last silence scan
         self.summarised = 0  # and at the last fleet counts
-        self._live: list[int] = []  # sorted latest timestamps of the devices not silent: the clock's median
+        self._live: list[int] = []  # sorted latest timestamps of the devices not silent: the clock's quantile
         self._due: list[tuple[float, str, int]] = []  # heap: (silent from, device, heard then); stale ones skipped
 
     def params(self) -> dict[str, Any]:
         return {"shard": self.shard, "silent_after_s": self.silent_after_s, "silent_beats": self.silent_beats,
                 "backlog_batches": self.backlog_batches, "backlog_rising": self.backlog_rising,
                 "error_rate_per_min": self.error_rate_per_min, "clock_skew_ms": self.clock_skew_ms,
-                "resolve_after": self.resolve_after}
+                "resolve_after": self.resolve_after, "clock_ignore_share": self.clock_ignore_share}
 
     def silent_after_ms(self, dev: dict[str, Any]) -> float:
         """How long this device may say nothing: ``silent_after_s``, or more for a slow heartbeat."""
@@ -187,7 +196,8 @@ class FleetProcessor(Processor):
             elif "silent" not in dev["incidents"]:
                 self._live.pop(bisect.bisect_left(self._live, dev["t"]))
             bisect.insort(self._live, t)
-            self.clock = max(self.clock, self._live[(len(self._live) - 1) // 2])
+            top = len(self._live) - 1
+            self.clock = max(self.clock, self._live[top - int(top * self.clock_ignore_share)])
             out.extend(self._heard(device, dev, rec, t))
             heapq.heappush(self._due, (dev["heard"] + self.silent_after_ms(dev), device, dev["heard"]))
             if self.clock - self.scanned >= _SCAN_EVERY_MS:

@@ -49,9 +49,22 @@ def test_a_slow_heartbeat_gets_its_own_intervals_before_it_is_silent() -> None:
 
 def test_a_device_with_a_clock_far_ahead_does_not_make_the_others_silent() -> None:
     proc = FleetProcessor("fleet", silent_after_s=5)
-    out = fleet_run(proc, [beat(d, t) for t in range(0, 10_000, 1000) for d in "abc"]
-                    + [beat("ahead", 3_600_000)])
+    out = fleet_run(proc, [beat(d, t) for t in range(0, 10_000, 1000) for d in "abcdefghij"]
+                    + [beat("ahead", 3_600_000)] + [beat(d, 10_000) for d in "abcdefghij"])
     assert alerts(out) == []
+
+
+def test_the_clock_keeps_moving_when_most_of_the_fleet_stops() -> None:
+    proc = FleetProcessor("fleet", silent_after_s=5)
+    fleet_run(proc, [beat(d, 0) for d in "abcdefghij"])
+    out = fleet_run(proc, [beat("j", t) for t in range(1000, 8000, 1000)])
+    assert sorted(e for _, e, _ in alerts(out)) == list("abcdefghi")
+
+
+def test_two_devices_one_stops() -> None:
+    proc = FleetProcessor("fleet", silent_after_s=5)
+    out = fleet_run(proc, [beat(d, 0) for d in "ab"] + [beat("b", t) for t in range(1000, 8000, 1000)])
+    assert alerts(out) == [("OPENED", "a", "silent")]
 
 
 def test_the_whole_fleet_silent_moves_no_clock_and_opens_nothing() -> None:
@@ -109,3 +122,34 @@ def test_fleet_state_records_carry_no_label_per_device_for_prometheus() -> None:
 def test_shards_split_the_fleet_by_a_stable_hash() -> None:
     assert shard_of("pi-7", 1) == "fleet"
     assert {shard_of(f"pi-{i}", 4) for i in range(50)} == {f"fleet-{i}" for i in range(4)}
+
+
+def test_the_sink_writes_points_per_device_and_counts_without_a_device_label() -> None:
+    from prometheus_client import REGISTRY
+
+    from streams.sinks.fleet import FleetMetricsSink
+
+    class Points:
+        def __init__(self) -> None:
+            self.points: list = []
+
+        def write_points(self, points: list) -> None:
+            self.points.extend(points)
+
+        def close(self) -> None:
+            pass
+
+    influx = Points()
+    sink = FleetMetricsSink(influx)
+    proc = FleetProcessor("fleet-9", silent_after_s=5)
+    sink.write(fleet_run(proc, [beat(d, t) for t in range(0, 11_000, 1000) for d in "ab"]))
+    assert {p[1]["device_id"] for p in influx.points if p[0] == "device_health"} == {"a", "b"}
+    sample = {"shard": "fleet-9", "state": "ok", "device_class": "rpi4", "agent_version": "1.0",
+              "model_version": "none"}
+    assert REGISTRY.get_sample_value("eddyline_fleet_devices", sample) == 2
+    labels = {s.labels.get("device") for m in REGISTRY.collect() if m.name == "eddyline_fleet_devices"
+              for s in m.samples}
+    assert labels == {None}  # no device label
+    sink.write(fleet_run(proc, [beat("b", t) for t in range(11_000, 22_000, 1000)]))  # a falls silent
+    assert REGISTRY.get_sample_value("eddyline_fleet_devices", sample) == 1
+    assert REGISTRY.get_sample_value("eddyline_fleet_devices", {**sample, "state": "silent"}) == 1
