@@ -144,7 +144,7 @@ def test_flows_are_registered_and_kafka_runs_in_kraft_mode(compose) -> None:
 
 def test_prometheus_scrapes_services_of_the_stack_on_their_metrics_ports(compose) -> None:
     config = yaml.safe_load((DOCKER / "prometheus/prometheus.yml").read_text())
-    ports = {"flow-anomaly": "9100", "flow-notify": "9100", "edge-sim": "9101"}
+    ports = {"flow-anomaly": "9100", "flow-fleet": "9100", "flow-notify": "9100", "edge-sim": "9101"}
     targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
     for target in targets:
         host, port = target.split(":")
