@@ -42,6 +42,15 @@ def _drift() -> FlowSpec:
     return spec
 
 
+def _model_security() -> FlowSpec:
+    from streams.flows.model_security import ModelSecuritySettings, flow
+    from streams.sinks.model_security import model_security_metrics_sink
+
+    spec = flow(ModelSecuritySettings().limits())
+    spec.sinks.append(model_security_metrics_sink)
+    return spec
+
+
 def _quality() -> FlowSpec:
     from connectors.influx import InfluxSettings
     from streams.flows.clicks import MODEL_NAME
@@ -79,6 +88,7 @@ FLOWS: dict[str, Callable[[], FlowSpec]] = {
     "clicks": _clicks,
     "drift": _drift,
     "quality": _quality,
+    "model-security": _model_security,
     "fleet": _fleet,
 }
 
@@ -99,8 +109,8 @@ def flow_spec(name: str) -> FlowSpec:
     Parameters
     ----------
     name
-        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``, ``fleet``; an unknown name
-        raises ``ValueError`` listing the known ones.
+        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``, ``model-security``,
+        ``fleet``; an unknown name raises ``ValueError`` listing the known ones.
 
     Examples
     --------
@@ -111,7 +121,7 @@ def flow_spec(name: str) -> FlowSpec:
     >>> flow_spec("anomly")
     Traceback (most recent call last):
     ...
-    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, fleet, quality, sentiment
+    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, fleet, model-security, quality, sentiment
     """
     try:
         return FLOWS[name]()
