@@ -20,6 +20,7 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 from schemas import AvroSerde
+from schemas.topics import COMPACTED_TOPICS
 
 
 class KafkaSettings(Section):
@@ -270,7 +271,8 @@ def create_topics(
     s
         The Kafka settings; their namespace prefixes every name.
     logical_topics
-        Logical topic names (``sensor.readings``, ``dlq.sensor.readings``, ...).
+        Logical topic names (``sensor.readings``, ``dlq.sensor.readings``, ...); those in
+        ``schemas.topics.COMPACTED_TOPICS`` are created compacted.
     partitions
         Partitions per new topic (default: ``s.partitions``).
     timeout
@@ -281,7 +283,16 @@ def create_topics(
         return
     admin = make_admin(s)
     count = partitions or s.partitions
-    new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor) for n in names]
+    compacted = {s.topic(t) for t in COMPACTED_TOPICS}
+    new = [
+        NewTopic(
+            n,
+            num_partitions=count,
+            replication_factor=s.replication_factor,
+            config={"cleanup.policy": "compact"} if n in compacted else {},
+        )
+        for n in names
+    ]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():
         try:

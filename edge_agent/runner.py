@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.sources import SourceError
 
     try:
-        agent = Agent(settings, plan["producer"], plan["topic"], version=plan["version"])
+        agent = Agent(settings, plan["producer"], plan["topic"], version=plan["version"], models=plan.get("models"))
     except (SourceError, BufferError, RuntimeError) as exc:
         import sys
 

@@ -29,6 +29,8 @@ SENTIMENT_SCORE = "sentiment_score"
 DRIFT = "drift"
 ALERT = "alert"
 DEVICE_HEALTH = "device_health"
+EDGE_MODEL = "edge_model"
+EDGE_ROLLOUT = "edge_rollout"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ TOPICS: dict[str, str] = {
     "drift": "drift",
     "alerts": "alert",
     "device.health": "device_health",
+    "edge.models": "edge_model",
+    "edge.rollouts": "edge_rollout",
 }
 INPUT_TOPICS = (
     "sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback", "device.health",
@@ -50,6 +52,7 @@ def retry_topic(topic: str) -> str:
     return f"{topic}{RETRY_SUFFIX}"
 
 
+COMPACTED_TOPICS = ("edge.models", "edge.rollouts")  # the latest record per key is the state
 RETRIED_TOPICS = ("alerts",)  # topics whose consumers retry through <topic>.retry (alert delivery)
 ALL_TOPICS = [
     *TOPICS,

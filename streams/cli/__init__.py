@@ -29,6 +29,8 @@ app.add_typer(alerts_app, name="alerts")
 bridge_app = typer.Typer(help="Bridges from where devices already publish (MQTT) into Kafka.", no_args_is_help=True)
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(models_app, name="models")
+edge_app = typer.Typer(help="The device fleet: signed models and canary rollouts.", no_args_is_help=True)
+app.add_typer(edge_app, name="edge")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -250,6 +252,9 @@ _mount(models_app, "eval-sentiment", "models.sentiment.commands:eval_command")
 _mount(models_app, "rollback", "streams.flows.retraining:rollback_command")
 _mount(models_app, "list", "streams.flows.retraining:list_command")
 _mount(alerts_app, "redrive", "streams.cli.alerts:redrive_command")
+_mount(edge_app, "keygen", "streams.cli.edge_models:keygen_command")
+_mount(edge_app, "publish", "streams.cli.edge_models:publish_command")
+_mount(edge_app, "rollout", "streams.cli.edge_models:rollout_command")
 
 
 def main() -> None:  # pragma: no cover
