@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.sources import SourceError
 
     try:
-        agent = Agent(settings, plan["producer"], plan["topic"], version=plan["version"], models=plan.get("models"))
+        agent = Agent(settings, plan["producer"], plan["topic"], version=plan["version"],
+                      health_topic=plan.get("health_topic"), models=plan.get("models"))
     except (SourceError, BufferError, RuntimeError) as exc:
         import sys
 

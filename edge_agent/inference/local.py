@@ -40,7 +40,7 @@ class LocalInference:
     model
         The model's bytes (a model received from the models topic); None loads ``cfg.model_path``.
     version
-        The version reported in health events; by default ``local:<file name>``.
+        The version reported in health events; by default the model file's name without its suffix.
     """
 
     def __init__(self, cfg: Any, model: bytes | None = None, version: str | None = None) -> None:
@@ -58,7 +58,7 @@ class LocalInference:
             raise RuntimeError(
                 f"no ONNX model at {self.model_path}; build one with `eddyline-edge build-model --out PATH`"
             )
-        self.version = version or f"local:{self.model_path.name}"
+        self.version = version or self.model_path.stem
         self.threshold = cfg.threshold
         self.send = cfg.send
         self.scarce_backlog = cfg.scarce_backlog
