@@ -272,11 +272,15 @@ def run_rollout(
         meta = consumer.list_topics(health_topic, timeout=10)
         consumer.assign([TopicPartition(health_topic, p, OFFSET_BEGINNING) for p in meta.topics[health_topic].partitions])
         fleet: set[str] = set()
-        since_ms = (time.time() - policy.fleet_window_s) * 1000
-        while batch := consumer.consume(1000, timeout=1.0):  # the past: who is in the class
+        now_ms = time.time() * 1000
+        give_up = time.monotonic() + 30.0
+        while time.monotonic() < give_up:  # the past: who is in the class (end offsets can't be trusted)
+            batch = consumer.consume(1000, timeout=1.0)
             for h in _decoded(serde, batch, DEVICE_HEALTH):
-                if h["device_class"] == device_class and h["event_time"] >= since_ms:
+                if h["device_class"] == device_class and h["event_time"] >= now_ms - policy.fleet_window_s * 1000:
                     fleet.add(h["device_id"])
+            if not batch or batch[-1].timestamp()[1] >= now_ms:
+                break
         with EventProducer(settings, serde) as out:
             if latest is not None and latest["state"] == "canary":
                 record = latest  # resume: the agents already act on it
