@@ -72,16 +72,15 @@ class ModelUpdates:
 
     # -- inputs ---------------------------------------------------------------------------------------
     def on_model(self, record: dict[str, Any]) -> None:
-        key = (record["device_class"], record["version"])
-        self.models[key] = record
-        mine = [k for k in self.models if k[0] == self.device_class]
+        mine = record["device_class"] == self.device_class
+        # Another class's model is kept without its bytes: enough to refuse it by name if our rollout names it.
+        self.models[(record["device_class"], record["version"])] = record if mine else {**record, "model": b""}
         named = self._named_versions()
-        for k in sorted(mine, key=lambda k: self.models[k]["event_time"])[: max(0, len(mine) - _KEEP_MODELS)]:
-            if k[1] not in named:
+        for same_class in (True, False):
+            keys = [k for k in self.models if (k[0] == self.device_class) == same_class and k[1] not in named]
+            keys.sort(key=lambda k: self.models[k]["event_time"])
+            for k in keys[: max(0, len(keys) - _KEEP_MODELS)]:
                 del self.models[k]
-        others = [k for k in self.models if k[0] != self.device_class and k[1] not in named]
-        for k in others:  # other classes' models matter only when our rollout names them (to refuse them)
-            del self.models[k]
 
     def on_rollout(self, record: dict[str, Any]) -> None:
         if record["device_class"] == self.device_class:
