@@ -49,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--out", type=Path, required=True)
     model.add_argument("--csv", type=Path, default=None, help="train on these readings (timestamp,sensor,value)")
     model.add_argument("--window", type=int, default=16)
+    model.add_argument(
+        "--optimise",
+        action="store_true",
+        help="treat --out as a folder: build fp32, int8 (dynamic, static) and pruned variants, measure size, "
+        "latency (1 thread) and agreement with fp32, write <class>.onnx per device class and report.json",
+    )
+    model.add_argument(
+        "--target",
+        action="append",
+        default=None,
+        metavar="CLASS=AGREEMENT[:LATENCY_US]",
+        help="a device class's bounds for --optimise (repeatable; default rpi4=0.95:50 jetson-nano=0.98:50 x86_64=0.99)",
+    )
     return p
 
 
@@ -153,8 +166,22 @@ def _build_model(args: argparse.Namespace) -> int:
     from edge_agent.inference.model import build_model, training_windows_from_csv
 
     series = training_windows_from_csv(args.csv) if args.csv else None
+    if args.optimise:
+        return _optimise(args, series)
     path = build_model(args.out, window=args.window, series=series)
     print(f"wrote {path}")
+    return 0
+
+
+def _optimise(args: argparse.Namespace, series: list | None) -> int:
+    from edge_agent.inference.optimise import DEFAULT_TARGETS, markdown_table, optimise, parse_target
+
+    targets = tuple(parse_target(t) for t in args.target) if args.target else DEFAULT_TARGETS
+    report = optimise(args.out, targets, window=args.window, series=series)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown_table(report))
+    for cls, name in report["chosen"].items():
+        print(f"{cls}: {name} -> {args.out / (cls + '.onnx')}")
     return 0
 
 
