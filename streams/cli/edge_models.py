@@ -118,3 +118,31 @@ def _show(record: dict[str, Any]) -> None:
                    f"({record['canary_percent']:g}% of {record['device_class']}; rollout {record['rollout_id']})")
     else:
         typer.echo(f"{record['state']}: {record['version']} on {record['device_class']}: {record['reason']}")
+
+
+def degraded_command(
+    factor: Annotated[float, typer.Option(help="Latency above this multiple of the reference is degraded.")] = 2.0,
+    consecutive: Annotated[int, typer.Option(help="Heartbeats in a row above it before a device is flagged.")] = 3,
+) -> None:
+    """Devices whose local model got slower than their peers (or their own start): re-optimise their class.
+
+    Reads the device.health topic from its start. Exit 1 when a device is flagged.
+    """
+    from connectors.kafka import KafkaSettings, read_topic
+    from schemas import AvroSerde
+    from schemas.catalog import DEVICE_HEALTH
+    from streams.flows.edge_reoptimise import ReoptimiseWatch
+
+    serde, watch = AvroSerde(), ReoptimiseWatch(factor=factor, consecutive=consecutive)
+    last: dict[str, dict[str, Any]] = {}
+    for msg in read_topic(KafkaSettings(), "device.health", idle=1.0, timeout=120.0):
+        for flag in watch.process([serde.decode(msg.value(), DEVICE_HEALTH)]):
+            last[flag["device_id"]] = flag
+    flagged = watch.flagged()
+    for device in flagged:
+        f = last[device]
+        typer.echo(f"{device} ({f['device_class']}, model {f['model_version']}): {f['reason']}; "
+                   f"rebuild with `eddyline-edge build-model --optimise` and roll out to {f['device_class']}")
+    if not flagged:
+        typer.echo(f"no degraded device among {len(watch.devices)}")
+    raise typer.Exit(1 if flagged else 0)
