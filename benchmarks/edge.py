@@ -16,8 +16,8 @@ broker, and measures that process from outside through /proc:
   platform's dedup removes);
 - ``model_swap_gap_ms``: the longest pause in sampling while signed models are swapped in (``swaps`` rollouts
   to the running agent, each verified, loaded and swapped), seen as the longest gap between consecutive
-  readings of a source read every 10 ms; ``model_swap_gap_baseline_ms`` is the same gap outside the swaps,
-  in the same run.
+  readings of a source read every 10 ms (``model_swap_gaps_ms``: each swap's); ``model_swap_gap_baseline_ms``
+  is the same gap outside the swaps, in the same run.
 """
 
 from __future__ import annotations
@@ -270,8 +270,8 @@ public_key = "{public_key}"
     return path
 
 
-def _model_swaps(tmp: Path, ks: KafkaSettings, swaps: int) -> tuple[float, float]:
-    """(longest sampling gap during swaps, longest outside them), in ms, over ``swaps`` signed-model rollouts."""
+def _model_swaps(tmp: Path, ks: KafkaSettings, swaps: int) -> tuple[list[float], float]:
+    """(longest sampling gap during each swap, longest outside them), in ms, over ``swaps`` signed-model rollouts."""
     from connectors.kafka import EventProducer
     from edge_agent.inference.model import build_model
     from schemas.catalog import DEVICE_HEALTH, EDGE_MODEL, EDGE_ROLLOUT
@@ -323,13 +323,14 @@ def _model_swaps(tmp: Path, ks: KafkaSettings, swaps: int) -> tuple[float, float
         if s["sensor"] == "proc.load1"
         for ts in s["timestamps"]
     )
-    during, outside = 0, 0
+    during, outside = [0] * len(windows), 0
     for a, b in zip(stamps, stamps[1:]):
-        if any(lo <= b and a <= hi for lo, hi in windows):
-            during = max(during, b - a)
-        elif stamps[0] + 3000 < a < windows[-1][1]:  # steady sampling, before and between swaps
+        hit = [i for i, (lo, hi) in enumerate(windows) if lo <= b and a <= hi]
+        for i in hit:
+            during[i] = max(during[i], b - a)
+        if not hit and stamps[0] + 3000 < a < windows[-1][1]:  # steady sampling, before and between swaps
             outside = max(outside, b - a)
-    return float(during), float(outside)
+    return [float(g) for g in during], float(outside)
 
 
 def run(
@@ -347,7 +348,7 @@ def run(
             create_topics(ks, ["sensor.raw-baseline"])
             drain, raw = _drain(tmp, ks, backlog)
             lost, dups = _outage(tmp, ks, broker, outage_s)
-            swap_gap, swap_baseline = _model_swaps(tmp, ks, swaps)
+            swap_gaps, swap_baseline = _model_swaps(tmp, ks, swaps)
     finally:
         broker.stop()
     result = {
@@ -362,7 +363,9 @@ def run(
         "backlog_readings": backlog,
         "outage_s": outage_s,
         "window_s": window,
-        "model_swap_gap_ms": swap_gap,
+        "model_swap_gap_ms": max(swap_gaps),
+        "model_swap_gap_median_ms": sorted(swap_gaps)[len(swap_gaps) // 2],
+        "model_swap_gaps_ms": swap_gaps,
         "model_swap_gap_baseline_ms": swap_baseline,
         "model_swaps": swaps,
     }
