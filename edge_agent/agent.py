@@ -306,7 +306,8 @@ def _follow_models(settings: Any, current: Any, models: dict[str, Any]) -> tuple
         verifier = Verifier(Path(settings.models.public_key).read_bytes())
     except (OSError, SignatureError) as exc:
         raise RuntimeError(f"[edge.models] public_key: {exc}") from None
-    updates = ModelUpdates(settings.device_id, settings.device_class, settings.inference, verifier, current)
+    cache = Path(settings.buffer_path).with_name("edge-model.avro")
+    updates = ModelUpdates(settings.device_id, settings.device_class, settings.inference, verifier, current, cache)
     return updates, UpdateFeed(models["consumer"], models["models_topic"], models["rollouts_topic"], updates)
 
 

@@ -8,13 +8,18 @@ rollout: the new one when promoted or when it is a canary, the previous one othe
 sampling never waits for ONNX Runtime, and the swap itself is one assignment in the agent's loop. The model
 it replaced stays loaded, so a rollback is instant. Whatever is refused (bad signature, wrong class, a model
 that does not load) leaves the running model in place and is reported in the health event.
+
+The running model is also kept on disk, signed as it came (``cache``), so an agent that restarts without
+the broker runs it again, verified again, instead of falling back to its local model.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from edge_agent.inference.local import LocalInference
@@ -43,6 +48,8 @@ class ModelUpdates:
         Checks signatures against the device's trusted public key.
     current
         The model running at start (the local one), kept for a rollback of the first rollout.
+    cache
+        Where the running model is kept across restarts; None keeps nothing.
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class ModelUpdates:
         inference_cfg: Any,
         verifier: Verifier,
         current: LocalInference,
+        cache: Path | None = None,
     ) -> None:
         self.device_id = device_id
         self.device_class = device_class
@@ -68,7 +76,26 @@ class ModelUpdates:
         self.refused = 0
         self._refused: set[tuple[str, str]] = set()  # (version, sha256) already refused: not retried
         self._loading: tuple[str, threading.Thread, list[Any]] | None = None
+        self._records: dict[str, dict[str, Any]] = {}  # version -> signed record of current and previous
         self.serde = AvroSerde()
+        self.cache = cache
+        if cache is not None and cache.exists():
+            self._resume(cache)
+
+    def _resume(self, cache: Path) -> None:
+        try:
+            record = self.serde.decode(cache.read_bytes(), EDGE_MODEL)
+            if record["device_class"] != self.device_class:
+                raise SignatureError(f"built for {record['device_class']}, this device is {self.device_class}")
+            self.verifier.verify(record)
+            loaded = LocalInference(self.cfg, model=record["model"], version=record["version"])
+        except Exception as exc:  # a cache that does not check out is dropped, never trusted
+            log.warning("cached model %s not used (%s); running %s", cache, exc, self.current.version)
+            cache.unlink(missing_ok=True)
+            return
+        self._records[record["version"]] = record
+        self.previous, self.current = self.current, loaded
+        log.info("resumed model %s from %s", loaded.version, cache)
 
     # -- inputs ---------------------------------------------------------------------------------------
     def on_model(self, record: dict[str, Any]) -> None:
@@ -135,6 +162,7 @@ class ModelUpdates:
         except SignatureError as exc:
             self._refuse(version, record["sha256"], str(exc))
             return
+        self._records[version] = record
         result: list[Any] = []
 
         def load() -> None:
@@ -167,7 +195,23 @@ class ModelUpdates:
         log.info("model %s -> %s", self.current.version, new.version)
         self.previous, self.current = self.current, new
         self.swaps += 1
+        self._records = {v: r for v, r in self._records.items() if v in (new.version, self.previous.version)}
+        self._keep(self._records.get(new.version) if new is not self.base else None)
         return new
+
+    def _keep(self, record: dict[str, Any] | None) -> None:
+        """Write the running model's signed record to the cache (atomically), or remove it for the local model."""
+        if self.cache is None:
+            return
+        try:
+            if record is None:
+                self.cache.unlink(missing_ok=True)
+                return
+            tmp = self.cache.with_name(self.cache.name + ".tmp")
+            tmp.write_bytes(self.serde.encode(EDGE_MODEL, record))
+            os.replace(tmp, self.cache)
+        except OSError as exc:  # a full or read-only disk costs the cache, not the model
+            log.warning("cannot keep model %s in %s: %s", self.current.version, self.cache, exc)
 
     def _refuse(self, version: str, sha: str, why: str) -> None:
         self._refused.add((version, sha))

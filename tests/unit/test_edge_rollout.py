@@ -199,3 +199,24 @@ def test_start_refuses_an_empty_class_and_the_running_version() -> None:
         RolloutController.start(POLICY, "rpi4", "2", "1", [], 0, "t")
     with pytest.raises(ValueError, match="already runs"):
         RolloutController.start(POLICY, "rpi4", "2", "2", ["pi-1"], 0, "t")
+
+
+def test_the_running_model_survives_a_restart_without_the_broker(keys, model_bytes: bytes, tmp_path: Path) -> None:
+    private, public, _ = keys
+    cache = tmp_path / "edge-model.avro"
+    u = ModelUpdates("pi-1", "rpi4", CFG, Verifier(public), LocalInference(CFG), cache)
+    u.on_model(record("2", model_bytes, private))
+    u.on_rollout(rollout("2", "promoted", []))
+    assert settle(u) is not None and cache.exists()
+    again = ModelUpdates("pi-1", "rpi4", CFG, Verifier(public), LocalInference(CFG), cache)
+    assert again.info()["model_version"] == "2" and again.previous is again.base
+    again.on_rollout(rollout("2", "rolled_back", []))
+    assert again.step() is again.base and not cache.exists()  # back on the local model: nothing to keep
+
+    u.on_rollout(rollout("2", "promoted", []))  # u still runs 2; write its cache again, then tamper with it
+    u._keep(u._records["2"])
+    data = bytearray(cache.read_bytes())
+    data[-10] ^= 1
+    cache.write_bytes(bytes(data))
+    tampered = ModelUpdates("pi-1", "rpi4", CFG, Verifier(public), LocalInference(CFG), cache)
+    assert tampered.current is tampered.base and not cache.exists()
