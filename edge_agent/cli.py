@@ -149,6 +149,15 @@ def _check(edge: EdgeSettings, kafka: KafkaSettings, args: argparse.Namespace) -
 
         inf = LocalInference(edge.inference)
         print(f"inference: {inf.model_path} on {inf.providers[0]}")
+    if edge.models.enabled:
+        from schemas.signing import SignatureError, Verifier
+
+        try:
+            key = Verifier(edge.models.public_key.read_bytes()).key_id
+        except SignatureError as exc:
+            raise RuntimeError(f"[edge.models] public_key {edge.models.public_key}: {exc}") from None
+        print(f"models: following {kafka.topic(edge.models.rollouts_topic)} for class {edge.device_class}, "
+              f"trusting key {key}")
     if args.json:
         print(json.dumps({"edge": edge.model_dump(mode="json"), "kafka": kafka.model_dump(mode="json")}, indent=2))
     print(f"config OK: device {edge.device_id}, topic {kafka.topic(edge.topic)} on {kafka.bootstrap_servers}")

@@ -220,3 +220,29 @@ def test_the_running_model_survives_a_restart_without_the_broker(keys, model_byt
     cache.write_bytes(bytes(data))
     tampered = ModelUpdates("pi-1", "rpi4", CFG, Verifier(public), LocalInference(CFG), cache)
     assert tampered.current is tampered.base and not cache.exists()
+
+
+def test_check_config_names_the_trusted_key_and_explains_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_agent.cli import main
+
+    monkeypatch.setenv("EDDYLINE_CONFIG", "unset.toml")
+    kid = generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub.pem")
+    base = (f'[kafka]\nnamespace = "unit."\n[edge]\ndevice_id = "pi-1"\ndevice_class = "rpi4"\n'
+            f'buffer_path = "{tmp_path / "b.sqlite"}"\n[[edge.sources]]\nkind = "proc"\n')
+    cases = {
+        "ok": ("[edge.inference]\nenabled = true\n[edge.models]\nenabled = true\n"
+               f'public_key = "{tmp_path / "k.pub.pem"}"\n', 0, f"for class rpi4, trusting key {kid}"),
+        "no key": ("[edge.inference]\nenabled = true\n[edge.models]\nenabled = true\n", 2, "without a key"),
+        "no inference": (f'[edge.models]\nenabled = true\npublic_key = "{tmp_path / "k.pub.pem"}"\n', 2,
+                         "needs [edge.inference] enabled = true"),
+        "private key given": ("[edge.inference]\nenabled = true\n[edge.models]\nenabled = true\n"
+                              f'public_key = "{tmp_path / "k.pem"}"\n', 2, "cannot read the public key"),
+    }
+    for name, (extra, rc, expected) in cases.items():
+        path = tmp_path / f"{name}.toml"
+        path.write_text(base + extra)
+        assert main(["check-config", "--config", str(path)]) == rc, name
+        captured = capsys.readouterr()
+        assert expected in (captured.out if rc == 0 else captured.err), (name, captured)
