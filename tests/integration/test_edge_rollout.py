@@ -19,12 +19,12 @@ pytest.importorskip("cryptography")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from connectors.kafka import KafkaSettings, create_topics, read_topic  # noqa: E402
+from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic  # noqa: E402
 from edge_agent.inference.model import build_graph, build_model, fit, synthetic_normal  # noqa: E402
 from schemas import SENSOR_BATCH, AvroSerde  # noqa: E402
-from schemas.catalog import DEVICE_HEALTH  # noqa: E402
+from schemas.catalog import DEVICE_HEALTH, EDGE_ROLLOUT  # noqa: E402
 from schemas.signing import generate_keypair  # noqa: E402
-from streams.flows.rollout import RolloutPolicy, run_rollout  # noqa: E402
+from streams.flows.rollout import RolloutController, RolloutPolicy, run_rollout  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -177,6 +177,19 @@ def test_canary_promotion_rollback_and_refusal(
         assert "signed with key" in (after["model_message"] or "") or "bad signature" in (after["model_message"] or "")
         assert after["model_state"] == "refused" and after["inference_latency_ms"] is not None
         assert after["errors"] == before["errors"]  # still scoring, without errors
+
+        # the state is the rollouts topic: a canary a controller started and never finished is resumed
+        assert runner.invoke(app, ["edge", "publish", str(good), "--version", "v5", "--device-class", CLASS,
+                                   "--key", str(key)]).exit_code == 0
+        started = RolloutController.start(policy, CLASS, "v5", "v2", DEVICES, int(time.time() * 1000), "test", 10)
+        with EventProducer(kafka_settings) as out:
+            out.produce("edge.rollouts", EDGE_ROLLOUT, started, key=CLASS)
+        with pytest.raises(ValueError, match="in progress"):
+            run_rollout(kafka_settings, policy, CLASS, "v6")
+        records.clear()
+        final = run_rollout(kafka_settings, policy, CLASS, "v5", on_event=records.append)
+        assert records[0]["rollout_id"] == started["rollout_id"] and final["state"] == "promoted"
+        fleet.wait_latest(lambda h: h["model_version"] == "v5", "all on v5 after the resumed rollout")
     finally:
         fleet.stop()
 
