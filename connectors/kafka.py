@@ -20,7 +20,6 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 from schemas import AvroSerde
-from schemas.topics import COMPACTED_TOPICS
 
 
 class KafkaSettings(Section):
@@ -271,8 +270,7 @@ def create_topics(
     s
         The Kafka settings; their namespace prefixes every name.
     logical_topics
-        Logical topic names (``sensor.readings``, ``dlq.sensor.readings``, ...); those in
-        ``schemas.topics.COMPACTED_TOPICS`` are created compacted.
+        Logical topic names (``sensor.readings``, ``dlq.sensor.readings``, ...).
     partitions
         Partitions per new topic (default: ``s.partitions``).
     timeout
@@ -283,16 +281,11 @@ def create_topics(
         return
     admin = make_admin(s)
     count = partitions or s.partitions
-    compacted = {s.topic(t) for t in COMPACTED_TOPICS}
-    new = [
-        NewTopic(
-            n,
-            num_partitions=count,
-            replication_factor=s.replication_factor,
-            config={"cleanup.policy": "compact"} if n in compacted else {},
-        )
-        for n in names
-    ]
+    from schemas.topics import TOPIC_CONFIGS
+
+    configs = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
+    new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor, config=configs.get(n, {}))
+           for n in names]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():
         try:

@@ -18,6 +18,15 @@ TOPICS: dict[str, str] = {
 INPUT_TOPICS = (
     "sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback", "device.health",
 )
+# Topic settings eddyline creates a topic with. device.health: the broker stamps each heartbeat with its own
+# clock, so the agent learns its clock offset from the acknowledgement and the fleet flow judges silence on
+# broker time, not on device clocks.
+# edge.models and edge.rollouts are compacted: the latest record per key (class/version, class) is the state.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "device.health": {"message.timestamp.type": "LogAppendTime"},
+    "edge.models": {"cleanup.policy": "compact"},
+    "edge.rollouts": {"cleanup.policy": "compact"},
+}
 DLQ_PREFIX = "dlq."
 RETRY_SUFFIX = ".retry"
 
@@ -52,7 +61,6 @@ def retry_topic(topic: str) -> str:
     return f"{topic}{RETRY_SUFFIX}"
 
 
-COMPACTED_TOPICS = ("edge.models", "edge.rollouts")  # the latest record per key is the state
 RETRIED_TOPICS = ("alerts",)  # topics whose consumers retry through <topic>.retry (alert delivery)
 ALL_TOPICS = [
     *TOPICS,

@@ -65,6 +65,13 @@ def _sentiment() -> FlowSpec:
     return sentiment_flow(AudioSettings().flow_config(), sinks=[sentiment_metrics_sink])
 
 
+def _fleet() -> FlowSpec:
+    from streams.flows.fleet import flow
+    from streams.sinks.fleet import fleet_metrics_sink
+
+    return flow(sinks=[fleet_metrics_sink])
+
+
 FLOWS: dict[str, Callable[[], FlowSpec]] = {
     "anomaly": _anomaly,
     "audio": _audio,
@@ -72,6 +79,7 @@ FLOWS: dict[str, Callable[[], FlowSpec]] = {
     "clicks": _clicks,
     "drift": _drift,
     "quality": _quality,
+    "fleet": _fleet,
 }
 
 
@@ -91,7 +99,7 @@ def flow_spec(name: str) -> FlowSpec:
     Parameters
     ----------
     name
-        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``; an unknown name
+        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``, ``fleet``; an unknown name
         raises ``ValueError`` listing the known ones.
 
     Examples
@@ -103,7 +111,7 @@ def flow_spec(name: str) -> FlowSpec:
     >>> flow_spec("anomly")
     Traceback (most recent call last):
     ...
-    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, quality, sentiment
+    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, fleet, quality, sentiment
     """
     try:
         return FLOWS[name]()
