@@ -75,7 +75,7 @@ class ModelUpdates:
         self.swaps = 0
         self.refused = 0
         self._refused: set[tuple[str, str]] = set()  # (version, sha256) already refused: not retried
-        self._loading: tuple[str, threading.Thread, list[Any]] | None = None
+        self._loading: tuple[str, str, threading.Thread, list[Any]] | None = None
         self._records: dict[str, dict[str, Any]] = {}  # version -> signed record of current and previous
         self.serde = AvroSerde()
         self.cache = cache
@@ -172,17 +172,16 @@ class ModelUpdates:
                 result.append(exc)
 
         thread = threading.Thread(target=load, name=f"load-model-{version}", daemon=True)
-        self._loading = (record["sha256"], thread, result)
+        self._loading = (version, record["sha256"], thread, result)
         thread.start()
 
     def _finish_load(self) -> LocalInference | None:
-        sha, thread, result = self._loading  # type: ignore[misc]
+        version, sha, thread, result = self._loading  # type: ignore[misc]
         if thread.is_alive():
             return None
         self._loading = None
         loaded = result[0] if result else RuntimeError("the loader thread died")
         if isinstance(loaded, BaseException):
-            version = self.wanted() or "?"
             self._refuse(version, sha, f"model {version} failed to load: {loaded}")
             return None
         if loaded.version != self.wanted():  # the rollout moved on while it loaded

@@ -140,7 +140,7 @@ class RolloutController:
                     w.switched_at, w.errors_at_switch = now, h["errors"]
                 if h["inference_latency_ms"] is not None:
                     w.latency_ms = h["inference_latency_ms"]
-            elif h["model_state"] == "refused" and self.rollout["version"] in (h["model_message"] or ""):
+            elif h["model_state"] == "refused" and _about(h["model_message"], self.rollout["version"]):
                 w.refusal = h["model_message"]
 
     def decide(self, now: float) -> dict[str, Any] | None:
@@ -179,6 +179,11 @@ class RolloutController:
         r = self.rollout
         return {**r, "event_id": derive_id(r["rollout_id"], state), "event_time": int(now * 1000), "state": state,
                 "reason": reason}
+
+
+def _about(message: str | None, version: str) -> bool:
+    """Whether an agent's refusal message is about ``version`` (they start ``model <version>``)."""
+    return bool(message) and (message.startswith(f"model {version}:") or message.startswith(f"model {version} "))
 
 
 def previous_version(latest: dict[str, Any] | None) -> str | None:

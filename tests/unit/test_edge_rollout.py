@@ -181,6 +181,14 @@ def test_rolls_back_on_a_sick_canary(what: str, update: dict, reason: str) -> No
     assert previous_version(decided) == "1"
 
 
+def test_a_refusal_of_another_version_is_not_this_rollouts() -> None:
+    c = controller()
+    first, second = sorted(c.canaries)
+    stale = "model 20: bad signature; still running 1"  # mentions 2 only inside other words
+    c.observe([health(first, "1", state="refused", message=stale), health(second, "1")], 10.0)
+    assert c.decide(10.0) is None
+
+
 def test_rolls_back_on_silence_and_on_a_canary_that_never_switches() -> None:
     c = controller()
     first, second = sorted(c.canaries)
