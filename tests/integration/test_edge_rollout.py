@@ -22,8 +22,8 @@ from typer.testing import CliRunner  # noqa: E402
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic  # noqa: E402
 from edge_agent.inference.model import build_graph, build_model, fit, synthetic_normal  # noqa: E402
 from schemas import SENSOR_BATCH, AvroSerde  # noqa: E402
-from schemas.catalog import DEVICE_HEALTH, EDGE_ROLLOUT  # noqa: E402
-from schemas.signing import generate_keypair  # noqa: E402
+from schemas.catalog import DEVICE_HEALTH, EDGE_MODEL, EDGE_ROLLOUT  # noqa: E402
+from schemas.signing import generate_keypair, sign_model  # noqa: E402
 from streams.flows.rollout import RolloutController, RolloutPolicy, run_rollout  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -139,6 +139,12 @@ def test_canary_promotion_rollback_and_refusal(
         result = runner.invoke(app, ["edge", "publish", str(model), "--version", version, "--device-class", CLASS,
                                      "--key", str(signing)])
         assert result.exit_code == 0, result.output
+    forged = sign_model({"event_id": "v7", "event_time": int(time.time() * 1000), "producer": "mallory",
+                         "name": "anomaly", "version": "v7", "device_class": CLASS, "format": "onnx",
+                         "model": good.read_bytes()}, key.read_bytes())
+    forged["signature"] = bytes([forged["signature"][0] ^ 1]) + forged["signature"][1:]  # right key id, bad signature
+    with EventProducer(kafka_settings) as out:
+        out.produce("edge.models", EDGE_MODEL, forged, key=f"{CLASS}/v7")
 
     policy = RolloutPolicy(observe_s=3, swap_timeout_s=30, max_error_rate_per_min=5, max_latency_ms=2000,
                            silence_intervals=20, fleet_window_s=60)
@@ -166,17 +172,18 @@ def test_canary_promotion_rollback_and_refusal(
         latest = fleet.wait_latest(lambda h: h["model_version"] == "v2", "all back on v2 after rollback")
         assert latest[canary3]["model_state"] == "rolled_back"
 
-        # a model signed by another key is refused on the device; the old one keeps scoring
-        records.clear()
-        final = run_rollout(kafka_settings, policy, CLASS, "v4", canary_percent=10, on_event=records.append)
-        assert final["state"] == "rolled_back" and "refused" in final["reason"], final["reason"]
-        (canary4,) = records[0]["canary_devices"]
-        before = fleet.health()[canary4][-1]
-        time.sleep(2)
-        after = fleet.wait_latest(lambda h: h["model_version"] == "v2", "v2 after the refusal")[canary4]
-        assert "signed with key" in (after["model_message"] or "") or "bad signature" in (after["model_message"] or "")
-        assert after["model_state"] == "refused" and after["inference_latency_ms"] is not None
-        assert after["errors"] == before["errors"]  # still scoring, without errors
+        # a model with a bad signature, or signed by another key, is refused on the device; the old one keeps scoring
+        for version, why in [("v7", "model v7: bad signature"), ("v4", "model v4: signed with key")]:
+            records.clear()
+            final = run_rollout(kafka_settings, policy, CLASS, version, canary_percent=10, on_event=records.append)
+            assert final["state"] == "rolled_back" and "refused" in final["reason"], final["reason"]
+            (refuser,) = records[0]["canary_devices"]
+            before = fleet.health()[refuser][-1]
+            time.sleep(2)
+            after = fleet.wait_latest(lambda h: h["model_version"] == "v2", "v2 after the refusal")[refuser]
+            assert (after["model_message"] or "").startswith(why), after["model_message"]
+            assert after["model_state"] == "refused" and after["inference_latency_ms"] is not None
+            assert after["errors"] == before["errors"] and after["sampled_readings"] > before["sampled_readings"]
 
         # the state is the rollouts topic: a canary a controller started and never finished is resumed
         assert runner.invoke(app, ["edge", "publish", str(good), "--version", "v5", "--device-class", CLASS,
