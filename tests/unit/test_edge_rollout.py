@@ -254,3 +254,24 @@ def test_check_config_names_the_trusted_key_and_explains_what_is_missing(
         assert main(["check-config", "--config", str(path)]) == rc, name
         captured = capsys.readouterr()
         assert expected in (captured.out if rc == 0 else captured.err), (name, captured)
+
+
+def test_edge_commands_say_what_to_do_before_touching_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    monkeypatch.delenv("EDDYLINE_CONFIG", raising=False)
+    runner = CliRunner()
+    cases = [
+        (["edge", "rollout", "v2", "--device-class", "rpi4", "--canary", "150%"], "give e.g. --canary 10%"),
+        (["edge", "rollout", "v2", "--device-class", "rpi4", "--canary", "ten"], "is not a share"),
+        (["edge", "publish", str(tmp_path / "none.onnx"), "--version", "1", "--device-class", "rpi4", "--key",
+          str(tmp_path / "k.pem")], "eddyline-edge build-model --out"),
+    ]
+    for args, expected in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and expected in result.output, (args, result.output)
+    assert runner.invoke(app, ["edge", "keygen", "--out", str(tmp_path)]).exit_code == 0
+    again = runner.invoke(app, ["edge", "keygen", "--out", str(tmp_path)])
+    assert again.exit_code == 2 and "never overwritten" in again.output
