@@ -347,7 +347,7 @@ class EventProducer:
 
     def produce(
         self, topic: str, event_type: str, record: dict[str, Any], key: str,
-        headers: dict[str, bytes] | None = None,
+        headers: dict[str, bytes] | None = None, timestamp_ms: int | None = None,
     ) -> None:
         """Encode ``record`` as ``event_type`` (raises ``schemas.SchemaError`` if it breaks the schema) and send it.
 
@@ -363,13 +363,16 @@ class EventProducer:
             The Kafka key (decides the partition).
         headers
             Kafka headers to send along.
+        timestamp_ms
+            The message's create time (a replay keeping the original's); None: now. A topic with
+            ``LogAppendTime`` replaces it with the broker's.
         """
         value = self.serde.encode(event_type, record, topic=self.settings.topic(topic))
-        self.produce_raw(topic, value, key, headers)
+        self.produce_raw(topic, value, key, headers, timestamp_ms)
 
     def produce_raw(
         self, topic: str, value: bytes | None, key: bytes | str | None,
-        headers: dict[str, bytes] | None = None,
+        headers: dict[str, bytes] | None = None, timestamp_ms: int | None = None,
     ) -> None:
         """Send bytes as they are (dead letters, malformed test input); waits while the local queue is full.
 
@@ -381,12 +384,16 @@ class EventProducer:
             The message's bytes (a text key is encoded as UTF-8).
         headers
             Kafka headers to send along.
+        timestamp_ms
+            As for ``produce``.
         """
         full = self.settings.topic(topic)
         hdrs = list(headers.items()) if headers else None
+        stamp = {"timestamp": timestamp_ms} if timestamp_ms is not None else {}
         while True:
             try:
-                self._producer.produce(full, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery)
+                self._producer.produce(full, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery,
+                                       **stamp)
                 break
             except BufferError:  # the local queue is full: let deliveries drain, then retry
                 self._producer.poll(0.1)

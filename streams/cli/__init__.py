@@ -129,7 +129,7 @@ def produce_sensors(
 @app.command("run")
 @friendly
 def run_flow(
-    flow: Annotated[str, typer.Argument(help="Which flow: anomaly, audio, sentiment, clicks, drift, quality, notify.")],
+    flow: Annotated[str, typer.Argument(help="Which flow: anomaly, audio, sentiment, clicks, drift, quality, fleet, notify.")],
     engine: Annotated[str, typer.Option(help="bytewax (checkpointed dataflow) or faust (agents, changelog tables).")] = "bytewax",
     workers: Annotated[int, typer.Option(help="Processes (bytewax) or workers in one group (faust).")] = 1,
     state_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default from [runtime] state_dir).")] = None,

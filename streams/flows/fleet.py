@@ -27,6 +27,7 @@ all); ``shards`` > 1 splits the fleet by a stable hash of the device id, each sh
 from __future__ import annotations
 
 import bisect
+import heapq
 import zlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -50,6 +51,7 @@ KINDS = ("silent", "backlog", "errors", "clock_skew")
 STATES = ("ok", "silent", *KINDS[1:])
 SEVERITY = {"silent": "ERROR", "backlog": "WARNING", "errors": "WARNING", "clock_skew": "WARNING"}
 _SCAN_EVERY_MS = 1_000  # silence is checked whenever the fleet clock has moved this far
+_SUMMARY_EVERY_MS = 10_000  # and the fleet counts are sent this often (they cost a pass over the fleet)
 
 
 class FleetSettings(Section):
@@ -155,7 +157,9 @@ class FleetProcessor(Processor):
         self.devices: dict[str, dict[str, Any]] = {}
         self.clock = 0
         self.scanned = 0  # the fleet clock at the last silence scan
+        self.summarised = 0  # and at the last fleet counts
         self._live: list[int] = []  # sorted latest timestamps of the devices not silent: the clock's median
+        self._due: list[tuple[float, str, int]] = []  # heap: (silent from, device, heard then); stale ones skipped
 
     def params(self) -> dict[str, Any]:
         return {"shard": self.shard, "silent_after_s": self.silent_after_s, "silent_beats": self.silent_beats,
@@ -185,9 +189,13 @@ class FleetProcessor(Processor):
             bisect.insort(self._live, t)
             self.clock = max(self.clock, self._live[(len(self._live) - 1) // 2])
             out.extend(self._heard(device, dev, rec, t))
+            heapq.heappush(self._due, (dev["heard"] + self.silent_after_ms(dev), device, dev["heard"]))
             if self.clock - self.scanned >= _SCAN_EVERY_MS:
                 self.scanned = self.clock
                 out.extend(self._scan())
+            if self.clock - self.summarised >= _SUMMARY_EVERY_MS:
+                self.summarised = self.clock
+                out.append(self._summary())
         return out
 
     def _heard(self, device: str, dev: dict[str, Any], rec: dict[str, Any], t: int) -> list[Emit]:
@@ -235,14 +243,15 @@ class FleetProcessor(Processor):
 
     def _scan(self) -> list[Emit]:
         out: list[Emit] = []
-        for device, dev in self.devices.items():
-            if "silent" in dev["incidents"] or self.clock - dev["heard"] < self.silent_after_ms(dev):
-                continue
+        while self._due and self._due[0][0] <= self.clock:
+            _, device, heard = heapq.heappop(self._due)
+            dev = self.devices[device]
+            if dev["heard"] != heard or "silent" in dev["incidents"]:
+                continue  # heard again since, or already silent
             self._live.pop(bisect.bisect_left(self._live, dev["t"]))
             silent_s = (self.clock - dev["heard"]) / 1000
             out.append(self._open(device, dev, "silent", dev["last_id"], self.clock, silent_s,
                                   f"{device} silent for {silent_s:.0f} s (heartbeat every {dev['interval_s']:g} s)"))
-        out.append(self._summary())
         return out
 
     def _open(self, device: str, dev: dict[str, Any], kind: str, cause: str, t: int, value: float,
@@ -285,12 +294,15 @@ class FleetProcessor(Processor):
                                                             "counts": counts})
 
     def snapshot(self) -> dict[str, Any]:
-        return {"devices": self.devices, "clock": self.clock, "scanned": self.scanned}
+        return {"devices": self.devices, "clock": self.clock, "scanned": self.scanned, "summarised": self.summarised}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.devices = {k: dict(v) for k, v in state["devices"].items()}
-        self.clock, self.scanned = int(state["clock"]), int(state["scanned"])
-        self._live = sorted(d["t"] for d in self.devices.values() if "silent" not in d["incidents"])
+        self.clock, self.scanned, self.summarised = int(state["clock"]), int(state["scanned"]), int(state["summarised"])
+        live = [(k, d) for k, d in self.devices.items() if "silent" not in d["incidents"]]
+        self._live = sorted(d["t"] for _, d in live)
+        self._due = [(d["heard"] + self.silent_after_ms(d), k, d["heard"]) for k, d in live]
+        heapq.heapify(self._due)
 
 
 STATE_FIELDS = ("seq", "interval_s", "buffer_depth", "buffer_readings", "buffer_oldest_age_s", "send_rate",

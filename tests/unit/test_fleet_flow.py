@@ -9,9 +9,13 @@ from streams.processor import Event, run_local
 
 
 def beat(device: str, t: int, *, broker: int | None = None, **kw: object) -> Event:
-    rec = {"event_id": f"{device}-{t}", "event_time": t, "device_id": device, "device_class": "rpi4",
-           "agent_version": "1.0", "model_version": None, "model_state": "none", "interval_s": 1.0,
-           "buffer_depth": 0, "errors": 0, "clock_offset_ms": None, "seq": t // 1000, **kw}
+    """A valid ``device_health`` event at ``t``, its broker timestamp ``broker`` (default: ``t``)."""
+    rec = {"event_id": f"{device}-{t}", "event_time": t, "producer": f"test@{device}", "device_id": device,
+           "seq": t // 1000, "device_class": "rpi4", "agent_version": "1.0", "interval_s": 1.0,
+           "model_version": None, "model_state": "none", "model_message": None, "buffer_depth": 0,
+           "buffer_readings": 0, "buffer_oldest_age_s": 0.0, "send_rate": 0.0, "sampled_readings": 0,
+           "acked_readings": 0, "errors": 0, "dropped_readings": 0, "cpu_percent": 0.0, "rss_mb": 38.0,
+           "inference_latency_ms": None, "clock_offset_ms": None, **kw}
     return Event("device.health", device, rec, broker_ms=t if broker is None else broker)
 
 
@@ -95,7 +99,7 @@ def test_snapshot_is_plain_and_a_restored_processor_gives_the_same_emits() -> No
 
 
 def test_fleet_state_records_carry_no_label_per_device_for_prometheus() -> None:
-    out = run_local(flow(silent_after_s=5), [beat(d, t) for t in range(0, 3000, 1000) for d in "ab"])
+    out = run_local(flow(silent_after_s=5), [beat(d, t) for t in range(0, 12_000, 1000) for d in "ab"])
     summaries = [e.record for e in out if e.topic == "sink.fleet_summary"]
     assert summaries and summaries[-1]["counts"] == {"ok|rpi4|1.0|none": 2}
     states = [e.record for e in out if e.topic == "sink.fleet"]
