@@ -20,7 +20,7 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 from schemas import AvroSerde
-from schemas.topics import COMPACTED_TOPICS
+from schemas.topics import TOPIC_CONFIGS
 
 
 class KafkaSettings(Section):
@@ -264,8 +264,8 @@ def create_topics(
     """Create the topics that do not exist yet and wait until every one is in the metadata.
 
     Idempotent: existing topics are left as they are. A broker that does not answer raises
-    ``TimeoutError`` naming the bootstrap servers. Topics in ``schemas.topics.COMPACTED_TOPICS`` are created
-    compacted (``cleanup.policy=compact``).
+    ``TimeoutError`` naming the bootstrap servers. New topics get their settings from
+    ``schemas.topics.TOPIC_CONFIGS`` (compaction, broker timestamps).
 
     Parameters
     ----------
@@ -282,14 +282,11 @@ def create_topics(
     names = sorted({s.topic(t) for t in logical})
     if not names:
         return
-    compacted = {s.topic(t) for t in logical if t in COMPACTED_TOPICS}
     admin = make_admin(s)
     count = partitions or s.partitions
-    from schemas.topics import TOPIC_CONFIGS
-
     configs = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
     new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor,
-                    config={**configs.get(n, {}), **({"cleanup.policy": "compact"} if n in compacted else {})})
+                    config=configs.get(n, {}))
            for n in names]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():

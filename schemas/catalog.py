@@ -30,6 +30,8 @@ DRIFT = "drift"
 ALERT = "alert"
 DEVICE_HEALTH = "device_health"
 QUARANTINE = "quarantine"
+EDGE_MODEL = "edge_model"
+EDGE_ROLLOUT = "edge_rollout"
 
 
 @dataclass(frozen=True)

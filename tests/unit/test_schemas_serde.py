@@ -101,6 +101,16 @@ def _examples() -> dict[str, dict]:
             "action": "QUARANTINE", "rule": "label_flip", "reason": "producer:bot: its labels go against the crowd",
             "statistic": 10.3, "threshold": 6.0, "events": 50,
         },
+        catalog.EDGE_MODEL: {
+            "event_id": "m-1", "event_time": 1_700_000_000_000, "producer": "eddyline-cli@build",
+            "name": "anomaly", "version": "7", "device_class": "rpi4", "format": "onnx", "sha256": "ab" * 32,
+            "model": b"\x08\x09onnx", "key_id": "0123456789abcdef", "signature": b"\x01" * 64,
+        },
+        catalog.EDGE_ROLLOUT: {
+            "event_id": "r-1", "event_time": 1_700_000_000_000, "producer": "eddyline-rollout@ops",
+            "rollout_id": "r", "device_class": "rpi4", "version": "7", "previous_version": "6", "state": "canary",
+            "canary_percent": 10.0, "canary_devices": ["pi-3"], "started_ms": 1_700_000_000_000, "reason": None,
+        },
     }
 
 
