@@ -227,12 +227,11 @@ class LiveState:
         else:
             kinds[kind] = rec["alert_key"]
 
-    def fleet_view(self) -> dict[str, Any]:
+    def fleet_view(self, now: float) -> dict[str, Any]:
         """Devices by agent version, model version and state (the fleet flow's open alerts), and the devices
-        that are not ok."""
+        that are not ok, with how long ago each was heard at ``now``."""
         from streams.flows.fleet import KINDS
 
-        now = self.clock()
         groups: dict[tuple[str, str, str], int] = {}
         trouble = []
         for device, d in self.fleet.items():
@@ -251,6 +250,7 @@ class LiveState:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole view as JSON-ready data, newest first where order matters."""
+        now = self.clock()
         return {
             "version": self.version,
             "events": dict(self.events),
@@ -272,8 +272,8 @@ class LiveState:
                 "predictions": dict(self.predictions),
             },
             "drift": {"recent": list(self.drift), "counts": dict(self.drift_counts)},
-            "fleet": self.fleet_view(),
-            "charts": self.charts.overview(self.clock()),
+            "fleet": self.fleet_view(now),
+            "charts": self.charts.overview(now),
         }
 
     def selected(self, selection: Mapping[str, str | None]) -> dict[str, Any]:
