@@ -69,6 +69,7 @@ def test_evaluate_writes_per_domain_accuracy_beside_vader(model_dir, tmp_path):
     assert all(0 <= v <= 1 for v in written["accuracy"].values())
     assert written["vader_accuracy"] == result["vader_accuracy"]
     assert 0 <= written["ece"] <= 1 and sum(written["counts"].values()) == len(sample)
+    assert written["emotion_f1"]["anger"] == result["emotion_f1"]["anger"] and "macro" in written["emotion_f1"]
     by_length = written["accuracy_by_length"]
     assert list(by_length) == ["<=32", "33-64", "65-128", ">128"]
     assert sum(b["texts"] for b in by_length.values()) == written["test_sentences"] + written["test_passages"]
