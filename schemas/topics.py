@@ -12,6 +12,7 @@ TOPICS: dict[str, str] = {
     "drift": "drift",
     "alerts": "alert",
     "device.health": "device_health",
+    "routing": "routing_recommendation",
 }
 INPUT_TOPICS = (
     "sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback", "device.health",
