@@ -115,7 +115,8 @@ def test_eval_command_prints_counts_and_path_and_writes_the_new_keys(tmp_path):
     result = CliRunner().invoke(_models_app(), ["eval-sentiment", "--model", "vader", "--json", str(out)])
     assert result.exit_code == 0, result.output
     written = json.loads(out.read_text())
-    assert {"accuracy_by_length", "ece", "counts", "accuracy"} <= set(written)
+    assert {"accuracy_by_length", "ece", "counts", "accuracy", "emotion_f1"} <= set(written)
+    assert "emotion (nrc-emotion-lexicon, 60 developer-written lines): F1 anger" in result.output
     assert "model: vader" in result.output
     for domain, n in written["counts"].items():
         assert f"{domain} {n}" in result.output
