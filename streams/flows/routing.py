@@ -186,7 +186,7 @@ class Router:
         pol = self.policy
         text = t["text"].lower()
         said = [p for r in pol.rules for p in r.phrases if p in text]
-        self.recent = (self.recent + [{"rolling": rolling, "emotion": emotion, "words": list(words),
+        self.recent = (self.recent + [{"rolling": rolling, "emotion": emotion, "words": list(words[:6]),
                                        "phrases": said}])[-(pol.window + 1):]
         self.segments += 1
         facts = self._facts()

@@ -5,6 +5,7 @@ import pickle
 import pytest
 from pydantic import ValidationError
 
+from connectors.config import explain
 from schemas import AvroSerde
 from streams.flows.audio import AudioFlowConfig, sentiment_flow
 from streams.flows.routing import Router, RoutingPolicy, RoutingRule, RoutingSettings
@@ -66,8 +67,9 @@ def test_rules_come_from_toml_and_are_checked(tmp_path, monkeypatch):
     assert [(e.record["action"], e.record["reason"]) for e in emits] == [
         ("callback", "sadness x1"), ("stay", "no rule matches: rolling sentiment +0.00, mostly joy")]  # a tie: EMOTIONS order
     cfg.write_text('[routing]\n[[routing.rules]]\nname = "x"\naction = "a"\nreason = "{mood}"\n')
-    with pytest.raises(ValidationError, match="reason uses"):
+    with pytest.raises(ValidationError, match="reason uses") as bad:
         RoutingSettings()
+    assert "[routing] rules.0" in explain(bad.value) and "it may use" in explain(bad.value)  # what the CLI prints
     with pytest.raises(ValueError, match="unknown emotions"):
         RoutingRule("x", "a", "r", emotions=["rage"])
 
