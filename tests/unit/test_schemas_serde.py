@@ -106,6 +106,21 @@ def _examples() -> dict[str, dict]:
             "sampled_readings": 5_100, "acked_readings": 4_800, "errors": 0, "dropped_readings": 0,
             "cpu_percent": 3.2, "rss_mb": 41.0, "inference_latency_ms": 0.4, "clock_offset_ms": -12.0,
         },
+        catalog.QUARANTINE: {
+            "event_id": new_id(), "event_time": T0, "producer": "flow.model_security", "source": "producer:bot",
+            "action": "QUARANTINE", "rule": "label_flip", "reason": "producer:bot: its labels go against the crowd",
+            "statistic": 10.3, "threshold": 6.0, "events": 50,
+        },
+        catalog.EDGE_MODEL: {
+            "event_id": "m-1", "event_time": 1_700_000_000_000, "producer": "eddyline-cli@build",
+            "name": "anomaly", "version": "7", "device_class": "rpi4", "format": "onnx", "sha256": "ab" * 32,
+            "model": b"\x08\x09onnx", "key_id": "0123456789abcdef", "signature": b"\x01" * 64,
+        },
+        catalog.EDGE_ROLLOUT: {
+            "event_id": "r-1", "event_time": 1_700_000_000_000, "producer": "eddyline-rollout@ops",
+            "rollout_id": "r", "device_class": "rpi4", "version": "7", "previous_version": "6", "state": "canary",
+            "canary_percent": 10.0, "canary_devices": ["pi-3"], "started_ms": 1_700_000_000_000, "reason": None,
+        },
     }
 
 
