@@ -15,6 +15,7 @@ TOPICS: dict[str, str] = {
     "security.quarantine": "quarantine",  # compacted: the latest record per source is its standing
     "edge.models": "edge_model",
     "edge.rollouts": "edge_rollout",
+    "routing": "routing_recommendation",
 }
 INPUT_TOPICS = (
     "sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback", "device.health",
