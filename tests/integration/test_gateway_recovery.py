@@ -56,5 +56,4 @@ def test_sends_succeed_again_after_the_broker_restarts_under_the_gateway(durable
     landed = {serde.decode(m.value(), SENSOR_BATCH)["event_id"] for m in read_topic(kafka, "sensor.readings",
                                                                                    timeout=120, idle=10)}
     assert accepted <= landed, f"{len(accepted - landed)} accepted events never reached the topic; {health}"
-    print("HEALTH", health)
     assert health["failed"] == 0, health
