@@ -20,6 +20,7 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 from schemas import AvroSerde
+from schemas.topics import COMPACTED_TOPICS
 
 
 class KafkaSettings(Section):
@@ -263,7 +264,8 @@ def create_topics(
     """Create the topics that do not exist yet and wait until every one is in the metadata.
 
     Idempotent: existing topics are left as they are. A broker that does not answer raises
-    ``TimeoutError`` naming the bootstrap servers.
+    ``TimeoutError`` naming the bootstrap servers. Topics in ``schemas.topics.COMPACTED_TOPICS`` are created
+    compacted (``cleanup.policy=compact``).
 
     Parameters
     ----------
@@ -276,12 +278,15 @@ def create_topics(
     timeout
         Seconds to wait for creation and for the topics to appear.
     """
-    names = sorted({s.topic(t) for t in logical_topics})
+    logical = sorted(set(logical_topics))
+    names = sorted({s.topic(t) for t in logical})
     if not names:
         return
+    compacted = {s.topic(t) for t in logical if t in COMPACTED_TOPICS}
     admin = make_admin(s)
     count = partitions or s.partitions
-    new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor) for n in names]
+    new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor,
+                    config={"cleanup.policy": "compact"} if n in compacted else {}) for n in names]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():
         try:

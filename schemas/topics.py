@@ -12,10 +12,13 @@ TOPICS: dict[str, str] = {
     "drift": "drift",
     "alerts": "alert",
     "device.health": "device_health",
+    "security.quarantine": "quarantine",  # compacted: the latest record per source is its standing
 }
 INPUT_TOPICS = (
     "sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback", "device.health",
+    "security.quarantine",
 )
+COMPACTED_TOPICS = ("security.quarantine",)  # the latest record per key is what counts: created compacted
 DLQ_PREFIX = "dlq."
 RETRY_SUFFIX = ".retry"
 

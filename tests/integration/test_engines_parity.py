@@ -97,6 +97,13 @@ def _inputs(flow: str) -> list[Event]:
         from connectors.movielens import click_events, load
 
         return [Event("clicks", r["user_id"], r) for r in itertools.islice(click_events(load(400)), 600)]
+    if flow == "model-security":  # honest replay, then a producer pushing one item: a quarantine and an alert
+        from connectors.movielens import click_events, load
+
+        honest = list(itertools.islice(click_events(load(400)), 500))
+        pushed = [{**honest[-1], "event_id": f"bot-{i}", "producer": "bot", "user_id": f"fake-{i % 7}",
+                   "item_id": "m-pushed", "action": "IMPRESSION", "impression_id": None} for i in range(60)]
+        return [Event("clicks", r["user_id"], r) for r in honest + pushed]
     if flow == "drift":
         from tests.unit.test_drift_flow import _stream
 
