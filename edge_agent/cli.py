@@ -50,6 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--out", type=Path, required=True)
     model.add_argument("--csv", type=Path, default=None, help="train on these readings (timestamp,sensor,value)")
     model.add_argument("--window", type=int, default=16)
+    model.add_argument(
+        "--optimise",
+        action="store_true",
+        help="treat --out as a folder: build fp32, int8 (dynamic, static) and pruned variants, measure size, "
+        "latency (1 thread) and agreement with fp32, write <class>.onnx per device class and report.json",
+    )
+    model.add_argument(
+        "--target",
+        action="append",
+        default=None,
+        metavar="CLASS=AGREEMENT[:LATENCY_US]",
+        help="a device class's bounds for --optimise (repeatable; default rpi4=0.95:50 jetson-nano=0.98:50 x86_64=0.99)",
+    )
     return p
 
 
@@ -137,6 +150,15 @@ def _check(edge: EdgeSettings, kafka: KafkaSettings, args: argparse.Namespace) -
 
         inf = LocalInference(edge.inference)
         print(f"inference: {inf.model_path} on {inf.providers[0]}")
+    if edge.models.enabled:
+        from schemas.signing import SignatureError, Verifier
+
+        try:
+            key = Verifier(edge.models.public_key.read_bytes()).key_id
+        except SignatureError as exc:
+            raise RuntimeError(f"[edge.models] public_key {edge.models.public_key}: {exc}") from None
+        print(f"models: following {kafka.topic(edge.models.rollouts_topic)} for class {edge.device_class}, "
+              f"trusting key {key}")
     if args.json:
         print(json.dumps({"edge": edge.model_dump(mode="json"), "kafka": kafka.model_dump(mode="json")}, indent=2))
     print(f"config OK: device {edge.device_id}, topic {kafka.topic(edge.topic)} on {kafka.bootstrap_servers}")
@@ -154,13 +176,34 @@ def _build_model(args: argparse.Namespace) -> int:
     from edge_agent.inference.model import build_model, training_windows_from_csv
 
     series = training_windows_from_csv(args.csv) if args.csv else None
+    if args.optimise:
+        return _optimise(args, series)
     path = build_model(args.out, window=args.window, series=series)
     print(f"wrote {path}")
-    _track_build(path, args, len(series) if series is not None else None)
+    _track_build([path], _build_params(args, series))
     return 0
 
 
-def _track_build(path: Path, args: argparse.Namespace, windows: int | None) -> None:
+def _optimise(args: argparse.Namespace, series: list | None) -> int:
+    from edge_agent.inference.optimise import DEFAULT_TARGETS, markdown_table, optimise, parse_target
+
+    targets = tuple(parse_target(t) for t in args.target) if args.target else DEFAULT_TARGETS
+    report = optimise(args.out, targets, window=args.window, series=series)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown_table(report))
+    for cls, name in report["chosen"].items():
+        print(f"{cls}: {name} -> {args.out / (cls + '.onnx')}")
+    _track_build([args.out / "report.json", *(args.out / f"{cls}.onnx" for cls in report["chosen"])],
+                 {**_build_params(args, series), "targets": [str(t) for t in targets]})
+    return 0
+
+
+def _build_params(args: argparse.Namespace, series: list | None) -> dict[str, object]:
+    return {"window": args.window, "data.train.source": str(args.csv or "synthetic normal"),
+            "data.train.series": len(series) if series is not None else "synthetic"}
+
+
+def _track_build(files: list[Path], params: dict[str, object]) -> None:
     """Record the build as an MLflow run (experiment ``eddyline/edge-model``) where mlflow is installed: a
     development machine, never a device. ``[mlflow]`` says where; a store that cannot be reached is skipped."""
     try:
@@ -182,10 +225,11 @@ def _track_build(path: Path, args: argparse.Namespace, windows: int | None) -> N
             mlflow.create_experiment("eddyline/edge-model", artifact_location=where)
         mlflow.set_experiment("eddyline/edge-model")
         with mlflow.start_run(run_name="build-model"):
-            mlflow.log_params({"window": args.window, "data.train.source": str(args.csv or "synthetic normal"),
-                               "data.train.windows": windows if windows is not None else "synthetic"})
-            mlflow.log_metric("model_bytes", path.stat().st_size)
-            mlflow.log_artifact(str(path))
+            mlflow.log_params(params)
+            for path in files:
+                if path.suffix == ".onnx":
+                    mlflow.log_metric(f"{path.stem}_bytes", path.stat().st_size)
+                mlflow.log_artifact(str(path))
         print(f"recorded in MLflow at {uri} (experiment eddyline/edge-model)")
     except Exception as exc:  # the model is built; tracking is a record of it, not a condition
         print(f"eddyline-edge: not recorded in MLflow at {uri}: {exc}", file=sys.stderr)

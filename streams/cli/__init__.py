@@ -31,6 +31,8 @@ app.add_typer(bridge_app, name="bridge")
 app.add_typer(models_app, name="models")
 security_app = typer.Typer(help="Model security: sources the online learners do not learn from.", no_args_is_help=True)
 app.add_typer(security_app, name="security")
+edge_app = typer.Typer(help="The edge device fleet: its state, and its models.", no_args_is_help=True)
+app.add_typer(edge_app, name="edge")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -130,7 +132,7 @@ def produce_sensors(
 @friendly
 def run_flow(
     flow: Annotated[str, typer.Argument(
-        help="Which flow: anomaly, audio, sentiment, clicks, drift, quality, model-security, notify.")],
+        help="Which flow: anomaly, audio, sentiment, clicks, drift, quality, model-security, fleet, notify.")],
     engine: Annotated[str, typer.Option(help="bytewax (checkpointed dataflow) or faust (agents, changelog tables).")] = "bytewax",
     workers: Annotated[int, typer.Option(help="Processes (bytewax) or workers in one group (faust).")] = 1,
     state_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default from [runtime] state_dir).")] = None,
@@ -257,6 +259,11 @@ _mount(models_app, "ui", "streams.cli.models:ui_command")
 _mount(alerts_app, "redrive", "streams.cli.alerts:redrive_command")
 _mount(security_app, "list", "streams.cli.security:list_command")
 _mount(security_app, "release", "streams.cli.security:release_command")
+_mount(edge_app, "status", "streams.cli.edge:status_command")
+_mount(edge_app, "keygen", "streams.cli.edge_models:keygen_command")
+_mount(edge_app, "publish", "streams.cli.edge_models:publish_command")
+_mount(edge_app, "rollout", "streams.cli.edge_models:rollout_command")
+_mount(edge_app, "degraded", "streams.cli.edge_models:degraded_command")
 
 
 def main() -> None:  # pragma: no cover

@@ -74,6 +74,13 @@ def _sentiment() -> FlowSpec:
     return sentiment_flow(AudioSettings().flow_config(), sinks=[sentiment_metrics_sink])
 
 
+def _fleet() -> FlowSpec:
+    from streams.flows.fleet import flow
+    from streams.sinks.fleet import fleet_metrics_sink
+
+    return flow(sinks=[fleet_metrics_sink])
+
+
 FLOWS: dict[str, Callable[[], FlowSpec]] = {
     "anomaly": _anomaly,
     "audio": _audio,
@@ -82,6 +89,7 @@ FLOWS: dict[str, Callable[[], FlowSpec]] = {
     "drift": _drift,
     "quality": _quality,
     "model-security": _model_security,
+    "fleet": _fleet,
 }
 
 
@@ -101,8 +109,8 @@ def flow_spec(name: str) -> FlowSpec:
     Parameters
     ----------
     name
-        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``, ``model-security``; an
-        unknown name raises ``ValueError`` listing the known ones.
+        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``, ``model-security``,
+        ``fleet``; an unknown name raises ``ValueError`` listing the known ones.
 
     Examples
     --------
@@ -113,7 +121,7 @@ def flow_spec(name: str) -> FlowSpec:
     >>> flow_spec("anomly")
     Traceback (most recent call last):
     ...
-    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, model-security, quality, sentiment
+    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, fleet, model-security, quality, sentiment
     """
     try:
         return FLOWS[name]()

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
-SERVICES = {"kafka", "kafka-init", "influxdb", "prometheus", "grafana", "flow-anomaly", "flow-notify",
+SERVICES = {"kafka", "kafka-init", "influxdb", "prometheus", "grafana", "flow-anomaly", "flow-fleet", "flow-notify",
             "gateway", "live", "edge-sim"}
 
 
@@ -139,7 +139,7 @@ def test_mounted_files_exist_and_grafana_gets_provisioning_and_dashboards(compos
     assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana
     provider = yaml.safe_load((DOCKER / "grafana/provisioning/dashboards/eddyline.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
-    assert len(list((DOCKER / "grafana/dashboards").glob("*.json"))) == 4
+    assert len(list((DOCKER / "grafana/dashboards").glob("*.json"))) == 5
 
 
 def test_flows_are_registered_and_kafka_runs_in_kraft_mode(compose) -> None:
@@ -158,7 +158,7 @@ def test_flows_are_registered_and_kafka_runs_in_kraft_mode(compose) -> None:
 
 def test_prometheus_scrapes_services_of_the_stack_on_their_metrics_ports(compose) -> None:
     config = yaml.safe_load((DOCKER / "prometheus/prometheus.yml").read_text())
-    ports = {"flow-anomaly": "9100", "flow-notify": "9100", "edge-sim": "9101"}
+    ports = {"flow-anomaly": "9100", "flow-fleet": "9100", "flow-notify": "9100", "edge-sim": "9101"}
     targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
     for target in targets:
         host, port = target.split(":")

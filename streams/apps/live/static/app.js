@@ -26,17 +26,20 @@ function fill(panelId, rows, toCells) {
   panel.dataset.rows = String(rows.length);
 }
 
-// An alert's summary, with why it fired (rule, expected value and band, recent readings) beneath it.
-function alertSummary(r) {
-  const td = cell(r.summary, "text");
-  if (r.why) {
-    const why = document.createElement("div");
-    why.className = "why";
-    why.textContent = `why: ${r.why}`;
-    td.appendChild(why);
+// Text with the reason beneath it, in smaller print.
+function withWhy(text, why, cls = "text") {
+  const td = cell(text, cls);
+  if (why) {
+    const line = document.createElement("div");
+    line.className = "why";
+    line.textContent = why;
+    td.appendChild(line);
   }
   return td;
 }
+
+// An alert's summary, with why it fired (rule, expected value and band, recent readings) beneath it.
+const alertSummary = (r) => withWhy(r.summary, r.why ? `why: ${r.why}` : "");
 
 function sentimentBar(rolling) {
   const td = document.createElement("td");
@@ -64,7 +67,8 @@ function render(v) {
     alertSummary(r), cell(time(r.updated))]);
 
   fill("panel-sentiment", v.sentiment, (r) => [cell(r.conversation), cell(String(r.segments)),
-    cell(r.label, r.label), cell(num(r.rolling ?? r.score, 2)), sentimentBar(r.rolling ?? r.score), cell(r.text, "text")]);
+    cell(r.label, r.label), cell(num(r.rolling ?? r.score, 2)), sentimentBar(r.rolling ?? r.score), cell(r.emotion || "–"),
+    withWhy(r.route || "–", r.reason, `route ${r.route || ""}`), cell(r.text, "text")]);
 
   fill("panel-quality", v.quality.windows, (r) => [cell(r.model_name), cell(r.model_version), cell(String(r.predictions)),
     cell(num(r.accuracy)), cell(num(r.auc)), cell(num(r.f1)), cell(num(r.latency_p99_ms, 1)), cell(String(r.missing_feedback))]);
@@ -72,6 +76,18 @@ function render(v) {
   $("#drift-counts").textContent = Object.entries(v.drift.counts).map(([m, n]) => `${m}: ${n}`).join(" · ");
   fill("panel-drift", v.drift.recent, (r) => [cell(r.model), cell(r.subject), cell(r.kind), cell(r.detector),
     cell(num(r.statistic, 4)), cell(num(r.threshold, 4)), cell(time(r.time))]);
+
+  const f = v.fleet;
+  $("#fleet-counts").textContent = `${f.devices} devices · ${f.trouble.length} not ok`;
+  fill("panel-fleet", f.groups, (r) => [cell(r.agent_version), cell(r.model_version), cell(r.state, r.state),
+    cell(String(r.devices))]);
+  $("#fleet-trouble tbody").replaceChildren(...f.trouble.map((r) => {
+    const tr = document.createElement("tr");
+    [cell(r.device), cell(r.state, r.state), cell(r.device_class), cell(`${num(r.age_s, 0)} s ago`),
+      cell(String(r.buffer_depth)), cell(String(r.errors))].forEach((td) => tr.appendChild(td));
+    return tr;
+  }));
+  $("#fleet-trouble").hidden = !f.trouble.length;
 
   const total = Object.values(v.events).reduce((x, y) => x + y, 0);
   $("#totals").textContent = `${total.toLocaleString()} events · ${v.duplicates} duplicates ignored`;
