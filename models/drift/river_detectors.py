@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from typing import Any, ClassVar
 
 import numpy as np
@@ -85,9 +84,40 @@ class RiverDetector(StreamDriftDetector):
         self._binary = binary
         return np.asarray(found, dtype=np.int64)
 
+    state_version: ClassVar[int] = 1
+
     def snapshot(self) -> dict[str, Any]:
-        return {"pickled": pickle.dumps(self._det), "binary": self._binary}
+        """river's detector as plain data: its scalar fields, and ADWIN's window as the bytes river's own Rust
+        helper serialises (numbers only, so restoring runs no code), versioned."""
+        det = self._det
+        fields = {k: v for k, v in vars(det).items() if isinstance(v, (bool, int, float, str))}
+        state: dict[str, Any] = {"version": self.state_version, "binary": self._binary, "fields": fields}
+        if self.kind == "adwin":
+            state["window"] = bytes(det._helper.__getstate__())
+        else:
+            state["mean"] = [float(det._x_mean.n), float(det._x_mean._mean)]
+        return state
 
     def restore(self, state: dict[str, Any]) -> None:
-        self._det = pickle.loads(state["pickled"])
-        self._binary = bool(state.get("binary", True))
+        if state.get("version") != self.state_version:
+            raise ValueError(f"{self.kind}: snapshot state version {state.get('version', 0)} is not "
+                             f"{self.state_version} (version 0 held a pickle, which is refused: unpickling "
+                             "checkpointed data could run code); the detector starts afresh")
+        from river import drift
+
+        fields = dict(state["fields"])
+        kwargs = {**self.kwargs, "delta": fields["delta"]} if "delta" in fields else dict(self.kwargs)
+        det = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley}[self.kind](**kwargs)
+        for k, v in fields.items():
+            if k in vars(det) and isinstance(v, type(vars(det)[k])):
+                setattr(det, k, v)
+        if self.kind == "adwin":
+            try:
+                det._helper.__setstate__(bytes(state["window"]))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # river's Rust helper panics (a BaseException) on malformed bytes
+                raise ValueError(f"adwin: the snapshot's window is malformed ({exc}); the detector starts afresh") from None
+        else:
+            det._x_mean.n, det._x_mean._mean = (float(x) for x in state["mean"])
+        self._det, self._binary = det, bool(state["binary"])

@@ -115,8 +115,16 @@ def test_direction_is_checked() -> None:
         make_detector("adwin", delta_binary=0.01)
 
 
-@pytest.mark.parametrize("name", ["cusum", "ours", "adwin"])
-def test_batching_never_changes_detections_and_state_survives_pickling(name: str) -> None:
+def _plain(value: object) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str, bytes))
+
+
+@pytest.mark.parametrize("name", ["cusum", "ours", "adwin", "page_hinkley"])
+def test_batching_never_changes_detections_and_state_survives_a_plain_snapshot(name: str) -> None:
     rng = np.random.default_rng(5)
     x = np.concatenate([rng.normal(size=2500), rng.normal(1.5, 1.0, 2500)])
     whole = make_detector(name).update(x)
@@ -124,10 +132,21 @@ def test_batching_never_changes_detections_and_state_survives_pickling(name: str
     parts = []
     for start in range(0, len(x), 777):
         if start == 1554:
-            det = pickle.loads(pickle.dumps(det))
+            snap = det.snapshot()
+            assert _plain(snap), snap
+            det = make_detector(name)
+            det.restore(snap)
         parts.extend(start + det.update(x[start : start + 777]))
     assert len(whole) >= 1
     assert list(whole) == parts
+
+
+def test_a_pickled_or_malformed_river_snapshot_is_refused_with_a_reason() -> None:
+    with pytest.raises(ValueError, match="pickle"):
+        make_detector("adwin").restore({"pickled": pickle.dumps(object()), "binary": True})
+    snap = make_detector("adwin").snapshot()
+    with pytest.raises(ValueError, match="malformed"):
+        make_detector("adwin").restore({**snap, "window": b"not a window"})
 
 
 def test_ensemble_raises_one_alarm_per_change_and_no_later_than_adwin() -> None:
