@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING
 from connectors.kafka import EventProducer, KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import start_monitor
-from streams.engines.output import DeadLetter, FlowOutput, Message, flow_topics
+from streams.engines.output import FlowOutput, Message, flow_topics
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.state import IdleStore, StateError, decode_checkpoint, encode_processor, restore_or_fresh
 
@@ -33,17 +33,22 @@ log = logging.getLogger(__name__)
 IDLE_FILE = "idle.sqlite3"  # in the state folder, next to Bytewax's recovery partitions
 
 
+FETCH_WAIT_MS = 50  # librdkafka's 500 ms default, on a broker that waits it out, was most of a live batch's latency
+
+
 def source_config(settings: KafkaSettings) -> dict[str, Any]:
     """What the Bytewax Kafka source's clients get on top of Bytewax's own keys: every client setting of
     ``[kafka]``, ``extra`` included (TLS, SASL/OAuth, fetch tuning). Bytewax assigns partitions and keeps
-    offsets in its recovery store, so group and commit settings are its own.
+    offsets in its recovery store, so group and commit settings are its own. A fetch waits at most
+    ``FETCH_WAIT_MS`` for data unless ``extra`` says otherwise (``fetch.wait.max.ms``): a scoring flow wants its
+    input as it arrives, and an idle partition's fetches cost little.
 
     Parameters
     ----------
     settings
         Kafka settings.
     """
-    return admin_config(settings)
+    return {"fetch.wait.max.ms": FETCH_WAIT_MS, **admin_config(settings)}
 
 
 class _ProcessorLogic(StatefulBatchLogic):
@@ -57,6 +62,7 @@ class _ProcessorLogic(StatefulBatchLogic):
                  idle_after: timedelta) -> None:
         self.spec = spec
         self.output = output
+        self.timer = PROCESSING_SECONDS.labels(spec.name)
         self.saved = resume
         self.idle = idle
         self.idle_after = idle_after
@@ -64,26 +70,26 @@ class _ProcessorLogic(StatefulBatchLogic):
         self.processor: Processor | None = None
         self.due = datetime.now(UTC) + idle_after if idle is not None else None
 
-    def on_batch(self, values: list[Event]) -> tuple[list[Emit], bool]:
+    def on_batch(self, values: list[Event]) -> tuple[list[list[Emit]], bool]:
         if self.processor is None:
             self.key = self.spec.key(values[0])
             saved = self.saved if self.saved is not None or self.idle is None else self.idle.get(self.key)
             self.processor, _ = restore_or_fresh(self.spec, self.key, saved)
             self.saved = None
-        with PROCESSING_SECONDS.labels(self.spec.name).time():
+        with self.timer.time():
             emits = self.processor.process(values)
         self.output.processed(values)
         if self.idle is not None:
             self.due = datetime.now(UTC) + self.idle_after
-        return emits, StatefulBatchLogic.RETAIN
+        return _as_one(emits), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self.due
 
-    def on_notify(self) -> tuple[list[Emit], bool]:
+    def on_notify(self) -> tuple[list[list[Emit]], bool]:
         if self.idle is None:
             return [], StatefulBatchLogic.RETAIN
-        emits = self.processor.flush() if self.processor is not None else []
+        emits = _as_one(self.processor.flush()) if self.processor is not None else []
         blob = self.snapshot()
         if blob is None:
             return emits, StatefulBatchLogic.RETAIN
@@ -99,6 +105,11 @@ class _ProcessorLogic(StatefulBatchLogic):
         if self.processor is None:
             return self.saved
         return encode_processor(self.processor, self.key or "")
+
+
+def _as_one(emits: list[Emit]) -> list[list[Emit]]:
+    """A key's emits as one item downstream: the steps after the processors then run once per batch, not per emit."""
+    return [emits] if emits else []
 
 
 class _ProducerPartition(StatelessSinkPartition):
@@ -130,8 +141,8 @@ class _SidePartition(StatelessSinkPartition):
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
 
-    def write_batch(self, items: list[Emit]) -> None:
-        self.sink.write(items)
+    def write_batch(self, items: list[tuple[str, list[Emit]]]) -> None:
+        self.sink.write([e for _, emits in items for e in emits])
 
     def close(self) -> None:
         self.sink.close()
@@ -180,27 +191,31 @@ def build_dataflow(
     )
     messages = op.input("kafka-in", flow, source)
 
-    def decode(msg: KafkaSourceMessage | KafkaError) -> Event | DeadLetter | None:
-        if isinstance(msg, KafkaError):
-            if msg.err.fatal():
-                raise RuntimeError(f"fatal Kafka error in {spec.name}: {msg.err}")
-            log.warning("kafka consumer error", extra={"flow": spec.name, "error": str(msg.err)})
-            return None
-        broker_ms = msg.timestamp[1] if msg.timestamp and msg.timestamp[0] else -1
-        return output.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset, broker_ms)
+    def decode(batch: list[KafkaSourceMessage | KafkaError]) -> list[tuple[str, Event] | Message]:
+        out: list[tuple[str, Event] | Message] = []
+        for msg in batch:
+            if isinstance(msg, KafkaError):
+                if msg.err.fatal():
+                    raise RuntimeError(f"fatal Kafka error in {spec.name}: {msg.err}")
+                log.warning("kafka consumer error", extra={"flow": spec.name, "error": str(msg.err)})
+                continue
+            broker_ms = msg.timestamp[1] if msg.timestamp and msg.timestamp[0] else -1
+            item = output.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset, broker_ms)
+            out.append((spec.key(item), item) if isinstance(item, Event) else output.dead_letter(item))
+        return out
 
-    decoded = op.filter_map("decode", messages, decode)
-    split = op.branch("valid", decoded, lambda x: isinstance(x, Event))
-    keyed = op.key_on("key", split.trues, spec.key)
+    def encode(batch: list[tuple[str, list[Emit]]]) -> list[Message]:
+        return [output.encode(e) for _, emits in batch for e in emits if output.kafka_bound(e)]
+
+    # Steps work on whole batches (a poll's messages, a key's emits): one Python call per batch, not per item.
+    decoded = op.flat_map_batch("decode", messages, decode)
+    split = op.branch("valid", decoded, lambda x: not isinstance(x, Message))
     processed = op.stateful_batch(
-        "process", keyed, lambda resume: _ProcessorLogic(spec, output, resume, idle, idle_after))
-    emits = op.map("unkey", processed, lambda kv: kv[1])
-    to_kafka = op.filter("kafka-bound", emits, output.kafka_bound)
-    out = op.merge("to-kafka", op.map("encode", to_kafka, output.encode),
-                   op.map("dead-letter", split.falses, output.dead_letter))
+        "process", split.trues, lambda resume: _ProcessorLogic(spec, output, resume, idle, idle_after))
+    out = op.merge("to-kafka", op.flat_map_batch("encode", processed, encode), split.falses)
     op.output("kafka-out", out, _ProducerSink(settings, spec.name))
     for i, factory in enumerate(spec.sinks):
-        op.output(f"side-sink-{i}", emits, _SideSink(factory))
+        op.output(f"side-sink-{i}", processed, _SideSink(factory))
     return flow
 
 
