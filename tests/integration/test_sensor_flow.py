@@ -200,7 +200,7 @@ def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(
 
 
 def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_settings, tmp_path):
-    from streams.engines.bytewax import IDLE_FILE
+    from streams.engines.bytewax import idle_path
     from streams.state import decode_checkpoint
 
     records, _ = simulated(devices=3, messages=90, seed=8)
@@ -213,8 +213,9 @@ def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_set
         evicted: set[str] = set()
         while time.monotonic() < deadline and len(evicted) < 3:
             time.sleep(0.5)
-            if (state / IDLE_FILE).exists():
-                db = sqlite3.connect(f"file:{state / IDLE_FILE}?mode=ro", uri=True, timeout=30)
+            path = idle_path(state)
+            if path.exists():
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
                 try:
                     evicted = {decode_checkpoint(blob)["key"] for (blob,) in db.execute("SELECT state FROM idle")}
                 except sqlite3.OperationalError:  # the table is not there before the first eviction
