@@ -60,6 +60,24 @@ def encode(value: Any) -> bytes:
 def _put(v: Any, out: list[bytes], depth: int) -> None:
     if depth > MAX_DEPTH:
         raise TypeError(f"state nests deeper than {MAX_DEPTH} levels")
+    kind = type(v)  # the exact plain types first: a detector's state is hundreds of them, every epoch
+    if kind is float:
+        out.append(b"f" + _F64.pack(v))
+    elif kind is dict:
+        out.append(b"d" + _U32.pack(len(v)))
+        for k, item in v.items():
+            _put(k, out, depth + 1)
+            _put(item, out, depth + 1)
+    elif kind is str:
+        raw = v.encode()
+        out.append(b"s" + _U32.pack(len(raw)) + raw)
+    elif kind is int and -(1 << 63) <= v < (1 << 63):
+        out.append(b"i" + _I64.pack(v))
+    else:
+        _put_other(v, out, depth)
+
+
+def _put_other(v: Any, out: list[bytes], depth: int) -> None:
     if v is None:
         out.append(b"N")
     elif v is True or v is False or isinstance(v, np.bool_):
