@@ -12,10 +12,13 @@ For each fleet size and engine, over one broker (a namespace per run):
 - ``checkpoint_mb_per_epoch``: what checkpointing wrote while the pre-filled topic was scored, per 2 s epoch
   (Bytewax: the process's disk writes, ``/proc/PID/io``; Faust: the changelog bytes produced);
 - ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
-- ``latency_p50_ms``/``latency_p99_ms``: a live fleet (event times on the wall clock, devices staggered) offered
-  half the measured maximum for ``live_s`` seconds: from a batch's event time (its last reading) to the
-  arrival of its score event at a watcher; batches still unscored ``DRAIN_S`` after the load stops are left
-  out and counted (``latency_batches_sent`` against ``latency_batches_scored``).
+- ``latency_p50_ms``/``latency_p99_ms``: a live fleet (event times on the wall clock, devices' batch ends spread
+  evenly over a batch span) offered half the measured maximum for ``live_s`` seconds: from a batch's event time
+  (its last reading) to the arrival of its score event at a watcher; batches still unscored ``DRAIN_S`` after the
+  load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``). The same
+  delay split in three: ``latency_send_*`` (event time to the generator producing the batch), ``latency_flow_*``
+  (that to the score's Kafka timestamp, stamped when the flow produced it) and ``latency_watch_*`` (that to the
+  watcher receiving it).
 
 A fleet whose projected memory (from the first run's RSS per device) would not fit in the machine's available
 memory is recorded as skipped, with the projection, rather than run.
