@@ -4,7 +4,9 @@ Everything runs the real agent (``python -m edge_agent run``) as its own process
 broker, and measures that process from outside through /proc:
 
 - ``rss_mb``: resident memory of the agent after a minute-like stretch at 1,000 readings/s (the largest RSS
-  seen across both load phases);
+  seen across both load phases, sensors only; health events published every 5 s);
+- ``rss_mb_onnx`` / ``cpu_percent_onnx_1k``: the same at 1,000 readings/s with on-device scoring by the
+  shipped int8 ONNX model (``[edge.inference] enabled``): what ONNX Runtime and numpy add;
 - ``cpu_percent_1k`` / ``cpu_percent_10k``: CPU time over wall time, in percent of one core, while the
   simulated source produces 1,000 and 10,000 readings/s (the simulation's own cost included);
 - ``drain_per_s``: readings per second sent from a backlog of ``backlog`` readings left on disk by an outage,
@@ -42,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEVICE = "bench-pi"
 
 
-def _config(tmp: Path, bootstrap: str, namespace: str, rate: int, sensors: int = 10) -> Path:
+def _config(tmp: Path, bootstrap: str, namespace: str, rate: int, sensors: int = 10, onnx: bool = False) -> Path:
     path = tmp / f"edge-{rate}.toml"
     path.write_text(
         f"""[kafka]
@@ -60,6 +62,7 @@ rate = {rate}
 sensors = {sensors}
 interval_s = 0.1
 """
+        + ("[edge.inference]\nenabled = true\n" if onnx else "")
     )
     return path
 
@@ -109,11 +112,13 @@ def _wait(cond: Any, timeout: float, what: str, agent: subprocess.Popen[bytes], 
         time.sleep(every)
 
 
-def _load(tmp: Path, ks: KafkaSettings, rate: int, warmup: float, window: float) -> tuple[float, float]:
-    """(cpu percent of one core, peak RSS in MB) of the agent at ``rate`` readings per second."""
+def _load(tmp: Path, ks: KafkaSettings, rate: int, warmup: float, window: float,
+          onnx: bool = False) -> tuple[float, float]:
+    """(cpu percent of one core, peak RSS in MB) of the agent at ``rate`` readings per second (scoring each
+    reading with the shipped int8 ONNX model on the device with ``onnx``)."""
     (tmp / "buffer.sqlite").unlink(missing_ok=True)
-    log = tmp / f"agent-{rate}.log"
-    agent = _start(_config(tmp, ks.bootstrap_servers, ks.namespace, rate), log)
+    log = tmp / f"agent-{rate}{'-onnx' if onnx else ''}.log"
+    agent = _start(_config(tmp, ks.bootstrap_servers, ks.namespace, rate, onnx=onnx), log)
     try:
         _wait(lambda: _buffer(tmp / "buffer.sqlite")[2] > 0, 30, "the first batch", agent, log)
         time.sleep(warmup)
@@ -255,9 +260,10 @@ def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 5_00
         with tempfile.TemporaryDirectory(prefix="eddyline-bench-edge-") as d:
             tmp = Path(d)
             ks = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="bench.")
-            create_topics(ks, ["sensor.readings"])
+            create_topics(ks, ["sensor.readings", "device.health"])
             cpu_1k, rss_1k = _load(tmp, ks, 1_000, warmup=3.0, window=window)
             cpu_10k, rss_10k = _load(tmp, ks, 10_000, warmup=3.0, window=window)
+            cpu_onnx, rss_onnx = _load(tmp, ks, 1_000, warmup=3.0, window=window, onnx=True)
             create_topics(ks, ["sensor.raw-baseline"])
             drain, raw = _drain(tmp, ks, backlog)
             lost, dups = _outage(tmp, ks, broker, outage_s)
@@ -268,6 +274,8 @@ def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 5_00
         "rss_mb_1k": round(rss_1k, 1),
         "cpu_percent_1k": round(cpu_1k, 2),
         "cpu_percent_10k": round(cpu_10k, 2),
+        "rss_mb_onnx": round(rss_onnx, 1),
+        "cpu_percent_onnx_1k": round(cpu_onnx, 2),
         "drain_per_s": round(drain),
         "raw_produce_per_s": round(raw),
         "lost": lost,

@@ -12,8 +12,30 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, TomlConfigSettingsSource
+
+
+OFF = "off"
+"""The value that turns an optional channel off explicitly (a deployment that must set every secret, like the
+compose stack, says ``off`` instead of leaving it empty)."""
+
+
+def channel_on(secret: SecretStr | None) -> bool:
+    """Whether a channel's secret (a routing key, a webhook URL) turns it on: set, non-empty and not ``off``.
+
+    Parameters
+    ----------
+    secret
+        The channel's secret setting.
+
+    Examples
+    --------
+    >>> from pydantic import SecretStr
+    >>> [channel_on(v) for v in (None, SecretStr(""), SecretStr("off"), SecretStr("R0UT1NG"))]
+    [False, False, False, True]
+    """
+    return secret is not None and secret.get_secret_value().strip() not in ("", OFF)
 
 
 def config_path() -> Path:

@@ -20,6 +20,7 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 from schemas import AvroSerde
+from schemas.topics import COMPACTED_TOPICS
 
 
 class KafkaSettings(Section):
@@ -263,7 +264,8 @@ def create_topics(
     """Create the topics that do not exist yet and wait until every one is in the metadata.
 
     Idempotent: existing topics are left as they are. A broker that does not answer raises
-    ``TimeoutError`` naming the bootstrap servers.
+    ``TimeoutError`` naming the bootstrap servers. Topics in ``schemas.topics.COMPACTED_TOPICS`` are created
+    compacted (``cleanup.policy=compact``).
 
     Parameters
     ----------
@@ -276,12 +278,19 @@ def create_topics(
     timeout
         Seconds to wait for creation and for the topics to appear.
     """
-    names = sorted({s.topic(t) for t in logical_topics})
+    logical = sorted(set(logical_topics))
+    names = sorted({s.topic(t) for t in logical})
     if not names:
         return
+    compacted = {s.topic(t) for t in logical if t in COMPACTED_TOPICS}
     admin = make_admin(s)
     count = partitions or s.partitions
-    new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor) for n in names]
+    from schemas.topics import TOPIC_CONFIGS
+
+    configs = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
+    new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor,
+                    config={**configs.get(n, {}), **({"cleanup.policy": "compact"} if n in compacted else {})})
+           for n in names]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():
         try:
@@ -343,7 +352,7 @@ class EventProducer:
 
     def produce(
         self, topic: str, event_type: str, record: dict[str, Any], key: str,
-        headers: dict[str, bytes] | None = None,
+        headers: dict[str, bytes] | None = None, timestamp_ms: int | None = None,
     ) -> None:
         """Encode ``record`` as ``event_type`` (raises ``schemas.SchemaError`` if it breaks the schema) and send it.
 
@@ -359,13 +368,16 @@ class EventProducer:
             The Kafka key (decides the partition).
         headers
             Kafka headers to send along.
+        timestamp_ms
+            The message's create time (a replay keeping the original's); None: now. A topic with
+            ``LogAppendTime`` replaces it with the broker's.
         """
         value = self.serde.encode(event_type, record, topic=self.settings.topic(topic))
-        self.produce_raw(topic, value, key, headers)
+        self.produce_raw(topic, value, key, headers, timestamp_ms)
 
     def produce_raw(
         self, topic: str, value: bytes | None, key: bytes | str | None,
-        headers: dict[str, bytes] | None = None,
+        headers: dict[str, bytes] | None = None, timestamp_ms: int | None = None,
     ) -> None:
         """Send bytes as they are (dead letters, malformed test input); waits while the local queue is full.
 
@@ -377,12 +389,16 @@ class EventProducer:
             The message's bytes (a text key is encoded as UTF-8).
         headers
             Kafka headers to send along.
+        timestamp_ms
+            As for ``produce``.
         """
         full = self.settings.topic(topic)
         hdrs = list(headers.items()) if headers else None
+        stamp = {"timestamp": timestamp_ms} if timestamp_ms is not None else {}
         while True:
             try:
-                self._producer.produce(full, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery)
+                self._producer.produce(full, value=value, key=key, headers=hdrs, on_delivery=self._on_delivery,
+                                       **stamp)
                 break
             except BufferError:  # the local queue is full: let deliveries drain, then retry
                 self._producer.poll(0.1)

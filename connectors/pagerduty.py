@@ -20,7 +20,7 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.alert_explanation import explanation_text
 from connectors.delivery import DeliveryError, validate_alert
-from connectors.config import Section
+from connectors.config import Section, channel_on
 
 __all__ = ["DEFAULT_EVENTS_URL", "PagerDutySettings", "PagerDutySink", "pagerduty_event"]
 
@@ -29,7 +29,7 @@ SUMMARY_LIMIT = 1024
 
 
 class PagerDutySettings(Section):
-    """``[pagerduty]`` / ``EDDYLINE_PAGERDUTY_*``; without a routing key the sink is off.
+    """``[pagerduty]`` / ``EDDYLINE_PAGERDUTY_*``; without a routing key (or with ``off``) the sink is off.
 
     Parameters
     ----------
@@ -56,7 +56,7 @@ class PagerDutySettings(Section):
 
     @property
     def enabled(self) -> bool:
-        return self.routing_key is not None and bool(self.routing_key.get_secret_value())
+        return channel_on(self.routing_key)
 
 
 def _timestamp(event_time_ms: Any) -> str | None:

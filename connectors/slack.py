@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.alert_explanation import explanation_text
 from connectors.delivery import DeliveryError, HttpRetryPolicy, post_json, validate_alert
-from connectors.config import Section
+from connectors.config import Section, channel_on
 
 __all__ = ["SlackSettings", "SlackSink", "slack_message"]
 
@@ -28,7 +28,7 @@ TEXT_LIMIT = 3000  # Slack's limit for a section block's text
 
 
 class SlackSettings(Section):
-    """``[slack]`` / ``EDDYLINE_SLACK_*``; without a webhook URL the sink is off. The URL is a secret.
+    """``[slack]`` / ``EDDYLINE_SLACK_*``; without a webhook URL (or with ``off``) the sink is off. The URL is a secret.
 
     Parameters
     ----------
@@ -48,7 +48,7 @@ class SlackSettings(Section):
 
     @property
     def enabled(self) -> bool:
-        return self.webhook_url is not None and bool(self.webhook_url.get_secret_value())
+        return channel_on(self.webhook_url)
 
 
 def _escape(text: Any) -> str:

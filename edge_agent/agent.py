@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.batching import BatchEncoder, Batcher
 from edge_agent.buffer import DiskBuffer
-from edge_agent.health import CpuMeter, Heartbeat, process_rss_bytes
+from edge_agent.health import CpuMeter, Heartbeat, health_record, process_rss_bytes
 from edge_agent.sender import Sender
 from edge_agent.sources import Chunk, Source, build_source
+from schemas.catalog import DEVICE_HEALTH
 
 if TYPE_CHECKING:
     from connectors.kafka import KafkaSettings
@@ -39,8 +40,10 @@ class Agent:
         *,
         sources: list[Source] | None = None,
         version: str | None = None,
+        health_topic: str | None = None,
     ) -> None:
-        """``settings`` is an ``EdgeSettings`` or the plain namespace the lean runtime builds from one."""
+        """``settings`` is an ``EdgeSettings`` or the plain namespace the lean runtime builds from one;
+        ``health_topic`` is the full topic name of health events (None: heartbeats are log lines only)."""
         self.settings = settings
         self.version = version or _version()
         self.sources = sources if sources is not None else [build_source(c) for c in settings.sources]
@@ -81,12 +84,17 @@ class Agent:
         self._cpu = CpuMeter()
         self._hb_acked = 0
         self._hb_time = time.monotonic()
+        self.health_topic = health_topic
+        self._hb_seq = 0
+        self._started_ms = int(time.time() * 1000)
+        self._infer_ms = self._infer_calls = 0.0
 
     @classmethod
     def from_settings(cls, settings: EdgeSettings, kafka: KafkaSettings, **kw: Any) -> Agent:
         """In-process construction from validated settings (tests, benchmarks); ``run`` uses the lean runtime."""
         from edge_agent.launch import producer_conf
 
+        kw.setdefault("health_topic", kafka.topic(settings.health_topic))
         return cls(settings, producer_conf(settings, kafka), kafka.topic(settings.topic), **kw)
 
     # -- control --------------------------------------------------------------------------------------
@@ -169,7 +177,10 @@ class Agent:
         if not series:
             return
         if self.inference is not None:
+            t0 = time.perf_counter()
             series = self.inference.apply(series, backlog=self.buffer.depth)
+            self._infer_ms += (time.perf_counter() - t0) * 1000
+            self._infer_calls += 1
         n = sum(len(c.values) for c in series)
         seq = self.buffer.next_seq
         try:
@@ -202,14 +213,43 @@ class Agent:
             dropped_readings=0,
             cpu_percent=self._cpu.percent(),
             rss_mb=process_rss_bytes() / 2**20,
+            health_dropped=c.health_skipped + c.health_failed,
+            started_ms=self._started_ms,
         )
         st = self.buffer.stats()
         hb.buffer_readings, hb.dropped_readings = st.readings, st.dropped_readings
+        hb.buffer_oldest_age_s = max(0.0, st.oldest_age_s or 0.0)
         self._hb_acked, self._hb_time = c.acked_readings, now
         log.info(hb.line())
         if self.metrics is not None:
             self.metrics.update(hb)
+        self._publish_health(hb)
         return hb
+
+    def _publish_health(self, hb: Heartbeat) -> None:
+        if self.health_topic is None:
+            return
+        latency = self._infer_ms / self._infer_calls if self._infer_calls else None
+        self._infer_ms = self._infer_calls = 0.0
+        record = health_record(
+            hb, seq=self._hb_seq, device_class=self.settings.device_class, agent_version=self.version,
+            interval_s=self.settings.heartbeat_interval_s, event_time_ms=int(time.time() * 1000),
+            model=self._model_info(), inference_latency_ms=latency, clock_offset_ms=self.sender.clock.offset_ms,
+        )
+        self._hb_seq += 1
+        try:
+            payload = self.encoder.serde.encode(DEVICE_HEALTH, record, topic=self.health_topic)
+        except Exception as exc:
+            self._error("health encoding", exc)
+            return
+        self.sender.send_health(self.health_topic, payload)
+
+    def _model_info(self) -> dict[str, str | None] | None:
+        """What the inference layer runs, for the health event (None without local inference)."""
+        if self.inference is None:
+            return None
+        return {"model_version": getattr(self.inference, "model_version", None) or self.inference.model_path.stem,
+                "model_state": "running"}
 
     def _shutdown(self, flush_s: float) -> None:
         self._seal()
@@ -218,8 +258,9 @@ class Agent:
             self.sender.pump()
             self.sender.poll(0.1)
         left = self.buffer.depth
-        self.sender.close()
         self.heartbeat()
+        self.sender.flush_health(1.0)
+        self.sender.close()
         for src in self.sources:
             try:
                 src.close()

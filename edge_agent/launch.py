@@ -43,6 +43,7 @@ def plan(edge: EdgeSettings, kafka: KafkaSettings) -> dict[str, Any]:
         # Callables and objects (a logger) cannot cross exec; the Sender sets its own logger and callbacks.
         "producer": {k: v for k, v in producer_conf(edge, kafka).items() if isinstance(v, (str, int, float, bool))},
         "topic": kafka.topic(edge.topic),
+        "health_topic": kafka.topic(edge.health_topic),
         "version": edge_agent.__version__,
     }
 

@@ -31,6 +31,7 @@ class MetricsEndpoint:
             "dropped_readings": "Readings dropped by the buffer's size policy, ever.",
             "cpu_percent": "The agent's CPU use in percent of one core.",
             "rss_mb": "The agent's resident memory in MB.",
+            "health_dropped": "Health events skipped or failed since start (health never displaces readings).",
         }
         self._gauges: dict[str, Any] = {
             k: Gauge(f"eddyline_edge_{k}", doc, ["device"], registry=self.registry) for k, doc in names.items()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     with os.fdopen(args.plan_fd, "rb") as f:
         plan = json.load(f)
     settings = namespace(plan["edge"])
+    # fastavro loads cramjam (3 MB) for snappy-compressed Avro files; the agent writes single records, never
+    # files, so the lean runtime hides it: fastavro then only reports snappy as unavailable.
+    sys.modules.setdefault("cramjam", None)  # type: ignore[assignment]
 
     from edge_agent.logs import setup_logging
 
@@ -40,10 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.sources import SourceError
 
     try:
-        agent = Agent(settings, plan["producer"], plan["topic"], version=plan["version"])
+        agent = Agent(settings, plan["producer"], plan["topic"], version=plan["version"],
+                      health_topic=plan.get("health_topic"))
     except (SourceError, BufferError, RuntimeError) as exc:
-        import sys
-
         print(f"eddyline-edge: {exc}", file=sys.stderr)
         return 2
     agent.install_signal_handlers()

@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from edge_agent.buffer import DiskBuffer
+from edge_agent.health import ClockOffset
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ class SendCounters:
     failed_sends: int = 0
     producer_restarts: int = 0
     last_error: str = ""
+    health_sent: int = 0
+    health_skipped: int = 0  # due while the previous one was unacknowledged (link down): never queued
+    health_failed: int = 0
 
 
 class _OncePerMinute(logging.Filter):
@@ -80,6 +84,8 @@ class Sender:
         self.stall_s = stall_s
         self._fails_since_ack = 0
         self._progress = time.monotonic()  # last acknowledgement or new producer
+        self.clock = ClockOffset()
+        self._health_in_flight = False
         self._producer = self._new_producer()
 
     _fatal = False
@@ -143,7 +149,7 @@ class Sender:
                 picked.extend(newest)
         for seq, payload in picked:
             try:
-                self._producer.produce(self.topic, payload, self.key, on_delivery=self._delivered(seq))
+                self._producer.produce(self.topic, payload, self.key, on_delivery=self._delivered(seq, time.time()))
             except BufferError:
                 self._requeue(seq)
                 break
@@ -163,10 +169,11 @@ class Sender:
     def _requeue(self, seq: int) -> None:
         self._cursor = min(self._cursor, seq)
 
-    def _delivered(self, seq: int) -> Any:
+    def _delivered(self, seq: int, sent: float) -> Any:
         def cb(err: KafkaError | None, msg: Message) -> None:
             self._in_flight.discard(seq)
             if err is None:
+                self.clock.observe(sent * 1000, time.time() * 1000, *msg.timestamp())
                 self._acked.append(seq)
                 self._fails_since_ack = 0
                 self._progress = time.monotonic()
@@ -182,6 +189,36 @@ class Sender:
                 self._fatal_error(err)
 
         return cb
+
+    def send_health(self, topic: str, payload: bytes) -> bool:
+        """Publish one health event beside the readings; False (and counted) when the previous one is still
+        unacknowledged or the producer's queue is full: health is droppable, readings are not."""
+        if self._health_in_flight:
+            self.counters.health_skipped += 1
+            return False
+        sent = time.time()
+
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            self._health_in_flight = False
+            if err is None:
+                self.counters.health_sent += 1
+                self.clock.observe(sent * 1000, time.time() * 1000, *msg.timestamp())
+            else:
+                self.counters.health_failed += 1
+
+        try:
+            self._producer.produce(topic, payload, self.key, on_delivery=cb)
+        except (BufferError, KafkaException):
+            self.counters.health_skipped += 1
+            return False
+        self._health_in_flight = True
+        return True
+
+    def flush_health(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the last health event (the one a stopping agent sends)."""
+        deadline = time.monotonic() + timeout
+        while self._health_in_flight and time.monotonic() < deadline:
+            self.poll(0.05)
 
     def poll(self, timeout: float) -> None:
         """Wait up to ``timeout`` for delivery reports and forget the acknowledged batches."""
@@ -215,6 +252,7 @@ class Sender:
         self._in_flight.clear()
         self._fails_since_ack = 0
         self._progress = time.monotonic()
+        self._health_in_flight = False  # purged with the old producer
         self._producer = self._new_producer()
 
     def flush(self, timeout: float) -> int:

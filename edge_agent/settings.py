@@ -191,6 +191,11 @@ class EdgeSettings(Section):
         The SQLite disk buffer, which keeps batches while the broker is unreachable.
     buffer_full_policy
         What gives way when the buffer is full: ``drop_oldest`` or ``drop_newest`` (counted either way).
+    device_class
+        The hardware class models are built for (``rpi4``, ``jetson-nano``, ``x86_64``); default: read from
+        ``/proc/device-tree/model`` (Raspberry Pi, Jetson), else the CPU architecture.
+    health_topic
+        Where heartbeats are published as ``device_health`` events (the namespace prefixes it).
     heartbeat_interval_s
         How often the agent logs and publishes its health.
     metrics_host
@@ -239,6 +244,8 @@ class EdgeSettings(Section):
     )
     send_timeout_s: float = Field(30.0, gt=0, description="A send unacknowledged this long is retried from disk.")
 
+    device_class: str = Field(default_factory=lambda: detect_device_class())
+    health_topic: str = Field("device.health", description="The logical topic of health events.")
     heartbeat_interval_s: float = Field(60.0, gt=0)
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port; off when unset.")
     metrics_host: str = "127.0.0.1"
@@ -265,6 +272,43 @@ class EdgeSettings(Section):
                 raise ValueError(f"two sources are named {src.name!r}; give each [[edge.sources]] a unique name")
             seen.add(src.name)
         return self
+
+
+def detect_device_class(model_file: Path = Path("/proc/device-tree/model")) -> str:
+    """``rpi4``, ``rpi5``, ``jetson-nano`` ... from the device tree's model string, else the CPU architecture.
+
+    Parameters
+    ----------
+    model_file
+        The device tree's model string (another file for tests).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from edge_agent.settings import detect_device_class
+    >>> f = Path(tempfile.mkdtemp()) / "model"
+    >>> _ = f.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\\x00")
+    >>> detect_device_class(f)
+    'rpi4'
+    >>> _ = f.write_bytes(b"NVIDIA Jetson Nano Developer Kit\\x00")
+    >>> detect_device_class(f)
+    'jetson-nano'
+    """
+    import platform
+    import re
+
+    try:
+        model = model_file.read_bytes().decode(errors="replace").strip("\x00 \n")
+    except OSError:
+        return platform.machine() or "unknown"
+    pi = re.match(r"Raspberry Pi (\d+)", model)
+    if pi:
+        return f"rpi{pi.group(1)}"
+    jetson = re.search(r"Jetson ([A-Za-z0-9]+)", model)
+    if jetson:
+        return f"jetson-{jetson.group(1).lower()}"
+    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or platform.machine() or "unknown"
 
 
 def use_config_file(path: Path | None) -> None:

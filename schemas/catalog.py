@@ -29,6 +29,7 @@ SENTIMENT_SCORE = "sentiment_score"
 DRIFT = "drift"
 ALERT = "alert"
 DEVICE_HEALTH = "device_health"
+QUARANTINE = "quarantine"
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Callable
 from typing import Protocol
@@ -180,6 +178,9 @@ class ConfluentRegistry:
         self._lock = threading.Lock()
 
     def _once(self, method: str, path: str, body: dict | None) -> dict:
+        import urllib.error  # here: urllib.request costs the edge agent, which never calls a registry, 3 MB
+        import urllib.request
+
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
         try:

@@ -83,6 +83,7 @@ EDGE_GAUGES = (
     "dropped_readings",
     "cpu_percent",
     "rss_mb",
+    "health_dropped",
 )
 
 
@@ -111,6 +112,7 @@ def measurements() -> dict[str, Measurement]:
     from streams.flows import quality
     from streams.sinks import alerts as alert_metrics
     from streams.sinks import drift as drift_metrics
+    from streams.sinks import fleet as fleet_metrics
     from streams.sinks import sensor as sensor_metrics
     from streams.sinks import sentiment as sentiment_metrics
     from streams.sinks.alerts import ALERT_FIELDS, ALERT_TAGS
@@ -150,6 +152,13 @@ def measurements() -> dict[str, Measurement]:
             drift_metrics.FIELDS,
             "streams.sinks.drift",
             "Per model and subject (feature or concept), one point per drift detection.",
+        ),
+        Measurement(
+            fleet_metrics.MEASUREMENT,
+            fleet_metrics.TAGS,
+            fleet_metrics.FIELDS,
+            "streams.sinks.fleet",
+            "Per edge device, one point per heartbeat (device.health) with the fleet flow's state.",
         ),
     ]
     return {m.name: m for m in found}
@@ -227,6 +236,9 @@ def metrics() -> dict[str, Metric]:
             "Threshold the latest drift statistic crossed.",
         ),
     ]
+    found.append(Metric("eddyline_fleet_devices", "gauge", ("shard", "state", "device_class", "agent_version",
+                                                            "model_version"), "streams.sinks.fleet",
+                        "Edge devices by state, class, agent and model version (no device label)."))
     found += [
         Metric(
             f"eddyline_model_{f}",

@@ -31,10 +31,12 @@ sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere in the
 from streams.flows import quality
 from streams.sinks import alerts as alert_metrics
 from streams.sinks import drift as drift_metrics
+from streams.sinks import fleet as fleet_metrics
 from streams.sinks import sensor as sensor_metrics
 from streams.sinks import sentiment as sentiment_metrics
 from streams.flows.audio import FLOW as AUDIO_FLOW
 from streams.flows.drift import FLOW as DRIFT_FLOW
+from streams.flows.fleet import FLOW as FLEET_FLOW
 from streams.flows.sensor_anomaly import FLOW as SENSOR_FLOW
 
 
@@ -442,11 +444,87 @@ def pipeline() -> dict[str, Any]:
     )
 
 
+def fleet() -> dict[str, Any]:
+    h = fleet_metrics.MEASUREMENT
+    device = "r.device_id =~ /^${device:regex}$/"
+    return dashboard(
+        "eddyline-fleet",
+        "eddyline · edge fleet",
+        "Edge devices from their device.health events: counts by state and version, backlog, errors, clock, memory.",
+        [
+            Panel(
+                "Devices by state",
+                ["sum by (state) (eddyline_fleet_devices)"],
+                PROMETHEUS,
+                legend="{{state}}",
+                description="The fleet flow's view: silent, backlog, errors, clock_skew (an open alert), else ok.",
+            ),
+            Panel(
+                "Devices by agent and model version",
+                ["sum by (agent_version, model_version, state) (eddyline_fleet_devices)"],
+                PROMETHEUS,
+                kind="table",
+            ),
+            Panel(
+                "Devices by class",
+                ["sum by (device_class) (eddyline_fleet_devices)"],
+                PROMETHEUS,
+                kind="stat",
+                legend="{{device_class}}",
+            ),
+            Panel(
+                "Buffered batches per device",
+                [flux(h, ["buffer_depth"], filters=device, group=["device_id"], agg="max")],
+                INFLUX,
+                description="A depth that keeps growing is a device that cannot send (the fleet flow alerts on it).",
+            ),
+            Panel(
+                "Oldest buffered batch per device",
+                [flux(h, ["buffer_oldest_age_s"], filters=device, group=["device_id"], agg="max")],
+                INFLUX,
+                unit="s",
+            ),
+            Panel(
+                "Readings acknowledged per second per device",
+                [flux(h, ["send_rate"], filters=device, group=["device_id"])],
+                INFLUX,
+                unit="ops",
+            ),
+            Panel(
+                "Agent errors per device (since start)",
+                [flux(h, ["errors", "dropped_readings"], filters=device, group=["device_id"], agg="max")],
+                INFLUX,
+            ),
+            Panel(
+                "Clock offset (device minus broker)",
+                [flux(h, ["clock_offset_ms"], filters=device, group=["device_id"])],
+                INFLUX,
+                unit="ms",
+                description="Known only where device.health has message.timestamp.type=LogAppendTime.",
+            ),
+            Panel(
+                "Agent memory and CPU",
+                [flux(h, ["rss_mb", "cpu_percent"], filters=device, group=["device_id"])],
+                INFLUX,
+            ),
+            Panel(
+                "Local inference latency",
+                [flux(h, ["inference_latency_ms"], filters=device, group=["device_id"])],
+                INFLUX,
+                unit="ms",
+            ),
+            _alerts_table(FLEET_FLOW),
+        ],
+        {"device": (h, "device_id")},
+    )
+
+
 DASHBOARDS = {
     "devices.json": devices,
     "conversations.json": conversations,
     "models.json": models,
     "pipeline.json": pipeline,
+    "fleet.json": fleet,
 }
 
 

@@ -26,6 +26,7 @@ from models.drift.base import StreamDriftDetector
 
 
 _CHUNK = 2048
+DIRECTIONS = ("both", "up", "down", "rises_on_binary")
 
 
 def _cusum_path(start: float, increments: np.ndarray) -> np.ndarray:
@@ -58,7 +59,9 @@ class SelfStartingCusum(StreamDriftDetector):
     min_std
         Floor of the reference deviation (a constant warm-up would otherwise make every change infinite).
     direction
-        ``both``, ``up`` or ``down``: which mean shifts count.
+        ``both``, ``up`` or ``down``: which mean shifts count; ``rises_on_binary``: both on a continuous
+        stream, only up on a 0/1 stream (a classifier's errors, where a fall is the model learning, not a
+        drift to act on; DDM and HDDM test that side only). A fall still restarts the reference, silently.
     detect_variance
         Also watch the spread (left out on a 0/1 stream regardless).
 
@@ -89,8 +92,8 @@ class SelfStartingCusum(StreamDriftDetector):
         direction: str = "both",
         detect_variance: bool = True,
     ) -> None:
-        if direction not in ("both", "up", "down"):
-            raise ValueError(f"direction must be both, up or down, not {direction!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
         if warmup < 2:
             raise ValueError("warmup must be at least 2 values")
         self.warmup, self.k_mean, self.h_mean = warmup, k_mean, h_mean
@@ -141,11 +144,12 @@ class SelfStartingCusum(StreamDriftDetector):
                     self._calibrate()
                 continue
             seg = values[i : i + _CHUNK]
-            hit = self._scan(seg)
+            hit, report = self._scan(seg)
             if hit < 0:
                 i += len(seg)
                 continue
-            found.append(i + hit)
+            if report:
+                found.append(i + hit)
             self._reset()
             i += hit + 1
         return np.asarray(found, dtype=np.int64)
@@ -170,16 +174,19 @@ class SelfStartingCusum(StreamDriftDetector):
         self._n = len(warm)
         self._warm = []
 
-    def _scan(self, seg: np.ndarray) -> int:
-        """Advance the statistics over ``seg``; the index of the first alarm, or -1 (then all of seg is used)."""
+    def _scan(self, seg: np.ndarray) -> tuple[int, bool]:
+        """Advance the statistics over ``seg``: the index of the first alarm (-1: none, then all of seg is
+        used) and whether to report it. A fall of a 0/1 stream under ``rises_on_binary`` is not reported,
+        but it still restarts the detector: a reference from before the fall would hide the next rise."""
         z = np.clip((seg - self._mu) / self._sigma, -self.clip, self.clip)
         paths = []
         limits = []
-        if self.direction in ("both", "up"):
+        direction = "both" if self.direction == "rises_on_binary" else self.direction
+        if direction in ("both", "up"):
             paths.append(_cusum_path(self._s[0], z - self.k_mean))
         else:
             paths.append(np.zeros_like(z))
-        if self.direction in ("both", "down"):
+        if direction in ("both", "down"):
             paths.append(_cusum_path(self._s[1], -z - self.k_mean))
         else:
             paths.append(np.zeros_like(z))
@@ -195,9 +202,11 @@ class SelfStartingCusum(StreamDriftDetector):
         over = np.stack(paths) > np.asarray(limits)[:, None]
         any_over = over.any(axis=0)
         if any_over.any():
-            return int(np.argmax(any_over))
+            hit = int(np.argmax(any_over))
+            falls_only = self.direction == "rises_on_binary" and self._binary and not over[0, hit]
+            return hit, not falls_only
         self._s = np.array([p[-1] for p in paths])
-        return -1
+        return -1, False
 
     def snapshot(self) -> dict[str, Any]:
         return {"n": self._n, "warm": list(self._warm), "mu": self._mu, "sigma": self._sigma,

@@ -29,6 +29,10 @@ app.add_typer(alerts_app, name="alerts")
 bridge_app = typer.Typer(help="Bridges from where devices already publish (MQTT) into Kafka.", no_args_is_help=True)
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(models_app, name="models")
+security_app = typer.Typer(help="Model security: sources the online learners do not learn from.", no_args_is_help=True)
+app.add_typer(security_app, name="security")
+edge_app = typer.Typer(help="The edge device fleet: its state, and its models.", no_args_is_help=True)
+app.add_typer(edge_app, name="edge")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -127,7 +131,8 @@ def produce_sensors(
 @app.command("run")
 @friendly
 def run_flow(
-    flow: Annotated[str, typer.Argument(help="Which flow: anomaly, audio, sentiment, clicks, drift, quality, notify.")],
+    flow: Annotated[str, typer.Argument(
+        help="Which flow: anomaly, audio, sentiment, clicks, drift, quality, model-security, fleet, notify.")],
     engine: Annotated[str, typer.Option(help="bytewax (checkpointed dataflow) or faust (agents, changelog tables).")] = "bytewax",
     workers: Annotated[int, typer.Option(help="Processes (bytewax) or workers in one group (faust).")] = 1,
     state_dir: Annotated[Path | None, typer.Option(help="Checkpoint folder (default from [runtime] state_dir).")] = None,
@@ -250,6 +255,9 @@ _mount(models_app, "eval-sentiment", "models.sentiment.commands:eval_command")
 _mount(models_app, "rollback", "streams.flows.retraining:rollback_command")
 _mount(models_app, "list", "streams.flows.retraining:list_command")
 _mount(alerts_app, "redrive", "streams.cli.alerts:redrive_command")
+_mount(security_app, "list", "streams.cli.security:list_command")
+_mount(security_app, "release", "streams.cli.security:release_command")
+_mount(edge_app, "status", "streams.cli.edge:status_command")
 
 
 def main() -> None:  # pragma: no cover

@@ -55,9 +55,10 @@ TABLE = "processors"
 # (Tansu 0.6) report a partition's end as the start of its last record batch, and Faust's recovery stops
 # at the reported end. With a one-record batch last, the reported end is the true one. Harmless on Kafka.
 MARKER = b"\x00eddyline-end"
-# Where a repartitioned message came from, so that dead letters and offsets name the real source.
-_SRC_TOPIC, _SRC_PARTITION, _SRC_OFFSET, _SRC_KEY = (
-    f"eddyline.source.{k}" for k in ("topic", "partition", "offset", "key"))
+# Where a repartitioned message came from, so that dead letters and offsets name the real source, and its
+# timestamp, so that a flow judging by broker time (the fleet flow) sees the source's, not the repartition's.
+_SRC_TOPIC, _SRC_PARTITION, _SRC_OFFSET, _SRC_KEY, _SRC_TIMESTAMP = (
+    f"eddyline.source.{k}" for k in ("topic", "partition", "offset", "key", "timestamp"))
 
 
 def app_id(spec: FlowSpec, settings: KafkaSettings) -> str:
@@ -320,11 +321,12 @@ class _FlowRunner:
         for fevent in batch:
             msg = fevent.message
             topic, key, partition, offset = msg.topic, msg.key, msg.partition, msg.offset
+            broker_ms = int(msg.timestamp * 1000) if msg.timestamp and msg.timestamp > 0 else -1  # type 0: create time
             if repartitioned:
                 h = _headers(msg.headers)
                 topic, key = h[_SRC_TOPIC].decode(), h.get(_SRC_KEY)
                 partition, offset = int(h[_SRC_PARTITION]), int(h[_SRC_OFFSET])
-            broker_ms = int(msg.timestamp * 1000) if msg.timestamp and msg.timestamp_type else -1
+                broker_ms = int(h[_SRC_TIMESTAMP]) if _SRC_TIMESTAMP in h else broker_ms
             out = self.output.decode(topic, key, msg.value, partition, offset, broker_ms)
             if isinstance(out, DeadLetter):
                 pending.append(await self._send(*self.output.dead_letter(out)))
@@ -332,7 +334,7 @@ class _FlowRunner:
             state_key = self.spec.key(out).encode()
             if not repartitioned and state_key != (key or b""):
                 headers = {_SRC_TOPIC: topic.encode(), _SRC_PARTITION: str(partition).encode(),
-                           _SRC_OFFSET: str(offset).encode()}
+                           _SRC_OFFSET: str(offset).encode(), _SRC_TIMESTAMP: str(broker_ms).encode()}
                 if key is not None:
                     headers[_SRC_KEY] = key
                 pending.append(await self._send(self.repartition, state_key, msg.value, headers))

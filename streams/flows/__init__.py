@@ -42,6 +42,15 @@ def _drift() -> FlowSpec:
     return spec
 
 
+def _model_security() -> FlowSpec:
+    from streams.flows.model_security import ModelSecuritySettings, flow
+    from streams.sinks.model_security import model_security_metrics_sink
+
+    spec = flow(ModelSecuritySettings().limits())
+    spec.sinks.append(model_security_metrics_sink)
+    return spec
+
+
 def _quality() -> FlowSpec:
     from connectors.influx import InfluxSettings
     from streams.flows.clicks import MODEL_NAME
@@ -65,6 +74,13 @@ def _sentiment() -> FlowSpec:
     return sentiment_flow(AudioSettings().flow_config(), sinks=[sentiment_metrics_sink])
 
 
+def _fleet() -> FlowSpec:
+    from streams.flows.fleet import flow
+    from streams.sinks.fleet import fleet_metrics_sink
+
+    return flow(sinks=[fleet_metrics_sink])
+
+
 FLOWS: dict[str, Callable[[], FlowSpec]] = {
     "anomaly": _anomaly,
     "audio": _audio,
@@ -72,6 +88,8 @@ FLOWS: dict[str, Callable[[], FlowSpec]] = {
     "clicks": _clicks,
     "drift": _drift,
     "quality": _quality,
+    "model-security": _model_security,
+    "fleet": _fleet,
 }
 
 
@@ -91,8 +109,8 @@ def flow_spec(name: str) -> FlowSpec:
     Parameters
     ----------
     name
-        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``; an unknown name
-        raises ``ValueError`` listing the known ones.
+        One of ``anomaly``, ``audio``, ``sentiment``, ``clicks``, ``drift``, ``quality``, ``model-security``,
+        ``fleet``; an unknown name raises ``ValueError`` listing the known ones.
 
     Examples
     --------
@@ -103,7 +121,7 @@ def flow_spec(name: str) -> FlowSpec:
     >>> flow_spec("anomly")
     Traceback (most recent call last):
     ...
-    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, quality, sentiment
+    ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, fleet, model-security, quality, sentiment
     """
     try:
         return FLOWS[name]()

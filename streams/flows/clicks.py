@@ -6,6 +6,10 @@ all users). For each impression it predicts P(click) before learning anything fr
 outcome is learned when it is known: at once when the replay carries a rating, on the click that
 answers it, or as a non-click once ``click_wait_ms`` of event time has passed. Each outcome is also
 emitted as ``feedback`` for the prediction, which the quality and drift flows join on.
+
+The flow also reads the quarantine list (``security.quarantine``, written by the model-security flow and by
+``eddyline security release``): an impression from a quarantined producer or user is still predicted, but its
+outcome is neither learned nor sent as feedback (feedback feeds the monitors that trigger retraining).
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import numpy as np
 
 from models.online import ClickModel
 from models.online.clicks import FEATURES
-from schemas import CLICK, FEEDBACK, PREDICTION, derive_id
+from schemas import CLICK, FEEDBACK, PREDICTION, QUARANTINE, derive_id
 from streams.processor import Emit, Event, FlowSpec, Processor
 
 MODEL_NAME = "clicks-online"
 PRODUCER = "eddyline/clicks"
 LIKE = 4.0
+QUARANTINE_TOPIC = "security.quarantine"
 SEEN_PER_USER = 5000  # items remembered per user, to leave out of their recommendations; the oldest go first
 
 
@@ -76,6 +81,8 @@ class ClickProcessor(Processor):
         self.pending: dict[str, dict[str, Any]] = {}  # impression id -> what learning needs
         self.shown: dict[str, dict[str, None]] = {}  # user -> items shown to them, oldest first
         self.watermark = 0
+        self.quarantined: dict[str, str] = {}  # producer:NAME or user:ID -> why, from the quarantine list
+        self.not_learned = 0
         from streams.apps.recommend import LIVE
 
         LIVE[model_name] = self  # the recommendations API serves the live model of this process
@@ -87,6 +94,9 @@ class ClickProcessor(Processor):
         out: list[Emit] = []
         for ev in events:
             rec = ev.record
+            if ev.topic == QUARANTINE_TOPIC:
+                self._standing(rec)
+                continue
             self.watermark = max(self.watermark, int(rec["event_time"]))
             if rec["action"] == "IMPRESSION":
                 out.extend(self._impression(rec))
@@ -113,14 +123,26 @@ class ClickProcessor(Processor):
             "label": "click" if p >= 0.5 else "no_click", "latency_ms": latency, "error": None,
         }
         out = [Emit("predictions", self.model_name, PREDICTION, pred)]
-        entry = {"pred_id": pred_id, "user": user, "item": item, "genres": list(genres), "x": x.tolist(),
-                 "time": int(rec["event_time"]), "rating": rec.get("rating"), "p": p}
+        entry = {"pred_id": pred_id, "user": user, "producer": rec.get("producer", ""), "item": item,
+                 "genres": list(genres), "x": x.tolist(), "time": int(rec["event_time"]), "rating": rec.get("rating"),
+                 "p": p}
         self._predicted(entry)
         if rec.get("rating") is not None:
             out.extend(self._learn(entry, 1.0 if rec["rating"] >= LIKE else 0.0, rec["event_time"]))
         else:
             self.pending[rec["event_id"]] = entry
         return out
+
+    def _standing(self, rec: dict[str, Any]) -> None:
+        if rec["action"] == "QUARANTINE":
+            self.quarantined[rec["source"]] = rec["reason"]
+        else:
+            self.quarantined.pop(rec["source"], None)
+
+    def _kept_out(self, entry: dict[str, Any]) -> bool:
+        """Whether an outcome comes from a quarantined producer or user (decided when it is learned)."""
+        return (f"user:{entry['user']}" in self.quarantined
+                or f"producer:{entry.get('producer', '')}" in self.quarantined)
 
     def _saw(self, user: str, item: str) -> None:
         items = self.shown.setdefault(user, {})
@@ -147,6 +169,9 @@ class ClickProcessor(Processor):
         return []
 
     def _learn(self, entry: dict[str, Any], label: float, when: int) -> list[Emit]:
+        if self.quarantined and self._kept_out(entry):
+            self.not_learned += 1
+            return []
         extra = self._outcome(entry, label)
         self.model.learn(entry["user"], entry["item"], label, tuple(entry["genres"]), entry["rating"],
                          features=np.asarray(entry["x"]))
@@ -174,7 +199,8 @@ class ClickProcessor(Processor):
 
     def snapshot(self) -> dict[str, Any]:
         return {"model": self.model.snapshot(), "pending": self.pending, "watermark": self.watermark,
-                "version": self.version, "shown": {u: list(items) for u, items in self.shown.items()}}
+                "version": self.version, "shown": {u: list(items) for u, items in self.shown.items()},
+                "quarantined": self.quarantined, "not_learned": self.not_learned}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.restore(state["model"])
@@ -182,10 +208,12 @@ class ClickProcessor(Processor):
         self.pending = dict(state["pending"])
         self.watermark = int(state["watermark"])
         self.shown = {u: dict.fromkeys(items) for u, items in state.get("shown", {}).items()}
+        self.quarantined = {str(k): str(v) for k, v in state.get("quarantined", {}).items()}
+        self.not_learned = int(state.get("not_learned", 0))
 
 
 def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000) -> FlowSpec:
-    """The click flow without retraining: ``clicks`` in, ``predictions`` and ``feedback`` out.
+    """The click flow without retraining: ``clicks`` and the quarantine list in, ``predictions`` and ``feedback`` out.
 
     ``eddyline run clicks`` runs ``streams.flows.retraining.flow``, which adds retraining to this one.
 
@@ -196,7 +224,7 @@ def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000) -> Flow
     """
     return FlowSpec(
         name="clicks",
-        inputs={"clicks": CLICK},
+        inputs={"clicks": CLICK, QUARANTINE_TOPIC: QUARANTINE},
         make_processor=lambda _key: ClickProcessor(model_name, click_wait_ms=click_wait_ms),
         outputs={"predictions": PREDICTION, "feedback": FEEDBACK},
         key=lambda _event: model_name,

@@ -36,8 +36,8 @@ from connectors.config import Section
 from models.metrics import auc, log_loss
 from models.online import ClickModel
 from models.registry import ModelRegistry, RegistryError
-from schemas import CLICK, DRIFT, FEEDBACK, PREDICTION, derive_id
-from streams.flows.clicks import MODEL_NAME, ClickProcessor
+from schemas import CLICK, DRIFT, FEEDBACK, PREDICTION, QUARANTINE, derive_id
+from streams.flows.clicks import MODEL_NAME, QUARANTINE_TOPIC, ClickProcessor
 from streams.processor import Emit, Event, FlowSpec
 
 
@@ -301,7 +301,7 @@ def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registr
     merged = settings.policy() | (policy or {})
     return FlowSpec(
         name="clicks",
-        inputs={"clicks": CLICK, "drift": DRIFT},
+        inputs={"clicks": CLICK, "drift": DRIFT, QUARANTINE_TOPIC: QUARANTINE},
         make_processor=lambda _key: RetrainingClickProcessor(model_name, click_wait_ms=click_wait_ms,
                                                              registry_dir=folder, policy=merged),
         outputs={"predictions": PREDICTION, "feedback": FEEDBACK},

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
-SERVICES = {"kafka", "kafka-init", "influxdb", "prometheus", "grafana", "flow-anomaly", "flow-notify",
+SERVICES = {"kafka", "kafka-init", "influxdb", "prometheus", "grafana", "flow-anomaly", "flow-fleet", "flow-notify",
             "gateway", "live", "edge-sim"}
 
 
@@ -38,6 +38,8 @@ SECRETS = {
     "GRAFANA_PASSWORD": "grafana-password-for-the-test",
     "EDDYLINE_GATEWAY_TOKENS": '{"edge-fleet": "gateway-token-for-the-compose-test"}',
     "EDDYLINE_LIVE_TOKEN": "live-token-for-the-compose-test",
+    "PAGERDUTY_ROUTING_KEY": "off",
+    "SLACK_WEBHOOK_URL": "https://hooks.example.invalid/services/T0/B0/compose-test",
 }
 IMAGE_USERS = {"kafka": "1000:1000", "influxdb": "1000:1000", "prometheus": "65534:65534", "grafana": "472:0"}
 
@@ -72,6 +74,18 @@ def test_compose_config_validates_the_file() -> None:
     assert gateway_env["EDDYLINE_GATEWAY_TOKENS"] == SECRETS["EDDYLINE_GATEWAY_TOKENS"]
     assert resolved["services"]["live"]["environment"]["EDDYLINE_LIVE_TOKEN"] == SECRETS["EDDYLINE_LIVE_TOKEN"]
     assert resolved["services"]["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == SECRETS["INFLUXDB_TOKEN"]
+    notify_env = resolved["services"]["flow-notify"]["environment"]
+    assert notify_env["EDDYLINE_PAGERDUTY_ROUTING_KEY"] == "off"
+    assert notify_env["EDDYLINE_SLACK_WEBHOOK_URL"] == SECRETS["SLACK_WEBHOOK_URL"]
+
+
+def test_off_turns_an_alert_channel_off_and_a_value_turns_it_on() -> None:
+    from connectors.pagerduty import PagerDutySettings
+    from connectors.slack import SlackSettings
+
+    assert not PagerDutySettings(routing_key="off").enabled and not SlackSettings(webhook_url="off").enabled
+    assert PagerDutySettings(routing_key="0123456789abcdef0123456789abcdef").enabled
+    assert SlackSettings(webhook_url=SECRETS["SLACK_WEBHOOK_URL"]).enabled
 
 
 @pytest.mark.parametrize("secret", sorted(SECRETS))
@@ -125,7 +139,7 @@ def test_mounted_files_exist_and_grafana_gets_provisioning_and_dashboards(compos
     assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana
     provider = yaml.safe_load((DOCKER / "grafana/provisioning/dashboards/eddyline.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
-    assert len(list((DOCKER / "grafana/dashboards").glob("*.json"))) == 4
+    assert len(list((DOCKER / "grafana/dashboards").glob("*.json"))) == 5
 
 
 def test_flows_are_registered_and_kafka_runs_in_kraft_mode(compose) -> None:
@@ -144,7 +158,7 @@ def test_flows_are_registered_and_kafka_runs_in_kraft_mode(compose) -> None:
 
 def test_prometheus_scrapes_services_of_the_stack_on_their_metrics_ports(compose) -> None:
     config = yaml.safe_load((DOCKER / "prometheus/prometheus.yml").read_text())
-    ports = {"flow-anomaly": "9100", "flow-notify": "9100", "edge-sim": "9101"}
+    ports = {"flow-anomaly": "9100", "flow-fleet": "9100", "flow-notify": "9100", "edge-sim": "9101"}
     targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
     for target in targets:
         host, port = target.split(":")

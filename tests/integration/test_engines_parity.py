@@ -97,6 +97,13 @@ def _inputs(flow: str) -> list[Event]:
         from connectors.movielens import click_events, load
 
         return [Event("clicks", r["user_id"], r) for r in itertools.islice(click_events(load(400)), 600)]
+    if flow == "model-security":  # honest replay, then a producer pushing one item: a quarantine and an alert
+        from connectors.movielens import click_events, load
+
+        honest = list(itertools.islice(click_events(load(400)), 500))
+        pushed = [{**honest[-1], "event_id": f"bot-{i}", "producer": "bot", "user_id": f"fake-{i % 7}",
+                   "item_id": "m-pushed", "action": "IMPRESSION", "impression_id": None} for i in range(60)]
+        return [Event("clicks", r["user_id"], r) for r in honest + pushed]
     if flow == "drift":
         from tests.unit.test_drift_flow import _stream
 
@@ -118,6 +125,13 @@ def _inputs(flow: str) -> list[Event]:
             "event_id": f"t{i}", "event_time": T0 + i * 4000, "producer": "test", "conversation_id": "call-2",
             "segment": i, "start_ms": i * 4000, "end_ms": i * 4000 + 3000, "text": text, "language": "en",
             "confidence": None, "model": "test"}) for i, text in enumerate(texts)]
+    if flow == "fleet":
+        from tests.unit.test_fleet_flow import beat
+
+        # pi-2 stops after 3 s and comes back; published with these broker timestamps (Tansu keeps create time)
+        # (250 ms after the device's clock: the flow must judge by the broker's, on both engines)
+        return [beat(d, T0 + t, broker=T0 + t + 250) for t in range(0, 12_000, 1000) for d in ("pi-1", "pi-2", "pi-3")
+                if d != "pi-2" or t < 3000] + [beat("pi-2", T0 + 12_000, broker=T0 + 12_250)]
     raise AssertionError(f"no parity input for flow {flow!r}: add one here")
 
 
@@ -125,7 +139,8 @@ def _publish(settings: KafkaSettings, spec, events: list[Event]) -> None:
     create_topics(settings, list(spec.inputs), partitions=1)
     with EventProducer(settings) as producer:
         for ev in events:
-            producer.produce(ev.topic, spec.inputs[ev.topic], ev.record, key=ev.key or "")
+            producer.produce(ev.topic, spec.inputs[ev.topic], ev.record, key=ev.key or "",
+                             timestamp_ms=ev.broker_ms if ev.broker_ms >= 0 else None)
 
 
 def _recorded(path: Path) -> set[str]:

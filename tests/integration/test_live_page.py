@@ -28,7 +28,7 @@ from streams.apps.live import LivePage
 from streams.apps.live.charts import ChartLimits
 from streams.apps.live.state import OUTPUTS, TOPICS, LiveLimits
 from streams.engines.lag import consumer_group
-from streams.flows import drift
+from streams.flows import drift, fleet
 from streams.processor import Emit, Event, run_local
 from streams.flows.sensor_anomaly import sensor_anomaly_flow
 from streams.producers.simulator import SensorSimulator
@@ -36,7 +36,7 @@ from streams.producers.simulator import SensorSimulator
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-PANELS = ("anomalies", "alerts", "sentiment", "quality", "drift")
+PANELS = ("anomalies", "alerts", "sentiment", "quality", "drift", "fleet")
 T0 = 1_700_000_000_000
 
 
@@ -121,10 +121,29 @@ def publish(settings: KafkaSettings, emits: list[Emit], chunk: int = 0) -> None:
                 producer.flush()
 
 
+def fleet_outputs() -> list[Emit]:
+    """Heartbeats of three devices, one of which stops, and the fleet flow's alert about it."""
+    from schemas.catalog import DEVICE_HEALTH
+
+    def beat(device: str, t: int) -> dict:
+        return {"event_id": f"{device}-hb-{t}", "event_time": T0 + t, "producer": "test", "device_id": device,
+                "seq": t // 1000, "device_class": "rpi4", "agent_version": "0.1.0", "interval_s": 1.0,
+                "model_version": "residual_w16_int8" if device == "pi-3" else None, "model_state": "none",
+                "model_message": None, "buffer_depth": 0, "buffer_readings": 0, "buffer_oldest_age_s": 0.0,
+                "send_rate": 10.0, "sampled_readings": t, "acked_readings": t, "errors": 0, "dropped_readings": 0,
+                "cpu_percent": 1.0, "rss_mb": 38.0, "inference_latency_ms": None, "clock_offset_ms": None}
+
+    beats = [beat(d, t) for t in range(0, 10_000, 1000) for d in ("pi-1", "pi-2", "pi-3") if d != "pi-2" or t < 3000]
+    emits = run_local(fleet.flow(silent_after_s=4), [Event("device.health", b["device_id"], b) for b in beats])
+    assert [e.record["entity"] for e in emits if e.topic == "alerts"] == ["pi-2"]
+    return [Emit("device.health", b["device_id"], DEVICE_HEALTH, b) for b in beats] + [
+        e for e in emits if e.topic == "alerts"]
+
+
 def first_batch() -> tuple[list[Emit], list[Emit]]:
     """The outputs of the flows, and the predictions and feedback (in event-time order) they came from."""
     events = model_events()
-    emits = sensor_outputs()
+    emits = sensor_outputs() + fleet_outputs()
     emits += run_local(drift.flow(reference_size=200, window_size=200, check_every=100), events)
     emits += [
         Emit("scores.sentiment", c, SENTIMENT_SCORE, sentiment(c, s, v))
@@ -191,6 +210,8 @@ def test_live_page_fills_every_panel_and_updates_without_reload(kafka_settings, 
         whys = [a["why"] for a in view["alerts"]["open"] if a["source"] == "sensor-anomaly"]
         assert whys and all(whys), view["alerts"]["open"]  # every open sensor alert says why it fired
         assert whys[0] in page.locator("#panel-alerts tbody").inner_text()
+        assert view["fleet"]["devices"] == 3 and [r["device"] for r in view["fleet"]["trouble"]] == ["pi-2"]
+        assert "pi-2" in page.locator("#fleet-trouble tbody").inner_text()
 
         shot = tmp_path / "live_page.png"
         page.screenshot(path=str(shot), full_page=True)

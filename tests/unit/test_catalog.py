@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from schemas import ALERT, DRIFT, SENTIMENT_SCORE, AvroSerde
 from streams import catalog
 from streams.sinks.drift import DriftMetricsSink
+from streams.sinks.fleet import FleetMetricsSink
 from streams.processor import Emit, Event, run_local
 from streams.flows.quality import QualityMetricsSink
 from streams.flows.quality import flow as quality_flow
@@ -166,6 +167,16 @@ def drift_emits() -> list[Emit]:
     return out
 
 
+def fleet_emits() -> list[Emit]:
+    """Heartbeats of two devices, one with a model and a known clock offset, through the fleet flow."""
+    from streams.flows.fleet import flow as fleet_flow
+    from tests.unit.test_fleet_flow import beat
+
+    events = [beat(d, t, **({"inference_latency_ms": 0.4, "clock_offset_ms": -3.0, "model_version": "m1"}
+                            if d == "b" else {})) for t in range(0, 12_000, 1000) for d in "ab"]
+    return run_local(fleet_flow(), events)
+
+
 @pytest.fixture(scope="module")
 def written() -> list[tuple[str, Mapping[str, str], Mapping[str, Any], int]]:
     """Drive every sink with what its flow emits; return the InfluxDB points they wrote."""
@@ -174,6 +185,7 @@ def written() -> list[tuple[str, Mapping[str, str], Mapping[str, Any], int]]:
     QualityMetricsSink(influx).write(quality_emits())
     SentimentMetricsSink(influx).write(sentiment_emits())
     DriftMetricsSink(influx).write(drift_emits())
+    FleetMetricsSink(influx).write(fleet_emits())
     return influx.points
 
 

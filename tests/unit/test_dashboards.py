@@ -125,6 +125,7 @@ def test_one_dashboard_per_concern() -> None:
         "eddyline · conversations and sentiment",
         "eddyline · models and drift",
         "eddyline · pipeline health",
+        "eddyline · edge fleet",
     }
 
 

@@ -63,6 +63,58 @@ def test_cusum_on_a_binary_error_stream_sees_the_error_rate_rise() -> None:
     assert len(hits) == 1 and 3000 <= hits[0] < 3300
 
 
+def _falling_then_rising_errors() -> np.ndarray:
+    """A classifier's 0/1 errors: 50 % while it learns, 5 % once it has, then 50 % after a drift at 6000."""
+    rng = np.random.default_rng(7)
+    rates = np.r_[np.full(3000, 0.5), np.full(3000, 0.05), np.full(2000, 0.5)]
+    return (rng.random(len(rates)) < rates).astype(float)
+
+
+@pytest.mark.parametrize("name,params", [("cusum", {"warmup": 400}), ("adwin", {"delta": 0.01})])
+def test_rises_only_on_a_binary_error_stream_ignores_the_learner_getting_better(name: str, params: dict) -> None:
+    errors = _falling_then_rising_errors()
+    both = make_detector(name, **params).update(errors)
+    rises = make_detector(name, direction="rises_on_binary", **params).update(errors)
+    assert any(2900 <= i < 3600 for i in both)  # the fall of the error rate is a change both ways...
+    assert not any(i < 6000 for i in rises)  # ...but not a drift to act on
+    assert len(rises) >= 1 and 6000 <= rises[0] < 6400
+
+
+def test_rises_only_still_sees_both_directions_on_a_continuous_stream() -> None:
+    rng = np.random.default_rng(8)
+    x = np.r_[rng.normal(1.0, 1.0, 3000), rng.normal(0.0, 1.0, 1000)]
+    for name in ("cusum", "adwin"):
+        hits = make_detector(name, direction="rises_on_binary").update(x)
+        assert len(hits) >= 1 and 3000 <= hits[0] < 3300, name
+
+
+def test_the_ensemble_alarms_on_a_rising_error_rate_only() -> None:
+    hits = make_detector("ours").update(_falling_then_rising_errors())
+    assert len(hits) == 1 and 6000 <= hits[0] < 6400
+
+
+def test_adwin_takes_its_binary_delta_only_while_the_stream_is_binary() -> None:
+    from models.drift.members import make_member
+
+    errors = _falling_then_rising_errors()
+    loose = make_member("adwin", direction="rises_on_binary", delta=1e-9, delta_binary=0.01).update(errors)
+    strict = make_member("adwin", direction="rises_on_binary", delta=1e-9).update(errors)
+    assert len(loose) >= 1 and 6000 <= loose[0] < 6400 and (len(strict) == 0 or strict[0] > loose[0])
+    rng = np.random.default_rng(9)
+    x = np.r_[rng.normal(0.0, 1.0, 3000), rng.normal(0.3, 1.0, 3000)]  # continuous: the strict delta rules
+    assert list(make_member("adwin", direction="rises_on_binary", delta=1e-9, delta_binary=0.5).update(x)) == list(
+        make_member("adwin", delta=1e-9).update(x))
+
+
+def test_direction_is_checked() -> None:
+    with pytest.raises(ValueError, match="direction"):
+        make_detector("cusum", direction="sideways")
+    with pytest.raises(ValueError, match="direction"):
+        make_detector("page_hinkley", direction="rises_on_binary")
+    with pytest.raises(ValueError, match="delta_binary"):
+        make_detector("adwin", delta_binary=0.01)
+
+
 @pytest.mark.parametrize("name", ["cusum", "ours", "adwin"])
 def test_batching_never_changes_detections_and_state_survives_pickling(name: str) -> None:
     rng = np.random.default_rng(5)

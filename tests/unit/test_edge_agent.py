@@ -153,3 +153,32 @@ def test_heartbeat_and_journal_lines() -> None:
     rec = logging.LogRecord("edge_agent", logging.WARNING, __file__, 1, "two\nlines", None, None)
     assert JournalFormatter("%(message)s").format(rec) == "<4>two | lines"
     assert json.dumps(hb.__dict__)
+
+
+def test_health_events_are_droppable_and_counted_while_readings_stay_on_disk(config: Path) -> None:
+    """With the broker away, one health event waits in the producer and later ones are skipped and counted;
+    every reading still goes to the disk buffer (health never takes a reading's place)."""
+    use_config_file(config)
+    settings = EdgeSettings(heartbeat_interval_s=0.1, device_class="rpi4")
+    agent = Agent.from_settings(settings, KafkaSettings())
+    assert agent.health_topic == "unit.device.health"
+    agent.run(duration=1.0, shutdown_flush_s=0.2)
+    c = agent.sender.counters
+    assert c.health_sent == 0 and c.health_skipped >= 5
+    db = sqlite3.connect(config.parent / "buf.sqlite")
+    assert db.execute("SELECT SUM(readings) FROM batches").fetchone()[0] == agent.sampled
+
+
+def test_health_record_is_a_valid_device_health_event() -> None:
+    from edge_agent.health import health_record
+    from schemas.catalog import DEVICE_HEALTH
+
+    hb = Heartbeat("pi", 3, 30, 3000, 1, 100, 70, 12.5, 2, 0, 1.5, 38.0, buffer_oldest_age_s=4.5, started_ms=17)
+    rec = health_record(hb, seq=4, device_class="rpi4", agent_version="1.2", interval_s=60.0, event_time_ms=1000,
+                        model={"model_version": "residual_w16_int8", "model_state": "running"},
+                        inference_latency_ms=0.4, clock_offset_ms=-12.0)
+    serde = AvroSerde()
+    back = serde.decode(serde.encode(DEVICE_HEALTH, rec, topic="device.health"), DEVICE_HEALTH)
+    assert back == rec and back["buffer_oldest_age_s"] == 4.5 and back["model_state"] == "running"
+    assert rec["event_id"] == health_record(hb, seq=4, device_class="rpi4", agent_version="1.2", interval_s=60.0,
+                                            event_time_ms=2000)["event_id"]  # stable: from device, start and seq

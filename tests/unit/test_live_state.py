@@ -91,3 +91,38 @@ def test_conversations_keep_the_most_recently_active() -> None:
     view = s.snapshot()["sentiment"]
     assert [c["conversation"] for c in view] == ["c3", "c1"]
     assert view[1]["segments"] == 2
+
+
+def health(device: str, seq: int, agent: str = "1.0", model: str | None = None) -> dict:
+    return {"event_id": f"{device}-{seq}", "event_time": seq, "producer": "p", "device_id": device, "seq": seq,
+            "device_class": "rpi4", "agent_version": agent, "interval_s": 60.0, "model_version": model,
+            "model_state": "running" if model else "none", "model_message": None, "buffer_depth": 2,
+            "buffer_readings": 20, "buffer_oldest_age_s": 1.0, "send_rate": 10.0, "sampled_readings": 100,
+            "acked_readings": 80, "errors": 0, "dropped_readings": 0, "cpu_percent": 1.0, "rss_mb": 38.2,
+            "inference_latency_ms": None, "clock_offset_ms": None}
+
+
+def fleet_alert(device: str, kind: str, status: str, t: int) -> dict:
+    return {**alert(f"fleet-{device}-{kind}", status, t), "source": "fleet", "entity": device,
+            "details": {"kind": kind, "device_id": device}}
+
+
+def test_fleet_panel_groups_devices_by_version_and_state_from_health_and_fleet_alerts() -> None:
+    now = [1000.0]
+    s = LiveState(LiveLimits(fleet_devices=3), clock=lambda: now[0])
+    for i, d in enumerate(("pi-1", "pi-2", "pi-3")):
+        s.apply("device.health", health(d, i, model="m2" if d == "pi-3" else None))
+    s.apply("device.health", health("pi-1", 5))
+    s.apply("device.health", health("pi-1", 5))  # redelivered: counted once
+    now[0] = 1060.0
+    s.apply("alerts", fleet_alert("pi-2", "silent", "OPENED", 10))
+    view = s.snapshot()["fleet"]
+    assert view["devices"] == 3
+    assert view["groups"] == [{"agent_version": "1.0", "model_version": "m2", "state": "ok", "devices": 1},
+                              {"agent_version": "1.0", "model_version": "none", "state": "ok", "devices": 1},
+                              {"agent_version": "1.0", "model_version": "none", "state": "silent", "devices": 1}]
+    assert [(r["device"], r["state"], r["age_s"]) for r in view["trouble"]] == [("pi-2", "silent", 60.0)]
+    s.apply("alerts", fleet_alert("pi-2", "silent", "RESOLVED", 20))
+    assert not s.snapshot()["fleet"]["trouble"]
+    s.apply("device.health", health("pi-4", 7))  # over the bound: the least recently heard (pi-2) leaves
+    assert {r["device"] for r in s.fleet.values()} == {"pi-1", "pi-3", "pi-4"}

@@ -96,6 +96,11 @@ def _examples() -> dict[str, dict]:
             "sampled_readings": 5_100, "acked_readings": 4_800, "errors": 0, "dropped_readings": 0,
             "cpu_percent": 3.2, "rss_mb": 41.0, "inference_latency_ms": 0.4, "clock_offset_ms": -12.0,
         },
+        catalog.QUARANTINE: {
+            "event_id": new_id(), "event_time": T0, "producer": "flow.model_security", "source": "producer:bot",
+            "action": "QUARANTINE", "rule": "label_flip", "reason": "producer:bot: its labels go against the crowd",
+            "statistic": 10.3, "threshold": 6.0, "events": 50,
+        },
     }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from connectors.alert_explanation import explanation_text
 from schemas import ALERT, ANOMALY_SCORE, DRIFT, FEEDBACK, PREDICTION, SENSOR_BATCH, SENTIMENT_SCORE
+from schemas.catalog import DEVICE_HEALTH
 from schemas.scores import series_scores
 from streams.apps.live.charts import ChartLimits, Charts
 from streams.processor import Event
@@ -30,6 +31,7 @@ TOPICS: dict[str, str] = {
     "predictions": PREDICTION,
     "feedback": FEEDBACK,
     "sensor.readings": SENSOR_BATCH,
+    "device.health": DEVICE_HEALTH,
 }
 OUTPUTS = ("scores.anomaly", "alerts", "scores.sentiment", "drift")  # what flows emit: the throughput chart
 
@@ -42,6 +44,7 @@ class LiveLimits:
     quality_window_ms: int = 10_000
     quality_wait_ms: int = 10_000  # event time a prediction waits for its feedback
     quality_lateness_ms: int = 30_000  # predictions and feedback arrive on two topics, not in step
+    fleet_devices: int = 10_000  # edge devices remembered (the least recently heard leave first)
     charts: ChartLimits = field(default_factory=ChartLimits)
 
 
@@ -69,6 +72,8 @@ class LiveState:
         self._quality: dict[str, QualityProcessor] = {}
         self.quality: dict[str, dict[str, Any]] = {}  # "model version" -> last closed window
         self.predictions: dict[str, int] = {}
+        self.fleet: OrderedDict[str, dict[str, Any]] = OrderedDict()  # device -> latest health, last heard last
+        self.fleet_incidents: dict[str, dict[str, str]] = {}  # device -> kind -> alert key, from the fleet flow
 
     def reject(self, topic: str, reason: str) -> None:
         """An event that could not be decoded: counted and shown, never silently dropped."""
@@ -130,6 +135,8 @@ class LiveState:
     def _alerts(self, rec: dict[str, Any]) -> None:
         self.charts.alert(rec)
         status, key = rec["status"], rec["alert_key"]
+        if rec["source"] == "fleet":
+            self._fleet_alert(rec)
         self.alert_counts[status] = self.alert_counts.get(status, 0) + 1
         if status == "RESOLVED":
             self.open_alerts.pop(key, None)
@@ -198,6 +205,50 @@ class LiveState:
                 k: (round(v, 4) if isinstance(v, float) else v) for k, v in w.items() if k != "event_id"
             }
 
+    def _device_health(self, rec: dict[str, Any]) -> None:
+        device = rec["device_id"]
+        self.fleet.pop(device, None)
+        self.fleet[device] = {
+            "device": device, "device_class": rec["device_class"], "agent_version": rec["agent_version"],
+            "model_version": rec["model_version"] or "none", "model_state": rec["model_state"],
+            "buffer_depth": rec["buffer_depth"], "errors": rec["errors"], "rss_mb": round(rec["rss_mb"], 1),
+            "clock_offset_ms": rec["clock_offset_ms"], "heard": self.clock(),
+        }
+        while len(self.fleet) > self.limits.fleet_devices:
+            self.fleet.popitem(last=False)
+
+    def _fleet_alert(self, rec: dict[str, Any]) -> None:
+        kinds = self.fleet_incidents.setdefault(rec["entity"], {})
+        kind = rec["details"].get("kind", "unknown")
+        if rec["status"] == "RESOLVED":
+            kinds.pop(kind, None)
+            if not kinds:
+                del self.fleet_incidents[rec["entity"]]
+        else:
+            kinds[kind] = rec["alert_key"]
+
+    def fleet_view(self) -> dict[str, Any]:
+        """Devices by agent version, model version and state (the fleet flow's open alerts), and the devices
+        that are not ok."""
+        from streams.flows.fleet import KINDS
+
+        now = self.clock()
+        groups: dict[tuple[str, str, str], int] = {}
+        trouble = []
+        for device, d in self.fleet.items():
+            open_kinds = self.fleet_incidents.get(device, {})
+            state = next((k for k in KINDS if k in open_kinds), "ok")
+            key = (d["agent_version"], d["model_version"], state)
+            groups[key] = groups.get(key, 0) + 1
+            if state != "ok":
+                trouble.append({**d, "state": state, "age_s": round(now - d["heard"], 1)})
+        return {
+            "devices": len(self.fleet),
+            "groups": [{"agent_version": a, "model_version": m, "state": s, "devices": n}
+                       for (a, m, s), n in sorted(groups.items())],
+            "trouble": sorted(trouble, key=lambda r: -r["age_s"])[: self.limits.rows],
+        }
+
     def snapshot(self) -> dict[str, Any]:
         """The whole view as JSON-ready data, newest first where order matters."""
         return {
@@ -221,6 +272,7 @@ class LiveState:
                 "predictions": dict(self.predictions),
             },
             "drift": {"recent": list(self.drift), "counts": dict(self.drift_counts)},
+            "fleet": self.fleet_view(),
             "charts": self.charts.overview(self.clock()),
         }
 

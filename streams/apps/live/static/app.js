@@ -73,6 +73,18 @@ function render(v) {
   fill("panel-drift", v.drift.recent, (r) => [cell(r.model), cell(r.subject), cell(r.kind), cell(r.detector),
     cell(num(r.statistic, 4)), cell(num(r.threshold, 4)), cell(time(r.time))]);
 
+  const f = v.fleet;
+  $("#fleet-counts").textContent = `${f.devices} devices · ${f.trouble.length} not ok`;
+  fill("panel-fleet", f.groups, (r) => [cell(r.agent_version), cell(r.model_version), cell(r.state, r.state),
+    cell(String(r.devices))]);
+  $("#fleet-trouble tbody").replaceChildren(...f.trouble.map((r) => {
+    const tr = document.createElement("tr");
+    [cell(r.device), cell(r.state, r.state), cell(r.device_class), cell(`${num(r.age_s, 0)} s ago`),
+      cell(String(r.buffer_depth)), cell(String(r.errors))].forEach((td) => tr.appendChild(td));
+    return tr;
+  }));
+  $("#fleet-trouble").hidden = !f.trouble.length;
+
   const total = Object.values(v.events).reduce((x, y) => x + y, 0);
   $("#totals").textContent = `${total.toLocaleString()} events · ${v.duplicates} duplicates ignored`;
   const rejected = Object.entries(v.rejected).map(([t, r]) =>

@@ -1,0 +1,113 @@
+"""``eddyline edge``: the device fleet as the platform sees it (``status``; model rollout commands join here).
+
+``edge status`` reads ``device.health`` itself, from the start of its retention, and folds it to the latest
+heartbeat per device; it does not read a fleet-state topic. Why: the health topic is the source of truth and
+is there whether or not the fleet flow runs, so the view cannot disagree with what the devices said, and no
+second compacted topic (with its own schema and lag) has to be kept in step. States are judged with the
+fleet flow's own rules (``FleetProcessor``, ``[fleet]`` thresholds) and then, unlike the flow, against wall
+time: a device is silent when its last heartbeat is older than its silence bound *now*, which also covers a
+fleet that went silent all at once (the flow's event-time clock stops then). Cost: it reads the topic's
+retention, so keep ``device.health`` retention short (a day is plenty: the flow keeps history in the
+time-series store).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Annotated, Any
+
+import typer
+
+
+def fleet_status(messages: list[Any], now_ms: int, **params: Any) -> list[dict[str, Any]]:
+    """The latest state of every device in ``messages`` (``device.health`` Kafka messages), judged at ``now_ms``.
+
+    Parameters
+    ----------
+    messages
+        Raw messages of the health topic, in any partition order.
+    now_ms
+        Wall time to judge silence against.
+    params
+        ``FleetProcessor`` settings (default: ``[fleet]``).
+    """
+    from schemas import AvroSerde, DecodeError, ValidationError
+    from schemas.catalog import DEVICE_HEALTH
+    from streams.flows.fleet import KINDS, FleetProcessor, FleetSettings
+    from streams.processor import Event
+
+    serde = AvroSerde()
+    events, bad = [], 0
+    for m in messages:
+        try:
+            rec = serde.decode(m.value(), DEVICE_HEALTH)
+        except (DecodeError, ValidationError):
+            bad += 1
+            continue
+        ts_type, ts = m.timestamp()
+        events.append(Event("device.health", rec["device_id"], rec, m.partition(), m.offset(), ts if ts_type else -1))
+    events.sort(key=lambda e: (e.broker_ms if e.broker_ms >= 0 else e.record["event_time"]))
+    fleet = FleetProcessor("status", **(FleetSettings().processor_params() | params))
+    latest: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        fleet.process([ev])
+        latest[ev.record["device_id"]] = ev.record | {"_t": ev.broker_ms if ev.broker_ms >= 0 else ev.record["event_time"]}
+    rows = []
+    for device, rec in sorted(latest.items()):
+        dev = fleet.devices[device]
+        age_ms = max(0, now_ms - rec["_t"])
+        state = "silent" if age_ms >= fleet.silent_after_ms(dev) else next(
+            (k for k in KINDS[1:] if k in dev["incidents"]), "ok")  # silence by wall time, not the flow's clock
+        rows.append({"device_id": device, "state": state, "age_s": round(age_ms / 1000, 1),
+                     "device_class": rec["device_class"], "agent_version": rec["agent_version"],
+                     "model_version": rec["model_version"] or "none", "model_state": rec["model_state"],
+                     "buffer_depth": rec["buffer_depth"], "errors": rec["errors"],
+                     "clock_offset_ms": rec["clock_offset_ms"]})
+    if bad:
+        rows.append({"undecodable_messages": bad})
+    return rows
+
+
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per device instead of the tables.")] = False,
+    idle: Annotated[float, typer.Option(help="Stop reading device.health after this many seconds without a message.")] = 1.0,
+    timeout: Annotated[float, typer.Option(help="Stop reading after this many seconds in all.")] = 30.0,
+) -> None:
+    """The fleet by version and state: the latest heartbeat of every device in device.health, judged now."""
+    from confluent_kafka import KafkaException
+
+    from connectors.kafka import KafkaSettings, read_topic
+
+    if idle <= 0 or timeout <= 0:
+        raise ValueError("--idle and --timeout must be positive seconds")
+    kafka = KafkaSettings()
+    try:
+        messages = read_topic(kafka, "device.health", idle=idle, timeout=timeout)
+    except KafkaException as exc:
+        raise ConnectionError(f"cannot read {kafka.topic('device.health')} from {kafka.bootstrap_servers}: "
+                              f"{exc.args[0].str() if exc.args else exc}") from None
+    rows = fleet_status(messages, int(time.time() * 1000))
+    devices = [r for r in rows if "device_id" in r]
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps(r))
+        return
+    if not devices:
+        typer.echo("no device has reported on device.health; is an agent running with this [kafka] namespace?")
+        return
+    typer.echo(f"{len(devices)} devices")
+    by = Counter((r["agent_version"], r["model_version"], r["state"]) for r in devices)
+    typer.echo(f"{'agent':<14} {'model':<24} {'state':<11} devices")
+    for (agent, model, state), n in sorted(by.items()):
+        typer.echo(f"{agent:<14} {model:<24} {state:<11} {n}")
+    trouble = [r for r in devices if r["state"] != "ok"]
+    if trouble:
+        typer.echo("\nnot ok:")
+        for r in trouble:
+            typer.echo(f"  {r['device_id']:<24} {r['state']:<11} last heard {r['age_s']:.0f} s ago, "
+                       f"buffer {r['buffer_depth']} batches, {r['errors']} errors")
+    for r in rows:
+        if "undecodable_messages" in r:
+            typer.echo(f"\n{r['undecodable_messages']} undecodable messages skipped (see dlq.device.health)")

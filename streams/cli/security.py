@@ -1,0 +1,88 @@
+"""``eddyline security``: the quarantine list of the online learners, and letting a source back in.
+
+The list is the compacted topic ``security.quarantine`` (keyed by source; the latest record per source is its
+standing). The model-security flow writes quarantines; ``release`` writes a release, which the click flow obeys
+(it learns from the source again) and the model-security flow too (fresh history, a grace period).
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from connectors.kafka import KafkaSettings
+
+TOPIC = "security.quarantine"
+
+
+def standing(kafka: KafkaSettings, idle_s: float = 1.0, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
+    """Every source's latest quarantine record, read from the start of the quarantine list.
+
+    Parameters
+    ----------
+    kafka
+        The Kafka settings.
+    idle_s
+        Stop reading when no record came for this long (end offsets are not trusted: some brokers report them
+        wrong).
+    timeout_s
+        Stop reading after this long in any case.
+    """
+    from connectors.kafka import create_topics, read_topic
+    from connectors.schema_registry import configured_serde
+    from schemas import QUARANTINE
+
+    create_topics(kafka, [TOPIC])
+    serde = configured_serde()
+    latest: dict[str, dict[str, Any]] = {}
+    for msg in sorted(read_topic(kafka, TOPIC, idle=idle_s, timeout=timeout_s),
+                      key=lambda m: (m.partition(), m.offset())):
+        rec = serde.decode(msg.value(), QUARANTINE)
+        latest[rec["source"]] = rec
+    return latest
+
+
+def list_command(
+    all_: Annotated[bool, typer.Option("--all", help="Also show released sources.")] = False,
+    idle: Annotated[float, typer.Option(help="Seconds without a new record before the list is complete.")] = 1.0,
+) -> None:
+    """Sources the online learners do not learn from (their events are still scored), with why."""
+    from connectors.kafka import KafkaSettings
+
+    rows = [r for r in standing(KafkaSettings(), idle_s=idle).values() if all_ or r["action"] == "QUARANTINE"]
+    if not rows:
+        typer.echo("no source is quarantined" if not all_ else "the quarantine list is empty")
+        return
+    for r in sorted(rows, key=lambda r: r["event_time"]):
+        when = datetime.fromtimestamp(r["event_time"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(f"{r['source']}\t{r['action'].lower()}\t{when} UTC\t{r['rule']}\t{r['reason']}")
+
+
+def release_command(
+    source: Annotated[str, typer.Argument(help="producer:NAME or user:ID, as `eddyline security list` shows it.")],
+    reason: Annotated[str, typer.Option(help="Why it is let back in (goes to the list and the alert).")] =
+        "released by an operator",
+    idle: Annotated[float, typer.Option(help="Seconds without a new record before the list is complete.")] = 1.0,
+) -> None:
+    """Let a quarantined source back in: the click model learns from it again, and its alert is resolved."""
+    from connectors.kafka import EventProducer, KafkaSettings
+    from models.security import parse_source
+    from schemas import QUARANTINE, derive_id
+
+    parse_source(source)
+    kafka = KafkaSettings()
+    current = standing(kafka, idle_s=idle).get(source)
+    if current is None or current["action"] != "QUARANTINE":
+        raise ValueError(f"{source} is not quarantined; `eddyline security list` shows the sources that are")
+    now = int(time.time() * 1000)
+    record = {"event_id": derive_id(TOPIC, source, "release", current["event_id"]), "event_time": now,
+              "producer": f"operator:{getpass.getuser()}", "source": source, "action": "RELEASE",
+              "rule": "operator", "reason": reason, "statistic": None, "threshold": None, "events": None}
+    with EventProducer(kafka) as producer:
+        producer.produce(TOPIC, QUARANTINE, record, key=source)
+    typer.echo(f"released {source} (quarantined for: {current['reason']})")

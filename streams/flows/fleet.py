@@ -1,0 +1,343 @@
+"""The fleet flow: ``device.health`` in, per-device fleet state out, alerts when a device goes wrong.
+
+One ``FleetProcessor`` keeps a small plain record per device (latest health, a few counters, its open
+incidents) and raises alerts on the ``alerts`` topic, which the notify flow delivers: a device silent for
+too long (resolved when it speaks again), a buffer backlog that keeps growing, a high error rate, a skewed
+clock. Each change of a device's state is a ``sink.fleet`` record for the time-series store (one point per
+device and heartbeat); the fleet's counts by state, class and version are ``sink.fleet_summary`` records
+for Prometheus (fleet aggregates only: no label carries a device id).
+
+The clock. A silent device sends nothing, so nothing about it can wake a processor up; silence is judged
+against the fleet's clock, which the other devices' heartbeats move. The clock is a high quantile of the
+latest timestamps of the devices that are not silent: the largest once the top ``clock_ignore_share``
+(10 %) of them is set aside, which in a fleet under ten devices is the largest. A timestamp is the broker's
+(the message timestamp: append time on a topic with ``message.timestamp.type=LogAppendTime``, which is how
+``eddyline topics create`` makes ``device.health``) or the device's own when the broker gives none. Setting
+the top share aside means a few devices with clocks far ahead (possible only where the broker keeps create
+times) cannot make the rest look silent; taking a high quantile rather than a median means the clock keeps
+moving when many devices stop at once (a site losing its link), which is when the alerts matter. Event time
+rather than wall time, so a replay after a crash gives the same alerts. The honest limits: when the whole
+fleet (or every device of a shard) goes silent, the clock stops and no silence alert opens (the operator's
+wall-clock view, ``eddyline edge status``, still shows every device's age); on a broker that keeps create
+times, in a fleet under ten devices one device with a clock far ahead makes the others look silent. A device
+is heard at the fleet clock of its arrival, so a device whose own clock lags behind is not called silent.
+
+State key: ``fleet`` by default (one processor sees the whole fleet, so one live device moves the clock for
+all); ``shards`` > 1 splits the fleet by a stable hash of the device id, each shard with its own clock
+(for fleets too large for one processor; each shard then needs live devices of its own).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import zlib
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from connectors.config import Section
+from schemas import ALERT, derive_id
+from schemas.catalog import DEVICE_HEALTH
+from streams.processor import Emit, Event, FlowSpec, Processor
+
+FLOW = "fleet"
+PRODUCER = "eddyline/fleet"
+INPUT_TOPIC = "device.health"
+ALERTS_TOPIC = "alerts"
+STATE_TOPIC = "sink.fleet"  # sink-only: one record per device heartbeat, to the time-series store
+SUMMARY_TOPIC = "sink.fleet_summary"  # sink-only: fleet counts for Prometheus
+STATE_TYPE = "fleet_state"  # not a schemas event type: sink-only records
+KINDS = ("silent", "backlog", "errors", "clock_skew")
+STATES = ("ok", "silent", *KINDS[1:])
+SEVERITY = {"silent": "ERROR", "backlog": "WARNING", "errors": "WARNING", "clock_skew": "WARNING"}
+_SCAN_EVERY_MS = 1_000  # silence is checked whenever the fleet clock has moved this far
+_SUMMARY_EVERY_MS = 10_000  # and the fleet counts are sent this often (they cost a pass over the fleet)
+
+
+class FleetSettings(Section):
+    """``[fleet]`` / ``EDDYLINE_FLEET_*``: when a device counts as silent, behind, failing or skewed.
+
+    Parameters
+    ----------
+    silent_after_s
+        Silence that opens an alert; a device is given at least ``silent_beats`` of its own heartbeat
+        intervals, so a device that reports every 10 minutes is not silent after 5.
+    silent_beats
+        Heartbeat intervals a device may miss before it counts as silent.
+    backlog_batches
+        Buffered batches from which a growing buffer is a backlog alert; it resolves below half of it.
+    backlog_rising
+        Heartbeats in a row with a deeper buffer before a backlog alert opens.
+    error_rate_per_min
+        Errors per minute (the agent's send, sensor and encoding errors) that open an alert.
+    clock_skew_ms
+        Clock offset (device minus broker, as the agent measures it) that opens an alert; resolves below half.
+    resolve_after
+        Heartbeats in a row under the error rate before an error alert resolves.
+    clock_ignore_share
+        Share of the devices with the latest timestamps that the fleet clock sets aside (see the module doc).
+    shards
+        State keys the fleet is split into (see the module doc); 1 keeps the whole fleet on one clock.
+    """
+
+    toml_table: ClassVar[str] = "fleet"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_FLEET_", extra="forbid")
+
+    silent_after_s: float = Field(300.0, gt=0, description="Silence that opens an alert, seconds.")
+    silent_beats: float = Field(3.0, gt=0, description="Missed heartbeat intervals before a device is silent.")
+    backlog_batches: int = Field(100, ge=1, description="Buffered batches that count as a backlog.")
+    backlog_rising: int = Field(3, ge=1, description="Heartbeats in a row with a growing buffer.")
+    error_rate_per_min: float = Field(6.0, gt=0, description="Errors per minute that open an alert.")
+    clock_skew_ms: float = Field(5_000.0, gt=0, description="Clock offset that opens an alert, ms.")
+    resolve_after: int = Field(3, ge=1, description="Quiet heartbeats before an error alert resolves.")
+    clock_ignore_share: float = Field(0.1, ge=0, lt=0.5, description="Latest device clocks the fleet clock ignores.")
+    shards: int = Field(1, ge=1, description="State keys the fleet is split into.")
+
+    def processor_params(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"shards"})
+
+
+def shard_of(device_id: str, shards: int) -> str:
+    """The state key of a device: ``fleet``, or ``fleet-<n>`` with more than one shard (a stable hash).
+
+    Parameters
+    ----------
+    device_id
+        The device.
+    shards
+        How many shards.
+
+    Examples
+    --------
+    >>> from streams.flows.fleet import shard_of
+    >>> shard_of("pi-7", 1), shard_of("pi-7", 4)
+    ('fleet', 'fleet-3')
+    """
+    return FLOW if shards <= 1 else f"{FLOW}-{zlib.crc32(device_id.encode()) % shards}"
+
+
+def _new_device() -> dict[str, Any]:
+    return {"t": 0, "heard": 0, "interval_s": 0.0, "depth": 0, "rising": 0, "errors": 0, "errors_t": 0,
+            "quiet": 0, "incidents": {}, "last_id": "", "info": {}}
+
+
+class FleetProcessor(Processor):
+    """Per-device fleet state of one shard of the fleet and the alerts it raises; see the module doc.
+
+    Parameters
+    ----------
+    shard
+        The state key (``fleet`` or ``fleet-<n>``).
+    silent_after_s, silent_beats, backlog_batches, backlog_rising, error_rate_per_min, clock_skew_ms, resolve_after
+        As in ``FleetSettings``.
+    clock_ignore_share
+        As in ``FleetSettings``.
+
+    Examples
+    --------
+    >>> from streams.flows.fleet import FleetProcessor
+    >>> from streams.processor import Event
+    >>> def beat(device, t, **kw):
+    ...     return Event("device.health", device, {"event_id": f"{device}-{t}", "event_time": t, "device_id": device,
+    ...         "device_class": "rpi4", "agent_version": "1.0", "interval_s": 1.0, "buffer_depth": 0, "errors": 0,
+    ...         "clock_offset_ms": None, **kw}, broker_ms=t)
+    >>> fleet = FleetProcessor("fleet", silent_after_s=5)
+    >>> out = fleet.process([beat(d, 0) for d in ("a", "b", "c")])
+    >>> out = [e for t in range(1000, 8000, 1000) for e in fleet.process([beat("b", t), beat("c", t)])]
+    >>> [(e.record["status"], e.record["entity"]) for e in out if e.topic == "alerts"]
+    [('OPENED', 'a')]
+    >>> [(e.record["status"], e.record["entity"]) for e in fleet.process([beat("a", 8000)]) if e.topic == "alerts"]
+    [('RESOLVED', 'a')]
+    """
+
+    state_version: ClassVar[int] = 1
+
+    def __init__(self, shard: str, silent_after_s: float = 300.0, silent_beats: float = 3.0,
+                 backlog_batches: int = 100, backlog_rising: int = 3, error_rate_per_min: float = 6.0,
+                 clock_skew_ms: float = 5_000.0, resolve_after: int = 3, clock_ignore_share: float = 0.1) -> None:
+        self.shard = shard
+        self.silent_after_s, self.silent_beats = silent_after_s, silent_beats
+        self.backlog_batches, self.backlog_rising = backlog_batches, backlog_rising
+        self.error_rate_per_min, self.clock_skew_ms, self.resolve_after = error_rate_per_min, clock_skew_ms, resolve_after
+        self.clock_ignore_share = clock_ignore_share
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.clock = 0
+        self.scanned = 0  # the fleet clock at the last silence scan
+        self.summarised = 0  # and at the last fleet counts
+        self._live: list[int] = []  # sorted latest timestamps of the devices not silent: the clock's quantile
+        self._due: list[tuple[float, str, int]] = []  # heap: (silent from, device, heard then); stale ones skipped
+
+    def params(self) -> dict[str, Any]:
+        return {"shard": self.shard, "silent_after_s": self.silent_after_s, "silent_beats": self.silent_beats,
+                "backlog_batches": self.backlog_batches, "backlog_rising": self.backlog_rising,
+                "error_rate_per_min": self.error_rate_per_min, "clock_skew_ms": self.clock_skew_ms,
+                "resolve_after": self.resolve_after, "clock_ignore_share": self.clock_ignore_share}
+
+    def silent_after_ms(self, dev: dict[str, Any]) -> float:
+        """How long this device may say nothing: ``silent_after_s``, or more for a slow heartbeat."""
+        return 1000 * max(self.silent_after_s, self.silent_beats * dev["interval_s"])
+
+    def state_of(self, dev: dict[str, Any]) -> str:
+        """The device's state for views: its worst open incident, else ``ok``."""
+        return next((k for k in KINDS if k in dev["incidents"]), "ok")
+
+    def process(self, events: Sequence[Event]) -> list[Emit]:
+        out: list[Emit] = []
+        for ev in events:
+            rec = ev.record
+            t = ev.broker_ms if ev.broker_ms >= 0 else int(rec["event_time"])
+            device = rec["device_id"]
+            dev = self.devices.get(device)
+            if dev is None:
+                dev = self.devices[device] = _new_device()
+            elif "silent" not in dev["incidents"]:
+                self._live.pop(bisect.bisect_left(self._live, dev["t"]))
+            bisect.insort(self._live, t)
+            top = len(self._live) - 1
+            self.clock = max(self.clock, self._live[top - int(top * self.clock_ignore_share)])
+            out.extend(self._heard(device, dev, rec, t))
+            heapq.heappush(self._due, (dev["heard"] + self.silent_after_ms(dev), device, dev["heard"]))
+            if self.clock - self.scanned >= _SCAN_EVERY_MS:
+                self.scanned = self.clock
+                out.extend(self._scan())
+            if self.clock - self.summarised >= _SUMMARY_EVERY_MS:
+                self.summarised = self.clock
+                out.append(self._summary())
+        return out
+
+    def _heard(self, device: str, dev: dict[str, Any], rec: dict[str, Any], t: int) -> list[Emit]:
+        out: list[Emit] = []
+        eid = rec["event_id"]
+        if "silent" in dev["incidents"]:
+            gap_s = (self.clock - dev["heard"]) / 1000
+            out.append(self._resolve(device, dev, "silent", eid, f"{device} is reporting again after {gap_s:.0f} s"))
+        elapsed_min = max(t - dev["errors_t"], 1) / 60_000 if dev["errors_t"] else 0.0
+        errors = int(rec["errors"])
+        new_errors = errors - dev["errors"] if errors >= dev["errors"] else errors  # a restart resets the count
+        depth = int(rec["buffer_depth"])
+        dev["rising"] = dev["rising"] + 1 if depth > dev["depth"] else 0
+        dev.update(t=t, heard=self.clock, interval_s=float(rec["interval_s"]), depth=depth, errors=errors,
+                   errors_t=t, last_id=eid, info={k: rec.get(k) for k in (
+                       "device_class", "agent_version", "model_version", "model_state")})
+        # backlog: a buffer that keeps growing past the bound; resolved once it is back under half of it
+        if "backlog" not in dev["incidents"]:
+            if depth >= self.backlog_batches and dev["rising"] >= self.backlog_rising:
+                out.append(self._open(device, dev, "backlog", eid, t, float(depth),
+                                      f"{device}: {depth} batches buffered and growing for {dev['rising']} heartbeats"))
+        elif depth < self.backlog_batches / 2:
+            out.append(self._resolve(device, dev, "backlog", eid, f"{device}: buffer down to {depth} batches"))
+        # error rate, from the agent's cumulative count
+        rate = new_errors / elapsed_min if elapsed_min else 0.0
+        if rate >= self.error_rate_per_min:
+            dev["quiet"] = 0
+            if "errors" not in dev["incidents"]:
+                out.append(self._open(device, dev, "errors", eid, t, rate,
+                                      f"{device}: {rate:.1f} errors per minute"))
+        elif "errors" in dev["incidents"]:
+            dev["quiet"] += 1
+            if dev["quiet"] >= self.resolve_after:
+                out.append(self._resolve(device, dev, "errors", eid, f"{device}: error rate back to {rate:.1f}/min"))
+        # clock skew, as the agent measured it against the broker
+        offset = rec.get("clock_offset_ms")
+        if offset is not None:
+            if "clock_skew" not in dev["incidents"] and abs(offset) >= self.clock_skew_ms:
+                out.append(self._open(device, dev, "clock_skew", eid, t, float(offset),
+                                      f"{device}: clock {offset / 1000:+.1f} s off the broker's"))
+            elif "clock_skew" in dev["incidents"] and abs(offset) < self.clock_skew_ms / 2:
+                out.append(self._resolve(device, dev, "clock_skew", eid, f"{device}: clock back in step"))
+        out.append(self._state(device, dev, rec, t))
+        return out
+
+    def _scan(self) -> list[Emit]:
+        out: list[Emit] = []
+        while self._due and self._due[0][0] <= self.clock:
+            _, device, heard = heapq.heappop(self._due)
+            dev = self.devices[device]
+            if dev["heard"] != heard or "silent" in dev["incidents"]:
+                continue  # heard again since, or already silent
+            self._live.pop(bisect.bisect_left(self._live, dev["t"]))
+            silent_s = (self.clock - dev["heard"]) / 1000
+            out.append(self._open(device, dev, "silent", dev["last_id"], self.clock, silent_s,
+                                  f"{device} silent for {silent_s:.0f} s (heartbeat every {dev['interval_s']:g} s)"))
+        return out
+
+    def _open(self, device: str, dev: dict[str, Any], kind: str, cause: str, t: int, value: float,
+              summary: str) -> Emit:
+        inc = dev["incidents"][kind] = {"key": derive_id(FLOW, device, kind, cause), "opened_at": t}
+        return self._alert(device, dev, kind, inc, "OPENED", t, summary, value)
+
+    def _resolve(self, device: str, dev: dict[str, Any], kind: str, cause: str, summary: str) -> Emit:
+        inc = dev["incidents"].pop(kind)
+        if kind == "errors":
+            dev["quiet"] = 0
+        return self._alert(device, dev, kind, inc, "RESOLVED", self.clock, summary, None, resolved_by=cause)
+
+    def _alert(self, device: str, dev: dict[str, Any], kind: str, inc: dict[str, Any], status: str, t: int,
+               summary: str, value: float | None, **details: str) -> Emit:
+        rec = {
+            "event_id": derive_id(ALERTS_TOPIC, inc["key"], status), "event_time": int(t), "producer": PRODUCER,
+            "alert_key": inc["key"], "status": status, "severity": SEVERITY[kind], "source": FLOW, "entity": device,
+            "summary": summary, "value": value,
+            "details": {"kind": kind, "device_id": device, "opened_at_ms": str(inc["opened_at"]),
+                        **{k: str(v) for k, v in dev["info"].items() if v is not None}, **details},
+        }
+        return Emit(ALERTS_TOPIC, inc["key"], ALERT, rec)
+
+    def _state(self, device: str, dev: dict[str, Any], rec: dict[str, Any], t: int) -> Emit:
+        fields = {k: rec.get(k) for k in STATE_FIELDS}
+        return Emit(STATE_TOPIC, device, STATE_TYPE, {
+            "device_id": device, "time_ms": t, "state": self.state_of(dev), **dev["info"], **fields,
+            "delay_ms": float(t - int(rec["event_time"])),
+        })
+
+    def _summary(self) -> Emit:
+        counts: dict[str, int] = {}
+        for dev in self.devices.values():
+            info = dev["info"]
+            key = "|".join((self.state_of(dev), str(info.get("device_class")), str(info.get("agent_version")),
+                            str(info.get("model_version") or "none")))
+            counts[key] = counts.get(key, 0) + 1
+        return Emit(SUMMARY_TOPIC, self.shard, STATE_TYPE, {"shard": self.shard, "time_ms": self.clock,
+                                                            "counts": counts})
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"devices": self.devices, "clock": self.clock, "scanned": self.scanned, "summarised": self.summarised}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.devices = {k: dict(v) for k, v in state["devices"].items()}
+        self.clock, self.scanned, self.summarised = int(state["clock"]), int(state["scanned"]), int(state["summarised"])
+        live = [(k, d) for k, d in self.devices.items() if "silent" not in d["incidents"]]
+        self._live = sorted(d["t"] for _, d in live)
+        self._due = [(d["heard"] + self.silent_after_ms(d), k, d["heard"]) for k, d in live]
+        heapq.heapify(self._due)
+
+
+STATE_FIELDS = ("seq", "interval_s", "buffer_depth", "buffer_readings", "buffer_oldest_age_s", "send_rate",
+                "sampled_readings", "acked_readings", "errors", "dropped_readings", "cpu_percent", "rss_mb",
+                "inference_latency_ms", "clock_offset_ms")
+
+
+def flow(sinks: list[Any] | None = None, **params: Any) -> FlowSpec:
+    """The fleet flow: ``device.health`` in, ``alerts`` out, fleet state to the side sinks.
+
+    Parameters
+    ----------
+    sinks
+        Side sink factories (the time-series sink).
+    params
+        ``FleetProcessor`` settings; what is not given comes from ``FleetSettings``.
+    """
+    settings = FleetSettings()
+    merged = settings.processor_params() | params
+    shards = settings.shards
+    return FlowSpec(
+        name=FLOW,
+        inputs={INPUT_TOPIC: DEVICE_HEALTH},
+        outputs={ALERTS_TOPIC: ALERT},
+        make_processor=lambda shard: FleetProcessor(shard, **merged),
+        key=lambda ev: shard_of(ev.record["device_id"], shards),
+        sinks=list(sinks or []),
+    )
