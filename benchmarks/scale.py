@@ -167,8 +167,8 @@ def _changelog(settings: KafkaSettings) -> tuple[int, int, int]:
     latest: dict[bytes, int] = {}
     total = 0
     idle_since = time.monotonic()
-    try:
-        while time.monotonic() - idle_since < 3.0:
+    try:  # a large changelog's first fetch can take long: wait up to a minute for it, then 3 s of quiet
+        while time.monotonic() - idle_since < (3.0 if latest else 60.0):
             msgs = consumer.consume(5000, 0.5)
             for msg in msgs:
                 if msg.error() is None and msg.key() != MARKER:
