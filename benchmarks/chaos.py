@@ -8,11 +8,14 @@ random points, the broker is killed and restarted on its data, and the alert rec
 ``outage_s``. A supervisor restarts any flow that dies on its own, as systemd would. Then the load stops,
 the flows catch up, and the topics and the receiver are audited:
 
-- ``readings``: readings in valid input messages (the universe is what is in ``sensor.readings``);
-- ``lost``: readings of input messages that have no score;
+- ``readings``: readings in the valid messages the load had accepted (Kafka acknowledged them, or the gateway
+  answered 202) and in every valid message found in ``sensor.readings``;
+- ``lost``: of those, readings of messages that have no score (``accepted_not_in_topic`` says how many
+  accepted messages never reached the topic);
 - ``duplicate_scores``: input messages scored under more than one score id (replays must reuse the id);
 - ``duplicate_incidents``: PagerDuty incidents opened more often than the flow opened that alert;
 - ``undelivered_alerts``: alert events not delivered to PagerDuty or not to Slack;
+- ``duplicate_slack_messages``: Slack messages beyond one per alert event (Slack has no dedup key);
 - ``dlq``: malformed messages found in ``dlq.sensor.readings`` with a reason (of ``malformed`` sent);
 - ``max_rss_mb``: the anomaly flow's largest resident memory (its process group), sampled every second.
 """
@@ -24,6 +27,7 @@ import os
 import random
 import re
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -39,10 +43,13 @@ import typer
 
 from connectors.broker import EmbeddedBroker
 from connectors.dlq import dlq_info
-from connectors.kafka import EventProducer, KafkaSettings, create_topics
+from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, create_topics, read_to_end
 from connectors.testing.alert_receiver import AlertReceiver
 from connectors.testing.s3rver import S3rver
 from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, AvroSerde, SchemaError
+from streams.engines.output import flow_topics
+from streams.flows import flow_spec
+from streams.flows.notify import TOPICS as NOTIFY_TOPICS
 from streams.producers.simulator import SensorSimulator, malformed_messages
 
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
@@ -74,6 +81,9 @@ class ChaosPlan:
         about a fifth of that.
     malformed_every
         One malformed message per this many good ones.
+    durable
+        The broker on S3 (s3rver here), as a deployment that must survive restarts runs it; False runs it in
+        memory, which keeps nothing across a restart (so ``broker_restarts`` must be 0).
     """
 
     duration_s: float = 300.0
@@ -87,6 +97,7 @@ class ChaosPlan:
     anomaly_rate: float = 0.0005
     settle_s: float = 240.0
     seed: int = 13
+    durable: bool = True
 
 
 class _Process:
@@ -174,6 +185,7 @@ class _Load:
         self.stop = threading.Event()
         self.sent = Counter[str]()
         self.errors = Counter[str]()
+        self.accepted: dict[str, int] = {}  # event id -> readings, of every message Kafka or the gateway took
         self.threads = [threading.Thread(target=self._devices, daemon=True),
                         threading.Thread(target=self._gateway, daemon=True)]
 
@@ -197,6 +209,7 @@ class _Load:
             record = next(sim)
             self._retry(lambda: producer.produce("sensor.readings", SENSOR_BATCH, record, key=record["device_id"]),
                         producer)
+            self.accepted[record["event_id"]] = sum(len(s["values"]) for s in record["series"])
             self.sent["device_messages"] += 1
             n += 1
             if n % self.plan.malformed_every == 0:
@@ -207,7 +220,10 @@ class _Load:
             producer.poll(0)
             next_at += period
             time.sleep(max(0.0, next_at - time.monotonic()))
-        producer.flush(600)
+        try:
+            producer.flush(600)
+        except DeliveryError as exc:  # counted: the audit then finds those readings lost
+            self.errors[f"device_{type(exc).__name__}"] += 1
 
     def _retry(self, send: Callable[[], Any], producer: EventProducer) -> None:
         while True:
@@ -239,6 +255,7 @@ class _Load:
                     try:
                         r = client.post("/v1/sensors", json=body)
                         if r.status_code == 202:
+                            self.accepted[r.json()["event_ids"][0]] = len(body["series"][0]["values"])
                             self.sent["gateway_messages"] += 1
                             break
                         self.errors[f"gateway_{r.status_code}"] += 1
@@ -270,59 +287,32 @@ def _decode(value: bytes | None, schema: str) -> dict[str, Any] | None:
         return None
 
 
-def _read_all(kafka: KafkaSettings, topic: str, timeout: float = 900.0) -> list[Any]:
-    """Every message of ``topic``, read until each partition reports its end (the fetch high watermark).
+class _Tail:
+    """A topic read from the beginning in steps: each ``read`` adds what came since the last one.
 
     Not ``read_topic``'s idle wait: on S3 one fetch can take longer than any idle limit worth waiting.
     """
-    import uuid
 
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.kafka, self.topic = kafka, topic
+        self.positions: dict[int, int] = {}
 
-    from connectors.kafka import consumer_config
-
-    name = kafka.topic(topic)
-    consumer = Consumer(consumer_config(kafka, f"chaos-audit-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
-    try:
-        partitions = sorted(consumer.list_topics(name, timeout=60).topics[name].partitions)
-        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
-        out, done = [], set()
-        deadline = time.monotonic() + timeout
-        while len(done) < len(partitions) and time.monotonic() < deadline:
-            for m in consumer.consume(1000, 1.0):
-                if m.error() is None:
-                    out.append(m)
-                elif m.error().code() == KafkaError._PARTITION_EOF:
-                    done.add(m.partition())
-        if len(done) < len(partitions):
-            raise TimeoutError(f"{name}: partitions {sorted(set(partitions) - done)} not read to the end in {timeout:.0f} s")
-        return out
-    finally:
-        consumer.close()
-
-
-def _audit_scores(kafka: KafkaSettings) -> tuple[dict[str, int], dict[str, set[str]]]:
-    inputs: dict[str, int] = {}
-    for m in _read_all(kafka, "sensor.readings"):
-        rec = _decode(m.value(), SENSOR_BATCH)
-        if rec is not None:
-            inputs[rec["event_id"]] = sum(len(s["values"]) for s in rec["series"])
-    scored: dict[str, set[str]] = {}
-    for m in _read_all(kafka, "scores.anomaly"):
-        rec = _decode(m.value(), ANOMALY_SCORE)
-        if rec is not None:
-            scored.setdefault(rec["source_event_id"], set()).add(rec["event_id"])
-    return inputs, scored
+    def read(self, timeout: float = 180.0) -> list[Any]:
+        messages, pending = read_to_end(self.kafka, self.topic, self.positions, timeout=timeout)
+        if pending:
+            raise TimeoutError(f"{self.topic}: partitions {sorted(pending)} not read to the end in {timeout:.0f} s")
+        return messages
 
 
 _SLACK_CONTEXT = re.compile(r"alert `(?P<key>[^`]*)`(?: at <!date\^(?P<t>\d+)\^)?")
 
 
 def _slack_ids(receiver: AlertReceiver) -> Counter[tuple[str, str, int | None]]:
+    """Slack messages by (alert key, status, event second), read back from the message's blocks."""
     out = Counter[tuple[str, str, int | None]]()
     for m in list(receiver.slack_messages):
         body = m["body"]
-        context = body["blocks"][1]["elements"][0]["text"]
+        context = next(b for b in body["blocks"] if b["type"] == "context")["elements"][0]["text"]
         match = _SLACK_CONTEXT.search(context)
         fields = body["attachments"][0]["blocks"][0]["fields"]
         status = fields[0]["text"].split("\n", 1)[1]
@@ -332,42 +322,86 @@ def _slack_ids(receiver: AlertReceiver) -> Counter[tuple[str, str, int | None]]:
     return out
 
 
-def _audit_alerts(kafka: KafkaSettings, receiver: AlertReceiver) -> tuple[int, int, int]:
-    """(alerts, undelivered, duplicate incidents)."""
-    alerts = {}
-    for m in _read_all(kafka, "alerts"):
-        rec = _decode(m.value(), ALERT)
-        if rec is not None:
-            alerts[rec["event_id"]] = rec
-    events = list(receiver.events)
-    triggered = {e["payload"]["custom_details"].get("event_id") for e in events if e["event_action"] == "trigger"}
-    resolves = Counter(e["dedup_key"] for e in events if e["event_action"] == "resolve")
-    slack = _slack_ids(receiver)
-    undelivered = 0
-    for rec in sorted(alerts.values(), key=lambda a: a["event_time"]):
-        if rec["status"] == "RESOLVED":
-            pd_ok = resolves[rec["alert_key"]] > 0
-            if pd_ok:
-                resolves[rec["alert_key"]] -= 1
-        else:
-            pd_ok = rec["event_id"] in triggered
-        key = (rec["alert_key"], rec["status"], rec["event_time"] // 1000)
-        slack_ok = slack[key] > 0
-        if slack_ok:
-            slack[key] -= 1
-        undelivered += not (pd_ok and slack_ok)
-    opened = Counter(a["alert_key"] for a in alerts.values() if a["status"] == "OPENED")
-    duplicates = sum(max(0, i["opened"] - opened[k]) for k, i in dict(receiver.incidents).items())
-    return len(alerts), undelivered, duplicates
+class _Audit:
+    """What the topics and the receiver hold, read incrementally (the catch-up loop asks again and again)."""
+
+    def __init__(self, kafka: KafkaSettings, receiver: AlertReceiver, accepted: dict[str, int]) -> None:
+        self.receiver, self.accepted = receiver, accepted
+        self.tails = {t: _Tail(kafka, t) for t in ("sensor.readings", "scores.anomaly", "alerts",
+                                                   "dlq.sensor.readings")}
+        self.inputs: dict[str, int] = {}  # input event id -> readings
+        self.scored: dict[str, set[str]] = {}  # input event id -> score ids
+        self.alerts: dict[str, dict[str, Any]] = {}
+        self.dead_letters: set[str] = set()
+
+    def scores(self) -> None:
+        for m in self.tails["sensor.readings"].read():
+            rec = _decode(m.value(), SENSOR_BATCH)
+            if rec is not None:
+                self.inputs[rec["event_id"]] = sum(len(s["values"]) for s in rec["series"])
+        for m in self.tails["scores.anomaly"].read():
+            rec = _decode(m.value(), ANOMALY_SCORE)
+            if rec is not None:
+                self.scored.setdefault(rec["source_event_id"], set()).add(rec["event_id"])
+
+    def readings(self) -> dict[str, int]:
+        """Readings per message: every valid message in the topic, and every one the load had accepted."""
+        return {**self.accepted, **self.inputs}
+
+    def unscored(self) -> dict[str, int]:
+        return {k: n for k, n in self.readings().items() if k not in self.scored}
+
+    def deliveries(self) -> tuple[int, int, int]:
+        """(undelivered alerts, duplicate incidents, Slack messages beyond one per alert event)."""
+        for m in self.tails["alerts"].read():
+            rec = _decode(m.value(), ALERT)
+            if rec is not None:
+                self.alerts[rec["event_id"]] = rec
+        events = list(self.receiver.events)
+        triggered = {e["payload"]["custom_details"].get("event_id") for e in events if e["event_action"] == "trigger"}
+        resolves = Counter(e["dedup_key"] for e in events if e["event_action"] == "resolve")
+        slack = _slack_ids(self.receiver)
+        expected = Counter((a["alert_key"], a["status"], a["event_time"] // 1000) for a in self.alerts.values())
+        undelivered = 0
+        for rec in sorted(self.alerts.values(), key=lambda a: a["event_time"]):
+            if rec["status"] == "RESOLVED":
+                pd_ok = resolves[rec["alert_key"]] > 0
+                if pd_ok:
+                    resolves[rec["alert_key"]] -= 1
+            else:
+                pd_ok = rec["event_id"] in triggered
+            undelivered += not (pd_ok and slack[(rec["alert_key"], rec["status"], rec["event_time"] // 1000)] > 0)
+        opened = Counter(a["alert_key"] for a in self.alerts.values() if a["status"] == "OPENED")
+        duplicates = sum(max(0, i["opened"] - opened[k]) for k, i in dict(self.receiver.incidents).items())
+        slack_extra = sum(max(0, n - expected[k]) for k, n in slack.items())
+        return undelivered, duplicates, slack_extra
+
+    def dlq(self) -> int:
+        for m in self.tails["dlq.sensor.readings"].read():
+            key = (m.key() or b"").decode(errors="replace")
+            if key.startswith(MALFORMED_KEY) and dlq_info(m.headers()).get("reason"):
+                self.dead_letters.add(key)
+        return len(self.dead_letters)
 
 
-def _audit_dlq(kafka: KafkaSettings) -> int:
-    found = set()
-    for m in _read_all(kafka, "dlq.sensor.readings"):
-        key = (m.key() or b"").decode(errors="replace")
-        if key.startswith(MALFORMED_KEY) and dlq_info(m.headers()).get("reason"):
-            found.add(key)
-    return len(found)
+def overlapping_batches(s3: S3rver) -> int:
+    """Record batches the broker stored on offsets it had already given to other batches.
+
+    Read from the objects on disk (one object per batch, named by its base offset; the batch header holds the
+    offset delta of its last record). Each such batch hid or overwrote records the broker had acknowledged:
+    loss that no client can see coming or undo. Counted so a run says whether the broker lost data.
+    """
+    rewinds = 0
+    for records in (s3.directory / s3.bucket).glob("**/topics/*/partitions/*/records"):
+        batches = sorted(records.glob("*.batch._S3rver_object"), key=lambda f: int(f.name.split(".")[0]))
+        next_offset = 0
+        for f in batches:
+            base = int(f.name.split(".")[0])
+            with f.open("rb") as fh:
+                header = fh.read(27)
+            rewinds += base < next_offset
+            next_offset = max(next_offset, base + struct.unpack(">i", header[23:27])[0] + 1)
+    return rewinds
 
 
 def run_chaos(plan: ChaosPlan, workdir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -376,14 +410,18 @@ def run_chaos(plan: ChaosPlan, workdir: Path, say: Callable[[str], None] = print
 
     rng = random.Random(plan.seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    s3 = S3rver(workdir / "s3").start()
+    if plan.broker_restarts and not plan.durable:
+        raise ValueError("a broker in memory keeps nothing across a restart: set durable=True or broker_restarts=0")
+    s3 = S3rver(workdir / "s3").start() if plan.durable else None
     broker = EmbeddedBroker(storage=f"s3://{s3.bucket}/", env={**os.environ, **s3.env()},
-                            log_path=workdir / "tansu.log").start()
+                            log_path=workdir / "tansu.log").start() if s3 else EmbeddedBroker().start()
     receiver = AlertReceiver(routing_keys={ROUTING_KEY}, tls=True).start()
     kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="chaos.", session_timeout_ms=6000,
-                          linger_ms=1000, extra=S3_CLIENT_SETTINGS)  # batch: on S3 every produce request is an object
+                          linger_ms=1000 if s3 else 50,  # batch: on S3 every produce request is an object
+                          extra=S3_CLIENT_SETTINGS if s3 else {})
     env = _env(kafka, receiver, workdir)
-    create_topics(kafka, ["sensor.readings", "scores.anomaly", "alerts", "dlq.sensor.readings"])
+    # every topic up front: a flow starting under load on S3 can wait longer for new topics than it should
+    create_topics(kafka, [*flow_topics(flow_spec("anomaly")), *NOTIFY_TOPICS], timeout=120)
     gateway_port = free_port()
     flow = _Process("anomaly", ["-m", "streams.cli", "run", "anomaly", "--state-dir", str(workdir / "state")],
                     env, workdir / "anomaly.log")
@@ -435,37 +473,47 @@ def run_chaos(plan: ChaosPlan, workdir: Path, say: Callable[[str], None] = print
         load.join()
         say(f"chaos: load stopped: {dict(load.sent)}; waiting for the flows to catch up")
         deadline = time.monotonic() + plan.settle_s
-        inputs, scored = _audit_scores(kafka)
-        while time.monotonic() < deadline and any(k not in scored for k in inputs):
-            for p in (flow, notify):
-                if not p.alive():
-                    unplanned[p.name] += 1
-                    p.start()
-            rss.append(flow.rss_mb())
-            time.sleep(5)
-            inputs, scored = _audit_scores(kafka)
-        alerts, undelivered, duplicate_incidents = _audit_alerts(kafka, receiver)
-        while undelivered and time.monotonic() < deadline:
-            time.sleep(5)
-            alerts, undelivered, duplicate_incidents = _audit_alerts(kafka, receiver)
+        audit = _Audit(kafka, receiver, load.accepted)
+        undelivered = duplicate_incidents = duplicate_slack = -1
+        dlq = -1
+        try:
+            audit.scores()
+            while time.monotonic() < deadline and audit.unscored():
+                for p in (flow, notify):
+                    if not p.alive():
+                        unplanned[p.name] += 1
+                        p.start()
+                rss.append(flow.rss_mb())
+                time.sleep(5)
+                audit.scores()
+            undelivered, duplicate_incidents, duplicate_slack = audit.deliveries()
+            while undelivered and time.monotonic() < deadline:
+                time.sleep(5)
+                undelivered, duplicate_incidents, duplicate_slack = audit.deliveries()
+            dlq = audit.dlq()
+        except TimeoutError as exc:  # a broker that stops serving reads: say so, with what was read (-1: not read)
+            result["audit_error"] = str(exc)
         result.update(
-            readings=sum(inputs.values()),
-            lost=sum(n for k, n in inputs.items() if k not in scored),
-            duplicate_scores=sum(1 for ids in scored.values() if len(ids) > 1),
+            readings=sum(audit.readings().values()),
+            lost=sum(audit.unscored().values()),
+            duplicate_scores=sum(1 for ids in audit.scored.values() if len(ids) > 1),
             duplicate_incidents=duplicate_incidents,
             undelivered_alerts=undelivered,
-            dlq=_audit_dlq(kafka),
+            dlq=dlq,
             max_rss_mb=round(max(rss, default=0.0), 1),
             # context for the write-up
             malformed=load.sent["malformed"],
-            messages=len(inputs),
+            messages=len(audit.inputs),
+            accepted_not_in_topic=len(set(load.accepted) - set(audit.inputs)),
+            duplicate_slack_messages=duplicate_slack,
             device_messages=load.sent["device_messages"],
             gateway_messages=load.sent["gateway_messages"],
-            alerts=alerts,
+            alerts=len(audit.alerts),
             incidents=len(receiver.incidents),
             unplanned_restarts=dict(unplanned),
             load_errors=dict(load.errors),
-            s3_objects=s3.objects(),
+            s3_objects=s3.objects() if s3 else None,
+            broker_overlapping_batches=overlapping_batches(s3) if s3 else 0,
             plan=asdict(plan),
         )
         (workdir / "receiver.json").write_text(json.dumps(
@@ -477,7 +525,8 @@ def run_chaos(plan: ChaosPlan, workdir: Path, say: Callable[[str], None] = print
             p.signal(signal.SIGKILL)
         receiver.stop()
         broker.stop()
-        s3.stop()
+        if s3:
+            s3.stop()
 
 
 def _wait_http(url: str, proc: _Process, timeout: float = 90.0) -> None:
@@ -501,12 +550,14 @@ def command(
     kills: Annotated[int, typer.Option(help="SIGKILLs of the anomaly flow.")] = 10,
     broker_restarts: Annotated[int, typer.Option(help="Broker SIGKILLs and restarts.")] = 1,
     outage: Annotated[float, typer.Option(help="Seconds the PagerDuty/Slack stand-in answers 503.")] = 60.0,
+    durable: Annotated[bool, typer.Option("--durable/--memory", help="Broker on S3 (s3rver) or in memory.")] = True,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the result here.")] = None,
     workdir: Annotated[Path | None, typer.Option(help="Keep logs and data here (default: a temporary folder).")] = None,
 ) -> None:
     """Kill the anomaly flow, the broker and the alert destinations under load; audit that nothing was lost."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop everything it started on SIGTERM too
-    plan = ChaosPlan(duration_s=minutes * 60, kills=kills, broker_restarts=broker_restarts, outage_s=outage)
+    plan = ChaosPlan(duration_s=minutes * 60, kills=kills, broker_restarts=broker_restarts, outage_s=outage,
+                     durable=durable)
     folder = workdir or Path(tempfile.mkdtemp(prefix="eddyline-chaos-"))
     result = run_chaos(plan, folder, say=lambda s: typer.echo(s, err=True))
     text = json.dumps(result, indent=2)

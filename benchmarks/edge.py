@@ -15,7 +15,11 @@ broker, and measures that process from outside through /proc:
   confluent-kafka producer;
 - ``lost`` / ``duplicates``: across a real broker outage (stopped, restarted empty on the same port), readings
   missing after dedup by sequence number, and readings that arrived more than once before dedup (what the
-  platform's dedup removes).
+  platform's dedup removes);
+- ``model_swap_gap_ms``: the longest pause in sampling while signed models are swapped in (``swaps`` rollouts
+  to the running agent, each verified, loaded and swapped), seen as the longest gap between consecutive
+  readings of a source read every 10 ms (``model_swap_gaps_ms``: each swap's); ``model_swap_gap_baseline_ms``
+  is the same gap outside the swaps, in the same run.
 """
 
 from __future__ import annotations
@@ -253,7 +257,90 @@ def _outage(tmp: Path, ks: KafkaSettings, broker: EmbeddedBroker, seconds: float
     return lost, duplicates
 
 
-def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 5_000_000, outage_s: float = 5.0) -> dict:
+def _swap_config(tmp: Path, ks: KafkaSettings, public_key: Path) -> Path:
+    path = tmp / "edge-swap.toml"
+    base = _config(tmp, ks.bootstrap_servers, ks.namespace, 1_000).read_text()
+    path.write_text(
+        base.replace("heartbeat_interval_s = 5.0", "heartbeat_interval_s = 0.5\ndevice_class = \"bench\"")
+        + f"""[[edge.sources]]
+kind = "proc"
+interval_s = 0.01
+[edge.inference]
+enabled = true
+[edge.models]
+enabled = true
+public_key = "{public_key}"
+"""
+    )
+    return path
+
+
+def _model_swaps(tmp: Path, ks: KafkaSettings, swaps: int) -> tuple[list[float], float]:
+    """(longest sampling gap during each swap, longest outside them), in ms, over ``swaps`` signed-model rollouts."""
+    from connectors.kafka import EventProducer
+    from edge_agent.inference.model import build_model
+    from schemas.catalog import DEVICE_HEALTH, EDGE_MODEL, EDGE_ROLLOUT
+    from schemas.signing import generate_keypair, sign_model
+    from streams.flows.rollout import RolloutController, RolloutPolicy
+
+    (tmp / "buffer.sqlite").unlink(missing_ok=True)
+    ns = KafkaSettings(bootstrap_servers=ks.bootstrap_servers, namespace="bench-swap.")
+    create_topics(ns, ["sensor.readings", "device.health", "edge.models", "edge.rollouts"])
+    generate_keypair(tmp / "k.pem", tmp / "k.pub.pem")
+    models = [build_model(tmp / f"m{w}.onnx", window=w).read_bytes() for w in (12, 16)]
+    log = tmp / "agent-swap.log"
+    agent = _start(_swap_config(tmp, ns, tmp / "k.pub.pem"), log)
+    serde = AvroSerde()
+    windows: list[tuple[int, int]] = []
+    previous = None
+    try:
+        _wait(lambda: _buffer(tmp / "buffer.sqlite")[2] > 0, 30, "the first batch", agent, log)
+        time.sleep(2.0)
+        with EventProducer(ns) as out:
+            for i in range(swaps):
+                version = f"v{i + 1}"
+                record = sign_model(
+                    {"event_id": version, "event_time": int(time.time() * 1000), "producer": "bench", "name": "anomaly",
+                     "version": version, "device_class": "bench", "format": "onnx", "model": models[i % 2]},
+                    (tmp / "k.pem").read_bytes(),
+                )
+                out.produce("edge.models", EDGE_MODEL, record, key=f"bench/{version}")
+                start_ms = int(time.time() * 1000)
+                rollout = RolloutController.start(RolloutPolicy(), "bench", version, previous, [DEVICE], start_ms,
+                                                  "bench", 100)
+                out.produce("edge.rollouts", EDGE_ROLLOUT, rollout, key="bench")
+                out.flush()
+                previous = version
+
+                def running(v: str = version) -> bool:
+                    msgs = read_topic(ns, "device.health", idle=0.3, timeout=10)
+                    return any(serde.decode(m.value(), DEVICE_HEALTH)["model_version"] == v for m in msgs)
+
+                _wait(running, 60, f"the agent to run {version}", agent, log, every=0.2)
+                windows.append((start_ms, int(time.time() * 1000)))
+                time.sleep(1.0)
+    finally:
+        _stop(agent)
+    stamps = sorted(
+        ts
+        for m in read_topic(ns, "sensor.readings", idle=2.0)
+        for s in serde.decode(m.value(), SENSOR_BATCH)["series"]
+        if s["sensor"] == "proc.load1"
+        for ts in s["timestamps"]
+    )
+    during, outside = [0] * len(windows), 0
+    for a, b in zip(stamps, stamps[1:]):
+        hit = [i for i, (lo, hi) in enumerate(windows) if lo <= b and a <= hi]
+        for i in hit:
+            during[i] = max(during[i], b - a)
+        if not hit and stamps[0] + 3000 < a < windows[-1][1]:  # steady sampling, before and between swaps
+            outside = max(outside, b - a)
+    return [float(g) for g in during], float(outside)
+
+
+def run(
+    json_path: Path | None = None, window: float = 10.0, backlog: int = 5_000_000, outage_s: float = 5.0, swaps: int = 6
+) -> dict:
     port = free_port()
     broker = EmbeddedBroker(port=port).start()
     try:
@@ -267,6 +354,7 @@ def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 5_00
             create_topics(ks, ["sensor.raw-baseline"])
             drain, raw = _drain(tmp, ks, backlog)
             lost, dups = _outage(tmp, ks, broker, outage_s)
+            swap_gaps, swap_baseline = _model_swaps(tmp, ks, swaps)
     finally:
         broker.stop()
     result = {
@@ -283,6 +371,11 @@ def run(json_path: Path | None = None, window: float = 10.0, backlog: int = 5_00
         "backlog_readings": backlog,
         "outage_s": outage_s,
         "window_s": window,
+        "model_swap_gap_ms": max(swap_gaps),
+        "model_swap_gap_median_ms": sorted(swap_gaps)[len(swap_gaps) // 2],
+        "model_swap_gaps_ms": swap_gaps,
+        "model_swap_gap_baseline_ms": swap_baseline,
+        "model_swaps": swaps,
     }
     if json_path:
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
@@ -296,9 +389,10 @@ def command(
         int, typer.Option("--backlog", min=10_000, help="readings on disk before the drain")
     ] = 5_000_000,
     outage: Annotated[float, typer.Option("--outage", min=1.0, help="seconds the broker is down")] = 5.0,
+    swaps: Annotated[int, typer.Option("--swaps", min=1, help="signed models swapped into the running agent")] = 6,
 ) -> None:
-    """The edge agent's memory and CPU at 1k and 10k readings/s, its drain rate, loss and duplicates."""
-    res = run(json_path, window, backlog, outage)
+    """The edge agent's memory and CPU at 1k and 10k readings/s, its drain rate, loss and duplicates, model swap gap."""
+    res = run(json_path, window, backlog, outage, swaps)
     for k, v in res.items():
         print(f"{k:>16}  {v}")
     if res["lost"]:

@@ -2,6 +2,7 @@
 
 - ``onnx_int8_texts_per_s``: the trained model through onnxruntime, int8 weights, batches of 64.
 - ``torch_fp32_texts_per_s``: the same network in PyTorch fp32, same texts, same batches, same threads.
+- ``emotion_texts_per_s``: the emotion backend the flow runs beside it (the NRC lexicon), same texts.
 - ``speech_rtf``: Whisper tiny.en (faster-whisper, int8) processing time over audio duration on the
   repository's recordings, transcribed as the flow does (one utterance at a time, no extra VAD pass).
 Texts are held-out test sentences from all four domains; each timing is the best of ``repeats`` passes
@@ -43,6 +44,7 @@ def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repea
         audio_dir: Path = DATA_DIR) -> dict[str, Any]:
     from connectors.wav import read_wav
     from models.sentiment.data import load_examples, split
+    from models.sentiment.emotion import load_emotion
     from models.sentiment.model import OnnxSentiment, TorchSentiment, default_model_dir
     from models.speech import load_transcriber
 
@@ -54,8 +56,10 @@ def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repea
     sample = [e.text for e in test[:: max(1, len(test) // texts)]][:texts]
     onnx = OnnxSentiment(model_dir, threads=threads)
     torch_model = TorchSentiment(model_dir / "torch", threads=threads)
-    onnx_rate, torch_rate = _best_rates(
-        [lambda: onnx.probabilities(sample), lambda: torch_model.probabilities(sample)], len(sample), repeats)
+    emotion = load_emotion()
+    onnx_rate, torch_rate, emotion_rate = _best_rates(
+        [lambda: onnx.probabilities(sample), lambda: torch_model.probabilities(sample),
+         lambda: emotion.probabilities(sample)], len(sample), repeats)
     agree = float((onnx.probabilities(sample).argmax(1) == torch_model.probabilities(sample).argmax(1)).mean())
 
     transcriber = load_transcriber(cpu_threads=threads)
@@ -65,6 +69,7 @@ def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repea
     return {
         "onnx_int8_texts_per_s": onnx_rate,
         "torch_fp32_texts_per_s": torch_rate,
+        "emotion_texts_per_s": emotion_rate,
         "speech_rtf": busy / audio_s,
         "onnx_speedup": onnx_rate / torch_rate,
         "onnx_torch_label_agreement": agree,
@@ -89,7 +94,8 @@ def command(
     except FileNotFoundError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"sentiment: onnx int8 {result['onnx_int8_texts_per_s']:.1f} texts/s, torch fp32 "
-               f"{result['torch_fp32_texts_per_s']:.1f} texts/s ({result['onnx_speedup']:.2f}x); "
+               f"{result['torch_fp32_texts_per_s']:.1f} texts/s ({result['onnx_speedup']:.2f}x); emotion "
+               f"{result['emotion_texts_per_s']:.0f} texts/s; "
                f"speech RTF {result['speech_rtf']:.3f} ({result['threads']} threads)")
     if json_path:
         json_path.write_text(json.dumps(result, indent=2))

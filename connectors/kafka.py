@@ -20,7 +20,7 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 from schemas import AvroSerde
-from schemas.topics import COMPACTED_TOPICS
+from schemas.topics import TOPIC_CONFIGS
 
 
 class KafkaSettings(Section):
@@ -264,8 +264,8 @@ def create_topics(
     """Create the topics that do not exist yet and wait until every one is in the metadata.
 
     Idempotent: existing topics are left as they are. A broker that does not answer raises
-    ``TimeoutError`` naming the bootstrap servers. Topics in ``schemas.topics.COMPACTED_TOPICS`` are created
-    compacted (``cleanup.policy=compact``).
+    ``TimeoutError`` naming the bootstrap servers. New topics get their settings from
+    ``schemas.topics.TOPIC_CONFIGS`` (compaction, broker timestamps).
 
     Parameters
     ----------
@@ -282,14 +282,11 @@ def create_topics(
     names = sorted({s.topic(t) for t in logical})
     if not names:
         return
-    compacted = {s.topic(t) for t in logical if t in COMPACTED_TOPICS}
     admin = make_admin(s)
     count = partitions or s.partitions
-    from schemas.topics import TOPIC_CONFIGS
-
     configs = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
     new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor,
-                    config={**configs.get(n, {}), **({"cleanup.policy": "compact"} if n in compacted else {})})
+                    config=configs.get(n, {}))
            for n in names]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():
@@ -524,3 +521,45 @@ def read_topic(
     finally:
         consumer.close()
     return out
+
+
+def read_to_end(
+    s: KafkaSettings, logical_topic: str, positions: dict[int, int], *, timeout: float = 60.0
+) -> tuple[list[Message], set[int]]:
+    """Read every partition of a topic from ``positions`` (the beginning where none) until it reports its end.
+
+    ``positions`` (partition -> next offset) is advanced in place, so calling again reads only what came since.
+    A fresh reader each call, so every partition reports its end again; the end is the one a fetch sees (the
+    high watermark), not ListOffsets, which some Kafka-compatible brokers answer wrong. No consumer group.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings.
+    logical_topic
+        The topic to read, without the namespace.
+    positions
+        Where to start per partition; updated to after the last message read.
+    timeout
+        Seconds to try; partitions not read to their end by then are returned as the second value.
+    """
+    name = s.topic(logical_topic)
+    consumer = Consumer(consumer_config(s, f"eddyline-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
+    out: list[Message] = []
+    try:
+        partitions = sorted(consumer.list_topics(name, timeout=timeout).topics[name].partitions)
+        consumer.assign([TopicPartition(name, p, positions.get(p, OFFSET_BEGINNING)) for p in partitions])
+        pending, deadline = set(partitions), time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                err = msg.error()
+                if err is None:
+                    out.append(msg)
+                    positions[msg.partition()] = msg.offset() + 1
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                else:
+                    raise KafkaException(err)
+    finally:
+        consumer.close()
+    return out, pending

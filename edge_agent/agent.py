@@ -41,9 +41,11 @@ class Agent:
         sources: list[Source] | None = None,
         version: str | None = None,
         health_topic: str | None = None,
+        models: dict[str, Any] | None = None,
     ) -> None:
         """``settings`` is an ``EdgeSettings`` or the plain namespace the lean runtime builds from one;
-        ``health_topic`` is the full topic name of health events (None: heartbeats are log lines only)."""
+        ``health_topic`` is the full topic name of health events (None: heartbeats are log lines only);
+        ``models`` is the models feed's plan (``launch.models_plan``) when ``[edge.models]`` is enabled."""
         self.settings = settings
         self.version = version or _version()
         self.sources = sources if sources is not None else [build_source(c) for c in settings.sources]
@@ -72,6 +74,9 @@ class Agent:
             from edge_agent.inference.local import LocalInference  # onnxruntime only when asked for
 
             self.inference = LocalInference(settings.inference)
+        self.updates = self._feed = None
+        if models is not None and self.inference is not None:
+            self.updates, self._feed = _follow_models(settings, self.inference, models)
         self.metrics = None
         if settings.metrics_port is not None:
             from edge_agent.metrics import MetricsEndpoint
@@ -92,9 +97,10 @@ class Agent:
     @classmethod
     def from_settings(cls, settings: EdgeSettings, kafka: KafkaSettings, **kw: Any) -> Agent:
         """In-process construction from validated settings (tests, benchmarks); ``run`` uses the lean runtime."""
-        from edge_agent.launch import producer_conf
+        from edge_agent.launch import models_plan, producer_conf
 
         kw.setdefault("health_topic", kafka.topic(settings.health_topic))
+        kw.setdefault("models", models_plan(settings, kafka))
         return cls(settings, producer_conf(settings, kafka), kafka.topic(settings.topic), **kw)
 
     # -- control --------------------------------------------------------------------------------------
@@ -139,6 +145,8 @@ class Agent:
             if self.batcher.due(time.monotonic()):
                 self._seal()
             self.sender.pump()
+            if self._feed is not None:
+                self._follow_models()
             if now >= next_hb:
                 self.heartbeat()
                 next_hb = now + s.heartbeat_interval_s
@@ -178,7 +186,10 @@ class Agent:
             return
         if self.inference is not None:
             t0 = time.perf_counter()
-            series = self.inference.apply(series, backlog=self.buffer.depth)
+            try:
+                series = self.inference.apply(series, backlog=self.buffer.depth)
+            except Exception as exc:  # a model that breaks at run time: the readings still go out, raw
+                self._error(f"inference with {self.inference.version}", exc)
             self._infer_ms += (time.perf_counter() - t0) * 1000
             self._infer_calls += 1
         n = sum(len(c.values) for c in series)
@@ -189,6 +200,15 @@ class Agent:
             self._error("encoding", exc)
             return
         self.buffer.append(seq, payload, n, max(c.timestamps[-1] for c in series))
+
+    def _follow_models(self) -> None:
+        try:
+            self._feed.poll()
+        except Exception as exc:  # the feed is best effort: the running model stays
+            self._error("models feed", exc)
+        new = self.updates.step()
+        if new is not None:
+            self.inference = new
 
     def _error(self, where: str, exc: BaseException) -> None:
         self.errors += 1
@@ -248,8 +268,9 @@ class Agent:
         """What the inference layer runs, for the health event (None without local inference)."""
         if self.inference is None:
             return None
-        return {"model_version": getattr(self.inference, "model_version", None) or self.inference.model_path.stem,
-                "model_state": "running"}
+        if self.updates is not None:
+            return self.updates.info()
+        return {"model_version": self.inference.version, "model_state": "running"}
 
     def _shutdown(self, flush_s: float) -> None:
         self._seal()
@@ -268,8 +289,26 @@ class Agent:
                 log.warning("closing source %s: %s", src.name, exc)
         if self.metrics is not None:
             self.metrics.close()
+        if self._feed is not None:
+            self._feed.close()
         self.buffer.close()
         log.info("stopped; %d batches stay on disk for the next start", left)
+
+
+def _follow_models(settings: Any, current: Any, models: dict[str, Any]) -> tuple[Any, Any]:
+    """The models feed for ``[edge.models]``: its trusted key read now, so a bad key stops the start."""
+    from pathlib import Path
+
+    from edge_agent.inference.updates import ModelUpdates, UpdateFeed
+    from schemas.signing import SignatureError, Verifier
+
+    try:
+        verifier = Verifier(Path(settings.models.public_key).read_bytes())
+    except (OSError, SignatureError) as exc:
+        raise RuntimeError(f"[edge.models] public_key: {exc}") from None
+    cache = Path(settings.buffer_path).with_name("edge-model.avro")
+    updates = ModelUpdates(settings.device_id, settings.device_class, settings.inference, verifier, current, cache)
+    return updates, UpdateFeed(models["consumer"], models["models_topic"], models["rollouts_topic"], updates)
 
 
 def _version() -> str:

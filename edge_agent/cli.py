@@ -49,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--out", type=Path, required=True)
     model.add_argument("--csv", type=Path, default=None, help="train on these readings (timestamp,sensor,value)")
     model.add_argument("--window", type=int, default=16)
+    model.add_argument(
+        "--optimise",
+        action="store_true",
+        help="treat --out as a folder: build fp32, int8 (dynamic, static) and pruned variants, measure size, "
+        "latency (1 thread) and agreement with fp32, write <class>.onnx per device class and report.json",
+    )
+    model.add_argument(
+        "--target",
+        action="append",
+        default=None,
+        metavar="CLASS=AGREEMENT[:LATENCY_US]",
+        help="a device class's bounds for --optimise (repeatable; default rpi4=0.95:50 jetson-nano=0.98:50 x86_64=0.99)",
+    )
     return p
 
 
@@ -136,6 +149,15 @@ def _check(edge: EdgeSettings, kafka: KafkaSettings, args: argparse.Namespace) -
 
         inf = LocalInference(edge.inference)
         print(f"inference: {inf.model_path} on {inf.providers[0]}")
+    if edge.models.enabled:
+        from schemas.signing import SignatureError, Verifier
+
+        try:
+            key = Verifier(edge.models.public_key.read_bytes()).key_id
+        except SignatureError as exc:
+            raise RuntimeError(f"[edge.models] public_key {edge.models.public_key}: {exc}") from None
+        print(f"models: following {kafka.topic(edge.models.rollouts_topic)} for class {edge.device_class}, "
+              f"trusting key {key}")
     if args.json:
         print(json.dumps({"edge": edge.model_dump(mode="json"), "kafka": kafka.model_dump(mode="json")}, indent=2))
     print(f"config OK: device {edge.device_id}, topic {kafka.topic(edge.topic)} on {kafka.bootstrap_servers}")
@@ -153,8 +175,22 @@ def _build_model(args: argparse.Namespace) -> int:
     from edge_agent.inference.model import build_model, training_windows_from_csv
 
     series = training_windows_from_csv(args.csv) if args.csv else None
+    if args.optimise:
+        return _optimise(args, series)
     path = build_model(args.out, window=args.window, series=series)
     print(f"wrote {path}")
+    return 0
+
+
+def _optimise(args: argparse.Namespace, series: list | None) -> int:
+    from edge_agent.inference.optimise import DEFAULT_TARGETS, markdown_table, optimise, parse_target
+
+    targets = tuple(parse_target(t) for t in args.target) if args.target else DEFAULT_TARGETS
+    report = optimise(args.out, targets, window=args.window, series=series)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown_table(report))
+    for cls, name in report["chosen"].items():
+        print(f"{cls}: {name} -> {args.out / (cls + '.onnx')}")
     return 0
 
 

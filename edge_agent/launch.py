@@ -35,6 +35,20 @@ def producer_conf(edge: EdgeSettings, kafka: KafkaSettings) -> dict[str, Any]:
     return producer_config(kafka, **{k: v for k, v in mine.items() if k not in kafka.extra})
 
 
+def models_plan(edge: EdgeSettings, kafka: KafkaSettings) -> dict[str, Any] | None:
+    """The models feed's consumer settings and topics; None unless ``[edge.models]`` is enabled."""
+    if not edge.models.enabled:
+        return None
+    from connectors.kafka import consumer_config
+
+    conf = consumer_config(kafka, f"eddyline-edge-models-{edge.device_id}", **{"client.id": f"eddyline-edge-{edge.device_id}"})
+    return {
+        "consumer": {k: v for k, v in conf.items() if isinstance(v, (str, int, float, bool))},
+        "models_topic": kafka.topic(edge.models.models_topic),
+        "rollouts_topic": kafka.topic(edge.models.rollouts_topic),
+    }
+
+
 def plan(edge: EdgeSettings, kafka: KafkaSettings) -> dict[str, Any]:
     import edge_agent
 
@@ -45,6 +59,7 @@ def plan(edge: EdgeSettings, kafka: KafkaSettings) -> dict[str, Any]:
         "topic": kafka.topic(edge.topic),
         "health_topic": kafka.topic(edge.health_topic),
         "version": edge_agent.__version__,
+        "models": models_plan(edge, kafka),
     }
 
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         agent = Agent(settings, plan["producer"], plan["topic"], version=plan["version"],
-                      health_topic=plan.get("health_topic"))
+                      health_topic=plan.get("health_topic"), models=plan.get("models"))
     except (SourceError, BufferError, RuntimeError) as exc:
         print(f"eddyline-edge: {exc}", file=sys.stderr)
         return 2

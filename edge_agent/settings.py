@@ -176,6 +176,41 @@ class InferenceSettings(BaseModel):
     )
 
 
+class ModelUpdateSettings(BaseModel):
+    """Signed model updates from the platform (``[edge.models]``; needs the ``edge-onnx`` extra and inference on).
+
+    The agent follows the compacted models and rollouts topics for its device class, verifies each model's
+    Ed25519 signature with ``public_key`` before loading it, swaps it in without pausing sampling, and keeps
+    the model it replaced for a rollback.
+
+    Parameters
+    ----------
+    enabled
+        Follow model rollouts.
+    public_key
+        The PEM file from ``eddyline edge keygen`` (``*.pub.pem``): only models it verifies are loaded.
+    models_topic
+        The logical topic of signed models.
+    rollouts_topic
+        The logical topic of rollout states.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    public_key: Path | None = None
+    models_topic: str = "edge.models"
+    rollouts_topic: str = "edge.rollouts"
+
+    @model_validator(mode="after")
+    def _key(self) -> ModelUpdateSettings:
+        if self.enabled and self.public_key is None:
+            raise ValueError("model updates are enabled without a key; set [edge.models] public_key to the .pub.pem file")
+        if self.enabled and not self.public_key.is_file():
+            raise ValueError(f"public_key {self.public_key} does not exist; copy the .pub.pem from `eddyline edge keygen`")
+        return self
+
+
 class EdgeSettings(Section):
     """Everything the agent needs besides the Kafka connection: ``[edge]`` / ``EDDYLINE_EDGE_*``.
 
@@ -204,6 +239,8 @@ class EdgeSettings(Section):
         ``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``.
     inference
         On-device scoring (``[edge.inference]``).
+    models
+        Signed model updates (``[edge.models]``).
 
     Examples
     --------
@@ -252,6 +289,7 @@ class EdgeSettings(Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    models: ModelUpdateSettings = Field(default_factory=ModelUpdateSettings)
 
     @field_validator("device_id")
     @classmethod
@@ -259,6 +297,12 @@ class EdgeSettings(Section):
         if not v.strip():
             raise ValueError("must not be empty; set device_id in [edge] or EDDYLINE_EDGE_DEVICE_ID")
         return v.strip()
+
+    @model_validator(mode="after")
+    def _models_need_inference(self) -> EdgeSettings:
+        if self.models.enabled and not self.inference.enabled:
+            raise ValueError("[edge.models] enabled needs [edge.inference] enabled = true (models score readings)")
+        return self
 
     @model_validator(mode="after")
     def _sources(self) -> EdgeSettings:

@@ -29,7 +29,10 @@ SENTIMENT_SCORE = "sentiment_score"
 DRIFT = "drift"
 ALERT = "alert"
 DEVICE_HEALTH = "device_health"
+ROUTING_RECOMMENDATION = "routing_recommendation"
 QUARANTINE = "quarantine"
+EDGE_MODEL = "edge_model"
+EDGE_ROLLOUT = "edge_rollout"
 
 
 @dataclass(frozen=True)

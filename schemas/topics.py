@@ -13,16 +13,25 @@ TOPICS: dict[str, str] = {
     "alerts": "alert",
     "device.health": "device_health",
     "security.quarantine": "quarantine",  # compacted: the latest record per source is its standing
+    "edge.models": "edge_model",
+    "edge.rollouts": "edge_rollout",
+    "routing": "routing_recommendation",
 }
 INPUT_TOPICS = (
     "sensor.readings", "audio.chunks", "transcripts", "clicks", "predictions", "feedback", "device.health",
     "security.quarantine",
 )
-COMPACTED_TOPICS = ("security.quarantine",)  # the latest record per key is what counts: created compacted
 # Topic settings eddyline creates a topic with. device.health: the broker stamps each heartbeat with its own
 # clock, so the agent learns its clock offset from the acknowledgement and the fleet flow judges silence on
 # broker time, not on device clocks.
-TOPIC_CONFIGS: dict[str, dict[str, str]] = {"device.health": {"message.timestamp.type": "LogAppendTime"}}
+# security.quarantine, edge.models and edge.rollouts are compacted: the latest record per key (source,
+# class/version, class) is the state.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "device.health": {"message.timestamp.type": "LogAppendTime"},
+    "security.quarantine": {"cleanup.policy": "compact"},
+    "edge.models": {"cleanup.policy": "compact"},
+    "edge.rollouts": {"cleanup.policy": "compact"},
+}
 DLQ_PREFIX = "dlq."
 RETRY_SUFFIX = ".retry"
 

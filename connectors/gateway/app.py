@@ -4,7 +4,8 @@ A request is authenticated, checked against backpressure and the size limit, par
 the event's Avro record (every problem named with its path), encoded (the schema's rules checked) and
 only then produced: bad input refuses the whole request, nothing of it is produced. ``202 Accepted``
 means the event is in the producer's queue; the idempotent producer then retries until the broker
-acknowledges it, and a delivery that still fails is counted, logged and shown on ``/health``.
+acknowledges it, and a delivery that still fails is counted, logged and shown on ``/health``. A producer that
+fails for good is replaced, and what it held is sent again (``connectors.gateway.producer``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from connectors.gateway.calls import open_socket, pcm_stream, twilio_stream
 from connectors.gateway.errors import GatewayError, Problem
 from connectors.gateway.limits import Backpressure, RateLimits, read_body, too_large
 from connectors.gateway.openapi import openapi_spec
+from connectors.gateway.producer import GatewayProducer
 from connectors.gateway.records import ENDPOINTS, Endpoint, RecordMapper
 from connectors.gateway.settings import GatewaySettings
 from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, create_topics
@@ -56,6 +58,7 @@ class Gateway:
         self.last_failure: float | None = None
         self.accepted = 0
         self._produce_failures = 0
+        self.producers_replaced = 0
         self.max_message_bytes = int(kafka.extra.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
         self.backpressure = Backpressure(self.waiting, settings.max_queue, settings.retry_after_s)
         self.rates = RateLimits(settings.rates, settings.rate_burst_s)
@@ -71,7 +74,7 @@ class Gateway:
             await asyncio.to_thread(create_topics, self.kafka, [e.topic for e in ENDPOINTS.values()])
         if self._producer is None:
             room = self.settings.max_queue + 2 * self.settings.max_events_per_request
-            self._producer = EventProducer(self.kafka, **{"queue.buffering.max.messages": max(100_000, room)})
+            self._producer = GatewayProducer(self.kafka, **{"queue.buffering.max.messages": max(100_000, room)})
         self._poller = asyncio.create_task(self._poll_deliveries())
         log.info("gateway producing to %s (namespace %r)", self.kafka.bootstrap_servers, self.kafka.namespace)
 
@@ -95,6 +98,7 @@ class Gateway:
         """Serve delivery reports while no request is producing, and say when deliveries fail."""
         while True:
             self.producer.poll(0)
+            self._recover()
             failed = self.producer.failed
             if failed > self._failed_seen:
                 log.error(
@@ -105,6 +109,16 @@ class Gateway:
                 self._failed_seen = failed
                 self.last_failure = time.monotonic()
             await asyncio.sleep(POLL_INTERVAL_S)
+
+    def _recover(self) -> bool:
+        """Replace a producer that failed for good (its accepted events go out on the new one); True if replaced."""
+        p = self._producer
+        if not isinstance(p, GatewayProducer) or p.fatal_error is None:
+            return False
+        self._producer = p.replacement()
+        self.producers_replaced += 1
+        self.last_failure = time.monotonic()
+        return True
 
     def publish(self, endpoint: Endpoint, value: Any, client: str) -> list[str]:
         """Map, encode and produce one event or a JSON array of them; all or nothing."""
@@ -177,9 +191,8 @@ class Gateway:
         headers = {"gateway-client": client.encode()}
         for data, key, _ in encoded:
             try:
-                self.producer.produce_raw(endpoint.topic, data, key, headers)
+                self._produce(endpoint.topic, data, key, headers)
             except DeliveryError as exc:
-                self._produce_failures += 1
                 log.error("producing to %s failed: %s", topic, exc)
                 raise GatewayError(
                     503,
@@ -189,6 +202,20 @@ class Gateway:
                 ) from None
             self.accepted += 1
         return [event_id for _, _, event_id in encoded]
+
+    def _produce(self, topic: str, data: bytes, key: str, headers: dict[str, bytes]) -> None:
+        """Produce one event; a producer that failed for good is replaced and the event tried once more."""
+        try:
+            self.producer.produce_raw(topic, data, key, headers)
+        except DeliveryError:
+            self._produce_failures += 1  # refused before it was accepted: not waiting
+            if not self._recover():
+                raise
+            try:
+                self.producer.produce_raw(topic, data, key, headers)
+            except DeliveryError:
+                self._produce_failures += 1
+                raise
 
     @staticmethod
     def _fill(endpoint: Endpoint, record: dict[str, Any], value: dict[str, Any], client: str, now_ms: int) -> None:
@@ -217,8 +244,9 @@ class Gateway:
             "queue": queue,
             "max_queue": self.settings.max_queue,
             "accepted": self.accepted,
-            "delivered": self._producer.delivered if self._producer else 0,
-            "failed": self._producer.failed if self._producer else 0,
+            "delivered": self._producer.delivered if self._producer is not None else 0,
+            "failed": self._producer.failed if self._producer is not None else 0,
+            "producers_replaced": self.producers_replaced,
             "refused_backpressure": self.backpressure.refused,
         }
         return (503 if problems else 200), body

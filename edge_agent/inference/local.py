@@ -31,7 +31,19 @@ def choose_providers(available: list[str], wanted: list[str]) -> list[str]:
 
 
 class LocalInference:
-    def __init__(self, cfg: Any) -> None:
+    """Scores batches with one ONNX model; one instance per model, so a swap is replacing the instance.
+
+    Parameters
+    ----------
+    cfg
+        The ``[edge.inference]`` settings (threshold, send mode, providers, the model path).
+    model
+        The model's bytes (a model received from the models topic); None loads ``cfg.model_path``.
+    version
+        The version reported in health events; by default the model file's name without its suffix.
+    """
+
+    def __init__(self, cfg: Any, model: bytes | None = None, version: str | None = None) -> None:
         try:
             import numpy as np
             import onnxruntime as ort
@@ -42,10 +54,11 @@ class LocalInference:
             ) from None
         self._np = np
         self.model_path = Path(cfg.model_path) if cfg.model_path else SHIPPED
-        if not self.model_path.is_file():
+        if model is None and not self.model_path.is_file():
             raise RuntimeError(
                 f"no ONNX model at {self.model_path}; build one with `eddyline-edge build-model --out PATH`"
             )
+        self.version = version or self.model_path.stem
         self.threshold = cfg.threshold
         self.send = cfg.send
         self.scarce_backlog = cfg.scarce_backlog
@@ -53,16 +66,22 @@ class LocalInference:
         opts.intra_op_num_threads = 1  # small batches: a thread pool costs more memory than it saves time
         opts.inter_op_num_threads = 1
         self.providers = choose_providers(ort.get_available_providers(), list(cfg.providers))
-        self.session = ort.InferenceSession(str(self.model_path), opts, providers=self.providers)
+        source = model if model is not None else str(self.model_path)
+        self.session = ort.InferenceSession(source, opts, providers=self.providers)
         self.providers = self.session.get_providers()
         shape = self.session.get_inputs()[0].shape
         if len(shape) != 2 or not isinstance(shape[1], int):
-            raise RuntimeError(f"{self.model_path}: expected an input of shape [n, window], got {shape}")
+            raise RuntimeError(f"{self.version}: expected an input of shape [n, window], got {shape}")
         self.window = shape[1]
         self._history: dict[str, Any] = {}
         self.scored = 0
         self.anomalies = 0
-        log.info("local inference: %s (window %d) on %s", self.model_path.name, self.window, self.providers[0])
+        log.info("local inference: %s (window %d) on %s", self.version, self.window, self.providers[0])
+
+    def take_history(self, other: LocalInference) -> None:
+        """Carry the readings ``other`` kept for its next windows, so a swapped-in model scores from the first batch."""
+        if other.window >= self.window:
+            self._history = {k: v[-(self.window - 1) :] for k, v in other._history.items()}
 
     def score(self, series: list[Chunk]) -> list[Any]:
         """Scores per reading for each chunk (0 where a sensor lacks history yet), one session run in all."""

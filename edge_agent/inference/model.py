@@ -80,12 +80,16 @@ def fit(series: list[Any], window: int) -> tuple[Any, float, float]:
     return coef[:-1], float(coef[-1]), float(resid.std())
 
 
-def build_graph(weights: Any, bias: float, sigma: float) -> Any:
-    """The float32 ONNX graph: input ``x`` [N, W] float32, output ``score`` [N, 1]."""
+def build_graph(weights: Any, bias: float, sigma: float, lags: Any = None) -> Any:
+    """The float32 ONNX graph: input ``x`` [N, W] float32, output ``score`` [N, 1].
+
+    ``lags`` (a pruned model) names the lags the weights belong to; the window is then ``max(lags) + 2``
+    unless ``weights`` covers all of them.
+    """
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    w = len(weights) + 1
+    w = len(weights) + 1 if lags is None else int(max(lags)) + 2
     init = [
         numpy_helper.from_array(np.asarray(weights, dtype=np.float32).reshape(-1, 1), "ar_weights"),
         numpy_helper.from_array(np.array([bias], dtype=np.float32), "ar_bias"),
@@ -97,6 +101,8 @@ def build_graph(weights: Any, bias: float, sigma: float) -> Any:
         numpy_helper.from_array(np.array([w], dtype=np.int64), "w"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
     ]
+    if lags is not None:
+        init.append(numpy_helper.from_array(np.asarray(lags, dtype=np.int64), "lags"))
     n = helper.make_node
     nodes = [
         n("Slice", ["x", "zero", "wm1", "axis1"], ["past"]),
@@ -110,9 +116,10 @@ def build_graph(weights: Any, bias: float, sigma: float) -> Any:
         n("Mul", ["abs_mean", "rel_floor"], ["rel"]),
         n("Add", ["rel", "abs_floor"], ["floor"]),
         n("Max", ["std_raw", "floor"], ["std"]),
-        n("Div", ["centred", "std"], ["zpast"]),
+        n("Div", ["centred", "std"], ["zpast" if lags is None else "zpast_all"]),
         n("Sub", ["last", "mean"], ["last_c"]),
         n("Div", ["last_c", "std"], ["zlast"]),
+        *([] if lags is None else [n("Gather", ["zpast_all", "lags"], ["zpast"], axis=1)]),
         n("MatMul", ["zpast", "ar_weights"], ["pred_w"]),
         n("Add", ["pred_w", "ar_bias"], ["pred"]),
         n("Sub", ["zlast", "pred"], ["resid"]),

@@ -92,5 +92,8 @@ def eval_command(
                f"(per domain: {', '.join(f'{d} {n}' for d, n in result['counts'].items())})")
     typer.echo("\n".join(_domain_table(result) + _length_table(result)))
     typer.echo(f"expected calibration error (10 bins): {result['ece']:.3f}")
+    f1 = result["emotion_f1"]
+    typer.echo(f"emotion ({result['emotion']['model']}, {sum(result['emotion']['counts'].values())} developer-written "
+               f"lines): F1 " + ", ".join(f"{k} {v:.2f}" for k, v in f1.items()))
     if json_path is not None:
         typer.echo(f"written to {json_path}")

@@ -8,6 +8,8 @@ Length: the held-out snippets are short (median 24 tokens), so the held-out snip
 and editorial are also joined into passages (``data.passages``) and both are bucketed by token count. For the
 ONNX model (and its PyTorch baseline) every window aggregation is scored on the same windows, ``truncate`` (the first window only) being
 the scorer it replaced. ``ece`` is the expected calibration error of the three-way confidence (10 bins).
+``emotion_f1``: per-class F1 of the emotion backend (``emotion``) on the developer-written lines of
+``emotion_check.json`` (no labelled emotion text ships in the registries; see the model card).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Any
 import numpy as np
 
 from models.sentiment.data import LABELS, Example, load_examples, passages, split
+from models.sentiment.emotion import load_emotion
 from models.sentiment.model import SentimentModel, VaderSentiment, WindowedSentiment, load_sentiment
 from models.sentiment.windows import AGGREGATIONS, aggregate
 
 LENGTH_BUCKETS = ((0, 32, "<=32"), (32, 64, "33-64"), (64, 128, "65-128"), (128, 1 << 30, ">128"))
 ECE_BINS = 10
+EMOTION_CHECK = Path(__file__).with_name("emotion_check.json")
 
 
 def _per_domain(examples: list[Example], pred: np.ndarray, polar_pred: np.ndarray) -> tuple[dict, dict]:
@@ -115,6 +119,47 @@ def score_vader(examples: list[Example]) -> dict[str, dict[str, float]]:
     return {"accuracy": acc, "polar_accuracy": polar}
 
 
+def per_class_f1(y: list[str], pred: list[str], labels: tuple[str, ...]) -> dict[str, float]:
+    """F1 of each label (one against the rest) and their unweighted mean as ``macro``.
+
+    Parameters
+    ----------
+    y, pred
+        True and predicted labels, in the same order.
+    labels
+        Every label, including any never predicted (their F1 is 0).
+    """
+    t, p = np.array(y), np.array(pred)
+    out = {}
+    for label in labels:
+        tp = float(np.sum((p == label) & (t == label)))
+        denom = float(np.sum(p == label) + np.sum(t == label))
+        out[label] = 2 * tp / denom if denom else 0.0
+    out["macro"] = float(np.mean([out[k] for k in labels]))
+    return out
+
+
+def evaluate_emotion(emotion: str | None = None) -> dict[str, Any]:
+    """Per-class F1 of the emotion backend on ``emotion_check.json`` (developer-written lines, see its ``about``).
+
+    Parameters
+    ----------
+    emotion
+        As for ``load_emotion``.
+    """
+    check = json.loads(EMOTION_CHECK.read_text())
+    y, texts = zip(*check["examples"], strict=True)
+    backend = load_emotion(emotion)
+    pred = [p.label for p in backend.predict(list(texts))]
+    return {
+        "f1": per_class_f1(list(y), pred, backend.labels),
+        "accuracy": float(np.mean(np.array(pred) == np.array(y))),
+        "counts": dict(sorted(Counter(y).items())),
+        "model": backend.name,
+        "data": check["about"],
+    }
+
+
 def evaluate(json_path: str | Path | None = None, model: str | Path | None = None,
              examples: list[Example] | None = None) -> dict[str, Any]:
     """Our model beside VADER on the test split; written to ``json_path`` when given.
@@ -157,6 +202,9 @@ def evaluate(json_path: str | Path | None = None, model: str | Path | None = Non
         "model": str(model) if model is not None else "trained (default dir)",
         "model_name": loaded.name,
     }
+    emotion = evaluate_emotion()
+    result["emotion_f1"] = emotion.pop("f1")
+    result["emotion"] = emotion
     if json_path is not None:
         Path(json_path).write_text(json.dumps(result, indent=2))
     return result

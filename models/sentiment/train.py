@@ -19,6 +19,7 @@ from typing import Any
 
 from models.sentiment.console import Steps
 from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split
+from models.sentiment.emotion import CARD as EMOTION_CARD
 from models.sentiment.model import META_FILE, ONNX_FILE, default_model_dir
 from models.sentiment.windows import DEFAULT_AGGREGATION, DEFAULT_OVERLAP
 
@@ -344,4 +345,5 @@ the training split; `eddyline bench sentiment-windows`). `eval-sentiment` report
 {table}
 
 Regenerate: `eddyline models train-sentiment`; evaluate: `eddyline models eval-sentiment --json PATH`.
-"""
+
+""" + EMOTION_CARD

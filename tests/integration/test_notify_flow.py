@@ -67,7 +67,16 @@ FAST = {"backoff_s": 0.05, "backoff_cap_s": 0.5, "breaker_failures": 3, "breaker
 def notifying(settings: KafkaSettings, receiver: AlertReceiver, **options: Any) -> Iterator[NotifyFlow]:
     flow = NotifyFlow(settings, Notifier(channels(receiver), NotifySettings(**{**FAST, **options})))
     stop = threading.Event()
-    thread = threading.Thread(target=flow.run, args=(stop,), daemon=True)
+    died: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            flow.run(stop)
+        except BaseException as e:
+            died.append(e)
+            raise
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         yield flow
@@ -75,6 +84,7 @@ def notifying(settings: KafkaSettings, receiver: AlertReceiver, **options: Any) 
         stop.set()
         thread.join(30)
         assert not thread.is_alive(), "the notify flow did not stop"
+        assert not died, f"the notify flow died: {died!r}"
 
 
 def wait(predicate: Any, timeout: float = 60.0) -> bool:
@@ -204,3 +214,40 @@ def test_scoring_completes_while_pagerduty_is_down_and_every_incident_opens_once
     assert set(alert_receiver.incidents) == opened, log
     assert all(i["opened"] == 1 for i in alert_receiver.incidents.values())
     assert read_topic(kafka_settings, DLQ_TOPIC, timeout=3) == []
+
+
+def test_alerts_read_again_after_lost_commits_post_nothing_twice(kafka_settings, alert_receiver):
+    # Slack has no dedup key: what was delivered is recorded on alerts.delivered, and a flow that reads the
+    # same alerts again (its commits lost in a crash, or another group member after a rebalance) skips them.
+    alerts = [alert("d1"), alert("d1", "RESOLVED", 1), alert("d2")]
+    publish(kafka_settings, alerts)
+    with notifying(kafka_settings, alert_receiver, group_id="notify-first"):
+        assert alert_receiver.wait_for(lambda r: r.counts["slack_messages"] == 3 and
+                                       r.counts["pagerduty_events"] == 3, timeout=60)
+    # a group with no committed offsets reads every alert again, as one whose commits never landed would
+    with notifying(kafka_settings, alert_receiver, group_id="notify-second") as flow:
+        publish(kafka_settings, [alert("d3")])
+        assert alert_receiver.wait_for(lambda r: r.counts["slack_messages"] >= 4, timeout=60)
+        assert wait(lambda: flow.handled >= 4)
+        time.sleep(1.0)
+    assert alert_receiver.counts["slack_messages"] == 4 and alert_receiver.counts["pagerduty_events"] == 4
+    assert {k: i["opened"] for k, i in alert_receiver.incidents.items()} == {"d1": 1, "d2": 1, "d3": 1}
+
+
+def test_the_flow_rejoins_after_a_durable_broker_restart_and_delivers_each_alert_once(durable_broker, alert_receiver):
+    kafka = KafkaSettings(bootstrap_servers=durable_broker.bootstrap, namespace="rejoin.", session_timeout_ms=6000,
+                          extra={"fetch.wait.max.ms": 100, "enable.idempotence": False,
+                                 "max.in.flight.requests.per.connection": 1})
+    before = [alert(f"r{i}") for i in range(5)]
+    after = [alert(f"r{i}", "RESOLVED", 1) for i in range(5)]
+    with notifying(kafka, alert_receiver):
+        publish(kafka, before)
+        assert alert_receiver.wait_for(lambda r: r.counts["slack_messages"] == 5, timeout=90)
+        durable_broker.kill()
+        durable_broker.start()
+        publish(kafka, after)
+        assert alert_receiver.wait_for(lambda r: r.counts["slack_messages"] >= 10 and
+                                       r.counts["pagerduty_events"] >= 10, timeout=120), alert_receiver.counts
+        time.sleep(2.0)
+    assert alert_receiver.counts["slack_messages"] == 10 and alert_receiver.counts["pagerduty_events"] == 10
+    assert all(i["opened"] == 1 and i["status"] == "resolved" for i in alert_receiver.incidents.values())

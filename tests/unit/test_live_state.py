@@ -126,3 +126,20 @@ def test_fleet_panel_groups_devices_by_version_and_state_from_health_and_fleet_a
     assert not s.snapshot()["fleet"]["trouble"]
     s.apply("device.health", health("pi-4", 7))  # over the bound: the least recently heard (pi-2) leaves
     assert {r["device"] for r in s.fleet.values()} == {"pi-1", "pi-3", "pi-4"}
+
+
+def test_a_conversation_shows_its_emotion_and_routing() -> None:
+    s = LiveState()
+    s.apply("scores.sentiment", {
+        "event_id": "s1", "event_time": 1, "producer": "p", "source_event_id": "t1", "conversation_id": "c1",
+        "segment": 0, "text": "I am furious", "label": "negative", "score": -0.8, "probabilities": {},
+        "rolling_score": -0.8, "model": "m", "emotion": "anger", "emotions": {}, "emotion_model": "nrc"})
+    s.apply("routing", {
+        "event_id": "r1", "event_time": 1, "producer": "p", "source_event_id": "t1", "conversation_id": "c1",
+        "segment": 0, "action": "escalate_supervisor", "previous_action": "keep", "rule": "angry",
+        "reason": "anger in 2 of the last 2 segments", "rolling_score": -0.8, "trend": None, "emotion": "anger",
+        "emotion_share": 1.0, "emotion_model": "nrc"})
+    (row,) = s.snapshot()["sentiment"]
+    assert (row["emotion"], row["route"], row["reason"], row["segments"]) == (
+        "anger", "escalate_supervisor", "anger in 2 of the last 2 segments", 1)
+    assert s.snapshot()["events"]["routing"] == 1

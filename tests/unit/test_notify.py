@@ -128,13 +128,25 @@ def test_deliveries_of_one_key_keep_their_order_and_replays_are_skipped() -> Non
 
 
 def test_a_late_trigger_of_a_resolved_alert_is_resolved_again() -> None:
-    pd = Channel("pd", [DeliveryError("503", status=503)])
+    pd = Channel("pagerduty", [DeliveryError("503", status=503)])
     n = notifier(pd)
-    assert n.deliver([delivery(alert("k", "OPENED", 0))])[0].outcome == RETRY
-    assert n.deliver([delivery(alert("k", "RESOLVED", 5))])[0].outcome == DELIVERED
-    results = n.deliver([delivery(alert("k", "OPENED", 0), attempt=2)])
+    assert n.deliver([delivery(alert("k", "OPENED", 0), "pagerduty")])[0].outcome == RETRY
+    assert n.deliver([delivery(alert("k", "RESOLVED", 5), "pagerduty")])[0].outcome == DELIVERED
+    results = n.deliver([delivery(alert("k", "OPENED", 0), "pagerduty", attempt=2)])
     assert [r.outcome for r in results] == [DELIVERED, DELIVERED]
     assert pd.delivered == [("k", "RESOLVED"), ("k", "OPENED"), ("k", "RESOLVED")]  # the incident ends closed
+
+
+def test_a_chat_channel_gets_each_alert_event_once_even_a_late_trigger() -> None:
+    slack = Channel("slack", [DeliveryError("503", status=503)])
+    n = notifier(slack)
+    assert n.deliver([delivery(alert("k", "OPENED", 0), "slack")])[0].outcome == RETRY
+    assert n.deliver([delivery(alert("k", "RESOLVED", 5), "slack")])[0].outcome == DELIVERED
+    results = n.deliver([delivery(alert("k", "OPENED", 0), "slack", attempt=2)])
+    assert [r.outcome for r in results] == [DELIVERED]  # a message is not state: no second resolve
+    assert slack.delivered == [("k", "RESOLVED"), ("k", "OPENED")]
+    n.recall_delivered("slack", alert("k", "UPDATED", 7)["event_id"])  # recorded by an earlier run
+    assert n.deliver([delivery(alert("k", "UPDATED", 7), "slack")])[0].outcome == DUPLICATE
 
 
 def test_an_unknown_destination_is_dead_lettered_with_the_configured_ones() -> None:

@@ -73,7 +73,17 @@ def _examples() -> dict[str, dict]:
             "source_event_id": "t-1", "conversation_id": "call-7", "segment": 0,
             "text": "This is the third time it broke.", "label": "negative", "score": -0.71,
             "probabilities": {"negative": 0.81, "neutral": 0.15, "positive": 0.04}, "rolling_score": -0.5,
-            "model": "minilm-sentiment-1",
+            "model": "minilm-sentiment-1", "emotion": "anger",
+            "emotions": {"anger": 0.75, "fear": 0.25, "joy": 0.0, "sadness": 0.0, "neutral": 0.0},
+            "emotion_model": "nrc-emotion-lexicon",
+        },
+        catalog.ROUTING_RECOMMENDATION: {
+            "event_id": derive_id("routing", "call-7", 3), "event_time": T0, "producer": "flow.sentiment",
+            "source_event_id": "t-3", "conversation_id": "call-7", "segment": 3, "action": "escalate_supervisor",
+            "previous_action": "keep", "rule": "angry",
+            "reason": "anger in 3 of the last 4 segments (furious, ridiculous), rolling sentiment -0.62",
+            "rolling_score": -0.62, "trend": -0.9, "emotion": "anger", "emotion_share": 0.75,
+            "emotion_model": "nrc-emotion-lexicon",
         },
         catalog.DRIFT: {
             "event_id": new_id(), "event_time": T0, "producer": "flow.drift", "model_name": "ctr",
@@ -100,6 +110,16 @@ def _examples() -> dict[str, dict]:
             "event_id": new_id(), "event_time": T0, "producer": "flow.model_security", "source": "producer:bot",
             "action": "QUARANTINE", "rule": "label_flip", "reason": "producer:bot: its labels go against the crowd",
             "statistic": 10.3, "threshold": 6.0, "events": 50,
+        },
+        catalog.EDGE_MODEL: {
+            "event_id": "m-1", "event_time": 1_700_000_000_000, "producer": "eddyline-cli@build",
+            "name": "anomaly", "version": "7", "device_class": "rpi4", "format": "onnx", "sha256": "ab" * 32,
+            "model": b"\x08\x09onnx", "key_id": "0123456789abcdef", "signature": b"\x01" * 64,
+        },
+        catalog.EDGE_ROLLOUT: {
+            "event_id": "r-1", "event_time": 1_700_000_000_000, "producer": "eddyline-rollout@ops",
+            "rollout_id": "r", "device_class": "rpi4", "version": "7", "previous_version": "6", "state": "canary",
+            "canary_percent": 10.0, "canary_devices": ["pi-3"], "started_ms": 1_700_000_000_000, "reason": None,
         },
     }
 

@@ -69,6 +69,7 @@ def test_evaluate_writes_per_domain_accuracy_beside_vader(model_dir, tmp_path):
     assert all(0 <= v <= 1 for v in written["accuracy"].values())
     assert written["vader_accuracy"] == result["vader_accuracy"]
     assert 0 <= written["ece"] <= 1 and sum(written["counts"].values()) == len(sample)
+    assert written["emotion_f1"]["anger"] == result["emotion_f1"]["anger"] and "macro" in written["emotion_f1"]
     by_length = written["accuracy_by_length"]
     assert list(by_length) == ["<=32", "33-64", "65-128", ">128"]
     assert sum(b["texts"] for b in by_length.values()) == written["test_sentences"] + written["test_passages"]
@@ -114,7 +115,8 @@ def test_eval_command_prints_counts_and_path_and_writes_the_new_keys(tmp_path):
     result = CliRunner().invoke(_models_app(), ["eval-sentiment", "--model", "vader", "--json", str(out)])
     assert result.exit_code == 0, result.output
     written = json.loads(out.read_text())
-    assert {"accuracy_by_length", "ece", "counts", "accuracy"} <= set(written)
+    assert {"accuracy_by_length", "ece", "counts", "accuracy", "emotion_f1"} <= set(written)
+    assert "emotion (nrc-emotion-lexicon, 60 developer-written lines): F1 anger" in result.output
     assert "model: vader" in result.output
     for domain, n in written["counts"].items():
         assert f"{domain} {n}" in result.output

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.alert_explanation import explanation_text
-from schemas import ALERT, ANOMALY_SCORE, DRIFT, FEEDBACK, PREDICTION, SENSOR_BATCH, SENTIMENT_SCORE
+from schemas import (
+    ALERT, ANOMALY_SCORE, DRIFT, FEEDBACK, PREDICTION, ROUTING_RECOMMENDATION, SENSOR_BATCH, SENTIMENT_SCORE,
+)
 from schemas.catalog import DEVICE_HEALTH
 from schemas.scores import series_scores
 from streams.apps.live.charts import ChartLimits, Charts
@@ -32,8 +34,9 @@ TOPICS: dict[str, str] = {
     "feedback": FEEDBACK,
     "sensor.readings": SENSOR_BATCH,
     "device.health": DEVICE_HEALTH,
+    "routing": ROUTING_RECOMMENDATION,
 }
-OUTPUTS = ("scores.anomaly", "alerts", "scores.sentiment", "drift")  # what flows emit: the throughput chart
+OUTPUTS = ("scores.anomaly", "alerts", "scores.sentiment", "drift", "routing")  # what flows emit: the throughput chart
 
 
 @dataclass
@@ -153,21 +156,28 @@ class LiveState:
             "updated": rec["event_time"],
         }
 
+    def _conversation(self, conv: str) -> dict[str, Any]:
+        c = self.conversations.pop(conv, None) or {"conversation": conv, "segments": 0, "route": "", "reason": ""}
+        self.conversations[conv] = c  # most recently active last
+        while len(self.conversations) > self.limits.conversations:
+            self.conversations.popitem(last=False)
+        return c
+
     def _scores_sentiment(self, rec: dict[str, Any]) -> None:
         self.charts.sentiment(rec)
-        conv = rec["conversation_id"]
-        c = self.conversations.pop(conv, None) or {"conversation": conv, "segments": 0}
+        c = self._conversation(rec["conversation_id"])
         c.update(
             segments=c["segments"] + 1,
             label=rec["label"],
             score=round(rec["score"], 3),
             rolling=None if rec["rolling_score"] is None else round(rec["rolling_score"], 3),
+            emotion=rec.get("emotion") or "",
             text=rec["text"][:200],
             time=rec["event_time"],
         )
-        self.conversations[conv] = c  # most recently active last
-        while len(self.conversations) > self.limits.conversations:
-            self.conversations.popitem(last=False)
+
+    def _routing(self, rec: dict[str, Any]) -> None:
+        self._conversation(rec["conversation_id"]).update(route=rec["action"], reason=rec["reason"])
 
     def _drift(self, rec: dict[str, Any]) -> None:
         subject = rec["feature"] or "concept"
@@ -227,12 +237,11 @@ class LiveState:
         else:
             kinds[kind] = rec["alert_key"]
 
-    def fleet_view(self) -> dict[str, Any]:
+    def fleet_view(self, now: float) -> dict[str, Any]:
         """Devices by agent version, model version and state (the fleet flow's open alerts), and the devices
-        that are not ok."""
+        that are not ok, with how long ago each was heard at ``now``."""
         from streams.flows.fleet import KINDS
 
-        now = self.clock()
         groups: dict[tuple[str, str, str], int] = {}
         trouble = []
         for device, d in self.fleet.items():
@@ -251,6 +260,7 @@ class LiveState:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole view as JSON-ready data, newest first where order matters."""
+        now = self.clock()
         return {
             "version": self.version,
             "events": dict(self.events),
@@ -272,8 +282,8 @@ class LiveState:
                 "predictions": dict(self.predictions),
             },
             "drift": {"recent": list(self.drift), "counts": dict(self.drift_counts)},
-            "fleet": self.fleet_view(),
-            "charts": self.charts.overview(self.clock()),
+            "fleet": self.fleet_view(now),
+            "charts": self.charts.overview(now),
         }
 
     def selected(self, selection: Mapping[str, str | None]) -> dict[str, Any]:

@@ -26,17 +26,20 @@ function fill(panelId, rows, toCells) {
   panel.dataset.rows = String(rows.length);
 }
 
-// An alert's summary, with why it fired (rule, expected value and band, recent readings) beneath it.
-function alertSummary(r) {
-  const td = cell(r.summary, "text");
-  if (r.why) {
-    const why = document.createElement("div");
-    why.className = "why";
-    why.textContent = `why: ${r.why}`;
-    td.appendChild(why);
+// Text with the reason beneath it, in smaller print.
+function withWhy(text, why, cls = "text") {
+  const td = cell(text, cls);
+  if (why) {
+    const line = document.createElement("div");
+    line.className = "why";
+    line.textContent = why;
+    td.appendChild(line);
   }
   return td;
 }
+
+// An alert's summary, with why it fired (rule, expected value and band, recent readings) beneath it.
+const alertSummary = (r) => withWhy(r.summary, r.why ? `why: ${r.why}` : "");
 
 function sentimentBar(rolling) {
   const td = document.createElement("td");
@@ -64,7 +67,8 @@ function render(v) {
     alertSummary(r), cell(time(r.updated))]);
 
   fill("panel-sentiment", v.sentiment, (r) => [cell(r.conversation), cell(String(r.segments)),
-    cell(r.label, r.label), cell(num(r.rolling ?? r.score, 2)), sentimentBar(r.rolling ?? r.score), cell(r.text, "text")]);
+    cell(r.label, r.label), cell(num(r.rolling ?? r.score, 2)), sentimentBar(r.rolling ?? r.score), cell(r.emotion || "–"),
+    withWhy(r.route || "–", r.reason, `route ${r.route || ""}`), cell(r.text, "text")]);
 
   fill("panel-quality", v.quality.windows, (r) => [cell(r.model_name), cell(r.model_version), cell(String(r.predictions)),
     cell(num(r.accuracy)), cell(num(r.auc)), cell(num(r.f1)), cell(num(r.latency_p99_ms, 1)), cell(String(r.missing_feedback))]);

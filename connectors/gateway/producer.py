@@ -1,0 +1,67 @@
+"""The gateway's producer, and its replacement when librdkafka declares it fatal.
+
+An idempotent producer can fail for good (after a broker restart that lost its producer state, a sequence
+number the broker no longer accepts): every later produce is refused. A gateway that kept it would answer
+503 until someone restarted it. So the gateway replaces a fatal producer with a new one, and sends again on
+the new one every event it had accepted (202) that the old one still held: a 202 keeps its promise. An event
+the old producer had in flight may then reach the topic twice, with one event id; consumers drop repeats.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaError, Message
+
+from connectors.kafka import EventProducer, KafkaSettings
+from schemas import AvroSerde
+
+log = logging.getLogger("eddyline.gateway")
+
+
+class GatewayProducer(EventProducer):
+    """An ``EventProducer`` that notices a fatal error and keeps the events it strands.
+
+    Parameters
+    ----------
+    settings
+        Kafka settings.
+    serde
+        Encodes records (shared with the producer it replaces).
+    overrides
+        librdkafka producer properties.
+    """
+
+    def __init__(self, settings: KafkaSettings, serde: AvroSerde | None = None, **overrides: Any) -> None:
+        self.fatal_error: KafkaError | None = None
+        self.stranded: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]] = []
+        self._overrides = overrides
+        super().__init__(settings, serde, error_cb=self._on_error, **overrides)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal_error = err
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None and (self.fatal_error is not None or err.fatal()):
+            self.stranded.append((msg.topic(), msg.value(), msg.key(), msg.headers()))
+            return  # not failed: the replacement sends it
+        super()._on_delivery(err, msg)
+
+    def replacement(self) -> GatewayProducer:
+        """A new producer that has sent again every event this fatal one still held; counters carry over."""
+        self._producer.purge(in_queue=True, in_flight=True)
+        self._producer.poll(0)  # their delivery reports land in ``stranded``
+        new = GatewayProducer(self.settings, self.serde, **self._overrides)
+        new.delivered, new.failed = self.delivered, self.failed
+        for topic, value, key, headers in self.stranded:
+            while True:
+                try:
+                    new._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=new._on_delivery)
+                    break
+                except BufferError:
+                    new._producer.poll(0.1)
+        log.error("the Kafka producer failed for good (%s): replaced by a new one; %d accepted events sent again",
+                  self.fatal_error.str() if self.fatal_error else "fatal", len(self.stranded))
+        return new

@@ -1,0 +1,290 @@
+"""Signed model updates on the device: follow the rollout for this device's class, verify, load, swap, roll back.
+
+The platform publishes signed models to a compacted models topic and the state of each rollout to a
+compacted rollouts topic (``schemas/avro/edge_model``, ``edge_rollout``). The agent reads both from the
+beginning, keeps the models of its own class, and works out the version it should run from the latest
+rollout: the new one when promoted or when it is a canary, the previous one otherwise. A model is checked
+(device class, SHA-256, Ed25519 signature) before it is loaded; loading happens on a worker thread so that
+sampling never waits for ONNX Runtime, and the swap itself is one assignment in the agent's loop. The model
+it replaced stays loaded, so a rollback is instant. Whatever is refused (bad signature, wrong class, a model
+that does not load) leaves the running model in place and is reported in the health event.
+
+The running model is also kept on disk, signed as it came (``cache``), so an agent that restarts without
+the broker runs it again, verified again, instead of falling back to its local model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_agent.inference.local import LocalInference
+from schemas import AvroSerde
+from schemas.catalog import EDGE_MODEL, EDGE_ROLLOUT
+from schemas.signing import SignatureError, Verifier
+
+log = logging.getLogger(__name__)
+
+_KEEP_MODELS = 4  # per class, besides those the latest rollout names: enough for the rollout and a rollback
+_METADATA_EVERY_S = 5.0
+
+
+class ModelUpdates:
+    """Decides, checks and loads models for one device; the agent asks it each loop turn for a model to swap in.
+
+    Parameters
+    ----------
+    device_id
+        Decides canary membership (the rollout lists its canaries).
+    device_class
+        Only models and rollouts of this class apply; a model of another class is refused.
+    inference_cfg
+        ``[edge.inference]``: threshold, send mode, providers for the loaded models.
+    verifier
+        Checks signatures against the device's trusted public key.
+    current
+        The model running at start (the local one), kept for a rollback of the first rollout.
+    cache
+        Where the running model is kept across restarts; None keeps nothing.
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        device_class: str,
+        inference_cfg: Any,
+        verifier: Verifier,
+        current: LocalInference,
+        cache: Path | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.device_class = device_class
+        self.cfg = inference_cfg
+        self.verifier = verifier
+        self.base = current
+        self.current = current
+        self.previous: LocalInference | None = None
+        self.models: dict[tuple[str, str], dict[str, Any]] = {}  # (class, version) -> edge_model record
+        self.rollout: dict[str, Any] | None = None
+        self.state = "running"
+        self.message: str | None = None
+        self.swaps = 0
+        self.refused = 0
+        self._refused: set[tuple[str, str]] = set()  # (version, sha256) already refused: not retried
+        self._loading: tuple[str, str, threading.Thread, list[Any]] | None = None
+        self._records: dict[str, dict[str, Any]] = {}  # version -> signed record of current and previous
+        self.serde = AvroSerde()
+        self.cache = cache
+        if cache is not None and cache.exists():
+            self._resume(cache)
+
+    def _resume(self, cache: Path) -> None:
+        try:
+            record = self.serde.decode(cache.read_bytes(), EDGE_MODEL)
+            if record["device_class"] != self.device_class:
+                raise SignatureError(f"built for {record['device_class']}, this device is {self.device_class}")
+            self.verifier.verify(record)
+            loaded = LocalInference(self.cfg, model=record["model"], version=record["version"])
+        except Exception as exc:  # a cache that does not check out is dropped, never trusted
+            log.warning("cached model %s not used (%s); running %s", cache, exc, self.current.version)
+            cache.unlink(missing_ok=True)
+            return
+        self._records[record["version"]] = record
+        self.previous, self.current = self.current, loaded
+        log.info("resumed model %s from %s", loaded.version, cache)
+
+    # -- inputs ---------------------------------------------------------------------------------------
+    def on_model(self, record: dict[str, Any]) -> None:
+        mine = record["device_class"] == self.device_class
+        # Another class's model is kept without its bytes: enough to refuse it by name if our rollout names it.
+        self.models[(record["device_class"], record["version"])] = record if mine else {**record, "model": b""}
+        named = self._named_versions()
+        for same_class in (True, False):
+            keys = [k for k in self.models if (k[0] == self.device_class) == same_class and k[1] not in named]
+            keys.sort(key=lambda k: self.models[k]["event_time"])
+            for k in keys[: max(0, len(keys) - _KEEP_MODELS)]:
+                del self.models[k]
+
+    def on_rollout(self, record: dict[str, Any]) -> None:
+        if record["device_class"] == self.device_class:
+            self.rollout = record
+
+    def _named_versions(self) -> set[str]:
+        r = self.rollout
+        return {r["version"], r["previous_version"]} - {None} if r else set()
+
+    # -- decisions ------------------------------------------------------------------------------------
+    def wanted(self) -> str | None:
+        """The version this device should run now; None means the local model it started with."""
+        r = self.rollout
+        if r is None:
+            return self.current.version if self.current is not self.base else None
+        if r["state"] == "promoted" or (r["state"] == "canary" and self.device_id in r["canary_devices"]):
+            return r["version"]
+        return r["previous_version"]
+
+    def step(self) -> LocalInference | None:
+        """The model to swap in now, if any; starts a background load when the wanted model is not loaded."""
+        if self._loading is not None:
+            return self._finish_load()
+        want = self.wanted()
+        rolled_back = self.rollout is not None and self.rollout["state"] == "rolled_back"
+        if want is None:
+            want_model: LocalInference | None = self.base
+        elif want == self.current.version:
+            want_model = self.current
+        elif self.previous is not None and want == self.previous.version:
+            want_model = self.previous
+        else:
+            self._start_load(want)
+            return None
+        if want_model is self.current:
+            return None
+        self._set_state("rolled_back" if rolled_back else "running", self.rollout and self.rollout.get("reason"))
+        return self._swap(want_model)
+
+    def _start_load(self, version: str) -> None:
+        record = self.models.get((self.device_class, version))
+        if record is None:
+            other = next((m for (c, v), m in self.models.items() if v == version), None)
+            if other is not None and (version, other["sha256"]) not in self._refused:
+                self._refuse(version, other["sha256"], f"model {version} is built for {other['device_class']}, "
+                             f"this device is {self.device_class}")
+            return  # not received yet: it may still be on its way
+        if (version, record["sha256"]) in self._refused:
+            return
+        try:
+            self.verifier.verify(record)
+        except SignatureError as exc:
+            self._refuse(version, record["sha256"], str(exc))
+            return
+        self._records[version] = record
+        result: list[Any] = []
+
+        def load() -> None:
+            try:
+                result.append(LocalInference(self.cfg, model=record["model"], version=version))
+            except Exception as exc:  # onnxruntime raises its own types for a model it cannot load
+                result.append(exc)
+
+        thread = threading.Thread(target=load, name=f"load-model-{version}", daemon=True)
+        self._loading = (version, record["sha256"], thread, result)
+        thread.start()
+
+    def _finish_load(self) -> LocalInference | None:
+        version, sha, thread, result = self._loading  # type: ignore[misc]
+        if thread.is_alive():
+            return None
+        self._loading = None
+        loaded = result[0] if result else RuntimeError("the loader thread died")
+        if isinstance(loaded, BaseException):
+            self._refuse(version, sha, f"model {version} failed to load: {loaded}")
+            return None
+        if loaded.version != self.wanted():  # the rollout moved on while it loaded
+            return None
+        self._set_state("running", None)
+        return self._swap(loaded)
+
+    def _swap(self, new: LocalInference) -> LocalInference:
+        new.take_history(self.current)
+        log.info("model %s -> %s", self.current.version, new.version)
+        self.previous, self.current = self.current, new
+        self.swaps += 1
+        self._records = {v: r for v, r in self._records.items() if v in (new.version, self.previous.version)}
+        self._keep(self._records.get(new.version) if new is not self.base else None)
+        return new
+
+    def _keep(self, record: dict[str, Any] | None) -> None:
+        """Write the running model's signed record to the cache (atomically), or remove it for the local model."""
+        if self.cache is None:
+            return
+        try:
+            if record is None:
+                self.cache.unlink(missing_ok=True)
+                return
+            tmp = self.cache.with_name(self.cache.name + ".tmp")
+            tmp.write_bytes(self.serde.encode(EDGE_MODEL, record))
+            os.replace(tmp, self.cache)
+        except OSError as exc:  # a full or read-only disk costs the cache, not the model
+            log.warning("cannot keep model %s in %s: %s", self.current.version, self.cache, exc)
+
+    def _refuse(self, version: str, sha: str, why: str) -> None:
+        self._refused.add((version, sha))
+        self.refused += 1
+        self._set_state("refused", f"{why}; still running {self.current.version}")
+        log.warning("refused model %s: %s; still running %s", version, why, self.current.version)
+
+    def _set_state(self, state: str, message: str | None) -> None:
+        self.state, self.message = state, message
+
+    def info(self) -> dict[str, str | None]:
+        """``model_version``, ``model_state`` and ``model_message`` for the health event."""
+        return {"model_version": self.current.version, "model_state": self.state, "model_message": self.message}
+
+
+class UpdateFeed:
+    """Reads the models and rollouts topics from the beginning (no consumer group, nothing committed).
+
+    Parameters
+    ----------
+    consumer_conf
+        librdkafka settings (connection and security as the producer's).
+    models_topic, rollouts_topic
+        Full topic names (namespace included).
+    updates
+        Receives what is read.
+    """
+
+    def __init__(self, consumer_conf: dict[str, Any], models_topic: str, rollouts_topic: str,
+                 updates: ModelUpdates) -> None:
+        from confluent_kafka import Consumer
+
+        self.topics = {models_topic: EDGE_MODEL, rollouts_topic: EDGE_ROLLOUT}
+        self.updates = updates
+        self.consumer = Consumer({**consumer_conf, "enable.auto.commit": False, "enable.partition.eof": False})
+        self.bad_records = 0
+        self._assigned: set[str] = set()
+        self._next_metadata = 0.0
+
+    def poll(self) -> None:
+        """Take whatever has arrived, without waiting; assign topics once they exist."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        if len(self._assigned) < len(self.topics) and time.monotonic() >= self._next_metadata:
+            self._next_metadata = time.monotonic() + _METADATA_EVERY_S
+            try:
+                meta = self.consumer.list_topics(timeout=0.5)
+            except Exception as exc:  # broker away: try again later, sampling goes on
+                log.debug("models topics metadata: %s", exc)
+                return
+            parts = []
+            for name in self.topics:
+                tm = meta.topics.get(name)
+                if name not in self._assigned and tm is not None and tm.error is None and tm.partitions:
+                    self._assigned.add(name)
+                    parts += [TopicPartition(name, p, OFFSET_BEGINNING) for p in sorted(tm.partitions)]
+            if parts:
+                self.consumer.incremental_assign(parts)
+        if not self._assigned:
+            return
+        for msg in self.consumer.consume(100, timeout=0):
+            if msg.error() is not None or msg.value() is None:
+                continue
+            event_type = self.topics[msg.topic()]
+            try:
+                record = self.updates.serde.decode(msg.value(), event_type)
+            except Exception as exc:
+                self.bad_records += 1
+                log.warning("unreadable %s record at offset %d: %s", event_type, msg.offset(), exc)
+                continue
+            if event_type == EDGE_MODEL:
+                self.updates.on_model(record)
+            else:
+                self.updates.on_rollout(record)
+
+    def close(self) -> None:
+        self.consumer.close()

@@ -1,0 +1,142 @@
+"""Ed25519 signatures over edge models: what is signed, how keys are made, stored and checked.
+
+The signature covers the model's SHA-256 and its metadata (name, version, device class, format), never
+the transport: a record copied to another topic or re-encoded still verifies, and a model relabelled for
+another device class or version does not. ``cryptography`` is imported only when a key is used, so the
+agent's base install does not need it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+SIGNED_FIELDS = ("name", "version", "device_class", "format", "sha256")
+_DOMAIN = b"eddyline-edge-model/v1\n"
+
+
+class SignatureError(ValueError):
+    """A model whose bytes, metadata or signature do not check out."""
+
+
+def signed_message(record: dict[str, Any]) -> bytes:
+    """The bytes a model's signature covers: a fixed prefix and the signed fields as canonical JSON.
+
+    Parameters
+    ----------
+    record
+        An ``edge_model`` record (at least the ``SIGNED_FIELDS``).
+
+    Examples
+    --------
+    >>> from schemas.signing import signed_message
+    >>> signed_message({"name": "anomaly", "version": "2", "device_class": "rpi4", "format": "onnx", "sha256": "ab"})
+    b'eddyline-edge-model/v1\\n{"device_class":"rpi4","format":"onnx","name":"anomaly","sha256":"ab","version":"2"}'
+    """
+    fields = {k: record[k] for k in SIGNED_FIELDS}
+    return _DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+
+def digest(model: bytes) -> str:
+    return hashlib.sha256(model).hexdigest()
+
+
+def key_id(public_raw: bytes) -> str:
+    """A short name for a public key: the first 16 hex characters of the SHA-256 of its 32 raw bytes."""
+    return hashlib.sha256(public_raw).hexdigest()[:16]
+
+
+def generate_keypair(private_path: Path, public_path: Path) -> str:
+    """Write a new Ed25519 key pair as PEM files (the private one readable by its owner only); returns its key id.
+
+    Parameters
+    ----------
+    private_path
+        Where the private key goes; an existing file is refused rather than overwritten.
+    public_path
+        Where the public key goes: this is what agents get in ``[edge.models] public_key``.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    for p in (private_path, public_path):
+        if p.exists():
+            raise FileExistsError(f"{p} exists; move it away or choose another path (keys are never overwritten)")
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key()
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    private_path.touch(mode=0o600)
+    private_path.write_bytes(private_pem)
+    public_path.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key_id(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def sign_model(record: dict[str, Any], private_pem: bytes) -> dict[str, Any]:
+    """``record`` with ``sha256``, ``key_id`` and ``signature`` filled from its ``model`` bytes.
+
+    Parameters
+    ----------
+    record
+        An ``edge_model`` record without its digest and signature.
+    private_pem
+        The PEM private key from ``generate_keypair``.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SignatureError("the signing key is not an Ed25519 key; make one with `eddyline edge keygen`")
+    out = {**record, "sha256": digest(record["model"])}
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    out["key_id"] = key_id(raw)
+    out["signature"] = key.sign(signed_message(out))
+    return out
+
+
+class Verifier:
+    """Checks models against one public key.
+
+    Parameters
+    ----------
+    public_key
+        A PEM public key (its text or bytes), or the 32 raw bytes base64-encoded.
+    """
+
+    def __init__(self, public_key: str | bytes) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        data = public_key.encode() if isinstance(public_key, str) else public_key
+        try:
+            if data.lstrip().startswith(b"-----BEGIN"):
+                key = serialization.load_pem_public_key(data)
+            else:
+                key = Ed25519PublicKey.from_public_bytes(base64.b64decode(data, validate=True))
+        except ValueError as exc:
+            raise SignatureError(f"cannot read the public key ({exc}); give the PEM from `eddyline edge keygen`") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise SignatureError("the public key is not an Ed25519 key; give the PEM from `eddyline edge keygen`")
+        self._key = key
+        self.key_id = key_id(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+    def verify(self, record: dict[str, Any]) -> None:
+        """Raise ``SignatureError`` saying what is wrong unless the model's bytes, digest and signature agree."""
+        from cryptography.exceptions import InvalidSignature
+
+        if digest(record["model"]) != record["sha256"]:
+            raise SignatureError(f"model {record['version']}: bytes do not match their sha256 (corrupted or altered)")
+        if record["key_id"] != self.key_id:
+            raise SignatureError(
+                f"model {record['version']}: signed with key {record['key_id']}, this device trusts {self.key_id}"
+            )
+        try:
+            self._key.verify(record["signature"], signed_message(record))
+        except InvalidSignature:
+            raise SignatureError(f"model {record['version']}: bad signature") from None

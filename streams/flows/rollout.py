@@ -1,0 +1,323 @@
+"""The canary rollout controller: send a model to a share of a device class, promote it or roll it back.
+
+A plain processor. It starts a rollout by naming canaries (``schemas.canary``: by device id hash, among the
+devices of the class heard from recently), then reads the canaries' ``device_health`` events and decides:
+promote once every canary has run the new version, healthy, for ``observe_s``; roll back as soon as one
+refuses the model, reports errors or a slow model beyond the bounds, falls silent, or does not switch in
+``swap_timeout_s``. Each decision is an ``edge_rollout`` record; the compacted rollouts topic is the
+durable state (agents act on its latest record per class, and a restarted controller resumes from it).
+Times are the controller's clock at arrival, so a device's wrong clock does not decide anything.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from connectors.config import Section
+from schemas import derive_id
+from schemas.canary import choose_canaries
+
+
+class RolloutPolicy(Section):
+    """The bounds a canary must stay within: ``[rollout]`` / ``EDDYLINE_ROLLOUT_*``.
+
+    Parameters
+    ----------
+    canary_percent
+        Share of the class that gets the model first.
+    observe_s
+        How long every canary must run the new model, healthy, before it goes to all.
+    swap_timeout_s
+        A canary that does not report the new version this long after the start fails the rollout.
+    max_error_rate_per_min
+        Agent errors per minute (the health event's ``errors`` counter) a canary may add while on the model.
+    max_latency_ms
+        Local inference latency (per batch, the health event's ``inference_latency_ms``) a canary may report.
+    silence_intervals
+        Heartbeat intervals without a health event after which a canary counts as silent.
+    fleet_window_s
+        Devices heard from within this window make up the class the canaries are drawn from.
+    """
+
+    toml_table = "rollout"
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_ROLLOUT_", extra="forbid")
+
+    canary_percent: float = Field(10.0, gt=0, le=100)
+    observe_s: float = Field(600.0, gt=0)
+    swap_timeout_s: float = Field(300.0, gt=0)
+    max_error_rate_per_min: float = Field(1.0, ge=0)
+    max_latency_ms: float = Field(50.0, gt=0)
+    silence_intervals: float = Field(3.0, gt=0)
+    fleet_window_s: float = Field(900.0, gt=0)
+
+
+@dataclass
+class CanaryWatch:
+    """What one canary has shown since the rollout started (plain numbers; rebuilt from health on resume)."""
+
+    last_seen: float = 0.0
+    interval_s: float = 60.0
+    switched_at: float | None = None  # first heartbeat on the new version
+    errors_at_switch: int = 0
+    errors: int = 0
+    latency_ms: float = 0.0
+    refusal: str | None = None
+    seen: bool = False
+
+
+class RolloutController:
+    """Decides one rollout of one device class.
+
+    Parameters
+    ----------
+    policy
+        The bounds.
+    rollout
+        The ``edge_rollout`` record in state ``canary`` (from ``start`` or the rollouts topic on resume).
+    started_at
+        The controller's clock (seconds) when the canary started; on resume, when the controller restarted
+        (timeouts then count from the resume: a restart never fails a rollout by itself).
+    """
+
+    def __init__(self, policy: RolloutPolicy, rollout: dict[str, Any], started_at: float | None = None) -> None:
+        if rollout["state"] != "canary":
+            raise ValueError(f"rollout {rollout['rollout_id']} is {rollout['state']}, nothing to decide")
+        self.policy = policy
+        self.rollout = rollout
+        self.started_at = time.time() if started_at is None else started_at
+        self.canaries = {d: CanaryWatch() for d in rollout["canary_devices"]}
+
+    @staticmethod
+    def start(
+        policy: RolloutPolicy,
+        device_class: str,
+        version: str,
+        previous_version: str | None,
+        fleet: list[str],
+        now_ms: int,
+        producer: str,
+        canary_percent: float | None = None,
+    ) -> dict[str, Any]:
+        """The ``canary`` record that starts a rollout: canaries drawn from ``fleet`` by device id hash."""
+        if not fleet:
+            raise ValueError(
+                f"no device of class {device_class!r} reported health in the last {policy.fleet_window_s:g} s; "
+                "check the class name (`eddyline edge status`) or raise [rollout] fleet_window_s"
+            )
+        if version == previous_version:
+            raise ValueError(f"version {version} already runs on class {device_class}; publish a new version first")
+        percent = canary_percent if canary_percent is not None else policy.canary_percent
+        rollout_id = derive_id("edge.rollouts", device_class, version, now_ms)
+        return {
+            "event_id": derive_id(rollout_id, "canary"),
+            "event_time": now_ms,
+            "producer": producer,
+            "rollout_id": rollout_id,
+            "device_class": device_class,
+            "version": version,
+            "previous_version": previous_version,
+            "state": "canary",
+            "canary_percent": float(percent),
+            "canary_devices": choose_canaries(rollout_id, fleet, percent),
+            "started_ms": now_ms,
+            "reason": None,
+        }
+
+    def observe(self, health: list[dict[str, Any]], now: float) -> None:
+        """Take the canaries' health events that arrived at ``now`` (others are ignored)."""
+        for h in health:
+            w = self.canaries.get(h["device_id"])
+            if w is None or h["device_class"] != self.rollout["device_class"]:
+                continue
+            w.seen, w.last_seen, w.interval_s, w.errors = True, now, h["interval_s"], h["errors"]
+            if h["model_version"] == self.rollout["version"]:
+                if w.switched_at is None:
+                    w.switched_at, w.errors_at_switch = now, h["errors"]
+                if h["inference_latency_ms"] is not None:
+                    w.latency_ms = h["inference_latency_ms"]
+            elif h["model_state"] == "refused" and _about(h["model_message"], self.rollout["version"]):
+                w.refusal = h["model_message"]
+
+    def decide(self, now: float) -> dict[str, Any] | None:
+        """A ``promoted`` or ``rolled_back`` record once the canaries settle it, else None."""
+        p = self.policy
+        healthy_since = []
+        for device, w in sorted(self.canaries.items()):
+            if w.refusal:
+                return self._finish("rolled_back", f"{device} refused the model: {w.refusal}", now)
+            silent_for = now - (w.last_seen if w.seen else self.started_at)
+            if silent_for > p.silence_intervals * w.interval_s and (w.seen or silent_for > p.swap_timeout_s):
+                return self._finish("rolled_back", f"{device} silent for {silent_for:.0f} s", now)
+            if w.switched_at is None:
+                if now - self.started_at > p.swap_timeout_s:
+                    return self._finish(
+                        "rolled_back", f"{device} did not switch to {self.rollout['version']} in {p.swap_timeout_s:g} s",
+                        now,
+                    )
+                healthy_since.append(None)
+                continue
+            minutes = max(now - w.switched_at, w.interval_s) / 60
+            rate = (w.errors - w.errors_at_switch) / minutes
+            if rate > p.max_error_rate_per_min:
+                return self._finish("rolled_back", f"{device}: {rate:.1f} errors/min on the new model", now)
+            if w.latency_ms > p.max_latency_ms:
+                return self._finish(
+                    "rolled_back", f"{device}: inference {w.latency_ms:.1f} ms, bound {p.max_latency_ms:g} ms", now
+                )
+            healthy_since.append(w.switched_at)
+        if healthy_since and None not in healthy_since and now - max(healthy_since) >= p.observe_s:  # type: ignore[type-var]
+            n = len(self.canaries)
+            return self._finish("promoted", f"{n} canar{'y' if n == 1 else 'ies'} healthy for {p.observe_s:g} s", now)
+        return None
+
+    def _finish(self, state: str, reason: str, now: float) -> dict[str, Any]:
+        r = self.rollout
+        return {**r, "event_id": derive_id(r["rollout_id"], state), "event_time": int(now * 1000), "state": state,
+                "reason": reason}
+
+
+def _about(message: str | None, version: str) -> bool:
+    """Whether an agent's refusal message is about ``version`` (they start ``model <version>``)."""
+    return bool(message) and (message.startswith(f"model {version}:") or message.startswith(f"model {version} "))
+
+
+def previous_version(latest: dict[str, Any] | None) -> str | None:
+    """What a class runs once ``latest`` (its newest rollout record) is settled: the base of the next rollout."""
+    if latest is None:
+        return None
+    return latest["previous_version"] if latest["state"] == "rolled_back" else latest["version"]
+
+
+def latest_rollouts(settings: Any, idle_s: float = 1.0) -> dict[str, dict[str, Any]]:
+    """The newest ``edge_rollout`` record per device class, read from the compacted rollouts topic."""
+    from connectors.kafka import read_topic
+    from schemas import AvroSerde
+    from schemas.catalog import EDGE_ROLLOUT
+
+    serde = AvroSerde()
+    out: dict[str, dict[str, Any]] = {}
+    for msg in read_topic(settings, "edge.rollouts", idle=idle_s, timeout=60.0):
+        if msg.value() is not None:
+            r = serde.decode(msg.value(), EDGE_ROLLOUT)
+            if r["event_time"] >= out.get(r["device_class"], {}).get("event_time", -1):
+                out[r["device_class"]] = r
+    return out
+
+
+def published_model(settings: Any, device_class: str, version: str, idle_s: float = 1.0) -> dict[str, Any] | None:
+    """The newest ``edge_model`` record for a class and version on the models topic, or None."""
+    from connectors.kafka import read_topic
+    from schemas import AvroSerde
+    from schemas.catalog import EDGE_MODEL
+
+    serde = AvroSerde()
+    found = None
+    for msg in read_topic(settings, "edge.models", idle=idle_s, timeout=60.0):
+        if msg.key() == f"{device_class}/{version}".encode() and msg.value() is not None:
+            found = serde.decode(msg.value(), EDGE_MODEL)
+    return found
+
+
+def run_rollout(
+    settings: Any,
+    policy: RolloutPolicy,
+    device_class: str,
+    version: str,
+    *,
+    canary_percent: float | None = None,
+    producer: str = "eddyline-rollout",
+    on_event: Any = None,
+) -> dict[str, Any]:
+    """Start (or resume) a rollout and drive it to ``promoted`` or ``rolled_back``; returns the final record.
+
+    Parameters
+    ----------
+    settings
+        ``KafkaSettings``.
+    policy
+        The canary bounds.
+    device_class, version
+        What goes where; the version must be published (``eddyline edge publish``) first.
+    canary_percent
+        Overrides ``policy.canary_percent``.
+    producer
+        The records' producer identity.
+    on_event
+        Called with each record written (the CLI prints them).
+    """
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from connectors.kafka import EventProducer, consumer_config, create_topics
+    from schemas import AvroSerde
+    from schemas.catalog import DEVICE_HEALTH, EDGE_ROLLOUT
+
+    create_topics(settings, ["edge.models", "edge.rollouts", "device.health"])
+    latest = latest_rollouts(settings).get(device_class)
+    if latest is not None and latest["state"] == "canary" and latest["version"] != version:
+        raise ValueError(
+            f"a rollout of {latest['version']} to {device_class} is in progress (rollout {latest['rollout_id']}); "
+            f"resume it with `eddyline edge rollout {latest['version']} --device-class {device_class}` first"
+        )
+    if published_model(settings, device_class, version) is None:
+        raise ValueError(
+            f"no model {version} for class {device_class} on the models topic; "
+            f"`eddyline edge publish MODEL --version {version} --device-class {device_class}` first"
+        )
+    serde = AvroSerde()
+    health_topic = settings.topic("device.health")
+    consumer = Consumer(consumer_config(settings, f"eddyline-rollout-{uuid.uuid4().hex}"))
+    try:
+        meta = consumer.list_topics(health_topic, timeout=10)
+        consumer.assign([TopicPartition(health_topic, p, OFFSET_BEGINNING) for p in meta.topics[health_topic].partitions])
+        fleet: set[str] = set()
+        now_ms = time.time() * 1000
+        give_up = time.monotonic() + 30.0
+        while time.monotonic() < give_up:  # the past: who is in the class (end offsets can't be trusted)
+            batch = consumer.consume(1000, timeout=1.0)
+            for h in _decoded(serde, batch, DEVICE_HEALTH):
+                if h["device_class"] == device_class and h["event_time"] >= now_ms - policy.fleet_window_s * 1000:
+                    fleet.add(h["device_id"])
+            if not batch or batch[-1].timestamp()[1] >= now_ms:
+                break
+        with EventProducer(settings, serde) as out:
+            if latest is not None and latest["state"] == "canary":
+                record = latest  # resume: the agents already act on it
+            else:
+                record = RolloutController.start(
+                    policy, device_class, version, previous_version(latest), sorted(fleet), int(time.time() * 1000),
+                    producer, canary_percent,
+                )
+                out.produce("edge.rollouts", EDGE_ROLLOUT, record, key=device_class)
+                out.flush()
+            if on_event is not None:
+                on_event(record)
+            controller = RolloutController(policy, record)
+            while True:
+                batch = consumer.consume(1000, timeout=0.5)
+                now = time.time()
+                controller.observe(list(_decoded(serde, batch, DEVICE_HEALTH)), now)
+                final = controller.decide(now)
+                if final is not None:
+                    out.produce("edge.rollouts", EDGE_ROLLOUT, final, key=device_class)
+                    out.flush()
+                    if on_event is not None:
+                        on_event(final)
+                    return final
+    finally:
+        consumer.close()
+
+
+def _decoded(serde: Any, batch: list[Any], event_type: str) -> Any:
+    for msg in batch:
+        if msg.error() is None and msg.value() is not None:
+            try:
+                yield serde.decode(msg.value(), event_type)
+            except Exception:  # a bad health event is the fleet flow's to dead-letter, not the controller's
+                continue

@@ -1,0 +1,35 @@
+"""Devices whose local inference slows down are flagged for re-optimisation, against peers or their own baseline."""
+
+from __future__ import annotations
+
+from streams.flows.edge_reoptimise import ReoptimiseWatch
+
+
+def hb(device: str, latency: float | None, version: str = "2", device_class: str = "rpi4") -> dict:
+    return {"device_id": device, "device_class": device_class, "model_version": version,
+            "inference_latency_ms": latency}
+
+
+def test_a_device_slower_than_its_peers_is_flagged_and_unflagged() -> None:
+    w = ReoptimiseWatch(factor=2.0, consecutive=3, baseline_heartbeats=2)
+    peers = ["pi-1", "pi-2", "pi-3"]
+    for _ in range(2):
+        assert w.process([hb(d, 1.0) for d in [*peers, "pi-slow"]]) == []
+    flags = []
+    for _ in range(3):
+        flags += w.process([*(hb(d, 1.0) for d in peers), hb("pi-slow", 3.0)])
+    assert [(f["device_id"], f["degraded"], f["basis"]) for f in flags] == [("pi-slow", True, "peers' median")]
+    assert w.flagged() == ["pi-slow"]
+    back = w.process([hb("pi-slow", 1.1)])
+    assert back[0]["degraded"] is False and w.flagged() == []
+
+
+def test_one_slow_heartbeat_is_not_a_trend_and_a_new_version_resets_the_baseline() -> None:
+    w = ReoptimiseWatch(factor=2.0, consecutive=2, baseline_heartbeats=2)
+    w.process([hb("pi", 1.0), hb("pi", 1.0)])
+    assert w.process([hb("pi", 5.0), hb("pi", 1.0), hb("pi", 5.0)]) == []
+    assert w.process([hb("pi", 5.0, version="3"), hb("pi", 5.0, version="3"), hb("pi", 6.0, version="3")]) == []
+    assert [f["basis"] for f in w.process([hb("pi", 11.0, version="3"), hb("pi", 11.0, version="3")])] == [
+        "device's own baseline"
+    ]
+    assert w.process([hb("pi", None)]) == []  # a model-less heartbeat says nothing about latency

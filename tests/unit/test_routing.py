@@ -1,0 +1,90 @@
+"""Routing recommendations: rules from configuration, the reason, escalation alerts, replay and snapshots."""
+
+import pickle
+
+import pytest
+from pydantic import ValidationError
+
+from connectors.config import explain
+from schemas import AvroSerde
+from streams.flows.audio import AudioFlowConfig, sentiment_flow
+from streams.flows.routing import Router, RoutingPolicy, RoutingRule, RoutingSettings
+from streams.processor import Event, run_local
+
+
+def segment(i: int, text: str = "") -> dict:
+    return {"event_id": f"t-{i}", "event_time": 1000 * i, "segment": i, "text": text}
+
+
+def route(router: Router, steps: list[tuple[float, str, str]]) -> list:
+    out = []
+    for i, (rolling, emotion, text) in enumerate(steps):
+        out += router.update(segment(i, text), rolling, emotion, (emotion,) if emotion != "neutral" else (), "nrc")
+    return out
+
+
+def test_anger_escalates_with_the_reason_and_an_alert_then_resolves():
+    emits = route(Router("c1", RoutingPolicy(), "test"),
+                  [(0.1, "neutral", ""), (-0.4, "anger", ""), (-0.5, "anger", ""), (0.3, "joy", ""),
+                   (0.5, "joy", ""), (0.6, "joy", "")])
+    routing = [e.record for e in emits if e.topic == "routing"]
+    alerts = [e.record for e in emits if e.topic == "alerts"]
+    assert [(r["segment"], r["previous_action"], r["action"], r["rule"]) for r in routing] == [
+        (1, "keep", "escalate_supervisor", "angry"), (3, "escalate_supervisor", "keep", None)]
+    assert routing[0]["reason"] == "anger in 1 of the last 2 segments (anger), rolling sentiment -0.40"
+    assert routing[0]["emotion"] == "anger" and routing[0]["trend"] == pytest.approx(-0.5)
+    assert [(a["status"], a["severity"], a["source"]) for a in alerts] == [
+        ("OPENED", "WARNING", "audio-routing"), ("RESOLVED", "INFO", "audio-routing")]
+    assert alerts[0]["alert_key"] == alerts[1]["alert_key"] and "supervisor" in alerts[0]["summary"]
+    serde = AvroSerde()
+    for e in emits:
+        assert serde.decode(serde.encode(e.event_type, e.record), e.event_type).items() >= e.record.items()
+
+
+def test_a_phrase_hands_to_retention_without_an_alert():
+    emits = route(Router("c2", RoutingPolicy(), "test"),
+                  [(0.2, "neutral", "hello"), (0.0, "neutral", "I want to cancel my contract today")])
+    (rec,) = [e.record for e in emits]
+    assert rec["action"] == "retention_specialist" and rec["reason"] == 'the customer said "cancel my"'
+
+
+def test_falling_fast_is_an_escalation_without_anger():
+    emits = route(Router("c3", RoutingPolicy(), "test"),
+                  [(0.6, "neutral", ""), (0.2, "neutral", ""), (-0.2, "sadness", ""), (-0.5, "neutral", "")])
+    rec = next(e.record for e in emits if e.topic == "routing")
+    assert rec["rule"] == "falling-fast" and rec["reason"].startswith("sentiment falling fast: -1.10 over 4 segments")
+
+
+def test_rules_come_from_toml_and_are_checked(tmp_path, monkeypatch):
+    cfg = tmp_path / "eddyline.toml"
+    cfg.write_text('[routing]\nwindow = 2\ndefault_action = "stay"\n[[routing.rules]]\nname = "sad"\n'
+                   'action = "callback"\nreason = "{emotion} x{emotion_count}"\nemotions = ["sadness"]\n'
+                   'emotion_share = 1.0\n')
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(cfg))
+    policy = RoutingSettings().policy()
+    assert policy.window == 2 and [r.name for r in policy.rules] == ["sad"]
+    emits = route(Router("c4", policy, "test"), [(0.0, "sadness", ""), (0.0, "sadness", ""), (0.0, "joy", "")])
+    assert [(e.record["action"], e.record["reason"]) for e in emits] == [
+        ("callback", "sadness x1"), ("stay", "no rule matches: rolling sentiment +0.00, mostly joy")]  # a tie: EMOTIONS order
+    cfg.write_text('[routing]\n[[routing.rules]]\nname = "x"\naction = "a"\nreason = "{mood}"\n')
+    with pytest.raises(ValidationError, match="reason uses") as bad:
+        RoutingSettings()
+    assert "[routing] rules.0" in explain(bad.value) and "it may use" in explain(bad.value)  # what the CLI prints
+    with pytest.raises(ValueError, match="unknown emotions"):
+        RoutingRule("x", "a", "r", emotions=["rage"])
+
+
+def test_snapshot_restores_mid_escalation_and_replays_repeat_ids():
+    config = AudioFlowConfig(sentiment_model="vader").to_dict()
+    lines = ["Hello, I am calling about my bill.", "This is ridiculous, I am furious.",
+             "Outrageous, I am so angry, what a disgrace.", "Thank you, that is wonderful, I am happy now.",
+             "Perfect, lovely, thanks.", "Great, thank you so much, wonderful."]
+    events = [Event("transcripts", "c5", {**segment(i, t), "conversation_id": "c5"}) for i, t in enumerate(lines)]
+    whole = run_local(sentiment_flow(AudioFlowConfig(**{"sentiment_model": "vader"})), events)
+    assert any(e.topic == "routing" and e.record["action"] == "escalate_supervisor" for e in whole)
+    procs: dict = {}
+    spec = sentiment_flow(AudioFlowConfig.from_dict(config))
+    first = run_local(spec, events[:3], procs)
+    restored = {k: pickle.loads(pickle.dumps(p)) for k, p in procs.items()}
+    second = run_local(spec, events[3:], restored)
+    assert [e.record["event_id"] for e in first + second] == [e.record["event_id"] for e in whole]
