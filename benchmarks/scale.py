@@ -12,10 +12,13 @@ For each fleet size and engine, over one broker (a namespace per run):
 - ``checkpoint_mb_per_epoch``: what checkpointing wrote while the pre-filled topic was scored, per 2 s epoch
   (Bytewax: the process's disk writes, ``/proc/PID/io``; Faust: the changelog bytes produced);
 - ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
-- ``latency_p50_ms``/``latency_p99_ms``: a live fleet (event times on the wall clock, devices staggered) offered
-  half the measured maximum for ``live_s`` seconds: from a batch's event time (its last reading) to the
-  arrival of its score event at a watcher; batches still unscored ``DRAIN_S`` after the load stops are left
-  out and counted (``latency_batches_sent`` against ``latency_batches_scored``).
+- ``latency_p50_ms``/``latency_p99_ms``: a live fleet (event times on the wall clock, devices' batch ends spread
+  evenly over a batch span) offered half the measured maximum for ``live_s`` seconds: from a batch's event time
+  (its last reading) to the arrival of its score event at a watcher; batches still unscored ``DRAIN_S`` after the
+  load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``). The same
+  delay split in three: ``latency_send_*`` (event time to the generator producing the batch), ``latency_flow_*``
+  (that to the score's Kafka timestamp, stamped when the flow produced it) and ``latency_watch_*`` (that to the
+  watcher receiving it).
 
 A fleet whose projected memory (from the first run's RSS per device) would not fit in the machine's available
 memory is recorded as skipped, with the projection, rather than run.
@@ -164,8 +167,8 @@ def _changelog(settings: KafkaSettings) -> tuple[int, int, int]:
     latest: dict[bytes, int] = {}
     total = 0
     idle_since = time.monotonic()
-    try:
-        while time.monotonic() - idle_since < 3.0:
+    try:  # a large changelog's first fetch can take long: wait up to a minute for it, then 3 s of quiet
+        while time.monotonic() - idle_since < (3.0 if latest else 60.0):
             msgs = consumer.consume(5000, 0.5)
             for msg in msgs:
                 if msg.error() is None and msg.key() != MARKER:
@@ -198,22 +201,36 @@ def _recovery(flow: Flow, settings: KafkaSettings, sim: SensorSimulator, watcher
     raise RuntimeError(f"no score for the batch published during the outage within 600 s; see {flow.log}")
 
 
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
 def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_s: float,
-             watcher: Consumer) -> tuple[float, float, int, int]:
-    """(p50 ms, p99 ms, batches scored, batches sent) from event time to score arrival, ``fleet``'s devices offered ``rate`` readings/s
-    live (their readings now on the wall clock, their sequence numbers going on)."""
+             watcher: Consumer) -> dict[str, Any]:
+    """Event time to score arrival for ``fleet``'s devices offered ``rate`` readings/s live (their readings now on
+    the wall clock, their sequence numbers going on), and where the time went: ``send`` (event time to the
+    generator producing the batch: a generator falling behind shows here), ``flow`` (the batch's produce time to
+    its score's Kafka timestamp, set when the flow produced it: fetch, queueing, scoring) and ``watch`` (that
+    timestamp to the watcher receiving it). p50/p99 in ms of each, batches scored and sent."""
     devices = len(fleet.devices)
     interval_ms = 1000.0 * devices * 3 / rate
-    span_ms = READINGS_PER_MESSAGE * interval_ms  # one batch's readings: its first batches fall due over this
+    first_ms = (READINGS_PER_MESSAGE - 1) * interval_ms  # a batch's first to last reading
+    # the earliest batch falls due now, the others over one batch span: none is late before it could be sent
     sim = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, interval_ms=interval_ms,
-                          start_ms=int(time.time() * 1000 - span_ms), seed=11, stagger=True)
+                          start_ms=int(time.time() * 1000 - first_ms) + 1000, seed=11, stagger=True)
     for d, before in zip(sim.devices, fleet.devices, strict=True):
         d.seq = before.seq
     stop = threading.Event()
-    sent: set[str] = set()
+    sent: dict[str, float] = {}  # event id -> when the generator produced it (ms)
 
     def produce() -> None:
         with EventProducer(settings) as producer:
+            warm = next(iter(SensorSimulator(devices=1, readings_per_message=READINGS_PER_MESSAGE, seed=3)))
+            warm.update(device_id="warm-up", event_id=f"warm-up-{time.time_ns()}")  # connects before the clock runs
+            producer.produce(TOPIC, SENSOR_BATCH, warm, key=warm["device_id"])
+            producer.flush()
             for rec in sim:
                 if stop.is_set():
                     return
@@ -221,30 +238,44 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
                 if wait > 0:
                     time.sleep(wait)
                 producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
-                sent.add(rec["event_id"])
+                sent[rec["event_id"]] = time.time() * 1000
 
     serde = AvroSerde()
-    lags: dict[str, float] = {}
+    total: dict[str, float] = {}
+    flow_ms: list[float] = []
+    watch_ms: list[float] = []
+    send_ms: list[float] = []
+    arrived_s: list[float] = []
     thread = threading.Thread(target=produce, daemon=True)
     thread.start()
     end = time.monotonic() + live_s
     try:
-        while time.monotonic() < end + DRAIN_S and (time.monotonic() < end or len(lags) < len(sent)):
+        while time.monotonic() < end + DRAIN_S and (time.monotonic() < end or len(total) < len(sent)):
             if time.monotonic() >= end:
                 stop.set()
             for msg in watcher.consume(5000, 0.05):
                 if msg.error() is None:
                     now_ms = time.time() * 1000
                     rec = serde.decode(msg.value(), ANOMALY_SCORE)
-                    if rec["source_event_id"] in sent:
-                        lags.setdefault(rec["source_event_id"], now_ms - rec["event_time"])
+                    source = rec["source_event_id"]
+                    if source in sent and source not in total:
+                        total[source] = now_ms - rec["event_time"]
+                        stamp = msg.timestamp()[1]
+                        send_ms.append(sent[source] - rec["event_time"])
+                        flow_ms.append(stamp - sent[source])
+                        watch_ms.append(now_ms - stamp)
+                        arrived_s.append(now_ms / 1000)
     finally:
         stop.set()
         thread.join(30)
-    if not lags:
-        return float("nan"), float("nan"), 0, len(sent)
-    values = list(lags.values())
-    return float(np.percentile(values, 50)), float(np.percentile(values, 99)), len(values), len(sent)
+    for d, after in zip(fleet.devices, sim.devices, strict=True):
+        d.seq = after.seq
+    out: dict[str, Any] = {"scored": len(total), "sent": len(sent),
+                           "samples": list(zip(arrived_s, total.values(), send_ms, flow_ms, strict=True))}
+    for name, values in (("", list(total.values())), ("send_", send_ms), ("flow_", flow_ms), ("watch_", watch_ms)):
+        p50, p99 = _percentiles(values)
+        out[f"{name}p50"], out[f"{name}p99"] = p50, p99
+    return out
 
 
 def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, live_s: float, work: Path,
@@ -273,7 +304,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
             checkpoint = written
             per_epoch = written / max(1.0, busy_s / EPOCH_S)
         recovery = _recovery(flow, settings, sim, watcher)
-        p50, p99, lat_n, lat_sent = _latency(settings, sim, rate / 2, live_s, watcher)
+        lat = _latency(settings, sim, rate / 2, live_s, watcher)
     finally:
         watcher.close()
         flow.stop()
@@ -281,9 +312,10 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         "engine": engine, "devices": devices, "readings_per_s": round(rate), "rss_mb": round(rss / 2**20, 1),
         "state_bytes_per_device": round(state_bytes / max(1, keys)), "state_keys": keys,
         "checkpoint_mb": round(checkpoint / 2**20, 2), "checkpoint_mb_per_epoch": round(per_epoch / 2**20, 2),
-        "recovery_s": round(recovery, 2), "latency_p50_ms": None if p50 != p50 else round(p50),
-        "latency_p99_ms": None if p99 != p99 else round(p99), "latency_batches_scored": lat_n,
-        "latency_batches_sent": lat_sent, "offered_readings_per_s": round(rate / 2), "readings": messages * sim.readings_per_batch,
+        "recovery_s": round(recovery, 2),
+        **{f"latency_{k}_ms": None if v != v else round(v) for k, v in lat.items()
+           if k not in ("scored", "sent", "samples")},
+        "latency_batches_scored": lat["scored"], "latency_batches_sent": lat["sent"], "offered_readings_per_s": round(rate / 2), "readings": messages * sim.readings_per_batch,
     }
 
 

@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 _REFUSED = metric(Counter, "eddyline_state_refused", "Saved processor states refused (foreign, old or broken); "
                   "each key concerned started fresh.", ["flow"])
 
+PEERS_RELIST_S = 5.0  # how often an idle store looks for other processes' files
 MAGIC = b"EDST"
 FORMAT_VERSION = 1
 MAX_DEPTH = 64
@@ -58,6 +60,24 @@ def encode(value: Any) -> bytes:
 def _put(v: Any, out: list[bytes], depth: int) -> None:
     if depth > MAX_DEPTH:
         raise TypeError(f"state nests deeper than {MAX_DEPTH} levels")
+    kind = type(v)  # the exact plain types first: a detector's state is hundreds of them, every epoch
+    if kind is float:
+        out.append(b"f" + _F64.pack(v))
+    elif kind is dict:
+        out.append(b"d" + _U32.pack(len(v)))
+        for k, item in v.items():
+            _put(k, out, depth + 1)
+            _put(item, out, depth + 1)
+    elif kind is str:
+        raw = v.encode()
+        out.append(b"s" + _U32.pack(len(raw)) + raw)
+    elif kind is int and -(1 << 63) <= v < (1 << 63):
+        out.append(b"i" + _I64.pack(v))
+    else:
+        _put_other(v, out, depth)
+
+
+def _put_other(v: Any, out: list[bytes], depth: int) -> None:
     if v is None:
         out.append(b"N")
     elif v is True or v is False or isinstance(v, np.bool_):
@@ -235,36 +255,68 @@ def decode_processor(blob: bytes, fresh: Processor) -> Processor:
 
 
 class IdleStore:
-    """Where evicted keys' states wait until their key speaks again: one SQLite file per worker.
+    """Where evicted keys' states wait until their key speaks again: one SQLite file per process.
 
     Bytewax's recovery drops a key that its logic discards, so an evicted key's encoded state goes here first
     (written and committed before the discard can reach a checkpoint). A key that Bytewax resumes with a state
     of its own ignores what is here: that state is the newer one whenever both exist.
 
+    Each process of a cluster writes only its own file. A key moves to another process when a cluster restarts
+    with another process count, so a key is also looked up, read-only, in the other files that ``peers``
+    matches, and of several copies the one saved last wins.
+
     Parameters
     ----------
     path
-        The SQLite file; its folder is created.
+        This process's SQLite file; its folder is created.
+    peers
+        A glob, in ``path``'s folder, of the other processes' files (``path`` itself is skipped); None: none.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, peers: str | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.peers = peers
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         # a rollback journal, not WAL: with WAL, another process closing the file (a second worker, a reader)
         # was seen to delete the WAL that held this process's committed writes
         self._db.execute("PRAGMA journal_mode=DELETE")
-        self._db.execute("CREATE TABLE IF NOT EXISTS idle (key TEXT PRIMARY KEY, state BLOB NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS idle (key TEXT PRIMARY KEY, state BLOB NOT NULL, "
+                         "saved_ns INTEGER NOT NULL DEFAULT 0)")
+        if "saved_ns" not in {row[1] for row in self._db.execute("PRAGMA table_info(idle)")}:  # a file of 0.x
+            self._db.execute("ALTER TABLE idle ADD COLUMN saved_ns INTEGER NOT NULL DEFAULT 0")
+        self._peer_dbs: dict[Path, sqlite3.Connection] = {}
+        self._peers_listed = float("-inf")
 
     def put(self, key: str, state: bytes) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO idle (key, state) VALUES (?, ?)", (key, state))
+            self._db.execute("INSERT OR REPLACE INTO idle (key, state, saved_ns) VALUES (?, ?, ?)",
+                             (key, state, time.time_ns()))
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
-            row = self._db.execute("SELECT state FROM idle WHERE key = ?", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+            best = self._db.execute("SELECT state, saved_ns FROM idle WHERE key = ?", (key,)).fetchone()
+            for path, db in self._peer_files():
+                try:
+                    row = db.execute("SELECT * FROM idle WHERE key = ?", (key,)).fetchone()
+                except sqlite3.Error as exc:  # a peer's file mid-write or broken: its copy cannot be read now
+                    log.warning("idle store of another process unreadable", extra={"path": str(path), "error": str(exc)})
+                    continue
+                if row is not None and (best is None or (row[2] if len(row) > 2 else 0) > best[1]):
+                    best = (row[1], row[2] if len(row) > 2 else 0)
+        return None if best is None else bytes(best[0])
+
+    def _peer_files(self) -> list[tuple[Path, sqlite3.Connection]]:
+        if self.peers is None:
+            return []
+        if time.monotonic() - self._peers_listed > PEERS_RELIST_S:  # processes that started since
+            self._peers_listed = time.monotonic()
+            for path in sorted(self.path.parent.glob(self.peers)):
+                if path != self.path and path not in self._peer_dbs:
+                    self._peer_dbs[path] = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                                                           check_same_thread=False)
+        return list(self._peer_dbs.items())
 
     def keys(self) -> Iterator[str]:
         with self._lock:
@@ -279,6 +331,8 @@ class IdleStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            for db in self._peer_dbs.values():
+                db.close()
 
 
 def restore_or_fresh(spec: FlowSpec, key: str, blob: bytes | None) -> tuple[Processor, dict[tuple[str, int], int]]:

@@ -170,6 +170,7 @@ def run_flow(
         return
     assert spec is not None
     epoch = timedelta(seconds=runtime.epoch_interval_s)
+    idle = timedelta(seconds=runtime.idle_evict_s) if runtime.idle_evict_s else None
     try:
         if engine == "faust":
             from streams.engines.faust import run as run_faust
@@ -182,12 +183,11 @@ def run_flow(
 
             folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
-                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s)
+                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s, idle_after=idle)
         else:
             from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
-            idle = timedelta(seconds=runtime.idle_evict_s) if runtime.idle_evict_s else None
             run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size,
                 lag_interval_s=runtime.lag_interval_s, idle_after=idle)
     except KeyboardInterrupt:

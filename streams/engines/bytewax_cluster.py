@@ -26,18 +26,17 @@ log = logging.getLogger(__name__)
 
 def _process(spec: FlowSpec, settings: KafkaSettings, index: int, addresses: list[str], state_dir: Path | None,
              workers_per_process: int, epoch_interval: timedelta, batch_size: int,
-             lag_interval_s: float | None) -> None:
+             lag_interval_s: float | None, idle_after: timedelta | None) -> None:
     from bytewax.recovery import RecoveryConfig
 
-    from streams.engines.bytewax import run_dataflow
+    from streams.engines.bytewax import idle_store, run_dataflow
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent stops the cluster; children just end
     recovery = RecoveryConfig(state_dir) if state_dir is not None else None
-    # No idle eviction across processes yet: with one idle store shared by the processes, Bytewax's
-    # communication threads panicked at start (tests/integration/test_scale_out.py); keys stay in memory here.
-    run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=None,
-                 workers_per_process=workers_per_process, process_id=index, addresses=addresses,
-                 epoch_interval=epoch_interval, recovery_config=recovery)
+    idle = idle_store(state_dir, index) if state_dir is not None and idle_after is not None else None
+    run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
+                 idle_after=idle_after or timedelta(minutes=10), workers_per_process=workers_per_process,
+                 process_id=index, addresses=addresses, epoch_interval=epoch_interval, recovery_config=recovery)
 
 
 def run_cluster(
@@ -51,6 +50,7 @@ def run_cluster(
     batch_size: int = 500,
     addresses: Sequence[str] | None = None,
     lag_interval_s: float | None = 5.0,
+    idle_after: timedelta | None = timedelta(minutes=10),
 ) -> None:
     """Start ``processes`` Bytewax processes and run until interrupted or until one of them fails.
 
@@ -72,10 +72,12 @@ def run_cluster(
         host:port of each process, for the cluster's own communication.
     lag_interval_s
         How often each process's lag monitor reports (None: no monitor).
+    idle_after
+        With ``state_dir``, keys silent this long leave memory for their process's idle store (None: never).
     """
     from bytewax.recovery import init_db_dir
 
-    from streams.engines.bytewax import ensure_topics
+    from streams.engines.bytewax import ensure_topics, move_legacy_idle_store
 
     if processes < 1:
         raise ValueError(f"processes must be at least 1, not {processes}")
@@ -87,9 +89,10 @@ def run_cluster(
         state_dir.mkdir(parents=True, exist_ok=True)
         if not any(state_dir.glob("part-*.sqlite3")):
             init_db_dir(state_dir, processes * workers_per_process)
+        move_legacy_idle_store(state_dir)
     supervise(spec.name, [
         (_process, (spec, settings, i, addrs, state_dir, workers_per_process, epoch_interval, batch_size,
-                    lag_interval_s))
+                    lag_interval_s, idle_after))
         for i in range(processes)])
 
 

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from prometheus_client import Counter, Histogram
 
@@ -172,6 +172,8 @@ class FlowOutput:
         self._latency = END_TO_END_LATENCY.labels(spec.name)
         self._ahead = EVENT_TIME_AHEAD.labels(spec.name)
         self._broker_latency = BROKER_LATENCY.labels(spec.name)
+        self._consumed: dict[str, Any] = {}  # logical topic -> its counter child: labels() per event costs
+        self._emitted: dict[str, Any] = {}
         self.positions: dict[tuple[str, int], int] = {}  # (logical topic, partition) -> next offset to take
 
     def topics(self) -> list[str]:
@@ -189,7 +191,10 @@ class FlowOutput:
             As for ``Codec.decode``.
         """
         out = self.codec.decode(topic, key, value, partition, offset, broker_ms)
-        EVENTS_CONSUMED.labels(self.spec.name, out.topic).inc()
+        counter = self._consumed.get(out.topic)
+        if counter is None:
+            counter = self._consumed[out.topic] = EVENTS_CONSUMED.labels(self.spec.name, out.topic)
+        counter.inc()
         self.positions[(out.topic, partition)] = offset + 1
         return out
 
@@ -218,7 +223,10 @@ class FlowOutput:
             return self._unencodable(emit, "invalid_output", str(exc))
         except Exception as exc:  # a key or record no encoder takes must not stop the flow either
             return self._unencodable(emit, "encode_failed", f"{type(exc).__name__}: {exc}")
-        EVENTS_EMITTED.labels(self.spec.name, emit.topic).inc()
+        counter = self._emitted.get(emit.topic)
+        if counter is None:
+            counter = self._emitted[emit.topic] = EVENTS_EMITTED.labels(self.spec.name, emit.topic)
+        counter.inc()
         lag_s = time.time() - emit.record.get("event_time", 0) / 1000.0
         if lag_s < 0.0:  # a producer clock ahead of ours: counted, since no latency can be measured
             self._ahead.inc()

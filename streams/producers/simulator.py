@@ -54,6 +54,7 @@ class _Device:
     device_id: str
     seq: int = 0
     t: int = 0  # readings emitted so far, per sensor
+    offset_ms: float = 0.0  # added to every stamp: where this device's batches end within a batch span
     phase: dict[str, float] = field(default_factory=dict)
     pending: dict[str, tuple[str, int, float]] = field(default_factory=dict)  # sensor -> (kind, left, magnitude)
     quiet: dict[str, int] = field(default_factory=dict)  # sensor -> reading index before which none starts
@@ -129,7 +130,7 @@ class SensorSimulator:
         for i, d in enumerate(self.devices):
             d.phase = {s: self.pyrng.uniform(0, 2 * np.pi) for s in SENSORS}
             if stagger:  # device i's batches end i/devices of a batch later: a live fleet sends evenly
-                d.t = i * readings_per_message // devices
+                d.offset_ms = i * readings_per_message * interval_ms / devices
         self.injected: list[InjectedAnomaly] = []
         self.readings = 0
 
@@ -147,7 +148,7 @@ class SensorSimulator:
         """
         n = self.readings_per_message
         idx = np.arange(device.t, device.t + n)
-        stamps = (self.start_ms + idx * self.interval_ms).astype(np.int64)
+        stamps = (self.start_ms + device.offset_ms + idx * self.interval_ms).astype(np.int64)
         series = []
         for sensor, (unit, base, amp, sd) in SENSORS.items():
             values = base + amp * np.sin(2 * np.pi * idx / 600 + device.phase[sensor]) + self.rng.normal(0, sd, n)

@@ -18,7 +18,7 @@ import pytest
 from connectors.kafka import KafkaSettings
 from streams.processor import Emit
 from tests.integration.test_faust_engine import alert_ids, log_records, stop, tail
-from tests.integration.test_sensor_flow import publish, reference, simulated, unique_scores
+from tests.integration.test_sensor_flow import evicted_keys, publish, reference, simulated, unique_scores
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 4
@@ -39,7 +39,7 @@ class KeysSeen:
         return None
 
 
-def serve(engine: str, workers: int, state_dir: str, seen: str) -> None:
+def serve(engine: str, workers: int, state_dir: str, seen: str, idle_s: float | None = None) -> None:
     """Run the sensor flow with the ``KeysSeen`` sink (in a child process started by the tests)."""
     from streams import logs
     from streams.flows.sensor_anomaly import sensor_anomaly_flow
@@ -58,17 +58,18 @@ def serve(engine: str, workers: int, state_dir: str, seen: str) -> None:
             from streams.engines.bytewax_cluster import run_cluster
 
             run_cluster(spec, settings, processes=workers, state_dir=Path(state_dir),
-                        epoch_interval=timedelta(seconds=0.5))
+                        epoch_interval=timedelta(seconds=0.5),
+                        idle_after=timedelta(seconds=idle_s) if idle_s else timedelta(minutes=10))
     except KeyboardInterrupt:
         pass
 
 
-def start(engine: str, workers: int, settings: KafkaSettings, tmp: Path) -> subprocess.Popen:
+def start(engine: str, workers: int, settings: KafkaSettings, tmp: Path, idle_s: float | None = None) -> subprocess.Popen:
     env = {**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
            "EDDYLINE_KAFKA_NAMESPACE": settings.namespace, "EDDYLINE_KAFKA_PARTITIONS": str(PARTITIONS),
            "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms), "EDDYLINE_LOG_LEVEL": "INFO"}
     code = (f"from tests.integration.test_scale_out import serve; "
-            f"serve({engine!r}, {workers}, {str(tmp / 'state')!r}, {str(tmp / 'seen.txt')!r})")
+            f"serve({engine!r}, {workers}, {str(tmp / 'state')!r}, {str(tmp / 'seen.txt')!r}, {idle_s!r})")
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).parents[2],
                             stdout=(tmp / "flow.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -110,3 +111,29 @@ def test_two_workers_split_the_work_and_give_the_outputs_of_one(engine, kafka_se
     else:  # Bytewax routes each key to one worker
         pids = list(seen)
         assert not seen[pids[0]] & seen[pids[1]], seen
+
+
+def test_a_bytewax_cluster_evicts_idle_devices_and_scores_them_as_if_they_never_left(kafka_settings, tmp_path):
+    import time
+
+    from streams.engines.bytewax import idle_path
+
+    settings = kafka_settings.model_copy(update={"partitions": PARTITIONS})
+    records, _ = simulated(devices=6, messages=120, seed=12)
+    publish(settings, records[:60])
+    proc = start("bytewax", 2, settings, tmp_path, idle_s=1.0)
+    evicted: list[set[str]] = [set(), set()]
+    try:
+        assert len(unique_scores(settings, 60, timeout=120)) == 60, tail(tmp_path / "flow.log")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(evicted[0] | evicted[1]) < 6:
+            time.sleep(0.5)
+            evicted = [evicted_keys(idle_path(tmp_path / "state", i)) for i in (0, 1)]
+        publish(settings, records[60:])
+        scores = unique_scores(settings, len(records), timeout=120)
+    finally:
+        stop(proc, signal.SIGTERM)
+    assert all(evicted), evicted  # each process evicted its own devices into its own file
+    assert evicted[0] | evicted[1] == {r["device_id"] for r in records}, tail(tmp_path / "flow.log")
+    want = {e.record["event_id"]: e.record for e in reference(records) if e.topic == "scores.anomaly"}
+    assert scores == want, "devices reloaded after eviction must score as if they had never left"

@@ -199,9 +199,23 @@ def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(
     assert set(alert_receiver.incidents) == opened  # one PagerDuty incident per anomaly, none twice
 
 
-def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_settings, tmp_path):
-    from streams.engines.bytewax import IDLE_FILE
+def evicted_keys(path: Path) -> set[str]:
+    """The keys in one process's idle store (read-only; none before its first eviction)."""
     from streams.state import decode_checkpoint
+
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return {decode_checkpoint(blob)["key"] for (blob,) in db.execute("SELECT state FROM idle")}
+    except sqlite3.OperationalError:  # the table is not there before the first eviction
+        return set()
+    finally:
+        db.close()
+
+
+def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_settings, tmp_path):
+    from streams.engines.bytewax import idle_path
 
     records, _ = simulated(devices=3, messages=90, seed=8)
     publish(kafka_settings, records[:45])
@@ -213,14 +227,7 @@ def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_set
         evicted: set[str] = set()
         while time.monotonic() < deadline and len(evicted) < 3:
             time.sleep(0.5)
-            if (state / IDLE_FILE).exists():
-                db = sqlite3.connect(f"file:{state / IDLE_FILE}?mode=ro", uri=True, timeout=30)
-                try:
-                    evicted = {decode_checkpoint(blob)["key"] for (blob,) in db.execute("SELECT state FROM idle")}
-                except sqlite3.OperationalError:  # the table is not there before the first eviction
-                    pass
-                finally:
-                    db.close()
+            evicted = evicted_keys(idle_path(state))
         publish(kafka_settings, records[45:])
         scores = unique_scores(kafka_settings, len(records), timeout=90)
     finally:

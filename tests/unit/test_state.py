@@ -133,3 +133,38 @@ def test_idle_store_keeps_states_across_reopen(tmp_path):
     again = IdleStore(tmp_path / "idle.sqlite3")
     assert again.get("a") == b"2" and again.get("missing") is None
     assert sorted(again.keys()) == ["a", "b"] and again.size_bytes() == 2
+
+
+def test_idle_stores_of_a_cluster_find_each_others_keys_and_the_newest_copy_wins(tmp_path):
+    first = IdleStore(tmp_path / "idle-0.sqlite3", peers="idle*.sqlite3")
+    second = IdleStore(tmp_path / "idle-1.sqlite3", peers="idle*.sqlite3")
+    first.put("moved", b"evicted by process 0")
+    assert second.get("moved") == b"evicted by process 0"  # the key moved when the process count changed
+    second.put("moved", b"evicted later by process 1")
+    assert first.get("moved") == b"evicted later by process 1"  # its own older copy loses
+    assert sorted(second.keys()) == ["moved"] and first.get("never") is None
+    alone = IdleStore(tmp_path / "idle-2.sqlite3")  # no peers: only its own file
+    assert alone.get("moved") is None
+
+
+def test_an_idle_file_of_the_previous_layout_is_read_and_kept(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "idle.sqlite3")
+    old.execute("CREATE TABLE idle (key TEXT PRIMARY KEY, state BLOB NOT NULL)")
+    old.execute("INSERT INTO idle VALUES ('a', x'01')")
+    old.commit()
+    old.close()
+    assert IdleStore(tmp_path / "idle-0.sqlite3", peers="idle*.sqlite3").get("a") == b"\x01"
+    upgraded = IdleStore(tmp_path / "idle.sqlite3")
+    upgraded.put("b", b"\x02")
+    assert upgraded.get("a") == b"\x01" and upgraded.get("b") == b"\x02"
+
+
+def test_an_idle_store_of_an_older_eddyline_moves_out_of_the_recovery_folder(tmp_path):
+    from streams.engines.bytewax import idle_path, idle_store, move_legacy_idle_store
+
+    IdleStore(tmp_path / "idle.sqlite3").put("a", b"kept")
+    move_legacy_idle_store(tmp_path)
+    assert not (tmp_path / "idle.sqlite3").exists()  # Bytewax's recovery folder holds only its own files
+    assert idle_store(tmp_path).get("a") == b"kept" and idle_path(tmp_path).exists()
