@@ -57,6 +57,11 @@ class FasterWhisperTranscriber(Transcriber):
         kwargs: dict[str, Any] = {"beam_size": self.beam_size, "vad_filter": self.vad_filter}
         if self.language:
             kwargs["language"] = self.language
+        # Whisper falls back to sampling at a higher temperature when greedy decoding loops; a fixed seed per
+        # utterance makes that reproducible, so a replayed chunk gives the same transcript (and the same event).
+        import ctranslate2
+
+        ctranslate2.set_random_seed(0)
         segments, info = self._model.transcribe(samples, **kwargs)
         out = []
         for s in segments:
