@@ -42,7 +42,9 @@ class CliError(Exception):
 
 
 def friendly(fn: F) -> F:
-    """Turn known failures into one line that says what to do, and exit 2."""
+    """Turn known failures into one line that says what to do. A mistake in the command or its settings exits 2
+    (a supervisor must not restart it: nothing changes until someone edits it); a broker that does not answer
+    exits 1, because it may be back in a minute and a restart is what the operator wants."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -62,7 +64,7 @@ def friendly(fn: F) -> F:
                 fg="red",
                 err=True,
             )
-            raise typer.Exit(2) from None
+            raise typer.Exit(1) from None
         except ValueError as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
             raise typer.Exit(2) from None
