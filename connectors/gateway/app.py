@@ -91,15 +91,22 @@ class Gateway:
 
     def waiting(self) -> int:
         """Events accepted and not yet acknowledged or failed (delivery reports are served by the poller)."""
-        p = self.producer
-        return self.accepted - p.delivered - (p.failed - self._produce_failures)
+        return self.accepted - self.producer.delivered - self.undelivered()
+
+    def undelivered(self) -> int:
+        """Events accepted (202) that Kafka never acknowledged; a produce refused before its 202 is not one."""
+        return self.producer.failed - self._produce_failures
 
     async def _poll_deliveries(self) -> None:
         """Serve delivery reports while no request is producing, and say when deliveries fail."""
         while True:
-            self.producer.poll(0)
-            self._recover()
-            failed = self.producer.failed
+            try:
+                self.producer.poll(0)
+                self._recover()
+            except Exception:  # a poller that died would leave accepted events waiting unseen
+                log.exception("serving Kafka delivery reports failed; trying again")
+                self.last_failure = time.monotonic()
+            failed = self.undelivered()
             if failed > self._failed_seen:
                 log.error(
                     "%d events accepted by the gateway were not delivered to Kafka (%d in all)",
@@ -245,7 +252,7 @@ class Gateway:
             "max_queue": self.settings.max_queue,
             "accepted": self.accepted,
             "delivered": self._producer.delivered if self._producer is not None else 0,
-            "failed": self._producer.failed if self._producer is not None else 0,
+            "failed": self.undelivered() if self._producer is not None else 0,
             "producers_replaced": self.producers_replaced,
             "refused_backpressure": self.backpressure.refused,
         }

@@ -67,7 +67,10 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
                 "max_queue": {"type": "integer"},
                 "accepted": {"type": "integer"},
                 "delivered": {"type": "integer"},
-                "failed": {"type": "integer"},
+                "failed": {"type": "integer", "description": "Accepted events Kafka never acknowledged."},
+                "producers_replaced": {"type": "integer",
+                                       "description": "Producers replaced after a fatal error; what they held was "
+                                                      "sent again."},
                 "refused_backpressure": {"type": "integer"},
             },
         },

@@ -5,6 +5,11 @@ number the broker no longer accepts): every later produce is refused. A gateway 
 503 until someone restarted it. So the gateway replaces a fatal producer with a new one, and sends again on
 the new one every event it had accepted (202) that the old one still held: a 202 keeps its promise. An event
 the old producer had in flight may then reach the topic twice, with one event id; consumers drop repeats.
+
+confluent-kafka (2.16) reports a fatal error by raising it from ``poll``/``flush`` (not through ``error_cb``)
+and refuses later produces with ``_FATAL``; librdkafka then purges its queue, each purged event's delivery
+report coming on the next poll. ``_FatalGuard`` notes the error wherever it surfaces, so no caller (the
+gateway's delivery poller above all) dies of it.
 """
 
 from __future__ import annotations
@@ -12,12 +17,56 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors.kafka import EventProducer, KafkaSettings
 from schemas import AvroSerde
 
 log = logging.getLogger("eddyline.gateway")
+
+
+class _FatalGuard:
+    """The confluent-kafka producer, with a fatal error noted on its owner instead of raised from poll or flush."""
+
+    def __init__(self, client: Producer, owner: GatewayProducer) -> None:
+        self.client = client
+        self._owner = owner
+
+    def _fatal(self, exc: KafkaException) -> bool:
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        if err is None or not (err.fatal() or err.code() == KafkaError._FATAL):
+            return False
+        if self._owner.fatal_error is None or err.fatal():  # keep the error that says why over a bare _FATAL
+            self._owner.fatal_error = err
+        return True
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            self.client.produce(*args, **kwargs)
+        except KafkaException as exc:
+            self._fatal(exc)
+            raise  # refused: the caller says so (503) or replaces the producer and tries again
+
+    def poll(self, timeout: float = -1) -> int:
+        return self._noting_fatal(self.client.poll, timeout)
+
+    def flush(self, timeout: float = -1) -> int:
+        self._noting_fatal(self.client.flush, timeout)
+        return len(self.client)  # what flush returns: events still unacknowledged
+
+    def _noting_fatal(self, call: Any, timeout: float) -> int:
+        try:
+            return call(timeout)
+        except KafkaException as exc:
+            if not self._fatal(exc):
+                raise
+            return self.client.poll(0)  # the purged events' reports, now marked stranded
+
+    def purge(self, *args: Any, **kwargs: Any) -> None:
+        self.client.purge(*args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.client)
 
 
 class GatewayProducer(EventProducer):
@@ -38,6 +87,12 @@ class GatewayProducer(EventProducer):
         self.stranded: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]] = []
         self._overrides = overrides
         super().__init__(settings, serde, error_cb=self._on_error, **overrides)
+        self._producer: Any = _FatalGuard(self._producer, self)
+
+    @property
+    def client(self) -> Producer:
+        """The confluent-kafka producer underneath."""
+        return self._producer.client
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
