@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -259,7 +259,8 @@ def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
 
 
 def create_topics(
-    s: KafkaSettings, logical_topics: Iterable[str], partitions: int | None = None, timeout: float = 30.0
+    s: KafkaSettings, logical_topics: Iterable[str], partitions: int | None = None, timeout: float = 30.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Create the topics that do not exist yet and wait until every one is in the metadata.
 
@@ -277,6 +278,9 @@ def create_topics(
         Partitions per new topic (default: ``s.partitions``).
     timeout
         Seconds to wait for creation and for the topics to appear.
+    configs
+        Settings of new topics by logical name, over ``TOPIC_CONFIGS`` (a retention derived from a configured
+        window); an existing topic keeps its own.
     """
     logical = sorted(set(logical_topics))
     names = sorted({s.topic(t) for t in logical})
@@ -284,9 +288,10 @@ def create_topics(
         return
     admin = make_admin(s)
     count = partitions or s.partitions
-    configs = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
+    given = {s.topic(t): dict(c) for t, c in (configs or {}).items()}
+    table = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
     new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor,
-                    config=configs.get(n, {}))
+                    config={**table.get(n, {}), **given.get(n, {})})
            for n in names]
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():

@@ -25,12 +25,36 @@ INPUT_TOPICS = (
 # clock, so the agent learns its clock offset from the acknowledgement and the fleet flow judges silence on
 # broker time, not on device clocks.
 # security.quarantine, edge.models and edge.rollouts are compacted: the latest record per key (source,
-# class/version, class) is the state.
+# class/version, class) is the state. alerts.delivered (the notify flow's record of deliveries made) is read back
+# only as far as its window: it keeps a day more, the notify flow creating it from its configured window.
+DELIVERED_TOPIC = "alerts.delivered"
+DELIVERED_WINDOW_S = 7 * 86_400.0  # the default of [notify] delivered_window_s
+RETENTION_MARGIN_S = 86_400.0
+
+
+def retention_above(window_s: float) -> dict[str, str]:
+    """Topic settings that keep records ``RETENTION_MARGIN_S`` (a day) longer than a reader's window.
+
+    Parameters
+    ----------
+    window_s
+        How far back the topic is read, in seconds.
+
+    Examples
+    --------
+    >>> from schemas.topics import retention_above
+    >>> retention_above(7 * 86_400)
+    {'retention.ms': '691200000'}
+    """
+    return {"retention.ms": str(int((window_s + RETENTION_MARGIN_S) * 1000))}
+
+
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     "device.health": {"message.timestamp.type": "LogAppendTime"},
     "security.quarantine": {"cleanup.policy": "compact"},
     "edge.models": {"cleanup.policy": "compact"},
     "edge.rollouts": {"cleanup.policy": "compact"},
+    DELIVERED_TOPIC: retention_above(DELIVERED_WINDOW_S),
 }
 DLQ_PREFIX = "dlq."
 RETRY_SUFFIX = ".retry"

@@ -15,6 +15,8 @@ restart it reads them back from before its committed offsets), so a scoring flow
 sent again. Slack has no dedup key, so every delivery is also recorded on ``alerts.delivered`` (destination,
 event id, status; keyed by alert key) before its source is committed; a flow that restarts or is handed
 partitions in a rebalance reads it first (records younger than ``delivered_window_s``) and sends nothing twice.
+The flow creates that topic with a retention a day above the window (``schemas.topics.retention_above``), and
+warns at start when an existing one keeps less than the window.
 Only a crash between a destination's answer and that record reaching Kafka can still repeat a message.
 A trigger that reaches PagerDuty after the same alert was resolved there (its first attempts failed, the
 resolve went through) is followed by the resolve again, so the incident does not stay open.
@@ -53,13 +55,14 @@ from connectors.kafka import (
     KafkaSettings,
     consumer_config,
     create_topics,
+    make_admin,
     make_consumer,
     read_to_end,
 )
 from connectors.prometheus import ALERT_BREAKER_STATE, ALERT_DELIVERIES, ALERT_RETRIES, DLQ_EVENTS
 from schemas import ALERT, AvroSerde, SchemaError
 from schemas.retry import ATTEMPT, DESTINATION, retry_headers, retry_info
-from schemas.topics import dlq_topic, retry_topic
+from schemas.topics import DELIVERED_TOPIC, DELIVERED_WINDOW_S, dlq_topic, retention_above, retry_topic
 
 __all__ = [
     "ALERTS_TOPIC",
@@ -72,6 +75,8 @@ __all__ = [
     "NotifySettings",
     "Notifier",
     "Result",
+    "create_notify_topics",
+    "delivered_retention_ms",
     "redrive",
     "run_notify",
 ]
@@ -82,7 +87,6 @@ FLOW = "notify"
 ALERTS_TOPIC = "alerts"
 RETRY_TOPIC = retry_topic(ALERTS_TOPIC)
 DLQ_TOPIC = dlq_topic(ALERTS_TOPIC)
-DELIVERED_TOPIC = f"{ALERTS_TOPIC}.delivered"
 TOPICS = (ALERTS_TOPIC, RETRY_TOPIC, DLQ_TOPIC, DELIVERED_TOPIC)
 # Destinations that keep incident state: a trigger that arrives after its resolve re-opens the incident there,
 # so the resolve is sent again. A chat message is not state: Slack gets each delivery once.
@@ -105,7 +109,8 @@ class NotifySettings(Section):
     batch_size: int = Field(200, ge=1, description="Messages per poll; offsets are committed per batch.")
     remember: int = Field(100_000, ge=1, description="Recent event ids remembered per flow to skip replays.")
     delivered_window_s: float = Field(
-        7 * 86_400.0, gt=0, description="How far back a (re)started flow reads alerts.delivered to skip repeats.")
+        DELIVERED_WINDOW_S, gt=0, description="How far back a (re)started flow reads alerts.delivered to skip "
+        "repeats; the topic is created keeping a day more (an existing topic keeps its retention.ms).")
     rejoin_wait_s: float = Field(1.0, ge=0, description="Pause before rejoining the group after a retriable error.")
 
 
@@ -407,7 +412,7 @@ class NotifyFlow:
         self.rejoins = 0  # retriable errors recovered from by rejoining the group
 
     def start(self) -> NotifyFlow:
-        create_topics(self.kafka, TOPICS)
+        create_notify_topics(self.kafka, self.settings)
         self._subscribe()
         if not self.notifier.destinations:
             log.warning("no alert destination is configured: alerts are read and committed, nothing is sent; "
@@ -646,6 +651,54 @@ def run_notify(kafka: KafkaSettings, stop: threading.Event | None = None) -> Non
     NotifyFlow(kafka, notifier).run(stop)
 
 
+def create_notify_topics(kafka: KafkaSettings, settings: NotifySettings) -> None:
+    """Create the notify flow's topics, ``alerts.delivered`` keeping a day more than ``delivered_window_s``.
+
+    An existing ``alerts.delivered`` keeps its retention; one shorter than the window is warned about, with the
+    setting to change.
+
+    Parameters
+    ----------
+    kafka
+        Kafka settings.
+    settings
+        The notify settings (their window sets the retention).
+    """
+    create_topics(kafka, TOPICS, configs={DELIVERED_TOPIC: retention_above(settings.delivered_window_s)})
+    kept = delivered_retention_ms(kafka)
+    if kept is not None and 0 <= kept < settings.delivered_window_s * 1000:
+        log.warning(
+            "%s keeps records %.1f h but [notify] delivered_window_s reads back %.1f h: a restart may post a Slack "
+            "message again; set the topic's retention.ms to at least %s (kafka-configs --alter --entity-type topics "
+            "--entity-name %s --add-config retention.ms=...) or lower the window",
+            kafka.topic(DELIVERED_TOPIC), kept / 3_600_000, settings.delivered_window_s / 3600,
+            retention_above(settings.delivered_window_s)["retention.ms"], kafka.topic(DELIVERED_TOPIC),
+            extra={"flow": FLOW})
+
+
+def delivered_retention_ms(kafka: KafkaSettings, timeout: float = 10.0) -> int | None:
+    """The ``retention.ms`` of ``alerts.delivered`` as the broker reports it (-1: forever); None if it does not say.
+
+    Parameters
+    ----------
+    kafka
+        Kafka settings.
+    timeout
+        Seconds to wait for the broker.
+    """
+    from confluent_kafka.admin import ConfigResource
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, kafka.topic(DELIVERED_TOPIC))
+    admin = make_admin(kafka)  # kept until the answer is in: a dropped client cancels its requests
+    try:
+        [future] = admin.describe_configs([resource], request_timeout=timeout).values()
+        entry = future.result(timeout).get("retention.ms")
+        return int(entry.value) if entry is not None and entry.value is not None else None
+    except (KafkaException, TimeoutError, ValueError) as e:  # a broker that does not describe configs
+        log.debug("could not read the retention of %s: %s", resource.name, e, extra={"flow": FLOW})
+        return None
+
+
 def _assign_from_committed(consumer: Any, topic: str) -> None:
     """Assign every partition of ``topic`` at the group's committed offset (the beginning where none is)."""
 
@@ -676,7 +729,7 @@ def redrive(kafka: KafkaSettings, *, idle_s: float = 2.0, timeout_s: float = 120
     from connectors.dlq import dlq_info
 
     settings = settings or NotifySettings()
-    create_topics(kafka, TOPICS)
+    create_notify_topics(kafka, settings)
     consumer = make_consumer(kafka, kafka.topic(f"{settings.group_id}-redrive"), **{"enable.partition.eof": False})
     producer = EventProducer(kafka)
     report = RedriveReport()
