@@ -119,4 +119,8 @@ class GatewayProducer(EventProducer):
                     new._producer.poll(0.1)
         log.error("the Kafka producer failed for good (%s): replaced by a new one; %d accepted events sent again",
                   self.fatal_error.str() if self.fatal_error else "fatal", len(self.stranded))
+        try:
+            self.client.close()  # its threads and connections go now, not when a garbage collection finds it
+        except KafkaException as exc:
+            log.warning("closing the failed producer: %s", exc)
         return new
