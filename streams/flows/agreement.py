@@ -111,7 +111,9 @@ class AgreementJoin:
         times, first = np.unique(times, return_index=True)  # a reading twice in one batch counts once
         flags = flags[first]
         _, at_mine, at_other = np.intersect1d(times, other.times, return_indices=True)
-        local, platform = (flags[at_mine], other.flags[at_other]) if side == 0 else (other.flags[at_other], flags[at_mine])
+        local, platform = flags[at_mine], other.flags[at_other]
+        if side == 1:
+            local, platform = platform, local
         c = self.counts[device]
         c.both += int(np.sum(local & platform))
         c.device_only += int(np.sum(local & ~platform))

@@ -7,8 +7,9 @@ decides: promote once every canary has run the new version, healthy, for ``obser
 the platform's detector on at least ``min_agreement`` of ``min_joined_readings`` or more readings; roll back
 as soon as one refuses the model, reports errors or a slow model beyond the bounds, falls silent, or does
 not switch in ``swap_timeout_s``, and at the end of the observation when one disagrees (or, by
-``swap_timeout_s`` after it, still has too few joined readings to tell). Each decision is an ``edge_rollout`` record; the compacted rollouts topic is the
-durable state (agents act on its latest record per class, and a restarted controller resumes from it).
+``swap_timeout_s`` after it, still has too few joined readings to tell). Each decision is an
+``edge_rollout`` record; the compacted rollouts topic is the durable state (agents act on its latest
+record per class, and a restarted controller resumes from it).
 Times are the controller's clock at arrival, so a device's wrong clock does not decide anything.
 """
 
@@ -51,6 +52,9 @@ class RolloutPolicy(Section):
     min_joined_readings
         Readings per canary, flagged by the new model and scored by the platform, needed to judge agreement;
         0 turns the agreement gate off (a class whose agents do not score locally).
+    min_recall
+        Share of the platform's anomalies a canary must also flag, judged only when the platform flagged some;
+        0 (the default) leaves it out: anomalies are rare, so recall over one window is often a handful.
     max_pending_readings
         Readings kept per canary and sensor while waiting for the other side of the join (bounds memory).
     """
@@ -67,6 +71,7 @@ class RolloutPolicy(Section):
     fleet_window_s: float = Field(900.0, gt=0)
     min_agreement: float = Field(0.9, ge=0, le=1)
     min_joined_readings: int = Field(500, ge=0)
+    min_recall: float = Field(0.0, ge=0, le=1)
     max_pending_readings: int = Field(4096, gt=0)
 
 
@@ -206,6 +211,9 @@ class RolloutController:
             if a.agreement < p.min_agreement:  # type: ignore[operator]
                 return self._finish("rolled_back", f"{device} disagrees with the platform's detector: "
                                     f"{a.describe()}, bound {p.min_agreement:g}", now)
+            if a.recall is not None and a.recall < p.min_recall:
+                return self._finish("rolled_back", f"{device} misses the platform's anomalies: "
+                                    f"{a.describe()}, bound {p.min_recall:g}", now)
             if worst is None or a.agreement < worst.agreement:  # type: ignore[operator]
                 worst = a
         return self._finish("promoted", f"{healthy}; lowest {worst.describe()}", now)  # type: ignore[union-attr]
@@ -336,9 +344,9 @@ def run_rollout(
                 on_event(record)
             controller = RolloutController(policy, record)
             if policy.min_joined_readings:  # from now on: readings before the start are the old model's
-                joined.assign([TopicPartition(settings.topic(t), p, OFFSET_END)
-                               for t in ("sensor.readings", "scores.anomaly")
-                               for p in joined.list_topics(settings.topic(t), timeout=10).topics[settings.topic(t)].partitions])
+                data_topics = [settings.topic("sensor.readings"), settings.topic("scores.anomaly")]
+                joined.assign([TopicPartition(t, p, OFFSET_END) for t in data_topics
+                               for p in joined.list_topics(t, timeout=10).topics[t].partitions])
             scores_topic = settings.topic("scores.anomaly")
             while True:
                 batch = consumer.consume(1000, timeout=0.5)

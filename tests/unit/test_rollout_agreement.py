@@ -130,9 +130,9 @@ def run(c: RolloutController, local: np.ndarray, until: int, per_step: int = 50)
     return decided
 
 
-def controller() -> RolloutController:
-    start = RolloutController.start(POLICY, "rpi4", "2", "1", [f"pi-{i}" for i in range(20)], 0, "t", 10)
-    return RolloutController(POLICY, start, started_at=0.0)
+def controller(policy: RolloutPolicy = POLICY) -> RolloutController:
+    start = RolloutController.start(policy, "rpi4", "2", "1", [f"pi-{i}" for i in range(20)], 0, "t", 10)
+    return RolloutController(policy, start, started_at=0.0)
 
 
 def test_an_agreeing_canary_is_promoted_after_the_window() -> None:
@@ -140,7 +140,8 @@ def test_an_agreeing_canary_is_promoted_after_the_window() -> None:
     local[::97] = True  # a few false alarms of its own
     decided = run(controller(), local, 200)
     assert decided["state"] == "promoted" and decided["t"] == 70, decided
-    assert "agreement 0.991 over 350 readings" in decided["reason"] and "recall of the platform's anomalies 1.00" in decided["reason"]
+    assert "agreement 0.991 over 350 readings" in decided["reason"]
+    assert "recall of the platform's anomalies 1.00" in decided["reason"]
 
 
 def test_a_disagreeing_canary_is_rolled_back_with_the_measure() -> None:
@@ -156,3 +157,12 @@ def test_too_few_joined_readings_wait_and_then_roll_back() -> None:
     decided = run(c, local, 200, per_step=0)
     assert decided["state"] == "rolled_back" and "only 14 of 200 readings joined" in decided["reason"], decided
     assert decided["t"] == 200  # observe (60) + swap timeout (120) after the switch at 10
+
+
+def test_a_silent_canary_agrees_on_normal_readings_but_fails_a_recall_bound() -> None:
+    never = np.zeros(2000, dtype=bool)
+    assert run(controller(), never, 200)["state"] == "promoted"  # 0.98 agreement: why recall is reported
+    strict = controller(POLICY.model_copy(update={"min_recall": 0.5}))
+    decided = run(strict, never, 200)
+    assert decided["state"] == "rolled_back" and "misses the platform's anomalies" in decided["reason"], decided
+    assert "recall of the platform's anomalies 0.00" in decided["reason"]
