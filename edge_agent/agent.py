@@ -184,10 +184,12 @@ class Agent:
         series = self.batcher.seal()
         if not series:
             return
+        scored_by = None
         if self.inference is not None:
             t0 = time.perf_counter()
             try:
                 series = self.inference.apply(series, backlog=self.buffer.depth)
+                scored_by = self.inference.version if any(c.flags is not None for c in series) else None
             except Exception as exc:  # a model that breaks at run time: the readings still go out, raw
                 self._error(f"inference with {self.inference.version}", exc)
             self._infer_ms += (time.perf_counter() - t0) * 1000
@@ -195,7 +197,7 @@ class Agent:
         n = sum(len(c.values) for c in series)
         seq = self.buffer.next_seq
         try:
-            payload = self.encoder.encode(seq, series)
+            payload = self.encoder.encode(seq, series, scored_by)
         except Exception as exc:
             self._error("encoding", exc)
             return

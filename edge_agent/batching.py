@@ -58,7 +58,8 @@ class BatchEncoder:
         self.topic = topic
         self.serde = serde or AvroSerde()
 
-    def record(self, seq: int, series: list[Chunk]) -> dict[str, Any]:
+    def record(self, seq: int, series: list[Chunk], local_model: str | None = None) -> dict[str, Any]:
+        """The ``sensor_batch`` record; ``local_model`` names the model that set the chunks' flags, if any."""
         return {
             "event_id": derive_id(self.device_id, seq),
             "event_time": max(s.timestamps[-1] for s in series),
@@ -66,10 +67,13 @@ class BatchEncoder:
             "device_id": self.device_id,
             "seq": seq,
             "series": [
-                {"sensor": s.sensor, "unit": s.unit, "timestamps": s.timestamps, "values": s.values} for s in series
+                {"sensor": s.sensor, "unit": s.unit, "timestamps": s.timestamps, "values": s.values,
+                 "local_flags": s.flags}
+                for s in series
             ],
+            "local_model": local_model,
         }
 
-    def encode(self, seq: int, series: list[Chunk]) -> bytes:
+    def encode(self, seq: int, series: list[Chunk], local_model: str | None = None) -> bytes:
         """Raises ``schemas.ValidationError`` for readings the schema rules reject (e.g. NaN)."""
-        return self.serde.encode(SENSOR_BATCH, self.record(seq, series), topic=self.topic)
+        return self.serde.encode(SENSOR_BATCH, self.record(seq, series, local_model), topic=self.topic)

@@ -42,6 +42,12 @@ def _sensor_batch(rec: dict[str, Any]) -> None:
             )
         if not all(map(math.isfinite, s["values"])):
             _fail(catalog.SENSOR_BATCH, f"{where}.values", "holds NaN or infinity")
+        flags = s.get("local_flags")
+        if flags is not None and len(flags) != (len(s["values"]) + 7) // 8:
+            _fail(catalog.SENSOR_BATCH, f"{where}.local_flags",
+                  f"{len(flags)} bytes for {len(s['values'])} readings; the bitmask needs one bit per reading")
+        if flags is not None and not rec.get("local_model"):
+            _fail(catalog.SENSOR_BATCH, "local_model", "must name the model that set local_flags")
 
 
 def _audio_chunk(rec: dict[str, Any]) -> None:

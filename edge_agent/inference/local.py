@@ -5,7 +5,7 @@ earlier readings of its sensor for a score, so the last ones are carried from ba
 sensor has them its readings count as normal. In ``summary`` mode (or ``auto`` while the backlog exceeds
 ``scarce_backlog`` batches) each sensor's readings become ``<sensor>.min``, ``.max``, ``.mean`` and
 ``.count`` at the batch's last timestamp, and only the anomalous raw readings are kept under their own
-sensor name.
+sensor name. Raw batches say which readings the model flagged (``sensor_batch`` v2 ``local_flags``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from edge_agent.inference.model import SHIPPED
 from edge_agent.sources.base import Chunk
+from schemas.flags import pack_flags
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +114,15 @@ class LocalInference:
         return out
 
     def apply(self, series: list[Chunk], backlog: int = 0) -> list[Chunk]:
+        """The chunks to send: raw ones carry this model's flags (so the platform can measure agreement),
+        summarised ones do not (their raw readings are gone)."""
         scores = self.score(series)
         flags = [s > self.threshold for s in scores]
         self.anomalies += int(sum(int(f.sum()) for f in flags))
         summarise = self.send == "summary" or (self.send == "auto" and backlog > self.scarce_backlog)
         if not summarise:
+            for c, flag in zip(series, flags):
+                c.flags = pack_flags(flag)
             return series
         out: list[Chunk] = []
         for c, flag in zip(series, flags):

@@ -19,12 +19,15 @@ class Chunk:
         The unit of the values, or None.
     timestamps, values
         The readings, pairwise.
+    flags
+        The readings the device's own model flagged, as a ``schemas.flags`` bitmask; None when unscored.
     """
 
     sensor: str
     unit: str | None
     timestamps: list[int] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
+    flags: bytes | None = None
 
 
 @runtime_checkable

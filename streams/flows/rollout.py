@@ -1,11 +1,15 @@
 """The canary rollout controller: send a model to a share of a device class, promote it or roll it back.
 
 A plain processor. It starts a rollout by naming canaries (``schemas.canary``: by device id hash, among the
-devices of the class heard from recently), then reads the canaries' ``device_health`` events and decides:
-promote once every canary has run the new version, healthy, for ``observe_s``; roll back as soon as one
-refuses the model, reports errors or a slow model beyond the bounds, falls silent, or does not switch in
-``swap_timeout_s``. Each decision is an ``edge_rollout`` record; the compacted rollouts topic is the
-durable state (agents act on its latest record per class, and a restarted controller resumes from it).
+devices of the class heard from recently), then reads the canaries' ``device_health`` events, their
+readings' local flags and the platform's scores of the same readings (``streams.flows.agreement``) and
+decides: promote once every canary has run the new version, healthy, for ``observe_s`` and agrees with
+the platform's detector on at least ``min_agreement`` of ``min_joined_readings`` or more readings; roll back
+as soon as one refuses the model, reports errors or a slow model beyond the bounds, falls silent, or does
+not switch in ``swap_timeout_s``, and at the end of the observation when one disagrees (or, by
+``swap_timeout_s`` after it, still has too few joined readings to tell). Each decision is an
+``edge_rollout`` record; the compacted rollouts topic is the durable state (agents act on its latest
+record per class, and a restarted controller resumes from it).
 Times are the controller's clock at arrival, so a device's wrong clock does not decide anything.
 """
 
@@ -21,6 +25,7 @@ from pydantic_settings import SettingsConfigDict
 from connectors.config import Section
 from schemas import derive_id
 from schemas.canary import choose_canaries
+from streams.flows.agreement import AgreementJoin
 
 
 class RolloutPolicy(Section):
@@ -42,6 +47,16 @@ class RolloutPolicy(Section):
         Heartbeat intervals without a health event after which a canary counts as silent.
     fleet_window_s
         Devices heard from within this window make up the class the canaries are drawn from.
+    min_agreement
+        Share of a canary's readings on which its model and the platform's detector must agree to promote.
+    min_joined_readings
+        Readings per canary, flagged by the new model and scored by the platform, needed to judge agreement;
+        0 turns the agreement gate off (a class whose agents do not score locally).
+    min_recall
+        Share of the platform's anomalies a canary must also flag, judged only when the platform flagged some;
+        0 (the default) leaves it out: anomalies are rare, so recall over one window is often a handful.
+    max_pending_readings
+        Readings kept per canary and sensor while waiting for the other side of the join (bounds memory).
     """
 
     toml_table = "rollout"
@@ -54,6 +69,10 @@ class RolloutPolicy(Section):
     max_latency_ms: float = Field(50.0, gt=0)
     silence_intervals: float = Field(3.0, gt=0)
     fleet_window_s: float = Field(900.0, gt=0)
+    min_agreement: float = Field(0.9, ge=0, le=1)
+    min_joined_readings: int = Field(500, ge=0)
+    min_recall: float = Field(0.0, ge=0, le=1)
+    max_pending_readings: int = Field(4096, gt=0)
 
 
 @dataclass
@@ -91,6 +110,7 @@ class RolloutController:
         self.rollout = rollout
         self.started_at = time.time() if started_at is None else started_at
         self.canaries = {d: CanaryWatch() for d in rollout["canary_devices"]}
+        self.agreement = AgreementJoin(list(self.canaries), rollout["version"], policy.max_pending_readings)
 
     @staticmethod
     def start(
@@ -170,10 +190,33 @@ class RolloutController:
                     "rolled_back", f"{device}: inference {w.latency_ms:.1f} ms, bound {p.max_latency_ms:g} ms", now
                 )
             healthy_since.append(w.switched_at)
-        if healthy_since and None not in healthy_since and now - max(healthy_since) >= p.observe_s:  # type: ignore[type-var]
-            n = len(self.canaries)
-            return self._finish("promoted", f"{n} canar{'y' if n == 1 else 'ies'} healthy for {p.observe_s:g} s", now)
-        return None
+        if not healthy_since or None in healthy_since or now - max(healthy_since) < p.observe_s:  # type: ignore[type-var]
+            return None
+        n = len(self.canaries)
+        healthy = f"{n} canar{'y' if n == 1 else 'ies'} healthy for {p.observe_s:g} s"
+        if p.min_joined_readings == 0:
+            return self._finish("promoted", healthy, now)
+        worst = None
+        for device, w in sorted(self.canaries.items()):
+            a = self.agreement.counts[device]
+            if a.joined < p.min_joined_readings:
+                waited = now - w.switched_at - p.observe_s  # type: ignore[operator]
+                if waited > p.swap_timeout_s:
+                    return self._finish(
+                        "rolled_back",
+                        f"{device}: only {a.joined} of {p.min_joined_readings} readings joined with the platform's "
+                        f"scores; is the anomaly flow running and the device sending raw readings?", now,
+                    )
+                return None
+            if a.agreement < p.min_agreement:  # type: ignore[operator]
+                return self._finish("rolled_back", f"{device} disagrees with the platform's detector: "
+                                    f"{a.describe()}, bound {p.min_agreement:g}", now)
+            if a.recall is not None and a.recall < p.min_recall:
+                return self._finish("rolled_back", f"{device} misses the platform's anomalies: "
+                                    f"{a.describe()}, bound {p.min_recall:g}", now)
+            if worst is None or a.agreement < worst.agreement:  # type: ignore[operator]
+                worst = a
+        return self._finish("promoted", f"{healthy}; lowest {worst.describe()}", now)  # type: ignore[union-attr]
 
     def _finish(self, state: str, reason: str, now: float) -> dict[str, Any]:
         r = self.rollout
@@ -252,13 +295,13 @@ def run_rollout(
     """
     import uuid
 
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
     from connectors.kafka import EventProducer, consumer_config, create_topics
     from schemas import AvroSerde
-    from schemas.catalog import DEVICE_HEALTH, EDGE_ROLLOUT
+    from schemas.catalog import ANOMALY_SCORE, DEVICE_HEALTH, EDGE_ROLLOUT, SENSOR_BATCH
 
-    create_topics(settings, ["edge.models", "edge.rollouts", "device.health"])
+    create_topics(settings, ["edge.models", "edge.rollouts", "device.health", "sensor.readings", "scores.anomaly"])
     latest = latest_rollouts(settings).get(device_class)
     if latest is not None and latest["state"] == "canary" and latest["version"] != version:
         raise ValueError(
@@ -273,6 +316,7 @@ def run_rollout(
     serde = AvroSerde()
     health_topic = settings.topic("device.health")
     consumer = Consumer(consumer_config(settings, f"eddyline-rollout-{uuid.uuid4().hex}"))
+    joined = Consumer(consumer_config(settings, f"eddyline-rollout-agreement-{uuid.uuid4().hex}"))
     try:
         meta = consumer.list_topics(health_topic, timeout=10)
         consumer.assign([TopicPartition(health_topic, p, OFFSET_BEGINNING) for p in meta.topics[health_topic].partitions])
@@ -299,10 +343,26 @@ def run_rollout(
             if on_event is not None:
                 on_event(record)
             controller = RolloutController(policy, record)
+            if policy.min_joined_readings:  # from now on: readings before the start are the old model's
+                data_topics = [settings.topic("sensor.readings"), settings.topic("scores.anomaly")]
+                joined.assign([TopicPartition(t, p, OFFSET_END) for t in data_topics
+                               for p in joined.list_topics(t, timeout=10).topics[t].partitions])
+            scores_topic = settings.topic("scores.anomaly")
             while True:
                 batch = consumer.consume(1000, timeout=0.5)
                 now = time.time()
                 controller.observe(list(_decoded(serde, batch, DEVICE_HEALTH)), now)
+                if policy.min_joined_readings:
+                    data = [m for m in joined.consume(10_000, timeout=0.05)
+                            if m.error() is None and m.key() is not None
+                            and controller.agreement.watches(m.key().decode(errors="replace"))]
+                    for m in data:
+                        if m.topic() == scores_topic:
+                            for rec in _decoded(serde, [m], ANOMALY_SCORE):
+                                controller.agreement.add_scores(rec)
+                        else:
+                            for rec in _decoded(serde, [m], SENSOR_BATCH):
+                                controller.agreement.add_readings(rec)
                 final = controller.decide(now)
                 if final is not None:
                     out.produce("edge.rollouts", EDGE_ROLLOUT, final, key=device_class)
@@ -312,6 +372,7 @@ def run_rollout(
                     return final
     finally:
         consumer.close()
+        joined.close()
 
 
 def _decoded(serde: Any, batch: list[Any], event_type: str) -> Any:
@@ -319,5 +380,5 @@ def _decoded(serde: Any, batch: list[Any], event_type: str) -> Any:
         if msg.error() is None and msg.value() is not None:
             try:
                 yield serde.decode(msg.value(), event_type)
-            except Exception:  # a bad health event is the fleet flow's to dead-letter, not the controller's
+            except Exception:  # a bad event is its own flow's to dead-letter, not the controller's
                 continue

@@ -147,7 +147,8 @@ def test_canary_promotion_rollback_and_refusal(
         out.produce("edge.models", EDGE_MODEL, forged, key=f"{CLASS}/v7")
 
     policy = RolloutPolicy(observe_s=3, swap_timeout_s=30, max_error_rate_per_min=5, max_latency_ms=2000,
-                           silence_intervals=20, fleet_window_s=60)
+                           silence_intervals=20, fleet_window_s=60,
+                           min_joined_readings=0)  # health gates here; agreement: test_edge_rollout_agreement
     fleet = Fleet(tmp_path, kafka_settings, tmp_path / "keys" / "edge-signing.pub.pem")
     try:
         fleet.wait_latest(lambda h: h["model_version"] == BASE and h["model_state"] == "running", "the base model")

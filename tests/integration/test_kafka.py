@@ -26,7 +26,8 @@ def _batch(device: str, seq: int) -> dict:
     return {
         "event_id": new_id(), "event_time": T0 + seq * 1000, "producer": "test", "device_id": device, "seq": seq,
         "series": [{"sensor": "temp", "unit": "degC", "timestamps": [T0 + seq * 1000, T0 + seq * 1000 + 500],
-                    "values": [20.0 + seq, 20.5 + seq]}],
+                    "values": [20.0 + seq, 20.5 + seq], "local_flags": None}],
+        "local_model": None,
     }
 
 

@@ -33,9 +33,10 @@ def _examples() -> dict[str, dict]:
             "device_id": "pi-kitchen", "seq": 41,
             "series": [
                 {"sensor": "temperature", "unit": "degC", "timestamps": [T0, T0 + 1000, T0 + 2000],
-                 "values": [21.5, 21.625, 21.75]},
-                {"sensor": "humidity", "unit": None, "timestamps": [T0], "values": [0.43]},
+                 "values": [21.5, 21.625, 21.75], "local_flags": b"\x04"},  # the device's model flagged the third
+                {"sensor": "humidity", "unit": None, "timestamps": [T0], "values": [0.43], "local_flags": None},
             ],
+            "local_model": "residual_w16_int8",
         },
         catalog.AUDIO_CHUNK: {
             "event_id": new_id(), "event_time": T0, "producer": "gateway", "conversation_id": "call-7",
