@@ -36,7 +36,8 @@ def test_every_kind_of_event_lands_with_stable_ids(kafka_settings: KafkaSettings
     assert len({b["event_id"] for b in batches}) == 4 and all(b["producer"] == "svc-test" for b in batches)
     [press8] = [b for b in batches if b["device_id"] == "press-8"]
     assert press8["series"] == [
-        {"sensor": "vibration", "unit": "g", "timestamps": [1, 2, 3], "values": [0.1, 0.2, 0.3]}]
+        {"sensor": "vibration", "unit": "g", "timestamps": [1, 2, 3], "values": [0.1, 0.2, 0.3], "local_flags": None}]
+    assert press8["local_model"] is None  # a service does not score its readings; only edge agents with a model do
     clicks = _read(kafka_settings, "clicks", CLICK, 2)
     assert [c["event_id"] for c in clicks] == [click, click] and clicks[0]["position"] == 2
     [prediction] = _read(kafka_settings, "predictions", PREDICTION, 1)
