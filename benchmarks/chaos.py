@@ -47,9 +47,6 @@ from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, create
 from connectors.testing.alert_receiver import AlertReceiver
 from connectors.testing.s3rver import S3rver
 from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, AvroSerde, SchemaError
-from streams.engines.output import flow_topics
-from streams.flows import flow_spec
-from streams.flows.notify import TOPICS as NOTIFY_TOPICS
 from streams.producers.simulator import SensorSimulator, malformed_messages
 
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
@@ -420,6 +417,11 @@ def run_chaos(plan: ChaosPlan, workdir: Path, say: Callable[[str], None] = print
                           linger_ms=1000 if s3 else 50,  # batch: on S3 every produce request is an object
                           extra=S3_CLIENT_SETTINGS if s3 else {})
     env = _env(kafka, receiver, workdir)
+    # not at import: every `eddyline` start loads this module
+    from streams.engines.output import flow_topics
+    from streams.flows import flow_spec
+    from streams.flows.notify import TOPICS as NOTIFY_TOPICS
+
     # every topic up front: a flow starting under load on S3 can wait longer for new topics than it should
     create_topics(kafka, [*flow_topics(flow_spec("anomaly")), *NOTIFY_TOPICS], timeout=120)
     gateway_port = free_port()
