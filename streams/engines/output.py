@@ -176,9 +176,11 @@ class FlowOutput:
         self._emitted: dict[str, Any] = {}
         self.positions: dict[tuple[str, int], int] = {}  # (logical topic, partition) -> next offset to take
 
-    def topics(self) -> list[str]:
-        """Every logical topic the flow reads or writes (``flow_topics``)."""
-        return flow_topics(self.spec)
+    def _count(self, cache: dict[str, Any], metric: Any, topic: str) -> None:
+        counter = cache.get(topic)
+        if counter is None:
+            counter = cache[topic] = metric.labels(self.spec.name, topic)
+        counter.inc()
 
     def decode(
         self, topic: str, key: bytes | None, value: bytes | None, partition: int, offset: int, broker_ms: int = -1
@@ -191,10 +193,7 @@ class FlowOutput:
             As for ``Codec.decode``.
         """
         out = self.codec.decode(topic, key, value, partition, offset, broker_ms)
-        counter = self._consumed.get(out.topic)
-        if counter is None:
-            counter = self._consumed[out.topic] = EVENTS_CONSUMED.labels(self.spec.name, out.topic)
-        counter.inc()
+        self._count(self._consumed, EVENTS_CONSUMED, out.topic)
         self.positions[(out.topic, partition)] = offset + 1
         return out
 
@@ -223,10 +222,7 @@ class FlowOutput:
             return self._unencodable(emit, "invalid_output", str(exc))
         except Exception as exc:  # a key or record no encoder takes must not stop the flow either
             return self._unencodable(emit, "encode_failed", f"{type(exc).__name__}: {exc}")
-        counter = self._emitted.get(emit.topic)
-        if counter is None:
-            counter = self._emitted[emit.topic] = EVENTS_EMITTED.labels(self.spec.name, emit.topic)
-        counter.inc()
+        self._count(self._emitted, EVENTS_EMITTED, emit.topic)
         lag_s = time.time() - emit.record.get("event_time", 0) / 1000.0
         if lag_s < 0.0:  # a producer clock ahead of ours: counted, since no latency can be measured
             self._ahead.inc()

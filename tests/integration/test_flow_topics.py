@@ -22,7 +22,7 @@ from connectors.dlq import dlq_info
 from connectors.kafka import KafkaSettings, create_topics, read_topic
 from schemas import ANOMALY_SCORE, AvroSerde
 from streams.engines.faust import changelog_topic, repartition_topic
-from streams.engines.output import FlowOutput
+from streams.engines.output import flow_topics
 from tests.integration.invalid_output_flow import OUTPUT, spec
 from tests.integration.test_sensor_flow import publish, simulated
 
@@ -71,7 +71,7 @@ def test_an_invalid_output_is_dead_lettered_and_the_flow_goes_on_writing_only_to
     assert {dlq_info(m.headers())["reason"] for m in letters} == {"invalid_output"}
     meta = AdminClient({"bootstrap.servers": settings.bootstrap_servers}).list_topics(timeout=10).topics
     ours = {name: len(t.partitions) for name, t in meta.items() if name.startswith(settings.namespace)}
-    planned = {settings.topic(t) for t in FlowOutput(spec(), settings).topics()}
+    planned = {settings.topic(t) for t in flow_topics(spec())}
     if engine == "faust":
         planned |= {changelog_topic(spec(), settings), repartition_topic(spec(), settings)}
     assert set(ours) <= planned, f"written without being created up front: {set(ours) - planned}"
