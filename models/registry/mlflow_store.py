@@ -125,8 +125,10 @@ class MlflowRegistry:
             The model's name.
         """
         self._check(model)
-        found = self.client.search_model_versions(f"name = '{model}'", max_results=10_000)
-        return sorted((self._as_version(model, mv) for mv in found), key=lambda v: int(v.version))
+        return sorted((self._as_version(model, mv) for mv in self._all(model)), key=lambda v: int(v.version))
+
+    def _all(self, model: str) -> list[Any]:
+        return self.client.search_model_versions(f"name = '{model}'", max_results=10_000)
 
     def _mv(self, model: str, version: str) -> Any:
         self._check(model)
@@ -351,7 +353,7 @@ class MlflowRegistry:
         """
         rm = self._ensure(model)
         mapping = {str(mv.tags["eddyline.migrated_from"]): str(mv.version)
-                   for mv in self.client.search_model_versions(f"name = '{model}'", max_results=10_000)
+                   for mv in self._all(model)
                    if "eddyline.migrated_from" in mv.tags}
         folder = source.root / model / "versions"
         for v in source.versions(model):

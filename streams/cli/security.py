@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from streams.flows.clicks import QUARANTINE_TOPIC as TOPIC
+
 if TYPE_CHECKING:
     from connectors.kafka import KafkaSettings
-
-TOPIC = "security.quarantine"
 
 
 def standing(kafka: KafkaSettings, idle_s: float = 1.0, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
