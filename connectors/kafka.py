@@ -282,8 +282,7 @@ def create_topics(
         Settings of new topics by logical name, over ``TOPIC_CONFIGS`` (a retention derived from a configured
         window); an existing topic keeps its own.
     """
-    logical = sorted(set(logical_topics))
-    names = sorted({s.topic(t) for t in logical})
+    names = sorted({s.topic(t) for t in logical_topics})
     if not names:
         return
     admin = make_admin(s)
