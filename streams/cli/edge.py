@@ -47,13 +47,14 @@ def fleet_status(messages: list[Any], now_ms: int, **params: Any) -> list[dict[s
             bad += 1
             continue
         ts_type, ts = m.timestamp()
-        events.append(Event("device.health", rec["device_id"], rec, m.partition(), m.offset(), ts if ts_type else -1))
-    events.sort(key=lambda e: (e.broker_ms if e.broker_ms >= 0 else e.record["event_time"]))
+        ev = Event("device.health", rec["device_id"], rec, m.partition(), m.offset(), ts if ts_type else -1)
+        events.append((ev.broker_ms if ev.broker_ms >= 0 else rec["event_time"], ev))
+    events.sort(key=lambda te: te[0])
     fleet = FleetProcessor("status", **(FleetSettings().processor_params() | params))
     latest: dict[str, dict[str, Any]] = {}
-    for ev in events:
+    for t, ev in events:
         fleet.process([ev])
-        latest[ev.record["device_id"]] = ev.record | {"_t": ev.broker_ms if ev.broker_ms >= 0 else ev.record["event_time"]}
+        latest[ev.record["device_id"]] = ev.record | {"_t": t}
     rows = []
     for device, rec in sorted(latest.items()):
         dev = fleet.devices[device]
