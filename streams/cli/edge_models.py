@@ -129,15 +129,23 @@ def degraded_command(
     Reads the device.health topic from its start. Exit 1 when a device is flagged.
     """
     from connectors.kafka import KafkaSettings, read_topic
-    from schemas import AvroSerde
+    from schemas import AvroSerde, DecodeError, ValidationError
     from schemas.catalog import DEVICE_HEALTH
     from streams.flows.edge_reoptimise import ReoptimiseWatch
 
     serde, watch = AvroSerde(), ReoptimiseWatch(factor=factor, consecutive=consecutive)
     last: dict[str, dict[str, Any]] = {}
+    bad = 0
     for msg in read_topic(KafkaSettings(), "device.health", idle=1.0, timeout=120.0):
-        for flag in watch.process([serde.decode(msg.value(), DEVICE_HEALTH)]):
+        try:
+            health = serde.decode(msg.value(), DEVICE_HEALTH)
+        except (DecodeError, ValidationError):  # one bad message must not hide the fleet: counted, said below
+            bad += 1
+            continue
+        for flag in watch.process([health]):
             last[flag["device_id"]] = flag
+    if bad:
+        typer.echo(f"skipped {bad} message(s) on device.health that could not be decoded")
     flagged = watch.flagged()
     for device in flagged:
         f = last[device]
