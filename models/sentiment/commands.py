@@ -39,6 +39,8 @@ def train_command(
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
     time_budget: Annotated[float, typer.Option(help="seconds after which the epochs stop")] = 840.0,
     threads: Annotated[int, typer.Option(help="torch threads (0 = up to 4)")] = 0,
+    extra: Annotated[str, typer.Option(help="more training sets, comma-separated: uci, crowdflower (default none; not yet measured)")] = "",
+    extra_cap: Annotated[int, typer.Option(help="at most this many training sentences from each extra set")] = 6000,
     verbose: Annotated[bool, typer.Option("--verbose", help="show the libraries' own warnings and progress bars")] = False,
 ) -> None:
     """Train the sentiment model, export it to ONNX int8 and write its model card.
@@ -57,7 +59,8 @@ def train_command(
     target = out or default_model_dir()
     try:
         info = train(target, base=base, trainable_layers=trainable_layers, epochs=epochs, learning_rate=learning_rate,
-                     time_budget_s=time_budget, threads=threads, steps=steps)
+                     time_budget_s=time_budget, threads=threads, steps=steps,
+                     extra_sets=tuple(n.strip() for n in extra.split(",") if n.strip()), extra_cap=extra_cap)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo("steps:")

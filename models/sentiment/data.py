@@ -42,6 +42,7 @@ class Example:
     rating: float  # mean human rating, -4..+4
     label: int  # index into LABELS
     doc: str = ""  # the review or editorial a product/editorial snippet came from ("" when standalone)
+    source: str = "vader"  # which labelled set it comes from (``extra_data`` for the others)
 
     @property
     def split(self) -> str:

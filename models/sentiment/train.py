@@ -17,13 +17,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from models.sentiment import frozen_cache
 from models.sentiment.console import Steps
 from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split
 from models.sentiment.emotion import CARD as EMOTION_CARD
+from models.sentiment.extra_data import CROWDFLOWER_WHEEL, UCI_NPM, training_examples
 from models.sentiment.model import META_FILE, ONNX_FILE, default_model_dir
 from models.sentiment.windows import DEFAULT_AGGREGATION, DEFAULT_OVERLAP
 
 BASE_MODEL = "all-MiniLM-L6-v2"
+DATA_ORIGINS = {"vader": "vaderSentiment:hutto_ICWSM_2014", "uci": f"npm {UCI_NPM}", "crowdflower": CROWDFLOWER_WHEEL}
 
 
 def base_model_path() -> str:
@@ -43,6 +46,26 @@ def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[li
     batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+class _BudgetFit:
+    """Warm-up then linear decay of the learning rate over the steps the time budget allows.
+
+    Every ``every`` steps the steps still affordable are estimated from the time per step so far, and the
+    schedule is stretched or shrunk (never beyond the planned epochs) so the rate reaches zero at the last
+    step that fits: a run on a loaded machine stops annealed instead of being cut at its peak rate.
+    """
+
+    def __init__(self, total: int, budget_s: float, every: int = 10) -> None:
+        self.total, self.budget_s, self.every, self.planned = total, budget_s, every, total
+
+    def lr_factor(self, s: int) -> float:
+        warmup = max(1, self.planned // 16)
+        return min((s + 1) / warmup, max(0.0, (self.planned - s) / max(1, self.planned - warmup)))
+
+    def update(self, step: int, elapsed_s: float) -> None:
+        if step % self.every == 0 and elapsed_s > 0:
+            self.planned = max(step, min(self.total, int(self.budget_s * step / elapsed_s)))
 
 
 def _additive_mask(attention_mask: Any, dtype: Any) -> Any:
@@ -65,6 +88,9 @@ def train(
     time_budget_s: float = 840.0,
     threads: int = 0,
     limit: int | None = None,
+    extra_sets: tuple[str, ...] = (),
+    extra_cap: int = 6000,
+    reuse_frozen: bool = True,
     seed: int = 13,
     progress: bool = True,
     evaluate_test: bool = True,
@@ -77,6 +103,11 @@ def train(
     The default (top 2 layers, 2 epochs) took about 6 minutes on 2 shared cores and reached 0.86 on
     movie-review polarity; ``trainable_layers=0`` (frozen encoder, head on cached sentence embeddings, more
     epochs) is cheaper per epoch and reached 0.78.
+    ``extra_sets`` adds the training side of other registry sets (``extra_data``: ``uci``, ``crowdflower``),
+    at most ``extra_cap`` random sentences of each, so the 24,000 CrowdFlower tweets do not swamp the other
+    domains; off by default until a model trained with them has been measured.
+    ``reuse_frozen`` keeps the frozen layers' outputs on disk (``frozen_cache``) and loads them when a
+    later run has the same base, frozen depth and batches.
     ``limit`` trains on N random training sentences (for tests); ``time_budget_s`` bounds the wall-clock
     time of the epochs (the card records whether it cut them short).
     ``steps`` announces each step (fetch corpus, tokenise, encode, train, export, quantise, evaluate) and
@@ -98,9 +129,14 @@ def train(
 
     with steps.step("fetch corpus") as note:
         train_set, test_set = split(load_examples())
+        extra, extra_notes = training_examples(extra_sets)
+        for name in extra_sets:
+            part = [e for e in extra if e.source == name]
+            train_set += rng.sample(part, min(extra_cap, len(part)))
         if limit is not None:
             train_set = rng.sample(train_set, min(limit, len(train_set)))
-        note["result"] = f"{len(train_set)} training, {len(test_set)} test sentences"
+        note["result"] = (f"{len(train_set)} training, {len(test_set)} test sentences; "
+                          + "; ".join(f"{k}: {v}" for k, v in extra_notes.items()))
     with steps.step("load base encoder") as note:
         tokenizer = AutoTokenizer.from_pretrained(base)
         encoder = AutoModel.from_pretrained(base, add_pooling_layer=False)
@@ -123,12 +159,15 @@ def train(
                           f"{max_length} tokens, {len(batches)} batches")
 
     # the frozen part, once: hidden states after the lower layers (float16), or pooled embeddings if all frozen
-    cache: list[tuple[Any, Any]] = []
     net.eval()
     encoder.encoder.layer = torch.nn.ModuleList(list(layers)[:frozen])
+    key = frozen_cache.cache_key(base, frozen, trainable_layers == 0, [[enc["input_ids"][i] for i in b] for b in batches])
     with steps.step(f"encode with the {frozen} frozen layers") as note, torch.inference_mode():
-        note["result"] = f"{len(batches)} batches cached"
-        for batch in tqdm(batches, desc=f"encode ({frozen} frozen layers)", unit="batch", disable=not progress):
+        cache: list[tuple[Any, Any]] = (frozen_cache.load(key) if reuse_frozen else None) or []
+        note["result"] = (f"{len(batches)} batches, loaded from the disk cache" if cache else
+                          f"{len(batches)} batches encoded and cached")
+        for batch in ([] if cache else tqdm(batches, desc=f"encode ({frozen} frozen layers)", unit="batch",
+                                             disable=not progress)):
             feats = tokenizer.pad({k: [enc[k][i] for i in batch] for k in ("input_ids", "attention_mask", "token_type_ids")},
                                   return_tensors="pt")
             hidden = encoder(**feats).last_hidden_state
@@ -136,6 +175,8 @@ def train(
                 cache.append((mean_pool(hidden, feats["attention_mask"]), None))
             else:
                 cache.append((hidden.to(torch.float16), feats["attention_mask"]))
+        if reuse_frozen and note["result"].endswith("cached"):
+            frozen_cache.save(key, cache)
     encoder.encoder.layer = layers
     encode_s = time.perf_counter() - started
 
@@ -157,10 +198,8 @@ def train(
         n_steps_epoch = len(batches)
     optim = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
     total_steps = max(1, epochs * n_steps_epoch)
-    warmup = max(1, total_steps // 16)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
-    )
+    fit = _BudgetFit(total_steps, time_budget_s)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, fit.lr_factor)
     step, stopped_early, loss_ema, t_train = 0, False, None, time.perf_counter()
     epoch_losses: list[float] = []
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress)
@@ -173,7 +212,7 @@ def train(
         else:
             plan = [(cache[b][0], cache[b][1], labels[batches[b]]) for b in rng.sample(range(len(batches)), len(batches))]
         for x, mask, y in plan:
-            if time.perf_counter() - t_train > time_budget_s:
+            if step >= fit.planned or time.perf_counter() - t_train > time_budget_s:
                 stopped_early = True
                 break
             if mask is None:
@@ -191,6 +230,7 @@ def train(
             sched.step()
             optim.zero_grad()
             step += 1
+            fit.update(step, time.perf_counter() - t_train)
             loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_ema:.3f}")
@@ -221,10 +261,13 @@ def train(
     info: dict[str, Any] = {
         "base": base, "train_sentences": len(train_set), "test_sentences": len(test_set), "epochs": epochs,
         "trainable_layers": trainable_layers, "head_hidden": head_hidden, "steps": step, "planned_steps": total_steps,
-        "stopped_by_time_budget": stopped_early, "encode_s": round(encode_s, 1), "train_s": round(train_s, 1),
+        "stopped_by_time_budget": stopped_early, "steps_fitted_to_budget": fit.planned,
+        "final_lr_factor": round(fit.lr_factor(max(0, step - 1)), 4), "encode_s": round(encode_s, 1), "train_s": round(train_s, 1),
         "batch_size": batch_size, "max_length": max_length, "learning_rate": learning_rate,
         "threads": torch.get_num_threads(),
         "train_label_counts": dict(Counter(LABELS[e.label] for e in train_set)),
+        "train_counts_by_source": dict(Counter(f"{e.source}/{e.domain}" for e in train_set)),
+        "extra_sets": extra_notes, "extra_cap": extra_cap,
         "sizes_mb": {"onnx_int8": round((out / ONNX_FILE).stat().st_size / 1e6, 1),
                      "torch_fp32": round(sum(f.stat().st_size for f in (out / "torch").glob("*.safetensors")) / 1e6, 1)},
     }
@@ -243,7 +286,8 @@ def train(
 
     log_training("eddyline/sentiment", "train-sentiment", params={k: v for k, v in info.items() if k != "evaluation"},
                  metrics={"test": info.get("evaluation", {})}, series={"train_loss": epoch_losses},
-                 datasets=[("vader-sentences", "vaderSentiment:hutto_ICWSM_2014", "train", len(train_set)),
+                 datasets=[*[(f"{name}-sentences", origin, "train", sum(e.source == name for e in train_set))
+                             for name, origin in DATA_ORIGINS.items() if name == "vader" or name in extra_sets],
                            ("vader-sentences", "vaderSentiment:hutto_ICWSM_2014", "test", len(test_set))],
                  artifacts=[out / "MODEL_CARD.md", out / ONNX_FILE, out / "eval.json", out / "training.json"])
     return info
@@ -327,9 +371,20 @@ negative / neutral / positive; served as ONNX with int8 dynamically quantised we
 The human-rated snippets of Hutto & Gilbert (ICWSM 2014), from `additional_resources/hutto_ICWSM_2014.tar.gz`
 in the `{VADER_SDIST}` source archive: movie reviews, tweets, Amazon product reviews, NYT editorials, each
 with the mean of 20+ raters on -4..+4. Label: mean < -{NEUTRAL_BAND} negative, > +{NEUTRAL_BAND} positive, else neutral.
+Other sets, for training only when asked for (`--extra uci,crowdflower`), at most {info.get('extra_cap', 0)} random
+sentences of each (`models/sentiment/extra_data.py`):
+- `uci`: UCI Sentiment Labelled Sentences (Kotzias et al., KDD 2015; CC BY 4.0), 1,000 IMDB (as movie),
+  1,000 Amazon (product) and 1,000 Yelp (review) sentences, negative or positive, from the npm package
+  `{UCI_NPM}` (MIT; `test/fixtures/*.json`).
+- `crowdflower`: tweets rated negative/neutral/positive by CrowdFlower's crowd ("Data for Everyone": airlines,
+  self-driving cars, Apple, DeflateGate, ...), confidence >= 0.6, from the wheel `{CROWDFLOWER_WHEEL}` (MIT).
+Used in this model: {info.get('extra_sets') or 'none'}.
+Trained per source/domain: {info.get('train_counts_by_source', {})}.
 
 ## Split
 Test = sentences whose normalised-text hash falls in {TEST_BUCKETS} of 100 buckets (fixed; never trained on).
+The other sets are split by the same hash and their test-bucket sentences dropped, so no text in VADER's
+test split (or repeated across sets) is trained on; the test split is VADER's alone.
 Trained on {info['train_sentences']} sentences, tested on {info['test_sentences']}.
 Training label counts: {info['train_label_counts']}.
 
