@@ -24,9 +24,9 @@ import numpy as np
 from models.online import ClickModel
 from models.online.clicks import FEATURES
 from schemas import CLICK, FEEDBACK, PREDICTION, QUARANTINE, derive_id
+from streams.flows.names import MODEL_NAME
 from streams.processor import Emit, Event, FlowSpec, Processor
 
-MODEL_NAME = "clicks-online"
 PRODUCER = "eddyline/clicks"
 LIKE = 4.0
 QUARANTINE_TOPIC = "security.quarantine"

@@ -73,3 +73,7 @@ def test_a_listed_help_line_is_the_first_paragraph_of_the_command_s_own_help(pat
     assert real.name == path[-1]
     assert " ".join(listed.help.split()) == " ".join(real.help.split("\n\n")[0].split()), (
         f"update the help of `eddyline {' '.join(path)}` in streams/cli/__init__.py's table to the function's docstring")
+
+
+def test_the_models_commands_import_no_heavy_library_for_their_default_model_name() -> None:
+    assert _imported_after("import streams.cli.models") == []
