@@ -75,5 +75,11 @@ def test_a_listed_help_line_is_the_first_paragraph_of_the_command_s_own_help(pat
         f"update the help of `eddyline {' '.join(path)}` in streams/cli/__init__.py's table to the function's docstring")
 
 
+def test_a_lazy_command_runs_its_real_command_and_its_errors_exit_2() -> None:
+    result = CliRunner().invoke(app, ["edge", "rollout", "v2", "--device-class", "rpi4", "--canary", "250%"])
+    assert result.exit_code == 2, result.output
+    assert "error: canary share 250% is not in (0, 100]; give e.g. --canary 10%" in result.output
+
+
 def test_the_models_commands_import_no_heavy_library_for_their_default_model_name() -> None:
     assert _imported_after("import streams.cli.models") == []
