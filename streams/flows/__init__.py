@@ -52,12 +52,13 @@ def _model_security() -> FlowSpec:
 
 
 def _quality() -> FlowSpec:
-    from connectors.influx import InfluxSettings
     from streams.flows.names import MODEL_NAME
     from streams.flows.quality import flow
+    from streams.sinks.quality import quality_metrics_sink
 
-    influx = InfluxSettings()
-    return flow(MODEL_NAME, influx_settings=influx if influx.enabled else None)
+    spec = flow(MODEL_NAME)
+    spec.sinks.append(quality_metrics_sink)
+    return spec
 
 
 def _audio() -> FlowSpec:
