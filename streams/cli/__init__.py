@@ -154,11 +154,17 @@ def broker(
 def topics_create(
     partitions: Annotated[int | None, typer.Option(help="Partitions per topic (default from settings).")] = None,
 ) -> None:
-    """Create every topic eddyline uses (idempotent)."""
+    """Create every topic eddyline uses (idempotent).
+
+    alerts.delivered keeps records a day longer than the notify flow reads back (delivered_window_s in the notify
+    table, EDDYLINE_NOTIFY_DELIVERED_WINDOW_S); an existing one keeps its retention and is warned about if shorter.
+    """
     from connectors.kafka import create_topics
     from schemas.topics import ALL_TOPICS
+    from streams.flows.notify import NotifySettings, create_notify_topics
 
     settings = _kafka()
+    create_notify_topics(settings, NotifySettings(), partitions=partitions)  # first: its window sets a retention
     create_topics(settings, ALL_TOPICS, partitions=partitions)
     for t in ALL_TOPICS:
         typer.echo(settings.topic(t))
