@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from streams.flows.clicks import QUARANTINE_TOPIC as TOPIC
+from streams.flows.names import QUARANTINE_TOPIC as TOPIC
 
 if TYPE_CHECKING:
     from connectors.kafka import KafkaSettings

@@ -81,5 +81,7 @@ def test_a_lazy_command_runs_its_real_command_and_its_errors_exit_2() -> None:
     assert "error: canary share 250% is not in (0, 100]; give e.g. --canary 10%" in result.output
 
 
-def test_the_models_commands_import_no_heavy_library_for_their_default_model_name() -> None:
-    assert _imported_after("import streams.cli.models") == []
+@pytest.mark.parametrize("module", ["streams.cli.models", "streams.cli.security"])
+def test_the_model_and_security_commands_name_the_click_model_and_quarantine_list_without_the_click_flow(
+        module: str) -> None:
+    assert _imported_after(f"import {module}") == []
