@@ -85,3 +85,13 @@ def test_a_lazy_command_runs_its_real_command_and_its_errors_exit_2() -> None:
 def test_the_model_and_security_commands_name_the_click_model_and_quarantine_list_without_the_click_flow(
         module: str) -> None:
     assert _imported_after(f"import {module}") == []
+
+
+def test_the_start_up_benchmark_s_eager_baseline_loads_what_the_lazy_cli_does_not() -> None:
+    from benchmarks.cli_startup import EAGER, LAZY, measure
+
+    eager = _imported_after(EAGER.replace("app()", "pass"))
+    assert "numpy" in eager and "benchmarks.nab" in eager
+    assert _imported_after(LAZY.replace("app()", "pass")) == []
+    result = measure(("topics", "--help"), runs=1)
+    assert result["lazy"]["cpu_s_median"] > 0 and result["eager"]["cpu_s_median"] > 0
