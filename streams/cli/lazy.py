@@ -1,7 +1,7 @@
 """Command groups that import a command's module only when that command runs, so every ``eddyline`` command
 starts without importing every other one's modules (numpy, the engines, MLflow).
 
-A group lists its lazy commands from a table (name, ``module:function``, one line of help) without importing
+A group lists its lazy commands from a table (name, ``module:function``, short help) without importing
 them; a command's module is imported when it runs or its own ``--help`` is asked for. Commands that plugins
 register by entry point (``eddyline bench``) are named from the entry-point metadata; their help lives only in
 the plugin, so listing that one group imports its plugins.
@@ -27,8 +27,8 @@ class Lazy(NamedTuple):
     target
         ``module:function``: the Typer command function.
     help
-        Its one line of help, as ``--help`` of the group lists it (the function docstring's first line; a test
-        checks that they agree).
+        Its help as the group's ``--help`` lists it: the function docstring's first paragraph (a test checks
+        that they agree).
     """
 
     name: str
