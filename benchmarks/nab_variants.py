@@ -152,6 +152,9 @@ VARIANTS: list[dict[str, float]] = [
     *({"hold": h, "rearm": 30, "rearm_level": 0.5} for h in (300, 500)),
 ]
 
+# Added to ``seasonal``'s --cv grid, so that the folds themselves can choose to confirm the cycle first.
+CONFIRM_POINTS: list[dict[str, float]] = [{"confirm": 1.0}, {"confirm": 2.0}]
+
 # ``seasonal``'s --cv grid moved to hold 150 released at a score below 0.2 (the grid's hold alternative is
 # the old 50, and ``rearm=0`` is the plain hold of 150).
 REARM_BASE: dict[str, float] = {"hold": 150, "rearm": 1, "rearm_level": 0.2}
@@ -271,6 +274,9 @@ def run(data_dir: Path, cache_dir: Path | None = None,
     rules = [_protocol(best_on_four, cv.cross_validate(grid, windows, {"standard": cost})["standard"]),
              _protocol("nested CV", select_nested(grid, windows, cost))]
     rules += [_protocol(f"vote: beats the defaults on >= {k} of 4", select_by_vote(grid, windows, cost, k)) for k in (2, 3, 4)]
+    with_confirm = {**grid, **{candidate_name(c): score(c) for c in CONFIRM_POINTS}}
+    rules.append(_protocol(f"{best_on_four}, grid + confirm 1 and 2",
+                           cv.cross_validate(with_confirm, windows, {"standard": cost})["standard"]))
     rules += [_protocol(f"{best_on_four}, grid around {candidate_name(REARM_BASE)}",
                         cv.cross_validate(rearm_grid, windows, {"standard": cost})["standard"]),
               _protocol(f"nested CV, grid around {candidate_name(REARM_BASE)}", select_nested(rearm_grid, windows, cost))]
