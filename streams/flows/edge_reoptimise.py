@@ -11,9 +11,12 @@ State is a few numbers per device (version, baseline samples, the last latency, 
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
+
+_MIN_REFERENCE_MS = 1e-3  # a reference of 0 ms (below the clock's resolution) would make any latency "degraded"
 
 
 @dataclass
@@ -49,6 +52,7 @@ class ReoptimiseWatch:
         self.baseline_heartbeats = baseline_heartbeats
         self.min_peers = min_peers
         self.devices: dict[str, _Device] = {}
+        self.invalid = 0  # heartbeats whose latency is not a finite, non-negative number: counted, not judged
 
     def process(self, health: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Take health events; return one flag per device that just became degraded (or recovered)."""
@@ -59,6 +63,9 @@ class ReoptimiseWatch:
             if d is None or d.version != h["model_version"] or d.device_class != h["device_class"]:
                 d = self.devices[h["device_id"]] = _Device(h["device_class"], h["model_version"])
             if latency is None:
+                continue
+            if not math.isfinite(latency) or latency < 0:
+                self.invalid += 1
                 continue
             d.latency = latency
             if len(d.baseline) < self.baseline_heartbeats:
@@ -83,8 +90,8 @@ class ReoptimiseWatch:
             if k != device_id and p.device_class == d.device_class and p.version == d.version and p.latency is not None
         ]
         if len(peers) >= self.min_peers:
-            return statistics.median(peers), "peers' median"
-        return statistics.median(d.baseline), "device's own baseline"
+            return max(statistics.median(peers), _MIN_REFERENCE_MS), "peers' median"
+        return max(statistics.median(d.baseline), _MIN_REFERENCE_MS), "device's own baseline"
 
     def flagged(self) -> list[str]:
         """Devices flagged now, for re-optimisation (``eddyline-edge build-model --optimise`` for their class)."""

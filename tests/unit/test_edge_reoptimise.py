@@ -33,3 +33,11 @@ def test_one_slow_heartbeat_is_not_a_trend_and_a_new_version_resets_the_baseline
         "device's own baseline"
     ]
     assert w.process([hb("pi", None)]) == []  # a model-less heartbeat says nothing about latency
+
+
+def test_a_zero_baseline_or_a_non_finite_latency_does_not_break_the_watch() -> None:
+    w = ReoptimiseWatch(factor=2.0, consecutive=2, baseline_heartbeats=2)
+    w.process([hb("pi", 0.0), hb("pi", 0.0)])  # below the clock's resolution
+    flags = w.process([hb("pi", float("nan")), hb("pi", -1.0), hb("pi", 0.5), hb("pi", 0.5)])
+    assert [f["degraded"] for f in flags] == [True] and "x the device's own baseline" in flags[0]["reason"]
+    assert w.invalid == 2
