@@ -59,6 +59,14 @@ def test_anomalies_are_readings_at_or_over_the_threshold_and_the_list_is_bounded
     assert view["devices"] == [{"device": "dev-1", "scored": 6, "anomalous": 4, "max_score": 0.9}]
 
 
+def test_the_anomaly_tally_keeps_the_most_recently_scored_devices() -> None:
+    s = LiveState(LiveLimits(scored_devices=2))
+    for i, device in enumerate(["dev-1", "dev-2", "dev-3", "dev-2"]):
+        s.apply("scores.anomaly", {**scores(f"e{i}", [0.9]), "device_id": device})
+    assert sorted(d["device"] for d in s.snapshot()["anomalies"]["devices"]) == ["dev-2", "dev-3"]
+    assert s.devices["dev-2"]["anomalous"] == 2 and s.snapshot()["anomalies"]["anomalous"] == 4
+
+
 def test_rejected_events_are_counted_by_topic_and_reason() -> None:
     s = LiveState()
     before = s.version

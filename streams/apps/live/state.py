@@ -21,7 +21,7 @@ from schemas import (
 )
 from schemas.catalog import DEVICE_HEALTH
 from schemas.scores import series_scores
-from streams.apps.live.charts import ChartLimits, Charts
+from streams.apps.live.charts import ChartLimits, Charts, bounded_get
 from streams.processor import Event
 from streams.flows.quality import QualityProcessor
 
@@ -48,6 +48,7 @@ class LiveLimits:
     quality_wait_ms: int = 10_000  # event time a prediction waits for its feedback
     quality_lateness_ms: int = 30_000  # predictions and feedback arrive on two topics, not in step
     fleet_devices: int = 10_000  # edge devices remembered (the least recently heard leave first)
+    scored_devices: int = 10_000  # devices in the anomaly tally (the least recently scored leave first)
     charts: ChartLimits = field(default_factory=ChartLimits)
 
 
@@ -66,7 +67,7 @@ class LiveState:
         self.scored = 0
         self.anomalous = 0
         self.anomalies: deque[dict[str, Any]] = deque(maxlen=self.limits.rows)
-        self.devices: dict[str, dict[str, Any]] = {}
+        self.devices: OrderedDict[str, dict[str, Any]] = OrderedDict()  # device -> tally, last scored last
         self.open_alerts: dict[str, dict[str, Any]] = {}
         self.alert_counts: dict[str, int] = {"OPENED": 0, "UPDATED": 0, "RESOLVED": 0}
         self.conversations: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -113,7 +114,8 @@ class LiveState:
     def _scores_anomaly(self, rec: dict[str, Any]) -> None:
         self.charts.scores(rec)
         device, threshold = rec["device_id"], rec["threshold"]
-        d = self.devices.setdefault(device, {"device": device, "scored": 0, "anomalous": 0, "max_score": 0.0})
+        d = bounded_get(self.devices, device, self.limits.scored_devices,
+                        lambda: {"device": device, "scored": 0, "anomalous": 0, "max_score": 0.0})
         for s in rec["series"]:
             stamps, packed = series_scores(s)
             scores = packed.tolist()
@@ -157,11 +159,8 @@ class LiveState:
         }
 
     def _conversation(self, conv: str) -> dict[str, Any]:
-        c = self.conversations.pop(conv, None) or {"conversation": conv, "segments": 0, "route": "", "reason": ""}
-        self.conversations[conv] = c  # most recently active last
-        while len(self.conversations) > self.limits.conversations:
-            self.conversations.popitem(last=False)
-        return c
+        return bounded_get(self.conversations, conv, self.limits.conversations,
+                           lambda: {"conversation": conv, "segments": 0, "route": "", "reason": ""})
 
     def _scores_sentiment(self, rec: dict[str, Any]) -> None:
         self.charts.sentiment(rec)
