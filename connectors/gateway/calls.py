@@ -162,9 +162,15 @@ class _TwilioCall:
         if type(start) is not dict or not isinstance(start.get("callSid"), str) or not start["callSid"]:
             raise GatewayError(400, "bad_message", "the 'start' message needs start.callSid")
         fmt = start.get("mediaFormat") or {}
-        if fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw" or int(fmt.get("channels", 1)) != 1:
+        try:
+            channels, rate = int(fmt.get("channels", 1)), int(fmt.get("sampleRate", 8000))
+        except (AttributeError, TypeError, ValueError):
+            raise GatewayError(400, "bad_message", "start.mediaFormat must be an object whose sampleRate and "
+                                                   "channels are integers, e.g. {\"sampleRate\": 8000, \"channels\": 1}"
+                               ) from None
+        if fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw" or channels != 1:
             raise GatewayError(415, "unsupported_media_type", "Twilio media must be audio/x-mulaw, one channel")
-        self.rate = int(fmt.get("sampleRate", 8000))
+        self.rate = rate
         if self.rate not in RATES:
             raise GatewayError(415, "unsupported_media_type", f"sampleRate {self.rate} is not supported")
         if self.client is None:
