@@ -72,6 +72,20 @@ def test_history_carries_across_batches() -> None:
     assert (whole[:15] == 0).all()  # too little history for the first readings
 
 
+def test_a_model_of_one_reading_keeps_no_history() -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Abs", ["x"], ["score"])], "per-reading",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    inf = LocalInference(cfg(), model=model.SerializeToString(), version="abs")
+    for start in range(0, 3000, 100):
+        scores = inf.score([Chunk("t", None, list(range(start, start + 100)), [-1.0] * 100)])[0]
+    assert (scores == 1.0).all() and len(inf._history["t"]) == 0  # nothing to carry: the device's memory stays flat
+
+
 def test_summary_mode_keeps_only_anomalous_readings() -> None:
     inf = LocalInference(cfg(send="summary"))
     values = signal(1000, 4, {900: 3.0})
