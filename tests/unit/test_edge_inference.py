@@ -142,3 +142,17 @@ def test_agent_sends_summaries_when_told(tmp_path: Path, monkeypatch: pytest.Mon
     counted = sum(s["values"][0] for b in batches for s in b["series"] if s["sensor"].endswith(".count"))
     assert counted == agent.sampled  # every sampled reading is accounted for in a summary
     assert agent.inference.scored == agent.sampled
+
+
+def test_build_model_refuses_bad_input_with_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_agent.cli import main
+
+    out = str(tmp_path / "m.onnx")
+    assert main(["build-model", "--out", out, "--window", "2"]) == 2
+    assert "window must be at least 4" in capsys.readouterr().err
+    for name, text in (("no_sensor.csv", "timestamp,value\n1,2.0\n"), ("bad_value.csv", "timestamp,sensor,value\n1,t,hot\n"),
+                       ("short.csv", "timestamp,sensor,value\n1,t,2.0\n")):
+        (tmp_path / name).write_text(text)
+        assert main(["build-model", "--out", out, "--csv", str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("eddyline-edge: --csv") and "timestamp,sensor,value" in err, err
