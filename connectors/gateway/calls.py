@@ -8,6 +8,7 @@
   8 kHz). The call id (``callSid``) is the conversation id, the inbound track's; another track gets
   ``<callSid>/<track>``. The token comes in the ``Authorization`` header, or as the stream's custom
   parameter ``token`` (``<Parameter name="token" value="..."/>`` in TwiML), because Twilio cannot set headers.
+  Either way the token's ``[gateway] scopes`` must allow ``audio_chunk``.
   Nothing is sent back: Twilio would take it for audio to play.
 
 A refusal closes the socket with a code and a reason that says what to do (1008 policy, 1003 bad data,
@@ -67,6 +68,13 @@ async def open_socket(ws: WebSocket, check: Callable[[], T]) -> T | None:
     return value
 
 
+def _audio_client(gateway: Any, authorization: str | None) -> str:
+    """The client an ``Authorization`` value names, if its token may send audio (401 or 403 otherwise)."""
+    client = gateway.auth.client(authorization)
+    gateway.auth.check_scope(client, AUDIO_CHUNK)
+    return client
+
+
 async def _produce(gateway: Any, records: list[dict[str, Any]], client: str) -> None:
     if not records:
         return
@@ -108,7 +116,7 @@ async def pcm_stream(gateway: Any, ws: WebSocket) -> None:
 
     def check() -> CallAudio:
         nonlocal client
-        client = gateway.auth.client(ws.headers.get("authorization"))
+        client = _audio_client(gateway, ws.headers.get("authorization"))
         return _call_from_query(ws, client)
 
     call = await open_socket(ws, check)
@@ -175,7 +183,7 @@ class _TwilioCall:
             raise GatewayError(415, "unsupported_media_type", f"sampleRate {self.rate} is not supported")
         if self.client is None:
             token = (start.get("customParameters") or {}).get("token")
-            self.client = self.gateway.auth.client(f"Bearer {token}" if isinstance(token, str) else None)
+            self.client = _audio_client(self.gateway, f"Bearer {token}" if isinstance(token, str) else None)
         self.call_sid = start["callSid"]
 
     def media(self, media: Any) -> list[dict[str, Any]]:
@@ -202,7 +210,7 @@ async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
     """``/v1/audio/twilio``: a Twilio Media Stream."""
     header = ws.headers.get("authorization")
     authenticated = header is not None or gateway.auth.anonymous
-    call = await open_socket(ws, lambda: _TwilioCall(gateway, gateway.auth.client(header) if authenticated else None))
+    call = await open_socket(ws, lambda: _TwilioCall(gateway, _audio_client(gateway, header) if authenticated else None))
     if call is None:
         return
     try:

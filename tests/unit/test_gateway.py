@@ -357,3 +357,22 @@ def test_an_unavailable_schema_registry_is_503_not_an_invalid_event(monkeypatch:
         r = c.post("/v1/sensors", json=_sensor(), headers=AUTH)
         assert r.status_code == 503 and r.json()["error"] == "registry_unavailable"
         assert "unreachable" in r.json()["message"] and r.headers["Retry-After"] == "1"
+
+
+def test_a_token_without_the_audio_scope_cannot_stream_a_call() -> None:
+    from starlette.testclient import WebSocketDenialResponse
+
+    with _client(tokens={"unit": TOKEN, "edge": OTHER}, scopes={"edge": ["sensor_batch"]}) as c:
+        edge = {"Authorization": f"Bearer {OTHER}"}
+        for path in ("/v1/audio/stream?conversation_id=c1", "/v1/audio/twilio"):
+            with pytest.raises(WebSocketDenialResponse) as info, c.websocket_connect(path, headers=edge):
+                pass
+            assert info.value.status_code == 403, path
+        with c.websocket_connect("/v1/audio/twilio") as ws:  # Twilio's way: the token as a stream parameter
+            ws.send_text(json.dumps({"event": "start", "start": {"callSid": "CA1",
+                                                                 "customParameters": {"token": OTHER}}}))
+            closed = ws.receive()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1008 and "audio_chunk" in closed["reason"]
+        with c.websocket_connect("/v1/audio/stream?conversation_id=c2", headers=AUTH) as ws:  # a token with it can
+            ws.send_bytes(b"\0\0" * 3200)
+            assert ws.receive_json()["status"] == 202
