@@ -78,6 +78,7 @@ def _audio_client(gateway: Any, authorization: str | None) -> str:
 async def _produce(gateway: Any, records: list[dict[str, Any]], client: str) -> None:
     if not records:
         return
+    gateway.rates.take(client, len(records))  # a call's chunks count against its token's rate like any events
     waited = 0.0
     while gateway.backpressure.full():  # a live call cannot retry later: wait a little for the broker
         if waited >= BACKPRESSURE_WAIT_S:
@@ -85,6 +86,14 @@ async def _produce(gateway: Any, records: list[dict[str, Any]], client: str) -> 
         await asyncio.sleep(0.05)
         waited += 0.05
     gateway.produce_records(ENDPOINTS[AUDIO_CHUNK], [(r, f"chunk {r['seq']}") for r in records], client)
+
+
+async def _produce_at_close(gateway: Any, records: list[dict[str, Any]], client: str, call: str | None) -> None:
+    """The end of a call whose client is gone: a refusal can only be logged."""
+    try:
+        await _produce(gateway, records, client)
+    except GatewayError as exc:
+        log.warning("the end of call %s was not produced: %s", call, exc.message)
 
 
 def _int_param(ws: WebSocket, name: str, default: int) -> int:
@@ -126,7 +135,7 @@ async def pcm_stream(gateway: Any, ws: WebSocket) -> None:
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
-                await _produce(gateway, call.finish(), client)
+                await _produce_at_close(gateway, call.finish(), client, call.conversation_id)
                 return
             if message.get("bytes") is not None:
                 records = call.feed_pcm16(message["bytes"])
@@ -146,7 +155,7 @@ async def pcm_stream(gateway: Any, ws: WebSocket) -> None:
         await _close(ws, exc)
     except WebSocketDisconnect:
         if not call.finished:
-            await _produce(gateway, call.finish(), client)
+            await _produce_at_close(gateway, call.finish(), client, call.conversation_id)
 
 
 def _is_stop(text: str | None) -> bool:
@@ -242,4 +251,4 @@ async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
         await _close(ws, exc)
     except WebSocketDisconnect:
         if call.client is not None:
-            await _produce(gateway, call.finish(), call.client)
+            await _produce_at_close(gateway, call.finish(), call.client, call.call_sid)

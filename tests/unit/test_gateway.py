@@ -376,3 +376,15 @@ def test_a_token_without_the_audio_scope_cannot_stream_a_call() -> None:
         with c.websocket_connect("/v1/audio/stream?conversation_id=c2", headers=AUTH) as ws:  # a token with it can
             ws.send_bytes(b"\0\0" * 3200)
             assert ws.receive_json()["status"] == 202
+
+
+def test_a_call_stream_counts_against_its_token_rate() -> None:
+    with _client(tokens={"unit": TOKEN, "edge": OTHER}, rates={"edge": 2}, rate_burst_s=1) as c:
+        c.app.state.gateway.rates.clock = lambda: 0.0  # no refill while the test runs
+        edge = {"Authorization": f"Bearer {OTHER}"}
+        with c.websocket_connect("/v1/audio/stream?conversation_id=c1&chunk_ms=100", headers=edge) as ws:
+            ws.send_bytes(b"\0\0" * 3200)  # 200 ms: two chunks, the token's whole burst
+            assert [ws.receive_json()["status"] for _ in range(2)] == [202, 202]
+            ws.send_bytes(b"\0\0" * 1600)
+            closed = ws.receive()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1013 and "rate_limited" in closed["reason"]
