@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from connectors.gateway.audio import CallAudio
 from connectors.gateway.errors import GatewayError
+from connectors.gateway.limits import message_bytes, too_large
 from connectors.gateway.records import ENDPOINTS
 from schemas import AUDIO_CHUNK
 
@@ -96,6 +97,12 @@ async def _produce_at_close(gateway: Any, records: list[dict[str, Any]], client:
         log.warning("the end of call %s was not produced: %s", call, exc.message)
 
 
+def _check_size(gateway: Any, message: dict[str, Any]) -> None:
+    """413 (close 1009) for a frame over ``[gateway] max_body_bytes``, as for every other message."""
+    if message_bytes(message) > gateway.settings.max_body_bytes:
+        raise too_large(gateway.settings.max_body_bytes, "frame")
+
+
 def _int_param(ws: WebSocket, name: str, default: int) -> int:
     raw = ws.query_params.get(name)
     if raw is None:
@@ -137,6 +144,7 @@ async def pcm_stream(gateway: Any, ws: WebSocket) -> None:
             if message["type"] == "websocket.disconnect":
                 await _produce_at_close(gateway, call.finish(), client, call.conversation_id)
                 return
+            _check_size(gateway, message)
             if message.get("bytes") is not None:
                 records = call.feed_pcm16(message["bytes"])
             elif _is_stop(message.get("text")):
@@ -227,6 +235,7 @@ async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 break
+            _check_size(gateway, message)
             text = message.get("text")
             if text is None:
                 raise GatewayError(415, "unsupported_media_type", "Twilio messages are JSON text frames")

@@ -388,3 +388,15 @@ def test_a_call_stream_counts_against_its_token_rate() -> None:
             ws.send_bytes(b"\0\0" * 1600)
             closed = ws.receive()
         assert closed["type"] == "websocket.close" and closed["code"] == 1013 and "rate_limited" in closed["reason"]
+
+
+def test_a_call_frame_over_the_message_limit_is_refused() -> None:
+    with _client(max_body_bytes=4000) as c:
+        with c.websocket_connect("/v1/audio/stream?conversation_id=c1", headers=AUTH) as ws:
+            ws.send_bytes(b"\0\0" * 2001)
+            closed = ws.receive()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1009 and "too_large" in closed["reason"]
+        with c.websocket_connect("/v1/audio/twilio", headers=AUTH) as ws:
+            ws.send_text(json.dumps({"event": "connected", "pad": "x" * 4000}))
+            closed = ws.receive()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1009
