@@ -199,7 +199,8 @@ class _TwilioCall:
         if self.rate not in RATES:
             raise GatewayError(415, "unsupported_media_type", f"sampleRate {self.rate} is not supported")
         if self.client is None:
-            token = (start.get("customParameters") or {}).get("token")
+            params = start.get("customParameters")
+            token = params.get("token") if isinstance(params, dict) else None
             self.client = _audio_client(self.gateway, f"Bearer {token}" if isinstance(token, str) else None)
         self.call_sid = start["callSid"]
 

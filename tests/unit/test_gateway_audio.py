@@ -66,3 +66,15 @@ def test_a_twilio_start_with_a_malformed_media_format_is_refused_with_what_to_se
     with pytest.raises(GatewayError) as refused:
         _TwilioCall(None, "calls").start({"callSid": "CA1", "mediaFormat": fmt})
     assert refused.value.status == 400 and "sampleRate" in refused.value.message
+
+
+def test_a_twilio_start_whose_parameters_are_not_an_object_is_unauthenticated() -> None:
+    from types import SimpleNamespace
+
+    from connectors.gateway import GatewaySettings
+    from connectors.gateway.auth import TokenAuth
+
+    gateway = SimpleNamespace(auth=TokenAuth(GatewaySettings(tokens={"calls": "a-token-of-sixteen-chars"})))
+    with pytest.raises(GatewayError) as refused:
+        _TwilioCall(gateway, None).start({"callSid": "CA1", "customParameters": ["token", "x"]})
+    assert refused.value.status == 401
