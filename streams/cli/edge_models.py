@@ -146,6 +146,8 @@ def degraded_command(
             last[flag["device_id"]] = flag
     if bad:
         typer.echo(f"skipped {bad} message(s) on device.health that could not be decoded")
+    if watch.invalid:
+        typer.echo(f"skipped {watch.invalid} heartbeat(s) whose inference latency was not a finite, non-negative number")
     flagged = watch.flagged()
     for device in flagged:
         f = last[device]
