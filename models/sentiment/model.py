@@ -132,6 +132,8 @@ class WindowedSentiment(SentimentModel):
     def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, Windows]:
         """Every window of every text through the model: (windows, labels) logits and the windows.
 
+        Windows are batched in order of length, so a batch pads to little more than its rows need.
+
         Parameters
         ----------
         texts
@@ -139,16 +141,18 @@ class WindowedSentiment(SentimentModel):
         """
         windows = make_windows(self.token_ids(texts), max_length=self.max_length, prefix=self.prefix,
                                suffix=self.suffix, overlap=self.overlap)
-        out = []
-        for i in range(0, len(windows.ids), self.batch_size):
-            rows = windows.ids[i : i + self.batch_size]
+        order = sorted(range(len(windows.ids)), key=lambda k: len(windows.ids[k]))  # batches of similar length
+        logits = np.zeros((len(windows.ids), len(LABELS)))
+        for i in range(0, len(order), self.batch_size):
+            chunk = order[i : i + self.batch_size]
+            rows = [windows.ids[k] for k in chunk]
             ids = np.full((len(rows), max(map(len, rows))), self.pad_id, dtype=np.int64)
             mask = np.zeros_like(ids)
             for j, r in enumerate(rows):
                 ids[j, : len(r)] = r
                 mask[j, : len(r)] = 1
-            out.append(self.batch_logits(ids, mask).astype(np.float64))
-        return np.concatenate(out) if out else np.zeros((0, len(LABELS))), windows
+            logits[chunk] = self.batch_logits(ids, mask)
+        return logits, windows
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         logits, windows = self.window_logits(texts)

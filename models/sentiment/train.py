@@ -296,9 +296,10 @@ def train(
 def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: Steps | None = None) -> None:
     """fp32 ONNX with dynamic batch and sequence axes, fused for BERT, then int8 weights per channel.
 
-    Exported with eager attention so onnxruntime's optimiser recognises and fuses the attention blocks
-    (SDPA exports as loose ops it cannot fuse). Per-channel int8 keeps the labels close to fp32's; per-tensor
-    int8 flipped about one in ten here. ``steps`` announces the export and the quantisation.
+    Exported with eager attention so onnxruntime's optimiser recognises and fuses the attention blocks (SDPA
+    exports as loose ops it cannot fuse); ``opt_level=2`` ran 8-10 % faster than 1 once quantised. Per-channel
+    int8 keeps the labels close to fp32's; per-tensor int8 flipped about one in ten here. ``steps`` announces
+    the export and the quantisation.
     """
     import onnx
     import torch
@@ -321,7 +322,7 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: S
             encoder.set_attn_implementation(previous)
         cfg = encoder.config
         optimize_model(str(fp32), model_type="bert", num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size,
-                       opt_level=1).save_model_to_file(str(fused))
+                       opt_level=2).save_model_to_file(str(fused))
         note["result"] = f"fp32, attention fused, {fused.stat().st_size / 1e6:.1f} MB"
     with steps.step("quantise to int8") as note:
         quantize_dynamic(str(fused), str(out / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True,
