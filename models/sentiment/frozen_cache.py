@@ -3,7 +3,7 @@
 Running the frozen lower layers over every training sentence is the costliest step on a small shared CPU
 (25 minutes for 27,000 sentences at a load average of 20 on 2 cores), and it gives the same tensors for
 the same base encoder, frozen depth and batches of token ids. So they are saved once under
-``data_dir()/frozen-cache`` (float16: about 0.55 GB for 27,000 sentences) and a run that changes
+``data_dir()/frozen-cache`` (float16: 555 MB for 27,297 sentences) and a run that changes
 only what is trained on top (epochs, learning rate, head) loads them instead. Only the newest ``KEEP``
 files stay.
 """
