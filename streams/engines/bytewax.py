@@ -275,6 +275,8 @@ class _BucketLogic(StatefulBatchLogic):
             if self.idle_after is not None:
                 self.next_due = datetime.now(UTC) + self.idle_after
                 self.due = dict.fromkeys([*self.inline, *self.refs], self.next_due)
+            if not self.inline and not self.refs:  # checkpointed empty (moved away before it left): leave now
+                self.next_due = datetime.now(UTC)
             return
         # one key's state (the per-key layout) or a bucket of another bucket count: its keys belong to other
         # buckets now, which find them in the idle store; moved before any key of this process asks for its state

@@ -196,3 +196,9 @@ def test_an_idle_device_leaves_its_bucket_and_comes_back_exactly(tmp_path):
     worker.staged.GRACE_S = 0.0
     assert {k for k in worker.store.keys()} == {e.record["device_id"] for e in evs[:21]}
     assert by_device(worker.feed(evs[21:])) == by_device(run_local(SPEC, evs[21:], processors=_reference_after(evs[:21])))
+
+
+def test_a_bucket_checkpointed_empty_leaves_at_once(tmp_path):
+    logic = Worker(tmp_path).build(encode_bucket(Bucket(BUCKETS, -1, {})))
+    assert logic.notify_at() is not None
+    assert logic.on_notify()[1] is _BucketLogic.DISCARD
