@@ -15,9 +15,10 @@ For each fleet size and engine, over one broker (a namespace per run):
 - ``checkpoint_mb_per_epoch``: what checkpointing wrote while the pre-filled topic was scored, per 2 s epoch
   (Bytewax: the process's disk writes, ``/proc/PID/io``; Faust: the changelog bytes produced);
 - ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
-- ``latency_p50_ms``/``latency_p99_ms`` (unless ``--live-s 0``): a live fleet (event times on the wall clock, devices' batch ends spread
-  evenly over a batch span) offered half the measured maximum for ``live_s`` seconds: from a batch's event time
-  (its last reading) to the arrival of its score event at a watcher; batches still unscored ``DRAIN_S`` after the
+- ``latency_p50_ms``/``latency_p99_ms`` (unless ``--live-s 0``): a live fleet (event times on the wall clock,
+  devices' batch ends spread evenly over a batch span) offered half the measured maximum for ``live_s``
+  seconds: from a batch's event time (its last reading) to the arrival of its score event at a watcher;
+  batches still unscored ``DRAIN_S`` after the
   load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``). The same
   delay split in three: ``latency_send_*`` (event time to the generator producing the batch), ``latency_flow_*``
   (that to the score's Kafka timestamp, stamped when the flow produced it) and ``latency_watch_*`` (that to the
@@ -346,7 +347,8 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         flow.stop()
     return {
         "engine": engine, "devices": devices, "buckets": buckets, "readings_per_s": round(rate),
-        "rss_mb": round(rss / 2**20, 1), "state_bytes_per_device": round(state_bytes / (devices if buckets else max(1, keys))),
+        "rss_mb": round(rss / 2**20, 1),
+        "state_bytes_per_device": round(state_bytes / (devices if buckets else max(1, keys))),
         "state_keys": keys, "resumed_mb": round(resumed / 2**20, 2), "versions_mb": round(versions / 2**20, 2),
         "checkpoint_mb": round(checkpoint / 2**20, 2), "checkpoint_mb_per_epoch": round(per_epoch / 2**20, 2),
         "recovery_s": round(recovery, 2),
@@ -444,7 +446,7 @@ def command(
     packed: Annotated[bool, typer.Option(help="Write scores packed (anomaly_score v2).")] = False,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: readings/s and RSS vs devices.")] = None,
     buckets: Annotated[str, typer.Option(help="Bytewax state layouts to compare, comma-separated: 0 is one key "
-                                         "per device, N is N buckets ([runtime] state_buckets).")] = "0",
+                                         "per device, N is N buckets ([runtime] state_buckets).")] = "1024",
 ) -> None:
     """Readings/s, peak RSS, state and checkpoint bytes, recovery and latency of the sensor flow per fleet size."""
     sizes = [int(x) for x in devices.split(",") if x.strip()]

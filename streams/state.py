@@ -423,7 +423,8 @@ class IdleStore:
                 try:
                     row = db.execute(query, (key, version)).fetchone()
                 except sqlite3.Error as exc:  # mid-write, broken, or of an eddyline without versions
-                    log.warning("state store of another process unreadable", extra={"path": str(path), "error": str(exc)})
+                    log.warning("state store of another process unreadable",
+                                extra={"path": str(path), "error": str(exc)})
                     continue
                 if row is not None:
                     return bytes(row[0])

@@ -171,8 +171,8 @@ def test_malformed_messages_go_to_the_dlq_with_reason_and_the_flow_goes_on(kafka
     (lambda: simulated(devices=6, messages=900, seed=5)[0], None, "0"),
     (lambda: simulated(devices=6, messages=900, seed=5)[0], None, "4"),
     # a fleet: 5,000 devices' states checkpointed and restored (gauss: the cheapest detector, to stay under 2 min)
-    (lambda: fleet(devices=5000, chatty=10, chatty_messages=20, seed=5), "gauss", "256"),
-], ids=["6-devices", "6-devices-4-buckets", "5000-devices-256-buckets"])
+    (lambda: fleet(devices=5000, chatty=10, chatty_messages=20, seed=5), "gauss", "1024"),
+], ids=["6-devices", "6-devices-4-buckets", "5000-devices-1024-buckets"])
 def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(
         kafka_settings, tmp_path, alert_receiver, records, detector, buckets):
     records = records()

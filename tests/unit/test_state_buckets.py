@@ -195,7 +195,8 @@ def test_an_idle_device_leaves_its_bucket_and_comes_back_exactly(tmp_path):
     worker.logics.clear()
     worker.staged.GRACE_S = 0.0
     assert {k for k in worker.store.keys()} == {e.record["device_id"] for e in evs[:21]}
-    assert by_device(worker.feed(evs[21:])) == by_device(run_local(SPEC, evs[21:], processors=_reference_after(evs[:21])))
+    tail = run_local(SPEC, evs[21:], processors=_reference_after(evs[:21]))
+    assert by_device(worker.feed(evs[21:])) == by_device(tail)
 
 
 def test_a_bucket_checkpointed_empty_leaves_at_once(tmp_path):
