@@ -5,6 +5,8 @@ key's processor, encodes what comes back and writes it. Processors are checkpoin
 recovery (as versioned plain bytes, ``streams.state``, at each epoch with the Kafka offsets), so a restart
 resumes from the last epoch and replays at most one epoch of input; outputs repeat with the same ids and
 sinks drop the repeats. Keys silent for a while move to an ``IdleStore`` next to the recovery files.
+With ``buckets`` (``[runtime] state_buckets``), Bytewax's state keys are buckets of keys (``_BucketLogic``) whose
+checkpoints carry older states by version in that store, so a restart loads what changed lately, not every key.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ class _ProcessorLogic(StatefulBatchLogic):
         self.key: str | None = None
         self.processor: Processor | None = None
         now = datetime.now(UTC)
-        self.due = now if self.moved else now + self.idle_after if self.idle_after else None
+        self.due = now if self.moved else now + self.idle_after if self.idle_after is not None else None
 
     def on_batch(self, values: list[Event]) -> tuple[list[list[Emit]], bool]:
         if self.processor is None:
