@@ -342,7 +342,8 @@ class _BucketLogic(StatefulBatchLogic):
                     if blob is not None:
                         leaving[key] = blob
                 self._drop(key)
-            self.idle.put_many(leaving)  # committed before the bucket's snapshot without them
+            if leaving:
+                self.idle.put_many(leaving)  # committed before the bucket's snapshot without them
         self.next_due = min(self.due.values()) if self.due else None
         if not self.inline and not self.refs and not self.live:
             return _as_one(emits), StatefulBatchLogic.DISCARD
