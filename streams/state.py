@@ -374,9 +374,23 @@ class IdleStore:
                          "state BLOB NOT NULL, PRIMARY KEY (key, version))")
         self._peer_dbs: dict[Path, sqlite3.Connection] = {}
         self._peers_listed = float("-inf")
+        self._held: dict[str, bytes] = {}
 
     def put(self, key: str, state: bytes) -> None:
         self.put_many({key: state})
+
+    def hold(self, states: dict[str, bytes]) -> None:
+        """Keys' states to commit later (``commit_held``) in one transaction with others; ``get`` finds them
+        meanwhile. For states whose only other copy stays where a restart finds it until then."""
+        with self._lock:
+            self._held.update(states)
+
+    def commit_held(self) -> None:
+        """Commit what ``hold`` took (one transaction)."""
+        with self._lock:
+            held, self._held = self._held, {}
+        if held:
+            self.put_many(held)
 
     def put_many(self, states: dict[str, bytes]) -> None:
         """Keys' states, committed together (one transaction: one sync for all of them)."""
@@ -437,6 +451,8 @@ class IdleStore:
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
+            if key in self._held:
+                return self._held[key]
             best = self._db.execute("SELECT state, saved_ns FROM idle WHERE key = ?", (key,)).fetchone()
             for path, db in self._peer_files():
                 try:

@@ -155,6 +155,8 @@ class _ProcessorLogic(StatefulBatchLogic):
 
     def on_notify(self) -> tuple[list[list[Emit]], bool]:
         if self.moved and self.processor is None:  # a bucket's states, moved to the idle store when built
+            if self.idle is not None:
+                self.idle.commit_held()
             return [], StatefulBatchLogic.DISCARD
         if self.idle is None or self.idle_after is None:
             return [], StatefulBatchLogic.RETAIN
@@ -262,6 +264,7 @@ class _BucketLogic(StatefulBatchLogic):
         self.dirty: set[str] = set()  # keys that processed events since the last snapshot
         self.due: dict[str, datetime] = {}
         self.next_due: datetime | None = None  # at most the earliest of ``due``
+        self.moved = False
         if resume is not None:
             self._resume(resume)
 
@@ -283,6 +286,7 @@ class _BucketLogic(StatefulBatchLogic):
         # one key's state (the per-key layout) or a bucket of another bucket count: its keys belong to other
         # buckets now, which find them in the idle store; moved before any key of this process asks for its state
         _move_to_idle(self.spec, self.idle, _bucket_states(self.spec, resume, self.idle))
+        self.moved = True
         self.next_due = datetime.now(UTC)  # then this logic leaves
 
     def on_batch(self, values: list[Event]) -> tuple[list[list[Emit]], bool]:
@@ -328,6 +332,8 @@ class _BucketLogic(StatefulBatchLogic):
         return self.next_due
 
     def on_notify(self) -> tuple[list[list[Emit]], bool]:
+        if self.moved and self.idle is not None:  # the moved states are committed before this logic leaves
+            self.idle.commit_held()
         emits: list[Emit] = []
         now = datetime.now(UTC)
         leaving: dict[str, bytes] = {}
@@ -401,15 +407,17 @@ def _bucket_states(spec: FlowSpec, blob: bytes, store: IdleStore | None) -> dict
 def _move_to_idle(spec: FlowSpec, idle: IdleStore | None, states: dict[str, bytes]) -> None:
     """States resumed in another layout, into the idle store, where each key finds its own when it next speaks.
 
-    Safe to repeat after a crash: a key that the new layout has resumed since keeps that newer state (the idle
-    store is read only for keys without one), and the resumed logic is discarded only after the move committed.
+    Held first (``IdleStore.hold``): Bytewax builds every resumed logic before it notifies any, so the first moved
+    logic to leave commits all of them in one transaction (100,000 devices' states in one, not 100,000 syncs).
+    Safe to repeat after a crash: the resumed logics are discarded only after the commit, and a key that the new
+    layout has saved since keeps that newer state (the idle store is read only for keys without one).
     """
     if not states:
         return
     if idle is None:
         raise RuntimeError(f"{spec.name}: the checkpoint holds states saved in another state layout and there is "
                            "no idle store to move them to; run with a state folder")
-    idle.put_many(states)
+    idle.hold(states)
 
 
 def _as_one(emits: list[Emit]) -> list[list[Emit]]:

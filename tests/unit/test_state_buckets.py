@@ -161,10 +161,13 @@ def test_a_checkpoint_of_one_key_per_device_moves_into_buckets_and_scores_on(tmp
     head, tail = evs[:21], evs[21:]
     per_device = _reference_after(head)
     worker = Worker(tmp_path)
-    for key, processor in per_device.items():  # Bytewax resumes each old key under its device id
-        logic = worker.build(encode_processor(processor, key))
-        assert logic.notify_at() is not None
-        assert logic.on_notify()[1] is _BucketLogic.DISCARD
+    # Bytewax resumes each old key under its device id and builds them all before it notifies any
+    logics = [worker.build(encode_processor(processor, key)) for key, processor in per_device.items()]
+    assert set(worker.store.keys()) == set()  # held, not yet written
+    assert all(logic.notify_at() is not None for logic in logics)
+    assert logics[0].on_notify()[1] is _BucketLogic.DISCARD
+    assert set(worker.store.keys()) == set(per_device)  # all of them, with the first to leave
+    assert all(logic.on_notify()[1] is _BucketLogic.DISCARD for logic in logics[1:])
     assert by_device(worker.feed(tail)) == by_device(run_local(SPEC, tail, processors=_reference_after(head)))
 
 
