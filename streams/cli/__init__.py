@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from streams import logs
-from streams.cli.lazy import Lazy, lazy_group
+from streams.cli.lazy import Lazy, group, lazy_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,7 +57,7 @@ def friendly(fn: F) -> F:
 
 # The commands that live beside their subject (connectors/, models/, streams/): imported when they run
 # (streams/cli/lazy.py); the help is the function docstring's first paragraph (tests/unit/test_cli_lazy.py checks).
-app = typer.Typer(help="eddyline: streaming-first event processing for ML operations.", no_args_is_help=True,
+app = group(help="eddyline: streaming-first event processing for ML operations.",
                   cls=lazy_group(
     Lazy("gateway", "connectors.gateway:command",
          "Run the producer gateway: HTTP POST and WebSocket in, validated events out to Kafka."),
@@ -66,17 +66,17 @@ app = typer.Typer(help="eddyline: streaming-first event processing for ML operat
          "until Ctrl-C."),
     Lazy("transcribe", "streams.cli.audio:transcribe_command", "Print the text of each WAV file."),
     wrap=friendly))
-topics_app = typer.Typer(help="Manage topics.", no_args_is_help=True)
-produce_app = typer.Typer(help="Publish events.", no_args_is_help=True, cls=lazy_group(
+topics_app = group(help="Manage topics.")
+produce_app = group(help="Publish events.", cls=lazy_group(
     Lazy("clicks", "streams.producers.clicks:command",
          "Replay the MovieLens ratings to the clicks topic as impressions and clicks, in event-time order."),
     Lazy("audio", "streams.cli.audio:produce_command",
          "Stream WAV files to ``audio.chunks`` as audio_chunk events, the conversations interleaved as if live."),
     wrap=friendly))
 # `eddyline bench NAME`: benchmarks register by entry point, so production code never imports benchmarks/.
-bench_app = typer.Typer(help="Benchmarks: each compares against a baseline in the same run.", no_args_is_help=True,
+bench_app = group(help="Benchmarks: each compares against a baseline in the same run.",
                         cls=lazy_group(plugins="eddyline.bench", wrap=friendly))
-models_app = typer.Typer(help="Model registry and model training.", no_args_is_help=True, cls=lazy_group(
+models_app = group(help="Model registry and model training.", cls=lazy_group(
     Lazy("train-sentiment", "models.sentiment.commands:train_command",
          "Train the sentiment model, export it to ONNX int8 and write its model card."),
     Lazy("eval-sentiment", "models.sentiment.commands:eval_command",
@@ -92,23 +92,23 @@ models_app = typer.Typer(help="Model registry and model training.", no_args_is_h
     Lazy("ui", "streams.cli.models:ui_command",
          "Serve MLflow's UI over the embedded store (runs, model versions, aliases) until Ctrl-C."),
     wrap=friendly))
-alerts_app = typer.Typer(help="Alert delivery: dead letters of the notify flow.", no_args_is_help=True, cls=lazy_group(
+alerts_app = group(help="Alert delivery: dead letters of the notify flow.", cls=lazy_group(
     Lazy("redrive", "streams.cli.alerts:redrive_command",
          "Send dead-lettered alerts (dlq.alerts) again: back on alerts.retry, due now, for the notify flow."),
     wrap=friendly))
-bridge_app = typer.Typer(help="Bridges from where devices already publish (MQTT) into Kafka.", no_args_is_help=True,
+bridge_app = group(help="Bridges from where devices already publish (MQTT) into Kafka.",
                          cls=lazy_group(
     Lazy("mqtt", "connectors.mqtt.bridge:command",
          "Bridge an MQTT broker's sensor topics into sensor.readings (QoS 1, acknowledged after Kafka delivery)."),
     wrap=friendly))
-security_app = typer.Typer(help="Model security: sources the online learners do not learn from.", no_args_is_help=True,
+security_app = group(help="Model security: sources the online learners do not learn from.",
                            cls=lazy_group(
     Lazy("list", "streams.cli.security:list_command",
          "Sources the online learners do not learn from (their events are still scored), with why."),
     Lazy("release", "streams.cli.security:release_command",
          "Let a quarantined source back in: the click model learns from it again, and its alert is resolved."),
     wrap=friendly))
-edge_app = typer.Typer(help="The edge device fleet: its state, and its models.", no_args_is_help=True, cls=lazy_group(
+edge_app = group(help="The edge device fleet: its state, and its models.", cls=lazy_group(
     Lazy("status", "streams.cli.edge:status_command",
          "The fleet by version and state: the latest heartbeat of every device in device.health, judged now."),
     Lazy("keygen", "streams.cli.edge_models:keygen_command",
@@ -245,13 +245,14 @@ def run_flow(
 
             folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
-                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s, idle_after=idle)
+                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s, idle_after=idle,
+                        buckets=runtime.state_buckets)
         else:
             from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
             run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size,
-                lag_interval_s=runtime.lag_interval_s, idle_after=idle)
+                lag_interval_s=runtime.lag_interval_s, idle_after=idle, buckets=runtime.state_buckets)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 

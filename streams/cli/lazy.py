@@ -71,7 +71,7 @@ class LazyCommand(TyperCommand):
         """The real command (its module imported on the first call)."""
         if self._real is None:
             module, _, attr = self.target.partition(":")
-            one = typer.Typer()
+            one = typer.Typer(rich_markup_mode=None)
             one.command(self.name)(self.wrap(getattr(importlib.import_module(module), attr)))
             self._real = typer.main.get_command(one)
         return self._real
@@ -126,3 +126,9 @@ def lazy_group(*table: Lazy, plugins: str | None = None,
         Applied to each command function when it is imported (the CLI's error handling).
     """
     return type("LazyGroup", (LazyGroup,), {"table": table, "plugins": plugins, "wrap": staticmethod(wrap)})
+
+
+def group(help: str, **kwargs: Any) -> typer.Typer:
+    """A command group as every ``eddyline`` group is made. Help is plain text: rich markup would eat the
+    bracketed config section names (``[mlflow]``) our help is full of."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None, **kwargs)

@@ -95,3 +95,9 @@ def test_the_start_up_benchmark_s_eager_baseline_loads_what_the_lazy_cli_does_no
     assert _imported_after(LAZY.replace("app()", "pass")) == []
     result = measure(("topics", "--help"), runs=1)
     assert result["lazy"]["cpu_s_median"] > 0 and result["eager"]["cpu_s_median"] > 0
+
+
+def test_help_keeps_the_bracketed_config_section_names() -> None:
+    result = CliRunner().invoke(app, ["models", "rollback", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "[mlflow] poll_s" in " ".join(result.output.split())
