@@ -10,10 +10,13 @@ user to pick the item as well as like it.
 
 Each row names its inputs and its learner, so that features and learner can be told apart (``MODELS``):
 ours (``models.online.ClickModel``: our stream features, our AdaGrad logistic regression); river's
-LogisticRegression and river's factorisation machine (``facto.FMClassifier``, which learns user x item
-interactions) on the same raw inputs, one-hot user, item and genres; river's LogisticRegression on our
-features (standardised online; the same rows our learner sees, so it isolates the learner); and popularity
-(number of likes so far).
+LogisticRegression and its two factorisation machines on the same raw inputs, one-hot user, item and genres:
+``facto.FMClassifier`` learns a latent vector per id, so user x item and user x genre interactions, and
+``facto.FFMClassifier`` one per id and field (user, item, genre: the key's prefix before ``_``); river's
+LogisticRegression on our features (standardised online; the same rows our learner sees, so it isolates the
+learner); and popularity (number of likes so far). Every river learner runs plain SGD at 0.05: for the
+machines that was chosen over river's defaults (SGD 0.01) on the first 20,000 events (AUC 0.7151 vs 0.6721
+for FM, 0.7186 vs 0.6688 for FFM), and no other setting was tried.
 """
 
 from __future__ import annotations
@@ -34,17 +37,19 @@ from models.online.clicks import FEATURES
 
 MODELS = {  # name: (inputs, learner)
     "online": ("our features", "ours (AdaGrad logistic regression)"),
-    "river": ("one-hot user, item, genres", "river LogisticRegression"),
-    "river_fm": ("one-hot user, item, genres", "river FMClassifier (10 factors)"),
-    "river_on_ours": ("our features", "river LogisticRegression (StandardScaler)"),
+    "river": ("one-hot user, item, genres", "river LogisticRegression (SGD 0.05)"),
+    "river_fm": ("one-hot user, item, genres", "river FMClassifier (10 factors, SGD 0.05)"),
+    "river_ffm": ("one-hot user, item, genres", "river FFMClassifier (10 factors, 3 fields, SGD 0.05)"),
+    "river_on_ours": ("our features", "river LogisticRegression (StandardScaler, SGD 0.05)"),
     "popularity": ("likes so far", "count"),
 }
 
 
 def _river_x(user: str, item: str, genres: tuple[str, ...]) -> dict[str, float]:
-    x = {f"u={user}": 1.0, f"i={item}": 1.0}
+    """One-hot ids, each key ``field_value``: river's FFM reads the field from the prefix before ``_``."""
+    x = {f"u_{user}": 1.0, f"i_{item}": 1.0}
     for g in genres:
-        x[f"g={g}"] = 1.0
+        x[f"g_{g}"] = 1.0
     return x
 
 
@@ -56,9 +61,13 @@ def _river_models(seed: int) -> dict[str, tuple[Any, str]]:
     """river's learners, each with the inputs it reads (``ids`` or ``features``)."""
     from river import facto, linear_model, optim, preprocessing
 
+    def sgd() -> dict[str, optim.SGD]:
+        return {"weight_optimizer": optim.SGD(0.05), "latent_optimizer": optim.SGD(0.05)}
+
     return {
         "river": (linear_model.LogisticRegression(optimizer=optim.SGD(0.05)), "ids"),
-        "river_fm": (facto.FMClassifier(n_factors=10, seed=seed), "ids"),
+        "river_fm": (facto.FMClassifier(n_factors=10, seed=seed, **sgd()), "ids"),
+        "river_ffm": (facto.FFMClassifier(n_factors=10, seed=seed, **sgd()), "ids"),
         "river_on_ours": (preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.05)),
                           "features"),
     }
@@ -149,9 +158,9 @@ def run(json_path: Path | None = None, limit: int | None = None, hit_every: int 
 
 
 def print_table(result: dict[str, Any], echo: Callable[[str], None] = print) -> None:
-    echo(f"{'model':<14}{'inputs':<28}{'learner':<44}{'AUC':>8}{'hit@10':>8}")
+    echo(f"{'model':<14}{'inputs':<28}{'learner':<54}{'AUC':>8}{'hit@10':>8}")
     for name, m in result["models"].items():
-        echo(f"{name:<14}{m['inputs']:<28}{m['learner']:<44}{result[name + '_auc']:>8.4f}{result[name + '_hit10']:>8.4f}")
+        echo(f"{name:<14}{m['inputs']:<28}{m['learner']:<54}{result[name + '_auc']:>8.4f}{result[name + '_hit10']:>8.4f}")
     echo(f"{result['events']} events, {result['hit10_trials']} hit@10 trials, {result['seconds']} s")
 
 

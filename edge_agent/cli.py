@@ -175,7 +175,17 @@ def _buffer_stats(edge: EdgeSettings, args: argparse.Namespace) -> int:
 def _build_model(args: argparse.Namespace) -> int:
     from edge_agent.inference.model import build_model, training_windows_from_csv
 
-    series = training_windows_from_csv(args.csv) if args.csv else None
+    if args.window < 4:
+        raise RuntimeError(f"--window {args.window}: the window must be at least 4 readings")
+    series = None
+    if args.csv:
+        try:
+            series = training_windows_from_csv(args.csv)
+            if not any(len(s) >= args.window for s in series):
+                raise ValueError(f"no sensor has {args.window} readings")
+        except (KeyError, ValueError) as exc:
+            raise RuntimeError(f"--csv {args.csv}: {exc}; give a CSV with the header timestamp,sensor,value, "
+                               f"numeric values and at least {args.window} readings of a sensor") from None
     if args.optimise:
         return _optimise(args, series)
     path = build_model(args.out, window=args.window, series=series)

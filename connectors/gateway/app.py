@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from connectors.gateway.auth import TokenAuth
 from connectors.gateway.calls import open_socket, pcm_stream, twilio_stream
 from connectors.gateway.errors import GatewayError, Problem
-from connectors.gateway.limits import Backpressure, RateLimits, read_body, too_large
+from connectors.gateway.limits import Backpressure, RateLimits, message_bytes, read_body, too_large
 from connectors.gateway.openapi import openapi_spec
 from connectors.gateway.producer import GatewayProducer
 from connectors.gateway.records import ENDPOINTS, Endpoint, RecordMapper
@@ -374,8 +374,7 @@ def _ws_answer(gateway: Gateway, message: dict[str, Any], client: str) -> dict[s
         text = message.get("text")
         if text is None:
             raise GatewayError(415, "unsupported_media_type", "send each event as a JSON text frame, not binary")
-        size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-        if size > gateway.settings.max_body_bytes:
+        if message_bytes(message) > gateway.settings.max_body_bytes:
             raise too_large(gateway.settings.max_body_bytes, "message")
         value = parse_json(text)
         if type(value) is not dict:

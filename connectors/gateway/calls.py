@@ -8,6 +8,7 @@
   8 kHz). The call id (``callSid``) is the conversation id, the inbound track's; another track gets
   ``<callSid>/<track>``. The token comes in the ``Authorization`` header, or as the stream's custom
   parameter ``token`` (``<Parameter name="token" value="..."/>`` in TwiML), because Twilio cannot set headers.
+  Either way the token's ``[gateway] scopes`` must allow ``audio_chunk``.
   Nothing is sent back: Twilio would take it for audio to play.
 
 A refusal closes the socket with a code and a reason that says what to do (1008 policy, 1003 bad data,
@@ -28,6 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from connectors.gateway.audio import CallAudio
 from connectors.gateway.errors import GatewayError
+from connectors.gateway.limits import message_bytes, too_large
 from connectors.gateway.records import ENDPOINTS
 from schemas import AUDIO_CHUNK
 
@@ -67,9 +69,17 @@ async def open_socket(ws: WebSocket, check: Callable[[], T]) -> T | None:
     return value
 
 
+def _audio_client(gateway: Any, authorization: str | None) -> str:
+    """The client an ``Authorization`` value names, if its token may send audio (401 or 403 otherwise)."""
+    client = gateway.auth.client(authorization)
+    gateway.auth.check_scope(client, AUDIO_CHUNK)
+    return client
+
+
 async def _produce(gateway: Any, records: list[dict[str, Any]], client: str) -> None:
     if not records:
         return
+    gateway.rates.take(client, len(records))  # a call's chunks count against its token's rate like any events
     waited = 0.0
     while gateway.backpressure.full():  # a live call cannot retry later: wait a little for the broker
         if waited >= BACKPRESSURE_WAIT_S:
@@ -77,6 +87,20 @@ async def _produce(gateway: Any, records: list[dict[str, Any]], client: str) -> 
         await asyncio.sleep(0.05)
         waited += 0.05
     gateway.produce_records(ENDPOINTS[AUDIO_CHUNK], [(r, f"chunk {r['seq']}") for r in records], client)
+
+
+async def _produce_at_close(gateway: Any, records: list[dict[str, Any]], client: str, call: str | None) -> None:
+    """The end of a call whose client is gone: a refusal can only be logged."""
+    try:
+        await _produce(gateway, records, client)
+    except GatewayError as exc:
+        log.warning("the end of call %s was not produced: %s", call, exc.message)
+
+
+def _check_size(gateway: Any, message: dict[str, Any]) -> None:
+    """413 (close 1009) for a frame over ``[gateway] max_body_bytes``, as for every other message."""
+    if message_bytes(message) > gateway.settings.max_body_bytes:
+        raise too_large(gateway.settings.max_body_bytes, "frame")
 
 
 def _int_param(ws: WebSocket, name: str, default: int) -> int:
@@ -108,7 +132,7 @@ async def pcm_stream(gateway: Any, ws: WebSocket) -> None:
 
     def check() -> CallAudio:
         nonlocal client
-        client = gateway.auth.client(ws.headers.get("authorization"))
+        client = _audio_client(gateway, ws.headers.get("authorization"))
         return _call_from_query(ws, client)
 
     call = await open_socket(ws, check)
@@ -118,8 +142,9 @@ async def pcm_stream(gateway: Any, ws: WebSocket) -> None:
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
-                await _produce(gateway, call.finish(), client)
+                await _produce_at_close(gateway, call.finish(), client, call.conversation_id)
                 return
+            _check_size(gateway, message)
             if message.get("bytes") is not None:
                 records = call.feed_pcm16(message["bytes"])
             elif _is_stop(message.get("text")):
@@ -138,7 +163,7 @@ async def pcm_stream(gateway: Any, ws: WebSocket) -> None:
         await _close(ws, exc)
     except WebSocketDisconnect:
         if not call.finished:
-            await _produce(gateway, call.finish(), client)
+            await _produce_at_close(gateway, call.finish(), client, call.conversation_id)
 
 
 def _is_stop(text: str | None) -> bool:
@@ -162,14 +187,21 @@ class _TwilioCall:
         if type(start) is not dict or not isinstance(start.get("callSid"), str) or not start["callSid"]:
             raise GatewayError(400, "bad_message", "the 'start' message needs start.callSid")
         fmt = start.get("mediaFormat") or {}
-        if fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw" or int(fmt.get("channels", 1)) != 1:
+        try:
+            channels, rate = int(fmt.get("channels", 1)), int(fmt.get("sampleRate", 8000))
+        except (AttributeError, TypeError, ValueError):
+            raise GatewayError(400, "bad_message", "start.mediaFormat must be an object whose sampleRate and "
+                                                   "channels are integers, e.g. {\"sampleRate\": 8000, \"channels\": 1}"
+                               ) from None
+        if fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw" or channels != 1:
             raise GatewayError(415, "unsupported_media_type", "Twilio media must be audio/x-mulaw, one channel")
-        self.rate = int(fmt.get("sampleRate", 8000))
+        self.rate = rate
         if self.rate not in RATES:
             raise GatewayError(415, "unsupported_media_type", f"sampleRate {self.rate} is not supported")
         if self.client is None:
-            token = (start.get("customParameters") or {}).get("token")
-            self.client = self.gateway.auth.client(f"Bearer {token}" if isinstance(token, str) else None)
+            params = start.get("customParameters")
+            token = params.get("token") if isinstance(params, dict) else None
+            self.client = _audio_client(self.gateway, f"Bearer {token}" if isinstance(token, str) else None)
         self.call_sid = start["callSid"]
 
     def media(self, media: Any) -> list[dict[str, Any]]:
@@ -196,7 +228,7 @@ async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
     """``/v1/audio/twilio``: a Twilio Media Stream."""
     header = ws.headers.get("authorization")
     authenticated = header is not None or gateway.auth.anonymous
-    call = await open_socket(ws, lambda: _TwilioCall(gateway, gateway.auth.client(header) if authenticated else None))
+    call = await open_socket(ws, lambda: _TwilioCall(gateway, _audio_client(gateway, header) if authenticated else None))
     if call is None:
         return
     try:
@@ -204,6 +236,7 @@ async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 break
+            _check_size(gateway, message)
             text = message.get("text")
             if text is None:
                 raise GatewayError(415, "unsupported_media_type", "Twilio messages are JSON text frames")
@@ -228,4 +261,4 @@ async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
         await _close(ws, exc)
     except WebSocketDisconnect:
         if call.client is not None:
-            await _produce(gateway, call.finish(), call.client)
+            await _produce_at_close(gateway, call.finish(), call.client, call.call_sid)

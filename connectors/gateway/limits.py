@@ -20,6 +20,14 @@ def too_large(limit: int, what: str = "request body") -> GatewayError:
     )
 
 
+def message_bytes(message: dict) -> int:
+    """The size of a WebSocket message as sent: its bytes, or its text's UTF-8 length."""
+    if message.get("bytes") is not None:
+        return len(message["bytes"])
+    text = message.get("text") or ""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to pass ``limit`` (declared or streamed)."""
     declared = request.headers.get("content-length")

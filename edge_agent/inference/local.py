@@ -82,7 +82,7 @@ class LocalInference:
     def take_history(self, other: LocalInference) -> None:
         """Carry the readings ``other`` kept for its next windows, so a swapped-in model scores from the first batch."""
         if other.window >= self.window:
-            self._history = {k: v[-(self.window - 1) :] for k, v in other._history.items()}
+            self._history = {k: v[len(v) - self.window + 1 :] for k, v in other._history.items()}
 
     def score(self, series: list[Chunk]) -> list[Any]:
         """Scores per reading for each chunk (0 where a sensor lacks history yet), one session run in all."""
@@ -93,7 +93,7 @@ class LocalInference:
             values = np.asarray(c.values, dtype=np.float32)
             hist = self._history.get(c.sensor)
             full = values if hist is None else np.concatenate([hist, values])
-            self._history[c.sensor] = full[-(w - 1) :].copy()
+            self._history[c.sensor] = full[len(full) - w + 1 :].copy()  # not full[-(w - 1):]: all of it when w is 1
             n_scored = max(0, len(full) - w + 1)
             n_scored = min(n_scored, len(values))
             if n_scored:

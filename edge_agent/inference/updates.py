@@ -74,8 +74,8 @@ class ModelUpdates:
         self.message: str | None = None
         self.swaps = 0
         self.refused = 0
-        self._refused: set[tuple[str, str]] = set()  # (version, sha256) already refused: not retried
-        self._loading: tuple[str, str, threading.Thread, list[Any]] | None = None
+        self._refused: set[tuple[Any, ...]] = set()  # records (by _identity) already refused: not retried
+        self._loading: tuple[str, tuple[Any, ...], threading.Thread, list[Any]] | None = None
         self._records: dict[str, dict[str, Any]] = {}  # version -> signed record of current and previous
         self.serde = AvroSerde()
         self.cache = cache
@@ -151,16 +151,16 @@ class ModelUpdates:
         record = self.models.get((self.device_class, version))
         if record is None:
             other = next((m for (c, v), m in self.models.items() if v == version), None)
-            if other is not None and (version, other["sha256"]) not in self._refused:
-                self._refuse(version, other["sha256"], f"model {version} is built for {other['device_class']}, "
+            if other is not None and _identity(other) not in self._refused:
+                self._refuse(version, _identity(other), f"model {version} is built for {other['device_class']}, "
                              f"this device is {self.device_class}")
             return  # not received yet: it may still be on its way
-        if (version, record["sha256"]) in self._refused:
+        if _identity(record) in self._refused:
             return
         try:
             self.verifier.verify(record)
         except SignatureError as exc:
-            self._refuse(version, record["sha256"], str(exc))
+            self._refuse(version, _identity(record), str(exc))
             return
         self._records[version] = record
         result: list[Any] = []
@@ -172,17 +172,17 @@ class ModelUpdates:
                 result.append(exc)
 
         thread = threading.Thread(target=load, name=f"load-model-{version}", daemon=True)
-        self._loading = (version, record["sha256"], thread, result)
+        self._loading = (version, _identity(record), thread, result)
         thread.start()
 
     def _finish_load(self) -> LocalInference | None:
-        version, sha, thread, result = self._loading  # type: ignore[misc]
+        version, identity, thread, result = self._loading  # type: ignore[misc]
         if thread.is_alive():
             return None
         self._loading = None
         loaded = result[0] if result else RuntimeError("the loader thread died")
         if isinstance(loaded, BaseException):
-            self._refuse(version, sha, f"model {version} failed to load: {loaded}")
+            self._refuse(version, identity, f"model {version} failed to load: {loaded}")
             return None
         if loaded.version != self.wanted():  # the rollout moved on while it loaded
             return None
@@ -212,8 +212,8 @@ class ModelUpdates:
         except OSError as exc:  # a full or read-only disk costs the cache, not the model
             log.warning("cannot keep model %s in %s: %s", self.current.version, self.cache, exc)
 
-    def _refuse(self, version: str, sha: str, why: str) -> None:
-        self._refused.add((version, sha))
+    def _refuse(self, version: str, identity: tuple[Any, ...], why: str) -> None:
+        self._refused.add(identity)
         self.refused += 1
         self._set_state("refused", f"{why}; still running {self.current.version}")
         log.warning("refused model %s: %s; still running %s", version, why, self.current.version)
@@ -224,6 +224,11 @@ class ModelUpdates:
     def info(self) -> dict[str, str | None]:
         """``model_version``, ``model_state`` and ``model_message`` for the health event."""
         return {"model_version": self.current.version, "model_state": self.state, "model_message": self.message}
+
+
+def _identity(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What a refusal remembers: the version as signed, so the same version re-signed or rebuilt is tried again."""
+    return record["version"], record["device_class"], record["sha256"], record["key_id"], bytes(record["signature"])
 
 
 class UpdateFeed:

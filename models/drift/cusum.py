@@ -29,6 +29,33 @@ _CHUNK = 2048
 DIRECTIONS = ("both", "up", "down", "rises_on_binary")
 
 
+def is_binary(values: np.ndarray) -> bool:
+    """Whether every value is 0 or 1: a classifier's errors, whose spread is fixed by their mean."""
+    return bool(np.isin(values, (0.0, 1.0)).all())
+
+
+def stationary(values: np.ndarray, min_std: float = 0.05) -> bool:
+    """Whether a window of a stream has settled: its two halves agree in mean (within 3 standard errors)
+    and, off a 0/1 stream, in spread. Label-free: it reads only the stream itself.
+
+    Parameters
+    ----------
+    values
+        The window, oldest first; at least 4 values.
+    min_std
+        Floor of the deviation, so that a constant window does not make every difference significant.
+    """
+    half = len(values) // 2
+    a, b = values[:half], values[half:]
+    sd = max(float(values.std(ddof=1)), min_std)
+    if abs(a.mean() - b.mean()) > 3.0 * sd * (2.0 / half) ** 0.5:
+        return False
+    if is_binary(values):
+        return True
+    va, vb = max(float(a.var(ddof=1)), min_std**2), max(float(b.var(ddof=1)), min_std**2)
+    return bool(abs(np.log(va / vb)) <= 3.0 * (4.0 / half) ** 0.5)
+
+
 def _cusum_path(start: float, increments: np.ndarray) -> np.ndarray:
     c = start + np.cumsum(increments)
     return c - np.minimum(0.0, np.minimum.accumulate(c))
@@ -43,7 +70,7 @@ class SelfStartingCusum(StreamDriftDetector):
     Parameters
     ----------
     warmup
-        Values used to estimate the reference (its two halves must agree); at least 2.
+        Values used to estimate the reference (its two halves must agree); at least 4.
     k_mean
         Allowance of the mean statistics, in deviations: half the smallest mean shift worth detecting.
     h_mean
@@ -94,8 +121,8 @@ class SelfStartingCusum(StreamDriftDetector):
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
-        if warmup < 2:
-            raise ValueError("warmup must be at least 2 values")
+        if warmup < 4:
+            raise ValueError("warmup must be at least 4 values")
         self.warmup, self.k_mean, self.h_mean = warmup, k_mean, h_mean
         self.k_var_up, self.k_var_down, self.h_var, self.h_binary = k_var_up, k_var_down, h_var, h_binary
         self.clip, self.min_std, self.direction, self.detect_variance = clip, min_std, direction, detect_variance
@@ -158,19 +185,12 @@ class SelfStartingCusum(StreamDriftDetector):
         """Freeze the reference from the warm-up values, unless they are still changing (a gradual drift
         under way, a model still adapting): then keep only the newer half and wait for more."""
         warm = np.asarray(self._warm)
-        self._binary = bool(np.isin(warm, (0.0, 1.0)).all())
-        half = len(warm) // 2
-        a, b = warm[:half], warm[half:]
-        sd = max(float(warm.std(ddof=1)), self.min_std)
-        moved = abs(a.mean() - b.mean()) > 3.0 * sd * (2.0 / half) ** 0.5
-        if not self._binary:
-            va, vb = max(float(a.var(ddof=1)), self.min_std**2), max(float(b.var(ddof=1)), self.min_std**2)
-            moved = moved or abs(np.log(va / vb)) > 3.0 * (4.0 / half) ** 0.5
-        if moved:
-            self._warm = b.tolist()
+        self._binary = is_binary(warm)
+        if not stationary(warm, self.min_std):
+            self._warm = warm[len(warm) // 2 :].tolist()
             return
         self._mu = float(warm.mean())
-        self._sigma = sd
+        self._sigma = max(float(warm.std(ddof=1)), self.min_std)
         self._n = len(warm)
         self._warm = []
 

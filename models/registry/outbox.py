@@ -188,8 +188,8 @@ class RegistryOutbox:
         return applied
 
     def _refresh(self) -> None:
-        with self._lock:
-            submitted = self._submitted
+        with self._lock:  # what this read can show: the changes applied, not those queued since the drain
+            submitted = self._submitted - len(self._pending)
             old = self._view
         view = self.registry.view(self.model)
         champ = view["champion"]

@@ -12,7 +12,8 @@ read of its dictionaries whole).
     GET /models                                    -> {"models": [{"model_name", "model_version"}]}
     GET /health                                    -> {"status": "ok", "models": N}
 
-``eddyline run clicks`` serves it when ``[recommend] port`` / ``EDDYLINE_RECOMMEND_PORT`` is set.
+``eddyline run clicks`` serves it when ``[recommend] port`` / ``EDDYLINE_RECOMMEND_PORT`` is set, from the moment
+the flow makes its processor (its first event, or its restored state); building the flow's spec starts nothing.
 """
 
 from __future__ import annotations

@@ -152,7 +152,11 @@ class SentimentTracker:
         transcripts
             ``transcript`` records of this conversation, in segment order.
         """
-        fresh = [t for t in transcripts if t["segment"] > self.last_segment]  # redelivered segments: already done
+        fresh, last = [], self.last_segment
+        for t in transcripts:  # redelivered segments, from earlier batches or this one: already done
+            if t["segment"] > last:
+                fresh.append(t)
+                last = t["segment"]
         if not fresh:
             return []
         model = load_sentiment(self.config.sentiment_model)

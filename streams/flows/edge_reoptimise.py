@@ -6,14 +6,19 @@ same model version, at least ``min_peers`` of them), else its own baseline (the 
 ``baseline_heartbeats`` on that version). A new model version starts a new baseline. Agreement with the
 platform's detector is not in the health event, so only latency is judged here.
 
-State is a few numbers per device (version, baseline samples, the last latency, a counter).
+State is a few numbers per device (version, baseline samples, the last latency, a counter), and per class
+and version the devices' last latencies kept sorted, so a peers' median costs a bisection, not a pass over
+the fleet.
 """
 
 from __future__ import annotations
 
-import statistics
+import math
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 from typing import Any
+
+_MIN_REFERENCE_MS = 1e-3  # a reference of 0 ms (below the clock's resolution) would make any latency "degraded"
 
 
 @dataclass
@@ -49,6 +54,8 @@ class ReoptimiseWatch:
         self.baseline_heartbeats = baseline_heartbeats
         self.min_peers = min_peers
         self.devices: dict[str, _Device] = {}
+        self._latencies: dict[tuple[str, str | None], list[float]] = {}  # (class, version) -> last latencies, sorted
+        self.invalid = 0  # heartbeats whose latency is not a finite, non-negative number: counted, not judged
 
     def process(self, health: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Take health events; return one flag per device that just became degraded (or recovered)."""
@@ -57,14 +64,21 @@ class ReoptimiseWatch:
             latency = h.get("inference_latency_ms")
             d = self.devices.get(h["device_id"])
             if d is None or d.version != h["model_version"] or d.device_class != h["device_class"]:
+                if d is not None:
+                    self._forget_latency(d)
                 d = self.devices[h["device_id"]] = _Device(h["device_class"], h["model_version"])
             if latency is None:
                 continue
-            d.latency = latency
+            if not math.isfinite(latency) or latency < 0:
+                self.invalid += 1
+                continue
+            self._forget_latency(d)  # a device is not its own peer
             if len(d.baseline) < self.baseline_heartbeats:
                 d.baseline.append(latency)
+                self._keep_latency(d, latency)
                 continue
-            reference, basis = self._reference(h["device_id"], d)
+            reference, basis = self._reference(d)
+            self._keep_latency(d, latency)
             d.over = d.over + 1 if latency > self.factor * reference else 0
             degraded = d.over >= self.consecutive
             if degraded != d.flagged:
@@ -77,15 +91,33 @@ class ReoptimiseWatch:
                 })
         return out
 
-    def _reference(self, device_id: str, d: _Device) -> tuple[float, str]:
-        peers = [
-            p.latency for k, p in self.devices.items()
-            if k != device_id and p.device_class == d.device_class and p.version == d.version and p.latency is not None
-        ]
+    def _keep_latency(self, d: _Device, latency: float) -> None:
+        d.latency = latency
+        insort(self._latencies.setdefault((d.device_class, d.version), []), latency)
+
+    def _forget_latency(self, d: _Device) -> None:
+        if d.latency is None:
+            return
+        key = (d.device_class, d.version)
+        group = self._latencies[key]
+        del group[bisect_left(group, d.latency)]
+        if not group:
+            del self._latencies[key]
+        d.latency = None
+
+    def _reference(self, d: _Device) -> tuple[float, str]:
+        """Called while ``d``'s own latency is out of its group: the others' median, or its baseline's."""
+        peers = self._latencies.get((d.device_class, d.version), [])
         if len(peers) >= self.min_peers:
-            return statistics.median(peers), "peers' median"
-        return statistics.median(d.baseline), "device's own baseline"
+            return max(_median(peers), _MIN_REFERENCE_MS), "peers' median"
+        return max(_median(sorted(d.baseline)), _MIN_REFERENCE_MS), "device's own baseline"
 
     def flagged(self) -> list[str]:
         """Devices flagged now, for re-optimisation (``eddyline-edge build-model --optimise`` for their class)."""
         return sorted(k for k, d in self.devices.items() if d.flagged)
+
+
+def _median(ordered: list[float]) -> float:
+    """The median of an ascending list (as ``statistics.median``, without sorting again)."""
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -328,7 +328,8 @@ class RetrainingClickProcessor(ClickProcessor):
 def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registry_dir: Path | str | None = None,
          policy: dict[str, Any] | None = None) -> FlowSpec:
     """The click flow with retraining: clicks and drift events in; predictions and feedback out. With
-    ``[recommend] port`` set, this process also serves top-k recommendations from the live model.
+    ``[recommend] port`` set, the process that runs it also serves top-k recommendations from the live model
+    (from its first processor on: building the spec starts nothing, so the live page can read its topics).
 
     Parameters
     ----------
@@ -342,19 +343,22 @@ def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registr
     from streams.apps.recommend import serve_from_settings
     from streams.tracking import configure
 
-    serve_from_settings()
     settings = RetrainingSettings()
     mlflow = configure()
     chosen = registry_dir if registry_dir is not None else settings.registry_dir
     folder = None if chosen is None else str(chosen)
     uri = None if folder is not None else tracking.tracking_uri()
     merged = settings.policy() | (policy or {})
+
+    def make(_key: str) -> RetrainingClickProcessor:
+        serve_from_settings()
+        return RetrainingClickProcessor(model_name, click_wait_ms=click_wait_ms, registry_dir=folder, policy=merged,
+                                        tracking_uri=uri, poll_s=mlflow.poll_s, retry_s=mlflow.retry_s)
+
     return FlowSpec(
         name="clicks",
         inputs={"clicks": CLICK, "drift": DRIFT, QUARANTINE_TOPIC: QUARANTINE},
-        make_processor=lambda _key: RetrainingClickProcessor(
-            model_name, click_wait_ms=click_wait_ms, registry_dir=folder, policy=merged, tracking_uri=uri,
-            poll_s=mlflow.poll_s, retry_s=mlflow.retry_s),
+        make_processor=make,
         outputs={"predictions": PREDICTION, "feedback": FEEDBACK},
         key=lambda _event: model_name,
     )

@@ -29,6 +29,8 @@ SOURCE = "audio-routing"
 REASON_FIELDS = frozenset({"rolling", "trend", "emotion", "emotion_share", "emotion_count", "window", "segments",
                            "phrase", "words"})
 SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")
+_SAMPLE_FACTS = {"rolling": 0.0, "trend": 0.0, "emotion": "anger", "emotion_share": 0.5, "emotion_count": 1,
+                 "window": 4, "segments": 1, "phrase": "cancel my", "words": "furious"}  # the types routing fills in
 
 
 @dataclass
@@ -79,6 +81,12 @@ class RoutingRule:
         if used - REASON_FIELDS:
             raise ValueError(f"routing rule {self.name!r}: reason uses {sorted(used - REASON_FIELDS)}; "
                              f"it may use {', '.join(sorted(REASON_FIELDS))}")
+        try:  # a template that cannot be filled would fail in the flow at the rule's first match
+            self.reason.format(**_SAMPLE_FACTS)
+        except (ValueError, IndexError, KeyError, TypeError) as exc:
+            raise ValueError(f"routing rule {self.name!r}: reason {self.reason!r} cannot be filled ({exc}); "
+                             "name every field, e.g. {rolling:+.2f} or {words} (numbers: rolling, trend, "
+                             "emotion_share, emotion_count, window, segments)") from None
         if self.severity not in SEVERITIES:
             raise ValueError(f"routing rule {self.name!r}: severity {self.severity!r}; choose from {', '.join(SEVERITIES)}")
         self.phrases = [p.lower() for p in self.phrases]

@@ -11,7 +11,7 @@ from benchmarks.wer import read_references
 from connectors.wav import chunk_records, read_wav
 from models.speech import word_error_rate
 from schemas import AvroSerde
-from streams.flows.audio import AudioFlowConfig, SentimentPolicy, audio_flow, sentiment_flow
+from streams.flows.audio import AudioFlowConfig, SentimentPolicy, SentimentProcessor, audio_flow, sentiment_flow
 from streams.processor import Event, run_local
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "audio"
@@ -116,3 +116,12 @@ def test_conversations_are_tracked_apart_and_escalate():
     events = [transcript("a", i, t) for i, t in enumerate(bad)] + [transcript("b", 0, "lovely, thank you")]
     alerts = sentiment_alerts(run_local(sentiment_flow(cfg), events))
     assert [(a["entity"], a["status"], a["severity"]) for a in alerts] == [("a", "OPENED", "WARNING"), ("a", "UPDATED", "ERROR")]
+
+
+def test_a_segment_repeated_within_one_batch_counts_once():
+    policy = SentimentPolicy(window=2, open_after=2)
+    proc = SentimentProcessor("c", AudioFlowConfig(sentiment_model="vader", policy=policy).to_dict())
+    redelivered = transcript("c", 0, "this is awful and terrible")  # a producer's retry, in the same poll
+    emits = proc.process([redelivered, redelivered, transcript("c", 1, "thanks, that is great")])
+    assert [r["segment"] for r in by_topic(emits, "scores.sentiment")] == [0, 1]
+    assert by_topic(emits, "alerts") == []  # one negative segment, not two in a row

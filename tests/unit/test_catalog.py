@@ -15,8 +15,8 @@ from streams.sinks.drift import DriftMetricsSink
 from streams.sinks.fleet import FleetMetricsSink
 from streams.sinks.model_security import ModelSecurityMetricsSink
 from streams.flows.clicks import QUARANTINE_TOPIC
+from streams.sinks.quality import QualityMetricsSink
 from streams.processor import Emit, Event, run_local
-from streams.flows.quality import QualityMetricsSink
 from streams.flows.quality import flow as quality_flow
 from streams.flows.sensor_anomaly import sensor_anomaly_flow
 from streams.sinks.sensor import SensorMetricsSink

@@ -93,6 +93,48 @@ def test_the_ensemble_alarms_on_a_rising_error_rate_only() -> None:
     assert len(hits) == 1 and 6000 <= hits[0] < 6400
 
 
+def _warming_up_then_rising_errors() -> np.ndarray:
+    """A model's 0/1 errors as on the MovieLens replay: low while the first few users (who like most things)
+    dominate, settling at 35 % from value 300 on, then a real rise to 55 % at 4000."""
+    rng = np.random.default_rng(11)
+    rates = np.r_[np.full(300, 0.15), np.full(3700, 0.35), np.full(2000, 0.55)]
+    return (rng.random(len(rates)) < rates).astype(float)
+
+
+def test_the_ensemble_waits_for_the_stream_to_settle_before_any_alarm_counts() -> None:
+    errors = _warming_up_then_rising_errors()
+    eager = make_detector("ours", settle=0).update(errors)
+    assert any(i < 1000 for i in eager)  # the warm-up's rise is a change...
+    hits = make_detector("ours").update(errors)
+    assert len(hits) == 1 and 4000 <= hits[0] < 4400  # ...but not from a settled regime: only the real one counts
+
+
+def test_the_warm_up_lasts_while_the_stream_is_still_moving() -> None:
+    rng = np.random.default_rng(12)
+    ramp = np.r_[np.linspace(0.0, 3.0, 1600), np.full(2400, 3.0)] + rng.normal(0, 0.3, 4000)
+    det = DriftEnsemble(members=[{"name": "cusum", "warmup": 200}], settle=400)
+    assert len(det.update(ramp[:1600])) == 0 and det.snapshot()["warm"] is not None  # unsettled all along the ramp
+    det.update(ramp[1600:])
+    assert det.snapshot()["warm"] is None
+
+
+def test_settle_is_checked() -> None:
+    with pytest.raises(ValueError, match="settle"):
+        DriftEnsemble(settle=2)
+
+
+def test_a_snapshot_taken_during_the_warm_up_resumes_it() -> None:
+    errors = _warming_up_then_rising_errors()
+    whole = make_detector("ours").update(errors)
+    det = make_detector("ours")
+    det.update(errors[:500])
+    snap = det.snapshot()
+    assert _plain(snap) and len(snap["warm"]) == 500
+    again = make_detector("ours")
+    again.restore(snap)
+    assert list(500 + again.update(errors[500:])) == list(whole)
+
+
 def test_adwin_takes_its_binary_delta_only_while_the_stream_is_binary() -> None:
     from models.drift.members import make_member
 

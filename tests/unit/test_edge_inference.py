@@ -72,6 +72,20 @@ def test_history_carries_across_batches() -> None:
     assert (whole[:15] == 0).all()  # too little history for the first readings
 
 
+def test_a_model_of_one_reading_keeps_no_history() -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Abs", ["x"], ["score"])], "per-reading",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    inf = LocalInference(cfg(), model=model.SerializeToString(), version="abs")
+    for start in range(0, 3000, 100):
+        scores = inf.score([Chunk("t", None, list(range(start, start + 100)), [-1.0] * 100)])[0]
+    assert (scores == 1.0).all() and len(inf._history["t"]) == 0  # nothing to carry: the device's memory stays flat
+
+
 def test_summary_mode_keeps_only_anomalous_readings() -> None:
     inf = LocalInference(cfg(send="summary"))
     values = signal(1000, 4, {900: 3.0})
@@ -128,3 +142,17 @@ def test_agent_sends_summaries_when_told(tmp_path: Path, monkeypatch: pytest.Mon
     counted = sum(s["values"][0] for b in batches for s in b["series"] if s["sensor"].endswith(".count"))
     assert counted == agent.sampled  # every sampled reading is accounted for in a summary
     assert agent.inference.scored == agent.sampled
+
+
+def test_build_model_refuses_bad_input_with_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_agent.cli import main
+
+    out = str(tmp_path / "m.onnx")
+    assert main(["build-model", "--out", out, "--window", "2"]) == 2
+    assert "window must be at least 4" in capsys.readouterr().err
+    for name, text in (("no_sensor.csv", "timestamp,value\n1,2.0\n"), ("bad_value.csv", "timestamp,sensor,value\n1,t,hot\n"),
+                       ("short.csv", "timestamp,sensor,value\n1,t,2.0\n")):
+        (tmp_path / name).write_text(text)
+        assert main(["build-model", "--out", out, "--csv", str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("eddyline-edge: --csv") and "timestamp,sensor,value" in err, err

@@ -135,6 +135,17 @@ def test_refused_models_leave_the_running_one(keys, model_bytes: bytes, case: st
     assert settle(u) is None and u.refused == 1  # not retried on every loop turn
 
 
+def test_a_version_refused_then_republished_signed_right_is_loaded(keys, model_bytes: bytes) -> None:
+    private, public, other_key = keys
+    u = updater("pi-1", public)
+    u.on_model(record("3", model_bytes, other_key))  # signed with the wrong key by mistake
+    u.on_rollout(rollout("3", "promoted", []))
+    assert settle(u) is None and u.info()["model_state"] == "refused"
+    u.on_model(record("3", model_bytes, private))  # the operator signs the same build again, with the right key
+    new = settle(u)
+    assert new is not None and new.version == "3" and u.info()["model_state"] == "running" and u.refused == 1
+
+
 POLICY = RolloutPolicy(observe_s=60, swap_timeout_s=120, max_error_rate_per_min=2, max_latency_ms=20,
                        silence_intervals=3, fleet_window_s=600, min_joined_readings=0)  # health only; agreement: test_rollout_agreement
 

@@ -357,3 +357,46 @@ def test_an_unavailable_schema_registry_is_503_not_an_invalid_event(monkeypatch:
         r = c.post("/v1/sensors", json=_sensor(), headers=AUTH)
         assert r.status_code == 503 and r.json()["error"] == "registry_unavailable"
         assert "unreachable" in r.json()["message"] and r.headers["Retry-After"] == "1"
+
+
+def test_a_token_without_the_audio_scope_cannot_stream_a_call() -> None:
+    from starlette.testclient import WebSocketDenialResponse
+
+    with _client(tokens={"unit": TOKEN, "edge": OTHER}, scopes={"edge": ["sensor_batch"]}) as c:
+        edge = {"Authorization": f"Bearer {OTHER}"}
+        for path in ("/v1/audio/stream?conversation_id=c1", "/v1/audio/twilio"):
+            with pytest.raises(WebSocketDenialResponse) as info, c.websocket_connect(path, headers=edge):
+                pass
+            assert info.value.status_code == 403, path
+        with c.websocket_connect("/v1/audio/twilio") as ws:  # Twilio's way: the token as a stream parameter
+            ws.send_text(json.dumps({"event": "start", "start": {"callSid": "CA1",
+                                                                 "customParameters": {"token": OTHER}}}))
+            closed = ws.receive()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1008 and "audio_chunk" in closed["reason"]
+        with c.websocket_connect("/v1/audio/stream?conversation_id=c2", headers=AUTH) as ws:  # a token with it can
+            ws.send_bytes(b"\0\0" * 3200)
+            assert ws.receive_json()["status"] == 202
+
+
+def test_a_call_stream_counts_against_its_token_rate() -> None:
+    with _client(tokens={"unit": TOKEN, "edge": OTHER}, rates={"edge": 2}, rate_burst_s=1) as c:
+        c.app.state.gateway.rates.clock = lambda: 0.0  # no refill while the test runs
+        edge = {"Authorization": f"Bearer {OTHER}"}
+        with c.websocket_connect("/v1/audio/stream?conversation_id=c1&chunk_ms=100", headers=edge) as ws:
+            ws.send_bytes(b"\0\0" * 3200)  # 200 ms: two chunks, the token's whole burst
+            assert [ws.receive_json()["status"] for _ in range(2)] == [202, 202]
+            ws.send_bytes(b"\0\0" * 1600)
+            closed = ws.receive()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1013 and "rate_limited" in closed["reason"]
+
+
+def test_a_call_frame_over_the_message_limit_is_refused() -> None:
+    with _client(max_body_bytes=4000) as c:
+        with c.websocket_connect("/v1/audio/stream?conversation_id=c1", headers=AUTH) as ws:
+            ws.send_bytes(b"\0\0" * 2001)
+            closed = ws.receive()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1009 and "too_large" in closed["reason"]
+        with c.websocket_connect("/v1/audio/twilio", headers=AUTH) as ws:
+            ws.send_text(json.dumps({"event": "connected", "pad": "x" * 4000}))
+            closed = ws.receive()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1009

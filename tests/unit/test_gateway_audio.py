@@ -7,6 +7,8 @@ import pytest
 from scipy.signal import resample_poly
 
 from connectors.gateway.audio import CallAudio, StreamResampler, mulaw_decode, mulaw_encode
+from connectors.gateway.calls import _TwilioCall
+from connectors.gateway.errors import GatewayError
 from connectors.wav import chunk_records
 
 
@@ -57,3 +59,22 @@ def test_8khz_frames_are_resampled_and_numbered() -> None:
     assert {r["sample_rate"] for r in records} == {16000}
     with pytest.raises(ValueError, match="ended"):
         call.feed_pcm16(b"\x00\x00")
+
+
+@pytest.mark.parametrize("fmt", [{"sampleRate": "fast"}, {"channels": None}, "audio/x-mulaw"])
+def test_a_twilio_start_with_a_malformed_media_format_is_refused_with_what_to_send(fmt: object) -> None:
+    with pytest.raises(GatewayError) as refused:
+        _TwilioCall(None, "calls").start({"callSid": "CA1", "mediaFormat": fmt})
+    assert refused.value.status == 400 and "sampleRate" in refused.value.message
+
+
+def test_a_twilio_start_whose_parameters_are_not_an_object_is_unauthenticated() -> None:
+    from types import SimpleNamespace
+
+    from connectors.gateway import GatewaySettings
+    from connectors.gateway.auth import TokenAuth
+
+    gateway = SimpleNamespace(auth=TokenAuth(GatewaySettings(tokens={"calls": "a-token-of-sixteen-chars"})))
+    with pytest.raises(GatewayError) as refused:
+        _TwilioCall(gateway, None).start({"callSid": "CA1", "customParameters": ["token", "x"]})
+    assert refused.value.status == 401

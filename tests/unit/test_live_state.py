@@ -50,6 +50,15 @@ def test_alerts_open_update_and_resolve_and_redeliveries_count_once() -> None:
     assert view["duplicates"] == 1
 
 
+def test_the_open_alerts_shown_are_the_newest_rows_and_all_are_counted() -> None:
+    s = LiveState(LiveLimits(rows=2, open_alerts=3))
+    for i in range(5):  # a fleet incident: an alert per device, none resolved yet
+        s.apply("alerts", alert(f"k{i}", "OPENED", i))
+    view = s.snapshot()["alerts"]
+    assert [a["key"] for a in view["open"]] == ["k4", "k3"] and view["open_count"] == 3
+    assert list(s.open_alerts) == ["k2", "k3", "k4"]
+
+
 def test_anomalies_are_readings_at_or_over_the_threshold_and_the_list_is_bounded() -> None:
     s = LiveState(LiveLimits(rows=3))
     s.apply("scores.anomaly", scores("a", [0.1, 0.5, 0.9, 0.2, 0.7, 0.6]))
@@ -57,6 +66,14 @@ def test_anomalies_are_readings_at_or_over_the_threshold_and_the_list_is_bounded
     assert view["scored"] == 6 and view["anomalous"] == 4
     assert [r["score"] for r in view["recent"]] == [0.6, 0.7, 0.9]  # newest first, three kept
     assert view["devices"] == [{"device": "dev-1", "scored": 6, "anomalous": 4, "max_score": 0.9}]
+
+
+def test_the_anomaly_tally_keeps_the_most_recently_scored_devices() -> None:
+    s = LiveState(LiveLimits(scored_devices=2))
+    for i, device in enumerate(["dev-1", "dev-2", "dev-3", "dev-2"]):
+        s.apply("scores.anomaly", {**scores(f"e{i}", [0.9]), "device_id": device})
+    assert sorted(d["device"] for d in s.snapshot()["anomalies"]["devices"]) == ["dev-2", "dev-3"]
+    assert s.devices["dev-2"]["anomalous"] == 2 and s.snapshot()["anomalies"]["anomalous"] == 4
 
 
 def test_rejected_events_are_counted_by_topic_and_reason() -> None:

@@ -105,3 +105,25 @@ def test_the_api_is_served_once_per_process_on_the_configured_port(monkeypatch) 
             recommend_api.serve_from_settings(recommend_api.RecommendSettings(port=taken.getsockname()[1]))
     finally:
         recommend_api._serving.pop(("127.0.0.1", port)).stop()
+
+
+def test_building_the_click_flow_serves_nothing_until_a_processor_runs(monkeypatch, tmp_path) -> None:
+    import socket
+
+    from streams.apps import recommend as recommend_api
+    from streams.flows import retraining
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("EDDYLINE_RECOMMEND_PORT", str(port))
+    try:
+        spec = retraining.flow(registry_dir=tmp_path / "registry")  # as the live page's lag chart builds every flow
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # still free for the process that runs the flow
+        spec.make_processor(clicks.MODEL_NAME)
+        assert _get(f"http://127.0.0.1:{port}/health")[0] == 200
+    finally:
+        server = recommend_api._serving.pop(("127.0.0.1", port), None)
+        if server is not None:
+            server.stop()

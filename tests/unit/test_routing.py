@@ -72,6 +72,9 @@ def test_rules_come_from_toml_and_are_checked(tmp_path, monkeypatch):
     assert "[routing] rules.0" in explain(bad.value) and "it may use" in explain(bad.value)  # what the CLI prints
     with pytest.raises(ValueError, match="unknown emotions"):
         RoutingRule("x", "a", "r", emotions=["rage"])
+    for reason in ("rolling {}", "{words:+.2f}", "{rolling:d}"):  # would fail in the flow at the first match
+        with pytest.raises(ValueError, match="cannot be filled"):
+            RoutingRule("x", "a", reason)
 
 
 def test_snapshot_restores_mid_escalation_and_replays_repeat_ids():

@@ -14,7 +14,7 @@ from typing import Any
 
 from schemas.scores import series_scores
 
-__all__ = ["ChartLimits", "Charts"]
+__all__ = ["ChartLimits", "Charts", "bounded_get"]
 
 Columns = list[list[Any]]
 
@@ -76,7 +76,7 @@ def _align(series: Iterable[Mapping[Any, Any]]) -> Columns:
     return [xs, *([m.get(x) for x in xs] for m in maps)]
 
 
-def _bounded_get(store: OrderedDict[str, Any], key: str, limit: int, make: Callable[[], Any]) -> Any:
+def bounded_get(store: OrderedDict[str, Any], key: str, limit: int, make: Callable[[], Any]) -> Any:
     """The entry for ``key``, made if new, moved to the most recent end; the oldest go past ``limit``."""
     entry = store.pop(key, None)
     store[key] = entry if entry is not None else make()
@@ -113,7 +113,7 @@ class Charts:
     # --- folding events ------------------------------------------------------------------------
 
     def _sensor(self, device: str, sensor: str) -> _Sensor | None:
-        sensors = _bounded_get(self._devices, device, self.limits.devices,
+        sensors = bounded_get(self._devices, device, self.limits.devices,
                                lambda: _Device(self.limits.alerts)).sensors
         if sensor not in sensors:
             if len(sensors) >= self.limits.sensors:
@@ -142,13 +142,13 @@ class Charts:
         device, sensor = details.get("device_id"), details.get("sensor")
         if device is None or sensor is None:
             return  # about a model or a call, not a device
-        entry = _bounded_get(self._devices, device, self.limits.devices, lambda: _Device(self.limits.alerts))
+        entry = bounded_get(self._devices, device, self.limits.devices, lambda: _Device(self.limits.alerts))
         entry.alerts.append({"time": rec["event_time"] / 1000, "sensor": sensor, "status": rec["status"],
                              "severity": rec["severity"], "summary": rec["summary"]})
 
     def sentiment(self, rec: Mapping[str, Any]) -> None:
         """A scored transcript segment: the call's score and rolling score."""
-        points = _bounded_get(self._calls, rec["conversation_id"], self.limits.calls,
+        points = bounded_get(self._calls, rec["conversation_id"], self.limits.calls,
                               lambda: deque(maxlen=self.limits.call_points))
         points.append((rec["event_time"], rec["score"], rec["rolling_score"]))
 

@@ -9,6 +9,7 @@ to InfluxDB and Prometheus rather than to a topic.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from schemas import (
 )
 from schemas.catalog import DEVICE_HEALTH
 from schemas.scores import series_scores
-from streams.apps.live.charts import ChartLimits, Charts
+from streams.apps.live.charts import ChartLimits, Charts, bounded_get
 from streams.processor import Event
 from streams.flows.quality import QualityProcessor
 
@@ -48,6 +49,8 @@ class LiveLimits:
     quality_wait_ms: int = 10_000  # event time a prediction waits for its feedback
     quality_lateness_ms: int = 30_000  # predictions and feedback arrive on two topics, not in step
     fleet_devices: int = 10_000  # edge devices remembered (the least recently heard leave first)
+    scored_devices: int = 10_000  # devices in the anomaly tally (the least recently scored leave first)
+    open_alerts: int = 10_000  # open alerts remembered (the least recently updated leave first); ``rows`` are shown
     charts: ChartLimits = field(default_factory=ChartLimits)
 
 
@@ -66,8 +69,8 @@ class LiveState:
         self.scored = 0
         self.anomalous = 0
         self.anomalies: deque[dict[str, Any]] = deque(maxlen=self.limits.rows)
-        self.devices: dict[str, dict[str, Any]] = {}
-        self.open_alerts: dict[str, dict[str, Any]] = {}
+        self.devices: OrderedDict[str, dict[str, Any]] = OrderedDict()  # device -> tally, last scored last
+        self.open_alerts: OrderedDict[str, dict[str, Any]] = OrderedDict()  # key -> alert, last updated last
         self.alert_counts: dict[str, int] = {"OPENED": 0, "UPDATED": 0, "RESOLVED": 0}
         self.conversations: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.drift: deque[dict[str, Any]] = deque(maxlen=self.limits.rows)
@@ -113,7 +116,8 @@ class LiveState:
     def _scores_anomaly(self, rec: dict[str, Any]) -> None:
         self.charts.scores(rec)
         device, threshold = rec["device_id"], rec["threshold"]
-        d = self.devices.setdefault(device, {"device": device, "scored": 0, "anomalous": 0, "max_score": 0.0})
+        d = bounded_get(self.devices, device, self.limits.scored_devices,
+                        lambda: {"device": device, "scored": 0, "anomalous": 0, "max_score": 0.0})
         for s in rec["series"]:
             stamps, packed = series_scores(s)
             scores = packed.tolist()
@@ -144,24 +148,23 @@ class LiveState:
         if status == "RESOLVED":
             self.open_alerts.pop(key, None)
             return
-        opened = self.open_alerts.get(key, {}).get("opened", rec["event_time"])
+        before = self.open_alerts.pop(key, None) or {}
         self.open_alerts[key] = {
             "key": key,
             "source": rec["source"],
             "entity": rec["entity"],
             "severity": rec["severity"],
             "summary": rec["summary"],
-            "why": explanation_text(rec.get("explanation")) or self.open_alerts.get(key, {}).get("why", ""),
-            "opened": opened,
+            "why": explanation_text(rec.get("explanation")) or before.get("why", ""),
+            "opened": before.get("opened", rec["event_time"]),
             "updated": rec["event_time"],
         }
+        while len(self.open_alerts) > self.limits.open_alerts:
+            self.open_alerts.popitem(last=False)
 
     def _conversation(self, conv: str) -> dict[str, Any]:
-        c = self.conversations.pop(conv, None) or {"conversation": conv, "segments": 0, "route": "", "reason": ""}
-        self.conversations[conv] = c  # most recently active last
-        while len(self.conversations) > self.limits.conversations:
-            self.conversations.popitem(last=False)
-        return c
+        return bounded_get(self.conversations, conv, self.limits.conversations,
+                           lambda: {"conversation": conv, "segments": 0, "route": "", "reason": ""})
 
     def _scores_sentiment(self, rec: dict[str, Any]) -> None:
         self.charts.sentiment(rec)
@@ -274,7 +277,8 @@ class LiveState:
             },
             "alerts": {
                 "counts": dict(self.alert_counts),
-                "open": sorted(self.open_alerts.values(), key=lambda a: -a["updated"]),
+                "open": heapq.nlargest(self.limits.rows, self.open_alerts.values(), key=lambda a: a["updated"]),
+                "open_count": len(self.open_alerts),
             },
             "sentiment": list(reversed(self.conversations.values())),
             "quality": {

@@ -62,7 +62,7 @@ function render(v) {
   fill("panel-anomalies", a.recent, (r) => [cell(r.device), cell(r.sensor), cell(time(r.time)), cell(num(r.score))]);
 
   const c = v.alerts.counts;
-  $("#alert-counts").textContent = `opened ${c.OPENED ?? 0} · updated ${c.UPDATED ?? 0} · resolved ${c.RESOLVED ?? 0}`;
+  $("#alert-counts").textContent = `${v.alerts.open_count} open · opened ${c.OPENED ?? 0} · updated ${c.UPDATED ?? 0} · resolved ${c.RESOLVED ?? 0}`;
   fill("panel-alerts", v.alerts.open, (r) => [cell(r.severity, r.severity), cell(r.source), cell(r.entity),
     alertSummary(r), cell(time(r.updated))]);
 

@@ -1,0 +1,303 @@
+"""Variants of ``seasonal`` tried for issue 14 and scored by cross-validation, rerunnable from the repository.
+
+Why a patch and not parameters in ``models/anomaly/seasonal.py``: none of these won under cross-validation
+(BENCHMARKS-nab.md, "Detectors that generalise"), and production should not carry switches that are off.
+So each variant is a text patch applied to a copy of ``seasonal.py``'s source at run time; every patch checks
+that its anchor occurs exactly once, so a change to ``seasonal.py`` stops this module with a clear error
+instead of measuring something else. With every new parameter at its neutral value the patched detector
+scores bit for bit like ``seasonal`` (tests/unit/test_nab_variants.py).
+
+What each patch adds (all parameters default to "off"):
+
+- ``confirm``: the seasonal score speaks only after its model has been predicting better than the global one
+  (the ``ratio`` test) for ``confirm`` periods in a row (one more scalar, ``s_since``).
+- ``sv_alpha``, ``var_mix``: a residual variance per slot (EWMA rate ``sv_alpha`` per visit), mixed
+  ``var_mix : 1 - var_mix`` with the series-wide one: busy hours may be noisier than quiet ones.
+- ``mix``, ``zg``: the seasonal likelihood layer is fed ``(1 - mix)`` times the seasonal surprise plus ``mix``
+  times the global one (at ``z / zg``): several raw scores averaged, HTM-style, instead of replaced.
+- ``zext``, ``fast``: a second global likelihood layer averaging only ``fast`` surprises; its score counts
+  (by max) while the reading is at least ``zext`` long-run sigmas out: an earlier alarm when it is extreme.
+- ``spike_gate``: on a series whose seasonal score speaks, a spike alarms only if it is also at least
+  ``spike_gate`` sigmas from its slot's expected value.
+- ``rearm``, ``rearm_level``: the alarm hold ends early once the score has stayed below ``rearm_level`` for
+  ``rearm`` readings in a row (the incident is over, so the next alarm is a new one; one more scalar).
+
+Besides the variants, two selection rules over ``seasonal``'s ``--cv`` grid (``benchmarks.nab.GRIDS``):
+nested CV (each fold chooses its grid point by a leave-one-category-out CV of its own four categories) and a
+vote (a grid point replaces the defaults only if it beats them on at least ``k`` of the four); and the
+``--cv`` protocol over a grid moved to a longer hold that ends with the incident (``rearm``, ``REARM_GRID``).
+
+    python -m benchmarks.nab_variants --data ../shared/data/nab --json variants.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+import models.anomaly.seasonal
+from benchmarks.nab import GRIDS, _epoch_ms, data_files, grid_scores, labels_dir, read_series, series_root
+from models.evaluation import cv, nab
+
+Patch = list[tuple[str, str]]
+
+PATCHES: dict[str, Patch] = {
+    "params": [
+        ('"period2_ms")\nPARAM', '"period2_ms", "confirm", "sv_alpha", "var_mix", "mix", "zg", "zext", "fast", '
+                                 '"spike_gate", "rearm", "rearm_level")\nPARAM'),
+        ('"seas_err2", "res_n2")', '"seas_err2", "res_n2", "s_since", "f_ssum", "f_hsum", "f_hsq", "quiet")'),
+        ("        threshold: float = 0.999,\n    ) -> None:",
+         "        confirm: float = 0.0,\n        sv_alpha: float = 0.0,\n        var_mix: float = 0.5,\n"
+         "        mix: float = 0.0,\n        zg: float = 1.0,\n        zext: float = 0.0,\n        fast: int = 3,\n"
+         "        spike_gate: float = 0.0,\n        rearm: int = 0,\n        rearm_level: float = 0.5,\n"
+         "        threshold: float = 0.999,\n    ) -> None:"),
+        ("    M = 2 if period2 > 0 else 1\n",
+         "    M = 2 if period2 > 0 else 1\n    confirm, sv_a, var_mix = p[PARAM.confirm], p[PARAM.sv_alpha], p[PARAM.var_mix]\n"
+         "    mix, zg, zext, KF = p[PARAM.mix], p[PARAM.zg], p[PARAM.zext], int(p[PARAM.fast])\n"
+         "    spike_gate, rearm, rearm_level = p[PARAM.spike_gate], p[PARAM.rearm], p[PARAM.rearm_level]\n"),
+    ],
+    "buffers": [
+        ('BUFFERS = ("short", "hist", "window", *SEASONAL_BUFFERS)',
+         'BUFFERS = ("short", "hist", "window", "f_short", "f_hist", *SEASONAL_BUFFERS)'),
+        ('SEASONAL_BUFFERS = ("slot_mean", "slot_seen", "slot_mean2", "slot_seen2",',
+         'SEASONAL_BUFFERS = ("slot_mean", "slot_seen", "slot_mean2", "slot_seen2", "slot_var", "slot_var2",'),
+        ('"window": ("<f8", (self.window,))}\n        ns, ns2',
+         '"window": ("<f8", (self.window,)),\n                  "f_short": ("<f8", (self.fast,)),\n'
+         '                  "f_hist": ("<f8", (history_rows(self.history, self.history_block), 2))}\n        ns, ns2'),
+        ('            "slot_seen2": ("<i8", (bit_words(ns2),)),\n',
+         '            "slot_seen2": ("<i8", (bit_words(ns2),)),\n'
+         '            "slot_var": ("<f8", (ns if self.sv_alpha > 0 else 0,)),\n'
+         '            "slot_var2": ("<f8", (ns2 if self.sv_alpha > 0 else 0,)),\n'),
+        ('self._views(["short", "hist", "window"])', 'self._views(["short", "hist", "window", "f_short", "f_hist"])'),
+        ("    spike_last = part(mem, p, PARAM.at_spike_last)\n",
+         "    spike_last = part(mem, p, PARAM.at_spike_last)\n"
+         "    slot_var, slot_var2 = part(mem, p, PARAM.at_slot_var), part(mem, p, PARAM.at_slot_var2)\n"
+         "    f_short, f_hist = part(mem, p, PARAM.at_f_short), part(mem, p, PARAM.at_f_hist)\n"),
+    ],
+    "slot variance": [
+        ("            if rn >= ns and k >= 2:\n                zs = surprise_z(r, math.sqrt(rv), mean)",
+         "            vu = rv\n"
+         "            if sv_a > 0.0:\n"
+         "                svt = slot_var if m == 0 else slot_var2\n"
+         "                vs = svt[sl]\n"
+         "                if vs > 0.0:\n"
+         "                    vu = var_mix * vs + (1.0 - var_mix) * rv\n"
+         "                rq = min(r * r, clip * clip * vu) if rn >= ns else r * r\n"
+         "                svt[sl] = vs + sv_a * (rq - vs) if vs > 0.0 else max(rv, 1e-300)\n"
+         "            if rn >= ns and k >= 2:\n                zs = surprise_z(r, math.sqrt(vu), mean)"),
+    ],
+    "confirm and mix": [
+        ("            ready = kk >= best_ns and (best_err < ratio * glob_err or mode == 1)\n"
+         "            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, gauss_tail(best_z / zscale),",
+         "            ready = kk >= best_ns and (best_err < ratio * glob_err or mode == 1)\n"
+         "            if best_err < ratio * glob_err:\n"
+         "                if st[STATE.s_since] == 0.0:\n"
+         "                    st[STATE.s_since] = ts + 1.0\n"
+         "            else:\n"
+         "                st[STATE.s_since] = 0.0\n"
+         "            if confirm > 0.0 and ready and ts + 1.0 - st[STATE.s_since] < confirm * best_ns * step:\n"
+         "                ready = False\n"
+         "            raw_s = gauss_tail(best_z / zscale)\n"
+         "            if mix > 0.0:\n"
+         "                raw_s = (1.0 - mix) * raw_s + mix * gauss_tail(z / zg)\n"
+         "            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, raw_s,"),
+    ],
+    "fast layer": [
+        ("        else:\n            s = max(s, s_lik)\n",
+         "        else:\n            s = max(s, s_lik)\n"
+         "        if zext > 0.0:\n"
+         "            fs, st[STATE.f_ssum], st[STATE.f_hsum], st[STATE.f_hsq] = likelihood_step(\n"
+         "                f_short, f_hist, KF, H, B, k, gauss_tail(z), min(k, H) >= 10, st[STATE.f_ssum],\n"
+         "                st[STATE.f_hsum], st[STATE.f_hsq])\n"
+         "            if z >= zext:\n"
+         "                s = max(s, fs)\n"),
+    ],
+    "spike gate": [
+        ("                spiked = ex and rate < rate_max and bigger\n",
+         "                spiked = ex and rate < rate_max and bigger\n"
+         "                if spiked and spike_gate > 0.0 and s_lik > 0.0 and best_z < spike_gate:\n"
+         "                    spiked = False\n"),
+    ],
+    "rearm": [
+        ("        out[i], left = hold_alarm(s, spiked, left, tau, hold, damp)\n",
+         "        if rearm > 0.0 and left > 0:\n"
+         "            st[STATE.quiet] = st[STATE.quiet] + 1.0 if s < rearm_level else 0.0\n"
+         "            if st[STATE.quiet] >= rearm:\n"
+         "                left = 0\n"
+         "                st[STATE.quiet] = 0.0\n"
+         "        out[i], left = hold_alarm(s, spiked, left, tau, hold, damp)\n"),
+    ],
+}
+
+# The rows of BENCHMARKS-nab.md's "tried in round 3" table, in its order.
+VARIANTS: list[dict[str, float]] = [
+    {},
+    *({"confirm": c} for c in (0.5, 1.0, 2.0, 3.0)),
+    *({"confirm": 1.0, "sv_alpha": a, "var_mix": w} for a in (0.1, 0.3) for w in (0.5, 1.0)),
+    *({"confirm": 1.0, "mix": m, "zg": g} for m in (0.3, 0.5) for g in (1.0, 3.0)),
+    *({"confirm": 1.0, "zext": z, "fast": f} for z in (4.0, 6.0) for f in (2, 4)),
+    *({"confirm": 1.0, "spike_gate": g} for g in (3.0, 6.0, 10.0)),
+    {"hold": 150},
+    *({"hold": 150, "rearm": r, "rearm_level": lv} for r, lv in ((1, 0.2), (1, 0.5), (10, 0.5), (30, 0.5), (1, 0.05),
+                                                               (1, 0.01), (30, 0.2), (60, 0.5))),
+    *({"hold": h, "rearm": 30, "rearm_level": 0.5} for h in (300, 500)),
+]
+
+# Added to ``seasonal``'s --cv grid, so that the folds themselves can choose to confirm the cycle first.
+CONFIRM_POINTS: list[dict[str, float]] = [{"confirm": 1.0}, {"confirm": 2.0}]
+
+# ``seasonal``'s --cv grid moved to hold 150 released at a score below 0.2 (the grid's hold alternative is
+# the old 50, and ``rearm=0`` is the plain hold of 150).
+REARM_BASE: dict[str, float] = {"hold": 150, "rearm": 1, "rearm_level": 0.2}
+REARM_GRID: list[dict[str, float]] = [{}, {"alpha": 0.003}, {"alpha": 0.03}, {"short": 5}, {"short": 20}, {"spike": 6.0},
+                                      {"spike": 1e9}, {"hold": 50}, {"ratio": 0.1}, {"ratio": 0.6}, {"rearm": 0}]
+
+
+def patched_source() -> str:
+    """``seasonal.py``'s source with every patch applied; an anchor that is not there exactly once is an error."""
+    src = Path(models.anomaly.seasonal.__file__).read_text()
+    for name, patch in PATCHES.items():
+        for old, new in patch:
+            found = src.count(old)
+            if found != 1:
+                raise ValueError(f"patch {name!r}: anchor found {found} times in seasonal.py (expected once); "
+                                 f"update benchmarks/nab_variants.py to the detector's current code: {old[:60]!r}")
+            src = src.replace(old, new)
+    return src.replace('name = "seasonal"', 'name = "seasonal-variants"')
+
+
+def variant_class(where: Path = Path(".eddyline/nab-variants")) -> type:
+    """The patched detector class, imported from the patched source written under ``where`` (numba caches
+    compiled kernels beside their source file, so the file stays; its name is the source's digest)."""
+    src = patched_source()
+    path = Path(where) / f"seasonal_variants_{hashlib.sha256(src.encode()).hexdigest()[:12]}.py"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(src)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.SeasonalDetector
+
+
+def _subset(scores: cv.Scores, keys: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {k: scores[k] for k in keys}
+
+
+def _held_out(scores: cv.Scores, windows: Any, cost: nab.CostMatrix, held_out: str) -> cv.FoldResult:
+    """The held-out fold of a one-candidate CV: only NAB's threshold is chosen on the other categories."""
+    folds = cv.cross_validate({"x": scores}, windows, {"standard": cost})["standard"]
+    return next(f for f in folds if f.held_out == held_out)
+
+
+def select_nested(cands: dict[str, cv.Scores], windows: Any, cost: nab.CostMatrix) -> list[cv.FoldResult]:
+    """Each fold chooses the candidate with the best leave-one-category-out CV on its own training categories."""
+    names = list(cands)
+    out = []
+    for fold in cv.leave_one_category_out(cands[names[0]]):
+        inner = {n: cv.pooled(cv.cross_validate({n: _subset(cands[n], fold.train)}, windows,
+                                                {"standard": cost})["standard"]) for n in names}
+        best = max(names, key=lambda n: (inner[n], -names.index(n)))
+        out.append(dataclasses.replace(_held_out(cands[best], windows, cost, fold.held_out), candidate=best))
+    return out
+
+
+def select_by_vote(cands: dict[str, cv.Scores], windows: Any, cost: nab.CostMatrix, wins: int) -> list[cv.FoldResult]:
+    """Each fold keeps the defaults (the first candidate) unless another beats them on at least ``wins`` of its
+    training categories (raw NAB score at its own training threshold); among those, the best pooled one."""
+    names = list(cands)
+    out = []
+    for fold in cv.leave_one_category_out(cands[names[0]]):
+        trained = {n: nab.score_corpus(_subset(cands[n], fold.train), windows, {"standard": cost})["standard"]
+                   for n in names}
+        cats = sorted({cv.category(p) for p in fold.train})
+        raw = {n: {c: trained[n].category(c, cost)["raw"] for c in cats} for n in names}
+        best = names[0]
+        for n in names[1:]:
+            beats = sum(raw[n][c] > raw[names[0]][c] + 1e-9 for c in cats)
+            if beats >= wins and trained[n].normalized > trained[best].normalized:
+                best = n
+        out.append(dataclasses.replace(_held_out(cands[best], windows, cost, fold.held_out), candidate=best))
+    return out
+
+
+def _row(label: str, scores: cv.Scores, windows: Any, cost: nab.CostMatrix) -> dict[str, Any]:
+    ins = nab.score_corpus(scores, windows, {"standard": cost})["standard"]
+    folds = cv.cross_validate({label: scores}, windows, {"standard": cost})["standard"]
+    return {"variant": label, "in_sample": round(ins.normalized, 2), "threshold_cv": round(cv.pooled(folds), 2),
+            "folds": {f.held_out: {"score": None if f.score is None else round(f.score, 2), "fp": f.fp} for f in folds}}
+
+
+def _protocol(label: str, folds: list[cv.FoldResult]) -> dict[str, Any]:
+    return {"rule": label, "cv": round(cv.pooled(folds), 2),
+            "folds": {f.held_out: {"candidate": f.candidate, "score": None if f.score is None else round(f.score, 2)}
+                      for f in folds}}
+
+
+def run(data_dir: Path, cache_dir: Path | None = None,
+        progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Score every variant (threshold-only CV) and every selection rule over ``seasonal``'s grid."""
+    from benchmarks.nab import candidate_name
+
+    data_dir = Path(data_dir)
+    root = labels_dir(data_dir)
+    windows = nab.load_windows(root / "labels" / "combined_windows.json")
+    cost = nab.load_profiles(root / "config" / "profiles.json")["standard"]
+    series = {}
+    for rel in data_files(data_dir):
+        stamps, values = read_series(series_root(data_dir) / rel)
+        series[rel] = (nab.parse_timestamps(stamps), _epoch_ms(stamps), values)
+    variant = variant_class()
+
+    def score(params: dict[str, float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {rel: (ts, variant(**params).score_learn(v, ms)) for rel, (ts, ms, v) in series.items()}
+
+    rows = []
+    for params in VARIANTS:
+        rows.append(_row(candidate_name(params), score(params), windows, cost))
+        progress(f"{rows[-1]['variant']}: in-sample {rows[-1]['in_sample']:.2f}, "
+                 f"threshold-only CV {rows[-1]['threshold_cv']:.2f}")
+    grid = grid_scores("seasonal", GRIDS["seasonal"], series, cache_dir)
+    rearm_grid = {candidate_name(params): score({**REARM_BASE, **params}) for params in REARM_GRID}
+    best_on_four = "best on the four (bench nab --cv)"
+    rules = [_protocol(best_on_four, cv.cross_validate(grid, windows, {"standard": cost})["standard"]),
+             _protocol("nested CV", select_nested(grid, windows, cost))]
+    rules += [_protocol(f"vote: beats the defaults on >= {k} of 4", select_by_vote(grid, windows, cost, k)) for k in (2, 3, 4)]
+    with_confirm = {**grid, **{candidate_name(c): score(c) for c in CONFIRM_POINTS}}
+    rules.append(_protocol(f"{best_on_four}, grid + confirm 1 and 2",
+                           cv.cross_validate(with_confirm, windows, {"standard": cost})["standard"]))
+    rules += [_protocol(f"{best_on_four}, grid around {candidate_name(REARM_BASE)}",
+                        cv.cross_validate(rearm_grid, windows, {"standard": cost})["standard"]),
+              _protocol(f"nested CV, grid around {candidate_name(REARM_BASE)}", select_nested(rearm_grid, windows, cost))]
+    for r in rules:
+        progress(f"{r['rule']}: {r['cv']:.2f} " + ", ".join(f"{c}: {f['candidate']}" for c, f in r["folds"].items()))
+    return {"files": len(series), "variants": rows, "selection_rules": rules}
+
+
+def command(
+    data: Annotated[Path, typer.Option("--data", help="NAB-layout directory (data/, labels/, config/)")],
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
+    cache: Annotated[Path, typer.Option("--cache", help="score cache for the --cv grid")] = Path(".eddyline/nab-cv"),
+) -> None:
+    """Score the seasonal variants and selection rules tried for issue 14 (standard profile)."""
+    try:
+        summary = run(data, cache, progress=print)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    typer.run(command)

@@ -1,0 +1,58 @@
+"""The registry outbox: a read of the registry counts as settled only once every change it was told of is applied."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from models.registry import ModelRegistry, RegistryOutbox
+
+
+class _HeldRegistry(ModelRegistry):
+    """A local registry whose second read waits until the test lets it go (a slow registry server)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads = 0
+        self.go = threading.Event()
+
+    def view(self, model: str) -> dict[str, Any]:
+        self.reads += 1
+        if self.reads == 2:
+            self.go.wait(10)
+        return super().view(model)
+
+
+def _until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert check()
+
+
+def test_a_read_taken_before_a_change_was_applied_is_not_settled(tmp_path: Path) -> None:
+    reg = _HeldRegistry(tmp_path)
+    reg.register("m", {"w": [1]}, reason="initial", champion=True)
+    reg.register("m", {"w": [2]}, reason="challenger", parent="1")
+    outbox = RegistryOutbox(reg, "m", background=True, poll_s=60, retry_s=60)
+    first_refresh = outbox._refresh
+
+    def flow_submits_meanwhile() -> None:  # the flow queues a promotion between the drain and this read
+        if reg.reads == 0:
+            outbox.submit("promote", version="2", reason="better", action_id="p2")
+        first_refresh()
+
+    outbox._refresh = flow_submits_meanwhile  # type: ignore[method-assign]
+    outbox.step()
+    try:
+        _until(lambda: reg.reads == 2 and outbox.pending == 0)  # promoted; the read after it is still on its way
+        assert reg.champion("m").version == "2"
+        assert outbox.settled() is None  # the only read there is shows the champion before the promotion
+        reg.go.set()
+        _until(lambda: outbox.settled() is not None)
+        assert outbox.settled()["champion"].version == "2"
+    finally:
+        reg.go.set()
+        outbox.close()
