@@ -206,19 +206,41 @@ class StagedStates:
         self._flushed = time.monotonic()
 
     def stage(self, key: str, state: bytes) -> int:
-        """Stage a key's new state; returns its version, which is durable once ``durable`` reaches it."""
+        """Stage a key's new state; returns its version, which is durable once ``durable`` reaches it.
+
+        Parameters
+        ----------
+        key
+            The device (state key).
+        state
+            Its encoded state (``streams.state``).
+        """
         with self._lock:
             self._next += 1
             self._staged.append((key, self._next, state))
             return self._next
 
     def forget(self, key: str, below: int | None = None) -> None:
-        """The key's versions under ``below`` (None: all staged so far) are replaced; delete them after the grace."""
+        """The key's versions under ``below`` are replaced; delete them after the grace.
+
+        Parameters
+        ----------
+        key
+            The device (state key).
+        below
+            Versions under this one go; None: every version staged so far.
+        """
         with self._lock:
             self._forget.append((time.monotonic() + self.GRACE_S, key, self._next + 1 if below is None else below))
 
     def flush(self, force: bool = False) -> int:
-        """Write what is staged if the last write is ``FLUSH_EVERY_S`` old (or ``force``); returns ``durable``."""
+        """Write what is staged if the last write is ``FLUSH_EVERY_S`` old; returns ``durable``.
+
+        Parameters
+        ----------
+        force
+            Write now, however recent the last write.
+        """
         with self._lock:
             now = time.monotonic()
             if not force and now - self._flushed < self.FLUSH_EVERY_S:
