@@ -88,6 +88,8 @@ class Gateway:
                 await asyncio.to_thread(self._producer.flush, self.settings.shutdown_flush_s)
             except DeliveryError as exc:
                 log.error("gateway stopped with events not delivered: %s", exc)
+            if isinstance(self._producer, GatewayProducer):
+                self._producer.release()  # its threads and connections end with the gateway
 
     def waiting(self) -> int:
         """Events accepted and not yet acknowledged or failed (delivery reports are served by the poller)."""
@@ -117,10 +119,15 @@ class Gateway:
                 self.last_failure = time.monotonic()
             await asyncio.sleep(POLL_INTERVAL_S)
 
+    def _fatal_producer(self) -> GatewayProducer | None:
+        """The producer, if it is a ``GatewayProducer`` that librdkafka declared fatal."""
+        p = self._producer
+        return p if isinstance(p, GatewayProducer) and p.fatal_error is not None else None
+
     def _recover(self) -> bool:
         """Replace a producer that failed for good (its accepted events go out on the new one); True if replaced."""
-        p = self._producer
-        if not isinstance(p, GatewayProducer) or p.fatal_error is None:
+        p = self._fatal_producer()
+        if p is None:
             return False
         self._producer = p.replacement()
         self.producers_replaced += 1
@@ -214,15 +221,17 @@ class Gateway:
         """Produce one event; a producer that failed for good is replaced and the event tried once more."""
         try:
             self.producer.produce_raw(topic, data, key, headers)
+            return
         except DeliveryError:
             self._produce_failures += 1  # refused before it was accepted: not waiting
-            if not self._recover():
+            if self._fatal_producer() is None:
                 raise
-            try:
-                self.producer.produce_raw(topic, data, key, headers)
-            except DeliveryError:
-                self._produce_failures += 1
-                raise
+        self._recover()  # not in the except block: replaced there, the refusal and both producers were never freed
+        try:
+            self.producer.produce_raw(topic, data, key, headers)
+        except DeliveryError:
+            self._produce_failures += 1
+            raise
 
     @staticmethod
     def _fill(endpoint: Endpoint, record: dict[str, Any], value: dict[str, Any], client: str, now_ms: int) -> None:
