@@ -429,8 +429,9 @@ def _bucket_states(spec: FlowSpec, blob: bytes, store: IdleStore | None) -> dict
 def _move_to_idle(spec: FlowSpec, idle: IdleStore | None, states: dict[str, bytes]) -> None:
     """States resumed in another layout, into the idle store, where each key finds its own when it next speaks.
 
-    Held first (``IdleStore.hold``): Bytewax builds every resumed logic before it notifies any, so the first moved
-    logic to leave commits all of them in one transaction (100,000 devices' states in one, not 100,000 syncs).
+    Written at once without a sync (``IdleStore.hold``), so that a key speaking on another process of a cluster
+    finds its state there; Bytewax builds every resumed logic before it notifies any, so the first moved logic to
+    leave syncs all of them (100,000 devices' states in one sync, not 100,000).
     Safe to repeat after a crash: the resumed logics are discarded only after the commit, and a key that the new
     layout has saved since keeps that newer state (the idle store is read only for keys without one).
     """
