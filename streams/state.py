@@ -427,9 +427,10 @@ class IdleStore:
             raise
         self._db.execute("COMMIT")
 
-    def put_versions(self, states: list[tuple[str, int, bytes]], forget: list[tuple[str, int]] = ()) -> None:
-        """Write (key, version, state) rows and delete each (key, below)'s versions under ``below``, committed
-        together.
+    def put_versions(self, states: list[tuple[str, int, bytes]], forget: list[tuple[str, int]] = (),
+                     drop: list[tuple[str, int]] = ()) -> None:
+        """Write (key, version, state) rows, delete each (key, below)'s versions under ``below`` and each (key,
+        version) of ``drop``, committed together.
 
         Parameters
         ----------
@@ -437,12 +438,15 @@ class IdleStore:
             New versions; a version is never rewritten.
         forget
             (key, below): that key's versions older than ``below`` are no longer referred to.
+        drop
+            (key, version): versions no longer referred to.
         """
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 self._db.executemany("INSERT OR REPLACE INTO versions (key, version, state) VALUES (?, ?, ?)", states)
                 self._db.executemany("DELETE FROM versions WHERE key = ? AND version < ?", forget)
+                self._db.executemany("DELETE FROM versions WHERE key = ? AND version = ?", drop)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
