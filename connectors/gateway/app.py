@@ -226,8 +226,20 @@ class Gateway:
 
     @staticmethod
     def _fill(endpoint: Endpoint, record: dict[str, Any], value: dict[str, Any], client: str, now_ms: int) -> None:
-        """Default the fields the gateway owns; a derived id is the same for a retry of the same event."""
-        record.setdefault("producer", f"gateway/{client}")
+        """Default the fields the gateway owns; a derived id is the same for a retry of the same event.
+
+        ``producer`` is the token's name, never the client's word: quarantine is per producer, so a client
+        that could name itself could frame an honest producer or rotate names to evade it.
+        """
+        producer = f"gateway/{client}"
+        if record.get("producer", producer) != producer:
+            raise GatewayError(
+                422,
+                "producer_mismatch",
+                f"'producer' is set by the gateway from your token ({producer!r}), not {record['producer']!r}; "
+                "leave the field out",
+            )
+        record["producer"] = producer
         if "event_id" not in record:
             if "seq" in record:
                 identity: tuple = (record[endpoint.key_field], record["seq"])

@@ -276,7 +276,7 @@ def _primitive_array(items: Any, v: list, constrained: bool) -> list | None:
 _FILLED_DOC = {
     "event_id": " Optional: send a stable id so that a retry is recognised; otherwise the gateway derives one.",
     "event_time": " Optional: defaults to the time the gateway received the event.",
-    "producer": " Optional: defaults to 'gateway/<token name>'.",
+    "producer": " Set by the gateway to 'gateway/<token name>'; leave it out (any other value is refused).",
 }
 
 
