@@ -544,6 +544,36 @@ def read_topic(
     return out
 
 
+def read_latest(
+    s: KafkaSettings, logical_topic: str, *, timeout: float = 60.0, idle: float = 1.0
+) -> dict[bytes | None, bytes]:
+    """The latest value per key of a compacted topic (the state it holds), read from the beginning like
+    ``read_topic``.
+
+    Records of one key share a partition, so the latest is the last in offset order, whether or not the broker has
+    compacted yet; a record without a value (a tombstone) removes its key.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings.
+    logical_topic
+        The compacted topic, without the namespace.
+    timeout
+        Seconds after which to stop regardless.
+    idle
+        Seconds without a new message after which to stop.
+    """
+    latest: dict[bytes | None, bytes] = {}
+    messages = read_topic(s, logical_topic, timeout=timeout, idle=idle)
+    for msg in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+        if msg.value() is None:
+            latest.pop(msg.key(), None)
+        else:
+            latest[msg.key()] = msg.value()
+    return latest
+
+
 def read_to_end(
     s: KafkaSettings, logical_topic: str, positions: dict[int, int], *, timeout: float = 60.0
 ) -> tuple[list[Message], set[int]]:

@@ -55,12 +55,14 @@ class SchemaRegistrySettings(Section):
                                  negative_ttl_s=self.negative_cache_s, pause=consumer, fallback=LocalRegistry())
 
 
-def configured_serde(*, consumer: bool = False) -> AvroSerde:
+def configured_serde(*, consumer: bool = False, compiled: bool = False) -> AvroSerde:
     """An ``AvroSerde`` on the configured registry (the local one when no URL is set).
 
     Parameters
     ----------
     consumer
         Decoding for a consumer: wait for an unavailable registry instead of raising.
+    compiled
+        Use readers and writers compiled per schema (``AvroSerde``'s ``compiled``; needs numpy and numba).
     """
-    return AvroSerde(SchemaRegistrySettings().registry(consumer=consumer))
+    return AvroSerde(SchemaRegistrySettings().registry(consumer=consumer), compiled=compiled)

@@ -141,24 +141,40 @@ def warn_once(what: str, exc: BaseException, uri: str | None = None) -> None:
                     uri or tracking_uri(), what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
-def flat(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested parameters as MLflow's flat string parameters (``model.dim`` = ``"32"``).
+def leaves(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """The leaves of nested plain data with dotted names (``model.dim``, 32): what MLflow's flat parameters and
+    metrics are made of.
 
     Parameters
     ----------
     values
         Plain data.
     prefix
-        Put before every key.
+        Put before every name.
+
+    Examples
+    --------
+    >>> from models.tracking import leaves
+    >>> list(leaves({"model": {"dim": 32}, "tags": ["a"]}))
+    [('model.dim', 32), ('tags', ['a'])]
     """
-    out: dict[str, str] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(flat(value, f"{name}."))
+            yield from leaves(value, f"{name}.")
         else:
-            out[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
-    return out
+            yield name, value
+
+
+def flat(values: dict[str, Any]) -> dict[str, str]:
+    """Nested parameters as MLflow's flat string parameters (``model.dim`` = ``"32"``; a list as JSON).
+
+    Parameters
+    ----------
+    values
+        Plain data.
+    """
+    return {name: json.dumps(v) if isinstance(v, (list, tuple)) else str(v) for name, v in leaves(values)}
 
 
 class Run:
@@ -323,24 +339,15 @@ def run(experiment: str, name: str, *, tags: dict[str, str] | None = None, uri: 
         current._call("end run", "set_terminated", run_id, status)
 
 
-def numbers(values: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def numbers(values: dict[str, Any]) -> dict[str, float]:
     """The numeric leaves of nested plain data, with dotted names (``accuracy.movie`` = ``0.86``).
 
     Parameters
     ----------
     values
         Plain data (an evaluation's output).
-    prefix
-        Put before every name.
     """
-    out: dict[str, float] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(numbers(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
+    return {name: float(v) for name, v in leaves(values) if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def log_training(experiment: str, name: str, *, params: dict[str, Any], metrics: dict[str, Any] | None = None,

@@ -16,6 +16,29 @@ def rank(rollout_id: str, device_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{rollout_id}\0{device_id}".encode()).digest()[:8], "big")
 
 
+def canary_share(percent: float) -> float:
+    """``percent`` if it is a share a rollout can start with, else a ``ValueError`` that says what to give.
+
+    Parameters
+    ----------
+    percent
+        Between 0 (exclusive) and 100.
+
+    Examples
+    --------
+    >>> from schemas.canary import canary_share
+    >>> canary_share(10)
+    10
+    >>> canary_share(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: canary share 0% is not in (0, 100]; give e.g. --canary 10%
+    """
+    if not 0 < percent <= 100:
+        raise ValueError(f"canary share {percent:g}% is not in (0, 100]; give e.g. --canary 10%")
+    return percent
+
+
 def choose_canaries(rollout_id: str, devices: Iterable[str], percent: float) -> list[str]:
     """The ``percent`` share of ``devices`` (rounded up, at least one) that ranks first for this rollout.
 
@@ -26,7 +49,7 @@ def choose_canaries(rollout_id: str, devices: Iterable[str], percent: float) -> 
     devices
         The device ids of the class the controller has heard from.
     percent
-        Between 0 (exclusive) and 100.
+        Between 0 (exclusive) and 100 (``canary_share``).
 
     Examples
     --------
@@ -35,8 +58,7 @@ def choose_canaries(rollout_id: str, devices: Iterable[str], percent: float) -> 
     >>> len(choose_canaries("r1", fleet, 10)), choose_canaries("r1", fleet, 10) == choose_canaries("r1", fleet[::-1], 10)
     (2, True)
     """
-    if not 0 < percent <= 100:
-        raise ValueError(f"canary share {percent}% is not in (0, 100]; give e.g. --canary 10%")
+    canary_share(percent)
     fleet = sorted(set(devices), key=lambda d: rank(rollout_id, d))
     if not fleet:
         return []

@@ -96,4 +96,5 @@ ALL_TOPICS = [
     *(dlq_topic(t) for t in INPUT_TOPICS),
     *(retry_topic(t) for t in RETRIED_TOPICS),
     *(dlq_topic(t) for t in RETRIED_TOPICS),
+    DELIVERED_TOPIC,
 ]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
+from functools import cache
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -224,9 +226,12 @@ def read_snapshot(
 _COUNTS = ("n", "s_n", "step", "res_n", "res_n2")  # kernels index buffers with these: never NaN or negative
 
 
-def _defaults(cls: type) -> dict[str, Any]:
+@cache
+def _defaults(cls: type) -> Mapping[str, Any]:
+    """Constructor parameters and their defaults, read once per class (``inspect.signature`` costs more than
+    scoring a small batch)."""
     params = inspect.signature(cls.__init__).parameters
-    return {name: p.default for name, p in params.items() if name != "self"}
+    return MappingProxyType({name: p.default for name, p in params.items() if name != "self"})
 
 
 def likelihood_buffers(short: int, history: int, block: int) -> dict[str, tuple[str, tuple[int, ...]]]:

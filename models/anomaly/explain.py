@@ -108,8 +108,8 @@ class BatchExplainer:
         if self._before is None or type(self._detector) not in _EXPLAINERS:
             return None
         if self._scratch is None or index < self._at:
-            det = self._detector
-            scratch = type(det)(**det.params())  # type: ignore[attr-defined]
+            scratch = object.__new__(type(self._detector))  # its parameters, without a constructor's checks
+            scratch.__dict__.update(vars(self._detector))
             scratch._p, scratch._s, scratch._mem = (a.copy() for a in self._before)
             self._scratch, self._at = scratch, 0
         if index > self._at:

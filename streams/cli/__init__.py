@@ -1,6 +1,7 @@
 """The ``eddyline`` command line: run the broker, flows, producers, the demo and the benchmarks.
 
-Heavy modules are imported inside each command so that ``eddyline --help`` stays instant.
+Heavy modules are imported inside each command, and a command that lives in a module of its own is imported
+only when it runs (``streams.cli.lazy``), so that every command starts without the others' imports.
 """
 
 from __future__ import annotations
@@ -11,28 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
 
-from connectors.config import explain
 from streams import logs
-
-app = typer.Typer(help="eddyline: streaming-first event processing for ML operations.", no_args_is_help=True)
-topics_app = typer.Typer(help="Manage topics.", no_args_is_help=True)
-produce_app = typer.Typer(help="Publish events.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks: each compares against a baseline in the same run.", no_args_is_help=True)
-app.add_typer(topics_app, name="topics")
-app.add_typer(produce_app, name="produce")
-models_app = typer.Typer(help="Model registry and model training.", no_args_is_help=True)
-alerts_app = typer.Typer(help="Alert delivery: dead letters of the notify flow.", no_args_is_help=True)
-app.add_typer(bench_app, name="bench")
-app.add_typer(alerts_app, name="alerts")
-bridge_app = typer.Typer(help="Bridges from where devices already publish (MQTT) into Kafka.", no_args_is_help=True)
-app.add_typer(bridge_app, name="bridge")
-app.add_typer(models_app, name="models")
-security_app = typer.Typer(help="Model security: sources the online learners do not learn from.", no_args_is_help=True)
-app.add_typer(security_app, name="security")
-edge_app = typer.Typer(help="The edge device fleet: its state, and its models.", no_args_is_help=True)
-app.add_typer(edge_app, name="edge")
+from streams.cli.lazy import Lazy, group, lazy_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,9 +36,6 @@ def friendly(fn: F) -> F:
         except CliError as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
             raise typer.Exit(2) from None
-        except ValidationError as exc:  # settings: name the key and what to change
-            typer.secho(f"error: {explain(exc)}", fg="red", err=True)
-            raise typer.Exit(2) from None
         except (TimeoutError, ConnectionError) as exc:
             typer.secho(
                 f"error: {exc}\nIs Kafka reachable? Start one with `eddyline broker` or set "
@@ -65,11 +44,86 @@ def friendly(fn: F) -> F:
                 err=True,
             )
             raise typer.Exit(1) from None
-        except ValueError as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
+        except ValueError as exc:  # settings (a pydantic ValidationError): name the key and what to change
+            from pydantic import ValidationError
+
+            from connectors.config import explain
+
+            typer.secho(f"error: {explain(exc) if isinstance(exc, ValidationError) else exc}", fg="red", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# The commands that live beside their subject (connectors/, models/, streams/): imported when they run
+# (streams/cli/lazy.py); the help is the function docstring's first paragraph (tests/unit/test_cli_lazy.py checks).
+app = group(help="eddyline: streaming-first event processing for ML operations.",
+                  cls=lazy_group(
+    Lazy("gateway", "connectors.gateway:command",
+         "Run the producer gateway: HTTP POST and WebSocket in, validated events out to Kafka."),
+    Lazy("live", "streams.apps.live:command",
+         "Serve the live page for the output topics of the configured Kafka (EDDYLINE_KAFKA_* or eddyline.toml) "
+         "until Ctrl-C."),
+    Lazy("transcribe", "streams.cli.audio:transcribe_command", "Print the text of each WAV file."),
+    wrap=friendly))
+topics_app = group(help="Manage topics.")
+produce_app = group(help="Publish events.", cls=lazy_group(
+    Lazy("clicks", "streams.producers.clicks:command",
+         "Replay the MovieLens ratings to the clicks topic as impressions and clicks, in event-time order."),
+    Lazy("audio", "streams.cli.audio:produce_command",
+         "Stream WAV files to ``audio.chunks`` as audio_chunk events, the conversations interleaved as if live."),
+    wrap=friendly))
+# `eddyline bench NAME`: benchmarks register by entry point, so production code never imports benchmarks/.
+bench_app = group(help="Benchmarks: each compares against a baseline in the same run.",
+                        cls=lazy_group(plugins="eddyline.bench", wrap=friendly))
+models_app = group(help="Model registry and model training.", cls=lazy_group(
+    Lazy("train-sentiment", "models.sentiment.commands:train_command",
+         "Train the sentiment model, export it to ONNX int8 and write its model card."),
+    Lazy("eval-sentiment", "models.sentiment.commands:eval_command",
+         "Accuracy per domain and per text length on the held-out split, beside VADER's lexicon on the same texts."),
+    Lazy("rollback", "streams.cli.models:rollback_command",
+         "Restore the previous champion of MODEL (on MLflow: move its champion alias back); a running click flow "
+         "switches to it within [mlflow] poll_s."),
+    Lazy("list", "streams.cli.models:list_command",
+         "Every registered version of MODEL: status, parent, metrics and why it exists."),
+    Lazy("migrate-registry", "streams.cli.models:migrate_command",
+         "Copy a local registry folder into MLflow's registry ([mlflow]): every version with its artifacts, "
+         "statuses, metrics, lineage, champion alias and action ids. Running it again copies nothing twice."),
+    Lazy("ui", "streams.cli.models:ui_command",
+         "Serve MLflow's UI over the embedded store (runs, model versions, aliases) until Ctrl-C."),
+    wrap=friendly))
+alerts_app = group(help="Alert delivery: dead letters of the notify flow.", cls=lazy_group(
+    Lazy("redrive", "streams.cli.alerts:redrive_command",
+         "Send dead-lettered alerts (dlq.alerts) again: back on alerts.retry, due now, for the notify flow."),
+    wrap=friendly))
+bridge_app = group(help="Bridges from where devices already publish (MQTT) into Kafka.",
+                         cls=lazy_group(
+    Lazy("mqtt", "connectors.mqtt.bridge:command",
+         "Bridge an MQTT broker's sensor topics into sensor.readings (QoS 1, acknowledged after Kafka delivery)."),
+    wrap=friendly))
+security_app = group(help="Model security: sources the online learners do not learn from.",
+                           cls=lazy_group(
+    Lazy("list", "streams.cli.security:list_command",
+         "Sources the online learners do not learn from (their events are still scored), with why."),
+    Lazy("release", "streams.cli.security:release_command",
+         "Let a quarantined source back in: the click model learns from it again, and its alert is resolved."),
+    wrap=friendly))
+edge_app = group(help="The edge device fleet: its state, and its models.", cls=lazy_group(
+    Lazy("status", "streams.cli.edge:status_command",
+         "The fleet by version and state: the latest heartbeat of every device in device.health, judged now."),
+    Lazy("keygen", "streams.cli.edge_models:keygen_command",
+         "Make an Ed25519 key pair: publish signs with the private key, agents verify with the public one."),
+    Lazy("publish", "streams.cli.edge_models:publish_command",
+         "Sign a model and publish it to the compacted models topic; nothing runs it until a rollout names it."),
+    Lazy("rollout", "streams.cli.edge_models:rollout_command",
+         "Send a model to a canary share of a class; promote it to all when the canaries stay healthy, else roll "
+         "back."),
+    Lazy("degraded", "streams.cli.edge_models:degraded_command",
+         "Devices whose local model got slower than their peers (or their own start): re-optimise their class."),
+    wrap=friendly))
+for _name, _group in (("topics", topics_app), ("produce", produce_app), ("bench", bench_app), ("alerts", alerts_app),
+                      ("bridge", bridge_app), ("models", models_app), ("security", security_app), ("edge", edge_app)):
+    app.add_typer(_group, name=_name)
 
 
 def _kafka():  # noqa: ANN202
@@ -100,11 +154,17 @@ def broker(
 def topics_create(
     partitions: Annotated[int | None, typer.Option(help="Partitions per topic (default from settings).")] = None,
 ) -> None:
-    """Create every topic eddyline uses (idempotent)."""
+    """Create every topic eddyline uses (idempotent).
+
+    alerts.delivered keeps records a day longer than the notify flow reads back (delivered_window_s in the notify
+    table, EDDYLINE_NOTIFY_DELIVERED_WINDOW_S); an existing one keeps its retention and is warned about if shorter.
+    """
     from connectors.kafka import create_topics
     from schemas.topics import ALL_TOPICS
+    from streams.flows.notify import NotifySettings, create_notify_topics
 
     settings = _kafka()
+    create_notify_topics(settings, NotifySettings(), partitions=partitions)  # first: its window sets a retention
     create_topics(settings, ALL_TOPICS, partitions=partitions)
     for t in ALL_TOPICS:
         typer.echo(settings.topic(t))
@@ -223,49 +283,6 @@ def demo(
                        summary_json=summary_json, calls=calls)
     if summary["scored"] + summary["dlq"] != summary["produced"]:
         raise typer.Exit(1)
-
-
-def _mount(group: typer.Typer, name: str, target: str) -> None:
-    """Mount a command function that lives beside its subject (benchmarks/, models/)."""
-    import importlib
-
-    module, _, attr = target.partition(":")
-    fn = getattr(importlib.import_module(module), attr)
-    group.command(name)(friendly(fn))
-
-
-def _mount_plugins(group: typer.Typer, entry_point_group: str) -> None:
-    """Mount the commands other packages register (benchmarks register ``eddyline.bench``), by entry point.
-
-    The dependency points from the plugin to the CLI: production code never imports ``benchmarks``.
-    """
-    from importlib.metadata import entry_points
-
-    for ep in sorted(entry_points(group=entry_point_group), key=lambda e: e.name):
-        group.command(ep.name)(friendly(ep.load()))
-
-
-_mount_plugins(bench_app, "eddyline.bench")
-_mount(app, "gateway", "connectors.gateway:command")
-_mount(bridge_app, "mqtt", "connectors.mqtt.bridge:command")
-_mount(app, "live", "streams.apps.live:command")
-_mount(produce_app, "clicks", "streams.producers.clicks:command")
-_mount(produce_app, "audio", "streams.cli.audio:produce_command")
-_mount(app, "transcribe", "streams.cli.audio:transcribe_command")
-_mount(models_app, "train-sentiment", "models.sentiment.commands:train_command")
-_mount(models_app, "eval-sentiment", "models.sentiment.commands:eval_command")
-_mount(models_app, "rollback", "streams.cli.models:rollback_command")
-_mount(models_app, "list", "streams.cli.models:list_command")
-_mount(models_app, "migrate-registry", "streams.cli.models:migrate_command")
-_mount(models_app, "ui", "streams.cli.models:ui_command")
-_mount(alerts_app, "redrive", "streams.cli.alerts:redrive_command")
-_mount(security_app, "list", "streams.cli.security:list_command")
-_mount(security_app, "release", "streams.cli.security:release_command")
-_mount(edge_app, "status", "streams.cli.edge:status_command")
-_mount(edge_app, "keygen", "streams.cli.edge_models:keygen_command")
-_mount(edge_app, "publish", "streams.cli.edge_models:publish_command")
-_mount(edge_app, "rollout", "streams.cli.edge_models:rollout_command")
-_mount(edge_app, "degraded", "streams.cli.edge_models:degraded_command")
 
 
 def main() -> None:  # pragma: no cover

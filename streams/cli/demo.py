@@ -210,7 +210,7 @@ class ClickTrial(threading.Thread):
         from connectors.movielens import click_events, load
         from models import tracking
         from streams.flows import drift, retraining
-        from streams.flows.clicks import MODEL_NAME
+        from streams.flows.names import MODEL_NAME
         from streams.processor import Event, run_local
 
         ratings = load(limit=self.events)

@@ -35,7 +35,7 @@ def fleet_status(messages: list[Any], now_ms: int, **params: Any) -> list[dict[s
     """
     from schemas import AvroSerde, DecodeError, ValidationError
     from schemas.catalog import DEVICE_HEALTH
-    from streams.flows.fleet import KINDS, FleetProcessor, FleetSettings
+    from streams.flows.fleet import KINDS, FleetProcessor, FleetSettings, heard_at
     from streams.processor import Event
 
     serde = AvroSerde()
@@ -48,7 +48,7 @@ def fleet_status(messages: list[Any], now_ms: int, **params: Any) -> list[dict[s
             continue
         ts_type, ts = m.timestamp()
         ev = Event("device.health", rec["device_id"], rec, m.partition(), m.offset(), ts if ts_type else -1)
-        events.append((ev.broker_ms if ev.broker_ms >= 0 else rec["event_time"], ev))
+        events.append((heard_at(ev), ev))
     events.sort(key=lambda te: te[0])
     fleet = FleetProcessor("status", **(FleetSettings().processor_params() | params))
     latest: dict[str, dict[str, Any]] = {}

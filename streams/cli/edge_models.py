@@ -103,13 +103,13 @@ def rollout_command(
 
 
 def _percent(text: str) -> float:
+    from schemas.canary import canary_share
+
     try:
         value = float(text.strip().rstrip("%"))
     except ValueError:
         raise ValueError(f"--canary {text!r} is not a share; give e.g. --canary 10%") from None
-    if not 0 < value <= 100:
-        raise ValueError(f"--canary {text} is not in (0%, 100%]; give e.g. --canary 10%")
-    return value
+    return canary_share(value)
 
 
 def _show(record: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from streams.flows.clicks import MODEL_NAME
+from streams.flows.names import MODEL_NAME
 
 REGISTRY_DIR = typer.Option(help="A local registry folder instead of MLflow's registry (default: [retraining] "
                                  "registry_dir; unset: [mlflow]).")

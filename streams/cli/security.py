@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from streams.flows.clicks import QUARANTINE_TOPIC as TOPIC
+from streams.flows.names import QUARANTINE_TOPIC as TOPIC
 
 if TYPE_CHECKING:
     from connectors.kafka import KafkaSettings
@@ -33,18 +33,14 @@ def standing(kafka: KafkaSettings, idle_s: float = 1.0, timeout_s: float = 30.0)
     timeout_s
         Stop reading after this long in any case.
     """
-    from connectors.kafka import create_topics, read_topic
+    from connectors.kafka import create_topics, read_latest
     from connectors.schema_registry import configured_serde
     from schemas import QUARANTINE
 
     create_topics(kafka, [TOPIC])
     serde = configured_serde()
-    latest: dict[str, dict[str, Any]] = {}
-    for msg in sorted(read_topic(kafka, TOPIC, idle=idle_s, timeout=timeout_s),
-                      key=lambda m: (m.partition(), m.offset())):
-        rec = serde.decode(msg.value(), QUARANTINE)
-        latest[rec["source"]] = rec
-    return latest
+    records = [serde.decode(v, QUARANTINE) for v in read_latest(kafka, TOPIC, idle=idle_s, timeout=timeout_s).values()]
+    return {r["source"]: r for r in records}
 
 
 def list_command(

@@ -80,14 +80,15 @@ class Codec:
     inputs
         Logical input topic -> the event type it carries.
     serde
-        The Avro serde (by default on the configured schema registry, pausing while it cannot answer).
+        The Avro serde (by default on the configured schema registry, pausing while it cannot answer, with
+        readers and writers compiled per schema).
     """
 
     def __init__(self, settings: KafkaSettings, inputs: dict[str, str], serde: AvroSerde | None = None) -> None:
         from connectors.schema_registry import configured_serde
 
         self.settings = settings
-        self.serde = serde or configured_serde(consumer=True)
+        self.serde = serde or configured_serde(consumer=True, compiled=True)
         self.inputs = inputs
         self._logical = {settings.topic(t): t for t in inputs}
 

@@ -2,7 +2,8 @@
 
 Each entry builds its flow from settings, with the side sinks that flow feeds (dashboards). Scoring flows only
 emit alerts; the notify flow delivers them, with its own consumer loop rather than an engine (``SERVICES``).
-Modules are imported inside each builder so that asking for one flow never loads another's models.
+Modules are imported inside each builder so that asking for one flow never loads another's models, and importing
+this registry loads none.
 """
 
 from __future__ import annotations
@@ -10,16 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from streams.processor import FlowSpec
-from streams.runtime import RuntimeSettings
-
 if TYPE_CHECKING:
     from connectors.kafka import KafkaSettings
+    from streams.processor import FlowSpec
 
 
 def _anomaly() -> FlowSpec:
     from models.anomaly import DEFAULT_DETECTOR
     from streams.flows.sensor_anomaly import sensor_anomaly_flow
+    from streams.runtime import RuntimeSettings
     from streams.sinks.sensor import sensor_metrics_sink
 
     runtime = RuntimeSettings()
@@ -52,12 +52,13 @@ def _model_security() -> FlowSpec:
 
 
 def _quality() -> FlowSpec:
-    from connectors.influx import InfluxSettings
-    from streams.flows.clicks import MODEL_NAME
+    from streams.flows.names import MODEL_NAME
     from streams.flows.quality import flow
+    from streams.sinks.quality import quality_metrics_sink
 
-    influx = InfluxSettings()
-    return flow(MODEL_NAME, influx_settings=influx if influx.enabled else None)
+    spec = flow(MODEL_NAME)
+    spec.sinks.append(quality_metrics_sink)
+    return spec
 
 
 def _audio() -> FlowSpec:

@@ -24,12 +24,11 @@ import numpy as np
 from models.online import ClickModel
 from models.online.clicks import FEATURES
 from schemas import CLICK, FEEDBACK, PREDICTION, QUARANTINE, derive_id
+from streams.flows.names import MODEL_NAME, QUARANTINE_TOPIC
 from streams.processor import Emit, Event, FlowSpec, Processor
 
-MODEL_NAME = "clicks-online"
 PRODUCER = "eddyline/clicks"
 LIKE = 4.0
-QUARANTINE_TOPIC = "security.quarantine"
 SEEN_PER_USER = 5000  # items remembered per user, to leave out of their recommendations; the oldest go first
 
 

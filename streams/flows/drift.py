@@ -35,7 +35,7 @@ from connectors.config import Section
 from models.drift import FeatureDriftMonitor, make_detector
 from models.online import DRIFT_FEATURES
 from schemas import ALERT, DRIFT, FEEDBACK, PREDICTION, derive_id
-from streams.flows.clicks import MODEL_NAME as CLICK_MODEL
+from streams.flows.names import MODEL_NAME as CLICK_MODEL
 from streams.processor import Emit, Event, FlowSpec, Processor
 
 FLOW = "drift"

@@ -119,6 +119,19 @@ def shard_of(device_id: str, shards: int) -> str:
     return FLOW if shards <= 1 else f"{FLOW}-{zlib.crc32(device_id.encode()) % shards}"
 
 
+def heard_at(ev: Event) -> int:
+    """When the platform heard a heartbeat (ms): the broker's timestamp, else the device's ``event_time``.
+
+    Silence is judged on broker time, so a device's wrong clock neither hides nor fakes it.
+
+    Parameters
+    ----------
+    ev
+        A decoded ``device_health`` event.
+    """
+    return ev.broker_ms if ev.broker_ms >= 0 else int(ev.record["event_time"])
+
+
 def _new_device() -> dict[str, Any]:
     return {"t": 0, "heard": 0, "interval_s": 0.0, "depth": 0, "rising": 0, "errors": 0, "errors_t": 0,
             "quiet": 0, "incidents": {}, "last_id": "", "info": {}}
@@ -188,7 +201,7 @@ class FleetProcessor(Processor):
         out: list[Emit] = []
         for ev in events:
             rec = ev.record
-            t = ev.broker_ms if ev.broker_ms >= 0 else int(rec["event_time"])
+            t = heard_at(ev)
             device = rec["device_id"]
             dev = self.devices.get(device)
             if dev is None:

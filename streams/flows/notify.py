@@ -651,7 +651,7 @@ def run_notify(kafka: KafkaSettings, stop: threading.Event | None = None) -> Non
     NotifyFlow(kafka, notifier).run(stop)
 
 
-def create_notify_topics(kafka: KafkaSettings, settings: NotifySettings) -> None:
+def create_notify_topics(kafka: KafkaSettings, settings: NotifySettings, partitions: int | None = None) -> None:
     """Create the notify flow's topics, ``alerts.delivered`` keeping a day more than ``delivered_window_s``.
 
     An existing ``alerts.delivered`` keeps its retention; one shorter than the window is warned about, with the
@@ -663,8 +663,11 @@ def create_notify_topics(kafka: KafkaSettings, settings: NotifySettings) -> None
         Kafka settings.
     settings
         The notify settings (their window sets the retention).
+    partitions
+        Partitions per new topic (default: ``kafka.partitions``).
     """
-    create_topics(kafka, TOPICS, configs={DELIVERED_TOPIC: retention_above(settings.delivered_window_s)})
+    create_topics(kafka, TOPICS, partitions=partitions,
+                  configs={DELIVERED_TOPIC: retention_above(settings.delivered_window_s)})
     kept = delivered_retention_ms(kafka)
     if kept is not None and 0 <= kept < settings.delivered_window_s * 1000:
         log.warning(

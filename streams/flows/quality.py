@@ -32,9 +32,9 @@ from pydantic_settings import SettingsConfigDict
 from connectors.config import Section
 from models.metrics import classification_report
 from schemas import FEEDBACK, PREDICTION, derive_id
-from streams.processor import Emit, Event, FlowSpec, Processor, Sink
+from streams.processor import Emit, Event, FlowSpec, Processor
 
-METRICS_TOPIC = "sink.model_quality"  # sink-only: feeds QualityMetricsSink, never written to Kafka
+METRICS_TOPIC = "sink.model_quality"  # sink-only: feeds streams.sinks.quality, never written to Kafka
 METRICS_TYPE = "model_quality"  # not a schemas event type
 MEASUREMENT = "model_quality"
 
@@ -191,52 +191,6 @@ class QualityProcessor(Processor):
         self.unanswered_run, self.stalled_at = int(state.get("unanswered_run", 0)), int(state.get("stalled_at", _NEVER))
 
 
-_TAGS = ("model_name", "model_version")
-_SKIP = ("event_id", "window_start", "window_end", *_TAGS)
-
-
-class QualityMetricsSink(Sink):
-    """Window metrics to InfluxDB (one point per window, timed at its end, so a replay overwrites it) and
-    to Prometheus gauges ``eddyline_model_<metric>{model,version}``.
-
-    Parameters
-    ----------
-    influx
-        Where points go; None keeps Prometheus only.
-    registry
-        The Prometheus registry for the gauges (the process-wide one by default).
-    """
-
-    def __init__(self, influx: Any | None = None, registry: Any | None = None) -> None:
-        self.influx = influx
-        self._gauges: dict[str, Any] = {}
-        self._registry = registry
-
-    def _gauge(self, name: str) -> Any:
-        g = self._gauges.get(name)
-        if g is None:
-            from prometheus_client import REGISTRY, Gauge
-
-            g = self._gauges[name] = Gauge(f"eddyline_model_{name}", f"model quality: {name}, last closed window",
-                                           ["model", "version"], registry=self._registry or REGISTRY)
-        return g
-
-    def write(self, emits: Sequence[Emit]) -> None:
-        for e in emits:
-            if e.event_type != METRICS_TYPE:
-                continue
-            r = e.record
-            fields = {k: float(v) for k, v in r.items() if k not in _SKIP}
-            if self.influx is not None:
-                self.influx.write(MEASUREMENT, {k: r[k] for k in _TAGS}, fields, int(r["window_end"]))
-            for k, v in fields.items():
-                self._gauge(k).labels(r["model_name"], r["model_version"]).set(v)
-
-    def close(self) -> None:
-        if self.influx is not None:
-            self.influx.close()
-
-
 class QualitySettings(Section):
     """``[quality]`` / ``EDDYLINE_QUALITY_*``: windows and waits of the quality flow."""
 
@@ -252,9 +206,9 @@ class QualitySettings(Section):
 
 
 def flow(model_name: str, window_ms: int | None = None, max_wait_ms: int | None = None,
-         influx_settings: Any | None = None, allowed_lateness_ms: int | None = None,
-         stall_after: int | None = None) -> FlowSpec:
-    """The quality flow: ``predictions`` and ``feedback`` in, window metrics to the dashboards, state per model.
+         allowed_lateness_ms: int | None = None, stall_after: int | None = None) -> FlowSpec:
+    """The quality flow: ``predictions`` and ``feedback`` in, window metrics (``sink.model_quality``) out for
+    the dashboards' sink (``streams.sinks.quality``), state per model.
 
     What is not given comes from ``QualitySettings``.
 
@@ -264,23 +218,15 @@ def flow(model_name: str, window_ms: int | None = None, max_wait_ms: int | None 
         The model whose predictions are measured.
     window_ms, max_wait_ms, allowed_lateness_ms, stall_after
         As for ``QualityProcessor``.
-    influx_settings
-        InfluxDB settings for the metrics sink; None keeps Prometheus only.
     """
     settings = QualitySettings()
     params = (window_ms or settings.window_ms, settings.max_wait_ms if max_wait_ms is None else max_wait_ms,
               settings.allowed_lateness_ms if allowed_lateness_ms is None else allowed_lateness_ms,
               stall_after or settings.stall_after)
 
-    def sink() -> Sink:
-        from connectors.influx import InfluxSink
-
-        return QualityMetricsSink(InfluxSink(influx_settings) if influx_settings is not None else None)
-
     return FlowSpec(
         name="quality",
         inputs={"predictions": PREDICTION, "feedback": FEEDBACK},
         make_processor=lambda key: QualityProcessor(key, *params),
         key=lambda ev: ev.record["model_name"],
-        sinks=[sink],
     )

@@ -237,33 +237,24 @@ def previous_version(latest: dict[str, Any] | None) -> str | None:
 
 
 def latest_rollouts(settings: Any, idle_s: float = 1.0) -> dict[str, dict[str, Any]]:
-    """The newest ``edge_rollout`` record per device class, read from the compacted rollouts topic."""
-    from connectors.kafka import read_topic
+    """The newest ``edge_rollout`` record per device class (its key), read from the compacted rollouts topic."""
+    from connectors.kafka import read_latest
     from schemas import AvroSerde
     from schemas.catalog import EDGE_ROLLOUT
 
     serde = AvroSerde()
-    out: dict[str, dict[str, Any]] = {}
-    for msg in read_topic(settings, "edge.rollouts", idle=idle_s, timeout=60.0):
-        if msg.value() is not None:
-            r = serde.decode(msg.value(), EDGE_ROLLOUT)
-            if r["event_time"] >= out.get(r["device_class"], {}).get("event_time", -1):
-                out[r["device_class"]] = r
-    return out
+    records = [serde.decode(v, EDGE_ROLLOUT) for v in read_latest(settings, "edge.rollouts", idle=idle_s).values()]
+    return {r["device_class"]: r for r in records}
 
 
 def published_model(settings: Any, device_class: str, version: str, idle_s: float = 1.0) -> dict[str, Any] | None:
-    """The newest ``edge_model`` record for a class and version on the models topic, or None."""
-    from connectors.kafka import read_topic
+    """The ``edge_model`` record for a class and version (key ``class/version``) on the models topic, or None."""
+    from connectors.kafka import read_latest
     from schemas import AvroSerde
     from schemas.catalog import EDGE_MODEL
 
-    serde = AvroSerde()
-    found = None
-    for msg in read_topic(settings, "edge.models", idle=idle_s, timeout=60.0):
-        if msg.key() == f"{device_class}/{version}".encode() and msg.value() is not None:
-            found = serde.decode(msg.value(), EDGE_MODEL)
-    return found
+    value = read_latest(settings, "edge.models", idle=idle_s).get(f"{device_class}/{version}".encode())
+    return AvroSerde().decode(value, EDGE_MODEL) if value is not None else None
 
 
 def run_rollout(

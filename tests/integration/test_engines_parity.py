@@ -107,7 +107,7 @@ def _inputs(flow: str) -> list[Event]:
     if flow == "drift":
         from tests.unit.test_drift_flow import _stream
 
-        return _stream(600, 300, concept=True, data=True)
+        return _stream(2400, 1200, concept=True, data=True)  # past the detectors' 800-value warm-up
     if flow == "quality":
         from tests.unit.test_drift_flow import _fb, _pred, _stream
 

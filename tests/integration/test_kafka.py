@@ -13,6 +13,7 @@ from connectors.kafka import (
     create_topics,
     make_admin,
     make_consumer,
+    read_latest,
     read_topic,
 )
 from schemas import AvroSerde, ValidationError, catalog, new_id
@@ -157,3 +158,12 @@ def test_consumer_group_resumes_after_the_last_commit(kafka_settings: KafkaSetti
             again.append(int(msg.value()))
     second.close()
     assert seen == list(range(20)) and again == list(range(12, 20))
+
+
+def test_read_latest_gives_a_compacted_topic_s_last_value_per_key_and_drops_tombstoned_keys(
+        kafka_settings: KafkaSettings) -> None:
+    create_topics(kafka_settings, ["edge.rollouts"])  # compacted (TOPIC_CONFIGS)
+    with EventProducer(kafka_settings) as producer:
+        for key, value in [("rpi4", b"v1"), ("jetson", b"v1"), ("rpi4", b"v2"), ("gone", b"v1"), ("gone", None)]:
+            producer.produce_raw("edge.rollouts", value, key=key)
+    assert read_latest(kafka_settings, "edge.rollouts", timeout=20) == {b"rpi4": b"v2", b"jetson": b"v1"}

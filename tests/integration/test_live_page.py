@@ -47,8 +47,9 @@ def sensor_outputs() -> list[Emit]:
     return readings + [e for e in emits if e.topic in TOPICS]
 
 
-def model_events(n: int = 1200) -> list[Event]:
-    """Predictions and feedback of one model whose 'amount' feature shifts halfway and whose errors grow."""
+def model_events(n: int = 2400) -> list[Event]:
+    """Predictions and feedback of one model whose 'amount' feature shifts halfway and whose errors grow
+    (halfway is past the drift detectors' 800-value warm-up)."""
     rng = np.random.default_rng(1)
     out = []
     for i in range(n):

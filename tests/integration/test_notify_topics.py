@@ -52,3 +52,19 @@ def test_an_existing_topic_shorter_than_a_wider_window_is_kept_and_warned_about(
     with caplog.at_level(logging.WARNING, logger="streams.flows.notify"):
         create_notify_topics(kafka_settings, NotifySettings(delivered_window_s=1800))  # within: nothing to say
     assert not [r for r in caplog.records if DELIVERED_TOPIC in r.getMessage()]
+
+
+def test_eddyline_topics_create_makes_alerts_delivered_with_the_configured_window_and_a_day(
+        kafka_settings, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    result = CliRunner().invoke(app, ["topics", "create"], env={
+        "EDDYLINE_CONFIG": str(tmp_path / "absent.toml"), "EDDYLINE_NOTIFY_DELIVERED_WINDOW_S": "7200",
+        "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "EDDYLINE_KAFKA_NAMESPACE": kafka_settings.namespace})
+    assert result.exit_code == 0, result.output
+    assert kafka_settings.topic(DELIVERED_TOPIC) in result.output.split()
+    assert delivered_retention_ms(kafka_settings) == 7_200_000 + DAY_MS
+    assert _partitions(kafka_settings) == kafka_settings.partitions

@@ -9,13 +9,12 @@ import pytest
 from connectors.influx import InfluxSink
 from streams.flows import quality
 from streams.processor import Event, run_local
+from streams.sinks.quality import QualityMetricsSink
 
 pytestmark = pytest.mark.integration
 
 
 def test_window_metrics_reach_victoriametrics_through_influx_client(victoria) -> None:
-    from prometheus_client import CollectorRegistry
-
     t0 = (int(time.time()) - 600) * 1000  # recent: the server refuses points older than its retention
     events = []
     for i in range(20):
@@ -30,7 +29,7 @@ def test_window_metrics_reach_victoriametrics_through_influx_client(victoria) ->
     events.append(Event("feedback", "m", {"event_id": "ftick", "event_time": t0 + 100_000, "model_name": "m",
                                           "prediction_id": "tick", "label": 1.0}))  # both inputs move on
     emits = run_local(quality.flow("m", window_ms=1000, max_wait_ms=500), events)
-    sink = quality.QualityMetricsSink(InfluxSink(victoria.influx_settings("quality")), registry=CollectorRegistry())
+    sink = QualityMetricsSink(InfluxSink(victoria.influx_settings("quality")))
     sink.write(emits)
     sink.close()
     series = {s["metric"]["__name__"]: s for s in victoria.export('{__name__=~"model_quality_.*"}')}

@@ -13,8 +13,8 @@ from schemas import ALERT, DRIFT, SENTIMENT_SCORE, AvroSerde
 from streams import catalog
 from streams.sinks.drift import DriftMetricsSink
 from streams.sinks.fleet import FleetMetricsSink
+from streams.sinks.quality import QualityMetricsSink
 from streams.processor import Emit, Event, run_local
-from streams.flows.quality import QualityMetricsSink
 from streams.flows.quality import flow as quality_flow
 from streams.flows.sensor_anomaly import sensor_anomaly_flow
 from streams.sinks.sensor import SensorMetricsSink

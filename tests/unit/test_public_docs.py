@@ -245,10 +245,11 @@ def test_public_api_documents_its_parameters(qualified: str) -> None:
 
 
 def _commands(command: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
-    """Every command under a group, by duck typing: Typer ships its own copy of click."""
+    """Every command under a group, by duck typing (Typer ships its own copy of click); a lazy one imported."""
     found = [(path, command)]
-    for name, sub in (getattr(command, "commands", None) or {}).items():
-        found += _commands(sub, (*path, name))
+    for name in command.list_commands(None) if hasattr(command, "list_commands") else []:
+        sub = command.get_command(None, name)
+        found += _commands(sub.load() if hasattr(sub, "load") else sub, (*path, name))
     return found
 
 

@@ -64,14 +64,23 @@ def test_quality_windows_join_in_event_time_count_missing_and_late() -> None:
 
 
 def test_metrics_sink_sets_prometheus_gauges() -> None:
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import REGISTRY
 
-    reg = CollectorRegistry()
-    sink = quality.QualityMetricsSink(registry=reg)
+    from streams.sinks.quality import QualityMetricsSink
+
     spec = quality.flow("m", window_ms=1000, max_wait_ms=500)
-    sink.write(run_local(spec, [_pred("a", 100, 0.9), _fb("a", 200, 1.0), _pred("z", 20000), _fb("z", 20000, 0.0)]))
-    assert reg.get_sample_value("eddyline_model_accuracy", {"model": "m", "version": "1"}) == 1.0
-    assert reg.get_sample_value("eddyline_model_predictions", {"model": "m", "version": "1"}) == 1.0
+    QualityMetricsSink().write(run_local(spec, [_pred("a", 100, 0.9), _fb("a", 200, 1.0), _pred("z", 20000),
+                                                _fb("z", 20000, 0.0)]))
+    labels = {"model": "m", "version": "1"}
+    assert REGISTRY.get_sample_value("eddyline_model_accuracy", labels) == 1.0
+    assert REGISTRY.get_sample_value("eddyline_model_predictions", labels) == 1.0
+
+
+def test_the_quality_flow_s_dashboards_sink_is_attached_by_the_flow_registry() -> None:
+    from streams.flows import flow_spec
+    from streams.sinks.quality import quality_metrics_sink
+
+    assert flow_spec("quality").sinks == [quality_metrics_sink]
 
 
 def _model_stream(n: int = 60, step: int = 500) -> tuple[list[Event], list[Event]]:

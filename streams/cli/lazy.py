@@ -1,0 +1,134 @@
+"""Command groups that import a command's module only when that command runs, so every ``eddyline`` command
+starts without importing every other one's modules (numpy, the engines, MLflow).
+
+A group lists its lazy commands from a table (name, ``module:function``, short help) without importing
+them; a command's module is imported when it runs or its own ``--help`` is asked for. Commands that plugins
+register by entry point (``eddyline bench``) are named from the entry-point metadata; their help lives only in
+the plugin, so listing that one group imports its plugins.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+
+class Lazy(NamedTuple):
+    """One command of a group, imported when it runs.
+
+    Parameters
+    ----------
+    name
+        The command's name in its group.
+    target
+        ``module:function``: the Typer command function.
+    help
+        Its help as the group's ``--help`` lists it: the function docstring's first paragraph (a test checks
+        that they agree).
+    """
+
+    name: str
+    target: str
+    help: str
+
+
+class LazyCommand(TyperCommand):
+    """Stands in a group for a command whose module is not imported yet: it has the name and help to be listed,
+    and hands parsing (and so running, and its own ``--help``) to the real command, imported then.
+
+    Parameters
+    ----------
+    name
+        The command's name.
+    target
+        ``module:function``.
+    help
+        The line the group's ``--help`` shows; None: ask the real command (imports it).
+    wrap
+        Applied to the command function when it is imported.
+    """
+
+    def __init__(self, name: str, target: str, help: str | None,
+                 wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        self._real: Any = None
+        self.target = target
+        self.wrap = wrap
+        super().__init__(name=name, callback=None, help=help)
+
+    @property  # type: ignore[override]
+    def help(self) -> str | None:
+        return self._help if self._help is not None else self.load().help
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        self._help = value
+
+    def load(self) -> Any:
+        """The real command (its module imported on the first call)."""
+        if self._real is None:
+            module, _, attr = self.target.partition(":")
+            one = typer.Typer(rich_markup_mode=None)
+            one.command(self.name)(self.wrap(getattr(importlib.import_module(module), attr)))
+            self._real = typer.main.get_command(one)
+        return self._real
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        return self.load().make_context(info_name, args, parent=parent, **extra)
+
+
+class LazyGroup(TyperGroup):
+    """A Typer group that also holds lazy commands: those of ``table`` and those registered under the
+    entry-point group ``plugins``. Made per group by ``lazy_group``."""
+
+    table: tuple[Lazy, ...] = ()
+    plugins: str | None = None
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = staticmethod(lambda fn: fn)
+    _added = False
+
+    def _add_lazy(self) -> None:
+        if self._added:
+            return
+        self._added = True
+        lazy = {c.name: LazyCommand(c.name, c.target, c.help, self.wrap) for c in self.table}
+        if self.plugins is not None:
+            from importlib.metadata import entry_points
+
+            for ep in sorted(entry_points(group=self.plugins), key=lambda e: e.name):
+                lazy.setdefault(ep.name, LazyCommand(ep.name, ep.value, None, self.wrap))
+        groups = {n: c for n, c in self.commands.items() if isinstance(c, TyperGroup)}
+        plain = {n: c for n, c in self.commands.items() if n not in groups}
+        self.commands = {**plain, **lazy, **groups}  # commands before groups, as Typer lists them
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        self._add_lazy()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        self._add_lazy()
+        return super().get_command(ctx, cmd_name)
+
+
+def lazy_group(*table: Lazy, plugins: str | None = None,
+               wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = lambda fn: fn) -> type[TyperGroup]:
+    """A group class for ``typer.Typer(cls=...)`` that holds these lazy commands.
+
+    Parameters
+    ----------
+    table
+        The group's lazy commands.
+    plugins
+        An entry-point group whose entries (``name = "module:function"``) are commands of this group too.
+    wrap
+        Applied to each command function when it is imported (the CLI's error handling).
+    """
+    return type("LazyGroup", (LazyGroup,), {"table": table, "plugins": plugins, "wrap": staticmethod(wrap)})
+
+
+def group(help: str, **kwargs: Any) -> typer.Typer:
+    """A command group as every ``eddyline`` group is made. Help is plain text: rich markup would eat the
+    bracketed config section names (``[mlflow]``) our help is full of."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None, **kwargs)
