@@ -125,8 +125,9 @@ def test_the_click_flow_serves_from_engine_start_up_and_building_it_starts_nothi
         recommend_api.LIVE.pop(clicks.MODEL_NAME, None)
         for factory in spec.sinks:  # what the engine does as it starts the dataflow, before any event
             _SideSink(factory).build("side-sink", 0, 1)
-        status, body = _get(f"http://127.0.0.1:{port}/health")
-        assert status == 200 and body["models"] == 0  # up before the first event made a processor
+        assert _get(f"http://127.0.0.1:{port}/health")[0] == 200  # up before the first event made a processor
+        status, body = _get(f"http://127.0.0.1:{port}/models")
+        assert status == 200 and clicks.MODEL_NAME not in {m["model_name"] for m in body["models"]}
     finally:
         server = recommend_api._serving.pop(("127.0.0.1", port), None)
         if server is not None:
