@@ -153,6 +153,12 @@ class Gateway:
             if record is None:
                 problems.extend(found)
                 continue
+            producer = f"gateway/{client}"
+            if record.get("producer", producer) != producer:
+                problems.append(Problem(f"{path}.producer" if path else "producer",
+                                        f"set by the gateway from your token ({producer!r}), not "
+                                        f"{record['producer']!r}; leave the field out"))
+                continue
             self._fill(endpoint, record, client, now_ms)
             records.append((record, path))
         return self.produce_records(endpoint, records, client, problems)
@@ -228,18 +234,11 @@ class Gateway:
     def _fill(endpoint: Endpoint, record: dict[str, Any], client: str, now_ms: int) -> None:
         """Default the fields the gateway owns; an id derived from ``seq`` is the same for a retry.
 
-        ``producer`` is the token's name, never the client's word: quarantine is per producer, so a client
-        that could name itself could frame an honest producer or rotate names to evade it.
+        ``producer`` is the token's name, never the client's word (``publish`` refuses another value):
+        quarantine is per producer, so a client that could name itself could frame an honest producer or
+        rotate names to evade it.
         """
-        producer = f"gateway/{client}"
-        if record.get("producer", producer) != producer:
-            raise GatewayError(
-                422,
-                "producer_mismatch",
-                f"'producer' is set by the gateway from your token ({producer!r}), not {record['producer']!r}; "
-                "leave the field out",
-            )
-        record["producer"] = producer
+        producer = record["producer"] = f"gateway/{client}"
         if "event_id" not in record:
             if "seq" in record:
                 key = (record[endpoint.key_field], record["seq"])
