@@ -23,8 +23,11 @@ SUMMARY  ?= demo-summary.json
 demo: $(STAMP)
 	$(BIN)/eddyline demo --duration $(DURATION) --bad-events 25 --summary-json $(SUMMARY)
 
+# Two workers, one test file each at a time (module fixtures run once); most integration tests wait on servers.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(VM) $(S3RVER) $(SYSTEM)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 install: $(STAMP)
 

@@ -8,13 +8,17 @@ For each fleet size and engine, over one broker (a namespace per run):
 - ``rss_mb``: the flow process's peak resident memory (``VmHWM``) after the pre-filled topic is scored;
 - ``state_bytes_per_device``: the encoded state of one device (``streams.state``), the mean over the fleet, read
   back from where the engine keeps it (Bytewax's recovery files, Faust's changelog);
+- ``resumed_mb`` (Bytewax): the latest snapshot of every Bytewax state key, which a restart loads, and
+  ``state_keys``, how many keys that is (devices, or buckets of devices with ``--buckets``); with buckets, the
+  device states written to the flow's state store (``versions_mb``) are read only when a device speaks;
 - ``checkpoint_mb``: the recovery folder (Bytewax) or the changelog topic's bytes (Faust) after the run;
 - ``checkpoint_mb_per_epoch``: what checkpointing wrote while the pre-filled topic was scored, per 2 s epoch
   (Bytewax: the process's disk writes, ``/proc/PID/io``; Faust: the changelog bytes produced);
 - ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
-- ``latency_p50_ms``/``latency_p99_ms``: a live fleet (event times on the wall clock, devices' batch ends spread
-  evenly over a batch span) offered half the measured maximum for ``live_s`` seconds: from a batch's event time
-  (its last reading) to the arrival of its score event at a watcher; batches still unscored ``DRAIN_S`` after the
+- ``latency_p50_ms``/``latency_p99_ms`` (unless ``--live-s 0``): a live fleet (event times on the wall clock,
+  devices' batch ends spread evenly over a batch span) offered half the measured maximum for ``live_s``
+  seconds: from a batch's event time (its last reading) to the arrival of its score event at a watcher;
+  batches still unscored ``DRAIN_S`` after the
   load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``). The same
   delay split in three: ``latency_send_*`` (event time to the generator producing the batch), ``latency_flow_*``
   (that to the score's Kafka timestamp, stamped when the flow produced it) and ``latency_watch_*`` (that to the
@@ -140,6 +144,22 @@ def _throughput(flow: Flow, watcher: Consumer, messages: int, per_message: int) 
     return float(slope * per_message), float(t[-1] - t[0])
 
 
+def _versions_bytes(state: Path) -> int:
+    """Bytes of the latest version of each device's state in the flow's state stores (bucket layout)."""
+    total = 0
+    for path in (state / "idle").glob("idle-*.sqlite3"):
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            total += db.execute("SELECT COALESCE(SUM(LENGTH(v.state)), 0) FROM versions v JOIN (SELECT key, "
+                                "MAX(version) AS m FROM versions GROUP BY key) l ON v.key = l.key AND "
+                                "v.version = l.m").fetchone()[0]
+        except sqlite3.OperationalError:  # no versions table: one key per device
+            pass
+        finally:
+            db.close()
+    return total
+
+
 def _bytewax_state(state: Path) -> tuple[int, int]:
     """(bytes, keys) of the latest snapshot of each key in Bytewax's recovery partitions."""
     total = keys = 0
@@ -158,27 +178,38 @@ def _bytewax_state(state: Path) -> tuple[int, int]:
     return total, keys
 
 
-def _changelog(settings: KafkaSettings) -> tuple[int, int, int]:
-    """(all bytes ever written, bytes of the latest value per key, keys) of the Faust flow's changelog."""
+def _changelog(settings: KafkaSettings) -> tuple[int, int, int, dict[str, int]]:
+    """(all bytes ever written, bytes of the latest value per key, keys, records) of the Faust flow's changelog.
+
+    ``records`` counts what was written (``records``, ``bytes``, closing ``markers``) and what one record per
+    changed key per commit interval (Faust's, 1 s) would have written instead (``coalesced_records``,
+    ``coalesced_bytes``: the last record of each key in each second, by the records' timestamps)."""
     from streams.engines.faust import MARKER, TABLE
 
     topic = f"{settings.topic('eddyline-sensor-anomaly')}-{TABLE}-changelog"
     consumer = _consumer(settings, topic)
     latest: dict[bytes, int] = {}
-    total = 0
+    per_second: dict[tuple[bytes, int], int] = {}
+    total = records = markers = 0
     idle_since = time.monotonic()
     try:  # a large changelog's first fetch can take long: wait up to a minute for it, then 3 s of quiet
         while time.monotonic() - idle_since < (3.0 if latest else 60.0):
             msgs = consumer.consume(5000, 0.5)
             for msg in msgs:
-                if msg.error() is None and msg.key() != MARKER:
+                if msg.error() is None and msg.key() == MARKER:
+                    markers += 1
+                elif msg.error() is None:
                     total += len(msg.value() or b"")
+                    records += 1
                     latest[msg.key()] = len(msg.value() or b"")
+                    per_second[(msg.key(), msg.timestamp()[1] // 1000)] = len(msg.value() or b"")
             if msgs:
                 idle_since = time.monotonic()
     finally:
         consumer.close()
-    return total, sum(latest.values()), len(latest)
+    counts = {"records": records, "bytes": total, "markers": markers, "coalesced_records": len(per_second),
+              "coalesced_bytes": sum(per_second.values())}
+    return total, sum(latest.values()), len(latest), counts
 
 
 def _folder_bytes(path: Path) -> int:
@@ -279,15 +310,17 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
 
 
 def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, live_s: float, work: Path,
-            env: dict[str, str]) -> dict[str, Any]:
-    settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace=f"scale-{engine}-{devices}.",
+            env: dict[str, str], buckets: int = 0) -> dict[str, Any]:
+    name = f"{engine}-{devices}" + (f"-b{buckets}" if buckets else "")
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace=f"scale-{name}.",
                              session_timeout_ms=6000)
+    env = {**env, "EDDYLINE_RUNTIME_STATE_BUCKETS": str(buckets)}
     sim = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, seed=5)
     messages = devices * batches
     _prefill(settings, sim, messages)
     create_topics(settings, [SCORES])
-    state = work / f"{engine}-{devices}"
-    flow = Flow(settings, engine, state, work / f"{engine}-{devices}.log", env)
+    state = work / name
+    flow = Flow(settings, engine, state, work / f"{name}.log", env)
     watcher = _consumer(settings, settings.topic(SCORES))
     try:
         flow.start()
@@ -295,27 +328,35 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         rss = flow.peak_rss()
         writes = flow.disk_writes()
         time.sleep(2 * EPOCH_S + 1)  # the last epoch's checkpoint lands
+        resumed = versions = 0
+        changelog: dict[str, int] = {}
         if engine == "bytewax":
-            state_bytes, keys = _bytewax_state(state)
+            resumed, keys = _bytewax_state(state)
+            versions = _versions_bytes(state)
+            state_bytes = resumed + versions
             checkpoint = _folder_bytes(state)
             per_epoch = writes / max(1.0, busy_s / EPOCH_S)
         else:
-            written, state_bytes, keys = _changelog(settings)
+            written, state_bytes, keys, changelog = _changelog(settings)
             checkpoint = written
             per_epoch = written / max(1.0, busy_s / EPOCH_S)
         recovery = _recovery(flow, settings, sim, watcher)
-        lat = _latency(settings, sim, rate / 2, live_s, watcher)
+        lat = _latency(settings, sim, rate / 2, live_s, watcher) if live_s > 0 else {}
     finally:
         watcher.close()
         flow.stop()
     return {
-        "engine": engine, "devices": devices, "readings_per_s": round(rate), "rss_mb": round(rss / 2**20, 1),
-        "state_bytes_per_device": round(state_bytes / max(1, keys)), "state_keys": keys,
+        "engine": engine, "devices": devices, "buckets": buckets, "readings_per_s": round(rate),
+        "rss_mb": round(rss / 2**20, 1),
+        "state_bytes_per_device": round(state_bytes / (devices if buckets else max(1, keys))),
+        "state_keys": keys, "resumed_mb": round(resumed / 2**20, 2), "versions_mb": round(versions / 2**20, 2),
         "checkpoint_mb": round(checkpoint / 2**20, 2), "checkpoint_mb_per_epoch": round(per_epoch / 2**20, 2),
         "recovery_s": round(recovery, 2),
         **{f"latency_{k}_ms": None if v != v else round(v) for k, v in lat.items()
            if k not in ("scored", "sent", "samples")},
-        "latency_batches_scored": lat["scored"], "latency_batches_sent": lat["sent"], "offered_readings_per_s": round(rate / 2), "readings": messages * sim.readings_per_batch,
+        "latency_batches_scored": lat.get("scored"), "latency_batches_sent": lat.get("sent"),
+        "offered_readings_per_s": round(rate / 2), "readings": messages * sim.readings_per_batch,
+        **{f"changelog_{k}": v for k, v in changelog.items()},
     }
 
 
@@ -333,13 +374,14 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for engine in sorted({r["engine"] for r in runs}):
-        done = [r for r in runs if r["engine"] == engine and "skipped" not in r]
+    for engine, buckets in sorted({(r["engine"], r.get("buckets", 0)) for r in runs}):
+        done = [r for r in runs if (r["engine"], r.get("buckets", 0)) == (engine, buckets) and "skipped" not in r]
         if not done:
             continue
         x = [r["devices"] for r in done]
-        left.plot(x, [r["readings_per_s"] for r in done], marker="o", label=engine)
-        right.plot(x, [r["rss_mb"] for r in done], marker="o", label=engine)
+        label = f"{engine}, {buckets} buckets" if buckets else engine
+        left.plot(x, [r["readings_per_s"] for r in done], marker="o", label=label)
+        right.plot(x, [r["rss_mb"] for r in done], marker="o", label=label)
     for ax, title in ((left, "readings/s"), (right, "peak RSS (MB)")):
         ax.set_xscale("log")
         ax.set_xlabel("devices (3 sensors each)")
@@ -352,7 +394,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def run(devices: list[int], engines: list[str], json_path: Path | None = None, batches: int = 2,
         live_s: float = 20.0, detector: str | None = None, packed: bool = False,
-        plot_path: Path | None = None) -> dict[str, Any]:
+        plot_path: Path | None = None, buckets: list[int] | None = None) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -364,7 +406,7 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
     rss_per_device: dict[str, float] = {}
     with EmbeddedBroker(log_path=work / "broker.log") as broker:
         for n in devices:
-            for engine in engines:
+            for engine, bucket_count in [(e, b) for e in engines for b in (buckets or [0] if e == "bytewax" else [0])]:
                 projected = rss_per_device.get(engine, 0.0) * n
                 if projected > 0.8 * _available_bytes():
                     runs.append({"engine": engine, "devices": n, "skipped": (
@@ -372,8 +414,8 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
                         f"{_available_bytes() / 2**30:.1f} GiB available")})
                     console.print(f"{engine} {n}: skipped, {runs[-1]['skipped']}")
                     continue
-                with console.status(f"{engine}, {n:,} devices"):
-                    result = measure(broker, n, engine, batches, live_s, work, env)
+                with console.status(f"{engine}, {n:,} devices, {bucket_count} buckets"):
+                    result = measure(broker, n, engine, batches, live_s, work, env, bucket_count)
                 rss_per_device.setdefault(engine, result["rss_mb"] * 2**20 / n)
                 runs.append(result)
                 console.print(result)
@@ -403,6 +445,8 @@ def command(
     detector: Annotated[str | None, typer.Option(help="Anomaly detector (default: the flow's).")] = None,
     packed: Annotated[bool, typer.Option(help="Write scores packed (anomaly_score v2).")] = False,
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: readings/s and RSS vs devices.")] = None,
+    buckets: Annotated[str, typer.Option(help="Bytewax state layouts to compare, comma-separated: 0 is one key "
+                                         "per device, N is N buckets ([runtime] state_buckets).")] = "1024",
 ) -> None:
     """Readings/s, peak RSS, state and checkpoint bytes, recovery and latency of the sensor flow per fleet size."""
     sizes = [int(x) for x in devices.split(",") if x.strip()]
@@ -410,7 +454,10 @@ def command(
     unknown = set(chosen) - {"bytewax", "faust"}
     if unknown or not sizes or min(sizes) < 1:
         raise typer.BadParameter("use --devices N[,N...] (positive) and --engines bytewax,faust")
-    run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path)
+    layouts = [int(x) for x in buckets.split(",") if x.strip()]
+    if not layouts or min(layouts) < 0:
+        raise typer.BadParameter("use --buckets N[,N...] (0: one key per device)")
+    run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path, layouts)
 
 
 if __name__ == "__main__":

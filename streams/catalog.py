@@ -236,6 +236,9 @@ def metrics() -> dict[str, Metric]:
             "Threshold the latest drift statistic crossed.",
         ),
     ]
+    found.append(Metric("eddyline_quarantine_changes_total", "counter", ("kind", "rule", "action"),
+                        "streams.sinks.model_security",
+                        "Sources quarantined from (or released to) online learning, by kind, rule and action."))
     found.append(Metric("eddyline_fleet_devices", "gauge", ("shard", "state", "device_class", "agent_version",
                                                             "model_version"), "streams.sinks.fleet",
                         "Edge devices by state, class, agent and model version (no device label)."))

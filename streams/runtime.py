@@ -22,6 +22,10 @@ class RuntimeSettings(Section):
     batch_size: int = Field(500, gt=0, description="Kafka messages per poll.")
     idle_evict_s: float = Field(600.0, ge=0, description="Seconds of silence after which a key's state leaves "
                                 "memory for the state folder (reloaded when it speaks again); 0: never.")
+    state_buckets: int = Field(1024, ge=0, description="Bytewax: group the state keys (devices) into this many "
+                               "buckets by a stable hash, so a restart resumes at most this many keys and loads only "
+                               "recently changed states (older ones load when their device speaks); 0: one key per "
+                               "device. Chosen by `eddyline bench scale --buckets 0,1024` (BENCHMARKS.md).")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on metrics_host:PORT.")
     metrics_host: str = Field("127.0.0.1", description="Where the metrics endpoint listens; 0.0.0.0 in containers.")
     lag_interval_s: float | None = Field(

@@ -16,7 +16,9 @@ import sqlite3
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,9 @@ from connectors.prometheus import metric
 from streams.processor import FlowSpec, Processor
 
 __all__ = [
-    "FORMAT_VERSION", "IdleStore", "StateError", "decode", "decode_checkpoint", "decode_processor", "encode",
-    "encode_processor", "processor_from", "restore_or_fresh",
+    "BUCKET_VERSION", "FORMAT_VERSION", "Bucket", "IdleStore", "StateError", "bucket_of", "decode", "decode_bucket",
+    "decode_checkpoint", "decode_processor", "encode", "encode_bucket", "encode_processor", "is_bucket",
+    "processor_from", "refuse", "restore_or_fresh",
 ]
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,8 @@ _REFUSED = metric(Counter, "eddyline_state_refused", "Saved processor states ref
 PEERS_RELIST_S = 5.0  # how often an idle store looks for other processes' files
 MAGIC = b"EDST"
 FORMAT_VERSION = 1
+BUCKET_MAGIC = b"EDBK"  # a bucket of keys' states (``encode_bucket``), each an ``encode_processor`` blob
+BUCKET_VERSION = 1
 MAX_DEPTH = 64
 _NUMERIC_KINDS = "biuf"  # bool, signed, unsigned, float: arrays of anything else (objects) are refused
 
@@ -123,7 +128,8 @@ def decode(blob: bytes) -> Any:
         raise StateError(f"a state is bytes, not {type(blob).__name__}")
     blob = bytes(blob)
     if blob[:4] != MAGIC:
-        hint = " (a pickle, as eddyline wrote before state format 1)" if blob[:1] == b"\x80" else ""
+        hint = (" (a pickle, as eddyline wrote before state format 1)" if blob[:1] == b"\x80" else
+                " (a bucket of keys' states: read it with decode_bucket)" if blob[:4] == BUCKET_MAGIC else "")
         raise StateError(f"not an eddyline state: it starts with {blob[:4]!r}{hint}")
     if len(blob) < 5 or blob[4] != FORMAT_VERSION:
         found = blob[4] if len(blob) > 4 else "none"
@@ -254,8 +260,83 @@ def decode_processor(blob: bytes, fresh: Processor) -> Processor:
     return processor_from(decode_checkpoint(blob), fresh)
 
 
+def bucket_of(key: str, buckets: int) -> int:
+    """The bucket of a state key among ``buckets``: a stable hash (CRC-32 of its UTF-8), the same in every
+    process and every run, so a restarted or clustered flow finds a key where it was checkpointed.
+
+    Parameters
+    ----------
+    key
+        The state key (a device id).
+    buckets
+        How many buckets the flow's keys are spread over; at least 1.
+
+    Examples
+    --------
+    >>> from streams.state import bucket_of
+    >>> bucket_of("device-00042", 1024)
+    112
+    """
+    return zlib.crc32(key.encode()) % buckets
+
+
+@dataclass
+class Bucket:
+    """A decoded bucket: where it sat in which layout, and its keys' states as ``encode_processor`` bytes.
+
+    Parameters
+    ----------
+    buckets
+        The bucket count of the layout that wrote it.
+    index
+        Its bucket number in that layout.
+    states
+        State key -> that key's encoded processor (decoded only when the key speaks).
+    refs
+        State key -> the version of its state in the process's ``IdleStore`` (``put_versions``), for keys whose
+        state was written there: a checkpoint then carries a number, not the state.
+    """
+
+    buckets: int
+    index: int
+    states: dict[str, bytes]
+    refs: dict[str, int] = field(default_factory=dict)
+
+
+def is_bucket(blob: Any) -> bool:
+    """Whether saved bytes are a bucket (``encode_bucket``) rather than one key's state: a check of the magic,
+    cheap enough to run on every resumed key."""
+    return isinstance(blob, (bytes, bytearray, memoryview)) and bytes(blob[:4]) == BUCKET_MAGIC
+
+
+def encode_bucket(bucket: Bucket) -> bytes:
+    """A bucket as versioned bytes: magic, bucket layout version, then plain data (``encode``) holding the layout
+    and each key's already-encoded state, so a snapshot re-encodes only the keys that changed."""
+    return BUCKET_MAGIC + bytes((BUCKET_VERSION,)) + encode(
+        {"buckets": bucket.buckets, "index": bucket.index, "states": bucket.states, "refs": bucket.refs})
+
+
+def decode_bucket(blob: bytes) -> Bucket:
+    """The bucket ``encode_bucket`` wrote; ``StateError`` (saying what it was) for anything else."""
+    blob = bytes(blob)
+    if blob[:4] != BUCKET_MAGIC:
+        raise StateError(f"not a bucket of states: it starts with {blob[:4]!r}")
+    if len(blob) < 5 or blob[4] != BUCKET_VERSION:
+        found = blob[4] if len(blob) > 4 else "none"
+        raise StateError(f"bucket layout version {found}; this eddyline reads version {BUCKET_VERSION}")
+    saved = decode(blob[5:])
+    if (not isinstance(saved, dict) or not isinstance(saved.get("buckets"), int)
+            or not isinstance(saved.get("index"), int) or not isinstance(saved.get("states"), dict)
+            or not all(isinstance(k, str) and isinstance(v, bytes) for k, v in saved["states"].items())
+            or not isinstance(saved.get("refs"), dict)
+            or not all(isinstance(k, str) and isinstance(v, int) for k, v in saved["refs"].items())):
+        raise StateError("the bucket's fields are not buckets, index, states (key -> bytes) and refs (key -> int)")
+    return Bucket(saved["buckets"], saved["index"], saved["states"], saved["refs"])
+
+
 class IdleStore:
-    """Where evicted keys' states wait until their key speaks again: one SQLite file per process.
+    """A process's own store of keys' states, one SQLite file per process: evicted keys' states, which wait there
+    until their key speaks again, and the versioned states that buckets of keys refer to (``put_versions``).
 
     Bytewax's recovery drops a key that its logic discards, so an evicted key's encoded state goes here first
     (written and committed before the discard can reach a checkpoint). A key that Bytewax resumes with a state
@@ -264,6 +345,9 @@ class IdleStore:
     Each process of a cluster writes only its own file. A key moves to another process when a cluster restarts
     with another process count, so a key is also looked up, read-only, in the other files that ``peers``
     matches, and of several copies the one saved last wins.
+
+    A versioned state is written once under (key, version) and never overwritten, so a checkpoint that refers
+    to it finds it unchanged whatever was written since; old versions go when the writer says so.
 
     Parameters
     ----------
@@ -286,16 +370,89 @@ class IdleStore:
                          "saved_ns INTEGER NOT NULL DEFAULT 0)")
         if "saved_ns" not in {row[1] for row in self._db.execute("PRAGMA table_info(idle)")}:  # a file of 0.x
             self._db.execute("ALTER TABLE idle ADD COLUMN saved_ns INTEGER NOT NULL DEFAULT 0")
+        self._db.execute("CREATE TABLE IF NOT EXISTS versions (key TEXT NOT NULL, version INTEGER NOT NULL, "
+                         "state BLOB NOT NULL, PRIMARY KEY (key, version))")
         self._peer_dbs: dict[Path, sqlite3.Connection] = {}
         self._peers_listed = float("-inf")
+        self._held: dict[str, bytes] = {}
 
     def put(self, key: str, state: bytes) -> None:
+        self.put_many({key: state})
+
+    def hold(self, states: dict[str, bytes]) -> None:
+        """Keys' states to commit later (``commit_held``) in one transaction with others; ``get`` finds them
+        meanwhile. For states whose only other copy stays where a restart finds it until then."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO idle (key, state, saved_ns) VALUES (?, ?, ?)",
-                             (key, state, time.time_ns()))
+            self._held.update(states)
+
+    def commit_held(self) -> None:
+        """Commit what ``hold`` took (one transaction)."""
+        with self._lock:
+            held, self._held = self._held, {}
+        if held:
+            self.put_many(held)
+
+    def put_many(self, states: dict[str, bytes]) -> None:
+        """Keys' states, committed together (one transaction: one sync for all of them)."""
+        now = time.time_ns()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO idle (key, state, saved_ns) VALUES (?, ?, ?)",
+                                     [(k, v, now) for k, v in states.items()])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def put_versions(self, states: list[tuple[str, int, bytes]], forget: list[tuple[str, int]] = ()) -> None:
+        """Write (key, version, state) rows and delete each (key, below)'s versions under ``below``, committed
+        together.
+
+        Parameters
+        ----------
+        states
+            New versions; a version is never rewritten.
+        forget
+            (key, below): that key's versions older than ``below`` are no longer referred to.
+        """
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO versions (key, version, state) VALUES (?, ?, ?)", states)
+                self._db.executemany("DELETE FROM versions WHERE key = ? AND version < ?", forget)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def get_version(self, key: str, version: int) -> bytes | None:
+        """The state written as (key, version), here or in another process's file; None if none has it."""
+        query = "SELECT state FROM versions WHERE key = ? AND version = ?"
+        with self._lock:
+            row = self._db.execute(query, (key, version)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            for path, db in self._peer_files():
+                try:
+                    row = db.execute(query, (key, version)).fetchone()
+                except sqlite3.Error as exc:  # mid-write, broken, or of an eddyline without versions
+                    log.warning("state store of another process unreadable",
+                                extra={"path": str(path), "error": str(exc)})
+                    continue
+                if row is not None:
+                    return bytes(row[0])
+        return None
+
+    def versions_bytes(self) -> int:
+        """Bytes of versioned states held in this process's file."""
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(SUM(LENGTH(state)), 0) FROM versions").fetchone()[0])
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
+            if key in self._held:
+                return self._held[key]
             best = self._db.execute("SELECT state, saved_ns FROM idle WHERE key = ?", (key,)).fetchone()
             for path, db in self._peer_files():
                 try:
@@ -352,7 +509,22 @@ def restore_or_fresh(spec: FlowSpec, key: str, blob: bytes | None) -> tuple[Proc
             raise StateError(f"the state is key {saved['key']!r}'s, not {key!r}'s")
         return processor_from(saved, fresh), dict(saved["offsets"])
     except StateError as exc:
-        _REFUSED.labels(spec.name).inc()
-        log.error("saved state of %r refused (%s); the key starts fresh", key, exc,
-                  extra={"flow": spec.name, "key": key, "error": str(exc)})
+        refuse(spec.name, f"of {key!r}", exc)
         return fresh, {}
+
+
+def refuse(flow: str, what: str, exc: StateError) -> None:
+    """Log and count (``eddyline_state_refused_total``) a saved state that cannot be restored; its keys start afresh.
+
+    Parameters
+    ----------
+    flow
+        The flow's name.
+    what
+        Which state, in a few words (``of 'device-7'``).
+    exc
+        Why it was refused.
+    """
+    _REFUSED.labels(flow).inc()
+    log.error("saved state %s refused (%s); what it held starts fresh", what, exc,
+              extra={"flow": flow, "state": what, "error": str(exc)})

@@ -245,13 +245,14 @@ def run_flow(
 
             folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
-                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s, idle_after=idle)
+                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s, idle_after=idle,
+                        buckets=runtime.state_buckets)
         else:
             from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
             run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size,
-                lag_interval_s=runtime.lag_interval_s, idle_after=idle)
+                lag_interval_s=runtime.lag_interval_s, idle_after=idle, buckets=runtime.state_buckets)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 

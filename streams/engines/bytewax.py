@@ -5,11 +5,15 @@ key's processor, encodes what comes back and writes it. Processors are checkpoin
 recovery (as versioned plain bytes, ``streams.state``, at each epoch with the Kafka offsets), so a restart
 resumes from the last epoch and replays at most one epoch of input; outputs repeat with the same ids and
 sinks drop the repeats. Keys silent for a while move to an ``IdleStore`` next to the recovery files.
+With ``buckets`` (``[runtime] state_buckets``), Bytewax's state keys are buckets of keys (``_BucketLogic``) whose
+checkpoints carry older states by version in that store, so a restart loads what changed lately, not every key.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,10 @@ from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import start_monitor
 from streams.engines.output import FlowOutput, Message, flow_topics
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
-from streams.state import IdleStore, StateError, decode_checkpoint, encode_processor, restore_or_fresh
+from streams.state import (
+    Bucket, IdleStore, StateError, bucket_of, decode_bucket, decode_checkpoint, encode_bucket, encode_processor,
+    is_bucket, refuse, restore_or_fresh,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,20 @@ def idle_store(state_dir: Path, process: int = 0) -> IdleStore:
     return IdleStore(idle_path(state_dir, process), peers=IDLE_FILES)
 
 
+def bucket_key(index: int, buckets: int) -> str:
+    """Bytewax's state key of bucket ``index`` of ``buckets``. The count is part of it, so a checkpoint of another
+    bucket count resumes under keys that no event reaches, and its states move to the idle store.
+
+    Parameters
+    ----------
+    index
+        The bucket (``streams.state.bucket_of``).
+    buckets
+        The bucket count.
+    """
+    return f"~buckets/{buckets}/{index}"
+
+
 FETCH_WAIT_MS = 50  # librdkafka's 500 ms default, on a broker that waits it out, was most of a live batch's latency
 
 
@@ -95,21 +116,27 @@ def source_config(settings: KafkaSettings) -> dict[str, Any]:
 class _ProcessorLogic(StatefulBatchLogic):
     """One key's processor inside Bytewax; its snapshot is the processor as versioned plain bytes.
 
-    A resumed key stays bytes until its next event. With an ``IdleStore``, a key silent for ``idle_after`` is
-    written there and discarded, so memory follows active keys; it is reloaded when it speaks again.
+    A resumed key stays bytes until its next event. With an ``IdleStore`` and ``idle_after``, a key silent that
+    long is written there and discarded, so memory follows active keys; it is reloaded when it speaks again.
+    A resumed bucket (``_BucketLogic``'s layout, before a switch back to one key per device) moves its keys'
+    states to the idle store, where each key finds its own.
     """
 
     def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
-                 idle_after: timedelta) -> None:
+                 idle_after: timedelta | None) -> None:
         self.spec = spec
         self.output = output
         self.timer = PROCESSING_SECONDS.labels(spec.name)
-        self.saved = resume
         self.idle = idle
-        self.idle_after = idle_after
+        self.idle_after = idle_after if idle is not None else None
+        self.moved = is_bucket(resume)
+        if self.moved:  # before any key of this process asks the idle store for its state
+            _move_to_idle(spec, idle, _bucket_states(spec, resume, idle))
+        self.saved = None if self.moved else resume
         self.key: str | None = None
         self.processor: Processor | None = None
-        self.due = datetime.now(UTC) + idle_after if idle is not None else None
+        now = datetime.now(UTC)
+        self.due = now if self.moved else now + self.idle_after if self.idle_after is not None else None
 
     def on_batch(self, values: list[Event]) -> tuple[list[list[Emit]], bool]:
         if self.processor is None:
@@ -120,15 +147,18 @@ class _ProcessorLogic(StatefulBatchLogic):
         with self.timer.time():
             emits = self.processor.process(values)
         self.output.processed(values)
-        if self.idle is not None:
-            self.due = datetime.now(UTC) + self.idle_after
+        self.due = datetime.now(UTC) + self.idle_after if self.idle_after is not None else None
         return _as_one(emits), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self.due
 
     def on_notify(self) -> tuple[list[list[Emit]], bool]:
-        if self.idle is None:
+        if self.moved and self.processor is None:  # a bucket's states, moved to the idle store when built
+            if self.idle is not None:
+                self.idle.commit_held()
+            return [], StatefulBatchLogic.DISCARD
+        if self.idle is None or self.idle_after is None:
             return [], StatefulBatchLogic.RETAIN
         emits = _as_one(self.processor.flush()) if self.processor is not None else []
         blob = self.snapshot()
@@ -146,6 +176,270 @@ class _ProcessorLogic(StatefulBatchLogic):
         if self.processor is None:
             return self.saved
         return encode_processor(self.processor, self.key or "")
+
+
+class StagedStates:
+    """One process's bucket states on their way to its store (``IdleStore.put_versions``), written together.
+
+    A bucket's snapshot carries the states that changed in its epoch as bytes, and stages them here; the first
+    snapshot of a later epoch writes everything staged in one transaction (one sync per epoch, not one per
+    bucket), and from then on the buckets' snapshots carry only each state's version number. So Bytewax's
+    recovery store holds about the states that changed lately, not every device's, and a restart loads that.
+    A version a checkpoint may still refer to is deleted only ``GRACE_S`` after a newer one replaced it.
+
+    Parameters
+    ----------
+    store
+        The process's store.
+    """
+
+    FLUSH_EVERY_S = 1.0  # at most one write per this: the snapshots of one epoch come in one burst
+    GRACE_S = 60.0  # a replaced version outlives every epoch that could still be resumed from
+
+    def __init__(self, store: IdleStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._next = time.time_ns()  # versions grow across restarts too
+        self._staged: list[tuple[str, int, bytes]] = []
+        self._forget: list[tuple[float, str, int]] = []  # (when, key, below)
+        self.durable = 0  # every version up to this is written
+        self._flushed = time.monotonic()
+
+    def stage(self, key: str, state: bytes) -> int:
+        """Stage a key's new state; returns its version, which is durable once ``durable`` reaches it.
+
+        Parameters
+        ----------
+        key
+            The device (state key).
+        state
+            Its encoded state (``streams.state``).
+        """
+        with self._lock:
+            self._next += 1
+            self._staged.append((key, self._next, state))
+            return self._next
+
+    def forget(self, key: str, below: int | None = None) -> None:
+        """The key's versions under ``below`` are replaced; delete them after the grace.
+
+        Parameters
+        ----------
+        key
+            The device (state key).
+        below
+            Versions under this one go; None: every version staged so far.
+        """
+        with self._lock:
+            self._forget.append((time.monotonic() + self.GRACE_S, key, self._next + 1 if below is None else below))
+
+    def flush(self, force: bool = False) -> int:
+        """Write what is staged if the last write is ``FLUSH_EVERY_S`` old; returns ``durable``.
+
+        Parameters
+        ----------
+        force
+            Write now, however recent the last write.
+        """
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._flushed < self.FLUSH_EVERY_S:
+                return self.durable
+            due = [(k, below) for at, k, below in self._forget if at <= now]
+            if not self._staged and not due:
+                return self.durable
+            self.store.put_versions(self._staged, due)
+            self._forget = [f for f in self._forget if f[0] > now]
+            self.durable = self._next
+            self._staged = []
+            self._flushed = now
+            return self.durable
+
+
+class _BucketLogic(StatefulBatchLogic):
+    """A bucket of keys inside Bytewax: Bytewax's state key is ``bucket_of(key, buckets)``, so a restart resumes at
+    most ``buckets`` Bytewax keys however many devices there are (Bytewax's resume grows faster than its key
+    count: ``eddyline bench resume``).
+
+    A key's state is, in the bucket, either its ``encode_processor`` bytes (changed lately) or the version of
+    those bytes in the process's store (``StagedStates``); it is re-encoded only when it processed events since
+    the last snapshot, decoded when it next speaks, and its processor dropped again after an epoch without
+    events. With ``idle_after``, a key silent that long leaves the bucket for the ``IdleStore``, and an empty
+    bucket leaves Bytewax. Resumed states that this layout does not route here (one key per device, another
+    bucket count) move to the idle store, where each key finds its own.
+    """
+
+    def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
+                 idle_after: timedelta | None, buckets: int, staged: StagedStates | None) -> None:
+        self.spec = spec
+        self.output = output
+        self.timer = PROCESSING_SECONDS.labels(spec.name)
+        self.idle = idle
+        self.idle_after = idle_after if idle is not None else None
+        self.buckets = buckets
+        self.staged = staged
+        self.index: int | None = None
+        self.inline: dict[str, bytes] = {}  # key -> its bytes, as of the last snapshot (or as resumed)
+        self.refs: dict[str, int] = {}  # key -> the version of its bytes in the store
+        self.pending: dict[str, int] = {}  # key -> the staged version of its ``inline`` bytes
+        self.live: dict[str, Processor] = {}
+        self.dirty: set[str] = set()  # keys that processed events since the last snapshot
+        self.due: dict[str, datetime] = {}
+        self.next_due: datetime | None = None  # at most the earliest of ``due``
+        self.moved = False
+        if resume is not None:
+            self._resume(resume)
+
+    def _resume(self, resume: bytes) -> None:
+        try:
+            bucket = decode_bucket(resume) if is_bucket(resume) else None
+        except StateError as exc:
+            refuse(self.spec.name, "a bucket of states", exc)
+            return
+        if bucket is not None and bucket.buckets == self.buckets:
+            self.index = bucket.index
+            self.inline, self.refs = bucket.states, bucket.refs
+            if self.idle_after is not None:
+                self.next_due = datetime.now(UTC) + self.idle_after
+                self.due = dict.fromkeys([*self.inline, *self.refs], self.next_due)
+            if not self.inline and not self.refs:  # checkpointed empty (moved away before it left): leave now
+                self.next_due = datetime.now(UTC)
+            return
+        # one key's state (the per-key layout) or a bucket of another bucket count: its keys belong to other
+        # buckets now, which find them in the idle store; moved before any key of this process asks for its state
+        _move_to_idle(self.spec, self.idle, _bucket_states(self.spec, resume, self.idle))
+        self.moved = True
+        self.next_due = datetime.now(UTC)  # then this logic leaves
+
+    def on_batch(self, values: list[Event]) -> tuple[list[list[Emit]], bool]:
+        by_key: dict[str, list[Event]] = {}
+        for event in values:
+            by_key.setdefault(self.spec.key(event), []).append(event)
+        emits: list[Emit] = []
+        due = datetime.now(UTC) + self.idle_after if self.idle_after is not None else None
+        with self.timer.time():
+            for key, events in by_key.items():
+                emits.extend(self._processor(key).process(events))
+                self.dirty.add(key)
+                if due is not None:
+                    self.due[key] = due
+        self.output.processed(values)
+        if due is not None and self.next_due is None:
+            self.next_due = due
+        return _as_one(emits), StatefulBatchLogic.RETAIN
+
+    def _saved(self, key: str) -> bytes | None:
+        """The key's bytes as this bucket last saved them; None for a key new to it (or refused: counted)."""
+        blob = self.inline.get(key)
+        if blob is None and key in self.refs:
+            blob = self.idle.get_version(key, self.refs[key]) if self.idle is not None else None
+            if blob is None:
+                refuse(self.spec.name, f"of {key!r}", StateError(
+                    f"version {self.refs[key]} of its state is in no state store of this flow"))
+        return blob
+
+    def _processor(self, key: str) -> Processor:
+        processor = self.live.get(key)
+        if processor is None:
+            if self.index is None:
+                self.index = bucket_of(key, self.buckets)
+            if key in self.inline or key in self.refs:
+                saved = self._saved(key)
+            else:
+                saved = self.idle.get(key) if self.idle is not None else None
+            processor = self.live[key] = restore_or_fresh(self.spec, key, saved)[0]
+        return processor
+
+    def notify_at(self) -> datetime | None:
+        return self.next_due
+
+    def on_notify(self) -> tuple[list[list[Emit]], bool]:
+        if self.moved and self.idle is not None:  # the moved states are committed before this logic leaves
+            self.idle.commit_held()
+        emits: list[Emit] = []
+        now = datetime.now(UTC)
+        leaving: dict[str, bytes] = {}
+        if self.idle is not None:
+            for key in [k for k, at in self.due.items() if at <= now]:
+                processor = self.live.pop(key, None)
+                if processor is not None:
+                    emits.extend(processor.flush())
+                    leaving[key] = encode_processor(processor, key)
+                else:
+                    blob = self._saved(key)
+                    if blob is not None:
+                        leaving[key] = blob
+                self._drop(key)
+            if leaving:
+                self.idle.put_many(leaving)  # committed before the bucket's snapshot without them
+        self.next_due = min(self.due.values()) if self.due else None
+        if not self.inline and not self.refs and not self.live:
+            return _as_one(emits), StatefulBatchLogic.DISCARD
+        return _as_one(emits), StatefulBatchLogic.RETAIN
+
+    def _drop(self, key: str) -> None:
+        stored = self.refs.pop(key, None) is not None or self.pending.pop(key, None) is not None
+        self.inline.pop(key, None)
+        self.dirty.discard(key)
+        self.due.pop(key, None)
+        if stored and self.staged is not None:
+            self.staged.forget(key)
+
+    def snapshot(self) -> bytes:
+        durable = self.staged.flush() if self.staged is not None else 0
+        for key, version in list(self.pending.items()):
+            if version <= durable:  # written: the checkpoint carries its version from now on
+                previous = self.refs.get(key)
+                self.refs[key] = version
+                del self.inline[key], self.pending[key]
+                if previous is not None:
+                    self.staged.forget(key, version)
+        for key in self.dirty:
+            blob = self.inline[key] = encode_processor(self.live[key], key)
+            self.pending.pop(key, None)
+            if self.staged is not None:
+                self.pending[key] = self.staged.stage(key, blob)
+        for key in [k for k in self.live if k not in self.dirty]:  # a whole epoch silent: bytes until it speaks
+            del self.live[key]
+        self.dirty.clear()
+        index = self.index if self.index is not None else -1
+        return encode_bucket(Bucket(self.buckets, index, self.inline, self.refs))
+
+
+def _bucket_states(spec: FlowSpec, blob: bytes, store: IdleStore | None) -> dict[str, bytes]:
+    """The keys' states in resumed bytes of either layout (a bucket, or one key's state), to move; those refused
+    are left out (logged and counted: those keys start fresh)."""
+    try:
+        if not is_bucket(blob):
+            return {str(decode_checkpoint(blob)["key"]): blob}
+        bucket = decode_bucket(blob)
+    except StateError as exc:
+        refuse(spec.name, "saved in another state layout", exc)
+        return {}
+    states = dict(bucket.states)
+    for key, version in bucket.refs.items():
+        found = store.get_version(key, version) if store is not None else None
+        if found is None:
+            refuse(spec.name, f"of {key!r}", StateError(f"version {version} of its state is in no state store"))
+        else:
+            states[key] = found
+    return states
+
+
+def _move_to_idle(spec: FlowSpec, idle: IdleStore | None, states: dict[str, bytes]) -> None:
+    """States resumed in another layout, into the idle store, where each key finds its own when it next speaks.
+
+    Held first (``IdleStore.hold``): Bytewax builds every resumed logic before it notifies any, so the first moved
+    logic to leave commits all of them in one transaction (100,000 devices' states in one, not 100,000 syncs).
+    Safe to repeat after a crash: the resumed logics are discarded only after the commit, and a key that the new
+    layout has saved since keeps that newer state (the idle store is read only for keys without one).
+    """
+    if not states:
+        return
+    if idle is None:
+        raise RuntimeError(f"{spec.name}: the checkpoint holds states saved in another state layout and there is "
+                           "no idle store to move them to; run with a state folder")
+    idle.hold(states)
 
 
 def _as_one(emits: list[Emit]) -> list[list[Emit]]:
@@ -210,7 +504,8 @@ class _SideSink(DynamicSink):
 
 def build_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None,
-    idle: IdleStore | None = None, idle_after: timedelta = timedelta(minutes=10), workers: int = 1,
+    idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), workers: int = 1,
+    buckets: int = 0,
 ) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
@@ -228,9 +523,13 @@ def build_dataflow(
     output
         The decode/encode path to use (its ``positions`` feed the lag monitor); a new one by default.
     idle, idle_after
-        Where keys silent for ``idle_after`` go to leave memory (None: they stay); they come back when they speak.
+        Where keys silent for ``idle_after`` go to leave memory (either None: they stay); they come back when
+        they speak. The idle store also takes the states of a checkpoint written in another state layout.
     workers
         Workers in the whole cluster: the Kafka output has one partition per worker.
+    buckets
+        Bytewax state keys: 0 gives each key (device) its own; N groups keys into N buckets by a stable hash
+        (``_BucketLogic``), so a restart resumes at most N keys.
     """
     output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
@@ -255,17 +554,26 @@ def build_dataflow(
                 continue
             broker_ms = msg.timestamp[1] if msg.timestamp and msg.timestamp[0] else -1
             item = output.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset, broker_ms)
-            out.append((spec.key(item), item) if isinstance(item, Event) else ("", output.dead_letter(item)))
+            out.append((route(spec.key(item)), item) if isinstance(item, Event) else ("", output.dead_letter(item)))
         return out
 
     def encode(batch: list[tuple[str, list[Emit]]]) -> list[tuple[str, Message]]:
         return [(key, output.encode(e)) for key, emits in batch for e in emits if output.kafka_bound(e)]
 
+    def route(key: str) -> str:
+        return bucket_key(bucket_of(key, buckets), buckets) if buckets else key
+
+    staged = StagedStates(idle) if buckets and idle is not None else None
+
+    def logic(resume: bytes | None) -> StatefulBatchLogic:
+        if buckets:
+            return _BucketLogic(spec, output, resume, idle, idle_after, buckets, staged)
+        return _ProcessorLogic(spec, output, resume, idle, idle_after)
+
     # Steps work on whole batches (a poll's messages, a key's emits): one Python call per batch, not per item.
     decoded = op.flat_map_batch("decode", messages, decode)
     split = op.branch("valid", decoded, lambda kv: isinstance(kv[1], Event))
-    processed = op.stateful_batch(
-        "process", split.trues, lambda resume: _ProcessorLogic(spec, output, resume, idle, idle_after))
+    processed = op.stateful_batch("process", split.trues, logic)
     out = op.merge("to-kafka", op.flat_map_batch("encode", processed, encode), split.falses)
     op.output("kafka-out", out, _ProducerSink(settings, workers))
     for i, factory in enumerate(spec.sinks):
@@ -296,6 +604,7 @@ def run(
     batch_size: int = 500,
     lag_interval_s: float | None = 5.0,
     idle_after: timedelta | None = timedelta(minutes=10),
+    buckets: int = 0,
 ) -> None:
     """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
 
@@ -320,6 +629,8 @@ def run(
         How often a lag monitor reports the flow's consumer lag (None: no monitor).
     idle_after
         With ``state_dir``, keys silent this long leave memory for ``idle_path(state_dir)`` (None: never).
+    buckets
+        As for ``build_dataflow``.
     """
     from bytewax.recovery import RecoveryConfig, init_db_dir
 
@@ -331,17 +642,17 @@ def run(
         if not any(state_dir.glob("part-*.sqlite3")):
             init_db_dir(state_dir, 1)
         recovery = RecoveryConfig(state_dir)
-        if idle_after is not None:
-            move_legacy_idle_store(state_dir)
-            idle = idle_store(state_dir)
+        move_legacy_idle_store(state_dir)
+        idle = idle_store(state_dir)
     run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
-                 idle_after=idle_after or timedelta(minutes=10), workers_per_process=workers,
+                 idle_after=idle_after, buckets=buckets, workers_per_process=workers,
                  epoch_interval=epoch_interval, recovery_config=recovery)
 
 
 def run_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None,
-    idle: IdleStore | None = None, idle_after: timedelta = timedelta(minutes=10), **cli_options: Any
+    idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), buckets: int = 0,
+    **cli_options: Any
 ) -> None:
     """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
     consumed, so the flow's group shows how far it got.
@@ -352,7 +663,7 @@ def run_dataflow(
         As for ``build_dataflow``.
     lag_interval_s
         How often the lag monitor reports (None: no monitor).
-    idle, idle_after
+    idle, idle_after, buckets
         As for ``build_dataflow``.
     cli_options
         Passed to Bytewax's ``cli_main`` (workers, epoch interval, recovery).
@@ -362,7 +673,7 @@ def run_dataflow(
     output = FlowOutput(spec, settings)
     workers = cli_options.get("workers_per_process", 1) * len(cli_options.get("addresses") or [None])
     flow = build_dataflow(spec, settings, batch_size=batch_size, output=output, idle=idle, idle_after=idle_after,
-                          workers=workers)
+                          workers=workers, buckets=buckets)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
     try:
         cli_main(flow, **cli_options)

@@ -26,16 +26,16 @@ log = logging.getLogger(__name__)
 
 def _process(spec: FlowSpec, settings: KafkaSettings, index: int, addresses: list[str], state_dir: Path | None,
              workers_per_process: int, epoch_interval: timedelta, batch_size: int,
-             lag_interval_s: float | None, idle_after: timedelta | None) -> None:
+             lag_interval_s: float | None, idle_after: timedelta | None, buckets: int) -> None:
     from bytewax.recovery import RecoveryConfig
 
     from streams.engines.bytewax import idle_store, run_dataflow
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent stops the cluster; children just end
     recovery = RecoveryConfig(state_dir) if state_dir is not None else None
-    idle = idle_store(state_dir, index) if state_dir is not None and idle_after is not None else None
+    idle = idle_store(state_dir, index) if state_dir is not None else None
     run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
-                 idle_after=idle_after or timedelta(minutes=10), workers_per_process=workers_per_process,
+                 idle_after=idle_after, buckets=buckets, workers_per_process=workers_per_process,
                  process_id=index, addresses=addresses, epoch_interval=epoch_interval, recovery_config=recovery)
 
 
@@ -51,6 +51,7 @@ def run_cluster(
     addresses: Sequence[str] | None = None,
     lag_interval_s: float | None = 5.0,
     idle_after: timedelta | None = timedelta(minutes=10),
+    buckets: int = 0,
 ) -> None:
     """Start ``processes`` Bytewax processes and run until interrupted or until one of them fails.
 
@@ -74,6 +75,8 @@ def run_cluster(
         How often each process's lag monitor reports (None: no monitor).
     idle_after
         With ``state_dir``, keys silent this long leave memory for their process's idle store (None: never).
+    buckets
+        As for ``streams.engines.bytewax.build_dataflow``: Bytewax routes each bucket, so each key, to one worker.
     """
     from bytewax.recovery import init_db_dir
 
@@ -92,7 +95,7 @@ def run_cluster(
         move_legacy_idle_store(state_dir)
     supervise(spec.name, [
         (_process, (spec, settings, i, addrs, state_dir, workers_per_process, epoch_interval, batch_size,
-                    lag_interval_s, idle_after))
+                    lag_interval_s, idle_after, buckets))
         for i in range(processes)])
 
 
@@ -171,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         run_cluster(spec, KafkaSettings(), processes=args.processes, workers_per_process=args.workers_per_process,
                     state_dir=args.state_dir or runtime.state_dir / spec.name,
-                    epoch_interval=timedelta(seconds=runtime.epoch_interval_s), batch_size=runtime.batch_size)
+                    epoch_interval=timedelta(seconds=runtime.epoch_interval_s), batch_size=runtime.batch_size,
+                    buckets=runtime.state_buckets)
     except KeyboardInterrupt:
         pass
 

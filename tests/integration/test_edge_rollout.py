@@ -25,6 +25,7 @@ from schemas import SENSOR_BATCH, AvroSerde  # noqa: E402
 from schemas.catalog import DEVICE_HEALTH, EDGE_MODEL, EDGE_ROLLOUT  # noqa: E402
 from schemas.signing import generate_keypair, sign_model  # noqa: E402
 from streams.flows.rollout import RolloutController, RolloutPolicy, run_rollout  # noqa: E402
+from tests.fixtures.topic_reader import TopicReader  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -86,13 +87,15 @@ class Fleet:
         }
         self.kafka = kafka
         self.serde = AvroSerde()
+        self.seen: dict[str, list[dict]] = defaultdict(list)
+        self.reader = TopicReader(kafka, "device.health")
 
-    def health(self) -> dict[str, list[dict]]:
-        out: dict[str, list[dict]] = defaultdict(list)
-        for m in read_topic(self.kafka, "device.health", idle=0.5, timeout=20):
+    def health(self, idle: float = 0.2, most: float = 2.0) -> dict[str, list[dict]]:
+        """Every health record the agents published so far (``TopicReader.read`` says how far)."""
+        for m in self.reader.read(idle, most):
             h = self.serde.decode(m.value(), DEVICE_HEALTH)
-            out[h["device_id"]].append(h)
-        return out
+            self.seen[h["device_id"]].append(h)
+        return {d: list(hs) for d, hs in self.seen.items()}
 
     def wait_latest(self, cond, what: str, timeout: float = 60.0) -> dict[str, dict]:
         deadline = time.monotonic() + timeout
@@ -118,6 +121,9 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 p.kill()
                 pytest.fail(f"{d} ignored SIGTERM")
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 def test_canary_promotion_rollback_and_refusal(
@@ -210,7 +216,8 @@ def test_canary_promotion_rollback_and_refusal(
         if b["seq"] not in seqs[b["device_id"]]:
             seqs[b["device_id"]].add(b["seq"])
             readings[b["device_id"]] += sum(len(s["values"]) for s in b["series"])
-    final_health = {d: hs[-1] for d, hs in fleet.health().items()}
+    final_health = {d: hs[-1] for d, hs in fleet.health(idle=1.0, most=20.0).items()}  # all stopped: read to the end
+    fleet.close()
     for d in DEVICES:
         assert seqs[d] == set(range(len(seqs[d]))), f"{d}: gaps in seq"
         assert readings[d] == final_health[d]["sampled_readings"] > 0, d

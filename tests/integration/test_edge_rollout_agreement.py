@@ -81,6 +81,7 @@ def test_a_canary_that_disagrees_with_the_platform_is_rolled_back_and_one_that_a
         assert flow.poll() is None, stop(flow)
     finally:
         fleet.stop()
+        fleet.close()
         stop(flow)
 
     # what the gate read is on the topic: raw batches flagged by the model that scored them

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from streams.cli import app
 from streams.cli.edge import fleet_status
+from tests.fixtures.topic_reader import TopicReader
 from tests.integration.test_edge_outage import start_agent, write_config
 from tests.integration.test_mlops_flows import logs, start, stop
 
@@ -52,6 +53,12 @@ def test_a_stopped_agent_opens_a_silent_alert_that_resolves_when_it_returns(
                  EDDYLINE_INFLUX_URL=influx.url, EDDYLINE_INFLUX_TOKEN="test-token", EDDYLINE_INFLUX_BUCKET="fleet",
                  EDDYLINE_INFLUX_FLUSH_INTERVAL_MS="100", EDDYLINE_INFLUX_BATCH_SIZE="10")
     agents, configs = {}, {}
+    health, heard = TopicReader(kafka_settings, "device.health"), []
+
+    def fleet_now(**options: float) -> list[dict]:
+        heard.extend(health.read())
+        return fleet_status(heard, int(time.time() * 1000), **options)
+
     try:
         for device in DEVICES:
             home = tmp_path / device
@@ -60,8 +67,7 @@ def test_a_stopped_agent_opens_a_silent_alert_that_resolves_when_it_returns(
                                            device_id=device, heartbeat_interval_s=0.5, device_class="rpi4")
             agents[device] = start_agent(configs[device], home / "agent.log")
         deadline = time.monotonic() + 60
-        while {r.get("device_id") for r in fleet_status(read_topic(kafka_settings, "device.health", idle=0.5),
-                                                        int(time.time() * 1000))} != set(DEVICES):
+        while {r.get("device_id") for r in fleet_now()} != set(DEVICES):
             assert time.monotonic() < deadline, f"not every agent published health\n{logs(tmp_path)}"
             time.sleep(0.5)
         assert not [a for a in fleet_alerts(kafka_settings) if a["source"] == "fleet"], "an alert before any stop"
@@ -71,11 +77,10 @@ def test_a_stopped_agent_opens_a_silent_alert_that_resolves_when_it_returns(
         opened = wait_alert(kafka_settings, "OPENED", tmp_path)
         assert opened["details"]["kind"] == "silent" and opened["severity"] == "ERROR"
         assert opened["details"]["device_class"] == "rpi4"
-        status = {r["device_id"]: r for r in fleet_status(read_topic(kafka_settings, "device.health", idle=0.5),
-                                                          int(time.time() * 1000), silent_after_s=4)
-                  if "device_id" in r}
+        status = {r["device_id"]: r for r in fleet_now(silent_after_s=4) if "device_id" in r}
         assert status["pi-2"]["state"] == "silent" and status["pi-1"]["state"] == "ok", status
-        shown = CliRunner().invoke(app, ["edge", "status"], env={
+        # live agents never leave device.health quiet for --idle, so without --timeout it reads for 30 s
+        shown = CliRunner().invoke(app, ["edge", "status", "--timeout", "10"], env={
             "EDDYLINE_CONFIG": str(tmp_path / "absent.toml"), "EDDYLINE_FLEET_SILENT_AFTER_S": "4",
             "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
             "EDDYLINE_KAFKA_NAMESPACE": kafka_settings.namespace})
@@ -100,3 +105,4 @@ def test_a_stopped_agent_opens_a_silent_alert_that_resolves_when_it_returns(
         for proc in agents.values():
             proc.wait(timeout=30)
         stop(flow)
+        health.close()

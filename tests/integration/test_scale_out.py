@@ -39,7 +39,8 @@ class KeysSeen:
         return None
 
 
-def serve(engine: str, workers: int, state_dir: str, seen: str, idle_s: float | None = None) -> None:
+def serve(engine: str, workers: int, state_dir: str, seen: str, idle_s: float | None = None,
+          buckets: int = 0) -> None:
     """Run the sensor flow with the ``KeysSeen`` sink (in a child process started by the tests)."""
     from streams import logs
     from streams.flows.sensor_anomaly import sensor_anomaly_flow
@@ -59,17 +60,18 @@ def serve(engine: str, workers: int, state_dir: str, seen: str, idle_s: float | 
 
             run_cluster(spec, settings, processes=workers, state_dir=Path(state_dir),
                         epoch_interval=timedelta(seconds=0.5),
-                        idle_after=timedelta(seconds=idle_s) if idle_s else timedelta(minutes=10))
+                        idle_after=timedelta(seconds=idle_s) if idle_s else timedelta(minutes=10), buckets=buckets)
     except KeyboardInterrupt:
         pass
 
 
-def start(engine: str, workers: int, settings: KafkaSettings, tmp: Path, idle_s: float | None = None) -> subprocess.Popen:
+def start(engine: str, workers: int, settings: KafkaSettings, tmp: Path, idle_s: float | None = None,
+          buckets: int = 0) -> subprocess.Popen:
     env = {**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
            "EDDYLINE_KAFKA_NAMESPACE": settings.namespace, "EDDYLINE_KAFKA_PARTITIONS": str(PARTITIONS),
            "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms), "EDDYLINE_LOG_LEVEL": "INFO"}
     code = (f"from tests.integration.test_scale_out import serve; "
-            f"serve({engine!r}, {workers}, {str(tmp / 'state')!r}, {str(tmp / 'seen.txt')!r}, {idle_s!r})")
+            f"serve({engine!r}, {workers}, {str(tmp / 'state')!r}, {str(tmp / 'seen.txt')!r}, {idle_s!r}, {buckets})")
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).parents[2],
                             stdout=(tmp / "flow.log").open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -82,12 +84,13 @@ def keys_by_pid(path: Path) -> dict[int, set[str]]:
     return out
 
 
-@pytest.mark.parametrize("engine", ["bytewax", "faust"])
-def test_two_workers_split_the_work_and_give_the_outputs_of_one(engine, kafka_settings, tmp_path):
+@pytest.mark.parametrize(("engine", "buckets"), [("bytewax", 0), ("bytewax", 16), ("faust", 0)],
+                         ids=["bytewax", "bytewax-16-buckets", "faust"])
+def test_two_workers_split_the_work_and_give_the_outputs_of_one(engine, buckets, kafka_settings, tmp_path):
     settings = kafka_settings.model_copy(update={"partitions": PARTITIONS})
     records, _ = simulated(devices=6, messages=240, seed=11)
     publish(settings, records)
-    proc = start(engine, 2, settings, tmp_path)
+    proc = start(engine, 2, settings, tmp_path, buckets=buckets)
     try:
         scores = unique_scores(settings, len(records), timeout=120)
     finally:
@@ -113,7 +116,8 @@ def test_two_workers_split_the_work_and_give_the_outputs_of_one(engine, kafka_se
         assert not seen[pids[0]] & seen[pids[1]], seen
 
 
-def test_a_bytewax_cluster_evicts_idle_devices_and_scores_them_as_if_they_never_left(kafka_settings, tmp_path):
+@pytest.mark.parametrize("buckets", [0, 16], ids=["one-key-per-device", "16-buckets"])
+def test_a_bytewax_cluster_evicts_idle_devices_and_scores_them_as_if_they_never_left(kafka_settings, tmp_path, buckets):
     import time
 
     from streams.engines.bytewax import idle_path
@@ -121,7 +125,7 @@ def test_a_bytewax_cluster_evicts_idle_devices_and_scores_them_as_if_they_never_
     settings = kafka_settings.model_copy(update={"partitions": PARTITIONS})
     records, _ = simulated(devices=6, messages=120, seed=12)
     publish(settings, records[:60])
-    proc = start("bytewax", 2, settings, tmp_path, idle_s=1.0)
+    proc = start("bytewax", 2, settings, tmp_path, idle_s=1.0, buckets=buckets)
     evicted: list[set[str]] = [set(), set()]
     try:
         assert len(unique_scores(settings, 60, timeout=120)) == 60, tail(tmp_path / "flow.log")

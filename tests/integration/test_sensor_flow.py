@@ -167,15 +167,16 @@ def test_malformed_messages_go_to_the_dlq_with_reason_and_the_flow_goes_on(kafka
         assert int(info["offset"]) >= 0
 
 
-@pytest.mark.parametrize(("records", "detector"), [
-    (lambda: simulated(devices=6, messages=900, seed=5)[0], None),
+@pytest.mark.parametrize(("records", "detector", "buckets"), [
+    (lambda: simulated(devices=6, messages=900, seed=5)[0], None, "0"),
+    (lambda: simulated(devices=6, messages=900, seed=5)[0], None, "4"),
     # a fleet: 5,000 devices' states checkpointed and restored (gauss: the cheapest detector, to stay under 2 min)
-    (lambda: fleet(devices=5000, chatty=10, chatty_messages=20, seed=5), "gauss"),
-], ids=["6-devices", "5000-devices"])
+    (lambda: fleet(devices=5000, chatty=10, chatty_messages=20, seed=5), "gauss", "1024"),
+], ids=["6-devices", "6-devices-4-buckets", "5000-devices-1024-buckets"])
 def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(
-        kafka_settings, tmp_path, alert_receiver, records, detector):
+        kafka_settings, tmp_path, alert_receiver, records, detector, buckets):
     records = records()
-    env = {"EDDYLINE_RUNTIME_DETECTOR": detector} if detector else {}
+    env = {"EDDYLINE_RUNTIME_STATE_BUCKETS": buckets} | ({"EDDYLINE_RUNTIME_DETECTOR": detector} if detector else {})
     publish(kafka_settings, records[:300])
     state = tmp_path / "state"
     alert_receiver.routing_keys = frozenset({ROUTING_KEY})
@@ -214,13 +215,15 @@ def evicted_keys(path: Path) -> set[str]:
         db.close()
 
 
-def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_settings, tmp_path):
+@pytest.mark.parametrize("buckets", ["0", "2"], ids=["one-key-per-device", "2-buckets"])
+def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_settings, tmp_path, buckets):
     from streams.engines.bytewax import idle_path
 
     records, _ = simulated(devices=3, messages=90, seed=8)
     publish(kafka_settings, records[:45])
     state = tmp_path / "state"
-    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="1")
+    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="1",
+                      EDDYLINE_RUNTIME_STATE_BUCKETS=buckets)
     try:
         assert len(unique_scores(kafka_settings, 45, timeout=90)) == 45
         deadline = time.monotonic() + 60
@@ -235,3 +238,25 @@ def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_set
     assert evicted == {r["device_id"] for r in records}, log
     want = {e.record["event_id"]: e.record for e in reference(records) if e.topic == "scores.anomaly"}
     assert scores == want, "a device reloaded after eviction must score as if it had never left"
+
+
+def test_a_checkpoint_moves_between_state_layouts_and_every_device_scores_on_exactly(kafka_settings, tmp_path):
+    """One key per device, then 4 buckets, then 3 buckets, then one key per device again, on one state folder:
+    each restart moves the states it finds in the other layout and no device relearns."""
+    records, _ = simulated(devices=5, messages=100, seed=4)
+    state = tmp_path / "state"
+    done = 0
+    for buckets, upto in [("0", 25), ("4", 50), ("3", 75), ("0", 100)]:
+        publish(kafka_settings, records[done:upto])
+        proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_STATE_BUCKETS=buckets,
+                          EDDYLINE_RUNTIME_IDLE_EVICT_S="0")
+        try:
+            scores = unique_scores(kafka_settings, upto, timeout=90)
+            time.sleep(1.5)  # an epoch (0.5 s) after the last output: its state is checkpointed
+        finally:
+            log = stop(proc)
+        assert len(scores) == upto, log
+        assert "refused" not in log, log
+        done = upto
+    want = {e.record["event_id"]: e.record for e in reference(records) if e.topic == "scores.anomaly"}
+    assert scores == want, "a device whose state moved to another layout must score as if it had not"

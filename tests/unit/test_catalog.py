@@ -13,6 +13,8 @@ from schemas import ALERT, DRIFT, SENTIMENT_SCORE, AvroSerde
 from streams import catalog
 from streams.sinks.drift import DriftMetricsSink
 from streams.sinks.fleet import FleetMetricsSink
+from streams.sinks.model_security import ModelSecurityMetricsSink
+from streams.flows.clicks import QUARANTINE_TOPIC
 from streams.sinks.quality import QualityMetricsSink
 from streams.processor import Emit, Event, run_local
 from streams.flows.quality import flow as quality_flow
@@ -186,6 +188,9 @@ def written() -> list[tuple[str, Mapping[str, str], Mapping[str, Any], int]]:
     SentimentMetricsSink(influx).write(sentiment_emits())
     DriftMetricsSink(influx).write(drift_emits())
     FleetMetricsSink(influx).write(fleet_emits())
+    # every sink's metrics exist here, whichever tests ran before in this process (pytest-xdist deals files out)
+    ModelSecurityMetricsSink(influx).write([Emit(QUARANTINE_TOPIC, "user:7", "quarantine",
+                                                 {"source": "user:7", "rule": "flood", "action": "quarantined"})])
     return influx.points
 
 

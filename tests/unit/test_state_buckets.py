@@ -1,0 +1,208 @@
+"""Bytewax state keyed by buckets of devices: restore, lazy decode, versions in the store, other layouts, eviction.
+
+The bucket logic runs here as Bytewax runs it (on_batch, snapshot, a new logic built from the snapshot after a
+restart, on_notify), without a broker; the flow against the real broker is in tests/integration/test_sensor_flow.py.
+"""
+
+import itertools
+import logging
+from datetime import timedelta
+
+import pytest
+
+from connectors.kafka import KafkaSettings
+from streams.engines.bytewax import StagedStates, _BucketLogic, _ProcessorLogic
+from streams.engines.output import FlowOutput
+from streams.flows import flow_spec
+from streams.processor import Event, run_local
+from streams.producers.simulator import SensorSimulator
+from streams.state import (
+    BUCKET_MAGIC, Bucket, IdleStore, StateError, bucket_of, decode_bucket, encode_bucket, encode_processor,
+)
+
+BUCKETS = 3
+SPEC = flow_spec("anomaly")
+
+
+def events(n: int, devices: int = 7) -> list[Event]:
+    sim = SensorSimulator(devices=devices, readings_per_message=30, anomaly_rate=0.02, seed=11)
+    return [Event("sensor.readings", r["device_id"], r) for r in itertools.islice(sim, n)]
+
+
+class Worker:
+    """One process's buckets, driven as Bytewax drives them; ``restart`` builds them again from their snapshots."""
+
+    def __init__(self, tmp_path, idle_after: timedelta | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.idle_after = idle_after
+        self.output = FlowOutput(SPEC, KafkaSettings())
+        self.checkpoint: dict[int, bytes] = {}
+        self.restart()
+
+    def restart(self) -> None:
+        self.store = IdleStore(self.tmp_path / "idle-0.sqlite3")
+        self.staged = StagedStates(self.store)
+        self.staged.FLUSH_EVERY_S = 0.0
+        self.logics = {i: self.build(blob) for i, blob in self.checkpoint.items()}
+
+    def build(self, resume: bytes | None) -> _BucketLogic:
+        return _BucketLogic(SPEC, self.output, resume, self.store, self.idle_after, BUCKETS, self.staged)
+
+    def feed(self, batch: list[Event]) -> list:
+        out = []
+        by_bucket: dict[int, list[Event]] = {}
+        for e in batch:
+            by_bucket.setdefault(bucket_of(SPEC.key(e), BUCKETS), []).append(e)
+        for i, values in by_bucket.items():
+            if i not in self.logics:
+                self.logics[i] = self.build(None)
+            emits, _ = self.logics[i].on_batch(values)
+            out.extend(e for group in emits for e in group)
+        return out
+
+    def epoch(self) -> None:
+        self.checkpoint.update({i: logic.snapshot() for i, logic in self.logics.items()})
+
+
+def by_device(emits: list) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for e in emits:
+        out.setdefault(e.key, []).append(e)
+    return out
+
+
+def test_a_restart_from_bucket_snapshots_scores_exactly_as_one_run(tmp_path):
+    evs = events(84)
+    worker = Worker(tmp_path)
+    got = worker.feed(evs[:20])
+    worker.epoch()
+    got += worker.feed(evs[20:40])
+    worker.epoch()  # writes the first epoch's states to the store; this checkpoint refers to them by version
+    got += worker.feed(evs[40:50])
+    worker.epoch()
+    worker.feed(evs[50:60])  # after the last checkpoint: its state is lost with the crash, its input read again
+    worker.restart()
+    assert by_device(got) == by_device(run_local(SPEC, evs[:50]))
+    tail = run_local(SPEC, evs[50:], processors=_reference_after(evs[:50]))
+    assert by_device(worker.feed(evs[50:])) == by_device(tail)
+
+
+def _reference_after(head: list[Event]) -> dict:
+    processors: dict = {}
+    run_local(SPEC, head, processors=processors)
+    return processors
+
+
+def test_checkpoints_carry_versions_not_states_once_written_and_old_versions_go(tmp_path):
+    evs = events(40)
+    worker = Worker(tmp_path)
+    worker.feed(evs[:20])
+    worker.epoch()
+    first = {i: decode_bucket(b) for i, b in worker.checkpoint.items()}
+    assert all(b.states and not b.refs for b in first.values())  # this epoch's states travel as bytes
+    worker.staged.GRACE_S = 0.0
+    worker.feed(evs[20:])
+    worker.epoch()
+    worker.epoch()  # nothing changed: every state is in the store now
+    last = {i: decode_bucket(b) for i, b in worker.checkpoint.items()}
+    assert all(not b.states and b.refs for b in last.values())
+    devices = {e.record["device_id"] for e in evs}
+    assert set().union(*(b.refs for b in last.values())) == devices
+    assert len(encode_bucket(next(iter(last.values())))) < 300  # a number per device, not 10 KB
+    worker.staged.flush(force=True)
+    rows = worker.store._db.execute("SELECT key, COUNT(*) FROM versions GROUP BY key").fetchall()
+    assert {k: n for k, n in rows} == dict.fromkeys(devices, 1)  # the replaced versions were deleted
+
+
+def test_a_resumed_device_stays_bytes_until_it_speaks_and_leaves_memory_after_a_silent_epoch(tmp_path):
+    evs = events(28)
+    worker = Worker(tmp_path)
+    worker.feed(evs)
+    worker.epoch()
+    worker.restart()
+    assert all(not logic.live for logic in worker.logics.values())
+    one = evs[0].record["device_id"]
+    worker.feed([e for e in events(35)[28:] if e.record["device_id"] == one])
+    assert [k for logic in worker.logics.values() for k in logic.live] == [one]
+    worker.epoch()
+    worker.epoch()  # a whole epoch without events: its processor goes, its bytes stay
+    assert all(not logic.live for logic in worker.logics.values())
+
+
+def test_a_bucket_of_another_layout_version_is_refused_with_what_it_was(tmp_path, caplog):
+    good = encode_bucket(Bucket(BUCKETS, 0, {}))
+    newer = BUCKET_MAGIC + bytes((good[4] + 1,)) + good[5:]
+    with pytest.raises(StateError, match="bucket layout version 2; this eddyline reads version 1"):
+        decode_bucket(newer)
+    with pytest.raises(StateError, match="not a bucket"):
+        decode_bucket(encode_processor(SPEC.make_processor("d"), "d"))
+    caplog.set_level(logging.ERROR)
+    worker = Worker(tmp_path)
+    logic = worker.build(newer)
+    assert not logic.inline and not logic.refs
+    assert "bucket layout version 2" in caplog.text and "starts fresh" in caplog.text
+
+
+def test_a_version_missing_from_the_store_is_refused_and_the_device_starts_fresh(tmp_path, caplog):
+    evs = events(14, devices=1)
+    worker = Worker(tmp_path)
+    worker.feed(evs[:7])
+    worker.epoch()
+    worker.epoch()
+    worker.store._db.execute("DELETE FROM versions")
+    worker.restart()
+    caplog.set_level(logging.ERROR)
+    assert by_device(worker.feed(evs[7:])) == by_device(run_local(SPEC, evs[7:]))
+    assert "is in no state store" in caplog.text
+
+
+def test_a_checkpoint_of_one_key_per_device_moves_into_buckets_and_scores_on(tmp_path):
+    evs = events(42)
+    head, tail = evs[:21], evs[21:]
+    per_device = _reference_after(head)
+    worker = Worker(tmp_path)
+    # Bytewax resumes each old key under its device id and builds them all before it notifies any
+    logics = [worker.build(encode_processor(processor, key)) for key, processor in per_device.items()]
+    assert set(worker.store.keys()) == set()  # held, not yet written
+    assert all(logic.notify_at() is not None for logic in logics)
+    assert logics[0].on_notify()[1] is _BucketLogic.DISCARD
+    assert set(worker.store.keys()) == set(per_device)  # all of them, with the first to leave
+    assert all(logic.on_notify()[1] is _BucketLogic.DISCARD for logic in logics[1:])
+    assert by_device(worker.feed(tail)) == by_device(run_local(SPEC, tail, processors=_reference_after(head)))
+
+
+def test_buckets_move_back_to_one_key_per_device(tmp_path):
+    evs = events(42)
+    worker = Worker(tmp_path)
+    worker.feed(evs[:21])
+    worker.epoch()
+    worker.epoch()  # some states by version in the store, some as bytes
+    for blob in worker.checkpoint.values():
+        logic = _ProcessorLogic(SPEC, worker.output, blob, worker.store, None)
+        assert logic.on_notify()[1] is _ProcessorLogic.DISCARD
+    got = []
+    for device, group in itertools.groupby(sorted(evs[21:], key=SPEC.key), key=SPEC.key):
+        logic = _ProcessorLogic(SPEC, worker.output, None, worker.store, None)
+        got += [e for emits in logic.on_batch(list(group))[0] for e in emits]
+    assert by_device(got) == by_device(run_local(SPEC, evs[21:], processors=_reference_after(evs[:21])))
+
+
+def test_an_idle_device_leaves_its_bucket_and_comes_back_exactly(tmp_path):
+    evs = events(42)
+    worker = Worker(tmp_path, idle_after=timedelta(0))
+    worker.feed(evs[:21])
+    worker.epoch()
+    worker.epoch()
+    for logic in list(worker.logics.values()):
+        assert logic.on_notify()[1] is _BucketLogic.DISCARD  # every device idle: the bucket leaves Bytewax
+    worker.logics.clear()
+    worker.staged.GRACE_S = 0.0
+    assert {k for k in worker.store.keys()} == {e.record["device_id"] for e in evs[:21]}
+    tail = run_local(SPEC, evs[21:], processors=_reference_after(evs[:21]))
+    assert by_device(worker.feed(evs[21:])) == by_device(tail)
+
+
+def test_a_bucket_checkpointed_empty_leaves_at_once(tmp_path):
+    logic = Worker(tmp_path).build(encode_bucket(Bucket(BUCKETS, -1, {})))
+    assert logic.notify_at() is not None
+    assert logic.on_notify()[1] is _BucketLogic.DISCARD
