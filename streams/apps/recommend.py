@@ -214,7 +214,13 @@ class ServingSink:
         self.server = serve_from_settings(settings)
 
     def write(self, emits: Any) -> None:
-        pass
+        """Nothing to write: the processors publish their models in ``LIVE``.
+
+        Parameters
+        ----------
+        emits
+            The flow's emits, ignored.
+        """
 
     def close(self) -> None:
         pass  # the API serves the process's live models for as long as the process runs
