@@ -447,6 +447,23 @@ class EventProducer:
         if problems:
             raise DeliveryError("; ".join(problems))
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush (``DeliveryError`` as ``flush``) and close the client, which is closed even when the flush fails:
+        what was still unacknowledged then (counted in that error) is purged, as closing would wait for it.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for acknowledgements.
+        """
+        try:
+            self.flush(timeout)
+        finally:
+            if len(self._producer):
+                self._producer.purge()
+                self._producer.flush(0)
+            self._producer.close()
+
     def __len__(self) -> int:
         return len(self._producer)
 

@@ -34,7 +34,7 @@ from connectors.gateway.producer import GatewayProducer
 from connectors.gateway.records import ENDPOINTS, Endpoint, RecordMapper
 from connectors.gateway.settings import GatewaySettings
 from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, create_topics
-from schemas import RegistryUnavailableError, SchemaError, derive_id
+from schemas import RegistryUnavailableError, SchemaError, derive_id, new_id
 
 log = logging.getLogger("eddyline.gateway")
 
@@ -160,7 +160,13 @@ class Gateway:
             if record is None:
                 problems.extend(found)
                 continue
-            self._fill(endpoint, record, v, client, now_ms)
+            producer = f"gateway/{client}"
+            if record.get("producer", producer) != producer:
+                problems.append(Problem(f"{path}.producer" if path else "producer",
+                                        f"set by the gateway from your token ({producer!r}), not "
+                                        f"{record['producer']!r}; leave the field out"))
+                continue
+            self._fill(endpoint, record, client, now_ms)
             records.append((record, path))
         return self.produce_records(endpoint, records, client, problems)
 
@@ -234,15 +240,20 @@ class Gateway:
             raise
 
     @staticmethod
-    def _fill(endpoint: Endpoint, record: dict[str, Any], value: dict[str, Any], client: str, now_ms: int) -> None:
-        """Default the fields the gateway owns; a derived id is the same for a retry of the same event."""
-        record.setdefault("producer", f"gateway/{client}")
+    def _fill(endpoint: Endpoint, record: dict[str, Any], client: str, now_ms: int) -> None:
+        """Default the fields the gateway owns; an id derived from ``seq`` is the same for a retry.
+
+        ``producer`` is the token's name, never the client's word (``publish`` refuses another value):
+        quarantine is per producer, so a client that could name itself could frame an honest producer or
+        rotate names to evade it.
+        """
+        producer = record["producer"] = f"gateway/{client}"
         if "event_id" not in record:
             if "seq" in record:
-                identity: tuple = (record[endpoint.key_field], record["seq"])
-            else:
-                identity = (json.dumps(value, sort_keys=True, separators=(",", ":")),)
-            record["event_id"] = derive_id("gateway", endpoint.event_type, record["producer"], *identity)
+                key = (record[endpoint.key_field], record["seq"])
+                record["event_id"] = derive_id("gateway", endpoint.event_type, producer, *key)
+            else:  # two identical clicks are two events; a retry that must be recognised sends its event_id
+                record["event_id"] = new_id()
         record.setdefault("event_time", now_ms)
 
     def health(self) -> tuple[int, dict[str, Any]]:
