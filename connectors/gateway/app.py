@@ -84,12 +84,10 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         if self._producer is not None:
-            try:
-                await asyncio.to_thread(self._producer.flush, self.settings.shutdown_flush_s)
+            try:  # closed, not only flushed: its threads and broker connections end with the gateway
+                await asyncio.to_thread(self._producer.close, self.settings.shutdown_flush_s)
             except DeliveryError as exc:
                 log.error("gateway stopped with events not delivered: %s", exc)
-            if isinstance(self._producer, GatewayProducer):
-                self._producer.release()  # its threads and connections end with the gateway
 
     def waiting(self) -> int:
         """Events accepted and not yet acknowledged or failed (delivery reports are served by the poller)."""

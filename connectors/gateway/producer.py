@@ -10,10 +10,6 @@ confluent-kafka (2.16) reports a fatal error by raising it from ``poll``/``flush
 and refuses later produces with ``_FATAL``; librdkafka then purges its queue, each purged event's delivery
 report coming on the next poll. ``_FatalGuard`` notes the error wherever it surfaces, so no caller (the
 gateway's delivery poller above all) dies of it.
-
-A producer the gateway is done with (replaced, or the gateway stopped) is ``release``d: closed, so its threads
-and broker connections end then, not whenever a garbage collection finds it (a replaced producer kept
-reconnecting to a stopped broker until the test process ended).
 """
 
 from __future__ import annotations
@@ -95,7 +91,6 @@ class GatewayProducer(EventProducer):
         self._overrides = overrides
         super().__init__(settings, serde, error_cb=self._on_error, **overrides)
         self._producer: Any = _FatalGuard(self._producer, self)
-        self.released = False
 
     @property
     def client(self) -> Producer:
@@ -106,20 +101,6 @@ class GatewayProducer(EventProducer):
         if err.fatal():
             self.fatal_error = err
 
-    def release(self) -> None:
-        """Close the confluent-kafka producer now: its threads and broker connections end here, not whenever a
-        garbage collection finds it. Events it still holds are purged: kept in ``stranded`` when it failed for
-        good, counted failed otherwise (flush first to deliver them). Calling it again does nothing."""
-        if self.released:
-            return
-        self.released = True
-        self._producer.purge(in_queue=True, in_flight=True)
-        self._producer.poll(0)  # serve the purged events' reports: librdkafka lets go of their callbacks
-        try:
-            self._producer.close()
-        except KafkaException as exc:
-            log.warning("closing the Kafka producer: %s", exc)
-
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None and (self.fatal_error is not None or err.fatal()):
             self.stranded.append((msg.topic(), msg.value(), msg.key(), msg.headers()))
@@ -127,9 +108,9 @@ class GatewayProducer(EventProducer):
         super()._on_delivery(err, msg)
 
     def replacement(self) -> GatewayProducer:
-        """A new producer that has sent again every event this fatal one still held (it is released); counters
-        carry over."""
-        self.release()  # the held events' delivery reports land in ``stranded``
+        """A new producer that has sent again every event this fatal one still held; counters carry over."""
+        self._producer.purge(in_queue=True, in_flight=True)
+        self._producer.poll(0)  # their delivery reports land in ``stranded``
         new = GatewayProducer(self.settings, self.serde, **self._overrides)
         new.delivered, new.failed = self.delivered, self.failed
         for topic, value, key, headers in self.stranded:
@@ -141,6 +122,8 @@ class GatewayProducer(EventProducer):
                     new._producer.poll(0.1)
         log.error("the Kafka producer failed for good (%s): replaced by a new one; %d accepted events sent again",
                   self.fatal_error.str() if self.fatal_error else "fatal", len(self.stranded))
-        self.stranded = []
+        try:
+            self.client.close()  # its threads and connections go now, not when a garbage collection finds it
+        except KafkaException as exc:
+            log.warning("closing the failed producer: %s", exc)
         return new
-

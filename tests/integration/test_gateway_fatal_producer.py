@@ -120,7 +120,7 @@ def test_a_request_that_meets_a_fatal_producer_is_accepted_on_its_replacement(br
     del first
     gc.collect()
     assert replaced() is None, "the replaced producer is still referenced"
-    asyncio.run(gateway.stop())  # flushes, then releases the current producer
+    asyncio.run(gateway.stop())  # flushes, then closes the current producer
     status, health = gateway.health()
     assert (health["accepted"], health["delivered"], health["failed"], health["queue"]) == (8, 8, 0, 0), health
     assert _kafka_threads() <= threads, "the gateway's producer kept its librdkafka threads after stop"
