@@ -15,12 +15,15 @@ gateway's delivery poller above all) dies of it.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors.kafka import EventProducer, KafkaSettings
 from schemas import AvroSerde
+
+PURGE_REPORTS_S = 10.0  # how long a failed producer may take to report the events it purged
 
 log = logging.getLogger("eddyline.gateway")
 
@@ -110,7 +113,12 @@ class GatewayProducer(EventProducer):
     def replacement(self) -> GatewayProducer:
         """A new producer that has sent again every event this fatal one still held; counters carry over."""
         self._producer.purge(in_queue=True, in_flight=True)
-        self._producer.poll(0)  # their delivery reports land in ``stranded``
+        deadline = time.monotonic() + PURGE_REPORTS_S
+        while len(self.client) and time.monotonic() < deadline:  # reports of purged in-flight events come later
+            self._producer.poll(0.05)  # their delivery reports land in ``stranded``
+        if len(self.client):
+            log.error("%d events of the failed producer were neither acknowledged nor purged within %.0f s: "
+                      "they count as waiting", len(self.client), PURGE_REPORTS_S)
         new = GatewayProducer(self.settings, self.serde, **self._overrides)
         new.delivered, new.failed = self.delivered, self.failed
         for topic, value, key, headers in self.stranded:
