@@ -82,6 +82,7 @@ def train(
     trainable_layers: int = 2,
     head_hidden: int = 256,
     epochs: int = 2,
+    max_steps: int | None = None,
     batch_size: int = 64,
     max_length: int = 64,
     learning_rate: float = 2e-4,
@@ -108,6 +109,8 @@ def train(
     domains; off by default until a model trained with them has been measured.
     ``reuse_frozen`` keeps the frozen layers' outputs on disk (``frozen_cache``) and loads them when a
     later run has the same base, frozen depth and batches.
+    ``max_steps`` fixes the number of optimiser steps instead (as many epochs as they need, the last one
+    partial), so runs on training sets of different sizes can be compared at the same steps.
     ``limit`` trains on N random training sentences (for tests); ``time_budget_s`` bounds the wall-clock
     time of the epochs (the card records whether it cut them short).
     ``steps`` announces each step (fetch corpus, tokenise, encode, train, export, quantise, evaluate) and
@@ -197,7 +200,8 @@ def train(
     else:
         n_steps_epoch = len(batches)
     optim = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
-    total_steps = max(1, epochs * n_steps_epoch)
+    total_steps = max(1, epochs * n_steps_epoch if max_steps is None else max_steps)
+    epochs = -(-total_steps // n_steps_epoch)
     fit = _BudgetFit(total_steps, time_budget_s)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, fit.lr_factor)
     step, stopped_early, loss_ema, t_train = 0, False, None, time.perf_counter()
@@ -212,6 +216,8 @@ def train(
         else:
             plan = [(cache[b][0], cache[b][1], labels[batches[b]]) for b in rng.sample(range(len(batches)), len(batches))]
         for x, mask, y in plan:
+            if step >= total_steps:
+                break
             if step >= fit.planned or time.perf_counter() - t_train > time_budget_s:
                 stopped_early = True
                 break

@@ -19,8 +19,9 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("sentiment")
     said: list[str] = []
     steps = Steps(echo=said.append)
-    info = train(out, limit=960, epochs=2, progress=False, evaluate_test=False, steps=steps)
-    assert info["train_sentences"] == 960 and info["steps"] == 30  # 2 epochs of 15 batches
+    info = train(out, limit=960, max_steps=20, progress=False, evaluate_test=False, steps=steps)
+    assert info["train_sentences"] == 960 and info["steps"] == 20  # 15 batches an epoch: 1 epoch and a third
+    assert info["epochs"] == 2 and not info["stopped_by_time_budget"]
     return out, steps, said
 
 
