@@ -106,7 +106,8 @@ def train(
     epochs) is cheaper per epoch and reached 0.78.
     ``extra_sets`` adds the training side of other registry sets (``extra_data``: ``uci``, ``crowdflower``),
     at most ``extra_cap`` random sentences of each, so the 24,000 CrowdFlower tweets do not swamp the other
-    domains; off by default until a model trained with them has been measured.
+    domains; off by default: at equal steps they scored below VADER's snippets alone on movie, tweet and
+    editorial sentences (BENCHMARKS-audio.md).
     ``reuse_frozen`` keeps the frozen layers' outputs on disk (``frozen_cache``) and loads them when a
     later run has the same base, frozen depth and batches.
     ``max_steps`` fixes the number of optimiser steps instead (as many epochs as they need, the last one
@@ -379,7 +380,8 @@ The human-rated snippets of Hutto & Gilbert (ICWSM 2014), from `additional_resou
 in the `{VADER_SDIST}` source archive: movie reviews, tweets, Amazon product reviews, NYT editorials, each
 with the mean of 20+ raters on -4..+4. Label: mean < -{NEUTRAL_BAND} negative, > +{NEUTRAL_BAND} positive, else neutral.
 Other sets, for training only when asked for (`--extra uci,crowdflower`), at most {info.get('extra_cap', 0)} random
-sentences of each (`models/sentiment/extra_data.py`):
+sentences of each (`models/sentiment/extra_data.py`); at equal steps (200) they scored below VADER's snippets
+alone on movie, tweet and editorial sentences, above on product (BENCHMARKS-audio.md):
 - `uci`: UCI Sentiment Labelled Sentences (Kotzias et al., KDD 2015; CC BY 4.0), 1,000 IMDB (as movie),
   1,000 Amazon (product) and 1,000 Yelp (review) sentences, negative or positive, from the npm package
   `{UCI_NPM}` (MIT; `test/fixtures/*.json`).
