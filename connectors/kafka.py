@@ -447,6 +447,23 @@ class EventProducer:
         if problems:
             raise DeliveryError("; ".join(problems))
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush (``DeliveryError`` as ``flush``) and close the client, which is closed even when the flush fails:
+        what was still unacknowledged then (counted in that error) is purged, as closing would wait for it.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for acknowledgements.
+        """
+        try:
+            self.flush(timeout)
+        finally:
+            if len(self._producer):
+                self._producer.purge()
+                self._producer.flush(0)
+            self._producer.close()
+
     def __len__(self) -> int:
         return len(self._producer)
 
@@ -560,11 +577,14 @@ def read_latest(
 def read_to_end(
     s: KafkaSettings, logical_topic: str, positions: dict[int, int], *, timeout: float = 60.0
 ) -> tuple[list[Message], set[int]]:
-    """Read every partition of a topic from ``positions`` (the beginning where none) until it reports its end.
+    """Read every partition of a topic from ``positions`` (the beginning where none) up to its end as of the start.
 
     ``positions`` (partition -> next offset) is advanced in place, so calling again reads only what came since.
-    A fresh reader each call, so every partition reports its end again; the end is the one a fetch sees (the
-    high watermark), not ListOffsets, which some Kafka-compatible brokers answer wrong. No consumer group.
+    A partition's end is the high watermark its first fetch reports (or its end-of-partition report), not
+    ListOffsets, which some Kafka-compatible brokers answer wrong (Tansu said 1 for a partition holding 5).
+    Records that arrive later are left for the next call, so a topic that is written all the time (a live
+    fleet's heartbeats) is read once and the call returns; an empty partition is done at its first fetch. A fresh
+    reader each call; no consumer group.
 
     Parameters
     ----------
@@ -580,20 +600,35 @@ def read_to_end(
     name = s.topic(logical_topic)
     consumer = Consumer(consumer_config(s, f"eddyline-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
     out: list[Message] = []
+    ends: dict[int, int] = {}
+
+    def reached(p: int) -> bool:
+        """Whether partition ``p`` is read up to the end its first fetch reported (unknown before that fetch)."""
+        if p not in ends:
+            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), cached=True)
+            if high < 0:
+                return False
+            ends[p] = high
+            if low >= 0:
+                positions.setdefault(p, low)  # from the beginning: an empty partition is read already
+        return positions.get(p, -1) >= ends[p]
+
     try:
         partitions = sorted(consumer.list_topics(name, timeout=timeout).topics[name].partitions)
         consumer.assign([TopicPartition(name, p, positions.get(p, OFFSET_BEGINNING)) for p in partitions])
         pending, deadline = set(partitions), time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.5):
-                err = msg.error()
+                err, p = msg.error(), msg.partition()
                 if err is None:
-                    out.append(msg)
-                    positions[msg.partition()] = msg.offset() + 1
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                else:
+                    if p in pending and not reached(p):
+                        out.append(msg)
+                        positions[p] = msg.offset() + 1
+                elif err.code() != KafkaError._PARTITION_EOF:
                     raise KafkaException(err)
+                if p in pending and (err is not None or reached(p)):
+                    pending.discard(p)
+            pending = {p for p in pending if not reached(p)}
     finally:
         consumer.close()
     return out, pending

@@ -198,8 +198,9 @@ class Agent:
         seq = self.buffer.next_seq
         try:
             payload = self.encoder.encode(seq, series, scored_by)
-        except Exception as exc:
-            self._error("encoding", exc)
+        except Exception as exc:  # counted where the operator looks for lost readings, not only in errors
+            self.buffer.count_dropped(n)
+            self._error("encoding a batch (its readings are dropped)", RuntimeError(f"{n} readings: {exc}"))
             return
         self.buffer.append(seq, payload, n, max(c.timestamps[-1] for c in series))
 

@@ -193,6 +193,11 @@ class DiskBuffer:
             readings,
         )
 
+    def count_dropped(self, readings: int) -> None:
+        """Count a batch that never reached the buffer (it failed to encode) in ``dropped_readings``."""
+        with _tx(self._db):
+            self._count_drop(1, readings)
+
     def _count_drop(self, batches: int, readings: int) -> None:
         self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped_batches'", (batches,))
         self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped_readings'", (readings,))

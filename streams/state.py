@@ -12,6 +12,7 @@ version, or malformed is refused with a ``StateError`` that says what it was.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import struct
 import threading
@@ -366,6 +367,7 @@ class IdleStore:
         # a rollback journal, not WAL: with WAL, another process closing the file (a second worker, a reader)
         # was seen to delete the WAL that held this process's committed writes
         self._db.execute("PRAGMA journal_mode=DELETE")
+        self._db.execute("PRAGMA synchronous=FULL")  # as Bytewax's recovery store: a commit is on disk when it returns
         self._db.execute("CREATE TABLE IF NOT EXISTS idle (key TEXT PRIMARY KEY, state BLOB NOT NULL, "
                          "saved_ns INTEGER NOT NULL DEFAULT 0)")
         if "saved_ns" not in {row[1] for row in self._db.execute("PRAGMA table_info(idle)")}:  # a file of 0.x
@@ -374,40 +376,61 @@ class IdleStore:
                          "state BLOB NOT NULL, PRIMARY KEY (key, version))")
         self._peer_dbs: dict[Path, sqlite3.Connection] = {}
         self._peers_listed = float("-inf")
-        self._held: dict[str, bytes] = {}
+        self._unsynced = False  # rows that ``hold`` wrote without a sync
 
     def put(self, key: str, state: bytes) -> None:
         self.put_many({key: state})
 
     def hold(self, states: dict[str, bytes]) -> None:
-        """Keys' states to commit later (``commit_held``) in one transaction with others; ``get`` finds them
-        meanwhile. For states whose only other copy stays where a restart finds it until then."""
+        """Keys' states written now, where every process of the cluster finds them at once, but not yet synced to
+        disk; ``commit_held`` syncs them all in one go. For states whose only other copy stays where a restart
+        finds it until then (a resumed checkpoint of another layout): a cluster's other processes look a moved key
+        up as soon as it speaks, which can be before this process has moved its last one.
+
+        Parameters
+        ----------
+        states
+            State key -> its encoded state.
+        """
         with self._lock:
-            self._held.update(states)
+            self._db.execute("PRAGMA synchronous=OFF")
+            try:
+                self._write_idle(states)
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._unsynced = True
 
     def commit_held(self) -> None:
-        """Commit what ``hold`` took (one transaction)."""
+        """Sync what ``hold`` wrote to disk (one sync for all of it)."""
         with self._lock:
-            held, self._held = self._held, {}
-        if held:
-            self.put_many(held)
+            if self._unsynced:
+                fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._unsynced = False
 
     def put_many(self, states: dict[str, bytes]) -> None:
         """Keys' states, committed together (one transaction: one sync for all of them)."""
-        now = time.time_ns()
         with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT OR REPLACE INTO idle (key, state, saved_ns) VALUES (?, ?, ?)",
-                                     [(k, v, now) for k, v in states.items()])
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            self._write_idle(states)
 
-    def put_versions(self, states: list[tuple[str, int, bytes]], forget: list[tuple[str, int]] = ()) -> None:
-        """Write (key, version, state) rows and delete each (key, below)'s versions under ``below``, committed
-        together.
+    def _write_idle(self, states: dict[str, bytes]) -> None:
+        now = time.time_ns()
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO idle (key, state, saved_ns) VALUES (?, ?, ?)",
+                                 [(k, v, now) for k, v in states.items()])
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def put_versions(self, states: list[tuple[str, int, bytes]], forget: list[tuple[str, int]] = (),
+                     drop: list[tuple[str, int]] = ()) -> None:
+        """Write (key, version, state) rows, delete each (key, below)'s versions under ``below`` and each (key,
+        version) of ``drop``, committed together.
 
         Parameters
         ----------
@@ -415,12 +438,15 @@ class IdleStore:
             New versions; a version is never rewritten.
         forget
             (key, below): that key's versions older than ``below`` are no longer referred to.
+        drop
+            (key, version): versions no longer referred to.
         """
         with self._lock:
             self._db.execute("BEGIN")
             try:
                 self._db.executemany("INSERT OR REPLACE INTO versions (key, version, state) VALUES (?, ?, ?)", states)
                 self._db.executemany("DELETE FROM versions WHERE key = ? AND version < ?", forget)
+                self._db.executemany("DELETE FROM versions WHERE key = ? AND version = ?", drop)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -451,8 +477,6 @@ class IdleStore:
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
-            if key in self._held:
-                return self._held[key]
             best = self._db.execute("SELECT state, saved_ns FROM idle WHERE key = ?", (key,)).fetchone()
             for path, db in self._peer_files():
                 try:

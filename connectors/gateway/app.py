@@ -34,7 +34,7 @@ from connectors.gateway.producer import GatewayProducer
 from connectors.gateway.records import ENDPOINTS, Endpoint, RecordMapper
 from connectors.gateway.settings import GatewaySettings
 from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, create_topics
-from schemas import RegistryUnavailableError, SchemaError, derive_id
+from schemas import RegistryUnavailableError, SchemaError, derive_id, new_id
 
 log = logging.getLogger("eddyline.gateway")
 
@@ -84,8 +84,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
         if self._producer is not None:
-            try:
-                await asyncio.to_thread(self._producer.flush, self.settings.shutdown_flush_s)
+            try:  # closed, not only flushed: its threads and broker connections end with the gateway
+                await asyncio.to_thread(self._producer.close, self.settings.shutdown_flush_s)
             except DeliveryError as exc:
                 log.error("gateway stopped with events not delivered: %s", exc)
 
@@ -117,10 +117,15 @@ class Gateway:
                 self.last_failure = time.monotonic()
             await asyncio.sleep(POLL_INTERVAL_S)
 
+    def _fatal_producer(self) -> GatewayProducer | None:
+        """The producer, if it is a ``GatewayProducer`` that librdkafka declared fatal."""
+        p = self._producer
+        return p if isinstance(p, GatewayProducer) and p.fatal_error is not None else None
+
     def _recover(self) -> bool:
         """Replace a producer that failed for good (its accepted events go out on the new one); True if replaced."""
-        p = self._producer
-        if not isinstance(p, GatewayProducer) or p.fatal_error is None:
+        p = self._fatal_producer()
+        if p is None:
             return False
         self._producer = p.replacement()
         self.producers_replaced += 1
@@ -153,7 +158,13 @@ class Gateway:
             if record is None:
                 problems.extend(found)
                 continue
-            self._fill(endpoint, record, v, client, now_ms)
+            producer = f"gateway/{client}"
+            if record.get("producer", producer) != producer:
+                problems.append(Problem(f"{path}.producer" if path else "producer",
+                                        f"set by the gateway from your token ({producer!r}), not "
+                                        f"{record['producer']!r}; leave the field out"))
+                continue
+            self._fill(endpoint, record, client, now_ms)
             records.append((record, path))
         return self.produce_records(endpoint, records, client, problems)
 
@@ -214,26 +225,33 @@ class Gateway:
         """Produce one event; a producer that failed for good is replaced and the event tried once more."""
         try:
             self.producer.produce_raw(topic, data, key, headers)
+            return
         except DeliveryError:
             self._produce_failures += 1  # refused before it was accepted: not waiting
-            if not self._recover():
+            if self._fatal_producer() is None:
                 raise
-            try:
-                self.producer.produce_raw(topic, data, key, headers)
-            except DeliveryError:
-                self._produce_failures += 1
-                raise
+        self._recover()  # not in the except block: replaced there, the refusal and both producers were never freed
+        try:
+            self.producer.produce_raw(topic, data, key, headers)
+        except DeliveryError:
+            self._produce_failures += 1
+            raise
 
     @staticmethod
-    def _fill(endpoint: Endpoint, record: dict[str, Any], value: dict[str, Any], client: str, now_ms: int) -> None:
-        """Default the fields the gateway owns; a derived id is the same for a retry of the same event."""
-        record.setdefault("producer", f"gateway/{client}")
+    def _fill(endpoint: Endpoint, record: dict[str, Any], client: str, now_ms: int) -> None:
+        """Default the fields the gateway owns; an id derived from ``seq`` is the same for a retry.
+
+        ``producer`` is the token's name, never the client's word (``publish`` refuses another value):
+        quarantine is per producer, so a client that could name itself could frame an honest producer or
+        rotate names to evade it.
+        """
+        producer = record["producer"] = f"gateway/{client}"
         if "event_id" not in record:
             if "seq" in record:
-                identity: tuple = (record[endpoint.key_field], record["seq"])
-            else:
-                identity = (json.dumps(value, sort_keys=True, separators=(",", ":")),)
-            record["event_id"] = derive_id("gateway", endpoint.event_type, record["producer"], *identity)
+                key = (record[endpoint.key_field], record["seq"])
+                record["event_id"] = derive_id("gateway", endpoint.event_type, producer, *key)
+            else:  # two identical clicks are two events; a retry that must be recognised sends its event_id
+                record["event_id"] = new_id()
         record.setdefault("event_time", now_ms)
 
     def health(self) -> tuple[int, dict[str, Any]]:

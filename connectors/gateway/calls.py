@@ -183,7 +183,10 @@ class _TwilioCall:
         self.rate = 8000
         self.tracks: dict[str, CallAudio] = {}
 
-    def start(self, start: Any) -> None:
+    def start(self, start: Any) -> list[dict[str, Any]]:
+        """Take a ``start`` message; a second one for another call ends the tracks of the first (their final
+        records are returned) so that the new call's audio gets the new call's conversation ids. A repeated
+        ``start`` of the same call keeps its tracks (their numbering goes on) and must keep its rate."""
         if type(start) is not dict or not isinstance(start.get("callSid"), str) or not start["callSid"]:
             raise GatewayError(400, "bad_message", "the 'start' message needs start.callSid")
         fmt = start.get("mediaFormat") or {}
@@ -195,14 +198,22 @@ class _TwilioCall:
                                ) from None
         if fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw" or channels != 1:
             raise GatewayError(415, "unsupported_media_type", "Twilio media must be audio/x-mulaw, one channel")
+        if rate not in RATES:
+            raise GatewayError(415, "unsupported_media_type", f"sampleRate {rate} is not supported")
+        same_call = start["callSid"] == self.call_sid
+        if same_call and self.tracks and rate != self.rate:
+            raise GatewayError(400, "bad_message", f"call {self.call_sid} started again at sampleRate {rate}, "
+                                                   f"not {self.rate}; open a new stream for a new format")
         self.rate = rate
-        if self.rate not in RATES:
-            raise GatewayError(415, "unsupported_media_type", f"sampleRate {self.rate} is not supported")
         if self.client is None:
             params = start.get("customParameters")
             token = params.get("token") if isinstance(params, dict) else None
             self.client = _audio_client(self.gateway, f"Bearer {token}" if isinstance(token, str) else None)
+        ended = [] if same_call else self.finish()
+        if not same_call:
+            self.tracks = {}
         self.call_sid = start["callSid"]
+        return ended
 
     def media(self, media: Any) -> list[dict[str, Any]]:
         if self.call_sid is None or self.client is None:
@@ -246,7 +257,7 @@ async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
                 raise GatewayError(400, "bad_json", f"not JSON: {exc}") from None
             event = value.get("event") if type(value) is dict else None
             if event == "start":
-                call.start(value.get("start"))
+                await _produce(gateway, call.start(value.get("start")), call.client or "")
             elif event == "media":
                 await _produce(gateway, call.media(value.get("media")), call.client or "")
             elif event == "stop":

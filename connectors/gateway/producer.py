@@ -65,6 +65,9 @@ class _FatalGuard:
     def purge(self, *args: Any, **kwargs: Any) -> None:
         self.client.purge(*args, **kwargs)
 
+    def close(self) -> None:
+        self.client.close()
+
     def __len__(self) -> int:
         return len(self.client)
 

@@ -274,9 +274,12 @@ def _primitive_array(items: Any, v: list, constrained: bool) -> list | None:
 
 
 _FILLED_DOC = {
-    "event_id": " Optional: send a stable id so that a retry is recognised; otherwise the gateway derives one.",
+    "event_id": (
+        " Send a stable id so that a retry is recognised. Left out: derived from the key and `seq` when the"
+        " event has them, else a new id per event (a retry then counts twice)."
+    ),
     "event_time": " Optional: defaults to the time the gateway received the event.",
-    "producer": " Optional: defaults to 'gateway/<token name>'.",
+    "producer": " Set by the gateway to 'gateway/<token name>'; leave it out (any other value is refused).",
 }
 
 

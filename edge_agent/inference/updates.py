@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ log = logging.getLogger(__name__)
 
 _KEEP_MODELS = 4  # per class, besides those the latest rollout names: enough for the rollout and a rollback
 _METADATA_EVERY_S = 5.0
+_METADATA_TIMEOUT_S = 5.0
 
 
 class ModelUpdates:
@@ -234,6 +234,10 @@ def _identity(record: dict[str, Any]) -> tuple[Any, ...]:
 class UpdateFeed:
     """Reads the models and rollouts topics from the beginning (no consumer group, nothing committed).
 
+    Whether the topics exist is asked by a background thread (every ``_METADATA_EVERY_S`` until both are
+    found): a metadata request waits on the broker, and ``poll`` runs in the agent's sampling loop, which
+    never waits.
+
     Parameters
     ----------
     consumer_conf
@@ -253,27 +257,21 @@ class UpdateFeed:
         self.consumer = Consumer({**consumer_conf, "enable.auto.commit": False, "enable.partition.eof": False})
         self.bad_records = 0
         self._assigned: set[str] = set()
-        self._next_metadata = 0.0
+        self._found: list[Any] = []  # TopicPartitions the metadata thread found, not yet assigned
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def poll(self) -> None:
-        """Take whatever has arrived, without waiting; assign topics once they exist."""
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-        if len(self._assigned) < len(self.topics) and time.monotonic() >= self._next_metadata:
-            self._next_metadata = time.monotonic() + _METADATA_EVERY_S
-            try:
-                meta = self.consumer.list_topics(timeout=0.5)
-            except Exception as exc:  # broker away: try again later, sampling goes on
-                log.debug("models topics metadata: %s", exc)
-                return
-            parts = []
-            for name in self.topics:
-                tm = meta.topics.get(name)
-                if name not in self._assigned and tm is not None and tm.error is None and tm.partitions:
-                    self._assigned.add(name)
-                    parts += [TopicPartition(name, p, OFFSET_BEGINNING) for p in sorted(tm.partitions)]
-            if parts:
-                self.consumer.incremental_assign(parts)
+        """Take whatever has arrived, without waiting; assign topics once the metadata thread found them."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch_topics, name="models-topics", daemon=True)
+            self._watcher.start()
+        with self._lock:
+            parts, self._found = self._found, []
+        if parts:
+            self.consumer.incremental_assign(parts)
+            self._assigned.update(p.topic for p in parts)
         if not self._assigned:
             return
         for msg in self.consumer.consume(100, timeout=0):
@@ -291,5 +289,29 @@ class UpdateFeed:
             else:
                 self.updates.on_rollout(record)
 
+    def _watch_topics(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        found: set[str] = set()
+        while True:
+            try:
+                meta = self.consumer.list_topics(timeout=_METADATA_TIMEOUT_S)
+            except Exception as exc:  # broker away: try again later
+                log.debug("models topics metadata: %s", exc)
+            else:
+                parts = []
+                for name in self.topics:
+                    tm = meta.topics.get(name)
+                    if name not in found and tm is not None and tm.error is None and tm.partitions:
+                        found.add(name)
+                        parts += [TopicPartition(name, p, OFFSET_BEGINNING) for p in sorted(tm.partitions)]
+                with self._lock:
+                    self._found += parts
+            if len(found) == len(self.topics) or self._closing.wait(_METADATA_EVERY_S):
+                return
+
     def close(self) -> None:
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join(_METADATA_TIMEOUT_S + 1)
         self.consumer.close()

@@ -63,14 +63,9 @@ class RegistryOutbox:
         self._stamp: Any = None
         self._closed = False
 
-    def __getstate__(self) -> dict[str, Any]:
-        keep = ("registry", "model", "background", "poll_s", "retry_s", "serving", "_pending", "_results", "_submitted")
-        with self._lock:
-            return {k: self.__dict__[k] for k in keep}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_runtime()
+    def __reduce__(self) -> Any:
+        raise TypeError("a RegistryOutbox holds a registry client and is never pickled; checkpoint its queue with "
+                        "state() and load() it into a new outbox (the flow's processor snapshot does)")
 
     # the flow's side
 

@@ -299,7 +299,8 @@ class PoisonDetector:
 
     def release(self, source: str, time_ms: int) -> bool:
         """Let a source back in: its history starts again, and it cannot be quarantined for
-        ``release_grace_ms`` of event time. Returns whether it was quarantined.
+        ``release_grace_ms`` of event time. A source that is not quarantined is left as it is (its history
+        kept, no grace: releasing must not be a way to wipe a record) and False is returned.
 
         Parameters
         ----------
@@ -309,13 +310,14 @@ class PoisonDetector:
             When it was released (event time).
         """
         parse_source(source)
-        was = self.quarantined.pop(source, None) is not None
+        if self.quarantined.pop(source, None) is None:
+            return False
         self.windows.pop(source, None)
         st = self._fresh(time_ms)
         st[_GRACE] = time_ms + self.limits.release_grace_ms
         self.sources.pop(source, None)
         self.sources[source] = st
-        return was
+        return True
 
     def _fresh(self, t: int) -> list[float]:
         st = [0.0] * _STATE_LEN

@@ -13,7 +13,8 @@ read of its dictionaries whole).
     GET /health                                    -> {"status": "ok", "models": N}
 
 ``eddyline run clicks`` serves it when ``[recommend] port`` / ``EDDYLINE_RECOMMEND_PORT`` is set, from the moment
-the flow makes its processor (its first event, or its restored state); building the flow's spec starts nothing.
+the engine starts the flow (``ServingSink``: a side sink, which every engine opens at start-up), so ``/health``
+answers before the first event; building the flow's spec starts nothing.
 """
 
 from __future__ import annotations
@@ -197,3 +198,29 @@ def serve_from_settings(settings: RecommendSettings | None = None) -> RecommendS
             raise ValueError(f"the recommendations API cannot listen on {settings.host}:{settings.port} ({exc}); "
                              "set EDDYLINE_RECOMMEND_PORT (or [recommend] port) to a free port") from exc
     return _serving[where]
+
+
+class ServingSink:
+    """A side sink whose only work is to start the API when the engine opens the flow's sinks (at start-up,
+    once per worker; the API once per process); it takes no emits, since the processors publish in ``LIVE``.
+
+    Parameters
+    ----------
+    settings
+        ``[recommend]`` settings, read when the engine opens the sink.
+    """
+
+    def __init__(self, settings: RecommendSettings | None = None) -> None:
+        self.server = serve_from_settings(settings)
+
+    def write(self, emits: Any) -> None:
+        """Nothing to write: the processors publish their models in ``LIVE``.
+
+        Parameters
+        ----------
+        emits
+            The flow's emits, ignored.
+        """
+
+    def close(self) -> None:
+        pass  # the API serves the process's live models for as long as the process runs

@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from connectors.alert_explanation import explanation_text
 from connectors.testing.alert_receiver import AlertReceiver
 from connectors.broker import EmbeddedBroker
-from connectors.kafka import KafkaSettings, consumer_config, create_topics
+from connectors.kafka import DeliveryError, KafkaSettings, consumer_config, create_topics
 from schemas import AvroSerde
 from schemas.scores import series_scores
 from schemas.topics import TOPICS, dlq_topic
@@ -357,6 +357,10 @@ def run_demo(
             live.stop()
             watcher.stop()
             watcher.join(5)
+            try:
+                producer.close(5.0)
+            except DeliveryError as exc:  # the run is over either way: say what did not get out
+                console.print(f"sensor producer: {exc}")
 
         injected = producer.sim.injected
         detected = sum(1 for a in injected if watcher.detected(a))

@@ -1,8 +1,9 @@
 """``eddyline edge``: the device fleet as the platform sees it (``status``; model rollout commands join here).
 
-``edge status`` reads ``device.health`` itself, from the start of its retention, and folds it to the latest
-heartbeat per device; it does not read a fleet-state topic. Why: the health topic is the source of truth and
-is there whether or not the fleet flow runs, so the view cannot disagree with what the devices said, and no
+``edge status`` reads ``device.health`` itself, from the start of its retention up to its end as of the
+command's start (heartbeats that keep coming do not keep it reading), and folds it to the latest heartbeat per
+device; it does not read a fleet-state topic. Why: the health topic is the source of truth and is there
+whether or not the fleet flow runs, so the view cannot disagree with what the devices said, and no
 second compacted topic (with its own schema and lag) has to be kept in step. States are judged with the
 fleet flow's own rules (``FleetProcessor``, ``[fleet]`` thresholds) and then, unlike the flow, against wall
 time: a device is silent when its last heartbeat is older than its silence bound *now*, which also covers a
@@ -71,24 +72,42 @@ def fleet_status(messages: list[Any], now_ms: int, **params: Any) -> list[dict[s
     return rows
 
 
-def status_command(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per device instead of the tables.")] = False,
-    idle: Annotated[float, typer.Option(help="Stop reading device.health after this many seconds without a message.")] = 1.0,
-    timeout: Annotated[float, typer.Option(help="Stop reading after this many seconds in all.")] = 30.0,
-) -> None:
-    """The fleet by version and state: the latest heartbeat of every device in device.health, judged now."""
+def read_health(timeout: float) -> list[Any]:
+    """Every message on ``device.health`` up to its end as of now: heartbeats that keep coming do not keep it reading.
+
+    Partitions not read to their end within ``timeout`` are named on stderr (devices there may be missing or
+    stale); a broker that cannot be read is a ``ConnectionError`` that says where.
+
+    Parameters
+    ----------
+    timeout
+        Seconds to try.
+    """
     from confluent_kafka import KafkaException
 
-    from connectors.kafka import KafkaSettings, read_topic
+    from connectors.kafka import KafkaSettings, read_to_end
 
-    if idle <= 0 or timeout <= 0:
-        raise ValueError("--idle and --timeout must be positive seconds")
+    if timeout <= 0:
+        raise ValueError("--timeout must be positive seconds")
     kafka = KafkaSettings()
     try:
-        messages = read_topic(kafka, "device.health", idle=idle, timeout=timeout)
+        messages, unread = read_to_end(kafka, "device.health", {}, timeout=timeout)
     except KafkaException as exc:
         raise ConnectionError(f"cannot read {kafka.topic('device.health')} from {kafka.bootstrap_servers}: "
                               f"{exc.args[0].str() if exc.args else exc}") from None
+    if unread:
+        typer.echo(f"partitions {sorted(unread)} of {kafka.topic('device.health')} were not read to their end "
+                   f"within {timeout:g} s: devices on them may be missing or stale; raise --timeout", err=True)
+    return messages
+
+
+def status_command(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per device instead of the tables.")] = False,
+    timeout: Annotated[float, typer.Option(
+        help="Give up after this many seconds; device.health is read up to its end as of the start.")] = 30.0,
+) -> None:
+    """The fleet by version and state: the latest heartbeat of every device in device.health, judged now."""
+    messages = read_health(timeout)
     rows = fleet_status(messages, int(time.time() * 1000))
     devices = [r for r in rows if "device_id" in r]
     if as_json:

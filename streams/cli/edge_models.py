@@ -123,20 +123,22 @@ def _show(record: dict[str, Any]) -> None:
 def degraded_command(
     factor: Annotated[float, typer.Option(help="Latency above this multiple of the reference is degraded.")] = 2.0,
     consecutive: Annotated[int, typer.Option(help="Heartbeats in a row above it before a device is flagged.")] = 3,
+    timeout: Annotated[float, typer.Option(
+        help="Give up after this many seconds; device.health is read up to its end as of the start.")] = 120.0,
 ) -> None:
     """Devices whose local model got slower than their peers (or their own start): re-optimise their class.
 
-    Reads the device.health topic from its start. Exit 1 when a device is flagged.
+    Reads the device.health topic from its start up to its end as of now. Exit 1 when a device is flagged.
     """
-    from connectors.kafka import KafkaSettings, read_topic
     from schemas import AvroSerde, DecodeError, ValidationError
     from schemas.catalog import DEVICE_HEALTH
+    from streams.cli.edge import read_health
     from streams.flows.edge_reoptimise import ReoptimiseWatch
 
     serde, watch = AvroSerde(), ReoptimiseWatch(factor=factor, consecutive=consecutive)
     last: dict[str, dict[str, Any]] = {}
     bad = 0
-    for msg in read_topic(KafkaSettings(), "device.health", idle=1.0, timeout=120.0):
+    for msg in read_health(timeout):
         try:
             health = serde.decode(msg.value(), DEVICE_HEALTH)
         except (DecodeError, ValidationError):  # one bad message must not hide the fleet: counted, said below

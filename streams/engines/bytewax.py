@@ -202,6 +202,7 @@ class StagedStates:
         self._next = time.time_ns()  # versions grow across restarts too
         self._staged: list[tuple[str, int, bytes]] = []
         self._forget: list[tuple[float, str, int]] = []  # (when, key, below)
+        self._drop: list[tuple[str, int]] = []  # (key, version) that no checkpoint refers to
         self.durable = 0  # every version up to this is written
         self._flushed = time.monotonic()
 
@@ -233,6 +234,19 @@ class StagedStates:
         with self._lock:
             self._forget.append((time.monotonic() + self.GRACE_S, key, self._next + 1 if below is None else below))
 
+    def drop(self, key: str, version: int) -> None:
+        """Delete a version that no checkpoint refers to, with the next write (no grace).
+
+        Parameters
+        ----------
+        key
+            The device (state key).
+        version
+            The version (``stage``), staged or written.
+        """
+        with self._lock:
+            self._drop.append((key, version))
+
     def flush(self, force: bool = False) -> int:
         """Write what is staged if the last write is ``FLUSH_EVERY_S`` old; returns ``durable``.
 
@@ -246,10 +260,11 @@ class StagedStates:
             if not force and now - self._flushed < self.FLUSH_EVERY_S:
                 return self.durable
             due = [(k, below) for at, k, below in self._forget if at <= now]
-            if not self._staged and not due:
+            if not self._staged and not due and not self._drop:
                 return self.durable
-            self.store.put_versions(self._staged, due)
+            self.store.put_versions(self._staged, due, self._drop)
             self._forget = [f for f in self._forget if f[0] > now]
+            self._drop = []
             self.durable = self._next
             self._staged = []
             self._flushed = now
@@ -378,7 +393,7 @@ class _BucketLogic(StatefulBatchLogic):
         return _as_one(emits), StatefulBatchLogic.RETAIN
 
     def _drop(self, key: str) -> None:
-        stored = self.refs.pop(key, None) is not None or self.pending.pop(key, None) is not None
+        stored = [self.refs.pop(key, None), self.pending.pop(key, None)] != [None, None]
         self.inline.pop(key, None)
         self.dirty.discard(key)
         self.due.pop(key, None)
@@ -388,7 +403,7 @@ class _BucketLogic(StatefulBatchLogic):
     def snapshot(self) -> bytes:
         durable = self.staged.flush() if self.staged is not None else 0
         for key, version in list(self.pending.items()):
-            if version <= durable:  # written: the checkpoint carries its version from now on
+            if version <= durable and key not in self.dirty:  # written: the checkpoint carries its version now
                 previous = self.refs.get(key)
                 self.refs[key] = version
                 del self.inline[key], self.pending[key]
@@ -396,8 +411,10 @@ class _BucketLogic(StatefulBatchLogic):
                     self.staged.forget(key, version)
         for key in self.dirty:
             blob = self.inline[key] = encode_processor(self.live[key], key)
-            self.pending.pop(key, None)
             if self.staged is not None:
+                replaced = self.pending.pop(key, None)
+                if replaced is not None:  # no checkpoint refers to it: each that has it has the key's bytes too
+                    self.staged.drop(key, replaced)
                 self.pending[key] = self.staged.stage(key, blob)
         for key in [k for k in self.live if k not in self.dirty]:  # a whole epoch silent: bytes until it speaks
             del self.live[key]
@@ -418,6 +435,8 @@ def _bucket_states(spec: FlowSpec, blob: bytes, store: IdleStore | None) -> dict
         return {}
     states = dict(bucket.states)
     for key, version in bucket.refs.items():
+        if key in states:  # its bytes are newer than that version
+            continue
         found = store.get_version(key, version) if store is not None else None
         if found is None:
             refuse(spec.name, f"of {key!r}", StateError(f"version {version} of its state is in no state store"))
@@ -429,8 +448,9 @@ def _bucket_states(spec: FlowSpec, blob: bytes, store: IdleStore | None) -> dict
 def _move_to_idle(spec: FlowSpec, idle: IdleStore | None, states: dict[str, bytes]) -> None:
     """States resumed in another layout, into the idle store, where each key finds its own when it next speaks.
 
-    Held first (``IdleStore.hold``): Bytewax builds every resumed logic before it notifies any, so the first moved
-    logic to leave commits all of them in one transaction (100,000 devices' states in one, not 100,000 syncs).
+    Written at once without a sync (``IdleStore.hold``), so that a key speaking on another process of a cluster
+    finds its state there; Bytewax builds every resumed logic before it notifies any, so the first moved logic to
+    leave syncs all of them (100,000 devices' states in one sync, not 100,000).
     Safe to repeat after a crash: the resumed logics are discarded only after the commit, and a key that the new
     layout has saved since keeps that newer state (the idle store is read only for keys without one).
     """

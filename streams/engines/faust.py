@@ -482,6 +482,7 @@ def build_app(
 
     async def drain(stream: Any, repartitioned: bool) -> None:
         _ack_only_processed(app.consumer, spec.name)
+        runner.open_sinks()  # at start-up, as Bytewax builds its sinks: a sink may serve before any event
         try:
             async for batch in stream.noack_take(batch_size, within=batch_within):
                 try:

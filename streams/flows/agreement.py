@@ -4,7 +4,9 @@ A device on ``sensor_batch`` v2 says which readings its model flagged (``local_f
 version); the sensor flow scores the same readings on ``scores.anomaly``. ``AgreementJoin`` pairs the two
 by (device, sensor, timestamp) for the devices it watches only, and counts the four outcomes. Whichever
 side arrives first waits in a bounded per-series buffer (the newest ``max_pending`` readings), so a side
-that never comes (the anomaly flow down, a device summarising) costs a fixed amount of memory.
+that never comes (the anomaly flow down, a device summarising) costs a fixed amount of memory. The
+timestamps joined last (as many again) are remembered, so a batch and its scores delivered again after
+the join (at-least-once delivery) are not counted twice.
 
 The measures: ``agreement`` is the share of joined readings where both say the same (anomalous or not);
 ``recall`` is the share of the platform's anomalies the device also flagged (None when the platform
@@ -57,6 +59,9 @@ class Agreement:
                 f"recall of the platform's anomalies {recall})")
 
 
+_NONE = np.zeros(0, dtype=np.int64)
+
+
 @dataclass
 class _Side:
     times: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -73,7 +78,8 @@ class AgreementJoin:
     version
         Only readings this model version flagged count (older batches are the previous model's).
     max_pending
-        Readings kept per device, sensor and side while the other side has not arrived.
+        Readings kept per device, sensor and side while the other side has not arrived, and joined
+        timestamps remembered per device and sensor to ignore a redelivery.
     """
 
     def __init__(self, devices: list[str], version: str, max_pending: int = 4096) -> None:
@@ -81,6 +87,7 @@ class AgreementJoin:
         self.max_pending = max_pending
         self.counts = {d: Agreement() for d in devices}
         self._pending: dict[tuple[str, str], tuple[_Side, _Side]] = {}
+        self._joined: dict[tuple[str, str], np.ndarray] = {}
 
     def watches(self, device_id: str) -> bool:
         return device_id in self.counts
@@ -106,10 +113,13 @@ class AgreementJoin:
             self._add(device, s["sensor"], 1, times, values >= scores["threshold"])
 
     def _add(self, device: str, sensor: str, side: int, times: np.ndarray, flags: np.ndarray) -> None:
-        sides = self._pending.setdefault((device, sensor), (_Side(), _Side()))
+        key = (device, sensor)
+        sides = self._pending.setdefault(key, (_Side(), _Side()))
         mine, other = sides[side], sides[1 - side]
+        joined = self._joined.get(key, _NONE)
         times, first = np.unique(times, return_index=True)  # a reading twice in one batch counts once
-        flags = flags[first]
+        new = ~np.isin(times, joined) & ~np.isin(times, mine.times)  # nor one delivered again
+        times, flags = times[new], flags[first][new]
         _, at_mine, at_other = np.intersect1d(times, other.times, return_indices=True)
         local, platform = flags[at_mine], other.flags[at_other]
         if side == 1:
@@ -119,6 +129,8 @@ class AgreementJoin:
         c.device_only += int(np.sum(local & ~platform))
         c.platform_only += int(np.sum(~local & platform))
         c.neither += int(np.sum(~local & ~platform))
+        if len(at_mine):
+            self._joined[key] = np.concatenate([joined, times[at_mine]])[-self.max_pending :]
         keep_other = np.ones(len(other.times), dtype=bool)
         keep_other[at_other] = False
         other.times, other.flags = other.times[keep_other], other.flags[keep_other]

@@ -329,7 +329,7 @@ def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registr
          policy: dict[str, Any] | None = None) -> FlowSpec:
     """The click flow with retraining: clicks and drift events in; predictions and feedback out. With
     ``[recommend] port`` set, the process that runs it also serves top-k recommendations from the live model
-    (from its first processor on: building the spec starts nothing, so the live page can read its topics).
+    (from the engine's start on: building the spec starts nothing, so the live page can read its topics).
 
     Parameters
     ----------
@@ -340,7 +340,7 @@ def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registr
     policy
         ``RetrainingSettings`` fields that win over the settings.
     """
-    from streams.apps.recommend import serve_from_settings
+    from streams.apps.recommend import RecommendSettings, ServingSink
     from streams.tracking import configure
 
     settings = RetrainingSettings()
@@ -351,7 +351,6 @@ def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registr
     merged = settings.policy() | (policy or {})
 
     def make(_key: str) -> RetrainingClickProcessor:
-        serve_from_settings()
         return RetrainingClickProcessor(model_name, click_wait_ms=click_wait_ms, registry_dir=folder, policy=merged,
                                         tracking_uri=uri, poll_s=mlflow.poll_s, retry_s=mlflow.retry_s)
 
@@ -361,4 +360,5 @@ def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000, registr
         make_processor=make,
         outputs={"predictions": PREDICTION, "feedback": FEEDBACK},
         key=lambda _event: model_name,
+        sinks=[ServingSink] if RecommendSettings().port is not None else [],
     )

@@ -82,6 +82,7 @@ class SensorProducer:
         self.bad = malformed_messages(bad_events, seed=seed)
         self.stats = ProduceStats()
         self.producer = EventProducer(settings)
+        self.closed = False
 
     def run(
         self,
@@ -135,6 +136,24 @@ class SensorProducer:
         self.stats.injected = len(self.sim.injected)
         return self.stats
 
+    def close(self, timeout: float = 60.0) -> None:
+        """Flush what is still queued and close the Kafka client (``DeliveryError`` if some was not delivered).
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for acknowledgements.
+        """
+        if not self.closed:
+            self.closed = True
+            self.producer.close(timeout)
+
+    def __enter__(self) -> SensorProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _send_bad(self) -> None:
         _reason, value = self.bad[self.stats.bad]
         self.producer.produce_raw(TOPIC, value, key=f"bad-{self.stats.bad}")
@@ -178,7 +197,15 @@ def produce(
     progress
         Show a progress line on the terminal.
     """
-    producer = SensorProducer(settings, devices=devices, rate=rate, anomaly_rate=anomaly_rate, bad_events=bad_events)
+    with SensorProducer(settings, devices=devices, rate=rate, anomaly_rate=anomaly_rate,
+                        bad_events=bad_events) as producer:
+        stats = _run(producer, count, duration, progress)
+    if truth_path is not None:
+        producer.write_truth(truth_path)
+    return stats
+
+
+def _run(producer: SensorProducer, count: int | None, duration: float | None, progress: bool) -> ProduceStats:
     if progress:
         from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
@@ -189,9 +216,5 @@ def produce(
                 bar.update(task, description=f"producing: {s.messages} messages, {s.readings} readings, "
                                              f"{s.injected} anomalies injected")
 
-            stats = producer.run(count=count, duration=duration, on_progress=show)
-    else:
-        stats = producer.run(count=count, duration=duration)
-    if truth_path is not None:
-        producer.write_truth(truth_path)
-    return stats
+            return producer.run(count=count, duration=duration, on_progress=show)
+    return producer.run(count=count, duration=duration)

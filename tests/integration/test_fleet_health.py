@@ -79,7 +79,7 @@ def test_a_stopped_agent_opens_a_silent_alert_that_resolves_when_it_returns(
         assert opened["details"]["device_class"] == "rpi4"
         status = {r["device_id"]: r for r in fleet_now(silent_after_s=4) if "device_id" in r}
         assert status["pi-2"]["state"] == "silent" and status["pi-1"]["state"] == "ok", status
-        # live agents never leave device.health quiet for --idle, so without --timeout it reads for 30 s
+        # live agents keep sending: it reads up to the end as of its start (test_edge_status_live)
         shown = CliRunner().invoke(app, ["edge", "status", "--timeout", "10"], env={
             "EDDYLINE_CONFIG": str(tmp_path / "absent.toml"), "EDDYLINE_FLEET_SILENT_AFTER_S": "4",
             "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,

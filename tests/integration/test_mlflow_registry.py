@@ -11,7 +11,6 @@ exactly once when the server is back.
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from models.registry.mlflow_store import MlflowRegistry
 from streams.flows import drift, retraining
 from streams.flows.clicks import MODEL_NAME
 from streams.processor import Emit, Event, run_local
+from streams.state import decode_processor, encode_processor
 
 POLICY = {"train_window": 1000, "min_fresh": 1000, "shadow_events": 1000, "margin": 0.01, "cooldown": 100_000,
           "quality_drop": 10.0}
@@ -72,6 +72,20 @@ def new_state() -> dict:
     return {"procs": {}, "dprocs": {}, "pending": []}
 
 
+def checkpoint(state: dict) -> dict:
+    """What an engine keeps: each processor as versioned plain bytes (never pickled), and the events in flight."""
+    return {"procs": {k: encode_processor(p, k) for k, p in state["procs"].items()},
+            "dprocs": {k: encode_processor(p, k) for k, p in state["dprocs"].items()}, "pending": list(state["pending"])}
+
+
+def restart(saved: dict) -> dict:
+    """Processors rebuilt from a checkpoint, as an engine does at start: new registry clients, the queues loaded."""
+    retrain_spec, drift_spec = retraining.flow(policy=POLICY), drift.flow()
+    return {"procs": {k: decode_processor(b, retrain_spec.make_processor(k)) for k, b in saved["procs"].items()},
+            "dprocs": {k: decode_processor(b, drift_spec.make_processor(k)) for k, b in saved["dprocs"].items()},
+            "pending": list(saved["pending"])}
+
+
 def settle(state: dict, timeout: float = 90.0) -> None:
     """Wait until the processor's registry changes were applied and a later read of the registry arrived,
     as time passing between batches gives them live."""
@@ -109,7 +123,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_drift_challenger_promoted_by_alias_then_rolled_back(on_server, events) -> None:
     state = new_state()
     first = closed_loop(events[:2000], state)
-    checkpoint = pickle.dumps(state)
+    saved = checkpoint(state)
     rest = closed_loop(with_drift(events[2000 : BEFORE + AFTER], BEFORE + 300 - 2000), state)
     reg = MlflowRegistry(on_server.url)
     champ = reg.champion(MODEL_NAME)
@@ -137,7 +151,7 @@ def test_drift_challenger_promoted_by_alias_then_rolled_back(on_server, events) 
     assert reg.load_artifact(MODEL_NAME, "1")["logit"]  # the retired champion's last state, for a rollback
 
     # a replay from the checkpoint at event 2000 registers and promotes nothing twice
-    replayed = pickle.loads(checkpoint)
+    replayed = restart(saved)
     for proc in state["procs"].values():
         proc.outbox.close()  # the first run "crashed"
     closed_loop(with_drift(events[2000 : BEFORE + AFTER], BEFORE + 300 - 2000), replayed)
@@ -180,10 +194,10 @@ def test_server_down_delays_registration_and_loses_nothing(on_server, events) ->
     impressions = sum(e.record["action"] == "IMPRESSION" for e in events[3000 : BEFORE + AFTER])
     assert len(served(out)) == impressions and set(served(out)) == {"1"}  # scoring never stopped
     assert proc.phase == "registering" and proc.outbox.pending >= 1
-    checkpoint = pickle.dumps(state)  # the durable pending record: the queue is in the processor's checkpoint
+    saved = checkpoint(state)  # the durable pending record: the queue is in the processor's checkpoint
     proc.outbox.close()  # ... and the process dies
 
-    restarted = pickle.loads(checkpoint)
+    restarted = restart(saved)
     on_server.start()
     closed_loop(events[BEFORE + AFTER : BEFORE + AFTER + 500], restarted)
     versions = reg.versions(MODEL_NAME)

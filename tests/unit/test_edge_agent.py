@@ -94,6 +94,29 @@ def test_agent_buffers_everything_while_the_broker_is_away(config: Path) -> None
     assert agent.errors >= 2  # the flaky source's exception and its NaN were counted, not dropped silently
 
 
+def test_a_batch_that_fails_to_encode_counts_its_readings_as_dropped(
+    config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    use_config_file(config)
+    agent = Agent.from_settings(EdgeSettings(), KafkaSettings())
+    agent.batcher.add([Chunk("temp", "celsius", [1000, 2000, 3000], [20.5, 20.75, 21.0])])
+    agent.batcher.add([Chunk("hum", "percent", [1000], [40.0])])
+
+    def broken(*_: object) -> bytes:
+        raise ValueError("no schema")
+
+    agent.encoder.encode = broken  # type: ignore[method-assign]
+    with caplog.at_level("WARNING", logger="edge_agent"):
+        agent._seal()
+        agent.batcher.add([Chunk("temp", "celsius", [4000], [21.0])])
+        agent._seal()
+    hb = agent.heartbeat()
+    assert hb.dropped_readings == 5 and agent.errors == 2 and agent.buffer.depth == 0
+    logged = [r.getMessage() for r in caplog.records if "encoding" in r.getMessage()]
+    assert len(logged) == 1 and "4 readings: no schema" in logged[0]
+    agent.buffer.close()
+
+
 def test_cli_buffer_stats_after_a_run(
     config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

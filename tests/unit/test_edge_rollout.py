@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +16,7 @@ pytest.importorskip("onnxruntime")
 
 from edge_agent.inference.local import LocalInference  # noqa: E402
 from edge_agent.inference.model import build_model  # noqa: E402
-from edge_agent.inference.updates import ModelUpdates  # noqa: E402
+from edge_agent.inference.updates import ModelUpdates, UpdateFeed  # noqa: E402
 from edge_agent.sources import Chunk  # noqa: E402
 from schemas.canary import choose_canaries  # noqa: E402
 from schemas.signing import SignatureError, Verifier, generate_keypair, sign_model  # noqa: E402
@@ -286,3 +287,41 @@ def test_edge_commands_say_what_to_do_before_touching_kafka(tmp_path: Path, monk
     assert runner.invoke(app, ["edge", "keygen", "--out", str(tmp_path)]).exit_code == 0
     again = runner.invoke(app, ["edge", "keygen", "--out", str(tmp_path)])
     assert again.exit_code == 2 and "never overwritten" in again.output
+
+
+class _SlowBroker:
+    """A consumer whose metadata request waits until the test lets the broker answer."""
+
+    def __init__(self, topics: list[str]) -> None:
+        self.topics, self.answer, self.asked_from, self.assigned = topics, threading.Event(), set(), []
+
+    def list_topics(self, timeout: float) -> SimpleNamespace:
+        self.asked_from.add(threading.get_ident())
+        if not self.answer.wait(timeout):
+            raise RuntimeError("metadata request timed out")
+        return SimpleNamespace(topics={t: SimpleNamespace(error=None, partitions={0: None}) for t in self.topics})
+
+    def incremental_assign(self, parts: list) -> None:
+        self.assigned += parts
+
+    def consume(self, n: int, timeout: float) -> list:
+        assert timeout == 0
+        return []
+
+    def close(self) -> None:
+        self.answer.set()
+
+
+def test_sampling_never_waits_on_the_models_topics_metadata() -> None:
+    feed = UpdateFeed({"bootstrap.servers": "127.0.0.1:9", "group.id": "unit"}, "models", "rollouts", SimpleNamespace())
+    feed.consumer.close()
+    feed.consumer = slow = _SlowBroker(["models", "rollouts"])
+    for _ in range(100):  # the sampling loop's calls while the topics are missing and the broker is slow
+        feed.poll()
+    assert threading.get_ident() not in slow.asked_from  # asked (if yet) off the sampling loop
+    assert slow.assigned == [] and not slow.answer.is_set()
+    slow.answer.set()
+    feed._watcher.join(10)
+    feed.poll()
+    assert sorted(p.topic for p in slow.assigned) == ["models", "rollouts"]
+    feed.close()

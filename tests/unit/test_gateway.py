@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from connectors.broker import free_port
 from connectors.gateway import GatewaySettings, create_app
+from connectors.gateway.app import Gateway
 from connectors.gateway.auth import TokenAuth
 from connectors.gateway.errors import GatewayError
 from connectors.gateway.openapi import openapi_spec
@@ -169,7 +170,23 @@ def test_accepted_events_get_ids_stable_across_retries(client: TestClient) -> No
     assert other.json()["event_ids"][0] != first.json()["event_ids"][0]
     click = {"user_id": "u", "item_id": "i", "action": "IMPRESSION"}
     ids = {client.post("/v1/clicks", json=click, headers=AUTH).json()["event_ids"][0] for _ in range(2)}
-    assert len(ids) == 1
+    assert len(ids) == 2  # no event_id, no seq: two identical clicks are two events, not a retry
+    both = client.post("/v1/clicks", json=[click, click], headers=AUTH).json()["event_ids"]
+    assert len(set(both)) == 2
+    retried = {client.post("/v1/clicks", json={**click, "event_id": "c-1"}, headers=AUTH).json()["event_ids"][0]
+               for _ in range(2)}
+    assert retried == {"c-1"}
+
+
+def test_the_producer_is_the_token_never_the_client_word(client: TestClient) -> None:
+    framed = client.post("/v1/sensors", json=[_sensor(9), {**_sensor(8), "producer": "web-3"}], headers=AUTH)
+    assert framed.status_code == 422 and framed.json()["problems"][0]["path"] == "[1].producer"
+    assert "'gateway/unit'" in framed.json()["problems"][0]["message"]
+    own = client.post("/v1/sensors", json={**_sensor(8), "producer": "gateway/unit"}, headers=AUTH)
+    assert own.status_code == 202
+    record = {"device_id": "d1", "seq": 8}
+    Gateway._fill(ENDPOINTS["sensor_batch"], record, "unit", 0)
+    assert record["producer"] == "gateway/unit"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 from scipy.signal import resample_poly
@@ -78,3 +80,17 @@ def test_a_twilio_start_whose_parameters_are_not_an_object_is_unauthenticated() 
     with pytest.raises(GatewayError) as refused:
         _TwilioCall(gateway, None).start({"callSid": "CA1", "customParameters": ["token", "x"]})
     assert refused.value.status == 401
+
+
+def test_a_second_twilio_start_for_another_call_ends_the_first_calls_tracks() -> None:
+    frame = {"payload": base64.b64encode(mulaw_encode(np.full(4000, 800, np.int16))).decode()}
+    call = _TwilioCall(None, "calls")
+    assert call.start({"callSid": "CA1"}) == []
+    first = call.media(frame) + call.media({**frame, "track": "outbound"})
+    assert {r["conversation_id"] for r in first} == {"CA1", "CA1/outbound"}
+    assert call.start({"callSid": "CA1"}) == [] and call.media(frame)[0]["seq"] > 0  # the same call goes on
+    ended = call.start({"callSid": "CA2"})
+    assert {(r["conversation_id"], r["final"]) for r in ended} == {("CA1", True), ("CA1/outbound", True)}
+    second = call.media(frame) + call.media({**frame, "track": "outbound"})
+    assert {r["conversation_id"] for r in second} == {"CA2", "CA2/outbound"} and second[0]["seq"] == 0
+    assert {r["conversation_id"] for r in call.finish()} == {"CA2", "CA2/outbound"}

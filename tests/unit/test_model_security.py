@@ -91,6 +91,13 @@ def test_release_starts_fresh_history_with_a_grace_period() -> None:
     assert [v.rule for v in later] == ["one_item"]
 
 
+def test_releasing_a_source_that_is_not_quarantined_changes_nothing() -> None:
+    det = PoisonDetector(PoisonLimits(one_item_min=10, release_grace_ms=HOUR))
+    assert [v for i in range(9) for v in det.observe(i, "x", 1.0, producer="p")] == []
+    assert not det.release("producer:p", 9)  # no reset of its history, no grace period
+    assert [v.rule for v in det.observe(10, "x", 1.0, producer="p")] == ["one_item"]
+
+
 def test_quarantined_sources_do_not_move_the_item_consensus() -> None:
     det = PoisonDetector()
     det.quarantine("producer:bot", "operator", "by hand", 0)

@@ -107,10 +107,11 @@ def test_the_api_is_served_once_per_process_on_the_configured_port(monkeypatch) 
         recommend_api._serving.pop(("127.0.0.1", port)).stop()
 
 
-def test_building_the_click_flow_serves_nothing_until_a_processor_runs(monkeypatch, tmp_path) -> None:
+def test_the_click_flow_serves_from_engine_start_up_and_building_it_starts_nothing(monkeypatch, tmp_path) -> None:
     import socket
 
     from streams.apps import recommend as recommend_api
+    from streams.engines.bytewax import _SideSink
     from streams.flows import retraining
 
     with socket.socket() as s:
@@ -121,8 +122,12 @@ def test_building_the_click_flow_serves_nothing_until_a_processor_runs(monkeypat
         spec = retraining.flow(registry_dir=tmp_path / "registry")  # as the live page's lag chart builds every flow
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))  # still free for the process that runs the flow
-        spec.make_processor(clicks.MODEL_NAME)
-        assert _get(f"http://127.0.0.1:{port}/health")[0] == 200
+        recommend_api.LIVE.pop(clicks.MODEL_NAME, None)
+        for factory in spec.sinks:  # what the engine does as it starts the dataflow, before any event
+            _SideSink(factory).build("side-sink", 0, 1)
+        assert _get(f"http://127.0.0.1:{port}/health")[0] == 200  # up before the first event made a processor
+        status, body = _get(f"http://127.0.0.1:{port}/models")
+        assert status == 200 and clicks.MODEL_NAME not in {m["model_name"] for m in body["models"]}
     finally:
         server = recommend_api._serving.pop(("127.0.0.1", port), None)
         if server is not None:

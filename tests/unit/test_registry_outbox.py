@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from models.registry import ModelRegistry, RegistryOutbox
 
@@ -56,3 +59,15 @@ def test_a_read_taken_before_a_change_was_applied_is_not_settled(tmp_path: Path)
     finally:
         reg.go.set()
         outbox.close()
+
+
+def test_an_outbox_is_never_pickled_its_queue_is_checkpointed_as_plain_data(tmp_path: Path) -> None:
+    box = RegistryOutbox(ModelRegistry(tmp_path), "m")
+    with pytest.raises(TypeError, match="never pickled"):
+        pickle.dumps(box)
+    box.submit("register", artifact={"w": [1.0]}, reason="first", champion=True, action_id="a1")
+    again = RegistryOutbox(ModelRegistry(tmp_path), "m")
+    again.load(box.state())
+    assert again.pending == 1
+    again.step()
+    assert again.pending == 0 and again.result("a1") is not None

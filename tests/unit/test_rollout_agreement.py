@@ -98,6 +98,23 @@ def test_join_counts_the_four_outcomes_whichever_side_comes_first(scores_first: 
     assert j.pending() == 0
 
 
+@pytest.mark.parametrize("scores_first", [False, True])
+def test_readings_delivered_again_on_both_sides_count_once(scores_first: bool) -> None:
+    j = AgreementJoin(["pi-1"], "v2")
+    local = np.zeros(100, dtype=bool)
+    local[[10, 20]] = True
+    platform = np.zeros(100, dtype=bool)
+    platform[[10, 40]] = True
+    feed = [lambda: j.add_readings(batch("pi-1", "v2", local)), lambda: j.add_scores(scores("pi-1", platform))]
+    for _ in range(2):  # the second round: both records redelivered after the join
+        for f in reversed(feed) if scores_first else feed:
+            f()
+    feed[0]()  # one side alone once more: already joined, so nothing waits for its other side
+    a = j.counts["pi-1"]
+    assert (a.both, a.device_only, a.platform_only, a.neither) == (1, 1, 1, 97)
+    assert j.pending() == 0
+
+
 def test_join_ignores_other_devices_other_versions_and_unscored_batches_and_stays_bounded() -> None:
     j = AgreementJoin(["pi-1"], "v2", max_pending=100)
     j.add_readings(batch("pi-9", "v2", np.ones(50, dtype=bool)))

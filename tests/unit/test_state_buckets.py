@@ -6,7 +6,7 @@ restart, on_notify), without a broker; the flow against the real broker is in te
 
 import itertools
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -163,10 +163,10 @@ def test_a_checkpoint_of_one_key_per_device_moves_into_buckets_and_scores_on(tmp
     worker = Worker(tmp_path)
     # Bytewax resumes each old key under its device id and builds them all before it notifies any
     logics = [worker.build(encode_processor(processor, key)) for key, processor in per_device.items()]
-    assert set(worker.store.keys()) == set()  # held, not yet written
+    assert set(worker.store.keys()) == set(per_device)  # written at once (synced when the first leaves)
     assert all(logic.notify_at() is not None for logic in logics)
     assert logics[0].on_notify()[1] is _BucketLogic.DISCARD
-    assert set(worker.store.keys()) == set(per_device)  # all of them, with the first to leave
+    assert not worker.store._unsynced
     assert all(logic.on_notify()[1] is _BucketLogic.DISCARD for logic in logics[1:])
     assert by_device(worker.feed(tail)) == by_device(run_local(SPEC, tail, processors=_reference_after(head)))
 
@@ -206,3 +206,60 @@ def test_a_bucket_checkpointed_empty_leaves_at_once(tmp_path):
     logic = Worker(tmp_path).build(encode_bucket(Bucket(BUCKETS, -1, {})))
     assert logic.notify_at() is not None
     assert logic.on_notify()[1] is _BucketLogic.DISCARD
+
+
+def test_states_moved_by_one_process_reach_a_device_that_speaks_on_another_before_the_move_commits(tmp_path):
+    # a cluster restarted with another layout: process 1 resumes a device's old state, process 0 has its new bucket
+    evs = events(42, devices=1)
+    head, tail = evs[:21], evs[21:]
+    per_device = _reference_after(head)
+    folder = tmp_path / "idle"
+    one = IdleStore(folder / "idle-1.sqlite3", peers="idle*.sqlite3")
+    zero = IdleStore(folder / "idle-0.sqlite3", peers="idle*.sqlite3")
+    output = FlowOutput(SPEC, KafkaSettings())
+    moved = [_BucketLogic(SPEC, output, encode_processor(p, k), one, None, BUCKETS, StagedStates(one))
+             for k, p in per_device.items()]
+    fresh = _BucketLogic(SPEC, output, None, zero, None, BUCKETS, StagedStates(zero))
+    got = [e for emits in fresh.on_batch(tail)[0] for e in emits]  # before process 1 notifies its moved logics
+    assert by_device(got) == by_device(run_local(SPEC, tail, processors=_reference_after(head)))
+    assert all(logic.on_notify()[1] is _BucketLogic.DISCARD for logic in moved)
+
+
+def test_a_device_that_speaks_every_epoch_keeps_a_bounded_number_of_versions_in_the_store(tmp_path):
+    # a version that no checkpoint refers to alone (its key was re-encoded in the same snapshot) waits for no grace
+    evs = events(60, devices=1)
+    worker = Worker(tmp_path)
+    worker.feed(evs[:2])
+    worker.epoch()
+    worker.epoch()  # the device's state by version: what a checkpoint of a quiet device refers to
+    for i in range(2, 60, 2):
+        worker.feed(evs[i:i + 2])
+        worker.epoch()
+    worker.staged.flush(force=True)
+    rows = worker.store._db.execute("SELECT COUNT(*) FROM versions").fetchone()[0]
+    assert rows <= 2, f"{rows} versions of one device after 30 epochs within the grace"
+    assert len(worker.staged._forget) <= 1
+    worker.restart()
+    tail = events(70, devices=1)[60:]
+    assert by_device(worker.feed(tail)) == by_device(run_local(SPEC, tail, processors=_reference_after(evs)))
+
+
+def test_a_device_that_leaves_while_its_new_state_waits_to_be_written_leaves_its_bucket_whole(tmp_path):
+    # stored by version, then changed (its new bytes staged), then idle before its bucket's next snapshot
+    evs = events(42, devices=7)
+    one, other = next((a, b) for a, b in itertools.combinations(sorted({SPEC.key(e) for e in evs}), 2)
+                      if bucket_of(a, BUCKETS) == bucket_of(b, BUCKETS))
+    evs = [e for e in evs if SPEC.key(e) in (one, other)]
+    head, tail = evs[:len(evs) // 2], evs[len(evs) // 2:]
+    worker = Worker(tmp_path, idle_after=timedelta(hours=1))
+    worker.feed(head[:4])
+    worker.epoch()
+    worker.epoch()
+    worker.feed(head[4:])
+    worker.epoch()
+    (logic,) = worker.logics.values()
+    logic.due[one] = logic.next_due = datetime.now(UTC) - timedelta(seconds=1)
+    assert logic.on_notify()[1] is _BucketLogic.RETAIN  # the other device stays
+    worker.epoch()  # Bytewax snapshots a key it notified
+    worker.restart()
+    assert by_device(worker.feed(tail)) == by_device(run_local(SPEC, tail, processors=_reference_after(head)))

@@ -40,7 +40,8 @@ def command(
 
     live = LiveSettings()
     token = live.token.get_secret_value() if live.token else None
-    page = LivePage(KafkaSettings(), host, port, token=token, origins=live.origins).start()
+    page = LivePage(KafkaSettings(), host, port, token=token, origins=live.origins,
+                    login_code_ttl_s=live.login_code_ttl_s).start()
     typer.echo(f"live page on {page.url} (Ctrl-C stops it); log in once with {page.login_url()}", err=True)
     if token is None:
         typer.echo("scripts: set EDDYLINE_LIVE_TOKEN (or [live] token) and send 'Authorization: Bearer <token>'",

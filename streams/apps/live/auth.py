@@ -12,7 +12,8 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -37,6 +38,8 @@ class LiveSettings(Section):
         Further origins (``https://live.example.com``) whose pages may open the WebSocket, for a page
         served behind a proxy; the page's own address (and loopback names for a loopback or wildcard
         bind) are always accepted.
+    login_code_ttl_s
+        How long a login link works (it works once in any case); an unused link then expires.
     """
 
     toml_table = "live"
@@ -44,6 +47,7 @@ class LiveSettings(Section):
 
     token: SecretStr | None = None
     origins: list[str] = Field(default_factory=list)
+    login_code_ttl_s: float = Field(default=600.0, gt=0)
 
     @field_validator("token")
     @classmethod
@@ -65,28 +69,44 @@ class LiveAuth:
         The bearer token; a random one when None.
     origins
         Origins accepted on the WebSocket besides the page's own (see ``allowed_origins``).
+    code_ttl_s
+        Seconds a login code stays valid if unused.
+    max_codes
+        Unused codes kept at most; minting one more forgets the oldest.
+    clock
+        Monotonic seconds (a fake one in tests).
     """
 
-    def __init__(self, token: str | None = None, origins: Iterable[str] = ()) -> None:
+    def __init__(self, token: str | None = None, origins: Iterable[str] = (), *, code_ttl_s: float = 600.0,
+                 max_codes: int = 64, clock: Callable[[], float] = time.monotonic) -> None:
         self.token = token or secrets.token_urlsafe(32)
         self.session = secrets.token_urlsafe(32)
         self.extra_origins = {o.rstrip("/") for o in origins}
-        self._codes: set[str] = set()
+        self.code_ttl_s, self.max_codes, self._clock = code_ttl_s, max_codes, clock
+        self._codes: dict[str, float] = {}  # code -> when it expires, oldest first
         self._lock = threading.Lock()
 
     def login_code(self) -> str:
         code = secrets.token_urlsafe(24)
         with self._lock:
-            self._codes.add(code)
+            now = self._clock()
+            for old in [c for c, expires in self._codes.items() if expires <= now]:
+                del self._codes[old]
+            while len(self._codes) >= self.max_codes:
+                del self._codes[next(iter(self._codes))]
+            self._codes[code] = now + self.code_ttl_s
         return code
 
     def redeem(self, code: str) -> bool:
-        """True once per code: a login link that leaked into a log or history is of no use afterwards."""
+        """True once per code and only within its TTL: a login link that leaked into a log or history is of no
+        use afterwards."""
         with self._lock:
-            if code in self._codes:
-                self._codes.discard(code)
-                return True
-        return False
+            expires = self._codes.pop(code, None)
+            return expires is not None and self._clock() < expires
+
+    def codes(self) -> int:
+        """Codes held (unused, possibly expired until the next mint)."""
+        return len(self._codes)
 
     def allows(self, headers: Mapping[str, str]) -> bool:
         """A matching bearer token or session cookie, compared in constant time."""

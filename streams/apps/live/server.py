@@ -197,6 +197,8 @@ class LivePage:
         The bearer token scripts send; a random one when None (``login_url()`` lets a browser in).
     origins
         Further origins whose pages may open the WebSocket (the page's own are always accepted).
+    login_code_ttl_s
+        How long an unused login link works.
     """
 
     def __init__(
@@ -210,10 +212,11 @@ class LivePage:
         lag_interval_s: float = 2.0,
         token: str | None = None,
         origins: Iterable[str] = (),
+        login_code_ttl_s: float = 600.0,
     ) -> None:
         self.settings, self.host, self.port = settings, host, port
         self.push_interval_s = push_interval_s
-        self.auth = LiveAuth(token, origins)
+        self.auth = LiveAuth(token, origins, code_ttl_s=login_code_ttl_s)
         self.state = LiveState(limits)
         self.lock = threading.Lock()
         self.reader = TopicReader(settings, self.state, self.lock)
@@ -304,7 +307,7 @@ class LivePage:
         if path == "/login":
             code = parse_qs(urlsplit(request.path).query).get("code", [""])[0]
             if not self.auth.redeem(code):
-                return _refuse(connection, 401, "this login link is not valid or was used already; "
+                return _refuse(connection, 401, "this login link is not valid, expired or was used already; "
                                                 "restart `eddyline live` for a new one, or send the token")
             return Response(303, "See Other", Headers([("Location", "/"), ("Set-Cookie", self.auth.set_cookie()),
                                                        ("Content-Length", "0"), ("Cache-Control", "no-store")]))
