@@ -82,6 +82,7 @@ def train(
     trainable_layers: int = 2,
     head_hidden: int = 256,
     epochs: int = 2,
+    max_steps: int | None = None,
     batch_size: int = 64,
     max_length: int = 64,
     learning_rate: float = 2e-4,
@@ -105,9 +106,12 @@ def train(
     epochs) is cheaper per epoch and reached 0.78.
     ``extra_sets`` adds the training side of other registry sets (``extra_data``: ``uci``, ``crowdflower``),
     at most ``extra_cap`` random sentences of each, so the 24,000 CrowdFlower tweets do not swamp the other
-    domains; off by default until a model trained with them has been measured.
+    domains; off by default: at equal steps they scored below VADER's snippets alone on movie, tweet and
+    editorial sentences (BENCHMARKS-audio.md).
     ``reuse_frozen`` keeps the frozen layers' outputs on disk (``frozen_cache``) and loads them when a
     later run has the same base, frozen depth and batches.
+    ``max_steps`` fixes the number of optimiser steps instead (as many epochs as they need, the last one
+    partial), so runs on training sets of different sizes can be compared at the same steps.
     ``limit`` trains on N random training sentences (for tests); ``time_budget_s`` bounds the wall-clock
     time of the epochs (the card records whether it cut them short).
     ``steps`` announces each step (fetch corpus, tokenise, encode, train, export, quantise, evaluate) and
@@ -197,7 +201,8 @@ def train(
     else:
         n_steps_epoch = len(batches)
     optim = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
-    total_steps = max(1, epochs * n_steps_epoch)
+    total_steps = max(1, epochs * n_steps_epoch if max_steps is None else max_steps)
+    epochs = -(-total_steps // n_steps_epoch)
     fit = _BudgetFit(total_steps, time_budget_s)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, fit.lr_factor)
     step, stopped_early, loss_ema, t_train = 0, False, None, time.perf_counter()
@@ -212,6 +217,8 @@ def train(
         else:
             plan = [(cache[b][0], cache[b][1], labels[batches[b]]) for b in rng.sample(range(len(batches)), len(batches))]
         for x, mask, y in plan:
+            if step >= total_steps:
+                break
             if step >= fit.planned or time.perf_counter() - t_train > time_budget_s:
                 stopped_early = True
                 break
@@ -373,7 +380,8 @@ The human-rated snippets of Hutto & Gilbert (ICWSM 2014), from `additional_resou
 in the `{VADER_SDIST}` source archive: movie reviews, tweets, Amazon product reviews, NYT editorials, each
 with the mean of 20+ raters on -4..+4. Label: mean < -{NEUTRAL_BAND} negative, > +{NEUTRAL_BAND} positive, else neutral.
 Other sets, for training only when asked for (`--extra uci,crowdflower`), at most {info.get('extra_cap', 0)} random
-sentences of each (`models/sentiment/extra_data.py`):
+sentences of each (`models/sentiment/extra_data.py`); at equal steps (200) they scored below VADER's snippets
+alone on movie, tweet and editorial sentences, above on product (BENCHMARKS-audio.md):
 - `uci`: UCI Sentiment Labelled Sentences (Kotzias et al., KDD 2015; CC BY 4.0), 1,000 IMDB (as movie),
   1,000 Amazon (product) and 1,000 Yelp (review) sentences, negative or positive, from the npm package
   `{UCI_NPM}` (MIT; `test/fixtures/*.json`).

@@ -19,8 +19,9 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("sentiment")
     said: list[str] = []
     steps = Steps(echo=said.append)
-    info = train(out, limit=960, epochs=2, progress=False, evaluate_test=False, steps=steps)
-    assert info["train_sentences"] == 960 and info["steps"] == 30  # 2 epochs of 15 batches
+    info = train(out, limit=960, max_steps=40, progress=False, evaluate_test=False, steps=steps)
+    assert info["train_sentences"] == 960 and info["steps"] == 40  # 15 batches an epoch: 2 epochs and 10 steps
+    assert info["epochs"] == 3 and not info["stopped_by_time_budget"]
     return out, steps, said
 
 
@@ -31,9 +32,10 @@ def model_dir(trained):
 
 def test_training_announces_every_step_and_sums_them_up(trained):
     _, steps, said = trained
-    for name in ("fetch corpus", "tokenise", "train epoch 1/2", "train epoch 2/2", "export to ONNX", "quantise to int8"):
+    for name in ("fetch corpus", "tokenise", "train epoch 1/3", "train epoch 3/3", "export to ONNX", "quantise to int8"):
         assert f"{name} ..." in said or name.startswith("train"), name
         assert any(line.startswith(f"{name}: ") for line in said), name
+    assert any(line.startswith("train epoch 3/3: 10 steps,") for line in said)  # --steps: the last epoch partial
     assert "960 training" in said[1] and "MB" in next(line for line in said if line.startswith("quantise to int8:"))
     summary = steps.summary()
     assert "export to ONNX" in summary and summary.splitlines()[-1].strip().startswith("total")
