@@ -168,9 +168,10 @@ def train(
     key = frozen_cache.cache_key(base, frozen, trainable_layers == 0, [[enc["input_ids"][i] for i in b] for b in batches])
     with steps.step(f"encode with the {frozen} frozen layers") as note, torch.inference_mode():
         cache: list[tuple[Any, Any]] = (frozen_cache.load(key) if reuse_frozen else None) or []
-        note["result"] = (f"{len(batches)} batches, loaded from the disk cache" if cache else
-                          f"{len(batches)} batches encoded and cached")
-        for batch in ([] if cache else tqdm(batches, desc=f"encode ({frozen} frozen layers)", unit="batch",
+        loaded = bool(cache)
+        note["result"] = (f"{len(batches)} batches, loaded from the disk cache" if loaded else
+                          f"{len(batches)} batches encoded" + (" and cached" if reuse_frozen else ""))
+        for batch in ([] if loaded else tqdm(batches, desc=f"encode ({frozen} frozen layers)", unit="batch",
                                              disable=not progress)):
             feats = tokenizer.pad({k: [enc[k][i] for i in batch] for k in ("input_ids", "attention_mask", "token_type_ids")},
                                   return_tensors="pt")
@@ -179,7 +180,7 @@ def train(
                 cache.append((mean_pool(hidden, feats["attention_mask"]), None))
             else:
                 cache.append((hidden.to(torch.float16), feats["attention_mask"]))
-        if reuse_frozen and note["result"].endswith("cached"):
+        if reuse_frozen and not loaded:
             frozen_cache.save(key, cache)
     encoder.encoder.layer = layers
     encode_s = time.perf_counter() - started

@@ -8,7 +8,7 @@ counted and written as every flow's are (``streams.sinks.alerts``).
 from __future__ import annotations
 
 from connectors.prometheus import metric
-from streams.flows.clicks import QUARANTINE_TOPIC
+from streams.flows.names import QUARANTINE_TOPIC
 from streams.processor import Emit
 from streams.sinks.base import MetricsSink, Point
 
