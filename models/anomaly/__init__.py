@@ -23,7 +23,7 @@ DETECTORS: dict[str, type[AnomalyDetector]] = {
     SeasonalDetector.name: SeasonalDetector,
 }
 
-DEFAULT_DETECTOR = SeasonalDetector.name  # best NAB score that still catches lone extremes (BENCHMARKS.md (NAB section))
+DEFAULT_DETECTOR = SeasonalDetector.name  # best NAB score that still catches lone extremes (BENCHMARKS-nab.md)
 
 
 def make_detector(name: str, **params: Any) -> AnomalyDetector:

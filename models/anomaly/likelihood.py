@@ -1,6 +1,6 @@
 """EWMA surprise under an anomaly-likelihood layer, with range novelty and re-alarm damping.
 
-Why this shape (measured on NAB, see BENCHMARKS.md (NAB section)): a raw z-score fires on every noisy sensor,
+Why this shape (measured on NAB, see BENCHMARKS-nab.md): a raw z-score fires on every noisy sensor,
 so, like Numenta's anomaly likelihood, we ask how unusual the *recent average* surprise is against the
 sensor's own long history of surprise. A value beyond everything seen so far (by ``tol`` of the range)
 is flagged outright, and after an alarm the next ``hold`` scores are damped so that one incident gives

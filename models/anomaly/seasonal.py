@@ -13,7 +13,7 @@ series sampled too finely for the period (more than ``slots`` steps per period) 
 The seasonal surprise is the Gaussian tail of ``z / zscale``: unscaled, ordinary daily transitions
 saturate it and the likelihood layer can no longer tell an incident from a busy hour.
 
-The spike rule is ``robust``'s, made adaptive in two ways (both measured on NAB, BENCHMARKS.md (NAB section)):
+The spike rule is ``robust``'s, made adaptive in two ways (both measured on NAB, BENCHMARKS-nab.md):
 a spike alarms only when it is bigger than every spike of the recent past (the largest robust z seen,
 decaying by ``spike_decay`` per reading), and, on a seasonal series, not when a spike already happened
 at about the same time of day (one of ``spike_bins`` bins of the period, or a neighbour) within the last
