@@ -41,6 +41,8 @@ DEFAULT_MEMBERS: tuple[dict[str, Any], ...] = (
     {"name": "adwin", "delta": 0.0005, "delta_binary": 0.01, "direction": "rises_on_binary"},
 )
 _CHUNK = 1024  # values fed to the members at a time: what a restart can waste
+SETTLE = 800  # values in the window that must settle before an alarm counts
+MIN_SETTLE = 4  # the least window ``stationary`` can judge: two halves of two values
 
 
 class DriftEnsemble(StreamDriftDetector):
@@ -53,17 +55,18 @@ class DriftEnsemble(StreamDriftDetector):
         CUSUM and ADWIN of ``DEFAULT_MEMBERS``, each counting only rises on a 0/1 stream. At least one.
     settle
         No alarm counts before the stream has settled: a window of this many values whose halves agree
-        (else the newer half is kept and the window filled again). 0: alarms count from the first value.
+        (else the newer half is kept and the window filled again). 0: alarms count from the first value;
+        else at least ``MIN_SETTLE``.
     """
 
     name: ClassVar[str] = "ours"
 
-    def __init__(self, members: list[dict[str, Any]] | None = None, settle: int = 800) -> None:
+    def __init__(self, members: list[dict[str, Any]] | None = None, settle: int = SETTLE) -> None:
         self.members_spec = [dict(m) for m in (members if members is not None else DEFAULT_MEMBERS)]
         if not self.members_spec:
             raise ValueError("an ensemble needs at least one member")
-        if settle != 0 and settle < 4:
-            raise ValueError(f"settle must be 0 (no warm-up) or at least 4 values, not {settle}")
+        if settle != 0 and settle < MIN_SETTLE:
+            raise ValueError(f"settle must be 0 (no warm-up) or at least {MIN_SETTLE} values, not {settle}")
         self.settle = settle
         self._members = self._fresh()
         self._warm: list[float] | None = [] if settle else None  # None: the stream has settled

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
+from typer.testing import CliRunner
 
 from schemas import AvroSerde
 from streams.flows import drift
 from streams.processor import Event, run_local
+from tests.unit.test_drift import _warming_up_then_rising_errors
 
 serde = AvroSerde()
 
@@ -138,6 +143,46 @@ def test_drift_settings_choose_features_and_detector_for_the_flow(monkeypatch) -
     proc = drift.flow().make_processor("m")
     assert proc.features == ["x"] and proc.detector_name == "adwin" and proc.check_every == 7
     assert drift.flow(check_every=9).make_processor("m").check_every == 9  # arguments win
+
+
+@pytest.fixture
+def no_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Settings from the environment alone; returns where a test may write an eddyline.toml."""
+    config = tmp_path / "eddyline.toml"
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(config))
+    return config
+
+
+def test_drift_settle_reaches_every_ensemble_the_flow_makes(monkeypatch, no_config: Path) -> None:
+    assert drift.flow().make_processor("m").detector.settle == 800
+    no_config.write_text("[drift]\nsettle = 1600\n")
+    spec = drift.flow()
+    assert [spec.make_processor(m).detector.settle for m in ("a", "b")] == [1600, 1600]
+    monkeypatch.setenv("EDDYLINE_DRIFT_SETTLE", "0")  # the environment wins over the file
+    proc = drift.flow().make_processor("m")
+    assert proc.detector.settle == 0 and proc.params()["detector_params"] == {"settle": 0}
+    assert drift.flow(detector="adwin").make_processor("m").detector_params == {}  # ADWIN has no warm-up
+
+
+def test_drift_settle_0_alarms_during_the_warm_up_and_the_default_does_not(monkeypatch, no_config: Path) -> None:
+    errors = _warming_up_then_rising_errors()
+    settled = drift.flow().make_processor("m").detector.update(errors)
+    assert len(settled) == 1 and settled[0] >= 4000
+    monkeypatch.setenv("EDDYLINE_DRIFT_SETTLE", "0")
+    assert any(i < 1000 for i in drift.flow().make_processor("m").detector.update(errors))
+
+
+@pytest.mark.parametrize("value", ["3", "-1", "soon"])
+def test_an_unjudgeable_drift_settle_exits_2_saying_what_to_give(value: str, monkeypatch, no_config: Path) -> None:
+    from streams.cli import app
+
+    monkeypatch.setenv("EDDYLINE_DRIFT_SETTLE", value)
+    monkeypatch.setenv("EDDYLINE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    result = CliRunner().invoke(app, ["run", "drift"])
+    assert result.exit_code == 2, result.output
+    assert "[drift] settle or EDDYLINE_DRIFT_SETTLE" in result.output and "Traceback" not in result.output
+    if value == "3":
+        assert "give 0 (no warm-up) or 4 or more" in result.output
 
 
 def test_drift_windows_span_event_time_even_when_inputs_arrive_out_of_order() -> None:
