@@ -58,7 +58,7 @@ def friendly(fn: F) -> F:
 # The commands that live beside their subject (connectors/, models/, streams/): imported when they run
 # (streams/cli/lazy.py); the help is the function docstring's first paragraph (tests/unit/test_cli_lazy.py checks).
 app = group(help="eddyline: streaming-first event processing for ML operations.",
-                  cls=lazy_group(
+           cls=lazy_group(
     Lazy("gateway", "connectors.gateway:command",
          "Run the producer gateway: HTTP POST and WebSocket in, validated events out to Kafka."),
     Lazy("live", "streams.apps.live:command",
@@ -97,12 +97,12 @@ alerts_app = group(help="Alert delivery: dead letters of the notify flow.", cls=
          "Send dead-lettered alerts (dlq.alerts) again: back on alerts.retry, due now, for the notify flow."),
     wrap=friendly))
 bridge_app = group(help="Bridges from where devices already publish (MQTT) into Kafka.",
-                         cls=lazy_group(
+                   cls=lazy_group(
     Lazy("mqtt", "connectors.mqtt.bridge:command",
          "Bridge an MQTT broker's sensor topics into sensor.readings (QoS 1, acknowledged after Kafka delivery)."),
     wrap=friendly))
 security_app = group(help="Model security: sources the online learners do not learn from.",
-                           cls=lazy_group(
+                     cls=lazy_group(
     Lazy("list", "streams.cli.security:list_command",
          "Sources the online learners do not learn from (their events are still scored), with why."),
     Lazy("release", "streams.cli.security:release_command",
