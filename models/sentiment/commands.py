@@ -43,6 +43,8 @@ def train_command(
     threads: Annotated[int, typer.Option(help="torch threads (0 = up to 4)")] = 0,
     extra: Annotated[str, typer.Option(help="more training sets, comma-separated: uci, crowdflower (default none: at equal steps they scored lower)")] = "",
     extra_cap: Annotated[int, typer.Option(help="at most this many training sentences from each extra set")] = 6000,
+    vader_input: Annotated[bool, typer.Option(
+        "--vader-input/--no-vader-input", help="give the head VADER's compound score of each text (window) as an input")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="show the libraries' own warnings and progress bars")] = False,
 ) -> None:
     """Train the sentiment model, export it to ONNX int8 and write its model card.
@@ -62,7 +64,8 @@ def train_command(
     try:
         info = train(target, base=base, trainable_layers=trainable_layers, epochs=epochs, max_steps=max_steps,
                      learning_rate=learning_rate, time_budget_s=time_budget, threads=threads, steps=steps,
-                     extra_sets=tuple(n.strip() for n in extra.split(",") if n.strip()), extra_cap=extra_cap)
+                     extra_sets=tuple(n.strip() for n in extra.split(",") if n.strip()), extra_cap=extra_cap,
+                     lexicon_input=vader_input)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo("steps:")

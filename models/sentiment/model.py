@@ -19,10 +19,19 @@ from typing import Any
 import numpy as np
 
 from models.sentiment.data import LABELS
-from models.sentiment.windows import AGGREGATIONS, DEFAULT_AGGREGATION, DEFAULT_OVERLAP, Windows, aggregate, make_windows
+from models.sentiment.windows import (
+    AGGREGATIONS,
+    DEFAULT_AGGREGATION,
+    DEFAULT_OVERLAP,
+    Windows,
+    aggregate,
+    make_windows,
+    window_texts,
+)
 
 ONNX_FILE = "model.int8.onnx"
 META_FILE = "sentiment.json"
+LEXICON_INPUT = "vader_compound"
 
 _cache: dict[str, SentimentModel] = {}
 _lock = threading.Lock()
@@ -94,7 +103,8 @@ class WindowedSentiment(SentimentModel):
 
     Subclasses give the tokens (``token_ids``) and one batch's logits (``batch_logits``); this class cuts
     the texts into overlapping windows, batches them and aggregates (``models.sentiment.windows``), so the
-    ONNX model and its PyTorch baseline read long texts the same way.
+    ONNX model and its PyTorch baseline read long texts the same way. A model trained with VADER's compound
+    score as an input (``lexicon_input``) gets it per window, computed on the text the window covers.
     """
 
     max_length: int
@@ -104,6 +114,8 @@ class WindowedSentiment(SentimentModel):
     suffix: list[int]
     aggregation: str = DEFAULT_AGGREGATION
     overlap: int = DEFAULT_OVERLAP
+    lexicon_input: bool = False
+    _vader: VaderSentiment | None = None
 
     def _set_windowing(self, aggregation: str, overlap: int) -> None:
         self.aggregation = _check_aggregation(aggregation)
@@ -119,15 +131,41 @@ class WindowedSentiment(SentimentModel):
             The texts.
         """
 
+    def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Per text, the (start, end) characters of each token of ``token_ids``: where a window's text is cut.
+
+        Parameters
+        ----------
+        texts
+            The texts.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot cut windows out of text")
+
     @abstractmethod
-    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray, lexicon: np.ndarray | None = None) -> np.ndarray:
         """(batch, labels) logits for padded windows.
 
         Parameters
         ----------
         ids, mask
             (batch, tokens) int64 token ids and attention mask.
+        lexicon
+            (batch, 1) float32 VADER compound score of each window, for a model with ``lexicon_input``.
         """
+
+    def window_lexicon(self, texts: Sequence[str], windows: Windows) -> np.ndarray:
+        """(windows, 1) VADER compound score of the text each window covers.
+
+        Parameters
+        ----------
+        texts, windows
+            The texts and their windows.
+        """
+        if self._vader is None:
+            self._vader = VaderSentiment()
+        long = sorted({int(i) for i in windows.owner[windows.position > 0]})
+        offsets = dict(zip(long, self.token_offsets([texts[i] for i in long])))
+        return self._vader.compound(window_texts(texts, windows, offsets)).astype(np.float32)[:, None]
 
     def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, Windows]:
         """Every window of every text through the model: (windows, labels) logits and the windows.
@@ -141,6 +179,7 @@ class WindowedSentiment(SentimentModel):
         """
         windows = make_windows(self.token_ids(texts), max_length=self.max_length, prefix=self.prefix,
                                suffix=self.suffix, overlap=self.overlap)
+        lexicon = self.window_lexicon(texts, windows) if self.lexicon_input else None
         order = sorted(range(len(windows.ids)), key=lambda k: len(windows.ids[k]))  # batches of similar length
         logits = np.zeros((len(windows.ids), len(LABELS)))
         for i in range(0, len(order), self.batch_size):
@@ -151,7 +190,7 @@ class WindowedSentiment(SentimentModel):
             for j, r in enumerate(rows):
                 ids[j, : len(r)] = r
                 mask[j, : len(r)] = 1
-            logits[chunk] = self.batch_logits(ids, mask)
+            logits[chunk] = self.batch_logits(ids, mask, None if lexicon is None else lexicon[chunk])
         return logits, windows
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
@@ -211,12 +250,16 @@ class OnnxSentiment(WindowedSentiment):
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(model_dir / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
+        self.lexicon_input = LEXICON_INPUT in self.inputs
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
-    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        return [e.offsets for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray, lexicon: np.ndarray | None = None) -> np.ndarray:
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids), LEXICON_INPUT: lexicon}
         (logits,) = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.inputs})
         return logits
 
@@ -311,15 +354,21 @@ class TorchSentiment(WindowedSentiment):
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         self.prefix, self.suffix = [self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]
         self.name = "eddyline-sentiment-minilm:torch-fp32"
+        self.lexicon_input = self.net.lexicon_inputs > 0
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
 
-    def batch_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def token_offsets(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        return self.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False,
+                              return_offsets_mapping=True)["offset_mapping"]
+
+    def batch_logits(self, ids: np.ndarray, mask: np.ndarray, lexicon: np.ndarray | None = None) -> np.ndarray:
         t = self.torch
         with t.inference_mode():
             ids_t, mask_t = t.from_numpy(ids), t.from_numpy(mask)
-            return self.net(ids_t, mask_t, t.zeros_like(ids_t)).float().numpy()
+            extra = None if lexicon is None else t.from_numpy(lexicon)
+            return self.net(ids_t, mask_t, t.zeros_like(ids_t), extra).float().numpy()
 
 
 class VaderSentiment(SentimentModel):

@@ -25,15 +25,22 @@ def make_head(width: int, hidden: int, n_labels: int, dropout: float = 0.1) -> n
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_labels))
 
 
+def head_input(pooled: torch.Tensor, lexicon: torch.Tensor | None) -> torch.Tensor:
+    """What the head reads: the pooled tokens, then VADER's compound score when the model takes it."""
+    return pooled if lexicon is None else torch.cat([pooled, lexicon.to(pooled.dtype)], dim=-1)
+
+
 class MeanPoolClassifier(nn.Module):
-    def __init__(self, encoder: nn.Module, head: nn.Sequential) -> None:
+    def __init__(self, encoder: nn.Module, head: nn.Sequential, lexicon_inputs: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.lexicon_inputs = lexicon_inputs
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
+                lexicon: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
-        return self.head(mean_pool(hidden, attention_mask))
+        return self.head(head_input(mean_pool(hidden, attention_mask), lexicon))
 
     def save(self, directory: Path, head_config: dict[str, Any]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -46,6 +53,7 @@ class MeanPoolClassifier(nn.Module):
         from transformers import AutoModel
 
         cfg = json.loads((directory / HEAD_CONFIG).read_text())
-        head = make_head(cfg["width"], cfg["hidden"], cfg["labels"])
+        lexicon = int(cfg.get("lexicon_inputs", 0))
+        head = make_head(cfg["width"] + lexicon, cfg["hidden"], cfg["labels"])
         head.load_state_dict(torch.load(directory / HEAD_FILE, weights_only=True))
-        return cls(AutoModel.from_pretrained(str(directory), add_pooling_layer=False), head).eval()
+        return cls(AutoModel.from_pretrained(str(directory), add_pooling_layer=False), head, lexicon).eval()

@@ -22,7 +22,7 @@ from models.sentiment.console import Steps
 from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split
 from models.sentiment.emotion import CARD as EMOTION_CARD
 from models.sentiment.extra_data import CROWDFLOWER_WHEEL, UCI_NPM, training_examples
-from models.sentiment.model import META_FILE, ONNX_FILE, default_model_dir
+from models.sentiment.model import LEXICON_INPUT, META_FILE, ONNX_FILE, default_model_dir
 from models.sentiment.windows import DEFAULT_AGGREGATION, DEFAULT_OVERLAP
 
 BASE_MODEL = "all-MiniLM-L6-v2"
@@ -91,6 +91,7 @@ def train(
     limit: int | None = None,
     extra_sets: tuple[str, ...] = (),
     extra_cap: int = 6000,
+    lexicon_input: bool = False,
     reuse_frozen: bool = True,
     seed: int = 13,
     progress: bool = True,
@@ -108,6 +109,8 @@ def train(
     at most ``extra_cap`` random sentences of each, so the 24,000 CrowdFlower tweets do not swamp the other
     domains; off by default: at equal steps they scored below VADER's snippets alone on movie, tweet and
     editorial sentences (BENCHMARKS-audio.md).
+    ``lexicon_input`` gives the head VADER's compound score of each sentence beside the pooled tokens (an
+    input of the served graph, ``vader_compound``; windows get the score of the text they cover).
     ``reuse_frozen`` keeps the frozen layers' outputs on disk (``frozen_cache``) and loads them when a
     later run has the same base, frozen depth and batches.
     ``max_steps`` fixes the number of optimiser steps instead (as many epochs as they need, the last one
@@ -121,7 +124,8 @@ def train(
     from tqdm.auto import tqdm
     from transformers import AutoModel, AutoTokenizer
 
-    from models.sentiment.network import MeanPoolClassifier, make_head, mean_pool
+    from models.sentiment.model import VaderSentiment
+    from models.sentiment.network import MeanPoolClassifier, head_input, make_head, mean_pool
 
     out = Path(out_dir) if out_dir is not None else default_model_dir()
     base = base or base_model_path()
@@ -151,13 +155,16 @@ def train(
         raise ValueError(f"trainable_layers must be 0..{n_layers}, got {trainable_layers}")
     frozen = n_layers - trainable_layers
     width = encoder.config.hidden_size
-    head_config = {"width": width, "hidden": head_hidden, "labels": len(LABELS), "pooling": "mean"}
-    net = MeanPoolClassifier(encoder, make_head(width, head_hidden, len(LABELS)))
+    n_lexicon = int(lexicon_input)
+    head_config = {"width": width, "hidden": head_hidden, "labels": len(LABELS), "pooling": "mean", "lexicon_inputs": n_lexicon}
+    net = MeanPoolClassifier(encoder, make_head(width + n_lexicon, head_hidden, len(LABELS)), n_lexicon)
 
     with steps.step("tokenise") as note:
         enc = tokenizer([e.text for e in train_set], truncation=True, max_length=max_length)
         lengths = [len(ids) for ids in enc["input_ids"]]
         labels = torch.tensor([e.label for e in train_set])
+        lexicon = (torch.from_numpy(VaderSentiment().compound([e.text for e in train_set])).float()[:, None]
+                   if lexicon_input else None)
         batches = _batches(lengths, batch_size, rng)
         note["result"] = (f"{sum(lengths)} tokens, {sum(n == max_length for n in lengths)} sentences cut at "
                           f"{max_length} tokens, {len(batches)} batches")
@@ -198,6 +205,7 @@ def train(
         feats_all = torch.cat([c[0] for c in cache])
         order = torch.tensor([i for b in batches for i in b])
         labels_all = labels[order]
+        lexicon_all = None if lexicon is None else lexicon[order]
         n_steps_epoch = -(-len(order) // batch_size)
     else:
         n_steps_epoch = len(batches)
@@ -213,11 +221,13 @@ def train(
         epoch_started, epoch_steps = time.perf_counter(), step
         if trainable_layers == 0:
             perm = torch.randperm(len(order))
-            plan = [(feats_all[perm[k : k + batch_size]], None, labels_all[perm[k : k + batch_size]])
+            plan = [(feats_all[perm[k : k + batch_size]], None, labels_all[perm[k : k + batch_size]],
+                     None if lexicon_all is None else lexicon_all[perm[k : k + batch_size]])
                     for k in range(0, len(order), batch_size)]
         else:
-            plan = [(cache[b][0], cache[b][1], labels[batches[b]]) for b in rng.sample(range(len(batches)), len(batches))]
-        for x, mask, y in plan:
+            plan = [(cache[b][0], cache[b][1], labels[batches[b]], None if lexicon is None else lexicon[batches[b]])
+                    for b in rng.sample(range(len(batches)), len(batches))]
+        for x, mask, y, lex in plan:
             if step >= total_steps:
                 break
             if step >= fit.planned or time.perf_counter() - t_train > time_budget_s:
@@ -231,7 +241,7 @@ def train(
                 for layer in top:
                     h = layer(h, ext)
                 pooled = mean_pool(h, mask)
-            loss = torch.nn.functional.cross_entropy(net.head(pooled), y)
+            loss = torch.nn.functional.cross_entropy(net.head(head_input(pooled, lex)), y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optim.step()
@@ -268,7 +278,7 @@ def train(
 
     info: dict[str, Any] = {
         "base": base, "train_sentences": len(train_set), "test_sentences": len(test_set), "epochs": epochs,
-        "trainable_layers": trainable_layers, "head_hidden": head_hidden, "steps": step, "planned_steps": total_steps,
+        "trainable_layers": trainable_layers, "head_hidden": head_hidden, "lexicon_input": lexicon_input, "steps": step, "planned_steps": total_steps,
         "stopped_by_time_budget": stopped_early, "steps_fitted_to_budget": fit.planned,
         "final_lr_factor": round(fit.lr_factor(max(0, step - 1)), 4), "encode_s": round(encode_s, 1), "train_s": round(train_s, 1),
         "batch_size": batch_size, "max_length": max_length, "learning_rate": learning_rate,
@@ -306,8 +316,9 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: S
 
     Exported with eager attention so onnxruntime's optimiser recognises and fuses the attention blocks (SDPA
     exports as loose ops it cannot fuse); ``opt_level=2`` ran 8-10 % faster than 1 once quantised. Per-channel
-    int8 keeps the labels close to fp32's; per-tensor int8 flipped about one in ten here. ``steps`` announces
-    the export and the quantisation.
+    int8 keeps the labels close to fp32's; per-tensor int8 flipped about one in ten here. Dynamic int8 on every
+    op stayed the fastest of the variants measured in session 5 (static QDQ, MatMulNBits 8-bit, u8 weights:
+    BENCHMARKS-audio.md, Speed). ``steps`` announces the export and the quantisation.
     """
     import onnx
     import torch
@@ -318,10 +329,14 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: S
     encoder = model.encoder
     previous = encoder.config._attn_implementation
     encoder.set_attn_implementation("eager")
-    sample = tokenizer(["an example sentence"], return_tensors="pt", truncation=True, max_length=max_length)
+    sample = dict(tokenizer(["an example sentence"], return_tensors="pt", truncation=True, max_length=max_length))
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    fp32, fused = out / "model.fp32.onnx", out / "model.fused.onnx"
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+    if model.lexicon_inputs:
+        names.append(LEXICON_INPUT)
+        sample[LEXICON_INPUT] = torch.zeros(1, model.lexicon_inputs)
+        axes[LEXICON_INPUT] = {0: "batch"}
+    fp32, fused = out / "model.fp32.onnx", out / "model.fused.onnx"
     with steps.step("export to ONNX") as note:
         try:
             torch.onnx.export(model, tuple(sample[n] for n in names), str(fp32), input_names=names,

@@ -33,12 +33,15 @@ class Windows:
         For each window, its number of text tokens (without the special tokens): its weight.
     position
         For each window, its index within its text (0 for the first).
+    start
+        For each window, the index of its first text token in its text's tokens.
     """
 
     ids: list[list[int]]
     owner: np.ndarray
     tokens: np.ndarray
     position: np.ndarray
+    start: np.ndarray
 
 
 def make_windows(token_ids: Sequence[Sequence[int]], *, max_length: int, prefix: Sequence[int],
@@ -61,7 +64,7 @@ def make_windows(token_ids: Sequence[Sequence[int]], *, max_length: int, prefix:
         raise ValueError(f"windows of {max_length} tokens cannot hold text with overlap {overlap}")
     stride = size - overlap
     ids: list[list[int]] = []
-    owner, tokens, position = [], [], []
+    owner, tokens, position, first = [], [], [], []
     for i, seq in enumerate(token_ids):
         starts = range(0, max(1, len(seq) - overlap), stride)
         for k, start in enumerate(starts):
@@ -70,8 +73,37 @@ def make_windows(token_ids: Sequence[Sequence[int]], *, max_length: int, prefix:
             owner.append(i)
             tokens.append(max(1, len(piece)))
             position.append(k)
+            first.append(start)
     return Windows(ids, np.array(owner, dtype=np.int64), np.array(tokens, dtype=np.float64),
-                   np.array(position, dtype=np.float64))
+                   np.array(position, dtype=np.float64), np.array(first, dtype=np.int64))
+
+
+def window_texts(texts: Sequence[str], windows: Windows, offsets: dict[int, Sequence[tuple[int, int]]]) -> list[str]:
+    """The part of its text each window covers, for features computed on text (VADER's compound score).
+
+    A text with one window is that window's text whole; a longer one is cut at the characters its window's
+    first and last tokens span.
+
+    Parameters
+    ----------
+    texts
+        The texts the windows were made from.
+    windows
+        What ``make_windows`` returned for them.
+    offsets
+        For each text cut into more than one window, its tokens' (start, end) character offsets, in the
+        order of the token ids the windows were made from.
+    """
+    out = []
+    for w, i in enumerate(windows.owner):
+        if i not in offsets:
+            out.append(texts[i])
+            continue
+        spans = offsets[i]
+        first = int(windows.start[w])
+        last = min(len(spans), first + int(windows.tokens[w])) - 1
+        out.append(texts[i][spans[first][0] : spans[last][1]])
+    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

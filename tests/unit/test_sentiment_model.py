@@ -105,6 +105,22 @@ def test_a_long_turn_that_opens_negative_and_ends_positive_is_scored_whole(model
     assert [r.label for r in short] == [r.label for r in truncated.predict([best, worst])]
 
 
+def test_a_model_trained_with_vader_input_reads_it_per_window_in_both_engines(tmp_path):
+    info = train(tmp_path, limit=192, max_steps=2, progress=False, evaluate_test=False, reuse_frozen=False,
+                 lexicon_input=True)
+    assert info["lexicon_input"] and json.loads((tmp_path / "torch" / "head.json").read_text())["lexicon_inputs"] == 1
+    onnx, fp32 = load_sentiment(tmp_path, shared=False), load_sentiment(tmp_path / "torch", shared=False)
+    assert onnx.lexicon_input and fp32.lexicon_input
+    texts = ["I loved every minute of it", "a dull, lifeless mess. " * 30 + "I loved every minute of it. " * 40]
+    assert np.abs(onnx.probabilities(texts) - fp32.probabilities(texts)).max() < 0.1
+    _, windows = onnx.window_logits(texts)
+    compound = onnx.window_lexicon(texts, windows)[:, 0]
+    assert compound[0] > 0.5 and compound[1] < 0 < compound[-1]  # the long text's windows: dull first, loved last
+    ids = np.array([[101, 2307, 102]])
+    low, high = (onnx.batch_logits(ids, np.ones_like(ids), np.array([[v]], np.float32)) for v in (-1.0, 1.0))
+    assert not np.allclose(low, high)
+
+
 def test_eval_command_refuses_a_folder_that_is_not_a_model(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     result = CliRunner().invoke(_models_app(), ["eval-sentiment", "--model", str(tmp_path)], env={"COLUMNS": "400"})

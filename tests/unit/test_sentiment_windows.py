@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.sentiment.evaluate import expected_calibration_error
-from models.sentiment.windows import aggregate, make_windows
+from models.sentiment.windows import aggregate, make_windows, window_texts
 
 
 def test_every_token_lands_in_a_window_and_windows_overlap():
@@ -50,3 +50,13 @@ def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfide
     assert expected_calibration_error(calibrated, y) == pytest.approx(0.0)
     overconfident = np.tile([0.0, 1.0, 0.0], (4, 1))  # sure of label 1, right once
     assert expected_calibration_error(overconfident, y) == pytest.approx(0.75)
+
+
+def test_window_texts_cut_a_long_text_where_its_windows_tokens_start_and_end():
+    words = [f"w{i:02d}" for i in range(10)]  # one token per word, 4 characters each with the space
+    long, short = " ".join(words), "fine"
+    offsets = {0: [(4 * i, 4 * i + 3) for i in range(10)]}
+    w = make_windows([list(range(10)), [1]], max_length=6, prefix=[101], suffix=[102], overlap=2)
+    assert list(w.start) == [0, 2, 4, 6, 0]
+    texts = window_texts([long, short], w, offsets)
+    assert texts == ["w00 w01 w02 w03", "w02 w03 w04 w05", "w04 w05 w06 w07", "w06 w07 w08 w09", "fine"]
