@@ -4,8 +4,9 @@ Running the frozen lower layers over every training sentence is the costliest st
 (25 minutes for 27,000 sentences at a load average of 20 on 2 cores), and it gives the same tensors for
 the same base encoder, frozen depth and batches of token ids. So they are saved once under
 ``data_dir()/frozen-cache`` (float16: 555 MB for 27,297 sentences) and a run that changes
-only what is trained on top (epochs, learning rate, head) loads them instead. Only the newest ``KEEP``
-files stay.
+only what is trained on top (epochs, learning rate, head) loads them instead. Only the ``KEEP`` files
+written or loaded last stay (a load marks its file as used, so a test's small cache written after it does not
+push out the default run's).
 """
 
 from __future__ import annotations
@@ -57,14 +58,16 @@ def load(key: str, folder: Path | None = None) -> list[tuple[Any, Any]] | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, weights_only=True)
+        outputs = torch.load(path, weights_only=True)
+        path.touch()
+        return outputs
     except (OSError, RuntimeError, EOFError):
         path.unlink(missing_ok=True)
         return None
 
 
 def save(key: str, outputs: list[tuple[Any, Any]], folder: Path | None = None) -> Path:
-    """Store ``outputs`` under ``key`` (written whole, then renamed) and drop all but the newest ``KEEP``.
+    """Store ``outputs`` under ``key`` (written whole, then renamed) and drop all but the ``KEEP`` used last.
 
     Parameters
     ----------

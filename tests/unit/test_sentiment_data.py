@@ -73,3 +73,9 @@ def test_frozen_outputs_come_back_from_disk_under_the_same_key_only(tmp_path):
     for n in range(3):
         frozen_cache.save(f"other{n}", outputs, tmp_path)
     assert len(list(tmp_path.glob("*.pt"))) == frozen_cache.KEEP
+    import os
+
+    os.utime(tmp_path / "other2.pt", (1, 1))  # written long ago, then loaded: loading keeps it
+    assert frozen_cache.load("other2", tmp_path) is not None
+    frozen_cache.save("newest", outputs, tmp_path)
+    assert {p.stem for p in tmp_path.glob("*.pt")} == {"other2", "newest"}
