@@ -14,15 +14,15 @@ For each fleet size and engine, over one broker (a namespace per run):
 - ``checkpoint_mb``: the recovery folder (Bytewax) or the changelog topic's bytes (Faust) after the run;
 - ``checkpoint_mb_per_epoch``: what checkpointing wrote while the pre-filled topic was scored, per 2 s epoch
   (Bytewax: the process's disk writes, ``/proc/PID/io``; Faust: the changelog bytes produced);
-- ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
 - ``latency_p50_ms``/``latency_p99_ms`` (unless ``--live-s 0``): a live fleet (event times on the wall clock,
-  devices' batch ends spread evenly over a batch span) offered half the measured maximum for ``live_s``
-  seconds: from a batch's event time (its last reading) to the arrival of its score event at a watcher;
-  batches still unscored ``DRAIN_S`` after the
-  load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``). The same
-  delay split in three: ``latency_send_*`` (event time to the generator producing the batch), ``latency_flow_*``
-  (that to the score's Kafka timestamp, stamped when the flow produced it) and ``latency_watch_*`` (that to the
-  watcher receiving it).
+  devices' batch ends spread evenly over a batch span) offered half the measured maximum (or ``--live-rate``)
+  for ``live_s`` seconds, on the flow that measured the maximum, before the SIGKILL below: from a batch's event
+  time (its last reading) to the arrival of its score event at a watcher; batches still unscored ``DRAIN_S``
+  after the load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``).
+  The same delay split in three: ``latency_send_*`` (event time to the generator producing the batch),
+  ``latency_flow_*`` (that to the score's Kafka timestamp, stamped when the flow produced it) and
+  ``latency_watch_*`` (that to the watcher receiving it);
+- ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
 
 A fleet whose projected memory (from the first run's RSS per device) would not fit in the machine's available
 memory is recorded as skipped, with the projection, rather than run.
@@ -317,7 +317,7 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
 
 
 def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, live_s: float, work: Path,
-            env: dict[str, str], buckets: int = 0) -> dict[str, Any]:
+            env: dict[str, str], buckets: int = 0, live_rate: float | None = None) -> dict[str, Any]:
     name = f"{engine}-{devices}" + (f"-b{buckets}" if buckets else "")
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace=f"scale-{name}.",
                              session_timeout_ms=6000)
@@ -347,8 +347,11 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
             written, state_bytes, keys, changelog = _changelog(settings)
             checkpoint = written
             per_epoch = written / max(1.0, busy_s / EPOCH_S)
+        offered = live_rate or rate / 2
+        # on the process that measured the maximum, before the restart: after one, each device's first batch
+        # restores its state (BENCHMARKS.md, third pass on latency), which the pre-filled maximum did not pay
+        lat = _latency(settings, sim, offered, live_s, watcher) if live_s > 0 else {}
         recovery = _recovery(flow, settings, sim, watcher)
-        lat = _latency(settings, sim, rate / 2, live_s, watcher) if live_s > 0 else {}
     finally:
         watcher.close()
         flow.stop()
@@ -362,7 +365,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         **{f"latency_{k}_ms": None if v != v else round(v) for k, v in lat.items()
            if k not in ("scored", "sent", "samples")},
         "latency_batches_scored": lat.get("scored"), "latency_batches_sent": lat.get("sent"),
-        "offered_readings_per_s": round(rate / 2), "readings": messages * sim.readings_per_batch,
+        "offered_readings_per_s": round(offered), "readings": messages * sim.readings_per_batch,
         **{f"changelog_{k}": v for k, v in changelog.items()},
     }
 
@@ -401,7 +404,8 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def run(devices: list[int], engines: list[str], json_path: Path | None = None, batches: int = 2,
         live_s: float = 20.0, detector: str | None = None, packed: bool = False,
-        plot_path: Path | None = None, buckets: list[int] | None = None) -> dict[str, Any]:
+        plot_path: Path | None = None, buckets: list[int] | None = None,
+        live_rate: float | None = None) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -422,7 +426,7 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
                     console.print(f"{engine} {n}: skipped, {runs[-1]['skipped']}")
                     continue
                 with console.status(f"{engine}, {n:,} devices, {bucket_count} buckets"):
-                    result = measure(broker, n, engine, batches, live_s, work, env, bucket_count)
+                    result = measure(broker, n, engine, batches, live_s, work, env, bucket_count, live_rate)
                 rss_per_device.setdefault(engine, result["rss_mb"] * 2**20 / n)
                 runs.append(result)
                 console.print(result)
@@ -454,6 +458,8 @@ def command(
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: readings/s and RSS vs devices.")] = None,
     buckets: Annotated[str, typer.Option(help="Bytewax state layouts to compare, comma-separated: 0 is one key "
                                          "per device, N is N buckets ([runtime] state_buckets).")] = "1024",
+    live_rate: Annotated[float | None, typer.Option(help="Offer this many readings/s in the latency phase instead of "
+                                                    "half the measured maximum (to compare builds at one load).")] = None,
 ) -> None:
     """Readings/s, peak RSS, state and checkpoint bytes, recovery and latency of the sensor flow per fleet size."""
     sizes = [int(x) for x in devices.split(",") if x.strip()]
@@ -464,7 +470,9 @@ def command(
     layouts = [int(x) for x in buckets.split(",") if x.strip()]
     if not layouts or min(layouts) < 0:
         raise typer.BadParameter("use --buckets N[,N...] (0: one key per device)")
-    run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path, layouts)
+    if live_rate is not None and live_rate <= 0:
+        raise typer.BadParameter("use --live-rate R with R > 0 readings/s, or leave it out for half the maximum")
+    run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path, layouts, live_rate)
 
 
 if __name__ == "__main__":
