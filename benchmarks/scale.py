@@ -2,9 +2,10 @@
 
 For each fleet size and engine, over one broker (a namespace per run):
 
-- ``readings_per_s``: ``eddyline run anomaly`` over a pre-filled topic (``batches`` batches per device): the
-  readings scored after the watcher's first fetch that brought scores, over the time from it to the last (a
-  10 ms fetch wait; the flow produces a poll's scores together, so they arrive in bunches);
+- ``readings_per_s``: ``eddyline run anomaly`` over a pre-filled topic (``batches`` batches per device, more
+  for a small fleet: ``MIN_MESSAGES`` at least): the readings scored after the watcher's first fetch that
+  brought scores, over the time from it to the last (a 10 ms fetch wait; the flow produces a poll's scores
+  together, so they arrive in bunches);
 - ``rss_mb``: the flow process's peak resident memory (``VmHWM``) after the pre-filled topic is scored;
 - ``state_bytes_per_device``: the encoded state of one device (``streams.state``), the mean over the fleet, read
   back from where the engine keeps it (Bytewax's recovery files, Faust's changelog);
@@ -56,6 +57,7 @@ TOPIC = "sensor.readings"
 SCORES = "scores.anomaly"
 EPOCH_S = 2.0
 READINGS_PER_MESSAGE = 50
+MIN_MESSAGES = 6000  # pre-filled messages at least (4 poll rounds of 3 partitions x 500), whatever the fleet
 DRAIN_S = 60.0  # after the live load stops, how long batches still in flight may take to be scored
 
 
@@ -323,6 +325,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
                              session_timeout_ms=6000)
     env = {**env, "EDDYLINE_RUNTIME_STATE_BUCKETS": str(buckets)}
     sim = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, seed=5)
+    batches = max(batches, -(-MIN_MESSAGES // devices))  # enough poll rounds to time (``_throughput``)
     messages = devices * batches
     _prefill(settings, sim, messages)
     create_topics(settings, [SCORES])
@@ -366,6 +369,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
            if k not in ("scored", "sent", "samples")},
         "latency_batches_scored": lat.get("scored"), "latency_batches_sent": lat.get("sent"),
         "offered_readings_per_s": round(offered), "readings": messages * sim.readings_per_batch,
+        "batches_per_device": batches,
         **{f"changelog_{k}": v for k, v in changelog.items()},
     }
 
@@ -458,8 +462,9 @@ def command(
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: readings/s and RSS vs devices.")] = None,
     buckets: Annotated[str, typer.Option(help="Bytewax state layouts to compare, comma-separated: 0 is one key "
                                          "per device, N is N buckets ([runtime] state_buckets).")] = "1024",
-    live_rate: Annotated[float | None, typer.Option(help="Offer this many readings/s in the latency phase instead of "
-                                                    "half the measured maximum (to compare builds at one load).")] = None,
+    live_rate: Annotated[float | None, typer.Option(
+        help="Offer this many readings/s in the latency phase instead of half the measured maximum (to compare "
+             "builds at one load).")] = None,
 ) -> None:
     """Readings/s, peak RSS, state and checkpoint bytes, recovery and latency of the sensor flow per fleet size."""
     sizes = [int(x) for x in devices.split(",") if x.strip()]

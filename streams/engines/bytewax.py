@@ -283,9 +283,10 @@ class _BucketLogic(StatefulBatchLogic):
 
     A key's state is, in the bucket, either its ``encode_processor`` bytes (changed lately) or the version of
     those bytes in the process's store (``StagedStates``); it is re-encoded only when it processed events since
-    the last snapshot, decoded when it next speaks, and its processor dropped again once silent for
-    ``KEEP_DECODED_S`` or pushed out by more recent keys (``DECODED_KEYS``). With ``idle_after``, a key silent that long leaves the bucket for the ``IdleStore``, and an empty
-    bucket leaves Bytewax. Resumed states that this layout does not route here (one key per device, another
+    the last snapshot (or, having spoken once in an epoch, ``ENCODE_EARLY`` after), decoded when it next speaks,
+    and its processor dropped again once silent for ``KEEP_DECODED_S`` or pushed out by more recent keys
+    (``DECODED_KEYS``). With ``idle_after``, a key silent that long leaves the bucket for the ``IdleStore``, and an
+    empty bucket leaves Bytewax. Resumed states that this layout does not route here (one key per device, another
     bucket count) move to the idle store, where each key finds its own.
     """
 
