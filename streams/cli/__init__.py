@@ -74,7 +74,8 @@ produce_app = group(help="Publish events.", cls=lazy_group(
          "Stream WAV files to ``audio.chunks`` as audio_chunk events, the conversations interleaved as if live."),
     wrap=friendly))
 # `eddyline bench NAME`: benchmarks register by entry point, so production code never imports benchmarks/.
-bench_app = group(help="Benchmarks: each compares against a baseline in the same run.",
+bench_app = group(help="Benchmarks: each compares against a baseline in the same run; "
+                        "`eddyline bench NAME --help` says what NAME measures.",
                         cls=lazy_group(plugins="eddyline.bench", wrap=friendly))
 models_app = group(help="Model registry and model training.", cls=lazy_group(
     Lazy("train-sentiment", "models.sentiment.commands:train_command",

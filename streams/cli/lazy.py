@@ -3,8 +3,8 @@ starts without importing every other one's modules (numpy, the engines, MLflow).
 
 A group lists its lazy commands from a table (name, ``module:function``, short help) without importing
 them; a command's module is imported when it runs or its own ``--help`` is asked for. Commands that plugins
-register by entry point (``eddyline bench``) are named from the entry-point metadata; their help lives only in
-the plugin, so listing that one group imports its plugins.
+register by entry point (``eddyline bench``) are listed by their entry-point names alone: their help lives in the
+plugin, shown by the command's own ``--help``, so listing the group imports none of them.
 """
 
 from __future__ import annotations
@@ -47,25 +47,17 @@ class LazyCommand(TyperCommand):
     target
         ``module:function``.
     help
-        The line the group's ``--help`` shows; None: ask the real command (imports it).
+        The line the group's ``--help`` shows (empty for a plugin: its help is in the plugin).
     wrap
         Applied to the command function when it is imported.
     """
 
-    def __init__(self, name: str, target: str, help: str | None,
+    def __init__(self, name: str, target: str, help: str,
                  wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
         self._real: Any = None
         self.target = target
         self.wrap = wrap
         super().__init__(name=name, callback=None, help=help)
-
-    @property  # type: ignore[override]
-    def help(self) -> str | None:
-        return self._help if self._help is not None else self.load().help
-
-    @help.setter
-    def help(self, value: str | None) -> None:
-        self._help = value
 
     def load(self) -> Any:
         """The real command (its module imported on the first call)."""
@@ -98,7 +90,7 @@ class LazyGroup(TyperGroup):
             from importlib.metadata import entry_points
 
             for ep in sorted(entry_points(group=self.plugins), key=lambda e: e.name):
-                lazy.setdefault(ep.name, LazyCommand(ep.name, ep.value, None, self.wrap))
+                lazy.setdefault(ep.name, LazyCommand(ep.name, ep.value, "", self.wrap))
         groups = {n: c for n, c in self.commands.items() if isinstance(c, TyperGroup)}
         plain = {n: c for n, c in self.commands.items() if n not in groups}
         self.commands = {**plain, **lazy, **groups}  # commands before groups, as Typer lists them
