@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from streams.cli.errors import friendly
+
 
 class Lazy(NamedTuple):
     """One command of a group, imported when it runs.
@@ -78,7 +80,7 @@ class LazyGroup(TyperGroup):
 
     table: tuple[Lazy, ...] = ()
     plugins: str | None = None
-    wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = staticmethod(lambda fn: fn)
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = staticmethod(friendly)
     _added = False
 
     def _add_lazy(self) -> None:
@@ -105,7 +107,7 @@ class LazyGroup(TyperGroup):
 
 
 def lazy_group(*table: Lazy, plugins: str | None = None,
-               wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = lambda fn: fn) -> type[TyperGroup]:
+               wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = friendly) -> type[TyperGroup]:
     """A group class for ``typer.Typer(cls=...)`` that holds these lazy commands.
 
     Parameters
@@ -115,7 +117,8 @@ def lazy_group(*table: Lazy, plugins: str | None = None,
     plugins
         An entry-point group whose entries (``name = "module:function"``) are commands of this group too.
     wrap
-        Applied to each command function when it is imported (the CLI's error handling).
+        Applied to each command function when it is imported; by default the CLI's error handling (``friendly``:
+        an error says what to do and exits 2), as every ``eddyline`` command has it.
     """
     return type("LazyGroup", (LazyGroup,), {"table": table, "plugins": plugins, "wrap": staticmethod(wrap)})
 

@@ -111,3 +111,20 @@ def test_help_keeps_the_bracketed_config_section_names() -> None:
     result = CliRunner().invoke(app, ["models", "rollback", "--help"])
     assert result.exit_code == 0, result.output
     assert "[mlflow] poll_s" in " ".join(result.output.split())
+
+
+def _refuses() -> None:
+    """Refuses, as a command does when its input is wrong."""
+    from streams.cli import CliError
+
+    raise CliError("give --this instead")
+
+
+def test_a_group_s_lazy_commands_get_the_cli_error_handling_without_asking() -> None:
+    from streams.cli.lazy import Lazy, group, lazy_group
+
+    root = group(help="A CLI made as eddyline is.")
+    root.add_typer(group(help="A group.", cls=lazy_group(Lazy("refuse", f"{__name__}:_refuses", "Refuses."))),
+                   name="plain")
+    result = CliRunner().invoke(root, ["plain", "refuse"])
+    assert result.exit_code == 2 and "error: give --this instead" in result.output, result.output
