@@ -55,6 +55,7 @@ def heartbeats(kafka: KafkaSettings) -> Iterator[threading.Event]:
         timer.cancel()
         done.set()
         source.join(60)
+        out.close()
 
 
 def _env(kafka: KafkaSettings) -> dict[str, str]:
