@@ -40,6 +40,8 @@ def test_event_producer_and_notify_consumer_get_the_extra_keys() -> None:
         assert {k: flow.producer.config[k] for k in EXTRA} == EXTRA
     finally:
         flow.close()
+    with pytest.raises(RuntimeError, match="closed"):  # closed, not only flushed: no client outlives the flow
+        flow.producer.poll(0)
 
 
 def test_faust_takes_what_aiokafka_can_express_and_refuses_a_security_key_it_cannot(tmp_path) -> None:
