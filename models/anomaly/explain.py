@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -70,8 +70,10 @@ class Explanation:
     context: list[float]
 
     def as_record(self) -> dict[str, Any]:
-        """The ``explanation`` field of an ``alert`` event (schema v2)."""
-        return asdict(self)
+        """The ``explanation`` field of an ``alert`` event (schema v2); built directly, as ``dataclasses.asdict``
+        deep-copies every field (a fifth of the cost of an alert)."""
+        return {"rule": self.rule, "expected": self.expected, "lower": self.lower, "upper": self.upper,
+                "deviation": self.deviation, "context": list(self.context)}
 
 
 class BatchExplainer:
