@@ -3,7 +3,9 @@
 ``fastavro`` walks the schema for every record and every array item. Flows read and write the same few
 schemas millions of times, each message carrying arrays of readings, so ``compile_reader`` and
 ``compile_writer`` turn a parsed schema into nested closures once; arrays of ``double`` are one numpy copy,
-arrays of ``long`` (varints) one compiled loop (numba) instead of one call per item.
+arrays of ``long`` (varints) one compiled loop (numba) instead of one call per item. Asked to
+(``compile_reader(parsed, arrays=True)``), the reader leaves those arrays as numpy arrays instead of lists, and
+the writer takes numpy arrays as they are: a flow that computes on arrays never makes a Python object per reading.
 
 Both take only what they are sure fastavro handles the same way. The writer: ``str`` for strings, ``int``
 (not ``bool``) in range for ``int``/``long``, ``float`` for ``float``/``double``, ``bytes``, a ``dict`` with
