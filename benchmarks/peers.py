@@ -7,7 +7,8 @@ share ours), with numpy, river and fastavro at our versions. Each pair runs over
 of their ``scores.anomaly`` outputs against arrival time):
 
 - ``gauss`` (eddyline's EWMA z-score, numba) against a numpy z-score per series held in Quix state;
-- ``hst`` (river's HalfSpaceTrees inside the eddyline flow) against the same river pipeline in Quix.
+- ``hst`` (eddyline's compiled HalfSpaceTrees, numba: a reimplementation that gives river's scores exactly)
+  against river's ``MinMaxScaler() | HalfSpaceTrees`` in Quix, as its users would run it.
 
 eddyline runs its whole sensor flow (validation, alert policy, metrics sink, Bytewax recovery every 2 s);
 the peer scores and writes scores only, committing its state every 2 s.

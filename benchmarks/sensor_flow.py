@@ -7,8 +7,8 @@
 - ``raw_consume_per_s``: the floor: the same messages consumed with confluent-kafka and decoded with the
   flow's own decoder (``AvroSerde(compiled=True)``, readings as numpy arrays as the flow asks for them),
   nothing else, the mean of a run before the flow and one after it;
-- ``river_hst_per_s``: river's HalfSpaceTrees scoring and learning one reading at a time over the same
-  readings, one model per device and sensor as the flow keeps them, no Kafka.
+- ``river_hst_per_s``: river's HalfSpaceTrees (``hst-river``, river's own code) scoring and learning one reading
+  at a time over the same readings, one model per device and sensor as the flow keeps them, no Kafka.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def time_flow(settings: KafkaSettings, argv: list[str], messages: int, per_messa
 
 
 def river_per_series(records: list[dict]) -> Throughput:
-    """river's HalfSpaceTrees (our ``hst``) over every reading of ``records``, one model per device and sensor."""
+    """river's HalfSpaceTrees (``hst-river``, river's own code) over every reading of ``records``, one model per device and sensor."""
     from models.anomaly import make_detector
 
     detectors: dict[tuple[str, str], Any] = {}
@@ -216,7 +216,7 @@ def river_per_series(records: list[dict]) -> Throughput:
     for device, sensor, values, stamps in series:
         det = detectors.get((device, sensor))
         if det is None:
-            det = detectors[(device, sensor)] = make_detector("hst")
+            det = detectors[(device, sensor)] = make_detector("hst-river")
         det.score_learn(values, stamps)
         done += len(values)
     return Throughput(done / (time.perf_counter() - start), (time.process_time() - cpu_start) / done * 1e6)

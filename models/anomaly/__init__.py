@@ -1,7 +1,8 @@
 """Streaming anomaly detectors behind one contract (``base.AnomalyDetector``), looked up by name.
 
 Importing this package imports neither numba nor river: kernels compile on first use and river is
-imported when a HalfSpaceTrees is built.
+imported when a HalfSpaceTrees is built (``hst`` asks river for its trees' splits once per parameters;
+``hst-river`` is river's own pipeline, the baseline speed claims are measured against).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from models.anomaly.base import AnomalyDetector
 from models.anomaly.gauss import GaussianDetector
 from models.anomaly.hst import HalfSpaceTrees
+from models.anomaly.hst_river import RiverHalfSpaceTrees
 from models.anomaly.likelihood import LikelihoodDetector
 from models.anomaly.robust import RobustLikelihoodDetector
 from models.anomaly.seasonal import SeasonalDetector
@@ -19,6 +21,7 @@ DETECTORS: dict[str, type[AnomalyDetector]] = {
     GaussianDetector.name: GaussianDetector,
     HalfSpaceTrees.name: HalfSpaceTrees,
     LikelihoodDetector.name: LikelihoodDetector,
+    RiverHalfSpaceTrees.name: RiverHalfSpaceTrees,
     RobustLikelihoodDetector.name: RobustLikelihoodDetector,
     SeasonalDetector.name: SeasonalDetector,
 }

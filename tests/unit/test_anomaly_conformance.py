@@ -124,8 +124,8 @@ def test_bad_input_is_an_error(name: str) -> None:
 
 
 def test_flags_an_obvious_spike(name: str) -> None:
-    if name == "hst":
-        pytest.skip("river's HalfSpaceTrees on one min-max scaled feature is the speed baseline, not a quality bar")
+    if name in ("hst", "hst-river"):
+        pytest.skip("HalfSpaceTrees on one min-max scaled feature (river's, and our compiled copy) is not a quality bar")
     v, t = _series()
     s = make_detector(name).score_learn(v, t)
     spike = len(v) // 2

@@ -51,6 +51,7 @@ MODULES = (
     "models.anomaly.robust",
     "models.anomaly.seasonal",
     "models.anomaly.hst",
+    "models.anomaly.hst_river",
     "models.drift",
     "models.drift.data",
     "models.drift.ensemble",
