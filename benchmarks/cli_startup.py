@@ -20,7 +20,7 @@ import typer
 
 from benchmarks.report import machine, write_json
 
-CASES = (("--help",), ("topics", "--help"), ("edge", "status", "--help"))
+CASES = (("--help",), ("topics", "--help"), ("edge", "status", "--help"), ("bench", "--help"))
 LAZY = "import sys\nfrom streams.cli import app\nsys.argv[0] = 'eddyline'\napp()"
 EAGER = ("import sys, typer\nfrom streams.cli import app\n"
          "def load(group):\n"

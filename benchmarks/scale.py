@@ -2,9 +2,10 @@
 
 For each fleet size and engine, over one broker (a namespace per run):
 
-- ``readings_per_s``: ``eddyline run anomaly`` over a pre-filled topic (``batches`` batches per device), by a
-  least-squares slope of scored readings over the arrival times of score events between the 10th and 90th
-  percentile (a 10 ms fetch wait, so arrivals are not bunched by the watcher);
+- ``readings_per_s``: ``eddyline run anomaly`` over a pre-filled topic (``batches`` batches per device, more
+  for a small fleet: ``MIN_MESSAGES`` at least): the readings scored after the watcher's first fetch that
+  brought scores, over the time from it to the last (a 10 ms fetch wait; the flow produces a poll's scores
+  together, so they arrive in bunches);
 - ``rss_mb``: the flow process's peak resident memory (``VmHWM``) after the pre-filled topic is scored;
 - ``state_bytes_per_device``: the encoded state of one device (``streams.state``), the mean over the fleet, read
   back from where the engine keeps it (Bytewax's recovery files, Faust's changelog);
@@ -14,15 +15,15 @@ For each fleet size and engine, over one broker (a namespace per run):
 - ``checkpoint_mb``: the recovery folder (Bytewax) or the changelog topic's bytes (Faust) after the run;
 - ``checkpoint_mb_per_epoch``: what checkpointing wrote while the pre-filled topic was scored, per 2 s epoch
   (Bytewax: the process's disk writes, ``/proc/PID/io``; Faust: the changelog bytes produced);
-- ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
 - ``latency_p50_ms``/``latency_p99_ms`` (unless ``--live-s 0``): a live fleet (event times on the wall clock,
-  devices' batch ends spread evenly over a batch span) offered half the measured maximum for ``live_s``
-  seconds: from a batch's event time (its last reading) to the arrival of its score event at a watcher;
-  batches still unscored ``DRAIN_S`` after the
-  load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``). The same
-  delay split in three: ``latency_send_*`` (event time to the generator producing the batch), ``latency_flow_*``
-  (that to the score's Kafka timestamp, stamped when the flow produced it) and ``latency_watch_*`` (that to the
-  watcher receiving it).
+  devices' batch ends spread evenly over a batch span) offered half the measured maximum (or ``--live-rate``)
+  for ``live_s`` seconds, on the flow that measured the maximum, before the SIGKILL below: from a batch's event
+  time (its last reading) to the arrival of its score event at a watcher; batches still unscored ``DRAIN_S``
+  after the load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``).
+  The same delay split in three: ``latency_send_*`` (event time to the generator producing the batch),
+  ``latency_flow_*`` (that to the score's Kafka timestamp, stamped when the flow produced it) and
+  ``latency_watch_*`` (that to the watcher receiving it);
+- ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
 
 A fleet whose projected memory (from the first run's RSS per device) would not fit in the machine's available
 memory is recorded as skipped, with the projection, rather than run.
@@ -56,6 +57,7 @@ TOPIC = "sensor.readings"
 SCORES = "scores.anomaly"
 EPOCH_S = 2.0
 READINGS_PER_MESSAGE = 50
+MIN_MESSAGES = 6000  # pre-filled messages at least (4 poll rounds of 3 partitions x 500), whatever the fleet
 DRAIN_S = 60.0  # after the live load stops, how long batches still in flight may take to be scored
 
 
@@ -128,20 +130,27 @@ def _prefill(settings: KafkaSettings, sim: SensorSimulator, messages: int) -> No
 
 
 def _throughput(flow: Flow, watcher: Consumer, messages: int, per_message: int) -> tuple[float, float]:
-    """(readings/s by slope, seconds from first to last score) once ``messages`` score events arrived."""
-    arrivals: list[float] = []
+    """(readings/s, seconds from first to last score) once ``messages`` score events arrived: the score events
+    after the first fetch that brought any, over the time from that fetch to the last one. The flow scores a
+    poll's messages (up to ``batch_size`` per partition) and produces their scores together, so they arrive in
+    bunches; a slope fitted through a few bunches measured nothing (207 million readings/s at 1,000 devices on a
+    quiet machine), while the first bunch's work is simply done before the clock starts."""
+    fetches: list[tuple[float, int]] = []  # (when, score events it brought)
+    got = 0
     deadline = time.monotonic() + 3600
-    while len(arrivals) < messages and time.monotonic() < deadline:
+    while got < messages and time.monotonic() < deadline:
         flow.alive()
-        for msg in watcher.consume(5000, 0.2):
-            if msg.error() is None:
-                arrivals.append(time.perf_counter())
-    if len(arrivals) < messages:
-        raise RuntimeError(f"only {len(arrivals)} of {messages} scored in an hour; see {flow.log}")
-    t = np.asarray(arrivals)
-    lo, hi = int(0.1 * len(t)), int(0.9 * len(t))
-    slope = np.polyfit(t[lo:hi] - t[lo], np.arange(lo, hi, dtype=np.float64), 1)[0]
-    return float(slope * per_message), float(t[-1] - t[0])
+        n = sum(1 for msg in watcher.consume(5000, 0.2) if msg.error() is None)
+        if n:
+            fetches.append((time.perf_counter(), n))
+            got += n
+    if got < messages:
+        raise RuntimeError(f"only {got} of {messages} scored in an hour; see {flow.log}")
+    span = fetches[-1][0] - fetches[0][0]
+    if len(fetches) < 3 or span <= 0:
+        raise RuntimeError(f"{messages} score events arrived in {len(fetches)} fetches: too few to time; "
+                           "pre-fill more batches per device (--batches)")
+    return float((got - fetches[0][1]) / span * per_message), float(span)
 
 
 def _versions_bytes(state: Path) -> int:
@@ -310,12 +319,13 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
 
 
 def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, live_s: float, work: Path,
-            env: dict[str, str], buckets: int = 0) -> dict[str, Any]:
+            env: dict[str, str], buckets: int = 0, live_rate: float | None = None) -> dict[str, Any]:
     name = f"{engine}-{devices}" + (f"-b{buckets}" if buckets else "")
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace=f"scale-{name}.",
                              session_timeout_ms=6000)
     env = {**env, "EDDYLINE_RUNTIME_STATE_BUCKETS": str(buckets)}
     sim = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, seed=5)
+    batches = max(batches, -(-MIN_MESSAGES // devices))  # enough poll rounds to time (``_throughput``)
     messages = devices * batches
     _prefill(settings, sim, messages)
     create_topics(settings, [SCORES])
@@ -340,8 +350,11 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
             written, state_bytes, keys, changelog = _changelog(settings)
             checkpoint = written
             per_epoch = written / max(1.0, busy_s / EPOCH_S)
+        offered = live_rate or rate / 2
+        # on the process that measured the maximum, before the restart: after one, each device's first batch
+        # restores its state (BENCHMARKS.md, third pass on latency), which the pre-filled maximum did not pay
+        lat = _latency(settings, sim, offered, live_s, watcher) if live_s > 0 else {}
         recovery = _recovery(flow, settings, sim, watcher)
-        lat = _latency(settings, sim, rate / 2, live_s, watcher) if live_s > 0 else {}
     finally:
         watcher.close()
         flow.stop()
@@ -355,7 +368,8 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         **{f"latency_{k}_ms": None if v != v else round(v) for k, v in lat.items()
            if k not in ("scored", "sent", "samples")},
         "latency_batches_scored": lat.get("scored"), "latency_batches_sent": lat.get("sent"),
-        "offered_readings_per_s": round(rate / 2), "readings": messages * sim.readings_per_batch,
+        "offered_readings_per_s": round(offered), "readings": messages * sim.readings_per_batch,
+        "batches_per_device": batches,
         **{f"changelog_{k}": v for k, v in changelog.items()},
     }
 
@@ -394,7 +408,8 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 
 def run(devices: list[int], engines: list[str], json_path: Path | None = None, batches: int = 2,
         live_s: float = 20.0, detector: str | None = None, packed: bool = False,
-        plot_path: Path | None = None, buckets: list[int] | None = None) -> dict[str, Any]:
+        plot_path: Path | None = None, buckets: list[int] | None = None,
+        live_rate: float | None = None) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -415,7 +430,7 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
                     console.print(f"{engine} {n}: skipped, {runs[-1]['skipped']}")
                     continue
                 with console.status(f"{engine}, {n:,} devices, {bucket_count} buckets"):
-                    result = measure(broker, n, engine, batches, live_s, work, env, bucket_count)
+                    result = measure(broker, n, engine, batches, live_s, work, env, bucket_count, live_rate)
                 rss_per_device.setdefault(engine, result["rss_mb"] * 2**20 / n)
                 runs.append(result)
                 console.print(result)
@@ -447,6 +462,9 @@ def command(
     plot_path: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: readings/s and RSS vs devices.")] = None,
     buckets: Annotated[str, typer.Option(help="Bytewax state layouts to compare, comma-separated: 0 is one key "
                                          "per device, N is N buckets ([runtime] state_buckets).")] = "1024",
+    live_rate: Annotated[float | None, typer.Option(
+        help="Offer this many readings/s in the latency phase instead of half the measured maximum (to compare "
+             "builds at one load).")] = None,
 ) -> None:
     """Readings/s, peak RSS, state and checkpoint bytes, recovery and latency of the sensor flow per fleet size."""
     sizes = [int(x) for x in devices.split(",") if x.strip()]
@@ -457,7 +475,9 @@ def command(
     layouts = [int(x) for x in buckets.split(",") if x.strip()]
     if not layouts or min(layouts) < 0:
         raise typer.BadParameter("use --buckets N[,N...] (0: one key per device)")
-    run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path, layouts)
+    if live_rate is not None and live_rate <= 0:
+        raise typer.BadParameter("use --live-rate R with R > 0 readings/s, or leave it out for half the maximum")
+    run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path, layouts, live_rate)
 
 
 if __name__ == "__main__":

@@ -544,11 +544,10 @@ def read_topic(
     return out
 
 
-def read_latest(
-    s: KafkaSettings, logical_topic: str, *, timeout: float = 60.0, idle: float = 1.0
-) -> dict[bytes | None, bytes]:
-    """The latest value per key of a compacted topic (the state it holds), read from the beginning like
-    ``read_topic``.
+def read_latest(s: KafkaSettings, logical_topic: str, *, timeout: float = 60.0) -> dict[bytes | None, bytes]:
+    """The latest value per key of a compacted topic (the state it holds), read from the beginning up to the end
+    of every partition as of the call (``read_to_end``), so an idle topic is read at once and a busy one does
+    not keep the call waiting for it to go quiet.
 
     Records of one key share a partition, so the latest is the last in offset order, whether or not the broker has
     compacted yet; a record without a value (a tombstone) removes its key.
@@ -560,12 +559,14 @@ def read_latest(
     logical_topic
         The compacted topic, without the namespace.
     timeout
-        Seconds after which to stop regardless.
-    idle
-        Seconds without a new message after which to stop.
+        Seconds to read at most; a partition not read to its end by then raises ``TimeoutError`` (a state read
+        in part would be wrong, not late).
     """
+    messages, pending = read_to_end(s, logical_topic, {}, timeout=timeout)
+    if pending:
+        raise TimeoutError(f"reading {s.topic(logical_topic)!r}: partitions {sorted(pending)} not read to their end "
+                           f"in {timeout:.0f} s from {s.bootstrap_servers}")
     latest: dict[bytes | None, bytes] = {}
-    messages = read_topic(s, logical_topic, timeout=timeout, idle=idle)
     for msg in sorted(messages, key=lambda m: (m.partition(), m.offset())):
         if msg.value() is None:
             latest.pop(msg.key(), None)

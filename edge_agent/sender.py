@@ -246,6 +246,7 @@ class Sender:
         old.purge(in_queue=True, in_flight=True)
         old.poll(0)
         old.flush(0)
+        old.close()  # its threads and connections go now: it holds this sender (error_cb), a cycle gc cannot see
         self._commit_acks()
         for seq in list(self._in_flight):
             self._requeue(seq)
@@ -266,3 +267,4 @@ class Sender:
         self._producer.purge(in_queue=True, in_flight=False)
         self._producer.poll(0)
         self._commit_acks()
+        self._producer.close()  # else it outlives the agent, retrying the broker until the process exits

@@ -56,6 +56,10 @@ class StateError(ValueError):
     """Bytes that are not a state this version can restore: foreign, from another format version, or broken."""
 
 
+_TAGGED: dict[str, bytes] = {}  # short strings as written (``_put_leaf``), up to this many:
+_TAGGED_MAX = 4096
+
+
 def encode(value: Any) -> bytes:
     """``value`` (plain data and numeric numpy arrays) as versioned bytes; anything else is a ``TypeError``."""
     parts = [MAGIC, bytes((FORMAT_VERSION,))]
@@ -72,15 +76,42 @@ def _put(v: Any, out: list[bytes], depth: int) -> None:
     elif kind is dict:
         out.append(b"d" + _U32.pack(len(v)))
         for k, item in v.items():
-            _put(k, out, depth + 1)
-            _put(item, out, depth + 1)
-    elif kind is str:
-        raw = v.encode()
-        out.append(b"s" + _U32.pack(len(raw)) + raw)
+            if not _put_leaf(k, out):
+                _put(k, out, depth + 1)
+            if not _put_leaf(item, out):
+                _put(item, out, depth + 1)
+    elif kind is list or kind is tuple:
+        out.append((b"l" if kind is list else b"t") + _U32.pack(len(v)))
+        for item in v:
+            if not _put_leaf(item, out):
+                _put(item, out, depth + 1)
+    elif not _put_leaf(v, out):
+        _put_other(v, out, depth)
+
+
+def _put_leaf(v: Any, out: list[bytes]) -> bool:
+    """Write ``v`` if it is an exact float, str, int in range, bytes or None (half of a state's values are the same
+    few names: their bytes are kept); False for anything else, which ``_put`` writes."""
+    kind = type(v)
+    if kind is str:
+        tagged = _TAGGED.get(v)
+        if tagged is None:
+            raw = v.encode()
+            tagged = b"s" + _U32.pack(len(raw)) + raw
+            if len(raw) <= 64 and len(_TAGGED) < _TAGGED_MAX:
+                _TAGGED[v] = tagged
+        out.append(tagged)
+    elif kind is float:
+        out.append(b"f" + _F64.pack(v))
     elif kind is int and -(1 << 63) <= v < (1 << 63):
         out.append(b"i" + _I64.pack(v))
+    elif kind is bytes:
+        out.append(b"b" + _U32.pack(len(v)) + v)
+    elif v is None:
+        out.append(b"N")
     else:
-        _put_other(v, out, depth)
+        return False
+    return True
 
 
 def _put_other(v: Any, out: list[bytes], depth: int) -> None:

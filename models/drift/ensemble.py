@@ -19,10 +19,11 @@ error stream is still warming up, and on the MovieLens replay its first few hund
 (0.16-0.21 in the first 200: the replay opens with three users who liked 87 % of what they rated) and then
 rise to about 0.4 as other users arrive. The loose ADWIN declared that rise a concept drift (at value
 447; river's ADWIN at its defaults does too, at 479), and the retraining cooldown then missed the real
-change. So no alarm counts until the stream has settled (``settle``): the first window of 800 values
-whose two halves agree (``models.drift.cusum.stationary``, the test the CUSUM takes its reference by),
-judged from the stream alone. The members see the warm-up values; their alarms there are dropped. After a
-declared drift the ensemble does not wait again: the detection itself says where the old regime ended.
+change. So no alarm counts until the stream has settled (``settle``, ``models.drift.settle.WarmUp``): the
+first window of 800 values whose two halves agree (``models.drift.cusum.stationary``, the test the CUSUM
+takes its reference by), judged from the stream alone. The members see the warm-up values; their alarms
+there are dropped (none restarts the others). After a declared drift the ensemble does not wait again: the
+detection itself says where the old regime ended.
 The benchmark (``benchmarks/drift.py``) picked these settings on streams of other seeds than it reports.
 """
 
@@ -33,16 +34,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.drift.base import StreamDriftDetector
-from models.drift.cusum import stationary
 from models.drift.members import make_member
+from models.drift.settle import SETTLE, WarmUp
 
 DEFAULT_MEMBERS: tuple[dict[str, Any], ...] = (
     {"name": "cusum", "h_mean": 16.0, "h_binary": 24.0, "h_var": 34.0, "direction": "rises_on_binary"},
     {"name": "adwin", "delta": 0.0005, "delta_binary": 0.01, "direction": "rises_on_binary"},
 )
 _CHUNK = 1024  # values fed to the members at a time: what a restart can waste
-SETTLE = 800  # values in the window that must settle before an alarm counts
-MIN_SETTLE = 4  # the least window ``stationary`` can judge: two halves of two values
 
 
 class DriftEnsemble(StreamDriftDetector):
@@ -65,11 +64,9 @@ class DriftEnsemble(StreamDriftDetector):
         self.members_spec = [dict(m) for m in (members if members is not None else DEFAULT_MEMBERS)]
         if not self.members_spec:
             raise ValueError("an ensemble needs at least one member")
-        if settle != 0 and settle < MIN_SETTLE:
-            raise ValueError(f"settle must be 0 (no warm-up) or at least {MIN_SETTLE} values, not {settle}")
+        self.warm = WarmUp(settle)
         self.settle = settle
         self._members = self._fresh()
-        self._warm: list[float] | None = [] if settle else None  # None: the stream has settled
         self.last_fired: str | None = None
 
     def _fresh(self) -> list[StreamDriftDetector]:
@@ -91,8 +88,12 @@ class DriftEnsemble(StreamDriftDetector):
         found: list[int] = []
         i, n = 0, len(values)
         while i < n:
-            if self._warm is not None:
-                i += self._warm_up(values[i : i + self.settle - len(self._warm)])
+            if not self.warm.settled:
+                seg = self.warm.wanted(values[i:])
+                for member in self._members:
+                    member.update(seg)  # alarms before the stream has settled do not count
+                self.warm.add(seg)
+                i += len(seg)
                 continue
             seg = values[i : i + _CHUNK]
             first, who = len(seg), None
@@ -109,24 +110,12 @@ class DriftEnsemble(StreamDriftDetector):
             i += first + 1
         return np.asarray(found, dtype=np.int64)
 
-    def _warm_up(self, seg: np.ndarray) -> int:
-        """Feed ``seg`` to the members with their alarms dropped, until the last ``settle`` values are
-        stationary (``models.drift.cusum.stationary``); then alarms count. Returns the values used."""
-        for member in self._members:
-            member.update(seg)
-        warm = self._warm
-        assert warm is not None
-        warm.extend(seg.tolist())
-        if len(warm) >= self.settle:
-            self._warm = None if stationary(np.asarray(warm)) else warm[len(warm) // 2 :]
-        return len(seg)
-
     def snapshot(self) -> dict[str, Any]:
-        return {"members": [m.snapshot() for m in self._members], "last_fired": self.last_fired, "warm": self._warm}
+        return {"members": [m.snapshot() for m in self._members], "last_fired": self.last_fired,
+                "warm": self.warm.window}
 
     def restore(self, state: dict[str, Any]) -> None:
         for member, s in zip(self._members, state["members"]):
             member.restore(s)
         self.last_fired = state["last_fired"]
-        warm = state.get("warm")  # absent: a snapshot from before the warm-up, taken on a settled stream
-        self._warm = None if warm is None else [float(v) for v in warm]
+        self.warm.restore(state.get("warm"))  # absent: a snapshot from before the warm-up, taken on a settled stream

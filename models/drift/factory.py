@@ -16,7 +16,8 @@ def make_detector(name: str, **kwargs: Any) -> StreamDriftDetector:
     name
         ``ours`` is the ensemble the flows use; the others are its members alone.
     kwargs
-        Passed to the detector's constructor.
+        Passed to the detector's constructor; ``settle`` (``models.drift.settle``) is the warm-up before alarms
+        count: 800 values by default for ``ours``, none for the others unless given.
 
     Examples
     --------
@@ -32,4 +33,9 @@ def make_detector(name: str, **kwargs: Any) -> StreamDriftDetector:
         from models.drift.ensemble import DriftEnsemble
 
         return DriftEnsemble(**kwargs)
+    if kwargs.get("settle"):
+        from models.drift.settle import Settled
+
+        return Settled(name, **kwargs)
+    kwargs.pop("settle", None)
     return make_member(name, **kwargs)

@@ -6,53 +6,16 @@ only when it runs (``streams.cli.lazy``), so that every command starts without t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from streams import logs
+from streams.cli.errors import CliError, friendly
 from streams.cli.lazy import Lazy, group, lazy_group
 
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["CliError", "app", "friendly", "main"]
 
-
-class CliError(Exception):
-    """An error the user can act on: the message says what to do."""
-
-
-def friendly(fn: F) -> F:
-    """Turn known failures into one line that says what to do. A mistake in the command or its settings exits 2
-    (a supervisor must not restart it: nothing changes until someone edits it); a broker that does not answer
-    exits 1, because it may be back in a minute and a restart is what the operator wants."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        logs.setup()
-        try:
-            return fn(*args, **kwargs)
-        except CliError as exc:
-            typer.secho(f"error: {exc}", fg="red", err=True)
-            raise typer.Exit(2) from None
-        except (TimeoutError, ConnectionError) as exc:
-            typer.secho(
-                f"error: {exc}\nIs Kafka reachable? Start one with `eddyline broker` or set "
-                "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS (or [kafka] bootstrap_servers in eddyline.toml).",
-                fg="red",
-                err=True,
-            )
-            raise typer.Exit(1) from None
-        except ValueError as exc:  # settings (a pydantic ValidationError): name the key and what to change
-            from pydantic import ValidationError
-
-            from connectors.config import explain
-
-            typer.secho(f"error: {explain(exc) if isinstance(exc, ValidationError) else exc}", fg="red", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 # The commands that live beside their subject (connectors/, models/, streams/): imported when they run
@@ -64,18 +27,17 @@ app = group(help="eddyline: streaming-first event processing for ML operations."
     Lazy("live", "streams.apps.live:command",
          "Serve the live page for the output topics of the configured Kafka (EDDYLINE_KAFKA_* or eddyline.toml) "
          "until Ctrl-C."),
-    Lazy("transcribe", "streams.cli.audio:transcribe_command", "Print the text of each WAV file."),
-    wrap=friendly))
+    Lazy("transcribe", "streams.cli.audio:transcribe_command", "Print the text of each WAV file.")))
 topics_app = group(help="Manage topics.")
 produce_app = group(help="Publish events.", cls=lazy_group(
     Lazy("clicks", "streams.producers.clicks:command",
          "Replay the MovieLens ratings to the clicks topic as impressions and clicks, in event-time order."),
     Lazy("audio", "streams.cli.audio:produce_command",
-         "Stream WAV files to ``audio.chunks`` as audio_chunk events, the conversations interleaved as if live."),
-    wrap=friendly))
+         "Stream WAV files to ``audio.chunks`` as audio_chunk events, the conversations interleaved as if live.")))
 # `eddyline bench NAME`: benchmarks register by entry point, so production code never imports benchmarks/.
-bench_app = group(help="Benchmarks: each compares against a baseline in the same run.",
-                        cls=lazy_group(plugins="eddyline.bench", wrap=friendly))
+bench_app = group(help="Benchmarks: each compares against a baseline in the same run; "
+                        "`eddyline bench NAME --help` says what NAME measures.",
+                        cls=lazy_group(plugins="eddyline.bench"))
 models_app = group(help="Model registry and model training.", cls=lazy_group(
     Lazy("train-sentiment", "models.sentiment.commands:train_command",
          "Train the sentiment model, export it to ONNX int8 and write its model card."),
@@ -90,24 +52,20 @@ models_app = group(help="Model registry and model training.", cls=lazy_group(
          "Copy a local registry folder into MLflow's registry ([mlflow]): every version with its artifacts, "
          "statuses, metrics, lineage, champion alias and action ids. Running it again copies nothing twice."),
     Lazy("ui", "streams.cli.models:ui_command",
-         "Serve MLflow's UI over the embedded store (runs, model versions, aliases) until Ctrl-C."),
-    wrap=friendly))
+         "Serve MLflow's UI over the embedded store (runs, model versions, aliases) until Ctrl-C.")))
 alerts_app = group(help="Alert delivery: dead letters of the notify flow.", cls=lazy_group(
     Lazy("redrive", "streams.cli.alerts:redrive_command",
-         "Send dead-lettered alerts (dlq.alerts) again: back on alerts.retry, due now, for the notify flow."),
-    wrap=friendly))
+         "Send dead-lettered alerts (dlq.alerts) again: back on alerts.retry, due now, for the notify flow.")))
 bridge_app = group(help="Bridges from where devices already publish (MQTT) into Kafka.",
                    cls=lazy_group(
     Lazy("mqtt", "connectors.mqtt.bridge:command",
-         "Bridge an MQTT broker's sensor topics into sensor.readings (QoS 1, acknowledged after Kafka delivery)."),
-    wrap=friendly))
+         "Bridge an MQTT broker's sensor topics into sensor.readings (QoS 1, acknowledged after Kafka delivery).")))
 security_app = group(help="Model security: sources the online learners do not learn from.",
                      cls=lazy_group(
     Lazy("list", "streams.cli.security:list_command",
          "Sources the online learners do not learn from (their events are still scored), with why."),
     Lazy("release", "streams.cli.security:release_command",
-         "Let a quarantined source back in: the click model learns from it again, and its alert is resolved."),
-    wrap=friendly))
+         "Let a quarantined source back in: the click model learns from it again, and its alert is resolved.")))
 edge_app = group(help="The edge device fleet: its state, and its models.", cls=lazy_group(
     Lazy("status", "streams.cli.edge:status_command",
          "The fleet by version and state: the latest heartbeat of every device in device.health, judged now."),
@@ -119,8 +77,7 @@ edge_app = group(help="The edge device fleet: its state, and its models.", cls=l
          "Send a model to a canary share of a class; promote it to all when the canaries stay healthy, else roll "
          "back."),
     Lazy("degraded", "streams.cli.edge_models:degraded_command",
-         "Devices whose local model got slower than their peers (or their own start): re-optimise their class."),
-    wrap=friendly))
+         "Devices whose local model got slower than their peers (or their own start): re-optimise their class.")))
 for _name, _group in (("topics", topics_app), ("produce", produce_app), ("bench", bench_app), ("alerts", alerts_app),
                       ("bridge", bridge_app), ("models", models_app), ("security", security_app), ("edge", edge_app)):
     app.add_typer(_group, name=_name)

@@ -3,8 +3,8 @@ starts without importing every other one's modules (numpy, the engines, MLflow).
 
 A group lists its lazy commands from a table (name, ``module:function``, short help) without importing
 them; a command's module is imported when it runs or its own ``--help`` is asked for. Commands that plugins
-register by entry point (``eddyline bench``) are named from the entry-point metadata; their help lives only in
-the plugin, so listing that one group imports its plugins.
+register by entry point (``eddyline bench``) are listed by their entry-point names alone: their help lives in the
+plugin, shown by the command's own ``--help``, so listing the group imports none of them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 
 import typer
 from typer.core import TyperCommand, TyperGroup
+
+from streams.cli.errors import friendly
 
 
 class Lazy(NamedTuple):
@@ -47,25 +49,17 @@ class LazyCommand(TyperCommand):
     target
         ``module:function``.
     help
-        The line the group's ``--help`` shows; None: ask the real command (imports it).
+        The line the group's ``--help`` shows (empty for a plugin: its help is in the plugin).
     wrap
         Applied to the command function when it is imported.
     """
 
-    def __init__(self, name: str, target: str, help: str | None,
+    def __init__(self, name: str, target: str, help: str,
                  wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
         self._real: Any = None
         self.target = target
         self.wrap = wrap
         super().__init__(name=name, callback=None, help=help)
-
-    @property  # type: ignore[override]
-    def help(self) -> str | None:
-        return self._help if self._help is not None else self.load().help
-
-    @help.setter
-    def help(self, value: str | None) -> None:
-        self._help = value
 
     def load(self) -> Any:
         """The real command (its module imported on the first call)."""
@@ -86,7 +80,7 @@ class LazyGroup(TyperGroup):
 
     table: tuple[Lazy, ...] = ()
     plugins: str | None = None
-    wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = staticmethod(lambda fn: fn)
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = staticmethod(friendly)
     _added = False
 
     def _add_lazy(self) -> None:
@@ -98,7 +92,7 @@ class LazyGroup(TyperGroup):
             from importlib.metadata import entry_points
 
             for ep in sorted(entry_points(group=self.plugins), key=lambda e: e.name):
-                lazy.setdefault(ep.name, LazyCommand(ep.name, ep.value, None, self.wrap))
+                lazy.setdefault(ep.name, LazyCommand(ep.name, ep.value, "", self.wrap))
         groups = {n: c for n, c in self.commands.items() if isinstance(c, TyperGroup)}
         plain = {n: c for n, c in self.commands.items() if n not in groups}
         self.commands = {**plain, **lazy, **groups}  # commands before groups, as Typer lists them
@@ -113,7 +107,7 @@ class LazyGroup(TyperGroup):
 
 
 def lazy_group(*table: Lazy, plugins: str | None = None,
-               wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = lambda fn: fn) -> type[TyperGroup]:
+               wrap: Callable[[Callable[..., Any]], Callable[..., Any]] = friendly) -> type[TyperGroup]:
     """A group class for ``typer.Typer(cls=...)`` that holds these lazy commands.
 
     Parameters
@@ -123,7 +117,8 @@ def lazy_group(*table: Lazy, plugins: str | None = None,
     plugins
         An entry-point group whose entries (``name = "module:function"``) are commands of this group too.
     wrap
-        Applied to each command function when it is imported (the CLI's error handling).
+        Applied to each command function when it is imported; by default the CLI's error handling (``friendly``:
+        an error says what to do and exits 2), as every ``eddyline`` command has it.
     """
     return type("LazyGroup", (LazyGroup,), {"table": table, "plugins": plugins, "wrap": staticmethod(wrap)})
 

@@ -20,18 +20,15 @@ if TYPE_CHECKING:
     from connectors.kafka import KafkaSettings
 
 
-def standing(kafka: KafkaSettings, idle_s: float = 1.0, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
-    """Every source's latest quarantine record, read from the start of the quarantine list.
+def standing(kafka: KafkaSettings, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
+    """Every source's latest quarantine record, read from the start of the quarantine list to its end as of now.
 
     Parameters
     ----------
     kafka
         The Kafka settings.
-    idle_s
-        Stop reading when no record came for this long (end offsets are not trusted: some brokers report them
-        wrong).
     timeout_s
-        Stop reading after this long in any case.
+        Seconds to read at most (``TimeoutError`` if the list is not read to its end by then).
     """
     from connectors.kafka import create_topics, read_latest
     from connectors.schema_registry import configured_serde
@@ -39,18 +36,17 @@ def standing(kafka: KafkaSettings, idle_s: float = 1.0, timeout_s: float = 30.0)
 
     create_topics(kafka, [TOPIC])
     serde = configured_serde()
-    records = [serde.decode(v, QUARANTINE) for v in read_latest(kafka, TOPIC, idle=idle_s, timeout=timeout_s).values()]
+    records = [serde.decode(v, QUARANTINE) for v in read_latest(kafka, TOPIC, timeout=timeout_s).values()]
     return {r["source"]: r for r in records}
 
 
 def list_command(
     all_: Annotated[bool, typer.Option("--all", help="Also show released sources.")] = False,
-    idle: Annotated[float, typer.Option(help="Seconds without a new record before the list is complete.")] = 1.0,
 ) -> None:
     """Sources the online learners do not learn from (their events are still scored), with why."""
     from connectors.kafka import KafkaSettings
 
-    rows = [r for r in standing(KafkaSettings(), idle_s=idle).values() if all_ or r["action"] == "QUARANTINE"]
+    rows = [r for r in standing(KafkaSettings()).values() if all_ or r["action"] == "QUARANTINE"]
     if not rows:
         typer.echo("no source is quarantined" if not all_ else "the quarantine list is empty")
         return
@@ -63,7 +59,6 @@ def release_command(
     source: Annotated[str, typer.Argument(help="producer:NAME or user:ID, as `eddyline security list` shows it.")],
     reason: Annotated[str, typer.Option(help="Why it is let back in (goes to the list and the alert).")] =
         "released by an operator",
-    idle: Annotated[float, typer.Option(help="Seconds without a new record before the list is complete.")] = 1.0,
 ) -> None:
     """Let a quarantined source back in: the click model learns from it again, and its alert is resolved."""
     from connectors.kafka import EventProducer, KafkaSettings
@@ -72,7 +67,7 @@ def release_command(
 
     parse_source(source)
     kafka = KafkaSettings()
-    current = standing(kafka, idle_s=idle).get(source)
+    current = standing(kafka).get(source)
     if current is None or current["action"] != "QUARANTINE":
         raise ValueError(f"{source} is not quarantined; `eddyline security list` shows the sources that are")
     now = int(time.time() * 1000)

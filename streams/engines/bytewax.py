@@ -271,6 +271,11 @@ class StagedStates:
             return self.durable
 
 
+ENCODE_EARLY = timedelta(seconds=0.5)  # a key that spoke once in an epoch is encoded this long after, not at its end
+KEEP_DECODED_S = 120.0  # a bucket keeps a silent key's processor decoded this long after its last event,
+DECODED_KEYS = 16_384  # for at most about this many keys per process (~15 KB each with the default detector)
+
+
 class _BucketLogic(StatefulBatchLogic):
     """A bucket of keys inside Bytewax: Bytewax's state key is ``bucket_of(key, buckets)``, so a restart resumes at
     most ``buckets`` Bytewax keys however many devices there are (Bytewax's resume grows faster than its key
@@ -278,9 +283,10 @@ class _BucketLogic(StatefulBatchLogic):
 
     A key's state is, in the bucket, either its ``encode_processor`` bytes (changed lately) or the version of
     those bytes in the process's store (``StagedStates``); it is re-encoded only when it processed events since
-    the last snapshot, decoded when it next speaks, and its processor dropped again after an epoch without
-    events. With ``idle_after``, a key silent that long leaves the bucket for the ``IdleStore``, and an empty
-    bucket leaves Bytewax. Resumed states that this layout does not route here (one key per device, another
+    the last snapshot (or, having spoken once in an epoch, ``ENCODE_EARLY`` after), decoded when it next speaks,
+    and its processor dropped again once silent for ``KEEP_DECODED_S`` or pushed out by more recent keys
+    (``DECODED_KEYS``). With ``idle_after``, a key silent that long leaves the bucket for the ``IdleStore``, and an
+    empty bucket leaves Bytewax. Resumed states that this layout does not route here (one key per device, another
     bucket count) move to the idle store, where each key finds its own.
     """
 
@@ -298,7 +304,11 @@ class _BucketLogic(StatefulBatchLogic):
         self.refs: dict[str, int] = {}  # key -> the version of its bytes in the store
         self.pending: dict[str, int] = {}  # key -> the staged version of its ``inline`` bytes
         self.live: dict[str, Processor] = {}
+        self.spoke: dict[str, float] = {}  # the keys of ``live``, least recently spoken first -> when (monotonic)
+        self.keep = max(1, DECODED_KEYS // buckets)
         self.dirty: set[str] = set()  # keys that processed events since the last snapshot
+        self.early: dict[str, datetime | None] = {}  # keys that spoke this epoch -> when to encode early (None: not)
+        self.encode_at: datetime | None = None  # at most the earliest of ``early``
         self.due: dict[str, datetime] = {}
         self.next_due: datetime | None = None  # at most the earliest of ``due``
         self.moved = False
@@ -331,16 +341,24 @@ class _BucketLogic(StatefulBatchLogic):
         for event in values:
             by_key.setdefault(self.spec.key(event), []).append(event)
         emits: list[Emit] = []
-        due = datetime.now(UTC) + self.idle_after if self.idle_after is not None else None
+        wall = datetime.now(UTC)
+        due = wall + self.idle_after if self.idle_after is not None else None
+        early = wall + ENCODE_EARLY
+        now = time.monotonic()
         with self.timer.time():
             for key, events in by_key.items():
                 emits.extend(self._processor(key).process(events))
                 self.dirty.add(key)
+                self.early[key] = None if key in self.early else early  # twice in an epoch: at its end only
+                self.spoke.pop(key, None)
+                self.spoke[key] = now
                 if due is not None:
                     self.due[key] = due
         self.output.processed(values)
         if due is not None and self.next_due is None:
             self.next_due = due
+        if self.encode_at is None:
+            self.encode_at = early
         return _as_one(emits), StatefulBatchLogic.RETAIN
 
     def _saved(self, key: str) -> bytes | None:
@@ -366,13 +384,17 @@ class _BucketLogic(StatefulBatchLogic):
         return processor
 
     def notify_at(self) -> datetime | None:
-        return self.next_due
+        if self.encode_at is None or self.next_due is None:
+            return self.encode_at or self.next_due
+        return min(self.encode_at, self.next_due)
 
     def on_notify(self) -> tuple[list[list[Emit]], bool]:
         if self.moved and self.idle is not None:  # the moved states are committed before this logic leaves
             self.idle.commit_held()
         emits: list[Emit] = []
         now = datetime.now(UTC)
+        if self.encode_at is not None and self.encode_at <= now:
+            self._encode_early(now)
         leaving: dict[str, bytes] = {}
         if self.idle is not None:
             for key in [k for k, at in self.due.items() if at <= now]:
@@ -396,9 +418,49 @@ class _BucketLogic(StatefulBatchLogic):
         stored = [self.refs.pop(key, None), self.pending.pop(key, None)] != [None, None]
         self.inline.pop(key, None)
         self.dirty.discard(key)
+        self.early.pop(key, None)
         self.due.pop(key, None)
+        self.live.pop(key, None)
+        self.spoke.pop(key, None)
         if stored and self.staged is not None:
             self.staged.forget(key)
+
+    def _encode(self, key: str) -> None:
+        """The key's processor to bytes, staged for the store: from now on its bytes are its state."""
+        blob = self.inline[key] = encode_processor(self.live[key], key)
+        if self.staged is not None:
+            replaced = self.pending.pop(key, None)
+            if replaced is not None:  # no checkpoint refers to it: each that has it has the key's bytes too
+                self.staged.drop(key, replaced)
+            self.pending[key] = self.staged.stage(key, blob)
+
+    def _encode_early(self, now: datetime) -> None:
+        """Encode the keys that spoke once this epoch and have been silent ``ENCODE_EARLY`` since, now rather than
+        all in the epoch's snapshot: a snapshot encodes every key that spoke in the epoch on the worker's thread,
+        and every event arriving meanwhile waits (0.5 s per epoch at 1,000 devices under load, BENCHMARKS.md). A
+        key that speaks again is encoded again at the snapshot (at most twice per epoch), one that spoke twice
+        only there."""
+        waiting = []
+        for key, at in self.early.items():
+            if at is None:
+                continue
+            if at <= now:
+                self._encode(key)
+                self.dirty.discard(key)
+                self.early[key] = None
+            else:
+                waiting.append(at)
+        self.encode_at = min(waiting) if waiting else None
+
+    def _forget_decoded(self) -> None:
+        """Drop the processors (their bytes stay) of keys silent ``KEEP_DECODED_S``, and the least recently spoken
+        beyond this bucket's share of ``DECODED_KEYS``: so a device that speaks every few seconds is not decoded
+        again each time (a restore costs about 3 times an encode), and memory stays bounded in a large fleet."""
+        cutoff = time.monotonic() - KEEP_DECODED_S
+        for key, spoke in list(self.spoke.items()):
+            if spoke >= cutoff and len(self.spoke) <= self.keep:
+                break
+            del self.spoke[key], self.live[key]
 
     def snapshot(self) -> bytes:
         durable = self.staged.flush() if self.staged is not None else 0
@@ -410,15 +472,11 @@ class _BucketLogic(StatefulBatchLogic):
                 if previous is not None:
                     self.staged.forget(key, version)
         for key in self.dirty:
-            blob = self.inline[key] = encode_processor(self.live[key], key)
-            if self.staged is not None:
-                replaced = self.pending.pop(key, None)
-                if replaced is not None:  # no checkpoint refers to it: each that has it has the key's bytes too
-                    self.staged.drop(key, replaced)
-                self.pending[key] = self.staged.stage(key, blob)
-        for key in [k for k in self.live if k not in self.dirty]:  # a whole epoch silent: bytes until it speaks
-            del self.live[key]
+            self._encode(key)
         self.dirty.clear()
+        self.early.clear()
+        self.encode_at = None
+        self._forget_decoded()
         index = self.index if self.index is not None else -1
         return encode_bucket(Bucket(self.buckets, index, self.inline, self.refs))
 

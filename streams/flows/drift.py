@@ -33,7 +33,7 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 from models.drift import FeatureDriftMonitor, make_detector
-from models.drift.ensemble import MIN_SETTLE, SETTLE
+from models.drift.settle import MIN_SETTLE, SETTLE
 from models.online import DRIFT_FEATURES
 from schemas import ALERT, DRIFT, FEEDBACK, PREDICTION, derive_id
 from streams.flows.names import MODEL_NAME as CLICK_MODEL
@@ -54,9 +54,10 @@ class DriftSettings(Section):
     model_config = SettingsConfigDict(env_prefix="EDDYLINE_DRIFT_", extra="forbid")
 
     detector: str = Field("ours", description="Concept-drift detector on the error stream: ours, adwin, page_hinkley.")
-    settle: int = Field(SETTLE, ge=0, description="Warm-up of the ``ours`` detector: no concept drift counts until a "
-                        "window of this many errors has settled (its halves agree), because a fresh model's error "
-                        f"rate climbs while it warms up. 0 turns the warm-up off; else at least {MIN_SETTLE}.")
+    settle: int = Field(SETTLE, ge=0, description="Warm-up of the concept-drift detector, whichever it is: no concept "
+                        "drift counts until a window of this many errors has settled (its halves agree), because a "
+                        "fresh model's error rate climbs while it warms up. 0 turns the warm-up off; else at least "
+                        f"{MIN_SETTLE}.")
     features: list[str] | None = Field(None, description="Features to watch for data drift, for every model "
                                                          "(default: each model's own choice, else all).")
     reference_size: int = Field(2000, gt=0, description="Values in a feature's reference sample.")
@@ -75,19 +76,10 @@ class DriftSettings(Section):
                              f"give 0 (no warm-up) or {MIN_SETTLE} or more (default {SETTLE})")
         return value
 
-    def processor_params(self, detector: str | None = None) -> dict[str, Any]:
-        """``DriftProcessor`` keywords; ``settle`` goes to the detector only when it is ``ours``, the only one
-        with a warm-up.
-
-        Parameters
-        ----------
-        detector
-            The detector the flow runs, which its caller may have chosen over ``[drift] detector``
-            (default: ``self.detector``).
-        """
+    def processor_params(self) -> dict[str, Any]:
+        """``DriftProcessor`` keywords, ``settle`` among the detector's: every detector gets the warm-up."""
         params = self.model_dump(exclude={"detector", "features", "settle"})
-        ours = (detector or self.detector) == "ours"
-        return params | {"detector_params": {"settle": self.settle} if ours else {}}
+        return params | {"detector_params": {"settle": self.settle}}
 
 
 class DriftProcessor(Processor):
@@ -369,7 +361,7 @@ def flow(detector: str | None = None, features: list[str] | None = None, **param
     settings = DriftSettings()
     chosen = detector or settings.detector
     watched = features if features is not None else settings.features
-    merged = settings.processor_params(chosen) | params
+    merged = settings.processor_params() | params
     return FlowSpec(
         name=FLOW,
         inputs={"predictions": PREDICTION, "feedback": FEEDBACK},

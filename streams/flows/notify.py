@@ -627,8 +627,10 @@ class NotifyFlow:
         try:
             self.consumer.close()
         finally:
-            self.producer.flush(10.0)
-            self.notifier.close()
+            try:
+                self.producer.close(10.0)  # flushed, then closed: its threads and connections end with the flow
+            finally:
+                self.notifier.close()
 
 
 def run_notify(kafka: KafkaSettings, stop: threading.Event | None = None) -> None:

@@ -236,24 +236,24 @@ def previous_version(latest: dict[str, Any] | None) -> str | None:
     return latest["previous_version"] if latest["state"] == "rolled_back" else latest["version"]
 
 
-def latest_rollouts(settings: Any, idle_s: float = 1.0) -> dict[str, dict[str, Any]]:
+def latest_rollouts(settings: Any) -> dict[str, dict[str, Any]]:
     """The newest ``edge_rollout`` record per device class (its key), read from the compacted rollouts topic."""
     from connectors.kafka import read_latest
     from schemas import AvroSerde
     from schemas.catalog import EDGE_ROLLOUT
 
     serde = AvroSerde()
-    records = [serde.decode(v, EDGE_ROLLOUT) for v in read_latest(settings, "edge.rollouts", idle=idle_s).values()]
+    records = [serde.decode(v, EDGE_ROLLOUT) for v in read_latest(settings, "edge.rollouts").values()]
     return {r["device_class"]: r for r in records}
 
 
-def published_model(settings: Any, device_class: str, version: str, idle_s: float = 1.0) -> dict[str, Any] | None:
+def published_model(settings: Any, device_class: str, version: str) -> dict[str, Any] | None:
     """The ``edge_model`` record for a class and version (key ``class/version``) on the models topic, or None."""
     from connectors.kafka import read_latest
     from schemas import AvroSerde
     from schemas.catalog import EDGE_MODEL
 
-    value = read_latest(settings, "edge.models", idle=idle_s).get(f"{device_class}/{version}".encode())
+    value = read_latest(settings, "edge.models").get(f"{device_class}/{version}".encode())
     return AvroSerde().decode(value, EDGE_MODEL) if value is not None else None
 
 

@@ -27,6 +27,7 @@ def produce(settings: KafkaSettings, topic: str) -> None:
             if (i + 1) % BATCH == 0:
                 producer.flush(30)
     assert producer.flush(30) == 0
+    producer.close()
 
 
 def consume_and_commit(settings: KafkaSettings, group: str, topic: str, partition: int, count: int) -> None:

@@ -61,6 +61,7 @@ def _produce(settings: KafkaSettings) -> list[bytes]:
     for i, v in enumerate(values):
         p.produce(TOPIC, key=str(i % 8).encode(), value=v)
     assert p.flush(30) == 0
+    p.close()
     return values
 
 

@@ -1,8 +1,8 @@
 """`eddyline edge status` and `edge degraded` on a live fleet: heartbeats keep coming while they read.
 
 ``device.health`` never goes quiet while agents run, so a reader that waits for the topic to go idle read for its
-whole ``--timeout``. Both commands read each partition up to its end as of their start and return, with every
-device, while the heartbeat source is still sending. Some partitions stay empty (two devices, four partitions):
+whole ``--timeout``. Both commands, and ``read_latest`` (the state of a compacted topic), read each partition up
+to its end as of their start and return, with every device, while the heartbeat source is still sending. Some partitions stay empty (two devices, four partitions):
 an empty partition is done at once. On the real broker (Tansu), whose ListOffsets answers are not used.
 """
 
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from typer.testing import CliRunner
 
-from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_to_end
+from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_latest, read_to_end
 from schemas.catalog import DEVICE_HEALTH
 from streams.cli import app
 from tests.unit.test_schemas_serde import EXAMPLES
@@ -55,6 +55,7 @@ def heartbeats(kafka: KafkaSettings) -> Iterator[threading.Event]:
         timer.cancel()
         done.set()
         source.join(60)
+        out.close()
 
 
 def _env(kafka: KafkaSettings) -> dict[str, str]:
@@ -74,6 +75,14 @@ def test_edge_status_and_degraded_return_while_heartbeats_keep_coming(kafka_sett
     assert {r["state"] for r in rows} == {"ok"}, rows
     assert degraded.exit_code == 0, degraded.output
     assert f"no degraded device among {len(DEVICES)}" in degraded.output
+
+
+def test_read_latest_returns_at_the_end_while_heartbeats_keep_coming(kafka_settings: KafkaSettings) -> None:
+    create_topics(kafka_settings, ["device.health"], partitions=4)
+    with heartbeats(kafka_settings) as ran_out:
+        latest = read_latest(kafka_settings, "device.health", timeout=120)
+        assert not ran_out.is_set(), "read_latest read until the heartbeats stopped"
+    assert sorted(latest) == sorted(d.encode() for d in DEVICES)
 
 
 def test_read_to_end_stops_at_the_end_as_of_its_start_and_resumes_from_positions(

@@ -106,7 +106,7 @@ def test_message_over_the_size_limit_raises(kafka_settings: KafkaSettings) -> No
         producer.produce_raw("big", b"x" * 20_000, key="k")
     assert producer.failed == 1
     producer.produce_raw("big", b"x" * 100, key="k")
-    producer.flush(10)
+    producer.close(10)
     assert producer.delivered == 1
 
 
@@ -121,7 +121,7 @@ def test_flush_raises_when_the_broker_is_gone() -> None:
     with pytest.raises(DeliveryError, match="5 messages were not delivered: gone.x"):
         producer.flush(30)
     assert (producer.delivered, producer.failed) == (1, 5)
-    producer.flush(1)  # reported once; nothing is pending any more
+    producer.close(1)  # reported once; nothing is pending any more
 
 
 def test_consumer_group_resumes_after_the_last_commit(kafka_settings: KafkaSettings) -> None:

@@ -36,9 +36,19 @@ def test_importing_the_cli_and_building_the_app_imports_no_heavy_library() -> No
     assert _imported_after("import typer, streams.cli\ntyper.main.get_command(streams.cli.app)") == []
 
 
-@pytest.mark.parametrize("args", [["--help"], ["topics", "--help"], ["edge", "--help"], ["models", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["topics", "--help"], ["edge", "--help"], ["models", "--help"],
+                                  ["bench", "--help"]])
 def test_listing_commands_imports_none_of_them(args: list[str]) -> None:
     assert _imported_after(_invoke(*args)) == []
+
+
+def test_the_bench_group_lists_every_benchmark_by_its_entry_point_name() -> None:
+    from importlib.metadata import entry_points
+
+    listed = CliRunner().invoke(app, ["bench", "--help"])
+    assert listed.exit_code == 0, listed.output
+    names = [line.split()[0] for line in listed.output.split("Commands:")[1].splitlines() if line.strip()]
+    assert names == sorted(ep.name for ep in entry_points(group="eddyline.bench"))
 
 
 def test_a_benchmark_is_found_by_its_entry_point_and_only_it_is_imported() -> None:
@@ -66,7 +76,7 @@ def test_the_lazy_commands_include_the_mounted_ones_and_the_benchmarks() -> None
     assert {"edge status", "models list", "gateway", "produce clicks", "bench nab", "bench detectors"} <= names
 
 
-@pytest.mark.parametrize("path", [p for p, c in LAZY if c._help is not None], ids=" ".join)
+@pytest.mark.parametrize("path", [p for p, c in LAZY if c.help], ids=" ".join)
 def test_a_listed_help_line_is_the_first_paragraph_of_the_command_s_own_help(path: tuple[str, ...]) -> None:
     listed = dict(LAZY)[path]
     real = listed.load()
@@ -101,3 +111,20 @@ def test_help_keeps_the_bracketed_config_section_names() -> None:
     result = CliRunner().invoke(app, ["models", "rollback", "--help"])
     assert result.exit_code == 0, result.output
     assert "[mlflow] poll_s" in " ".join(result.output.split())
+
+
+def _refuses() -> None:
+    """Refuses, as a command does when its input is wrong."""
+    from streams.cli import CliError
+
+    raise CliError("give --this instead")
+
+
+def test_a_group_s_lazy_commands_get_the_cli_error_handling_without_asking() -> None:
+    from streams.cli.lazy import Lazy, group, lazy_group
+
+    root = group(help="A CLI made as eddyline is.")
+    root.add_typer(group(help="A group.", cls=lazy_group(Lazy("refuse", f"{__name__}:_refuses", "Refuses."))),
+                   name="plain")
+    result = CliRunner().invoke(root, ["plain", "refuse"])
+    assert result.exit_code == 2 and "error: give --this instead" in result.output, result.output

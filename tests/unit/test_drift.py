@@ -248,3 +248,20 @@ def test_settings_are_chosen_on_seeds_that_are_not_reported(monkeypatch) -> None
     chosen = bench.choose_settings(bench.streams(100)[:1], ("adwin",))
     assert chosen == {"adwin": {}}
 
+
+
+def test_a_settled_detector_resumes_from_its_snapshot_and_takes_a_snapshot_from_before_its_warm_up() -> None:
+    from models.drift.settle import Settled
+
+    errors = _warming_up_then_rising_errors()
+    whole = make_detector("adwin", settle=800).update(errors)
+    first = make_detector("adwin", settle=800)
+    head = first.update(errors[:500])  # inside the warm-up
+    again = make_detector("adwin", settle=800)
+    again.restore(first.snapshot())
+    assert list(head) == [] and list(again.update(errors[500:]) + 500) == list(whole)
+    bare = make_detector("adwin")
+    bare.update(errors[:2000])
+    old = Settled("adwin", settle=800)
+    old.restore(bare.snapshot())  # a checkpoint taken before the detector had a warm-up: on a settled stream
+    assert old.warm.settled and list(old.update(errors[2000:])) == list(bare.update(errors[2000:]))

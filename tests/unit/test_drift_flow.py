@@ -161,7 +161,7 @@ def test_drift_settle_reaches_every_ensemble_the_flow_makes(monkeypatch, no_conf
     monkeypatch.setenv("EDDYLINE_DRIFT_SETTLE", "0")  # the environment wins over the file
     proc = drift.flow().make_processor("m")
     assert proc.detector.settle == 0 and proc.params()["detector_params"] == {"settle": 0}
-    assert drift.flow(detector="adwin").make_processor("m").detector_params == {}  # ADWIN has no warm-up
+    assert drift.flow(detector="adwin").make_processor("m").detector_params == {"settle": 0}  # every detector's
 
 
 def test_drift_settle_0_alarms_during_the_warm_up_and_the_default_does_not(monkeypatch, no_config: Path) -> None:
@@ -170,6 +170,26 @@ def test_drift_settle_0_alarms_during_the_warm_up_and_the_default_does_not(monke
     assert len(settled) == 1 and settled[0] >= 4000
     monkeypatch.setenv("EDDYLINE_DRIFT_SETTLE", "0")
     assert any(i < 1000 for i in drift.flow().make_processor("m").detector.update(errors))
+
+
+def _errors_as_events(errors: np.ndarray) -> list[Event]:
+    """Predictions of 1 with a score of 0.9, and feedback that makes each one's error the given one."""
+    return [e for i, err in enumerate(errors) for e in (_pred(i, 0.9, 0.0), _fb(i, 1.0 - float(err)))]
+
+
+@pytest.mark.parametrize("detector", ["ours", "adwin", "page_hinkley"])
+def test_an_alarm_inside_the_warm_up_counts_for_no_detector(detector: str, monkeypatch, no_config: Path) -> None:
+    events = _errors_as_events(_warming_up_then_rising_errors())
+
+    def concept_drifts_at() -> list[int]:
+        out = run_local(drift.flow(detector=detector), events)
+        return [(e.record["window_end"] - 1_000_050) // 100 for e in out
+                if e.topic == "drift" and e.record["kind"] == "CONCEPT"]
+
+    settled = concept_drifts_at()
+    assert len(settled) == 1 and settled[0] >= 4000, settled  # only the real rise, after the warm-up
+    monkeypatch.setenv("EDDYLINE_DRIFT_SETTLE", "0")
+    assert any(i < 1000 for i in concept_drifts_at())  # without it the warm-up's rise is an alarm
 
 
 @pytest.mark.parametrize("value", ["3", "-1", "soon"])

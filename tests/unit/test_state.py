@@ -37,6 +37,18 @@ def test_plain_values_round_trip_with_their_types():
             assert back[k] == v and type(back[k]) is type(v.item() if isinstance(v, np.generic) else v)
 
 
+def test_the_bytes_of_each_tag_are_those_of_format_1():
+    """Written byte for byte as format 1 lays them out (the writer takes shortcuts for common values and names)."""
+    u32, i64, f64 = (lambda n: n.to_bytes(4, "little")), (lambda n: n.to_bytes(8, "little", signed=True)), (
+        lambda x: np.float64(x).tobytes())
+    value = {"name": [1.5, -2, None, True, b"\x01", "é", np.float64(0.5), np.int32(-7), 2**70, (False,)]}
+    expected = (b"EDST\x01" + b"d" + u32(1) + b"s" + u32(4) + b"name" + b"l" + u32(10) + b"f" + f64(1.5)
+                + b"i" + i64(-2) + b"N" + b"T" + b"b" + u32(1) + b"\x01" + b"s" + u32(2) + "é".encode()
+                + b"f" + f64(0.5) + b"i" + i64(-7) + b"I" + u32(22) + str(2**70).encode() + b"t" + u32(1) + b"F")
+    assert encode(value) == expected
+    assert encode(value) == expected  # again, with the names' bytes kept
+
+
 @pytest.mark.parametrize("value", [object(), {1, 2}, np.array(["a"], dtype=object), lambda: 0])
 def test_what_is_not_plain_data_cannot_be_written(value):
     with pytest.raises(TypeError):

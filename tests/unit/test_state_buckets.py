@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connectors.kafka import KafkaSettings
+from streams.engines import bytewax as bytewax_engine
 from streams.engines.bytewax import StagedStates, _BucketLogic, _ProcessorLogic
 from streams.engines.output import FlowOutput
 from streams.flows import flow_spec
@@ -87,6 +88,36 @@ def test_a_restart_from_bucket_snapshots_scores_exactly_as_one_run(tmp_path):
     assert by_device(worker.feed(evs[50:])) == by_device(tail)
 
 
+def test_a_device_that_spoke_once_is_encoded_before_the_snapshot_and_a_restart_resumes_it_exactly(tmp_path,
+                                                                                                    monkeypatch):
+    monkeypatch.setattr(bytewax_engine, "ENCODE_EARLY", timedelta(0))
+    encoded: list[str] = []
+    real = bytewax_engine.encode_processor
+    monkeypatch.setattr(bytewax_engine, "encode_processor", lambda p, key: encoded.append(key) or real(p, key))
+    evs = events(40)
+    worker = Worker(tmp_path)
+    got = worker.feed(evs[:30])
+    worker.epoch()
+    once, twice = evs[30], evs[37]  # the same device speaks twice: 7 devices in turn
+    assert SPEC.key(once) == SPEC.key(twice)
+    other = evs[31]
+    got += worker.feed([once, other])
+    got += worker.feed([twice])  # a second batch of the same device
+    encoded.clear()
+    for logic in worker.logics.values():
+        if logic.notify_at() is not None and logic.notify_at() <= datetime.now(UTC):
+            logic.on_notify()
+    assert encoded == [SPEC.key(other)]  # spoke once: encoded now; the other spoke twice: left for the snapshot
+    encoded.clear()
+    worker.epoch()
+    assert encoded == [SPEC.key(once)]
+    worker.restart()
+    assert by_device(got) == by_device(run_local(SPEC, [*evs[:30], once, other, twice]))
+    rest = [e for e in evs[31:] if e is not other and e is not twice]
+    head = [*evs[:30], once, other, twice]
+    assert by_device(worker.feed(rest)) == by_device(run_local(SPEC, rest, processors=_reference_after(head)))
+
+
 def _reference_after(head: list[Event]) -> dict:
     processors: dict = {}
     run_local(SPEC, head, processors=processors)
@@ -114,7 +145,8 @@ def test_checkpoints_carry_versions_not_states_once_written_and_old_versions_go(
     assert {k: n for k, n in rows} == dict.fromkeys(devices, 1)  # the replaced versions were deleted
 
 
-def test_a_resumed_device_stays_bytes_until_it_speaks_and_leaves_memory_after_a_silent_epoch(tmp_path):
+def test_a_resumed_device_stays_bytes_until_it_speaks_and_leaves_memory_once_silent_long_enough(tmp_path,
+                                                                                                  monkeypatch):
     evs = events(28)
     worker = Worker(tmp_path)
     worker.feed(evs)
@@ -125,8 +157,27 @@ def test_a_resumed_device_stays_bytes_until_it_speaks_and_leaves_memory_after_a_
     worker.feed([e for e in events(35)[28:] if e.record["device_id"] == one])
     assert [k for logic in worker.logics.values() for k in logic.live] == [one]
     worker.epoch()
-    worker.epoch()  # a whole epoch without events: its processor goes, its bytes stay
+    worker.epoch()  # a whole epoch without events: still decoded, so speaking again costs no restore
+    assert [k for logic in worker.logics.values() for k in logic.live] == [one]
+    monkeypatch.setattr(bytewax_engine, "KEEP_DECODED_S", 0.0)
+    worker.epoch()  # silent longer than KEEP_DECODED_S: its processor goes, its bytes stay
     assert all(not logic.live for logic in worker.logics.values())
+
+
+def test_a_bucket_keeps_its_share_of_decoded_processors_the_most_recently_spoken(tmp_path, monkeypatch):
+    monkeypatch.setattr(bytewax_engine, "DECODED_KEYS", BUCKETS * 2)
+    evs = events(70, devices=20)
+    worker = Worker(tmp_path)
+    head = worker.feed(evs[:60])
+    worker.epoch()
+    last: dict[int, list[str]] = {}  # per bucket, its devices by their last event
+    for e in evs[:60]:
+        order = last.setdefault(bucket_of(SPEC.key(e), BUCKETS), [])
+        order[:] = [k for k in order if k != SPEC.key(e)] + [SPEC.key(e)]
+    for i, logic in worker.logics.items():
+        assert set(logic.live) == set(logic.spoke) == set(last[i][-2:])  # the two that spoke last
+    tail = worker.feed(evs[60:])  # dropped ones are decoded again from their bytes
+    assert by_device(head + tail) == by_device(run_local(SPEC, evs))
 
 
 def test_a_bucket_of_another_layout_version_is_refused_with_what_it_was(tmp_path, caplog):

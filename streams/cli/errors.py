@@ -1,0 +1,49 @@
+"""How an ``eddyline`` command fails: one line that says what to do, and an exit status a supervisor can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+
+from streams import logs
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(Exception):
+    """An error the user can act on: the message says what to do."""
+
+
+def friendly(fn: F) -> F:
+    """Turn known failures into one line that says what to do. A mistake in the command or its settings exits 2
+    (a supervisor must not restart it: nothing changes until someone edits it); a broker that does not answer
+    exits 1, because it may be back in a minute and a restart is what the operator wants."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logs.setup()
+        try:
+            return fn(*args, **kwargs)
+        except CliError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        except (TimeoutError, ConnectionError) as exc:
+            typer.secho(
+                f"error: {exc}\nIs Kafka reachable? Start one with `eddyline broker` or set "
+                "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS (or [kafka] bootstrap_servers in eddyline.toml).",
+                fg="red",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+        except ValueError as exc:  # settings (a pydantic ValidationError): name the key and what to change
+            from pydantic import ValidationError
+
+            from connectors.config import explain
+
+            typer.secho(f"error: {explain(exc) if isinstance(exc, ValidationError) else exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
