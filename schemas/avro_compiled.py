@@ -3,7 +3,9 @@
 ``fastavro`` walks the schema for every record and every array item. Flows read and write the same few
 schemas millions of times, each message carrying arrays of readings, so ``compile_reader`` and
 ``compile_writer`` turn a parsed schema into nested closures once; arrays of ``double`` are one numpy copy,
-arrays of ``long`` (varints) one compiled loop (numba) instead of one call per item.
+arrays of ``long`` (varints) one compiled loop (numba) instead of one call per item. Asked to
+(``compile_reader(parsed, arrays=True)``), the reader leaves those arrays as numpy arrays instead of lists, and
+the writer takes numpy arrays as they are: a flow that computes on arrays never makes a Python object per reading.
 
 Both take only what they are sure fastavro handles the same way. The writer: ``str`` for strings, ``int``
 (not ``bool``) in range for ``int``/``long``, ``float`` for ``float``/``double``, ``bytes``, a ``dict`` with
@@ -33,6 +35,7 @@ _INT32 = (-(1 << 31), (1 << 31) - 1)
 _np: Any = None  # numpy, imported by ``_kernels`` where arrays of numbers are compiled
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
+_LE_FLOAT64 = "<f8"  # numpy compares a dtype with this spelling: float64 in native order only on little-endian
 
 
 class Unsupported(Exception):
@@ -172,7 +175,8 @@ def _long_array(out: bytearray, datum: Any) -> None:
         out.append(0)
         return
     np = sys.modules["numpy"]
-    values = _numbers(datum, "i").astype(np.int64, copy=False)
+    values = datum if type(datum) is np.ndarray and datum.dtype == np.int64 and datum.ndim == 1 else \
+        _numbers(datum, "i").astype(np.int64, copy=False)
     data = np.empty(10 * len(values), dtype=np.uint8)
     size = _kernels()[0](values, data)
     _block(out, len(values), data[:size].tobytes())
@@ -181,6 +185,10 @@ def _long_array(out: bytearray, datum: Any) -> None:
 def _double_array(out: bytearray, datum: Any) -> None:
     if len(datum) == 0:
         out.append(0)
+        return
+    np = sys.modules["numpy"]
+    if type(datum) is np.ndarray and datum.dtype == _LE_FLOAT64 and datum.ndim == 1:  # a float64 array: its bytes
+        _block(out, len(datum), datum.tobytes())
         return
     values = _numbers(datum, "f")
     _block(out, len(values), values.astype("<f8", copy=False).tobytes())
@@ -424,36 +432,65 @@ def _read_count(buf: bytes, pos: int) -> tuple[int, int]:
     return n, pos
 
 
-def _read_blocks(one: Callable[[bytes, int, int], tuple[list[Any], int]]) -> Read:
-    def read(buf: bytes, pos: int) -> tuple[list[Any], int]:
+def _read_blocks(one: Callable[[bytes, int, int], tuple[Any, int]], join: Callable[[list[Any]], Any] | None = None,
+                 empty: Callable[[], Any] = list) -> Read:
+    """Blocks of ``one``'s items; several blocks are joined (list concatenation, or ``join`` for arrays)."""
+
+    def read(buf: bytes, pos: int) -> tuple[Any, int]:
         n, pos = _read_count(buf, pos)
         if n == 0:
-            return [], pos
+            return empty(), pos
         items, pos = one(buf, pos, n)
         n, pos = _read_count(buf, pos)
+        if not n:
+            return items, pos
+        parts = [items]
         while n:
             more, pos = one(buf, pos, n)
-            items += more
+            parts.append(more)
             n, pos = _read_count(buf, pos)
-        return items, pos
+        return (join(parts) if join is not None else [x for part in parts for x in part]), pos
 
     return read
 
 
-def _doubles(buf: bytes, pos: int, n: int) -> tuple[list[float], int]:
+def _double_view(buf: bytes, pos: int, n: int) -> tuple[Any, int]:
     end = pos + 8 * n
     if end > len(buf):
         raise Unsupported("truncated")
-    return sys.modules["numpy"].frombuffer(buf, "<f8", n, pos).tolist(), end
+    return sys.modules["numpy"].frombuffer(buf, "<f8", n, pos), end
 
 
-def _longs(buf: bytes, pos: int, n: int) -> tuple[list[int], int]:
+def _doubles(buf: bytes, pos: int, n: int) -> tuple[list[float], int]:
+    values, end = _double_view(buf, pos, n)
+    return values.tolist(), end
+
+
+def _double_copy(buf: bytes, pos: int, n: int) -> tuple[Any, int]:
+    values, end = _double_view(buf, pos, n)
+    return values.astype(sys.modules["numpy"].float64), end  # a copy: the message's bytes are not kept alive
+
+
+def _long_values(buf: bytes, pos: int, n: int) -> tuple[Any, int]:
     np = sys.modules["numpy"]
     values = np.empty(n, dtype=np.int64)
     end = _kernels()[1](np.frombuffer(buf, dtype=np.uint8), pos, values)
     if end < 0:
         raise Unsupported("truncated, or a varint beyond 64 bits")
+    return values, end
+
+
+def _longs(buf: bytes, pos: int, n: int) -> tuple[list[int], int]:
+    values, end = _long_values(buf, pos, n)
     return values.tolist(), end
+
+
+def _concatenate(parts: list[Any]) -> Any:
+    return sys.modules["numpy"].concatenate(parts)
+
+
+def _empty(dtype: str) -> Callable[[], Any]:
+    return lambda: sys.modules["numpy"].empty(0, dtype=dtype)
 
 
 def _items(read: Read) -> Callable[[bytes, int, int], tuple[list[Any], int]]:
@@ -521,9 +558,13 @@ _READ_PRIMITIVES: dict[str, Read] = {
 
 _READ = _Builders(_READ_PRIMITIVES, {"long": _read_blocks(_longs), "double": _read_blocks(_doubles)},
                   _read_optional, lambda items: _read_blocks(_items(items)), _read_map, _read_enum, _read_record)
+_READ_ARRAYS = _READ._replace(numbers={
+    "long": _read_blocks(_long_values, _concatenate, _empty("<i8")),
+    "double": _read_blocks(_double_copy, _concatenate, _empty("<f8")),
+})
 
 
-def compile_reader(parsed: Any) -> Callable[[bytes], tuple[Any, int]] | None:
+def compile_reader(parsed: Any, arrays: bool = False) -> Callable[[bytes], tuple[Any, int]] | None:
     """A function body -> (record, bytes read) for bodies written with ``parsed`` (raising for anything it
     leaves to fastavro), or ``None`` when the schema uses something it does not compile.
 
@@ -532,6 +573,10 @@ def compile_reader(parsed: Any) -> Callable[[bytes], tuple[Any, int]] | None:
     parsed
         The writer's schema as ``fastavro.parse_schema`` returns it; the record comes out in that schema
         (schema resolution against another reader schema stays with fastavro).
+    arrays
+        Arrays of ``long`` and ``double`` come out as numpy ``int64`` and ``float64`` arrays instead of lists
+        (the values fastavro gives, without making a Python object per item): for callers that compute on
+        them as arrays, like the sensor flow.
 
     Examples
     --------
@@ -547,7 +592,7 @@ def compile_reader(parsed: Any) -> Callable[[bytes], tuple[Any, int]] | None:
     True
     """
     try:
-        read = _compile(parsed, {}, _READ)
+        read = _compile(parsed, {}, _READ_ARRAYS if arrays else _READ)
     except Unsupported:
         return None
 

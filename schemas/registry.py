@@ -15,6 +15,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Protocol
 
 from schemas import catalog
@@ -51,8 +52,9 @@ class Registry(Protocol):
         ...
 
 
+@lru_cache(maxsize=1024)
 def local_schema_id(canonical: str) -> int:
-    """A stable 31-bit id for a schema: CRC32 of its Parsing Canonical Form.
+    """A stable 31-bit id for a schema: CRC32 of its Parsing Canonical Form (remembered: every encode asks).
 
     Parameters
     ----------

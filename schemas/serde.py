@@ -56,7 +56,7 @@ class AvroSerde:
         self.compiled = compiled
         self._resolution: dict[tuple[int, str], tuple[Any, Any]] = {}
         self._writers: dict[str, Any] = {}
-        self._readers: dict[int, Any] = {}
+        self._readers: dict[tuple[int, bool], Any] = {}
 
     def encode(self, event_type: str, record: dict[str, Any], *, topic: str = "", check: bool = True) -> bytes:
         """Encode a record with the latest schema of its event type, framed with the schema's id.
@@ -111,7 +111,7 @@ class AvroSerde:
             return f"{type(err).__name__}: {err}"
         return f"{type(exc).__name__}: {exc}"
 
-    def decode(self, data: bytes, event_type: str, *, check: bool = True) -> dict[str, Any]:
+    def decode(self, data: bytes, event_type: str, *, check: bool = True, arrays: bool = False) -> dict[str, Any]:
         """Decode one message; raises a ``SchemaError`` subclass whose ``reason`` suits a DLQ header.
 
         Parameters
@@ -122,13 +122,17 @@ class AvroSerde:
             The event type the topic carries; the writer's schema is resolved against its latest version.
         check
             Also check the event type's rules.
+        arrays
+            With ``compiled``, give arrays of ``long`` and ``double`` as numpy arrays (the same values) where
+            the compiled reader reads the message; a message left to fastavro (schema resolution, an unusual
+            body) still gives lists, so callers accept both.
         """
         try:
             schema_id, body = wire.unframe(data)
             writer, reader = self._schemas(schema_id, event_type)
         except SchemaError as exc:
             raise type(exc)(f"{event_type}: {exc}", event_type=event_type) from None
-        record = self._read_compiled(schema_id, writer, reader, body)
+        record = self._read_compiled(schema_id, writer, reader, body, arrays)
         if record is not None:
             if check:
                 validation.check(event_type, record)
@@ -153,15 +157,16 @@ class AvroSerde:
             validation.check(event_type, record)
         return record
 
-    def _read_compiled(self, schema_id: int, writer: Any, reader: Any, body: bytes) -> dict[str, Any] | None:
+    def _read_compiled(self, schema_id: int, writer: Any, reader: Any, body: bytes,
+                       arrays: bool) -> dict[str, Any] | None:
         """The record from the writer schema's compiled reader (``schemas.avro_compiled``) when no schema
         resolution is needed and the body reads cleanly to its end; None leaves it to fastavro."""
         if reader is not None:
             return None
         try:
-            read = self._readers[schema_id]
+            read = self._readers[schema_id, arrays]
         except KeyError:
-            read = self._readers[schema_id] = compile_reader(writer) if self.compiled else None
+            read = self._readers[schema_id, arrays] = compile_reader(writer, arrays) if self.compiled else None
         if read is None:
             return None
         try:

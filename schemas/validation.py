@@ -7,6 +7,7 @@ timestamps as values. A broken rule raises ``ValidationError`` naming the field.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,13 @@ def _common(event_type: str, rec: dict[str, Any]) -> None:
         _fail(event_type, "event_time", f"{rec.get('event_time')} is before 1970")
 
 
+def _finite(values: Any) -> bool:
+    """Every value finite; ``values`` is a list, or a numpy array (``AvroSerde.decode(arrays=True)``)."""
+    if type(values) is list:
+        return all(map(math.isfinite, values))
+    return bool(sys.modules["numpy"].isfinite(values).all())
+
+
 def _sensor_batch(rec: dict[str, Any]) -> None:
     if not rec["device_id"]:
         _fail(catalog.SENSOR_BATCH, "device_id", "must not be empty")
@@ -40,7 +48,7 @@ def _sensor_batch(rec: dict[str, Any]) -> None:
                 where,
                 f"{len(s['timestamps'])} timestamps for {len(s['values'])} values; they must pair up",
             )
-        if not all(map(math.isfinite, s["values"])):
+        if not _finite(s["values"]):
             _fail(catalog.SENSOR_BATCH, f"{where}.values", "holds NaN or infinity")
         flags = s.get("local_flags")
         if flags is not None and len(flags) != (len(s["values"]) + 7) // 8:

@@ -142,6 +142,9 @@ class FlowSpec:
         Event -> the state key (a device, a conversation, a model). Defaults to the Kafka key.
     sinks
         Factories of side sinks fed with every emit (alert delivery, dashboards); called once per worker.
+    arrays
+        The engines decode arrays of numbers as numpy arrays for this flow's processors (lists where a message
+        is left to fastavro, so processors accept both): for processors that compute on whole arrays.
 
     Examples
     --------
@@ -172,6 +175,7 @@ class FlowSpec:
     outputs: dict[str, str] = field(default_factory=dict)  # logical topic -> event type, for topic creation
     key: Callable[[Event], str] = kafka_key
     sinks: list[Callable[[], Sink]] = field(default_factory=list)  # factories, called once per worker
+    arrays: bool = False  # decode arrays of numbers as numpy arrays
 
 
 def run_local(spec: FlowSpec, events: Sequence[Event], processors: dict[str, Processor] | None = None) -> list[Emit]:

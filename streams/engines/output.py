@@ -82,14 +82,18 @@ class Codec:
     serde
         The Avro serde (by default on the configured schema registry, pausing while it cannot answer, with
         readers and writers compiled per schema).
+    arrays
+        Decode arrays of numbers as numpy arrays (``AvroSerde.decode``), for flows whose processors ask for them.
     """
 
-    def __init__(self, settings: KafkaSettings, inputs: dict[str, str], serde: AvroSerde | None = None) -> None:
+    def __init__(self, settings: KafkaSettings, inputs: dict[str, str], serde: AvroSerde | None = None,
+                 arrays: bool = False) -> None:
         from connectors.schema_registry import configured_serde
 
         self.settings = settings
         self.serde = serde or configured_serde(consumer=True, compiled=True)
         self.inputs = inputs
+        self.arrays = arrays
         self._logical = {settings.topic(t): t for t in inputs}
 
     def decode(
@@ -116,7 +120,7 @@ class Codec:
         if event_type is None:
             return DeadLetter(logical, key, value, "unknown_topic", f"flow does not read {topic}", partition, offset)
         try:
-            record = self.serde.decode(value, event_type)
+            record = self.serde.decode(value, event_type, arrays=self.arrays)
         except RegistryUnavailableError:
             raise
         except SchemaError as exc:
@@ -135,6 +139,11 @@ class Codec:
         """
         topic = self.settings.topic(emit.topic)
         return topic, emit.key.encode(), self.serde.encode(emit.event_type, emit.record, topic=topic)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what ``json`` does not know: numpy arrays and numbers as lists and numbers, the rest as text."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def flow_topics(spec: FlowSpec) -> list[str]:
@@ -169,7 +178,7 @@ class FlowOutput:
     def __init__(self, spec: FlowSpec, settings: KafkaSettings, serde: AvroSerde | None = None) -> None:
         self.spec = spec
         self.settings = settings
-        self.codec = Codec(settings, spec.inputs, serde)
+        self.codec = Codec(settings, spec.inputs, serde, arrays=spec.arrays)
         self._latency = END_TO_END_LATENCY.labels(spec.name)
         self._ahead = EVENT_TIME_AHEAD.labels(spec.name)
         self._broker_latency = BROKER_LATENCY.labels(spec.name)
@@ -248,7 +257,7 @@ class FlowOutput:
     def _unencodable(self, emit: Emit, reason: str, error: str) -> Message:
         log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": error})
         key = emit.key.encode() if isinstance(emit.key, str) else None
-        value = json.dumps(emit.record, default=str).encode()
+        value = json.dumps(emit.record, default=_plain).encode()
         return self.dead_letter(DeadLetter(emit.topic, key, value, reason, error, -1, -1))
 
     def dead_letter(self, dead: DeadLetter) -> Message:

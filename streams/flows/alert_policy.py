@@ -109,7 +109,8 @@ class AlertPolicy:
             return "ERROR"
         return "WARNING"
 
-    def update(self, scores: np.ndarray, timestamps: np.ndarray, origin: str) -> list[Transition]:
+    def update(self, scores: np.ndarray, timestamps: np.ndarray, origin: str,
+               hot: int | None = None) -> list[Transition]:
         """Feed a batch of scores; ``origin`` identifies the batch (its event id) for incident keys.
 
         Parameters
@@ -121,18 +122,23 @@ class AlertPolicy:
         origin
             The input's identity; an incident's key derives from it and the reading's index, so a replay
             opens the same incident.
+        hot
+            How many scores are at or above the threshold, when the caller has counted them already: with no
+            incident open, 0 returns at once (most batches), without looking at the scores.
         """
         cfg = self.config
         out: list[Transition] = []
         start = max(0, min(len(scores), cfg.warmup - self.seen))  # readings still inside the warm-up
         self.seen += len(scores)
-        hot = scores >= cfg.threshold
-        if self.incident is None and not hot[start:].any():
+        if self.incident is None and hot == 0:
+            return out
+        is_hot = scores >= cfg.threshold
+        if self.incident is None and not is_hot[start:].any():
             return out
         for i in range(start, len(scores)):
             s = float(scores[i])
             if self.incident is None:
-                if hot[i]:
+                if is_hot[i]:
                     self.incident = derive_id("incident", origin, i)
                     self.opened_at = int(timestamps[i])
                     self.peak = s
@@ -140,7 +146,7 @@ class AlertPolicy:
                     self.normal_run = 0
                     out.append(Transition("OPENED", self.incident, i, self.severity, s, self.opened_at))
                 continue
-            if hot[i]:
+            if is_hot[i]:
                 self.normal_run = 0
                 if s > self.peak:
                     self.peak = s

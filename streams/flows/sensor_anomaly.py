@@ -129,18 +129,20 @@ class SensorAnomalyProcessor(Processor):
         metrics: list[Emit] = []
         threshold = 0.5
         for s in rec["series"]:
-            det, policy = self._series_state(s["sensor"])
+            sensor = s["sensor"]
+            det, policy = self._series_state(sensor)
             threshold = det.threshold
-            values = np.asarray(s["values"], dtype=np.float64)
+            values = np.asarray(s["values"], dtype=np.float64)  # arrays as the flow decodes them; lists converted
             stamps = np.asarray(s["timestamps"], dtype=np.int64)
             scores, why = score_explained(det, values, stamps)
-            scored_series.append(pack_series(s["sensor"], stamps, scores) if self.packed else
-                                 {"sensor": s["sensor"], "timestamps": s["timestamps"], "scores": scores.tolist(),
+            scored_series.append(pack_series(sensor, stamps, scores) if self.packed else
+                                 {"sensor": sensor, "timestamps": stamps, "scores": scores,
                                   "packed_timestamps": None, "packed_scores": None})
-            metrics.append(series_metrics(self.device_id, s["sensor"], s["values"], s["timestamps"], scores, det.threshold))
-            for t in policy.update(scores, stamps, f"{source_id}/{s['sensor']}"):
+            summary = series_metrics(self.device_id, sensor, values, stamps, scores, threshold)
+            metrics.append(summary)
+            for t in policy.update(scores, stamps, f"{source_id}/{sensor}", hot=summary.record["anomalous"]):
                 explanation = None if t.status == "RESOLVED" else why.at(t.index)
-                alerts.append(self._alert(rec, s["sensor"], t, float(values[t.index]), int(stamps[t.index]),
+                alerts.append(self._alert(rec, sensor, t, float(values[t.index]), int(stamps[t.index]),
                                           explanation))
         score_event = {
             "event_id": derive_id(SCORES_TOPIC, source_id),
@@ -253,4 +255,5 @@ def sensor_anomaly_flow(
         make_processor=lambda device: SensorAnomalyProcessor(device, detector, detector_params, policy_params, packed),
         key=lambda event: event.record["device_id"],
         sinks=list(sinks or []),
+        arrays=True,
     )

@@ -22,6 +22,7 @@ from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, AvroSerde
 from streams.processor import Event, run_local
 from streams.flows.sensor_anomaly import sensor_anomaly_flow
 from streams.producers.simulator import SensorSimulator, malformed_messages
+from tests.fixtures.emits import plain
 
 pytestmark = pytest.mark.integration
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"
@@ -120,8 +121,9 @@ def fleet(devices: int, chatty: int, chatty_messages: int, seed: int) -> list[di
 
 
 def reference(records: list[dict], detector: str | None = None) -> list:
+    """What the flow emits for ``records`` without an engine, arrays as lists (as a consumer decodes them)."""
     spec = sensor_anomaly_flow(detector) if detector else sensor_anomaly_flow()
-    return run_local(spec, [Event("sensor.readings", r["device_id"], r) for r in records])
+    return plain(run_local(spec, [Event("sensor.readings", r["device_id"], r) for r in records]))
 
 
 def test_flow_scores_every_reading_and_matches_the_engine_free_reference(kafka_settings, tmp_path):

@@ -202,3 +202,16 @@ def test_an_alert_without_explanation_renders_as_before() -> None:
     assert "why" not in pagerduty_event(alert, "0123456789abcdef0123456789abcdef")["payload"]["custom_details"]
     assert not any("Why" in str(b) for b in slack_message(alert)["blocks"])
     assert explanation_text(None) == ""
+
+
+def test_the_explainer_median_is_numpy_median_to_the_bit() -> None:
+    """Explanations take medians of the recent window on every alert; the short path must give numpy's value."""
+    from models.anomaly.explain import _median
+
+    rng = np.random.default_rng(5)
+    for n in [*range(1, 130), 257, 1000]:
+        for scale, shift in [(1e-6, 0.0), (1.0, 1e9), (1e6, -3.0)]:
+            x = rng.normal(size=n) * scale + shift
+            x[rng.random(n) < 0.3] = x[0]  # ties
+            assert _median(x) == float(np.median(x))
+            assert _median(np.abs(x - _median(x))) == float(np.median(np.abs(x - np.median(x))))

@@ -112,3 +112,20 @@ def test_a_live_simulator_never_stamps_readings_in_the_future():
             assert s["timestamps"][-1] <= record["event_time"]
         assert SensorSimulator.due_s(record) * 1000 == record["event_time"]
     assert record["series"][0]["timestamps"][-1] == now_ms + int(14 * 12.5)
+
+
+def test_series_summaries_are_the_numpy_and_builtin_values_to_the_bit():
+    """One compiled pass replaces a numpy call per statistic; every field stays what those calls gave."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    for n in [*range(1, 140), 255, 256, 1000]:
+        values = rng.normal(20.0, 5.0, n) * rng.choice([1e-3, 1.0, 1e6])
+        scores = rng.random(n) ** rng.choice([1, 8])
+        stamps = np.arange(n, dtype=np.int64) * 1000
+        r = series_metrics("d", "s", values, stamps, scores, 0.9).record
+        listed = values.tolist()
+        assert r["value_mean"] == sum(listed) / n and r["score_mean"] == float(scores.sum()) / n
+        assert (r["value_min"], r["value_max"], r["value_last"]) == (min(listed), max(listed), listed[-1])
+        assert r["score_max"] == float(scores.max()) and r["anomalous"] == int(np.count_nonzero(scores >= 0.9))
+        assert r == series_metrics("d", "s", listed, stamps.tolist(), scores, 0.9).record

@@ -17,6 +17,7 @@ from streams.engines.output import FlowOutput
 from streams.flows import flow_spec
 from streams.processor import Event, run_local
 from streams.producers.simulator import SensorSimulator
+from tests.fixtures.emits import plain
 from streams.state import (
     BUCKET_MAGIC, Bucket, IdleStore, StateError, bucket_of, decode_bucket, encode_bucket, encode_processor,
 )
@@ -67,7 +68,7 @@ class Worker:
 
 def by_device(emits: list) -> dict[str, list]:
     out: dict[str, list] = {}
-    for e in emits:
+    for e in plain(emits):
         out.setdefault(e.key, []).append(e)
     return out
 
