@@ -14,6 +14,7 @@ shapes follow from the scalars and parameters, so a restore recomputes them and 
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
@@ -132,7 +133,7 @@ class ArrayDetector(AnomalyDetector):
     def _set_offsets(self, sizes: Sequence[int]) -> None:
         """Record each buffer's offset in ``mem`` (and the end) in the parameter vector, from their sizes."""
         first = len(self.kernel_params)
-        self._p[first : first + len(sizes) + 1] = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64)))
+        self._p[first : first + len(sizes) + 1] = [0, *itertools.accumulate(sizes)]
 
     def _views(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Buffers (all, or ``names``) as named views into ``mem``, made on demand: a fleet keeps no view
@@ -194,11 +195,12 @@ class ArrayDetector(AnomalyDetector):
         self._s = scalars
         try:
             shapes = self._buffer_shapes()
-            mem = _float64s(self.name, "mem", state["mem"], sum(math.prod(shapes[b][1]) for b in self.buffers))
+            sizes = [math.prod(shapes[b][1]) for b in self.buffers]
+            mem = _float64s(self.name, "mem", state["mem"], sum(sizes))
         except ValueError:
             self._s = previous
             raise
-        self._set_offsets([math.prod(shapes[b][1]) for b in self.buffers])
+        self._set_offsets(sizes)
         self._mem = mem
 
     def _restore_named(self, scalars: dict[str, float], buffers: dict[str, Any]) -> None:
