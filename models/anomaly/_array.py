@@ -7,12 +7,15 @@ against 0.5 us with a float64 vector instead, and one taking two one-record stru
 with aligned dtypes) against 0.7 us, and the flow calls kernels with small batches. So too the buffers
 (the windows, the likelihood history's block sums, seasonal tables), each sized to what the series needs,
 share one float64 block ``mem`` that the kernel slices at the offsets ``p[PARAM.at_<buffer>]``. A snapshot
-is each buffer as typed bytes plus the scalars by name (``snapshot``), versioned, without pickle.
+is the scalar vector and ``mem`` as little-endian bytes (``snapshot``), versioned, without pickle: the buffers'
+shapes follow from the scalars and parameters, so a restore recomputes them and checks the sizes.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
+import math
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from functools import cache
@@ -24,12 +27,16 @@ import numpy as np
 from models.anomaly._jit import LazyJit
 from models.anomaly._steps import history_rows
 from models.anomaly.base import AnomalyDetector
-from models.checkpoint import pack_array, unpack_array
+from models.checkpoint import unpack_array
 
 STATE_FORMAT = "eddyline.anomaly-detector"
-STATE_VERSION = 1
-"""Version 1: scalars by name and buffers as typed bytes. Version 0 (until this layout) was one flat float64
-vector under ``"state"``: array detectors convert it (``_legacy.py``)."""
+STATE_VERSION = 2
+"""Version 2: ``"scalars"`` the scalar vector and ``"mem"`` the buffer block, each little-endian float64 bytes
+(two byte strings, not a dict per name: encoding a device's state at every epoch is the live flow's cost).
+Version 1 (``NAMED_VERSION``) held scalars by name and each buffer packed; array detectors still restore it,
+and HalfSpaceTrees still write it. Version 0 was one flat float64 vector under ``"state"``: array detectors
+convert it (``_legacy.py``)."""
+NAMED_VERSION = 1
 
 
 def as_inputs(values: Any, timestamps: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -119,13 +126,14 @@ class ArrayDetector(AnomalyDetector):
     def _set_buffers(self, buffers: dict[str, np.ndarray]) -> None:
         """Lay ``buffers`` out in one fresh ``mem`` block and record their offsets in the parameter vector."""
         self._mem = np.empty(sum(buffers[name].size for name in self.buffers), dtype=np.float64)
-        at, offsets = 0, len(self.kernel_params)
-        for i, name in enumerate(self.buffers):
-            self._p[offsets + i] = at
-            at += buffers[name].size
-        self._p[offsets + len(self.buffers)] = at
+        self._set_offsets([buffers[name].size for name in self.buffers])
         for name, view in self._views().items():
             view[...] = buffers[name]
+
+    def _set_offsets(self, sizes: Sequence[int]) -> None:
+        """Record each buffer's offset in ``mem`` (and the end) in the parameter vector, from their sizes."""
+        first = len(self.kernel_params)
+        self._p[first : first + len(sizes) + 1] = [0, *itertools.accumulate(sizes)]
 
     def _views(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Buffers (all, or ``names``) as named views into ``mem``, made on demand: a fleet keeps no view
@@ -156,26 +164,48 @@ class ArrayDetector(AnomalyDetector):
         return self._s.nbytes + self._mem.nbytes
 
     def snapshot(self) -> dict[str, Any]:
-        """Plain data: ``{"format", "version", "detector", "scalars": {name: float}, "buffers": {name: packed}}``."""
+        """Plain data: ``{"format", "version": 2, "detector", "scalars": bytes, "mem": bytes}``."""
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "detector": self.name,
-            "scalars": dict(zip(self.scalars, self._s.tolist(), strict=True)),
-            "buffers": {name: pack_array(view) for name, view in self._views().items()},
+            "scalars": self._s.astype("<f8", copy=False).tobytes(),
+            "mem": self._mem.astype("<f8", copy=False).tobytes(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Load a snapshot of this version or of version 0 (converted); anything else is a ``ValueError``."""
+        """Load a snapshot of version 2, 1 or 0 (the older two converted); anything else is a ``ValueError``
+        that says what was wrong, and the detector keeps its state."""
         if isinstance(state, Mapping) and set(state) == {"state"}:
             from models.anomaly._legacy import from_version_0
 
-            scalars, buffers = from_version_0(self, state["state"])
+            self._restore_named(*from_version_0(self, state["state"]))
+        elif check_envelope(self.name, state, (NAMED_VERSION, STATE_VERSION)) == NAMED_VERSION:
+            self._restore_named(*read_snapshot(self.name, state, self.scalars, self.buffers))
         else:
-            scalars, buffers = read_snapshot(self.name, state, self.scalars, self.buffers)
-        for name in _COUNTS:
-            if name in scalars and not 0.0 <= scalars[name] < 2.0**53:
-                raise ValueError(f"{self.name}: scalar {name!r} is {scalars[name]!r}, not a count or step")
+            self._restore_blocks(state)
+
+    def _restore_blocks(self, state: Mapping[str, Any]) -> None:
+        """Version 2: the scalar vector, then ``mem`` checked against the sizes those scalars give."""
+        if set(state) != {"format", "version", "detector", "scalars", "mem"}:
+            raise ValueError(f"{self.name}: unexpected snapshot keys {sorted(map(str, state))}")
+        scalars = _float64s(self.name, "scalars", state["scalars"], len(self.scalars))
+        _check_counts(self.name, dict(zip(self.scalars, scalars.tolist())))
+        previous = self._s
+        self._s = scalars
+        try:
+            shapes = self._buffer_shapes()
+            sizes = [math.prod(shapes[b][1]) for b in self.buffers]
+            mem = _float64s(self.name, "mem", state["mem"], sum(sizes))
+        except ValueError:
+            self._s = previous
+            raise
+        self._set_offsets(sizes)
+        self._mem = mem
+
+    def _restore_named(self, scalars: dict[str, float], buffers: dict[str, Any]) -> None:
+        """Versions 1 and 0 (converted): scalars by name and each buffer packed."""
+        _check_counts(self.name, scalars)
         previous = self._s
         self._s = np.array([scalars[name] for name in self.scalars], dtype=np.float64)
         try:
@@ -190,6 +220,33 @@ class ArrayDetector(AnomalyDetector):
         self._set_buffers(loaded)
 
 
+def check_envelope(detector: str, state: Any, versions: tuple[int, ...]) -> int:
+    """Check a snapshot's format, version (one of ``versions``) and detector; return its version.
+
+    Parameters
+    ----------
+    detector
+        The name the snapshot must carry (and error messages start with).
+    state
+        The snapshot, as decoded: anything, nothing in it is executed.
+    versions
+        The state versions the caller reads; any other is a ``ValueError`` that names them.
+    """
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{detector}: a snapshot is a mapping, got {type(state).__name__}")
+    if state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{detector}: not an eddyline detector snapshot (format {state.get('format')!r}, "
+                         f"expected {STATE_FORMAT!r}; keys {sorted(map(str, state))})")
+    version = state.get("version")
+    if type(version) is not int or version not in versions:
+        raise ValueError(f"{detector}: snapshot state version {version!r} is not one this eddyline reads "
+                         f"(it reads version {' or '.join(map(str, versions))}); restore it with the eddyline that "
+                         "wrote it, or start the series afresh")
+    if state.get("detector") != detector:
+        raise ValueError(f"{detector}: snapshot is of detector {state.get('detector')!r}")
+    return version
+
+
 def read_snapshot(
     detector: str, state: Any, scalars: tuple[str, ...], buffers: tuple[str, ...]
 ) -> tuple[dict[str, float], dict[str, Any]]:
@@ -198,18 +255,7 @@ def read_snapshot(
     Anything else (another format, version or detector, missing or extra names, a non-number) is a
     ``ValueError`` that says what was found; nothing in it is executed.
     """
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{detector}: a snapshot is a mapping, got {type(state).__name__}")
-    if state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{detector}: not an eddyline detector snapshot (format {state.get('format')!r}, "
-                         f"expected {STATE_FORMAT!r}; keys {sorted(map(str, state))})")
-    version = state.get("version")
-    if version != STATE_VERSION:
-        raise ValueError(f"{detector}: snapshot state version {version!r} is not one this eddyline reads "
-                         f"(it reads version {STATE_VERSION}); restore it with the eddyline that wrote it, "
-                         "or start the series afresh")
-    if state.get("detector") != detector:
-        raise ValueError(f"{detector}: snapshot is of detector {state.get('detector')!r}")
+    check_envelope(detector, state, (NAMED_VERSION,))
     if set(state) != {"format", "version", "detector", "scalars", "buffers"}:
         raise ValueError(f"{detector}: unexpected snapshot keys {sorted(map(str, state))}")
     values, packed = state["scalars"], state["buffers"]
@@ -224,6 +270,23 @@ def read_snapshot(
 
 
 _COUNTS = ("n", "s_n", "step", "res_n", "res_n2")  # kernels index buffers with these: never NaN or negative
+
+
+def _check_counts(detector: str, scalars: Mapping[str, float]) -> None:
+    for name in _COUNTS:
+        if name in scalars and not 0.0 <= scalars[name] < 2.0**53:
+            raise ValueError(f"{detector}: scalar {name!r} is {scalars[name]!r}, not a count or step")
+
+
+def _float64s(detector: str, what: str, data: Any, count: int) -> np.ndarray:
+    """``count`` little-endian float64s from ``data`` as a fresh writable array, or a ``ValueError``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"{detector}: snapshot {what!r} must be bytes, got {type(data).__name__}")
+    if len(data) != 8 * count:
+        raise ValueError(f"{detector}: snapshot {what!r} holds {len(data)} bytes, but this detector's parameters "
+                         f"and scalars need {8 * count} ({count} float64s); restore it with the parameters it was "
+                         "written with, or start afresh")
+    return np.frombuffer(data, dtype="<f8").astype(np.float64)
 
 
 @cache

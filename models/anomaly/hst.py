@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from models.anomaly._array import STATE_FORMAT, STATE_VERSION, as_inputs, read_snapshot
+from models.anomaly._array import NAMED_VERSION, STATE_FORMAT, as_inputs, read_snapshot
 from models.anomaly._jit import lazy_njit
 from models.anomaly.base import AnomalyDetector
 from models.checkpoint import pack_array, unpack_array
@@ -153,7 +153,7 @@ class HalfSpaceTreesBase(AnomalyDetector):
         packed = np.zeros((0, 2), dtype="<i4") if masses is None else masses.astype("<i4", copy=False)
         return {
             "format": STATE_FORMAT,
-            "version": STATE_VERSION,
+            "version": NAMED_VERSION,
             "detector": self.name,
             "scalars": {k: scalars[k] for k in SCALARS},
             "buffers": {"masses": pack_array(packed)},

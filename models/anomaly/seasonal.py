@@ -264,8 +264,8 @@ class SeasonalDetector(ArrayDetector):
     >>> import numpy as np
     >>> det = SeasonalDetector()
     >>> _ = det.score_learn(np.ones(3), np.arange(3) * 300_000)
-    >>> [det.snapshot()["buffers"][b]["shape"] for b in ("slot_mean", "slot_mean2")]
-    [[288], [2016]]
+    >>> [det._views()[b].shape for b in ("slot_mean", "slot_mean2")]
+    [(288,), (2016,)]
     >>> fine = SeasonalDetector()
     >>> _ = fine.score_learn(np.ones(3), np.arange(3) * 1_000)
     >>> fine.state_nbytes() <= 4096

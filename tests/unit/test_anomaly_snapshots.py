@@ -57,7 +57,7 @@ def test_round_trip_continues_bit_identically(name: str, step_ms: int) -> None:
         det = make_detector(name)
         det.score_learn(v[:cut], t[:cut])
         snap = det.snapshot()
-        assert _is_plain(snap) and snap["version"] == 1 and snap["detector"] == name
+        assert _is_plain(snap) and snap["version"] == (1 if name in HST else 2) and snap["detector"] == name
         fresh = make_detector(name)
         fresh.restore(pickle.loads(pickle.dumps(snap)))  # any plain serialiser; pickle only copies here
         np.testing.assert_array_equal(fresh.score_learn(v[cut:], t[cut:]), expected[cut:])
@@ -112,8 +112,63 @@ def _snap(name: str) -> dict[str, Any]:
     return det.snapshot()
 
 
-def _malformed(name: str) -> list[tuple[Any, str]]:
+def _version_1(det: Any) -> dict[str, Any]:
+    """What ``snapshot()`` wrote until version 2 (scalars by name, each buffer packed)."""
+    if det.name in HST:
+        return det.snapshot()
+    return {
+        "format": "eddyline.anomaly-detector", "version": 1, "detector": det.name,
+        "scalars": dict(zip(det.scalars, det._s.tolist(), strict=True)),
+        "buffers": {name: pack_array(view) for name, view in det._views().items()},
+    }
+
+
+@pytest.mark.parametrize("name", ARRAY_NAMES)
+@pytest.mark.parametrize("step_ms", [1_000, 300_000])
+def test_version_1_snapshot_restores_to_the_same_scores(name: str, step_ms: int) -> None:
+    n = 7000
+    v, t = _series(n, step_ms)
+    expected = make_detector(name).score_learn(v, t)
+    for cut in (0, 2, 650, n - 300):
+        det = make_detector(name)
+        det.score_learn(v[:cut], t[:cut])
+        fresh = make_detector(name)
+        fresh.restore(pickle.loads(pickle.dumps(_version_1(det))))
+        assert fresh.snapshot() == det.snapshot()
+        np.testing.assert_array_equal(fresh.score_learn(v[cut:], t[cut:]), expected[cut:])
+
+
+def _malformed_v2(name: str) -> list[tuple[Any, str]]:
     good = _snap(name)
+    if name in HST:
+        return []
+    scalars = np.frombuffer(good["scalars"], "<f8").copy()
+    nan_count = scalars.copy()
+    nan_count[make_detector(name).scalars.index("n")] = np.nan
+
+    def with_(**changes: Any) -> dict[str, Any]:
+        return {**good, **changes}
+
+    return [
+        (with_(version=3), "state version 3 is not one this eddyline reads .*version 1 or 2"),
+        (with_(version=2.0), "state version 2.0"),
+        ({**good, "buffers": {}}, "unexpected snapshot keys"),
+        ({k: v for k, v in good.items() if k != "mem"}, "unexpected snapshot keys"),
+        (with_(scalars=good["scalars"][:-8]), "'scalars' holds .* bytes, but .* need"),
+        (with_(scalars=good["scalars"] + b"\0"), "'scalars' holds"),
+        (with_(scalars=scalars.tolist()), "'scalars' must be bytes, got list"),
+        (with_(scalars=nan_count.tobytes()), "'n' is nan"),
+        *([(with_(mem=good["mem"][:-8]), "'mem' holds .* bytes, but .* need")] if good["mem"] else []),
+        (with_(mem=good["mem"] + bytes(8)), "'mem' holds"),
+        (with_(mem=pickle.dumps(np.zeros(3))), "'mem' holds"),
+        (with_(mem=None), "'mem' must be bytes, got NoneType"),
+    ]
+
+
+def _malformed(name: str) -> list[tuple[Any, str]]:
+    det = make_detector(name)
+    det.score_learn(*_series(700, 300_000))
+    good = _version_1(det)
     scalar = next(iter(good["scalars"]))
 
     def with_(**changes: Any) -> dict[str, Any]:
@@ -124,7 +179,7 @@ def _malformed(name: str) -> list[tuple[Any, str]]:
         (pickle.dumps(good), "mapping"),
         ({**good, "format": "other"}, "not an eddyline detector snapshot"),
         ({k: v for k, v in good.items() if k != "format"}, "not an eddyline detector snapshot"),
-        (with_(version=2), "state version 2 is not one this eddyline reads"),
+        (with_(version=3), "state version 3 is not one this eddyline reads"),
         (with_(version="1"), "state version '1'"),
         (with_(detector="other"), "of detector 'other'"),
         ({**good, "extra": 1}, "unexpected snapshot keys"),
@@ -151,7 +206,7 @@ def _malformed(name: str) -> list[tuple[Any, str]]:
 def test_malformed_snapshot_is_refused_and_the_detector_keeps_its_state(name: str) -> None:
     v, t = _series(900, 300_000)
     expected = make_detector(name).score_learn(v, t)
-    for bad, message in _malformed(name):
+    for bad, message in [*_malformed(name), *_malformed_v2(name)]:
         det = make_detector(name)
         det.score_learn(v[:700], t[:700])
         with pytest.raises(ValueError, match=message):
@@ -161,7 +216,9 @@ def test_malformed_snapshot_is_refused_and_the_detector_keeps_its_state(name: st
 
 @pytest.mark.parametrize("name", ARRAY_NAMES)
 def test_a_count_that_would_index_outside_a_buffer_is_refused(name: str) -> None:
-    snap = _snap(name)
+    det = make_detector(name)
+    det.score_learn(*_series(700, 300_000))
+    snap = _version_1(det)
     with pytest.raises(ValueError, match="'n' is nan"):
         make_detector(name).restore({**snap, "scalars": {**snap["scalars"], "n": float("nan")}})
     with pytest.raises(ValueError, match="'n' is -1"):
@@ -189,10 +246,10 @@ def test_seasonal_state_with_a_cycle_is_sized_to_the_step_and_fits_64_kb(step_ms
     det = make_detector("seasonal")
     v, t = _series(50, step_ms)
     det.score_learn(v, t)
-    day, week = det.snapshot()["buffers"]["slot_mean"], det.snapshot()["buffers"]["slot_mean2"]
+    day, week = (det._views()[b].shape for b in ("slot_mean", "slot_mean2"))
     steps_per_week = round(604_800_000 / step_ms)
-    assert day["shape"] == [round(86_400_000 / step_ms)]
-    assert week["shape"] == [steps_per_week if steps_per_week <= det.slots else 0]
+    assert day == (round(86_400_000 / step_ms),)
+    assert week == (steps_per_week if steps_per_week <= det.slots else 0,)
 
 
 def test_seasonal_allocates_its_tables_only_when_the_step_gives_a_cycle() -> None:
@@ -211,3 +268,38 @@ def test_history_must_be_whole_blocks() -> None:
     with pytest.raises(ValueError, match="multiple of history_block"):
         make_detector("robust", history=6050)
     make_detector("robust", history=6050, history_block=50)
+
+
+def test_version_2_mem_must_fit_the_shapes_its_scalars_give() -> None:
+    """Seasonal tables are sized by the step: a step that gives other tables than ``mem`` holds is refused."""
+    det = make_detector("seasonal")
+    det.score_learn(*_series(50, 300_000))
+    snap = det.snapshot()
+    scalars = np.frombuffer(snap["scalars"], "<f8").copy()
+    scalars[det.scalars.index("step")] = 60_000.0  # 1 min: a 1440-slot day instead of 288
+    with pytest.raises(ValueError, match="'mem' holds .* bytes, but this detector's parameters and scalars need"):
+        make_detector("seasonal").restore({**snap, "scalars": scalars.tobytes()})
+
+
+def test_a_sensor_flow_checkpoint_with_version_1_detectors_restores_and_continues() -> None:
+    """The processor's own state version is unchanged: checkpoints main wrote before detector state version 2
+    (each detector's snapshot in version 1) still restore through the state codec and continue identically."""
+    from itertools import islice
+
+    from streams.flows.sensor_anomaly import SensorAnomalyProcessor
+    from streams.processor import Event
+    from streams.producers.simulator import SensorSimulator
+    from streams.state import decode_checkpoint, decode_processor, encode, encode_processor
+    from tests.fixtures.emits import plain
+
+    sim = SensorSimulator(devices=1, readings_per_message=40, anomaly_rate=0.01, seed=9)
+    evs = [Event("sensor.readings", r["device_id"], r) for r in islice(sim, 60)]
+    device = evs[0].key
+    expected = SensorAnomalyProcessor(device).process(evs)
+    before = SensorAnomalyProcessor(device)
+    head = before.process(evs[:37])
+    saved = decode_checkpoint(encode_processor(before, device))
+    saved["state"]["detectors"] = {k: _version_1(d) for k, d in before.detectors.items()}
+    assert {d["version"] for d in saved["state"]["detectors"].values()} == {1}
+    resumed = decode_processor(encode(saved), SensorAnomalyProcessor(device))
+    assert plain(head + resumed.process(evs[37:])) == plain(expected)
