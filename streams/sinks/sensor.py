@@ -28,17 +28,9 @@ TOP_INTERVAL_S = 15.0
 SCORE_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 
 
-PAIRWISE_BLOCK = 128  # numpy sums float64 arrays up to this length in one unrolled block (``pairwise_sum``)
-
-
-def _summarise(values: Any, scores: Any, threshold: float) -> tuple[float, float, float, float, int, float]:
-    """(sum, min, max of the values, highest score, scores at or above ``threshold``, sum of the scores) in one
-    pass; the scores' sum is NaN above ``PAIRWISE_BLOCK`` scores (the caller asks numpy then).
-
-    The values are added in order, as the builtin ``sum`` does (Python 3.11); the scores as numpy's
-    ``ndarray.sum`` adds up to ``PAIRWISE_BLOCK`` float64s (eight interleaved partial sums, combined pairwise,
-    then the rest in order): the same means to the bit as before, without a numpy call per statistic.
-    """
+def _summarise(values: Any, scores: Any, threshold: float) -> tuple[float, float, float, float, int]:
+    """(sum, min, max of the values, highest score, scores at or above ``threshold``) in one pass; the values are
+    added in order, as the builtin ``sum`` does, so the mean is the same to the bit as before."""
     total = 0.0
     lo = hi = values[0]
     for i in range(values.shape[0]):
@@ -48,44 +40,19 @@ def _summarise(values: Any, scores: Any, threshold: float) -> tuple[float, float
             lo = v
         if v > hi:
             hi = v
-    n = scores.shape[0]
     top = scores[0]
     hot = 0
-    for i in range(n):
+    for i in range(scores.shape[0]):
         sc = scores[i]
         if sc > top:
             top = sc
         if sc >= threshold:
             hot += 1
-    if n > PAIRWISE_BLOCK:
-        return total, lo, hi, top, hot, np.nan
-    if n < 8:
-        ssum = 0.0
-        for i in range(n):
-            ssum += scores[i]
-        return total, lo, hi, top, hot, ssum
-    r0, r1, r2, r3 = scores[0], scores[1], scores[2], scores[3]
-    r4, r5, r6, r7 = scores[4], scores[5], scores[6], scores[7]
-    i = 8
-    while i < n - n % 8:
-        r0 += scores[i]
-        r1 += scores[i + 1]
-        r2 += scores[i + 2]
-        r3 += scores[i + 3]
-        r4 += scores[i + 4]
-        r5 += scores[i + 5]
-        r6 += scores[i + 6]
-        r7 += scores[i + 7]
-        i += 8
-    ssum = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        ssum += scores[i]
-        i += 1
-    return total, lo, hi, top, hot, ssum
+    return total, lo, hi, top, hot
 
 
 @cache
-def _summary_kernel() -> Callable[..., tuple[float, float, float, float, int, float]]:
+def _summary_kernel() -> Callable[..., tuple[float, float, float, float, int]]:
     """``_summarise`` compiled (numba, cached on disk): numpy would take a call per statistic."""
     import numba
 
@@ -119,7 +86,7 @@ def series_metrics(device_id: str, sensor: str, values: Any, stamps: Any, scores
     values = np.asarray(values, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     n = len(values)
-    total, lo, hi, top, hot, score_sum = _summary_kernel()(values, scores, float(threshold))
+    total, lo, hi, top, hot = _summary_kernel()(values, scores, float(threshold))
     record = {
         "device_id": device_id,
         "sensor": sensor,
@@ -130,7 +97,7 @@ def series_metrics(device_id: str, sensor: str, values: Any, stamps: Any, scores
         "value_min": lo,
         "value_max": hi,
         "score_max": top,
-        "score_mean": (score_sum if n <= PAIRWISE_BLOCK else float(scores.sum())) / n,
+        "score_mean": float(scores.sum()) / n,
         "anomalous": hot,
     }
     return Emit(TOPIC, device_id, EVENT_TYPE, record)
