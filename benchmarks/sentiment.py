@@ -3,6 +3,9 @@
 - ``onnx_int8_texts_per_s``: the trained model through onnxruntime, int8 weights, batches of 64.
 - ``torch_fp32_texts_per_s``: the same network in PyTorch fp32, same texts, same batches, same threads.
 - ``emotion_texts_per_s``: the emotion backend the flow runs beside it (the NRC lexicon), same texts.
+- ``compare_onnx_int8_texts_per_s`` (with ``--compare-dir``): another trained model's int8 graph in the same
+  interleaved passes, e.g. one with more trainable layers (the served graph has the same shape, so it should
+  run at the same rate).
 - ``speech_rtf``: Whisper tiny.en (faster-whisper, int8) processing time over audio duration on the
   repository's recordings, transcribed as the flow does (one utterance at a time, no extra VAD pass).
 Texts are held-out test sentences from all four domains; each timing is the best of ``repeats`` passes
@@ -41,7 +44,7 @@ def _timed(fn: Any) -> float:
 
 
 def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repeats: int = 5,
-        audio_dir: Path = DATA_DIR) -> dict[str, Any]:
+        audio_dir: Path = DATA_DIR, compare_dir: Path | None = None) -> dict[str, Any]:
     from connectors.wav import read_wav
     from models.sentiment.data import load_examples, split
     from models.sentiment.emotion import load_emotion
@@ -57,9 +60,11 @@ def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repea
     onnx = OnnxSentiment(model_dir, threads=threads)
     torch_model = TorchSentiment(model_dir / "torch", threads=threads)
     emotion = load_emotion()
-    onnx_rate, torch_rate, emotion_rate = _best_rates(
+    other = OnnxSentiment(compare_dir, threads=threads) if compare_dir is not None else None
+    onnx_rate, torch_rate, emotion_rate, *other_rate = _best_rates(
         [lambda: onnx.probabilities(sample), lambda: torch_model.probabilities(sample),
-         lambda: emotion.probabilities(sample)], len(sample), repeats)
+         lambda: emotion.probabilities(sample)] + ([lambda: other.probabilities(sample)] if other else []),
+        len(sample), repeats)
     agree = float((onnx.probabilities(sample).argmax(1) == torch_model.probabilities(sample).argmax(1)).mean())
 
     transcriber = load_transcriber(cpu_threads=threads)
@@ -71,6 +76,7 @@ def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repea
         "torch_fp32_texts_per_s": torch_rate,
         "emotion_texts_per_s": emotion_rate,
         "speech_rtf": busy / audio_s,
+        **({"compare_dir": str(compare_dir), "compare_onnx_int8_texts_per_s": other_rate[0]} if other else {}),
         "onnx_speedup": onnx_rate / torch_rate,
         "onnx_torch_label_agreement": agree,
         "texts": len(sample),
@@ -87,16 +93,19 @@ def command(
     texts: Annotated[int, typer.Option(help="held-out sentences per pass")] = 512,
     threads: Annotated[int, typer.Option(help="threads for every engine (0 = up to 4)")] = 0,
     repeats: Annotated[int, typer.Option(help="timed passes; the best counts")] = 5,
+    compare_dir: Annotated[Path | None, typer.Option(
+        "--compare-dir", help="another trained model whose int8 graph is timed in the same passes")] = None,
 ) -> None:
     """ONNX int8 vs PyTorch fp32 sentiment throughput, and Whisper's real-time factor."""
     try:
-        result = run(model_dir, texts, threads, repeats)
+        result = run(model_dir, texts, threads, repeats, compare_dir=compare_dir)
     except FileNotFoundError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"sentiment: onnx int8 {result['onnx_int8_texts_per_s']:.1f} texts/s, torch fp32 "
                f"{result['torch_fp32_texts_per_s']:.1f} texts/s ({result['onnx_speedup']:.2f}x); emotion "
                f"{result['emotion_texts_per_s']:.0f} texts/s; "
-               f"speech RTF {result['speech_rtf']:.3f} ({result['threads']} threads)")
+               f"speech RTF {result['speech_rtf']:.3f} ({result['threads']} threads)"
+               + (f"; {compare_dir}: onnx int8 {result['compare_onnx_int8_texts_per_s']:.1f} texts/s" if compare_dir else ""))
     if json_path:
         json_path.write_text(json.dumps(result, indent=2))
 

@@ -41,6 +41,8 @@ def train_command(
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
     time_budget: Annotated[float, typer.Option(help="seconds after which the epochs stop")] = 840.0,
     threads: Annotated[int, typer.Option(help="torch threads (0 = up to 4)")] = 0,
+    validation_fraction: Annotated[float, typer.Option(
+        help="share of the training sentences kept out for validation (choices and the temperature are fitted there)")] = 0.15,
     extra: Annotated[str, typer.Option(help="more training sets, comma-separated: uci, crowdflower (default none: at equal steps they scored lower)")] = "",
     extra_cap: Annotated[int, typer.Option(help="at most this many training sentences from each extra set")] = 6000,
     vader_input: Annotated[bool, typer.Option(
@@ -64,16 +66,25 @@ def train_command(
     try:
         info = train(target, base=base, trainable_layers=trainable_layers, epochs=epochs, max_steps=max_steps,
                      learning_rate=learning_rate, time_budget_s=time_budget, threads=threads, steps=steps,
+                     validation_fraction=validation_fraction,
                      extra_sets=tuple(n.strip() for n in extra.split(",") if n.strip()), extra_cap=extra_cap,
                      lexicon_input=vader_input)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo("steps:")
     typer.echo(steps.summary())
+    val = info.get("validation")
+    if val:
+        typer.echo(f"validation split ({val['sentences']} training-side sentences, where settings are chosen): "
+                   f"polar mean {val['mean_polar_accuracy']:.3f} ("
+                   + ", ".join(f"{d} {v:.3f}" for d, v in val["polar_accuracy"].items())
+                   + f"), three-way mean {val['mean_accuracy']:.3f}; temperature {val['temperature']:.2f}, "
+                   f"ECE {val['ece_before_temperature']:.3f} -> {val['ece']:.3f}")
     ev = info.get("evaluation")
     if ev:
         typer.echo("\n".join(_domain_table(ev) + _length_table(ev)))
-        typer.echo(f"expected calibration error (10 bins): {ev['ece']:.3f}")
+        typer.echo(f"expected calibration error (10 bins): {ev['ece']:.3f} "
+                   f"({ev['ece_before_temperature']:.3f} at temperature 1)")
     typer.echo(f"model and MODEL_CARD.md in {target}")
 
 
@@ -99,7 +110,8 @@ def eval_command(
     typer.echo(f"held-out: {result['test_sentences']} sentences, {result['test_passages']} passages "
                f"(per domain: {', '.join(f'{d} {n}' for d, n in result['counts'].items())})")
     typer.echo("\n".join(_domain_table(result) + _length_table(result)))
-    typer.echo(f"expected calibration error (10 bins): {result['ece']:.3f}")
+    typer.echo(f"expected calibration error (10 bins): {result['ece']:.3f} "
+               f"(temperature {result['temperature']:.2f}; {result['ece_before_temperature']:.3f} at 1)")
     f1 = result["emotion_f1"]
     typer.echo(f"emotion ({result['emotion']['model']}, {sum(result['emotion']['counts'].values())} developer-written "
                f"lines): F1 " + ", ".join(f"{k} {v:.2f}" for k, v in f1.items()))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import subprocess
 import sys
 import tarfile
@@ -57,8 +58,12 @@ def label_of(rating: float) -> int:
     return 1
 
 
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
 def split_of(text: str) -> str:
-    key = " ".join(text.lower().split()).encode()
+    key = _normalised(text).encode()
     bucket = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % 100
     return "test" if bucket < TEST_BUCKETS else "train"
 
@@ -113,6 +118,36 @@ def split(examples: list[Example]) -> tuple[list[Example], list[Example]]:
     train = [e for e in examples if e.split == "train"]
     test = [e for e in examples if e.split == "test"]
     return train, test
+
+
+def validation_split(train: list[Example], fraction: float = 0.15, seed: int = 13) -> tuple[list[Example], list[Example]]:
+    """Carve a validation part out of the TRAINING sentences: what every training choice is made on.
+
+    Stratified by domain and label, drawn with ``seed``, and by distinct sentence (every copy of a repeated
+    sentence lands on one side), so the held-out test split is never looked at when choosing layers, steps
+    or the temperature. Returns (fit, validation).
+
+    Parameters
+    ----------
+    train
+        The training side of ``split``.
+    fraction
+        Share of each (domain, label) stratum's distinct sentences kept for validation; 0 keeps none.
+    seed
+        Seed of the draw.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"the validation fraction must be in [0, 1), got {fraction}")
+    strata: dict[tuple[str, int], dict[str, None]] = {}
+    for e in train:
+        strata.setdefault((e.domain, e.label), {})[_normalised(e.text)] = None
+    rng = random.Random(seed)
+    held: set[str] = set()
+    for stratum in sorted(strata):
+        keys = list(strata[stratum])
+        held.update(rng.sample(keys, round(fraction * len(keys))))
+    fit = [e for e in train if _normalised(e.text) not in held]
+    return fit, [e for e in train if _normalised(e.text) in held]
 
 
 def passages(examples: list[Example]) -> list[Example]:

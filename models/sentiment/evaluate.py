@@ -7,7 +7,8 @@ compound >= 0 for VADER). The second is the binary metric SST-2 results are quot
 Length: the held-out snippets are short (median 24 tokens), so the held-out snippets of each product review
 and editorial are also joined into passages (``data.passages``) and both are bucketed by token count. For the
 ONNX model (and its PyTorch baseline) every window aggregation is scored on the same windows, ``truncate`` (the first window only) being
-the scorer it replaced. ``ece`` is the expected calibration error of the three-way confidence (10 bins).
+the scorer it replaced. ``ece`` is the expected calibration error of the three-way confidence (10 bins), as
+served (after the model's temperature), ``ece_before_temperature`` the same at temperature 1.
 ``emotion_f1``: per-class F1 of the emotion backend (``emotion``) on the developer-written lines of
 ``emotion_check.json`` (no labelled emotion text ships in the registries; see the model card).
 """
@@ -85,13 +86,14 @@ def token_counts(model: SentimentModel, texts: list[str]) -> np.ndarray:
 
 
 def scored(model: SentimentModel, texts: list[str]) -> dict[str, np.ndarray]:
-    """Probabilities per text: ``served`` (as the model runs), plus every aggregation for a windowed model,
-    all from one pass over the windows."""
+    """Probabilities per text: ``served`` (as the model runs), plus every aggregation for a windowed model
+    and ``uncalibrated`` (served at temperature 1), all from one pass over the windows."""
     if not isinstance(model, WindowedSentiment):
         return {"served": model.probabilities(texts)}
     logits, windows = model.window_logits(texts)
     out = {m: aggregate(logits, windows, len(texts), m) for m in AGGREGATIONS}
     out["served"] = out[model.aggregation]
+    out["uncalibrated"] = aggregate(logits * model.temperature, windows, len(texts), model.aggregation)
     return out
 
 
@@ -180,6 +182,7 @@ def evaluate(json_path: str | Path | None = None, model: str | Path | None = Non
     texts = [e.text for e in examples] + [e.text for e in joined]
     y = np.array([e.label for e in examples] + [e.label for e in joined])
     probs = scored(loaded, texts)
+    uncalibrated = probs.pop("uncalibrated", probs["served"])
     n = len(examples)
     served = probs["served"]
     acc, polar = _per_domain(examples, served[:n].argmax(axis=1), served[:n, 2] > served[:n, 0])
@@ -191,6 +194,8 @@ def evaluate(json_path: str | Path | None = None, model: str | Path | None = Non
         "polar_accuracy": polar,
         "vader_polar_accuracy": vader["polar_accuracy"],
         "ece": expected_calibration_error(served[:n], y[:n]),
+        "ece_before_temperature": expected_calibration_error(uncalibrated[:n], y[:n]),
+        "temperature": getattr(loaded, "temperature", 1.0),
         "ece_passages": expected_calibration_error(served[n:], y[n:]) if joined else None,
         "accuracy_by_length": by_length(probs, compound, y, token_counts(loaded, texts)),
         "aggregation": getattr(loaded, "aggregation", "none (the backend truncates or reads whole texts)"),

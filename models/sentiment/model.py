@@ -105,6 +105,9 @@ class WindowedSentiment(SentimentModel):
     the texts into overlapping windows, batches them and aggregates (``models.sentiment.windows``), so the
     ONNX model and its PyTorch baseline read long texts the same way. A model trained with VADER's compound
     score as an input (``lexicon_input``) gets it per window, computed on the text the window covers.
+    Window logits are divided by the model's ``temperature`` (fitted on the validation split by training and
+    stored in ``sentiment.json``; 1 for older models) before aggregation, so probabilities are calibrated the
+    same way in the int8 and fp32 engines; labels do not change.
     """
 
     max_length: int
@@ -115,6 +118,7 @@ class WindowedSentiment(SentimentModel):
     aggregation: str = DEFAULT_AGGREGATION
     overlap: int = DEFAULT_OVERLAP
     lexicon_input: bool = False
+    temperature: float = 1.0
     _vader: VaderSentiment | None = None
 
     def _set_windowing(self, aggregation: str, overlap: int) -> None:
@@ -191,7 +195,7 @@ class WindowedSentiment(SentimentModel):
                 ids[j, : len(r)] = r
                 mask[j, : len(r)] = 1
             logits[chunk] = self.batch_logits(ids, mask, None if lexicon is None else lexicon[chunk])
-        return logits, windows
+        return logits / self.temperature, windows
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         logits, windows = self.window_logits(texts)
@@ -237,6 +241,7 @@ class OnnxSentiment(WindowedSentiment):
         if self.labels != LABELS:
             raise ValueError(f"{model_dir}: labels {self.labels} differ from {LABELS}")
         self.name = meta.get("name", "eddyline-sentiment") + ":onnx-int8"
+        self.temperature = float(meta.get("temperature", 1.0))
         self.batch_size = batch_size
         self._set_windowing(aggregation, overlap)
         self.pad_id = int(meta.get("pad_id", 0))
@@ -355,6 +360,8 @@ class TorchSentiment(WindowedSentiment):
         self.prefix, self.suffix = [self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]
         self.name = "eddyline-sentiment-minilm:torch-fp32"
         self.lexicon_input = self.net.lexicon_inputs > 0
+        meta = path.parent / META_FILE  # the temperature fitted for the served model calibrates this one too
+        self.temperature = float(json.loads(meta.read_text()).get("temperature", 1.0)) if meta.is_file() else 1.0
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from models.sentiment import frozen_cache
 from models.sentiment.console import Steps
-from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split
+from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split, validation_split
 from models.sentiment.emotion import CARD as EMOTION_CARD
 from models.sentiment.extra_data import CROWDFLOWER_WHEEL, UCI_NPM, training_examples
 from models.sentiment.model import LEXICON_INPUT, META_FILE, ONNX_FILE, default_model_dir
@@ -89,6 +89,8 @@ def train(
     time_budget_s: float = 840.0,
     threads: int = 0,
     limit: int | None = None,
+    validation_fraction: float = 0.15,
+    validation_limit: int | None = None,
     extra_sets: tuple[str, ...] = (),
     extra_cap: int = 6000,
     lexicon_input: bool = False,
@@ -115,6 +117,9 @@ def train(
     later run has the same base, frozen depth and batches.
     ``max_steps`` fixes the number of optimiser steps instead (as many epochs as they need, the last one
     partial), so runs on training sets of different sizes can be compared at the same steps.
+    ``validation_fraction`` of VADER's training sentences (per domain and label, seeded) are kept out of
+    training: the temperature is fitted there, and choices between settings are made on its numbers
+    (``training.json``: ``validation``), never on the test split; ``validation_limit`` keeps N of them (tests).
     ``limit`` trains on N random training sentences (for tests); ``time_budget_s`` bounds the wall-clock
     time of the epochs (the card records whether it cut them short).
     ``steps`` announces each step (fetch corpus, tokenise, encode, train, export, quantise, evaluate) and
@@ -137,13 +142,16 @@ def train(
 
     with steps.step("fetch corpus") as note:
         train_set, test_set = split(load_examples())
+        train_set, validation = validation_split(train_set, validation_fraction, seed)
+        if validation_limit is not None:
+            validation = rng.sample(validation, min(validation_limit, len(validation)))
         extra, extra_notes = training_examples(extra_sets)
         for name in extra_sets:
             part = [e for e in extra if e.source == name]
             train_set += rng.sample(part, min(extra_cap, len(part)))
         if limit is not None:
             train_set = rng.sample(train_set, min(limit, len(train_set)))
-        note["result"] = (f"{len(train_set)} training, {len(test_set)} test sentences; "
+        note["result"] = (f"{len(train_set)} training, {len(validation)} validation, {len(test_set)} test sentences; "
                           + "; ".join(f"{k}: {v}" for k, v in extra_notes.items()))
     with steps.step("load base encoder") as note:
         tokenizer = AutoTokenizer.from_pretrained(base)
@@ -275,9 +283,11 @@ def train(
     meta = {"name": "eddyline-sentiment-minilm", "labels": list(LABELS), "max_length": max_length,
             "pad_id": tokenizer.pad_token_id, "base": BASE_MODEL, "head": head_config}
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    validated = _fit_temperature(out, meta, validation, steps) if validation else None
 
     info: dict[str, Any] = {
-        "base": base, "train_sentences": len(train_set), "test_sentences": len(test_set), "epochs": epochs,
+        "base": base, "train_sentences": len(train_set), "validation_sentences": len(validation),
+        "test_sentences": len(test_set), "epochs": epochs, "validation_fraction": validation_fraction,
         "trainable_layers": trainable_layers, "head_hidden": head_hidden, "lexicon_input": lexicon_input, "steps": step, "planned_steps": total_steps,
         "stopped_by_time_budget": stopped_early, "steps_fitted_to_budget": fit.planned,
         "final_lr_factor": round(fit.lr_factor(max(0, step - 1)), 4), "encode_s": round(encode_s, 1), "train_s": round(train_s, 1),
@@ -290,6 +300,7 @@ def train(
                      "torch_fp32": round(sum(f.stat().st_size for f in (out / "torch").glob("*.safetensors")) / 1e6, 1)},
     }
     info["total_s"] = round(time.perf_counter() - started, 1)
+    info["validation"] = validated
     if evaluate_test:
         from models.sentiment.evaluate import evaluate
 
@@ -309,6 +320,22 @@ def train(
                            ("vader-sentences", "vaderSentiment:hutto_ICWSM_2014", "test", len(test_set))],
                  artifacts=[out / "MODEL_CARD.md", out / ONNX_FILE, out / "eval.json", out / "training.json"])
     return info
+
+
+def _fit_temperature(out: Path, meta: dict[str, Any], validation: list[Example], steps: Steps) -> dict[str, Any]:
+    """Score the served int8 model on the validation split, fit its temperature there and store it in the meta."""
+    from models.sentiment.calibrate import validate
+    from models.sentiment.model import OnnxSentiment
+
+    with steps.step("fit temperature on the validation split") as note:
+        result = validate(OnnxSentiment(out), validation)
+        meta["temperature"] = result["temperature"]
+        (out / META_FILE).write_text(json.dumps(meta, indent=2))
+        note["result"] = (f"{result['sentences']} sentences; temperature {result['temperature']:.2f}, ECE "
+                          f"{result['ece_before_temperature']:.3f} -> {result['ece']:.3f}; polar "
+                          + ", ".join(f"{d} {v:.3f}" for d, v in result["polar_accuracy"].items())
+                          + f" (mean {result['mean_polar_accuracy']:.3f})")
+    return result
 
 
 def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: Steps | None = None) -> None:

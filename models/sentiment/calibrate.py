@@ -1,0 +1,79 @@
+"""The validation split's verdict on a trained model: accuracy per domain and a fitted temperature.
+
+Every training choice (trainable layers, steps, learning rate, temperature) is made on sentences carved out
+of the training side (``data.validation_split``), never on the held-out test split that is reported. A
+temperature T divides the window logits before aggregation: it leaves the served labels as they are and makes
+the confidence match the accuracy; T is the value on a grid with the smallest expected calibration error on
+validation, stored in ``sentiment.json`` and applied by both engines (``WindowedSentiment``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.sentiment.data import Example
+from models.sentiment.evaluate import _per_domain, expected_calibration_error
+from models.sentiment.model import WindowedSentiment
+from models.sentiment.windows import Windows, aggregate
+
+TEMPERATURES = np.round(np.arange(0.5, 4.0001, 0.01), 2)
+
+
+def _nll(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None))))
+
+
+def fit_temperature(logits: np.ndarray, windows: Windows, y: np.ndarray, aggregation: str,
+                    grid: np.ndarray = TEMPERATURES) -> float:
+    """The temperature of ``grid`` whose calibrated probabilities have the smallest ECE (the lowest on ties).
+
+    Parameters
+    ----------
+    logits, windows
+        Uncalibrated window logits and their windows (``window_logits`` of a model at temperature 1).
+    y
+        The texts' true labels.
+    aggregation
+        How the model aggregates windows.
+    grid
+        Temperatures to try.
+    """
+    ece = [expected_calibration_error(aggregate(logits / t, windows, len(y), aggregation), y) for t in grid]
+    return float(grid[int(np.argmin(ece))])
+
+
+def validate(model: WindowedSentiment, examples: list[Example]) -> dict[str, Any]:
+    """Fit the temperature on ``examples`` and score the model there: per domain, and their mean.
+
+    ``accuracy`` is three-way, ``polar_accuracy`` the sign on clearly rated sentences (as in ``evaluate``);
+    the means are over domains, unweighted, the figure layer and step choices are compared on.
+
+    Parameters
+    ----------
+    model
+        The trained model as served, at temperature 1 (its own temperature is ignored).
+    examples
+        Validation sentences.
+    """
+    texts, y = [e.text for e in examples], np.array([e.label for e in examples])
+    logits, windows = model.window_logits(texts)
+    logits = logits * model.temperature
+    t = fit_temperature(logits, windows, y, model.aggregation)
+    raw = aggregate(logits, windows, len(y), model.aggregation)
+    calibrated = aggregate(logits / t, windows, len(y), model.aggregation)
+    acc, polar = _per_domain(examples, calibrated.argmax(axis=1), calibrated[:, 2] > calibrated[:, 0])
+    return {
+        "sentences": len(examples),
+        "counts": {d: sum(e.domain == d for e in examples) for d in acc},
+        "accuracy": acc,
+        "polar_accuracy": polar,
+        "mean_accuracy": float(np.mean(list(acc.values()))),
+        "mean_polar_accuracy": float(np.mean(list(polar.values()))),
+        "temperature": t,
+        "ece_before_temperature": expected_calibration_error(raw, y),
+        "ece": expected_calibration_error(calibrated, y),
+        "nll_before_temperature": _nll(raw, y),
+        "nll": _nll(calibrated, y),
+    }
