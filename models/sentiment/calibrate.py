@@ -19,6 +19,8 @@ from models.sentiment.model import WindowedSentiment
 from models.sentiment.windows import Windows, aggregate
 
 TEMPERATURES = np.round(np.arange(0.5, 4.0001, 0.01), 2)
+NEUTRAL_BANDS = np.round(np.arange(0.0, 0.901, 0.02), 2)
+CONFIDENCES = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def _nll(probs: np.ndarray, y: np.ndarray) -> float:
@@ -42,6 +44,45 @@ def fit_temperature(logits: np.ndarray, windows: Windows, y: np.ndarray, aggrega
     """
     ece = [expected_calibration_error(aggregate(logits / t, windows, len(y), aggregation), y) for t in grid]
     return float(grid[int(np.argmin(ece))])
+
+
+def neutral_band(probs: np.ndarray, y: np.ndarray, grid: np.ndarray = NEUTRAL_BANDS) -> dict[str, float]:
+    """The band around a score of 0 (score = P(positive) - P(negative)) best called neutral, on these texts.
+
+    A text whose score lies within the band is labelled neutral, else by the score's sign; the band with the
+    best three-way accuracy wins (the narrowest on ties). Compared with the model's own argmax labels.
+
+    Parameters
+    ----------
+    probs
+        Calibrated (texts, 3) probabilities.
+    y
+        True labels.
+    """
+    score = probs[:, 2] - probs[:, 0]
+    acc = [float(np.mean(np.where(np.abs(score) < b, 1, np.where(score > 0, 2, 0)) == y)) for b in grid]
+    best = int(np.argmax(acc))
+    return {"band": float(grid[best]), "accuracy": acc[best], "argmax_accuracy": float(np.mean(probs.argmax(1) == y))}
+
+
+def coverage(probs: np.ndarray, y: np.ndarray, levels: tuple[float, ...] = CONFIDENCES) -> dict[str, dict[str, float | None]]:
+    """Per confidence level: the share of texts at least that confident, and their three-way accuracy.
+
+    What an "uncertain" outcome below a level would cost (texts set aside) and buy (accuracy of the rest).
+
+    Parameters
+    ----------
+    probs
+        Calibrated (texts, 3) probabilities.
+    y
+        True labels.
+    levels
+        Confidence levels (the largest probability of a text).
+    """
+    conf, right = probs.max(axis=1), probs.argmax(axis=1) == y
+    return {f"{c:.1f}": {"share": float(np.mean(conf >= c)),
+                         "accuracy": float(right[conf >= c].mean()) if (conf >= c).any() else None}
+            for c in levels}
 
 
 def validate(model: WindowedSentiment, examples: list[Example]) -> dict[str, Any]:
@@ -76,4 +117,6 @@ def validate(model: WindowedSentiment, examples: list[Example]) -> dict[str, Any
         "ece": expected_calibration_error(calibrated, y),
         "nll_before_temperature": _nll(raw, y),
         "nll": _nll(calibrated, y),
+        "neutral_band": neutral_band(calibrated, y),
+        "coverage": coverage(calibrated, y),
     }

@@ -412,6 +412,17 @@ def model_card(info: dict[str, Any], test_set: list[Example]) -> str:
                         f"{ev['polar_accuracy'][d]:.3f} | {ev['vader_polar_accuracy'][d]:.3f} |")
     table = "\n".join(rows) or "| (not evaluated) | | | | | |"
     budget = " (stopped by the time budget)" if info["stopped_by_time_budget"] else ""
+    val = info.get("validation")
+    validation = (f"""## Validation and calibration
+{info['validation_sentences']} of VADER's training sentences ({info['validation_fraction']:.0%} of each domain and
+label, seeded, by distinct sentence) were kept out of training: settings are compared there, never on the test
+split, and the temperature is fitted there. Validation, ONNX int8, polar: """
+                  + ", ".join(f"{d} {v:.3f}" for d, v in val["polar_accuracy"].items())
+                  + f""" (mean {val['mean_polar_accuracy']:.3f}); three-way mean {val['mean_accuracy']:.3f}.
+Temperature {val['temperature']:.2f} (window logits divided by it, in `sentiment.json`, applied by both engines;
+labels unchanged): expected calibration error on validation {val['ece_before_temperature']:.3f} -> {val['ece']:.3f}.
+
+""" if val else "## Validation and calibration\nNo validation split (temperature 1).\n\n")
     lexicon = (" that also reads VADER's compound score of each window (`--vader-input`; the ONNX input "
                f"`{LEXICON_INPUT}`)") if info.get("lexicon_input") else ""
     return f"""# eddyline sentiment model (MiniLM-L6, three-way)
@@ -439,7 +450,7 @@ Trained per source/domain: {info.get('train_counts_by_source', {})}.
 Test = sentences whose normalised-text hash falls in {TEST_BUCKETS} of 100 buckets (fixed; never trained on).
 The other sets are split by the same hash and their test-bucket sentences dropped, so no text in VADER's
 test split (or repeated across sets) is trained on; the test split is VADER's alone.
-Trained on {info['train_sentences']} sentences, tested on {info['test_sentences']}.
+Trained on {info['train_sentences']} sentences, validated on {info.get('validation_sentences', 0)}, tested on {info['test_sentences']}.
 Training label counts: {info['train_label_counts']}.
 
 ## Training
@@ -449,7 +460,7 @@ computed once ({info['encode_s']} s). {info['steps']} of {info['planned_steps']}
 batch {info['batch_size']}, max {info['max_length']} tokens, AdamW lr {info['learning_rate']}, {info['threads']} threads:
 {info['train_s']} s of training, {info['total_s']} s in all before evaluation{budget}.
 
-## Long texts
+{validation}## Long texts
 Nothing is cut off: a text longer than {info['max_length']} tokens is scored as overlapping windows of
 {info['max_length']} tokens ({DEFAULT_OVERLAP} shared), batched with the rest, and the window logits are
 averaged weighted by each window's length ({DEFAULT_AGGREGATION}, chosen by cross-validation on passages of

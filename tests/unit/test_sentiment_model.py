@@ -152,6 +152,17 @@ def test_a_temperature_undoes_over_confidence():
     assert expected_calibration_error(aggregate(honest * 2.5 / t, windows, len(y)), y) < before / 3
 
 
+def test_a_neutral_band_and_confidence_coverage_are_read_off_validation():
+    from models.sentiment.calibrate import coverage, neutral_band
+
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.45, 0.2, 0.35], [0.3, 0.2, 0.5], [0.1, 0.3, 0.6]])
+    y = np.array([0, 2, 1, 1, 2])  # the two hesitant texts are neutral, but argmax says negative and positive
+    band = neutral_band(probs, y)
+    assert band["argmax_accuracy"] == 0.6 and band["accuracy"] == 1.0 and 0.2 < band["band"] <= 0.5
+    cov = coverage(probs, y)
+    assert cov["0.5"] == {"share": 0.8, "accuracy": 0.75} and cov["0.9"] == {"share": 0.0, "accuracy": None}
+
+
 def test_evaluate_writes_per_domain_accuracy_beside_vader(model_dir, tmp_path):
     _, test = split(load_examples())
     sample = [e for i, e in enumerate(test) if (int(e.doc) % 10 == 0 if e.doc else i % 20 == 0)]  # whole reviews
