@@ -197,6 +197,18 @@ def write_suite(out: Path, seed: int, files_per_kind: int = 10) -> Path:
     return out
 
 
+def label_params(label: str) -> dict[str, float]:
+    """The constructor overrides written after ``@`` in a detector label: ``seasonal@stuck=0,hold=100``."""
+    _, _, spec = label.partition("@")
+    out: dict[str, float] = {}
+    for item in filter(None, spec.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{label!r}: write overrides as NAME=VALUE after '@', e.g. seasonal@stuck=0")
+        out[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+    return out
+
+
 def score_suite(data_dir: Path, detectors: tuple[str, ...] = DETECTORS,
                 params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Each detector's NAB scores on a suite: the whole suite (threshold swept over it, NAB's way) and per kind
@@ -207,15 +219,15 @@ def score_suite(data_dir: Path, detectors: tuple[str, ...] = DETECTORS,
     data_dir
         A directory written by ``write_suite``.
     detectors
-        Names from ``models.anomaly.DETECTORS``; a name may carry a label after ``@`` (``seasonal@hold=100``)
-        when ``params`` gives it constructor overrides.
+        Names from ``models.anomaly.DETECTORS``, each optionally with constructor overrides after ``@``
+        (``seasonal@stuck=0,hold=100``).
     params
-        Constructor overrides per (labelled) detector name.
+        Constructor overrides per detector label, instead of those in the label.
     """
     series, windows, profiles = load_corpus(data_dir)
     out: dict[str, Any] = {"files": len(series), "detectors": {}}
     for label in detectors:
-        overrides = (params or {}).get(label, {})
+        overrides = (params or {}).get(label, label_params(label))
         results = {rel: (ts, make_detector(label.split("@")[0], **overrides).score_learn(v, ms))
                    for rel, (ts, ms, v) in series.items()}
         scored = nab.score_corpus(results, windows, profiles)
@@ -253,7 +265,7 @@ def command(
         "--seed", help="seeds to write and score (default: the reported ones)")] = None,
     files_per_kind: Annotated[int, typer.Option("--files-per-kind", min=1, help="series per kind")] = 10,
     detector: Annotated[list[str] | None, typer.Option(
-        "--detector", help="detectors to score (default: seasonal, likelihood, robust)")] = None,
+        "--detector", help="detectors to score, NAME or NAME@PARAM=VALUE,... (default: seasonal, likelihood, robust)")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the scores as JSON")] = None,
 ) -> None:
     """Write the seeded synthetic suite (our own data) and score detectors on it per kind, NAB's way."""

@@ -54,7 +54,7 @@ def test_each_kind_puts_its_anomaly_in_the_scored_part_of_the_file(kind: str) ->
 
 def test_scores_per_kind_for_every_detector(tmp_path: Path) -> None:
     suite = nab_synthetic.write_suite(tmp_path / "s", seed=0, files_per_kind=1)
-    out = nab_synthetic.score_suite(suite, ("seasonal", "seasonal@stuck=0"), {"seasonal@stuck=0": {"stuck": 0}})
+    out = nab_synthetic.score_suite(suite, ("seasonal", "seasonal@stuck=0"))
     assert out["files"] == len(nab_synthetic.KINDS)
     for row in out["detectors"].values():
         assert set(row["kinds"]) == set(nab_synthetic.KINDS)
@@ -62,6 +62,13 @@ def test_scores_per_kind_for_every_detector(tmp_path: Path) -> None:
     # the stuck-sensor file of seed 0 is a frozen reading: only the stuck rule sees it there
     stuck = {d: r["kinds"]["stuckSensor"]["score"] for d, r in out["detectors"].items()}
     assert stuck["seasonal"] > stuck["seasonal@stuck=0"]
+
+
+def test_a_label_carries_constructor_overrides() -> None:
+    assert nab_synthetic.label_params("seasonal@stuck=0,ratio=0.5") == {"stuck": 0, "ratio": 0.5}
+    assert nab_synthetic.label_params("seasonal") == {}
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        nab_synthetic.label_params("seasonal@stuck")
 
 
 def test_cli_writes_json_and_an_unknown_detector_exits_2(tmp_path: Path) -> None:
