@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING
 
 from connectors.kafka import EventProducer, KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.bytewax_source import POLL_LINGER, LingerKafkaSource
 from streams.engines.lag import start_monitor
 from streams.engines.output import FlowOutput, Message, flow_topics
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
@@ -583,7 +583,7 @@ class _SideSink(DynamicSink):
 def build_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None,
     idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), workers: int = 1,
-    buckets: int = 0,
+    buckets: int = 0, linger: timedelta = POLL_LINGER,
 ) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
@@ -598,6 +598,9 @@ def build_dataflow(
         Kafka settings: brokers, credentials and the topic namespace.
     batch_size
         Most messages read from a partition at a time.
+    linger
+        How long a partition holds a poll's first message for more, up to ``batch_size`` (``LingerKafkaSource``);
+        zero: a batch is what one poll brings.
     output
         The decode/encode path to use (its ``positions`` feed the lag monitor); a new one by default.
     idle, idle_after
@@ -611,15 +614,8 @@ def build_dataflow(
     """
     output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
-    source = KafkaSource(
-        [settings.bootstrap_servers],
-        [settings.topic(t) for t in spec.inputs],
-        tail=True,
-        starting_offset=OFFSET_BEGINNING,
-        add_config=source_config(settings),
-        batch_size=batch_size,
-        raise_on_errors=False,
-    )
+    source = LingerKafkaSource(source_config(settings), [settings.topic(t) for t in spec.inputs],
+                               batch_size=batch_size, linger=linger)
     messages = op.input("kafka-in", flow, source)
 
     def decode(batch: list[KafkaSourceMessage | KafkaError]) -> list[tuple[str, Event | Message]]:
@@ -683,6 +679,7 @@ def run(
     lag_interval_s: float | None = 5.0,
     idle_after: timedelta | None = timedelta(minutes=10),
     buckets: int = 0,
+    linger: timedelta = POLL_LINGER,
 ) -> None:
     """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
 
@@ -707,7 +704,7 @@ def run(
         How often a lag monitor reports the flow's consumer lag (None: no monitor).
     idle_after
         With ``state_dir``, keys silent this long leave memory for ``idle_path(state_dir)`` (None: never).
-    buckets
+    buckets, linger
         As for ``build_dataflow``.
     """
     from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -723,14 +720,14 @@ def run(
         move_legacy_idle_store(state_dir)
         idle = idle_store(state_dir)
     run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
-                 idle_after=idle_after, buckets=buckets, workers_per_process=workers,
+                 idle_after=idle_after, buckets=buckets, linger=linger, workers_per_process=workers,
                  epoch_interval=epoch_interval, recovery_config=recovery)
 
 
 def run_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None,
     idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), buckets: int = 0,
-    **cli_options: Any
+    linger: timedelta = POLL_LINGER, **cli_options: Any
 ) -> None:
     """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
     consumed, so the flow's group shows how far it got.
@@ -741,7 +738,7 @@ def run_dataflow(
         As for ``build_dataflow``.
     lag_interval_s
         How often the lag monitor reports (None: no monitor).
-    idle, idle_after, buckets
+    idle, idle_after, buckets, linger
         As for ``build_dataflow``.
     cli_options
         Passed to Bytewax's ``cli_main`` (workers, epoch interval, recovery).
@@ -751,7 +748,7 @@ def run_dataflow(
     output = FlowOutput(spec, settings)
     workers = cli_options.get("workers_per_process", 1) * len(cli_options.get("addresses") or [None])
     flow = build_dataflow(spec, settings, batch_size=batch_size, output=output, idle=idle, idle_after=idle_after,
-                          workers=workers, buckets=buckets)
+                          workers=workers, buckets=buckets, linger=linger)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
     try:
         cli_main(flow, **cli_options)
