@@ -1,6 +1,6 @@
 """Bytewax's Kafka input with micro-batching: a partition hands on what is available, up to ``batch_size``
-messages, once the first of them is ``linger`` old (from its broker timestamp, at most ``linger`` after it was
-polled), or at once when the batch is full or the broker already holds more (a backlog).
+messages, ``linger`` after the first of them was polled, or at once when the batch is full or the broker already
+holds more (a backlog, where waiting would only idle the worker).
 
 Under a live load a partition polled as fast as Bytewax asks brings 1-10 messages a poll, and every message
 then pays the dataflow's per-batch costs (an activation of each step, a produce, a state lookup): at 1,000
@@ -19,7 +19,7 @@ from typing import Any
 
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
@@ -63,7 +63,7 @@ class LingerPartition(StatefulSourcePartition[Item, int]):
         self.linger_s = linger.total_seconds()
         self.resume = offset  # the next message not yet emitted: the snapshot
         self.held: list[Item] = []
-        self.until = 0.0  # when the held messages go (wall clock): ``linger`` after the first was appended
+        self.until = 0.0  # when the held messages go (monotonic): ``linger`` after the first was polled
         self.awake: datetime | None = None
         self.eof = False
         self.part = TopicPartition(topic, partition)
@@ -75,7 +75,7 @@ class LingerPartition(StatefulSourcePartition[Item, int]):
         behind = self._poll() if not self.eof else False
         if not self.held:
             return []
-        wait = self.until - time.time()
+        wait = self.until - time.monotonic()
         if wait > 0 and len(self.held) < self.batch_size and not behind and not self.eof:
             self.awake = datetime.now(UTC) + timedelta(seconds=wait)
             return []
@@ -93,10 +93,8 @@ class LingerPartition(StatefulSourcePartition[Item, int]):
         msgs = self.consumer.consume(self.batch_size - len(self.held), 0 if self.held else POLL_S)
         if not msgs:
             return False
-        if not self.held:  # a message that waited in the broker or the consumer's queue waits that much less here
-            now = time.time()
-            kind, ms = msgs[0].timestamp()
-            self.until = (min(now, ms / 1000) if kind != TIMESTAMP_NOT_AVAILABLE else now) + self.linger_s
+        if not self.held:
+            self.until = time.monotonic() + self.linger_s
         for msg in msgs:
             error = msg.error()
             if error is not None and error.code() == ConfluentKafkaError._PARTITION_EOF:
