@@ -378,7 +378,7 @@ class EventProducer:
 
     def produce_raw(
         self, topic: str, value: bytes | None, key: bytes | str | None,
-        headers: dict[str, bytes] | None = None, timestamp_ms: int | None = None,
+        headers: dict[str, bytes] | None = None, timestamp_ms: int | None = None, serve: bool = True,
     ) -> None:
         """Send bytes as they are (dead letters, malformed test input); waits while the local queue is full.
 
@@ -392,6 +392,8 @@ class EventProducer:
             Kafka headers to send along.
         timestamp_ms
             As for ``produce``.
+        serve
+            Serve delivery callbacks after sending; False for all but the last of a batch (``poll`` once after).
         """
         full = self.settings.topic(topic)
         hdrs = list(headers.items()) if headers else None
@@ -406,7 +408,8 @@ class EventProducer:
             except KafkaException as exc:
                 self.failed += 1
                 raise DeliveryError(f"cannot produce to {full!r}: {exc.args[0].str()}") from None
-        self._producer.poll(0)
+        if serve:
+            self._producer.poll(0)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

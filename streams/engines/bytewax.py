@@ -535,7 +535,8 @@ class _ProducerPartition(StatefulSinkPartition):
 
     def write_batch(self, items: list[Message]) -> None:
         for topic, key, value, headers in items:
-            self.producer.produce_raw(topic, value, key, headers)
+            self.producer.produce_raw(topic, value, key, headers, serve=False)
+        self.producer.poll()  # delivery callbacks once per batch, not per message
 
     def snapshot(self) -> None:
         self.producer.flush(30.0)  # raises if any delivery failed: the epoch is not committed, input replays

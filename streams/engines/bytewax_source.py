@@ -2,12 +2,12 @@
 messages, ``linger`` after the first of them was polled, or at once when the batch is full or the broker already
 holds more (a backlog, where waiting would only idle the worker).
 
-Under a live load a partition polled as fast as Bytewax asks brings 1-10 messages a poll, and every message
-then pays the dataflow's per-batch costs (an activation of each step, a produce, a state lookup): at 1,000
-devices that, not scoring, held p99 latency above a second (BENCHMARKS.md, "Fleet scale"). Holding a poll's
-messages for a few milliseconds lets each batch carry more. A partition's snapshot is the offset of the next
-message it has *not* emitted, so messages it holds when an epoch closes are read again after a restart (at
-least once), never skipped.
+Under a live load a partition polled as fast as Bytewax asks brings a few messages a poll, and each poll's
+batch pays the dataflow's per-batch costs (an activation of every step, a produce round); holding a poll's
+messages for a few milliseconds makes batches fewer and larger (what that saved at 1,000 devices was within
+the noise of a loaded machine: BENCHMARKS.md, "Fleet scale", fourth pass). A partition's snapshot is the offset
+of the next message it has *not* emitted, so messages it holds when an epoch closes are read again after a
+restart (at least once), never skipped.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 Item = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 
 POLL_S = 0.001  # what Bytewax's own source waits in a poll that finds nothing
-POLL_LINGER = timedelta(milliseconds=20)  # ``[runtime] poll_linger_ms``'s default
+POLL_LINGER = timedelta(0)  # ``[runtime] poll_linger_ms``'s default: off (BENCHMARKS.md, Fleet scale, fourth pass)
 
 
 def _item(msg: Any) -> Item:

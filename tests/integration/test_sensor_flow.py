@@ -169,16 +169,19 @@ def test_malformed_messages_go_to_the_dlq_with_reason_and_the_flow_goes_on(kafka
         assert int(info["offset"]) >= 0
 
 
-@pytest.mark.parametrize(("records", "detector", "buckets"), [
-    (lambda: simulated(devices=6, messages=900, seed=5)[0], None, "0"),
-    (lambda: simulated(devices=6, messages=900, seed=5)[0], None, "4"),
+@pytest.mark.parametrize(("records", "detector", "buckets", "linger"), [
+    (lambda: simulated(devices=6, messages=900, seed=5)[0], None, "0", "0"),
+    (lambda: simulated(devices=6, messages=900, seed=5)[0], None, "4", "0"),
+    # the source holding each poll's messages 50 ms: what it holds at a checkpoint is read again after the kill
+    (lambda: simulated(devices=6, messages=900, seed=5)[0], None, "4", "50"),
     # a fleet: 5,000 devices' states checkpointed and restored (gauss: the cheapest detector, to stay under 2 min)
-    (lambda: fleet(devices=5000, chatty=10, chatty_messages=20, seed=5), "gauss", "1024"),
-], ids=["6-devices", "6-devices-4-buckets", "5000-devices-1024-buckets"])
+    (lambda: fleet(devices=5000, chatty=10, chatty_messages=20, seed=5), "gauss", "1024", "0"),
+], ids=["6-devices", "6-devices-4-buckets", "6-devices-4-buckets-linger", "5000-devices-1024-buckets"])
 def test_sigkill_mid_stream_loses_no_reading_and_opens_no_duplicate_incident(
-        kafka_settings, tmp_path, alert_receiver, records, detector, buckets):
+        kafka_settings, tmp_path, alert_receiver, records, detector, buckets, linger):
     records = records()
-    env = {"EDDYLINE_RUNTIME_STATE_BUCKETS": buckets} | ({"EDDYLINE_RUNTIME_DETECTOR": detector} if detector else {})
+    env = {"EDDYLINE_RUNTIME_STATE_BUCKETS": buckets, "EDDYLINE_RUNTIME_POLL_LINGER_MS": linger} | (
+        {"EDDYLINE_RUNTIME_DETECTOR": detector} if detector else {})
     publish(kafka_settings, records[:300])
     state = tmp_path / "state"
     alert_receiver.routing_keys = frozenset({ROUTING_KEY})
