@@ -88,3 +88,27 @@ def test_stuck_must_fit_the_window() -> None:
 
     with pytest.raises(ValueError, match="stuck"):
         make_detector("seasonal", stuck=100)
+
+
+def test_a_request_counter_s_routine_bursts_do_not_alarm_but_an_outage_or_a_4x_rate_does() -> None:
+    """Counts (non-negative whole numbers, Poisson-like noise) are judged in Anscombe's view by the median of the
+    last readings: a burst of a few readings is routine, however tall; zeros for 3 hours or 4x the rate for 4
+    hours move that median and alarm within ``COUNT_RECENT`` readings. Without the count view (``counts=0``)
+    the tallest bursts alarm."""
+    from models.anomaly.seasonal import COUNT_RECENT
+    from tests.data.anomaly.make_seasonal_s6_snapshots import bursty
+
+    rate, burst, t, rng = bursty(14 * DAY, seed=0)
+    v = rng.poisson(rate * burst).astype(np.float64)
+    on, off = make_detector("seasonal"), make_detector("seasonal", counts=0)
+    routine_on = (on.score_learn(v, t)[2 * DAY :] >= on.threshold).sum()
+    routine_off = (off.score_learn(v, t)[2 * DAY :] >= off.threshold).sum()
+    assert routine_on <= 3 and routine_off >= 2 * routine_on + 3, (routine_on, routine_off)
+    at = 10 * DAY + 100
+    outage, faster = rate.copy(), burst.copy()
+    outage[at : at + 36] = 0.0
+    faster[at : at + 48] = 4.0
+    for r, b in ((outage, burst), (rate, faster)):
+        det = make_detector("seasonal")
+        s = det.score_learn(rng.poisson(r * b).astype(np.float64), t)
+        assert s[at : at + COUNT_RECENT].max() >= det.threshold
