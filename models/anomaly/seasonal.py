@@ -149,9 +149,9 @@ def anscombe(x):  # pragma: no cover - compiled
 
 
 @lazy_inline
-def middle(a, n):  # pragma: no cover - compiled
-    """The median of ``a[:n]`` as ``np.median`` gives it, reordering ``a`` in place instead of copying it (this
-    runs every reading of a count series): Hoare's selection of the lower middle, then the least above it."""
+def lower_middle(a, n):  # pragma: no cover - compiled
+    """The lower middle of ``a[:n]`` by Hoare's selection, in place (no copy: this runs every reading of a count
+    series); afterwards ``a[k]`` is it, with nothing larger before it and nothing smaller after it."""
     k = (n - 1) // 2
     lo, hi = 0, n - 1
     while lo < hi:
@@ -172,31 +172,55 @@ def middle(a, n):  # pragma: no cover - compiled
             lo = i
         else:
             break
-    m = a[k]
-    if n % 2 == 1:
-        return m
+    return a[k]
+
+
+@lazy_inline
+def upper_middle(a, n):  # pragma: no cover - compiled
+    """After ``lower_middle``: the least of ``a`` after the lower middle (the upper middle when ``n`` is even)."""
+    k = (n - 1) // 2
     up = a[k + 1]
     for j in range(k + 2, n):
         up = min(up, a[j])
-    return (m + up) / 2.0
+    return up
+
+
+@lazy_inline
+def middle(a, n):  # pragma: no cover - compiled
+    """The median of ``a[:n]`` as ``np.median`` gives it, reordering ``a``."""
+    m = lower_middle(a, n)
+    return m if n % 2 == 1 else (m + upper_middle(a, n)) / 2.0
+
+
+@lazy_inline
+def middle_of(a, n):  # pragma: no cover - compiled
+    """``middle`` of ``a[:n]`` in Anscombe's view, selected on the raw readings (the view keeps their order)."""
+    m = anscombe(lower_middle(a, n))
+    return m if n % 2 == 1 else (m + anscombe(upper_middle(a, n))) / 2.0
 
 
 @lazy_inline
 def count_deviation(x, window, W, k, buf, sbuf):  # pragma: no cover - compiled
-    """``(|recent median - median|, robust sigma, median)`` against the window in Anscombe's view: the recent
-    median is that of the last ``sbuf.shape[0]`` readings, ``x`` included, so a burst shorter than half of them
-    does not move it; the sigma is unfloored (about 1 when the window's noise is Poisson's)."""
+    """``(|recent median - median|, median)`` of the window in Anscombe's view: the recent median is that of the
+    last ``sbuf.shape[0]`` readings, ``x`` included, so a burst shorter than half of them does not move it. The
+    view is monotone, so both are medians of the raw readings, transformed."""
     for j in range(W):
-        buf[j] = anscombe(window[j])
-    med = middle(buf, W)
+        buf[j] = window[j]
+    med = middle_of(buf, W)
     Q = sbuf.shape[0]
-    sbuf[0] = anscombe(x)
+    sbuf[0] = x
     for j in range(1, Q):
-        sbuf[j] = anscombe(window[(k - j) % W])
-    recent = middle(sbuf, Q)
+        sbuf[j] = window[(k - j) % W]
+    return abs(middle_of(sbuf, Q) - med), med
+
+
+@lazy_inline
+def count_sigma(window, W, med, buf):  # pragma: no cover - compiled
+    """Robust sigma of the window in Anscombe's view around its median ``med``, unfloored: about 1 when the
+    window's noise is Poisson's."""
     for j in range(W):
-        buf[j] = abs(buf[j] - med)
-    return abs(recent - med), 1.4826 * middle(buf, W), med
+        buf[j] = abs(anscombe(window[j]) - med)
+    return 1.4826 * middle(buf, W)
 
 
 def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # pragma: no cover - compiled
@@ -306,11 +330,15 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
                 ex, bigger = False, True
                 zmax *= zdecay
                 zr = -1.0
+                reach = window_reach(x, window, W) >= kspike * max(floor_frac * sd_long, 1e-9)
                 if cmax > 0.0 and count_n == n:  # a count series with Poisson-like noise: judged in Anscombe's view
-                    dev, sc, med = count_deviation(x, window, W, k, buf, sbuf)
-                    if sc <= cmax and med >= ANSCOMBE_ONE:
-                        zr = COUNT_SE * dev / max(sc, 1.0)
-                if zr < 0.0 and window_reach(x, window, W) >= kspike * max(floor_frac * sd_long, 1e-9):
+                    dev, med = count_deviation(x, window, W, k, buf, sbuf)
+                    # below both bars and past no raw reach, neither view would act: skip the sigma
+                    if med >= ANSCOMBE_ONE and (reach or COUNT_SE * dev >= min(kspike, zmax)):
+                        sc = count_sigma(window, W, med, buf)
+                        if sc <= cmax:
+                            zr = COUNT_SE * dev / max(sc, 1.0)
+                if zr < 0.0 and reach:
                     dev, sc = mad_deviation(x, window, W, buf, sd_long, floor_frac)
                     zr = dev / sc
                 if zr >= 0.0:

@@ -112,3 +112,13 @@ def test_a_request_counter_s_routine_bursts_do_not_alarm_but_an_outage_or_a_4x_r
         det = make_detector("seasonal")
         s = det.score_learn(rng.poisson(r * b).astype(np.float64), t)
         assert s[at : at + COUNT_RECENT].max() >= det.threshold
+
+
+def test_the_in_place_median_is_numpy_s() -> None:
+    """The count view selects medians in place every reading; they must be ``np.median``'s to the last bit."""
+    from models.anomaly.seasonal import middle
+
+    rng = np.random.default_rng(3)
+    for n in [*range(1, 70), 64, 64, 15, 15]:
+        for a in (rng.poisson(rng.uniform(0.3, 40), n).astype(np.float64), rng.normal(size=n), np.full(n, 2.0)):
+            assert middle(a.copy(), n) == np.median(a), a
