@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,16 @@ def test_health_record_is_a_valid_device_health_event() -> None:
     assert back == rec and back["buffer_oldest_age_s"] == 4.5 and back["model_state"] == "running"
     assert rec["event_id"] == health_record(hb, seq=4, device_class="rpi4", agent_version="1.2", interval_s=60.0,
                                             event_time_ms=2000)["event_id"]  # stable: from device, start and seq
+
+
+def test_no_logging_handler_outlives_the_test_that_made_it() -> None:
+    # The CLI points the root logger at its test's captured stderr, closed after that test: the next test's logs
+    # (here the agent's and librdkafka's) must not go there ("Logging error: I/O operation on closed file").
+    here = Path(__file__)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-o", "addopts=",
+         f"{here}::test_cli_check_config_and_buffer_stats",
+         f"{here}::test_health_events_are_droppable_and_counted_while_readings_stay_on_disk"],
+        capture_output=True, text=True, timeout=240, cwd=here.parents[2])
+    assert "2 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Logging error" not in run.stdout + run.stderr
