@@ -138,9 +138,9 @@ class LagReader:
         """
         if not starts:
             return {}
+        deadline = time.monotonic() + self.timeout_s  # ListOffsets (half of it at most) and the fetches together
         self._consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in self._fetch_from(starts).items()])
         waiting = set(starts)
-        deadline = time.monotonic() + self.timeout_s
         try:
             while waiting and time.monotonic() < deadline:
                 for msg in self._consumer.consume(500, 0.05):
@@ -166,7 +166,7 @@ class LagReader:
         wanted = [TopicPartition(t, p, OFFSET_END) for t, p in starts]
         try:
             ends = {(tp.topic, tp.partition): tp.offset
-                    for tp in self._consumer.offsets_for_times(wanted, timeout=self.timeout_s)
+                    for tp in self._consumer.offsets_for_times(wanted, timeout=self.timeout_s / 2)
                     if tp.error is None and tp.offset >= 0}
         except KafkaException as e:
             log.debug("ListOffsets failed; fetching from the committed offsets", extra={"error": str(e.args[0])})
