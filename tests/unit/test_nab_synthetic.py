@@ -54,14 +54,14 @@ def test_each_kind_puts_its_anomaly_in_the_scored_part_of_the_file(kind: str) ->
 
 def test_scores_per_kind_for_every_detector(tmp_path: Path) -> None:
     suite = nab_synthetic.write_suite(tmp_path / "s", seed=0, files_per_kind=1)
-    out = nab_synthetic.score_suite(suite, ("seasonal", "seasonal@stuck=0"))
+    out = nab_synthetic.score_suite(suite, ("seasonal@stuck=16", "seasonal"))
     assert out["files"] == len(nab_synthetic.KINDS)
     for row in out["detectors"].values():
         assert set(row["kinds"]) == set(nab_synthetic.KINDS)
         assert set(row["profiles"]) == set(nab.PROFILES)
     # the stuck-sensor file of seed 0 is a frozen reading: only the stuck rule sees it there
     stuck = {d: r["kinds"]["stuckSensor"]["score"] for d, r in out["detectors"].items()}
-    assert stuck["seasonal"] > stuck["seasonal@stuck=0"]
+    assert stuck["seasonal@stuck=16"] > stuck["seasonal"]
 
 
 def test_a_label_carries_constructor_overrides() -> None:
