@@ -12,6 +12,7 @@ checkpoints carry older states by version in that store, so a restart loads what
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 
 from connectors.kafka import EventProducer, KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.bytewax_epochs import RecoveryEpochs
 from streams.engines.bytewax_source import POLL_LINGER, LingerKafkaSource
 from streams.engines.lag import start_monitor
 from streams.engines.output import FlowOutput, Message, flow_topics
@@ -36,6 +38,8 @@ from streams.state import (
 )
 
 log = logging.getLogger(__name__)
+
+BYTEWAX_EPOCH_INTERVAL = timedelta(seconds=10)  # cli_main's own default
 
 IDLE_DIR = "idle"  # evicted keys, one SQLite file per process, in a folder of their own: SQLite files of
 IDLE_FILES = "idle*.sqlite3"  # ours beside Bytewax's recovery partitions made a cluster's processes panic at start
@@ -185,23 +189,28 @@ class StagedStates:
     snapshot of a later epoch writes everything staged in one transaction (one sync per epoch, not one per
     bucket), and from then on the buckets' snapshots carry only each state's version number. So Bytewax's
     recovery store holds about the states that changed lately, not every device's, and a restart loads that.
-    A version a checkpoint may still refer to is deleted only ``GRACE_S`` after a newer one replaced it.
+    A replaced version a checkpoint may still refer to is deleted once Bytewax's resume epoch has passed every
+    epoch that could have been running when it was replaced (``RecoveryEpochs``); without ``epochs``, ``GRACE_S``
+    after it was replaced.
 
     Parameters
     ----------
     store
         The process's store.
+    epochs
+        The flow's recovery partitions, read.
     """
 
     FLUSH_EVERY_S = 1.0  # at most one write per this: the snapshots of one epoch come in one burst
-    GRACE_S = 60.0  # a replaced version outlives every epoch that could still be resumed from
+    GRACE_S = 60.0  # without ``epochs``: a replaced version is deleted this long after
 
-    def __init__(self, store: IdleStore) -> None:
+    def __init__(self, store: IdleStore, epochs: RecoveryEpochs | None = None) -> None:
         self.store = store
+        self.epochs = epochs
         self._lock = threading.Lock()
         self._next = time.time_ns()  # versions grow across restarts too
         self._staged: list[tuple[str, int, bytes]] = []
-        self._forget: list[tuple[float, str, int]] = []  # (when, key, below)
+        self._forget: list[tuple[float, str, int]] = []  # (epoch to pass, or time without epochs; key, below)
         self._drop: list[tuple[str, int]] = []  # (key, version) that no checkpoint refers to
         self.durable = 0  # every version up to this is written
         self._flushed = time.monotonic()
@@ -231,8 +240,9 @@ class StagedStates:
         below
             Versions under this one go; None: every version staged so far.
         """
+        until = self.epochs.running_bound() if self.epochs is not None else time.monotonic() + self.GRACE_S
         with self._lock:
-            self._forget.append((time.monotonic() + self.GRACE_S, key, self._next + 1 if below is None else below))
+            self._forget.append((until, key, self._next + 1 if below is None else below))
 
     def drop(self, key: str, version: int) -> None:
         """Delete a version that no checkpoint refers to, with the next write (no grace).
@@ -259,16 +269,26 @@ class StagedStates:
             now = time.monotonic()
             if not force and now - self._flushed < self.FLUSH_EVERY_S:
                 return self.durable
-            due = [(k, below) for at, k, below in self._forget if at <= now]
+            passed = self._passed(now)
+            due = [(k, below) for until, k, below in self._forget if until < passed]
             if not self._staged and not due and not self._drop:
                 return self.durable
             self.store.put_versions(self._staged, due, self._drop)
-            self._forget = [f for f in self._forget if f[0] > now]
+            self._forget = [f for f in self._forget if f[0] >= passed]
             self._drop = []
             self.durable = self._next
             self._staged = []
             self._flushed = now
             return self.durable
+
+    def _passed(self, now: float) -> float:
+        """Forgets recorded under this are due: the resume epoch (read only when one waits), or the time."""
+        if self.epochs is None:
+            return math.nextafter(now, math.inf)
+        if not self._forget:
+            return -math.inf
+        resume = self.epochs.resume_epoch()
+        return -math.inf if resume is None else resume
 
 
 ENCODE_EARLY = timedelta(seconds=0.5)  # a key that spoke once in an epoch is encoded this long after, not at its end
@@ -584,7 +604,7 @@ class _SideSink(DynamicSink):
 def build_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None,
     idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), workers: int = 1,
-    buckets: int = 0, linger: timedelta = POLL_LINGER,
+    buckets: int = 0, epochs: RecoveryEpochs | None = None, linger: timedelta = POLL_LINGER,
 ) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
@@ -612,6 +632,8 @@ def build_dataflow(
     buckets
         Bytewax state keys: 0 gives each key (device) its own; N groups keys into N buckets by a stable hash
         (``_BucketLogic``), so a restart resumes at most N keys.
+    epochs
+        The recovery partitions, read: replaced bucket versions are deleted once no resume can reach them.
     """
     output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
@@ -638,7 +660,7 @@ def build_dataflow(
     def route(key: str) -> str:
         return bucket_key(bucket_of(key, buckets), buckets) if buckets else key
 
-    staged = StagedStates(idle) if buckets and idle is not None else None
+    staged = StagedStates(idle, epochs) if buckets and idle is not None else None
 
     def logic(resume: bytes | None) -> StatefulBatchLogic:
         if buckets:
@@ -748,8 +770,11 @@ def run_dataflow(
 
     output = FlowOutput(spec, settings)
     workers = cli_options.get("workers_per_process", 1) * len(cli_options.get("addresses") or [None])
+    recovery = cli_options.get("recovery_config")
+    epochs = None if recovery is None else RecoveryEpochs(
+        Path(recovery.db_dir), cli_options.get("epoch_interval") or BYTEWAX_EPOCH_INTERVAL)
     flow = build_dataflow(spec, settings, batch_size=batch_size, output=output, idle=idle, idle_after=idle_after,
-                          workers=workers, buckets=buckets, linger=linger)
+                          workers=workers, buckets=buckets, epochs=epochs, linger=linger)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
     try:
         cli_main(flow, **cli_options)

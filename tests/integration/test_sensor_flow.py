@@ -245,6 +245,48 @@ def test_an_idle_device_leaves_memory_and_its_state_comes_back_exactly(kafka_set
     assert scores == want, "a device reloaded after eviction must score as if it had never left"
 
 
+def _versions_per_device(path: Path) -> dict[str, int]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return dict(db.execute("SELECT key, COUNT(*) FROM versions GROUP BY key").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        db.close()
+
+
+def test_replaced_state_versions_go_once_bytewax_has_committed_past_them(kafka_settings, tmp_path):
+    # Versions replaced while the flow runs are deleted as its resume epoch moves on (0.5 s epochs here), well
+    # before the 60 s a time-based grace kept them (which left 3 for a device here once), and a SIGKILL after
+    # that resumes every device exactly: nothing a restart still needs was deleted.
+    from streams.engines.bytewax import idle_path
+
+    records, _ = simulated(devices=3, messages=150, seed=6)
+    state = tmp_path / "state"
+    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_STATE_BUCKETS="4")
+    try:
+        for wave in range(8):  # each device changes in many epochs, so many versions get replaced
+            publish(kafka_settings, records[wave * 15:(wave + 1) * 15])
+            assert len(unique_scores(kafka_settings, (wave + 1) * 15, timeout=90)) == (wave + 1) * 15
+            time.sleep(2.0)  # a few epochs: this wave's versions are written and referenced, the last ones replaced
+        deadline = time.monotonic() + 20  # a third of the old grace
+        counts = _versions_per_device(idle_path(state))
+        while time.monotonic() < deadline and not (counts and max(counts.values()) <= 2):
+            time.sleep(0.5)
+            counts = _versions_per_device(idle_path(state))
+    finally:
+        log = stop(proc)
+    assert counts and max(counts.values()) <= 2, (counts, log)
+    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_STATE_BUCKETS="4")
+    try:
+        publish(kafka_settings, records[120:])
+        scores = unique_scores(kafka_settings, len(records), timeout=90)
+    finally:
+        log = stop(proc)
+    want = {e.record["event_id"]: e.record for e in reference(records) if e.topic == "scores.anomaly"}
+    assert scores == want, log
+
+
 def test_a_checkpoint_moves_between_state_layouts_and_every_device_scores_on_exactly(kafka_settings, tmp_path):
     """One key per device, then 4 buckets, then 3 buckets, then one key per device again, on one state folder:
     each restart moves the states it finds in the other layout and no device relearns."""
