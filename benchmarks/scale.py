@@ -22,7 +22,9 @@ For each fleet size and engine, over one broker (a namespace per run):
   after the load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``).
   The same delay split in three: ``latency_send_*`` (event time to the generator producing the batch),
   ``latency_flow_*`` (that to the score's Kafka timestamp, stamped when the flow produced it) and
-  ``latency_watch_*`` (that to the watcher receiving it);
+  ``latency_watch_*`` (that to the watcher receiving it); ``latency_cpu_ms_per_batch``, the flow process's CPU
+  time over the live phase (drain included) per batch sent: what a live batch costs, whatever else loads the
+  machine;
 - ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
 
 A fleet whose projected memory (from the first run's RSS per device) would not fit in the machine's available
@@ -96,6 +98,12 @@ class Flow:
 
     def peak_rss(self) -> int:
         return self._status("VmHWM")
+
+    def cpu_s(self) -> float:
+        """CPU seconds the flow process has used (user and system, every thread)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def disk_writes(self) -> int:
         assert self.proc is not None
@@ -353,7 +361,9 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         offered = live_rate or rate / 2
         # on the process that measured the maximum, before the restart: after one, each device's first batch
         # restores its state (BENCHMARKS.md, third pass on latency), which the pre-filled maximum did not pay
+        cpu = flow.cpu_s()
         lat = _latency(settings, sim, offered, live_s, watcher) if live_s > 0 else {}
+        cpu = flow.cpu_s() - cpu
         recovery = _recovery(flow, settings, sim, watcher)
     finally:
         watcher.close()
@@ -368,6 +378,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         **{f"latency_{k}_ms": None if v != v else round(v) for k, v in lat.items()
            if k not in ("scored", "sent", "samples")},
         "latency_batches_scored": lat.get("scored"), "latency_batches_sent": lat.get("sent"),
+        "latency_cpu_ms_per_batch": round(1000 * cpu / lat["sent"], 3) if lat.get("sent") else None,
         "offered_readings_per_s": round(offered), "readings": messages * sim.readings_per_batch,
         "batches_per_device": batches,
         **{f"changelog_{k}": v for k, v in changelog.items()},
