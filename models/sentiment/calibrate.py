@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.sentiment.data import Example
-from models.sentiment.evaluate import _per_domain, expected_calibration_error
+from models.sentiment.evaluate import per_domain_accuracy, expected_calibration_error
 from models.sentiment.model import WindowedSentiment
 from models.sentiment.windows import Windows, aggregate
 
@@ -104,7 +104,7 @@ def validate(model: WindowedSentiment, examples: list[Example]) -> dict[str, Any
     t = fit_temperature(logits, windows, y, model.aggregation)
     raw = aggregate(logits, windows, len(y), model.aggregation)
     calibrated = aggregate(logits / t, windows, len(y), model.aggregation)
-    acc, polar = _per_domain(examples, calibrated.argmax(axis=1), calibrated[:, 2] > calibrated[:, 0])
+    acc, polar = per_domain_accuracy(examples, calibrated.argmax(axis=1), calibrated[:, 2] > calibrated[:, 0])
     return {
         "sentences": len(examples),
         "counts": {d: sum(e.domain == d for e in examples) for d in acc},

@@ -32,7 +32,18 @@ ECE_BINS = 10
 EMOTION_CHECK = Path(__file__).with_name("emotion_check.json")
 
 
-def _per_domain(examples: list[Example], pred: np.ndarray, polar_pred: np.ndarray) -> tuple[dict, dict]:
+def per_domain_accuracy(examples: list[Example], pred: np.ndarray, polar_pred: np.ndarray) -> tuple[dict, dict]:
+    """Three-way and polar accuracy per domain: every report (eval, validation, VADER) counts them one way.
+
+    Parameters
+    ----------
+    examples
+        The labelled sentences, in the order of the predictions.
+    pred
+        The predicted class per example (0 negative, 1 neutral, 2 positive).
+    polar_pred
+        Whether each example reads positive; scored on the examples labelled negative or positive only.
+    """
     by: dict[str, list[int]] = defaultdict(list)
     for i, e in enumerate(examples):
         by[e.domain].append(i)
@@ -117,7 +128,7 @@ def by_length(probs: dict[str, np.ndarray], vader: np.ndarray, y: np.ndarray, to
 def score_vader(examples: list[Example]) -> dict[str, dict[str, float]]:
     compound = VaderSentiment().compound([e.text for e in examples])
     pred = np.where(compound >= 0.05, 2, np.where(compound <= -0.05, 0, 1))
-    acc, polar = _per_domain(examples, pred, compound >= 0)
+    acc, polar = per_domain_accuracy(examples, pred, compound >= 0)
     return {"accuracy": acc, "polar_accuracy": polar}
 
 
@@ -185,7 +196,7 @@ def evaluate(json_path: str | Path | None = None, model: str | Path | None = Non
     uncalibrated = probs.pop("uncalibrated", probs["served"])
     n = len(examples)
     served = probs["served"]
-    acc, polar = _per_domain(examples, served[:n].argmax(axis=1), served[:n, 2] > served[:n, 0])
+    acc, polar = per_domain_accuracy(examples, served[:n].argmax(axis=1), served[:n, 2] > served[:n, 0])
     vader = score_vader(examples)
     compound = VaderSentiment().compound(texts)
     result = {
