@@ -272,7 +272,8 @@ class StagedStates:
 
 
 ENCODE_EARLY = timedelta(seconds=0.5)  # a key that spoke once in an epoch is encoded this long after, not at its end
-KEEP_DECODED_S = 120.0  # a bucket keeps a silent key's processor decoded this long after its last event,
+KEEP_DECODED_S = 300.0  # a bucket keeps a silent key's processor decoded this long after its last event (devices
+# that report every few minutes are not restored at each batch; 120 s restored most of 100,000 devices' batches),
 DECODED_BYTES = 2 << 30  # within about this much memory per process for decoded processors (``_forget_decoded``):
 DECODED_OVERHEAD = 8_000  # a decoded processor's bytes beyond its encoded state's (default detector, 3 sensors:
 # 14.5 KB decoded for 6.7 KB encoded), so 100,000 such devices stay decoded in 1.5 GB, and a fleet whose
