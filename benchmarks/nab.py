@@ -72,6 +72,30 @@ def _epoch_ms(stamps: list[str]) -> np.ndarray:
     return nab.parse_timestamps(stamps).astype("datetime64[ms]").astype(np.int64)
 
 
+Corpus = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+Windows = dict[str, list[tuple[np.datetime64, np.datetime64]]]
+
+
+def load_corpus(data_dir: Path) -> tuple[Corpus, Windows, dict[str, nab.CostMatrix]]:
+    """Every series of a NAB-layout directory as ``rel -> (timestamps as datetime64, epoch ms, values)``, with
+    its labelled windows and NAB's cost profiles.
+
+    Parameters
+    ----------
+    data_dir
+        A NAB-layout directory (``data/``, ``labels/``, ``config/``).
+    """
+    data_dir = Path(data_dir)
+    label_root = labels_dir(data_dir)
+    windows = nab.load_windows(label_root / "labels" / "combined_windows.json")
+    profiles = nab.load_profiles(label_root / "config" / "profiles.json")
+    series = {}
+    for rel in data_files(data_dir):
+        stamps, values = read_series(series_root(data_dir) / rel)
+        series[rel] = (nab.parse_timestamps(stamps), _epoch_ms(stamps), values)
+    return series, windows, profiles
+
+
 def make_streamer(detector: str, detector_params: dict[str, Any] | None = None) -> Callable[[str, np.ndarray, np.ndarray], np.ndarray]:
     """A function that streams one series through the sensor flow's processor and returns its raw scores."""
     from streams.processor import Event
@@ -290,13 +314,7 @@ def run_cv(
     if unknown:
         raise ValueError(f"no detector or no grid for {unknown}; known: {', '.join(sorted(set(DETECTORS) & set(grids)))}")
     data_dir = Path(data_dir)
-    label_root = labels_dir(data_dir)
-    windows = nab.load_windows(label_root / "labels" / "combined_windows.json")
-    profiles = nab.load_profiles(label_root / "config" / "profiles.json")
-    series = {}
-    for rel in data_files(data_dir):
-        stamps, values = read_series(series_root(data_dir) / rel)
-        series[rel] = (nab.parse_timestamps(stamps), _epoch_ms(stamps), values)
+    series, windows, profiles = load_corpus(data_dir)
     folds = cv.leave_one_category_out(series)
     records = sum(len(v) for _, _, v in series.values())
     summary: dict[str, Any] = {

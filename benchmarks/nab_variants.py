@@ -45,16 +45,16 @@ import numpy as np
 import typer
 
 import models.anomaly.seasonal
-from benchmarks.nab import GRIDS, _epoch_ms, data_files, grid_scores, labels_dir, read_series, series_root
+from benchmarks.nab import GRIDS, grid_scores, load_corpus
 from models.evaluation import cv, nab
 
 Patch = list[tuple[str, str]]
 
 PATCHES: dict[str, Patch] = {
     "params": [
-        ('"period2_ms")\nPARAM', '"period2_ms", "confirm", "sv_alpha", "var_mix", "mix", "zg", "zext", "fast", '
+        ('"period2_ms", "stuck")\nPARAM', '"period2_ms", "stuck", "confirm", "sv_alpha", "var_mix", "mix", "zg", "zext", "fast", '
                                  '"spike_gate", "rearm", "rearm_level")\nPARAM'),
-        ('"seas_err2", "res_n2")', '"seas_err2", "res_n2", "s_since", "f_ssum", "f_hsum", "f_hsq", "quiet")'),
+        ('"seas_err2", "res_n2", "run_max")', '"seas_err2", "res_n2", "run_max", "s_since", "f_ssum", "f_hsum", "f_hsq", "quiet")'),
         ("        threshold: float = 0.999,\n    ) -> None:",
          "        confirm: float = 0.0,\n        sv_alpha: float = 0.0,\n        var_mix: float = 0.5,\n"
          "        mix: float = 0.0,\n        zg: float = 1.0,\n        zext: float = 0.0,\n        fast: int = 3,\n"
@@ -250,14 +250,8 @@ def run(data_dir: Path, cache_dir: Path | None = None,
     """Score every variant (threshold-only CV) and every selection rule over ``seasonal``'s grid."""
     from benchmarks.nab import candidate_name
 
-    data_dir = Path(data_dir)
-    root = labels_dir(data_dir)
-    windows = nab.load_windows(root / "labels" / "combined_windows.json")
-    cost = nab.load_profiles(root / "config" / "profiles.json")["standard"]
-    series = {}
-    for rel in data_files(data_dir):
-        stamps, values = read_series(series_root(data_dir) / rel)
-        series[rel] = (nab.parse_timestamps(stamps), _epoch_ms(stamps), values)
+    series, windows, profiles = load_corpus(data_dir)
+    cost = profiles["standard"]
     variant = variant_class()
 
     def score(params: dict[str, float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -3,7 +3,7 @@
 Why: many operational series follow a daily (or weekly) cycle, and their incidents are *contextual*: a
 value that is normal for the series overall but wrong for the hour (a cycle that stops, a flat stretch, a
 busy night). The global EWMA behind ``robust`` cannot see those. Here each reading's slot of the period
-(``timestamp mod period``, at the series' own sampling step, learnt from its first two timestamps) keeps an
+(``timestamp mod period``, at the series' own sampling step) keeps an
 EWMA of its value, for a day and for a week (``period2_ms``; weekday traffic is not weekend traffic), and
 whichever of the two has been predicting better lately speaks. The prediction error against that slot (scaled by a winsorised residual variance, so
 an incident does not teach the detector to expect itself) feeds its own likelihood layer, whose score
@@ -13,13 +13,26 @@ series sampled too finely for the period (more than ``slots`` steps per period) 
 The seasonal surprise is the Gaussian tail of ``z / zscale``: unscaled, ordinary daily transitions
 saturate it and the likelihood layer can no longer tell an incident from a busy hour.
 
+The sampling step is the first gap between timestamps; while that step gives no usable cycle, a majority vote
+among the gaps may replace it (``STEP_VOTES``), so a device that starts with a reconnect burst (readings a
+second apart, then every 5 minutes) still gets its daily table. A step that already gives a cycle is kept:
+the slots are bins of time of day, so later jitter, gaps or a changed rate only change how often a slot is
+visited.
+
+A stuck sensor is a run of ``stuck`` equal readings on a series that has varied, longer than every run it made
+before (``run_max``, the longest finished run, read from the window of the last ``window`` readings): it alarms
+once, like a spike. Series that hold values routinely (duty cycles, counters at zero, square waves) learn their
+runs and do not alarm on them; a run as long as the window is always routine. The rule is off unless ``stuck``
+is set (16 suits frozen fleet sensors): cross-validation on the NAB dev files chose it off.
+
 The spike rule is ``robust``'s, made adaptive in two ways (both measured on NAB, BENCHMARKS-nab.md):
 a spike alarms only when it is bigger than every spike of the recent past (the largest robust z seen,
 decaying by ``spike_decay`` per reading), and, on a seasonal series, not when a spike already happened
 at about the same time of day (one of ``spike_bins`` bins of the period, or a neighbour) within the last
 ``spike_recall`` periods: a nightly batch job's CPU spike is routine, not news.
 
-State: the shared scalars (``_steps.HEAD``) and ``SCALARS``; buffers: the global likelihood layer's
+State: the shared scalars (``_steps.HEAD``) and ``SCALARS`` (``run_max`` appended in session 6: an older snapshot
+restores with it at 0); buffers: the global likelihood layer's
 (short, hist), the last ``window`` readings, and, only once the sampling step is known and gives a period
 between 4 and ``slots`` steps, the seasonal ones: an EWMA per slot of each such period (``slot_mean``,
 ``slot_mean2``, sized to the series' own step) with a bit set of the slots seen, the seasonal likelihood layer's
@@ -30,10 +43,14 @@ about 1.9 KB; one sampled every 5 minutes, with a daily and a weekly table, abou
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from models.anomaly._array import (
+    NAMED_VERSION,
+    STATE_VERSION,
     ArrayDetector,
     check_at_least,
     check_fraction,
@@ -65,14 +82,16 @@ from models.anomaly._steps import (
 )
 
 SCALARS = (*HEAD, "rate", "prev_ex", "nrate", "step", "res_var", "seas_err", "glob_err", "prev_ts", "res_n", "s_ssum",
-           "s_hsum", "s_hsq", "s_n", "zmax", "res_var2", "seas_err2", "res_n2")
+           "s_hsum", "s_hsq", "s_n", "zmax", "res_var2", "seas_err2", "res_n2", "run_max")
 SEASONAL_BUFFERS = ("slot_mean", "slot_seen", "slot_mean2", "slot_seen2", "s_short", "s_hist", "spike_last")
 BUFFERS = ("short", "hist", "window", *SEASONAL_BUFFERS)
 PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "window", "spike",
           "floor", "rate_alpha", "rate_max", "novelty_alpha", "novelty_max", "period_ms", "slots", "slot_alpha",
           "ratio", "err_alpha", "clip", "mode", "zscale", "spike_decay", "spike_margin", "spike_bins", "spike_recall",
-          "period2_ms")
+          "period2_ms", "stuck")
 PARAM, STATE = kernel_fields(PARAMS, BUFFERS), fields("STATE", SCALARS)
+ADDED_SCALARS = ("run_max",)  # appended in session 6; older snapshots lack them and restore with them at 0
+STEP_VOTES = 8  # a step without a cycle gives way to a gap that leads the vote by this many
 
 
 @lazy_inline
@@ -80,6 +99,28 @@ def cycle_slots(period, step, slots):  # pragma: no cover - compiled
     """Steps of ``step`` per ``period`` if that is a usable cycle (4 to ``slots`` steps), else 0."""
     ns = int(period / step + 0.5) if step > 0.0 else 0
     return ns if 4 <= ns <= slots else 0
+
+
+@lazy_inline
+def step_vote(gap, cand, votes):  # pragma: no cover - compiled
+    """Boyer-Moore majority vote among sampling gaps, a gap within a factor 1.5 of the candidate agreeing."""
+    if votes <= 0.0:
+        return gap, 1.0
+    if cand / 1.5 <= gap <= cand * 1.5:
+        return cand, votes + 1.0
+    return cand, votes - 1.0
+
+
+@lazy_inline
+def run_length(x, window, W, k):  # pragma: no cover - compiled
+    """Readings in the run of ``x`` that reading ``k`` extends: 1 plus the readings before it equal to it, from the
+    ring ``window`` (reading ``j`` at ``j % W``), so at most ``W + 1``."""
+    run = 1
+    for j in range(1, min(k, W) + 1):
+        if window[(k - j) % W] != x:
+            break
+        run += 1
+    return run
 
 
 def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # pragma: no cover - compiled
@@ -100,8 +141,9 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
     zdecay, zmargin = p[PARAM.spike_decay], p[PARAM.spike_margin]
     NB, recall, period2 = int(p[PARAM.spike_bins]), p[PARAM.spike_recall], p[PARAM.period2_ms]
     M = 2 if period2 > 0 else 1
+    R = int(p[PARAM.stuck])
     slots_m = np.empty(2, dtype=np.int64)
-    zmax = st[STATE.zmax]
+    zmax, run_max = st[STATE.zmax], st[STATE.run_max]
     n, mean, var, mn, mx, left, ssum, hsum, hsq = load_head(scalars)
     rate, prev_ex, nrate = st[STATE.rate], st[STATE.prev_ex], st[STATE.nrate]
     step, glob_err, prev_ts = st[STATE.step], st[STATE.glob_err], st[STATE.prev_ts]
@@ -112,14 +154,23 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
         x = values[i]
         ts = float(timestamps[i])
         k = int(n)
-        if k >= 1 and step == 0.0 and ts > prev_ts:
-            step = ts - prev_ts
-            if cycle_slots(period, step, S) + cycle_slots(period2, step, S) > 0 and s_short.shape[0] == 0:
+        if k >= 1 and ts > prev_ts and s_short.shape[0] == 0:
+            # the first gap is the step; while it gives no cycle, a majority vote among the gaps (kept in the
+            # seasonal likelihood's sums, unused until then) may replace it: a reconnect burst is not the rate
+            s_ssum, s_hsum = step_vote(ts - prev_ts, s_ssum, s_hsum)
+            if step == 0.0 or (s_hsum >= STEP_VOTES and s_ssum != step):
+                step = s_ssum
+            if cycle_slots(period, step, S) + cycle_slots(period2, step, S) > 0:
+                s_ssum, s_hsum = 0.0, 0.0
                 stop = i  # the seasonal buffers are allocated for this step, then reading i is scored
                 break
         prev_ts = ts
         seasonal = cycle_slots(period, step, S) > 0
         sd_long = math.sqrt(var)
+        run = run_length(x, window, W, k) if R > 0 and var > 0.0 else 0
+        if run == 1 and k >= 2:  # a run just ended: the longest so far is what this series does routinely
+            run_max = max(run_max, float(run_length(window[(k - 1) % W], window, W, k - 1)))
+        stuck = run == max(R, run_max + 1) and run_max < W
         z = surprise_z(x - mean, sd_long, mean) if k >= 2 else 0.0
         gerr = (x - mean) * (x - mean) if k >= 2 else 0.0
         best_z, best_err, best_ns, any_warm = -1.0, 1e300, 0, False
@@ -194,6 +245,7 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
                     spike_last[b] = ts
                 rate, prev_ex = spike_rate_learn(ex, rate, prev_ex, rate_a)
             rate *= 1.0 - rate_a
+            spiked = spiked or stuck
         else:
             s = 0.0
         nrate += nov_a * ((1.0 if novel else 0.0) - nrate)
@@ -216,8 +268,22 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
     st[STATE.rate], st[STATE.prev_ex], st[STATE.nrate] = rate, prev_ex, nrate
     st[STATE.step], st[STATE.glob_err], st[STATE.prev_ts] = step, glob_err, prev_ts
     st[STATE.s_ssum], st[STATE.s_hsum], st[STATE.s_hsq], st[STATE.s_n] = s_ssum, s_hsum, s_hsq, s_n
-    st[STATE.zmax] = zmax
+    st[STATE.zmax], st[STATE.run_max] = zmax, run_max
     return stop
+
+
+def _with_added_scalars(state: Any) -> Any:
+    """``state`` as if written with ``ADDED_SCALARS`` at 0, when it is a version-2 or version-1 snapshot without
+    them; anything else unchanged (the base class judges it)."""
+    if not isinstance(state, Mapping):
+        return state
+    scalars, version = state.get("scalars"), state.get("version")
+    older = 8 * (len(SCALARS) - len(ADDED_SCALARS))
+    if version == STATE_VERSION and isinstance(scalars, bytes) and len(scalars) == older:
+        return {**state, "scalars": scalars + bytes(8 * len(ADDED_SCALARS))}
+    if version == NAMED_VERSION and isinstance(scalars, Mapping) and not set(ADDED_SCALARS) & set(scalars):
+        return {**state, "scalars": {**scalars, **dict.fromkeys(ADDED_SCALARS, 0.0)}}
+    return state
 
 
 class SeasonalDetector(ArrayDetector):
@@ -255,6 +321,12 @@ class SeasonalDetector(ArrayDetector):
         Periods over which a spike at the same time of the period (or a neighbouring bin) is routine.
     period2_ms
         The second period (a week); 0 for none.
+    stuck
+        A run of this many equal readings alarms (a stuck or flat-lining sensor) on a series that has varied,
+        when it is longer than every run the series made before (runs it makes routinely are not news);
+        at most ``window + 1``; 0 (the default): off. 16 catches frozen sensors, but cost the dev files'
+        cross-validated score 0.24 (three first runs of zeros alarmed), so by the rule that defaults are chosen
+        by CV it is an option (BENCHMARKS-nab.md, round 4).
 
     Examples
     --------
@@ -308,6 +380,7 @@ class SeasonalDetector(ArrayDetector):
         spike_bins: int = 48,
         spike_recall: float = 3.0,
         period2_ms: int = 604_800_000,
+        stuck: int = 0,
         history_block: int = 100,
         threshold: float = 0.999,
     ) -> None:
@@ -316,12 +389,29 @@ class SeasonalDetector(ArrayDetector):
         check_at_least(1, short=short, history_block=history_block)
         check_at_least(10, history=history)
         check_at_least(3, window=window)
+        check_at_least(0, stuck=stuck)
+        if stuck > window + 1:
+            raise ValueError(f"stuck ({stuck}) must be at most window + 1 ({window + 1}): runs are read from the "
+                             "window; pass a smaller stuck or a larger window")
         check_at_least(4, slots=slots)
         check_positive(period_ms=period_ms)
         check_at_least(0, tol=tol, hold=hold, spike=spike, floor=floor, rate_max=rate_max, novelty_max=novelty_max,
                        ratio=ratio)
         check_fraction(damp=damp)
         self._configure(locals())
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """As ``ArrayDetector.restore``; a snapshot from before ``ADDED_SCALARS`` restores with them at 0.
+
+        Parameters
+        ----------
+        state
+            A snapshot of version 2, 1 or 0.
+        """
+        super().restore(_with_added_scalars(state))
+
+    def _restore_named(self, scalars: dict[str, float], buffers: dict[str, Any]) -> None:
+        super()._restore_named({**dict.fromkeys(ADDED_SCALARS, 0.0), **scalars}, buffers)
 
     def _buffer_shapes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         shapes = {**likelihood_buffers(self.short, self.history, self.history_block), "window": ("<f8", (self.window,))}

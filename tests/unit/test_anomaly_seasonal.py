@@ -40,3 +40,51 @@ def test_a_spike_at_the_same_time_every_day_stops_alarming() -> None:
     s = det.score_learn(v, t)
     alarms = [i for i in at if s[i] >= det.threshold]
     assert alarms and all(i < 3 * DAY for i in alarms), alarms
+
+
+def test_a_reconnect_burst_at_the_start_does_not_set_the_sampling_step() -> None:
+    """The first readings of a series arrive a second apart (a device flushing its buffer), then every 5
+    minutes: the step is the rate the vote settles on, so the daily and weekly tables exist and a quiet day is
+    still caught."""
+    v, t = _daily(14)
+    t[1:6] = t[0] + np.arange(1, 6) * 1_000
+    day = 11 * DAY
+    v[day + 96 : day + 216] = 20.0 + np.random.default_rng(1).normal(0, 2.0, 120)
+    det = make_detector("seasonal")
+    s = det.score_learn(v, t)
+    assert [det._views()[b].shape for b in ("slot_mean", "slot_mean2")] == [(DAY,), (7 * DAY,)]
+    assert s[day + 96 : day + 216].max() >= det.threshold
+
+
+def _noise(n: int, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return np.round(50.0 + rng.normal(0.0, 2.0, n), 3), np.arange(n, dtype=np.int64) * 1_000  # no cycle
+
+
+def test_a_stuck_sensor_alarms_when_its_run_reaches_stuck_readings() -> None:
+    v, t = _noise(3000)
+    v[1999:2200] = 50.0  # stuck at the series' mean: an ordinary value
+    det, off = make_detector("seasonal", stuck=16), make_detector("seasonal")
+    s, s_off = det.score_learn(v, t), off.score_learn(v, t)
+    alarms = np.flatnonzero(s[2000:2200] >= det.threshold)
+    assert alarms.size and alarms[0] == det.stuck - 2  # the stuck-th reading of the run (reading 1999 starts it)
+    assert s_off[2000:2200].max() < off.threshold  # nothing else sees it: every value is ordinary
+
+
+def test_runs_the_series_makes_routinely_are_not_alarms() -> None:
+    """A sensor that holds a value for 30 readings every 100 (a duty cycle) learns those runs in its warm-up:
+    a run must be longer than any before it to alarm."""
+    v, t = _noise(3000)
+    for start in range(50, 3000, 100):
+        v[start : start + 30] = v[start]
+    without = make_detector("seasonal").score_learn(v, t)
+    np.testing.assert_array_equal(make_detector("seasonal", stuck=16).score_learn(v, t), without)
+    v[2500:2600] = v[2500]  # held three times as long as ever before
+    assert make_detector("seasonal", stuck=16).score_learn(v, t)[2500:2600].max() >= 0.999
+
+
+def test_stuck_must_fit_the_window() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="stuck"):
+        make_detector("seasonal", stuck=100)
