@@ -474,7 +474,7 @@ class _BucketLogic(StatefulBatchLogic):
     def _forget_decoded(self) -> None:
         """Drop the processors (their bytes stay) of keys silent ``KEEP_DECODED_S``, and the least recently spoken
         beyond this bucket's share of ``DECODED_BYTES``: so a device that speaks every minute or two is not
-        decoded again each time (a restore costs about 4 times an encode), and memory stays bounded in a large
+        decoded again each time (a restore costs about 5 times an encode), and memory stays bounded in a large
         fleet. The share is by memory, not by keys: a device with seasonal tables holds 5 times the default's."""
         cutoff = time.monotonic() - KEEP_DECODED_S
         for key, spoke in list(self.spoke.items()):
