@@ -52,9 +52,9 @@ Patch = list[tuple[str, str]]
 
 PATCHES: dict[str, Patch] = {
     "params": [
-        ('"period2_ms", "stuck")\nPARAM', '"period2_ms", "stuck", "confirm", "sv_alpha", "var_mix", "mix", "zg", "zext", "fast", '
+        ('"period2_ms", "stuck", "counts")\nPARAM', '"period2_ms", "stuck", "counts", "confirm", "sv_alpha", "var_mix", "mix", "zg", "zext", "fast", '
                                  '"spike_gate", "rearm", "rearm_level")\nPARAM'),
-        ('"seas_err2", "res_n2", "run_max")', '"seas_err2", "res_n2", "run_max", "s_since", "f_ssum", "f_hsum", "f_hsq", "quiet")'),
+        ('"seas_err2", "res_n2", "run_max", "count_n")', '"seas_err2", "res_n2", "run_max", "count_n", "s_since", "f_ssum", "f_hsum", "f_hsq", "quiet")'),
         ("        threshold: float = 0.999,\n    ) -> None:",
          "        confirm: float = 0.0,\n        sv_alpha: float = 0.0,\n        var_mix: float = 0.5,\n"
          "        mix: float = 0.0,\n        zg: float = 1.0,\n        zext: float = 0.0,\n        fast: int = 3,\n"

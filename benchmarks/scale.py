@@ -5,7 +5,8 @@ For each fleet size and engine, over one broker (a namespace per run):
 - ``readings_per_s``: ``eddyline run anomaly`` over a pre-filled topic (``batches`` batches per device, more
   for a small fleet: ``MIN_MESSAGES`` at least): the readings scored after the watcher's first fetch that
   brought scores, over the time from it to the last (a 10 ms fetch wait; the flow produces a poll's scores
-  together, so they arrive in bunches);
+  together, so they arrive in bunches); ``cpu_s_per_m_readings``, the flow process's CPU seconds per million
+  of those readings over the same span: on shared cores, the figure other jobs' load leaves mostly alone;
 - ``rss_mb``: the flow process's peak resident memory (``VmHWM``) after the pre-filled topic is scored;
 - ``state_bytes_per_device``: the encoded state of one device (``streams.state``), the mean over the fleet, read
   back from where the engine keeps it (Bytewax's recovery files, Faust's changelog);
@@ -22,7 +23,9 @@ For each fleet size and engine, over one broker (a namespace per run):
   after the load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``).
   The same delay split in three: ``latency_send_*`` (event time to the generator producing the batch),
   ``latency_flow_*`` (that to the score's Kafka timestamp, stamped when the flow produced it) and
-  ``latency_watch_*`` (that to the watcher receiving it);
+  ``latency_watch_*`` (that to the watcher receiving it); ``latency_cpu_ms_per_batch``, the flow process's CPU
+  time over the live phase (drain included) per batch sent: what a live batch costs, whatever else loads the
+  machine;
 - ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
 
 A fleet whose projected memory (from the first run's RSS per device) would not fit in the machine's available
@@ -98,10 +101,9 @@ class Flow:
         return self._status("VmHWM")
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system) the flow's process has used: on shared cores, its work per reading is the
-        figure that other jobs' load leaves alone, where readings/s is not."""
+        """CPU seconds the flow process has used (user and system, every thread)."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def disk_writes(self) -> int:
@@ -362,7 +364,9 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         offered = live_rate or rate / 2
         # on the process that measured the maximum, before the restart: after one, each device's first batch
         # restores its state (BENCHMARKS.md, third pass on latency), which the pre-filled maximum did not pay
+        cpu = flow.cpu_s()
         lat = _latency(settings, sim, offered, live_s, watcher) if live_s > 0 else {}
+        cpu = flow.cpu_s() - cpu
         recovery = _recovery(flow, settings, sim, watcher)
     finally:
         watcher.close()
@@ -378,6 +382,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         **{f"latency_{k}_ms": None if v != v else round(v) for k, v in lat.items()
            if k not in ("scored", "sent", "samples")},
         "latency_batches_scored": lat.get("scored"), "latency_batches_sent": lat.get("sent"),
+        "latency_cpu_ms_per_batch": round(1000 * cpu / lat["sent"], 3) if lat.get("sent") else None,
         "offered_readings_per_s": round(offered), "readings": messages * sim.readings_per_batch,
         "batches_per_device": batches,
         **{f"changelog_{k}": v for k, v in changelog.items()},

@@ -7,6 +7,8 @@ namespace can keep environments (and tests sharing a broker) apart.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -21,6 +23,8 @@ from pydantic_settings import SettingsConfigDict
 from connectors.config import Section
 from schemas import AvroSerde
 from schemas.topics import TOPIC_CONFIGS
+
+log = logging.getLogger(__name__)
 
 
 class KafkaSettings(Section):
@@ -266,7 +270,10 @@ def create_topics(
 
     Idempotent: existing topics are left as they are. A broker that does not answer raises
     ``TimeoutError`` naming the bootstrap servers. New topics get their settings from
-    ``schemas.topics.TOPIC_CONFIGS`` (compaction, broker timestamps).
+    ``schemas.topics.TOPIC_CONFIGS`` (compaction, broker timestamps). A topic the broker acknowledged but
+    that is still not in the metadata ``RECREATE_AFTER_S`` later is asked for again, as is one whose request
+    failed on a retriable error: Tansu on S3 loses one of two topics created at the same moment by two
+    clients (flows starting together on a fresh cluster), and may drop the connection meanwhile.
 
     Parameters
     ----------
@@ -289,9 +296,28 @@ def create_topics(
     count = partitions or s.partitions
     given = {s.topic(t): dict(c) for t, c in (configs or {}).items()}
     table = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
-    new = [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor,
-                    config={**table.get(n, {}), **given.get(n, {})})
-           for n in names]
+    deadline = time.monotonic() + timeout
+    missing, asked = names, -math.inf
+    while True:
+        if time.monotonic() - asked >= RECREATE_AFTER_S:
+            asked = time.monotonic()
+            _ask_for_topics(s, admin, [NewTopic(n, num_partitions=count, replication_factor=s.replication_factor,
+                                                config={**table.get(n, {}), **given.get(n, {})})
+                                       for n in missing], timeout)
+        meta = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+        missing = [n for n in names if not _visible(meta.topics.get(n))]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"topics {missing} were created but are not in the metadata after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+RECREATE_AFTER_S = 2.0  # a topic acknowledged but not in the metadata this long after is asked for again
+
+
+def _ask_for_topics(s: KafkaSettings, admin: AdminClient, new: list[NewTopic], timeout: float) -> None:
+    """One CreateTopics request; an existing topic or a retriable failure is left to the caller's next look."""
     futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
     for name, future in futures.items():
         try:
@@ -302,18 +328,12 @@ def create_topics(
             err = exc.args[0]
             if err.code() == KafkaError._TIMED_OUT:
                 raise TimeoutError(f"creating topic {name!r} timed out: no answer from {s.bootstrap_servers}") from exc
-            if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"creating topic {name!r} failed: {err.str()}") from exc
-    deadline = time.monotonic() + timeout
-    missing = names
-    while True:
-        meta = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
-        missing = [n for n in names if not _visible(meta.topics.get(n))]
-        if not missing:
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"topics {missing} were created but are not in the metadata after {timeout:.0f} s")
-        time.sleep(0.1)
+            if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            if err.retriable() or err.code() == KafkaError._TRANSPORT:
+                log.warning("creating topic %r failed (%s); asking again", name, err.str())
+                continue
+            raise RuntimeError(f"creating topic {name!r} failed: {err.str()}") from exc
 
 
 def _visible(topic_meta: Any) -> bool:
@@ -378,7 +398,7 @@ class EventProducer:
 
     def produce_raw(
         self, topic: str, value: bytes | None, key: bytes | str | None,
-        headers: dict[str, bytes] | None = None, timestamp_ms: int | None = None,
+        headers: dict[str, bytes] | None = None, timestamp_ms: int | None = None, serve: bool = True,
     ) -> None:
         """Send bytes as they are (dead letters, malformed test input); waits while the local queue is full.
 
@@ -392,6 +412,8 @@ class EventProducer:
             Kafka headers to send along.
         timestamp_ms
             As for ``produce``.
+        serve
+            Serve delivery callbacks after sending; False for all but the last of a batch (``poll`` once after).
         """
         full = self.settings.topic(topic)
         hdrs = list(headers.items()) if headers else None
@@ -406,7 +428,8 @@ class EventProducer:
             except KafkaException as exc:
                 self.failed += 1
                 raise DeliveryError(f"cannot produce to {full!r}: {exc.args[0].str()}") from None
-        self._producer.poll(0)
+        if serve:
+            self._producer.poll(0)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

@@ -4,7 +4,9 @@ A group's lag on a partition is the high watermark (the offset the next produced
 group's committed offset (the next message it will process). The high watermark is taken from a fetch
 response, never from ListOffsets: some brokers (Tansu 0.6) answer ListOffsets with a wrong end offset
 (99,563 for a partition holding 100,000), while a fetch response must carry the right high watermark or no
-consumer would work. Reading it costs one small fetch per partition at the group's committed offset.
+consumer would work. Reading it costs one small fetch per partition, started at the end ListOffsets reports
+(or the group's committed offset, if that is further): a broker that answers ListOffsets right sends no
+message back, one that answers with its last batch's start sends that batch only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupTopicPartitions, KafkaError, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from connectors.kafka import KafkaSettings, consumer_config, make_admin
 from connectors.prometheus import CONSUMER_LAG
@@ -62,9 +72,10 @@ class PartitionLag:
 class LagReader:
     """Reads committed offsets of any group (admin API) and high watermarks (fetches) for a set of topics.
 
-    The reader's own consumer never joins a group and never commits: it assigns the partitions at the
-    group's committed offsets, waits for one fetch response per partition (a message or end-of-partition),
-    reads the watermarks that response carried and lets go of the partitions again.
+    The reader's own consumer never joins a group and never commits: it assigns the partitions at the end
+    ListOffsets reports (never before the group's committed offset), waits for one fetch response per
+    partition (end-of-partition, or a message where that end was short), reads the watermarks that response
+    carried and lets go of the partitions again. ``messages_read`` counts the messages that cost.
 
     Parameters
     ----------
@@ -83,6 +94,7 @@ class LagReader:
     def __init__(self, settings: KafkaSettings, *, timeout_s: float = 5.0) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
+        self.messages_read = 0  # messages fetched to find watermarks, over the reader's life
         self._admin = make_admin(settings)
         self._consumer = Consumer(
             consumer_config(
@@ -119,21 +131,22 @@ class LagReader:
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in found}
 
     def watermarks(self, starts: Mapping[Partition, int | None]) -> dict[Partition, tuple[int, int]]:
-        """(log start, high watermark) per partition, from a fetch at each ``start`` offset (``None``: the first).
+        """(log start, high watermark) per partition, from a fetch near each partition's end.
 
-        Partitions the broker did not answer for within ``timeout_s`` are left out.
+        The fetch starts at the end ListOffsets reports, or at ``start`` (``None``: the first offset) where that
+        is further. Partitions the broker did not answer for within ``timeout_s`` are left out.
         """
         if not starts:
             return {}
-        self._consumer.assign(
-            [TopicPartition(t, p, OFFSET_BEGINNING if s is None else s) for (t, p), s in starts.items()]
-        )
+        deadline = time.monotonic() + self.timeout_s  # ListOffsets (half of it at most) and the fetches together
+        self._consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in self._fetch_from(starts).items()])
         waiting = set(starts)
-        deadline = time.monotonic() + self.timeout_s
         try:
             while waiting and time.monotonic() < deadline:
                 for msg in self._consumer.consume(500, 0.05):
                     err = msg.error()
+                    if err is None:
+                        self.messages_read += 1
                     if err is None or err.code() == KafkaError._PARTITION_EOF:
                         waiting.discard((msg.topic(), msg.partition()))
             return {
@@ -143,6 +156,23 @@ class LagReader:
             }
         finally:
             self._consumer.unassign()
+
+    def _fetch_from(self, starts: Mapping[Partition, int | None]) -> dict[Partition, int]:
+        """Where each partition's fetch starts: ListOffsets' end, or ``start`` where that is further.
+
+        A short end (Tansu answers with its last batch's start) costs only the messages after it, and the fetch
+        still carries the right high watermark; where ListOffsets fails the fetch starts at ``start``.
+        """
+        wanted = [TopicPartition(t, p, OFFSET_END) for t, p in starts]
+        try:
+            ends = {(tp.topic, tp.partition): tp.offset
+                    for tp in self._consumer.offsets_for_times(wanted, timeout=self.timeout_s / 2)
+                    if tp.error is None and tp.offset >= 0}
+        except KafkaException as e:
+            log.debug("ListOffsets failed; fetching from the committed offsets", extra={"error": str(e.args[0])})
+            ends = {}
+        return {key: max(OFFSET_BEGINNING if start is None else start, ends.get(key, OFFSET_BEGINNING))
+                for key, start in starts.items()}
 
     def lag(self, group: str, topics: Iterable[str]) -> list[PartitionLag]:
         """The group's lag on every partition of ``topics`` (full names) the broker answered for."""

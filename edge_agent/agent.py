@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.batching import BatchEncoder, Batcher
 from edge_agent.buffer import DiskBuffer
+from edge_agent.deadletters import DeadLetterFile, dead_letter_path
 from edge_agent.health import CpuMeter, Heartbeat, health_record, process_rss_bytes
 from edge_agent.sender import Sender
 from edge_agent.sources import Chunk, Source, build_source
@@ -57,6 +58,7 @@ class Agent:
             policy=settings.buffer_full_policy,
             sync=settings.buffer_sync,
         )
+        self.dead_letters = DeadLetterFile(dead_letter_path(Path(settings.buffer_path)))
         self.encoder = BatchEncoder(settings.device_id, f"eddyline-edge/{self.version}@{settings.device_id}", topic)
         self.batcher = Batcher(settings.batch_max_readings, settings.batch_max_age_s)
         conf = producer_conf
@@ -198,11 +200,23 @@ class Agent:
         seq = self.buffer.next_seq
         try:
             payload = self.encoder.encode(seq, series, scored_by)
-        except Exception as exc:  # counted where the operator looks for lost readings, not only in errors
+        except Exception as exc:  # counted where the operator looks for lost readings, and kept on disk
             self.buffer.count_dropped(n)
-            self._error("encoding a batch (its readings are dropped)", RuntimeError(f"{n} readings: {exc}"))
+            self._dead_letter(f"encoding failed: {type(exc).__name__}: {exc}", series, scored_by)
+            self._error(f"encoding a batch (its readings go to {self.dead_letters.path})",
+                        RuntimeError(f"{n} readings: {exc}"))
             return
         self.buffer.append(seq, payload, n, max(c.timestamps[-1] for c in series))
+
+    def _dead_letter(self, reason: str, series: list[Chunk], scored_by: str | None) -> None:
+        try:
+            self.dead_letters.write(reason, {
+                "device_id": self.settings.device_id, "local_model": scored_by,
+                "series": [{"sensor": c.sensor, "unit": c.unit, "timestamps": c.timestamps, "values": c.values,
+                            "local_flags": c.flags} for c in series],
+            })
+        except (OSError, TypeError, ValueError) as exc:  # the readings stay counted as dropped
+            self._error("writing a dead letter", exc)
 
     def _follow_models(self) -> None:
         try:

@@ -162,7 +162,9 @@ class Gateway:
             if record.get("producer", producer) != producer:
                 problems.append(Problem(f"{path}.producer" if path else "producer",
                                         f"set by the gateway from your token ({producer!r}), not "
-                                        f"{record['producer']!r}; leave the field out"))
+                                        f"{record['producer']!r}; leave the field out. To tell your senders "
+                                        "apart, give each its own token ([gateway] tokens): the token's name "
+                                        "is the producer"))
                 continue
             self._fill(endpoint, record, client, now_ms)
             records.append((record, path))

@@ -279,7 +279,10 @@ _FILLED_DOC = {
         " event has them, else a new id per event (a retry then counts twice)."
     ),
     "event_time": " Optional: defaults to the time the gateway received the event.",
-    "producer": " Set by the gateway to 'gateway/<token name>'; leave it out (any other value is refused).",
+    "producer": (
+        " Set by the gateway to 'gateway/<token name>'; leave it out (any other value is refused). Senders that"
+        " must be told apart get a token each."
+    ),
 }
 
 

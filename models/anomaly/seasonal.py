@@ -25,19 +25,29 @@ once, like a spike. Series that hold values routinely (duty cycles, counters at 
 runs and do not alarm on them; a run as long as the window is always routine. The rule is off unless ``stuck``
 is set (16 suits frozen fleet sensors): cross-validation on the NAB dev files chose it off.
 
+A count series (every reading so far a non-negative whole number: requests, events) is judged in Anscombe's
+variance-stabilising view, ``2 sqrt(x + 3/8)``, where Poisson noise has a standard deviation of about 1,
+whenever the window's own noise there is Poisson-like (robust sigma at most ``counts``) and its median is at
+least a count of 1. Its spike test then reads the median of the last ``COUNT_RECENT`` readings, in standard
+errors of that median, against the window's median: a burst of a few readings, however tall, does not move it
+(routine for a request counter), while an outage of zeros or a sustained higher rate does, within
+``COUNT_RECENT`` readings. Other series, and counts with wider noise (large counters such as taxi rides per
+half hour), keep the rule below. ``count_n`` counts the readings since the start that were whole and
+non-negative; the series is a count series while it equals ``n``.
+
 The spike rule is ``robust``'s, made adaptive in two ways (both measured on NAB, BENCHMARKS-nab.md):
 a spike alarms only when it is bigger than every spike of the recent past (the largest robust z seen,
 decaying by ``spike_decay`` per reading), and, on a seasonal series, not when a spike already happened
 at about the same time of day (one of ``spike_bins`` bins of the period, or a neighbour) within the last
 ``spike_recall`` periods: a nightly batch job's CPU spike is routine, not news.
 
-State: the shared scalars (``_steps.HEAD``) and ``SCALARS`` (``run_max`` appended in session 6: an older snapshot
-restores with it at 0); buffers: the global likelihood layer's
-(short, hist), the last ``window`` readings, and, only once the sampling step is known and gives a period
-between 4 and ``slots`` steps, the seasonal ones: an EWMA per slot of each such period (``slot_mean``,
-``slot_mean2``, sized to the series' own step) with a bit set of the slots seen, the seasonal likelihood layer's
-(s_short, s_hist) and the time of the last spike per bin (``spike_bins``). A series without a cycle keeps
-about 1.9 KB; one sampled every 5 minutes, with a daily and a weekly table, about 24 KB.
+State: the shared scalars (``_steps.HEAD``) and ``SCALARS`` (``run_max`` and then ``count_n`` appended in session 6:
+an older snapshot restores with those it lacks at 0, so a restored count series keeps the old spike rule);
+buffers: the global likelihood layer's (short, hist), the last ``window`` readings, and, only once the sampling
+step is known and gives a period between 4 and ``slots`` steps, the seasonal ones: an EWMA per slot of each such
+period (``slot_mean``, ``slot_mean2``, sized to the series' own step) with a bit set of the slots seen, the
+seasonal likelihood layer's (s_short, s_hist) and the time of the last spike per bin (``spike_bins``). A series
+without a cycle keeps about 1.9 KB; one sampled every 5 minutes, with a daily and a weekly table, about 24 KB.
 """
 
 from __future__ import annotations
@@ -82,15 +92,18 @@ from models.anomaly._steps import (
 )
 
 SCALARS = (*HEAD, "rate", "prev_ex", "nrate", "step", "res_var", "seas_err", "glob_err", "prev_ts", "res_n", "s_ssum",
-           "s_hsum", "s_hsq", "s_n", "zmax", "res_var2", "seas_err2", "res_n2", "run_max")
+           "s_hsum", "s_hsq", "s_n", "zmax", "res_var2", "seas_err2", "res_n2", "run_max", "count_n")
 SEASONAL_BUFFERS = ("slot_mean", "slot_seen", "slot_mean2", "slot_seen2", "s_short", "s_hist", "spike_last")
 BUFFERS = ("short", "hist", "window", *SEASONAL_BUFFERS)
 PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "window", "spike",
           "floor", "rate_alpha", "rate_max", "novelty_alpha", "novelty_max", "period_ms", "slots", "slot_alpha",
           "ratio", "err_alpha", "clip", "mode", "zscale", "spike_decay", "spike_margin", "spike_bins", "spike_recall",
-          "period2_ms", "stuck")
+          "period2_ms", "stuck", "counts")
 PARAM, STATE = kernel_fields(PARAMS, BUFFERS), fields("STATE", SCALARS)
-ADDED_SCALARS = ("run_max",)  # appended in session 6; older snapshots lack them and restore with them at 0
+ADDED_SCALARS = ("run_max", "count_n")  # appended in session 6; older snapshots lack them and restore with them at 0
+ANSCOMBE_ONE = 2.0 * math.sqrt(1.375)  # a count of 1: below it the window is mostly zeros, no rate to stabilise
+COUNT_RECENT = 15  # readings in a count series' recent median: bursts of up to 7 do not move it
+COUNT_SE = math.sqrt(COUNT_RECENT) / 1.2533  # sigmas per standard error of that median (Gaussian efficiency)
 STEP_VOTES = 8  # a step without a cycle gives way to a gap that leads the vote by this many
 
 
@@ -123,6 +136,93 @@ def run_length(x, window, W, k):  # pragma: no cover - compiled
     return run
 
 
+@lazy_inline
+def is_count(x):  # pragma: no cover - compiled
+    """A non-negative whole number: what an event or request counter reads."""
+    return math.isfinite(x) and x >= 0.0 and x == math.floor(x)
+
+
+@lazy_inline
+def anscombe(x):  # pragma: no cover - compiled
+    """Anscombe's variance-stabilising view of a count: Poisson noise has standard deviation about 1 in it."""
+    return 2.0 * math.sqrt(x + 0.375)
+
+
+@lazy_inline
+def lower_middle(a, n):  # pragma: no cover - compiled
+    """The lower middle of ``a[:n]`` by Hoare's selection, in place (no copy: this runs every reading of a count
+    series); afterwards ``a[k]`` is it, with nothing larger before it and nothing smaller after it."""
+    k = (n - 1) // 2
+    lo, hi = 0, n - 1
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@lazy_inline
+def upper_middle(a, n):  # pragma: no cover - compiled
+    """After ``lower_middle``: the least of ``a`` after the lower middle (the upper middle when ``n`` is even)."""
+    k = (n - 1) // 2
+    up = a[k + 1]
+    for j in range(k + 2, n):
+        up = min(up, a[j])
+    return up
+
+
+@lazy_inline
+def middle(a, n):  # pragma: no cover - compiled
+    """The median of ``a[:n]`` as ``np.median`` gives it, reordering ``a``."""
+    m = lower_middle(a, n)
+    return m if n % 2 == 1 else (m + upper_middle(a, n)) / 2.0
+
+
+@lazy_inline
+def middle_of(a, n):  # pragma: no cover - compiled
+    """``middle`` of ``a[:n]`` in Anscombe's view, selected on the raw readings (the view keeps their order)."""
+    m = anscombe(lower_middle(a, n))
+    return m if n % 2 == 1 else (m + anscombe(upper_middle(a, n))) / 2.0
+
+
+@lazy_inline
+def count_deviation(x, window, W, k, buf, sbuf):  # pragma: no cover - compiled
+    """``(|recent median - median|, median)`` of the window in Anscombe's view: the recent median is that of the
+    last ``sbuf.shape[0]`` readings, ``x`` included, so a burst shorter than half of them does not move it. The
+    view is monotone, so both are medians of the raw readings, transformed."""
+    for j in range(W):
+        buf[j] = window[j]
+    med = middle_of(buf, W)
+    Q = sbuf.shape[0]
+    sbuf[0] = x
+    for j in range(1, Q):
+        sbuf[j] = window[(k - j) % W]
+    return abs(middle_of(sbuf, Q) - med), med
+
+
+@lazy_inline
+def count_sigma(window, W, med, buf):  # pragma: no cover - compiled
+    """Robust sigma of the window in Anscombe's view around its median ``med``, unfloored: about 1 when the
+    window's noise is Poisson's."""
+    for j in range(W):
+        buf[j] = abs(anscombe(window[j]) - med)
+    return 1.4826 * middle(buf, W)
+
+
 def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # pragma: no cover - compiled
     p, st = params, scalars
     short, hist, window = part(mem, p, PARAM.at_short), part(mem, p, PARAM.at_hist), part(mem, p, PARAM.at_window)
@@ -141,14 +241,14 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
     zdecay, zmargin = p[PARAM.spike_decay], p[PARAM.spike_margin]
     NB, recall, period2 = int(p[PARAM.spike_bins]), p[PARAM.spike_recall], p[PARAM.period2_ms]
     M = 2 if period2 > 0 else 1
-    R = int(p[PARAM.stuck])
+    R, cmax = int(p[PARAM.stuck]), p[PARAM.counts]
     slots_m = np.empty(2, dtype=np.int64)
-    zmax, run_max = st[STATE.zmax], st[STATE.run_max]
+    zmax, run_max, count_n = st[STATE.zmax], st[STATE.run_max], st[STATE.count_n]
     n, mean, var, mn, mx, left, ssum, hsum, hsq = load_head(scalars)
     rate, prev_ex, nrate = st[STATE.rate], st[STATE.prev_ex], st[STATE.nrate]
     step, glob_err, prev_ts = st[STATE.step], st[STATE.glob_err], st[STATE.prev_ts]
     s_ssum, s_hsum, s_hsq, s_n = st[STATE.s_ssum], st[STATE.s_hsum], st[STATE.s_hsq], st[STATE.s_n]
-    buf = np.empty(W)
+    buf, sbuf = np.empty(W), np.empty(min(COUNT_RECENT, W))
     stop = values.shape[0]
     for i in range(start, values.shape[0]):
         x = values[i]
@@ -229,9 +329,19 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
             if k >= W:
                 ex, bigger = False, True
                 zmax *= zdecay
-                if window_reach(x, window, W) >= kspike * max(floor_frac * sd_long, 1e-9):
+                zr = -1.0
+                reach = window_reach(x, window, W) >= kspike * max(floor_frac * sd_long, 1e-9)
+                if cmax > 0.0 and count_n == n:  # a count series with Poisson-like noise: judged in Anscombe's view
+                    dev, med = count_deviation(x, window, W, k, buf, sbuf)
+                    # below both bars and past no raw reach, neither view would act: skip the sigma
+                    if med >= ANSCOMBE_ONE and (reach or COUNT_SE * dev >= min(kspike, zmax)):
+                        sc = count_sigma(window, W, med, buf)
+                        if sc <= cmax:
+                            zr = COUNT_SE * dev / max(sc, 1.0)
+                if zr < 0.0 and reach:
                     dev, sc = mad_deviation(x, window, W, buf, sd_long, floor_frac)
                     zr = dev / sc
+                if zr >= 0.0:
                     ex = zr >= kspike
                     bigger = zr > zmargin * zmax
                     zmax = max(zmax, zr)
@@ -263,26 +373,30 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
                     tab[sl] = tab[sl] + alpha_s * (x - tab[sl])
         mn, mx = range_learn(k, x, mn, mx)
         mean, var = ewma_learn(x, n, mean, var, alpha)
+        if count_n == n and is_count(x):
+            count_n += 1.0
         n += 1.0
     store_head(scalars, n, mean, var, mn, mx, left, ssum, hsum, hsq)
     st[STATE.rate], st[STATE.prev_ex], st[STATE.nrate] = rate, prev_ex, nrate
     st[STATE.step], st[STATE.glob_err], st[STATE.prev_ts] = step, glob_err, prev_ts
     st[STATE.s_ssum], st[STATE.s_hsum], st[STATE.s_hsq], st[STATE.s_n] = s_ssum, s_hsum, s_hsq, s_n
-    st[STATE.zmax], st[STATE.run_max] = zmax, run_max
+    st[STATE.zmax], st[STATE.run_max], st[STATE.count_n] = zmax, run_max, count_n
     return stop
 
 
 def _with_added_scalars(state: Any) -> Any:
-    """``state`` as if written with ``ADDED_SCALARS`` at 0, when it is a version-2 or version-1 snapshot without
-    them; anything else unchanged (the base class judges it)."""
+    """``state`` as if written with the ``ADDED_SCALARS`` it lacks at 0, when it is a version-2 or version-1
+    snapshot from before some of them (they were appended in order); anything else unchanged (the base class
+    judges it)."""
     if not isinstance(state, Mapping):
         return state
     scalars, version = state.get("scalars"), state.get("version")
-    older = 8 * (len(SCALARS) - len(ADDED_SCALARS))
-    if version == STATE_VERSION and isinstance(scalars, bytes) and len(scalars) == older:
-        return {**state, "scalars": scalars + bytes(8 * len(ADDED_SCALARS))}
-    if version == NAMED_VERSION and isinstance(scalars, Mapping) and not set(ADDED_SCALARS) & set(scalars):
-        return {**state, "scalars": {**scalars, **dict.fromkeys(ADDED_SCALARS, 0.0)}}
+    if version == STATE_VERSION and isinstance(scalars, bytes):
+        missing = len(SCALARS) - len(scalars) // 8
+        if len(scalars) % 8 == 0 and 0 < missing <= len(ADDED_SCALARS):
+            return {**state, "scalars": scalars + bytes(8 * missing)}
+    if version == NAMED_VERSION and isinstance(scalars, Mapping):
+        return {**state, "scalars": {**dict.fromkeys(ADDED_SCALARS, 0.0), **scalars}}
     return state
 
 
@@ -327,6 +441,9 @@ class SeasonalDetector(ArrayDetector):
         at most ``window + 1``; 0 (the default): off. 16 catches frozen sensors, but cost the dev files'
         cross-validated score 0.24 (three first runs of zeros alarmed), so by the rule that defaults are chosen
         by CV it is an option (BENCHMARKS-nab.md, round 4).
+    counts
+        A count series' spike test uses Anscombe's view while the window's robust sigma there is at most this
+        (Poisson noise: about 1); 0: off. The dev files score as without it (BENCHMARKS-nab.md, round 5).
 
     Examples
     --------
@@ -381,6 +498,7 @@ class SeasonalDetector(ArrayDetector):
         spike_recall: float = 3.0,
         period2_ms: int = 604_800_000,
         stuck: int = 0,
+        counts: float = 2.0,
         history_block: int = 100,
         threshold: float = 0.999,
     ) -> None:
@@ -389,7 +507,7 @@ class SeasonalDetector(ArrayDetector):
         check_at_least(1, short=short, history_block=history_block)
         check_at_least(10, history=history)
         check_at_least(3, window=window)
-        check_at_least(0, stuck=stuck)
+        check_at_least(0, stuck=stuck, counts=counts)
         if stuck > window + 1:
             raise ValueError(f"stuck ({stuck}) must be at most window + 1 ({window + 1}): runs are read from the "
                              "window; pass a smaller stuck or a larger window")

@@ -190,6 +190,7 @@ def run_flow(
     assert spec is not None
     epoch = timedelta(seconds=runtime.epoch_interval_s)
     idle = timedelta(seconds=runtime.idle_evict_s) if runtime.idle_evict_s else None
+    linger = timedelta(milliseconds=runtime.poll_linger_ms)
     try:
         if engine == "faust":
             from streams.engines.faust import run as run_faust
@@ -203,13 +204,13 @@ def run_flow(
             folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
                         batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s, idle_after=idle,
-                        buckets=runtime.state_buckets)
+                        buckets=runtime.state_buckets, linger=linger)
         else:
             from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
             run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size,
-                lag_interval_s=runtime.lag_interval_s, idle_after=idle, buckets=runtime.state_buckets)
+                lag_interval_s=runtime.lag_interval_s, idle_after=idle, buckets=runtime.state_buckets, linger=linger)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 

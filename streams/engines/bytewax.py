@@ -12,6 +12,7 @@ checkpoints carry older states by version in that store, so a restart loads what
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING
 
 from connectors.kafka import EventProducer, KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.bytewax_epochs import RecoveryEpochs
+from streams.engines.bytewax_source import POLL_LINGER, LingerKafkaSource
 from streams.engines.lag import start_monitor
 from streams.engines.output import FlowOutput, Message, flow_topics
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
@@ -36,6 +38,8 @@ from streams.state import (
 )
 
 log = logging.getLogger(__name__)
+
+BYTEWAX_EPOCH_INTERVAL = timedelta(seconds=10)  # cli_main's own default
 
 IDLE_DIR = "idle"  # evicted keys, one SQLite file per process, in a folder of their own: SQLite files of
 IDLE_FILES = "idle*.sqlite3"  # ours beside Bytewax's recovery partitions made a cluster's processes panic at start
@@ -185,23 +189,28 @@ class StagedStates:
     snapshot of a later epoch writes everything staged in one transaction (one sync per epoch, not one per
     bucket), and from then on the buckets' snapshots carry only each state's version number. So Bytewax's
     recovery store holds about the states that changed lately, not every device's, and a restart loads that.
-    A version a checkpoint may still refer to is deleted only ``GRACE_S`` after a newer one replaced it.
+    A replaced version a checkpoint may still refer to is deleted once Bytewax's resume epoch has passed every
+    epoch that could have been running when it was replaced (``RecoveryEpochs``); without ``epochs``, ``GRACE_S``
+    after it was replaced.
 
     Parameters
     ----------
     store
         The process's store.
+    epochs
+        The flow's recovery partitions, read.
     """
 
     FLUSH_EVERY_S = 1.0  # at most one write per this: the snapshots of one epoch come in one burst
-    GRACE_S = 60.0  # a replaced version outlives every epoch that could still be resumed from
+    GRACE_S = 60.0  # without ``epochs``: a replaced version is deleted this long after
 
-    def __init__(self, store: IdleStore) -> None:
+    def __init__(self, store: IdleStore, epochs: RecoveryEpochs | None = None) -> None:
         self.store = store
+        self.epochs = epochs
         self._lock = threading.Lock()
         self._next = time.time_ns()  # versions grow across restarts too
         self._staged: list[tuple[str, int, bytes]] = []
-        self._forget: list[tuple[float, str, int]] = []  # (when, key, below)
+        self._forget: list[tuple[float, str, int]] = []  # (epoch to pass, or time without epochs; key, below)
         self._drop: list[tuple[str, int]] = []  # (key, version) that no checkpoint refers to
         self.durable = 0  # every version up to this is written
         self._flushed = time.monotonic()
@@ -231,8 +240,9 @@ class StagedStates:
         below
             Versions under this one go; None: every version staged so far.
         """
+        until = self.epochs.running_bound() if self.epochs is not None else time.monotonic() + self.GRACE_S
         with self._lock:
-            self._forget.append((time.monotonic() + self.GRACE_S, key, self._next + 1 if below is None else below))
+            self._forget.append((until, key, self._next + 1 if below is None else below))
 
     def drop(self, key: str, version: int) -> None:
         """Delete a version that no checkpoint refers to, with the next write (no grace).
@@ -259,16 +269,26 @@ class StagedStates:
             now = time.monotonic()
             if not force and now - self._flushed < self.FLUSH_EVERY_S:
                 return self.durable
-            due = [(k, below) for at, k, below in self._forget if at <= now]
+            passed = self._passed(now)
+            due = [(k, below) for until, k, below in self._forget if until < passed]
             if not self._staged and not due and not self._drop:
                 return self.durable
             self.store.put_versions(self._staged, due, self._drop)
-            self._forget = [f for f in self._forget if f[0] > now]
+            self._forget = [f for f in self._forget if f[0] >= passed]
             self._drop = []
             self.durable = self._next
             self._staged = []
             self._flushed = now
             return self.durable
+
+    def _passed(self, now: float) -> float:
+        """Forgets recorded under this are due: the resume epoch (read only when one waits), or the time."""
+        if self.epochs is None:
+            return math.nextafter(now, math.inf)
+        if not self._forget:
+            return -math.inf
+        resume = self.epochs.resume_epoch()
+        return -math.inf if resume is None else resume
 
 
 ENCODE_EARLY = timedelta(seconds=0.5)  # a key that spoke once in an epoch is encoded this long after, not at its end
@@ -555,7 +575,8 @@ class _ProducerPartition(StatefulSinkPartition):
 
     def write_batch(self, items: list[Message]) -> None:
         for topic, key, value, headers in items:
-            self.producer.produce_raw(topic, value, key, headers)
+            self.producer.produce_raw(topic, value, key, headers, serve=False)
+        self.producer.poll()  # delivery callbacks once per batch, not per message
 
     def snapshot(self) -> None:
         self.producer.flush(30.0)  # raises if any delivery failed: the epoch is not committed, input replays
@@ -603,7 +624,7 @@ class _SideSink(DynamicSink):
 def build_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None,
     idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), workers: int = 1,
-    buckets: int = 0,
+    buckets: int = 0, epochs: RecoveryEpochs | None = None, linger: timedelta = POLL_LINGER,
 ) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
@@ -618,6 +639,9 @@ def build_dataflow(
         Kafka settings: brokers, credentials and the topic namespace.
     batch_size
         Most messages read from a partition at a time.
+    linger
+        How long a partition holds a poll's first message for more, up to ``batch_size`` (``LingerKafkaSource``);
+        zero: a batch is what one poll brings.
     output
         The decode/encode path to use (its ``positions`` feed the lag monitor); a new one by default.
     idle, idle_after
@@ -628,18 +652,13 @@ def build_dataflow(
     buckets
         Bytewax state keys: 0 gives each key (device) its own; N groups keys into N buckets by a stable hash
         (``_BucketLogic``), so a restart resumes at most N keys.
+    epochs
+        The recovery partitions, read: replaced bucket versions are deleted once no resume can reach them.
     """
     output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
-    source = KafkaSource(
-        [settings.bootstrap_servers],
-        [settings.topic(t) for t in spec.inputs],
-        tail=True,
-        starting_offset=OFFSET_BEGINNING,
-        add_config=source_config(settings),
-        batch_size=batch_size,
-        raise_on_errors=False,
-    )
+    source = LingerKafkaSource(source_config(settings), [settings.topic(t) for t in spec.inputs],
+                               batch_size=batch_size, linger=linger)
     messages = op.input("kafka-in", flow, source)
 
     def decode(batch: list[KafkaSourceMessage | KafkaError]) -> list[tuple[str, Event | Message]]:
@@ -661,7 +680,7 @@ def build_dataflow(
     def route(key: str) -> str:
         return bucket_key(bucket_of(key, buckets), buckets) if buckets else key
 
-    staged = StagedStates(idle) if buckets and idle is not None else None
+    staged = StagedStates(idle, epochs) if buckets and idle is not None else None
 
     def logic(resume: bytes | None) -> StatefulBatchLogic:
         if buckets:
@@ -703,6 +722,7 @@ def run(
     lag_interval_s: float | None = 5.0,
     idle_after: timedelta | None = timedelta(minutes=10),
     buckets: int = 0,
+    linger: timedelta = POLL_LINGER,
 ) -> None:
     """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
 
@@ -727,7 +747,7 @@ def run(
         How often a lag monitor reports the flow's consumer lag (None: no monitor).
     idle_after
         With ``state_dir``, keys silent this long leave memory for ``idle_path(state_dir)`` (None: never).
-    buckets
+    buckets, linger
         As for ``build_dataflow``.
     """
     from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -743,14 +763,14 @@ def run(
         move_legacy_idle_store(state_dir)
         idle = idle_store(state_dir)
     run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
-                 idle_after=idle_after, buckets=buckets, workers_per_process=workers,
+                 idle_after=idle_after, buckets=buckets, linger=linger, workers_per_process=workers,
                  epoch_interval=epoch_interval, recovery_config=recovery)
 
 
 def run_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None,
     idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), buckets: int = 0,
-    **cli_options: Any
+    linger: timedelta = POLL_LINGER, **cli_options: Any
 ) -> None:
     """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
     consumed, so the flow's group shows how far it got.
@@ -761,7 +781,7 @@ def run_dataflow(
         As for ``build_dataflow``.
     lag_interval_s
         How often the lag monitor reports (None: no monitor).
-    idle, idle_after, buckets
+    idle, idle_after, buckets, linger
         As for ``build_dataflow``.
     cli_options
         Passed to Bytewax's ``cli_main`` (workers, epoch interval, recovery).
@@ -770,8 +790,11 @@ def run_dataflow(
 
     output = FlowOutput(spec, settings)
     workers = cli_options.get("workers_per_process", 1) * len(cli_options.get("addresses") or [None])
+    recovery = cli_options.get("recovery_config")
+    epochs = None if recovery is None else RecoveryEpochs(
+        Path(recovery.db_dir), cli_options.get("epoch_interval") or BYTEWAX_EPOCH_INTERVAL)
     flow = build_dataflow(spec, settings, batch_size=batch_size, output=output, idle=idle, idle_after=idle_after,
-                          workers=workers, buckets=buckets)
+                          workers=workers, buckets=buckets, epochs=epochs, linger=linger)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
     try:
         cli_main(flow, **cli_options)

@@ -19,6 +19,7 @@ from typing import Any
 
 from connectors.broker import free_port
 from connectors.kafka import KafkaSettings
+from streams.engines.bytewax_source import POLL_LINGER
 from streams.processor import FlowSpec
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def _process(spec: FlowSpec, settings: KafkaSettings, index: int, addresses: list[str], state_dir: Path | None,
              workers_per_process: int, epoch_interval: timedelta, batch_size: int,
-             lag_interval_s: float | None, idle_after: timedelta | None, buckets: int) -> None:
+             lag_interval_s: float | None, idle_after: timedelta | None, buckets: int, linger: timedelta) -> None:
     from bytewax.recovery import RecoveryConfig
 
     from streams.engines.bytewax import idle_store, run_dataflow
@@ -35,7 +36,7 @@ def _process(spec: FlowSpec, settings: KafkaSettings, index: int, addresses: lis
     recovery = RecoveryConfig(state_dir) if state_dir is not None else None
     idle = idle_store(state_dir, index) if state_dir is not None else None
     run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
-                 idle_after=idle_after, buckets=buckets, workers_per_process=workers_per_process,
+                 idle_after=idle_after, buckets=buckets, linger=linger, workers_per_process=workers_per_process,
                  process_id=index, addresses=addresses, epoch_interval=epoch_interval, recovery_config=recovery)
 
 
@@ -52,6 +53,7 @@ def run_cluster(
     lag_interval_s: float | None = 5.0,
     idle_after: timedelta | None = timedelta(minutes=10),
     buckets: int = 0,
+    linger: timedelta = POLL_LINGER,
 ) -> None:
     """Start ``processes`` Bytewax processes and run until interrupted or until one of them fails.
 
@@ -77,6 +79,8 @@ def run_cluster(
         With ``state_dir``, keys silent this long leave memory for their process's idle store (None: never).
     buckets
         As for ``streams.engines.bytewax.build_dataflow``: Bytewax routes each bucket, so each key, to one worker.
+    linger
+        As for ``streams.engines.bytewax.build_dataflow``.
     """
     from bytewax.recovery import init_db_dir
 
@@ -95,7 +99,7 @@ def run_cluster(
         move_legacy_idle_store(state_dir)
     supervise(spec.name, [
         (_process, (spec, settings, i, addrs, state_dir, workers_per_process, epoch_interval, batch_size,
-                    lag_interval_s, idle_after, buckets))
+                    lag_interval_s, idle_after, buckets, linger))
         for i in range(processes)])
 
 
@@ -175,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_cluster(spec, KafkaSettings(), processes=args.processes, workers_per_process=args.workers_per_process,
                     state_dir=args.state_dir or runtime.state_dir / spec.name,
                     epoch_interval=timedelta(seconds=runtime.epoch_interval_s), batch_size=runtime.batch_size,
-                    buckets=runtime.state_buckets)
+                    buckets=runtime.state_buckets, linger=timedelta(milliseconds=runtime.poll_linger_ms))
     except KeyboardInterrupt:
         pass
 

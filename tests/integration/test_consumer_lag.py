@@ -97,3 +97,22 @@ def test_a_caught_up_group_has_no_lag(kafka_settings) -> None:
         ]
     finally:
         reader.close()
+
+
+def test_watermarks_fetch_from_the_end_not_the_committed_offset(kafka_settings) -> None:
+    create_topics(kafka_settings, ["far"], partitions=1)
+    name = kafka_settings.topic("far")
+    producer = make_producer(kafka_settings)
+    for _ in range(3_000):  # one big batch, far behind the group
+        producer.produce(name, value=b"x" * 64, partition=0)
+    producer.flush(30)
+    producer.produce(name, value=b"last", partition=0)  # a batch of its own: the end ListOffsets may report
+    assert producer.flush(30) == 0
+    producer.close()
+    reader = LagReader(kafka_settings)
+    try:
+        assert reader.watermarks({(name, 0): None}) == {(name, 0): (0, 3_001)}
+        assert reader.watermarks({(name, 0): 10}) == {(name, 0): (0, 3_001)}
+        assert reader.messages_read <= 2  # at most the last batch each time, not the backlog behind the group
+    finally:
+        reader.close()

@@ -47,6 +47,38 @@ def test_create_topics_is_idempotent(kafka_settings: KafkaSettings) -> None:
     assert mine == [f"{ns}alerts", f"{ns}scores.anomaly", f"{ns}sensor.readings"]
 
 
+class _LosesItsFirstTopics:
+    """A real admin whose first CreateTopics is acknowledged and then lost, as Tansu on S3 loses one of two
+    topics two clients create at the same moment: the topics are deleted right after the broker's answer."""
+
+    def __init__(self, admin: object) -> None:
+        self.admin, self.requests = admin, 0
+
+    def create_topics(self, new: list, **kw: object) -> dict:
+        self.requests += 1
+        futures = self.admin.create_topics(new, **kw)
+        if self.requests == 1:
+            for future in futures.values():
+                future.result(10)
+            for future in self.admin.delete_topics([t.topic for t in new], operation_timeout=10).values():
+                future.result(10)
+        return futures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.admin, name)
+
+
+def test_create_topics_asks_again_for_a_topic_the_broker_acknowledged_and_lost(
+        kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import connectors.kafka as kafka
+
+    admin = _LosesItsFirstTopics(kafka.make_admin(kafka_settings))
+    monkeypatch.setattr(kafka, "make_admin", lambda *_, **__: admin)
+    create_topics(kafka_settings, ["alerts.retry"], timeout=10)
+    assert admin.requests >= 2
+    assert _partitions(kafka_settings, "alerts.retry") == kafka_settings.partitions
+
+
 def test_produce_and_read_back_events(kafka_settings: KafkaSettings) -> None:
     create_topics(kafka_settings, ["sensor.readings"])
     serde = AvroSerde()

@@ -88,3 +88,37 @@ def test_stuck_must_fit_the_window() -> None:
 
     with pytest.raises(ValueError, match="stuck"):
         make_detector("seasonal", stuck=100)
+
+
+def test_a_request_counter_s_routine_bursts_do_not_alarm_but_an_outage_or_a_4x_rate_does() -> None:
+    """Counts (non-negative whole numbers, Poisson-like noise) are judged in Anscombe's view by the median of the
+    last readings: a burst of a few readings is routine, however tall; zeros for 3 hours or 4x the rate for 4
+    hours move that median and alarm within ``COUNT_RECENT`` readings. Without the count view (``counts=0``)
+    the tallest bursts alarm."""
+    from models.anomaly.seasonal import COUNT_RECENT
+    from tests.data.anomaly.make_seasonal_s6_snapshots import bursty
+
+    rate, burst, t, rng = bursty(14 * DAY, seed=0)
+    v = rng.poisson(rate * burst).astype(np.float64)
+    on, off = make_detector("seasonal"), make_detector("seasonal", counts=0)
+    routine_on = (on.score_learn(v, t)[2 * DAY :] >= on.threshold).sum()
+    routine_off = (off.score_learn(v, t)[2 * DAY :] >= off.threshold).sum()
+    assert routine_on <= 3 and routine_off >= 2 * routine_on + 3, (routine_on, routine_off)
+    at = 10 * DAY + 100
+    outage, faster = rate.copy(), burst.copy()
+    outage[at : at + 36] = 0.0
+    faster[at : at + 48] = 4.0
+    for r, b in ((outage, burst), (rate, faster)):
+        det = make_detector("seasonal")
+        s = det.score_learn(rng.poisson(r * b).astype(np.float64), t)
+        assert s[at : at + COUNT_RECENT].max() >= det.threshold
+
+
+def test_the_in_place_median_is_numpy_s() -> None:
+    """The count view selects medians in place every reading; they must be ``np.median``'s to the last bit."""
+    from models.anomaly.seasonal import middle
+
+    rng = np.random.default_rng(3)
+    for n in [*range(1, 70), 64, 64, 15, 15]:
+        for a in (rng.poisson(rng.uniform(0.3, 40), n).astype(np.float64), rng.normal(size=n), np.full(n, 2.0)):
+            assert middle(a.copy(), n) == np.median(a), a

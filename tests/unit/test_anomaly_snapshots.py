@@ -308,17 +308,18 @@ def test_a_sensor_flow_checkpoint_with_version_1_detectors_restores_and_continue
     assert plain(head + resumed.process(evs[37:])) == plain(expected)
 
 
-@pytest.mark.parametrize("series", ["cycle", "fine"])
-def test_a_session_5_seasonal_snapshot_restores_and_continues_like_the_old_code(series: str) -> None:
-    """Written by the code before ``run_max`` (tests/data/anomaly/make_seasonal_s5_snapshots.py): one scalar
-    fewer, restored with it at 0; on a series without stuck runs the scores continue bit for bit."""
-    old = np.load(V0.with_name("seasonal_v2_s5.npz"))
+@pytest.mark.parametrize(("fixture", "series"), [("s5", "cycle"), ("s5", "fine"), ("s6", "cycle"), ("s6", "fine"),
+                                                 ("s6", "counts")])
+def test_an_older_seasonal_snapshot_restores_and_continues_like_the_old_code(fixture: str, series: str) -> None:
+    """Written by the code before ``run_max`` (s5) and before ``count_n`` (s6; tests/data/anomaly/
+    make_seasonal_s*_snapshots.py): the scalars it lacks restore at 0; on a series without stuck runs the scores
+    continue bit for bit, and a count series keeps the old spike rule (``count_n`` 0 never matches ``n``)."""
+    from tests.data.anomaly.make_seasonal_s5_snapshots import CUT, series as make_series
+    from tests.data.anomaly.make_seasonal_s6_snapshots import counts
+
+    old = np.load(V0.with_name(f"seasonal_v2_{fixture}.npz"))
     det = make_detector("seasonal")
     det.restore({"format": "eddyline.anomaly-detector", "version": 2, "detector": "seasonal",
                  "scalars": old[f"{series}/scalars"].tobytes(), "mem": old[f"{series}/mem"].tobytes()})
-    rng = np.random.default_rng(11)  # make_seasonal_s5_snapshots.series
-    step = 300_000 if series == "cycle" else 1_000
-    t = np.arange(4_000, dtype=np.int64) * step + 1_700_000_000_000
-    v = 20 + 5 * np.sin(2 * np.pi * t / 86_400_000) + rng.normal(0, 0.5, 4_000)
-    v[rng.integers(0, 4_000, 20)] += 15.0
-    np.testing.assert_array_equal(det.score_learn(v[2_500:], t[2_500:]), old[f"{series}/expected"])
+    v, t = counts() if series == "counts" else make_series(300_000 if series == "cycle" else 1_000)
+    np.testing.assert_array_equal(det.score_learn(v[CUT:], t[CUT:]), old[f"{series}/expected"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from connectors.kafka import KafkaSettings
 from edge_agent.agent import Agent
 from edge_agent.batching import BatchEncoder, Batcher
 from edge_agent.cli import main
+from edge_agent.deadletters import DeadLetterFile
 from edge_agent.health import Heartbeat, process_cpu_seconds, process_rss_bytes
 from edge_agent.logs import JournalFormatter
 from edge_agent.settings import EdgeSettings, SimulatedSource, use_config_file
@@ -116,6 +119,12 @@ def test_a_batch_that_fails_to_encode_counts_its_readings_as_dropped(
     assert hb.dropped_readings == 5 and agent.errors == 2 and agent.buffer.depth == 0
     logged = [r.getMessage() for r in caplog.records if "encoding" in r.getMessage()]
     assert len(logged) == 1 and "4 readings: no schema" in logged[0]
+    assert str(agent.dead_letters.path) in logged[0]  # where to look
+    letters = agent.dead_letters.read()  # the readings are kept on the device, with the reason
+    assert [lt["reason"] for lt in letters] == ["encoding failed: ValueError: no schema"] * 2
+    assert [[(c["sensor"], c["values"]) for c in lt["series"]] for lt in letters] == [
+        [("temp", [20.5, 20.75, 21.0]), ("hum", [40.0])], [("temp", [21.0])]]
+    assert letters[0]["device_id"] == "pi-7" and letters[0]["series"][0]["timestamps"] == [1000, 2000, 3000]
     agent.sender.close()
     agent.buffer.close()
 
@@ -208,3 +217,26 @@ def test_health_record_is_a_valid_device_health_event() -> None:
     assert back == rec and back["buffer_oldest_age_s"] == 4.5 and back["model_state"] == "running"
     assert rec["event_id"] == health_record(hb, seq=4, device_class="rpi4", agent_version="1.2", interval_s=60.0,
                                             event_time_ms=2000)["event_id"]  # stable: from device, start and seq
+
+
+def test_no_logging_handler_outlives_the_test_that_made_it() -> None:
+    # The CLI points the root logger at its test's captured stderr, closed after that test: the next test's logs
+    # (here the agent's and librdkafka's) must not go there ("Logging error: I/O operation on closed file").
+    here = Path(__file__)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-o", "addopts=",
+         f"{here}::test_cli_check_config_and_buffer_stats",
+         f"{here}::test_health_events_are_droppable_and_counted_while_readings_stay_on_disk"],
+        capture_output=True, text=True, timeout=240, cwd=here.parents[2])
+    assert "2 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Logging error" not in run.stdout + run.stderr
+
+
+def test_the_dead_letter_file_moves_aside_past_its_size(tmp_path: Path) -> None:
+    letters = DeadLetterFile(tmp_path / "buf.dead-letters.jsonl", max_bytes=400)
+    for i in range(6):
+        letters.write("encoding failed", {"series": [{"sensor": "t", "values": [float(i)] * 10}]})
+    kept = letters.read()
+    older = DeadLetterFile(tmp_path / "buf.dead-letters.jsonl.1").read()
+    assert letters.path.stat().st_size <= 400 and kept and older
+    assert [lt["series"][0]["values"][0] for lt in older + kept] == [float(i) for i in range(6 - len(older + kept), 6)]

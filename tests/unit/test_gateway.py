@@ -181,7 +181,9 @@ def test_accepted_events_get_ids_stable_across_retries(client: TestClient) -> No
 def test_the_producer_is_the_token_never_the_client_word(client: TestClient) -> None:
     framed = client.post("/v1/sensors", json=[_sensor(9), {**_sensor(8), "producer": "web-3"}], headers=AUTH)
     assert framed.status_code == 422 and framed.json()["problems"][0]["path"] == "[1].producer"
-    assert "'gateway/unit'" in framed.json()["problems"][0]["message"]
+    message = framed.json()["problems"][0]["message"]
+    assert "'gateway/unit'" in message and "'web-3'" in message  # what it is and what was sent
+    assert "leave the field out" in message and "give each its own token ([gateway] tokens)" in message
     own = client.post("/v1/sensors", json={**_sensor(8), "producer": "gateway/unit"}, headers=AUTH)
     assert own.status_code == 202
     record = {"device_id": "d1", "seq": 8}

@@ -23,7 +23,7 @@ settings = KafkaSettings(bootstrap_servers="127.0.0.1:9", security_protocol="SAS
 def test_the_bytewax_source_gets_every_client_setting_and_the_extra_keys() -> None:
     flow = build_dataflow(sensor_anomaly_flow(), settings)
     source = flow.substeps[0].source
-    config = source._add_config  # merged over Bytewax's own keys in every partition's consumer
+    config = source.config  # every partition's consumer gets it, under the source's own keys
     assert {k: config[k] for k in EXTRA} == EXTRA
     assert config["security.protocol"] == "sasl_ssl" and config["sasl.mechanism"] == "OAUTHBEARER"
     assert "group.id" not in config  # Bytewax assigns partitions and keeps offsets itself

@@ -27,10 +27,10 @@ def series(step_ms: int, n: int = 4_000, seed: int = 11) -> tuple[np.ndarray, np
     return v, t
 
 
-def main() -> None:
+def write(path: Path, named: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Snapshot ``seasonal`` after ``CUT`` readings of each named series and store it with the scores that follow."""
     arrays = {}
-    for name, step in (("cycle", 300_000), ("fine", 1_000)):
-        v, t = series(step)
+    for name, (v, t) in named.items():
         det = make_detector("seasonal")
         det.score_learn(v[:CUT], t[:CUT])
         snap = det.snapshot()
@@ -38,7 +38,11 @@ def main() -> None:
         arrays[f"{name}/scalars"] = np.frombuffer(snap["scalars"], np.uint8)
         arrays[f"{name}/mem"] = np.frombuffer(snap["mem"], np.uint8)
         arrays[f"{name}/expected"] = det.score_learn(v[CUT:], t[CUT:])
-    np.savez_compressed(Path(__file__).with_name("seasonal_v2_s5.npz"), **arrays)
+    np.savez_compressed(path, **arrays)
+
+
+def main() -> None:
+    write(Path(__file__).with_name("seasonal_v2_s5.npz"), {"cycle": series(300_000), "fine": series(1_000)})
 
 
 if __name__ == "__main__":
