@@ -5,7 +5,8 @@ For each fleet size and engine, over one broker (a namespace per run):
 - ``readings_per_s``: ``eddyline run anomaly`` over a pre-filled topic (``batches`` batches per device, more
   for a small fleet: ``MIN_MESSAGES`` at least): the readings scored after the watcher's first fetch that
   brought scores, over the time from it to the last (a 10 ms fetch wait; the flow produces a poll's scores
-  together, so they arrive in bunches);
+  together, so they arrive in bunches); ``cpu_s_per_m_readings``, the flow process's CPU seconds per million
+  of those readings over the same span: on shared cores, the figure other jobs' load leaves mostly alone;
 - ``rss_mb``: the flow process's peak resident memory (``VmHWM``) after the pre-filled topic is scored;
 - ``state_bytes_per_device``: the encoded state of one device (``streams.state``), the mean over the fleet, read
   back from where the engine keeps it (Bytewax's recovery files, Faust's changelog);
@@ -137,20 +138,21 @@ def _prefill(settings: KafkaSettings, sim: SensorSimulator, messages: int) -> No
             producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
 
 
-def _throughput(flow: Flow, watcher: Consumer, messages: int, per_message: int) -> tuple[float, float]:
-    """(readings/s, seconds from first to last score) once ``messages`` score events arrived: the score events
-    after the first fetch that brought any, over the time from that fetch to the last one. The flow scores a
-    poll's messages (up to ``batch_size`` per partition) and produces their scores together, so they arrive in
-    bunches; a slope fitted through a few bunches measured nothing (207 million readings/s at 1,000 devices on a
-    quiet machine), while the first bunch's work is simply done before the clock starts."""
-    fetches: list[tuple[float, int]] = []  # (when, score events it brought)
+def _throughput(flow: Flow, watcher: Consumer, messages: int, per_message: int) -> tuple[float, float, float]:
+    """(readings/s, seconds from first to last score, the flow's CPU seconds per million readings) once
+    ``messages`` score events arrived: the score events after the first fetch that brought any, over the time
+    (and the flow's CPU time) from that fetch to the last one. The flow scores a poll's messages (up to
+    ``batch_size`` per partition) and produces their scores together, so they arrive in bunches; a slope fitted
+    through a few bunches measured nothing (207 million readings/s at 1,000 devices on a quiet machine), while
+    the first bunch's work is simply done before the clock starts."""
+    fetches: list[tuple[float, int, float]] = []  # (when, score events it brought, the flow's CPU seconds)
     got = 0
     deadline = time.monotonic() + 3600
     while got < messages and time.monotonic() < deadline:
         flow.alive()
         n = sum(1 for msg in watcher.consume(5000, 0.2) if msg.error() is None)
         if n:
-            fetches.append((time.perf_counter(), n))
+            fetches.append((time.perf_counter(), n, flow.cpu_s()))
             got += n
     if got < messages:
         raise RuntimeError(f"only {got} of {messages} scored in an hour; see {flow.log}")
@@ -158,7 +160,8 @@ def _throughput(flow: Flow, watcher: Consumer, messages: int, per_message: int) 
     if len(fetches) < 3 or span <= 0:
         raise RuntimeError(f"{messages} score events arrived in {len(fetches)} fetches: too few to time; "
                            "pre-fill more batches per device (--batches)")
-    return float((got - fetches[0][1]) / span * per_message), float(span)
+    readings = (got - fetches[0][1]) * per_message
+    return float(readings / span), float(span), (fetches[-1][2] - fetches[0][2]) / readings * 1e6
 
 
 def _versions_bytes(state: Path) -> int:
@@ -342,7 +345,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
     watcher = _consumer(settings, settings.topic(SCORES))
     try:
         flow.start()
-        rate, busy_s = _throughput(flow, watcher, messages, sim.readings_per_batch)
+        rate, busy_s, cpu_per_m = _throughput(flow, watcher, messages, sim.readings_per_batch)
         rss = flow.peak_rss()
         writes = flow.disk_writes()
         time.sleep(2 * EPOCH_S + 1)  # the last epoch's checkpoint lands
@@ -370,6 +373,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         flow.stop()
     return {
         "engine": engine, "devices": devices, "buckets": buckets, "readings_per_s": round(rate),
+        "cpu_s_per_m_readings": round(cpu_per_m, 3),
         "rss_mb": round(rss / 2**20, 1),
         "state_bytes_per_device": round(state_bytes / (devices if buckets else max(1, keys))),
         "state_keys": keys, "resumed_mb": round(resumed / 2**20, 2), "versions_mb": round(versions / 2**20, 2),

@@ -292,8 +292,12 @@ class StagedStates:
 
 
 ENCODE_EARLY = timedelta(seconds=0.5)  # a key that spoke once in an epoch is encoded this long after, not at its end
-KEEP_DECODED_S = 120.0  # a bucket keeps a silent key's processor decoded this long after its last event,
-DECODED_KEYS = 16_384  # for at most about this many keys per process (~15 KB each with the default detector)
+KEEP_DECODED_S = 300.0  # a bucket keeps a silent key's processor decoded this long after its last event (devices
+# that report every few minutes are not restored at each batch; 120 s restored most of 100,000 devices' batches),
+DECODED_BYTES = 2 << 30  # within about this much memory per process for decoded processors (``_forget_decoded``):
+DECODED_OVERHEAD = 8_000  # a decoded processor's bytes beyond its encoded state's (default detector, 3 sensors:
+# 14.5 KB decoded for 6.7 KB encoded), so 100,000 such devices stay decoded in 1.5 GB, and a fleet whose
+# series keep seasonal tables (50-75 KB per device) keeps fewer
 
 
 class _BucketLogic(StatefulBatchLogic):
@@ -305,7 +309,7 @@ class _BucketLogic(StatefulBatchLogic):
     those bytes in the process's store (``StagedStates``); it is re-encoded only when it processed events since
     the last snapshot (or, having spoken once in an epoch, ``ENCODE_EARLY`` after), decoded when it next speaks,
     and its processor dropped again once silent for ``KEEP_DECODED_S`` or pushed out by more recent keys
-    (``DECODED_KEYS``). With ``idle_after``, a key silent that long leaves the bucket for the ``IdleStore``, and an
+    (``DECODED_BYTES``). With ``idle_after``, a key silent that long leaves the bucket for the ``IdleStore``, and an
     empty bucket leaves Bytewax. Resumed states that this layout does not route here (one key per device, another
     bucket count) move to the idle store, where each key finds its own.
     """
@@ -325,7 +329,9 @@ class _BucketLogic(StatefulBatchLogic):
         self.pending: dict[str, int] = {}  # key -> the staged version of its ``inline`` bytes
         self.live: dict[str, Processor] = {}
         self.spoke: dict[str, float] = {}  # the keys of ``live``, least recently spoken first -> when (monotonic)
-        self.keep = max(1, DECODED_KEYS // buckets)
+        self.held: dict[str, int] = {}  # the keys of ``live`` -> the memory their processor is taken to hold
+        self.held_bytes = 0  # the sum of ``held``, kept within this bucket's share of ``DECODED_BYTES``
+        self.budget = DECODED_BYTES // buckets
         self.dirty: set[str] = set()  # keys that processed events since the last snapshot
         self.early: dict[str, datetime | None] = {}  # keys that spoke this epoch -> when to encode early (None: not)
         self.encode_at: datetime | None = None  # at most the earliest of ``early``
@@ -401,7 +407,20 @@ class _BucketLogic(StatefulBatchLogic):
             else:
                 saved = self.idle.get(key) if self.idle is not None else None
             processor = self.live[key] = restore_or_fresh(self.spec, key, saved)[0]
+            self._hold(key, len(saved) if saved is not None else 0)
         return processor
+
+    def _hold(self, key: str, encoded: int) -> None:
+        """Take the decoded processor of ``key`` to hold its ``encoded`` size plus ``DECODED_OVERHEAD``."""
+        held = encoded + DECODED_OVERHEAD
+        self.held_bytes += held - self.held.get(key, 0)
+        self.held[key] = held
+
+    def _undecode(self, key: str) -> None:
+        """Drop the key's processor, if decoded (its bytes stay)."""
+        self.live.pop(key, None)
+        self.spoke.pop(key, None)
+        self.held_bytes -= self.held.pop(key, 0)
 
     def notify_at(self) -> datetime | None:
         if self.encode_at is None or self.next_due is None:
@@ -440,14 +459,14 @@ class _BucketLogic(StatefulBatchLogic):
         self.dirty.discard(key)
         self.early.pop(key, None)
         self.due.pop(key, None)
-        self.live.pop(key, None)
-        self.spoke.pop(key, None)
+        self._undecode(key)
         if stored and self.staged is not None:
             self.staged.forget(key)
 
     def _encode(self, key: str) -> None:
         """The key's processor to bytes, staged for the store: from now on its bytes are its state."""
         blob = self.inline[key] = encode_processor(self.live[key], key)
+        self._hold(key, len(blob))
         if self.staged is not None:
             replaced = self.pending.pop(key, None)
             if replaced is not None:  # no checkpoint refers to it: each that has it has the key's bytes too
@@ -474,13 +493,14 @@ class _BucketLogic(StatefulBatchLogic):
 
     def _forget_decoded(self) -> None:
         """Drop the processors (their bytes stay) of keys silent ``KEEP_DECODED_S``, and the least recently spoken
-        beyond this bucket's share of ``DECODED_KEYS``: so a device that speaks every few seconds is not decoded
-        again each time (a restore costs about 3 times an encode), and memory stays bounded in a large fleet."""
+        beyond this bucket's share of ``DECODED_BYTES``: so a device that speaks every minute or two is not
+        decoded again each time (a restore costs about 5 times an encode), and memory stays bounded in a large
+        fleet. The share is by memory, not by keys: a device with seasonal tables holds 5 times the default's."""
         cutoff = time.monotonic() - KEEP_DECODED_S
         for key, spoke in list(self.spoke.items()):
-            if spoke >= cutoff and len(self.spoke) <= self.keep:
+            if spoke >= cutoff and self.held_bytes <= self.budget:
                 break
-            del self.spoke[key], self.live[key]
+            self._undecode(key)
 
     def snapshot(self) -> bytes:
         durable = self.staged.flush() if self.staged is not None else 0

@@ -61,6 +61,23 @@ def test_deterministic(name: str) -> None:
     np.testing.assert_array_equal(a, b)
 
 
+def test_made_detectors_are_the_constructors_and_share_no_state(name: str) -> None:
+    """``make_detector`` copies one pristine detector per parameter set: each copy scores and snapshots as the
+    class's own constructor would, also after earlier copies learnt (seasonal buffers grown for a 5-minute step)."""
+    cls, v, t = DETECTORS[name], *_series()
+    t5 = t * 5  # a 5-minute step: seasonal detectors grow their daily and weekly tables
+    params = {"threshold": 0.99} if "threshold" in cls.__init__.__code__.co_varnames else {}
+    used = make_detector(name, **params)
+    used.score_learn(v, t5)
+    for stamps in (t, t5):
+        made, built = make_detector(name, **params), cls(**params)
+        assert made.params() == built.params() and made is not used
+        np.testing.assert_array_equal(made.score_learn(v, stamps), built.score_learn(v, stamps))
+        assert made.snapshot() == built.snapshot()
+    with pytest.raises(TypeError):
+        make_detector(name, threshold=[0.5])  # unhashable: built directly, which refuses it
+
+
 def test_batch_split_invariance_no_lookahead(name: str) -> None:
     v, t = _series()
     whole = make_detector(name).score_learn(v, t)

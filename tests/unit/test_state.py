@@ -66,6 +66,11 @@ def test_what_is_not_plain_data_cannot_be_written(value):
     (b"EDST" + bytes((FORMAT_VERSION,)) + b"a\x03<f8\x01\x02\x00\x00\x00\x08\x00\x00\x00" + b"\x00" * 8, "bytes for shape"),
     (b"EDST" + bytes((FORMAT_VERSION,)) + b"d\x01\x00\x00\x00l\x00\x00\x00\x00N", "unhashable"),
     (b"EDST" + bytes((FORMAT_VERSION,)) + b"l\x00\x00\x00\xff", "truncated"),
+    (encode("name")[:-2], "truncated at byte 10 \\(needs 4 more\\)"),  # a string's bytes
+    (encode("name")[:7], "truncated at byte 6 \\(needs 4 more\\)"),  # its length
+    (encode(0.5)[:-1], "truncated at byte 6 \\(needs 8 more\\)"),
+    (b"EDST" + bytes((FORMAT_VERSION,)), "truncated at byte 5 \\(needs 1 more\\)"),
+    (b"EDST" + bytes((FORMAT_VERSION,)) + b"s\x02\x00\x00\x00\xff\xfe", "not UTF-8"),
 ])
 def test_malformed_or_foreign_bytes_are_refused_with_what_they_were(blob, says):
     with pytest.raises(StateError, match=says):

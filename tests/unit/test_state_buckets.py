@@ -166,7 +166,8 @@ def test_a_resumed_device_stays_bytes_until_it_speaks_and_leaves_memory_once_sil
 
 
 def test_a_bucket_keeps_its_share_of_decoded_processors_the_most_recently_spoken(tmp_path, monkeypatch):
-    monkeypatch.setattr(bytewax_engine, "DECODED_KEYS", BUCKETS * 2)
+    monkeypatch.setattr(bytewax_engine, "DECODED_OVERHEAD", 1_000_000)  # each device's ~7 KB of state: noise
+    monkeypatch.setattr(bytewax_engine, "DECODED_BYTES", BUCKETS * 2_500_000)  # two devices' worth per bucket
     evs = events(70, devices=20)
     worker = Worker(tmp_path)
     head = worker.feed(evs[:60])
@@ -179,6 +180,37 @@ def test_a_bucket_keeps_its_share_of_decoded_processors_the_most_recently_spoken
         assert set(logic.live) == set(logic.spoke) == set(last[i][-2:])  # the two that spoke last
     tail = worker.feed(evs[60:])  # dropped ones are decoded again from their bytes
     assert by_device(head + tail) == by_device(run_local(SPEC, evs))
+
+
+def test_the_share_is_by_memory_a_bucket_keeps_fewer_large_states(tmp_path, monkeypatch):
+    """The decoded processors a bucket keeps are counted by their encoded size: with a share that fits about
+    two default states, a device whose state is taken to be twice as large pushes out the other, and the
+    bookkeeping follows every key that comes and goes."""
+    size = len(encode_processor(run_local_processor(events(1)[0]), events(1)[0].record["device_id"]))
+    monkeypatch.setattr(bytewax_engine, "DECODED_OVERHEAD", 0)
+    monkeypatch.setattr(bytewax_engine, "DECODED_BYTES", BUCKETS * int(2.5 * size))
+    evs = events(40, devices=12)
+    worker = Worker(tmp_path, idle_after=timedelta(hours=1))
+    worker.feed(evs)
+    worker.epoch()
+    for logic in worker.logics.values():
+        assert set(logic.held) == set(logic.live) == set(logic.spoke) and len(logic.live) == 2
+        assert logic.held_bytes == sum(logic.held.values()) <= logic.budget
+    logic = next(iter(worker.logics.values()))
+    big = list(logic.spoke)[-1]  # the most recently spoken
+    logic._hold(big, 2 * size)  # as if its series had grown seasonal tables
+    worker.epoch()
+    assert list(logic.live) == [big]  # over the share: the least recently spoken went
+    assert logic.held_bytes == sum(logic.held.values())
+    logic.due = dict.fromkeys(logic.due, datetime.now(UTC))  # everything silent past idle_after: evicted
+    logic.on_notify()
+    assert not logic.live and not logic.held and logic.held_bytes == 0
+
+
+def run_local_processor(event: Event):
+    processor = SPEC.make_processor(event.record["device_id"])
+    processor.process([event])
+    return processor
 
 
 def test_a_bucket_of_another_layout_version_is_refused_with_what_it_was(tmp_path, caplog):
