@@ -19,9 +19,9 @@ from schemas import derive_id
 SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PolicyConfig:
-    """When anomaly scores open, escalate and resolve an incident.
+    """When anomaly scores open, escalate and resolve an incident; immutable, so a fleet's policies share one.
 
     Parameters
     ----------

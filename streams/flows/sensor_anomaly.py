@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from collections.abc import Sequence
 from dataclasses import asdict
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,13 @@ ALERTS_TOPIC = "alerts"
 FLOW = "sensor-anomaly"
 PRODUCER = "eddyline/sensor-anomaly"
 REORDER = 8  # batches of one device held while waiting for a missing sequence number
+
+
+@lru_cache(maxsize=64)
+def _policy_config(threshold: float, params: tuple[tuple[str, Any], ...]) -> PolicyConfig:
+    """One shared config per threshold and policy: 100,000 devices' series hold one object, not 300,000 copies
+    for the garbage collector to scan."""
+    return PolicyConfig(**{"threshold": threshold, **dict(params)})
 
 
 class SensorAnomalyProcessor(Processor):
@@ -97,8 +105,7 @@ class SensorAnomalyProcessor(Processor):
         det = self.detectors.get(sensor)
         if det is None:
             det = self.detectors[sensor] = make_detector(self.detector_name, **self.detector_params)
-            cfg = PolicyConfig(**{"threshold": det.threshold, **self.policy_params})
-            self.policies[sensor] = AlertPolicy(cfg)
+            self.policies[sensor] = AlertPolicy(_policy_config(det.threshold, tuple(self.policy_params.items())))
         return det, self.policies[sensor]
 
     @property

@@ -1,7 +1,10 @@
 """The sensor anomaly processor without Kafka: outputs, dedup, checkpoint continuation, metrics emits."""
 
+import dataclasses
 import itertools
 import pickle
+
+import pytest
 
 from schemas import ALERT, ANOMALY_SCORE, AvroSerde
 from streams.processor import Event, run_local
@@ -98,3 +101,19 @@ def test_a_packed_series_with_mismatched_lengths_is_refused():
     rec["series"][0] = pack_series("t", np.arange(3), np.zeros(2))
     with pytest.raises(ValidationError, match="do not match"):
         AvroSerde().encode(ANOMALY_SCORE, rec)
+
+
+def test_a_fleet_shares_one_immutable_policy_config_and_keeps_its_own_policy_params():
+    evs, _ = events(4, devices=2)
+    a, b = SensorAnomalyProcessor("device-000"), SensorAnomalyProcessor("device-001")
+    strict = SensorAnomalyProcessor("device-000", policy={"warmup": 0, "resolve_after": 3})
+    for p in (a, b, strict):
+        p.process([Event("sensor.readings", p.device_id, evs[0].record | {"device_id": p.device_id})])
+    sensor = next(iter(a.policies))
+    assert a.policies[sensor].config is b.policies[sensor].config  # one object for the whole fleet, not one each
+    assert a.policies[sensor] is not b.policies[sensor]
+    assert a.policies[sensor].config.threshold == a.detectors[sensor].threshold
+    assert strict.policies[sensor].config.warmup == 0 and strict.policies[sensor].config.resolve_after == 3
+    assert a.policies[sensor].config.warmup == 600
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.policies[sensor].config.warmup = 0
