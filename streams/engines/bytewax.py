@@ -11,6 +11,7 @@ checkpoints carry older states by version in that store, so a restart loads what
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
@@ -291,6 +292,8 @@ class StagedStates:
         return -math.inf if resume is None else resume
 
 
+GC_THRESHOLDS = (50_000, 20, 10)  # a flow process's gc.set_threshold: 100,000 devices hold ~1.2M long-lived objects,
+# which Python's (700, 10, 10) rescans in full again and again while they grow (BENCHMARKS.md, Fleet scale)
 ENCODE_EARLY = timedelta(seconds=0.5)  # a key that spoke once in an epoch is encoded this long after, not at its end
 KEEP_DECODED_S = 300.0  # a bucket keeps a silent key's processor decoded this long after its last event (devices
 # that report every few minutes are not restored at each batch; 120 s restored most of 100,000 devices' batches),
@@ -796,8 +799,14 @@ def run_dataflow(
     flow = build_dataflow(spec, settings, batch_size=batch_size, output=output, idle=idle, idle_after=idle_after,
                           workers=workers, buckets=buckets, epochs=epochs, linger=linger)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()  # the modules and flow built so far are never scanned again
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         cli_main(flow, **cli_options)
     finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
         if monitor is not None:
             monitor.stop()
