@@ -7,8 +7,9 @@ against 0.5 us with a float64 vector instead, and one taking two one-record stru
 with aligned dtypes) against 0.7 us, and the flow calls kernels with small batches. So too the buffers
 (the windows, the likelihood history's block sums, seasonal tables), each sized to what the series needs,
 share one float64 block ``mem`` that the kernel slices at the offsets ``p[PARAM.at_<buffer>]``. A snapshot
-is the scalar vector and ``mem`` as little-endian bytes (``snapshot``), versioned, without pickle: the buffers'
-shapes follow from the scalars and parameters, so a restore recomputes them and checks the sizes.
+is the scalar vector (with its count, the layout) and ``mem`` as little-endian bytes (``snapshot``), versioned,
+without pickle: the buffers' shapes follow from the scalars and parameters, so a restore recomputes them and
+checks the sizes.
 """
 
 from __future__ import annotations
@@ -30,12 +31,18 @@ from models.anomaly.base import AnomalyDetector
 from models.checkpoint import unpack_array
 
 STATE_FORMAT = "eddyline.anomaly-detector"
-STATE_VERSION = 2
-"""Version 2: ``"scalars"`` the scalar vector and ``"mem"`` the buffer block, each little-endian float64 bytes
-(two byte strings, not a dict per name: encoding a device's state at every epoch is the live flow's cost).
-Version 1 (``NAMED_VERSION``) held scalars by name and each buffer packed; array detectors still restore it,
-and HalfSpaceTrees still write it. Version 0 was one flat float64 vector under ``"state"``: array detectors
-convert it (``_legacy.py``)."""
+STATE_VERSION = 3
+"""Version 3: ``"layout"`` the number of scalars the snapshot holds (the first that many of the detector's
+``scalars``, which only ever grow by appending, ``ArrayDetector.appended``), ``"scalars"`` that many and ``"mem"``
+the buffer block, each little-endian float64 bytes (two byte strings, not a dict per name: encoding a device's
+state at every epoch is the live flow's cost). The layout is read strictly: scalars of another size than it
+names are refused, never taken for an older layout.
+Version 2 (``BLOCKS_VERSION``) was version 3 without ``"layout"``: its layout is told by its size alone, so it
+restores only at the sizes of layouts that were written (``ArrayDetector.appended``; a current-size one
+included). Version 1 (``NAMED_VERSION``) held scalars by name and each buffer packed; array detectors still
+restore it, and HalfSpaceTrees still write it. Version 0 was one flat float64 vector under ``"state"``: array
+detectors convert it (``_legacy.py``)."""
+BLOCKS_VERSION = 2
 NAMED_VERSION = 1
 
 
@@ -98,12 +105,17 @@ class ArrayDetector(AnomalyDetector):
     attribute of its default's type, and ``kernel_params`` names those the kernel reads. ``scalars`` names
     the scalar state fields; ``buffers`` the arrays laid out in that order in ``mem``, buffer ``b`` from
     ``p[PARAM.at_b]`` to the next one's offset (``_steps.part``). Buffers are float64, or int64 bit sets.
+
+    Scalars are only ever appended, each new one at the end of ``scalars`` and of ``appended``: a snapshot of
+    an older layout (``scalars`` less a tail of ``appended``) restores with the scalars it lacks at 0, so 0
+    must mean "as before the scalar existed".
     """
 
     kernel: ClassVar[LazyJit]
     kernel_params: ClassVar[tuple[str, ...]]
     scalars: ClassVar[tuple[str, ...]]
     buffers: ClassVar[tuple[str, ...]] = ()
+    appended: ClassVar[tuple[str, ...]] = ()
 
     def _buffer_shapes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """Dtype and shape of each buffer for the current scalar state (empty until the series needs one)."""
@@ -172,32 +184,50 @@ class ArrayDetector(AnomalyDetector):
         return self._s.nbytes + self._mem.nbytes
 
     def snapshot(self) -> dict[str, Any]:
-        """Plain data: ``{"format", "version": 2, "detector", "scalars": bytes, "mem": bytes}``."""
+        """Plain data: ``{"format", "version": 3, "detector", "layout": int, "scalars": bytes, "mem": bytes}``."""
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "detector": self.name,
+            "layout": len(self.scalars),
             "scalars": self._s.astype("<f8", copy=False).tobytes(),
             "mem": self._mem.astype("<f8", copy=False).tobytes(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Load a snapshot of version 2, 1 or 0 (the older two converted); anything else is a ``ValueError``
+        """Load a snapshot of version 3, 2, 1 or 0 (the older ones converted); anything else is a ``ValueError``
         that says what was wrong, and the detector keeps its state."""
         if isinstance(state, Mapping) and set(state) == {"state"}:
             from models.anomaly._legacy import from_version_0
 
             self._restore_named(*from_version_0(self, state["state"]))
-        elif check_envelope(self.name, state, (NAMED_VERSION, STATE_VERSION)) == NAMED_VERSION:
-            self._restore_named(*read_snapshot(self.name, state, self.scalars, self.buffers))
+            return
+        version = check_envelope(self.name, state, (NAMED_VERSION, BLOCKS_VERSION, STATE_VERSION))
+        if version == NAMED_VERSION:
+            names = state.get("scalars")
+            layout = len(names) if isinstance(names, Mapping) and len(names) in self._layouts() else len(self.scalars)
+            self._restore_named(*read_snapshot(self.name, state, self.scalars[:layout], self.buffers))
         else:
-            self._restore_blocks(state)
+            self._restore_blocks(state, version)
 
-    def _restore_blocks(self, state: Mapping[str, Any]) -> None:
-        """Version 2: the scalar vector, then ``mem`` checked against the sizes those scalars give."""
-        if set(state) != {"format", "version", "detector", "scalars", "mem"}:
-            raise ValueError(f"{self.name}: unexpected snapshot keys {sorted(map(str, state))}")
-        scalars = _float64s(self.name, "scalars", state["scalars"], len(self.scalars))
+    def _layouts(self) -> range:
+        """Scalar counts of the layouts this detector restores: ``scalars`` less a tail of ``appended``."""
+        return range(len(self.scalars) - len(self.appended), len(self.scalars) + 1)
+
+    def _restore_blocks(self, state: Mapping[str, Any], version: int) -> None:
+        """Versions 3 and 2: the scalar vector (of the layout version 3 names, or the one version 2's size
+        gives), then ``mem`` checked against the sizes those scalars give."""
+        keys = {"format", "version", "detector", "scalars", "mem"} | ({"layout"} if version == STATE_VERSION else set())
+        if set(state) != keys:
+            raise ValueError(f"{self.name}: unexpected snapshot keys {sorted(map(str, state))} for state version "
+                             f"{version} (expected {sorted(keys)})")
+        layout = state.get("layout") if version == STATE_VERSION else _v2_layout(state["scalars"], self._layouts())
+        if type(layout) is not int or layout not in self._layouts():
+            raise ValueError(f"{self.name}: snapshot layout {layout!r} is not one this eddyline reads (scalar counts "
+                             f"{', '.join(map(str, self._layouts()))}); restore it with the eddyline that wrote it, "
+                             "or start the series afresh")
+        scalars = np.zeros(len(self.scalars))
+        scalars[:layout] = _float64s(self.name, "scalars", state["scalars"], layout)
         _check_counts(self.name, dict(zip(self.scalars, scalars.tolist())))
         previous = self._s
         self._s = scalars
@@ -212,9 +242,11 @@ class ArrayDetector(AnomalyDetector):
         self._mem = mem
 
     def _restore_named(self, scalars: dict[str, float], buffers: dict[str, Any]) -> None:
-        """Versions 1 and 0 (converted): scalars by name and each buffer packed."""
+        """Versions 1 and 0 (converted): scalars by name (those of an older layout lacking the rest of
+        ``appended``, restored at 0) and each buffer packed."""
         _check_counts(self.name, scalars)
         previous = self._s
+        scalars = {**dict.fromkeys(self.appended, 0.0), **scalars}
         self._s = np.array([scalars[name] for name in self.scalars], dtype=np.float64)
         try:
             shapes = self._buffer_shapes()
@@ -284,6 +316,13 @@ def _check_counts(detector: str, scalars: Mapping[str, float]) -> None:
     for name in _COUNTS:
         if name in scalars and not 0.0 <= scalars[name] < 2.0**53:
             raise ValueError(f"{detector}: scalar {name!r} is {scalars[name]!r}, not a count or step")
+
+
+def _v2_layout(data: Any, layouts: range) -> int:
+    """The layout of a version-2 snapshot, which does not name it: its scalar count when that is one of
+    ``layouts`` (anything else is the current layout, and ``_float64s`` refuses its size)."""
+    count = len(data) // 8 if isinstance(data, (bytes, bytearray, memoryview)) and len(data) % 8 == 0 else -1
+    return count if count in layouts else layouts[-1]
 
 
 def _float64s(detector: str, what: str, data: Any, count: int) -> np.ndarray:

@@ -53,14 +53,10 @@ without a cycle keeps about 1.9 KB; one sampled every 5 minutes, with a daily an
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
 from models.anomaly._array import (
-    NAMED_VERSION,
-    STATE_VERSION,
     ArrayDetector,
     check_at_least,
     check_fraction,
@@ -100,7 +96,10 @@ PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "h
           "ratio", "err_alpha", "clip", "mode", "zscale", "spike_decay", "spike_margin", "spike_bins", "spike_recall",
           "period2_ms", "stuck", "counts")
 PARAM, STATE = kernel_fields(PARAMS, BUFFERS), fields("STATE", SCALARS)
-ADDED_SCALARS = ("run_max", "count_n")  # appended in session 6; older snapshots lack them and restore with them at 0
+ADDED_SCALARS = ("run_max", "count_n")
+"""Appended in session 6 (``ArrayDetector.appended``): snapshots without them restore with them at 0. State
+version 2 did not name its layout, and three were written: session 5's (26 scalars, neither), session 6 round
+4's (27, no ``count_n``) and round 5's (28); version 2 restores at exactly those sizes."""
 ANSCOMBE_ONE = 2.0 * math.sqrt(1.375)  # a count of 1: below it the window is mostly zeros, no rate to stabilise
 COUNT_RECENT = 15  # readings in a count series' recent median: bursts of up to 7 do not move it
 COUNT_SE = math.sqrt(COUNT_RECENT) / 1.2533  # sigmas per standard error of that median (Gaussian efficiency)
@@ -384,22 +383,6 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
     return stop
 
 
-def _with_added_scalars(state: Any) -> Any:
-    """``state`` as if written with the ``ADDED_SCALARS`` it lacks at 0, when it is a version-2 or version-1
-    snapshot from before some of them (they were appended in order); anything else unchanged (the base class
-    judges it)."""
-    if not isinstance(state, Mapping):
-        return state
-    scalars, version = state.get("scalars"), state.get("version")
-    if version == STATE_VERSION and isinstance(scalars, bytes):
-        missing = len(SCALARS) - len(scalars) // 8
-        if len(scalars) % 8 == 0 and 0 < missing <= len(ADDED_SCALARS):
-            return {**state, "scalars": scalars + bytes(8 * missing)}
-    if version == NAMED_VERSION and isinstance(scalars, Mapping):
-        return {**state, "scalars": {**dict.fromkeys(ADDED_SCALARS, 0.0), **scalars}}
-    return state
-
-
 class SeasonalDetector(ArrayDetector):
     """Defaults are the one parameter set scored on NAB and on the simulator (no per-series tuning).
 
@@ -466,6 +449,7 @@ class SeasonalDetector(ArrayDetector):
     kernel_params = PARAMS
     scalars = SCALARS
     buffers = BUFFERS
+    appended = ADDED_SCALARS
 
     def __init__(
         self,
@@ -517,19 +501,6 @@ class SeasonalDetector(ArrayDetector):
                        ratio=ratio)
         check_fraction(damp=damp)
         self._configure(locals())
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """As ``ArrayDetector.restore``; a snapshot from before ``ADDED_SCALARS`` restores with them at 0.
-
-        Parameters
-        ----------
-        state
-            A snapshot of version 2, 1 or 0.
-        """
-        super().restore(_with_added_scalars(state))
-
-    def _restore_named(self, scalars: dict[str, float], buffers: dict[str, Any]) -> None:
-        super()._restore_named({**dict.fromkeys(ADDED_SCALARS, 0.0), **scalars}, buffers)
 
     def _buffer_shapes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         shapes = {**likelihood_buffers(self.short, self.history, self.history_block), "window": ("<f8", (self.window,))}

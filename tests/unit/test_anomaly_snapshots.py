@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from models.anomaly import DETECTORS, make_detector
-from models.anomaly.seasonal import ADDED_SCALARS
 from models.checkpoint import pack_array, plain_nbytes
 
 NAMES = sorted(DETECTORS)
@@ -58,7 +57,8 @@ def test_round_trip_continues_bit_identically(name: str, step_ms: int) -> None:
         det = make_detector(name)
         det.score_learn(v[:cut], t[:cut])
         snap = det.snapshot()
-        assert _is_plain(snap) and snap["version"] == (1 if name in HST else 2) and snap["detector"] == name
+        assert _is_plain(snap) and snap["version"] == (1 if name in HST else 3) and snap["detector"] == name
+        assert name in HST or snap["layout"] == len(det.scalars) == len(snap["scalars"]) // 8
         fresh = make_detector(name)
         fresh.restore(pickle.loads(pickle.dumps(snap)))  # any plain serialiser; pickle only copies here
         np.testing.assert_array_equal(fresh.score_learn(v[cut:], t[cut:]), expected[cut:])
@@ -139,32 +139,49 @@ def test_version_1_snapshot_restores_to_the_same_scores(name: str, step_ms: int)
         np.testing.assert_array_equal(fresh.score_learn(v[cut:], t[cut:]), expected[cut:])
 
 
-def _malformed_v2(name: str) -> list[tuple[Any, str]]:
+def _version_2(snap: dict[str, Any]) -> dict[str, Any]:
+    """What ``snapshot()`` wrote until version 3: the same blocks, no ``layout``."""
+    return {**{k: v for k, v in snap.items() if k != "layout"}, "version": 2}
+
+
+def _malformed_blocks(name: str) -> list[tuple[Any, str]]:
     good = _snap(name)
     if name in HST:
         return []
+    det = make_detector(name)
     scalars = np.frombuffer(good["scalars"], "<f8").copy()
     nan_count = scalars.copy()
-    nan_count[make_detector(name).scalars.index("n")] = np.nan
+    nan_count[det.scalars.index("n")] = np.nan
+    older = len(det.scalars) - len(det.appended)  # the shortest layout version 2 was written in
 
     def with_(**changes: Any) -> dict[str, Any]:
         return {**good, **changes}
 
     return [
-        (with_(version=3), "state version 3 is not one this eddyline reads .*version 1 or 2"),
-        (with_(version=2.0), "state version 2.0"),
+        (with_(version=4), "state version 4 is not one this eddyline reads .*version 1 or 2 or 3"),
+        (with_(version=3.0), "state version 3.0"),
         ({**good, "buffers": {}}, "unexpected snapshot keys"),
         ({k: v for k, v in good.items() if k != "mem"}, "unexpected snapshot keys"),
-        # seasonal reads a vector short by its ADDED_SCALARS as an older snapshot, so cut one more
-        (with_(scalars=good["scalars"][: -8 * (1 + len(ADDED_SCALARS) * (name == "seasonal"))]),
-         "'scalars' holds .* bytes, but .* need"),
+        ({k: v for k, v in good.items() if k != "layout"}, "unexpected snapshot keys"),
+        ({**_version_2(good), "layout": good["layout"]}, "unexpected snapshot keys .* version 2"),
+        # version 3 names its layout: a vector cut by a scalar or two is refused, never read as an older one
+        (with_(scalars=good["scalars"][:-8]), "'scalars' holds .* bytes, but .* need"),
+        (with_(scalars=good["scalars"][:-16]), "'scalars' holds .* bytes, but .* need"),
         (with_(scalars=good["scalars"] + b"\0"), "'scalars' holds"),
+        (with_(scalars=good["scalars"] + bytes(8)), "'scalars' holds"),
+        (with_(layout=good["layout"] + 1, scalars=good["scalars"] + bytes(8)), "layout .* is not one"),
+        (with_(layout=older - 1, scalars=good["scalars"][: 8 * (older - 1)]), "layout .* is not one"),
+        (with_(layout=str(good["layout"])), "layout '.*' is not one"),
+        (with_(layout=float(good["layout"])), "layout .*\\.0 is not one"),
         (with_(scalars=scalars.tolist()), "'scalars' must be bytes, got list"),
         (with_(scalars=nan_count.tobytes()), "'n' is nan"),
         *([(with_(mem=good["mem"][:-8]), "'mem' holds .* bytes, but .* need")] if good["mem"] else []),
         (with_(mem=good["mem"] + bytes(8)), "'mem' holds"),
         (with_(mem=pickle.dumps(np.zeros(3))), "'mem' holds"),
         (with_(mem=None), "'mem' must be bytes, got NoneType"),
+        # version 2 does not name its layout: only the sizes of layouts that were written restore
+        (_version_2(with_(scalars=good["scalars"][: 8 * (older - 1)])), "'scalars' holds .* bytes, but .* need"),
+        (_version_2(with_(scalars=good["scalars"] + bytes(8))), "'scalars' holds"),
     ]
 
 
@@ -182,7 +199,7 @@ def _malformed(name: str) -> list[tuple[Any, str]]:
         (pickle.dumps(good), "mapping"),
         ({**good, "format": "other"}, "not an eddyline detector snapshot"),
         ({k: v for k, v in good.items() if k != "format"}, "not an eddyline detector snapshot"),
-        (with_(version=3), "state version 3 is not one this eddyline reads"),
+        (with_(version=4), "state version 4 is not one this eddyline reads"),
         (with_(version="1"), "state version '1'"),
         (with_(detector="other"), "of detector 'other'"),
         ({**good, "extra": 1}, "unexpected snapshot keys"),
@@ -209,7 +226,7 @@ def _malformed(name: str) -> list[tuple[Any, str]]:
 def test_malformed_snapshot_is_refused_and_the_detector_keeps_its_state(name: str) -> None:
     v, t = _series(900, 300_000)
     expected = make_detector(name).score_learn(v, t)
-    for bad, message in [*_malformed(name), *_malformed_v2(name)]:
+    for bad, message in [*_malformed(name), *_malformed_blocks(name)]:
         det = make_detector(name)
         det.score_learn(v[:700], t[:700])
         with pytest.raises(ValueError, match=message):
@@ -284,9 +301,11 @@ def test_version_2_mem_must_fit_the_shapes_its_scalars_give() -> None:
         make_detector("seasonal").restore({**snap, "scalars": scalars.tobytes()})
 
 
-def test_a_sensor_flow_checkpoint_with_version_1_detectors_restores_and_continues() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_sensor_flow_checkpoint_with_older_detectors_restores_and_continues(version: int) -> None:
     """The processor's own state version is unchanged: checkpoints main wrote before detector state version 2
-    (each detector's snapshot in version 1) still restore through the state codec and continue identically."""
+    (each detector's snapshot in version 1) and before version 3 (version 2: the blocks without ``layout``)
+    still restore through the state codec and continue identically."""
     from itertools import islice
 
     from streams.flows.sensor_anomaly import SensorAnomalyProcessor
@@ -302,8 +321,9 @@ def test_a_sensor_flow_checkpoint_with_version_1_detectors_restores_and_continue
     before = SensorAnomalyProcessor(device)
     head = before.process(evs[:37])
     saved = decode_checkpoint(encode_processor(before, device))
-    saved["state"]["detectors"] = {k: _version_1(d) for k, d in before.detectors.items()}
-    assert {d["version"] for d in saved["state"]["detectors"].values()} == {1}
+    older = _version_1 if version == 1 else lambda d: _version_2(d.snapshot())
+    saved["state"]["detectors"] = {k: older(d) for k, d in before.detectors.items()}
+    assert {d["version"] for d in saved["state"]["detectors"].values()} == {version}
     resumed = decode_processor(encode(saved), SensorAnomalyProcessor(device))
     assert plain(head + resumed.process(evs[37:])) == plain(expected)
 
@@ -313,7 +333,8 @@ def test_a_sensor_flow_checkpoint_with_version_1_detectors_restores_and_continue
 def test_an_older_seasonal_snapshot_restores_and_continues_like_the_old_code(fixture: str, series: str) -> None:
     """Written by the code before ``run_max`` (s5) and before ``count_n`` (s6; tests/data/anomaly/
     make_seasonal_s*_snapshots.py): the scalars it lacks restore at 0; on a series without stuck runs the scores
-    continue bit for bit, and a count series keeps the old spike rule (``count_n`` 0 never matches ``n``)."""
+    continue bit for bit, and a count series keeps the old spike rule (``count_n`` 0 never matches ``n``); so
+    they do after a round trip through version 3, which names the current layout."""
     from tests.data.anomaly.make_seasonal_s5_snapshots import CUT, series as make_series
     from tests.data.anomaly.make_seasonal_s6_snapshots import counts
 
@@ -321,5 +342,53 @@ def test_an_older_seasonal_snapshot_restores_and_continues_like_the_old_code(fix
     det = make_detector("seasonal")
     det.restore({"format": "eddyline.anomaly-detector", "version": 2, "detector": "seasonal",
                  "scalars": old[f"{series}/scalars"].tobytes(), "mem": old[f"{series}/mem"].tobytes()})
+    assert len(old[f"{series}/scalars"]) // 8 == len(det.scalars) - (2 if fixture == "s5" else 1)
+    again = make_detector("seasonal")
+    again.restore(det.snapshot())
+    assert again.snapshot()["layout"] == len(det.scalars)
     v, t = counts() if series == "counts" else make_series(300_000 if series == "cycle" else 1_000)
     np.testing.assert_array_equal(det.score_learn(v[CUT:], t[CUT:]), old[f"{series}/expected"])
+    np.testing.assert_array_equal(again.score_learn(v[CUT:], t[CUT:]), old[f"{series}/expected"])
+
+
+@pytest.mark.parametrize("name", ARRAY_NAMES)
+def test_version_2_snapshot_restores_to_the_same_scores(name: str) -> None:
+    """What main wrote before version 3 (the current layout, unnamed) restores and continues bit for bit."""
+    n = 7000
+    v, t = _series(n, 300_000)
+    expected = make_detector(name).score_learn(v, t)
+    for cut in (0, 2, 650, n - 300):
+        det = make_detector(name)
+        det.score_learn(v[:cut], t[:cut])
+        fresh = make_detector(name)
+        fresh.restore(pickle.loads(pickle.dumps(_version_2(det.snapshot()))))
+        assert fresh.snapshot() == det.snapshot()
+        np.testing.assert_array_equal(fresh.score_learn(v[cut:], t[cut:]), expected[cut:])
+
+
+def test_an_older_seasonal_layout_is_named_and_a_cut_one_is_refused() -> None:
+    """Version 1 names its scalars: one without the appended tail restores with it at 0, one lacking an earlier
+    appended scalar but holding a later one is no layout that was written. Version 3 names its scalar count: an
+    older layout (``scalars`` less a tail of ``appended``) restores with the rest at 0, and a current one cut by a
+    scalar or two is refused."""
+    det = make_detector("seasonal")
+    det.score_learn(*_series(700, 300_000))
+    named, snap = _version_1(det), det.snapshot()
+    full = len(det.scalars)
+    for lacking in (("count_n",), ("run_max", "count_n")):
+        older = make_detector("seasonal")
+        older.restore({**named, "scalars": {k: v for k, v in named["scalars"].items() if k not in lacking}})
+        blocks = make_detector("seasonal")
+        blocks.restore({**snap, "layout": full - len(lacking), "scalars": snap["scalars"][: -8 * len(lacking)]})
+        for restored in (older, blocks):
+            np.testing.assert_array_equal(restored._s[: full - len(lacking)], det._s[: full - len(lacking)])
+            assert restored._s[full - len(lacking) :].tolist() == [0.0] * len(lacking)
+    with pytest.raises(ValueError, match="scalars must be exactly"):
+        make_detector("seasonal").restore({**named, "scalars": {k: v for k, v in named["scalars"].items()
+                                                                 if k != "run_max"}})
+    for cut in (1, 2):
+        kept = make_detector("seasonal")
+        kept.restore(snap)
+        with pytest.raises(ValueError, match=f"'scalars' holds {8 * (full - cut)} bytes, but .* need {8 * full}"):
+            kept.restore({**snap, "scalars": snap["scalars"][: -8 * cut]})
+        assert kept.snapshot() == snap
