@@ -26,6 +26,8 @@ from schemas.topics import TOPIC_CONFIGS
 
 log = logging.getLogger(__name__)
 
+RECREATE_AFTER_S = 2.0  # a topic acknowledged but not in the metadata this long after is asked for again
+
 
 class KafkaSettings(Section):
     """Where the brokers are, how to authenticate, and how clients batch; ``extra`` goes to librdkafka as is.
@@ -311,9 +313,6 @@ def create_topics(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"topics {missing} were created but are not in the metadata after {timeout:.0f} s")
         time.sleep(0.1)
-
-
-RECREATE_AFTER_S = 2.0  # a topic acknowledged but not in the metadata this long after is asked for again
 
 
 def _ask_for_topics(s: KafkaSettings, admin: AdminClient, new: list[NewTopic], timeout: float) -> None:

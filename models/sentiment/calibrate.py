@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.sentiment.data import Example
-from models.sentiment.evaluate import per_domain_accuracy, expected_calibration_error
+from models.sentiment.evaluate import expected_calibration_error, per_domain_accuracy
 from models.sentiment.model import WindowedSentiment
 from models.sentiment.windows import Windows, aggregate
 
