@@ -78,12 +78,15 @@ from models.anomaly._steps import (
     is_novel,
     likelihood_step,
     load_head,
+    lower_middle,
     mad_deviation,
+    middle,
     part,
     range_learn,
     spike_rate_learn,
     store_head,
     surprise_z,
+    upper_middle,
     window_reach,
 )
 
@@ -145,50 +148,6 @@ def is_count(x):  # pragma: no cover - compiled
 def anscombe(x):  # pragma: no cover - compiled
     """Anscombe's variance-stabilising view of a count: Poisson noise has standard deviation about 1 in it."""
     return 2.0 * math.sqrt(x + 0.375)
-
-
-@lazy_inline
-def lower_middle(a, n):  # pragma: no cover - compiled
-    """The lower middle of ``a[:n]`` by Hoare's selection, in place (no copy: this runs every reading of a count
-    series); afterwards ``a[k]`` is it, with nothing larger before it and nothing smaller after it."""
-    k = (n - 1) // 2
-    lo, hi = 0, n - 1
-    while lo < hi:
-        pivot = a[(lo + hi) // 2]
-        i, j = lo, hi
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return a[k]
-
-
-@lazy_inline
-def upper_middle(a, n):  # pragma: no cover - compiled
-    """After ``lower_middle``: the least of ``a`` after the lower middle (the upper middle when ``n`` is even)."""
-    k = (n - 1) // 2
-    up = a[k + 1]
-    for j in range(k + 2, n):
-        up = min(up, a[j])
-    return up
-
-
-@lazy_inline
-def middle(a, n):  # pragma: no cover - compiled
-    """The median of ``a[:n]`` as ``np.median`` gives it, reordering ``a``."""
-    m = lower_middle(a, n)
-    return m if n % 2 == 1 else (m + upper_middle(a, n)) / 2.0
 
 
 @lazy_inline

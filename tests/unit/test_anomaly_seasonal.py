@@ -116,7 +116,7 @@ def test_a_request_counter_s_routine_bursts_do_not_alarm_but_an_outage_or_a_4x_r
 
 def test_the_in_place_median_is_numpy_s() -> None:
     """The count view selects medians in place every reading; they must be ``np.median``'s to the last bit."""
-    from models.anomaly.seasonal import middle
+    from models.anomaly._steps import middle
 
     rng = np.random.default_rng(3)
     for n in [*range(1, 70), 64, 64, 15, 15]:
