@@ -43,7 +43,7 @@ The fleet suite (session 7, ``FLEET_KINDS``; its own directory and threshold, so
   shift of 3-5 sd that stays.
 
     python -m benchmarks.nab_synthetic --out .eddyline/nab-synthetic --json synthetic.json   # both suites
-    python -m benchmarks.nab_synthetic --suite fleet --seed 0                               # the fleet kinds, tuning seed
+    python -m benchmarks.nab_synthetic --suite fleet --seed 0        # the fleet kinds, tuning seed
 """
 
 from __future__ import annotations
@@ -371,8 +371,9 @@ def print_table(summary: dict[str, Any], title: str, console: Any = None) -> Non
 
 
 def command(
-    out: Annotated[Path, typer.Option("--out", help="where the suites are written (one folder per suite and seed)")] = Path(
-        ".eddyline/nab-synthetic"),
+    out: Annotated[Path, typer.Option(
+        "--out", help="where the suites are written (one folder per suite and seed)")] = Path(
+            ".eddyline/nab-synthetic"),
     seeds: Annotated[list[int] | None, typer.Option(
         "--seed", help="seeds to write and score (default: the reported ones)")] = None,
     files_per_kind: Annotated[int, typer.Option("--files-per-kind", min=1, help="series per kind")] = 10,
@@ -396,8 +397,9 @@ def command(
                 report[name][str(seed)] = score_suite(written, tuple(detector or DETECTORS))
             except (ValueError, TypeError) as e:
                 raise typer.BadParameter(f"{e} (pass --detector with a name from models.anomaly.DETECTORS)") from e
-            print_table(report[name][str(seed)], f"synthetic suite {name}, seed {seed}"
-                        f"{' (tuning seed)' if seed == TUNE_SEED else ''}: NAB standard per kind (false-positive records)")
+            tuning = " (tuning seed)" if seed == TUNE_SEED else ""
+            print_table(report[name][str(seed)], f"synthetic suite {name}, seed {seed}{tuning}: "
+                                                 "NAB standard per kind (false-positive records)")
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
 

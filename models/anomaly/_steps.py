@@ -1,6 +1,7 @@
 """Compiled steps the array kernels share: the EWMA, the anomaly-likelihood layer, range novelty, the in-place
-median, the robust spike test and the alarm hold. Each is ``lazy_njit``: a kernel calls it as compiled code, and the kernels
-that share a step share its arithmetic exactly (same operations, same order), so scores agree bit for bit.
+median, the robust spike test and the alarm hold. Each is ``lazy_njit``: a kernel calls it as compiled code,
+and the kernels that share a step share its arithmetic exactly (same operations, same order), so scores agree
+bit for bit.
 
 Every likelihood kernel's scalar state vector (``_array.ArrayDetector``) starts with the fields ``HEAD``.
 The likelihood layer's long history is kept as block sums (``likelihood_step``), so that it costs a
