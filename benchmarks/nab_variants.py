@@ -59,7 +59,7 @@ Patch = list[tuple[str, str]]
 
 PATCHES: dict[str, Patch] = {
     "params": [
-        ('"period2_ms", "stuck", "counts", "ratio_max")\nPARAM', '"period2_ms", "stuck", "counts", "ratio_max", "confirm", "sv_alpha", "var_mix", "mix", "zg", "zext", "fast", '
+        ('"ratio_max", "novelty_sd", "log_surprise")\nPARAM', '"ratio_max", "novelty_sd", "log_surprise", "confirm", "sv_alpha", "var_mix", "mix", "zg", "zext", "fast", '
                                  '"spike_gate", "rearm", "rearm_level", "bonf", "ar")\nPARAM'),
         ('"seas_err2", "res_n2", "run_max", "count_n")', '"seas_err2", "res_n2", "run_max", "count_n", "s_since", "f_ssum", "f_hsum", "f_hsq", "quiet", '
                                                       '"ar_c1", "ar_px", "err_lvl", "err_ar")'),
@@ -109,7 +109,7 @@ PATCHES: dict[str, Patch] = {
     "confirm and mix": [
         ("            ready = kk >= best_ns and (best_err < ratio_max * glob_err or mode == 1)\n"
          "            replace = best_err < ratio * glob_err\n"
-         "            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, gauss_tail(best_z / zscale),",
+         "            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, surprise(best_z / zscale, log_s),",
          "            ready = kk >= best_ns and (best_err < ratio_max * glob_err or mode == 1)\n"
          "            replace = best_err < ratio * glob_err\n"
          "            if best_err < ratio * glob_err:\n"
@@ -119,9 +119,9 @@ PATCHES: dict[str, Patch] = {
          "                st[STATE.s_since] = 0.0\n"
          "            if confirm > 0.0 and ready and ts + 1.0 - st[STATE.s_since] < confirm * best_ns * step:\n"
          "                ready = False\n"
-         "            raw_s = gauss_tail(best_z / zscale)\n"
+         "            raw_s = surprise(best_z / zscale, log_s)\n"
          "            if mix > 0.0:\n"
-         "                raw_s = (1.0 - mix) * raw_s + mix * gauss_tail(z / zg)\n"
+         "                raw_s = (1.0 - mix) * raw_s + mix * surprise(z / zg, log_s)\n"
          "            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, raw_s,"),
     ],
     "bonferroni": [
@@ -152,7 +152,7 @@ PATCHES: dict[str, Patch] = {
          "        else:\n            s = max(s, s_lik)\n"
          "        if zext > 0.0:\n"
          "            fs, st[STATE.f_ssum], st[STATE.f_hsum], st[STATE.f_hsq] = likelihood_step(\n"
-         "                f_short, f_hist, KF, H, B, k, gauss_tail(z), min(k, H) >= 10, st[STATE.f_ssum],\n"
+         "                f_short, f_hist, KF, H, B, k, surprise(z, log_s), min(k, H) >= 10, st[STATE.f_ssum],\n"
          "                st[STATE.f_hsum], st[STATE.f_hsq])\n"
          "            if z >= zext:\n"
          "                s = max(s, fs)\n"),

@@ -75,7 +75,6 @@ from models.anomaly._steps import (
     bit_words,
     history_rows,
     ewma_learn,
-    gauss_tail,
     hold_alarm,
     is_novel,
     likelihood_step,
@@ -87,6 +86,7 @@ from models.anomaly._steps import (
     range_learn,
     spike_rate_learn,
     store_head,
+    surprise,
     surprise_z,
     upper_middle,
     window_reach,
@@ -99,7 +99,7 @@ BUFFERS = ("short", "hist", "window", *SEASONAL_BUFFERS)
 PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "window", "spike",
           "floor", "rate_alpha", "rate_max", "novelty_alpha", "novelty_max", "period_ms", "slots", "slot_alpha",
           "ratio", "err_alpha", "clip", "mode", "zscale", "spike_decay", "spike_margin", "spike_bins", "spike_recall",
-          "period2_ms", "stuck", "counts", "ratio_max")
+          "period2_ms", "stuck", "counts", "ratio_max", "novelty_sd", "log_surprise")
 PARAM, STATE = kernel_fields(PARAMS, BUFFERS), fields("STATE", SCALARS)
 ADDED_SCALARS = ("run_max", "count_n")
 """Appended in session 6 (``ArrayDetector.appended``): snapshots without them restore with them at 0. State
@@ -194,7 +194,8 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
     K, H, B, hold = int(p[PARAM.short]), int(p[PARAM.history]), int(p[PARAM.history_block]), int(p[PARAM.hold])
     warm, W, kspike, floor_frac = p[PARAM.warmup], int(p[PARAM.window]), p[PARAM.spike], p[PARAM.floor]
     rate_a, rate_max = p[PARAM.rate_alpha], p[PARAM.rate_max]
-    nov_a, nov_max = p[PARAM.novelty_alpha], p[PARAM.novelty_max]
+    nov_a, nov_max, nov_sd = p[PARAM.novelty_alpha], p[PARAM.novelty_max], p[PARAM.novelty_sd]
+    log_s = p[PARAM.log_surprise]
     period, S, alpha_s = p[PARAM.period_ms], int(p[PARAM.slots]), p[PARAM.slot_alpha]
     ratio, err_a = p[PARAM.ratio], p[PARAM.err_alpha]
     ratio_max = max(ratio, p[PARAM.ratio_max])
@@ -272,18 +273,19 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
             kk = int(s_n)
             ready = kk >= best_ns and (best_err < ratio_max * glob_err or mode == 1)
             replace = best_err < ratio * glob_err
-            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, gauss_tail(best_z / zscale),
+            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, surprise(best_z / zscale, log_s),
                                                            ready, s_ssum, s_hsum, s_hsq)
             s_n += 1.0
         if any_warm:
             glob_err += err_a * (gerr - glob_err)
-        s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, gauss_tail(z), min(k, H) >= 10,
+        s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, surprise(z, log_s), min(k, H) >= 10,
                                              ssum, hsum, hsq)
         if mode == 0 and s_lik > 0.0 and replace:
             s = s_lik
         else:
             s = max(s, s_lik)
-        novel = k >= 1 and is_novel(x, mn, mx, tol)
+        record = k >= 1 and is_novel(x, mn, mx, tol, 0.0)
+        novel = record and is_novel(x, mn, mx, tol, nov_sd * sd_long)
         spiked = False
         if k > warm:
             if novel and nrate < nov_max:
@@ -320,7 +322,7 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
             spiked = spiked or stuck
         else:
             s = 0.0
-        nrate += nov_a * ((1.0 if novel else 0.0) - nrate)
+        nrate += nov_a * ((1.0 if record else 0.0) - nrate)
         out[i], left = hold_alarm(s, spiked, left, tau, hold, damp)
         window[k % W] = x
         for m in range(M):
@@ -351,9 +353,9 @@ class SeasonalDetector(ArrayDetector):
 
     Parameters
     ----------
-    alpha, short, history, history_block, tol, tau, hold, damp, warmup, threshold
+    alpha, short, history, history_block, tol, tau, hold, damp, warmup, log_surprise, threshold
         As in ``LikelihoodDetector``.
-    window, spike, floor, rate_alpha, rate_max, novelty_alpha, novelty_max
+    window, spike, floor, rate_alpha, rate_max, novelty_alpha, novelty_max, novelty_sd
         As in ``RobustLikelihoodDetector``.
     period_ms
         The first period (a day).
@@ -451,6 +453,8 @@ class SeasonalDetector(ArrayDetector):
         stuck: int = 0,
         counts: float = 2.0,
         ratio_max: float = 0.0,
+        novelty_sd: float = 0.0,
+        log_surprise: int = 0,
         history_block: int = 100,
         threshold: float = 0.999,
     ) -> None:
@@ -466,7 +470,7 @@ class SeasonalDetector(ArrayDetector):
         check_at_least(4, slots=slots)
         check_positive(period_ms=period_ms)
         check_at_least(0, tol=tol, hold=hold, spike=spike, floor=floor, rate_max=rate_max, novelty_max=novelty_max,
-                       ratio=ratio, ratio_max=ratio_max)
+                       novelty_sd=novelty_sd, ratio=ratio, ratio_max=ratio_max)
         check_fraction(damp=damp)
         self._configure(locals())
 
