@@ -452,7 +452,7 @@ class EventProducer:
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
-            if self._unconfirmed(err, msg):
+            if msg.offset() is None and self._unconfirmed(err, msg):  # the first test keeps stored records cheap
                 self._resend.append(msg)
                 return
             self.delivered += 1
