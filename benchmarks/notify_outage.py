@@ -101,7 +101,7 @@ def _phase(broker: EmbeddedBroker, receiver: AlertReceiver, name: str, records: 
     }
 
 
-def run(json_path: Path | None = None, messages: int = 3000, outage_s: float = 60.0) -> dict[str, Any]:
+def run(json_path: Path | None = None, messages: int = 10_000, outage_s: float = 60.0) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -141,7 +141,7 @@ def run(json_path: Path | None = None, messages: int = 3000, outage_s: float = 6
 
 def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
-    messages: Annotated[int, typer.Option(help="Messages to pre-fill per phase (150 readings each).")] = 3000,
+    messages: Annotated[int, typer.Option(help="Messages to pre-fill per phase (150 readings each).")] = 10_000,
     outage: Annotated[float, typer.Option(help="Seconds PagerDuty and Slack stay down in the outage phase.")] = 60.0,
 ) -> None:
     """Scoring throughput during a PagerDuty/Slack outage vs with them up (goal ≥ 90%), and alerts lost (goal 0)."""
