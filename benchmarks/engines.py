@@ -1,9 +1,11 @@
 """The sensor anomaly flow on each engine, in one run: Bytewax (1 process), Bytewax (2 processes), Faust.
 
 Each engine runs the production flow (``anomaly``) in its own process(es) over its own copy of the same
-pre-filled topic (4 partitions, so two processes get two each), and is timed from its first score
-event to its last, as ``benchmarks/sensor_flow.py`` does: start-up, group joins and JIT compilation are
-left out, every reading is consumed, decoded, scored and its score written back to Kafka.
+pre-filled topic (4 partitions, so two processes get two each), and is timed as ``benchmarks/sensor_flow.py``
+times it, by its score events counted per watcher fetch (``benchmarks.timing``): the readings scored after the
+first fetch that brought any, over the time from that fetch to the last, so start-up, group joins, JIT
+compilation and the first burst are left out; every reading is consumed, decoded, scored and its score written
+back to Kafka.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import typer
 
 from benchmarks.report import machine, write_json
 from benchmarks.sensor_flow import time_flow
+from benchmarks.timing import MeasurementError
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, create_topics
 from schemas import SENSOR_BATCH
@@ -81,7 +84,11 @@ def command(
     messages: Annotated[int, typer.Option(help="Messages to pre-fill per engine (150 readings each).")] = 10_000,
 ) -> None:
     """Throughput of the sensor flow on Bytewax (1 and 2 processes) and on Faust, measured in one run."""
-    run(json_path, messages=messages)
+    try:
+        run(json_path, messages=messages)
+    except MeasurementError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Three phases, receivers up, down, up again (so that a load that drifts during the run shows in the two
 baselines instead of in the ratio), each run the production anomaly flow (``eddyline run anomaly``) over its
-own copy of the same pre-filled topic, timed as ``benchmarks/sensor_flow.py`` times it (first score event to last), with the notify flow
+own copy of the same pre-filled topic, timed as ``benchmarks/sensor_flow.py`` times it (score events counted per
+watcher fetch, from the first fetch that brought any to the last), with the notify flow
 (``eddyline run notify``) delivering its alerts to the loopback PagerDuty/Slack receiver beside it. In the outage
 phase the receiver answers every request with 503 for ``--outage`` seconds (one minute by default) from before the
 flow starts; scoring is timed inside that window. After the outage the phase waits for the notify flow to deliver
@@ -25,6 +26,7 @@ import typer
 
 from benchmarks.report import machine, write_json
 from benchmarks.sensor_flow import time_flow
+from benchmarks.timing import MeasurementError, cpu_seconds
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
 from connectors.testing.alert_receiver import AlertReceiver
@@ -61,7 +63,8 @@ def _phase(broker: EmbeddedBroker, receiver: AlertReceiver, name: str, records: 
         started = time.monotonic()
         if outage_s:
             receiver.outage(503)
-        readings_per_s = time_flow(settings, ["streams.cli", "run", "anomaly"], len(records), per_message, work / name)
+        readings_per_s = time_flow(settings, ["streams.cli", "run", "anomaly"], len(records), per_message,
+                                   work / name).readings_per_s
         scored_in_s = time.monotonic() - started
         failed_during = receiver.counts["failures_injected"]
         if outage_s:
@@ -75,7 +78,7 @@ def _phase(broker: EmbeddedBroker, receiver: AlertReceiver, name: str, records: 
         receiver.wait_for(lambda r: r.counts["pagerduty_events"] >= len(ids) and set(r.incidents) >= keys
                           and r.counts["slack_messages"] >= len(ids), timeout=outage_s + 120)
         delivered_in_s = time.monotonic() - recovered
-        notify_cpu_s = _cpu_seconds(notify.pid)
+        notify_cpu_s = cpu_seconds(notify.pid)
     finally:
         notify.terminate()
         notify.wait(30)
@@ -94,17 +97,11 @@ def _phase(broker: EmbeddedBroker, receiver: AlertReceiver, name: str, records: 
         "incidents": len(receiver.incidents),
         "incidents_opened_twice": sum(1 for i in receiver.incidents.values() if i["opened"] > 1),
         "all_delivered_s_after_recovery": round(delivered_in_s, 1),
-        "notify_cpu_s": round(notify_cpu_s, 1),
+        "notify_cpu_s": None if notify_cpu_s is None else round(notify_cpu_s, 1),
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a running process (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def run(json_path: Path | None = None, messages: int = 3000, outage_s: float = 60.0) -> dict[str, Any]:
+def run(json_path: Path | None = None, messages: int = 10_000, outage_s: float = 60.0) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -144,11 +141,15 @@ def run(json_path: Path | None = None, messages: int = 3000, outage_s: float = 6
 
 def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
-    messages: Annotated[int, typer.Option(help="Messages to pre-fill per phase (150 readings each).")] = 3000,
+    messages: Annotated[int, typer.Option(help="Messages to pre-fill per phase (150 readings each).")] = 10_000,
     outage: Annotated[float, typer.Option(help="Seconds PagerDuty and Slack stay down in the outage phase.")] = 60.0,
 ) -> None:
     """Scoring throughput during a PagerDuty/Slack outage vs with them up (goal ≥ 90%), and alerts lost (goal 0)."""
-    run(json_path=json_path, messages=messages, outage_s=outage)
+    try:
+        run(json_path=json_path, messages=messages, outage_s=outage)
+    except MeasurementError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

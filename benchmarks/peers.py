@@ -99,7 +99,7 @@ def _quix(settings: KafkaSettings, python: Path, detector: str, params: dict[str
            "--output-schema-id", str(LocalRegistry().id_for(settings.topic("scores.anomaly"), scores)),
            "--session-timeout-ms", str(settings.session_timeout_ms)]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the peer sees none of eddyline
-    return time_process(settings, cmd, env, messages, per_message, work / "quix.log", by_fetches=True)
+    return time_process(settings, cmd, env, messages, per_message, work / "quix.log")
 
 
 def run(detectors: list[str], messages: int | None = None, devices: int = 30, peer_venv: Path = DEFAULT_PEER_VENV,
@@ -141,7 +141,7 @@ def run(detectors: list[str], messages: int | None = None, devices: int = 30, pe
             settings = prefilled(broker, f"peers-eddyline-{detector}.", records[:n], console)
             with console.status(f"eddyline, {detector}, {n:,} messages"):
                 ours = time_flow(settings, ["streams.cli", "run", "anomaly"], n, per_message, ours_dir,
-                                 env={"EDDYLINE_RUNTIME_DETECTOR": detector}, by_fetches=True)
+                                 env={"EDDYLINE_RUNTIME_DETECTOR": detector})
             settings = prefilled(broker, f"peers-quix-{detector}.", records[:n], console)
             with console.status(f"Quix Streams, {peer}, {n:,} messages"):
                 theirs = _quix(settings, python, peer, params, n, per_message, theirs_dir)

@@ -1,9 +1,10 @@
 """Throughput of the sensor anomaly flow against its floor and a per-reading baseline, in one run.
 
 - ``readings_per_s``: the whole flow (consume, decode, score, emit scores and alerts to Kafka) running
-  as ``eddyline run anomaly`` in its own process over a pre-filled topic: the slope of its outputs against
-  their arrival times at a watcher that fetches with a 10 ms wait (process start-up and JIT compilation,
-  which come before the first output, do not enter the fit);
+  as ``eddyline run anomaly`` in its own process over a pre-filled topic, its outputs counted per fetch at
+  a watcher that fetches with a 10 ms wait (``benchmarks.timing``): the readings whose outputs arrived after
+  the first fetch that brought any, over the time from that fetch to the last (process start-up, JIT
+  compilation and the first burst's work come before the clock starts); its CPU seconds over the same span;
 - ``raw_consume_per_s``: the floor: the same messages consumed with confluent-kafka and decoded with the
   flow's own decoder (``AvroSerde(compiled=True)``, readings as numpy arrays as the flow asks for them),
   nothing else, the mean of a run before the flow and one after it;
@@ -42,7 +43,6 @@ from schemas import SENSOR_BATCH, AvroSerde
 from streams.producers.simulator import SensorSimulator
 
 TOPIC = "sensor.readings"
-BURST_GAP_S = 0.02  # outputs further apart than this arrived in different bursts
 
 
 def _assigned(settings: KafkaSettings, topic: str, **overrides: Any) -> Consumer:
@@ -73,64 +73,13 @@ def _raw_consume(settings: KafkaSettings, messages: int, per_message: int) -> Th
         consumer.close()
 
 
-def arrival_rate(arrivals: list[float], per_message: int) -> float:
-    """Readings per second: the slope of a least-squares line through (arrival time, outputs so far).
-
-    Every output counts at its own arrival time, so the batch processed before the first arrival does not
-    inflate the rate as a first-to-last quotient does. A flow that writes its outputs a poll batch at a time
-    delivers them in bursts; a line through the bursts' steps has their average rate as its slope, so
-    the fit needs several of them: fewer than three is an error that asks for a longer run.
-    """
-    t = np.asarray(arrivals) - arrivals[0]
-    bursts = np.split(t, np.flatnonzero(np.diff(t) > BURST_GAP_S) + 1)
-    if max(len(b) for b in bursts) * 3 > len(t):
-        raise MeasurementError(f"{len(t)} outputs arrived in {len(bursts)} bursts, too few to fit a rate: "
-                         "pre-fill more messages (--messages)")
-    return float(np.polyfit(t, np.arange(1, len(t) + 1), 1)[0]) * per_message
-
-
-def watch_outputs(settings: KafkaSettings, proc: subprocess.Popen, topic: str, messages: int, log: Path,
-                  timeout_s: float = 600) -> tuple[list[float], list[tuple[int, float]]]:
-    """Arrival times (perf_counter) of the first ``messages`` records on ``topic`` while ``proc`` runs, and
-    (outputs so far, CPU seconds of ``proc``) at each arrival.
-
-    The watcher fetches with a 10 ms wait (librdkafka's default 500 ms delivers outputs in half-second bursts)
-    and stamps each record when it is handed over; it counts without decoding, so it stays cheap.
-    """
-    consumer = _assigned(settings, topic, **{"fetch.wait.max.ms": FETCH_WAIT_MS})
-    arrivals: list[float] = []
-    cpu: list[tuple[int, float]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(arrivals) < messages and time.monotonic() < deadline:
-            _alive(proc, log)
-            first = consumer.poll(0.1)
-            if first is None:
-                continue
-            now = time.perf_counter()
-            # what is already fetched arrived within the last fetch wait: stamped now, not at the next poll
-            arrivals.extend(now for msg in (first, *consumer.consume(1000, 0)) if msg.error() is None)
-            used = cpu_seconds(proc.pid)
-            if used is not None:
-                cpu.append((len(arrivals), used))
-    finally:
-        consumer.close()
-    if len(arrivals) < messages:
-        raise MeasurementError(f"only {len(arrivals)} of {messages} outputs arrived in {timeout_s:.0f} s; see {log}")
-    return arrivals[:messages], [(n, c) for n, c in cpu if n <= messages]
-
-
-def cpu_per_m_readings(samples: list[tuple[int, float]], per_message: int) -> float | None:
-    """CPU seconds per million readings: the slope of CPU time against outputs, None with too few samples."""
-    if len({n for n, _ in samples}) < 3:
-        return None
-    n, c = np.asarray(samples, dtype=np.float64).T
-    return float(np.polyfit(n, c, 1)[0]) / per_message * 1e6
-
-
 def time_process(settings: KafkaSettings, cmd: list[str], env: dict[str, str], messages: int, per_message: int,
-                 log: Path, output_topic: str = "scores.anomaly", by_fetches: bool = False) -> Throughput:
-    """How fast ``cmd`` (a flow over a pre-filled topic) goes, from the arrivals of its outputs.
+                 log: Path, output_topic: str = "scores.anomaly") -> Throughput:
+    """How fast ``cmd`` (a flow over a pre-filled topic) goes, from its outputs counted per watcher fetch.
+
+    Readings whose outputs arrived after the first fetch that brought any, over the time from that fetch
+    to the last (``benchmarks.timing``): start-up, group joins, JIT compilation and the first burst's work
+    fall before the clock starts, and a flow that writes the whole topic in three bursts is still timed.
 
     Parameters
     ----------
@@ -144,17 +93,11 @@ def time_process(settings: KafkaSettings, cmd: list[str], env: dict[str, str], m
         Where the process's stdout and stderr go; errors name it.
     output_topic
         Where the process writes one output per input message.
-    by_fetches
-        Count outputs per watcher fetch (``benchmarks.timing``, as ``bench scale`` does), which times a flow
-        that writes the whole topic in a few bursts; otherwise fit a slope through their arrival times.
     """
     create_topics(settings, [output_topic])
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        if by_fetches:
-            return _fetch_timed(settings, proc, output_topic, messages, per_message, log)
-        arrivals, cpu = watch_outputs(settings, proc, output_topic, messages, log)
-        return Throughput(arrival_rate(arrivals, per_message), cpu_per_m_readings(cpu, per_message))
+        return _fetch_timed(settings, proc, output_topic, messages, per_message, log)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -182,16 +125,13 @@ def _fetch_timed(settings: KafkaSettings, proc: subprocess.Popen, topic: str, me
 
 
 def time_flow(settings: KafkaSettings, argv: list[str], messages: int, per_message: int, work: Path,
-              partitions: int | None = None, env: dict[str, str] | None = None, by_fetches: bool = False
-              ) -> Throughput:
+              partitions: int | None = None, env: dict[str, str] | None = None) -> Throughput:
     """How fast ``python -m *argv`` (an eddyline flow, epoch 2 s) goes over a pre-filled topic.
 
     Parameters
     ----------
     env
         Extra environment for the flow, e.g. ``{"EDDYLINE_RUNTIME_DETECTOR": "gauss"}``.
-    by_fetches
-        Time it by outputs per watcher fetch (see ``time_process``).
     """
     flow_env = {**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
                 "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
@@ -200,7 +140,7 @@ def time_flow(settings: KafkaSettings, argv: list[str], messages: int, per_messa
     if partitions is not None:
         flow_env["EDDYLINE_KAFKA_PARTITIONS"] = str(partitions)
     cmd = [sys.executable, "-m", *argv, "--state-dir", str(work / "state")]
-    return time_process(settings, cmd, flow_env, messages, per_message, work / "flow.log", by_fetches=by_fetches)
+    return time_process(settings, cmd, flow_env, messages, per_message, work / "flow.log")
 
 
 def river_per_series(records: list[dict]) -> Throughput:
@@ -288,6 +228,7 @@ def run(messages: int = 10_000, devices: int = 30, json_path: Path | None = None
         "raw_consume_per_s": round(raw.readings_per_s),
         "raw_consume_runs_per_s": [round(r.readings_per_s) for r in raws],
         "river_hst_per_s": round(river.readings_per_s),
+        "flow_timed": {"fetches": flow.fetches, "span_s": rounded(flow.span_s)},
         "flow_vs_raw": round(flow.readings_per_s / raw.readings_per_s, 3),
         "flow_vs_river": round(flow.readings_per_s / river.readings_per_s, 1),
         "cpu_s_per_m_readings": {"flow": rounded(flow.cpu_s_per_m_readings), "raw": rounded(raw.cpu_s_per_m_readings),
@@ -297,8 +238,9 @@ def run(messages: int = 10_000, devices: int = 30, json_path: Path | None = None
         "messages": messages,
         "devices": devices,
         "readings_per_message": per_message,
-        "method": "wall: slope of outputs against arrival time (watcher fetch wait 10 ms); cpu: the process's "
-                  "CPU seconds per million readings (slope of its CPU time against outputs); raw: mean of a run "
+        "method": "wall: outputs counted per watcher fetch (fetch wait 10 ms), readings after the first fetch "
+                  "over the time from it to the last; cpu: the process's CPU seconds over the same fetches per "
+                  "million readings; raw: mean of a run "
                   "before and after the flow; river: every reading, one model per series",
         "machine": machine(),
     }

@@ -1,4 +1,4 @@
-"""bench peers, scale and sensor-flow: the peer's z-score is eddyline's gauss, and rates are timed over bursts."""
+"""bench peers, scale and sensor-flow: the peer's z-score is eddyline's gauss, and rates are timed per watcher fetch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typer.testing import CliRunner
 
 from benchmarks import peers
 from benchmarks.quix_sensor_job import zscore_scorer
-from benchmarks.sensor_flow import arrival_rate, cpu_per_m_readings
 from benchmarks.timing import Fetch, MeasurementError, fetch_rate
 from models.anomaly import make_detector
 
@@ -42,18 +41,14 @@ def test_peer_zscore_scores_every_reading_as_gauss_does() -> None:
     assert state["temperature"][0] == t
 
 
-def test_arrival_rate_is_the_mean_rate_of_bursty_outputs() -> None:
-    # 8 bursts of 100 outputs, one every 0.5 s: 200 messages/s, whatever was processed before the first burst
-    arrivals = [0.5 * b + 1e-4 * i for b in range(8) for i in range(100)]
-    assert arrival_rate(arrivals, per_message=150) == pytest.approx(200 * 150, rel=0.01)
-    first_to_last = (len(arrivals) - 1) * 150 / (arrivals[-1] - arrivals[0])
-    assert first_to_last > 1.1 * 200 * 150  # the quotient the benchmark used to report counts the first burst
-
-
-def test_arrival_rate_refuses_too_few_bursts() -> None:
-    arrivals = [0.0] * 600 + [1.0] * 600
-    with pytest.raises(MeasurementError, match="--messages"):
-        arrival_rate(arrivals, per_message=150)
+def test_fetch_rate_is_the_mean_rate_of_bursty_outputs() -> None:
+    # 8 fetches of 100 outputs, one every 0.5 s: 200 messages/s, whatever was processed before the first fetch
+    fetches = [Fetch(0.5 * b, 100, 1.0 + 0.25 * b) for b in range(8)]
+    rate = fetch_rate(fetches, per_message=150)
+    assert rate.readings_per_s == pytest.approx(200 * 150)
+    first_to_last = 800 * 150 / (fetches[-1].when - fetches[0].when)
+    assert first_to_last > 1.1 * 200 * 150  # counting the first fetch's outputs would credit work done off the clock
+    assert rate.cpu_s_per_m_readings == pytest.approx(0.25 / (100 * 150) * 1e6)  # CPU per fetch over its outputs
 
 
 def test_peer_pins_our_numerical_libraries() -> None:
@@ -94,10 +89,3 @@ def test_fetch_rate_counts_what_arrived_after_the_first_fetch() -> None:
 def test_fetch_rate_refuses_fewer_than_three_fetches_and_says_what_to_do() -> None:
     with pytest.raises(MeasurementError, match="--batches"):
         fetch_rate([Fetch(0.0, 5000, 1.0), Fetch(0.5, 1000, 1.4)], 150, hint="pre-fill more (--batches)")
-
-
-def test_cpu_cost_is_the_slope_of_cpu_time_against_outputs() -> None:
-    # 2 ms of CPU per 150-reading message after a 3 s start-up: 13.3 CPU seconds per million readings
-    samples = [(n, 3.0 + 0.002 * n) for n in (400, 900, 1500, 2000)]
-    assert cpu_per_m_readings(samples, per_message=150) == pytest.approx(0.002 / 150 * 1e6)
-    assert cpu_per_m_readings(samples[:2], per_message=150) is None
