@@ -877,6 +877,8 @@ def run_dataflow(
     finally:
         if staged is not None:
             staged.close()
+        if epochs is not None:
+            epochs.close()
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         if monitor is not None:
