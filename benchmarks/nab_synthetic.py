@@ -23,7 +23,27 @@ with one labelled anomaly between 55% and 85% of the file, and NAB's window: 10%
 - ``regimeChange``: AR(1) noise whose dynamics change at the anomaly and stay changed: the noise grows 4 times
   (mean unchanged), or the AR coefficient goes from 0.2 to 0.97 (a wandering series), alternating.
 
-    python -m benchmarks.nab_synthetic --out .eddyline/nab-synthetic --json synthetic.json
+The fleet suite (session 7, ``FLEET_KINDS``; its own directory and threshold, so the kinds above score as before):
+
+- ``trafficIrregular``: a road or link's traffic (quiet nights, a morning and a larger evening peak, weekends at
+  half), 8% log-normal noise, sampled at shifted-exponential intervals (half the 5-minute step plus an exponential
+  of half of it), missing stretches of 1-8 hours (0.3% of intervals), and the rate changed for good between 30% and
+  50% of the file (intervals 3 times longer on even files, 3 times shorter on odd ones). Anomaly, 3 hours from
+  the first reading at 17:00 or 2:00 of a day: the evening peak collapses to 20% (a closure), or a night runs
+  at 80% of the level above its usual (a night as busy as a day), two files each in turn.
+- ``heavyTailedCounts``: message volumes: negative-binomial counts (shape 20) around a base of 100-5,000 a reading,
+  a daily cycle (+-50%), weekends at 60%, a slow trend (+30% to +100% over the file) and log-normal extra
+  variation (sigma 0.25). Anomaly: a partial outage (2 hours at 30% of the rate) or a retry storm (3 hours at 3
+  times), alternating.
+- ``noiseRegime``: a sensor whose noise switches between a quiet level (sd 0.2-1) and a loud one (3-5 times it),
+  each regime lasting an exponential time of about a day; AR(1) noise (phi 0.3). Anomaly: a spike of 8 sd of the
+  regime it falls in, or a level shift of 3 loud sd that stays, alternating.
+- ``driftShift``: a slowly drifting baseline (a random walk of 0.05 sd a reading plus a linear trend of up to 4 sd
+  over the file), AR(1) noise (phi 0.7, sd 0.5-5), a daily cycle of 2 sd on odd files. Anomaly: one real level
+  shift of 3-5 sd that stays.
+
+    python -m benchmarks.nab_synthetic --out .eddyline/nab-synthetic --json synthetic.json   # both suites
+    python -m benchmarks.nab_synthetic --suite fleet --seed 0        # the fleet kinds, tuning seed
 """
 
 from __future__ import annotations
@@ -147,6 +167,83 @@ def regime_change(rng: np.random.Generator, i: int) -> Series:
     return t, level + x, a
 
 
+def _weekly_traffic(t: np.ndarray) -> np.ndarray:
+    """A road or network link's day: quiet nights, a morning and a larger evening peak, weekends flatter."""
+    hour = (t % DAY_S) / 3600.0
+    day = (t // DAY_S) % 7  # START is a Monday
+    peaks = np.exp(-0.5 * ((hour - 8.0) / 1.5) ** 2) + 1.3 * np.exp(-0.5 * ((hour - 17.5) / 2.0) ** 2)
+    return 0.15 + np.where(day >= 5, 0.5, 1.0) * peaks
+
+
+def traffic_irregular(rng: np.random.Generator, i: int) -> Series:
+    gaps = STEP_S * rng.exponential(1.0, N - 1) * 0.5 + STEP_S * 0.5  # at least half the nominal step
+    long = rng.random(N - 1) < 0.003
+    gaps[long] = rng.uniform(1 * 3600, 8 * 3600, long.sum())
+    change = int(rng.uniform(0.3, 0.5) * N)
+    gaps[change:] *= 3.0 if i % 2 == 0 else 1.0 / 3.0
+    t = np.concatenate([[0.0], np.cumsum(np.round(gaps))])
+    level = rng.uniform(50, 400)
+    x = level * _weekly_traffic(t) * rng.lognormal(0.0, 0.08, N)
+    hour = (t % DAY_S) / 3600.0
+    start = 17.0 if i % 4 < 2 else 2.0
+    first = (hour >= start) & (np.roll(hour, 1) < start)  # the first reading of that hour, each day
+    first[: int(0.55 * N)] = first[int(0.85 * N) + 1 :] = False
+    a = int(rng.choice(np.flatnonzero(first)))
+    stop = a + int(np.searchsorted(t[a:], t[a] + 3 * 3600))
+    if i % 4 < 2:
+        x[a:stop] *= 0.2  # the evening peak collapses (a closure)
+    else:
+        x[a:stop] += level * 0.8 * rng.lognormal(0.0, 0.08, stop - a)  # a night as busy as a day
+    return t, np.round(x, 1), a
+
+
+def heavy_tailed_counts(rng: np.random.Generator, i: int) -> Series:
+    t = _regular()
+    base = rng.uniform(100, 5000)
+    trend = 1.0 + rng.uniform(0.3, 1.0) * t / t[-1]
+    weekly = np.where((t // DAY_S) % 7 >= 5, 0.6, 1.0)
+    rate = base * trend * weekly * (1.0 + 0.5 * _daily(t, rng.uniform(0, 2 * np.pi)))
+    rate = rate * rng.lognormal(-0.5 * 0.25 ** 2, 0.25, N)  # heavy-tailed extra variation
+    a = _where(rng)
+    if i % 2 == 0:
+        rate[a : a + 24] *= 0.3  # a partial outage, 2 hours
+    else:
+        rate[a : a + 36] *= 3.0  # a retry storm, 3 hours
+    shape = 20.0  # negative binomial: variance rate + rate^2 / shape
+    return t, rng.poisson(rng.gamma(shape, rate / shape)).astype(np.float64), a
+
+
+def noise_regime(rng: np.random.Generator, i: int) -> Series:
+    t = _regular()
+    quiet = rng.uniform(0.2, 1.0)
+    loud = quiet * rng.uniform(3.0, 5.0)
+    sd = np.empty(N)
+    state, k = int(rng.integers(2)), 0
+    while k < N:
+        run = int(rng.exponential(288))  # a regime lasts about a day
+        sd[k : k + run + 1] = loud if state else quiet
+        k, state = k + run + 1, 1 - state
+    x = rng.uniform(-50, 50) + _ar1(rng, N, 0.3) * sd
+    a = _where(rng)
+    if i % 2 == 0:
+        x[a] += rng.choice([-1.0, 1.0]) * 8.0 * sd[a]  # a spike, large for the regime it falls in
+    else:
+        x[a:] += rng.choice([-1.0, 1.0]) * 3.0 * loud  # a real shift, larger than the loud regime's noise
+    return t, x, a
+
+
+def drift_shift(rng: np.random.Generator, i: int) -> Series:
+    t = _regular()
+    sd = rng.uniform(0.5, 5.0)
+    drift = np.cumsum(rng.normal(0.0, 0.05 * sd, N)) + rng.uniform(-4.0, 4.0) * sd * t / t[-1]
+    x = rng.uniform(-50, 50) + drift + _ar1(rng, N, 0.7, sd)
+    if i % 2 == 1:
+        x += 2.0 * sd * _daily(t, rng.uniform(0, 2 * np.pi))
+    a = _where(rng)
+    x[a:] += rng.choice([-1.0, 1.0]) * rng.uniform(3.0, 5.0) * sd
+    return t, x, a
+
+
 KINDS: dict[str, Callable[[np.random.Generator, int], Series]] = {
     "burstyCounts": bursty_counts,
     "levelShift": level_shift,
@@ -154,6 +251,15 @@ KINDS: dict[str, Callable[[np.random.Generator, int], Series]] = {
     "irregularSampling": irregular_sampling,
     "regimeChange": regime_change,
 }
+FLEET_KINDS: dict[str, Callable[[np.random.Generator, int], Series]] = {
+    "trafficIrregular": traffic_irregular,
+    "heavyTailedCounts": heavy_tailed_counts,
+    "noiseRegime": noise_regime,
+    "driftShift": drift_shift,
+}
+SUITES = {"round4": KINDS, "fleet": FLEET_KINDS}
+"""Each suite is its own NAB-layout directory with its own swept threshold, so adding the fleet kinds (session
+7) leaves the round-4 kinds' numbers comparable with earlier rounds."""
 
 
 def nab_window(n: int, at: int, n_anomalies: int = 1) -> tuple[int, int]:
@@ -162,7 +268,8 @@ def nab_window(n: int, at: int, n_anomalies: int = 1) -> tuple[int, int]:
     return max(at - half, 0), min(at + half, n - 1)
 
 
-def write_suite(out: Path, seed: int, files_per_kind: int = 10) -> Path:
+def write_suite(out: Path, seed: int, files_per_kind: int = 10,
+                kinds: dict[str, Callable[[np.random.Generator, int], Series]] | None = None) -> Path:
     """Write a NAB-layout directory (``data/<kind>/*.csv``, ``labels/combined_windows.json``,
     ``config/profiles.json``) for ``seed``; the same seed always writes the same files.
 
@@ -174,12 +281,17 @@ def write_suite(out: Path, seed: int, files_per_kind: int = 10) -> Path:
         Seeds every file (with the kind and the file's index).
     files_per_kind
         Files per kind (category).
+    kinds
+        The kinds to write (``KINDS``, the round-4 suite, unless given; ``SUITES`` names the others). A kind's
+        files depend only on the seed, its place in ``KINDS`` or ``FLEET_KINDS`` and the file's index.
     """
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
     labels: dict[str, list[list[str]]] = {}
-    for k, (kind, make) in enumerate(KINDS.items()):
+    order = [*KINDS, *FLEET_KINDS]
+    for kind, make in (kinds or KINDS).items():
+        k = order.index(kind)
         (out / "data" / kind).mkdir(parents=True)
         for i in range(files_per_kind):
             rng = np.random.default_rng([seed, k, i])
@@ -259,25 +371,35 @@ def print_table(summary: dict[str, Any], title: str, console: Any = None) -> Non
 
 
 def command(
-    out: Annotated[Path, typer.Option("--out", help="where the suites are written (one folder per seed)")] = Path(
-        ".eddyline/nab-synthetic"),
+    out: Annotated[Path, typer.Option(
+        "--out", help="where the suites are written (one folder per suite and seed)")] = Path(
+            ".eddyline/nab-synthetic"),
     seeds: Annotated[list[int] | None, typer.Option(
         "--seed", help="seeds to write and score (default: the reported ones)")] = None,
     files_per_kind: Annotated[int, typer.Option("--files-per-kind", min=1, help="series per kind")] = 10,
     detector: Annotated[list[str] | None, typer.Option(
         "--detector", help="detectors to score, NAME or NAME@PARAM=VALUE,... (default: seasonal, likelihood, robust)")] = None,
+    suite: Annotated[list[str] | None, typer.Option(
+        "--suite", help=f"suites to score, each with its own threshold: {', '.join(SUITES)} (default: all)")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="write the scores as JSON")] = None,
 ) -> None:
-    """Write the seeded synthetic suite (our own data) and score detectors on it per kind, NAB's way."""
+    """Write the seeded synthetic suites (our own data) and score detectors on them per kind, NAB's way."""
+    unknown = sorted(set(suite or ()) - set(SUITES))
+    if unknown:
+        raise typer.BadParameter(f"unknown suite {', '.join(unknown)}: pass --suite with one of {', '.join(SUITES)}")
     report: dict[str, Any] = {}
-    for seed in seeds or list(REPORT_SEEDS):
-        suite = write_suite(out / f"seed{seed}", seed, files_per_kind)
-        try:
-            report[str(seed)] = score_suite(suite, tuple(detector or DETECTORS))
-        except (ValueError, TypeError) as e:
-            raise typer.BadParameter(f"{e} (pass --detector with a name from models.anomaly.DETECTORS)") from e
-        print_table(report[str(seed)], f"synthetic suite, seed {seed}{' (tuning seed)' if seed == TUNE_SEED else ''}: "
-                                       "NAB standard per kind (false-positive records)")
+    for name in suite or list(SUITES):
+        report[name] = {}
+        for seed in seeds or list(REPORT_SEEDS):
+            where = out / f"seed{seed}" if name == "round4" else out / f"{name}-seed{seed}"
+            written = write_suite(where, seed, files_per_kind, SUITES[name])
+            try:
+                report[name][str(seed)] = score_suite(written, tuple(detector or DETECTORS))
+            except (ValueError, TypeError) as e:
+                raise typer.BadParameter(f"{e} (pass --detector with a name from models.anomaly.DETECTORS)") from e
+            tuning = " (tuning seed)" if seed == TUNE_SEED else ""
+            print_table(report[name][str(seed)], f"synthetic suite {name}, seed {seed}{tuning}: "
+                                                 "NAB standard per kind (false-positive records)")
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -21,6 +21,12 @@ What each patch adds (all parameters default to "off"):
   ``spike_gate`` sigmas from its slot's expected value.
 - ``rearm``, ``rearm_level``: the alarm hold ends early once the score has stayed below ``rearm_level`` for
   ``rearm`` readings in a row (the incident is over, so the next alarm is a new one; one more scalar).
+- ``bonf`` (round 6, with ``seasonal``'s own option ``ratio_max``): where both the seasonal and the global
+  score speak, their larger one is corrected for two chances to be surprised (``1 - 2 (1 - max)``).
+- ``ar`` (round 6): the global surprise is measured against an AR(1) prediction, ``mean + phi (previous -
+  mean)`` with ``phi`` the series' running lag-1 autocorrelation, instead of the level, while that prediction's
+  recent squared error is below ``ar`` times the level's (four more scalars): which predictor has been
+  predicting the series best lately, label-free.
 
 Besides the variants, two selection rules over ``seasonal``'s ``--cv`` grid (``benchmarks.nab.GRIDS``):
 nested CV (each fold chooses its grid point by a leave-one-category-out CV of its own four categories) and a
@@ -28,6 +34,7 @@ vote (a grid point replaces the defaults only if it beats them on at least ``k``
 ``--cv`` protocol over a grid moved to a longer hold that ends with the incident (``rearm``, ``REARM_GRID``).
 
     python -m benchmarks.nab_variants --data ../shared/data/nab --json variants.json
+    python -m benchmarks.nab_variants --data ../shared/data/nab --round 6    # round 6's rows and grids only
 """
 
 from __future__ import annotations
@@ -52,18 +59,22 @@ Patch = list[tuple[str, str]]
 
 PATCHES: dict[str, Patch] = {
     "params": [
-        ('"period2_ms", "stuck", "counts")\nPARAM', '"period2_ms", "stuck", "counts", "confirm", "sv_alpha", "var_mix", "mix", "zg", "zext", "fast", '
-                                 '"spike_gate", "rearm", "rearm_level")\nPARAM'),
-        ('"seas_err2", "res_n2", "run_max", "count_n")', '"seas_err2", "res_n2", "run_max", "count_n", "s_since", "f_ssum", "f_hsum", "f_hsq", "quiet")'),
+        ('"ratio_max", "novelty_sd", "log_surprise")\nPARAM', '"ratio_max", "novelty_sd", "log_surprise", "confirm", "sv_alpha", "var_mix", "mix", "zg", "zext", "fast", '
+                                 '"spike_gate", "rearm", "rearm_level", "bonf", "ar")\nPARAM'),
+        ('"seas_err2", "res_n2", "run_max", "count_n")', '"seas_err2", "res_n2", "run_max", "count_n", "s_since", "f_ssum", "f_hsum", "f_hsq", "quiet", '
+                                                      '"ar_c1", "ar_px", "err_lvl", "err_ar")'),
         ("        threshold: float = 0.999,\n    ) -> None:",
          "        confirm: float = 0.0,\n        sv_alpha: float = 0.0,\n        var_mix: float = 0.5,\n"
          "        mix: float = 0.0,\n        zg: float = 1.0,\n        zext: float = 0.0,\n        fast: int = 3,\n"
          "        spike_gate: float = 0.0,\n        rearm: int = 0,\n        rearm_level: float = 0.5,\n"
+         "        bonf: float = 0.0,\n        ar: float = 0.0,\n"
          "        threshold: float = 0.999,\n    ) -> None:"),
         ("    M = 2 if period2 > 0 else 1\n",
          "    M = 2 if period2 > 0 else 1\n    confirm, sv_a, var_mix = p[PARAM.confirm], p[PARAM.sv_alpha], p[PARAM.var_mix]\n"
          "    mix, zg, zext, KF = p[PARAM.mix], p[PARAM.zg], p[PARAM.zext], int(p[PARAM.fast])\n"
-         "    spike_gate, rearm, rearm_level = p[PARAM.spike_gate], p[PARAM.rearm], p[PARAM.rearm_level]\n"),
+         "    spike_gate, rearm, rearm_level = p[PARAM.spike_gate], p[PARAM.rearm], p[PARAM.rearm_level]\n"
+         "    bonf, ar = p[PARAM.bonf], p[PARAM.ar]\n"
+         "    ar_c1, ar_px, err_lvl, err_ar = st[STATE.ar_c1], st[STATE.ar_px], st[STATE.err_lvl], st[STATE.err_ar]\n"),
     ],
     "buffers": [
         ('BUFFERS = ("short", "hist", "window", *SEASONAL_BUFFERS)',
@@ -96,9 +107,11 @@ PATCHES: dict[str, Patch] = {
          "            if rn >= ns and k >= 2:\n                zs = surprise_z(r, math.sqrt(vu), mean)"),
     ],
     "confirm and mix": [
-        ("            ready = kk >= best_ns and (best_err < ratio * glob_err or mode == 1)\n"
-         "            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, gauss_tail(best_z / zscale),",
-         "            ready = kk >= best_ns and (best_err < ratio * glob_err or mode == 1)\n"
+        ("            ready = kk >= best_ns and (best_err < ratio_max * glob_err or mode == 1)\n"
+         "            replace = best_err < ratio * glob_err\n"
+         "            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, surprise(best_z / zscale, log_s),",
+         "            ready = kk >= best_ns and (best_err < ratio_max * glob_err or mode == 1)\n"
+         "            replace = best_err < ratio * glob_err\n"
          "            if best_err < ratio * glob_err:\n"
          "                if st[STATE.s_since] == 0.0:\n"
          "                    st[STATE.s_since] = ts + 1.0\n"
@@ -106,17 +119,40 @@ PATCHES: dict[str, Patch] = {
          "                st[STATE.s_since] = 0.0\n"
          "            if confirm > 0.0 and ready and ts + 1.0 - st[STATE.s_since] < confirm * best_ns * step:\n"
          "                ready = False\n"
-         "            raw_s = gauss_tail(best_z / zscale)\n"
+         "            raw_s = surprise(best_z / zscale, log_s)\n"
          "            if mix > 0.0:\n"
-         "                raw_s = (1.0 - mix) * raw_s + mix * gauss_tail(z / zg)\n"
+         "                raw_s = (1.0 - mix) * raw_s + mix * surprise(z / zg, log_s)\n"
          "            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, raw_s,"),
+    ],
+    "bonferroni": [
+        ("        if mode == 0 and s_lik > 0.0 and replace:\n            s = s_lik\n",
+         "        if mode == 0 and s_lik > 0.0 and replace:\n            s = s_lik\n"
+         "        elif mode == 0 and s_lik > 0.0 and bonf > 0.0:\n"
+         "            s = max(0.0, 1.0 - 2.0 * (1.0 - max(s, s_lik)))\n"),
+    ],
+    "ar predictor": [
+        ("        z = surprise_z(x - mean, sd_long, mean) if k >= 2 else 0.0\n",
+         "        z = surprise_z(x - mean, sd_long, mean) if k >= 2 else 0.0\n"
+         "        if ar > 0.0 and k >= 2:\n"
+         "            phi = min(max(ar_c1 / var, 0.0), 0.99) if var > 0.0 else 0.0\n"
+         "            e_ar = x - mean - phi * (ar_px - mean)\n"
+         "            if k > warm and err_ar < ar * err_lvl:\n"
+         "                z = surprise_z(e_ar, sd_long * math.sqrt(1.0 - phi * phi), mean)\n"
+         "            err_lvl += err_a * ((x - mean) * (x - mean) - err_lvl)\n"
+         "            err_ar += err_a * (e_ar * e_ar - err_ar)\n"
+         "        if k >= 1:\n"
+         "            ar_c1 += max(alpha, 1.0 / (n + 1.0)) * ((x - mean) * (ar_px - mean) - ar_c1)\n"
+         "        ar_px = x\n"),
+        ("    st[STATE.zmax], st[STATE.run_max], st[STATE.count_n] = zmax, run_max, count_n\n",
+         "    st[STATE.zmax], st[STATE.run_max], st[STATE.count_n] = zmax, run_max, count_n\n"
+         "    st[STATE.ar_c1], st[STATE.ar_px], st[STATE.err_lvl], st[STATE.err_ar] = ar_c1, ar_px, err_lvl, err_ar\n"),
     ],
     "fast layer": [
         ("        else:\n            s = max(s, s_lik)\n",
          "        else:\n            s = max(s, s_lik)\n"
          "        if zext > 0.0:\n"
          "            fs, st[STATE.f_ssum], st[STATE.f_hsum], st[STATE.f_hsq] = likelihood_step(\n"
-         "                f_short, f_hist, KF, H, B, k, gauss_tail(z), min(k, H) >= 10, st[STATE.f_ssum],\n"
+         "                f_short, f_hist, KF, H, B, k, surprise(z, log_s), min(k, H) >= 10, st[STATE.f_ssum],\n"
          "                st[STATE.f_hsum], st[STATE.f_hsq])\n"
          "            if z >= zext:\n"
          "                s = max(s, fs)\n"),
@@ -151,6 +187,18 @@ VARIANTS: list[dict[str, float]] = [
                                                                (1, 0.01), (30, 0.2), (60, 0.5))),
     *({"hold": h, "rearm": 30, "rearm_level": 0.5} for h in (300, 500)),
 ]
+
+# Round 6 (session 7): the rows of BENCHMARKS-nab.md's round-6 table, and the bases whose --cv grid was scored.
+ROUND6_VARIANTS: list[dict[str, float]] = [
+    {},
+    *({"ar": a} for a in (0.3, 0.4, 0.5, 0.6, 0.8, 1.0)),
+    *({"ratio_max": r} for r in (0.6, 1.0, 2.0)),
+    {"ratio_max": 1.0, "bonf": 1.0},
+    {"short": 20},
+    *({"ratio_max": r, "short": 20} for r in (1.0, 2.0)),
+]
+ROUND6_BASES: list[dict[str, float]] = [{"ar": 0.5}, {"ratio_max": 0.6}, {"ratio_max": 1.0}, {"ratio_max": 2.0},
+                                        {"ratio_max": 1.0, "bonf": 1.0}, {"ratio_max": 1.0, "short": 20}]
 
 # Added to ``seasonal``'s --cv grid, so that the folds themselves can choose to confirm the cycle first.
 CONFIRM_POINTS: list[dict[str, float]] = [{"confirm": 1.0}, {"confirm": 2.0}]
@@ -246,8 +294,21 @@ def _protocol(label: str, folds: list[cv.FoldResult]) -> dict[str, Any]:
 
 
 def run(data_dir: Path, cache_dir: Path | None = None,
-        progress: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
-    """Score every variant (threshold-only CV) and every selection rule over ``seasonal``'s grid."""
+        progress: Callable[[str], None] = lambda _m: None, rounds: tuple[int, ...] = (3, 6)) -> dict[str, Any]:
+    """Score every variant (threshold-only CV) and every selection rule over ``seasonal``'s grid.
+
+    Parameters
+    ----------
+    data_dir
+        A NAB-layout directory.
+    cache_dir
+        Score cache for ``seasonal``'s ``--cv`` grid (``benchmarks.nab.grid_scores``).
+    progress
+        Called with one line per result.
+    rounds
+        Which rounds' rows to score: 3 (``VARIANTS`` and the selection rules) and/or 6 (``ROUND6_VARIANTS`` and
+        the ``--cv`` protocol over the grid around each of ``ROUND6_BASES``).
+    """
     from benchmarks.nab import candidate_name
 
     series, windows, profiles = load_corpus(data_dir)
@@ -257,7 +318,23 @@ def run(data_dir: Path, cache_dir: Path | None = None,
     def score(params: dict[str, float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {rel: (ts, variant(**params).score_learn(v, ms)) for rel, (ts, ms, v) in series.items()}
 
-    rows = []
+    out: dict[str, Any] = {"files": len(series), "variants": [], "selection_rules": []}
+    if 6 in rounds:
+        for params in ROUND6_VARIANTS:
+            out["variants"].append(_row(candidate_name(params), score(params), windows, cost))
+            progress(f"{out['variants'][-1]['variant']}: in-sample {out['variants'][-1]['in_sample']:.2f}, "
+                     f"threshold-only CV {out['variants'][-1]['threshold_cv']:.2f}")
+        for base in ROUND6_BASES:
+            grid = {candidate_name({**base, **g}): score({**base, **g}) for g in GRIDS["seasonal"]}
+            rule = _protocol(f"best on the four (bench nab --cv), grid around {candidate_name(base)}",
+                             cv.cross_validate(grid, windows, {"standard": cost})["standard"])
+            out["selection_rules"].append(rule)
+            chosen = ", ".join(f"{c}: {f['candidate']}" for c, f in rule["folds"].items())
+            progress(f"{rule['rule']}: {rule['cv']:.2f} {chosen}")
+    if 3 not in rounds:
+        return out
+
+    rows = out["variants"]
     for params in VARIANTS:
         rows.append(_row(candidate_name(params), score(params), windows, cost))
         progress(f"{rows[-1]['variant']}: in-sample {rows[-1]['in_sample']:.2f}, "
@@ -276,17 +353,23 @@ def run(data_dir: Path, cache_dir: Path | None = None,
               _protocol(f"nested CV, grid around {candidate_name(REARM_BASE)}", select_nested(rearm_grid, windows, cost))]
     for r in rules:
         progress(f"{r['rule']}: {r['cv']:.2f} " + ", ".join(f"{c}: {f['candidate']}" for c, f in r["folds"].items()))
-    return {"files": len(series), "variants": rows, "selection_rules": rules}
+    out["selection_rules"] += rules
+    return out
 
 
 def command(
     data: Annotated[Path, typer.Option("--data", help="NAB-layout directory (data/, labels/, config/)")],
     json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     cache: Annotated[Path, typer.Option("--cache", help="score cache for the --cv grid")] = Path(".eddyline/nab-cv"),
+    round_: Annotated[list[int] | None, typer.Option(
+        "--round", help="rounds to score: 3 and/or 6 (default both)")] = None,
 ) -> None:
     """Score the seasonal variants and selection rules tried for issue 14 (standard profile)."""
+    unknown = sorted(set(round_ or ()) - {3, 6})
+    if unknown:
+        raise typer.BadParameter(f"no round {unknown}: pass --round 3 or --round 6")
     try:
-        summary = run(data, cache, progress=print)
+        summary = run(data, cache, progress=print, rounds=tuple(round_ or (3, 6)))
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     if json_path is not None:

@@ -59,6 +59,7 @@ import numpy as np
 import typer
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from benchmarks.timing import FETCH_WAIT_MS, cpu_seconds, fetch_rate, watch_fetches
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
 from schemas import ANOMALY_SCORE, SENSOR_BATCH, AvroSerde
@@ -73,7 +74,7 @@ DRAIN_S = 60.0  # after the live load stops, how long batches still in flight ma
 
 
 def _consumer(settings: KafkaSettings, topic: str) -> Consumer:
-    config = consumer_config(settings, "eddyline-bench-scale") | {"fetch.wait.max.ms": 10}
+    config = consumer_config(settings, "eddyline-bench-scale") | {"fetch.wait.max.ms": FETCH_WAIT_MS}
     consumer = Consumer(config)
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
@@ -111,8 +112,9 @@ class Flow:
     def cpu_s(self) -> float:
         """CPU seconds the flow process has used (user and system, every thread)."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        used = cpu_seconds(self.proc.pid)
+        assert used is not None  # the flow runs here, where /proc is
+        return used
 
     def disk_writes(self) -> int:
         assert self.proc is not None
@@ -148,28 +150,14 @@ def _prefill(settings: KafkaSettings, sim: SensorSimulator, messages: int) -> No
 
 def _throughput(flow: Flow, watcher: Consumer, messages: int, per_message: int) -> tuple[float, float, float]:
     """(readings/s, seconds from first to last score, the flow's CPU seconds per million readings) once
-    ``messages`` score events arrived: the score events after the first fetch that brought any, over the time
-    (and the flow's CPU time) from that fetch to the last one. The flow scores a poll's messages (up to
-    ``batch_size`` per partition) and produces their scores together, so they arrive in bunches; a slope fitted
-    through a few bunches measured nothing (207 million readings/s at 1,000 devices on a quiet machine), while
-    the first bunch's work is simply done before the clock starts."""
-    fetches: list[tuple[float, int, float]] = []  # (when, score events it brought, the flow's CPU seconds)
-    got = 0
-    deadline = time.monotonic() + 3600
-    while got < messages and time.monotonic() < deadline:
-        flow.alive()
-        n = sum(1 for msg in watcher.consume(5000, 0.2) if msg.error() is None)
-        if n:
-            fetches.append((time.perf_counter(), n, flow.cpu_s()))
-            got += n
-    if got < messages:
-        raise RuntimeError(f"only {got} of {messages} scored in an hour; see {flow.log}")
-    span = fetches[-1][0] - fetches[0][0]
-    if len(fetches) < 3 or span <= 0:
-        raise RuntimeError(f"{messages} score events arrived in {len(fetches)} fetches: too few to time; "
-                           "pre-fill more batches per device (--batches)")
-    readings = (got - fetches[0][1]) * per_message
-    return float(readings / span), float(span), (fetches[-1][2] - fetches[0][2]) / readings * 1e6
+    ``messages`` score events arrived, counted per watcher fetch (``benchmarks.timing``). The flow scores a
+    poll's messages (up to ``batch_size`` per partition) and produces their scores together, so they arrive in
+    bunches; a slope fitted through a few bunches measured nothing (207 million readings/s at 1,000 devices on
+    a quiet machine), while the first bunch's work is simply done before the clock starts."""
+    fetches = watch_fetches(watcher, messages, flow.alive, flow.cpu_s, 3600, flow.log)
+    rate = fetch_rate(fetches, per_message, hint="pre-fill more batches per device (--batches)")
+    assert rate.span_s is not None and rate.cpu_s_per_m_readings is not None  # the flow runs here, where /proc is
+    return rate.readings_per_s, rate.span_s, rate.cpu_s_per_m_readings
 
 
 def _versions_bytes(state: Path) -> int:

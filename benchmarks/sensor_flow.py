@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +28,14 @@ import typer
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from benchmarks.report import machine, write_json
+from benchmarks.timing import (
+    FETCH_WAIT_MS,
+    MeasurementError,
+    Throughput,
+    cpu_seconds,
+    fetch_rate,
+    watch_fetches,
+)
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
 from schemas import SENSOR_BATCH, AvroSerde
@@ -66,30 +73,6 @@ def _raw_consume(settings: KafkaSettings, messages: int, per_message: int) -> Th
         consumer.close()
 
 
-class MeasurementError(RuntimeError):
-    """A run that cannot be measured (a flow that died, too few outputs, too few bursts); says what to do."""
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """How fast a measured process went: wall-clock readings/s, and CPU seconds per million readings.
-
-    On cores shared with other work the wall-clock rate follows the load; the process's own CPU time per
-    reading does much less, so ratios of CPU costs are the steadier comparison.
-
-    Parameters
-    ----------
-    readings_per_s
-        Wall clock, from the slope of outputs against their arrival times.
-    cpu_s_per_m_readings
-        The process's user + system CPU seconds per million readings, from the slope of its CPU time
-        against outputs (its own threads only, not the broker's); ``None`` where ``/proc`` is missing.
-    """
-
-    readings_per_s: float
-    cpu_s_per_m_readings: float | None
-
-
 def arrival_rate(arrivals: list[float], per_message: int) -> float:
     """Readings per second: the slope of a least-squares line through (arrival time, outputs so far).
 
@@ -106,15 +89,6 @@ def arrival_rate(arrivals: list[float], per_message: int) -> float:
     return float(np.polyfit(t, np.arange(1, len(t) + 1), 1)[0]) * per_message
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds a process has used, all its threads; None without /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def watch_outputs(settings: KafkaSettings, proc: subprocess.Popen, topic: str, messages: int, log: Path,
                   timeout_s: float = 600) -> tuple[list[float], list[tuple[int, float]]]:
     """Arrival times (perf_counter) of the first ``messages`` records on ``topic`` while ``proc`` runs, and
@@ -123,14 +97,13 @@ def watch_outputs(settings: KafkaSettings, proc: subprocess.Popen, topic: str, m
     The watcher fetches with a 10 ms wait (librdkafka's default 500 ms delivers outputs in half-second bursts)
     and stamps each record when it is handed over; it counts without decoding, so it stays cheap.
     """
-    consumer = _assigned(settings, topic, **{"fetch.wait.max.ms": 10})
+    consumer = _assigned(settings, topic, **{"fetch.wait.max.ms": FETCH_WAIT_MS})
     arrivals: list[float] = []
     cpu: list[tuple[int, float]] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(arrivals) < messages and time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise MeasurementError(f"the measured process exited with {proc.returncode}; see {log}")
+            _alive(proc, log)
             first = consumer.poll(0.1)
             if first is None:
                 continue
@@ -156,7 +129,7 @@ def cpu_per_m_readings(samples: list[tuple[int, float]], per_message: int) -> fl
 
 
 def time_process(settings: KafkaSettings, cmd: list[str], env: dict[str, str], messages: int, per_message: int,
-                 log: Path, output_topic: str = "scores.anomaly") -> Throughput:
+                 log: Path, output_topic: str = "scores.anomaly", by_fetches: bool = False) -> Throughput:
     """How fast ``cmd`` (a flow over a pre-filled topic) goes, from the arrivals of its outputs.
 
     Parameters
@@ -169,10 +142,17 @@ def time_process(settings: KafkaSettings, cmd: list[str], env: dict[str, str], m
         Readings per message, to turn messages into readings.
     log
         Where the process's stdout and stderr go; errors name it.
+    output_topic
+        Where the process writes one output per input message.
+    by_fetches
+        Count outputs per watcher fetch (``benchmarks.timing``, as ``bench scale`` does), which times a flow
+        that writes the whole topic in a few bursts; otherwise fit a slope through their arrival times.
     """
     create_topics(settings, [output_topic])
     proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        if by_fetches:
+            return _fetch_timed(settings, proc, output_topic, messages, per_message, log)
         arrivals, cpu = watch_outputs(settings, proc, output_topic, messages, log)
         return Throughput(arrival_rate(arrivals, per_message), cpu_per_m_readings(cpu, per_message))
     finally:
@@ -185,14 +165,33 @@ def time_process(settings: KafkaSettings, cmd: list[str], env: dict[str, str], m
             proc.wait(10)
 
 
+def _alive(proc: subprocess.Popen, log: Path) -> None:
+    if proc.poll() is not None:
+        raise MeasurementError(f"the measured process exited with {proc.returncode}; see {log}")
+
+
+def _fetch_timed(settings: KafkaSettings, proc: subprocess.Popen, topic: str, messages: int, per_message: int,
+                 log: Path) -> Throughput:
+    watcher = _assigned(settings, topic, **{"fetch.wait.max.ms": FETCH_WAIT_MS})
+    try:
+        fetches = watch_fetches(watcher, messages, lambda: _alive(proc, log), lambda: cpu_seconds(proc.pid), 600,
+                                log)
+    finally:
+        watcher.close()
+    return fetch_rate(fetches, per_message)
+
+
 def time_flow(settings: KafkaSettings, argv: list[str], messages: int, per_message: int, work: Path,
-              partitions: int | None = None, env: dict[str, str] | None = None) -> Throughput:
+              partitions: int | None = None, env: dict[str, str] | None = None, by_fetches: bool = False
+              ) -> Throughput:
     """How fast ``python -m *argv`` (an eddyline flow, epoch 2 s) goes over a pre-filled topic.
 
     Parameters
     ----------
     env
         Extra environment for the flow, e.g. ``{"EDDYLINE_RUNTIME_DETECTOR": "gauss"}``.
+    by_fetches
+        Time it by outputs per watcher fetch (see ``time_process``).
     """
     flow_env = {**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
                 "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
@@ -201,7 +200,7 @@ def time_flow(settings: KafkaSettings, argv: list[str], messages: int, per_messa
     if partitions is not None:
         flow_env["EDDYLINE_KAFKA_PARTITIONS"] = str(partitions)
     cmd = [sys.executable, "-m", *argv, "--state-dir", str(work / "state")]
-    return time_process(settings, cmd, flow_env, messages, per_message, work / "flow.log")
+    return time_process(settings, cmd, flow_env, messages, per_message, work / "flow.log", by_fetches=by_fetches)
 
 
 def river_per_series(records: list[dict]) -> Throughput:

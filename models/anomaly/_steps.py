@@ -1,6 +1,7 @@
-"""Compiled steps the array kernels share: the EWMA, the anomaly-likelihood layer, range novelty, the robust
-spike test and the alarm hold. Each is ``lazy_njit``: a kernel calls it as compiled code, and the kernels
-that share a step share its arithmetic exactly (same operations, same order), so scores agree bit for bit.
+"""Compiled steps the array kernels share: the EWMA, the anomaly-likelihood layer, range novelty, the in-place
+median, the robust spike test and the alarm hold. Each is ``lazy_njit``: a kernel calls it as compiled code,
+and the kernels that share a step share its arithmetic exactly (same operations, same order), so scores agree
+bit for bit.
 
 Every likelihood kernel's scalar state vector (``_array.ArrayDetector``) starts with the fields ``HEAD``.
 The likelihood layer's long history is kept as block sums (``likelihood_step``), so that it costs a
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import math
 from enum import IntEnum
-
-import numpy as np
 
 from models.anomaly._jit import lazy_inline
 
@@ -67,6 +66,20 @@ def gauss_tail(z):  # pragma: no cover - compiled
     return 1.0 - math.erfc(z / _SQRT2)
 
 
+LOG_CAP = -math.log(1e-12)  # one reading's log surprise at most that of a 7-sigma deviation
+
+
+@lazy_inline
+def surprise(z, log):  # pragma: no cover - compiled
+    """What the likelihood layer averages: the Gaussian tail (``log`` 0), or the log of its complement,
+    ``-ln P(|Z| >= z)`` capped at ``LOG_CAP`` (``log`` 1). The tail is bounded by 1, so a series whose averages
+    vary widely (autocorrelated noise) cannot lift its average far enough above the history's to reach an alarm;
+    the log surprise is not bounded that way (BENCHMARKS-nab.md, round 7)."""
+    if log == 0.0:
+        return gauss_tail(z)
+    return min(-math.log(max(math.erfc(z / _SQRT2), 1e-300)), LOG_CAP)
+
+
 @lazy_inline
 def likelihood_step(short, blocks, K, H, B, k, raw, ready, ssum, hsum, hsq):  # pragma: no cover - compiled
     """HTM's anomaly likelihood: how unusual the average of the last ``K`` surprises is against the last ``H``
@@ -119,10 +132,14 @@ def history_rows(history: int, block: int) -> int:
 
 
 @lazy_inline
-def is_novel(x, mn, mx, tol):  # pragma: no cover - compiled
-    """Beyond the range seen so far by more than ``tol`` of its width."""
-    rng = mx - mn
-    return x > mx + tol * rng or x < mn - tol * rng
+def is_novel(x, mn, mx, tol, margin):  # pragma: no cover - compiled
+    """Beyond the range seen so far by more than ``tol`` of its width and by more than ``margin`` (the kernels
+    pass ``novelty_sd`` long-run standard deviations: a drifting or trending series sets new records by less than
+    its noise, a novelty clears it)."""
+    pad = tol * (mx - mn)
+    if margin > pad:
+        pad = margin
+    return x > mx + pad or x < mn - pad
 
 
 @lazy_inline
@@ -143,15 +160,59 @@ def window_reach(x, window, W):  # pragma: no cover - compiled
 
 
 @lazy_inline
+def lower_middle(a, n):  # pragma: no cover - compiled
+    """The lower middle of ``a[:n]`` by Hoare's selection, in place (no copy: the spike rules run it every reading
+    they look at); afterwards ``a[k]`` is it, with nothing larger before it and nothing smaller after it."""
+    k = (n - 1) // 2
+    lo, hi = 0, n - 1
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@lazy_inline
+def upper_middle(a, n):  # pragma: no cover - compiled
+    """After ``lower_middle``: the least of ``a`` after the lower middle (the upper middle when ``n`` is even)."""
+    k = (n - 1) // 2
+    up = a[k + 1]
+    for j in range(k + 2, n):
+        up = min(up, a[j])
+    return up
+
+
+@lazy_inline
+def middle(a, n):  # pragma: no cover - compiled
+    """The median of ``a[:n]`` as ``np.median`` gives it, reordering ``a``."""
+    m = lower_middle(a, n)
+    return m if n % 2 == 1 else (m + upper_middle(a, n)) / 2.0
+
+
+@lazy_inline
 def mad_deviation(x, window, W, buf, sd_long, floor_frac):  # pragma: no cover - compiled
     """``(|x - median|, robust sigma)`` against the window; the sigma is the MAD, floored at ``floor_frac``
     long-run standard deviations so that quantised or flat series do not fire on every step."""
     for j in range(W):
         buf[j] = window[j]
-    med = np.median(buf)
+    med = middle(buf, W)
     for j in range(W):
         buf[j] = abs(buf[j] - med)
-    sc = max(1.4826 * np.median(buf), floor_frac * sd_long, 1e-9 * max(1.0, abs(med)))
+    sc = max(1.4826 * middle(buf, W), floor_frac * sd_long, 1e-9 * max(1.0, abs(med)))
     return abs(x - med), sc
 
 

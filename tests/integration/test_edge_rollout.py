@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ pytest.importorskip("cryptography")
 
 from typer.testing import CliRunner  # noqa: E402
 
-from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic  # noqa: E402
+from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_to_end  # noqa: E402
 from edge_agent.inference.model import build_graph, build_model, fit, synthetic_normal  # noqa: E402
 from schemas import SENSOR_BATCH, AvroSerde  # noqa: E402
 from schemas.catalog import DEVICE_HEALTH, EDGE_MODEL, EDGE_ROLLOUT  # noqa: E402
@@ -51,7 +52,9 @@ def agent_config(tmp: Path, device: str, kafka: KafkaSettings, public_key: Path)
         f"""[kafka]
 bootstrap_servers = "{kafka.bootstrap_servers}"
 namespace = "{kafka.namespace}"
+extra = {{ debug = "eos" }}
 [edge]
+log_level = "DEBUG"
 device_id = "{device}"
 device_class = "{CLASS}"
 buffer_path = "{tmp / device}.sqlite"
@@ -207,17 +210,45 @@ def test_canary_promotion_rollback_and_refusal(
     finally:
         fleet.stop()
 
-    # no reading lost across the swaps: every device's sequence is complete and holds all it sampled
+    # no reading lost across the swaps: every device's sequence is complete and holds all it sampled. The agents
+    # have stopped, so each topic is read to its end as of now (no idle guess that a slow fetch could cut short).
     serde = AvroSerde()
     readings: dict[str, int] = defaultdict(int)
     seqs: dict[str, set[int]] = defaultdict(set)
-    for m in read_topic(kafka_settings, "sensor.readings", idle=2.0, timeout=60):
+    where: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # device -> (partition, offset, seq)
+    offsets: dict[int, set[int]] = defaultdict(set)  # every offset the topic holds, by partition
+    batches, pending = read_to_end(kafka_settings, "sensor.readings", {}, timeout=60)
+    assert not pending, f"sensor.readings partitions {sorted(pending)} not read to their end"
+    for m in batches:
         b = serde.decode(m.value(), SENSOR_BATCH)
+        where[b["device_id"]].append((m.partition(), m.offset(), b["seq"]))
+        offsets[m.partition()].add(m.offset())
         if b["seq"] not in seqs[b["device_id"]]:
             seqs[b["device_id"]].add(b["seq"])
             readings[b["device_id"]] += sum(len(s["values"]) for s in b["series"])
-    final_health = {d: hs[-1] for d, hs in fleet.health(idle=1.0, most=20.0).items()}  # all stopped: read to the end
     fleet.close()
+    health, pending = read_to_end(kafka_settings, "device.health", {}, timeout=60)
+    assert not pending, f"device.health partitions {sorted(pending)} not read to their end"
+    final_health = {}
+    for m in sorted(health, key=lambda m: (m.partition(), m.offset())):
+        h = serde.decode(m.value(), DEVICE_HEALTH)
+        final_health[h["device_id"]] = h
     for d in DEVICES:
-        assert seqs[d] == set(range(len(seqs[d]))), f"{d}: gaps in seq"
+        assert seqs[d] == set(range(len(seqs[d]))), gaps_report(d, seqs[d], where[d], offsets, fleet.logs[d])
         assert readings[d] == final_health[d]["sampled_readings"] > 0, d
+
+
+def gaps_report(device: str, seqs: set[int], where: list[tuple[int, int, int]], offsets: dict[int, set[int]],
+                log: Path) -> str:
+    """Which side lost a device's batches: what the topic holds (the device's partition, offset and seq; offsets
+    missing from a partition, which the broker gave out and holds no record for) and what the agent's producer
+    logged (its producer id, duplicate answers, warnings) while it counted them delivered."""
+    missing = sorted(set(range(max(seqs, default=-1) + 1)) - seqs)
+    held = sorted(where)
+    absent = {p: sorted(set(range(max(offsets[p]) + 1)) - offsets[p])[:30] for p in sorted({p for p, _, _ in held})}
+    lines = [line for line in log.read_text(errors="replace").splitlines()
+             if re.search(r"WARNING|ERROR|PID|DUPSEQ|duplicate|fatal|stopped", line)]
+    return (f"{device}: gaps in seq: missing {missing[:30]}{' ...' if len(missing) > 30 else ''} of {len(seqs)} held; "
+            f"first held (partition, offset, seq): {held[:10]}; offsets absent from its partitions: {absent}\n"
+            f"agent log ({len(lines)} lines):\n"
+            + "\n".join(lines[-40:]))

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -63,37 +62,93 @@ def channels(receiver: AlertReceiver) -> AlertDispatcher:
 FAST = {"backoff_s": 0.05, "backoff_cap_s": 0.5, "breaker_failures": 3, "breaker_reset_s": 0.5}
 
 
-@contextmanager
-def notifying(settings: KafkaSettings, receiver: AlertReceiver, **options: Any) -> Iterator[NotifyFlow]:
-    flow = NotifyFlow(settings, Notifier(channels(receiver), NotifySettings(**{**FAST, **options})))
-    stop = threading.Event()
-    died: list[BaseException] = []
+class Running:
+    """The notify flow on its own thread while in a ``with`` block. Its waits stop with the thread's exception as
+    soon as the thread dies, instead of running to their timeout as if delivery were only slow.
 
-    def run() -> None:
+    Parameters
+    ----------
+    flow
+        The flow to run.
+    receiver
+        The loopback PagerDuty/Slack receiver its channels post to.
+    """
+
+    def __init__(self, flow: NotifyFlow, receiver: AlertReceiver) -> None:
+        self.flow = flow
+        self.receiver = receiver
+        self.stop = threading.Event()
+        self.died: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
         try:
-            flow.run(stop)
-        except BaseException as e:
-            died.append(e)
-            raise
+            self.flow.run(self.stop)
+        except BaseException as e:  # reported by check(), in the test's thread
+            self.died.append(e)
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield flow
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive(), "the notify flow did not stop"
-        assert not died, f"the notify flow died: {died!r}"
+    @property
+    def handled(self) -> int:
+        return self.flow.handled
+
+    def check(self) -> None:
+        """Raise the flow thread's exception if it died; fail if it ended without being asked to stop."""
+        if self.died:
+            raise AssertionError(f"the notify flow died: {self.died[0]!r}") from self.died[0]
+        if not self.thread.is_alive() and not self.stop.is_set():
+            raise AssertionError("the notify flow returned before it was stopped")
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
+        """Poll ``predicate`` until it holds (True) or ``timeout`` passes (False).
+
+        Parameters
+        ----------
+        predicate
+            The condition.
+        timeout
+            Seconds to wait at most.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    def wait_for(self, predicate: Callable[[AlertReceiver], bool], timeout: float = 60.0) -> bool:
+        """``AlertReceiver.wait_for`` in short slices, looking at the flow thread between them.
+
+        Parameters
+        ----------
+        predicate
+            The condition on the receiver.
+        timeout
+            Seconds to wait at most.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            if self.receiver.wait_for(predicate, timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the notify flow did not stop"
+        if exc_type is None:
+            self.check()
 
 
-def wait(predicate: Any, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+def notifying(settings: KafkaSettings, receiver: AlertReceiver, **options: Any) -> Running:
+    return Running(NotifyFlow(settings, Notifier(channels(receiver), NotifySettings(**{**FAST, **options}))), receiver)
 
 
 def breaker(sink: str) -> float:
@@ -104,14 +159,14 @@ def test_delivers_every_alert_to_both_channels_and_a_replay_opens_no_second_inci
     alerts = [alert("k1"), alert("k1", "UPDATED", 1), alert("k1", "RESOLVED", 2), alert("k2")]
     publish(kafka_settings, alerts)
     with notifying(kafka_settings, alert_receiver) as flow:
-        assert alert_receiver.wait_for(lambda r: r.counts["pagerduty_events"] == 4 and
-                                       r.counts["slack_messages"] == 4, timeout=60)
+        assert flow.wait_for(lambda r: r.counts["pagerduty_events"] == 4 and
+                             r.counts["slack_messages"] == 4, timeout=60)
         publish(kafka_settings, alerts)  # a scoring flow replays its last epoch after a crash
-        assert wait(lambda: flow.handled >= 8)
+        assert flow.wait(lambda: flow.handled >= 8)
     with notifying(kafka_settings, alert_receiver) as flow:  # a restart resumes after the committed offsets
         publish(kafka_settings, [*alerts, alert("k3")])  # and recognises a replay that comes after it
-        assert alert_receiver.wait_for(lambda r: r.counts["pagerduty_events"] == 5, timeout=60)
-        assert wait(lambda: flow.handled == 5)
+        assert flow.wait_for(lambda r: r.counts["pagerduty_events"] == 5, timeout=60)
+        assert flow.wait(lambda: flow.handled == 5)
         time.sleep(1.0)
     assert flow.handled == 5  # only what came after the first run's commits
     assert alert_receiver.counts["pagerduty_events"] == 5 and alert_receiver.counts["slack_messages"] == 5
@@ -120,14 +175,24 @@ def test_delivers_every_alert_to_both_channels_and_a_replay_opens_no_second_inci
     assert not alert_receiver.rejected
 
 
+def test_a_wait_stops_with_the_flow_threads_exception_when_the_flow_dies(kafka_settings, alert_receiver):
+    running = notifying(kafka_settings, alert_receiver)
+    running.flow.consumer.close()  # the flow dies as it starts: it cannot subscribe
+    returned: list[bool] = []
+    with pytest.raises(AssertionError, match="the notify flow died") as died:
+        with running as flow:
+            returned.append(flow.wait_for(lambda r: r.accepted_total == 1, timeout=600))
+    assert returned == [] and isinstance(died.value.__cause__, RuntimeError), died.value.__cause__
+
+
 def test_an_outage_delays_delivery_loses_nothing_and_opens_each_incident_once(kafka_settings, alert_receiver):
     keys = [f"out-{i}" for i in range(10)]
     alert_receiver.outage(503)
     with notifying(kafka_settings, alert_receiver) as flow:
         publish(kafka_settings, [alert(k) for k in keys])
-        assert wait(lambda: breaker("pagerduty") == 2 and breaker("slack") == 2), "the breakers should open"
+        assert flow.wait(lambda: breaker("pagerduty") == 2 and breaker("slack") == 2), "the breakers should open"
         publish(kafka_settings, [alert(k, "RESOLVED", 5) for k in keys[:5]])
-        assert wait(lambda: flow.handled >= 20)
+        assert flow.wait(lambda: flow.handled >= 20)
         time.sleep(2.0)  # the outage goes on; alerts wait on the retry topic, not in memory
         assert alert_receiver.accepted_total == 0
         scheduled = read_topic(kafka_settings, RETRY_TOPIC, timeout=10)
@@ -138,7 +203,7 @@ def test_an_outage_delays_delivery_loses_nothing_and_opens_each_incident_once(ka
             resolved = {k for k, i in r.incidents.items() if i["status"] == "resolved"}
             return set(r.incidents) == set(keys) and resolved == set(keys[:5]) and r.counts["slack_messages"] >= 15
 
-        assert alert_receiver.wait_for(settled, timeout=60), alert_receiver.counts
+        assert flow.wait_for(settled, timeout=60), alert_receiver.counts
     assert all(i["opened"] == 1 and i["triggers"] == 1 for i in alert_receiver.incidents.values())
     # a trigger that got through after its resolve is followed by the resolve again: more resolves, never more
     assert sum(e["event_action"] == "trigger" for e in alert_receiver.events) == 10
@@ -148,7 +213,7 @@ def test_an_outage_delays_delivery_loses_nothing_and_opens_each_incident_once(ka
 
 def test_a_dead_lettered_alert_is_redriven_and_delivered_once(kafka_settings, alert_receiver):
     alert_receiver.outage(500)
-    with notifying(kafka_settings, alert_receiver, max_attempts=2):
+    with notifying(kafka_settings, alert_receiver, max_attempts=2) as flow:
         publish(kafka_settings, [alert("dead")])
         letters = read_topic(kafka_settings, DLQ_TOPIC, expected=2, timeout=60)
         assert len(letters) == 2
@@ -160,7 +225,7 @@ def test_a_dead_lettered_alert_is_redriven_and_delivered_once(kafka_settings, al
         alert_receiver.recover()
         report = redrive(kafka_settings, idle_s=1.0)
         assert report.redriven == 2 and report.by_reason == {"delivery_failed": 2}
-        assert alert_receiver.wait_for(lambda r: r.accepted_total == 2, timeout=60)
+        assert flow.wait_for(lambda r: r.accepted_total == 2, timeout=60)
         assert redrive(kafka_settings, idle_s=1.0).redriven == 0  # each letter is redriven once
         time.sleep(1.0)
     assert alert_receiver.counts["pagerduty_events"] == 1 and alert_receiver.counts["slack_messages"] == 1
@@ -170,8 +235,8 @@ def test_a_dead_lettered_alert_is_redriven_and_delivered_once(kafka_settings, al
 def test_undecodable_and_invalid_alerts_are_dead_lettered_and_the_flow_goes_on(kafka_settings, alert_receiver):
     invalid = alert("bad") | {"summary": ""}
     publish(kafka_settings, [invalid, alert("good")], raw=[b"not an alert"])
-    with notifying(kafka_settings, alert_receiver):
-        assert alert_receiver.wait_for(lambda r: r.accepted_total == 2, timeout=60)
+    with notifying(kafka_settings, alert_receiver) as flow:
+        assert flow.wait_for(lambda r: r.accepted_total == 2, timeout=60)
         letters = read_topic(kafka_settings, DLQ_TOPIC, expected=2, timeout=30)
     assert sorted(dlq_info(m.headers())["reason"] for m in letters) == ["invalid_alert", "undecodable"]
     assert all(dlq_info(m.headers())["topic"] == kafka_settings.topic("alerts") for m in letters)
@@ -180,10 +245,10 @@ def test_undecodable_and_invalid_alerts_are_dead_lettered_and_the_flow_goes_on(k
 
 def test_a_refused_alert_is_dead_lettered_at_once(kafka_settings, alert_receiver):
     alert_receiver.routing_keys = frozenset({"f" * 32})  # PagerDuty refuses our key (400): no retry can help
-    with notifying(kafka_settings, alert_receiver):
+    with notifying(kafka_settings, alert_receiver) as flow:
         publish(kafka_settings, [alert("refused")])
         letters = read_topic(kafka_settings, DLQ_TOPIC, expected=1, timeout=60)
-        assert alert_receiver.wait_for(lambda r: r.counts["slack_messages"] == 1, timeout=30)
+        assert flow.wait_for(lambda r: r.counts["slack_messages"] == 1, timeout=30)
     assert [dlq_info(m.headers())["reason"] for m in letters] == ["refused"]
     assert dict(letters[0].headers())[DESTINATION] == b"pagerduty"
     assert read_topic(kafka_settings, RETRY_TOPIC, timeout=3) == []
@@ -221,14 +286,14 @@ def test_alerts_read_again_after_lost_commits_post_nothing_twice(kafka_settings,
     # same alerts again (its commits lost in a crash, or another group member after a rebalance) skips them.
     alerts = [alert("d1"), alert("d1", "RESOLVED", 1), alert("d2")]
     publish(kafka_settings, alerts)
-    with notifying(kafka_settings, alert_receiver, group_id="notify-first"):
-        assert alert_receiver.wait_for(lambda r: r.counts["slack_messages"] == 3 and
-                                       r.counts["pagerduty_events"] == 3, timeout=60)
+    with notifying(kafka_settings, alert_receiver, group_id="notify-first") as flow:
+        assert flow.wait_for(lambda r: r.counts["slack_messages"] == 3 and
+                             r.counts["pagerduty_events"] == 3, timeout=60)
     # a group with no committed offsets reads every alert again, as one whose commits never landed would
     with notifying(kafka_settings, alert_receiver, group_id="notify-second") as flow:
         publish(kafka_settings, [alert("d3")])
-        assert alert_receiver.wait_for(lambda r: r.counts["slack_messages"] >= 4, timeout=60)
-        assert wait(lambda: flow.handled >= 4)
+        assert flow.wait_for(lambda r: r.counts["slack_messages"] >= 4, timeout=60)
+        assert flow.wait(lambda: flow.handled >= 4)
         time.sleep(1.0)
     assert alert_receiver.counts["slack_messages"] == 4 and alert_receiver.counts["pagerduty_events"] == 4
     assert {k: i["opened"] for k, i in alert_receiver.incidents.items()} == {"d1": 1, "d2": 1, "d3": 1}
@@ -240,14 +305,14 @@ def test_the_flow_rejoins_after_a_durable_broker_restart_and_delivers_each_alert
                                  "max.in.flight.requests.per.connection": 1})
     before = [alert(f"r{i}") for i in range(5)]
     after = [alert(f"r{i}", "RESOLVED", 1) for i in range(5)]
-    with notifying(kafka, alert_receiver):
+    with notifying(kafka, alert_receiver) as flow:
         publish(kafka, before)
-        assert alert_receiver.wait_for(lambda r: r.counts["slack_messages"] == 5, timeout=90)
+        assert flow.wait_for(lambda r: r.counts["slack_messages"] == 5, timeout=90)
         durable_broker.kill()
         durable_broker.start()
         publish(kafka, after)
-        assert alert_receiver.wait_for(lambda r: r.counts["slack_messages"] >= 10 and
-                                       r.counts["pagerduty_events"] >= 10, timeout=120), alert_receiver.counts
+        assert flow.wait_for(lambda r: r.counts["slack_messages"] >= 10 and
+                             r.counts["pagerduty_events"] >= 10, timeout=120), alert_receiver.counts
         time.sleep(2.0)
     assert alert_receiver.counts["slack_messages"] == 10 and alert_receiver.counts["pagerduty_events"] == 10
     assert all(i["opened"] == 1 and i["status"] == "resolved" for i in alert_receiver.incidents.values())

@@ -1,4 +1,4 @@
-"""bench peers and bench sensor-flow: the peer's z-score is eddyline's gauss, and rates are fitted over bursts."""
+"""bench peers, scale and sensor-flow: the peer's z-score is eddyline's gauss, and rates are timed over bursts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from benchmarks import peers
 from benchmarks.quix_sensor_job import zscore_scorer
-from benchmarks.sensor_flow import MeasurementError, arrival_rate, cpu_per_m_readings
+from benchmarks.sensor_flow import arrival_rate, cpu_per_m_readings
+from benchmarks.timing import Fetch, MeasurementError, fetch_rate
 from models.anomaly import make_detector
 
 
@@ -70,7 +71,29 @@ def test_peers_command_names_the_detectors_it_takes() -> None:
     app.command()(peers.command)
     result = CliRunner().invoke(app, ["--detectors", "seasonal"])
     assert result.exit_code == 2
-    assert "gauss" in result.output and "hst" in result.output
+    assert all(name in result.output for name in ("gauss", "hst", "hst-river"))
+
+
+def test_every_paired_detector_has_a_default_message_count_and_a_peer_scorer() -> None:
+    from benchmarks.quix_sensor_job import SCORERS
+
+    assert set(peers.DEFAULT_MESSAGES) == set(peers.PEER_DETECTOR)
+    assert set(peers.PEER_DETECTOR.values()) <= set(SCORERS)
+
+
+def test_fetch_rate_counts_what_arrived_after_the_first_fetch() -> None:
+    # a fast flow: 3 bursts of 1,500 outputs, 1 s apart, the first one's work done before the watcher saw it
+    fetches = [Fetch(10.0, 1500, 4.0), Fetch(11.0, 1500, 4.5), Fetch(12.0, 1500, 5.0)]
+    rate = fetch_rate(fetches, per_message=150)
+    assert rate.readings_per_s == pytest.approx(1500 * 150)  # not 4,500 outputs over 2 s
+    assert rate.cpu_s_per_m_readings == pytest.approx(1.0 / (3000 * 150) * 1e6)
+    assert (rate.span_s, rate.fetches) == (2.0, 3)
+    assert fetch_rate([Fetch(0.0, 1, None), Fetch(1.0, 1, None), Fetch(2.0, 1, None)], 150).cpu_s_per_m_readings is None
+
+
+def test_fetch_rate_refuses_fewer_than_three_fetches_and_says_what_to_do() -> None:
+    with pytest.raises(MeasurementError, match="--batches"):
+        fetch_rate([Fetch(0.0, 5000, 1.0), Fetch(0.5, 1000, 1.4)], 150, hint="pre-fill more (--batches)")
 
 
 def test_cpu_cost_is_the_slope_of_cpu_time_against_outputs() -> None:

@@ -43,13 +43,35 @@ def test_every_file_has_one_nab_window_around_its_anomaly_and_time_moves_forward
     assert all(gaps.max() > gaps.min() * 10 for gaps in irregular)
 
 
-@pytest.mark.parametrize("kind", list(nab_synthetic.KINDS))
+ALL_KINDS = {**nab_synthetic.KINDS, **nab_synthetic.FLEET_KINDS}
+
+
+@pytest.mark.parametrize("kind", list(ALL_KINDS))
 def test_each_kind_puts_its_anomaly_in_the_scored_part_of_the_file(kind: str) -> None:
-    make = nab_synthetic.KINDS[kind]
+    make = ALL_KINDS[kind]
     for i in range(4):
         _, x, at = make(np.random.default_rng([9, 0, i]), i)
         assert 0.55 * nab_synthetic.N <= at <= 0.85 * nab_synthetic.N
         assert np.isfinite(x).all()
+
+
+def test_the_fleet_suite_is_its_own_directory_and_irregular_where_it_says(tmp_path: Path) -> None:
+    fleet = nab_synthetic.write_suite(tmp_path / "f", seed=0, files_per_kind=2, kinds=nab_synthetic.FLEET_KINDS)
+    files = data_files(fleet)
+    assert {rel.split("/")[0] for rel in files} == set(nab_synthetic.FLEET_KINDS)
+    windows = nab.load_windows(fleet / "labels" / "combined_windows.json")
+    for rel in files:
+        stamps, values = read_series(series_root(fleet) / rel)
+        (lo, hi), = nab.window_indices(nab.parse_timestamps(stamps), windows[rel])
+        assert lo >= nab.probation_length(len(values))
+        gaps = np.diff(_epoch_ms(stamps))
+        assert np.all(gaps > 0)
+        if rel.startswith("trafficIrregular/"):
+            assert gaps.max() >= 3_600_000  # a missing stretch
+            early, late = np.median(gaps[: len(gaps) // 4]), np.median(gaps[-len(gaps) // 4 :])
+            assert max(early, late) / min(early, late) > 2  # the rate changed
+        if rel.startswith("heavyTailedCounts/"):
+            assert np.all(values == np.floor(values)) and values.min() >= 0
 
 
 def test_scores_per_kind_for_every_detector(tmp_path: Path) -> None:
@@ -83,3 +105,5 @@ def test_cli_writes_json_and_an_unknown_detector_exits_2(tmp_path: Path) -> None
     bad = CliRunner().invoke(app, ["--out", str(tmp_path / "s"), "--seed", "0", "--files-per-kind", "1",
                                    "--detector", "nope"])
     assert bad.exit_code == 2 and "DETECTORS" in bad.output
+    suite = CliRunner().invoke(app, ["--out", str(tmp_path / "s"), "--suite", "nope"])
+    assert suite.exit_code == 2 and "fleet" in suite.output

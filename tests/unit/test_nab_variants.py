@@ -30,6 +30,11 @@ def test_switched_off_the_variant_is_seasonal_bit_for_bit(tmp_path: Path) -> Non
     np.testing.assert_array_equal(variant().score_learn(v, ts), expected)
     # Each switch is really wired in: confirming the cycle first changes the scores of a cyclic series.
     assert not np.array_equal(variant(confirm=1.0).score_learn(v, ts), expected)
+    assert not np.array_equal(variant(ar=0.5).score_learn(v, ts), expected)  # round 6: the AR(1) predictor
+    # round 6: the Bonferroni correction acts only where seasonal's own ratio_max lets both scores speak
+    both = variant(ratio_max=1.0).score_learn(v, ts)
+    np.testing.assert_array_equal(variant(bonf=1.0).score_learn(v, ts), expected)
+    assert not np.array_equal(variant(ratio_max=1.0, bonf=1.0).score_learn(v, ts), both)
 
 
 def test_a_patch_whose_anchor_is_gone_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
