@@ -31,8 +31,8 @@ For each fleet size and engine, over one broker (a namespace per run):
   due, and the watcher keeps the scores' bytes and decodes them after the load (or in bulk once as many have
   arrived as were sent); ``harness_cpu_ms_per_batch`` is this process's CPU while the clock runs, per batch
   sent. Until session 7 both ran on the clock: building and encoding each batch at its due time and decoding
-  every score as it came took about as much CPU as the flow's own (BENCHMARKS.md, Fleet scale, fifth pass on
-  latency);
+  every score as it came took about as much CPU as the flow's own (BENCHMARKS.md, Fleet scale, "Latency at
+  half load, fifth pass");
 - ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
 
 A fleet whose projected memory (from the first run's RSS per device) would not fit in the machine's available

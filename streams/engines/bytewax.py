@@ -197,11 +197,11 @@ class StagedStates:
 
     With ``background``, a thread of its own writes every ``WRITE_EVERY_S`` (a quarter epoch where shorter: an
     epoch's states are written well before the next epoch's snapshots, which then refer to them by version) and
-    the snapshots only read how far it got (``written``): the SQLite commit, synced to disk, then stalls no snapshot of the worker's thread, where it
-    held every event arriving at an epoch's end (about 20-260 ms an epoch at 1,000 devices under load:
-    BENCHMARKS.md, Fleet scale, fifth pass on latency). Bytewax's recovery partitions are still read on the
-    worker's thread, between Bytewax's own writes: another thread's SQLite connection to them (a second SQLite
-    library in the process) released Bytewax's file locks and corrupted a partition.
+    the snapshots only read how far it got (``written``): the SQLite commit, synced to disk, then stalls no
+    snapshot on the worker's thread, where it held every event arriving at an epoch's end (20-330 ms an epoch at
+    1,000 devices under load: BENCHMARKS.md, Fleet scale, "Latency at half load, fifth pass"). The resume epoch
+    that decides deletions is still read by the snapshots (``RecoveryEpochs``, at most once per
+    ``FLUSH_EVERY_S``) and handed to the writer.
 
     Parameters
     ----------
