@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class RecoveryEpochs:
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._reader: subprocess.Popen | None = None  # the process that reads the partitions (``_READER``)
+        self._stop: weakref.finalize | None = None
         recorded = self._read()
         # at least the epoch this execution resumes from, as every epoch recorded before it started is;
         # None: unknown (a partition unreadable), and then no bound is known either
@@ -78,6 +80,7 @@ class RecoveryEpochs:
                 if self._reader is None or self._reader.poll() is not None:
                     self._reader = subprocess.Popen([sys.executable, "-c", _READER], stdin=subprocess.PIPE,
                                                     stdout=subprocess.PIPE, text=True)
+                    self._stop = weakref.finalize(self, _stop_reader, self._reader)  # also when dropped unclosed
                 assert self._reader.stdin is not None and self._reader.stdout is not None
                 self._reader.stdin.write(json.dumps(parts) + "\n")
                 self._reader.stdin.flush()
@@ -93,10 +96,20 @@ class RecoveryEpochs:
     def close(self) -> None:
         """Stop the reader process, if one runs."""
         with self._lock:
-            if self._reader is not None and self._reader.poll() is None:
-                self._reader.stdin.close()
-                self._reader.wait(10)
-            self._reader = None
+            if self._stop is not None:
+                self._stop()
+            self._reader = self._stop = None
+
+
+def _stop_reader(reader: subprocess.Popen) -> None:
+    if reader.poll() is None:
+        reader.stdin.close()  # it ends at the end of its input
+        try:
+            reader.wait(10)
+        except subprocess.TimeoutExpired:
+            reader.kill()
+            reader.wait()
+    reader.stdout.close()
 
 
 # Bytewax keeps its partitions in WAL mode with its own SQLite library. A second SQLite library in the same
