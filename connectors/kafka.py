@@ -15,12 +15,15 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
+from connectors.kafka_acks import UnconfirmedAcks
 from schemas import AvroSerde
 from schemas.topics import TOPIC_CONFIGS
 
@@ -344,7 +347,16 @@ class EventProducer:
 
     ``flush`` raises ``DeliveryError`` when any message since the last flush failed, so a caller that
     flushes before committing its input never commits past a lost output. As a context manager it flushes
-    on a clean exit.
+    on a clean exit and then closes the client.
+
+    A record reported delivered without an offset (``connectors.kafka_acks``: the broker answered
+    DUPLICATE_SEQUENCE_NUMBER, which Tansu gives for a record it may not have stored) is not counted delivered:
+    it is sent again, from the report's own topic, partition, key, value, headers and create time, on the next
+    ``poll``, ``produce_raw`` or ``flush``, and ``flush`` returns only once the copies are acknowledged (or
+    raises). ``unconfirmed_acks`` counts such reports. If the broker did hold the record, the topic now has it
+    twice, the copy after records produced meanwhile: delivery is at least once, as for any retry. The sensor
+    flow drops a repeated batch by device and seq, the notify flow a repeated alert by ``event_id``; other
+    consumers accept the copy (it keeps its ``event_id``, so one that must can tell).
 
     Parameters
     ----------
@@ -369,6 +381,9 @@ class EventProducer:
         self.failed = 0
         self._errors: list[str] = []
         self._unreported = 0
+        self._unconfirmed = UnconfirmedAcks(self.config, log)
+        self._resend: list[Message] = []  # reported delivered without an offset, to be sent again
+        self._closed = False
 
     def produce(
         self, topic: str, event_type: str, record: dict[str, Any], key: str,
@@ -428,10 +443,18 @@ class EventProducer:
                 self.failed += 1
                 raise DeliveryError(f"cannot produce to {full!r}: {exc.args[0].str()}") from None
         if serve:
-            self._producer.poll(0)
+            self.poll(0)
+
+    @property
+    def unconfirmed_acks(self) -> int:
+        """Records reported delivered without an offset, and sent again."""
+        return self._unconfirmed.count
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
+            if msg.offset() is None and self._unconfirmed(err, msg):  # the first test keeps stored records cheap
+                self._resend.append(msg)
+                return
             self.delivered += 1
             return
         self.failed += 1
@@ -447,17 +470,44 @@ class EventProducer:
         timeout
             Seconds to wait for one.
         """
-        return self._producer.poll(timeout)
+        served = self._producer.poll(timeout)
+        if self._resend:
+            self._send_again()
+        return served
+
+    def _send_again(self) -> None:
+        """Produce the records acknowledged without an offset again; what the queue cannot take waits for the
+        next call, and a refusal is that record's delivery report (a failure, or stranded on a fatal producer)."""
+        pending, self._resend = self._resend, []
+        for i, msg in enumerate(pending):
+            kind, stamp = msg.timestamp()
+            kept: dict[str, int] = {"timestamp": stamp} if kind == TIMESTAMP_CREATE_TIME else {}
+            if (partition := msg.partition()) is not None and partition >= 0:  # None: purged before it had one
+                kept["partition"] = partition
+            try:
+                self._producer.produce(msg.topic(), value=msg.value(), key=msg.key(), headers=msg.headers(),
+                                       on_delivery=self._on_delivery, **kept)
+            except BufferError:
+                self._resend[:0] = pending[i:]
+                return
+            except KafkaException as exc:
+                self._on_delivery(exc.args[0], msg)
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait for every message to be acknowledged; raise ``DeliveryError`` if any was not.
+        """Wait for every message to be acknowledged, copies sent again included; raise ``DeliveryError`` if any
+        was not.
 
         Parameters
         ----------
         timeout
             Seconds to wait; messages still unacknowledged then count as failures.
         """
+        deadline = time.monotonic() + timeout
         remaining = self._producer.flush(timeout)
+        while self._resend and (left := deadline - time.monotonic()) > 0:
+            self._send_again()
+            remaining = self._producer.flush(left)
+        remaining += len(self._resend)  # still to be sent again: kept, as librdkafka keeps what it holds
         failed, errors = self._unreported, self._errors
         self._unreported, self._errors = 0, []
         problems = []
@@ -472,22 +522,29 @@ class EventProducer:
     def close(self, timeout: float = 30.0) -> None:
         """Flush (``DeliveryError`` as ``flush``) and close the client, which is closed even when the flush fails:
         what was still unacknowledged then (counted in that error) is purged, as closing would wait for it.
+        Closing a closed producer does nothing.
 
         Parameters
         ----------
         timeout
             Seconds to wait for acknowledgements.
         """
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.flush(timeout)
         finally:
             if len(self._producer):
                 self._producer.purge()
                 self._producer.flush(0)
+            purged, self._resend = self._resend, []
+            for msg in purged:  # counted like the records purged above
+                self._on_delivery(KafkaError(KafkaError._PURGE_QUEUE), msg)
             self._producer.close()
 
     def __len__(self) -> int:
-        return len(self._producer)
+        return len(self._producer) + len(self._resend)
 
     def __enter__(self) -> EventProducer:
         return self
@@ -496,9 +553,12 @@ class EventProducer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc_type is None:
-            self.flush()
-        else:
-            self._producer.flush(5.0)
+            self.close()
+            return
+        try:
+            self.close(5.0)
+        except DeliveryError as err:  # the exception already leaving is the one to see
+            log.error("closing a producer after %s: %s", exc_type.__name__, err)
 
 
 def read_topic(

@@ -9,13 +9,13 @@ batches so that fresh data is not held back behind hours of history.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from connectors.kafka_acks import UnconfirmedAcks
 from edge_agent.buffer import DiskBuffer
 from edge_agent.health import ClockOffset
 
@@ -88,9 +88,7 @@ class Sender:
         self._progress = time.monotonic()  # last acknowledgement or new producer
         self.clock = ClockOffset()
         self._health_in_flight = False
-        acks = producer_conf.get("acks", producer_conf.get("request.required.acks", "all"))
-        self._offsets_reported = str(acks) != "0"  # with acks=0 no acknowledgement carries an offset
-        self._unconfirmed_logged = -math.inf
+        self._unconfirmed = UnconfirmedAcks(producer_conf, log)
         self._producer = self._new_producer()
 
     _fatal = False
@@ -177,8 +175,11 @@ class Sender:
     def _delivered(self, seq: int, sent: float) -> Any:
         def cb(err: KafkaError | None, msg: Message) -> None:
             self._in_flight.discard(seq)
-            if err is None and self._offsets_reported and (msg.offset() is None or msg.offset() < 0):
-                self._unconfirmed(seq, msg)
+            if self._unconfirmed(err, msg, f"batch seq {seq}"):
+                # The broker may not hold it (connectors.kafka_acks): it goes again; a flow drops a stored copy by
+                # its seq.
+                self.counters.unconfirmed_acks += 1
+                self._requeue(seq)
                 return
             if err is None:
                 self.clock.observe(sent * 1000, time.time() * 1000, *msg.timestamp())
@@ -197,20 +198,6 @@ class Sender:
                 self._fatal_error(err)
 
         return cb
-
-    def _unconfirmed(self, seq: int, msg: Message) -> None:
-        """librdkafka reports a DUPLICATE_SEQUENCE_NUMBER answer as delivered, without an offset: the broker says
-        it stored the batch before. Tansu's object-store engine says so for a batch it never stored (it advances
-        the producer's sequence before it writes the record), so the batch goes again; a flow drops the copy of a
-        batch that was stored by its seq."""
-        self.counters.unconfirmed_acks += 1
-        self._requeue(seq)
-        now = time.monotonic()
-        if now - self._unconfirmed_logged >= 60:
-            self._unconfirmed_logged = now
-            log.warning("batch seq %d was acknowledged as a duplicate with no offset (partition %s); sending it "
-                        "again (%d such acknowledgements; repeats are logged once a minute)",
-                        seq, msg.partition(), self.counters.unconfirmed_acks)
 
     def send_health(self, topic: str, payload: bytes) -> bool:
         """Publish one health event beside the readings; False (and counted) when the previous one is still

@@ -78,6 +78,9 @@ class _FatalGuard:
 class GatewayProducer(EventProducer):
     """An ``EventProducer`` that notices a fatal error and keeps the events it strands.
 
+    An event acknowledged without an offset is sent again as ``EventProducer`` does (its ``_send_again``, which
+    the replacement uses for the stranded events too); refused by a fatal producer, it is stranded like them.
+
     Parameters
     ----------
     settings
@@ -90,7 +93,7 @@ class GatewayProducer(EventProducer):
 
     def __init__(self, settings: KafkaSettings, serde: AvroSerde | None = None, **overrides: Any) -> None:
         self.fatal_error: KafkaError | None = None
-        self.stranded: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]] = []
+        self.stranded: list[Message] = []
         self._overrides = overrides
         super().__init__(settings, serde, error_cb=self._on_error, **overrides)
         self._producer: Any = _FatalGuard(self._producer, self)
@@ -106,12 +109,13 @@ class GatewayProducer(EventProducer):
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None and (self.fatal_error is not None or err.fatal()):
-            self.stranded.append((msg.topic(), msg.value(), msg.key(), msg.headers()))
+            self.stranded.append(msg)
             return  # not failed: the replacement sends it
         super()._on_delivery(err, msg)
 
     def replacement(self) -> GatewayProducer:
-        """A new producer that has sent again every event this fatal one still held; counters carry over."""
+        """A new producer that sends again every event this fatal one still held (those its queue cannot take at
+        once on its next poll), and every event acknowledged without an offset; counters carry over."""
         self._producer.purge(in_queue=True, in_flight=True)
         deadline = time.monotonic() + PURGE_REPORTS_S
         while len(self.client) and time.monotonic() < deadline:  # reports of purged in-flight events come later
@@ -121,15 +125,11 @@ class GatewayProducer(EventProducer):
                       "they count as waiting", len(self.client), PURGE_REPORTS_S)
         new = GatewayProducer(self.settings, self.serde, **self._overrides)
         new.delivered, new.failed = self.delivered, self.failed
-        for topic, value, key, headers in self.stranded:
-            while True:
-                try:
-                    new._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=new._on_delivery)
-                    break
-                except BufferError:
-                    new._producer.poll(0.1)
+        again, self._resend = self.stranded + self._resend, []  # with those acknowledged without an offset
+        new._resend = again
+        new._send_again()  # what its queue cannot take now goes on its next poll
         log.error("the Kafka producer failed for good (%s): replaced by a new one; %d accepted events sent again",
-                  self.fatal_error.str() if self.fatal_error else "fatal", len(self.stranded))
+                  self.fatal_error.str() if self.fatal_error else "fatal", len(again))
         try:
             self.client.close()  # its threads and connections go now, not when a garbage collection finds it
         except KafkaException as exc:

@@ -44,6 +44,8 @@ restore it, and HalfSpaceTrees still write it. Version 0 was one flat float64 ve
 detectors convert it (``_legacy.py``)."""
 BLOCKS_VERSION = 2
 NAMED_VERSION = 1
+_ZEROS = np.zeros(4096)  # as_inputs' finiteness check; never written
+_ZEROS.flags.writeable = False
 
 
 def as_inputs(values: Any, timestamps: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +56,9 @@ def as_inputs(values: Any, timestamps: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"values and timestamps must be 1-D, got shapes {v.shape} and {t.shape}")
     if v.shape[0] != t.shape[0]:
         raise ValueError(f"values and timestamps differ in length: {v.shape[0]} != {t.shape[0]}")
-    if not np.isfinite(v).all():
+    n = v.shape[0]
+    # v . 0 is 0 for finite values and NaN as soon as one is NaN or infinite: one call, no temporary array
+    if v.dot(_ZEROS[:n] if n <= _ZEROS.shape[0] else np.zeros(n)) != 0.0:
         bad = int(np.flatnonzero(~np.isfinite(v))[0])
         raise ValueError(f"value at position {bad} is not finite ({v[bad]!r})")
     return v, t

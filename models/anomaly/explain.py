@@ -155,7 +155,10 @@ def _window(det: ArrayDetector, n: int) -> np.ndarray:
     """The detector's recent-readings ring, oldest first (only the filled part)."""
     w = det._views(["window"])["window"]
     size = w.shape[0]
-    return w[:n].copy() if n < size else np.roll(w, -(n % size))
+    if n < size:
+        return w[:n].copy()
+    k = n % size
+    return np.concatenate((w[k:], w[:k]))  # np.roll's result, without its generic path
 
 
 def _median(x: np.ndarray) -> float:
@@ -221,9 +224,9 @@ def _explain_windowed(STATE: Any, det: ArrayDetector, x: float, ts: float, batch
     if n >= 1 and (x > mx + det.tol * rng or x < mn - det.tol * rng):
         return _make("novelty", x, med, sc, window, (mn - det.tol * rng, mx + det.tol * rng))
     seasonal = _seasonal_expectation(det, x, ts) if det.name == "seasonal" else None
-    recent = np.r_[window[-(FLAT_READINGS - 1) :], x]
+    recent = np.concatenate((window[-(FLAT_READINGS - 1) :], (x,)))
     usual = max(sd_long, seasonal[1] if seasonal else 0.0)
-    if recent.size == FLAT_READINGS and usual > 0 and np.ptp(recent) <= FLAT_FRACTION * usual:
+    if recent.size == FLAT_READINGS and usual > 0 and recent.max() - recent.min() <= FLAT_FRACTION * usual:
         if seasonal is not None:
             return _make("flat_line", x, seasonal[0], seasonal[1], window)
         return _make("flat_line", x, st[STATE.mean], max(sd_long, 1e-9), window)

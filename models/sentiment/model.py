@@ -32,6 +32,9 @@ from models.sentiment.windows import (
 ONNX_FILE = "model.int8.onnx"
 META_FILE = "sentiment.json"
 LEXICON_INPUT = "vader_compound"
+# onnxruntime fusions kept off at load: their fused CPU kernels (SkipLayerNormalization, BiasGelu) ran several
+# times slower than the plain Add + LayerNormalization and Gelu they replace (BENCHMARKS-audio.md, Speed, session 7)
+UNFUSED = ("SkipLayerNormFusion", "BiasGeluFusion")
 
 _cache: dict[str, SentimentModel] = {}
 _lock = threading.Lock()
@@ -208,6 +211,28 @@ def _check_aggregation(aggregation: str) -> str:
     return aggregation
 
 
+def int8_session(path: Path, threads: int = 0, *, optimized_path: Path | None = None) -> Any:
+    """An onnxruntime CPU session for the int8 model, with the fusions in ``UNFUSED`` kept off.
+
+    Parameters
+    ----------
+    path
+        The ``.onnx`` file.
+    threads
+        Intra-op threads; 0 means up to 4.
+    optimized_path
+        Where to write the graph onnxruntime actually runs (to check which operators it fused).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=list(UNFUSED))
+
+
 class OnnxSentiment(WindowedSentiment):
     """The quantised model through onnxruntime, tokenised with the ``tokenizers`` library (no torch).
 
@@ -231,7 +256,6 @@ class OnnxSentiment(WindowedSentiment):
 
     def __init__(self, model_dir: str | Path, *, threads: int = 0, batch_size: int = 64,
                  aggregation: str = DEFAULT_AGGREGATION, overlap: int = DEFAULT_OVERLAP) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         model_dir = Path(model_dir)
@@ -250,10 +274,7 @@ class OnnxSentiment(WindowedSentiment):
         self.tokenizer.no_padding()
         specials = self.tokenizer.encode("").ids  # the template around every text: [CLS] ... [SEP] for BERT
         self.prefix, self.suffix = specials[:1], specials[1:]
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_dir / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
+        self.session = int8_session(model_dir / ONNX_FILE, threads)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.lexicon_input = LEXICON_INPUT in self.inputs
 

@@ -343,14 +343,19 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: S
     """fp32 ONNX with dynamic batch and sequence axes, fused for BERT, then int8 weights per channel.
 
     Exported with eager attention so onnxruntime's optimiser recognises and fuses the attention blocks (SDPA
-    exports as loose ops it cannot fuse); ``opt_level=2`` ran 8-10 % faster than 1 once quantised. Per-channel
+    exports as loose ops it cannot fuse). Residual adds and layer norms stay apart (no ``SkipLayerNormalization``)
+    and GELU stays plain ``Gelu`` with its bias left to the int8 MatMul before it (no ``BiasGelu``): on this
+    onnxruntime's CPU kernels those two fused ops cost several times the plain ones (session 7, BENCHMARKS-audio.md,
+    Speed), so ``OnnxSentiment`` also keeps its load-time optimiser from fusing them again (``UNFUSED``). Only
+    the Python fusions run here (``opt_level=0``); onnxruntime's own run when the model is loaded. Per-channel
     int8 keeps the labels close to fp32's; per-tensor int8 flipped about one in ten here. Dynamic int8 on every
-    op stayed the fastest of the variants measured in session 5 (static QDQ, MatMulNBits 8-bit, u8 weights:
-    BENCHMARKS-audio.md, Speed). ``steps`` announces the export and the quantisation.
+    op stayed the fastest of the variants measured in sessions 5 and 7 (static QDQ, MatMulNBits 8-bit, u8
+    weights, attention unfused). ``steps`` announces the export and the quantisation.
     """
     import onnx
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     steps = steps or Steps()
@@ -372,8 +377,10 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: S
         finally:
             encoder.set_attn_implementation(previous)
         cfg = encoder.config
+        fusions = FusionOptions("bert")
+        fusions.enable_skip_layer_norm = fusions.enable_bias_skip_layer_norm = fusions.enable_bias_gelu = False
         optimize_model(str(fp32), model_type="bert", num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size,
-                       opt_level=2).save_model_to_file(str(fused))
+                       opt_level=0, optimization_options=fusions).save_model_to_file(str(fused))
         note["result"] = f"fp32, attention fused, {fused.stat().st_size / 1e6:.1f} MB"
     with steps.step("quantise to int8") as note:
         quantize_dynamic(str(fused), str(out / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True,

@@ -26,7 +26,9 @@ from edge_agent.sender import Sender
 pytestmark = pytest.mark.integration
 
 
-class _Lines(logging.Handler):
+class LogLines(logging.Handler):
+    """The messages of the records it is given."""
+
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
@@ -36,10 +38,10 @@ class _Lines(logging.Handler):
 
 
 @pytest.fixture
-def librdkafka_lines() -> Iterator[_Lines]:
+def librdkafka_lines() -> Iterator[LogLines]:
     """What the sender's librdkafka logs (its ``debug`` contexts), for the producer id it was given."""
     logger = logging.getLogger("edge_agent.librdkafka")
-    handler, level = _Lines(), logger.level
+    handler, level = LogLines(), logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     yield handler
@@ -47,7 +49,7 @@ def librdkafka_lines() -> Iterator[_Lines]:
     logger.setLevel(level)
 
 
-async def _advance_sequence(bootstrap: str, topic: str, producer_id: int, base_sequence: int) -> int:
+async def advance_sequence(bootstrap: str, topic: str, producer_id: int, base_sequence: int) -> int:
     """One record written as producer ``producer_id`` (epoch 0) at ``base_sequence`` to partition 0; its error code."""
     from aiokafka.client import AIOKafkaClient
     from aiokafka.protocol.produce import ProduceRequest
@@ -68,6 +70,13 @@ async def _advance_sequence(bootstrap: str, topic: str, producer_id: int, base_s
         await client.close()
 
 
+def acquired_producer_id(lines: LogLines) -> int:
+    """The one idempotent producer id librdkafka (``debug="eos"``) says it acquired."""
+    ids = {int(m) for line in lines.lines for m in re.findall(r"Acquired PID\{Id:(\d+),Epoch:0\}", line)}
+    assert len(ids) == 1, lines.lines
+    return ids.pop()
+
+
 def _drain(sender: Sender, buffer: DiskBuffer, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while buffer.depth and time.monotonic() < deadline:
@@ -77,7 +86,7 @@ def _drain(sender: Sender, buffer: DiskBuffer, timeout: float = 30.0) -> None:
 
 
 def test_a_batch_acknowledged_as_a_duplicate_without_an_offset_is_sent_again(
-    kafka_settings: KafkaSettings, tmp_path: Path, librdkafka_lines: _Lines
+    kafka_settings: KafkaSettings, tmp_path: Path, librdkafka_lines: LogLines
 ) -> None:
     create_topics(kafka_settings, ["sensor.readings"], partitions=1)
     topic = kafka_settings.topic("sensor.readings")
@@ -86,9 +95,8 @@ def test_a_batch_acknowledged_as_a_duplicate_without_an_offset_is_sent_again(
     try:
         buffer.append(0, b"batch 0", 1, 0)
         _drain(sender, buffer)
-        ids = {int(m) for line in librdkafka_lines.lines for m in re.findall(r"Acquired PID\{Id:(\d+),Epoch:0\}", line)}
-        assert len(ids) == 1, librdkafka_lines.lines
-        assert asyncio.run(_advance_sequence(kafka_settings.bootstrap_servers, topic, ids.pop(), 1)) == 0
+        producer_id = acquired_producer_id(librdkafka_lines)
+        assert asyncio.run(advance_sequence(kafka_settings.bootstrap_servers, topic, producer_id, 1)) == 0
 
         buffer.append(1, b"batch 1", 1, 0)  # sent at sequence 1, which the broker has: DUPLICATE_SEQUENCE_NUMBER
         _drain(sender, buffer)

@@ -215,3 +215,21 @@ def test_the_explainer_median_is_numpy_median_to_the_bit() -> None:
             x[rng.random(n) < 0.3] = x[0]  # ties
             assert _median(x) == float(np.median(x))
             assert _median(np.abs(x - _median(x))) == float(np.median(np.abs(x - np.median(x))))
+
+
+@pytest.mark.parametrize("name", ["robust", "seasonal"])
+def test_the_explainer_window_is_the_ring_rolled_oldest_first(name: str) -> None:
+    """The recent-readings ring unrolled by slicing must be ``np.roll``'s array, before and after it wraps."""
+    from models.anomaly.explain import _window
+
+    det = make_detector(name)
+    ring = det._views(["window"])["window"]
+    rng = np.random.default_rng(3)
+    seen = 0
+    for size in [1, 5, ring.shape[0] - 6, 1, ring.shape[0], 7, 3 * ring.shape[0] + 1]:
+        det.score_learn(rng.normal(size=size), np.arange(seen, seen + size) * 1000)
+        seen += size
+        ring = det._views(["window"])["window"]
+        expected = ring[:seen].copy() if seen < ring.shape[0] else np.roll(ring, -(seen % ring.shape[0]))
+        assert np.array_equal(_window(det, seen), expected)
+        assert _window(det, seen)[-1] == ring[(seen - 1) % ring.shape[0]]
