@@ -24,8 +24,15 @@ For each fleet size and engine, over one broker (a namespace per run):
   The same delay split in three: ``latency_send_*`` (event time to the generator producing the batch),
   ``latency_flow_*`` (that to the score's Kafka timestamp, stamped when the flow produced it) and
   ``latency_watch_*`` (that to the watcher receiving it); ``latency_cpu_ms_per_batch``, the flow process's CPU
-  time over the live phase (drain included) per batch sent: what a live batch costs, whatever else loads the
-  machine;
+  time while the clock runs (drain included) per batch sent: what a live batch costs, whatever else loads the
+  machine. The generator and the watcher are threads of this process and share the flow's cores, so they are
+  kept light: every live batch is built and Avro-encoded before the clock starts (``_schedule``; its CPU per
+  batch is ``harness_build_cpu_ms_per_batch``), the generator only hands bytes to its producer when each is
+  due, and the watcher keeps the scores' bytes and decodes them after the load (or in bulk once as many have
+  arrived as were sent); ``harness_cpu_ms_per_batch`` is this process's CPU while the clock runs, per batch
+  sent. Until session 7 both ran on the clock: building and encoding each batch at its due time and decoding
+  every score as it came took about as much CPU as the flow's own (BENCHMARKS.md, Fleet scale, "Latency at
+  half load, fifth pass");
 - ``recovery_s``: after SIGKILL, from starting the flow again to the score of a batch published meanwhile;
 
 A fleet whose projected memory (from the first run's RSS per device) would not fit in the machine's available
@@ -44,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -246,72 +254,126 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
+def _schedule(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_s: float
+              ) -> tuple[list[tuple[float, bytes, bytes]], list[str], SensorSimulator]:
+    """Every batch ``fleet``'s devices send in ``live_s`` seconds at ``rate`` readings/s, built and Avro-encoded
+    before the clock starts (the schedule is deterministic): (when it is due, key, value) in due order, the event
+    ids in the same order, and the simulator (its devices' sequence numbers where the schedule leaves them).
+
+    The first batch falls due after the build, whose time is projected from setting up the fleet and encoding a
+    sample first; the others over one batch span, so that none is late before it could be sent."""
+    devices = len(fleet.devices)
+    interval_ms = 1000.0 * devices * 3 / rate
+    first_ms = (READINGS_PER_MESSAGE - 1) * interval_ms  # a batch's first to last reading
+    count = int(rate * live_s / (3 * READINGS_PER_MESSAGE)) + 1
+    serde = AvroSerde()
+    full = settings.topic(TOPIC)
+    began = time.perf_counter()
+    sample = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, interval_ms=interval_ms,
+                             seed=11, stagger=True)
+    made = time.perf_counter()  # a fleet of 100,000 devices takes seconds to set up: counted in the projection
+    for _, rec in zip(range(min(count, 300)), sample):
+        serde.encode(SENSOR_BATCH, rec, topic=full)
+    build_s = 2 * (made - began) + (time.perf_counter() - made) / min(count, 300) * count
+    sim = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, interval_ms=interval_ms,
+                          start_ms=int(time.time() * 1000 - first_ms + 1000 * (1.5 * build_s + 1)), seed=11,
+                          stagger=True)
+    for d, before in zip(sim.devices, fleet.devices, strict=True):
+        d.seq = before.seq
+    end_ms = sim.start_ms + first_ms + 1000 * live_s
+    schedule: list[tuple[float, bytes, bytes]] = []
+    ids: list[str] = []
+    for rec in sim:
+        if rec["event_time"] >= end_ms:  # not sent: its device's sequence goes on from the one before
+            sim.devices[len(schedule) % devices].seq -= 1
+            break
+        schedule.append((sim.due_s(rec), rec["device_id"].encode(), serde.encode(SENSOR_BATCH, rec, topic=full)))
+        ids.append(rec["event_id"])
+    return schedule, ids, sim
+
+
 def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_s: float,
-             watcher: Consumer) -> dict[str, Any]:
+             watcher: Consumer, flow_cpu: Callable[[], float] | None = None) -> dict[str, Any]:
     """Event time to score arrival for ``fleet``'s devices offered ``rate`` readings/s live (their readings now on
     the wall clock, their sequence numbers going on), and where the time went: ``send`` (event time to the
     generator producing the batch: a generator falling behind shows here), ``flow`` (the batch's produce time to
     its score's Kafka timestamp, set when the flow produced it: fetch, queueing, scoring) and ``watch`` (that
-    timestamp to the watcher receiving it). p50/p99 in ms of each, batches scored and sent."""
-    devices = len(fleet.devices)
-    interval_ms = 1000.0 * devices * 3 / rate
-    first_ms = (READINGS_PER_MESSAGE - 1) * interval_ms  # a batch's first to last reading
-    # the earliest batch falls due now, the others over one batch span: none is late before it could be sent
-    sim = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, interval_ms=interval_ms,
-                          start_ms=int(time.time() * 1000 - first_ms) + 1000, seed=11, stagger=True)
-    for d, before in zip(sim.devices, fleet.devices, strict=True):
-        d.seq = before.seq
-    stop = threading.Event()
-    sent: dict[str, float] = {}  # event id -> when the generator produced it (ms)
+    timestamp to the watcher receiving it). p50/p99 in ms of each, batches scored and sent; with ``flow_cpu``
+    (the flow's CPU seconds so far), what the flow spent while the clock ran (``flow_cpu_s``).
+
+    What the harness costs while the clock runs: the generator only hands pre-encoded bytes to its producer at
+    each batch's due time (``_schedule`` builds them before), and the watcher only keeps each score's bytes,
+    arrival time and Kafka timestamp; scores are decoded after the load, or in bulk once as many have arrived
+    as batches were sent, to know when to stop."""
+    began = time.process_time()
+    schedule, ids, sim = _schedule(settings, fleet, rate, live_s)
+    build_cpu = time.process_time() - began
+    index = {event_id: i for i, event_id in enumerate(ids)}
+    sent = [float("nan")] * len(schedule)  # when the generator produced each batch (ms)
+    produced = 0
 
     def produce() -> None:
+        nonlocal produced
         with EventProducer(settings) as producer:
             warm = next(iter(SensorSimulator(devices=1, readings_per_message=READINGS_PER_MESSAGE, seed=3)))
             warm.update(device_id="warm-up", event_id=f"warm-up-{time.time_ns()}")  # connects before the clock runs
             producer.produce(TOPIC, SENSOR_BATCH, warm, key=warm["device_id"])
             producer.flush()
-            for rec in sim:
-                if stop.is_set():
-                    return
-                wait = sim.due_s(rec) - time.time()
+            for i, (due, key, value) in enumerate(schedule):
+                wait = due - time.time()
                 if wait > 0:
+                    producer.poll()
                     time.sleep(wait)
-                producer.produce(TOPIC, SENSOR_BATCH, rec, key=rec["device_id"])
-                sent[rec["event_id"]] = time.time() * 1000
+                producer.produce_raw(TOPIC, value, key, serve=False)
+                sent[i] = time.time() * 1000
+                produced = i + 1
 
     serde = AvroSerde()
-    total: dict[str, float] = {}
-    flow_ms: list[float] = []
-    watch_ms: list[float] = []
-    send_ms: list[float] = []
-    arrived_s: list[float] = []
+    arrivals: list[tuple[float, bytes, int]] = []  # (arrival ms, score bytes, its Kafka timestamp)
+    found: dict[int, tuple[float, int, float]] = {}  # batch index -> (arrival ms, Kafka timestamp, event time)
+    decoded = 0
+
+    def decode_arrived() -> None:
+        nonlocal decoded
+        for now_ms, value, stamp in arrivals[decoded:]:
+            rec = serde.decode(value, ANOMALY_SCORE, check=False)
+            i = index.get(rec["source_event_id"])
+            if i is not None and i not in found:
+                found[i] = (now_ms, stamp, rec["event_time"])
+        decoded = len(arrivals)
+
     thread = threading.Thread(target=produce, daemon=True)
+    on_clock = time.process_time()
+    flow_began = flow_cpu() if flow_cpu is not None else 0.0
     thread.start()
-    end = time.monotonic() + live_s
+    last_due = schedule[-1][0] if schedule else time.time()
     try:
-        while time.monotonic() < end + DRAIN_S and (time.monotonic() < end or len(total) < len(sent)):
-            if time.monotonic() >= end:
-                stop.set()
+        while time.time() < last_due + DRAIN_S:
             for msg in watcher.consume(5000, 0.05):
                 if msg.error() is None:
-                    now_ms = time.time() * 1000
-                    rec = serde.decode(msg.value(), ANOMALY_SCORE)
-                    source = rec["source_event_id"]
-                    if source in sent and source not in total:
-                        total[source] = now_ms - rec["event_time"]
-                        stamp = msg.timestamp()[1]
-                        send_ms.append(sent[source] - rec["event_time"])
-                        flow_ms.append(stamp - sent[source])
-                        watch_ms.append(now_ms - stamp)
-                        arrived_s.append(now_ms / 1000)
+                    arrivals.append((time.time() * 1000, msg.value(), msg.timestamp()[1]))
+            if produced == len(schedule) and len(arrivals) - decoded >= len(schedule) - len(found):
+                decode_arrived()
+                if len(found) == len(schedule):
+                    break
     finally:
-        stop.set()
         thread.join(30)
+    on_clock = time.process_time() - on_clock
+    flow_spent = flow_cpu() - flow_began if flow_cpu is not None else float("nan")
+    decode_arrived()
     for d, after in zip(fleet.devices, sim.devices, strict=True):
         d.seq = after.seq
-    out: dict[str, Any] = {"scored": len(total), "sent": len(sent),
-                           "samples": list(zip(arrived_s, total.values(), send_ms, flow_ms, strict=True))}
-    for name, values in (("", list(total.values())), ("send_", send_ms), ("flow_", flow_ms), ("watch_", watch_ms)):
+    total, send_ms, flow_ms, watch_ms, arrived_s = [], [], [], [], []
+    for i, (now_ms, stamp, event_ms) in sorted(found.items()):
+        total.append(now_ms - event_ms)
+        send_ms.append(sent[i] - event_ms)
+        flow_ms.append(stamp - sent[i])
+        watch_ms.append(now_ms - stamp)
+        arrived_s.append(now_ms / 1000)
+    out: dict[str, Any] = {"scored": len(found), "sent": produced, "build_cpu_s": build_cpu, "clock_cpu_s": on_clock,
+                           "flow_cpu_s": flow_spent,
+                           "samples": list(zip(arrived_s, total, send_ms, flow_ms, strict=True))}
+    for name, values in (("", total), ("send_", send_ms), ("flow_", flow_ms), ("watch_", watch_ms)):
         p50, p99 = _percentiles(values)
         out[f"{name}p50"], out[f"{name}p99"] = p50, p99
     return out
@@ -352,9 +414,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         offered = live_rate or rate / 2
         # on the process that measured the maximum, before the restart: after one, each device's first batch
         # restores its state (BENCHMARKS.md, third pass on latency), which the pre-filled maximum did not pay
-        cpu = flow.cpu_s()
-        lat = _latency(settings, sim, offered, live_s, watcher) if live_s > 0 else {}
-        cpu = flow.cpu_s() - cpu
+        lat = _latency(settings, sim, offered, live_s, watcher, flow.cpu_s) if live_s > 0 else {}
         recovery = _recovery(flow, settings, sim, watcher)
     finally:
         watcher.close()
@@ -368,9 +428,11 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, liv
         "checkpoint_mb": round(checkpoint / 2**20, 2), "checkpoint_mb_per_epoch": round(per_epoch / 2**20, 2),
         "recovery_s": round(recovery, 2),
         **{f"latency_{k}_ms": None if v != v else round(v) for k, v in lat.items()
-           if k not in ("scored", "sent", "samples")},
+           if k not in ("scored", "sent", "samples", "build_cpu_s", "clock_cpu_s", "flow_cpu_s")},
         "latency_batches_scored": lat.get("scored"), "latency_batches_sent": lat.get("sent"),
-        "latency_cpu_ms_per_batch": round(1000 * cpu / lat["sent"], 3) if lat.get("sent") else None,
+        **{name: round(1000 * spent / lat["sent"], 3) if lat.get("sent") else None for name, spent in (
+            ("latency_cpu_ms_per_batch", lat.get("flow_cpu_s")), ("harness_cpu_ms_per_batch", lat.get("clock_cpu_s")),
+            ("harness_build_cpu_ms_per_batch", lat.get("build_cpu_s")))},
         "offered_readings_per_s": round(offered), "readings": messages * sim.readings_per_batch,
         "batches_per_device": batches,
         **{f"changelog_{k}": v for k, v in changelog.items()},

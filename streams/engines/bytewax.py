@@ -186,13 +186,22 @@ class _ProcessorLogic(StatefulBatchLogic):
 class StagedStates:
     """One process's bucket states on their way to its store (``IdleStore.put_versions``), written together.
 
-    A bucket's snapshot carries the states that changed in its epoch as bytes, and stages them here; the first
-    snapshot of a later epoch writes everything staged in one transaction (one sync per epoch, not one per
-    bucket), and from then on the buckets' snapshots carry only each state's version number. So Bytewax's
-    recovery store holds about the states that changed lately, not every device's, and a restart loads that.
-    A replaced version a checkpoint may still refer to is deleted once Bytewax's resume epoch has passed every
-    epoch that could have been running when it was replaced (``RecoveryEpochs``); without ``epochs``, ``GRACE_S``
-    after it was replaced.
+    A bucket's snapshot carries the states that changed in its epoch as bytes, and stages them here; a later
+    write puts everything staged in one transaction (one sync for many buckets), and from then on the buckets'
+    snapshots carry only each state's version number. So Bytewax's recovery store holds about the states that
+    changed lately, not every device's, and a restart loads that. A snapshot refers to a version only once it is
+    written (``durable``); until then it carries the bytes, so a write that lags costs checkpoint bytes, never a
+    state. A replaced version a checkpoint may still refer to is deleted once Bytewax's resume epoch has passed
+    every epoch that could have been running when it was replaced (``RecoveryEpochs``); without ``epochs``,
+    ``GRACE_S`` after it was replaced.
+
+    With ``background``, a thread of its own writes every ``WRITE_EVERY_S`` (a quarter epoch where shorter: an
+    epoch's states are written well before the next epoch's snapshots, which then refer to them by version) and
+    the snapshots only read how far it got (``written``): the SQLite commit, synced to disk, then stalls no
+    snapshot on the worker's thread, where it held every event arriving at an epoch's end (20-330 ms an epoch at
+    1,000 devices under load: BENCHMARKS.md, Fleet scale, "Latency at half load, fifth pass"). The resume epoch
+    that decides deletions is still read by the snapshots (``RecoveryEpochs``, at most once per
+    ``FLUSH_EVERY_S``) and handed to the writer.
 
     Parameters
     ----------
@@ -200,21 +209,33 @@ class StagedStates:
         The process's store.
     epochs
         The flow's recovery partitions, read.
+    background
+        Write from a thread of its own (the flow); False: the first snapshot of an epoch writes (``flush``).
     """
 
-    FLUSH_EVERY_S = 1.0  # at most one write per this: the snapshots of one epoch come in one burst
+    FLUSH_EVERY_S = 1.0  # without ``background``: at most one write per this (an epoch's snapshots come in a burst)
+    WRITE_EVERY_S = 0.5  # with ``background``: a write at least this often (a quarter epoch where shorter)
     GRACE_S = 60.0  # without ``epochs``: a replaced version is deleted this long after
 
-    def __init__(self, store: IdleStore, epochs: RecoveryEpochs | None = None) -> None:
+    def __init__(self, store: IdleStore, epochs: RecoveryEpochs | None = None, background: bool = False) -> None:
         self.store = store
         self.epochs = epochs
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the lists below; never held while writing
+        self._writing = threading.Lock()  # one write at a time
         self._next = time.time_ns()  # versions grow across restarts too
         self._staged: list[tuple[str, int, bytes]] = []
         self._forget: list[tuple[float, str, int]] = []  # (epoch to pass, or time without epochs; key, below)
         self._drop: list[tuple[str, int]] = []  # (key, version) that no checkpoint refers to
         self.durable = 0  # every version up to this is written
         self._flushed = time.monotonic()
+        self._failed: BaseException | None = None
+        self._seen = -math.inf  # with ``background`` and ``epochs``: the resume epoch as the worker last read it
+        self._read_at = -math.inf
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+        if background:
+            self._writer = threading.Thread(target=self._write_on, name="eddyline-staged-states", daemon=True)
+            self._writer.start()
 
     def stage(self, key: str, state: bytes) -> int:
         """Stage a key's new state; returns its version, which is durable once ``durable`` reaches it.
@@ -258,6 +279,20 @@ class StagedStates:
         with self._lock:
             self._drop.append((key, version))
 
+    def written(self) -> int:
+        """``durable``, for a snapshot: with ``background`` as the writer left it (raising what made a write fail,
+        so that the epoch is not committed), else after ``flush``."""
+        if self._writer is None:
+            return self.flush()
+        if self._failed is not None:
+            raise RuntimeError(f"writing bucket states to {self.store.path} failed: {self._failed}") from self._failed
+        now = time.monotonic()
+        if self.epochs is not None and now - self._read_at >= self.FLUSH_EVERY_S:
+            with self._lock:
+                forgets = self._forget
+            self._seen, self._read_at = self._passed(now, forgets), now
+        return self.durable
+
     def flush(self, force: bool = False) -> int:
         """Write what is staged if the last write is ``FLUSH_EVERY_S`` old; returns ``durable``.
 
@@ -266,27 +301,55 @@ class StagedStates:
         force
             Write now, however recent the last write.
         """
-        with self._lock:
-            now = time.monotonic()
-            if not force and now - self._flushed < self.FLUSH_EVERY_S:
+        with self._writing:
+            with self._lock:
+                now = time.monotonic()
+                if not force and now - self._flushed < self.FLUSH_EVERY_S:
+                    return self.durable
+                forgets = self._forget
+            # the writer thread never reads the recovery partitions (``written`` does, on the worker's thread)
+            passed = self._seen if self._writer is not None and self.epochs is not None else self._passed(now, forgets)
+            with self._lock:
+                due = [(k, below) for until, k, below in self._forget if until < passed]
+                staged, drop, upto = self._staged, self._drop, self._next
+                if not staged and not due and not drop:
+                    return self.durable
+                self._forget = [f for f in self._forget if f[0] >= passed]
+                self._staged, self._drop = [], []
+            try:
+                self.store.put_versions(staged, due, drop)
+            except BaseException:
+                with self._lock:  # kept for the next write
+                    self._staged[:0], self._drop[:0] = staged, drop
+                    self._forget.extend((-math.inf, k, below) for k, below in due)
+                raise
+            with self._lock:
+                self.durable = upto
+                self._flushed = now
                 return self.durable
-            passed = self._passed(now)
-            due = [(k, below) for until, k, below in self._forget if until < passed]
-            if not self._staged and not due and not self._drop:
-                return self.durable
-            self.store.put_versions(self._staged, due, self._drop)
-            self._forget = [f for f in self._forget if f[0] >= passed]
-            self._drop = []
-            self.durable = self._next
-            self._staged = []
-            self._flushed = now
-            return self.durable
 
-    def _passed(self, now: float) -> float:
+    def close(self) -> None:
+        """Stop the writer, if any, after a last write."""
+        if self._writer is not None:
+            self._stop.set()
+            self._writer.join(30)
+
+    def _write_on(self) -> None:
+        every = min(self.WRITE_EVERY_S, self.epochs.interval_s / 4) if self.epochs is not None else self.WRITE_EVERY_S
+        while not self._stop.wait(every):
+            try:
+                self.flush(force=True)
+            except Exception as exc:  # the next snapshot raises it: the epoch is not committed
+                log.exception("writing bucket states failed")
+                self._failed = exc
+                return
+        self.flush(force=True)
+
+    def _passed(self, now: float, forgets: list[tuple[float, str, int]]) -> float:
         """Forgets recorded under this are due: the resume epoch (read only when one waits), or the time."""
         if self.epochs is None:
             return math.nextafter(now, math.inf)
-        if not self._forget:
+        if not forgets:
             return -math.inf
         resume = self.epochs.resume_epoch()
         return -math.inf if resume is None else resume
@@ -506,7 +569,7 @@ class _BucketLogic(StatefulBatchLogic):
             self._undecode(key)
 
     def snapshot(self) -> bytes:
-        durable = self.staged.flush() if self.staged is not None else 0
+        durable = self.staged.written() if self.staged is not None else 0
         for key, version in list(self.pending.items()):
             if version <= durable and key not in self.dirty:  # written: the checkpoint carries its version now
                 previous = self.refs.get(key)
@@ -628,6 +691,7 @@ def build_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None,
     idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), workers: int = 1,
     buckets: int = 0, epochs: RecoveryEpochs | None = None, linger: timedelta = POLL_LINGER,
+    staged: StagedStates | None = None,
 ) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
@@ -657,6 +721,9 @@ def build_dataflow(
         (``_BucketLogic``), so a restart resumes at most N keys.
     epochs
         The recovery partitions, read: replaced bucket versions are deleted once no resume can reach them.
+    staged
+        Where bucket states go on their way to ``idle`` (``run_dataflow`` passes one writing in the background);
+        None: one that the snapshots write.
     """
     output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
@@ -683,7 +750,8 @@ def build_dataflow(
     def route(key: str) -> str:
         return bucket_key(bucket_of(key, buckets), buckets) if buckets else key
 
-    staged = StagedStates(idle, epochs) if buckets and idle is not None else None
+    if staged is None and buckets and idle is not None:
+        staged = StagedStates(idle, epochs)
 
     def logic(resume: bytes | None) -> StatefulBatchLogic:
         if buckets:
@@ -796,8 +864,9 @@ def run_dataflow(
     recovery = cli_options.get("recovery_config")
     epochs = None if recovery is None else RecoveryEpochs(
         Path(recovery.db_dir), cli_options.get("epoch_interval") or BYTEWAX_EPOCH_INTERVAL)
+    staged = StagedStates(idle, epochs, background=True) if buckets and idle is not None else None
     flow = build_dataflow(spec, settings, batch_size=batch_size, output=output, idle=idle, idle_after=idle_after,
-                          workers=workers, buckets=buckets, epochs=epochs, linger=linger)
+                          workers=workers, buckets=buckets, epochs=epochs, linger=linger, staged=staged)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
     thresholds = gc.get_threshold()
     gc.collect()
@@ -806,6 +875,10 @@ def run_dataflow(
     try:
         cli_main(flow, **cli_options)
     finally:
+        if staged is not None:
+            staged.close()
+        if epochs is not None:
+            epochs.close()
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         if monitor is not None:

@@ -10,11 +10,14 @@ passed the epoch of the snapshot that replaced it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import sqlite3
+import subprocess
+import sys
+import threading
 import time
-from contextlib import closing
+import weakref
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,6 +43,9 @@ class RecoveryEpochs:
         self.db_dir = Path(db_dir)
         self.interval_s = epoch_interval.total_seconds()
         self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._reader: subprocess.Popen | None = None  # the process that reads the partitions (``_READER``)
+        self._stop: weakref.finalize | None = None
         recorded = self._read()
         # at least the epoch this execution resumes from, as every epoch recorded before it started is;
         # None: unknown (a partition unreadable), and then no bound is known either
@@ -68,14 +74,61 @@ class RecoveryEpochs:
         return self.start_epoch + int((time.monotonic() - self.started) / self.interval_s) + 2
 
     def _read(self) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]] | None:
-        exs: list[tuple[int, int, int]] = []
-        fronts: list[tuple[int, int, int]] = []
-        for part in sorted(self.db_dir.glob("part-*.sqlite3")):
+        parts = [str(part) for part in sorted(self.db_dir.glob("part-*.sqlite3"))]
+        with self._lock:
             try:
-                with closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=5.0)) as db:
-                    exs += db.execute("SELECT ex_num, worker_count, resume_epoch FROM exs").fetchall()
-                    fronts += db.execute("SELECT ex_num, worker_index, worker_frontier FROM fronts").fetchall()
-            except sqlite3.Error as exc:
-                log.warning("cannot read the recovery partition %s (%s): replaced states are kept", part, exc)
-                return None
-        return exs, fronts
+                if self._reader is None or self._reader.poll() is not None:
+                    self._reader = subprocess.Popen([sys.executable, "-c", _READER], stdin=subprocess.PIPE,
+                                                    stdout=subprocess.PIPE, text=True)
+                    self._stop = weakref.finalize(self, _stop_reader, self._reader)  # also when dropped unclosed
+                assert self._reader.stdin is not None and self._reader.stdout is not None
+                self._reader.stdin.write(json.dumps(parts) + "\n")
+                self._reader.stdin.flush()
+                answer = json.loads(self._reader.stdout.readline() or '{"error": "the reader exited"}')
+            except (OSError, ValueError) as exc:
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+        if "error" in answer:
+            log.warning("cannot read the recovery partitions in %s (%s): replaced states are kept", self.db_dir,
+                        answer["error"])
+            return None
+        return [tuple(r) for r in answer["exs"]], [tuple(r) for r in answer["fronts"]]
+
+    def close(self) -> None:
+        """Stop the reader process, if one runs."""
+        with self._lock:
+            if self._stop is not None:
+                self._stop()
+            self._reader = self._stop = None
+
+
+def _stop_reader(reader: subprocess.Popen) -> None:
+    if reader.poll() is None:
+        reader.stdin.close()  # it ends at the end of its input
+        try:
+            reader.wait(10)
+        except subprocess.TimeoutExpired:
+            reader.kill()
+            reader.wait()
+    reader.stdout.close()
+
+
+# Bytewax keeps its partitions in WAL mode with its own SQLite library. A second SQLite library in the same
+# process does not see that library's POSIX locks (they are per process), takes itself for the only connection
+# and resets the shared-memory index (``-shm``) under Bytewax's mapping of it: the flow died of SIGBUS once the
+# WAL outgrew the index's first 32 KB (large fleets), and a partition was found corrupt. So they are read from a
+# process of their own, which Bytewax's locks hold back like any other.
+_READER = """
+import json, sqlite3, sys
+from contextlib import closing
+for line in sys.stdin:
+    exs, fronts = [], []
+    try:
+        for part in json.loads(line):
+            with closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=5.0)) as db:
+                exs += db.execute("SELECT ex_num, worker_count, resume_epoch FROM exs").fetchall()
+                fronts += db.execute("SELECT ex_num, worker_index, worker_frontier FROM fronts").fetchall()
+        answer = {"exs": exs, "fronts": fronts}
+    except sqlite3.Error as exc:
+        answer = {"error": f"{part}: {exc}"}
+    print(json.dumps(answer), flush=True)
+"""

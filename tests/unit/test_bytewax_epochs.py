@@ -81,3 +81,55 @@ def test_a_replaced_version_is_kept_while_the_commit_lags_and_deleted_once_it_pa
     staged.flush(force=True)
     assert store.get_version("dev-1", old) is None
     assert store.get_version("dev-1", new) == b"new"
+
+
+def _until(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the writer did not get there"
+        time.sleep(0.01)
+
+
+def test_a_background_writer_writes_off_the_snapshot_and_deletes_only_past_the_resume_epoch_the_worker_read(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(StagedStates, "WRITE_EVERY_S", 0.01)
+    monkeypatch.setattr(StagedStates, "FLUSH_EVERY_S", 0.0)
+    init_db_dir(tmp_path, 1)
+    _record(tmp_path, 0, 1, 7)
+    store = IdleStore(tmp_path / "idle" / "idle-0.sqlite3")
+    epochs = RecoveryEpochs(tmp_path, timedelta(seconds=2))
+    staged = StagedStates(store, epochs, background=True)
+    _record(tmp_path, 1, 7, None)
+    try:
+        old = staged.stage("dev-1", b"old")
+        _until(lambda: staged.written() >= old)  # written by the thread; a snapshot only reads how far it got
+        assert store.get_version("dev-1", old) == b"old"
+        new = staged.stage("dev-1", b"new")
+        _until(lambda: staged.written() >= new)
+        staged.forget("dev-1", new)
+        bound = epochs.running_bound()
+        _record(tmp_path, 1, 7, bound + 1)  # the commit passed the bound, but no snapshot has read it yet
+        time.sleep(0.2)
+        assert store.get_version("dev-1", old) == b"old"
+        staged.written()  # the worker's thread reads the resume epoch; the writer deletes with its next write
+        _until(lambda: store.get_version("dev-1", old) is None)
+        assert store.get_version("dev-1", new) == b"new"
+    finally:
+        staged.close()
+
+
+def test_a_failed_background_write_fails_the_next_snapshot_and_keeps_the_state(tmp_path, monkeypatch):
+    monkeypatch.setattr(StagedStates, "WRITE_EVERY_S", 0.01)
+    store = IdleStore(tmp_path / "idle-0.sqlite3")
+    staged = StagedStates(store, background=True)
+    monkeypatch.setattr(store, "put_versions", lambda *a: (_ for _ in ()).throw(sqlite3.OperationalError("full")))
+    version = staged.stage("dev-1", b"state")
+    _until(lambda: staged._failed is not None)
+    try:
+        staged.written()
+    except RuntimeError as exc:
+        assert "full" in str(exc)
+    else:
+        raise AssertionError("a snapshot after a failed write must fail: its epoch is not committed")
+    assert staged.durable < version and staged._staged == [("dev-1", version, b"state")]
+    staged.close()
