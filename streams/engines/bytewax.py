@@ -648,7 +648,7 @@ class _ProducerPartition(StatefulSinkPartition):
         self.producer.flush(30.0)  # raises if any delivery failed: the epoch is not committed, input replays
 
     def close(self) -> None:
-        self.producer.flush(30.0)
+        self.producer.close(30.0)
 
 
 class _ProducerSink(FixedPartitionedSink):
