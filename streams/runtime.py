@@ -10,6 +10,9 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 
+KEEP_DECODED_S = 300.0  # 120 s restored most of 100,000 devices' batches (BENCHMARKS.md, Fleet scale)
+DECODED_BYTES = 2 << 30  # 100,000 default-detector devices stay decoded in about 1.5 GB
+
 
 class RuntimeSettings(Section):
     """``[runtime]`` / ``EDDYLINE_RUNTIME_*``: where state lives and how often it is checkpointed."""
@@ -31,6 +34,14 @@ class RuntimeSettings(Section):
                                "buckets by a stable hash, so a restart resumes at most this many keys and loads only "
                                "recently changed states (older ones load when their device speaks); 0: one key per "
                                "device. Chosen by `eddyline bench scale --buckets 0,1024` (BENCHMARKS.md).")
+    keep_decoded_s: float = Field(KEEP_DECODED_S, ge=0, description="Bytewax buckets: seconds a silent device's "
+                                  "processor stays decoded after its last event, so a device that reports every "
+                                  "few minutes is not restored from its bytes at each batch; 0: dropped at the next "
+                                  "checkpoint.")
+    decoded_bytes: int = Field(DECODED_BYTES, gt=0, description="Bytewax buckets: about this much memory per "
+                               "process for decoded processors (shared evenly by the buckets; a default-detector "
+                               "device takes ~15 KB, one with seasonal tables ~75 KB); beyond it the least recently "
+                               "spoken are dropped to their bytes. Size it to the worker's memory.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on metrics_host:PORT.")
     metrics_host: str = Field("127.0.0.1", description="Where the metrics endpoint listens; 0.0.0.0 in containers.")
     lag_interval_s: float | None = Field(

@@ -191,6 +191,7 @@ def run_flow(
     epoch = timedelta(seconds=runtime.epoch_interval_s)
     idle = timedelta(seconds=runtime.idle_evict_s) if runtime.idle_evict_s else None
     linger = timedelta(milliseconds=runtime.poll_linger_ms)
+    decoded = {"keep_decoded": timedelta(seconds=runtime.keep_decoded_s), "decoded_bytes": runtime.decoded_bytes}
     try:
         if engine == "faust":
             from streams.engines.faust import run as run_faust
@@ -204,13 +205,14 @@ def run_flow(
             folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
                         batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s, idle_after=idle,
-                        buckets=runtime.state_buckets, linger=linger)
+                        buckets=runtime.state_buckets, linger=linger, **decoded)
         else:
             from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
             run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size,
-                lag_interval_s=runtime.lag_interval_s, idle_after=idle, buckets=runtime.state_buckets, linger=linger)
+                lag_interval_s=runtime.lag_interval_s, idle_after=idle, buckets=runtime.state_buckets, linger=linger,
+                **decoded)
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 
