@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -50,3 +51,17 @@ class RuntimeSettings(Section):
     detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")
     packed_scores: bool = Field(False, description="Sensor flow: write scores packed (float32 bytes, anomaly_score "
                                 "v2; schemas.scores.series_scores reads both) instead of one Avro double each.")
+
+    def bytewax_options(self) -> dict[str, Any]:
+        """The keyword arguments these settings give ``bytewax.run`` and ``bytewax_cluster.run_cluster``: one
+        translation, so the CLI and a cluster process started directly read the same settings the same way."""
+        return {
+            "epoch_interval": timedelta(seconds=self.epoch_interval_s),
+            "batch_size": self.batch_size,
+            "lag_interval_s": self.lag_interval_s,
+            "idle_after": timedelta(seconds=self.idle_evict_s) if self.idle_evict_s else None,
+            "buckets": self.state_buckets,
+            "linger": timedelta(milliseconds=self.poll_linger_ms),
+            "keep_decoded": timedelta(seconds=self.keep_decoded_s),
+            "decoded_bytes": self.decoded_bytes,
+        }

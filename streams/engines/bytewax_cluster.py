@@ -182,10 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = flow_spec(args.flow)
     try:
         run_cluster(spec, KafkaSettings(), processes=args.processes, workers_per_process=args.workers_per_process,
-                    state_dir=args.state_dir or runtime.state_dir / spec.name,
-                    epoch_interval=timedelta(seconds=runtime.epoch_interval_s), batch_size=runtime.batch_size,
-                    buckets=runtime.state_buckets, linger=timedelta(milliseconds=runtime.poll_linger_ms),
-                    keep_decoded=timedelta(seconds=runtime.keep_decoded_s), decoded_bytes=runtime.decoded_bytes)
+                    state_dir=args.state_dir or runtime.state_dir / spec.name, **runtime.bytewax_options())
     except KeyboardInterrupt:
         pass
 

@@ -186,9 +186,8 @@ def test_the_decoded_limits_reach_each_bucket_from_the_runtime_settings(monkeypa
     monkeypatch.setenv("EDDYLINE_RUNTIME_KEEP_DECODED_S", "45")
     monkeypatch.setenv("EDDYLINE_RUNTIME_DECODED_BYTES", "3000000")
     monkeypatch.setenv("EDDYLINE_RUNTIME_STATE_BUCKETS", "4")
-    runtime = RuntimeSettings()
-    flow = build_dataflow(SPEC, KafkaSettings(), buckets=runtime.state_buckets,
-                          keep_decoded=timedelta(seconds=runtime.keep_decoded_s), decoded_bytes=runtime.decoded_bytes)
+    options = RuntimeSettings().bytewax_options()  # what `eddyline run` and a cluster process pass
+    flow = build_dataflow(SPEC, KafkaSettings(), **{k: options[k] for k in ("buckets", "keep_decoded", "decoded_bytes")})
     process = next(step for step in flow.substeps if step.step_id.endswith(".process"))
     logic = process.builder(None)
     assert isinstance(logic, _BucketLogic)
@@ -393,3 +392,21 @@ def test_a_device_that_leaves_while_its_new_state_waits_to_be_written_leaves_its
     worker.epoch()  # Bytewax snapshots a key it notified
     worker.restart()
     assert by_device(worker.feed(tail)) == by_device(run_local(SPEC, tail, processors=_reference_after(head)))
+
+
+def test_the_runtime_settings_give_both_bytewax_entry_points_the_same_options(monkeypatch):
+    """One translation of ``[runtime]`` for ``bytewax.run`` and ``run_cluster``: every option is a parameter of
+    both, and 0 seconds of idle eviction means never."""
+    import inspect
+
+    from streams.engines.bytewax import run
+    from streams.engines.bytewax_cluster import run_cluster
+
+    monkeypatch.setenv("EDDYLINE_RUNTIME_IDLE_EVICT_S", "0")
+    monkeypatch.setenv("EDDYLINE_RUNTIME_POLL_LINGER_MS", "7")
+    options = RuntimeSettings().bytewax_options()
+    assert options["idle_after"] is None and options["linger"] == timedelta(milliseconds=7)
+    for entry in (run, run_cluster):
+        assert set(options) <= set(inspect.signature(entry).parameters), entry.__name__
+    monkeypatch.setenv("EDDYLINE_RUNTIME_IDLE_EVICT_S", "90")
+    assert RuntimeSettings().bytewax_options()["idle_after"] == timedelta(seconds=90)
