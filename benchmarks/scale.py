@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -484,23 +485,29 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
     work = Path(tempfile.mkdtemp(prefix="eddyline-scale-"))
     runs: list[dict[str, Any]] = []
     rss_per_device: dict[str, float] = {}
-    with EmbeddedBroker(log_path=work / "broker.log") as broker:
-        for n in devices:
-            for engine, bucket_count in [(e, b) for e in engines for b in (buckets or [0] if e == "bytewax" else [0])]:
-                projected = rss_per_device.get(engine, 0.0) * n
-                if projected > 0.8 * _available_bytes():
-                    runs.append({"engine": engine, "devices": n, "skipped": (
-                        f"projected RSS {projected / 2**30:.1f} GiB exceeds 80% of the "
-                        f"{_available_bytes() / 2**30:.1f} GiB available")})
-                    console.print(f"{engine} {n}: skipped, {runs[-1]['skipped']}")
-                    continue
-                with console.status(f"{engine}, {n:,} devices, {bucket_count} buckets"):
-                    result = measure(broker, n, engine, batches, live_s, work, env, bucket_count, live_rate)
-                rss_per_device.setdefault(engine, result["rss_mb"] * 2**20 / n)
-                runs.append(result)
-                console.print(result)
-                if json_path is not None:  # what is done survives a later run that fails
-                    json_path.write_text(json.dumps({"runs": runs, "partial": True}, indent=2) + "\n")
+    try:
+        with EmbeddedBroker(log_path=work / "broker.log") as broker:
+            layouts = [(e, b) for e in engines for b in (buckets or [0] if e == "bytewax" else [0])]
+            for n in devices:
+                for engine, bucket_count in layouts:
+                    projected = rss_per_device.get(engine, 0.0) * n
+                    if projected > 0.8 * _available_bytes():
+                        runs.append({"engine": engine, "devices": n, "skipped": (
+                            f"projected RSS {projected / 2**30:.1f} GiB exceeds 80% of the "
+                            f"{_available_bytes() / 2**30:.1f} GiB available")})
+                        console.print(f"{engine} {n}: skipped, {runs[-1]['skipped']}")
+                        continue
+                    with console.status(f"{engine}, {n:,} devices, {bucket_count} buckets"):
+                        result = measure(broker, n, engine, batches, live_s, work, env, bucket_count, live_rate)
+                    rss_per_device.setdefault(engine, result["rss_mb"] * 2**20 / n)
+                    runs.append(result)
+                    console.print(result)
+                    if json_path is not None:  # what is done survives a later run that fails
+                        json_path.write_text(json.dumps({"runs": runs, "partial": True}, indent=2) + "\n")
+    except BaseException:
+        console.print(f"the run's logs and state are kept in {work}")
+        raise
+    shutil.rmtree(work, ignore_errors=True)  # a 100,000-device run leaves gigabytes of checkpoints
     out = {
         "runs": runs,
         "detector": detector or "default", "packed_scores": packed, "batches_per_device": batches,

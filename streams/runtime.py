@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
+
+KEEP_DECODED_S = 300.0  # 120 s restored most of 100,000 devices' batches (BENCHMARKS.md, Fleet scale)
+DECODED_BYTES = 2 << 30  # 100,000 default-detector devices stay decoded in about 1.5 GB
 
 
 class RuntimeSettings(Section):
@@ -31,6 +35,14 @@ class RuntimeSettings(Section):
                                "buckets by a stable hash, so a restart resumes at most this many keys and loads only "
                                "recently changed states (older ones load when their device speaks); 0: one key per "
                                "device. Chosen by `eddyline bench scale --buckets 0,1024` (BENCHMARKS.md).")
+    keep_decoded_s: float = Field(KEEP_DECODED_S, ge=0, description="Bytewax buckets: seconds a silent device's "
+                                  "processor stays decoded after its last event, so a device that reports every "
+                                  "few minutes is not restored from its bytes at each batch; 0: dropped at the next "
+                                  "checkpoint.")
+    decoded_bytes: int = Field(DECODED_BYTES, gt=0, description="Bytewax buckets: about this much memory per "
+                               "process for decoded processors (shared evenly by the buckets; a default-detector "
+                               "device takes ~15 KB, one with seasonal tables ~75 KB); beyond it the least recently "
+                               "spoken are dropped to their bytes. Size it to the worker's memory.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on metrics_host:PORT.")
     metrics_host: str = Field("127.0.0.1", description="Where the metrics endpoint listens; 0.0.0.0 in containers.")
     lag_interval_s: float | None = Field(
@@ -39,3 +51,17 @@ class RuntimeSettings(Section):
     detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")
     packed_scores: bool = Field(False, description="Sensor flow: write scores packed (float32 bytes, anomaly_score "
                                 "v2; schemas.scores.series_scores reads both) instead of one Avro double each.")
+
+    def bytewax_options(self) -> dict[str, Any]:
+        """The keyword arguments these settings give ``bytewax.run`` and ``bytewax_cluster.run_cluster``: one
+        translation, so the CLI and a cluster process started directly read the same settings the same way."""
+        return {
+            "epoch_interval": timedelta(seconds=self.epoch_interval_s),
+            "batch_size": self.batch_size,
+            "lag_interval_s": self.lag_interval_s,
+            "idle_after": timedelta(seconds=self.idle_evict_s) if self.idle_evict_s else None,
+            "buckets": self.state_buckets,
+            "linger": timedelta(milliseconds=self.poll_linger_ms),
+            "keep_decoded": timedelta(seconds=self.keep_decoded_s),
+            "decoded_bytes": self.decoded_bytes,
+        }

@@ -158,8 +158,6 @@ def run_flow(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on PORT (one process only).")] = None,
 ) -> None:
     """Run a flow until interrupted; its state is checkpointed so a restart resumes where it stopped."""
-    from datetime import timedelta
-
     from streams.flows import SERVICES, flow_spec
     from streams.runtime import RuntimeSettings
 
@@ -188,9 +186,6 @@ def run_flow(
             typer.echo(f"{flow} stopped", err=True)
         return
     assert spec is not None
-    epoch = timedelta(seconds=runtime.epoch_interval_s)
-    idle = timedelta(seconds=runtime.idle_evict_s) if runtime.idle_evict_s else None
-    linger = timedelta(milliseconds=runtime.poll_linger_ms)
     try:
         if engine == "faust":
             from streams.engines.faust import run as run_faust
@@ -202,15 +197,12 @@ def run_flow(
             from streams.engines.bytewax_cluster import run_cluster
 
             folder = state_dir or runtime.state_dir / spec.name
-            run_cluster(spec, _kafka(), processes=workers, state_dir=folder, epoch_interval=epoch,
-                        batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s, idle_after=idle,
-                        buckets=runtime.state_buckets, linger=linger)
+            run_cluster(spec, _kafka(), processes=workers, state_dir=folder, **runtime.bytewax_options())
         else:
             from streams.engines.bytewax import run
 
             folder = state_dir or runtime.state_dir / spec.name
-            run(spec, _kafka(), state_dir=folder, epoch_interval=epoch, batch_size=runtime.batch_size,
-                lag_interval_s=runtime.lag_interval_s, idle_after=idle, buckets=runtime.state_buckets, linger=linger)
+            run(spec, _kafka(), state_dir=folder, **runtime.bytewax_options())
     except KeyboardInterrupt:
         typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 

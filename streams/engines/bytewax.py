@@ -33,6 +33,7 @@ from streams.engines.bytewax_source import POLL_LINGER, LingerKafkaSource
 from streams.engines.lag import start_monitor
 from streams.engines.output import FlowOutput, Message, flow_topics
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
+from streams.runtime import DECODED_BYTES, KEEP_DECODED_S
 from streams.state import (
     Bucket, IdleStore, StateError, bucket_of, decode_bucket, decode_checkpoint, encode_bucket, encode_processor,
     is_bucket, refuse, restore_or_fresh,
@@ -358,12 +359,9 @@ class StagedStates:
 GC_THRESHOLDS = (50_000, 20, 10)  # a flow process's gc.set_threshold: 100,000 devices hold ~1.2M long-lived objects,
 # which Python's (700, 10, 10) rescans in full again and again while they grow (BENCHMARKS.md, Fleet scale)
 ENCODE_EARLY = timedelta(seconds=0.5)  # a key that spoke once in an epoch is encoded this long after, not at its end
-KEEP_DECODED_S = 300.0  # a bucket keeps a silent key's processor decoded this long after its last event (devices
-# that report every few minutes are not restored at each batch; 120 s restored most of 100,000 devices' batches),
-DECODED_BYTES = 2 << 30  # within about this much memory per process for decoded processors (``_forget_decoded``):
 DECODED_OVERHEAD = 8_000  # a decoded processor's bytes beyond its encoded state's (default detector, 3 sensors:
-# 14.5 KB decoded for 6.7 KB encoded), so 100,000 such devices stay decoded in 1.5 GB, and a fleet whose
-# series keep seasonal tables (50-75 KB per device) keeps fewer
+# 14.5 KB decoded for 6.7 KB encoded), so 100,000 such devices stay decoded in 1.5 GB of ``decoded_bytes``, and
+# a fleet whose series keep seasonal tables (50-75 KB per device) keeps fewer
 
 
 class _BucketLogic(StatefulBatchLogic):
@@ -374,14 +372,15 @@ class _BucketLogic(StatefulBatchLogic):
     A key's state is, in the bucket, either its ``encode_processor`` bytes (changed lately) or the version of
     those bytes in the process's store (``StagedStates``); it is re-encoded only when it processed events since
     the last snapshot (or, having spoken once in an epoch, ``ENCODE_EARLY`` after), decoded when it next speaks,
-    and its processor dropped again once silent for ``KEEP_DECODED_S`` or pushed out by more recent keys
-    (``DECODED_BYTES``). With ``idle_after``, a key silent that long leaves the bucket for the ``IdleStore``, and an
-    empty bucket leaves Bytewax. Resumed states that this layout does not route here (one key per device, another
-    bucket count) move to the idle store, where each key finds its own.
+    and its processor dropped again once silent for ``keep_decoded`` or pushed out by more recent keys
+    (``decoded_bytes`` per process, shared by ``buckets``). With ``idle_after``, a key silent that long leaves the
+    bucket for the ``IdleStore``, and an empty bucket leaves Bytewax. Resumed states that this layout does not route
+    here (one key per device, another bucket count) move to the idle store, where each key finds its own.
     """
 
     def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
-                 idle_after: timedelta | None, buckets: int, staged: StagedStates | None) -> None:
+                 idle_after: timedelta | None, buckets: int, staged: StagedStates | None, *,
+                 keep_decoded: timedelta, decoded_bytes: int) -> None:
         self.spec = spec
         self.output = output
         self.timer = PROCESSING_SECONDS.labels(spec.name)
@@ -396,8 +395,9 @@ class _BucketLogic(StatefulBatchLogic):
         self.live: dict[str, Processor] = {}
         self.spoke: dict[str, float] = {}  # the keys of ``live``, least recently spoken first -> when (monotonic)
         self.held: dict[str, int] = {}  # the keys of ``live`` -> the memory their processor is taken to hold
-        self.held_bytes = 0  # the sum of ``held``, kept within this bucket's share of ``DECODED_BYTES``
-        self.budget = DECODED_BYTES // buckets
+        self.held_bytes = 0  # the sum of ``held``, kept within ``budget``
+        self.budget = decoded_bytes // buckets  # this bucket's share of the process's decoded processors
+        self.keep_decoded_s = keep_decoded.total_seconds()
         self.dirty: set[str] = set()  # keys that processed events since the last snapshot
         self.early: dict[str, datetime | None] = {}  # keys that spoke this epoch -> when to encode early (None: not)
         self.encode_at: datetime | None = None  # at most the earliest of ``early``
@@ -558,11 +558,11 @@ class _BucketLogic(StatefulBatchLogic):
         self.encode_at = min(waiting) if waiting else None
 
     def _forget_decoded(self) -> None:
-        """Drop the processors (their bytes stay) of keys silent ``KEEP_DECODED_S``, and the least recently spoken
-        beyond this bucket's share of ``DECODED_BYTES``: so a device that speaks every minute or two is not
+        """Drop the processors (their bytes stay) of keys silent ``keep_decoded_s``, and the least recently spoken
+        beyond this bucket's ``budget``: so a device that speaks every minute or two is not
         decoded again each time (a restore costs about 5 times an encode), and memory stays bounded in a large
         fleet. The share is by memory, not by keys: a device with seasonal tables holds 5 times the default's."""
-        cutoff = time.monotonic() - KEEP_DECODED_S
+        cutoff = time.monotonic() - self.keep_decoded_s
         for key, spoke in list(self.spoke.items()):
             if spoke >= cutoff and self.held_bytes <= self.budget:
                 break
@@ -691,7 +691,8 @@ def build_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None,
     idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), workers: int = 1,
     buckets: int = 0, epochs: RecoveryEpochs | None = None, linger: timedelta = POLL_LINGER,
-    staged: StagedStates | None = None,
+    staged: StagedStates | None = None, keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
+    decoded_bytes: int = DECODED_BYTES,
 ) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
@@ -719,6 +720,10 @@ def build_dataflow(
     buckets
         Bytewax state keys: 0 gives each key (device) its own; N groups keys into N buckets by a stable hash
         (``_BucketLogic``), so a restart resumes at most N keys.
+    keep_decoded, decoded_bytes
+        With ``buckets``: how long a silent key's processor stays decoded, and about how much memory this process's
+        decoded processors may take (``[runtime] keep_decoded_s``, ``decoded_bytes``); beyond either a processor
+        goes back to its bytes until its key speaks again.
     epochs
         The recovery partitions, read: replaced bucket versions are deleted once no resume can reach them.
     staged
@@ -755,7 +760,8 @@ def build_dataflow(
 
     def logic(resume: bytes | None) -> StatefulBatchLogic:
         if buckets:
-            return _BucketLogic(spec, output, resume, idle, idle_after, buckets, staged)
+            return _BucketLogic(spec, output, resume, idle, idle_after, buckets, staged, keep_decoded=keep_decoded,
+                                decoded_bytes=decoded_bytes)
         return _ProcessorLogic(spec, output, resume, idle, idle_after)
 
     # Steps work on whole batches (a poll's messages, a key's emits): one Python call per batch, not per item.
@@ -794,6 +800,8 @@ def run(
     idle_after: timedelta | None = timedelta(minutes=10),
     buckets: int = 0,
     linger: timedelta = POLL_LINGER,
+    keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
+    decoded_bytes: int = DECODED_BYTES,
 ) -> None:
     """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
 
@@ -818,7 +826,7 @@ def run(
         How often a lag monitor reports the flow's consumer lag (None: no monitor).
     idle_after
         With ``state_dir``, keys silent this long leave memory for ``idle_path(state_dir)`` (None: never).
-    buckets, linger
+    buckets, linger, keep_decoded, decoded_bytes
         As for ``build_dataflow``.
     """
     from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -834,14 +842,16 @@ def run(
         move_legacy_idle_store(state_dir)
         idle = idle_store(state_dir)
     run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
-                 idle_after=idle_after, buckets=buckets, linger=linger, workers_per_process=workers,
+                 idle_after=idle_after, buckets=buckets, linger=linger, keep_decoded=keep_decoded,
+                 decoded_bytes=decoded_bytes, workers_per_process=workers,
                  epoch_interval=epoch_interval, recovery_config=recovery)
 
 
 def run_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None,
     idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), buckets: int = 0,
-    linger: timedelta = POLL_LINGER, **cli_options: Any
+    linger: timedelta = POLL_LINGER, keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
+    decoded_bytes: int = DECODED_BYTES, **cli_options: Any
 ) -> None:
     """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
     consumed, so the flow's group shows how far it got.
@@ -852,7 +862,7 @@ def run_dataflow(
         As for ``build_dataflow``.
     lag_interval_s
         How often the lag monitor reports (None: no monitor).
-    idle, idle_after, buckets, linger
+    idle, idle_after, buckets, linger, keep_decoded, decoded_bytes
         As for ``build_dataflow``.
     cli_options
         Passed to Bytewax's ``cli_main`` (workers, epoch interval, recovery).
@@ -866,7 +876,8 @@ def run_dataflow(
         Path(recovery.db_dir), cli_options.get("epoch_interval") or BYTEWAX_EPOCH_INTERVAL)
     staged = StagedStates(idle, epochs, background=True) if buckets and idle is not None else None
     flow = build_dataflow(spec, settings, batch_size=batch_size, output=output, idle=idle, idle_after=idle_after,
-                          workers=workers, buckets=buckets, epochs=epochs, linger=linger, staged=staged)
+                          workers=workers, buckets=buckets, epochs=epochs, linger=linger, staged=staged,
+                          keep_decoded=keep_decoded, decoded_bytes=decoded_bytes)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
     thresholds = gc.get_threshold()
     gc.collect()

@@ -21,13 +21,15 @@ from connectors.broker import free_port
 from connectors.kafka import KafkaSettings
 from streams.engines.bytewax_source import POLL_LINGER
 from streams.processor import FlowSpec
+from streams.runtime import DECODED_BYTES, KEEP_DECODED_S
 
 log = logging.getLogger(__name__)
 
 
 def _process(spec: FlowSpec, settings: KafkaSettings, index: int, addresses: list[str], state_dir: Path | None,
              workers_per_process: int, epoch_interval: timedelta, batch_size: int,
-             lag_interval_s: float | None, idle_after: timedelta | None, buckets: int, linger: timedelta) -> None:
+             lag_interval_s: float | None, idle_after: timedelta | None, buckets: int, linger: timedelta,
+             keep_decoded: timedelta, decoded_bytes: int) -> None:
     from bytewax.recovery import RecoveryConfig
 
     from streams.engines.bytewax import idle_store, run_dataflow
@@ -36,7 +38,8 @@ def _process(spec: FlowSpec, settings: KafkaSettings, index: int, addresses: lis
     recovery = RecoveryConfig(state_dir) if state_dir is not None else None
     idle = idle_store(state_dir, index) if state_dir is not None else None
     run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
-                 idle_after=idle_after, buckets=buckets, linger=linger, workers_per_process=workers_per_process,
+                 idle_after=idle_after, buckets=buckets, linger=linger, keep_decoded=keep_decoded,
+                 decoded_bytes=decoded_bytes, workers_per_process=workers_per_process,
                  process_id=index, addresses=addresses, epoch_interval=epoch_interval, recovery_config=recovery)
 
 
@@ -54,6 +57,8 @@ def run_cluster(
     idle_after: timedelta | None = timedelta(minutes=10),
     buckets: int = 0,
     linger: timedelta = POLL_LINGER,
+    keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
+    decoded_bytes: int = DECODED_BYTES,
 ) -> None:
     """Start ``processes`` Bytewax processes and run until interrupted or until one of them fails.
 
@@ -79,8 +84,8 @@ def run_cluster(
         With ``state_dir``, keys silent this long leave memory for their process's idle store (None: never).
     buckets
         As for ``streams.engines.bytewax.build_dataflow``: Bytewax routes each bucket, so each key, to one worker.
-    linger
-        As for ``streams.engines.bytewax.build_dataflow``.
+    linger, keep_decoded, decoded_bytes
+        As for ``streams.engines.bytewax.build_dataflow``; ``decoded_bytes`` is per process.
     """
     from bytewax.recovery import init_db_dir
 
@@ -99,7 +104,7 @@ def run_cluster(
         move_legacy_idle_store(state_dir)
     supervise(spec.name, [
         (_process, (spec, settings, i, addrs, state_dir, workers_per_process, epoch_interval, batch_size,
-                    lag_interval_s, idle_after, buckets, linger))
+                    lag_interval_s, idle_after, buckets, linger, keep_decoded, decoded_bytes))
         for i in range(processes)])
 
 
@@ -177,9 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = flow_spec(args.flow)
     try:
         run_cluster(spec, KafkaSettings(), processes=args.processes, workers_per_process=args.workers_per_process,
-                    state_dir=args.state_dir or runtime.state_dir / spec.name,
-                    epoch_interval=timedelta(seconds=runtime.epoch_interval_s), batch_size=runtime.batch_size,
-                    buckets=runtime.state_buckets, linger=timedelta(milliseconds=runtime.poll_linger_ms))
+                    state_dir=args.state_dir or runtime.state_dir / spec.name, **runtime.bytewax_options())
     except KeyboardInterrupt:
         pass
 

@@ -31,6 +31,8 @@ CASES = {
     "edge-syntax": (EDGE, '[edge\ndevice_id = "pi-1"\n', ["not valid TOML", "line 1"]),
     "flow-kafka-typo": (FLOW, '[kafka]\nbootstrap_server = "k:9092"\n', ["[kafka] bootstrap_server", "did you mean bootstrap_servers"]),
     "flow-runtime-type": (FLOW, '[runtime]\nbatch_size = "lots"\n', ["[runtime] batch_size", "EDDYLINE_RUNTIME_BATCH_SIZE"]),
+    "flow-runtime-memory": (FLOW, '[runtime]\ndecoded_bytes = 0\n', ["[runtime] decoded_bytes", "greater than 0",
+                                                                     "EDDYLINE_RUNTIME_DECODED_BYTES"]),
     "flow-sink-typo": (FLOW, '[influx]\nurll = "http://influx:8086"\n', ["[influx] urll", "did you mean url"]),
     "flow-syntax": (FLOW, 'kafka]\n', ["not valid TOML"]),
     "gateway-typo": (GATEWAY, '[gateway]\nallow_anonymous = true\nportt = 1\n', ["[gateway] portt", "did you mean port"]),

@@ -9,14 +9,17 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
+from connectors.config import explain
 from connectors.kafka import KafkaSettings
 from streams.engines import bytewax as bytewax_engine
-from streams.engines.bytewax import StagedStates, _BucketLogic, _ProcessorLogic
+from streams.engines.bytewax import StagedStates, _BucketLogic, _ProcessorLogic, build_dataflow
 from streams.engines.output import FlowOutput
 from streams.flows import flow_spec
 from streams.processor import Event, run_local
 from streams.producers.simulator import SensorSimulator
+from streams.runtime import DECODED_BYTES, KEEP_DECODED_S, RuntimeSettings
 from tests.fixtures.emits import plain
 from streams.state import (
     BUCKET_MAGIC, Bucket, IdleStore, StateError, bucket_of, decode_bucket, encode_bucket, encode_processor,
@@ -34,9 +37,12 @@ def events(n: int, devices: int = 7) -> list[Event]:
 class Worker:
     """One process's buckets, driven as Bytewax drives them; ``restart`` builds them again from their snapshots."""
 
-    def __init__(self, tmp_path, idle_after: timedelta | None = None) -> None:
+    def __init__(self, tmp_path, idle_after: timedelta | None = None,
+                 keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
+                 decoded_bytes: int = DECODED_BYTES) -> None:
         self.tmp_path = tmp_path
         self.idle_after = idle_after
+        self.decoded = {"keep_decoded": keep_decoded, "decoded_bytes": decoded_bytes}
         self.output = FlowOutput(SPEC, KafkaSettings())
         self.checkpoint: dict[int, bytes] = {}
         self.restart()
@@ -48,7 +54,8 @@ class Worker:
         self.logics = {i: self.build(blob) for i, blob in self.checkpoint.items()}
 
     def build(self, resume: bytes | None) -> _BucketLogic:
-        return _BucketLogic(SPEC, self.output, resume, self.store, self.idle_after, BUCKETS, self.staged)
+        return _BucketLogic(SPEC, self.output, resume, self.store, self.idle_after, BUCKETS, self.staged,
+                            **self.decoded)
 
     def feed(self, batch: list[Event]) -> list:
         out = []
@@ -146,10 +153,9 @@ def test_checkpoints_carry_versions_not_states_once_written_and_old_versions_go(
     assert {k: n for k, n in rows} == dict.fromkeys(devices, 1)  # the replaced versions were deleted
 
 
-def test_a_resumed_device_stays_bytes_until_it_speaks_and_leaves_memory_once_silent_long_enough(tmp_path,
-                                                                                                  monkeypatch):
+def test_a_resumed_device_stays_bytes_until_it_speaks_and_leaves_memory_once_silent_long_enough(tmp_path):
     evs = events(28)
-    worker = Worker(tmp_path)
+    worker = Worker(tmp_path, keep_decoded=timedelta(hours=1))
     worker.feed(evs)
     worker.epoch()
     worker.restart()
@@ -160,16 +166,55 @@ def test_a_resumed_device_stays_bytes_until_it_speaks_and_leaves_memory_once_sil
     worker.epoch()
     worker.epoch()  # a whole epoch without events: still decoded, so speaking again costs no restore
     assert [k for logic in worker.logics.values() for k in logic.live] == [one]
-    monkeypatch.setattr(bytewax_engine, "KEEP_DECODED_S", 0.0)
-    worker.epoch()  # silent longer than KEEP_DECODED_S: its processor goes, its bytes stay
+    age(worker, timedelta(minutes=59))
+    worker.epoch()  # silent a while, within keep_decoded
+    assert [k for logic in worker.logics.values() for k in logic.live] == [one]
+    age(worker, timedelta(minutes=2))
+    worker.epoch()  # silent longer than keep_decoded: its processor goes, its bytes stay
     assert all(not logic.live for logic in worker.logics.values())
+
+
+def age(worker: Worker, by: timedelta) -> None:
+    """As if the decoded keys had last spoken ``by`` earlier (``spoke`` is on the monotonic clock)."""
+    for logic in worker.logics.values():
+        logic.spoke = {k: t - by.total_seconds() for k, t in logic.spoke.items()}
+
+
+def test_the_decoded_limits_reach_each_bucket_from_the_runtime_settings(monkeypatch):
+    """``EDDYLINE_RUNTIME_KEEP_DECODED_S`` / ``_DECODED_BYTES`` travel as the CLI passes them into the buckets
+    the dataflow builds: a bucket's budget is its share of the process's bytes."""
+    monkeypatch.setenv("EDDYLINE_RUNTIME_KEEP_DECODED_S", "45")
+    monkeypatch.setenv("EDDYLINE_RUNTIME_DECODED_BYTES", "3000000")
+    monkeypatch.setenv("EDDYLINE_RUNTIME_STATE_BUCKETS", "4")
+    options = RuntimeSettings().bytewax_options()  # what `eddyline run` and a cluster process pass
+    flow = build_dataflow(SPEC, KafkaSettings(), **{k: options[k] for k in ("buckets", "keep_decoded", "decoded_bytes")})
+    process = next(step for step in flow.substeps if step.step_id.endswith(".process"))
+    logic = process.builder(None)
+    assert isinstance(logic, _BucketLogic)
+    assert (logic.keep_decoded_s, logic.budget) == (45.0, 750_000)
+    monkeypatch.delenv("EDDYLINE_RUNTIME_KEEP_DECODED_S")
+    monkeypatch.delenv("EDDYLINE_RUNTIME_DECODED_BYTES")
+    assert (RuntimeSettings().keep_decoded_s, RuntimeSettings().decoded_bytes) == (300.0, 2 << 30)
+
+
+@pytest.mark.parametrize(("name", "value", "words"), [
+    ("DECODED_BYTES", "0", "greater than 0"),
+    ("DECODED_BYTES", "-1", "greater than 0"),
+    ("DECODED_BYTES", "2GB", "valid integer"),
+    ("KEEP_DECODED_S", "-1", "greater than or equal to 0"),
+])
+def test_a_bad_decoded_limit_is_refused_naming_the_setting(monkeypatch, name, value, words):
+    monkeypatch.setenv(f"EDDYLINE_RUNTIME_{name}", value)
+    with pytest.raises(ValidationError) as caught:
+        RuntimeSettings()
+    message = explain(caught.value)
+    assert f"[runtime] {name.lower()} or EDDYLINE_RUNTIME_{name}: " in message and words in message, message
 
 
 def test_a_bucket_keeps_its_share_of_decoded_processors_the_most_recently_spoken(tmp_path, monkeypatch):
     monkeypatch.setattr(bytewax_engine, "DECODED_OVERHEAD", 1_000_000)  # each device's ~7 KB of state: noise
-    monkeypatch.setattr(bytewax_engine, "DECODED_BYTES", BUCKETS * 2_500_000)  # two devices' worth per bucket
     evs = events(70, devices=20)
-    worker = Worker(tmp_path)
+    worker = Worker(tmp_path, decoded_bytes=BUCKETS * 2_500_000)  # two devices' worth per bucket
     head = worker.feed(evs[:60])
     worker.epoch()
     last: dict[int, list[str]] = {}  # per bucket, its devices by their last event
@@ -188,9 +233,8 @@ def test_the_share_is_by_memory_a_bucket_keeps_fewer_large_states(tmp_path, monk
     bookkeeping follows every key that comes and goes."""
     size = len(encode_processor(run_local_processor(events(1)[0]), events(1)[0].record["device_id"]))
     monkeypatch.setattr(bytewax_engine, "DECODED_OVERHEAD", 0)
-    monkeypatch.setattr(bytewax_engine, "DECODED_BYTES", BUCKETS * int(2.5 * size))
     evs = events(40, devices=12)
-    worker = Worker(tmp_path, idle_after=timedelta(hours=1))
+    worker = Worker(tmp_path, idle_after=timedelta(hours=1), decoded_bytes=BUCKETS * int(2.5 * size))
     worker.feed(evs)
     worker.epoch()
     for logic in worker.logics.values():
@@ -301,9 +345,10 @@ def test_states_moved_by_one_process_reach_a_device_that_speaks_on_another_befor
     one = IdleStore(folder / "idle-1.sqlite3", peers="idle*.sqlite3")
     zero = IdleStore(folder / "idle-0.sqlite3", peers="idle*.sqlite3")
     output = FlowOutput(SPEC, KafkaSettings())
-    moved = [_BucketLogic(SPEC, output, encode_processor(p, k), one, None, BUCKETS, StagedStates(one))
+    limits = {"keep_decoded": timedelta(seconds=KEEP_DECODED_S), "decoded_bytes": DECODED_BYTES}
+    moved = [_BucketLogic(SPEC, output, encode_processor(p, k), one, None, BUCKETS, StagedStates(one), **limits)
              for k, p in per_device.items()]
-    fresh = _BucketLogic(SPEC, output, None, zero, None, BUCKETS, StagedStates(zero))
+    fresh = _BucketLogic(SPEC, output, None, zero, None, BUCKETS, StagedStates(zero), **limits)
     got = [e for emits in fresh.on_batch(tail)[0] for e in emits]  # before process 1 notifies its moved logics
     assert by_device(got) == by_device(run_local(SPEC, tail, processors=_reference_after(head)))
     assert all(logic.on_notify()[1] is _BucketLogic.DISCARD for logic in moved)
@@ -347,3 +392,21 @@ def test_a_device_that_leaves_while_its_new_state_waits_to_be_written_leaves_its
     worker.epoch()  # Bytewax snapshots a key it notified
     worker.restart()
     assert by_device(worker.feed(tail)) == by_device(run_local(SPEC, tail, processors=_reference_after(head)))
+
+
+def test_the_runtime_settings_give_both_bytewax_entry_points_the_same_options(monkeypatch):
+    """One translation of ``[runtime]`` for ``bytewax.run`` and ``run_cluster``: every option is a parameter of
+    both, and 0 seconds of idle eviction means never."""
+    import inspect
+
+    from streams.engines.bytewax import run
+    from streams.engines.bytewax_cluster import run_cluster
+
+    monkeypatch.setenv("EDDYLINE_RUNTIME_IDLE_EVICT_S", "0")
+    monkeypatch.setenv("EDDYLINE_RUNTIME_POLL_LINGER_MS", "7")
+    options = RuntimeSettings().bytewax_options()
+    assert options["idle_after"] is None and options["linger"] == timedelta(milliseconds=7)
+    for entry in (run, run_cluster):
+        assert set(options) <= set(inspect.signature(entry).parameters), entry.__name__
+    monkeypatch.setenv("EDDYLINE_RUNTIME_IDLE_EVICT_S", "90")
+    assert RuntimeSettings().bytewax_options()["idle_after"] == timedelta(seconds=90)
