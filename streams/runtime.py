@@ -13,6 +13,7 @@ from connectors.config import Section
 
 KEEP_DECODED_S = 300.0  # 120 s restored most of 100,000 devices' batches (BENCHMARKS.md, Fleet scale)
 DECODED_BYTES = 2 << 30  # 100,000 default-detector devices stay decoded in about 1.5 GB
+POLL_LINGER_MS = 0.0  # off: no linger lowered p99 or CPU per live batch (BENCHMARKS.md, Fleet scale, "Linger")
 
 
 class RuntimeSettings(Section):
@@ -24,11 +25,12 @@ class RuntimeSettings(Section):
     state_dir: Path = Field(Path(".eddyline/state"), description="Checkpoints, one folder per flow.")
     epoch_interval_s: float = Field(2.0, gt=0, description="Seconds between checkpoints; a crash replays at most this.")
     batch_size: int = Field(500, gt=0, description="Kafka messages per poll.")
-    poll_linger_ms: float = Field(0.0, ge=0, description="Bytewax: a partition holds a poll's messages this long "
-                                  "for more (up to batch_size) and hands them on together, so a live flow pays its "
-                                  "per-poll costs once per larger batch; adds up to this much latency at a light "
-                                  "load. 0 (off) by default: 20 ms did not lower p99 or CPU per batch measurably "
-                                  "(BENCHMARKS.md, Fleet scale, fourth pass).")
+    poll_linger_ms: float = Field(POLL_LINGER_MS, ge=0, description="Bytewax: a partition holds a poll's messages "
+                                  "this long for more (up to batch_size) and hands them on together, so a live flow "
+                                  "pays its per-poll costs once per larger batch; adds up to this much latency at a "
+                                  "light load. 0 (off) by default: 5, 10 and 20 ms lowered neither p99 nor CPU per "
+                                  "live batch beyond the noise (BENCHMARKS.md, Fleet scale, fourth pass and "
+                                  "\"Linger, with the light harness\").")
     idle_evict_s: float = Field(600.0, ge=0, description="Seconds of silence after which a key's state leaves "
                                 "memory for the state folder (reloaded when it speaks again); 0: never.")
     state_buckets: int = Field(1024, ge=0, description="Bytewax: group the state keys (devices) into this many "

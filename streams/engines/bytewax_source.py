@@ -23,10 +23,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
+from streams.runtime import POLL_LINGER_MS
+
 Item = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 
 POLL_S = 0.001  # what Bytewax's own source waits in a poll that finds nothing
-POLL_LINGER = timedelta(0)  # ``[runtime] poll_linger_ms``'s default: off (BENCHMARKS.md, Fleet scale, fourth pass)
+POLL_LINGER = timedelta(milliseconds=POLL_LINGER_MS)  # ``[runtime] poll_linger_ms``'s default
 
 
 def _item(msg: Any) -> Item:
