@@ -84,6 +84,8 @@ class _TlsServer(ThreadingHTTPServer):
             return
         try:
             super().finish_request(tls, client_address)
+        except (ssl.SSLError, ConnectionError):
+            pass  # the client hung up before reading the answer: nothing the receiver could do or record
         finally:
             self.shutdown_request(tls)
 
