@@ -40,7 +40,8 @@ from models.anomaly._steps import (
 )
 
 
-PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "novelty_sd", "log_surprise")
+PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "novelty_sd",
+          "log_surprise")
 BUFFERS = ("short", "hist")
 PARAM, STATE = kernel_fields(PARAMS, BUFFERS), fields("STATE", HEAD)
 

@@ -28,14 +28,9 @@ TOP_INTERVAL_S = 15.0
 SCORE_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 
 
-PAIRWISE_MAX = 128  # numpy adds up to this many float64s with eight running sums (its pairwise sum), larger in halves
-
-
-def _summarise(values: Any, scores: Any, threshold: float) -> tuple[float, float, float, float, int, float]:
-    """(sum, min, max of the values, highest score, scores at or above ``threshold``, sum of the scores) in one
-    pass. The values are added in order, as the builtin ``sum`` does, and the scores as ``numpy.sum`` adds up to
-    ``PAIRWISE_MAX`` of them (eight running sums, then the rest), so both means are the same to the bit as
-    before; the score sum is NaN for a longer batch (the caller asks numpy)."""
+def _summarise(values: Any, scores: Any, threshold: float) -> tuple[float, float, float, float, int]:
+    """(sum, min, max of the values, highest score, scores at or above ``threshold``) in one pass; the values are
+    added in order, as the builtin ``sum`` does, so the mean is the same to the bit as before."""
     total = 0.0
     lo = hi = values[0]
     for i in range(values.shape[0]):
@@ -45,37 +40,19 @@ def _summarise(values: Any, scores: Any, threshold: float) -> tuple[float, float
             lo = v
         if v > hi:
             hi = v
-    n = scores.shape[0]
     top = scores[0]
     hot = 0
-    for i in range(n):
+    for i in range(scores.shape[0]):
         sc = scores[i]
         if sc > top:
             top = sc
         if sc >= threshold:
             hot += 1
-    if n > PAIRWISE_MAX:
-        return total, lo, hi, top, hot, np.nan
-    if n < 8:
-        score_sum = 0.0
-        for i in range(n):
-            score_sum += scores[i]
-        return total, lo, hi, top, hot, score_sum
-    r = scores[:8].copy()
-    i = 8
-    while i < n - n % 8:
-        for j in range(8):
-            r[j] += scores[i + j]
-        i += 8
-    score_sum = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-    while i < n:
-        score_sum += scores[i]
-        i += 1
-    return total, lo, hi, top, hot, score_sum
+    return total, lo, hi, top, hot
 
 
 @cache
-def _summary_kernel() -> Callable[..., tuple[float, float, float, float, int, float]]:
+def _summary_kernel() -> Callable[..., tuple[float, float, float, float, int]]:
     """``_summarise`` compiled (numba, cached on disk): numpy would take a call per statistic."""
     import numba
 
@@ -109,9 +86,7 @@ def series_metrics(device_id: str, sensor: str, values: Any, stamps: Any, scores
     values = np.asarray(values, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     n = len(values)
-    total, lo, hi, top, hot, score_sum = _summary_kernel()(values, scores, float(threshold))
-    if score_sum != score_sum:  # NaN: longer than PAIRWISE_MAX
-        score_sum = float(scores.sum())
+    total, lo, hi, top, hot = _summary_kernel()(values, scores, float(threshold))
     record = {
         "device_id": device_id,
         "sensor": sensor,
@@ -122,7 +97,7 @@ def series_metrics(device_id: str, sensor: str, values: Any, stamps: Any, scores
         "value_min": lo,
         "value_max": hi,
         "score_max": top,
-        "score_mean": score_sum / n,
+        "score_mean": float(scores.sum()) / n,
         "anomalous": hot,
     }
     return Emit(TOPIC, device_id, EVENT_TYPE, record)

@@ -2,7 +2,8 @@
 
 The run takes minutes on a shared CPU and gives the same model for the same code, libraries and settings, so its
 output is kept (``TRAINED_CACHE``, the newest ``KEEP`` runs) under a digest of all of those: the files of the
-``models`` modules the trainer and these tests import (a detector's change does not train again), the versions of the libraries that train and export, Python's, the base encoder and ``TRAIN``.
+``models`` modules the trainer and these tests import (a detector's change does not train again), the versions
+of the libraries that train and export, Python's, the base encoder and ``TRAIN``.
 A change to any of them trains again; the tests check the same files and messages either way.
 """
 

@@ -187,7 +187,8 @@ def test_the_decoded_limits_reach_each_bucket_from_the_runtime_settings(monkeypa
     monkeypatch.setenv("EDDYLINE_RUNTIME_DECODED_BYTES", "3000000")
     monkeypatch.setenv("EDDYLINE_RUNTIME_STATE_BUCKETS", "4")
     options = RuntimeSettings().bytewax_options()  # what `eddyline run` and a cluster process pass
-    flow = build_dataflow(SPEC, KafkaSettings(), **{k: options[k] for k in ("buckets", "keep_decoded", "decoded_bytes")})
+    wanted = ("buckets", "keep_decoded", "decoded_bytes")
+    flow = build_dataflow(SPEC, KafkaSettings(), **{k: options[k] for k in wanted})
     process = next(step for step in flow.substeps if step.step_id.endswith(".process"))
     logic = process.builder(None)
     assert isinstance(logic, _BucketLogic)
