@@ -35,8 +35,8 @@ from streams.engines.output import FlowOutput, Message, flow_topics
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.runtime import DECODED_BYTES, KEEP_DECODED_S
 from streams.state import (
-    Bucket, IdleStore, StateError, bucket_of, decode_bucket, decode_checkpoint, encode_bucket, encode_processor,
-    is_bucket, refuse, restore_or_fresh,
+    IdleStore, StateError, bucket_entry, bucket_of, decode_bucket, decode_checkpoint, encode_bucket_entries,
+    encode_processor, is_bucket, refuse, restore_or_fresh,
 )
 
 log = logging.getLogger(__name__)
@@ -391,6 +391,7 @@ class _BucketLogic(StatefulBatchLogic):
         self.index: int | None = None
         self.inline: dict[str, bytes] = {}  # key -> its bytes, as of the last snapshot (or as resumed)
         self.refs: dict[str, int] = {}  # key -> the version of its bytes in the store
+        self.ref_entries: dict[str, bytes] = {}  # the keys of ``refs`` -> their entry in the snapshot, kept
         self.pending: dict[str, int] = {}  # key -> the staged version of its ``inline`` bytes
         self.live: dict[str, Processor] = {}
         self.spoke: dict[str, float] = {}  # the keys of ``live``, least recently spoken first -> when (monotonic)
@@ -416,6 +417,7 @@ class _BucketLogic(StatefulBatchLogic):
         if bucket is not None and bucket.buckets == self.buckets:
             self.index = bucket.index
             self.inline, self.refs = bucket.states, bucket.refs
+            self.ref_entries = {key: bucket_entry(key, version) for key, version in self.refs.items()}
             if self.idle_after is not None:
                 self.next_due = datetime.now(UTC) + self.idle_after
                 self.due = dict.fromkeys([*self.inline, *self.refs], self.next_due)
@@ -521,6 +523,7 @@ class _BucketLogic(StatefulBatchLogic):
 
     def _drop(self, key: str) -> None:
         stored = [self.refs.pop(key, None), self.pending.pop(key, None)] != [None, None]
+        self.ref_entries.pop(key, None)
         self.inline.pop(key, None)
         self.dirty.discard(key)
         self.early.pop(key, None)
@@ -574,6 +577,7 @@ class _BucketLogic(StatefulBatchLogic):
             if version <= durable and key not in self.dirty:  # written: the checkpoint carries its version now
                 previous = self.refs.get(key)
                 self.refs[key] = version
+                self.ref_entries[key] = bucket_entry(key, version)
                 del self.inline[key], self.pending[key]
                 if previous is not None:
                     self.staged.forget(key, version)
@@ -584,7 +588,8 @@ class _BucketLogic(StatefulBatchLogic):
         self.encode_at = None
         self._forget_decoded()
         index = self.index if self.index is not None else -1
-        return encode_bucket(Bucket(self.buckets, index, self.inline, self.refs))
+        return encode_bucket_entries(self.buckets, index, [bucket_entry(k, v) for k, v in self.inline.items()],
+                                     list(self.ref_entries.values()))
 
 
 def _bucket_states(spec: FlowSpec, blob: bytes, store: IdleStore | None) -> dict[str, bytes]:

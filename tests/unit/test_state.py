@@ -186,3 +186,44 @@ def test_an_idle_store_of_an_older_eddyline_moves_out_of_the_recovery_folder(tmp
     move_legacy_idle_store(tmp_path)
     assert not (tmp_path / "idle.sqlite3").exists()  # Bytewax's recovery folder holds only its own files
     assert idle_store(tmp_path).get("a") == b"kept" and idle_path(tmp_path).exists()
+
+
+def test_a_key_filter_finds_every_key_added_and_few_others():
+    from streams.state import KeyFilter
+
+    keys = [f"device-{i:06d}" for i in range(20_000)]
+    found = KeyFilter()
+    found.rebuild([])
+    for key in keys:
+        if found.add(key):  # full: rebuilt twice as large, as the idle store does
+            found.rebuild(keys[: found.count])
+    assert all(key in found for key in keys)
+    others = sum(f"other-{i}" in found for i in range(20_000))
+    assert found.capacity >= 20_000 and others < 100  # about 1 in 400 at capacity, fewer below it
+
+
+def test_an_idle_store_asks_its_file_only_for_keys_it_may_hold(tmp_path):
+    store = IdleStore(tmp_path / "idle.sqlite3")
+    queries: list[str] = []
+    store._db.set_trace_callback(queries.append)
+    assert [store.get(f"new-{i}") for i in range(500)] == [None] * 500
+    assert not [q for q in queries if "FROM idle" in q]  # a fleet's new devices cost no query each
+    states = {f"dev-{i}": bytes([i % 256]) for i in range(5_000)}  # past the filter's first size: it grows
+    items = list(states.items())
+    for i in range(0, len(items), 1_000):
+        store.put_many(dict(items[i:i + 1_000]))
+    assert all(store.get(key) == state for key, state in states.items())
+    store.close()
+    again = IdleStore(tmp_path / "idle.sqlite3")  # built from the file when it opens
+    assert all(again.get(key) == state for key, state in states.items()) and again.get("new-1") is None
+
+
+def test_a_bucket_from_its_entries_is_the_bucket_encoded_whole():
+    from streams.state import BUCKET_MAGIC, BUCKET_VERSION, Bucket, bucket_entry, decode_bucket, encode_bucket
+
+    bucket = Bucket(1024, 17, {"a": b"\x00" * 9, "ü" * 70: b""}, {"b": 5, "c" * 80: 2**62, "d": 0})
+    whole = BUCKET_MAGIC + bytes((BUCKET_VERSION,)) + encode(
+        {"buckets": 1024, "index": 17, "states": bucket.states, "refs": bucket.refs})
+    assert encode_bucket(bucket) == whole and decode_bucket(whole) == bucket
+    with pytest.raises(TypeError, match="bucket entry"):
+        bucket_entry("k", 2.5)

@@ -411,3 +411,23 @@ def test_the_runtime_settings_give_both_bytewax_entry_points_the_same_options(mo
         assert set(options) <= set(inspect.signature(entry).parameters), entry.__name__
     monkeypatch.setenv("EDDYLINE_RUNTIME_IDLE_EVICT_S", "90")
     assert RuntimeSettings().bytewax_options()["idle_after"] == timedelta(seconds=90)
+
+
+def test_a_bucket_snapshot_from_kept_entries_is_its_states_and_versions_encoded_whole(tmp_path):
+    evs = events(60, devices=12)
+    worker = Worker(tmp_path, idle_after=timedelta(hours=1))
+    worker.staged.GRACE_S = 0.0
+    for start in range(0, 60, 12):  # states staged, written, replaced and referred to by version
+        worker.feed(evs[start:start + 12])
+        worker.epoch()
+        for logic in worker.logics.values():
+            assert logic.snapshot() == encode_bucket(Bucket(BUCKETS, logic.index, logic.inline, logic.refs))
+    logic = next(logic for logic in worker.logics.values() if logic.refs)
+    gone = next(iter(logic.refs))
+    logic.due[gone] = datetime.now(UTC) - timedelta(seconds=1)  # silent long enough: leaves for the idle store
+    logic.on_notify()
+    assert gone not in decode_bucket(logic.snapshot()).refs
+    worker.epoch()
+    worker.restart()  # resumed: the kept entries are rebuilt from the checkpoint
+    for i, logic in worker.logics.items():
+        assert logic.snapshot() == worker.checkpoint[i]
