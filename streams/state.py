@@ -464,6 +464,10 @@ class IdleStore:
         # was seen to delete the WAL that held this process's committed writes
         self._db.execute("PRAGMA journal_mode=DELETE")
         self._db.execute("PRAGMA synchronous=FULL")  # as Bytewax's recovery store: a commit is on disk when it returns
+        # Debian's SQLite zeroes every deleted byte (SECURE_DELETE) and journals the pages it zeroes: a replaced
+        # state's delete then cost twice its insert (28 against 13 us per 6.8 KB state, CPU), on every device's
+        # batch in a large fleet; FAST zeroes only where that costs no extra I/O
+        self._db.execute("PRAGMA secure_delete=FAST")
         self._db.execute("CREATE TABLE IF NOT EXISTS idle (key TEXT PRIMARY KEY, state BLOB NOT NULL, "
                          "saved_ns INTEGER NOT NULL DEFAULT 0)")
         if "saved_ns" not in {row[1] for row in self._db.execute("PRAGMA table_info(idle)")}:  # a file of 0.x
