@@ -107,7 +107,8 @@ def _put_leaf(v: Any, out: list[bytes]) -> bool:
     elif kind is int and -(1 << 63) <= v < (1 << 63):
         out.append(b"i" + _I64.pack(v))
     elif kind is bytes:
-        out.append(b"b" + _U32.pack(len(v)) + v)
+        out.append(b"b" + _U32.pack(len(v)))
+        out.append(v)  # not concatenated: a detector's buffers are kilobytes, copied once by the join
     elif v is None:
         out.append(b"N")
     else:
