@@ -459,7 +459,8 @@ class IdleStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.peers = peers
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # this file's connection
+        self._peers_lock = threading.Lock()  # the peers' connections (never written, so never held through a sync)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         # a rollback journal, not WAL: with WAL, another process closing the file (a second worker, a reader)
         # was seen to delete the WAL that held this process's committed writes
@@ -564,8 +565,9 @@ class IdleStore:
         query = "SELECT state FROM versions WHERE key = ? AND version = ?"
         with self._lock:
             row = self._db.execute(query, (key, version)).fetchone()
-            if row is not None:
-                return bytes(row[0])
+        if row is not None:
+            return bytes(row[0])
+        with self._peers_lock:
             for path, db in self._peer_files():
                 try:
                     row = db.execute(query, (key, version)).fetchone()
@@ -590,10 +592,11 @@ class IdleStore:
         key
             The state key.
         """
-        with self._lock:
-            best = None
-            if key in self._stored:  # a new key of a large fleet skips the query (one per device it first sees)
+        best = None
+        if key in self._stored:  # a new key of a large fleet skips the query (one per device it first sees), and
+            with self._lock:  # the lock, which a write of versions holds through its sync
                 best = self._db.execute("SELECT state, saved_ns FROM idle WHERE key = ?", (key,)).fetchone()
+        with self._peers_lock:
             for path, db in self._peer_files():
                 try:
                     row = db.execute("SELECT * FROM idle WHERE key = ?", (key,)).fetchone()
@@ -626,7 +629,7 @@ class IdleStore:
         return int(row[0])
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._peers_lock:
             self._db.close()
             for db in self._peer_dbs.values():
                 db.close()
@@ -635,8 +638,9 @@ class IdleStore:
 class KeyFilter:
     """The keys a set holds and a few more: a Bloom filter (about 2 bytes per key, 4 probes), so a lookup of a key
     that was never stored costs a few hashes instead of a query. A key added is always found (no false negatives);
-    at most about 1 in 400 others is too, and those pay the query. Python's string hash differs from process to process,
-    so a filter lives in one process and is built from its table when it opens.
+    at most about 1 in 400 others is too, and those pay the query. Python's string hash differs from process to
+    process, so a filter lives in one process and is built from its table when it opens. Lookups need no lock: a
+    rebuild swaps in a whole new table, and ``add`` sets a key's bits before its caller writes the key.
     """
 
     PROBES = 4
@@ -645,8 +649,7 @@ class KeyFilter:
     def __init__(self) -> None:
         self.count = 0
         self.capacity = 0
-        self._bits = bytearray()
-        self._m = 0
+        self._table = (bytearray(1), 8)  # (bits, how many), replaced as one
 
     def rebuild(self, keys: Iterable[str]) -> None:
         """Start over with ``keys`` (all the set holds), sized for twice as many.
@@ -657,12 +660,12 @@ class KeyFilter:
             Every key of the set.
         """
         keys = list(keys)
-        self.capacity = max(4096, 2 * len(keys))
-        self._m = self.capacity * self.BITS_PER_KEY
-        self._bits = bytearray(self._m // 8 + 1)
-        self.count = 0
+        capacity = max(4096, 2 * len(keys))
+        m = capacity * self.BITS_PER_KEY
+        table = (bytearray(m // 8 + 1), m)
         for key in keys:
-            self._set(key)
+            self._set(table, key)
+        self._table, self.capacity, self.count = table, capacity, len(keys)
 
     def add(self, key: str) -> bool:
         """Add ``key``; True when the filter is full and should be rebuilt (``rebuild``) with every key.
@@ -672,20 +675,22 @@ class KeyFilter:
         key
             The key stored.
         """
-        self._set(key)
+        self._set(self._table, key)
+        self.count += 1
         return self.count > self.capacity
 
-    def _set(self, key: str) -> None:
+    def _set(self, table: tuple[bytearray, int], key: str) -> None:
+        bits, m = table
         h = hash(key) & 0xFFFFFFFFFFFFFFFF
-        step, m, bits = (h >> 32) | 1, self._m, self._bits
+        step = (h >> 32) | 1
         for i in range(self.PROBES):
             bit = (h + i * step) % m
             bits[bit >> 3] |= 1 << (bit & 7)
-        self.count += 1
 
     def __contains__(self, key: str) -> bool:
+        bits, m = self._table
         h = hash(key) & 0xFFFFFFFFFFFFFFFF
-        step, m, bits = (h >> 32) | 1, self._m, self._bits
+        step = (h >> 32) | 1
         for i in range(self.PROBES):
             bit = (h + i * step) % m
             if not bits[bit >> 3] >> (bit & 7) & 1:

@@ -227,3 +227,17 @@ def test_a_bucket_from_its_entries_is_the_bucket_encoded_whole():
     assert encode_bucket(bucket) == whole and decode_bucket(whole) == bucket
     with pytest.raises(TypeError, match="bucket entry"):
         bucket_entry("k", 2.5)
+
+
+def test_a_new_key_is_looked_up_without_waiting_for_a_write_in_progress(tmp_path):
+    import threading
+
+    store = IdleStore(tmp_path / "idle-0.sqlite3", peers="idle*.sqlite3")
+    store.put("old", b"\x01")
+    answers: list = []
+    with store._lock:  # as the writer thread holds it through a write of versions and its sync
+        worker = threading.Thread(target=lambda: answers.append(store.get("new")))
+        worker.start()
+        worker.join(5)
+        assert answers == [None]  # answered while the write still holds the file
+    assert store.get("old") == b"\x01"
