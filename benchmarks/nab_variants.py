@@ -1,13 +1,24 @@
-"""Variants of ``seasonal`` tried for issue 14 and scored by cross-validation, rerunnable from the repository.
+"""Variants of the detectors tried for issue 14 and scored by cross-validation, rerunnable from the repository.
 
-Why a patch and not parameters in ``models/anomaly/seasonal.py``: none of these won under cross-validation
+Why a patch and not parameters in ``models/anomaly``: none of these won under cross-validation
 (BENCHMARKS-nab.md, "Detectors that generalise"), and production should not carry switches that are off.
-So each variant is a text patch applied to a copy of ``seasonal.py``'s source at run time; every patch checks
-that its anchor occurs exactly once, so a change to ``seasonal.py`` stops this module with a clear error
+So each variant is a text patch applied to a copy of a detector module's source at run time; every patch checks
+that its anchor occurs exactly once, so a change to the detector stops this module with a clear error
 instead of measuring something else. With every new parameter at its neutral value the patched detector
-scores bit for bit like ``seasonal`` (tests/unit/test_nab_variants.py).
+scores bit for bit like the production one (tests/unit/test_nab_variants.py).
 
-What each patch adds (all parameters default to "off"):
+Options of rounds 6 and 7, in production until round 8 and moved here because they lost the gate
+(``OPTIONS``: ``seasonal``, ``robust`` and ``likelihood`` where they apply):
+
+- ``ratio_max`` (round 6, ``seasonal``): while the seasonal model's recent squared error is between ``ratio`` and
+  ``ratio_max`` times the global one (better, but not clearly), the larger of the seasonal and the global score
+  speaks; 0: off.
+- ``novelty_sd`` (round 7): a new extreme alarms only if it also clears the range by this many long-run standard
+  deviations; every new extreme still counts into the novelty rate; 0: off.
+- ``log_surprise`` (round 7): 1: each likelihood layer averages the log surprise ``-ln P(|Z| >= z)`` (capped at
+  ``LOG_CAP``) instead of the Gaussian tail, which is bounded by 1; 0: off.
+
+What each ``seasonal`` patch of round 3 and 6 adds (all parameters default to "off"):
 
 - ``confirm``: the seasonal score speaks only after its model has been predicting better than the global one
   (the ``ratio`` test) for ``confirm`` periods in a row (one more scalar, ``s_since``).
@@ -21,7 +32,7 @@ What each patch adds (all parameters default to "off"):
   ``spike_gate`` sigmas from its slot's expected value.
 - ``rearm``, ``rearm_level``: the alarm hold ends early once the score has stayed below ``rearm_level`` for
   ``rearm`` readings in a row (the incident is over, so the next alarm is a new one; one more scalar).
-- ``bonf`` (round 6, with ``seasonal``'s own option ``ratio_max``): where both the seasonal and the global
+- ``bonf`` (round 6, with the option ``ratio_max``): where both the seasonal and the global
   score speak, their larger one is corrected for two chances to be surprised (``1 - 2 (1 - max)``).
 - ``ar`` (round 6): the global surprise is measured against an AR(1) prediction, ``mean + phi (previous -
   mean)`` with ``phi`` the series' running lag-1 autocorrelation, instead of the level, while that prediction's
@@ -35,6 +46,10 @@ vote (a grid point replaces the defaults only if it beats them on at least ``k``
 
     python -m benchmarks.nab_variants --data ../shared/data/nab --json variants.json
     python -m benchmarks.nab_variants --data ../shared/data/nab --round 6    # round 6's rows and grids only
+    python -m benchmarks.nab_variants --data ../shared/data/nab --round 7    # round 7's dev rows (grid CV)
+
+The patched classes are also what ``benchmarks.nab_synthetic`` scores for a label ``NAME-variants@...``
+(``seasonal-variants@log_surprise=1,novelty_sd=2``).
 """
 
 from __future__ import annotations
@@ -51,11 +66,83 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-import models.anomaly.seasonal
+import models.anomaly
 from benchmarks.nab import GRIDS, grid_scores, load_corpus
 from models.evaluation import cv, nab
 
 Patch = list[tuple[str, str]]
+
+# The round 6-7 options, per detector module. Off (0), each scores bit for bit like the production detector.
+_SIGNATURE = "        threshold: float = 0.999,\n    ) -> None:"
+_LAYER: Patch = [
+    ("gauss_tail(z), min(k, H) >= 10", "surprise(z, log_s), min(k, H) >= 10"),
+    (_SIGNATURE, "        novelty_sd: float = 0.0,\n        log_surprise: int = 0,\n" + _SIGNATURE),
+]
+_WINDOWED: Patch = [
+    ("    nov_a, nov_max = p[PARAM.novelty_alpha], p[PARAM.novelty_max]\n",
+     "    nov_a, nov_max = p[PARAM.novelty_alpha], p[PARAM.novelty_max]\n"
+     "    nov_sd, log_s = p[PARAM.novelty_sd], p[PARAM.log_surprise]\n"),
+    ("        novel = k >= 1 and is_novel(x, mn, mx, tol)\n",
+     "        record = k >= 1 and is_novel(x, mn, mx, tol)\n"
+     "        novel = record and is_novel_by(x, mn, mx, tol, nov_sd * sd_long)\n"),
+    ("nrate += nov_a * ((1.0 if novel else 0.0) - nrate)", "nrate += nov_a * ((1.0 if record else 0.0) - nrate)"),
+]
+OPTIONS: dict[str, Patch] = {
+    "likelihood": [
+        *_LAYER,
+        ('"hold", "warmup")', '"hold", "warmup", "novelty_sd", "log_surprise")'),
+        ("    warm = p[PARAM.warmup]\n",
+         "    warm, nov_sd, log_s = p[PARAM.warmup], p[PARAM.novelty_sd], p[PARAM.log_surprise]\n"),
+        ("if is_novel(x, mn, mx, tol):", "if is_novel_by(x, mn, mx, tol, nov_sd * math.sqrt(var)):"),
+        ("        check_fraction(damp=damp)\n",
+         "        check_at_least(0, novelty_sd=novelty_sd)\n        check_fraction(damp=damp)\n"),
+    ],
+    "robust": [
+        *_LAYER, *_WINDOWED,
+        ('"novelty_alpha", "novelty_max")', '"novelty_alpha", "novelty_max", "novelty_sd", "log_surprise")'),
+        ("        check_fraction(damp=damp)\n",
+         "        check_at_least(0, novelty_sd=novelty_sd)\n        check_fraction(damp=damp)\n"),
+    ],
+    "seasonal": [
+        *_LAYER, *_WINDOWED,
+        ('"period2_ms", "stuck", "counts")', '"period2_ms", "stuck", "counts", "ratio_max", "novelty_sd", "log_surprise")'),
+        (_SIGNATURE, "        ratio_max: float = 0.0,\n" + _SIGNATURE),
+        ("        check_fraction(damp=damp)\n",
+         "        check_at_least(0, novelty_sd=novelty_sd, ratio_max=ratio_max)\n        check_fraction(damp=damp)\n"),
+        ("    ratio, err_a = p[PARAM.ratio], p[PARAM.err_alpha]\n",
+         "    ratio, err_a = p[PARAM.ratio], p[PARAM.err_alpha]\n    ratio_max = max(ratio, p[PARAM.ratio_max])\n"),
+        ("            replace = best_err < ratio * glob_err\n            ready = kk >= best_ns and (replace or mode == 1)\n",
+         "            ready = kk >= best_ns and (best_err < ratio_max * glob_err or mode == 1)\n"
+         "            replace = best_err < ratio * glob_err\n"),
+        ("gauss_tail(best_z / zscale),", "surprise(best_z / zscale, log_s),"),
+    ],
+}
+# Compiled steps the options use, appended to the patched module (kernels compile on first use, after it loaded).
+OPTION_STEPS = '''
+from models.anomaly._jit import lazy_inline as _inline  # noqa: E402
+from models.anomaly._steps import gauss_tail as _tail  # noqa: E402
+
+LOG_CAP = -math.log(1e-12)  # one reading's log surprise at most that of a 7-sigma deviation
+_SQRT2 = math.sqrt(2.0)
+
+
+@_inline
+def surprise(z, log):  # pragma: no cover - compiled
+    """The Gaussian tail (``log`` 0), or ``-ln P(|Z| >= z)`` capped at ``LOG_CAP`` (``log`` 1)."""
+    if log == 0.0:
+        return _tail(z)
+    return min(-math.log(max(math.erfc(z / _SQRT2), 1e-300)), LOG_CAP)
+
+
+@_inline
+def is_novel_by(x, mn, mx, tol, margin):  # pragma: no cover - compiled
+    """``is_novel`` with the range also cleared by ``margin``."""
+    pad = tol * (mx - mn)
+    if margin > pad:
+        pad = margin
+    return x > mx + pad or x < mn - pad
+'''
+CLASSES = {"likelihood": "LikelihoodDetector", "robust": "RobustLikelihoodDetector", "seasonal": "SeasonalDetector"}
 
 PATCHES: dict[str, Patch] = {
     "params": [
@@ -210,24 +297,42 @@ REARM_GRID: list[dict[str, float]] = [{}, {"alpha": 0.003}, {"alpha": 0.03}, {"s
                                       {"spike": 1e9}, {"hold": 50}, {"ratio": 0.1}, {"ratio": 0.6}, {"rearm": 0}]
 
 
-def patched_source() -> str:
-    """``seasonal.py``'s source with every patch applied; an anchor that is not there exactly once is an error."""
-    src = Path(models.anomaly.seasonal.__file__).read_text()
-    for name, patch in PATCHES.items():
+def _apply(src: str, module: str, patches: dict[str, Patch]) -> str:
+    for name, patch in patches.items():
         for old, new in patch:
             found = src.count(old)
             if found != 1:
-                raise ValueError(f"patch {name!r}: anchor found {found} times in seasonal.py (expected once); "
+                raise ValueError(f"patch {name!r}: anchor found {found} times in {module}.py (expected once); "
                                  f"update benchmarks/nab_variants.py to the detector's current code: {old[:60]!r}")
             src = src.replace(old, new)
-    return src.replace('name = "seasonal"', 'name = "seasonal-variants"')
+    return src
 
 
-def variant_class(where: Path = Path(".eddyline/nab-variants")) -> type:
+def patched_source(detector: str = "seasonal") -> str:
+    """``detector``'s module source with its options (``OPTIONS``) and, for ``seasonal``, every patch of
+    ``PATCHES`` applied; an anchor that is not there exactly once is an error."""
+    if detector not in OPTIONS:
+        raise ValueError(f"no variants of {detector!r}; known: {', '.join(OPTIONS)}")
+    path = Path(models.anomaly.__file__).parent / f"{detector}.py"
+    src = _apply(path.read_text(), detector, {"options": OPTIONS[detector]})
+    if detector == "seasonal":
+        src = _apply(src, detector, PATCHES)
+    return src.replace(f'name = "{detector}"', f'name = "{detector}-variants"') + OPTION_STEPS
+
+
+def variant_class(where: Path = Path(".eddyline/nab-variants"), detector: str = "seasonal") -> type:
     """The patched detector class, imported from the patched source written under ``where`` (numba caches
-    compiled kernels beside their source file, so the file stays; its name is the source's digest)."""
-    src = patched_source()
-    path = Path(where) / f"seasonal_variants_{hashlib.sha256(src.encode()).hexdigest()[:12]}.py"
+    compiled kernels beside their source file, so the file stays; its name is the source's digest).
+
+    Parameters
+    ----------
+    where
+        Folder for the patched sources.
+    detector
+        ``seasonal``, ``robust`` or ``likelihood``.
+    """
+    src = patched_source(detector)
+    path = Path(where) / f"{detector}_variants_{hashlib.sha256(src.encode()).hexdigest()[:12]}.py"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(src)
@@ -236,7 +341,7 @@ def variant_class(where: Path = Path(".eddyline/nab-variants")) -> type:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.SeasonalDetector
+    return getattr(module, CLASSES[detector])
 
 
 def _subset(scores: cv.Scores, keys: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
