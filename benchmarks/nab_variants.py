@@ -287,6 +287,14 @@ ROUND6_VARIANTS: list[dict[str, float]] = [
 ROUND6_BASES: list[dict[str, float]] = [{"ar": 0.5}, {"ratio_max": 0.6}, {"ratio_max": 1.0}, {"ratio_max": 2.0},
                                         {"ratio_max": 1.0, "bonf": 1.0}, {"ratio_max": 1.0, "short": 20}]
 
+# Round 7 (session 7): the options' rows of BENCHMARKS-nab.md's gate table (dev in-sample at the row's settings,
+# and the --cv protocol over the detector's grid with them under every point).
+ROUND7_BASES: list[tuple[str, dict[str, float]]] = [
+    *((det, base) for det in ("seasonal", "likelihood", "robust")
+      for base in ({"log_surprise": 1, "novelty_sd": 2.0}, {"log_surprise": 1})),
+    ("seasonal", {"novelty_sd": 2.0}),
+]
+
 # Added to ``seasonal``'s --cv grid, so that the folds themselves can choose to confirm the cycle first.
 CONFIRM_POINTS: list[dict[str, float]] = [{"confirm": 1.0}, {"confirm": 2.0}]
 
@@ -411,8 +419,9 @@ def run(data_dir: Path, cache_dir: Path | None = None,
     progress
         Called with one line per result.
     rounds
-        Which rounds' rows to score: 3 (``VARIANTS`` and the selection rules) and/or 6 (``ROUND6_VARIANTS`` and
-        the ``--cv`` protocol over the grid around each of ``ROUND6_BASES``).
+        Which rounds' rows to score: 3 (``VARIANTS`` and the selection rules), 6 (``ROUND6_VARIANTS`` and
+        the ``--cv`` protocol over the grid around each of ``ROUND6_BASES``) and/or 7 (that protocol around each of
+        ``ROUND7_BASES``, for its detector).
     """
     from benchmarks.nab import candidate_name
 
@@ -424,6 +433,18 @@ def run(data_dir: Path, cache_dir: Path | None = None,
         return {rel: (ts, variant(**params).score_learn(v, ms)) for rel, (ts, ms, v) in series.items()}
 
     out: dict[str, Any] = {"files": len(series), "variants": [], "selection_rules": []}
+    if 7 in rounds:
+        for det, base in ROUND7_BASES:
+            cls = variant if det == "seasonal" else variant_class(detector=det)
+            grid = {candidate_name({**base, **g}): {rel: (ts, cls(**{**base, **g}).score_learn(v, ms))
+                                                    for rel, (ts, ms, v) in series.items()} for g in GRIDS[det]}
+            ins = nab.score_corpus(grid[candidate_name(base)], windows, {"standard": cost})["standard"]
+            rule = _protocol(f"{det}@{candidate_name(base)}: best on the four (bench nab --cv)",
+                             cv.cross_validate(grid, windows, {"standard": cost})["standard"])
+            rule["in_sample"] = round(ins.normalized, 2)
+            out["selection_rules"].append(rule)
+            progress(f"{rule['rule']}: in-sample {rule['in_sample']:.2f}, grid CV {rule['cv']:.2f} "
+                     + ", ".join(f"{c}: {f['score']} {f['candidate']}" for c, f in rule["folds"].items()))
     if 6 in rounds:
         for params in ROUND6_VARIANTS:
             out["variants"].append(_row(candidate_name(params), score(params), windows, cost))
@@ -467,12 +488,12 @@ def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     cache: Annotated[Path, typer.Option("--cache", help="score cache for the --cv grid")] = Path(".eddyline/nab-cv"),
     round_: Annotated[list[int] | None, typer.Option(
-        "--round", help="rounds to score: 3 and/or 6 (default both)")] = None,
+        "--round", help="rounds to score: 3, 6 and/or 7 (default 3 and 6)")] = None,
 ) -> None:
     """Score the seasonal variants and selection rules tried for issue 14 (standard profile)."""
-    unknown = sorted(set(round_ or ()) - {3, 6})
+    unknown = sorted(set(round_ or ()) - {3, 6, 7})
     if unknown:
-        raise typer.BadParameter(f"no round {unknown}: pass --round 3 or --round 6")
+        raise typer.BadParameter(f"no round {unknown}: pass --round 3, --round 6 or --round 7")
     try:
         summary = run(data, cache, progress=print, rounds=tuple(round_ or (3, 6)))
     except ValueError as e:
