@@ -38,6 +38,11 @@ What each ``seasonal`` patch of round 3 and 6 adds (all parameters default to "o
   mean)`` with ``phi`` the series' running lag-1 autocorrelation, instead of the level, while that prediction's
   recent squared error is below ``ar`` times the level's (four more scalars): which predictor has been
   predicting the series best lately, label-free.
+- Round 8's prototypes, each off at 0: ``daytype`` (1: the second table is a day-type one, time of day on weekdays
+  and on weekends, instead of the weekly one), ``slot_ms`` (seasonal slots at least this wide), ``wins`` (the
+  global EWMA learns readings winsorised at this many of its sigmas), ``nov_z`` (a new extreme alarms only when
+  also this many long-run sigmas from the level); and round 8's idea, ``nov_ms``: the novelty rate decays in time,
+  by ``exp(-gap / nov_ms)`` per reading, instead of by ``1 - novelty_alpha`` per reading.
 
 Besides the variants, two selection rules over ``seasonal``'s ``--cv`` grid (``benchmarks.nab.GRIDS``):
 nested CV (each fold chooses its grid point by a leave-one-category-out CV of its own four categories) and a
@@ -79,8 +84,8 @@ _LAYER: Patch = [
     (_SIGNATURE, "        novelty_sd: float = 0.0,\n        log_surprise: int = 0,\n" + _SIGNATURE),
 ]
 _WINDOWED: Patch = [
-    ("    nov_a, nov_max = p[PARAM.novelty_alpha], p[PARAM.novelty_max]\n",
-     "    nov_a, nov_max = p[PARAM.novelty_alpha], p[PARAM.novelty_max]\n"
+    ("    rate_a, rate_max = p[PARAM.rate_alpha], p[PARAM.rate_max]\n",
+     "    rate_a, rate_max = p[PARAM.rate_alpha], p[PARAM.rate_max]\n"
      "    nov_sd, log_s = p[PARAM.novelty_sd], p[PARAM.log_surprise]\n"),
     ("        novel = k >= 1 and is_novel(x, mn, mx, tol)\n",
      "        record = k >= 1 and is_novel(x, mn, mx, tol)\n"
@@ -105,13 +110,15 @@ OPTIONS: dict[str, Patch] = {
     ],
     "seasonal": [
         *_LAYER, *_WINDOWED,
-        ('"period2_ms", "stuck", "counts")', '"period2_ms", "stuck", "counts", "ratio_max", "novelty_sd", "log_surprise")'),
+        ('"period2_ms", "stuck", "counts")',
+         '"period2_ms", "stuck", "counts", "ratio_max", "novelty_sd", "log_surprise")'),
         (_SIGNATURE, "        ratio_max: float = 0.0,\n" + _SIGNATURE),
         ("        check_fraction(damp=damp)\n",
          "        check_at_least(0, novelty_sd=novelty_sd, ratio_max=ratio_max)\n        check_fraction(damp=damp)\n"),
         ("    ratio, err_a = p[PARAM.ratio], p[PARAM.err_alpha]\n",
          "    ratio, err_a = p[PARAM.ratio], p[PARAM.err_alpha]\n    ratio_max = max(ratio, p[PARAM.ratio_max])\n"),
-        ("            replace = best_err < ratio * glob_err\n            ready = kk >= best_ns and (replace or mode == 1)\n",
+        ("            replace = best_err < ratio * glob_err\n"
+         "            ready = kk >= best_ns and (replace or mode == 1)\n",
          "            ready = kk >= best_ns and (best_err < ratio_max * glob_err or mode == 1)\n"
          "            replace = best_err < ratio * glob_err\n"),
         ("gauss_tail(best_z / zscale),", "surprise(best_z / zscale, log_s),"),
@@ -261,6 +268,86 @@ PATCHES: dict[str, Patch] = {
     ],
 }
 
+# Round 8 (session 8): a day-type table in place of the weekly one.
+PATCHES["day type"] = [
+    ('"bonf", "ar")\nPARAM', '"bonf", "ar", "daytype")\nPARAM'),
+    ("        ar: float = 0.0,\n", "        ar: float = 0.0,\n        daytype: int = 0,\n"),
+    ("    bonf, ar = p[PARAM.bonf], p[PARAM.ar]\n",
+     "    bonf, ar, daytype = p[PARAM.bonf], p[PARAM.ar], p[PARAM.daytype]\n"),
+    ("            ns = cycle_slots(period if m == 0 else period2, step, S)\n            slots_m[m] = -1\n",
+     "            ns = cycle_slots(period if m == 0 else period2, step, S)\n"
+     "            if m == 1 and daytype > 0.0:\n"
+     "                ns = 2 * cycle_slots(period, step, S)\n"
+     "            slots_m[m] = -1\n"),
+    ("            sl = int((ts % (period if m == 0 else period2)) / step)\n",
+     "            sl = int((ts % (period if m == 0 else period2)) / step)\n"
+     "            if m == 1 and daytype > 0.0:\n"
+     "                sl = min(int((ts % period) / step), ns // 2 - 1)\n"
+     "                if (int(ts // period) + 3) % 7 >= 5:\n"
+     "                    sl += ns // 2\n"),
+    ("        return (cycle_slots.py_func(float(self.period_ms), step, self.slots),\n",
+     "        if self.daytype:\n"
+     "            day = cycle_slots.py_func(float(self.period_ms), step, self.slots)\n"
+     "            return day, 2 * day\n"
+     "        return (cycle_slots.py_func(float(self.period_ms), step, self.slots),\n"),
+]
+
+# Round 8: seasonal slots at least ``slot_ms`` wide (when the sampling step gives a cycle at all).
+PATCHES["slot width"] = [
+    ('"ar", "daytype")\nPARAM', '"ar", "daytype", "slot_ms")\nPARAM'),
+    ("        daytype: int = 0,\n", "        daytype: int = 0,\n        slot_ms: float = 0.0,\n"),
+    ("    bonf, ar, daytype = p[PARAM.bonf], p[PARAM.ar], p[PARAM.daytype]\n",
+     "    bonf, ar, daytype = p[PARAM.bonf], p[PARAM.ar], p[PARAM.daytype]\n    slot_ms = p[PARAM.slot_ms]\n"),
+    ("        seasonal = cycle_slots(period, step, S) > 0\n",
+     "        seasonal = cycle_slots(period, step, S) > 0\n        wstep = max(step, slot_ms) if seasonal else step\n"),
+    ("            ns = cycle_slots(period if m == 0 else period2, step, S)\n",
+     "            ns = cycle_slots(period if m == 0 else period2, wstep, S)\n"),
+    ("            sl = int((ts % (period if m == 0 else period2)) / step)\n",
+     "            sl = int((ts % (period if m == 0 else period2)) / wstep)\n"),
+    ('        """Slots of the first and the second period at sampling step ``step`` (0: no usable cycle)."""\n',
+     '        """Slots of the first and the second period at sampling step ``step`` (0: no usable cycle)."""\n'
+     "        if self.slot_ms and cycle_slots.py_func(float(self.period_ms), step, self.slots):\n"
+     "            step = max(step, float(self.slot_ms))\n"),
+]
+
+# Round 8: the global EWMA learns each reading winsorised at ``wins`` of its standard deviations.
+PATCHES["winsorised level"] = [
+    ('"daytype", "slot_ms")\nPARAM', '"daytype", "slot_ms", "wins")\nPARAM'),
+    ("        slot_ms: float = 0.0,\n", "        slot_ms: float = 0.0,\n        wins: float = 0.0,\n"),
+    ("    slot_ms = p[PARAM.slot_ms]\n", "    slot_ms, wins = p[PARAM.slot_ms], p[PARAM.wins]\n"),
+    ("        mean, var = ewma_learn(x, n, mean, var, alpha)\n",
+     "        xl = x\n"
+     "        if wins > 0.0 and k > warm:\n"
+     "            lim = wins * math.sqrt(var)\n"
+     "            xl = min(max(x, mean - lim), mean + lim)\n"
+     "        mean, var = ewma_learn(xl, n, mean, var, alpha)\n"),
+]
+
+# Round 8: a new extreme alarms only when it is also at least ``nov_z`` long-run sigmas from the level.
+PATCHES["surprising novelty"] = [
+    ('"slot_ms", "wins")\nPARAM', '"slot_ms", "wins", "nov_z")\nPARAM'),
+    ("        wins: float = 0.0,\n", "        wins: float = 0.0,\n        nov_z: float = 0.0,\n"),
+    ("    slot_ms, wins = p[PARAM.slot_ms], p[PARAM.wins]\n",
+     "    slot_ms, wins, nov_z = p[PARAM.slot_ms], p[PARAM.wins], p[PARAM.nov_z]\n"),
+    ("            if novel and nrate < nov_max:\n", "            if novel and nrate < nov_max and z >= nov_z:\n"),
+]
+
+# Round 8's idea: the novelty rate decays in time, by exp(-gap / nov_ms) per reading, instead of by
+# (1 - novelty_alpha) per reading; a record adds novelty_alpha, and a new extreme alarms while the rate is below
+# novelty_max. It won the dev-CV gate but missed an obvious spike on a young 1-minute series (BENCHMARKS-nab.md).
+PATCHES["novelty memory in time"] = [
+    ('"wins", "nov_z")\nPARAM', '"wins", "nov_z", "nov_ms")\nPARAM'),
+    ("        nov_z: float = 0.0,\n", "        nov_z: float = 0.0,\n        nov_ms: float = 0.0,\n"),
+    ("    slot_ms, wins, nov_z = p[PARAM.slot_ms], p[PARAM.wins], p[PARAM.nov_z]\n",
+     "    slot_ms, wins, nov_z, nov_ms = p[PARAM.slot_ms], p[PARAM.wins], p[PARAM.nov_z], p[PARAM.nov_ms]\n"),
+    ("        prev_ts = ts\n", "        gap_n = ts - prev_ts if k >= 1 else 0.0\n        prev_ts = ts\n"),
+    ("        nrate += nov_a * ((1.0 if record else 0.0) - nrate)\n",
+     "        if nov_ms > 0.0:\n"
+     "            nrate = nrate * math.exp(-max(gap_n, 0.0) / nov_ms) + (nov_a if record else 0.0)\n"
+     "        else:\n"
+     "            nrate += nov_a * ((1.0 if record else 0.0) - nrate)\n"),
+]
+
 # The rows of BENCHMARKS-nab.md's "tried in round 3" table, in its order.
 VARIANTS: list[dict[str, float]] = [
     {},
@@ -294,6 +381,17 @@ ROUND7_BASES: list[tuple[str, dict[str, float]]] = [
       for base in ({"log_surprise": 1, "novelty_sd": 2.0}, {"log_surprise": 1})),
     ("seasonal", {"novelty_sd": 2.0}),
 ]
+
+# Round 8 (session 8): the rows of BENCHMARKS-nab.md's round-8 table, and the bases whose --cv grid was scored.
+DAY_MS = 86_400_000.0
+ROUND8_VARIANTS: list[dict[str, float]] = [
+    {}, {"daytype": 1}, {"slot_ms": 300_000.0}, {"slot_ms": 600_000.0}, {"wins": 3.0}, {"wins": 5.0},
+    *({"nov_z": z} for z in (2.0, 3.0, 4.0)),
+    {"novelty_alpha": 0.003, "novelty_max": 0.003},
+    *({"nov_ms": d * DAY_MS} for d in (0.5, 0.75, 1.0, 1.5, 2.0)),
+]
+ROUND8_BASES: list[dict[str, float]] = [{"novelty_alpha": 0.003, "novelty_max": 0.003},
+                                        *({"nov_ms": d * DAY_MS} for d in (0.5, 0.75, 1.0, 1.5, 2.0))]
 
 # Added to ``seasonal``'s --cv grid, so that the folds themselves can choose to confirm the cycle first.
 CONFIRM_POINTS: list[dict[str, float]] = [{"confirm": 1.0}, {"confirm": 2.0}]
@@ -420,8 +518,8 @@ def run(data_dir: Path, cache_dir: Path | None = None,
         Called with one line per result.
     rounds
         Which rounds' rows to score: 3 (``VARIANTS`` and the selection rules), 6 (``ROUND6_VARIANTS`` and
-        the ``--cv`` protocol over the grid around each of ``ROUND6_BASES``) and/or 7 (that protocol around each of
-        ``ROUND7_BASES``, for its detector).
+        the ``--cv`` protocol over the grid around each of ``ROUND6_BASES``), 7 (that protocol around each of
+        ``ROUND7_BASES``, for its detector) and/or 8 (``ROUND8_VARIANTS``, and the protocol around ``ROUND8_BASES``).
     """
     from benchmarks.nab import candidate_name
 
@@ -445,17 +543,19 @@ def run(data_dir: Path, cache_dir: Path | None = None,
             out["selection_rules"].append(rule)
             progress(f"{rule['rule']}: in-sample {rule['in_sample']:.2f}, grid CV {rule['cv']:.2f} "
                      + ", ".join(f"{c}: {f['score']} {f['candidate']}" for c, f in rule["folds"].items()))
-    if 6 in rounds:
-        for params in ROUND6_VARIANTS:
+    for r, rows, bases in ((6, ROUND6_VARIANTS, ROUND6_BASES), (8, ROUND8_VARIANTS, ROUND8_BASES)):
+        if r not in rounds:
+            continue
+        for params in rows:
             out["variants"].append(_row(candidate_name(params), score(params), windows, cost))
             progress(f"{out['variants'][-1]['variant']}: in-sample {out['variants'][-1]['in_sample']:.2f}, "
                      f"threshold-only CV {out['variants'][-1]['threshold_cv']:.2f}")
-        for base in ROUND6_BASES:
+        for base in bases:
             grid = {candidate_name({**base, **g}): score({**base, **g}) for g in GRIDS["seasonal"]}
             rule = _protocol(f"best on the four (bench nab --cv), grid around {candidate_name(base)}",
                              cv.cross_validate(grid, windows, {"standard": cost})["standard"])
             out["selection_rules"].append(rule)
-            chosen = ", ".join(f"{c}: {f['candidate']}" for c, f in rule["folds"].items())
+            chosen = ", ".join(f"{c}: {f['score']} {f['candidate']}" for c, f in rule["folds"].items())
             progress(f"{rule['rule']}: {rule['cv']:.2f} {chosen}")
     if 3 not in rounds:
         return out
@@ -488,12 +588,12 @@ def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     cache: Annotated[Path, typer.Option("--cache", help="score cache for the --cv grid")] = Path(".eddyline/nab-cv"),
     round_: Annotated[list[int] | None, typer.Option(
-        "--round", help="rounds to score: 3, 6 and/or 7 (default 3 and 6)")] = None,
+        "--round", help="rounds to score: 3, 6, 7 and/or 8 (default 3 and 6)")] = None,
 ) -> None:
     """Score the seasonal variants and selection rules tried for issue 14 (standard profile)."""
-    unknown = sorted(set(round_ or ()) - {3, 6, 7})
+    unknown = sorted(set(round_ or ()) - {3, 6, 7, 8})
     if unknown:
-        raise typer.BadParameter(f"no round {unknown}: pass --round 3, --round 6 or --round 7")
+        raise typer.BadParameter(f"no round {unknown}: pass --round 3, 6, 7 or 8")
     try:
         summary = run(data, cache, progress=print, rounds=tuple(round_ or (3, 6)))
     except ValueError as e:
