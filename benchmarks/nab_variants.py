@@ -42,7 +42,8 @@ What each ``seasonal`` patch of round 3 and 6 adds (all parameters default to "o
   and on weekends, instead of the weekly one), ``slot_ms`` (seasonal slots at least this wide), ``wins`` (the
   global EWMA learns readings winsorised at this many of its sigmas), ``nov_z`` (a new extreme alarms only when
   also this many long-run sigmas from the level); and round 8's idea, ``nov_ms``: the novelty rate decays in time,
-  by ``exp(-gap / nov_ms)`` per reading, instead of by ``1 - novelty_alpha`` per reading.
+  by ``exp(-gap / nov_ms)`` per reading, instead of by ``1 - novelty_alpha`` per reading (with ``nov_young`` 1,
+  only once the series has lived ``nov_ms``).
 
 Besides the variants, two selection rules over ``seasonal``'s ``--cv`` grid (``benchmarks.nab.GRIDS``):
 nested CV (each fold chooses its grid point by a leave-one-category-out CV of its own four categories) and a
@@ -334,15 +335,18 @@ PATCHES["surprising novelty"] = [
 
 # Round 8's idea: the novelty rate decays in time, by exp(-gap / nov_ms) per reading, instead of by
 # (1 - novelty_alpha) per reading; a record adds novelty_alpha, and a new extreme alarms while the rate is below
-# novelty_max. It won the dev-CV gate but missed an obvious spike on a young 1-minute series (BENCHMARKS-nab.md).
+# novelty_max. It won the dev-CV gate but missed an obvious spike on a young 1-minute series (BENCHMARKS-nab.md);
+# with ``nov_young`` 1 it applies only once the series has lived ``nov_ms`` (``n * step``), which lost the gate.
 PATCHES["novelty memory in time"] = [
-    ('"wins", "nov_z")\nPARAM', '"wins", "nov_z", "nov_ms")\nPARAM'),
-    ("        nov_z: float = 0.0,\n", "        nov_z: float = 0.0,\n        nov_ms: float = 0.0,\n"),
+    ('"wins", "nov_z")\nPARAM', '"wins", "nov_z", "nov_ms", "nov_young")\nPARAM'),
+    ("        nov_z: float = 0.0,\n",
+     "        nov_z: float = 0.0,\n        nov_ms: float = 0.0,\n        nov_young: int = 0,\n"),
     ("    slot_ms, wins, nov_z = p[PARAM.slot_ms], p[PARAM.wins], p[PARAM.nov_z]\n",
-     "    slot_ms, wins, nov_z, nov_ms = p[PARAM.slot_ms], p[PARAM.wins], p[PARAM.nov_z], p[PARAM.nov_ms]\n"),
+     "    slot_ms, wins, nov_z, nov_ms = p[PARAM.slot_ms], p[PARAM.wins], p[PARAM.nov_z], p[PARAM.nov_ms]\n"
+     "    nov_young = p[PARAM.nov_young]\n"),
     ("        prev_ts = ts\n", "        gap_n = ts - prev_ts if k >= 1 else 0.0\n        prev_ts = ts\n"),
     ("        nrate += nov_a * ((1.0 if record else 0.0) - nrate)\n",
-     "        if nov_ms > 0.0:\n"
+     "        if nov_ms > 0.0 and (nov_young == 0.0 or n * step >= nov_ms):\n"
      "            nrate = nrate * math.exp(-max(gap_n, 0.0) / nov_ms) + (nov_a if record else 0.0)\n"
      "        else:\n"
      "            nrate += nov_a * ((1.0 if record else 0.0) - nrate)\n"),
@@ -389,9 +393,11 @@ ROUND8_VARIANTS: list[dict[str, float]] = [
     *({"nov_z": z} for z in (2.0, 3.0, 4.0)),
     {"novelty_alpha": 0.003, "novelty_max": 0.003},
     *({"nov_ms": d * DAY_MS} for d in (0.5, 0.75, 1.0, 1.5, 2.0)),
+    *({"nov_ms": d * DAY_MS, "nov_young": 1} for d in (0.5, 0.75, 1.0, 1.5, 2.0)),
 ]
 ROUND8_BASES: list[dict[str, float]] = [{"novelty_alpha": 0.003, "novelty_max": 0.003},
-                                        *({"nov_ms": d * DAY_MS} for d in (0.5, 0.75, 1.0, 1.5, 2.0))]
+                                        *({"nov_ms": d * DAY_MS} for d in (0.5, 0.75, 1.0, 1.5, 2.0)),
+                                        *({"nov_ms": d * DAY_MS, "nov_young": 1} for d in (0.5, 0.75, 1.0, 1.5, 2.0))]
 
 # Added to ``seasonal``'s --cv grid, so that the folds themselves can choose to confirm the cycle first.
 CONFIRM_POINTS: list[dict[str, float]] = [{"confirm": 1.0}, {"confirm": 2.0}]

@@ -100,4 +100,7 @@ def test_round_8_novelty_memory_in_time_quiets_a_trend_s_daily_records_but_misse
     y = 10 + 3 * np.sin(np.arange(900) * 2 * np.pi / 144) + rng.normal(0, 0.3, 900)
     y[450:455] += 8.0
     assert variant().score_learn(y, t)[450] >= 0.999 > variant(nov_ms=1.5 * 86_400_000).score_learn(y, t)[450]
+    # ``nov_young``: the memory in time only once the series has lived it; younger, the detector is the default's
+    np.testing.assert_array_equal(variant(nov_ms=1.5 * 86_400_000, nov_young=1).score_learn(y, t),
+                                  variant().score_learn(y, t))
 
