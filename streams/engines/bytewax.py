@@ -633,8 +633,8 @@ class Outputs:
     batch and no encoding step of its own: a poll of one or two live messages crossed one more operator for it
     (BENCHMARKS.md, Fleet scale, "Session 8: live batches").
 
-    It iterates its emits. Only the messages cross to another worker (the Kafka sink's partition is chosen by key): the side sinks take
-    the emits where they were made, so pickling leaves them out.
+    It iterates its emits. Only the messages cross to another worker (the Kafka sink's partition is chosen by
+    key): the side sinks take the emits where they were made, so pickling leaves them out.
 
     Parameters
     ----------
