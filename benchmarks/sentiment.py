@@ -1,7 +1,7 @@
 """Sentiment and speech speed, measured in one run on the same machine.
 
 - ``onnx_int8_texts_per_s``: the trained model through onnxruntime, int8 weights, batches of ``WINDOW_BATCH``
-  windows (16; ``--batch-size``).
+  windows (64; ``--batch-size``).
 - ``torch_fp32_texts_per_s``: the same network in PyTorch fp32, same texts, same batches, same threads.
 - ``*_cpu_s``: the process CPU seconds of each engine's best pass (less moved by neighbours than wall time).
 - ``emotion_texts_per_s``: the emotion backend the flow runs beside it (the NRC lexicon), same texts.

@@ -35,10 +35,10 @@ LEXICON_INPUT = "vader_compound"
 # onnxruntime fusions kept off at load: their fused CPU kernels (SkipLayerNormalization, BiasGelu) ran several
 # times slower than the plain Add + LayerNormalization and Gelu they replace (BENCHMARKS-audio.md, Speed, session 7)
 UNFUSED = ("SkipLayerNormFusion", "BiasGeluFusion")
-# windows per inference call for the model trained here, in both engines: at 16 the int8 model's activations stay
-# in the cores' caches and the length-sorted batches pad less; PyTorch fp32 costs the same at 16 as at 64
-# (BENCHMARKS-audio.md, Speed, session 8)
-WINDOW_BATCH = 16
+# windows per inference call for the model trained here, in both engines. 16 ran the int8 model 10-20 % faster
+# (its activations stay in the caches) but its labels agreed less with fp32's, because activations are quantised
+# with one scale per batch (BENCHMARKS-audio.md, Speed, session 8)
+WINDOW_BATCH = 64
 
 _cache: dict[str, SentimentModel] = {}
 _lock = threading.Lock()

@@ -345,8 +345,8 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: S
     Exported with eager attention so onnxruntime's optimiser recognises the attention blocks (SDPA exports as
     loose ops it cannot fuse); each fused block is then rewritten as three Q/K/V projections and the standard
     ``Attention`` op (``attention_graph.unfuse_attention``): the projections quantise to large int8 GEMMs,
-    and the fp32 attention core runs in onnxruntime's ``Attention`` kernel instead of ``QAttention``'s, which
-    cost 42 % of the int8 model's time (session 8, BENCHMARKS-audio.md, Speed). Residual adds and layer norms
+    and the fp32 attention core runs in onnxruntime's ``Attention`` kernel instead of ``QAttention``'s (42 % of
+    the int8 model's kernel time in session 7; BENCHMARKS-audio.md, Speed, session 8). Residual adds and layer norms
     stay apart (no ``SkipLayerNormalization``) and GELU stays plain ``Gelu`` with its bias left to the int8
     MatMul before it (no ``BiasGelu``): on this onnxruntime's CPU kernels those two fused ops cost several
     times the plain ones (session 7), so ``OnnxSentiment`` also keeps its load-time optimiser from fusing them
