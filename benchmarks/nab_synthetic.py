@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -321,6 +322,16 @@ def label_params(label: str) -> dict[str, float]:
     return out
 
 
+def _builder(name: str) -> Callable[..., Any]:
+    """The constructor behind a detector name: ``make_detector``'s, or for ``NAME-variants`` the class that
+    ``benchmarks.nab_variants`` patches (options that lost the CV gate, kept out of production)."""
+    if not name.endswith("-variants"):
+        return partial(make_detector, name)
+    from benchmarks.nab_variants import variant_class
+
+    return variant_class(detector=name.removesuffix("-variants"))
+
+
 def score_suite(data_dir: Path, detectors: tuple[str, ...] = DETECTORS,
                 params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Each detector's NAB scores on a suite: the whole suite (threshold swept over it, NAB's way) and per kind
@@ -331,8 +342,9 @@ def score_suite(data_dir: Path, detectors: tuple[str, ...] = DETECTORS,
     data_dir
         A directory written by ``write_suite``.
     detectors
-        Names from ``models.anomaly.DETECTORS``, each optionally with constructor overrides after ``@``
-        (``seasonal@stuck=0,hold=100``).
+        Names from ``models.anomaly.DETECTORS`` (or ``seasonal-variants``, ``robust-variants``,
+        ``likelihood-variants``: ``benchmarks.nab_variants``' patched classes), each optionally with constructor
+        overrides after ``@`` (``seasonal@stuck=0,hold=100``).
     params
         Constructor overrides per detector label, instead of those in the label.
     """
@@ -340,8 +352,8 @@ def score_suite(data_dir: Path, detectors: tuple[str, ...] = DETECTORS,
     out: dict[str, Any] = {"files": len(series), "detectors": {}}
     for label in detectors:
         overrides = (params or {}).get(label, label_params(label))
-        results = {rel: (ts, make_detector(label.split("@")[0], **overrides).score_learn(v, ms))
-                   for rel, (ts, ms, v) in series.items()}
+        build = _builder(label.split("@")[0])
+        results = {rel: (ts, build(**overrides).score_learn(v, ms)) for rel, (ts, ms, v) in series.items()}
         scored = nab.score_corpus(results, windows, profiles)
         std = scored["standard"]
         out["detectors"][label] = {

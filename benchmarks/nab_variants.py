@@ -1,13 +1,24 @@
-"""Variants of ``seasonal`` tried for issue 14 and scored by cross-validation, rerunnable from the repository.
+"""Variants of the detectors tried for issue 14 and scored by cross-validation, rerunnable from the repository.
 
-Why a patch and not parameters in ``models/anomaly/seasonal.py``: none of these won under cross-validation
+Why a patch and not parameters in ``models/anomaly``: none of these won under cross-validation
 (BENCHMARKS-nab.md, "Detectors that generalise"), and production should not carry switches that are off.
-So each variant is a text patch applied to a copy of ``seasonal.py``'s source at run time; every patch checks
-that its anchor occurs exactly once, so a change to ``seasonal.py`` stops this module with a clear error
+So each variant is a text patch applied to a copy of a detector module's source at run time; every patch checks
+that its anchor occurs exactly once, so a change to the detector stops this module with a clear error
 instead of measuring something else. With every new parameter at its neutral value the patched detector
-scores bit for bit like ``seasonal`` (tests/unit/test_nab_variants.py).
+scores bit for bit like the production one (tests/unit/test_nab_variants.py).
 
-What each patch adds (all parameters default to "off"):
+Options of rounds 6 and 7, in production until round 8 and moved here because they lost the gate
+(``OPTIONS``: ``seasonal``, ``robust`` and ``likelihood`` where they apply):
+
+- ``ratio_max`` (round 6, ``seasonal``): while the seasonal model's recent squared error is between ``ratio`` and
+  ``ratio_max`` times the global one (better, but not clearly), the larger of the seasonal and the global score
+  speaks; 0: off.
+- ``novelty_sd`` (round 7): a new extreme alarms only if it also clears the range by this many long-run standard
+  deviations; every new extreme still counts into the novelty rate; 0: off.
+- ``log_surprise`` (round 7): 1: each likelihood layer averages the log surprise ``-ln P(|Z| >= z)`` (capped at
+  ``LOG_CAP``) instead of the Gaussian tail, which is bounded by 1; 0: off.
+
+What each ``seasonal`` patch of round 3 and 6 adds (all parameters default to "off"):
 
 - ``confirm``: the seasonal score speaks only after its model has been predicting better than the global one
   (the ``ratio`` test) for ``confirm`` periods in a row (one more scalar, ``s_since``).
@@ -21,12 +32,18 @@ What each patch adds (all parameters default to "off"):
   ``spike_gate`` sigmas from its slot's expected value.
 - ``rearm``, ``rearm_level``: the alarm hold ends early once the score has stayed below ``rearm_level`` for
   ``rearm`` readings in a row (the incident is over, so the next alarm is a new one; one more scalar).
-- ``bonf`` (round 6, with ``seasonal``'s own option ``ratio_max``): where both the seasonal and the global
+- ``bonf`` (round 6, with the option ``ratio_max``): where both the seasonal and the global
   score speak, their larger one is corrected for two chances to be surprised (``1 - 2 (1 - max)``).
 - ``ar`` (round 6): the global surprise is measured against an AR(1) prediction, ``mean + phi (previous -
   mean)`` with ``phi`` the series' running lag-1 autocorrelation, instead of the level, while that prediction's
   recent squared error is below ``ar`` times the level's (four more scalars): which predictor has been
   predicting the series best lately, label-free.
+- Round 8's prototypes, each off at 0: ``daytype`` (1: the second table is a day-type one, time of day on weekdays
+  and on weekends, instead of the weekly one), ``slot_ms`` (seasonal slots at least this wide), ``wins`` (the
+  global EWMA learns readings winsorised at this many of its sigmas), ``nov_z`` (a new extreme alarms only when
+  also this many long-run sigmas from the level); and round 8's idea, ``nov_ms``: the novelty rate decays in time,
+  by ``exp(-gap / nov_ms)`` per reading, instead of by ``1 - novelty_alpha`` per reading (with ``nov_young`` 1,
+  only once the series has lived ``nov_ms``).
 
 Besides the variants, two selection rules over ``seasonal``'s ``--cv`` grid (``benchmarks.nab.GRIDS``):
 nested CV (each fold chooses its grid point by a leave-one-category-out CV of its own four categories) and a
@@ -35,6 +52,10 @@ vote (a grid point replaces the defaults only if it beats them on at least ``k``
 
     python -m benchmarks.nab_variants --data ../shared/data/nab --json variants.json
     python -m benchmarks.nab_variants --data ../shared/data/nab --round 6    # round 6's rows and grids only
+    python -m benchmarks.nab_variants --data ../shared/data/nab --round 7    # round 7's dev rows (grid CV)
+
+The patched classes are also what ``benchmarks.nab_synthetic`` scores for a label ``NAME-variants@...``
+(``seasonal-variants@log_surprise=1,novelty_sd=2``).
 """
 
 from __future__ import annotations
@@ -51,11 +72,85 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-import models.anomaly.seasonal
+import models.anomaly
 from benchmarks.nab import GRIDS, grid_scores, load_corpus
 from models.evaluation import cv, nab
 
 Patch = list[tuple[str, str]]
+
+# The round 6-7 options, per detector module. Off (0), each scores bit for bit like the production detector.
+_SIGNATURE = "        threshold: float = 0.999,\n    ) -> None:"
+_LAYER: Patch = [
+    ("gauss_tail(z), min(k, H) >= 10", "surprise(z, log_s), min(k, H) >= 10"),
+    (_SIGNATURE, "        novelty_sd: float = 0.0,\n        log_surprise: int = 0,\n" + _SIGNATURE),
+]
+_WINDOWED: Patch = [
+    ("    rate_a, rate_max = p[PARAM.rate_alpha], p[PARAM.rate_max]\n",
+     "    rate_a, rate_max = p[PARAM.rate_alpha], p[PARAM.rate_max]\n"
+     "    nov_sd, log_s = p[PARAM.novelty_sd], p[PARAM.log_surprise]\n"),
+    ("        novel = k >= 1 and is_novel(x, mn, mx, tol)\n",
+     "        record = k >= 1 and is_novel(x, mn, mx, tol)\n"
+     "        novel = record and is_novel_by(x, mn, mx, tol, nov_sd * sd_long)\n"),
+    ("nrate += nov_a * ((1.0 if novel else 0.0) - nrate)", "nrate += nov_a * ((1.0 if record else 0.0) - nrate)"),
+]
+OPTIONS: dict[str, Patch] = {
+    "likelihood": [
+        *_LAYER,
+        ('"hold", "warmup")', '"hold", "warmup", "novelty_sd", "log_surprise")'),
+        ("    warm = p[PARAM.warmup]\n",
+         "    warm, nov_sd, log_s = p[PARAM.warmup], p[PARAM.novelty_sd], p[PARAM.log_surprise]\n"),
+        ("if is_novel(x, mn, mx, tol):", "if is_novel_by(x, mn, mx, tol, nov_sd * math.sqrt(var)):"),
+        ("        check_fraction(damp=damp)\n",
+         "        check_at_least(0, novelty_sd=novelty_sd)\n        check_fraction(damp=damp)\n"),
+    ],
+    "robust": [
+        *_LAYER, *_WINDOWED,
+        ('"novelty_alpha", "novelty_max")', '"novelty_alpha", "novelty_max", "novelty_sd", "log_surprise")'),
+        ("        check_fraction(damp=damp)\n",
+         "        check_at_least(0, novelty_sd=novelty_sd)\n        check_fraction(damp=damp)\n"),
+    ],
+    "seasonal": [
+        *_LAYER, *_WINDOWED,
+        ('"period2_ms", "stuck", "counts")',
+         '"period2_ms", "stuck", "counts", "ratio_max", "novelty_sd", "log_surprise")'),
+        (_SIGNATURE, "        ratio_max: float = 0.0,\n" + _SIGNATURE),
+        ("        check_fraction(damp=damp)\n",
+         "        check_at_least(0, novelty_sd=novelty_sd, ratio_max=ratio_max)\n        check_fraction(damp=damp)\n"),
+        ("    ratio, err_a = p[PARAM.ratio], p[PARAM.err_alpha]\n",
+         "    ratio, err_a = p[PARAM.ratio], p[PARAM.err_alpha]\n    ratio_max = max(ratio, p[PARAM.ratio_max])\n"),
+        ("            replace = best_err < ratio * glob_err\n"
+         "            ready = kk >= best_ns and (replace or mode == 1)\n",
+         "            ready = kk >= best_ns and (best_err < ratio_max * glob_err or mode == 1)\n"
+         "            replace = best_err < ratio * glob_err\n"),
+        ("gauss_tail(best_z / zscale),", "surprise(best_z / zscale, log_s),"),
+    ],
+}
+# Compiled steps the options use, appended to the patched module (kernels compile on first use, after it loaded).
+OPTION_STEPS = '''
+from models.anomaly._jit import lazy_inline as _inline  # noqa: E402
+from models.anomaly._steps import gauss_tail as _tail  # noqa: E402
+
+LOG_CAP = -math.log(1e-12)  # one reading's log surprise at most that of a 7-sigma deviation
+_SQRT2 = math.sqrt(2.0)
+
+
+@_inline
+def surprise(z, log):  # pragma: no cover - compiled
+    """The Gaussian tail (``log`` 0), or ``-ln P(|Z| >= z)`` capped at ``LOG_CAP`` (``log`` 1)."""
+    if log == 0.0:
+        return _tail(z)
+    return min(-math.log(max(math.erfc(z / _SQRT2), 1e-300)), LOG_CAP)
+
+
+@_inline
+def is_novel_by(x, mn, mx, tol, margin):  # pragma: no cover - compiled
+    """``is_novel`` with the range also cleared by ``margin``."""
+    pad = tol * (mx - mn)
+    if margin > pad:
+        pad = margin
+    return x > mx + pad or x < mn - pad
+'''
+CLASSES = {"likelihood": "LikelihoodDetector", "robust": "RobustLikelihoodDetector", "seasonal": "SeasonalDetector"}
 
 PATCHES: dict[str, Patch] = {
     "params": [
@@ -174,6 +269,89 @@ PATCHES: dict[str, Patch] = {
     ],
 }
 
+# Round 8 (session 8): a day-type table in place of the weekly one.
+PATCHES["day type"] = [
+    ('"bonf", "ar")\nPARAM', '"bonf", "ar", "daytype")\nPARAM'),
+    ("        ar: float = 0.0,\n", "        ar: float = 0.0,\n        daytype: int = 0,\n"),
+    ("    bonf, ar = p[PARAM.bonf], p[PARAM.ar]\n",
+     "    bonf, ar, daytype = p[PARAM.bonf], p[PARAM.ar], p[PARAM.daytype]\n"),
+    ("            ns = cycle_slots(period if m == 0 else period2, step, S)\n            slots_m[m] = -1\n",
+     "            ns = cycle_slots(period if m == 0 else period2, step, S)\n"
+     "            if m == 1 and daytype > 0.0:\n"
+     "                ns = 2 * cycle_slots(period, step, S)\n"
+     "            slots_m[m] = -1\n"),
+    ("            sl = int((ts % (period if m == 0 else period2)) / step)\n",
+     "            sl = int((ts % (period if m == 0 else period2)) / step)\n"
+     "            if m == 1 and daytype > 0.0:\n"
+     "                sl = min(int((ts % period) / step), ns // 2 - 1)\n"
+     "                if (int(ts // period) + 3) % 7 >= 5:\n"
+     "                    sl += ns // 2\n"),
+    ("        return (cycle_slots.py_func(float(self.period_ms), step, self.slots),\n",
+     "        if self.daytype:\n"
+     "            day = cycle_slots.py_func(float(self.period_ms), step, self.slots)\n"
+     "            return day, 2 * day\n"
+     "        return (cycle_slots.py_func(float(self.period_ms), step, self.slots),\n"),
+]
+
+# Round 8: seasonal slots at least ``slot_ms`` wide (when the sampling step gives a cycle at all).
+PATCHES["slot width"] = [
+    ('"ar", "daytype")\nPARAM', '"ar", "daytype", "slot_ms")\nPARAM'),
+    ("        daytype: int = 0,\n", "        daytype: int = 0,\n        slot_ms: float = 0.0,\n"),
+    ("    bonf, ar, daytype = p[PARAM.bonf], p[PARAM.ar], p[PARAM.daytype]\n",
+     "    bonf, ar, daytype = p[PARAM.bonf], p[PARAM.ar], p[PARAM.daytype]\n    slot_ms = p[PARAM.slot_ms]\n"),
+    ("        seasonal = cycle_slots(period, step, S) > 0\n",
+     "        seasonal = cycle_slots(period, step, S) > 0\n        wstep = max(step, slot_ms) if seasonal else step\n"),
+    ("            ns = cycle_slots(period if m == 0 else period2, step, S)\n",
+     "            ns = cycle_slots(period if m == 0 else period2, wstep, S)\n"),
+    ("            sl = int((ts % (period if m == 0 else period2)) / step)\n",
+     "            sl = int((ts % (period if m == 0 else period2)) / wstep)\n"),
+    ('        """Slots of the first and the second period at sampling step ``step`` (0: no usable cycle)."""\n',
+     '        """Slots of the first and the second period at sampling step ``step`` (0: no usable cycle)."""\n'
+     "        if self.slot_ms and cycle_slots.py_func(float(self.period_ms), step, self.slots):\n"
+     "            step = max(step, float(self.slot_ms))\n"),
+]
+
+# Round 8: the global EWMA learns each reading winsorised at ``wins`` of its standard deviations.
+PATCHES["winsorised level"] = [
+    ('"daytype", "slot_ms")\nPARAM', '"daytype", "slot_ms", "wins")\nPARAM'),
+    ("        slot_ms: float = 0.0,\n", "        slot_ms: float = 0.0,\n        wins: float = 0.0,\n"),
+    ("    slot_ms = p[PARAM.slot_ms]\n", "    slot_ms, wins = p[PARAM.slot_ms], p[PARAM.wins]\n"),
+    ("        mean, var = ewma_learn(x, n, mean, var, alpha)\n",
+     "        xl = x\n"
+     "        if wins > 0.0 and k > warm:\n"
+     "            lim = wins * math.sqrt(var)\n"
+     "            xl = min(max(x, mean - lim), mean + lim)\n"
+     "        mean, var = ewma_learn(xl, n, mean, var, alpha)\n"),
+]
+
+# Round 8: a new extreme alarms only when it is also at least ``nov_z`` long-run sigmas from the level.
+PATCHES["surprising novelty"] = [
+    ('"slot_ms", "wins")\nPARAM', '"slot_ms", "wins", "nov_z")\nPARAM'),
+    ("        wins: float = 0.0,\n", "        wins: float = 0.0,\n        nov_z: float = 0.0,\n"),
+    ("    slot_ms, wins = p[PARAM.slot_ms], p[PARAM.wins]\n",
+     "    slot_ms, wins, nov_z = p[PARAM.slot_ms], p[PARAM.wins], p[PARAM.nov_z]\n"),
+    ("            if novel and nrate < nov_max:\n", "            if novel and nrate < nov_max and z >= nov_z:\n"),
+]
+
+# Round 8's idea: the novelty rate decays in time, by exp(-gap / nov_ms) per reading, instead of by
+# (1 - novelty_alpha) per reading; a record adds novelty_alpha, and a new extreme alarms while the rate is below
+# novelty_max. It won the dev-CV gate but missed an obvious spike on a young 1-minute series (BENCHMARKS-nab.md);
+# with ``nov_young`` 1 it applies only once the series has lived ``nov_ms`` (``n * step``), which lost the gate.
+PATCHES["novelty memory in time"] = [
+    ('"wins", "nov_z")\nPARAM', '"wins", "nov_z", "nov_ms", "nov_young")\nPARAM'),
+    ("        nov_z: float = 0.0,\n",
+     "        nov_z: float = 0.0,\n        nov_ms: float = 0.0,\n        nov_young: int = 0,\n"),
+    ("    slot_ms, wins, nov_z = p[PARAM.slot_ms], p[PARAM.wins], p[PARAM.nov_z]\n",
+     "    slot_ms, wins, nov_z, nov_ms = p[PARAM.slot_ms], p[PARAM.wins], p[PARAM.nov_z], p[PARAM.nov_ms]\n"
+     "    nov_young = p[PARAM.nov_young]\n"),
+    ("        prev_ts = ts\n", "        gap_n = ts - prev_ts if k >= 1 else 0.0\n        prev_ts = ts\n"),
+    ("        nrate += nov_a * ((1.0 if record else 0.0) - nrate)\n",
+     "        if nov_ms > 0.0 and (nov_young == 0.0 or n * step >= nov_ms):\n"
+     "            nrate = nrate * math.exp(-max(gap_n, 0.0) / nov_ms) + (nov_a if record else 0.0)\n"
+     "        else:\n"
+     "            nrate += nov_a * ((1.0 if record else 0.0) - nrate)\n"),
+]
+
 # The rows of BENCHMARKS-nab.md's "tried in round 3" table, in its order.
 VARIANTS: list[dict[str, float]] = [
     {},
@@ -200,6 +378,27 @@ ROUND6_VARIANTS: list[dict[str, float]] = [
 ROUND6_BASES: list[dict[str, float]] = [{"ar": 0.5}, {"ratio_max": 0.6}, {"ratio_max": 1.0}, {"ratio_max": 2.0},
                                         {"ratio_max": 1.0, "bonf": 1.0}, {"ratio_max": 1.0, "short": 20}]
 
+# Round 7 (session 7): the options' rows of BENCHMARKS-nab.md's gate table (dev in-sample at the row's settings,
+# and the --cv protocol over the detector's grid with them under every point).
+ROUND7_BASES: list[tuple[str, dict[str, float]]] = [
+    *((det, base) for det in ("seasonal", "likelihood", "robust")
+      for base in ({"log_surprise": 1, "novelty_sd": 2.0}, {"log_surprise": 1})),
+    ("seasonal", {"novelty_sd": 2.0}),
+]
+
+# Round 8 (session 8): the rows of BENCHMARKS-nab.md's round-8 table, and the bases whose --cv grid was scored.
+DAY_MS = 86_400_000.0
+ROUND8_VARIANTS: list[dict[str, float]] = [
+    {}, {"daytype": 1}, {"slot_ms": 300_000.0}, {"slot_ms": 600_000.0}, {"wins": 3.0}, {"wins": 5.0},
+    *({"nov_z": z} for z in (2.0, 3.0, 4.0)),
+    {"novelty_alpha": 0.003, "novelty_max": 0.003},
+    *({"nov_ms": d * DAY_MS} for d in (0.5, 0.75, 1.0, 1.5, 2.0)),
+    *({"nov_ms": d * DAY_MS, "nov_young": 1} for d in (0.5, 0.75, 1.0, 1.5, 2.0)),
+]
+ROUND8_BASES: list[dict[str, float]] = [{"novelty_alpha": 0.003, "novelty_max": 0.003},
+                                        *({"nov_ms": d * DAY_MS} for d in (0.5, 0.75, 1.0, 1.5, 2.0)),
+                                        *({"nov_ms": d * DAY_MS, "nov_young": 1} for d in (0.5, 0.75, 1.0, 1.5, 2.0))]
+
 # Added to ``seasonal``'s --cv grid, so that the folds themselves can choose to confirm the cycle first.
 CONFIRM_POINTS: list[dict[str, float]] = [{"confirm": 1.0}, {"confirm": 2.0}]
 
@@ -210,24 +409,42 @@ REARM_GRID: list[dict[str, float]] = [{}, {"alpha": 0.003}, {"alpha": 0.03}, {"s
                                       {"spike": 1e9}, {"hold": 50}, {"ratio": 0.1}, {"ratio": 0.6}, {"rearm": 0}]
 
 
-def patched_source() -> str:
-    """``seasonal.py``'s source with every patch applied; an anchor that is not there exactly once is an error."""
-    src = Path(models.anomaly.seasonal.__file__).read_text()
-    for name, patch in PATCHES.items():
+def _apply(src: str, module: str, patches: dict[str, Patch]) -> str:
+    for name, patch in patches.items():
         for old, new in patch:
             found = src.count(old)
             if found != 1:
-                raise ValueError(f"patch {name!r}: anchor found {found} times in seasonal.py (expected once); "
+                raise ValueError(f"patch {name!r}: anchor found {found} times in {module}.py (expected once); "
                                  f"update benchmarks/nab_variants.py to the detector's current code: {old[:60]!r}")
             src = src.replace(old, new)
-    return src.replace('name = "seasonal"', 'name = "seasonal-variants"')
+    return src
 
 
-def variant_class(where: Path = Path(".eddyline/nab-variants")) -> type:
+def patched_source(detector: str = "seasonal") -> str:
+    """``detector``'s module source with its options (``OPTIONS``) and, for ``seasonal``, every patch of
+    ``PATCHES`` applied; an anchor that is not there exactly once is an error."""
+    if detector not in OPTIONS:
+        raise ValueError(f"no variants of {detector!r}; known: {', '.join(OPTIONS)}")
+    path = Path(models.anomaly.__file__).parent / f"{detector}.py"
+    src = _apply(path.read_text(), detector, {"options": OPTIONS[detector]})
+    if detector == "seasonal":
+        src = _apply(src, detector, PATCHES)
+    return src.replace(f'name = "{detector}"', f'name = "{detector}-variants"') + OPTION_STEPS
+
+
+def variant_class(where: Path = Path(".eddyline/nab-variants"), detector: str = "seasonal") -> type:
     """The patched detector class, imported from the patched source written under ``where`` (numba caches
-    compiled kernels beside their source file, so the file stays; its name is the source's digest)."""
-    src = patched_source()
-    path = Path(where) / f"seasonal_variants_{hashlib.sha256(src.encode()).hexdigest()[:12]}.py"
+    compiled kernels beside their source file, so the file stays; its name is the source's digest).
+
+    Parameters
+    ----------
+    where
+        Folder for the patched sources.
+    detector
+        ``seasonal``, ``robust`` or ``likelihood``.
+    """
+    src = patched_source(detector)
+    path = Path(where) / f"{detector}_variants_{hashlib.sha256(src.encode()).hexdigest()[:12]}.py"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(src)
@@ -236,7 +453,7 @@ def variant_class(where: Path = Path(".eddyline/nab-variants")) -> type:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.SeasonalDetector
+    return getattr(module, CLASSES[detector])
 
 
 def _subset(scores: cv.Scores, keys: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -306,8 +523,9 @@ def run(data_dir: Path, cache_dir: Path | None = None,
     progress
         Called with one line per result.
     rounds
-        Which rounds' rows to score: 3 (``VARIANTS`` and the selection rules) and/or 6 (``ROUND6_VARIANTS`` and
-        the ``--cv`` protocol over the grid around each of ``ROUND6_BASES``).
+        Which rounds' rows to score: 3 (``VARIANTS`` and the selection rules), 6 (``ROUND6_VARIANTS`` and
+        the ``--cv`` protocol over the grid around each of ``ROUND6_BASES``), 7 (that protocol around each of
+        ``ROUND7_BASES``, for its detector) and/or 8 (``ROUND8_VARIANTS``, and the protocol around ``ROUND8_BASES``).
     """
     from benchmarks.nab import candidate_name
 
@@ -319,17 +537,31 @@ def run(data_dir: Path, cache_dir: Path | None = None,
         return {rel: (ts, variant(**params).score_learn(v, ms)) for rel, (ts, ms, v) in series.items()}
 
     out: dict[str, Any] = {"files": len(series), "variants": [], "selection_rules": []}
-    if 6 in rounds:
-        for params in ROUND6_VARIANTS:
+    if 7 in rounds:
+        for det, base in ROUND7_BASES:
+            cls = variant if det == "seasonal" else variant_class(detector=det)
+            grid = {candidate_name({**base, **g}): {rel: (ts, cls(**{**base, **g}).score_learn(v, ms))
+                                                    for rel, (ts, ms, v) in series.items()} for g in GRIDS[det]}
+            ins = nab.score_corpus(grid[candidate_name(base)], windows, {"standard": cost})["standard"]
+            rule = _protocol(f"{det}@{candidate_name(base)}: best on the four (bench nab --cv)",
+                             cv.cross_validate(grid, windows, {"standard": cost})["standard"])
+            rule["in_sample"] = round(ins.normalized, 2)
+            out["selection_rules"].append(rule)
+            progress(f"{rule['rule']}: in-sample {rule['in_sample']:.2f}, grid CV {rule['cv']:.2f} "
+                     + ", ".join(f"{c}: {f['score']} {f['candidate']}" for c, f in rule["folds"].items()))
+    for r, rows, bases in ((6, ROUND6_VARIANTS, ROUND6_BASES), (8, ROUND8_VARIANTS, ROUND8_BASES)):
+        if r not in rounds:
+            continue
+        for params in rows:
             out["variants"].append(_row(candidate_name(params), score(params), windows, cost))
             progress(f"{out['variants'][-1]['variant']}: in-sample {out['variants'][-1]['in_sample']:.2f}, "
                      f"threshold-only CV {out['variants'][-1]['threshold_cv']:.2f}")
-        for base in ROUND6_BASES:
+        for base in bases:
             grid = {candidate_name({**base, **g}): score({**base, **g}) for g in GRIDS["seasonal"]}
             rule = _protocol(f"best on the four (bench nab --cv), grid around {candidate_name(base)}",
                              cv.cross_validate(grid, windows, {"standard": cost})["standard"])
             out["selection_rules"].append(rule)
-            chosen = ", ".join(f"{c}: {f['candidate']}" for c, f in rule["folds"].items())
+            chosen = ", ".join(f"{c}: {f['score']} {f['candidate']}" for c, f in rule["folds"].items())
             progress(f"{rule['rule']}: {rule['cv']:.2f} {chosen}")
     if 3 not in rounds:
         return out
@@ -362,12 +594,12 @@ def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     cache: Annotated[Path, typer.Option("--cache", help="score cache for the --cv grid")] = Path(".eddyline/nab-cv"),
     round_: Annotated[list[int] | None, typer.Option(
-        "--round", help="rounds to score: 3 and/or 6 (default both)")] = None,
+        "--round", help="rounds to score: 3, 6, 7 and/or 8 (default 3 and 6)")] = None,
 ) -> None:
     """Score the seasonal variants and selection rules tried for issue 14 (standard profile)."""
-    unknown = sorted(set(round_ or ()) - {3, 6})
+    unknown = sorted(set(round_ or ()) - {3, 6, 7, 8})
     if unknown:
-        raise typer.BadParameter(f"no round {unknown}: pass --round 3 or --round 6")
+        raise typer.BadParameter(f"no round {unknown}: pass --round 3, 6, 7 or 8")
     try:
         summary = run(data, cache, progress=print, rounds=tuple(round_ or (3, 6)))
     except ValueError as e:

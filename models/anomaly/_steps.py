@@ -66,20 +66,6 @@ def gauss_tail(z):  # pragma: no cover - compiled
     return 1.0 - math.erfc(z / _SQRT2)
 
 
-LOG_CAP = -math.log(1e-12)  # one reading's log surprise at most that of a 7-sigma deviation
-
-
-@lazy_inline
-def surprise(z, log):  # pragma: no cover - compiled
-    """What the likelihood layer averages: the Gaussian tail (``log`` 0), or the log of its complement,
-    ``-ln P(|Z| >= z)`` capped at ``LOG_CAP`` (``log`` 1). The tail is bounded by 1, so a series whose averages
-    vary widely (autocorrelated noise) cannot lift its average far enough above the history's to reach an alarm;
-    the log surprise is not bounded that way (BENCHMARKS-nab.md, round 7)."""
-    if log == 0.0:
-        return gauss_tail(z)
-    return min(-math.log(max(math.erfc(z / _SQRT2), 1e-300)), LOG_CAP)
-
-
 @lazy_inline
 def likelihood_step(short, blocks, K, H, B, k, raw, ready, ssum, hsum, hsq):  # pragma: no cover - compiled
     """HTM's anomaly likelihood: how unusual the average of the last ``K`` surprises is against the last ``H``
@@ -132,13 +118,9 @@ def history_rows(history: int, block: int) -> int:
 
 
 @lazy_inline
-def is_novel(x, mn, mx, tol, margin):  # pragma: no cover - compiled
-    """Beyond the range seen so far by more than ``tol`` of its width and by more than ``margin`` (the kernels
-    pass ``novelty_sd`` long-run standard deviations: a drifting or trending series sets new records by less than
-    its noise, a novelty clears it)."""
+def is_novel(x, mn, mx, tol):  # pragma: no cover - compiled
+    """Beyond the range seen so far by more than ``tol`` of its width."""
     pad = tol * (mx - mn)
-    if margin > pad:
-        pad = margin
     return x > mx + pad or x < mn - pad
 
 

@@ -28,6 +28,7 @@ from models.anomaly._steps import (
     HEAD,
     SURE,
     ewma_learn,
+    gauss_tail,
     hold_alarm,
     is_novel,
     likelihood_step,
@@ -35,13 +36,11 @@ from models.anomaly._steps import (
     part,
     range_learn,
     store_head,
-    surprise,
     surprise_z,
 )
 
 
-PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "novelty_sd",
-          "log_surprise")
+PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup")
 BUFFERS = ("short", "hist")
 PARAM, STATE = kernel_fields(PARAMS, BUFFERS), fields("STATE", HEAD)
 
@@ -51,16 +50,16 @@ def _likelihood_kernel(values, timestamps, start, params, scalars, mem, out):  #
     short, hist = part(mem, p, PARAM.at_short), part(mem, p, PARAM.at_hist)
     alpha, tol, tau, damp = p[PARAM.alpha], p[PARAM.tol], p[PARAM.tau], p[PARAM.damp]
     K, H, B, hold = int(p[PARAM.short]), int(p[PARAM.history]), int(p[PARAM.history_block]), int(p[PARAM.hold])
-    warm, nov_sd, log_s = p[PARAM.warmup], p[PARAM.novelty_sd], p[PARAM.log_surprise]
+    warm = p[PARAM.warmup]
     n, mean, var, mn, mx, left, ssum, hsum, hsq = load_head(scalars)
     for i in range(start, values.shape[0]):
         x = values[i]
         k = int(n)
         z = surprise_z(x - mean, math.sqrt(var), mean) if k >= 2 else 0.0
-        s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, surprise(z, log_s), min(k, H) >= 10,
+        s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, gauss_tail(z), min(k, H) >= 10,
                                              ssum, hsum, hsq)
         if k > warm:
-            if is_novel(x, mn, mx, tol, nov_sd * math.sqrt(var)):
+            if is_novel(x, mn, mx, tol):
                 s = max(s, SURE)
         else:
             s = 0.0
@@ -93,12 +92,6 @@ class LikelihoodDetector(ArrayDetector):
         Factor applied to each score during the hold.
     warmup
         Readings scored 0 while the detector learns.
-    novelty_sd
-        A novel value must also clear the range by this many long-run standard deviations (0: off; an option,
-        BENCHMARKS-nab.md round 7).
-    log_surprise
-        1: the layer averages each reading's log surprise, ``-ln P(|Z| >= z)`` (capped), instead of its Gaussian
-        tail, which is bounded by 1 (0, the default: the tail; an option, BENCHMARKS-nab.md round 7).
     history_block
         The history is kept as sums over blocks of this many averages, so it costs
         ``16 * (history / history_block + 1)`` bytes instead of ``8 * history``.
@@ -123,14 +116,12 @@ class LikelihoodDetector(ArrayDetector):
         damp: float = 0.95,
         warmup: int = 100,
         history_block: int = 100,
-        novelty_sd: float = 0.0,
-        log_surprise: int = 0,
         threshold: float = 0.999,
     ) -> None:
         check_rates(alpha=alpha)
         check_at_least(1, short=short, history_block=history_block)
         check_at_least(10, history=history)
-        check_at_least(0, tol=tol, hold=hold, novelty_sd=novelty_sd)
+        check_at_least(0, tol=tol, hold=hold)
         check_fraction(damp=damp)
         self._configure(locals())
 

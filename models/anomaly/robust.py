@@ -37,6 +37,7 @@ from models.anomaly._steps import (
     HEAD,
     SURE,
     ewma_learn,
+    gauss_tail,
     hold_alarm,
     is_novel,
     likelihood_step,
@@ -46,13 +47,12 @@ from models.anomaly._steps import (
     range_learn,
     spike_rate_learn,
     store_head,
-    surprise,
     surprise_z,
     window_reach,
 )
 
 PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "window", "spike",
-          "floor", "rate_alpha", "rate_max", "novelty_alpha", "novelty_max", "novelty_sd", "log_surprise")
+          "floor", "rate_alpha", "rate_max", "novelty_alpha", "novelty_max")
 SCALARS = (*HEAD, "rate", "prev_ex", "nrate")
 BUFFERS = ("short", "hist", "window")
 PARAM, STATE = kernel_fields(PARAMS, BUFFERS), fields("STATE", SCALARS)
@@ -65,8 +65,7 @@ def _robust_kernel(values, timestamps, start, params, scalars, mem, out):  # pra
     K, H, B, hold = int(p[PARAM.short]), int(p[PARAM.history]), int(p[PARAM.history_block]), int(p[PARAM.hold])
     warm, W, kspike, floor_frac = p[PARAM.warmup], int(p[PARAM.window]), p[PARAM.spike], p[PARAM.floor]
     rate_a, rate_max = p[PARAM.rate_alpha], p[PARAM.rate_max]
-    nov_a, nov_max, nov_sd = p[PARAM.novelty_alpha], p[PARAM.novelty_max], p[PARAM.novelty_sd]
-    log_s = p[PARAM.log_surprise]
+    nov_a, nov_max = p[PARAM.novelty_alpha], p[PARAM.novelty_max]
     n, mean, var, mn, mx, left, ssum, hsum, hsq = load_head(scalars)
     rate, prev_ex, nrate = st[STATE.rate], st[STATE.prev_ex], st[STATE.nrate]
     buf = np.empty(W)
@@ -75,10 +74,9 @@ def _robust_kernel(values, timestamps, start, params, scalars, mem, out):  # pra
         k = int(n)
         sd_long = math.sqrt(var)
         z = surprise_z(x - mean, sd_long, mean) if k >= 2 else 0.0
-        s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, surprise(z, log_s), min(k, H) >= 10,
+        s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, gauss_tail(z), min(k, H) >= 10,
                                              ssum, hsum, hsq)
-        record = k >= 1 and is_novel(x, mn, mx, tol, 0.0)
-        novel = record and is_novel(x, mn, mx, tol, nov_sd * sd_long)
+        novel = k >= 1 and is_novel(x, mn, mx, tol)
         spiked = False
         if k > warm:
             if novel and nrate < nov_max:
@@ -93,7 +91,7 @@ def _robust_kernel(values, timestamps, start, params, scalars, mem, out):  # pra
             rate *= 1.0 - rate_a
         else:
             s = 0.0
-        nrate += nov_a * ((1.0 if record else 0.0) - nrate)
+        nrate += nov_a * ((1.0 if novel else 0.0) - nrate)
         out[i], left = hold_alarm(s, spiked, left, tau, hold, damp)
         window[k % W] = x
         mn, mx = range_learn(k, x, mn, mx)
@@ -109,7 +107,7 @@ class RobustLikelihoodDetector(ArrayDetector):
 
     Parameters
     ----------
-    alpha, short, history, history_block, tol, tau, hold, damp, warmup, log_surprise, threshold
+    alpha, short, history, history_block, tol, tau, hold, damp, warmup, threshold
         As in ``LikelihoodDetector``.
     window
         Readings whose median and MAD define a spike.
@@ -125,9 +123,6 @@ class RobustLikelihoodDetector(ArrayDetector):
         Decay rate of the rate of new extremes.
     novelty_max
         Rate of new extremes above which the series is still exploring its range (novelty does not alarm).
-    novelty_sd
-        A new extreme alarms only if it also clears the range by this many long-run standard deviations
-        (0: off; an option, BENCHMARKS-nab.md round 7); every new extreme still counts into the rate.
     """
 
     name = "robust"
@@ -153,8 +148,6 @@ class RobustLikelihoodDetector(ArrayDetector):
         rate_max: float = 0.004,
         novelty_alpha: float = 0.01,
         novelty_max: float = 0.01,
-        novelty_sd: float = 0.0,
-        log_surprise: int = 0,
         history_block: int = 100,
         threshold: float = 0.999,
     ) -> None:
@@ -162,8 +155,7 @@ class RobustLikelihoodDetector(ArrayDetector):
         check_at_least(1, short=short, history_block=history_block)
         check_at_least(10, history=history)
         check_at_least(3, window=window)
-        check_at_least(0, tol=tol, hold=hold, spike=spike, floor=floor, rate_max=rate_max, novelty_max=novelty_max,
-                       novelty_sd=novelty_sd)
+        check_at_least(0, tol=tol, hold=hold, spike=spike, floor=floor, rate_max=rate_max, novelty_max=novelty_max)
         check_fraction(damp=damp)
         self._configure(locals())
 

@@ -8,9 +8,7 @@ EWMA of its value, for a day and for a week (``period2_ms``; weekday traffic is 
 whichever of the two has been predicting better lately speaks. The prediction error against that slot (scaled by a winsorised residual variance, so
 an incident does not teach the detector to expect itself) feeds its own likelihood layer, whose score
 replaces the global one whenever the seasonal model has been predicting clearly better lately (EWMA
-squared error below ``ratio`` times the global one); series without a cycle behave like ``robust``. With
-``ratio_max`` set (an option, off: BENCHMARKS-nab.md, round 6), a seasonal model that predicts better but not
-clearly (error between ``ratio`` and ``ratio_max`` times the global one) speaks beside the global score, by max. A
+squared error below ``ratio`` times the global one); series without a cycle behave like ``robust``. A
 series sampled too finely for the period (more than ``slots`` steps per period) has no seasonal context.
 The seasonal surprise is the Gaussian tail of ``z / zscale``: unscaled, ordinary daily transitions
 saturate it and the likelihood layer can no longer tell an incident from a busy hour.
@@ -75,6 +73,7 @@ from models.anomaly._steps import (
     bit_words,
     history_rows,
     ewma_learn,
+    gauss_tail,
     hold_alarm,
     is_novel,
     likelihood_step,
@@ -86,7 +85,6 @@ from models.anomaly._steps import (
     range_learn,
     spike_rate_learn,
     store_head,
-    surprise,
     surprise_z,
     upper_middle,
     window_reach,
@@ -99,7 +97,7 @@ BUFFERS = ("short", "hist", "window", *SEASONAL_BUFFERS)
 PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "window", "spike",
           "floor", "rate_alpha", "rate_max", "novelty_alpha", "novelty_max", "period_ms", "slots", "slot_alpha",
           "ratio", "err_alpha", "clip", "mode", "zscale", "spike_decay", "spike_margin", "spike_bins", "spike_recall",
-          "period2_ms", "stuck", "counts", "ratio_max", "novelty_sd", "log_surprise")
+          "period2_ms", "stuck", "counts")
 PARAM, STATE = kernel_fields(PARAMS, BUFFERS), fields("STATE", SCALARS)
 ADDED_SCALARS = ("run_max", "count_n")
 """Appended in session 6 (``ArrayDetector.appended``): snapshots without them restore with them at 0. State
@@ -194,11 +192,9 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
     K, H, B, hold = int(p[PARAM.short]), int(p[PARAM.history]), int(p[PARAM.history_block]), int(p[PARAM.hold])
     warm, W, kspike, floor_frac = p[PARAM.warmup], int(p[PARAM.window]), p[PARAM.spike], p[PARAM.floor]
     rate_a, rate_max = p[PARAM.rate_alpha], p[PARAM.rate_max]
-    nov_a, nov_max, nov_sd = p[PARAM.novelty_alpha], p[PARAM.novelty_max], p[PARAM.novelty_sd]
-    log_s = p[PARAM.log_surprise]
+    nov_a, nov_max = p[PARAM.novelty_alpha], p[PARAM.novelty_max]
     period, S, alpha_s = p[PARAM.period_ms], int(p[PARAM.slots]), p[PARAM.slot_alpha]
     ratio, err_a = p[PARAM.ratio], p[PARAM.err_alpha]
-    ratio_max = max(ratio, p[PARAM.ratio_max])
     clip, mode, zscale = p[PARAM.clip], p[PARAM.mode], p[PARAM.zscale]
     zdecay, zmargin = p[PARAM.spike_decay], p[PARAM.spike_margin]
     NB, recall, period2 = int(p[PARAM.spike_bins]), p[PARAM.spike_recall], p[PARAM.period2_ms]
@@ -271,21 +267,20 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
         s_lik, replace = 0.0, False
         if best_z >= 0.0:
             kk = int(s_n)
-            ready = kk >= best_ns and (best_err < ratio_max * glob_err or mode == 1)
             replace = best_err < ratio * glob_err
-            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, surprise(best_z / zscale, log_s),
+            ready = kk >= best_ns and (replace or mode == 1)
+            s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, gauss_tail(best_z / zscale),
                                                            ready, s_ssum, s_hsum, s_hsq)
             s_n += 1.0
         if any_warm:
             glob_err += err_a * (gerr - glob_err)
-        s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, surprise(z, log_s), min(k, H) >= 10,
+        s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, gauss_tail(z), min(k, H) >= 10,
                                              ssum, hsum, hsq)
         if mode == 0 and s_lik > 0.0 and replace:
             s = s_lik
         else:
             s = max(s, s_lik)
-        record = k >= 1 and is_novel(x, mn, mx, tol, 0.0)
-        novel = record and is_novel(x, mn, mx, tol, nov_sd * sd_long)
+        novel = k >= 1 and is_novel(x, mn, mx, tol)
         spiked = False
         if k > warm:
             if novel and nrate < nov_max:
@@ -322,7 +317,7 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
             spiked = spiked or stuck
         else:
             s = 0.0
-        nrate += nov_a * ((1.0 if record else 0.0) - nrate)
+        nrate += nov_a * ((1.0 if novel else 0.0) - nrate)
         out[i], left = hold_alarm(s, spiked, left, tau, hold, damp)
         window[k % W] = x
         for m in range(M):
@@ -353,9 +348,9 @@ class SeasonalDetector(ArrayDetector):
 
     Parameters
     ----------
-    alpha, short, history, history_block, tol, tau, hold, damp, warmup, log_surprise, threshold
+    alpha, short, history, history_block, tol, tau, hold, damp, warmup, threshold
         As in ``LikelihoodDetector``.
-    window, spike, floor, rate_alpha, rate_max, novelty_alpha, novelty_max, novelty_sd
+    window, spike, floor, rate_alpha, rate_max, novelty_alpha, novelty_max
         As in ``RobustLikelihoodDetector``.
     period_ms
         The first period (a day).
@@ -392,10 +387,6 @@ class SeasonalDetector(ArrayDetector):
     counts
         A count series' spike test uses Anscombe's view while the window's robust sigma there is at most this
         (Poisson noise: about 1); 0: off. The dev files score as without it (BENCHMARKS-nab.md, round 5).
-    ratio_max
-        While the seasonal model's recent squared error is between ``ratio`` and ``ratio_max`` times the global
-        one (better, but not clearly), the larger of the seasonal and the global score speaks; 0 (the default):
-        off, the global score alone (BENCHMARKS-nab.md, round 6).
 
     Examples
     --------
@@ -452,9 +443,6 @@ class SeasonalDetector(ArrayDetector):
         period2_ms: int = 604_800_000,
         stuck: int = 0,
         counts: float = 2.0,
-        ratio_max: float = 0.0,
-        novelty_sd: float = 0.0,
-        log_surprise: int = 0,
         history_block: int = 100,
         threshold: float = 0.999,
     ) -> None:
@@ -470,7 +458,7 @@ class SeasonalDetector(ArrayDetector):
         check_at_least(4, slots=slots)
         check_positive(period_ms=period_ms)
         check_at_least(0, tol=tol, hold=hold, spike=spike, floor=floor, rate_max=rate_max, novelty_max=novelty_max,
-                       novelty_sd=novelty_sd, ratio=ratio, ratio_max=ratio_max)
+                       ratio=ratio)
         check_fraction(damp=damp)
         self._configure(locals())
 

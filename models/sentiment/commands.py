@@ -47,6 +47,9 @@ def train_command(
     extra_cap: Annotated[int, typer.Option(help="at most this many training sentences from each extra set")] = 6000,
     vader_input: Annotated[bool, typer.Option(
         "--vader-input/--no-vader-input", help="give the head VADER's compound score of each text (window) as an input")] = False,
+    normalise: Annotated[bool, typer.Option(
+        "--normalise/--no-normalise", help="turn emoticons, emoji and capitalised sentiment words into words before "
+        "tokenising, in training and serving (chosen on the validation split)")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", help="show the libraries' own warnings and progress bars")] = False,
 ) -> None:
     """Train the sentiment model, export it to ONNX int8 and write its model card.
@@ -56,6 +59,7 @@ def train_command(
     """
     from models.sentiment.console import Steps, quiet_libraries
     from models.sentiment.model import default_model_dir
+    from models.sentiment.normalise import NORMALISE
 
     if not verbose:
         quiet_libraries()
@@ -68,7 +72,7 @@ def train_command(
                      learning_rate=learning_rate, time_budget_s=time_budget, threads=threads, steps=steps,
                      validation_fraction=validation_fraction,
                      extra_sets=tuple(n.strip() for n in extra.split(",") if n.strip()), extra_cap=extra_cap,
-                     lexicon_input=vader_input)
+                     lexicon_input=vader_input, normalise=NORMALISE if normalise else None)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo("steps:")

@@ -25,6 +25,7 @@ import numpy as np
 from models.sentiment.data import LABELS, Example, load_examples, passages, split
 from models.sentiment.emotion import load_emotion
 from models.sentiment.model import SentimentModel, VaderSentiment, WindowedSentiment, load_sentiment
+from models.sentiment.normalise import normalise_all
 from models.sentiment.windows import AGGREGATIONS, aggregate
 
 LENGTH_BUCKETS = ((0, 32, "<=32"), (32, 64, "33-64"), (64, 128, "65-128"), (128, 1 << 30, ">128"))
@@ -92,7 +93,7 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE
 def token_counts(model: SentimentModel, texts: list[str]) -> np.ndarray:
     """Tokens per text as a windowed model's tokenizer counts them (words for other backends)."""
     if isinstance(model, WindowedSentiment):
-        return np.array([len(ids) for ids in model.token_ids(texts)])
+        return np.array([len(ids) for ids in model.token_ids(normalise_all(texts, model.normalise))])
     return np.array([len(t.split()) for t in texts])
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from models.sentiment.data import LABELS
+from models.sentiment.normalise import normalise_all
 from models.sentiment.windows import (
     AGGREGATIONS,
     DEFAULT_AGGREGATION,
@@ -114,7 +115,8 @@ class WindowedSentiment(SentimentModel):
     score as an input (``lexicon_input``) gets it per window, computed on the text the window covers.
     Window logits are divided by the model's ``temperature`` (fitted on the validation split by training and
     stored in ``sentiment.json``; 1 for older models) before aggregation, so probabilities are calibrated the
-    same way in the int8 and fp32 engines; the served (logit-mean) labels do not change.
+    same way in the int8 and fp32 engines; the served (logit-mean) labels do not change. Texts are normalised
+    first as the model was trained (``normalise`` in ``sentiment.json``; ``models.sentiment.normalise``).
     """
 
     max_length: int
@@ -126,6 +128,7 @@ class WindowedSentiment(SentimentModel):
     overlap: int = DEFAULT_OVERLAP
     lexicon_input: bool = False
     temperature: float = 1.0
+    normalise: str | None = None
     _vader: VaderSentiment | None = None
 
     def _set_windowing(self, aggregation: str, overlap: int) -> None:
@@ -188,6 +191,7 @@ class WindowedSentiment(SentimentModel):
         texts
             The texts; each gives one window or more.
         """
+        texts = normalise_all(texts, self.normalise)
         windows = make_windows(self.token_ids(texts), max_length=self.max_length, prefix=self.prefix,
                                suffix=self.suffix, overlap=self.overlap)
         lexicon = self.window_lexicon(texts, windows) if self.lexicon_input else None
@@ -270,6 +274,7 @@ class OnnxSentiment(WindowedSentiment):
             raise ValueError(f"{model_dir}: labels {self.labels} differ from {LABELS}")
         self.name = meta.get("name", "eddyline-sentiment") + ":onnx-int8"
         self.temperature = float(meta.get("temperature", 1.0))
+        self.normalise = meta.get("normalise")
         self.batch_size = batch_size
         self._set_windowing(aggregation, overlap)
         self.pad_id = int(meta.get("pad_id", 0))
@@ -386,8 +391,10 @@ class TorchSentiment(WindowedSentiment):
         self.prefix, self.suffix = [self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]
         self.name = "eddyline-sentiment-minilm:torch-fp32"
         self.lexicon_input = self.net.lexicon_inputs > 0
-        meta = path.parent / META_FILE  # the temperature fitted for the served model calibrates this one too
-        self.temperature = float(json.loads(meta.read_text()).get("temperature", 1.0)) if meta.is_file() else 1.0
+        meta_file = path.parent / META_FILE  # the served model's temperature and normalisation hold for this one too
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        self.temperature = float(meta.get("temperature", 1.0))
+        self.normalise = meta.get("normalise")
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return self.tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]

@@ -123,18 +123,3 @@ def test_the_in_place_median_is_numpy_s() -> None:
     for n in [*range(1, 70), 64, 64, 15, 15]:
         for a in (rng.poisson(rng.uniform(0.3, 40), n).astype(np.float64), rng.normal(size=n), np.full(n, 2.0)):
             assert middle(a.copy(), n) == np.median(a), a
-
-
-def test_ratio_max_lets_a_better_but_not_clearly_better_cycle_speak_beside_the_global_score() -> None:
-    """Round 6's option: a traffic-like series, sampled irregularly, whose daily table predicts better than the
-    global level but not 0.3x better, so by default its evening-peak collapse is left to the global score."""
-    from benchmarks.nab_synthetic import traffic_irregular
-
-    t, x, at = traffic_irregular(np.random.default_rng([7, 5, 4]), 4)  # an evening peak that collapses at ``at``
-    ms = (t * 1000).astype(np.int64)
-    incident = slice(at, at + 36)
-    default = SeasonalDetector().score_learn(x, ms)
-    speaks = SeasonalDetector(ratio_max=1.0).score_learn(x, ms)
-    assert default[incident].max() < 0.999 <= speaks[incident].max()
-    # at or below ``ratio`` the option changes nothing, to the bit
-    np.testing.assert_array_equal(SeasonalDetector(ratio_max=0.3).score_learn(x, ms), default)

@@ -23,14 +23,20 @@ def _daily_series() -> tuple[np.ndarray, np.ndarray]:
     return v, ts
 
 
-def test_switched_off_the_variant_is_seasonal_bit_for_bit(tmp_path: Path) -> None:
-    variant = nab_variants.variant_class(tmp_path)
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory: pytest.TempPathFactory) -> type:
+    return nab_variants.variant_class(tmp_path_factory.mktemp("variants"))
+
+
+def test_switched_off_the_variant_is_seasonal_bit_for_bit(variant: type) -> None:
     v, ts = _daily_series()
     expected = SeasonalDetector().score_learn(v, ts)
     np.testing.assert_array_equal(variant().score_learn(v, ts), expected)
     # Each switch is really wired in: confirming the cycle first changes the scores of a cyclic series.
     assert not np.array_equal(variant(confirm=1.0).score_learn(v, ts), expected)
     assert not np.array_equal(variant(ar=0.5).score_learn(v, ts), expected)  # round 6: the AR(1) predictor
+    for switch in ({"daytype": 1}, {"slot_ms": 600_000.0}, {"wins": 3.0}, {"nov_z": 3.0}):  # round 8's prototypes
+        assert not np.array_equal(variant(**switch).score_learn(v, ts), expected), switch
     # round 6: the Bonferroni correction acts only where seasonal's own ratio_max lets both scores speak
     both = variant(ratio_max=1.0).score_learn(v, ts)
     np.testing.assert_array_equal(variant(bonf=1.0).score_learn(v, ts), expected)
@@ -66,3 +72,35 @@ def test_the_vote_keeps_the_defaults_unless_another_candidate_wins_enough_catego
     # Nested: holding d out, a CV over a, b and c finds 'other' better on held-out categories there.
     nested = {f.held_out: f for f in nab_variants.select_nested(cands, windows, STANDARD)}
     assert nested["d"].candidate == "other" and nested["d"].score < 0.0  # which misses d's window
+
+
+def test_round_8_novelty_memory_in_time_quiets_a_trend_s_daily_records_but_misses_a_young_series_spike(
+        variant: type) -> None:
+    """Round 8's idea (``nov_ms``, not the default): a series that trends upward sets a record at every daily peak;
+    with the novelty rate decaying per reading (about 8 hours at 5-minute readings) each peak is news again,
+    decaying over 1.5 days a record a day is routine, and a jump far beyond the range after days without records
+    still alarms. Why it is not the default: a young 1-minute series that explored its range in its first hours
+    keeps the memory busy for days, so an obvious spike beyond the range goes unflagged."""
+    rng = np.random.default_rng(4)
+    ts = np.arange(12 * 288) * 300_000
+    v = 10 * np.sin(2 * np.pi * ts / 86_400_000) + np.linspace(0.0, 15.0, ts.size) + rng.normal(0, 1, ts.size)
+    v[9 * 288 :] = v[9 * 288 - 288 : 9 * 288].mean() + rng.normal(0, 1, 3 * 288)  # the trend stops, quiet
+    jump = 11 * 288 + 100
+    v[jump] = v.max() + 40.0
+    record = np.r_[False, v[1:] > np.maximum.accumulate(v)[:-1]]
+    base, timed = variant(), variant(nov_ms=1.5 * 86_400_000)
+    s_base, s_timed = base.score_learn(v, ts), timed.score_learn(v, ts)
+    trend = slice(3 * 288, 9 * 288)
+    assert (record[trend] & (s_base[trend] >= 0.999)).sum() >= 3
+    assert (record[trend] & (s_timed[trend] >= 0.999)).sum() < (record[trend] & (s_base[trend] >= 0.999)).sum()
+    assert s_timed[jump] >= 0.999 and s_base[jump] >= 0.999
+    # test_anomaly_conformance's series: 15 hours of 1-minute readings, a cycle of 2.4 hours, a +8 spike at 450
+    rng = np.random.default_rng(7)
+    t = np.arange(900, dtype=np.int64) * 60_000 + 1_700_000_000_000
+    y = 10 + 3 * np.sin(np.arange(900) * 2 * np.pi / 144) + rng.normal(0, 0.3, 900)
+    y[450:455] += 8.0
+    assert variant().score_learn(y, t)[450] >= 0.999 > variant(nov_ms=1.5 * 86_400_000).score_learn(y, t)[450]
+    # ``nov_young``: the memory in time only once the series has lived it; younger, the detector is the default's
+    np.testing.assert_array_equal(variant(nov_ms=1.5 * 86_400_000, nov_young=1).score_learn(y, t),
+                                  variant().score_learn(y, t))
+

@@ -204,6 +204,25 @@ def test_the_temperature_fitted_on_validation_calibrates_both_engines_and_keeps_
     assert (calibrated.argmax(1) == onnx.probabilities(texts).argmax(1)).all()
 
 
+def test_both_engines_read_text_normalised_as_training_did(model_dir, tmp_path):
+    from models.sentiment.normalise import NORMALISE
+
+    assert json.loads((model_dir / "sentiment.json").read_text())["normalise"] == NORMALISE
+    assert json.loads((model_dir / "training.json").read_text())["normalise"] == NORMALISE
+    for model in (load_sentiment(model_dir, shared=False), load_sentiment(model_dir / "torch", shared=False)):
+        assert model.normalise == NORMALISE
+        cued, spelled = (model.window_logits([t])[0] for t in ("what a GREAT game :)", "what a great great game smile"))
+        assert np.allclose(cued, spelled, atol=1e-5)
+    older = tmp_path / "older"  # a model trained before normalisation reads the raw text
+    shutil.copytree(model_dir, older)
+    meta = json.loads((older / "sentiment.json").read_text())
+    del meta["normalise"]
+    (older / "sentiment.json").write_text(json.dumps(meta))
+    raw = load_sentiment(older, shared=False)
+    assert raw.normalise is None
+    assert not np.allclose(raw.window_logits(["great game :)"])[0], raw.window_logits(["great game smile"])[0])
+
+
 def test_a_temperature_undoes_over_confidence():
     from models.sentiment.calibrate import fit_temperature
     from models.sentiment.evaluate import expected_calibration_error
