@@ -16,6 +16,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ class _ProcessorLogic(StatefulBatchLogic):
         now = datetime.now(UTC)
         self.due = now if self.moved else now + self.idle_after if self.idle_after is not None else None
 
-    def on_batch(self, values: list[Event]) -> tuple[list[list[Emit]], bool]:
+    def on_batch(self, values: list[Event]) -> tuple[list[Outputs], bool]:
         if self.processor is None:
             self.key = self.spec.key(values[0])
             saved = self.saved if self.saved is not None or self.idle is None else self.idle.get(self.key)
@@ -154,19 +155,19 @@ class _ProcessorLogic(StatefulBatchLogic):
             emits = self.processor.process(values)
         self.output.processed(values)
         self.due = datetime.now(UTC) + self.idle_after if self.idle_after is not None else None
-        return _as_one(emits), StatefulBatchLogic.RETAIN
+        return _outputs(self.output, emits), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self.due
 
-    def on_notify(self) -> tuple[list[list[Emit]], bool]:
+    def on_notify(self) -> tuple[list[Outputs], bool]:
         if self.moved and self.processor is None:  # a bucket's states, moved to the idle store when built
             if self.idle is not None:
                 self.idle.commit_held()
             return [], StatefulBatchLogic.DISCARD
         if self.idle is None or self.idle_after is None:
             return [], StatefulBatchLogic.RETAIN
-        emits = _as_one(self.processor.flush()) if self.processor is not None else []
+        emits = _outputs(self.output, self.processor.flush()) if self.processor is not None else []
         blob = self.snapshot()
         if blob is None:
             return emits, StatefulBatchLogic.RETAIN
@@ -428,7 +429,7 @@ class _BucketLogic(StatefulBatchLogic):
         self.moved = True
         self.next_due = datetime.now(UTC)  # then this logic leaves
 
-    def on_batch(self, values: list[Event]) -> tuple[list[list[Emit]], bool]:
+    def on_batch(self, values: list[Event]) -> tuple[list[Outputs], bool]:
         by_key: dict[str, list[Event]] = {}
         for event in values:
             by_key.setdefault(self.spec.key(event), []).append(event)
@@ -451,7 +452,7 @@ class _BucketLogic(StatefulBatchLogic):
             self.next_due = due
         if self.encode_at is None:
             self.encode_at = early
-        return _as_one(emits), StatefulBatchLogic.RETAIN
+        return _outputs(self.output, emits), StatefulBatchLogic.RETAIN
 
     def _saved(self, key: str) -> bytes | None:
         """The key's bytes as this bucket last saved them; None for a key new to it (or refused: counted)."""
@@ -493,7 +494,7 @@ class _BucketLogic(StatefulBatchLogic):
             return self.encode_at or self.next_due
         return min(self.encode_at, self.next_due)
 
-    def on_notify(self) -> tuple[list[list[Emit]], bool]:
+    def on_notify(self) -> tuple[list[Outputs], bool]:
         if self.moved and self.idle is not None:  # the moved states are committed before this logic leaves
             self.idle.commit_held()
         emits: list[Emit] = []
@@ -516,8 +517,8 @@ class _BucketLogic(StatefulBatchLogic):
                 self.idle.put_many(leaving)  # committed before the bucket's snapshot without them
         self.next_due = min(self.due.values()) if self.due else None
         if not self.inline and not self.refs and not self.live:
-            return _as_one(emits), StatefulBatchLogic.DISCARD
-        return _as_one(emits), StatefulBatchLogic.RETAIN
+            return _outputs(self.output, emits), StatefulBatchLogic.DISCARD
+        return _outputs(self.output, emits), StatefulBatchLogic.RETAIN
 
     def _drop(self, key: str) -> None:
         stored = [self.refs.pop(key, None), self.pending.pop(key, None)] != [None, None]
@@ -626,9 +627,42 @@ def _move_to_idle(spec: FlowSpec, idle: IdleStore | None, states: dict[str, byte
     idle.hold(states)
 
 
-def _as_one(emits: list[Emit]) -> list[list[Emit]]:
-    """A key's emits as one item downstream: the steps after the processors then run once per batch, not per emit."""
-    return [emits] if emits else []
+class Outputs:
+    """What one processor step hands downstream, as one item: its emits, for the side sinks, and the Kafka messages
+    of those bound for Kafka, encoded in the step (dead letters travel the same way, with no emits). One item per
+    batch and no encoding step of its own: a poll of one or two live messages crossed one more operator for it
+    (BENCHMARKS.md, Fleet scale, "Session 8: live batches").
+
+    It iterates its emits. Only the messages cross to another worker (the Kafka sink's partition is chosen by
+    key): the side sinks take the emits where they were made, so pickling leaves them out.
+
+    Parameters
+    ----------
+    emits
+        The processor's emits, in order.
+    messages
+        The Kafka messages of those bound for Kafka (or dead letters).
+    """
+
+    __slots__ = ("emits", "messages")
+
+    def __init__(self, emits: list[Emit], messages: list[Message]) -> None:
+        self.emits = emits
+        self.messages = messages
+
+    def __iter__(self) -> Iterator[Emit]:
+        return iter(self.emits)
+
+    def __reduce__(self) -> tuple[type, tuple[list[Emit], list[Message]]]:
+        return Outputs, ([], self.messages)
+
+
+def _outputs(output: FlowOutput, emits: list[Emit]) -> list[Outputs]:
+    """A key's emits as one item downstream, with the messages of those bound for Kafka (``FlowOutput.encode``:
+    an emit that cannot be encoded becomes a dead letter)."""
+    if not emits:
+        return []
+    return [Outputs(emits, [output.encode(e) for e in emits if output.kafka_bound(e)])]
 
 
 class _ProducerPartition(StatefulSinkPartition):
@@ -639,9 +673,10 @@ class _ProducerPartition(StatefulSinkPartition):
     def __init__(self, settings: KafkaSettings) -> None:
         self.producer = EventProducer(settings)
 
-    def write_batch(self, items: list[Message]) -> None:
-        for topic, key, value, headers in items:
-            self.producer.produce_raw(topic, value, key, headers, serve=False)
+    def write_batch(self, items: list[Outputs]) -> None:
+        for out in items:
+            for topic, key, value, headers in out.messages:
+                self.producer.produce_raw(topic, value, key, headers, serve=False)
         self.producer.poll()  # delivery callbacks once per batch, not per message
 
     def snapshot(self) -> None:
@@ -652,7 +687,7 @@ class _ProducerPartition(StatefulSinkPartition):
 
 
 class _ProducerSink(FixedPartitionedSink):
-    """Writes (full topic, key, value, headers) tuples; failed deliveries fail the epoch, never vanish.
+    """Writes the messages of ``Outputs`` items; failed deliveries fail the epoch, never vanish.
 
     One partition per worker, so that each worker produces its own outputs.
     """
@@ -672,8 +707,8 @@ class _SidePartition(StatelessSinkPartition):
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
 
-    def write_batch(self, items: list[tuple[str, list[Emit]]]) -> None:
-        self.sink.write([e for _, emits in items for e in emits])
+    def write_batch(self, items: list[tuple[str, Outputs]]) -> None:
+        self.sink.write([e for _, out in items for e in out.emits])
 
     def close(self) -> None:
         self.sink.close()
@@ -736,8 +771,8 @@ def build_dataflow(
                                batch_size=batch_size, linger=linger)
     messages = op.input("kafka-in", flow, source)
 
-    def decode(batch: list[KafkaSourceMessage | KafkaError]) -> list[tuple[str, Event | Message]]:
-        out: list[tuple[str, Event | Message]] = []
+    def decode(batch: list[KafkaSourceMessage | KafkaError]) -> list[tuple[str, Event | Outputs]]:
+        out: list[tuple[str, Event | Outputs]] = []
         for msg in batch:
             if isinstance(msg, KafkaError):
                 if msg.err.fatal():
@@ -746,11 +781,9 @@ def build_dataflow(
                 continue
             broker_ms = msg.timestamp[1] if msg.timestamp and msg.timestamp[0] else -1
             item = output.decode(msg.topic, msg.key, msg.value, msg.partition, msg.offset, broker_ms)
-            out.append((route(spec.key(item)), item) if isinstance(item, Event) else ("", output.dead_letter(item)))
+            out.append((route(spec.key(item)), item) if isinstance(item, Event)
+                       else ("", Outputs([], [output.dead_letter(item)])))
         return out
-
-    def encode(batch: list[tuple[str, list[Emit]]]) -> list[tuple[str, Message]]:
-        return [(key, output.encode(e)) for key, emits in batch for e in emits if output.kafka_bound(e)]
 
     def route(key: str) -> str:
         return bucket_key(bucket_of(key, buckets), buckets) if buckets else key
@@ -764,11 +797,12 @@ def build_dataflow(
                                 decoded_bytes=decoded_bytes)
         return _ProcessorLogic(spec, output, resume, idle, idle_after)
 
-    # Steps work on whole batches (a poll's messages, a key's emits): one Python call per batch, not per item.
+    # Steps work on whole batches (a poll's messages, a key's emits): one Python call per batch, not per item; the
+    # processor step encodes its own outputs (``Outputs``), so a poll crosses no separate encoding step.
     decoded = op.flat_map_batch("decode", messages, decode)
     split = op.branch("valid", decoded, lambda kv: isinstance(kv[1], Event))
     processed = op.stateful_batch("process", split.trues, logic)
-    out = op.merge("to-kafka", op.flat_map_batch("encode", processed, encode), split.falses)
+    out = op.merge("to-kafka", processed, split.falses)
     op.output("kafka-out", out, _ProducerSink(settings, workers))
     for i, factory in enumerate(spec.sinks):
         op.output(f"side-sink-{i}", processed, _SideSink(factory))

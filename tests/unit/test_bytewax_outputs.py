@@ -1,0 +1,57 @@
+"""The Bytewax processor step's items (``Outputs``): a batch's emits for the side sinks and, encoded in the same step,
+the Kafka messages of those bound for Kafka, which are what the Kafka sink writes and all that crosses workers."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+from datetime import timedelta
+
+from connectors.kafka import KafkaSettings
+from schemas import ANOMALY_SCORE, AvroSerde
+from streams.engines.bytewax import Outputs, _BucketLogic, _outputs
+from streams.engines.output import FlowOutput
+from streams.flows import flow_spec
+from streams.processor import Emit, Event, run_local
+from streams.producers.simulator import SensorSimulator
+
+SPEC = flow_spec("anomaly")
+SETTINGS = KafkaSettings(namespace="t8.")
+
+
+def events(n: int) -> list[Event]:
+    sim = SensorSimulator(devices=3, readings_per_message=20, seed=4)
+    return [Event("sensor.readings", r["device_id"], r) for r in itertools.islice(sim, n)]
+
+
+def test_a_batch_becomes_one_item_whose_messages_are_its_kafka_bound_emits_encoded() -> None:
+    batch = events(6)
+    logic = _BucketLogic(SPEC, FlowOutput(SPEC, SETTINGS), None, None, timedelta(minutes=10), 1, None,
+                         keep_decoded=timedelta(seconds=60), decoded_bytes=10**9)
+    items, _ = logic.on_batch(batch)
+    assert len(items) == 1
+    out = items[0]
+    reference = run_local(SPEC, batch)
+    assert sorted(e.record["event_id"] for e in out if "event_id" in e.record) == \
+        sorted(e.record["event_id"] for e in reference if "event_id" in e.record)  # grouped by device, not in order
+    kafka = [e for e in out.emits if not e.topic.startswith("sink.")]
+    assert [m.topic for m in out.messages] == [SETTINGS.topic(e.topic) for e in kafka]
+    scores = [AvroSerde().decode(m.value, ANOMALY_SCORE) for m in out.messages if m.topic == "t8.scores.anomaly"]
+    assert [s["event_id"] for s in scores] == [e.record["event_id"] for e in kafka if e.topic == "scores.anomaly"]
+
+
+def test_an_emit_that_breaks_its_schema_travels_as_a_dead_letter_message() -> None:
+    bad = Emit("scores.anomaly", "d-1", ANOMALY_SCORE, {"event_id": "x"})
+    sink_only = Emit("sink.sensor_metrics", "d-1", "sensor_metrics", {"device_id": "d-1"})
+    [out] = _outputs(FlowOutput(SPEC, SETTINGS), [bad, sink_only])
+    assert out.emits == [bad, sink_only]
+    [letter] = out.messages
+    assert letter.topic == "t8.dlq.scores.anomaly" and letter.headers is not None
+    assert _outputs(FlowOutput(SPEC, SETTINGS), []) == []
+
+
+def test_only_the_messages_cross_to_another_worker() -> None:
+    out = Outputs([Emit("sink.x", "k", "t", {"n": 1})], [("t8.scores.anomaly", b"k", b"v", None)])
+    again = pickle.loads(pickle.dumps(out))
+    assert again.messages == out.messages
+    assert again.emits == []
