@@ -1,7 +1,9 @@
 """Sentiment and speech speed, measured in one run on the same machine.
 
-- ``onnx_int8_texts_per_s``: the trained model through onnxruntime, int8 weights, batches of 64.
+- ``onnx_int8_texts_per_s``: the trained model through onnxruntime, int8 weights, batches of ``WINDOW_BATCH``
+  windows (64; ``--batch-size``).
 - ``torch_fp32_texts_per_s``: the same network in PyTorch fp32, same texts, same batches, same threads.
+- ``*_cpu_s``: the process CPU seconds of each engine's best pass (less moved by neighbours than wall time).
 - ``emotion_texts_per_s``: the emotion backend the flow runs beside it (the NRC lexicon), same texts.
 - ``compare_onnx_int8_texts_per_s`` (with ``--compare-dir``): another trained model's int8 graph in the same
   interleaved passes, e.g. one with more trainable layers (the served graph has the same shape, so it should
@@ -26,15 +28,18 @@ import typer
 from benchmarks.wer import DATA_DIR, read_references
 
 
-def _best_rates(fns: list[Any], n: int, repeats: int) -> list[float]:
-    """Best-of-``repeats`` rate for each function, the passes interleaved so load from neighbours hits all alike."""
+def _best_rates(fns: list[Any], n: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Best-of-``repeats`` rate and CPU seconds for each function, the passes interleaved so load from neighbours
+    hits all alike."""
     for fn in fns:
         fn()
-    best = [float("inf")] * len(fns)
+    best, cpu = [float("inf")] * len(fns), [float("inf")] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            started = time.process_time()
             best[i] = min(best[i], _timed(fn))
-    return [n / b for b in best]
+            cpu[i] = min(cpu[i], time.process_time() - started)
+    return [n / b for b in best], cpu
 
 
 def _timed(fn: Any) -> float:
@@ -44,24 +49,25 @@ def _timed(fn: Any) -> float:
 
 
 def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repeats: int = 5,
-        audio_dir: Path = DATA_DIR, compare_dir: Path | None = None) -> dict[str, Any]:
+        audio_dir: Path = DATA_DIR, compare_dir: Path | None = None, batch_size: int = 0) -> dict[str, Any]:
     from connectors.wav import read_wav
     from models.sentiment.data import load_examples, split
     from models.sentiment.emotion import load_emotion
-    from models.sentiment.model import OnnxSentiment, TorchSentiment, default_model_dir
+    from models.sentiment.model import WINDOW_BATCH, OnnxSentiment, TorchSentiment, default_model_dir
     from models.speech import load_transcriber
 
     threads = threads or min(4, os.cpu_count() or 1)
+    batch_size = batch_size or WINDOW_BATCH
     model_dir = model_dir or default_model_dir()
     if not (model_dir / "model.int8.onnx").is_file():
         raise FileNotFoundError(f"no trained model in {model_dir}: run `eddyline models train-sentiment` first")
     _, test = split(load_examples())
     sample = [e.text for e in test[:: max(1, len(test) // texts)]][:texts]
-    onnx = OnnxSentiment(model_dir, threads=threads)
-    torch_model = TorchSentiment(model_dir / "torch", threads=threads)
+    onnx = OnnxSentiment(model_dir, threads=threads, batch_size=batch_size)
+    torch_model = TorchSentiment(model_dir / "torch", threads=threads, batch_size=batch_size)
     emotion = load_emotion()
-    other = OnnxSentiment(compare_dir, threads=threads) if compare_dir is not None else None
-    onnx_rate, torch_rate, emotion_rate, *other_rate = _best_rates(
+    other = OnnxSentiment(compare_dir, threads=threads, batch_size=batch_size) if compare_dir is not None else None
+    (onnx_rate, torch_rate, emotion_rate, *other_rate), (onnx_cpu, torch_cpu, _, *other_cpu) = _best_rates(
         [lambda: onnx.probabilities(sample), lambda: torch_model.probabilities(sample),
          lambda: emotion.probabilities(sample)] + ([lambda: other.probabilities(sample)] if other else []),
         len(sample), repeats)
@@ -74,12 +80,17 @@ def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repea
     return {
         "onnx_int8_texts_per_s": onnx_rate,
         "torch_fp32_texts_per_s": torch_rate,
+        "onnx_int8_cpu_s": onnx_cpu,
+        "torch_fp32_cpu_s": torch_cpu,
         "emotion_texts_per_s": emotion_rate,
         "speech_rtf": busy / audio_s,
-        **({"compare_dir": str(compare_dir), "compare_onnx_int8_texts_per_s": other_rate[0]} if other else {}),
+        **({"compare_dir": str(compare_dir), "compare_onnx_int8_texts_per_s": other_rate[0],
+            "compare_onnx_int8_cpu_s": other_cpu[0]} if other else {}),
         "onnx_speedup": onnx_rate / torch_rate,
+        "onnx_cpu_speedup": torch_cpu / onnx_cpu,
         "onnx_torch_label_agreement": agree,
         "texts": len(sample),
+        "batch_size": batch_size,
         "audio_s": audio_s,
         "threads": threads,
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
@@ -95,17 +106,21 @@ def command(
     repeats: Annotated[int, typer.Option(help="timed passes; the best counts")] = 5,
     compare_dir: Annotated[Path | None, typer.Option(
         "--compare-dir", help="another trained model whose int8 graph is timed in the same passes")] = None,
+    batch_size: Annotated[int, typer.Option(help="windows per inference call, every engine (0 = the models' default)")] = 0,
 ) -> None:
     """ONNX int8 vs PyTorch fp32 sentiment throughput, and Whisper's real-time factor."""
     try:
-        result = run(model_dir, texts, threads, repeats, compare_dir=compare_dir)
+        result = run(model_dir, texts, threads, repeats, compare_dir=compare_dir, batch_size=batch_size)
     except FileNotFoundError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"sentiment: onnx int8 {result['onnx_int8_texts_per_s']:.1f} texts/s, torch fp32 "
-               f"{result['torch_fp32_texts_per_s']:.1f} texts/s ({result['onnx_speedup']:.2f}x); emotion "
+               f"{result['torch_fp32_texts_per_s']:.1f} texts/s ({result['onnx_speedup']:.2f}x; CPU s a pass "
+               f"{result['onnx_int8_cpu_s']:.2f} vs {result['torch_fp32_cpu_s']:.2f}, "
+               f"{result['onnx_cpu_speedup']:.2f}x); emotion "
                f"{result['emotion_texts_per_s']:.0f} texts/s; "
                f"speech RTF {result['speech_rtf']:.3f} ({result['threads']} threads)"
-               + (f"; {compare_dir}: onnx int8 {result['compare_onnx_int8_texts_per_s']:.1f} texts/s" if compare_dir else ""))
+               + (f"; {compare_dir}: onnx int8 {result['compare_onnx_int8_texts_per_s']:.1f} texts/s, "
+                  f"{result['compare_onnx_int8_cpu_s']:.2f} CPU s" if compare_dir else ""))
     if json_path:
         json_path.write_text(json.dumps(result, indent=2))
 

@@ -1,4 +1,4 @@
-"""CLI commands: ``eddyline models train-sentiment`` and ``eddyline models eval-sentiment``."""
+"""CLI commands: ``eddyline models train-sentiment``, ``eval-sentiment`` and ``rebuild-onnx``."""
 
 from __future__ import annotations
 
@@ -121,3 +121,42 @@ def eval_command(
                f"lines): F1 " + ", ".join(f"{k} {v:.2f}" for k, v in f1.items()))
     if json_path is not None:
         typer.echo(f"written to {json_path}")
+
+
+def rebuild_command(
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="the trained model's folder (default ~/.cache/eddyline/sentiment or $EDDYLINE_SENTIMENT_DIR)")] = None,
+    evaluate: Annotated[bool, typer.Option(
+        "--evaluate/--no-evaluate", help="score the held-out split again and rewrite eval.json and the card's table")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", help="show the libraries' own warnings")] = False,
+) -> None:
+    """Export and quantise a trained sentiment model's ONNX again from its saved PyTorch weights.
+
+    A model trained before a change to the export (e.g. session 8's faster attention) gets the current graph
+    without training again; the old graph is replaced only once the new one is complete. Each step is
+    announced on stderr; a summary of the steps, the operators before and after and the size end the run.
+    """
+    from models.sentiment.console import Steps, quiet_libraries
+    from models.sentiment.model import default_model_dir
+
+    if not verbose:
+        quiet_libraries()
+    from models.sentiment.train import rebuild_onnx
+
+    target = model or default_model_dir()
+    steps = Steps(echo=_err)
+    try:
+        info = rebuild_onnx(target, steps=steps, evaluate_test=evaluate)
+    except (FileNotFoundError, OSError, ValueError, KeyError) as exc:
+        raise typer.BadParameter(str(exc).strip("'\""), param_hint="--model") from None
+    typer.echo("steps:")
+    typer.echo(steps.summary())
+    rebuilt = info["onnx_rebuild"]
+    for when in ("before", "after"):
+        ops = rebuilt[when]
+        typer.echo(f"operators {when}: " + (", ".join(f"{k} {v}" for k, v in ops.items() if v) if ops else "(no readable ONNX model)"))
+    typer.echo(f"ONNX int8: {info['sizes_mb']['onnx_int8']} MB")
+    ev = info.get("evaluation")
+    if evaluate and ev:
+        typer.echo("\n".join(_domain_table(ev)))
+    typer.echo(f"model and MODEL_CARD.md in {target}")

@@ -36,6 +36,10 @@ LEXICON_INPUT = "vader_compound"
 # onnxruntime fusions kept off at load: their fused CPU kernels (SkipLayerNormalization, BiasGelu) ran several
 # times slower than the plain Add + LayerNormalization and Gelu they replace (BENCHMARKS-audio.md, Speed, session 7)
 UNFUSED = ("SkipLayerNormFusion", "BiasGeluFusion")
+# windows per inference call for the model trained here, in both engines. 16 ran the int8 model 10-20 % faster
+# (its activations stay in the caches) but its labels agreed less with fp32's, because activations are quantised
+# with one scale per batch (BENCHMARKS-audio.md, Speed, session 8)
+WINDOW_BATCH = 64
 
 _cache: dict[str, SentimentModel] = {}
 _lock = threading.Lock()
@@ -250,7 +254,7 @@ class OnnxSentiment(WindowedSentiment):
     threads
         Intra-op threads; 0 lets onnxruntime choose.
     batch_size
-        Windows per inference call.
+        Windows per inference call (``WINDOW_BATCH``, as for the PyTorch baseline).
     aggregation
         How window logits become one prediction (see ``windows.aggregate``); ``truncate`` reads only the
         first window, as this model did before windowing.
@@ -258,7 +262,7 @@ class OnnxSentiment(WindowedSentiment):
         Tokens shared by consecutive windows.
     """
 
-    def __init__(self, model_dir: str | Path, *, threads: int = 0, batch_size: int = 64,
+    def __init__(self, model_dir: str | Path, *, threads: int = 0, batch_size: int = WINDOW_BATCH,
                  aggregation: str = DEFAULT_AGGREGATION, overlap: int = DEFAULT_OVERLAP) -> None:
         from tokenizers import Tokenizer
 
@@ -366,8 +370,9 @@ class TorchSentiment(WindowedSentiment):
         As for ``OnnxSentiment`` (``threads``: torch threads; 0 leaves torch's default).
     """
 
-    def __init__(self, model_dir: str | Path, *, max_length: int = 64, threads: int = 0, batch_size: int = 64,
-                 aggregation: str = DEFAULT_AGGREGATION, overlap: int = DEFAULT_OVERLAP) -> None:
+    def __init__(self, model_dir: str | Path, *, max_length: int = 64, threads: int = 0,
+                 batch_size: int = WINDOW_BATCH, aggregation: str = DEFAULT_AGGREGATION,
+                 overlap: int = DEFAULT_OVERLAP) -> None:
         import torch
         from transformers import AutoTokenizer
 

@@ -12,7 +12,7 @@ the model on tweets (BENCHMARKS-audio.md, session 7). So before tokenising, in t
 - a sentiment word or intensifier (VADER's lexicon or booster list) written in capitals in a text that is not
   all capitals is doubled (``REALLY bored`` -> ``really really bored``): repetition is emphasis the encoder can read.
 
-Spoken transcripts have none of these, so the audio flow's text passes through unchanged but for case.
+Spoken transcripts carry none of these but the odd capitalised word (Whisper's ``OK`` is doubled like any other).
 Which normalisation a model was trained with is stored in its ``sentiment.json`` (``normalise``), so a model
 trained without it is served without it.
 """

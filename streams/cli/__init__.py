@@ -43,6 +43,8 @@ models_app = group(help="Model registry and model training.", cls=lazy_group(
          "Train the sentiment model, export it to ONNX int8 and write its model card."),
     Lazy("eval-sentiment", "models.sentiment.commands:eval_command",
          "Accuracy per domain and per text length on the held-out split, beside VADER's lexicon on the same texts."),
+    Lazy("rebuild-onnx", "models.sentiment.commands:rebuild_command",
+         "Export and quantise a trained sentiment model's ONNX again from its saved PyTorch weights."),
     Lazy("rollback", "streams.cli.models:rollback_command",
          "Restore the previous champion of MODEL (on MLflow: move its champion alias back); a running click flow "
          "switches to it within [mlflow] poll_s."),

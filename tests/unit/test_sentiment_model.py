@@ -152,18 +152,24 @@ def test_training_writes_onnx_int8_torch_and_a_card(model_dir):
 
 def test_the_int8_graph_runs_plain_layer_norms_and_gelu_with_int8_matmuls(model_dir, tmp_path):
     """onnxruntime's fused SkipLayerNormalization and BiasGelu CPU kernels ran several times slower than the plain
-    ops here (session 7): neither the export nor the session loading it may fuse them."""
+    ops here (session 7), and QAttention slower than int8 Q/K/V MatMuls with the standard Attention op (session 8):
+    neither the export nor the session loading it may fuse them."""
     import onnx
 
     from models.sentiment.model import int8_session
 
     exported = Counter(n.op_type for n in onnx.load(str(model_dir / "model.int8.onnx")).graph.node)
     int8_session(model_dir / "model.int8.onnx", 1, optimized_path=tmp_path / "ran.onnx")
-    ran = Counter(n.op_type for n in onnx.load(str(tmp_path / "ran.onnx")).graph.node)
-    for ops in (exported, ran):
-        assert ops["LayerNormalization"] == 12 and ops["QAttention"] == 6, ops  # 6 layers: attention fused, int8
-        assert not ops["SkipLayerNormalization"] and not ops["BiasGelu"], ops
-    assert ran["DynamicQuantizeMatMul"] == 20 and ran["Gelu"] >= 6, ran  # the GELU's bias folded into the MatMul
+    ran = Counter((n.domain or "ai.onnx", n.op_type) for n in onnx.load(str(tmp_path / "ran.onnx")).graph.node)
+    assert exported["LayerNormalization"] == 12 and exported["Attention"] == 6, exported  # 6 layers
+    assert exported["MatMulInteger"] == 38 and not exported["QAttention"], exported  # Q, K, V apart, int8
+    assert not exported["SkipLayerNormalization"] and not exported["BiasGelu"], exported
+    assert ran[("ai.onnx", "LayerNormalization")] == 12 and ran[("ai.onnx", "Attention")] == 6, ran
+    assert not any(op in {"SkipLayerNormalization", "BiasGelu", "QAttention"} for _, op in ran), ran
+    # the GELU's bias folded into the MatMul before it; Q, K and V share one quantised input per layer
+    ms = "com.microsoft"
+    assert ran[(ms, "DynamicQuantizeMatMul")] == 20 and ran[(ms, "MatMulIntegerToFloat")] == 18, ran
+    assert ran[("ai.onnx", "DynamicQuantizeLinear")] == 6 and ran[(ms, "Gelu")] >= 6, ran
 
 
 def test_onnx_int8_matches_the_torch_network(model_dir):
@@ -323,12 +329,48 @@ def test_eval_command_prints_counts_and_path_and_writes_the_new_keys(tmp_path):
 
 
 def _models_app() -> typer.Typer:
-    from models.sentiment.commands import eval_command, train_command
+    from models.sentiment.commands import eval_command, rebuild_command, train_command
 
     a = typer.Typer()
     a.command("eval-sentiment")(eval_command)
     a.command("train-sentiment")(train_command)
+    a.command("rebuild-onnx")(rebuild_command)
     return a
+
+
+def test_rebuild_onnx_refuses_a_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    (tmp_path / "model.int8.onnx").write_bytes(b"onnx without the weights it came from")
+    result = CliRunner().invoke(_models_app(), ["rebuild-onnx", "--model", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert "is not a sentiment model trained here" in result.output and "train-sentiment" in result.output
+    assert (tmp_path / "model.int8.onnx").read_bytes() == b"onnx without the weights it came from"
+    result = CliRunner().invoke(_models_app(), ["rebuild-onnx", "--model", str(tmp_path / "none")], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and "no model folder at" in result.output
+
+
+def test_rebuild_onnx_exports_a_trained_model_again_from_its_torch_weights(model_dir, tmp_path):
+    import onnx
+
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    (old / "model.int8.onnx").write_bytes(b"a graph from an older export, unreadable now")
+    result = CliRunner().invoke(_models_app(), ["rebuild-onnx", "--model", str(old), "--no-evaluate"],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    for step in ("load PyTorch network", "export to ONNX", "quantise to int8"):
+        assert f"{step} ..." in result.output and f"\n{step}: " in result.output, step
+    assert "operators before: (no readable ONNX model)" in result.output
+    after = next(line for line in result.output.splitlines() if line.startswith("operators after: "))
+    assert "Attention 6" in after.split(": ", 1)[1].split(", ") and f"in {old}" in result.output
+    ops = Counter(n.op_type for n in onnx.load(str(old / "model.int8.onnx")).graph.node)
+    assert ops["Attention"] == 6 and ops["MatMulInteger"] == 38 and not list(old.glob(".rebuild-*"))
+    texts = ["I loved every minute of it", "a dull, lifeless mess", "the store opens at nine"]
+    rebuilt, fp32 = load_sentiment(old, shared=False), load_sentiment(old / "torch", shared=False)
+    assert np.abs(rebuilt.probabilities(texts) - fp32.probabilities(texts)).max() < 0.1
+    info = json.loads((old / "training.json").read_text())
+    assert info["onnx_rebuild"]["after"]["Attention"] == 6 and info["onnx_rebuild"]["before"] == {}
+    assert "exported again from `torch/`" in (old / "MODEL_CARD.md").read_text()
 
 
 def test_a_hugging_face_classifier_directory_stands_in(tmp_path):
