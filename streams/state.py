@@ -681,21 +681,19 @@ class KeyFilter:
 
     def _set(self, table: tuple[bytearray, int], key: str) -> None:
         bits, m = table
-        h = hash(key) & 0xFFFFFFFFFFFFFFFF
-        step = (h >> 32) | 1
-        for i in range(self.PROBES):
-            bit = (h + i * step) % m
+        for bit in self._probes(key, m):
             bits[bit >> 3] |= 1 << (bit & 7)
 
     def __contains__(self, key: str) -> bool:
         bits, m = self._table
+        return all(bits[bit >> 3] >> (bit & 7) & 1 for bit in self._probes(key, m))
+
+    @classmethod
+    def _probes(cls, key: str, m: int) -> list[int]:
+        """The bits of ``key`` in a table of ``m`` bits (double hashing from one 64-bit hash)."""
         h = hash(key) & 0xFFFFFFFFFFFFFFFF
         step = (h >> 32) | 1
-        for i in range(self.PROBES):
-            bit = (h + i * step) % m
-            if not bits[bit >> 3] >> (bit & 7) & 1:
-                return False
-        return True
+        return [(h + i * step) % m for i in range(cls.PROBES)]
 
 
 def restore_or_fresh(spec: FlowSpec, key: str, blob: bytes | None) -> tuple[Processor, dict[tuple[str, int], int]]:
