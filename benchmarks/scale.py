@@ -2,8 +2,9 @@
 
 For each fleet size and engine, over one broker (a namespace per run):
 
-- ``readings_per_s``: ``eddyline run anomaly`` over a pre-filled topic (``batches`` batches per device, more
-  for a small fleet: ``MIN_MESSAGES`` at least): the readings scored after the watcher's first fetch that
+- ``readings_per_s``: ``eddyline run anomaly`` over a pre-filled topic holding the same work at every fleet size
+  (``READINGS``: ``batches_for``; ``--batches`` sets the batches per device instead, ``MIN_MESSAGES`` messages at
+  least): the readings scored after the watcher's first fetch that
   brought scores, over the time from it to the last (a 10 ms fetch wait; the flow produces a poll's scores
   together, so they arrive in bunches); ``cpu_s_per_m_readings``, the flow process's CPU seconds per million
   of those readings over the same span: on shared cores, the figure other jobs' load leaves mostly alone;
@@ -71,7 +72,27 @@ SCORES = "scores.anomaly"
 EPOCH_S = 2.0
 READINGS_PER_MESSAGE = 50
 MIN_MESSAGES = 6000  # pre-filled messages at least (4 poll rounds of 3 partitions x 500), whatever the fleet
+READINGS = 30_000_000  # pre-filled readings at every fleet size: 100,000 devices x 2 batches (each device's first
+# batch builds its state, the second restores it), so that sizes are compared over the same work; 0.9 M readings at
+# 1,000 devices (1-5 s of work) gave 397k-738k readings/s minutes apart on a quiet machine (BENCHMARKS.md)
 DRAIN_S = 60.0  # after the live load stops, how long batches still in flight may take to be scored
+
+
+def batches_for(devices: int, batches: int | None = None, readings: int = READINGS) -> int:
+    """Pre-filled batches per device: ``batches`` if given, else enough for ``readings`` readings over the fleet;
+    at least enough for ``MIN_MESSAGES`` messages, so that ``_throughput`` has poll rounds to time.
+
+    Parameters
+    ----------
+    devices
+        The fleet size.
+    batches
+        Batches per device (``--batches``); None: from ``readings``.
+    readings
+        Readings to pre-fill, whatever the fleet size.
+    """
+    per_device = batches if batches is not None else -(-readings // (devices * 3 * READINGS_PER_MESSAGE))
+    return max(per_device, -(-MIN_MESSAGES // devices))
 
 
 def _consumer(settings: KafkaSettings, topic: str) -> Consumer:
@@ -380,14 +401,14 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
     return out
 
 
-def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int, live_s: float, work: Path,
+def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | None, live_s: float, work: Path,
             env: dict[str, str], buckets: int = 0, live_rate: float | None = None) -> dict[str, Any]:
     name = f"{engine}-{devices}" + (f"-b{buckets}" if buckets else "")
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace=f"scale-{name}.",
                              session_timeout_ms=6000)
     env = {**env, "EDDYLINE_RUNTIME_STATE_BUCKETS": str(buckets)}
     sim = SensorSimulator(devices=devices, readings_per_message=READINGS_PER_MESSAGE, seed=5)
-    batches = max(batches, -(-MIN_MESSAGES // devices))  # enough poll rounds to time (``_throughput``)
+    batches = batches_for(devices, batches)
     messages = devices * batches
     _prefill(settings, sim, messages)
     create_topics(settings, [SCORES])
@@ -472,7 +493,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def run(devices: list[int], engines: list[str], json_path: Path | None = None, batches: int = 2,
+def run(devices: list[int], engines: list[str], json_path: Path | None = None, batches: int | None = None,
         live_s: float = 20.0, detector: str | None = None, packed: bool = False,
         plot_path: Path | None = None, buckets: list[int] | None = None,
         live_rate: float | None = None) -> dict[str, Any]:
@@ -511,6 +532,7 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
     out = {
         "runs": runs,
         "detector": detector or "default", "packed_scores": packed, "batches_per_device": batches,
+        "prefilled_readings": None if batches is not None else READINGS,
         "readings_per_message": 3 * READINGS_PER_MESSAGE, "epoch_s": EPOCH_S,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                    f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
@@ -527,7 +549,10 @@ def command(
     devices: Annotated[str, typer.Option(help="Fleet sizes, comma-separated.")] = "1000,10000,100000",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
     engines: Annotated[str, typer.Option(help="Engines, comma-separated.")] = "bytewax,faust",
-    batches: Annotated[int, typer.Option(help="Pre-filled batches per device (150 readings each).")] = 2,
+    batches: Annotated[int | None, typer.Option(help=(
+        f"Pre-filled batches per device (150 readings each). Default: {READINGS // 1_000_000} M readings at every "
+        "fleet size (200 batches per device at 1,000 devices, 2 at 100,000), so sizes compare over equal work."),
+        min=1)] = None,
     live_s: Annotated[float, typer.Option(help="Seconds of live load for the latency measurement.")] = 20.0,
     detector: Annotated[str | None, typer.Option(help="Anomaly detector (default: the flow's).")] = None,
     packed: Annotated[bool, typer.Option(help="Write scores packed (anomaly_score v2).")] = False,

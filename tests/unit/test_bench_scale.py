@@ -1,11 +1,12 @@
-"""``bench scale``'s live schedule: built before the clock, in due order, continuing each device's sequence."""
+"""``bench scale``: the same pre-filled work at every fleet size; the live schedule, built before the clock, in due
+order, continuing each device's sequence."""
 
 from __future__ import annotations
 
 import itertools
 import time
 
-from benchmarks.scale import READINGS_PER_MESSAGE, _schedule
+from benchmarks.scale import MIN_MESSAGES, READINGS, READINGS_PER_MESSAGE, _schedule, batches_for
 from connectors.kafka import KafkaSettings
 from schemas import SENSOR_BATCH, AvroSerde
 from streams.producers.simulator import SensorSimulator
@@ -32,3 +33,12 @@ def test_the_live_schedule_is_encoded_in_due_order_and_continues_each_devices_se
     assert set(first.values()) == {3}  # each device goes on after its two pre-filled batches
     last = {r["device_id"]: r["seq"] for r in records}
     assert {d.device_id: d.seq for d in sim.devices} == {d.device_id: last.get(d.device_id, 2) for d in sim.devices}
+
+
+def test_every_fleet_size_pre_fills_the_same_readings_unless_batches_are_given():
+    per_batch = 3 * READINGS_PER_MESSAGE
+    for devices in (1_000, 10_000, 100_000):
+        assert devices * batches_for(devices) * per_batch == READINGS
+    assert batches_for(1_000, batches=6) == 6  # --batches overrides
+    assert batches_for(100_000, batches=1) == 1
+    assert batches_for(30, batches=1) * 30 >= MIN_MESSAGES  # enough poll rounds to time, whatever is asked
