@@ -372,16 +372,23 @@ class _BucketLogic(StatefulBatchLogic):
 
     A key's state is, in the bucket, either its ``encode_processor`` bytes (changed lately) or the version of
     those bytes in the process's store (``StagedStates``); it is re-encoded only when it processed events since
-    the last snapshot (or, having spoken once in an epoch, ``ENCODE_EARLY`` after), decoded when it next speaks,
+    the last snapshot (or, having spoken once in an epoch after a silence of at least ``epoch``, ``ENCODE_EARLY``
+    after), decoded when it next speaks,
     and its processor dropped again once silent for ``keep_decoded`` or pushed out by more recent keys
     (``decoded_bytes`` per process, shared by ``buckets``). With ``idle_after``, a key silent that long leaves the
     bucket for the ``IdleStore``, and an empty bucket leaves Bytewax. Resumed states that this layout does not route
     here (one key per device, another bucket count) move to the idle store, where each key finds its own.
+
+    A key that spoke less than ``epoch`` after its previous batch is expected to speak again before the epoch's
+    snapshot, which encodes it anyway: it gets no early encode, and so no notification for one (at 1,000 devices
+    under live load every device spoke every 0.5 s, and each was encoded twice an epoch, early and in the snapshot,
+    the early one in an activation of its own: BENCHMARKS.md, Fleet scale, "Session 9: live latency"). None: every
+    key that spoke once in an epoch is encoded early.
     """
 
     def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
                  idle_after: timedelta | None, buckets: int, staged: StagedStates | None, *,
-                 keep_decoded: timedelta, decoded_bytes: int) -> None:
+                 keep_decoded: timedelta, decoded_bytes: int, epoch: timedelta | None = None) -> None:
         self.spec = spec
         self.output = output
         self.timer = PROCESSING_SECONDS.labels(spec.name)
@@ -400,6 +407,7 @@ class _BucketLogic(StatefulBatchLogic):
         self.held_bytes = 0  # the sum of ``held``, kept within ``budget``
         self.budget = decoded_bytes // buckets  # this bucket's share of the process's decoded processors
         self.keep_decoded_s = keep_decoded.total_seconds()
+        self.often_s = epoch.total_seconds() if epoch is not None else -math.inf  # a shorter gap: no early encode
         self.dirty: set[str] = set()  # keys that processed events since the last snapshot
         self.early: dict[str, datetime | None] = {}  # keys that spoke this epoch -> when to encode early (None: not)
         self.encode_at: datetime | None = None  # at most the earliest of ``early``
@@ -440,19 +448,24 @@ class _BucketLogic(StatefulBatchLogic):
         due = wall + self.idle_after if self.idle_after is not None else None
         early = wall + ENCODE_EARLY
         now = time.monotonic()
+        encode_early = False
         with self.timer.time():
             for key, events in by_key.items():
                 emits.extend(self._processor(key).process(events))
                 self.dirty.add(key)
-                self.early[key] = None if key in self.early else early  # twice in an epoch: at its end only
-                self.spoke.pop(key, None)
+                previous = self.spoke.pop(key, None)
                 self.spoke[key] = now
+                if key in self.early or (previous is not None and now - previous < self.often_s):
+                    self.early[key] = None  # encoded in the snapshot only
+                else:
+                    self.early[key] = early
+                    encode_early = True
                 if due is not None:
                     self.due[key] = due
         self.output.processed(values)
         if due is not None and self.next_due is None:
             self.next_due = due
-        if self.encode_at is None:
+        if encode_early and self.encode_at is None:
             self.encode_at = early
         return _outputs(self.output, emits), StatefulBatchLogic.RETAIN
 
@@ -547,8 +560,8 @@ class _BucketLogic(StatefulBatchLogic):
         """Encode the keys that spoke once this epoch and have been silent ``ENCODE_EARLY`` since, now rather than
         all in the epoch's snapshot: a snapshot encodes every key that spoke in the epoch on the worker's thread,
         and every event arriving meanwhile waits (0.5 s per epoch at 1,000 devices under load, BENCHMARKS.md). A
-        key that speaks again is encoded again at the snapshot (at most twice per epoch), one that spoke twice
-        only there."""
+        key that speaks again is encoded again at the snapshot (at most twice per epoch), one that spoke twice, or
+        less than ``epoch`` after its previous batch, only there."""
         waiting = []
         for key, at in self.early.items():
             if at is None:
@@ -796,10 +809,12 @@ def build_dataflow(
     if staged is None and buckets and idle is not None:
         staged = StagedStates(idle, epochs)
 
+    epoch = timedelta(seconds=epochs.interval_s) if epochs is not None else None
+
     def logic(resume: bytes | None) -> StatefulBatchLogic:
         if buckets:
             return _BucketLogic(spec, output, resume, idle, idle_after, buckets, staged, keep_decoded=keep_decoded,
-                                decoded_bytes=decoded_bytes)
+                                decoded_bytes=decoded_bytes, epoch=epoch)
         return _ProcessorLogic(spec, output, resume, idle, idle_after)
 
     # Steps work on whole batches (a poll's messages, a key's emits): one Python call per batch, not per item; the

@@ -39,10 +39,10 @@ class Worker:
 
     def __init__(self, tmp_path, idle_after: timedelta | None = None,
                  keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
-                 decoded_bytes: int = DECODED_BYTES) -> None:
+                 decoded_bytes: int = DECODED_BYTES, epoch: timedelta | None = None) -> None:
         self.tmp_path = tmp_path
         self.idle_after = idle_after
-        self.decoded = {"keep_decoded": keep_decoded, "decoded_bytes": decoded_bytes}
+        self.decoded = {"keep_decoded": keep_decoded, "decoded_bytes": decoded_bytes, "epoch": epoch}
         self.output = FlowOutput(SPEC, KafkaSettings())
         self.checkpoint: dict[int, bytes] = {}
         self.restart()
@@ -124,6 +124,33 @@ def test_a_device_that_spoke_once_is_encoded_before_the_snapshot_and_a_restart_r
     rest = [e for e in evs[31:] if e is not other and e is not twice]
     head = [*evs[:30], once, other, twice]
     assert by_device(worker.feed(rest)) == by_device(run_local(SPEC, rest, processors=_reference_after(head)))
+
+
+def test_a_device_that_speaks_more_often_than_an_epoch_is_encoded_in_the_snapshot_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(bytewax_engine, "ENCODE_EARLY", timedelta(0))
+    encoded: list[str] = []
+    real = bytewax_engine.encode_processor
+    monkeypatch.setattr(bytewax_engine, "encode_processor", lambda p, key: encoded.append(key) or real(p, key))
+    evs = events(29, devices=1)
+    worker = Worker(tmp_path, epoch=timedelta(hours=1))  # every gap here is shorter than the epoch
+    got = worker.feed(evs[:1])  # its first batch: no gap known, so it is encoded early
+    logic = next(iter(worker.logics.values()))
+    assert logic.notify_at() is not None
+    logic.on_notify()
+    assert encoded == [SPEC.key(evs[0])]
+    worker.epoch()
+    encoded.clear()
+    for i in range(1, 28):  # each epoch's first batch follows the last one closely: left for the snapshot
+        got += worker.feed(evs[i:i + 1])
+        assert logic.notify_at() is None  # no early encode, no activation for one
+        if i % 3 == 0:
+            worker.epoch()
+    assert encoded == [SPEC.key(evs[0])] * 9  # once per epoch that it spoke in, in the snapshot
+    worker.feed(evs[28:])  # after the last checkpoint: read again after the restart
+    worker.restart()
+    assert by_device(got) == by_device(run_local(SPEC, evs[:28]))
+    tail = run_local(SPEC, evs[28:], processors=_reference_after(evs[:28]))
+    assert by_device(worker.feed(evs[28:])) == by_device(tail)
 
 
 def _reference_after(head: list[Event]) -> dict:
