@@ -357,6 +357,43 @@ class StagedStates:
         return -math.inf if resume is None else resume
 
 
+class EpochClock:
+    """When a process's bucket snapshots last ran, to tell when the next are due: Bytewax snapshots every changed
+    key at an epoch's close, so the buckets' snapshots of one close come together.
+
+    Parameters
+    ----------
+    interval
+        The epoch interval.
+    """
+
+    def __init__(self, interval: timedelta) -> None:
+        self.interval_s = interval.total_seconds()
+        self.last = -math.inf  # monotonic time of the latest snapshot
+
+    def closed(self, now: float) -> None:
+        """A snapshot ran at ``now`` (``time.monotonic``).
+
+        Parameters
+        ----------
+        now
+            Its time.
+        """
+        self.last = now
+
+    def next_close(self, now: float) -> float:
+        """When the next snapshots are expected after ``now`` (monotonic); -inf before the first.
+
+        Parameters
+        ----------
+        now
+            The time (``time.monotonic``).
+        """
+        if self.last == -math.inf:
+            return -math.inf
+        return self.last + (math.floor((now - self.last) / self.interval_s) + 1) * self.interval_s
+
+
 GC_THRESHOLDS = (50_000, 20, 10)  # a flow process's gc.set_threshold: 100,000 devices hold ~1.2M long-lived objects,
 # which Python's (700, 10, 10) rescans in full again and again while they grow (BENCHMARKS.md, Fleet scale)
 ENCODE_EARLY = timedelta(seconds=0.5)  # a key that spoke once in an epoch is encoded this long after, not at its end
@@ -372,23 +409,23 @@ class _BucketLogic(StatefulBatchLogic):
 
     A key's state is, in the bucket, either its ``encode_processor`` bytes (changed lately) or the version of
     those bytes in the process's store (``StagedStates``); it is re-encoded only when it processed events since
-    the last snapshot (or, having spoken once in an epoch after a silence of at least ``epoch``, ``ENCODE_EARLY``
-    after), decoded when it next speaks,
+    the last snapshot (or, having spoken once in an epoch and not expected to speak again before its end,
+    ``ENCODE_EARLY`` after), decoded when it next speaks,
     and its processor dropped again once silent for ``keep_decoded`` or pushed out by more recent keys
     (``decoded_bytes`` per process, shared by ``buckets``). With ``idle_after``, a key silent that long leaves the
     bucket for the ``IdleStore``, and an empty bucket leaves Bytewax. Resumed states that this layout does not route
     here (one key per device, another bucket count) move to the idle store, where each key finds its own.
 
-    A key that spoke less than ``epoch`` after its previous batch is expected to speak again before the epoch's
-    snapshot, which encodes it anyway: it gets no early encode, and so no notification for one (at 1,000 devices
-    under live load every device spoke every 0.5 s, and each was encoded twice an epoch, early and in the snapshot,
-    the early one in an activation of its own: BENCHMARKS.md, Fleet scale, "Session 9: live latency"). None: every
-    key that spoke once in an epoch is encoded early.
+    With ``clock``, a key whose last gap between batches, from now, ends before the epoch's expected snapshot is
+    expected to speak again before it, and the snapshot encodes it anyway: it gets no early encode, and so no
+    notification for one (at 1,000 devices under live load each device spoke every 0.4-0.5 s, and each bucket was
+    activated once an epoch for an early encode that its next batch cancelled or made a second encode:
+    BENCHMARKS.md, Fleet scale, "Session 9: live latency"). Without it, every key that spoke once is encoded early.
     """
 
     def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
                  idle_after: timedelta | None, buckets: int, staged: StagedStates | None, *,
-                 keep_decoded: timedelta, decoded_bytes: int, epoch: timedelta | None = None) -> None:
+                 keep_decoded: timedelta, decoded_bytes: int, clock: EpochClock | None = None) -> None:
         self.spec = spec
         self.output = output
         self.timer = PROCESSING_SECONDS.labels(spec.name)
@@ -407,7 +444,7 @@ class _BucketLogic(StatefulBatchLogic):
         self.held_bytes = 0  # the sum of ``held``, kept within ``budget``
         self.budget = decoded_bytes // buckets  # this bucket's share of the process's decoded processors
         self.keep_decoded_s = keep_decoded.total_seconds()
-        self.often_s = epoch.total_seconds() if epoch is not None else -math.inf  # a shorter gap: no early encode
+        self.clock = clock
         self.dirty: set[str] = set()  # keys that processed events since the last snapshot
         self.early: dict[str, datetime | None] = {}  # keys that spoke this epoch -> when to encode early (None: not)
         self.encode_at: datetime | None = None  # at most the earliest of ``early``
@@ -449,13 +486,14 @@ class _BucketLogic(StatefulBatchLogic):
         early = wall + ENCODE_EARLY
         now = time.monotonic()
         encode_early = False
+        snapshot_at = self.clock.next_close(now) if self.clock is not None else -math.inf
         with self.timer.time():
             for key, events in by_key.items():
                 emits.extend(self._processor(key).process(events))
                 self.dirty.add(key)
                 previous = self.spoke.pop(key, None)
                 self.spoke[key] = now
-                if key in self.early or (previous is not None and now - previous < self.often_s):
+                if key in self.early or (previous is not None and 2 * now - previous < snapshot_at):
                     self.early[key] = None  # encoded in the snapshot only
                 else:
                     self.early[key] = early
@@ -561,7 +599,7 @@ class _BucketLogic(StatefulBatchLogic):
         all in the epoch's snapshot: a snapshot encodes every key that spoke in the epoch on the worker's thread,
         and every event arriving meanwhile waits (0.5 s per epoch at 1,000 devices under load, BENCHMARKS.md). A
         key that speaks again is encoded again at the snapshot (at most twice per epoch), one that spoke twice, or
-        less than ``epoch`` after its previous batch, only there."""
+        is expected to (``EpochClock``), only there."""
         waiting = []
         for key, at in self.early.items():
             if at is None:
@@ -586,6 +624,8 @@ class _BucketLogic(StatefulBatchLogic):
             self._undecode(key)
 
     def snapshot(self) -> bytes:
+        if self.clock is not None:
+            self.clock.closed(time.monotonic())
         durable = self.staged.written() if self.staged is not None else 0
         for key, version in list(self.pending.items()):
             if version <= durable and key not in self.dirty:  # written: the checkpoint carries its version now
@@ -809,12 +849,12 @@ def build_dataflow(
     if staged is None and buckets and idle is not None:
         staged = StagedStates(idle, epochs)
 
-    epoch = timedelta(seconds=epochs.interval_s) if epochs is not None else None
+    clock = EpochClock(timedelta(seconds=epochs.interval_s)) if epochs is not None else None
 
     def logic(resume: bytes | None) -> StatefulBatchLogic:
         if buckets:
             return _BucketLogic(spec, output, resume, idle, idle_after, buckets, staged, keep_decoded=keep_decoded,
-                                decoded_bytes=decoded_bytes, epoch=epoch)
+                                decoded_bytes=decoded_bytes, clock=clock)
         return _ProcessorLogic(spec, output, resume, idle, idle_after)
 
     # Steps work on whole batches (a poll's messages, a key's emits): one Python call per batch, not per item; the
