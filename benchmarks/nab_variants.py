@@ -352,6 +352,25 @@ PATCHES["novelty memory in time"] = [
      "            nrate += nov_a * ((1.0 if record else 0.0) - nrate)\n"),
 ]
 
+# Round 9: two repairs of ``nov_ms`` for young series (each 0: off). ``nov_age`` c: the memory is at most c times the
+# series' age (``n * step``): a series cannot tell records of its youth from routine ones over a span longer than it
+# has lived. ``nov_chance`` 1: from the end of warm-up, each reading takes from the rate the chance that a series of
+# its age sets a record by luck alone (``2 / (k + 1)`` for exchangeable readings), and records in warm-up do not
+# count: the rate counts records beyond what a young, stationary series sets while it explores its range.
+PATCHES["young novelty"] = [
+    ('"nov_ms", "nov_young")\nPARAM', '"nov_ms", "nov_young", "nov_age", "nov_chance")\nPARAM'),
+    ("        nov_young: int = 0,\n",
+     "        nov_young: int = 0,\n        nov_age: float = 0.0,\n        nov_chance: float = 0.0,\n"),
+    ("    nov_young = p[PARAM.nov_young]\n",
+     "    nov_young, nov_age, nov_chance = p[PARAM.nov_young], p[PARAM.nov_age], p[PARAM.nov_chance]\n"),
+    ("            nrate = nrate * math.exp(-max(gap_n, 0.0) / nov_ms) + (nov_a if record else 0.0)\n",
+     "            tau_n = min(nov_ms, max(nov_age * n * step, 1.0)) if nov_age > 0.0 else nov_ms\n"
+     "            inc = 1.0 if record else 0.0\n"
+     "            if nov_chance > 0.0:\n"
+     "                inc = inc - nov_chance * 2.0 / (k + 1.0) if k > warm else 0.0\n"
+     "            nrate = nrate * math.exp(-max(gap_n, 0.0) / tau_n) + nov_a * inc\n"),
+]
+
 # The rows of BENCHMARKS-nab.md's "tried in round 3" table, in its order.
 VARIANTS: list[dict[str, float]] = [
     {},
