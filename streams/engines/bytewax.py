@@ -493,8 +493,8 @@ class _BucketLogic(StatefulBatchLogic):
                 self.dirty.add(key)
                 previous = self.spoke.pop(key, None)
                 self.spoke[key] = now
-                if key in self.early or (previous is not None and 2 * now - previous < snapshot_at):
-                    self.early[key] = None  # encoded in the snapshot only
+                if key in self.early or (previous is not None and now + (now - previous) < snapshot_at):
+                    self.early[key] = None  # spoke, or is expected to speak, again this epoch: the snapshot encodes it
                 else:
                     self.early[key] = early
                     encode_early = True
