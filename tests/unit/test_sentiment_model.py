@@ -172,6 +172,18 @@ def test_the_int8_graph_runs_plain_layer_norms_and_gelu_with_int8_matmuls(model_
     assert ran[("ai.onnx", "DynamicQuantizeLinear")] == 6 and ran[(ms, "Gelu")] >= 6, ran
 
 
+def test_the_int8_session_keeps_its_threads_from_spinning(model_dir):
+    """Spinning intra-op threads took time from the working thread on shared cores (session 9): served off, and
+    the bench can still load a model with onnxruntime's default to compare."""
+    from models.sentiment.model import OnnxSentiment
+
+    def spinning(model: OnnxSentiment) -> str:
+        return model.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    assert spinning(OnnxSentiment(model_dir, threads=2)) == "0"
+    assert spinning(OnnxSentiment(model_dir, threads=2, spinning=True)) == "1"
+
+
 def test_onnx_int8_matches_the_torch_network(model_dir):
     texts = ["I loved every minute of it", "a dull, lifeless mess", "the store opens at nine", "meh"]
     onnx = load_sentiment(model_dir, shared=False)
