@@ -9,6 +9,8 @@
   interleaved passes, e.g. one with more trainable layers (the served graph has the same shape, so it should
   run at the same rate). ``--compare-spinning`` loads it with onnxruntime's spinning threads (its default, served
   until session 9), e.g. the served model against itself as served before.
+- ``omp_wait_policy``: ``OMP_WAIT_POLICY`` as set for the run: PyTorch's OpenMP threads spin by default, which
+  on shared cores cost it up to 2.6x its wall time (session 9), so a loaded run flatters the ONNX ratio.
 - ``speech_rtf``: Whisper tiny.en (faster-whisper, int8) processing time over audio duration on the
   repository's recordings, transcribed as the flow does (one utterance at a time, no extra VAD pass).
 Texts are held-out test sentences from all four domains; each timing is the best of ``repeats`` passes
@@ -98,6 +100,7 @@ def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repea
         "batch_size": batch_size,
         "audio_s": audio_s,
         "threads": threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),  # PyTorch's threads spin unless PASSIVE
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version()},
     }

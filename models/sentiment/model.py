@@ -223,8 +223,8 @@ def int8_session(path: Path, threads: int = 0, *, optimized_path: Path | None = 
     """An onnxruntime CPU session for the int8 model, with the fusions in ``UNFUSED`` kept off.
 
     Its intra-op threads sleep between operators instead of spinning (onnxruntime's default): on shared cores
-    a spinning thread takes time from the thread doing the work, and the model ran 1.2-1.3x faster by wall
-    time and used a quarter less CPU without it (BENCHMARKS-audio.md, Speed, session 9).
+    a spinning thread takes time from the thread doing the work: without it the model ran faster by wall time
+    in every pair measured and used 20-43 % less CPU (BENCHMARKS-audio.md, Speed, session 9).
 
     Parameters
     ----------
