@@ -87,7 +87,8 @@ class BatchExplainer:
     detector
         The detector that scored the batch (only its type and parameters are used; it is never changed).
     before
-        Its parameter vector, scalars and buffer block from before the batch; ``None`` if it has no explainer.
+        Its parameter vector (shared: nothing changes one in place), scalars and buffer block from before the
+        batch; ``None`` if it has no explainer.
     values, timestamps
         The batch as scored.
     """
@@ -112,7 +113,8 @@ class BatchExplainer:
         if self._scratch is None or index < self._at:
             scratch = object.__new__(type(self._detector))  # its parameters, without a constructor's checks
             scratch.__dict__.update(vars(self._detector))
-            scratch._p, scratch._s, scratch._mem = (a.copy() for a in self._before)
+            p, st, mem = self._before
+            scratch._p, scratch._s, scratch._mem = p, st.copy(), mem.copy()  # p is never changed in place
             self._scratch, self._at = scratch, 0
         if index > self._at:
             self._scratch.score_learn(self._values[self._at : index], self._timestamps[self._at : index])
@@ -145,7 +147,7 @@ def score_explained(detector: AnomalyDetector, values: Any, timestamps: Any) -> 
     """
     before = None
     if isinstance(detector, ArrayDetector):
-        before = (detector._p.copy(), detector._s.copy(), detector._mem.copy())
+        before = (detector._p, detector._s.copy(), detector._mem.copy())  # p is never changed in place
     scores = detector.score_learn(values, timestamps)  # validates the batch: the explainer trusts it from here on
     return scores, BatchExplainer(detector, before, np.asarray(values, dtype=np.float64),
                                   np.asarray(timestamps, dtype=np.int64))
