@@ -166,6 +166,13 @@ class ArrayDetector(AnomalyDetector):
             if names is None or name in names
         }
 
+    def _flat(self, name: str, dtype: str = "<f8") -> np.ndarray:
+        """One 1-D buffer as a view into ``mem``, read from its offsets alone: ``_views`` lays out every buffer's
+        shape first (about 10 us; an alert's explanation asks for a few buffers)."""
+        at = len(self.kernel_params) + self.buffers.index(name)
+        flat = self._mem[int(self._p[at]) : int(self._p[at + 1])]
+        return flat if dtype == "<f8" else flat.view(dtype)
+
     def params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _defaults(type(self))}
 

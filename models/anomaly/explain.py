@@ -155,7 +155,7 @@ def score_explained(detector: AnomalyDetector, values: Any, timestamps: Any) -> 
 
 def _window(det: ArrayDetector, n: int) -> np.ndarray:
     """The detector's recent-readings ring, oldest first (only the filled part)."""
-    w = det._views(["window"])["window"]
+    w = det._flat("window")
     size = w.shape[0]
     if n < size:
         return w[:n].copy()
@@ -182,7 +182,7 @@ def _make(rule: str, x: float, expected: float, sigma: float, context: np.ndarra
           band: tuple[float, float] | None = None) -> Explanation:
     lo, hi = band if band is not None else (expected - BAND_SIGMAS * sigma, expected + BAND_SIGMAS * sigma)
     return Explanation(rule, float(expected), float(lo), float(hi), float(abs(x - expected) / sigma),
-                       [float(c) for c in context[-CONTEXT:]] + [x])
+                       [*context[-CONTEXT:].tolist(), x])
 
 
 def _seasonal_expectation(det: ArrayDetector, x: float, ts: float) -> tuple[float, float] | None:
@@ -193,7 +193,6 @@ def _seasonal_expectation(det: ArrayDetector, x: float, ts: float) -> tuple[floa
     step = st[STATE.step]
     if step <= 0.0 or st[STATE.n] < 2:
         return None
-    views = det._views(["slot_mean", "slot_seen", "slot_mean2", "slot_seen2"])
     best: tuple[float, float] | None = None
     best_err = 1e300
     for (period, table, seen, rv, rn, se), ns in zip((
@@ -203,10 +202,10 @@ def _seasonal_expectation(det: ArrayDetector, x: float, ts: float) -> tuple[floa
         if ns == 0:
             continue
         sl = min(int((ts % period) / step), ns - 1)
-        if not (int(views[seen][sl >> 6]) >> (sl & 63)) & 1 or st[rn] < ns or st[se] >= best_err:
+        if not (int(det._flat(seen, "<i8")[sl >> 6]) >> (sl & 63)) & 1 or st[rn] < ns or st[se] >= best_err:
             continue
         best_err = st[se]
-        best = float(views[table][sl]), math.sqrt(st[rv]) + 1e-9 * max(1.0, abs(st[STATE.mean]))
+        best = float(det._flat(table)[sl]), math.sqrt(st[rv]) + 1e-9 * max(1.0, abs(st[STATE.mean]))
     return best
 
 
