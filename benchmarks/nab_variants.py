@@ -44,6 +44,11 @@ What each ``seasonal`` patch of round 3 and 6 adds (all parameters default to "o
   also this many long-run sigmas from the level); and round 8's idea, ``nov_ms``: the novelty rate decays in time,
   by ``exp(-gap / nov_ms)`` per reading, instead of by ``1 - novelty_alpha`` per reading (with ``nov_young`` 1,
   only once the series has lived ``nov_ms``).
+- Round 9's repairs of ``nov_ms`` for young and finely sampled series, each off at 0: ``nov_age`` (the memory at
+  most that fraction of the series' age), ``nov_chance`` (the rate counts records beyond the chance a stationary
+  series of that age sets one), ``nov_far`` (a record beyond the range by more than that fraction of its width
+  alarms even while novelty is muted) and ``nov_n`` (the memory also at most that many readings).
+  ``simulator_check`` is round 8's simulator check for any of them.
 
 Besides the variants, two selection rules over ``seasonal``'s ``--cv`` grid (``benchmarks.nab.GRIDS``):
 nested CV (each fold chooses its grid point by a leave-one-category-out CV of its own four categories) and a
@@ -53,6 +58,7 @@ vote (a grid point replaces the defaults only if it beats them on at least ``k``
     python -m benchmarks.nab_variants --data ../shared/data/nab --json variants.json
     python -m benchmarks.nab_variants --data ../shared/data/nab --round 6    # round 6's rows and grids only
     python -m benchmarks.nab_variants --data ../shared/data/nab --round 7    # round 7's dev rows (grid CV)
+    python -m benchmarks.nab_variants --data ../shared/data/nab --round 9    # round 9's rows, grids, simulator
 
 The patched classes are also what ``benchmarks.nab_synthetic`` scores for a label ``NAME-variants@...``
 (``seasonal-variants@log_surprise=1,novelty_sd=2``).
@@ -352,6 +358,49 @@ PATCHES["novelty memory in time"] = [
      "            nrate += nov_a * ((1.0 if record else 0.0) - nrate)\n"),
 ]
 
+# Round 9: two repairs of ``nov_ms`` for young series (each 0: off). ``nov_age`` c: the memory is at most c times the
+# series' age (``n * step``): a series cannot tell records of its youth from routine ones over a span longer than it
+# has lived. ``nov_chance`` 1: from the end of warm-up, each reading takes from the rate the chance that a series of
+# its age sets a record by luck alone (``2 / (k + 1)`` for exchangeable readings), and records in warm-up do not
+# count: the rate counts records beyond what a young, stationary series sets while it explores its range.
+PATCHES["young novelty"] = [
+    ('"nov_ms", "nov_young")\nPARAM', '"nov_ms", "nov_young", "nov_age", "nov_chance")\nPARAM'),
+    ("        nov_young: int = 0,\n",
+     "        nov_young: int = 0,\n        nov_age: float = 0.0,\n        nov_chance: float = 0.0,\n"),
+    ("    nov_young = p[PARAM.nov_young]\n",
+     "    nov_young, nov_age, nov_chance = p[PARAM.nov_young], p[PARAM.nov_age], p[PARAM.nov_chance]\n"),
+    ("            nrate = nrate * math.exp(-max(gap_n, 0.0) / nov_ms) + (nov_a if record else 0.0)\n",
+     "            tau_n = min(nov_ms, max(nov_age * n * step, 1.0)) if nov_age > 0.0 else nov_ms\n"
+     "            inc = 1.0 if record else 0.0\n"
+     "            if nov_chance > 0.0:\n"
+     "                inc = inc - nov_chance * 2.0 / (k + 1.0) if k > warm else 0.0\n"
+     "            nrate = nrate * math.exp(-max(gap_n, 0.0) / tau_n) + nov_a * inc\n"),
+]
+# Round 9, third: ``nov_far`` f (0: off): a new extreme beyond the range by more than f of its width alarms even
+# while the rate mutes novelty: drift, trends and a young series' exploration extend the range a little at a time,
+# a fault jumps far past it.
+PATCHES["far novelty"] = [
+    ('"nov_age", "nov_chance")\nPARAM', '"nov_age", "nov_chance", "nov_far")\nPARAM'),
+    ("        nov_chance: float = 0.0,\n", "        nov_chance: float = 0.0,\n        nov_far: float = 0.0,\n"),
+    ("    nov_young, nov_age, nov_chance = p[PARAM.nov_young], p[PARAM.nov_age], p[PARAM.nov_chance]\n",
+     "    nov_young, nov_age, nov_chance = p[PARAM.nov_young], p[PARAM.nov_age], p[PARAM.nov_chance]\n"
+     "    nov_far = p[PARAM.nov_far]\n"),
+    ("            if novel and nrate < nov_max and z >= nov_z:\n",
+     "            if novel and z >= nov_z and (nrate < nov_max or (nov_far > 0.0 and is_novel(x, mn, mx, nov_far))):\n"),
+]
+# Round 9, fourth: ``nov_n`` N (0: off): the memory in time is also at most N readings (the rate decays by at least
+# ``exp(-1 / N)`` per reading): a finely sampled series sees in hours as many readings as a 5-minute one in 1.5 days.
+PATCHES["novelty memory in readings too"] = [
+    ('"nov_chance", "nov_far")\nPARAM', '"nov_chance", "nov_far", "nov_n")\nPARAM'),
+    ("        nov_far: float = 0.0,\n", "        nov_far: float = 0.0,\n        nov_n: float = 0.0,\n"),
+    ("    nov_far = p[PARAM.nov_far]\n", "    nov_far, nov_n = p[PARAM.nov_far], p[PARAM.nov_n]\n"),
+    ("            nrate = nrate * math.exp(-max(gap_n, 0.0) / tau_n) + nov_a * inc\n",
+     "            dec = math.exp(-max(gap_n, 0.0) / tau_n)\n"
+     "            if nov_n > 0.0:\n"
+     "                dec = min(dec, math.exp(-1.0 / nov_n))\n"
+     "            nrate = nrate * dec + nov_a * inc\n"),
+]
+
 # The rows of BENCHMARKS-nab.md's "tried in round 3" table, in its order.
 VARIANTS: list[dict[str, float]] = [
     {},
@@ -398,6 +447,17 @@ ROUND8_VARIANTS: list[dict[str, float]] = [
 ROUND8_BASES: list[dict[str, float]] = [{"novelty_alpha": 0.003, "novelty_max": 0.003},
                                         *({"nov_ms": d * DAY_MS} for d in (0.5, 0.75, 1.0, 1.5, 2.0)),
                                         *({"nov_ms": d * DAY_MS, "nov_young": 1} for d in (0.5, 0.75, 1.0, 1.5, 2.0))]
+
+# Round 9 (session 9): repairs of ``nov_ms`` (1.5 days, round 8's choice) for young and finely sampled series.
+ROUND9_VARIANTS: list[dict[str, float]] = [
+    {}, {"nov_ms": 1.5 * DAY_MS},
+    *({"nov_ms": 1.5 * DAY_MS, "nov_age": c} for c in (0.1, 0.2, 0.3)),
+    *({"nov_ms": 1.5 * DAY_MS, "nov_chance": c} for c in (0.5, 1.0, 2.0)),
+    *({"nov_ms": 1.5 * DAY_MS, "nov_far": f} for f in (0.25, 0.5, 0.75)),
+    *({"nov_ms": 1.5 * DAY_MS, "nov_n": 432, "nov_far": f} for f in (0.0, 0.15, 0.25, 0.5)),
+    *({"nov_ms": 1.5 * DAY_MS, "nov_n": n, "nov_far": 0.25} for n in (288, 576)),
+]
+ROUND9_BASES: list[dict[str, float]] = [b for b in ROUND9_VARIANTS[2:] if b.get("nov_n") != 432 or b["nov_far"] > 0.0]
 
 # Added to ``seasonal``'s --cv grid, so that the folds themselves can choose to confirm the cycle first.
 CONFIRM_POINTS: list[dict[str, float]] = [{"confirm": 1.0}, {"confirm": 2.0}]
@@ -454,6 +514,50 @@ def variant_class(where: Path = Path(".eddyline/nab-variants"), detector: str = 
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return getattr(module, CLASSES[detector])
+
+
+def simulator_check(params: dict[str, float] | None = None, devices: int = 20, seed: int = 3,
+                    records: int = 2000) -> dict[str, Any]:
+    """Round 8's simulator check for the patched ``seasonal`` with ``params``: the demo simulator's records through
+    ``sensor_anomaly_flow``, as its test does at a fifth of this scale; an injected anomaly is caught when one of
+    its readings scores at or above the threshold. The young, 1-second series no dev file or suite has.
+
+    Parameters
+    ----------
+    params
+        Parameters of the patched detector (``{}``: scores like the production default).
+    devices, seed
+        The simulator's fleet.
+    records
+        How many of its records go through the flow.
+    """
+    import itertools
+    from collections import Counter
+
+    from streams.flows.sensor_anomaly import ALERTS_TOPIC, SCORES_TOPIC, SOURCE_TOPIC, sensor_anomaly_flow
+    from streams.processor import Event, run_local
+    from streams.producers.simulator import SensorSimulator
+
+    cls = variant_class()
+    models.anomaly.DETECTORS[cls.name] = cls
+    try:
+        sim = SensorSimulator(devices=devices, seed=seed)
+        batch = list(itertools.islice(sim, records))
+        emits = run_local(sensor_anomaly_flow(detector=cls.name, detector_params=dict(params or {})),
+                          [Event(SOURCE_TOPIC, r["device_id"], r) for r in batch])
+    finally:
+        del models.anomaly.DETECTORS[cls.name]
+    hot: dict[tuple[str, str], list[int]] = {}
+    for e in emits:
+        if e.topic == SCORES_TOPIC:
+            for series in e.record["series"]:
+                hot.setdefault((e.record["device_id"], series["sensor"]), []).extend(
+                    t for t, sc in zip(series["timestamps"], series["scores"]) if sc >= e.record["threshold"])
+    missed = Counter(a.kind for a in sim.injected
+                     if not any(a.start_ms <= t <= a.end_ms for t in hot.get((a.device_id, a.sensor), [])))
+    return {"injected": len(sim.injected), "caught": len(sim.injected) - sum(missed.values()),
+            "missed": dict(sorted(missed.items())),
+            "opened": sum(1 for e in emits if e.topic == ALERTS_TOPIC and e.record["status"] == "OPENED")}
 
 
 def _subset(scores: cv.Scores, keys: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -525,7 +629,8 @@ def run(data_dir: Path, cache_dir: Path | None = None,
     rounds
         Which rounds' rows to score: 3 (``VARIANTS`` and the selection rules), 6 (``ROUND6_VARIANTS`` and
         the ``--cv`` protocol over the grid around each of ``ROUND6_BASES``), 7 (that protocol around each of
-        ``ROUND7_BASES``, for its detector) and/or 8 (``ROUND8_VARIANTS``, and the protocol around ``ROUND8_BASES``).
+        ``ROUND7_BASES``, for its detector), 8 (``ROUND8_VARIANTS``, and the protocol around ``ROUND8_BASES``) and/or
+        9 (the same for ``ROUND9_VARIANTS`` and ``ROUND9_BASES``, and ``simulator_check`` for each variant).
     """
     from benchmarks.nab import candidate_name
 
@@ -549,13 +654,17 @@ def run(data_dir: Path, cache_dir: Path | None = None,
             out["selection_rules"].append(rule)
             progress(f"{rule['rule']}: in-sample {rule['in_sample']:.2f}, grid CV {rule['cv']:.2f} "
                      + ", ".join(f"{c}: {f['score']} {f['candidate']}" for c, f in rule["folds"].items()))
-    for r, rows, bases in ((6, ROUND6_VARIANTS, ROUND6_BASES), (8, ROUND8_VARIANTS, ROUND8_BASES)):
+    for r, rows, bases in ((6, ROUND6_VARIANTS, ROUND6_BASES), (8, ROUND8_VARIANTS, ROUND8_BASES),
+                          (9, ROUND9_VARIANTS, ROUND9_BASES)):
         if r not in rounds:
             continue
         for params in rows:
             out["variants"].append(_row(candidate_name(params), score(params), windows, cost))
             progress(f"{out['variants'][-1]['variant']}: in-sample {out['variants'][-1]['in_sample']:.2f}, "
                      f"threshold-only CV {out['variants'][-1]['threshold_cv']:.2f}")
+            if r == 9:
+                out["variants"][-1]["simulator"] = sim = simulator_check(params)
+                progress(f"  simulator: {sim['caught']} of {sim['injected']} caught, {sim['opened']} alerts opened")
         for base in bases:
             grid = {candidate_name({**base, **g}): score({**base, **g}) for g in GRIDS["seasonal"]}
             rule = _protocol(f"best on the four (bench nab --cv), grid around {candidate_name(base)}",
@@ -594,12 +703,12 @@ def command(
     json_path: Annotated[Path | None, typer.Option("--json", help="write the results as JSON")] = None,
     cache: Annotated[Path, typer.Option("--cache", help="score cache for the --cv grid")] = Path(".eddyline/nab-cv"),
     round_: Annotated[list[int] | None, typer.Option(
-        "--round", help="rounds to score: 3, 6, 7 and/or 8 (default 3 and 6)")] = None,
+        "--round", help="rounds to score: 3, 6, 7, 8 and/or 9 (default 3 and 6)")] = None,
 ) -> None:
     """Score the seasonal variants and selection rules tried for issue 14 (standard profile)."""
-    unknown = sorted(set(round_ or ()) - {3, 6, 7, 8})
+    unknown = sorted(set(round_ or ()) - {3, 6, 7, 8, 9})
     if unknown:
-        raise typer.BadParameter(f"no round {unknown}: pass --round 3, 6, 7 or 8")
+        raise typer.BadParameter(f"no round {unknown}: pass --round 3, 6, 7, 8 or 9")
     try:
         summary = run(data, cache, progress=print, rounds=tuple(round_ or (3, 6)))
     except ValueError as e:

@@ -104,3 +104,28 @@ def test_round_8_novelty_memory_in_time_quiets_a_trend_s_daily_records_but_misse
     np.testing.assert_array_equal(variant(nov_ms=1.5 * 86_400_000, nov_young=1).score_learn(y, t),
                                   variant().score_learn(y, t))
 
+
+
+def test_round_9_far_novelty_and_a_memory_in_readings_keep_the_young_spike_and_the_quiet_trend(variant: type) -> None:
+    """Round 9's repair of ``nov_ms``: a record far beyond the range (``nov_far`` of its width) alarms even while
+    the rate mutes novelty, and the memory is also at most ``nov_n`` readings. The young 1-minute series' spike
+    (test_anomaly_conformance) is flagged again; the trend's daily records stay as quiet as with ``nov_ms`` alone."""
+    day = 86_400_000
+    rng = np.random.default_rng(7)
+    t = np.arange(900, dtype=np.int64) * 60_000 + 1_700_000_000_000
+    y = 10 + 3 * np.sin(np.arange(900) * 2 * np.pi / 144) + rng.normal(0, 0.3, 900)
+    y[450:455] += 8.0
+    repaired = {"nov_ms": 1.5 * day, "nov_n": 432, "nov_far": 0.25}
+    assert variant(nov_ms=1.5 * day).score_learn(y, t)[450] < 0.999 <= variant(**repaired).score_learn(y, t)[450]
+    assert variant(nov_ms=1.5 * day, nov_n=432).score_learn(y, t)[450] < 0.999  # the cap alone is not enough here
+    # a trend's daily records: each extends the range a little, so neither new rule speaks for them
+    rng = np.random.default_rng(4)
+    ts = np.arange(9 * 288) * 300_000
+    v = 10 * np.sin(2 * np.pi * ts / day) + np.linspace(0.0, 15.0, ts.size) + rng.normal(0, 1, ts.size)
+    np.testing.assert_array_equal(variant(**repaired).score_learn(v, ts), variant(nov_ms=1.5 * day).score_learn(v, ts))
+    # off (0), each new parameter leaves nov_ms as it was
+    np.testing.assert_array_equal(variant(nov_ms=1.5 * day, nov_n=0, nov_far=0, nov_age=0, nov_chance=0).score_learn(y, t),
+                                  variant(nov_ms=1.5 * day).score_learn(y, t))
+    # the age and chance repairs measured in round 9: the young spike is flagged with them too
+    for young in ({"nov_age": 0.2}, {"nov_chance": 1.0}):
+        assert variant(nov_ms=1.5 * day, **young).score_learn(y, t)[450] >= 0.999, young
