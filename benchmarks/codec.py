@@ -4,7 +4,8 @@ Each round decodes the same pre-encoded ``sensor_batch`` messages through ``Flow
 do), scores them with fresh ``SensorAnomalyProcessor``s, encodes every Kafka-bound emit and feeds the metrics
 sink, timing each stage by this process's CPU time. Rounds alternate the two codecs (``AvroSerde(compiled=
 False)`` and ``compiled=True``), so load from other work falls on both; the output bytes of the two must be
-identical, or the run is an error.
+identical, or the run is an error. The digest it prints covers every Kafka message (topic, key, value) and
+every metrics-sink record, so the same digest from two versions of the code means the same outputs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ STAGES = ("decode", "process", "encode", "sink")
 
 
 def one_round(messages: list[tuple[str, bytes]], detector: str, compiled: bool) -> tuple[dict[str, float], str]:
-    """CPU seconds per stage over ``messages`` (key, value), and a digest of every message written."""
+    """CPU seconds per stage over ``messages`` (key, value), and a digest of every message written and every
+    side-sink record."""
     spec = sensor_anomaly_flow(detector=detector)
     settings = KafkaSettings(namespace="bench.")
     out = FlowOutput(spec, settings, AvroSerde(compiled=compiled))
@@ -52,8 +54,11 @@ def one_round(messages: list[tuple[str, bytes]], detector: str, compiled: bool) 
                 m = out.encode(e)
                 digest.update(m.topic.encode() + m.key + m.value)
         t3 = time.process_time()
-        sink.write([e for e in emits if not out.kafka_bound(e)])
+        sunk = [e for e in emits if not out.kafka_bound(e)]
+        sink.write(sunk)
         t4 = time.process_time()
+        for e in sunk:
+            digest.update(repr((e.topic, e.key, e.record)).encode())
         for stage, dt in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
             spent[stage] += dt
     return spent, digest.hexdigest()
@@ -92,7 +97,8 @@ def run(messages: int = 2000, rounds: int = 3, detector: str = "seasonal", json_
     mean = {name: {k: round(sum(r[k] for r in rs) / len(rs), 3) for k in (*STAGES, "total")}
             for name, rs in runs.items()}
     result = {"cpu_s_per_m_readings": mean, "runs": runs, "messages": messages, "rounds": rounds,
-              "detector": detector, "same_bytes": True, "machine": machine()}
+              "detector": detector, "same_bytes": True, "digest": digests.pop(), "machine": machine()}
+    typer.echo(f"outputs digest (Kafka messages and sink records): {result['digest']}")
     for name, m in mean.items():
         typer.echo(f"{name:9s} " + "  ".join(f"{k} {v:.3f}" for k, v in m.items()) + "  (CPU s per 1M readings)")
     typer.echo(f"compiled / fastavro, whole path: {mean['compiled']['total'] / mean['fastavro']['total']:.2f}")

@@ -147,9 +147,14 @@ class ArrayDetector(AnomalyDetector):
             view[...] = buffers[name]
 
     def _set_offsets(self, sizes: Sequence[int]) -> None:
-        """Record each buffer's offset in ``mem`` (and the end) in the parameter vector, from their sizes."""
+        """Record each buffer's offset in ``mem`` (and the end) in a new parameter vector, from their sizes.
+
+        The parameter vector is never changed in place, so copies of a detector and the explainer's state from
+        before a batch share it instead of copying it per series and per batch."""
         first = len(self.kernel_params)
-        self._p[first : first + len(sizes) + 1] = [0, *itertools.accumulate(sizes)]
+        p = self._p.copy()
+        p[first : first + len(sizes) + 1] = [0, *itertools.accumulate(sizes)]
+        self._p = p
 
     def _views(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Buffers (all, or ``names``) as named views into ``mem``, made on demand: a fleet keeps no view
@@ -161,15 +166,23 @@ class ArrayDetector(AnomalyDetector):
             if names is None or name in names
         }
 
+    def _flat(self, name: str, dtype: str = "<f8") -> np.ndarray:
+        """One 1-D buffer as a view into ``mem``, read from its offsets alone: ``_views`` lays out every buffer's
+        shape first (about 10 us; an alert's explanation asks for a few buffers)."""
+        at = len(self.kernel_params) + self.buffers.index(name)
+        flat = self._mem[int(self._p[at]) : int(self._p[at + 1])]
+        return flat if dtype == "<f8" else flat.view(dtype)
+
     def params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _defaults(type(self))}
 
     def _copy(self) -> ArrayDetector:
         """This detector with its own copy of the state: what ``make_detector`` hands out of a pristine one built
-        once per parameter set (validating and laying out a ``seasonal`` costs about 100 us, a copy a few)."""
+        once per parameter set (validating and laying out a ``seasonal`` costs about 100 us, a copy a few). The
+        parameter vector is shared: nothing changes it in place (``_set_offsets`` replaces it)."""
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
-        new._p, new._s, new._mem = self._p.copy(), self._s.copy(), self._mem.copy()
+        new._s, new._mem = self._s.copy(), self._mem.copy()
         return new
 
     def score_learn(self, values: np.ndarray, timestamps: np.ndarray) -> np.ndarray:

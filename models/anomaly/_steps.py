@@ -132,13 +132,16 @@ def range_learn(k, x, mn, mx):  # pragma: no cover - compiled
 
 
 @lazy_inline
-def window_reach(x, window, W):  # pragma: no cover - compiled
-    """How far ``x`` is from the farther extreme of the window of the last ``W`` readings: a bound on its
-    distance from the window's median, so a small reach rules out a spike without sorting."""
-    wlo, whi = window[0], window[0]
-    for j in range(1, W):
-        wlo, whi = min(wlo, window[j]), max(whi, window[j])
-    return max(abs(x - wlo), abs(x - whi))
+def window_reaches(x, window, W, bar):  # pragma: no cover - compiled
+    """Whether ``x`` is at least ``bar`` from the farther extreme of the window of the last ``W`` readings: that
+    distance bounds its distance from the window's median, so a short one rules out a spike without sorting.
+    The farther extreme is the reading farthest from ``x`` (|x - w| is monotone on each side of ``x``, rounding
+    included), so this asks whether any reading is ``bar`` away: compares or-ed together, which vectorise, where
+    a running min and max do not (about a tenth of a ``seasonal`` kernel's time on the simulator's series)."""
+    hit = False
+    for j in range(W):
+        hit |= abs(x - window[j]) >= bar
+    return hit
 
 
 @lazy_inline

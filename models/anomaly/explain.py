@@ -87,7 +87,8 @@ class BatchExplainer:
     detector
         The detector that scored the batch (only its type and parameters are used; it is never changed).
     before
-        Its parameter vector, scalars and buffer block from before the batch; ``None`` if it has no explainer.
+        Its parameter vector (shared: nothing changes one in place), scalars and buffer block from before the
+        batch; ``None`` if it has no explainer.
     values, timestamps
         The batch as scored.
     """
@@ -112,7 +113,8 @@ class BatchExplainer:
         if self._scratch is None or index < self._at:
             scratch = object.__new__(type(self._detector))  # its parameters, without a constructor's checks
             scratch.__dict__.update(vars(self._detector))
-            scratch._p, scratch._s, scratch._mem = (a.copy() for a in self._before)
+            p, st, mem = self._before
+            scratch._p, scratch._s, scratch._mem = p, st.copy(), mem.copy()  # p is never changed in place
             self._scratch, self._at = scratch, 0
         if index > self._at:
             self._scratch.score_learn(self._values[self._at : index], self._timestamps[self._at : index])
@@ -145,7 +147,7 @@ def score_explained(detector: AnomalyDetector, values: Any, timestamps: Any) -> 
     """
     before = None
     if isinstance(detector, ArrayDetector):
-        before = (detector._p.copy(), detector._s.copy(), detector._mem.copy())
+        before = (detector._p, detector._s.copy(), detector._mem.copy())  # p is never changed in place
     scores = detector.score_learn(values, timestamps)  # validates the batch: the explainer trusts it from here on
     return scores, BatchExplainer(detector, before, np.asarray(values, dtype=np.float64),
                                   np.asarray(timestamps, dtype=np.int64))
@@ -153,7 +155,7 @@ def score_explained(detector: AnomalyDetector, values: Any, timestamps: Any) -> 
 
 def _window(det: ArrayDetector, n: int) -> np.ndarray:
     """The detector's recent-readings ring, oldest first (only the filled part)."""
-    w = det._views(["window"])["window"]
+    w = det._flat("window")
     size = w.shape[0]
     if n < size:
         return w[:n].copy()
@@ -180,7 +182,7 @@ def _make(rule: str, x: float, expected: float, sigma: float, context: np.ndarra
           band: tuple[float, float] | None = None) -> Explanation:
     lo, hi = band if band is not None else (expected - BAND_SIGMAS * sigma, expected + BAND_SIGMAS * sigma)
     return Explanation(rule, float(expected), float(lo), float(hi), float(abs(x - expected) / sigma),
-                       [float(c) for c in context[-CONTEXT:]] + [x])
+                       [*context[-CONTEXT:].tolist(), x])
 
 
 def _seasonal_expectation(det: ArrayDetector, x: float, ts: float) -> tuple[float, float] | None:
@@ -191,7 +193,6 @@ def _seasonal_expectation(det: ArrayDetector, x: float, ts: float) -> tuple[floa
     step = st[STATE.step]
     if step <= 0.0 or st[STATE.n] < 2:
         return None
-    views = det._views(["slot_mean", "slot_seen", "slot_mean2", "slot_seen2"])
     best: tuple[float, float] | None = None
     best_err = 1e300
     for (period, table, seen, rv, rn, se), ns in zip((
@@ -201,10 +202,10 @@ def _seasonal_expectation(det: ArrayDetector, x: float, ts: float) -> tuple[floa
         if ns == 0:
             continue
         sl = min(int((ts % period) / step), ns - 1)
-        if not (int(views[seen][sl >> 6]) >> (sl & 63)) & 1 or st[rn] < ns or st[se] >= best_err:
+        if not (int(det._flat(seen, "<i8")[sl >> 6]) >> (sl & 63)) & 1 or st[rn] < ns or st[se] >= best_err:
             continue
         best_err = st[se]
-        best = float(views[table][sl]), math.sqrt(st[rv]) + 1e-9 * max(1.0, abs(st[STATE.mean]))
+        best = float(det._flat(table)[sl]), math.sqrt(st[rv]) + 1e-9 * max(1.0, abs(st[STATE.mean]))
     return best
 
 

@@ -48,7 +48,7 @@ from models.anomaly._steps import (
     spike_rate_learn,
     store_head,
     surprise_z,
-    window_reach,
+    window_reaches,
 )
 
 PARAMS = ("alpha", "tol", "tau", "damp", "short", "history", "history_block", "hold", "warmup", "window", "spike",
@@ -83,7 +83,7 @@ def _robust_kernel(values, timestamps, start, params, scalars, mem, out):  # pra
                 s = max(s, SURE)
             if k >= W:
                 ex = False
-                if window_reach(x, window, W) >= kspike * max(floor_frac * sd_long, 1e-9):
+                if window_reaches(x, window, W, kspike * max(floor_frac * sd_long, 1e-9)):
                     dev, sc = mad_deviation(x, window, W, buf, sd_long, floor_frac)
                     ex = dev >= kspike * sc
                 spiked = ex and rate < rate_max

