@@ -357,43 +357,6 @@ class StagedStates:
         return -math.inf if resume is None else resume
 
 
-class EpochClock:
-    """When a process's bucket snapshots last ran, to tell when the next are due: Bytewax snapshots every changed
-    key at an epoch's close, so the buckets' snapshots of one close come together.
-
-    Parameters
-    ----------
-    interval
-        The epoch interval.
-    """
-
-    def __init__(self, interval: timedelta) -> None:
-        self.interval_s = interval.total_seconds()
-        self.last = -math.inf  # monotonic time of the latest snapshot
-
-    def closed(self, now: float) -> None:
-        """A snapshot ran at ``now`` (``time.monotonic``).
-
-        Parameters
-        ----------
-        now
-            Its time.
-        """
-        self.last = now
-
-    def next_close(self, now: float) -> float:
-        """When the next snapshots are expected after ``now`` (monotonic); -inf before the first.
-
-        Parameters
-        ----------
-        now
-            The time (``time.monotonic``).
-        """
-        if self.last == -math.inf:
-            return -math.inf
-        return self.last + (math.floor((now - self.last) / self.interval_s) + 1) * self.interval_s
-
-
 GC_THRESHOLDS = (50_000, 20, 10)  # a flow process's gc.set_threshold: 100,000 devices hold ~1.2M long-lived objects,
 # which Python's (700, 10, 10) rescans in full again and again while they grow (BENCHMARKS.md, Fleet scale)
 ENCODE_EARLY = timedelta(seconds=0.5)  # a key that spoke once in an epoch is encoded this long after, not at its end
@@ -409,23 +372,16 @@ class _BucketLogic(StatefulBatchLogic):
 
     A key's state is, in the bucket, either its ``encode_processor`` bytes (changed lately) or the version of
     those bytes in the process's store (``StagedStates``); it is re-encoded only when it processed events since
-    the last snapshot (or, having spoken once in an epoch and not expected to speak again before its end,
-    ``ENCODE_EARLY`` after), decoded when it next speaks,
+    the last snapshot (or, having spoken once in an epoch, ``ENCODE_EARLY`` after), decoded when it next speaks,
     and its processor dropped again once silent for ``keep_decoded`` or pushed out by more recent keys
     (``decoded_bytes`` per process, shared by ``buckets``). With ``idle_after``, a key silent that long leaves the
     bucket for the ``IdleStore``, and an empty bucket leaves Bytewax. Resumed states that this layout does not route
     here (one key per device, another bucket count) move to the idle store, where each key finds its own.
-
-    With ``clock``, a key whose last gap between batches, from now, ends before the epoch's expected snapshot is
-    expected to speak again before it, and the snapshot encodes it anyway: it gets no early encode, and so no
-    notification for one (at 1,000 devices under live load each device spoke every 0.4-0.5 s, and each bucket was
-    activated once an epoch for an early encode that its next batch cancelled or made a second encode:
-    BENCHMARKS.md, Fleet scale, "Session 9: live latency"). Without it, every key that spoke once is encoded early.
     """
 
     def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
                  idle_after: timedelta | None, buckets: int, staged: StagedStates | None, *,
-                 keep_decoded: timedelta, decoded_bytes: int, clock: EpochClock | None = None) -> None:
+                 keep_decoded: timedelta, decoded_bytes: int) -> None:
         self.spec = spec
         self.output = output
         self.timer = PROCESSING_SECONDS.labels(spec.name)
@@ -444,7 +400,6 @@ class _BucketLogic(StatefulBatchLogic):
         self.held_bytes = 0  # the sum of ``held``, kept within ``budget``
         self.budget = decoded_bytes // buckets  # this bucket's share of the process's decoded processors
         self.keep_decoded_s = keep_decoded.total_seconds()
-        self.clock = clock
         self.dirty: set[str] = set()  # keys that processed events since the last snapshot
         self.early: dict[str, datetime | None] = {}  # keys that spoke this epoch -> when to encode early (None: not)
         self.encode_at: datetime | None = None  # at most the earliest of ``early``
@@ -485,25 +440,19 @@ class _BucketLogic(StatefulBatchLogic):
         due = wall + self.idle_after if self.idle_after is not None else None
         early = wall + ENCODE_EARLY
         now = time.monotonic()
-        encode_early = False
-        snapshot_at = self.clock.next_close(now) if self.clock is not None else -math.inf
         with self.timer.time():
             for key, events in by_key.items():
                 emits.extend(self._processor(key).process(events))
                 self.dirty.add(key)
-                previous = self.spoke.pop(key, None)
+                self.early[key] = None if key in self.early else early  # twice in an epoch: at its end only
+                self.spoke.pop(key, None)
                 self.spoke[key] = now
-                if key in self.early or (previous is not None and now + (now - previous) < snapshot_at):
-                    self.early[key] = None  # spoke, or is expected to speak, again this epoch: the snapshot encodes it
-                else:
-                    self.early[key] = early
-                    encode_early = True
                 if due is not None:
                     self.due[key] = due
         self.output.processed(values)
         if due is not None and self.next_due is None:
             self.next_due = due
-        if encode_early and self.encode_at is None:
+        if self.encode_at is None:
             self.encode_at = early
         return _outputs(self.output, emits), StatefulBatchLogic.RETAIN
 
@@ -598,8 +547,8 @@ class _BucketLogic(StatefulBatchLogic):
         """Encode the keys that spoke once this epoch and have been silent ``ENCODE_EARLY`` since, now rather than
         all in the epoch's snapshot: a snapshot encodes every key that spoke in the epoch on the worker's thread,
         and every event arriving meanwhile waits (0.5 s per epoch at 1,000 devices under load, BENCHMARKS.md). A
-        key that speaks again is encoded again at the snapshot (at most twice per epoch), one that spoke twice, or
-        is expected to (``EpochClock``), only there."""
+        key that speaks again is encoded again at the snapshot (at most twice per epoch), one that spoke twice
+        only there."""
         waiting = []
         for key, at in self.early.items():
             if at is None:
@@ -624,8 +573,6 @@ class _BucketLogic(StatefulBatchLogic):
             self._undecode(key)
 
     def snapshot(self) -> bytes:
-        if self.clock is not None:
-            self.clock.closed(time.monotonic())
         durable = self.staged.written() if self.staged is not None else 0
         for key, version in list(self.pending.items()):
             if version <= durable and key not in self.dirty:  # written: the checkpoint carries its version now
@@ -849,12 +796,10 @@ def build_dataflow(
     if staged is None and buckets and idle is not None:
         staged = StagedStates(idle, epochs)
 
-    clock = EpochClock(timedelta(seconds=epochs.interval_s)) if epochs is not None else None
-
     def logic(resume: bytes | None) -> StatefulBatchLogic:
         if buckets:
             return _BucketLogic(spec, output, resume, idle, idle_after, buckets, staged, keep_decoded=keep_decoded,
-                                decoded_bytes=decoded_bytes, clock=clock)
+                                decoded_bytes=decoded_bytes)
         return _ProcessorLogic(spec, output, resume, idle, idle_after)
 
     # Steps work on whole batches (a poll's messages, a key's emits): one Python call per batch, not per item; the

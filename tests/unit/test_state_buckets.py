@@ -6,8 +6,6 @@ restart, on_notify), without a broker; the flow against the real broker is in te
 
 import itertools
 import logging
-import math
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +14,7 @@ from pydantic import ValidationError
 from connectors.config import explain
 from connectors.kafka import KafkaSettings
 from streams.engines import bytewax as bytewax_engine
-from streams.engines.bytewax import EpochClock, StagedStates, _BucketLogic, _ProcessorLogic, build_dataflow
+from streams.engines.bytewax import StagedStates, _BucketLogic, _ProcessorLogic, build_dataflow
 from streams.engines.output import FlowOutput
 from streams.flows import flow_spec
 from streams.processor import Event, run_local
@@ -41,10 +39,10 @@ class Worker:
 
     def __init__(self, tmp_path, idle_after: timedelta | None = None,
                  keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
-                 decoded_bytes: int = DECODED_BYTES, clock: EpochClock | None = None) -> None:
+                 decoded_bytes: int = DECODED_BYTES) -> None:
         self.tmp_path = tmp_path
         self.idle_after = idle_after
-        self.decoded = {"keep_decoded": keep_decoded, "decoded_bytes": decoded_bytes, "clock": clock}
+        self.decoded = {"keep_decoded": keep_decoded, "decoded_bytes": decoded_bytes}
         self.output = FlowOutput(SPEC, KafkaSettings())
         self.checkpoint: dict[int, bytes] = {}
         self.restart()
@@ -126,59 +124,6 @@ def test_a_device_that_spoke_once_is_encoded_before_the_snapshot_and_a_restart_r
     rest = [e for e in evs[31:] if e is not other and e is not twice]
     head = [*evs[:30], once, other, twice]
     assert by_device(worker.feed(rest)) == by_device(run_local(SPEC, rest, processors=_reference_after(head)))
-
-
-def test_a_device_that_speaks_more_often_than_an_epoch_is_encoded_in_the_snapshot_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(bytewax_engine, "ENCODE_EARLY", timedelta(0))
-    encoded: list[str] = []
-    real = bytewax_engine.encode_processor
-    monkeypatch.setattr(bytewax_engine, "encode_processor", lambda p, key: encoded.append(key) or real(p, key))
-    evs = events(29, devices=1)
-    worker = Worker(tmp_path, clock=EpochClock(timedelta(hours=1)))  # gaps far shorter than it
-    got = worker.feed(evs[:1])  # its first batch: no gap known, no snapshot yet, so it is encoded early
-    logic = next(iter(worker.logics.values()))
-    assert logic.notify_at() is not None
-    logic.on_notify()
-    assert encoded == [SPEC.key(evs[0])]
-    worker.epoch()
-    encoded.clear()
-    for i in range(1, 28):  # the next batch is expected long before the next snapshot: left for the snapshot
-        got += worker.feed(evs[i:i + 1])
-        assert logic.notify_at() is None  # no early encode, no activation for one
-        if i % 3 == 0:
-            worker.epoch()
-    assert encoded == [SPEC.key(evs[0])] * 9  # once per epoch that it spoke in, in the snapshot
-    worker.feed(evs[28:])  # after the last checkpoint: read again after the restart
-    worker.restart()
-    assert by_device(got) == by_device(run_local(SPEC, evs[:28]))
-    tail = run_local(SPEC, evs[28:], processors=_reference_after(evs[:28]))
-    assert by_device(worker.feed(evs[28:])) == by_device(tail)
-
-
-def test_a_device_expected_to_speak_after_the_next_snapshot_is_still_encoded_early(tmp_path, monkeypatch):
-    monkeypatch.setattr(bytewax_engine, "ENCODE_EARLY", timedelta(0))
-    clock = EpochClock(timedelta(seconds=2))
-    worker = Worker(tmp_path, clock=clock)
-    evs = events(3, devices=1)
-    worker.feed(evs[:1])
-    worker.epoch()
-    logic = next(iter(worker.logics.values()))
-    key = SPEC.key(evs[0])
-    clock.closed(time.monotonic() - 1.9)  # the next snapshot is 0.1 s away
-    logic.spoke[key] = time.monotonic() - 1.5  # and the device speaks every 1.5 s
-    worker.feed(evs[1:2])
-    assert logic.notify_at() is not None  # its next batch falls in the next epoch: encoded early
-    worker.epoch()  # 2 s to the next snapshot: its next batch, 1.5 s after this one, comes before it
-    logic.spoke[key] = time.monotonic() - 1.5
-    worker.feed(evs[2:])
-    assert logic.notify_at() is None
-
-
-def test_the_epoch_clock_tells_the_next_close_after_a_time():
-    clock = EpochClock(timedelta(seconds=2))
-    assert clock.next_close(100.0) == -math.inf  # no snapshot yet: unknown
-    clock.closed(10.0)
-    assert [clock.next_close(t) for t in (10.0, 11.9, 12.0, 15.5)] == [12.0, 12.0, 14.0, 16.0]
 
 
 def _reference_after(head: list[Event]) -> dict:
