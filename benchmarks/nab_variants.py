@@ -536,7 +536,7 @@ def simulator_check(params: dict[str, float] | None = None, devices: int = 20, s
 
     from streams.flows.sensor_anomaly import ALERTS_TOPIC, SCORES_TOPIC, SOURCE_TOPIC, sensor_anomaly_flow
     from streams.processor import Event, run_local
-    from streams.producers.simulator import SensorSimulator
+    from streams.producers.simulator import SensorSimulator, flagged_times
 
     cls = variant_class()
     models.anomaly.DETECTORS[cls.name] = cls
@@ -547,14 +547,8 @@ def simulator_check(params: dict[str, float] | None = None, devices: int = 20, s
                           [Event(SOURCE_TOPIC, r["device_id"], r) for r in batch])
     finally:
         del models.anomaly.DETECTORS[cls.name]
-    hot: dict[tuple[str, str], list[int]] = {}
-    for e in emits:
-        if e.topic == SCORES_TOPIC:
-            for series in e.record["series"]:
-                hot.setdefault((e.record["device_id"], series["sensor"]), []).extend(
-                    t for t, sc in zip(series["timestamps"], series["scores"]) if sc >= e.record["threshold"])
-    missed = Counter(a.kind for a in sim.injected
-                     if not any(a.start_ms <= t <= a.end_ms for t in hot.get((a.device_id, a.sensor), [])))
+    flagged = flagged_times(e.record for e in emits if e.topic == SCORES_TOPIC)
+    missed = Counter(a.kind for a in sim.injected if not a.caught(flagged))
     return {"injected": len(sim.injected), "caught": len(sim.injected) - sum(missed.values()),
             "missed": dict(sorted(missed.items())),
             "opened": sum(1 for e in emits if e.topic == ALERTS_TOPIC and e.record["status"] == "OPENED")}

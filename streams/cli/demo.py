@@ -122,9 +122,7 @@ class OutputWatcher(threading.Thread):
 
     def detected(self, anomaly: InjectedAnomaly) -> bool:
         with self.lock:
-            times = self.hot.get((anomaly.device_id, anomaly.sensor), [])
-            i = bisect.bisect_left(times, anomaly.start_ms)
-            return i < len(times) and times[i] <= anomaly.end_ms
+            return anomaly.caught(self.hot)
 
     def stop(self) -> None:
         self._halt.set()

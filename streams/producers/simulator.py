@@ -8,13 +8,17 @@ injected anomalies the flow detected. Malformed messages can be mixed in to exer
 
 from __future__ import annotations
 
+import bisect
 import random
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from schemas import derive_id
+from schemas.scores import series_scores
 
 SENSORS = {  # name: (unit, baseline, cycle amplitude, noise sd)
     "temperature": ("celsius", 21.0, 3.0, 0.25),
@@ -47,6 +51,38 @@ class InjectedAnomaly:
     kind: str
     start_ms: int
     end_ms: int  # inclusive: the last affected reading
+
+    def caught(self, flagged: Mapping[tuple[str, str], Sequence[int]]) -> bool:
+        """Whether one of its readings scored at or above the threshold: a flagged event time of its series
+        within it (``flagged`` as ``flagged_times`` builds it, sorted per device and sensor).
+
+        Parameters
+        ----------
+        flagged
+            Flagged event times per (device, sensor), ascending.
+        """
+        times = flagged.get((self.device_id, self.sensor), ())
+        i = bisect.bisect_left(times, self.start_ms)
+        return i < len(times) and times[i] <= self.end_ms
+
+
+def flagged_times(scores: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[int]]:
+    """Event times scored at or above their record's threshold, ascending per (device, sensor): what
+    ``InjectedAnomaly.caught`` compares the ground truth with, from ``anomaly_score`` records of either encoding.
+
+    Parameters
+    ----------
+    scores
+        The sensor flow's score records.
+    """
+    flagged: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for rec in scores:
+        for series in rec["series"]:
+            stamps, values = series_scores(series)
+            flagged[(rec["device_id"], series["sensor"])].extend(stamps[values >= rec["threshold"]].tolist())
+    for times in flagged.values():
+        times.sort()
+    return dict(flagged)
 
 
 @dataclass
