@@ -71,10 +71,11 @@ interval_s = 0.1
     return path
 
 
-def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_agent(config: Path, log: Path, flush_timeout_s: int = 30) -> subprocess.Popen[bytes]:
+    """``python -m edge_agent run`` from this checkout as a process of its own, its log appended to ``log``."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", "edge_agent", "run", "--config", str(config), "--flush-timeout", "30"],
+        [sys.executable, "-m", "edge_agent", "run", "--config", str(config), "--flush-timeout", str(flush_timeout_s)],
         stdout=subprocess.DEVNULL,
         stderr=log.open("ab"),
         env=env,
@@ -91,8 +92,8 @@ def _stop(agent: subprocess.Popen[bytes]) -> None:
         agent.wait()
 
 
-def _buffer(path: Path) -> tuple[int, int, int]:
-    """(batches, readings, next seq) in the agent's buffer, read alongside it."""
+def buffer_state(path: Path) -> tuple[int, int, int]:
+    """(batches, readings, next seq) in the agent's buffer, read alongside it; zeros until the agent made it."""
     if not path.exists():
         return 0, 0, 0
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
@@ -122,16 +123,16 @@ def _load(tmp: Path, ks: KafkaSettings, rate: int, warmup: float, window: float,
     reading with the shipped int8 ONNX model on the device with ``onnx``)."""
     (tmp / "buffer.sqlite").unlink(missing_ok=True)
     log = tmp / f"agent-{rate}{'-onnx' if onnx else ''}.log"
-    agent = _start(_config(tmp, ks.bootstrap_servers, ks.namespace, rate, onnx=onnx), log)
+    agent = start_agent(_config(tmp, ks.bootstrap_servers, ks.namespace, rate, onnx=onnx), log)
     try:
-        _wait(lambda: _buffer(tmp / "buffer.sqlite")[2] > 0, 30, "the first batch", agent, log)
+        _wait(lambda: buffer_state(tmp / "buffer.sqlite")[2] > 0, 30, "the first batch", agent, log)
         time.sleep(warmup)
         cpu0, t0, rss = process_cpu_seconds(agent.pid), time.monotonic(), 0
         while time.monotonic() - t0 < window:
             time.sleep(0.5)
             rss = max(rss, process_rss_bytes(agent.pid))
         cpu = 100.0 * (process_cpu_seconds(agent.pid) - cpu0) / (time.monotonic() - t0)
-        depth = _buffer(tmp / "buffer.sqlite")[0]
+        depth = buffer_state(tmp / "buffer.sqlite")[0]
         if depth > 20:
             raise RuntimeError(f"the agent fell behind at {rate} readings/s: {depth} batches waiting")
     finally:
@@ -171,12 +172,12 @@ def _drain(tmp: Path, ks: KafkaSettings, backlog: int) -> tuple[float, float]:
     buf.close()
     raw = _raw_produce(ks, payloads)
     log = tmp / "agent-drain.log"
-    agent = _start(_config(tmp, ks.bootstrap_servers, ks.namespace, 1000), log)
+    agent = start_agent(_config(tmp, ks.bootstrap_servers, ks.namespace, 1000), log)
     try:
-        start_depth = _buffer(path)[0]
-        _wait(lambda: _buffer(path)[0] < start_depth, 60, "the drain to start", agent, log, every=0.005)
-        t0, left0 = time.monotonic(), _buffer(path)[1]
-        _wait(lambda: _buffer(path)[0] <= 1, 300, "the backlog to drain", agent, log, every=0.005)
+        start_depth = buffer_state(path)[0]
+        _wait(lambda: buffer_state(path)[0] < start_depth, 60, "the drain to start", agent, log, every=0.005)
+        t0, left0 = time.monotonic(), buffer_state(path)[1]
+        _wait(lambda: buffer_state(path)[0] <= 1, 300, "the backlog to drain", agent, log, every=0.005)
         elapsed = time.monotonic() - t0
     finally:
         _stop(agent)
@@ -220,9 +221,9 @@ def _outage(tmp: Path, ks: KafkaSettings, broker: EmbeddedBroker, seconds: float
     log = tmp / "agent-outage.log"
     ns = KafkaSettings(bootstrap_servers=ks.bootstrap_servers, namespace="outage.")
     create_topics(ns, ["sensor.readings"])
-    agent = _start(_config(tmp, ns.bootstrap_servers, ns.namespace, 1000), log)
+    agent = start_agent(_config(tmp, ns.bootstrap_servers, ns.namespace, 1000), log)
     try:
-        _wait(lambda: _buffer(path)[2] - _buffer(path)[0] >= 5, 30, "first deliveries", agent, log)
+        _wait(lambda: buffer_state(path)[2] - buffer_state(path)[0] >= 5, 30, "first deliveries", agent, log)
         agent.send_signal(signal.SIGSTOP)  # freeze: what the broker holds now is exactly what we read
         before = read_topic(ns, "sensor.readings", idle=2.0)
         broker.stop()
@@ -230,7 +231,7 @@ def _outage(tmp: Path, ks: KafkaSettings, broker: EmbeddedBroker, seconds: float
         time.sleep(seconds)
         broker.start()
         create_topics(ns, ["sensor.readings"])
-        _wait(lambda: _buffer(path)[0] == 0, 120, "the backlog to drain", agent, log)
+        _wait(lambda: buffer_state(path)[0] == 0, 120, "the backlog to drain", agent, log)
     finally:
         _stop(agent)
     after = read_topic(ns, "sensor.readings", idle=2.0)
@@ -289,12 +290,12 @@ def _model_swaps(tmp: Path, ks: KafkaSettings, swaps: int) -> tuple[list[float],
     generate_keypair(tmp / "k.pem", tmp / "k.pub.pem")
     models = [build_model(tmp / f"m{w}.onnx", window=w).read_bytes() for w in (12, 16)]
     log = tmp / "agent-swap.log"
-    agent = _start(_swap_config(tmp, ns, tmp / "k.pub.pem"), log)
+    agent = start_agent(_swap_config(tmp, ns, tmp / "k.pub.pem"), log)
     serde = AvroSerde()
     windows: list[tuple[int, int]] = []
     previous = None
     try:
-        _wait(lambda: _buffer(tmp / "buffer.sqlite")[2] > 0, 30, "the first batch", agent, log)
+        _wait(lambda: buffer_state(tmp / "buffer.sqlite")[2] > 0, 30, "the first batch", agent, log)
         time.sleep(2.0)
         with EventProducer(ns) as out:
             for i in range(swaps):

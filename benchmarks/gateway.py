@@ -183,6 +183,21 @@ def _start_gateway(settings: KafkaSettings, work: Path) -> tuple[subprocess.Pope
         time.sleep(0.1)
 
 
+def _load_gateway(settings: KafkaSettings, work: Path, plan: list[list[dict[str, Any]]],
+                  duration: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(HTTP, WebSocket) load results through one gateway process: ``plan``'s events per connection as POST
+    bodies, then again over WebSocket with sequence numbers moved past them, so that none is a replay."""
+    per_conn = len(plan[0])
+    bodies = [[json.dumps(e).encode() for e in conn] for conn in plan]
+    ws_plan = [[{**e, "seq": e["seq"] + per_conn} for e in conn] for conn in plan]
+    proc, port = _start_gateway(settings, work)
+    try:
+        return _load("http", port, bodies, duration), _load("ws", port, ws_plan, duration)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
 def run(
     json_path: Path | None = None,
     requests: int = 20_000,
@@ -194,20 +209,12 @@ def run(
     rng = random.Random(7)
     per_conn = max(1, requests // connections)
     plan = [[_event(c, seq, readings, rng) for seq in range(per_conn)] for c in range(connections)]
-    ws_plan = [[{**e, "seq": e["seq"] + per_conn} for e in conn] for conn in plan]
-    bodies = [[json.dumps(e).encode() for e in conn] for conn in plan]
     work = Path(tempfile.mkdtemp(prefix="eddyline-bench-gateway-"))
     with EmbeddedBroker(log_path=work / "broker.log") as broker:
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace="bench.")
         create_topics(settings, [TOPIC, "direct." + TOPIC])
         direct = _direct(settings, [e for conn in plan for e in conn])
-        proc, port = _start_gateway(settings, work)
-        try:
-            http = _load("http", port, bodies, duration)
-            ws = _load("ws", port, ws_plan, duration)
-        finally:
-            proc.terminate()
-            proc.wait(60)
+        http, ws = _load_gateway(settings, work, plan, duration)
         landed = len(read_topic(settings, TOPIC, expected=http["accepted"] + ws["accepted"], timeout=60))
     result = {
         "requests_per_s": round(http["per_s"], 1),
@@ -225,7 +232,7 @@ def run(
         "landed_on_topic": landed,
         "connections": connections,
         "readings_per_request": readings,
-        "body_bytes": len(bodies[0][0]),
+        "body_bytes": len(json.dumps(plan[0][0]).encode()),
         "machine": machine(),
     }
     write_json(json_path, result)

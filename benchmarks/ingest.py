@@ -28,7 +28,7 @@ import typer
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from benchmarks.report import machine, write_json
-from benchmarks.gateway import _direct, _event, _load, _start_gateway
+from benchmarks.gateway import _direct, _event, _load_gateway
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import KafkaSettings, create_topics, make_consumer
 from connectors.mqtt.mosquitto import Mosquitto
@@ -135,8 +135,6 @@ def run(json_path: Path | None = None, events: int = 8000, readings: int = 50, c
     rng = random.Random(11)
     per_conn = max(1, events // connections)
     plan = [[_event(c, seq, readings, rng) for seq in range(per_conn)] for c in range(connections)]
-    bodies = [[json.dumps(e).encode() for e in conn] for conn in plan]
-    ws_plan = [[{**e, "seq": e["seq"] + per_conn} for e in conn] for conn in plan]
     work = Path(tempfile.mkdtemp(prefix="eddyline-bench-ingest-"))
     result: dict[str, Any] = {}
     with EmbeddedBroker(log_path=work / "broker.log") as broker, Mosquitto(folder=work / "mosquitto") as mosq:
@@ -144,13 +142,7 @@ def run(json_path: Path | None = None, events: int = 8000, readings: int = 50, c
         create_topics(settings, [TOPIC, "direct." + TOPIC])
         direct = _direct(settings, [e for conn in plan for e in conn])
         result["raw_kafka"] = {"readings_per_s": round(direct * readings), "events_per_s": round(direct, 1)}
-        proc, port = _start_gateway(settings, work)
-        try:
-            http = _load("http", port, bodies, duration)
-            ws = _load("ws", port, ws_plan, duration)
-        finally:
-            proc.terminate()
-            proc.wait(60)
+        http, ws = _load_gateway(settings, work, plan, duration)
         for name, r in (("gateway_http", http), ("gateway_ws", ws)):
             result[name] = {"readings_per_s": round(r["per_s"] * readings), "events_per_s": round(r["per_s"], 1),
                             "p99_ms": round(r["p99_ms"], 2) if r["p99_ms"] else None, "errors": r["errors"]}

@@ -21,19 +21,14 @@ local registry's lock file serialises them; the history keeps both entries.
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 from typing import Any
 
 from models import tracking
-from models.registry.store import _NAME, ModelVersion, RegistryError
+from models.registry.store import ModelVersion, RegistryError, check_name, history_entry
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _HISTORY = "eddyline.history."
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _missing(exc: Exception) -> bool:
@@ -86,14 +81,9 @@ class MlflowRegistry:
 
     # reading
 
-    @staticmethod
-    def _check(model: str) -> None:
-        if not _NAME.match(model):
-            raise RegistryError(f"bad model name {model!r}: letters, digits, '.', '_' and '-' only")
-
     def _registered(self, model: str) -> SimpleNamespace | None:
         """The registered model's name, tags and aliases as one plain, writable snapshot (None if new)."""
-        self._check(model)
+        check_name(model)
         from mlflow.exceptions import MlflowException
 
         try:
@@ -124,14 +114,14 @@ class MlflowRegistry:
         model
             The model's name.
         """
-        self._check(model)
+        check_name(model)
         return sorted((self._as_version(model, mv) for mv in self._all(model)), key=lambda v: int(v.version))
 
     def _all(self, model: str) -> list[Any]:
         return self.client.search_model_versions(f"name = '{model}'", max_results=10_000)
 
     def _mv(self, model: str, version: str) -> Any:
-        self._check(model)
+        check_name(model)
         from mlflow.exceptions import MlflowException
 
         try:
@@ -249,8 +239,7 @@ class MlflowRegistry:
     def _log(self, rm: Any, action: str, version: str, replaced: str | None, reason: str, action_id: str | None,
              time_ms: int | None = None) -> None:
         n = sum(k.startswith(_HISTORY) for k in rm.tags or {})
-        entry = {"action": action, "version": version, "replaced": replaced, "reason": reason,
-                 "time_ms": time_ms or _now_ms(), "action_id": action_id}
+        entry = history_entry(action, version, replaced, reason, action_id, time_ms)
         self.client.set_registered_model_tag(rm.name, f"{_HISTORY}{n:06d}", json.dumps(entry, sort_keys=True))
         rm.tags[f"{_HISTORY}{n:06d}"] = json.dumps(entry)
         if action_id is not None:

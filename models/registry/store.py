@@ -76,6 +76,20 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def check_name(model: str) -> str:
+    """``model`` if it is a name every registry can store (a folder name, an MLflow name); else ``RegistryError``."""
+    if not _NAME.match(model):
+        raise RegistryError(f"bad model name {model!r}: letters, digits, '.', '_' and '-' only")
+    return model
+
+
+def history_entry(action: str, version: str, replaced: str | None, reason: str, action_id: str | None,
+                  time_ms: int | None = None) -> dict[str, Any]:
+    """One lineage entry, in the one shape every registry keeps, so that a migration copies it as it is."""
+    return {"action": action, "version": version, "replaced": replaced, "reason": reason,
+            "time_ms": time_ms or _now_ms(), "action_id": action_id}
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -123,9 +137,7 @@ class ModelRegistry:
     # reading
 
     def _folder(self, model: str) -> Path:
-        if not _NAME.match(model):
-            raise RegistryError(f"bad model name {model!r}: letters, digits, '.', '_' and '-' only")
-        return self.root / model
+        return self.root / check_name(model)
 
     def _load(self, model: str) -> dict[str, Any]:
         path = self._folder(model) / "registry.json"
@@ -251,8 +263,7 @@ class ModelRegistry:
     @staticmethod
     def _log(data: dict[str, Any], action: str, version: str, replaced: str | None, reason: str,
              action_id: str | None) -> None:
-        data["history"].append({"action": action, "version": version, "replaced": replaced, "reason": reason,
-                                "time_ms": _now_ms(), "action_id": action_id})
+        data["history"].append(history_entry(action, version, replaced, reason, action_id))
 
     def register(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None = None,
                  metrics: dict[str, float] | None = None, info: dict[str, Any] | None = None,

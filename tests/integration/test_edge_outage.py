@@ -6,13 +6,13 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from benchmarks.edge import buffer_state, start_agent
 from connectors.broker import EmbeddedBroker, free_port
 from connectors.kafka import KafkaSettings, create_topics, read_topic
 from schemas import SENSOR_BATCH, AvroSerde
@@ -21,7 +21,6 @@ pytestmark = pytest.mark.integration
 
 RATE = 200  # readings per second, 2 sensors: one reading per sensor every 10 ms
 PERIOD_MS = 10
-REPO = Path(__file__).resolve().parents[2]
 
 
 def write_config(tmp: Path, bootstrap: str, namespace: str, **edge: object) -> Path:
@@ -47,34 +46,8 @@ def _toml(v: object) -> str:
     return f'"{v}"' if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge_agent", "run", "--config", str(config), "--flush-timeout", "10"],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
-        env=env,
-        cwd=REPO,
-    )
-
-
-def buffer_state(path: Path) -> tuple[int, int]:
-    """(batches waiting, next sequence number), read while the agent writes."""
-    if not path.exists():
-        return 0, 0
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        depth = db.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-        row = db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-        return depth, int(row[0]) if row else 0
-    except sqlite3.OperationalError:  # not created yet
-        return 0, 0
-    finally:
-        db.close()
-
-
 def acked(path: Path) -> int:
-    depth, next_seq = buffer_state(path)
+    depth, _, next_seq = buffer_state(path)
     return next_seq - depth
 
 
@@ -148,7 +121,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
     try:
         create_topics(ks, ["sensor.readings"])
         config = write_config(tmp_path, ks.bootstrap_servers, ks.namespace, send_fresh_share=0.0)
-        agent = start_agent(config, log)
+        agent = start_agent(config, log, flush_timeout_s=10)
         wait_for(lambda: acked(tmp_path / "buffer.sqlite") >= 5, 30, "first deliveries", agent, log)
 
         # Freeze the agent so that what the broker has acknowledged is exactly what we read before it dies.
@@ -158,16 +131,16 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path) -> None:
         outage_start_ms = time.time_ns() // 1_000_000
         agent.send_signal(signal.SIGCONT)
 
-        _, seq_at_stop = buffer_state(tmp_path / "buffer.sqlite")
+        _, _, seq_at_stop = buffer_state(tmp_path / "buffer.sqlite")
         wait_for(
-            lambda: buffer_state(tmp_path / "buffer.sqlite")[1] >= seq_at_stop + 15,
+            lambda: buffer_state(tmp_path / "buffer.sqlite")[2] >= seq_at_stop + 15,
             30,
             "batches sealed during the outage",
             agent,
             log,
         )
         outage_end_ms = time.time_ns() // 1_000_000
-        _, seq_at_restart = buffer_state(tmp_path / "buffer.sqlite")
+        _, _, seq_at_restart = buffer_state(tmp_path / "buffer.sqlite")
 
         # Tansu keeps nothing across a restart: same port, topics recreated, empty.
         broker = EmbeddedBroker(port=port, log_path=tmp_path / "tansu2.log").start()
@@ -213,7 +186,7 @@ def test_sigkill_mid_flush_loses_no_acknowledged_reading(tmp_path: Path, broker:
 
     # A backlog first: the agent samples with no broker to send to.
     dead = write_config(tmp_path, f"127.0.0.1:{free_port()}", ks.namespace, batch_max_age_s=0.05)
-    agent = start_agent(dead, log)
+    agent = start_agent(dead, log, flush_timeout_s=10)
     wait_for(lambda: buffer_state(buf)[0] >= 60, 30, "a backlog on disk", agent, log)
     agent.send_signal(signal.SIGKILL)
     agent.wait()
@@ -221,12 +194,12 @@ def test_sigkill_mid_flush_loses_no_acknowledged_reading(tmp_path: Path, broker:
     # Drain it slowly (few batches in flight) and kill the agent while it is flushing.
     live = write_config(tmp_path, broker.bootstrap, ks.namespace, send_max_in_flight=1, batch_max_age_s=0.05)
     backlog = buffer_state(buf)[0]
-    agent = start_agent(live, log)
+    agent = start_agent(live, log, flush_timeout_s=10)
     try:
         wait_for(lambda: buffer_state(buf)[0] <= backlog - 10, 30, "the drain to start", agent, log)
         agent.send_signal(signal.SIGKILL)
         agent.wait()
-        depth, _ = buffer_state(buf)
+        depth = buffer_state(buf)[0]
         assert depth > 0, "the backlog drained before the kill; nothing was mid-flush"
         acked_before_kill = {b["seq"] for b in decode(read_topic(ks, "sensor.readings", idle=2.0))}
 
@@ -234,7 +207,7 @@ def test_sigkill_mid_flush_loses_no_acknowledged_reading(tmp_path: Path, broker:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         db.close()
 
-        agent = start_agent(live, log)
+        agent = start_agent(live, log, flush_timeout_s=10)
         wait_for(lambda: buffer_state(buf)[0] == 0, 60, "the rest of the backlog to drain", agent, log)
         stop_agent(agent, log)
         agent = None
@@ -266,7 +239,7 @@ def test_fresh_readings_are_not_starved_by_a_backlog(tmp_path: Path, broker: Emb
 
     log = tmp_path / "agent.log"
     config = write_config(tmp_path, broker.bootstrap, ks.namespace, send_max_in_flight=4, send_fresh_share=0.5)
-    agent = start_agent(config, log)
+    agent = start_agent(config, log, flush_timeout_s=10)
     try:
         wait_for(lambda: buffer_state(tmp_path / "buffer.sqlite")[0] == 0, 60, "the backlog to drain", agent, log)
         stop_agent(agent, log)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.edge import start_agent
 from connectors.kafka import KafkaSettings, create_topics, read_topic
 from schemas import ALERT, AvroSerde
 from typer.testing import CliRunner
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 from streams.cli import app
 from streams.cli.edge import fleet_status
 from tests.fixtures.topic_reader import TopicReader
-from tests.integration.test_edge_outage import start_agent, write_config
+from tests.integration.test_edge_outage import write_config
 from tests.integration.test_mlops_flows import logs, start, stop
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,7 @@ def test_a_stopped_agent_opens_a_silent_alert_that_resolves_when_it_returns(
             home.mkdir()
             configs[device] = write_config(home, kafka_settings.bootstrap_servers, kafka_settings.namespace,
                                            device_id=device, heartbeat_interval_s=0.5, device_class="rpi4")
-            agents[device] = start_agent(configs[device], home / "agent.log")
+            agents[device] = start_agent(configs[device], home / "agent.log", flush_timeout_s=10)
         deadline = time.monotonic() + 60
         while {r.get("device_id") for r in fleet_now()} != set(DEVICES):
             assert time.monotonic() < deadline, f"not every agent published health\n{logs(tmp_path)}"
@@ -87,7 +88,7 @@ def test_a_stopped_agent_opens_a_silent_alert_that_resolves_when_it_returns(
         assert shown.exit_code == 0, shown.output
         assert "3 devices" in shown.output and "silent      1" in shown.output and "pi-2" in shown.output, shown.output
 
-        agents["pi-2"] = start_agent(configs["pi-2"], tmp_path / "pi-2" / "agent.log")
+        agents["pi-2"] = start_agent(configs["pi-2"], tmp_path / "pi-2" / "agent.log", flush_timeout_s=10)
         resolved = wait_alert(kafka_settings, "RESOLVED", tmp_path)
         assert resolved["alert_key"] == opened["alert_key"]
         others = [a for a in fleet_alerts(kafka_settings) if a["source"] == "fleet" and a["entity"] != "pi-2"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from models import tracking
 from models.registry import ModelRegistry, RegistryError
 
 
@@ -60,3 +61,11 @@ def test_bad_names_and_unknown_versions_are_clear_errors(tmp_path) -> None:
     with pytest.raises(RegistryError, match="no version"):
         reg.promote("m", "7", reason="x")
     assert reg.champion("m") is None and reg.versions("m") == []
+
+
+def test_the_mlflow_registry_refuses_the_names_the_local_one_refuses(tmp_path) -> None:
+    from models.registry.mlflow_store import MlflowRegistry
+
+    reg = MlflowRegistry(tracking.embedded_uri(str(tmp_path)))
+    with pytest.raises(RegistryError, match="bad model name"):
+        reg.versions("../etc")
