@@ -77,7 +77,13 @@ def _now_ms() -> int:
 
 
 def check_name(model: str) -> str:
-    """``model`` if it is a name every registry can store (a folder name, an MLflow name); else ``RegistryError``."""
+    """``model`` if it is a name every registry can store (a folder name, an MLflow name); else ``RegistryError``.
+
+    Parameters
+    ----------
+    model
+        The model's name: letters, digits, ``.``, ``_`` and ``-``.
+    """
     if not _NAME.match(model):
         raise RegistryError(f"bad model name {model!r}: letters, digits, '.', '_' and '-' only")
     return model
@@ -85,7 +91,23 @@ def check_name(model: str) -> str:
 
 def history_entry(action: str, version: str, replaced: str | None, reason: str, action_id: str | None,
                   time_ms: int | None = None) -> dict[str, Any]:
-    """One lineage entry, in the one shape every registry keeps, so that a migration copies it as it is."""
+    """One lineage entry, in the one shape every registry keeps, so that a migration copies it as it is.
+
+    Parameters
+    ----------
+    action
+        What happened: ``registered``, ``promoted``, ``rejected`` or ``rolled_back``.
+    version
+        The version the action registered, promoted, rejected or rolled back to.
+    replaced
+        The version it replaced, if any.
+    reason
+        Why, as the caller gave it.
+    action_id
+        The caller's id for the action, so that a retried action is recorded once.
+    time_ms
+        When, in Unix milliseconds (now if not given).
+    """
     return {"action": action, "version": version, "replaced": replaced, "reason": reason,
             "time_ms": time_ms or _now_ms(), "action_id": action_id}
 
