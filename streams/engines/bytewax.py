@@ -33,6 +33,7 @@ from streams.engines.bytewax_epochs import RecoveryEpochs
 from streams.engines.bytewax_source import POLL_LINGER, LingerKafkaSource
 from streams.engines.lag import start_monitor
 from streams.engines.output import FlowOutput, Message, flow_topics
+from streams.memory import HeapReleaser
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.runtime import DECODED_BYTES, KEEP_DECODED_S
 from streams.state import (
@@ -893,7 +894,7 @@ def run_dataflow(
     decoded_bytes: int = DECODED_BYTES, **cli_options: Any
 ) -> None:
     """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
-    consumed, so the flow's group shows how far it got.
+    consumed, so the flow's group shows how far it got, and a ``streams.memory.HeapReleaser``.
 
     Parameters
     ----------
@@ -918,6 +919,7 @@ def run_dataflow(
                           workers=workers, buckets=buckets, epochs=epochs, linger=linger, staged=staged,
                           keep_decoded=keep_decoded, decoded_bytes=decoded_bytes)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
+    releaser = HeapReleaser().start()  # what a backlog's fetched messages held goes back once they are scored
     thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()  # the modules and flow built so far are never scanned again
@@ -929,6 +931,7 @@ def run_dataflow(
             staged.close()
         if epochs is not None:
             epochs.close()
+        releaser.stop()
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         if monitor is not None:

@@ -1,0 +1,116 @@
+"""Giving the heap that a burst freed back to the system, so that a long-running flow's memory follows its live data.
+
+glibc's malloc keeps freed memory in its arenas for reuse and returns only what sits at the top of the main arena.
+A flow that catches up on a backlog holds the fetched messages it has yet to score (librdkafka's fetch queue:
+hundreds of MB when the broker answers a fetch with most of a partition, as the embedded broker does), frees them as
+it scores them, and then kept that memory for the rest of its life: at 1,000 devices 549 MB resident with 52 MB in
+use after an 8 M-reading backlog (BENCHMARKS.md, "Session 10: memory over a long run"). ``malloc_trim`` hands
+free pages back; ``HeapReleaser`` calls it when ``RELEASE_FREE_BYTES`` more are free than at the last low point, so a flow in its
+steady state pays one ``mallinfo2`` a period. Elsewhere than glibc it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+from functools import cache
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RELEASE_FREE_BYTES = 64 << 20  # heap freed since the low point that makes a release worth its pass over the arenas
+RELEASE_EVERY_S = 2.0  # how often the releaser looks (an epoch)
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+@cache
+def _glibc() -> Any | None:
+    """glibc with ``mallinfo2`` (2.33+) and ``malloc_trim`` typed; None on another C library."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def free_heap_bytes() -> int | None:
+    """Bytes malloc holds free in its arenas (pages handed back by a release included); None without glibc."""
+    libc = _glibc()
+    return None if libc is None else int(libc.mallinfo2().fordblks)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_free_heap() -> int:
+    """Hand malloc's free pages back to the system (``malloc_trim``); the resident bytes that went (0 without glibc).
+    It walks every arena, holding its lock: call it after a burst was freed, not on a timer alone."""
+    libc = _glibc()
+    if libc is None:
+        return 0
+    before = resident_bytes()
+    libc.malloc_trim(0)
+    return max(0, before - resident_bytes())
+
+
+class HeapReleaser:
+    """A daemon thread that looks at malloc's free heap every ``every_s`` and releases it (``release_free_heap``)
+    when at least ``min_free`` more is free than at its lowest since the last release: a burst freed. Released pages
+    still count as free in ``mallinfo2``, so the free figure alone would release again at every look.
+
+    Parameters
+    ----------
+    every_s
+        Seconds between looks.
+    min_free
+        Bytes freed since the low point that make a release worth its pass over the arenas.
+    """
+
+    def __init__(self, every_s: float = RELEASE_EVERY_S, min_free: int = RELEASE_FREE_BYTES) -> None:
+        self.every_s = every_s
+        self.min_free = min_free
+        self.released = 0  # resident bytes handed back so far
+        self.releases = 0
+        self._low: int | None = None  # the least free heap seen since the last release
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="eddyline-heap-release", daemon=True)
+
+    def start(self) -> HeapReleaser:
+        if _glibc() is not None:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def look(self) -> int:
+        """One look: release if a burst was freed since the last; the resident bytes that went."""
+        free = free_heap_bytes()
+        if free is None:
+            return 0
+        self._low = free if self._low is None else min(self._low, free)
+        if free - self._low < self.min_free:
+            return 0
+        went = release_free_heap()
+        self._low = free_heap_bytes()
+        self.released += went
+        self.releases += 1
+        log.debug("free heap released", extra={"bytes": went, "free": free})
+        return went
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.look()
