@@ -104,6 +104,8 @@ def bucket_key(index: int, buckets: int) -> str:
 
 
 FETCH_WAIT_MS = 50  # librdkafka's 500 ms default, on a broker that waits it out, was most of a live batch's latency
+QUEUED_KBYTES = 8192  # messages prefetched per partition, KB: librdkafka's 64 MB made a flow over a backlog hold about
+# 500 MB more than over a short topic (3 partitions; BENCHMARKS.md, "Session 10: memory over a long run")
 
 
 def source_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -111,14 +113,16 @@ def source_config(settings: KafkaSettings) -> dict[str, Any]:
     ``[kafka]``, ``extra`` included (TLS, SASL/OAuth, fetch tuning). Bytewax assigns partitions and keeps
     offsets in its recovery store, so group and commit settings are its own. A fetch waits at most
     ``FETCH_WAIT_MS`` for data unless ``extra`` says otherwise (``fetch.wait.max.ms``): a scoring flow wants its
-    input as it arrives, and an idle partition's fetches cost little.
+    input as it arrives, and an idle partition's fetches cost little. Each partition's consumer prefetches at most
+    ``QUEUED_KBYTES`` (``queued.max.messages.kbytes``) ahead of the flow: a few polls' worth, so that a flow catching
+    up on a backlog holds what it scores next rather than 64 MB of every partition.
 
     Parameters
     ----------
     settings
         Kafka settings.
     """
-    return {"fetch.wait.max.ms": FETCH_WAIT_MS, **admin_config(settings)}
+    return {"fetch.wait.max.ms": FETCH_WAIT_MS, "queued.max.messages.kbytes": QUEUED_KBYTES, **admin_config(settings)}
 
 
 class _ProcessorLogic(StatefulBatchLogic):
