@@ -1,13 +1,12 @@
 """Giving the heap that a burst freed back to the system, so that a long-running flow's memory follows its live data.
 
 glibc's malloc keeps freed memory in its arenas for reuse and returns only what sits at the top of the main arena.
-A flow that catches up on a backlog holds the fetched messages it has yet to score (librdkafka's fetch queue:
-hundreds of MB when the broker answers a fetch with most of a partition, as the embedded broker does), frees them as
-it scores them, and then kept that memory for the rest of its life: at 1,000 devices 549 MB resident with 52 MB in
-use after an 8 M-reading backlog (BENCHMARKS.md, "Session 10: memory over a long run"). ``malloc_trim`` hands
-free pages back; ``HeapReleaser`` calls it when ``RELEASE_FREE_BYTES`` more are free than at the last low point, so a flow in its
-steady state pays one ``mallinfo2`` a period. Elsewhere than glibc it does nothing.
-"""
+A flow that catches up on a backlog holds the messages fetched ahead of it (librdkafka's queue per partition), frees
+them once the backlog is scored, and then kept that memory for the rest of its life: main's flow at 1,000 devices
+stayed at 549 MB resident with 52 MB in use after an 8 M-reading backlog (BENCHMARKS.md, "Session 10: memory over a
+long run"). ``malloc_trim`` hands free pages back; ``HeapReleaser`` calls it when ``RELEASE_FREE_BYTES`` more are
+free than at the last low point, so a flow in its steady state pays one ``mallinfo2`` a look. Elsewhere than glibc
+it does nothing."""
 
 from __future__ import annotations
 
