@@ -5,8 +5,8 @@ A flow that catches up on a backlog holds the messages fetched ahead of it (libr
 them once the backlog is scored, and then kept that memory for the rest of its life: main's flow at 1,000 devices
 stayed at 549 MB resident with 52 MB in use after an 8 M-reading backlog (BENCHMARKS.md, "Session 10: memory over a
 long run"). ``malloc_trim`` hands free pages back; ``HeapReleaser`` calls it when ``RELEASE_FREE_BYTES`` are free
-and the process grew by as much since its last release, so a flow in its steady state pays a ``mallinfo2`` and a
-read of ``/proc/self/statm`` a look. Elsewhere than glibc it does nothing."""
+and the free heap or the process grew by as much since its last release, so a flow in its steady state pays a
+``mallinfo2`` and a read of ``/proc/self/statm`` a look. Elsewhere than glibc it does nothing."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-RELEASE_FREE_BYTES = 64 << 20  # free heap (and growth) that makes a release worth its pass over the arenas
+RELEASE_FREE_BYTES = 64 << 20  # free heap (and growth) that make a release worth its pass over the arenas
 RELEASE_EVERY_S = 2.0  # how often the releaser looks (an epoch)
 
 
@@ -65,16 +65,18 @@ def release_free_heap() -> int:
 
 class HeapReleaser:
     """A daemon thread that looks every ``every_s`` and releases malloc's free heap (``release_free_heap``) when at
-    least ``min_free`` of it is free and the process has grown by ``min_free`` since its last release. Released pages
-    still count as free in ``mallinfo2``, so the free figure alone would release again at every look; growth says
-    that pages came back into use, and the free heap that some of them are again.
+    least ``min_free`` of it is free and, since its last release, either the free heap or the process grew by
+    ``min_free``. Released pages still count as free in ``mallinfo2``, so the free figure alone would release again at
+    every look; a burst freed shows as more free heap, or (freed again into pages that were released before and came
+    back into use) as a larger process.
 
     Parameters
     ----------
     every_s
         Seconds between looks.
     min_free
-        Free heap, and growth since the last release, that make a release worth its pass over the arenas.
+        Free heap, and growth of it or of the process since the last release, that make a release worth its pass
+        over the arenas.
     """
 
     def __init__(self, every_s: float = RELEASE_EVERY_S, min_free: int = RELEASE_FREE_BYTES) -> None:
@@ -82,7 +84,7 @@ class HeapReleaser:
         self.min_free = min_free
         self.released = 0  # resident bytes handed back so far
         self.releases = 0
-        self._after = 0  # resident bytes after the last release
+        self._after = (0, 0)  # (free heap, resident bytes) after the last release
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="eddyline-heap-release", daemon=True)
 
@@ -97,12 +99,15 @@ class HeapReleaser:
             self._thread.join(10)
 
     def look(self) -> int:
-        """One look: release if the process grew and a burst's worth is free; the resident bytes that went."""
+        """One look: release if a burst was freed since the last release; the resident bytes that went."""
         free = free_heap_bytes()
-        if free is None or free < self.min_free or resident_bytes() < self._after + self.min_free:
+        if free is None or free < self.min_free:
+            return 0
+        free_after, resident_after = self._after
+        if free < free_after + self.min_free and resident_bytes() < resident_after + self.min_free:
             return 0
         went = release_free_heap()
-        self._after = resident_bytes()
+        self._after = (free_heap_bytes() or 0, resident_bytes())
         self.released += went
         self.releases += 1
         log.debug("free heap released", extra={"bytes": went, "free": free})
