@@ -33,6 +33,7 @@ from streams.engines.bytewax_epochs import RecoveryEpochs
 from streams.engines.bytewax_source import POLL_LINGER, LingerKafkaSource
 from streams.engines.lag import start_monitor
 from streams.engines.output import FlowOutput, Message, flow_topics
+from streams.memory import HeapReleaser
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.runtime import DECODED_BYTES, KEEP_DECODED_S
 from streams.state import (
@@ -103,6 +104,8 @@ def bucket_key(index: int, buckets: int) -> str:
 
 
 FETCH_WAIT_MS = 50  # librdkafka's 500 ms default, on a broker that waits it out, was most of a live batch's latency
+QUEUED_KBYTES = 8192  # messages prefetched per partition, KB: librdkafka's 64 MB made a flow over a backlog hold about
+# 500 MB more than over a short topic (3 partitions; BENCHMARKS.md, "Session 10: memory over a long run")
 
 
 def source_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -110,14 +113,16 @@ def source_config(settings: KafkaSettings) -> dict[str, Any]:
     ``[kafka]``, ``extra`` included (TLS, SASL/OAuth, fetch tuning). Bytewax assigns partitions and keeps
     offsets in its recovery store, so group and commit settings are its own. A fetch waits at most
     ``FETCH_WAIT_MS`` for data unless ``extra`` says otherwise (``fetch.wait.max.ms``): a scoring flow wants its
-    input as it arrives, and an idle partition's fetches cost little.
+    input as it arrives, and an idle partition's fetches cost little. Each partition's consumer prefetches at most
+    ``QUEUED_KBYTES`` (``queued.max.messages.kbytes``) ahead of the flow: a few polls' worth, so that a flow catching
+    up on a backlog holds what it scores next rather than 64 MB of every partition.
 
     Parameters
     ----------
     settings
         Kafka settings.
     """
-    return {"fetch.wait.max.ms": FETCH_WAIT_MS, **admin_config(settings)}
+    return {"fetch.wait.max.ms": FETCH_WAIT_MS, "queued.max.messages.kbytes": QUEUED_KBYTES, **admin_config(settings)}
 
 
 class _ProcessorLogic(StatefulBatchLogic):
@@ -893,7 +898,7 @@ def run_dataflow(
     decoded_bytes: int = DECODED_BYTES, **cli_options: Any
 ) -> None:
     """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
-    consumed, so the flow's group shows how far it got.
+    consumed, so the flow's group shows how far it got, and a ``streams.memory.HeapReleaser``.
 
     Parameters
     ----------
@@ -918,6 +923,7 @@ def run_dataflow(
                           workers=workers, buckets=buckets, epochs=epochs, linger=linger, staged=staged,
                           keep_decoded=keep_decoded, decoded_bytes=decoded_bytes)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
+    releaser = HeapReleaser().start()  # what a backlog's fetched messages held goes back once they are scored
     thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()  # the modules and flow built so far are never scanned again
@@ -929,6 +935,7 @@ def run_dataflow(
             staged.close()
         if epochs is not None:
             epochs.close()
+        releaser.stop()
         gc.set_threshold(*thresholds)
         gc.unfreeze()
         if monitor is not None:

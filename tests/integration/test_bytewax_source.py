@@ -4,6 +4,8 @@ crash, never skipped."""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from datetime import timedelta
@@ -16,7 +18,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 
 from connectors.kafka import KafkaSettings, create_topics, make_producer
-from streams.engines.bytewax import source_config
+from streams.engines.bytewax import QUEUED_KBYTES, source_config
 from streams.engines.bytewax_source import LingerKafkaSource
 
 pytestmark = pytest.mark.integration
@@ -90,3 +92,37 @@ def test_messages_held_when_an_epoch_closes_are_read_again_after_a_crash(kafka_s
              epoch_interval=EPOCH, recovery_config=recovery)
     assert [v for _, _, v in again][-5:] == [f"b{i}" for i in range(5)]
     assert [o for _, o, _ in again] == list(range(10 - len(again), 10))
+
+
+def test_a_partition_prefetches_a_bounded_amount_however_long_the_backlog(kafka_settings: KafkaSettings) -> None:
+    """A flow catching up on a backlog holds what it reads next, not the backlog: a partition's consumer queues at most
+    about ``QUEUED_KBYTES`` ahead of what it has handed on. With librdkafka's own bound, 64 MB a partition, a flow at
+    1,000 devices over a long pre-filled topic held about 500 MB more than over a short one (BENCHMARKS.md)."""
+    create_topics(kafka_settings, [TOPIC], partitions=1)
+    noise = os.urandom(130_000).hex()  # hardly compressible: the bound counts messages as the consumer holds them
+    produce(kafka_settings, [("k", noise[i % 100 * 2_600:][:2_600]) for i in range(12_000)], partition=0)  # 31 MB
+    queued: list[int] = []
+
+    def stats(raw: str) -> None:
+        partition = json.loads(raw)["topics"].get(kafka_settings.topic(TOPIC), {}).get("partitions", {}).get("0")
+        if partition is not None:
+            queued.append(partition["fetchq_size"])
+
+    config = {**source_config(kafka_settings), "statistics.interval.ms": 100, "stats_cb": stats}
+    source = LingerKafkaSource(config, [kafka_settings.topic(TOPIC)], batch_size=10, linger=timedelta(0))
+    part = source.build_part("in", f"0-{kafka_settings.topic(TOPIC)}", None)
+    try:
+        taken = 0
+        deadline = time.monotonic() + 30
+        while taken < 10 and time.monotonic() < deadline:
+            taken += len(part.next_batch())
+        assert taken == 10
+        queued.clear()
+        while len(queued) < 20 and time.monotonic() < deadline:  # two seconds of a flow busy scoring
+            part.consumer.poll(0)  # takes one message, and serves the statistics callback
+            time.sleep(0.1)
+    finally:
+        part.close()
+    assert len(queued) >= 20, "no consumer statistics within 30 s"
+    assert max(queued) > 1024 * QUEUED_KBYTES // 2  # it did fetch ahead: the bound, not a slow broker, held it
+    assert max(queued) <= 1024 * QUEUED_KBYTES + (4 << 20)  # and at most a few fetches past the bound

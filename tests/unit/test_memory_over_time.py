@@ -1,0 +1,59 @@
+"""Memory over a long run: a device's state does not grow with its readings, and heap that a burst freed goes back to
+the system (``streams.memory``). BENCHMARKS.md, "Session 10: memory over a long run"."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from streams.flows.sensor_anomaly import SensorAnomalyProcessor
+from streams.memory import HeapReleaser, free_heap_bytes, release_free_heap, resident_bytes
+from streams.processor import Event
+from streams.producers.simulator import SensorSimulator
+from streams.state import encode_processor
+
+
+def _fed(batches: int, interval_ms: float) -> list[SensorAnomalyProcessor]:
+    sim = SensorSimulator(devices=3, readings_per_message=50, interval_ms=interval_ms, anomaly_rate=0.01, seed=4)
+    processors = {d.device_id: SensorAnomalyProcessor(d.device_id) for d in sim.devices}
+    for rec in itertools.islice(sim, 3 * batches):
+        processors[rec["device_id"]].process([Event("sensor.readings", rec["device_id"], rec)])
+    return list(processors.values())
+
+
+@pytest.mark.parametrize("interval_ms", [1_000, 300_000], ids=["no-cycle", "daily-and-weekly-tables"])
+def test_a_devices_state_does_not_grow_with_its_readings(interval_ms: float) -> None:
+    """The same devices after 20 and after 200 batches (3,000 and 30,000 readings a series; every 5 minutes, 104
+    days, so each series' seasonal tables are allocated in both): the detectors hold the same bytes, and the
+    encoded state differs only by a few numbers (sequence high-water mark, counters, an open incident)."""
+    short, long = _fed(20, interval_ms), _fed(200, interval_ms)
+    for a, b in zip(short, long, strict=True):
+        assert [d.state_nbytes() for d in a.detectors.values()] == [d.state_nbytes() for d in b.detectors.values()]
+        assert len(encode_processor(b, b.device_id)) <= len(encode_processor(a, a.device_id)) + 256
+        assert b.sequence.hwm == 200 and not b.sequence.pending
+
+
+def test_release_hands_freed_heap_back() -> None:
+    if free_heap_bytes() is None:
+        pytest.skip("not glibc: nothing to release")
+    kept = [bytes(2000) for _ in range(100_000)]  # 200 MB in malloc's arena (above pymalloc's 512 bytes)
+    kept = kept[::100]  # 99 of 100 freed, a few kept between them: the free heap cannot shrink from its top
+    assert free_heap_bytes() > 150 << 20
+    assert release_free_heap() > 100 << 20
+    assert len(kept) == 1000
+
+
+def test_the_releaser_releases_once_per_burst() -> None:
+    if free_heap_bytes() is None:
+        pytest.skip("not glibc: nothing to release")
+    releaser = HeapReleaser(min_free=64 << 20)
+    releaser.look()  # whatever this process freed before
+    releases = releaser.releases
+    kept = [bytes(2000) for _ in range(100_000)]
+    kept = kept[::100]
+    before = resident_bytes()
+    assert releaser.look() > 100 << 20
+    assert resident_bytes() < before - (100 << 20)
+    assert releaser.look() == 0  # released pages still count as free: no release until the process grows again
+    assert releaser.releases - releases == 1 and len(kept) == 1000
