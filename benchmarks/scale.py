@@ -95,8 +95,8 @@ def batches_for(devices: int, batches: int | None = None, readings: int = READIN
     return max(per_device, -(-MIN_MESSAGES // devices))
 
 
-def _consumer(settings: KafkaSettings, topic: str, **overrides: Any) -> Consumer:
-    config = consumer_config(settings, "eddyline-bench-scale", **overrides) | {"fetch.wait.max.ms": FETCH_WAIT_MS}
+def _consumer(settings: KafkaSettings, topic: str) -> Consumer:
+    config = consumer_config(settings, "eddyline-bench-scale") | {"fetch.wait.max.ms": FETCH_WAIT_MS}
     consumer = Consumer(config)
     meta = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
@@ -223,11 +223,9 @@ def _changelog(settings: KafkaSettings) -> tuple[int, int, int, dict[str, int]]:
     changed key per commit interval (Faust's, 1 s) would have written instead (``coalesced_records``,
     ``coalesced_bytes``: the last record of each key in each second, by the records' timestamps)."""
     from streams.engines.faust import MARKER, TABLE
-    from streams.engines.faust_store import BULK_FETCH
 
     topic = f"{settings.topic('eddyline-sensor-anomaly')}-{TABLE}-changelog"
-    # fetches as large as the Faust store's: at 100,000 devices (650 MB) the default ones read nothing in a minute
-    consumer = _consumer(settings, topic, **BULK_FETCH)
+    consumer = _consumer(settings, topic)
     latest: dict[bytes, int] = {}
     per_second: dict[tuple[bytes, int], int] = {}
     total = records = markers = 0
