@@ -5,7 +5,8 @@ fails) and encodes, one processor per state key does the work. Each key's proces
 versioned plain bytes (``streams.state``: never pickle, so a changelog cannot carry code), in a table
 whose changelog topic is co-partitioned with the input, so a key's state moves with its partition when
 workers join or leave, and a restarted worker rebuilds it from the changelog (read in bulk by the table's
-store, ``streams.engines.faust_store``: Faust's own replay, record by record, took minutes at 100,000 devices).
+store, ``streams.engines.faust_store``: with Faust's own replay, record by record, a restart took 105 s at
+100,000 devices in ``bench scale``, 17 s with the bulk read).
 
 Delivery is at least once, and a batch is acknowledged only after everything it caused is in Kafka:
 outputs and dead letters first, then side sinks, then the new processor states. Each state carries the
