@@ -4,7 +4,9 @@ The adapter owns no logic, like the Bytewax one: the shared ``FlowOutput`` decod
 fails) and encodes, one processor per state key does the work. Each key's processor lives in a table as
 versioned plain bytes (``streams.state``: never pickle, so a changelog cannot carry code), in a table
 whose changelog topic is co-partitioned with the input, so a key's state moves with its partition when
-workers join or leave, and a restarted worker rebuilds it from the changelog.
+workers join or leave, and a restarted worker rebuilds it from the changelog (read in bulk by the table's
+store, ``streams.engines.faust_store``: with Faust's own replay, record by record, a restart took 105 s at
+100,000 devices in ``bench scale``, 17 s with the bulk read).
 
 Delivery is at least once, and a batch is acknowledged only after everything it caused is in Kafka:
 outputs and dead letters first, then side sinks, then the new processor states. Each state carries the
@@ -471,8 +473,10 @@ def build_app(
     """
     import faust
 
+    from streams.engines.faust_store import STORE_URL
+
     app = faust.App(app_id(spec, settings), **app_settings(settings, state_dir, standby_replicas))
-    table = app.Table(TABLE, default=None,
+    table = app.Table(TABLE, default=None, store=STORE_URL, options={"kafka": settings},
                       partitions=settings.partitions, changelog_topic=app.topic(
                           changelog_topic(spec, settings), key_serializer="raw", value_serializer="raw",
                           partitions=settings.partitions, internal=False))

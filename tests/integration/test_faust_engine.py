@@ -142,6 +142,8 @@ def test_faust_sigkill_restores_state_from_the_changelog_and_opens_no_duplicate_
     assert scores == {e.record["event_id"]: e.record for e in expected if e.topic == "scores.anomaly"}
     restored = [r["keys"] for r in log_records(log)[restarted:] if r["msg"] == "state restored from the changelog"]
     assert restored and restored[0] == 6, tail(log)  # every device's processor came back from the changelog
+    bulk = [r["keys"] for r in log_records(log)[restarted:] if r["msg"] == "changelog loaded in bulk"]
+    assert bulk == [6], tail(log)  # read by the store in one pass, not replayed record by record by Faust
     written = len(read_topic(kafka_settings, "scores.anomaly", timeout=10))
     assert written < len(records) + len(partial), "the restart resumed from committed offsets, not from scratch"
     assert len(opened) >= 5
