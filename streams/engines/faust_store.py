@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from faust import stores
 from faust.stores import memory
 from faust.types import TP
@@ -51,7 +51,7 @@ def read_changelog(settings: KafkaSettings, topic: str, partitions: Iterable[int
     timeout_s
         Give up (``TimeoutError``) after this long.
     """
-    consumer = Consumer(consumer_config(settings, f"{topic}-loader", **BULK_FETCH))
+    consumer = Consumer(consumer_config(settings, f"{topic}-loader", **BULK_FETCH, **{"enable.partition.eof": True}))
     values: dict[int, dict[bytes, bytes | None]] = {}
     last: dict[int, int] = {}
     try:
@@ -72,9 +72,12 @@ def read_changelog(settings: KafkaSettings, topic: str, partitions: Iterable[int
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading changelog {topic} partitions {sorted(pending)} took over {timeout_s} s")
             for msg in consumer.consume(10_000, 0.5):
-                if msg.error() is not None:
-                    raise RuntimeError(f"reading changelog {topic}: {msg.error().str()}")
                 p, offset = msg.partition(), msg.offset()
+                if msg.error() is not None:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:  # also past a last offset that is no record
+                        pending.discard(p)  # (a transaction marker, a compacted-away key)
+                        continue
+                    raise RuntimeError(f"reading changelog {topic}: {msg.error().str()}")
                 if p not in pending or offset >= ends[p]:  # past the end read at the start: Faust replays it
                     continue
                 values[p][msg.key()] = msg.value()

@@ -25,3 +25,17 @@ def test_read_changelog_keeps_the_latest_value_per_key_and_the_last_offset_per_p
     values, last = read_changelog(kafka_settings, topic, [0, 1, 2], timeout_s=60)
     assert values == {0: {b"a": b"a2", b"b": None, MARKER: None}, 1: {b"c": b"c2" * 5000, MARKER: None}, 2: {}}
     assert last == {0: 4, 1: 3}  # partition 2 is empty: Faust's recovery reads it from the start, as before
+
+
+def test_read_changelog_ends_at_a_partition_whose_last_offset_is_no_record(kafka_settings: KafkaSettings):
+    """A transaction's commit marker takes the last offset: the read must end there, not wait for a record."""
+    topic = kafka_settings.topic("processors-changelog-txn")
+    create_topics(kafka_settings.model_copy(update={"namespace": ""}), [topic])
+    producer = Producer(producer_config(kafka_settings, **{"transactional.id": f"{topic}-writer"}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"a1", key=b"a", partition=0)
+    producer.commit_transaction(30)
+    values, last = read_changelog(kafka_settings, topic, [0], timeout_s=30)
+    assert values == {0: {b"a": b"a1"}}
+    assert last == {0: 0}
