@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.broker import free_port
 from connectors.testing.alert_receiver import AlertReceiver
 from connectors.kafka import KafkaSettings, create_topics, read_topic
 from models.registry import ModelRegistry
@@ -33,12 +33,6 @@ pytestmark = pytest.mark.integration
 RATINGS, INVERT_AT, MORE = 3000, 1500, 800
 ROUTING_KEY = "fedcba9876543210fedcba9876543210"
 serde = AvroSerde()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(flow: str, settings: KafkaSettings, tmp: Path, **env: str) -> subprocess.Popen:
@@ -95,7 +89,7 @@ def running(kafka_settings: KafkaSettings, tmp_path: Path, victoria, alert_recei
     # the quality flow's lateness (with several, a fast replay of sparse history mixes days of event time in
     # one poll); predictions and feedback are still two topics, read at their own pace
     create_topics(kafka_settings, ["clicks"], partitions=1)
-    port = _free_port()
+    port = free_port()
     influx = victoria.influx_settings("mlops")
     procs = {
         "clicks": start("clicks", kafka_settings, tmp_path, EDDYLINE_RECOMMEND_PORT=str(port),
