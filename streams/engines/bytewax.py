@@ -108,21 +108,25 @@ QUEUED_KBYTES = 8192  # messages prefetched per partition, KB: librdkafka's 64 M
 # 500 MB more than over a short topic (3 partitions; BENCHMARKS.md, "Session 10: memory over a long run")
 
 
+CONSUMER_DEFAULTS = {"fetch.wait.max.ms": FETCH_WAIT_MS, "queued.max.messages.kbytes": QUEUED_KBYTES}
+"""The source's partition consumers' own settings (``LingerKafkaSource(consumer_defaults=...)``): a fetch waits at most
+``FETCH_WAIT_MS`` for data, since a scoring flow wants its input as it arrives and an idle partition's fetches cost
+little; each consumer prefetches at most ``QUEUED_KBYTES`` ahead of the flow, a few polls' worth, so that a flow
+catching up on a backlog holds what it scores next rather than 64 MB of every partition. ``[kafka] extra`` wins."""
+
+
 def source_config(settings: KafkaSettings) -> dict[str, Any]:
     """What the Bytewax Kafka source's clients get on top of Bytewax's own keys: every client setting of
     ``[kafka]``, ``extra`` included (TLS, SASL/OAuth, fetch tuning). Bytewax assigns partitions and keeps
-    offsets in its recovery store, so group and commit settings are its own. A fetch waits at most
-    ``FETCH_WAIT_MS`` for data unless ``extra`` says otherwise (``fetch.wait.max.ms``): a scoring flow wants its
-    input as it arrives, and an idle partition's fetches cost little. Each partition's consumer prefetches at most
-    ``QUEUED_KBYTES`` (``queued.max.messages.kbytes``) ahead of the flow: a few polls' worth, so that a flow catching
-    up on a backlog holds what it scores next rather than 64 MB of every partition.
+    offsets in its recovery store, so group and commit settings are its own; the partition consumers add
+    ``CONSUMER_DEFAULTS`` under these.
 
     Parameters
     ----------
     settings
         Kafka settings.
     """
-    return {"fetch.wait.max.ms": FETCH_WAIT_MS, "queued.max.messages.kbytes": QUEUED_KBYTES, **admin_config(settings)}
+    return admin_config(settings)
 
 
 class _ProcessorLogic(StatefulBatchLogic):
@@ -778,7 +782,7 @@ def build_dataflow(
     output = output or FlowOutput(spec, settings)
     flow = Dataflow(spec.name)
     source = LingerKafkaSource(source_config(settings), [settings.topic(t) for t in spec.inputs],
-                               batch_size=batch_size, linger=linger)
+                               batch_size=batch_size, linger=linger, consumer_defaults=CONSUMER_DEFAULTS)
     messages = op.input("kafka-in", flow, source)
 
     def decode(batch: list[KafkaSourceMessage | KafkaError]) -> list[tuple[str, Event | Outputs]]:

@@ -13,7 +13,7 @@ restart (at least once), never skipped.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -136,20 +136,30 @@ class LingerKafkaSource(FixedPartitionedSource[Item, int]):
         Wait for new messages at a partition's end; False: the input ends there.
     starting_offset
         Where a partition without a checkpoint starts.
+    consumer_defaults
+        librdkafka settings only the partitions' consumers take (fetch wait, prefetch bound), under ``config`` so
+        that ``[kafka] extra`` still wins; kept from the admin client that lists partitions, which would print a
+        warning for each.
     """
 
     def __init__(self, config: dict[str, Any], topics: Iterable[str], *, batch_size: int, linger: timedelta,
-                 tail: bool = True, starting_offset: int = OFFSET_BEGINNING) -> None:
+                 tail: bool = True, starting_offset: int = OFFSET_BEGINNING,
+                 consumer_defaults: Mapping[str, Any] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         if linger < timedelta(0):
             raise ValueError(f"linger must be zero or more, not {linger}")
         self.config = config
+        self.consumer_defaults = dict(consumer_defaults or {})
         self.topics = list(topics)
         self.batch_size = batch_size
         self.linger = linger
         self.tail = tail
         self.starting_offset = starting_offset
+
+    def consumer_config(self) -> dict[str, Any]:
+        """What each partition's consumer is built with, before the source's own group and end-of-partition keys."""
+        return {**self.consumer_defaults, **self.config}
 
     def list_parts(self) -> list[str]:
         meta = AdminClient(self.config).list_topics(timeout=30)
@@ -164,7 +174,7 @@ class LingerKafkaSource(FixedPartitionedSource[Item, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> LingerPartition:
         index, topic = for_part.split("-", 1)
-        config = {**self.config, "group.id": "BYTEWAX_IGNORED", "enable.auto.commit": False,
+        config = {**self.consumer_config(), "group.id": "BYTEWAX_IGNORED", "enable.auto.commit": False,
                   "enable.partition.eof": not self.tail}
         offset = self.starting_offset if resume_state is None else resume_state
         return LingerPartition(Consumer(config), topic, int(index), offset, self.batch_size, self.linger)

@@ -18,7 +18,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 
 from connectors.kafka import KafkaSettings, create_topics, make_producer
-from streams.engines.bytewax import QUEUED_KBYTES, source_config
+from streams.engines.bytewax import CONSUMER_DEFAULTS, QUEUED_KBYTES, source_config
 from streams.engines.bytewax_source import LingerKafkaSource
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def flow(settings: KafkaSettings, out: list, *, tail: bool, batch_size: int, lin
     """Source -> (a crash at the first message at or after offset ``crash_at``) -> (partition, offset, value)."""
     df = Dataflow("linger")
     source = LingerKafkaSource(source_config(settings), [settings.topic(TOPIC)], batch_size=batch_size,
-                               linger=linger, tail=tail)
+                               linger=linger, tail=tail, consumer_defaults=CONSUMER_DEFAULTS)
 
     def check(msg):
         if crash_at is not None and msg.offset >= crash_at:
@@ -109,7 +109,8 @@ def test_a_partition_prefetches_a_bounded_amount_however_long_the_backlog(kafka_
             queued.append(partition["fetchq_size"])
 
     config = {**source_config(kafka_settings), "statistics.interval.ms": 100, "stats_cb": stats}
-    source = LingerKafkaSource(config, [kafka_settings.topic(TOPIC)], batch_size=10, linger=timedelta(0))
+    source = LingerKafkaSource(config, [kafka_settings.topic(TOPIC)], batch_size=10, linger=timedelta(0),
+                               consumer_defaults=CONSUMER_DEFAULTS)
     part = source.build_part("in", f"0-{kafka_settings.topic(TOPIC)}", None)
     try:
         taken = 0

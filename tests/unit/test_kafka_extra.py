@@ -7,7 +7,7 @@ import pytest
 
 from connectors.alerting import AlertDispatcher
 from connectors.kafka import EventProducer, KafkaSettings
-from streams.engines.bytewax import build_dataflow
+from streams.engines.bytewax import QUEUED_KBYTES, build_dataflow
 from streams.engines.faust import build_app
 from streams.engines.output import FlowOutput
 from streams.flows.notify import Notifier, NotifyFlow, NotifySettings
@@ -23,8 +23,10 @@ settings = KafkaSettings(bootstrap_servers="127.0.0.1:9", security_protocol="SAS
 def test_the_bytewax_source_gets_every_client_setting_and_the_extra_keys() -> None:
     flow = build_dataflow(sensor_anomaly_flow(), settings)
     source = flow.substeps[0].source
-    config = source.config  # every partition's consumer gets it, under the source's own keys
+    config = source.consumer_config()  # every partition's consumer gets it, under the source's own keys
     assert {k: config[k] for k in EXTRA} == EXTRA
+    assert config["queued.max.messages.kbytes"] == QUEUED_KBYTES  # a default of the source's that extra left alone
+    assert "queued.max.messages.kbytes" not in source.config  # the admin client that lists partitions: no warning
     assert config["security.protocol"] == "sasl_ssl" and config["sasl.mechanism"] == "OAUTHBEARER"
     assert "group.id" not in config  # Bytewax assigns partitions and keeps offsets itself
 
