@@ -11,7 +11,6 @@ builds on a loaded machine (BENCHMARKS.md, "Session 10: memory over a long run")
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,23 +36,18 @@ def measure(settings: KafkaSettings, tree: Path, work: Path, marks: list[int], p
     """One tree's flow over the whole pre-filled topic: RSS, peak and CPU at each mark and after the last."""
     env = {"EDDYLINE_RUNTIME_IDLE_EVICT_S": "0", "EDDYLINE_RUNTIME_STATE_BUCKETS": "1024", "PYTHONPATH": str(tree)}
     name = f"{tree.name}-{time.time_ns()}"
-    flow = Flow(settings, "bytewax", work / name, work / f"{name}.log", env)
+    flow = Flow(settings, "bytewax", work / name, work / f"{name}.log", env, cwd=tree)
     flow.argv[0] = str(tree / ".venv" / "bin" / "python")
     watcher = _consumer(settings, settings.topic(SCORES))
     samples: list[dict[str, Any]] = []
 
     def sample(**at: Any) -> None:
-        samples.append({**at, "rss_mb": round(flow._status("VmRSS") / 2**20), "peak_mb": round(flow.peak_rss() / 2**20),
+        samples.append({**at, "rss_mb": round(flow.rss() / 2**20), "peak_mb": round(flow.peak_rss() / 2**20),
                         "cpu_s": round(flow.cpu_s(), 1), "wall_s": round(time.monotonic() - started, 1)})
 
     try:
         _drain(watcher)
-        here = Path.cwd()
-        os.chdir(tree)  # ``python -m`` imports from its working folder first
-        try:
-            started = flow.start()
-        finally:
-            os.chdir(here)
+        started = flow.start()
         seen = 0
         for mark in marks:
             while seen * per_message < mark:

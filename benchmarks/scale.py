@@ -106,7 +106,9 @@ def _consumer(settings: KafkaSettings, topic: str) -> Consumer:
 class Flow:
     """``eddyline run anomaly`` as its own process, and what the kernel says about it."""
 
-    def __init__(self, settings: KafkaSettings, engine: str, state: Path, log: Path, env: dict[str, str]) -> None:
+    def __init__(self, settings: KafkaSettings, engine: str, state: Path, log: Path, env: dict[str, str],
+                 cwd: Path | None = None) -> None:
+        self.cwd = cwd  # ``python -m`` imports from its working folder first: a source tree to measure
         self.env = {**os.environ, **env, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
                     "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
                     "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
@@ -118,7 +120,7 @@ class Flow:
 
     def start(self) -> float:
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, cwd=self.cwd)
         return time.monotonic()
 
     def _status(self, field: str) -> int:
@@ -127,6 +129,9 @@ class Flow:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
         return 0
+
+    def rss(self) -> int:
+        return self._status("VmRSS")
 
     def peak_rss(self) -> int:
         return self._status("VmHWM")
