@@ -33,8 +33,8 @@ from benchmarks.timing import (
     FETCH_WAIT_MS,
     MeasurementError,
     Throughput,
-    cpu_seconds,
     fetch_rate,
+    group_cpu_seconds,
     watch_fetches,
 )
 from connectors.broker import EmbeddedBroker
@@ -117,8 +117,8 @@ def _fetch_timed(settings: KafkaSettings, proc: subprocess.Popen, topic: str, me
                  log: Path) -> Throughput:
     watcher = _assigned(settings, topic, **{"fetch.wait.max.ms": FETCH_WAIT_MS})
     try:
-        fetches = watch_fetches(watcher, messages, lambda: _alive(proc, log), lambda: cpu_seconds(proc.pid), 600,
-                                log)
+        fetches = watch_fetches(watcher, messages, lambda: _alive(proc, log), lambda: group_cpu_seconds(proc.pid),
+                                600, log)
     finally:
         watcher.close()
     return fetch_rate(fetches, per_message)

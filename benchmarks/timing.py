@@ -38,8 +38,9 @@ class Throughput:
     readings_per_s
         Wall clock, from the outputs' arrivals.
     cpu_s_per_m_readings
-        The process's user + system CPU seconds per million readings over the same span (its own threads
-        only, not the broker's); ``None`` where ``/proc`` is missing.
+        The process's user + system CPU seconds per million readings over the same span (its threads and,
+        where its process group is counted (``group_cpu_seconds``), the processes it started; not the
+        broker's); ``None`` where ``/proc`` is missing.
     span_s
         Seconds the timed outputs took to arrive (from the first fetch to the last), where counted per fetch.
     fetches
@@ -71,6 +72,18 @@ class Fetch:
     cpu_s: float | None
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, pgrp, ...); None if unreadable."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _cpu(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds a process has used, all its threads; None without /proc.
 
@@ -79,11 +92,30 @@ def cpu_seconds(pid: int) -> float | None:
     pid
         The process.
     """
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat(pid)
+    return None if fields is None else _cpu(fields)
+
+
+def group_cpu_seconds(pgid: int) -> float | None:
+    """User + system CPU seconds of the live processes of a process group, all their threads; None without /proc.
+
+    A flow started in its own session (``start_new_session``) leads its group, so this is the flow and the
+    processes it started: a Bytewax cluster's workers (``bench engines``, 2 processes), which ``cpu_seconds`` of
+    the launcher alone would leave out.
+
+    Parameters
+    ----------
+    pgid
+        The process group: the pid of the process that leads it.
+    """
+    if _stat(pgid) is None:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if fields is not None and int(fields[2]) == pgid:
+            total += _cpu(fields)
+    return total
 
 
 def watch_fetches(watcher: Consumer, messages: int, alive: Callable[[], None], cpu_s: Callable[[], float | None],

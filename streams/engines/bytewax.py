@@ -27,7 +27,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
-from connectors.kafka import EventProducer, KafkaSettings, admin_config, create_topics
+from connectors.kafka import EventProducer, KafkaSettings, client_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.bytewax_epochs import RecoveryEpochs
 from streams.engines.bytewax_source import POLL_LINGER, LingerKafkaSource
@@ -116,17 +116,18 @@ catching up on a backlog holds what it scores next rather than 64 MB of every pa
 
 
 def source_config(settings: KafkaSettings) -> dict[str, Any]:
-    """What the Bytewax Kafka source's clients get on top of Bytewax's own keys: every client setting of
-    ``[kafka]``, ``extra`` included (TLS, SASL/OAuth, fetch tuning). Bytewax assigns partitions and keeps
-    offsets in its recovery store, so group and commit settings are its own; the partition consumers add
-    ``CONSUMER_DEFAULTS`` under these.
+    """What the Bytewax Kafka source's consumers get on top of Bytewax's own keys: every client setting of
+    ``[kafka]``, ``extra``'s consumer and shared keys included (TLS, SASL/OAuth, fetch tuning). Bytewax assigns
+    partitions and keeps offsets in its recovery store, so group and commit settings are its own; the partition
+    consumers add ``CONSUMER_DEFAULTS`` under these, and the admin client that lists partitions takes the keys
+    an admin client reads (``connectors.kafka.for_client``).
 
     Parameters
     ----------
     settings
         Kafka settings.
     """
-    return admin_config(settings)
+    return client_config(settings, "consumer")
 
 
 class _ProcessorLogic(StatefulBatchLogic):

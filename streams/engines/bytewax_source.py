@@ -23,6 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
+from connectors.kafka import for_client
 from streams.runtime import POLL_LINGER_MS
 
 Item = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
@@ -125,7 +126,9 @@ class LingerKafkaSource(FixedPartitionedSource[Item, int]):
     Parameters
     ----------
     config
-        librdkafka client settings (``bootstrap.servers`` and any security and fetch settings).
+        librdkafka client settings (``bootstrap.servers`` and any security and fetch settings) for the partitions'
+        consumers; the admin client that lists partitions takes those it reads (``connectors.kafka.for_client``),
+        so a consumer-only key costs it no CONFWARN line.
     topics
         Topics to read (full names).
     batch_size
@@ -137,9 +140,8 @@ class LingerKafkaSource(FixedPartitionedSource[Item, int]):
     starting_offset
         Where a partition without a checkpoint starts.
     consumer_defaults
-        librdkafka settings only the partitions' consumers take (fetch wait, prefetch bound), under ``config`` so
-        that ``[kafka] extra`` still wins; kept from the admin client that lists partitions, which would print a
-        warning for each.
+        librdkafka settings the source gives its partitions' consumers (fetch wait, prefetch bound), under
+        ``config`` so that ``[kafka] extra`` still wins.
     """
 
     def __init__(self, config: dict[str, Any], topics: Iterable[str], *, batch_size: int, linger: timedelta,
@@ -162,7 +164,7 @@ class LingerKafkaSource(FixedPartitionedSource[Item, int]):
         return {**self.consumer_defaults, **self.config}
 
     def list_parts(self) -> list[str]:
-        meta = AdminClient(self.config).list_topics(timeout=30)
+        meta = AdminClient(for_client(self.config, "admin")).list_topics(timeout=30)
         parts = []
         for topic in self.topics:
             found = meta.topics.get(topic)

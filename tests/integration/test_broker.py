@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from connectors import broker as broker_mod
-from connectors.broker import BrokerError, EmbeddedBroker, tansu_binary
+from connectors.broker import BrokerError, EmbeddedBroker, free_port, tansu_binary
 
 pytestmark = pytest.mark.integration
 
@@ -122,9 +122,7 @@ def test_broker_dies_with_its_parent_even_on_sigkill(tmp_path: Path) -> None:
 
 
 def test_serve_runs_until_sigterm() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     code = f"from connectors.broker import serve; serve({port}, '127.0.0.1')"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -127,3 +127,21 @@ def test_a_partition_prefetches_a_bounded_amount_however_long_the_backlog(kafka_
     assert len(queued) >= 20, "no consumer statistics within 30 s"
     assert max(queued) > 1024 * QUEUED_KBYTES // 2  # it did fetch ahead: the bound, not a slow broker, held it
     assert max(queued) <= 1024 * QUEUED_KBYTES + (4 << 20)  # and at most a few fetches past the bound
+
+
+def test_consumer_settings_in_kafka_extra_reach_the_consumers_and_no_confwarn_from_the_partition_listing(
+        kafka_settings: KafkaSettings, capfd: pytest.CaptureFixture[str]) -> None:
+    """``[kafka] extra``'s fetch tuning is for the partitions' consumers; the admin client that lists the partitions
+    would log a librdkafka CONFWARN line for each such key ("a consumer property and will be ignored")."""
+    create_topics(kafka_settings, [TOPIC], partitions=2)
+    tuned = kafka_settings.model_copy(update={"extra": {"fetch.min.bytes": "1", "isolation.level": "read_committed"}})
+    source = LingerKafkaSource(source_config(tuned), [tuned.topic(TOPIC)], batch_size=10, linger=timedelta(0),
+                               consumer_defaults=CONSUMER_DEFAULTS)
+    capfd.readouterr()
+    assert source.list_parts() == [f"0-{tuned.topic(TOPIC)}", f"1-{tuned.topic(TOPIC)}"]
+    part = source.build_part("in", f"0-{tuned.topic(TOPIC)}", None)
+    part.close()
+    said = capfd.readouterr().err
+    assert "CONFWARN" not in said, said
+    config = source.consumer_config()
+    assert config["fetch.min.bytes"] == "1" and config["isolation.level"] == "read_committed"

