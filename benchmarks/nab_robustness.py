@@ -16,13 +16,20 @@ Perturbations (``PERTURBATIONS``), each seeded per file, so the same seed always
 
 Settings are chosen on ``TUNE_SEED`` and reported on ``REPORT_SEED``; like the synthetic suites this is our own
 construction, no estimate of NAB's held-out categories.
+
+    python -m benchmarks.nab_robustness --data ../shared/data/nab --detector seasonal --detector likelihood
+    python -m benchmarks.nab_robustness --data .eddyline/nab-synthetic/fleet-seed1 --detector seasonal-variants@phase=1
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 
 from benchmarks.nab import Corpus, Windows
 from models.evaluation import nab
@@ -95,3 +102,32 @@ def score(series: Corpus, windows: Windows, profiles: Mapping[str, nab.CostMatri
         results = {rel: (ts, scorer(v, ms)) for rel, (ts, ms, v) in corpus.items()}
         out[name] = {p: round(r.normalized, 2) for p, r in nab.score_corpus(results, windows, profiles).items()}
     return out
+
+
+def command(
+    data: Annotated[list[Path], typer.Option("--data", help="NAB-layout directories (the dev files, a written suite)")],
+    detector: Annotated[list[str] | None, typer.Option(
+        "--detector", help="NAME or NAME@PARAM=VALUE,... as in benchmarks.nab_synthetic (default: seasonal)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="the perturbations' seed")] = REPORT_SEED,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write the scores as JSON")] = None,
+) -> None:
+    """Score detectors on each corpus as it is and under each perturbation (standard profile)."""
+    from benchmarks.nab import load_corpus
+    from benchmarks.nab_synthetic import detector_builder, label_params
+
+    report: dict[str, dict[str, Any]] = {}
+    for where in data:
+        series, windows, profiles = load_corpus(where)
+        report[str(where)] = {}
+        for label in detector or ["seasonal"]:
+            build, params = detector_builder(label.split("@")[0]), label_params(label)
+            scores = score(series, windows, {"standard": profiles["standard"]},
+                           lambda v, ms, build=build, params=params: build(**params).score_learn(v, ms), seed)
+            report[str(where)][label] = {name: s["standard"] for name, s in scores.items()}
+            print(where, label, " ".join(f"{name}: {s:.2f}" for name, s in report[str(where)][label].items()))
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    typer.run(command)

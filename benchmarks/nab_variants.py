@@ -52,7 +52,9 @@ What each ``seasonal`` patch of round 3 and 6 adds (all parameters default to "o
 - Round 10's ``phase`` and ``phase_var`` (each off at 0): the reading's place within its seasonal slot; with ``phase``
   1 the expected value moves along the cycle's local slope by the reading's offset from the usual place, with
   ``phase_var`` v the offset's variance times the slope squared widens the seasonal residual's scale. Regularly
-  sampled series score bit for bit as without them.
+  sampled series score bit for bit as without them. And ``tail_k``, ``tail_max`` (``tail_k`` 0: off): the raw spike
+  rule is muted while readings ``tail_k`` robust sigmas out are routine for the series (their rate at least
+  ``tail_max``). Both lost the gate (BENCHMARKS-nab.md, round 10).
 
 Besides the variants, two selection rules over ``seasonal``'s ``--cv`` grid (``benchmarks.nab.GRIDS``):
 nested CV (each fold chooses its grid point by a leave-one-category-out CV of its own four categories) and a
@@ -420,7 +422,8 @@ PATCHES["novelty memory in readings too"] = [
 PATCHES["phase in the slot"] = [
     ('"nov_far", "nov_n")\nPARAM', '"nov_far", "nov_n", "phase", "phase_var")\nPARAM'),
     ('"err_lvl", "err_ar")', '"err_lvl", "err_ar", "ph_n", "ph_mean", "ph_var")'),
-    ("        nov_n: float = 0.0,\n", "        nov_n: float = 0.0,\n        phase: float = 0.0,\n        phase_var: float = 0.0,\n"),
+    ("        nov_n: float = 0.0,\n",
+     "        nov_n: float = 0.0,\n        phase: float = 0.0,\n        phase_var: float = 0.0,\n"),
     ("    nov_far, nov_n = p[PARAM.nov_far], p[PARAM.nov_n]\n",
      "    nov_far, nov_n = p[PARAM.nov_far], p[PARAM.nov_n]\n"
      "    phase, phase_var = p[PARAM.phase], p[PARAM.phase_var]\n"
@@ -468,18 +471,21 @@ PATCHES["phase in the slot"] = [
 # ``spike`` (10) robust sigmas from the window's median is rare; on a heavy-tailed series (bursty counts, message
 # volumes) such readings are routine. Each reading's robust z is also compared with a lower bar, ``tail_k`` sigmas,
 # and the rate of readings above it is kept as an EWMA (rate ``rate_alpha``, one more scalar); while that rate is at
-# least ``tail_max`` the series' tail is heavy and the spike rule does not alarm in the raw view. A count series judged in
-# Anscombe's view (round 5: the median of recent readings, which bursts do not move) keeps its rule. Under Gaussian
-# noise 5 robust sigmas happen about once in two million readings, so a series with a light tail is never muted.
+# least ``tail_max`` the series' tail is heavy and the spike rule does not alarm in the raw view. A count series
+# judged in Anscombe's view (round 5: the median of recent readings, which bursts do not move) keeps its rule. Under
+# Gaussian noise 5 robust sigmas happen about once in two million readings, so a light tail is never muted.
+_SPIKE_GATE = ("                if spiked and spike_gate > 0.0 and s_lik > 0.0 and best_z < spike_gate:\n"
+               "                    spiked = False\n")
 PATCHES["heavy tail"] = [
     ('"phase", "phase_var")\nPARAM', '"phase", "phase_var", "tail_k", "tail_max")\nPARAM'),
     ('"ph_n", "ph_mean", "ph_var")', '"ph_n", "ph_mean", "ph_var", "trate")'),
-    ("        phase_var: float = 0.0,\n", "        phase_var: float = 0.0,\n        tail_k: float = 0.0,\n        tail_max: float = 0.005,\n"),
+    ("        phase_var: float = 0.0,\n",
+     "        phase_var: float = 0.0,\n        tail_k: float = 0.0,\n        tail_max: float = 0.005,\n"),
     ("    phase, phase_var = p[PARAM.phase], p[PARAM.phase_var]\n",
      "    phase, phase_var = p[PARAM.phase], p[PARAM.phase_var]\n"
      "    tail_k, tail_max, trate = p[PARAM.tail_k], p[PARAM.tail_max], st[STATE.trate]\n"),
-    ("                if spiked and spike_gate > 0.0 and s_lik > 0.0 and best_z < spike_gate:\n                    spiked = False\n",
-     "                if spiked and spike_gate > 0.0 and s_lik > 0.0 and best_z < spike_gate:\n                    spiked = False\n"
+    (_SPIKE_GATE,
+     _SPIKE_GATE +
      "                if tail_k > 0.0:\n"
      "                    zt = zr if not counted else -1.0\n"
      "                    if zt < 0.0 and window_reaches(x, window, W, tail_k * max(floor_frac * sd_long, 1e-9)):\n"
