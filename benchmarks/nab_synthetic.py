@@ -322,9 +322,16 @@ def label_params(label: str) -> dict[str, float]:
     return out
 
 
-def _builder(name: str) -> Callable[..., Any]:
+def detector_builder(name: str) -> Callable[..., Any]:
     """The constructor behind a detector name: ``make_detector``'s, or for ``NAME-variants`` the class that
-    ``benchmarks.nab_variants`` patches (options that lost the CV gate, kept out of production)."""
+    ``benchmarks.nab_variants`` patches (options that lost the CV gate, kept out of production).
+
+    Parameters
+    ----------
+    name
+        A name from ``models.anomaly.DETECTORS``, or ``seasonal-variants``, ``robust-variants``,
+        ``likelihood-variants``.
+    """
     if not name.endswith("-variants"):
         return partial(make_detector, name)
     from benchmarks.nab_variants import variant_class
@@ -352,7 +359,7 @@ def score_suite(data_dir: Path, detectors: tuple[str, ...] = DETECTORS,
     out: dict[str, Any] = {"files": len(series), "detectors": {}}
     for label in detectors:
         overrides = (params or {}).get(label, label_params(label))
-        build = _builder(label.split("@")[0])
+        build = detector_builder(label.split("@")[0])
         results = {rel: (ts, build(**overrides).score_learn(v, ms)) for rel, (ts, ms, v) in series.items()}
         scored = nab.score_corpus(results, windows, profiles)
         std = scored["standard"]

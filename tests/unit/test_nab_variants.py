@@ -129,3 +129,43 @@ def test_round_9_far_novelty_and_a_memory_in_readings_keep_the_young_spike_and_t
     # the age and chance repairs measured in round 9: the young spike is flagged with them too
     for young in ({"nov_age": 0.2}, {"nov_chance": 1.0}):
         assert variant(nov_ms=1.5 * day, **young).score_learn(y, t)[450] >= 0.999, young
+
+
+def test_round_10_phase_in_the_slot_moves_the_expectation_only_for_readings_off_the_usual_place(variant: type) -> None:
+    """Round 10's ``phase``: a regularly sampled series always falls at the same place in its slots, so it scores
+    bit for bit as without it; a series sampled at random places in each 5-minute slot of a steep daily cycle is
+    predicted better (a lower recent squared error of the seasonal model) when the expectation follows the slope."""
+    import sys
+
+    v, ts = _daily_series()
+    ts = ts + 120_000  # not at the slots' start: still the same place every time
+    expected = SeasonalDetector().score_learn(v, ts)
+    for on in ({"phase": 1.0}, {"phase_var": 1.0}, {"phase": 1.0, "phase_var": 1.0}):
+        np.testing.assert_array_equal(variant(**on).score_learn(v, ts), expected)
+    rng = np.random.default_rng(2)
+    n = 14 * 288
+    t = np.arange(n, dtype=np.int64) * 300_000 + rng.integers(0, 300_000, n)
+    x = 100 * np.sin(2 * np.pi * t / 86_400_000) + rng.normal(0, 0.5, n)
+    seas_err = sys.modules[variant.__module__].STATE.seas_err
+    plain, moved = variant(), variant(phase=1.0)
+    plain.score_learn(x, t)
+    moved.score_learn(x, t)
+    assert moved._s[seas_err] < 0.95 * plain._s[seas_err]
+
+
+def test_round_10_a_heavy_tail_told_by_the_series_mutes_its_spike_rule(variant: type) -> None:
+    """Round 10's ``tail_k``: where readings ``tail_k`` robust sigmas out are routine (here 2% of them, 6-9 sigmas),
+    a larger outlier is no news and the spike rule stays quiet; a Gaussian series never reaches the rate and scores
+    bit for bit as without the gate."""
+    rng = np.random.default_rng(5)
+    n = 8000
+    ts = np.arange(n) * 300_000
+    y = 50 + rng.normal(0, 1, n)
+    gauss = variant().score_learn(y, ts)
+    np.testing.assert_array_equal(variant(tail_k=5.0).score_learn(y, ts), gauss)
+    routine = rng.random(n) < 0.02
+    y[routine] += rng.uniform(6, 9, routine.sum())
+    outliers = np.arange(1500, n, 700)
+    y[outliers] += 25
+    alarms = {k: int((variant(tail_k=k).score_learn(y, ts)[outliers] >= 0.999).sum()) for k in (0.0, 5.0)}
+    assert alarms[5.0] < alarms[0.0] - 3, alarms
