@@ -26,10 +26,11 @@ import typer
 
 from benchmarks.report import machine, write_json
 from benchmarks.sensor_flow import time_flow
-from benchmarks.timing import MeasurementError, cpu_seconds
+from benchmarks.timing import MeasurementError
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_topic
 from connectors.testing.alert_receiver import AlertReceiver
+from edge_agent.health import process_cpu_seconds
 from schemas import ALERT, SENSOR_BATCH, AvroSerde
 from streams.producers.simulator import SensorSimulator
 
@@ -78,7 +79,7 @@ def _phase(broker: EmbeddedBroker, receiver: AlertReceiver, name: str, records: 
         receiver.wait_for(lambda r: r.counts["pagerduty_events"] >= len(ids) and set(r.incidents) >= keys
                           and r.counts["slack_messages"] >= len(ids), timeout=outage_s + 120)
         delivered_in_s = time.monotonic() - recovered
-        notify_cpu_s = cpu_seconds(notify.pid)
+        notify_cpu_s = process_cpu_seconds(notify.pid)
     finally:
         notify.terminate()
         notify.wait(30)

@@ -9,13 +9,14 @@ last, the first burst's work simply done before the clock starts.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer
+
+from edge_agent.health import process_cpu_seconds
 
 FETCH_WAIT_MS = 10  # the watcher's fetch.wait.max.ms: librdkafka's 500 ms default holds outputs back in bursts
 FETCH_S = 0.2  # one fetch gathers what arrives within this long (or ``FETCH_MAX`` outputs)
@@ -80,27 +81,14 @@ def _stat(pid: int | str) -> list[str] | None:
         return None
 
 
-def _cpu(fields: list[str]) -> float:
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds a process has used, all its threads; None without /proc.
-
-    Parameters
-    ----------
-    pid
-        The process.
-    """
-    fields = _stat(pid)
-    return None if fields is None else _cpu(fields)
+cpu_seconds = process_cpu_seconds  # the one reading of a process's CPU time; this name for ``bench scale``
 
 
 def group_cpu_seconds(pgid: int) -> float | None:
     """User + system CPU seconds of the live processes of a process group, all their threads; None without /proc.
 
     A flow started in its own session (``start_new_session``) leads its group, so this is the flow and the
-    processes it started: a Bytewax cluster's workers (``bench engines``, 2 processes), which ``cpu_seconds`` of
+    processes it started: a Bytewax cluster's workers (``bench engines``, 2 processes), which ``process_cpu_seconds`` of
     the launcher alone would leave out.
 
     Parameters
@@ -114,7 +102,10 @@ def group_cpu_seconds(pgid: int) -> float | None:
     for entry in Path("/proc").iterdir():
         fields = _stat(entry.name) if entry.name.isdigit() else None
         if fields is not None and int(fields[2]) == pgid:
-            total += _cpu(fields)
+            try:
+                total += process_cpu_seconds(entry.name)
+            except OSError:  # it ended since: its time is gone with it, as for one that ended before
+                pass
     return total
 
 

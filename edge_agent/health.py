@@ -25,7 +25,16 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def process_cpu_seconds(pid: int | str = "self") -> float:
-    """User plus system CPU seconds of a process, from /proc/<pid>/stat."""
+    """User plus system CPU seconds of a process, all its threads, from /proc/<pid>/stat.
+
+    The one reading of a process's CPU time: the agent's heartbeat and the benchmarks (``benchmarks.timing``)
+    both use it, so a CPU column means the same wherever it is printed.
+
+    Parameters
+    ----------
+    pid
+        The process; ``"self"`` for this one. One that is gone (or no /proc) raises ``OSError``.
+    """
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14 and 15)

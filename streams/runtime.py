@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -67,3 +69,9 @@ class RuntimeSettings(Section):
             "keep_decoded": timedelta(seconds=self.keep_decoded_s),
             "decoded_bytes": self.decoded_bytes,
         }
+
+
+BYTEWAX_DEFAULTS: Mapping[str, Any] = MappingProxyType(RuntimeSettings.model_construct().bytewax_options())
+"""``RuntimeSettings``' own defaults (no environment, no file) as Bytewax options: the defaults of
+``bytewax.run``, ``run_cluster`` and ``build_dataflow``, so a flow started directly gets what ``eddyline run``
+gets with nothing configured (1,024 state buckets included), and each default is written once, here."""

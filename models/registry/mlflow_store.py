@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from models import tracking
-from models.registry.store import ModelVersion, RegistryError, check_name, history_entry
+from models.registry.base import ModelVersion, Registry, RegistryError, check_name, history_entry
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _HISTORY = "eddyline.history."
@@ -35,7 +35,7 @@ def _missing(exc: Exception) -> bool:
     return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
 
 
-class MlflowRegistry:
+class MlflowRegistry(Registry):
     """Model versions, champion and challenger aliases, lineage and rollback on an MLflow model registry.
 
     Parameters
@@ -107,13 +107,6 @@ class MlflowRegistry:
         return sorted(m.name for m in self.client.search_registered_models())
 
     def versions(self, model: str) -> list[ModelVersion]:
-        """Every version of ``model``, oldest first (none for an unknown model).
-
-        Parameters
-        ----------
-        model
-            The model's name.
-        """
         check_name(model)
         return sorted((self._as_version(model, mv) for mv in self._all(model)), key=lambda v: int(v.version))
 
@@ -132,23 +125,10 @@ class MlflowRegistry:
             raise
 
     def get(self, model: str, version: str) -> ModelVersion:
-        """One version; ``RegistryError`` if it is not registered.
-
-        Parameters
-        ----------
-        model, version
-            Which one.
-        """
         return self._as_version(model, self._mv(model, version))
 
     def champion(self, model: str) -> ModelVersion | None:
-        """The version the ``champion`` alias points at, or None.
-
-        Parameters
-        ----------
-        model
-            The model's name.
-        """
+        """The version the ``champion`` alias points at, or None."""
         rm = self._registered(model)
         version = None if rm is None else (rm.aliases or {}).get(CHAMPION)
         return None if version is None else self.get(model, str(version))
@@ -159,24 +139,10 @@ class MlflowRegistry:
         return [json.loads(tags[k]) for k in sorted(k for k in tags if k.startswith(_HISTORY))]
 
     def history(self, model: str) -> list[dict[str, Any]]:
-        """The lineage, oldest first: registrations, promotions, rejections, rollbacks.
-
-        Parameters
-        ----------
-        model
-            The model's name.
-        """
         rm = self._registered(model)
         return [] if rm is None else self._history(rm)
 
     def view(self, model: str) -> dict[str, Any]:
-        """One read of what a flow watches: the champion alias and the lineage.
-
-        Parameters
-        ----------
-        model
-            The model's name.
-        """
         rm = self._registered(model)
         if rm is None:
             return {"champion": None, "history": []}
@@ -184,26 +150,13 @@ class MlflowRegistry:
         return {"champion": None if version is None else self.get(model, str(version)), "history": self._history(rm)}
 
     def stamp(self, model: str) -> tuple[int, str]:
-        """Changes whenever the lineage grows or the champion alias moves.
-
-        Parameters
-        ----------
-        model
-            The model's name.
-        """
+        """Changes whenever the lineage grows or the champion alias moves."""
         rm = self._registered(model)
         if rm is None:
             return (0, "")
         return (sum(k.startswith(_HISTORY) for k in rm.tags or {}), str((rm.aliases or {}).get(CHAMPION, "")))
 
     def load_artifact(self, model: str, version: str) -> dict[str, Any]:
-        """The version's newest state: where it stopped serving if it served, else as registered.
-
-        Parameters
-        ----------
-        model, version
-            Which one; ``RegistryError`` if it is not registered.
-        """
         mv = self._mv(model, version)
         from mlflow.exceptions import MlflowException
 
@@ -264,28 +217,8 @@ class MlflowRegistry:
     def register(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None = None,
                  metrics: dict[str, float] | None = None, info: dict[str, Any] | None = None,
                  champion: bool = False, action_id: str | None = None) -> ModelVersion:
-        """Add a version: a run with its parameters, metrics and artifact, and a model version on it;
-        the ``challenger`` alias points at it (``champion`` when ``champion`` is set).
-
-        Parameters
-        ----------
-        model
-            The model's name.
-        artifact
-            The model's state as plain data, kept as ``model/artifact.json``.
-        reason
-            Why it exists, kept in the lineage and as the version's description.
-        parent
-            The registered version it was trained to replace.
-        metrics
-            Numbers worth keeping with it (also the run's metrics).
-        info
-            Anything else worth keeping (also the run's parameters).
-        champion
-            Promote it at once.
-        action_id
-            Derived from the event that caused this; a repeat returns the version already registered.
-        """
+        """A run with its parameters, metrics and artifact, and a model version on it; the ``challenger``
+        alias points at it (``champion`` when ``champion`` is set)."""
         rm = self._ensure(model)
         if action_id is not None:
             found = self.client.search_model_versions(f"name = '{model}' and tags.`eddyline.action_id` = '{action_id}'")
@@ -389,17 +322,7 @@ class MlflowRegistry:
 
     def promote(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
                 outgoing_state: dict[str, Any] | None = None, action_id: str | None = None) -> ModelVersion:
-        """Move the ``champion`` alias to ``version``; ``outgoing_state`` keeps what the replaced one learned.
-
-        Parameters
-        ----------
-        model, version
-            Which one; ``RegistryError`` if it is not registered.
-        reason, metrics, action_id
-            As for ``register``.
-        outgoing_state
-            The replaced champion's newest state, so that a rollback to it resumes from there.
-        """
+        """Move the ``champion`` alias to ``version``; ``outgoing_state`` keeps what the replaced one learned."""
         mv = self._mv(model, version)
         rm = self._ensure(model)
         if not self._done(rm, action_id):
@@ -409,15 +332,6 @@ class MlflowRegistry:
 
     def reject(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
                action_id: str | None = None) -> ModelVersion:
-        """Record that a challenger lost; it stays registered, with the numbers that decided it.
-
-        Parameters
-        ----------
-        model, version
-            Which one.
-        reason, metrics, action_id
-            As for ``register``.
-        """
         mv = self._mv(model, version)
         rm = self._ensure(model)
         if self._done(rm, action_id):
@@ -433,17 +347,7 @@ class MlflowRegistry:
 
     def rollback(self, model: str, *, reason: str, outgoing_state: dict[str, Any] | None = None,
                  action_id: str | None = None) -> ModelVersion:
-        """Move the ``champion`` alias back to the champion the current one replaced.
-
-        Parameters
-        ----------
-        model
-            The model's name; ``RegistryError`` when there is nothing to go back to.
-        reason, action_id
-            As for ``register``.
-        outgoing_state
-            As for ``promote``.
-        """
+        """Move the ``champion`` alias back to the champion the current one replaced."""
         rm = self._registered(model)
         current = None if rm is None else (rm.aliases or {}).get(CHAMPION)
         if current is None:
@@ -468,13 +372,4 @@ class MlflowRegistry:
         return self.get(model, previous)
 
     def save_state(self, model: str, version: str, state: dict[str, Any]) -> None:
-        """Keep a serving version's newest state, so a rollback to it resumes from there.
-
-        Parameters
-        ----------
-        model, version
-            Which one.
-        state
-            Its state as plain data.
-        """
         self._save_latest(model, version, state)

@@ -22,7 +22,7 @@ import logging
 import threading
 from typing import Any
 
-from models.registry.store import ModelVersion, RegistryError
+from models.registry.base import ModelVersion, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 OPS = ("register", "promote", "reject", "save_state")
@@ -34,7 +34,7 @@ class RegistryOutbox:
     Parameters
     ----------
     registry
-        A ``ModelRegistry`` or ``MlflowRegistry``.
+        Where the changes go: a ``Registry`` (``ModelRegistry``, ``MlflowRegistry``).
     model
         The model's name.
     background
@@ -45,7 +45,7 @@ class RegistryOutbox:
         Seconds before a change that failed is tried again (background).
     """
 
-    def __init__(self, registry: Any, model: str, *, background: bool = False, poll_s: float = 5.0,
+    def __init__(self, registry: Registry, model: str, *, background: bool = False, poll_s: float = 5.0,
                  retry_s: float = 10.0) -> None:
         self.registry, self.model = registry, model
         self.background, self.poll_s, self.retry_s = background, poll_s, retry_s

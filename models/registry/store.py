@@ -21,95 +21,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-STATUSES = ("candidate", "champion", "retired", "rejected", "rolled_back")
-
-
-class RegistryError(ValueError):
-    """A registry request that cannot be honoured; the message says why."""
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registered version of a model, as the registry keeps it.
-
-    Parameters
-    ----------
-    model
-        The model's name.
-    version
-        ``1``, ``2``, ... in order of registration.
-    status
-        ``candidate``, ``champion``, ``retired``, ``rejected`` or ``rolled_back``.
-    parent
-        The champion it was trained to replace, if any.
-    reason
-        Why it exists (the trigger of its training).
-    created_ms
-        When it was registered, ms since the epoch.
-    metrics
-        The numbers that decided its fate (log loss, AUC, ...).
-    info
-        Anything else worth keeping: training window, trigger, the action id.
-    """
-
-    model: str
-    version: str
-    status: str
-    parent: str | None  # the champion it was trained to replace
-    reason: str
-    created_ms: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)  # training window, trigger, anything else worth keeping
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def check_name(model: str) -> str:
-    """``model`` if it is a name every registry can store (a folder name, an MLflow name); else ``RegistryError``.
-
-    Parameters
-    ----------
-    model
-        The model's name: letters, digits, ``.``, ``_`` and ``-``.
-    """
-    if not _NAME.match(model):
-        raise RegistryError(f"bad model name {model!r}: letters, digits, '.', '_' and '-' only")
-    return model
-
-
-def history_entry(action: str, version: str, replaced: str | None, reason: str, action_id: str | None,
-                  time_ms: int | None = None) -> dict[str, Any]:
-    """One lineage entry, in the one shape every registry keeps, so that a migration copies it as it is.
-
-    Parameters
-    ----------
-    action
-        What happened: ``registered``, ``promoted``, ``rejected`` or ``rolled_back``.
-    version
-        The version the action registered, promoted, rejected or rolled back to.
-    replaced
-        The version it replaced, if any.
-    reason
-        Why, as the caller gave it.
-    action_id
-        The caller's id for the action, so that a retried action is recorded once.
-    time_ms
-        When, in Unix milliseconds (now if not given).
-    """
-    return {"action": action, "version": version, "replaced": replaced, "reason": reason,
-            "time_ms": time_ms or _now_ms(), "action_id": action_id}
+from models.registry.base import ModelVersion, Registry, RegistryError, check_name, history_entry, now_ms
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -126,7 +44,7 @@ def _write_json(path: Path, data: Any) -> None:
         raise
 
 
-class ModelRegistry:
+class ModelRegistry(Registry):
     """A local model registry: every version of every model under ``root``, its lineage, champion and states.
 
     Changes are atomic and serialised by a lock file, so a running flow and ``eddyline models rollback``
@@ -173,73 +91,30 @@ class ModelRegistry:
         return sorted(p.name for p in self.root.iterdir() if (p / "registry.json").exists())
 
     def versions(self, model: str) -> list[ModelVersion]:
-        """Every registered version of ``model``, oldest first (none for an unknown model).
-
-        Parameters
-        ----------
-        model
-            The model's name: letters, digits, ``.``, ``_`` and ``-``.
-        """
         data = self._load(model)
         return [ModelVersion(model=model, **v) for _, v in sorted(data["versions"].items(), key=lambda kv: int(kv[0]))]
 
     def get(self, model: str, version: str) -> ModelVersion:
-        """One version; ``RegistryError`` if it is not registered.
-
-        Parameters
-        ----------
-        model, version
-            Which one.
-        """
         data = self._load(model)
         if version not in data["versions"]:
             raise RegistryError(f"model {model!r} has no version {version!r}")
         return ModelVersion(model=model, **data["versions"][version])
 
     def champion(self, model: str) -> ModelVersion | None:
-        """The version serving now, or None before the first promotion.
-
-        Parameters
-        ----------
-        model
-            The model's name.
-        """
         data = self._load(model)
         v = data["champion"]
         return None if v is None else ModelVersion(model=model, **data["versions"][v])
 
     def history(self, model: str) -> list[dict[str, Any]]:
-        """The lineage: every registration, promotion, rejection and rollback, oldest first.
-
-        Parameters
-        ----------
-        model
-            The model's name.
-        """
         return self._load(model)["history"]
 
     def view(self, model: str) -> dict[str, Any]:
-        """One read of what a flow watches: the champion and the lineage.
-
-        Parameters
-        ----------
-        model
-            The model's name.
-        """
         data = self._load(model)
         v = data["champion"]
         return {"champion": None if v is None else ModelVersion(model=model, **data["versions"][v]),
                 "history": data["history"]}
 
     def stamp(self, model: str) -> tuple[int, int, int]:
-        """Changes whenever the registry of ``model`` changes (every write is a new file, and a longer one):
-        cheap to poll, unlike reading it.
-
-        Parameters
-        ----------
-        model
-            The model's name.
-        """
         try:
             st = (self._folder(model) / "registry.json").stat()
         except FileNotFoundError:
@@ -247,13 +122,6 @@ class ModelRegistry:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def load_artifact(self, model: str, version: str) -> dict[str, Any]:
-        """The version's newest state: where it stopped serving if it served, else as registered.
-
-        Parameters
-        ----------
-        model, version
-            Which one; ``RegistryError`` if it is not registered.
-        """
         self.get(model, version)
         folder = self._folder(model) / "versions" / version
         for name in ("latest.json", "artifact.json"):
@@ -290,27 +158,6 @@ class ModelRegistry:
     def register(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None = None,
                  metrics: dict[str, float] | None = None, info: dict[str, Any] | None = None,
                  champion: bool = False, action_id: str | None = None) -> ModelVersion:
-        """Add a version (numbered 1, 2, ...); ``champion`` makes it the champion at once (a first model).
-
-        Parameters
-        ----------
-        model
-            The model's name: letters, digits, ``.``, ``_`` and ``-``.
-        artifact
-            The model's state as plain data (its ``snapshot()``), stored as JSON.
-        reason
-            Why it exists, kept in the lineage.
-        parent
-            The registered version it was trained to replace.
-        metrics
-            Numbers worth keeping with it.
-        info
-            Anything else worth keeping (training window, trigger).
-        champion
-            Promote it at once.
-        action_id
-            Derived from the event that caused this; a repeat returns the version already registered.
-        """
         with self._change(model) as data:
             if action_id is not None and action_id in data["actions"]:
                 for v, rec in data["versions"].items():
@@ -322,7 +169,7 @@ class ModelRegistry:
                 raise RegistryError(f"parent version {parent!r} of {model!r} is not registered")
             _write_json(self._folder(model) / "versions" / version / "artifact.json", artifact)
             rec = {"version": version, "status": "candidate", "parent": parent, "reason": reason,
-                   "created_ms": _now_ms(), "metrics": dict(metrics or {}),
+                   "created_ms": now_ms(), "metrics": dict(metrics or {}),
                    "info": {**(info or {}), **({"action_id": action_id} if action_id else {})}}
             data["versions"][version] = rec
             self._log(data, "registered", version, None, reason, action_id)
@@ -344,17 +191,6 @@ class ModelRegistry:
 
     def promote(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
                 outgoing_state: dict[str, Any] | None = None, action_id: str | None = None) -> ModelVersion:
-        """Make ``version`` the champion; ``outgoing_state`` keeps what the replaced champion had learned.
-
-        Parameters
-        ----------
-        model, version
-            Which one; ``RegistryError`` if it is not registered.
-        reason, metrics, action_id
-            As for ``register``.
-        outgoing_state
-            The replaced champion's newest state, so that a rollback to it resumes from there.
-        """
         with self._change(model) as data:
             if version not in data["versions"]:
                 raise RegistryError(f"model {model!r} has no version {version!r}")
@@ -365,15 +201,6 @@ class ModelRegistry:
 
     def reject(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
                action_id: str | None = None) -> ModelVersion:
-        """Record that a challenger lost; it stays registered, with the numbers that decided it.
-
-        Parameters
-        ----------
-        model, version
-            Which one.
-        reason, metrics, action_id
-            As for ``register``.
-        """
         with self._change(model) as data:
             if version not in data["versions"]:
                 raise RegistryError(f"model {model!r} has no version {version!r}")
@@ -388,17 +215,6 @@ class ModelRegistry:
 
     def rollback(self, model: str, *, reason: str, outgoing_state: dict[str, Any] | None = None,
                  action_id: str | None = None) -> ModelVersion:
-        """Restore the champion that the current one replaced; the current one is marked rolled back.
-
-        Parameters
-        ----------
-        model
-            The model's name; ``RegistryError`` when there is nothing to go back to.
-        reason, action_id
-            As for ``register``.
-        outgoing_state
-            As for ``promote``.
-        """
         with self._change(model) as data:
             current = data["champion"]
             if current is None:
@@ -419,14 +235,5 @@ class ModelRegistry:
             return ModelVersion(model=model, **data["versions"][previous])
 
     def save_state(self, model: str, version: str, state: dict[str, Any]) -> None:
-        """Keep a serving version's newest state (it learns online), so a rollback to it resumes from here.
-
-        Parameters
-        ----------
-        model, version
-            Which one.
-        state
-            Its state as plain data.
-        """
         self.get(model, version)
         _write_json(self._folder(model) / "versions" / version / "latest.json", state)

@@ -9,17 +9,20 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from streams.flows.names import MODEL_NAME
 
+if TYPE_CHECKING:
+    from models.registry.base import Registry
+
 REGISTRY_DIR = typer.Option(help="A local registry folder instead of MLflow's registry (default: [retraining] "
                                  "registry_dir; unset: [mlflow]).")
 
 
-def open_registry(registry_dir: Path | None = None) -> Any:
+def open_registry(registry_dir: Path | None = None) -> Registry:
     """The registry the click flow uses: a local folder if one is named, else MLflow's per ``[mlflow]``.
 
     Parameters

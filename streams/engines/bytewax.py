@@ -30,12 +30,12 @@ from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkParti
 from connectors.kafka import EventProducer, KafkaSettings, client_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.bytewax_epochs import RecoveryEpochs
-from streams.engines.bytewax_source import POLL_LINGER, LingerKafkaSource
+from streams.engines.bytewax_source import LingerKafkaSource
 from streams.engines.lag import start_monitor
 from streams.engines.output import FlowOutput, Message, flow_topics
 from streams.memory import HeapReleaser
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
-from streams.runtime import DECODED_BYTES, KEEP_DECODED_S
+from streams.runtime import BYTEWAX_DEFAULTS
 from streams.state import (
     IdleStore, StateError, bucket_entry, bucket_of, decode_bucket, decode_checkpoint, encode_bucket_entries,
     encode_processor, is_bucket, refuse, restore_or_fresh,
@@ -738,11 +738,12 @@ class _SideSink(DynamicSink):
 
 
 def build_dataflow(
-    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = 500, output: FlowOutput | None = None,
-    idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), workers: int = 1,
-    buckets: int = 0, epochs: RecoveryEpochs | None = None, linger: timedelta = POLL_LINGER,
-    staged: StagedStates | None = None, keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
-    decoded_bytes: int = DECODED_BYTES,
+    spec: FlowSpec, settings: KafkaSettings, *, batch_size: int = BYTEWAX_DEFAULTS["batch_size"],
+    output: FlowOutput | None = None, idle: IdleStore | None = None,
+    idle_after: timedelta | None = BYTEWAX_DEFAULTS["idle_after"], workers: int = 1,
+    buckets: int = BYTEWAX_DEFAULTS["buckets"], epochs: RecoveryEpochs | None = None,
+    linger: timedelta = BYTEWAX_DEFAULTS["linger"], staged: StagedStates | None = None,
+    keep_decoded: timedelta = BYTEWAX_DEFAULTS["keep_decoded"], decoded_bytes: int = BYTEWAX_DEFAULTS["decoded_bytes"],
 ) -> Dataflow:
     """The Bytewax dataflow of a flow: decode, key, one processor per key, encode or dead-letter, write.
 
@@ -768,8 +769,8 @@ def build_dataflow(
     workers
         Workers in the whole cluster: the Kafka output has one partition per worker.
     buckets
-        Bytewax state keys: 0 gives each key (device) its own; N groups keys into N buckets by a stable hash
-        (``_BucketLogic``), so a restart resumes at most N keys.
+        Bytewax state keys: 0 gives each key (device) its own; N (by default ``[runtime] state_buckets``, 1,024)
+        groups keys into N buckets by a stable hash (``_BucketLogic``), so a restart resumes at most N keys.
     keep_decoded, decoded_bytes
         With ``buckets``: how long a silent key's processor stays decoded, and about how much memory this process's
         decoded processors may take (``[runtime] keep_decoded_s``, ``decoded_bytes``); beyond either a processor
@@ -842,20 +843,21 @@ def run(
     settings: KafkaSettings,
     *,
     state_dir: Path | None = None,
-    epoch_interval: timedelta = timedelta(seconds=2),
+    epoch_interval: timedelta = BYTEWAX_DEFAULTS["epoch_interval"],
     workers: int = 1,
-    batch_size: int = 500,
-    lag_interval_s: float | None = 5.0,
-    idle_after: timedelta | None = timedelta(minutes=10),
-    buckets: int = 0,
-    linger: timedelta = POLL_LINGER,
-    keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
-    decoded_bytes: int = DECODED_BYTES,
+    batch_size: int = BYTEWAX_DEFAULTS["batch_size"],
+    lag_interval_s: float | None = BYTEWAX_DEFAULTS["lag_interval_s"],
+    idle_after: timedelta | None = BYTEWAX_DEFAULTS["idle_after"],
+    buckets: int = BYTEWAX_DEFAULTS["buckets"],
+    linger: timedelta = BYTEWAX_DEFAULTS["linger"],
+    keep_decoded: timedelta = BYTEWAX_DEFAULTS["keep_decoded"],
+    decoded_bytes: int = BYTEWAX_DEFAULTS["decoded_bytes"],
 ) -> None:
     """Run until interrupted. With ``state_dir``, state and offsets are checkpointed every epoch.
 
     A restart with the same ``state_dir`` resumes from the last epoch: the inputs after it are read again
-    and give the same output ids (delivery is at least once, outputs idempotent).
+    and give the same output ids (delivery is at least once, outputs idempotent). The defaults are ``[runtime]``'s
+    (``streams.runtime.BYTEWAX_DEFAULTS``), so a flow started here is laid out as ``eddyline run`` lays it out.
 
     Parameters
     ----------
@@ -898,9 +900,10 @@ def run(
 
 def run_dataflow(
     spec: FlowSpec, settings: KafkaSettings, *, batch_size: int, lag_interval_s: float | None,
-    idle: IdleStore | None = None, idle_after: timedelta | None = timedelta(minutes=10), buckets: int = 0,
-    linger: timedelta = POLL_LINGER, keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
-    decoded_bytes: int = DECODED_BYTES, **cli_options: Any
+    idle: IdleStore | None = None, idle_after: timedelta | None = BYTEWAX_DEFAULTS["idle_after"],
+    buckets: int = BYTEWAX_DEFAULTS["buckets"], linger: timedelta = BYTEWAX_DEFAULTS["linger"],
+    keep_decoded: timedelta = BYTEWAX_DEFAULTS["keep_decoded"], decoded_bytes: int = BYTEWAX_DEFAULTS["decoded_bytes"],
+    **cli_options: Any
 ) -> None:
     """Run the flow's dataflow in this process beside a lag monitor that commits the positions this process
     consumed, so the flow's group shows how far it got, and a ``streams.memory.HeapReleaser``.

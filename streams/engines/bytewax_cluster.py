@@ -19,9 +19,8 @@ from typing import Any
 
 from connectors.broker import free_port
 from connectors.kafka import KafkaSettings
-from streams.engines.bytewax_source import POLL_LINGER
 from streams.processor import FlowSpec
-from streams.runtime import DECODED_BYTES, KEEP_DECODED_S
+from streams.runtime import BYTEWAX_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +49,15 @@ def run_cluster(
     processes: int,
     state_dir: Path | None = None,
     workers_per_process: int = 1,
-    epoch_interval: timedelta = timedelta(seconds=2),
-    batch_size: int = 500,
+    epoch_interval: timedelta = BYTEWAX_DEFAULTS["epoch_interval"],
+    batch_size: int = BYTEWAX_DEFAULTS["batch_size"],
     addresses: Sequence[str] | None = None,
-    lag_interval_s: float | None = 5.0,
-    idle_after: timedelta | None = timedelta(minutes=10),
-    buckets: int = 0,
-    linger: timedelta = POLL_LINGER,
-    keep_decoded: timedelta = timedelta(seconds=KEEP_DECODED_S),
-    decoded_bytes: int = DECODED_BYTES,
+    lag_interval_s: float | None = BYTEWAX_DEFAULTS["lag_interval_s"],
+    idle_after: timedelta | None = BYTEWAX_DEFAULTS["idle_after"],
+    buckets: int = BYTEWAX_DEFAULTS["buckets"],
+    linger: timedelta = BYTEWAX_DEFAULTS["linger"],
+    keep_decoded: timedelta = BYTEWAX_DEFAULTS["keep_decoded"],
+    decoded_bytes: int = BYTEWAX_DEFAULTS["decoded_bytes"],
 ) -> None:
     """Start ``processes`` Bytewax processes and run until interrupted or until one of them fails.
 

@@ -24,12 +24,10 @@ from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
 from connectors.kafka import for_client
-from streams.runtime import POLL_LINGER_MS
 
 Item = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 
 POLL_S = 0.001  # what Bytewax's own source waits in a poll that finds nothing
-POLL_LINGER = timedelta(milliseconds=POLL_LINGER_MS)  # ``[runtime] poll_linger_ms``'s default
 
 
 def _item(msg: Any) -> Item:

@@ -8,17 +8,12 @@ import subprocess
 import sys
 import time
 
-from benchmarks.timing import cpu_seconds, group_cpu_seconds
+from benchmarks.timing import group_cpu_seconds
+from edge_agent.health import process_cpu_seconds
 
 # a launcher that starts a busy worker and waits, as bytewax_cluster starts its processes
 LAUNCHER = ("import subprocess, sys; w = subprocess.Popen([sys.executable, '-c', 'while True: pass']); "
             "print(w.pid, flush=True); sys.stdin.read()")
-
-
-def _cpu(pid: int) -> float:
-    used = cpu_seconds(pid)
-    assert used is not None  # Linux: /proc is there
-    return used
 
 
 def test_group_cpu_seconds_counts_the_workers_a_launcher_started() -> None:
@@ -28,13 +23,13 @@ def test_group_cpu_seconds_counts_the_workers_a_launcher_started() -> None:
         assert launcher.stdout is not None
         worker = int(launcher.stdout.readline())
         deadline = time.monotonic() + 60
-        while _cpu(worker) < 0.3 and time.monotonic() < deadline:
+        while process_cpu_seconds(worker) < 0.3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        before = _cpu(launcher.pid) + _cpu(worker)
+        before = process_cpu_seconds(launcher.pid) + process_cpu_seconds(worker)
         group = group_cpu_seconds(launcher.pid)
-        after = _cpu(launcher.pid) + _cpu(worker)
+        after = process_cpu_seconds(launcher.pid) + process_cpu_seconds(worker)
         assert group is not None and before <= group <= after
-        assert group >= _cpu(launcher.pid) + 0.3  # the launcher's own CPU misses the worker's
+        assert group >= process_cpu_seconds(launcher.pid) + 0.3  # the launcher's own CPU misses the worker's
     finally:
         os.killpg(launcher.pid, signal.SIGKILL)
         launcher.wait(10)

@@ -60,6 +60,7 @@ MODULES = (
     "models.metrics",
     "models.online.clicks",
     "models.security.poisoning",
+    "models.registry.base",
     "models.registry.store",
     "models.sentiment.model",
     "models.speech",

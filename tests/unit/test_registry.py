@@ -1,15 +1,28 @@
-"""The local model registry: versions, lineage, champion changes, idempotent actions, rollback."""
+"""Registry conformance: the local registry and MLflow's (the real server the tests start) pass the same checks
+of versions, lineage, champion changes, idempotent actions, rollback and errors, through ``Registry``'s calls."""
 
 from __future__ import annotations
 
 import pytest
 
-from models import tracking
-from models.registry import ModelRegistry, RegistryError
+from models.registry import ModelRegistry, Registry, RegistryError
 
 
-def test_register_promote_reject_and_lineage(tmp_path) -> None:
-    reg = ModelRegistry(tmp_path)
+@pytest.fixture(params=["local", pytest.param("mlflow", marks=pytest.mark.integration)])
+def reg(request, tmp_path) -> Registry:
+    """A new, empty registry of each kind: a folder, or the session's MLflow server (emptied after each test)."""
+    if request.param == "local":
+        return ModelRegistry(tmp_path)
+    from models.registry.mlflow_store import MlflowRegistry
+
+    return MlflowRegistry(request.getfixturevalue("mlflow_server").url)
+
+
+def test_both_registries_are_a_registry(reg) -> None:
+    assert isinstance(reg, Registry) and reg.models() == [] and str(reg.root)
+
+
+def test_register_promote_reject_and_lineage(reg) -> None:
     first = reg.register("m", {"w": [1]}, reason="initial", champion=True)
     assert (first.version, first.status) == ("1", "champion")
     challenger = reg.register("m", {"w": [2]}, reason="drift d1", parent="1", info={"window": 100})
@@ -26,8 +39,7 @@ def test_register_promote_reject_and_lineage(tmp_path) -> None:
     assert reg.models() == ["m"]
 
 
-def test_replayed_actions_change_nothing(tmp_path) -> None:
-    reg = ModelRegistry(tmp_path)
+def test_replayed_actions_change_nothing(reg) -> None:
     reg.register("m", {}, reason="initial", champion=True, action_id="a0")
     again = reg.register("m", {}, reason="initial", champion=True, action_id="a0")
     assert again.version == "1" and len(reg.versions("m")) == 1
@@ -37,8 +49,7 @@ def test_replayed_actions_change_nothing(tmp_path) -> None:
     assert [h["action"] for h in reg.history("m")].count("promoted") == 2  # the initial one and one for v2
 
 
-def test_rollback_restores_the_previous_champion_and_refuses_when_there_is_none(tmp_path) -> None:
-    reg = ModelRegistry(tmp_path)
+def test_rollback_restores_the_previous_champion_and_refuses_when_there_is_none(reg) -> None:
     reg.register("m", {"v": 1}, reason="initial", champion=True)
     with pytest.raises(RegistryError, match="nothing to roll back"):
         reg.rollback("m", reason="oops")
@@ -54,18 +65,31 @@ def test_rollback_restores_the_previous_champion_and_refuses_when_there_is_none(
     assert reg.load_artifact("m", "3") == {"v": 3.5}
 
 
-def test_bad_names_and_unknown_versions_are_clear_errors(tmp_path) -> None:
-    reg = ModelRegistry(tmp_path)
-    with pytest.raises(RegistryError, match="bad model name"):
-        reg.champion("../etc")
+def test_bad_names_and_unknown_versions_are_clear_errors(reg) -> None:
+    for read in (reg.champion, reg.versions, reg.history):
+        with pytest.raises(RegistryError, match="bad model name"):
+            read("../etc")
+    with pytest.raises(RegistryError, match="no version"):
+        reg.get("m", "1")
     with pytest.raises(RegistryError, match="no version"):
         reg.promote("m", "7", reason="x")
     assert reg.champion("m") is None and reg.versions("m") == []
 
 
-def test_the_mlflow_registry_refuses_the_names_the_local_one_refuses(tmp_path) -> None:
-    from models.registry.mlflow_store import MlflowRegistry
-
-    reg = MlflowRegistry(tracking.embedded_uri(str(tmp_path)))
-    with pytest.raises(RegistryError, match="bad model name"):
-        reg.versions("../etc")
+def test_the_view_and_stamp_follow_changes_and_a_saved_state_is_what_loads(reg) -> None:
+    empty = reg.stamp("m")
+    assert reg.view("m") == {"champion": None, "history": []}
+    reg.register("m", {"w": [1]}, reason="initial", champion=True)
+    first = reg.stamp("m")
+    assert first != empty and reg.stamp("m") == first  # reading changes nothing
+    reg.register("m", {"w": [2]}, reason="drift", parent="1")
+    view = reg.view("m")
+    assert view["champion"] == reg.champion("m") and view["champion"].version == "1"
+    assert [h["action"] for h in view["history"]] == ["registered", "promoted", "registered"]
+    assert reg.stamp("m") != first
+    with pytest.raises(RegistryError, match="champion"):
+        reg.reject("m", "1", reason="the champion cannot lose")
+    assert reg.load_artifact("m", "1") == {"w": [1]}
+    reg.save_state("m", "1", {"w": [1.25]})  # it learned online while serving
+    assert reg.load_artifact("m", "1") == {"w": [1.25]} and reg.load_artifact("m", "2") == {"w": [2]}
+    assert reg.models() == ["m"] and [v.version for v in reg.versions("m")] == ["1", "2"]

@@ -6,6 +6,7 @@ restart, on_notify), without a broker; the flow against the real broker is in te
 
 import itertools
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -411,6 +412,28 @@ def test_the_runtime_settings_give_both_bytewax_entry_points_the_same_options(mo
         assert set(options) <= set(inspect.signature(entry).parameters), entry.__name__
     monkeypatch.setenv("EDDYLINE_RUNTIME_IDLE_EVICT_S", "90")
     assert RuntimeSettings().bytewax_options()["idle_after"] == timedelta(seconds=90)
+
+
+def test_a_flow_started_directly_gets_the_runtime_settings_defaults(monkeypatch, tmp_path):
+    """``bytewax.run``, ``run_cluster`` and ``build_dataflow`` default to what ``eddyline run`` passes with nothing
+    configured (1,024 state buckets, not one key per device), and a dataflow built without options is bucketed."""
+    import inspect
+
+    from streams.engines.bytewax import run
+    from streams.engines.bytewax_cluster import run_cluster
+
+    for name in [n for n in os.environ if n.startswith("EDDYLINE_RUNTIME_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(tmp_path / "none.toml"))
+    configured = RuntimeSettings().bytewax_options()
+    assert configured["buckets"] == 1024
+    for entry in (run, run_cluster, build_dataflow):
+        params = inspect.signature(entry).parameters
+        defaults = {k: params[k].default for k in configured if k in params}
+        assert defaults == {k: configured[k] for k in defaults}, entry.__name__
+    assert set(configured) <= set(inspect.signature(run).parameters)
+    process = next(step for step in build_dataflow(SPEC, KafkaSettings()).substeps if step.step_id.endswith(".process"))
+    assert isinstance(process.builder(None), _BucketLogic)
 
 
 def test_a_bucket_snapshot_from_kept_entries_is_its_states_and_versions_encoded_whole(tmp_path):
