@@ -101,11 +101,17 @@ def broker(
              "endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).")] = None,
 ) -> None:
     """Run the embedded Kafka-protocol broker (Tansu) until Ctrl-C."""
-    from connectors.broker import BrokerSettings, check_storage, serve
+    from connectors.broker import BrokerError, BrokerSettings, PortInUse, check_storage, serve
 
     settings = BrokerSettings()
-    serve(port=port or settings.port, host=host or settings.host,
-          storage=check_storage(storage) if storage else settings.storage)
+    try:
+        serve(port=port or settings.port, host=host or settings.host,
+              storage=check_storage(storage) if storage else settings.storage)
+    except PortInUse as exc:
+        raise CliError(f"{exc} (--port, or [broker] port in eddyline.toml)") from None
+    except BrokerError as exc:  # not the command's fault: what the broker said, and exit 1 so a supervisor retries
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 @topics_app.command("create")

@@ -29,3 +29,18 @@ def test_a_mistake_in_the_command_exits_2_and_says_what_to_do() -> None:
     result = CliRunner().invoke(_app(CliError("no such flow 'anomly'; try `eddyline run --help`")), [])
     assert result.exit_code == 2
     assert "eddyline run --help" in result.output
+
+
+def test_a_broker_port_in_use_is_a_mistake_to_fix_not_a_backtrace() -> None:
+    import socket
+
+    from streams.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["broker", "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert f"port {port} on 127.0.0.1 is in use" in result.output and "--port" in result.output
+    assert "Traceback" not in result.output and "panicked" not in result.output
