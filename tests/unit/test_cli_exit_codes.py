@@ -44,3 +44,14 @@ def test_a_broker_port_in_use_is_a_mistake_to_fix_not_a_backtrace() -> None:
     assert result.exit_code == 2, result.output
     assert f"port {port} on 127.0.0.1 is in use" in result.output and "--port" in result.output
     assert "Traceback" not in result.output and "panicked" not in result.output
+
+
+def test_an_unknown_detector_stops_the_start_and_names_the_setting_and_the_known_ones() -> None:
+    from streams.cli import app
+
+    env = {"EDDYLINE_RUNTIME_DETECTOR": "seasonl", "EDDYLINE_CONFIG": "/nonexistent/eddyline.toml",
+           "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # refused before any broker is asked
+    result = CliRunner().invoke(app, ["run", "anomaly"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "EDDYLINE_RUNTIME_DETECTOR: unknown anomaly detector 'seasonl'" in result.output
+    assert "seasonal" in result.output.split("use one of", 1)[1] and "Traceback" not in result.output
