@@ -166,9 +166,16 @@ def run_flow(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on PORT (one process only).")] = None,
 ) -> None:
     """Run a flow until interrupted; its state is checkpointed so a restart resumes where it stopped."""
-    from streams.flows import SERVICES, flow_spec
+    from streams.flows import FLOWS, SERVICES, flow_spec
     from streams.runtime import RuntimeSettings
 
+    if flow not in FLOWS and flow not in SERVICES:
+        import difflib
+
+        names = sorted([*FLOWS, *SERVICES])
+        close = difflib.get_close_matches(flow, names, n=1)
+        raise CliError(f"unknown flow {flow!r}" + (f"; did you mean {close[0]}?" if close else "")
+                       + f" Choose one of: {', '.join(names)}")
     if engine not in ("bytewax", "faust"):
         raise CliError(f"unknown engine {engine!r}; use --engine bytewax or --engine faust")
     if workers < 1:

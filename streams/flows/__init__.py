@@ -128,9 +128,9 @@ def flow_spec(name: str) -> FlowSpec:
     ...
     ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, fleet, model-security, quality, sentiment
     """
-    try:
-        return FLOWS[name]()
-    except KeyError:
+    build = FLOWS.get(name)  # looked up apart from the call: a KeyError inside a builder is not an unknown flow
+    if build is None:
         if name in SERVICES:
-            raise ValueError(f"{name} runs its own consumer, not on an engine: `eddyline run {name}`") from None
-        raise ValueError(f"unknown flow {name!r}; choose one of: {', '.join(sorted(FLOWS))}") from None
+            raise ValueError(f"{name} runs its own consumer, not on an engine: `eddyline run {name}`")
+        raise ValueError(f"unknown flow {name!r}; choose one of: {', '.join(sorted(FLOWS))}")
+    return build()

@@ -55,3 +55,12 @@ def test_an_unknown_detector_stops_the_start_and_names_the_setting_and_the_known
     assert result.exit_code == 2, result.output
     assert "EDDYLINE_RUNTIME_DETECTOR: unknown anomaly detector 'seasonl'" in result.output
     assert "seasonal" in result.output.split("use one of", 1)[1] and "Traceback" not in result.output
+
+
+def test_an_unknown_flow_suggests_the_close_one_among_all_it_can_run() -> None:
+    from streams.cli import app
+
+    result = CliRunner().invoke(app, ["run", "anomly"], env={"EDDYLINE_CONFIG": "/nonexistent/eddyline.toml"})
+    assert result.exit_code == 2
+    assert "unknown flow 'anomly'; did you mean anomaly?" in result.output
+    assert "notify" in result.output.split("Choose one of:", 1)[1]  # a service, run by the same command
