@@ -193,7 +193,11 @@ def run_flow(
             raise CliError("--metrics-port serves one process; run with --workers 1 per metrics port")
         from connectors.prometheus import serve
 
-        serve(port, host=runtime.metrics_host)
+        try:
+            serve(port, host=runtime.metrics_host)
+        except OSError as exc:
+            raise CliError(f"cannot serve metrics on {runtime.metrics_host}:{port} ({exc.strerror or exc}); choose "
+                           "another port (--metrics-port, or [runtime] metrics_port) or stop what holds it") from None
     if service is not None:
         try:
             service()(_kafka())

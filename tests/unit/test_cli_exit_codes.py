@@ -64,3 +64,21 @@ def test_an_unknown_flow_suggests_the_close_one_among_all_it_can_run() -> None:
     assert result.exit_code == 2
     assert "unknown flow 'anomly'; did you mean anomaly?" in result.output
     assert "notify" in result.output.split("Choose one of:", 1)[1]  # a service, run by the same command
+
+
+def test_a_metrics_or_live_port_in_use_says_which_option_moves_it() -> None:
+    import socket
+
+    from streams.cli import app
+
+    env = {"EDDYLINE_CONFIG": "/nonexistent/eddyline.toml", "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        metrics = CliRunner().invoke(app, ["run", "anomaly", "--metrics-port", port], env=env)
+        live = CliRunner().invoke(app, ["live", "--port", port], env=env)
+    assert metrics.exit_code == 2 and f"cannot serve metrics on 127.0.0.1:{port}" in metrics.output
+    assert "--metrics-port" in metrics.output and "Traceback" not in metrics.output
+    assert live.exit_code == 2 and f"the live page cannot listen on 127.0.0.1:{port}" in live.output
+    assert "eddyline live --port" in live.output and "Traceback" not in live.output
