@@ -138,12 +138,12 @@ def topics_create(
 @produce_app.command("sensors")
 @friendly
 def produce_sensors(
-    devices: Annotated[int, typer.Option(help="Simulated devices.")] = 10,
-    rate: Annotated[float, typer.Option(help="Readings per second (0: as fast as possible).")] = 2000.0,
-    count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    anomaly_rate: Annotated[float, typer.Option(help="Chance per reading that an anomaly starts.")] = 0.002,
-    bad_events: Annotated[int, typer.Option(help="Malformed messages to mix in.")] = 0,
+    devices: Annotated[int, typer.Option(min=1, help="Simulated devices.")] = 10,
+    rate: Annotated[float, typer.Option(min=0, help="Readings per second (0: as fast as possible).")] = 2000.0,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many messages.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
+    anomaly_rate: Annotated[float, typer.Option(min=0, max=1, help="Chance per reading that an anomaly starts.")] = 0.002,
+    bad_events: Annotated[int, typer.Option(min=0, help="Malformed messages to mix in.")] = 0,
     truth: Annotated[Path | None, typer.Option(help="Write the injected anomalies here (JSON).")] = None,
 ) -> None:
     """Publish simulated device readings with injected anomalies to sensor.readings."""
@@ -239,11 +239,12 @@ def _check_sink_settings() -> None:
 @app.command()
 @friendly
 def demo(
-    duration: Annotated[float | None, typer.Option(help="Seconds to produce before the summary (default: until Ctrl-C).")] = None,
-    bad_events: Annotated[int, typer.Option(help="Malformed messages to mix in; they must land in the DLQ.")] = 0,
+    duration: Annotated[float | None, typer.Option(
+        min=0, help="Seconds to produce before the summary (default: until Ctrl-C).")] = None,
+    bad_events: Annotated[int, typer.Option(min=0, help="Malformed messages to mix in; they must land in the DLQ.")] = 0,
     summary_json: Annotated[Path | None, typer.Option(help="Write the summary here as JSON.")] = None,
-    devices: Annotated[int, typer.Option(help="Simulated devices.")] = 20,
-    rate: Annotated[float, typer.Option(help="Readings per second.")] = 3000.0,
+    devices: Annotated[int, typer.Option(min=1, help="Simulated devices.")] = 20,
+    rate: Annotated[float, typer.Option(min=0, help="Readings per second.")] = 3000.0,
     calls: Annotated[bool, typer.Option(help="Also stream the recorded calls through the audio flow.")] = True,
 ) -> None:
     """Start a broker, the flows, simulated devices, recorded calls and a loopback alert receiver; print a summary."""

@@ -82,3 +82,22 @@ def test_a_metrics_or_live_port_in_use_says_which_option_moves_it() -> None:
     assert "--metrics-port" in metrics.output and "Traceback" not in metrics.output
     assert live.exit_code == 2 and f"the live page cannot listen on 127.0.0.1:{port}" in live.output
     assert "eddyline live --port" in live.output and "Traceback" not in live.output
+
+
+def test_a_table_setting_in_the_environment_that_is_not_json_names_the_variable() -> None:
+    from streams.cli import app
+
+    env = {"EDDYLINE_KAFKA_EXTRA": "fetch.wait.max.ms=100", "EDDYLINE_CONFIG": "/nonexistent/eddyline.toml"}
+    result = CliRunner().invoke(app, ["topics", "create"], env=env)
+    assert result.exit_code == 2
+    assert "EDDYLINE_KAFKA_EXTRA cannot be read" in result.output and "takes JSON" in result.output
+
+
+def test_producer_counts_out_of_range_are_refused_before_anything_runs() -> None:
+    """--devices 0 produced nothing and never stopped; a negative rate was taken as 'as fast as possible'."""
+    from streams.cli import app
+
+    for args in (["--devices", "0"], ["--rate", "-5"], ["--anomaly-rate", "2"]):
+        result = CliRunner().invoke(app, ["produce", "sensors", *args, "--count", "1"],
+                                    env={"EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+        assert result.exit_code == 2 and f"Invalid value for '{args[0]}'" in result.output, result.output
