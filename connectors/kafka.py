@@ -369,7 +369,7 @@ def create_topics(
     if not names:
         return
     # Short-lived and never polled, so librdkafka's lines are dropped: a broker that does not answer is a TimeoutError.
-    admin = AdminClient(_logged(admin_config(s)))
+    admin = make_admin(s, logger=librdkafka_logger())
     count = partitions or s.partitions
     given = {s.topic(t): dict(c) for t, c in (configs or {}).items()}
     table = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
