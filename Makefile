@@ -29,13 +29,20 @@ TEST_WORKERS ?= 2
 test: $(STAMP) $(VM) $(S3RVER) $(SYSTEM)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
-install: $(STAMP)
-
+# A fresh checkout (a clone, a git worktree) gives pyproject.toml a new time, so the stamp holds its hash: only a
+# changed file reinstalls. A linked .venv belongs to the checkout it lives in (an editable install points at one
+# checkout): it is never reinstalled from here, and a pyproject.toml that differs from that checkout's stops make.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
-	touch $@
+	@if [ -L $(VENV) ]; then home=$$(dirname "$$(readlink -f $(VENV))"); \
+	  cmp -s pyproject.toml "$$home/pyproject.toml" || { \
+	    echo "error: .venv links to $$home/.venv, installed from another pyproject.toml: run make install in $$home" >&2; exit 2; }; \
+	elif [ -x $(BIN)/python ] && [ "$$(cat $@ 2>/dev/null)" = "$$(sha256sum pyproject.toml)" ]; then touch $@; \
+	else set -e; test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/python -m pip install --quiet --upgrade pip; \
+	  $(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'; \
+	  sha256sum pyproject.toml > $@; fi
+
+install: $(STAMP)
 
 servers: $(VM) $(S3RVER) $(SYSTEM)
 

@@ -37,15 +37,32 @@ PUBLISHED_41 = {  # ../shared/data/nab/README.md: NAB's own scorer, these 41 fil
 }
 
 
+LAYOUT = ("data/<category>/<name>.csv (columns timestamp,value), labels/combined_windows.json and "
+          "config/profiles.json, as in a checkout of NAB")
+
+
 def read_series(path: Path) -> tuple[list[str], np.ndarray]:
-    """A data file's raw timestamp strings and values."""
+    """A data file's raw timestamp strings and values; a file that is not NAB's CSV is a ``ValueError`` naming it."""
     with open(path, newline="") as f:
         reader = csv.reader(f)
-        header = [h.strip() for h in next(reader)]
+        header = [h.strip() for h in next(reader, [])]
         if header[:2] != ["timestamp", "value"]:
             raise ValueError(f"{path}: expected columns timestamp,value; got {header}")
         rows = [r for r in reader if r]
-    return [r[0] for r in rows], np.array([float(r[1]) for r in rows], dtype=np.float64)
+    try:
+        values = np.array([float(r[1]) for r in rows], dtype=np.float64)
+    except (ValueError, IndexError):
+        line, row = next((i + 2, r) for i, r in enumerate(rows) if not _is_reading(r))
+        raise ValueError(f"{path}, line {line}: expected timestamp,value; got {row}") from None
+    return [r[0] for r in rows], values
+
+
+def _is_reading(row: list[str]) -> bool:
+    try:
+        float(row[1])
+    except (ValueError, IndexError):
+        return False
+    return True
 
 
 def data_files(data_dir: Path) -> list[str]:
@@ -62,10 +79,14 @@ def series_root(data_dir: Path) -> Path:
 
 
 def labels_dir(data_dir: Path) -> Path:
+    if not data_dir.is_dir():
+        raise ValueError(f"{data_dir} is not a directory; pass a NAB-layout one: {LAYOUT}")
     for cand in (data_dir, data_dir.parent):
         if (cand / "labels" / "combined_windows.json").is_file():
+            if not (cand / "config" / "profiles.json").is_file():
+                raise ValueError(f"{cand} has no config/profiles.json (NAB's cost profiles); a NAB layout has {LAYOUT}")
             return cand
-    raise ValueError(f"no labels/combined_windows.json beside {data_dir}")
+    raise ValueError(f"no labels/combined_windows.json in or beside {data_dir}; a NAB layout has {LAYOUT}")
 
 
 def _epoch_ms(stamps: list[str]) -> np.ndarray:

@@ -41,6 +41,10 @@ class BrokerError(RuntimeError):
     """The embedded broker could not be found, started or kept running."""
 
 
+class PortInUse(BrokerError):
+    """The fixed port asked for is taken: a person must stop what holds it or choose another."""
+
+
 def check_storage(url: str) -> str:
     """The storage URL if this Tansu build can use it (memory or S3); a clear error otherwise.
 
@@ -144,6 +148,17 @@ def _prctl() -> Callable[..., int]:
     return ctypes.CDLL(None, use_errno=True).prctl
 
 
+def _listening(host: str, port: int) -> bool:
+    """Whether something listens on ``port`` already (a bind fails; connections in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _can_connect(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -224,6 +239,9 @@ class EmbeddedBroker:
         if self.running():
             return self
         binary = tansu_binary()
+        if self._fixed_port and _listening(self.host, self._fixed_port):  # Tansu would panic with a Rust backtrace
+            raise PortInUse(f"port {self._fixed_port} on {self.host} is in use (another broker?): stop what holds it, "
+                            "or choose another port")
         # A free port can be taken between probing and binding; a few tries cover that race.
         attempts = 1 if self._fixed_port else 3
         for attempt in range(attempts):

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 
 OFF = "off"
@@ -116,14 +122,17 @@ def _problem(error: dict[str, Any], fields: list[str]) -> str:
     return f"{error['msg']}{got}; change it to a valid value"
 
 
-def explain(exc: ValidationError) -> str:
+def explain(exc: ValidationError | SettingsError) -> str:
     """A settings error as lines a person can act on: table, key, what is wrong, where to change it.
 
     Parameters
     ----------
     exc
-        pydantic's error from building a settings section.
+        pydantic's error from building a settings section, or pydantic-settings' for a value it could not parse
+        (a table or list setting in the environment that is not JSON).
     """
+    if isinstance(exc, SettingsError):
+        return _unparsable(exc)
     cls = _section(exc.title)
     table = cls.toml_table if cls else ""
     prefix = str(cls.model_config.get("env_prefix", "")) if cls else ""
@@ -165,3 +174,20 @@ class MlflowSettings(Section):
     poll_s: float = Field(5.0, gt=0, le=300, description="Seconds between checks of the champion alias.")
     retry_s: float = Field(10.0, gt=0, le=600, description="Seconds before a failed registry change is retried.")
 
+
+
+def _unparsable(exc: SettingsError) -> str:
+    """pydantic-settings names the field and the source only; the environment variable is found by its suffix."""
+    import re
+
+    found = re.search(r'field "([^"]+)" from source "(\w+)"', str(exc))
+    if found is None:
+        return str(exc)
+    field, source = found.groups()
+    why = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+    if source != "EnvSettingsSource":
+        return f"setting {field} from {source} cannot be read{why}"
+    names = sorted(k for k in os.environ if k.upper().startswith("EDDYLINE_") and k.upper().endswith(f"_{field.upper()}"))
+    name = " or ".join(names) or f"EDDYLINE_<SECTION>_{field.upper()}"
+    return (f"{name} cannot be read{why}: a table or list setting takes JSON in the environment, "
+            f"e.g. {names[0] if names else name}='{{\"key\": \"value\"}}' (or set it in eddyline.toml)")

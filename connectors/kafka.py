@@ -24,6 +24,7 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 from connectors.kafka_acks import UnconfirmedAcks
+from connectors.kafka_log import librdkafka_logger
 from schemas import AvroSerde
 from schemas.topics import TOPIC_CONFIGS
 
@@ -298,6 +299,12 @@ def admin_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     return {**client_config(s, "admin"), **overrides}
 
 
+def _logged(conf: dict[str, Any]) -> dict[str, Any]:
+    """``conf`` with librdkafka's log lines sent to Python logging (``connectors.kafka_log``), served by the client's
+    poll: the configs themselves stay plain data (they cross process boundaries)."""
+    return {**conf, "logger": librdkafka_logger()}
+
+
 def make_producer(s: KafkaSettings, **overrides: Any) -> Producer:
     """A confluent-kafka ``Producer`` configured by ``producer_config``.
 
@@ -306,7 +313,7 @@ def make_producer(s: KafkaSettings, **overrides: Any) -> Producer:
     s, overrides
         As for ``producer_config``.
     """
-    return Producer(producer_config(s, **overrides))
+    return Producer(_logged(producer_config(s, **overrides)))
 
 
 def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
@@ -317,7 +324,7 @@ def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer
     s, group_id, overrides
         As for ``consumer_config``.
     """
-    return Consumer(consumer_config(s, group_id, **overrides))
+    return Consumer(_logged(consumer_config(s, group_id, **overrides)))
 
 
 def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
@@ -361,7 +368,8 @@ def create_topics(
     names = sorted({s.topic(t) for t in logical_topics})
     if not names:
         return
-    admin = make_admin(s)
+    # Short-lived and never polled, so librdkafka's lines are dropped: a broker that does not answer is a TimeoutError.
+    admin = make_admin(s, logger=librdkafka_logger())
     count = partitions or s.partitions
     given = {s.topic(t): dict(c) for t, c in (configs or {}).items()}
     table = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
@@ -440,7 +448,7 @@ class EventProducer:
             serde = configured_serde()
         self.serde = serde
         self.config = producer_config(settings, **overrides)  # what the client got, ``[kafka] extra`` included
-        self._producer = Producer(self.config)
+        self._producer = Producer(_logged(self.config))
         self.delivered = 0
         self.failed = 0
         self._errors: list[str] = []
@@ -655,7 +663,7 @@ def read_topic(
     if idle is None and expected is None:
         idle = 1.0
     name = s.topic(logical_topic)
-    consumer = Consumer(consumer_config(s, f"eddyline-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": False}))
+    consumer = make_consumer(s, f"eddyline-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": False})
     out: list[Message] = []
     try:
         start = last = time.monotonic()
@@ -745,7 +753,7 @@ def read_to_end(
         Seconds to try; partitions not read to their end by then are returned as the second value.
     """
     name = s.topic(logical_topic)
-    consumer = Consumer(consumer_config(s, f"eddyline-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True}))
+    consumer = make_consumer(s, f"eddyline-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True})
     out: list[Message] = []
     ends: dict[int, int] = {}
 

@@ -28,7 +28,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from connectors.kafka import KafkaSettings, consumer_config, make_admin
+from connectors.kafka import KafkaSettings, consumer_config, make_admin, make_consumer
 from connectors.prometheus import CONSUMER_LAG
 
 __all__ = ["LagMonitor", "LagReader", "PartitionLag"]
@@ -96,18 +96,16 @@ class LagReader:
         self.timeout_s = timeout_s
         self.messages_read = 0  # messages fetched to find watermarks, over the reader's life
         self._admin = make_admin(settings)
-        self._consumer = Consumer(
-            consumer_config(
-                settings,
-                f"eddyline-lag-reader-{uuid.uuid4().hex}",
-                **{
-                    "enable.partition.eof": True,
-                    "fetch.wait.max.ms": 10,
-                    "max.partition.fetch.bytes": 1024,  # one small batch per partition is all a reading needs
-                    "queued.max.messages.kbytes": 64,
-                    "queued.min.messages": 1,
-                },
-            )
+        self._consumer = make_consumer(
+            settings,
+            f"eddyline-lag-reader-{uuid.uuid4().hex}",
+            **{
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 10,
+                "max.partition.fetch.bytes": 1024,  # one small batch per partition is all a reading needs
+                "queued.max.messages.kbytes": 64,
+                "queued.min.messages": 1,
+            },
         )
 
     def partitions(self, topics: Iterable[str]) -> list[Partition]:

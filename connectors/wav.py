@@ -73,7 +73,8 @@ def read_wav(path: str | Path, *, resample: bool = True) -> WavAudio:
     except FileNotFoundError:
         raise WavError(f"{path}: no such file") from None
     except (wave.Error, EOFError, RuntimeError, struct.error) as exc:  # the last two: chunk sizes past the end
-        raise WavError(f"{path}: not a PCM WAV file ({exc or type(exc).__name__}); convert it, "
+        why = str(exc) or ("it ends before its header does" if isinstance(exc, EOFError) else type(exc).__name__)
+        raise WavError(f"{path}: not a PCM WAV file ({why}); convert it, "
                        "e.g. `sox IN -b 16 OUT.wav`") from None
     if width not in (1, 2, 3, 4):
         raise WavError(f"{path}: unsupported sample width of {width} bytes")

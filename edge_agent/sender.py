@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors.kafka_acks import UnconfirmedAcks
+from connectors.kafka_log import librdkafka_logger
 from edge_agent.buffer import DiskBuffer
 from edge_agent.health import ClockOffset
 
@@ -36,27 +37,7 @@ class SendCounters:
     unconfirmed_acks: int = 0  # acknowledged as a duplicate, without an offset: sent again
 
 
-class _OncePerMinute(logging.Filter):
-    """librdkafka logs every failed reconnect; during a long outage one line a minute says enough."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._last: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        key = msg.split(":", 1)[0] if " FAIL " in f" {msg} " or msg.startswith("FAIL") else ""
-        if not key:
-            return True
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) < 60:
-            return False
-        self._last[key] = now
-        return True
-
-
-_LIBRDKAFKA_LOG = logging.getLogger("edge_agent.librdkafka")
-_LIBRDKAFKA_LOG.addFilter(_OncePerMinute())
+_LIBRDKAFKA_LOG = librdkafka_logger("edge_agent.librdkafka")
 
 
 class Sender:

@@ -94,11 +94,15 @@ def client(uri: str | None = None) -> Any:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # MLflow logs at INFO on its own handler (a new store prints "Creating initial MLflow database tables..."):
+    # follow this process's level instead, so a command stays as quiet as EDDYLINE_LOG_LEVEL says.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(logging.getLogger().getEffectiveLevel()))
     uri = uri or tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     from mlflow import MlflowClient
 
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())  # when imported before this
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

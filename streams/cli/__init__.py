@@ -101,11 +101,17 @@ def broker(
              "endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).")] = None,
 ) -> None:
     """Run the embedded Kafka-protocol broker (Tansu) until Ctrl-C."""
-    from connectors.broker import BrokerSettings, check_storage, serve
+    from connectors.broker import BrokerError, BrokerSettings, PortInUse, check_storage, serve
 
     settings = BrokerSettings()
-    serve(port=port or settings.port, host=host or settings.host,
-          storage=check_storage(storage) if storage else settings.storage)
+    try:
+        serve(port=port or settings.port, host=host or settings.host,
+              storage=check_storage(storage) if storage else settings.storage)
+    except PortInUse as exc:
+        raise CliError(f"{exc} (--port, or [broker] port in eddyline.toml)") from None
+    except BrokerError as exc:  # not the command's fault: what the broker said, and exit 1 so a supervisor retries
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 @topics_app.command("create")
@@ -132,12 +138,12 @@ def topics_create(
 @produce_app.command("sensors")
 @friendly
 def produce_sensors(
-    devices: Annotated[int, typer.Option(help="Simulated devices.")] = 10,
-    rate: Annotated[float, typer.Option(help="Readings per second (0: as fast as possible).")] = 2000.0,
-    count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    anomaly_rate: Annotated[float, typer.Option(help="Chance per reading that an anomaly starts.")] = 0.002,
-    bad_events: Annotated[int, typer.Option(help="Malformed messages to mix in.")] = 0,
+    devices: Annotated[int, typer.Option(min=1, help="Simulated devices.")] = 10,
+    rate: Annotated[float, typer.Option(min=0, help="Readings per second (0: as fast as possible).")] = 2000.0,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many messages.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
+    anomaly_rate: Annotated[float, typer.Option(min=0, max=1, help="Chance per reading that an anomaly starts.")] = 0.002,
+    bad_events: Annotated[int, typer.Option(min=0, help="Malformed messages to mix in.")] = 0,
     truth: Annotated[Path | None, typer.Option(help="Write the injected anomalies here (JSON).")] = None,
 ) -> None:
     """Publish simulated device readings with injected anomalies to sensor.readings."""
@@ -160,9 +166,16 @@ def run_flow(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on PORT (one process only).")] = None,
 ) -> None:
     """Run a flow until interrupted; its state is checkpointed so a restart resumes where it stopped."""
-    from streams.flows import SERVICES, flow_spec
+    from streams.flows import FLOWS, SERVICES, flow_spec
     from streams.runtime import RuntimeSettings
 
+    if flow not in FLOWS and flow not in SERVICES:
+        import difflib
+
+        names = sorted([*FLOWS, *SERVICES])
+        close = difflib.get_close_matches(flow, names, n=1)
+        raise CliError(f"unknown flow {flow!r}" + (f"; did you mean {close[0]}?" if close else "")
+                       + f" Choose one of: {', '.join(names)}")
     if engine not in ("bytewax", "faust"):
         raise CliError(f"unknown engine {engine!r}; use --engine bytewax or --engine faust")
     if workers < 1:
@@ -180,7 +193,11 @@ def run_flow(
             raise CliError("--metrics-port serves one process; run with --workers 1 per metrics port")
         from connectors.prometheus import serve
 
-        serve(port, host=runtime.metrics_host)
+        try:
+            serve(port, host=runtime.metrics_host)
+        except OSError as exc:
+            raise CliError(f"cannot serve metrics on {runtime.metrics_host}:{port} ({exc.strerror or exc}); choose "
+                           "another port (--metrics-port, or [runtime] metrics_port) or stop what holds it") from None
     if service is not None:
         try:
             service()(_kafka())
@@ -222,11 +239,12 @@ def _check_sink_settings() -> None:
 @app.command()
 @friendly
 def demo(
-    duration: Annotated[float | None, typer.Option(help="Seconds to produce before the summary (default: until Ctrl-C).")] = None,
-    bad_events: Annotated[int, typer.Option(help="Malformed messages to mix in; they must land in the DLQ.")] = 0,
+    duration: Annotated[float | None, typer.Option(
+        min=0, help="Seconds to produce before the summary (default: until Ctrl-C).")] = None,
+    bad_events: Annotated[int, typer.Option(min=0, help="Malformed messages to mix in; they must land in the DLQ.")] = 0,
     summary_json: Annotated[Path | None, typer.Option(help="Write the summary here as JSON.")] = None,
-    devices: Annotated[int, typer.Option(help="Simulated devices.")] = 20,
-    rate: Annotated[float, typer.Option(help="Readings per second.")] = 3000.0,
+    devices: Annotated[int, typer.Option(min=1, help="Simulated devices.")] = 20,
+    rate: Annotated[float, typer.Option(min=0, help="Readings per second.")] = 3000.0,
     calls: Annotated[bool, typer.Option(help="Also stream the recorded calls through the audio flow.")] = True,
 ) -> None:
     """Start a broker, the flows, simulated devices, recorded calls and a loopback alert receiver; print a summary."""

@@ -311,6 +311,17 @@ def run_demo(
             return t
 
         announced = False
+
+        def announce(screen: Live) -> None:
+            """The first alert as it happens: while producing, or while draining when the flows started late."""
+            nonlocal announced
+            if not announced and watcher.first_alert is not None:
+                a = watcher.first_alert
+                screen.console.print(f"first alert: [bold]{a['severity']}[/] {a['summary']}")
+                if a.get("explanation"):
+                    screen.console.print(f"  why: {explanation_text(a['explanation'])}")
+                announced = True
+
         try:
             with Live(table("producing"), console=console, refresh_per_second=4, transient=True) as screen:
                 producing = threading.Thread(target=producer.run, kwargs={"duration": duration, "stop": stop})
@@ -321,15 +332,11 @@ def run_demo(
                     for proc, log_name in ((flow, "flow.log"), (notify, "notify.log"), (audio, "audio.log")):
                         if proc is not None and proc.poll() is not None:
                             raise RuntimeError(f"a flow exited with code {proc.returncode}; see {work / log_name}")
-                    if not announced and watcher.first_alert is not None:
-                        a = watcher.first_alert
-                        screen.console.print(f"first alert: [bold]{a['severity']}[/] {a['summary']}")
-                        if a.get("explanation"):
-                            screen.console.print(f"  why: {explanation_text(a['explanation'])}")
-                        announced = True
+                    announce(screen)
                 deadline = time.monotonic() + drain_timeout
                 while time.monotonic() < deadline:
                     screen.update(table("draining"))
+                    announce(screen)
                     with watcher.lock:
                         done = watcher.scored + watcher.dlq >= producer.stats.events
                         # the calls are done when all were played and no utterance came out for a while

@@ -40,10 +40,12 @@ def friendly(fn: F) -> F:
             raise typer.Exit(1) from None
         except ValueError as exc:  # settings (a pydantic ValidationError): name the key and what to change
             from pydantic import ValidationError
+            from pydantic_settings import SettingsError
 
             from connectors.config import explain
 
-            typer.secho(f"error: {explain(exc) if isinstance(exc, ValidationError) else exc}", fg="red", err=True)
+            known = isinstance(exc, ValidationError | SettingsError)
+            typer.secho(f"error: {explain(exc) if known else exc}", fg="red", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -101,9 +101,44 @@ class LazyGroup(TyperGroup):
         self._add_lazy()
         return super().list_commands(ctx)
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and not isinstance(command, TyperGroup):
+            refuse_repeats(command.load() if isinstance(command, LazyCommand) else command, rest)
+        return name, command, rest
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         self._add_lazy()
         return super().get_command(ctx, cmd_name)
+
+
+def refuse_repeats(command: Any, args: list[str]) -> None:
+    """Refuse an option given twice (``--devices 3 ... --devices 4``, ``--calls --no-calls``) that takes one value:
+    Click would keep the last one without a word, and a command line edited in a hurry then runs with a value
+    the operator did not mean.
+
+    Parameters
+    ----------
+    command
+        The command about to parse ``args``.
+    args
+        Its arguments, as typed.
+    """
+    single: dict[str, Any] = {}
+    for param in command.params:
+        if param.param_type_name == "option" and not param.multiple and not param.count:
+            single.update(dict.fromkeys([*param.opts, *param.secondary_opts], param))
+    given: dict[str, list[str]] = {}
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        param = single.get(arg.split("=", 1)[0])
+        if param is None:
+            continue
+        said = given.setdefault(param.name, [])
+        said.append(arg if "=" in arg or param.is_flag or i + 1 == len(args) else f"{arg} {args[i + 1]}")
+        if len(said) > 1:
+            raise typer.BadParameter(f"given {len(said)} times ({', then '.join(said)}); give it once", param=param)
 
 
 def lazy_group(*table: Lazy, plugins: str | None = None,
@@ -126,4 +161,5 @@ def lazy_group(*table: Lazy, plugins: str | None = None,
 def group(help: str, **kwargs: Any) -> typer.Typer:
     """A command group as every ``eddyline`` group is made. Help is plain text: rich markup would eat the
     bracketed config section names (``[mlflow]``) our help is full of."""
+    kwargs.setdefault("cls", lazy_group())  # refuses repeated options (``refuse_repeats``) as every group does
     return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None, **kwargs)

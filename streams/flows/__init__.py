@@ -17,14 +17,18 @@ if TYPE_CHECKING:
 
 
 def _anomaly() -> FlowSpec:
-    from models.anomaly import DEFAULT_DETECTOR
+    from connectors.config import ConfigError
+    from models.anomaly import DEFAULT_DETECTOR, DETECTORS
     from streams.flows.sensor_anomaly import sensor_anomaly_flow
     from streams.runtime import RuntimeSettings
     from streams.sinks.sensor import sensor_metrics_sink
 
     runtime = RuntimeSettings()
-    return sensor_anomaly_flow(detector=runtime.detector or DEFAULT_DETECTOR, packed=runtime.packed_scores,
-                               sinks=[sensor_metrics_sink])
+    detector = runtime.detector or DEFAULT_DETECTOR
+    if detector not in DETECTORS:  # else the flow starts and fails at the first reading, inside the engine
+        raise ConfigError(f"[runtime] detector or EDDYLINE_RUNTIME_DETECTOR: unknown anomaly detector {detector!r}; "
+                          f"use one of {', '.join(sorted(DETECTORS))}, or unset it for the default ({DEFAULT_DETECTOR})")
+    return sensor_anomaly_flow(detector=detector, packed=runtime.packed_scores, sinks=[sensor_metrics_sink])
 
 
 def _clicks() -> FlowSpec:
@@ -124,9 +128,9 @@ def flow_spec(name: str) -> FlowSpec:
     ...
     ValueError: unknown flow 'anomly'; choose one of: anomaly, audio, clicks, drift, fleet, model-security, quality, sentiment
     """
-    try:
-        return FLOWS[name]()
-    except KeyError:
+    build = FLOWS.get(name)  # looked up apart from the call: a KeyError inside a builder is not an unknown flow
+    if build is None:
         if name in SERVICES:
-            raise ValueError(f"{name} runs its own consumer, not on an engine: `eddyline run {name}`") from None
-        raise ValueError(f"unknown flow {name!r}; choose one of: {', '.join(sorted(FLOWS))}") from None
+            raise ValueError(f"{name} runs its own consumer, not on an engine: `eddyline run {name}`")
+        raise ValueError(f"unknown flow {name!r}; choose one of: {', '.join(sorted(FLOWS))}")
+    return build()

@@ -29,3 +29,75 @@ def test_a_mistake_in_the_command_exits_2_and_says_what_to_do() -> None:
     result = CliRunner().invoke(_app(CliError("no such flow 'anomly'; try `eddyline run --help`")), [])
     assert result.exit_code == 2
     assert "eddyline run --help" in result.output
+
+
+def test_a_broker_port_in_use_is_a_mistake_to_fix_not_a_backtrace() -> None:
+    import socket
+
+    from streams.cli import app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["broker", "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert f"port {port} on 127.0.0.1 is in use" in result.output and "--port" in result.output
+    assert "Traceback" not in result.output and "panicked" not in result.output
+
+
+def test_an_unknown_detector_stops_the_start_and_names_the_setting_and_the_known_ones() -> None:
+    from streams.cli import app
+
+    env = {"EDDYLINE_RUNTIME_DETECTOR": "seasonl", "EDDYLINE_CONFIG": "/nonexistent/eddyline.toml",
+           "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # refused before any broker is asked
+    result = CliRunner().invoke(app, ["run", "anomaly"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "EDDYLINE_RUNTIME_DETECTOR: unknown anomaly detector 'seasonl'" in result.output
+    assert "seasonal" in result.output.split("use one of", 1)[1] and "Traceback" not in result.output
+
+
+def test_an_unknown_flow_suggests_the_close_one_among_all_it_can_run() -> None:
+    from streams.cli import app
+
+    result = CliRunner().invoke(app, ["run", "anomly"], env={"EDDYLINE_CONFIG": "/nonexistent/eddyline.toml"})
+    assert result.exit_code == 2
+    assert "unknown flow 'anomly'; did you mean anomaly?" in result.output
+    assert "notify" in result.output.split("Choose one of:", 1)[1]  # a service, run by the same command
+
+
+def test_a_metrics_or_live_port_in_use_says_which_option_moves_it() -> None:
+    import socket
+
+    from streams.cli import app
+
+    env = {"EDDYLINE_CONFIG": "/nonexistent/eddyline.toml", "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        metrics = CliRunner().invoke(app, ["run", "anomaly", "--metrics-port", port], env=env)
+        live = CliRunner().invoke(app, ["live", "--port", port], env=env)
+    assert metrics.exit_code == 2 and f"cannot serve metrics on 127.0.0.1:{port}" in metrics.output
+    assert "--metrics-port" in metrics.output and "Traceback" not in metrics.output
+    assert live.exit_code == 2 and f"the live page cannot listen on 127.0.0.1:{port}" in live.output
+    assert "eddyline live --port" in live.output and "Traceback" not in live.output
+
+
+def test_a_table_setting_in_the_environment_that_is_not_json_names_the_variable() -> None:
+    from streams.cli import app
+
+    env = {"EDDYLINE_KAFKA_EXTRA": "fetch.wait.max.ms=100", "EDDYLINE_CONFIG": "/nonexistent/eddyline.toml"}
+    result = CliRunner().invoke(app, ["topics", "create"], env=env)
+    assert result.exit_code == 2
+    assert "EDDYLINE_KAFKA_EXTRA cannot be read" in result.output and "takes JSON" in result.output
+
+
+def test_producer_counts_out_of_range_are_refused_before_anything_runs() -> None:
+    """--devices 0 produced nothing and never stopped; a negative rate was taken as 'as fast as possible'."""
+    from streams.cli import app
+
+    for args in (["--devices", "0"], ["--rate", "-5"], ["--anomaly-rate", "2"]):
+        result = CliRunner().invoke(app, ["produce", "sensors", *args, "--count", "1"],
+                                    env={"EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+        assert result.exit_code == 2 and f"Invalid value for '{args[0]}'" in result.output, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import tempfile
 from pathlib import Path
 
@@ -208,8 +209,22 @@ def test_no_client_built_from_its_config_logs_a_confwarn(capfd: pytest.CaptureFi
     s = KafkaSettings(bootstrap_servers="127.0.0.1:1", extra=EXTRA)
     AdminClient({"bootstrap.servers": "127.0.0.1:1", "fetch.wait.max.ms": "50"})  # the check can see one
     assert "CONFWARN" in capfd.readouterr().err
-    make_consumer(s, "g").close()
-    make_producer(s).close()
+    Consumer(consumer_config(s, "g")).close()  # the configs, without make_*'s logger: librdkafka writes to stderr
+    Producer(producer_config(s)).close()
     AdminClient(admin_config(s))
     said = capfd.readouterr().err
     assert "CONFWARN" not in said, said
+
+
+def test_librdkafka_lines_become_log_records_and_a_failing_connect_is_said_once(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """Without a logger librdkafka prints a FAIL line per reconnect to stderr, above the line that says what to do."""
+    s = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    producer = make_producer(s, **{"reconnect.backoff.ms": 10, "reconnect.backoff.max.ms": 10,
+                                   "client.id": "said-once"})  # other tests' clients may still be logging
+    with caplog.at_level(logging.INFO, logger="librdkafka"):
+        for _ in range(30):  # about 1.5 s: many reconnects
+            producer.poll(0.05)
+    fails = [r for r in caplog.records if r.name == "librdkafka" and "FAIL [said-once#" in r.getMessage()]
+    assert len(fails) == 1 and "127.0.0.1:1" in fails[0].getMessage()
+    assert "|FAIL|said-once#" not in capfd.readouterr().err

@@ -99,3 +99,29 @@ def test_bench_nab_cv_refuses_a_grid_the_detector_does_not_take(small_nab: Path,
         bench_nab.run_cv(small_nab, ["gauss"], cache_dir=None, progress=False, grids={"gauss": [{"nope": 1}]})
     with pytest.raises(ValueError, match="no detector or no grid"):
         bench_nab.run_cv(small_nab, ["nope"], cache_dir=None, progress=False)
+
+
+def test_a_folder_that_is_not_a_nab_layout_says_what_one_has(tmp_path: Path) -> None:
+    """bench nab --data on the wrong folder: one line naming what is missing, never a traceback."""
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    def said(data: Path) -> str:
+        result = CliRunner().invoke(app, ["bench", "nab", "--data", str(data)])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        return " ".join(result.output.split())
+
+    assert "is not a directory" in said(tmp_path / "missing") and "labels/combined_windows.json" in said(tmp_path)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "combined_windows.json").write_text('{"cat/x.csv": []}')
+    assert "has no config/profiles.json" in said(tmp_path)
+
+
+def test_a_csv_that_is_not_nab_s_names_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").write_text("timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,abc\n")
+    with pytest.raises(ValueError, match=r"x\.csv, line 3: expected timestamp,value; got \['2020-01-01 00:05:00', 'abc'\]"):
+        bench_nab.read_series(tmp_path / "x.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match=r"empty\.csv: expected columns timestamp,value; got \[\]"):
+        bench_nab.read_series(tmp_path / "empty.csv")

@@ -4,6 +4,7 @@ unreachable store never stops a training; the edge model build is recorded where
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,23 @@ def test_the_edge_model_build_is_recorded(tmp_path: Path) -> None:
     assert [f.path for f in client.list_artifacts(runs[0].info.run_id)] == ["m.onnx"]
     assert not (tmp_path / "mlruns").exists()
     assert runs[0].data.metrics["m_bytes"] == (tmp_path / "m.onnx").stat().st_size
+
+
+QUIET = """
+import sys
+from models import tracking
+from streams import logs
+logs.setup()
+tracking.client(tracking.embedded_uri(sys.argv[1])).search_experiments()  # a new store: MLflow creates its tables
+"""
+
+
+@pytest.mark.parametrize("level, said", [("WARNING", False), ("INFO", True)])
+def test_a_new_store_is_created_quietly_unless_the_log_level_asks(tmp_path: Path, level: str, said: bool) -> None:
+    """MLflow logs at INFO on its own handler; a command follows EDDYLINE_LOG_LEVEL (quiet by default)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["EDDYLINE_LOG_LEVEL"] = level
+    done = subprocess.run([sys.executable, "-c", QUIET, str(tmp_path / "store")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("Creating initial MLflow database tables" in done.stderr) is said, done.stderr

@@ -73,6 +73,9 @@ def test_float_wav_and_garbage_are_rejected_with_a_reason(tmp_path):
         read_wav(tmp_path / "g.wav")
     with pytest.raises(WavError, match="no such file"):
         read_wav(tmp_path / "missing.wav")
+    (tmp_path / "short.wav").write_bytes(b"host\n")  # too short for a header: EOFError, whose message is empty
+    with pytest.raises(WavError, match=r"not a PCM WAV file \(it ends before its header does\)"):
+        read_wav(tmp_path / "short.wav")
 
 
 def test_chunk_records_cover_the_audio_with_stable_ids(tmp_path):

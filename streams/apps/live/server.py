@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from connectors.kafka import KafkaSettings, consumer_config
+from connectors.kafka import KafkaSettings, make_consumer
 from connectors.lag import LagReader
 from connectors.schema_registry import configured_serde
 from schemas import SchemaError
@@ -63,7 +63,7 @@ class TopicReader(threading.Thread):
 
     def run(self) -> None:
         try:
-            consumer = Consumer(consumer_config(self.settings, "eddyline-live-page"))
+            consumer = make_consumer(self.settings, "eddyline-live-page")
         except Exception as exc:  # noqa: BLE001 - reported through .error and the log
             self.error = exc
             log.error("live page cannot consume: %s", exc)
@@ -251,7 +251,8 @@ class LivePage:
         if self._failure is not None:
             self.reader.stop()
             self.lag.stop()
-            raise RuntimeError(f"the live page cannot listen on {self.host}:{self.port}: {self._failure}")
+            raise ValueError(f"the live page cannot listen on {self.host}:{self.port} ({self._failure}); "
+                             "choose another port (`eddyline live --port`) or stop what holds it")
         return self
 
     def stop(self) -> None:
