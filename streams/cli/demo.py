@@ -171,6 +171,7 @@ CONVERSATIONS = {  # recordings joined into three calls: one turns sour, one is 
     "call-praise": ("call04", "call07", "call09", "call12"),
 }
 PAUSE = b"\x00\x00" * 12_800  # 0.8 s of silence between turns
+CALL_TURNS = sum(len(clips) for clips in CONVERSATIONS.values())
 
 
 def _play_calls(settings: KafkaSettings, folder: Path) -> None:
@@ -339,9 +340,11 @@ def run_demo(
                     announce(screen)
                     with watcher.lock:
                         done = watcher.scored + watcher.dlq >= producer.stats.events
-                        # the calls are done when all were played and no utterance came out for a while
-                        calls_quiet = audio is None or (not calling.is_alive() and watcher.sentiments > 0
-                                                        and time.monotonic() - watcher.last_call_event > 8)
+                        # the calls are done when all were played and no utterance came out for a while: a
+                        # short while once every turn has a score, longer while transcription may be behind
+                        quiet = time.monotonic() - watcher.last_call_event
+                        calls_quiet = audio is None or (not calling.is_alive() and watcher.sentiments > 0 and (
+                            quiet > 30 or (quiet > 8 and watcher.sentiments >= CALL_TURNS)))
                     if done and calls_quiet:
                         break
                     time.sleep(0.25)
