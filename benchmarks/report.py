@@ -21,9 +21,9 @@ def machine() -> str:
 
 
 def cpu_flags(wanted: Sequence[str] = INT8_FLAGS, cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
-    """Which of ``wanted`` the CPU reports, so that a speed ratio is read against the hardware it ran on: the
-    same int8 model was 2.6-3x PyTorch fp32 on a CPU with AMX and about 3x on one with only AVX-512 VNNI,
-    where an int8 GEMM is at most 4x an fp32 one (BENCHMARKS-audio.md, Speed, session 11).
+    """Which of ``wanted`` the CPU reports, so that an int8 speed ratio is read against the hardware it ran on:
+    an int8 GEMM ran 9.5x an fp32 one with AMX (session 8's machine) and 3.1-4.4x with AVX-512 VNNI alone
+    (session 11's), which caps what the int8 model can gain (BENCHMARKS-audio.md, Speed).
 
     Parameters
     ----------
