@@ -11,8 +11,9 @@
   until session 9), e.g. the served model against itself as served before.
 - ``omp_wait_policy``: PyTorch's OpenMP threads spin by default, which on shared cores cost it up to 2.6x its
   wall time (session 9), while onnxruntime's served threads sleep, so a loaded run flattered the ONNX ratio. The
-  bench sets ``OMP_WAIT_POLICY=PASSIVE`` (both engines' threads sleep) unless the variable is already set
-  (``OMP_WAIT_POLICY=ACTIVE`` times PyTorch spinning); it reads ``default`` when torch was loaded before.
+  bench sets ``OMP_WAIT_POLICY=PASSIVE`` (both engines' threads sleep) unless the variable is already set; it
+  reads ``default`` when torch was loaded before. ``OMP_WAIT_POLICY=ACTIVE`` times PyTorch spinning, but its idle
+  threads then also spin through the ONNX passes of the same process and slow them (session 11).
 - ``load_average``: the 1-minute load average at the start and at the end, and ``machine``, whose ``cpu_int8``
   lists the int8 instruction sets the CPU has (VNNI, AMX): the ratio depends on both.
 - ``speech_rtf``: Whisper tiny.en (faster-whisper, int8) processing time over audio duration on the
