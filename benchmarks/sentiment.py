@@ -9,25 +9,30 @@
   interleaved passes, e.g. one with more trainable layers (the served graph has the same shape, so it should
   run at the same rate). ``--compare-spinning`` loads it with onnxruntime's spinning threads (its default, served
   until session 9), e.g. the served model against itself as served before.
-- ``omp_wait_policy``: ``OMP_WAIT_POLICY`` as set for the run: PyTorch's OpenMP threads spin by default, which
-  on shared cores cost it up to 2.6x its wall time (session 9), so a loaded run flatters the ONNX ratio.
+- ``omp_wait_policy``: PyTorch's OpenMP threads spin by default, which on shared cores cost it up to 2.6x its
+  wall time (session 9), while onnxruntime's served threads sleep, so a loaded run flattered the ONNX ratio. The
+  bench sets ``OMP_WAIT_POLICY=PASSIVE`` (both engines' threads sleep) unless the variable is already set; it
+  reads ``default`` when torch was loaded before. ``OMP_WAIT_POLICY=ACTIVE`` times PyTorch spinning, but its idle
+  threads then also spin through the ONNX passes of the same process and slow them (session 11).
+- ``load_average``: the 1-minute load average at the start and at the end, and ``machine``, whose ``cpu_int8``
+  lists the int8 instruction sets the CPU has (VNNI, AMX): the ratio depends on both.
 - ``speech_rtf``: Whisper tiny.en (faster-whisper, int8) processing time over audio duration on the
   repository's recordings, transcribed as the flow does (one utterance at a time, no extra VAD pass).
 Texts are held-out test sentences from all four domains; each timing is the best of ``repeats`` passes
-after a warm-up pass, ONNX and PyTorch passes interleaved, so a neighbour's burst on a shared machine\ncosts both alike.
+after a warm-up pass, ONNX and PyTorch passes interleaved, so a neighbour's burst on a shared machine
+costs both alike.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from benchmarks.report import cpu_flags, machine, write_json
 from benchmarks.wer import DATA_DIR, read_references
 
 
@@ -51,9 +56,20 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - t
 
 
+def _sleeping_omp_threads() -> str:
+    """Make PyTorch's OpenMP threads sleep between parallel regions, as onnxruntime's served threads do, unless
+    the caller chose a policy; return the policy PyTorch runs with. It only takes effect before torch loads."""
+    import sys
+
+    if "OMP_WAIT_POLICY" not in os.environ and "torch" not in sys.modules:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return os.environ.get("OMP_WAIT_POLICY", "default")
+
+
 def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repeats: int = 5,
         audio_dir: Path = DATA_DIR, compare_dir: Path | None = None, batch_size: int = 0,
         compare_spinning: bool = False) -> dict[str, Any]:
+    omp_policy = _sleeping_omp_threads()  # before anything can load torch
     from connectors.wav import read_wav
     from models.sentiment.data import load_examples, split
     from models.sentiment.emotion import load_emotion
@@ -65,6 +81,7 @@ def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repea
     model_dir = model_dir or default_model_dir()
     if not (model_dir / "model.int8.onnx").is_file():
         raise FileNotFoundError(f"no trained model in {model_dir}: run `eddyline models train-sentiment` first")
+    load_start = os.getloadavg()[0]
     _, test = split(load_examples())
     sample = [e.text for e in test[:: max(1, len(test) // texts)]][:texts]
     onnx = OnnxSentiment(model_dir, threads=threads, batch_size=batch_size)
@@ -100,9 +117,9 @@ def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repea
         "batch_size": batch_size,
         "audio_s": audio_s,
         "threads": threads,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),  # PyTorch's threads spin unless PASSIVE
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version()},
+        "omp_wait_policy": omp_policy,
+        "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        "machine": {"cpus": os.cpu_count(), "description": machine(), "cpu_int8": cpu_flags()},
     }
 
 
@@ -129,11 +146,11 @@ def command(
                f"{result['onnx_int8_cpu_s']:.2f} vs {result['torch_fp32_cpu_s']:.2f}, "
                f"{result['onnx_cpu_speedup']:.2f}x); emotion "
                f"{result['emotion_texts_per_s']:.0f} texts/s; "
-               f"speech RTF {result['speech_rtf']:.3f} ({result['threads']} threads)"
+               f"speech RTF {result['speech_rtf']:.3f} ({result['threads']} threads, load average "
+               f"{result['load_average'][0]:.1f} -> {result['load_average'][1]:.1f})"
                + (f"; {compare_dir}{' (spinning)' if compare_spinning else ''}: onnx int8 {result['compare_onnx_int8_texts_per_s']:.1f} texts/s, "
                   f"{result['compare_onnx_int8_cpu_s']:.2f} CPU s" if compare_dir else ""))
-    if json_path:
-        json_path.write_text(json.dumps(result, indent=2))
+    write_json(json_path, result)
 
 
 def windows_command(
@@ -154,8 +171,7 @@ def windows_command(
     typer.echo(f"chosen: {result['chosen']} (per fold: {', '.join(result['chosen_per_fold'])}); cross-validated "
                f"accuracy of choosing {result['cv_accuracy']:.3f} over {result['passages']} training passages "
                f"({result['long_passages']} longer than one window)")
-    if json_path:
-        json_path.write_text(json.dumps(result, indent=2))
+    write_json(json_path, result)
 
 
 if __name__ == "__main__":
