@@ -7,6 +7,12 @@ store reads its newly assigned changelog partitions with the C client first and 
 (``persisted_offset``, as Faust's RocksDB store does from its files), so Faust's own recovery starts there and
 replays only what was written after, if anything. The states stay bytes: each key is decoded only when the flow
 next needs it. Standby partitions (more than one worker) are still replayed by Faust.
+
+The store holds the keys of the changelog partitions that are active here, and no others: when a rebalance takes
+a partition away (to another worker, or to a standby role here), its keys leave memory, and their states stay in
+the changelog for the worker that owns them now. Keys the flow writes are put with their partition (``put``) for
+that; before, only loaded keys had one, so a worker kept every device it had ever scored after a rebalance. A
+partition that becomes active here, newly assigned or promoted from standby, is loaded in bulk.
 """
 
 from __future__ import annotations
@@ -101,6 +107,27 @@ class ChangelogStore(memory.Store):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._loaded: dict[TP, int] = {}  # changelog partition -> last offset loaded here, until recovery ends
+        self._active: set[int] = set()  # the changelog partitions active here since the last rebalance
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        """Keep a state the flow wrote to changelog ``partition``, so that it leaves memory with its partition.
+
+        Parameters
+        ----------
+        key, value
+            The state key and its encoded state.
+        partition
+            The changelog partition it was written to (the input's, co-partitioned).
+        """
+        self.data[key] = value
+        self._key_partition[key] = partition
+
+    def _drop_partitions_other_than(self, kept: set[int]) -> int:
+        gone = [k for k, p in self._key_partition.items() if p not in kept]
+        for key in gone:
+            self.data.pop(key, None)
+            del self._key_partition[key]
+        return len(gone)
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -112,13 +139,19 @@ class ChangelogStore(memory.Store):
         return self._loaded.get(tp)
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
-        """Load the newly assigned active partitions of the changelog before Faust's recovery reads its offsets."""
+        """Drop the keys of partitions no longer active here; load the newly active ones before Faust's recovery
+        reads its offsets."""
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         topic = self.table.changelog_topic.get_topic_name()
-        actives = self.app.assignor.assigned_actives()
-        wanted = sorted(tp.partition for tp in newly_assigned if tp.topic == topic and tp in actives)
+        active = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        wanted = sorted(active - self._active)  # newly assigned, or promoted from a standby copy Faust replayed
         for tp in revoked:
             self._loaded.pop(tp, None)
+        dropped = self._drop_partitions_other_than(active)
+        if dropped:
+            log.info("states of partitions moved away dropped from memory", extra={
+                "topic": topic, "keys": dropped, "active": sorted(active)})
+        self._active = active
         if not wanted:
             return
         started = time.monotonic()
