@@ -72,6 +72,8 @@ def test_a_worker_drops_the_states_of_partitions_it_gave_away_and_the_new_owner_
                     for m in read_topic(kafka_settings, "sensor.readings", timeout=10)}
     mine = {d for d in devices if partition_of[d] in owned_a}
     assert 0 < len(mine) < len(devices), partition_of  # the split moved some devices and kept some
+    restored = _last(log_a, "state restored from the changelog")
+    assert restored["keys"] == len(mine), f"after the rebalance A held {restored['keys']} states for {len(mine)}\n{logs}"
     stopping = _last(log_a, "worker stopping")
     assert stopping is not None, logs
     assert stopping["keys"] == len(mine), f"A holds {stopping['keys']} states, owns {len(mine)} devices\n{logs}"
