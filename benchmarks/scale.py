@@ -230,7 +230,7 @@ def _changelog(settings: KafkaSettings) -> tuple[int, int, int, dict[str, int]]:
     ``records`` counts what was written (``records``, ``bytes``, closing ``markers``) and what one record per
     changed key per commit interval (Faust's, 1 s) would have written instead (``coalesced_records``,
     ``coalesced_bytes``: the last record of each key in each second, by the records' timestamps); ``complete``
-    is 1 once every partition was read to the end the broker reported at the start.
+    is 1 once every partition was read to the end the broker reported at the start, ``read_ms`` what that took.
 
     Read to the end offsets, with the store's bulk fetches and librdkafka's own fetch wait (500 ms), not the
     watcher's 10 ms: the embedded broker answers a fetch with what it gathered within the wait, and gathering
@@ -246,6 +246,7 @@ def _changelog(settings: KafkaSettings) -> tuple[int, int, int, dict[str, int]]:
     latest: dict[bytes, int] = {}
     per_second: dict[tuple[bytes, int], int] = {}
     total = records = markers = 0
+    began = time.monotonic()
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in partitions}
@@ -274,7 +275,8 @@ def _changelog(settings: KafkaSettings) -> tuple[int, int, int, dict[str, int]]:
     finally:
         consumer.close()
     counts = {"records": records, "bytes": total, "markers": markers, "coalesced_records": len(per_second),
-              "coalesced_bytes": sum(per_second.values()), "complete": int(not pending)}
+              "coalesced_bytes": sum(per_second.values()), "complete": int(not pending),
+              "read_ms": round(1000 * (time.monotonic() - began))}
     return total, sum(latest.values()), len(latest), counts
 
 
