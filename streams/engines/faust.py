@@ -408,7 +408,8 @@ class _FlowRunner:
         sent = [await self._send(self.changelog, k, blob, None, partition) for k, partition, blob, _, _ in changed]
         await asyncio.gather(*sent)
         closing = [await self._send(self.changelog, MARKER, None, None, p) for p in sorted({c[1] for c in changed})]
-        await asyncio.gather(*closing)
+        for meta in await asyncio.gather(*closing):  # each partition's marker is its last record
+            self.table.data.written(meta.partition, meta.offset)
         for state_key, partition, blob, proc, offsets in changed:
             self.table.data.put(state_key, blob, partition)  # with its partition, so it leaves when that does
             self._live[state_key] = (blob, proc, offsets)
