@@ -59,7 +59,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from benchmarks.timing import FETCH_WAIT_MS, cpu_seconds, fetch_rate, watch_fetches
 from connectors.broker import EmbeddedBroker
@@ -221,37 +221,62 @@ def _bytewax_state(state: Path) -> tuple[int, int]:
     return total, keys
 
 
+CHANGELOG_READ_S = 600.0  # the most the changelog read may take (100,000 devices: about 100,000 small batches)
+
+
 def _changelog(settings: KafkaSettings) -> tuple[int, int, int, dict[str, int]]:
     """(all bytes ever written, bytes of the latest value per key, keys, records) of the Faust flow's changelog.
 
     ``records`` counts what was written (``records``, ``bytes``, closing ``markers``) and what one record per
     changed key per commit interval (Faust's, 1 s) would have written instead (``coalesced_records``,
-    ``coalesced_bytes``: the last record of each key in each second, by the records' timestamps)."""
+    ``coalesced_bytes``: the last record of each key in each second, by the records' timestamps); ``complete``
+    is 1 once every partition was read to the end the broker reported at the start, ``read_ms`` what that took.
+
+    Read to the end offsets, with the store's bulk fetches and librdkafka's own fetch wait (500 ms), not the
+    watcher's 10 ms: the embedded broker answers a fetch with what it gathered within the wait, and gathering
+    from the start of a partition of some 33,000 small batches (the flow's at 100,000 devices) took longer, so
+    every fetch came back empty and a reader with a 10 ms wait read nothing for as long as it tried (session 10;
+    BENCHMARKS.md, "Session 11: Faust prefetch and revoked keys")."""
     from streams.engines.faust import MARKER, TABLE
+    from streams.engines.faust_store import BULK_FETCH
 
     topic = f"{settings.topic('eddyline-sensor-anomaly')}-{TABLE}-changelog"
-    consumer = _consumer(settings, topic)
+    consumer = Consumer(consumer_config(settings, "eddyline-bench-scale", **BULK_FETCH,
+                                        **{"enable.partition.eof": True}))
     latest: dict[bytes, int] = {}
     per_second: dict[tuple[bytes, int], int] = {}
     total = records = markers = 0
-    idle_since = time.monotonic()
-    try:  # a large changelog's first fetch can take long: wait up to a minute for it, then 3 s of quiet
-        while time.monotonic() - idle_since < (3.0 if latest else 60.0):
-            msgs = consumer.consume(5000, 0.5)
-            for msg in msgs:
-                if msg.error() is None and msg.key() == MARKER:
+    began = time.monotonic()
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in partitions}
+        pending = {p for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in pending])
+        deadline = time.monotonic() + CHANGELOG_READ_S
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, 0.5):
+                p = msg.partition()
+                if msg.error() is not None:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        pending.discard(p)
+                    continue
+                if p not in pending or msg.offset() >= ends[p][1]:
+                    continue
+                if msg.offset() >= ends[p][1] - 1:
+                    pending.discard(p)
+                if msg.key() == MARKER:
                     markers += 1
-                elif msg.error() is None:
-                    total += len(msg.value() or b"")
-                    records += 1
-                    latest[msg.key()] = len(msg.value() or b"")
-                    per_second[(msg.key(), msg.timestamp()[1] // 1000)] = len(msg.value() or b"")
-            if msgs:
-                idle_since = time.monotonic()
+                    continue
+                size = len(msg.value() or b"")
+                total += size
+                records += 1
+                latest[msg.key()] = size
+                per_second[(msg.key(), msg.timestamp()[1] // 1000)] = size
     finally:
         consumer.close()
     counts = {"records": records, "bytes": total, "markers": markers, "coalesced_records": len(per_second),
-              "coalesced_bytes": sum(per_second.values())}
+              "coalesced_bytes": sum(per_second.values()), "complete": int(not pending),
+              "read_ms": round(1000 * (time.monotonic() - began))}
     return total, sum(latest.values()), len(latest), counts
 
 

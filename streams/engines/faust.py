@@ -53,6 +53,10 @@ from streams.state import encode_processor, restore_or_fresh
 log = logging.getLogger(__name__)
 
 TABLE = "processors"
+# Workers that keep a standby copy of each table partition. None by default: the table's store is in memory, so a
+# standby copy is a full replay of the other workers' states held here (two workers each held every device), and a
+# promotion does not use it (the store loads a partition that becomes active in bulk, as Faust would replay it).
+STANDBY_REPLICAS = 0
 # After each batch one tombstone per touched changelog partition closes it: some Kafka-compatible brokers
 # (Tansu 0.6) report a partition's end as the start of its last record batch, and Faust's recovery stops
 # at the reported end. With a one-record batch last, the reported end is the true one. Harmless on Kafka.
@@ -309,6 +313,8 @@ class _FlowRunner:
         return self.sinks
 
     def close(self) -> None:
+        log.info("worker stopping", extra={"flow": self.spec.name, "worker_pid": os.getpid(), "live": len(self._live),
+                                           "keys": sum(1 for k in self.table.data.data if k != MARKER)})
         for sink in self.sinks or []:
             try:
                 sink.close()
@@ -384,6 +390,13 @@ class _FlowRunner:
             self._live.pop(key, None)
             del self._used[key]
 
+    def forget_moved(self) -> None:
+        """Drop the live processors whose state the table no longer holds: after a rebalance the store keeps
+        only the partitions this worker owns (``faust_store``), and the processors must go with their bytes."""
+        for key in [k for k, live in self._live.items() if self.table.data.data.get(k) is not live[0]]:
+            del self._live[key]
+            self._used.pop(key, None)
+
     def _load(self, state_key: bytes) -> tuple[Processor, dict[tuple[str, int], int]]:
         blob = self.table.get(state_key)
         live = self._live.get(state_key)
@@ -395,9 +408,10 @@ class _FlowRunner:
         sent = [await self._send(self.changelog, k, blob, None, partition) for k, partition, blob, _, _ in changed]
         await asyncio.gather(*sent)
         closing = [await self._send(self.changelog, MARKER, None, None, p) for p in sorted({c[1] for c in changed})]
-        await asyncio.gather(*closing)
-        for state_key, _, blob, proc, offsets in changed:
-            self.table.data[state_key] = blob
+        for meta in await asyncio.gather(*closing):  # each partition's marker is its last record
+            self.table.data.written(meta.partition, meta.offset)
+        for state_key, partition, blob, proc, offsets in changed:
+            self.table.data.put(state_key, blob, partition)  # with its partition, so it leaves when that does
             self._live[state_key] = (blob, proc, offsets)
             self._used[state_key] = time.monotonic()
 
@@ -407,7 +421,7 @@ class _FlowRunner:
                                             list(headers.items()) if headers else None)
 
 
-def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int = 1) -> dict[str, Any]:
+def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int = STANDBY_REPLICAS) -> dict[str, Any]:
     """The Faust settings of a flow's app: ``[kafka]``, then ``[kafka] extra`` where Faust can express it.
 
     Parameters
@@ -417,7 +431,7 @@ def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int
     state_dir
         Faust's local files (the table's local copy).
     standby_replicas
-        Workers that keep a standby copy of each table partition, for fast failover.
+        Workers that keep a standby copy of each table partition (``STANDBY_REPLICAS``: see there).
     """
     session_s = settings.session_timeout_ms / 1000
     options: dict[str, Any] = dict(
@@ -454,7 +468,7 @@ def build_app(
     state_dir: Path,
     batch_size: int = 500,
     batch_within: float = 0.2,
-    standby_replicas: int = 1,
+    standby_replicas: int = STANDBY_REPLICAS,
 ) -> Any:
     """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table.
 
@@ -469,7 +483,7 @@ def build_app(
     batch_within
         Seconds an agent waits to fill a batch.
     standby_replicas
-        Workers that keep a standby copy of each table partition, for fast failover.
+        Workers that keep a standby copy of each table partition (``STANDBY_REPLICAS``: see there).
     """
     import faust
 
@@ -524,9 +538,10 @@ def build_app(
 
     @table.on_recover
     async def recovered() -> None:
+        runner.forget_moved()
         keys = sum(1 for k in table.data if k != MARKER)
         log.info("state restored from the changelog", extra={"flow": spec.name, "worker_pid": os.getpid(),
-                                                              "keys": keys})
+                                                              "keys": keys, "live": len(runner._live)})
 
     app.eddyline_runner = runner
     return app
@@ -570,7 +585,7 @@ def run(
     state_dir: Path | None = None,
     workers: int = 1,
     batch_size: int = 500,
-    standby_replicas: int = 1,
+    standby_replicas: int = STANDBY_REPLICAS,
     loglevel: str = "WARNING",
     lag_interval_s: float | None = 5.0,
 ) -> None:

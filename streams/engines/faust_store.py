@@ -7,6 +7,14 @@ store reads its newly assigned changelog partitions with the C client first and 
 (``persisted_offset``, as Faust's RocksDB store does from its files), so Faust's own recovery starts there and
 replays only what was written after, if anything. The states stay bytes: each key is decoded only when the flow
 next needs it. Standby partitions (more than one worker) are still replayed by Faust.
+
+The store holds the keys of the changelog partitions that are active here, and no others: when a rebalance takes
+a partition away (to another worker, or to a standby role here), its keys leave memory, and their states stay in
+the changelog for the worker that owns them now. Keys the flow writes are put with their partition (``put``) for
+that; before, only loaded keys had one, so a worker kept every device it had ever scored after a rebalance. A
+partition that becomes active here, newly assigned or promoted from standby, is loaded in bulk; one that stays
+active is not read again: the store reports the last offset the flow wrote to it (``written``) as persisted, where
+Faust's recovery would otherwise replay, record by record, all that was written since its last recovery.
 """
 
 from __future__ import annotations
@@ -101,6 +109,45 @@ class ChangelogStore(memory.Store):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._loaded: dict[TP, int] = {}  # changelog partition -> last offset loaded here, until recovery ends
+        self._active: set[int] = set()  # the changelog partitions active here since the last rebalance
+        self._written: dict[int, int] = {}  # active changelog partition -> last offset the flow wrote to it
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        """Keep a state the flow wrote to changelog ``partition``, so that it leaves memory with its partition.
+
+        Parameters
+        ----------
+        key, value
+            The state key and its encoded state.
+        partition
+            The changelog partition it was written to (the input's, co-partitioned).
+        """
+        self.data[key] = value
+        self._key_partition[key] = partition
+
+    def written(self, partition: int, offset: int) -> None:
+        """Note that the flow's writes to changelog ``partition`` reached ``offset`` (all of them in Kafka).
+
+        What this worker wrote to a partition it keeps active is in memory already, so after a rebalance Faust's
+        recovery goes on from there (``persisted_offset``) instead of replaying, record by record, everything
+        written since its last recovery: in the rebalance test that replay rebuilt every processor a worker kept.
+
+        Parameters
+        ----------
+        partition
+            The changelog partition.
+        offset
+            The last offset written to it, as the broker acknowledged it.
+        """
+        if offset > self._written.get(partition, -1):
+            self._written[partition] = offset
+
+    def _drop_partitions_other_than(self, kept: set[int]) -> int:
+        gone = [k for k, p in self._key_partition.items() if p not in kept]
+        for key in gone:
+            self.data.pop(key, None)
+            del self._key_partition[key]
+        return len(gone)
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -108,17 +155,26 @@ class ChangelogStore(memory.Store):
         return (self.options or {})["kafka"]
 
     def persisted_offset(self, tp: TP) -> int | None:
-        """How far this store has read ``tp``; Faust's recovery goes on from there (None: from the start)."""
-        return self._loaded.get(tp)
+        """How far this store holds ``tp`` (loaded, or written by the flow here); Faust's recovery goes on from
+        there (None: from the start)."""
+        known = [o for o in (self._loaded.get(tp), self._written.get(tp.partition)) if o is not None]
+        return max(known) if known else None
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any, generation_id: int = 0) -> None:
-        """Load the newly assigned active partitions of the changelog before Faust's recovery reads its offsets."""
+        """Drop the keys of partitions no longer active here; load the newly active ones before Faust's recovery
+        reads its offsets."""
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         topic = self.table.changelog_topic.get_topic_name()
-        actives = self.app.assignor.assigned_actives()
-        wanted = sorted(tp.partition for tp in newly_assigned if tp.topic == topic and tp in actives)
+        active = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        wanted = sorted(active - self._active)  # newly assigned, or promoted from a standby copy Faust replayed
         for tp in revoked:
             self._loaded.pop(tp, None)
+        self._written = {p: o for p, o in self._written.items() if p in active and p in self._active}
+        dropped = self._drop_partitions_other_than(active)
+        if dropped:
+            log.info("states of partitions moved away dropped from memory", extra={
+                "topic": topic, "keys": dropped, "active": sorted(active)})
+        self._active = active
         if not wanted:
             return
         started = time.monotonic()
