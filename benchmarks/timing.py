@@ -81,8 +81,6 @@ def _stat(pid: int | str) -> list[str] | None:
         return None
 
 
-cpu_seconds = process_cpu_seconds  # the one reading of a process's CPU time; this name for ``bench scale``
-
 
 def group_cpu_seconds(pgid: int) -> float | None:
     """User + system CPU seconds of the live processes of a process group, all their threads; None without /proc.
