@@ -23,6 +23,7 @@ from connectors.kafka import (
     make_producer,
     producer_config,
 )
+from tests.fixtures.config import empty_config
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("EDDYLINE_KAFKA_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("EDDYLINE_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(empty_config(tmp_path)))
 
 
 def test_defaults() -> None:
