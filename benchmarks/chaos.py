@@ -150,10 +150,12 @@ class _Process:
 
 
 def _env(kafka: KafkaSettings, receiver: AlertReceiver, state: Path) -> dict[str, str]:
+    defaults = state / "defaults.toml"  # empty: the defaults and this environment, no stray ./eddyline.toml
+    defaults.touch()  # a set EDDYLINE_CONFIG must name a file
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
-        "EDDYLINE_CONFIG": str(state / "none.toml"),
+        "EDDYLINE_CONFIG": str(defaults),
         "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "EDDYLINE_KAFKA_NAMESPACE": kafka.namespace,
         "EDDYLINE_KAFKA_SESSION_TIMEOUT_MS": str(kafka.session_timeout_ms),

@@ -45,8 +45,23 @@ def channel_on(secret: SecretStr | None) -> bool:
 
 
 def config_path() -> Path:
-    """The settings file: ``EDDYLINE_CONFIG`` if set, else ``eddyline.toml`` in the working directory."""
-    return Path(os.environ.get("EDDYLINE_CONFIG", "eddyline.toml"))
+    """The settings file: ``EDDYLINE_CONFIG`` if set, else ``eddyline.toml`` in the working directory.
+
+    A set ``EDDYLINE_CONFIG`` that names no file is an error rather than the defaults: a mistyped path
+    (``/etc/eddyline/eddylin.toml``) would otherwise run a deployment on embedded defaults without a word.
+    Only the working directory's ``eddyline.toml`` is optional. An empty value counts as unset.
+    """
+    named = os.environ.get("EDDYLINE_CONFIG", "").strip()
+    if not named:
+        return Path("eddyline.toml")
+    path = Path(named)
+    if not path.is_file():
+        what = "is a directory, not a TOML file" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"EDDYLINE_CONFIG names {path}, which {what}; fix the path, or unset EDDYLINE_CONFIG "
+            "to read ./eddyline.toml (or the defaults without it)"
+        )
+    return path
 
 
 class ConfigError(ValueError):

@@ -299,9 +299,16 @@ def admin_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     return {**client_config(s, "admin"), **overrides}
 
 
-def _logged(conf: dict[str, Any]) -> dict[str, Any]:
+def logged_config(conf: dict[str, Any]) -> dict[str, Any]:
     """``conf`` with librdkafka's log lines sent to Python logging (``connectors.kafka_log``), served by the client's
-    poll: the configs themselves stay plain data (they cross process boundaries)."""
+    poll. Add it where the client is built, not to the config: configs stay plain data (they cross process
+    boundaries), and a client built from one without it prints raw ``%3|...|FAIL|`` lines on stderr.
+
+    Parameters
+    ----------
+    conf
+        A librdkafka configuration (``consumer_config``, ``producer_config``, ``admin_config``, ``for_client``).
+    """
     return {**conf, "logger": librdkafka_logger()}
 
 
@@ -313,7 +320,7 @@ def make_producer(s: KafkaSettings, **overrides: Any) -> Producer:
     s, overrides
         As for ``producer_config``.
     """
-    return Producer(_logged(producer_config(s, **overrides)))
+    return Producer(logged_config(producer_config(s, **overrides)))
 
 
 def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
@@ -324,7 +331,7 @@ def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer
     s, group_id, overrides
         As for ``consumer_config``.
     """
-    return Consumer(_logged(consumer_config(s, group_id, **overrides)))
+    return Consumer(logged_config(consumer_config(s, group_id, **overrides)))
 
 
 def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
@@ -448,7 +455,7 @@ class EventProducer:
             serde = configured_serde()
         self.serde = serde
         self.config = producer_config(settings, **overrides)  # what the client got, ``[kafka] extra`` included
-        self._producer = Producer(_logged(self.config))
+        self._producer = Producer(logged_config(self.config))
         self.delivered = 0
         self.failed = 0
         self._errors: list[str] = []

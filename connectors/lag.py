@@ -28,7 +28,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from connectors.kafka import KafkaSettings, consumer_config, make_admin, make_consumer
+from connectors.kafka import KafkaSettings, make_admin, make_consumer
 from connectors.prometheus import CONSUMER_LAG
 
 __all__ = ["LagMonitor", "LagReader", "PartitionLag"]
@@ -269,7 +269,7 @@ class LagMonitor(threading.Thread):
         if not fresh:
             return
         if self._committer is None:
-            self._committer = Consumer(consumer_config(self.settings, self.group))
+            self._committer = make_consumer(self.settings, self.group)
         self._committer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in fresh.items()], asynchronous=False)
         self._committed.update(fresh)
 

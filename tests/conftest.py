@@ -9,6 +9,7 @@ import pytest
 from tests.fixtures.alerts import *  # noqa: F403
 from tests.fixtures.broker import *  # noqa: F403
 from tests.fixtures.browser import *  # noqa: F403
+from tests.fixtures.config import *  # noqa: F403
 from tests.fixtures.mlflow import *  # noqa: F403
 from tests.fixtures.mqtt import *  # noqa: F403
 from tests.fixtures.s3 import *  # noqa: F403

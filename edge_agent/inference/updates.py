@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from connectors.kafka_log import librdkafka_logger
 from edge_agent.inference.local import LocalInference
 from schemas import AvroSerde
 from schemas.catalog import EDGE_MODEL, EDGE_ROLLOUT
@@ -254,7 +255,8 @@ class UpdateFeed:
 
         self.topics = {models_topic: EDGE_MODEL, rollouts_topic: EDGE_ROLLOUT}
         self.updates = updates
-        self.consumer = Consumer({**consumer_conf, "enable.auto.commit": False, "enable.partition.eof": False})
+        self.consumer = Consumer({**consumer_conf, "enable.auto.commit": False, "enable.partition.eof": False,
+                                  "logger": librdkafka_logger("edge_agent.librdkafka")})  # as the Sender's
         self.bad_records = 0
         self._assigned: set[str] = set()
         self._found: list[Any] = []  # TopicPartitions the metadata thread found, not yet assigned

@@ -22,12 +22,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from connectors.alert_explanation import explanation_text
 from connectors.testing.alert_receiver import AlertReceiver
 from connectors.broker import EmbeddedBroker
-from connectors.kafka import DeliveryError, KafkaSettings, consumer_config, create_topics
+from connectors.kafka import DeliveryError, KafkaSettings, create_topics, make_consumer
 from schemas import AvroSerde
 from schemas.scores import series_scores
 from schemas.topics import TOPICS, dlq_topic
@@ -68,7 +68,7 @@ class OutputWatcher(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        consumer = Consumer(consumer_config(self.settings, "eddyline-demo-watcher"))
+        consumer = make_consumer(self.settings, "eddyline-demo-watcher")
         meta = consumer.list_topics(timeout=10)
         consumer.assign([
             TopicPartition(name, p, OFFSET_BEGINNING)

@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
-from connectors.kafka import for_client
+from connectors.kafka import for_client, logged_config
 
 Item = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 
@@ -162,7 +162,7 @@ class LingerKafkaSource(FixedPartitionedSource[Item, int]):
         return {**self.consumer_defaults, **self.config}
 
     def list_parts(self) -> list[str]:
-        meta = AdminClient(for_client(self.config, "admin")).list_topics(timeout=30)
+        meta = AdminClient(logged_config(for_client(self.config, "admin"))).list_topics(timeout=30)
         parts = []
         for topic in self.topics:
             found = meta.topics.get(topic)
@@ -177,4 +177,4 @@ class LingerKafkaSource(FixedPartitionedSource[Item, int]):
         config = {**self.consumer_config(), "group.id": "BYTEWAX_IGNORED", "enable.auto.commit": False,
                   "enable.partition.eof": not self.tail}
         offset = self.starting_offset if resume_state is None else resume_state
-        return LingerPartition(Consumer(config), topic, int(index), offset, self.batch_size, self.linger)
+        return LingerPartition(Consumer(logged_config(config)), topic, int(index), offset, self.batch_size, self.linger)

@@ -55,6 +55,7 @@ from connectors.kafka import (
     KafkaSettings,
     consumer_config,
     create_topics,
+    logged_config,
     make_admin,
     make_consumer,
     read_to_end,
@@ -403,7 +404,7 @@ class NotifyFlow:
         self.alerts_name, self.retry_name = kafka.topic(ALERTS_TOPIC), kafka.topic(RETRY_TOPIC)
         self.consumer_config = consumer_config(kafka, kafka.topic(self.settings.group_id),
                                                **{"enable.partition.eof": False})
-        self.consumer = Consumer(self.consumer_config)
+        self.consumer = Consumer(logged_config(self.consumer_config))
         self.producer = EventProducer(kafka)
         self.paused: dict[tuple[str, int], int] = {}  # retry partitions waiting for their head: -> due ms
         self._seen = _Recent(self.settings.remember)  # event ids taken from the alerts topic
@@ -446,8 +447,8 @@ class NotifyFlow:
                      if c.offset > 0}
         if not committed:
             return
-        reader = Consumer(consumer_config(self.kafka, self.consumer_config["group.id"] + "-recall",
-                                          **{"enable.partition.eof": True}))
+        reader = make_consumer(self.kafka, self.consumer_config["group.id"] + "-recall",
+                               **{"enable.partition.eof": True})
         try:
             reader.assign([TopicPartition(self.alerts_name, p, max(0, end - self.settings.remember))
                            for p, end in committed.items()])

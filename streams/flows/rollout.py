@@ -286,9 +286,9 @@ def run_rollout(
     """
     import uuid
 
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
-    from connectors.kafka import EventProducer, consumer_config, create_topics
+    from connectors.kafka import EventProducer, create_topics, make_consumer
     from schemas import AvroSerde
     from schemas.catalog import ANOMALY_SCORE, DEVICE_HEALTH, EDGE_ROLLOUT, SENSOR_BATCH
 
@@ -306,8 +306,8 @@ def run_rollout(
         )
     serde = AvroSerde()
     health_topic = settings.topic("device.health")
-    consumer = Consumer(consumer_config(settings, f"eddyline-rollout-{uuid.uuid4().hex}"))
-    joined = Consumer(consumer_config(settings, f"eddyline-rollout-agreement-{uuid.uuid4().hex}"))
+    consumer = make_consumer(settings, f"eddyline-rollout-{uuid.uuid4().hex}")
+    joined = make_consumer(settings, f"eddyline-rollout-agreement-{uuid.uuid4().hex}")
     try:
         meta = consumer.list_topics(health_topic, timeout=10)
         consumer.assign([TopicPartition(health_topic, p, OFFSET_BEGINNING) for p in meta.topics[health_topic].partitions])

@@ -56,6 +56,20 @@ def test_a_broken_config_exits_2_naming_the_key(name: str, tmp_path: Path) -> No
         assert word in done.stderr, (word, done.stderr[-2000:])
 
 
+@pytest.mark.parametrize("command", [FLOW, GATEWAY, GATEWAY_MODULE, LIVE], ids=["flow", "gateway", "gateway-module", "live"])
+def test_a_config_path_that_names_no_file_exits_2_saying_what_to_do(command: list[str], tmp_path: Path) -> None:
+    """A mistyped EDDYLINE_CONFIG must not run on the defaults: the working directory's file is there to tempt it."""
+    (tmp_path / "eddyline.toml").write_text('[gateway]\nallow_anonymous = true\n')
+    typo = tmp_path / "eddylin.toml"
+    env = {**os.environ, "EDDYLINE_CONFIG": str(typo), "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+           "PYTHONPATH": str(ROOT)}  # this checkout's code, whatever checkout the environment was installed from
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert f"EDDYLINE_CONFIG names {typo}, which does not exist" in done.stderr, done.stderr[-2000:]
+    assert "unset EDDYLINE_CONFIG" in done.stderr, done.stderr[-2000:]
+
+
 def test_units_do_not_restart_on_a_config_error() -> None:
     units = sorted(DEPLOY.glob("*.service"))
     assert units

@@ -24,6 +24,7 @@ from streams.cli.edge import fleet_status
 from tests.fixtures.topic_reader import TopicReader
 from tests.integration.test_edge_outage import write_config
 from tests.integration.test_mlops_flows import logs, start, stop
+from tests.fixtures.config import empty_config
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +83,7 @@ def test_a_stopped_agent_opens_a_silent_alert_that_resolves_when_it_returns(
         assert status["pi-2"]["state"] == "silent" and status["pi-1"]["state"] == "ok", status
         # live agents keep sending: it reads up to the end as of its start (test_edge_status_live)
         shown = CliRunner().invoke(app, ["edge", "status", "--timeout", "10"], env={
-            "EDDYLINE_CONFIG": str(tmp_path / "absent.toml"), "EDDYLINE_FLEET_SILENT_AFTER_S": "4",
+            "EDDYLINE_CONFIG": str(empty_config(tmp_path)), "EDDYLINE_FLEET_SILENT_AFTER_S": "4",
             "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
             "EDDYLINE_KAFKA_NAMESPACE": kafka_settings.namespace})
         assert shown.exit_code == 0, shown.output

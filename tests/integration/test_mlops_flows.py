@@ -28,6 +28,7 @@ from models.registry import ModelRegistry
 from schemas import ALERT, DRIFT, FEEDBACK, PREDICTION, AvroSerde
 from streams.producers.clicks import produce_clicks, replay_ratings
 from streams.flows.clicks import MODEL_NAME
+from tests.fixtures.config import empty_config
 
 pytestmark = pytest.mark.integration
 RATINGS, INVERT_AT, MORE = 3000, 1500, 800
@@ -38,7 +39,7 @@ serde = AvroSerde()
 def start(flow: str, settings: KafkaSettings, tmp: Path, **env: str) -> subprocess.Popen:
     full = {
         **os.environ,
-        "EDDYLINE_CONFIG": str(tmp / "absent.toml"),  # no stray eddyline.toml from the working directory
+        "EDDYLINE_CONFIG": str(empty_config(tmp)),  # no stray eddyline.toml from the working directory
         "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "EDDYLINE_KAFKA_NAMESPACE": settings.namespace,
         "EDDYLINE_RUNTIME_EPOCH_INTERVAL_S": "0.5",

@@ -17,6 +17,7 @@ from schemas import ALERT, CLICK, FEEDBACK, PREDICTION, QUARANTINE, AvroSerde, d
 from streams.flows.clicks import MODEL_NAME
 from streams.producers.clicks import produce_clicks
 from tests.integration.test_mlops_flows import logs, start, stop
+from tests.fixtures.config import empty_config
 
 pytestmark = pytest.mark.integration
 serde = AvroSerde()
@@ -85,7 +86,7 @@ def probe_learned(bot: Bot) -> bool | None:
 
 
 def cli(settings: KafkaSettings, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EDDYLINE_CONFIG": str(tmp / "absent.toml"),
+    env = {**os.environ, "EDDYLINE_CONFIG": str(empty_config(tmp)),
            "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
            "EDDYLINE_KAFKA_NAMESPACE": settings.namespace}
     return subprocess.run([sys.executable, "-m", "streams.cli", "security", *args], env=env, capture_output=True,

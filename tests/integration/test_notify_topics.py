@@ -14,6 +14,7 @@ from streams.flows.notify import (
     create_notify_topics,
     delivered_retention_ms,
 )
+from tests.fixtures.config import empty_config
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
@@ -61,7 +62,7 @@ def test_eddyline_topics_create_makes_alerts_delivered_with_the_configured_windo
     from streams.cli import app
 
     result = CliRunner().invoke(app, ["topics", "create"], env={
-        "EDDYLINE_CONFIG": str(tmp_path / "absent.toml"), "EDDYLINE_NOTIFY_DELIVERED_WINDOW_S": "7200",
+        "EDDYLINE_CONFIG": str(empty_config(tmp_path)), "EDDYLINE_NOTIFY_DELIVERED_WINDOW_S": "7200",
         "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
         "EDDYLINE_KAFKA_NAMESPACE": kafka_settings.namespace})
     assert result.exit_code == 0, result.output

@@ -125,9 +125,8 @@ def test_dispatcher_feeds_both_channels_and_one_failing_does_not_stop_the_other(
 
 
 def test_dispatcher_from_settings_uses_the_configured_receiver(
-    alert_receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch
+    alert_receiver: AlertReceiver, monkeypatch: pytest.MonkeyPatch, defaults_config
 ) -> None:
-    monkeypatch.setenv("EDDYLINE_CONFIG", "/nonexistent/eddyline.toml")
     monkeypatch.setenv("EDDYLINE_PAGERDUTY_ROUTING_KEY", KEY)
     monkeypatch.setenv("EDDYLINE_PAGERDUTY_URL", alert_receiver.pagerduty_url)
     monkeypatch.setenv("EDDYLINE_PAGERDUTY_CA_FILE", str(alert_receiver.ca_file))

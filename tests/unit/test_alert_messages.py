@@ -112,8 +112,7 @@ def test_backoff_doubles_and_retry_after_wins_when_longer() -> None:
     assert policy.delay(0, retry_after=10_000) == 60.0
 
 
-def test_settings_come_from_the_environment_and_keys_stay_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDDYLINE_CONFIG", "/nonexistent/eddyline.toml")
+def test_settings_come_from_the_environment_and_keys_stay_secret(monkeypatch: pytest.MonkeyPatch, defaults_config) -> None:
     monkeypatch.setenv("EDDYLINE_PAGERDUTY_ROUTING_KEY", KEY)
     monkeypatch.setenv("EDDYLINE_PAGERDUTY_MAX_RETRIES", "5")
     monkeypatch.setenv("EDDYLINE_SLACK_WEBHOOK_URL", "http://127.0.0.1:9/slack/T/B/C")
@@ -123,8 +122,9 @@ def test_settings_come_from_the_environment_and_keys_stay_secret(monkeypatch: py
     assert slack.enabled and "127.0.0.1:9" not in repr(slack)
 
 
-def test_pagerduty_url_must_be_https_and_the_ca_file_readable(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    monkeypatch.setenv("EDDYLINE_CONFIG", "/nonexistent/eddyline.toml")
+def test_pagerduty_url_must_be_https_and_the_ca_file_readable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, defaults_config
+) -> None:
     with pytest.raises(ValueError, match="must be https://"):
         PagerDutySettings(routing_key=KEY, url="http://127.0.0.1:9")
     monkeypatch.setenv("EDDYLINE_PAGERDUTY_URL", "https://127.0.0.1:9/")
@@ -147,8 +147,7 @@ def test_settings_come_from_the_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert SlackSettings().max_retries == 1 and not SlackSettings().enabled
 
 
-def test_unconfigured_sinks_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EDDYLINE_CONFIG", "/nonexistent/eddyline.toml")
+def test_unconfigured_sinks_are_left_out(monkeypatch: pytest.MonkeyPatch, defaults_config) -> None:
     for name in ("EDDYLINE_PAGERDUTY_ROUTING_KEY", "EDDYLINE_SLACK_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)
     assert AlertDispatcher.from_settings().sinks == []

@@ -46,32 +46,31 @@ def test_a_broker_port_in_use_is_a_mistake_to_fix_not_a_backtrace() -> None:
     assert "Traceback" not in result.output and "panicked" not in result.output
 
 
-def test_an_unknown_detector_stops_the_start_and_names_the_setting_and_the_known_ones() -> None:
+def test_an_unknown_detector_stops_the_start_and_names_the_setting_and_the_known_ones(defaults_config) -> None:
     from streams.cli import app
 
-    env = {"EDDYLINE_RUNTIME_DETECTOR": "seasonl", "EDDYLINE_CONFIG": "/nonexistent/eddyline.toml",
-           "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # refused before any broker is asked
+    env = {"EDDYLINE_RUNTIME_DETECTOR": "seasonl", "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}  # refused before any broker is asked
     result = CliRunner().invoke(app, ["run", "anomaly"], env=env)
     assert result.exit_code == 2, result.output
     assert "EDDYLINE_RUNTIME_DETECTOR: unknown anomaly detector 'seasonl'" in result.output
     assert "seasonal" in result.output.split("use one of", 1)[1] and "Traceback" not in result.output
 
 
-def test_an_unknown_flow_suggests_the_close_one_among_all_it_can_run() -> None:
+def test_an_unknown_flow_suggests_the_close_one_among_all_it_can_run(defaults_config) -> None:
     from streams.cli import app
 
-    result = CliRunner().invoke(app, ["run", "anomly"], env={"EDDYLINE_CONFIG": "/nonexistent/eddyline.toml"})
+    result = CliRunner().invoke(app, ["run", "anomly"])
     assert result.exit_code == 2
     assert "unknown flow 'anomly'; did you mean anomaly?" in result.output
     assert "notify" in result.output.split("Choose one of:", 1)[1]  # a service, run by the same command
 
 
-def test_a_metrics_or_live_port_in_use_says_which_option_moves_it() -> None:
+def test_a_metrics_or_live_port_in_use_says_which_option_moves_it(defaults_config) -> None:
     import socket
 
     from streams.cli import app
 
-    env = {"EDDYLINE_CONFIG": "/nonexistent/eddyline.toml", "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    env = {"EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -84,10 +83,10 @@ def test_a_metrics_or_live_port_in_use_says_which_option_moves_it() -> None:
     assert "eddyline live --port" in live.output and "Traceback" not in live.output
 
 
-def test_a_table_setting_in_the_environment_that_is_not_json_names_the_variable() -> None:
+def test_a_table_setting_in_the_environment_that_is_not_json_names_the_variable(defaults_config) -> None:
     from streams.cli import app
 
-    env = {"EDDYLINE_KAFKA_EXTRA": "fetch.wait.max.ms=100", "EDDYLINE_CONFIG": "/nonexistent/eddyline.toml"}
+    env = {"EDDYLINE_KAFKA_EXTRA": "fetch.wait.max.ms=100"}
     result = CliRunner().invoke(app, ["topics", "create"], env=env)
     assert result.exit_code == 2
     assert "EDDYLINE_KAFKA_EXTRA cannot be read" in result.output and "takes JSON" in result.output

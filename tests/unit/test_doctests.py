@@ -12,6 +12,7 @@ import importlib
 from pathlib import Path
 
 import pytest
+from tests.fixtures.config import empty_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "models", "connectors", "edge_agent", "streams")
@@ -44,7 +45,7 @@ def test_examples_are_found() -> None:
 @pytest.mark.parametrize("module_name", MODULES)
 def test_docstring_examples(module_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # an example that writes files writes them here
-    monkeypatch.setenv("EDDYLINE_CONFIG", str(tmp_path / "absent.toml"))  # settings examples see defaults only
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(empty_config(tmp_path)))  # settings examples see defaults only
     module = importlib.import_module(module_name)
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=FLAGS)

@@ -116,7 +116,7 @@ def test_shipped_model_loads_and_missing_model_says_how_to_build() -> None:
         LocalInference(cfg(model_path="/nonexistent/m.onnx"))
 
 
-def test_agent_sends_summaries_when_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_agent_sends_summaries_when_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, defaults_config: Path) -> None:
     import sqlite3
 
     from connectors.broker import free_port
@@ -125,7 +125,6 @@ def test_agent_sends_summaries_when_told(tmp_path: Path, monkeypatch: pytest.Mon
     from edge_agent.settings import EdgeSettings
     from schemas import SENSOR_BATCH, AvroSerde
 
-    monkeypatch.setenv("EDDYLINE_CONFIG", str(tmp_path / "none.toml"))
     edge = EdgeSettings(
         device_id="pi",
         buffer_path=tmp_path / "b.sqlite",

@@ -10,8 +10,7 @@ from edge_agent.runner import namespace
 from edge_agent.settings import EdgeSettings, PluginSource, ProcSource
 
 
-def test_plan_round_trips_into_plain_settings(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("EDDYLINE_CONFIG", str(tmp_path / "none.toml"))
+def test_plan_round_trips_into_plain_settings(tmp_path: Path, defaults_config: Path) -> None:
     edge = EdgeSettings(
         device_id="jetson-3",
         buffer_path=tmp_path / "b.sqlite",

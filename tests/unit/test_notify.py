@@ -163,14 +163,14 @@ def test_retry_headers_round_trip_and_bad_ones_are_named() -> None:
         retry_info(retry_headers("slack", 1, 5) | {"eddyline.retry.due": b"soon"})
 
 
-def test_cli_errors_of_the_notify_commands_say_what_to_do() -> None:
+def test_cli_errors_of_the_notify_commands_say_what_to_do(defaults_config) -> None:
     from typer.testing import CliRunner
 
     from streams.cli import app
 
     result = CliRunner().invoke(app, ["run", "notify", "--engine", "faust"])
     assert result.exit_code == 2 and "drop --engine" in result.output
-    result = CliRunner().invoke(app, ["run", "notify"], env={"EDDYLINE_CONFIG": "/nonexistent/eddyline.toml"})
+    result = CliRunner().invoke(app, ["run", "notify"])
     assert result.exit_code == 2 and "no alert destination is configured" in result.output
     result = CliRunner().invoke(app, ["alerts", "redrive", "--idle", "0"])
     assert result.exit_code == 2 and "--idle must be positive" in result.output

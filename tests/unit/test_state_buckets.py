@@ -414,7 +414,7 @@ def test_the_runtime_settings_give_both_bytewax_entry_points_the_same_options(mo
     assert RuntimeSettings().bytewax_options()["idle_after"] == timedelta(seconds=90)
 
 
-def test_a_flow_started_directly_gets_the_runtime_settings_defaults(monkeypatch, tmp_path):
+def test_a_flow_started_directly_gets_the_runtime_settings_defaults(monkeypatch, tmp_path, defaults_config):
     """``bytewax.run``, ``run_cluster`` and ``build_dataflow`` default to what ``eddyline run`` passes with nothing
     configured (1,024 state buckets, not one key per device), and a dataflow built without options is bucketed."""
     import inspect
@@ -424,7 +424,6 @@ def test_a_flow_started_directly_gets_the_runtime_settings_defaults(monkeypatch,
 
     for name in [n for n in os.environ if n.startswith("EDDYLINE_RUNTIME_")]:
         monkeypatch.delenv(name)
-    monkeypatch.setenv("EDDYLINE_CONFIG", str(tmp_path / "none.toml"))
     configured = RuntimeSettings().bytewax_options()
     assert configured["buckets"] == 1024
     for entry in (run, run_cluster, build_dataflow):
