@@ -271,6 +271,7 @@ class LagMonitor(threading.Thread):
         if self._committer is None:
             self._committer = make_consumer(self.settings, self.group)
         self._committer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in fresh.items()], asynchronous=False)
+        self._committer.poll(0)  # serves its librdkafka log lines (make_consumer routes them to logging): none pile up
         self._committed.update(fresh)
 
     def stop(self) -> None:
