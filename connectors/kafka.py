@@ -302,14 +302,15 @@ def admin_config(s: KafkaSettings, **overrides: Any) -> dict[str, Any]:
 def logged_config(conf: dict[str, Any]) -> dict[str, Any]:
     """``conf`` with librdkafka's log lines sent to Python logging (``connectors.kafka_log``), served by the client's
     poll. Add it where the client is built, not to the config: configs stay plain data (they cross process
-    boundaries), and a client built from one without it prints raw ``%3|...|FAIL|`` lines on stderr.
+    boundaries), and a client built from one without it prints raw ``%3|...|FAIL|`` lines on stderr. A ``logger``
+    the caller put in ``conf`` (an override) wins.
 
     Parameters
     ----------
     conf
         A librdkafka configuration (``consumer_config``, ``producer_config``, ``admin_config``, ``for_client``).
     """
-    return {**conf, "logger": librdkafka_logger()}
+    return {"logger": librdkafka_logger(), **conf}
 
 
 def make_producer(s: KafkaSettings, **overrides: Any) -> Producer:
