@@ -147,8 +147,9 @@ def test_drift_settings_choose_features_and_detector_for_the_flow(monkeypatch) -
 
 @pytest.fixture
 def no_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Settings from the environment alone; returns where a test may write an eddyline.toml."""
+    """Settings from the environment alone (an empty settings file); returns it for a test to write to."""
     config = tmp_path / "eddyline.toml"
+    config.touch()  # a set EDDYLINE_CONFIG must name a file
     monkeypatch.setenv("EDDYLINE_CONFIG", str(config))
     return config
 
