@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -162,6 +163,21 @@ def explain(exc: ValidationError | SettingsError) -> str:
             f"invalid configuration in {source}:\n  ") + "\n  ".join(lines)
 
 
+def _unparsable(exc: SettingsError) -> str:
+    """pydantic-settings names the field and the source only; the environment variable is found by its suffix."""
+    found = re.search(r'field "([^"]+)" from source "(\w+)"', str(exc))
+    if found is None:
+        return str(exc)
+    field, source = found.groups()
+    why = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
+    if source != "EnvSettingsSource":
+        return f"setting {field} from {source} cannot be read{why}"
+    names = sorted(k for k in os.environ if k.upper().startswith("EDDYLINE_") and k.upper().endswith(f"_{field.upper()}"))
+    name = " or ".join(names) or f"EDDYLINE_<SECTION>_{field.upper()}"
+    return (f"{name} cannot be read{why}: a table or list setting takes JSON in the environment, "
+            f"e.g. {names[0] if names else name}='{{\"key\": \"value\"}}' (or set it in eddyline.toml)")
+
+
 class MlflowSettings(Section):
     """``[mlflow]`` / ``EDDYLINE_MLFLOW_*``: where trainings, evaluations and model versions are recorded.
 
@@ -188,21 +204,3 @@ class MlflowSettings(Section):
     store_dir: Path = Field(Path(".eddyline/mlflow"), description="The embedded store (SQLite and artifacts).")
     poll_s: float = Field(5.0, gt=0, le=300, description="Seconds between checks of the champion alias.")
     retry_s: float = Field(10.0, gt=0, le=600, description="Seconds before a failed registry change is retried.")
-
-
-
-def _unparsable(exc: SettingsError) -> str:
-    """pydantic-settings names the field and the source only; the environment variable is found by its suffix."""
-    import re
-
-    found = re.search(r'field "([^"]+)" from source "(\w+)"', str(exc))
-    if found is None:
-        return str(exc)
-    field, source = found.groups()
-    why = f" ({exc.__cause__})" if exc.__cause__ is not None else ""
-    if source != "EnvSettingsSource":
-        return f"setting {field} from {source} cannot be read{why}"
-    names = sorted(k for k in os.environ if k.upper().startswith("EDDYLINE_") and k.upper().endswith(f"_{field.upper()}"))
-    name = " or ".join(names) or f"EDDYLINE_<SECTION>_{field.upper()}"
-    return (f"{name} cannot be read{why}: a table or list setting takes JSON in the environment, "
-            f"e.g. {names[0] if names else name}='{{\"key\": \"value\"}}' (or set it in eddyline.toml)")
