@@ -344,14 +344,16 @@ def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer
 
 
 def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
-    """A confluent-kafka ``AdminClient`` configured by ``admin_config``.
+    """A confluent-kafka ``AdminClient`` configured by ``admin_config``, its librdkafka lines routed to logging
+    (``logged_config``). They reach the log when the client polls and are dropped with it: a short-lived client
+    need not poll, a long-lived one must (``admin.poll(0)`` after each request), or they pile up in its queue.
 
     Parameters
     ----------
     s, overrides
         As for ``admin_config``.
     """
-    return AdminClient(admin_config(s, **overrides))
+    return AdminClient(logged_config(admin_config(s, **overrides)))
 
 
 def create_topics(
@@ -385,7 +387,7 @@ def create_topics(
     if not names:
         return
     # Short-lived and never polled, so librdkafka's lines are dropped: a broker that does not answer is a TimeoutError.
-    admin = make_admin(s, logger=librdkafka_logger())
+    admin = make_admin(s)
     count = partitions or s.partitions
     given = {s.topic(t): dict(c) for t, c in (configs or {}).items()}
     table = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
