@@ -356,6 +356,25 @@ def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
     return AdminClient(logged_config(admin_config(s, **overrides)))
 
 
+def wait_for_broker(s: KafkaSettings, timeout: float) -> None:
+    """Return once a broker at the bootstrap servers answers a metadata request; ``ConnectionError`` saying where it
+    looked after ``timeout`` seconds. For commands a person runs, which should fail in seconds where nothing
+    listens; a flow that may start before its broker relies on ``create_topics``'s longer wait instead.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings.
+    timeout
+        Seconds to wait for an answer.
+    """
+    try:
+        make_admin(s).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise ConnectionError(f"no Kafka broker answered at {s.bootstrap_servers} within {timeout:g} s "
+                              f"({exc.args[0].str()})") from None
+
+
 def create_topics(
     s: KafkaSettings, logical_topics: Iterable[str], partitions: int | None = None, timeout: float = 30.0,
     configs: Mapping[str, Mapping[str, str]] | None = None,
