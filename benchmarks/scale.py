@@ -59,11 +59,11 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from benchmarks.timing import FETCH_WAIT_MS, fetch_rate, watch_fetches
 from connectors.broker import EmbeddedBroker
-from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics
+from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics, scan_to_end
 from edge_agent.health import process_cpu_seconds
 from schemas import ANOMALY_SCORE, SENSOR_BATCH, AvroSerde
 from streams.producers.simulator import SensorSimulator
@@ -231,52 +231,33 @@ def _changelog(settings: KafkaSettings) -> tuple[int, int, int, dict[str, int]]:
     ``coalesced_bytes``: the last record of each key in each second, by the records' timestamps); ``complete``
     is 1 once every partition was read to the end the broker reported at the start, ``read_ms`` what that took.
 
-    Read to the end offsets, with the store's bulk fetches and librdkafka's own fetch wait (500 ms), not the
+    Read to the end offsets (``connectors.kafka.scan_to_end``: bulk fetches and a 500 ms fetch wait, not the
     watcher's 10 ms: the embedded broker answers a fetch with what it gathered within the wait, and gathering
     from the start of a partition of some 33,000 small batches (the flow's at 100,000 devices) took longer, so
     every fetch came back empty and a reader with a 10 ms wait read nothing for as long as it tried (session 10;
-    BENCHMARKS.md, "Session 11: Faust prefetch and revoked keys")."""
+    BENCHMARKS.md, "Session 11: Faust prefetch and revoked keys"))."""
     from streams.engines.faust import MARKER, TABLE
-    from streams.engines.faust_store import BULK_FETCH
 
     topic = f"{settings.topic('eddyline-sensor-anomaly')}-{TABLE}-changelog"
-    consumer = Consumer(consumer_config(settings, "eddyline-bench-scale", **BULK_FETCH,
-                                        **{"enable.partition.eof": True}))
     latest: dict[bytes, int] = {}
     per_second: dict[tuple[bytes, int], int] = {}
-    total = records = markers = 0
+    counts = {"records": 0, "bytes": 0, "markers": 0}
+
+    def count(msg: Message) -> None:
+        if msg.key() == MARKER:
+            counts["markers"] += 1
+            return
+        size = len(msg.value() or b"")
+        counts["bytes"] += size
+        counts["records"] += 1
+        latest[msg.key()] = size
+        per_second[(msg.key(), msg.timestamp()[1] // 1000)] = size
+
     began = time.monotonic()
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in partitions}
-        pending = {p for p, (low, high) in ends.items() if high > low}
-        consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in pending])
-        deadline = time.monotonic() + CHANGELOG_READ_S
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(10_000, 0.5):
-                p = msg.partition()
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        pending.discard(p)
-                    continue
-                if p not in pending or msg.offset() >= ends[p][1]:
-                    continue
-                if msg.offset() >= ends[p][1] - 1:
-                    pending.discard(p)
-                if msg.key() == MARKER:
-                    markers += 1
-                    continue
-                size = len(msg.value() or b"")
-                total += size
-                records += 1
-                latest[msg.key()] = size
-                per_second[(msg.key(), msg.timestamp()[1] // 1000)] = size
-    finally:
-        consumer.close()
-    counts = {"records": records, "bytes": total, "markers": markers, "coalesced_records": len(per_second),
-              "coalesced_bytes": sum(per_second.values()), "complete": int(not pending),
-              "read_ms": round(1000 * (time.monotonic() - began))}
-    return total, sum(latest.values()), len(latest), counts
+    pending = scan_to_end(settings, topic, count, timeout=CHANGELOG_READ_S)
+    counts |= {"coalesced_records": len(per_second), "coalesced_bytes": sum(per_second.values()),
+               "complete": int(not pending), "read_ms": round(1000 * (time.monotonic() - began))}
+    return counts["bytes"], sum(latest.values()), len(latest), counts
 
 
 def _folder_bytes(path: Path) -> int:

@@ -291,6 +291,8 @@ class EmbeddedBroker:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
+        from connectors.kafka import logged_config
+
         deadline = time.monotonic() + timeout
         admin = None
         while time.monotonic() < deadline:
@@ -299,7 +301,10 @@ class EmbeddedBroker:
             if code is not None:
                 raise BrokerError(f"tansu exited with code {code} while starting on {self.bootstrap}")
             if admin is None and _can_connect(self.host, self.port):
-                admin = AdminClient({"bootstrap.servers": self.bootstrap, "client.id": "eddyline-broker-probe"})
+                # Never polled: its librdkafka lines (a broker that dies while starting) are dropped, not printed
+                # raw; the BrokerError with the broker's log says what happened.
+                admin = AdminClient(logged_config({"bootstrap.servers": self.bootstrap,
+                                                   "client.id": "eddyline-broker-probe"}))
             if admin is not None:
                 try:
                     meta = admin.list_topics(timeout=1.0)

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
@@ -31,6 +31,14 @@ from schemas.topics import TOPIC_CONFIGS
 log = logging.getLogger(__name__)
 
 RECREATE_AFTER_S = 2.0  # a topic acknowledged but not in the metadata this long after is asked for again
+FETCH_BYTES = 64 * 2**20  # per partition and per fetch of a read to the end: a partition can hold gigabytes
+# librdkafka settings of a read to the end (``scan_to_end``): bulk fetches, and a 500 ms fetch wait whatever ``extra``
+# says, since the embedded broker answers a fetch with what it gathered within the wait and, from the start of a
+# partition of many small batches, gathers nothing within 10 ms (BENCHMARKS.md, "Session 11: Faust prefetch and
+# revoked keys"); at a partition's end the read stops at its end-of-partition report, not at the wait.
+READ_TO_END_FETCH = {"max.partition.fetch.bytes": FETCH_BYTES, "fetch.max.bytes": 4 * FETCH_BYTES,
+                     "receive.message.max.bytes": 4 * FETCH_BYTES + 2**20, "fetch.wait.max.ms": 500,
+                     "enable.partition.eof": True}
 
 
 class KafkaSettings(Section):
@@ -336,14 +344,35 @@ def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer
 
 
 def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
-    """A confluent-kafka ``AdminClient`` configured by ``admin_config``.
+    """A confluent-kafka ``AdminClient`` configured by ``admin_config``, its librdkafka lines routed to logging
+    (``logged_config``). They reach the log when the client polls and are dropped with it: a short-lived client
+    need not poll, a long-lived one must (``admin.poll(0)`` after each request), or they pile up in its queue.
 
     Parameters
     ----------
     s, overrides
         As for ``admin_config``.
     """
-    return AdminClient(admin_config(s, **overrides))
+    return AdminClient(logged_config(admin_config(s, **overrides)))
+
+
+def wait_for_broker(s: KafkaSettings, timeout: float) -> None:
+    """Return once a broker at the bootstrap servers answers a metadata request; ``ConnectionError`` saying where it
+    looked after ``timeout`` seconds. For commands a person runs, which should fail in seconds where nothing
+    listens; a flow that may start before its broker relies on ``create_topics``'s longer wait instead.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings.
+    timeout
+        Seconds to wait for an answer.
+    """
+    try:
+        make_admin(s).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise ConnectionError(f"no Kafka broker answered at {s.bootstrap_servers} within {timeout:g} s "
+                              f"({exc.args[0].str()})") from None
 
 
 def create_topics(
@@ -377,7 +406,7 @@ def create_topics(
     if not names:
         return
     # Short-lived and never polled, so librdkafka's lines are dropped: a broker that does not answer is a TimeoutError.
-    admin = make_admin(s, logger=librdkafka_logger())
+    admin = make_admin(s)
     count = partitions or s.partitions
     given = {s.topic(t): dict(c) for t, c in (configs or {}).items()}
     table = {s.topic(t): c for t, c in TOPIC_CONFIGS.items()}
@@ -740,14 +769,10 @@ def read_latest(s: KafkaSettings, logical_topic: str, *, timeout: float = 60.0) 
 def read_to_end(
     s: KafkaSettings, logical_topic: str, positions: dict[int, int], *, timeout: float = 60.0
 ) -> tuple[list[Message], set[int]]:
-    """Read every partition of a topic from ``positions`` (the beginning where none) up to its end as of the start.
+    """Every message of a topic from ``positions`` (the beginning where none) up to each partition's end as of
+    the start (``scan_to_end``), and the partitions not read to their end within ``timeout``.
 
     ``positions`` (partition -> next offset) is advanced in place, so calling again reads only what came since.
-    A partition's end is the high watermark its first fetch reports (or its end-of-partition report), not
-    ListOffsets, which some Kafka-compatible brokers answer wrong (Tansu said 1 for a partition holding 5).
-    Records that arrive later are left for the next call, so a topic that is written all the time (a live
-    fleet's heartbeats) is read once and the call returns; an empty partition is done at its first fetch. A fresh
-    reader each call; no consumer group.
 
     Parameters
     ----------
@@ -760,15 +785,50 @@ def read_to_end(
     timeout
         Seconds to try; partitions not read to their end by then are returned as the second value.
     """
-    name = s.topic(logical_topic)
-    consumer = make_consumer(s, f"eddyline-reader-{uuid.uuid4().hex}", **{"enable.partition.eof": True})
     out: list[Message] = []
+    pending = scan_to_end(s, s.topic(logical_topic), out.append, positions, timeout=timeout)
+    return out, pending
+
+
+def scan_to_end(
+    s: KafkaSettings, topic: str, on_record: Callable[[Message], None], positions: dict[int, int] | None = None,
+    *, partitions: Iterable[int] | None = None, timeout: float = 60.0,
+) -> set[int]:
+    """Hand every record of ``topic`` from ``positions`` (the beginning where none) up to each partition's end as
+    of the start to ``on_record``, in offset order per partition; return the partitions not read to their end
+    within ``timeout``. The one reader to the end: ``read_to_end``, the Faust store's changelog load and bench
+    scale's changelog statistics use it.
+
+    A partition's end is the high watermark its first fetch reports (or its end-of-partition report), not
+    ListOffsets, which some Kafka-compatible brokers answer wrong (Tansu answers with its last batch's start plus
+    one: 1 for a partition holding one batch of 5). Records that arrive later are left for the next call, so a
+    topic written all the time (a live fleet's heartbeats) is read once and the call returns; an empty partition,
+    or one whose last offset is no record (a transaction marker), is done at its end-of-partition report. Fetches
+    are ``READ_TO_END_FETCH``'s. A fresh reader each call; no consumer group.
+
+    Parameters
+    ----------
+    s
+        The Kafka settings (connection and security).
+    topic
+        The topic's full name (namespace included).
+    on_record
+        Called with each record; what it raises ends the read.
+    positions
+        Where to start per partition (partition -> next offset); advanced in place past each record handed over.
+    partitions
+        The partitions to read (default: all the topic has).
+    timeout
+        Seconds to try, listing the partitions included.
+    """
+    positions = {} if positions is None else positions
+    consumer = make_consumer(s, f"eddyline-reader-{uuid.uuid4().hex}", **READ_TO_END_FETCH)
     ends: dict[int, int] = {}
 
     def reached(p: int) -> bool:
         """Whether partition ``p`` is read up to the end its first fetch reported (unknown before that fetch)."""
         if p not in ends:
-            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), cached=True)
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
             if high < 0:
                 return False
             ends[p] = high
@@ -776,16 +836,18 @@ def read_to_end(
                 positions.setdefault(p, low)  # from the beginning: an empty partition is read already
         return positions.get(p, -1) >= ends[p]
 
+    deadline = time.monotonic() + timeout
     try:
-        partitions = sorted(consumer.list_topics(name, timeout=timeout).topics[name].partitions)
-        consumer.assign([TopicPartition(name, p, positions.get(p, OFFSET_BEGINNING)) for p in partitions])
-        pending, deadline = set(partitions), time.monotonic() + timeout
+        if partitions is None:
+            partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        pending = set(partitions)
+        consumer.assign([TopicPartition(topic, p, positions.get(p, OFFSET_BEGINNING)) for p in sorted(pending)])
         while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
+            for msg in consumer.consume(10_000, 0.5):
                 err, p = msg.error(), msg.partition()
                 if err is None:
                     if p in pending and not reached(p):
-                        out.append(msg)
+                        on_record(msg)
                         positions[p] = msg.offset() + 1
                 elif err.code() != KafkaError._PARTITION_EOF:
                     raise KafkaException(err)
@@ -794,4 +856,4 @@ def read_to_end(
             pending = {p for p in pending if not reached(p)}
     finally:
         consumer.close()
-    return out, pending
+    return pending

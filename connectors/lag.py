@@ -124,8 +124,11 @@ class LagReader:
         if not wanted:
             return {}
         request = ConsumerGroupTopicPartitions(group, wanted)
-        answer = self._admin.list_consumer_group_offsets([request], request_timeout=self.timeout_s)[group]
-        found = answer.result(self.timeout_s).topic_partitions
+        try:
+            answer = self._admin.list_consumer_group_offsets([request], request_timeout=self.timeout_s)[group]
+            found = answer.result(self.timeout_s).topic_partitions
+        finally:
+            self._admin.poll(0)  # serves its librdkafka log lines (make_admin routes them to logging): none pile up
         return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in found}
 
     def watermarks(self, starts: Mapping[Partition, int | None]) -> dict[Partition, tuple[int, int]]:

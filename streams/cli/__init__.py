@@ -118,17 +118,24 @@ def broker(
 @friendly
 def topics_create(
     partitions: Annotated[int | None, typer.Option(help="Partitions per topic (default from settings).")] = None,
+    timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds to wait for the broker to answer at all; raise it to wait for one still starting.")
+    ] = 5.0,
 ) -> None:
     """Create every topic eddyline uses (idempotent).
 
     alerts.delivered keeps records a day longer than the notify flow reads back (delivered_window_s in the notify
     table, EDDYLINE_NOTIFY_DELIVERED_WINDOW_S); an existing one keeps its retention and is warned about if shorter.
     """
-    from connectors.kafka import create_topics
+    from connectors.kafka import create_topics, wait_for_broker
     from schemas.topics import ALL_TOPICS
     from streams.flows.notify import NotifySettings, create_notify_topics
 
     settings = _kafka()
+    try:
+        wait_for_broker(settings, timeout)
+    except ConnectionError as exc:
+        raise ConnectionError(f"{exc}; raise --timeout to wait for a broker that is starting") from None
     create_notify_topics(settings, NotifySettings(), partitions=partitions)  # first: its window sets a retention
     create_topics(settings, ALL_TOPICS, partitions=partitions)
     for t in ALL_TOPICS:

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,36 @@ class OutputWatcher(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
+
+
+PROGRESS_EVERY_S = 10.0
+
+
+class ProgressLines:
+    """A line of the demo's counts every ``every_s`` seconds where its live table does not draw (stderr is no
+    terminal: a pipe, a CI log), which otherwise showed nothing until the summary, 35 to 64 s in.
+
+    Parameters
+    ----------
+    console
+        Where the demo writes; lines only if it is no terminal.
+    every_s
+        Seconds between lines; the first comes that long after the start.
+    clock
+        Seconds, monotonic.
+    """
+
+    def __init__(self, console: Any, every_s: float = PROGRESS_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.console, self.every_s, self.clock = console, every_s, clock
+        self.enabled = not console.is_terminal
+        self._due = clock() + every_s
+
+    def tick(self, line: Callable[[], str]) -> None:
+        """Print ``line()`` if a line is due (``line`` is called only then)."""
+        if self.enabled and self.clock() >= self._due:
+            self._due = self.clock() + self.every_s
+            self.console.print(line(), highlight=False, markup=False, soft_wrap=True)
 
 
 def _start_flow(flow: str, settings: KafkaSettings, receiver: AlertReceiver, state_dir: Path, log_path: Path,
@@ -289,11 +320,13 @@ def run_demo(
             calling.start()
         producer = SensorProducer(settings, devices=devices, rate=rate, bad_events=bad_events)
 
-        def table(phase: str) -> Table:
-            t = Table(title=f"eddyline demo: {phase} ({time.monotonic() - started:.0f} s)", show_header=False)
+        def title(phase: str) -> str:
+            return f"eddyline demo: {phase} ({time.monotonic() - started:.0f} s)"
+
+        def rows() -> list[tuple[str, str]]:
             s = producer.stats
             with watcher.lock:
-                rows = [
+                found = [
                     ("produced (readings + malformed)", f"{s.readings + s.bad:,}"),
                     ("scored readings", f"{watcher.scored:,}"),
                     ("dead letters", f"{watcher.dlq:,}"),
@@ -303,13 +336,24 @@ def run_demo(
                     ("delivered to PagerDuty / Slack", f"{receiver.counts['pagerduty_events']} / {receiver.counts['slack_messages']}"),
                 ]
                 if audio is not None:
-                    rows.append(("calls: transcripts / sentiment scores", f"{watcher.transcripts} / {watcher.sentiments}"))
+                    found.append(("calls: transcripts / sentiment scores", f"{watcher.transcripts} / {watcher.sentiments}"))
                     u = watcher.last_utterance
                     if u is not None:
-                        rows.append((f"{u['conversation_id']} said", f"{u['text'][:60]!r} ({u['label']}, {u['score']:+.2f})"))
-            for k, v in rows:
+                        found.append((f"{u['conversation_id']} said", f"{u['text'][:60]!r} ({u['label']}, {u['score']:+.2f})"))
+            return found
+
+        def table(phase: str) -> Table:
+            t = Table(title=title(phase), show_header=False)
+            for k, v in rows():
                 t.add_row(k, v)
             return t
+
+        progress = ProgressLines(console)
+
+        def show(screen: Live, phase: str) -> None:
+            """The live table on a terminal; elsewhere (a pipe, a CI log) a line now and then."""
+            screen.update(table(phase))
+            progress.tick(lambda: f"{title(phase)}: " + "; ".join(f"{k} {v}" for k, v in rows()))
 
         announced = False
 
@@ -329,14 +373,14 @@ def run_demo(
                 producing.start()
                 while producing.is_alive():
                     producing.join(0.25)
-                    screen.update(table("producing"))
+                    show(screen, "producing")
                     for proc, log_name in ((flow, "flow.log"), (notify, "notify.log"), (audio, "audio.log")):
                         if proc is not None and proc.poll() is not None:
                             raise RuntimeError(f"a flow exited with code {proc.returncode}; see {work / log_name}")
                     announce(screen)
                 deadline = time.monotonic() + drain_timeout
                 while time.monotonic() < deadline:
-                    screen.update(table("draining"))
+                    show(screen, "draining")
                     announce(screen)
                     with watcher.lock:
                         done = watcher.scored + watcher.dlq >= producer.stats.events
@@ -350,11 +394,11 @@ def run_demo(
                     time.sleep(0.25)
                 deadline = time.monotonic() + 30.0  # the notify flow delivers the last alerts
                 while time.monotonic() < deadline and receiver.counts["pagerduty_events"] < watcher.alert_events:
-                    screen.update(table("delivering alerts"))
+                    show(screen, "delivering alerts")
                     time.sleep(0.25)
                 deadline = time.monotonic() + 180.0  # the click model's trial ends
                 while trial.is_alive() and time.monotonic() < deadline:
-                    screen.update(table("click model trial"))
+                    show(screen, "click model trial")
                     trial.join(0.25)
         finally:
             signal.signal(signal.SIGINT, previous)

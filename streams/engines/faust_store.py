@@ -25,18 +25,15 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaException, Message
 from faust import stores
 from faust.stores import memory
 from faust.types import TP
 
-from connectors.kafka import KafkaSettings, consumer_config
+from connectors.kafka import KafkaSettings, scan_to_end
 
 log = logging.getLogger(__name__)
 
-FETCH_BYTES = 64 * 2**20  # per partition and per fetch: a state is kilobytes and a partition can hold gigabytes
-BULK_FETCH = {"max.partition.fetch.bytes": FETCH_BYTES, "fetch.max.bytes": 4 * FETCH_BYTES,
-              "receive.message.max.bytes": 4 * FETCH_BYTES + 2**20}  # librdkafka settings of a bulk read
 LOAD_TIMEOUT_S = 600.0
 STORE_URL = "eddyline-changelog://memory/"  # the table's ``store``: Faust finds this class by the URL's scheme
 
@@ -45,8 +42,9 @@ def read_changelog(settings: KafkaSettings, topic: str, partitions: Iterable[int
                    ) -> tuple[dict[int, dict[bytes, bytes | None]], dict[int, int]]:
     """The latest value of each key in changelog partitions, and the last offset read in each.
 
-    Reads each partition from its start to the end the broker reports now; a key whose latest record is a
-    tombstone maps to None. Partitions that are empty are left out of the offsets.
+    Reads each partition from its start to its end as of the start (``connectors.kafka.scan_to_end``, bulk
+    fetches); a key whose latest record is a tombstone maps to None. Partitions that are empty are left out of
+    the offsets.
 
     Parameters
     ----------
@@ -59,41 +57,20 @@ def read_changelog(settings: KafkaSettings, topic: str, partitions: Iterable[int
     timeout_s
         Give up (``TimeoutError``) after this long.
     """
-    consumer = Consumer(consumer_config(settings, f"{topic}-loader", **BULK_FETCH, **{"enable.partition.eof": True}))
-    values: dict[int, dict[bytes, bytes | None]] = {}
+    partitions = list(partitions)
+    values: dict[int, dict[bytes, bytes | None]] = {p: {} for p in partitions}
     last: dict[int, int] = {}
+
+    def keep(msg: Message) -> None:
+        values[msg.partition()][msg.key()] = msg.value()
+        last[msg.partition()] = msg.offset()
+
     try:
-        ends: dict[int, int] = {}
-        starts = []
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            if high > low:
-                ends[p] = high
-                starts.append(TopicPartition(topic, p, low))
-            values[p] = {}
-        if not starts:
-            return values, last
-        consumer.assign(starts)
-        deadline = time.monotonic() + timeout_s
-        pending = set(ends)
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading changelog {topic} partitions {sorted(pending)} took over {timeout_s} s")
-            for msg in consumer.consume(10_000, 0.5):
-                p, offset = msg.partition(), msg.offset()
-                if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:  # also past a last offset that is no record
-                        pending.discard(p)  # (a transaction marker, a compacted-away key)
-                        continue
-                    raise RuntimeError(f"reading changelog {topic}: {msg.error().str()}")
-                if p not in pending or offset >= ends[p]:  # past the end read at the start: Faust replays it
-                    continue
-                values[p][msg.key()] = msg.value()
-                last[p] = offset
-                if offset >= ends[p] - 1:
-                    pending.discard(p)
-    finally:
-        consumer.close()
+        pending = scan_to_end(settings, topic, keep, partitions=partitions, timeout=timeout_s)
+    except KafkaException as exc:
+        raise RuntimeError(f"reading changelog {topic}: {exc.args[0].str()}") from None
+    if pending:
+        raise TimeoutError(f"reading changelog {topic} partitions {sorted(pending)} took over {timeout_s} s")
     return values, last
 
 

@@ -63,6 +63,8 @@ def test_the_console_shows_where_to_look_and_a_summary(demo) -> None:
     assert re.search(r"live page: http://127\.0\.0\.1:\d+", out)
     assert "first alert:" in out
     assert f"scored + dlq = {s['scored'] + s['dlq']:,} of {s['produced']:,} produced" in out
+    # captured, stderr is no terminal: no live table, a line of counts every 10 s instead of nothing till the end
+    assert re.search(r"eddyline demo: producing \(\d+ s\): produced \(readings \+ malformed\) [\d,]+; scored", out)
 
 
 @pytest.mark.e2e

@@ -140,3 +140,32 @@ def test_serve_runs_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_start_probe_of_a_broker_that_does_not_answer_prints_no_raw_librdkafka_lines(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """A port that takes connections and drops them (a broker dying while it starts): the probe gives up with a
+    BrokerError, and librdkafka's ``%6|...|FAIL|`` lines, one per reconnect, do not reach stderr."""
+    import threading
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+
+        def drop() -> None:
+            while True:
+                try:
+                    server.accept()[0].close()
+                except OSError:
+                    return
+
+        threading.Thread(target=drop, daemon=True).start()
+        broker = EmbeddedBroker(port=server.getsockname()[1])
+        broker._proc = subprocess.Popen(["sleep", "60"])  # a broker process still starting
+        try:
+            with pytest.raises(BrokerError, match="did not answer Kafka metadata within 2 s"):
+                broker._wait_ready(2.0)
+        finally:
+            broker._proc.kill()
+            broker._proc.wait()
+    assert "|FAIL|eddyline-broker-probe" not in capfd.readouterr().err

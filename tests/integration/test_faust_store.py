@@ -39,3 +39,17 @@ def test_read_changelog_ends_at_a_partition_whose_last_offset_is_no_record(kafka
     values, last = read_changelog(kafka_settings, topic, [0], timeout_s=30)
     assert values == {0: {b"a": b"a1"}}
     assert last == {0: 0}
+
+
+def test_read_changelog_reads_a_last_batch_of_many_records_to_its_end(kafka_settings: KafkaSettings):
+    """The end is the one a fetch reports: Tansu's ListOffsets answers a last batch's start plus one (1 for one batch
+    of 4), where a reader that trusted it kept the first state of the batch and dropped the rest."""
+    topic = kafka_settings.topic("processors-changelog-batched")
+    create_topics(kafka_settings.model_copy(update={"namespace": ""}), [topic], partitions=1)
+    producer = Producer(producer_config(kafka_settings, **{"linger.ms": 1000}))
+    for key, value in [(b"a", b"a1"), (b"b", b"b1"), (b"a", b"a2"), (MARKER, None)]:
+        producer.produce(topic, value=value, key=key, partition=0)
+    producer.flush()  # the four in one batch
+    values, last = read_changelog(kafka_settings, topic, [0], timeout_s=60)
+    assert values == {0: {b"a": b"a2", b"b": b"b1", MARKER: None}}
+    assert last == {0: 3}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -100,3 +101,19 @@ def test_producer_counts_out_of_range_are_refused_before_anything_runs() -> None
         result = CliRunner().invoke(app, ["produce", "sensors", *args, "--count", "1"],
                                     env={"EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
         assert result.exit_code == 2 and f"Invalid value for '{args[0]}'" in result.output, result.output
+
+
+def test_topics_create_where_nothing_listens_says_so_within_its_timeout_and_what_to_do(
+        defaults_config, capfd: pytest.CaptureFixture[str]) -> None:
+    """It waited create_topics' 30 s before: a flow starting beside its broker needs that, a person does not."""
+    from connectors.broker import free_port
+    from streams.cli import app
+
+    bootstrap = f"127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, ["topics", "create", "--timeout", "1"],
+                                env={"EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    assert result.exit_code == 1, result.output
+    assert f"no Kafka broker answered at {bootstrap} within 1 s" in result.output
+    assert "raise --timeout" in result.output and "eddyline broker" in result.output
+    assert "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS" in result.output and "Traceback" not in result.output
+    assert "|FAIL|" not in capfd.readouterr().err  # librdkafka's own lines, one per reconnect

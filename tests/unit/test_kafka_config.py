@@ -254,10 +254,28 @@ def test_a_bytewax_source_partition_says_a_failing_connect_once_through_logging(
     assert "|FAIL|source-said-once#" not in capfd.readouterr().err
 
 
+def test_the_lag_readers_admin_client_says_a_failing_connect_through_logging_as_it_goes(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """The lag monitor keeps its admin client for the flow's life: make_admin routes its lines to logging, and the
+    reader polls it after each request, so that they are said (not printed raw, and not queued for the flow's life)."""
+    from connectors.lag import LagReader
+
+    s = KafkaSettings(bootstrap_servers="127.0.0.1:1", client_id="lag-admin-said",
+                      extra={"reconnect.backoff.ms": "10", "reconnect.backoff.max.ms": "10"})
+    reader = LagReader(s, timeout_s=1.0)
+    try:
+        with caplog.at_level(logging.INFO, logger="librdkafka"), \
+                pytest.raises((confluent_kafka.KafkaException, TimeoutError)):
+            reader.committed("g", [("t", 0)])  # only the admin client asks: the consumer is not polled here
+        fails = [r for r in caplog.records if r.name == "librdkafka" and "FAIL [lag-admin-said#" in r.getMessage()]
+    finally:
+        reader.close()
+    assert len(fails) == 1 and "127.0.0.1:1" in fails[0].getMessage()
+    assert "|FAIL|lag-admin-said#" not in capfd.readouterr().err
+
+
 # Clients built without ``logged_config``, and why each may: anything else prints raw ``%3|...|FAIL|`` lines.
 UNLOGGED = {
-    ("connectors/kafka.py", "admin_config(s, **overrides)"),  # make_admin: its callers pass the logger if they poll
-    ("connectors/broker.py", "{'bootstrap.servers': self.bootstrap, 'client.id': 'eddyline-broker-probe'}"),  # probe
     ("edge_agent/sender.py", "conf"),  # sets its own logger (edge_agent.librdkafka) on conf
 }
 NOT_YET = {"streams/engines/faust.py", "streams/engines/faust_store.py"}  # another change owns them for now
