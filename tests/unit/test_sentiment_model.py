@@ -182,7 +182,7 @@ def test_a_text_gets_the_same_probabilities_alone_and_in_any_batch(model_dir):
 
     texts = ["the agent was polite but my refund never came", "meh", "a dull, lifeless mess",
              "I loved every minute of it, the staff were wonderful and the food arrived hot. " * 3,
-             "they kept me on hold for an hour. " * 25, "fine, thanks :)"]  # 1 to 6 windows, 3 to 64 tokens each
+             "they kept me on hold for an hour. " * 25, "fine, thanks :)"]  # 1 or 7 windows of 4 to 64 tokens
     for batch_size in (64, 2):
         onnx = OnnxSentiment(model_dir, threads=2, batch_size=batch_size)
         alone = np.concatenate([onnx.probabilities([t]) for t in texts])
