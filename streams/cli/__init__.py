@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from streams.cli.errors import CliError, friendly
+from streams.cli.errors import CliError, answering_kafka, friendly
 from streams.cli.lazy import Lazy, group, lazy_group
 
 __all__ = ["CliError", "app", "friendly", "main"]
@@ -127,13 +127,12 @@ def topics_create(
     alerts.delivered keeps records a day longer than the notify flow reads back (delivered_window_s in the notify
     table, EDDYLINE_NOTIFY_DELIVERED_WINDOW_S); an existing one keeps its retention and is warned about if shorter.
     """
-    from connectors.kafka import create_topics, wait_for_broker
+    from connectors.kafka import create_topics
     from schemas.topics import ALL_TOPICS
     from streams.flows.notify import NotifySettings, create_notify_topics
 
-    settings = _kafka()
     try:
-        wait_for_broker(settings, timeout)
+        settings = answering_kafka(timeout)
     except ConnectionError as exc:
         raise ConnectionError(f"{exc}; raise --timeout to wait for a broker that is starting") from None
     create_notify_topics(settings, NotifySettings(), partitions=partitions)  # first: its window sets a retention
@@ -156,7 +155,7 @@ def produce_sensors(
     """Publish simulated device readings with injected anomalies to sensor.readings."""
     from streams.producers.sensors import produce
 
-    stats = produce(_kafka(), devices=devices, rate=rate, count=count, duration=duration,
+    stats = produce(answering_kafka(), devices=devices, rate=rate, count=count, duration=duration,
                     anomaly_rate=anomaly_rate, bad_events=bad_events, truth_path=truth, progress=True)
     typer.echo(f"produced {stats.messages} messages, {stats.readings} readings, {stats.bad} malformed, "
                f"{stats.injected} injected anomalies", err=True)

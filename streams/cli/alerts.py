@@ -16,12 +16,12 @@ def redrive_command(
     Each letter is redriven once (a consumer group remembers where redrive stopped); delivery is idempotent
     (PagerDuty's dedup key is the alert key), so a letter sent twice opens no second incident.
     """
-    from connectors.kafka import KafkaSettings
+    from streams.cli.errors import answering_kafka
     from streams.flows.notify import redrive
 
     if idle <= 0:
         raise ValueError("--idle must be positive (seconds without a new letter before redrive stops)")
-    report = redrive(KafkaSettings(), idle_s=idle, dry_run=dry_run)
+    report = redrive(answering_kafka(), idle_s=idle, dry_run=dry_run)
     verb = "would redrive" if dry_run else "redrove"
     typer.echo(f"{verb} {report.redriven} dead-lettered alerts")
     for reason, n in sorted(report.by_reason.items()):

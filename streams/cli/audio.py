@@ -47,7 +47,7 @@ def produce_command(
     resample: Annotated[bool, typer.Option(help="resample other rates to 16 kHz (else refuse them)")] = True,
 ) -> None:
     """Stream WAV files to ``audio.chunks`` as audio_chunk events, the conversations interleaved as if live."""
-    from connectors.kafka import KafkaSettings
+    from streams.cli.errors import answering_kafka
 
     if speed < 0:
         raise typer.BadParameter("--speed must be 0 or more")
@@ -57,7 +57,7 @@ def produce_command(
     except WavError as exc:
         raise typer.BadParameter(str(exc)) from None
     started = time.monotonic()
-    sent = produce_calls(KafkaSettings(), streams, speed=speed, chunk_ms=chunk_ms)
+    sent = produce_calls(answering_kafka(), streams, speed=speed, chunk_ms=chunk_ms)
     typer.echo(f"produced {sent} audio chunks from {len(files)} file(s) in {time.monotonic() - started:.1f} s")
 
 

@@ -36,7 +36,8 @@ def publish_command(
     name: Annotated[str, typer.Option(help="What the model does.")] = "anomaly",
 ) -> None:
     """Sign a model and publish it to the compacted models topic; nothing runs it until a rollout names it."""
-    from connectors.kafka import EventProducer, KafkaSettings, create_topics
+    from connectors.kafka import EventProducer, create_topics
+    from streams.cli.errors import answering_kafka
     from schemas.catalog import EDGE_MODEL
     from schemas.signing import SignatureError, sign_model
     from streams.flows.rollout import published_model
@@ -45,7 +46,7 @@ def publish_command(
         raise ValueError(f"no model file at {model}; build one with `eddyline-edge build-model --out {model}`")
     if not key.is_file():
         raise ValueError(f"no private key at {key}; make one with `eddyline edge keygen` or pass --key")
-    settings = KafkaSettings()
+    settings = answering_kafka()
     create_topics(settings, ["edge.models", "edge.rollouts"])
     data = model.read_bytes()
     try:
@@ -87,15 +88,16 @@ def rollout_command(
     Bounds come from [rollout] (EDDYLINE_ROLLOUT_*). The state lives in the compacted rollouts topic: run the
     same command again to resume a rollout this command did not finish. Exit 1 when it was rolled back.
     """
-    from connectors.kafka import KafkaSettings
+    from streams.cli.errors import answering_kafka
     from streams.flows.rollout import RolloutPolicy, run_rollout
 
     policy = RolloutPolicy()
     if observe_s is not None:
         policy = policy.model_copy(update={"observe_s": observe_s})
 
+    share = _percent(canary) if canary else None
     final = run_rollout(
-        KafkaSettings(), policy, device_class, version, canary_percent=_percent(canary) if canary else None,
+        answering_kafka(), policy, device_class, version, canary_percent=share,
         producer=f"eddyline-rollout@{socket.gethostname()}", on_event=_show,
     )
     if final["state"] != "promoted":

@@ -13,6 +13,9 @@ from streams import logs
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+BROKER_ANSWER_S = 5.0  # how long a command a person runs waits for a broker to answer at all
+
+
 class CliError(Exception):
     """An error the user can act on: the message says what to do."""
 
@@ -49,3 +52,20 @@ def friendly(fn: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def answering_kafka(timeout: float | None = None) -> Any:
+    """The Kafka settings, once a broker at their bootstrap servers answers; a ``ConnectionError`` within ``timeout``
+    seconds where none does (``friendly`` then says what to do). A command a person runs should fail in seconds,
+    not after the 30 s a flow started before its broker waits for topics (``connectors.kafka.create_topics``).
+
+    Parameters
+    ----------
+    timeout
+        Seconds to wait for an answer (default ``BROKER_ANSWER_S``).
+    """
+    from connectors.kafka import KafkaSettings, wait_for_broker
+
+    settings = KafkaSettings()
+    wait_for_broker(settings, BROKER_ANSWER_S if timeout is None else timeout)
+    return settings

@@ -44,9 +44,9 @@ def list_command(
     all_: Annotated[bool, typer.Option("--all", help="Also show released sources.")] = False,
 ) -> None:
     """Sources the online learners do not learn from (their events are still scored), with why."""
-    from connectors.kafka import KafkaSettings
+    from streams.cli.errors import answering_kafka
 
-    rows = [r for r in standing(KafkaSettings()).values() if all_ or r["action"] == "QUARANTINE"]
+    rows = [r for r in standing(answering_kafka()).values() if all_ or r["action"] == "QUARANTINE"]
     if not rows:
         typer.echo("no source is quarantined" if not all_ else "the quarantine list is empty")
         return
@@ -61,12 +61,13 @@ def release_command(
         "released by an operator",
 ) -> None:
     """Let a quarantined source back in: the click model learns from it again, and its alert is resolved."""
-    from connectors.kafka import EventProducer, KafkaSettings
+    from connectors.kafka import EventProducer
+    from streams.cli.errors import answering_kafka
     from models.security import parse_source
     from schemas import QUARANTINE, derive_id
 
     parse_source(source)
-    kafka = KafkaSettings()
+    kafka = answering_kafka()
     current = standing(kafka).get(source)
     if current is None or current["action"] != "QUARANTINE":
         raise ValueError(f"{source} is not quarantined; `eddyline security list` shows the sources that are")
