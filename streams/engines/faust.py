@@ -45,8 +45,10 @@ from typing import Any
 
 from connectors.kafka import KafkaSettings, admin_config, create_topics
 from connectors.prometheus import PROCESSING_SECONDS
+from streams.engines.faust_transport import FETCH_WAIT_MS, URL_SCHEME, WAIT_ATTRIBUTE
 from streams.engines.lag import consumer_group, start_monitor
 from streams.engines.output import DeadLetter, FlowOutput, flow_topics
+from streams.memory import flow_collector
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.state import encode_processor, restore_or_fresh
 
@@ -191,7 +193,8 @@ def faust_options(settings: KafkaSettings) -> dict[str, Any]:
 
     Keys with an aiokafka equivalent are translated; a security key without one (``sasl.oauthbearer.*``, ...)
     is refused, since running without it would connect in a way nobody asked for; other librdkafka-only
-    keys (``log_level``, ``fetch.wait.max.ms``, ...) are logged and left out.
+    keys (``log_level``, ``fetch.min.bytes``, ...) are logged and left out; ``fetch.wait.max.ms`` is not a Faust
+    setting but reaches its consumer all the same (``fetch_wait_ms``).
 
     Parameters
     ----------
@@ -201,6 +204,8 @@ def faust_options(settings: KafkaSettings) -> dict[str, Any]:
     options: dict[str, Any] = {}
     ignored = []
     for key, value in settings.extra.items():
+        if key == "fetch.wait.max.ms":  # not a Faust setting: ``fetch_wait_ms`` gives it to the transport
+            continue
         targets = _FAUST_EQUIVALENTS.get(key)
         if targets is None:
             if key.startswith(("ssl.", "sasl.", "security.")):
@@ -216,6 +221,24 @@ def faust_options(settings: KafkaSettings) -> dict[str, Any]:
         log.warning("[kafka] extra keys without a Faust equivalent are not applied to its clients: %s",
                     ", ".join(sorted(ignored)), extra={"ignored": sorted(ignored)})
     return options
+
+
+def fetch_wait_ms(settings: KafkaSettings) -> int:
+    """How long the flow's consumer lets the broker hold a fetch: ``[kafka] extra`` ``fetch.wait.max.ms``, else
+    ``FETCH_WAIT_MS`` (``streams.engines.faust_transport``; Faust's own 1,500 ms held a live flow's input back).
+
+    Parameters
+    ----------
+    settings
+        Kafka settings; only ``extra`` is read here.
+    """
+    value = settings.extra.get("fetch.wait.max.ms")
+    if value is None:
+        return FETCH_WAIT_MS
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"[kafka] extra fetch.wait.max.ms={value!r} is not a whole number of milliseconds") from None
 
 
 def _headers(items: Any) -> dict[str, bytes]:
@@ -434,8 +457,10 @@ def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int
         Workers that keep a standby copy of each table partition (``STANDBY_REPLICAS``: see there).
     """
     session_s = settings.session_timeout_ms / 1000
+    hosts = [host.strip() for host in settings.bootstrap_servers.split(",")]
     options: dict[str, Any] = dict(
-        broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
+        broker=[f"kafka://{host}" for host in hosts],
+        broker_consumer=[f"{URL_SCHEME}://{host}" for host in hosts],  # Faust's consumer with our fetch wait
         broker_credentials=_credentials(settings),
         broker_client_id=settings.client_id,
         broker_session_timeout=session_s,
@@ -452,6 +477,8 @@ def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=settings.linger_ms / 1000,
+        # aiokafka's 16 KB held a partition's sends to one or two 6.8 KB states a broker round trip
+        producer_max_batch_size=settings.batch_size,
         producer_compression_type=None if settings.compression == "none" else settings.compression,
         processing_guarantee="at_least_once",
         web_enabled=False,
@@ -490,6 +517,7 @@ def build_app(
     from streams.engines.faust_store import STORE_URL
 
     app = faust.App(app_id(spec, settings), **app_settings(settings, state_dir, standby_replicas))
+    setattr(app, WAIT_ATTRIBUTE, fetch_wait_ms(settings))
     table = app.Table(TABLE, default=None, store=STORE_URL, options={"kafka": settings},
                       partitions=settings.partitions, changelog_topic=app.topic(
                           changelog_topic(spec, settings), key_serializer="raw", value_serializer="raw",
@@ -569,7 +597,8 @@ def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, logl
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
     monitor = start_monitor(spec, settings, "faust", lag_interval_s)
     try:
-        worker.execute_from_commandline()
+        with flow_collector():
+            worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
