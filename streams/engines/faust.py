@@ -43,18 +43,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.kafka import KafkaSettings, admin_config, create_topics
+from connectors.kafka import KafkaSettings, admin_config, create_topics, logged_config
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.faust_transport import FETCH_WAIT_MS, URL_SCHEME, WAIT_ATTRIBUTE
 from streams.engines.lag import consumer_group, start_monitor
 from streams.engines.output import DeadLetter, FlowOutput, flow_topics
 from streams.memory import flow_collector
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
+from streams.runtime import FAUST_DEFAULTS, RuntimeSettings
 from streams.state import encode_processor, restore_or_fresh
 
 log = logging.getLogger(__name__)
 
 TABLE = "processors"
+BATCH_WITHIN_S = 0.2  # the most an agent waits to fill a batch (Faust only: Bytewax hands on what a poll brought)
 # Workers that keep a standby copy of each table partition. None by default: the table's store is in memory, so a
 # standby copy is a full replay of the other workers' states held here (two workers each held every device), and a
 # promotion does not use it (the store loads a partition that becomes active in bulk, as Faust would replay it).
@@ -123,7 +125,7 @@ def _create_compacted(settings: KafkaSettings, name: str) -> None:
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(admin_config(settings))
+    admin = AdminClient(logged_config(admin_config(settings)))
     topic = NewTopic(name, num_partitions=settings.partitions, replication_factor=settings.replication_factor,
                      config={"cleanup.policy": "compact"})
     try:
@@ -314,7 +316,7 @@ class _FlowRunner:
     """One worker's share of a flow: the processors of the keys in its partitions, and its sinks."""
 
     def __init__(self, spec: FlowSpec, settings: KafkaSettings, app: Any, table: Any,
-                 idle_after_s: float | None = 600.0) -> None:
+                 idle_after_s: float | None = FAUST_DEFAULTS["idle_after_s"]) -> None:
         self.spec = spec
         self.settings = settings
         self.output = FlowOutput(spec, settings)
@@ -493,9 +495,10 @@ def build_app(
     settings: KafkaSettings,
     *,
     state_dir: Path,
-    batch_size: int = 500,
-    batch_within: float = 0.2,
+    batch_size: int = FAUST_DEFAULTS["batch_size"],
+    batch_within: float = BATCH_WITHIN_S,
     standby_replicas: int = STANDBY_REPLICAS,
+    idle_after_s: float | None = FAUST_DEFAULTS["idle_after_s"],
 ) -> Any:
     """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table.
 
@@ -511,6 +514,8 @@ def build_app(
         Seconds an agent waits to fill a batch.
     standby_replicas
         Workers that keep a standby copy of each table partition (``STANDBY_REPLICAS``: see there).
+    idle_after_s
+        Seconds after which a silent key's processor leaves memory, its bytes staying in the table (None: never).
     """
     import faust
 
@@ -522,7 +527,7 @@ def build_app(
                       partitions=settings.partitions, changelog_topic=app.topic(
                           changelog_topic(spec, settings), key_serializer="raw", value_serializer="raw",
                           partitions=settings.partitions, internal=False))
-    runner = _FlowRunner(spec, settings, app, table)
+    runner = _FlowRunner(spec, settings, app, table, idle_after_s)
     inputs = app.topic(*[settings.topic(t) for t in spec.inputs], key_serializer="raw", value_serializer="raw")
     by_key = app.topic(repartition_topic(spec, settings), key_serializer="raw", value_serializer="raw")
 
@@ -576,7 +581,7 @@ def build_app(
 
 
 def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, loglevel: str = "WARNING",
-               lag_interval_s: float | None = 5.0, **app_options: Any) -> int:
+               lag_interval_s: float | None = FAUST_DEFAULTS["lag_interval_s"], **app_options: Any) -> int:
     """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code.
 
     Parameters
@@ -613,10 +618,11 @@ def run(
     *,
     state_dir: Path | None = None,
     workers: int = 1,
-    batch_size: int = 500,
+    batch_size: int = FAUST_DEFAULTS["batch_size"],
     standby_replicas: int = STANDBY_REPLICAS,
     loglevel: str = "WARNING",
-    lag_interval_s: float | None = 5.0,
+    lag_interval_s: float | None = FAUST_DEFAULTS["lag_interval_s"],
+    idle_after_s: float | None = FAUST_DEFAULTS["idle_after_s"],
 ) -> None:
     """Run until interrupted: ``workers`` Faust workers (one process each) in one consumer group.
 
@@ -624,7 +630,7 @@ def run(
 
     Parameters
     ----------
-    spec, settings, batch_size, standby_replicas
+    spec, settings, batch_size, standby_replicas, idle_after_s
         As for ``build_app``.
     state_dir
         Local files, one folder per worker (default ``.eddyline/state/<flow>-faust``).
@@ -638,7 +644,7 @@ def run(
     folder = state_dir or Path(".eddyline/state") / f"{spec.name}-faust"
     ensure_topics(spec, settings)
     options = {"batch_size": batch_size, "standby_replicas": standby_replicas, "loglevel": loglevel,
-               "lag_interval_s": lag_interval_s}
+               "lag_interval_s": lag_interval_s, "idle_after_s": idle_after_s}
     if workers <= 1:
         code = run_worker(spec, settings, state_dir=folder / "worker-0", **options)
         if code:
@@ -659,7 +665,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from streams import logs
     from streams.flows import flow_spec
-    from streams.runtime import RuntimeSettings
 
     parser = argparse.ArgumentParser(prog="python -m streams.engines.faust", description=main.__doc__)
     parser.add_argument("flow")
@@ -671,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = flow_spec(args.flow)
     try:
         run(spec, KafkaSettings(), state_dir=args.state_dir or runtime.state_dir / f"{spec.name}-faust",
-            workers=args.workers, batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s,
+            workers=args.workers, **runtime.faust_options(),
             loglevel=logging.getLevelName(logging.getLogger().level))
     except KeyboardInterrupt:
         pass
