@@ -45,7 +45,6 @@ from typing import Any
 
 from connectors.kafka import KafkaSettings, admin_config, create_topics, logged_config
 from connectors.prometheus import PROCESSING_SECONDS
-from streams.engines.faust_transport import FETCH_WAIT_MS, URL_SCHEME, WAIT_ATTRIBUTE
 from streams.engines.lag import consumer_group, start_monitor
 from streams.engines.output import DeadLetter, FlowOutput, flow_topics
 from streams.memory import flow_collector
@@ -234,6 +233,8 @@ def fetch_wait_ms(settings: KafkaSettings) -> int:
     settings
         Kafka settings; only ``extra`` is read here.
     """
+    from streams.engines.faust_transport import FETCH_WAIT_MS
+
     value = settings.extra.get("fetch.wait.max.ms")
     if value is None:
         return FETCH_WAIT_MS
@@ -458,6 +459,8 @@ def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int
     standby_replicas
         Workers that keep a standby copy of each table partition (``STANDBY_REPLICAS``: see there).
     """
+    from streams.engines.faust_transport import URL_SCHEME
+
     session_s = settings.session_timeout_ms / 1000
     hosts = [host.strip() for host in settings.bootstrap_servers.split(",")]
     options: dict[str, Any] = dict(
@@ -520,6 +523,7 @@ def build_app(
     import faust
 
     from streams.engines.faust_store import STORE_URL
+    from streams.engines.faust_transport import WAIT_ATTRIBUTE
 
     app = faust.App(app_id(spec, settings), **app_settings(settings, state_dir, standby_replicas))
     setattr(app, WAIT_ATTRIBUTE, fetch_wait_ms(settings))
