@@ -2,11 +2,11 @@
 
 Faust builds a worker's consumer with a fixed ``fetch_max_wait_ms`` of 1,500 ms. A broker may hold a fetch that
 long when the partition has nothing new at the time of the request (Tansu, the embedded broker, does), so a live
-flow got its input in steps of about a second: at 1,000 devices and half of the maximum load, events had waited
-0.9-1.9 s in the broker when a batch began (BENCHMARKS.md, "Session 12: Faust latency at 100,000 devices"). This
-transport builds the same consumer and sets its wait to ``FETCH_WAIT_MS`` before it starts (``[kafka] extra``
-``fetch.wait.max.ms`` wins), as the Bytewax source does for librdkafka. On Kafka a fetch returns as soon as data
-arrives whatever the wait; an idle partition's fetches cost little.
+flow got its input in steps of about a second: at 1,000 devices and half of the maximum load, the oldest event of a
+batch had waited 0.7-1.9 s when the batch began, 0.3-0.7 s with 50 ms (BENCHMARKS.md, "Session 12: Faust latency
+at 100,000 devices"). This transport builds the same consumer and sets its wait to ``FETCH_WAIT_MS`` before it
+starts (``[kafka] extra`` ``fetch.wait.max.ms`` wins), as the Bytewax source does for librdkafka. On Kafka a fetch
+returns as soon as data arrives whatever the wait; an idle partition's fetches cost little.
 
 The app names it by the scheme of its consumer's broker URLs (``URL_SCHEME``); its producer keeps Faust's own.
 """
