@@ -11,9 +11,12 @@ and the free heap or the process grew by as much since its last release, so a fl
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -21,6 +24,25 @@ log = logging.getLogger(__name__)
 
 RELEASE_FREE_BYTES = 64 << 20  # free heap (and growth) that make a release worth its pass over the arenas
 RELEASE_EVERY_S = 2.0  # how often the releaser looks (an epoch)
+GC_THRESHOLDS = (50_000, 20, 10)  # a flow process's gc.set_threshold: 100,000 devices hold ~1.2M long-lived objects,
+# which Python's (700, 10, 10) rescans in full again and again while they grow (BENCHMARKS.md, Fleet scale)
+
+
+@contextmanager
+def flow_collector() -> Iterator[None]:
+    """Python's cyclic collector set for a flow process while the flow runs: what was built before (modules,
+    models, the flow) is frozen, never scanned again, and collections run less often (``GC_THRESHOLDS``), since
+    a full one over a fleet's processors stops the flow for as long as it takes (about 1 s at 100,000 devices
+    on Faust, BENCHMARKS.md "Session 12: Faust latency at 100,000 devices"). Restored on the way out."""
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 class _MallInfo2(ctypes.Structure):

@@ -70,8 +70,23 @@ class RuntimeSettings(Section):
             "decoded_bytes": self.decoded_bytes,
         }
 
+    def faust_options(self) -> dict[str, Any]:
+        """The keyword arguments these settings give ``streams.engines.faust.run`` (and ``run_worker``'s and
+        ``build_app``'s share of them): the one translation for ``eddyline run --engine faust`` and the module's
+        own entry point. 0 seconds of idle eviction means never."""
+        return {
+            "batch_size": self.batch_size,
+            "lag_interval_s": self.lag_interval_s,
+            "idle_after_s": self.idle_evict_s or None,
+        }
+
 
 BYTEWAX_DEFAULTS: Mapping[str, Any] = MappingProxyType(RuntimeSettings.model_construct().bytewax_options())
 """``RuntimeSettings``' own defaults (no environment, no file) as Bytewax options: the defaults of
 ``bytewax.run``, ``run_cluster`` and ``build_dataflow``, so a flow started directly gets what ``eddyline run``
 gets with nothing configured (1,024 state buckets included), and each default is written once, here."""
+
+
+FAUST_DEFAULTS: Mapping[str, Any] = MappingProxyType(RuntimeSettings.model_construct().faust_options())
+"""``RuntimeSettings``' own defaults as Faust options: the defaults of ``streams.engines.faust``'s ``run``,
+``run_worker`` and ``build_app``, written once, here, as ``BYTEWAX_DEFAULTS`` are for Bytewax."""

@@ -216,8 +216,7 @@ def run_flow(
             from streams.engines.faust import run as run_faust
 
             folder = state_dir or runtime.state_dir / f"{spec.name}-faust"
-            run_faust(spec, _kafka(), state_dir=folder, workers=workers, batch_size=runtime.batch_size,
-                      lag_interval_s=runtime.lag_interval_s)
+            run_faust(spec, _kafka(), state_dir=folder, workers=workers, **runtime.faust_options())
         elif workers > 1:
             from streams.engines.bytewax_cluster import run_cluster
 

@@ -11,7 +11,6 @@ checkpoints carry older states by version in that store, so a restart loads what
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import threading
@@ -33,7 +32,7 @@ from streams.engines.bytewax_epochs import RecoveryEpochs
 from streams.engines.bytewax_source import LingerKafkaSource
 from streams.engines.lag import start_monitor
 from streams.engines.output import FlowOutput, Message, flow_topics
-from streams.memory import HeapReleaser
+from streams.memory import HeapReleaser, flow_collector
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.runtime import BYTEWAX_DEFAULTS
 from streams.state import (
@@ -367,8 +366,6 @@ class StagedStates:
         return -math.inf if resume is None else resume
 
 
-GC_THRESHOLDS = (50_000, 20, 10)  # a flow process's gc.set_threshold: 100,000 devices hold ~1.2M long-lived objects,
-# which Python's (700, 10, 10) rescans in full again and again while they grow (BENCHMARKS.md, Fleet scale)
 ENCODE_EARLY = timedelta(seconds=0.5)  # a key that spoke once in an epoch is encoded this long after, not at its end
 DECODED_OVERHEAD = 8_000  # a decoded processor's bytes beyond its encoded state's (default detector, 3 sensors:
 # 14.5 KB decoded for 6.7 KB encoded), so 100,000 such devices stay decoded in 1.5 GB of ``decoded_bytes``, and
@@ -932,19 +929,14 @@ def run_dataflow(
                           keep_decoded=keep_decoded, decoded_bytes=decoded_bytes)
     monitor = start_monitor(spec, settings, "bytewax", lag_interval_s, positions=lambda: output.positions)
     releaser = HeapReleaser().start()  # what a backlog's fetched messages held goes back once they are scored
-    thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()  # the modules and flow built so far are never scanned again
-    gc.set_threshold(*GC_THRESHOLDS)
     try:
-        cli_main(flow, **cli_options)
+        with flow_collector():
+            cli_main(flow, **cli_options)
     finally:
         if staged is not None:
             staged.close()
         if epochs is not None:
             epochs.close()
         releaser.stop()
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
         if monitor is not None:
             monitor.stop()

@@ -43,16 +43,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from connectors.kafka import KafkaSettings, admin_config, create_topics
+from connectors.kafka import KafkaSettings, admin_config, create_topics, logged_config
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import consumer_group, start_monitor
 from streams.engines.output import DeadLetter, FlowOutput, flow_topics
+from streams.memory import flow_collector
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
+from streams.runtime import FAUST_DEFAULTS, RuntimeSettings
 from streams.state import encode_processor, restore_or_fresh
 
 log = logging.getLogger(__name__)
 
 TABLE = "processors"
+BATCH_WITHIN_S = 0.2  # the most an agent waits to fill a batch (Faust only: Bytewax hands on what a poll brought)
 # Workers that keep a standby copy of each table partition. None by default: the table's store is in memory, so a
 # standby copy is a full replay of the other workers' states held here (two workers each held every device), and a
 # promotion does not use it (the store loads a partition that becomes active in bulk, as Faust would replay it).
@@ -121,7 +124,7 @@ def _create_compacted(settings: KafkaSettings, name: str) -> None:
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient(admin_config(settings))
+    admin = AdminClient(logged_config(admin_config(settings)))
     topic = NewTopic(name, num_partitions=settings.partitions, replication_factor=settings.replication_factor,
                      config={"cleanup.policy": "compact"})
     try:
@@ -191,7 +194,8 @@ def faust_options(settings: KafkaSettings) -> dict[str, Any]:
 
     Keys with an aiokafka equivalent are translated; a security key without one (``sasl.oauthbearer.*``, ...)
     is refused, since running without it would connect in a way nobody asked for; other librdkafka-only
-    keys (``log_level``, ``fetch.wait.max.ms``, ...) are logged and left out.
+    keys (``log_level``, ``fetch.min.bytes``, ...) are logged and left out; ``fetch.wait.max.ms`` is not a Faust
+    setting but reaches its consumer all the same (``fetch_wait_ms``).
 
     Parameters
     ----------
@@ -201,6 +205,8 @@ def faust_options(settings: KafkaSettings) -> dict[str, Any]:
     options: dict[str, Any] = {}
     ignored = []
     for key, value in settings.extra.items():
+        if key == "fetch.wait.max.ms":  # not a Faust setting: ``fetch_wait_ms`` gives it to the transport
+            continue
         targets = _FAUST_EQUIVALENTS.get(key)
         if targets is None:
             if key.startswith(("ssl.", "sasl.", "security.")):
@@ -216,6 +222,26 @@ def faust_options(settings: KafkaSettings) -> dict[str, Any]:
         log.warning("[kafka] extra keys without a Faust equivalent are not applied to its clients: %s",
                     ", ".join(sorted(ignored)), extra={"ignored": sorted(ignored)})
     return options
+
+
+def fetch_wait_ms(settings: KafkaSettings) -> int:
+    """How long the flow's consumer lets the broker hold a fetch: ``[kafka] extra`` ``fetch.wait.max.ms``, else
+    ``FETCH_WAIT_MS`` (``streams.engines.faust_transport``; Faust's own 1,500 ms held a live flow's input back).
+
+    Parameters
+    ----------
+    settings
+        Kafka settings; only ``extra`` is read here.
+    """
+    from streams.engines.faust_transport import FETCH_WAIT_MS
+
+    value = settings.extra.get("fetch.wait.max.ms")
+    if value is None:
+        return FETCH_WAIT_MS
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"[kafka] extra fetch.wait.max.ms={value!r} is not a whole number of milliseconds") from None
 
 
 def _headers(items: Any) -> dict[str, bytes]:
@@ -291,7 +317,7 @@ class _FlowRunner:
     """One worker's share of a flow: the processors of the keys in its partitions, and its sinks."""
 
     def __init__(self, spec: FlowSpec, settings: KafkaSettings, app: Any, table: Any,
-                 idle_after_s: float | None = 600.0) -> None:
+                 idle_after_s: float | None = FAUST_DEFAULTS["idle_after_s"]) -> None:
         self.spec = spec
         self.settings = settings
         self.output = FlowOutput(spec, settings)
@@ -433,9 +459,13 @@ def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int
     standby_replicas
         Workers that keep a standby copy of each table partition (``STANDBY_REPLICAS``: see there).
     """
+    from streams.engines.faust_transport import URL_SCHEME
+
     session_s = settings.session_timeout_ms / 1000
+    hosts = [host.strip() for host in settings.bootstrap_servers.split(",")]
     options: dict[str, Any] = dict(
-        broker=[f"kafka://{host.strip()}" for host in settings.bootstrap_servers.split(",")],
+        broker=[f"kafka://{host}" for host in hosts],
+        broker_consumer=[f"{URL_SCHEME}://{host}" for host in hosts],  # Faust's consumer with our fetch wait
         broker_credentials=_credentials(settings),
         broker_client_id=settings.client_id,
         broker_session_timeout=session_s,
@@ -452,6 +482,8 @@ def app_settings(settings: KafkaSettings, state_dir: Path, standby_replicas: int
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=settings.linger_ms / 1000,
+        # aiokafka's 16 KB held a partition's sends to one or two 6.8 KB states a broker round trip
+        producer_max_batch_size=settings.batch_size,
         producer_compression_type=None if settings.compression == "none" else settings.compression,
         processing_guarantee="at_least_once",
         web_enabled=False,
@@ -466,9 +498,10 @@ def build_app(
     settings: KafkaSettings,
     *,
     state_dir: Path,
-    batch_size: int = 500,
-    batch_within: float = 0.2,
+    batch_size: int = FAUST_DEFAULTS["batch_size"],
+    batch_within: float = BATCH_WITHIN_S,
     standby_replicas: int = STANDBY_REPLICAS,
+    idle_after_s: float | None = FAUST_DEFAULTS["idle_after_s"],
 ) -> Any:
     """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table.
 
@@ -484,17 +517,21 @@ def build_app(
         Seconds an agent waits to fill a batch.
     standby_replicas
         Workers that keep a standby copy of each table partition (``STANDBY_REPLICAS``: see there).
+    idle_after_s
+        Seconds after which a silent key's processor leaves memory, its bytes staying in the table (None: never).
     """
     import faust
 
     from streams.engines.faust_store import STORE_URL
+    from streams.engines.faust_transport import WAIT_ATTRIBUTE
 
     app = faust.App(app_id(spec, settings), **app_settings(settings, state_dir, standby_replicas))
+    setattr(app, WAIT_ATTRIBUTE, fetch_wait_ms(settings))
     table = app.Table(TABLE, default=None, store=STORE_URL, options={"kafka": settings},
                       partitions=settings.partitions, changelog_topic=app.topic(
                           changelog_topic(spec, settings), key_serializer="raw", value_serializer="raw",
                           partitions=settings.partitions, internal=False))
-    runner = _FlowRunner(spec, settings, app, table)
+    runner = _FlowRunner(spec, settings, app, table, idle_after_s)
     inputs = app.topic(*[settings.topic(t) for t in spec.inputs], key_serializer="raw", value_serializer="raw")
     by_key = app.topic(repartition_topic(spec, settings), key_serializer="raw", value_serializer="raw")
 
@@ -548,7 +585,7 @@ def build_app(
 
 
 def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, loglevel: str = "WARNING",
-               lag_interval_s: float | None = 5.0, **app_options: Any) -> int:
+               lag_interval_s: float | None = FAUST_DEFAULTS["lag_interval_s"], **app_options: Any) -> int:
     """Run one Faust worker in this process until SIGINT/SIGTERM; returns its exit code.
 
     Parameters
@@ -569,7 +606,8 @@ def run_worker(spec: FlowSpec, settings: KafkaSettings, *, state_dir: Path, logl
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
     monitor = start_monitor(spec, settings, "faust", lag_interval_s)
     try:
-        worker.execute_from_commandline()
+        with flow_collector():
+            worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
@@ -584,10 +622,11 @@ def run(
     *,
     state_dir: Path | None = None,
     workers: int = 1,
-    batch_size: int = 500,
+    batch_size: int = FAUST_DEFAULTS["batch_size"],
     standby_replicas: int = STANDBY_REPLICAS,
     loglevel: str = "WARNING",
-    lag_interval_s: float | None = 5.0,
+    lag_interval_s: float | None = FAUST_DEFAULTS["lag_interval_s"],
+    idle_after_s: float | None = FAUST_DEFAULTS["idle_after_s"],
 ) -> None:
     """Run until interrupted: ``workers`` Faust workers (one process each) in one consumer group.
 
@@ -595,7 +634,7 @@ def run(
 
     Parameters
     ----------
-    spec, settings, batch_size, standby_replicas
+    spec, settings, batch_size, standby_replicas, idle_after_s
         As for ``build_app``.
     state_dir
         Local files, one folder per worker (default ``.eddyline/state/<flow>-faust``).
@@ -609,7 +648,7 @@ def run(
     folder = state_dir or Path(".eddyline/state") / f"{spec.name}-faust"
     ensure_topics(spec, settings)
     options = {"batch_size": batch_size, "standby_replicas": standby_replicas, "loglevel": loglevel,
-               "lag_interval_s": lag_interval_s}
+               "lag_interval_s": lag_interval_s, "idle_after_s": idle_after_s}
     if workers <= 1:
         code = run_worker(spec, settings, state_dir=folder / "worker-0", **options)
         if code:
@@ -630,7 +669,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from streams import logs
     from streams.flows import flow_spec
-    from streams.runtime import RuntimeSettings
 
     parser = argparse.ArgumentParser(prog="python -m streams.engines.faust", description=main.__doc__)
     parser.add_argument("flow")
@@ -642,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = flow_spec(args.flow)
     try:
         run(spec, KafkaSettings(), state_dir=args.state_dir or runtime.state_dir / f"{spec.name}-faust",
-            workers=args.workers, batch_size=runtime.batch_size, lag_interval_s=runtime.lag_interval_s,
+            workers=args.workers, **runtime.faust_options(),
             loglevel=logging.getLevelName(logging.getLogger().level))
     except KeyboardInterrupt:
         pass

@@ -94,3 +94,58 @@ def test_a_changelog_state_is_plain_bytes_a_pickled_one_is_refused_and_idle_proc
     runner._next_sweep = 0
     runner._sweep()
     assert runner._live == {} and b"device-000" in table, "the bytes stay in the table, the processor goes"
+
+
+def test_the_workers_consumer_fetches_with_a_short_wait_and_its_producer_batches_a_polls_states(tmp_path):
+    """Faust builds its consumer with a fixed 1,500 ms fetch wait, which a broker that holds a fetch for its wait
+    (the embedded one) turned into a second of latency; aiokafka's 16 KB batches held a partition's changelog sends
+    to one or two states per broker round trip. ``[kafka] extra`` still wins over both."""
+    import inspect
+
+    from aiokafka import AIOKafkaConsumer
+
+    from streams.engines.faust_transport import FETCH_WAIT_MS
+
+    async def built(settings: KafkaSettings) -> tuple[int, int]:
+        app = build_app(sensor_anomaly_flow(), settings, state_dir=tmp_path)
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # what the started thread builds
+        try:
+            return consumer._fetch_max_wait_ms, app.conf.producer_max_batch_size
+        finally:
+            await consumer.stop()
+
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    assert asyncio.run(built(settings)) == (FETCH_WAIT_MS, settings.batch_size)
+    tuned = settings.model_copy(update={"extra": {"fetch.wait.max.ms": "10", "batch.size": "65536"}})
+    assert asyncio.run(built(tuned)) == (10, 65536)
+    # the private attribute is what aiokafka hands its fetcher when the consumer starts
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+
+
+def test_the_faust_entry_points_default_to_the_runtime_settings_and_take_them_from_one_translation(monkeypatch):
+    """``run``, ``run_worker`` and ``build_app`` default to what ``eddyline run --engine faust`` passes with nothing
+    configured (``RuntimeSettings.faust_options``), and what it passes is a parameter of ``run``; 0 seconds of idle
+    eviction means never, as for Bytewax."""
+    import inspect
+    import os
+
+    from streams.engines.faust import _FlowRunner, run, run_worker
+    from streams.runtime import RuntimeSettings
+
+    for name in [n for n in os.environ if n.startswith("EDDYLINE_RUNTIME_")]:
+        monkeypatch.delenv(name)
+    configured = RuntimeSettings().faust_options()
+    assert configured == {"batch_size": 500, "lag_interval_s": 5.0, "idle_after_s": 600.0}
+    assert set(configured) <= set(inspect.signature(run).parameters)
+    for entry in (run, run_worker, build_app, _FlowRunner):
+        params = inspect.signature(entry).parameters
+        defaults = {k: params[k].default for k in configured if k in params}
+        assert defaults and defaults == {k: configured[k] for k in defaults}, entry.__name__
+    monkeypatch.setenv("EDDYLINE_RUNTIME_IDLE_EVICT_S", "0")
+    assert RuntimeSettings().faust_options()["idle_after_s"] is None
+
+
+def test_the_idle_eviction_setting_reaches_the_faust_runner(tmp_path):
+    app = build_app(sensor_anomaly_flow(), KafkaSettings(bootstrap_servers="127.0.0.1:1"), state_dir=tmp_path,
+                    idle_after_s=None)
+    assert app.eddyline_runner.idle_after_s is None

@@ -57,3 +57,16 @@ def test_the_releaser_releases_once_per_burst() -> None:
     assert resident_bytes() < before - (100 << 20)
     assert releaser.look() == 0  # released pages still count as free: no release until the process grows again
     assert releaser.releases - releases == 1 and len(kept) == 1000
+
+
+def test_the_flow_collector_freezes_what_was_built_and_restores_the_settings_it_found() -> None:
+    import gc
+
+    from streams.memory import GC_THRESHOLDS, flow_collector
+
+    before = gc.get_threshold()
+    built = [object() for _ in range(3)]  # noqa: F841 -- kept alive across the freeze
+    with flow_collector():
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0, "what was built before the flow is never scanned again"
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
