@@ -1,8 +1,10 @@
 """Sentiment and speech speed, measured in one run on the same machine.
 
-- ``onnx_int8_texts_per_s``: the trained model through onnxruntime, int8 weights, batches of ``WINDOW_BATCH``
-  windows (64; ``--batch-size``).
+- ``onnx_int8_texts_per_s``: the trained model through onnxruntime, int8 weights, batches of ``BENCH_BATCH``
+  windows (64, as timed since session 7; ``--batch-size``, e.g. 16, the served ``WINDOW_BATCH`` since session 12).
 - ``torch_fp32_texts_per_s``: the same network in PyTorch fp32, same texts, same batches, same threads.
+- ``same_length`` (``--same-length``): both engines batch only windows of one length, so no batch is padded
+  (more, smaller batches); off by default, so the default stays comparable with earlier sessions.
 - ``*_cpu_s``: the process CPU seconds of each engine's best pass (less moved by neighbours than wall time).
 - ``emotion_texts_per_s``: the emotion backend the flow runs beside it (the NRC lexicon), same texts.
 - ``compare_onnx_int8_texts_per_s`` (with ``--compare-dir``): another trained model's int8 graph in the same
@@ -34,6 +36,8 @@ import typer
 
 from benchmarks.report import cpu_flags, machine, write_json
 from benchmarks.wer import DATA_DIR, read_references
+
+BENCH_BATCH = 64  # the default every earlier session timed, kept so runs stay comparable
 
 
 def _best_rates(fns: list[Any], n: int, repeats: int) -> tuple[list[float], list[float]]:
@@ -68,26 +72,27 @@ def _sleeping_omp_threads() -> str:
 
 def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repeats: int = 5,
         audio_dir: Path = DATA_DIR, compare_dir: Path | None = None, batch_size: int = 0,
-        compare_spinning: bool = False) -> dict[str, Any]:
+        compare_spinning: bool = False, same_length: bool = False) -> dict[str, Any]:
     omp_policy = _sleeping_omp_threads()  # before anything can load torch
     from connectors.wav import read_wav
     from models.sentiment.data import load_examples, split
     from models.sentiment.emotion import load_emotion
-    from models.sentiment.model import WINDOW_BATCH, OnnxSentiment, TorchSentiment, default_model_dir
+    from models.sentiment.model import OnnxSentiment, TorchSentiment, default_model_dir
     from models.speech import load_transcriber
 
     threads = threads or min(4, os.cpu_count() or 1)
-    batch_size = batch_size or WINDOW_BATCH
+    batch_size = batch_size or BENCH_BATCH
     model_dir = model_dir or default_model_dir()
     if not (model_dir / "model.int8.onnx").is_file():
         raise FileNotFoundError(f"no trained model in {model_dir}: run `eddyline models train-sentiment` first")
     load_start = os.getloadavg()[0]
     _, test = split(load_examples())
     sample = [e.text for e in test[:: max(1, len(test) // texts)]][:texts]
-    onnx = OnnxSentiment(model_dir, threads=threads, batch_size=batch_size)
-    torch_model = TorchSentiment(model_dir / "torch", threads=threads, batch_size=batch_size)
+    onnx = OnnxSentiment(model_dir, threads=threads, batch_size=batch_size, same_length=same_length)
+    torch_model = TorchSentiment(model_dir / "torch", threads=threads, batch_size=batch_size, same_length=same_length)
     emotion = load_emotion()
-    other = (OnnxSentiment(compare_dir, threads=threads, batch_size=batch_size, spinning=compare_spinning)
+    other = (OnnxSentiment(compare_dir, threads=threads, batch_size=batch_size, spinning=compare_spinning,
+                           same_length=same_length)
              if compare_dir is not None else None)
     (onnx_rate, torch_rate, emotion_rate, *other_rate), (onnx_cpu, torch_cpu, _, *other_cpu) = _best_rates(
         [lambda: onnx.probabilities(sample), lambda: torch_model.probabilities(sample),
@@ -115,6 +120,7 @@ def run(model_dir: Path | None = None, texts: int = 512, threads: int = 0, repea
         "onnx_torch_label_agreement": agree,
         "texts": len(sample),
         "batch_size": batch_size,
+        "same_length": same_length,
         "audio_s": audio_s,
         "threads": threads,
         "omp_wait_policy": omp_policy,
@@ -131,14 +137,16 @@ def command(
     repeats: Annotated[int, typer.Option(help="timed passes; the best counts")] = 5,
     compare_dir: Annotated[Path | None, typer.Option(
         "--compare-dir", help="another trained model whose int8 graph is timed in the same passes")] = None,
-    batch_size: Annotated[int, typer.Option(help="windows per inference call, every engine (0 = the models' default)")] = 0,
+    batch_size: Annotated[int, typer.Option(help="windows per inference call, every engine (0 = 64, as earlier sessions; served: 16)")] = 0,
     compare_spinning: Annotated[bool, typer.Option(
         "--compare-spinning", help="load the --compare-dir model with onnxruntime's spinning threads (served until session 9)")] = False,
+    same_length: Annotated[bool, typer.Option(
+        "--same-length", help="every engine batches only windows of one length (no padding)")] = False,
 ) -> None:
     """ONNX int8 vs PyTorch fp32 sentiment throughput, and Whisper's real-time factor."""
     try:
         result = run(model_dir, texts, threads, repeats, compare_dir=compare_dir, batch_size=batch_size,
-                     compare_spinning=compare_spinning)
+                     compare_spinning=compare_spinning, same_length=same_length)
     except FileNotFoundError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(f"sentiment: onnx int8 {result['onnx_int8_texts_per_s']:.1f} texts/s, torch fp32 "

@@ -13,6 +13,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,16 @@ LEXICON_INPUT = "vader_compound"
 # onnxruntime fusions kept off at load: their fused CPU kernels (SkipLayerNormalization, BiasGelu) ran several
 # times slower than the plain Add + LayerNormalization and Gelu they replace (BENCHMARKS-audio.md, Speed, session 7)
 UNFUSED = ("SkipLayerNormFusion", "BiasGeluFusion")
-# windows per inference call for the model trained here, in both engines. 16 ran the int8 model 10-20 % faster
-# (its activations stay in the caches; BENCHMARKS-audio.md, Speed, session 8). Since session 12 the int8 graph's
-# activation scales are fixed at export (``batch_invariant``), so the batch size no longer changes any result
-WINDOW_BATCH = 64
+# windows per inference call for the model trained here, in both engines. 16 runs the int8 model about 8 % cheaper
+# than 64 (its activations stay in the caches; BENCHMARKS-audio.md, Speed, session 8, and "Session 12: batching,
+# measured fairly", where PyTorch was batched the same way). Dropped in session 8 only because dynamic activation
+# scales made labels move with the batch; since session 12 the scales are fixed at export (``batch_invariant``),
+# so the batch size changes no result: held-out probabilities are the same bits at 16 and 64
+WINDOW_BATCH = 16
+# batch only windows of the same length, so no batch carries padding (``same_length``). Off: timed against PyTorch
+# fp32 batched the same way it was no faster than padded batches of 64 or 16 in the same passes, and the labels are
+# the same bits either way (BENCHMARKS-audio.md, "Session 12: batching, measured fairly")
+SAME_LENGTH_BATCHES = False
 
 _cache: dict[str, SentimentModel] = {}
 _lock = threading.Lock()
@@ -129,6 +136,7 @@ class WindowedSentiment(SentimentModel):
     lexicon_input: bool = False
     temperature: float = 1.0
     normalise: str | None = None
+    same_length: bool = SAME_LENGTH_BATCHES
     _vader: VaderSentiment | None = None
 
     def _set_windowing(self, aggregation: str, overlap: int) -> None:
@@ -184,7 +192,8 @@ class WindowedSentiment(SentimentModel):
     def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, Windows]:
         """Every window of every text through the model: (windows, labels) logits and the windows.
 
-        Windows are batched in order of length, so a batch pads to little more than its rows need.
+        Windows are batched in order of length, so a batch pads to little more than its rows need; with
+        ``same_length`` a batch holds only windows of one length (no padding, more and smaller batches).
 
         Parameters
         ----------
@@ -195,10 +204,8 @@ class WindowedSentiment(SentimentModel):
         windows = make_windows(self.token_ids(texts), max_length=self.max_length, prefix=self.prefix,
                                suffix=self.suffix, overlap=self.overlap)
         lexicon = self.window_lexicon(texts, windows) if self.lexicon_input else None
-        order = sorted(range(len(windows.ids)), key=lambda k: len(windows.ids[k]))  # batches of similar length
         logits = np.zeros((len(windows.ids), len(LABELS)))
-        for i in range(0, len(order), self.batch_size):
-            chunk = order[i : i + self.batch_size]
+        for chunk in length_batches([len(w) for w in windows.ids], self.batch_size, self.same_length):
             rows = [windows.ids[k] for k in chunk]
             ids = np.full((len(rows), max(map(len, rows))), self.pad_id, dtype=np.int64)
             mask = np.zeros_like(ids)
@@ -211,6 +218,24 @@ class WindowedSentiment(SentimentModel):
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         logits, windows = self.window_logits(texts)
         return aggregate(logits, windows, len(texts), self.aggregation)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, same_length: bool = False) -> list[list[int]]:
+    """Window indices in batches of at most ``batch_size``, in order of length so a batch pads to little more
+    than its rows need; with ``same_length`` a new batch also starts wherever the length changes (no padding).
+
+    Parameters
+    ----------
+    lengths
+        Tokens of each window.
+    batch_size
+        Windows per batch at most.
+    same_length
+        Batch only windows of one length.
+    """
+    order = sorted(range(len(lengths)), key=lambda k: lengths[k])
+    runs = [list(g) for _, g in groupby(order, key=lambda k: lengths[k])] if same_length else [order]
+    return [run[i : i + batch_size] for run in runs for i in range(0, len(run), batch_size)]
 
 
 def _check_aggregation(aggregation: str) -> str:
@@ -262,6 +287,8 @@ class OnnxSentiment(WindowedSentiment):
         Intra-op threads; 0 lets onnxruntime choose.
     batch_size
         Windows per inference call (``WINDOW_BATCH``, as for the PyTorch baseline).
+    same_length
+        Batch only windows of the same length, so no batch is padded (``SAME_LENGTH_BATCHES``).
     aggregation
         How window logits become one prediction (see ``windows.aggregate``); ``truncate`` reads only the
         first window, as this model did before windowing.
@@ -272,7 +299,8 @@ class OnnxSentiment(WindowedSentiment):
     """
 
     def __init__(self, model_dir: str | Path, *, threads: int = 0, batch_size: int = WINDOW_BATCH,
-                 aggregation: str = DEFAULT_AGGREGATION, overlap: int = DEFAULT_OVERLAP, spinning: bool = False) -> None:
+                 aggregation: str = DEFAULT_AGGREGATION, overlap: int = DEFAULT_OVERLAP, spinning: bool = False,
+                 same_length: bool = SAME_LENGTH_BATCHES) -> None:
         from tokenizers import Tokenizer
 
         model_dir = Path(model_dir)
@@ -285,6 +313,7 @@ class OnnxSentiment(WindowedSentiment):
         self.temperature = float(meta.get("temperature", 1.0))
         self.normalise = meta.get("normalise")
         self.batch_size = batch_size
+        self.same_length = same_length
         self._set_windowing(aggregation, overlap)
         self.pad_id = int(meta.get("pad_id", 0))
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
@@ -375,13 +404,13 @@ class TorchSentiment(WindowedSentiment):
         The trained model's folder (with ``head.json``).
     max_length
         Tokens per window, as the model was trained.
-    threads, batch_size, aggregation, overlap
+    threads, batch_size, aggregation, overlap, same_length
         As for ``OnnxSentiment`` (``threads``: torch threads; 0 leaves torch's default).
     """
 
     def __init__(self, model_dir: str | Path, *, max_length: int = 64, threads: int = 0,
                  batch_size: int = WINDOW_BATCH, aggregation: str = DEFAULT_AGGREGATION,
-                 overlap: int = DEFAULT_OVERLAP) -> None:
+                 overlap: int = DEFAULT_OVERLAP, same_length: bool = SAME_LENGTH_BATCHES) -> None:
         import torch
         from transformers import AutoTokenizer
 
@@ -395,6 +424,7 @@ class TorchSentiment(WindowedSentiment):
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.max_length = max_length
         self.batch_size = batch_size
+        self.same_length = same_length
         self._set_windowing(aggregation, overlap)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         self.prefix, self.suffix = [self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]

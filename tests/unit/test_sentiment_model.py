@@ -177,20 +177,37 @@ def test_the_int8_graph_runs_plain_layer_norms_and_gelu_with_int8_matmuls(model_
 def test_a_text_gets_the_same_probabilities_alone_and_in_any_batch(model_dir):
     """A supervisor must get the same answer for the same utterance whatever else is in the batch: with activation
     scales taken from each batch (onnxruntime's dynamic int8) a text's probabilities moved with its batch mates and
-    their padding (session 12). Scales are fixed at export, so they are identical to the last bit."""
+    their padding (session 12). Scales are fixed at export, so they are identical to the last bit, and also whether
+    batches are padded or hold only windows of one length."""
     from models.sentiment.model import OnnxSentiment
 
     texts = ["the agent was polite but my refund never came", "meh", "a dull, lifeless mess",
              "I loved every minute of it, the staff were wonderful and the food arrived hot. " * 3,
-             "they kept me on hold for an hour. " * 25, "fine, thanks :)"]  # 1 or 7 windows of 4 to 64 tokens
+             "they kept me on hold for an hour. " * 25, "fine, thanks :)", "awful"]  # 1 or 7 windows of 3 to 64 tokens
+    alone = np.concatenate([OnnxSentiment(model_dir, threads=2).probabilities([t]) for t in texts])
     for batch_size in (64, 2):
-        onnx = OnnxSentiment(model_dir, threads=2, batch_size=batch_size)
-        alone = np.concatenate([onnx.probabilities([t]) for t in texts])
-        for order in (texts, texts[::-1], texts[2:] + texts[:2]):
-            batched = onnx.probabilities(order)
-            for text, row in zip(order, batched):
-                assert np.array_equal(row, alone[texts.index(text)]), (batch_size, text)
+        for same_length in (False, True):
+            onnx = OnnxSentiment(model_dir, threads=2, batch_size=batch_size, same_length=same_length)
+            for order in (texts, texts[::-1], texts[2:] + texts[:2]):
+                batched = onnx.probabilities(order)
+                for text, row in zip(order, batched):
+                    assert np.array_equal(row, alone[texts.index(text)]), (batch_size, same_length, text)
     assert np.array_equal(onnx.probabilities(texts[:1] * 3), np.repeat(alone[:1], 3, axis=0))
+
+
+def test_same_length_batches_hold_windows_of_one_length_and_at_most_batch_size():
+    """Same-length batching must never pad a batch, and still cap it at ``batch_size``."""
+    from models.sentiment.model import length_batches
+
+    lengths = [3, 5, 3, 3, 5, 9, 3]
+
+    def shapes(batch_size: int, same_length: bool) -> list[list[int]]:
+        return [[lengths[k] for k in b] for b in length_batches(lengths, batch_size, same_length)]
+
+    assert shapes(2, True) == shapes(2, False) == [[3, 3], [3, 3], [5, 5], [9]]
+    assert shapes(3, False) == [[3, 3, 3], [3, 5, 5], [9]]
+    assert shapes(3, True) == [[3, 3, 3], [3], [5, 5], [9]]
+    assert sorted(k for b in length_batches(lengths, 3, True) for k in b) == list(range(len(lengths)))
 
 
 def test_the_int8_session_keeps_its_threads_from_spinning(model_dir):
