@@ -149,3 +149,36 @@ def test_faust_sigkill_restores_state_from_the_changelog_and_opens_no_duplicate_
     assert len(opened) >= 5
     assert set(alert_receiver.incidents) == opened  # one PagerDuty incident per anomaly, none twice
     assert alert_ids(kafka_settings) == {e.record["event_id"] for e in expected if e.topic == "alerts"}
+
+
+def test_faust_starts_on_a_changelog_whose_last_batch_holds_several_records(kafka_settings, tmp_path):
+    """A worker killed after its states were acknowledged and before its end markers leaves a changelog partition
+    whose last batch holds several records. The embedded broker reports such a partition's end as the start of
+    that batch, the store has read to the true end, and Faust's consistency check took the store for ahead of the
+    topic: the next worker crashed in recovery (seen in the rebalance-window test under load)."""
+    from confluent_kafka import Producer
+
+    from connectors.kafka import logged_config, producer_config
+    from streams.engines.faust import changelog_topic, ensure_topics
+    from streams.flows import flow_spec
+
+    spec = flow_spec("anomaly")
+    ensure_topics(spec, kafka_settings)
+    producer = Producer(logged_config(producer_config(kafka_settings, **{"linger.ms": 200})))
+    topic = changelog_topic(spec, kafka_settings)
+    for key in (b"gone-1", b"gone-2"):  # two batches of one record: the last batch starts past offset 1
+        producer.produce(topic, key=key, value=None, partition=0)
+        producer.flush()
+    for i in range(4):  # then one batch of four
+        producer.produce(topic, key=f"gone-{3 + i}".encode(), value=None, partition=0)
+    producer.flush()
+    records, _ = simulated(devices=3, messages=30)
+    publish(kafka_settings, records)
+    log = tmp_path / "faust.log"
+    proc = start_faust(kafka_settings, tmp_path / "state", log)
+    try:
+        scores = unique_scores(kafka_settings, len(records), timeout=90)
+    finally:
+        stop(proc, signal.SIGTERM)
+    assert "ConsistencyError" not in tail(log, 100_000)
+    assert {s["source_event_id"] for s in scores.values()} == {r["event_id"] for r in records}, tail(log)
