@@ -74,15 +74,22 @@ def alert_ids(settings: KafkaSettings) -> set[str]:
     return {serde.decode(m.value(), ALERT)["event_id"] for m in read_topic(settings, "alerts", timeout=10)}
 
 
-def test_faust_scores_every_reading_and_matches_the_engine_free_reference(kafka_settings, tmp_path):
-    records, _ = simulated(devices=4, messages=120)
-    publish(kafka_settings, records)
+def score_once(settings: KafkaSettings, tmp_path: Path, devices: int, messages: int) -> tuple[list, dict, Path]:
+    """Publish simulated readings, run one Faust worker until each is scored (or 90 s), stop it: the records,
+    the scores by event id and the worker's log."""
+    records, _ = simulated(devices=devices, messages=messages)
+    publish(settings, records)
     log = tmp_path / "faust.log"
-    proc = start_faust(kafka_settings, tmp_path / "state", log)
+    proc = start_faust(settings, tmp_path / "state", log)
     try:
-        scores = unique_scores(kafka_settings, len(records), timeout=90)
+        scores = unique_scores(settings, len(records), timeout=90)
     finally:
         stop(proc, signal.SIGTERM)
+    return records, scores, log
+
+
+def test_faust_scores_every_reading_and_matches_the_engine_free_reference(kafka_settings, tmp_path):
+    records, scores, log = score_once(kafka_settings, tmp_path, devices=4, messages=120)
     assert len(scores) == len(records), tail(log)
     expected = reference(records)
     assert scores == {e.record["event_id"]: e.record for e in expected if e.topic == "scores.anomaly"}
@@ -172,13 +179,6 @@ def test_faust_starts_on_a_changelog_whose_last_batch_holds_several_records(kafk
     for i in range(4):  # then one batch of four
         producer.produce(topic, key=f"gone-{3 + i}".encode(), value=None, partition=0)
     producer.flush()
-    records, _ = simulated(devices=3, messages=30)
-    publish(kafka_settings, records)
-    log = tmp_path / "faust.log"
-    proc = start_faust(kafka_settings, tmp_path / "state", log)
-    try:
-        scores = unique_scores(kafka_settings, len(records), timeout=90)
-    finally:
-        stop(proc, signal.SIGTERM)
+    records, scores, log = score_once(kafka_settings, tmp_path, devices=3, messages=30)
     assert "ConsistencyError" not in tail(log, 100_000)
     assert {s["source_event_id"] for s in scores.values()} == {r["event_id"] for r in records}, tail(log)
