@@ -186,6 +186,7 @@ def _pool_by_matmul(model: Any) -> None:
 
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
+
     def made_by(name: str) -> str:
         return getattr(producer.get(name), "op_type", "")
 

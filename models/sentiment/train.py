@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from models.sentiment import frozen_cache
+from models.sentiment.batch_invariant import calibration_sample
 from models.sentiment.console import Steps
 from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split, validation_split
 from models.sentiment.emotion import CARD as EMOTION_CARD
 from models.sentiment.extra_data import CROWDFLOWER_WHEEL, UCI_NPM, training_examples
 from models.sentiment.model import LEXICON_INPUT, META_FILE, ONNX_FILE, default_model_dir
 from models.sentiment.normalise import normalise_all
-from models.sentiment.batch_invariant import calibration_sample
 from models.sentiment.train_settings import TrainingSettings
 from models.sentiment.windows import DEFAULT_AGGREGATION, DEFAULT_OVERLAP
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from streams import logs
+
+if TYPE_CHECKING:
+    from connectors.kafka import KafkaSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,7 +57,7 @@ def friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def answering_kafka(timeout: float | None = None) -> Any:
+def answering_kafka(timeout: float | None = None) -> KafkaSettings:
     """The Kafka settings, once a broker at their bootstrap servers answers; a ``ConnectionError`` within ``timeout``
     seconds where none does (``friendly`` then says what to do). A command a person runs should fail in seconds,
     not after the 30 s a flow started before its broker waits for topics (``connectors.kafka.create_topics``).
