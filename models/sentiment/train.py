@@ -298,7 +298,8 @@ def train(
     validated = _fit_temperature(out, meta, validation, steps) if validation else None
 
     info: dict[str, Any] = {
-        "base": base, "base_name": base_name(s.base), "encoder_layers": n_layers, "train_sentences": len(train_set), "validation_sentences": len(validation),
+        "base": base, "base_name": base_name(s.base), "encoder_layers": n_layers,
+        "train_sentences": len(train_set), "validation_sentences": len(validation),
         "test_sentences": len(test_set), "epochs": epochs, "validation_fraction": s.validation_fraction,
         "trainable_layers": s.trainable_layers, "head_hidden": s.head_hidden, "lexicon_input": s.lexicon_input,
         "normalise": s.normalise, "domain_weights": s.domain_weights, "steps": step, "planned_steps": total_steps,
