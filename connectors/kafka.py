@@ -35,7 +35,8 @@ FETCH_BYTES = 64 * 2**20  # per partition and per fetch of a read to the end: a 
 # librdkafka settings of a read to the end (``scan_to_end``): bulk fetches, and a 500 ms fetch wait whatever ``extra``
 # says, since the embedded broker answers a fetch with what it gathered within the wait and, from the start of a
 # partition of many small batches, gathers nothing within 10 ms (BENCHMARKS.md, "Session 11: Faust prefetch and
-# revoked keys"); at a partition's end the read stops at its end-of-partition report, not at the wait.
+# revoked keys"); a fetch at a partition's end waits it out before its end-of-partition report, so partitions known
+# to be read already are not fetched (``scan_to_end``).
 READ_TO_END_FETCH = {"max.partition.fetch.bytes": FETCH_BYTES, "fetch.max.bytes": 4 * FETCH_BYTES,
                      "receive.message.max.bytes": 4 * FETCH_BYTES + 2**20, "fetch.wait.max.ms": 500,
                      "enable.partition.eof": True}
@@ -767,12 +768,14 @@ def read_latest(s: KafkaSettings, logical_topic: str, *, timeout: float = 60.0) 
 
 
 def read_to_end(
-    s: KafkaSettings, logical_topic: str, positions: dict[int, int], *, timeout: float = 60.0
+    s: KafkaSettings, logical_topic: str, positions: dict[int, int], *, timeout: float = 60.0,
+    ends: dict[int, int] | None = None,
 ) -> tuple[list[Message], set[int]]:
     """Every message of a topic from ``positions`` (the beginning where none) up to each partition's end as of
     the start (``scan_to_end``), and the partitions not read to their end within ``timeout``.
 
-    ``positions`` (partition -> next offset) is advanced in place, so calling again reads only what came since.
+    ``positions`` (partition -> next offset) is advanced in place, so calling again reads only what came since;
+    pass the same ``ends`` each time too, and a partition nothing came to since is not fetched at all.
 
     Parameters
     ----------
@@ -784,15 +787,17 @@ def read_to_end(
         Where to start per partition; updated to after the last message read.
     timeout
         Seconds to try; partitions not read to their end by then are returned as the second value.
+    ends
+        The positions earlier calls read each partition to its end at (``scan_to_end``); updated in place.
     """
     out: list[Message] = []
-    pending = scan_to_end(s, s.topic(logical_topic), out.append, positions, timeout=timeout)
+    pending = scan_to_end(s, s.topic(logical_topic), out.append, positions, timeout=timeout, ends=ends)
     return out, pending
 
 
 def scan_to_end(
     s: KafkaSettings, topic: str, on_record: Callable[[Message], None], positions: dict[int, int] | None = None,
-    *, partitions: Iterable[int] | None = None, timeout: float = 60.0,
+    *, partitions: Iterable[int] | None = None, timeout: float = 60.0, ends: dict[int, int] | None = None,
 ) -> set[int]:
     """Hand every record of ``topic`` from ``positions`` (the beginning where none) up to each partition's end as
     of the start to ``on_record``, in offset order per partition; return the partitions not read to their end
@@ -806,6 +811,11 @@ def scan_to_end(
     or one whose last offset is no record (a transaction marker), is done at its end-of-partition report. Fetches
     are ``READ_TO_END_FETCH``'s. A fresh reader each call; no consumer group.
 
+    A fetch at a partition's end waits ``READ_TO_END_FETCH``'s 500 ms for records before it reports the end, so
+    partitions with nothing to read are not fetched (``_already_read``): those read from the beginning whose
+    ListOffsets end is not past their first offset (empty), and those whose position is the one ``ends`` says an
+    earlier call read them to the end at, and whose ListOffsets end is not past it (nothing came since).
+
     Parameters
     ----------
     s
@@ -815,33 +825,42 @@ def scan_to_end(
     on_record
         Called with each record; what it raises ends the read.
     positions
-        Where to start per partition (partition -> next offset); advanced in place past each record handed over.
+        Where to start per partition (partition -> next offset); advanced in place past each record handed over,
+        and to a partition's end at its end-of-partition report.
     partitions
         The partitions to read (default: all the topic has).
     timeout
         Seconds to try, listing the partitions included.
+    ends
+        Partition -> the position a call read it to its end at, kept by the caller between calls with
+        ``positions``; updated in place (a partition not read to its end is removed: it may stop inside a batch).
     """
     positions = {} if positions is None else positions
+    ends = {} if ends is None else ends
     consumer = make_consumer(s, f"eddyline-reader-{uuid.uuid4().hex}", **READ_TO_END_FETCH)
-    ends: dict[int, int] = {}
+    fetched: dict[int, int] = {}
 
     def reached(p: int) -> bool:
         """Whether partition ``p`` is read up to the end its first fetch reported (unknown before that fetch)."""
-        if p not in ends:
+        if p not in fetched:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
             if high < 0:
                 return False
-            ends[p] = high
+            fetched[p] = high
             if low >= 0:
                 positions.setdefault(p, low)  # from the beginning: an empty partition is read already
-        return positions.get(p, -1) >= ends[p]
+        return positions.get(p, -1) >= fetched[p]
 
     deadline = time.monotonic() + timeout
     try:
         if partitions is None:
             partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-        pending = set(partitions)
-        consumer.assign([TopicPartition(topic, p, positions.get(p, OFFSET_BEGINNING)) for p in sorted(pending)])
+        partitions = set(partitions)
+        pending = partitions - _already_read(consumer, topic, partitions, positions, ends, deadline)
+        for p in pending:
+            ends.pop(p, None)
+        if pending:
+            consumer.assign([TopicPartition(topic, p, positions.get(p, OFFSET_BEGINNING)) for p in sorted(pending)])
         while pending and time.monotonic() < deadline:
             for msg in consumer.consume(10_000, 0.5):
                 err, p = msg.error(), msg.partition()
@@ -851,9 +870,56 @@ def scan_to_end(
                         positions[p] = msg.offset() + 1
                 elif err.code() != KafkaError._PARTITION_EOF:
                     raise KafkaException(err)
+                elif p in pending:  # every record before the end was handed over: none is left before it
+                    positions[p] = max(positions.get(p, 0), msg.offset())
                 if p in pending and (err is not None or reached(p)):
                     pending.discard(p)
-            pending = {p for p in pending if not reached(p)}
+                    ends[p] = positions[p]
+            for p in [p for p in pending if reached(p)]:
+                pending.discard(p)
+                ends[p] = positions[p]
     finally:
         consumer.close()
     return pending
+
+
+def _already_read(
+    consumer: Consumer, topic: str, partitions: Iterable[int], positions: dict[int, int], ends: dict[int, int],
+    deadline: float,
+) -> set[int]:
+    """The partitions with no record to read from ``positions`` (the beginning where none), by ListOffsets, which
+    is trusted only where a wrong answer cannot hide a record: at a partition's first offset, or at a position
+    ``ends`` gives for it (no record lay between it and the end then). Tansu's ListOffsets end, its last batch's
+    start plus one, is then past the position if any record is there or came since, as a true end is.
+    ``positions`` gets the first offset of an empty partition read from the beginning, ``ends`` the position of
+    each partition found read.
+
+    Parameters
+    ----------
+    consumer
+        A consumer to ask with.
+    topic
+        The topic's full name.
+    partitions
+        The partitions to look at.
+    positions, ends
+        As ``scan_to_end`` has them.
+    deadline
+        ``time.monotonic()`` after which not to ask (the rest are taken as not read).
+    """
+    done: set[int] = set()
+    for p in partitions:
+        start = positions.get(p)
+        if (start is not None and ends.get(p) != start) or time.monotonic() >= deadline:
+            continue  # a position anywhere else may lie inside the last batch: only a fetch tells
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=max(0.1, min(5.0, deadline - time.monotonic())), cached=False)
+        except KafkaException as e:  # a fetch finds out as before
+            log.debug("ListOffsets failed: %s", e, extra={"topic": topic, "partition": p})
+            continue
+        start = low if start is None else start
+        if 0 <= high <= start:
+            positions[p] = ends[p] = start
+            done.add(p)
+    return done

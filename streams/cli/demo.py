@@ -35,7 +35,7 @@ from schemas.topics import TOPICS, dlq_topic
 from streams.apps.live import LivePage
 from streams.flows.sensor_anomaly import FLOW
 from streams.producers.sensors import SensorProducer
-from streams.producers.simulator import InjectedAnomaly
+from streams.producers.simulator import InjectedAnomaly, InjectedTally, tally_injected
 
 CALLS_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"  # espeak-ng recordings, ours
 ROUTING_KEY = "eddylinedemo0000000000000000000r"  # PagerDuty integration keys are 32 characters
@@ -66,6 +66,7 @@ class OutputWatcher(threading.Thread):
         self.last_call_event = 0.0
         self.first_alert: dict[str, Any] | None = None
         self.hot: dict[tuple[str, str], list[int]] = defaultdict(list)  # (device, sensor) -> anomalous times
+        self.scored_until: dict[tuple[str, str], int] = {}  # (device, sensor) -> last event time scored
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -116,14 +117,18 @@ class OutputWatcher(threading.Thread):
             for s in rec["series"]:
                 stamps, scores = series_scores(s)
                 self.scored += len(scores)
+                if len(stamps):
+                    series = (rec["device_id"], s["sensor"])
+                    self.scored_until[series] = max(self.scored_until.get(series, -1), int(stamps.max()))
                 for t, score in zip(stamps.tolist(), scores.tolist()):
                     if score >= rec["threshold"]:
                         self.anomalies += 1
                         bisect.insort(self.hot[(rec["device_id"], s["sensor"])], t)
 
-    def detected(self, anomaly: InjectedAnomaly) -> bool:
+    def tally(self, injected: list[InjectedAnomaly]) -> InjectedTally:
+        """The injected anomalies detected among those whose readings were all scored (``tally_injected``)."""
         with self.lock:
-            return anomaly.caught(self.hot)
+            return tally_injected(injected, self.hot, self.scored_until)
 
     def stop(self) -> None:
         self._halt.set()
@@ -414,8 +419,7 @@ def run_demo(
             except DeliveryError as exc:  # the run is over either way: say what did not get out
                 console.print(f"sensor producer: {exc}")
 
-        injected = producer.sim.injected
-        detected = sum(1 for a in injected if watcher.detected(a))
+        tally = watcher.tally(producer.sim.injected)
         summary = {
             "duration_s": round(time.monotonic() - started, 1),
             "produced": producer.stats.events,
@@ -434,17 +438,16 @@ def run_demo(
             "sentiment_scores": watcher.sentiments,
             "call_alerts_opened": len(watcher.call_alerts["OPENED"]),
             "first_alert": _first_alert(watcher.first_alert),
-            "injected_anomalies": len(injected),
-            "detected_injected_anomalies": detected,
+            "injected_anomalies": tally.injected,
+            "scored_injected_anomalies": tally.scored,
+            "detected_injected_anomalies": tally.detected,
             "work_dir": str(work),
             "mlflow": trial.result or {"error": trial.error or "the click model's trial did not finish"},
         }
     console.print(table("done"))
-    ratio = detected / len(injected) if injected else float("nan")
     console.print(
         f"scored + dlq = {summary['scored'] + summary['dlq']:,} of {summary['produced']:,} produced; "
-        f"detected {detected}/{len(injected)} injected anomalies ({ratio:.1%}); "
-        f"{summary['pagerduty_incidents']} PagerDuty incidents"
+        f"{injected_line(tally)}; {summary['pagerduty_incidents']} PagerDuty incidents"
     )
     if summary["first_alert"] is not None:
         first = summary["first_alert"]
@@ -458,6 +461,29 @@ def run_demo(
     if summary_json is not None:
         summary_json.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def injected_line(tally: InjectedTally) -> str:
+    """The summary's words on injected anomalies: detected among those whose readings were all scored, and how many
+    the run ended in the middle of (not counted either way).
+
+    Parameters
+    ----------
+    tally
+        The run's count.
+
+    Examples
+    --------
+    >>> from streams.cli.demo import injected_line
+    >>> from streams.producers.simulator import InjectedTally
+    >>> injected_line(InjectedTally(injected=34, scored=33, detected=33))
+    'detected 33/33 injected anomalies scored in full (100.0%; 1 more left out, not scored in full by the end)'
+    """
+    ratio = tally.detected / tally.scored if tally.scored else float("nan")
+    line = f"detected {tally.detected}/{tally.scored} injected anomalies scored in full ({ratio:.1%}"
+    if tally.unscored:
+        line += f"; {tally.unscored} more left out, not scored in full by the end"
+    return line + ")"
 
 
 def _first_alert(rec: dict[str, Any] | None) -> dict[str, Any] | None:

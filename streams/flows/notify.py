@@ -357,6 +357,7 @@ class DeliveredLog:
         self.window_s = window_s
         self.name = kafka.topic(DELIVERED_TOPIC)
         self.positions: dict[int, int] = {}  # partition -> next offset to read
+        self.ends: dict[int, int] = {}  # partition -> the position it was read to its end at (not fetched again)
 
     @staticmethod
     def record(producer: EventProducer, destination: str, alert: dict[str, Any]) -> None:
@@ -367,7 +368,8 @@ class DeliveredLog:
 
     def catch_up(self, timeout: float = 60.0) -> list[tuple[str, str]]:
         """(destination, event id) of the deliveries recorded since the last call, within the window."""
-        messages, pending = read_to_end(self.kafka, DELIVERED_TOPIC, self.positions, timeout=timeout)
+        messages, pending = read_to_end(self.kafka, DELIVERED_TOPIC, self.positions, timeout=timeout,
+                                        ends=self.ends)
         if pending:
             log.warning("could not read every delivery record: a repeat may be posted again",
                         extra={"flow": FLOW, "topic": self.name, "partitions": sorted(pending)})

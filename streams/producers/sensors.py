@@ -111,12 +111,14 @@ class SensorProducer:
         spacing = max(1, (planned or 20 * (len(self.bad) + 1)) // (len(self.bad) + 1))
         start = time.monotonic()
         last_progress = 0.0
-        for record in self.sim:
+        records = iter(self.sim)
+        while True:
             now = time.monotonic()
             if (count is not None and self.stats.messages >= count) or (duration is not None and now - start >= duration):
                 break
             if stop is not None and stop.is_set():
                 break
+            record = next(records)  # drawn only to be sent: its injected anomalies are then in the readings produced
             if self.rate > 0:  # live: a batch leaves when its last reading's time has come, at the asked rate
                 wait = self.sim.due_s(record) - time.time()
                 if wait > 0:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
+
+import connectors.kafka
 
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import (
@@ -14,6 +18,7 @@ from connectors.kafka import (
     make_admin,
     make_consumer,
     read_latest,
+    read_to_end,
     read_topic,
 )
 from schemas import AvroSerde, ValidationError, catalog, new_id
@@ -199,3 +204,58 @@ def test_read_latest_gives_a_compacted_topic_s_last_value_per_key_and_drops_tomb
         for key, value in [("rpi4", b"v1"), ("jetson", b"v1"), ("rpi4", b"v2"), ("gone", b"v1"), ("gone", None)]:
             producer.produce_raw("edge.rollouts", value, key=key)
     assert read_latest(kafka_settings, "edge.rollouts", timeout=20) == {b"rpi4": b"v2", b"jetson": b"v1"}
+
+
+class _CountedConsumer:
+    """A real consumer whose fetches (``consume`` calls, each up to a fetch wait) and assignments are counted."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+        self.consumes = 0
+        self.assigned: list[int] = []
+
+    def consume(self, *args: Any) -> Any:
+        self.consumes += 1
+        return self._consumer.consume(*args)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned.extend(tp.partition for tp in partitions)
+        self._consumer.assign(partitions)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+def test_read_to_end_fetches_only_partitions_with_something_to_read(kafka_settings: KafkaSettings, monkeypatch) -> None:
+    """A fetch at a partition's end waits 500 ms (``READ_TO_END_FETCH``) for records before it reports the end:
+    an idle topic read again, or an empty partition, is not fetched. The records are written in batches of
+    several, whose start the broker (Tansu) reports as the partition's end: they are read all the same."""
+    readers: list[_CountedConsumer] = []
+    make = connectors.kafka.make_consumer
+    monkeypatch.setattr(connectors.kafka, "make_consumer", lambda *a, **k: readers.append(_CountedConsumer(
+        make(*a, **k))) or readers[-1])
+    create_topics(kafka_settings, ["records"], partitions=3)
+
+    def write(values: list[bytes]) -> None:
+        with EventProducer(kafka_settings, **{"linger.ms": 200}) as out:  # one batch
+            for v in values:
+                out.produce_raw("records", v, key=b"one-key")
+
+    def read(positions: dict[int, int], ends: dict[int, int]) -> list[bytes]:
+        messages, pending = read_to_end(kafka_settings, "records", positions, timeout=60, ends=ends)
+        assert not pending
+        return [m.value() for m in messages]
+
+    assert read({}, {}) == [] and readers[-1].consumes == 0  # three empty partitions
+    write([b"first-%d" % i for i in range(5)])
+    positions: dict[int, int] = {}
+    ends: dict[int, int] = {}
+    assert read(positions, ends) == [b"first-%d" % i for i in range(5)]
+    [partition] = readers[-1].assigned  # the two empty ones were not fetched
+    assert positions[partition] == ends[partition] == 5
+    assert read(positions, ends) == [] and readers[-1].consumes == 0  # nothing came: no fetch
+    write([b"then-0", b"then-1"])
+    assert read(positions, ends) == [b"then-0", b"then-1"] and readers[-1].assigned == [partition]
+    assert read(positions, ends) == [] and readers[-1].consumes == 0
+    # a position no call read to the end at may lie inside the last batch, where ListOffsets says the end is
+    assert read({partition: 6}, {}) == [b"then-1"] and readers[-1].consumes > 0

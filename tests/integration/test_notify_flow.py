@@ -299,7 +299,15 @@ def test_alerts_read_again_after_lost_commits_post_nothing_twice(kafka_settings,
     assert {k: i["opened"] for k, i in alert_receiver.incidents.items()} == {"d1": 1, "d2": 1, "d3": 1}
 
 
-def test_the_flow_rejoins_after_a_durable_broker_restart_and_delivers_each_alert_once(durable_broker, alert_receiver):
+@pytest.mark.parametrize("committed", [False, True], ids=["killed-at-delivery", "killed-after-commit"])
+def test_the_flow_rejoins_after_a_durable_broker_restart_and_delivers_each_alert_once(
+        durable_broker, alert_receiver, committed):
+    """The broker (Tansu 0.6 on S3) gives a partition's offsets out again from 0 after a restart
+    (``tests/chaos/test_broker_restart.py``, a strict xfail), behind the offsets the flow committed before the kill.
+    Alerts written first after the restart were hidden there whenever the flow's commit beat the kill (under load:
+    the test timed out waiting for them; every time with ``committed``), so the scoring side replays the alerts of
+    before first, as it does after a crash: they are read and recognised, or hidden behind the commits, and the
+    resolves land past them."""
     kafka = KafkaSettings(bootstrap_servers=durable_broker.bootstrap, namespace="rejoin.", session_timeout_ms=6000,
                           extra={"fetch.wait.max.ms": 100, "enable.idempotence": False,
                                  "max.in.flight.requests.per.connection": 1})
@@ -308,9 +316,11 @@ def test_the_flow_rejoins_after_a_durable_broker_restart_and_delivers_each_alert
     with notifying(kafka, alert_receiver) as flow:
         publish(kafka, before)
         assert flow.wait_for(lambda r: r.counts["slack_messages"] == 5, timeout=90)
+        if committed:
+            assert flow.wait(lambda: flow.handled == 5)  # counted once its batch's commit returned
         durable_broker.kill()
         durable_broker.start()
-        publish(kafka, after)
+        publish(kafka, [*before, *after])
         assert flow.wait_for(lambda r: r.counts["slack_messages"] >= 10 and
                              r.counts["pagerduty_events"] >= 10, timeout=120), alert_receiver.counts
         time.sleep(2.0)
