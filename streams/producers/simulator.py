@@ -85,7 +85,6 @@ def flagged_times(scores: Iterable[dict[str, Any]]) -> dict[tuple[str, str], lis
     return dict(flagged)
 
 
-
 @dataclass(frozen=True, slots=True)
 class InjectedTally:
     """How a run did on its injected anomalies, counting only those it could be judged on.
