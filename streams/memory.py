@@ -15,7 +15,8 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
@@ -24,23 +25,73 @@ log = logging.getLogger(__name__)
 
 RELEASE_FREE_BYTES = 64 << 20  # free heap (and growth) that make a release worth its pass over the arenas
 RELEASE_EVERY_S = 2.0  # how often the releaser looks (an epoch)
-GC_THRESHOLDS = (50_000, 20, 10)  # a flow process's gc.set_threshold: 100,000 devices hold ~1.2M long-lived objects,
-# which Python's (700, 10, 10) rescans in full again and again while they grow (BENCHMARKS.md, Fleet scale)
+GC_THRESHOLDS = (700, 10, 10)  # a flow process's gc.set_threshold (Python's own): with the survivors of each full
+# collection frozen, a full one scans at most what the younger ones promoted since, about 700 x 10 x 10 objects;
+# (50_000, 20, 10), used from session 6 to session 12 against rescans of the whole fleet, let a generation-1 collection
+# scan up to 1 M young objects (0.4-1.0 s while 100,000 devices' processors are built) and the first full one all
+# of them (BENCHMARKS.md, "Session 13: long-run tail latency at 100,000 devices")
+FULL_SCAN_S = 3600.0  # how often the flow collector lets a full collection scan what it froze (see SurvivorFreezer)
+
+
+class SurvivorFreezer:
+    """A ``gc.callbacks`` hook that freezes (``gc.freeze``) what survived each full collection, so the next one scans
+    only what came since: a full collection otherwise scans every long-lived object of the process, a fleet's
+    processors included (about 12 a device, 1.2 M at 100,000 devices: 1-3 s on this machine), and Python runs one
+    whenever a quarter as many again have survived, whatever the thresholds (BENCHMARKS.md, "Session 13: long-run
+    tail latency at 100,000 devices").
+
+    Freezing changes nothing for reference counting: a frozen processor whose key is evicted is freed at once,
+    since a device's state holds no reference cycle (``tests/unit/test_memory_over_time.py``). What it hides is
+    cyclic garbage among frozen objects (a structure alive at a full collection that later dies in a cycle), so
+    every ``full_scan_s`` it leaves one full collection's survivors unfrozen: the next full collection scans them
+    all and frees such garbage (one long pause per ``full_scan_s``), then freezing resumes.
+
+    Parameters
+    ----------
+    full_scan_s
+        Seconds between full collections that scan everything (0: each one does, nothing is frozen).
+    clock
+        Monotonic seconds (a test's own).
+    """
+
+    def __init__(self, full_scan_s: float = FULL_SCAN_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.full_scan_s = full_scan_s
+        self.clock = clock
+        self.scanned_at = clock()  # when everything was last left for a full collection to scan
+        self.freezes = 0
+        self.thaws = 0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase != "stop" or info.get("generation") != 2:
+            return
+        now = self.clock()
+        if now - self.scanned_at >= self.full_scan_s:
+            gc.unfreeze()  # the next full collection scans everything
+            self.scanned_at = now
+            self.thaws += 1
+            return
+        gc.freeze()
+        self.freezes += 1
 
 
 @contextmanager
-def flow_collector() -> Iterator[None]:
+def flow_collector(full_scan_s: float = FULL_SCAN_S) -> Iterator[SurvivorFreezer]:
     """Python's cyclic collector set for a flow process while the flow runs: what was built before (modules,
-    models, the flow) is frozen, never scanned again, and collections run less often (``GC_THRESHOLDS``), since
-    a full one over a fleet's processors stops the flow for as long as it takes (about 1 s at 100,000 devices
-    on Faust, BENCHMARKS.md "Session 12: Faust latency at 100,000 devices"). Restored on the way out."""
+    models, the flow) is frozen, never scanned again, and so is what survives each full collection
+    (``SurvivorFreezer``; ``full_scan_s`` as there), since a full one over a fleet's processors stops the flow for as
+    long as it takes (about 1 s at 100,000 devices, BENCHMARKS.md "Session 12: Faust latency at 100,000 devices");
+    with that, Python's own thresholds (``GC_THRESHOLDS``) keep every collection small. Yields the hook; restored
+    on the way out."""
     thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    freezer = SurvivorFreezer(full_scan_s)
+    gc.callbacks.append(freezer)
     try:
-        yield
+        yield freezer
     finally:
+        gc.callbacks.remove(freezer)
         gc.set_threshold(*thresholds)
         gc.unfreeze()
 
