@@ -25,31 +25,31 @@ log = logging.getLogger(__name__)
 
 RELEASE_FREE_BYTES = 64 << 20  # free heap (and growth) that make a release worth its pass over the arenas
 RELEASE_EVERY_S = 2.0  # how often the releaser looks (an epoch)
-GC_THRESHOLDS = (700, 10, 10)  # a flow process's gc.set_threshold (Python's own): with the survivors of each full
-# collection frozen, a full one scans at most what the younger ones promoted since, about 700 x 10 x 10 objects;
-# (50_000, 20, 10), used from session 6 to session 12 against rescans of the whole fleet, let a generation-1 collection
-# scan up to 1 M young objects (0.4-1.0 s while 100,000 devices' processors are built) and the first full one all
-# of them (BENCHMARKS.md, "Session 13: long-run tail latency at 100,000 devices")
+GC_THRESHOLDS = (50_000, 2, 10)  # a flow process's gc.set_threshold. 50,000: above what a batch allocates and frees,
+# so a flow in its steady state runs no collection at all (none in 150 s live at 100,000 devices; Python's 700 ran
+# 2,600); 2: a generation-1 collection scans at most about 150,000 young objects while a fleet's processors are built
+# (20, sessions 6-12: up to 1 M, 0.4-1.0 s); what it leaves is frozen (SurvivorFreezer). BENCHMARKS.md, "Session 13:
+# long-run tail latency at 100,000 devices"
 FULL_SCAN_S = 3600.0  # how often the flow collector lets a full collection scan what it froze (see SurvivorFreezer)
 
 
 class SurvivorFreezer:
-    """A ``gc.callbacks`` hook that freezes (``gc.freeze``) what survived each full collection, so the next one scans
-    only what came since: a full collection otherwise scans every long-lived object of the process, a fleet's
-    processors included (about 12 a device, 1.2 M at 100,000 devices: 1-3 s on this machine), and Python runs one
-    whenever a quarter as many again have survived, whatever the thresholds (BENCHMARKS.md, "Session 13: long-run
-    tail latency at 100,000 devices").
+    """A ``gc.callbacks`` hook that freezes (``gc.freeze``) what survived each generation-1 or full collection (what
+    Python takes for long-lived), so that later collections scan only what came since: a full collection otherwise
+    scans every long-lived object of the process, a fleet's processors included (about 12 a device, 1.2 M at
+    100,000 devices: 1-3 s on this machine).
 
     Freezing changes nothing for reference counting: a frozen processor whose key is evicted is freed at once,
     since a device's state holds no reference cycle (``tests/unit/test_memory_over_time.py``). What it hides is
-    cyclic garbage among frozen objects (a structure alive at a full collection that later dies in a cycle), so
-    every ``full_scan_s`` it leaves one full collection's survivors unfrozen: the next full collection scans them
-    all and frees such garbage (one long pause per ``full_scan_s``), then freezing resumes.
+    cyclic garbage among frozen objects: temporaries in a cycle (asyncio's, Faust's) that were alive at the collection
+    and died later, about 600 a collection at 100,000 devices (BENCHMARKS.md, "Session 13"). So every ``full_scan_s``
+    it unfreezes everything and freezes nothing until a full collection has scanned it all and freed such garbage (one
+    long pause per ``full_scan_s``, when Python next runs a full collection), then resumes.
 
     Parameters
     ----------
     full_scan_s
-        Seconds between full collections that scan everything (0: each one does, nothing is frozen).
+        Seconds between full collections that scan everything (0: each one does).
     clock
         Monotonic seconds (a test's own).
     """
@@ -57,17 +57,24 @@ class SurvivorFreezer:
     def __init__(self, full_scan_s: float = FULL_SCAN_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.full_scan_s = full_scan_s
         self.clock = clock
-        self.scanned_at = clock()  # when everything was last left for a full collection to scan
+        self.scanned_at = clock()  # when a full collection last scanned everything
+        self.thawed = False  # everything unfrozen, until a full collection has scanned it
         self.freezes = 0
         self.thaws = 0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase != "stop" or info.get("generation") != 2:
+        generation = info.get("generation", 0)
+        if phase != "stop" or generation < 1:
             return
         now = self.clock()
-        if now - self.scanned_at >= self.full_scan_s:
-            gc.unfreeze()  # the next full collection scans everything
+        if self.thawed:
+            if generation < 2:
+                return
+            self.thawed = False
             self.scanned_at = now
+        elif now - self.scanned_at >= self.full_scan_s:
+            gc.unfreeze()
+            self.thawed = True
             self.thaws += 1
             return
         gc.freeze()
@@ -77,11 +84,10 @@ class SurvivorFreezer:
 @contextmanager
 def flow_collector(full_scan_s: float = FULL_SCAN_S) -> Iterator[SurvivorFreezer]:
     """Python's cyclic collector set for a flow process while the flow runs: what was built before (modules,
-    models, the flow) is frozen, never scanned again, and so is what survives each full collection
+    models, the flow) is frozen, never scanned again, and so is what survives each older collection
     (``SurvivorFreezer``; ``full_scan_s`` as there), since a full one over a fleet's processors stops the flow for as
     long as it takes (about 1 s at 100,000 devices, BENCHMARKS.md "Session 12: Faust latency at 100,000 devices");
-    with that, Python's own thresholds (``GC_THRESHOLDS``) keep every collection small. Yields the hook; restored
-    on the way out."""
+    ``GC_THRESHOLDS`` keep the younger ones small. Yields the hook; restored on the way out."""
     thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()

@@ -83,9 +83,10 @@ def _parts(processors: list[SensorAnomalyProcessor]) -> list[object]:
     return [x for p in processors for x in (p, p.sequence, *p.detectors.values(), *p.policies.values())]
 
 
-def test_a_full_collection_in_a_flow_freezes_the_device_states_it_found() -> None:
-    """Devices' processors built while the flow runs are scanned by every full collection until one has seen them
-    survive; from then on they are frozen, and later full collections scan only what came since."""
+def test_an_older_collection_in_a_flow_freezes_the_device_states_it_found() -> None:
+    """Devices' processors built while the flow runs are scanned by the collector until a generation-1 or full
+    collection has seen them survive; from then on they are frozen, and later collections scan only what came
+    since. A generation-0 collection freezes nothing."""
     with flow_collector() as freezer:
         gc.disable()  # only the collections below
         try:
@@ -94,9 +95,9 @@ def test_a_full_collection_in_a_flow_freezes_the_device_states_it_found() -> Non
             gc.collect()
             assert not any(_scanned(_parts(processors))), "the survivors of a full collection are frozen"
             newer = _fed(5, 1_000)
-            gc.collect(1)  # a younger collection freezes nothing
+            gc.collect(0)
             assert all(_scanned(_parts(newer)))
-            gc.collect()
+            gc.collect(1)
             assert not any(_scanned(_parts(newer))) and freezer.freezes == 2
         finally:
             gc.enable()
@@ -120,8 +121,8 @@ def test_a_device_state_holds_no_reference_cycle_so_a_frozen_one_is_freed_when_i
 
 
 def test_every_full_scan_interval_one_full_collection_scans_what_was_frozen() -> None:
-    """Cyclic garbage among frozen objects would never be freed: after ``full_scan_s`` the survivors of a full
-    collection are left unfrozen (the frozen ones with them), so the next full collection frees such garbage."""
+    """Cyclic garbage among frozen objects would never be freed: after ``full_scan_s`` everything is unfrozen and
+    nothing frozen again until a full collection has scanned it all, which frees such garbage."""
     now = [0.0]
     freezer = SurvivorFreezer(full_scan_s=600, clock=lambda: now[0])
     gc.callbacks.append(freezer)
@@ -135,11 +136,13 @@ def test_every_full_scan_interval_one_full_collection_scans_what_was_frozen() ->
         gc.collect()
         assert ref() is not None, "frozen cyclic garbage stays"
         now[0] = 600.0
-        gc.collect()  # this one's survivors, and the frozen, are left to the next
-        assert freezer.thaws == 1
+        gc.collect(1)  # everything unfrozen
+        assert freezer.thaws == 1 and ref() is not None
+        gc.collect(1)  # nothing frozen until a full collection
+        assert freezer.freezes == 2
         gc.collect()
         assert ref() is None
-        assert (freezer.freezes, freezer.thaws) == (3, 1)  # and freezing resumed
+        assert (freezer.freezes, freezer.thaws, freezer.scanned_at) == (3, 1, 600.0)  # and freezing resumed
     finally:
         gc.enable()
         gc.callbacks.remove(freezer)
