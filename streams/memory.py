@@ -39,12 +39,15 @@ class SurvivorFreezer:
     scans every long-lived object of the process, a fleet's processors included (about 12 a device, 1.2 M at
     100,000 devices: 1-3 s on this machine).
 
+    ``gc.freeze`` also sets the collection counters back, so while freezing goes on Python never reaches its full
+    collection (it runs one after ten generation-1 collections): there is nothing unfrozen of age to scan.
+
     Freezing changes nothing for reference counting: a frozen processor whose key is evicted is freed at once,
     since a device's state holds no reference cycle (``tests/unit/test_memory_over_time.py``). What it hides is
     cyclic garbage among frozen objects: temporaries in a cycle (asyncio's, Faust's) that were alive at the collection
-    and died later, about 600 a collection at 100,000 devices (BENCHMARKS.md, "Session 13"). So every ``full_scan_s``
-    it unfreezes everything and freezes nothing until a full collection has scanned it all and freed such garbage (one
-    long pause per ``full_scan_s``, when Python next runs a full collection), then resumes.
+    and died later (BENCHMARKS.md, "Session 13" measures them). So every ``full_scan_s`` it unfreezes everything and
+    freezes nothing until a full collection has scanned it all and freed such garbage (one long pause per
+    ``full_scan_s``, when Python next runs a full collection, as it would without this hook), then resumes.
 
     Parameters
     ----------
