@@ -313,6 +313,8 @@ def _gc_summary(path: Path, live: tuple[float, float], windows: list[tuple[float
     if full:
         out["gc_objects_per_device_before_live"] = round((full[-1]["gen2"] + full[-1]["frozen"]) / devices, 1)
         out["gc_unfrozen_per_device_before_live"] = round(full[-1]["gen2"] / devices, 1)
+    # full collections and any of 20 ms or more, t in seconds from the first live batch's send
+    out["gc_long_or_full"] = [{**x, "t": round(x["t"] - live[0], 2)} for x in lines if x["gen"] == 2 or x["ms"] >= 20]
     pauses = [(x["t"] - x["ms"] / 1000, x["t"]) for x in lines if x["ms"] >= SLOW_GC_MS]
     out["gc_live_pauses_ms"] = [round(x["ms"]) for x in lines if x["ms"] >= SLOW_GC_MS and live[0] <= x["t"] <= live[1]]
 
