@@ -340,28 +340,33 @@ def _leak_check(trace: Path, flow: Flow, timeout_s: float = 60.0) -> None:
         time.sleep(0.5)
 
 
-def _by_span(spans: list[tuple[float, float, float]], windows: list[tuple[float, float, float]]) -> dict[str, Any]:
-    """The flow's CPU ms per live batch sent, and the load average, in each span the watcher sampled: whether a
-    tail that grows over a run comes with the flow's own cost per batch (something in it growing) or with the
-    machine's load (other work taking the cores)."""
+def _by_span(spans: list[tuple[float, float, float, float]], windows: list[tuple[float, float, float]]
+             ) -> dict[str, Any]:
+    """The flow's and the broker's CPU ms per live batch sent, and the load average, in each span the watcher
+    sampled: whether a tail that grows over a run comes with the flow's or the broker's cost per batch (something
+    in it growing) or with the machine's load (other work taking the cores)."""
     sent = sorted(w[0] for w in windows)
-    cpu, load = [], []
-    for (t0, c0, l0), (t1, c1, _) in zip(spans, spans[1:]):
+    cpu, broker, load = [], [], []
+    for (t0, c0, l0, b0), (t1, c1, _, b1) in zip(spans, spans[1:]):
         n = bisect.bisect_left(sent, t1) - bisect.bisect_left(sent, t0)
         if n:
             cpu.append(round(1000 * (c1 - c0) / n, 3))
+            broker.append(round(1000 * (b1 - b0) / n, 3))
             load.append(round(l0, 1))
-    return {"latency_cpu_ms_per_batch_by_span": cpu, "load_average_by_span": load}
+    return {"latency_cpu_ms_per_batch_by_span": cpu, "broker_cpu_ms_per_batch_by_span": broker,
+            "load_average_by_span": load}
 
 
-def _p99_by_span(windows: list[tuple[float, float, float]]) -> list[int]:
-    """p99 (ms) of the live batches sent in each ``LATENCY_SPAN_S`` seconds, in order: where in the run the tail is."""
+def _p99_by_span(windows: list[tuple[float, float, float]], part: Callable[[tuple[float, float, float]], float]
+                 = lambda w: w[2]) -> list[int]:
+    """p99 (ms) of the live batches sent in each ``LATENCY_SPAN_S`` seconds, in order: where in the run the tail is;
+    of the whole delay, or of ``part`` of it."""
     if not windows:
         return []
     first = windows[0][0]
     spans: dict[int, list[float]] = {}
-    for sent, _, ms in windows:
-        spans.setdefault(int((sent - first) // LATENCY_SPAN_S), []).append(ms)
+    for w in windows:
+        spans.setdefault(int((w[0] - first) // LATENCY_SPAN_S), []).append(part(w))
     return [round(float(np.percentile(v, 99))) for _, v in sorted(spans.items())]
 
 
@@ -404,7 +409,8 @@ def _schedule(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live
 
 
 def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_s: float,
-             watcher: Consumer, flow_cpu: Callable[[], float] | None = None) -> dict[str, Any]:
+             watcher: Consumer, flow_cpu: Callable[[], float] | None = None,
+             broker_cpu: Callable[[], float] = lambda: float("nan")) -> dict[str, Any]:
     """Event time to score arrival for ``fleet``'s devices offered ``rate`` readings/s live (their readings now on
     the wall clock, their sequence numbers going on), and where the time went: ``send`` (event time to the
     generator producing the batch: a generator falling behind shows here), ``flow`` (the batch's produce time to
@@ -458,11 +464,11 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
     flow_began = flow_cpu() if flow_cpu is not None else 0.0
     thread.start()
     last_due = schedule[-1][0] if schedule else time.time()
-    spans: list[tuple[float, float, float]] = []  # (wall s, the flow's CPU s, load average) each span
+    spans: list[tuple[float, float, float, float]] = []  # (wall s, flow's CPU s, load average, broker's CPU s)
     try:
         while time.time() < last_due + DRAIN_S:
             if flow_cpu is not None and (not spans or time.time() >= spans[-1][0] + LATENCY_SPAN_S):
-                spans.append((time.time(), flow_cpu(), os.getloadavg()[0]))
+                spans.append((time.time(), flow_cpu(), os.getloadavg()[0], broker_cpu()))
             for msg in watcher.consume(5000, 0.05):
                 if msg.error() is None:
                     arrivals.append((time.time() * 1000, msg.value(), msg.timestamp()[1]))
@@ -540,7 +546,8 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
         offered = live_rate or rate / 2
         # on the process that measured the maximum, before the restart: after one, each device's first batch
         # restores its state (BENCHMARKS.md, third pass on latency), which the pre-filled maximum did not pay
-        lat = _latency(settings, sim, offered, live_s, watcher, flow.cpu_s) if live_s > 0 else {}
+        lat = _latency(settings, sim, offered, live_s, watcher, flow.cpu_s,
+                       lambda: process_cpu_seconds(broker.pid) if broker.pid else float("nan")) if live_s > 0 else {}
         load_live = os.getloadavg()[0]
         if gc_trace:
             _leak_check(trace, flow)
@@ -562,6 +569,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
         **{f"latency_{k}_ms": None if v != v else round(v) for k, v in lat.items()
            if k not in ("scored", "sent", "samples", "windows", "spans", "build_cpu_s", "clock_cpu_s", "flow_cpu_s")},
         "latency_p99_by_span_ms": _p99_by_span(lat.get("windows", [])),
+        "latency_flow_p99_by_span_ms": _p99_by_span(lat.get("windows", []), lambda w: 1000 * (w[1] - w[0])),
         **_by_span(lat.get("spans", []), lat.get("windows", [])),
         "latency_batches_scored": lat.get("scored"), "latency_batches_sent": lat.get("sent"),
         **{name: round(1000 * spent / lat["sent"], 3) if lat.get("sent") else None for name, spent in (

@@ -66,6 +66,7 @@ def test_the_gc_trace_is_split_by_phase_and_set_against_the_slowest_live_batches
     assert out["gc_objects_per_device_before_live"] == 40.0 and out["gc_unfrozen_per_device_before_live"] == 10.0
     assert out["gc_leak_check"] == {"collected": 17, "ms": 5}
     assert out["gc_slow_batches_met_pause"] == 1.0 and out["gc_all_batches_met_pause"] == 0.01
-    spans = _by_span([(10.0, 1.0, 3.0), (40.0, 1.3, 4.0), (70.0, 1.5, 5.0)], windows)
+    spans = _by_span([(10.0, 1.0, 3.0, 2.0), (40.0, 1.3, 4.0, 2.6), (70.0, 1.5, 5.0, 2.9)], windows)
     assert spans == {"latency_cpu_ms_per_batch_by_span": [round(300 / 28, 3), round(200 / 30, 3)],
+                     "broker_cpu_ms_per_batch_by_span": [round(600 / 28, 3), round(300 / 30, 3)],
                      "load_average_by_span": [3.0, 4.0]}
