@@ -292,14 +292,15 @@ SLOW_GC_MS = 50.0  # a collection at least this long counts as a pause in ``_gc_
 LATENCY_SPAN_S = 30.0  # ``latency_p99_by_span_ms``: p99 of the batches sent in each span of this many seconds
 
 
-def _gc_summary(path: Path, live: tuple[float, float], windows: list[tuple[float, float, float]], devices: int
-                ) -> dict[str, Any]:
+def _gc_summary(path: Path, live: tuple[float, float], windows: list[tuple[float, float, float]], devices: int,
+                pid: int | None = None) -> dict[str, Any]:
     """What ``--gc-trace`` recorded in the flow (``benchmarks/gc_trace``): collections before the live load and
     during it (count, total and longest ms per generation), the objects a full collection left per device before
     the live load (what the next one scans again), and whether the slowest live batches (above p99) met a pause:
     the share of them, and of all live batches, whose time in the flow (sent to the score's timestamp) overlaps a
-    collection of ``SLOW_GC_MS`` or more."""
+    collection of ``SLOW_GC_MS`` or more. Only the flow process's lines (``pid``), not its helpers'."""
     lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    lines = [x for x in lines if pid is None or x.get("pid", pid) == pid]
     out: dict[str, Any] = {}
     leak = [x for x in lines if "leak" in x]
     if leak:
@@ -335,7 +336,8 @@ def _leak_check(trace: Path, flow: Flow, timeout_s: float = 60.0) -> None:
     until = time.monotonic() + timeout_s
     while time.monotonic() < until:
         flow.alive()
-        if trace.exists() and '"leak"' in trace.read_text():
+        lines = [json.loads(x) for x in trace.read_text().splitlines()] if trace.exists() else []
+        if any("leak" in x and x.get("pid") == (flow.proc.pid if flow.proc else None) for x in lines):
             return
         time.sleep(0.5)
 
@@ -552,8 +554,8 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
         if gc_trace:
             _leak_check(trace, flow)
         windows = lat.get("windows", [])
-        collections = _gc_summary(trace, (windows[0][0], max(w[1] for w in windows)), windows, devices) \
-            if gc_trace and windows else {}
+        collections = _gc_summary(trace, (windows[0][0], max(w[1] for w in windows)), windows, devices,
+                                  flow.proc.pid if flow.proc else None) if gc_trace and windows else {}
         recovery = _recovery(flow, settings, sim, watcher)
     finally:
         watcher.close()

@@ -1,6 +1,6 @@
 """A diagnosis for ``bench scale --gc-trace``: put on a flow process's ``PYTHONPATH``, it times every cyclic collection
 of that process (``gc.callbacks``) and appends one JSON line per collection to ``EDDYLINE_BENCH_GC_TRACE``: wall time
-at its end (s), generation, duration (ms), objects collected, and after a full collection the objects it left in
+at its end (s), the process id (a flow's helper processes inherit the setting), generation, duration (ms), objects collected, and after a full collection the objects it left in
 generation 2 and frozen. The same file measures any source tree, so builds compare under one instrument. The lines
 are written by a daemon thread each second, not in the callback. When the file ``<trace>.leak`` appears (the
 harness makes it after the live load), that thread collects in full, then unfreezes everything and collects
@@ -28,7 +28,7 @@ def _install(path: str) -> None:
             return
         spent = time.perf_counter() - began[0]
         line: dict[str, object] = {"t": time.time(), "gen": info["generation"], "ms": round(1000 * spent, 2),
-                                   "collected": info["collected"]}
+                                   "collected": info["collected"], "pid": os.getpid()}
         if info["generation"] == 2:
             line["gen2"] = len(gc.get_objects(2))
             line["frozen"] = gc.get_freeze_count()
@@ -40,7 +40,8 @@ def _install(path: str) -> None:
         gc.unfreeze()
         leaked = gc.collect()
         gc.freeze()
-        pending.append({"t": time.time(), "leak": leaked, "leak_ms": round(1000 * (time.perf_counter() - began))})
+        pending.append({"t": time.time(), "leak": leaked, "leak_ms": round(1000 * (time.perf_counter() - began)),
+                        "pid": os.getpid()})
 
     def write() -> None:
         checked = False

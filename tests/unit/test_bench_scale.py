@@ -55,11 +55,11 @@ def test_the_gc_trace_is_split_by_phase_and_set_against_the_slowest_live_batches
     lines = [{"t": 5.0, "gen": 2, "ms": 900.0, "collected": 0, "gen2": 1_000, "frozen": 3_000},
              {"t": 12.0, "gen": 1, "ms": 400.0, "collected": 3},
              {"t": 30.0, "gen": 0, "ms": 2.0, "collected": 0},
-             {"t": 40.0, "leak": 17, "leak_ms": 5}]
+             {"t": 40.0, "leak": 17, "leak_ms": 5}, {"t": 41.0, "leak": 9, "leak_ms": 1, "pid": 2}]
     trace.write_text("".join(json.dumps(x) + "\n" for x in lines))
     slow = [(11.5, 12.5, 900.0)]  # in the flow while the 400 ms collection ran
     windows = slow + [(float(t), t + 0.1, 100.0) for t in range(13, 112)]
-    out = _gc_summary(trace, (10.0, 120.0), windows, devices=100)
+    out = _gc_summary(trace, (10.0, 120.0), windows, devices=100, pid=1)  # pid 2: a helper process of the flow
     assert out["gc_before_live_gen2"] == {"count": 1, "total_ms": 900, "max_ms": 900}
     assert out["gc_live_gen1"] == {"count": 1, "total_ms": 400, "max_ms": 400}
     assert out["gc_live_gen0"]["count"] == 1 and out["gc_live_pauses_ms"] == [400]
