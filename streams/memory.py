@@ -1,4 +1,6 @@
-"""Giving the heap that a burst freed back to the system, so that a long-running flow's memory follows its live data.
+"""A flow process's memory: heap that a burst freed goes back to the system, so that a long-running flow's memory
+follows its live data, and Python's cyclic collector scans a fleet's long-lived state once, not at every full
+collection (``flow_collector``).
 
 glibc's malloc keeps freed memory in its arenas for reuse and returns only what sits at the top of the main arena.
 A flow that catches up on a backlog holds the messages fetched ahead of it (librdkafka's queue per partition), frees
@@ -28,7 +30,7 @@ RELEASE_EVERY_S = 2.0  # how often the releaser looks (an epoch)
 GC_THRESHOLDS = (50_000, 2, 10)  # a flow process's gc.set_threshold. 50,000: above what a batch allocates and frees,
 # so a flow in its steady state runs no collection at all (none in 150 s live at 100,000 devices; Python's 700 ran
 # 2,600); 2: a generation-1 collection scans at most about 150,000 young objects while a fleet's processors are built
-# (20, sessions 6-12: up to 1 M, 0.4-1.0 s); what it leaves is frozen (SurvivorFreezer). BENCHMARKS.md, "Session 13:
+# (20, sessions 6-12: up to 1 M, 0.4-1.05 s); what it leaves is frozen (SurvivorFreezer). BENCHMARKS.md, "Session 13:
 # long-run tail latency at 100,000 devices"
 FULL_SCAN_S = 3600.0  # how often the flow collector lets a full collection scan what it froze (see SurvivorFreezer)
 
@@ -36,8 +38,8 @@ FULL_SCAN_S = 3600.0  # how often the flow collector lets a full collection scan
 class SurvivorFreezer:
     """A ``gc.callbacks`` hook that freezes (``gc.freeze``) what survived each generation-1 or full collection (what
     Python takes for long-lived), so that later collections scan only what came since: a full collection otherwise
-    scans every long-lived object of the process, a fleet's processors included (about 12 a device, 1.2 M at
-    100,000 devices: 1-3 s on this machine).
+    scans every long-lived object of the process, a fleet's processors included (about 14 a device: 1.3-1.4 M
+    objects and 1.1-2.0 s at 100,000 devices on this machine, shared).
 
     ``gc.freeze`` also sets the collection counters back, so while freezing goes on Python never reaches its full
     collection (it runs one after ten generation-1 collections): there is nothing unfrozen of age to scan.
@@ -89,8 +91,8 @@ def flow_collector(full_scan_s: float = FULL_SCAN_S) -> Iterator[SurvivorFreezer
     """Python's cyclic collector set for a flow process while the flow runs: what was built before (modules,
     models, the flow) is frozen, never scanned again, and so is what survives each older collection
     (``SurvivorFreezer``; ``full_scan_s`` as there), since a full one over a fleet's processors stops the flow for as
-    long as it takes (about 1 s at 100,000 devices, BENCHMARKS.md "Session 12: Faust latency at 100,000 devices");
-    ``GC_THRESHOLDS`` keep the younger ones small. Yields the hook; restored on the way out."""
+    long as it takes (1.1-2.0 s at 100,000 devices, BENCHMARKS.md "Session 13: long-run tail latency at 100,000
+    devices"); ``GC_THRESHOLDS`` keep the younger ones small. Yields the hook; restored on the way out."""
     thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()
