@@ -42,6 +42,7 @@ memory is recorded as skipped, with the projection, rather than run.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import platform
@@ -286,6 +287,91 @@ def _percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
+GC_TRACE = Path(__file__).resolve().parent / "gc_trace"  # its sitecustomize times each collection of the flow
+SLOW_GC_MS = 50.0  # a collection at least this long counts as a pause in ``_gc_summary``
+LATENCY_SPAN_S = 30.0  # ``latency_p99_by_span_ms``: p99 of the batches sent in each span of this many seconds
+
+
+def _gc_summary(path: Path, live: tuple[float, float], windows: list[tuple[float, float, float]], devices: int,
+                pid: int | None = None) -> dict[str, Any]:
+    """What ``--gc-trace`` recorded in the flow (``benchmarks/gc_trace``): collections before the live load and
+    during it (count, total and longest ms per generation), the objects a full collection left per device before
+    the live load (what the next one scans again), and whether the slowest live batches (above p99) met a pause:
+    the share of them, and of all live batches, whose time in the flow (sent to the score's timestamp) overlaps a
+    collection of ``SLOW_GC_MS`` or more. Only the flow process's lines (``pid``), not its helpers'."""
+    lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    lines = [x for x in lines if pid is None or x.get("pid", pid) == pid]
+    out: dict[str, Any] = {}
+    leak = [x for x in lines if "leak" in x]
+    if leak:
+        out["gc_leak_check"] = {"collected": leak[0]["leak"], "ms": leak[0]["leak_ms"]}
+    lines = [x for x in lines if "gen" in x]
+    for phase, keep in (("before_live", lambda t: t < live[0]), ("live", lambda t: live[0] <= t <= live[1])):
+        for gen in (0, 1, 2):
+            ms = [x["ms"] for x in lines if x["gen"] == gen and keep(x["t"])]
+            out[f"gc_{phase}_gen{gen}"] = {"count": len(ms), "total_ms": round(sum(ms)), "max_ms": round(max(ms, default=0))}
+    full = [x for x in lines if x["gen"] == 2 and x["t"] < live[0]]
+    if full:
+        out["gc_objects_per_device_before_live"] = round((full[-1]["gen2"] + full[-1]["frozen"]) / devices, 1)
+        out["gc_unfrozen_per_device_before_live"] = round(full[-1]["gen2"] / devices, 1)
+    # full collections and any of 20 ms or more, t in seconds from the first live batch's send
+    out["gc_long_or_full"] = [{**x, "t": round(x["t"] - live[0], 2)} for x in lines if x["gen"] == 2 or x["ms"] >= 20]
+    pauses = [(x["t"] - x["ms"] / 1000, x["t"]) for x in lines if x["ms"] >= SLOW_GC_MS]
+    out["gc_live_pauses_ms"] = [round(x["ms"]) for x in lines if x["ms"] >= SLOW_GC_MS and live[0] <= x["t"] <= live[1]]
+
+    def met(sent: float, stamp: float) -> bool:
+        return any(a <= stamp and b >= sent for a, b in pauses)
+
+    if windows:
+        p99 = float(np.percentile([w[2] for w in windows], 99))
+        slow = [w for w in windows if w[2] > p99]
+        out["gc_slow_batches_met_pause"] = round(sum(met(a, b) for a, b, _ in slow) / max(1, len(slow)), 3)
+        out["gc_all_batches_met_pause"] = round(sum(met(a, b) for a, b, _ in windows) / len(windows), 3)
+    return out
+
+
+def _leak_check(trace: Path, flow: Flow, timeout_s: float = 60.0) -> None:
+    """Ask the flow's trace for its leak check (``benchmarks/gc_trace``) and wait for its line."""
+    Path(f"{trace}.leak").touch()
+    until = time.monotonic() + timeout_s
+    while time.monotonic() < until:
+        flow.alive()
+        lines = [json.loads(x) for x in trace.read_text().splitlines()] if trace.exists() else []
+        if any("leak" in x and x.get("pid") == (flow.proc.pid if flow.proc else None) for x in lines):
+            return
+        time.sleep(0.5)
+
+
+def _by_span(spans: list[tuple[float, float, float, float]], windows: list[tuple[float, float, float]]
+             ) -> dict[str, Any]:
+    """The flow's and the broker's CPU ms per live batch sent, and the load average, in each span the watcher
+    sampled: whether a tail that grows over a run comes with the flow's or the broker's cost per batch (something
+    in it growing) or with the machine's load (other work taking the cores)."""
+    sent = sorted(w[0] for w in windows)
+    cpu, broker, load = [], [], []
+    for (t0, c0, l0, b0), (t1, c1, _, b1) in zip(spans, spans[1:]):
+        n = bisect.bisect_left(sent, t1) - bisect.bisect_left(sent, t0)
+        if n:
+            cpu.append(round(1000 * (c1 - c0) / n, 3))
+            broker.append(round(1000 * (b1 - b0) / n, 3))
+            load.append(round(l0, 1))
+    return {"latency_cpu_ms_per_batch_by_span": cpu, "broker_cpu_ms_per_batch_by_span": broker,
+            "load_average_by_span": load}
+
+
+def _p99_by_span(windows: list[tuple[float, float, float]], part: Callable[[tuple[float, float, float]], float]
+                 = lambda w: w[2]) -> list[int]:
+    """p99 (ms) of the live batches sent in each ``LATENCY_SPAN_S`` seconds, in order: where in the run the tail is;
+    of the whole delay, or of ``part`` of it."""
+    if not windows:
+        return []
+    first = windows[0][0]
+    spans: dict[int, list[float]] = {}
+    for w in windows:
+        spans.setdefault(int((w[0] - first) // LATENCY_SPAN_S), []).append(part(w))
+    return [round(float(np.percentile(v, 99))) for _, v in sorted(spans.items())]
+
+
 def _schedule(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_s: float
               ) -> tuple[list[tuple[float, bytes, bytes]], list[str], SensorSimulator]:
     """Every batch ``fleet``'s devices send in ``live_s`` seconds at ``rate`` readings/s, built and Avro-encoded
@@ -325,7 +411,8 @@ def _schedule(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live
 
 
 def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_s: float,
-             watcher: Consumer, flow_cpu: Callable[[], float] | None = None) -> dict[str, Any]:
+             watcher: Consumer, flow_cpu: Callable[[], float] | None = None,
+             broker_cpu: Callable[[], float] = lambda: float("nan")) -> dict[str, Any]:
     """Event time to score arrival for ``fleet``'s devices offered ``rate`` readings/s live (their readings now on
     the wall clock, their sequence numbers going on), and where the time went: ``send`` (event time to the
     generator producing the batch: a generator falling behind shows here), ``flow`` (the batch's produce time to
@@ -379,8 +466,11 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
     flow_began = flow_cpu() if flow_cpu is not None else 0.0
     thread.start()
     last_due = schedule[-1][0] if schedule else time.time()
+    spans: list[tuple[float, float, float, float]] = []  # (wall s, flow's CPU s, load average, broker's CPU s)
     try:
         while time.time() < last_due + DRAIN_S:
+            if flow_cpu is not None and (not spans or time.time() >= spans[-1][0] + LATENCY_SPAN_S):
+                spans.append((time.time(), flow_cpu(), os.getloadavg()[0], broker_cpu()))
             for msg in watcher.consume(5000, 0.05):
                 if msg.error() is None:
                     arrivals.append((time.time() * 1000, msg.value(), msg.timestamp()[1]))
@@ -403,8 +493,11 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
         watch_ms.append(now_ms - stamp)
         arrived_s.append(now_ms / 1000)
     out: dict[str, Any] = {"scored": len(found), "sent": produced, "build_cpu_s": build_cpu, "clock_cpu_s": on_clock,
-                           "flow_cpu_s": flow_spent,
-                           "samples": list(zip(arrived_s, total, send_ms, flow_ms, strict=True))}
+                           "flow_cpu_s": flow_spent, "max": max(total, default=float("nan")),
+                           "spans": spans,
+                           "samples": list(zip(arrived_s, total, send_ms, flow_ms, strict=True)),
+                           "windows": [(sent[i] / 1000, stamp / 1000, now_ms - event_ms)
+                                       for i, (now_ms, stamp, event_ms) in sorted(found.items())]}
     for name, values in (("", total), ("send_", send_ms), ("flow_", flow_ms), ("watch_", watch_ms)):
         p50, p99 = _percentiles(values)
         out[f"{name}p50"], out[f"{name}p99"] = p50, p99
@@ -412,8 +505,17 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
 
 
 def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | None, live_s: float, work: Path,
-            env: dict[str, str], buckets: int = 0, live_rate: float | None = None) -> dict[str, Any]:
+            env: dict[str, str], buckets: int = 0, live_rate: float | None = None, gc_trace: bool = False,
+            tree: Path | None = None) -> dict[str, Any]:
     name = f"{engine}-{devices}" + (f"-b{buckets}" if buckets else "")
+    load_before = os.getloadavg()[0]
+    trace = work / f"{name}-gc.jsonl"
+    paths = [str(GC_TRACE)] if gc_trace else []
+    paths += [str(tree)] if tree is not None else []
+    if paths:
+        env = {**env, "PYTHONPATH": os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    if gc_trace:
+        env["EDDYLINE_BENCH_GC_TRACE"] = str(trace)
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap, namespace=f"scale-{name}.",
                              session_timeout_ms=6000)
     env = {**env, "EDDYLINE_RUNTIME_STATE_BUCKETS": str(buckets)}
@@ -423,7 +525,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
     _prefill(settings, sim, messages)
     create_topics(settings, [SCORES])
     state = work / name
-    flow = Flow(settings, engine, state, work / f"{name}.log", env)
+    flow = Flow(settings, engine, state, work / f"{name}.log", env, cwd=tree)
     watcher = _consumer(settings, settings.topic(SCORES))
     try:
         flow.start()
@@ -446,7 +548,14 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
         offered = live_rate or rate / 2
         # on the process that measured the maximum, before the restart: after one, each device's first batch
         # restores its state (BENCHMARKS.md, third pass on latency), which the pre-filled maximum did not pay
-        lat = _latency(settings, sim, offered, live_s, watcher, flow.cpu_s) if live_s > 0 else {}
+        lat = _latency(settings, sim, offered, live_s, watcher, flow.cpu_s,
+                       lambda: process_cpu_seconds(broker.pid) if broker.pid else float("nan")) if live_s > 0 else {}
+        load_live = os.getloadavg()[0]
+        if gc_trace:
+            _leak_check(trace, flow)
+        windows = lat.get("windows", [])
+        collections = _gc_summary(trace, (windows[0][0], max(w[1] for w in windows)), windows, devices,
+                                  flow.proc.pid if flow.proc else None) if gc_trace and windows else {}
         recovery = _recovery(flow, settings, sim, watcher)
     finally:
         watcher.close()
@@ -460,7 +569,10 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
         "checkpoint_mb": round(checkpoint / 2**20, 2), "checkpoint_mb_per_epoch": round(per_epoch / 2**20, 2),
         "recovery_s": round(recovery, 2),
         **{f"latency_{k}_ms": None if v != v else round(v) for k, v in lat.items()
-           if k not in ("scored", "sent", "samples", "build_cpu_s", "clock_cpu_s", "flow_cpu_s")},
+           if k not in ("scored", "sent", "samples", "windows", "spans", "build_cpu_s", "clock_cpu_s", "flow_cpu_s")},
+        "latency_p99_by_span_ms": _p99_by_span(lat.get("windows", [])),
+        "latency_flow_p99_by_span_ms": _p99_by_span(lat.get("windows", []), lambda w: 1000 * (w[1] - w[0])),
+        **_by_span(lat.get("spans", []), lat.get("windows", [])),
         "latency_batches_scored": lat.get("scored"), "latency_batches_sent": lat.get("sent"),
         **{name: round(1000 * spent / lat["sent"], 3) if lat.get("sent") else None for name, spent in (
             ("latency_cpu_ms_per_batch", lat.get("flow_cpu_s")), ("harness_cpu_ms_per_batch", lat.get("clock_cpu_s")),
@@ -468,6 +580,8 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
         "offered_readings_per_s": round(offered), "readings": messages * sim.readings_per_batch,
         "batches_per_device": batches,
         **{f"changelog_{k}": v for k, v in changelog.items()},
+        "load_average": [round(load_before, 2), round(load_live, 2)], "tree": str(tree or Path.cwd()),
+        **collections,
     }
 
 
@@ -506,7 +620,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 def run(devices: list[int], engines: list[str], json_path: Path | None = None, batches: int | None = None,
         live_s: float = 20.0, detector: str | None = None, packed: bool = False,
         plot_path: Path | None = None, buckets: list[int] | None = None,
-        live_rate: float | None = None) -> dict[str, Any]:
+        live_rate: float | None = None, gc_trace: bool = False, tree: Path | None = None) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -529,7 +643,8 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
                         console.print(f"{engine} {n}: skipped, {runs[-1]['skipped']}")
                         continue
                     with console.status(f"{engine}, {n:,} devices, {bucket_count} buckets"):
-                        result = measure(broker, n, engine, batches, live_s, work, env, bucket_count, live_rate)
+                        result = measure(broker, n, engine, batches, live_s, work, env, bucket_count, live_rate,
+                                         gc_trace, tree)
                     rss_per_device.setdefault(engine, result["rss_mb"] * 2**20 / n)
                     runs.append(result)
                     console.print(result)
@@ -572,6 +687,11 @@ def command(
     live_rate: Annotated[float | None, typer.Option(
         help="Offer this many readings/s in the latency phase instead of half the measured maximum (to compare "
              "builds at one load).")] = None,
+    gc_trace: Annotated[bool, typer.Option(help="Time every cyclic collection in the flow process and report them "
+                                           "against the live latency (benchmarks/gc_trace; adds a full scan's "
+                                           "object count after each full collection).")] = False,
+    tree: Annotated[Path | None, typer.Option(help="Run the flow from this source tree (its folder and PYTHONPATH), "
+                                              "to compare builds under one harness. Default: this process's.")] = None,
 ) -> None:
     """Readings/s, peak RSS, state and checkpoint bytes, recovery and latency of the sensor flow per fleet size."""
     sizes = [int(x) for x in devices.split(",") if x.strip()]
@@ -584,7 +704,10 @@ def command(
         raise typer.BadParameter("use --buckets N[,N...] (0: one key per device)")
     if live_rate is not None and live_rate <= 0:
         raise typer.BadParameter("use --live-rate R with R > 0 readings/s, or leave it out for half the maximum")
-    run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path, layouts, live_rate)
+    if tree is not None and not (tree / "streams" / "cli").is_dir():
+        raise typer.BadParameter(f"--tree {tree}: not a source tree of eddyline (no streams/cli there)")
+    run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path, layouts, live_rate, gc_trace,
+        tree.resolve() if tree else None)
 
 
 if __name__ == "__main__":

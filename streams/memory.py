@@ -1,4 +1,6 @@
-"""Giving the heap that a burst freed back to the system, so that a long-running flow's memory follows its live data.
+"""A flow process's memory: heap that a burst freed goes back to the system, so that a long-running flow's memory
+follows its live data, and Python's cyclic collector scans a fleet's long-lived state once, not at every full
+collection (``flow_collector``).
 
 glibc's malloc keeps freed memory in its arenas for reuse and returns only what sits at the top of the main arena.
 A flow that catches up on a backlog holds the messages fetched ahead of it (librdkafka's queue per partition), frees
@@ -15,7 +17,8 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
@@ -24,23 +27,82 @@ log = logging.getLogger(__name__)
 
 RELEASE_FREE_BYTES = 64 << 20  # free heap (and growth) that make a release worth its pass over the arenas
 RELEASE_EVERY_S = 2.0  # how often the releaser looks (an epoch)
-GC_THRESHOLDS = (50_000, 20, 10)  # a flow process's gc.set_threshold: 100,000 devices hold ~1.2M long-lived objects,
-# which Python's (700, 10, 10) rescans in full again and again while they grow (BENCHMARKS.md, Fleet scale)
+GC_THRESHOLDS = (50_000, 2, 10)  # a flow process's gc.set_threshold. 50,000: above what a batch allocates and frees,
+# so a flow in its steady state runs no collection at all (none in 150 s live at 100,000 devices; Python's 700 ran
+# 2,600); 2: a generation-1 collection scans at most about 150,000 young objects while a fleet's processors are built
+# (20, sessions 6-12: up to 1 M, 0.4-1.05 s); what it leaves is frozen (SurvivorFreezer). BENCHMARKS.md, "Session 13:
+# long-run tail latency at 100,000 devices"
+FULL_SCAN_S = 3600.0  # how often the flow collector lets a full collection scan what it froze (see SurvivorFreezer)
+
+
+class SurvivorFreezer:
+    """A ``gc.callbacks`` hook that freezes (``gc.freeze``) what survived each generation-1 or full collection (what
+    Python takes for long-lived), so that later collections scan only what came since: a full collection otherwise
+    scans every long-lived object of the process, a fleet's processors included (about 14 a device: 1.3-1.4 M
+    objects and 1.1-2.0 s at 100,000 devices on this machine, shared).
+
+    ``gc.freeze`` also sets the collection counters back, so while freezing goes on Python never reaches its full
+    collection (it runs one after ten generation-1 collections): there is nothing unfrozen of age to scan.
+
+    Freezing changes nothing for reference counting: a frozen processor whose key is evicted is freed at once,
+    since a device's state holds no reference cycle (``tests/unit/test_memory_over_time.py``). What it hides is
+    cyclic garbage among frozen objects: temporaries in a cycle (asyncio's, Faust's) that were alive at the collection
+    and died later (BENCHMARKS.md, "Session 13" measures them). So every ``full_scan_s`` it unfreezes everything and
+    freezes nothing until a full collection has scanned it all and freed such garbage (one long pause per
+    ``full_scan_s``, when Python next runs a full collection, as it would without this hook), then resumes.
+
+    Parameters
+    ----------
+    full_scan_s
+        Seconds between full collections that scan everything (0: each one does).
+    clock
+        Monotonic seconds (a test's own).
+    """
+
+    def __init__(self, full_scan_s: float = FULL_SCAN_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.full_scan_s = full_scan_s
+        self.clock = clock
+        self.scanned_at = clock()  # when a full collection last scanned everything
+        self.thawed = False  # everything unfrozen, until a full collection has scanned it
+        self.freezes = 0
+        self.thaws = 0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        generation = info.get("generation", 0)
+        if phase != "stop" or generation < 1:
+            return
+        now = self.clock()
+        if self.thawed:
+            if generation < 2:
+                return
+            self.thawed = False
+            self.scanned_at = now
+        elif now - self.scanned_at >= self.full_scan_s:
+            gc.unfreeze()
+            self.thawed = True
+            self.thaws += 1
+            return
+        gc.freeze()
+        self.freezes += 1
 
 
 @contextmanager
-def flow_collector() -> Iterator[None]:
+def flow_collector(full_scan_s: float = FULL_SCAN_S) -> Iterator[SurvivorFreezer]:
     """Python's cyclic collector set for a flow process while the flow runs: what was built before (modules,
-    models, the flow) is frozen, never scanned again, and collections run less often (``GC_THRESHOLDS``), since
-    a full one over a fleet's processors stops the flow for as long as it takes (about 1 s at 100,000 devices
-    on Faust, BENCHMARKS.md "Session 12: Faust latency at 100,000 devices"). Restored on the way out."""
+    models, the flow) is frozen, never scanned again, and so is what survives each older collection
+    (``SurvivorFreezer``; ``full_scan_s`` as there), since a full one over a fleet's processors stops the flow for as
+    long as it takes (1.1-2.0 s at 100,000 devices, BENCHMARKS.md "Session 13: long-run tail latency at 100,000
+    devices"); ``GC_THRESHOLDS`` keep the younger ones small. Yields the hook; restored on the way out."""
     thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    freezer = SurvivorFreezer(full_scan_s)
+    gc.callbacks.append(freezer)
     try:
-        yield
+        yield freezer
     finally:
+        gc.callbacks.remove(freezer)
         gc.set_threshold(*thresholds)
         gc.unfreeze()
 

@@ -96,6 +96,41 @@ def test_a_changelog_state_is_plain_bytes_a_pickled_one_is_refused_and_idle_proc
     assert runner._live == {} and b"device-000" in table, "the bytes stay in the table, the processor goes"
 
 
+def test_an_idle_processor_frozen_by_a_full_collection_is_freed_when_it_leaves_memory():
+    """In a flow, processors that survived a full collection are frozen (``streams.memory.flow_collector``); the
+    idle sweep must still free them, with no collection to help (memory follows active keys)."""
+    import gc
+    import itertools
+    import time
+    import weakref
+
+    from streams.engines.faust import _FlowRunner
+    from streams.memory import flow_collector
+    from streams.producers.simulator import SensorSimulator
+
+    spec = sensor_anomaly_flow()
+    runner = _FlowRunner(spec, KafkaSettings(), app=None, table=_Table(), idle_after_s=60)
+    with flow_collector():
+        for rec in itertools.islice(SensorSimulator(devices=5, readings_per_message=20, seed=2), 5):
+            key = rec["device_id"]
+            proc = spec.make_processor(key)
+            proc.process([Event("sensor.readings", key, rec)])
+            runner._live[key.encode()] = (b"", proc, {})
+            runner._used[key.encode()] = time.monotonic() - 61
+        gc.collect()
+        refs = [weakref.ref(live[1]) for live in runner._live.values()]
+        frozen = gc.get_freeze_count()
+        gc.disable()
+        try:
+            del proc
+            runner._next_sweep = 0
+            runner._sweep()
+            assert runner._live == {} and all(r() is None for r in refs)
+            assert gc.get_freeze_count() < frozen - 5 * 8, "each processor left the frozen generation with its parts"
+        finally:
+            gc.enable()
+
+
 def test_the_workers_consumer_fetches_with_a_short_wait_and_its_producer_batches_a_polls_states(tmp_path):
     """Faust builds its consumer with a fixed 1,500 ms fetch wait, which a broker that holds a fetch for its wait
     (the embedded one) turned into a second of latency; aiokafka's 16 KB batches held a partition's changelog sends

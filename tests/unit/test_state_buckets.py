@@ -453,3 +453,30 @@ def test_a_bucket_snapshot_from_kept_entries_is_its_states_and_versions_encoded_
     worker.restart()  # resumed: the kept entries are rebuilt from the checkpoint
     for i, logic in worker.logics.items():
         assert logic.snapshot() == worker.checkpoint[i]
+
+
+def test_a_device_evicted_from_its_bucket_is_freed_though_a_full_collection_froze_it(tmp_path):
+    """In a flow, processors that survived a full collection are frozen (``streams.memory.flow_collector``); idle
+    eviction must still free them, with no collection to help (memory follows active keys)."""
+    import gc
+    import weakref
+
+    from streams.memory import flow_collector
+
+    worker = Worker(tmp_path, idle_after=timedelta(hours=1))
+    with flow_collector():
+        worker.feed(events(21))
+        worker.epoch()
+        gc.collect()
+        refs = [weakref.ref(p) for logic in worker.logics.values() for p in logic.live.values()]
+        frozen = gc.get_freeze_count()
+        assert len(refs) == 7
+        gc.disable()
+        try:
+            for logic in worker.logics.values():
+                logic.due = dict.fromkeys(logic.due, datetime.now(UTC))
+                logic.on_notify()
+            assert all(r() is None for r in refs)
+            assert gc.get_freeze_count() < frozen - 7 * 8, "each processor left the frozen generation with its parts"
+        finally:
+            gc.enable()
