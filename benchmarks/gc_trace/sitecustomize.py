@@ -1,11 +1,11 @@
 """A diagnosis for ``bench scale --gc-trace``: put on a flow process's ``PYTHONPATH``, it times every cyclic collection
 of that process (``gc.callbacks``) and appends one JSON line per collection to ``EDDYLINE_BENCH_GC_TRACE``: wall time
-at its end (s), the process id (a flow's helper processes inherit the setting), generation, duration (ms), objects collected, and after a full collection the objects it left in
-generation 2 and frozen. The same file measures any source tree, so builds compare under one instrument. The lines
-are written by a daemon thread each second, not in the callback. When the file ``<trace>.leak`` appears (the
-harness makes it after the live load), that thread collects in full, then unfreezes everything and collects
-again, and writes ``{"leak": N}``: cyclic garbage that frozen objects held, which no collection would have freed;
-then it freezes again."""
+at its end (s), the process id (a flow's helper processes inherit the setting), generation, duration (ms), objects
+collected, and after a full collection the objects it left in generation 2 and frozen. The same file measures any
+source tree, so builds compare under one instrument. The lines are written by a daemon thread each second, not in
+the callback. When the file ``<trace>.leak`` appears (the harness makes it after the live load), that thread
+collects in full, then unfreezes everything and collects again, and writes ``{"leak": N}``: cyclic garbage that
+frozen objects held, which no collection would have freed; then it freezes again."""
 
 from __future__ import annotations
 

