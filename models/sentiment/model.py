@@ -428,10 +428,10 @@ class TorchSentiment(WindowedSentiment):
         self._set_windowing(aggregation, overlap)
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         self.prefix, self.suffix = [self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]
-        self.name = "eddyline-sentiment-minilm:torch-fp32"
         self.lexicon_input = self.net.lexicon_inputs > 0
         meta_file = path.parent / META_FILE  # the served model's temperature and normalisation hold for this one too
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        self.name = meta.get("name", "eddyline-sentiment") + ":torch-fp32"
         self.temperature = float(meta.get("temperature", 1.0))
         self.normalise = meta.get("normalise")
 

