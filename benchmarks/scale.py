@@ -17,9 +17,19 @@ For each fleet size and engine, over one broker (a namespace per run):
 - ``checkpoint_mb``: the recovery folder (Bytewax) or the changelog topic's bytes (Faust) after the run;
 - ``checkpoint_mb_per_epoch``: what checkpointing wrote while the pre-filled topic was scored, per 2 s epoch
   (Bytewax: the process's disk writes, ``/proc/PID/io``; Faust: the changelog bytes produced);
+- ``live_max_readings_per_s`` (``--live-max``, the default unless ``--live-rate`` is given): the highest offered
+  rate the flow sustains with the load generator running, by probes of ``--probe-s`` seconds run as the latency
+  phase runs, bisecting a quarter to all of the pre-filled maximum, each judged on whether the flow's lag keeps
+  growing (``benchmarks.live_capacity`` states the criterion; ``live_max_probes`` lists each probe). Why it is
+  the default: the goal is p99 at half of the maximum load, and the pre-filled maximum is measured with the
+  generator idle and the flow reading full polls; live, the flow, the broker and the generator share the cores,
+  and at half the pre-filled maximum they took about 1.8-1.9 of the 2 cores, so the queue grew through 150 s
+  runs (BENCHMARKS.md, "Session 13: long-run tail latency"): half of that maximum is not half of what the
+  machine serves live. ``readings_per_s`` stays the pre-filled maximum (the readings/s goal is about it);
 - ``latency_p50_ms``/``latency_p99_ms`` (unless ``--live-s 0``): a live fleet (event times on the wall clock,
-  devices' batch ends spread evenly over a batch span) offered half the measured maximum (or ``--live-rate``)
-  for ``live_s`` seconds, on the flow that measured the maximum, before the SIGKILL below: from a batch's event
+  devices' batch ends spread evenly over a batch span) offered half the live maximum (``--no-live-max``: half the
+  pre-filled maximum; or ``--live-rate``; ``offered_as`` says which) for ``live_s`` seconds, on the flow that
+  measured the maximum, after the probes and before the SIGKILL below: from a batch's event
   time (its last reading) to the arrival of its score event at a watcher; batches still unscored ``DRAIN_S``
   after the load stops are left out and counted (``latency_batches_sent`` against ``latency_batches_scored``).
   The same delay split in three: ``latency_send_*`` (event time to the generator producing the batch),
@@ -62,6 +72,7 @@ import numpy as np
 import typer
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from benchmarks.live_capacity import bisect_maximum, judge
 from benchmarks.timing import FETCH_WAIT_MS, fetch_rate, watch_fetches
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import EventProducer, KafkaSettings, consumer_config, create_topics, scan_to_end
@@ -294,8 +305,8 @@ LATENCY_SPAN_S = 30.0  # ``latency_p99_by_span_ms``: p99 of the batches sent in 
 
 def _gc_summary(path: Path, live: tuple[float, float], windows: list[tuple[float, float, float]], devices: int,
                 pid: int | None = None) -> dict[str, Any]:
-    """What ``--gc-trace`` recorded in the flow (``benchmarks/gc_trace``): collections before the live load and
-    during it (count, total and longest ms per generation), the objects a full collection left per device before
+    """What ``--gc-trace`` recorded in the flow (``benchmarks/gc_trace``): collections before the live load (the
+    pre-filled phase, and the live maximum's probes when they ran) and during it (count, total and longest ms per generation), the objects a full collection left per device before
     the live load (what the next one scans again), and whether the slowest live batches (above p99) met a pause:
     the share of them, and of all live batches, whose time in the flow (sent to the score's timestamp) overlaps a
     collection of ``SLOW_GC_MS`` or more. Only the flow process's lines (``pid``), not its helpers'."""
@@ -493,6 +504,7 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
         watch_ms.append(now_ms - stamp)
         arrived_s.append(now_ms / 1000)
     out: dict[str, Any] = {"scored": len(found), "sent": produced, "build_cpu_s": build_cpu, "clock_cpu_s": on_clock,
+                           "sent_s": [x / 1000 for x in sent[:produced]],
                            "flow_cpu_s": flow_spent, "max": max(total, default=float("nan")),
                            "spans": spans,
                            "samples": list(zip(arrived_s, total, send_ms, flow_ms, strict=True)),
@@ -504,9 +516,47 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
     return out
 
 
+LIVE_MAX_RANGE = (0.25, 1.0)  # the live maximum is sought between these shares of the pre-filled one
+LIVE_MAX_PROBES = 4  # bisection steps: the answer within 0.75 / 16 (4.7 %) of the pre-filled maximum below the limit
+PROBE_S = 20.0  # seconds of live load per probe (``--probe-s``)
+PROBE_WARM_S = 5.0  # a probe's first seconds, left out of its lag fit (``benchmarks.live_capacity``)
+
+
+def _live_maximum(settings: KafkaSettings, sim: SensorSimulator, prefilled: float, watcher: Consumer,
+                  flow_cpu: Callable[[], float], probe_s: float) -> tuple[float, list[dict[str, Any]]]:
+    """The highest offered rate the flow sustains live, by ``LIVE_MAX_PROBES`` probes of ``probe_s`` seconds
+    bisecting ``LIVE_MAX_RANGE`` of the pre-filled maximum, each run as the latency phase runs (``_latency``)
+    and judged on the flow's lag (``benchmarks.live_capacity``); each probe drains before the next. Returns the
+    maximum and each probe: offered readings/s, whether it was sustained, the lag's fitted rise and what the
+    criterion allowed (batches), its p99 and its flow CPU per batch."""
+    done: list[dict[str, Any]] = []
+
+    def sustains(rate: float) -> bool:
+        lat = _latency(settings, sim, rate, probe_s, watcher, flow_cpu)
+        verdict = judge(lat["sent_s"], [w[1] for w in lat["windows"]], PROBE_WARM_S)
+        done.append({"offered": round(rate), "sustained": verdict.sustained, "lag_rise": round(verdict.rise),
+                     "allowed": round(verdict.allowed), "p99_ms": None if lat["p99"] != lat["p99"] else round(lat["p99"]),
+                     "scored": lat["scored"], "sent": lat["sent"],
+                     "flow_cpu_ms_per_batch": round(1000 * lat["flow_cpu_s"] / max(1, lat["sent"]), 3),
+                     "load_average": round(os.getloadavg()[0], 2)})
+        return verdict.sustained
+
+    best, _ = bisect_maximum(sustains, LIVE_MAX_RANGE[0] * prefilled, LIVE_MAX_RANGE[1] * prefilled, LIVE_MAX_PROBES)
+    return best, done
+
+
+def _bound(probes: list[dict[str, Any]]) -> str | None:
+    """What the live maximum is when the probes did not bracket it: no probe sustained, so it lies below the
+    range's low end (reported as that end); every probe sustained, so it may lie above the range's top."""
+    if not probes:
+        return None
+    kept = [p["sustained"] for p in probes]
+    return "below the range" if not any(kept) else "at or above the top" if all(kept) else "bracketed"
+
+
 def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | None, live_s: float, work: Path,
             env: dict[str, str], buckets: int = 0, live_rate: float | None = None, gc_trace: bool = False,
-            tree: Path | None = None) -> dict[str, Any]:
+            tree: Path | None = None, probe_s: float = 0.0) -> dict[str, Any]:
     name = f"{engine}-{devices}" + (f"-b{buckets}" if buckets else "")
     load_before = os.getloadavg()[0]
     trace = work / f"{name}-gc.jsonl"
@@ -545,9 +595,11 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
             written, state_bytes, keys, changelog = _changelog(settings)
             checkpoint = written
             per_epoch = written / max(1.0, busy_s / EPOCH_S)
-        offered = live_rate or rate / 2
         # on the process that measured the maximum, before the restart: after one, each device's first batch
         # restores its state (BENCHMARKS.md, third pass on latency), which the pre-filled maximum did not pay
+        live_max, probes = _live_maximum(settings, sim, rate, watcher, flow.cpu_s, probe_s) if probe_s > 0 \
+            else (None, [])
+        offered = live_rate or (live_max or rate) / 2
         lat = _latency(settings, sim, offered, live_s, watcher, flow.cpu_s,
                        lambda: process_cpu_seconds(broker.pid) if broker.pid else float("nan")) if live_s > 0 else {}
         load_live = os.getloadavg()[0]
@@ -569,7 +621,8 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
         "checkpoint_mb": round(checkpoint / 2**20, 2), "checkpoint_mb_per_epoch": round(per_epoch / 2**20, 2),
         "recovery_s": round(recovery, 2),
         **{f"latency_{k}_ms": None if v != v else round(v) for k, v in lat.items()
-           if k not in ("scored", "sent", "samples", "windows", "spans", "build_cpu_s", "clock_cpu_s", "flow_cpu_s")},
+           if k not in ("scored", "sent", "sent_s", "samples", "windows", "spans", "build_cpu_s", "clock_cpu_s",
+                        "flow_cpu_s")},
         "latency_p99_by_span_ms": _p99_by_span(lat.get("windows", [])),
         "latency_flow_p99_by_span_ms": _p99_by_span(lat.get("windows", []), lambda w: 1000 * (w[1] - w[0])),
         **_by_span(lat.get("spans", []), lat.get("windows", [])),
@@ -577,7 +630,11 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
         **{name: round(1000 * spent / lat["sent"], 3) if lat.get("sent") else None for name, spent in (
             ("latency_cpu_ms_per_batch", lat.get("flow_cpu_s")), ("harness_cpu_ms_per_batch", lat.get("clock_cpu_s")),
             ("harness_build_cpu_ms_per_batch", lat.get("build_cpu_s")))},
-        "offered_readings_per_s": round(offered), "readings": messages * sim.readings_per_batch,
+        "live_max_readings_per_s": None if live_max is None else round(live_max), "live_max_probes": probes,
+        "live_max_bound": _bound(probes),
+        "offered_readings_per_s": round(offered),
+        "offered_as": "--live-rate" if live_rate else "half the live maximum" if live_max else "half the pre-filled maximum",
+        "readings": messages * sim.readings_per_batch,
         "batches_per_device": batches,
         **{f"changelog_{k}": v for k, v in changelog.items()},
         "load_average": [round(load_before, 2), round(load_live, 2)], "tree": str(tree or Path.cwd()),
@@ -620,7 +677,8 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 def run(devices: list[int], engines: list[str], json_path: Path | None = None, batches: int | None = None,
         live_s: float = 20.0, detector: str | None = None, packed: bool = False,
         plot_path: Path | None = None, buckets: list[int] | None = None,
-        live_rate: float | None = None, gc_trace: bool = False, tree: Path | None = None) -> dict[str, Any]:
+        live_rate: float | None = None, gc_trace: bool = False, tree: Path | None = None,
+        probe_s: float = 0.0) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -644,7 +702,7 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
                         continue
                     with console.status(f"{engine}, {n:,} devices, {bucket_count} buckets"):
                         result = measure(broker, n, engine, batches, live_s, work, env, bucket_count, live_rate,
-                                         gc_trace, tree)
+                                         gc_trace, tree, probe_s)
                     rss_per_device.setdefault(engine, result["rss_mb"] * 2**20 / n)
                     runs.append(result)
                     console.print(result)
@@ -687,6 +745,13 @@ def command(
     live_rate: Annotated[float | None, typer.Option(
         help="Offer this many readings/s in the latency phase instead of half the measured maximum (to compare "
              "builds at one load).")] = None,
+    live_max: Annotated[bool | None, typer.Option(
+        "--live-max/--no-live-max",
+        help="Measure the live maximum (probes with the load generator running) and offer the latency phase half "
+             "of it; --no-live-max offers half the pre-filled maximum, as before session 14. Default: on, unless "
+             "--live-rate is given.")] = None,
+    probe_s: Annotated[float, typer.Option(help="Seconds of live load per probe of the live maximum.",
+                                           min=10.0)] = PROBE_S,
     gc_trace: Annotated[bool, typer.Option(help="Time every cyclic collection in the flow process and report them "
                                            "against the live latency (benchmarks/gc_trace; adds a full scan's "
                                            "object count after each full collection).")] = False,
@@ -706,8 +771,11 @@ def command(
         raise typer.BadParameter("use --live-rate R with R > 0 readings/s, or leave it out for half the maximum")
     if tree is not None and not (tree / "streams" / "cli").is_dir():
         raise typer.BadParameter(f"--tree {tree}: not a source tree of eddyline (no streams/cli there)")
+    if live_max and live_s <= 0:
+        raise typer.BadParameter("--live-max needs a latency phase: give --live-s above 0, or --no-live-max")
+    probing = live_max if live_max is not None else live_rate is None and live_s > 0
     run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path, layouts, live_rate, gc_trace,
-        tree.resolve() if tree else None)
+        tree.resolve() if tree else None, probe_s if probing else 0.0)
 
 
 if __name__ == "__main__":

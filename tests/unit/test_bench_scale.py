@@ -70,3 +70,20 @@ def test_the_gc_trace_is_split_by_phase_and_set_against_the_slowest_live_batches
     assert spans == {"latency_cpu_ms_per_batch_by_span": [round(300 / 28, 3), round(200 / 30, 3)],
                      "broker_cpu_ms_per_batch_by_span": [round(600 / 28, 3), round(300 / 30, 3)],
                      "load_average_by_span": [3.0, 4.0]}
+
+
+def test_the_live_maximum_says_when_its_probes_did_not_bracket_it_and_needs_a_latency_phase():
+    from typer.testing import CliRunner
+
+    from benchmarks.scale import _bound, command
+
+    assert _bound([]) is None
+    assert _bound([{"sustained": False}, {"sustained": False}]) == "below the range"
+    assert _bound([{"sustained": True}, {"sustained": True}]) == "at or above the top"
+    assert _bound([{"sustained": True}, {"sustained": False}]) == "bracketed"
+    import typer
+
+    app = typer.Typer()
+    app.command()(command)
+    result = CliRunner().invoke(app, ["--live-max", "--live-s", "0"])
+    assert result.exit_code != 0 and "--no-live-max" in result.output
