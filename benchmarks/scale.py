@@ -306,10 +306,10 @@ LATENCY_SPAN_S = 30.0  # ``latency_p99_by_span_ms``: p99 of the batches sent in 
 def _gc_summary(path: Path, live: tuple[float, float], windows: list[tuple[float, float, float]], devices: int,
                 pid: int | None = None) -> dict[str, Any]:
     """What ``--gc-trace`` recorded in the flow (``benchmarks/gc_trace``): collections before the live load (the
-    pre-filled phase, and the live maximum's probes when they ran) and during it (count, total and longest ms per generation), the objects a full collection left per device before
-    the live load (what the next one scans again), and whether the slowest live batches (above p99) met a pause:
-    the share of them, and of all live batches, whose time in the flow (sent to the score's timestamp) overlaps a
-    collection of ``SLOW_GC_MS`` or more. Only the flow process's lines (``pid``), not its helpers'."""
+    pre-filled phase, and the live maximum's probes when they ran) and during it (count, total and longest ms per
+    generation), the objects a full collection left per device before the live load (what the next one scans
+    again), and whether the slowest live batches (above p99) met a pause: the share of them, and of all live
+    batches, whose time in the flow (sent to the score's timestamp) overlaps a collection of ``SLOW_GC_MS`` or more. Only the flow process's lines (``pid``), not its helpers'."""
     lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
     lines = [x for x in lines if pid is None or x.get("pid", pid) == pid]
     out: dict[str, Any] = {}
