@@ -423,7 +423,8 @@ def _schedule(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live
 
 def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_s: float,
              watcher: Consumer, flow_cpu: Callable[[], float] | None = None,
-             broker_cpu: Callable[[], float] = lambda: float("nan")) -> dict[str, Any]:
+             broker_cpu: Callable[[], float] = lambda: float("nan"), send_linger_ms: int | None = None
+             ) -> dict[str, Any]:
     """Event time to score arrival for ``fleet``'s devices offered ``rate`` readings/s live (their readings now on
     the wall clock, their sequence numbers going on), and where the time went: ``send`` (event time to the
     generator producing the batch: a generator falling behind shows here), ``flow`` (the batch's produce time to
@@ -434,7 +435,8 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
     What the harness costs while the clock runs: the generator only hands pre-encoded bytes to its producer at
     each batch's due time (``_schedule`` builds them before), and the watcher only keeps each score's bytes,
     arrival time and Kafka timestamp; scores are decoded after the load, or in bulk once as many have arrived
-    as batches were sent, to know when to stop."""
+    as batches were sent, to know when to stop. ``send_linger_ms`` is the generator's ``linger.ms`` (default:
+    ``KafkaSettings``'), how many batches share a produce request, as a gateway in front of the fleet batches them."""
     began = time.process_time()
     schedule, ids, sim = _schedule(settings, fleet, rate, live_s)
     build_cpu = time.process_time() - began
@@ -444,7 +446,7 @@ def _latency(settings: KafkaSettings, fleet: SensorSimulator, rate: float, live_
 
     def produce() -> None:
         nonlocal produced
-        with EventProducer(settings) as producer:
+        with EventProducer(settings, **({} if send_linger_ms is None else {"linger.ms": send_linger_ms})) as producer:
             warm = next(iter(SensorSimulator(devices=1, readings_per_message=READINGS_PER_MESSAGE, seed=3)))
             warm.update(device_id="warm-up", event_id=f"warm-up-{time.time_ns()}")  # connects before the clock runs
             producer.produce(TOPIC, SENSOR_BATCH, warm, key=warm["device_id"])
@@ -523,7 +525,8 @@ PROBE_WARM_S = 5.0  # a probe's first seconds, left out of its lag fit (``benchm
 
 
 def _live_maximum(settings: KafkaSettings, sim: SensorSimulator, prefilled: float, watcher: Consumer,
-                  flow_cpu: Callable[[], float], probe_s: float) -> tuple[float, list[dict[str, Any]]]:
+                  flow_cpu: Callable[[], float], probe_s: float, send_linger_ms: int | None = None
+                  ) -> tuple[float, list[dict[str, Any]]]:
     """The highest offered rate the flow sustains live, by ``LIVE_MAX_PROBES`` probes of ``probe_s`` seconds
     bisecting ``LIVE_MAX_RANGE`` of the pre-filled maximum, each run as the latency phase runs (``_latency``)
     and judged on the flow's lag (``benchmarks.live_capacity``); each probe drains before the next. Returns the
@@ -532,7 +535,7 @@ def _live_maximum(settings: KafkaSettings, sim: SensorSimulator, prefilled: floa
     done: list[dict[str, Any]] = []
 
     def sustains(rate: float) -> bool:
-        lat = _latency(settings, sim, rate, probe_s, watcher, flow_cpu)
+        lat = _latency(settings, sim, rate, probe_s, watcher, flow_cpu, send_linger_ms=send_linger_ms)
         verdict = judge(lat["sent_s"], [w[1] for w in lat["windows"]], PROBE_WARM_S)
         done.append({"offered": round(rate), "sustained": verdict.sustained, "lag_rise": round(verdict.rise),
                      "allowed": round(verdict.allowed), "p99_ms": None if lat["p99"] != lat["p99"] else round(lat["p99"]),
@@ -556,7 +559,7 @@ def _bound(probes: list[dict[str, Any]]) -> str | None:
 
 def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | None, live_s: float, work: Path,
             env: dict[str, str], buckets: int = 0, live_rate: float | None = None, gc_trace: bool = False,
-            tree: Path | None = None, probe_s: float = 0.0) -> dict[str, Any]:
+            tree: Path | None = None, probe_s: float = 0.0, send_linger_ms: int | None = None) -> dict[str, Any]:
     name = f"{engine}-{devices}" + (f"-b{buckets}" if buckets else "")
     load_before = os.getloadavg()[0]
     trace = work / f"{name}-gc.jsonl"
@@ -597,11 +600,13 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
             per_epoch = written / max(1.0, busy_s / EPOCH_S)
         # on the process that measured the maximum, before the restart: after one, each device's first batch
         # restores its state (BENCHMARKS.md, third pass on latency), which the pre-filled maximum did not pay
-        live_max, probes = _live_maximum(settings, sim, rate, watcher, flow.cpu_s, probe_s) if probe_s > 0 \
+        live_max, probes = _live_maximum(settings, sim, rate, watcher, flow.cpu_s, probe_s, send_linger_ms) \
+            if probe_s > 0 \
             else (None, [])
         offered = live_rate or (live_max or rate) / 2
         lat = _latency(settings, sim, offered, live_s, watcher, flow.cpu_s,
-                       lambda: process_cpu_seconds(broker.pid) if broker.pid else float("nan")) if live_s > 0 else {}
+                       lambda: process_cpu_seconds(broker.pid) if broker.pid else float("nan"),
+                       send_linger_ms) if live_s > 0 else {}
         load_live = os.getloadavg()[0]
         if gc_trace:
             _leak_check(trace, flow)
@@ -632,7 +637,7 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
             ("harness_build_cpu_ms_per_batch", lat.get("build_cpu_s")))},
         "live_max_readings_per_s": None if live_max is None else round(live_max), "live_max_probes": probes,
         "live_max_bound": _bound(probes),
-        "offered_readings_per_s": round(offered),
+        "offered_readings_per_s": round(offered), "send_linger_ms": send_linger_ms,
         "offered_as": "--live-rate" if live_rate else "half the live maximum" if live_max else "half the pre-filled maximum",
         "readings": messages * sim.readings_per_batch,
         "batches_per_device": batches,
@@ -678,7 +683,7 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
         live_s: float = 20.0, detector: str | None = None, packed: bool = False,
         plot_path: Path | None = None, buckets: list[int] | None = None,
         live_rate: float | None = None, gc_trace: bool = False, tree: Path | None = None,
-        probe_s: float = 0.0) -> dict[str, Any]:
+        probe_s: float = 0.0, send_linger_ms: int | None = None) -> dict[str, Any]:
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -702,7 +707,7 @@ def run(devices: list[int], engines: list[str], json_path: Path | None = None, b
                         continue
                     with console.status(f"{engine}, {n:,} devices, {bucket_count} buckets"):
                         result = measure(broker, n, engine, batches, live_s, work, env, bucket_count, live_rate,
-                                         gc_trace, tree, probe_s)
+                                         gc_trace, tree, probe_s, send_linger_ms)
                     rss_per_device.setdefault(engine, result["rss_mb"] * 2**20 / n)
                     runs.append(result)
                     console.print(result)
@@ -757,6 +762,10 @@ def command(
                                            "object count after each full collection).")] = False,
     tree: Annotated[Path | None, typer.Option(help="Run the flow from this source tree (its folder and PYTHONPATH), "
                                               "to compare builds under one harness. Default: this process's.")] = None,
+    send_linger_ms: Annotated[int | None, typer.Option(
+        help="The live load generator's linger.ms: how many batches share a produce request, as a gateway in "
+             "front of the fleet batches them (default: [kafka] linger_ms). The embedded broker's fetches slow as "
+             "produce requests pile up (`eddyline bench broker`).", min=0)] = None,
 ) -> None:
     """Readings/s, peak RSS, state and checkpoint bytes, recovery and latency of the sensor flow per fleet size."""
     sizes = [int(x) for x in devices.split(",") if x.strip()]
@@ -775,7 +784,7 @@ def command(
         raise typer.BadParameter("--live-max needs a latency phase: give --live-s above 0, or --no-live-max")
     probing = live_max if live_max is not None else live_rate is None and live_s > 0
     run(sizes, chosen, json_path, batches, live_s, detector, packed, plot_path, layouts, live_rate, gc_trace,
-        tree.resolve() if tree else None, probe_s if probing else 0.0)
+        tree.resolve() if tree else None, probe_s if probing else 0.0, send_linger_ms)
 
 
 if __name__ == "__main__":
