@@ -25,6 +25,8 @@ UNITS |= {"oh": "0", "o": "0", "nought": "0"}
 TENS = {w: str(i) for i, w in zip(range(2, 10), "twenty thirty forty fifty sixty seventy eighty ninety".split())}
 REPEAT = {"double": 2, "triple": 3}
 SEPARATORS = set("-.()+/,")
+# Whisper writes a "two" said right after a digit as "to" ("0 to 5, 5, 5" on some CPUs): a digit there, never at an end
+HOMOPHONES = {"to": "2", "too": "2"}
 TOKEN = re.compile(r"\d+|[A-Za-z]+|[^\sA-Za-z\d]")
 WRITTEN_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 SPOKEN_EMAIL = re.compile(
@@ -137,6 +139,8 @@ def number_runs(text: str) -> list[tuple[int, int, str]]:
 
     >>> number_runs("call 555 twelve thirty-four, or double oh seven")
     [(5, 27, '5551234'), (32, 47, '007')]
+    >>> number_runs("call me to 0 to 5, 5, 5, 0, 1, 9, from 9 to 5")
+    [(11, 32, '02555019'), (39, 45, '925')]
     """
     runs: list[tuple[int, int, str]] = []
     tokens = [(m.start(), m.end(), m.group().lower()) for m in TOKEN.finditer(text)]
@@ -156,6 +160,10 @@ def number_runs(text: str) -> list[tuple[int, int, str]]:
                 j += 1
             elif single and tok == "and" and j + 1 < n and _single_digit(tokens[j + 1][2]):
                 j += 1  # "five, zero, and nine": said digit by digit, the last one joined with "and"
+            elif single and tok in HOMOPHONES and tokens[j - 1][1] == end and j + 1 < n \
+                    and _single_digit(tokens[j + 1][2]):
+                digits += HOMOPHONES[tok]
+                j += 1
             else:
                 break
         if digits:
