@@ -36,7 +36,10 @@ For each fleet size and engine, over one broker (a namespace per run):
   ``latency_flow_*`` (that to the score's Kafka timestamp, stamped when the flow produced it) and
   ``latency_watch_*`` (that to the watcher receiving it); ``latency_cpu_ms_per_batch``, the flow process's CPU
   time while the clock runs (drain included) per batch sent: what a live batch costs, whatever else loads the
-  machine. The generator and the watcher are threads of this process and share the flow's cores, so they are
+  machine. The generator's ``linger.ms`` is ``send_linger_ms`` (``--send-linger-ms``; default ``[kafka]
+  linger_ms``): the embedded broker's fetches slow with every produce request it stores, so a generator sending
+  small requests grows the broker's cost through a long run (BENCHMARKS.md, "Session 15: the embedded broker
+  slows as it fills"). The generator and the watcher are threads of this process and share the flow's cores, so they are
   kept light: every live batch is built and Avro-encoded before the clock starts (``_schedule``; its CPU per
   batch is ``harness_build_cpu_ms_per_batch``), the generator only hands bytes to its producer when each is
   due, and the watcher keeps the scores' bytes and decodes them after the load (or in bulk once as many have
@@ -600,9 +603,8 @@ def measure(broker: EmbeddedBroker, devices: int, engine: str, batches: int | No
             per_epoch = written / max(1.0, busy_s / EPOCH_S)
         # on the process that measured the maximum, before the restart: after one, each device's first batch
         # restores its state (BENCHMARKS.md, third pass on latency), which the pre-filled maximum did not pay
-        live_max, probes = _live_maximum(settings, sim, rate, watcher, flow.cpu_s, probe_s, send_linger_ms) \
-            if probe_s > 0 \
-            else (None, [])
+        live_max, probes = (_live_maximum(settings, sim, rate, watcher, flow.cpu_s, probe_s, send_linger_ms)
+                            if probe_s > 0 else (None, []))
         offered = live_rate or (live_max or rate) / 2
         lat = _latency(settings, sim, offered, live_s, watcher, flow.cpu_s,
                        lambda: process_cpu_seconds(broker.pid) if broker.pid else float("nan"),
