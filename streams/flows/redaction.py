@@ -25,7 +25,7 @@ UNITS |= {"oh": "0", "o": "0", "nought": "0"}
 TENS = {w: str(i) for i, w in zip(range(2, 10), "twenty thirty forty fifty sixty seventy eighty ninety".split())}
 REPEAT = {"double": 2, "triple": 3}
 SEPARATORS = set("-.()+/,")
-# Whisper writes a "two" said right after a digit as "to" ("0 to 5, 5, 5" on some CPUs): a digit there, never at an end
+# Whisper writes a "two" said between digits as "to" ("0 to 5, 5, 5" on some CPUs)
 HOMOPHONES = {"to": "2", "too": "2"}
 TOKEN = re.compile(r"\d+|[A-Za-z]+|[^\sA-Za-z\d]")
 WRITTEN_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -160,10 +160,6 @@ def number_runs(text: str) -> list[tuple[int, int, str]]:
                 j += 1
             elif single and tok == "and" and j + 1 < n and _single_digit(tokens[j + 1][2]):
                 j += 1  # "five, zero, and nine": said digit by digit, the last one joined with "and"
-            elif single and tok in HOMOPHONES and tokens[j - 1][1] == end and j + 1 < n \
-                    and _single_digit(tokens[j + 1][2]):
-                digits += HOMOPHONES[tok]
-                j += 1
             else:
                 break
         if digits:
@@ -193,6 +189,9 @@ def _digits_at(tokens: list[tuple[int, int, str]], j: int, in_run: bool) -> tupl
         return None, 0
     if tok in ("oh", "o") and not in_run:
         return None, 0  # "oh" alone is an interjection; inside a number it is a zero
+    if tok in HOMOPHONES:  # a digit only between two single digits: "0 to 5", never "9 to 5, to 4"
+        between = in_run and _single_digit(tokens[j - 1][2]) and j + 1 < len(tokens) and _single_digit(tokens[j + 1][2])
+        return (HOMOPHONES[tok], 1) if between else (None, 0)
     if tok in UNITS:
         if j + 1 < len(tokens) and tokens[j + 1][2] == "hundred":
             return UNITS[tok] + "00", 2
