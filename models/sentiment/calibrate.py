@@ -1,10 +1,12 @@
-"""The validation split's verdict on a trained model: accuracy per domain and a fitted temperature.
+"""The validation split's verdict on a trained model: accuracy per domain, a lexicon prior and a temperature.
 
-Every training choice (trainable layers, steps, learning rate, temperature) is made on sentences carved out
-of the training side (``data.validation_split``), never on the held-out test split that is reported. A
-temperature T divides the window logits before aggregation: it leaves the served labels as they are and makes
-the confidence match the accuracy; T is the value on a grid with the smallest expected calibration error on
-validation, stored in ``sentiment.json`` and applied by both engines (``WindowedSentiment``).
+Every training choice (trainable layers, steps, learning rate, lexicon prior, temperature) is made on sentences
+carved out of the training side (``data.validation_split``), never on the held-out test split that is reported.
+The lexicon prior's weight w (VADER's compound score added to the window logits, ``WindowedSentiment``) is the
+value on a grid whose probabilities are the likeliest on validation; a temperature T then divides the window
+logits before aggregation: it leaves the served labels as they are and makes the confidence match the
+accuracy; T is the value on a grid with the smallest expected calibration error on validation. Both are stored
+in ``sentiment.json`` and applied by both engines.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import numpy as np
 
 from models.sentiment.data import Example
 from models.sentiment.evaluate import expected_calibration_error, per_domain_accuracy
-from models.sentiment.model import WindowedSentiment
+from models.sentiment.model import LEXICON_DIRECTION, WindowedSentiment
 from models.sentiment.windows import Windows, aggregate
 
 TEMPERATURES = np.round(np.arange(0.5, 4.0001, 0.01), 2)
+LEXICON_WEIGHTS = np.round(np.arange(0.0, 4.0001, 0.05), 2)
 NEUTRAL_BANDS = np.round(np.arange(0.0, 0.901, 0.02), 2)
 CONFIDENCES = (0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -44,6 +47,33 @@ def fit_temperature(logits: np.ndarray, windows: Windows, y: np.ndarray, aggrega
     """
     ece = [expected_calibration_error(aggregate(logits / t, windows, len(y), aggregation), y) for t in grid]
     return float(grid[int(np.argmin(ece))])
+
+
+def fit_lexicon_weight(logits: np.ndarray, compound: np.ndarray, windows: Windows, y: np.ndarray, aggregation: str,
+                       grid: np.ndarray = LEXICON_WEIGHTS) -> float:
+    """The lexicon prior's weight of ``grid`` with the smallest log loss, each at its own best temperature.
+
+    The temperature is searched jointly (every fifth of ``TEMPERATURES``): without it a larger weight would
+    also be paid for sharpening an under-confident model. Ties go to the smaller weight.
+
+    Parameters
+    ----------
+    logits, compound, windows
+        The network's own window logits, VADER's compound score per window and the windows
+        (``WindowedSentiment.window_scores`` with ``lexicon=True``).
+    y
+        The texts' true labels.
+    aggregation
+        How the model aggregates windows.
+    grid
+        Weights to try.
+    """
+    def loss(w: float) -> float:
+        shifted = logits + w * compound * LEXICON_DIRECTION
+        return min(_nll(aggregate(shifted / t, windows, len(y), aggregation), y) for t in TEMPERATURES[::5])
+
+    losses = [loss(float(w)) for w in grid]
+    return float(grid[int(np.argmin(losses))])
 
 
 def neutral_band(probs: np.ndarray, y: np.ndarray, grid: np.ndarray = NEUTRAL_BANDS) -> dict[str, float]:
@@ -94,7 +124,7 @@ def validate(model: WindowedSentiment, examples: list[Example]) -> dict[str, Any
     Parameters
     ----------
     model
-        The trained model as served, at temperature 1 (its own temperature is ignored).
+        The trained model as served, its lexicon prior included (its own temperature is ignored).
     examples
         Validation sentences.
     """

@@ -71,6 +71,9 @@ def train_command(
     extra_cap: Annotated[int, typer.Option(help="at most this many training sentences from each extra set")] = DEFAULTS.extra_cap,
     vader_input: Annotated[bool, typer.Option(
         "--vader-input/--no-vader-input", help="give the head VADER's compound score of each text (window) as an input")] = DEFAULTS.lexicon_input,
+    lexicon_prior: Annotated[bool, typer.Option(
+        "--lexicon-prior/--no-lexicon-prior", help="add VADER's compound score of each window to the served logits, "
+        "its weight fitted on the validation split (chosen there)")] = DEFAULTS.lexicon_prior,
     normalise: Annotated[bool, typer.Option(
         "--normalise/--no-normalise", help="turn emoticons, emoji and capitalised sentiment words into words before "
         "tokenising, in training and serving (chosen on the validation split)")] = DEFAULTS.normalise is not None,
@@ -100,7 +103,8 @@ def train_command(
             learning_rate=learning_rate, time_budget_s=time_budget, threads=threads,
             validation_fraction=validation_fraction,
             extra_sets=tuple(n.strip() for n in extra.split(",") if n.strip()), extra_cap=extra_cap,
-            lexicon_input=vader_input, normalise=NORMALISE if normalise else None, domain_weights=weights)
+            lexicon_input=vader_input, lexicon_prior=lexicon_prior, normalise=NORMALISE if normalise else None,
+            domain_weights=weights)
         info = train(target, settings, steps=steps)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -139,7 +143,8 @@ def eval_command(
         result = evaluate(json_path, model)
     except (FileNotFoundError, OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--model") from None
-    typer.echo(f"model: {where} ({result['model_name']})")
+    prior = f"; lexicon prior {result['lexicon_weight']:.2f}" if result["lexicon_weight"] else ""
+    typer.echo(f"model: {where} ({result['model_name']}{prior})")
     typer.echo(f"held-out: {result['test_sentences']} sentences, {result['test_passages']} passages "
                f"(per domain: {', '.join(f'{d} {n}' for d, n in result['counts'].items())})")
     typer.echo("\n".join(_domain_table(result) + _length_table(result)))

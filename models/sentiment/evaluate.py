@@ -208,6 +208,7 @@ def evaluate(json_path: str | Path | None = None, model: str | Path | None = Non
         "ece": expected_calibration_error(served[:n], y[:n]),
         "ece_before_temperature": expected_calibration_error(uncalibrated[:n], y[:n]),
         "temperature": getattr(loaded, "temperature", 1.0),
+        "lexicon_weight": getattr(loaded, "lexicon_weight", 0.0),
         "ece_passages": expected_calibration_error(served[n:], y[n:]) if joined else None,
         "accuracy_by_length": by_length(probs, compound, y, token_counts(loaded, texts)),
         "aggregation": getattr(loaded, "aggregation", "none (the backend truncates or reads whole texts)"),

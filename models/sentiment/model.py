@@ -34,6 +34,8 @@ from models.sentiment.windows import (
 ONNX_FILE = "model.int8.onnx"
 META_FILE = "sentiment.json"
 LEXICON_INPUT = "vader_compound"
+# how VADER's compound score moves each label's logit under a lexicon prior (``lexicon_weight``)
+LEXICON_DIRECTION = np.array([-1.0, 0.0, 1.0])
 # onnxruntime fusions kept off at load: their fused CPU kernels (SkipLayerNormalization, BiasGelu) ran several
 # times slower than the plain Add + LayerNormalization and Gelu they replace (BENCHMARKS-audio.md, Speed, session 7)
 UNFUSED = ("SkipLayerNormFusion", "BiasGeluFusion")
@@ -120,10 +122,14 @@ class WindowedSentiment(SentimentModel):
     the texts into overlapping windows, batches them and aggregates (``models.sentiment.windows``), so the
     ONNX model and its PyTorch baseline read long texts the same way. A model trained with VADER's compound
     score as an input (``lexicon_input``) gets it per window, computed on the text the window covers.
-    Window logits are divided by the model's ``temperature`` (fitted on the validation split by training and
-    stored in ``sentiment.json``; 1 for older models) before aggregation, so probabilities are calibrated the
-    same way in the int8 and fp32 engines; the served (logit-mean) labels do not change. Texts are normalised
-    first as the model was trained (``normalise`` in ``sentiment.json``; ``models.sentiment.normalise``).
+    A model with a lexicon prior (``lexicon_weight`` w in ``sentiment.json``) adds w times that score to each
+    window's positive logit and takes it from the negative one: VADER reads the cues of social-media text
+    (emphasis, slang, emoticons) that the encoder learned from too few tweets, and w is fitted on the
+    validation split by likelihood (0, no prior, for older models; BENCHMARKS-audio.md, session 16).
+    Window logits are then divided by the model's ``temperature`` (fitted on the validation split by training
+    and stored in ``sentiment.json``; 1 for older models) before aggregation, so probabilities are calibrated
+    the same way in the int8 and fp32 engines; the served (logit-mean) labels do not change. Texts are
+    normalised first as the model was trained (``normalise`` in ``sentiment.json``; ``models.sentiment.normalise``).
     """
 
     max_length: int
@@ -134,6 +140,7 @@ class WindowedSentiment(SentimentModel):
     aggregation: str = DEFAULT_AGGREGATION
     overlap: int = DEFAULT_OVERLAP
     lexicon_input: bool = False
+    lexicon_weight: float = 0.0
     temperature: float = 1.0
     normalise: str | None = None
     same_length: bool = SAME_LENGTH_BATCHES
@@ -186,11 +193,14 @@ class WindowedSentiment(SentimentModel):
         if self._vader is None:
             self._vader = VaderSentiment()
         long = sorted({int(i) for i in windows.owner[windows.position > 0]})
-        offsets = dict(zip(long, self.token_offsets([texts[i] for i in long])))
+        offsets = dict(zip(long, self.token_offsets([texts[i] for i in long]))) if long else {}
         return self._vader.compound(window_texts(texts, windows, offsets)).astype(np.float32)[:, None]
 
-    def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, Windows]:
-        """Every window of every text through the model: (windows, labels) logits and the windows.
+    def window_scores(self, texts: Sequence[str],
+                      lexicon: bool = False) -> tuple[np.ndarray, np.ndarray | None, Windows]:
+        """Every window of every text through the network: its own (windows, labels) logits (no prior, no
+        temperature), VADER's (windows, 1) compound score per window (when asked, or when the network reads
+        it; else None) and the windows.
 
         Windows are batched in order of length, so a batch pads to little more than its rows need; with
         ``same_length`` a batch holds only windows of one length (no padding, more and smaller batches).
@@ -199,11 +209,14 @@ class WindowedSentiment(SentimentModel):
         ----------
         texts
             The texts; each gives one window or more.
+        lexicon
+            Compute the compound scores even for a network that does not read them.
         """
         texts = normalise_all(texts, self.normalise)
         windows = make_windows(self.token_ids(texts), max_length=self.max_length, prefix=self.prefix,
                                suffix=self.suffix, overlap=self.overlap)
-        lexicon = self.window_lexicon(texts, windows) if self.lexicon_input else None
+        compound = self.window_lexicon(texts, windows) if lexicon or self.lexicon_input else None
+        feed = compound if self.lexicon_input else None
         logits = np.zeros((len(windows.ids), len(LABELS)))
         for chunk in length_batches([len(w) for w in windows.ids], self.batch_size, self.same_length):
             rows = [windows.ids[k] for k in chunk]
@@ -212,7 +225,21 @@ class WindowedSentiment(SentimentModel):
             for j, r in enumerate(rows):
                 ids[j, : len(r)] = r
                 mask[j, : len(r)] = 1
-            logits[chunk] = self.batch_logits(ids, mask, None if lexicon is None else lexicon[chunk])
+            logits[chunk] = self.batch_logits(ids, mask, None if feed is None else feed[chunk])
+        return logits, compound, windows
+
+    def window_logits(self, texts: Sequence[str]) -> tuple[np.ndarray, Windows]:
+        """Every window of every text as served: (windows, labels) logits with the lexicon prior and the
+        temperature applied, and the windows.
+
+        Parameters
+        ----------
+        texts
+            The texts; each gives one window or more.
+        """
+        logits, compound, windows = self.window_scores(texts, lexicon=bool(self.lexicon_weight))
+        if self.lexicon_weight:
+            logits = logits + self.lexicon_weight * compound * LEXICON_DIRECTION
         return logits / self.temperature, windows
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
@@ -311,6 +338,7 @@ class OnnxSentiment(WindowedSentiment):
             raise ValueError(f"{model_dir}: labels {self.labels} differ from {LABELS}")
         self.name = meta.get("name", "eddyline-sentiment") + ":onnx-int8"
         self.temperature = float(meta.get("temperature", 1.0))
+        self.lexicon_weight = float(meta.get("lexicon_weight", 0.0))
         self.normalise = meta.get("normalise")
         self.batch_size = batch_size
         self.same_length = same_length
@@ -429,10 +457,11 @@ class TorchSentiment(WindowedSentiment):
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
         self.prefix, self.suffix = [self.tokenizer.cls_token_id], [self.tokenizer.sep_token_id]
         self.lexicon_input = self.net.lexicon_inputs > 0
-        meta_file = path.parent / META_FILE  # the served model's temperature and normalisation hold for this one too
+        meta_file = path.parent / META_FILE  # the served model's prior, temperature and normalisation hold here too
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         self.name = meta.get("name", "eddyline-sentiment") + ":torch-fp32"
         self.temperature = float(meta.get("temperature", 1.0))
+        self.lexicon_weight = float(meta.get("lexicon_weight", 0.0))
         self.normalise = meta.get("normalise")
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:

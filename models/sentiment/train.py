@@ -294,6 +294,8 @@ def train(
     if s.normalise is not None:
         meta["normalise"] = s.normalise
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    if validation and s.lexicon_prior:
+        _fit_lexicon_prior(out, meta, validation, steps)
     validated = _fit_temperature(out, meta, validation, steps) if validation else None
 
     info: dict[str, Any] = {
@@ -301,6 +303,7 @@ def train(
         "train_sentences": len(train_set), "validation_sentences": len(validation),
         "test_sentences": len(test_set), "epochs": epochs, "validation_fraction": s.validation_fraction,
         "trainable_layers": s.trainable_layers, "head_hidden": s.head_hidden, "lexicon_input": s.lexicon_input,
+        "lexicon_weight": meta.get("lexicon_weight", 0.0),
         "normalise": s.normalise, "domain_weights": s.domain_weights, "steps": step, "planned_steps": total_steps,
         "stopped_by_time_budget": stopped_early, "steps_fitted_to_budget": fit.planned,
         "final_lr_factor": round(fit.lr_factor(max(0, step - 1)), 4), "encode_s": round(encode_s, 1), "train_s": round(train_s, 1),
@@ -333,6 +336,22 @@ def train(
                            ("vader-sentences", "vaderSentiment:hutto_ICWSM_2014", "test", len(test_set))],
                  artifacts=[out / "MODEL_CARD.md", out / ONNX_FILE, out / "eval.json", out / "training.json"])
     return info
+
+
+def _fit_lexicon_prior(out: Path, meta: dict[str, Any], validation: list[Example], steps: Steps) -> None:
+    """Score the served int8 network on the validation split, fit the lexicon prior's weight there and store it."""
+    import numpy as np
+
+    from models.sentiment.calibrate import fit_lexicon_weight
+    from models.sentiment.model import OnnxSentiment
+
+    with steps.step("fit the lexicon prior on the validation split") as note:
+        model = OnnxSentiment(out)
+        logits, compound, windows = model.window_scores([e.text for e in validation], lexicon=True)
+        y = np.array([e.label for e in validation])
+        meta["lexicon_weight"] = fit_lexicon_weight(logits, compound, windows, y, model.aggregation)
+        (out / META_FILE).write_text(json.dumps(meta, indent=2))
+        note["result"] = f"weight {meta['lexicon_weight']:.2f} on VADER's compound score"
 
 
 def _fit_temperature(out: Path, meta: dict[str, Any], validation: list[Example], steps: Steps) -> dict[str, Any]:
@@ -503,15 +522,19 @@ def model_card(info: dict[str, Any], test_set: list[Example]) -> str:
     table = "\n".join(rows) or "| (not evaluated) | | | | | |"
     budget = " (stopped by the time budget)" if info["stopped_by_time_budget"] else ""
     val = info.get("validation")
+    prior = (f"Lexicon prior: VADER's compound score of each window times {info['lexicon_weight']:.2f} (the weight of "
+             "the likeliest validation probabilities, `--lexicon-prior`) added to its positive logit and taken from "
+             "its negative one before the temperature, by both engines (`lexicon_weight` in `sentiment.json`).\n"
+             if info.get("lexicon_weight") else "No lexicon prior (`--no-lexicon-prior`).\n")
     validation = (f"""## Validation and calibration
 {info['validation_sentences']} of VADER's training sentences ({info['validation_fraction']:.0%} of each domain and
 label, seeded, by distinct sentence) were kept out of training: settings are compared there, never on the test
-split, and the temperature is fitted there. Validation, ONNX int8, polar: """
+split, and the lexicon prior and the temperature are fitted there. Validation, ONNX int8, polar: """
                   + ", ".join(f"{d} {v:.3f}" for d, v in val["polar_accuracy"].items())
                   + f""" (mean {val['mean_polar_accuracy']:.3f}); three-way mean {val['mean_accuracy']:.3f}.
 Temperature {val['temperature']:.2f} (window logits divided by it, in `sentiment.json`, applied by both engines;
 labels unchanged): expected calibration error on validation {val['ece_before_temperature']:.3f} -> {val['ece']:.3f}.
-
+{prior}
 """ if val else "## Validation and calibration\nNo validation split (temperature 1).\n\n")
     rebuilt = info.get("onnx_rebuild")
     rebuild = (f"The ONNX graph was exported again from `torch/` on {rebuilt['at']} (`eddyline models rebuild-onnx`)"

@@ -64,6 +64,12 @@ class TrainingSettings:
     lexicon_input
         Give the head VADER's compound score of each sentence beside the pooled tokens (an input of the served
         graph, ``vader_compound``; windows get the score of the text they cover).
+    lexicon_prior
+        Fit a lexicon prior on the validation split: VADER's compound score of each window, times a weight
+        chosen there by likelihood, added to the positive logit and taken from the negative one
+        (``calibrate.fit_lexicon_weight``; stored in ``sentiment.json`` as ``lexicon_weight``). On since
+        session 16: chosen on the validation split by a rule written down first (cross-fitted mean polar
+        0.933 vs 0.930, tweets 0.998 vs 0.988; BENCHMARKS-audio.md).
     normalise
         The text normalisation applied before tokenising (``models.sentiment.normalise``: emoticons, emoji and
         capitals as words), stored in ``sentiment.json`` so serving applies the same; ``None`` tokenises the raw
@@ -95,6 +101,7 @@ class TrainingSettings:
     extra_sets: tuple[str, ...] = ()
     extra_cap: int = 6000
     lexicon_input: bool = False
+    lexicon_prior: bool = True
     normalise: str | None = NORMALISE
     domain_weights: dict[str, float] | None = None
     reuse_frozen: bool = True

@@ -138,7 +138,7 @@ def model_dir(trained):
 def test_training_announces_every_step_and_sums_them_up(trained):
     _, summary, said = trained
     for name in ("fetch corpus", "tokenise", "train epoch 1/3", "train epoch 3/3", "export to ONNX", "quantise to int8",
-                 "fit temperature on the validation split"):
+                 "fit the lexicon prior on the validation split", "fit temperature on the validation split"):
         assert f"{name} ..." in said or name.startswith("train"), name
         assert any(line.startswith(f"{name}: ") for line in said), name
     assert any(line.startswith("train epoch 3/3: 10 steps,") for line in said)  # --steps: the last epoch partial
@@ -263,7 +263,8 @@ def test_both_engines_read_text_normalised_as_training_did(model_dir, tmp_path):
     assert json.loads((model_dir / "training.json").read_text())["normalise"] == NORMALISE
     for model in (load_sentiment(model_dir, shared=False), load_sentiment(model_dir / "torch", shared=False)):
         assert model.normalise == NORMALISE
-        cued, spelled = (model.window_logits([t])[0] for t in ("what a GREAT game :)", "what a great great game smile"))
+        # the network reads both alike (VADER, behind the lexicon prior, still sees the capitals)
+        cued, spelled = (model.window_scores([t])[0] for t in ("what a GREAT game :)", "what a great great game smile"))
         assert np.allclose(cued, spelled, atol=1e-5)
     older = tmp_path / "older"  # a model trained before normalisation reads the raw text
     shutil.copytree(model_dir, older)
@@ -272,7 +273,7 @@ def test_both_engines_read_text_normalised_as_training_did(model_dir, tmp_path):
     (older / "sentiment.json").write_text(json.dumps(meta))
     raw = load_sentiment(older, shared=False)
     assert raw.normalise is None
-    assert not np.allclose(raw.window_logits(["great game :)"])[0], raw.window_logits(["great game smile"])[0])
+    assert not np.allclose(raw.window_scores(["great game :)"])[0], raw.window_scores(["great game smile"])[0])
 
 
 def test_a_temperature_undoes_over_confidence():
@@ -288,6 +289,47 @@ def test_a_temperature_undoes_over_confidence():
     assert 2.2 < t < 2.8
     before = expected_calibration_error(aggregate(honest * 2.5, windows, len(y)), y)
     assert expected_calibration_error(aggregate(honest * 2.5 / t, windows, len(y)), y) < before / 3
+
+
+def test_the_lexicon_prior_weight_is_the_likeliest_on_validation():
+    from models.sentiment.calibrate import fit_lexicon_weight
+    from models.sentiment.model import LEXICON_DIRECTION
+    from models.sentiment.windows import make_windows, softmax
+
+    rng = np.random.default_rng(1)
+    network = rng.normal(size=(4000, 3)) * 1.5
+    compound = rng.uniform(-1, 1, size=(4000, 1))
+    windows = make_windows([[1]] * 4000, max_length=8, prefix=[0], suffix=[2], overlap=0)
+    for truth in (0.0, 1.5):  # labels drawn with the lexicon's pull of that size
+        y = np.array([rng.choice(3, p=p) for p in softmax(network + truth * compound * LEXICON_DIRECTION)])
+        w = fit_lexicon_weight(network, compound, windows, y, "mean-logits")
+        assert abs(w - truth) <= 0.3, (truth, w)
+
+
+def test_both_engines_add_the_lexicon_prior_before_the_temperature(model_dir, tmp_path):
+    from models.sentiment.model import LEXICON_DIRECTION
+
+    meta = json.loads((model_dir / "sentiment.json").read_text())
+    info = json.loads((model_dir / "training.json").read_text())
+    assert meta["lexicon_weight"] == info["lexicon_weight"] > 0  # the tests' small model leans on VADER
+    assert f"times {meta['lexicon_weight']:.2f}" in (model_dir / "MODEL_CARD.md").read_text()
+    texts = ["I loved every minute of it", "a dull, lifeless mess", "the store opens at nine",
+             "a dull, lifeless mess. " * 30 + "I loved every minute of it. " * 40]
+    for model in (load_sentiment(model_dir, shared=False), load_sentiment(model_dir / "torch", shared=False)):
+        assert model.lexicon_weight == meta["lexicon_weight"] and not model.lexicon_input
+        own, compound, windows = model.window_scores(texts, lexicon=True)
+        served, same = model.window_logits(texts)
+        assert (same.owner == windows.owner).all() and len(set(windows.owner)) == 4 < len(windows.owner)
+        assert compound[0, 0] > 0.5 and compound[1, 0] < -0.5
+        expected = (own + meta["lexicon_weight"] * compound * LEXICON_DIRECTION) / meta["temperature"]
+        assert np.allclose(served, expected, atol=1e-6)
+    older = tmp_path / "older"  # a model from before the prior: served as the network alone
+    shutil.copytree(model_dir, older, ignore=shutil.ignore_patterns("torch"))
+    (older / "sentiment.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "lexicon_weight"}))
+    plain = load_sentiment(older, shared=False)
+    own, compound, _ = plain.window_scores(texts)
+    assert plain.lexicon_weight == 0 and compound is None
+    assert np.allclose(plain.window_logits(texts)[0], own / meta["temperature"])
 
 
 def test_a_neutral_band_and_confidence_coverage_are_read_off_validation():
@@ -311,6 +353,7 @@ def test_evaluate_writes_per_domain_accuracy_beside_vader(model_dir, tmp_path):
     assert written["vader_accuracy"] == result["vader_accuracy"]
     assert 0 <= written["ece"] <= 1 and sum(written["counts"].values()) == len(sample)
     assert 0 <= written["ece_before_temperature"] <= 1 and written["temperature"] != 1.0
+    assert written["lexicon_weight"] == json.loads((model_dir / "sentiment.json").read_text())["lexicon_weight"]
     assert written["emotion_f1"]["anger"] == result["emotion_f1"]["anger"] and "macro" in written["emotion_f1"]
     by_length = written["accuracy_by_length"]
     assert list(by_length) == ["<=32", "33-64", "65-128", ">128"]
@@ -447,11 +490,12 @@ def test_train_command_takes_its_defaults_from_the_training_settings(tmp_path, m
     given: list[TrainingSettings] = []
     monkeypatch.setattr(trainer, "train", lambda out, settings, **_: given.append(settings) or {})
     app, defaults = _models_app(), TrainingSettings()
-    for args in ([], ["--epochs", "3", "--no-normalise", "--extra", "uci", "--domain-weights", "movie=1.5"]):
+    for args in ([], ["--epochs", "3", "--no-normalise", "--extra", "uci", "--domain-weights", "movie=1.5",
+                      "--no-lexicon-prior"]):
         result = CliRunner().invoke(app, ["train-sentiment", "--out", str(tmp_path / "m"), *args])
         assert result.exit_code == 0, result.output
     assert given == [defaults, replace(defaults, epochs=3, normalise=None, extra_sets=("uci",),
-                                       domain_weights={"movie": 1.5})]
+                                       domain_weights={"movie": 1.5}, lexicon_prior=False)]
     shown = CliRunner().invoke(app, ["train-sentiment", "--help"], env={"COLUMNS": "400"}).output
     for value in (defaults.base, defaults.epochs, defaults.learning_rate, defaults.validation_fraction,
                   defaults.extra_cap):
