@@ -525,12 +525,11 @@ def build_app(
     idle_after_s
         Seconds after which a silent key's processor leaves memory, its bytes staying in the table (None: never).
     """
-    from streams.engines.faust_queue import App
+    from streams.engines.faust_app import App
     from streams.engines.faust_store import STORE_URL
-    from streams.engines.faust_transport import WAIT_ATTRIBUTE
 
-    app = App(app_id(spec, settings), **app_settings(settings, state_dir, standby_replicas))  # byte-bounded queues
-    setattr(app, WAIT_ATTRIBUTE, fetch_wait_ms(settings))
+    app = App(app_id(spec, settings), fetch_wait_ms=fetch_wait_ms(settings),
+              **app_settings(settings, state_dir, standby_replicas))
     table = app.Table(TABLE, default=None, store=STORE_URL, options={"kafka": settings},
                       partitions=settings.partitions, changelog_topic=app.topic(
                           changelog_topic(spec, settings), key_serializer="raw", value_serializer="raw",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import faust
 from mode.utils.queues import ThrowableQueue
 
 QUEUE_BYTES = 16 << 20  # per queue: 4,096 events of up to 4 KB, as Faust's default holds the 2.2 KB batches
@@ -76,12 +75,3 @@ class ByteBoundedQueue(ThrowableQueue):
     def clear(self) -> None:
         super().clear()
         self.weight = 0
-
-
-class App(faust.App):
-    """``faust.App`` whose stream, outbox and changelog queues are ``ByteBoundedQueue``s of ``QUEUE_BYTES``."""
-
-    def FlowControlQueue(self, maxsize: int | None = None, *, clear_on_resume: bool = False) -> ThrowableQueue:
-        size = self.conf.stream_buffer_maxsize if maxsize is None else maxsize
-        return ByteBoundedQueue(maxsize=size, flow_control=self.flow_control, clear_on_resume=clear_on_resume,
-                                unit_bytes=max(1, QUEUE_BYTES // size) if size > 0 else QUEUE_BYTES)

@@ -7,7 +7,8 @@ from pathlib import Path
 from faust.types.tuples import Message
 
 from connectors.kafka import KafkaSettings
-from streams.engines.faust_queue import QUEUE_BYTES, App, ByteBoundedQueue, message_bytes
+from streams.engines.faust_app import App
+from streams.engines.faust_queue import QUEUE_BYTES, ByteBoundedQueue, message_bytes
 
 SMALL, LARGE = 2_200, 170_000  # a simulator batch of 150 readings; an MQTT bridge batch of 10,000
 
