@@ -115,7 +115,8 @@ def train_command(
         typer.echo(f"validation split ({val['sentences']} training-side sentences, where settings are chosen): "
                    f"polar mean {val['mean_polar_accuracy']:.3f} ("
                    + ", ".join(f"{d} {v:.3f}" for d, v in val["polar_accuracy"].items())
-                   + f"), three-way mean {val['mean_accuracy']:.3f}; temperature {val['temperature']:.2f}, "
+                   + f"), three-way mean {val['mean_accuracy']:.3f}; "
+                   f"lexicon prior {info.get('lexicon_weight', 0.0):.2f}, temperature {val['temperature']:.2f}, "
                    f"ECE {val['ece_before_temperature']:.3f} -> {val['ece']:.3f}")
     ev = info.get("evaluation")
     if ev:

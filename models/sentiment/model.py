@@ -123,9 +123,9 @@ class WindowedSentiment(SentimentModel):
     ONNX model and its PyTorch baseline read long texts the same way. A model trained with VADER's compound
     score as an input (``lexicon_input``) gets it per window, computed on the text the window covers.
     A model with a lexicon prior (``lexicon_weight`` w in ``sentiment.json``) adds w times that score to each
-    window's positive logit and takes it from the negative one: VADER reads the cues of social-media text
-    (emphasis, slang, emoticons) that the encoder learned from too few tweets, and w is fitted on the
-    validation split by likelihood (0, no prior, for older models; BENCHMARKS-audio.md, session 16).
+    window's positive logit and takes it from the negative one: the lexicon was built for social-media text,
+    the domain where the model alone stayed under it; w is fitted on the validation split by likelihood (0, no
+    prior, for older models; BENCHMARKS-audio.md, session 16).
     Window logits are then divided by the model's ``temperature`` (fitted on the validation split by training
     and stored in ``sentiment.json``; 1 for older models) before aggregation, so probabilities are calibrated
     the same way in the int8 and fp32 engines; the served (logit-mean) labels do not change. Texts are
