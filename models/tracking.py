@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,9 +146,34 @@ def warn_once(what: str, exc: BaseException, uri: str | None = None) -> None:
                     uri or tracking_uri(), what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
+# MLflow names hold only letters, digits and ``_-. :/``: comparisons are spelled out (an evaluation's ``<=32``
+# bucket is ``le32``), anything else becomes ``_``; otherwise MLflow refuses the whole batch of metrics
+_COMPARISONS = (("<=", "le"), (">=", "ge"), ("<", "lt"), (">", "gt"))
+_NOT_IN_A_NAME = re.compile(r"[^\w\-. :/]")
+
+
+def mlflow_name(key: str) -> str:
+    """``key`` as MLflow accepts it in a parameter or metric name.
+
+    Parameters
+    ----------
+    key
+        One part of a dotted name.
+
+    Examples
+    --------
+    >>> from models.tracking import mlflow_name
+    >>> [mlflow_name(k) for k in ("<=32", "65-128", ">128", "a+b")]
+    ['le32', '65-128', 'gt128', 'a_b']
+    """
+    for sign, word in _COMPARISONS:
+        key = key.replace(sign, word)
+    return _NOT_IN_A_NAME.sub("_", key)
+
+
 def leaves(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     """The leaves of nested plain data with dotted names (``model.dim``, 32): what MLflow's flat parameters and
-    metrics are made of.
+    metrics are made of (each part of a name as ``mlflow_name`` gives it).
 
     Parameters
     ----------
@@ -163,7 +189,7 @@ def leaves(values: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
     [('model.dim', 32), ('tags', ['a'])]
     """
     for key, value in values.items():
-        name = f"{prefix}{key}"
+        name = f"{prefix}{mlflow_name(str(key))}"
         if isinstance(value, dict):
             yield from leaves(value, f"{name}.")
         else:

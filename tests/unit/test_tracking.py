@@ -25,7 +25,8 @@ def test_a_training_run_keeps_params_metrics_per_step_datasets_and_artifacts(tmp
     try:
         run_id = tracking.log_training(
             "eddyline/test", "fit", params={"model": {"dim": 32}, "epochs": 2},
-            metrics={"test": {"accuracy": {"movie": 0.8}, "note": "text is skipped"}},
+            metrics={"test": {"accuracy": {"movie": 0.8}, "note": "text is skipped",
+                              "accuracy_by_length": {"<=32": {"texts": 3960}, ">128": {"texts": 42}}}},
             series={"train_loss": [0.9, 0.5]}, datasets=[("sentences", "pkg:file", "train", 100)],
             artifacts=[card, tmp_path / "missing.onnx"])
     finally:
@@ -35,6 +36,8 @@ def test_a_training_run_keeps_params_metrics_per_step_datasets_and_artifacts(tmp
     assert run.info.status == "FINISHED"
     assert run.data.params["model.dim"] == "32" and run.data.params["data.train.rows"] == "100"
     assert run.data.metrics["test.accuracy.movie"] == 0.8
+    assert run.data.metrics["test.accuracy_by_length.le32.texts"] == 3960  # MLflow refuses "<" in a name
+    assert run.data.metrics["test.accuracy_by_length.gt128.texts"] == 42
     assert [m.value for m in client.get_metric_history(run_id, "train_loss")] == [0.9, 0.5]
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2]
     assert run.inputs.dataset_inputs[0].dataset.name == "sentences"
