@@ -37,6 +37,8 @@ from streams.producers.simulator import SensorSimulator
 
 TOPIC = "broker.growth"
 STATS_MS = 1000
+LINGERS_MS = (10, 200)  # the [kafka] default, and a batching gateway's
+FETCH_WAITS_MS = (FETCH_WAIT_MS, FLOW_FETCH_WAIT_MS)  # the benchmarks' watchers', and the flows'
 
 
 class _Requests:
@@ -141,8 +143,8 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-def run(rate: float = 400.0, seconds: float = 240.0, lingers: tuple[int, ...] = (10, 200),
-        fetch_waits: tuple[int, ...] = (FETCH_WAIT_MS, FLOW_FETCH_WAIT_MS), span_s: float = 30.0,
+def run(rate: float = 400.0, seconds: float = 240.0, lingers: tuple[int, ...] = LINGERS_MS,
+        fetch_waits: tuple[int, ...] = FETCH_WAITS_MS, span_s: float = 30.0,
         json_path: Path | None = None) -> dict[str, Any]:
     """Every combination of ``lingers`` and ``fetch_waits``, one after another, each on a fresh broker."""
     runs = []
@@ -176,8 +178,7 @@ def command(
         typer.echo("error: --rate and --seconds must be positive and --span at most --seconds; "
                    "try the defaults (--rate 400 --seconds 240 --span 30)", err=True)
         raise typer.Exit(2)
-    run(rate, seconds, tuple(linger or (10, 200)), tuple(fetch_wait or (FETCH_WAIT_MS, FLOW_FETCH_WAIT_MS)), span,
-        json_path)
+    run(rate, seconds, tuple(linger or LINGERS_MS), tuple(fetch_wait or FETCH_WAITS_MS), span, json_path)
 
 
 if __name__ == "__main__":

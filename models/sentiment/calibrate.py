@@ -17,7 +17,7 @@ import numpy as np
 
 from models.sentiment.data import Example
 from models.sentiment.evaluate import expected_calibration_error, per_domain_accuracy
-from models.sentiment.model import LEXICON_DIRECTION, WindowedSentiment
+from models.sentiment.model import with_lexicon_prior
 from models.sentiment.windows import Windows, aggregate
 
 TEMPERATURES = np.round(np.arange(0.5, 4.0001, 0.01), 2)
@@ -69,7 +69,7 @@ def fit_lexicon_weight(logits: np.ndarray, compound: np.ndarray, windows: Window
         Weights to try.
     """
     def loss(w: float) -> float:
-        shifted = logits + w * compound * LEXICON_DIRECTION
+        shifted = with_lexicon_prior(logits, compound, w)
         return min(_nll(aggregate(shifted / t, windows, len(y), aggregation), y) for t in TEMPERATURES[::5])
 
     losses = [loss(float(w)) for w in grid]
@@ -115,7 +115,7 @@ def coverage(probs: np.ndarray, y: np.ndarray, levels: tuple[float, ...] = CONFI
             for c in levels}
 
 
-def validate(model: WindowedSentiment, examples: list[Example]) -> dict[str, Any]:
+def validate(logits: np.ndarray, windows: Windows, examples: list[Example], aggregation: str) -> dict[str, Any]:
     """Fit the temperature on ``examples`` and score the model there: per domain, and their mean.
 
     ``accuracy`` is three-way, ``polar_accuracy`` the sign on clearly rated sentences (as in ``evaluate``);
@@ -123,17 +123,17 @@ def validate(model: WindowedSentiment, examples: list[Example]) -> dict[str, Any
 
     Parameters
     ----------
-    model
-        The trained model as served, its lexicon prior included (its own temperature is ignored).
+    logits, windows
+        The served model's window logits on ``examples``, its lexicon prior included, before any temperature.
     examples
         Validation sentences.
+    aggregation
+        How the model aggregates windows.
     """
-    texts, y = [e.text for e in examples], np.array([e.label for e in examples])
-    logits, windows = model.window_logits(texts)
-    logits = logits * model.temperature
-    t = fit_temperature(logits, windows, y, model.aggregation)
-    raw = aggregate(logits, windows, len(y), model.aggregation)
-    calibrated = aggregate(logits / t, windows, len(y), model.aggregation)
+    y = np.array([e.label for e in examples])
+    t = fit_temperature(logits, windows, y, aggregation)
+    raw = aggregate(logits, windows, len(y), aggregation)
+    calibrated = aggregate(logits / t, windows, len(y), aggregation)
     acc, polar = per_domain_accuracy(examples, calibrated.argmax(axis=1), calibrated[:, 2] > calibrated[:, 0])
     return {
         "sentences": len(examples),

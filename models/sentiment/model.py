@@ -238,13 +238,27 @@ class WindowedSentiment(SentimentModel):
             The texts; each gives one window or more.
         """
         logits, compound, windows = self.window_scores(texts, lexicon=bool(self.lexicon_weight))
-        if self.lexicon_weight:
-            logits = logits + self.lexicon_weight * compound * LEXICON_DIRECTION
-        return logits / self.temperature, windows
+        return with_lexicon_prior(logits, compound, self.lexicon_weight) / self.temperature, windows
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         logits, windows = self.window_logits(texts)
         return aggregate(logits, windows, len(texts), self.aggregation)
+
+
+def with_lexicon_prior(logits: np.ndarray, compound: np.ndarray | None, weight: float) -> np.ndarray:
+    """Window logits moved by a lexicon prior: ``weight`` times VADER's compound score added to the positive logit
+    and taken from the negative one (``logits`` as they are when ``weight`` is 0).
+
+    Parameters
+    ----------
+    logits
+        (windows, labels) logits of the network.
+    compound
+        (windows, 1) VADER compound scores of the windows; may be None when ``weight`` is 0.
+    weight
+        The prior's weight (``lexicon_weight`` in ``sentiment.json``).
+    """
+    return logits + weight * compound * LEXICON_DIRECTION if weight else logits
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, same_length: bool = False) -> list[list[int]]:

@@ -294,9 +294,7 @@ def train(
     if s.normalise is not None:
         meta["normalise"] = s.normalise
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
-    if validation and s.lexicon_prior:
-        _fit_lexicon_prior(out, meta, validation, steps)
-    validated = _fit_temperature(out, meta, validation, steps) if validation else None
+    validated = _fit_on_validation(out, meta, validation, s.lexicon_prior, steps) if validation else None
 
     info: dict[str, Any] = {
         "base": base, "base_name": base_name(s.base), "encoder_layers": n_layers,
@@ -338,29 +336,27 @@ def train(
     return info
 
 
-def _fit_lexicon_prior(out: Path, meta: dict[str, Any], validation: list[Example], steps: Steps) -> None:
-    """Score the served int8 network on the validation split, fit the lexicon prior's weight there and store it."""
+def _fit_on_validation(out: Path, meta: dict[str, Any], validation: list[Example], lexicon_prior: bool,
+                       steps: Steps) -> dict[str, Any]:
+    """Score the served int8 network on the validation split once; fit the lexicon prior there (when asked), then
+    the temperature, and store both in the meta."""
     import numpy as np
 
-    from models.sentiment.calibrate import fit_lexicon_weight
-    from models.sentiment.model import OnnxSentiment
+    from models.sentiment.calibrate import fit_lexicon_weight, validate
+    from models.sentiment.model import OnnxSentiment, with_lexicon_prior
 
-    with steps.step("fit the lexicon prior on the validation split") as note:
+    with steps.step("score the validation split") as note:
         model = OnnxSentiment(out)
-        logits, compound, windows = model.window_scores([e.text for e in validation], lexicon=True)
-        y = np.array([e.label for e in validation])
-        meta["lexicon_weight"] = fit_lexicon_weight(logits, compound, windows, y, model.aggregation)
-        (out / META_FILE).write_text(json.dumps(meta, indent=2))
-        note["result"] = f"weight {meta['lexicon_weight']:.2f} on VADER's compound score"
-
-
-def _fit_temperature(out: Path, meta: dict[str, Any], validation: list[Example], steps: Steps) -> dict[str, Any]:
-    """Score the served int8 model on the validation split, fit its temperature there and store it in the meta."""
-    from models.sentiment.calibrate import validate
-    from models.sentiment.model import OnnxSentiment
-
+        logits, compound, windows = model.window_scores([e.text for e in validation], lexicon=lexicon_prior)
+        note["result"] = f"{len(validation)} sentences, {len(logits)} windows"
+    if lexicon_prior:
+        with steps.step("fit the lexicon prior on the validation split") as note:
+            y = np.array([e.label for e in validation])
+            meta["lexicon_weight"] = fit_lexicon_weight(logits, compound, windows, y, model.aggregation)
+            logits = with_lexicon_prior(logits, compound, meta["lexicon_weight"])
+            note["result"] = f"weight {meta['lexicon_weight']:.2f} on VADER's compound score"
     with steps.step("fit temperature on the validation split") as note:
-        result = validate(OnnxSentiment(out), validation)
+        result = validate(logits, windows, validation, model.aggregation)
         meta["temperature"] = result["temperature"]
         (out / META_FILE).write_text(json.dumps(meta, indent=2))
         note["result"] = (f"{result['sentences']} sentences; temperature {result['temperature']:.2f}, ECE "
