@@ -2,9 +2,9 @@
 
 Built on ``EventProducer`` (idempotent, ``acks=all``, compressed): every event is checked against its
 schema before it leaves, carries a stable ``event_id`` (a retry of the same call sends the same id, so
-the flows drop the duplicate), and readings are batched per device into ``sensor_batch`` events with a
-growing ``seq``. Everything still buffered is sent on ``flush()``, when the ``with`` block ends and
-when the interpreter exits.
+the flows drop the duplicate), and readings are batched per device into ``sensor_batch`` events whose
+``seq`` counts each device's batches one by one from a time-based start. Everything still buffered is sent
+on ``flush()``, when the ``with`` block ends and when the interpreter exits.
 
     from connectors.producer import Producer
 
@@ -32,6 +32,7 @@ from schemas import CLICK, FEEDBACK, PREDICTION, SENSOR_BATCH, derive_id
 __all__ = ["Producer"]
 
 TOPICS = {SENSOR_BATCH: "sensor.readings", CLICK: "clicks", PREDICTION: "predictions", FEEDBACK: "feedback"}
+SEQ_START_SHIFT = 20  # a device's first seq is milliseconds since the epoch << this (streams.sequence.RESET_JUMP)
 
 
 def _now_ms() -> int:
@@ -82,7 +83,11 @@ class Producer:
             kafka.create_topics(self.settings, list(TOPICS.values()))
         self._producer = EventProducer(self.settings, **{"message.timeout.ms": int(delivery_timeout_s * 1000)})
         self._batches: dict[str, _DeviceBatch] = {}
-        self._last_seq = 0
+        # Each device's batches are numbered one after another: the flows count a missing number as a lost batch.
+        # The start is the time, so a restarted process numbers above all it used before, by far enough (2**20
+        # a millisecond, twice streams.sequence.RESET_JUMP) for the flows to see a new sequence, not lost batches.
+        self._seq_start = _now_ms() << SEQ_START_SHIFT
+        self._next_seq: dict[str, int] = {}
         self._lock = threading.RLock()
         self._closed = threading.Event()
         self._sender = threading.Thread(target=_send_due_loop, args=(weakref.ref(self),), daemon=True)
@@ -114,8 +119,8 @@ class Producer:
 
     def _send_batch(self, device_id: str) -> None:
         batch = self._batches.pop(device_id)
-        # microseconds since the epoch, strictly growing: unique and increasing across restarts
-        self._last_seq = seq = max(self._last_seq + 1, time.time_ns() // 1000)
+        seq = self._next_seq.get(device_id, self._seq_start)
+        self._next_seq[device_id] = seq + 1
         series = [{"sensor": s, "unit": u, "timestamps": ts, "values": vs} for (s, u), (ts, vs) in batch.series.items()]
         record = {
             "event_id": derive_id(self.name, device_id, seq),

@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 from streams.flows.sensor_anomaly import REORDER, SensorAnomalyProcessor
 from streams.processor import Event
 from streams.producers.simulator import SensorSimulator
-from streams.sequence import MASK_BITS, Sequencer
+from streams.sequence import MASK_BITS, SKIPPED_RUNS, Sequencer
 from streams.state import decode_processor, encode_processor
 from tests.fixtures.emits import plain, plain_value
 
@@ -100,3 +100,103 @@ def test_stale_repeats_beyond_the_mask_are_dropped():
         seqr.offer({"seq": s, "event_id": f"e{s}"}, applied.append)
     seqr.offer({"seq": 1, "event_id": "e1"}, applied.append)
     assert len(applied) == MASK_BITS + 10 and seqr.counts.stale == 1
+
+
+def drained(evs: list[Event], share: int = 4) -> list[Event]:
+    """An edge agent's backlog drain: oldest first, but every ``share``-th send slot takes the newest left."""
+    lo, hi, out = 0, len(evs) - 1, []
+    while lo <= hi:
+        if len(out) % share == share - 1:
+            out.append(evs[hi])
+            hi -= 1
+        else:
+            out.append(evs[lo])
+            lo += 1
+    return out
+
+
+def test_a_backlog_drained_behind_the_newest_batches_is_scored_late_not_dropped():
+    evs = batches(300)
+    device = evs[0].record["device_id"]
+    proc = SensorAnomalyProcessor(device)
+    arrivals = drained(evs)
+    got = proc.process(arrivals[:100])
+    assert proc.sequence.skipped, "the backlog behind the newest batches is awaited"
+    proc = decode_processor(encode_processor(proc, device), SensorAnomalyProcessor(device))
+    got += proc.process(arrivals[100:]) + proc.flush()
+    assert sorted(scores(got)) == sorted(e.record["event_id"] for e in evs)
+    c = proc.sequence.counts
+    assert c.stale == 0 and c.late == c.gaps > 0 and not proc.sequence.skipped
+    assert proc.process(drained(evs)) == [] and proc.sequence.counts.stale == len(evs) - MASK_BITS
+
+
+def test_separate_gaps_beyond_the_bound_forget_the_smallest_and_count_it():
+    seqr = Sequencer(reorder=0)
+    applied = []
+
+    def offer(s: int) -> None:
+        seqr.offer({"seq": s, "event_id": f"e{s}"}, applied.append)
+
+    for s in [0, 10] + list(range(13, 13 + 3 * SKIPPED_RUNS, 3)):  # a run of 9 skipped, then runs of 2
+        offer(s)
+    assert len(seqr.skipped) == SKIPPED_RUNS and seqr.counts.forgotten == 2 and seqr.skipped[0] == [1, 9]
+    offer(5)
+    offer(12)  # in the run forgotten: a repeat as far as the sequencer can tell
+    offer(5)
+    assert applied[-1]["seq"] == 5 and seqr.counts.late == 1 and seqr.counts.stale == 2
+    assert seqr.skipped[:2] == [[1, 4], [6, 9]]
+
+
+def test_a_device_that_numbers_from_zero_again_is_scored_and_counted_as_a_reset():
+    evs = batches(300)
+    device = evs[0].record["device_id"]
+    resets = REGISTRY.get_sample_value("eddyline_sequence_resets_total", {"flow": "sensor-anomaly"}) or 0.0
+    proc = SensorAnomalyProcessor(device)
+    proc.process(evs[:200])
+    again = [Event(e.topic, e.key, {**e.record, "seq": i, "event_id": f"boot2-{i}"}) for i, e in enumerate(evs[200:])]
+    assert sorted(scores(proc.process(again))) == sorted(e.record["event_id"] for e in again)
+    assert proc.process(evs[50:60] + again[:5]) == []  # repeats, from before and after the reset
+    c = proc.sequence.counts
+    assert c.resets == 1 and c.gaps == 0 and c.stale + c.duplicates == 15
+    assert REGISTRY.get_sample_value("eddyline_sequence_resets_total", {"flow": "sensor-anomaly"}) == resets + 1
+
+
+def test_one_wild_number_neither_blinds_the_device_nor_counts_gaps():
+    evs = batches(40)
+    device = evs[0].record["device_id"]
+    proc = SensorAnomalyProcessor(device)
+    proc.process(evs[:10])
+    assert list(scores(proc.process([Event(evs[10].topic, device, {**evs[10].record, "seq": 10**15})])))
+    proc.flush()
+    assert sorted(scores(proc.process(evs[10:]))) == sorted(e.record["event_id"] for e in evs[10:])
+    c = proc.sequence.counts
+    assert c.gaps == 0 and c.resets == 2 and proc.sequence.hwm == evs[-1].record["seq"]
+    assert proc.process(evs[5:]) == []
+
+
+def test_a_time_based_start_is_applied_at_once_and_a_restart_above_it_is_a_reset():
+    evs = batches(20)
+    device = evs[0].record["device_id"]
+    start = 1_700_000_000_000 << 20
+    numbered = [Event(e.topic, e.key, {**e.record, "seq": start + i}) for i, e in enumerate(evs)]
+    proc = SensorAnomalyProcessor(device)
+    assert [len(scores(proc.process([e]))) for e in numbered[:10]] == [1] * 10
+    restarted = [Event(e.topic, e.key, {**e.record, "seq": start + (1 << 20) * 60_000 + i}) for i, e in
+                 enumerate(evs[10:])]
+    assert [len(scores(proc.process([e]))) for e in restarted] == [1] * 10
+    assert proc.sequence.counts.gaps == 0 and proc.sequence.counts.resets == 1
+
+
+def test_a_snapshot_from_before_runs_and_resets_still_restores():
+    evs = batches(200)
+    device = evs[0].record["device_id"]
+    proc = SensorAnomalyProcessor(device)
+    first = proc.process(evs[:100])
+    state = proc.snapshot()
+    old = {k: v for k, v in state["sequence"].items() if k not in ("skipped", "newest")}
+    state["sequence"] = {**old, "counts": old["counts"][:4]}
+    restored = SensorAnomalyProcessor(device)
+    restored.restore(state)
+    assert restored.process([evs[3], evs[99]]) == []
+    assert plain(restored.process(evs[100:])) == plain(SensorAnomalyProcessor(device).process(evs)[len(first):])
+    assert restored.sequence.skipped == [] and restored.sequence.counts.resets == 0
