@@ -11,6 +11,12 @@
   Either way the token's ``[gateway] scopes`` must allow ``audio_chunk``.
   Nothing is sent back: Twilio would take it for audio to play.
 
+A client that reconnects with the same conversation id goes on where its call's numbering stopped: chunk ids
+derive from the conversation and ``seq``, and the flow drops a number it has seen as a repeat, so numbering from
+0 again would lose the audio. A gateway process remembers the numbering of its last ``REMEMBERED_CALLS`` calls;
+a reconnect that may land on another process says where to go on with ``&seq=N`` (the last ``seq``
+acknowledged, plus one). A call streams on one connection at a time (409, close 1008, while another is open).
+
 A refusal closes the socket with a code and a reason that says what to do (1008 policy, 1003 bad data,
 1011 the broker failed, 1013 try again later).
 """
@@ -22,8 +28,10 @@ import base64
 import binascii
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -31,6 +39,7 @@ from connectors.gateway.audio import CallAudio
 from connectors.gateway.errors import GatewayError
 from connectors.gateway.limits import message_bytes, too_large
 from connectors.gateway.records import ENDPOINTS
+from connectors.wav import SAMPLE_RATE
 from schemas import AUDIO_CHUNK
 
 log = logging.getLogger("eddyline.gateway")
@@ -38,7 +47,58 @@ log = logging.getLogger("eddyline.gateway")
 T = TypeVar("T")
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 BACKPRESSURE_WAIT_S = 5.0
-_CLOSE = {400: 1003, 401: 1008, 403: 1008, 413: 1009, 415: 1003, 422: 1003, 429: 1013, 503: 1011}
+REMEMBERED_CALLS = 10_000  # calls per gateway process whose numbering a reconnect goes on from
+_CLOSE = {400: 1003, 401: 1008, 403: 1008, 409: 1008, 413: 1009, 415: 1003, 422: 1003, 429: 1013, 503: 1011}
+
+
+class CallNumbers:
+    """Where each recent call's chunk numbering stands in this gateway process, and which calls are streaming.
+
+    Parameters
+    ----------
+    size
+        Calls remembered; the least recently ended is forgotten first.
+    """
+
+    def __init__(self, size: int = REMEMBERED_CALLS) -> None:
+        self.size = size
+        self.live: set[str] = set()
+        self.next: OrderedDict[str, int] = OrderedDict()
+
+    def open(self, call: CallAudio, first: int = 0) -> None:
+        """Number ``call`` on from where its conversation stopped (or ``first``, if later); 409 while it streams
+        on another connection, whose numbers this one would repeat."""
+        conversation = call.conversation_id
+        if conversation in self.live:
+            raise GatewayError(409, "call_in_progress", f"conversation {conversation} is streaming on another "
+                                                        "connection; close it first, or wait until it is noticed gone")
+        seq = max(first, self.next.get(conversation, 0))
+        if seq:  # the offsets go on from the audio before; the event times from now
+            call.started_ms -= seq * call.chunk_bytes // 2 * 1000 // SAMPLE_RATE
+            call.seq = seq
+        self.live.add(conversation)
+
+    def close(self, call: CallAudio) -> None:
+        """The connection of ``call`` has ended: remember its next number."""
+        self.live.discard(call.conversation_id)
+        self.next[call.conversation_id] = call.seq
+        self.next.move_to_end(call.conversation_id)
+        while len(self.next) > self.size:
+            self.next.popitem(last=False)
+
+
+_NUMBERS: WeakKeyDictionary[Any, CallNumbers] = WeakKeyDictionary()
+
+
+def call_numbers(gateway: Any) -> CallNumbers:
+    """The gateway's ``CallNumbers``; a stand-in for a gateway (a test's) gets one of its own per call."""
+    try:
+        numbers = _NUMBERS.get(gateway)
+        if numbers is None:
+            numbers = _NUMBERS[gateway] = CallNumbers()
+    except TypeError:  # None, or nothing a weak reference can hold
+        return CallNumbers()
+    return numbers
 
 
 async def _close(ws: WebSocket, exc: GatewayError) -> None:
@@ -113,31 +173,45 @@ def _int_param(ws: WebSocket, name: str, default: int) -> int:
         raise GatewayError(400, "bad_parameter", f"{name}={raw!r} is not an integer") from None
 
 
-def _call_from_query(ws: WebSocket, client: str) -> CallAudio:
+def _call_from_query(gateway: Any, ws: WebSocket, client: str) -> CallAudio:
     conversation = ws.query_params.get("conversation_id", "")
     if not conversation:
         raise GatewayError(400, "bad_parameter", "add ?conversation_id=ID to the URL (the call's id)")
     rate = _int_param(ws, "sample_rate", 16000)
     if rate not in RATES:
         raise GatewayError(400, "bad_parameter", f"sample_rate={rate}: use one of {', '.join(map(str, RATES))}")
+    first = _int_param(ws, "seq", 0)
+    if first < 0:
+        raise GatewayError(400, "bad_parameter", f"seq={first}: the first chunk's number is 0 or more")
     try:
-        return CallAudio(conversation, rate, _int_param(ws, "chunk_ms", 200), producer=f"gateway/{client}")
+        call = CallAudio(conversation, rate, _int_param(ws, "chunk_ms", 200), producer=f"gateway/{client}")
     except ValueError as exc:
         raise GatewayError(400, "bad_parameter", str(exc)) from None
+    call_numbers(gateway).open(call, first)
+    return call
 
 
 async def pcm_stream(gateway: Any, ws: WebSocket) -> None:
     """``/v1/audio/stream``: binary PCM16 frames of one call."""
     client = ""
+    opened: CallAudio | None = None
 
     def check() -> CallAudio:
-        nonlocal client
+        nonlocal client, opened
         client = _audio_client(gateway, ws.headers.get("authorization"))
-        return _call_from_query(ws, client)
+        opened = _call_from_query(gateway, ws, client)
+        return opened
 
-    call = await open_socket(ws, check)
-    if call is None:
-        return
+    try:
+        call = await open_socket(ws, check)
+        if call is not None:
+            await _pcm_messages(gateway, ws, call, client)
+    finally:
+        if opened is not None:  # however the connection ended, the call may stream again
+            call_numbers(gateway).close(opened)
+
+
+async def _pcm_messages(gateway: Any, ws: WebSocket, call: CallAudio, client: str) -> None:
     try:
         while True:
             message = await ws.receive()
@@ -182,6 +256,7 @@ class _TwilioCall:
         self.call_sid: str | None = None
         self.rate = 8000
         self.tracks: dict[str, CallAudio] = {}
+        self.numbers = call_numbers(gateway)
 
     def start(self, start: Any) -> list[dict[str, Any]]:
         """Take a ``start`` message; a second one for another call ends the tracks of the first (their final
@@ -211,7 +286,7 @@ class _TwilioCall:
             self.client = _audio_client(self.gateway, f"Bearer {token}" if isinstance(token, str) else None)
         ended = [] if same_call else self.finish()
         if not same_call:
-            self.tracks = {}
+            self.close()
         self.call_sid = start["callSid"]
         return ended
 
@@ -228,11 +303,19 @@ class _TwilioCall:
         call = self.tracks.get(track)
         if call is None:
             conversation = self.call_sid if track == "inbound" else f"{self.call_sid}/{track}"
-            call = self.tracks[track] = CallAudio(conversation, self.rate, producer=f"gateway/{self.client}")
+            call = CallAudio(conversation, self.rate, producer=f"gateway/{self.client}")
+            self.numbers.open(call)
+            self.tracks[track] = call
         return call.feed_mulaw(audio)
 
     def finish(self) -> list[dict[str, Any]]:
         return [r for call in self.tracks.values() if not call.finished for r in call.finish()]
+
+    def close(self) -> None:
+        """The tracks are over: another stream of the call may go on numbering them."""
+        for call in self.tracks.values():
+            self.numbers.close(call)
+        self.tracks = {}
 
 
 async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
@@ -242,6 +325,13 @@ async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
     call = await open_socket(ws, lambda: _TwilioCall(gateway, _audio_client(gateway, header) if authenticated else None))
     if call is None:
         return
+    try:
+        await _twilio_messages(gateway, ws, call)
+    finally:
+        call.close()
+
+
+async def _twilio_messages(gateway: Any, ws: WebSocket, call: _TwilioCall) -> None:
     try:
         while True:
             message = await ws.receive()

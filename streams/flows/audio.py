@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -29,8 +30,10 @@ from schemas import ALERT, AUDIO_CHUNK, ROUTING_RECOMMENDATION, SENTIMENT_SCORE,
 from streams.flows.redaction import RedactionConfig, Redactor
 from streams.flows.routing import ROUTING_TOPIC, Router, RoutingPolicy, RoutingSettings
 from streams.processor import Emit, Event, FlowSpec, Processor
+from streams.sequence import MASK_BITS, SequenceCounts, Sequencer, count
 
 FLOW = "audio-sentiment"
+TRANSCRIPT_FLOW = "transcript-sentiment"
 CHUNKS_TOPIC = "audio.chunks"
 TRANSCRIPTS_TOPIC = "transcripts"
 SENTIMENT_TOPIC = "scores.sentiment"
@@ -120,10 +123,19 @@ class AudioFlowConfig:
                       "routing": RoutingPolicy.from_dict(d["routing"]) if "routing" in d else RoutingPolicy()})
 
 
+def _sequence_upto(hwm: int, duplicates: int = 0) -> dict[str, Any]:
+    """A ``Sequencer`` state for a snapshot from before one was kept: every number up to ``hwm`` was applied."""
+    return {"hwm": hwm, "mask": (1 << MASK_BITS) - 1 if hwm >= 0 else 0, "last_id": 0, "pending": {},
+            "unsequenced": False, "recent": [], "counts": [duplicates, 0, 0, 0]}
+
+
 class SentimentTracker:
     """A conversation's scored segments -> sentiment events with the rolling mean, and alert transitions.
 
-    Segments at or below the last one seen are redeliveries and are skipped.
+    Segments are told apart by their number (``streams.sequence``): a repeat is skipped and counted
+    (``sequence.counts.duplicates``); a late segment, one that comes after a higher-numbered one (two chat
+    messages that crossed), is scored when it comes, enters the rolling mean as the newest, and is counted
+    (``sequence.counts.late``).
 
     Parameters
     ----------
@@ -131,17 +143,20 @@ class SentimentTracker:
         The conversation (the state key and the alerts' entity).
     config
         Models and policy.
+    flow
+        The flow's name, the label of the sequence counters in Prometheus.
     """
 
-    def __init__(self, conversation_id: str, config: AudioFlowConfig) -> None:
+    def __init__(self, conversation_id: str, config: AudioFlowConfig, flow: str = FLOW) -> None:
         self.conversation_id = conversation_id
         self.config = config
+        self.flow = flow
         self.scores: list[float] = []  # the last ``window`` scores
         self.alert_key: str | None = None
         self.severity = "WARNING"
         self.negative_run = 0
         self.recovered_run = 0
-        self.last_segment = -1
+        self.sequence = Sequencer(reorder=0)  # nothing is held back: a live call's alert cannot wait for a gap
         self.router = Router(conversation_id, config.routing, config.producer)
 
     def process(self, transcripts: Sequence[dict[str, Any]]) -> list[Emit]:
@@ -150,13 +165,14 @@ class SentimentTracker:
         Parameters
         ----------
         transcripts
-            ``transcript`` records of this conversation, in segment order.
+            ``transcript`` records of this conversation, in the order they came.
         """
-        fresh, last = [], self.last_segment
-        for t in transcripts:  # redelivered segments, from earlier batches or this one: already done
-            if t["segment"] > last:
-                fresh.append(t)
-                last = t["segment"]
+        fresh: list[dict[str, Any]] = []
+        before = dict(vars(self.sequence.counts))
+        for t in transcripts:
+            self.sequence.offer({**t, "seq": t["segment"]}, fresh.append)
+        if vars(self.sequence.counts) != before:
+            count(self.flow, SequenceCounts(**before), self.sequence.counts)
         if not fresh:
             return []
         model = load_sentiment(self.config.sentiment_model)
@@ -164,7 +180,6 @@ class SentimentTracker:
         texts = [t["text"] for t in fresh]
         out: list[Emit] = []
         for t, p, e in zip(fresh, model.predict(texts), emotion.predict(texts), strict=True):
-            self.last_segment = t["segment"]
             self.scores = (self.scores + [p.score])[-self.config.policy.window :]
             rolling = sum(self.scores) / len(self.scores)
             out.append(self._score_event(t, p, e, rolling, model.name, emotion.name))
@@ -234,8 +249,8 @@ class SentimentTracker:
 
     def snapshot(self) -> dict[str, Any]:
         return {"scores": list(self.scores), "alert_key": self.alert_key, "severity": self.severity,
-                "negative_run": self.negative_run, "recovered_run": self.recovered_run, "last_segment": self.last_segment,
-                "router": self.router.snapshot()}
+                "negative_run": self.negative_run, "recovered_run": self.recovered_run,
+                "sequence": self.sequence.snapshot(), "router": self.router.snapshot()}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.scores = list(state["scores"])
@@ -243,7 +258,8 @@ class SentimentTracker:
         self.severity = state["severity"]
         self.negative_run = state["negative_run"]
         self.recovered_run = state["recovered_run"]
-        self.last_segment = state["last_segment"]
+        # snapshots from before late segments were told apart kept the last segment only
+        self.sequence.restore(state["sequence"] if "sequence" in state else _sequence_upto(state["last_segment"]))
         if "router" in state:  # snapshots from before routing start the router afresh
             self.router.restore(state["router"])
 
@@ -251,9 +267,13 @@ class SentimentTracker:
 class ConversationProcessor(Processor):
     """Audio chunks of one conversation in; transcripts, sentiment scores and alerts out.
 
-    Chunks must arrive in sequence order (the producer keys by conversation, so one partition keeps it);
-    a chunk at or below the last sequence number seen is a redelivery and is skipped, a jump over missing
-    numbers is counted in ``gaps`` and the audio carries on.
+    Chunks must arrive in sequence order (the producer keys by conversation, so one partition keeps it).
+    A repeated sequence number is a redelivery: skipped, and counted in ``duplicates``. A jump over missing
+    numbers is counted in ``gaps``, and the audio realigns to the next chunk's ``offset_ms`` so that later
+    transcripts keep their place in the call: a gap shorter than the pause that ends an utterance
+    (``vad.min_silence_ms``) is filled with silence, a longer one ends the utterance in progress. A chunk that
+    comes after a later one (``late``: its gap was realigned over already) is counted and not used: its place
+    in the audio has passed, and the voice detector cannot go back.
 
     Parameters
     ----------
@@ -270,36 +290,66 @@ class ConversationProcessor(Processor):
         self.tracker = SentimentTracker(conversation_id, self.config)
         self.redactor = Redactor(self.config.redaction)
         self.redacted = 0  # transcripts that had something redacted
-        self.last_seq = -1
+        self.sequence = Sequencer(reorder=0)
+        self.last_seq = -1  # the last chunk whose audio was used
+        self.fed = 0  # samples of the call (at SAMPLE_RATE) fed to the voice detector, gaps included
         self.segment = 0
         self.origin_ms: int | None = None  # event time of the conversation's start
-        self.duplicates = 0
         self.gaps = 0
+        self.late = 0
         self.empty_utterances = 0  # speech-like audio Whisper found no words in
+
+    @property
+    def duplicates(self) -> int:
+        return self.sequence.counts.duplicates + self.sequence.counts.stale
 
     def process(self, events: Sequence[Event]) -> list[Emit]:
         transcripts: list[Emit] = []
+        before = dict(vars(self.sequence.counts))
         for event in events:
-            r = event.record
-            if r["seq"] <= self.last_seq:
-                self.duplicates += 1
-                continue
-            if r["seq"] != self.last_seq + 1:
-                self.gaps += 1
-            self.last_seq = r["seq"]
-            if self.origin_ms is None:
-                self.origin_ms = r["event_time"] - r["offset_ms"]
-            samples = to_float32(r["pcm"])
-            if r["sample_rate"] != SAMPLE_RATE:
-                samples = resample(samples, r["sample_rate"], SAMPLE_RATE)
-            utterances = self.vad.feed(samples)
-            if r["final"]:
-                utterances += self.vad.flush()
-            for u in utterances:
-                emit = self._transcribe(u)
-                if emit is not None:
-                    transcripts.append(emit)
+            self.sequence.offer(event.record, lambda r: transcripts.extend(self._chunk(r)))
+        if vars(self.sequence.counts) != before:
+            count(FLOW, SequenceCounts(**before), self.sequence.counts)
         return transcripts + self.tracker.process([e.record for e in transcripts])
+
+    def _chunk(self, r: dict[str, Any]) -> list[Emit]:
+        if r["seq"] <= self.last_seq:
+            self.late += 1
+            return []
+        if self.origin_ms is None:
+            self.origin_ms = r["event_time"] - r["offset_ms"]
+        utterances: list[Utterance] = []
+        if r["seq"] != self.last_seq + 1:
+            self.gaps += 1
+            utterances += self._realign(r["offset_ms"])
+        self.last_seq = r["seq"]
+        samples = to_float32(r["pcm"])
+        if r["sample_rate"] != SAMPLE_RATE:
+            samples = resample(samples, r["sample_rate"], SAMPLE_RATE)
+        self.fed += samples.size
+        utterances += self.vad.feed(samples)
+        if r["final"]:
+            utterances += self.vad.flush()
+        return [emit for u in utterances if (emit := self._transcribe(u)) is not None]
+
+    def _realign(self, offset_ms: int) -> list[Utterance]:
+        """Lost audio would move every later transcript (its times and id) early by its length: put the stream
+        where the next chunk says it is, with silence (the voice detector's noise level untaught by it), or,
+        for a gap that would end an utterance anyway, by ending it and moving the detector on."""
+        missing = offset_ms * SAMPLE_RATE // 1000 - self.fed
+        if missing <= 0:
+            return []
+        self.fed += missing
+        if missing * 1000 < self.config.vad.min_silence_ms * SAMPLE_RATE:
+            noise = self.vad.noise_db
+            utterances = self.vad.feed(np.zeros(missing, dtype=np.float32))
+            self.vad.noise_db = noise
+            return utterances
+        utterances = self.vad.flush()
+        part = self.fed % self.vad.frame  # nothing pending after a flush: move on, on the same grid of frames
+        self.vad.position = self.fed - part
+        self.vad.feed(np.zeros(part, dtype=np.float32))
+        return utterances
 
     def _transcribe(self, u: Utterance) -> Emit | None:
         transcriber = load_transcriber(self.config.speech_backend, self.config.speech_model)
@@ -331,8 +381,9 @@ class ConversationProcessor(Processor):
 
     def snapshot(self) -> dict[str, Any]:
         return {"vad": self.vad.snapshot(), "tracker": self.tracker.snapshot(), "last_seq": self.last_seq,
-                "segment": self.segment, "origin_ms": self.origin_ms, "duplicates": self.duplicates,
-                "gaps": self.gaps, "empty_utterances": self.empty_utterances, "redacted": self.redacted}
+                "segment": self.segment, "origin_ms": self.origin_ms, "sequence": self.sequence.snapshot(),
+                "fed": self.fed, "gaps": self.gaps, "late": self.late, "empty_utterances": self.empty_utterances,
+                "redacted": self.redacted}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.vad.restore(state["vad"])
@@ -340,7 +391,12 @@ class ConversationProcessor(Processor):
         self.last_seq = state["last_seq"]
         self.segment = state["segment"]
         self.origin_ms = state["origin_ms"]
-        self.duplicates = state["duplicates"]
+        # snapshots from before late chunks were told apart, or gaps realigned: what was fed is where the
+        # detector stands (whole frames and the remainder, PCM16)
+        self.sequence.restore(state["sequence"] if "sequence" in state
+                              else _sequence_upto(state["last_seq"], state["duplicates"]))
+        self.fed = state.get("fed", state["vad"]["position"] + len(state["vad"]["rest"]) // 2)
+        self.late = state.get("late", 0)
         self.gaps = state["gaps"]
         self.empty_utterances = state["empty_utterances"]
         self.redacted = state.get("redacted", 0)  # snapshots from before redaction have no count
@@ -360,7 +416,8 @@ class SentimentProcessor(Processor):
     Examples
     --------
     With VADER as the model, two negative segments in a row open an alert and recovery resolves it; two angry
-    segments make the routing rules recommend a supervisor (with an alert of their own) until the mood turns:
+    segments make the routing rules recommend a supervisor (with an alert of their own) until two segments in a
+    row have not (``[routing] resolve_after``):
 
     >>> from streams.flows.audio import AudioFlowConfig, SentimentProcessor
     >>> from streams.processor import Event
@@ -380,16 +437,16 @@ class SentimentProcessor(Processor):
     scores.sentiment negative anger
     scores.sentiment positive joy
     scores.sentiment positive joy
-    routing keep anger
-    alerts RESOLVED audio-routing
     scores.sentiment positive neutral
     alerts RESOLVED audio-sentiment
+    routing keep joy
+    alerts RESOLVED audio-routing
     """
 
     def __init__(self, conversation_id: str, config: dict[str, Any] | None = None) -> None:
         self.conversation_id = conversation_id
         self.config = AudioFlowConfig.from_dict(config) if config else AudioFlowConfig()
-        self.tracker = SentimentTracker(conversation_id, self.config)
+        self.tracker = SentimentTracker(conversation_id, self.config, TRANSCRIPT_FLOW)
         self.redactor = Redactor(self.config.redaction)
 
     def process(self, events: Sequence[Event]) -> list[Emit]:
@@ -460,7 +517,7 @@ def sentiment_flow(config: AudioFlowConfig | None = None, sinks: list | None = N
     """
     params = (config or AudioFlowConfig()).to_dict()
     return FlowSpec(
-        name="transcript-sentiment",
+        name=TRANSCRIPT_FLOW,
         inputs={TRANSCRIPTS_TOPIC: TRANSCRIPT},
         outputs={SENTIMENT_TOPIC: SENTIMENT_SCORE, ALERTS_TOPIC: ALERT, ROUTING_TOPIC: ROUTING_RECOMMENDATION},
         make_processor=lambda conversation: SentimentProcessor(conversation, params),

@@ -6,6 +6,10 @@ and the first that matches gives the recommendation, else ``default_action``. A 
 goes out when the recommendation changes, with the rule and the reason in words; a rule with ``alert = true``
 also opens an alert on the alerts topic (the notify flow delivers it), resolved when the recommendation moves
 to a rule without one. Ids derive from the conversation and segment, so a replay repeats them.
+
+Like the sentiment alert, a recommendation has hysteresis (``open_after``, ``resolve_after``): a caller whose
+rolling sentiment wobbles around a rule's bound would otherwise flip the recommendation, and page, on every
+segment. An escalation is taken at once by default; giving it up takes ``resolve_after`` segments in a row.
 """
 
 from __future__ import annotations
@@ -120,11 +124,23 @@ class RoutingPolicy:
         The recommendation when no rule matches (and at a conversation's start).
     rules
         Tried in order; the first match wins.
+    open_after
+        Segments in a row the rules must give a new recommendation before it replaces the current one.
+    resolve_after
+        Segments in a row the rules must not give an escalation (a recommendation whose rule has ``alert``) before
+        it gives way to a recommendation without an alert, and its alert resolves.
     """
 
     window: int = 4
     default_action: str = "keep"
     rules: list[RoutingRule] = field(default_factory=lambda: [RoutingRule(**asdict(r)) for r in DEFAULT_RULES])
+    open_after: int = 1
+    resolve_after: int = 2
+
+    def __post_init__(self) -> None:
+        if self.open_after < 1 or self.resolve_after < 1:
+            raise ValueError(f"routing open_after and resolve_after must be at least 1, got {self.open_after} "
+                             f"and {self.resolve_after}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RoutingPolicy:
@@ -135,7 +151,8 @@ class RoutingPolicy:
         d
             What ``asdict`` gave.
         """
-        return cls(window=d["window"], default_action=d["default_action"], rules=[RoutingRule(**r) for r in d["rules"]])
+        return cls(window=d["window"], default_action=d["default_action"], rules=[RoutingRule(**r) for r in d["rules"]],
+                   open_after=d.get("open_after", 1), resolve_after=d.get("resolve_after", 2))  # absent: older configs
 
 
 class RoutingSettings(Section):
@@ -148,10 +165,15 @@ class RoutingSettings(Section):
     default_action: str = Field("keep", description="The recommendation when no rule matches.")
     rules: list[RoutingRule] = Field(default_factory=lambda: list(RoutingPolicy().rules),
                                      description="Tried in order; the first match wins.")
+    open_after: int = Field(1, ge=1, le=50, description="Segments in a row the rules must give a new "
+                                                        "recommendation before it replaces the current one.")
+    resolve_after: int = Field(2, ge=1, le=50, description="Segments in a row without an escalation (a rule with "
+                                                           "alert = true) before it gives way and its alert resolves.")
 
     def policy(self) -> RoutingPolicy:
         return RoutingPolicy(window=self.window, default_action=self.default_action,
-                             rules=[RoutingRule(**asdict(r)) for r in self.rules])
+                             rules=[RoutingRule(**asdict(r)) for r in self.rules], open_after=self.open_after,
+                             resolve_after=self.resolve_after)
 
 
 class Router:
@@ -175,6 +197,9 @@ class Router:
         self.segments = 0
         self.action = policy.default_action
         self.alert_key: str | None = None
+        self.away = 0  # segments in a row the rules have not given the current recommendation
+        self.pending: str | None = None  # the recommendation they gave last time, if not the current one...
+        self.pending_run = 0  # ...and for how many segments in a row
 
     def update(self, t: dict[str, Any], rolling: float, emotion: str, words: tuple[str, ...],
                emotion_model: str) -> list[Emit]:
@@ -202,7 +227,15 @@ class Router:
         rule, used = matched if matched else (None, facts)
         action = rule.action if rule else pol.default_action
         if action == self.action:
+            self.away, self.pending, self.pending_run = 0, None, 0
             return []
+        self.away += 1
+        self.pending_run = self.pending_run + 1 if action == self.pending else 1
+        self.pending = action
+        escalated, escalates = self.alert_key is not None, rule is not None and rule.alert
+        if self.pending_run < pol.open_after or (escalated and not escalates and self.away < pol.resolve_after):
+            return []
+        self.away, self.pending, self.pending_run = 0, None, 0
         previous, self.action = self.action, action
         reason = (rule.reason.format(**{k: used[k] for k in REASON_FIELDS}) if rule
                   else f"no rule matches: rolling sentiment {rolling:+.2f}, mostly {facts['emotion']}")
@@ -291,10 +324,14 @@ class Router:
 
     def snapshot(self) -> dict[str, Any]:
         return {"recent": [dict(s) for s in self.recent], "segments": self.segments, "action": self.action,
-                "alert_key": self.alert_key}
+                "alert_key": self.alert_key, "away": self.away, "pending": self.pending,
+                "pending_run": self.pending_run}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.recent = [dict(s) for s in state["recent"]]
         self.segments = state["segments"]
         self.action = state["action"]
         self.alert_key = state["alert_key"]
+        self.away = state.get("away", 0)  # snapshots from before hysteresis: no change under way
+        self.pending = state.get("pending")
+        self.pending_run = state.get("pending_run", 0)

@@ -11,8 +11,16 @@ from benchmarks.wer import read_references
 from connectors.wav import chunk_records, read_wav
 from models.speech import word_error_rate
 from schemas import AvroSerde
-from streams.flows.audio import AudioFlowConfig, SentimentPolicy, SentimentProcessor, audio_flow, sentiment_flow
+from streams.flows.audio import (
+    AudioFlowConfig,
+    ConversationProcessor,
+    SentimentPolicy,
+    SentimentProcessor,
+    audio_flow,
+    sentiment_flow,
+)
 from streams.processor import Event, run_local
+from streams.state import decode_processor, encode_processor
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "audio"
 CALL = ["call01", "call03", "call10", "call08", "call03", "call04", "call12", "call07"]  # turns bad, then recovers
@@ -125,3 +133,100 @@ def test_a_segment_repeated_within_one_batch_counts_once():
     emits = proc.process([redelivered, redelivered, transcript("c", 1, "thanks, that is great")])
     assert [r["segment"] for r in by_topic(emits, "scores.sentiment")] == [0, 1]
     assert by_topic(emits, "alerts") == []  # one negative segment, not two in a row
+
+
+@pytest.fixture(scope="module")
+def pause():
+    """Two utterances 3 s apart (call03 at 1.0-5.3 s, call12 from 8.3 s), in 250 ms chunks, and the flow's output."""
+    silence = lambda s: np.zeros(int(16000 * s), dtype="<i2").tobytes()  # noqa: E731
+    pcm = silence(1) + read_wav(DATA / "call03.wav").pcm + silence(3) + read_wav(DATA / "call12.wav").pcm + silence(1)
+    events = [Event("audio.chunks", "g", r) for r in chunk_records(pcm, "g", chunk_ms=250, start_ms=1_000_000)]
+    return events, run_local(audio_flow(CONFIG), events)
+
+
+def placed(emits) -> list[tuple]:
+    return [(t["event_id"], t["start_ms"], t["end_ms"], t["event_time"]) for t in by_topic(emits, "transcripts")]
+
+
+@pytest.mark.parametrize("lost", [[24], [23, 24, 25, 26], [10], [10, 11, 12]],
+                         ids=["in-a-pause", "a-second-in-a-pause", "in-speech", "750ms-in-speech"])
+def test_lost_chunks_leave_later_transcripts_where_they_were_in_the_call(pause, lost):
+    events, whole = pause
+    procs: dict = {}
+    emits = run_local(audio_flow(CONFIG), [e for e in events if e.record["seq"] not in lost], procs)
+    assert procs["g"].gaps == 1
+    assert placed(emits)[-1] == placed(whole)[-1]  # the utterance after the gap: same times, same id
+    if lost[0] > 20:  # lost in the pause: nothing of either utterance changes
+        assert placed(emits) == placed(whole)
+    elif len(lost) * 250 >= CONFIG.vad.min_silence_ms:  # as long as a pause: it ends the utterance where it broke
+        assert [t["end_ms"] for t in by_topic(emits, "transcripts")][:1] == [lost[0] * 250]
+
+
+def test_silence_filling_a_gap_does_not_teach_the_voice_detector_the_line_is_quiet():
+    hiss = (np.random.default_rng(3).normal(0, 0.0018, 16000 * 3) * 32767).astype("<i2").tobytes()  # about -55 dBFS
+    events = [Event("audio.chunks", "n", r) for r in chunk_records(hiss, "n", chunk_ms=250, start_ms=0)]
+    proc = ConversationProcessor("n", CONFIG.to_dict())
+    proc.process(events[:6])
+    level = proc.vad.noise_db
+    proc.process(events[8:9])  # 500 ms lost, filled with silence; the chunk after it is the same hiss
+    assert proc.gaps == 1 and proc.vad.noise_db == pytest.approx(level, abs=1.5)
+
+
+def test_a_late_chunk_is_counted_apart_from_a_repeat_and_not_used(pause):
+    events, whole = pause
+    order = events[:24] + events[25:27] + [events[24], events[26]] + events[27:]  # 24 comes late; 26 twice
+    procs: dict = {}
+    emits = run_local(audio_flow(CONFIG), order, procs)
+    proc = procs["g"]
+    assert (proc.gaps, proc.late, proc.duplicates) == (1, 1, 1)
+    assert placed(emits) == placed(whole)  # its 250 ms were silence by the time it came
+
+
+def test_an_audio_snapshot_from_before_late_chunks_and_realignment_restores(pause):
+    events, whole = pause
+    procs: dict = {}
+    first = run_local(audio_flow(CONFIG), events[:12], procs)
+    state = procs["g"].snapshot()
+    old = {k: v for k, v in state.items() if k not in ("sequence", "fed", "late")}
+    old["duplicates"] = 0
+    old["tracker"] = {k: v for k, v in state["tracker"].items() if k != "sequence"} | {"last_segment": -1}
+    proc = audio_flow(CONFIG).make_processor("g")
+    proc.restore(old)
+    assert proc.fed == 12 * 4000 and proc.sequence.hwm == 11
+    rest = [e for e in events[12:] if e.record["seq"] != 24]  # a gap after the restore realigns from there
+    second = run_local(audio_flow(CONFIG), [events[10]] + rest, {"g": proc})  # a redelivery first
+    assert proc.duplicates == 1 and proc.gaps == 1
+    assert placed(first + second) == placed(whole)
+    again = decode_processor(encode_processor(proc, "g"), audio_flow(CONFIG).make_processor("g"))
+    assert (again.fed, again.duplicates, again.gaps, again.late) == (proc.fed, 1, 1, 0)
+
+
+def test_a_late_segment_is_scored_and_counted_apart_from_a_repeat():
+    from prometheus_client import REGISTRY
+
+    def late() -> float:
+        return REGISTRY.get_sample_value("eddyline_sequence_late_total", {"flow": "transcript-sentiment"}) or 0
+
+    before = late()
+    proc = SentimentProcessor("c", AudioFlowConfig(sentiment_model="vader").to_dict())
+    emits = proc.process([transcript("c", 0, "this is awful, I hate it"), transcript("c", 2, "terrible, the worst")])
+    emits += proc.process([transcript("c", 1, "horrible and useless, I am furious"),  # crossed on the way
+                           transcript("c", 2, "terrible, the worst")])  # a redelivery
+    scores = by_topic(emits, "scores.sentiment")
+    assert [s["segment"] for s in scores] == [0, 2, 1]
+    assert scores[2]["rolling_score"] == pytest.approx(sum(s["score"] for s in scores) / 3)  # the newest in the mean
+    counts = proc.tracker.sequence.counts
+    assert (counts.late, counts.duplicates) == (1, 1) and late() == before + 1
+    restored = decode_processor(encode_processor(proc, "c"), SentimentProcessor("c"))
+    assert restored.process([transcript("c", 1, "horrible and useless, I am furious")]) == []  # now a repeat
+
+
+def test_a_sentiment_snapshot_from_before_late_segments_restores():
+    proc = SentimentProcessor("c", CONFIG.to_dict())
+    proc.process([transcript("c", i, "fine, thanks") for i in range(3)])
+    old = {k: v for k, v in proc.snapshot().items() if k != "sequence"} | {"last_segment": 2}
+    restored = SentimentProcessor("c", CONFIG.to_dict())
+    restored.restore(old)
+    emits = restored.process([transcript("c", 1, "fine, thanks"), transcript("c", 3, "great")])
+    assert [s["segment"] for s in by_topic(emits, "scores.sentiment")] == [3]
+    assert restored.tracker.sequence.counts.duplicates == 1

@@ -30,7 +30,7 @@ def test_anger_escalates_with_the_reason_and_an_alert_then_resolves():
     routing = [e.record for e in emits if e.topic == "routing"]
     alerts = [e.record for e in emits if e.topic == "alerts"]
     assert [(r["segment"], r["previous_action"], r["action"], r["rule"]) for r in routing] == [
-        (1, "keep", "escalate_supervisor", "angry"), (3, "escalate_supervisor", "keep", None)]
+        (1, "keep", "escalate_supervisor", "angry"), (4, "escalate_supervisor", "keep", None)]  # resolve_after = 2
     assert routing[0]["reason"] == "anger in 1 of the last 2 segments (anger), rolling sentiment -0.40"
     assert routing[0]["emotion"] == "anger" and routing[0]["trend"] == pytest.approx(-0.5)
     assert [(a["status"], a["severity"], a["source"]) for a in alerts] == [
@@ -39,6 +39,31 @@ def test_anger_escalates_with_the_reason_and_an_alert_then_resolves():
     serde = AvroSerde()
     for e in emits:
         assert serde.decode(serde.encode(e.event_type, e.record), e.event_type).items() >= e.record.items()
+
+
+def wobbling(router: Router, n: int = 12) -> list:
+    """An angry caller whose rolling sentiment wobbles by 0.04 around the angry rule's bound (-0.2)."""
+    return route(router, [(-0.22 if i % 2 else -0.18, "anger", "I am so angry") for i in range(n)])
+
+
+def test_a_caller_wobbling_around_a_bound_keeps_one_escalation_and_one_alert():
+    emits = wobbling(Router("c6", RoutingPolicy(), "test"))
+    assert [(e.record["segment"], e.record["action"]) for e in emits if e.topic == "routing"] == [
+        (1, "escalate_supervisor")]
+    assert [e.record["status"] for e in emits if e.topic == "alerts"] == ["OPENED"]
+    flapping = wobbling(Router("c6", RoutingPolicy(resolve_after=1), "test"))  # no hysteresis: as before
+    assert [e.record["status"] for e in flapping if e.topic == "alerts"].count("OPENED") == 6
+
+
+def test_open_after_needs_a_new_recommendation_that_many_segments_in_a_row():
+    policy = RoutingPolicy(open_after=2)
+    emits = wobbling(Router("c7", policy, "test"))  # the angry rule never matches two segments in a row
+    assert emits == []
+    emits = route(Router("c7", policy, "test"), [(0.0, "anger", ""), (-0.4, "anger", ""), (-0.5, "anger", "")])
+    assert [(e.record["segment"], e.record["action"]) for e in emits if e.topic == "routing"] == [
+        (2, "escalate_supervisor")]
+    with pytest.raises(ValueError, match="at least 1"):
+        RoutingPolicy(resolve_after=0)
 
 
 def test_a_phrase_hands_to_retention_without_an_alert():
@@ -63,9 +88,15 @@ def test_rules_come_from_toml_and_are_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("EDDYLINE_CONFIG", str(cfg))
     policy = RoutingSettings().policy()
     assert policy.window == 2 and [r.name for r in policy.rules] == ["sad"]
+    assert (policy.open_after, policy.resolve_after) == (1, 2)
     emits = route(Router("c4", policy, "test"), [(0.0, "sadness", ""), (0.0, "sadness", ""), (0.0, "joy", "")])
     assert [(e.record["action"], e.record["reason"]) for e in emits] == [
         ("callback", "sadness x1"), ("stay", "no rule matches: rolling sentiment +0.00, mostly joy")]  # a tie: EMOTIONS order
+    cfg.write_text('[routing]\nopen_after = 3\nresolve_after = 4\n')
+    assert (RoutingSettings().policy().open_after, RoutingSettings().policy().resolve_after) == (3, 4)
+    cfg.write_text('[routing]\nresolve_after = 0\n')
+    with pytest.raises(ValidationError, match="resolve_after"):
+        RoutingSettings()
     cfg.write_text('[routing]\n[[routing.rules]]\nname = "x"\naction = "a"\nreason = "{mood}"\n')
     with pytest.raises(ValidationError, match="reason uses") as bad:
         RoutingSettings()
@@ -91,3 +122,23 @@ def test_snapshot_restores_mid_escalation_and_replays_repeat_ids():
     restored = {k: pickle.loads(pickle.dumps(p)) for k, p in procs.items()}
     second = run_local(spec, events[3:], restored)
     assert [e.record["event_id"] for e in first + second] == [e.record["event_id"] for e in whole]
+
+
+def test_a_snapshot_keeps_a_de_escalation_under_way_and_one_from_before_hysteresis_restores():
+    router = Router("c8", RoutingPolicy(), "test")
+    route(router, [(0.0, "neutral", ""), (-0.4, "anger", ""), (0.3, "joy", "")])  # one segment without the anger
+    state = router.snapshot()
+    restored = Router("c8", RoutingPolicy(), "test")
+    restored.restore(pickle.loads(pickle.dumps(state)))
+    emits = restored.update(segment(3), 0.4, "joy", ("joy",), "nrc")
+    assert [e.record["action"] for e in emits if e.topic == "routing"] == ["keep"]  # the second in a row
+    old = {k: v for k, v in state.items() if k not in ("away", "pending", "pending_run")}
+    before = Router("c8", RoutingPolicy(), "test")
+    before.restore(old)
+    assert before.update(segment(3), 0.4, "joy", ("joy",), "nrc") == []  # counting starts with the restore
+    emits = before.update(segment(4), 0.5, "joy", ("joy",), "nrc")
+    assert [e.record["action"] for e in emits if e.topic == "routing"] == ["keep"]
+    config = AudioFlowConfig(sentiment_model="vader").to_dict()
+    for name in ("open_after", "resolve_after"):
+        del config["routing"][name]  # a flow's params saved before hysteresis
+    assert AudioFlowConfig.from_dict(config).routing.resolve_after == 2

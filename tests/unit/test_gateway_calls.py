@@ -1,0 +1,116 @@
+"""Call audio over the gateway's WebSocket endpoints, without a broker: how a call's chunks are numbered."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from connectors.broker import free_port
+from connectors.gateway import GatewaySettings, create_app
+from connectors.gateway.calls import CallNumbers
+from connectors.kafka import EventProducer, KafkaSettings
+from streams.flows.audio import ConversationProcessor
+from streams.processor import Event
+
+TOKEN = "calls-unit-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def client() -> Iterator[tuple[TestClient, list[dict]]]:
+    """A gateway whose producer points at a closed port, and the records it produced (they wait in its queue)."""
+    settings = GatewaySettings(tokens={"calls": TOKEN}, create_topics=False, shutdown_flush_s=0)
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
+    with TestClient(create_app(settings, kafka, EventProducer(kafka, log_level=0))) as c:
+        gateway, produced = c.app.state.gateway, []
+        produce = gateway.produce_records
+
+        def keep(endpoint: Any, records: list[tuple[dict, str]], client: str, *args: Any) -> list[str]:
+            produced.extend(r for r, _ in records)
+            return produce(endpoint, records, client, *args)
+
+        gateway.produce_records = keep
+        yield c, produced
+
+
+def stream(c: TestClient, query: str, pcm: bytes) -> list[dict]:
+    with c.websocket_connect(f"/v1/audio/stream?{query}", headers=AUTH) as ws:
+        ws.send_bytes(pcm)
+        ws.send_text(json.dumps({"event": "stop"}))
+        acks = []
+        while not acks or not acks[-1]["final"]:
+            acks.append(ws.receive_json())
+    return acks
+
+
+def test_a_call_that_reconnects_goes_on_numbering_and_its_audio_reaches_the_flow(client) -> None:
+    c, produced = client
+    second = np.zeros(16000, dtype="<i2").tobytes()
+    first = stream(c, "conversation_id=c1", second)
+    again = stream(c, "conversation_id=c1", second)  # the client lost its connection and came back
+    assert [a["seq"] for a in first + again] == list(range(len(first) + len(again)))
+    assert len({a["event_id"] for a in first + again}) == len(first) + len(again)
+    proc = ConversationProcessor("c1")
+    proc.process([Event("audio.chunks", "c1", r) for r in produced])
+    assert proc.duplicates == 0 and proc.fed == 2 * 16000
+    assert [r["offset_ms"] for r in produced] == [200 * i for i in range(len(produced))]  # the call's audio goes on
+
+
+def test_a_call_streams_on_one_connection_at_a_time(client) -> None:
+    from starlette.testclient import WebSocketDenialResponse
+
+    c, _ = client
+    with c.websocket_connect("/v1/audio/stream?conversation_id=c2", headers=AUTH) as ws:
+        with pytest.raises(WebSocketDenialResponse) as refused, c.websocket_connect(
+                "/v1/audio/stream?conversation_id=c2", headers=AUTH):
+            pass
+        assert refused.value.status_code == 409 and "another connection" in refused.value.json()["message"]
+        ws.send_bytes(b"\0\0" * 3200)
+        assert ws.receive_json()["seq"] == 0
+    assert [a["seq"] for a in stream(c, "conversation_id=c2", b"\0\0" * 3200)] == [2, 3]  # after its final, 1
+
+
+def test_a_reconnect_to_another_gateway_process_says_where_to_go_on(client) -> None:
+    c, produced = client
+    assert [a["seq"] for a in stream(c, "conversation_id=c3&seq=40", b"\0\0" * 3200)] == [40, 41]
+    assert produced[0]["offset_ms"] == 40 * 200
+    assert [a["seq"] for a in stream(c, "conversation_id=c3&seq=7", b"")] == [42]  # never back over numbers used
+    from starlette.testclient import WebSocketDenialResponse
+
+    with pytest.raises(WebSocketDenialResponse) as refused, c.websocket_connect(
+            "/v1/audio/stream?conversation_id=c3&seq=-1", headers=AUTH):
+        pass
+    assert refused.value.status_code == 400
+
+
+def test_a_second_twilio_stream_of_a_call_goes_on_numbering_its_tracks(client) -> None:
+    c, produced = client
+    payload = base64.b64encode(bytes([0xFF]) * 1600).decode()  # 200 ms of mu-law silence at 8 kHz
+    for _ in range(2):
+        with c.websocket_connect("/v1/audio/twilio", headers=AUTH) as ws:
+            ws.send_text(json.dumps({"event": "start", "start": {"callSid": "CA9"}}))
+            for track in ("inbound", "outbound"):
+                ws.send_text(json.dumps({"event": "media", "media": {"track": track, "payload": payload}}))
+            ws.send_text(json.dumps({"event": "stop"}))
+            assert ws.receive()["type"] == "websocket.close"
+    for conversation in ("CA9", "CA9/outbound"):
+        seqs = [r["seq"] for r in produced if r["conversation_id"] == conversation]
+        assert seqs == [0, 1], conversation  # a final chunk each
+
+
+def test_a_gateway_process_remembers_a_bounded_number_of_calls() -> None:
+    from connectors.gateway.audio import CallAudio
+
+    numbers = CallNumbers(size=2)
+    for conversation in ("a", "b", "c"):
+        call = CallAudio(conversation)
+        numbers.open(call)
+        call.feed(np.zeros(3200, dtype="<i2"))
+        numbers.close(call)
+    assert dict(numbers.next) == {"b": 1, "c": 1} and not numbers.live
