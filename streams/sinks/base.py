@@ -3,15 +3,24 @@
 A subclass says what one of its flow's emits becomes (``points``) and updates its Prometheus metrics
 there; alerts are counted and written the same way for every flow; the InfluxDB sink is the configured
 one, or none (``[influx] url`` unset), so Prometheus still works without a time-series server.
+
+Points are built from records, and one record the time-series store cannot take (a NaN in a field) must not
+stop the flow: the InfluxDB sink refuses the whole batch, so the bad point is left out and counted instead.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from collections.abc import Sequence
 from typing import Any, Self
 
+from connectors.influx import LOG_EVERY_S, MalformedPointError, check_point
 from streams.sinks.alerts import alert_point, count_alert
 from streams.processor import Emit
+
+log = logging.getLogger(__name__)
 
 Point = tuple[str, dict[str, str], dict[str, Any], int]
 
@@ -20,7 +29,8 @@ class MetricsSink:
     """A flow's dashboard side sink: its emits become InfluxDB points and Prometheus updates.
 
     Subclasses override ``points`` for their flow's emits; alerts are counted and written here, the same
-    for every flow. ``from_settings`` builds it with the configured InfluxDB sink, or none.
+    for every flow. ``from_settings`` builds it with the configured InfluxDB sink, or none. A point the
+    InfluxDB sink refuses as malformed is left out of the batch and counted in ``points_refused`` by reason.
 
     Parameters
     ----------
@@ -31,6 +41,8 @@ class MetricsSink:
 
     def __init__(self, influx: Any | None = None) -> None:
         self.influx = influx
+        self.points_refused: dict[str, int] = {}
+        self._logged = -math.inf
 
     @classmethod
     def from_settings(cls) -> Self:
@@ -65,7 +77,29 @@ class MetricsSink:
             else:
                 points.extend(self.points(e))
         if self.influx is not None and points:
-            self.influx.write_points(points)
+            try:
+                self.influx.write_points(points)
+            except MalformedPointError:  # nothing of the batch was queued: write it again without the bad points
+                self.influx.write_points(self._well_formed(points))
+
+    def _well_formed(self, points: list[Point]) -> list[Point]:
+        good = []
+        for p in points:
+            try:
+                check_point(*p)
+            except MalformedPointError as exc:
+                self.points_refused[exc.reason] = self.points_refused.get(exc.reason, 0) + 1
+                now = time.monotonic()
+                if now - self._logged >= LOG_EVERY_S:
+                    self._logged = now
+                    log.warning(
+                        "%s: point left out (%s); refused so far by reason: %s; repeats are logged once a minute",
+                        type(self).__name__, exc, dict(self.points_refused),
+                        extra={"event": "influx_point_refused", "reason": exc.reason, "measurement": p[0]},
+                    )
+            else:
+                good.append(p)
+        return good
 
     def close(self) -> None:
         if self.influx is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connectors.influx import EMPTY_TAG
 from connectors.prometheus import metric
 from streams.flows.fleet import STATE_FIELDS, STATE_TOPIC, SUMMARY_TOPIC
 from streams.processor import Emit
@@ -45,7 +46,7 @@ class FleetMetricsSink(MetricsSink):
         if e.topic != STATE_TOPIC:
             return []
         r = e.record
-        tags = {t: str(r.get(t) or "none") for t in TAGS}
+        tags = {t: str(r.get(t) or EMPTY_TAG) for t in TAGS}
         fields = {f: float(r[f]) for f in FIELDS if r.get(f) is not None}
         return [(MEASUREMENT, tags, fields, int(r["time_ms"]))]
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from connectors.broker import free_port
-from connectors.influx import InfluxPoint, InfluxSink, InfluxWriteError
+from connectors.influx import InfluxPoint, InfluxSink, InfluxWriteError, MalformedPointError, clean_tag
 from tests.fixtures.timeseries import VictoriaMetrics
 
 pytestmark = pytest.mark.integration
@@ -100,9 +100,24 @@ def test_malformed_points_are_refused_before_anything_is_queued(victoria: Victor
             sink.write_points([InfluxPoint(m, {}, {"v": 1.0}, T0), InfluxPoint(m, {}, {"v": float("nan")}, T0 + 1)])
         with pytest.raises(ValueError, match="no fields"):
             sink.write(m, {"a": "b"}, {}, T0)
-        with pytest.raises(ValueError, match="tags are non-empty strings"):
-            sink.write(m, {"a": ""}, {"v": 1}, T0)
+        with pytest.raises(MalformedPointError, match="tag keys are non-empty strings"):
+            sink.write(m, {"": "b"}, {"v": 1}, T0)
         with pytest.raises(ValueError, match="time_ms"):
             sink.write(m, {}, {"v": 1}, 1.7e12)  # type: ignore[arg-type]
         assert sink.points_queued == 0
     assert victoria.export(f'{{__name__=~"{m}_.*"}}') == []
+
+
+def test_tags_the_client_would_mangle_are_stored_as_cleaned(victoria: VictoriaMetrics) -> None:
+    """influxdb-client escapes no backslash (a trailing one swallowed the separator, "mid\\ x" vanished while
+    counted as written) and sends a newline as "\\n"; each tag is stored as ``clean_tag`` made it."""
+    m = unique("tags")
+    entities = ["plain", "with space", "a,b=c", 'quo"te', "uni-\u00e9\u4e2d", "tail\\", "mid\\ x", "new\nline", ""]
+    with InfluxSink(victoria.influx_settings("tags")) as sink:
+        sink.write_points([(m, {"entity": e}, {"value": float(i)}, T0 + i) for i, e in enumerate(entities)])
+        sink.flush()
+        assert sink.points_written == len(entities) and sink.points_lost == 0
+        assert sink.tags_normalised == {"backslash": 2, "control": 1, "empty": 1}
+    stored = {s["metric"]["entity"]: s["values"] for s in victoria.export(f'{{__name__="{m}_value"}}')}
+    assert stored == {clean_tag(e): [float(i)] for i, e in enumerate(entities)}
+    assert {"tail/", "mid/ x", "new line", "none"} <= stored.keys()
