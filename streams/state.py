@@ -6,13 +6,15 @@ reach the recovery folder or the changelog topic. So they carry data only: ``par
 in a small tagged binary format (None, bool, int, float, str, bytes, list, tuple, dict, numeric numpy arrays
 as dtype + shape + raw bytes), behind a magic and a format version. The class is never read from the bytes:
 the flow decides which processor to build, and a state written for another class, by another format
-version, or malformed is refused with a ``StateError`` that says what it was.
+version, or malformed is refused with a ``StateError`` that says what it was. A processor that can take
+settings other than those its state was saved with (``restore_under``) is built with the flow's current ones.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import sqlite3
 import struct
@@ -39,6 +41,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 _REFUSED = metric(Counter, "eddyline_state_refused", "Saved processor states refused (foreign, old or broken); "
                   "each key concerned started fresh.", ["flow"])
+_RECONFIGURED = metric(Counter, "eddyline_state_reconfigured", "Saved processor states restored under the flow's "
+                       "current settings, other than those they were saved with, by whether the processor kept 'all' "
+                       "of the state or 'part' (what no longer fits starts again: the sensor flow's detectors, under "
+                       "another detector or other detector parameters).", ["flow", "kept"])
+_RECONFIGURED_LOGGED: set[tuple[str, str, bool]] = set()  # (flow, change, kept all) this process has logged
+_RECONFIGURED_LOG_MAX = 64
 
 PEERS_RELIST_S = 5.0  # how often an idle store looks for other processes' files
 MAGIC = b"EDST"
@@ -263,9 +271,12 @@ class _Reader:
             raise StateError(f"an array in the state has non-numeric dtype {dtype}")
         shape = tuple(self.u32() for _ in range(self.take(1)[0]))
         data = self.take(self.u32())
-        if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+        if len(data) != math.prod(shape) * dtype.itemsize:  # Python ints: a product of u32s wraps in int64
             raise StateError(f"an array in the state has {len(data)} bytes for shape {shape} of {dtype}")
-        return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+        try:
+            return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=True)
+        except ValueError as exc:  # more dimensions than numpy takes
+            raise StateError(f"an array in the state cannot be built: {exc}") from None
 
 
 def _class_name(cls: type) -> str:
@@ -293,11 +304,29 @@ def decode_checkpoint(blob: bytes) -> dict[str, Any]:
     saved = decode(blob)
     if not isinstance(saved, dict) or not set(_ENVELOPE) <= saved.keys():
         raise StateError(f"the state is not a processor checkpoint (fields {', '.join(_ENVELOPE)})")
+    if not isinstance(saved["key"], str) or not isinstance(saved["params"], dict):
+        raise StateError(f"the checkpoint's key is {type(saved['key']).__name__} and its params "
+                         f"{type(saved['params']).__name__}, not str and dict")
+    offsets = saved["offsets"]
+    if not isinstance(offsets, dict) or not all(
+            type(tp) is tuple and len(tp) == 2 and type(tp[0]) is str and type(tp[1]) is int and type(o) is int
+            for tp, o in offsets.items()):
+        raise StateError("the checkpoint's offsets are not (topic, partition) -> offset")
     return saved
 
 
 def processor_from(saved: dict[str, Any], fresh: Processor) -> Processor:
-    """The processor of a decoded checkpoint, rebuilt as ``fresh``'s class (which the flow chose for the key)."""
+    """The processor of a decoded checkpoint, rebuilt as ``fresh``'s class (which the flow chose for the key).
+
+    A processor with ``restore_under(params, state)`` (returning whether it kept all of the state) is built with
+    ``fresh``'s settings, the flow's current configuration, and decides what of a state saved under other ones it
+    keeps; any other is built with the settings it was saved with, which its state is known to fit.
+    """
+    return _rebuilt(saved, fresh)[0]
+
+
+def _rebuilt(saved: dict[str, Any], fresh: Processor) -> tuple[Processor, bool]:
+    """``processor_from``'s processor, and whether it kept all of its state."""
     cls = type(fresh)
     if saved["processor"] != _class_name(cls):
         raise StateError(f"the state belongs to {saved['processor']!r}, not {_class_name(cls)!r}")
@@ -305,11 +334,16 @@ def processor_from(saved: dict[str, Any], fresh: Processor) -> Processor:
         raise StateError(f"{_class_name(cls)} state version {saved['version']!r}; this eddyline restores "
                          f"version {cls.state_version}")
     try:
-        processor = cls(**saved["params"])
-        processor.restore(saved["state"])
+        if hasattr(cls, "restore_under"):
+            processor = cls(**fresh.params())
+            kept = bool(processor.restore_under(saved["params"], saved["state"]))
+        else:
+            processor = cls(**saved["params"])
+            processor.restore(saved["state"])
+            kept = True
     except Exception as exc:  # a state that decodes but does not fit: refused like any other
         raise StateError(f"{_class_name(cls)} refused the state: {type(exc).__name__}: {exc}") from None
-    return processor
+    return processor, kept
 
 
 def decode_processor(blob: bytes, fresh: Processor) -> Processor:
@@ -711,10 +745,31 @@ def restore_or_fresh(spec: FlowSpec, key: str, blob: bytes | None) -> tuple[Proc
         saved = decode_checkpoint(blob)
         if saved["key"] != key:
             raise StateError(f"the state is key {saved['key']!r}'s, not {key!r}'s")
-        return processor_from(saved, fresh), dict(saved["offsets"])
+        processor, kept = _rebuilt(saved, fresh)
     except StateError as exc:
         refuse(spec.name, f"of {key!r}", exc)
         return fresh, {}
+    if hasattr(type(fresh), "restore_under"):
+        changes = {k: (saved["params"][k], v) for k, v in fresh.params().items()
+                   if k in saved["params"] and saved["params"][k] != v}
+        if changes:
+            _reconfigured(spec.name, changes, kept)
+    return processor, dict(saved["offsets"])
+
+
+def _reconfigured(flow: str, changes: dict[str, tuple[Any, Any]], kept: bool) -> None:
+    """Count a key restored under changed settings; log each distinct change once per process, not once per key (a
+    restart after an operator's change restores a whole fleet, 100,000 devices)."""
+    _RECONFIGURED.labels(flow, "all" if kept else "part").inc()
+    what = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(changes.items()))
+    seen = (flow, what, kept)
+    if seen in _RECONFIGURED_LOGGED or len(_RECONFIGURED_LOGGED) >= _RECONFIGURED_LOG_MAX:
+        return
+    _RECONFIGURED_LOGGED.add(seen)
+    log.warning("saved states restored under changed settings (%s): %s; each key is counted in "
+                "eddyline_state_reconfigured_total, this line is logged once", what,
+                "their state is kept" if kept else "part of their state starts again (what no longer fits, e.g. the "
+                "sensor flow's detectors)", extra={"flow": flow, "changes": what, "kept": kept})
 
 
 def refuse(flow: str, what: str, exc: StateError) -> None:

@@ -4,18 +4,20 @@ The adapter owns no logic: it decodes (dead-lettering what fails), hands each ke
 key's processor, encodes what comes back and writes it. Processors are checkpointed by Bytewax's
 recovery (as versioned plain bytes, ``streams.state``, at each epoch with the Kafka offsets), so a restart
 resumes from the last epoch and replays at most one epoch of input; outputs repeat with the same ids and
-sinks drop the repeats. Keys silent for a while move to an ``IdleStore`` next to the recovery files.
+sinks drop the repeats. Keys silent for a while move to an ``IdleStore`` next to the recovery files. A processor
+that raises costs the events of that call, dead-lettered with the error (``_process``), never the flow.
 With ``buckets`` (``[runtime] state_buckets``), Bytewax's state keys are buckets of keys (``_BucketLogic``) whose
 checkpoints carry older states by version in that store, so a restart loads what changed lately, not every key.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.bytewax_epochs import RecoveryEpochs
 from streams.engines.bytewax_source import LingerKafkaSource
 from streams.engines.lag import start_monitor
-from streams.engines.output import FlowOutput, Message, flow_topics
+from streams.engines.output import DeadLetter, FlowOutput, Message, _plain, flow_topics
 from streams.memory import HeapReleaser, flow_collector
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.runtime import BYTEWAX_DEFAULTS
@@ -42,6 +44,7 @@ from streams.state import (
 
 log = logging.getLogger(__name__)
 
+PROCESSING_FAILED = "processing_failed"  # the dead-letter reason of events whose processor raised (as in Faust's)
 BYTEWAX_EPOCH_INTERVAL = timedelta(seconds=10)  # cli_main's own default
 
 IDLE_DIR = "idle"  # evicted keys, one SQLite file per process, in a folder of their own: SQLite files of
@@ -161,10 +164,10 @@ class _ProcessorLogic(StatefulBatchLogic):
             self.processor, _ = restore_or_fresh(self.spec, self.key, saved)
             self.saved = None
         with self.timer.time():
-            emits = self.processor.process(values)
+            emits, letters = _process(self.output, self.processor, values)
         self.output.processed(values)
         self.due = datetime.now(UTC) + self.idle_after if self.idle_after is not None else None
-        return _outputs(self.output, emits), StatefulBatchLogic.RETAIN
+        return _outputs(self.output, emits, letters), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self.due
@@ -176,7 +179,7 @@ class _ProcessorLogic(StatefulBatchLogic):
             return [], StatefulBatchLogic.DISCARD
         if self.idle is None or self.idle_after is None:
             return [], StatefulBatchLogic.RETAIN
-        emits = _outputs(self.output, self.processor.flush()) if self.processor is not None else []
+        emits = _outputs(self.output, _flush(self.spec, self.processor)) if self.processor is not None else []
         blob = self.snapshot()
         if blob is None:
             return emits, StatefulBatchLogic.RETAIN
@@ -443,13 +446,16 @@ class _BucketLogic(StatefulBatchLogic):
         for event in values:
             by_key.setdefault(self.spec.key(event), []).append(event)
         emits: list[Emit] = []
+        letters: list[Message] = []
         wall = datetime.now(UTC)
         due = wall + self.idle_after if self.idle_after is not None else None
         early = wall + ENCODE_EARLY
         now = time.monotonic()
         with self.timer.time():
             for key, events in by_key.items():
-                emits.extend(self._processor(key).process(events))
+                done, dead = _process(self.output, self._processor(key), events)
+                emits.extend(done)
+                letters.extend(dead)
                 self.dirty.add(key)
                 self.early[key] = None if key in self.early else early  # twice in an epoch: at its end only
                 self.spoke.pop(key, None)
@@ -461,7 +467,7 @@ class _BucketLogic(StatefulBatchLogic):
             self.next_due = due
         if self.encode_at is None:
             self.encode_at = early
-        return _outputs(self.output, emits), StatefulBatchLogic.RETAIN
+        return _outputs(self.output, emits, letters), StatefulBatchLogic.RETAIN
 
     def _saved(self, key: str) -> bytes | None:
         """The key's bytes as this bucket last saved them; None for a key new to it (or refused: counted)."""
@@ -515,7 +521,7 @@ class _BucketLogic(StatefulBatchLogic):
             for key in [k for k, at in self.due.items() if at <= now]:
                 processor = self.live.pop(key, None)
                 if processor is not None:
-                    emits.extend(processor.flush())
+                    emits.extend(_flush(self.spec, processor))
                     leaving[key] = encode_processor(processor, key)
                 else:
                     blob = self._saved(key)
@@ -669,12 +675,53 @@ class Outputs:
         return Outputs, ([], self.messages)
 
 
-def _outputs(output: FlowOutput, emits: list[Emit]) -> list[Outputs]:
+def _outputs(output: FlowOutput, emits: list[Emit], letters: Sequence[Message] = ()) -> list[Outputs]:
     """A key's emits as one item downstream, with the messages of those bound for Kafka (``FlowOutput.encode``:
-    an emit that cannot be encoded becomes a dead letter)."""
-    if not emits:
+    an emit that cannot be encoded becomes a dead letter), and ``letters``, dead letters of the step's own."""
+    if not emits and not letters:
         return []
-    return [Outputs(emits, [output.encode(e) for e in emits if output.kafka_bound(e)])]
+    return [Outputs(emits, [*(output.encode(e) for e in emits if output.kafka_bound(e)), *letters])]
+
+
+def _process(output: FlowOutput, processor: Processor, events: list[Event]) -> tuple[list[Emit], list[Message]]:
+    """The processor's emits for ``events`` and no dead letters; if it raises, no emits and each event a dead letter
+    (``processing_failed``, with the error), so that one bad event costs its call, not the flow and every restart.
+
+    The key keeps its processor as the call left it: what the call applied before it raised (earlier events, part
+    of the failing one) stays applied, and its emits are lost. The processor is not rolled back to its last
+    encoded state, which can be an epoch old and would forget events whose outputs are out (an opened incident);
+    the sensor flow's sequence counts the call's batches as applied, so the flow goes on with the next numbers.
+    The Faust adapter does the same, so both engines go on alike. A dead letter's value is the event re-encoded
+    with its topic's latest schema (JSON if that fails): the step no longer has the message's bytes.
+    """
+    try:
+        return processor.process(events), []
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("a processor raised; its events are dead-lettered",
+                      extra={"flow": output.spec.name, "events": len(events), "error": error})
+        return [], [output.dead_letter(DeadLetter(e.topic, None if e.key is None else e.key.encode(),
+                                                  _reencoded(output, e), PROCESSING_FAILED, error, e.partition,
+                                                  e.offset)) for e in events]
+
+
+def _reencoded(output: FlowOutput, event: Event) -> bytes:
+    """The event as its input topic carries it, for a dead letter (JSON when it cannot be encoded)."""
+    try:
+        return output.codec.serde.encode(output.spec.inputs[event.topic], event.record,
+                                         topic=output.settings.topic(event.topic), check=False)
+    except Exception:
+        return json.dumps(event.record, default=_plain).encode()
+
+
+def _flush(spec: FlowSpec, processor: Processor) -> list[Emit]:
+    """What the processor held back, processed now; nothing (logged as an error) if it raises: its key is leaving
+    memory, and the flow goes on. What it held has no message of its own to dead-letter."""
+    try:
+        return processor.flush()
+    except Exception:
+        log.exception("a processor raised while handing on what it held back; that is lost", extra={"flow": spec.name})
+        return []
 
 
 class _ProducerPartition(StatefulSinkPartition):

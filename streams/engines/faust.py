@@ -13,7 +13,8 @@ outputs and dead letters first, then side sinks, then the new processor states. 
 input offsets it has absorbed, so a batch replayed after a crash skips what the state already holds
 (its outputs were delivered before the state was written) and processors never apply an event twice.
 A flow whose state key is not the Kafka key (one model fed by many users) goes through a repartition
-topic keyed by state key first, as Faust's ``group_by`` would.
+topic keyed by state key first, as Faust's ``group_by`` would. A processor that raises costs the events of that
+call, dead-lettered with the error, never the worker (as in the Bytewax adapter: ``bytewax._process``).
 
 Skipping by absorbed offset is sound only while each input partition reaches a state in offset order, with
 nothing left out before an offset it has applied. Faust keeps that order except in one place: after it
@@ -46,7 +47,7 @@ from typing import Any
 from connectors.kafka import KafkaSettings, admin_config, create_topics, logged_config
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import consumer_group, start_monitor
-from streams.engines.output import DeadLetter, FlowOutput, flow_topics
+from streams.engines.output import DeadLetter, FlowOutput, Message, flow_topics
 from streams.memory import flow_collector
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.runtime import FAUST_DEFAULTS, RuntimeSettings
@@ -54,6 +55,7 @@ from streams.state import encode_processor, restore_or_fresh
 
 log = logging.getLogger(__name__)
 
+PROCESSING_FAILED = "processing_failed"  # the dead-letter reason of events whose processor raised (as in Bytewax's)
 TABLE = "processors"
 BATCH_WITHIN_S = 0.2  # the most an agent waits to fill a batch (Faust only: Bytewax hands on what a poll brought)
 # Workers that keep a standby copy of each table partition. None by default: the table's store is in memory, so a
@@ -352,6 +354,7 @@ class _FlowRunner:
         """Process one batch of Faust events; returns once all it caused is delivered."""
         pending: list[Any] = []
         groups: dict[bytes, tuple[int, list[Event]]] = {}
+        raw: dict[tuple[str, int, int], tuple[bytes | None, Any]] = {}  # the events' bytes, for dead letters
         for fevent in batch:
             msg = fevent.message
             topic, key, partition, offset = msg.topic, msg.key, msg.partition, msg.offset
@@ -374,8 +377,10 @@ class _FlowRunner:
                 pending.append(await self._send(self.repartition, state_key, msg.value, headers))
                 continue
             groups.setdefault(state_key, (msg.partition, []))[1].append(out)
+            raw[(out.topic, partition, offset)] = (key, msg.value)
 
         emits: list[Emit] = []
+        letters: list[Message] = []
         changed: list[tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int]]] = []
         with PROCESSING_SECONDS.labels(self.spec.name).time():
             for state_key, (table_partition, events) in groups.items():
@@ -383,7 +388,10 @@ class _FlowRunner:
                 fresh = unabsorbed(events, offsets)
                 if not fresh:
                     continue
-                emits.extend(proc.process(fresh))
+                try:
+                    emits.extend(proc.process(fresh))
+                except Exception as exc:  # the events go to dead letters; the state is stored as the call left it
+                    letters.extend(self._unprocessed(fresh, raw, exc))
                 self.output.processed(fresh)
                 for e in fresh:
                     offsets[(e.topic, e.partition)] = max(e.offset, offsets.get((e.topic, e.partition), -1))
@@ -393,6 +401,8 @@ class _FlowRunner:
         for emit in emits:
             if self.output.kafka_bound(emit):
                 pending.append(await self._send(*self.output.encode(emit)))
+        for letter in letters:
+            pending.append(await self._send(*letter))
         await asyncio.gather(*pending)  # outputs are in Kafka before any state says they were made
         if emits and self.spec.sinks:
             sinks = self.open_sinks()
@@ -402,6 +412,22 @@ class _FlowRunner:
         if changed:
             await self._store(changed)
         self._sweep()
+
+    def _unprocessed(self, events: Sequence[Event], raw: Mapping[tuple[str, int, int], tuple[bytes | None, Any]],
+                     exc: Exception) -> list[Message]:
+        """Each event of a processor call that raised as a dead letter (``processing_failed``), its bytes as they
+        came. The key's state keeps what the call applied before it raised, and is stored with the events counted
+        absorbed, as the Bytewax adapter goes on (``bytewax._process``): a replay does not apply them again, and a
+        sequenced flow goes on with the next numbers rather than wait for these."""
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("a processor raised; its events are dead-lettered", exc_info=exc,
+                  extra={"flow": self.spec.name, "events": len(events), "error": error})
+        letters = []
+        for e in events:
+            key, value = raw.get((e.topic, e.partition, e.offset), (None, None))
+            letters.append(self.output.dead_letter(DeadLetter(e.topic, key, value, PROCESSING_FAILED, error,
+                                                              e.partition, e.offset)))
+        return letters
 
     def _sweep(self) -> None:
         """Drop the live processors of keys idle for ``idle_after_s``: their bytes stay in the table."""

@@ -6,6 +6,11 @@ event, and fed to the policy, whose transitions become ``alerts`` events; an ale
 carries why it fired (``models.anomaly.explain``: the rule, the expected value and band, the recent
 readings). Output ids derive from the input's, so replays after a crash repeat them exactly and sinks
 drop the repeats.
+
+A sensor silent for ``forget_after_s`` of the device's event time is forgotten (detector and policy), so that
+names that change (per boot, a firmware update, a bad mapping) do not grow a device's state without bound; an
+incident still open on it is resolved as it goes. A restored device takes the flow's current settings: the
+detector's state is kept only if the detector and its parameters are those it was saved with.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ ALERTS_TOPIC = "alerts"
 FLOW = "sensor-anomaly"
 PRODUCER = "eddyline/sensor-anomaly"
 REORDER = 8  # batches of one device held while waiting for a missing sequence number
+FORGET_AFTER_S = 86_400.0  # a sensor silent a day of its device's event time is forgotten
 
 
 @lru_cache(maxsize=64)
@@ -63,6 +69,9 @@ class SensorAnomalyProcessor(Processor):
         ``PolicyConfig`` fields other than ``threshold`` (which comes from the detector).
     packed
         Write scores packed (float32 bytes, ``anomaly_score`` v2) instead of one Avro double each.
+    forget_after_s
+        A sensor whose last reading is this far behind the device's newest (event time) is forgotten, its
+        open incident resolved; None: never.
 
     Examples
     --------
@@ -90,14 +99,18 @@ class SensorAnomalyProcessor(Processor):
         detector_params: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
         packed: bool = False,
+        forget_after_s: float | None = FORGET_AFTER_S,
     ) -> None:
         self.device_id = device_id
         self.packed = packed
         self.detector_name = detector
         self.detector_params = dict(detector_params or {})
         self.policy_params = dict(policy or {})
+        self.forget_after_s = forget_after_s
+        self._forget_ms = None if forget_after_s is None else int(forget_after_s * 1000)
         self.detectors: dict[str, AnomalyDetector] = {}
         self.policies: dict[str, AlertPolicy] = {}
+        self.last_seen: dict[str, int] = {}  # sensor -> its last reading's event time, ms
         self.sequence = Sequencer(REORDER)
 
     def _series_state(self, sensor: str) -> tuple[AnomalyDetector, AlertPolicy]:
@@ -141,10 +154,15 @@ class SensorAnomalyProcessor(Processor):
         threshold = 0.5
         for s in rec["series"]:
             sensor = s["sensor"]
-            det, policy = self._series_state(sensor)
-            threshold = det.threshold
             values = np.asarray(s["values"], dtype=np.float64)  # arrays as the flow decodes them; lists converted
             stamps = np.asarray(s["timestamps"], dtype=np.int64)
+            if not len(values):  # refused on the way in (schemas.validation); nothing to score if one gets here
+                continue
+            det, policy = self._series_state(sensor)
+            threshold = det.threshold
+            last = int(stamps[-1])
+            if last > self.last_seen.get(sensor, last - 1):
+                self.last_seen[sensor] = last
             scores, why = score_explained(det, values, stamps)
             scored_series.append(pack_series(sensor, stamps, scores) if self.packed else
                                  {"sensor": sensor, "timestamps": stamps, "scores": scores,
@@ -155,6 +173,8 @@ class SensorAnomalyProcessor(Processor):
                 explanation = None if t.status == "RESOLVED" else why.at(t.index)
                 alerts.append(self._alert(rec, sensor, t, float(values[t.index]), int(stamps[t.index]),
                                           explanation))
+        if self._forget_ms is not None and len(self.detectors) > len(rec["series"]):  # else all reported now
+            alerts.extend(self._forget_silent(rec))
         score_event = {
             "event_id": derive_id(SCORES_TOPIC, source_id),
             "event_time": rec["event_time"],
@@ -167,10 +187,30 @@ class SensorAnomalyProcessor(Processor):
         }
         return [Emit(SCORES_TOPIC, self.device_id, ANOMALY_SCORE, score_event), *alerts, *metrics]
 
-    def _alert(self, rec: dict[str, Any], sensor: str, t: Transition, value: float, at_ms: int,
-               explanation: Explanation | None) -> Emit:
+    def _forget_silent(self, rec: dict[str, Any]) -> list[Emit]:
+        """Forget the sensors silent ``forget_after_s`` behind the device's newest reading (event time, so a replay
+        forgets the same ones at the same batch), resolving their open incidents: a sensor renamed never reports
+        again under its old name, and its incident would stay open for good. A sensor restored from a state
+        without reading times (before they were kept) counts as seen now."""
+        now = max(self.last_seen.values(), default=0)
+        cutoff = now - self._forget_ms
+        alerts: list[Emit] = []
+        for sensor in [s for s in self.detectors if self.last_seen.setdefault(s, now) < cutoff]:
+            policy = self.policies.pop(sensor)
+            del self.detectors[sensor]
+            silent_s = (now - self.last_seen.pop(sensor)) / 1000
+            if policy.incident is not None:
+                t = Transition("RESOLVED", policy.incident, -1, policy.severity, policy.peak, policy.opened_at)
+                alerts.append(self._alert(rec, sensor, t, None, now, None, silent_s=silent_s))
+        return alerts
+
+    def _alert(self, rec: dict[str, Any], sensor: str, t: Transition, value: float | None, at_ms: int,
+               explanation: Explanation | None, silent_s: float | None = None) -> Emit:
         entity = f"{self.device_id}/{sensor}"
-        if t.status == "RESOLVED":
+        if silent_s is not None:
+            summary = (f"{entity} stopped reporting ({silent_s / 3600:.3g} h without a reading); incident closed "
+                       f"(peak anomaly score {t.peak:.2f})")
+        elif t.status == "RESOLVED":
             summary = f"{entity} back to normal (peak anomaly score {t.peak:.2f})"
         elif explanation is not None:
             summary = (f"Anomaly on {entity}: {RULE_NAMES[explanation.rule]}, reading {value:.4g} where "
@@ -205,6 +245,7 @@ class SensorAnomalyProcessor(Processor):
             "detectors": {k: d.snapshot() for k, d in self.detectors.items()},
             "policies": {k: p.snapshot() for k, p in self.policies.items()},
             "sequence": self.sequence.snapshot(),
+            "last_seen": dict(self.last_seen),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -212,7 +253,39 @@ class SensorAnomalyProcessor(Processor):
             det, policy = self._series_state(sensor)
             det.restore(det_state)
             policy.restore(state["policies"][sensor])
+        self._restore_rest(state)
+
+    def _restore_rest(self, state: dict[str, Any]) -> None:
         self.sequence.restore(state["sequence"])
+        # older snapshots have no reading times: their sensors count as seen at the device's next batch
+        self.last_seen = {str(k): int(v) for k, v in state.get("last_seen", {}).items() if k in self.detectors}
+
+    def restore_under(self, params: dict[str, Any], state: dict[str, Any]) -> bool:
+        """Restore a state saved by a processor built with ``params`` into this one, built with the flow's current
+        settings (``streams.state.processor_from``), so that an operator's change reaches devices that have state;
+        returns whether all of the state was kept.
+
+        Settings without state of their own (score packing, the alert policy's thresholds) simply apply. A detector
+        or detector parameters other than the state's leave its detectors behind: each series relearns from its
+        next reading, with the alert policy's warm-up started again; the sequence and the policies (an open
+        incident still resolves) are kept.
+
+        Parameters
+        ----------
+        params
+            The ``params()`` of the processor that saved ``state``.
+        state
+            Its ``snapshot()``.
+        """
+        if (params["detector"], params["detector_params"]) == (self.detector_name, self.detector_params):
+            self.restore(state)
+            return True
+        for sensor, policy_state in state["policies"].items():
+            _, policy = self._series_state(sensor)
+            policy.restore(policy_state)
+            policy.seen = 0  # the new detector is learning: no incident from it before the warm-up
+        self._restore_rest(state)
+        return False
 
     def params(self) -> dict[str, Any]:
         return {
@@ -221,6 +294,7 @@ class SensorAnomalyProcessor(Processor):
             "detector_params": self.detector_params,
             "policy": self.policy_params,
             "packed": self.packed,
+            "forget_after_s": self.forget_after_s,
         }
 
 
@@ -230,6 +304,7 @@ def sensor_anomaly_flow(
     policy: PolicyConfig | None = None,
     sinks: list | None = None,
     packed: bool = False,
+    forget_after_s: float | None = FORGET_AFTER_S,
 ) -> FlowSpec:
     """The sensor anomaly flow: ``sensor.readings`` in, ``scores.anomaly`` and ``alerts`` out, state per device.
 
@@ -245,6 +320,9 @@ def sensor_anomaly_flow(
         Side sink factories fed with every emit (alert delivery, dashboards).
     packed
         Write scores packed (float32 bytes, ``anomaly_score`` v2; ``schemas.scores.series_scores`` reads both).
+    forget_after_s
+        Forget a sensor (detector, policy; its open incident resolved) whose last reading is this far behind its
+        device's newest, in event time; None: never (a device's state then grows with every sensor name it sent).
 
     Examples
     --------
@@ -263,7 +341,8 @@ def sensor_anomaly_flow(
         name=FLOW,
         inputs={SOURCE_TOPIC: SENSOR_BATCH},
         outputs={SCORES_TOPIC: ANOMALY_SCORE, ALERTS_TOPIC: ALERT},
-        make_processor=lambda device: SensorAnomalyProcessor(device, detector, detector_params, policy_params, packed),
+        make_processor=lambda device: SensorAnomalyProcessor(device, detector, detector_params, policy_params, packed,
+                                                              forget_after_s),
         key=lambda event: event.record["device_id"],
         sinks=list(sinks or []),
         arrays=True,

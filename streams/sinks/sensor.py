@@ -68,7 +68,9 @@ def series_metrics(device_id: str, sensor: str, values: Any, stamps: Any, scores
     device_id, sensor
         The series.
     values, stamps
-        The batch's readings and their event times (ms): numpy arrays, or lists (converted).
+        The batch's readings and their event times (ms): numpy arrays, or lists (converted). At least one: a
+        summary is timed at its last reading, and the compiled pass reads the first without a bounds check, so
+        an empty series is a ``ValueError`` here (the flow never scores one: ``schemas.validation`` refuses it).
     scores
         The anomaly score of each reading.
     threshold
@@ -86,6 +88,9 @@ def series_metrics(device_id: str, sensor: str, values: Any, stamps: Any, scores
     values = np.asarray(values, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     n = len(values)
+    if n == 0 or len(scores) != n or len(stamps) != n:
+        raise ValueError(f"{device_id}/{sensor}: a summary needs one score and time per reading and at least one "
+                         f"reading, not {n} values, {len(stamps)} times and {len(scores)} scores")
     total, lo, hi, top, hot = _summary_kernel()(values, scores, float(threshold))
     record = {
         "device_id": device_id,

@@ -76,3 +76,83 @@ def test_only_the_messages_cross_to_another_worker() -> None:
     again = pickle.loads(pickle.dumps(out))
     assert again.messages == out.messages
     assert again.emits == []
+
+
+def test_a_batch_with_a_series_of_no_readings_is_dead_lettered_with_the_reason() -> None:
+    rec = events(1)[0].record
+    empty = {**rec, "series": [{**rec["series"][0], "timestamps": [], "values": [], "local_flags": None}]}
+    value = AvroSerde().encode(SENSOR_BATCH, empty, check=False)
+    dead = FlowOutput(SPEC, SETTINGS).decode("t8.sensor.readings", rec["device_id"].encode(), value, 0, 7)
+    assert isinstance(dead, DeadLetter) and dead.reason == "invalid" and "is empty" in dead.error
+
+
+class Fragile:
+    """Applies events in order; raises at a record whose producer is ``boom``."""
+
+    state_version = 1
+
+    def __init__(self, key: str) -> None:
+        self.key, self.seen = key, []
+
+    def process(self, events):
+        out = []
+        for e in events:
+            if e.record["producer"] == "boom":
+                raise RuntimeError(f"cannot take {e.record['event_id']}")
+            self.seen.append(e.record["seq"])
+            out.append(Emit("scores.anomaly", self.key, ANOMALY_SCORE, {"event_id": e.record["event_id"]}))
+        return out
+
+    def flush(self):
+        raise RuntimeError("flush")
+
+    def snapshot(self):
+        return {"seen": self.seen}
+
+    def restore(self, state):
+        self.seen = state["seen"]
+
+    def params(self):
+        return {"key": self.key}
+
+
+def fragile_events(device: str, producers: list[str]) -> list[Event]:
+    rec = events(1)[0].record
+    return [Event("sensor.readings", device, {**rec, "device_id": device, "seq": i, "event_id": f"{device}-{i}",
+                                              "producer": p}, 3, 100 + i) for i, p in enumerate(producers)]
+
+
+@pytest.mark.parametrize("buckets", [1, 0])
+def test_a_processor_that_raises_dead_letters_its_calls_events_and_the_flow_goes_on(buckets: int, monkeypatch) -> None:
+    """A processor's exception used to stop the worker, and the replay stopped it again at every restart."""
+    from dataclasses import replace
+
+    from streams.engines import bytewax
+
+    spec = replace(SPEC, make_processor=Fragile, key=lambda e: e.key, sinks=[])
+    output = FlowOutput(spec, SETTINGS)
+    monkeypatch.setattr(output, "encode", lambda e: ("encoded", e.record["event_id"]))
+    bad = fragile_events("d-bad", ["p", "boom", "p"])
+    if buckets:
+        logic = bytewax._BucketLogic(spec, output, None, None, None, 1, None, keep_decoded=timedelta(seconds=60),
+                                     decoded_bytes=10**9)
+        items, _ = logic.on_batch([*fragile_events("d-ok", ["p", "p"]), *bad])
+        [out] = items
+        assert out.messages[:2] == [("encoded", "d-ok-0"), ("encoded", "d-ok-1")]
+        letters = out.messages[2:]
+        processor = logic.live["d-bad"]
+    else:
+        logic = bytewax._ProcessorLogic(spec, output, None, None, None)
+        [out], _ = logic.on_batch(bad)
+        letters, processor = out.messages, logic.processor
+    assert out.emits == [e for e in out.emits if e.key == "d-ok"]
+    assert [m.topic for m in letters] == ["t8.dlq.sensor.readings"] * 3
+    infos = [dlq_info(m.headers) for m in letters]
+    assert {i["reason"] for i in infos} == {"processing_failed"}
+    assert [i["offset"] for i in infos] == ["100", "101", "102"]
+    assert "RuntimeError: cannot take d-bad-1" in infos[0]["error"]
+    assert AvroSerde().decode(letters[1].value, SENSOR_BATCH)["event_id"] == "d-bad-1"  # the event, re-encoded
+    assert processor.seen == [0], "kept as the call left it"
+    [again], _ = logic.on_batch(fragile_events("d-bad", ["p", "p", "p", "p"])[3:])
+    assert again.messages == [("encoded", "d-bad-3")] and processor.seen == [0, 3]
+    assert bytewax._flush(spec, processor) == [], "a flush that raises is logged and counted, not fatal"

@@ -184,3 +184,72 @@ def test_the_idle_eviction_setting_reaches_the_faust_runner(tmp_path):
     app = build_app(sensor_anomaly_flow(), KafkaSettings(bootstrap_servers="127.0.0.1:1"), state_dir=tmp_path,
                     idle_after_s=None)
     assert app.eddyline_runner.idle_after_s is None
+
+
+class _Store(dict):
+    def written(self, partition: int, offset: int) -> None:
+        pass
+
+    def put(self, key: bytes, blob: bytes, partition: int) -> None:
+        self[key] = blob
+
+
+class _StoreTable:
+    def __init__(self) -> None:
+        self.data = _Store()
+
+    def get(self, key: bytes):
+        return self.data.get(key)
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    async def send(self, topic, key, value, partition, timestamp, headers):
+        from types import SimpleNamespace
+
+        self.sent.append((topic, key, value, dict(headers or [])))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(SimpleNamespace(partition=partition or 0, offset=len(self.sent)))
+        return done
+
+
+def test_a_processor_that_raises_dead_letters_its_calls_events_and_the_worker_goes_on():
+    """A processor's exception used to crash the worker, and the replay crashed it again at every restart."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from connectors.dlq import dlq_info
+    from schemas import SENSOR_BATCH, AvroSerde
+    from streams.engines.faust import _FlowRunner
+    from streams.state import decode_checkpoint
+    from tests.unit.test_bytewax_outputs import Fragile, fragile_events
+
+    settings = KafkaSettings(namespace="t9.")
+    spec = replace(sensor_anomaly_flow(), make_processor=Fragile, key=lambda e: e.key)
+    app = SimpleNamespace(producer=_Producer())
+    runner = _FlowRunner(spec, settings, app=app, table=_StoreTable(), idle_after_s=None)
+    serde = AvroSerde()
+
+    def batch(evs):
+        return [SimpleNamespace(message=SimpleNamespace(
+            topic=settings.topic(e.topic), key=e.key.encode(), partition=e.partition, offset=e.offset, timestamp=0,
+            headers=None, value=serde.encode(SENSOR_BATCH, e.record))) for e in evs]
+
+    bad = batch(fragile_events("d-bad", ["p", "boom", "p"]))
+    asyncio.run(runner.handle([*batch(fragile_events("d-ok", ["p"])), *bad], repartitioned=False))
+    letters = [s for s in app.producer.sent if s[0] == "t9.dlq.sensor.readings"]
+    assert [s[2] for s in letters] == [m.message.value for m in bad], "the events' bytes as they came"
+    infos = [dlq_info(s[3]) for s in letters]
+    assert {i["reason"] for i in infos} == {"processing_failed"}
+    assert [i["offset"] for i in infos] == ["100", "101", "102"]
+    assert "RuntimeError: cannot take d-bad-1" in infos[0]["error"] and letters[0][1] == b"d-bad"
+    assert [s[1] for s in app.producer.sent if "scores.anomaly" in s[0]] == [b"d-ok"], "the other key's go out"
+    saved = decode_checkpoint(runner.table.get(b"d-bad"))
+    assert saved["state"] == {"seen": [0]} and saved["offsets"] == {("sensor.readings", 3): 102}, \
+        "stored as the call left it, its events absorbed: a replay does not apply them again"
+    app.producer.sent.clear()
+    asyncio.run(runner.handle(batch(fragile_events("d-bad", ["p"] * 4)), repartitioned=False))
+    assert [s[1] for s in app.producer.sent if "scores.anomaly" in s[0]] == [b"d-bad"]
+    assert decode_checkpoint(runner.table.get(b"d-bad"))["state"] == {"seen": [0, 3]}

@@ -114,3 +114,146 @@ def test_a_fleet_shares_one_immutable_policy_config_and_keeps_its_own_policy_par
     assert a.policies[sensor].config.warmup == 600
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.policies[sensor].config.warmup = 0
+
+
+def _batch(seq: int, t0: int, device: str = "d", **series) -> Event:
+    """A batch of one-minute readings per sensor from ``t0`` (ms)."""
+    return Event("sensor.readings", device, {
+        "event_id": f"{device}-{seq}", "event_time": t0, "producer": "p", "device_id": device, "seq": seq,
+        "local_model": None, "series": [{"sensor": s, "unit": None, "local_flags": None, "values": list(v),
+                                         "timestamps": [t0 + 60_000 * j for j in range(len(v))]}
+                                        for s, v in series.items()]})
+
+
+def _calm(rng, n: int = 30):
+    return 20 + rng.normal(0, 0.1, n)
+
+
+def test_a_series_without_readings_is_skipped_not_fatal():
+    """Refused on the way in (schemas.validation); one that gets here anyway costs nothing: no detector, no summary
+    (its last reading would be an IndexError), the batch's other series scored as ever."""
+    p = SensorAnomalyProcessor("d")
+    emits = p.process([_batch(0, 1_700_000_000_000, t=[], h=[20.0, 21.0])])
+    [scores] = [e for e in emits if e.topic == "scores.anomaly"]
+    assert [s["sensor"] for s in scores.record["series"]] == ["h"]
+    assert sorted(p.detectors) == ["h"] and [e.record["sensor"] for e in emits if e.topic.startswith("sink.")] == ["h"]
+
+
+def test_a_sensor_silent_past_forget_after_is_forgotten_and_its_open_incident_resolved():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    p = SensorAnomalyProcessor("d", detector="robust", policy={"warmup": 0}, forget_after_s=3600)
+    half_hour = 1_800_000
+    opened = []
+    for i in range(10):
+        values = _calm(rng)
+        values[-1] = 80.0 if i == 9 else values[-1]
+        opened += [e for e in p.process([_batch(i, i * half_hour, temp=values)]) if e.topic == "alerts"]
+    assert [e.record["status"] for e in opened] == ["OPENED"]
+    alerts = []
+    for i in range(10, 14):  # only "hum" from now on: "temp" was renamed
+        alerts += [e for e in p.process([_batch(i, i * half_hour, hum=_calm(rng))]) if e.topic == "alerts"]
+        if i == 11:
+            assert "temp" in p.detectors, "silent less than an hour of event time: kept"
+    assert sorted(p.detectors) == sorted(p.policies) == sorted(p.last_seen) == ["hum"]
+    [resolved] = alerts
+    r = resolved.record
+    assert (r["status"], r["alert_key"], r["value"], r["event_time"]) == (
+        "RESOLVED", opened[0].record["alert_key"], None, 12 * half_hour + 29 * 60_000)  # the newest reading then
+    assert "stopped reporting" in r["summary"] and r["details"]["sensor"] == "temp"
+    AvroSerde().encode(ALERT, r)
+    again = SensorAnomalyProcessor("d", detector="robust", policy={"warmup": 0}, forget_after_s=None)
+    for i in range(14):
+        again.process([_batch(i, i * half_hour, **({"temp": _calm(rng)} if i < 10 else {"hum": _calm(rng)}))])
+    assert sorted(again.detectors) == ["hum", "temp"], "None: never forgotten"
+
+
+def test_a_device_whose_sensor_names_change_keeps_a_bounded_state():
+    from streams.state import encode_processor
+
+    p = SensorAnomalyProcessor("d")
+    sizes = []
+    for i in range(300):  # one live sensor, renamed every 10 batches of 10 minutes (per boot)
+        p.process([_batch(i, 1_700_000_000_000 + 600_000 * i, **{f"temp-boot{i // 10}": [20.0 + j % 3 for j in
+                                                                                        range(10)]})])
+        if i % 100 == 99:
+            sizes.append(len(encode_processor(p, "d")))
+    assert len(p.detectors) <= 16 and sizes[2] < 1.1 * sizes[1], sizes  # a day's worth of names, then flat
+
+
+def test_a_snapshot_from_before_reading_times_restores_and_its_sensors_count_as_seen_at_the_next_batch():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    hour = 3_600_000
+    p = SensorAnomalyProcessor("d", forget_after_s=3600)
+    p.process([_batch(0, 0, temp=_calm(rng), hum=_calm(rng))])
+    state = p.snapshot()
+    del state["last_seen"]  # as written before sensors were forgotten
+    old = SensorAnomalyProcessor("d", forget_after_s=3600)
+    old.restore(state)
+    assert sorted(old.detectors) == ["hum", "temp"] and old.last_seen == {}
+    old.process([_batch(1, 5 * hour, hum=_calm(rng))])  # "temp" unseen since the restore: stamped now, kept
+    assert sorted(old.detectors) == ["hum", "temp"]
+    old.process([_batch(2, 6 * hour + 1, hum=_calm(rng))])
+    assert sorted(old.detectors) == ["hum"]
+
+
+def _restored(old_spec, new_spec, device: str = "device-000"):
+    from streams.state import encode_processor, restore_or_fresh
+
+    proc = old_spec.make_processor(device)
+    evs, _ = events(30, devices=1)
+    proc.process(evs)
+    restored, _ = restore_or_fresh(new_spec, device, encode_processor(proc, device))
+    return proc, restored, evs
+
+
+def _reconfigured(kept: str) -> float:
+    from prometheus_client import REGISTRY
+
+    labels = {"flow": "sensor-anomaly", "kept": kept}
+    return REGISTRY.get_sample_value("eddyline_state_reconfigured_total", labels) or 0.0
+
+
+def test_a_restored_device_takes_the_flows_packing_and_policy_and_keeps_its_detectors():
+    from streams.flows.alert_policy import PolicyConfig
+
+    before = _reconfigured("all")
+    new = sensor_anomaly_flow(packed=True, policy=PolicyConfig(resolve_after=3))
+    proc, restored, evs = _restored(sensor_anomaly_flow(), new)
+    assert restored.params() == new.make_processor("device-000").params()
+    assert restored.packed and all(p.config.resolve_after == 3 for p in restored.policies.values())
+    assert {k: d.snapshot() for k, d in restored.detectors.items()} == {k: d.snapshot() for k, d in
+                                                                       proc.detectors.items()}
+    assert restored.snapshot()["policies"] == proc.snapshot()["policies"]
+    assert restored.process(evs[-1:]) == [], "the sequence is kept: a repeat is still a repeat"
+    assert _reconfigured("all") == before + 1
+
+
+def test_a_restored_device_under_another_detector_relearns_and_keeps_its_sequence_and_incidents(caplog, monkeypatch):
+    from streams import state
+    from streams.state import encode_processor, restore_or_fresh
+
+    monkeypatch.setattr(state, "_RECONFIGURED_LOGGED", set())
+    before = _reconfigured("part")
+    old, new = sensor_anomaly_flow(detector="robust"), sensor_anomaly_flow(detector="seasonal")
+    proc = old.make_processor("device-000")
+    evs, _ = events(30, devices=1)
+    proc.process(evs)
+    sensor = next(iter(proc.policies))
+    proc.policies[sensor].incident = "incident-1"  # open when the operator switched detectors
+    blob = encode_processor(proc, "device-000")
+    with caplog.at_level("WARNING"):
+        for _ in range(3):  # three restores (of a fleet)
+            restored, _ = restore_or_fresh(new, "device-000", blob)
+    assert restored.detector_name == "seasonal"
+    assert {k: d.snapshot() for k, d in restored.detectors.items()} == {
+        k: new.make_processor("x")._series_state(k)[0].snapshot() for k in proc.detectors}, "relearning"
+    assert restored.policies[sensor].incident == "incident-1" and restored.policies[sensor].seen == 0
+    assert restored.snapshot()["sequence"] == proc.snapshot()["sequence"]
+    assert restored.process(evs[-1:]) == [], "the sequence is kept: a repeat is still a repeat"
+    assert _reconfigured("part") == before + 3, "each device counted"
+    lines = [r.message for r in caplog.records if "restored under changed settings" in r.message]
+    assert len(lines) == 1 and "'robust' -> 'seasonal'" in lines[0], "logged once, not once per device"

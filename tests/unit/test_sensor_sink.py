@@ -129,3 +129,15 @@ def test_series_summaries_are_the_numpy_and_builtin_values_to_the_bit():
         assert (r["value_min"], r["value_max"], r["value_last"]) == (min(listed), max(listed), listed[-1])
         assert r["score_max"] == float(scores.max()) and r["anomalous"] == int(np.count_nonzero(scores >= 0.9))
         assert r == series_metrics("d", "s", listed, stamps.tolist(), scores, 0.9).record
+
+
+def test_a_summary_of_no_readings_is_refused_with_why_before_the_compiled_pass():
+    """The compiled pass reads the first value without a bounds check, and the point is timed at the last reading:
+    an empty series raised IndexError after reading past its array."""
+    import numpy as np
+    import pytest
+
+    with pytest.raises(ValueError, match="at least one reading, not 0 values"):
+        series_metrics("d-1", "t", np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0), 0.5)
+    with pytest.raises(ValueError, match="one score and time per reading"):
+        series_metrics("d-1", "t", [1.0, 2.0], [1000], np.array([0.1, 0.2]), 0.5)

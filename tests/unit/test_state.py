@@ -71,6 +71,10 @@ def test_what_is_not_plain_data_cannot_be_written(value):
     (encode(0.5)[:-1], "truncated at byte 6 \\(needs 8 more\\)"),
     (b"EDST" + bytes((FORMAT_VERSION,)), "truncated at byte 5 \\(needs 1 more\\)"),
     (b"EDST" + bytes((FORMAT_VERSION,)) + b"s\x02\x00\x00\x00\xff\xfe", "not UTF-8"),
+    # a shape whose product wraps to 0 in int64, with 0 data bytes
+    (b"EDST" + bytes((FORMAT_VERSION,)) + b"a\x03<f8\x04" + b"\x00\x00\x01\x00" * 4 + b"\x00" * 4, "bytes for shape"),
+    (b"EDST" + bytes((FORMAT_VERSION,)) + b"a\x03<f8\x41" + b"\x01\x00\x00\x00" * 65 + b"\x08\x00\x00\x00"
+     + b"\x00" * 8, "cannot be built"),  # more dimensions than numpy takes
 ])
 def test_malformed_or_foreign_bytes_are_refused_with_what_they_were(blob, says):
     with pytest.raises(StateError, match=says):
@@ -133,6 +137,21 @@ def test_a_state_that_restore_rejects_is_refused():
                    "state": {"detectors": 3}, "offsets": {}})
     with pytest.raises(StateError, match="refused the state"):
         decode_processor(blob, SensorAnomalyProcessor("d"))
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("offsets", 7), ("offsets", [("sensor.readings", 2)]), ("offsets", {("sensor.readings",): 4}),
+    ("offsets", {("sensor.readings", "2"): 4}), ("offsets", {("sensor.readings", 2): 4.0}), ("key", 3),
+    ("params", [1]),
+])
+def test_a_checkpoint_whose_envelope_decodes_but_is_malformed_is_refused_and_the_key_starts_fresh(field, value):
+    spec = flow_spec("anomaly")
+    saved = decode(encode_processor(spec.make_processor("d"), "d", {("sensor.readings", 2): 41}))
+    blob = encode({**saved, field: value})
+    with pytest.raises(StateError, match=field):
+        decode_processor(blob, spec.make_processor("d"))
+    fresh, offsets = restore_or_fresh(spec, "d", blob)
+    assert offsets == {} and fresh.snapshot() == spec.make_processor("d").snapshot()
 
 
 def test_offsets_travel_with_the_state():
