@@ -55,6 +55,9 @@ class RuntimeSettings(Section):
     detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")
     packed_scores: bool = Field(False, description="Sensor flow: write scores packed (float32 bytes, anomaly_score "
                                 "v2; schemas.scores.series_scores reads both) instead of one Avro double each.")
+    forget_sensor_after_s: float = Field(86400.0, ge=0, description="Sensor flow: a sensor silent this long behind "
+                                         "its device's newest reading (event time) is forgotten and its open "
+                                         "incident resolved, so renamed sensors do not grow state; 0: never.")
 
     def bytewax_options(self) -> dict[str, Any]:
         """The keyword arguments these settings give ``bytewax.run`` and ``bytewax_cluster.run_cluster``: one

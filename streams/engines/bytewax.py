@@ -33,7 +33,7 @@ from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.bytewax_epochs import RecoveryEpochs
 from streams.engines.bytewax_source import LingerKafkaSource
 from streams.engines.lag import start_monitor
-from streams.engines.output import DeadLetter, FlowOutput, Message, _plain, flow_topics
+from streams.engines.output import PROCESSING_FAILED, DeadLetter, FlowOutput, Message, _plain, flow_topics
 from streams.memory import HeapReleaser, flow_collector
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.runtime import BYTEWAX_DEFAULTS
@@ -44,7 +44,6 @@ from streams.state import (
 
 log = logging.getLogger(__name__)
 
-PROCESSING_FAILED = "processing_failed"  # the dead-letter reason of events whose processor raised (as in Faust's)
 BYTEWAX_EPOCH_INTERVAL = timedelta(seconds=10)  # cli_main's own default
 
 IDLE_DIR = "idle"  # evicted keys, one SQLite file per process, in a folder of their own: SQLite files of

@@ -47,7 +47,7 @@ from typing import Any
 from connectors.kafka import KafkaSettings, admin_config, create_topics, logged_config
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import consumer_group, start_monitor
-from streams.engines.output import DeadLetter, FlowOutput, Message, flow_topics
+from streams.engines.output import PROCESSING_FAILED, DeadLetter, FlowOutput, Message, flow_topics
 from streams.memory import flow_collector
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.runtime import FAUST_DEFAULTS, RuntimeSettings
@@ -55,7 +55,6 @@ from streams.state import encode_processor, restore_or_fresh
 
 log = logging.getLogger(__name__)
 
-PROCESSING_FAILED = "processing_failed"  # the dead-letter reason of events whose processor raised (as in Bytewax's)
 TABLE = "processors"
 BATCH_WITHIN_S = 0.2  # the most an agent waits to fill a batch (Faust only: Bytewax hands on what a poll brought)
 # Workers that keep a standby copy of each table partition. None by default: the table's store is in memory, so a

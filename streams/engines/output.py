@@ -23,10 +23,11 @@ from schemas import AvroSerde, RegistryUnavailableError, SchemaError
 from schemas.topics import dlq_topic
 from streams.processor import SINK_ONLY, Emit, Event, FlowSpec
 
-__all__ = ["Codec", "DeadLetter", "FlowOutput", "Message", "flow_topics"]
+__all__ = ["PROCESSING_FAILED", "Codec", "DeadLetter", "FlowOutput", "Message", "flow_topics"]
 
 log = logging.getLogger(__name__)
 
+PROCESSING_FAILED = "processing_failed"  # the dead-letter reason of events whose processor raised, in both engines
 EVENT_TIME_AHEAD = metric(Counter, "eddyline_event_time_ahead", "Outputs whose event time was ahead of this "
                           "process's clock, so that no event-time latency could be observed.", ["flow"])
 BROKER_LATENCY = metric(Histogram, "eddyline_broker_to_processed_latency_seconds",

@@ -28,7 +28,8 @@ def _anomaly() -> FlowSpec:
     if detector not in DETECTORS:  # else the flow starts and fails at the first reading, inside the engine
         raise ConfigError(f"[runtime] detector or EDDYLINE_RUNTIME_DETECTOR: unknown anomaly detector {detector!r}; "
                           f"use one of {', '.join(sorted(DETECTORS))}, or unset it for the default ({DEFAULT_DETECTOR})")
-    return sensor_anomaly_flow(detector=detector, packed=runtime.packed_scores, sinks=[sensor_metrics_sink])
+    return sensor_anomaly_flow(detector=detector, packed=runtime.packed_scores, sinks=[sensor_metrics_sink],
+                               forget_after_s=runtime.forget_sensor_after_s or None)
 
 
 def _clicks() -> FlowSpec:

@@ -257,3 +257,12 @@ def test_a_restored_device_under_another_detector_relearns_and_keeps_its_sequenc
     assert _reconfigured("part") == before + 3, "each device counted"
     lines = [r.message for r in caplog.records if "restored under changed settings" in r.message]
     assert len(lines) == 1 and "'robust' -> 'seasonal'" in lines[0], "logged once, not once per device"
+
+
+@pytest.mark.parametrize(("env", "expected"), [(None, 86_400.0), ("3600", 3600.0), ("0", None)])
+def test_the_runtime_setting_decides_when_a_silent_sensor_is_forgotten(monkeypatch, env, expected) -> None:
+    from streams.flows import flow_spec
+
+    if env is not None:
+        monkeypatch.setenv("EDDYLINE_RUNTIME_FORGET_SENSOR_AFTER_S", env)
+    assert flow_spec("anomaly").make_processor("d").forget_after_s == expected
