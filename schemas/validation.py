@@ -48,6 +48,8 @@ def _sensor_batch(rec: dict[str, Any]) -> None:
                 where,
                 f"{len(s['timestamps'])} timestamps for {len(s['values'])} values; they must pair up",
             )
+        if not len(s["values"]):  # nothing to score, and no time to file a summary under
+            _fail(catalog.SENSOR_BATCH, f"{where}.values", "is empty; a series carries at least one reading")
         if not _finite(s["values"]):
             _fail(catalog.SENSOR_BATCH, f"{where}.values", "holds NaN or infinity")
         flags = s.get("local_flags")
@@ -81,9 +83,19 @@ def _anomaly_score(rec: dict[str, Any]) -> None:
             _fail(catalog.ANOMALY_SCORE, f"series[{i}]", str(exc))
 
 
+def _click(rec: dict[str, Any]) -> None:
+    rating = rec.get("rating")
+    if rating is not None and not math.isfinite(rating):  # the click model learns ratings into shared statistics
+        _fail(catalog.CLICK, "rating", "is NaN or infinite")
+
+
 def _prediction(rec: dict[str, Any]) -> None:
     if not math.isfinite(rec["score"]):
         _fail(catalog.PREDICTION, "score", "is NaN or infinite")
+    features = rec.get("features") or {}
+    if not all(map(math.isfinite, features.values())):  # one would blind the drift flow's monitor of that feature
+        name = next(k for k, v in features.items() if not math.isfinite(v))
+        _fail(catalog.PREDICTION, f"features[{name!r}]", "is NaN or infinite")
     if rec["latency_ms"] < 0:
         _fail(catalog.PREDICTION, "latency_ms", "is negative")
 
@@ -99,6 +111,7 @@ RULES: dict[str, Rule] = {
     catalog.SENSOR_BATCH: _sensor_batch,
     catalog.AUDIO_CHUNK: _audio_chunk,
     catalog.ANOMALY_SCORE: _anomaly_score,
+    catalog.CLICK: _click,
     catalog.PREDICTION: _prediction,
     catalog.FEEDBACK: _feedback,
 }

@@ -53,7 +53,9 @@ def log_loss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-12) -> float
 def classification_report(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Accuracy, precision, recall, F1, AUC and log loss of probabilities against 0/1 labels.
 
-    AUC is left out when one class is absent; an empty input gives ``{}``.
+    A metric is left out where it is undefined, never reported as 0 (which reads as a broken model): AUC when one
+    class is absent, precision without positive predictions, recall without positive labels, F1 with neither. An
+    empty input gives ``{}``.
 
     Parameters
     ----------
@@ -70,6 +72,8 @@ def classification_report(labels: np.ndarray, probs: np.ndarray, threshold: floa
     >>> report = classification_report([1, 0, 1, 0], [0.9, 0.2, 0.4, 0.1])
     >>> report["accuracy"], report["precision"], report["recall"], report["auc"]
     (0.75, 1.0, 0.5, 1.0)
+    >>> sorted(classification_report([0, 0], [0.1, 0.2]))  # right every time, but no positives to judge
+    ['accuracy', 'log_loss']
     """
     y = np.asarray(labels, dtype=np.float64) >= 0.5
     p = np.asarray(probs, dtype=np.float64)
@@ -79,15 +83,14 @@ def classification_report(labels: np.ndarray, probs: np.ndarray, threshold: floa
     tp = float(np.sum(pred & y))
     fp = float(np.sum(pred & ~y))
     fn = float(np.sum(~pred & y))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    out = {
-        "accuracy": float(np.mean(pred == y)),
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "log_loss": log_loss(y, p),
-    }
+    out = {"accuracy": float(np.mean(pred == y))}
+    if tp + fp:
+        out["precision"] = tp / (tp + fp)
+    if tp + fn:
+        out["recall"] = tp / (tp + fn)
+    if tp + fp + fn:
+        out["f1"] = 2 * tp / (2 * tp + fp + fn)
+    out["log_loss"] = log_loss(y, p)
     a = auc(y, p)
     if a is not None:
         out["auc"] = a

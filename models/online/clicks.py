@@ -215,6 +215,9 @@ class ClickModel:
               features: np.ndarray | None = None) -> None:
         """Learn from one outcome; pass the ``features`` used to predict it to save recomputing them.
 
+        A NaN or infinite label or rating is refused (``ValueError``) before anything changes: it would turn the
+        shared statistics, and so every user's predictions, into NaN for good.
+
         Parameters
         ----------
         user, item
@@ -228,6 +231,8 @@ class ClickModel:
         features
             The features the prediction used; recomputed when not given.
         """
+        if not math.isfinite(label) or (rating is not None and not math.isfinite(rating)):
+            raise ValueError(f"label {label!r} and rating {rating!r} must be finite; nothing learned")
         x = self.features(user, [item], [genres] if genres else None)[0] if features is None else features
         self.logit.learn(x, np.array([label]))
         if genres:

@@ -7,6 +7,13 @@ outcome is learned when it is known: at once when the replay carries a rating, o
 answers it, or as a non-click once ``click_wait_ms`` of event time has passed. Each outcome is also
 emitted as ``feedback`` for the prediction, which the quality and drift flows join on.
 
+Event time is tracked per input partition (``clicks`` is keyed by user, and a consumer reads its partitions
+at their own pace): an impression expires only once every partition heard from recently is ``click_wait_ms``
+past it, so a partition that lags behind the others (catching up after an outage, a replay) does not turn
+its impressions into non-clicks before their clicks are read. A partition silent for ``IDLE_AFTER`` events of
+the others stops holding expiry back until it is heard again. A click whose impression is unknown or already
+expired is counted (``unmatched_clicks``).
+
 The flow also reads the quarantine list (``security.quarantine``, written by the model-security flow and by
 ``eddyline security release``): an impression from a quarantined producer or user is still predicted, but its
 outcome is neither learned nor sent as feedback (feedback feeds the monitors that trigger retraining).
@@ -15,9 +22,10 @@ outcome is neither learned nor sent as feedback (feedback feeds the monitors tha
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -30,6 +38,7 @@ from streams.processor import Emit, Event, FlowSpec, Processor
 PRODUCER = "eddyline/clicks"
 LIKE = 4.0
 SEEN_PER_USER = 5000  # items remembered per user, to leave out of their recommendations; the oldest go first
+IDLE_AFTER = 10_000  # click events of other partitions after which a silent partition stops holding expiry back
 
 
 def features_digest(x: np.ndarray) -> str:
@@ -74,14 +83,20 @@ class ClickProcessor(Processor):
     (1.0, True)
     """
 
+    idle_after: ClassVar[int] = IDLE_AFTER
+
     def __init__(self, model_name: str = MODEL_NAME, version: str = "1", click_wait_ms: int = 30 * 60_000) -> None:
         self.model_name, self.version, self.click_wait_ms = model_name, version, click_wait_ms
         self.model = ClickModel()
         self.pending: dict[str, dict[str, Any]] = {}  # impression id -> what learning needs
         self.shown: dict[str, dict[str, None]] = {}  # user -> items shown to them, oldest first
-        self.watermark = 0
+        self.watermark = 0  # what impressions expire against: the slowest partition heard from recently
+        self.partitions: dict[str, list[int]] = {}  # "topic:partition" -> [largest event time, arrival of last event]
+        self.arrivals = 0  # click events so far, the clock of partition idleness
         self.quarantined: dict[str, str] = {}  # producer:NAME or user:ID -> why, from the quarantine list
         self.not_learned = 0
+        self.unmatched_clicks = 0  # clicks for an impression unknown or expired as a non-click
+        self.bad_ratings = 0  # non-finite ratings that got past validation: predicted, never learned
         from streams.apps.recommend import LIVE
 
         LIVE[model_name] = self  # the recommendations API serves the live model of this process
@@ -96,13 +111,23 @@ class ClickProcessor(Processor):
             if ev.topic == QUARANTINE_TOPIC:
                 self._standing(rec)
                 continue
-            self.watermark = max(self.watermark, int(rec["event_time"]))
+            self._advance(ev)
             if rec["action"] == "IMPRESSION":
                 out.extend(self._impression(rec))
             else:
                 out.extend(self._click(rec))
             out.extend(self._expire())
         return out
+
+    def _advance(self, ev: Event) -> None:
+        """Move the event's partition's clock and the watermark: the minimum over partitions heard from in the
+        last ``idle_after`` events (outside Kafka every event is of partition -1: one clock, as one partition)."""
+        self.arrivals += 1
+        key = f"{ev.topic}:{ev.partition}"
+        t = int(ev.record["event_time"])
+        seen = self.partitions.get(key)
+        self.partitions[key] = [t if seen is None else max(seen[0], t), self.arrivals]
+        self.watermark = min(wm for wm, last in self.partitions.values() if self.arrivals - last <= self.idle_after)
 
     def _genres(self, rec: dict[str, Any]) -> tuple[str, ...]:
         return tuple(g for g in rec.get("context", {}).get("genres", "").split("|") if g)
@@ -126,8 +151,11 @@ class ClickProcessor(Processor):
                  "genres": list(genres), "x": x.tolist(), "time": int(rec["event_time"]), "rating": rec.get("rating"),
                  "p": p}
         self._predicted(entry)
-        if rec.get("rating") is not None:
-            out.extend(self._learn(entry, 1.0 if rec["rating"] >= LIKE else 0.0, rec["event_time"]))
+        rating = rec.get("rating")
+        if rating is not None and not math.isfinite(rating):
+            self.bad_ratings += 1  # validation refuses these; this one came around it (run_local, a test)
+        elif rating is not None:
+            out.extend(self._learn(entry, 1.0 if rating >= LIKE else 0.0, rec["event_time"]))
         else:
             self.pending[rec["event_id"]] = entry
         return out
@@ -153,7 +181,9 @@ class ClickProcessor(Processor):
     def _click(self, rec: dict[str, Any]) -> list[Emit]:
         entry = self.pending.pop(rec.get("impression_id") or "", None)
         if entry is None:
-            return []  # the impression was learned already (rated replay) or expired as a non-click
+            if rec.get("rating") is None:  # a rated click answers a rated impression, learned on arrival
+                self.unmatched_clicks += 1  # unknown, or expired as a non-click
+            return []
         return self._learn(entry, 1.0, rec["event_time"])
 
     def _expire(self) -> list[Emit]:
@@ -199,7 +229,8 @@ class ClickProcessor(Processor):
     def snapshot(self) -> dict[str, Any]:
         return {"model": self.model.snapshot(), "pending": self.pending, "watermark": self.watermark,
                 "version": self.version, "shown": {u: list(items) for u, items in self.shown.items()},
-                "quarantined": self.quarantined, "not_learned": self.not_learned}
+                "quarantined": self.quarantined, "not_learned": self.not_learned, "partitions": self.partitions,
+                "arrivals": self.arrivals, "unmatched_clicks": self.unmatched_clicks, "bad_ratings": self.bad_ratings}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.restore(state["model"])
@@ -209,6 +240,11 @@ class ClickProcessor(Processor):
         self.shown = {u: dict.fromkeys(items) for u, items in state.get("shown", {}).items()}
         self.quarantined = {str(k): str(v) for k, v in state.get("quarantined", {}).items()}
         self.not_learned = int(state.get("not_learned", 0))
+        # a state from before per-partition clocks has none: the watermark holds until partitions are heard from
+        self.partitions = {str(k): [int(wm), int(last)] for k, (wm, last) in state.get("partitions", {}).items()}
+        self.arrivals = int(state.get("arrivals", 0))
+        self.unmatched_clicks = int(state.get("unmatched_clicks", 0))
+        self.bad_ratings = int(state.get("bad_ratings", 0))
 
 
 def flow(model_name: str = MODEL_NAME, click_wait_ms: int = 30 * 60_000) -> FlowSpec:

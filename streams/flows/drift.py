@@ -9,6 +9,14 @@ predictions are joined with their feedback by prediction id (whichever comes fir
 joined pair gives a 0/1 error, and the error stream feeds a concept-drift detector (ours by default:
 CUSUM + ADWIN; ``adwin`` and ``page_hinkley`` are river's).
 
+A model without feedback (no ground truth, or a labeller down for a day) would keep every prediction
+waiting: as in the quality flow, after ``stall_after`` predictions in a row without any feedback the
+feedback stream counts as stalled, its clock is brought up to the predictions', and waiting predictions
+give up on it. Delivery is at least once, so a prediction or feedback may come twice (a producer's
+replay): the ids of joined predictions are remembered while a repeat could still join, and repeats are
+counted (``duplicates``), never joined or fed to a monitor again. A NaN or infinite feature value
+(refused by validation, so only from inputs that skip it) is counted in ``bad_values`` and left out.
+
 Which features: by default, for a model listed in ``MODEL_FEATURES``, only those its module says are
 worth watching (for the click model: the smoothed rates and ratings, not the log counts, which grow with
 the stream's age and would raise data drift again and again); for any other model, all of them.
@@ -66,6 +74,8 @@ class DriftSettings(Section):
     psi_threshold: float = Field(0.25, gt=0, description="Population stability index that counts as drift.")
     p_threshold: float = Field(1e-4, ge=0, description="KS p-value under which it counts as drift.")
     max_wait_ms: int = Field(3_600_000, ge=0, description="Event time a prediction waits for its feedback.")
+    stall_after: int = Field(10_000, gt=0, description="Predictions in a row without feedback after which the "
+                             "feedback stream counts as stalled and waiting predictions give up on it.")
     resolve_after: int = Field(10, gt=0, description="Quiet checks in a row that resolve an incident.")
 
     @field_validator("settle")
@@ -102,6 +112,8 @@ class DriftProcessor(Processor):
     max_wait_ms
         Event time a prediction waits for its feedback (and feedback for its prediction) before it
         counts as unmatched.
+    stall_after
+        Predictions in a row without any feedback after which the feedback stream counts as stalled.
     resolve_after
         Quiet checks in a row that resolve an open incident; at least 1.
     threshold
@@ -123,9 +135,10 @@ class DriftProcessor(Processor):
         max_wait_ms: int = 3_600_000,
         resolve_after: int = 10,
         threshold: float = 0.5,
+        stall_after: int = 10_000,
     ) -> None:
-        if check_every < 1 or resolve_after < 1:
-            raise ValueError("check_every and resolve_after must be at least 1")
+        if check_every < 1 or resolve_after < 1 or stall_after < 1:
+            raise ValueError("check_every, resolve_after and stall_after must be at least 1")
         self.model_name, self.detector_name = model_name, detector
         self.detector_params = dict(detector_params or {})
         self.monitor_params = {"reference_size": reference_size, "window_size": window_size,
@@ -134,6 +147,7 @@ class DriftProcessor(Processor):
             features = list(MODEL_FEATURES[model_name])
         self.check_every, self.features = check_every, list(features) if features is not None else None
         self.max_wait_ms, self.resolve_after, self.threshold = max_wait_ms, resolve_after, threshold
+        self.stall_after = stall_after
         self.monitors: dict[str, FeatureDriftMonitor] = {}
         self.times: dict[str, deque[int]] = {}  # per feature: event times of the latest values
         self.seen: dict[str, int] = {}  # per subject: values since the last check
@@ -148,12 +162,17 @@ class DriftProcessor(Processor):
         self.max_time = 0
         self.stream_time = {"predictions": 0, "feedback": 0}  # how far each input has come, in event time
         self.unmatched = {"predictions": 0, "feedback": 0}
+        self.unanswered_run = 0  # predictions since the last feedback event
+        self.stalled_at = 0  # the prediction clock when the feedback stream last counted as stalled
+        self.joined: dict[str, int] = {}  # prediction id -> its time, once joined: a repeat is not joined again
+        self.duplicates = {"predictions": 0, "feedback": 0}
+        self.bad_values = 0  # non-finite feature values, left out of data drift
 
     def params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "detector": self.detector_name,
                 "detector_params": self.detector_params, **self.monitor_params, "check_every": self.check_every,
                 "features": self.features, "max_wait_ms": self.max_wait_ms, "resolve_after": self.resolve_after,
-                "threshold": self.threshold}
+                "threshold": self.threshold, "stall_after": self.stall_after}
 
     def process(self, events: Sequence[Event]) -> list[Emit]:
         out: list[Emit] = []
@@ -164,9 +183,16 @@ class DriftProcessor(Processor):
             self.max_time = max(self.max_time, t)
             side = "feedback" if "prediction_id" in rec else "predictions"
             self.stream_time[side] = max(self.stream_time[side], t)
-            if "prediction_id" in rec:
+            if side == "feedback":
+                self.unanswered_run = 0
                 joined = self._feedback(rec)
             else:
+                self.unanswered_run += 1
+                if self.unanswered_run >= self.stall_after:
+                    self.stalled_at = self.stream_time["predictions"]
+                if rec["event_id"] in self.preds or rec["event_id"] in self.joined:
+                    self.duplicates["predictions"] += 1
+                    continue
                 out.extend(self._prediction(rec))
                 joined = self._match_early(rec)
             if joined is not None:
@@ -185,6 +211,9 @@ class DriftProcessor(Processor):
         t = int(rec["event_time"])
         for name, value in rec.get("features", {}).items():
             if self.features is not None and name not in self.features:
+                continue
+            if not np.isfinite(value):  # one NaN in the reference sample would blind this feature's checks for good
+                self.bad_values += 1
                 continue
             mon = self.monitors.get(name)
             if mon is None:
@@ -222,14 +251,19 @@ class DriftProcessor(Processor):
         if fb is None:
             self.preds[rec["event_id"]] = {"score": float(rec["score"]), "time": int(rec["event_time"])}
             return None
+        self.joined[rec["event_id"]] = int(rec["event_time"])
         return self._error(float(rec["score"]), fb["label"]), fb["time"], fb["id"]
 
     def _feedback(self, rec: dict[str, Any]) -> tuple[float, int, str] | None:
         p = self.preds.pop(rec["prediction_id"], None)
         if p is None:
+            if rec["prediction_id"] in self.joined:
+                self.duplicates["feedback"] += 1
+                return None
             self.early[rec["prediction_id"]] = {"label": float(rec["label"]), "time": int(rec["event_time"]),
                                                 "id": rec["event_id"]}
             return None
+        self.joined[rec["prediction_id"]] = p["time"]
         return self._error(p["score"], float(rec["label"])), int(rec["event_time"]), rec["event_id"]
 
     def _concept(self, errors: list[tuple[float, int, str]]) -> list[Emit]:
@@ -260,8 +294,10 @@ class DriftProcessor(Processor):
 
     def _expire(self) -> None:
         """A prediction gives up on its feedback once the feedback stream is ``max_wait_ms`` past it, and
-        the other way round: the two topics are read at their own pace, so neither's clock rules alone."""
-        horizon = self.stream_time["feedback"] - self.max_wait_ms
+        the other way round: the two topics are read at their own pace, so neither's clock rules alone. A joined
+        id is kept until both clocks are past it by the wait: a repeat after that would have given up anyway."""
+        feedback_time = max(self.stream_time["feedback"], self.stalled_at)
+        horizon = feedback_time - self.max_wait_ms
         for pid in [k for k, p in self.preds.items() if p["time"] < horizon]:
             del self.preds[pid]
             self.unmatched["predictions"] += 1
@@ -269,6 +305,9 @@ class DriftProcessor(Processor):
         for fid in [k for k, f in self.early.items() if f["time"] < horizon]:
             del self.early[fid]
             self.unmatched["feedback"] += 1
+        horizon = min(self.stream_time["predictions"], feedback_time) - self.max_wait_ms
+        for pid in [k for k, t in self.joined.items() if t < horizon]:
+            del self.joined[pid]
 
     # events and incidents
 
@@ -326,6 +365,8 @@ class DriftProcessor(Processor):
             "detector": self.detector.snapshot(), "errors_since": self.errors_since,
             "errors_start": self.errors_start, "errors_end": self.errors_end, "last_errors": list(self.last_errors), "errors_sum": self.errors_sum, "preds": self.preds, "early": self.early,
             "incidents": self.incidents, "max_time": self.max_time, "stream_time": self.stream_time, "unmatched": self.unmatched,
+            "unanswered_run": self.unanswered_run, "stalled_at": self.stalled_at, "joined": self.joined,
+            "duplicates": self.duplicates, "bad_values": self.bad_values,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -343,6 +384,11 @@ class DriftProcessor(Processor):
         self.incidents, self.max_time = dict(state["incidents"]), int(state["max_time"])
         self.stream_time = dict(state["stream_time"])
         self.unmatched = dict(state["unmatched"])
+        # fields a state from before stalls and repeats were noticed lacks
+        self.unanswered_run, self.stalled_at = int(state.get("unanswered_run", 0)), int(state.get("stalled_at", 0))
+        self.joined = {str(k): int(v) for k, v in state.get("joined", {}).items()}
+        self.duplicates = dict(state.get("duplicates", {"predictions": 0, "feedback": 0}))
+        self.bad_values = int(state.get("bad_values", 0))
 
 
 def flow(detector: str | None = None, features: list[str] | None = None, **params: Any) -> FlowSpec:

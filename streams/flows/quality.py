@@ -18,6 +18,10 @@ predictions count as missing (an event count, not an event-time span, because a 
 history packs days of event time into one poll). Events for a window
 already closed are late: they are counted, in the ``late_events`` field of the next window emitted for
 that version, never silently dropped.
+
+Delivery is at least once: a producer's replay after a crash sends the same predictions and feedback again (same
+ids). Each open window remembers the ids of its predictions (and which are labelled), forgotten when it closes, so a
+repeat is counted in ``duplicates`` instead of twice in the window's metrics.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ _NEVER = -(2**62)
 
 
 def _new_window() -> dict[str, Any]:
-    return {"labels": [], "scores": [], "latency": [], "predictions": 0, "errors": 0, "missing": 0}
+    # ids: prediction id -> 1 once labelled, else 0, to tell repeats from new events while the window is open
+    return {"labels": [], "scores": [], "latency": [], "predictions": 0, "errors": 0, "missing": 0, "ids": {}}
 
 
 class QualityProcessor(Processor):
@@ -77,6 +82,7 @@ class QualityProcessor(Processor):
         self.closed_before = _NEVER  # windows starting before this are closed
         self.unanswered_run = 0  # predictions since the last feedback event
         self.stalled_at = _NEVER  # the prediction clock when the feedback stream last counted as stalled
+        self.duplicates = {"predictions": 0, "feedback": 0}  # repeats of events an open window has counted
 
     def params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "window_ms": self.window_ms, "max_wait_ms": self.max_wait_ms,
@@ -117,6 +123,10 @@ class QualityProcessor(Processor):
             self.late[version] = self.late.get(version, 0) + 1
             return
         w = self.windows.setdefault(f"{version}|{start}", _new_window())
+        if rec["event_id"] in w["ids"]:
+            self.duplicates["predictions"] += 1
+            return
+        w["ids"][rec["event_id"]] = 0
         w["predictions"] += 1
         w["latency"].append(float(rec["latency_ms"]))
         if rec.get("error"):
@@ -124,6 +134,7 @@ class QualityProcessor(Processor):
             return
         fb = self.early.pop(rec["event_id"], None)
         if fb is not None:
+            w["ids"][rec["event_id"]] = 1
             w["labels"].append(fb["label"])
             w["scores"].append(float(rec["score"]))
             return
@@ -132,12 +143,16 @@ class QualityProcessor(Processor):
     def _feedback(self, rec: dict[str, Any]) -> None:
         p = self.preds.pop(rec["prediction_id"], None)
         if p is None:
+            if any(w["ids"].get(rec["prediction_id"]) for w in self.windows.values()):
+                self.duplicates["feedback"] += 1
+                return
             if int(rec["event_time"]) + self.max_wait_ms <= self.prediction_watermark:
                 self.late["unknown"] = self.late.get("unknown", 0) + 1  # its prediction gave up on it, or never was
             else:
                 self.early[rec["prediction_id"]] = {"label": float(rec["label"]), "time": int(rec["event_time"])}
             return
         w = self.windows[f"{p['version']}|{p['start']}"]
+        w["ids"][rec["prediction_id"]] = 1
         w["labels"].append(float(rec["label"]))
         w["scores"].append(p["score"])
 
@@ -178,7 +193,7 @@ class QualityProcessor(Processor):
     def snapshot(self) -> dict[str, Any]:
         return {"preds": self.preds, "early": self.early, "windows": self.windows, "late": self.late,
                 "clock": self.clock, "closed_before": self.closed_before, "unanswered_run": self.unanswered_run,
-                "stalled_at": self.stalled_at}
+                "stalled_at": self.stalled_at, "duplicates": self.duplicates}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.preds, self.early = dict(state["preds"]), dict(state["early"])
@@ -189,6 +204,9 @@ class QualityProcessor(Processor):
             self.clock = {"predictions": int(state["max_time"]), "feedback": int(state["max_time"])}
         self.closed_before = int(state["closed_before"])
         self.unanswered_run, self.stalled_at = int(state.get("unanswered_run", 0)), int(state.get("stalled_at", _NEVER))
+        for w in self.windows.values():  # a checkpoint from before repeats were noticed: its windows have no ids
+            w.setdefault("ids", {})
+        self.duplicates = dict(state.get("duplicates", {"predictions": 0, "feedback": 0}))
 
 
 class QualitySettings(Section):

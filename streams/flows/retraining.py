@@ -11,7 +11,10 @@ model's own predictions and feedback) or a quality drop (the champion's log loss
 3. shadow: for the next ``shadow_events`` outcomes both models predict each impression before it is
    learned (only the champion's prediction is emitted), and both learn it;
 4. decide: the challenger is promoted only if its metric on those same events beats the champion's
-   by ``margin``; otherwise it is rejected. Either way the registry keeps the numbers and the reason.
+   by ``margin`` (and by more than nothing: a tie is no evidence, even with ``margin = 0``); otherwise it is
+   rejected. AUC is undefined when the trial's outcomes are all one class (no click at all is common at low
+   click-through rates): the challenger is then rejected with that reason, never promoted on no evidence.
+   Either way the registry keeps the numbers and the reason.
 
 A promoted challenger serves at once: predictions carry its version. Every registry change carries an
 id derived from the trigger, so a replay after a crash does not register or promote twice. The
@@ -269,23 +272,31 @@ class RetrainingClickProcessor(ClickProcessor):
         self.outbox.step()
         self._registration()
 
-    def _score(self, probs: list[float]) -> float:
+    def _score(self, probs: list[float]) -> float | None:
+        """The trial's metric of one model's predictions; None where it is undefined (AUC of one class)."""
         y = np.asarray(self.shadow["labels"])
         if self.policy.metric == "auc":
-            value = auc(y, np.asarray(probs))
-            return 0.5 if value is None else value
+            return auc(y, np.asarray(probs))
         return log_loss(y, np.asarray(probs))
 
     def _decide(self) -> None:
         assert self.trigger is not None and self.challenger is not None and self.challenger_version is not None
         champ, chall = self._score(self.shadow["champion"]), self._score(self.shadow["challenger"])
-        better = (champ - chall) if self.policy.metric == "log_loss" else (chall - champ)
         n, metric = len(self.shadow["labels"]), self.policy.metric
-        metrics = {f"shadow_{metric}": chall, f"champion_{metric}": champ, "shadow_events": float(n)}
-        verdict = (f"{metric} {chall:.4f} vs champion {self.version}'s {champ:.4f} on the same {n} events "
-                   f"(needs {self.policy.margin} better); trigger: {self.trigger['reason']}")
+        metrics = {"shadow_events": float(n)}
+        if champ is None or chall is None:
+            clicks = int(sum(label >= 0.5 for label in self.shadow["labels"]))
+            better = None
+            verdict = (f"{metric} is undefined on the {n} events of the trial ({clicks} positive): no evidence "
+                       f"either way; trigger: {self.trigger['reason']}")
+        else:
+            better = (champ - chall) if metric == "log_loss" else (chall - champ)
+            metrics |= {f"shadow_{metric}": chall, f"champion_{metric}": champ}
+            verdict = (f"{metric} {chall:.4f} vs champion {self.version}'s {champ:.4f} on the same {n} events "
+                       f"(needs {self.policy.margin} better, and a tie is no evidence); "
+                       f"trigger: {self.trigger['reason']}")
         tid = self.trigger["id"]
-        if better >= self.policy.margin:
+        if better is not None and better > 0 and better >= self.policy.margin:
             self.outbox.submit("promote", version=self.challenger_version, reason=f"promoted: {verdict}",
                                metrics=metrics, outgoing_state=self.model.snapshot(),
                                action_id=derive_id(self.model_name, "decide", tid))

@@ -82,8 +82,8 @@ class CanaryWatch:
     last_seen: float = 0.0
     interval_s: float = 60.0
     switched_at: float | None = None  # first heartbeat on the new version
-    errors_at_switch: int = 0
-    errors: int = 0
+    errors: int = 0  # the agent's cumulative counter, as last reported
+    errors_since_switch: int = 0  # added up across agent restarts, which reset the counter
     latency_ms: float = 0.0
     refusal: str | None = None
     seen: bool = False
@@ -154,10 +154,13 @@ class RolloutController:
             w = self.canaries.get(h["device_id"])
             if w is None or h["device_class"] != self.rollout["device_class"]:
                 continue
-            w.seen, w.last_seen, w.interval_s, w.errors = True, now, h["interval_s"], h["errors"]
+            errors = int(h["errors"])
+            if w.switched_at is not None:
+                w.errors_since_switch += errors - w.errors if errors >= w.errors else errors  # a restart resets it
+            w.seen, w.last_seen, w.interval_s, w.errors = True, now, h["interval_s"], errors
             if h["model_version"] == self.rollout["version"]:
                 if w.switched_at is None:
-                    w.switched_at, w.errors_at_switch = now, h["errors"]
+                    w.switched_at, w.errors_since_switch = now, 0
                 if h["inference_latency_ms"] is not None:
                     w.latency_ms = h["inference_latency_ms"]
             elif h["model_state"] == "refused" and _about(h["model_message"], self.rollout["version"]):
@@ -182,7 +185,7 @@ class RolloutController:
                 healthy_since.append(None)
                 continue
             minutes = max(now - w.switched_at, w.interval_s) / 60
-            rate = (w.errors - w.errors_at_switch) / minutes
+            rate = w.errors_since_switch / minutes
             if rate > p.max_error_rate_per_min:
                 return self._finish("rolled_back", f"{device}: {rate:.1f} errors/min on the new model", now)
             if w.latency_ms > p.max_latency_ms:

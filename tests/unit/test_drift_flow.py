@@ -217,3 +217,54 @@ def test_drift_windows_span_event_time_even_when_inputs_arrive_out_of_order() ->
     out = [e.record for e in run_local(drift.flow(), shuffled) if e.topic == "drift"]
     assert {d["kind"] for d in out} == {"DATA", "CONCEPT"}
     assert all(d["window_start"] <= d["window_end"] for d in out)
+
+
+def test_a_feature_value_that_is_not_finite_is_counted_and_kept_out_of_data_drift() -> None:
+    """Validation refuses it; past validation (run_local), one NaN in the reference sample blinded the feature."""
+    events = _stream(4000, 2000, concept=False, data=True)
+    events[10].record["features"]["x"] = float("nan")
+    proc = drift.DriftProcessor("m", reference_size=1000, window_size=500, check_every=250)
+    out = proc.process(events)
+    assert [e.record["feature"] for e in out if e.topic == "drift"][:1] == ["x"] and proc.bad_values == 1
+
+
+def test_predictions_without_any_feedback_stay_bounded() -> None:
+    """A model without ground truth: after stall_after predictions in a row, waiting ones give up on feedback."""
+    proc = drift.DriftProcessor("m", max_wait_ms=10_000, stall_after=300)
+    sizes = []
+    for block in range(10):
+        proc.process([_pred(block * 1000 + i, 0.9, 0.0) for i in range(1000)])  # 100 s of predictions a block
+        sizes.append(len(proc.preds))
+    assert max(sizes[1:]) <= 101 and proc.unmatched["predictions"] == 10_000 - len(proc.preds)
+    proc.process([_fb(9999, 1.0)])  # feedback after all: the latest prediction still joins
+    assert proc.errors_since == 1
+
+
+def test_replayed_predictions_and_feedback_join_once() -> None:
+    events = _stream(300, 10_000, concept=False, data=False)
+    proc = drift.DriftProcessor("m", max_wait_ms=10_000, check_every=1000)
+    proc.process(events + events[400:] + events[:100])  # the last hundred, then the first fifty, again
+    assert proc.errors_since == 300 and proc.unmatched == {"predictions": 0, "feedback": 0}
+    assert proc.duplicates == {"predictions": 150, "feedback": 150} and not proc.preds and not proc.early
+    assert proc.seen["x"] == 300  # the monitors saw each prediction once
+    proc.process([_pred(1000, 0.9, 0.0), _fb(1000, 1.0)])  # 70 s on: the first joins need not be remembered
+    assert list(proc.joined) == ["p1000"]
+
+
+def test_drift_state_from_before_stalls_and_repeats_restores() -> None:
+    from streams.state import decode, encode
+
+    proc = drift.DriftProcessor("m", max_wait_ms=10_000)
+    proc.process(_stream(50, 1000, concept=False, data=False) + [_pred(60, 0.9, 0.0)])
+    old = {k: v for k, v in decode(encode(proc.snapshot())).items()
+           if k not in ("unanswered_run", "stalled_at", "joined", "duplicates", "bad_values")}
+    restored = drift.DriftProcessor("m", max_wait_ms=10_000)
+    restored.restore(old)
+    assert restored.joined == {} and restored.duplicates == {"predictions": 0, "feedback": 0}
+    restored.process([_fb(60, 1.0)])
+    assert restored.errors_since == 51 and "p60" in restored.joined
+
+
+def test_drift_settings_bound_the_waiting_predictions(monkeypatch) -> None:
+    monkeypatch.setenv("EDDYLINE_DRIFT_STALL_AFTER", "123")
+    assert drift.flow().make_processor("m").stall_after == 123

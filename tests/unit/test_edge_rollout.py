@@ -201,6 +201,22 @@ def test_a_refusal_of_another_version_is_not_this_rollouts() -> None:
     assert c.decide(10.0) is None
 
 
+def test_errors_after_an_agent_restart_still_count() -> None:
+    """A restart resets the agent's cumulative counter: a count below the one at the switch is new errors, not a
+    negative rate that lets a crash-looping canary through."""
+    c = controller()
+    first, second = sorted(c.canaries)
+    c.observe([health(first, "2", errors=500), health(second, "2")], 10.0)
+    decided = None
+    for t, errors in [(20, 5), (30, 10), (40, 15), (50, 0), (60, 5), (70, 10), (80, 15)]:
+        c.observe([health(first, "2", errors=errors), health(second, "2")], float(t))
+        decided = c.decide(float(t))
+        if decided is not None:
+            break
+    assert decided is not None and decided["state"] == "rolled_back"
+    assert first in decided["reason"] and "errors/min" in decided["reason"]
+
+
 def test_rolls_back_on_silence_and_on_a_canary_that_never_switches() -> None:
     c = controller()
     first, second = sorted(c.canaries)

@@ -38,6 +38,22 @@ def test_click_model_snapshot_restores_identical_predictions() -> None:
     assert np.allclose(a.predict("u1", ["i1", "i2", "i0"]), b.predict("u1", ["i1", "i2", "i0"]))
 
 
+def test_click_model_refuses_a_rating_or_label_that_is_not_finite_and_learns_nothing() -> None:
+    import json
+
+    import pytest
+
+    model = ClickModel()
+    for u, i, y in _stream(50):
+        model.learn(u, i, y, genres=("g",), rating=4.0 * y)
+    before = json.dumps(model.snapshot(), sort_keys=True)
+    for label, rating in [(1.0, float("nan")), (0.0, float("inf")), (float("nan"), None)]:
+        with pytest.raises(ValueError, match="must be finite"):
+            model.learn("mallory", "i1", label, genres=("g",), rating=rating)
+    assert json.dumps(model.snapshot(), sort_keys=True) == before
+    assert np.isfinite(model.predict("bob", ["i1", "i7"])).all()
+
+
 def test_popularity_counts_likes() -> None:
     pop = PopularityModel()
     for item, y in [("a", 1), ("a", 1), ("b", 1), ("c", 0)]:
@@ -52,6 +68,17 @@ def test_metrics_match_hand_counts() -> None:
     assert rep["accuracy"] == 0.6 and rep["precision"] == 2 / 3 and rep["recall"] == 2 / 3
     assert abs(rep["auc"] - 5 / 6) < 1e-12
     assert auc(np.array([1, 1]), np.array([0.1, 0.2])) is None
+
+
+def test_metrics_that_are_undefined_are_left_out_not_zero() -> None:
+    """No positives, none predicted: right every time, and precision, recall, F1 (like AUC) say nothing."""
+    assert set(classification_report(np.zeros(5), np.full(5, 0.1))) == {"accuracy", "log_loss"}
+    no_positives = classification_report(np.zeros(4), np.array([0.9, 0.1, 0.1, 0.1]))  # one false alarm
+    assert no_positives["precision"] == 0.0 and no_positives["f1"] == 0.0 and "recall" not in no_positives
+    all_missed = classification_report(np.ones(3), np.full(3, 0.1))
+    assert all_missed["recall"] == 0.0 and all_missed["f1"] == 0.0 and "precision" not in all_missed
+    rep = classification_report(np.array([1, 0, 1, 0, 1]), np.array([0.9, 0.2, 0.4, 0.6, 0.8]))
+    assert rep["f1"] == 2 / 3
 
 
 def test_movielens_replay_loads_offline_in_event_time() -> None:

@@ -76,6 +76,31 @@ def test_metrics_sink_sets_prometheus_gauges() -> None:
     assert REGISTRY.get_sample_value("eddyline_model_predictions", labels) == 1.0
 
 
+def test_an_empty_model_version_or_a_nan_latency_costs_one_point_at_most_never_the_flow() -> None:
+    """Records the schema accepts: an empty tag is written as "none"; a window whose latency is NaN (which
+    InfluxDB cannot store) is left out and counted, and the other windows of the batch are still written."""
+    from connectors.influx import InfluxSettings, InfluxSink
+    from streams.sinks.quality import QualityMetricsSink
+    from tests.unit.test_influx import WriteServer
+
+    nan = _pred("n", 150, version="2")
+    nan.record["latency_ms"] = float("nan")
+    events = [_pred("a", 100, 0.9, version=""), _fb("a", 200, 1.0), nan, _fb("n", 250, 0.0),
+              _pred("z", 20000), _fb("z", 20000, 0.0)]
+    emits = run_local(quality.flow("m", window_ms=1000, max_wait_ms=500), events)
+    assert {e.record["model_version"] for e in emits if e.event_type == quality.METRICS_TYPE} >= {"", "2"}
+    server = WriteServer()
+    try:
+        sink = QualityMetricsSink(InfluxSink(InfluxSettings(url=server.url, flush_interval_ms=50, max_retries=0)))
+        sink.write(emits)
+        sink.close()
+    finally:
+        server.stop()
+    assert sink.points_refused == {"field_not_finite": 1}
+    assert sink.influx.tags_normalised == {"empty": 1}
+    assert [line.split(" ")[0] for line in server.lines] == ["model_quality,model_name=m,model_version=none"]
+
+
 def test_the_quality_flow_s_dashboards_sink_is_attached_by_the_flow_registry() -> None:
     from streams.flows import flow_spec
     from streams.sinks.quality import quality_metrics_sink
@@ -156,3 +181,129 @@ def test_quality_state_survives_a_snapshot_between_skewed_batches() -> None:
     procs = {k: pickle.loads(pickle.dumps(p)) for k, p in procs.items()}
     rest = run_local(spec, events[45:], procs)
     assert [e.record for e in first + rest] == whole
+
+
+def _click(i: str, t: int, user: str = "u", action: str = "IMPRESSION", impression: str | None = None,
+           rating: float | None = None, partition: int = -1) -> Event:
+    return Event("clicks", user, {"event_id": i, "event_time": t, "producer": "t", "user_id": user, "item_id": "a",
+                                  "action": action, "impression_id": impression, "position": None, "rating": rating,
+                                  "context": {"genres": "Drama"}}, partition, -1)
+
+
+def test_a_click_rated_nan_is_dead_lettered_with_the_reason() -> None:
+    import math
+
+    from connectors.dlq import dlq_info
+    from connectors.kafka import KafkaSettings
+    from schemas import CLICK, AvroSerde
+    from streams.engines.output import DeadLetter, FlowOutput
+
+    value = AvroSerde().encode(CLICK, _click("i1", 0, rating=math.nan).record, check=False)
+    output = FlowOutput(clicks.flow(), KafkaSettings(namespace="t9."))
+    dead = output.decode("t9.clicks", b"u", value, 0, 7)
+    assert isinstance(dead, DeadLetter) and dead.error == "click.rating: is NaN or infinite"
+    assert dlq_info(output.dead_letter(dead).headers)["reason"] == "invalid"
+
+
+def test_a_rating_that_is_not_finite_is_counted_and_never_learned() -> None:
+    """Past validation (run_local, a test), one such rating would make the shared model predict NaN for everyone."""
+    import math
+
+    proc = clicks.ClickProcessor("clicks-bad-rating")
+    proc.process([_click("i0", 0, "ann", rating=5.0)])
+    before = proc.model.snapshot()
+    out = proc.process([_click("i1", 1, "eve", rating=math.inf), _click("i2", 2, "eve", rating=math.nan)])
+    assert [e.topic for e in out] == ["predictions", "predictions"] and proc.bad_ratings == 2
+    assert proc.model.snapshot() == before and not proc.pending
+    [pred] = proc.process([_click("i3", 3, "bob")])
+    assert math.isfinite(pred.record["score"]) and all(map(math.isfinite, pred.record["features"].values()))
+
+
+def test_a_partition_read_behind_the_others_does_not_turn_its_clicks_into_non_clicks() -> None:
+    proc = clicks.ClickProcessor(click_wait_ms=30 * 60_000)
+    ahead = [_click(f"a{k}", 40 * 60_000 + k, "alice", partition=0) for k in range(3)]
+    behind = [_click("b", 0, "bob", partition=1), _click("c", 60_000, "bob", "CLICK", "b", partition=1)]
+    out = proc.process(ahead + behind)
+    labels = {e.record["prediction_id"]: e.record["label"] for e in out if e.topic == "feedback"}
+    [bob] = [e.record["event_id"] for e in out if e.topic == "predictions" and e.record["subject_id"] == "bob"]
+    assert labels == {bob: 1.0} and len(proc.pending) == 3 and proc.unmatched_clicks == 0
+    assert proc.watermark == 60_000  # the slowest partition's clock
+    out = proc.process([_click("b2", 80 * 60_000, "bob", partition=1)])
+    assert not [e for e in out if e.topic == "feedback"]  # partition 0 has not come that far
+    out = proc.process([_click("a9", 80 * 60_000, "alice", partition=0)])  # both past alice's: they expire
+    assert sorted(e.record["label"] for e in out if e.topic == "feedback") == [0.0, 0.0, 0.0]
+
+
+def test_a_silent_partition_stops_holding_expiry_back_and_a_click_too_late_is_counted() -> None:
+    proc = clicks.ClickProcessor(click_wait_ms=1000)
+    proc.idle_after = 5
+    proc.process([_click("x", 0, "xena", partition=3)])  # partition 3 then says nothing more
+    out = proc.process([_click(f"a{k}", 10_000 + k, "alice", partition=0) for k in range(5)])
+    assert not [e for e in out if e.topic == "feedback"]  # five events: partition 3 may only be slow
+    out = proc.process([_click("a5", 10_005, "alice", partition=0)])
+    assert [e.record["label"] for e in out if e.topic == "feedback"] == [0.0]  # xena's impression expired
+    proc.process([_click("xc", 500, "xena", "CLICK", "x", partition=3)])
+    proc.process([_click("rc", 10_006, "alice", "CLICK", "r", rating=5.0, partition=0)])  # a rated replay's click
+    assert proc.unmatched_clicks == 1
+
+
+def test_click_state_from_before_per_partition_clocks_restores() -> None:
+    from streams.state import decode, encode
+
+    proc = clicks.ClickProcessor(click_wait_ms=1000)
+    proc.process([_click("i1", 100), _click("i2", 150)])
+    old = {k: v for k, v in decode(encode(proc.snapshot())).items()
+           if k not in ("partitions", "arrivals", "unmatched_clicks", "bad_ratings")}
+    restored = clicks.ClickProcessor(click_wait_ms=1000)
+    restored.restore(old)
+    assert restored.watermark == 150 and set(restored.pending) == {"i1", "i2"} and restored.unmatched_clicks == 0
+    out = restored.process([_click("i3", 1120)])
+    assert [e.record["label"] for e in out if e.topic == "feedback"] == [0.0]  # i1 expired, i2 waits
+    assert restored.snapshot()["partitions"] == {"clicks:-1": [1120, 1]}
+
+
+def test_replayed_predictions_and_feedback_count_once() -> None:
+    """A producer's replay after a crash repeats events with their ids: a window counts each once."""
+    preds, fbs = _model_stream(20, step=100)
+    ticks = [_pred("tick", 100_000), _fb("tick", 100_000, 1.0)]
+    once = _windows(preds + fbs + ticks)
+    replayed = _windows(preds + fbs + preds[10:] + fbs[8:] + ticks)
+    assert replayed == once and sum(w["predictions"] for w in once) == 20
+    proc = quality.QualityProcessor("m", window_ms=2000, max_wait_ms=1000, allowed_lateness_ms=0)
+    proc.process(preds + fbs + preds[10:] + fbs[8:])
+    assert proc.duplicates == {"predictions": 10, "feedback": len(fbs[8:])}
+
+
+def test_quality_state_from_before_repeats_were_noticed_restores() -> None:
+    from streams.state import decode, encode
+
+    proc = quality.QualityProcessor("m", window_ms=1000, max_wait_ms=500, allowed_lateness_ms=0)
+    proc.process([_pred("a", 100, 0.9), _pred("b", 200, 0.2), _fb("a", 300, 1.0)])
+    old = decode(encode(proc.snapshot()))
+    del old["duplicates"]
+    for w in old["windows"].values():
+        del w["ids"]
+    restored = quality.QualityProcessor("m", window_ms=1000, max_wait_ms=500, allowed_lateness_ms=0)
+    restored.restore(old)
+    [w] = [e.record for e in restored.process([_fb("b", 300, 0.0), _pred("z", 5000), _fb("z", 5000, 0.0)])]
+    assert (w["predictions"], w["labelled"], w["missing_feedback"]) == (2, 2, 0) and restored.duplicates == {
+        "predictions": 0, "feedback": 0}
+
+
+def test_a_window_without_positives_leaves_out_precision_recall_and_f1_and_the_sink_copes() -> None:
+    """All right, no click: precision, recall and F1 are undefined, not 0 (which reads as a broken model)."""
+    from prometheus_client import REGISTRY
+
+    from streams.sinks.quality import QualityMetricsSink
+
+    events = [e for i in range(10) for e in (_pred(f"n{i}", 100 + i, 0.1, version="one-class"),
+                                               _fb(f"n{i}", 200 + i, 0.0))]
+    emits = run_local(quality.flow("m", window_ms=1000, max_wait_ms=500), events + [
+        _pred("z", 20000, version="one-class"), _fb("z", 20000, 0.0)])
+    [w] = [e.record for e in emits if e.record["window_start"] == 0]
+    assert w["accuracy"] == 1.0 and w["labelled"] == 10
+    assert not {"precision", "recall", "f1", "auc"} & set(w)
+    QualityMetricsSink().write(emits)
+    labels = {"model": "m", "version": "one-class"}
+    assert REGISTRY.get_sample_value("eddyline_model_accuracy", labels) == 1.0
+    assert REGISTRY.get_sample_value("eddyline_model_recall", labels) is None

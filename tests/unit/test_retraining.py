@@ -136,3 +136,42 @@ def test_a_replay_from_a_checkpoint_registers_nothing_twice_and_a_rollback_reach
     assert reg.history(MODEL_NAME)[-1]["action"] == "rolled_back"
     restored = pickle.loads(pickle.dumps(proc))
     assert restored.version == "1" and restored.model.snapshot() == proc.model.snapshot()
+
+
+def _imp(i: int, rating: float) -> Event:
+    return Event("clicks", "u", {"event_id": f"i-{i}", "event_time": 1000 * i, "producer": "p", "user_id": f"u{i % 7}",
+                                 "item_id": f"m{i % 11}", "action": "IMPRESSION", "impression_id": None,
+                                 "position": None, "rating": rating, "context": {"genres": "Drama"}})
+
+
+def _in_shadow(tmp_path, outcomes: list[float]) -> retraining.RetrainingClickProcessor:
+    """A trial by AUC with no margin (both allowed), its shadow events liked or not as ``outcomes`` says."""
+    policy = {"train_window": 20, "min_fresh": 10, "shadow_events": len(outcomes), "metric": "auc", "margin": 0.0,
+              "cooldown": 1000, "quality_drop": 100.0}
+    proc = retraining.RetrainingClickProcessor("clicks-trial", registry_dir=str(tmp_path), policy=policy)
+    proc.process([_imp(i, 5.0 if i % 3 == 0 else 1.0) for i in range(20)])  # history of both classes
+    proc.process([Event("drift", "clicks-trial", {"event_id": "d-1", "model_name": "clicks-trial", "kind": "CONCEPT",
+                                                  "detector": "ours", "statistic": 0.5})])
+    proc.process([_imp(20 + i, 1.0) for i in range(10)])  # collect, then train and register
+    assert proc.phase == "shadow"
+    return proc
+
+
+def test_a_trial_whose_outcomes_are_one_class_promotes_nobody(tmp_path) -> None:
+    """No click in the whole trial (common at low click-through rates): AUC is undefined for both models."""
+    proc = _in_shadow(tmp_path, [0.0] * 30)
+    proc.process([_imp(30 + i, 1.0) for i in range(30)])
+    reg = ModelRegistry(tmp_path)
+    decision = reg.history("clicks-trial")[-1]
+    assert (decision["action"], decision["version"]) == ("rejected", "2")
+    assert "auc is undefined on the 30 events of the trial (0 positive)" in decision["reason"]
+    assert proc.version == "1" and "shadow_auc" not in reg.get("clicks-trial", "2").metrics
+
+
+def test_a_tie_promotes_nobody_even_with_no_margin(tmp_path) -> None:
+    proc = _in_shadow(tmp_path, [0.0] * 4)
+    proc.shadow = {"labels": [1.0, 0.0, 1.0, 0.0], "champion": [0.9, 0.1, 0.6, 0.4], "challenger": [0.8, 0.2, 0.7, 0.3]}
+    proc._decide()  # the same ranking: the same AUC
+    decision = ModelRegistry(tmp_path).history("clicks-trial")[-1]
+    assert (decision["action"], decision["version"]) == ("rejected", "2") and proc.version == "1"
+    assert "auc 1.0000 vs champion 1's 1.0000" in decision["reason"] and "a tie is no evidence" in decision["reason"]

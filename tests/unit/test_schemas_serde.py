@@ -238,6 +238,17 @@ def test_mismatched_series_lengths_rejected(serde: AvroSerde) -> None:
         serde.encode(catalog.SENSOR_BATCH, _sensor(values=[1.0, 2.0]))
 
 
+def test_a_series_without_readings_is_rejected_on_encode_and_decode(serde: AvroSerde) -> None:
+    """Nothing to score and no time to file its summary under: the sensor flow died of one (IndexError)."""
+    with pytest.raises(ValidationError, match=r"series\[0\]\.values: is empty") as info:
+        serde.encode(catalog.SENSOR_BATCH, _sensor(timestamps=[], values=[]))
+    assert info.value.reason == "invalid"
+    data = serde.encode(catalog.SENSOR_BATCH, _sensor(timestamps=[], values=[]), check=False)
+    for arrays in (False, True):
+        with pytest.raises(ValidationError, match="is empty"):
+            serde.decode(data, catalog.SENSOR_BATCH, arrays=arrays)
+
+
 def test_invalid_record_rejected_on_decode(serde: AvroSerde) -> None:
     data = serde.encode(catalog.SENSOR_BATCH, _sensor(values=[1.0, math.nan, 2.0]), check=False)
     with pytest.raises(ValidationError, match="NaN"):
@@ -262,11 +273,23 @@ def test_anomaly_score_lengths(serde: AvroSerde) -> None:
         (catalog.FEEDBACK, {"prediction_id": ""}, "prediction_id: must not be empty"),
         (catalog.CLICK, {"event_id": ""}, "event_id: must not be empty"),
         (catalog.CLICK, {"event_time": -5}, "before 1970"),
+        (catalog.CLICK, {"rating": math.nan}, r"click\.rating: is NaN or infinite"),
+        (catalog.CLICK, {"rating": -math.inf}, r"click\.rating: is NaN or infinite"),
+        (catalog.PREDICTION, {"features": {"a": 1.0, "b": math.inf}}, r"prediction\.features\['b'\]: is NaN"),
+        (catalog.PREDICTION, {"features": {"a": math.nan}}, r"prediction\.features\['a'\]: is NaN"),
     ],
 )
 def test_rules(serde: AvroSerde, event_type: str, changes: dict, needle: str) -> None:
     with pytest.raises(ValidationError, match=needle):
         serde.encode(event_type, {**EXAMPLES[event_type], **changes})
+
+
+def test_a_click_rated_or_not_and_finite_features_pass(serde: AvroSerde) -> None:
+    for rating in (None, 0.0, 4.5):
+        rec = {**EXAMPLES[catalog.CLICK], "rating": rating}
+        assert serde.decode(serde.encode(catalog.CLICK, rec), catalog.CLICK)["rating"] == rating
+    pred = {**EXAMPLES[catalog.PREDICTION], "features": {"a": 0.0, "b": -1e300}}
+    assert serde.decode(serde.encode(catalog.PREDICTION, pred), catalog.PREDICTION)["features"] == pred["features"]
 
 
 @pytest.mark.parametrize(
