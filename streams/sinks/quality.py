@@ -28,13 +28,21 @@ class QualityMetricsSink(MetricsSink):
         Where points go; None keeps Prometheus only.
     """
 
+    def __init__(self, influx: Any | None = None) -> None:
+        super().__init__(influx)
+        self._shown: dict[tuple[str, str], set[str]] = {}  # the gauges each model version has a value in
+
     def points(self, e: Emit) -> list[Point]:
         if e.event_type != METRICS_TYPE:
             return []
         r = e.record
-        fields = {k: float(v) for k, v in r.items() if k not in _NOT_FIELDS}
+        fields = {k: float(v) for k, v in r.items() if k not in _NOT_FIELDS and v is not None}
+        labels = (r["model_name"], r["model_version"])
         for name, value in fields.items():
-            self._gauge(name).labels(r["model_name"], r["model_version"]).set(value)
+            self._gauge(name).labels(*labels).set(value)
+        for name in self._shown.get(labels, set()) - fields.keys():  # undefined in this window: no stale value
+            self._gauge(name).remove(*labels)
+        self._shown[labels] = set(fields)
         return [(MEASUREMENT, {k: r[k] for k in TAGS}, fields, int(r["window_end"]))]
 
     @staticmethod

@@ -307,3 +307,24 @@ def test_a_window_without_positives_leaves_out_precision_recall_and_f1_and_the_s
     labels = {"model": "m", "version": "one-class"}
     assert REGISTRY.get_sample_value("eddyline_model_accuracy", labels) == 1.0
     assert REGISTRY.get_sample_value("eddyline_model_recall", labels) is None
+
+
+def test_a_gauge_undefined_in_the_latest_window_holds_no_stale_value() -> None:
+    """Recall was 1.0 in the window before; in one without positives it is undefined, so the gauge goes away."""
+    from prometheus_client import REGISTRY
+
+    from streams.sinks.quality import QualityMetricsSink
+
+    first = [e for i in range(4) for e in (_pred(f"p{i}", 100 + i, 0.9, version="stale"), _fb(f"p{i}", 200 + i, 1.0))]
+    second = [e for i in range(4) for e in (_pred(f"n{i}", 1100 + i, 0.1, version="stale"),
+                                            _fb(f"n{i}", 1200 + i, 0.0))]
+    flow = quality.flow("m", window_ms=1000, max_wait_ms=500)
+    emits = run_local(flow, first + second + [_pred("z", 20000, version="stale"), _fb("z", 20000, 0.0)])
+    windows = [e for e in emits if e.record.get("window_start") in (0, 1000)]
+    assert [w.record["window_start"] for w in windows] == [0, 1000]
+    sink, labels = QualityMetricsSink(), {"model": "m", "version": "stale"}
+    sink.write(windows[:1])
+    assert REGISTRY.get_sample_value("eddyline_model_recall", labels) == 1.0
+    sink.write(windows[1:])
+    assert REGISTRY.get_sample_value("eddyline_model_recall", labels) is None
+    assert REGISTRY.get_sample_value("eddyline_model_accuracy", labels) == 1.0
