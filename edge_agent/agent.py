@@ -7,8 +7,10 @@ around the buffer.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
+import numbers
 import signal
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ from edge_agent.deadletters import DeadLetterFile, dead_letter_path
 from edge_agent.health import CpuMeter, Heartbeat, health_record, process_rss_bytes
 from edge_agent.sender import Sender
 from edge_agent.sources import Chunk, Source, build_source
-from schemas.catalog import DEVICE_HEALTH
+from schemas.catalog import DEVICE_HEALTH, SENSOR_BATCH
 
 if TYPE_CHECKING:
     from connectors.kafka import KafkaSettings
@@ -70,6 +72,7 @@ class Agent:
             max_in_flight=settings.send_max_in_flight,
             fresh_share=settings.send_fresh_share,
             stall_s=max(10.0, 2 * settings.send_timeout_s),
+            dead_letter=self._refused,
         )
         self.inference = None
         if settings.inference.enabled:
@@ -162,7 +165,13 @@ class Agent:
         except Exception as exc:  # a plug-in may raise anything; the agent keeps going
             self._error(f"source {src.name}", exc)
             return
-        good = [c for c in chunks if self._check(src, c)]
+        good = []
+        for c in chunks:
+            try:
+                if self._check(src, c):
+                    good.append(c)
+            except Exception as exc:  # not a Chunk at all: this one is skipped, the rest of the read kept
+                self._error(f"source {src.name}", exc)
         self.sampled += sum(len(c.values) for c in good)
         self.batcher.add(good)
 
@@ -173,10 +182,11 @@ class Agent:
                 ValueError(f"{c.sensor}: {len(c.timestamps)} timestamps for {len(c.values)} values"),
             )
             return False
-        if not all(map(math.isfinite, c.values)):
-            keep = [i for i, v in enumerate(c.values) if math.isfinite(v)]
+        if not _all_finite(c.values):
+            keep = [i for i, v in enumerate(c.values) if _finite(v)]
             self._error(
-                f"source {src.name}", ValueError(f"{c.sensor}: {len(c.values) - len(keep)} non-finite values rejected")
+                f"source {src.name}",
+                ValueError(f"{c.sensor}: {len(c.values) - len(keep)} values rejected (not finite numbers)"),
             )
             c.timestamps = [c.timestamps[i] for i in keep]
             c.values = [c.values[i] for i in keep]
@@ -196,25 +206,57 @@ class Agent:
                 self._error(f"inference with {self.inference.version}", exc)
             self._infer_ms += (time.perf_counter() - t0) * 1000
             self._infer_calls += 1
+        self._store(series, scored_by)
+
+    def _store(self, series: list[Chunk], scored_by: str | None) -> None:
+        """Encode and buffer; a batch too large for one Kafka message is stored as two halves (the producer
+        would refuse it whole)."""
         n = sum(len(c.values) for c in series)
         seq = self.buffer.next_seq
         try:
             payload = self.encoder.encode(seq, series, scored_by)
         except Exception as exc:  # counted where the operator looks for lost readings, and kept on disk
-            self.buffer.count_dropped(n)
-            self._dead_letter(f"encoding failed: {type(exc).__name__}: {exc}", series, scored_by)
-            self._error(f"encoding a batch (its readings go to {self.dead_letters.path})",
-                        RuntimeError(f"{n} readings: {exc}"))
+            self._drop(f"encoding failed: {type(exc).__name__}: {exc}", series, scored_by, f"{n} readings: {exc}")
+            return
+        if len(payload) > self.sender.max_payload:
+            halves = _halves(series)
+            if halves is None:
+                reason = f"{len(payload)} bytes encoded, more than a Kafka message holds ({self.sender.max_payload})"
+                self._drop(reason, series, scored_by, reason)
+                return
+            for half in halves:
+                self._store(half, scored_by)
             return
         self.buffer.append(seq, payload, n, max(c.timestamps[-1] for c in series))
 
-    def _dead_letter(self, reason: str, series: list[Chunk], scored_by: str | None) -> None:
+    def _drop(self, reason: str, series: list[Chunk], scored_by: str | None, message: str) -> None:
+        self.buffer.count_dropped(sum(len(c.values) for c in series))
+        self._dead_letter(reason, series, scored_by)
+        self._error(f"encoding a batch (its readings go to {self.dead_letters.path})", RuntimeError(message))
+
+    def _refused(self, seq: int, payload: bytes, reason: str) -> None:
+        """A stored batch the producer refuses for good: its readings go to the dead letters like any other."""
         try:
-            self.dead_letters.write(reason, {
-                "device_id": self.settings.device_id, "local_model": scored_by,
-                "series": [{"sensor": c.sensor, "unit": c.unit, "timestamps": c.timestamps, "values": c.values,
-                            "local_flags": c.flags} for c in series],
-            })
+            rec = self.encoder.serde.decode(payload, SENSOR_BATCH, check=False)
+            series = [Chunk(s["sensor"], s["unit"], s["timestamps"], s["values"], s.get("local_flags"))
+                      for s in rec["series"]]
+        except Exception:  # kept as it was stored
+            self._write_dead_letter(reason, {"device_id": self.settings.device_id, "seq": seq,
+                                             "payload_base64": base64.b64encode(payload).decode()})
+        else:
+            self._dead_letter(reason, series, rec.get("local_model"), seq)
+
+    def _dead_letter(self, reason: str, series: list[Chunk], scored_by: str | None, seq: int | None = None) -> None:
+        batch = {
+            "device_id": self.settings.device_id, "local_model": scored_by,
+            "series": [{"sensor": c.sensor, "unit": c.unit, "timestamps": c.timestamps, "values": c.values,
+                        "local_flags": c.flags} for c in series],
+        }
+        self._write_dead_letter(reason, batch if seq is None else {"seq": seq, **batch})
+
+    def _write_dead_letter(self, reason: str, batch: dict[str, Any]) -> None:
+        try:
+            self.dead_letters.write(reason, batch)
         except (OSError, TypeError, ValueError) as exc:  # the readings stay counted as dropped
             self._error("writing a dead letter", exc)
 
@@ -246,7 +288,7 @@ class Agent:
             sampled_readings=self.sampled,
             acked_readings=c.acked_readings,
             send_rate=(c.acked_readings - self._hb_acked) / max(now - self._hb_time, 1e-6),
-            errors=self.errors + c.failed_sends + sum(getattr(s, "errors", 0) for s in self.sources),
+            errors=self.errors + c.failed_sends + c.dead_letters + sum(getattr(s, "errors", 0) for s in self.sources),
             dropped_readings=0,
             cpu_percent=self._cpu.percent(),
             rss_mb=process_rss_bytes() / 2**20,
@@ -310,6 +352,46 @@ class Agent:
             self._feed.close()
         self.buffer.close()
         log.info("stopped; %d batches stay on disk for the next start", left)
+
+
+def _finite(v: object) -> bool:
+    """A reading: a real number (not a bool), finite, within what a double holds."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond a double
+        return False
+
+
+def _all_finite(values: list[Any]) -> bool:
+    """``_finite`` for every value, at C speed for the usual list of floats."""
+    if set(map(type, values)) <= {float}:
+        return all(map(math.isfinite, values))
+    return all(map(_finite, values))
+
+
+def _halves(series: list[Chunk]) -> tuple[list[Chunk], list[Chunk]] | None:
+    """The readings in two batches of about half each (between sensors where it can); None for one reading.
+
+    A series splits at a multiple of 8 readings when it carries flags, so each half's bitmask is a slice."""
+    n = sum(len(c.values) for c in series)
+    if len(series) > 1:
+        seen = 0
+        for cut, c in enumerate(series[:-1], 1):
+            seen += len(c.values)
+            if 2 * seen >= n:
+                break
+        return series[:cut], series[cut:]
+    [c] = series
+    k = len(c.values) // 2
+    if c.flags is not None:
+        k -= k % 8
+    if k == 0:
+        return None
+    head = Chunk(c.sensor, c.unit, c.timestamps[:k], c.values[:k], None if c.flags is None else c.flags[: k // 8])
+    tail = Chunk(c.sensor, c.unit, c.timestamps[k:], c.values[k:], None if c.flags is None else c.flags[k // 8 :])
+    return [head], [tail]
 
 
 def _follow_models(settings: Any, current: Any, models: dict[str, Any]) -> tuple[Any, Any]:

@@ -10,20 +10,37 @@ Size bound policy: the buffer holds at most ``max_bytes`` of payload and keeps `
 on its disk. When a new batch does not fit, ``drop_oldest`` deletes the oldest unsent batches (the
 newest data is usually worth more after a long outage), ``drop_newest`` refuses the new batch. Either way
 the drop is logged, counted (persistently) and visible downstream as a gap in the sequence numbers.
+Space is measured as the disk's free space plus the file's free pages; eviction for a short disk vacuums
+what it freed back to the disk, and never empties the buffer for a shortfall that emptying it cannot cure.
+A disk that is completely full drops the new batch (its counters wait in memory for the next write that
+succeeds) rather than stopping the agent.
+
+A damaged file (at start, or found while running) is set aside and a new one started. A file found damaged at
+start, or missing, numbers from ``RESTART_JUMP`` above the high-water mark kept in a small file beside the buffer (``<stem>.seq-mark``, written
+``MARK_AHEAD`` numbers ahead, so rarely), or above the clock in microseconds if that is higher: a device
+without a real-time clock may read 1970 right after boot, and must never reuse a number it sent before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 log = logging.getLogger(__name__)
+
+MARK_AHEAD = 10_000  # the high-water mark file is rewritten once per this many sequence numbers
+RESTART_JUMP = 1 << 20  # a lost buffer's successor numbers this far above the mark: the platform then sees a
+# producer that started again (a jump of more than 2**19, README "seq"), not ten thousand lost batches
+_CORRUPT, _FULL, _NOTADB = 11, 13, 26  # SQLite's primary result codes
+_MAX_VARS = 10_000  # host parameters per statement, well under SQLite's limit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -77,6 +94,10 @@ class DiskBuffer:
         self.min_free_bytes = min_free_bytes
         self.policy = policy
         self.protected: set[int] = set()
+        self._sync = sync
+        self._pending = [0, 0]  # batches, readings dropped while the disk was too full to count them
+        self._unforgotten: set[int] = set()  # acknowledged, but the disk was too full to delete them
+        self._full_since: float | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -84,22 +105,37 @@ class DiskBuffer:
                 f"cannot create {self.path.parent} for the buffer ({exc.strerror}); "
                 "create it writable for the agent's user or set buffer_path"
             ) from None
+        self._mark_path = seq_mark_path(self.path)
+        self._mark = self._read_mark()
+        existed = self.path.exists()
         try:
-            self._db = self._open(sync)
+            self._db = self._open(sync, seq_start=self._mark + RESTART_JUMP if self._mark else 0, check=existed)
         except sqlite3.DatabaseError as exc:
-            if not self.path.exists() or "malformed" not in str(exc) and "not a database" not in str(exc):
+            if not existed or not _corrupt(exc):
                 raise BufferError(
                     f"cannot open the buffer {self.path}: {exc}; check its permissions and disk"
                 ) from None
-            self._db = self._replace_corrupt(sync, exc)
-        self._bytes, self._depth = self._db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM batches").fetchone()
-        self._next_seq = int(self._meta("next_seq"))
+            self._db = self._replace_corrupt(sync, exc, max(self._mark + RESTART_JUMP, time.time_ns() // 1000))
 
     # -- opening --------------------------------------------------------------------------------------
-    def _open(self, sync: str, seq_start: int = 0) -> sqlite3.Connection:
+    def _open(self, sync: str, seq_start: int = 0, check: bool = False) -> sqlite3.Connection:
+        """The connection, with the counters loaded; ``check`` reads every page first (quick_check), so a
+        damaged file shows here, where it can be set aside, rather than on some later read."""
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._prepare(db, sync, seq_start, check)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _prepare(self, db: sqlite3.Connection, sync: str, seq_start: int, check: bool) -> None:
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA cache_size=-512")  # 512 KiB: the agent reads each row about once
+        if check:
+            found = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if found != "ok":
+                raise _Damaged(found)
         if (
             db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
             and not db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
@@ -117,27 +153,67 @@ class DiskBuffer:
             db.execute("INSERT OR IGNORE INTO meta VALUES ('dropped_readings', 0)")
         owner = db.execute("SELECT value FROM meta WHERE key='device_id'").fetchone()[0]
         if owner != self.device_id:
-            db.close()
             raise BufferError(
                 f"the buffer {self.path} belongs to device {owner!r}, not {self.device_id!r}; "
                 "set device_id back, or give this device its own buffer_path"
             )
-        return db
+        self._page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        self._bytes, self._depth = db.execute("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM batches").fetchone()
+        self._next_seq = int(db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+        if self._next_seq > self._mark:
+            self._write_mark(self._next_seq + MARK_AHEAD)
 
-    def _replace_corrupt(self, sync: str, exc: Exception) -> sqlite3.Connection:
-        """Keep the damaged file for inspection and start anew, numbering past anything sent before."""
+    def _replace_corrupt(self, sync: str, exc: Exception, start: int) -> sqlite3.Connection:
+        """Keep the damaged file for inspection and start anew at ``start``, past anything numbered before."""
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
                 src.rename(Path(str(aside) + suffix))
-        # Sequence numbers start at the current time in microseconds, above any counter used so far,
-        # so that the platform sees a jump rather than old numbers reused for new readings.
-        start = time.time_ns() // 1000
         log.error(
             "buffer %s is damaged (%s); moved to %s, new sequence numbers start at %d", self.path, exc, aside, start
         )
         return self._open(sync, seq_start=start)
+
+    def _recover(self, exc: Exception) -> None:
+        """Damage found while running: the agent goes on with a new file, numbering on from where it was."""
+        lost = self._depth
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+        self._unforgotten.clear()
+        self._db = self._replace_corrupt(self._sync, exc, self._next_seq)
+        log.error("%d unsent batches were in the damaged buffer; they stay in the file set aside", lost)
+
+    # -- the high-water mark of sequence numbers -------------------------------------------------------
+    def _read_mark(self) -> int:
+        try:
+            return int(self._mark_path.read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read the sequence mark %s (%s); the clock bounds new numbers", self._mark_path, exc)
+            return 0
+
+    def _write_mark(self, value: int) -> None:
+        """Atomically, and synced: it must outlive the buffer file itself."""
+        self._mark = value
+        tmp = self._mark_path.with_name(self._mark_path.name + ".tmp")
+        try:
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(f"{value}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._mark_path)
+            fd = os.open(self._mark_path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("cannot write the sequence mark %s (%s); tried again %d numbers on", self._mark_path, exc,
+                        MARK_AHEAD)
 
     # -- writing --------------------------------------------------------------------------------------
     @property
@@ -146,45 +222,63 @@ class DiskBuffer:
         return self._next_seq
 
     def append(self, seq: int, payload: bytes, readings: int, event_time: int) -> bool:
-        """Store a sealed batch; False when the size policy refused it (it is counted as dropped)."""
+        """Store a sealed batch; False when the size policy or a full disk refused it (it is counted as dropped)."""
         if seq != self._next_seq:
             raise ValueError(f"batch carries seq {seq}, the buffer expects {self._next_seq}")
-        size = len(payload)
-        if not self._make_room(size):
-            self._drop_new(seq, readings)
-            return False
         try:
-            self._insert(seq, payload, readings, event_time)
-        except sqlite3.OperationalError as exc:
-            if "full" not in str(exc).lower():
+            return self._append(seq, payload, readings, event_time)
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
                 raise
-            log.warning("disk full while buffering seq %d; evicting to make room", seq)
-            if self.policy == "drop_oldest" and self._evict(max(size, 1 << 20)):
+            self._recover(exc)
+        if seq != self._next_seq:  # dropped before the damage showed
+            return False
+        return self._append(seq, payload, readings, event_time)
+
+    def _append(self, seq: int, payload: bytes, readings: int, event_time: int) -> bool:
+        size = len(payload)
+        try:
+            if self._make_room(size):
+                self._insert(seq, payload, readings, event_time)
+                return True
+        except sqlite3.OperationalError as exc:
+            if not _full(exc):
+                raise
+            if self._full_since is None:
+                self._full_since = time.monotonic()
+                log.warning("disk full while buffering seq %d (policy %s); new batches are dropped until it has room",
+                            seq, self.policy)
+            if self.policy == "drop_oldest" and self._free_disk(size):
                 try:
                     self._insert(seq, payload, readings, event_time)
                     return True
-                except sqlite3.OperationalError:
-                    pass
-            self._drop_new(seq, readings)
-            return False
-        return True
+                except sqlite3.OperationalError as again:
+                    if not _full(again):
+                        raise
+        self._drop_new(seq, readings)
+        return False
 
     def _insert(self, seq: int, payload: bytes, readings: int, event_time: int) -> None:
-        with _tx(self._db):
-            self._db.execute(
+        if seq >= self._mark:
+            self._write_mark(seq + MARK_AHEAD)
+        with self._writing() as db:
+            db.execute(
                 "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?)",
                 (seq, event_time, readings, len(payload), time.time(), payload),
             )
-            self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+            db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
         self._next_seq = seq + 1
         self._bytes += len(payload)
         self._depth += 1
+        if self._full_since is not None:
+            log.warning("the disk has room again after %.0f s; buffering resumed", time.monotonic() - self._full_since)
+            self._full_since = None
 
     def _drop_new(self, seq: int, readings: int) -> None:
-        with _tx(self._db):
-            self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
-            self._count_drop(1, readings)
         self._next_seq = seq + 1
+        self._pending[0] += 1
+        self._pending[1] += readings
+        self._try_write("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
         log.warning(
             "buffer full (%d bytes, policy %s): dropped new batch seq %d with %d readings",
             self._bytes,
@@ -195,8 +289,52 @@ class DiskBuffer:
 
     def count_dropped(self, readings: int) -> None:
         """Count a batch that never reached the buffer (it failed to encode) in ``dropped_readings``."""
-        with _tx(self._db):
-            self._count_drop(1, readings)
+        self._pending[0] += 1
+        self._pending[1] += readings
+        self._try_write()
+
+    def discard(self, seq: int) -> int:
+        """Remove a stored batch that can never be sent (it went to the dead letters), counted as dropped;
+        returns its readings (0 when it is not here)."""
+        try:
+            row = self._db.execute("SELECT readings FROM batches WHERE seq=?", (seq,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
+            self._recover(exc)
+            return 0
+        if row is None:
+            return 0
+        self._pending[0] += 1
+        self._pending[1] += row[0]
+        self._forget([seq])
+        return row[0]
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, which also persists the drops counted while the disk was full."""
+        batches, readings = self._pending
+        with _tx(self._db) as db:
+            yield db
+            if batches or readings:
+                self._count_drop(batches, readings)
+        self._pending[0] -= batches
+        self._pending[1] -= readings
+
+    def _try_write(self, sql: str | None = None, args: tuple = ()) -> bool:
+        """Best effort: False when the disk is full (the counters wait in memory) or the file was damaged."""
+        try:
+            with self._writing() as db:
+                if sql is not None:
+                    db.execute(sql, args)
+        except sqlite3.DatabaseError as exc:
+            if _full(exc):
+                return False
+            if not _corrupt(exc):
+                raise
+            self._recover(exc)
+            return False
+        return True
 
     def _count_drop(self, batches: int, readings: int) -> None:
         self._db.execute("UPDATE meta SET value=value+? WHERE key='dropped_batches'", (batches,))
@@ -206,22 +344,61 @@ class DiskBuffer:
         st = os.statvfs(self.path.parent)
         return st.f_bavail * st.f_frsize
 
+    def _room(self) -> int:
+        """Free disk plus the file's free pages, which new rows reuse without growing it."""
+        return self._disk_free() + self._db.execute("PRAGMA freelist_count").fetchone()[0] * self._page_size
+
     def _make_room(self, size: int) -> bool:
         over = self._bytes + size - self.max_bytes
-        short = self.min_free_bytes + size - self._disk_free() if self.min_free_bytes else 0
-        need = max(over, short)
-        if need <= 0:
+        short = self.min_free_bytes + size - self._room() if self.min_free_bytes else 0
+        if max(over, short) <= 0:
             return True
         if self.policy == "drop_newest":
             return False
-        # Evicting a percent of the bound at a time keeps a long outage from logging once per batch.
-        return self._evict(max(need, self.max_bytes // 100)) and self._bytes + size <= self.max_bytes
+        give_back = short <= self._bytes
+        if not give_back:
+            # Other files hold the disk: even an empty buffer would leave it short, so the newest batches
+            # only take the place of the oldest (the file stops growing) instead of wiping the backlog.
+            reusable = self._db.execute("PRAGMA freelist_count").fetchone()[0] * self._page_size
+            short = size - reusable
+        need = max(over, short)
+        if need <= 0:
+            return True
+        # A percent of the buffer at a time keeps a long outage from logging once per batch.
+        freed = self._evict(max(need, self._bytes // 100))
+        if freed and short > 0 and give_back:
+            self._give_back()
+        return freed >= need and self._bytes + size <= self.max_bytes
 
-    def _evict(self, need: int) -> bool:
-        """Delete the oldest batches not in flight until ``need`` payload bytes are freed."""
+    def _free_disk(self, size: int) -> bool:
+        """The disk is full: evict the oldest batches and hand their pages back; False when even that cannot be
+        written (with no room at all, SQLite cannot record a deletion either)."""
+        try:
+            if not self._evict(max(size, 1 << 20)):
+                return False
+        except sqlite3.OperationalError as exc:
+            if not _full(exc):
+                raise
+            return False
+        self._give_back()
+        return True
+
+    def _give_back(self, now: bool = True) -> None:
+        """Free pages go back to the disk; ``now``: with a checkpoint, so the file (and the log) shrink at once."""
+        try:
+            self._db.executescript("PRAGMA incremental_vacuum;")  # execute() would free one page per call
+            if now:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _full(exc):
+                raise
+            log.warning("disk full: the evicted batches' space stays in the buffer file for now")
+
+    def _evict(self, need: int) -> int:
+        """Delete the oldest batches not in flight until ``need`` payload bytes are freed; returns the bytes freed."""
         freed, victims, readings = 0, [], 0
         for seq, size, n in self._db.execute("SELECT seq, size, readings FROM batches ORDER BY seq"):
-            if seq in self.protected:
+            if seq in self.protected or seq in self._unforgotten:
                 continue
             victims.append(seq)
             freed += size
@@ -229,9 +406,9 @@ class DiskBuffer:
             if freed >= need:
                 break
         if not victims:
-            return False
-        with _tx(self._db):
-            self._db.executemany("DELETE FROM batches WHERE seq=?", ((s,) for s in victims))
+            return 0
+        with self._writing() as db:
+            db.executemany("DELETE FROM batches WHERE seq=?", ((s,) for s in victims))
             self._count_drop(len(victims), readings)
         self._bytes -= freed
         self._depth -= len(victims)
@@ -242,7 +419,7 @@ class DiskBuffer:
             victims[-1],
             readings,
         )
-        return freed >= need
+        return freed
 
     # -- sending --------------------------------------------------------------------------------------
     def oldest(self, after: int, limit: int) -> list[tuple[int, bytes]]:
@@ -255,32 +432,57 @@ class DiskBuffer:
 
     def _sendable(self, query: str, bound: int, limit: int) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
-        cur = self._db.execute(query, (bound,))
-        for seq, payload in cur:
-            if seq not in self.protected:
-                out.append((seq, payload))
-                if len(out) >= limit:
-                    break
-        cur.close()
+        try:
+            cur = self._db.execute(query, (bound,))
+            for seq, payload in cur:
+                if seq not in self.protected and seq not in self._unforgotten:
+                    out.append((seq, payload))
+                    if len(out) >= limit:
+                        break
+            cur.close()
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
+            self._recover(exc)
+            return []
         return out
 
     def ack(self, seqs: Iterable[int]) -> tuple[int, int]:
         """Forget batches the broker has acknowledged; returns (batches, readings) that were still here."""
-        seqs = list(seqs)
+        return self._forget(seqs)
+
+    def _forget(self, seqs: Iterable[int]) -> tuple[int, int]:
+        seqs = list(self._unforgotten.union(seqs))
         if not seqs:
             return 0, 0
-        marks = ",".join("?" * len(seqs))
-        with _tx(self._db):
-            size, n, readings = self._db.execute(
-                "SELECT COALESCE(SUM(size), 0), COUNT(*), COALESCE(SUM(readings), 0) FROM batches"
-                f" WHERE seq IN ({marks})",
-                seqs,
-            ).fetchone()
-            self._db.execute(f"DELETE FROM batches WHERE seq IN ({marks})", seqs)
+        size = n = readings = 0
+        try:
+            with self._writing() as db:
+                for i in range(0, len(seqs), _MAX_VARS):
+                    part = seqs[i : i + _MAX_VARS]
+                    marks = ",".join("?" * len(part))
+                    s, c, r = db.execute(
+                        "SELECT COALESCE(SUM(size), 0), COUNT(*), COALESCE(SUM(readings), 0) FROM batches"
+                        f" WHERE seq IN ({marks})",
+                        part,
+                    ).fetchone()
+                    db.execute(f"DELETE FROM batches WHERE seq IN ({marks})", part)
+                    size, n, readings = size + s, n + c, readings + r
+        except sqlite3.DatabaseError as exc:
+            if _full(exc):
+                if not self._unforgotten:
+                    log.warning("disk full: acknowledged batches stay in the buffer until it has room to delete them")
+                self._unforgotten.update(seqs)
+                return 0, 0
+            if not _corrupt(exc):
+                raise
+            self._recover(exc)
+            return 0, 0
+        self._unforgotten.clear()
         self._bytes -= size
         self._depth -= n
         if self._depth == 0:
-            self._db.execute("PRAGMA incremental_vacuum")
+            self._give_back(now=False)
         return n, readings
 
     # -- reading state --------------------------------------------------------------------------------
@@ -296,17 +498,61 @@ class DiskBuffer:
         return int(self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
 
     def stats(self) -> BufferStats:
-        return _stats(self._db, self.path)
+        try:
+            st = _stats(self._db, self.path)
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
+            self._recover(exc)
+            st = _stats(self._db, self.path)
+        return dataclasses.replace(
+            st,
+            next_seq=self._next_seq,
+            dropped_batches=st.dropped_batches + self._pending[0],
+            dropped_readings=st.dropped_readings + self._pending[1],
+        )
 
     def integrity(self) -> str:
         return self._db.execute("PRAGMA quick_check").fetchone()[0]
 
     def close(self) -> None:
+        try:
+            stored = self._meta("next_seq")  # the file's own count is the one to outlive it
+            if stored >= self._mark:
+                self._write_mark(stored + MARK_AHEAD)
+        except sqlite3.DatabaseError:
+            pass
         self._db.close()
 
 
+def seq_mark_path(buffer_path: Path) -> Path:
+    """Where the buffer at ``buffer_path`` keeps the high-water mark of its sequence numbers."""
+    return buffer_path.with_name(buffer_path.stem + ".seq-mark")
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """``PRAGMA quick_check`` found damage."""
+
+
+def _code(exc: BaseException) -> int:
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def _full(exc: BaseException) -> bool:
+    return _code(exc) == _FULL or "full" in str(exc).lower()
+
+
+def _corrupt(exc: BaseException) -> bool:
+    if isinstance(exc, _Damaged) or _code(exc) in (_CORRUPT, _NOTADB):
+        return True
+    return "malformed" in str(exc) or "not a database" in str(exc)
+
+
 class _tx:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection runs in autocommit mode)."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (the connection runs in autocommit mode).
+
+    SQLite may already have rolled back (it does on a full disk); a second ROLLBACK would raise and hide
+    the error that matters."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -316,7 +562,21 @@ class _tx:
         return self.db
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
 
 def read_stats(path: Path) -> BufferStats:

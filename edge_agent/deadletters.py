@@ -4,6 +4,8 @@ One JSON line per batch (when, why, the readings), beside the disk buffer. Such 
 (the schema refuses it, or a local model's flags do not fit it), so it is kept here instead of vanishing; its
 readings are still counted in the heartbeat's ``dropped_readings``. The file is bounded: past ``max_bytes`` it
 moves to ``<name>.1`` (the one before that goes), so a device that fails every batch cannot fill its disk.
+A line torn by a power cut stays in the file but is skipped by ``read``, and the next letter starts a line of
+its own.
 """
 
 from __future__ import annotations
@@ -59,13 +61,23 @@ class DeadLetterFile:
                           separators=(",", ":"), allow_nan=True, default=str) + "\n"
         if self.path.exists() and self.path.stat().st_size + len(line) > self.max_bytes:
             os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
+        with open(self.path, "a+b") as f:
+            if f.tell():
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = "\n" + line  # the last write was torn
+            f.write(line.encode())
             f.flush()
             os.fsync(f.fileno())
 
     def read(self) -> list[dict[str, Any]]:
-        """Every dead letter in the current file, oldest first."""
+        """Every dead letter in the current file, oldest first; a torn line is skipped."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+        out = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out

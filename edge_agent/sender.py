@@ -3,13 +3,16 @@
 The buffer is the source of truth: the producer may be torn down and rebuilt at any time (a fatal
 idempotence error after the broker lost its state, for instance) and whatever it had in flight is simply
 sent again from disk. While a backlog drains, oldest first, a share of the send slots goes to the newest
-batches so that fresh data is not held back behind hours of history.
+batches so that fresh data is not held back behind hours of history. A batch the producer refuses for good
+(larger than ``message.max.bytes``) goes to the dead letters and leaves the buffer, counted as dropped:
+sending it again could never succeed, and it would hold back every batch after it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +38,13 @@ class SendCounters:
     health_skipped: int = 0  # due while the previous one was unacknowledged (link down): never queued
     health_failed: int = 0
     unconfirmed_acks: int = 0  # acknowledged as a duplicate, without an offset: sent again
+    dead_letters: int = 0  # refused by the producer for good: moved to the dead letters
 
 
 _LIBRDKAFKA_LOG = librdkafka_logger("edge_agent.librdkafka")
+MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes
+_RECORD_OVERHEAD = 64  # what librdkafka adds to key and value when it checks message.max.bytes (36 today)
+_REFUSED_FOR_GOOD = {KafkaError.MSG_SIZE_TOO_LARGE}  # the same bytes can never be sent
 
 
 class Sender:
@@ -51,7 +58,10 @@ class Sender:
         max_in_flight: int = 500,
         fresh_share: float = 0.25,
         stall_s: float = 60.0,
+        dead_letter: Callable[[int, bytes, str], None] | None = None,
     ) -> None:
+        """``dead_letter(seq, payload, reason)`` keeps a batch the producer refuses for good before it leaves
+        the buffer (without one, it is only logged and counted)."""
         self.buffer = buffer
         self.topic = topic
         self.key = key
@@ -70,6 +80,7 @@ class Sender:
         self.clock = ClockOffset()
         self._health_in_flight = False
         self._unconfirmed = UnconfirmedAcks(producer_conf, log)
+        self._dead_letter = dead_letter
         self._producer = self._new_producer()
 
     _fatal = False
@@ -100,6 +111,12 @@ class Sender:
     @property
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    @property
+    def max_payload(self) -> int:
+        """The largest batch this producer accepts (``message.max.bytes`` less the record's overhead)."""
+        limit = int(self._conf.get("message.max.bytes", MESSAGE_MAX_BYTES))
+        return limit - len(self.key) - _RECORD_OVERHEAD
 
     def pump(self) -> int:
         """Hand batches to the producer up to the in-flight bound; returns how many were handed over."""
@@ -138,8 +155,11 @@ class Sender:
                 self._requeue(seq)
                 break
             except KafkaException as exc:
-                self._requeue(seq)
                 err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if err is not None and err.code() in _REFUSED_FOR_GOOD:
+                    self._refused(seq, payload, f"the producer refused the batch: {err.str()}")
+                    continue
+                self._requeue(seq)
                 self.counters.last_error = str(exc)
                 if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
                     self._fatal_error(err)
@@ -152,6 +172,15 @@ class Sender:
 
     def _requeue(self, seq: int) -> None:
         self._cursor = min(self._cursor, seq)
+
+    def _refused(self, seq: int, payload: bytes, reason: str) -> None:
+        self.counters.dead_letters += 1
+        self.counters.last_error = reason
+        if self._dead_letter is not None:
+            self._dead_letter(seq, payload, reason)
+        readings = self.buffer.discard(seq)
+        log.error("batch seq %d (%d bytes, %d readings): %s; it leaves the buffer, counted as dropped", seq,
+                  len(payload), readings, reason)
 
     def _delivered(self, seq: int, sent: float) -> Any:
         def cb(err: KafkaError | None, msg: Message) -> None:

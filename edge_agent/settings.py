@@ -262,7 +262,10 @@ class EdgeSettings(Section):
     topic: str = Field("sensor.readings", description="The logical topic; the Kafka namespace prefixes it.")
     sources: list[SourceConfig] = Field(default_factory=lambda: [ProcSource(kind="proc", interval_s=5.0)])
 
-    batch_max_readings: int = Field(1000, ge=1, description="Seal a batch once it holds this many readings.")
+    batch_max_readings: int = Field(
+        1000, ge=1, le=50_000,
+        description="Seal a batch once it holds this many readings; at most 50,000, which fits a Kafka message (1 MB).",
+    )
     batch_max_age_s: float = Field(
         1.0, gt=0, description="Seal a batch at the latest this long after its first reading."
     )

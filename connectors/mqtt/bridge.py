@@ -5,7 +5,9 @@ paho's network thread puts each message on a queue; the bridge's own thread maps
 sends the MQTT acknowledgements (``manual_ack``). A crash at any point leaves unacknowledged messages in
 the broker's persistent session, which sends them again; nothing is lost, and a batch that was delivered
 before the crash comes again with the same ``seq`` and ``event_id``. A payload that does not map goes
-to ``dlq.mqtt`` with the reason and the MQTT topic in the headers, and is acknowledged once that is delivered.
+to ``dlq.mqtt`` with the reason and the MQTT topic in the headers, and is acknowledged once that is delivered;
+so does one that fails mapping in a way nobody foresaw (reason ``unexpected_error``), since an exception
+would stop the bridge and the unacknowledged message would stop it again after every restart.
 """
 
 from __future__ import annotations
@@ -212,8 +214,12 @@ class MqttBridge:
             try:
                 readings = self._map(msg)
             except MappingError as exc:
-                dead.send(DLQ_SOURCE, msg.payload, msg.topic, exc.reason, str(exc), -1, -1, origin=msg.topic)
-                self.stats.dead_letters += 1
+                self._dead_letter(dead, msg, exc.reason, str(exc))
+                done.append(token)
+                continue
+            except Exception as exc:
+                log.exception("mapping a message from %s failed unexpectedly; it goes to the dead letters", msg.topic)
+                self._dead_letter(dead, msg, "unexpected_error", f"{type(exc).__name__}: {exc}")
                 done.append(token)
                 continue
             self.stats.readings += sum(len(r.values) for r in readings)
@@ -230,6 +236,10 @@ class MqttBridge:
         producer.flush()  # raises DeliveryError: nothing is acknowledged, the broker sends it all again
         self.stats.batches += len(batches)
         self._ack(done)
+
+    def _dead_letter(self, dead: DeadLetterProducer, msg: Any, reason: str, error: str) -> None:
+        dead.send(DLQ_SOURCE, msg.payload, msg.topic, reason, error, -1, -1, origin=msg.topic)
+        self.stats.dead_letters += 1
 
     def _map(self, msg: Any) -> list:
         received_ms = time.time_ns() // 1_000_000

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _SOURCES = ("topic", "payload", "fixed")
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: later is a unit mistake (us, ns), not a time
 _FORMS = {"topic": "topic:N (topic level N, from 0)", "payload": "payload:FIELD", "fixed": "fixed:NAME"}
 
 
@@ -68,7 +69,7 @@ class Subscription(BaseModel):
         in a payload: the time the bridge received it. Send device times: after a bridge crash the
         re-sent messages then fall into the same batches, and their duplicates are recognisable.
     time_unit
-        ``ms`` or ``s`` since the Unix epoch, UTC.
+        ``ms`` or ``s`` since the Unix epoch, UTC; a time past the year 9999 does not map (``bad_time``).
     interval_ms
         For arrays with one start time (or none): the spacing of the samples; the first sample is at the time.
     unit
@@ -179,6 +180,9 @@ class Subscription(BaseModel):
                     "no_times", f"{sensor}: an array of values needs an array of times or interval_ms in the mapping"
                 )
             step = self.interval_ms or 0.0
+            last = times + round((len(values) - 1) * step)
+            if last > MAX_TIME_MS:
+                raise MappingError("bad_time", f"{sensor}: the last sample's time {last} is past the year 9999")
             return [times + round(i * step) for i in range(len(values))], values
         if type(times) is list:
             raise MappingError("length_mismatch", f"{sensor}: one value but an array of {len(times)} times")
@@ -200,7 +204,10 @@ def _text(v: Any, what: str, spec: str) -> str:
 def _number(v: Any, sensor: str) -> float:
     if type(v) not in (int, float):
         raise MappingError("bad_value", f"{sensor}: expected a number, got {_what(v)}")
-    out = float(v)
+    try:
+        out = float(v)
+    except OverflowError:
+        raise MappingError("bad_value", f"{sensor}: {_what(v)} is too large for a double") from None
     if not math.isfinite(out):
         raise MappingError("bad_value", f"{sensor}: {v!r} is not a finite number")
     return out
@@ -220,14 +227,18 @@ def _numbers(raw: list, sensor: str) -> list[float]:
 
 def _times_array(raw: list, scale: int) -> list[int]:
     kinds = set(map(type, raw))
-    if kinds == {int} and min(raw) >= 0:
+    if kinds == {int} and min(raw) >= 0 and max(raw) <= MAX_TIME_MS // scale:
         return raw if scale == 1 else [t * scale for t in raw]
     return [_time(t, scale) for t in raw]
 
 
 def _time(v: Any, scale: int) -> int:
-    if type(v) not in (int, float) or not math.isfinite(v) or v < 0:
-        raise MappingError("bad_time", f"the time must be a non-negative number since the epoch, got {_what(v)}")
+    # Compared, not converted: an int past a double's range, NaN and infinity all fail here.
+    if type(v) not in (int, float) or not 0 <= v <= MAX_TIME_MS / scale:
+        unit = "ms" if scale == 1 else "s"
+        raise MappingError(
+            "bad_time", f"the time must be {unit} since the epoch, from 0 to the year 9999, got {_what(v)}"
+        )
     return int(round(v * scale))
 
 

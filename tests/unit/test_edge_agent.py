@@ -12,7 +12,7 @@ import pytest
 
 from connectors.broker import free_port
 from connectors.kafka import KafkaSettings
-from edge_agent.agent import Agent
+from edge_agent.agent import Agent, _halves
 from edge_agent.batching import BatchEncoder, Batcher
 from edge_agent.cli import main
 from edge_agent.deadletters import DeadLetterFile
@@ -240,3 +240,89 @@ def test_the_dead_letter_file_moves_aside_past_its_size(tmp_path: Path) -> None:
     older = DeadLetterFile(tmp_path / "buf.dead-letters.jsonl.1").read()
     assert letters.path.stat().st_size <= 400 and kept and older
     assert [lt["series"][0]["values"][0] for lt in older + kept] == [float(i) for i in range(6 - len(older + kept), 6)]
+
+
+def test_settings_cap_a_batch_at_what_one_kafka_message_holds() -> None:
+    with pytest.raises(ValueError, match="batch_max_readings"):
+        EdgeSettings(batch_max_readings=70_000, sources=[{"kind": "proc"}])
+
+
+class _Plugin:
+    name, interval_s = "serial", 1.0
+
+    def read(self) -> list:
+        return [Chunk("tank.level", "m", [1, 2, 3, 4, 5, 6, 7], [None, "21.5", True, 10**400, float("nan"), 20.0, 3]),
+                {"sensor": "not a chunk"}, Chunk("tank.temp", "c", [1], [4.5])]
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_plugin_returning_what_is_not_a_number_is_counted_not_fatal(config: Path) -> None:
+    use_config_file(config)
+    agent = Agent.from_settings(EdgeSettings(), KafkaSettings())
+    agent._sample(_Plugin())
+    series = agent.batcher.seal()
+    assert [(c.sensor, c.timestamps, c.values) for c in series] == [("tank.level", [6, 7], [20.0, 3]),
+                                                                    ("tank.temp", [1], [4.5])]
+    assert agent.errors == 2 and agent.sampled == 3  # five values rejected (one error), one chunk that is none
+    agent.sender.close()
+    agent.buffer.close()
+
+
+def _small_messages(config: Path) -> Agent:
+    use_config_file(config)
+    kafka = KafkaSettings(extra={"message.max.bytes": "20000"})
+    return Agent.from_settings(EdgeSettings(), kafka)
+
+
+def test_a_batch_too_large_for_one_message_is_stored_in_parts(config: Path) -> None:
+    agent = _small_messages(config)
+    n = 5000  # about 75 kB of Avro
+    agent.batcher.add([Chunk("vib", "g", list(range(1000, 1000 + n)), [float(i) for i in range(n)]),
+                       Chunk("temp", "c", [1000], [20.5])])
+    agent._seal()
+    rows = agent.buffer._db.execute("SELECT seq, size, payload FROM batches ORDER BY seq").fetchall()
+    assert len(rows) > 1 and all(size <= agent.sender.max_payload for _, size, _ in rows)
+    series = [s for _, _, p in rows for s in AvroSerde().decode(p, SENSOR_BATCH)["series"]]
+    assert [v for s in series if s["sensor"] == "vib" for v in s["values"]] == [float(i) for i in range(n)]
+    assert [t for s in series if s["sensor"] == "vib" for t in s["timestamps"]] == list(range(1000, 1000 + n))
+    assert [s["values"] for s in series if s["sensor"] == "temp"] == [[20.5]]
+    agent.sender.close()
+    agent.buffer.close()
+
+
+def test_a_series_with_flags_splits_where_its_bitmask_does() -> None:
+    flags = bytes(range(1, 14))  # 100 readings
+    c = Chunk("vib", "g", list(range(100)), [float(i) for i in range(100)], flags)
+    [head], [tail] = _halves([c])
+    assert (len(head.values), head.flags, tail.timestamps[0], tail.flags) == (48, flags[:6], 48, flags[6:])
+    assert _halves([Chunk("vib", "g", [1], [1.0])]) is None
+
+
+def test_a_stored_batch_the_producer_refuses_goes_to_the_dead_letters(config: Path) -> None:
+    agent = _small_messages(config)
+    buf = agent.buffer
+    big = [Chunk("vib", "g", list(range(1000, 6000)), [1.5] * 5000)]
+    buf.append(0, agent.encoder.encode(0, big), 5000, 5999)  # stored before message.max.bytes was lowered
+    for seq in range(1, 6):
+        buf.append(seq, agent.encoder.encode(seq, [Chunk("t", "c", [seq], [20.0])]), 1, seq)
+    agent.sender.pump()
+    assert sorted(agent.sender._in_flight) == [1, 2, 3, 4, 5]  # not held back behind it
+    [letter] = agent.dead_letters.read()
+    assert letter["seq"] == 0 and "too large" in letter["reason"]
+    assert letter["series"][0]["values"] == [1.5] * 5000
+    st = buf.stats()
+    assert (st.depth, st.dropped_batches, st.dropped_readings) == (5, 1, 5000)
+    assert agent.heartbeat().errors >= 1
+    agent.sender.close()
+    agent.buffer.close()
+
+
+def test_a_torn_dead_letter_line_does_not_hide_the_others(tmp_path: Path) -> None:
+    letters = DeadLetterFile(tmp_path / "buf.dead-letters.jsonl")
+    letters.write("encoding failed", {"series": [{"sensor": "a", "values": [1.0]}]})
+    with open(letters.path, "a") as f:
+        f.write('{"time_ms": 17, "reason": "enc')  # a power cut in the middle of a write
+    letters.write("encoding failed", {"series": [{"sensor": "b", "values": [2.0]}]})
+    assert [lt["series"][0]["sensor"] for lt in letters.read()] == ["a", "b"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.buffer import BufferError, DiskBuffer, read_stats
+from streams.sequence import RESET_JUMP
 
 
 def fill(buf: DiskBuffer, n: int, size: int = 100, readings: int = 10) -> list[int]:
@@ -141,3 +142,131 @@ def test_sigkill_while_writing_leaves_a_consistent_buffer(tmp_path: Path) -> Non
     acked = {seq - 1 for seq in range(3, last, 3)}
     maybe = {last - 1} if last % 3 == 0 else set()  # killed between the append and its ack
     assert {s for s, _ in rows} - maybe == set(range(buf.next_seq)) - acked - maybe
+
+
+class _FullDisk:
+    """The buffer's connection on a disk with no byte left, as SQLite behaves there: reads work, every commit
+    (and vacuum or checkpoint) fails with SQLITE_FULL and SQLite rolls the transaction back itself."""
+
+    _FAILS = ("COMMIT", "PRAGMA INCREMENTAL_VACUUM", "PRAGMA WAL_CHECKPOINT")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.full = db, True
+
+    def _write(self, sql: str) -> None:
+        if self.full and sql.strip().upper().startswith(self._FAILS):
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        self._write(sql)
+        return self.db.execute(sql, *args)
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        self._write(sql)
+        return self.db.executescript(sql)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+def test_a_full_disk_drops_new_batches_and_counts_them_once_it_can(tmp_path: Path, policy: str) -> None:
+    path = tmp_path / "b.sqlite"
+    buf = DiskBuffer(path, "dev", min_free_bytes=0, policy=policy)  # type: ignore[arg-type]
+    fill(buf, 5)
+    buf._db = disk = _FullDisk(buf._db)  # type: ignore[assignment]
+    assert [buf.append(buf.next_seq, b"x" * 100, 10, 0) for _ in range(20)] == [False] * 20  # never raises
+    buf.count_dropped(3)  # a batch that failed to encode, meanwhile
+    assert buf.ack([0, 1]) == (0, 0)  # cannot delete now: kept, not sent again
+    assert [s for s, _ in buf.oldest(0, 10)] == [2, 3, 4]
+    st = buf.stats()
+    assert (st.depth, st.next_seq, st.dropped_batches, st.dropped_readings) == (5, 25, 21, 203)
+
+    disk.full = False  # some room again
+    assert buf.append(buf.next_seq, b"y" * 100, 10, 0) is True
+    assert buf.ack([]) == (2, 20)  # the acknowledged ones go with the next write
+    buf.close()
+    st = read_stats(path)
+    assert (st.depth, st.next_seq, st.dropped_batches, st.dropped_readings) == (4, 26, 21, 203)
+
+
+def _disk(tmp_path: Path, buf: DiskBuffer, monkeypatch: pytest.MonkeyPatch, capacity: int) -> dict[str, int]:
+    """A disk of ``capacity`` bytes holding the buffer's files and ``other`` bytes of someone else's."""
+    other = {"bytes": 0}
+    files = lambda: sum(f.stat().st_size for f in tmp_path.glob("b.sqlite*"))  # noqa: E731
+    monkeypatch.setattr(buf, "_disk_free", lambda: capacity - files() - other["bytes"])
+    return other
+
+
+def test_eviction_for_a_short_disk_frees_disk_and_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    buf = DiskBuffer(tmp_path / "b.sqlite", "dev", max_bytes=64 << 20, min_free_bytes=1 << 20)
+    other = _disk(tmp_path, buf, monkeypatch, capacity=8 << 20)
+    fill(buf, 300, size=4096)
+    other["bytes"] = buf._disk_free() - (1 << 20) + (100 << 10)  # a log grows: 100 KB short of min_free
+    fill(buf, 50, size=4096)
+    st = buf.stats()
+    assert buf._disk_free() >= 1 << 20  # the evicted pages went back to the disk
+    assert 300 - 50 <= st.depth < 350 and st.dropped_batches == 350 - st.depth  # ~100 KB evicted, not all
+
+
+def test_a_disk_short_beyond_the_buffer_keeps_the_backlog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    buf = DiskBuffer(tmp_path / "b.sqlite", "dev", max_bytes=64 << 20, min_free_bytes=1 << 20)
+    other = _disk(tmp_path, buf, monkeypatch, capacity=64 << 20)
+    fill(buf, 300, size=1000)
+    other["bytes"] = buf._disk_free()  # someone else filled the disk: emptying the buffer would not cure it
+    fill(buf, 50, size=1000)
+    seqs = [s for s, _ in buf.oldest(0, 1000)]
+    assert len(seqs) >= 290 and seqs[-1] == 349  # the newest took the oldest's place; the backlog stays
+
+
+def _damage_a_table_page(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[4 * 4096 : 4 * 4096 + 16] = b"\xff" * 16  # page 5: a leaf of the batches table; the header is intact
+    path.write_bytes(bytes(raw))
+
+
+def test_a_damaged_table_page_is_set_aside_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    buf = DiskBuffer(path, "dev", min_free_bytes=0)
+    fill(buf, 200)
+    buf.close()  # closing checkpoints the log into the file
+    _damage_a_table_page(path)
+    again = DiskBuffer(path, "dev", min_free_bytes=0)
+    assert list(tmp_path.glob("b.sqlite.corrupt-*")) and again.depth == 0 and again.next_seq >= 200
+    assert again.append(again.next_seq, b"x", 1, 0)
+
+
+def test_damage_found_while_running_starts_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    buf = DiskBuffer(path, "dev", min_free_bytes=0)
+    fill(buf, 200)
+    buf._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    _damage_a_table_page(path)
+    buf._db.close()  # a connection whose cache does not hold that page
+    buf._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    assert buf.oldest(0, 500) == []  # the read that meets the damage
+    assert list(tmp_path.glob("b.sqlite.corrupt-*"))
+    assert buf.append(200, b"x" * 100, 10, 0) and [s for s, _ in buf.oldest(0, 10)] == [200]  # numbering goes on
+    assert buf.ack(range(150)) == (0, 0) and buf.stats().depth == 1
+
+
+def test_numbering_after_a_lost_buffer_stays_above_every_number_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "b.sqlite"
+    buf = DiskBuffer(path, "dev", min_free_bytes=0)
+    buf._db.execute("UPDATE meta SET value=31500000 WHERE key='next_seq'")  # a year at a batch a second
+    buf.close()
+    with open(path, "r+b") as f:  # a power cut scribbles over the header
+        f.write(b"\x00" * 100)
+    import edge_agent.buffer as module
+
+    monkeypatch.setattr(module.time, "time_ns", lambda: 25 * 10**9)  # a Pi 25 s after boot, before NTP
+    replaced = DiskBuffer(path, "dev", min_free_bytes=0).next_seq
+    assert replaced >= 31_500_000 + module.RESTART_JUMP  # far enough above for the platform to see a new sequence
+    for f in tmp_path.glob("b.sqlite*"):  # someone deletes the buffer to start afresh
+        f.unlink()
+    assert DiskBuffer(path, "dev", min_free_bytes=0).next_seq >= replaced + module.RESTART_JUMP
+    assert module.RESTART_JUMP > RESET_JUMP

@@ -107,3 +107,77 @@ def test_max_wait_max_readings_and_stragglers() -> None:
     [late] = _feed(w, [(5500, 2.0)]) + w.ready(10.0)
     assert late.record["seq"] == 5 * PARTS + 2
     assert len({parts[0].record["event_id"], rest.record["event_id"], late.record["event_id"]}) == 3
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"value": 1' + b"0" * 400 + b"}", "bad_value"),  # an integer beyond a double
+        (b'{"value": [1.5, 1' + b"0" * 400 + b'], "ts": [1, 2]}', "bad_value"),
+        (b'{"value": 1, "ts": 9223372036854775808}', "bad_time"),  # 2**63: not an Avro long
+        (b'{"value": 1, "ts": 1' + b"0" * 400 + b"}", "bad_time"),
+        (b'{"value": [1, 2], "ts": [1, 9223372036854775808]}', "bad_time"),
+        (b'{"value": 1, "ts": 1767225600000000}', "bad_time"),  # microseconds, not ms
+    ],
+)
+def test_numbers_and_times_out_of_range_do_not_map(payload: bytes, reason: str) -> None:
+    with pytest.raises(MappingError) as info:
+        Subscription(topic="plant/+/+").map("plant/d/s", payload, 0)
+    assert info.value.reason == reason
+
+
+def test_an_interval_that_runs_past_the_year_9999_does_not_map() -> None:
+    sub = Subscription(topic="s/+", sensor="fixed:v", interval_ms=10**12)
+    with pytest.raises(MappingError, match="9999") as info:
+        sub.map("s/d", b'{"value": [1, 2, 3], "ts": 253402300000000}', 0)
+    assert info.value.reason == "bad_time"
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def produce(self, topic: str, event_type: str, record: dict, key: str, **_: object) -> None:
+        from schemas import AvroSerde
+
+        AvroSerde().encode(event_type, record, topic="t")  # what EventProducer.produce does first
+        self.sent.append(record)
+
+    def flush(self, timeout: float | None = None) -> int:
+        return 0
+
+
+class _Dead:
+    def __init__(self) -> None:
+        self.letters: list[tuple] = []
+
+    def send(self, *args: object, **_: object) -> None:
+        self.letters.append(args)
+
+
+def test_the_bridge_dead_letters_a_message_whose_mapping_fails_unexpectedly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from connectors.kafka import KafkaSettings
+    from connectors.mqtt.bridge import MqttBridge
+
+    bridge = MqttBridge(MqttSettings(subscriptions=[{"topic": "plant/+/+"}]), KafkaSettings(bootstrap_servers="x:1"))
+    mapping = bridge._map
+
+    def broken(msg: SimpleNamespace) -> list:
+        if msg.topic.endswith("/bad"):
+            raise RuntimeError("a bug nobody foresaw")
+        return mapping(msg)
+
+    monkeypatch.setattr(bridge, "_map", broken)
+    acked: list[int] = []
+    monkeypatch.setattr(bridge._client, "ack", lambda mid, qos: acked.append(mid))
+    for mid, topic in ((1, "plant/p7/temp"), (2, "plant/p7/bad"), (3, "plant/p8/temp")):
+        bridge._inbox.put((0, SimpleNamespace(topic=topic, payload=b'{"value": 20.0, "ts": 1767225600000}', mid=mid,
+                                              qos=1)))
+    producer, dead = _Producer(), _Dead()
+    bridge._step(producer, dead, 0.0, force=True)  # type: ignore[arg-type]
+    [letter] = dead.letters
+    assert letter[1:4] == (b'{"value": 20.0, "ts": 1767225600000}', "plant/p7/bad", "unexpected_error")
+    assert "RuntimeError: a bug nobody foresaw" in letter[4]
+    assert len(producer.sent) == 2 and sorted(acked) == [1, 2, 3] and bridge.stats.dead_letters == 1
