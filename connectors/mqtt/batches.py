@@ -2,11 +2,15 @@
 
 A message goes into the window of its first reading's time (``window_ms`` long). A window closes when the
 device has sent a reading ``lateness_ms`` past its end, or ``max_wait_ms`` after its first message arrived,
-or when it holds ``max_readings``. The batch's ``seq`` is ``window * 1000 + part``: it grows with the
-device's time, needs no counter that a crash could lose, and the messages the MQTT broker sends again
-after a crash fall into the same window, part and content. The ``event_id`` derives from the device, the
-``seq`` and the readings, so a re-sent batch carries the same id and a straggler that reopens a window
-gets a new one.
+or when it holds ``max_readings``. A batch's slot is ``window * 1000 + part``: it grows with the device's
+time, needs no counter that a crash could lose, and the messages the MQTT broker sends again after a crash
+fall into the same window, part and content. The ``event_id`` derives from the device, the slot and the
+readings, so a re-sent batch carries the same id and a straggler that reopens a window gets a new one.
+
+The batch carries no sequence number (``seq`` -1): the flows count a missing number as a lost batch, and a
+window without readings is not one, so slots are not numbers a sequencer can wait for (each batch would be
+held behind a "gap" until eight more came). The sensor flow then applies the bridge's batches as they arrive
+and knows a re-sent one by its id.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Batch:
     device_id: str
     record: dict[str, Any]
     tokens: list[Hashable]
+    slot: int = -1  # window * PARTS + part, which the event id derives from
 
 
 class DeviceWindows:
@@ -122,7 +127,7 @@ class DeviceWindows:
         dev.parts[k] = part + 1
         while len(dev.parts) > _KEEP_CLOSED:
             del dev.parts[min(dev.parts)]
-        seq = k * PARTS + min(part, PARTS - 1)
+        slot = k * PARTS + min(part, PARTS - 1)
         series = []
         digest = hashlib.blake2b(digest_size=16)
         for (sensor, unit), (ts, vs) in sorted(win.series.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
@@ -134,12 +139,12 @@ class DeviceWindows:
             digest.update(sensor.encode() + b"\x1f" + struct.pack(f"<{len(ts)}q{len(vs)}d", *ts_sorted, *vs_sorted))
             series.append({"sensor": sensor, "unit": unit, "timestamps": ts_sorted, "values": vs_sorted})
         record = {
-            "event_id": derive_id("mqtt", device_id, seq, digest.hexdigest()),
+            "event_id": derive_id("mqtt", device_id, slot, digest.hexdigest()),
             "event_time": min(s["timestamps"][0] for s in series),
             "producer": self.producer,
             "device_id": device_id,
-            "seq": seq,
+            "seq": -1,
             "series": series,
         }
         self.unsent -= len(win.tokens)
-        return Batch(device_id, record, win.tokens)
+        return Batch(device_id, record, win.tokens, slot)

@@ -90,8 +90,8 @@ def test_windows_close_on_lateness_and_replays_rebuild_the_same_batches() -> Non
     first = _feed(DeviceWindows("p", window_ms=1000, lateness_ms=500), messages)
     first += DeviceWindows.ready(first_windows := DeviceWindows("p"), 0.0)  # nothing open in a fresh one
     assert not first_windows.devices
-    seqs = [b.record["seq"] for b in first]
-    assert seqs == [k * PARTS for k in range(1000, 1004)]  # the last window waits for lateness or max_wait
+    assert [b.slot for b in first] == [k * PARTS for k in range(1000, 1004)]
+    assert {b.record["seq"] for b in first} == {-1}  # slots are no sequence: windows without readings are no gaps  # the last window waits for lateness or max_wait
     assert all(len(b.record["series"][0]["values"]) == 10 for b in first)
     replay = _feed(DeviceWindows("p", window_ms=1000, lateness_ms=500), messages[:30])
     assert [b.record for b in replay] == [b.record for b in first[: len(replay)]]
@@ -100,12 +100,12 @@ def test_windows_close_on_lateness_and_replays_rebuild_the_same_batches() -> Non
 def test_max_wait_max_readings_and_stragglers() -> None:
     w = DeviceWindows("p", window_ms=1000, lateness_ms=0, max_wait_ms=100, max_readings=4)
     parts = _feed(w, [(5000 + i, 1.0) for i in range(6)])
-    assert [b.record["seq"] for b in parts] == [5 * PARTS]
+    assert [b.slot for b in parts] == [5 * PARTS]
     assert w.ready(0.05) == []
     [rest] = w.ready(0.2)
-    assert rest.record["seq"] == 5 * PARTS + 1 and rest.tokens == [4, 5]
+    assert rest.slot == 5 * PARTS + 1 and rest.tokens == [4, 5]
     [late] = _feed(w, [(5500, 2.0)]) + w.ready(10.0)
-    assert late.record["seq"] == 5 * PARTS + 2
+    assert late.slot == 5 * PARTS + 2
     assert len({parts[0].record["event_id"], rest.record["event_id"], late.record["event_id"]}) == 3
 
 
@@ -181,3 +181,18 @@ def test_the_bridge_dead_letters_a_message_whose_mapping_fails_unexpectedly(monk
     assert letter[1:4] == (b'{"value": 20.0, "ts": 1767225600000}', "plant/p7/bad", "unexpected_error")
     assert "RuntimeError: a bug nobody foresaw" in letter[4]
     assert len(producer.sent) == 2 and sorted(acked) == [1, 2, 3] and bridge.stats.dead_letters == 1
+
+
+def test_the_sensor_flow_scores_each_bridge_batch_on_arrival_and_drops_one_sent_again() -> None:
+    """Window slots are not a dense sequence: numbered, every batch waited behind a 'gap' for eight more."""
+    from streams.flows.sensor_anomaly import SensorAnomalyProcessor
+    from streams.processor import Event
+
+    batches = _feed(DeviceWindows("p", window_ms=1000, lateness_ms=0), [(60_000 * i, float(i)) for i in range(12)])
+    processor = SensorAnomalyProcessor("dev")
+    scored = [len([e for e in processor.process([Event("sensor.readings", "dev", b.record)])
+                   if e.topic == "scores.anomaly"]) for b in batches]
+    assert scored == [1] * len(batches) and len(batches) == 11
+    again = processor.process([Event("sensor.readings", "dev", batches[-1].record)])  # the bridge crashed, re-sent
+    assert not [e for e in again if e.topic == "scores.anomaly"]
+    assert processor.sequence.counts.gaps == 0
