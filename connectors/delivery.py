@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "DeliveryError",
     "HttpRetryPolicy",
     "post_json",
+    "retry_after_s",
     "validate_alert",
 ]
 
@@ -34,15 +36,22 @@ log = logging.getLogger(__name__)
 ALERT_STATUSES = ("OPENED", "UPDATED", "RESOLVED")
 ALERT_SEVERITIES = ("CRITICAL", "ERROR", "WARNING", "INFO")
 MAX_RETRY_AFTER_S = 60.0
+MAX_EXPONENT = 1023  # 2.0 ** 1024 overflows a float
 
 
 class DeliveryError(Exception):
-    """An alert could not be delivered: retries exhausted, or the receiver refused it for good (4xx)."""
+    """An alert could not be delivered: retries exhausted, or the receiver refused it for good (4xx).
 
-    def __init__(self, message: str, *, status: int | None = None, body: str = "") -> None:
+    ``retry_after`` is the receiver's Retry-After in seconds, when its last answer had one: a caller that
+    retries later must not come back sooner.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = "",
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.retry_after = retry_after
 
     @property
     def permanent(self) -> bool:
@@ -133,7 +142,7 @@ class HttpRetryPolicy:
         retry_after
             The receiver's Retry-After, in seconds, if it sent one (capped at a minute).
         """
-        wait = self.backoff * (2**attempt)
+        wait = self.backoff * 2.0 ** min(max(0, attempt), MAX_EXPONENT)
         if retry_after is not None:
             wait = max(wait, min(retry_after, MAX_RETRY_AFTER_S))
         return wait
@@ -167,7 +176,7 @@ class Backoff:
         attempt
             The attempt that failed, from 1.
         """
-        full = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
+        full = min(self.cap, self.base * 2.0 ** min(max(0, attempt - 1), MAX_EXPONENT))
         return full * (0.5 + 0.5 * self.rng.random())
 
 
@@ -243,12 +252,35 @@ class CircuitBreaker:
                 self._state, self._opened_at, self._trial = self.OPEN, self.clock(), False
 
 
-def _retry_after(headers: Any) -> float | None:
+def retry_after_s(headers: Any, now: Callable[[], float] = time.time) -> float | None:
+    """A response's Retry-After in seconds from now (it may be seconds or an HTTP date); None without one.
+
+    Parameters
+    ----------
+    headers
+        The response's headers (anything with a case-insensitive ``get``), or None.
+    now
+        Unix seconds, to turn a date into a wait.
+
+    Examples
+    --------
+    >>> from connectors.delivery import retry_after_s
+    >>> retry_after_s({"Retry-After": "30"}), retry_after_s({"Retry-After": "soon"}), retry_after_s(None)
+    (30.0, None, None)
+    >>> retry_after_s({"Retry-After": "Thu, 01 Jan 2026 00:01:00 GMT"}, now=lambda: 1_767_225_600.0)
+    60.0
+    """
     value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(str(value)).timestamp() - now()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return max(0.0, seconds) if seconds == seconds else None  # NaN is no answer
 
 
 def post_json(url: str, body: Mapping[str, Any], policy: HttpRetryPolicy, *, what: str) -> tuple[int, str]:
@@ -275,8 +307,9 @@ def post_json(url: str, body: Mapping[str, Any], policy: HttpRetryPolicy, *, wha
     last_error = ""
     last_status: int | None = None
     last_body = ""
+    retry_after: float | None = None
     for attempt in range(policy.max_retries + 1):
-        retry_after: float | None = None
+        retry_after = None
         request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=policy.timeout) as response:  # noqa: S310 (URL is configured)
@@ -286,7 +319,7 @@ def post_json(url: str, body: Mapping[str, Any], policy: HttpRetryPolicy, *, wha
             last_error = f"HTTP {e.code}: {last_body[:200]}"
             if e.code != 429 and e.code < 500:
                 raise DeliveryError(f"{what} refused the request: {last_error}", status=e.code, body=last_body) from e
-            retry_after = _retry_after(e.headers)
+            retry_after = retry_after_s(e.headers)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # refused, reset, timeout
             last_status, last_body = None, ""
             last_error = f"network error: {getattr(e, 'reason', e)}"
@@ -298,4 +331,5 @@ def post_json(url: str, body: Mapping[str, Any], policy: HttpRetryPolicy, *, wha
         f"{what}: gave up after {policy.max_retries + 1} attempts; last: {last_error}",
         status=last_status,
         body=last_body,
+        retry_after=retry_after,
     )

@@ -1,14 +1,17 @@
-"""PagerDuty Events API v2 through the ``pagerduty`` package: alerts become incidents, ``alert_key`` is the dedup key.
+"""PagerDuty Events API v2 through the ``pagerduty`` package: alerts become incidents, ``alert_key`` is the dedup key
+(hashed when longer than the 255 characters the API takes).
 
 The package's client does the retrying (429 and 5xx by status, network errors by attempt, sleeping
 ``sleep_timer * sleep_timer_base**n``); we set its knobs from our settings so that ``max_retries`` bounds
 every kind of retry, including 429, which it would otherwise retry forever, and the first wait is
-``backoff``, doubling after. It ignores Retry-After. It only speaks https: ``ca_file`` is how a private
-receiver (the loopback one in tests and the demo) is trusted.
+``backoff``, doubling after. It ignores Retry-After between its own retries; the last answer's Retry-After
+goes out on the ``DeliveryError``, so a caller that retries later (the notify flow) waits at least that long.
+It only speaks https: ``ca_file`` is how a private receiver (the loopback one in tests and the demo) is trusted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -19,13 +22,15 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from connectors.alert_explanation import explanation_text
-from connectors.delivery import DeliveryError, validate_alert
+from connectors.delivery import DeliveryError, retry_after_s, validate_alert
 from connectors.config import Section, channel_on
 
-__all__ = ["DEFAULT_EVENTS_URL", "PagerDutySettings", "PagerDutySink", "pagerduty_event"]
+__all__ = ["DEFAULT_EVENTS_URL", "PagerDutySettings", "PagerDutySink", "dedup_key", "pagerduty_event"]
 
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com"
 SUMMARY_LIMIT = 1024
+DEDUP_KEY_LIMIT = 255  # characters; the Events API refuses a longer dedup_key (400)
+MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant datetime holds
 
 
 class PagerDutySettings(Section):
@@ -60,13 +65,42 @@ class PagerDutySettings(Section):
 
 
 def _timestamp(event_time_ms: Any) -> str | None:
-    if not isinstance(event_time_ms, int):
+    """The event's time for ``payload.timestamp``, or None when it cannot be one (an optional field: a device that
+    reports microseconds must not cost the page)."""
+    if not isinstance(event_time_ms, int) or isinstance(event_time_ms, bool):
+        return None
+    if not 0 <= event_time_ms <= MAX_TIMESTAMP_MS:
         return None
     return datetime.fromtimestamp(event_time_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
+def dedup_key(alert_key: str) -> str:
+    """The alert key as a dedup key the Events API takes: itself, or when longer than 255 characters, its start
+    and a hash of all of it (the same key always gives the same dedup key, so its resolve finds the incident).
+
+    Parameters
+    ----------
+    alert_key
+        The alert's key.
+
+    Examples
+    --------
+    >>> from connectors.pagerduty import dedup_key
+    >>> dedup_key("inc-1")
+    'inc-1'
+    >>> long = dedup_key("model-security/user:" + "u" * 300)
+    >>> len(long), long[:24], long == dedup_key("model-security/user:" + "u" * 300)
+    (255, 'model-security/user:uuuu', True)
+    """
+    if len(alert_key) <= DEDUP_KEY_LIMIT:
+        return alert_key
+    digest = hashlib.sha256(alert_key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{alert_key[:DEDUP_KEY_LIMIT - len(digest) - 1]}#{digest}"
+
+
 def pagerduty_event(alert: Mapping[str, Any], routing_key: str) -> dict[str, Any]:
-    """The Events API v2 body for one alert: OPENED/UPDATED trigger, RESOLVED resolves, same dedup key.
+    """The Events API v2 body for one alert: OPENED/UPDATED trigger, RESOLVED resolves, same dedup key
+    (``dedup_key``: the alert key, hashed when too long; the alert key is then in ``custom_details``).
 
     Parameters
     ----------
@@ -87,7 +121,8 @@ def pagerduty_event(alert: Mapping[str, Any], routing_key: str) -> dict[str, Any
     {'routing_key': 'KEY', 'dedup_key': 'inc-1', 'event_action': 'resolve'}
     """
     validate_alert(alert)
-    event: dict[str, Any] = {"routing_key": routing_key, "dedup_key": alert["alert_key"]}
+    key = dedup_key(str(alert["alert_key"]))
+    event: dict[str, Any] = {"routing_key": routing_key, "dedup_key": key}
     if alert["status"] == "RESOLVED":
         event["event_action"] = "resolve"
         return event
@@ -100,6 +135,8 @@ def pagerduty_event(alert: Mapping[str, Any], routing_key: str) -> dict[str, Any
         details["explanation"] = dict(alert["explanation"])
     if alert.get("event_id"):
         details.setdefault("event_id", alert["event_id"])
+    if key != alert["alert_key"]:
+        details.setdefault("alert_key", alert["alert_key"])
     payload: dict[str, Any] = {
         "summary": str(alert["summary"])[:SUMMARY_LIMIT],
         "source": alert["entity"],
@@ -188,7 +225,8 @@ class PagerDutySink:
         """
         if not alert_key:
             raise ValueError("acknowledge needs an alert_key")
-        self._send(lambda: self.client.acknowledge(alert_key))
+        key = dedup_key(alert_key)
+        self._send(lambda: self.client.acknowledge(key))
 
     def _send(self, call: Callable[[], str]) -> None:
         try:
@@ -202,7 +240,8 @@ class PagerDutySink:
                 message = f"PagerDuty Events API answered without a dedup_key: {answer}"
             else:
                 message = f"PagerDuty Events API refused the event: {answer}"
-            raise DeliveryError(message, status=status, body=body) from e
+            retry_after = retry_after_s(e.response.headers)
+            raise DeliveryError(message, status=status, body=body, retry_after=retry_after) from e
         except pagerduty.Error as e:  # no response: network errors after the client's retries
             cause = e.__cause__ or e
             raise DeliveryError(

@@ -74,8 +74,8 @@ class ModelSecurityProcessor(Processor):
     ...     return Event("clicks", f"u{i}", {"event_id": f"c{i}", "event_time": 1000 + i, "producer": "bot",
     ...                  "user_id": f"u{i}", "item_id": f"m{i}", "action": "IMPRESSION", "rating": 5.0})
     >>> emits = proc.process([click(i) for i in range(3)])
-    >>> [(e.topic, e.key) for e in emits]
-    [('security.quarantine', 'producer:bot'), ('alerts', 'model-security/producer:bot')]
+    >>> [(e.topic, e.key[:15]) for e in emits], emits[1].record["details"]["source"]
+    ([('security.quarantine', 'producer:bot'), ('alerts', 'model-security/')], 'producer:bot')
     """
 
     def __init__(self, limits: dict[str, Any] | None = None) -> None:
@@ -83,6 +83,7 @@ class ModelSecurityProcessor(Processor):
         self.detector = PoisonDetector(PoisonLimits(**self.limits))
         self.watermark = 0
         self.ignored = 0  # quarantine-list records naming no source this flow knows how to watch
+        self.legacy: set[str] = set()  # sources quarantined before alert keys named the quarantine (their old key)
 
     def params(self) -> dict[str, Any]:
         return {"limits": self.limits}
@@ -112,11 +113,15 @@ class ModelSecurityProcessor(Processor):
             self.detector.quarantine(source, rec["rule"], rec["reason"], int(rec["event_time"]))
             return []
         # a release: the grace period runs in the clicks' event time, which may be a replay's past
-        if not self.detector.release(source, self.watermark):
+        standing = self.detector.quarantined.get(source)
+        if standing is None or not self.detector.release(source, self.watermark):
             return []
+        incident = _incident(source, standing["rule"], standing["time_ms"])
+        if source in self.legacy:  # paged under the source's own key (an earlier release): resolve that one
+            self.legacy.discard(source)
+            incident = None
         return [_alert(source, "RESOLVED", int(rec["event_time"]), f"{source} released from quarantine: "
-                       f"{rec['reason']}", None, {"rule": "release", "released_by": rec["producer"]},
-                       rec["event_id"])]
+                       f"{rec['reason']}", None, {"rule": "release", "released_by": rec["producer"]}, incident)]
 
     def _quarantine(self, v: Verdict) -> list[Emit]:
         qid = derive_id(QUARANTINE_TOPIC, v.source, v.rule, v.events, v.time_ms)
@@ -128,15 +133,19 @@ class ModelSecurityProcessor(Processor):
                    "release": f"eddyline security release {v.source}"}
         summary = f"Quarantined from learning: {v.reason}"
         return [Emit(QUARANTINE_TOPIC, v.source, QUARANTINE, record),
-                _alert(v.source, "OPENED", v.time_ms, summary, v.statistic, details, qid)]
+                _alert(v.source, "OPENED", v.time_ms, summary, v.statistic, details, _incident(v.source, v.rule,
+                                                                                                v.time_ms))]
 
     def snapshot(self) -> dict[str, Any]:
-        return {"detector": self.detector.snapshot(), "watermark": self.watermark, "ignored": self.ignored}
+        return {"detector": self.detector.snapshot(), "watermark": self.watermark, "ignored": self.ignored,
+                "legacy": sorted(self.legacy)}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.detector.restore(state["detector"])
         self.watermark = int(state["watermark"])
         self.ignored = int(state.get("ignored", 0))
+        # a snapshot without the list is older: every quarantine standing in it was paged under the old key
+        self.legacy = set(state["legacy"]) if "legacy" in state else set(self.detector.quarantined)
 
 
 def _label(rec: dict[str, Any]) -> float | None:
@@ -147,12 +156,21 @@ def _label(rec: dict[str, Any]) -> float | None:
     return None if rec.get("rating") is not None else 1.0
 
 
+def _incident(source: str, rule: str, time_ms: int) -> str:
+    """One quarantine's identity, from what the detector keeps of it until the release (a restored one too)."""
+    return derive_id(QUARANTINE_TOPIC, source, rule, int(time_ms))
+
+
 def _alert(source: str, status: str, t: int, summary: str, value: float | None, details: dict[str, str],
-           cause_id: str) -> Emit:
-    key = f"model-security/{source}"
-    rec = {"event_id": derive_id(ALERTS_TOPIC, key, status, cause_id), "event_time": t, "producer": PRODUCER,
+           incident: str | None) -> Emit:
+    """The alert of one quarantine. Its key names that quarantine, not the source: an alert key is one incident's
+    (notify resolves a key for good), and a source's id is free text of any length, so it goes in the details.
+    ``incident`` None: the source's own key, under which earlier releases paged (``legacy``)."""
+    key = f"{FLOW}/{incident if incident is not None else source}"
+    rec = {"event_id": derive_id(ALERTS_TOPIC, key, status), "event_time": t, "producer": PRODUCER,
            "alert_key": key, "status": status, "severity": "WARNING" if status == "OPENED" else "INFO",
-           "source": FLOW, "entity": source, "summary": summary, "value": value, "details": details}
+           "source": FLOW, "entity": source, "summary": summary, "value": value,
+           "details": {**details, "source": source}}
     return Emit(ALERTS_TOPIC, key, ALERT, rec)
 
 

@@ -18,15 +18,23 @@ partitions in a rebalance reads it first (records younger than ``delivered_windo
 The flow creates that topic with a retention a day above the window (``schemas.topics.retention_above``), and
 warns at start when an existing one keeps less than the window.
 Only a crash between a destination's answer and that record reaching Kafka can still repeat a message.
-A trigger that reaches PagerDuty after the same alert was resolved there (its first attempts failed, the
-resolve went through) is followed by the resolve again, so the incident does not stay open.
+A trigger that reaches PagerDuty after the same incident was resolved there (its first attempts failed, the
+resolve went through) is followed by the resolve again, so the incident does not stay open. An alert key names
+one incident (the ``alert`` schema's contract), so the key decides, never a comparison of event times, which
+come from different clocks (devices, click streams, an operator's release); which keys were resolved is read
+back from ``alerts.delivered`` too, so a restart does not forget them.
+
+A receiver that answers 429 (rate limited) defers the alert without using up one of its ``max_attempts``, at
+most ``max_rate_limited`` times; a Retry-After it sends (429 or 5xx) is waited for, up to ``backoff_cap_s``.
 
 Retriable group errors (a commit refused with ``UNKNOWN_MEMBER_ID`` after a broker restart, a consumer call on
 a partition just revoked, a flush that timed out while the broker was away) do not stop the flow: it rejoins
 its group and goes on from the committed offsets, and the records above keep the repeat from posting again.
 
 The retry topic is read in order per partition: a message not yet due pauses its partition until it is, so
-a later message with an earlier due time waits behind it (by at most ``backoff_cap_s``).
+a later message with an earlier due time waits behind it, by at most ``backoff_cap_s + breaker_reset_s``, the
+longest wait the flow schedules: a due time further ahead (written where the clock ran ahead) is held that
+long only, with a warning.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from pydantic import Field
@@ -72,6 +80,7 @@ __all__ = [
     "DeliveredLog",
     "RETRY_TOPIC",
     "Delivery",
+    "Recorded",
     "NotifyFlow",
     "NotifySettings",
     "Notifier",
@@ -92,6 +101,8 @@ TOPICS = (ALERTS_TOPIC, RETRY_TOPIC, DLQ_TOPIC, DELIVERED_TOPIC)
 # Destinations that keep incident state: a trigger that arrives after its resolve re-opens the incident there,
 # so the resolve is sent again. A chat message is not state: Slack gets each delivery once.
 REOPENING = frozenset({"pagerduty"})
+RATE_LIMITED = "eddyline.notify.rate_limited"  # retry header: 429 answers so far (they use no attempt)
+MAX_ATTEMPTS = 100_000
 
 
 class NotifySettings(Section):
@@ -102,9 +113,14 @@ class NotifySettings(Section):
 
     group_id: str = Field("eddyline-notify", description="Consumer group of the notify flow (namespace applied).")
     concurrency: int = Field(8, ge=1, description="Deliveries in flight at once.")
-    max_attempts: int = Field(8, ge=1, description="Attempts per destination before an alert is dead-lettered.")
+    max_attempts: int = Field(8, ge=1, le=MAX_ATTEMPTS,
+                              description="Attempts per destination before an alert is dead-lettered.")
+    max_rate_limited: int = Field(
+        100, ge=1, le=MAX_ATTEMPTS, description="429 (rate limited) answers per destination before an alert is "
+        "dead-lettered; they use none of max_attempts, and the alert waits at least the answer's Retry-After.")
     backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry; doubles per attempt, jittered.")
-    backoff_cap_s: float = Field(300.0, ge=0, description="Longest wait between attempts.")
+    backoff_cap_s: float = Field(300.0, ge=0, description="Longest wait between attempts (a longer Retry-After "
+                                 "is cut to it).")
     breaker_failures: int = Field(5, ge=1, description="Failures in a row that open a destination's breaker.")
     breaker_reset_s: float = Field(30.0, ge=0, description="Seconds a breaker stays open before a trial call.")
     batch_size: int = Field(200, ge=1, description="Messages per poll; offsets are committed per batch.")
@@ -131,6 +147,8 @@ class Delivery:
         The message's bytes, kept to reschedule or dead-letter it unchanged.
     origin
         (full topic, partition, offset) it was read from.
+    rate_limited
+        429 answers this alert had from the destination before (``max_rate_limited`` bounds them).
     """
 
     destination: str
@@ -139,6 +157,7 @@ class Delivery:
     value: bytes
     key: bytes | None
     origin: tuple[str, int, int]
+    rate_limited: int = 0
 
 
 DELIVERED, RETRY, DEFERRED, DEAD, DUPLICATE = "delivered", "retry", "deferred", "dead_lettered", "duplicate"
@@ -147,7 +166,7 @@ DELIVERED, RETRY, DEFERRED, DEAD, DUPLICATE = "delivered", "retry", "deferred", 
 @dataclass(frozen=True, slots=True)
 class Result:
     """What became of a delivery: ``delivered``, ``retry`` or ``deferred`` (due at ``due_ms``, as attempt
-    ``attempt``), ``dead_lettered`` (with ``reason``) or ``duplicate``."""
+    ``attempt``, after ``rate_limited`` 429 answers), ``dead_lettered`` (with ``reason``) or ``duplicate``."""
 
     delivery: Delivery
     outcome: str
@@ -155,6 +174,7 @@ class Result:
     attempt: int = 0
     reason: str = ""
     error: str = ""
+    rate_limited: int = 0
 
 
 class _Recent:
@@ -214,7 +234,8 @@ class Notifier:
         }
         self._lock = threading.Lock()
         self._delivered = _Recent(self.settings.remember)  # (destination, event_id)
-        self._resolved = _Recent(self.settings.remember)  # (destination, alert_key) -> resolving Delivery
+        self._resolved = _Recent(self.settings.remember)  # (destination, alert_key) -> event id of its resolve
+        self._serde = AvroSerde()
         self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="notify")
         for name in self.breakers:
             ALERT_BREAKER_STATE.labels(name).set(0)
@@ -255,7 +276,7 @@ class Notifier:
             if e.permanent:  # the destination answered: it is up, and this alert will never pass
                 breaker.success()
                 return [self._count(Result(d, DEAD, reason="refused", error=str(e)))]
-            return [self._count(self._failed(d, breaker, admitted, str(e)))]
+            return [self._count(self._failed(d, breaker, admitted, str(e), e.retry_after, e.status == 429))]
         except ValueError as e:
             breaker.success()
             return [self._count(Result(d, DEAD, reason="invalid_alert", error=str(e)))]
@@ -264,50 +285,74 @@ class Notifier:
             return [self._count(self._failed(d, breaker, admitted, f"{type(e).__name__}: {e}"))]
         breaker.success()
         results = [self._count(Result(d, DELIVERED))]
-        resolve = self._remember(d, ident)
+        resolve = self._remember(d)
         if resolve is not None:
             results.extend(self._attempt(resolve))
         return results
 
-    def _remember(self, d: Delivery, ident: tuple[str, str]) -> Delivery | None:
-        """Note a delivery; a late trigger of an alert already resolved there gets its resolve back."""
+    def _remember(self, d: Delivery) -> Delivery | None:
+        """Note a delivery; a late trigger of an incident already resolved there gets the resolve again (made from
+        the trigger: a resolve is its key, and after a restart only the delivery records are left of it)."""
+        self.recall_delivered(d.destination, d.alert["event_id"], d.alert["alert_key"], d.alert["status"])
         key = (d.destination, d.alert["alert_key"])
         with self._lock:
-            self._delivered.add(ident)
-            if d.destination not in REOPENING:
+            if d.destination not in REOPENING or d.alert["status"] == "RESOLVED" or key not in self._resolved:
                 return None
-            if d.alert["status"] == "RESOLVED":
-                self._resolved.add(key, d)
-                return None
-            resolve: Delivery | None = self._resolved.get(key)
-            if resolve is None or resolve.alert.get("event_time", 0) < d.alert.get("event_time", 0):
-                return None
-            self._delivered.discard((d.destination, resolve.alert["event_id"]))
-        log.info("late trigger of a resolved alert: resolving it again",
+            resolved_id = self._resolved.get(key)
+            self._delivered.discard((d.destination, resolved_id))
+        log.info("late trigger of a resolved incident: resolving it again",
                  extra={"sink": d.destination, "alert_key": d.alert["alert_key"]})
-        return resolve
+        alert = {**d.alert, "status": "RESOLVED", "event_id": resolved_id}
+        return Delivery(d.destination, 1, alert, self._serde.encode(ALERT, alert), d.key, d.origin)
 
-    def recall_delivered(self, destination: str, event_id: str) -> None:
-        """Note a delivery made before (by this flow before a restart, or by another member of its group)."""
+    def recall_delivered(self, destination: str, event_id: str, alert_key: str = "", status: str = "") -> None:
+        """Note a delivery made before (by this flow before a restart, or by another member of its group).
+
+        Parameters
+        ----------
+        destination, event_id
+            Where it went and what it was.
+        alert_key, status
+            Its incident and status: a trigger of a resolved incident that comes later (a retry) is followed
+            by the resolve again where it would open the incident again.
+        """
         with self._lock:
             self._delivered.add((destination, event_id))
+            if status == "RESOLVED" and alert_key and destination in REOPENING:
+                self._resolved.add((destination, alert_key), event_id)
 
-    def _deferred(self, d: Delivery, breaker: CircuitBreaker, error: str) -> Result:
+    def _wait_s(self, retry_after: float | None) -> float:
+        """The receiver's Retry-After, cut to ``backoff_cap_s`` (the retry topic must not stall behind it)."""
+        return min(retry_after, self.settings.backoff_cap_s) if retry_after is not None else 0.0
+
+    def _deferred(self, d: Delivery, breaker: CircuitBreaker, error: str, retry_after: float | None = None) -> Result:
         """Rescheduled while the destination's breaker is open; the alert keeps its attempt number."""
-        due = self.clock_ms() + int(1000 * (breaker.wait_s() + self.backoff.delay(1)))
-        return Result(d, DEFERRED, due_ms=due, attempt=d.attempt, reason="breaker_open", error=error)
+        wait = max(breaker.wait_s() + self.backoff.delay(1), self._wait_s(retry_after))
+        return Result(d, DEFERRED, due_ms=self.clock_ms() + int(1000 * wait), attempt=d.attempt,
+                      reason="breaker_open", error=error, rate_limited=d.rate_limited)
 
-    def _failed(self, d: Delivery, breaker: CircuitBreaker, admitted: str, error: str) -> Result:
+    def _failed(self, d: Delivery, breaker: CircuitBreaker, admitted: str, error: str,
+                retry_after: float | None = None, rate_limited: bool = False) -> Result:
         """A failed attempt: retried later, or dead-lettered after ``max_attempts``. A failed breaker trial
         costs the alert no attempt: the destination is down, not this alert, and an outage must not use
-        up the attempts of the alerts that happen to be tried during it."""
+        up the attempts of the alerts that happen to be tried during it. Nor does a 429: the receiver is up
+        and asks us to slow down; ``max_rate_limited`` of them dead-letter it, so none retries for ever."""
         breaker.failure()
         if admitted == CircuitBreaker.HALF_OPEN:
-            return self._deferred(d, breaker, error)
+            return self._deferred(d, breaker, error, retry_after)
+        if rate_limited:
+            times = d.rate_limited + 1
+            if times >= self.settings.max_rate_limited:
+                return Result(d, DEAD, reason="rate_limited", rate_limited=times,
+                              error=f"gave up after {times} rate-limited answers; last: {error}")
+            wait = max(self.backoff.delay(d.attempt + d.rate_limited), self._wait_s(retry_after))
+            return Result(d, DEFERRED, due_ms=self.clock_ms() + int(1000 * wait), attempt=d.attempt,
+                          reason="rate_limited", error=error, rate_limited=times)
         if d.attempt >= self.settings.max_attempts:
             return Result(d, DEAD, reason="delivery_failed", error=f"gave up after {d.attempt} attempts; last: {error}")
-        due = self.clock_ms() + int(1000 * self.backoff.delay(d.attempt))
-        return Result(d, RETRY, due_ms=due, attempt=d.attempt + 1, reason="failed", error=error)
+        wait = max(self.backoff.delay(d.attempt), self._wait_s(retry_after))
+        return Result(d, RETRY, due_ms=self.clock_ms() + int(1000 * wait), attempt=d.attempt + 1, reason="failed",
+                      error=error, rate_limited=d.rate_limited)
 
     def _count(self, r: Result) -> Result:
         name = r.delivery.destination
@@ -336,6 +381,16 @@ class _Batch:
     deliveries: list[Delivery] = field(default_factory=list)
     letters: list[tuple[Message, str, str, str]] = field(default_factory=list)  # message, reason, error, destination
     done: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> last finished offset
+    taken: set[str] = field(default_factory=set)  # event ids from the alerts topic, remembered once in Kafka
+
+
+class Recorded(NamedTuple):
+    """One record of ``alerts.delivered``: a delivery made, its alert key and status (empty where unknown)."""
+
+    destination: str
+    event_id: str
+    alert_key: str
+    status: str
 
 
 class DeliveredLog:
@@ -366,22 +421,23 @@ class DeliveredLog:
                             "status": alert.get("status")}, separators=(",", ":")).encode()
         producer.produce_raw(DELIVERED_TOPIC, value, str(alert["alert_key"]))
 
-    def catch_up(self, timeout: float = 60.0) -> list[tuple[str, str]]:
-        """(destination, event id) of the deliveries recorded since the last call, within the window."""
+    def catch_up(self, timeout: float = 60.0) -> list[Recorded]:
+        """The deliveries recorded since the last call, within the window."""
         messages, pending = read_to_end(self.kafka, DELIVERED_TOPIC, self.positions, timeout=timeout,
                                         ends=self.ends)
         if pending:
             log.warning("could not read every delivery record: a repeat may be posted again",
                         extra={"flow": FLOW, "topic": self.name, "partitions": sorted(pending)})
         oldest_ms = time.time_ns() // 1_000_000 - int(self.window_s * 1000)
-        found: list[tuple[str, str]] = []
+        found: list[Recorded] = []
         for msg in messages:
             if msg.timestamp()[1] < oldest_ms:
                 continue
             try:
                 rec = json.loads(msg.value())
-                found.append((str(rec["destination"]), str(rec["event_id"])))
-            except (ValueError, TypeError, KeyError):
+                key = (msg.key() or b"").decode("utf-8", "replace")
+                found.append(Recorded(str(rec["destination"]), str(rec["event_id"]), key, str(rec.get("status") or "")))
+            except (ValueError, TypeError, KeyError, AttributeError):
                 log.warning("unreadable record on %s at %d/%d: skipped", self.name, msg.partition(), msg.offset(),
                             extra={"flow": FLOW})
         return found
@@ -409,6 +465,8 @@ class NotifyFlow:
         self.consumer = Consumer(logged_config(self.consumer_config))
         self.producer = EventProducer(kafka)
         self.paused: dict[tuple[str, int], int] = {}  # retry partitions waiting for their head: -> due ms
+        self._held_at: dict[tuple[str, int], tuple[int, int]] = {}  # retry partition -> (offset, ms) of a head
+        # whose due time lay beyond any wait the flow schedules: it is taken at that ms
         self._seen = _Recent(self.settings.remember)  # event ids taken from the alerts topic
         self.delivered = DeliveredLog(kafka, self.settings.delivered_window_s)
         self.handled = 0  # messages finished (committed or about to be)
@@ -428,8 +486,8 @@ class NotifyFlow:
 
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         recalled = self.delivered.catch_up()
-        for destination, event_id in recalled:
-            self.notifier.recall_delivered(destination, event_id)
+        for rec in recalled:
+            self.notifier.recall_delivered(rec.destination, rec.event_id, rec.alert_key, rec.status)
         log.info("recalled recorded deliveries", extra={"flow": FLOW, "deliveries": len(recalled)})
         alerts = [TopicPartition(tp.topic, tp.partition) for tp in partitions if tp.topic == self.alerts_name]
         if alerts:
@@ -478,6 +536,7 @@ class NotifyFlow:
     def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.paused.pop((tp.topic, tp.partition), None)
+            self._held_at.pop((tp.topic, tp.partition), None)
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Poll, deliver and commit until ``stop`` is set (or forever)."""
@@ -552,6 +611,8 @@ class NotifyFlow:
             self._dead_letter(msg.value(), msg.key(), (msg.topic(), msg.partition(), msg.offset()),
                               reason, error, destination, 0)
         self.producer.flush()  # retries, dead letters and delivery records are in Kafka before the source is committed
+        for event_id in batch.taken:  # only now: a batch whose flush failed is read again, and must not be skipped
+            self._seen.add(event_id)
         if batch.done:
             try:
                 self.consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in batch.done.items()],
@@ -578,11 +639,11 @@ class NotifyFlow:
         alert = self._decode(msg, batch, "")
         if alert is None:
             return
-        if alert["event_id"] in self._seen:  # a scoring flow's replay: already on its way
+        if alert["event_id"] in self._seen or alert["event_id"] in batch.taken:  # a replay: already on its way
             for name in self.notifier.destinations:
                 ALERT_DELIVERIES.labels(sink=name, outcome=DUPLICATE).inc()
             return
-        self._seen.add(alert["event_id"])
+        batch.taken.add(alert["event_id"])
         origin = (msg.topic(), msg.partition(), msg.offset())
         batch.deliveries.extend(Delivery(name, 1, alert, msg.value(), msg.key(), origin)
                                 for name in self.notifier.destinations)
@@ -594,27 +655,51 @@ class NotifyFlow:
         except ValueError as e:
             batch.letters.append((msg, "bad_retry_headers", str(e), ""))
             return True
-        if info.due_ms > now:
+        due = self._due(msg, info.due_ms, now)
+        if due > now:
             tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
             self.consumer.pause([tp])
             self.consumer.seek(tp)
-            self.paused[(msg.topic(), msg.partition())] = info.due_ms
+            self.paused[(msg.topic(), msg.partition())] = due
             held.add((msg.topic(), msg.partition()))
             return False
+        self._held_at.pop((msg.topic(), msg.partition()), None)
         alert = self._decode(msg, batch, info.destination)
         if alert is not None:
             origin = (msg.topic(), msg.partition(), msg.offset())
             names = [info.destination] if info.destination else self.notifier.destinations
-            batch.deliveries.extend(Delivery(n, info.attempt, alert, msg.value(), msg.key(), origin) for n in names)
+            limited = _count_header(msg.headers(), RATE_LIMITED)
+            batch.deliveries.extend(Delivery(n, info.attempt, alert, msg.value(), msg.key(), origin, limited)
+                                    for n in names)
         return True
+
+    def _due(self, msg: Message, due_ms: int, now: int) -> int:
+        """When a retry is taken: its due time, or at the latest the longest wait the flow schedules from when it
+        was first found at the head of its partition. A due time beyond that was written by a clock ahead of
+        ours, and would hold every retry behind it for as long."""
+        tp = (msg.topic(), msg.partition())
+        held = self._held_at.get(tp)
+        if held is not None and held[0] == msg.offset():
+            return min(due_ms, held[1])
+        longest_ms = int(1000 * (self.settings.backoff_cap_s + self.settings.breaker_reset_s))
+        if due_ms <= now + longest_ms:
+            return due_ms
+        self._held_at[tp] = (msg.offset(), now + longest_ms)
+        log.warning("retry at %s[%d]@%d is due in %.0f s, beyond the longest wait the flow schedules (%.0f s): "
+                    "written where the clock ran ahead? taken in %.0f s", msg.topic(), msg.partition(), msg.offset(),
+                    (due_ms - now) / 1000, longest_ms / 1000, longest_ms / 1000,
+                    extra={"flow": FLOW, "due_ms": due_ms})
+        return now + longest_ms
 
     def _write(self, r: Result) -> None:
         d = r.delivery
         if r.outcome == DELIVERED:
             self.delivered.record(self.producer, d.destination, d.alert)
         elif r.outcome in (RETRY, DEFERRED):
-            self.producer.produce_raw(RETRY_TOPIC, d.value, d.key, retry_headers(d.destination, r.attempt,
-                                                                                  r.due_ms, r.error or r.reason))
+            headers = retry_headers(d.destination, r.attempt, r.due_ms, r.error or r.reason)
+            if r.rate_limited:
+                headers[RATE_LIMITED] = str(r.rate_limited).encode()
+            self.producer.produce_raw(RETRY_TOPIC, d.value, d.key, headers)
         elif r.outcome == DEAD:
             self._dead_letter(d.value, d.key, d.origin, r.reason, r.error, d.destination, d.attempt)
 
@@ -705,6 +790,17 @@ def delivered_retention_ms(kafka: KafkaSettings, timeout: float = 10.0) -> int |
     except (KafkaException, TimeoutError, ValueError) as e:  # a broker that does not describe configs
         log.debug("could not read the retention of %s: %s", resource.name, e, extra={"flow": FLOW})
         return None
+
+
+def _count_header(headers: Any, name: str) -> int:
+    """A count in a message header (0 when it is absent or not a count)."""
+    for k, v in headers or []:
+        if k == name:
+            try:
+                return max(0, int((v or b"0").decode(errors="replace")))
+            except ValueError:
+                return 0
+    return 0
 
 
 def _assign_from_committed(consumer: Any, topic: str) -> None:

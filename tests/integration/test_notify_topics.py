@@ -11,6 +11,7 @@ from schemas.topics import DELIVERED_TOPIC, TOPIC_CONFIGS
 from streams.flows.notify import (
     DeliveredLog,
     NotifySettings,
+    Recorded,
     create_notify_topics,
     delivered_retention_ms,
 )
@@ -32,7 +33,8 @@ def test_the_notify_flow_creates_alerts_delivered_keeping_a_day_more_than_its_wi
     assert _partitions(kafka_settings) == kafka_settings.partitions
     with EventProducer(kafka_settings) as producer:  # the broker takes records on it and gives them back
         DeliveredLog.record(producer, "slack", {"event_id": "e1", "alert_key": "k", "status": "OPENED"})
-    assert DeliveredLog(kafka_settings, settings.delivered_window_s).catch_up() == [("slack", "e1")]
+    assert DeliveredLog(kafka_settings, settings.delivered_window_s).catch_up() == [
+        Recorded("slack", "e1", "k", "OPENED")]  # keyed by the alert key
 
 
 def test_without_a_window_the_table_default_is_the_default_window_and_a_day(kafka_settings) -> None:

@@ -61,6 +61,52 @@ def test_summary_is_cut_to_pagerdutys_limit() -> None:
     assert len(event["payload"]["summary"]) == 1024
 
 
+def test_an_alert_key_over_pagerdutys_limit_is_hashed_to_one_dedup_key_per_incident() -> None:
+    key = "model-security/user:" + "u" * 300  # a poisoner's user id can be any length
+    trigger = pagerduty_event(alert(alert_key=key), KEY)
+    resolve = pagerduty_event(alert(alert_key=key, status="RESOLVED"), KEY)
+    assert len(trigger["dedup_key"]) == 255 and trigger["dedup_key"] == resolve["dedup_key"]
+    assert trigger["dedup_key"].startswith("model-security/user:uuu")
+    assert trigger["payload"]["custom_details"]["alert_key"] == key  # what it stands for, readable
+    other = pagerduty_event(alert(alert_key=key + "v"), KEY)["dedup_key"]
+    assert other != trigger["dedup_key"] and len(other) == 255
+    assert pagerduty_event(alert(alert_key="k" * 255), KEY)["dedup_key"] == "k" * 255
+
+
+@pytest.mark.parametrize("event_time", [1_700_000_000_000_000, -1, 10**30, True])
+def test_an_event_time_that_is_no_time_leaves_the_optional_timestamp_out(event_time: Any) -> None:
+    event = pagerduty_event(alert(event_time=event_time), KEY)  # a device that reports microseconds
+    assert event["event_action"] == "trigger" and "timestamp" not in event["payload"]
+
+
+def test_the_receivers_retry_after_goes_out_on_the_delivery_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx2
+    import pagerduty
+
+    from connectors.testing.alert_receiver import AlertReceiver
+
+    sink = PagerDutySink(PagerDutySettings(routing_key=KEY, url="https://127.0.0.1:9", max_retries=0))
+    answer = httpx2.Response(429, headers={"Retry-After": "30"}, text='{"status": "throttle event"}')
+
+    def throttled(*args: Any, **kwargs: Any) -> str:
+        raise pagerduty.HttpError("rate limited", answer)
+
+    monkeypatch.setattr(sink.client, "send_event", throttled)
+    with pytest.raises(DeliveryError) as info:
+        sink.deliver(alert())
+    assert info.value.status == 429 and info.value.retry_after == 30.0
+    with AlertReceiver() as receiver:  # Slack, through post_json
+        slack = SlackSink(SlackSettings(webhook_url=receiver.slack_url, max_retries=0, timeout=5))
+        receiver.fail_next(1, 429, retry_after=45)
+        with pytest.raises(DeliveryError) as info:
+            slack.deliver(alert())
+        assert info.value.status == 429 and info.value.retry_after == 45.0
+        receiver.fail_next(1, 503)
+        with pytest.raises(DeliveryError) as info:
+            slack.deliver(alert())
+        assert info.value.status == 503 and info.value.retry_after is None
+
+
 def test_value_absent_is_not_invented() -> None:
     event = pagerduty_event(alert(value=None, details={}), KEY)
     assert "value" not in event["payload"]["custom_details"]
@@ -110,6 +156,7 @@ def test_backoff_doubles_and_retry_after_wins_when_longer() -> None:
     assert policy.delay(0, retry_after=3.0) == 3.0
     assert policy.delay(3, retry_after=1.0) == 4.0
     assert policy.delay(0, retry_after=10_000) == 60.0
+    assert policy.delay(5000) == policy.delay(1023)  # no OverflowError however many retries are configured
 
 
 def test_settings_come_from_the_environment_and_keys_stay_secret(monkeypatch: pytest.MonkeyPatch, defaults_config) -> None:

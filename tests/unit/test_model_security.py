@@ -204,3 +204,42 @@ def test_quarantines_are_counted_in_prometheus_by_kind_and_rule_only() -> None:
     assert REGISTRY.get_sample_value("eddyline_quarantine_changes_total", labels) == before + 1
     names = {s.labels.get("source") for m in REGISTRY.collect() for s in m.samples if "quarantine" in s.name}
     assert names == {None}  # no source id as a label
+
+
+def test_each_quarantine_has_a_bounded_alert_key_of_its_own_that_its_release_resolves() -> None:
+    # Notify takes a resolved key as the end of that incident, and PagerDuty takes dedup keys of 255 characters at
+    # most: a user id is free text, so the key names the quarantine, and the source is in the details.
+    settings = ModelSecuritySettings(one_item_min=10, release_grace_ms=0).limits()
+    user = "u" * 250
+    source = f"user:{user}"
+    proc = ModelSecurityProcessor(settings)
+    [opened] = [e for e in proc.process([impression(3 * i, f"web-{i}", user=user) for i in range(10)])
+                if e.topic == "alerts"]
+    key = opened.record["alert_key"]
+    assert opened.key == key and key.startswith("model-security/") and len(key) <= 64
+    assert opened.record["entity"] == source and opened.record["details"]["source"] == source
+    restored = ModelSecurityProcessor(settings)  # the release may come after a restart
+    restored.restore(json.loads(json.dumps(proc.snapshot())))
+    release = {"event_id": "r1", "event_time": 10**9, "producer": "operator:ann", "source": source,
+               "action": "RELEASE", "rule": "operator", "reason": "a person after all"}
+    [resolved] = restored.process([Event("security.quarantine", source, release)])
+    assert (resolved.record["status"], resolved.record["alert_key"]) == ("RESOLVED", key)
+    [again] = [e for e in restored.process([impression(3 * i, f"web-{i}", user=user) for i in range(100, 110)])
+               if e.topic == "alerts"]
+    assert again.record["status"] == "OPENED" and again.record["alert_key"] not in (key, "")
+
+
+def test_a_quarantine_paged_under_an_earlier_releases_key_is_resolved_under_that_key() -> None:
+    # Earlier releases keyed the alert by source: a quarantine standing in their snapshot has its page open under
+    # that key, and only a resolve of the same key closes it.
+    proc = ModelSecurityProcessor(ModelSecuritySettings(one_item_min=10, release_grace_ms=0).limits())
+    proc.process([impression(3 * i, "bot", user=f"f{i}") for i in range(10)])
+    older = json.loads(json.dumps(proc.snapshot()))
+    del older["legacy"]
+    restored = ModelSecurityProcessor(ModelSecuritySettings(one_item_min=10, release_grace_ms=0).limits())
+    restored.restore(older)
+    release = {"event_id": "r1", "event_time": 10**9, "producer": "operator:ann", "source": "producer:bot",
+               "action": "RELEASE", "rule": "operator", "reason": "test traffic"}
+    [resolved] = restored.process([Event("security.quarantine", "producer:bot", release)])
+    assert resolved.record["alert_key"] == "model-security/producer:bot"
+    assert restored.snapshot()["legacy"] == []
