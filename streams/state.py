@@ -481,18 +481,31 @@ class IdleStore:
     A versioned state is written once under (key, version) and never overwritten, so a checkpoint that refers
     to it finds it unchanged whatever was written since; old versions go when the writer says so.
 
+    An evicted key's state is kept ``retention_s`` after it was saved, then deleted (checked at most once every
+    ``EXPIRY_EVERY_S``, by the write that comes due): a flow keyed by conversations or by a fleet that changes
+    devices would otherwise keep every key it ever saw on disk. A state read back within two such periods is
+    kept however old, since its key is live again and its next checkpoint may not be written yet.
+
     Parameters
     ----------
     path
         This process's SQLite file; its folder is created.
     peers
         A glob, in ``path``'s folder, of the other processes' files (``path`` itself is skipped); None: none.
+    retention_s
+        How long an evicted key's state is kept after it was saved; None: for ever.
     """
 
-    def __init__(self, path: Path, peers: str | None = None) -> None:
+    EXPIRY_EVERY_S = 3600.0
+
+    def __init__(self, path: Path, peers: str | None = None, retention_s: float | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.peers = peers
+        self.retention_s = retention_s
+        self._expiry_due = time.monotonic() + self.EXPIRY_EVERY_S
+        self._read_back: dict[str, float] = {}  # keys whose idle state was read lately (monotonic time)
+        self.expired = 0  # states deleted for age since the store was opened
         self._lock = threading.Lock()  # this file's connection
         self._peers_lock = threading.Lock()  # the peers' connections (never written, so never held through a sync)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -568,6 +581,39 @@ class IdleStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        if self.retention_s is not None and time.monotonic() >= self._expiry_due:
+            self._expire()
+
+    def expire(self) -> int:
+        """Delete the evicted states saved more than ``retention_s`` ago (none without it); how many went."""
+        with self._lock:
+            return self._expire()
+
+    def _expire(self) -> int:
+        now = time.monotonic()
+        self._expiry_due = now + self.EXPIRY_EVERY_S
+        self._read_back = {k: t for k, t in self._read_back.items() if now - t < 2 * self.EXPIRY_EVERY_S}
+        if self.retention_s is None:
+            return 0
+        wall = time.time_ns()
+        self._db.execute("UPDATE idle SET saved_ns = ? WHERE saved_ns = 0", (wall,))  # a 0.x file: from now on
+        cutoff = wall - int(self.retention_s * 1e9)
+        old = [k for (k,) in self._db.execute("SELECT key FROM idle WHERE saved_ns < ?", (cutoff,))
+               if k not in self._read_back]
+        if not old:
+            return 0
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("DELETE FROM idle WHERE key = ?", [(k,) for k in old])
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self._stored.rebuild(r[0] for r in self._db.execute("SELECT key FROM idle"))
+        self.expired += len(old)
+        log.info("idle states expired", extra={"path": str(self.path), "expired": len(old),
+                                               "retention_s": self.retention_s})
+        return len(old)
 
     def put_versions(self, states: list[tuple[str, int, bytes]], forget: list[tuple[str, int]] = (),
                      drop: list[tuple[str, int]] = ()) -> None:
@@ -630,6 +676,8 @@ class IdleStore:
         if key in self._stored:  # a new key of a large fleet skips the query (one per device it first sees), and
             with self._lock:  # the lock, which a write of versions holds through its sync
                 best = self._db.execute("SELECT state, saved_ns FROM idle WHERE key = ?", (key,)).fetchone()
+                if best is not None and self.retention_s is not None:
+                    self._read_back[key] = time.monotonic()
         with self._peers_lock:
             for path, db in self._peer_files():
                 try:

@@ -79,15 +79,17 @@ def move_legacy_idle_store(state_dir: Path) -> None:
         legacy.rename(state_dir / IDLE_DIR / LEGACY_IDLE_FILE)
 
 
-def idle_store(state_dir: Path, process: int = 0) -> IdleStore:
+def idle_store(state_dir: Path, process: int = 0, retention_s: float | None = None) -> IdleStore:
     """The idle store of one process (``idle_path``), which also reads the other processes' files.
 
     Parameters
     ----------
     state_dir, process
         As for ``idle_path``.
+    retention_s
+        How long an evicted key's state is kept (``IdleStore``); None: for ever.
     """
-    return IdleStore(idle_path(state_dir, process), peers=IDLE_FILES)
+    return IdleStore(idle_path(state_dir, process), peers=IDLE_FILES, retention_s=retention_s)
 
 
 def bucket_key(index: int, buckets: int) -> str:
@@ -891,6 +893,7 @@ def run(
     batch_size: int = BYTEWAX_DEFAULTS["batch_size"],
     lag_interval_s: float | None = BYTEWAX_DEFAULTS["lag_interval_s"],
     idle_after: timedelta | None = BYTEWAX_DEFAULTS["idle_after"],
+    idle_retention_s: float | None = BYTEWAX_DEFAULTS["idle_retention_s"],
     buckets: int = BYTEWAX_DEFAULTS["buckets"],
     linger: timedelta = BYTEWAX_DEFAULTS["linger"],
     keep_decoded: timedelta = BYTEWAX_DEFAULTS["keep_decoded"],
@@ -920,6 +923,8 @@ def run(
         How often a lag monitor reports the flow's consumer lag (None: no monitor).
     idle_after
         With ``state_dir``, keys silent this long leave memory for ``idle_path(state_dir)`` (None: never).
+    idle_retention_s
+        How long an evicted key's state is kept there (None: for ever).
     buckets, linger, keep_decoded, decoded_bytes
         As for ``build_dataflow``.
     """
@@ -934,7 +939,7 @@ def run(
             init_db_dir(state_dir, 1)
         recovery = RecoveryConfig(state_dir)
         move_legacy_idle_store(state_dir)
-        idle = idle_store(state_dir)
+        idle = idle_store(state_dir, retention_s=idle_retention_s)
     run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
                  idle_after=idle_after, buckets=buckets, linger=linger, keep_decoded=keep_decoded,
                  decoded_bytes=decoded_bytes, workers_per_process=workers,

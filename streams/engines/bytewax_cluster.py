@@ -27,15 +27,15 @@ log = logging.getLogger(__name__)
 
 def _process(spec: FlowSpec, settings: KafkaSettings, index: int, addresses: list[str], state_dir: Path | None,
              workers_per_process: int, epoch_interval: timedelta, batch_size: int,
-             lag_interval_s: float | None, idle_after: timedelta | None, buckets: int, linger: timedelta,
-             keep_decoded: timedelta, decoded_bytes: int) -> None:
+             lag_interval_s: float | None, idle_after: timedelta | None, idle_retention_s: float | None,
+             buckets: int, linger: timedelta, keep_decoded: timedelta, decoded_bytes: int) -> None:
     from bytewax.recovery import RecoveryConfig
 
     from streams.engines.bytewax import idle_store, run_dataflow
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # the parent stops the cluster; children just end
     recovery = RecoveryConfig(state_dir) if state_dir is not None else None
-    idle = idle_store(state_dir, index) if state_dir is not None else None
+    idle = idle_store(state_dir, index, idle_retention_s) if state_dir is not None else None
     run_dataflow(spec, settings, batch_size=batch_size, lag_interval_s=lag_interval_s, idle=idle,
                  idle_after=idle_after, buckets=buckets, linger=linger, keep_decoded=keep_decoded,
                  decoded_bytes=decoded_bytes, workers_per_process=workers_per_process,
@@ -54,6 +54,7 @@ def run_cluster(
     addresses: Sequence[str] | None = None,
     lag_interval_s: float | None = BYTEWAX_DEFAULTS["lag_interval_s"],
     idle_after: timedelta | None = BYTEWAX_DEFAULTS["idle_after"],
+    idle_retention_s: float | None = BYTEWAX_DEFAULTS["idle_retention_s"],
     buckets: int = BYTEWAX_DEFAULTS["buckets"],
     linger: timedelta = BYTEWAX_DEFAULTS["linger"],
     keep_decoded: timedelta = BYTEWAX_DEFAULTS["keep_decoded"],
@@ -81,6 +82,8 @@ def run_cluster(
         How often each process's lag monitor reports (None: no monitor).
     idle_after
         With ``state_dir``, keys silent this long leave memory for their process's idle store (None: never).
+    idle_retention_s
+        How long an evicted key's state is kept there (None: for ever).
     buckets
         As for ``streams.engines.bytewax.build_dataflow``: Bytewax routes each bucket, so each key, to one worker.
     linger, keep_decoded, decoded_bytes
@@ -103,7 +106,7 @@ def run_cluster(
         move_legacy_idle_store(state_dir)
     supervise(spec.name, [
         (_process, (spec, settings, i, addrs, state_dir, workers_per_process, epoch_interval, batch_size,
-                    lag_interval_s, idle_after, buckets, linger, keep_decoded, decoded_bytes))
+                    lag_interval_s, idle_after, idle_retention_s, buckets, linger, keep_decoded, decoded_bytes))
         for i in range(processes)])
 
 

@@ -260,3 +260,38 @@ def test_a_new_key_is_looked_up_without_waiting_for_a_write_in_progress(tmp_path
         worker.join(5)
         assert answers == [None]  # answered while the write still holds the file
     assert store.get("old") == b"\x01"
+
+
+def test_evicted_states_older_than_the_retention_are_deleted_unless_read_back_lately(tmp_path, monkeypatch) -> None:
+    """A flow keyed by conversations evicts one key per call: without a retention its idle store grows for ever."""
+    import streams.state as state_module
+
+    clock = [1_000 * 10**9]
+    monkeypatch.setattr(state_module.time, "time_ns", lambda: clock[0])
+    store = IdleStore(tmp_path / "idle.sqlite3", retention_s=3600)
+    store.put_many({"call-1": b"one", "call-2": b"two"})
+    assert store.get("call-2") == b"two"  # its key spoke again: live, its next checkpoint maybe not written yet
+    clock[0] += 2 * 3600 * 10**9
+    store.put("call-3", b"three")  # not due: expiry runs at most once an hour (of the process's own clock)
+    assert store.expired == 0
+    assert store.expire() == 1
+    assert [store.get(k) for k in ("call-1", "call-2", "call-3")] == [None, b"two", b"three"]
+    assert "call-1" not in store._stored
+    store._read_back.clear()  # two expiry periods later
+    store._expiry_due = 0.0
+    clock[0] += 2 * 3600 * 10**9
+    store.put("call-4", b"four")  # due now: this write expires what was saved more than an hour ago
+    assert [store.get(k) for k in ("call-2", "call-3", "call-4")] == [None, None, b"four"]
+    assert store.expired == 3
+    forever = IdleStore(tmp_path / "kept.sqlite3")
+    forever.put("old", b"x")
+    clock[0] += 10**6 * 10**9
+    assert forever.expire() == 0 and forever.get("old") == b"x"
+
+
+def test_the_runtime_setting_reaches_the_idle_store(monkeypatch) -> None:
+    from streams.runtime import RuntimeSettings
+
+    assert RuntimeSettings().bytewax_options()["idle_retention_s"] == 30 * 86400
+    monkeypatch.setenv("EDDYLINE_RUNTIME_IDLE_RETENTION_S", "0")
+    assert RuntimeSettings().bytewax_options()["idle_retention_s"] is None
