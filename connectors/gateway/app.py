@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from connectors.gateway.auth import TokenAuth
 from connectors.gateway.calls import open_socket, pcm_stream, twilio_stream
-from connectors.gateway.errors import GatewayError, Problem
+from connectors.gateway.errors import GatewayError, Problem, parse_json
 from connectors.gateway.limits import Backpressure, RateLimits, message_bytes, read_body, too_large
 from connectors.gateway.openapi import openapi_spec
 from connectors.gateway.producer import GatewayProducer
@@ -209,19 +208,28 @@ class Gateway:
                 problems[:10],
             )
         headers = {"gateway-client": client.encode()}
-        for data, key, _ in encoded:
+        ids = [event_id for _, _, event_id in encoded]
+        for done, (data, key, _) in enumerate(encoded):
             try:
                 self._produce(endpoint.topic, data, key, headers)
             except DeliveryError as exc:
                 log.error("producing to %s failed: %s", topic, exc)
-                raise GatewayError(
-                    503,
-                    "broker_unavailable",
-                    f"{exc}; retry with the same event_id",
-                    headers={"Retry-After": str(self.settings.retry_after_s)},
-                ) from None
+                raise self._refused_partway(exc, done, ids) from None
             self.accepted += 1
-        return [event_id for _, _, event_id in encoded]
+        return ids
+
+    def _refused_partway(self, exc: DeliveryError, done: int, ids: list[str]) -> GatewayError:
+        """503 for a refusal after ``done`` events were queued, which cannot be taken back: the body names every
+        event's id (one sent with neither event_id nor seq got a fresh id, which a plain retry would not repeat)
+        so that a retry repeats the queued ones under their ids, and consumers drop them as repeats."""
+        if done:
+            advice = (f"{done} of the {len(ids)} events were accepted before it: send the others again, or all "
+                      "of them with each one's event_id from 'event_ids'")
+        else:
+            advice = "nothing was accepted; retry with the same event_id"
+        return GatewayError(503, "broker_unavailable", f"{exc}; {advice}",
+                            headers={"Retry-After": str(self.settings.retry_after_s)},
+                            details={"accepted": done, "event_ids": ids})
 
     def _produce(self, topic: str, data: bytes, key: str, headers: dict[str, bytes]) -> None:
         """Produce one event; a producer that failed for good is replaced and the event tried once more."""
@@ -277,20 +285,6 @@ class Gateway:
             "refused_backpressure": self.backpressure.refused,
         }
         return (503 if problems else 200), body
-
-
-def parse_json(data: bytes | str) -> Any:
-    """Strict JSON: no NaN or Infinity, which Avro doubles would carry but JSON does not have."""
-    try:
-        return json.loads(data, parse_constant=_no_constant)
-    except RecursionError:
-        raise GatewayError(400, "bad_json", "the JSON is nested too deeply") from None
-    except ValueError as exc:
-        raise GatewayError(400, "bad_json", f"the body is not valid UTF-8 JSON: {exc}") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON; send finite numbers only")
 
 
 def _require_json(request: Request) -> None:

@@ -18,7 +18,7 @@ a reconnect that may land on another process says where to go on with ``&seq=N``
 acknowledged, plus one). A call streams on one connection at a time (409, close 1008, while another is open).
 
 A refusal closes the socket with a code and a reason that says what to do (1008 policy, 1003 bad data,
-1011 the broker failed, 1013 try again later).
+1011 the broker or the gateway failed, 1013 try again later).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from weakref import WeakKeyDictionary
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from connectors.gateway.audio import CallAudio
-from connectors.gateway.errors import GatewayError
+from connectors.gateway.errors import GatewayError, parse_json
 from connectors.gateway.limits import message_bytes, too_large
 from connectors.gateway.records import ENDPOINTS
 from connectors.wav import SAMPLE_RATE
@@ -107,6 +106,16 @@ async def _close(ws: WebSocket, exc: GatewayError) -> None:
     try:
         await ws.close(code=code, reason=reason)
     except RuntimeError:  # already closed by the client
+        pass
+
+
+async def _failed(ws: WebSocket, what: str, call: str | None) -> None:
+    """A failure no refusal foresaw: logged here with its traceback, and the client gets a close with a reason
+    (1011) rather than the server's bare one."""
+    log.exception("%s %s failed", what, call)
+    try:
+        await _close(ws, GatewayError(500, "internal_error", "the gateway failed on this stream (see its log)"))
+    except Exception:  # the socket is gone too: the failure is logged, nothing more to tell
         pass
 
 
@@ -238,13 +247,16 @@ async def _pcm_messages(gateway: Any, ws: WebSocket, call: CallAudio, client: st
     except WebSocketDisconnect:
         if not call.finished:
             await _produce_at_close(gateway, call.finish(), client, call.conversation_id)
+    except Exception:
+        await _failed(ws, "audio stream", call.conversation_id)
 
 
 def _is_stop(text: str | None) -> bool:
     try:
-        return text is not None and json.loads(text).get("event") == "stop"
-    except (ValueError, AttributeError):
+        value = parse_json(text) if text is not None else None
+    except GatewayError:
         return False
+    return type(value) is dict and value.get("event") == "stop"
 
 
 class _TwilioCall:
@@ -267,7 +279,7 @@ class _TwilioCall:
         fmt = start.get("mediaFormat") or {}
         try:
             channels, rate = int(fmt.get("channels", 1)), int(fmt.get("sampleRate", 8000))
-        except (AttributeError, TypeError, ValueError):
+        except (AttributeError, TypeError, ValueError, OverflowError):  # 1e400 is JSON for infinity
             raise GatewayError(400, "bad_message", "start.mediaFormat must be an object whose sampleRate and "
                                                    "channels are integers, e.g. {\"sampleRate\": 8000, \"channels\": 1}"
                                ) from None
@@ -341,10 +353,7 @@ async def _twilio_messages(gateway: Any, ws: WebSocket, call: _TwilioCall) -> No
             text = message.get("text")
             if text is None:
                 raise GatewayError(415, "unsupported_media_type", "Twilio messages are JSON text frames")
-            try:
-                value = json.loads(text)
-            except ValueError as exc:
-                raise GatewayError(400, "bad_json", f"not JSON: {exc}") from None
+            value = parse_json(text)
             event = value.get("event") if type(value) is dict else None
             if event == "start":
                 await _produce(gateway, call.start(value.get("start")), call.client or "")
@@ -363,3 +372,5 @@ async def _twilio_messages(gateway: Any, ws: WebSocket, call: _TwilioCall) -> No
     except WebSocketDisconnect:
         if call.client is not None:
             await _produce_at_close(gateway, call.finish(), call.client, call.call_sid)
+    except Exception:
+        await _failed(ws, "Twilio stream", call.call_sid)

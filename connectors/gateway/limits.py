@@ -84,6 +84,11 @@ class RateLimits:
     Buckets exist only for the configured clients (and the ``'*'`` default per client that uses it), so
     memory follows the number of tokens, not of requests.
 
+    Events are taken as sent, before they are validated, and a refused one (422, 503) is not given back: the
+    bucket guards the gateway's own work (mapping, checking and encoding each event) and throttles a client
+    that floods it with bad events or retries, while the broker is guarded by ``Backpressure``. A client that
+    corrects a refused request may wait one ``Retry-After`` more; it loses nothing.
+
     Parameters
     ----------
     rates

@@ -42,6 +42,13 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
                         "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
                     },
                 },
+                "accepted": {"type": "integer", "minimum": 0,
+                             "description": "503 from the broker: how many events, the first of the request, were "
+                                            "accepted before it refused the next; they cannot be taken back."},
+                "event_ids": {"type": "array", "items": {"type": "string"},
+                              "description": "503 from the broker: the id of each event, in the order sent; set "
+                                             "them on a retry and the accepted events come again as repeats, "
+                                             "which consumers drop."},
             },
         },
         "Accepted": {
@@ -87,7 +94,7 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
                 "summary": f"Publish {endpoint.title.lower()} to '{endpoint.topic}'",
                 "description": (
                     f"One {endpoint.event_type} event, or a JSON array of up to {limit}. Keyed by "
-                    f"`{endpoint.key_field}`. Accepted whole or refused whole. Bodies over "
+                    f"`{endpoint.key_field}`. Accepted whole or refused whole (but see 503). Bodies over "
                     f"{settings.max_body_bytes} bytes are refused with 413."
                 ),
                 "security": [{"bearer": []}],
@@ -115,11 +122,16 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
                     "415": _error("The Content-Type is not application/json."),
                     "422": _error("The JSON does not fit the event's schema; 'problems' names each field."),
                     "429": _error(
-                        "Backpressure (the broker is behind) or the token's rate ([gateway] rates) is spent. "
-                        "Retry after Retry-After seconds with the same event_id.",
+                        "Backpressure (the broker is behind) or the token's rate ([gateway] rates) is spent "
+                        "(refused events count too). Retry after Retry-After seconds with the same event_id.",
                         _RETRY_AFTER,
                     ),
-                    "503": _error("The broker refused the event; retry with the same event_id.", _RETRY_AFTER),
+                    "503": _error(
+                        "The schema registry or the broker refused the event; retry with the same event_id. A broker "
+                        "refusal partway through an array leaves the events before it accepted ('accepted', "
+                        "'event_ids').",
+                        _RETRY_AFTER,
+                    ),
                 },
             }
         }

@@ -45,8 +45,8 @@ class GatewaySettings(Section):
     )
     rates: dict[str, float] = Field(
         default_factory=dict,
-        description="Client name -> events per second it may send, over which it gets 429 with Retry-After; "
-        "'*' sets it for clients not named; unlimited when covered by neither",
+        description="Client name -> events per second it may send (refused ones count too), over which it gets "
+        "429 with Retry-After; '*' sets it for clients not named; unlimited when covered by neither",
     )
     rate_burst_s: float = Field(2.0, gt=0, description="A client may send this many seconds' worth of its rate at once")
     create_topics: bool = Field(True, description="Create the input topics at start-up")

@@ -365,6 +365,17 @@ def test_the_rate_refills_with_time() -> None:
         rates.take("a", 1)
 
 
+def test_refused_events_count_against_the_rate() -> None:
+    # documented choice (RateLimits): the bucket guards the gateway's work too, so a flood of bad events is limited
+    with _client(tokens={"unit": TOKEN, "edge": OTHER}, rates={"edge": 2}, rate_burst_s=1) as c:
+        c.app.state.gateway.rates.clock = lambda: 0.0
+        edge = {"Authorization": f"Bearer {OTHER}"}
+        bad = c.post("/v1/sensors", json=[_sensor(1), {"device_id": "d1"}], headers=edge)
+        assert bad.status_code == 422
+        fixed = c.post("/v1/sensors", json=[_sensor(1), _sensor(2)], headers=edge)
+        assert fixed.status_code == 429 and int(fixed.headers["Retry-After"]) >= 1
+
+
 def test_an_unavailable_schema_registry_is_503_not_an_invalid_event(monkeypatch: pytest.MonkeyPatch) -> None:
     from connectors.testing.schema_registry import SchemaRegistryStandIn
 
@@ -419,3 +430,30 @@ def test_a_call_frame_over_the_message_limit_is_refused() -> None:
             ws.send_text(json.dumps({"event": "connected", "pad": "x" * 4000}))
             closed = ws.receive()
         assert closed["type"] == "websocket.close" and closed["code"] == 1009
+
+
+def test_a_broker_refusal_partway_through_an_array_says_which_events_were_accepted(client: TestClient) -> None:
+    from connectors.kafka import DeliveryError
+
+    producer = client.app.state.gateway.producer
+    produce, calls = producer.produce_raw, []
+
+    def refuses_the_second(*args, **kwargs) -> None:
+        calls.append(args)
+        if len(calls) == 2:
+            raise DeliveryError("cannot produce: the broker went away")
+        produce(*args, **kwargs)
+
+    producer.produce_raw = refuses_the_second
+    clicks = [{"user_id": "u", "item_id": f"i{i}", "action": "CLICK"} for i in range(3)]  # no ids of their own
+    r = client.post("/v1/clicks", json=clicks, headers=AUTH)
+    assert r.status_code == 503 and r.json()["accepted"] == 1 and "1 of the 3" in r.json()["message"]
+    ids = r.json()["event_ids"]
+    assert len(set(ids)) == 3 and client.app.state.gateway.accepted == 1
+    retry = client.post("/v1/clicks", json=[{**c, "event_id": i} for c, i in zip(clicks, ids)], headers=AUTH)
+    assert retry.status_code == 202 and retry.json()["event_ids"] == ids  # the accepted one again: a repeat to drop
+    with client.websocket_connect("/v1/ws", headers=AUTH) as ws:  # the WebSocket answers the same
+        calls.clear()
+        ws.send_text(json.dumps({"type": "click", "event": clicks, "ref": 1}))
+        answer = ws.receive_json()
+    assert answer["status"] == 503 and answer["accepted"] == 1 and len(answer["event_ids"]) == 3

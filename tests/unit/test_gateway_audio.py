@@ -63,7 +63,8 @@ def test_8khz_frames_are_resampled_and_numbered() -> None:
         call.feed_pcm16(b"\x00\x00")
 
 
-@pytest.mark.parametrize("fmt", [{"sampleRate": "fast"}, {"channels": None}, "audio/x-mulaw"])
+@pytest.mark.parametrize("fmt", [{"sampleRate": "fast"}, {"channels": None}, "audio/x-mulaw",
+                                 {"sampleRate": float("inf")}])  # JSON 1e400
 def test_a_twilio_start_with_a_malformed_media_format_is_refused_with_what_to_send(fmt: object) -> None:
     with pytest.raises(GatewayError) as refused:
         _TwilioCall(None, "calls").start({"callSid": "CA1", "mediaFormat": fmt})

@@ -114,3 +114,39 @@ def test_a_gateway_process_remembers_a_bounded_number_of_calls() -> None:
         call.feed(np.zeros(3200, dtype="<i2"))
         numbers.close(call)
     assert dict(numbers.next) == {"b": 1, "c": 1} and not numbers.live
+
+
+@pytest.mark.parametrize(("path", "frame"), [
+    ("/v1/audio/twilio", "[" * 100_000 + "]" * 100_000),  # deeper than the JSON parser goes
+    ("/v1/audio/twilio", '{"event": "start", "start": {"callSid": "CA1", "mediaFormat": {"sampleRate": 1e400}}}'),
+    ("/v1/audio/twilio", '{"event": "start", "start": {"callSid": "CA1", "mediaFormat": {"sampleRate": NaN}}}'),
+    ("/v1/audio/stream?conversation_id=c5", "[" * 100_000 + "]" * 100_000),
+])
+def test_a_malformed_call_frame_is_refused_with_1003_and_a_reason(client, path: str, frame: str) -> None:
+    c, produced = client
+    with c.websocket_connect(path, headers=AUTH) as ws:
+        ws.send_text(frame)
+        closed = ws.receive()
+    assert closed["type"] == "websocket.close" and closed["code"] == 1003 and closed["reason"]
+    assert not produced
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/stream?conversation_id=c6", "/v1/audio/twilio"])
+def test_a_call_whose_handling_fails_unexpectedly_is_closed_with_1011_and_a_reason(client, path: str,
+                                                                                    caplog) -> None:
+    c, _ = client
+
+    def broken(*args: Any) -> list[str]:
+        raise KeyError("a bug")
+
+    c.app.state.gateway.produce_records = broken
+    with c.websocket_connect(path, headers=AUTH) as ws:
+        if "twilio" in path:
+            ws.send_text(json.dumps({"event": "start", "start": {"callSid": "CA6"}}))
+            payload = base64.b64encode(b"\xff" * 4000).decode()  # 500 ms: a chunk to produce
+            ws.send_text(json.dumps({"event": "media", "media": {"payload": payload}}))
+        else:
+            ws.send_bytes(b"\0\0" * 3200)
+        closed = ws.receive()
+    assert closed["type"] == "websocket.close" and closed["code"] == 1011 and "internal_error" in closed["reason"]
+    assert "a bug" in caplog.text  # the traceback is in the gateway's log, not the client's
