@@ -16,6 +16,14 @@ A flow whose state key is not the Kafka key (one model fed by many users) goes t
 topic keyed by state key first, as Faust's ``group_by`` would. A processor that raises costs the events of that
 call, dead-lettered with the error, never the worker (as in the Bytewax adapter: ``bytewax._process``).
 
+One key can get events along both paths from one input partition (a producer that keys some of a device's
+messages and not others): the direct one comes before the repartitioned copy of an earlier offset. So each state
+keeps its absorbed offsets per path, and the two agents and the idle sweep work on states one at a time (a lock,
+uncontended unless a flow really gets both kinds of events). The common case, Kafka key = state key, takes one
+path only and costs what it did. A key silent for ``idle_after_s`` is flushed (what its processor held back is
+handed on, as Bytewax does before it evicts a key) and leaves memory; a timer sweeps, so this happens even when
+no event arrives.
+
 Skipping by absorbed offset is sound only while each input partition reaches a state in offset order, with
 nothing left out before an offset it has applied. Faust keeps that order except in one place: after it
 restored a table, it resumes the input partitions and seeks them to their committed offsets while its
@@ -69,6 +77,12 @@ MARKER = b"\x00eddyline-end"
 # timestamp, so that a flow judging by broker time (the fleet flow) sees the source's, not the repartition's.
 _SRC_TOPIC, _SRC_PARTITION, _SRC_OFFSET, _SRC_KEY, _SRC_TIMESTAMP = (
     f"eddyline.source.{k}" for k in ("topic", "partition", "offset", "key", "timestamp"))
+# A state's absorbed offsets are kept per path, after the topic's name ('@' is not allowed in one): one input
+# partition's events reach a key in offset order along each path, straight from the input or through the
+# repartition topic, not across the two.
+_DIRECT, _REKEYED = "@direct", "@by-key"
+# a state to store: key, changelog partition, encoded state, processor, absorbed offsets
+_Changed = tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int]]
 
 
 def app_id(spec: FlowSpec, settings: KafkaSettings) -> str:
@@ -289,6 +303,23 @@ def unabsorbed(events: Sequence[Event], absorbed: Mapping[tuple[str, int], int])
     return out
 
 
+def _along(absorbed: Mapping[tuple[str, int], int], path: str) -> dict[tuple[str, int], int]:
+    """The offsets absorbed along one path (``_DIRECT``, ``_REKEYED``), by (topic, partition) as events name them."""
+    cut = len(path)
+    return {(topic[:-cut], p): o for (topic, p), o in absorbed.items() if topic.endswith(path)}
+
+
+def _by_path(absorbed: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+    """A restored state's offsets, each under its path. A state stored before the paths were told apart has one
+    offset per input partition for both; it counts for both, as it did then (a replay is not applied again)."""
+    for (topic, partition), offset in [(tp, o) for tp, o in absorbed.items() if "@" not in tp[0]]:
+        del absorbed[(topic, partition)]
+        for path in (_DIRECT, _REKEYED):
+            tp = (topic + path, partition)
+            absorbed[tp] = max(offset, absorbed.get(tp, -1))
+    return absorbed
+
+
 def _ack_only_processed(consumer: Any, flow: str) -> None:
     """Let Faust's consumer count an event as acknowledged only if a stream tracked it (handed it on).
 
@@ -327,12 +358,14 @@ class _FlowRunner:
         self.changelog = changelog_topic(spec, settings)
         self.repartition = repartition_topic(spec, settings)
         self.sinks: list[Sink] | None = None
-        # key -> (the table value it was loaded from, processor, offsets absorbed); reused while the
-        # table still holds that very object, rebuilt when recovery or a rebalance replaced it
-        self._live: dict[bytes, tuple[bytes, Processor, dict[tuple[str, int], int]]] = {}
+        # key -> (the table value it was loaded from, processor, offsets absorbed, changelog partition); reused
+        # while the table still holds that very object, rebuilt when recovery or a rebalance replaced it
+        self._live: dict[bytes, tuple[bytes, Processor, dict[tuple[str, int], int], int]] = {}
         self._used: dict[bytes, float] = {}  # key -> when its live processor last worked (monotonic s)
         self.idle_after_s = idle_after_s
-        self._next_sweep = time.monotonic() + (idle_after_s or 0)
+        # Held from loading states to storing them, by both agents and the idle sweep: one key's state is never
+        # worked on by two of them at once (each would store its own copy, and the last write would win).
+        self._states = asyncio.Lock()
 
     def open_sinks(self) -> list[Sink]:
         if self.sinks is None:
@@ -350,7 +383,10 @@ class _FlowRunner:
         self.sinks = None
 
     async def handle(self, batch: Sequence[Any], repartitioned: bool) -> None:
-        """Process one batch of Faust events; returns once all it caused is delivered."""
+        """Process one batch of Faust events; returns once all it caused is delivered.
+
+        A batch that only forwards events to the repartition topic touches no state and leaves the other agent be.
+        """
         pending: list[Any] = []
         groups: dict[bytes, tuple[int, list[Event]]] = {}
         raw: dict[tuple[str, int, int], tuple[bytes | None, Any]] = {}  # the events' bytes, for dead letters
@@ -377,40 +413,50 @@ class _FlowRunner:
                 continue
             groups.setdefault(state_key, (msg.partition, []))[1].append(out)
             raw[(out.topic, partition, offset)] = (key, msg.value)
+        if not groups:
+            await asyncio.gather(*pending)
+            return
 
-        emits: list[Emit] = []
-        letters: list[Message] = []
-        changed: list[tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int]]] = []
-        with PROCESSING_SECONDS.labels(self.spec.name).time():
-            for state_key, (table_partition, events) in groups.items():
-                proc, offsets = self._load(state_key)
-                fresh = unabsorbed(events, offsets)
-                if not fresh:
-                    continue
-                try:
-                    emits.extend(proc.process(fresh))
-                except Exception as exc:  # the events go to dead letters; the state is stored as the call left it
-                    letters.extend(self._unprocessed(fresh, raw, exc))
-                self.output.processed(fresh)
-                for e in fresh:
-                    offsets[(e.topic, e.partition)] = max(e.offset, offsets.get((e.topic, e.partition), -1))
-                blob = encode_processor(proc, state_key.decode(), offsets)
-                changed.append((state_key, table_partition, blob, proc, offsets))
+        path = _REKEYED if repartitioned else _DIRECT
+        async with self._states:
+            emits: list[Emit] = []
+            letters: list[Message] = []
+            changed: list[_Changed] = []
+            with PROCESSING_SECONDS.labels(self.spec.name).time():
+                for state_key, (table_partition, events) in groups.items():
+                    proc, offsets = self._load(state_key)
+                    fresh = unabsorbed(events, _along(offsets, path))
+                    if not fresh:
+                        continue
+                    try:
+                        emits.extend(proc.process(fresh))
+                    except Exception as exc:  # the events go to dead letters; the state is stored as the call left it
+                        letters.extend(self._unprocessed(fresh, raw, exc))
+                    self.output.processed(fresh)
+                    for e in fresh:
+                        tp = (e.topic + path, e.partition)
+                        offsets[tp] = max(e.offset, offsets.get(tp, -1))
+                    blob = encode_processor(proc, state_key.decode(), offsets)
+                    changed.append((state_key, table_partition, blob, proc, offsets))
+            await self._deliver(pending, emits, letters, changed)
 
+    async def _deliver(self, pending: list[Any], emits: list[Emit], letters: list[Message], changed: list[_Changed],
+                       keep: bool = True) -> None:
+        """Send the emits and dead letters, wait for everything in ``pending`` too, run the sinks, then store the
+        states (kept live with ``keep``): outputs are in Kafka before any state says they were made."""
         for emit in emits:
             if self.output.kafka_bound(emit):
                 pending.append(await self._send(*self.output.encode(emit)))
         for letter in letters:
             pending.append(await self._send(*letter))
-        await asyncio.gather(*pending)  # outputs are in Kafka before any state says they were made
+        await asyncio.gather(*pending)
         if emits and self.spec.sinks:
             sinks = self.open_sinks()
             loop = asyncio.get_running_loop()
             for sink in sinks:  # blocking clients (HTTP) run off the loop so heartbeats go on
                 await loop.run_in_executor(None, sink.write, emits)
         if changed:
-            await self._store(changed)
-        self._sweep()
+            await self._store(changed, keep)
 
     def _unprocessed(self, events: Sequence[Event], raw: Mapping[tuple[str, int, int], tuple[bytes | None, Any]],
                      exc: Exception) -> list[Message]:
@@ -428,18 +474,47 @@ class _FlowRunner:
                                                               e.partition, e.offset)))
         return letters
 
-    def _sweep(self) -> None:
-        """Drop the live processors of keys idle for ``idle_after_s``: their bytes stay in the table."""
-        if self.idle_after_s is None:
+    async def sweep(self) -> None:
+        """Flush the live processors of keys idle for ``idle_after_s`` and drop them; their bytes stay in the table.
+
+        A processor hands on what it held back (the sensor flow's batches waiting behind a lost one) before it
+        leaves memory, as in the Bytewax adapter; its emits are delivered and its new state stored like a batch's.
+        A flush that hands nothing on is taken to have changed nothing: the key is dropped without encoding its
+        state again, which at a fleet's size is most of them. Skipped while a rebalance is on: the partitions may be
+        leaving this worker (``settled`` waits for a sweep under way).
+        """
+        if self.idle_after_s is None or getattr(self.app, "rebalancing", False):
             return
-        now = time.monotonic()
-        if now < self._next_sweep:
+        cutoff = time.monotonic() - self.idle_after_s
+        if not any(used < cutoff for used in self._used.values()):
             return
-        self._next_sweep = now + self.idle_after_s / 4
-        cutoff = now - self.idle_after_s
-        for key in [k for k, used in self._used.items() if used < cutoff]:
-            self._live.pop(key, None)
-            del self._used[key]
+        async with self._states:
+            if getattr(self.app, "rebalancing", False):
+                return
+            emits: list[Emit] = []
+            changed: list[_Changed] = []
+            for key in [k for k, used in self._used.items() if used < cutoff]:
+                del self._used[key]
+                live = self._live.pop(key, None)
+                if live is None or self.table.get(key) is not live[0]:  # recovery or a rebalance replaced it
+                    continue
+                _, proc, offsets, partition = live
+                raised = False
+                try:
+                    out = proc.flush()
+                except Exception:  # the key leaves memory all the same (``bytewax._flush``), stored as it was left
+                    log.exception("a processor raised while handing on what it held back; that is lost",
+                                  extra={"flow": self.spec.name})
+                    out, raised = [], True
+                if out or raised:
+                    emits.extend(out)
+                    changed.append((key, partition, encode_processor(proc, key.decode(), offsets), proc, offsets))
+            await self._deliver([], emits, [], changed, keep=False)
+
+    async def settled(self) -> None:
+        """Return once no batch or sweep is working on states (one under way finishes first)."""
+        async with self._states:
+            return
 
     def forget_moved(self) -> None:
         """Drop the live processors whose state the table no longer holds: after a rebalance the store keeps
@@ -453,9 +528,10 @@ class _FlowRunner:
         live = self._live.get(state_key)
         if live is not None and blob is not None and live[0] is blob:
             return live[1], live[2]
-        return restore_or_fresh(self.spec, state_key.decode(), blob)
+        proc, offsets = restore_or_fresh(self.spec, state_key.decode(), blob)
+        return proc, _by_path(offsets)
 
-    async def _store(self, changed: list[tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int]]]) -> None:
+    async def _store(self, changed: list[_Changed], keep: bool = True) -> None:
         sent = [await self._send(self.changelog, k, blob, None, partition) for k, partition, blob, _, _ in changed]
         await asyncio.gather(*sent)
         closing = [await self._send(self.changelog, MARKER, None, None, p) for p in sorted({c[1] for c in changed})]
@@ -463,8 +539,9 @@ class _FlowRunner:
             self.table.data.written(meta.partition, meta.offset)
         for state_key, partition, blob, proc, offsets in changed:
             self.table.data.put(state_key, blob, partition)  # with its partition, so it leaves when that does
-            self._live[state_key] = (blob, proc, offsets)
-            self._used[state_key] = time.monotonic()
+            if keep:
+                self._live[state_key] = (blob, proc, offsets, partition)
+                self._used[state_key] = time.monotonic()
 
     async def _send(self, topic: str, key: bytes | None, value: bytes | None,
                     headers: dict[str, bytes] | None, partition: int | None = None) -> Any:
@@ -587,6 +664,16 @@ def build_app(
     async def consume_by_key(stream: Any) -> None:
         await drain(stream, repartitioned=True)
 
+    if idle_after_s is not None:
+        @app.timer(idle_after_s / 4, name=f"{spec.name}-idle")
+        async def sweep_idle() -> None:
+            # on a clock, not on arrivals: a key's held batches go out when it falls silent even if all do
+            try:
+                await runner.sweep()
+            except Exception as exc:  # as for a batch; the flushed states were not stored, so they flush again
+                log.exception("idle sweep failed; stopping the worker", extra={"flow": spec.name})
+                await app.crash(exc)
+
     input_names = set(inputs.topics)
 
     @app.on_rebalance_complete.connect
@@ -595,6 +682,11 @@ def build_app(
         # the flow after the seek; after a table restore the flow is still running and records fetched
         # during the seek can be lost (see the module docstring). Stopped here, nothing is in flight.
         app.consumer.stop_flow()
+
+    @app.on_partitions_revoked.connect
+    async def settle_before_revoke(sender: Any, revoked: Any, **_: Any) -> None:
+        # the partitions may go to another worker: a sweep under way stores its states before they do
+        await runner.settled()
 
     @app.on_partitions_assigned.connect
     async def assigned(sender: Any, assigned: Any, **_: Any) -> None:

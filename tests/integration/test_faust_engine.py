@@ -32,17 +32,17 @@ serde = AvroSerde()
 
 
 def start(module: str, args: list[str], settings: KafkaSettings, log: Path,
-          receiver: AlertReceiver | None = None) -> subprocess.Popen:
+          receiver: AlertReceiver | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A flow in its own process group (so SIGKILL takes its children too), logging to ``log``."""
-    env = flow_env(settings, receiver) | {"EDDYLINE_LOG_LEVEL": "INFO"}  # the tests read the worker's log
+    env = flow_env(settings, receiver) | {"EDDYLINE_LOG_LEVEL": "INFO"} | (env or {})  # the tests read the log
     return subprocess.Popen([sys.executable, "-m", module, *args], env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def start_faust(settings: KafkaSettings, state: Path, log: Path, receiver: AlertReceiver | None = None,
-                workers: int = 1) -> subprocess.Popen:
+                workers: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen:
     return start("streams.engines.faust", ["anomaly", "--state-dir", str(state), "--workers", str(workers)],
-                 settings, log, receiver)
+                 settings, log, receiver, env)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -96,6 +96,23 @@ def test_faust_scores_every_reading_and_matches_the_engine_free_reference(kafka_
     want_alerts = {e.record["event_id"] for e in expected if e.topic == "alerts"}
     assert want_alerts, "the simulated anomalies should raise alerts"
     assert alert_ids(kafka_settings) == want_alerts
+
+
+def test_faust_scores_what_a_silent_device_held_behind_a_lost_batch_once_it_is_idle(kafka_settings, tmp_path):
+    """A device lost a batch and fell silent; the batches after the gap waited for it. Bytewax scores them once the
+    key is idle; the Faust worker dropped its processor with them inside, and only when some batch arrived."""
+    records, _ = simulated(devices=2, messages=12)
+    quiet = records[0]["device_id"]
+    lost = [r for r in records if r["device_id"] == quiet][2]
+    records.remove(lost)
+    publish(kafka_settings, records)
+    log = tmp_path / "faust.log"
+    proc = start_faust(kafka_settings, tmp_path / "state", log, env={"EDDYLINE_RUNTIME_IDLE_EVICT_S": "2"})
+    try:
+        scores = unique_scores(kafka_settings, len(records), timeout=90)
+    finally:
+        stop(proc, signal.SIGTERM)
+    assert {s["source_event_id"] for s in scores.values()} == {r["event_id"] for r in records}, tail(log)
 
 
 def test_faust_dead_letters_malformed_messages_with_reason_and_goes_on(kafka_settings, tmp_path):

@@ -85,14 +85,14 @@ def test_a_changelog_state_is_plain_bytes_a_pickled_one_is_refused_and_idle_proc
     table[b"device-000"] = encode_processor(proc, "device-000", {("sensor.readings", 1): 41})
     table[b"device-001"] = pickle.dumps(proc)
     restored, offsets = runner._load(b"device-000")
-    assert offsets == {("sensor.readings", 1): 41} and restored.params() == proc.params()
+    assert offsets == {("sensor.readings@direct", 1): 41, ("sensor.readings@by-key", 1): 41}, "one offset, both paths"
+    assert restored.params() == proc.params()
     fresh, offsets = runner._load(b"device-001")
     assert offsets == {} and fresh.device_id == "device-001"
 
-    runner._live[b"device-000"] = (table[b"device-000"], restored, offsets)
+    runner._live[b"device-000"] = (table[b"device-000"], restored, offsets, 1)
     runner._used[b"device-000"] = time.monotonic() - 61
-    runner._next_sweep = 0
-    runner._sweep()
+    asyncio.run(runner.sweep())
     assert runner._live == {} and b"device-000" in table, "the bytes stay in the table, the processor goes"
 
 
@@ -115,7 +115,7 @@ def test_an_idle_processor_frozen_by_a_full_collection_is_freed_when_it_leaves_m
             key = rec["device_id"]
             proc = spec.make_processor(key)
             proc.process([Event("sensor.readings", key, rec)])
-            runner._live[key.encode()] = (b"", proc, {})
+            runner._live[key.encode()] = (b"", proc, {}, 0)
             runner._used[key.encode()] = time.monotonic() - 61
         gc.collect()
         refs = [weakref.ref(live[1]) for live in runner._live.values()]
@@ -123,8 +123,7 @@ def test_an_idle_processor_frozen_by_a_full_collection_is_freed_when_it_leaves_m
         gc.disable()
         try:
             del proc
-            runner._next_sweep = 0
-            runner._sweep()
+            asyncio.run(runner.sweep())
             assert runner._live == {} and all(r() is None for r in refs)
             assert gc.get_freeze_count() < frozen - 5 * 8, "each processor left the frozen generation with its parts"
         finally:
@@ -247,9 +246,170 @@ def test_a_processor_that_raises_dead_letters_its_calls_events_and_the_worker_go
     assert "RuntimeError: cannot take d-bad-1" in infos[0]["error"] and letters[0][1] == b"d-bad"
     assert [s[1] for s in app.producer.sent if "scores.anomaly" in s[0]] == [b"d-ok"], "the other key's go out"
     saved = decode_checkpoint(runner.table.get(b"d-bad"))
-    assert saved["state"] == {"seen": [0]} and saved["offsets"] == {("sensor.readings", 3): 102}, \
+    assert saved["state"] == {"seen": [0]} and saved["offsets"] == {("sensor.readings@direct", 3): 102}, \
         "stored as the call left it, its events absorbed: a replay does not apply them again"
     app.producer.sent.clear()
     asyncio.run(runner.handle(batch(fragile_events("d-bad", ["p"] * 4)), repartitioned=False))
     assert [s[1] for s in app.producer.sent if "scores.anomaly" in s[0]] == [b"d-bad"]
     assert decode_checkpoint(runner.table.get(b"d-bad"))["state"] == {"seen": [0, 3]}
+
+
+def _message(topic: str, key: bytes | None, value: bytes, partition: int, offset: int, headers=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(message=SimpleNamespace(topic=topic, key=key, value=value, partition=partition,
+                                                   offset=offset, timestamp=0, headers=headers))
+
+
+def _rekeyed(runner, sent: list[tuple]) -> list:
+    """The by-key agent's batch: what the input agent forwarded to the repartition topic, as it comes back."""
+    return [_message(runner.repartition, key, value, 0, i, list(headers.items()))
+            for i, (topic, key, value, headers) in enumerate(sent) if topic == runner.repartition]
+
+
+def _sensor_runner(spec=None, idle_after_s: float | None = None):
+    from types import SimpleNamespace
+
+    from streams.engines.faust import _FlowRunner
+
+    settings = KafkaSettings(namespace="t17.")
+    app = SimpleNamespace(producer=_Producer(), rebalancing=False)
+    return _FlowRunner(spec or sensor_anomaly_flow(), settings, app=app, table=_StoreTable(), idle_after_s=idle_after_s)
+
+
+def _scored(runner) -> list[str]:
+    from schemas import ANOMALY_SCORE, AvroSerde
+
+    serde = AvroSerde()
+    return sorted(serde.decode(s[2], ANOMALY_SCORE)["source_event_id"] for s in runner.app.producer.sent
+                  if s[0] == "t17.scores.anomaly")
+
+
+def test_a_device_fed_directly_and_through_the_repartition_topic_from_one_partition_loses_no_batch():
+    """Offset 0 came without a key (repartitioned), offset 1 keyed by its device (processed directly, first): both
+    shared one absorbed offset per partition, so offset 1 marked the repartitioned offset 0 applied and it was lost.
+    Bytewax and the engine-free reference score both."""
+    import itertools
+
+    from schemas import SENSOR_BATCH, AvroSerde
+    from streams.processor import run_local
+    from streams.producers.simulator import SensorSimulator
+
+    spec = sensor_anomaly_flow()
+    serde = AvroSerde()
+    recs = list(itertools.islice(SensorSimulator(devices=1, readings_per_message=10, seed=3), 2))
+    device = recs[0]["device_id"]
+    runner = _sensor_runner(spec)
+    inputs = [_message("t17.sensor.readings", key, serde.encode(SENSOR_BATCH, r), 0, i)
+              for i, (key, r) in enumerate(zip([None, device.encode()], recs))]
+    asyncio.run(runner.handle(inputs, repartitioned=False))
+    by_key = _rekeyed(runner, runner.app.producer.sent)
+    assert len(by_key) == 1
+    asyncio.run(runner.handle(by_key, repartitioned=True))
+    want = [e.record["source_event_id"] for e in run_local(spec, [Event("sensor.readings", device, r) for r in recs])
+            if e.topic == "scores.anomaly"]
+    assert _scored(runner) == sorted(want) == sorted(r["event_id"] for r in recs)
+
+    runner.app.producer.sent.clear()  # both replayed (a restart before the commit): neither is applied again
+    asyncio.run(runner.handle(inputs, repartitioned=False))
+    asyncio.run(runner.handle(_rekeyed(runner, runner.app.producer.sent), repartitioned=True))
+    assert _scored(runner) == []
+
+
+def test_the_two_agents_never_work_on_one_key_at_once():
+    """Each agent loaded the key's state, processed and stored it; the second store overwrote the first, and the
+    changelog lost the events of one of them."""
+    from dataclasses import replace
+
+    from schemas import SENSOR_BATCH, AvroSerde
+    from streams.engines.faust import _SRC_OFFSET, _SRC_PARTITION, _SRC_TOPIC
+    from streams.state import decode_checkpoint
+    from tests.unit.test_bytewax_outputs import Fragile, fragile_events
+
+    serde = AvroSerde()
+    runner = _sensor_runner(replace(sensor_anomaly_flow(), make_processor=Fragile))
+    first, second = fragile_events("d-1", ["p", "p"])
+    direct = [_message("t17.sensor.readings", b"d-1", serde.encode(SENSOR_BATCH, second.record), 3, 101)]
+    copy = [_message(runner.repartition, b"d-1", serde.encode(SENSOR_BATCH, first.record), 0, 0, [
+        (_SRC_TOPIC, b"t17.sensor.readings"), (_SRC_PARTITION, b"3"), (_SRC_OFFSET, b"100")])]
+
+    async def both() -> None:
+        await asyncio.gather(runner.handle(direct, repartitioned=False), runner.handle(copy, repartitioned=True))
+
+    asyncio.run(both())
+    saved = decode_checkpoint(runner.table.get(b"d-1"))
+    assert sorted(saved["state"]["seen"]) == [0, 1], "both agents' events are in the stored state"
+    assert saved["offsets"] == {("sensor.readings@direct", 3): 101, ("sensor.readings@by-key", 3): 100}
+
+
+def test_a_state_stored_before_the_paths_were_told_apart_skips_what_it_absorbed_on_both():
+    """Its one offset per partition covered both paths; a replay along either must not be applied again."""
+    from dataclasses import replace
+
+    from schemas import SENSOR_BATCH, AvroSerde
+    from streams.engines.faust import _SRC_OFFSET, _SRC_PARTITION, _SRC_TOPIC
+    from streams.state import decode_checkpoint, encode_processor
+    from tests.unit.test_bytewax_outputs import Fragile, fragile_events
+
+    serde = AvroSerde()
+    spec = replace(sensor_anomaly_flow(), make_processor=Fragile)
+    runner = _sensor_runner(spec)
+    old = Fragile("d-1")
+    old.seen = [0, 1]
+    runner.table.data[b"d-1"] = encode_processor(old, "d-1", {("sensor.readings", 3): 101})
+    evs = fragile_events("d-1", ["p"] * 4)  # offsets 100..103
+    direct = [_message("t17.sensor.readings", b"d-1", serde.encode(SENSOR_BATCH, e.record), 3, e.offset)
+              for e in evs[1:3]]
+    copies = [_message(runner.repartition, b"d-1", serde.encode(SENSOR_BATCH, e.record), 0, i, [
+        (_SRC_TOPIC, b"t17.sensor.readings"), (_SRC_PARTITION, b"3"), (_SRC_OFFSET, str(e.offset).encode())])
+        for i, e in enumerate([evs[0], evs[3]])]
+    asyncio.run(runner.handle(direct, repartitioned=False))
+    asyncio.run(runner.handle(copies, repartitioned=True))
+    saved = decode_checkpoint(runner.table.get(b"d-1"))
+    assert saved["state"]["seen"] == [0, 1, 2, 3], "101 and 100 were absorbed already; 102 and 103 are new"
+    assert saved["offsets"] == {("sensor.readings@direct", 3): 102, ("sensor.readings@by-key", 3): 103}
+
+
+def test_an_idle_device_hands_on_the_batches_it_held_behind_a_lost_one_before_it_leaves_memory():
+    """A device lost a batch and fell silent: Bytewax scores what it held once the key is idle (it flushes before
+    it evicts), Faust dropped the processor with the batches inside, unscored until the device spoke again."""
+    import itertools
+
+    from schemas import SENSOR_BATCH, AvroSerde
+    from streams.producers.simulator import SensorSimulator
+    from streams.state import restore_or_fresh
+
+    written: list = []
+
+    class Sink:
+        def write(self, emits) -> None:
+            written.extend(emits)
+
+        def close(self) -> None:
+            pass
+
+    spec = sensor_anomaly_flow()
+    spec.sinks = [Sink]
+    serde = AvroSerde()
+    recs = list(itertools.islice(SensorSimulator(devices=1, readings_per_message=10, seed=3), 4))
+    del recs[1]  # lost on the way: the next two wait for it
+    device = recs[0]["device_id"]
+    runner = _sensor_runner(spec, idle_after_s=60)
+    asyncio.run(runner.handle([_message("t17.sensor.readings", device.encode(), serde.encode(SENSOR_BATCH, r), 0, i)
+                               for i, r in enumerate(recs)], repartitioned=False))
+    assert _scored(runner) == [recs[0]["event_id"]]
+    runner._used[device.encode()] -= 61
+
+    runner.app.rebalancing = True  # its partition may be on its way to another worker: left alone
+    asyncio.run(runner.sweep())
+    assert _scored(runner) == [recs[0]["event_id"]] and device.encode() in runner._live
+    runner.app.rebalancing = False
+    asyncio.run(runner.sweep())
+    assert _scored(runner) == sorted(r["event_id"] for r in recs)
+    assert sorted(e.record["source_event_id"] for e in written if e.topic == "scores.anomaly") == _scored(runner)
+    assert runner._live == {} and runner._used == {}
+    stored, _ = restore_or_fresh(spec, device, runner.table.get(device.encode()))
+    assert stored.sequence.pending == {} and stored.sequence.hwm == recs[-1]["seq"], "the flushed state is stored"
+    runner.app.producer.sent.clear()
+    asyncio.run(runner.sweep())
+    assert runner.app.producer.sent == []
