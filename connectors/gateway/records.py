@@ -45,7 +45,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             "sensor.readings",
             "device_id",
             "Sensor reading batches",
-            {"series.sensor": {"minLength": 1}},
+            {"series.sensor": {"minLength": 1}, "series.values": {"minItems": 1}},
         ),
         Endpoint(
             AUDIO_CHUNK,
@@ -201,8 +201,11 @@ class _Walker:
         if kind == "array":
             if type(v) is not list:
                 return _bad(problems, path, f"expected an array, got {_what(v)}")
+            rule = self.constraints.get(where, {})
+            if len(v) < rule.get("minItems", 0):
+                return _bad(problems, path, f"must hold at least {rule['minItems']} item(s)")
             items = self.resolve(t["items"])
-            fast = _primitive_array(items, v, where in self.constraints)
+            fast = _primitive_array(items, v, bool(rule.keys() - {"minItems"}))
             if fast is not None:
                 return fast
             return [self.convert(items, x, f"{path}[{i}]", where, problems) for i, x in enumerate(v)]

@@ -131,6 +131,10 @@ def test_number_arrays_are_checked_whole_and_converted() -> None:
     ):
         _, problems = mapper.to_record({"device_id": "d", "seq": 0, "series": [{**series, **bad}]})
         assert [p.path for p in problems] == [f"series[0].{where}"], bad
+    _, problems = mapper.to_record({"device_id": "d", "seq": 0, "series": [{**series, "timestamps": [], "values": []}]})
+    assert [(p.path, p.message) for p in problems] == [("series[0].values", "must hold at least 1 item(s)")]
+    spec = json_schema("sensor_batch")["properties"]["series"]["items"]["properties"]["values"]
+    assert spec["minItems"] == 1  # the spec says it, so generated valid bodies never break it
 
 
 @pytest.mark.parametrize("event_type", list(ENDPOINTS))
