@@ -44,6 +44,13 @@ def friendly(fn: F) -> F:
                 err=True,
             )
             raise typer.Exit(1) from None
+        except OSError as exc:  # a path the command was given or configured with: a folder, unreadable, missing
+            if exc.filename is None:
+                typer.secho(f"error: {exc}", fg="red", err=True)
+                raise typer.Exit(1) from None
+            typer.secho(f"error: {exc.strerror or exc}: {exc.filename}; check the path and its permissions, "
+                        "then run the command again", fg="red", err=True)
+            raise typer.Exit(2) from None
         except ValueError as exc:  # settings (a pydantic ValidationError): name the key and what to change
             from pydantic import ValidationError
             from pydantic_settings import SettingsError

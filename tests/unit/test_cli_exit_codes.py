@@ -138,3 +138,14 @@ def test_commands_a_person_runs_say_within_seconds_that_no_broker_answers(
     assert result.exit_code == 1, result.output
     assert f"no Kafka broker answered at {bootstrap} within 1 s" in result.output
     assert "eddyline broker" in result.output and "Traceback" not in result.output
+
+
+def test_a_path_that_is_a_folder_or_unreadable_is_a_mistake_to_fix_not_a_backtrace(tmp_path) -> None:
+    from streams.cli import app
+
+    result = CliRunner().invoke(app, ["transcribe", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert f"Is a directory: {tmp_path}; check the path" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(_app(PermissionError(13, "Permission denied", "/etc/eddyline/key.pem")), [])
+    assert result.exit_code == 2 and "Permission denied: /etc/eddyline/key.pem; check the path" in result.output

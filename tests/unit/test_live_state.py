@@ -160,3 +160,34 @@ def test_a_conversation_shows_its_emotion_and_routing() -> None:
     assert (row["emotion"], row["route"], row["reason"], row["segments"]) == (
         "anger", "escalate_supervisor", "anger in 2 of the last 2 segments", 1)
     assert s.snapshot()["events"]["routing"] == 1
+
+
+def test_fleet_incidents_of_devices_long_gone_are_bounded_like_the_fleet() -> None:
+    s = LiveState(LiveLimits(fleet_devices=3))
+    for i in range(50):  # retired devices whose silent alert never resolves
+        s.apply("device.health", health(f"pi-{i}", i))
+        s.apply("alerts", fleet_alert(f"pi-{i}", "silent", "OPENED", i))
+    assert list(s.fleet_incidents) == ["pi-47", "pi-48", "pi-49"]
+    assert len(s.snapshot()["fleet"]["trouble"]) == 3
+
+
+def test_the_page_json_has_no_nan_or_infinity_a_browser_would_refuse() -> None:
+    import json
+
+    import pytest
+
+    from streams.apps.live.state import page_json
+
+    s = LiveState()
+    s.apply("scores.sentiment", {
+        "event_id": "s1", "event_time": 1, "producer": "p", "source_event_id": "t1", "conversation_id": "c1",
+        "segment": 0, "text": "hi", "label": "neutral", "score": float("nan"), "probabilities": {},
+        "rolling_score": float("inf"), "model": "m", "emotion": None, "emotions": {}, "emotion_model": None})
+
+    def refuse(token: str) -> None:
+        pytest.fail(f"{token} in the page's JSON: JSON.parse refuses it")
+
+    view = json.loads(page_json(s.snapshot() | s.selected({})), parse_constant=refuse)
+    (row,) = view["sentiment"]
+    assert (row["score"], row["rolling"]) == (None, None)
+    assert view["call_chart"]["data"][1:] == [[None], [None]]

@@ -31,7 +31,7 @@ from connectors.lag import LagReader
 from connectors.schema_registry import configured_serde
 from schemas import SchemaError
 from streams.apps.live.auth import LiveAuth
-from streams.apps.live.state import TOPICS, LiveLimits, LiveState
+from streams.apps.live.state import TOPICS, LiveLimits, LiveState, page_json
 from streams.engines.lag import ENGINES, consumer_group
 
 log = logging.getLogger(__name__)
@@ -321,7 +321,7 @@ class LivePage:
                                                 "address or add that origin to [live] origins")
             return None
         if path == "/snapshot.json":
-            body, kind = json.dumps(self.snapshot()).encode(), "application/json"
+            body, kind = page_json(self.snapshot()).encode(), "application/json"
         elif path in FILES:
             name, kind = FILES[path]
             body = (STATIC / name).read_bytes()
@@ -335,7 +335,7 @@ class LivePage:
 
         self.clients[ws] = {}
         try:
-            await ws.send(json.dumps(self.snapshot()))
+            await ws.send(page_json(self.snapshot()))
             async for raw in ws:  # a chart selection: answered with a view showing it
                 try:
                     asked = json.loads(raw)
@@ -345,7 +345,7 @@ class LivePage:
                     await ws.send(json.dumps({"error": 'send {"device", "sensor", "call"} as a JSON object'}))
                     continue
                 self.clients[ws] = selection
-                await ws.send(json.dumps(self.snapshot(selection)))
+                await ws.send(page_json(self.snapshot(selection)))
         except ConnectionClosed:
             pass
         finally:
@@ -366,7 +366,7 @@ class LivePage:
                 common = self.state.snapshot()
                 views = [(ws, common | self.state.selected(sel)) for ws, sel in list(self.clients.items())]
             for ws, view in views:
-                broadcast([ws], json.dumps(view))
+                broadcast([ws], page_json(view))
             sent = version
 
 

@@ -10,6 +10,8 @@ to InfluxDB and Prometheus rather than to a topic.
 from __future__ import annotations
 
 import heapq
+import json
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -38,6 +40,25 @@ TOPICS: dict[str, str] = {
     "routing": ROUTING_RECOMMENDATION,
 }
 OUTPUTS = ("scores.anomaly", "alerts", "scores.sentiment", "drift", "routing")  # what flows emit: the throughput chart
+
+
+def page_json(view: Any) -> str:
+    """``view`` as JSON a browser can parse: a NaN or infinite number (a device's or a model's, decoded as sent)
+    is written ``null``, since one ``NaN`` token makes ``JSON.parse`` refuse the whole view and the page freeze."""
+    try:
+        return json.dumps(view, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(view), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 @dataclass
@@ -79,7 +100,8 @@ class LiveState:
         self.quality: dict[str, dict[str, Any]] = {}  # "model version" -> last closed window
         self.predictions: dict[str, int] = {}
         self.fleet: OrderedDict[str, dict[str, Any]] = OrderedDict()  # device -> latest health, last heard last
-        self.fleet_incidents: dict[str, dict[str, str]] = {}  # device -> kind -> alert key, from the fleet flow
+        self.fleet_incidents: OrderedDict[str, dict[str, str]] = OrderedDict()  # device -> kind -> alert key, last
+        # alerted last; bounded like ``fleet``: a retired device's alert that never resolves is not kept for good
 
     def reject(self, topic: str, reason: str) -> None:
         """An event that could not be decoded: counted and shown, never silently dropped."""
@@ -231,7 +253,7 @@ class LiveState:
             self.fleet.popitem(last=False)
 
     def _fleet_alert(self, rec: dict[str, Any]) -> None:
-        kinds = self.fleet_incidents.setdefault(rec["entity"], {})
+        kinds = bounded_get(self.fleet_incidents, rec["entity"], self.limits.fleet_devices, dict)
         kind = rec["details"].get("kind", "unknown")
         if rec["status"] == "RESOLVED":
             kinds.pop(kind, None)
