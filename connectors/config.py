@@ -54,7 +54,10 @@ def config_path() -> Path:
     """
     named = os.environ.get("EDDYLINE_CONFIG", "").strip()
     if not named:
-        return Path("eddyline.toml")
+        path = Path("eddyline.toml")
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"./{path} is not a file; remove or rename it, or set EDDYLINE_CONFIG to the TOML file")
+        return path
     path = Path(named)
     if not path.is_file():
         what = "is a directory, not a TOML file" if path.is_dir() else "does not exist"
@@ -117,6 +120,12 @@ def _tables(path: Path) -> set[str]:
             return {k for k, v in tomllib.load(f).items() if isinstance(v, dict)}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}; fix it or point EDDYLINE_CONFIG elsewhere") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 or point "
+                          "EDDYLINE_CONFIG elsewhere") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror}); make it readable or point EDDYLINE_CONFIG "
+                          "elsewhere") from None
 
 
 def _section(title: str) -> type[Section] | None:

@@ -49,3 +49,18 @@ def test_unset_or_empty_reads_the_working_directorys_file_and_it_is_optional(
     assert KafkaSettings().namespace == "cwd." != default
     monkeypatch.setenv("EDDYLINE_CONFIG", "")
     assert KafkaSettings().namespace == "cwd."
+
+
+def test_a_settings_file_that_cannot_be_read_is_an_error_that_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDDYLINE_CONFIG", raising=False)
+    (tmp_path / "eddyline.toml").mkdir()  # silently the defaults before
+    with pytest.raises(ConfigError, match="is not a file; remove or rename it"):
+        KafkaSettings()
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[kafka]\nnamespace = "caf\xe9."\n'.encode("latin-1"))
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(latin))
+    with pytest.raises(ConfigError, match="is not UTF-8 text .* save it as UTF-8"):
+        KafkaSettings()
