@@ -828,7 +828,8 @@ def scan_to_end(
         Where to start per partition (partition -> next offset); advanced in place past each record handed over,
         and to a partition's end at its end-of-partition report.
     partitions
-        The partitions to read (default: all the topic has).
+        The partitions to read (default: all the topic has); one the topic does not have raises ``KafkaException``
+        (``_UNKNOWN_PARTITION``) at once.
     timeout
         Seconds to try, listing the partitions included.
     ends
@@ -853,9 +854,12 @@ def scan_to_end(
 
     deadline = time.monotonic() + timeout
     try:
-        if partitions is None:
-            partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-        partitions = set(partitions)
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        partitions = set(meta.partitions if partitions is None else partitions)
+        absent = sorted(partitions - set(meta.partitions))
+        if absent and meta.error is None and meta.partitions:  # never there: waiting out the timeout tells nothing
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION, f"topic {topic!r} has no partition "
+                                            f"{', '.join(map(str, absent))}: it has {len(meta.partitions)}"))
         pending = partitions - _already_read(consumer, topic, partitions, positions, ends, deadline)
         for p in pending:
             ends.pop(p, None)

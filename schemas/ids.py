@@ -27,7 +27,9 @@ def derive_id(*parts: object) -> str:
     ----------
     parts
         What identifies the output: usually the output topic and the input's event id, plus whatever
-        tells apart several outputs of one input. Parts are compared as text.
+        tells apart several outputs of one input. Parts are compared as text; one holding the separator
+        (``\\x1f``, from a producer's id) is escaped so it cannot pass for two parts, and the id of parts
+        without ``\\x1e``/``\\x1f`` stays what it always was (a replay across an upgrade repeats it).
 
     Examples
     --------
@@ -39,5 +41,7 @@ def derive_id(*parts: object) -> str:
     >>> len(derive_id("x"))
     32
     """
-    joined = "\x1f".join(str(p) for p in parts)
-    return hashlib.blake2b(joined.encode(), digest_size=16).hexdigest()
+    texts = [str(p) for p in parts]
+    if any("\x1f" in t or "\x1e" in t for t in texts):  # escaped, so that parts holding the separator cannot collide
+        texts = [t.replace("\x1e", "\x1e\x1e").replace("\x1f", "\x1e\x1f") for t in texts]
+    return hashlib.blake2b("\x1f".join(texts).encode(errors="surrogatepass"), digest_size=16).hexdigest()

@@ -257,7 +257,7 @@ class FlowOutput:
 
     def _unencodable(self, emit: Emit, reason: str, error: str) -> Message:
         log.error("invalid output event", extra={"flow": self.spec.name, "topic": emit.topic, "error": error})
-        key = emit.key.encode() if isinstance(emit.key, str) else None
+        key = emit.key.encode(errors="surrogatepass") if isinstance(emit.key, str) else None  # the letter must go
         value = json.dumps(emit.record, default=_plain).encode()
         return self.dead_letter(DeadLetter(emit.topic, key, value, reason, error, -1, -1))
 

@@ -300,3 +300,40 @@ def test_every_kafka_client_is_built_with_librdkafkas_lines_routed_to_logging() 
                     continue
                 found.add((path.relative_to(root).as_posix(), ast.unparse(conf)))
     assert found == UNLOGGED, sorted(found ^ UNLOGGED)
+
+
+def test_scan_to_end_refuses_a_partition_the_topic_does_not_have_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Faust changelog with fewer partitions than the input waited out the whole load timeout, then said it 'took
+    over 60 s'; the metadata already said the partition is not there."""
+    import time
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from connectors import kafka
+
+    class Reader:
+        def list_topics(self, topic: str, timeout: float) -> SimpleNamespace:
+            return SimpleNamespace(topics={topic: SimpleNamespace(error=None, partitions={0: None, 1: None})})
+
+        def get_watermark_offsets(self, tp, timeout: float = 0.0, cached: bool = False) -> tuple[int, int]:
+            return 0, 0
+
+        def assign(self, partitions) -> None:
+            pass
+
+        def consume(self, n: int, timeout: float) -> list:
+            time.sleep(0.01)
+            return []
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(kafka, "make_consumer", lambda *a, **k: Reader())
+    s = KafkaSettings(bootstrap_servers="127.0.0.1:9")
+    started = time.monotonic()
+    with pytest.raises(KafkaException) as info:
+        kafka.scan_to_end(s, "changelog", lambda m: None, partitions=[0, 1, 5], timeout=2.0)
+    assert info.value.args[0].code() == KafkaError._UNKNOWN_PARTITION and "no partition 5: it has 2" in str(info.value)
+    assert time.monotonic() - started < 1.0
+    assert kafka.scan_to_end(s, "changelog", lambda m: None, partitions=[0, 1], timeout=2.0) == set()

@@ -73,3 +73,11 @@ def test_an_output_no_encoder_takes_becomes_a_dead_letter_not_an_exception() -> 
     assert bad_type.topic == no_key.topic == "ns.dlq.scores.anomaly"
     assert bad_type.headers["eddyline.dlq.reason"] == b"invalid_output" and bad_type.key == b"dev"
     assert no_key.headers["eddyline.dlq.reason"] == b"encode_failed" and no_key.key is None
+
+
+def test_an_output_whose_key_no_encoder_takes_is_dead_lettered_with_that_key() -> None:
+    """A key with a lone surrogate failed its encode and then the dead letter's: the flow died of one event."""
+    out = FlowOutput(sensor_anomaly_flow(), KafkaSettings(namespace="ns."))
+    letter = out.encode(Emit("alerts", "dev-\ud800", "alert", {"event_id": "a-1"}))
+    assert letter.topic == "ns.dlq.alerts" and letter.headers["eddyline.dlq.reason"] == b"encode_failed"
+    assert letter.key == "dev-\ud800".encode(errors="surrogatepass")

@@ -326,3 +326,17 @@ def test_missing_field_is_a_validation_error_not_a_crash(serde: AvroSerde, event
 def test_wrong_item_type_in_a_series(serde: AvroSerde) -> None:
     with pytest.raises(ValidationError, match="values"):
         serde.encode(catalog.SENSOR_BATCH, _sensor(values=["21.5", 21.6, 21.7]))
+
+
+def test_derived_ids_of_parts_holding_the_separator_do_not_collide() -> None:
+    """A producer's id holding the separator could pass for two parts: the drift flow derives from a feature name and
+    a prediction's id, so two different drifts got one id and the second was dropped as a repeat."""
+    assert derive_id("drift", "ctr", "hour\x1fp-2", "p-1") != derive_id("drift", "ctr", "hour", "p-2\x1fp-1")
+    assert derive_id("a\x1e", "\x1fb") != derive_id("a\x1e\x1f", "b")
+    assert derive_id("a\x1f") != derive_id("a", "")
+    assert derive_id("scores.anomaly", "batch-1") == "7cc7a334cd00eda8ce3db2fd962af5f4"  # as before: replays repeat it
+
+
+def test_a_derived_id_takes_any_text() -> None:
+    """A lone surrogate (JSON's ``"\\ud800"`` decodes to one) gives an id instead of a UnicodeEncodeError."""
+    assert derive_id("gateway", "\ud800") != derive_id("gateway", "\ud801")
