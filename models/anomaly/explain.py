@@ -27,6 +27,7 @@ detectors with a window, the slot residual's sigma for ``seasonal_break``, the E
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -42,6 +43,7 @@ BAND_SIGMAS = 3.0  # the "normal" band drawn around the expected value
 CONTEXT = 16  # readings before the alarming one (and it) shown as context
 FLAT_READINGS = 8
 FLAT_FRACTION = 0.05
+_FLOAT_MAX = sys.float_info.max
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,10 @@ def _median(x: np.ndarray) -> float:
     without its generic machinery, which costs several times the sort on a window of readings."""
     s = np.sort(x)
     m = s.shape[0] // 2
-    return float(s[m]) if s.shape[0] % 2 else float((s[m - 1] + s[m]) / 2.0)
+    if s.shape[0] % 2:
+        return float(s[m])
+    mid = float((s[m - 1] + s[m]) / 2.0)
+    return mid if math.isfinite(mid) else float(s[m - 1] / 2.0 + s[m] / 2.0)  # two readings near the float limit
 
 
 def _robust_sigma(window: np.ndarray, sd_long: float, floor: float) -> tuple[float, float]:
@@ -178,10 +183,17 @@ def _robust_sigma(window: np.ndarray, sd_long: float, floor: float) -> tuple[flo
     return med, sc
 
 
+def _bounded(v: float) -> float:
+    """``v`` within the finite doubles: near the float limit a band or a deviation overflows, and an alert's
+    explanation is read by people and JSON encoders, which take no infinity."""
+    return min(max(float(v), -_FLOAT_MAX), _FLOAT_MAX)
+
+
 def _make(rule: str, x: float, expected: float, sigma: float, context: np.ndarray,
           band: tuple[float, float] | None = None) -> Explanation:
+    expected, sigma = _bounded(expected), _bounded(sigma)
     lo, hi = band if band is not None else (expected - BAND_SIGMAS * sigma, expected + BAND_SIGMAS * sigma)
-    return Explanation(rule, float(expected), float(lo), float(hi), float(abs(x - expected) / sigma),
+    return Explanation(rule, expected, _bounded(lo), _bounded(hi), _bounded(_bounded(abs(x - expected)) / sigma),
                        [*context[-CONTEXT:].tolist(), x])
 
 

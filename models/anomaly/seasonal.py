@@ -253,13 +253,15 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
                 zs = surprise_z(r, math.sqrt(rv), mean)
                 if se < best_err:
                     best_z, best_err, best_ns = zs, se, ns
-                se += err_a * (r * r - se)
+                if math.isfinite(r * r):
+                    se += err_a * (r * r - se)
                 any_warm = True
             a_r = max(err_a, 1.0 / (rn + 1.0))
             rc = r * r
             if rn >= ns and rc > clip * clip * rv:
                 rc = clip * clip * rv
-            rv = rv + a_r * (rc - rv)
+            if math.isfinite(rc):
+                rv = rv + a_r * (rc - rv)
             if m == 0:
                 st[STATE.res_var], st[STATE.res_n], st[STATE.seas_err] = rv, rn + 1.0, se
             else:
@@ -272,7 +274,7 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
             s_lik, s_ssum, s_hsum, s_hsq = likelihood_step(s_short, s_hist, K, H, B, kk, gauss_tail(best_z / zscale),
                                                            ready, s_ssum, s_hsum, s_hsq)
             s_n += 1.0
-        if any_warm:
+        if any_warm and math.isfinite(gerr):
             glob_err += err_a * (gerr - glob_err)
         s, ssum, hsum, hsq = likelihood_step(short, hist, K, H, B, k, gauss_tail(z), min(k, H) >= 10,
                                              ssum, hsum, hsq)
@@ -328,7 +330,7 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
                 if (seen[sl >> 6] >> (sl & 63)) & 1 == 0:
                     tab[sl] = x
                     seen[sl >> 6] |= 1 << (sl & 63)
-                else:
+                elif math.isfinite(tab[sl] + alpha_s * (x - tab[sl])):
                     tab[sl] = tab[sl] + alpha_s * (x - tab[sl])
         mn, mx = range_learn(k, x, mn, mx)
         mean, var = ewma_learn(x, n, mean, var, alpha)

@@ -233,3 +233,23 @@ def test_the_explainer_window_is_the_ring_rolled_oldest_first(name: str) -> None
         expected = ring[:seen].copy() if seen < ring.shape[0] else np.roll(ring, -(seen % ring.shape[0]))
         assert np.array_equal(_window(det, seen), expected)
         assert _window(det, seen)[-1] == ring[(seen - 1) % ring.shape[0]]
+
+
+@pytest.mark.parametrize("name", ["gauss", "likelihood", "robust", "seasonal"])
+@pytest.mark.parametrize("scale", [1e300, 1e308])
+def test_explanations_near_the_float_limit_stay_finite(name: str, scale: float) -> None:
+    """A sensor reading near the float limit (a level step to it, or noise at that scale) overflowed the band, the
+    deviation or the window's median to inf or NaN, which an alert's summary printed and JSON cannot carry."""
+    rng = np.random.default_rng(2)
+    stamps = np.arange(3000, dtype=np.int64) * 300_000
+    explained = 0
+    for values in (np.r_[np.full(500, -scale), np.full(2500, scale)], np.r_[np.zeros(1000), np.full(2000, scale)],
+                   scale * np.clip(rng.normal(size=3000), -1.7, 1.7)):
+        det = make_detector(name)
+        scores, why = score_explained(det, values, stamps)
+        for i in np.flatnonzero(scores >= det.threshold)[:20]:
+            e = why.at(int(i)).as_record()
+            assert all(np.isfinite([e["expected"], e["lower"], e["upper"], e["deviation"], *e["context"]])), e
+            assert e["lower"] <= e["upper"]
+            explained += 1
+    assert explained

@@ -123,3 +123,20 @@ def test_the_in_place_median_is_numpy_s() -> None:
     for n in [*range(1, 70), 64, 64, 15, 15]:
         for a in (rng.poisson(rng.uniform(0.3, 40), n).astype(np.float64), rng.normal(size=n), np.full(n, 2.0)):
             assert middle(a.copy(), n) == np.median(a), a
+
+
+def test_one_glitch_near_the_float_limit_does_not_blind_the_cycle_for_good() -> None:
+    """A reading whose squared error overflows (1e160, a sensor's DBL_MAX sentinel) made the seasonal error averages
+    inf and then NaN for good: the daily table never spoke again, and a missing busy period went unseen."""
+    from models.anomaly.seasonal import STATE
+
+    for glitch in (1e160, 1.7976931348623157e308):
+        v, t = _daily(14)
+        v[5 * DAY + 100] = glitch
+        day = 11 * DAY
+        v[day + 96 : day + 216] = 20.0 + np.random.default_rng(1).normal(0, 2.0, 120)
+        det = make_detector("seasonal")
+        s = det.score_learn(v, t)
+        assert np.isfinite(det._s[[STATE.glob_err, STATE.seas_err, STATE.res_var, STATE.seas_err2, STATE.res_var2]]).all()
+        assert np.isfinite(det._views(["slot_mean", "slot_mean2"])["slot_mean"]).all()
+        assert s[day + 96 : day + 216].max() >= det.threshold
