@@ -215,7 +215,9 @@ class SelfStartingCusum(StreamDriftDetector):
         if self.detect_variance and not self._binary:
             z2 = z * z
             paths.append(_cusum_path(self._s[2], z2 - self.k_var_up))
-            paths.append(_cusum_path(self._s[3], self.k_var_down - z2))
+            # a spread floored at min_std was never measured: no fall below it can be (a flat metric alarmed for ever)
+            measured = self._sigma > self.min_std
+            paths.append(_cusum_path(self._s[3], self.k_var_down - z2) if measured else np.zeros_like(z))
         else:
             paths += [np.zeros_like(z), np.zeros_like(z)]
         limits += [self.h_var, self.h_var]

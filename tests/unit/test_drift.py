@@ -265,3 +265,11 @@ def test_a_settled_detector_resumes_from_its_snapshot_and_takes_a_snapshot_from_
     old = Settled("adwin", settle=800)
     old.restore(bare.snapshot())  # a checkpoint taken before the detector had a warm-up: on a settled stream
     assert old.warm.settled and list(old.update(errors[2000:])) == list(bare.update(errors[2000:]))
+
+
+@pytest.mark.parametrize("name", ["ours", "cusum"])
+def test_a_flat_metric_raises_no_drift_however_long_it_stays_flat(name: str) -> None:
+    """Its spread was floored at min_std, never measured: a 'fall in variance' below it is no drift."""
+    detector = make_detector(name)
+    assert len(detector.update(np.full(3000, 7.5))) == 0
+    assert len(detector.update(np.full(200, 9.5))) == 1  # a step in the level still is
