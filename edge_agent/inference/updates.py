@@ -103,8 +103,13 @@ class ModelUpdates:
         mine = record["device_class"] == self.device_class
         # Another class's model is kept without its bytes: enough to refuse it by name if our rollout names it.
         self.models[(record["device_class"], record["version"])] = record if mine else {**record, "model": b""}
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the models the rollout names and a few more; this class's are all kept until its rollout is read,
+        since the topics are read from the beginning in no set order and a pruned model never comes again."""
         named = self._named_versions()
-        for same_class in (True, False):
+        for same_class in (True, False) if self.rollout is not None else (False,):
             keys = [k for k in self.models if (k[0] == self.device_class) == same_class and k[1] not in named]
             keys.sort(key=lambda k: self.models[k]["event_time"])
             for k in keys[: max(0, len(keys) - _KEEP_MODELS)]:
@@ -113,6 +118,7 @@ class ModelUpdates:
     def on_rollout(self, record: dict[str, Any]) -> None:
         if record["device_class"] == self.device_class:
             self.rollout = record
+            self._prune()
 
     def _named_versions(self) -> set[str]:
         r = self.rollout
@@ -208,7 +214,10 @@ class ModelUpdates:
                 self.cache.unlink(missing_ok=True)
                 return
             tmp = self.cache.with_name(self.cache.name + ".tmp")
-            tmp.write_bytes(self.serde.encode(EDGE_MODEL, record))
+            with open(tmp, "wb") as f:  # synced before the rename: after a power cut, the old model or the new one
+                f.write(self.serde.encode(EDGE_MODEL, record))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, self.cache)
         except OSError as exc:  # a full or read-only disk costs the cache, not the model
             log.warning("cannot keep model %s in %s: %s", self.current.version, self.cache, exc)

@@ -81,6 +81,10 @@ class FleetSettings(Section):
         Share of the devices with the latest timestamps that the fleet clock sets aside (see the module doc).
     shards
         State keys the fleet is split into (see the module doc); 1 keeps the whole fleet on one clock.
+    forget_after_s
+        Silence (on the fleet clock) after which a device is taken out of the fleet state and its open alerts
+        resolved: a decommissioned device would otherwise stay in the state, the counts and the pager for ever.
+        0 keeps every device.
     """
 
     toml_table: ClassVar[str] = "fleet"
@@ -95,6 +99,8 @@ class FleetSettings(Section):
     resolve_after: int = Field(3, ge=1, description="Quiet heartbeats before an error alert resolves.")
     clock_ignore_share: float = Field(0.1, ge=0, lt=0.5, description="Latest device clocks the fleet clock ignores.")
     shards: int = Field(1, ge=1, description="State keys the fleet is split into.")
+    forget_after_s: float = Field(7 * 86_400.0, ge=0, description="Silence after which a device is forgotten, "
+                                  "seconds; 0: never.")
 
     def processor_params(self) -> dict[str, Any]:
         return self.model_dump(exclude={"shards"})
@@ -146,7 +152,7 @@ class FleetProcessor(Processor):
         The state key (``fleet`` or ``fleet-<n>``).
     silent_after_s, silent_beats, backlog_batches, backlog_rising, error_rate_per_min, clock_skew_ms, resolve_after
         As in ``FleetSettings``.
-    clock_ignore_share
+    clock_ignore_share, forget_after_s
         As in ``FleetSettings``.
 
     Examples
@@ -170,24 +176,28 @@ class FleetProcessor(Processor):
 
     def __init__(self, shard: str, silent_after_s: float = 300.0, silent_beats: float = 3.0,
                  backlog_batches: int = 100, backlog_rising: int = 3, error_rate_per_min: float = 6.0,
-                 clock_skew_ms: float = 5_000.0, resolve_after: int = 3, clock_ignore_share: float = 0.1) -> None:
+                 clock_skew_ms: float = 5_000.0, resolve_after: int = 3, clock_ignore_share: float = 0.1,
+                 forget_after_s: float = 7 * 86_400.0) -> None:
         self.shard = shard
         self.silent_after_s, self.silent_beats = silent_after_s, silent_beats
         self.backlog_batches, self.backlog_rising = backlog_batches, backlog_rising
         self.error_rate_per_min, self.clock_skew_ms, self.resolve_after = error_rate_per_min, clock_skew_ms, resolve_after
         self.clock_ignore_share = clock_ignore_share
+        self.forget_after_s = forget_after_s
         self.devices: dict[str, dict[str, Any]] = {}
         self.clock = 0
         self.scanned = 0  # the fleet clock at the last silence scan
         self.summarised = 0  # and at the last fleet counts
         self._live: list[int] = []  # sorted latest timestamps of the devices not silent: the clock's quantile
         self._due: list[tuple[float, str, int]] = []  # heap: (silent from, device, heard then); stale ones skipped
+        self._forget: list[tuple[float, str, int]] = []  # heap of silent devices: (forgotten from, device, heard then)
 
     def params(self) -> dict[str, Any]:
         return {"shard": self.shard, "silent_after_s": self.silent_after_s, "silent_beats": self.silent_beats,
                 "backlog_batches": self.backlog_batches, "backlog_rising": self.backlog_rising,
                 "error_rate_per_min": self.error_rate_per_min, "clock_skew_ms": self.clock_skew_ms,
-                "resolve_after": self.resolve_after, "clock_ignore_share": self.clock_ignore_share}
+                "resolve_after": self.resolve_after, "clock_ignore_share": self.clock_ignore_share,
+                "forget_after_s": self.forget_after_s}
 
     def silent_after_ms(self, dev: dict[str, Any]) -> float:
         """How long this device may say nothing: ``silent_after_s``, or more for a slow heartbeat."""
@@ -268,13 +278,32 @@ class FleetProcessor(Processor):
         out: list[Emit] = []
         while self._due and self._due[0][0] <= self.clock:
             _, device, heard = heapq.heappop(self._due)
-            dev = self.devices[device]
-            if dev["heard"] != heard or "silent" in dev["incidents"]:
-                continue  # heard again since, or already silent
+            dev = self.devices.get(device)
+            if dev is None or dev["heard"] != heard or "silent" in dev["incidents"]:
+                continue  # heard again since, already silent, or forgotten
             self._live.pop(bisect.bisect_left(self._live, dev["t"]))
             silent_s = (self.clock - dev["heard"]) / 1000
             out.append(self._open(device, dev, "silent", dev["last_id"], self.clock, silent_s,
                                   f"{device} silent for {silent_s:.0f} s (heartbeat every {dev['interval_s']:g} s)"))
+            self._forget_later(device, dev)
+        while self._forget and self._forget[0][0] <= self.clock:
+            _, device, heard = heapq.heappop(self._forget)
+            dev = self.devices.get(device)
+            if dev is not None and dev["heard"] == heard and "silent" in dev["incidents"]:
+                out.extend(self._forget_device(device, dev))
+        return out
+
+    def _forget_later(self, device: str, dev: dict[str, Any]) -> None:
+        if self.forget_after_s > 0:
+            heapq.heappush(self._forget, (dev["heard"] + 1000 * self.forget_after_s, device, dev["heard"]))
+
+    def _forget_device(self, device: str, dev: dict[str, Any]) -> list[Emit]:
+        """Drop a device silent for ``forget_after_s``, resolving what it left open: it was decommissioned or
+        replaced, and heard again it starts afresh."""
+        days = (self.clock - dev["heard"]) / 86_400_000
+        out = [self._resolve(device, dev, kind, dev["last_id"], f"{device} forgotten after {days:.1f} days silent")
+               for kind in KINDS if kind in dev["incidents"]]
+        del self.devices[device]
         return out
 
     def _open(self, device: str, dev: dict[str, Any], kind: str, cause: str, t: int, value: float,
@@ -326,6 +355,10 @@ class FleetProcessor(Processor):
         self._live = sorted(d["t"] for _, d in live)
         self._due = [(d["heard"] + self.silent_after_ms(d), k, d["heard"]) for k, d in live]
         heapq.heapify(self._due)
+        self._forget = []
+        for k, d in self.devices.items():
+            if "silent" in d["incidents"]:
+                self._forget_later(k, d)
 
 
 STATE_FIELDS = ("seq", "interval_s", "buffer_depth", "buffer_readings", "buffer_oldest_age_s", "send_rate",

@@ -147,6 +147,17 @@ def test_a_version_refused_then_republished_signed_right_is_loaded(keys, model_b
     assert new is not None and new.version == "3" and u.info()["model_state"] == "running" and u.refused == 1
 
 
+
+def test_the_rollouts_model_is_kept_when_models_are_read_before_rollouts(keys, model_bytes: bytes) -> None:
+    private, public, _ = keys
+    u = updater("pi-1", public)
+    for i, v in enumerate(["5", "6", "7", "8", "9", "10"]):  # 5 promoted; 6 to 10 published, none rolled out yet
+        u.on_model({**record(v, model_bytes, private), "event_time": 1000 + i})
+    u.on_rollout(rollout("5", "promoted", [], previous="4"))
+    new = settle(u)
+    assert new is not None and new.version == "5"
+    assert sorted(v for _, v in u.models) == ["10", "5", "7", "8", "9"]  # pruned once the rollout is known
+
 POLICY = RolloutPolicy(observe_s=60, swap_timeout_s=120, max_error_rate_per_min=2, max_latency_ms=20,
                        silence_intervals=3, fleet_window_s=600, min_joined_readings=0)  # health only; agreement: test_rollout_agreement
 

@@ -111,6 +111,32 @@ def test_snapshot_is_plain_and_a_restored_processor_gives_the_same_emits() -> No
     assert [k for _, _, k in alerts(expected)] == ["silent", "silent"]
 
 
+
+def test_a_device_silent_past_forget_after_is_forgotten_and_its_alert_resolved() -> None:
+    proc = FleetProcessor("fleet", silent_after_s=5, forget_after_s=60)
+    live = [beat(d, t) for t in range(1000, 70_000, 1000) for d in "bc"]
+    out = fleet_run(proc, [beat("a", 0, buffer_depth=500, clock_offset_ms=9000.0), beat("b", 0), beat("c", 0)] + live)
+    assert alerts(out) == [("OPENED", "a", "clock_skew"), ("OPENED", "a", "silent"), ("RESOLVED", "a", "silent"),
+                           ("RESOLVED", "a", "clock_skew")]
+    resolved = [e.record["summary"] for e in out if e.topic == "alerts"][-2:]
+    assert sorted(proc.devices) == ["b", "c"] and all("forgotten after" in s for s in resolved)
+    assert alerts(proc.process([beat("a", 70_000)])) == [] and proc.devices["a"]["incidents"] == {}
+
+
+def test_a_decommissioned_device_is_forgotten_after_a_restore_too_and_never_with_zero() -> None:
+    start = [beat(d, 0, interval_s=100.0 if d == "a" else 1.0) for d in "abc"]
+    start += [beat("a", 1000, interval_s=1.0)] + [beat(d, t) for t in range(1000, 10_000, 1000) for d in "bc"]
+    proc = FleetProcessor("fleet", silent_after_s=5, forget_after_s=60)
+    fleet_run(proc, start)
+    assert "silent" in proc.devices["a"]["incidents"]
+    copy = FleetProcessor("fleet", silent_after_s=5, forget_after_s=60)
+    copy.restore(json.loads(json.dumps(proc.snapshot())))
+    rest = [beat(d, t) for t in range(10_000, 400_000, 1000) for d in "bc"]  # passes a's stale 300 s due time
+    assert alerts(fleet_run(copy, rest)) == [("RESOLVED", "a", "silent")] and sorted(copy.devices) == ["b", "c"]
+    keep = FleetProcessor("fleet", silent_after_s=5, forget_after_s=0)
+    fleet_run(keep, start + rest)
+    assert sorted(keep.devices) == ["a", "b", "c"]
+
 def test_fleet_state_records_carry_no_label_per_device_for_prometheus() -> None:
     out = run_local(flow(silent_after_s=5), [beat(d, t) for t in range(0, 12_000, 1000) for d in "ab"])
     summaries = [e.record for e in out if e.topic == "sink.fleet_summary"]
