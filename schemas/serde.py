@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import fastavro
@@ -182,12 +183,21 @@ class AvroSerde:
         if pair is None:
             canonical = self.registry.schema_for(schema_id)
             latest = catalog.latest(event_type)
-            if canonical == latest.canonical:
+            if canonical == latest.canonical or _canonical_form(canonical) == latest.canonical:
                 pair = (latest.parsed, None)
             else:
                 pair = (catalog._parse(canonical), latest.parsed)
             self._resolution[key] = pair
         return pair
+
+
+def _canonical_form(text: str) -> str | None:
+    """A schema registry's text of a schema (the whole schema, as registered) in Parsing Canonical Form: the same
+    schema as ours then reads without resolution, through the compiled reader. None when it does not parse."""
+    try:
+        return fastavro.schema.to_parsing_canonical_form(json.loads(text))
+    except (ValueError, TypeError, fastavro.schema.SchemaParseException):
+        return None
 
 
 def _avro_reason(exc: Exception) -> str:

@@ -182,3 +182,16 @@ def test_local_ids_from_edge_agents_still_decode_when_a_registry_is_configured(r
     assert configured_serde(consumer=True).decode(from_edge, catalog.SENSOR_BATCH) == EXAMPLES[catalog.SENSOR_BATCH]
     with pytest.raises(UnknownSchemaError):  # an id neither knows is still bad data
         configured_serde(consumer=True).decode(wire.frame(7, b"\x00"), catalog.SENSOR_BATCH)
+
+
+def test_a_schema_read_back_from_the_registry_needs_no_resolution_and_uses_the_compiled_reader(registry_server) -> None:
+    """The registry hands back the whole schema as registered, not its canonical form: the same schema all the
+    same, so every message must not go through fastavro's schema resolution."""
+    writer = AvroSerde(client(registry_server))
+    data = writer.encode(catalog.SENSOR_BATCH, EXAMPLES[catalog.SENSOR_BATCH], topic="sensor.readings")
+    schema_id, _ = wire.unframe(data)
+    assert registry_server.schemas[schema_id] != catalog.latest(catalog.SENSOR_BATCH).canonical
+    reader = AvroSerde(ConfluentRegistry(registry_server.url, auth=AUTH), compiled=True)
+    record = reader.decode(data, catalog.SENSOR_BATCH, arrays=True)
+    assert reader._schemas(schema_id, catalog.SENSOR_BATCH)[1] is None  # no reader schema: nothing to resolve
+    assert type(record["series"][0]["values"]).__name__ == "ndarray"  # only the compiled reader gives arrays
