@@ -172,14 +172,17 @@ def _median(x: np.ndarray) -> float:
     m = s.shape[0] // 2
     if s.shape[0] % 2:
         return float(s[m])
-    mid = float((s[m - 1] + s[m]) / 2.0)
+    with np.errstate(over="ignore"):  # near the float limit the sum overflows: the halves are taken instead
+        mid = float((s[m - 1] + s[m]) / 2.0)
     return mid if math.isfinite(mid) else float(s[m - 1] / 2.0 + s[m] / 2.0)  # two readings near the float limit
 
 
 def _robust_sigma(window: np.ndarray, sd_long: float, floor: float) -> tuple[float, float]:
     """The window's median and MAD sigma, floored as ``_steps.mad_deviation`` floors it."""
     med = _median(window)
-    sc = max(1.4826 * _median(np.abs(window - med)), floor * sd_long, 1e-9 * max(1.0, abs(med)))
+    with np.errstate(over="ignore"):  # readings near the float limit: an infinite spread, bounded by the caller
+        spread = np.abs(window - med)
+    sc = max(1.4826 * _median(spread), floor * sd_long, 1e-9 * max(1.0, abs(med)))
     return med, sc
 
 
