@@ -20,7 +20,9 @@ counted (``duplicates``), never joined or fed to a monitor again. A NaN or infin
 Which features: by default, for a model listed in ``MODEL_FEATURES``, only those its module says are
 worth watching (for the click model: the smoothed rates and ratings, not the log counts, which grow with
 the stream's age and would raise data drift again and again); for any other model, all of them.
-``[drift] features`` / ``EDDYLINE_DRIFT_FEATURES`` (a JSON list) chooses for every model.
+``[drift] features`` / ``EDDYLINE_DRIFT_FEATURES`` (a JSON list) chooses for every model. At most
+``MAX_MONITORED`` features are watched per model (the first seen): a model with sparse or one-hot features
+would otherwise grow a monitor, and state, per name; values of the others are counted in ``unmonitored``.
 
 Each detection is a ``drift`` event and an ``alerts`` record. Alerts follow incidents: the first drift
 of a subject (a feature, or the model's errors) opens one, a drift while it is open updates it, and
@@ -52,6 +54,7 @@ PRODUCER = "eddyline/drift"
 DRIFT_TOPIC = "drift"
 ALERTS_TOPIC = "alerts"
 CONCEPT = "concept"  # the subject name of the error stream
+MAX_MONITORED = 256  # features watched per model when none are named
 MODEL_FEATURES: dict[str, tuple[str, ...]] = {CLICK_MODEL: DRIFT_FEATURES}  # model -> features watched by default
 
 
@@ -167,6 +170,7 @@ class DriftProcessor(Processor):
         self.joined: dict[str, int] = {}  # prediction id -> its time, once joined: a repeat is not joined again
         self.duplicates = {"predictions": 0, "feedback": 0}
         self.bad_values = 0  # non-finite feature values, left out of data drift
+        self.unmonitored = 0  # values of features beyond MAX_MONITORED, left out of data drift
 
     def params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "detector": self.detector_name,
@@ -217,6 +221,9 @@ class DriftProcessor(Processor):
                 continue
             mon = self.monitors.get(name)
             if mon is None:
+                if len(self.monitors) >= MAX_MONITORED:
+                    self.unmonitored += 1
+                    continue
                 mon = self.monitors[name] = FeatureDriftMonitor(**self.monitor_params)
                 self.times[name] = deque(maxlen=self.monitor_params["window_size"])
             mon.update(np.array([float(value)]))
@@ -366,7 +373,7 @@ class DriftProcessor(Processor):
             "errors_start": self.errors_start, "errors_end": self.errors_end, "last_errors": list(self.last_errors), "errors_sum": self.errors_sum, "preds": self.preds, "early": self.early,
             "incidents": self.incidents, "max_time": self.max_time, "stream_time": self.stream_time, "unmatched": self.unmatched,
             "unanswered_run": self.unanswered_run, "stalled_at": self.stalled_at, "joined": self.joined,
-            "duplicates": self.duplicates, "bad_values": self.bad_values,
+            "duplicates": self.duplicates, "bad_values": self.bad_values, "unmonitored": self.unmonitored,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -389,6 +396,7 @@ class DriftProcessor(Processor):
         self.joined = {str(k): int(v) for k, v in state.get("joined", {}).items()}
         self.duplicates = dict(state.get("duplicates", {"predictions": 0, "feedback": 0}))
         self.bad_values = int(state.get("bad_values", 0))
+        self.unmonitored = int(state.get("unmonitored", 0))  # older snapshots: none counted
 
 
 def flow(detector: str | None = None, features: list[str] | None = None, **params: Any) -> FlowSpec:

@@ -268,3 +268,19 @@ def test_drift_state_from_before_stalls_and_repeats_restores() -> None:
 def test_drift_settings_bound_the_waiting_predictions(monkeypatch) -> None:
     monkeypatch.setenv("EDDYLINE_DRIFT_STALL_AFTER", "123")
     assert drift.flow().make_processor("m").stall_after == 123
+
+
+def test_a_model_with_sparse_features_watches_a_bounded_number_of_them() -> None:
+    """One-hot or id-like feature names: a monitor (and its state) per name would grow with the stream."""
+    proc = drift.DriftProcessor("m")
+    events = []
+    for i in range(drift.MAX_MONITORED + 50):
+        ev = _pred(i, 0.5, 0.1)
+        ev.record["features"] = {f"item={i}": 1.0, "x": 0.1}
+        events.append(ev)
+    proc.process(events)
+    assert len(proc.monitors) == drift.MAX_MONITORED and "x" in proc.monitors
+    assert proc.unmonitored == 51  # names seen after the bound, one value each (x is watched from the first)
+    again = drift.DriftProcessor("m")
+    again.restore(proc.snapshot())
+    assert again.unmonitored == 51 and len(again.monitors) == drift.MAX_MONITORED
