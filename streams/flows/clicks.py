@@ -38,6 +38,7 @@ from streams.processor import Emit, Event, FlowSpec, Processor
 PRODUCER = "eddyline/clicks"
 LIKE = 4.0
 SEEN_PER_USER = 5000  # items remembered per user, to leave out of their recommendations; the oldest go first
+SEEN_USERS = 100_000  # users whose shown items are remembered; the one who saw something least lately goes first
 IDLE_AFTER = 10_000  # click events of other partitions after which a silent partition stops holding expiry back
 
 
@@ -172,11 +173,14 @@ class ClickProcessor(Processor):
                 or f"producer:{entry.get('producer', '')}" in self.quarantined)
 
     def _saw(self, user: str, item: str) -> None:
-        items = self.shown.setdefault(user, {})
+        items = self.shown.pop(user, None) or {}  # moved to the end: memory follows the users who are active
+        self.shown[user] = items
         items.pop(item, None)
         items[item] = None
         if len(items) > SEEN_PER_USER:
             del items[next(iter(items))]
+        if len(self.shown) > SEEN_USERS:
+            del self.shown[next(iter(self.shown))]
 
     def _click(self, rec: dict[str, Any]) -> list[Emit]:
         entry = self.pending.pop(rec.get("impression_id") or "", None)

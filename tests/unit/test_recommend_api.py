@@ -129,3 +129,16 @@ def test_the_click_flow_serves_from_engine_start_up_and_building_it_starts_nothi
         server = recommend_api._serving.pop(("127.0.0.1", port), None)
         if server is not None:
             server.stop()
+
+
+def test_the_users_whose_shown_items_are_kept_are_bounded_and_the_least_lately_active_go(monkeypatch) -> None:
+    monkeypatch.setattr(clicks, "SEEN_USERS", 3)
+    proc = clicks.ClickProcessor()
+    base = {"producer": "t", "position": None, "rating": 5.0, "context": {}, "action": "IMPRESSION",
+            "impression_id": None, "item_id": "i"}
+    for i, user in enumerate(["a", "b", "c", "a", "d"]):  # a is active again before d arrives: b goes
+        proc.process([Event("clicks", user, {**base, "event_id": f"e{i}", "event_time": i, "user_id": user})])
+    assert list(proc.shown) == ["c", "a", "d"]
+    again = clicks.ClickProcessor()
+    again.restore(proc.snapshot())
+    assert list(again.shown) == ["c", "a", "d"]
