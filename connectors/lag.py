@@ -180,8 +180,16 @@ class LagReader:
         return self.lags({group: topics})[group]
 
     def lags(self, groups: Mapping[str, Iterable[str]]) -> dict[str, list[PartitionLag]]:
-        """Several groups' lag (group -> its topics), with one fetch per partition for all of them."""
-        committed = {g: self.committed(g, self.partitions(topics)) for g, topics in groups.items()}
+        """Several groups' lag (group -> its topics), with one fetch per partition for all of them. A group whose
+        offsets cannot be read now (one rebalancing) is left out, so that it does not blank the others."""
+        committed = {}
+        for g, topics in groups.items():
+            try:
+                committed[g] = self.committed(g, self.partitions(topics))
+            except KafkaException as exc:
+                log.info("consumer group offsets not read", extra={"group": g, "error": str(exc.args[0])})
+        if not committed and groups:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "no group's offsets could be read"))
         starts: dict[Partition, int | None] = {}
         for offsets in committed.values():
             for key, offset in offsets.items():
