@@ -191,3 +191,23 @@ def test_the_page_json_has_no_nan_or_infinity_a_browser_would_refuse() -> None:
     (row,) = view["sentiment"]
     assert (row["score"], row["rolling"]) == (None, None)
     assert view["call_chart"]["data"][1:] == [[None], [None]]
+
+
+def test_the_pages_clock_formatting_takes_any_timestamp_a_device_sends() -> None:
+    """new Date(ms).toISOString() throws past year 275760, and the render stopped at the first such reading."""
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    js = (Path(__file__).parents[2] / "streams/apps/live/static/app.js").read_text()
+    [helper] = re.findall(r"^const time = .*?^};?$", js, flags=re.S | re.M)
+    out = subprocess.run([node, "-e", helper + "\nconsole.log(time(0), time(1e20), time(NaN))"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["00:00:00", "100000000000000000000", "NaN"]

@@ -2,7 +2,10 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const time = (ms) => new Date(ms).toISOString().slice(11, 19);
+const time = (ms) => {  // a device's clock can say anything: an invalid date must not stop the render
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? String(ms) : d.toISOString().slice(11, 19);
+};
 const num = (v, digits = 3) => (v === null || v === undefined) ? "–" : Number(v).toFixed(digits);
 window.eddyline = { loadedAt: Date.now(), messages: 0, view: null, selection: {}, charts: window.eddylineCharts.charts };
 let socket = null;
