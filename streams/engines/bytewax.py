@@ -12,7 +12,6 @@ checkpoints carry older states by version in that store, so a restart loads what
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -33,7 +32,7 @@ from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.bytewax_epochs import RecoveryEpochs
 from streams.engines.bytewax_source import LingerKafkaSource
 from streams.engines.lag import start_monitor
-from streams.engines.output import PROCESSING_FAILED, DeadLetter, FlowOutput, Message, _plain, flow_topics
+from streams.engines.output import FlowOutput, Message, flow_topics, flushed
 from streams.memory import HeapReleaser, flow_collector
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.runtime import BYTEWAX_DEFAULTS
@@ -686,43 +685,16 @@ def _outputs(output: FlowOutput, emits: list[Emit], letters: Sequence[Message] =
 
 def _process(output: FlowOutput, processor: Processor, events: list[Event]) -> tuple[list[Emit], list[Message]]:
     """The processor's emits for ``events`` and no dead letters; if it raises, no emits and each event a dead letter
-    (``processing_failed``, with the error), so that one bad event costs its call, not the flow and every restart.
-
-    The key keeps its processor as the call left it: what the call applied before it raised (earlier events, part
-    of the failing one) stays applied, and its emits are lost. The processor is not rolled back to its last
-    encoded state, which can be an epoch old and would forget events whose outputs are out (an opened incident);
-    the sensor flow's sequence counts the call's batches as applied, so the flow goes on with the next numbers.
-    The Faust adapter does the same, so both engines go on alike. A dead letter's value is the event re-encoded
-    with its topic's latest schema (JSON if that fails): the step no longer has the message's bytes.
-    """
+    (``FlowOutput.processing_failed``), its value re-encoded: this step no longer has the message's bytes."""
     try:
         return processor.process(events), []
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        log.exception("a processor raised; its events are dead-lettered",
-                      extra={"flow": output.spec.name, "events": len(events), "error": error})
-        return [], [output.dead_letter(DeadLetter(e.topic, None if e.key is None else e.key.encode(),
-                                                  _reencoded(output, e), PROCESSING_FAILED, error, e.partition,
-                                                  e.offset)) for e in events]
-
-
-def _reencoded(output: FlowOutput, event: Event) -> bytes:
-    """The event as its input topic carries it, for a dead letter (JSON when it cannot be encoded)."""
-    try:
-        return output.codec.serde.encode(output.spec.inputs[event.topic], event.record,
-                                         topic=output.settings.topic(event.topic), check=False)
-    except Exception:
-        return json.dumps(event.record, default=_plain).encode()
+        return [], output.processing_failed(events, exc, output.reencoded)
 
 
 def _flush(spec: FlowSpec, processor: Processor) -> list[Emit]:
-    """What the processor held back, processed now; nothing (logged as an error) if it raises: its key is leaving
-    memory, and the flow goes on. What it held has no message of its own to dead-letter."""
-    try:
-        return processor.flush()
-    except Exception:
-        log.exception("a processor raised while handing on what it held back; that is lost", extra={"flow": spec.name})
-        return []
+    """``engines.output.flushed``, nothing where the processor raised."""
+    return flushed(spec, processor) or []
 
 
 class _ProducerPartition(StatefulSinkPartition):

@@ -14,7 +14,7 @@ input offsets it has absorbed, so a batch replayed after a crash skips what the 
 (its outputs were delivered before the state was written) and processors never apply an event twice.
 A flow whose state key is not the Kafka key (one model fed by many users) goes through a repartition
 topic keyed by state key first, as Faust's ``group_by`` would. A processor that raises costs the events of that
-call, dead-lettered with the error, never the worker (as in the Bytewax adapter: ``bytewax._process``).
+call, dead-lettered with the error, never the worker (``FlowOutput.processing_failed``, as in the Bytewax adapter).
 
 One key can get events along both paths from one input partition (a producer that keys some of a device's
 messages and not others): the direct one comes before the repartitioned copy of an earlier offset. So each state
@@ -55,7 +55,7 @@ from typing import Any
 from connectors.kafka import KafkaSettings, admin_config, create_topics, logged_config
 from connectors.prometheus import PROCESSING_SECONDS
 from streams.engines.lag import consumer_group, start_monitor
-from streams.engines.output import PROCESSING_FAILED, DeadLetter, FlowOutput, Message, flow_topics
+from streams.engines.output import DeadLetter, FlowOutput, Message, flow_topics, flushed
 from streams.memory import flow_collector
 from streams.processor import Emit, Event, FlowSpec, Processor, Sink
 from streams.runtime import FAUST_DEFAULTS, RuntimeSettings
@@ -431,7 +431,8 @@ class _FlowRunner:
                     try:
                         emits.extend(proc.process(fresh))
                     except Exception as exc:  # the events go to dead letters; the state is stored as the call left it
-                        letters.extend(self._unprocessed(fresh, raw, exc))
+                        letters.extend(self.output.processing_failed(
+                            fresh, exc, lambda e: raw.get((e.topic, e.partition, e.offset), (None, None))))
                     self.output.processed(fresh)
                     for e in fresh:
                         tp = (e.topic + path, e.partition)
@@ -458,22 +459,6 @@ class _FlowRunner:
         if changed:
             await self._store(changed, keep)
 
-    def _unprocessed(self, events: Sequence[Event], raw: Mapping[tuple[str, int, int], tuple[bytes | None, Any]],
-                     exc: Exception) -> list[Message]:
-        """Each event of a processor call that raised as a dead letter (``processing_failed``), its bytes as they
-        came. The key's state keeps what the call applied before it raised, and is stored with the events counted
-        absorbed, as the Bytewax adapter goes on (``bytewax._process``): a replay does not apply them again, and a
-        sequenced flow goes on with the next numbers rather than wait for these."""
-        error = f"{type(exc).__name__}: {exc}"
-        log.error("a processor raised; its events are dead-lettered", exc_info=exc,
-                  extra={"flow": self.spec.name, "events": len(events), "error": error})
-        letters = []
-        for e in events:
-            key, value = raw.get((e.topic, e.partition, e.offset), (None, None))
-            letters.append(self.output.dead_letter(DeadLetter(e.topic, key, value, PROCESSING_FAILED, error,
-                                                              e.partition, e.offset)))
-        return letters
-
     async def sweep(self) -> None:
         """Flush the live processors of keys idle for ``idle_after_s`` and drop them; their bytes stay in the table.
 
@@ -499,15 +484,9 @@ class _FlowRunner:
                 if live is None or self.table.get(key) is not live[0]:  # recovery or a rebalance replaced it
                     continue
                 _, proc, offsets, partition = live
-                raised = False
-                try:
-                    out = proc.flush()
-                except Exception:  # the key leaves memory all the same (``bytewax._flush``), stored as it was left
-                    log.exception("a processor raised while handing on what it held back; that is lost",
-                                  extra={"flow": self.spec.name})
-                    out, raised = [], True
-                if out or raised:
-                    emits.extend(out)
+                out = flushed(self.spec, proc)  # None: it raised; the key leaves all the same, stored as left
+                if out is None or out:
+                    emits.extend(out or [])
                     changed.append((key, partition, encode_processor(proc, key.decode(), offsets), proc, offsets))
             await self._deliver([], emits, [], changed, keep=False)
 

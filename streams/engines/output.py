@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from prometheus_client import Counter, Histogram
@@ -21,9 +21,9 @@ from connectors.kafka import KafkaSettings
 from connectors.prometheus import DLQ_EVENTS, END_TO_END_LATENCY, EVENTS_CONSUMED, EVENTS_EMITTED, metric
 from schemas import AvroSerde, RegistryUnavailableError, SchemaError
 from schemas.topics import dlq_topic
-from streams.processor import SINK_ONLY, Emit, Event, FlowSpec
+from streams.processor import SINK_ONLY, Emit, Event, FlowSpec, Processor
 
-__all__ = ["PROCESSING_FAILED", "Codec", "DeadLetter", "FlowOutput", "Message", "flow_topics"]
+__all__ = ["PROCESSING_FAILED", "Codec", "DeadLetter", "FlowOutput", "Message", "flow_topics", "flushed"]
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +261,32 @@ class FlowOutput:
         value = json.dumps(emit.record, default=_plain).encode()
         return self.dead_letter(DeadLetter(emit.topic, key, value, reason, error, -1, -1))
 
+    def processing_failed(self, events: Sequence[Event], exc: Exception,
+                          raw: Callable[[Event], tuple[bytes | None, Any]]) -> list[Message]:
+        """Each event of a processor call that raised as a dead letter (``processing_failed``, with the error), so
+        that one bad event costs its call, not the flow at every restart; ``raw`` gives an event's key and value.
+
+        Both engines go on alike: the key keeps its processor as the call left it (what it applied before it raised
+        stays applied, and its emits are lost), rather than roll back to a saved state that can be an epoch old and
+        would forget events whose outputs are out (an opened incident); the events count as absorbed, so a replay
+        does not apply them again, and a sequenced flow goes on with the next numbers rather than wait for these.
+        """
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("a processor raised; its events are dead-lettered", exc_info=exc,
+                  extra={"flow": self.spec.name, "events": len(events), "error": error})
+        return [self.dead_letter(DeadLetter(e.topic, *raw(e), PROCESSING_FAILED, error, e.partition, e.offset))
+                for e in events]
+
+    def reencoded(self, event: Event) -> tuple[bytes | None, bytes]:
+        """An event's key and value as its input topic carries them (the value as JSON when it cannot be encoded),
+        for a dead letter written where the message's own bytes are no longer at hand."""
+        key = None if event.key is None else event.key.encode(errors="surrogatepass")
+        try:
+            return key, self.codec.serde.encode(self.spec.inputs[event.topic], event.record,
+                                                topic=self.settings.topic(event.topic), check=False)
+        except Exception:
+            return key, json.dumps(event.record, default=_plain).encode()
+
     def dead_letter(self, dead: DeadLetter) -> Message:
         """The dead-letter message for ``dead``: the bytes unchanged, the reason and origin in headers.
 
@@ -273,3 +299,13 @@ class FlowOutput:
         log.info("dead-lettered", extra={"flow": self.spec.name, "topic": dead.topic, "reason": dead.reason})
         headers = dlq_headers(self.settings.topic(dead.topic), dead.reason, dead.error, dead.partition, dead.offset)
         return Message(self.settings.topic(dlq_topic(dead.topic)), dead.key, dead.value, headers)
+
+
+def flushed(spec: FlowSpec, processor: Processor) -> list[Emit] | None:
+    """What the processor held back, handed on as its key leaves memory (both engines); None (logged as an error)
+    if it raised: the key leaves all the same, and what it held has no message of its own to dead-letter."""
+    try:
+        return processor.flush()
+    except Exception:
+        log.exception("a processor raised while handing on what it held back; that is lost", extra={"flow": spec.name})
+        return None
