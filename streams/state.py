@@ -521,6 +521,7 @@ class IdleStore:
                          "saved_ns INTEGER NOT NULL DEFAULT 0)")
         if "saved_ns" not in {row[1] for row in self._db.execute("PRAGMA table_info(idle)")}:  # a file of 0.x
             self._db.execute("ALTER TABLE idle ADD COLUMN saved_ns INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("UPDATE idle SET saved_ns = ?", (time.time_ns(),))  # its retention runs from now
         self._db.execute("CREATE TABLE IF NOT EXISTS versions (key TEXT NOT NULL, version INTEGER NOT NULL, "
                          "state BLOB NOT NULL, PRIMARY KEY (key, version))")
         self._peer_dbs: dict[Path, sqlite3.Connection] = {}
@@ -595,9 +596,7 @@ class IdleStore:
         self._read_back = {k: t for k, t in self._read_back.items() if now - t < 2 * self.EXPIRY_EVERY_S}
         if self.retention_s is None:
             return 0
-        wall = time.time_ns()
-        self._db.execute("UPDATE idle SET saved_ns = ? WHERE saved_ns = 0", (wall,))  # a 0.x file: from now on
-        cutoff = wall - int(self.retention_s * 1e9)
+        cutoff = time.time_ns() - int(self.retention_s * 1e9)
         old = [k for (k,) in self._db.execute("SELECT key FROM idle WHERE saved_ns < ?", (cutoff,))
                if k not in self._read_back]
         if not old:
