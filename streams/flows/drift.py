@@ -33,6 +33,7 @@ repeats.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -216,7 +217,7 @@ class DriftProcessor(Processor):
         for name, value in rec.get("features", {}).items():
             if self.features is not None and name not in self.features:
                 continue
-            if not np.isfinite(value):  # one NaN in the reference sample would blind this feature's checks for good
+            if not math.isfinite(value):  # one NaN in the reference sample would blind this feature's checks for good
                 self.bad_values += 1
                 continue
             mon = self.monitors.get(name)
