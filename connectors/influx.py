@@ -45,8 +45,18 @@ log = logging.getLogger(__name__)
 
 FieldValue = float | int | str | bool
 EMPTY_TAG = "none"  # what an empty tag value is written as
-LOG_EVERY_S = 60.0  # repeats of a warning about normalised tags or dropped points are held back this long
+LOG_EVERY_S = 60.0  # repeats of a warning (normalised tags, dropped or refused points) are held back this long
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def log_due(logged: dict[str, float], event: str) -> bool:
+    """Whether a warning about ``event`` may be logged now (at most once per ``LOG_EVERY_S``; ``logged`` keeps
+    when each was last): an outage or a bad source would repeat it per batch."""
+    now = time.monotonic()
+    if now - logged.get(event, -math.inf) < LOG_EVERY_S:
+        return False
+    logged[event] = now
+    return True
 
 
 class InfluxSettings(Section):
@@ -318,8 +328,8 @@ class InfluxSink:
                 self._writer.api.write(
                     bucket=self.bucket, org=self.settings.org, record=built, write_precision=WritePrecision.MS
                 )
-            log_changed = bool(changed) and self._due("influx_tags_normalised")
-            log_dropped = dropped > 0 and self._due("influx_points_dropped")
+            log_changed = bool(changed) and log_due(self._logged, "influx_tags_normalised")
+            log_dropped = dropped > 0 and log_due(self._logged, "influx_points_dropped")
             totals, dropped_total = dict(self.tags_normalised), self.points_dropped
         if log_changed:
             log.warning(
@@ -335,13 +345,6 @@ class InfluxSink:
                 extra={"event": "influx_points_dropped", "bucket": self.bucket, "points": dropped_total},
             )
 
-    def _due(self, event: str) -> bool:
-        """Whether a warning about ``event`` may be logged now: an outage or a bad source repeats it per batch."""
-        now = time.monotonic()
-        if now - self._logged.get(event, -math.inf) < LOG_EVERY_S:
-            return False
-        self._logged[event] = now
-        return True
 
     def flush(self) -> None:
         """Send everything queued, wait for it, and raise if any point since the last check was lost.

@@ -11,12 +11,10 @@ stop the flow: the InfluxDB sink refuses the whole batch, so the bad point is le
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections.abc import Sequence
 from typing import Any, Self
 
-from connectors.influx import LOG_EVERY_S, MalformedPointError, check_point
+from connectors.influx import MalformedPointError, check_point, log_due
 from streams.sinks.alerts import alert_point, count_alert
 from streams.processor import Emit
 
@@ -42,7 +40,7 @@ class MetricsSink:
     def __init__(self, influx: Any | None = None) -> None:
         self.influx = influx
         self.points_refused: dict[str, int] = {}
-        self._logged = -math.inf
+        self._logged: dict[str, float] = {}
 
     @classmethod
     def from_settings(cls) -> Self:
@@ -89,9 +87,7 @@ class MetricsSink:
                 check_point(*p)
             except MalformedPointError as exc:
                 self.points_refused[exc.reason] = self.points_refused.get(exc.reason, 0) + 1
-                now = time.monotonic()
-                if now - self._logged >= LOG_EVERY_S:
-                    self._logged = now
+                if log_due(self._logged, "influx_point_refused"):
                     log.warning(
                         "%s: point left out (%s); refused so far by reason: %s; repeats are logged once a minute",
                         type(self).__name__, exc, dict(self.points_refused),
