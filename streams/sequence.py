@@ -71,6 +71,11 @@ class SequenceCounts:
     resets: int = 0  # times the producer started its numbering again
     forgotten: int = 0  # skipped numbers no longer awaited (more separate runs than SKIPPED_RUNS)
 
+    @property
+    def dropped(self) -> int:
+        """Batches dropped as repeats, however they were known."""
+        return self.duplicates + self.stale
+
 
 class Sequencer:
     """Puts one producer's records in sequence order and drops repeats.
@@ -217,6 +222,12 @@ class Sequencer:
         self.recent.append(digest)
         del self.recent[:-RECENT_UNSEQUENCED]
         apply(record)
+
+    def count_since(self, flow: str, before: dict[str, int]) -> None:
+        """Raise the flow's sequence counters by what changed since ``before`` (``dict(vars(self.counts))``: the
+        fields compared as a dict, since a dataclass copy per message costs five times that)."""
+        if vars(self.counts) != before:
+            count(flow, SequenceCounts(**before), self.counts)
 
     def snapshot(self) -> dict[str, Any]:
         c = self.counts

@@ -30,7 +30,7 @@ from schemas import ALERT, AUDIO_CHUNK, ROUTING_RECOMMENDATION, SENTIMENT_SCORE,
 from streams.flows.redaction import RedactionConfig, Redactor
 from streams.flows.routing import ROUTING_TOPIC, Router, RoutingPolicy, RoutingSettings
 from streams.processor import Emit, Event, FlowSpec, Processor
-from streams.sequence import MASK_BITS, SequenceCounts, Sequencer, count
+from streams.sequence import MASK_BITS, Sequencer
 
 FLOW = "audio-sentiment"
 TRANSCRIPT_FLOW = "transcript-sentiment"
@@ -171,8 +171,7 @@ class SentimentTracker:
         before = dict(vars(self.sequence.counts))
         for t in transcripts:
             self.sequence.offer({**t, "seq": t["segment"]}, fresh.append)
-        if vars(self.sequence.counts) != before:
-            count(self.flow, SequenceCounts(**before), self.sequence.counts)
+        self.sequence.count_since(self.flow, before)
         if not fresh:
             return []
         model = load_sentiment(self.config.sentiment_model)
@@ -301,15 +300,14 @@ class ConversationProcessor(Processor):
 
     @property
     def duplicates(self) -> int:
-        return self.sequence.counts.duplicates + self.sequence.counts.stale
+        return self.sequence.counts.dropped
 
     def process(self, events: Sequence[Event]) -> list[Emit]:
         transcripts: list[Emit] = []
         before = dict(vars(self.sequence.counts))
         for event in events:
             self.sequence.offer(event.record, lambda r: transcripts.extend(self._chunk(r)))
-        if vars(self.sequence.counts) != before:
-            count(FLOW, SequenceCounts(**before), self.sequence.counts)
+        self.sequence.count_since(FLOW, before)
         return transcripts + self.tracker.process([e.record for e in transcripts])
 
     def _chunk(self, r: dict[str, Any]) -> list[Emit]:

@@ -30,7 +30,7 @@ from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, derive_id
 from schemas.scores import pack_series
 from streams.flows.alert_policy import AlertPolicy, PolicyConfig, Transition
 from streams.processor import Emit, Event, FlowSpec, Processor
-from streams.sequence import SequenceCounts, Sequencer, count
+from streams.sequence import Sequencer
 from streams.sinks.sensor import series_metrics
 
 SOURCE_TOPIC = "sensor.readings"
@@ -122,7 +122,7 @@ class SensorAnomalyProcessor(Processor):
 
     @property
     def duplicates(self) -> int:
-        return self.sequence.counts.duplicates + self.sequence.counts.stale
+        return self.sequence.counts.dropped
 
     def process(self, events: Sequence[Event]) -> list[Emit]:
         out: list[Emit] = []
@@ -130,21 +130,15 @@ class SensorAnomalyProcessor(Processor):
         apply = lambda rec: out.extend(self._score(rec))  # noqa: E731
         for event in events:
             self.sequence.offer(event.record, apply)
-        self._count(before)
+        self.sequence.count_since(FLOW, before)
         return out
 
     def flush(self) -> list[Emit]:
         out: list[Emit] = []
         before = dict(vars(self.sequence.counts))
         self.sequence.flush(lambda rec: out.extend(self._score(rec)))
-        self._count(before)
+        self.sequence.count_since(FLOW, before)
         return out
-
-    def _count(self, before: dict[str, int]) -> None:
-        """Raise the sequence counters by what the last call changed (its fields compared as a dict: a dataclass
-        copy per message costs five times that)."""
-        if vars(self.sequence.counts) != before:
-            count(FLOW, SequenceCounts(**before), self.sequence.counts)
 
     def _score(self, rec: dict[str, Any]) -> list[Emit]:
         source_id = rec["event_id"]
