@@ -71,6 +71,7 @@ class _Walker:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.constraints = _constraints(endpoint)
+        self.item_rules = {w for w, rule in self.constraints.items() if rule.keys() - {"minItems"}}  # checked per item
         self.names: dict[str, Any] = {}
 
     def resolve(self, t: Any) -> Any:
@@ -201,11 +202,11 @@ class _Walker:
         if kind == "array":
             if type(v) is not list:
                 return _bad(problems, path, f"expected an array, got {_what(v)}")
-            rule = self.constraints.get(where, {})
-            if len(v) < rule.get("minItems", 0):
-                return _bad(problems, path, f"must hold at least {rule['minItems']} item(s)")
+            least = self.constraints.get(where, {}).get("minItems", 0)
+            if len(v) < least:
+                return _bad(problems, path, f"must hold at least {least} item(s)")
             items = self.resolve(t["items"])
-            fast = _primitive_array(items, v, bool(rule.keys() - {"minItems"}))
+            fast = _primitive_array(items, v, where in self.item_rules)
             if fast is not None:
                 return fast
             return [self.convert(items, x, f"{path}[{i}]", where, problems) for i, x in enumerate(v)]
