@@ -293,9 +293,9 @@ class Notifier:
     def _remember(self, d: Delivery) -> Delivery | None:
         """Note a delivery; a late trigger of an incident already resolved there gets the resolve again (made from
         the trigger: a resolve is its key, and after a restart only the delivery records are left of it)."""
-        self.recall_delivered(d.destination, d.alert["event_id"], d.alert["alert_key"], d.alert["status"])
         key = (d.destination, d.alert["alert_key"])
         with self._lock:
+            self._note(d.destination, d.alert["event_id"], d.alert["alert_key"], d.alert["status"])
             if d.destination not in REOPENING or d.alert["status"] == "RESOLVED" or key not in self._resolved:
                 return None
             resolved_id = self._resolved.get(key)
@@ -317,18 +317,24 @@ class Notifier:
             by the resolve again where it would open the incident again.
         """
         with self._lock:
-            self._delivered.add((destination, event_id))
-            if status == "RESOLVED" and alert_key and destination in REOPENING:
-                self._resolved.add((destination, alert_key), event_id)
+            self._note(destination, event_id, alert_key, status)
 
-    def _wait_s(self, retry_after: float | None) -> float:
-        """The receiver's Retry-After, cut to ``backoff_cap_s`` (the retry topic must not stall behind it)."""
-        return min(retry_after, self.settings.backoff_cap_s) if retry_after is not None else 0.0
+    def _note(self, destination: str, event_id: str, alert_key: str, status: str) -> None:
+        """``recall_delivered`` with the lock held."""
+        self._delivered.add((destination, event_id))
+        if status == "RESOLVED" and alert_key and destination in REOPENING:
+            self._resolved.add((destination, alert_key), event_id)
+
+    def _due_ms(self, backoff_s: float, retry_after: float | None) -> int:
+        """When a retry is due: after ``backoff_s``, or the receiver's Retry-After if longer, cut to
+        ``backoff_cap_s`` (the retry topic must not stall behind it)."""
+        asked = min(retry_after, self.settings.backoff_cap_s) if retry_after is not None else 0.0
+        return self.clock_ms() + int(1000 * max(backoff_s, asked))
 
     def _deferred(self, d: Delivery, breaker: CircuitBreaker, error: str, retry_after: float | None = None) -> Result:
         """Rescheduled while the destination's breaker is open; the alert keeps its attempt number."""
-        wait = max(breaker.wait_s() + self.backoff.delay(1), self._wait_s(retry_after))
-        return Result(d, DEFERRED, due_ms=self.clock_ms() + int(1000 * wait), attempt=d.attempt,
+        return Result(d, DEFERRED, due_ms=self._due_ms(breaker.wait_s() + self.backoff.delay(1), retry_after),
+                      attempt=d.attempt,
                       reason="breaker_open", error=error, rate_limited=d.rate_limited)
 
     def _failed(self, d: Delivery, breaker: CircuitBreaker, admitted: str, error: str,
@@ -345,14 +351,12 @@ class Notifier:
             if times >= self.settings.max_rate_limited:
                 return Result(d, DEAD, reason="rate_limited", rate_limited=times,
                               error=f"gave up after {times} rate-limited answers; last: {error}")
-            wait = max(self.backoff.delay(d.attempt + d.rate_limited), self._wait_s(retry_after))
-            return Result(d, DEFERRED, due_ms=self.clock_ms() + int(1000 * wait), attempt=d.attempt,
-                          reason="rate_limited", error=error, rate_limited=times)
+            return Result(d, DEFERRED, due_ms=self._due_ms(self.backoff.delay(d.attempt + d.rate_limited), retry_after),
+                          attempt=d.attempt, reason="rate_limited", error=error, rate_limited=times)
         if d.attempt >= self.settings.max_attempts:
             return Result(d, DEAD, reason="delivery_failed", error=f"gave up after {d.attempt} attempts; last: {error}")
-        wait = max(self.backoff.delay(d.attempt), self._wait_s(retry_after))
-        return Result(d, RETRY, due_ms=self.clock_ms() + int(1000 * wait), attempt=d.attempt + 1, reason="failed",
-                      error=error, rate_limited=d.rate_limited)
+        return Result(d, RETRY, due_ms=self._due_ms(self.backoff.delay(d.attempt), retry_after), attempt=d.attempt + 1,
+                      reason="failed", error=error, rate_limited=d.rate_limited)
 
     def _count(self, r: Result) -> Result:
         name = r.delivery.destination
