@@ -270,6 +270,15 @@ class FlowOutput:
         stays applied, and its emits are lost), rather than roll back to a saved state that can be an epoch old and
         would forget events whose outputs are out (an opened incident); the events count as absorbed, so a replay
         does not apply them again, and a sequenced flow goes on with the next numbers rather than wait for these.
+
+        Parameters
+        ----------
+        events
+            The call's events.
+        exc
+            What the processor raised.
+        raw
+            An event's key and value as the dead letter carries them (its message's bytes, or ``reencoded``).
         """
         error = f"{type(exc).__name__}: {exc}"
         log.error("a processor raised; its events are dead-lettered", exc_info=exc,
@@ -279,7 +288,13 @@ class FlowOutput:
 
     def reencoded(self, event: Event) -> tuple[bytes | None, bytes]:
         """An event's key and value as its input topic carries them (the value as JSON when it cannot be encoded),
-        for a dead letter written where the message's own bytes are no longer at hand."""
+        for a dead letter written where the message's own bytes are no longer at hand.
+
+        Parameters
+        ----------
+        event
+            A decoded input event.
+        """
         key = None if event.key is None else event.key.encode(errors="surrogatepass")
         try:
             return key, self.codec.serde.encode(self.spec.inputs[event.topic], event.record,
@@ -303,7 +318,15 @@ class FlowOutput:
 
 def flushed(spec: FlowSpec, processor: Processor) -> list[Emit] | None:
     """What the processor held back, handed on as its key leaves memory (both engines); None (logged as an error)
-    if it raised: the key leaves all the same, and what it held has no message of its own to dead-letter."""
+    if it raised: the key leaves all the same, and what it held has no message of its own to dead-letter.
+
+    Parameters
+    ----------
+    spec
+        The flow (its name goes in the log).
+    processor
+        The leaving key's processor.
+    """
     try:
         return processor.flush()
     except Exception:
