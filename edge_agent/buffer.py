@@ -175,8 +175,11 @@ class DiskBuffer:
         )
         return self._open(sync, seq_start=start)
 
-    def _recover(self, exc: Exception) -> None:
-        """Damage found while running: the agent goes on with a new file, numbering on from where it was."""
+    def _recover(self, exc: sqlite3.DatabaseError) -> None:
+        """Damage found while running: the agent goes on with a new file, numbering on from where it was. Any other
+        database error is raised again: only damage is the buffer's to handle."""
+        if not _corrupt(exc):
+            raise exc
         lost = self._depth
         try:
             self._db.close()
@@ -228,8 +231,6 @@ class DiskBuffer:
         try:
             return self._append(seq, payload, readings, event_time)
         except sqlite3.DatabaseError as exc:
-            if not _corrupt(exc):
-                raise
             self._recover(exc)
         if seq != self._next_seq:  # dropped before the damage showed
             return False
@@ -299,8 +300,6 @@ class DiskBuffer:
         try:
             row = self._db.execute("SELECT readings FROM batches WHERE seq=?", (seq,)).fetchone()
         except sqlite3.DatabaseError as exc:
-            if not _corrupt(exc):
-                raise
             self._recover(exc)
             return 0
         if row is None:
@@ -330,8 +329,6 @@ class DiskBuffer:
         except sqlite3.DatabaseError as exc:
             if _full(exc):
                 return False
-            if not _corrupt(exc):
-                raise
             self._recover(exc)
             return False
         return True
@@ -441,8 +438,6 @@ class DiskBuffer:
                         break
             cur.close()
         except sqlite3.DatabaseError as exc:
-            if not _corrupt(exc):
-                raise
             self._recover(exc)
             return []
         return out
@@ -474,8 +469,6 @@ class DiskBuffer:
                     log.warning("disk full: acknowledged batches stay in the buffer until it has room to delete them")
                 self._unforgotten.update(seqs)
                 return 0, 0
-            if not _corrupt(exc):
-                raise
             self._recover(exc)
             return 0, 0
         self._unforgotten.clear()
@@ -501,8 +494,6 @@ class DiskBuffer:
         try:
             st = _stats(self._db, self.path)
         except sqlite3.DatabaseError as exc:
-            if not _corrupt(exc):
-                raise
             self._recover(exc)
             st = _stats(self._db, self.path)
         return dataclasses.replace(

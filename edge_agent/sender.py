@@ -3,9 +3,11 @@
 The buffer is the source of truth: the producer may be torn down and rebuilt at any time (a fatal
 idempotence error after the broker lost its state, for instance) and whatever it had in flight is simply
 sent again from disk. While a backlog drains, oldest first, a share of the send slots goes to the newest
-batches so that fresh data is not held back behind hours of history. A batch the producer refuses for good
-(larger than ``message.max.bytes``) goes to the dead letters and leaves the buffer, counted as dropped:
-sending it again could never succeed, and it would hold back every batch after it.
+batches so that fresh data is not held back behind hours of history. A batch refused for good, by the producer
+(larger than ``message.max.bytes``) or by the broker (a record it will not store, a topic's smaller size limit),
+goes to the dead letters and leaves the buffer, counted as dropped: sending it again could never succeed, and it
+would hold back every batch after it. A broker refuses a whole request, so a batch refused in company goes again
+alone first, and only a refusal of its own sends it to the dead letters.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ class SendCounters:
     health_skipped: int = 0  # due while the previous one was unacknowledged (link down): never queued
     health_failed: int = 0
     unconfirmed_acks: int = 0  # acknowledged as a duplicate, without an offset: sent again
-    dead_letters: int = 0  # refused by the producer for good: moved to the dead letters
+    dead_letters: int = 0  # refused by the producer or the broker for good: moved to the dead letters
 
 
 _LIBRDKAFKA_LOG = librdkafka_logger("edge_agent.librdkafka")
 MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes
 _RECORD_OVERHEAD = 64  # what librdkafka adds to key and value when it checks message.max.bytes (36 today)
-_REFUSED_FOR_GOOD = {KafkaError.MSG_SIZE_TOO_LARGE}  # the same bytes can never be sent
+# The same bytes can never be sent: too large (for the producer, the topic, or the broker's log), or not valid.
+_REFUSED_FOR_GOOD = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD}
 
 
 class Sender:
@@ -81,6 +84,7 @@ class Sender:
         self._health_in_flight = False
         self._unconfirmed = UnconfirmedAcks(producer_conf, log)
         self._dead_letter = dead_letter
+        self._suspects: set[int] = set()  # refused for good in a request shared with others: each goes again alone
         self._producer = self._new_producer()
 
     _fatal = False
@@ -131,6 +135,8 @@ class Sender:
                 self._fails_since_ack,
             )
             self._restart()
+        if self._suspects:
+            return self._send_alone()
         free = self.max_in_flight - len(self._in_flight)
         if free <= 0 or self.buffer.depth == len(self._in_flight):
             return 0
@@ -149,31 +155,50 @@ class Sender:
                 self._fresh_above = newest[0][0]
                 picked.extend(newest)
         for seq, payload in picked:
-            try:
-                self._producer.produce(self.topic, payload, self.key, on_delivery=self._delivered(seq, time.time()))
-            except BufferError:
-                self._requeue(seq)
+            if not self._produce(seq, payload):
                 break
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                if err is not None and err.code() in _REFUSED_FOR_GOOD:
-                    self._refused(seq, payload, f"the producer refused the batch: {err.str()}")
-                    continue
-                self._requeue(seq)
-                self.counters.last_error = str(exc)
-                if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
-                    self._fatal_error(err)
-                else:
-                    log.error("cannot produce to %s: %s", self.topic, exc)
-                break
-            self._in_flight.add(seq)
-            self.counters.sent_batches += 1
         return len(picked)
+
+    def _send_alone(self) -> int:
+        """The oldest suspect, by itself once nothing else is in flight, so that a refusal can only be its own."""
+        if self._in_flight:
+            return 0
+        seq = min(self._suspects)
+        picked = self.buffer.oldest(seq, 1)
+        if not picked or picked[0][0] != seq:  # evicted by the size policy meanwhile
+            self._suspects.discard(seq)
+            return 0
+        self._produce(seq, picked[0][1])
+        return 1
+
+    def _produce(self, seq: int, payload: bytes) -> bool:
+        """Hand one batch to the producer; False when nothing more should be handed over this round."""
+        try:
+            self._producer.produce(self.topic, payload, self.key, on_delivery=self._delivered(seq, time.time()))
+        except BufferError:
+            self._requeue(seq)
+            return False
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is not None and err.code() in _REFUSED_FOR_GOOD:
+                self._refused(seq, payload, f"the producer refused the batch: {err.str()}")
+                return True
+            self._requeue(seq)
+            self.counters.last_error = str(exc)
+            if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
+                self._fatal_error(err)
+            else:
+                log.error("cannot produce to %s: %s", self.topic, exc)
+            return False
+        self._in_flight.add(seq)
+        self.counters.sent_batches += 1
+        return True
 
     def _requeue(self, seq: int) -> None:
         self._cursor = min(self._cursor, seq)
 
     def _refused(self, seq: int, payload: bytes, reason: str) -> None:
+        self._suspects.discard(seq)
         self.counters.dead_letters += 1
         self.counters.last_error = reason
         if self._dead_letter is not None:
@@ -192,6 +217,7 @@ class Sender:
                 self._requeue(seq)
                 return
             if err is None:
+                self._suspects.discard(seq)
                 self.clock.observe(sent * 1000, time.time() * 1000, *msg.timestamp())
                 self._acked.append(seq)
                 self._fails_since_ack = 0
@@ -200,11 +226,17 @@ class Sender:
                     self._link_down = False
                     log.info("broker reachable again; draining %d batches from disk", self.buffer.depth)
                 return
+            if err.code() in _REFUSED_FOR_GOOD:
+                if seq in self._suspects:  # refused alone: for good
+                    self._refused(seq, msg.value(), f"the broker refused the batch: {err.name()} ({err.str()})")
+                    return
+                self._suspects.add(seq)
             self.counters.failed_sends += 1
             self._fails_since_ack += 1
             self.counters.last_error = err.str()
             self._requeue(seq)
-            if err.fatal():
+            # A fenced idempotent producer stays fenced (Tansu fences the epoch librdkafka bumps after a refusal).
+            if err.fatal() or err.code() == KafkaError.PRODUCER_FENCED:
                 self._fatal_error(err)
 
         return cb
