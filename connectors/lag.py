@@ -261,12 +261,23 @@ class LagMonitor(threading.Thread):
         self._close()
 
     def refresh(self) -> list[PartitionLag]:
-        """Commit the engine's positions (if any), read the lag and set the gauge; returns what it read."""
-        if self._reader is None:
-            self._reader = LagReader(self.settings)
-        if self.positions is not None:
-            self._commit(self.positions())
-        self.last = self._reader.lag(self.group, self.logical)
+        """Commit the engine's positions (if any), read the lag and set the gauge; returns what it read.
+
+        A partition this reading has no lag for (the broker did not answer for it in time, or the reading
+        failed) loses its series, as a group whose offsets cannot be read is left out of ``LagReader.lags``:
+        an old value exported as current would hide a lag that grows while the broker is away.
+        """
+        exported = {(p.topic, p.partition) for p in self.last}
+        self.last = []
+        try:
+            if self._reader is None:
+                self._reader = LagReader(self.settings)
+            if self.positions is not None:
+                self._commit(self.positions())
+            self.last = self._reader.lag(self.group, self.logical)
+        finally:
+            for topic, partition in exported - {(p.topic, p.partition) for p in self.last}:
+                CONSUMER_LAG.remove(self.flow, self.logical[topic], str(partition))
         for p in self.last:
             CONSUMER_LAG.labels(self.flow, self.logical[p.topic], str(p.partition)).set(p.lag)
         return self.last

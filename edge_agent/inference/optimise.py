@@ -13,6 +13,7 @@ Building needs numpy, onnx and onnxruntime (a development machine), like ``model
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -22,6 +23,8 @@ from typing import Any
 
 from edge_agent.inference.model import DEFAULT_WINDOW, _standardise, _windows, build_graph, fit, synthetic_normal
 
+_CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
 
 @dataclass(frozen=True)
 class ClassTarget:
@@ -30,7 +33,8 @@ class ClassTarget:
     Parameters
     ----------
     name
-        The device class, as agents report it (``device_class``).
+        The device class, as agents report it (``device_class``): letters, digits, ``.``, ``_`` and ``-``,
+        as it names the file ``<class>.onnx``.
     min_agreement
         Lowest acceptable Jaccard overlap with the float32 model's flags.
     max_latency_us
@@ -40,6 +44,11 @@ class ClassTarget:
     name: str
     min_agreement: float
     max_latency_us: float = float("inf")
+
+    def __post_init__(self) -> None:
+        if not _CLASS_NAME.fullmatch(self.name):
+            raise ValueError(f"device class {self.name!r} names the file <class>.onnx in the output folder: "
+                             "use letters, digits, '.', '_' and '-' only")
 
 
 def parse_target(text: str) -> ClassTarget:
@@ -55,10 +64,10 @@ def parse_target(text: str) -> ClassTarget:
     agreement, _, latency = bounds.partition(":")
     try:
         target = ClassTarget(name.strip(), float(agreement), float(latency) if latency else float("inf"))
-    except ValueError:
-        raise RuntimeError(f"--target {text!r}: give CLASS=AGREEMENT[:LATENCY_US], e.g. rpi4=0.95:50") from None
-    if not target.name or not 0 <= target.min_agreement <= 1:
-        raise RuntimeError(f"--target {text!r}: the class needs a name and an agreement between 0 and 1")
+    except ValueError as exc:
+        raise RuntimeError(f"--target {text!r}: {exc}; give CLASS=AGREEMENT[:LATENCY_US], e.g. rpi4=0.95:50") from None
+    if not 0 <= target.min_agreement <= 1:
+        raise RuntimeError(f"--target {text!r}: the agreement must be between 0 and 1")
     return target
 
 

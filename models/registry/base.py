@@ -220,6 +220,9 @@ class Registry(ABC):
                 outgoing_state: dict[str, Any] | None = None, action_id: str | None = None) -> ModelVersion:
         """Make ``version`` the champion; ``outgoing_state`` keeps what the replaced champion had learned.
 
+        Promoting the serving champion again only adds ``metrics``: the lineage and the chain a rollback
+        follows stay as they are, so a rollback still restores the champion it replaced.
+
         Parameters
         ----------
         model, version

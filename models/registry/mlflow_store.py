@@ -307,7 +307,9 @@ class MlflowRegistry(Registry):
                  action_id: str | None) -> None:
         old = (rm.aliases or {}).get(CHAMPION)
         old = None if old is None else str(old)
-        if old is not None and old != version:
+        if old == version:  # already serving: a second link in the chain would make a rollback restore it to itself
+            return
+        if old is not None:
             self._set_status(model, old, "retired")
             if outgoing_state is not None:
                 self._save_latest(model, old, outgoing_state)

@@ -180,7 +180,9 @@ class ModelRegistry(Registry):
     def _promote(self, data: dict[str, Any], model: str, version: str, reason: str,
                  outgoing_state: dict[str, Any] | None, action_id: str | None) -> None:
         old = data["champion"]
-        if old is not None and old != version:
+        if old == version:  # already serving: a second link in the chain would make a rollback restore it to itself
+            return
+        if old is not None:
             data["versions"][old]["status"] = "retired"
             if outgoing_state is not None:
                 _write_json(self._folder(model) / "versions" / old / "latest.json", outgoing_state)

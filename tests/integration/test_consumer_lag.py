@@ -8,7 +8,7 @@ lag computed from ListOffsets would come out wrong and these tests would fail.
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from prometheus_client import REGISTRY
 
 from connectors.kafka import KafkaSettings, create_topics, make_consumer, make_producer
@@ -81,6 +81,40 @@ def test_monitor_commits_engine_positions_and_sets_the_gauge(kafka_settings) -> 
         }
     finally:
         reader.close()
+
+
+def test_a_partition_without_a_current_reading_loses_its_series(kafka_settings, monkeypatch) -> None:
+    """An old value exported as current hides a lag that grows while the broker does not answer."""
+    create_topics(kafka_settings, ["lagged"], partitions=2)
+    produce(kafka_settings, "lagged")
+    positions = {("lagged", 0): 4_000, ("lagged", 1): 30}
+    monitor = LagMonitor(kafka_settings, "stale-flow", kafka_settings.topic("stale"), ["lagged"],
+                         positions=lambda: positions)
+
+    def gauge() -> dict[int, float | None]:
+        return {partition: REGISTRY.get_sample_value("eddyline_consumer_lag", {
+            "flow": "stale-flow", "topic": "lagged", "partition": str(partition)}) for partition in PRODUCED}
+
+    try:
+        monitor.refresh()
+        assert gauge() == {0: 1_000, 1: 7}
+        reader = monitor._reader
+        answered = reader.watermarks
+        monkeypatch.setattr(reader, "watermarks", lambda starts: {  # no fetch answer for partition 1 in time
+            key: marks for key, marks in answered(starts).items() if key[1] != 1})
+        assert [p.partition for p in monitor.refresh()] == [0]
+        assert gauge() == {0: 1_000, 1: None}
+        monkeypatch.undo()
+        monitor.refresh()
+        assert gauge() == {0: 1_000, 1: 7}
+        monitor._reader = LagReader(KafkaSettings(bootstrap_servers="127.0.0.1:1"), timeout_s=0.5)  # broker away
+        reader.close()
+        with pytest.raises(KafkaException):
+            monitor.refresh()
+        assert gauge() == {0: None, 1: None} and monitor.last == []
+    finally:
+        monitor.stop()
+        monitor._close()
 
 
 def test_a_caught_up_group_has_no_lag(kafka_settings) -> None:

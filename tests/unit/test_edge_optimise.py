@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from edge_agent.inference.local import LocalInference  # noqa: E402
-from edge_agent.inference.optimise import ClassTarget, Variant, choose, optimise  # noqa: E402
+from edge_agent.inference.optimise import ClassTarget, Variant, choose, optimise, parse_target  # noqa: E402
 
 
 def test_variants_are_built_measured_and_loadable(tmp_path: Path) -> None:
@@ -40,3 +40,13 @@ def test_choose_takes_the_smallest_within_each_class_bounds() -> None:
     assert {k: v.name for k, v in chosen.items()} == {"loose": "tiny", "pi": "small", "exact": "fp32",
                                                       "impossible": "fp32"}
 
+
+
+@pytest.mark.parametrize("text", ["../escaped=0.9", "nested/class=0.9", "/abs=0.9", "=0.9"])
+def test_a_class_that_is_not_a_plain_file_name_is_refused_before_the_build(text: str, tmp_path: Path) -> None:
+    """The class names ``<class>.onnx``: a '/' would write outside the output folder or fail after the build."""
+    with pytest.raises(RuntimeError, match="letters, digits"):
+        parse_target(text)
+    with pytest.raises(ValueError, match="letters, digits"):
+        optimise(tmp_path / "out", (ClassTarget(text.partition("=")[0], 0.9),))
+    assert not any(tmp_path.iterdir())

@@ -65,6 +65,20 @@ def test_rollback_restores_the_previous_champion_and_refuses_when_there_is_none(
     assert reg.load_artifact("m", "3") == {"v": 3.5}
 
 
+def test_promoting_the_serving_champion_again_leaves_the_rollback_chain_alone(reg) -> None:
+    reg.register("m", {"v": 1}, reason="initial", champion=True)
+    reg.register("m", {"v": 2}, reason="c", parent="1")
+    reg.promote("m", "2", reason="better")
+    reg.promote("m", "2", reason="promoted again", metrics={"auc": 0.7})
+    assert reg.get("m", "2").metrics == {"auc": 0.7}
+    assert reg.rollback("m", reason="bad").version == "1" and reg.get("m", "2").status == "rolled_back"
+    reg.promote("m", "1", reason="promoted again")
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        reg.rollback("m", reason="once more")
+    assert [(h["action"], h["version"], h["replaced"]) for h in reg.history("m")][3:] == [
+        ("promoted", "2", "1"), ("rolled_back", "1", "2")]
+
+
 def test_bad_names_and_unknown_versions_are_clear_errors(reg) -> None:
     for read in (reg.champion, reg.versions, reg.history):
         with pytest.raises(RegistryError, match="bad model name"):

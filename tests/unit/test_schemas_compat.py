@@ -82,6 +82,40 @@ def test_added_enum_symbol_is_fine() -> None:
     assert incompatibilities(old, new) == []
 
 
+def test_removed_union_branch_is_caught() -> None:
+    """Old data on any removed branch cannot be read, not only data on the last branch of the union."""
+    old, new = _click(), _click()
+    _field(old, "context")["type"]["values"] = ["null", "string", "double"]
+    _field(new, "context")["type"]["values"] = ["null", "double"]
+    assert incompatibilities(old, new) != []
+    _field(new, "context")["type"]["values"] = ["null", "string", "double"]
+    _field(new, "rating").update(type="double", default=0.0)
+    assert incompatibilities(old, new) != []
+
+
+def test_added_union_branch_is_fine() -> None:
+    old, new = _click(), _click()
+    _field(new, "rating")["type"] = ["null", "double", "string"]
+    assert incompatibilities(old, new) == []
+
+
+def test_removed_enum_symbol_inside_a_collection_is_caught() -> None:
+    old, new = _click(), _click()
+    for schema, symbols in ((old, ["IMPRESSION", "CLICK"]), (new, ["IMPRESSION"])):
+        _field(schema, "action")["type"] = {"type": "array", "items": {"type": "enum", "name": "ClickAction",
+                                                                          "symbols": symbols}}
+    assert incompatibilities(old, new) != []
+
+
+def test_recursive_schema_is_checked() -> None:
+    node = {"type": "record", "name": "Node", "fields": [
+        {"name": "kind", "type": ["null", "string", "double"]}, {"name": "next", "type": ["null", "Node"]}]}
+    narrowed = copy.deepcopy(node)
+    narrowed["fields"][0]["type"] = ["null", "double"]
+    assert incompatibilities(node, node) == []
+    assert incompatibilities(node, narrowed) != []
+
+
 def test_type_change_that_does_not_promote_is_caught() -> None:
     old, new = _click(), _click()
     _field(new, "item_id")["type"] = "long"
