@@ -24,6 +24,8 @@ from typing import Any
 from edge_agent.inference.model import DEFAULT_WINDOW, _standardise, _windows, build_graph, fit, synthetic_normal
 
 _CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# What ``build_variants`` writes as ``<variant>.onnx`` beside the classes' files.
+VARIANTS = ("fp32", "int8-dynamic", "int8-static", "pruned50-fp32", "pruned50-int8-dynamic")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class ClassTarget:
         if not _CLASS_NAME.fullmatch(self.name):
             raise ValueError(f"device class {self.name!r} names the file <class>.onnx in the output folder: "
                              "use letters, digits, '.', '_' and '-' only")
+        if self.name in VARIANTS:
+            raise ValueError(f"device class {self.name!r} would overwrite the variant of that name in the output "
+                             f"folder: choose a name other than {', '.join(VARIANTS)}")
 
 
 def parse_target(text: str) -> ClassTarget:

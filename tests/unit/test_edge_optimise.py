@@ -11,13 +11,13 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from edge_agent.inference.local import LocalInference  # noqa: E402
-from edge_agent.inference.optimise import ClassTarget, Variant, choose, optimise, parse_target  # noqa: E402
+from edge_agent.inference.optimise import VARIANTS, ClassTarget, Variant, choose, optimise, parse_target  # noqa: E402
 
 
 def test_variants_are_built_measured_and_loadable(tmp_path: Path) -> None:
     report = optimise(tmp_path, (ClassTarget("rpi4", 0.9), ClassTarget("strict", 1.0)), repeats=3)
     by_name = {v["name"]: v for v in report["variants"]}
-    assert list(by_name) == ["fp32", "int8-dynamic", "int8-static", "pruned50-fp32", "pruned50-int8-dynamic"]
+    assert list(by_name) == list(VARIANTS)
     assert by_name["fp32"]["agreement"] == 1.0 and by_name["fp32"]["flagged"] > 0
     ops = {name: {n.op_type for n in onnx.load(v["path"]).graph.node} for name, v in by_name.items()}
     assert "MatMulInteger" in ops["int8-dynamic"] and "QuantizeLinear" in ops["int8-static"]
@@ -50,3 +50,10 @@ def test_a_class_that_is_not_a_plain_file_name_is_refused_before_the_build(text:
     with pytest.raises(ValueError, match="letters, digits"):
         optimise(tmp_path / "out", (ClassTarget(text.partition("=")[0], 0.9),))
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_a_class_named_like_a_variant_is_refused(name: str) -> None:
+    """``<class>.onnx`` would overwrite that variant's own file (and copying a file onto itself fails)."""
+    with pytest.raises(RuntimeError, match="would overwrite the variant"):
+        parse_target(f"{name}=0.9")
