@@ -19,6 +19,8 @@ from typing import Any
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STATUSES = ("candidate", "champion", "retired", "rejected", "rolled_back")
+# How many champions back a rollback can go: the chain is kept to this length (MLflow holds it in one tag).
+ROLLBACK_DEPTH = 100
 
 
 class RegistryError(ValueError):

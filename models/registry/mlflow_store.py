@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from models import tracking
-from models.registry.base import ModelVersion, Registry, RegistryError, check_name, history_entry
+from models.registry.base import ROLLBACK_DEPTH, ModelVersion, Registry, RegistryError, check_name, history_entry
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _HISTORY = "eddyline.history."
@@ -317,7 +317,7 @@ class MlflowRegistry(Registry):
         self.client.set_registered_model_alias(model, CHAMPION, version)
         if (rm.aliases or {}).get(CHALLENGER) is not None and str(rm.aliases[CHALLENGER]) == version:
             self.client.delete_registered_model_alias(model, CHALLENGER)
-        chain = json.loads((rm.tags or {}).get("eddyline.champions", "[]")) + [version]
+        chain = [*json.loads((rm.tags or {}).get("eddyline.champions", "[]")), version][-ROLLBACK_DEPTH:]
         self.client.set_registered_model_tag(model, "eddyline.champions", json.dumps(chain))
         rm.tags["eddyline.champions"] = json.dumps(chain)
         self._log(rm, "promoted", version, old, reason, action_id)

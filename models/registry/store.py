@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from models.registry.base import ModelVersion, Registry, RegistryError, check_name, history_entry, now_ms
+from models.registry.base import ROLLBACK_DEPTH, ModelVersion, Registry, RegistryError, check_name, history_entry, now_ms
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -188,7 +188,7 @@ class ModelRegistry(Registry):
                 _write_json(self._folder(model) / "versions" / old / "latest.json", outgoing_state)
         data["versions"][version]["status"] = "champion"
         data["champion"] = version
-        data["champions"].append(version)
+        data["champions"] = [*data["champions"], version][-ROLLBACK_DEPTH:]
         self._log(data, "promoted", version, old, reason, action_id)
 
     def promote(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,

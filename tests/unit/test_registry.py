@@ -79,6 +79,22 @@ def test_promoting_the_serving_champion_again_leaves_the_rollback_chain_alone(re
         ("promoted", "2", "1"), ("rolled_back", "1", "2")]
 
 
+def test_the_rollback_chain_keeps_only_the_newest_champions(reg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retraining flow promotes for months: the chain (one MLflow tag) must not grow with every promotion."""
+    import models.registry.mlflow_store
+    import models.registry.store
+
+    for module in (models.registry.store, models.registry.mlflow_store):
+        monkeypatch.setattr(module, "ROLLBACK_DEPTH", 3)
+    reg.register("m", {"v": 1}, reason="initial", champion=True)
+    for v in range(2, 7):
+        reg.register("m", {"v": v}, reason="c")
+        reg.promote("m", str(v), reason="better")
+    assert [reg.rollback("m", reason="back").version for _ in range(2)] == ["5", "4"]
+    with pytest.raises(RegistryError, match="nothing to roll back"):
+        reg.rollback("m", reason="too far back")
+
+
 def test_bad_names_and_unknown_versions_are_clear_errors(reg) -> None:
     for read in (reg.champion, reg.versions, reg.history):
         with pytest.raises(RegistryError, match="bad model name"):
