@@ -5,7 +5,9 @@ one weight per id and forgets nothing it has not seen often; most MovieLens user
 handful of times. Ours turns the stream into a few dense, smoothed statistics that exist from the first
 event (how popular the item is, how often it is liked, how often this user likes things, how much this
 user likes the item's genres) and learns how to weigh them, so every event teaches every user and item.
-State is plain dicts and arrays: it snapshots to data and a restart resumes exactly.
+State is plain dicts and arrays: it snapshots to data and a restart resumes exactly. Memory follows the users
+who are active: past ``max_users``, the least recently active user's statistics are forgotten, and that user
+is scored like a new one again (the global prior).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ FEATURES = (
 # for ever; ``bias`` is a constant. The rest are smoothed rates and ratings: bounded, and they move only
 # when the traffic does (other users, other items, other tastes).
 DRIFT_FEATURES = ("item_rate", "user_rate", "genre_affinity", "item_rating", "user_rating")
+MAX_USERS = 100_000  # users whose own statistics a click model keeps by default
 
 
 def _logit(p: float) -> float:
@@ -111,6 +114,10 @@ class _Counts:
         if rating is not None:
             self.rating[key] = self.rating.get(key, 0.0) + rating
 
+    def drop(self, key: str) -> None:
+        for table in (self.n, self.pos, self.rating):
+            table.pop(key, None)
+
     def rate(self, key: str, prior: float, strength: float = 5.0) -> float:
         return (self.pos.get(key, 0.0) + prior * strength) / (self.n.get(key, 0.0) + strength)
 
@@ -131,6 +138,10 @@ class ClickModel:
     ----------
     lr, l2
         Of the ``OnlineLogit`` that weighs the features.
+    max_users
+        Users whose own statistics are kept; past it the least recently active one's are forgotten, so that
+        months of new users do not grow the state. ``users.n`` runs from the least recently active user to the
+        most, and so does a snapshot's.
 
     Examples
     --------
@@ -145,15 +156,18 @@ class ClickModel:
     True
     """
 
-    def __init__(self, lr: float = 0.05, l2: float = 1e-5) -> None:
-        self.lr, self.l2 = lr, l2
+    def __init__(self, lr: float = 0.05, l2: float = 1e-5, max_users: int = MAX_USERS) -> None:
+        if max_users < 1:
+            raise ValueError(f"max_users must be at least 1, not {max_users}")
+        self.lr, self.l2, self.max_users = lr, l2, max_users
         self.logit = OnlineLogit(len(FEATURES), lr=lr, l2=l2)
         self.items, self.users, self.user_genres = _Counts(), _Counts(), _Counts()
         self.item_genres: dict[str, list[str]] = {}
         self.total = _Counts()
+        self._genres_of: dict[str, set[str]] = {}  # user -> genres of their user_genres keys, forgotten with them
 
     def params(self) -> dict[str, Any]:
-        return {"lr": self.lr, "l2": self.l2}
+        return {"lr": self.lr, "l2": self.l2, "max_users": self.max_users}
 
     def features(self, user: str, items: Sequence[str], genres: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         """One row per candidate item, columns ``FEATURES``; genres default to those seen with the item.
@@ -238,10 +252,21 @@ class ClickModel:
         if genres:
             self.item_genres[item] = list(genres)
         self.items.add(item, label, rating)
+        self.users.n[user] = self.users.n.pop(user, 0.0)  # to the most recently active end
         self.users.add(user, label, rating)
         self.total.add("all", label, rating)
-        for g in genres or self.item_genres.get(item, []):
+        gs = genres or self.item_genres.get(item, [])
+        for g in gs:
             self.user_genres.add(f"{user}|{g}", label, None)
+        self._genres_of.setdefault(user, set()).update(gs)
+        self._bound()
+
+    def _bound(self) -> None:
+        while len(self.users.n) > self.max_users:
+            user = next(iter(self.users.n))
+            self.users.drop(user)
+            for g in self._genres_of.pop(user, ()):
+                self.user_genres.drop(f"{user}|{g}")
 
     def snapshot(self) -> dict[str, Any]:
         return {"logit": self.logit.snapshot(), "items": self.items.snapshot(), "users": self.users.snapshot(),
@@ -253,6 +278,11 @@ class ClickModel:
         for name in ("items", "users", "user_genres", "total"):
             getattr(self, name).restore(s[name])
         self.item_genres = {k: list(v) for k, v in s["item_genres"].items()}
+        self._genres_of = {}
+        for key in self.user_genres.n:
+            user, _, g = key.rpartition("|")  # genres never hold "|" (events carry them "|"-separated); users may
+            self._genres_of.setdefault(user, set()).add(g)
+        self._bound()  # a state saved under a larger cap, or before there was one, keeps its most recent users
 
 
 class PopularityModel:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.online import ClickModel
-from models.online.clicks import FEATURES
+from models.online.clicks import FEATURES, MAX_USERS
 from schemas import CLICK, FEEDBACK, PREDICTION, QUARANTINE, derive_id
 from streams.flows.names import MODEL_NAME, QUARANTINE_TOPIC
 from streams.processor import Emit, Event, FlowSpec, Processor
@@ -38,7 +38,7 @@ from streams.processor import Emit, Event, FlowSpec, Processor
 PRODUCER = "eddyline/clicks"
 LIKE = 4.0
 SEEN_PER_USER = 5000  # items remembered per user, to leave out of their recommendations; the oldest go first
-SEEN_USERS = 100_000  # users whose shown items are remembered; the one who saw something least lately goes first
+SEEN_USERS = MAX_USERS  # users remembered (shown items, the model's statistics); the least lately active go first
 IDLE_AFTER = 10_000  # click events of other partitions after which a silent partition stops holding expiry back
 
 
@@ -88,7 +88,7 @@ class ClickProcessor(Processor):
 
     def __init__(self, model_name: str = MODEL_NAME, version: str = "1", click_wait_ms: int = 30 * 60_000) -> None:
         self.model_name, self.version, self.click_wait_ms = model_name, version, click_wait_ms
-        self.model = ClickModel()
+        self.model = ClickModel(max_users=SEEN_USERS)
         self.pending: dict[str, dict[str, Any]] = {}  # impression id -> what learning needs
         self.shown: dict[str, dict[str, None]] = {}  # user -> items shown to them, oldest first
         self.watermark = 0  # what impressions expire against: the slowest partition heard from recently

@@ -33,6 +33,7 @@ repeats.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -169,6 +170,9 @@ class DriftProcessor(Processor):
         self.unanswered_run = 0  # predictions since the last feedback event
         self.stalled_at = 0  # the prediction clock when the feedback stream last counted as stalled
         self.joined: dict[str, int] = {}  # prediction id -> its time, once joined: a repeat is not joined again
+        # (time, id) of preds, early and joined, soonest first, so that expiry looks only at what expires;
+        # an entry whose id has left its table (or come back with another time) is skipped
+        self._due: dict[str, list[tuple[int, str]]] = {"preds": [], "early": [], "joined": []}
         self.duplicates = {"predictions": 0, "feedback": 0}
         self.bad_values = 0  # non-finite feature values, left out of data drift
         self.unmonitored = 0  # values of features beyond MAX_MONITORED, left out of data drift
@@ -258,8 +262,10 @@ class DriftProcessor(Processor):
         fb = self.early.pop(rec["event_id"], None)
         if fb is None:
             self.preds[rec["event_id"]] = {"score": float(rec["score"]), "time": int(rec["event_time"])}
+            heapq.heappush(self._due["preds"], (int(rec["event_time"]), rec["event_id"]))
             return None
         self.joined[rec["event_id"]] = int(rec["event_time"])
+        heapq.heappush(self._due["joined"], (int(rec["event_time"]), rec["event_id"]))
         return self._error(float(rec["score"]), fb["label"]), fb["time"], fb["id"]
 
     def _feedback(self, rec: dict[str, Any]) -> tuple[float, int, str] | None:
@@ -270,8 +276,10 @@ class DriftProcessor(Processor):
                 return None
             self.early[rec["prediction_id"]] = {"label": float(rec["label"]), "time": int(rec["event_time"]),
                                                 "id": rec["event_id"]}
+            heapq.heappush(self._due["early"], (int(rec["event_time"]), rec["prediction_id"]))
             return None
         self.joined[rec["prediction_id"]] = p["time"]
+        heapq.heappush(self._due["joined"], (p["time"], rec["prediction_id"]))
         return self._error(p["score"], float(rec["label"])), int(rec["event_time"]), rec["event_id"]
 
     def _concept(self, errors: list[tuple[float, int, str]]) -> list[Emit]:
@@ -305,17 +313,20 @@ class DriftProcessor(Processor):
         the other way round: the two topics are read at their own pace, so neither's clock rules alone. A joined
         id is kept until both clocks are past it by the wait: a repeat after that would have given up anyway."""
         feedback_time = max(self.stream_time["feedback"], self.stalled_at)
-        horizon = feedback_time - self.max_wait_ms
-        for pid in [k for k, p in self.preds.items() if p["time"] < horizon]:
-            del self.preds[pid]
-            self.unmatched["predictions"] += 1
-        horizon = self.stream_time["predictions"] - self.max_wait_ms
-        for fid in [k for k, f in self.early.items() if f["time"] < horizon]:
-            del self.early[fid]
-            self.unmatched["feedback"] += 1
-        horizon = min(self.stream_time["predictions"], feedback_time) - self.max_wait_ms
-        for pid in [k for k, t in self.joined.items() if t < horizon]:
-            del self.joined[pid]
+        self.unmatched["predictions"] += self._drop("preds", feedback_time - self.max_wait_ms)
+        self.unmatched["feedback"] += self._drop("early", self.stream_time["predictions"] - self.max_wait_ms)
+        self._drop("joined", min(self.stream_time["predictions"], feedback_time) - self.max_wait_ms)
+
+    def _drop(self, name: str, horizon: int) -> int:
+        """Remove the entries of ``preds``, ``early`` or ``joined`` older than ``horizon``; how many there were."""
+        table, due, dropped = getattr(self, name), self._due[name], 0
+        while due and due[0][0] < horizon:
+            t, key = heapq.heappop(due)
+            entry = table.get(key)
+            if entry is not None and (entry if name == "joined" else entry["time"]) == t:
+                del table[key]
+                dropped += 1
+        return dropped
 
     # events and incidents
 
@@ -395,6 +406,11 @@ class DriftProcessor(Processor):
         # fields a state from before stalls and repeats were noticed lacks
         self.unanswered_run, self.stalled_at = int(state.get("unanswered_run", 0)), int(state.get("stalled_at", 0))
         self.joined = {str(k): int(v) for k, v in state.get("joined", {}).items()}
+        self._due = {"preds": [(p["time"], k) for k, p in self.preds.items()],
+                     "early": [(f["time"], k) for k, f in self.early.items()],
+                     "joined": [(t, k) for k, t in self.joined.items()]}
+        for due in self._due.values():
+            heapq.heapify(due)
         self.duplicates = dict(state.get("duplicates", {"predictions": 0, "feedback": 0}))
         self.bad_values = int(state.get("bad_values", 0))
         self.unmonitored = int(state.get("unmonitored", 0))  # older snapshots: none counted

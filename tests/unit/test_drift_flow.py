@@ -284,3 +284,60 @@ def test_a_model_with_sparse_features_watches_a_bounded_number_of_them() -> None
     again = drift.DriftProcessor("m")
     again.restore(proc.snapshot())
     assert again.unmonitored == 51 and len(again.monitors) == drift.MAX_MONITORED
+
+
+class _Counted(dict):
+    """A table that counts every entry anyone looks at, by key or by walking it."""
+
+    looked = 0
+
+    def _count(self, n: int = 1) -> None:
+        _Counted.looked += n
+
+    def get(self, key, default=None):
+        self._count()
+        return super().get(key, default)
+
+    def pop(self, key, *default):
+        self._count()
+        return super().pop(key, *default)
+
+    def __contains__(self, key) -> bool:
+        self._count()
+        return super().__contains__(key)
+
+    def __getitem__(self, key):
+        self._count()
+        return super().__getitem__(key)
+
+    def __iter__(self):
+        self._count(len(self))
+        return super().__iter__()
+
+    def items(self):
+        self._count(len(self))
+        return super().items()
+
+    def keys(self):
+        self._count(len(self))
+        return super().keys()
+
+    def values(self):
+        self._count(len(self))
+        return super().values()
+
+
+@pytest.mark.parametrize("waiting", [500, 5000])
+def test_a_batch_looks_at_what_it_joins_or_expires_not_at_every_waiting_id(waiting: int) -> None:
+    """Predictions and feedback waiting within the wait, and joined ids kept for repeats, are many at a high rate:
+    the work of a batch that joins one pair and expires nothing must not grow with them."""
+    proc = drift.DriftProcessor("m", max_wait_ms=10**10, check_every=10**6)  # nothing expires
+    proc.process([e for i in range(waiting) for e in (_pred(i, 0.9, 0.0), _fb(i, 1.0))])  # joined
+    proc.process([_pred(10**6 + i, 0.9, 0.0) for i in range(waiting)])  # waiting for their feedback
+    proc.process([_fb(2 * 10**6 + i, 1.0) for i in range(waiting)])  # waiting for their predictions
+    proc.preds, proc.early, proc.joined = _Counted(proc.preds), _Counted(proc.early), _Counted(proc.joined)
+    _Counted.looked = 0
+    for i in range(3 * 10**6, 3 * 10**6 + 100):
+        proc.process([_pred(i, 0.9, 0.0), _fb(i, 1.0)])
+    assert _Counted.looked / 100 <= 10  # a handful of look-ups per event, whatever waits
+    assert proc.unmatched == {"predictions": 0, "feedback": 0} and len(proc.joined) == waiting + 100

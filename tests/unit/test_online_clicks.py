@@ -54,6 +54,48 @@ def test_click_model_refuses_a_rating_or_label_that_is_not_finite_and_learns_not
     assert np.isfinite(model.predict("bob", ["i1", "i7"])).all()
 
 
+def test_a_click_model_keeps_statistics_of_at_most_max_users_however_many_users_come_and_go() -> None:
+    """Months of uptime bring users who never come back: the state follows the active ones, not all ever seen."""
+    import json
+
+    def size_after(users: int) -> tuple[int, int, int]:
+        model = ClickModel(max_users=100)
+        for u in range(users):
+            model.learn(f"user-{u:05d}", f"i{u % 40}", float(u % 2), genres=("Drama", "Comedy"), rating=4.0)
+        return len(model.users.n), len(model.user_genres.n), len(json.dumps(model.snapshot()))
+
+    assert size_after(100)[:2] == size_after(5000)[:2] == (100, 200)
+    assert size_after(5000)[2] < 1.1 * size_after(100)[2]  # only the item and global counts' digits grow
+
+
+def test_the_least_recently_active_user_is_forgotten_and_scored_like_a_new_one() -> None:
+    model = ClickModel(max_users=3)
+    for user in ["a", "b", "c", "a", "d"]:  # a is active again before d arrives: b goes
+        model.learn(user, "i1", 1.0, genres=("Drama",), rating=5.0)
+    model.learn("x", "i2", 0.0, genres=("Horror",), rating=1.0)  # x arrives, c goes
+    assert list(model.users.n) == ["a", "d", "x"]
+    assert sorted(model.user_genres.n) == ["a|Drama", "d|Drama", "x|Horror"]
+    for forgotten in ("b", "c"):
+        assert np.array_equal(model.features(forgotten, ["i1", "i2"]), model.features("never-seen", ["i1", "i2"]))
+    again = ClickModel(**model.params())
+    again.restore(model.snapshot())
+    again.learn("y", "i1", 1.0, genres=("Drama",))  # the restored order says who goes next: a
+    assert list(again.users.n) == ["d", "x", "y"] and sorted(again.user_genres.n) == ["d|Drama", "x|Horror", "y|Drama"]
+
+
+def test_a_click_model_state_saved_without_a_cap_restores_under_one() -> None:
+    """A state from before the cap (or under a larger one) keeps its last users; the rest fall back to the prior."""
+    old = ClickModel(max_users=10)
+    for u in range(10):
+        old.learn(f"u{u}", "i1", float(u % 2), genres=("Drama", "Comedy"))
+    state = old.snapshot()
+    new = ClickModel(max_users=4)
+    new.restore(state)
+    assert list(new.users.n) == ["u6", "u7", "u8", "u9"]
+    assert sorted(new.user_genres.n) == sorted(f"u{u}|{g}" for u in range(6, 10) for g in ("Drama", "Comedy"))
+    assert np.array_equal(new.predict("u9", ["i1"]), old.predict("u9", ["i1"]))
+
+
 def test_popularity_counts_likes() -> None:
     pop = PopularityModel()
     for item, y in [("a", 1), ("a", 1), ("b", 1), ("c", 0)]:

@@ -142,3 +142,14 @@ def test_the_users_whose_shown_items_are_kept_are_bounded_and_the_least_lately_a
     again = clicks.ClickProcessor()
     again.restore(proc.snapshot())
     assert list(again.shown) == ["c", "a", "d"]
+
+
+def test_the_click_model_keeps_statistics_of_the_users_the_flow_keeps(monkeypatch) -> None:
+    monkeypatch.setattr(clicks, "SEEN_USERS", 3)
+    proc = clicks.ClickProcessor()
+    base = {"producer": "t", "position": None, "rating": 5.0, "context": {"genres": "Drama"}, "action": "IMPRESSION",
+            "impression_id": None, "item_id": "i"}
+    for i, user in enumerate(["a", "b", "c", "a", "d"]):
+        proc.process([Event("clicks", user, {**base, "event_id": f"e{i}", "event_time": i, "user_id": user})])
+    assert list(proc.model.users.n) == list(proc.shown) == ["c", "a", "d"]
+    assert sorted(proc.model.user_genres.n) == ["a|Drama", "c|Drama", "d|Drama"]
