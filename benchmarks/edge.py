@@ -281,7 +281,7 @@ def _model_swaps(tmp: Path, ks: KafkaSettings, swaps: int) -> tuple[list[float],
     from connectors.kafka import EventProducer
     from edge_agent.inference.model import build_model
     from schemas.catalog import DEVICE_HEALTH, EDGE_MODEL, EDGE_ROLLOUT
-    from schemas.signing import generate_keypair, sign_model
+    from schemas.signing import generate_keypair, sign_model, sign_rollout
     from streams.flows.rollout import RolloutController, RolloutPolicy
 
     (tmp / "buffer.sqlite").unlink(missing_ok=True)
@@ -307,8 +307,8 @@ def _model_swaps(tmp: Path, ks: KafkaSettings, swaps: int) -> tuple[list[float],
                 )
                 out.produce("edge.models", EDGE_MODEL, record, key=f"bench/{version}")
                 start_ms = int(time.time() * 1000)
-                rollout = RolloutController.start(RolloutPolicy(), "bench", version, previous, [DEVICE], start_ms,
-                                                  "bench", 100)
+                rollout = sign_rollout(RolloutController.start(RolloutPolicy(), "bench", version, previous, [DEVICE],
+                                                               start_ms, "bench", 100), (tmp / "k.pem").read_bytes())
                 out.produce("edge.rollouts", EDGE_ROLLOUT, rollout, key="bench")
                 out.flush()
                 previous = version

@@ -1,9 +1,11 @@
-"""Ed25519 signatures over edge models: what is signed, how keys are made, stored and checked.
+"""Ed25519 signatures over edge models and rollouts: what is signed, how keys are made, stored and checked.
 
 The signature covers the model's SHA-256 and its metadata (name, version, device class, format), never
 the transport: a record copied to another topic or re-encoded still verifies, and a model relabelled for
-another device class or version does not. ``cryptography`` is imported only when a key is used, so the
-agent's base install does not need it.
+another device class or version does not. Rollout records (which version a class runs) are signed with the
+same key under another prefix, over the fields that decide what a device runs and their ``sequence``, so a
+device can refuse a forged record and an old one replayed. ``cryptography`` is imported only when a key is
+used, so the agent's base install does not need it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 SIGNED_FIELDS = ("name", "version", "device_class", "format", "sha256")
+ROLLOUT_SIGNED_FIELDS = (
+    "sequence", "rollout_id", "device_class", "state", "version", "previous_version", "canary_devices", "reason",
+)
 _DOMAIN = b"eddyline-edge-model/v1\n"
+_ROLLOUT_DOMAIN = b"eddyline-edge-rollout/v1\n"
 
 
 class SignatureError(ValueError):
@@ -38,6 +44,26 @@ def signed_message(record: dict[str, Any]) -> bytes:
     """
     fields = {k: record[k] for k in SIGNED_FIELDS}
     return _DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+
+def rollout_message(record: dict[str, Any]) -> bytes:
+    """The bytes a rollout record's signature covers: its own prefix (a model's signature never passes for one)
+    and the ``ROLLOUT_SIGNED_FIELDS`` as canonical JSON.
+
+    Parameters
+    ----------
+    record
+        An ``edge_rollout`` record (v2: with ``sequence``).
+
+    Examples
+    --------
+    >>> from schemas.signing import rollout_message
+    >>> rollout_message({"sequence": 7, "rollout_id": "r", "device_class": "rpi4", "state": "promoted",
+    ...                  "version": "2", "previous_version": "1", "canary_devices": [], "reason": None})[:24]
+    b'eddyline-edge-rollout/v1'
+    """
+    fields = {k: record[k] for k in ROLLOUT_SIGNED_FIELDS}
+    return _ROLLOUT_DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def digest(model: bytes) -> str:
@@ -87,17 +113,34 @@ def sign_model(record: dict[str, Any], private_pem: bytes) -> dict[str, Any]:
     private_pem
         The PEM private key from ``generate_keypair``.
     """
+    key, kid = _private_key(private_pem)
+    out = {**record, "sha256": digest(record["model"]), "key_id": kid}
+    out["signature"] = key.sign(signed_message(out))
+    return out
+
+
+def sign_rollout(record: dict[str, Any], private_pem: bytes) -> dict[str, Any]:
+    """``record`` with ``key_id`` and ``signature`` over ``rollout_message``: agents act on no other rollout.
+
+    Parameters
+    ----------
+    record
+        An ``edge_rollout`` record with its ``sequence`` set (higher than any record of its class before it).
+    private_pem
+        The PEM private key that signs the class's models.
+    """
+    key, kid = _private_key(private_pem)
+    return {**record, "key_id": kid, "signature": key.sign(rollout_message(record))}
+
+
+def _private_key(private_pem: bytes) -> tuple[Any, str]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = serialization.load_pem_private_key(private_pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise SignatureError("the signing key is not an Ed25519 key; make one with `eddyline edge keygen`")
-    out = {**record, "sha256": digest(record["model"])}
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    out["key_id"] = key_id(raw)
-    out["signature"] = key.sign(signed_message(out))
-    return out
+    return key, key_id(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 
 class Verifier:
@@ -126,6 +169,21 @@ class Verifier:
         self._key = key
         self.key_id = key_id(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
+    @classmethod
+    def for_signing_key(cls, private_pem: bytes) -> Verifier:
+        """The verifier of the key that signs: the rollout controller trusts only what it signed itself.
+
+        Parameters
+        ----------
+        private_pem
+            The PEM private key from ``generate_keypair``.
+        """
+        from cryptography.hazmat.primitives import serialization
+
+        key, _ = _private_key(private_pem)
+        return cls(base64.b64encode(key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                                  serialization.PublicFormat.Raw)))
+
     def verify(self, record: dict[str, Any]) -> None:
         """Raise ``SignatureError`` saying what is wrong unless the model's bytes, digest and signature agree."""
         from cryptography.exceptions import InvalidSignature
@@ -140,3 +198,23 @@ class Verifier:
             self._key.verify(record["signature"], signed_message(record))
         except InvalidSignature:
             raise SignatureError(f"model {record['version']}: bad signature") from None
+
+    def verify_rollout(self, record: dict[str, Any]) -> None:
+        """Raise ``SignatureError`` unless this key signed the rollout record's fields as they are.
+
+        Parameters
+        ----------
+        record
+            An ``edge_rollout`` record; one written before rollouts were signed has no signature and is refused.
+        """
+        from cryptography.exceptions import InvalidSignature
+
+        what = f"rollout {record['rollout_id']} ({record['state']} {record['version']})"
+        if record.get("signature") is None:
+            raise SignatureError(f"{what}: not signed")
+        if record["key_id"] != self.key_id:
+            raise SignatureError(f"{what}: signed with key {record['key_id']}, this device trusts {self.key_id}")
+        try:
+            self._key.verify(record["signature"], rollout_message(record))
+        except InvalidSignature:
+            raise SignatureError(f"{what}: bad signature") from None

@@ -9,12 +9,19 @@ sampling never waits for ONNX Runtime, and the swap itself is one assignment in 
 it replaced stays loaded, so a rollback is instant. Whatever is refused (bad signature, wrong class, a model
 that does not load) leaves the running model in place and is reported in the health event.
 
+Rollout records are signed with the models' key and ordered by ``sequence``: the agent acts on none that its
+key did not sign, nor on one below the highest it accepted (kept on disk beside the model), so write access
+to the rollouts topic alone cannot send it back to an older signed model. An operator's rollback is a new,
+higher record and is followed. Such refusals are logged and counted; they leave the health event alone, so
+a forged record cannot make the controller roll a healthy canary back.
+
 The running model is also kept on disk, signed as it came (``cache``), so an agent that restarts without
 the broker runs it again, verified again, instead of falling back to its local model.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -50,7 +57,8 @@ class ModelUpdates:
     current
         The model running at start (the local one), kept for a rollback of the first rollout.
     cache
-        Where the running model is kept across restarts; None keeps nothing.
+        Where the running model is kept across restarts, and beside it (``.rollout.json``) the highest rollout
+        ``sequence`` accepted; None keeps nothing.
     """
 
     def __init__(
@@ -75,13 +83,26 @@ class ModelUpdates:
         self.message: str | None = None
         self.swaps = 0
         self.refused = 0
+        self.rollouts_refused = 0
         self._refused: set[tuple[Any, ...]] = set()  # records (by _identity) already refused: not retried
         self._loading: tuple[str, tuple[Any, ...], threading.Thread, list[Any]] | None = None
         self._records: dict[str, dict[str, Any]] = {}  # version -> signed record of current and previous
         self.serde = AvroSerde()
         self.cache = cache
+        self.mark_path = cache.with_suffix(".rollout.json") if cache is not None else None
+        self.mark = self._read_mark()  # the highest rollout sequence accepted
         if cache is not None and cache.exists():
             self._resume(cache)
+
+    def _read_mark(self) -> int:
+        if self.mark_path is None or not self.mark_path.exists():
+            return 0
+        try:
+            kept = json.loads(self.mark_path.read_text())
+            return int(kept["sequence"]) if kept["device_class"] == self.device_class else 0
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("rollout mark %s unreadable (%s); any signed rollout is accepted", self.mark_path, exc)
+            return 0
 
     def _resume(self, cache: Path) -> None:
         try:
@@ -116,9 +137,40 @@ class ModelUpdates:
                 del self.models[k]
 
     def on_rollout(self, record: dict[str, Any]) -> None:
-        if record["device_class"] == self.device_class:
-            self.rollout = record
-            self._prune()
+        if record["device_class"] != self.device_class:
+            return
+        what = f"rollout {record['rollout_id']} ({record['state']} {record['version']})"
+        try:
+            self.verifier.verify_rollout(record)
+        except SignatureError as exc:
+            self._refuse_rollout(str(exc))
+            return
+        if record["sequence"] < self.mark:
+            if self.rollout is None:  # the topic's history, read again after a restart, before the record kept
+                log.debug("%s: older than sequence %d, already followed", what, self.mark)
+            else:
+                self._refuse_rollout(f"{what}: sequence {record['sequence']} is below {self.mark}, the newest "
+                                     "accepted (an old record replayed)")
+            return
+        self.rollout = record
+        if record["sequence"] > self.mark:
+            self.mark = record["sequence"]
+            self._keep_mark()
+        self._prune()
+
+    def _refuse_rollout(self, why: str) -> None:
+        self.rollouts_refused += 1
+        r = self.rollout
+        following = f"rollout {r['rollout_id']} ({r['state']} {r['version']})" if r else "no rollout"
+        log.warning("refused %s; still following %s (rollouts refused: %d)", why, following, self.rollouts_refused)
+
+    def _keep_mark(self) -> None:
+        if self.mark_path is None:
+            return
+        try:
+            _replace(self.mark_path, json.dumps({"device_class": self.device_class, "sequence": self.mark}).encode())
+        except OSError as exc:  # a full or read-only disk: the mark holds until the agent restarts
+            log.warning("cannot keep the rollout mark in %s: %s", self.mark_path, exc)
 
     def _named_versions(self) -> set[str]:
         r = self.rollout
@@ -213,12 +265,7 @@ class ModelUpdates:
             if record is None:
                 self.cache.unlink(missing_ok=True)
                 return
-            tmp = self.cache.with_name(self.cache.name + ".tmp")
-            with open(tmp, "wb") as f:  # synced before the rename: after a power cut, the old model or the new one
-                f.write(self.serde.encode(EDGE_MODEL, record))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.cache)
+            _replace(self.cache, self.serde.encode(EDGE_MODEL, record))
         except OSError as exc:  # a full or read-only disk costs the cache, not the model
             log.warning("cannot keep model %s in %s: %s", self.current.version, self.cache, exc)
 
@@ -234,6 +281,16 @@ class ModelUpdates:
     def info(self) -> dict[str, str | None]:
         """``model_version``, ``model_state`` and ``model_message`` for the health event."""
         return {"model_version": self.current.version, "model_state": self.state, "model_message": self.message}
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically, synced before the rename: after a power cut, the old content or the new."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _identity(record: dict[str, Any]) -> tuple[Any, ...]:

@@ -82,11 +82,14 @@ def rollout_command(
     device_class: Annotated[str, typer.Option(help="The device class to roll out to.")],
     canary: Annotated[str | None, typer.Option(help="Share of the class that gets it first, e.g. 10%.")] = None,
     observe_s: Annotated[float | None, typer.Option(help="Seconds the canaries must stay healthy.")] = None,
+    key: Annotated[Path | None, typer.Option(
+        envvar="EDDYLINE_EDGE_SIGNING_KEY", help="The models' private key: it signs the rollout too.")] = None,
 ) -> None:
     """Send a model to a canary share of a class; promote it to all when the canaries stay healthy, else roll back.
 
     Bounds come from [rollout] (EDDYLINE_ROLLOUT_*). The state lives in the compacted rollouts topic: run the
     same command again to resume a rollout this command did not finish. Exit 1 when it was rolled back.
+    Every record is signed with the models' key: agents act on no other.
     """
     from streams.cli.errors import answering_kafka
     from streams.flows.rollout import RolloutPolicy, run_rollout
@@ -96,8 +99,12 @@ def rollout_command(
         policy = policy.model_copy(update={"observe_s": observe_s})
 
     share = _percent(canary) if canary else None
+    if key is None or not key.is_file():
+        where = "no --key given" if key is None else f"no private key at {key}"
+        raise ValueError(f"{where}; rollouts are signed with the models' key: pass --key or set "
+                         "EDDYLINE_EDGE_SIGNING_KEY to the private key from `eddyline edge keygen`")
     final = run_rollout(
-        answering_kafka(), policy, device_class, version, canary_percent=share,
+        answering_kafka(), policy, device_class, version, private_pem=key.read_bytes(), canary_percent=share,
         producer=f"eddyline-rollout@{socket.gethostname()}", on_event=_show,
     )
     if final["state"] != "promoted":

@@ -11,10 +11,16 @@ not switch in ``swap_timeout_s``, and at the end of the observation when one dis
 ``edge_rollout`` record; the compacted rollouts topic is the durable state (agents act on its latest
 record per class, and a restarted controller resumes from it).
 Times are the controller's clock at arrival, so a device's wrong clock does not decide anything.
+
+Records are signed with the models' key (``schemas.signing.sign_rollout``) and carry a ``sequence`` above
+every earlier record of their class: agents act on no other, so whoever can write the topic without the key
+can neither forge a rollout nor replay an old one to send devices back to an older model. The controller
+likewise reads only the records its key signed.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +32,8 @@ from connectors.config import Section
 from schemas import derive_id
 from schemas.canary import choose_canaries
 from streams.flows.agreement import AgreementJoin
+
+log = logging.getLogger(__name__)
 
 
 class RolloutPolicy(Section):
@@ -122,8 +130,29 @@ class RolloutController:
         now_ms: int,
         producer: str,
         canary_percent: float | None = None,
+        after: int = 0,
     ) -> dict[str, Any]:
-        """The ``canary`` record that starts a rollout: canaries drawn from ``fleet`` by device id hash."""
+        """The ``canary`` record that starts a rollout (unsigned): canaries drawn from ``fleet`` by device id hash.
+
+        Parameters
+        ----------
+        policy
+            The bounds (its ``canary_percent`` unless ``canary_percent`` is given).
+        device_class, version
+            What goes where.
+        previous_version
+            What the class runs now: where a rollback sends it.
+        fleet
+            The class's devices heard from recently.
+        now_ms
+            The controller's clock.
+        producer
+            The record's producer identity.
+        canary_percent
+            Overrides ``policy.canary_percent``.
+        after
+            The ``sequence`` of the class's latest record: this one's is above it, whatever the clock says.
+        """
         if not fleet:
             raise ValueError(
                 f"no device of class {device_class!r} reported health in the last {policy.fleet_window_s:g} s; "
@@ -146,6 +175,9 @@ class RolloutController:
             "canary_devices": choose_canaries(rollout_id, fleet, percent),
             "started_ms": now_ms,
             "reason": None,
+            "sequence": max(now_ms, after + 1),
+            "key_id": None,
+            "signature": None,
         }
 
     def observe(self, health: list[dict[str, Any]], now: float) -> None:
@@ -222,9 +254,9 @@ class RolloutController:
         return self._finish("promoted", f"{healthy}; lowest {worst.describe()}", now)  # type: ignore[union-attr]
 
     def _finish(self, state: str, reason: str, now: float) -> dict[str, Any]:
-        r = self.rollout
-        return {**r, "event_id": derive_id(r["rollout_id"], state), "event_time": int(now * 1000), "state": state,
-                "reason": reason}
+        r, now_ms = self.rollout, int(now * 1000)
+        return {**r, "event_id": derive_id(r["rollout_id"], state), "event_time": now_ms, "state": state,
+                "reason": reason, "sequence": max(now_ms, r["sequence"] + 1), "key_id": None, "signature": None}
 
 
 def _about(message: str | None, version: str) -> bool:
@@ -239,15 +271,43 @@ def previous_version(latest: dict[str, Any] | None) -> str | None:
     return latest["previous_version"] if latest["state"] == "rolled_back" else latest["version"]
 
 
-def latest_rollouts(settings: Any) -> dict[str, dict[str, Any]]:
-    """The newest ``edge_rollout`` record per device class (its key), read from the compacted rollouts topic."""
-    from connectors.kafka import read_latest
+def latest_rollouts(settings: Any, verifier: Any) -> dict[str, dict[str, Any]]:
+    """The ``edge_rollout`` record of highest ``sequence`` per device class that ``verifier``'s key signed.
+
+    The whole rollouts topic is read, not its latest value per key: a record forged without the key, or an
+    old one replayed, must neither steer the next rollout (its ``previous_version`` is where a rollback sends
+    the class) nor hide the last one the controller signed.
+
+    Parameters
+    ----------
+    settings
+        ``KafkaSettings``.
+    verifier
+        ``schemas.signing.Verifier`` of the signing key.
+    """
+    from connectors.kafka import read_to_end
     from schemas import AvroSerde
     from schemas.catalog import EDGE_ROLLOUT
+    from schemas.signing import SignatureError
 
+    messages, pending = read_to_end(settings, "edge.rollouts", {})
+    if pending:
+        raise TimeoutError(f"the rollouts topic was not read to its end (partitions {sorted(pending)}); "
+                           "is the broker overloaded? try again")
     serde = AvroSerde()
-    records = [serde.decode(v, EDGE_ROLLOUT) for v in read_latest(settings, "edge.rollouts").values()]
-    return {r["device_class"]: r for r in records}
+    latest: dict[str, dict[str, Any]] = {}
+    for msg in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+        if msg.value() is None:
+            continue
+        r = serde.decode(msg.value(), EDGE_ROLLOUT)
+        try:
+            verifier.verify_rollout(r)
+        except SignatureError as exc:
+            log.warning("ignoring a record on the rollouts topic (offset %d): %s", msg.offset(), exc)
+            continue
+        if r["sequence"] >= latest.get(r["device_class"], r)["sequence"]:
+            latest[r["device_class"]] = r
+    return latest
 
 
 def published_model(settings: Any, device_class: str, version: str) -> dict[str, Any] | None:
@@ -266,6 +326,7 @@ def run_rollout(
     device_class: str,
     version: str,
     *,
+    private_pem: bytes,
     canary_percent: float | None = None,
     producer: str = "eddyline-rollout",
     on_event: Any = None,
@@ -280,6 +341,8 @@ def run_rollout(
         The canary bounds.
     device_class, version
         What goes where; the version must be published (``eddyline edge publish``) first.
+    private_pem
+        The key that signs the models: it signs every record written, and only records it signed are read.
     canary_percent
         Overrides ``policy.canary_percent``.
     producer
@@ -294,9 +357,15 @@ def run_rollout(
     from connectors.kafka import EventProducer, create_topics, make_consumer
     from schemas import AvroSerde
     from schemas.catalog import ANOMALY_SCORE, DEVICE_HEALTH, EDGE_ROLLOUT, SENSOR_BATCH
+    from schemas.signing import Verifier, sign_rollout
 
+    try:
+        verifier = Verifier.for_signing_key(private_pem)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"cannot sign rollouts with the given key ({exc}); give the private key from "
+                         "`eddyline edge keygen` that signs the models") from None
     create_topics(settings, ["edge.models", "edge.rollouts", "device.health", "sensor.readings", "scores.anomaly"])
-    latest = latest_rollouts(settings).get(device_class)
+    latest = latest_rollouts(settings, verifier).get(device_class)
     if latest is not None and latest["state"] == "canary" and latest["version"] != version:
         raise ValueError(
             f"a rollout of {latest['version']} to {device_class} is in progress (rollout {latest['rollout_id']}); "
@@ -328,10 +397,10 @@ def run_rollout(
             if latest is not None and latest["state"] == "canary":
                 record = latest  # resume: the agents already act on it
             else:
-                record = RolloutController.start(
+                record = sign_rollout(RolloutController.start(
                     policy, device_class, version, previous_version(latest), sorted(fleet), int(time.time() * 1000),
-                    producer, canary_percent,
-                )
+                    producer, canary_percent, after=latest["sequence"] if latest is not None else 0,
+                ), private_pem)
                 out.produce("edge.rollouts", EDGE_ROLLOUT, record, key=device_class)
                 out.flush()
             if on_event is not None:
@@ -359,6 +428,7 @@ def run_rollout(
                                 controller.agreement.add_readings(rec)
                 final = controller.decide(now)
                 if final is not None:
+                    final = sign_rollout(final, private_pem)
                     out.produce("edge.rollouts", EDGE_ROLLOUT, final, key=device_class)
                     out.flush()
                     if on_event is not None:

@@ -24,7 +24,7 @@ from connectors.kafka import EventProducer, KafkaSettings, create_topics, read_t
 from edge_agent.inference.model import build_graph, build_model, fit, synthetic_normal  # noqa: E402
 from schemas import SENSOR_BATCH, AvroSerde  # noqa: E402
 from schemas.catalog import DEVICE_HEALTH, EDGE_MODEL, EDGE_ROLLOUT  # noqa: E402
-from schemas.signing import generate_keypair, sign_model  # noqa: E402
+from schemas.signing import generate_keypair, sign_model, sign_rollout  # noqa: E402
 from streams.flows.rollout import RolloutController, RolloutPolicy, run_rollout  # noqa: E402
 from tests.fixtures.topic_reader import TopicReader  # noqa: E402
 
@@ -142,11 +142,12 @@ def test_canary_promotion_rollback_and_refusal(
     assert runner.invoke(app, ["edge", "keygen", "--out", str(tmp_path / "keys")]).exit_code == 0
     generate_keypair(tmp_path / "rogue.pem", tmp_path / "rogue.pub.pem")
     key, rogue = tmp_path / "keys" / "edge-signing.pem", tmp_path / "rogue.pem"
+    signing = key.read_bytes()
     good = build_model(tmp_path / "v2.onnx", window=12)
     broken = broken_at_run_time(tmp_path / "v3.onnx")
-    for model, version, signing in [(good, "v2", key), (broken, "v3", key), (good, "v4", rogue)]:
+    for model, version, signer in [(good, "v2", key), (broken, "v3", key), (good, "v4", rogue)]:
         result = runner.invoke(app, ["edge", "publish", str(model), "--version", version, "--device-class", CLASS,
-                                     "--key", str(signing)])
+                                     "--key", str(signer)])
         assert result.exit_code == 0, result.output
     forged = sign_model({"event_id": "v7", "event_time": int(time.time() * 1000), "producer": "mallory",
                          "name": "anomaly", "version": "v7", "device_class": CLASS, "format": "onnx",
@@ -164,7 +165,8 @@ def test_canary_promotion_rollback_and_refusal(
         records: list[dict] = []
 
         # a canary rollout reaches the canary share, is promoted, and all three report the new version
-        final = run_rollout(kafka_settings, policy, CLASS, "v2", canary_percent=10, on_event=records.append)
+        final = run_rollout(kafka_settings, policy, CLASS, "v2", private_pem=signing, canary_percent=10,
+                            on_event=records.append)
         assert final["state"] == "promoted", final["reason"]
         (canary,) = records[0]["canary_devices"]
         seen = fleet.health()
@@ -176,7 +178,8 @@ def test_canary_promotion_rollback_and_refusal(
 
         # a canary that degrades (its model fails on every batch) is rolled back; it keeps v2 for that
         records.clear()
-        final = run_rollout(kafka_settings, policy, CLASS, "v3", canary_percent=10, on_event=records.append)
+        final = run_rollout(kafka_settings, policy, CLASS, "v3", private_pem=signing, canary_percent=10,
+                            on_event=records.append)
         assert final["state"] == "rolled_back" and "errors/min" in final["reason"], final["reason"]
         (canary3,) = records[0]["canary_devices"]
         latest = fleet.wait_latest(lambda h: h["model_version"] == "v2", "all back on v2 after rollback")
@@ -185,7 +188,8 @@ def test_canary_promotion_rollback_and_refusal(
         # a model with a bad signature, or signed by another key, is refused on the device; the old one keeps scoring
         for version, why in [("v7", "model v7: bad signature"), ("v4", "model v4: signed with key")]:
             records.clear()
-            final = run_rollout(kafka_settings, policy, CLASS, version, canary_percent=10, on_event=records.append)
+            final = run_rollout(kafka_settings, policy, CLASS, version, private_pem=signing, canary_percent=10,
+                                on_event=records.append)
             assert final["state"] == "rolled_back" and "refused" in final["reason"], final["reason"]
             (refuser,) = records[0]["canary_devices"]
             before = fleet.health()[refuser][-1]
@@ -198,13 +202,14 @@ def test_canary_promotion_rollback_and_refusal(
         # the state is the rollouts topic: a canary a controller started and never finished is resumed
         assert runner.invoke(app, ["edge", "publish", str(good), "--version", "v5", "--device-class", CLASS,
                                    "--key", str(key)]).exit_code == 0
-        started = RolloutController.start(policy, CLASS, "v5", "v2", DEVICES, int(time.time() * 1000), "test", 10)
+        started = sign_rollout(
+            RolloutController.start(policy, CLASS, "v5", "v2", DEVICES, int(time.time() * 1000), "test", 10), signing)
         with EventProducer(kafka_settings) as out:
             out.produce("edge.rollouts", EDGE_ROLLOUT, started, key=CLASS)
         with pytest.raises(ValueError, match="in progress"):
-            run_rollout(kafka_settings, policy, CLASS, "v6")
+            run_rollout(kafka_settings, policy, CLASS, "v6", private_pem=signing)
         records.clear()
-        final = run_rollout(kafka_settings, policy, CLASS, "v5", on_event=records.append)
+        final = run_rollout(kafka_settings, policy, CLASS, "v5", private_pem=signing, on_event=records.append)
         assert records[0]["rollout_id"] == started["rollout_id"] and final["state"] == "promoted"
         fleet.wait_latest(lambda h: h["model_version"] == "v5", "all on v5 after the resumed rollout")
     finally:

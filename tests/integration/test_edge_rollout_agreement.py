@@ -64,7 +64,8 @@ def test_a_canary_that_disagrees_with_the_platform_is_rolled_back_and_one_that_a
             assert flow.poll() is None and time.monotonic() < deadline, stop(flow)
         records: list[dict] = []
 
-        final = run_rollout(kafka_settings, policy, CLASS, "loud", canary_percent=10, on_event=records.append)
+        final = run_rollout(kafka_settings, policy, CLASS, "loud", private_pem=key.read_bytes(), canary_percent=10,
+                            on_event=records.append)
         assert final["state"] == "rolled_back", final["reason"]
         assert "disagrees with the platform's detector" in final["reason"], final["reason"]
         print("loud:", final["reason"])
@@ -73,7 +74,8 @@ def test_a_canary_that_disagrees_with_the_platform_is_rolled_back_and_one_that_a
         assert latest[canary]["model_state"] == "rolled_back"
 
         records.clear()
-        final = run_rollout(kafka_settings, policy, CLASS, "v2", canary_percent=10, on_event=records.append)
+        final = run_rollout(kafka_settings, policy, CLASS, "v2", private_pem=key.read_bytes(), canary_percent=10,
+                            on_event=records.append)
         assert final["state"] == "promoted", final["reason"]
         assert "agreement" in final["reason"] and "over" in final["reason"], final["reason"]
         print("v2:", final["reason"])

@@ -127,14 +127,17 @@ def test_topics_create_where_nothing_listens_says_so_within_its_timeout_and_what
     ["edge", "rollout", "v1", "--device-class", "rpi4"],
 ])
 def test_commands_a_person_runs_say_within_seconds_that_no_broker_answers(
-        command: list[str], defaults_config, monkeypatch: pytest.MonkeyPatch) -> None:
+        command: list[str], defaults_config, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """Each waited create_topics' 30 s (or a read's) before its error; now it asks the broker first."""
     from connectors.broker import free_port
     from streams.cli import app, errors
 
     monkeypatch.setattr(errors, "BROKER_ANSWER_S", 1.0)
     bootstrap = f"127.0.0.1:{free_port()}"
-    result = CliRunner().invoke(app, command, env={"EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    key = tmp_path / "signing.pem"  # `edge rollout` signs its records: it asks for the key before the broker
+    key.write_text("a key")
+    result = CliRunner().invoke(app, command, env={"EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                                                   "EDDYLINE_EDGE_SIGNING_KEY": str(key)})
     assert result.exit_code == 1, result.output
     assert f"no Kafka broker answered at {bootstrap} within 1 s" in result.output
     assert "eddyline broker" in result.output and "Traceback" not in result.output

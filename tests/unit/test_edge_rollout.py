@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from edge_agent.inference.model import build_model  # noqa: E402
 from edge_agent.inference.updates import ModelUpdates, UpdateFeed  # noqa: E402
 from edge_agent.sources import Chunk  # noqa: E402
 from schemas.canary import choose_canaries  # noqa: E402
-from schemas.signing import SignatureError, Verifier, generate_keypair, sign_model  # noqa: E402
+from schemas.signing import SignatureError, Verifier, generate_keypair, sign_model, sign_rollout  # noqa: E402
 from streams.flows.rollout import RolloutController, RolloutPolicy, previous_version  # noqa: E402
 
 CFG = SimpleNamespace(model_path=None, threshold=4.0, send="raw", scarce_backlog=10, providers=[])
@@ -44,10 +45,18 @@ def record(version: str, data: bytes, private: bytes, device_class: str = "rpi4"
     return sign_model(base, private)
 
 
-def rollout(version: str, state: str, canaries: list[str], previous: str | None = None) -> dict:
-    return {"event_id": f"{version}-{state}", "event_time": 0, "producer": "t", "rollout_id": f"r-{version}",
-            "device_class": "rpi4", "version": version, "previous_version": previous, "state": state,
-            "canary_percent": 10.0, "canary_devices": canaries, "started_ms": 0, "reason": "because"}
+_SEQUENCE = itertools.count(1)
+
+
+def rollout(private: bytes, version: str, state: str, canaries: list[str], previous: str | None = None,
+            sequence: int | None = None) -> dict:
+    """A signed rollout record, newer than every one made before unless ``sequence`` says otherwise."""
+    return sign_rollout({
+        "event_id": f"{version}-{state}", "event_time": 0, "producer": "t", "rollout_id": f"r-{version}",
+        "device_class": "rpi4", "version": version, "previous_version": previous, "state": state,
+        "canary_percent": 10.0, "canary_devices": canaries, "started_ms": 0, "reason": "because",
+        "sequence": next(_SEQUENCE) if sequence is None else sequence,
+    }, private)
 
 
 def test_signature_covers_bytes_and_metadata(keys, model_bytes: bytes) -> None:
@@ -105,12 +114,12 @@ def test_canary_swaps_keeps_history_and_rolls_back_instantly(keys, model_bytes: 
     base.score(series)
     for u in (canary, other):
         u.on_model(record("2", model_bytes, private))
-        u.on_rollout(rollout("2", "canary", ["pi-1"]))
+        u.on_rollout(rollout(private, "2", "canary", ["pi-1"]))
     new = settle(canary)
     assert new is not None and new.version == "2" and canary.info()["model_state"] == "running"
     assert settle(other) is None and other.current.version == base.version
     assert new.score([Chunk("t", "c", [100], [0.5])])[0][0] != 0  # scored at once: the window came along
-    canary.on_rollout(rollout("2", "rolled_back", ["pi-1"]))
+    canary.on_rollout(rollout(private, "2", "rolled_back", ["pi-1"]))
     back = canary.step()  # no load: the previous model is still there
     assert back is base and canary.info() == {"model_version": base.version, "model_state": "rolled_back",
                                               "model_message": "because"}
@@ -127,7 +136,7 @@ def test_refused_models_leave_the_running_one(keys, model_bytes: bytes, case: st
         u.on_model(record("3", model_bytes, private, device_class="jetson"))
     else:
         u.on_model(record("3", b"not an onnx model", private))
-    u.on_rollout(rollout("3", "promoted", []))
+    u.on_rollout(rollout(private, "3", "promoted", []))
     assert settle(u) is None
     info = u.info()
     assert info["model_version"] == running and info["model_state"] == "refused"
@@ -140,7 +149,7 @@ def test_a_version_refused_then_republished_signed_right_is_loaded(keys, model_b
     private, public, other_key = keys
     u = updater("pi-1", public)
     u.on_model(record("3", model_bytes, other_key))  # signed with the wrong key by mistake
-    u.on_rollout(rollout("3", "promoted", []))
+    u.on_rollout(rollout(private, "3", "promoted", []))
     assert settle(u) is None and u.info()["model_state"] == "refused"
     u.on_model(record("3", model_bytes, private))  # the operator signs the same build again, with the right key
     new = settle(u)
@@ -153,10 +162,62 @@ def test_the_rollouts_model_is_kept_when_models_are_read_before_rollouts(keys, m
     u = updater("pi-1", public)
     for i, v in enumerate(["5", "6", "7", "8", "9", "10"]):  # 5 promoted; 6 to 10 published, none rolled out yet
         u.on_model({**record(v, model_bytes, private), "event_time": 1000 + i})
-    u.on_rollout(rollout("5", "promoted", [], previous="4"))
+    u.on_rollout(rollout(private, "5", "promoted", [], previous="4"))
     new = settle(u)
     assert new is not None and new.version == "5"
     assert sorted(v for _, v in u.models) == ["10", "5", "7", "8", "9"]  # pruned once the rollout is known
+
+def test_a_rollout_signature_covers_its_fields_and_a_models_does_not_pass_for_one(keys, model_bytes: bytes) -> None:
+    private, public, other = keys
+    v = Verifier(public)
+    good = rollout(private, "2", "promoted", [], previous="1")
+    v.verify_rollout(good)
+    changes = [{"version": "1"}, {"previous_version": "0"}, {"state": "rolled_back"}, {"canary_devices": ["pi-9"]},
+               {"sequence": good["sequence"] + 1}, {"signature": record("2", model_bytes, private)["signature"]}]
+    for change in changes:
+        with pytest.raises(SignatureError, match="bad signature"):
+            v.verify_rollout({**good, **change})
+    with pytest.raises(SignatureError, match="signed with key"):
+        v.verify_rollout(rollout(other, "2", "promoted", []))
+    with pytest.raises(SignatureError, match="not signed"):
+        v.verify_rollout({**good, "key_id": None, "signature": None})  # as written before rollouts were signed
+
+
+def test_a_forged_or_replayed_rollout_never_downgrades_but_a_newer_rollback_does(
+    keys, model_bytes: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Write access to the rollouts topic is not the signing key: an old record replayed, or one forged, leaves the
+    device on its model, logged and counted; the operator's rollback (newer, signed) is followed, also after a
+    restart, which re-reads the topic's history without counting it as an attack."""
+    private, public, other = keys
+    cache = tmp_path / "edge-model.avro"
+    u = ModelUpdates("pi-1", "rpi4", CFG, Verifier(public), LocalInference(CFG), cache)
+    for v in ("1", "2"):
+        u.on_model(record(v, model_bytes, private))
+    old, new = rollout(private, "1", "promoted", []), rollout(private, "2", "promoted", [], previous="1")
+    u.on_rollout(old)
+    u.on_rollout(new)
+    assert settle(u).version == "2"
+    unsigned = {**old, "sequence": new["sequence"] + 1, "key_id": None, "signature": None}
+    resequenced = {**old, "sequence": new["sequence"] + 1}
+    for attack in (old, unsigned, resequenced, rollout(other, "1", "promoted", [])):
+        u.on_rollout(attack)
+        assert settle(u) is None and u.current.version == "2", attack
+    assert u.rollouts_refused == 4 and u.rollout == new
+    assert u.info()["model_state"] == "running"  # nothing the controller would read as this canary's refusal
+    assert "an old record replayed" in caplog.text and "not signed" in caplog.text and "bad signature" in caplog.text
+
+    rollback = rollout(private, "1", "promoted", [])
+    u.on_rollout(rollback)
+    assert settle(u).version == "1"
+
+    again = ModelUpdates("pi-1", "rpi4", CFG, Verifier(public), LocalInference(CFG), cache)
+    for r in (old, new, rollback):
+        again.on_rollout(r)
+    assert again.rollouts_refused == 0 and again.rollout == rollback and again.wanted() == "1"
+    again.on_rollout(new)
+    assert again.rollouts_refused == 1 and again.wanted() == "1"
+
 
 POLICY = RolloutPolicy(observe_s=60, swap_timeout_s=120, max_error_rate_per_min=2, max_latency_ms=20,
                        silence_intervals=3, fleet_window_s=600, min_joined_readings=0)  # health only; agreement: test_rollout_agreement
@@ -241,6 +302,14 @@ def test_rolls_back_on_silence_and_on_a_canary_that_never_switches() -> None:
     assert "did not switch" in c.decide(121.0)["reason"]
 
 
+def test_each_record_is_sequenced_above_the_one_before_whatever_the_clock_says() -> None:
+    start = RolloutController.start(POLICY, "rpi4", "2", "1", ["pi-1"], 5_000, "t", 100, after=10**9)
+    assert start["sequence"] == 10**9 + 1 and start["signature"] is None  # the last record came from a clock ahead
+    decided = RolloutController(POLICY, start, started_at=0.0).decide(130.0)
+    assert decided["state"] == "rolled_back" and decided["sequence"] == 10**9 + 2 and decided["signature"] is None
+    assert RolloutController.start(POLICY, "rpi4", "2", "1", ["pi-1"], 5_000, "t", 100)["sequence"] == 5_000
+
+
 def test_start_refuses_an_empty_class_and_the_running_version() -> None:
     with pytest.raises(ValueError, match="no device of class"):
         RolloutController.start(POLICY, "rpi4", "2", "1", [], 0, "t")
@@ -253,14 +322,14 @@ def test_the_running_model_survives_a_restart_without_the_broker(keys, model_byt
     cache = tmp_path / "edge-model.avro"
     u = ModelUpdates("pi-1", "rpi4", CFG, Verifier(public), LocalInference(CFG), cache)
     u.on_model(record("2", model_bytes, private))
-    u.on_rollout(rollout("2", "promoted", []))
+    u.on_rollout(rollout(private, "2", "promoted", []))
     assert settle(u) is not None and cache.exists()
     again = ModelUpdates("pi-1", "rpi4", CFG, Verifier(public), LocalInference(CFG), cache)
     assert again.info()["model_version"] == "2" and again.previous is again.base
-    again.on_rollout(rollout("2", "rolled_back", []))
+    again.on_rollout(rollout(private, "2", "rolled_back", []))
     assert again.step() is again.base and not cache.exists()  # back on the local model: nothing to keep
 
-    u.on_rollout(rollout("2", "promoted", []))  # u still runs 2; write its cache again, then tamper with it
+    u.on_rollout(rollout(private, "2", "promoted", []))  # u still runs 2; write its cache again, then tamper with it
     u._keep(u._records["2"])
     data = bytearray(cache.read_bytes())
     data[-10] ^= 1
@@ -301,8 +370,10 @@ def test_edge_commands_say_what_to_do_before_touching_kafka(tmp_path: Path, monk
     from streams.cli import app
 
     monkeypatch.delenv("EDDYLINE_CONFIG", raising=False)
+    monkeypatch.delenv("EDDYLINE_EDGE_SIGNING_KEY", raising=False)
     runner = CliRunner()
     cases = [
+        (["edge", "rollout", "v2", "--device-class", "rpi4"], "no --key given; rollouts are signed"),
         (["edge", "rollout", "v2", "--device-class", "rpi4", "--canary", "150%"], "give e.g. --canary 10%"),
         (["edge", "rollout", "v2", "--device-class", "rpi4", "--canary", "ten"], "is not a share"),
         (["edge", "publish", str(tmp_path / "none.onnx"), "--version", "1", "--device-class", "rpi4", "--key",

@@ -121,6 +121,7 @@ def _examples() -> dict[str, dict]:
             "event_id": "r-1", "event_time": 1_700_000_000_000, "producer": "eddyline-rollout@ops",
             "rollout_id": "r", "device_class": "rpi4", "version": "7", "previous_version": "6", "state": "canary",
             "canary_percent": 10.0, "canary_devices": ["pi-3"], "started_ms": 1_700_000_000_000, "reason": None,
+            "sequence": 1_700_000_000_000, "key_id": "0123456789abcdef", "signature": b"\x02" * 64,
         },
     }
 
