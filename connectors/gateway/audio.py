@@ -140,8 +140,23 @@ class CallAudio:
         self.finished = True
         return records
 
+    def resume(self, seq: int) -> None:
+        """Number on from ``seq``, where a call that reconnected stopped: the offsets go on from the audio before,
+        so that the flow places this audio after it; the event times go on from now.
+
+        Parameters
+        ----------
+        seq
+            The number of the next chunk.
+        """
+        self.started_ms -= self._offset_ms(seq) - self._offset_ms(self.seq)
+        self.seq = seq
+
+    def _offset_ms(self, seq: int) -> int:
+        return seq * self.chunk_bytes // 2 * 1000 // SAMPLE_RATE
+
     def _record(self, pcm: bytes, final: bool) -> dict[str, Any]:
-        offset_ms = self.seq * self.chunk_bytes // 2 * 1000 // SAMPLE_RATE
+        offset_ms = self._offset_ms(self.seq)
         rec = audio_chunk(self.conversation_id, self.seq, pcm, offset_ms, self.started_ms + offset_ms,
                           final=final, producer=self.producer)
         self.seq += 1

@@ -13,9 +13,11 @@
 
 A client that reconnects with the same conversation id goes on where its call's numbering stopped: chunk ids
 derive from the conversation and ``seq``, and the flow drops a number it has seen as a repeat, so numbering from
-0 again would lose the audio. A gateway process remembers the numbering of its last ``REMEMBERED_CALLS`` calls;
-a reconnect that may land on another process says where to go on with ``&seq=N`` (the last ``seq``
-acknowledged, plus one). A call streams on one connection at a time (409, close 1008, while another is open).
+0 again would lose the audio. It goes on after the last chunk acknowledged, and the client sends again the audio
+it got no acknowledgement for (refused, or cut off). A gateway process remembers the numbering of its last
+``REMEMBERED_CALLS`` calls; a reconnect that may land on another process says where to go on with ``&seq=N``
+(the last ``seq`` acknowledged, plus one). A call streams on one connection at a time (409, close 1008, while
+another is open).
 
 A refusal closes the socket with a code and a reason that says what to do (1008 policy, 1003 bad data,
 1011 the broker or the gateway failed, 1013 try again later).
@@ -38,7 +40,6 @@ from connectors.gateway.audio import CallAudio
 from connectors.gateway.errors import GatewayError, parse_json
 from connectors.gateway.limits import message_bytes, too_large
 from connectors.gateway.records import ENDPOINTS
-from connectors.wav import SAMPLE_RATE
 from schemas import AUDIO_CHUNK
 
 log = logging.getLogger("eddyline.gateway")
@@ -61,7 +62,7 @@ class CallNumbers:
 
     def __init__(self, size: int = REMEMBERED_CALLS) -> None:
         self.size = size
-        self.live: set[str] = set()
+        self.live: dict[str, int] = {}  # streaming conversation -> the number after its last chunk produced
         self.next: OrderedDict[str, int] = OrderedDict()
 
     def open(self, call: CallAudio, first: int = 0) -> None:
@@ -72,15 +73,30 @@ class CallNumbers:
             raise GatewayError(409, "call_in_progress", f"conversation {conversation} is streaming on another "
                                                         "connection; close it first, or wait until it is noticed gone")
         seq = max(first, self.next.get(conversation, 0))
-        if seq:  # the offsets go on from the audio before; the event times from now
-            call.started_ms -= seq * call.chunk_bytes // 2 * 1000 // SAMPLE_RATE
-            call.seq = seq
-        self.live.add(conversation)
+        call.resume(seq)
+        self.live[conversation] = seq
+
+    def produced(self, records: list[dict[str, Any]]) -> None:
+        """The broker took these chunks, and the client is told so; a reconnect goes on after them. Chunks it
+        refused were numbered too, but the client sends their audio again: numbered on after them, that audio would
+        reach the flow after a gap, as if lost. A chunk taken before a refusal part of the way is sent again under
+        its own number, a repeat the flow drops.
+
+        Parameters
+        ----------
+        records
+            ``audio_chunk`` records, all produced, in order.
+        """
+        for r in records:
+            conversation, after = r["conversation_id"], r["seq"] + 1
+            if conversation in self.live:
+                self.live[conversation] = after
+            elif self.next.get(conversation, after) < after:  # a Twilio call's end, after the next call's start
+                self.next[conversation] = after
 
     def close(self, call: CallAudio) -> None:
-        """The connection of ``call`` has ended: remember its next number."""
-        self.live.discard(call.conversation_id)
-        self.next[call.conversation_id] = call.seq
+        """The connection of ``call`` has ended: remember the number after its last chunk produced."""
+        self.next[call.conversation_id] = self.live.pop(call.conversation_id, call.seq)
         self.next.move_to_end(call.conversation_id)
         while len(self.next) > self.size:
             self.next.popitem(last=False)
@@ -156,6 +172,7 @@ async def _produce(gateway: Any, records: list[dict[str, Any]], client: str) -> 
         await asyncio.sleep(0.05)
         waited += 0.05
     gateway.produce_records(ENDPOINTS[AUDIO_CHUNK], [(r, f"chunk {r['seq']}") for r in records], client)
+    call_numbers(gateway).produced(records)
 
 
 async def _produce_at_close(gateway: Any, records: list[dict[str, Any]], client: str, call: str | None) -> None:

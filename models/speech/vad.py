@@ -72,7 +72,8 @@ class EnergyVAD:
     """Energy-based voice activity detection over a stream of chunks of any size.
 
     ``feed`` returns the utterances that ended inside the audio given; ``flush`` ends the one in progress
-    (at the end of a conversation). Its state snapshots to plain data.
+    (at the end of a conversation, or when it went quiet for good); ``skip`` takes the place of audio lost on the
+    way. Its state snapshots to plain data.
 
     Parameters
     ----------
@@ -138,14 +139,36 @@ class EnergyVAD:
         return out
 
     def flush(self) -> list[Utterance]:
-        """End of stream: whatever speech is pending becomes the last utterance."""
-        out: list[Utterance] = []
+        """End of stream: whatever speech is pending becomes the last utterance, its partial frame included. The
+        stream may still go on (a call that came back), so the partial frame stays too, and the frames after it
+        fall where they would have."""
         if self._in_speech:
-            if self._rest.size:
-                self._frames.append(self._rest)
-            out = self._close(trailing=0)
-        self._rest = np.zeros(0, dtype=np.float32)
-        self._frames, self._in_speech, self._speech_frames, self._silence_run = [], False, 0, 0
+            self._frames.append(self._rest)
+            return self._close(trailing=0)
+        self._frames = []  # the pre-roll: no speech to pad
+        return []
+
+    def skip(self, samples: int) -> list[Utterance]:
+        """Audio lost on the way, so that what follows keeps its place in the stream. A gap shorter than the pause
+        that ends an utterance is silence, which must not teach the noise level that the line is quiet; a longer
+        one ends the utterance in progress, as that pause would have, and moves on on the same grid of frames.
+
+        Parameters
+        ----------
+        samples
+            How much audio is missing, at ``sample_rate``.
+        """
+        if samples <= 0:
+            return []
+        if samples * 1000 < self.config.min_silence_ms * self.sample_rate:
+            noise = self.noise_db
+            out = self.feed(np.zeros(samples, dtype=np.float32))
+            self.noise_db = noise
+            return out
+        out = self.flush()
+        end = self.position + self._rest.size + samples
+        self.position = end - end % self.frame
+        self._rest = np.zeros(end % self.frame, dtype=np.float32)
         return out
 
     def _step(self, frame: np.ndarray, db: float) -> list[Utterance]:

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -272,7 +271,9 @@ class ConversationProcessor(Processor):
     transcripts keep their place in the call: a gap shorter than the pause that ends an utterance
     (``vad.min_silence_ms``) is filled with silence, a longer one ends the utterance in progress. A chunk that
     comes after a later one (``late``: its gap was realigned over already) is counted and not used: its place
-    in the audio has passed, and the voice detector cannot go back.
+    in the audio has passed, and the voice detector cannot go back. A call whose ``final`` chunk never comes (the
+    client hung up, the network dropped) ends its last utterance when the engine evicts its idle key
+    (``[runtime] idle_evict_s``), as the final chunk would have.
 
     Parameters
     ----------
@@ -310,6 +311,11 @@ class ConversationProcessor(Processor):
         self.sequence.count_since(FLOW, before)
         return transcripts + self.tracker.process([e.record for e in transcripts])
 
+    def flush(self) -> list[Emit]:
+        """Without its final chunk a call would hold its last utterance for ever, never transcribed nor scored."""
+        transcripts = [emit for u in self.vad.flush() if (emit := self._transcribe(u)) is not None]
+        return transcripts + self.tracker.process([e.record for e in transcripts])
+
     def _chunk(self, r: dict[str, Any]) -> list[Emit]:
         if r["seq"] <= self.last_seq:
             self.late += 1
@@ -332,22 +338,12 @@ class ConversationProcessor(Processor):
 
     def _realign(self, offset_ms: int) -> list[Utterance]:
         """Lost audio would move every later transcript (its times and id) early by its length: put the stream
-        where the next chunk says it is, with silence (the voice detector's noise level untaught by it), or,
-        for a gap that would end an utterance anyway, by ending it and moving the detector on."""
+        where the next chunk says it is."""
         missing = offset_ms * SAMPLE_RATE // 1000 - self.fed
         if missing <= 0:
             return []
         self.fed += missing
-        if missing * 1000 < self.config.vad.min_silence_ms * SAMPLE_RATE:
-            noise = self.vad.noise_db
-            utterances = self.vad.feed(np.zeros(missing, dtype=np.float32))
-            self.vad.noise_db = noise
-            return utterances
-        utterances = self.vad.flush()
-        part = self.fed % self.vad.frame  # nothing pending after a flush: move on, on the same grid of frames
-        self.vad.position = self.fed - part
-        self.vad.feed(np.zeros(part, dtype=np.float32))
-        return utterances
+        return self.vad.skip(missing)
 
     def _transcribe(self, u: Utterance) -> Emit | None:
         transcriber = load_transcriber(self.config.speech_backend, self.config.speech_model)

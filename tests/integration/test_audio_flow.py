@@ -67,3 +67,28 @@ def test_recording_through_broker_yields_transcripts_and_sentiment(kafka_setting
     by_source = {s["source_event_id"]: s for s in scores.values()}
     assert set(by_source) == set(transcripts), log
     assert [by_source[t["event_id"]]["label"] for t in ordered] == ["negative", "positive"]
+
+
+def test_a_call_whose_final_chunk_is_lost_is_transcribed_once_its_key_is_idle(kafka_settings: KafkaSettings,
+                                                                               tmp_path: Path) -> None:
+    pcm = np.zeros(16000, dtype="<i2").tobytes() + read_wav(DATA / "call03.wav").pcm  # hung up as the caller stopped
+    create_topics(kafka_settings, ["audio.chunks"])
+    with EventProducer(kafka_settings) as producer:
+        for rec in list(chunk_records(pcm, "call-cut", chunk_ms=200))[:-1]:  # the final chunk never came
+            producer.produce("audio.chunks", AUDIO_CHUNK, rec, key=rec["conversation_id"])
+    flow = FLOW.replace("epoch_interval=", f"state_dir=Path({str(tmp_path)!r}), idle_after=timedelta(seconds=1), "
+                                           "epoch_interval=")
+    env = {**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+           "EDDYLINE_KAFKA_NAMESPACE": kafka_settings.namespace}
+    proc = subprocess.Popen([sys.executable, "-c", "from pathlib import Path\n" + flow], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        transcripts = collect(kafka_settings, "transcripts", TRANSCRIPT, 1, timeout=180)
+        scores = collect(kafka_settings, "scores.sentiment", SENTIMENT_SCORE, 1, timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log = proc.communicate(timeout=30)[0].decode(errors="replace")[-3000:]
+    assert [t["conversation_id"] for t in transcripts.values()] == ["call-cut"], log
+    assert word_error_rate([read_references(DATA)["call03"]], [t["text"] for t in transcripts.values()]) < 0.2
+    assert [s["label"] for s in scores.values()] == ["negative"], log

@@ -11,6 +11,7 @@ from benchmarks.wer import read_references
 from connectors.wav import chunk_records, read_wav
 from models.speech import word_error_rate
 from schemas import AvroSerde
+from streams.engines.output import flushed
 from streams.flows.audio import (
     AudioFlowConfig,
     ConversationProcessor,
@@ -160,6 +161,30 @@ def test_lost_chunks_leave_later_transcripts_where_they_were_in_the_call(pause, 
         assert placed(emits) == placed(whole)
     elif len(lost) * 250 >= CONFIG.vad.min_silence_ms:  # as long as a pause: it ends the utterance where it broke
         assert [t["end_ms"] for t in by_topic(emits, "transcripts")][:1] == [lost[0] * 250]
+
+
+def test_a_call_whose_final_chunk_never_comes_ends_its_last_utterance_when_its_key_is_evicted():
+    pcm = np.zeros(16000, dtype="<i2").tobytes() + read_wav(DATA / "call03.wav").pcm  # hung up as the caller stopped
+    events = [Event("audio.chunks", "h", r) for r in chunk_records(pcm, "h", chunk_ms=250, start_ms=0)]
+    spec = audio_flow(CONFIG)
+    procs: dict = {}
+    emits = run_local(spec, events[:-1], procs)
+    assert by_topic(emits, "transcripts") == []
+    emits += flushed(spec, procs["h"]) or []  # what both engines do before an idle key leaves memory
+    said = lambda emits: [(t["event_id"], t["text"]) for t in by_topic(emits, "transcripts")]  # noqa: E731
+    assert said(emits) == said(run_local(spec, events))
+    assert [s["label"] for s in by_topic(emits, "scores.sentiment")] == ["negative"]
+    assert flushed(spec, procs["h"]) == []  # nothing is left to end
+
+
+def test_a_call_that_goes_on_after_its_key_was_evicted_keeps_its_transcripts_in_place(pause):
+    events, whole = pause
+    spec = audio_flow(CONFIG)
+    procs: dict = {}
+    emits = run_local(spec, events[:26], procs)  # 6.5 s: in the pause, mid-frame
+    emits += flushed(spec, procs["g"]) or []
+    emits += run_local(spec, events[26:], procs)
+    assert placed(emits) == placed(whole)
 
 
 def test_silence_filling_a_gap_does_not_teach_the_voice_detector_the_line_is_quiet():

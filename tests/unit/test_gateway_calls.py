@@ -12,9 +12,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from connectors.broker import free_port
-from connectors.gateway import GatewaySettings, create_app
+from connectors.gateway import GatewaySettings, calls, create_app
 from connectors.gateway.calls import CallNumbers
-from connectors.kafka import EventProducer, KafkaSettings
+from connectors.kafka import DeliveryError, EventProducer, KafkaSettings
+from schemas import AUDIO_CHUNK, AvroSerde
 from streams.flows.audio import ConversationProcessor
 from streams.processor import Event
 
@@ -62,6 +63,39 @@ def test_a_call_that_reconnects_goes_on_numbering_and_its_audio_reaches_the_flow
     assert [r["offset_ms"] for r in produced] == [200 * i for i in range(len(produced))]  # the call's audio goes on
 
 
+@pytest.mark.parametrize("refusal", ["backpressure", "partway"])
+def test_a_call_refused_by_the_broker_goes_on_after_its_last_acknowledged_chunk(client, monkeypatch,
+                                                                               refusal: str) -> None:
+    c, _ = client
+    gateway, taken, tries = c.app.state.gateway, [], []
+    produce = gateway.producer.produce_raw
+
+    def broker(topic: str, data: bytes, *args: Any) -> None:
+        tries.append(topic)
+        if refusal == "partway" and len(tries) == 4:  # it takes chunks 0 to 2 and refuses chunk 3
+            raise DeliveryError("cannot produce: the broker went away")
+        produce(topic, data, *args)
+        taken.append(AvroSerde().decode(data, AUDIO_CHUNK))
+
+    monkeypatch.setattr(gateway.producer, "produce_raw", broker)
+    if refusal == "backpressure":  # the first two chunks wait for a broker that is not there: the queue is full
+        monkeypatch.setattr(calls, "BACKPRESSURE_WAIT_S", 0.1)
+        monkeypatch.setattr(gateway.backpressure, "max_queue", 2)
+    two = np.zeros(6400, dtype="<i2").tobytes()  # two chunks of 200 ms
+    with c.websocket_connect("/v1/audio/stream?conversation_id=c7", headers=AUTH) as ws:
+        ws.send_bytes(two)
+        acked = [ws.receive_json()["seq"] for _ in range(2)]
+        ws.send_bytes(two)
+        assert ws.receive()["type"] == "websocket.close"
+    gateway.backpressure.max_queue = 100  # the broker caught up
+    acked += [a["seq"] for a in stream(c, "conversation_id=c7", two)]  # the audio not acknowledged, again
+    assert acked == [0, 1, 2, 3, 4]
+    proc = ConversationProcessor("c7")
+    proc.process([Event("audio.chunks", "c7", r) for r in taken])
+    assert proc.gaps == 0 and proc.fed == 4 * 3200  # no silence where no audio was lost
+    assert [r["offset_ms"] for r in taken if r["seq"] == 3] == [600]
+
+
 def test_a_call_streams_on_one_connection_at_a_time(client) -> None:
     from starlette.testclient import WebSocketDenialResponse
 
@@ -104,6 +138,19 @@ def test_a_second_twilio_stream_of_a_call_goes_on_numbering_its_tracks(client) -
         assert seqs == [0, 1], conversation  # a final chunk each
 
 
+def test_a_twilio_call_ended_by_the_next_calls_start_numbers_on_after_its_final_chunk(client) -> None:
+    c, produced = client
+    payload = base64.b64encode(bytes([0xFF]) * 1600).decode()
+    for calls_started in (["CA7", "CA8"], ["CA7"]):  # CA7's final chunk goes out after CA8's start closed its track
+        with c.websocket_connect("/v1/audio/twilio", headers=AUTH) as ws:
+            for sid in calls_started:
+                ws.send_text(json.dumps({"event": "start", "start": {"callSid": sid}}))
+                ws.send_text(json.dumps({"event": "media", "media": {"payload": payload}}))
+            ws.send_text(json.dumps({"event": "stop"}))
+            assert ws.receive()["type"] == "websocket.close"
+    assert [r["seq"] for r in produced if r["conversation_id"] == "CA7"] == [0, 1]
+
+
 def test_a_gateway_process_remembers_a_bounded_number_of_calls() -> None:
     from connectors.gateway.audio import CallAudio
 
@@ -111,7 +158,7 @@ def test_a_gateway_process_remembers_a_bounded_number_of_calls() -> None:
     for conversation in ("a", "b", "c"):
         call = CallAudio(conversation)
         numbers.open(call)
-        call.feed(np.zeros(3200, dtype="<i2"))
+        numbers.produced(call.feed(np.zeros(3200, dtype="<i2")))
         numbers.close(call)
     assert dict(numbers.next) == {"b": 1, "c": 1} and not numbers.live
 
