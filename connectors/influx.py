@@ -1,10 +1,21 @@
 """Time series out to InfluxDB v2 (or anything speaking its write API) through influxdb-client's batching writer.
 
 The batching writer sends in the background, so a failed batch would otherwise only reach a log line.
-Here every batch is accounted for: points queued, written, lost. ``flush()`` and ``close()`` wait for the
-batches in flight (``max_close_wait`` at most, so an outage cannot hold the caller for every queued batch's
+Here every batch is accounted for: points queued, written, spooled, lost. ``flush()`` and ``close()`` wait for
+the batches in flight (``max_close_wait`` at most, so an outage cannot hold the caller for every queued batch's
 retries) and raise ``InfluxWriteError`` when any point since the last check was lost. During an outage at
-most ``max_pending_points`` wait in memory; more are dropped and counted as lost.
+most ``max_pending_points`` wait in memory.
+
+The guarantee: the flow never waits on InfluxDB, and a point it hands over is written, or spooled, or counted as
+lost. With a spool folder (``MetricsSink.from_settings`` gives each sink one), a batch that fails after its
+retries, and a point beyond ``max_pending_points``, is appended to the spool (``LineSpool``, line protocol text)
+instead of being lost; a background thread writes the spool back, oldest first, once the server answers again,
+and a sink started on the same folder replays what an earlier run left there. Lost are only: what exceeds
+``spool_max_bytes`` (the oldest spooled points, counted in ``points_spool_dropped``), a torn last line after a
+crash, lines the server refuses for good (400, 413, 422), and the batches still queued in memory when ``close()``
+stops waiting or the process dies. Spooled lines reach the page cache at once, so a crash of the process keeps
+them; a crash of the machine may tear the last ones. A point may be written twice (replay after a crash);
+that is harmless, as below.
 
 Tag keys and values come from records, so they are made fit for line protocol (``clean_tag``, counted)
 rather than refused: the client does not escape a backslash and writes a newline as ``\\n``, which mangles
@@ -16,13 +27,17 @@ replay after a crash rewrites the same points instead of adding new ones.
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import logging
 import math
+import os
 import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, NamedTuple
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar, NamedTuple
 
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -36,6 +51,7 @@ __all__ = [
     "InfluxSettings",
     "InfluxSink",
     "InfluxWriteError",
+    "LineSpool",
     "MalformedPointError",
     "check_point",
     "clean_tag",
@@ -47,6 +63,8 @@ FieldValue = float | int | str | bool
 EMPTY_TAG = "none"  # what an empty tag value is written as
 LOG_EVERY_S = 60.0  # repeats of a warning (normalised tags, dropped or refused points) are held back this long
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+SEGMENT_BYTES = 4 << 20  # a spool segment, at most: replay reads a whole one into memory
+REFUSED_FOR_GOOD = frozenset({400, 413, 422})  # the server will not take these lines however often they are sent
 
 
 def log_due(logged: dict[str, float], event: str) -> bool:
@@ -79,7 +97,11 @@ class InfluxSettings(Section):
     max_retry_delay_ms
         Cap on the delay between two retries.
     max_pending_points
-        Points waiting to be sent, at most; more are dropped and counted as lost.
+        Points waiting to be sent, at most; more are spooled, or dropped and counted as lost without a spool.
+    spool_dir
+        Where each sink's spool folder goes; unset: ``influx-spool`` under ``[runtime] state_dir``.
+    spool_max_bytes
+        Spool per sink, at most; 0 turns the spool off.
     """
 
     toml_table: ClassVar[str] = "influx"
@@ -99,8 +121,19 @@ class InfluxSettings(Section):
     max_pending_points: int = Field(
         100_000,
         ge=1,
-        description="Points waiting to be sent, at most (they pile up while InfluxDB is down); more are dropped and "
-        "counted as lost.",
+        description="Points waiting to be sent, at most (they pile up while InfluxDB is down); more are spooled, or "
+        "dropped and counted as lost without a spool.",
+    )
+    spool_dir: Path | None = Field(
+        None,
+        description="Points not written within the retry budget wait here on disk, one folder per sink, and are "
+        "written once InfluxDB answers again (also after a restart); unset: influx-spool under [runtime] state_dir.",
+    )
+    spool_max_bytes: int = Field(
+        256 << 20,
+        ge=0,
+        description="Spool per sink, at most; past it the oldest spooled points are dropped and counted. 0: no spool "
+        "(points not written within the retry budget are lost, counted).",
     )
 
     @property
@@ -144,8 +177,179 @@ class _Writer:
         self.given_up = False  # its unfinished points were counted as lost: late callbacks must not count them again
 
 
+class _Segment:
+    """A spool segment claimed for replay: its lock (the open file), its lines and how many were sent."""
+
+    def __init__(self, path: Path, file: BinaryIO, lines: list[bytes], torn: int) -> None:
+        self.path = path
+        self.file = file
+        self.lines = lines
+        self.torn = torn
+        self.sent = 0
+
+
+_SEGMENT_IDS = itertools.count()
+
+
+class LineSpool:
+    """Line protocol lines that could not be written, kept on disk until they can: plain text segment files in
+    one folder, replayed oldest first, ``max_bytes`` of them at most (past it the oldest segments go, counted).
+
+    Each writer appends to a segment of its own, locked (``flock``) while open, and a replayer takes only segments
+    nobody holds, so the workers of a flow, and its next run, can share a folder: a segment a crashed run left is
+    replayed by whichever sink starts next. A crash mid-append tears the last line of that writer's segment only;
+    replay skips it (counted) and keeps the lines before it. Replay sends a whole segment before deleting it,
+    so a crash in between sends some lines twice, which overwrites the same points.
+
+    Parameters
+    ----------
+    folder
+        The spool folder, made at the first append.
+    max_bytes
+        Bytes of segments in the folder, at most; a segment is an eighth of it (``SEGMENT_BYTES`` at most), so
+        dropping one keeps most, and the oldest go first (but the one being replayed).
+    """
+
+    SUFFIX = ".lp"
+
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        self.folder = Path(folder)
+        self.max_bytes = max_bytes
+        self.segment_bytes = max(min(max_bytes // 8, SEGMENT_BYTES), 1)
+        self._lock = threading.Lock()
+        self._current: BinaryIO | None = None
+        self._current_path: Path | None = None
+        self._current_size = 0
+
+    def append(self, data: bytes) -> int:
+        """Append newline-separated lines; returns how many of the oldest spooled lines were dropped to stay
+        within ``max_bytes``.
+
+        Parameters
+        ----------
+        data
+            Line protocol lines, as a write request's body.
+        """
+        data = data.rstrip(b"\n") + b"\n"
+        with self._lock:
+            file = self._current or self._open_segment()
+            file.write(data)
+            file.flush()  # in the page cache: a crash of the process keeps it
+            self._current_size += len(data)
+            if self._current_size >= self.segment_bytes:
+                self._seal()
+            return self._trim()
+
+    def claim(self) -> _Segment | None:
+        """The oldest segment nobody holds, locked for the caller, or None; this spool's own open segment is
+        sealed for it when there is no other."""
+        segment = self._claim_oldest()
+        if segment is None:
+            with self._lock:
+                path = self._current_path if self._current_size else None
+                self._seal()
+            if path is not None:
+                segment = self._lock_segment(path)
+        return segment
+
+    def finish(self, segment: _Segment) -> None:
+        """Delete a segment whose lines were all sent (or dropped), and unlock it.
+
+        Parameters
+        ----------
+        segment
+            From ``claim``.
+        """
+        segment.path.unlink(missing_ok=True)
+        segment.file.close()
+
+    def release(self, segment: _Segment) -> None:
+        """Unlock a segment not replayed to its end: it is replayed in full later, by this sink or the next.
+
+        Parameters
+        ----------
+        segment
+            From ``claim``.
+        """
+        segment.file.close()
+
+    def close(self) -> None:
+        """Close this spool's open segment; what it holds stays for the next run."""
+        with self._lock:
+            self._seal()
+
+    def _open_segment(self) -> BinaryIO:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{time.time_ns():020d}-{os.getpid()}-{next(_SEGMENT_IDS)}"
+        draft = self.folder / f"{stem}.tmp"  # locked before it is named a segment, so no replayer takes it empty
+        file = draft.open("xb")
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._current_path = draft.rename(self.folder / f"{stem}{self.SUFFIX}")
+        self._current, self._current_size = file, 0
+        return file
+
+    def _seal(self) -> None:
+        if self._current is not None:
+            self._current.close()
+        self._current, self._current_path, self._current_size = None, None, 0
+
+    def _segments(self) -> list[tuple[Path, int]]:
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return []
+        found = []
+        for e in entries:
+            if e.name.endswith(self.SUFFIX):
+                try:
+                    found.append((Path(e.path), e.stat().st_size))
+                except FileNotFoundError:  # replayed and deleted meanwhile
+                    pass
+        return sorted(found)
+
+    def _claim_oldest(self) -> _Segment | None:
+        for path, _ in self._segments():
+            segment = self._lock_segment(path)
+            if segment is not None:
+                return segment
+        return None
+
+    def _lock_segment(self, path: Path) -> _Segment | None:
+        try:
+            file = path.open("rb")
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a writer's open segment, or another replayer's
+            file.close()
+            return None
+        if os.fstat(file.fileno()).st_nlink == 0:  # replayed and deleted between open and lock
+            file.close()
+            return None
+        lines = file.read().split(b"\n")
+        torn = 1 if lines[-1] else 0  # no newline at the end: the append a crash cut short
+        return _Segment(path, file, [line for line in lines[:-1] if line], torn)
+
+    def _trim(self) -> int:
+        segments = self._segments()
+        excess = sum(size for _, size in segments) - self.max_bytes
+        dropped = 0
+        for path, size in segments:
+            if excess <= 0:
+                break
+            segment = self._lock_segment(path)
+            if segment is None:  # being written or replayed
+                continue
+            dropped += len(segment.lines) + segment.torn
+            excess -= size
+            self.finish(segment)
+        return dropped
+
+
 class InfluxWriteError(RuntimeError):
-    """Points were lost: their batch failed after its retries (or never finished before close)."""
+    """Points were lost: their batch failed after its retries without a spool to take it (or never finished
+    before close), or the spool dropped them."""
 
 
 class MalformedPointError(ValueError):
@@ -173,18 +377,22 @@ def _batch_points(data: Any) -> int:
 class InfluxSink:
     """Queue points; they are sent in batches of ``batch_size`` or every ``flush_interval_ms``.
 
-    Every point is accounted for (``points_queued``, ``points_written``, ``points_lost``; ``points_dropped`` of
-    the lost ones never queued, ``max_pending_points`` being reached); ``flush()`` and ``close()`` raise
-    ``InfluxWriteError`` when points were lost since the last check. ``tags_normalised`` counts the tag keys and
-    values ``clean_tag`` changed, by reason.
+    Every point is accounted for (``points_queued``, ``points_written``, ``points_spooled``, ``points_lost``;
+    ``points_dropped`` of the lost ones never queued, ``max_pending_points`` being reached without a spool).
+    Spooled points leave by ``points_replayed`` or ``points_spool_dropped`` (the spool's bound, a torn line, a
+    refusal); ``flush()`` and ``close()`` raise ``InfluxWriteError`` when points were lost or dropped from the
+    spool since the last check. ``tags_normalised`` counts the tag keys and values ``clean_tag`` changed, by reason.
 
     Parameters
     ----------
     settings
         Influx settings with a URL (``ValueError`` saying what to set otherwise).
+    spool
+        This sink's spool folder (None: no spool, or ``spool_max_bytes`` 0); a folder an earlier run left points
+        in is replayed from the start.
     """
 
-    def __init__(self, settings: InfluxSettings) -> None:
+    def __init__(self, settings: InfluxSettings, spool: Path | None = None) -> None:
         from influxdb_client import InfluxDBClient
 
         if not settings.enabled:
@@ -206,7 +414,18 @@ class InfluxSink:
         self._logged: dict[str, float] = {}
         self._reported_lost = 0
         self._closed = False
+        self.points_spooled = 0
+        self.points_replayed = 0
+        self.points_spool_dropped = 0
+        self._spool = LineSpool(spool, settings.spool_max_bytes) if spool and settings.spool_max_bytes else None
+        self._wake = threading.Event()  # a point was spooled
+        self._stop = threading.Event()
         self._writer = self._open_writer()
+        self._replayer: threading.Thread | None = None
+        if self._spool is not None:
+            self._replayer = threading.Thread(target=self._replay, args=(self._spool,), name="influx-spool-replay",
+                                              daemon=True)
+            self._replayer.start()
 
     def _open_writer(self) -> _Writer:
         from influxdb_client.client.write_api import WriteOptions, WriteType
@@ -251,8 +470,10 @@ class InfluxSink:
                 return
             w.done += n
             self.errors += 1
-            self.points_lost += n
             self.last_error = error
+            if getattr(error, "status", None) not in REFUSED_FOR_GOOD and self._spooled(data, n):
+                return
+            self.points_lost += n
         log.error(
             "InfluxDB write failed, %d points lost (bucket=%s): %s",
             n,
@@ -283,8 +504,8 @@ class InfluxSink:
     ) -> None:
         """Queue points; a malformed one raises ``MalformedPointError`` before any of the batch is queued.
 
-        Tag keys and values are passed through ``clean_tag``; points beyond ``max_pending_points`` are dropped
-        and counted as lost.
+        Tag keys and values are passed through ``clean_tag``; points beyond ``max_pending_points`` are spooled,
+        or without a spool dropped and counted as lost.
 
         Parameters
         ----------
@@ -314,13 +535,16 @@ class InfluxSink:
             room = self.settings.max_pending_points - (self._writer.queued - self._writer.done)
             dropped = len(built) - max(room, 0)
             if dropped > 0:
-                built = built[: len(built) - dropped]
+                built, over = built[: len(built) - dropped], built[len(built) - dropped :]
                 self.points_queued += dropped
-                self.points_lost += dropped
-                self.points_dropped += dropped
-                self.last_error = BufferError(
-                    f"{dropped} points dropped: {self.settings.max_pending_points} were waiting to be sent already"
-                )
+                if self._spooled("\n".join(p.to_line_protocol() for p in over), dropped):
+                    dropped = 0
+                else:
+                    self.points_lost += dropped
+                    self.points_dropped += dropped
+                    self.last_error = BufferError(
+                        f"{dropped} points dropped: {self.settings.max_pending_points} were waiting to be sent already"
+                    )
             if built:
                 self.points_queued += len(built)
                 self._writer.queued += len(built)
@@ -345,6 +569,88 @@ class InfluxSink:
                 extra={"event": "influx_points_dropped", "bucket": self.bucket, "points": dropped_total},
             )
 
+    def _spooled(self, data: bytes | str, n: int) -> bool:
+        """Append points to the spool, under ``_lock``; False when there is none or it cannot be written."""
+        if self._spool is None:
+            return False
+        try:
+            dropped = self._spool.append(data.encode() if isinstance(data, str) else data)
+        except OSError as exc:
+            self.last_error = exc
+            if log_due(self._logged, "influx_spool_failed"):
+                log.error("cannot spool InfluxDB points to %s, they are lost: %s; repeats are logged once a minute",
+                          self._spool.folder, exc, extra={"event": "influx_spool_failed", "error": str(exc)})
+            return False
+        self.points_spooled += n
+        self._wake.set()
+        if log_due(self._logged, "influx_points_spooled"):
+            log.warning(
+                "InfluxDB is down or behind: %d points spooled to %s for replay (%d so far); repeats are logged "
+                "once a minute",
+                n, self._spool.folder, self.points_spooled,
+                extra={"event": "influx_points_spooled", "points": n, "spooled": self.points_spooled},
+            )
+        self._spool_dropped(dropped, f"the spool reached spool_max_bytes={self._spool.max_bytes}")
+        return True
+
+    def _spool_dropped(self, n: int, why: str) -> None:
+        if n <= 0:
+            return
+        with self._lock:
+            self.points_spool_dropped += n
+            self.last_error = BufferError(f"{n} spooled points dropped: {why}")
+            due, total = log_due(self._logged, "influx_spool_dropped"), self.points_spool_dropped
+        if due:
+            log.error(
+                "%d spooled InfluxDB points dropped (%s), %d so far; repeats are logged once a minute",
+                n, why, total, extra={"event": "influx_spool_dropped", "points": n, "dropped": total},
+            )
+
+    def _replay(self, spool: LineSpool) -> None:
+        """Write the spool back, oldest first, ``batch_size`` lines a request, backing off while the server does
+        not answer; in a thread of its own, so that neither the flow nor the batching writer waits for it."""
+        from influxdb_client import WritePrecision
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        s = self.settings
+        api = self._client.write_api(write_options=SYNCHRONOUS)  # one attempt per call: the backoff is here
+        segment: _Segment | None = None
+        backoff = 0.0
+        try:
+            while not self._stop.is_set():
+                chunk: list[bytes] = []
+                try:
+                    if segment is None:
+                        self._wake.clear()
+                        segment = spool.claim()
+                        if segment is None:  # woken by the next spooled point, or looks for one another run left
+                            self._wake.wait(s.max_retry_delay_ms / 1000)
+                            continue
+                        self._spool_dropped(segment.torn, f"a torn last line in {segment.path}")
+                    chunk = segment.lines[segment.sent : segment.sent + s.batch_size]
+                    if chunk:
+                        api.write(bucket=self.bucket, org=s.org, record=b"\n".join(chunk),
+                                  write_precision=WritePrecision.MS)
+                        with self._lock:
+                            self.points_replayed += len(chunk)
+                except Exception as exc:
+                    if segment is None or getattr(exc, "status", None) not in REFUSED_FOR_GOOD:
+                        backoff = min(max(2 * backoff, s.retry_interval_ms / 1000), s.max_retry_delay_ms / 1000)
+                        if log_due(self._logged, "influx_replay_failed"):
+                            log.warning("replaying spooled InfluxDB points failed, retrying in %.1f s: %s; repeats "
+                                        "are logged once a minute", backoff, exc,
+                                        extra={"event": "influx_replay_failed", "error": str(exc)})
+                        self._stop.wait(backoff)
+                        continue
+                    self._spool_dropped(len(chunk), f"refused by the server: {exc}")
+                backoff = 0.0
+                segment.sent += len(chunk)
+                if segment.sent >= len(segment.lines):
+                    spool.finish(segment)
+                    segment = None
+        finally:
+            if segment is not None:
+                spool.release(segment)
 
     def flush(self) -> None:
         """Send everything queued, wait for it, and raise if any point since the last check was lost.
@@ -361,12 +667,19 @@ class InfluxSink:
 
     def close(self) -> None:
         """Send what is queued and raise if any point was lost; waits as long as one batch's retries may take
-        (``max_retry_time_ms`` + 2 ``timeout_ms`` + ``flush_interval_ms``) at most, whatever is queued."""
+        (``max_retry_time_ms`` + 2 ``timeout_ms`` + ``flush_interval_ms``) at most, whatever is queued. What the
+        spool still holds stays there for the next run."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
         self._drain(self._writer)
+        self._stop.set()
+        self._wake.set()
+        if self._replayer is not None:
+            self._replayer.join(timeout=2 * self.settings.timeout_ms / 1000)  # a replay request may be in flight
+        if self._spool is not None:
+            self._spool.close()
         self._client.close()
         self._raise_if_lost()
 
@@ -387,12 +700,12 @@ class InfluxSink:
     @property
     def points_pending(self) -> int:
         with self._lock:
-            return self.points_queued - self.points_written - self.points_lost
+            return self.points_queued - self.points_written - self.points_lost - self.points_spooled
 
     def _raise_if_lost(self) -> None:
         with self._lock:
-            lost = self.points_lost - self._reported_lost
-            self._reported_lost = self.points_lost
+            lost = self.points_lost + self.points_spool_dropped - self._reported_lost
+            self._reported_lost += lost
             error = self.last_error
         if lost:
             raise InfluxWriteError(f"{lost} points were not written to InfluxDB; last error: {error}")

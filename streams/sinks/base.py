@@ -4,6 +4,9 @@ A subclass says what one of its flow's emits becomes (``points``) and updates it
 there; alerts are counted and written the same way for every flow; the InfluxDB sink is the configured
 one, or none (``[influx] url`` unset), so Prometheus still works without a time-series server.
 
+Each sink kind spools the points InfluxDB did not take in time to a folder of its own (``spool_folder``), under
+the flows' state folder by default, so that a long outage of the time-series server leaves no gap once it is back.
+
 Points are built from records, and one record the time-series store cannot take (a NaN in a field) must not
 stop the flow: the InfluxDB sink refuses the whole batch, so the bad point is left out and counted instead.
 """
@@ -12,11 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Self
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
 from connectors.influx import MalformedPointError, check_point, log_due
 from streams.sinks.alerts import alert_point, count_alert
 from streams.processor import Emit
+
+if TYPE_CHECKING:
+    from connectors.influx import InfluxSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,22 @@ class MetricsSink:
         from connectors.influx import InfluxSettings, InfluxSink
 
         settings = InfluxSettings()
-        return cls(InfluxSink(settings) if settings.enabled else None)
+        return cls(InfluxSink(settings, spool=cls.spool_folder(settings)) if settings.enabled else None)
+
+    @classmethod
+    def spool_folder(cls, settings: InfluxSettings) -> Path:
+        """Where this kind of sink spools: one folder per kind, shared by its workers and its next run (the spool
+        takes care of several writers), under ``[influx] spool_dir`` or else the flows' ``[runtime] state_dir``.
+
+        Parameters
+        ----------
+        settings
+            The InfluxDB settings.
+        """
+        from streams.runtime import RuntimeSettings
+
+        parent = settings.spool_dir or RuntimeSettings().state_dir / "influx-spool"
+        return parent / cls.__module__.rpartition(".")[2]
 
     def points(self, emit: Emit) -> list[Point]:
         """The InfluxDB points of one emit of this flow (metrics are updated here too); none by default.

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from connectors.broker import free_port
 from connectors.influx import InfluxPoint, InfluxSink, InfluxWriteError, MalformedPointError, clean_tag
-from tests.fixtures.timeseries import VictoriaMetrics
+from tests.fixtures import timeseries
+from tests.fixtures.timeseries import VictoriaMetrics, victoria_binary
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +125,62 @@ def test_tags_the_client_would_mangle_are_stored_as_cleaned(victoria: VictoriaMe
     stored = {s["metric"]["entity"]: s["values"] for s in victoria.export(f'{{__name__="{m}_value"}}')}
     assert stored == {clean_tag(e): [float(i)] for i, e in enumerate(entities)}
     assert {"tail/", "mid/ x", "new line", "none"} <= stored.keys()
+
+
+def wait_for(check: Callable[[], bool], what: str, limit_s: float = 60.0) -> None:
+    """Poll until ``check()`` holds; the limit only ends a hung test, nothing is asserted about time."""
+    deadline = time.monotonic() + limit_s
+    while not check():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.02)
+
+
+def outage_settings(url: str) -> dict:
+    """A retry budget of about half a second, so a stopped server outlasts it at once."""
+    return {"url": url, "max_retries": 1, "retry_interval_ms": 50, "max_retry_delay_ms": 200,
+            "max_retry_time_ms": 500, "timeout_ms": 500}
+
+
+def test_points_written_in_an_outage_longer_than_the_retry_budget_arrive_once_the_server_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They were counted as lost and never written: a permanent gap on the dashboards after every long outage."""
+    binary = victoria_binary()
+    if binary is None:
+        pytest.skip("VictoriaMetrics is not built: run `make test`")
+    storage = tmp_path / "data"
+    server = VictoriaMetrics(binary, storage)
+    m = unique("outage")
+    sink = InfluxSink(server.influx_settings("outage", **outage_settings(server.url)), spool=tmp_path / "spool")
+    try:
+        sink.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(10)])
+        sink.flush()
+        server.stop()
+        sink.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(10, 20)])
+        wait_for(lambda: sink.points_spooled == 10, "the batch to outlast its retries")
+        sink.flush()  # spooled, not lost: nothing to raise
+        monkeypatch.setattr(timeseries, "free_port", lambda: server.port)
+        server = VictoriaMetrics(binary, storage)  # back on the same address
+        sink.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(20, 30)])
+        wait_for(lambda: sink.points_replayed == 10, "the spool to be replayed")
+        sink.close()
+        assert (sink.points_written, sink.points_spooled, sink.points_lost, sink.points_spool_dropped) == (20, 10, 0, 0)
+        [series] = server.export(f'{{__name__="{m}_v"}}')
+        assert series["values"] == [float(i) for i in range(30)]
+        assert list((tmp_path / "spool").glob("*.lp")) == []
+    finally:
+        server.stop()
+
+
+def test_a_sink_replays_what_an_earlier_run_spooled(victoria: VictoriaMetrics, tmp_path: Path) -> None:
+    m = unique("restart")
+    down = victoria.influx_settings("restart", **outage_settings(f"http://127.0.0.1:{free_port()}"))
+    with InfluxSink(down, spool=tmp_path / "spool") as earlier:
+        earlier.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(5)])
+        earlier.flush()
+        assert (earlier.points_spooled, earlier.points_lost, earlier.points_replayed) == (5, 0, 0)
+    with InfluxSink(victoria.influx_settings("restart"), spool=tmp_path / "spool") as later:
+        wait_for(lambda: later.points_replayed == 5, "the earlier run's spool to be replayed")
+    [series] = victoria.export(f'{{__name__="{m}_v"}}')
+    assert series["values"] == [float(i) for i in range(5)]
+    assert list((tmp_path / "spool").glob("*.lp")) == []

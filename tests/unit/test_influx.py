@@ -6,10 +6,13 @@ HTTP handler that keeps each request's body (the line protocol the client sent),
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +23,7 @@ from connectors.influx import (
     InfluxSettings,
     InfluxSink,
     InfluxWriteError,
+    LineSpool,
     MalformedPointError,
     check_point,
     clean_tag,
@@ -29,16 +33,20 @@ T0 = 1_700_000_000_000
 
 
 class WriteServer:
-    """Answers every write with 204 and keeps the line protocol lines it was sent."""
+    """Answers every write with ``status`` (204) and keeps the line protocol lines of the writes it took."""
 
     def __init__(self) -> None:
         lines = self.lines = []
+        self.status = 204
+        server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                lines.extend(body.decode().split("\n"))
-                self.send_response(204)
+                if server.status == 204:
+                    lines.extend(body.decode().split("\n"))
+                self.send_response(server.status)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -157,3 +165,103 @@ def test_close_in_an_outage_gives_up_the_queued_batches_instead_of_retrying_each
         t.join(timeout=30)
     assert (sink.points_lost, sink.errors, sink.retries) == counted
     assert sink.points_lost == batches and sink.points_pending == 0
+
+
+def wait_for(check: Callable[[], bool], what: str, limit_s: float = 60.0) -> None:
+    """Poll until ``check()`` holds; the limit only ends a hung test, nothing is asserted about time."""
+    deadline = time.monotonic() + limit_s
+    while not check():
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_torn_last_line_is_dropped_and_counted_and_the_rest_is_replayed_in_order(
+    write_server: WriteServer, tmp_path: Path
+) -> None:
+    """A crash mid-append leaves a line without its newline at the end of that writer's segment only."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "00000000000000000001-1-0.lp").write_bytes(f"m v=1 {T0}\nm v=2 {T0 + 1}\nm v=3 {T0}".encode())
+    (spool / "00000000000000000002-2-0.lp").write_bytes(f"m v=4 {T0 + 3}\n".encode())
+    sink = InfluxSink(settings(write_server.url), spool=spool)
+    wait_for(lambda: sink.points_replayed == 3, "the spool to be replayed")
+    with pytest.raises(InfluxWriteError, match="1 points were not written.*torn"):
+        sink.close()  # waits for the replay to end: its segment is deleted
+    assert write_server.lines == [f"m v=1 {T0}", f"m v=2 {T0 + 1}", f"m v=4 {T0 + 3}"]
+    assert sink.points_spool_dropped == 1 and list(spool.iterdir()) == []
+
+
+def test_past_its_bound_the_spool_drops_its_oldest_lines_and_counts_them(tmp_path: Path) -> None:
+    spool = LineSpool(tmp_path, max_bytes=800)  # segments of 100 bytes or a little more
+    lines = [f"m v={i} {T0}".encode() for i in range(40)]  # 21 bytes each with the newline
+    dropped = sum(spool.append(b"\n".join(lines[i : i + 4])) for i in range(0, 40, 4))
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.lp")) <= 800
+    kept = []
+    while (segment := spool.claim()) is not None:
+        kept += segment.lines
+        spool.finish(segment)
+    assert dropped > 0 and kept == lines[dropped:]
+
+
+def test_a_segment_being_written_is_left_to_its_writer(tmp_path: Path) -> None:
+    """The workers of a flow share their sink's folder: one replays no other's open segment, nor drops it."""
+    mine, theirs = LineSpool(tmp_path, max_bytes=1 << 20), LineSpool(tmp_path, max_bytes=1 << 20)
+    theirs.append(b"theirs v=1 1")
+    mine.append(b"mine v=1 1")
+    segment = mine.claim()
+    assert segment is not None and segment.lines == [b"mine v=1 1"]
+    assert mine.claim() is None  # theirs is still open, and locked
+    mine.finish(segment)
+    theirs.close()
+    segment = mine.claim()
+    assert segment is not None and segment.lines == [b"theirs v=1 1"]
+    with open(segment.path, "rb") as other:  # locked while it is replayed
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    mine.finish(segment)
+
+
+def test_points_beyond_max_pending_points_are_spooled_when_there_is_a_spool(
+    write_server: WriteServer, tmp_path: Path
+) -> None:
+    sink = InfluxSink(settings(write_server.url, max_pending_points=5, flush_interval_ms=60_000), spool=tmp_path)
+    sink.write_points([("m", {"d": str(i)}, {"v": 1.0}, T0 + i) for i in range(8)])
+    assert (sink.points_pending, sink.points_spooled, sink.points_dropped, sink.points_lost) == (5, 3, 0, 0)
+    wait_for(lambda: sink.points_replayed == 3, "the spool to be replayed")
+    sink.close()
+    assert sorted(write_server.lines) == sorted(f"m,d={i} v=1 {T0 + i}" for i in range(8))
+    assert sink.points_written == 5 and sink.points_pending == 0
+
+
+def test_spooled_lines_the_server_refuses_for_good_are_dropped_and_counted(
+    write_server: WriteServer, tmp_path: Path
+) -> None:
+    """A 400 would refuse them on every replay and hold back the lines after them for ever."""
+    (tmp_path / "00000000000000000001-1-0.lp").write_bytes(f"m v=1 {T0}\n".encode())
+    write_server.status = 400
+    sink = InfluxSink(settings(write_server.url), spool=tmp_path)
+    wait_for(lambda: sink.points_spool_dropped == 1, "the refused line to be dropped")
+    with pytest.raises(InfluxWriteError, match="refused"):
+        sink.close()
+    assert sink.points_replayed == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_flow_sinks_spool_under_the_state_folder_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.sinks.drift import DriftMetricsSink
+    from streams.sinks.sensor import SensorMetricsSink
+
+    monkeypatch.setenv("EDDYLINE_RUNTIME_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("EDDYLINE_INFLUX_URL", f"http://127.0.0.1:{free_port()}")
+    assert SensorMetricsSink.spool_folder(InfluxSettings()) == tmp_path / "state" / "influx-spool" / "sensor"
+    assert DriftMetricsSink.spool_folder(InfluxSettings(spool_dir=tmp_path / "s")) == tmp_path / "s" / "drift"
+    sink = SensorMetricsSink.from_settings()
+    try:
+        assert sink.influx._spool.folder == tmp_path / "state" / "influx-spool" / "sensor"
+    finally:
+        sink.close()
+    monkeypatch.setenv("EDDYLINE_INFLUX_SPOOL_MAX_BYTES", "0")
+    sink = SensorMetricsSink.from_settings()
+    assert sink.influx._spool is None
+    sink.close()
