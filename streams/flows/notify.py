@@ -17,7 +17,10 @@ event id, status; keyed by alert key) before its source is committed; a flow tha
 partitions in a rebalance reads it first (records younger than ``delivered_window_s``) and sends nothing twice.
 The flow creates that topic with a retention a day above the window (``schemas.topics.retention_above``), and
 warns at start when an existing one keeps less than the window.
-Only a crash between a destination's answer and that record reaching Kafka can still repeat a message.
+A record that a flush could not write is kept: written again with the next batch (which stays uncommitted until
+it is in), when partitions are revoked, and at close. So Slack gets an alert once unless the process dies between
+Slack's answer and its record reaching Kafka, Kafka still refuses the record when the partitions go to another
+member, or an answer lost on the way (a timeout after Slack posted) makes the flow try again.
 A trigger that reaches PagerDuty after the same incident was resolved there (its first attempts failed, the
 resolve went through) is followed by the resolve again, so the incident does not stay open. An alert key names
 one incident (the ``alert`` schema's contract), so the key decides, never a comparison of event times, which
@@ -472,6 +475,8 @@ class NotifyFlow:
         self._held_at: dict[tuple[str, int], tuple[int, int]] = {}  # retry partition -> (offset, ms) of a head
         # whose due time lay beyond any wait the flow schedules: it is taken at that ms
         self._seen = _Recent(self.settings.remember)  # event ids taken from the alerts topic
+        # deliveries whose record is not known to be in Kafka: (destination, event id) -> alert
+        self._unrecorded: dict[tuple[str, str], dict[str, Any]] = {}
         self.delivered = DeliveredLog(kafka, self.settings.delivered_window_s)
         self.handled = 0  # messages finished (committed or about to be)
         self.rejoins = 0  # retriable errors recovered from by rejoining the group
@@ -541,6 +546,13 @@ class NotifyFlow:
         for tp in partitions:
             self.paused.pop((tp.topic, tp.partition), None)
             self._held_at.pop((tp.topic, tp.partition), None)
+        if self._unrecorded:  # before the partitions' next owner reads the records and replays the batch
+            try:
+                self._flush()
+            except KafkaDeliveryError as e:
+                log.error("%d delivery records are still not in Kafka as partitions are given up: "
+                          "whoever reads those alerts again may post them again", len(self._unrecorded),
+                          extra={"flow": FLOW, "error": str(e)})
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Poll, deliver and commit until ``stop`` is set (or forever)."""
@@ -574,7 +586,8 @@ class NotifyFlow:
             self.consumer.unsubscribe()
         except KafkaException as e:
             log.warning("unsubscribe failed; subscribing again anyway", extra={"flow": FLOW, "error": str(e.args[0])})
-        self._subscribe()
+        if not stop.is_set():  # closed just after unsubscribe and subscribe, librdkafka may abort (!rkcg_subscription)
+            self._subscribe()
 
     def step(self, timeout: float = 0.2) -> int:
         """One poll: resume retry partitions that are due, handle what came; returns messages finished."""
@@ -614,7 +627,7 @@ class NotifyFlow:
         for msg, reason, error, destination in batch.letters:
             self._dead_letter(msg.value(), msg.key(), (msg.topic(), msg.partition(), msg.offset()),
                               reason, error, destination, 0)
-        self.producer.flush()  # retries, dead letters and delivery records are in Kafka before the source is committed
+        self._flush()  # retries, dead letters and delivery records are in Kafka before the source is committed
         for event_id in batch.taken:  # only now: a batch whose flush failed is read again, and must not be skipped
             self._seen.add(event_id)
         if batch.done:
@@ -695,10 +708,25 @@ class NotifyFlow:
                     extra={"flow": FLOW, "due_ms": due_ms})
         return now + longest_ms
 
+    def _flush(self) -> None:
+        """Write the record of every delivery not yet known to be in Kafka, then flush everything.
+
+        A record is forgotten only after a flush that succeeded: one lost with a failed flush is written again
+        with the next batch (whose replay of the same alerts the notifier skips, and would not record again),
+        when partitions are revoked, and at close.
+        """
+        self._queue_records()
+        self.producer.flush()
+        self._unrecorded.clear()
+
+    def _queue_records(self) -> None:
+        for (destination, _), alert in self._unrecorded.items():
+            self.delivered.record(self.producer, destination, alert)
+
     def _write(self, r: Result) -> None:
         d = r.delivery
         if r.outcome == DELIVERED:
-            self.delivered.record(self.producer, d.destination, d.alert)
+            self._unrecorded[(d.destination, d.alert["event_id"])] = d.alert
         elif r.outcome in (RETRY, DEFERRED):
             headers = retry_headers(d.destination, r.attempt, r.due_ms, r.error or r.reason)
             if r.rate_limited:
@@ -717,9 +745,10 @@ class NotifyFlow:
 
     def close(self) -> None:
         try:
-            self.consumer.close()
+            self.consumer.close()  # revokes its partitions: the delivery records still missing are written first
         finally:
             try:
+                self._queue_records()  # any still missing: a restart reads them back
                 self.producer.close(10.0)  # flushed, then closed: its threads and connections end with the flow
             finally:
                 self.notifier.close()

@@ -326,3 +326,53 @@ def test_the_flow_rejoins_after_a_durable_broker_restart_and_delivers_each_alert
         time.sleep(2.0)
     assert alert_receiver.counts["slack_messages"] == 10 and alert_receiver.counts["pagerduty_events"] == 10
     assert all(i["opened"] == 1 and i["status"] == "resolved" for i in alert_receiver.incidents.values())
+
+
+class KillsKafkaAfterPosting:
+    """The real Slack channel; the broker is killed as soon as its first message is posted, so that message's
+    record on ``alerts.delivered`` cannot be written (the flush fails).
+
+    Parameters
+    ----------
+    sink
+        The Slack channel.
+    broker
+        The broker to kill.
+    """
+
+    name = "slack"
+
+    def __init__(self, sink: SlackSink, broker: Any) -> None:
+        self.sink, self.broker, self.killed = sink, broker, False
+
+    def deliver(self, a: dict[str, Any]) -> None:
+        self.sink.deliver(a)
+        if not self.killed:
+            self.killed = True
+            self.broker.kill()
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def test_a_delivery_whose_record_a_flush_lost_is_not_posted_again_after_a_restart(durable_broker, alert_receiver):
+    kafka = KafkaSettings(bootstrap_servers=durable_broker.bootstrap, namespace="lost.", session_timeout_ms=6000,
+                          extra={"fetch.wait.max.ms": 100, "enable.idempotence": False,
+                                 "max.in.flight.requests.per.connection": 1, "message.timeout.ms": 3000})
+
+    def slack() -> SlackSink:
+        return SlackSink(SlackSettings(webhook_url=alert_receiver.slack_url, max_retries=0, timeout=5))
+
+    first = NotifyFlow(kafka, Notifier(AlertDispatcher([KillsKafkaAfterPosting(slack(), durable_broker)]),
+                                       NotifySettings(**FAST, rejoin_wait_s=600)))
+    with Running(first, alert_receiver) as flow:
+        publish(kafka, [alert("x")])
+        assert flow.wait_for(lambda r: r.counts["slack_messages"] == 1, timeout=90)
+        assert flow.wait(lambda: first.rejoins == 1, timeout=60)  # the flush failed: nothing committed
+        durable_broker.start()
+    # stopped while it waited to rejoin: the alert is read again, by a restart here (or another member)
+    second = NotifyFlow(kafka, Notifier(AlertDispatcher([slack()]), NotifySettings(**FAST)))
+    with Running(second, alert_receiver) as flow:
+        assert flow.wait(lambda: second.handled == 1, timeout=90)
+        time.sleep(1.0)
+    assert (first.handled, alert_receiver.counts["slack_messages"]) == (0, 1)

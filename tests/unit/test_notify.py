@@ -22,6 +22,7 @@ from streams.flows.notify import (
     DEAD,
     DEFERRED,
     DELIVERED,
+    DELIVERED_TOPIC,
     DLQ_TOPIC,
     DUPLICATE,
     RATE_LIMITED,
@@ -390,6 +391,20 @@ def test_an_alert_whose_batch_never_reached_kafka_is_delivered_when_read_again()
         assert flow.consumer.commits == [[(flow.alerts_name, 0, 42)]]
         flow.handle([msg])  # a replay after the batch is in Kafka
     assert pd.calls == 2 and flow.consumer.commits[-1] == [(flow.alerts_name, 0, 42)]
+
+
+def test_a_delivery_record_lost_with_a_flush_is_written_again_before_the_batch_is_committed() -> None:
+    # Slack has no dedup key: the batch read again is not posted again (the notifier remembers it), and must
+    # not be committed without its record, which a restarted flow or the partitions' next owner reads back.
+    slack = Channel("slack")
+    with offline_flow(notifier(slack, rejoin_wait_s=0.0), failing_flushes=1) as flow:
+        msg = Msg(flow.alerts_name, 7, encoded(alert()), b"k")
+        with pytest.raises(KafkaDeliveryError):
+            flow.handle([msg])  # Slack took it; its record was lost with the flush
+        flow._rejoin("flush failed", threading.Event())
+        flow.handle([msg])
+    assert slack.calls == 1 and flow.consumer.commits == [[(flow.alerts_name, 0, 8)]]
+    assert [(topic, key) for topic, key, _ in flow.producer.sent] == [(DELIVERED_TOPIC, "k")]
 
 
 def test_a_retry_due_beyond_any_scheduled_wait_holds_its_partition_only_that_long() -> None:
