@@ -22,6 +22,7 @@ outcome is neither learned nor sent as feedback (feedback feeds the monitors tha
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import time
 from collections.abc import Sequence
@@ -90,6 +91,9 @@ class ClickProcessor(Processor):
         self.model_name, self.version, self.click_wait_ms = model_name, version, click_wait_ms
         self.model = ClickModel(max_users=SEEN_USERS)
         self.pending: dict[str, dict[str, Any]] = {}  # impression id -> what learning needs
+        self._order: dict[str, int] = {}  # pending id -> its place in ``pending``'s order; rebuilt on restore
+        self._placed = 0  # places given so far
+        self._due: list[tuple[int, int, str]] = []  # (time, place, id) per pending impression; some stale
         self.shown: dict[str, dict[str, None]] = {}  # user -> items shown to them, oldest first
         self.watermark = 0  # what impressions expire against: the slowest partition heard from recently
         self.partitions: dict[str, list[int]] = {}  # "topic:partition" -> [largest event time, arrival of last event]
@@ -158,8 +162,15 @@ class ClickProcessor(Processor):
         elif rating is not None:
             out.extend(self._learn(entry, 1.0 if rating >= LIKE else 0.0, rec["event_time"]))
         else:
-            self.pending[rec["event_id"]] = entry
+            self._wait(rec["event_id"], entry)
         return out
+
+    def _wait(self, key: str, entry: dict[str, Any]) -> None:
+        """Keep an impression until its click or its expiry; an id seen again keeps its place, as in the dict."""
+        if key not in self._order:
+            self._order[key], self._placed = self._placed, self._placed + 1
+        self.pending[key] = entry
+        heapq.heappush(self._due, (entry["time"], self._order[key], key))
 
     def _standing(self, rec: dict[str, Any]) -> None:
         if rec["action"] == "QUARANTINE":
@@ -183,7 +194,9 @@ class ClickProcessor(Processor):
             del self.shown[next(iter(self.shown))]
 
     def _click(self, rec: dict[str, Any]) -> list[Emit]:
-        entry = self.pending.pop(rec.get("impression_id") or "", None)
+        key = rec.get("impression_id") or ""
+        entry = self.pending.pop(key, None)
+        self._order.pop(key, None)
         if entry is None:
             if rec.get("rating") is None:  # a rated click answers a rated impression, learned on arrival
                 self.unmatched_clicks += 1  # unknown, or expired as a non-click
@@ -191,8 +204,17 @@ class ClickProcessor(Processor):
         return self._learn(entry, 1.0, rec["event_time"])
 
     def _expire(self) -> list[Emit]:
-        old = [k for k, e in self.pending.items() if e["time"] + self.click_wait_ms <= self.watermark]
-        return [e for k in old for e in self._learn(self.pending.pop(k), 0.0, self.watermark)]
+        """Learn the impressions past ``click_wait_ms`` as non-clicks, looking only at those: a fleet keeps many
+        waiting. They are learned in the order they came (the online model is order-sensitive), not by time;
+        a heap entry of an impression clicked, expired or seen again since is stale and skipped."""
+        old: list[tuple[int, str]] = []
+        while self._due and self._due[0][0] + self.click_wait_ms <= self.watermark:
+            t, place, key = heapq.heappop(self._due)
+            if self._order.get(key) == place and self.pending[key]["time"] == t:
+                del self._order[key]
+                old.append((place, key))
+        old.sort()
+        return [e for _, k in old for e in self._learn(self.pending.pop(k), 0.0, self.watermark)]
 
     def _predicted(self, entry: dict[str, Any]) -> None:
         """Called once a prediction is made, before any learning: for subclasses that score in shadow."""
@@ -240,6 +262,10 @@ class ClickProcessor(Processor):
         self.model.restore(state["model"])
         self.version = str(state.get("version", self.version))
         self.pending = dict(state["pending"])
+        self._order = {k: place for place, k in enumerate(self.pending)}
+        self._placed = len(self._order)
+        self._due = [(e["time"], self._order[k], k) for k, e in self.pending.items()]
+        heapq.heapify(self._due)
         self.watermark = int(state["watermark"])
         self.shown = {u: dict.fromkeys(items) for u, items in state.get("shown", {}).items()}
         self.quarantined = {str(k): str(v) for k, v in state.get("quarantined", {}).items()}
