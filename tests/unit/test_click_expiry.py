@@ -12,6 +12,7 @@ from schemas import derive_id
 from streams.flows.clicks import ClickProcessor
 from streams.processor import Emit, Event
 from streams.state import decode, encode
+from tests.fixtures.counting import CountingDict
 
 
 def _imp(iid: str, t: int, user: str = "u1", rating: float | None = None, partition: int = -1) -> Event:
@@ -29,47 +30,6 @@ def _feedback(emits: list[Emit]) -> list[tuple[str, float]]:
     return [(e.record["prediction_id"], e.record["label"]) for e in emits if e.topic == "feedback"]
 
 
-class _Counted(dict):
-    """The pending impressions, counting every entry anyone looks at, by id or by walking them."""
-
-    looked = 0
-
-    def _count(self, n: int = 1) -> None:
-        _Counted.looked += n
-
-    def get(self, key, default=None):
-        self._count()
-        return super().get(key, default)
-
-    def pop(self, key, *default):
-        self._count()
-        return super().pop(key, *default)
-
-    def __contains__(self, key) -> bool:
-        self._count()
-        return super().__contains__(key)
-
-    def __getitem__(self, key):
-        self._count()
-        return super().__getitem__(key)
-
-    def __iter__(self):
-        self._count(len(self))
-        return super().__iter__()
-
-    def items(self):
-        self._count(len(self))
-        return super().items()
-
-    def keys(self):
-        self._count(len(self))
-        return super().keys()
-
-    def values(self):
-        self._count(len(self))
-        return super().values()
-
-
 @pytest.mark.parametrize("waiting", [500, 5000])
 def test_an_event_looks_at_the_impressions_it_answers_or_expires_not_at_every_waiting_one(waiting: int) -> None:
     """A fleet keeps many impressions waiting ``click_wait_ms`` (30 minutes) for their click: an event that
@@ -77,12 +37,12 @@ def test_an_event_looks_at_the_impressions_it_answers_or_expires_not_at_every_wa
     proc = ClickProcessor("clicks-expiry-work", click_wait_ms=1_000_000)
     proc.process([_imp(f"w{i}", 1_000 + i) for i in range(waiting)])  # waiting long after the test's events
     proc.process([_imp(f"e{i}", i) for i in range(100)])  # one expires per event below
-    proc.pending = _Counted(proc.pending)
-    _Counted.looked = 0
+    proc.pending = CountingDict(proc.pending)
+    CountingDict.looked = 0
     out: list[Emit] = []
     for i in range(100):
         out += proc.process([_imp(f"n{i}", 900_000 + i), _click(f"c{i}", 1_000_000 + i, f"n{i}")])
-    assert _Counted.looked / 200 <= 5  # a handful of look-ups per event, whatever waits
+    assert CountingDict.looked / 200 <= 5  # a handful of look-ups per event, whatever waits
     assert [label for _, label in _feedback(out)] == [1.0, 0.0] * 100 and len(proc.pending) == waiting
 
 

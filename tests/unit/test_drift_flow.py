@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from schemas import AvroSerde
 from streams.flows import drift
 from streams.processor import Event, run_local
+from tests.fixtures.counting import CountingDict
 from tests.unit.test_drift import _warming_up_then_rising_errors
 
 serde = AvroSerde()
@@ -286,47 +287,6 @@ def test_a_model_with_sparse_features_watches_a_bounded_number_of_them() -> None
     assert again.unmonitored == 51 and len(again.monitors) == drift.MAX_MONITORED
 
 
-class _Counted(dict):
-    """A table that counts every entry anyone looks at, by key or by walking it."""
-
-    looked = 0
-
-    def _count(self, n: int = 1) -> None:
-        _Counted.looked += n
-
-    def get(self, key, default=None):
-        self._count()
-        return super().get(key, default)
-
-    def pop(self, key, *default):
-        self._count()
-        return super().pop(key, *default)
-
-    def __contains__(self, key) -> bool:
-        self._count()
-        return super().__contains__(key)
-
-    def __getitem__(self, key):
-        self._count()
-        return super().__getitem__(key)
-
-    def __iter__(self):
-        self._count(len(self))
-        return super().__iter__()
-
-    def items(self):
-        self._count(len(self))
-        return super().items()
-
-    def keys(self):
-        self._count(len(self))
-        return super().keys()
-
-    def values(self):
-        self._count(len(self))
-        return super().values()
-
-
 @pytest.mark.parametrize("waiting", [500, 5000])
 def test_a_batch_looks_at_what_it_joins_or_expires_not_at_every_waiting_id(waiting: int) -> None:
     """Predictions and feedback waiting within the wait, and joined ids kept for repeats, are many at a high rate:
@@ -335,9 +295,9 @@ def test_a_batch_looks_at_what_it_joins_or_expires_not_at_every_waiting_id(waiti
     proc.process([e for i in range(waiting) for e in (_pred(i, 0.9, 0.0), _fb(i, 1.0))])  # joined
     proc.process([_pred(10**6 + i, 0.9, 0.0) for i in range(waiting)])  # waiting for their feedback
     proc.process([_fb(2 * 10**6 + i, 1.0) for i in range(waiting)])  # waiting for their predictions
-    proc.preds, proc.early, proc.joined = _Counted(proc.preds), _Counted(proc.early), _Counted(proc.joined)
-    _Counted.looked = 0
+    proc.preds, proc.early, proc.joined = CountingDict(proc.preds), CountingDict(proc.early), CountingDict(proc.joined)
+    CountingDict.looked = 0
     for i in range(3 * 10**6, 3 * 10**6 + 100):
         proc.process([_pred(i, 0.9, 0.0), _fb(i, 1.0)])
-    assert _Counted.looked / 100 <= 10  # a handful of look-ups per event, whatever waits
+    assert CountingDict.looked / 100 <= 10  # a handful of look-ups per event, whatever waits
     assert proc.unmatched == {"predictions": 0, "feedback": 0} and len(proc.joined) == waiting + 100
