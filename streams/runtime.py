@@ -55,9 +55,10 @@ class RuntimeSettings(Section):
     detector: str | None = Field(None, description="Anomaly detector for the sensor flow (default: the best one).")
     packed_scores: bool = Field(False, description="Sensor flow: write scores packed (float32 bytes, anomaly_score "
                                 "v2; schemas.scores.series_scores reads both) instead of one Avro double each.")
-    idle_retention_s: float = Field(30 * 86400.0, ge=0, description="Bytewax: an evicted key's state is deleted "
-                                    "this long after it left memory (a conversation's, a retired device's), so "
-                                    "the idle store follows the keys still in use; 0: kept for ever.")
+    idle_retention_s: float = Field(30 * 86400.0, ge=0, description="An evicted key's state is deleted this long "
+                                    "after it was last written (a conversation's, a retired device's): from the "
+                                    "Bytewax idle store, or from the Faust table and changelog (a tombstone), so "
+                                    "stored states follow the keys still in use; 0: kept for ever.")
     forget_sensor_after_s: float = Field(86400.0, ge=0, description="Sensor flow: a sensor silent this long behind "
                                          "its device's newest reading (event time) is forgotten and its open "
                                          "incident resolved, so renamed sensors do not grow state; 0: never.")
@@ -85,6 +86,7 @@ class RuntimeSettings(Section):
             "batch_size": self.batch_size,
             "lag_interval_s": self.lag_interval_s,
             "idle_after_s": self.idle_evict_s or None,
+            "idle_retention_s": self.idle_retention_s or None,
         }
 
 

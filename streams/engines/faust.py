@@ -16,13 +16,27 @@ A flow whose state key is not the Kafka key (one model fed by many users) goes t
 topic keyed by state key first, as Faust's ``group_by`` would. A processor that raises costs the events of that
 call, dead-lettered with the error, never the worker (``FlowOutput.processing_failed``, as in the Bytewax adapter).
 
+A state lives in the changelog partition of the input partition its events come from, so the repartition topic
+puts a state key in the partition the producers put messages keyed by it in (``producers_partition``: librdkafka's
+CRC32 by default). Faust's producer hashed with murmur2: a device's keyed and unkeyed messages went to two
+partitions, and its state was kept in two. A state stored in another partition than the one it is held from moves:
+a tombstone deletes it there. That upgrades a deployment from before, whose repartitioned keys lie in their
+murmur2 partition: a key whose old partition this worker holds keeps its state; one held by another worker starts
+afresh once, and whenever the repartition path brings it into memory it is deleted from its murmur2 partition,
+so that no later rebalance brings the old state back (a tombstone deletes only a key held from that partition,
+``faust_store``).
+
 One key can get events along both paths from one input partition (a producer that keys some of a device's
 messages and not others): the direct one comes before the repartitioned copy of an earlier offset. So each state
 keeps its absorbed offsets per path, and the two agents and the idle sweep work on states one at a time (a lock,
 uncontended unless a flow really gets both kinds of events). The common case, Kafka key = state key, takes one
 path only and costs what it did. A key silent for ``idle_after_s`` is flushed (what its processor held back is
 handed on, as Bytewax does before it evicts a key) and leaves memory; a timer sweeps, so this happens even when
-no event arrives.
+no event arrives. Its bytes stay in the table and the changelog until ``idle_retention_s`` has passed since its state
+was last written (a conversation that ended, a retired device), then a tombstone deletes it from both, so that a
+restart does not load it again: the Bytewax engine deletes an evicted key's state from its idle store likewise. A
+state loaded from the changelog counts from when this worker loaded it, so a restart may keep a key longer, never
+shorter; a key that speaks after its tombstone starts afresh, as under Bytewax.
 
 Skipping by absorbed offset is sound only while each input partition reaches a state in offset order, with
 nothing left out before an offset it has applied. Faust keeps that order except in one place: after it
@@ -47,6 +61,7 @@ import logging
 import os
 import time
 import ssl
+import zlib
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -81,8 +96,8 @@ _SRC_TOPIC, _SRC_PARTITION, _SRC_OFFSET, _SRC_KEY, _SRC_TIMESTAMP = (
 # partition's events reach a key in offset order along each path, straight from the input or through the
 # repartition topic, not across the two.
 _DIRECT, _REKEYED = "@direct", "@by-key"
-# a state to store: key, changelog partition, encoded state, processor, absorbed offsets
-_Changed = tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int]]
+# a state to store: key, changelog partition, encoded state, processor, absorbed offsets, partitions to delete it from
+_Changed = tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int], set[int]]
 
 
 def app_id(spec: FlowSpec, settings: KafkaSettings) -> str:
@@ -171,6 +186,38 @@ def _credentials(settings: KafkaSettings) -> Any:
                                  ssl_context=context)
 
 
+PARTITIONERS = ("consistent_random", "murmur2_random")  # the librdkafka partitioners the repartition topic follows
+
+
+def producers_partition(key: bytes, partitions: int, partitioner: str = "consistent_random") -> int | None:
+    """The partition librdkafka's ``partitioner`` gives a message keyed ``key``: CRC32 of the key modulo the partition
+    count by default (``consistent_random``), Java's murmur2 with ``murmur2_random``; None (any) for an empty key,
+    which both place at random.
+
+    Parameters
+    ----------
+    key
+        The message key.
+    partitions
+        The topic's partition count.
+    partitioner
+        librdkafka's ``partitioner`` setting (``[kafka] extra``), one of ``PARTITIONERS``.
+
+    Examples
+    --------
+    >>> from streams.engines.faust import producers_partition
+    >>> producers_partition(b"device-003", 3), producers_partition(b"device-003", 3, "murmur2_random")
+    (2, 0)
+    """
+    if not key:
+        return None
+    if partitioner == "murmur2_random":
+        from aiokafka.partitioner import murmur2
+
+        return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return zlib.crc32(key) % partitions
+
+
 def _seconds(ms: str) -> float:
     return int(ms) / 1000
 
@@ -221,6 +268,11 @@ def faust_options(settings: KafkaSettings) -> dict[str, Any]:
     ignored = []
     for key, value in settings.extra.items():
         if key == "fetch.wait.max.ms":  # not a Faust setting: ``fetch_wait_ms`` gives it to the transport
+            continue
+        if key == "partitioner":  # not a Faust setting: the repartition topic follows it (``producers_partition``)
+            if value not in PARTITIONERS:
+                raise ValueError(f"[kafka] extra partitioner={value!r}: the Faust engine re-keys events as "
+                                 f"{' or '.join(PARTITIONERS)} only; use one of them or run with --engine bytewax")
             continue
         targets = _FAUST_EQUIVALENTS.get(key)
         if targets is None:
@@ -349,7 +401,8 @@ class _FlowRunner:
     """One worker's share of a flow: the processors of the keys in its partitions, and its sinks."""
 
     def __init__(self, spec: FlowSpec, settings: KafkaSettings, app: Any, table: Any,
-                 idle_after_s: float | None = FAUST_DEFAULTS["idle_after_s"]) -> None:
+                 idle_after_s: float | None = FAUST_DEFAULTS["idle_after_s"],
+                 idle_retention_s: float | None = FAUST_DEFAULTS["idle_retention_s"]) -> None:
         self.spec = spec
         self.settings = settings
         self.output = FlowOutput(spec, settings)
@@ -357,12 +410,16 @@ class _FlowRunner:
         self.table = table
         self.changelog = changelog_topic(spec, settings)
         self.repartition = repartition_topic(spec, settings)
+        self.partitioner = settings.extra.get("partitioner", PARTITIONERS[0])
         self.sinks: list[Sink] | None = None
         # key -> (the table value it was loaded from, processor, offsets absorbed, changelog partition); reused
         # while the table still holds that very object, rebuilt when recovery or a rebalance replaced it
         self._live: dict[bytes, tuple[bytes, Processor, dict[tuple[str, int], int], int]] = {}
         self._used: dict[bytes, float] = {}  # key -> when its live processor last worked (monotonic s)
+        # key held here -> when its state was last written or loaded (monotonic s), and its changelog partition
+        self._held: dict[bytes, tuple[float, int]] = {}
         self.idle_after_s = idle_after_s
+        self.idle_retention_s = idle_retention_s
         # Held from loading states to storing them, by both agents and the idle sweep: one key's state is never
         # worked on by two of them at once (each would store its own copy, and the last write would win).
         self._states = asyncio.Lock()
@@ -409,7 +466,8 @@ class _FlowRunner:
                            _SRC_OFFSET: str(offset).encode(), _SRC_TIMESTAMP: str(broker_ms).encode()}
                 if key is not None:
                     headers[_SRC_KEY] = key
-                pending.append(await self._send(self.repartition, state_key, msg.value, headers))
+                partition = producers_partition(state_key, self.settings.partitions, self.partitioner)
+                pending.append(await self._send(self.repartition, state_key, msg.value, headers, partition))
                 continue
             groups.setdefault(state_key, (msg.partition, []))[1].append(out)
             raw[(out.topic, partition, offset)] = (key, msg.value)
@@ -438,7 +496,8 @@ class _FlowRunner:
                         tp = (e.topic + path, e.partition)
                         offsets[tp] = max(e.offset, offsets.get(tp, -1))
                     blob = encode_processor(proc, state_key.decode(), offsets)
-                    changed.append((state_key, table_partition, blob, proc, offsets))
+                    elsewhere = self._elsewhere(state_key, table_partition, repartitioned)
+                    changed.append((state_key, table_partition, blob, proc, offsets, elsewhere))
             await self._deliver(pending, emits, letters, changed)
 
     async def _deliver(self, pending: list[Any], emits: list[Emit], letters: list[Message], changed: list[_Changed],
@@ -465,13 +524,14 @@ class _FlowRunner:
         A processor hands on what it held back (the sensor flow's batches waiting behind a lost one) before it
         leaves memory, as in the Bytewax adapter; its emits are delivered and its new state stored like a batch's.
         A flush that hands nothing on is taken to have changed nothing: the key is dropped without encoding its
-        state again, which at a fleet's size is most of them. Skipped while a rebalance is on: the partitions may be
+        state again, which at a fleet's size is most of them. Then the keys out of memory whose state is older than
+        ``idle_retention_s`` are deleted (``_forget``). Skipped while a rebalance is on: the partitions may be
         leaving this worker (``settled`` waits for a sweep under way).
         """
         if self.idle_after_s is None or getattr(self.app, "rebalancing", False):
             return
         cutoff = time.monotonic() - self.idle_after_s
-        if not any(used < cutoff for used in self._used.values()):
+        if not any(used < cutoff for used in self._used.values()) and not self._expired():
             return
         async with self._states:
             if getattr(self.app, "rebalancing", False):
@@ -487,8 +547,10 @@ class _FlowRunner:
                 out = flushed(self.spec, proc)  # None: it raised; the key leaves all the same, stored as left
                 if out is None or out:
                     emits.extend(out or [])
-                    changed.append((key, partition, encode_processor(proc, key.decode(), offsets), proc, offsets))
+                    changed.append((key, partition, encode_processor(proc, key.decode(), offsets), proc, offsets,
+                                    set()))
             await self._deliver([], emits, [], changed, keep=False)
+            await self._forget(self._expired())
 
     async def settled(self) -> None:
         """Return once no batch or sweep is working on states (one under way finishes first)."""
@@ -497,10 +559,44 @@ class _FlowRunner:
 
     def forget_moved(self) -> None:
         """Drop the live processors whose state the table no longer holds: after a rebalance the store keeps
-        only the partitions this worker owns (``faust_store``), and the processors must go with their bytes."""
-        for key in [k for k, live in self._live.items() if self.table.data.data.get(k) is not live[0]]:
+        only the partitions this worker owns (``faust_store``), and the processors must go with their bytes. The
+        states it loaded start their retention now (see the module docstring)."""
+        store = self.table.data
+        for key in [k for k, live in self._live.items() if store.data.get(k) is not live[0]]:
             del self._live[key]
             self._used.pop(key, None)
+        now, held = time.monotonic(), self._held
+        self._held = {k: held[k] if k in held and held[k][1] == p else (now, p)
+                      for k, p in store._key_partition.items() if k in store.data and k != MARKER}
+
+    def _expired(self) -> list[bytes]:
+        """The keys out of memory whose state was written (or loaded) over ``idle_retention_s`` ago."""
+        if self.idle_retention_s is None:
+            return []
+        cutoff = time.monotonic() - self.idle_retention_s
+        return [k for k, (written, _) in self._held.items() if written < cutoff and k not in self._live]
+
+    async def _forget(self, keys: list[bytes]) -> None:
+        """Delete these keys' states: a tombstone in each one's changelog partition, then out of the table."""
+        if not keys:
+            return
+        gone = [(k, self._held.pop(k)[1]) for k in keys]
+        await asyncio.gather(*[await self._send(self.changelog, k, None, None, p) for k, p in gone])
+        await self._close({p for _, p in gone})
+        store = self.table.data
+        for key in keys:
+            store.data.pop(key, None)
+            store._key_partition.pop(key, None)
+        log.info("states past the idle retention deleted", extra={
+            "flow": self.spec.name, "keys": len(gone), "idle_retention_s": self.idle_retention_s})
+
+    def _elsewhere(self, key: bytes, partition: int, repartitioned: bool) -> set[int]:
+        """The changelog partitions besides ``partition`` that may hold an older state of ``key``: the one it is held
+        from here, and, when the repartition path brings it into memory, its murmur2 partition (module docstring)."""
+        places = {self._held[key][1]} if key in self._held else set()
+        if repartitioned and key not in self._live:
+            places.add(producers_partition(key, self.settings.partitions, "murmur2_random"))
+        return places - {partition}
 
     def _load(self, state_key: bytes) -> tuple[Processor, dict[tuple[str, int], int]]:
         blob = self.table.get(state_key)
@@ -511,16 +607,24 @@ class _FlowRunner:
         return proc, _by_path(offsets)
 
     async def _store(self, changed: list[_Changed], keep: bool = True) -> None:
-        sent = [await self._send(self.changelog, k, blob, None, partition) for k, partition, blob, _, _ in changed]
+        sent = [await self._send(self.changelog, k, blob, None, partition) for k, partition, blob, *_ in changed]
+        moved = sorted((c[0], p) for c in changed for p in c[5])
+        sent += [await self._send(self.changelog, k, None, None, p) for k, p in moved]
         await asyncio.gather(*sent)
-        closing = [await self._send(self.changelog, MARKER, None, None, p) for p in sorted({c[1] for c in changed})]
-        for meta in await asyncio.gather(*closing):  # each partition's marker is its last record
-            self.table.data.written(meta.partition, meta.offset)
-        for state_key, partition, blob, proc, offsets in changed:
+        await self._close({c[1] for c in changed} | {p for _, p in moved})
+        now = time.monotonic()
+        for state_key, partition, blob, proc, offsets, _ in changed:
             self.table.data.put(state_key, blob, partition)  # with its partition, so it leaves when that does
+            self._held[state_key] = (now, partition)
             if keep:
                 self._live[state_key] = (blob, proc, offsets, partition)
                 self._used[state_key] = time.monotonic()
+
+    async def _close(self, partitions: set[int]) -> None:
+        """End each changelog partition written to with a marker (``MARKER``), and tell the store how far it is."""
+        closing = [await self._send(self.changelog, MARKER, None, None, p) for p in sorted(partitions)]
+        for meta in await asyncio.gather(*closing):  # each partition's marker is its last record
+            self.table.data.written(meta.partition, meta.offset)
 
     async def _send(self, topic: str, key: bytes | None, value: bytes | None,
                     headers: dict[str, bytes] | None, partition: int | None = None) -> Any:
@@ -588,6 +692,7 @@ def build_app(
     batch_within: float = BATCH_WITHIN_S,
     standby_replicas: int = STANDBY_REPLICAS,
     idle_after_s: float | None = FAUST_DEFAULTS["idle_after_s"],
+    idle_retention_s: float | None = FAUST_DEFAULTS["idle_retention_s"],
 ) -> Any:
     """The Faust app of a flow: one agent over its inputs, one over its repartition topic, one table.
 
@@ -605,6 +710,9 @@ def build_app(
         Workers that keep a standby copy of each table partition (``STANDBY_REPLICAS``: see there).
     idle_after_s
         Seconds after which a silent key's processor leaves memory, its bytes staying in the table (None: never).
+    idle_retention_s
+        Seconds after its last write after which an idle key's state is deleted from the table and the changelog
+        (None: kept for ever; deleted only while ``idle_after_s`` evicts).
     """
     from streams.engines.faust_app import App
     from streams.engines.faust_store import STORE_URL
@@ -615,7 +723,7 @@ def build_app(
                       partitions=settings.partitions, changelog_topic=app.topic(
                           changelog_topic(spec, settings), key_serializer="raw", value_serializer="raw",
                           partitions=settings.partitions, internal=False))
-    runner = _FlowRunner(spec, settings, app, table, idle_after_s)
+    runner = _FlowRunner(spec, settings, app, table, idle_after_s, idle_retention_s)
     inputs = app.topic(*[settings.topic(t) for t in spec.inputs], key_serializer="raw", value_serializer="raw")
     by_key = app.topic(repartition_topic(spec, settings), key_serializer="raw", value_serializer="raw")
 
@@ -726,6 +834,7 @@ def run(
     loglevel: str = "WARNING",
     lag_interval_s: float | None = FAUST_DEFAULTS["lag_interval_s"],
     idle_after_s: float | None = FAUST_DEFAULTS["idle_after_s"],
+    idle_retention_s: float | None = FAUST_DEFAULTS["idle_retention_s"],
 ) -> None:
     """Run until interrupted: ``workers`` Faust workers (one process each) in one consumer group.
 
@@ -733,7 +842,7 @@ def run(
 
     Parameters
     ----------
-    spec, settings, batch_size, standby_replicas, idle_after_s
+    spec, settings, batch_size, standby_replicas, idle_after_s, idle_retention_s
         As for ``build_app``.
     state_dir
         Local files, one folder per worker (default ``.eddyline/state/<flow>-faust``).
@@ -747,7 +856,8 @@ def run(
     folder = state_dir or Path(".eddyline/state") / f"{spec.name}-faust"
     ensure_topics(spec, settings)
     options = {"batch_size": batch_size, "standby_replicas": standby_replicas, "loglevel": loglevel,
-               "lag_interval_s": lag_interval_s, "idle_after_s": idle_after_s}
+               "lag_interval_s": lag_interval_s, "idle_after_s": idle_after_s,
+               "idle_retention_s": idle_retention_s}
     if workers <= 1:
         code = run_worker(spec, settings, state_dir=folder / "worker-0", **options)
         if code:

@@ -14,7 +14,9 @@ the changelog for the worker that owns them now. Keys the flow writes are put wi
 that; before, only loaded keys had one, so a worker kept every device it had ever scored after a rebalance. A
 partition that becomes active here, newly assigned or promoted from standby, is loaded in bulk; one that stays
 active is not read again: the store reports the last offset the flow wrote to it (``written``) as persisted, where
-Faust's recovery would otherwise replay, record by record, all that was written since its last recovery.
+Faust's recovery would otherwise replay, record by record, all that was written since its last recovery. A tombstone
+deletes a key only if the key is held from that partition: a state that moved to another partition (``faust``: the
+repartition topic's partitioner changed) leaves one where it was, and loading both must not delete it.
 """
 
 from __future__ import annotations
@@ -161,8 +163,9 @@ class ChangelogStore(memory.Store):
         for partition, found in values.items():
             for key, value in found.items():
                 if value is None:
-                    self.data.pop(key, None)
-                    self._key_partition.pop(key, None)
+                    if self._key_partition.get(key) == partition:  # held from another: a state that moved away
+                        self.data.pop(key, None)
+                        del self._key_partition[key]
                 else:
                     self.data[key] = value
                     self._key_partition[key] = partition

@@ -169,7 +169,8 @@ def test_the_faust_entry_points_default_to_the_runtime_settings_and_take_them_fr
     for name in [n for n in os.environ if n.startswith("EDDYLINE_RUNTIME_")]:
         monkeypatch.delenv(name)
     configured = RuntimeSettings().faust_options()
-    assert configured == {"batch_size": 500, "lag_interval_s": 5.0, "idle_after_s": 600.0}
+    assert configured == {"batch_size": 500, "lag_interval_s": 5.0, "idle_after_s": 600.0,
+                          "idle_retention_s": 30 * 86400.0}
     assert set(configured) <= set(inspect.signature(run).parameters)
     for entry in (run, run_worker, build_app, _FlowRunner):
         params = inspect.signature(entry).parameters
