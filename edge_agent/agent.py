@@ -89,6 +89,7 @@ class Agent:
             self.metrics = MetricsEndpoint(settings.metrics_host, settings.metrics_port)
         self.sampled = 0
         self.errors = 0
+        self.unencodable = 0  # batches that could not be encoded or split to fit a message: dead-lettered
         self._stop = False
         self._last_error_log: dict[str, float] = {}
         self._cpu = CpuMeter()
@@ -231,6 +232,7 @@ class Agent:
 
     def _drop(self, reason: str, series: list[Chunk], scored_by: str | None, message: str) -> None:
         self.buffer.count_dropped(sum(len(c.values) for c in series))
+        self.unencodable += 1
         self._dead_letter(reason, series, scored_by)
         self._error(f"encoding a batch (its readings go to {self.dead_letters.path})", RuntimeError(message))
 
@@ -294,6 +296,8 @@ class Agent:
             rss_mb=process_rss_bytes() / 2**20,
             health_dropped=c.health_skipped + c.health_failed,
             started_ms=self._started_ms,
+            dead_letters=c.dead_letters + self.unencodable,
+            rollouts_refused=self.updates.rollouts_refused if self.updates is not None else 0,
         )
         st = self.buffer.stats()
         hb.buffer_readings, hb.dropped_readings = st.readings, st.dropped_readings

@@ -76,6 +76,8 @@ class Heartbeat:
     buffer_oldest_age_s: float = 0.0
     health_dropped: int = 0  # health events skipped (previous one unacknowledged) or failed, since start
     started_ms: int = 0  # when the agent started (device clock): keeps health ids unique across restarts
+    dead_letters: int = 0  # batches given up for good since start: in the dead-letter file, not on the platform
+    rollouts_refused: int = 0  # rollout records refused since start (unsigned, foreign key, older replayed)
 
     def line(self) -> str:
         return "heartbeat " + " ".join(f"{k}={_fmt(v)}" for k, v in self.__dict__.items() if k != "started_ms")
@@ -174,4 +176,6 @@ def health_record(hb: Heartbeat, *, seq: int, device_class: str, agent_version: 
         "rss_mb": float(hb.rss_mb),
         "inference_latency_ms": inference_latency_ms,
         "clock_offset_ms": clock_offset_ms,
+        "dead_letters": hb.dead_letters,
+        "rollouts_refused": hb.rollouts_refused,
     }

@@ -8,7 +8,11 @@ from edge_agent.health import Heartbeat
 
 
 class MetricsEndpoint:
-    """Gauges and counters refreshed from each heartbeat, on their own registry, served on loopback by default."""
+    """Gauges refreshed from each heartbeat, on their own registry, served on loopback by default.
+
+    One agent, one endpoint: the scrape target already names the device, so newer gauges carry no label (the
+    older ones keep their ``device`` label: queries written against them would lose their series).
+    """
 
     def __init__(self, host: str, port: int) -> None:
         try:
@@ -36,11 +40,20 @@ class MetricsEndpoint:
         self._gauges: dict[str, Any] = {
             k: Gauge(f"eddyline_edge_{k}", doc, ["device"], registry=self.registry) for k, doc in names.items()
         }
+        unlabelled = {
+            "dead_letters": "Batches given up since start (refused for good, or unencodable): in the dead-letter file.",
+            "rollouts_refused": "Rollout records refused since start (unsigned, another key's, an older one replayed).",
+        }
+        self._plain: dict[str, Any] = {
+            k: Gauge(f"eddyline_edge_{k}", doc, registry=self.registry) for k, doc in unlabelled.items()
+        }
         self.server, self.thread = start_http_server(port, addr=host, registry=self.registry)
 
     def update(self, hb: Heartbeat) -> None:
         for k, g in self._gauges.items():
             g.labels(hb.device_id).set(getattr(hb, k))
+        for k, g in self._plain.items():
+            g.set(getattr(hb, k))
 
     def close(self) -> None:
         self.server.shutdown()

@@ -85,6 +85,7 @@ EDGE_GAUGES = (
     "rss_mb",
     "health_dropped",
 )
+EDGE_UNLABELLED_GAUGES = ("dead_letters", "rollouts_refused")  # one agent per endpoint: its target names it
 
 
 def _sensor_fields() -> tuple[str, ...]:
@@ -256,6 +257,8 @@ def metrics() -> dict[str, Metric]:
         Metric(f"eddyline_edge_{g}", "gauge", ("device",), "edge_agent.metrics", f"Edge agent: {g}.")
         for g in EDGE_GAUGES
     ]
+    found += [Metric(f"eddyline_edge_{g}", "gauge", (), "edge_agent.metrics", f"Edge agent: {g} (no device label).")
+              for g in EDGE_UNLABELLED_GAUGES]
     return {m.name: m for m in found}
 
 

@@ -25,3 +25,15 @@ def test_metrics_endpoint_serves_heartbeat_gauges() -> None:
     assert 'eddyline_edge_send_rate{device="pi-9"} 220.5' in body
     assert 'eddyline_edge_dropped_readings{device="pi-9"} 17.0' in body
     assert 'eddyline_edge_rss_mb{device="pi-9"} 41.0' in body
+
+
+def test_dead_letters_and_refused_rollouts_are_served_without_a_device_label() -> None:
+    port = free_port()
+    endpoint = MetricsEndpoint("127.0.0.1", port)
+    try:
+        endpoint.update(Heartbeat("pi-9", 0, 0, 0, 0, 10, 10, 0.0, 2, 0, 1.0, 40.0, dead_letters=2, rollouts_refused=1))
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    finally:
+        endpoint.close()
+    assert "\neddyline_edge_dead_letters 2.0\n" in body
+    assert "\neddyline_edge_rollouts_refused 1.0\n" in body
