@@ -24,6 +24,13 @@ reimaged device).
 Producers that do not number their batches keep working: a negative ``seq``, or a batch that repeats the
 high-water mark under another event id, marks the producer unsequenced, and its batches are then applied in
 arrival order with repeats recognised by a short list of event-id digests.
+
+One key can have several producers, each numbering its own batches: an edge agent and a gateway client for
+one device, a replaced device's successor while the old one drains its backlog, an agent's new version beside
+batches its old one buffered. Interleaved in one ``Sequencer`` their numbers read as repeats (dropped: lost
+readings), resets or gaps, so a key's flow keeps ``Sequencers``: one ``Sequencer`` per ``producer``, for the
+``PRODUCERS`` heard from most lately (a sender that takes a new name at every start must not grow the key's
+state), with their counts summed. Batches of different producers are applied in arrival order.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from prometheus_client import Counter
 
 from connectors.prometheus import metric
 
-__all__ = ["MASK_BITS", "RESET_JUMP", "SKIPPED_RUNS", "SequenceCounts", "Sequencer", "count"]
+__all__ = ["MASK_BITS", "PRODUCERS", "RESET_JUMP", "SKIPPED_RUNS", "SequenceCounts", "Sequencer", "Sequencers", "count"]
 
 MASK_BITS = 64  # sequence numbers below the high-water mark whose arrival is remembered exactly
 _MASK = (1 << MASK_BITS) - 1
@@ -45,6 +52,7 @@ SKIPPED_RUNS = 32  # separate runs of skipped numbers still awaited; beyond, the
 RESET_JUMP = 1 << 19  # a step up larger than this restarts the sequence: a time-based start, not lost batches
 FIRST_SEQ = 1  # producers number from 0 (edge agent) or 1: a first batch up to this starts at once
 RECENT_UNSEQUENCED = 64  # event-id digests kept for a producer without sequence numbers
+PRODUCERS = 4  # producers of one key whose sequences are kept; beyond, the least lately heard is forgotten
 
 Apply = Callable[[dict[str, Any]], None]
 
@@ -84,9 +92,11 @@ class Sequencer:
     ----------
     reorder
         Batches held while waiting for a missing sequence number; when one more arrives, the gap is skipped.
+    counts
+        Where to count what it does: ``Sequencers`` shares one between the producers of a key.
     """
 
-    def __init__(self, reorder: int = 8) -> None:
+    def __init__(self, reorder: int = 8, counts: SequenceCounts | None = None) -> None:
         self.reorder = reorder
         self.hwm = -1
         self.mask = 0  # bit i: sequence number hwm - i was applied
@@ -96,7 +106,7 @@ class Sequencer:
         self.newest: int | None = None  # latest reading time applied (``_readings_time``)
         self.unsequenced = False
         self.recent: list[int] = []
-        self.counts = SequenceCounts()
+        self.counts = SequenceCounts() if counts is None else counts
 
     def offer(self, record: dict[str, Any], apply: Apply) -> None:
         """Take one record; ``apply`` is called for each record that is due, in sequence order."""
@@ -244,7 +254,105 @@ class Sequencer:
         self.newest = None if newest is None else int(newest)
         self.unsequenced = bool(state["unsequenced"])
         self.recent = [int(d) for d in state["recent"]]
-        self.counts = SequenceCounts(*(int(n) for n in state["counts"]))  # older snapshots: four counts
+        if "counts" in state:  # absent: kept by ``Sequencers`` for all of a key's producers
+            self.counts = SequenceCounts(*(int(n) for n in state["counts"]))  # older snapshots: four counts
+
+
+class Sequencers:
+    """A key's ``Sequencer`` per producer, so that two senders numbering the same device's batches each their own
+    way are neither taken for each other's repeats nor for resets (see the module's docstring).
+
+    Parameters
+    ----------
+    reorder
+        Each producer's reorder buffer (``Sequencer``).
+    producers
+        Producers whose sequences are kept; a new one beyond makes the least lately heard one forgotten, its held
+        batches applied first. A forgotten producer that sends again starts a new sequence: its repeats of
+        batches from before are no longer recognised.
+    """
+
+    def __init__(self, reorder: int = 8, producers: int = PRODUCERS) -> None:
+        self.reorder = reorder
+        self.producers = producers
+        self.counts = SequenceCounts()
+        # least lately heard first; None: a sequence restored from before producers were told apart, taken over
+        # by the first producer heard
+        self.by_producer: dict[str | None, Sequencer] = {}
+
+    def offer(self, record: dict[str, Any], apply: Apply) -> None:
+        """Take one record; ``apply`` is called for each record that is due, in its producer's sequence order.
+
+        Parameters
+        ----------
+        record
+            A batch with ``seq``, ``event_id`` and ``producer``.
+        apply
+            Called with each record that is due.
+        """
+        producer = record.get("producer", "")
+        seqr = self.by_producer.get(producer)
+        if seqr is None:
+            seqr = self._start(producer, apply)
+        elif next(reversed(self.by_producer)) != producer:
+            self.by_producer[producer] = self.by_producer.pop(producer)
+        seqr.offer(record, apply)
+
+    def _start(self, producer: str, apply: Apply) -> Sequencer:
+        restored = self.by_producer.pop(None, None)
+        seqr = self.by_producer[producer] = Sequencer(self.reorder, self.counts) if restored is None else restored
+        while len(self.by_producer) > self.producers:
+            self.by_producer.pop(next(iter(self.by_producer))).flush(apply)
+        return seqr
+
+    def flush(self, apply: Apply) -> None:
+        """Apply every producer's held records, skipping the gaps before them.
+
+        Parameters
+        ----------
+        apply
+            Called with each held record.
+        """
+        for seqr in self.by_producer.values():
+            seqr.flush(apply)
+
+    @property
+    def latest(self) -> Sequencer | None:
+        """The sequence of the producer heard from last (None before any)."""
+        return next(reversed(self.by_producer.values()), None)
+
+    @property
+    def hwm(self) -> int:
+        """The high-water mark of the producer heard from last (-1 before any)."""
+        return -1 if self.latest is None else self.latest.hwm
+
+    @property
+    def pending(self) -> dict[tuple[str | None, int], dict[str, Any]]:
+        """Every producer's held records, by producer and sequence number."""
+        return {(p, seq): rec for p, seqr in self.by_producer.items() for seq, rec in seqr.pending.items()}
+
+    count_since = Sequencer.count_since  # it reads only ``counts``, the sum of all producers'
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data: each producer's sequence, least lately heard first, and the counts of all."""
+        c = self.counts
+        return {"producers": [[p, {k: v for k, v in seqr.snapshot().items() if k != "counts"}]
+                              for p, seqr in self.by_producer.items()],
+                "counts": [c.duplicates, c.gaps, c.late, c.stale, c.resets, c.forgotten]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore a ``snapshot()``, or a ``Sequencer``'s from before producers were told apart.
+
+        Parameters
+        ----------
+        state
+            What ``snapshot()`` returned.
+        """
+        self.counts = SequenceCounts(*(int(n) for n in state["counts"]))
+        self.by_producer = {}
+        for producer, seq_state in state["producers"] if "producers" in state else [[None, state]]:
+            seqr = self.by_producer[producer] = Sequencer(self.reorder, self.counts)
+            seqr.restore({k: v for k, v in seq_state.items() if k != "counts"})
 
 
 _GAPS = metric(Counter, "eddyline_sequence_gaps", "Sequence numbers skipped after the reorder buffer waited for "

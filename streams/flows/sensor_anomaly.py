@@ -30,7 +30,7 @@ from schemas import ALERT, ANOMALY_SCORE, SENSOR_BATCH, derive_id
 from schemas.scores import pack_series
 from streams.flows.alert_policy import AlertPolicy, PolicyConfig, Transition
 from streams.processor import Emit, Event, FlowSpec, Processor
-from streams.sequence import Sequencer
+from streams.sequence import Sequencers
 from streams.sinks.sensor import series_metrics
 
 SOURCE_TOPIC = "sensor.readings"
@@ -54,8 +54,8 @@ class SensorAnomalyProcessor(Processor):
 
     Each ``sensor_batch`` event becomes one ``scores.anomaly`` event (a score per reading, scored before the
     detector learns the reading), ``alerts`` events for the incidents its policies open, escalate or resolve,
-    and ``sink.sensor_metrics`` emits for the dashboards. Batches are applied in the device's ``seq`` order
-    (``streams.sequence``): a repeat is dropped for good, a gap waited for in a small reorder buffer.
+    and ``sink.sensor_metrics`` emits for the dashboards. Batches are applied in ``seq`` order, each producer's
+    numbers apart (``streams.sequence``): a repeat is dropped for good, a gap waited for in a small reorder buffer.
 
     Parameters
     ----------
@@ -111,7 +111,7 @@ class SensorAnomalyProcessor(Processor):
         self.detectors: dict[str, AnomalyDetector] = {}
         self.policies: dict[str, AlertPolicy] = {}
         self.last_seen: dict[str, int] = {}  # sensor -> its last reading's event time, ms
-        self.sequence = Sequencer(REORDER)
+        self.sequence = Sequencers(REORDER)
 
     def _series_state(self, sensor: str) -> tuple[AnomalyDetector, AlertPolicy]:
         det = self.detectors.get(sensor)

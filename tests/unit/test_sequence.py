@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 from streams.flows.sensor_anomaly import REORDER, SensorAnomalyProcessor
 from streams.processor import Event
 from streams.producers.simulator import SensorSimulator
-from streams.sequence import MASK_BITS, SKIPPED_RUNS, Sequencer
+from streams.sequence import MASK_BITS, PRODUCERS, SKIPPED_RUNS, Sequencer
 from streams.state import decode_processor, encode_processor
 from tests.fixtures.emits import plain, plain_value
 
@@ -90,7 +90,7 @@ def test_producers_without_sequence_numbers_keep_working():
         proc = SensorAnomalyProcessor(device)
         got = proc.process(unnumbered + unnumbered[:4])
         assert scores(got) == scores(SensorAnomalyProcessor(device).process(evs))
-        assert proc.sequence.unsequenced and proc.sequence.counts.duplicates == 4
+        assert proc.sequence.latest.unsequenced and proc.sequence.counts.duplicates == 4
 
 
 def test_stale_repeats_beyond_the_mask_are_dropped():
@@ -121,12 +121,12 @@ def test_a_backlog_drained_behind_the_newest_batches_is_scored_late_not_dropped(
     proc = SensorAnomalyProcessor(device)
     arrivals = drained(evs)
     got = proc.process(arrivals[:100])
-    assert proc.sequence.skipped, "the backlog behind the newest batches is awaited"
+    assert proc.sequence.latest.skipped, "the backlog behind the newest batches is awaited"
     proc = decode_processor(encode_processor(proc, device), SensorAnomalyProcessor(device))
     got += proc.process(arrivals[100:]) + proc.flush()
     assert sorted(scores(got)) == sorted(e.record["event_id"] for e in evs)
     c = proc.sequence.counts
-    assert c.stale == 0 and c.late == c.gaps > 0 and not proc.sequence.skipped
+    assert c.stale == 0 and c.late == c.gaps > 0 and not proc.sequence.latest.skipped
     assert proc.process(drained(evs)) == [] and proc.sequence.counts.stale == len(evs) - MASK_BITS
 
 
@@ -193,10 +193,58 @@ def test_a_snapshot_from_before_runs_and_resets_still_restores():
     proc = SensorAnomalyProcessor(device)
     first = proc.process(evs[:100])
     state = proc.snapshot()
-    old = {k: v for k, v in state["sequence"].items() if k not in ("skipped", "newest")}
-    state["sequence"] = {**old, "counts": old["counts"][:4]}
+    old = {k: v for k, v in proc.sequence.latest.snapshot().items() if k not in ("skipped", "newest")}
+    state["sequence"] = {**old, "counts": old["counts"][:4]}  # one sequence for the device, whoever sent
     restored = SensorAnomalyProcessor(device)
     restored.restore(state)
     assert restored.process([evs[3], evs[99]]) == []
     assert plain(restored.process(evs[100:])) == plain(SensorAnomalyProcessor(device).process(evs)[len(first):])
-    assert restored.sequence.skipped == [] and restored.sequence.counts.resets == 0
+    assert restored.sequence.latest.skipped == [] and restored.sequence.counts.resets == 0
+    assert list(restored.sequence.by_producer) == [evs[0].record["producer"]], "its producer took it over"
+
+
+def numbered(evs: list[Event], producer: str, start: int) -> list[Event]:
+    return [Event(e.topic, e.key, {**e.record, "producer": producer, "seq": start + i, "event_id": f"{producer}/{i}"})
+            for i, e in enumerate(evs)]
+
+
+def test_two_producers_numbering_one_device_each_their_own_way_are_sequenced_apart():
+    """An edge agent and a gateway client send for one device, each numbering from 0, the gateway five batches
+    behind: in one sequence, every gateway batch was a number already applied with older readings, and was
+    dropped as a repeat."""
+    evs = batches(200)
+    device = evs[0].record["device_id"]
+    agent = numbered(evs[0::2], "eddyline-edge/0.1.0@press-7", 0)
+    gateway = numbered(evs[1::2], "gateway/plant-7", 0)
+    arrivals = agent[:5] + [e for pair in zip(agent[5:], gateway) for e in pair] + gateway[-5:]
+    proc = SensorAnomalyProcessor(device)
+    got = proc.process(arrivals) + proc.flush()
+    assert sorted(scores(got)) == sorted(e.record["event_id"] for e in arrivals)
+    assert proc.process([agent[3], gateway[3], agent[90], gateway[90]]) == [], "repeats of either are repeats"
+    c = proc.sequence.counts
+    assert c.dropped == 4 and c.gaps == c.late == c.resets == 0
+    assert not any(s.unsequenced for s in proc.sequence.by_producer.values())
+
+
+def test_two_time_based_producers_of_one_device_are_not_resets():
+    evs = batches(40)
+    device = evs[0].record["device_id"]
+    start = 1_700_000_000_000 << 20
+    a, b = numbered(evs[0::2], "press-line-a", start), numbered(evs[1::2], "press-line-b", start + (5 << 20))
+    proc = SensorAnomalyProcessor(device)
+    got = proc.process([e for pair in zip(a, b) for e in pair])
+    assert len(scores(got)) == 40 and proc.sequence.counts.resets == 0 and proc.sequence.counts.gaps == 0
+
+
+def test_a_device_with_a_new_producer_at_every_start_keeps_a_bounded_state_and_loses_no_batch():
+    evs = batches(5 * 3 * PRODUCERS)
+    device = evs[0].record["device_id"]
+    proc = SensorAnomalyProcessor(device)
+    got = []
+    for start in range(len(evs) // 5):  # each numbers on from where the last stopped: held as joined mid-sequence
+        got += proc.process(numbered(evs[5 * start:5 * start + 5], f"agent-boot-{start}", 1000 + 5 * start))
+    assert list(proc.sequence.by_producer) == [f"agent-boot-{i}" for i in range(2 * PRODUCERS, 3 * PRODUCERS)]
+    got += proc.flush()
+    assert sorted(scores(got)) == sorted(f"agent-boot-{i // 5}/{i % 5}" for i in range(len(evs)))
+    restored = decode_processor(encode_processor(proc, device), SensorAnomalyProcessor(device))
+    assert restored.snapshot()["sequence"] == proc.snapshot()["sequence"]
