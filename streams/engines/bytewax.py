@@ -136,7 +136,8 @@ class _ProcessorLogic(StatefulBatchLogic):
     """One key's processor inside Bytewax; its snapshot is the processor as versioned plain bytes.
 
     A resumed key stays bytes until its next event. With an ``IdleStore`` and ``idle_after``, a key silent that
-    long is written there and discarded, so memory follows active keys; it is reloaded when it speaks again.
+    long is flushed (``_flush_saved`` if still bytes), written there and discarded, so memory follows active keys;
+    it is reloaded when it speaks again.
     A resumed bucket (``_BucketLogic``'s layout, before a switch back to one key per device) moves its keys'
     states to the idle store, where each key finds its own.
     """
@@ -179,17 +180,20 @@ class _ProcessorLogic(StatefulBatchLogic):
             return [], StatefulBatchLogic.DISCARD
         if self.idle is None or self.idle_after is None:
             return [], StatefulBatchLogic.RETAIN
-        emits = _outputs(self.output, _flush(self.spec, self.processor)) if self.processor is not None else []
-        blob = self.snapshot()
-        if blob is None:
-            return emits, StatefulBatchLogic.RETAIN
-        try:
-            key = self.key if self.key is not None else decode_checkpoint(blob)["key"]
-        except StateError:  # a resumed state that would be refused anyway: keep it where recovery has it
-            self.due = None
-            return emits, StatefulBatchLogic.RETAIN
+        if self.processor is not None:
+            held, key = _flush(self.spec, self.processor), self.key or ""
+            blob = encode_processor(self.processor, key)
+        elif self.saved is not None:
+            try:
+                key = decode_checkpoint(self.saved)["key"]
+            except StateError:  # a resumed state that would be refused anyway: keep it where recovery has it
+                self.due = None
+                return [], StatefulBatchLogic.RETAIN
+            held, blob = _flush_saved(self.spec, key, self.saved)
+        else:
+            return [], StatefulBatchLogic.RETAIN
         self.idle.put(key, blob)  # committed before the discard can reach a checkpoint
-        return emits, StatefulBatchLogic.DISCARD
+        return _outputs(self.output, held), StatefulBatchLogic.DISCARD
 
     def snapshot(self) -> bytes | None:
         if self.processor is None:
@@ -384,9 +388,10 @@ class _BucketLogic(StatefulBatchLogic):
     those bytes in the process's store (``StagedStates``); it is re-encoded only when it processed events since
     the last snapshot (or, having spoken once in an epoch, ``ENCODE_EARLY`` after), decoded when it next speaks,
     and its processor dropped again once silent for ``keep_decoded`` or pushed out by more recent keys
-    (``decoded_bytes`` per process, shared by ``buckets``). With ``idle_after``, a key silent that long leaves the
-    bucket for the ``IdleStore``, and an empty bucket leaves Bytewax. Resumed states that this layout does not route
-    here (one key per device, another bucket count) move to the idle store, where each key finds its own.
+    (``decoded_bytes`` per process, shared by ``buckets``). With ``idle_after``, a key silent that long is flushed
+    (``_flush_saved`` where it is bytes) and leaves the bucket for the ``IdleStore``, and an empty bucket leaves
+    Bytewax. Resumed states that this layout does not route here (one key per device, another bucket count) move to
+    the idle store, where each key finds its own.
     """
 
     def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
@@ -523,10 +528,9 @@ class _BucketLogic(StatefulBatchLogic):
                 if processor is not None:
                     emits.extend(_flush(self.spec, processor))
                     leaving[key] = encode_processor(processor, key)
-                else:
-                    blob = self._saved(key)
-                    if blob is not None:
-                        leaving[key] = blob
+                elif (blob := self._saved(key)) is not None:
+                    held, leaving[key] = _flush_saved(self.spec, key, blob)
+                    emits.extend(held)
                 self._drop(key)
             if leaving:
                 self.idle.put_many(leaving)  # committed before the bucket's snapshot without them
@@ -695,6 +699,18 @@ def _process(output: FlowOutput, processor: Processor, events: list[Event]) -> t
 def _flush(spec: FlowSpec, processor: Processor) -> list[Emit]:
     """``engines.output.flushed``, nothing where the processor raised."""
     return flushed(spec, processor) or []
+
+
+def _flush_saved(spec: FlowSpec, key: str, blob: bytes) -> tuple[list[Emit], bytes]:
+    """What a key leaving memory as bytes (resumed and silent since, or its processor dropped after ``keep_decoded``)
+    held back, and its bytes to store: it is decoded and flushed as a decoded key is, or what it held would stay in
+    the store, handed on only if the key ever spoke again. The bytes leave unchanged where the flush hands nothing on
+    (most keys: no encode), and undecoded where the flow's processors hold nothing back (``Processor.flush``)."""
+    if type(spec.make_processor(key)).flush is Processor.flush:
+        return [], blob
+    processor = restore_or_fresh(spec, key, blob)[0]
+    held = flushed(spec, processor)
+    return (held, encode_processor(processor, key)) if held else ([], blob)
 
 
 class _ProducerPartition(StatefulSinkPartition):

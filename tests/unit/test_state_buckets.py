@@ -4,6 +4,7 @@ The bucket logic runs here as Bytewax runs it (on_batch, snapshot, a new logic b
 restart, on_notify), without a broker; the flow against the real broker is in tests/integration/test_sensor_flow.py.
 """
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -18,12 +19,13 @@ from streams.engines import bytewax as bytewax_engine
 from streams.engines.bytewax import StagedStates, _BucketLogic, _ProcessorLogic, build_dataflow
 from streams.engines.output import FlowOutput
 from streams.flows import flow_spec
-from streams.processor import Event, run_local
+from streams.processor import Event, Processor, run_local
 from streams.producers.simulator import SensorSimulator
 from streams.runtime import DECODED_BYTES, KEEP_DECODED_S, RuntimeSettings
 from tests.fixtures.emits import plain
 from streams.state import (
     BUCKET_MAGIC, Bucket, IdleStore, StateError, bucket_of, decode_bucket, encode_bucket, encode_processor,
+    restore_or_fresh,
 )
 
 BUCKETS = 3
@@ -336,6 +338,67 @@ def test_a_bucket_checkpointed_empty_leaves_at_once(tmp_path):
     logic = Worker(tmp_path).build(encode_bucket(Bucket(BUCKETS, -1, {})))
     assert logic.notify_at() is not None
     assert logic.on_notify()[1] is _BucketLogic.DISCARD
+
+
+def gapped() -> list[Event]:
+    """One device's batches with one lost: the three after it wait in its reorder window for a flush."""
+    sim = SensorSimulator(devices=1, readings_per_message=30, seed=11)
+    evs = [Event("sensor.readings", r["device_id"], r) for r in itertools.islice(sim, 6)]
+    del evs[2]
+    return evs
+
+
+def leave_now(logic) -> list:
+    """Notify ``logic`` as if its keys were silent past ``idle_after``; what it hands on."""
+    if isinstance(logic, _BucketLogic):
+        logic.due = dict.fromkeys(logic.due, datetime.now(UTC))
+    return [e for out in logic.on_notify()[0] for e in out]
+
+
+@pytest.mark.parametrize("how", ["resumed", "dropped-after-keep-decoded", "one-key-per-device"])
+def test_a_device_that_leaves_as_bytes_hands_on_what_it_held(tmp_path, how):
+    """A key that leaves memory while it is bytes (resumed and silent since; its processor dropped after
+    ``keep_decoded``, 300 s by default against 600 s of ``idle_evict_s``) is flushed as a decoded one is."""
+    evs = gapped()
+    key = evs[0].record["device_id"]
+    reference = _reference_after(evs)[key]
+    worker = Worker(tmp_path, idle_after=timedelta(hours=1), keep_decoded=timedelta(0))
+    if how == "one-key-per-device":
+        logics = [_ProcessorLogic(SPEC, worker.output, encode_processor(_reference_after(evs)[key], key),
+                                  worker.store, timedelta(0))]
+    else:
+        worker.feed(evs)
+        worker.epoch()  # keep_decoded 0: the processor goes back to its bytes
+        if how == "resumed":
+            worker.restart()
+        logics = list(worker.logics.values())
+    assert all(getattr(logic, "processor", None) is None and not getattr(logic, "live", {}) for logic in logics)
+    held = [e for logic in logics for e in leave_now(logic)]
+    assert plain(held) == plain(reference.flush()) != []
+    stored = restore_or_fresh(SPEC, key, worker.store.get(key))[0]
+    assert stored.flush() == [] and stored.snapshot() == reference.snapshot()  # stored as the flush left it
+
+
+def test_a_device_that_holds_nothing_leaves_as_the_bytes_it_had(tmp_path, monkeypatch):
+    """Most idle keys hold nothing back: their bytes are stored as they were, not encoded again, and a flow whose
+    processors never hold anything back (no ``flush`` of their own) does not decode them either."""
+    evs = [e for e in events(14) if e.record["device_id"] == events(1)[0].record["device_id"]]
+    key = evs[0].record["device_id"]
+    worker = Worker(tmp_path, idle_after=timedelta(hours=1), keep_decoded=timedelta(0))
+    worker.feed(evs)
+    worker.epoch()
+    logic = next(iter(worker.logics.values()))
+    saved = logic._saved(key)
+    assert leave_now(logic) == [] and worker.store.get(key) == saved
+
+    class Quiet(type(SPEC.make_processor(key))):
+        flush = Processor.flush
+
+    decoded: list[str] = []
+    monkeypatch.setattr(bytewax_engine, "restore_or_fresh", lambda spec, k, blob: decoded.append(k))
+    quiet = dataclasses.replace(SPEC, make_processor=lambda k: Quiet(k))
+    logic = _ProcessorLogic(quiet, worker.output, saved, worker.store, timedelta(0))
+    assert leave_now(logic) == [] and decoded == [] and worker.store.get(key) == saved
 
 
 def test_states_moved_by_one_process_reach_a_device_that_speaks_on_another_before_the_move_commits(tmp_path):
