@@ -3,7 +3,7 @@
 - ``/v1/audio/stream?conversation_id=ID&sample_rate=8000&chunk_ms=200``: binary frames of PCM16 little-endian
   mono at the declared rate (16 kHz by default; others are resampled). Each chunk produced is acknowledged
   with a JSON text frame ``{"status": 202, "seq": N, "event_id": ...}``; a text frame ``{"event": "stop"}``
-  or closing the socket ends the call, whose last chunk is marked ``final``.
+  (acknowledged) or closing the socket with a code ends the call, whose last chunk is marked ``final``.
 - ``/v1/audio/twilio``: Twilio Media Streams (``connected``, ``start``, ``media``, ``stop``; base64 mu-law at
   8 kHz). The call id (``callSid``) is the conversation id, the inbound track's; another track gets
   ``<callSid>/<track>``. The token comes in the ``Authorization`` header, or as the stream's custom
@@ -13,11 +13,17 @@
 
 A client that reconnects with the same conversation id goes on where its call's numbering stopped: chunk ids
 derive from the conversation and ``seq``, and the flow drops a number it has seen as a repeat, so numbering from
-0 again would lose the audio. It goes on after the last chunk acknowledged, and the client sends again the audio
-it got no acknowledgement for (refused, or cut off). A gateway process remembers the numbering of its last
-``REMEMBERED_CALLS`` calls; a reconnect that may land on another process says where to go on with ``&seq=N``
-(the last ``seq`` acknowledged, plus one). A call streams on one connection at a time (409, close 1008, while
-another is open).
+0 again would lose the audio. The client sends again the audio it got no acknowledgement for (refused, or cut off
+after the gateway produced it) from the start of chunk ``N``, its last ``seq`` acknowledged plus one, and says so
+with ``&seq=N``: that audio gets its numbers back, and the flow drops what it already has as repeats. Only the
+client knows which acknowledgements reached it, so the gateway goes back to ``N`` as far as the start of the
+call's last connection (the client had the acknowledgements before it), at the same ``chunk_ms`` (other
+boundaries would number other audio); a lower ``N``, or none, goes on after the last chunk produced. A gateway
+process remembers the numbering of its last ``REMEMBERED_CALLS`` calls; on another process ``&seq=N`` is where
+the numbering goes on. A call streams on one connection at a time (409, close 1008, while another is open).
+Closing the socket with a code (1000) ends the call too; a connection that drops (no close code) leaves it open
+and produces nothing more: a final chunk cut from the audio received would take the number of audio the client
+sends again.
 
 A refusal closes the socket with a code and a reason that says what to do (1008 policy, 1003 bad data,
 1011 the broker or the gateway failed, 1013 try again later).
@@ -31,7 +37,7 @@ import binascii
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from weakref import WeakKeyDictionary
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -49,6 +55,16 @@ RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 BACKPRESSURE_WAIT_S = 5.0
 REMEMBERED_CALLS = 10_000  # calls per gateway process whose numbering a reconnect goes on from
 _CLOSE = {400: 1003, 401: 1008, 403: 1008, 409: 1008, 413: 1009, 415: 1003, 422: 1003, 429: 1013, 503: 1011}
+DROPPED = (1005, 1006)  # ended without a close code: uvicorn says 1005 for a connection lost, RFC 6455 1006
+
+
+class Numbering(NamedTuple):
+    """Where a call's chunk numbering stands: ``after`` its last chunk produced; its last connection started at
+    ``since``, cutting chunks of ``chunk_bytes``."""
+
+    after: int
+    since: int
+    chunk_bytes: int
 
 
 class CallNumbers:
@@ -62,25 +78,38 @@ class CallNumbers:
 
     def __init__(self, size: int = REMEMBERED_CALLS) -> None:
         self.size = size
-        self.live: dict[str, int] = {}  # streaming conversation -> the number after its last chunk produced
-        self.next: OrderedDict[str, int] = OrderedDict()
+        self.live: dict[str, Numbering] = {}  # the conversations streaming now
+        self.ended: OrderedDict[str, Numbering] = OrderedDict()
 
-    def open(self, call: CallAudio, first: int = 0) -> None:
-        """Number ``call`` on from where its conversation stopped (or ``first``, if later); 409 while it streams
-        on another connection, whose numbers this one would repeat."""
+    def open(self, call: CallAudio, first: int | None = None) -> None:
+        """Number ``call`` on from where its conversation stopped, or from ``first`` (the client's ``&seq``) if
+        later, or if it goes back over audio the client sends again; 409 while the call streams on another
+        connection, whose numbers this one would repeat.
+
+        Parameters
+        ----------
+        call
+            The new connection's call, not numbered yet.
+        first
+            The number of the chunk the client's audio starts with; None to go on.
+        """
         conversation = call.conversation_id
         if conversation in self.live:
             raise GatewayError(409, "call_in_progress", f"conversation {conversation} is streaming on another "
                                                         "connection; close it first, or wait until it is noticed gone")
-        seq = max(first, self.next.get(conversation, 0))
+        known = self.ended.get(conversation, Numbering(0, 0, call.chunk_bytes))
+        if first is not None and known.since <= first <= known.after and call.chunk_bytes == known.chunk_bytes:
+            seq = first  # audio sent again: the chunks the flow has are repeats
+        else:  # under numbers taken before, new audio would be dropped as repeats
+            seq = max(first or 0, known.after)
         call.resume(seq)
-        self.live[conversation] = seq
+        self.live[conversation] = Numbering(max(seq, known.after), seq, call.chunk_bytes)
 
     def produced(self, records: list[dict[str, Any]]) -> None:
-        """The broker took these chunks, and the client is told so; a reconnect goes on after them. Chunks it
-        refused were numbered too, but the client sends their audio again: numbered on after them, that audio would
-        reach the flow after a gap, as if lost. A chunk taken before a refusal part of the way is sent again under
-        its own number, a repeat the flow drops.
+        """The broker took these chunks; a reconnect without ``&seq`` goes on after them. Chunks it refused were
+        numbered too, but the client sends their audio again: numbered on after them, that audio would reach the
+        flow after a gap, as if lost. A chunk taken before a refusal part of the way is sent again under its own
+        number, a repeat the flow drops.
 
         Parameters
         ----------
@@ -90,16 +119,25 @@ class CallNumbers:
         for r in records:
             conversation, after = r["conversation_id"], r["seq"] + 1
             if conversation in self.live:
-                self.live[conversation] = after
-            elif self.next.get(conversation, after) < after:  # a Twilio call's end, after the next call's start
-                self.next[conversation] = after
+                numbering = self.live[conversation]
+                self.live[conversation] = numbering._replace(after=max(numbering.after, after))
+            elif conversation in self.ended and self.ended[conversation].after < after:
+                # a Twilio call's end, produced after the next call's start closed its tracks
+                self.ended[conversation] = self.ended[conversation]._replace(after=after)
 
     def close(self, call: CallAudio) -> None:
-        """The connection of ``call`` has ended: remember the number after its last chunk produced."""
-        self.next[call.conversation_id] = self.live.pop(call.conversation_id, call.seq)
-        self.next.move_to_end(call.conversation_id)
-        while len(self.next) > self.size:
-            self.next.popitem(last=False)
+        """The connection of ``call`` has ended: remember where its numbering stands.
+
+        Parameters
+        ----------
+        call
+            The call ``open`` numbered.
+        """
+        conversation = call.conversation_id
+        self.ended[conversation] = self.live.pop(conversation, Numbering(call.seq, call.seq, call.chunk_bytes))
+        self.ended.move_to_end(conversation)
+        while len(self.ended) > self.size:
+            self.ended.popitem(last=False)
 
 
 _NUMBERS: WeakKeyDictionary[Any, CallNumbers] = WeakKeyDictionary()
@@ -206,8 +244,8 @@ def _call_from_query(gateway: Any, ws: WebSocket, client: str) -> CallAudio:
     rate = _int_param(ws, "sample_rate", 16000)
     if rate not in RATES:
         raise GatewayError(400, "bad_parameter", f"sample_rate={rate}: use one of {', '.join(map(str, RATES))}")
-    first = _int_param(ws, "seq", 0)
-    if first < 0:
+    first = _int_param(ws, "seq", 0) if "seq" in ws.query_params else None
+    if first is not None and first < 0:
         raise GatewayError(400, "bad_parameter", f"seq={first}: the first chunk's number is 0 or more")
     try:
         call = CallAudio(conversation, rate, _int_param(ws, "chunk_ms", 200), producer=f"gateway/{client}")
@@ -242,7 +280,7 @@ async def _pcm_messages(gateway: Any, ws: WebSocket, call: CallAudio, client: st
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
-                await _produce_at_close(gateway, call.finish(), client, call.conversation_id)
+                await _hung_up(gateway, call, client, message.get("code", 1005))
                 return
             _check_size(gateway, message)
             if message.get("bytes") is not None:
@@ -252,7 +290,13 @@ async def _pcm_messages(gateway: Any, ws: WebSocket, call: CallAudio, client: st
             else:
                 raise GatewayError(415, "unsupported_media_type",
                                    'send audio as binary PCM16 frames and {"event": "stop"} at the end')
-            await _produce(gateway, records, client)
+            try:
+                await _produce(gateway, records, client)
+            except GatewayError as exc:
+                log.warning("audio stream %s refused from chunk %s: %s", call.conversation_id, records[0]["seq"],
+                            exc.message)
+                await _close(ws, _send_again(exc, records[0]["seq"]))
+                return
             for r in records:
                 await ws.send_json({"status": 202, "seq": r["seq"], "event_id": r["event_id"], "final": r["final"]})
             if call.finished:
@@ -261,11 +305,31 @@ async def _pcm_messages(gateway: Any, ws: WebSocket, call: CallAudio, client: st
     except GatewayError as exc:
         log.warning("audio stream %s refused: %s", call.conversation_id, exc.message)
         await _close(ws, exc)
-    except WebSocketDisconnect:
-        if not call.finished:
-            await _produce_at_close(gateway, call.finish(), client, call.conversation_id)
+    except WebSocketDisconnect as exc:
+        await _hung_up(gateway, call, client, exc.code)
     except Exception:
         await _failed(ws, "audio stream", call.conversation_id)
+
+
+async def _hung_up(gateway: Any, call: CallAudio, client: str, code: int) -> None:
+    """A client that closed the socket ended its call; one whose connection dropped sends the audio not
+    acknowledged again when it reconnects, and a final chunk cut now would take the number of that audio."""
+    if code in DROPPED:
+        log.info("audio stream %s dropped after chunk %d; the client sends the rest again", call.conversation_id,
+                 call.seq - 1)
+    elif not call.finished:
+        await _produce_at_close(gateway, call.finish(), client, call.conversation_id)
+
+
+def _send_again(exc: GatewayError, seq: int) -> GatewayError:
+    """A refused produce, told as a call client can act on it: it cannot retry one event under its id, but it can
+    reconnect and send the audio again from the first chunk not acknowledged. Refusals that a retry would meet
+    again (too large, invalid) keep their words."""
+    if exc.status not in (429, 503):
+        return exc
+    wait = exc.headers.get("Retry-After")
+    return GatewayError(exc.status, exc.code, f"reconnect{f' in {wait} s' if wait else ''} with &seq={seq} and "
+                                              f"send again the audio from chunk {seq} on", headers=exc.headers)
 
 
 def _is_stop(text: str | None) -> bool:

@@ -7,14 +7,17 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import uuid
+from typing import Any
 
 import numpy as np
 import pytest
 from scipy.signal import resample_poly
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
 from benchmarks.wer import read_references
@@ -129,3 +132,37 @@ def test_call_streams_say_what_is_wrong(kafka_settings: KafkaSettings) -> None:
                 ws.recv()
         assert closed.value.rcvd.code == 1003 and "before 'start'" in closed.value.rcvd.reason
     assert not read_topic(kafka_settings, "audio.chunks", timeout=3, idle=1)
+
+
+def test_audio_cut_off_between_produce_and_ack_is_sent_again_under_its_numbers(kafka_settings: KafkaSettings) -> None:
+    audio = (np.arange(3 * 3200) % 97).astype("<i2").tobytes()  # three chunks of 200 ms, each its own
+    two, third = audio[: 2 * 6400], audio[2 * 6400 :]
+    with serve_gateway(GatewaySettings(tokens={"calls": TOKEN}, shutdown_flush_s=5), kafka_settings) as gw:
+        url = gw.url.replace("http://", "ws://") + "/v1/audio/stream?conversation_id=c-cut"
+        gateway, auth = gw.app.state.gateway, {"Authorization": f"Bearer {TOKEN}"}
+        produce, cut = gateway.produce_records, threading.Event()
+
+        def then_cut_off(*args: Any) -> list[str]:
+            ids = produce(*args)
+            if not cut.is_set():  # the broker took the chunks; the connection goes before their acknowledgements
+                cut.set()
+                client.socket.shutdown(socket.SHUT_RDWR)
+            return ids
+
+        gateway.produce_records = then_cut_off
+        with connect(url, additional_headers=auth) as client:
+            client.send(two)
+            with pytest.raises(ConnectionClosedError) as closed:
+                client.recv()
+        assert cut.is_set(), closed.value
+        with connect(url + "&seq=0", additional_headers=auth) as ws:  # no seq acknowledged: from chunk 0, again
+            ws.send(two + third)
+            ws.send(json.dumps({"event": "stop"}))
+            acks = [json.loads(m)["seq"] for m in ws]
+    assert acks == [0, 1, 2, 3]
+    first: dict[int, dict] = {}
+    for m in read_topic(kafka_settings, "audio.chunks", idle=2):  # the flow keeps a number's first chunk
+        chunk = serde.decode(m.value(), AUDIO_CHUNK)
+        first.setdefault(chunk["seq"], chunk)
+    assert sorted(first) == [0, 1, 2, 3] and first[3]["final"]
+    assert b"".join(first[n]["pcm"] for n in sorted(first)) == audio  # each piece of the call once, in its place

@@ -86,9 +86,11 @@ def test_a_call_refused_by_the_broker_goes_on_after_its_last_acknowledged_chunk(
         ws.send_bytes(two)
         acked = [ws.receive_json()["seq"] for _ in range(2)]
         ws.send_bytes(two)
-        assert ws.receive()["type"] == "websocket.close"
+        closed = ws.receive()
+    assert closed["type"] == "websocket.close"  # a call cannot retry an event: it is told how to go on
+    assert closed["reason"].endswith("with &seq=2 and send again the audio from chunk 2 on"), closed["reason"]
     gateway.backpressure.max_queue = 100  # the broker caught up
-    acked += [a["seq"] for a in stream(c, "conversation_id=c7", two)]  # the audio not acknowledged, again
+    acked += [a["seq"] for a in stream(c, "conversation_id=c7&seq=2", two)]  # the audio not acknowledged, again
     assert acked == [0, 1, 2, 3, 4]
     proc = ConversationProcessor("c7")
     proc.process([Event("audio.chunks", "c7", r) for r in taken])
@@ -160,7 +162,28 @@ def test_a_gateway_process_remembers_a_bounded_number_of_calls() -> None:
         numbers.open(call)
         numbers.produced(call.feed(np.zeros(3200, dtype="<i2")))
         numbers.close(call)
-    assert dict(numbers.next) == {"b": 1, "c": 1} and not numbers.live
+    assert {c: n.after for c, n in numbers.ended.items()} == {"b": 1, "c": 1} and not numbers.live
+
+
+def test_a_reconnect_goes_back_only_over_the_chunks_of_its_calls_last_connection() -> None:
+    from connectors.gateway.audio import CallAudio
+
+    numbers, seqs = CallNumbers(), []
+
+    def connection(first: int | None, chunks: int, chunk_ms: int = 200) -> None:
+        call = CallAudio("c", chunk_ms=chunk_ms)
+        numbers.open(call, first)
+        records = call.feed(np.zeros(chunks * call.chunk_bytes // 2, dtype="<i2"))
+        numbers.produced(records)
+        numbers.close(call)
+        seqs.append([r["seq"] for r in records])
+
+    connection(None, 3)  # 0 to 2 produced; the client heard of 0 only
+    connection(1, 3)  # it sends 1 and 2 again, and 3
+    connection(2, 2)  # cut off again, having heard of 1: from 2 (acknowledgements before 1 it had already)
+    connection(0, 1)  # not audio sent again, but numbers it knew were taken: a stream of its own goes on
+    connection(4, 1, chunk_ms=100)  # other boundaries: its chunk 4 would be other audio than the one taken
+    assert seqs == [[0, 1, 2], [1, 2, 3], [2, 3], [4], [5]]
 
 
 @pytest.mark.parametrize(("path", "frame"), [
