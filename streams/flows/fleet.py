@@ -3,9 +3,18 @@
 One ``FleetProcessor`` keeps a small plain record per device (latest health, a few counters, its open
 incidents) and raises alerts on the ``alerts`` topic, which the notify flow delivers: a device silent for
 too long (resolved when it speaks again), a buffer backlog that keeps growing, a high error rate, a skewed
-clock. Each change of a device's state is a ``sink.fleet`` record for the time-series store (one point per
+clock, batches given up to its dead-letter file (readings the platform will never see unless someone fetches
+the file). Each change of a device's state is a ``sink.fleet`` record for the time-series store (one point per
 device and heartbeat); the fleet's counts by state, class and version are ``sink.fleet_summary`` records
 for Prometheus (fleet aggregates only: no label carries a device id).
+
+Refused rollout records are judged per device class, not per device: one forged or replayed record on the
+rollouts topic (or a controller signing with a key the devices do not trust) is refused by every device of the
+class, so it is one ERROR alert naming the class and how many devices refused, not a page per device. It opens
+at the first refusal; as more devices of the class report theirs, the count follows as ``UPDATED`` (PagerDuty
+folds it into the one incident) at most once per heartbeat interval; it resolves once every device that refused
+has sent ``resolve_after`` heartbeats without a new refusal, or gone silent. With ``shards`` > 1 each shard
+judges the devices it holds, so a class spread over shards is one alert per shard.
 
 The clock. A silent device sends nothing, so nothing about it can wake a processor up; silence is judged
 against the fleet's clock, which the other devices' heartbeats move. The clock is a high quantile of the
@@ -50,9 +59,11 @@ ALERTS_TOPIC = "alerts"
 STATE_TOPIC = "sink.fleet"  # sink-only: one record per device heartbeat, to the time-series store
 SUMMARY_TOPIC = "sink.fleet_summary"  # sink-only: fleet counts for Prometheus
 STATE_TYPE = "fleet_state"  # not a schemas event type: sink-only records
-KINDS = ("silent", "backlog", "errors", "clock_skew")
+KINDS = ("silent", "backlog", "errors", "clock_skew", "dead_letters")  # a device's own alerts, worst first
 STATES = ("ok", "silent", *KINDS[1:])
-SEVERITY = {"silent": "ERROR", "backlog": "WARNING", "errors": "WARNING", "clock_skew": "WARNING"}
+REFUSED = "rollouts_refused"  # the alert of a device class, not of one device
+SEVERITY = {"silent": "ERROR", "backlog": "WARNING", "errors": "WARNING", "clock_skew": "WARNING",
+            "dead_letters": "WARNING", REFUSED: "ERROR"}
 _SCAN_EVERY_MS = 1_000  # silence is checked whenever the fleet clock has moved this far
 _SUMMARY_EVERY_MS = 10_000  # and the fleet counts are sent this often (they cost a pass over the fleet)
 
@@ -76,7 +87,9 @@ class FleetSettings(Section):
     clock_skew_ms
         Clock offset (device minus broker, as the agent measures it) that opens an alert; resolves below half.
     resolve_after
-        Heartbeats in a row under the error rate before an error alert resolves.
+        Heartbeats in a row under the error rate (or with no new dead letter) before an error (dead letters) alert
+        resolves; a refused-rollouts alert resolves once every device that refused has sent as many with no new
+        refusal.
     clock_ignore_share
         Share of the devices with the latest timestamps that the fleet clock sets aside (see the module doc).
     shards
@@ -140,7 +153,12 @@ def heard_at(ev: Event) -> int:
 
 def _new_device() -> dict[str, Any]:
     return {"t": 0, "heard": 0, "interval_s": 0.0, "depth": 0, "rising": 0, "errors": 0, "errors_t": 0,
-            "quiet": 0, "incidents": {}, "last_id": "", "info": {}}
+            "dead_letters": 0, "refused": 0, "incidents": {}, "last_id": "", "info": {}}
+
+
+def _added(count: int, before: int) -> int:
+    """What an agent's count since its start added since ``before``: a lower count is a restart, all of it new."""
+    return count - before if count >= before else count
 
 
 class FleetProcessor(Processor):
@@ -185,6 +203,7 @@ class FleetProcessor(Processor):
         self.clock_ignore_share = clock_ignore_share
         self.forget_after_s = forget_after_s
         self.devices: dict[str, dict[str, Any]] = {}
+        self.classes: dict[str, dict[str, Any]] = {}  # device class -> its open refused-rollouts incident
         self.clock = 0
         self.scanned = 0  # the fleet clock at the last silence scan
         self.summarised = 0  # and at the last fleet counts
@@ -239,12 +258,14 @@ class FleetProcessor(Processor):
             out.append(self._resolve(device, dev, "silent", eid, f"{device} is reporting again after {gap_s:.0f} s"))
         elapsed_min = max(t - dev["errors_t"], 1) / 60_000 if dev["errors_t"] else 0.0
         errors = int(rec["errors"])
-        new_errors = errors - dev["errors"] if errors >= dev["errors"] else errors  # a restart resets the count
+        new_errors = _added(errors, dev["errors"])
+        dead_letters, refused = int(rec.get("dead_letters") or 0), int(rec.get("rollouts_refused") or 0)  # 0 in v1
+        new_dead, new_refused = _added(dead_letters, dev["dead_letters"]), _added(refused, dev["refused"])
         depth = int(rec["buffer_depth"])
         dev["rising"] = dev["rising"] + 1 if depth > dev["depth"] else 0
         dev.update(t=t, heard=self.clock, interval_s=float(rec["interval_s"]), depth=depth, errors=errors,
-                   errors_t=t, last_id=eid, info={k: rec.get(k) for k in (
-                       "device_class", "agent_version", "model_version", "model_state")})
+                   errors_t=t, dead_letters=dead_letters, refused=refused, last_id=eid,
+                   info={k: rec.get(k) for k in ("device_class", "agent_version", "model_version", "model_state")})
         # backlog: a buffer that keeps growing past the bound; resolved once it is back under half of it
         if "backlog" not in dev["incidents"]:
             if depth >= self.backlog_batches and dev["rising"] >= self.backlog_rising:
@@ -254,15 +275,14 @@ class FleetProcessor(Processor):
             out.append(self._resolve(device, dev, "backlog", eid, f"{device}: buffer down to {depth} batches"))
         # error rate, from the agent's cumulative count
         rate = new_errors / elapsed_min if elapsed_min else 0.0
-        if rate >= self.error_rate_per_min:
-            dev["quiet"] = 0
-            if "errors" not in dev["incidents"]:
-                out.append(self._open(device, dev, "errors", eid, t, rate,
-                                      f"{device}: {rate:.1f} errors per minute"))
-        elif "errors" in dev["incidents"]:
-            dev["quiet"] += 1
-            if dev["quiet"] >= self.resolve_after:
-                out.append(self._resolve(device, dev, "errors", eid, f"{device}: error rate back to {rate:.1f}/min"))
+        out.extend(self._until_quiet(device, dev, "errors", rate >= self.error_rate_per_min, eid, t, rate,
+                                     f"{device}: {rate:.1f} errors per minute",
+                                     f"{device}: error rate back to {rate:.1f}/min"))
+        out.extend(self._until_quiet(device, dev, "dead_letters", new_dead > 0, eid, t, float(dead_letters),
+                                     f"{device}: dead-letter file up by {new_dead} to {dead_letters} batches since "
+                                     "the agent started: their readings are not on the platform",
+                                     f"{device}: no batch given up for {self.resolve_after} heartbeats"))
+        out.extend(self._refusals(device, dev, new_refused, eid, t))
         # clock skew, as the agent measured it against the broker
         offset = rec.get("clock_offset_ms")
         if offset is not None:
@@ -273,6 +293,70 @@ class FleetProcessor(Processor):
                 out.append(self._resolve(device, dev, "clock_skew", eid, f"{device}: clock back in step"))
         out.append(self._state(device, dev, rec, t))
         return out
+
+    def _until_quiet(self, device: str, dev: dict[str, Any], kind: str, firing: bool, cause: str, t: int,
+                     value: float, opened: str, resolved: str) -> list[Emit]:
+        """Open ``kind`` when ``firing``; resolve it after ``resolve_after`` heartbeats in a row that are not, so
+        a device failing every other heartbeat does not page twice a minute."""
+        inc = dev["incidents"].get(kind)
+        if firing:
+            if inc is None:
+                return [self._open(device, dev, kind, cause, t, value, opened)]
+            inc["quiet"] = 0
+        elif inc is not None:
+            inc["quiet"] = inc.get("quiet", 0) + 1
+            if inc["quiet"] >= self.resolve_after:
+                return [self._resolve(device, dev, kind, cause, resolved)]
+        return []
+
+    def _refusals(self, device: str, dev: dict[str, Any], new: int, cause: str, t: int) -> list[Emit]:
+        """The refused-rollouts incident of the device's class (see the module doc); its ``devices`` map each
+        device that refused to its heartbeats since without a new refusal, ``pending`` counts those under
+        ``resolve_after``."""
+        cls = str(dev["info"]["device_class"])
+        inc = self.classes.get(cls)
+        if new:
+            if inc is None:
+                inc = self.classes[cls] = {"key": derive_id(FLOW, cls, REFUSED, cause), "opened_at": t,
+                                           "devices": {device: 0}, "pending": 1, "told": 1, "told_at": t}
+                return [self._class_alert(cls, inc, "OPENED", t)]
+            if inc["devices"].get(device, self.resolve_after) >= self.resolve_after:
+                inc["pending"] += 1
+            inc["devices"][device] = 0
+        elif inc is not None and inc["devices"].get(device, self.resolve_after) < self.resolve_after:
+            inc["devices"][device] += 1
+            if inc["devices"][device] >= self.resolve_after:
+                inc["pending"] -= 1
+                if not inc["pending"]:
+                    return [self._resolve_class(cls, cause)]
+        if inc is not None and len(inc["devices"]) > inc["told"] and t - inc["told_at"] >= 1000 * dev["interval_s"]:
+            inc.update(told=len(inc["devices"]), told_at=t)
+            return [self._class_alert(cls, inc, "UPDATED", t)]
+        return []
+
+    def _release(self, device: str, cause: str) -> list[Emit]:
+        """A device gone silent cannot tell that it refuses no more: its class's incident stops waiting for it."""
+        out = []
+        for cls, inc in list(self.classes.items()):
+            if inc["devices"].get(device, self.resolve_after) < self.resolve_after:
+                inc["devices"][device] = self.resolve_after
+                inc["pending"] -= 1
+                if not inc["pending"]:
+                    out.append(self._resolve_class(cls, cause))
+        return out
+
+    def _class_alert(self, cls: str, inc: dict[str, Any], status: str, t: int, **details: str) -> Emit:
+        n = len(inc["devices"])
+        if status == "RESOLVED":
+            summary = f"{cls}: no rollout record refused for {self.resolve_after} heartbeats; devices that refused: {n}"
+        else:
+            summary = (f"{cls}: devices refusing rollout records (unsigned, another key's or an older one replayed): "
+                       f"{n}; a forged record on the rollouts topic, or a key these devices do not trust")
+        return self._alert(cls, REFUSED, inc, status, t, summary, float(n),
+                           {"device_class": cls, "devices": n, **details})
+
+    def _resolve_class(self, cls: str, cause: str) -> Emit:
+        return self._class_alert(cls, self.classes.pop(cls), "RESOLVED", self.clock, resolved_by=cause)
 
     def _scan(self) -> list[Emit]:
         out: list[Emit] = []
@@ -285,6 +369,7 @@ class FleetProcessor(Processor):
             silent_s = (self.clock - dev["heard"]) / 1000
             out.append(self._open(device, dev, "silent", dev["last_id"], self.clock, silent_s,
                                   f"{device} silent for {silent_s:.0f} s (heartbeat every {dev['interval_s']:g} s)"))
+            out.extend(self._release(device, dev["last_id"]))
             self._forget_later(device, dev)
         while self._forget and self._forget[0][0] <= self.clock:
             _, device, heard = heapq.heappop(self._forget)
@@ -309,22 +394,21 @@ class FleetProcessor(Processor):
     def _open(self, device: str, dev: dict[str, Any], kind: str, cause: str, t: int, value: float,
               summary: str) -> Emit:
         inc = dev["incidents"][kind] = {"key": derive_id(FLOW, device, kind, cause), "opened_at": t}
-        return self._alert(device, dev, kind, inc, "OPENED", t, summary, value)
+        return self._alert(device, kind, inc, "OPENED", t, summary, value, {"device_id": device, **dev["info"]})
 
     def _resolve(self, device: str, dev: dict[str, Any], kind: str, cause: str, summary: str) -> Emit:
         inc = dev["incidents"].pop(kind)
-        if kind == "errors":
-            dev["quiet"] = 0
-        return self._alert(device, dev, kind, inc, "RESOLVED", self.clock, summary, None, resolved_by=cause)
+        return self._alert(device, kind, inc, "RESOLVED", self.clock, summary, None,
+                           {"device_id": device, **dev["info"], "resolved_by": cause})
 
-    def _alert(self, device: str, dev: dict[str, Any], kind: str, inc: dict[str, Any], status: str, t: int,
-               summary: str, value: float | None, **details: str) -> Emit:
+    def _alert(self, entity: str, kind: str, inc: dict[str, Any], status: str, t: int, summary: str,
+               value: float | None, details: dict[str, Any]) -> Emit:
         rec = {
             "event_id": derive_id(ALERTS_TOPIC, inc["key"], status), "event_time": int(t), "producer": PRODUCER,
-            "alert_key": inc["key"], "status": status, "severity": SEVERITY[kind], "source": FLOW, "entity": device,
+            "alert_key": inc["key"], "status": status, "severity": SEVERITY[kind], "source": FLOW, "entity": entity,
             "summary": summary, "value": value,
-            "details": {"kind": kind, "device_id": device, "opened_at_ms": str(inc["opened_at"]),
-                        **{k: str(v) for k, v in dev["info"].items() if v is not None}, **details},
+            "details": {"kind": kind, "opened_at_ms": str(inc["opened_at"]),
+                        **{k: str(v) for k, v in details.items() if v is not None}},
         }
         return Emit(ALERTS_TOPIC, inc["key"], ALERT, rec)
 
@@ -346,10 +430,18 @@ class FleetProcessor(Processor):
                                                             "counts": counts})
 
     def snapshot(self) -> dict[str, Any]:
-        return {"devices": self.devices, "clock": self.clock, "scanned": self.scanned, "summarised": self.summarised}
+        return {"devices": self.devices, "classes": self.classes, "clock": self.clock, "scanned": self.scanned,
+                "summarised": self.summarised}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.devices = {k: dict(v) for k, v in state["devices"].items()}
+        for d in self.devices.values():  # a checkpoint from before dead letters and refusals were judged
+            d.setdefault("dead_letters", 0)
+            d.setdefault("refused", 0)
+            quiet = d.pop("quiet", 0)
+            if "errors" in d["incidents"]:
+                d["incidents"]["errors"].setdefault("quiet", quiet)
+        self.classes = {k: dict(v) for k, v in state.get("classes", {}).items()}
         self.clock, self.scanned, self.summarised = int(state["clock"]), int(state["scanned"]), int(state["summarised"])
         live = [(k, d) for k, d in self.devices.items() if "silent" not in d["incidents"]]
         self._live = sorted(d["t"] for _, d in live)
@@ -363,7 +455,7 @@ class FleetProcessor(Processor):
 
 STATE_FIELDS = ("seq", "interval_s", "buffer_depth", "buffer_readings", "buffer_oldest_age_s", "send_rate",
                 "sampled_readings", "acked_readings", "errors", "dropped_readings", "cpu_percent", "rss_mb",
-                "inference_latency_ms", "clock_offset_ms")
+                "inference_latency_ms", "clock_offset_ms", "dead_letters", "rollouts_refused")
 
 
 def flow(sinks: list[Any] | None = None, **params: Any) -> FlowSpec:

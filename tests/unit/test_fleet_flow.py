@@ -15,7 +15,7 @@ def beat(device: str, t: int, *, broker: int | None = None, **kw: object) -> Eve
            "model_version": None, "model_state": "none", "model_message": None, "buffer_depth": 0,
            "buffer_readings": 0, "buffer_oldest_age_s": 0.0, "send_rate": 0.0, "sampled_readings": 0,
            "acked_readings": 0, "errors": 0, "dropped_readings": 0, "cpu_percent": 0.0, "rss_mb": 38.0,
-           "inference_latency_ms": None, "clock_offset_ms": None, **kw}
+           "inference_latency_ms": None, "clock_offset_ms": None, "dead_letters": 0, "rollouts_refused": 0, **kw}
     return Event("device.health", device, rec, broker_ms=t if broker is None else broker)
 
 
@@ -97,6 +97,74 @@ def test_an_agent_restart_resets_its_error_count_without_an_alert() -> None:
     assert alerts(out) == []
 
 
+def test_rising_dead_letters_open_a_warning_per_device_and_resolve_after_quiet_heartbeats() -> None:
+    proc = FleetProcessor("fleet", resolve_after=3)
+    out = fleet_run(proc, [beat("a", 0), beat("b", 0), beat("a", 1000, dead_letters=2), beat("b", 1000)])
+    assert alerts(out) == [("OPENED", "a", "dead_letters")]
+    opened = next(e.record for e in out if e.topic == "alerts")
+    assert opened["severity"] == "WARNING" and opened["details"]["device_id"] == "a" and opened["value"] == 2.0
+    assert [e.record["state"] for e in out if e.topic == "sink.fleet"][-2:] == ["dead_letters", "ok"]
+    out = fleet_run(proc, [beat("a", 2000, dead_letters=3)] + [beat("a", t, dead_letters=3) for t in (3000, 4000)])
+    assert alerts(out) == []  # a rise keeps it open: quiet starts over
+    back = proc.process([beat("a", 5000, dead_letters=3)])
+    assert alerts(back) == [("RESOLVED", "a", "dead_letters")] and back[0].record["alert_key"] == opened["alert_key"]
+    # a lower count is a restart of the agent: nothing new until it rises from there
+    assert alerts(fleet_run(proc, [beat("a", 6000, dead_letters=0), beat("a", 7000, dead_letters=0)])) == []
+    assert alerts(proc.process([beat("a", 8000, dead_letters=1)])) == [("OPENED", "a", "dead_letters")]
+
+
+def test_refused_rollouts_page_once_per_device_class_naming_how_many_devices_refused() -> None:
+    proc = FleetProcessor("fleet", resolve_after=2)
+    rpi = ["a", "b", "c"]
+    fleet_run(proc, [beat(d, 0) for d in rpi] + [beat("j", 0, device_class="jetson")])
+    out = fleet_run(proc, [beat(d, 500, rollouts_refused=1) for d in rpi] + [beat("j", 500, device_class="jetson")])
+    assert alerts(out) == [("OPENED", "rpi4", "rollouts_refused")]  # one page for the class, not one per device
+    opened = next(e.record for e in out if e.topic == "alerts")
+    assert opened["severity"] == "ERROR" and opened["details"]["device_class"] == "rpi4"
+    out = fleet_run(proc, [beat(d, 1500, rollouts_refused=1) for d in rpi])
+    updated = [e.record for e in out if e.topic == "alerts"]
+    assert [(u["status"], u["alert_key"], u["details"]["devices"]) for u in updated] == [
+        ("UPDATED", opened["alert_key"], "3")]
+    assert ": 3;" in updated[0]["summary"]
+    out = fleet_run(proc, [beat(d, 2500, rollouts_refused=1) for d in rpi] + [beat("j", 2500, device_class="jetson")])
+    assert alerts(out) == [("RESOLVED", "rpi4", "rollouts_refused")]  # each has beaten twice with no new refusal
+    assert [e.record["alert_key"] for e in out if e.topic == "alerts"] == [opened["alert_key"]]
+    assert not any("rollouts_refused" in d["incidents"] for d in proc.devices.values())
+
+
+def test_a_device_that_refused_and_fell_silent_does_not_hold_its_class_alert_open() -> None:
+    proc = FleetProcessor("fleet", silent_after_s=5, resolve_after=2)
+    fleet_run(proc, [beat(d, 0) for d in "abc"])
+    fleet_run(proc, [beat("a", 1000, rollouts_refused=1), beat("b", 1000, rollouts_refused=1)])
+    out = fleet_run(proc, [beat(d, t, rollouts_refused=1 if d == "b" else 0) for t in range(2000, 9000, 1000)
+                           for d in "bc"])
+    assert alerts(out) == [("UPDATED", "rpi4", "rollouts_refused"), ("OPENED", "a", "silent"),
+                           ("RESOLVED", "rpi4", "rollouts_refused")]  # b quiet twice, a silent: none left waiting
+
+
+def test_both_counts_go_to_the_time_series_state_and_old_heartbeats_read_as_zero() -> None:
+    old = beat("a", 0)
+    for field in ("dead_letters", "rollouts_refused"):
+        del old.record[field]  # a v1 heartbeat decoded without the reader schema's defaults
+    out = FleetProcessor("fleet").process([old, beat("b", 0, dead_letters=4, rollouts_refused=2)])
+    states = {e.record["device_id"]: e.record for e in out if e.topic == "sink.fleet"}
+    assert (states["b"]["dead_letters"], states["b"]["rollouts_refused"]) == (4, 2)
+    assert states["a"]["state"] == "ok" and [a for a in alerts(out) if a[1] == "a"] == []
+
+
+def test_an_old_checkpoint_restores_with_its_error_alert_still_counting_quiet_heartbeats() -> None:
+    proc = FleetProcessor("fleet", resolve_after=2)
+    assert alerts(fleet_run(proc, [beat("a", 1000), beat("a", 2000, errors=10)])) == [("OPENED", "a", "errors")]
+    state = json.loads(json.dumps(proc.snapshot()))
+    del state["classes"]
+    state["devices"]["a"] = {k: v for k, v in state["devices"]["a"].items() if k not in ("dead_letters", "refused")}
+    state["devices"]["a"]["quiet"] = 1
+    assert "quiet" not in state["devices"]["a"]["incidents"]["errors"]  # the old layout kept it on the device
+    old = FleetProcessor("fleet", resolve_after=2)
+    old.restore(state)
+    assert alerts(old.process([beat("a", 3000, errors=10)])) == [("RESOLVED", "a", "errors")]
+
+
 def test_snapshot_is_plain_and_a_restored_processor_gives_the_same_emits() -> None:
     first = [beat(d, t) for t in range(0, 5000, 1000) for d in "abc"]
     rest = [beat(d, t) for t in range(5000, 15_000, 1000) for d in "bc"] + [beat("a", 15_000)]
@@ -170,6 +238,7 @@ def test_the_sink_writes_points_per_device_and_counts_without_a_device_label() -
     proc = FleetProcessor("fleet-9", silent_after_s=5)
     sink.write(fleet_run(proc, [beat(d, t) for t in range(0, 11_000, 1000) for d in "ab"]))
     assert {p[1]["device_id"] for p in influx.points if p[0] == "device_health"} == {"a", "b"}
+    assert all({"dead_letters", "rollouts_refused"} <= p[2].keys() for p in influx.points if p[0] == "device_health")
     sample = {"shard": "fleet-9", "state": "ok", "device_class": "rpi4", "agent_version": "1.0",
               "model_version": "none"}
     assert REGISTRY.get_sample_value("eddyline_fleet_devices", sample) == 2

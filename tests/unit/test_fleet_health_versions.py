@@ -42,5 +42,9 @@ def test_the_fleet_flow_reads_heartbeats_from_old_and_new_agents() -> None:
               for offset, (device, value) in enumerate([("pi-old", old), ("pi-new", new)])]
     assert all(isinstance(e, Event) for e in events), events  # neither is a dead letter
     assert [(e.record["dead_letters"], e.record["rollouts_refused"]) for e in events] == [(0, 0), (3, 1)]
-    states = {e.record["device_id"]: e.record for e in run_local(spec, events) if e.topic == "sink.fleet"}
-    assert {d: s["state"] for d, s in states.items()} == {"pi-old": "ok", "pi-new": "ok"}
+    out = run_local(spec, events)
+    states = {e.record["device_id"]: e.record for e in out if e.topic == "sink.fleet"}
+    assert {d: s["state"] for d, s in states.items()} == {"pi-old": "ok", "pi-new": "dead_letters"}
+    assert [(s["dead_letters"], s["rollouts_refused"]) for s in states.values()] == [(0, 0), (3, 1)]
+    assert [(e.record["entity"], e.record["details"]["kind"]) for e in out if e.topic == "alerts"] == [
+        ("pi-new", "dead_letters"), ("rpi4", "rollouts_refused")]
