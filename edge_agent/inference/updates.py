@@ -58,7 +58,7 @@ class ModelUpdates:
         The model running at start (the local one), kept for a rollback of the first rollout.
     cache
         Where the running model is kept across restarts, and beside it (``.rollout.json``) the highest rollout
-        ``sequence`` accepted; None keeps nothing.
+        ``sequence`` accepted with the trusted key; None keeps nothing.
     """
 
     def __init__(
@@ -99,8 +99,11 @@ class ModelUpdates:
             return 0
         try:
             kept = json.loads(self.mark_path.read_text())
-            return int(kept["sequence"]) if kept["device_class"] == self.device_class else 0
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # another key's mark goes: after a rotation the old key's records are refused anyway, and its
+            # sequences (a controller clock once far ahead) must not hold the new key's records back for ever
+            same_key = kept.get("key_id", self.verifier.key_id) == self.verifier.key_id
+            return int(kept["sequence"]) if kept["device_class"] == self.device_class and same_key else 0
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("rollout mark %s unreadable (%s); any signed rollout is accepted", self.mark_path, exc)
             return 0
 
@@ -168,7 +171,8 @@ class ModelUpdates:
         if self.mark_path is None:
             return
         try:
-            _replace(self.mark_path, json.dumps({"device_class": self.device_class, "sequence": self.mark}).encode())
+            _replace(self.mark_path, json.dumps({"device_class": self.device_class, "key_id": self.verifier.key_id,
+                                                  "sequence": self.mark}).encode())
         except OSError as exc:  # a full or read-only disk: the mark holds until the agent restarts
             log.warning("cannot keep the rollout mark in %s: %s", self.mark_path, exc)
 

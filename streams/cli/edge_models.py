@@ -84,15 +84,20 @@ def rollout_command(
     observe_s: Annotated[float | None, typer.Option(help="Seconds the canaries must stay healthy.")] = None,
     key: Annotated[Path | None, typer.Option(
         envvar="EDDYLINE_EDGE_SIGNING_KEY", help="The models' private key: it signs the rollout too.")] = None,
+    running: Annotated[str | None, typer.Option(
+        help="The version the class runs now: needed once, for its first rollout signed with this key.")] = None,
 ) -> None:
     """Send a model to a canary share of a class; promote it to all when the canaries stay healthy, else roll back.
 
     Bounds come from [rollout] (EDDYLINE_ROLLOUT_*). The state lives in the compacted rollouts topic: run the
     same command again to resume a rollout this command did not finish. Exit 1 when it was rolled back.
-    Every record is signed with the models' key: agents act on no other.
+    Every record is signed with the models' key: agents act on no other. The last record written per class is
+    also kept under [runtime] state_dir (rollouts/), so that an old record compacted over it on the topic cannot
+    become the base of the next rollout: run rollouts from a host that keeps that folder.
     """
     from streams.cli.errors import answering_kafka
     from streams.flows.rollout import RolloutPolicy, run_rollout
+    from streams.runtime import RuntimeSettings
 
     policy = RolloutPolicy()
     if observe_s is not None:
@@ -106,6 +111,7 @@ def rollout_command(
     final = run_rollout(
         answering_kafka(), policy, device_class, version, private_pem=key.read_bytes(), canary_percent=share,
         producer=f"eddyline-rollout@{socket.gethostname()}", on_event=_show,
+        kept=RuntimeSettings().state_dir / "rollouts", running=running,
     )
     if final["state"] != "promoted":
         raise typer.Exit(1)

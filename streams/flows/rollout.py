@@ -15,14 +15,19 @@ Times are the controller's clock at arrival, so a device's wrong clock does not 
 Records are signed with the models' key (``schemas.signing.sign_rollout``) and carry a ``sequence`` above
 every earlier record of their class: agents act on no other, so whoever can write the topic without the key
 can neither forge a rollout nor replay an old one to send devices back to an older model. The controller
-likewise reads only the records its key signed.
+likewise reads only the records its key signed, and keeps the last one it wrote per class on its own disk
+(``kept``): the log cleaner keeps only a key's last record, so a replayed old one (or a tombstone) under the
+class's key would otherwise leave the controller an older latest to base the next rollout on, and sign it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -271,12 +276,12 @@ def previous_version(latest: dict[str, Any] | None) -> str | None:
     return latest["previous_version"] if latest["state"] == "rolled_back" else latest["version"]
 
 
-def latest_rollouts(settings: Any, verifier: Any) -> dict[str, dict[str, Any]]:
+def latest_rollouts(settings: Any, verifier: Any, untrusted: set[str] | None = None) -> dict[str, dict[str, Any]]:
     """The ``edge_rollout`` record of highest ``sequence`` per device class that ``verifier``'s key signed.
 
     The whole rollouts topic is read, not its latest value per key: a record forged without the key, or an
     old one replayed, must neither steer the next rollout (its ``previous_version`` is where a rollback sends
-    the class) nor hide the last one the controller signed.
+    the class) nor hide the last one the controller signed; a record that does not decode is skipped alike.
 
     Parameters
     ----------
@@ -284,10 +289,14 @@ def latest_rollouts(settings: Any, verifier: Any) -> dict[str, dict[str, Any]]:
         ``KafkaSettings``.
     verifier
         ``schemas.signing.Verifier`` of the signing key.
+    untrusted
+        Given, it collects the classes of records the key did not verify (unsigned ones written before rollouts
+        were signed, or signed with a key since rotated).
     """
     from connectors.kafka import read_to_end
     from schemas import AvroSerde
     from schemas.catalog import EDGE_ROLLOUT
+    from schemas.errors import RegistryUnavailableError, SchemaError
     from schemas.signing import SignatureError
 
     messages, pending = read_to_end(settings, "edge.rollouts", {})
@@ -299,15 +308,81 @@ def latest_rollouts(settings: Any, verifier: Any) -> dict[str, dict[str, Any]]:
     for msg in sorted(messages, key=lambda m: (m.partition(), m.offset())):
         if msg.value() is None:
             continue
-        r = serde.decode(msg.value(), EDGE_ROLLOUT)
+        try:  # bytes anyone can write must not stop the controller, which also rolls back
+            r = serde.decode(msg.value(), EDGE_ROLLOUT)
+        except RegistryUnavailableError:
+            raise
+        except SchemaError as exc:
+            log.warning("ignoring a record on the rollouts topic (offset %d): %s", msg.offset(), exc)
+            continue
         try:
             verifier.verify_rollout(r)
         except SignatureError as exc:
             log.warning("ignoring a record on the rollouts topic (offset %d): %s", msg.offset(), exc)
+            if untrusted is not None:
+                untrusted.add(r["device_class"])
             continue
         if r["sequence"] >= latest.get(r["device_class"], r)["sequence"]:
             latest[r["device_class"]] = r
     return latest
+
+
+def _kept_path(kept: Path, settings: Any, device_class: str) -> Path:
+    return kept / settings.topic("edge.rollouts") / f"{derive_id('edge.rollouts', device_class)}.json"
+
+
+def kept_rollout(kept: Path | None, settings: Any, device_class: str, verifier: Any) -> dict[str, Any] | None:
+    """The last record of ``device_class`` this host's controller wrote (``keep_rollout``), if its key signed it.
+
+    Parameters
+    ----------
+    kept
+        The folder; None keeps nothing.
+    settings
+        ``KafkaSettings``: its rollouts topic (namespace included) names a subfolder.
+    device_class
+        The class.
+    verifier
+        ``schemas.signing.Verifier`` of the signing key: a record it does not verify is not trusted.
+    """
+    from schemas.signing import SignatureError
+
+    if kept is None or not (path := _kept_path(kept, settings, device_class)).exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        record["signature"] = bytes.fromhex(record["signature"])
+        verifier.verify_rollout(record)
+        if record["device_class"] != device_class:
+            raise SignatureError(f"it is class {record['device_class']}'s")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:  # SignatureError is a ValueError
+        log.warning("the rollout kept in %s is not used (%s)", path, exc)
+        return None
+    return record
+
+
+def keep_rollout(kept: Path | None, settings: Any, record: dict[str, Any]) -> None:
+    """Keep ``record`` (signed) as its class's last one, atomically; a disk that refuses costs the memory only.
+
+    Parameters
+    ----------
+    kept
+        The folder; None keeps nothing.
+    settings
+        ``KafkaSettings``.
+    record
+        A signed ``edge_rollout`` record just written to the topic.
+    """
+    if kept is None:
+        return
+    path = _kept_path(kept, settings, record["device_class"])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({**record, "signature": record["signature"].hex()}))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot keep rollout %s in %s: %s", record["rollout_id"], path, exc)
 
 
 def published_model(settings: Any, device_class: str, version: str) -> dict[str, Any] | None:
@@ -330,6 +405,8 @@ def run_rollout(
     canary_percent: float | None = None,
     producer: str = "eddyline-rollout",
     on_event: Any = None,
+    kept: Path | None = None,
+    running: str | None = None,
 ) -> dict[str, Any]:
     """Start (or resume) a rollout and drive it to ``promoted`` or ``rolled_back``; returns the final record.
 
@@ -349,6 +426,15 @@ def run_rollout(
         The records' producer identity.
     on_event
         Called with each record written (the CLI prints them).
+    kept
+        Where the last record written per class is kept (``keep_rollout``); when it is newer than the topic's
+        latest signed one, the topic lost it (a replay or tombstone compacted over it): it is used, and written
+        to the topic again for devices that start afresh. None: the topic alone is trusted.
+    running
+        The version the class runs now, where no record the key signed says it: the class's first rollout signed
+        with this key (after the upgrade to signed rollouts, or a key rotation) is refused without it when the
+        topic holds the class's records, since a rollout naming no previous version sends every device that is
+        not a canary back to the model it shipped with.
     """
     import uuid
 
@@ -365,12 +451,31 @@ def run_rollout(
         raise ValueError(f"cannot sign rollouts with the given key ({exc}); give the private key from "
                          "`eddyline edge keygen` that signs the models") from None
     create_topics(settings, ["edge.models", "edge.rollouts", "device.health", "sensor.readings", "scores.anomaly"])
-    latest = latest_rollouts(settings, verifier).get(device_class)
+    untrusted: set[str] = set()
+    latest = latest_rollouts(settings, verifier, untrusted).get(device_class)
+    mine = kept_rollout(kept, settings, device_class, verifier)
+    lost = mine is not None and (latest is None or mine["sequence"] > latest["sequence"])
+    if lost:
+        log.warning("the rollouts topic's latest signed record of %s is %s, older than %s kept in %s: an old record "
+                    "or a tombstone was compacted over it; following the kept one and writing it again",
+                    device_class, f"sequence {latest['sequence']}" if latest else "none", mine["sequence"], kept)
+        latest = mine
+    if latest is None and running is None and device_class in untrusted:
+        raise ValueError(
+            f"no rollout record of {device_class} on the topic is signed with this key ({verifier.key_id}): they "
+            "were written before rollouts were signed, or with a key since rotated, so what the class runs now is "
+            "not known; give it with --running VERSION (`eddyline edge status` shows what its devices run), else "
+            "every device that is not a canary would go back to the model it shipped with"
+        )
     if latest is not None and latest["state"] == "canary" and latest["version"] != version:
         raise ValueError(
             f"a rollout of {latest['version']} to {device_class} is in progress (rollout {latest['rollout_id']}); "
             f"resume it with `eddyline edge rollout {latest['version']} --device-class {device_class}` first"
         )
+    if latest is not None and running is not None and running != previous_version(latest):
+        raise ValueError(f"--running {running}: the class's latest signed rollout says it runs "
+                         f"{previous_version(latest)}; leave --running out")
+    base = previous_version(latest) if latest is not None else running
     if published_model(settings, device_class, version) is None:
         raise ValueError(
             f"no model {version} for class {device_class} on the models topic; "
@@ -394,15 +499,19 @@ def run_rollout(
             if not batch or batch[-1].timestamp()[1] >= now_ms:
                 break
         with EventProducer(settings, serde) as out:
+            if lost:
+                out.produce("edge.rollouts", EDGE_ROLLOUT, latest, key=device_class)
+                out.flush()
             if latest is not None and latest["state"] == "canary":
                 record = latest  # resume: the agents already act on it
             else:
                 record = sign_rollout(RolloutController.start(
-                    policy, device_class, version, previous_version(latest), sorted(fleet), int(time.time() * 1000),
+                    policy, device_class, version, base, sorted(fleet), int(time.time() * 1000),
                     producer, canary_percent, after=latest["sequence"] if latest is not None else 0,
                 ), private_pem)
                 out.produce("edge.rollouts", EDGE_ROLLOUT, record, key=device_class)
                 out.flush()
+                keep_rollout(kept, settings, record)
             if on_event is not None:
                 on_event(record)
             controller = RolloutController(policy, record)
@@ -431,6 +540,7 @@ def run_rollout(
                     final = sign_rollout(final, private_pem)
                     out.produce("edge.rollouts", EDGE_ROLLOUT, final, key=device_class)
                     out.flush()
+                    keep_rollout(kept, settings, final)
                     if on_event is not None:
                         on_event(final)
                     return final

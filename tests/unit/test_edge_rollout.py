@@ -219,6 +219,28 @@ def test_a_forged_or_replayed_rollout_never_downgrades_but_a_newer_rollback_does
     assert again.rollouts_refused == 1 and again.wanted() == "1"
 
 
+def test_a_rotated_key_starts_a_new_mark_but_the_old_key_stays_refused(keys, tmp_path: Path) -> None:
+    """The mark is the trusted key's: a controller whose clock once ran far ahead left an old-key mark no new
+    record would pass, and the device followed no rollout again after the key was rotated."""
+    private, public, other = keys
+    cache = tmp_path / "edge-model.avro"
+    u = ModelUpdates("pi-1", "rpi4", CFG, Verifier(public), LocalInference(CFG), cache)
+    ahead = rollout(private, "1", "promoted", [], sequence=4_102_444_800_000)  # signed at a clock in 2100
+    u.on_rollout(ahead)
+    assert u.mark == ahead["sequence"]
+
+    rotated = ModelUpdates("pi-1", "rpi4", CFG, Verifier.for_signing_key(other), LocalInference(CFG), cache)
+    fresh = rollout(other, "2", "promoted", [], previous="1", sequence=1_800_000_000_000)
+    rotated.on_rollout(fresh)
+    assert rotated.rollout == fresh and rotated.wanted() == "2" and rotated.rollouts_refused == 0
+    rotated.on_rollout(ahead)  # the old key, however high its sequence, is refused by the new key
+    assert rotated.rollout == fresh and rotated.rollouts_refused == 1
+
+    again = ModelUpdates("pi-1", "rpi4", CFG, Verifier.for_signing_key(other), LocalInference(CFG), cache)
+    again.on_rollout(rollout(other, "1", "promoted", [], sequence=fresh["sequence"] - 1))
+    assert again.mark == fresh["sequence"] and again.rollout is None  # the new key's own mark holds
+
+
 POLICY = RolloutPolicy(observe_s=60, swap_timeout_s=120, max_error_rate_per_min=2, max_latency_ms=20,
                        silence_intervals=3, fleet_window_s=600, min_joined_readings=0)  # health only; agreement: test_rollout_agreement
 
