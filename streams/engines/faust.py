@@ -32,11 +32,14 @@ keeps its absorbed offsets per path, and the two agents and the idle sweep work 
 uncontended unless a flow really gets both kinds of events). The common case, Kafka key = state key, takes one
 path only and costs what it did. A key silent for ``idle_after_s`` is flushed (what its processor held back is
 handed on, as Bytewax does before it evicts a key) and leaves memory; a timer sweeps, so this happens even when
-no event arrives. Its bytes stay in the table and the changelog until ``idle_retention_s`` has passed since its state
-was last written (a conversation that ended, a retired device), then a tombstone deletes it from both, so that a
-restart does not load it again: the Bytewax engine deletes an evicted key's state from its idle store likewise. A
-state loaded from the changelog counts from when this worker loaded it, so a restart may keep a key longer, never
-shorter; a key that speaks after its tombstone starts afresh, as under Bytewax.
+no event arrives. A key loaded from the changelog (a restart, a rebalance) counts as spoken at its load: silent that
+long since, its bytes are decoded and flushed likewise, as Bytewax does with a resumed key, or what it held back
+(batches behind a lost one, a call's last utterance) would stay stored, handed on only if it ever spoke again. Its
+bytes stay in the table and the changelog until ``idle_retention_s`` has passed since its state was last written (a
+conversation that ended, a retired device), then a tombstone deletes it from both, so that a restart does not load
+it again: the Bytewax engine deletes an evicted key's state from its idle store likewise. A state loaded from the
+changelog counts from when this worker loaded it, so a restart may keep a key longer, never shorter; a key that
+speaks after its tombstone starts afresh, as under Bytewax.
 
 Skipping by absorbed offset is sound only while each input partition reaches a state in offset order, with
 nothing left out before an offset it has applied. Faust keeps that order except in one place: after it
@@ -96,6 +99,7 @@ _SRC_TOPIC, _SRC_PARTITION, _SRC_OFFSET, _SRC_KEY, _SRC_TIMESTAMP = (
 # partition's events reach a key in offset order along each path, straight from the input or through the
 # repartition topic, not across the two.
 _DIRECT, _REKEYED = "@direct", "@by-key"
+SWEEP_CHUNK = 1000  # keys an idle sweep flushes per hold of the lock (a decode and flush: about 0.1 ms a device)
 # a state to store: key, changelog partition, encoded state, processor, absorbed offsets, partitions to delete it from
 _Changed = tuple[bytes, int, bytes, Processor, dict[tuple[str, int], int], set[int]]
 
@@ -415,7 +419,10 @@ class _FlowRunner:
         # key -> (the table value it was loaded from, processor, offsets absorbed, changelog partition); reused
         # while the table still holds that very object, rebuilt when recovery or a rebalance replaced it
         self._live: dict[bytes, tuple[bytes, Processor, dict[tuple[str, int], int], int]] = {}
-        self._used: dict[bytes, float] = {}  # key -> when its live processor last worked (monotonic s)
+        # key -> when it last worked or was loaded (monotonic s), until it is flushed; its processor is in _live, or
+        # it was loaded as bytes and not decoded since
+        self._used: dict[bytes, float] = {}
+        self._flushes: bool | None = None  # whether the flow's processors hold anything back (``Processor.flush``)
         # key held here -> when its state was last written or loaded (monotonic s), and its changelog partition
         self._held: dict[bytes, tuple[float, int]] = {}
         self.idle_after_s = idle_after_s
@@ -519,38 +526,68 @@ class _FlowRunner:
             await self._store(changed, keep)
 
     async def sweep(self) -> None:
-        """Flush the live processors of keys idle for ``idle_after_s`` and drop them; their bytes stay in the table.
+        """Flush the keys idle for ``idle_after_s`` and drop their processors; their bytes stay in the table.
 
         A processor hands on what it held back (the sensor flow's batches waiting behind a lost one) before it
         leaves memory, as in the Bytewax adapter; its emits are delivered and its new state stored like a batch's.
+        A key loaded as bytes and silent since is decoded for that, unless the flow's processors hold nothing back.
         A flush that hands nothing on is taken to have changed nothing: the key is dropped without encoding its
-        state again, which at a fleet's size is most of them. Then the keys out of memory whose state is older than
-        ``idle_retention_s`` are deleted (``_forget``). Skipped while a rebalance is on: the partitions may be
-        leaving this worker (``settled`` waits for a sweep under way).
+        state again, which at a fleet's size is most of them. The keys go ``SWEEP_CHUNK`` at a time, the lock
+        released in between: after a restart a fleet's silent keys come due at once. Then the keys out of memory
+        whose state is older than ``idle_retention_s`` are deleted (``_forget``). Skipped while a rebalance is on:
+        the partitions may be leaving this worker (``settled`` waits for a sweep under way).
         """
         if self.idle_after_s is None or getattr(self.app, "rebalancing", False):
             return
         cutoff = time.monotonic() - self.idle_after_s
-        if not any(used < cutoff for used in self._used.values()) and not self._expired():
+        due = [k for k, used in self._used.items() if used < cutoff]
+        if not due and not self._expired():
             return
+        for start in range(0, len(due), SWEEP_CHUNK):
+            async with self._states:
+                if getattr(self.app, "rebalancing", False):
+                    return
+                emits: list[Emit] = []
+                changed: list[_Changed] = []
+                for key in due[start:start + SWEEP_CHUNK]:
+                    if self._used.get(key, cutoff) >= cutoff:  # spoke since, or its partition left
+                        continue
+                    del self._used[key]
+                    leaving = self._flush(key)
+                    if leaving is not None:
+                        emits.extend(leaving[0])
+                        changed.append(leaving[1])
+                await self._deliver([], emits, [], changed, keep=False)
         async with self._states:
-            if getattr(self.app, "rebalancing", False):
-                return
-            emits: list[Emit] = []
-            changed: list[_Changed] = []
-            for key in [k for k, used in self._used.items() if used < cutoff]:
-                del self._used[key]
-                live = self._live.pop(key, None)
-                if live is None or self.table.get(key) is not live[0]:  # recovery or a rebalance replaced it
-                    continue
-                _, proc, offsets, partition = live
-                out = flushed(self.spec, proc)  # None: it raised; the key leaves all the same, stored as left
-                if out is None or out:
-                    emits.extend(out or [])
-                    changed.append((key, partition, encode_processor(proc, key.decode(), offsets), proc, offsets,
-                                    set()))
-            await self._deliver([], emits, [], changed, keep=False)
-            await self._forget(self._expired())
+            if not getattr(self.app, "rebalancing", False):
+                await self._forget(self._expired())
+
+    def _flush(self, key: bytes) -> tuple[list[Emit], _Changed] | None:
+        """What a leaving key hands on, and its state to store; None where there is nothing to store.
+
+        A live processor's state is stored even if its flush raised (as the call left it). A key held as bytes keeps
+        them unless its flush hands something on, and is not even decoded where the flow's processors hold nothing
+        back: most of a restarted fleet.
+        """
+        live = self._live.pop(key, None)
+        blob = self.table.get(key)
+        if blob is None:  # its partition left this worker
+            return None
+        if live is not None and live[0] is blob:
+            _, proc, offsets, partition = live
+            out = flushed(self.spec, proc)
+            if out == []:
+                return None
+        else:  # loaded from the changelog and silent since (or recovery replaced the bytes it was loaded from)
+            if self._flushes is None:
+                self._flushes = type(self.spec.make_processor(key.decode())).flush is not Processor.flush
+            if not self._flushes:
+                return None
+            proc, offsets = self._load(key)
+            partition, out = self._held[key][1], flushed(self.spec, proc)
+            if not out:
+                return None
+        return out or [], (key, partition, encode_processor(proc, key.decode(), offsets), proc, offsets, set())
 
     async def settled(self) -> None:
         """Return once no batch or sweep is working on states (one under way finishes first)."""
@@ -560,21 +597,29 @@ class _FlowRunner:
     def forget_moved(self) -> None:
         """Drop the live processors whose state the table no longer holds: after a rebalance the store keeps
         only the partitions this worker owns (``faust_store``), and the processors must go with their bytes. The
-        states it loaded start their retention now (see the module docstring)."""
+        states it loaded start their retention now (see the module docstring), and their idle time: silent for
+        ``idle_after_s``, they are flushed from their bytes (``sweep``)."""
         store = self.table.data
         for key in [k for k, live in self._live.items() if store.data.get(k) is not live[0]]:
             del self._live[key]
-            self._used.pop(key, None)
-        now, held = time.monotonic(), self._held
-        self._held = {k: held[k] if k in held and held[k][1] == p else (now, p)
-                      for k, p in store._key_partition.items() if k in store.data and k != MARKER}
+        now, held, self._held, loaded = time.monotonic(), self._held, {}, []
+        for key, partition in store._key_partition.items():
+            if key in store.data and key != MARKER:
+                if key in held and held[key][1] == partition:
+                    self._held[key] = held[key]
+                else:
+                    self._held[key] = (now, partition)
+                    loaded.append(key)
+        self._used = {k: used for k, used in self._used.items() if k in self._held}
+        if self.idle_after_s is not None:
+            self._used.update(dict.fromkeys(loaded, now))
 
     def _expired(self) -> list[bytes]:
-        """The keys out of memory whose state was written (or loaded) over ``idle_retention_s`` ago."""
+        """The keys out of memory and flushed whose state was written (or loaded) over ``idle_retention_s`` ago."""
         if self.idle_retention_s is None:
             return []
         cutoff = time.monotonic() - self.idle_retention_s
-        return [k for k, (written, _) in self._held.items() if written < cutoff and k not in self._live]
+        return [k for k, (written, _) in self._held.items() if written < cutoff and k not in self._used]
 
     async def _forget(self, keys: list[bytes]) -> None:
         """Delete these keys' states: a tombstone in each one's changelog partition, then out of the table."""

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,55 @@ def test_faust_scores_what_a_silent_device_held_behind_a_lost_batch_once_it_is_i
     finally:
         stop(proc, signal.SIGTERM)
     assert {s["source_event_id"] for s in scores.values()} == {r["event_id"] for r in records}, tail(log)
+
+
+def test_faust_scores_what_a_device_silent_since_a_restart_held_behind_a_lost_batch(kafka_settings, tmp_path):
+    """As above, but the worker stopped first with the waiting batches in the device's state: the restarted worker
+    loads it from the changelog as bytes, and the device says nothing more. Its idle sweep flushed only processors
+    that had worked, so the batches were never scored, and the retention then deleted the state with them."""
+    from streams.engines.faust import changelog_topic
+    from streams.flows.sensor_anomaly import sensor_anomaly_flow
+    from streams.state import decode_checkpoint
+
+    records, _ = simulated(devices=2, messages=12)
+    quiet = records[0]["device_id"].encode()
+    lost = [r for r in records if r["device_id"] == quiet.decode()][2]
+    records.remove(lost)
+    publish(kafka_settings, records)
+    last = max(m.offset() for m in read_topic(kafka_settings, "sensor.readings", expected=len(records))
+               if m.key() == quiet)
+    raw = kafka_settings.model_copy(update={"namespace": ""})
+    changelog = changelog_topic(sensor_anomaly_flow(), kafka_settings)
+
+    def states() -> list[bytes | None]:
+        return [m.value() for m in read_topic(raw, changelog, timeout=5, idle=0.5) if m.key() == quiet]
+
+    def absorbed() -> int:
+        held = states()
+        return max(decode_checkpoint(held[-1])["offsets"].values()) if held and held[-1] else -1
+
+    log = tmp_path / "faust.log"
+    proc = start_faust(kafka_settings, tmp_path / "state", log)  # idle after 600 s: nothing flushed in this run
+    try:
+        wait_until("the quiet device's state absorbed its last batch", lambda: absorbed() == last, 90, log)
+    finally:
+        stop(proc, signal.SIGTERM)
+    assert len(unique_scores(kafka_settings, len(records), timeout=3)) < len(records), "batches wait in the state"
+    proc = start_faust(kafka_settings, tmp_path / "state", log, env={"EDDYLINE_RUNTIME_IDLE_EVICT_S": "2",
+                                                                     "EDDYLINE_RUNTIME_IDLE_RETENTION_S": "3"})
+    try:
+        scores = unique_scores(kafka_settings, len(records), timeout=60)
+        wait_until("the state's tombstone, after its flush", lambda: states()[-1] is None, 60, log)
+    finally:
+        stop(proc, signal.SIGTERM)
+    assert {s["source_event_id"] for s in scores.values()} == {r["event_id"] for r in records}, tail(log)
+
+
+def wait_until(what: str, done: Callable[[], bool], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f} s\n{tail(log)}"
+        time.sleep(0.5)
 
 
 def test_faust_dead_letters_malformed_messages_with_reason_and_goes_on(kafka_settings, tmp_path):
