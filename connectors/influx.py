@@ -191,6 +191,12 @@ class _Segment:
 _SEGMENT_IDS = itertools.count()
 
 
+def _write_all(file: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view) :]
+
+
 class LineSpool:
     """Line protocol lines that could not be written, kept on disk until they can: plain text segment files in
     one folder, replayed oldest first, ``max_bytes`` of them at most (past it the oldest segments go, counted).
@@ -233,8 +239,11 @@ class LineSpool:
         data = data.rstrip(b"\n") + b"\n"
         with self._lock:
             file = self._current or self._open_segment()
-            file.write(data)
-            file.flush()  # in the page cache: a crash of the process keeps it
+            try:
+                _write_all(file, data)  # unbuffered: in the page cache at once, a crash of the process keeps it
+            except OSError:  # a full disk after a short write: no part of a line may stay to join the next one
+                self._cut_back()
+                raise
             self._current_size += len(data)
             if self._current_size >= self.segment_bytes:
                 self._seal()
@@ -282,16 +291,25 @@ class LineSpool:
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = f"{time.time_ns():020d}-{os.getpid()}-{next(_SEGMENT_IDS)}"
         draft = self.folder / f"{stem}.tmp"  # locked before it is named a segment, so no replayer takes it empty
-        file = draft.open("xb")
+        file = draft.open("xb", buffering=0)
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._current_path = draft.rename(self.folder / f"{stem}{self.SUFFIX}")
         self._current, self._current_size = file, 0
         return file
 
     def _seal(self) -> None:
-        if self._current is not None:
-            self._current.close()
-        self._current, self._current_path, self._current_size = None, None, 0
+        file, self._current, self._current_path, self._current_size = self._current, None, None, 0
+        if file is not None:
+            file.close()
+
+    def _cut_back(self) -> None:
+        """Truncate the open segment to its last whole line; sealed instead where that fails too, so that replay
+        takes the part line for a torn one."""
+        try:
+            self._current.truncate(self._current_size)
+            self._current.seek(self._current_size)
+        except OSError:
+            self._seal()
 
     def _segments(self) -> list[tuple[Path, int]]:
         try:
@@ -471,7 +489,7 @@ class InfluxSink:
             w.done += n
             self.errors += 1
             self.last_error = error
-            if getattr(error, "status", None) not in REFUSED_FOR_GOOD and self._spooled(data, n):
+            if getattr(error, "status", None) not in REFUSED_FOR_GOOD and self._spooled(data, n, str(error)):
                 return
             self.points_lost += n
         log.error(
@@ -537,14 +555,13 @@ class InfluxSink:
             if dropped > 0:
                 built, over = built[: len(built) - dropped], built[len(built) - dropped :]
                 self.points_queued += dropped
-                if self._spooled("\n".join(p.to_line_protocol() for p in over), dropped):
+                behind = f"{self.settings.max_pending_points} points were waiting to be sent already"
+                if self._spooled("\n".join(p.to_line_protocol() for p in over), dropped, behind):
                     dropped = 0
                 else:
                     self.points_lost += dropped
                     self.points_dropped += dropped
-                    self.last_error = BufferError(
-                        f"{dropped} points dropped: {self.settings.max_pending_points} were waiting to be sent already"
-                    )
+                    self.last_error = BufferError(f"{dropped} points dropped: {behind}")
             if built:
                 self.points_queued += len(built)
                 self._writer.queued += len(built)
@@ -569,8 +586,9 @@ class InfluxSink:
                 extra={"event": "influx_points_dropped", "bucket": self.bucket, "points": dropped_total},
             )
 
-    def _spooled(self, data: bytes | str, n: int) -> bool:
-        """Append points to the spool, under ``_lock``; False when there is none or it cannot be written."""
+    def _spooled(self, data: bytes | str, n: int, why: str) -> bool:
+        """Append points to the spool, under ``_lock``; False when there is none or it cannot be written. ``why``
+        they were not written goes in the log: a refused token or a missing bucket is not an outage."""
         if self._spool is None:
             return False
         try:
@@ -585,10 +603,9 @@ class InfluxSink:
         self._wake.set()
         if log_due(self._logged, "influx_points_spooled"):
             log.warning(
-                "InfluxDB is down or behind: %d points spooled to %s for replay (%d so far); repeats are logged "
-                "once a minute",
-                n, self._spool.folder, self.points_spooled,
-                extra={"event": "influx_points_spooled", "points": n, "spooled": self.points_spooled},
+                "%d InfluxDB points spooled to %s for replay (%d so far): %s; repeats are logged once a minute",
+                n, self._spool.folder, self.points_spooled, why,
+                extra={"event": "influx_points_spooled", "points": n, "spooled": self.points_spooled, "error": why},
             )
         self._spool_dropped(dropped, f"the spool reached spool_max_bytes={self._spool.max_bytes}")
         return True

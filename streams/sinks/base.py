@@ -4,8 +4,8 @@ A subclass says what one of its flow's emits becomes (``points``) and updates it
 there; alerts are counted and written the same way for every flow; the InfluxDB sink is the configured
 one, or none (``[influx] url`` unset), so Prometheus still works without a time-series server.
 
-Each sink kind spools the points InfluxDB did not take in time to a folder of its own (``spool_folder``), under
-the flows' state folder by default, so that a long outage of the time-series server leaves no gap once it is back.
+Each sink kind spools the points InfluxDB did not take in time to a folder of its own per bucket (``spool_folder``),
+under the flows' state folder by default, so that a long outage of the time-series server leaves no gap once it is back.
 
 Points are built from records, and one record the time-series store cannot take (a NaN in a field) must not
 stop the flow: the InfluxDB sink refuses the whole batch, so the bad point is left out and counted instead.
@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import quote
 
 from connectors.influx import MalformedPointError, check_point, log_due
 from streams.sinks.alerts import alert_point, count_alert
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Point = tuple[str, dict[str, str], dict[str, Any], int]
+
+
+def _plain(name: str) -> str:
+    """A name as one plain folder name: no separator, and no ``.`` or ``..``."""
+    return quote(name, safe="").replace(".", "%2E")
 
 
 class MetricsSink:
@@ -58,8 +64,10 @@ class MetricsSink:
 
     @classmethod
     def spool_folder(cls, settings: InfluxSettings) -> Path:
-        """Where this kind of sink spools: one folder per kind, shared by its workers and its next run (the spool
-        takes care of several writers), under ``[influx] spool_dir`` or else the flows' ``[runtime] state_dir``.
+        """Where this kind of sink spools: one folder per kind and destination (org, bucket), shared by its workers
+        and its next run (the spool takes care of several writers), under ``[influx] spool_dir`` or else the flows'
+        ``[runtime] state_dir``. A spool is replayed into the bucket of whoever replays it, so two flows of one kind
+        writing to two buckets (audio and sentiment) must not share one.
 
         Parameters
         ----------
@@ -69,7 +77,7 @@ class MetricsSink:
         from streams.runtime import RuntimeSettings
 
         parent = settings.spool_dir or RuntimeSettings().state_dir / "influx-spool"
-        return parent / cls.__module__.rpartition(".")[2]
+        return parent / cls.__module__.rpartition(".")[2] / _plain(settings.org) / _plain(settings.bucket)
 
     def points(self, emit: Emit) -> list[Point]:
         """The InfluxDB points of one emit of this flow (metrics are updated here too); none by default.

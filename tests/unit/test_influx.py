@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -37,6 +42,7 @@ class WriteServer:
 
     def __init__(self) -> None:
         lines = self.lines = []
+        buckets = self.buckets = []  # the bucket of each line taken
         self.status = 204
         server = self
 
@@ -44,7 +50,9 @@ class WriteServer:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if server.status == 204:
-                    lines.extend(body.decode().split("\n"))
+                    taken = body.decode().split("\n")
+                    lines.extend(taken)
+                    buckets.extend(parse_qs(urlparse(self.path).query)["bucket"] * len(taken))
                 self.send_response(server.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -221,6 +229,66 @@ def test_a_segment_being_written_is_left_to_its_writer(tmp_path: Path) -> None:
     mine.finish(segment)
 
 
+_FULL_DISK = textwrap.dedent(f"""
+    import resource, signal, sys
+    from connectors.influx import LineSpool
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails as on a full disk, after a short one
+    spool = LineSpool(sys.argv[1], max_bytes=1 << 20)
+    spool.append(b"m v=1 {T0}")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (30, hard))
+    try:
+        spool.append(b"m v=2 {T0}\\nm v=3 {T0}")
+    except OSError as exc:
+        print("refused", exc.errno)
+    segment = spool.claim()  # the replay thread, while the disk is still full
+    print("claimed", segment.lines)
+    spool.finish(segment)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    spool.append(b"m v=4 {T0}")
+    spool.close()
+    segment = spool.claim()
+    print("claimed", segment.lines, segment.torn)
+""")
+
+
+def test_a_full_disk_leaves_no_part_of_a_line_and_the_spool_takes_points_again_once_there_is_room(
+    tmp_path: Path
+) -> None:
+    """A write that fills the disk may write part of its lines first: a part left in the segment would join the next
+    append's first line (a line the server refuses, with the chunk it is replayed in), and a part left in a buffer
+    made every later append fail (a flow's write_points raised ValueError for good)."""
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK, str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "refused 27",  # EFBIG; counted lost by the sink
+        f"claimed [b'm v=1 {T0}']",
+        f"claimed [b'm v=4 {T0}'] 0",
+    ]
+
+
+def test_flows_of_one_sink_kind_writing_to_two_buckets_spool_apart(write_server: WriteServer, tmp_path: Path) -> None:
+    """The audio and sentiment flows both feed SentimentMetricsSink: a spool is replayed into the bucket of the sink
+    that replays it, so one shared by both wrote the calls' points into the chat bucket."""
+    from streams.sinks.sentiment import SentimentMetricsSink
+
+    calls, chat = (settings(write_server.url, bucket=b, spool_dir=tmp_path) for b in ("calls", "chat"))
+    for s, line in ((calls, f"m,of=calls v=1 {T0}"), (chat, f"m,of=chat v=1 {T0}")):  # the calls' segment is older
+        spool = LineSpool(SentimentMetricsSink.spool_folder(s), max_bytes=1 << 20)
+        spool.append(line.encode())
+        spool.close()
+    sink = InfluxSink(chat, spool=SentimentMetricsSink.spool_folder(chat))
+    wait_for(lambda: f"m,of=chat v=1 {T0}" in write_server.lines, "the chat spool to be replayed")  # oldest first
+    sink.close()
+    assert (write_server.lines, write_server.buckets) == ([f"m,of=chat v=1 {T0}"], ["chat"])
+    sink = InfluxSink(calls, spool=SentimentMetricsSink.spool_folder(calls))
+    wait_for(lambda: len(write_server.lines) == 2, "the calls spool to be replayed")
+    sink.close()
+    assert write_server.buckets == ["chat", "calls"] and write_server.lines[1] == f"m,of=calls v=1 {T0}"
+
+
 def test_points_beyond_max_pending_points_are_spooled_when_there_is_a_spool(
     write_server: WriteServer, tmp_path: Path
 ) -> None:
@@ -231,6 +299,19 @@ def test_points_beyond_max_pending_points_are_spooled_when_there_is_a_spool(
     sink.close()
     assert sorted(write_server.lines) == sorted(f"m,d={i} v=1 {T0 + i}" for i in range(8))
     assert sink.points_written == 5 and sink.points_pending == 0
+
+
+def test_the_spool_log_says_why_the_points_were_not_written(
+    write_server: WriteServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token without write access is no outage, and its points are spooled too: the log said "down or behind"."""
+    write_server.status = 401
+    sink = InfluxSink(settings(write_server.url), spool=tmp_path)
+    sink.write("m", {}, {"v": 1.0}, T0)
+    wait_for(lambda: sink.points_spooled == 1, "the refused batch to be spooled")
+    sink.close()
+    [spooled] = [r for r in caplog.records if getattr(r, "event", None) == "influx_points_spooled"]
+    assert "(401)" in spooled.getMessage() and "Unauthorized" in spooled.error
 
 
 def test_spooled_lines_the_server_refuses_for_good_are_dropped_and_counted(
@@ -254,11 +335,14 @@ def test_flow_sinks_spool_under_the_state_folder_by_default(
 
     monkeypatch.setenv("EDDYLINE_RUNTIME_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("EDDYLINE_INFLUX_URL", f"http://127.0.0.1:{free_port()}")
-    assert SensorMetricsSink.spool_folder(InfluxSettings()) == tmp_path / "state" / "influx-spool" / "sensor"
-    assert DriftMetricsSink.spool_folder(InfluxSettings(spool_dir=tmp_path / "s")) == tmp_path / "s" / "drift"
+    sensor = tmp_path / "state" / "influx-spool" / "sensor" / "eddyline" / "eddyline"
+    assert SensorMetricsSink.spool_folder(InfluxSettings()) == sensor
+    assert DriftMetricsSink.spool_folder(InfluxSettings(spool_dir=tmp_path / "s", org="a/b", bucket="..")) == (
+        tmp_path / "s" / "drift" / "a%2Fb" / "%2E%2E"
+    )
     sink = SensorMetricsSink.from_settings()
     try:
-        assert sink.influx._spool.folder == tmp_path / "state" / "influx-spool" / "sensor"
+        assert sink.influx._spool.folder == sensor
     finally:
         sink.close()
     monkeypatch.setenv("EDDYLINE_INFLUX_SPOOL_MAX_BYTES", "0")
