@@ -26,7 +26,9 @@ and produces nothing more: a final chunk cut from the audio received would take 
 sends again.
 
 A refusal closes the socket with a code and a reason that says what to do (1008 policy, 1003 bad data,
-1011 the broker or the gateway failed, 1013 try again later).
+1011 the broker or the gateway failed, 1013 try again later); a reason has 123 bytes at most, and what is wrong
+is shortened to keep what to do whole. The advice is one each client can follow: a call client reconnects with
+``&seq`` and sends the audio again; Twilio can do neither, so its refusals tell whoever runs the gateway.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ T = TypeVar("T")
 RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 BACKPRESSURE_WAIT_S = 5.0
 REMEMBERED_CALLS = 10_000  # calls per gateway process whose numbering a reconnect goes on from
+PCM_FRAMES = "reconnect with &seq (last seq acknowledged + 1) and send shorter frames"
+TWILIO_FRAMES = "Twilio sizes its frames: raise [gateway] max_body_bytes"
 _CLOSE = {400: 1003, 401: 1008, 403: 1008, 409: 1008, 413: 1009, 415: 1003, 422: 1003, 429: 1013, 503: 1011}
 DROPPED = (1005, 1006)  # ended without a close code: uvicorn says 1005 for a connection lost, RFC 6455 1006
 
@@ -156,9 +160,8 @@ def call_numbers(gateway: Any) -> CallNumbers:
 
 async def _close(ws: WebSocket, exc: GatewayError) -> None:
     code = _CLOSE.get(exc.status, 1011)
-    reason = f"{exc.code}: {exc.message}".encode()[:120].decode(errors="ignore")  # close reasons are short
     try:
-        await ws.close(code=code, reason=reason)
+        await ws.close(code=code, reason=exc.close_reason())
     except RuntimeError:  # already closed by the client
         pass
 
@@ -221,10 +224,11 @@ async def _produce_at_close(gateway: Any, records: list[dict[str, Any]], client:
         log.warning("the end of call %s was not produced: %s", call, exc.message)
 
 
-def _check_size(gateway: Any, message: dict[str, Any]) -> None:
-    """413 (close 1009) for a frame over ``[gateway] max_body_bytes``, as for every other message."""
+def _check_size(gateway: Any, message: dict[str, Any], advice: str) -> None:
+    """413 (close 1009) for a frame over ``[gateway] max_body_bytes``, as for every other message; ``advice``
+    is what this kind of client can do about it."""
     if message_bytes(message) > gateway.settings.max_body_bytes:
-        raise too_large(gateway.settings.max_body_bytes, "frame")
+        raise too_large(gateway.settings.max_body_bytes, "frame", advice)
 
 
 def _int_param(ws: WebSocket, name: str, default: int) -> int:
@@ -234,7 +238,7 @@ def _int_param(ws: WebSocket, name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise GatewayError(400, "bad_parameter", f"{name}={raw!r} is not an integer") from None
+        raise GatewayError(400, "bad_parameter", f"{name}={raw!r} is not an integer; send a whole number") from None
 
 
 def _call_from_query(gateway: Any, ws: WebSocket, client: str) -> CallAudio:
@@ -243,7 +247,8 @@ def _call_from_query(gateway: Any, ws: WebSocket, client: str) -> CallAudio:
         raise GatewayError(400, "bad_parameter", "add ?conversation_id=ID to the URL (the call's id)")
     rate = _int_param(ws, "sample_rate", 16000)
     if rate not in RATES:
-        raise GatewayError(400, "bad_parameter", f"sample_rate={rate}: use one of {', '.join(map(str, RATES))}")
+        raise GatewayError(400, "bad_parameter",
+                           f"sample_rate={rate} is not supported; use one of {', '.join(map(str, RATES))}")
     first = _int_param(ws, "seq", 0) if "seq" in ws.query_params else None
     if first is not None and first < 0:
         raise GatewayError(400, "bad_parameter", f"seq={first}: the first chunk's number is 0 or more")
@@ -282,7 +287,7 @@ async def _pcm_messages(gateway: Any, ws: WebSocket, call: CallAudio, client: st
             if message["type"] == "websocket.disconnect":
                 await _hung_up(gateway, call, client, message.get("code", 1005))
                 return
-            _check_size(gateway, message)
+            _check_size(gateway, message, PCM_FRAMES)
             if message.get("bytes") is not None:
                 records = call.feed_pcm16(message["bytes"])
             elif _is_stop(message.get("text")):
@@ -322,14 +327,28 @@ async def _hung_up(gateway: Any, call: CallAudio, client: str, code: int) -> Non
 
 
 def _send_again(exc: GatewayError, seq: int) -> GatewayError:
-    """A refused produce, told as a call client can act on it: it cannot retry one event under its id, but it can
-    reconnect and send the audio again from the first chunk not acknowledged. Refusals that a retry would meet
+    """A refused produce, told as a call client can act on it: it cannot retry one event under its id, nor split
+    an array, but it can reconnect and send the audio again from the first chunk not acknowledged (in shorter
+    frames, if one held more chunks than its token may send at once). Refusals that sending again would meet
     again (too large, invalid) keep their words."""
+    again = f"with &seq={seq} and send again the audio from chunk {seq} on"
+    if exc.code == "too_many_events":
+        return exc.advise(f"reconnect {again}, in shorter frames")
     if exc.status not in (429, 503):
         return exc
     wait = exc.headers.get("Retry-After")
-    return GatewayError(exc.status, exc.code, f"reconnect{f' in {wait} s' if wait else ''} with &seq={seq} and "
-                                              f"send again the audio from chunk {seq} on", headers=exc.headers)
+    return exc.advise(f"reconnect{f' in {wait} s' if wait else ''} {again}")
+
+
+def _lost(exc: GatewayError) -> GatewayError:
+    """A refused produce, told to whoever runs the gateway: Twilio neither retries an event under its id nor
+    sends a call's audio again, so the rest of the call is lost and only the gateway's settings or its broker
+    can help. Refusals of what Twilio sent keep their words."""
+    if exc.code in ("rate_limited", "too_many_events"):
+        return exc.advise("Twilio cannot send audio again: raise this token's [gateway] rates")
+    if exc.status in (429, 503):
+        return exc.advise("Twilio cannot send audio again: see the gateway's /health and log")
+    return exc
 
 
 def _is_stop(text: str | None) -> bool:
@@ -361,13 +380,13 @@ class _TwilioCall:
         try:
             channels, rate = int(fmt.get("channels", 1)), int(fmt.get("sampleRate", 8000))
         except (AttributeError, TypeError, ValueError, OverflowError):  # 1e400 is JSON for infinity
-            raise GatewayError(400, "bad_message", "start.mediaFormat must be an object whose sampleRate and "
-                                                   "channels are integers, e.g. {\"sampleRate\": 8000, \"channels\": 1}"
-                               ) from None
+            raise GatewayError(400, "bad_message", "start.mediaFormat needs integer sampleRate and channels, "
+                                                   'e.g. {"sampleRate": 8000, "channels": 1}') from None
         if fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw" or channels != 1:
             raise GatewayError(415, "unsupported_media_type", "Twilio media must be audio/x-mulaw, one channel")
         if rate not in RATES:
-            raise GatewayError(415, "unsupported_media_type", f"sampleRate {rate} is not supported")
+            raise GatewayError(415, "unsupported_media_type",
+                               f"sampleRate {rate} is not supported; use one of {', '.join(map(str, RATES))}")
         same_call = start["callSid"] == self.call_sid
         if same_call and self.tracks and rate != self.rate:
             raise GatewayError(400, "bad_message", f"call {self.call_sid} started again at sampleRate {rate}, "
@@ -385,13 +404,13 @@ class _TwilioCall:
 
     def media(self, media: Any) -> list[dict[str, Any]]:
         if self.call_sid is None or self.client is None:
-            raise GatewayError(400, "bad_message", "'media' came before 'start'")
+            raise GatewayError(400, "bad_message", "'media' came before 'start'; send 'start' first")
         if type(media) is not dict or not isinstance(media.get("payload"), str):
             raise GatewayError(400, "bad_message", "a 'media' message needs media.payload (base64 mu-law)")
         try:
             audio = base64.b64decode(media["payload"], validate=True)
         except (binascii.Error, ValueError):
-            raise GatewayError(400, "bad_message", "media.payload is not valid base64") from None
+            raise GatewayError(400, "bad_message", "media.payload is not valid base64; send base64 mu-law") from None
         track = str(media.get("track") or "inbound")
         call = self.tracks.get(track)
         if call is None:
@@ -430,10 +449,10 @@ async def _twilio_messages(gateway: Any, ws: WebSocket, call: _TwilioCall) -> No
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 break
-            _check_size(gateway, message)
+            _check_size(gateway, message, TWILIO_FRAMES)
             text = message.get("text")
             if text is None:
-                raise GatewayError(415, "unsupported_media_type", "Twilio messages are JSON text frames")
+                raise GatewayError(415, "unsupported_media_type", "a binary frame; send Twilio messages as JSON text")
             value = parse_json(text)
             event = value.get("event") if type(value) is dict else None
             if event == "start":
@@ -443,13 +462,14 @@ async def _twilio_messages(gateway: Any, ws: WebSocket, call: _TwilioCall) -> No
             elif event == "stop":
                 break
             elif event not in ("connected", "mark", "dtmf"):
-                raise GatewayError(400, "bad_message", f"unknown Twilio event {event!r}")
+                raise GatewayError(400, "bad_message", f"unknown Twilio event {event!r}; send connected, start, "
+                                                       "media, mark, dtmf or stop")
         if call.client is not None:
             await _produce(gateway, call.finish(), call.client)
         await ws.close(1000)
     except GatewayError as exc:
         log.warning("Twilio stream %s refused: %s", call.call_sid, exc.message)
-        await _close(ws, exc)
+        await _close(ws, _lost(exc))
     except WebSocketDisconnect:
         if call.client is not None:
             await _produce_at_close(gateway, call.finish(), call.client, call.call_sid)

@@ -1,12 +1,19 @@
-"""The one shape of every rejection: a status, a stable code, what is wrong and where, and what to do."""
+"""The one shape of every rejection: a status, a stable code, what is wrong and where, and what to do.
+
+A message says what is wrong, then ``; `` and what to do, so that the advice can be kept whole where the message
+must be short (a WebSocket close reason) and swapped for a client that cannot follow it (a call cannot retry an
+event under its id).
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.responses import JSONResponse
+
+CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame carries 125 bytes at most, two of them the code
 
 
 @dataclass
@@ -34,6 +41,29 @@ class GatewayError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers or None)
+
+    def close_reason(self) -> str:
+        """``code: message`` as a WebSocket close reason, which has no room for a long message: what is wrong is
+        shortened (``…``) so that what to do, the last ``; `` clause, arrives whole."""
+        reason = f"{self.code}: {self.message}"
+        if len(reason.encode()) <= CLOSE_REASON_BYTES:
+            return reason
+        wrong, _, advice = reason.rpartition("; ")
+        tail = f"…; {advice}" if wrong else "…"
+        room = max(0, CLOSE_REASON_BYTES - len(tail.encode()))
+        head = (wrong or reason).encode()[:room].decode(errors="ignore")
+        return (head + tail).encode()[:CLOSE_REASON_BYTES].decode(errors="ignore")
+
+    def advise(self, advice: str) -> GatewayError:
+        """The same refusal with other advice, for a client that cannot follow the one it had.
+
+        Parameters
+        ----------
+        advice
+            What this client can do; it replaces the message's last ``; `` clause.
+        """
+        wrong = self.message.rpartition("; ")[0] or self.message
+        return replace(self, message=f"{wrong}; {advice}")
 
 
 def parse_json(data: bytes | str) -> Any:

@@ -11,13 +11,23 @@ from starlette.requests import Request
 from connectors.gateway.errors import GatewayError
 
 
-def too_large(limit: int, what: str = "request body") -> GatewayError:
-    return GatewayError(
-        413,
-        "too_large",
-        f"the {what} is larger than {limit} bytes; split it (a sensor batch per device per second, "
-        "audio in chunks of a few seconds) or send an array of fewer events",
-    )
+SPLIT_EVENTS = ("split it (a sensor batch per device per second, audio in chunks of a few seconds) or send an array "
+                "of fewer events")
+
+
+def too_large(limit: int, what: str = "request body", advice: str = SPLIT_EVENTS) -> GatewayError:
+    """413 for a body or message over ``limit``; ``advice`` says how this client sends less at once.
+
+    Parameters
+    ----------
+    limit
+        The most bytes allowed.
+    what
+        What was too large, in the client's terms.
+    advice
+        What to do, for a client that sends no arrays of events (a call's audio frames).
+    """
+    return GatewayError(413, "too_large", f"the {what} is larger than {limit} bytes; {advice}")
 
 
 def message_bytes(message: dict) -> int:
@@ -113,8 +123,7 @@ class RateLimits:
             raise GatewayError(
                 413,
                 "too_many_events",
-                f"{events} events in one request, more than {client!r} may send at once ({int(capacity)}); "
-                "split the array",
+                f"{client!r} may send {int(capacity)} events at once, not {events}; split the array",
             )
         now = self.clock()
         tokens, at = self._buckets.get(client, (capacity, now))
