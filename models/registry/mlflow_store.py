@@ -295,7 +295,7 @@ class MlflowRegistry(Registry):
                 self._log(rm, h["action"], mapping[h["version"]], replaced, h["reason"], h.get("action_id"),
                           time_ms=h.get("time_ms"))
             chain = json.loads((rm.tags or {}).get("eddyline.champions", "[]"))
-            chain += [mapping[v] for v in source._load(model)["champions"]]
+            chain = [*chain, *(mapping[v] for v in source._load(model)["champions"])][-ROLLBACK_DEPTH:]
             self.client.set_registered_model_tag(model, "eddyline.champions", json.dumps(chain))
             champ = source.champion(model)
             if champ is not None:
