@@ -37,7 +37,8 @@ class TokenAuth:
             if hmac.compare_digest(presented, digest) and found is None:
                 found = name
         if found is None:
-            raise _unauthorized("invalid_token", "the bearer token is not one of the gateway's tokens")
+            raise _unauthorized("invalid_token", "the bearer token is not one of the gateway's tokens; check it, or ask "
+                                                  "for one in [gateway] tokens")
         return found
 
     def check_scope(self, client: str, event_type: str) -> None:

@@ -72,10 +72,12 @@ def parse_json(data: bytes | str) -> Any:
     try:
         return json.loads(data, parse_constant=_no_constant)
     except RecursionError:
-        raise GatewayError(400, "bad_json", "the JSON is nested too deeply") from None
+        raise GatewayError(400, "bad_json", "the JSON is nested too deeply; send events shaped as /openapi.json "
+                                            "describes") from None
     except ValueError as exc:
-        raise GatewayError(400, "bad_json", f"the body is not valid UTF-8 JSON: {exc}") from None
+        raise GatewayError(400, "bad_json", f"the body is not valid UTF-8 JSON ({exc}); send UTF-8 JSON with "
+                                            "finite numbers, shaped as /openapi.json describes") from None
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON; send finite numbers only")
+    raise ValueError(f"{name} is not JSON")

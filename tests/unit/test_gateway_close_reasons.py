@@ -144,7 +144,7 @@ def _case(make: Any, refusal: str) -> tuple[str, str]:
         start = {"event": "start", "start": {"callSid": SID, "mediaFormat": {"sampleRate": "x"}}}
         return _closed_with(client, "/v1/audio/twilio", [json.dumps(start)]), '{"sampleRate": 8000, "channels": 1}'
     if refusal == "ws: an unknown token":
-        return _closed_with(client, "/v1/ws", [], {"Authorization": "Bearer nope"}), "the gateway's tokens"
+        return _closed_with(client, "/v1/ws", [], {"Authorization": "Bearer nope"}), "ask for one in [gateway] tokens"
     raise AssertionError(refusal)
 
 
