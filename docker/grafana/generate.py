@@ -25,6 +25,7 @@ INFLUX = {"type": "influxdb", "uid": "eddyline-influxdb"}
 PROMETHEUS = {"type": "prometheus", "uid": "eddyline-prometheus"}
 SCHEMA_VERSION = 39
 WIDTH = 24  # Grafana's grid is 24 columns wide
+TOP_DEVICES = 10  # rows of a per-device ranking: a fleet has thousands
 
 sys.path.insert(0, str(HERE.parents[1]))  # run as a script from anywhere in the repository
 
@@ -36,7 +37,7 @@ from streams.sinks import sensor as sensor_metrics
 from streams.sinks import sentiment as sentiment_metrics
 from streams.flows.audio import FLOW as AUDIO_FLOW
 from streams.flows.drift import FLOW as DRIFT_FLOW
-from streams.flows.fleet import FLOW as FLEET_FLOW
+from streams.flows.fleet import FLOW as FLEET_FLOW, KINDS as FLEET_KINDS, REFUSED
 from streams.flows.sensor_anomaly import FLOW as SENSOR_FLOW
 
 
@@ -444,20 +445,56 @@ def pipeline() -> dict[str, Any]:
     )
 
 
+def _fleet_total(fields: list[str], filters: str) -> str:
+    """The fleet's sum of a count each agent reports since its start: each device's highest per window, added up
+    (a device changes series as its state tag changes, so it is grouped by device first)."""
+    return flux(
+        fleet_metrics.MEASUREMENT,
+        fields,
+        filters=filters,
+        group=["device_id", "_field"],
+        agg="max",
+        tail="\n  |> ".join(
+            ['group(columns: ["_field", "_time"])', "sum()", 'group(columns: ["_field"])', 'sort(columns: ["_time"])']
+        ),
+    )
+
+
+def _top_devices(field: str, filters: str) -> str:
+    """The ``TOP_DEVICES`` devices with the highest ``field`` in the time range, those above 0 only."""
+    return flux(
+        fleet_metrics.MEASUREMENT,
+        [field],
+        filters=filters,
+        group=["device_id", "device_class"],
+        agg="",
+        tail="\n  |> ".join(
+            [
+                "max()",
+                "filter(fn: (r) => r._value > 0)",
+                "group()",
+                f"top(n: {TOP_DEVICES})",
+                'keep(columns: ["device_id", "device_class", "_value"])',
+            ]
+        ),
+    )
+
+
 def fleet() -> dict[str, Any]:
     h = fleet_metrics.MEASUREMENT
     device = "r.device_id =~ /^${device:regex}$/"
     return dashboard(
         "eddyline-fleet",
         "eddyline · edge fleet",
-        "Edge devices from their device.health events: counts by state and version, backlog, errors, clock, memory.",
+        "Edge devices from their device.health events: counts by state and version, backlog, errors, dead letters, "
+        "refused rollout records, clock, memory.",
         [
             Panel(
                 "Devices by state",
                 ["sum by (state) (eddyline_fleet_devices)"],
                 PROMETHEUS,
                 legend="{{state}}",
-                description="The fleet flow's view: silent, backlog, errors, clock_skew (an open alert), else ok.",
+                description=f"The fleet flow's view: {', '.join(FLEET_KINDS)} (an open alert), else ok.",
             ),
             Panel(
                 "Devices by agent and model version",
@@ -494,6 +531,31 @@ def fleet() -> dict[str, Any]:
                 "Agent errors per device (since start)",
                 [flux(h, ["errors", "dropped_readings"], filters=device, group=["device_id"], agg="max")],
                 INFLUX,
+            ),
+            Panel(
+                "Dead letters and refused rollout records, whole fleet (since agent start)",
+                [_fleet_total(["dead_letters", "rollouts_refused"], device)],
+                INFLUX,
+                description="Dead letters: batches devices gave up to their dead-letter file, readings the platform "
+                "will not see unless someone fetches it. Refused: rollout records devices would not follow "
+                f"(the flow's {REFUSED} alert, one per device class: a forged or replayed record, or a key they do "
+                "not trust). Counts restart with the agent.",
+            ),
+            Panel(
+                f"Most dead letters (top {TOP_DEVICES} devices)",
+                [_top_devices("dead_letters", device)],
+                INFLUX,
+                kind="table",
+                description="Highest count since agent start in the time range; a device here opens a dead_letters "
+                "alert while its count rises.",
+            ),
+            Panel(
+                f"Most rollout records refused (top {TOP_DEVICES} devices)",
+                [_top_devices("rollouts_refused", device)],
+                INFLUX,
+                kind="table",
+                description="Highest count since agent start in the time range, with the device class the "
+                f"{REFUSED} alert names.",
             ),
             Panel(
                 "Clock offset (device minus broker)",

@@ -66,10 +66,24 @@ def fleet_status(messages: list[Any], now_ms: int, **params: Any) -> list[dict[s
                      "device_class": rec["device_class"], "agent_version": rec["agent_version"],
                      "model_version": rec["model_version"] or "none", "model_state": rec["model_state"],
                      "buffer_depth": rec["buffer_depth"], "errors": rec["errors"],
-                     "clock_offset_ms": rec["clock_offset_ms"]})
+                     "clock_offset_ms": rec["clock_offset_ms"], "dead_letters": rec["dead_letters"],
+                     "rollouts_refused": rec["rollouts_refused"]})
     if bad:
         rows.append({"undecodable_messages": bad})
     return rows
+
+
+_NAMED = 5  # devices named per class in the refused-rollouts line; the rest are counted
+
+
+def _refusing_by_class(devices: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Devices that refused rollout records since their agent started, by class: the fleet flow's alert is per
+    class, because one forged or replayed record is refused by every device of it."""
+    out: dict[str, list[str]] = {}
+    for r in devices:
+        if r["rollouts_refused"]:
+            out.setdefault(r["device_class"], []).append(r["device_id"])
+    return out
 
 
 def read_health(timeout: float) -> list[Any]:
@@ -117,17 +131,26 @@ def status_command(
     if not devices:
         typer.echo("no device has reported on device.health; is an agent running with this [kafka] namespace?")
         return
+    from streams.flows.fleet import STATES
+
     typer.echo(f"{len(devices)} devices")
     by = Counter((r["agent_version"], r["model_version"], r["state"]) for r in devices)
-    typer.echo(f"{'agent':<14} {'model':<24} {'state':<11} devices")
+    wide = max(map(len, STATES)) + 1
+    typer.echo(f"{'agent':<14} {'model':<24} {'state':<{wide}} devices")
     for (agent, model, state), n in sorted(by.items()):
-        typer.echo(f"{agent:<14} {model:<24} {state:<11} {n}")
+        typer.echo(f"{agent:<14} {model:<24} {state:<{wide}} {n}")
     trouble = [r for r in devices if r["state"] != "ok"]
     if trouble:
         typer.echo("\nnot ok:")
         for r in trouble:
-            typer.echo(f"  {r['device_id']:<24} {r['state']:<11} last heard {r['age_s']:.0f} s ago, "
-                       f"buffer {r['buffer_depth']} batches, {r['errors']} errors")
+            letters = f", {r['dead_letters']} dead letters" if r["dead_letters"] else ""
+            typer.echo(f"  {r['device_id']:<24} {r['state']:<{wide}} last heard {r['age_s']:.0f} s ago, "
+                       f"buffer {r['buffer_depth']} batches, {r['errors']} errors{letters}")
+    for cls, refused in sorted(_refusing_by_class(devices).items()):
+        of = sum(r["device_class"] == cls for r in devices)
+        named = ", ".join(refused[:_NAMED]) + (f", {len(refused) - _NAMED} more" if len(refused) > _NAMED else "")
+        typer.echo(f"\nrollout records refused by {len(refused)} of {of} {cls} devices ({named}): a forged or "
+                   "replayed record on the rollouts topic, or a key these devices do not trust")
     for r in rows:
         if "undecodable_messages" in r:
             typer.echo(f"\n{r['undecodable_messages']} undecodable messages skipped (see dlq.device.health)")

@@ -32,7 +32,8 @@ def heartbeats(kafka: KafkaSettings) -> Iterator[threading.Event]:
 
     def beat(seq: int) -> None:
         for device in DEVICES:
-            record = {**EXAMPLES[DEVICE_HEALTH], "device_id": device, "event_id": f"{device}-{seq}", "seq": seq}
+            record = {**EXAMPLES[DEVICE_HEALTH], "device_id": device, "event_id": f"{device}-{seq}", "seq": seq,
+                      "dead_letters": 0}  # a healthy device: a dead letter in its first heartbeat is a state
             out.produce("device.health", DEVICE_HEALTH, record, key=device)
 
     def run() -> None:

@@ -192,3 +192,17 @@ def test_the_checks_catch_names_nobody_writes() -> None:
     assert promql_names("eddyline_sensor_top_anomaly_score", "{{host}}") == [
         "label 'host' is not on ['eddyline_sensor_top_anomaly_score']"
     ]
+
+
+def test_fleet_dashboard_names_every_device_state_and_shows_dead_letters_and_refusals() -> None:
+    from streams.flows.fleet import KINDS
+
+    panels = load_generator().fleet()["panels"]
+    states = next(p for p in panels if p["title"] == "Devices by state")["description"]
+    assert [k for k in KINDS if k not in states] == [], states
+    for name in ("dead_letters", "rollouts_refused"):
+        mine = [(p, t["query"]) for p in panels for t in p["targets"] if f'r._field == "{name}"' in t.get("query", "")]
+        fleet_wide = [q for p, q in mine if p["type"] != "table" and 'group(columns: ["_field"])' in q]
+        top = [int(n) for p, q in mine if p["type"] == "table" for n in re.findall(r"top\(n: (\d+)\)", q)]
+        assert fleet_wide, f"no panel sums {name} over the fleet"
+        assert top and max(top) <= 20, f"no bounded top-k table of devices by {name}"

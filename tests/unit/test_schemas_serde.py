@@ -106,7 +106,7 @@ def _examples() -> dict[str, dict]:
             "buffer_depth": 2, "buffer_readings": 300, "buffer_oldest_age_s": 1.5, "send_rate": 29.8,
             "sampled_readings": 5_100, "acked_readings": 4_800, "errors": 0, "dropped_readings": 0,
             "cpu_percent": 3.2, "rss_mb": 41.0, "inference_latency_ms": 0.4, "clock_offset_ms": -12.0,
-            "dead_letters": 1, "rollouts_refused": 0,
+            "dead_letters": 0, "rollouts_refused": 0,
         },
         catalog.QUARANTINE: {
             "event_id": new_id(), "event_time": T0, "producer": "flow.model_security", "source": "producer:bot",
