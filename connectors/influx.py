@@ -13,7 +13,9 @@ instead of being lost; a background thread writes the spool back, oldest first, 
 and a sink started on the same folder replays what an earlier run left there. Lost are only: what exceeds
 ``spool_max_bytes`` (the oldest spooled points, counted in ``points_spool_dropped``), a torn last line after a
 crash, lines the server refuses for good (400, 413, 422), and the batches still queued in memory when ``close()``
-stops waiting or the process dies. Spooled lines reach the page cache at once, so a crash of the process keeps
+stops waiting or the process dies: once a write has failed, new points go straight to the spool until a write or a
+replay succeeds (the batching writer cannot hand its queued batches back), so these are at most the points queued
+before the outage was noticed. Spooled lines reach the page cache at once, so a crash of the process keeps
 them; a crash of the machine may tear the last ones. A point may be written twice (replay after a crash);
 that is harmless, as below.
 
@@ -437,6 +439,7 @@ class InfluxSink:
         self.points_spool_dropped = 0
         self._spool = LineSpool(spool, settings.spool_max_bytes) if spool and settings.spool_max_bytes else None
         self._wake = threading.Event()  # a point was spooled
+        self._outage: str | None = None  # why writes fail, while they do: new points then go straight to the spool
         self._stop = threading.Event()
         self._writer = self._open_writer()
         self._replayer: threading.Thread | None = None
@@ -476,6 +479,7 @@ class InfluxSink:
     def _on_success(self, w: _Writer, data: Any) -> None:
         n = _batch_points(data)
         with self._lock:
+            self._set_outage(None)
             if w.given_up:
                 return
             w.done += n
@@ -490,6 +494,7 @@ class InfluxSink:
             self.errors += 1
             self.last_error = error
             if getattr(error, "status", None) not in REFUSED_FOR_GOOD and self._spooled(data, n, str(error)):
+                self._set_outage(str(error))
                 return
             self.points_lost += n
         log.error(
@@ -499,6 +504,23 @@ class InfluxSink:
             error,
             extra={"event": "influx_write_failed", "bucket": key[0], "points": n, "error": str(error)},
         )
+
+    def _set_outage(self, why: str | None) -> None:
+        """Enter (``why`` the error) or leave outage mode, under ``_lock``. In it new points go to the spool, not to
+        the batching writer: what that writer holds when ``close()`` stops waiting, or the process dies, is lost
+        (it cannot hand its queued batches back), so only what was queued before the outage was noticed may be."""
+        if (why is None) == (self._outage is None):
+            return
+        self._outage = why
+        if why is not None:
+            log.warning(
+                "InfluxDB is not taking writes (%s): new points go straight to the spool %s until a write or a replay "
+                "succeeds", why, self._spool.folder if self._spool else None,
+                extra={"event": "influx_outage", "bucket": self.bucket, "error": why},
+            )
+        else:
+            log.warning("InfluxDB takes writes again: new points are sent, not spooled (bucket=%s)", self.bucket,
+                        extra={"event": "influx_outage_over", "bucket": self.bucket})
 
     def _on_retry(self, w: _Writer) -> None:
         with self._lock:
@@ -550,6 +572,11 @@ class InfluxSink:
                 raise RuntimeError("InfluxSink is closed")
             for reason, n in changed.items():
                 self.tags_normalised[reason] = self.tags_normalised.get(reason, 0) + n
+            if self._outage is not None and self._spooled(
+                "\n".join(p.to_line_protocol() for p in built), len(built), self._outage
+            ):
+                self.points_queued += len(built)
+                built = []
             room = self.settings.max_pending_points - (self._writer.queued - self._writer.done)
             dropped = len(built) - max(room, 0)
             if dropped > 0:
@@ -635,7 +662,6 @@ class InfluxSink:
         backoff = 0.0
         try:
             while not self._stop.is_set():
-                chunk: list[bytes] = []
                 try:
                     if segment is None:
                         self._wake.clear()
@@ -646,28 +672,42 @@ class InfluxSink:
                         self._spool_dropped(segment.torn, f"a torn last line in {segment.path}")
                     chunk = segment.lines[segment.sent : segment.sent + s.batch_size]
                     if chunk:
-                        api.write(bucket=self.bucket, org=s.org, record=b"\n".join(chunk),
-                                  write_precision=WritePrecision.MS)
-                        with self._lock:
-                            self.points_replayed += len(chunk)
-                except Exception as exc:
-                    if segment is None or getattr(exc, "status", None) not in REFUSED_FOR_GOOD:
-                        backoff = min(max(2 * backoff, s.retry_interval_ms / 1000), s.max_retry_delay_ms / 1000)
-                        if log_due(self._logged, "influx_replay_failed"):
-                            log.warning("replaying spooled InfluxDB points failed, retrying in %.1f s: %s; repeats "
-                                        "are logged once a minute", backoff, exc,
-                                        extra={"event": "influx_replay_failed", "error": str(exc)})
-                        self._stop.wait(backoff)
-                        continue
-                    self._spool_dropped(len(chunk), f"refused by the server: {exc}")
-                backoff = 0.0
-                segment.sent += len(chunk)
-                if segment.sent >= len(segment.lines):
-                    spool.finish(segment)
-                    segment = None
+                        try:
+                            api.write(bucket=self.bucket, org=s.org, record=b"\n".join(chunk),
+                                      write_precision=WritePrecision.MS)
+                        except Exception as exc:
+                            if getattr(exc, "status", None) not in REFUSED_FOR_GOOD:
+                                backoff = self._replay_backoff(backoff, "influx_replay_failed", exc)
+                                continue
+                            self._spool_dropped(len(chunk), f"refused by the server: {exc}")
+                        else:
+                            with self._lock:
+                                self.points_replayed += len(chunk)
+                                self._set_outage(None)
+                    backoff = 0.0
+                    segment.sent += len(chunk)
+                    if segment.sent >= len(segment.lines):
+                        spool.finish(segment)
+                        segment = None
+                except Exception as exc:  # a dead thread would leave the spool undrained for good, and say nothing
+                    backoff = self._replay_backoff(backoff, "influx_replay_error", exc)
         finally:
             if segment is not None:
                 spool.release(segment)
+
+    def _replay_backoff(self, backoff: float, event: str, exc: Exception) -> float:
+        """Log why replay stopped (once a minute) and wait the next backoff, which it returns; the segment in hand
+        is kept, so replay goes on where it stopped."""
+        s = self.settings
+        backoff = min(max(2 * backoff, s.retry_interval_ms / 1000), s.max_retry_delay_ms / 1000)
+        if log_due(self._logged, event):
+            failed = event == "influx_replay_failed"  # else not the server: a bug, or the spool's disk
+            log.log(logging.WARNING if failed else logging.ERROR,
+                    "replaying spooled InfluxDB points %s, retrying in %g s: %s; repeats are logged once a minute",
+                    "failed" if failed else "hit an error", round(backoff, 3), exc,
+                    extra={"event": event, "error": str(exc)}, exc_info=not failed)
+        self._stop.wait(backoff)
+        return backoff
 
     def flush(self) -> None:
         """Send everything queued, wait for it, and raise if any point since the last check was lost.

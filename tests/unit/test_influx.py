@@ -349,3 +349,75 @@ def test_flow_sinks_spool_under_the_state_folder_by_default(
     sink = SensorMetricsSink.from_settings()
     assert sink.influx._spool is None
     sink.close()
+
+
+def test_points_written_in_an_outage_go_to_the_spool_not_the_batching_writer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batching writer cannot hand its queued batches back: queued in an outage, they were lost when close()
+    stopped waiting (up to max_pending_points on a restart mid-outage), the gap the spool was meant to close."""
+    sink = InfluxSink(settings(f"http://127.0.0.1:{free_port()}", batch_size=1, flush_interval_ms=10, timeout_ms=100,
+                               max_retries=1, retry_interval_ms=50, max_retry_delay_ms=200, max_retry_time_ms=300),
+                      spool=tmp_path)
+    sink.write("m", {"d": "first"}, {"v": 1.0}, T0)
+    wait_for(lambda: sink.points_spooled == 1, "the outage to be noticed")
+    sink.write_points([("m", {"d": str(i)}, {"v": 1.0}, T0 + i) for i in range(50)])
+    sink.write_points([("m", {"d": "late"}, {"v": 1.0}, T0)])
+    sink.close()  # nothing lost: nothing to raise
+    assert (sink.points_queued, sink.points_spooled, sink.points_lost, sink.points_pending) == (52, 52, 0, 0)
+    assert sum(len(p.read_bytes().splitlines()) for p in tmp_path.glob("*.lp")) == 52
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert events.count("influx_outage") == 1 and "influx_outage_over" not in events
+
+
+def test_new_points_are_sent_again_once_a_replay_succeeds(
+    write_server: WriteServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_server.status = 503
+    sink = InfluxSink(settings(write_server.url, retry_interval_ms=10, max_retry_delay_ms=50), spool=tmp_path)
+    sink.write("m", {}, {"v": 1.0}, T0)
+    wait_for(lambda: sink.points_spooled == 1, "the failed batch to be spooled")
+    sink.write("m", {}, {"v": 2.0}, T0 + 1)
+    assert sink.points_spooled == 2
+    write_server.status = 204
+    wait_for(lambda: sink.points_replayed == 2, "the spool to be replayed")
+    sink.write("m", {}, {"v": 3.0}, T0 + 2)
+    sink.close()
+    assert (sink.points_written, sink.points_spooled, sink.points_lost) == (1, 2, 0)
+    assert sorted(write_server.lines) == [f"m v=1 {T0}", f"m v=2 {T0 + 1}", f"m v=3 {T0 + 2}"]
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert events.count("influx_outage") == 1 and events.count("influx_outage_over") == 1
+
+
+def test_the_replay_thread_logs_an_error_and_goes_on_draining_the_spool(
+    write_server: WriteServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A segment that could not be deleted killed the thread without a word: the spool was never drained again."""
+    finished = []
+    finish = LineSpool.finish
+
+    def failing_once(spool: LineSpool, segment: Any) -> None:
+        finished.append(segment.path.name)
+        if len(finished) == 1:
+            raise PermissionError(13, "Permission denied", str(segment.path))
+        finish(spool, segment)
+
+    monkeypatch.setattr(LineSpool, "finish", failing_once)
+    (tmp_path / "00000000000000000001-1-0.lp").write_bytes(f"m v=1 {T0}\n".encode())
+    sink = InfluxSink(settings(write_server.url, retry_interval_ms=10, max_retry_delay_ms=50), spool=tmp_path)
+    wait_for(lambda: len(finished) == 2, "the segment to be deleted on the second try")
+    (tmp_path / "00000000000000000002-1-0.lp").write_bytes(f"m v=2 {T0}\n".encode())
+    wait_for(lambda: sink.points_replayed == 2, "the next segment to be replayed")
+    sink.close()
+    assert write_server.lines == [f"m v=1 {T0}", f"m v=2 {T0}"] and list(tmp_path.iterdir()) == []
+    [error] = [r for r in caplog.records if getattr(r, "event", None) == "influx_replay_error"]
+    assert error.levelno == logging.ERROR and "Permission denied" in error.getMessage() and error.exc_info
+
+
+def test_the_replay_retry_log_says_a_short_delay_as_it_is(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "00000000000000000001-1-0.lp").write_bytes(f"m v=1 {T0}\n".encode())
+    sink = InfluxSink(settings(f"http://127.0.0.1:{free_port()}", retry_interval_ms=10), spool=tmp_path)
+    wait_for(lambda: any(getattr(r, "event", None) == "influx_replay_failed" for r in caplog.records), "a failure")
+    sink.close()
+    [failed] = [r for r in caplog.records if getattr(r, "event", None) == "influx_replay_failed"]
+    assert "retrying in 0.01 s" in failed.getMessage()  # it said "retrying in 0.0 s"
