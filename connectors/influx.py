@@ -623,7 +623,8 @@ class InfluxSink:
         except OSError as exc:
             self.last_error = exc
             if log_due(self._logged, "influx_spool_failed"):
-                log.error("cannot spool InfluxDB points to %s, they are lost: %s; repeats are logged once a minute",
+                log.error("cannot spool InfluxDB points to %s: %s; points that cannot wait in memory are lost "
+                          "(counted); repeats are logged once a minute",
                           self._spool.folder, exc, extra={"event": "influx_spool_failed", "error": str(exc)})
             return False
         self.points_spooled += n
@@ -680,6 +681,8 @@ class InfluxSink:
                                 backoff = self._replay_backoff(backoff, "influx_replay_failed", exc)
                                 continue
                             self._spool_dropped(len(chunk), f"refused by the server: {exc}")
+                            with self._lock:  # it answered: it takes writes, only not these lines
+                                self._set_outage(None)
                         else:
                             with self._lock:
                                 self.points_replayed += len(chunk)

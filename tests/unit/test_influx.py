@@ -389,6 +389,22 @@ def test_new_points_are_sent_again_once_a_replay_succeeds(
     assert events.count("influx_outage") == 1 and events.count("influx_outage_over") == 1
 
 
+def test_a_replay_the_server_refuses_for_good_ends_the_outage(write_server: WriteServer, tmp_path: Path) -> None:
+    """A 400 is an answer: the server is up, so new points go to it again instead of waiting in the spool."""
+    write_server.status = 503
+    sink = InfluxSink(settings(write_server.url, retry_interval_ms=10, max_retry_delay_ms=50), spool=tmp_path)
+    sink.write("m", {}, {"v": 1.0}, T0)
+    wait_for(lambda: sink.points_spooled == 1, "the failed batch to be spooled")
+    write_server.status = 400
+    wait_for(lambda: sink.points_spool_dropped == 1, "the spooled line to be refused")
+    write_server.status = 204
+    sink.write("m", {}, {"v": 2.0}, T0 + 1)
+    with pytest.raises(InfluxWriteError, match="1 points were not written"):
+        sink.close()
+    assert (sink.points_written, sink.points_spooled) == (1, 1)
+    assert write_server.lines == [f"m v=2 {T0 + 1}"]
+
+
 def test_the_replay_thread_logs_an_error_and_goes_on_draining_the_spool(
     write_server: WriteServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
