@@ -189,7 +189,7 @@ class _ProcessorLogic(StatefulBatchLogic):
             except StateError:  # a resumed state that would be refused anyway: keep it where recovery has it
                 self.due = None
                 return [], StatefulBatchLogic.RETAIN
-            held, blob = _flush_saved(self.spec, key, self.saved)
+            held, blob = _flush_saved(self.output, key, self.saved)
         else:
             return [], StatefulBatchLogic.RETAIN
         self.idle.put(key, blob)  # committed before the discard can reach a checkpoint
@@ -529,7 +529,7 @@ class _BucketLogic(StatefulBatchLogic):
                     emits.extend(_flush(self.spec, processor))
                     leaving[key] = encode_processor(processor, key)
                 elif (blob := self._saved(key)) is not None:
-                    held, leaving[key] = _flush_saved(self.spec, key, blob)
+                    held, leaving[key] = _flush_saved(self.output, key, blob)
                     emits.extend(held)
                 self._drop(key)
             if leaving:
@@ -701,15 +701,15 @@ def _flush(spec: FlowSpec, processor: Processor) -> list[Emit]:
     return flushed(spec, processor) or []
 
 
-def _flush_saved(spec: FlowSpec, key: str, blob: bytes) -> tuple[list[Emit], bytes]:
+def _flush_saved(output: FlowOutput, key: str, blob: bytes) -> tuple[list[Emit], bytes]:
     """What a key leaving memory as bytes (resumed and silent since, or its processor dropped after ``keep_decoded``)
     held back, and its bytes to store: it is decoded and flushed as a decoded key is, or what it held would stay in
     the store, handed on only if the key ever spoke again. The bytes leave unchanged where the flush hands nothing on
-    (most keys: no encode), and undecoded where the flow's processors hold nothing back (``Processor.flush``)."""
-    if type(spec.make_processor(key)).flush is Processor.flush:
+    (most keys: no encode), and undecoded where the flow's processors hold nothing back (``FlowOutput.holds_back``)."""
+    if not output.holds_back(key):
         return [], blob
-    processor = restore_or_fresh(spec, key, blob)[0]
-    held = flushed(spec, processor)
+    processor = restore_or_fresh(output.spec, key, blob)[0]
+    held = flushed(output.spec, processor)
     return (held, encode_processor(processor, key)) if held else ([], blob)
 
 

@@ -422,7 +422,6 @@ class _FlowRunner:
         # key -> when it last worked or was loaded (monotonic s), until it is flushed; its processor is in _live, or
         # it was loaded as bytes and not decoded since
         self._used: dict[bytes, float] = {}
-        self._flushes: bool | None = None  # whether the flow's processors hold anything back (``Processor.flush``)
         # key held here -> when its state was last written or loaded (monotonic s), and its changelog partition
         self._held: dict[bytes, tuple[float, int]] = {}
         self.idle_after_s = idle_after_s
@@ -579,9 +578,7 @@ class _FlowRunner:
             if out == []:
                 return None
         else:  # loaded from the changelog and silent since (or recovery replaced the bytes it was loaded from)
-            if self._flushes is None:
-                self._flushes = type(self.spec.make_processor(key.decode())).flush is not Processor.flush
-            if not self._flushes:
+            if not self.output.holds_back(key.decode()):
                 return None
             proc, offsets = self._load(key)
             partition, out = self._held[key][1], flushed(self.spec, proc)

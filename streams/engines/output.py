@@ -186,6 +186,20 @@ class FlowOutput:
         self._consumed: dict[str, Any] = {}  # logical topic -> its counter child: labels() per event costs
         self._emitted: dict[str, Any] = {}
         self.positions: dict[tuple[str, int], int] = {}  # (logical topic, partition) -> next offset to take
+        self._holds_back: bool | None = None
+
+    def holds_back(self, key: str) -> bool:
+        """Whether the flow's processors hand anything on when their key leaves memory (they override
+        ``Processor.flush``); where they do not, a key held as bytes leaves without being decoded.
+
+        Parameters
+        ----------
+        key
+            Any state key of the flow: the answer is the same for all, and kept after the first.
+        """
+        if self._holds_back is None:
+            self._holds_back = type(self.spec.make_processor(key)).flush is not Processor.flush
+        return self._holds_back
 
     def _count(self, cache: dict[str, Any], metric: Any, topic: str) -> None:
         counter = cache.get(topic)

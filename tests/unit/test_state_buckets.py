@@ -397,7 +397,7 @@ def test_a_device_that_holds_nothing_leaves_as_the_bytes_it_had(tmp_path, monkey
     decoded: list[str] = []
     monkeypatch.setattr(bytewax_engine, "restore_or_fresh", lambda spec, k, blob: decoded.append(k))
     quiet = dataclasses.replace(SPEC, make_processor=lambda k: Quiet(k))
-    logic = _ProcessorLogic(quiet, worker.output, saved, worker.store, timedelta(0))
+    logic = _ProcessorLogic(quiet, FlowOutput(quiet, KafkaSettings()), saved, worker.store, timedelta(0))
     assert leave_now(logic) == [] and decoded == [] and worker.store.get(key) == saved
 
 
