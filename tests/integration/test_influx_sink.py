@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -141,38 +141,55 @@ def outage_settings(url: str) -> dict:
             "max_retry_time_ms": 500, "timeout_ms": 500}
 
 
-def test_points_written_in_an_outage_longer_than_the_retry_budget_arrive_once_the_server_is_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """They were counted as lost and never written: a permanent gap on the dashboards after every long outage."""
+class OwnVictoria:
+    """A VictoriaMetrics of the test's own, which it may stop and start again on the same address and storage."""
+
+    def __init__(self, binary: Path, storage: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.binary, self.storage, self.monkeypatch = binary, storage, monkeypatch
+        self.server = VictoriaMetrics(binary, storage)
+
+    def start_again(self) -> VictoriaMetrics:
+        self.monkeypatch.setattr(timeseries, "free_port", lambda port=self.server.port: port)
+        self.server = VictoriaMetrics(self.binary, self.storage)
+        return self.server
+
+
+@pytest.fixture
+def own_victoria(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[OwnVictoria]:
     binary = victoria_binary()
     if binary is None:
         pytest.skip("VictoriaMetrics is not built: run `make test`")
-    storage = tmp_path / "data"
-    server = VictoriaMetrics(binary, storage)
+    own = OwnVictoria(binary, tmp_path / "data", monkeypatch)
+    try:
+        yield own
+    finally:
+        own.server.stop()
+
+
+def test_points_written_in_an_outage_longer_than_the_retry_budget_arrive_once_the_server_is_back(
+    own_victoria: OwnVictoria, tmp_path: Path
+) -> None:
+    """They were counted as lost and never written: a permanent gap on the dashboards after every long outage."""
+    server = own_victoria.server
     m = unique("outage")
     sink = InfluxSink(server.influx_settings("outage", **outage_settings(server.url)), spool=tmp_path / "spool")
-    try:
-        sink.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(10)])
-        sink.flush()
-        server.stop()
-        sink.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(10, 20)])
-        wait_for(lambda: sink.points_spooled == 10, "the batch to outlast its retries")
-        sink.flush()  # spooled, not lost: nothing to raise
-        monkeypatch.setattr(timeseries, "free_port", lambda: server.port)
-        server = VictoriaMetrics(binary, storage)  # back on the same address
-        sink.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(20, 30)])
-        # spooled too unless a replay already succeeded: new points go to the spool until the server takes writes
-        wait_for(lambda: sink.points_written + sink.points_replayed == 30, "the spool to be replayed")
-        sink.close()
-        assert (sink.points_lost, sink.points_spool_dropped, sink.points_pending) == (0, 0, 0)
-        assert sink.points_written >= 10 and sink.points_spooled in (10, 20)
-        assert sink.points_replayed == sink.points_spooled
-        [series] = server.export(f'{{__name__="{m}_v"}}')
-        assert series["values"] == [float(i) for i in range(30)]
-        assert list((tmp_path / "spool").glob("*.lp")) == []
-    finally:
-        server.stop()
+    sink.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(10)])
+    sink.flush()
+    server.stop()
+    sink.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(10, 20)])
+    wait_for(lambda: sink.points_spooled == 10, "the batch to outlast its retries")
+    sink.flush()  # spooled, not lost: nothing to raise
+    server = own_victoria.start_again()  # back on the same address
+    sink.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(20, 30)])
+    # spooled too unless a replay already succeeded: new points go to the spool until the server takes writes
+    wait_for(lambda: sink.points_written + sink.points_replayed == 30, "the spool to be replayed")
+    sink.close()
+    assert (sink.points_lost, sink.points_spool_dropped, sink.points_pending) == (0, 0, 0)
+    assert sink.points_written >= 10 and sink.points_spooled in (10, 20)
+    assert sink.points_replayed == sink.points_spooled
+    [series] = server.export(f'{{__name__="{m}_v"}}')
+    assert series["values"] == [float(i) for i in range(30)]
+    assert list((tmp_path / "spool").glob("*.lp")) == []
 
 
 def test_a_sink_replays_what_an_earlier_run_spooled(victoria: VictoriaMetrics, tmp_path: Path) -> None:
@@ -190,29 +207,21 @@ def test_a_sink_replays_what_an_earlier_run_spooled(victoria: VictoriaMetrics, t
 
 
 def test_points_written_after_the_outage_is_noticed_are_kept_when_close_stops_waiting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_victoria: OwnVictoria, tmp_path: Path
 ) -> None:
     """The batching writer's queued batches were lost at close (up to max_pending_points on a restart mid-outage);
     once a write has failed, new points go straight to the spool, and arrive once the server is back."""
-    binary = victoria_binary()
-    if binary is None:
-        pytest.skip("VictoriaMetrics is not built: run `make test`")
-    storage = tmp_path / "data"
-    server = VictoriaMetrics(binary, storage)
+    server = own_victoria.server
     m = unique("restart_mid_outage")
     settings = server.influx_settings("outage", **outage_settings(server.url) | {"batch_size": 1})
-    try:
-        server.stop()
-        with InfluxSink(settings, spool=tmp_path / "spool") as earlier:
-            earlier.write(m, {"d": "x"}, {"v": 0.0}, T0)
-            wait_for(lambda: earlier.points_spooled == 1, "the outage to be noticed")
-            earlier.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(1, 40)])
-        assert (earlier.points_spooled, earlier.points_lost) == (40, 0)
-        monkeypatch.setattr(timeseries, "free_port", lambda: server.port)
-        server = VictoriaMetrics(binary, storage)
-        with InfluxSink(settings, spool=tmp_path / "spool") as later:
-            wait_for(lambda: later.points_replayed == 40, "the spool to be replayed")
-        [series] = server.export(f'{{__name__="{m}_v"}}')
-        assert series["values"] == [float(i) for i in range(40)]
-    finally:
-        server.stop()
+    server.stop()
+    with InfluxSink(settings, spool=tmp_path / "spool") as earlier:
+        earlier.write(m, {"d": "x"}, {"v": 0.0}, T0)
+        wait_for(lambda: earlier.points_spooled == 1, "the outage to be noticed")
+        earlier.write_points([(m, {"d": "x"}, {"v": float(i)}, T0 + i) for i in range(1, 40)])
+    assert (earlier.points_spooled, earlier.points_lost) == (40, 0)
+    server = own_victoria.start_again()
+    with InfluxSink(settings, spool=tmp_path / "spool") as later:
+        wait_for(lambda: later.points_replayed == 40, "the spool to be replayed")
+    [series] = server.export(f'{{__name__="{m}_v"}}')
+    assert series["values"] == [float(i) for i in range(40)]
