@@ -22,6 +22,9 @@ that version, never silently dropped.
 Delivery is at least once: a producer's replay after a crash sends the same predictions and feedback again (same
 ids). Each open window remembers the ids of its predictions (and which are labelled), forgotten when it closes, so a
 repeat is counted in ``duplicates`` instead of twice in the window's metrics.
+
+A failed prediction (``error`` set) counts in the window's ``error_rate``; its feedback, which producers send for
+every prediction, has no score to judge, so it joins nothing and is no late event.
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ MEASUREMENT = "model_quality"
 
 
 _NEVER = -(2**62)
+_FAILED = -1  # a window's ids value of a failed prediction whose feedback has not come
 
 
 def _new_window() -> dict[str, Any]:
-    # ids: prediction id -> 1 once labelled, else 0, to tell repeats from new events while the window is open
+    # ids: prediction id -> 1 once labelled (or answered, if it failed), else 0 (or _FAILED), to tell repeats from new
+    # events while the window is open
     return {"labels": [], "scores": [], "latency": [], "predictions": 0, "errors": 0, "missing": 0, "ids": {}}
 
 
@@ -129,10 +134,11 @@ class QualityProcessor(Processor):
         w["ids"][rec["event_id"]] = 0
         w["predictions"] += 1
         w["latency"].append(float(rec["latency_ms"]))
-        if rec.get("error"):
-            w["errors"] += 1
-            return
         fb = self.early.pop(rec["event_id"], None)
+        if rec.get("error"):  # no score to judge; its feedback is no late event, nor its want of one missing feedback
+            w["errors"] += 1
+            w["ids"][rec["event_id"]] = _FAILED if fb is None else 1
+            return
         if fb is not None:
             w["ids"][rec["event_id"]] = 1
             w["labels"].append(fb["label"])
@@ -143,7 +149,11 @@ class QualityProcessor(Processor):
     def _feedback(self, rec: dict[str, Any]) -> None:
         p = self.preds.pop(rec["prediction_id"], None)
         if p is None:
-            if any(w["ids"].get(rec["prediction_id"]) for w in self.windows.values()):
+            ids = next((w["ids"] for w in self.windows.values() if rec["prediction_id"] in w["ids"]), {})
+            if ids.get(rec["prediction_id"]) == _FAILED:
+                ids[rec["prediction_id"]] = 1
+                return
+            if ids.get(rec["prediction_id"]):
                 self.duplicates["feedback"] += 1
                 return
             if int(rec["event_time"]) + self.max_wait_ms <= self.prediction_watermark:

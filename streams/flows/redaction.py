@@ -6,7 +6,9 @@ tens, "double"/"triple" before a digit, "hundred") and separators between them. 
 digits that passes the Luhn check is a card number; any other run of 7 to 15 digits is a phone
 number; a longer run that fails the check is no phone and most likely a misheard card, so it goes as
 ``[NUMBER]``. E-mail addresses are caught written (``a.b@c.com``) and spoken ("a dot b at c dot com",
-also with "and" for "at", as speech-to-text often hears it, when a domain ending follows).
+also with "and" for "at", as speech-to-text often hears it, when a domain ending follows), spelled out and with
+their punctuation said ("j o h n underscore doe at ..."), or half the address would be left in the text.
+Only decimal digits count: ``"²"`` and ``"④"`` pass ``str.isdigit`` but are no digit of a number.
 Redaction replaces the whole run, so no digit of it survives, with a marker that says what was there.
 """
 
@@ -29,9 +31,13 @@ SEPARATORS = set("-.()+/,")
 HOMOPHONES = {"to": "2", "too": "2"}
 TOKEN = re.compile(r"\d+|[A-Za-z]+|[^\sA-Za-z\d]")
 WRITTEN_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# a caller spells the address out ("j o h n") and says its punctuation ("john underscore doe"); the bounded
+# repeats and a spelled run taken from its first letter only keep the search linear in the text
+_SPELLED = r"(?<!\S)(?<!(?<!\S)\w\s)(?>\w\b(?:\s+\w\b)+)"
+_SAID = r"(?:\s+(?:dot|underscore|dash|hyphen)\s+|\.)"
 SPOKEN_EMAIL = re.compile(
-    r"\b[\w+-]+(?:(?:\s+dot\s+|\.)[\w+-]+)*\s+(?:at|and)\s+[\w-]+(?:(?:\s+dot\s+|\.)[\w-]+)*(?:\s+dot\s+|\.)"
-    r"(?:com|org|net|edu|gov|io|co|uk|de|fr|info|biz|[a-z]{2})\b",
+    rf"(?:{_SPELLED}|\b[\w+-]+)(?:{_SAID}(?:{_SPELLED}|[\w+-]+)){{0,8}}\s+(?:at|and)\s+[\w-]+(?:{_SAID}[\w-]+){{0,4}}"
+    r"(?:\s+dot\s+|\.)(?:com|org|net|edu|gov|io|co|uk|de|fr|info|biz|[a-z]{2})\b",
     re.IGNORECASE,
 )
 
@@ -174,13 +180,13 @@ def number_runs(text: str) -> list[tuple[int, int, str]]:
 
 
 def _single_digit(tok: str) -> bool:
-    return tok.isdigit() and len(tok) == 1 or len(UNITS.get(tok, "")) == 1
+    return tok.isdecimal() and len(tok) == 1 or len(UNITS.get(tok, "")) == 1
 
 
 def _digits_at(tokens: list[tuple[int, int, str]], j: int, in_run: bool) -> tuple[str | None, int]:
     """The digits the token(s) at ``j`` say and how many tokens they take; None when not a number."""
     tok = tokens[j][2]
-    if tok.isdigit():
+    if tok.isdecimal():  # not isdigit: "²" and "④" are digits to it, and no number to int() and Luhn
         return tok, 1
     if tok in REPEAT and j + 1 < len(tokens):
         value, used = _digits_at(tokens, j + 1, True)

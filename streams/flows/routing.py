@@ -8,8 +8,9 @@ also opens an alert on the alerts topic (the notify flow delivers it), resolved 
 to a rule without one. Ids derive from the conversation and segment, so a replay repeats them.
 
 Like the sentiment alert, a recommendation has hysteresis (``open_after``, ``resolve_after``): a caller whose
-rolling sentiment wobbles around a rule's bound would otherwise flip the recommendation, and page, on every
-segment. An escalation is taken at once by default; giving it up takes ``resolve_after`` segments in a row.
+rolling sentiment wobbles around a rule's bound would otherwise flip the recommendation on every segment (and
+page, for an escalation), the agent told to offer support, then not, then again. A recommendation is taken at
+once by default; giving one up for anything but an escalation takes ``resolve_after`` segments in a row.
 """
 
 from __future__ import annotations
@@ -94,6 +95,23 @@ class RoutingRule:
         if self.severity not in SEVERITIES:
             raise ValueError(f"routing rule {self.name!r}: severity {self.severity!r}; choose from {', '.join(SEVERITIES)}")
         self.phrases = [p.lower() for p in self.phrases]
+        # each of these is accepted by the types and makes the rule match never, or always, without a word
+        if not 0 <= self.emotion_share <= 1:
+            raise ValueError(f"routing rule {self.name!r}: emotion_share {self.emotion_share} is a share of the "
+                             "window's segments, from 0 to 1 (0.5: half of them), not a percentage")
+        if self.emotion_share and not self.emotions:
+            raise ValueError(f"routing rule {self.name!r}: emotion_share without emotions; list the emotions it "
+                             f"counts, e.g. emotions = [\"anger\"] (from {', '.join(EMOTIONS)})")
+        if any(not p.strip() for p in self.phrases):
+            raise ValueError(f"routing rule {self.name!r}: an empty phrase is in every transcript; remove it")
+        for bound, lo in (("rolling_below", 1), ("rolling_above", 1), ("trend_below", 2)):
+            value = getattr(self, bound)
+            if value is not None and not -lo <= value <= lo:
+                raise ValueError(f"routing rule {self.name!r}: {bound} {value} always or never holds: rolling "
+                                 "sentiment runs from -1 to 1 (a trend, the difference of two, from -2 to 2)")
+        if None not in (self.rolling_below, self.rolling_above) and self.rolling_above >= self.rolling_below:
+            raise ValueError(f"routing rule {self.name!r}: no rolling sentiment is above {self.rolling_above} and "
+                             f"below {self.rolling_below}; swap or drop one")
 
 
 DEFAULT_RULES = [
@@ -127,8 +145,8 @@ class RoutingPolicy:
     open_after
         Segments in a row the rules must give a new recommendation before it replaces the current one.
     resolve_after
-        Segments in a row the rules must not give an escalation (a recommendation whose rule has ``alert``) before
-        it gives way to a recommendation without an alert, and its alert resolves.
+        Segments in a row the rules must not give the current recommendation before it gives way to one without an
+        alert (an escalation, a rule with ``alert``, needs only ``open_after``); an escalation's alert resolves then.
     """
 
     window: int = 4
@@ -167,8 +185,8 @@ class RoutingSettings(Section):
                                      description="Tried in order; the first match wins.")
     open_after: int = Field(1, ge=1, le=50, description="Segments in a row the rules must give a new "
                                                         "recommendation before it replaces the current one.")
-    resolve_after: int = Field(2, ge=1, le=50, description="Segments in a row without an escalation (a rule with "
-                                                           "alert = true) before it gives way and its alert resolves.")
+    resolve_after: int = Field(2, ge=1, le=50, description="Segments in a row without the current recommendation "
+                               "before it gives way to one that is no escalation (a rule with alert = true).")
 
     def policy(self) -> RoutingPolicy:
         return RoutingPolicy(window=self.window, default_action=self.default_action,
@@ -232,8 +250,9 @@ class Router:
         self.away += 1
         self.pending_run = self.pending_run + 1 if action == self.pending else 1
         self.pending = action
-        escalated, escalates = self.alert_key is not None, rule is not None and rule.alert
-        if self.pending_run < pol.open_after or (escalated and not escalates and self.away < pol.resolve_after):
+        standing = self.alert_key is not None or self.action != pol.default_action  # a rule's recommendation
+        escalates = rule is not None and rule.alert
+        if self.pending_run < pol.open_after or (standing and not escalates and self.away < pol.resolve_after):
             return []
         self.away, self.pending, self.pending_run = 0, None, 0
         previous, self.action = self.action, action

@@ -169,6 +169,20 @@ def test_feedback_whose_prediction_gave_up_is_counted_late_not_dropped() -> None
     assert sum(w["late_events"] for w in out) == 2  # the stray feedback and the one after its prediction gave up
 
 
+def test_feedback_for_a_failed_prediction_is_no_late_event() -> None:
+    """Producers send feedback for every prediction, failed ones too: each was counted late, after its wait."""
+    failed = _pred("b", 300)
+    failed.record["error"] = "timeout"
+    early = _pred("c", 500)
+    early.record["error"] = "timeout"
+    proc = quality.QualityProcessor("m", window_ms=1000, max_wait_ms=500, allowed_lateness_ms=0)
+    out = proc.process([_pred("a", 100), _fb("a", 200, 1.0), failed, _fb("b", 400, 0.0),
+                        _fb("c", 450, 1.0), early, _fb("b", 460, 0.0), _pred("z", 9000), _fb("z", 9000, 1.0)])
+    first = next(e.record for e in out if e.record["window_start"] == 0)
+    assert (first["predictions"], first["labelled"], first["missing_feedback"], first["error_rate"]) == (3, 1, 0, 2 / 3)
+    assert sum(e.record["late_events"] for e in out) == 0 and proc.duplicates["feedback"] == 1  # b's, twice
+
+
 def test_quality_state_survives_a_snapshot_between_skewed_batches() -> None:
     import pickle
 

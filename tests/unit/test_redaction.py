@@ -32,6 +32,9 @@ PLAIN = Path(__file__).resolve().parents[1] / "data" / "audio" / "call02.wav"
         ("mail ann.lee+x@example.co.uk today", "mail [EMAIL] today"),
         ("my email is john dot smith at example dot com.", "my email is [EMAIL]."),
         ("my email is john dot smith and example dot com", "my email is [EMAIL]"),
+        ("it is john underscore doe at gmail dot com", "it is [EMAIL]"),  # said punctuation: no "john" left
+        ("it is ann dash lee hyphen x at mail dot co dot uk", "it is [EMAIL]"),
+        ("it's j o h n dot s m i t h at gmail dot com", "it's [EMAIL]"),  # spelled out, letter by letter
         ("one one one one one one one one one one one one one one one one one one", "[NUMBER]"),
     ],
 )
@@ -55,6 +58,17 @@ def test_ordinary_speech_keeps_its_numbers(text: str) -> None:
         assert redacted == "order [NUMBER]"
     else:
         assert (redacted, found) == (text, {})
+
+
+def test_digits_that_are_no_decimal_digits_are_text_not_a_crash() -> None:
+    """``str.isdigit`` holds for "²" and "④", which ``int`` refuses: one such chat message failed its whole batch."""
+    assert Redactor().redact("a room of 12 m², see note ¹²³⁴⁵⁶⁷⁸⁹¹²³⁴ and ①②③④⑤⑥⑦⑧⑨①②③④")[1] == {}
+    assert Redactor().redact("card ٤١١١ ١١١١ ١١١١ ١١١١")[0] == "card [CARD]"  # other scripts' digits still count
+    proc = SentimentProcessor("c1", AudioFlowConfig(sentiment_model="vader").to_dict())
+    texts = ["my card is 4111 1111 1111 1111", "footnote ¹²³⁴⁵⁶⁷⁸⁹¹²³⁴ of the contract"]
+    out = proc.process([Event("transcripts", "c1", {"event_id": f"t{i}", "event_time": i, "conversation_id": "c1",
+                                                    "segment": i, "text": t}) for i, t in enumerate(texts)])
+    assert [e.record["text"] for e in out if e.topic == "scores.sentiment"] == ["my card is [CARD]", texts[1]]
 
 
 def test_luhn_and_runs() -> None:

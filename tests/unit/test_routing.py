@@ -55,6 +55,14 @@ def test_a_caller_wobbling_around_a_bound_keeps_one_escalation_and_one_alert():
     assert [e.record["status"] for e in flapping if e.topic == "alerts"].count("OPENED") == 6
 
 
+def test_a_sad_caller_hovering_at_a_bound_is_offered_support_once_not_every_other_segment():
+    """The distressed rule (no alert) needs rolling sentiment below 0: near 0 it matched every other segment, and the
+    agent was told to offer support, then not, then again, eleven times in twelve segments."""
+    steps = [(-0.02 if i % 2 else 0.01, "sadness", "I am so sad") for i in range(12)]
+    emits = route(Router("c9", RoutingPolicy(), "test"), steps + [(0.4, "joy", ""), (0.5, "joy", "")])
+    assert [(e.record["segment"], e.record["action"]) for e in emits] == [(1, "offer_support"), (13, "keep")]
+
+
 def test_open_after_needs_a_new_recommendation_that_many_segments_in_a_row():
     policy = RoutingPolicy(open_after=2)
     emits = wobbling(Router("c7", policy, "test"))  # the angry rule never matches two segments in a row
@@ -89,7 +97,8 @@ def test_rules_come_from_toml_and_are_checked(tmp_path, monkeypatch):
     policy = RoutingSettings().policy()
     assert policy.window == 2 and [r.name for r in policy.rules] == ["sad"]
     assert (policy.open_after, policy.resolve_after) == (1, 2)
-    emits = route(Router("c4", policy, "test"), [(0.0, "sadness", ""), (0.0, "sadness", ""), (0.0, "joy", "")])
+    emits = route(Router("c4", policy, "test"), [(0.0, "sadness", ""), (0.0, "sadness", ""), (0.0, "joy", ""),
+                                                 (0.0, "sadness", "")])  # given up after resolve_after = 2
     assert [(e.record["action"], e.record["reason"]) for e in emits] == [
         ("callback", "sadness x1"), ("stay", "no rule matches: rolling sentiment +0.00, mostly joy")]  # a tie: EMOTIONS order
     cfg.write_text('[routing]\nopen_after = 3\nresolve_after = 4\n')
@@ -106,6 +115,22 @@ def test_rules_come_from_toml_and_are_checked(tmp_path, monkeypatch):
     for reason in ("rolling {}", "{words:+.2f}", "{rolling:d}"):  # would fail in the flow at the first match
         with pytest.raises(ValueError, match="cannot be filled"):
             RoutingRule("x", "a", reason)
+
+
+@pytest.mark.parametrize(("rule", "says"), [
+    ('emotions = ["anger"]\nemotion_share = 50\n', "not a percentage"),  # 50 %: would never match
+    ("emotion_share = 0.5\n", "without emotions"),  # the share would be ignored: every segment matches
+    ('phrases = ["cancel my", ""]\n', "empty phrase"),  # "" is in every text: every call to retention
+    ("rolling_below = -50\n", "always or never"),
+    ("rolling_below = -0.5\nrolling_above = 0.5\n", "swap or drop"),
+])
+def test_a_rule_that_would_match_never_or_always_is_refused_with_what_to_do(tmp_path, monkeypatch, rule, says):
+    cfg = tmp_path / "eddyline.toml"
+    cfg.write_text('[routing]\n[[routing.rules]]\nname = "x"\naction = "a"\nreason = "r"\n' + rule)
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(cfg))
+    with pytest.raises(ValidationError, match=says) as bad:
+        RoutingSettings()
+    assert "[routing] rules.0" in explain(bad.value)
 
 
 def test_snapshot_restores_mid_escalation_and_replays_repeat_ids():
