@@ -8,22 +8,26 @@ reused for different readings.
 
 Size bound policy: the buffer holds at most ``max_bytes`` of payload and keeps ``min_free_bytes`` free
 on its disk. When a new batch does not fit, ``drop_oldest`` deletes the oldest unsent batches (the
-newest data is usually worth more after a long outage), ``drop_newest`` refuses the new batch. Either way
-the drop is logged, counted (persistently) and visible downstream as a gap in the sequence numbers.
+newest data is usually worth more after a long outage), ``drop_newest`` refuses the new batch; a batch larger
+than ``max_bytes`` is refused under either, the backlog kept. Either way the drop is logged, counted
+(persistently) and visible downstream as a gap in the sequence numbers.
 Space is measured as the disk's free space plus the file's free pages; eviction for a short disk vacuums
 what it freed back to the disk, and never empties the buffer for a shortfall that emptying it cannot cure.
 A disk that is completely full drops the new batch (its counters wait in memory for the next write that
-succeeds) rather than stopping the agent.
+succeeds) rather than stopping the agent; an agent that starts on a full disk waits for room to open the buffer
+(an error would stop it for good: the unit does not restart on a configuration error's exit status).
 
-A damaged file (at start, or found while running) is set aside and a new one started. A file found damaged at
-start, or missing, numbers from ``RESTART_JUMP`` above the high-water mark kept in a small file beside the buffer (``<stem>.seq-mark``, written
-``MARK_AHEAD`` numbers ahead, so rarely), or above the clock in microseconds if that is higher: a device
-without a real-time clock may read 1970 right after boot, and must never reuse a number it sent before.
+A damaged file (at start, or found while running) is set aside, replacing any set aside before, and a new one
+started. A file found damaged at start, or missing, numbers from ``RESTART_JUMP`` above the high-water mark kept
+in a small file beside the buffer (``<stem>.seq-mark``, written ``MARK_AHEAD`` numbers ahead, so rarely), or
+above the clock in microseconds if that is higher: a device without a real-time clock may read 1970 right after
+boot, and must never reuse a number it sent before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import os
 import sqlite3
@@ -40,6 +44,8 @@ MARK_AHEAD = 10_000  # the high-water mark file is rewritten once per this many 
 RESTART_JUMP = 1 << 20  # a lost buffer's successor numbers this far above the mark: the platform then sees a
 # producer that started again (a jump of more than 2**19, README "seq"), not ten thousand lost batches
 _CORRUPT, _FULL, _NOTADB = 11, 13, 26  # SQLite's primary result codes
+_IOERR_SHMSIZE = 4874  # the extended code when the shared-memory file cannot grow: the disk is full
+_FULL_RETRY_S = 10.0  # how often an agent started on a full disk tries again to open the buffer
 _MAX_VARS = 10_000  # host parameters per statement, well under SQLite's limit
 
 _SCHEMA = """
@@ -109,7 +115,7 @@ class DiskBuffer:
         self._mark = self._read_mark()
         existed = self.path.exists()
         try:
-            self._db = self._open(sync, seq_start=self._mark + RESTART_JUMP if self._mark else 0, check=existed)
+            self._db = self._open_when_room(sync, self._mark + RESTART_JUMP if self._mark else 0, existed)
         except sqlite3.DatabaseError as exc:
             if not existed or not _corrupt(exc):
                 raise BufferError(
@@ -128,6 +134,25 @@ class DiskBuffer:
             db.close()
             raise
         return db
+
+    def _open_when_room(self, sync: str, seq_start: int, check: bool) -> sqlite3.Connection:
+        """``_open``, trying again while the disk is full: the agent then starts as soon as anything frees room."""
+        waiting_since = None
+        while True:
+            try:
+                db = self._open(sync, seq_start, check)
+            except sqlite3.DatabaseError as exc:
+                if not _full(exc):
+                    raise
+                if waiting_since is None:
+                    waiting_since = time.monotonic()
+                    log.error("disk full: cannot open the buffer %s (%s); trying again every %.0f s until %s has room",
+                              self.path, exc, _FULL_RETRY_S, self.path.parent)
+                time.sleep(_FULL_RETRY_S)
+                continue
+            if waiting_since is not None:
+                log.warning("the disk has room again after %.0f s; buffer opened", time.monotonic() - waiting_since)
+            return db
 
     def _prepare(self, db: sqlite3.Connection, sync: str, seq_start: int, check: bool) -> None:
         db.execute("PRAGMA busy_timeout=5000")
@@ -164,14 +189,19 @@ class DiskBuffer:
             self._write_mark(self._next_seq + MARK_AHEAD)
 
     def _replace_corrupt(self, sync: str, exc: Exception, start: int) -> sqlite3.Connection:
-        """Keep the damaged file for inspection and start anew at ``start``, past anything numbered before."""
+        """Keep the damaged file for inspection and start anew at ``start``, past anything numbered before. Only the
+        latest damaged file is kept: a failing card would otherwise fill its disk with them, one a damage."""
+        older = list(self.path.parent.glob(glob.escape(self.path.name) + ".corrupt-*"))
+        for old in older:
+            old.unlink(missing_ok=True)
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
                 src.rename(Path(str(aside) + suffix))
         log.error(
-            "buffer %s is damaged (%s); moved to %s, new sequence numbers start at %d", self.path, exc, aside, start
+            "buffer %s is damaged (%s); moved to %s (%d files of an earlier damage removed), new sequence numbers "
+            "start at %d", self.path, exc, aside, len(older), start
         )
         return self._open(sync, seq_start=start)
 
@@ -350,8 +380,8 @@ class DiskBuffer:
         short = self.min_free_bytes + size - self._room() if self.min_free_bytes else 0
         if max(over, short) <= 0:
             return True
-        if self.policy == "drop_newest":
-            return False
+        if self.policy == "drop_newest" or size > self.max_bytes:
+            return False  # a batch larger than the whole bound would not fit after evicting the backlog either
         give_back = short <= self._bytes
         if not give_back:
             # Other files hold the disk: even an empty buffer would leave it short, so the newest batches
@@ -530,7 +560,9 @@ def _code(exc: BaseException) -> int:
 
 
 def _full(exc: BaseException) -> bool:
-    return _code(exc) == _FULL or "full" in str(exc).lower()
+    if _code(exc) == _FULL or getattr(exc, "sqlite_errorcode", None) == _IOERR_SHMSIZE:
+        return True
+    return "full" in str(exc).lower()
 
 
 def _corrupt(exc: BaseException) -> bool:

@@ -28,7 +28,7 @@ class _Source(BaseModel):
         Which source: ``simulated``, ``thermal``, ``hwmon``, ``proc``, ``csv``, ``command`` or ``plugin``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = ""
     interval_s: float = Field(1.0, gt=0, description="How often the source is read.")
@@ -160,7 +160,7 @@ class InferenceSettings(BaseModel):
         Buffered batches above which ``send = "auto"`` sends summaries instead of raw readings.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = False
     model_path: Path | None = Field(None, description="Defaults to the model shipped with the agent.")
@@ -256,7 +256,9 @@ class EdgeSettings(Section):
     """
 
     toml_table = "edge"
-    model_config = SettingsConfigDict(env_prefix="EDDYLINE_EDGE_", env_nested_delimiter="__", extra="forbid")
+    # TOML's inf passes gt=0 but turns into no byte count, timeout or interval: refused here, not as a traceback at run
+    model_config = SettingsConfigDict(env_prefix="EDDYLINE_EDGE_", env_nested_delimiter="__", extra="forbid",
+                                      allow_inf_nan=False)
 
     device_id: str = Field(default_factory=socket.gethostname)
     topic: str = Field("sensor.readings", description="The logical topic; the Kafka namespace prefixes it.")
@@ -287,7 +289,9 @@ class EdgeSettings(Section):
     device_class: str = Field(default_factory=lambda: detect_device_class())
     health_topic: str = Field("device.health", description="The logical topic of health events.")
     heartbeat_interval_s: float = Field(60.0, gt=0)
-    metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this port; off when unset.")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve Prometheus metrics on this port; off when unset."
+    )
     metrics_host: str = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

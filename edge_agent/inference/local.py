@@ -74,6 +74,12 @@ class LocalInference:
         if len(shape) != 2 or not isinstance(shape[1], int):
             raise RuntimeError(f"{self.version}: expected an input of shape [n, window], got {shape}")
         self.window = shape[1]
+        try:  # one window as ``score`` feeds it: a model that loads but cannot score is refused before any swap
+            out = np.asarray(self.session.run(None, {"x": np.zeros((1, self.window), dtype=np.float32)})[0])
+        except Exception as exc:  # onnxruntime raises its own types
+            raise RuntimeError(f"{self.version}: cannot score a window ({exc})") from None
+        if out.shape != (1, 1):
+            raise RuntimeError(f"{self.version}: expected an output of shape [n, 1], got {list(out.shape)} for n = 1")
         self._history: dict[str, Any] = {}
         self.scored = 0
         self.anomalies = 0

@@ -7,7 +7,7 @@ rollout: the new one when promoted or when it is a canary, the previous one othe
 (device class, SHA-256, Ed25519 signature) before it is loaded; loading happens on a worker thread so that
 sampling never waits for ONNX Runtime, and the swap itself is one assignment in the agent's loop. The model
 it replaced stays loaded, so a rollback is instant. Whatever is refused (bad signature, wrong class, a model
-that does not load) leaves the running model in place and is reported in the health event.
+that does not load or cannot score a window) leaves the running model in place and is reported in the health event.
 
 Rollout records are signed with the models' key and ordered by ``sequence``: the agent acts on none that its
 key did not sign, nor on one below the highest it accepted (kept on disk beside the model), so write access

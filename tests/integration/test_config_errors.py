@@ -28,6 +28,10 @@ CASES = {
     # name: (command, TOML, words the message must carry)
     "edge-typo": (EDGE, '[edge]\ndevice_idd = "pi-1"\n[kafka]\n', ["[edge] device_idd", "did you mean device_id"]),
     "edge-type": (EDGE, '[edge]\nbuffer_max_mb = "lots"\n[kafka]\n', ["[edge] buffer_max_mb", "'lots'"]),
+    # TOML's inf and an impossible port passed check-config, then crashed the run with an OverflowError traceback
+    "edge-infinite": (EDGE, '[edge]\nbuffer_max_mb = inf\n[kafka]\n', ["[edge] buffer_max_mb", "finite number"]),
+    "edge-port": (EDGE, '[edge]\nmetrics_port = 70000\nbuffer_path = "b.sqlite"\n[kafka]\n',
+                  ["[edge] metrics_port", "65535"]),
     "edge-syntax": (EDGE, '[edge\ndevice_id = "pi-1"\n', ["not valid TOML", "line 1"]),
     "flow-kafka-typo": (FLOW, '[kafka]\nbootstrap_server = "k:9092"\n', ["[kafka] bootstrap_server", "did you mean bootstrap_servers"]),
     "flow-runtime-type": (FLOW, '[runtime]\nbatch_size = "lots"\n', ["[runtime] batch_size", "EDDYLINE_RUNTIME_BATCH_SIZE"]),

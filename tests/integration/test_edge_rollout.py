@@ -37,11 +37,14 @@ BASE = "residual_w16_int8"  # the model shipped with the agent, running before a
 
 
 def broken_at_run_time(path: Path) -> Path:
-    """Loads fine, but its scores come out 1-D, so every batch's scoring fails on the device."""
+    """Scores the one window the agent tries at load, but no more at once: every batch's scoring fails on the device."""
+    from onnx import numpy_helper
+
     weights, bias, sigma = fit(synthetic_normal(n_series=8, length=400), 16)
     model = build_graph(weights, bias, sigma)
-    model.graph.node.append(onnx.helper.make_node("Squeeze", ["score", "axis1"], ["flat"]))
-    model.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("flat", onnx.TensorProto.FLOAT, ["n"]))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, 1], dtype=np.int64), "one_row"))
+    model.graph.node.append(onnx.helper.make_node("Reshape", ["score", "one_row"], ["first"]))
+    model.graph.output[0].CopyFrom(onnx.helper.make_tensor_value_info("first", onnx.TensorProto.FLOAT, [1, 1]))
     onnx.save(model, path)
     return path
 

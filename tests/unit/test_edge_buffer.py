@@ -61,6 +61,14 @@ def test_drop_oldest_policy_keeps_newest_and_counts(tmp_path: Path) -> None:
     assert st.next_seq == 30
 
 
+def test_a_batch_larger_than_the_whole_buffer_is_refused_without_evicting_the_backlog(tmp_path: Path) -> None:
+    buf = DiskBuffer(tmp_path / "b.sqlite", "dev", max_bytes=1_000, min_free_bytes=0, policy="drop_oldest")
+    fill(buf, 9)
+    assert buf.append(buf.next_seq, b"y" * 1_001, 50, 0) is False
+    st = buf.stats()
+    assert (st.depth, st.dropped_batches, st.dropped_readings, st.next_seq) == (9, 1, 50, 10)
+
+
 def test_drop_newest_policy_refuses_and_leaves_a_gap(tmp_path: Path) -> None:
     buf = DiskBuffer(tmp_path / "b.sqlite", "dev", max_bytes=1_000, min_free_bytes=0, policy="drop_newest")
     fill(buf, 10)
@@ -238,6 +246,22 @@ def test_a_damaged_table_page_is_set_aside_at_start(tmp_path: Path) -> None:
     assert again.append(again.next_seq, b"x", 1, 0)
 
 
+def test_only_the_latest_damaged_file_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failing card damages the buffer again and again: each copy set aside must not stay on its disk for good."""
+    import edge_agent.buffer as module
+
+    path = tmp_path / "b.sqlite"
+    for hour in range(4):
+        monkeypatch.setattr(module.time, "time", lambda hour=hour: 1_700_000_000 + 3600 * hour)
+        buf = DiskBuffer(path, "dev", min_free_bytes=0)
+        fill(buf, 50)
+        buf.close()
+        with open(path, "r+b") as f:
+            f.write(b"\x00" * 100)
+    DiskBuffer(path, "dev", min_free_bytes=0).close()
+    assert [p.name for p in tmp_path.glob("b.sqlite.corrupt-*")] == [f"b.sqlite.corrupt-{1_700_000_000 + 3 * 3600}"]
+
+
 def test_damage_found_while_running_starts_a_new_file(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite"
     buf = DiskBuffer(path, "dev", min_free_bytes=0)
@@ -270,3 +294,31 @@ def test_numbering_after_a_lost_buffer_stays_above_every_number_used(
         f.unlink()
     assert DiskBuffer(path, "dev", min_free_bytes=0).next_seq >= replaced + module.RESTART_JUMP
     assert module.RESTART_JUMP > RESET_JUMP
+
+
+def test_an_agent_started_on_a_full_disk_waits_for_room_instead_of_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A buffer error at start stops the agent for good: the unit does not restart on its exit status (2)."""
+    import edge_agent.buffer as module
+
+    path = tmp_path / "b.sqlite"
+    buf = DiskBuffer(path, "dev", min_free_bytes=0)
+    fill(buf, 5)
+    buf.close()
+    shm_full = sqlite3.OperationalError("disk I/O error")  # what SQLite raises when its -shm file cannot grow
+    shm_full.sqlite_errorcode = 4874  # type: ignore[attr-defined]  # SQLITE_IOERR_SHMSIZE
+    failures = [sqlite3.OperationalError("database or disk is full"), shm_full]
+    prepare = DiskBuffer._prepare
+
+    def on_a_full_disk(self: DiskBuffer, *args: object) -> None:
+        if failures:
+            raise failures.pop(0)
+        prepare(self, *args)  # type: ignore[arg-type]
+
+    waits: list[float] = []
+    monkeypatch.setattr(DiskBuffer, "_prepare", on_a_full_disk)
+    monkeypatch.setattr(module.time, "sleep", waits.append)
+    again = DiskBuffer(path, "dev", min_free_bytes=0)
+    assert len(waits) == 2 and again.depth == 5 and again.next_seq == 5  # the backlog is still there to send
+    assert again.append(5, b"x", 1, 0) and not list(tmp_path.glob("b.sqlite.corrupt-*"))

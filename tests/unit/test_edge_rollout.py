@@ -125,7 +125,19 @@ def test_canary_swaps_keeps_history_and_rolls_back_instantly(keys, model_bytes: 
                                               "model_message": "because"}
 
 
-@pytest.mark.parametrize("case", ["foreign key", "wrong class", "does not load"])
+def _unscorable_model() -> bytes:
+    """Loads, with the input shape the agent checks, but its input is not named ``x``: every score would fail."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceMax", ["input"], ["score"], keepdims=1)], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 12])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["n", 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("case", ["foreign key", "wrong class", "does not load", "cannot score"])
 def test_refused_models_leave_the_running_one(keys, model_bytes: bytes, case: str) -> None:
     private, public, other_key = keys
     u = updater("pi-1", public)
@@ -134,13 +146,16 @@ def test_refused_models_leave_the_running_one(keys, model_bytes: bytes, case: st
         u.on_model(record("3", model_bytes, other_key))
     elif case == "wrong class":
         u.on_model(record("3", model_bytes, private, device_class="jetson"))
+    elif case == "cannot score":
+        u.on_model(record("3", _unscorable_model(), private))
     else:
         u.on_model(record("3", b"not an onnx model", private))
     u.on_rollout(rollout(private, "3", "promoted", []))
     assert settle(u) is None
     info = u.info()
     assert info["model_version"] == running and info["model_state"] == "refused"
-    expected = {"foreign key": "signed with key", "wrong class": "built for jetson", "does not load": "failed to load"}
+    expected = {"foreign key": "signed with key", "wrong class": "built for jetson", "does not load": "failed to load",
+                "cannot score": "cannot score a window"}
     assert expected[case] in info["model_message"] and "model 3" in info["model_message"]
     assert settle(u) is None and u.refused == 1  # not retried on every loop turn
 
