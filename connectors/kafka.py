@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from confluent_kafka import (
     OFFSET_BEGINNING, TIMESTAMP_CREATE_TIME, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition,
@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from connectors.config import Section
+from connectors.config import ConfigError, Section, config_path
 from connectors.kafka_acks import UnconfirmedAcks
 from connectors.kafka_log import librdkafka_logger
 from schemas import AvroSerde
@@ -322,6 +322,23 @@ def logged_config(conf: dict[str, Any]) -> dict[str, Any]:
     return {"logger": librdkafka_logger(), **conf}
 
 
+_Client = TypeVar("_Client", Producer, Consumer, AdminClient)
+
+
+def _built(client: type[_Client], conf: dict[str, Any]) -> _Client:
+    """``client(logged_config(conf))``; a property librdkafka refuses (a typo in ``[kafka] extra``, a CA file that is
+    not there) is a ``ConfigError`` naming it: only an edit fixes it, and neither a traceback (a flow's start) nor
+    "no broker answered" (``wait_for_broker``) told the person which."""
+    try:
+        return client(logged_config(conf))
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._INVALID_ARG:
+            raise
+        raise ConfigError(f"the Kafka client settings are refused: {exc.args[0].str()}; fix [kafka] in "
+                          f"{config_path()} or its EDDYLINE_KAFKA_* variables (librdkafka's own properties go in "
+                          "[kafka] extra)") from None
+
+
 def make_producer(s: KafkaSettings, **overrides: Any) -> Producer:
     """A confluent-kafka ``Producer`` configured by ``producer_config``.
 
@@ -330,7 +347,7 @@ def make_producer(s: KafkaSettings, **overrides: Any) -> Producer:
     s, overrides
         As for ``producer_config``.
     """
-    return Producer(logged_config(producer_config(s, **overrides)))
+    return _built(Producer, producer_config(s, **overrides))
 
 
 def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
@@ -341,7 +358,7 @@ def make_consumer(s: KafkaSettings, group_id: str, **overrides: Any) -> Consumer
     s, group_id, overrides
         As for ``consumer_config``.
     """
-    return Consumer(logged_config(consumer_config(s, group_id, **overrides)))
+    return _built(Consumer, consumer_config(s, group_id, **overrides))
 
 
 def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
@@ -354,7 +371,7 @@ def make_admin(s: KafkaSettings, **overrides: Any) -> AdminClient:
     s, overrides
         As for ``admin_config``.
     """
-    return AdminClient(logged_config(admin_config(s, **overrides)))
+    return _built(AdminClient, admin_config(s, **overrides))
 
 
 def wait_for_broker(s: KafkaSettings, timeout: float) -> None:
@@ -486,7 +503,7 @@ class EventProducer:
             serde = configured_serde()
         self.serde = serde
         self.config = producer_config(settings, **overrides)  # what the client got, ``[kafka] extra`` included
-        self._producer = Producer(logged_config(self.config))
+        self._producer = _built(Producer, self.config)
         self.delivered = 0
         self.failed = 0
         self._errors: list[str] = []

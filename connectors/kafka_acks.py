@@ -28,15 +28,21 @@ def offsets_reported(conf: Mapping[str, Any]) -> bool:
     Parameters
     ----------
     conf
-        The producer's librdkafka configuration (``acks`` or ``request.required.acks``; ``all`` by default).
+        The producer's librdkafka configuration (``acks`` or its alias ``request.required.acks``; ``all`` by
+        default). The client sets properties in the mapping's order, so where both are there the later wins, as
+        ``[kafka] extra``'s ``request.required.acks`` wins over ``producer_config``'s ``acks``: reading the other
+        one would take every acks=0 report for an unconfirmed one and send the record again, without end.
 
     Examples
     --------
     >>> from connectors.kafka_acks import offsets_reported
     >>> offsets_reported({"acks": "all"}), offsets_reported({"acks": 0}), offsets_reported({})
     (True, False, True)
+    >>> offsets_reported({"acks": "all", "request.required.acks": "0"})
+    False
     """
-    return str(conf.get("acks", conf.get("request.required.acks", "all"))) != "0"
+    acks = [v for k, v in conf.items() if k in ("acks", "request.required.acks")]
+    return str(acks[-1] if acks else "all") != "0"
 
 
 class UnconfirmedAcks:

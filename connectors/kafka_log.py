@@ -9,26 +9,38 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 
 class OncePerMinute(logging.Filter):
     """Lets a librdkafka FAIL line (a connection that failed) through once a minute per client and broker.
 
-    librdkafka logs every failed reconnect; during a long outage one line a minute says enough.
+    librdkafka logs every failed reconnect; during a long outage one line a minute says enough. Only the clients
+    and brokers of the last minute are remembered: a process that makes new clients while its broker is away (the
+    edge sender starts a new producer after a minute without an acknowledgement) names each one anew.
+
+    Parameters
+    ----------
+    clock
+        Monotonic seconds (tests pass their own).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
+        self._clock = clock
         self._last: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        key = msg.split(":", 1)[0] if " FAIL " in f" {msg} " or msg.startswith("FAIL") else ""
-        if not key:
+        if " FAIL " not in f" {msg} " and not msg.startswith("FAIL"):
             return True
-        now = time.monotonic()
+        key = msg.split("]: ", 1)[0]  # FAIL [client#producer-7] [thrd:host:port/bootstrap]
+        now = self._clock()
         if now - self._last.get(key, -1e9) < 60:
             return False
+        for old, at in list(self._last.items()):
+            if now - at >= 60:
+                self._last.pop(old, None)
         self._last[key] = now
         return True
 

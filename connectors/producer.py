@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
+import math
 import threading
 import time
 import weakref
@@ -30,6 +32,8 @@ from connectors.kafka import EventProducer, KafkaSettings
 from schemas import CLICK, FEEDBACK, PREDICTION, SENSOR_BATCH, derive_id
 
 __all__ = ["Producer"]
+
+log = logging.getLogger(__name__)
 
 TOPICS = {SENSOR_BATCH: "sensor.readings", CLICK: "clicks", PREDICTION: "predictions", FEEDBACK: "feedback"}
 SEQ_START_SHIFT = 20  # a device's first seq is milliseconds since the epoch << this (streams.sequence.RESET_JUMP)
@@ -102,18 +106,28 @@ class Producer:
 
     def send_readings(self, device_id: str, sensor: str, timestamps: Sequence[int], values: Sequence[float],
                       unit: str | None = None) -> None:
-        """Many readings of one sensor; ``timestamps`` are milliseconds since the Unix epoch, UTC."""
+        """Many readings of one sensor; ``timestamps`` are milliseconds since the Unix epoch, UTC.
+
+        Readings the schema refuses (a value that is NaN or infinite, a time that is no integer) raise here, before
+        they join the device's batch: found when the batch is sent, they took the device's good readings with them.
+        """
         if not device_id or not sensor:
             raise ValueError("device_id and sensor must be non-empty")
         if len(timestamps) != len(values):
             raise ValueError(f"{len(values)} values but {len(timestamps)} timestamps")
+        new_ts, new_vs = [int(t) for t in timestamps], [float(v) for v in values]
+        if not all(map(math.isfinite, new_vs)):
+            raise ValueError(f"a value of {device_id}/{sensor} is NaN or infinite; leave out readings a sensor failed "
+                             "to take")
         with self._lock:
             self._check_open()
+            if not new_vs:
+                return
             batch = self._batches.setdefault(device_id, _DeviceBatch())
             ts, vs = batch.series.setdefault((sensor, unit), ([], []))
-            ts.extend(int(t) for t in timestamps)
-            vs.extend(float(v) for v in values)
-            batch.count += len(values)
+            ts.extend(new_ts)
+            vs.extend(new_vs)
+            batch.count += len(new_vs)
             if batch.count >= self.max_readings:
                 self._send_batch(device_id)
 
@@ -222,6 +236,9 @@ def _send_due_loop(ref: weakref.ref[Producer]) -> None:
         if producer is None or producer._closed.is_set():
             return
         interval = producer.linger_s / 2
-        producer.send_due()
+        try:
+            producer.send_due()
+        except Exception:  # the next round sends the other devices' batches all the same
+            log.exception("sending batches older than linger_s failed", extra={"producer": producer.name})
         del producer
         time.sleep(interval)

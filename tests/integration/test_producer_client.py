@@ -65,3 +65,36 @@ def test_bad_input_is_refused_before_it_leaves(kafka_settings: KafkaSettings) ->
             p.send_click("u", "i", "PURCHASE")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="closed"):
         p.send_reading("d", "s", 1.0)
+
+
+@pytest.mark.parametrize("timestamps, values", [([4], [float("nan")]), ([5, "soon"], [1.0, 2.0]), ([], [])],
+                         ids=["nan", "not-a-time", "empty"])
+def test_a_bad_reading_does_not_take_the_devices_batch_or_the_sender_with_it(
+    kafka_settings: KafkaSettings, timestamps: list, values: list
+) -> None:
+    """Found when the batch was sent, one NaN lost the device's other readings and stopped the thread that sends
+    batches after ``linger_s`` (the rest waited for ``close``)."""
+    with Producer("svc-nan", kafka_settings, linger_s=0.2) as p:
+        p.send_readings("dev-a", "temp", [1, 2, 3], [1.0, 2.0, 3.0])
+        if values:
+            with pytest.raises(ValueError):
+                p.send_readings("dev-a", "other", timestamps, values)
+        else:
+            p.send_readings("dev-a", "other", timestamps, values)  # nothing to send
+        batches = _read(kafka_settings, "sensor.readings", SENSOR_BATCH, 1)
+        p.send_readings("dev-b", "temp", [10], [5.0])
+        batches += _read(kafka_settings, "sensor.readings", SENSOR_BATCH, 2)[1:]  # before close: the sender lives
+    assert [(b["device_id"], [(s["sensor"], s["values"]) for s in b["series"]]) for b in batches] == [
+        ("dev-a", [("temp", [1.0, 2.0, 3.0])]), ("dev-b", [("temp", [5.0])])]
+
+
+def test_the_sender_outlives_a_batch_the_client_refuses(kafka_settings: KafkaSettings,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """The thread that sends batches after ``linger_s`` stopped at its first error; the rest waited for ``close``."""
+    small = kafka_settings.model_copy(update={"extra": {"message.max.bytes": "2000"}})
+    with Producer("svc-big", small, linger_s=0.2) as p:
+        p.send_readings("big", "temp", list(range(500)), [1.0] * 500)  # far over 2000 bytes: refused when sent
+        p.send_readings("small", "temp", [1], [2.0])
+        batches = _read(kafka_settings, "sensor.readings", SENSOR_BATCH, 1)  # before close: the sender lives
+    assert [b["device_id"] for b in batches] == ["small"]
+    assert "linger_s failed" in caplog.text and "too large" in caplog.text.lower()

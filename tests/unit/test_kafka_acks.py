@@ -37,3 +37,9 @@ def test_stored_failed_and_acks_0_reports_are_not_unconfirmed() -> None:
     assert not UnconfirmedAcks({"acks": "0"}, LOG)(None, _report(None))  # acks=0: no report has an offset
     assert not UnconfirmedAcks({"request.required.acks": 0}, LOG)(None, _report(None))
     assert check.count == 0
+
+
+def test_the_later_of_acks_and_its_alias_counts_as_librdkafka_applies_them_in_order() -> None:
+    """``producer_config`` puts ``acks=all`` first and ``[kafka] extra``'s ``request.required.acks=0`` after it."""
+    assert not UnconfirmedAcks({"acks": "all", "request.required.acks": "0"}, LOG)(None, _report(None))
+    assert UnconfirmedAcks({"request.required.acks": "0", "acks": "all"}, LOG)(None, _report(None))
