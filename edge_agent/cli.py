@@ -110,9 +110,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eddyline-edge: {explain(exc)}\n`eddyline-edge check-config --config FILE` validates without running",
               file=sys.stderr)
         return 2
-    except (ConfigError, FileNotFoundError, SourceError, BufferError, RuntimeError) as exc:
+    except (ConfigError, SourceError, BufferError, RuntimeError) as exc:
         print(f"eddyline-edge: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path it was given or configured with: missing, a folder, under a file, unreadable
+        if exc.filename is None:
+            print(f"eddyline-edge: {exc}", file=sys.stderr)
+            return 2
+        print(f"eddyline-edge: {exc.strerror or exc}: {exc.filename}; check the path and its permissions, then run "
+              "the command again", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"eddyline-edge: {args.command} interrupted; run it again to finish", file=sys.stderr)
+        return 130
     return 2
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from streams.cli.errors import CliError, answering_kafka, friendly
+from streams.cli.errors import CliError, answering_kafka, friendly, output_file, until_interrupted
 from streams.cli.lazy import Lazy, group, lazy_group
 
 __all__ = ["CliError", "app", "friendly", "main"]
@@ -150,7 +150,8 @@ def produce_sensors(
     duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
     anomaly_rate: Annotated[float, typer.Option(min=0, max=1, help="Chance per reading that an anomaly starts.")] = 0.002,
     bad_events: Annotated[int, typer.Option(min=0, help="Malformed messages to mix in.")] = 0,
-    truth: Annotated[Path | None, typer.Option(help="Write the injected anomalies here (JSON).")] = None,
+    truth: Annotated[Path | None, typer.Option(
+        help="Write the injected anomalies here (JSON).", callback=output_file)] = None,
 ) -> None:
     """Publish simulated device readings with injected anomalies to sensor.readings."""
     from streams.producers.sensors import produce
@@ -205,30 +206,24 @@ def run_flow(
             raise CliError(f"cannot serve metrics on {runtime.metrics_host}:{port} ({exc.strerror or exc}); choose "
                            "another port (--metrics-port, or [runtime] metrics_port) or stop what holds it") from None
     if service is not None:
-        try:
+        with until_interrupted(f"{flow} stopped"):
             service()(_kafka())
-        except KeyboardInterrupt:
-            typer.echo(f"{flow} stopped", err=True)
         return
     assert spec is not None
-    try:
+    folder = state_dir or runtime.state_dir / (f"{spec.name}-faust" if engine == "faust" else spec.name)
+    with until_interrupted(f"{spec.name} stopped; state kept in {folder}"):
         if engine == "faust":
             from streams.engines.faust import run as run_faust
 
-            folder = state_dir or runtime.state_dir / f"{spec.name}-faust"
             run_faust(spec, _kafka(), state_dir=folder, workers=workers, **runtime.faust_options())
         elif workers > 1:
             from streams.engines.bytewax_cluster import run_cluster
 
-            folder = state_dir or runtime.state_dir / spec.name
             run_cluster(spec, _kafka(), processes=workers, state_dir=folder, **runtime.bytewax_options())
         else:
             from streams.engines.bytewax import run
 
-            folder = state_dir or runtime.state_dir / spec.name
             run(spec, _kafka(), state_dir=folder, **runtime.bytewax_options())
-    except KeyboardInterrupt:
-        typer.echo(f"{spec.name} stopped; state kept in {folder}", err=True)
 
 
 def _check_sink_settings() -> None:
@@ -247,7 +242,8 @@ def demo(
     duration: Annotated[float | None, typer.Option(
         min=0, help="Seconds to produce before the summary (default: until Ctrl-C).")] = None,
     bad_events: Annotated[int, typer.Option(min=0, help="Malformed messages to mix in; they must land in the DLQ.")] = 0,
-    summary_json: Annotated[Path | None, typer.Option(help="Write the summary here as JSON.")] = None,
+    summary_json: Annotated[Path | None, typer.Option(
+        help="Write the summary here as JSON.", callback=output_file)] = None,
     devices: Annotated[int, typer.Option(min=1, help="Simulated devices.")] = 20,
     rate: Annotated[float, typer.Option(min=0, help="Readings per second.")] = 3000.0,
     calls: Annotated[bool, typer.Option(help="Also stream the recorded calls through the audio flow.")] = True,

@@ -22,9 +22,17 @@ def transcribe_command(
 ) -> None:
     """Print the text of each WAV file."""
     from models.speech import load_transcriber
+    from models.speech.factory import BACKENDS
+    from streams.cli.errors import CliError
 
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"{backend!r}; choose one of {', '.join(BACKENDS)}", param_hint="--backend")
     options = {"vad_filter": True} if backend == "faster-whisper" else {}
-    transcriber = load_transcriber(backend, model, **options)
+    try:
+        transcriber = load_transcriber(backend, model, **options)
+    except (RuntimeError, ValueError) as exc:  # a folder without the model's files, a path taken for a hub id
+        raise CliError(f"cannot load the speech model {model!r} with {backend}: {exc}. --model takes bundled (the "
+                       f"offline tiny.en), a model folder for {backend} or a model name it can download") from None
     for path in files:
         try:
             audio = read_wav(path)

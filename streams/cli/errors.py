@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
@@ -62,6 +64,52 @@ def friendly(fn: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def until_interrupted(stopped: str) -> Iterator[None]:
+    """Run a command that runs until Ctrl-C, then say ``stopped`` (where its state is kept): an interrupt is how
+    it is meant to end, not a failure. An engine that runs the flow in its own runtime (Bytewax) raises the
+    interrupt again as its own error, which is the same Ctrl-C and must not end in a backtrace.
+
+    Parameters
+    ----------
+    stopped
+        The line to print once it stopped.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        typer.echo(stopped, err=True)
+
+
+def output_file(path: Path | None) -> Path | None:
+    """An option's callback for a file a command writes when its run is done (a summary, a producer's truth): its
+    folder is made now, and a path that cannot hold the file is refused now, not after the run (a producer's events
+    are sent by then, and running it again sends them twice).
+
+    Parameters
+    ----------
+    path
+        The path given, if any.
+    """
+    if path is None:
+        return None
+    if path.is_dir():
+        raise typer.BadParameter(f"{path} is a folder; give the path of a file in it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a folder of the path must be, or no permission
+        why = "a file of that name is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) else (
+            exc.strerror or str(exc))
+        raise typer.BadParameter(f"cannot make the folder {path.parent} ({why}); give a path in a folder you can "
+                                 "write to") from None
+    return path
 
 
 def answering_kafka(timeout: float | None = None) -> KafkaSettings:

@@ -38,9 +38,35 @@ def open_registry(registry_dir: Path | None = None) -> Registry:
     if folder is not None:
         return ModelRegistry(folder)
     configure()
+    _answering_mlflow()
     from models.registry.mlflow_store import MlflowRegistry
 
     return MlflowRegistry()
+
+
+ANSWER_S = 5.0  # how long a command waits for a tracking server to answer at all
+
+
+def _answering_mlflow() -> None:
+    """Refuse a tracking server that does not answer in one line and in seconds: MLflow's client retries, then
+    fails in a backtrace hundreds of lines long. Exit 1, as for a Kafka broker: the server may be back in a minute."""
+    import urllib.error
+    import urllib.request
+
+    from models import tracking
+
+    uri = tracking.tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=ANSWER_S).close()
+    except urllib.error.HTTPError:
+        return  # it answered: a proxy or an auth layer in front of it may refuse /health itself
+    except OSError as exc:
+        typer.secho(f"error: no MLflow server answered at {uri} ({getattr(exc, 'reason', exc)}); start it, or point "
+                    "[mlflow] tracking_uri (EDDYLINE_MLFLOW_TRACKING_URI) at one that runs, or unset it and "
+                    "MLFLOW_TRACKING_URI to use the embedded store", fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 def _fail(message: str) -> None:
@@ -95,6 +121,7 @@ def migrate_command(
         _fail(f"{directory} holds no local registry (no <model>/registry.json); name the folder "
               "[retraining] registry_dir pointed at")
     configure()
+    _answering_mlflow()
     target = MlflowRegistry()
     for model in source.models():
         mapping = target.import_local(source, model)

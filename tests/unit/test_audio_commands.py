@@ -26,3 +26,17 @@ def test_transcribe_refuses_a_file_that_is_not_wav(tmp_path):
     bad.write_text("not audio")
     result = CliRunner().invoke(app(), ["transcribe", str(bad)], env={"COLUMNS": "400"})
     assert result.exit_code != 0 and "not a PCM WAV" in result.output
+
+
+def test_a_model_that_cannot_be_loaded_names_the_option_and_what_to_give_instead(tmp_path):
+    """A folder that holds no model was a backtrace (CTranslate2's RuntimeError), a path that does not exist an
+    error about Hugging Face repo ids: neither said that --model was the problem."""
+    from streams.cli import app as eddyline
+
+    (tmp_path / "notes.txt").write_text("not a model")
+    for model in (str(tmp_path), str(tmp_path / "missing")):
+        result = CliRunner().invoke(eddyline, ["transcribe", "--model", model, str(DATA / "call09.wav")],
+                                    env={"COLUMNS": "400"})
+        assert result.exit_code == 2, result.output
+        assert f"cannot load the speech model {model!r}" in result.output and "--model takes bundled" in result.output
+        assert "Traceback" not in result.output

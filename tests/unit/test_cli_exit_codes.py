@@ -152,3 +152,48 @@ def test_a_path_that_is_a_folder_or_unreadable_is_a_mistake_to_fix_not_a_backtra
     assert "Traceback" not in result.output
     result = CliRunner().invoke(_app(PermissionError(13, "Permission denied", "/etc/eddyline/key.pem")), [])
     assert result.exit_code == 2 and "Permission denied: /etc/eddyline/key.pem; check the path" in result.output
+
+
+def test_a_librdkafka_property_the_client_refuses_is_a_mistake_to_fix_not_a_missing_broker(defaults_config) -> None:
+    """A typo in ``[kafka] extra`` was "no Kafka broker answered" for a command (exit 1: restarted for ever), and a
+    KafkaException backtrace for a flow's start."""
+    from connectors.config import ConfigError
+    from connectors.kafka import EventProducer, KafkaSettings, make_consumer
+    from streams.cli import app
+
+    env = {"EDDYLINE_KAFKA_EXTRA": '{"linger.msx": "5"}', "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    for command in (["topics", "create", "--timeout", "1"], ["run", "anomaly"]):
+        result = CliRunner().invoke(app, command, env=env)
+        assert result.exit_code == 2, result.output
+        assert 'No such configuration property: "linger.msx"' in result.output and "[kafka] extra" in result.output
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:1", security_protocol="SSL", ssl_ca_location="/no/ca.pem")
+    for build in (lambda: make_consumer(settings, "g"), lambda: EventProducer(settings)):
+        with pytest.raises(ConfigError, match="ssl.ca.location"):
+            build()
+
+
+@pytest.mark.parametrize("command", [["models", "list"], ["models", "rollback"], ["models", "migrate-registry"]])
+def test_a_registry_server_that_does_not_answer_says_so_and_what_to_do(command: list[str], defaults_config,
+                                                                       tmp_path) -> None:
+    """It was a backtrace of MLflow's retries, some 400 lines, ending in an MlflowException."""
+    from connectors.broker import free_port
+    from models.registry import ModelRegistry
+    from streams.cli import app
+    from streams.flows.names import MODEL_NAME
+
+    if command[-1] == "migrate-registry":  # a local registry with a version to copy
+        ModelRegistry(tmp_path).register(MODEL_NAME, {"weights": [1.0]}, metrics={"auc": 0.5}, reason="test")
+        command = [*command, str(tmp_path)]
+    uri = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(app, command, env={"EDDYLINE_MLFLOW_TRACKING_URI": uri})
+    assert isinstance(result.exception, SystemExit | None), repr(result.exception)
+    assert result.exit_code == 1, result.output  # the server may be back in a minute: a retry may do
+    assert f"no MLflow server answered at {uri}" in result.output and "tracking_uri" in result.output
+
+
+def test_a_registry_server_that_answers_is_asked(mlflow_server, defaults_config) -> None:
+    from streams.cli import app
+
+    result = CliRunner().invoke(app, ["models", "list"], env={"EDDYLINE_MLFLOW_TRACKING_URI": mlflow_server.url})
+    assert result.exit_code == 2 and f"no versions of 'clicks-online' in {mlflow_server.url}" in result.output, \
+        result.output
