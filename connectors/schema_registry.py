@@ -10,7 +10,7 @@ registry), and their readings must not be dead-lettered because the platform use
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
@@ -44,6 +44,15 @@ class SchemaRegistrySettings(Section):
     timeout_s: float = Field(10.0, gt=0)
     retries: int = Field(3, ge=0)
     negative_cache_s: float = Field(60.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        """A URL the client cannot speak to would not fail here but as an outage that never ends (consumers pause)."""
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL; give the registry's base URL, "
+                             "e.g. http://registry:8081")
+        return url
 
     def registry(self, *, consumer: bool) -> Registry:
         """The registry for a consumer (pauses while the registry is unavailable) or a producer (raises)."""

@@ -16,7 +16,7 @@ import time
 import zlib
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from schemas import catalog
 from schemas.catalog import SchemaVersion
@@ -24,6 +24,16 @@ from schemas.errors import RegistryUnavailableError, SchemaError, UnknownSchemaE
 
 log = logging.getLogger(__name__)
 MAX_MISSING = 10_000
+_FIELDS = {"id": int, "schema": str}  # what the registry's answers carry, and their types
+
+
+def _error_code(detail: str) -> int:
+    """The Confluent ``error_code`` of an error answer (40403: no such schema), 0 when it has none."""
+    try:
+        code = json.loads(detail).get("error_code")
+    except (ValueError, AttributeError):
+        return 0
+    return code if type(code) is int else 0
 
 
 class Registry(Protocol):
@@ -118,9 +128,10 @@ class ConfluentRegistry:
     """A client for a Confluent-compatible Schema Registry: cached both ways, retried, failures told apart.
 
     Subjects follow the TopicNameStrategy (``<topic>-value``). Ids and schemas, once known, are cached for
-    good (an id never changes meaning); an id the registry does not have (404) is remembered for
-    ``negative_ttl_s`` so that a stream of bad messages does not become a stream of requests. Network
-    errors, 5xx and refused credentials are retried ``retries`` times with doubling back-off, then raise
+    good (an id never changes meaning); an id the registry says it does not have (404, error code 404xx) is
+    remembered for ``negative_ttl_s`` so that a stream of bad messages does not become a stream of requests.
+    Network errors, 5xx, refused credentials and answers no registry gives (a URL that leads elsewhere: a
+    bare 404, a page without the field asked for) are retried ``retries`` times with doubling back-off, then raise
     ``RegistryUnavailableError``; with ``pause`` the client instead keeps retrying, logging once a minute
     that consumption is paused, until the registry answers: what a consumer wants, never a producer
     answering a client (the gateway says 503).
@@ -179,7 +190,8 @@ class ConfluentRegistry:
         self._missing: dict[int, tuple[float, str]] = {}  # id -> (answer again from the registry after, why)
         self._lock = threading.Lock()
 
-    def _once(self, method: str, path: str, body: dict | None) -> dict:
+    def _once(self, method: str, path: str, body: dict | None, field: str | None) -> Any:
+        import http.client
         import urllib.error  # here: urllib.request costs the edge agent, which never calls a registry, 3 MB
         import urllib.request
 
@@ -187,30 +199,40 @@ class ConfluentRegistry:
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=self._headers)
         try:
             with urllib.request.urlopen(req, timeout=self._timeout) as resp:
-                return json.loads(resp.read())
+                answer = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
-            if exc.code == 404:
+            if exc.code == 404 and _error_code(detail) // 100 == 404:  # the registry's own "not found" (40403, ...)
                 raise UnknownSchemaError(f"schema registry {self.url}{path}: not found ({detail})") from None
-            if exc.code in (401, 403):
-                raise RegistryUnavailableError(
-                    f"schema registry {self.url}{path} answered {exc.code}: {detail}; check the registry "
-                    "credentials ([schema_registry] username/password)") from None
-            if exc.code >= 500 or exc.code == 429:
-                raise RegistryUnavailableError(f"schema registry {self.url}{path} answered {exc.code}: {detail}") from None
-            raise SchemaError(f"schema registry {self.url}{path} refused the request ({exc.code}): {detail}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: an answer that is not JSON
+            where = f"schema registry {self.url}{path}"
+            if method == "POST" and 400 <= exc.code < 500 and exc.code not in (401, 403, 404, 429):
+                raise SchemaError(f"{where} refused the request ({exc.code}): {detail}") from None
+            hint = "" if exc.code >= 500 or exc.code == 429 else (
+                "; check the registry credentials ([schema_registry] username/password)" if exc.code in (401, 403)
+                else "; is EDDYLINE_SCHEMA_REGISTRY_URL the registry's base URL?")
+            raise RegistryUnavailableError(f"{where} answered {exc.code}: {detail}{hint}") from None
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:  # ValueError: not JSON
             reason = getattr(exc, "reason", exc)
             raise RegistryUnavailableError(
-                f"schema registry at {self.url} is unreachable ({reason}); check EDDYLINE_SCHEMA_REGISTRY_URL"
+                f"schema registry at {self.url} is unreachable ({type(exc).__name__}: {reason}); "
+                "check EDDYLINE_SCHEMA_REGISTRY_URL"
             ) from None
+        if field is None:
+            return answer
+        value = answer.get(field) if isinstance(answer, dict) else None
+        if type(value) is not _FIELDS[field]:  # another service at that URL: never a reason to dead-letter
+            raise RegistryUnavailableError(
+                f"schema registry {self.url}{path} answered without {field!r} ({str(answer)[:200]}); "
+                "is EDDYLINE_SCHEMA_REGISTRY_URL a schema registry?")
+        return value
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        """One request, retried with back-off while the registry is unavailable (for ever with ``pause``)."""
+    def _call(self, method: str, path: str, body: dict | None = None, field: str | None = None) -> Any:
+        """One request, retried with back-off while the registry is unavailable (for ever with ``pause``); with
+        ``field``, that field of the answer (``id`` or ``schema``)."""
         attempt, wait, since, told = 0, self.backoff_s, time.monotonic(), 0.0
         while True:
             try:
-                answer = self._once(method, path, body)
+                answer = self._once(method, path, body, field)
                 if told:
                     log.warning("schema registry %s answers again after %.1f s; consumption resumes",
                                 self.url, time.monotonic() - since)
@@ -240,11 +262,12 @@ class ConfluentRegistry:
             if key in self._ids:
                 return self._ids[key]
         # The full schema, not the canonical form: the registry's compatibility checks need the defaults.
-        answer = self._call("POST", f"/subjects/{topic}-value/versions", {"schema": json.dumps(version.schema)})
+        schema_id = self._call("POST", f"/subjects/{topic}-value/versions", {"schema": json.dumps(version.schema)},
+                               field="id")
         with self._lock:
-            self._ids[key] = answer["id"]
-            self._schemas[answer["id"]] = version.canonical
-        return answer["id"]
+            self._ids[key] = schema_id
+            self._schemas[schema_id] = version.canonical
+        return schema_id
 
     def schema_for(self, schema_id: int) -> str:
         """The schema registered under an id, asked of the registry once and cached; unknown ids for a while.
@@ -273,7 +296,7 @@ class ConfluentRegistry:
             if missing is not None and missing[0] > time.monotonic():
                 raise UnknownSchemaError(missing[1])
         try:
-            schema = self._call("GET", f"/schemas/ids/{schema_id}")["schema"]
+            schema = self._call("GET", f"/schemas/ids/{schema_id}", field="schema")
         except UnknownSchemaError as exc:
             with self._lock:
                 if len(self._missing) >= MAX_MISSING:  # random ids from a hostile producer: memory stays bounded

@@ -183,21 +183,57 @@ class AvroSerde:
         if pair is None:
             canonical = self.registry.schema_for(schema_id)
             latest = catalog.latest(event_type)
-            if canonical == latest.canonical or _canonical_form(canonical) == latest.canonical:
+            if canonical == latest.canonical:
                 pair = (latest.parsed, None)
             else:
-                pair = (catalog._parse(canonical), latest.parsed)
+                writer, form = _avro_schema(canonical, schema_id)
+                pair = (latest.parsed, None) if form == latest.canonical else (writer, latest.parsed)
             self._resolution[key] = pair
         return pair
 
 
-def _canonical_form(text: str) -> str | None:
-    """A schema registry's text of a schema (the whole schema, as registered) in Parsing Canonical Form: the same
-    schema as ours then reads without resolution, through the compiled reader. None when it does not parse."""
+def _avro_schema(text: str, schema_id: int) -> tuple[Any, str]:
+    """A registry's text of a schema (the whole schema, as registered), parsed and in Parsing Canonical Form: the
+    same schema as ours then reads without resolution, through the compiled reader. ``DecodeError`` when it is no
+    Avro schema: a producer with another serializer (Protobuf, JSON Schema) frames its messages the same way."""
     try:
-        return fastavro.schema.to_parsing_canonical_form(json.loads(text))
-    except (ValueError, TypeError, fastavro.schema.SchemaParseException):
-        return None
+        parsed, form = catalog._parse(text), fastavro.schema.to_parsing_canonical_form(json.loads(text))
+    except Exception as exc:  # fastavro raises many types for what is not a schema
+        raise DecodeError(f"schema id {schema_id} is not an Avro schema ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "a producer with another serializer writes to this topic") from None
+    empty: list[str] = []
+    _takes_no_bytes(parsed, {}, empty)
+    if empty:
+        raise DecodeError(f"schema id {schema_id} has arrays of items that take no bytes ({', '.join(empty)}): "
+                          "a count of 2^60 in a few bytes would keep the reader busy for ever")
+    return parsed, form
+
+
+def _takes_no_bytes(t: Any, named: dict[str, bool], empty: list[str]) -> bool:
+    """Whether a value of the parsed schema ``t`` can be written in no bytes (null, a record of nulls); the arrays
+    of such items go into ``empty``. ``named`` says it for the named types seen so far."""
+    if isinstance(t, str):
+        return t == "null" or named.get(t, False)
+    if isinstance(t, list):  # a union: its branch index takes a byte
+        for branch in t:
+            _takes_no_bytes(branch, named, empty)
+        return False
+    kind = t["type"]
+    if kind == "array":
+        if _takes_no_bytes(t["items"], named, empty):
+            empty.append(f"array of {t['items'] if isinstance(t['items'], str) else t['items']['type']}")
+        return False
+    if kind == "map":  # each entry has a key: a byte at least
+        _takes_no_bytes(t["values"], named, empty)
+        return False
+    if kind in ("record", "error"):
+        named[t["name"]] = False  # a record that holds itself directly has no finite value
+        named[t["name"]] = all([_takes_no_bytes(f["type"], named, empty) for f in t["fields"]])
+        return named[t["name"]]
+    if kind in ("fixed", "enum"):
+        named[t["name"]] = kind == "fixed" and t["size"] == 0
+        return named[t["name"]]
+    return kind == "null"
 
 
 def _avro_reason(exc: Exception) -> str:

@@ -96,8 +96,8 @@ def _prediction(rec: dict[str, Any]) -> None:
     if not all(map(math.isfinite, features.values())):  # one would blind the drift flow's monitor of that feature
         name = next(k for k, v in features.items() if not math.isfinite(v))
         _fail(catalog.PREDICTION, f"features[{name!r}]", "is NaN or infinite")
-    if rec["latency_ms"] < 0:
-        _fail(catalog.PREDICTION, "latency_ms", "is negative")
+    if not 0 <= rec["latency_ms"] < math.inf:  # one NaN makes its quality window's latency percentiles NaN
+        _fail(catalog.PREDICTION, "latency_ms", f"is {rec['latency_ms']}; it must be a finite, non-negative number")
 
 
 def _feedback(rec: dict[str, Any]) -> None:

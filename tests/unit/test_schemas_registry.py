@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -195,3 +197,116 @@ def test_a_schema_read_back_from_the_registry_needs_no_resolution_and_uses_the_c
     record = reader.decode(data, catalog.SENSOR_BATCH, arrays=True)
     assert reader._schemas(schema_id, catalog.SENSOR_BATCH)[1] is None  # no reader schema: nothing to resolve
     assert type(record["series"][0]["values"]).__name__ == "ndarray"  # only the compiled reader gives arrays
+
+
+class _NotARegistry(BaseHTTPRequestHandler):
+    """Another HTTP service at the configured URL: JSON, but never what a registry answers."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer(200, b'{"status": "ok"}')
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer(200, b"[]")
+
+
+@pytest.fixture
+def not_a_registry() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotARegistry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def banner_service() -> Iterator[str]:
+    """A TCP service that is no HTTP server (the URL's port is wrong): it greets and hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+@pytest.mark.parametrize("where", ["json page", "banner", "wrong path", "400"])
+def test_an_answer_no_registry_gives_pauses_the_flow_instead_of_dead_lettering_valid_events(
+        where: str, not_a_registry: str, banner_service: str, registry_server: SchemaRegistryStandIn) -> None:
+    """A registry URL that leads elsewhere is the configuration's fault, never the event's: only the registry's
+    own "schema not found" (error code 404xx) makes a message bad data."""
+    data = AvroSerde(client(registry_server)).encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")
+    if where == "400":  # a proxy refusing the request, e.g. plain HTTP to its HTTPS port
+        registry_server.fail_next(10, 400)
+    url = {"json page": not_a_registry, "banner": banner_service, "wrong path": registry_server.url + "/v1",
+           "400": registry_server.url}[where]
+    codec = Codec(KafkaSettings(), {"clicks": catalog.CLICK},
+                  AvroSerde(ConfluentRegistry(url, auth=AUTH, retries=1, backoff_s=0.01, fallback=LocalRegistry())))
+    with pytest.raises(RegistryUnavailableError, match="EDDYLINE_SCHEMA_REGISTRY_URL"):
+        codec.decode("clicks", b"u1", data, 0, 7)
+
+
+@pytest.mark.parametrize("where", ["json page", "banner", "wrong path"])
+def test_a_producer_told_junk_by_the_registry_hears_unavailable(where: str, not_a_registry: str, banner_service: str,
+                                                                registry_server: SchemaRegistryStandIn) -> None:
+    url = {"json page": not_a_registry, "banner": banner_service, "wrong path": registry_server.url + "/v1"}[where]
+    serde = AvroSerde(ConfluentRegistry(url, auth=AUTH, retries=0))
+    with pytest.raises(RegistryUnavailableError, match="EDDYLINE_SCHEMA_REGISTRY_URL"):
+        serde.encode(catalog.CLICK, EXAMPLES[catalog.CLICK], topic="clicks")
+
+
+@pytest.mark.parametrize("schema", ['syntax = "proto3";\nmessage Click { string id = 1; }', "{}",
+                                    '{"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}', "5"])
+def test_a_message_written_with_another_serializer_is_undecodable(registry_server, schema: str) -> None:
+    """Protobuf and JSON Schema serializers frame messages as Avro's do, with an id of a schema that is not Avro."""
+    registry_server.schemas[500] = schema
+    codec = Codec(KafkaSettings(), {"clicks": catalog.CLICK}, AvroSerde(client(registry_server), compiled=True))
+    letter = codec.decode("clicks", b"u1", wire.frame(500, b"\x02a"), 0, 7)
+    assert isinstance(letter, DeadLetter) and letter.reason == "undecodable"
+    assert "schema id 500 is not an Avro schema" in letter.error
+
+
+@pytest.mark.parametrize("url", ["registry:8081", "localhost:8081", "htp://registry:8081"])
+def test_a_registry_url_the_client_cannot_speak_to_is_a_config_error_not_an_endless_outage(
+        monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    from connectors.config import explain
+
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_URL", url)
+    with pytest.raises(ValueError) as info:
+        SchemaRegistrySettings()
+    assert "EDDYLINE_SCHEMA_REGISTRY_URL" in explain(info.value) and "e.g. http://registry:8081" in explain(info.value)
+    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_URL", "https://registry.example:8081")
+    assert SchemaRegistrySettings().url == "https://registry.example:8081"
+
+
+@pytest.mark.parametrize("items", ["null", {"type": "record", "name": "Nothing", "fields": []},
+                                   {"type": "fixed", "name": "Empty", "size": 0}])
+def test_a_registered_schema_with_arrays_of_items_that_take_no_bytes_is_refused(registry_server, items) -> None:
+    """Any producer allowed to register can add such an array to a topic's schema: its count (2^40 in six bytes)
+    would then be a loop of 2^40 steps in every consumer, holding the GIL; here a count of 1000 shows it is read."""
+    latest = catalog.latest(catalog.CLICK)
+    hostile = {**latest.schema, "fields": [{"name": "pad", "type": {"type": "array", "items": items}},
+                                           *latest.schema["fields"]]}
+    registry_server.schemas[600] = json.dumps(hostile)
+    body = AvroSerde().encode(catalog.CLICK, EXAMPLES[catalog.CLICK])[wire.HEADER_SIZE:]
+    codec = Codec(KafkaSettings(), {"clicks": catalog.CLICK}, AvroSerde(client(registry_server), compiled=True))
+    letter = codec.decode("clicks", b"u1", wire.frame(600, b"\xd0\x0f\x00" + body), 0, 7)  # 1000 items, then none
+    assert isinstance(letter, DeadLetter) and letter.reason == "undecodable"
+    assert "schema id 600 has arrays of items that take no bytes" in letter.error
