@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,42 +76,71 @@ class DeviceWindows:
         self.lateness_ms = lateness_ms
         self.max_wait_s = max_wait_ms / 1000
         self.max_readings = max_readings
-        self.devices: dict[str, _Device] = {}
+        self.devices: OrderedDict[str, _Device] = OrderedDict()  # the least recently heard from first
+        self._open: dict[str, _Device] = {}  # those with open windows, all that ``ready`` has to look at
         self.unsent = 0  # messages in open windows
 
     def add(self, readings: list[Readings], token: Hashable, now: float) -> list[Batch]:
-        """Put one message's readings (all of one device) in their window; returns the batches it closed."""
+        """Put one message's readings (all of one device) in their window; returns the batches it closed.
+
+        A message with more than ``max_readings`` readings fills parts of its window one after the other (a batch
+        must fit one Kafka message); its token goes with the last part, so it is acknowledged after all of them.
+
+        Parameters
+        ----------
+        readings
+            The message's readings, as ``Subscription.map`` gives them.
+        token
+            What acknowledges the message once its batch is delivered.
+        now
+            Monotonic time, for ``max_wait_ms``.
+        """
         if not readings:
             raise ValueError("a message without readings has nothing to batch")
         device_id = readings[0].device_id
         dev = self.devices.setdefault(device_id, _Device())
+        self.devices.move_to_end(device_id)
         dev.last = now
         first = min(r.timestamps[0] for r in readings)
         k = first // self.window_ms
         win = dev.open.get(k)
         if win is None:
             win = dev.open[k] = _Window(opened=now)
+        out = []
         for r in readings:
-            ts, vs = win.series.setdefault((r.sensor, r.unit), ([], []))
-            ts.extend(r.timestamps)
-            vs.extend(r.values)
-            win.count += len(r.values)
+            done = 0
+            while done < len(r.values):
+                if win.count >= self.max_readings:
+                    out.append(self._close(device_id, dev, k))
+                    win = dev.open[k] = _Window(opened=now)
+                take = min(len(r.values) - done, self.max_readings - win.count)
+                ts, vs = win.series.setdefault((r.sensor, r.unit), ([], []))
+                ts.extend(r.timestamps[done:done + take])
+                vs.extend(r.values[done:done + take])
+                win.count += take
+                done += take
             dev.watermark = max(dev.watermark, max(r.timestamps))
         win.tokens.append(token)
         self.unsent += 1
-        out = []
         if win.count >= self.max_readings:
             out.append(self._close(device_id, dev, k))
         out.extend(self._due(device_id, dev, now, force=False))
+        if dev.open:
+            self._open[device_id] = dev
         return out
 
     def ready(self, now: float, force: bool = False) -> list[Batch]:
         """Batches whose windows are due (all open windows with ``force``)."""
         out: list[Batch] = []
-        for device_id, dev in list(self.devices.items()):
+        for device_id, dev in list(self._open.items()):  # not every device of the fleet, every 50 ms
             out.extend(self._due(device_id, dev, now, force))
-            if not dev.open and now - dev.last >= IDLE_EVICT_S:
-                del self.devices[device_id]  # memory follows active devices
+            if not dev.open:
+                del self._open[device_id]
+        while self.devices:  # memory follows active devices
+            device_id, dev = next(iter(self.devices.items()))
+            if dev.open or now - dev.last < IDLE_EVICT_S:
+                break
+            self.devices.popitem(last=False)
         return out
 
     def _due(self, device_id: str, dev: _Device, now: float, force: bool) -> list[Batch]:

@@ -4,7 +4,8 @@ paho's network thread puts each message on a queue; the bridge's own thread maps
 (``DeviceWindows``), produces the batches that are due, waits for Kafka to confirm them and only then
 sends the MQTT acknowledgements (``manual_ack``). A crash at any point leaves unacknowledged messages in
 the broker's persistent session, which sends them again; nothing is lost, and a batch that was delivered
-before the crash comes again with the same ``seq`` and ``event_id``. A payload that does not map goes
+before the crash comes again with the same ``seq`` and ``event_id``. QoS 0 messages, which nobody sends again,
+stay in the open windows across a reconnection (a crash loses those still open). A payload that does not map goes
 to ``dlq.mqtt`` with the reason and the MQTT topic in the headers, and is acknowledged once that is delivered;
 so does one that fails mapping in a way nobody foresaw (reason ``unexpected_error``), since an exception
 would stop the bridge and the unacknowledged message would stop it again after every restart.
@@ -28,7 +29,7 @@ import typer
 from connectors.dlq import DeadLetterProducer
 from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, create_topics
 from connectors.mqtt.batches import Batch, DeviceWindows
-from connectors.mqtt.mapping import MappingError, Subscription
+from connectors.mqtt.mapping import MappingError, Readings, Subscription
 from connectors.mqtt.settings import MqttSettings
 from schemas import SENSOR_BATCH
 from schemas.topics import dlq_topic
@@ -38,6 +39,7 @@ log = logging.getLogger("eddyline.mqtt")
 TOPIC = "sensor.readings"
 DLQ_SOURCE = "mqtt"  # dead letters go to dlq.mqtt
 POLL_S = 0.05
+DLQ_MAX_PAYLOAD = 512 * 1024  # of a dead letter's payload: with its headers it fits one Kafka message (1 MB)
 EARLY_SEND = 0.8  # share of max_unacked held back before open windows are sent early
 
 
@@ -52,6 +54,7 @@ class _Token:
     connection: int
     mid: int
     qos: int
+    n: int  # the bridge's count of messages received: QoS 0 messages have no packet id to tell them apart
 
 
 @dataclass
@@ -80,6 +83,7 @@ class MqttBridge:
         self.stats = BridgeStats()
         self.windows = self._new_windows()
         self._batching_for = 0
+        self._qos0: dict[_Token, list[Readings]] = {}  # QoS 0 messages in open windows: nobody sends them again
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.last_error: str | None = None
@@ -195,22 +199,21 @@ class MqttBridge:
         batches: list[Batch] = []
         done: list[_Token] = []
         if self._connection != self._batching_for:
-            # the broker sends every unacknowledged message again on the new connection: start over
             self._batching_for = self._connection
-            self.windows = self._new_windows()
+            self._start_over(batches, now)
         deadline = now + POLL_S
         while True:
             try:
                 connection, msg = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            if connection < self._batching_for:
+            if connection < self._batching_for and msg.qos > 0:
                 continue  # received on a connection that is gone: it comes again
             if connection > self._batching_for:
                 self._batching_for = connection
-                self.windows = self._new_windows()
-            token = _Token(connection, msg.mid, msg.qos)
+                self._start_over(batches, time.monotonic())
             self.stats.received += 1
+            token = _Token(connection, msg.mid, msg.qos, self.stats.received)
             try:
                 readings = self._map(msg)
             except MappingError as exc:
@@ -223,6 +226,8 @@ class MqttBridge:
                 done.append(token)
                 continue
             self.stats.readings += sum(len(r.values) for r in readings)
+            if token.qos == 0:
+                self._qos0[token] = readings
             batches.extend(self.windows.add(readings, token, time.monotonic()))
             if len(batches) + len(done) >= 1000:
                 break
@@ -235,10 +240,25 @@ class MqttBridge:
             return
         producer.flush()  # raises DeliveryError: nothing is acknowledged, the broker sends it all again
         self.stats.batches += len(batches)
+        if self._qos0:
+            for b in batches:
+                for t in b.tokens:
+                    self._qos0.pop(t, None)
         self._ack(done)
 
+    def _start_over(self, batches: list[Batch], now: float) -> None:
+        """Open windows start over on a new connection, since the broker sends every unacknowledged message again;
+        QoS 0 messages are never sent again, so theirs go into the new windows."""
+        self.windows = self._new_windows()
+        for token, readings in self._qos0.items():
+            batches.extend(self.windows.add(readings, token, now))
+
     def _dead_letter(self, dead: DeadLetterProducer, msg: Any, reason: str, error: str) -> None:
-        dead.send(DLQ_SOURCE, msg.payload, msg.topic, reason, error, -1, -1, origin=msg.topic)
+        payload = msg.payload
+        if len(payload) > DLQ_MAX_PAYLOAD:  # Kafka refuses it whole, and the bridge stopped on it at every start
+            error = f"{error} (the payload's {len(payload)} bytes are cut to the first {DLQ_MAX_PAYLOAD} here)"
+            payload = payload[:DLQ_MAX_PAYLOAD]
+        dead.send(DLQ_SOURCE, payload, msg.topic, reason, error, -1, -1, origin=msg.topic)
         self.stats.dead_letters += 1
 
     def _map(self, msg: Any) -> list:

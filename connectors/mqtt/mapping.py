@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 _SOURCES = ("topic", "payload", "fixed")
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: later is a unit mistake (us, ns), not a time
+MAX_NAME = 256  # characters of a device id or sensor name: one name alone must not outgrow a Kafka message
 _FORMS = {"topic": "topic:N (topic level N, from 0)", "payload": "payload:FIELD", "fixed": "fixed:NAME"}
 
 
@@ -56,7 +57,8 @@ class Subscription(BaseModel):
     topic
         MQTT topic filter (``+`` one level, ``#`` the rest), e.g. ``plant/+/+``.
     device
-        Where the device id is: ``topic:N`` (level N, from 0) or ``payload:FIELD``.
+        Where the device id is: ``topic:N`` (level N, from 0) or ``payload:FIELD``. Device ids and sensor names
+        are at most 256 characters of valid Unicode; a message with a longer one does not map.
     sensor
         Where the sensor name is: ``topic:N``, ``payload:FIELD`` or ``fixed:NAME``. Leave it out when
         ``fields`` names the sensors.
@@ -118,6 +120,23 @@ class Subscription(BaseModel):
             if i >= len(have) or (w != "+" and w != have[i]):
                 return False
         return len(want) == len(have)
+
+    def overlaps(self, other: Subscription) -> bool:
+        """Whether some topic matches both filters: the broker then delivers each such message once per filter.
+
+        Parameters
+        ----------
+        other
+            Another subscription of the same bridge.
+        """
+        a, b = self.topic.split("/"), other.topic.split("/")
+        for i in range(max(len(a), len(b))):
+            x, y = a[i] if i < len(a) else None, b[i] if i < len(b) else None
+            if "#" in (x, y):
+                return True
+            if x is None or y is None or (x != y and "+" not in (x, y)):
+                return False
+        return True
 
     def map(self, topic: str, payload: bytes, received_ms: int) -> list[Readings]:
         """The readings in one message; raises ``MappingError`` with the reason when it does not map."""
@@ -196,8 +215,16 @@ def _no_constant(name: str) -> Any:
 def _text(v: Any, what: str, spec: str) -> str:
     if type(v) is int:
         v = str(v)
+    reason = "bad_" + what.split()[0]
     if type(v) is not str or not v:
-        raise MappingError("bad_" + what.split()[0], f"the {what} ({spec}) must be a non-empty string, got {_what(v)}")
+        raise MappingError(reason, f"the {what} ({spec}) must be a non-empty string, got {_what(v)}")
+    if len(v) > MAX_NAME:
+        raise MappingError(reason, f"the {what} ({spec}) is {len(v)} characters long, more than {MAX_NAME}")
+    if not v.isascii():
+        try:
+            v.encode()
+        except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): Avro strings and Kafka keys are UTF-8
+            raise MappingError(reason, f"the {what} ({spec}) is not valid Unicode, got {_what(v)}") from None
     return v
 
 

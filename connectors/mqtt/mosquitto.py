@@ -66,17 +66,31 @@ class Mosquitto:
         binary = mosquitto_binary()
         for attempt in range(3):  # the free port can be taken before mosquitto binds it
             self.port = free_port()
-            conf = self._write_config()
-            log = self.log_path.open("ab")
-            self._proc = subprocess.Popen([str(binary), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
-            log.close()
+            self._spawn(binary, self._write_config())
             if self._wait(timeout):
                 return self
             self.stop()
             if attempt == 2:
                 raise MosquittoError(f"mosquitto did not listen on {self.port}: {self.log_tail()}")
         raise AssertionError("unreachable")
+
+    def restart(self, timeout: float = 15.0) -> None:
+        """Stop and start again on the same port with the sessions it saved, as an upgrade or a reboot does.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for it to listen again.
+        """
+        self.stop()
+        self._spawn(mosquitto_binary(), self.folder / "mosquitto.conf")
+        if not self._wait(timeout):
+            raise MosquittoError(f"mosquitto did not listen on {self.port} again: {self.log_tail()}")
+
+    def _spawn(self, binary: Path, conf: Path) -> None:
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen([str(binary), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
 
     def _write_config(self) -> Path:
         lines = [

@@ -45,9 +45,10 @@ class MqttSettings(Section):
     max_wait_ms
         ...or once its first message arrived this long ago, whichever comes first.
     max_readings
-        A window with more readings is sent in parts.
+        A window with more readings, or one message with more, is sent in parts: a batch must fit a Kafka message.
     subscriptions
-        Topic filters and how their payloads map (``Subscription``).
+        Topic filters and how their payloads map (``Subscription``). No topic may match two filters: the broker
+        would deliver such a message once per filter.
     """
 
     toml_table = "mqtt"
@@ -80,6 +81,14 @@ class MqttSettings(Section):
                 "the bridge has no subscriptions: add [[mqtt.subscriptions]] with topic = \"FILTER\" "
                 "(and device/sensor/value mappings) to the config file"
             )
+        for i, a in enumerate(self.subscriptions):
+            for b in self.subscriptions[i + 1:]:
+                if a.overlaps(b):
+                    raise ValueError(
+                        f"mqtt subscriptions {a.topic!r} and {b.topic!r} overlap: the broker would deliver a message "
+                        "matching both twice and its readings would count twice; narrow one filter so that no topic "
+                        "matches both"
+                    )
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("set both mqtt cert_file and key_file for a client certificate, or neither")
         for name in ("ca_file", "cert_file", "key_file"):

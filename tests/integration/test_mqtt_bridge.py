@@ -31,7 +31,7 @@ T0 = 1_767_225_600_000
 
 
 def publish(broker: Mosquitto, messages: list[tuple[str, bytes]], *, tls: Path | None = None,
-            user: tuple[str, str] | None = None, rate: float = 0.0) -> None:
+            user: tuple[str, str] | None = None, rate: float = 0.0, qos: int = 1) -> None:
     """QoS 1, each confirmed by the broker (``rate`` messages per second; 0: as fast as the window allows)."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}",
                          protocol=mqtt.MQTTv5)
@@ -49,7 +49,7 @@ def publish(broker: Mosquitto, messages: list[tuple[str, bytes]], *, tls: Path |
         for i, (topic, payload) in enumerate(messages):
             if rate:
                 time.sleep(max(0.0, start + i / rate - time.monotonic()))
-            infos.append(client.publish(topic, payload, qos=1))
+            infos.append(client.publish(topic, payload, qos=qos))
         for info in infos:
             info.wait_for_publish(30)
             assert info.is_published()
@@ -130,6 +130,61 @@ def test_shapes_batches_and_dead_letters(mosquitto: Mosquitto, kafka_settings: K
     infos = sorted((dlq_info(m.headers())["reason"], dlq_info(m.headers())["topic"], m.value()) for m in dead)
     assert infos == sorted([("not_json", bad[0][0], bad[0][1]), ("bad_value", bad[1][0], bad[1][1]),
                             ("no_field", bad[2][0], bad[2][1])])
+
+
+def test_huge_messages_neither_stop_the_bridge_nor_get_lost(mosquitto: Mosquitto,
+                                                             kafka_settings: KafkaSettings) -> None:
+    """A message too large for one Kafka message, as a batch or as a dead letter, stopped the bridge at every start."""
+    from connectors.mqtt.bridge import DLQ_MAX_PAYLOAD
+
+    root = f"h{uuid.uuid4().hex[:8]}"
+    settings = MqttSettings(port=mosquitto.port, client_id=f"bridge-{root}", max_wait_ms=300,
+                            subscriptions=[{"topic": f"{root}/+", "sensor": "fixed:v", "interval_ms": 1}])
+    n = 150_000  # a few seconds of a vibration sensor: about 2.3 MB as one batch
+    junk = b"x" * 2_000_000
+    messages = [(f"{root}/big", json.dumps({"value": [i / 8 for i in range(n)], "ts": T0}).encode()),
+                (f"{root}/junk", junk), (f"{root}/small", json.dumps({"value": 2.0, "ts": T0}).encode())]
+    with bridge_thread(settings, kafka_settings) as bridge:
+        publish(mosquitto, messages)
+        deadline = time.monotonic() + 30
+        while bridge.stats.acked < len(messages) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert bridge.stats.acked == len(messages)
+    records = batches(kafka_settings, n + 1)
+    want = Counter(("big", "v", T0 + i, i / 8) for i in range(n))
+    want[("small", "v", T0, 2.0)] = 1
+    assert readings_of(records) == want
+    assert max(sum(len(s["values"]) for s in r["series"]) for r in records) == settings.max_readings
+    [dead] = read_topic(kafka_settings, "dlq.mqtt", expected=1, timeout=20)
+    info = dlq_info(dead.headers())
+    assert (info["reason"], info["topic"], dead.value()) == ("not_json", f"{root}/junk", junk[:DLQ_MAX_PAYLOAD])
+    assert f"{len(junk)} bytes are cut" in info["error"]
+
+
+def test_a_broker_restart_loses_no_qos_0_reading_and_repeats_no_qos_1_one(
+    tmp_path: Path, mosquitto: Mosquitto, kafka_settings: KafkaSettings  # mosquitto: skips where it is not installed
+) -> None:
+    """Open windows start over on a new connection, as the broker sends unacknowledged messages again; QoS 0 messages
+    (what many fleets publish) it never sends again, and their readings were dropped without a word."""
+    root = f"q{uuid.uuid4().hex[:8]}"
+    with Mosquitto(folder=tmp_path / "mosquitto") as broker:  # its own, to restart
+        settings = MqttSettings(port=broker.port, client_id=f"bridge-{root}", max_wait_ms=5000, lateness_ms=10**9,
+                                subscriptions=[{"topic": f"{root}/+/+"}])
+        with bridge_thread(settings, kafka_settings) as bridge:
+            for qos in (0, 1):
+                publish(broker, [(f"{root}/qos{qos}/t", json.dumps({"value": float(i), "ts": T0 + i}).encode())
+                                 for i in range(10)], qos=qos)
+            deadline = time.monotonic() + 20
+            while bridge.stats.received < 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert bridge.stats.received == 20 and bridge.stats.batches == 0  # all in open windows
+            broker.restart()
+            deadline = time.monotonic() + 30
+            while bridge.stats.acked < 10 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            records = batches(kafka_settings, 20)
+    assert readings_of(records) == Counter((f"qos{q}", "t", T0 + i, float(i)) for q in (0, 1) for i in range(10))
+    assert bridge.stats.acked == 10  # the QoS 1 messages, received again on the new connection
 
 
 def test_mqtt_311_over_tls_with_a_password(mosquitto_tls: Mosquitto, tls_files: tuple[Path, Path, Path],

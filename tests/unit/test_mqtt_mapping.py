@@ -57,6 +57,21 @@ def test_payloads_that_do_not_map_say_why(payload: bytes, reason: str) -> None:
     assert str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"device": "\\ud800", "s": "t", "value": 1}', "bad_device"),  # JSON allows it, UTF-8 does not
+        (b'{"device": "d", "s": "t\\udfff", "value": 1}', "bad_sensor"),
+        (b'{"device": "' + b"d" * 257 + b'", "s": "t", "value": 1}', "bad_device"),
+    ],
+)
+def test_a_name_kafka_cannot_carry_does_not_map(payload: bytes, reason: str) -> None:
+    """Such a device id or sensor name failed when the batch was produced: the bridge died on every restart."""
+    with pytest.raises(MappingError) as info:
+        Subscription(topic="z/#", device="payload:device", sensor="payload:s").map("z/x", payload, 0)
+    assert info.value.reason == reason
+
+
 def test_topic_filters() -> None:
     assert Subscription(topic="a/+/c").matches("a/b/c")
     assert not Subscription(topic="a/+/c").matches("a/b/c/d")
@@ -74,6 +89,45 @@ def test_settings_say_what_is_missing(tmp_path) -> None:  # noqa: ANN001
         MqttSettings(subscriptions=[{"topic": "a/+/+"}], tls=True, ca_file=tmp_path / "missing.pem")
     with pytest.raises(ValueError, match="topic:N"):
         MqttSettings(subscriptions=[{"topic": "a/+/+", "device": "level1"}])
+
+
+def test_a_message_with_more_than_max_readings_goes_out_in_parts() -> None:
+    """One message of 150,000 samples made one batch Kafka refused as too large, and the bridge stopped on it."""
+    w = DeviceWindows("p", window_ms=1000, lateness_ms=0, max_wait_ms=100, max_readings=10)
+    sub = Subscription(topic="s/+", sensor="fixed:v", interval_ms=1)
+    small = w.add(sub.map("s/d", b'{"value": [1, 2, 3], "ts": 5000}', 0), "small", 0.0)
+    parts = small + w.add(sub.map("s/d", json.dumps({"value": list(range(25)), "ts": 5003}).encode(), 0), "big", 0.0)
+    parts += w.ready(1.0)
+    assert [len(b.record["series"][0]["values"]) for b in parts] == [10, 10, 8]
+    assert [b.tokens for b in parts] == [["small"], [], ["big"]]  # acknowledged once the last part is delivered
+    assert [b.slot for b in parts] == [5 * PARTS, 5 * PARTS + 1, 5 * PARTS + 2]
+    assert [t for b in parts for t in b.record["series"][0]["timestamps"]] == [5000, 5001, 5002, *range(5003, 5028)]
+
+
+def test_ready_looks_only_at_devices_with_open_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ready`` runs at every 50 ms step; walking each device heard from in five minutes took 130 ms at 50,000."""
+    from connectors.mqtt.batches import IDLE_EVICT_S
+    from connectors.mqtt.mapping import Readings
+
+    w = DeviceWindows("p", max_wait_ms=100)
+    for i, device in enumerate([f"d{i}" for i in range(1000)] + ["busy"]):
+        w.add([Readings(device, "t", None, [1767225600000], [1.0])], i, 0.5 if device == "busy" else 0.0)
+    assert len(w.ready(0.2)) == 1000
+    visited: list[str] = []
+    due = w._due
+    monkeypatch.setattr(w, "_due", lambda device_id, *args: visited.append(device_id) or due(device_id, *args))
+    assert w.ready(0.3) == [] and visited == ["busy"]
+    assert [b.device_id for b in w.ready(0.2 + IDLE_EVICT_S)] == ["busy"]
+    assert list(w.devices) == ["busy"]  # the others were idle for IDLE_EVICT_S: forgotten
+
+
+def test_overlapping_filters_are_refused() -> None:
+    """Mosquitto delivers a message once per matching filter: plant/+/t and plant/# counted each reading twice."""
+    with pytest.raises(ValueError, match="'plant/\\+/t' and 'plant/#' overlap"):
+        MqttSettings(subscriptions=[{"topic": "plant/+/t"}, {"topic": "plant/#", "device": "topic:1"}])
+    with pytest.raises(ValueError, match="overlap"):
+        MqttSettings(subscriptions=[{"topic": "a/b/#"}, {"topic": "a/b", "device": "topic:0", "sensor": "topic:1"}])
+    MqttSettings(subscriptions=[{"topic": "plant/+/+"}, {"topic": "zigbee/#"}, {"topic": "a/b/#"}, {"topic": "a/c"}])
 
 
 def _feed(windows: DeviceWindows, messages: list[tuple[int, float]], start: float = 0.0) -> list:
