@@ -21,6 +21,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STATUSES = ("candidate", "champion", "retired", "rejected", "rolled_back")
 # How many champions back a rollback can go: the chain is kept to this length (MLflow holds it in one tag).
 ROLLBACK_DEPTH = 100
+# Versions out of service (neither serving nor on trial, out of a rollback's reach) that keep their artifacts, newest
+# first: their records stay for ever, but a flow that retrains every hour for months would fill the disk.
+ARTIFACTS_KEPT = 10
 
 
 class RegistryError(ValueError):
@@ -102,13 +105,44 @@ def history_entry(action: str, version: str, replaced: str | None, reason: str, 
             "time_ms": time_ms or now_ms(), "action_id": action_id}
 
 
+def out_of_service(statuses: dict[str, str], chain: list[str], champion: str | None) -> list[str]:
+    """The versions whose artifacts go: out of service, and older than the newest ``ARTIFACTS_KEPT`` such.
+
+    Parameters
+    ----------
+    statuses
+        Every version of a model and its status.
+    chain
+        The champions a rollback can go back to.
+    champion
+        The version serving now.
+    """
+    keep = {*chain, champion}
+    idle = sorted((v for v, status in statuses.items() if v not in keep and status != "candidate"), key=int)
+    return idle[: max(len(idle) - ARTIFACTS_KEPT, 0)]
+
+
+def dropped(model: str, version: str) -> RegistryError:
+    """Why a version's artifact cannot be loaded any more, for ``load_artifact`` to raise.
+
+    Parameters
+    ----------
+    model, version
+        The version out of service.
+    """
+    return RegistryError(f"version {version} of {model!r} is out of service and its artifact was dropped: only the "
+                         f"champion, challengers on trial, the champions a rollback can reach and the newest "
+                         f"{ARTIFACTS_KEPT} other versions keep theirs (its record, metrics and lineage stay)")
+
+
 class Registry(ABC):
     """Every version of every model, its lineage, champion and newest states.
 
     Versions are numbered ``"1"``, ``"2"``, ... per model and never deleted, so a rollback always has something
-    to go back to. A change carrying an ``action_id`` already seen does nothing (a replay after a crash is safe).
-    Unknown versions and bad names raise ``RegistryError``. ``root`` says where the registry is kept (a folder,
-    a tracking URI), for messages.
+    to go back to; those out of service (neither serving nor on trial, out of a rollback's reach) keep their
+    artifacts only while among the newest ``ARTIFACTS_KEPT`` such. A change carrying an ``action_id`` already
+    seen does nothing (a replay after a crash is safe). Unknown versions and bad names raise ``RegistryError``.
+    ``root`` says where the registry is kept (a folder, a tracking URI), for messages.
     """
 
     root: Path | str
@@ -186,7 +220,7 @@ class Registry(ABC):
         Parameters
         ----------
         model, version
-            Which one; ``RegistryError`` if it is not registered.
+            Which one; ``RegistryError`` if it is not registered or out of service long enough to have lost it.
         """
 
     # changing

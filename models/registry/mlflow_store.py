@@ -12,7 +12,9 @@ How the local registry's ideas map onto MLflow's model registry:
   why) is kept as the registered model's tags ``eddyline.history.NNNNNN``, the order of champions as
   ``eddyline.champions``;
 - exactly once under replays: a change carrying an ``action_id`` is recorded as the tag
-  ``eddyline.action.<id>``; a registration is found again by its version's ``eddyline.action_id`` tag.
+  ``eddyline.action.<id>``; a registration is found again by its version's ``eddyline.action_id`` tag;
+- a version out of service (``base.out_of_service``) loses its run's ``model/`` artifacts as a local version
+  loses its folder, and is tagged ``eddyline.artifact = dropped``.
 
 Two writers at the same moment (a flow and ``eddyline models rollback``) are not serialised as the
 local registry's lock file serialises them; the history keeps both entries.
@@ -25,10 +27,20 @@ from types import SimpleNamespace
 from typing import Any
 
 from models import tracking
-from models.registry.base import ROLLBACK_DEPTH, ModelVersion, Registry, RegistryError, check_name, history_entry
+from models.registry.base import (
+    ROLLBACK_DEPTH,
+    ModelVersion,
+    Registry,
+    RegistryError,
+    check_name,
+    dropped,
+    history_entry,
+    out_of_service,
+)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _HISTORY = "eddyline.history."
+_DROPPED = "eddyline.artifact"
 
 
 def _missing(exc: Exception) -> bool:
@@ -169,6 +181,8 @@ class MlflowRegistry(Registry):
                     raise RegistryError(f"artifact {name} of {model} version {version} cannot be read: {exc}") from None
                 with open(path) as f:
                     return json.load(f)
+        if mv.tags.get(_DROPPED) == "dropped":
+            raise dropped(model, version)
         raise RegistryError(f"artifact of {model} version {version} is missing from run {mv.run_id}")
 
     # changing
@@ -214,6 +228,26 @@ class MlflowRegistry(Registry):
         mv = self._mv(model, version)
         self.client.log_dict(mv.run_id, state, "model/latest.json")
 
+    def _drop_out_of_service(self, model: str, rm: Any, champion: str | None) -> None:
+        """Drop the artifacts of versions out of service (``base.out_of_service``), after the change that
+        put them there; a store that refuses is warned about and asked again at the next change."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        versions = {str(mv.version): mv for mv in self._all(model)}
+        statuses = {v: mv.tags.get("eddyline.status", "candidate") for v, mv in versions.items()}
+        chain = json.loads((rm.tags or {}).get("eddyline.champions", "[]"))
+        for version in out_of_service(statuses, chain, champion):
+            mv = versions[version]
+            if mv.tags.get(_DROPPED) == "dropped":
+                continue
+            try:
+                uri = self.client.get_run(mv.run_id).info.artifact_uri
+                get_artifact_repository(uri, tracking_uri=self.uri).delete_artifacts("model")
+            except Exception as exc:
+                tracking.warn_once(f"drop the artifacts of {model} versions out of service", exc, self.uri)
+                return
+            self.client.set_model_version_tag(model, version, _DROPPED, "dropped")
+
     def register(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None = None,
                  metrics: dict[str, float] | None = None, info: dict[str, Any] | None = None,
                  champion: bool = False, action_id: str | None = None) -> ModelVersion:
@@ -237,17 +271,18 @@ class MlflowRegistry(Registry):
             self.client.set_registered_model_alias(model, CHALLENGER, version)
         return self.get(model, version)
 
-    def _create_version(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None,
+    def _create_version(self, model: str, artifact: dict[str, Any] | None, *, reason: str, parent: str | None,
                         metrics: dict[str, float], info: dict[str, Any], status: str, action_id: str | None,
                         extra_tags: dict[str, str] | None = None) -> Any:
-        """A run holding the artifact, parameters and metrics, and a model version on it."""
+        """A run holding the artifact (unless None), parameters and metrics, and a model version on it."""
         with tracking.run(f"eddyline/{model}", f"{model} {reason}"[:250], uri=self.uri,
                           tags={"eddyline.model": model, "eddyline.parent": parent or ""}) as run:
             if not run.active:
                 raise ConnectionError(f"cannot reach the MLflow registry at {self.uri}")
             run.params(info)
             run.metrics(metrics)
-            self.client.log_dict(run.run_id, artifact, "model/artifact.json")
+            if artifact is not None:
+                self.client.log_dict(run.run_id, artifact, "model/artifact.json")
             source = f"{self.client.get_run(run.run_id).info.artifact_uri}/model"
         tags = {"eddyline.status": status, "eddyline.parent": parent or "", "eddyline.reason": reason[:5000],
                 "eddyline.metrics": json.dumps(metrics, sort_keys=True),
@@ -281,11 +316,13 @@ class MlflowRegistry(Registry):
         for v in source.versions(model):
             if v.version in mapping:
                 continue
-            artifact = json.loads((folder / v.version / "artifact.json").read_text())
+            kept = (folder / v.version / "artifact.json").exists()  # not when out of service long enough
+            artifact = json.loads((folder / v.version / "artifact.json").read_text()) if kept else None
             mv = self._create_version(
                 model, artifact, reason=v.reason, parent=mapping.get(v.parent) if v.parent else None,
                 metrics=v.metrics, info=v.info, status=v.status, action_id=v.info.get("action_id"),
-                extra_tags={"eddyline.migrated_from": v.version, "eddyline.migrated_from_dir": str(source.root)})
+                extra_tags={"eddyline.migrated_from": v.version, "eddyline.migrated_from_dir": str(source.root),
+                            **({} if kept else {_DROPPED: "dropped"})})
             mapping[v.version] = str(mv.version)
             if (folder / v.version / "latest.json").exists():
                 self._save_latest(model, str(mv.version), json.loads((folder / v.version / "latest.json").read_text()))
@@ -321,6 +358,7 @@ class MlflowRegistry(Registry):
         self.client.set_registered_model_tag(model, "eddyline.champions", json.dumps(chain))
         rm.tags["eddyline.champions"] = json.dumps(chain)
         self._log(rm, "promoted", version, old, reason, action_id)
+        self._drop_out_of_service(model, rm, version)
 
     def promote(self, model: str, version: str, *, reason: str, metrics: dict[str, float] | None = None,
                 outgoing_state: dict[str, Any] | None = None, action_id: str | None = None) -> ModelVersion:
@@ -345,6 +383,7 @@ class MlflowRegistry(Registry):
         if str((rm.aliases or {}).get(CHALLENGER, "")) == version:
             self.client.delete_registered_model_alias(model, CHALLENGER)
         self._log(rm, "rejected", version, None, reason, action_id)
+        self._drop_out_of_service(model, rm, (rm.aliases or {}).get(CHAMPION))
         return self.get(model, version)
 
     def rollback(self, model: str, *, reason: str, outgoing_state: dict[str, Any] | None = None,
@@ -370,7 +409,9 @@ class MlflowRegistry(Registry):
         self._set_status(model, previous, CHAMPION)
         self.client.set_registered_model_alias(model, CHAMPION, previous)
         self.client.set_registered_model_tag(model, "eddyline.champions", json.dumps(chain))
+        rm.tags["eddyline.champions"] = json.dumps(chain)
         self._log(rm, "rolled_back", previous, current, reason, action_id)
+        self._drop_out_of_service(model, rm, previous)
         return self.get(model, previous)
 
     def save_state(self, model: str, version: str, state: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ Layout, one folder per model::
     ROOT/<model>/versions/<v>/latest.json   its state when it last stopped serving (if it served)
 
 Every change is an entry in ``history`` saying what happened, to which version, replacing which, and
-why; versions are never deleted, so a rollback always has something to go back to. Each call that
+why; versions are never deleted, so a rollback always has something to go back to, but the folder of a
+version out of service goes once ``ARTIFACTS_KEPT`` newer ones are (``base.out_of_service``). Each call that
 changes the registry may carry an ``action_id`` derived from the stream event that caused it: a replay
 after a crash repeats the id and the registry does nothing the second time (at-least-once delivery,
 exactly-once registry entries). Writes are atomic (temp file + rename) and serialised by a lock file,
@@ -21,13 +22,24 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from models.registry.base import ROLLBACK_DEPTH, ModelVersion, Registry, RegistryError, check_name, history_entry, now_ms
+from models.registry.base import (
+    ROLLBACK_DEPTH,
+    ModelVersion,
+    Registry,
+    RegistryError,
+    check_name,
+    dropped,
+    history_entry,
+    now_ms,
+    out_of_service,
+)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -127,6 +139,8 @@ class ModelRegistry(Registry):
         for name in ("latest.json", "artifact.json"):
             if (folder / name).exists():
                 return json.loads((folder / name).read_text())
+        if version in self._out_of_service(self._load(model)):
+            raise dropped(model, version)
         raise RegistryError(f"artifact of {model} version {version} is missing from {folder}")
 
     # changing
@@ -140,6 +154,13 @@ class ModelRegistry(Registry):
             data = self._load(model)
             yield data
             _write_json(folder / "registry.json", data)
+            for version in self._out_of_service(data):  # after the change is recorded: a crash leaves only files
+                shutil.rmtree(folder / "versions" / version, ignore_errors=True)
+
+    @staticmethod
+    def _out_of_service(data: dict[str, Any]) -> list[str]:
+        statuses = {v: rec["status"] for v, rec in data["versions"].items()}
+        return out_of_service(statuses, data["champions"], data["champion"])
 
     @staticmethod
     def _done(data: dict[str, Any], action_id: str | None) -> bool:

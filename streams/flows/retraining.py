@@ -16,6 +16,11 @@ model's own predictions and feedback) or a quality drop (the champion's log loss
    click-through rates): the challenger is then rejected with that reason, never promoted on no evidence.
    Either way the registry keeps the numbers and the reason.
 
+A source quarantined by the model-security flow (``security.quarantine``) is usually caught after some of its
+outcomes were learned, and its poisoning is often what set off the trigger: its outcomes then leave the
+training window, and a challenger in its trial that learned some of those still in the window is rejected at
+its decision.
+
 A promoted challenger serves at once: predictions carry its version. Every registry change carries an
 id derived from the trigger, so a replay after a crash does not register or promote twice. The
 registry is also watched: when ``eddyline models rollback`` (or anyone, e.g. in MLflow's UI) moves the
@@ -119,6 +124,7 @@ class RetrainingClickProcessor(ClickProcessor):
         self._view: dict[str, Any] | None = None
         self.seen: int | None = None  # registry history entries already taken into account
         self.initial_sent = False
+        self.tainted: str | None = None  # a quarantined source whose outcomes the challenger learned
 
     @property
     def registry(self) -> Any:
@@ -181,6 +187,7 @@ class RetrainingClickProcessor(ClickProcessor):
 
     def _abandon(self) -> None:
         self.phase, self.trigger, self.challenger, self.challenger_version = "serving", None, None, None
+        self.tainted = None
         self.shadow = {"labels": [], "champion": [], "challenger": []}
         self.block, self.best_block = [], None
 
@@ -205,6 +212,16 @@ class RetrainingClickProcessor(ClickProcessor):
             self._start(f"{rec['kind'].lower()} drift {rec['event_id']} ({rec['detector']}, statistic "
                         f"{rec['statistic']:.4g})", rec["event_id"])
 
+    def _standing(self, rec: dict[str, Any]) -> None:
+        super()._standing(rec)
+        if rec["action"] != "QUARANTINE":
+            return
+        kept = [ex for ex in self.recent if not self._kept_out(ex)]
+        if len(kept) < len(self.recent):
+            self.recent = deque(kept, maxlen=self.policy.train_window)
+            if self.challenger is not None:
+                self.tainted = rec["source"]
+
     def _start(self, reason: str, source_id: str) -> None:
         if self.phase != "serving" or self.outcomes < self.quiet_until:
             self.ignored["busy"] += 1
@@ -219,8 +236,8 @@ class RetrainingClickProcessor(ClickProcessor):
 
     def _outcome(self, entry: dict[str, Any], label: float) -> list[Emit]:
         self.outcomes += 1
-        example = {"user": entry["user"], "item": entry["item"], "genres": entry["genres"], "rating": entry["rating"],
-                   "label": label}
+        example = {"user": entry["user"], "producer": entry.get("producer", ""), "item": entry["item"],
+                   "genres": entry["genres"], "rating": entry["rating"], "label": label}
         self.recent.append(example)
         self._watch_quality(float(entry["p"]), label)
         if self.phase == "collecting":
@@ -284,7 +301,11 @@ class RetrainingClickProcessor(ClickProcessor):
         champ, chall = self._score(self.shadow["champion"]), self._score(self.shadow["challenger"])
         n, metric = len(self.shadow["labels"]), self.policy.metric
         metrics = {"shadow_events": float(n)}
-        if champ is None or chall is None:
+        if self.tainted is not None:
+            better = None
+            verdict = (f"it learned outcomes of {self.tainted}, quarantined since; "
+                       f"trigger: {self.trigger['reason']}")
+        elif champ is None or chall is None:
             clicks = int(sum(label >= 0.5 for label in self.shadow["labels"]))
             better = None
             verdict = (f"{metric} is undefined on the {n} events of the trial ({clicks} positive): no evidence "
@@ -317,7 +338,7 @@ class RetrainingClickProcessor(ClickProcessor):
             "fresh": self.fresh, "challenger": None if self.challenger is None else self.challenger.snapshot(),
             "challenger_version": self.challenger_version, "shadow": self.shadow, "outcomes": self.outcomes,
             "quiet_until": self.quiet_until, "block": self.block, "best_block": self.best_block,
-            "ignored": self.ignored, "seen": self.seen, "initial_sent": self.initial_sent,
+            "ignored": self.ignored, "seen": self.seen, "initial_sent": self.initial_sent, "tainted": self.tainted,
             "registry_changes": self.outbox.state(),
         }
 
@@ -332,6 +353,7 @@ class RetrainingClickProcessor(ClickProcessor):
         self.outcomes, self.quiet_until = int(state["outcomes"]), int(state["quiet_until"])
         self.block, self.best_block, self.ignored = list(state["block"]), state["best_block"], dict(state["ignored"])
         self.seen, self.initial_sent = state["seen"], bool(state.get("initial_sent", False))
+        self.tainted = state.get("tainted")
         if "registry_changes" in state:
             self.outbox.load(state["registry_changes"])
 

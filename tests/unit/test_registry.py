@@ -95,6 +95,30 @@ def test_the_rollback_chain_keeps_only_the_newest_champions(reg, monkeypatch: py
         reg.rollback("m", reason="too far back")
 
 
+def test_versions_out_of_service_keep_their_records_but_only_the_newest_keep_their_artifacts(
+        reg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow retrains for months and most challengers lose: their artifacts must not fill the disk, while the
+    champion, the champions a rollback can reach and a challenger on trial keep theirs."""
+    import models.registry.base
+
+    monkeypatch.setattr(models.registry.base, "ARTIFACTS_KEPT", 2)
+    reg.register("m", {"v": 1}, reason="initial", champion=True)
+    reg.register("m", {"v": 2}, reason="c", parent="1")
+    reg.promote("m", "2", reason="better")
+    for v in range(3, 7):
+        reg.register("m", {"v": v}, reason=f"trial {v}", parent="2")
+        reg.reject("m", str(v), reason="worse", metrics={"log_loss": 0.9})
+    reg.register("m", {"v": 7}, reason="on trial", parent="2")
+    assert [reg.load_artifact("m", v)["v"] for v in ("1", "2", "5", "6", "7")] == [1, 2, 5, 6, 7]
+    for v in ("3", "4"):
+        with pytest.raises(RegistryError, match="out of service and its artifact was dropped"):
+            reg.load_artifact("m", v)
+    assert (reg.get("m", "3").status, reg.get("m", "3").reason, reg.get("m", "3").metrics) == (
+        "rejected", "trial 3", {"log_loss": 0.9})
+    if isinstance(reg, ModelRegistry):
+        assert sorted(p.name for p in (reg.root / "m" / "versions").iterdir()) == ["1", "2", "5", "6", "7"]
+    assert reg.rollback("m", reason="back").version == "1" and reg.load_artifact("m", "1") == {"v": 1}
+
 def test_bad_names_and_unknown_versions_are_clear_errors(reg) -> None:
     for read in (reg.champion, reg.versions, reg.history):
         with pytest.raises(RegistryError, match="bad model name"):

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from models import tracking
-from models.registry import ModelRegistry
+from models.registry import ModelRegistry, RegistryError
 from models.registry.mlflow_store import MlflowRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,3 +64,18 @@ def test_a_folder_without_a_registry_is_refused_with_what_to_do(tmp_path: Path) 
     done = migrate(tmp_path / "nothing", tmp_path / "store")
     assert done.returncode == 2
     assert "holds no local registry" in done.stderr and "registry_dir" in done.stderr
+
+
+def test_a_version_that_lost_its_artifact_moves_without_it(tmp_path: Path, monkeypatch) -> None:
+    import models.registry.base
+
+    monkeypatch.setattr(models.registry.base, "ARTIFACTS_KEPT", 0)
+    local = local_registry(tmp_path / "registry")  # version 3, rejected, is out of service at once
+    assert not (local.root / "clicks" / "versions" / "3").exists()
+    target = MlflowRegistry(tracking.embedded_uri(tmp_path / "store"))
+    target.import_local(local, "clicks")
+    assert [(v.version, v.status) for v in target.versions("clicks")] == [
+        ("1", "retired"), ("2", "champion"), ("3", "rejected")]
+    assert target.load_artifact("clicks", "1") == {"w": [0.1]}
+    with pytest.raises(RegistryError, match="out of service and its artifact was dropped"):
+        target.load_artifact("clicks", "3")

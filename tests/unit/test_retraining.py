@@ -14,6 +14,7 @@ from models.registry import ModelRegistry
 from streams.cli import models as models_cli
 from streams.flows import drift, retraining
 from streams.flows.clicks import MODEL_NAME
+from streams.flows.names import QUARANTINE_TOPIC
 from streams.processor import Emit, Event, run_local
 
 POLICY = {"train_window": 1000, "min_fresh": 1000, "shadow_events": 1000, "margin": 0.01, "cooldown": 100_000,
@@ -175,3 +176,38 @@ def test_a_tie_promotes_nobody_even_with_no_margin(tmp_path) -> None:
     decision = ModelRegistry(tmp_path).history("clicks-trial")[-1]
     assert (decision["action"], decision["version"]) == ("rejected", "2") and proc.version == "1"
     assert "auc 1.0000 vs champion 1's 1.0000" in decision["reason"] and "a tie is no evidence" in decision["reason"]
+
+
+def _pushed(start: int, n: int) -> list[Event]:
+    """A bot's producer pushing one item with top ratings (caught by the model-security flow, a little late)."""
+    return [Event("clicks", "fake", {**_imp(start + i, 5.0).record, "producer": "bot", "user_id": "fake",
+                                     "item_id": "m-pushed"}) for i in range(n)]
+
+
+_BOT_QUARANTINED = Event(QUARANTINE_TOPIC, "producer:bot", {"action": "QUARANTINE", "source": "producer:bot",
+                                                            "reason": "one_item"})
+
+
+def test_a_challenger_is_not_trained_on_outcomes_of_a_source_quarantined_since(tmp_path) -> None:
+    """The poisoning that set off the trigger is usually learned before its source is quarantined: the challenger
+    meant to replace the poisoned champion must not learn it again from the training window."""
+    policy = {"train_window": 100, "min_fresh": 10, "shadow_events": 50, "cooldown": 1000, "quality_drop": 100.0}
+    proc = retraining.RetrainingClickProcessor("clicks-q", registry_dir=str(tmp_path), policy=policy)
+    proc.process([_imp(i, 5.0 if i % 3 == 0 else 1.0) for i in range(20)] + _pushed(20, 30))
+    proc.process([_BOT_QUARANTINED])
+    proc.process([Event("drift", "clicks-q", {"event_id": "d-1", "model_name": "clicks-q", "kind": "CONCEPT",
+                                              "detector": "ours", "statistic": 0.5})])
+    proc.process([_imp(50 + i, 1.0) for i in range(10)])
+    assert proc.phase == "shadow"
+    challenger = ModelRegistry(tmp_path).load_artifact("clicks-q", proc.challenger_version)
+    assert "m-pushed" not in challenger["items"]["n"] and "m-pushed" in proc.model.snapshot()["items"]["n"]
+
+
+def test_a_challenger_that_learned_outcomes_of_a_source_quarantined_during_its_trial_is_rejected(tmp_path) -> None:
+    proc = _in_shadow(tmp_path, [0.0, 1.0] * 10)
+    proc.process(_pushed(30, 5))  # learned by both models in shadow
+    proc.process([_BOT_QUARANTINED])
+    proc.process([_imp(40 + i, 5.0 if i % 2 else 1.0) for i in range(20)])
+    decision = ModelRegistry(tmp_path).history("clicks-trial")[-1]
+    assert (decision["action"], decision["version"]) == ("rejected", "2") and proc.version == "1"
+    assert "it learned outcomes of producer:bot, quarantined since" in decision["reason"]
