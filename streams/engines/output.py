@@ -3,6 +3,12 @@
 Decoding with dead-lettering, encoding emits, dead letters with their reason in headers, the metrics each of
 those raises, and the list of topics a flow writes: Bytewax and Faust call the same code, so they decode,
 dead-letter, encode and count identically, and a change here reaches both.
+
+Dead letters are kept for weeks and read by operators, so those of inputs that carry what people said (transcripts)
+are redacted as the flows' outputs are (``streams.flows.redaction``, configured in ``[audio]``): the letter is the
+event with its text redacted, still one to send again (the flows redact first, so it scores the same), and its error
+text is redacted too. The original bytes are not kept: the headers say where they are on the source topic, for as
+long as that topic keeps them; a letter whose bytes cannot be read to redact them keeps no value at all.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -19,8 +25,9 @@ from prometheus_client import Counter, Histogram
 from connectors.dlq import dlq_headers
 from connectors.kafka import KafkaSettings
 from connectors.prometheus import DLQ_EVENTS, END_TO_END_LATENCY, EVENTS_CONSUMED, EVENTS_EMITTED, metric
-from schemas import AvroSerde, RegistryUnavailableError, SchemaError
+from schemas import TRANSCRIPT, AvroSerde, RegistryUnavailableError, SchemaError
 from schemas.topics import dlq_topic
+from streams.flows.redaction import Redactor
 from streams.processor import SINK_ONLY, Emit, Event, FlowSpec, Processor
 
 __all__ = ["PROCESSING_FAILED", "Codec", "DeadLetter", "FlowOutput", "Message", "flow_topics", "flushed"]
@@ -28,6 +35,7 @@ __all__ = ["PROCESSING_FAILED", "Codec", "DeadLetter", "FlowOutput", "Message", 
 log = logging.getLogger(__name__)
 
 PROCESSING_FAILED = "processing_failed"  # the dead-letter reason of events whose processor raised, in both engines
+SPOKEN = {TRANSCRIPT: "text"}  # input event types that carry what people said, and the field that holds it
 EVENT_TIME_AHEAD = metric(Counter, "eddyline_event_time_ahead", "Outputs whose event time was ahead of this "
                           "process's clock, so that no event-time latency could be observed.", ["flow"])
 BROKER_LATENCY = metric(Histogram, "eddyline_broker_to_processed_latency_seconds",
@@ -187,6 +195,12 @@ class FlowOutput:
         self._emitted: dict[str, Any] = {}
         self.positions: dict[tuple[str, int], int] = {}  # (logical topic, partition) -> next offset to take
         self._holds_back: bool | None = None
+        self._spoken = {t: SPOKEN[e] for t, e in spec.inputs.items() if e in SPOKEN}  # logical topic -> its field
+        self._redactor: Redactor | None = None
+        if self._spoken:
+            from streams.flows.audio import AudioSettings
+
+            self._redactor = Redactor(AudioSettings().redaction())
 
     def holds_back(self, key: str) -> bool:
         """Whether the flow's processors hand anything on when their key leaves memory (they override
@@ -218,6 +232,8 @@ class FlowOutput:
             As for ``Codec.decode``.
         """
         out = self.codec.decode(topic, key, value, partition, offset, broker_ms)
+        if isinstance(out, DeadLetter):
+            out = self._redacted(out)
         self._count(self._consumed, EVENTS_CONSUMED, out.topic)
         self.positions[(out.topic, partition)] = offset + 1
         return out
@@ -297,8 +313,22 @@ class FlowOutput:
         error = f"{type(exc).__name__}: {exc}"
         log.error("a processor raised; its events are dead-lettered", exc_info=exc,
                   extra={"flow": self.spec.name, "events": len(events), "error": error})
-        return [self.dead_letter(DeadLetter(e.topic, *raw(e), PROCESSING_FAILED, error, e.partition, e.offset))
-                for e in events]
+        return [self.dead_letter(self._redacted(DeadLetter(e.topic, *raw(e), PROCESSING_FAILED, error, e.partition,
+                                                           e.offset))) for e in events]
+
+    def _redacted(self, dead: DeadLetter) -> DeadLetter:
+        """``dead`` with what people said redacted, where its topic carries that (see the module's docstring)."""
+        field = self._spoken.get(dead.topic)
+        if field is None or self._redactor is None:
+            return dead
+        event_type, serde = self.spec.inputs[dead.topic], self.codec.serde
+        try:
+            record = serde.decode(dead.value or b"", event_type, check=False)
+            record[field] = self._redactor.redact(record[field])[0]
+            value: bytes | None = serde.encode(event_type, record, topic=self.settings.topic(dead.topic), check=False)
+        except Exception:  # unreadable (or not Avro: see ``reencoded``): nothing of it may go
+            value = None
+        return replace(dead, value=value, error=self._redactor.redact(dead.error)[0])
 
     def reencoded(self, event: Event) -> tuple[bytes | None, bytes]:
         """An event's key and value as its input topic carries them (the value as JSON when it cannot be encoded),

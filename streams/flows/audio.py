@@ -4,7 +4,8 @@
 One ``ConversationProcessor`` per conversation id. It cuts the chunk stream into utterances with a voice
 activity detector, transcribes each utterance (Whisper), scores it (the sentiment model), keeps a rolling
 mean of the last few scores, and opens an alert when that mean stays negative for ``open_after`` segments
-in a row; the alert resolves once the mean has recovered for ``resolve_after`` segments. Every output's id
+in a row; the alert resolves once the mean has recovered for ``resolve_after`` segments, or when the call ends
+(its ``final`` chunk, or its key evicted for being idle): an incident must not outlive its call. Every output's id
 derives from the conversation and segment number, so a replay after a crash repeats the same events and
 the same alert key. Each segment's emotion (``models.sentiment.emotion``) and the rolling sentiment feed the
 conversation's ``Router`` (``streams.flows.routing``), which emits a routing recommendation when it changes.
@@ -37,6 +38,8 @@ CHUNKS_TOPIC = "audio.chunks"
 TRANSCRIPTS_TOPIC = "transcripts"
 SENTIMENT_TOPIC = "scores.sentiment"
 ALERTS_TOPIC = "alerts"
+CALL_ENDED = "ended"  # in an alert's summary: "conversation c-1 ended: rolling sentiment -0.52"
+CALL_SILENT = "went silent and ended"
 
 
 @dataclass
@@ -157,6 +160,7 @@ class SentimentTracker:
         self.recovered_run = 0
         self.sequence = Sequencer(reorder=0)  # nothing is held back: a live call's alert cannot wait for a gap
         self.router = Router(conversation_id, config.routing, config.producer)
+        self.last: dict[str, Any] | None = None  # the newest scored segment's id, time and number: where an end goes
 
     def process(self, transcripts: Sequence[dict[str, Any]]) -> list[Emit]:
         """Score new segments and return their sentiment events and any alert transitions.
@@ -180,9 +184,29 @@ class SentimentTracker:
         for t, p, e in zip(fresh, model.predict(texts), emotion.predict(texts), strict=True):
             self.scores = (self.scores + [p.score])[-self.config.policy.window :]
             rolling = sum(self.scores) / len(self.scores)
+            self.last = {"event_id": t["event_id"], "event_time": t["event_time"], "segment": t["segment"]}
             out.append(self._score_event(t, p, e, rolling, model.name, emotion.name))
             out.extend(self._alerts(t, rolling))
             out.extend(self.router.update(t, rolling, e.label, e.words, emotion.name))
+        return out
+
+    def end(self, why: str) -> list[Emit]:
+        """Resolve what the conversation left open, its alert and its routing: nobody is on the call any more to
+        recover or be escalated.
+
+        Called again, or for a call that ended well, it emits nothing.
+
+        Parameters
+        ----------
+        why
+            How the call ended, for the alert's summary (``ended``, ``went silent and ended``).
+        """
+        if self.last is None:  # nothing scored, or a snapshot from before ends were placed
+            return []
+        out = self.router.end(self.last, why, load_emotion(self.config.emotion_model).name)
+        if self.alert_key is not None:
+            out.append(self._alert("RESOLVED", self.last, sum(self.scores) / len(self.scores), why))
+            self.alert_key, self.severity, self.negative_run = None, "WARNING", 0
         return out
 
     def _score_event(self, t: dict[str, Any], p: Prediction, e: EmotionPrediction, rolling: float, model: str,
@@ -227,9 +251,9 @@ class SentimentTracker:
             return [self._alert("UPDATED", t, rolling)]
         return []
 
-    def _alert(self, status: str, t: dict[str, Any], rolling: float) -> Emit:
+    def _alert(self, status: str, t: dict[str, Any], rolling: float, what: str = "") -> Emit:
         assert self.alert_key is not None
-        what = {"OPENED": "turned negative", "UPDATED": "got worse", "RESOLVED": "recovered"}[status]
+        what = what or {"OPENED": "turned negative", "UPDATED": "got worse", "RESOLVED": "recovered"}[status]
         record = {
             "event_id": derive_id(ALERT, self.alert_key, status, t["segment"]),
             "event_time": t["event_time"],
@@ -241,14 +265,14 @@ class SentimentTracker:
             "entity": self.conversation_id,
             "summary": f"conversation {self.conversation_id} {what}: rolling sentiment {rolling:+.2f}",
             "value": rolling,
-            "details": {"segment": str(t["segment"]), "text": t["text"][:500], "transcript_id": t["event_id"]},
+            "details": {"segment": str(t["segment"]), "text": t.get("text", "")[:500], "transcript_id": t["event_id"]},
         }
         return Emit(ALERTS_TOPIC, self.alert_key, ALERT, record)
 
     def snapshot(self) -> dict[str, Any]:
         return {"scores": list(self.scores), "alert_key": self.alert_key, "severity": self.severity,
                 "negative_run": self.negative_run, "recovered_run": self.recovered_run,
-                "sequence": self.sequence.snapshot(), "router": self.router.snapshot()}
+                "sequence": self.sequence.snapshot(), "router": self.router.snapshot(), "last": self.last}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.scores = list(state["scores"])
@@ -260,6 +284,7 @@ class SentimentTracker:
         self.sequence.restore(state["sequence"] if "sequence" in state else _sequence_upto(state["last_segment"]))
         if "router" in state:  # snapshots from before routing start the router afresh
             self.router.restore(state["router"])
+        self.last = state.get("last")
 
 
 class ConversationProcessor(Processor):
@@ -273,7 +298,7 @@ class ConversationProcessor(Processor):
     comes after a later one (``late``: its gap was realigned over already) is counted and not used: its place
     in the audio has passed, and the voice detector cannot go back. A call whose ``final`` chunk never comes (the
     client hung up, the network dropped) ends its last utterance when the engine evicts its idle key
-    (``[runtime] idle_evict_s``), as the final chunk would have.
+    (``[runtime] idle_evict_s``), as the final chunk would have; either way the call's open alert resolves.
 
     Parameters
     ----------
@@ -309,12 +334,15 @@ class ConversationProcessor(Processor):
         for event in events:
             self.sequence.offer(event.record, lambda r: transcripts.extend(self._chunk(r)))
         self.sequence.count_since(FLOW, before)
-        return transcripts + self.tracker.process([e.record for e in transcripts])
+        ended = any(e.record["final"] for e in events)
+        return transcripts + self.tracker.process([e.record for e in transcripts]) + (
+            self.tracker.end(CALL_ENDED) if ended else [])
 
     def flush(self) -> list[Emit]:
-        """Without its final chunk a call would hold its last utterance for ever, never transcribed nor scored."""
+        """Without its final chunk a call would hold its last utterance for ever, never transcribed nor scored,
+        and its alert open."""
         transcripts = [emit for u in self.vad.flush() if (emit := self._transcribe(u)) is not None]
-        return transcripts + self.tracker.process([e.record for e in transcripts])
+        return transcripts + self.tracker.process([e.record for e in transcripts]) + self.tracker.end(CALL_SILENT)
 
     def _chunk(self, r: dict[str, Any]) -> list[Emit]:
         if r["seq"] <= self.last_seq:
@@ -447,6 +475,11 @@ class SentimentProcessor(Processor):
         """Transcripts from elsewhere are redacted too before their text goes into scores and alerts."""
         return self.tracker.process([{**e.record, "text": self.redactor.redact(e.record["text"])[0]} for e in events])
 
+    def flush(self) -> list[Emit]:
+        """Transcripts say nothing of a conversation's end: one silent until its key is evicted is over, and its
+        alert must not stay open for good."""
+        return self.tracker.end(CALL_SILENT)
+
     def snapshot(self) -> dict[str, Any]:
         return self.tracker.snapshot()
 
@@ -475,8 +508,12 @@ class AudioSettings(Section):
     def flow_config(self) -> AudioFlowConfig:
         return AudioFlowConfig(speech_backend=self.speech_backend, speech_model=self.speech_model,
                                sentiment_model=self.sentiment_model, emotion_model=self.emotion_model,
-                               redaction=RedactionConfig(enabled=self.redact, patterns=self.redact_patterns),
-                               routing=RoutingSettings().policy())
+                               redaction=self.redaction(), routing=RoutingSettings().policy())
+
+    def redaction(self) -> RedactionConfig:
+        """What is redacted from transcripts, by the flows and from the dead letters of transcripts they read
+        (``streams.engines.output``) alike."""
+        return RedactionConfig(enabled=self.redact, patterns=self.redact_patterns)
 
 
 def audio_flow(config: AudioFlowConfig | None = None, sinks: list | None = None) -> FlowSpec:

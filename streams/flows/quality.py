@@ -19,6 +19,10 @@ history packs days of event time into one poll). Events for a window
 already closed are late: they are counted, in the ``late_events`` field of the next window emitted for
 that version, never silently dropped.
 
+A model that stops predicting (at night, or retired) moves neither clock, so its last windows would wait for traffic
+that may never come; when the engine evicts its idle key (``flush``) they close as they stand, their predictions still
+without feedback counted missing, and whatever comes for them later is late, so no window is emitted twice.
+
 Delivery is at least once: a producer's replay after a crash sends the same predictions and feedback again (same
 ids). Each open window remembers the ids of its predictions (and which are labelled), forgotten when it closes, so a
 repeat is counted in ``duplicates`` instead of twice in the window's metrics.
@@ -177,12 +181,30 @@ class QualityProcessor(Processor):
         horizon = min(pred_wm, fb_wm - self.max_wait_ms)  # every prediction before it is in and answered
         if horizon <= self.closed_before:
             return []
+        out = self._close(horizon)
+        self.closed_before = max(self.closed_before, self._start(horizon))
+        return out
+
+    def flush(self) -> list[Emit]:
+        """A silent model's open windows would be emitted only when it predicts again, if ever, or be lost with its
+        key's state: they close now, as the clocks reaching them would close them."""
+        if not self.windows:
+            return []
+        for p in self.preds.values():
+            self.windows[f"{p['version']}|{p['start']}"]["missing"] += 1
+        self.preds.clear()
+        end = max(int(k.split("|")[1]) for k in self.windows) + self.window_ms
+        out = self._close(end)
+        self.closed_before = max(self.closed_before, end)
+        return out
+
+    def _close(self, horizon: int) -> list[Emit]:
+        """Emit and forget the windows that end by ``horizon``, oldest first."""
         out = []
         for key in sorted((k for k in self.windows if int(k.split("|")[1]) + self.window_ms <= horizon),
                           key=lambda k: (int(k.split("|")[1]), k)):
             version, start = key.split("|")
             out.append(self._emit(version, int(start), self.windows.pop(key)))
-        self.closed_before = max(self.closed_before, self._start(horizon))
         return out
 
     def _emit(self, version: str, start: int, w: dict[str, Any]) -> Emit:

@@ -5,7 +5,8 @@ rules (``RoutingRule``, configured in ``[routing]`` / ``EDDYLINE_ROUTING_*``, ne
 and the first that matches gives the recommendation, else ``default_action``. A ``routing_recommendation`` event
 goes out when the recommendation changes, with the rule and the reason in words; a rule with ``alert = true``
 also opens an alert on the alerts topic (the notify flow delivers it), resolved when the recommendation moves
-to a rule without one. Ids derive from the conversation and segment, so a replay repeats them.
+to a rule without one, or when the conversation ends (``end``): the agent's screen and the on-call incident must not
+keep a call that is over. Ids derive from the conversation and segment, so a replay repeats them.
 
 Like the sentiment alert, a recommendation has hysteresis (``open_after``, ``resolve_after``): a caller whose
 rolling sentiment wobbles around a rule's bound would otherwise flip the recommendation on every segment (and
@@ -254,12 +255,35 @@ class Router:
         escalates = rule is not None and rule.alert
         if self.pending_run < pol.open_after or (standing and not escalates and self.away < pol.resolve_after):
             return []
-        self.away, self.pending, self.pending_run = 0, None, 0
-        previous, self.action = self.action, action
         reason = (rule.reason.format(**{k: used[k] for k in REASON_FIELDS}) if rule
                   else f"no rule matches: rolling sentiment {rolling:+.2f}, mostly {facts['emotion']}")
+        return self._recommend(t, action, rule, reason, emotion_model)
+
+    def end(self, t: dict[str, Any], why: str, emotion_model: str) -> list[Emit]:
+        """Go back to the default recommendation, resolving an escalation's alert: the conversation is over.
+
+        Called again, or for a conversation the default fitted to its end, it emits nothing.
+
+        Parameters
+        ----------
+        t
+            The conversation's last scored segment (``event_id``, ``event_time``, ``segment``).
+        why
+            How it ended, for the reason (``ended``: "the conversation ended").
+        emotion_model
+            The emotion backend's name, carried into the event.
+        """
+        if self.action == self.policy.default_action and self.alert_key is None:
+            return []
+        return self._recommend(t, self.policy.default_action, None, f"the conversation {why}", emotion_model, "end")
+
+    def _recommend(self, t: dict[str, Any], action: str, rule: RoutingRule | None, reason: str, emotion_model: str,
+                   *id_parts: str) -> list[Emit]:
+        facts = self._facts()
+        self.away, self.pending, self.pending_run = 0, None, 0
+        previous, self.action = self.action, action
         record = {
-            "event_id": derive_id(ROUTING_RECOMMENDATION, self.conversation_id, t["segment"]),
+            "event_id": derive_id(ROUTING_RECOMMENDATION, self.conversation_id, t["segment"], *id_parts),
             "event_time": t["event_time"],
             "producer": self.producer,
             "source_event_id": t["event_id"],
@@ -269,7 +293,7 @@ class Router:
             "previous_action": previous,
             "rule": rule.name if rule else None,
             "reason": reason,
-            "rolling_score": rolling,
+            "rolling_score": facts["rolling"],
             "trend": facts["trend"],
             "emotion": facts["emotion"],
             "emotion_share": facts["emotion_share"],

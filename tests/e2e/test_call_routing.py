@@ -4,7 +4,8 @@
 - A 36 s turn that opens with complaints and ends in thanks is one utterance, one transcript and one score,
   of the whole turn: the score is the sentiment of the full transcript, not of its opening.
 - A call that turns angry gets an ``escalate_supervisor`` recommendation with its reason, and the escalation
-  alert reaches PagerDuty through the alerts topic and the notify flow.
+  alert reaches PagerDuty through the alerts topic and the notify flow; the call ends so, and with its final chunk
+  the recommendation goes back to ``keep`` and the PagerDuty incident resolves.
 
 The flow scores with VADER here (the trained model is not part of a fresh clone); the trained ONNX model's
 windows over long texts are tested in tests/unit/test_sentiment_model.py and test_sentiment_windows.py.
@@ -86,11 +87,12 @@ def test_a_long_turn_is_scored_whole_and_an_angry_call_is_escalated(kafka_settin
     try:
         transcripts = collect(kafka_settings, "transcripts", TRANSCRIPT, lambda got: len(got) >= 5, timeout=240)
         scores = collect(kafka_settings, "scores.sentiment", SENTIMENT_SCORE, lambda got: len(got) >= 5, timeout=60)
-        routing = collect(kafka_settings, "routing", ROUTING_RECOMMENDATION, lambda got: len(got) >= 1, timeout=60)
+        routing = collect(kafka_settings, "routing", ROUTING_RECOMMENDATION, lambda got: len(got) >= 2, timeout=60)
         alerts = collect(kafka_settings, "alerts", ALERT,
-                         lambda got: any(a["source"] == "audio-routing" for a in got), timeout=60)
+                         lambda got: [a["source"] for a in got].count("audio-routing") >= 2, timeout=60)
         escalations = {a["alert_key"] for a in alerts if a["source"] == "audio-routing"}
-        delivered = alert_receiver.wait_for(lambda r: bool(escalations & set(r.incidents)), timeout=60)
+        delivered = alert_receiver.wait_for(
+            lambda r: any(r.incidents.get(k, {}).get("status") == "resolved" for k in escalations), timeout=60)
     finally:
         stop.set()
         thread.join(30)
@@ -113,14 +115,18 @@ def test_a_long_turn_is_scored_whole_and_an_angry_call_is_escalated(kafka_settin
     # the call that turns angry: emotions per segment, then an escalation with its reason and an alert delivered
     angry = sorted((s for s in scores if s["conversation_id"] == "call-angry"), key=lambda s: s["segment"])
     assert [s["emotion"] for s in angry][-2:] == ["anger", "anger"], [s["text"] for s in angry]
-    (escalation,) = [r for r in routing if r["conversation_id"] == "call-angry"]
+    escalation, ended = sorted((r for r in routing if r["conversation_id"] == "call-angry"),
+                               key=lambda r: r["action"] == "keep")
+    assert (ended["previous_action"], ended["action"], ended["reason"]) == (
+        "escalate_supervisor", "keep", "the conversation ended"), log
     assert (escalation["action"], escalation["previous_action"], escalation["rule"]) == (
         "escalate_supervisor", "keep", "angry"), log
     assert escalation["segment"] == 3 and "anger in 2 of the last 4 segments" in escalation["reason"]
     assert "furious" in escalation["reason"] and escalation["rolling_score"] < -0.2
     assert not [r for r in routing if r["conversation_id"] == "call-long"]  # a turn that ends well is kept
-    (opened,) = [a for a in alerts if a["source"] == "audio-routing"]
+    opened, resolved = sorted((a for a in alerts if a["source"] == "audio-routing"), key=lambda a: a["status"])
     assert opened["status"] == "OPENED" and opened["entity"] == "call-angry" and "supervisor" in opened["summary"]
+    assert (resolved["status"], resolved["alert_key"]) == ("RESOLVED", opened["alert_key"])
     assert delivered, alert_receiver.incidents
-    assert alert_receiver.incidents[opened["alert_key"]]["status"] == "triggered"
+    assert alert_receiver.incidents[opened["alert_key"]]["status"] == "resolved"
     assert not alert_receiver.rejected

@@ -255,3 +255,44 @@ def test_a_sentiment_snapshot_from_before_late_segments_restores():
     emits = restored.process([transcript("c", 1, "fine, thanks"), transcript("c", 3, "great")])
     assert [s["segment"] for s in by_topic(emits, "scores.sentiment")] == [3]
     assert restored.tracker.sequence.counts.duplicates == 1
+
+
+@pytest.fixture(scope="module")
+def angry_call():
+    """A call that turns bad and ends so (call03, call10), in 250 ms chunks: the last one ``final``."""
+    return conversation(["call03", "call10"], "e")
+
+
+@pytest.mark.parametrize("ending", ["final-chunk", "evicted"])
+def test_a_call_that_ends_negative_resolves_its_sentiment_alert(angry_call, ending):
+    """Nobody is left on a call that is over to recover: its alert stayed open for good, an incident for ever."""
+    spec = audio_flow(CONFIG)
+    procs: dict = {}
+    if ending == "final-chunk":
+        emits = run_local(spec, angry_call, procs)
+    else:  # the final chunk never came: the engine evicts the idle key
+        emits = run_local(spec, angry_call[:-1], procs)
+        emits += flushed(spec, procs["e"]) or []
+    alerts = sentiment_alerts(emits)
+    assert [a["status"] for a in alerts] == ["OPENED", "RESOLVED"]
+    assert alerts[1]["alert_key"] == alerts[0]["alert_key"] and alerts[1]["summary"].startswith("conversation e ")
+    assert alerts[1]["event_time"] == by_topic(emits, "transcripts")[-1]["event_time"]
+    assert sentiment_alerts(flushed(spec, procs["e"]) or []) == []  # resolved once
+    escalation = [a for a in by_topic(emits, "alerts") if a["source"] == "audio-routing"]
+    assert [a["status"] for a in escalation] == ["OPENED", "RESOLVED"]
+    assert [r["action"] for r in by_topic(emits, "routing")] == ["escalate_supervisor", "keep"]
+
+
+def test_a_transcript_conversation_evicted_while_negative_resolves_its_alert_and_keeps_that_across_a_restore():
+    proc = SentimentProcessor("c", CONFIG.to_dict())
+    emits = proc.process([transcript("c", i, t) for i, t in enumerate(["this is awful", "terrible, the worst"])])
+    assert [a["status"] for a in sentiment_alerts(emits)] == ["OPENED"]
+    restored = decode_processor(encode_processor(proc, "c"), SentimentProcessor("c", CONFIG.to_dict()))
+    out = flushed(sentiment_flow(CONFIG), restored) or []
+    ended = sentiment_alerts(out)
+    assert [(a["status"], a["details"]["segment"], a["event_time"]) for a in ended] == [("RESOLVED", "1", 1000)]
+    assert "went silent" in ended[0]["summary"]
+    assert [(e.topic, e.record.get("action") or e.record["status"]) for e in out if e.topic != "scores.sentiment"] == [
+        ("routing", "keep"), ("alerts", "RESOLVED"), ("alerts", "RESOLVED")]  # the escalation's, and the sentiment's
+    again = decode_processor(encode_processor(restored, "c"), SentimentProcessor("c", CONFIG.to_dict()))
+    assert sentiment_alerts(again.flush()) == []

@@ -342,3 +342,24 @@ def test_a_gauge_undefined_in_the_latest_window_holds_no_stale_value() -> None:
     sink.write(windows[1:])
     assert REGISTRY.get_sample_value("eddyline_model_recall", labels) is None
     assert REGISTRY.get_sample_value("eddyline_model_accuracy", labels) == 1.0
+
+
+def test_a_quiet_model_s_last_window_is_emitted_when_its_key_is_evicted_and_only_once() -> None:
+    """A model that stops predicting (at night, retired) moves no watermark: its last window waited for traffic that
+    might never come, and was lost with its key's state when retention expired it."""
+    from streams.engines.output import flushed
+    from streams.state import decode_processor, encode_processor
+
+    spec = quality.flow("m", window_ms=1000, max_wait_ms=500, allowed_lateness_ms=0)
+    proc = spec.make_processor("m")
+    assert proc.process([_pred("a", 100), _fb("a", 150, 1.0), _pred("b", 200), _pred("c", 1200, version="2")]) == []
+    out = [e.record for e in flushed(spec, proc) or []]  # what both engines do before an idle key leaves memory
+    assert [(w["model_version"], w["window_start"], w["predictions"], w["labelled"], w["missing_feedback"])
+            for w in out] == [("1", 0, 2, 1, 1), ("2", 1000, 1, 0, 1)]
+    assert flushed(spec, proc) == []
+    back = decode_processor(encode_processor(proc, "m"), spec.make_processor("m"))  # as the engines store it
+    again = back.process([_fb("b", 300, 1.0), _pred("d", 900), _pred("e", 5000), _fb("e", 5000, 0.0),
+                          _pred("z", 9000), _fb("z", 9000, 1.0)])
+    windows = [e.record for e in again]
+    assert 0 not in [w["window_start"] for w in windows], "a window is emitted once"
+    assert sum(w["late_events"] for w in windows) == 2  # b's feedback and d, for a window that closed

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from connectors.config import explain
-from schemas import AvroSerde
+from schemas import ROUTING_RECOMMENDATION, AvroSerde, derive_id
 from streams.flows.audio import AudioFlowConfig, sentiment_flow
 from streams.flows.routing import Router, RoutingPolicy, RoutingRule, RoutingSettings
 from streams.processor import Event, run_local
@@ -167,3 +167,23 @@ def test_a_snapshot_keeps_a_de_escalation_under_way_and_one_from_before_hysteres
     for name in ("open_after", "resolve_after"):
         del config["routing"][name]  # a flow's params saved before hysteresis
     assert AudioFlowConfig.from_dict(config).routing.resolve_after == 2
+
+
+def test_a_conversation_that_ends_escalated_goes_back_to_the_default_and_resolves_its_alert():
+    """A call over while escalated kept its recommendation and its alert open for good (PagerDuty, Slack)."""
+    router = Router("c9", RoutingPolicy(), "test")
+    opened = [e.record for e in route(router, [(-0.4, "anger", ""), (-0.5, "anger", "")]) if e.topic == "alerts"]
+    ended = router.end(segment(1), "ended", "nrc")
+    routing = [e.record for e in ended if e.topic == "routing"]
+    assert [(r["segment"], r["previous_action"], r["action"], r["rule"], r["reason"]) for r in routing] == [
+        (1, "escalate_supervisor", "keep", None, "the conversation ended")]
+    assert [(e.record["status"], e.record["alert_key"]) for e in ended if e.topic == "alerts"] == [
+        ("RESOLVED", opened[0]["alert_key"])]
+    assert routing[0]["event_id"] != derive_id(ROUTING_RECOMMENDATION, "c9", 1), "not the escalation's id"
+    assert router.end(segment(1), "ended", "nrc") == []
+    serde = AvroSerde()
+    for e in ended:
+        assert serde.decode(serde.encode(e.event_type, e.record), e.event_type).items() >= e.record.items()
+    calm = Router("c10", RoutingPolicy(), "test")
+    route(calm, [(0.2, "neutral", "I want to cancel my subscription")])
+    assert [(e.topic, e.record["action"]) for e in calm.end(segment(0), "ended", "nrc")] == [("routing", "keep")]
