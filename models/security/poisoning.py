@@ -11,10 +11,11 @@ while it has none:
   sources in good standing) much more than its own history (or, when new, its kind) does: a z-test on a
   short exponentially weighted mean of the contrariness, ``(consensus - label) * sign(consensus - 1/2)``
   (about zero for honest labels, about +0.5 for labels flipped against the crowd; zero where an item has no
-  consensus yet);
+  consensus yet). A source with a long history is held to the lowest long-run contrariness it has shown
+  since: one that turns slowly would otherwise carry its own reference along and never stand out;
 - ``one_item``: one item takes most of the source's events in a window (a bot pushing an item).
 
-State is small and plain: eleven numbers and three item counters per source, two numbers per item (about
+State is small and plain: twelve numbers and three item counters per source, two numbers per item (about
 750 bytes per active user in Python, measured), least recently seen sources and items evicted past their caps,
 so memory follows active sources. No ids leave as metric labels:
 verdicts are data. Numbers in, verdicts out; no Kafka here.
@@ -29,8 +30,9 @@ from typing import Any
 KINDS = ("producer", "user")
 
 # per-source state layout, one list of numbers each (positions below)
-_FIRST, _LAST, _N, _WIN, _WCOUNT, _RATE, _WINDOWS, _DLONG, _DSHORT, _NSHORT, _GRACE = range(11)
-_STATE_LEN = 11
+_FIRST, _LAST, _N, _WIN, _WCOUNT, _RATE, _WINDOWS, _DLONG, _DSHORT, _NSHORT, _GRACE, _DREF = range(12)
+_STATE_LEN = 12
+_LONG_EVENTS = 5000  # memory of a source's long-run contrariness, in events
 
 
 def source_id(kind: str, name: str) -> str:
@@ -352,12 +354,14 @@ class PoisonDetector:
             return None if t < st[_GRACE] else self._judge(kind, src, st, win, t, ref_mean, ref_sd)
         st[_N] += 1
         # long-run and short-run weighted means of the contrariness
-        a_long = 1.0 / min(max(st[_N], 1.0), 5000)
+        a_long = 1.0 / min(max(st[_N], 1.0), _LONG_EVENTS)
         short = lim.producer_short_events if kind == "producer" else lim.short_events
         a_short = 1.0 / min(st[_N], short)
         st[_DLONG] += a_long * (d - st[_DLONG])
         st[_DSHORT] += a_short * (d - st[_DSHORT])
         st[_NSHORT] = min(st[_N], short)
+        if st[_N] >= _LONG_EVENTS:
+            st[_DREF] = st[_DLONG] if st[_N] == _LONG_EVENTS else min(st[_DREF], st[_DLONG])
         pop[0] += 1
         a_pop = 1.0 / min(pop[0], 10_000)
         pop[1] += a_pop * (d - pop[1])
@@ -371,8 +375,11 @@ class PoisonDetector:
         return mean + (x - mean) / min(n + 1, 20)
 
     def _reference(self, st: list[float], pop: list[float]) -> tuple[float, float]:
-        """The contrariness a source is held to: its own long-run mean once it has history, else its kind's."""
+        """The contrariness a source is held to: its kind's while it is new, then its own long-run mean, then
+        the lowest that mean has been since it spans ``_LONG_EVENTS`` (a slow turn must not raise the bar)."""
         sd = math.sqrt(max(pop[2] - pop[1] * pop[1], 0.04)) if pop[0] > 100 else 0.5
+        if st[_N] >= _LONG_EVENTS:
+            return st[_DREF], sd
         if st[_N] >= self.limits.history_events:
             return st[_DLONG], sd
         return (pop[1] if pop[0] > 100 else 0.0), sd
@@ -414,6 +421,9 @@ class PoisonDetector:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.sources = {str(k): [float(x) for x in v] for k, v in state["sources"].items()}
+        for st in self.sources.values():
+            if len(st) == _STATE_LEN - 1:  # saved before the reference was kept: it starts from the long-run mean
+                st.append(st[_DLONG] if st[_N] >= _LONG_EVENTS else 0.0)
         if any(len(v) != _STATE_LEN for v in self.sources.values()):
             raise ValueError(f"poisoning state: source entries must hold {_STATE_LEN} numbers")
         self.windows = {str(k): _Window({str(i): int(c) for i, c in v.items()}) for k, v in state["windows"].items()}

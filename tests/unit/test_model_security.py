@@ -60,6 +60,26 @@ def test_an_established_producer_that_starts_flipping_is_judged_against_its_own_
     assert [v.source for v in verdicts] == ["producer:web-1"] and "its own history" in verdicts[0].reason
 
 
+def test_an_established_producer_that_turns_slowly_does_not_carry_its_reference_along() -> None:
+    """A compromised producer that flips a share of its labels rising slowly to all of them: its own long-run
+    contrariness follows the turn, and held to that it never stands out; held to its lowest it is caught early."""
+    det = PoisonDetector()
+    rng = np.random.default_rng(0)
+    item_p = rng.choice([0.15, 0.85], size=200)
+    t, ramp, flipped, verdicts = 0, 20_000, 0, []
+    for i in range(-6000, ramp + 5000):  # honest for 6000 rounds, then the turn, then every label flipped
+        for k in range(3):  # web-0 and web-1 stay honest and keep the consensus
+            t += int(rng.integers(1, 30_000))
+            item = int(rng.integers(200))
+            liked = float(rng.random() < item_p[item])
+            if k == 2 and rng.random() < min(max(i, 0) / ramp, 1.0):
+                liked, flipped = 1.0 - liked, flipped + 1
+            verdicts += det.observe(t, f"m{item}", liked, producer=f"web-{k}", user=f"u{int(rng.integers(5000))}")
+        if verdicts:
+            break
+    assert [(v.source, v.rule) for v in verdicts] == [("producer:web-2", "label_flip")]
+    assert flipped < 2000 and "its own history" in verdicts[0].reason
+
 def test_flood_from_a_new_source_and_one_item_pushing() -> None:
     det = PoisonDetector(PoisonLimits(new_burst=300))
     flood = [v for i in range(300) for v in det.observe(i, f"m{i}", None, producer="fast", user=f"u{i}")]
@@ -115,6 +135,11 @@ def test_snapshot_is_plain_data_and_restores_to_the_same_decisions() -> None:
     va, _ = honest_traffic(a, 3000, seed=2, t0=10**9)
     vb, _ = honest_traffic(b, 3000, seed=2, t0=10**9)
     assert va == vb and a.snapshot() == b.snapshot()
+    older = json.loads(json.dumps(a.snapshot()))  # saved before sources kept a reference: one number less
+    older["sources"] = {k: v[:-1] for k, v in older["sources"].items()}
+    c = PoisonDetector()
+    c.restore(older)
+    assert c.snapshot()["sources"] == a.snapshot()["sources"]
     state["sources"]["producer:web-0"] = [1.0, 2.0]
     with pytest.raises(ValueError, match="must hold"):
         PoisonDetector().restore(state)
