@@ -343,3 +343,86 @@ def test_a_client_picks_its_charts_over_the_websocket_and_is_told_what_a_bad_pic
         sent = [v for r in records if r["device_id"] == "device-000" for s in r["series"] if s["sensor"] == "vibration"
                 for v in s["values"]]
         assert view["device_chart"]["data"][1] == sent
+
+
+def test_a_bad_event_is_counted_and_a_silent_devices_age_survives_a_restart_of_the_page(kafka_settings) -> None:
+    """A prediction whose version the quality join could not file killed the page's reader (the page froze), and a
+    device's 'last heard' was when the page read its heartbeat: 0 s ago for one silent an hour, after a restart."""
+    import json
+    import time
+    import urllib.request
+
+    from schemas import ALERT
+    from schemas.catalog import DEVICE_HEALTH
+
+    create_topics(kafka_settings, list(TOPICS))
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    beat = next(e.record for e in fleet_outputs() if e.topic == "device.health" and e.key == "pi-2")
+    silent = {"event_id": "silent-pi-2", "event_time": hour_ago + 60_000, "producer": "test", "alert_key": "silent",
+              "status": "OPENED", "severity": "ERROR", "source": "fleet", "entity": "pi-2", "summary": "pi-2 silent",
+              "value": None, "details": {"kind": "silent", "device_id": "pi-2"}}
+    with EventProducer(kafka_settings) as producer:  # Tansu keeps the create time given: an hour-old heartbeat
+        producer.produce("device.health", DEVICE_HEALTH, beat, key="pi-2", timestamp_ms=hour_ago)
+        for e in model_events(20):
+            if e.topic == "predictions":
+                producer.produce(e.topic, PREDICTION, {**e.record, "model_version": "2|canary"}, key=e.key)
+            else:
+                producer.produce(e.topic, FEEDBACK, e.record, key=e.key)
+        producer.produce("alerts", ALERT, silent, key="pi-2")
+    limits = LiveLimits(quality_window_ms=100, quality_wait_ms=100, quality_lateness_ms=0)
+    with LivePage(kafka_settings, port=0, limits=limits) as live:
+        request = urllib.request.Request(live.url + "snapshot.json", headers={"Authorization": f"Bearer {live.token}"})
+        view: dict[str, Any] = {}
+        for _ in range(150):
+            view = json.loads(urllib.request.urlopen(request, timeout=10).read())
+            if view["fleet"]["trouble"] and view["rejected"]:
+                break
+            time.sleep(0.2)
+        assert [(r["device"], r["state"]) for r in view["fleet"]["trouble"]] == [("pi-2", "silent")]
+        assert view["fleet"]["trouble"][0]["age_s"] >= 3600
+        assert set(view["rejected"]["feedback"]) == {"ValueError"}
+        assert live.reader.is_alive()
+
+
+def test_a_client_that_stops_reading_skips_views_instead_of_queueing_them(kafka_settings) -> None:
+    """Every push went into a stalled client's write buffer (a laptop asleep, a stuck proxy) until the keepalive gave
+    up: a hundred views in memory per such client, and a slow link's pongs stuck behind them. Now it gets the latest
+    view once the last one has gone out."""
+    import base64
+    import json
+    import os
+    import socket
+
+    from websockets.sync.client import connect
+
+    create_topics(kafka_settings, list(TOPICS))
+    with LivePage(kafka_settings, port=0, push_interval_s=0.01) as live:
+        with live.lock:  # a view of some size: conversations' last words
+            for c in range(100):
+                live.state.apply("scores.sentiment", {**sentiment(f"call-{c}", 0, 0.1), "text": "words " * 33})
+        view_bytes = len(json.dumps(live.snapshot()))
+        with socket.socket() as stalled:
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            stalled.connect((live.host, live.port))
+            stalled.sendall((f"GET /ws HTTP/1.1\r\nHost: {live.host}:{live.port}\r\nUpgrade: websocket\r\n"
+                             f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}"
+                             f"\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {live.token}\r\n\r\n").encode())
+            assert stalled.recv(12) == b"HTTP/1.1 101"  # and then it reads nothing for a while
+            with connect(live.url.replace("http", "ws") + "ws",
+                         additional_headers={"Authorization": f"Bearer {live.token}"}) as ws:
+                ws.recv(timeout=10)
+                for _ in range(200):  # 200 changes, each seen by the client that reads
+                    with live.lock:
+                        live.state.reject("drift", "undecodable")
+                        want = live.state.version
+                    while json.loads(ws.recv(timeout=10))["version"] < want:
+                        pass
+                (backlog,) = [c.transport.get_write_buffer_size() for c in live.clients
+                              if c.remote_address[1] == stalled.getsockname()[1]]
+            assert backlog < 2 * view_bytes, f"{backlog} bytes queued for a client that reads nothing"
+            got = b""
+            stalled.settimeout(10)
+            while f'"version": {want},'.encode() not in got:  # reading again, it gets the latest view
+                chunk = stalled.recv(65536)
+                assert chunk, "the page closed the connection"
+                got = got[-100:] + chunk

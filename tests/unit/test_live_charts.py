@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streams.apps.live.charts import ChartLimits, Charts
-from streams.apps.live.state import LiveState
+from streams.apps.live.state import LiveLimits, LiveState
 
 
 def readings(device: str, sensor: str, ts: list[int], values: list[float]) -> dict:
@@ -61,13 +61,26 @@ def test_calls_keep_score_and_rolling_and_the_latest_call_first() -> None:
 def test_throughput_counts_per_second_and_shows_quiet_seconds_as_zero() -> None:
     c = Charts(ChartLimits(seconds=5))
     for topic, second in (("alerts", 100), ("alerts", 100), ("drift", 102)):
-        c.output(topic, second)
+        c.output(topic, second, 103.5)
     assert c.overview(103)["throughput"] == {
         "series": ["alerts", "drift"],
         "data": [[100, 101, 102, 103], [2, 0, 0, 0], [0, 0, 1, 0]],
     }
-    c.output("drift", 110)  # older seconds fall out of the window
+    c.output("drift", 110, 111.0)  # older seconds fall out of the window
     assert c.overview(111)["throughput"] == {"series": ["drift"], "data": [[110, 111], [1, 0]]}
+
+
+def test_throughput_counts_output_when_the_broker_took_it_not_when_the_page_read_it() -> None:
+    """A restarted page reads the backlog at once: an hour of output was drawn as one burst at the restart."""
+    state = LiveState(LiveLimits(charts=ChartLimits(seconds=5)), clock=lambda: 10_000.5)
+    for i, at_ms in enumerate((6_400_000, 9_997_000, 9_997_900, 20_000_000)):  # an hour ago, 3 s ago (2), ahead
+        state.apply("drift", {"event_id": f"d{i}", "event_time": 0, "producer": "p", "model_name": "m",
+                              "feature": None, "kind": "CONCEPT", "detector": "adwin", "statistic": 1.0,
+                              "threshold": 0.5, "window_start": 0, "window_end": 1, "reference_size": 1,
+                              "window_size": 1}, broker_ms=at_ms)
+    assert state.snapshot()["charts"]["throughput"] == {
+        "series": ["drift"], "data": [[9997, 9998, 9999, 10_000], [2, 0, 0, 1]]}
+    assert state.snapshot()["events"]["drift"] == 4
 
 
 def test_lag_samples_per_flow_with_gaps_where_a_flow_was_not_read() -> None:

@@ -128,9 +128,9 @@ def test_fleet_panel_groups_devices_by_version_and_state_from_health_and_fleet_a
     now = [1000.0]
     s = LiveState(LiveLimits(fleet_devices=3), clock=lambda: now[0])
     for i, d in enumerate(("pi-1", "pi-2", "pi-3")):
-        s.apply("device.health", health(d, i, model="m2" if d == "pi-3" else None))
-    s.apply("device.health", health("pi-1", 5))
-    s.apply("device.health", health("pi-1", 5))  # redelivered: counted once
+        s.apply("device.health", health(d, i, model="m2" if d == "pi-3" else None), broker_ms=1_000_000)
+    s.apply("device.health", health("pi-1", 5), broker_ms=1_000_000)
+    s.apply("device.health", health("pi-1", 5), broker_ms=1_000_000)  # redelivered: counted once
     now[0] = 1060.0
     s.apply("alerts", fleet_alert("pi-2", "silent", "OPENED", 10))
     view = s.snapshot()["fleet"]
@@ -211,3 +211,44 @@ def test_the_pages_clock_formatting_takes_any_timestamp_a_device_sends() -> None
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["00:00:00", "100000000000000000000", "NaN"]
+
+
+def test_a_device_was_last_heard_at_its_heartbeats_broker_time_not_when_the_page_read_it() -> None:
+    """A restarted page reads every heartbeat again at once: a device silent for an hour showed 'heard 0 s ago'."""
+    s = LiveState(clock=lambda: 10_000.0)
+    s.apply("device.health", health("pi-1", 1), broker_ms=6_400_000)  # read now, heard an hour before
+    s.apply("device.health", health("pi-2", 2))  # no broker timestamp: the device's own event time
+    s.apply("alerts", fleet_alert("pi-1", "silent", "OPENED", 10))
+    s.apply("alerts", fleet_alert("pi-2", "silent", "OPENED", 10))
+    ages = {r["device"]: r["age_s"] for r in s.snapshot()["fleet"]["trouble"]}
+    assert ages == {"pi-1": 3600.0, "pi-2": 10_000.0}
+
+
+def test_an_event_the_view_cannot_take_is_counted_as_rejected_and_the_page_goes_on() -> None:
+    """A model version with '|' broke the quality join: the exception killed the page's reader for good."""
+    s = LiveState(LiveLimits(quality_window_ms=100, quality_wait_ms=100, quality_lateness_ms=0))
+    for i in range(3):
+        s.apply("predictions", {"event_id": f"p{i}", "event_time": i * 100, "producer": "p", "model_name": "churn",
+                                "model_version": "2|canary", "subject_id": "u", "item_id": None,
+                                "features_digest": "x", "features": {}, "score": 0.7, "label": None,
+                                "latency_ms": 1.0, "error": None})
+        s.apply("feedback", {"event_id": f"f{i}", "event_time": i * 100 + 50, "producer": "p", "model_name": "churn",
+                             "prediction_id": f"p{i}", "label": 1.0})
+    s.apply("alerts", alert("k1", "OPENED", 1))
+    view = s.snapshot()
+    assert view["rejected"] and all(set(r) == {"ValueError"} for r in view["rejected"].values())
+    assert [a["key"] for a in view["alerts"]["open"]] == ["k1"] and view["events"]["alerts"] == 1
+
+
+def test_the_quality_table_keeps_the_latest_model_versions() -> None:
+    """Every version a retraining ever promoted kept a row: hundreds over months, all sent on every push."""
+    s = LiveState(LiveLimits(rows=3, quality_window_ms=100, quality_wait_ms=100, quality_lateness_ms=0))
+    for i in range(8):  # a new version per window, each prediction answered
+        s.apply("predictions", {"event_id": f"p{i}", "event_time": i * 1000, "producer": "p", "model_name": "clicks",
+                                "model_version": str(i), "subject_id": "u", "item_id": None,
+                                "features_digest": "x", "features": {}, "score": 0.7, "label": None,
+                                "latency_ms": 1.0, "error": None})
+        s.apply("feedback", {"event_id": f"f{i}", "event_time": i * 1000 + 50, "producer": "p",
+                             "model_name": "clicks", "prediction_id": f"p{i}", "label": 1.0})
+    versions = [w["model_version"] for w in s.snapshot()["quality"]["windows"]]
+    assert versions == ["4", "5", "6"]  # the three most recently closed (7's window is still open)

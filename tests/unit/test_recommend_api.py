@@ -153,3 +153,23 @@ def test_the_click_model_keeps_statistics_of_the_users_the_flow_keeps(monkeypatc
         proc.process([Event("clicks", user, {**base, "event_id": f"e{i}", "event_time": i, "user_id": user})])
     assert list(proc.model.users.n) == list(proc.shown) == ["c", "a", "d"]
     assert sorted(proc.model.user_genres.n) == ["a|Drama", "c|Drama", "d|Drama"]
+
+
+def test_a_method_the_api_does_not_take_is_a_405_in_json_and_head_answers_like_get() -> None:
+    """http.server answered a POST (a client that guessed the API) with a 501 server error in HTML."""
+    import http.client
+
+    with RecommendServer(live={}) as server:
+        host, port = server.server_address[:2]
+        for method in ("POST", "PUT", "DELETE"):
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            conn.request(method, "/recommendations/1", body=b"{}")
+            response = conn.getresponse()
+            assert (response.status, response.getheader("Allow")) == (405, "GET, HEAD"), method
+            assert "GET /recommendations/<user>" in json.loads(response.read())["error"]
+            conn.close()
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+        conn.request("HEAD", "/health")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+        conn.close()

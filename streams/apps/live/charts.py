@@ -107,7 +107,7 @@ class Charts:
         self.limits = limits or ChartLimits()
         self._devices: OrderedDict[str, _Device] = OrderedDict()
         self._calls: OrderedDict[str, deque[tuple[int, float, float | None]]] = OrderedDict()
-        self._throughput: OrderedDict[int, dict[str, int]] = OrderedDict()  # second -> topic -> events
+        self._throughput: dict[int, dict[str, int]] = {}  # second -> topic -> events
         self._lag: deque[tuple[float, dict[str, int]]] = deque(maxlen=self.limits.lag_samples)
 
     # --- folding events ------------------------------------------------------------------------
@@ -152,13 +152,31 @@ class Charts:
                               lambda: deque(maxlen=self.limits.call_points))
         points.append((rec["event_time"], rec["score"], rec["rolling_score"]))
 
-    def output(self, topic: str, second: int) -> None:
-        """One event arrived on an output topic during wall-clock ``second``."""
+    def output(self, topic: str, second: int, now_s: float) -> None:
+        """One event an output topic took during ``second`` (its broker time), seen at ``now_s``.
+
+        A page that starts or restarts reads the topics' backlog at once: counted when read, hours of output
+        looked like one burst now. An event from before the chart's window is left out; one stamped ahead of
+        this host's clock counts as now.
+
+        Parameters
+        ----------
+        topic
+            The output topic.
+        second
+            When the broker took it (Unix seconds).
+        now_s
+            This host's clock.
+        """
+        now = int(now_s)
+        if second <= now - self.limits.seconds:
+            return
+        second = min(second, now)
         counts = self._throughput.get(second)
         if counts is None:
+            for old in [s for s in self._throughput if s <= now - self.limits.seconds]:
+                del self._throughput[old]
             counts = self._throughput[second] = {}
-            while next(iter(self._throughput)) <= second - self.limits.seconds:
-                self._throughput.popitem(last=False)
         counts[topic] = counts.get(topic, 0) + 1
 
     def lag(self, at_s: float, lags: Mapping[str, int]) -> None:
@@ -172,7 +190,7 @@ class Charts:
         and lag."""
         topics = sorted({t for counts in self._throughput.values() for t in counts})
         end = int(now_s)
-        first = max(next(iter(self._throughput), end), end - self.limits.seconds + 1)
+        first = max(min(self._throughput, default=end), end - self.limits.seconds + 1)
         seconds = list(range(first, end + 1)) if self._throughput else []
         empty: dict[str, int] = {}
         flows = sorted({f for _, lags in self._lag for f in lags})

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
 
 from connectors.kafka import KafkaSettings, make_consumer
 from connectors.lag import LagReader
@@ -107,10 +107,12 @@ class TopicReader(threading.Thread):
             if msg.error() is not None:
                 continue  # partition EOF and transient errors; librdkafka retries
             topic = self.names[msg.topic()]
+            kind, stamp = msg.timestamp()
+            broker_ms = stamp if kind != TIMESTAMP_NOT_AVAILABLE else -1
             try:
-                decoded.append((topic, self.serde.decode(msg.value(), TOPICS[topic])))
+                decoded.append((topic, self.serde.decode(msg.value(), TOPICS[topic]), broker_ms))
             except (SchemaError, TypeError, ValueError) as exc:  # a tombstone (no value) is a TypeError
-                decoded.append((topic, exc))
+                decoded.append((topic, exc, broker_ms))
         # predictions and feedback come from two topics: hand them to the quality join in event-time order
         decoded.sort(
             key=lambda tr: (
@@ -118,11 +120,11 @@ class TopicReader(threading.Thread):
             )
         )
         with self.lock:
-            for topic, rec in decoded:
+            for topic, rec, broker_ms in decoded:
                 if isinstance(rec, Exception):
                     self.state.reject(topic, getattr(rec, "reason", None) or type(rec).__name__)
                 else:
-                    self.state.apply(topic, rec)
+                    self.state.apply(topic, rec, broker_ms)
 
     def stop(self) -> None:
         self._halt.set()
@@ -227,6 +229,7 @@ class LivePage:
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self.clients: dict[Any, dict[str, str | None]] = {}  # WebSocket -> its chart selection
+        self._sent: dict[Any, int] = {}  # WebSocket -> the state version of the last view it was sent
 
     @property
     def url(self) -> str:
@@ -335,7 +338,7 @@ class LivePage:
 
         self.clients[ws] = {}
         try:
-            await ws.send(page_json(self.snapshot()))
+            await self._send(ws, self.snapshot())
             async for raw in ws:  # a chart selection: answered with a view showing it
                 try:
                     asked = json.loads(raw)
@@ -345,29 +348,35 @@ class LivePage:
                     await ws.send(json.dumps({"error": 'send {"device", "sensor", "call"} as a JSON object'}))
                     continue
                 self.clients[ws] = selection
-                await ws.send(page_json(self.snapshot(selection)))
+                await self._send(ws, self.snapshot(selection))
         except ConnectionClosed:
             pass
         finally:
             self.clients.pop(ws, None)
+            self._sent.pop(ws, None)
+
+    async def _send(self, ws: Any, view: dict[str, Any]) -> None:
+        self._sent[ws] = view["version"]
+        await ws.send(page_json(view))
 
     async def _push(self) -> None:
+        """Each client gets the view again when it changed, once its last one has gone out: a view is the whole
+        state, so a client that reads slowly (or not at all) skips views rather than queueing them in memory."""
         from websockets.asyncio.server import broadcast
 
-        sent = -1
         while True:
             await asyncio.sleep(self.push_interval_s)
-            if not self.clients:
-                continue
             with self.lock:
                 version = self.state.version
-                if version == sent:
+                due = [(ws, sel) for ws, sel in list(self.clients.items())
+                       if self._sent.get(ws) != version and not ws.transport.get_write_buffer_size()]
+                if not due:
                     continue
                 common = self.state.snapshot()
-                views = [(ws, common | self.state.selected(sel)) for ws, sel in list(self.clients.items())]
+                views = [(ws, common | self.state.selected(sel)) for ws, sel in due]
             for ws, view in views:
+                self._sent[ws] = version
                 broadcast([ws], page_json(view))
-            sent = version
 
 
 def _refuse(connection: Any, status: int, message: str) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import math
 import time
 from collections import OrderedDict, deque
@@ -26,6 +27,7 @@ from schemas.catalog import DEVICE_HEALTH
 from schemas.scores import series_scores
 from streams.apps.live.charts import ChartLimits, Charts, bounded_get
 from streams.processor import Event
+from streams.flows.fleet import KINDS, heard_at
 from streams.flows.quality import QualityProcessor
 
 TOPICS: dict[str, str] = {
@@ -39,6 +41,7 @@ TOPICS: dict[str, str] = {
     "device.health": DEVICE_HEALTH,
     "routing": ROUTING_RECOMMENDATION,
 }
+log = logging.getLogger(__name__)
 OUTPUTS = ("scores.anomaly", "alerts", "scores.sentiment", "drift", "routing")  # what flows emit: the throughput chart
 
 
@@ -63,7 +66,7 @@ def _finite(value: Any) -> Any:
 
 @dataclass
 class LiveLimits:
-    rows: int = 50  # anomalies and drift detections kept
+    rows: int = 50  # anomalies, drift detections and model versions' quality windows kept
     conversations: int = 100
     remembered_ids: int = 200_000
     quality_window_ms: int = 10_000
@@ -76,7 +79,8 @@ class LiveLimits:
 
 
 class LiveState:
-    """The page's view; ``clock`` (seconds) stamps the arrivals the throughput chart counts."""
+    """The page's view; ``clock`` (seconds) is now for the throughput chart and the fleet's ages, and the time of
+    an event read without a broker timestamp."""
 
     def __init__(self, limits: LiveLimits | None = None, clock: Callable[[], float] = time.time) -> None:
         self.limits = limits or LiveLimits()
@@ -97,7 +101,8 @@ class LiveState:
         self.drift: deque[dict[str, Any]] = deque(maxlen=self.limits.rows)
         self.drift_counts: dict[str, int] = {}
         self._quality: dict[str, QualityProcessor] = {}
-        self.quality: dict[str, dict[str, Any]] = {}  # "model version" -> last closed window
+        self.quality: OrderedDict[str, dict[str, Any]] = OrderedDict()  # "model version" -> last closed window,
+        # last closed last; bounded: every retraining of a model brings a new version, for months
         self.predictions: dict[str, int] = {}
         self.fleet: OrderedDict[str, dict[str, Any]] = OrderedDict()  # device -> latest health, last heard last
         self.fleet_incidents: OrderedDict[str, dict[str, str]] = OrderedDict()  # device -> kind -> alert key, last
@@ -109,14 +114,38 @@ class LiveState:
         by_reason[reason] = by_reason.get(reason, 0) + 1
         self.version += 1
 
-    def apply(self, topic: str, record: dict[str, Any]) -> None:
+    def apply(self, topic: str, record: dict[str, Any], broker_ms: int = -1) -> None:
+        """A decoded event; one the view cannot take is counted as rejected with its error, so that one bad
+        event (a model version the quality join cannot file) never stops the page.
+
+        Parameters
+        ----------
+        topic
+            The logical topic it came from.
+        record
+            The decoded record.
+        broker_ms
+            The message's Kafka timestamp (-1: none): when a device was heard, or a flow wrote its output, whenever
+            the page reads it.
+        """
         if self._repeat(record["event_id"]):
             self.duplicates += 1
             return
+        try:
+            if topic == "device.health":
+                self._device_health(record, broker_ms)
+            else:
+                getattr(self, "_" + topic.replace(".", "_"))(record)
+        except Exception as exc:  # noqa: BLE001 - counted and logged: the page goes on with the other events
+            if not self.rejected.get(topic, {}).get(type(exc).__name__):
+                log.warning("live page: a %s event could not be shown (%s: %s); counting such events as rejected",
+                            topic, type(exc).__name__, exc)
+            self.reject(topic, type(exc).__name__)
+            return
         self.events[topic] = self.events.get(topic, 0) + 1
-        getattr(self, "_" + topic.replace(".", "_"))(record)
         if topic in OUTPUTS:
-            self.charts.output(topic, int(self.clock()))
+            now = self.clock()
+            self.charts.output(topic, broker_ms // 1000 if broker_ms >= 0 else int(now), now)
         self.version += 1
 
     def lag(self, lags: Mapping[str, int]) -> None:
@@ -236,18 +265,22 @@ class LiveState:
             )
         for emit in proc.process([Event(topic, model, rec)]):
             w = emit.record
-            self.quality[f"{model} {w['model_version']}"] = {
-                k: (round(v, 4) if isinstance(v, float) else v) for k, v in w.items() if k != "event_id"
-            }
+            key = f"{model} {w['model_version']}"
+            self.quality.pop(key, None)
+            self.quality[key] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in w.items()
+                                 if k != "event_id"}
+            while len(self.quality) > self.limits.rows:
+                self.quality.popitem(last=False)
 
-    def _device_health(self, rec: dict[str, Any]) -> None:
+    def _device_health(self, rec: dict[str, Any], broker_ms: int) -> None:
         device = rec["device_id"]
+        heard_ms = heard_at(Event("device.health", device, rec, broker_ms=broker_ms))
         self.fleet.pop(device, None)
         self.fleet[device] = {
             "device": device, "device_class": rec["device_class"], "agent_version": rec["agent_version"],
             "model_version": rec["model_version"] or "none", "model_state": rec["model_state"],
             "buffer_depth": rec["buffer_depth"], "errors": rec["errors"], "rss_mb": round(rec["rss_mb"], 1),
-            "clock_offset_ms": rec["clock_offset_ms"], "heard": self.clock(),
+            "clock_offset_ms": rec["clock_offset_ms"], "heard": heard_ms / 1000,
         }
         while len(self.fleet) > self.limits.fleet_devices:
             self.fleet.popitem(last=False)
@@ -265,8 +298,6 @@ class LiveState:
     def fleet_view(self, now: float) -> dict[str, Any]:
         """Devices by agent version, model version and state (the fleet flow's open alerts), and the devices
         that are not ok, with how long ago each was heard at ``now``."""
-        from streams.flows.fleet import KINDS
-
         groups: dict[tuple[str, str, str], int] = {}
         trouble = []
         for device, d in self.fleet.items():
