@@ -54,6 +54,11 @@ _NEVER = -(2**62)
 _FAILED = -1  # a window's ids value of a failed prediction whose feedback has not come
 
 
+def _start_of(key: str) -> int:
+    """The start of a window keyed ``version|start``; a version may hold ``|`` itself."""
+    return int(key.rsplit("|", 1)[1])
+
+
 def _new_window() -> dict[str, Any]:
     # ids: prediction id -> 1 once labelled (or answered, if it failed), else 0 (or _FAILED), to tell repeats from new
     # events while the window is open
@@ -193,7 +198,7 @@ class QualityProcessor(Processor):
         for p in self.preds.values():
             self.windows[f"{p['version']}|{p['start']}"]["missing"] += 1
         self.preds.clear()
-        end = max(int(k.split("|")[1]) for k in self.windows) + self.window_ms
+        end = max(_start_of(k) for k in self.windows) + self.window_ms
         out = self._close(end)
         self.closed_before = max(self.closed_before, end)
         return out
@@ -201,9 +206,9 @@ class QualityProcessor(Processor):
     def _close(self, horizon: int) -> list[Emit]:
         """Emit and forget the windows that end by ``horizon``, oldest first."""
         out = []
-        for key in sorted((k for k in self.windows if int(k.split("|")[1]) + self.window_ms <= horizon),
-                          key=lambda k: (int(k.split("|")[1]), k)):
-            version, start = key.split("|")
+        for key in sorted((k for k in self.windows if _start_of(k) + self.window_ms <= horizon),
+                          key=lambda k: (_start_of(k), k)):
+            version, start = key.rsplit("|", 1)
             out.append(self._emit(version, int(start), self.windows.pop(key)))
         return out
 

@@ -183,6 +183,16 @@ def test_feedback_for_a_failed_prediction_is_no_late_event() -> None:
     assert sum(e.record["late_events"] for e in out) == 0 and proc.duplicates["feedback"] == 1  # b's, twice
 
 
+def test_a_model_version_holding_a_bar_is_windowed_like_any_other() -> None:
+    """Window keys are ``version|start``: a version "2|canary" made every later event of the model raise."""
+    proc = quality.QualityProcessor("m", window_ms=1000, max_wait_ms=500, allowed_lateness_ms=0)
+    out = proc.process([_pred("a", 100, version="2|canary"), _fb("a", 200, 1.0), _pred("z", 9000, version="2|canary"),
+                        _fb("z", 9000, 1.0)])
+    first = next(e.record for e in out if e.record["window_start"] == 0)
+    assert (first["model_version"], first["predictions"], first["labelled"]) == ("2|canary", 1, 1)
+    assert [e.record["model_version"] for e in proc.flush()] == ["2|canary"]
+
+
 def test_quality_state_survives_a_snapshot_between_skewed_batches() -> None:
     import pickle
 
