@@ -49,7 +49,7 @@ class SchemaRegistrySettings(Section):
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
         """A URL the client cannot speak to would not fail here but as an outage that never ends (consumers pause)."""
-        if url and not url.startswith(("http://", "https://")):
+        if url and not url.lower().startswith(("http://", "https://")):
             raise ValueError(f"{url!r} is not an http:// or https:// URL; give the registry's base URL, "
                              "e.g. http://registry:8081")
         return url

@@ -24,6 +24,7 @@ from schemas.errors import RegistryUnavailableError, SchemaError, UnknownSchemaE
 
 log = logging.getLogger(__name__)
 MAX_MISSING = 10_000
+MAX_ID = 2**31 - 1  # registries number schemas with Java ints; Confluent's answer past it is a bare 404 (no such path)
 _FIELDS = {"id": int, "schema": str}  # what the registry's answers carry, and their types
 
 
@@ -201,8 +202,9 @@ class ConfluentRegistry:
             with urllib.request.urlopen(req, timeout=self._timeout) as resp:
                 answer = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            if exc.code == 404 and _error_code(detail) // 100 == 404:  # the registry's own "not found" (40403, ...)
+            body = exc.read(64 * 1024).decode(errors="replace")
+            detail = body[:300]
+            if exc.code == 404 and _error_code(body) // 100 == 404:  # the registry's own "not found" (40403, ...)
                 raise UnknownSchemaError(f"schema registry {self.url}{path}: not found ({detail})") from None
             where = f"schema registry {self.url}{path}"
             if method == "POST" and 400 <= exc.code < 500 and exc.code not in (401, 403, 404, 429):
@@ -295,6 +297,8 @@ class ConfluentRegistry:
             missing = self._missing.get(schema_id)
             if missing is not None and missing[0] > time.monotonic():
                 raise UnknownSchemaError(missing[1])
+        if schema_id > MAX_ID:  # a corrupt header: asking would read as a wrong URL and pause the flow for good
+            raise UnknownSchemaError(f"schema id {schema_id} is past {MAX_ID}, which no schema registry gives")
         try:
             schema = self._call("GET", f"/schemas/ids/{schema_id}", field="schema")
         except UnknownSchemaError as exc:

@@ -84,7 +84,9 @@ class DeviceWindows:
         """Put one message's readings (all of one device) in their window; returns the batches it closed.
 
         A message with more than ``max_readings`` readings fills parts of its window one after the other (a batch
-        must fit one Kafka message); its token goes with the last part, so it is acknowledged after all of them.
+        must fit one Kafka message); its token goes with the last part, so it is acknowledged after all of them,
+        and that part closes with the others: delivered alone, they would come again with a message the broker
+        sends again, in other parts, and count twice.
 
         Parameters
         ----------
@@ -107,11 +109,13 @@ class DeviceWindows:
         if win is None:
             win = dev.open[k] = _Window(opened=now)
         out = []
+        split = False
         for r in readings:
             done = 0
             while done < len(r.values):
                 if win.count >= self.max_readings:
                     out.append(self._close(device_id, dev, k))
+                    split = True
                     win = dev.open[k] = _Window(opened=now)
                 take = min(len(r.values) - done, self.max_readings - win.count)
                 ts, vs = win.series.setdefault((r.sensor, r.unit), ([], []))
@@ -122,7 +126,7 @@ class DeviceWindows:
             dev.watermark = max(dev.watermark, max(r.timestamps))
         win.tokens.append(token)
         self.unsent += 1
-        if win.count >= self.max_readings:
+        if win.count >= self.max_readings or split:
             out.append(self._close(device_id, dev, k))
         out.extend(self._due(device_id, dev, now, force=False))
         if dev.open:

@@ -248,8 +248,12 @@ class MqttBridge:
 
     def _start_over(self, batches: list[Batch], now: float) -> None:
         """Open windows start over on a new connection, since the broker sends every unacknowledged message again;
-        QoS 0 messages are never sent again, so theirs go into the new windows."""
+        QoS 0 messages are never sent again, so theirs go into the new windows (not those in ``batches``, closed
+        in this step and still to be produced)."""
         self.windows = self._new_windows()
+        for b in batches:
+            for t in b.tokens:
+                self._qos0.pop(t, None)
         for token, readings in self._qos0.items():
             batches.extend(self.windows.add(readings, token, now))
 

@@ -237,6 +237,60 @@ def test_the_bridge_dead_letters_a_message_whose_mapping_fails_unexpectedly(monk
     assert len(producer.sent) == 2 and sorted(acked) == [1, 2, 3] and bridge.stats.dead_letters == 1
 
 
+def _bridge_step(bridge, producer: _Producer, messages: list[tuple[int, int, int, bytes]], now: float,  # noqa: ANN001
+                 force: bool = False) -> None:
+    """One step of the bridge's thread over (connection, packet id, qos, payload) messages on ``s/d``."""
+    from types import SimpleNamespace
+
+    for connection, mid, qos, payload in messages:
+        bridge._inbox.put((connection, SimpleNamespace(topic="s/d", payload=payload, mid=mid, qos=qos)))
+    bridge._step(producer, _Dead(), now, force=force)
+
+
+def _values(producer: _Producer) -> list[float]:
+    return sorted(v for record in producer.sent for s in record["series"] for v in s["values"])
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_a_message_in_parts_sent_again_after_a_reconnection_counts_once(monkeypatch: pytest.MonkeyPatch,
+                                                                         qos: int) -> None:
+    """Its first parts went out at once, its last waited with its token: the broker sent a QoS 1 message again
+    (the bridge kept a QoS 0 one) after a reconnection, and its first parts went out again in other batches."""
+    from connectors.kafka import KafkaSettings
+    from connectors.mqtt.bridge import MqttBridge
+
+    settings = MqttSettings(subscriptions=[{"topic": "s/+", "sensor": "fixed:v", "interval_ms": 1}], max_readings=10,
+                            max_wait_ms=60_000)
+    bridge = MqttBridge(settings, KafkaSettings(bootstrap_servers="x:1"))
+    acked: list[int] = []
+    monkeypatch.setattr(bridge._client, "ack", lambda mid, qos: acked.append(mid))
+    bridge._connection = 1
+    big = json.dumps({"value": list(range(100, 125)), "ts": 1767225600003}).encode()
+    producer = _Producer()
+    _bridge_step(bridge, producer, [(1, 1, qos, b'{"value": [1, 2, 3], "ts": 1767225600000}'), (1, 2, qos, big)], 0.0)
+    bridge._connection = 3  # the broker restarted; it sends again what was not acknowledged
+    _bridge_step(bridge, producer, [(3, 2, qos, big)] if qos and 2 not in acked else [], 1.0)
+    _bridge_step(bridge, producer, [], 2.0, force=True)
+    assert _values(producer) == [1.0, 2.0, 3.0, *map(float, range(100, 125))]
+
+
+def test_qos_0_readings_closed_in_the_step_of_a_reconnection_count_once() -> None:
+    """The batch of a QoS 0 message that closed in the same step as a message from a new connection arrived was
+    produced, and its readings went into the new windows as well."""
+    from connectors.kafka import KafkaSettings
+    from connectors.mqtt.bridge import MqttBridge
+
+    bridge = MqttBridge(MqttSettings(subscriptions=[{"topic": "s/+", "sensor": "fixed:v"}], max_wait_ms=60_000),
+                        KafkaSettings(bootstrap_servers="x:1"))
+    bridge._connection = 1
+    producer = _Producer()
+    _bridge_step(bridge, producer, [(1, 0, 0, b'{"value": 1, "ts": 1767225600000}'),
+                                    (1, 0, 0, b'{"value": 2, "ts": 1767225603000}'),  # past its window's lateness
+                                    (3, 0, 0, b'{"value": 3, "ts": 1767225603001}')], 0.0)  # a new connection
+    _bridge_step(bridge, producer, [], 1.0, force=True)
+    assert _values(producer) == [1.0, 2.0, 3.0]
+
+
 def test_the_sensor_flow_scores_each_bridge_batch_on_arrival_and_drops_one_sent_again() -> None:
     """Window slots are not a dense sequence: numbered, every batch waited behind a 'gap' for eight more."""
     from streams.flows.sensor_anomaly import SensorAnomalyProcessor

@@ -292,8 +292,9 @@ def test_a_registry_url_the_client_cannot_speak_to_is_a_config_error_not_an_endl
     with pytest.raises(ValueError) as info:
         SchemaRegistrySettings()
     assert "EDDYLINE_SCHEMA_REGISTRY_URL" in explain(info.value) and "e.g. http://registry:8081" in explain(info.value)
-    monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_URL", "https://registry.example:8081")
-    assert SchemaRegistrySettings().url == "https://registry.example:8081"
+    for good in ("https://registry.example:8081", "HTTP://registry:8081"):  # urllib takes the scheme in any case
+        monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_URL", good)
+        assert SchemaRegistrySettings().url == good
 
 
 @pytest.mark.parametrize("items", ["null", {"type": "record", "name": "Nothing", "fields": []},
@@ -310,3 +311,25 @@ def test_a_registered_schema_with_arrays_of_items_that_take_no_bytes_is_refused(
     letter = codec.decode("clicks", b"u1", wire.frame(600, b"\xd0\x0f\x00" + body), 0, 7)  # 1000 items, then none
     assert isinstance(letter, DeadLetter) and letter.reason == "undecodable"
     assert "schema id 600 has arrays of items that take no bytes" in letter.error
+
+
+class _JerseyStandIn(SchemaRegistryStandIn):
+    """Confluent's ``GET /schemas/ids/{id}`` takes a Java ``Integer``: past 2^31-1 no resource matches, and Jersey
+    answers the bare 404 of a path that does not exist."""
+
+    def _read(self, path: str) -> tuple[int, dict | list]:
+        if path.startswith("/schemas/ids/") and int(path.rsplit("/", 1)[1]) > 2**31 - 1:
+            return 404, {"error_code": 404, "message": "HTTP 404 Not Found"}
+        return super()._read(path)
+
+
+def test_a_corrupt_header_with_an_id_past_2_31_is_dead_lettered_not_an_endless_pause() -> None:
+    """Four bytes after a zero byte, from a corrupt or foreign message, are an id up to 2^32-1; Confluent's answer for
+    one past 2^31-1 reads as a URL leading elsewhere, and a consumer paused for good on one bad message."""
+    with _JerseyStandIn() as registry:
+        codec = Codec(KafkaSettings(), {"clicks": catalog.CLICK},
+                      AvroSerde(ConfluentRegistry(registry.url, retries=0, fallback=LocalRegistry())))
+        letter = codec.decode("clicks", b"u1", wire.frame(2**31, b"\x02a"), 0, 7)
+        assert isinstance(letter, DeadLetter) and letter.reason == "unknown_schema"
+        assert "schema id 2147483648 is past 2147483647" in letter.error
+        assert ("GET", "/schemas/ids/2147483648") not in registry.requests
