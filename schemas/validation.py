@@ -107,6 +107,27 @@ def _feedback(rec: dict[str, Any]) -> None:
         _fail(catalog.FEEDBACK, "label", "is NaN or infinite")
 
 
+_HEALTH_COUNTS = ("seq", "buffer_depth", "buffer_readings", "sampled_readings", "acked_readings", "errors",
+                  "dropped_readings", "dead_letters", "rollouts_refused")
+_HEALTH_MEASURES = ("buffer_oldest_age_s", "send_rate", "cpu_percent", "rss_mb", "inference_latency_ms")
+
+
+def _device_health(rec: dict[str, Any]) -> None:
+    # NaN compares false: a canary reporting it would pass the rollout's latency and silence bounds for ever
+    if not 0 < rec["interval_s"] < math.inf:
+        _fail(catalog.DEVICE_HEALTH, "interval_s", f"is {rec['interval_s']}; it must be a finite, positive number")
+    for name in _HEALTH_MEASURES:
+        value = rec.get(name)
+        if value is not None and not 0 <= value < math.inf:
+            _fail(catalog.DEVICE_HEALTH, name, f"is {value}; it must be a finite, non-negative number")
+    for name in _HEALTH_COUNTS:  # a negative error count would hide a canary's errors from its error rate
+        if rec.get(name, 0) < 0:
+            _fail(catalog.DEVICE_HEALTH, name, f"is {rec[name]}; a count is never negative")
+    offset = rec.get("clock_offset_ms")
+    if offset is not None and not math.isfinite(offset):
+        _fail(catalog.DEVICE_HEALTH, "clock_offset_ms", f"is {offset}; it must be a finite number")
+
+
 RULES: dict[str, Rule] = {
     catalog.SENSOR_BATCH: _sensor_batch,
     catalog.AUDIO_CHUNK: _audio_chunk,
@@ -114,6 +135,7 @@ RULES: dict[str, Rule] = {
     catalog.CLICK: _click,
     catalog.PREDICTION: _prediction,
     catalog.FEEDBACK: _feedback,
+    catalog.DEVICE_HEALTH: _device_health,
 }
 
 

@@ -35,9 +35,14 @@ def publish_command(
     key: Annotated[Path, typer.Option(envvar="EDDYLINE_EDGE_SIGNING_KEY", help="Private key from `eddyline edge keygen`.")],
     name: Annotated[str, typer.Option(help="What the model does.")] = "anomaly",
 ) -> None:
-    """Sign a model and publish it to the compacted models topic; nothing runs it until a rollout names it."""
+    """Sign a model and publish it to the compacted models topic; nothing runs it until a rollout names it.
+
+    The record carries the packaged schema's id even where [schema_registry] url is set: edge agents read it,
+    and they have no registry client.
+    """
     from connectors.kafka import EventProducer, create_topics
     from streams.cli.errors import answering_kafka
+    from schemas import AvroSerde
     from schemas.catalog import EDGE_MODEL
     from schemas.signing import SignatureError, sign_model
     from streams.flows.rollout import published_model
@@ -56,7 +61,7 @@ def publish_command(
     old = published_model(settings, device_class, version)
     if old is not None and old["sha256"] != record["sha256"]:
         raise ValueError(f"{device_class}/{version} is already published with other bytes; choose a new --version")
-    with EventProducer(settings) as out:
+    with EventProducer(settings, AvroSerde()) as out:
         out.produce("edge.models", EDGE_MODEL, record, key=f"{device_class}/{version}")
     typer.echo(f"published {name} {version} for {device_class}: {len(data)} bytes, sha256 {record['sha256'][:16]}, "
                f"key {record['key_id']}")

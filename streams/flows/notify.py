@@ -72,6 +72,7 @@ from connectors.kafka import (
     read_to_end,
 )
 from connectors.prometheus import ALERT_BREAKER_STATE, ALERT_DELIVERIES, ALERT_RETRIES, DLQ_EVENTS
+from connectors.schema_registry import configured_serde
 from schemas import ALERT, AvroSerde, SchemaError
 from schemas.retry import ATTEMPT, DESTINATION, retry_headers, retry_info
 from schemas.topics import DELIVERED_TOPIC, DELIVERED_WINDOW_S, dlq_topic, retention_above, retry_topic
@@ -465,7 +466,7 @@ class NotifyFlow:
         self.kafka = kafka
         self.notifier = notifier
         self.settings = notifier.settings
-        self.serde = AvroSerde()
+        self.serde = configured_serde(consumer=True)  # the scoring flows write alerts with the configured registry
         self.alerts_name, self.retry_name = kafka.topic(ALERTS_TOPIC), kafka.topic(RETRY_TOPIC)
         self.consumer_config = consumer_config(kafka, kafka.topic(self.settings.group_id),
                                                **{"enable.partition.eof": False})

@@ -386,13 +386,31 @@ def keep_rollout(kept: Path | None, settings: Any, record: dict[str, Any]) -> No
 
 
 def published_model(settings: Any, device_class: str, version: str) -> dict[str, Any] | None:
-    """The ``edge_model`` record for a class and version (key ``class/version``) on the models topic, or None."""
+    """The ``edge_model`` record for a class and version (key ``class/version``) on the models topic, or None.
+
+    Read as the edge agents read it (the packaged schemas' ids, no registry client): a record they cannot read
+    (one written with a schema registry's ids) is not published for them, and publishing again replaces it.
+
+    Parameters
+    ----------
+    settings
+        ``KafkaSettings``.
+    device_class, version
+        The model's key.
+    """
     from connectors.kafka import read_latest
-    from schemas import AvroSerde
+    from schemas import AvroSerde, SchemaError
     from schemas.catalog import EDGE_MODEL
 
     value = read_latest(settings, "edge.models").get(f"{device_class}/{version}".encode())
-    return AvroSerde().decode(value, EDGE_MODEL) if value is not None else None
+    if value is None:
+        return None
+    try:
+        return AvroSerde().decode(value, EDGE_MODEL)
+    except SchemaError as exc:
+        log.warning("the model record %s/%s on the models topic is one edge agents cannot read (%s); publish it "
+                    "again", device_class, version, exc)
+        return None
 
 
 def run_rollout(
@@ -441,6 +459,7 @@ def run_rollout(
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
     from connectors.kafka import EventProducer, create_topics, make_consumer
+    from connectors.schema_registry import configured_serde
     from schemas import AvroSerde
     from schemas.catalog import ANOMALY_SCORE, DEVICE_HEALTH, EDGE_ROLLOUT, SENSOR_BATCH
     from schemas.signing import Verifier, sign_rollout
@@ -481,7 +500,7 @@ def run_rollout(
             f"no model {version} for class {device_class} on the models topic; "
             f"`eddyline edge publish MODEL --version {version} --device-class {device_class}` first"
         )
-    serde = AvroSerde()
+    serde = configured_serde(consumer=True)  # the anomaly flow's scores carry the configured registry's ids
     health_topic = settings.topic("device.health")
     consumer = make_consumer(settings, f"eddyline-rollout-{uuid.uuid4().hex}")
     joined = make_consumer(settings, f"eddyline-rollout-agreement-{uuid.uuid4().hex}")
@@ -498,7 +517,7 @@ def run_rollout(
                     fleet.add(h["device_id"])
             if not batch or batch[-1].timestamp()[1] >= now_ms:
                 break
-        with EventProducer(settings, serde) as out:
+        with EventProducer(settings, AvroSerde()) as out:  # the agents read rollouts without a registry client
             if lost:
                 out.produce("edge.rollouts", EDGE_ROLLOUT, latest, key=device_class)
                 out.flush()

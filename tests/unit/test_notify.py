@@ -16,7 +16,7 @@ from connectors.alerting import AlertDispatcher
 from connectors.delivery import Backoff, CircuitBreaker, DeliveryError, HttpRetryPolicy
 from connectors.dlq import dlq_info
 from connectors.kafka import DeliveryError as KafkaDeliveryError, KafkaSettings
-from schemas import ALERT, AvroSerde
+from schemas import ALERT, AvroSerde, wire
 from schemas.retry import retry_headers, retry_info
 from streams.flows.notify import (
     DEAD,
@@ -439,3 +439,21 @@ def test_a_rate_limited_retry_carries_its_count_on_the_retry_topic() -> None:
         flow.handle([Msg(flow.retry_name, 0, encoded(alert()), b"k", headers)])
         [(topic, _, headers)] = flow.producer.sent[1:]
     assert topic == DLQ_TOPIC and dlq_info(headers)["reason"] == "rate_limited"
+
+
+def test_alerts_written_with_a_configured_schema_registry_are_delivered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring flows write alerts with the configured registry's ids: read with the local registry only, every alert
+    went to the dead letters as ``unknown_schema``. Ids of the packaged schemas (a resolve sent again) still read."""
+    from connectors.schema_registry import configured_serde
+    from connectors.testing.schema_registry import SchemaRegistryStandIn
+
+    pd = Channel("pagerduty")
+    with SchemaRegistryStandIn() as registry:
+        monkeypatch.setenv("EDDYLINE_SCHEMA_REGISTRY_URL", registry.url)
+        with offline_flow(notifier(pd)) as flow:
+            full = alert("r") | {"details": {}, "value": None, "explanation": None}
+            value = configured_serde().encode(ALERT, full, topic=flow.alerts_name)  # what EventProducer.produce does
+            assert registry.subjects == {f"{flow.alerts_name}-value": [wire.unframe(value)[0]]}
+            flow.handle([Msg(flow.alerts_name, 0, value, b"r"), Msg(flow.alerts_name, 1, encoded(alert("l")), b"l")])
+    assert pd.delivered == [("r", "OPENED"), ("l", "OPENED")]
+    assert DLQ_TOPIC not in {topic for topic, _, _ in flow.producer.sent}

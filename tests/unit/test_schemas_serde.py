@@ -281,11 +281,38 @@ def test_anomaly_score_lengths(serde: AvroSerde) -> None:
         (catalog.CLICK, {"rating": -math.inf}, r"click\.rating: is NaN or infinite"),
         (catalog.PREDICTION, {"features": {"a": 1.0, "b": math.inf}}, r"prediction\.features\['b'\]: is NaN"),
         (catalog.PREDICTION, {"features": {"a": math.nan}}, r"prediction\.features\['a'\]: is NaN"),
+        # NaN compares false: the rollout controller's latency and silence bounds would never roll a canary back
+        (catalog.DEVICE_HEALTH, {"inference_latency_ms": math.nan}, r"health\.inference_latency_ms: is nan; it must"),
+        (catalog.DEVICE_HEALTH, {"inference_latency_ms": -1.0}, r"health\.inference_latency_ms: is -1\.0; it must"),
+        (catalog.DEVICE_HEALTH, {"interval_s": math.nan}, r"health\.interval_s: is nan; it must be a finite, positive"),
+        (catalog.DEVICE_HEALTH, {"interval_s": math.inf}, r"health\.interval_s: is inf"),
+        (catalog.DEVICE_HEALTH, {"interval_s": 0.0}, r"health\.interval_s: is 0\.0"),
+        (catalog.DEVICE_HEALTH, {"errors": -1000}, r"health\.errors: is -1000; a count is never negative"),
+        (catalog.DEVICE_HEALTH, {"send_rate": math.inf}, r"health\.send_rate: is inf"),
+        (catalog.DEVICE_HEALTH, {"clock_offset_ms": math.nan}, r"health\.clock_offset_ms: is nan"),
     ],
 )
 def test_rules(serde: AvroSerde, event_type: str, changes: dict, needle: str) -> None:
     with pytest.raises(ValidationError, match=needle):
         serde.encode(event_type, {**EXAMPLES[event_type], **changes})
+
+
+def test_a_heartbeat_the_rollout_could_not_judge_is_dead_lettered_by_the_fleet_flow_with_field_and_value() -> None:
+    from connectors.kafka import KafkaSettings
+    from streams.engines.output import Codec, DeadLetter
+    from streams.flows.fleet import flow
+
+    codec = Codec(KafkaSettings(namespace="unit."), flow().inputs, serde=AvroSerde(compiled=True))
+    nan_latency = {**EXAMPLES[catalog.DEVICE_HEALTH], "inference_latency_ms": math.nan}
+    bad = AvroSerde().encode(catalog.DEVICE_HEALTH, nan_latency, check=False)
+    letter = codec.decode("unit.device.health", b"pi-kitchen", bad, 0, 7)
+    assert isinstance(letter, DeadLetter) and letter.reason == "invalid"
+    assert "inference_latency_ms: is nan" in letter.error
+    without_model = {**EXAMPLES[catalog.DEVICE_HEALTH], "model_version": None, "inference_latency_ms": None,
+                     "clock_offset_ms": -250.0}  # no local model yet, a clock behind the broker's
+    good = codec.decode("unit.device.health", b"pi-kitchen", AvroSerde().encode(catalog.DEVICE_HEALTH, without_model),
+                        0, 8)
+    assert not isinstance(good, DeadLetter) and good.record["clock_offset_ms"] == -250.0
 
 
 def test_a_click_rated_or_not_and_finite_features_pass(serde: AvroSerde) -> None:
