@@ -3,11 +3,17 @@
 Each concern declares its own ``Section`` subclass with a TOML table and an env prefix, e.g.
 ``KafkaSettings`` reads ``[kafka]`` and ``EDDYLINE_KAFKA_*``. Precedence: arguments, then environment,
 then the file named by ``EDDYLINE_CONFIG`` (default ``eddyline.toml`` in the working directory).
+
+One file serves every eddyline program, so a program accepts the tables of the others (an agent's file may hold the
+flows' ``[audio]``) and needs only its own. A table no eddyline program reads (``[kafak]``), or a key outside any
+table, is an error: skipped, it would run the program on the defaults while its operator believes the file applies.
+Settings of other tools do not belong in this file.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from pathlib import Path
@@ -80,7 +86,8 @@ class Section(BaseSettings):
 
     Values come from, in order of precedence: constructor arguments, the environment
     (``EDDYLINE_<SECTION>_<FIELD>``), then the section's table in the file of ``config_path()``. A file
-    without the table gives the defaults; a file that is not valid TOML is an error that names it.
+    without the table gives the defaults; a file that is not valid TOML, or holds a table or key that no section
+    reads, is an error that names it.
     Subclasses document their fields (a ``Field(description=...)`` or a ``Parameters`` entry).
 
     Examples
@@ -112,12 +119,12 @@ class Section(BaseSettings):
 
 
 def _tables(path: Path) -> set[str]:
-    """The top-level tables of a TOML file; a concern without its table simply takes its defaults."""
+    """The top-level tables of a TOML file, each read by some program; a concern without its table has defaults."""
     import tomllib
 
     try:
         with path.open("rb") as f:
-            return {k for k, v in tomllib.load(f).items() if isinstance(v, dict)}
+            document = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}; fix it or point EDDYLINE_CONFIG elsewhere") from None
     except UnicodeDecodeError as exc:
@@ -126,16 +133,69 @@ def _tables(path: Path) -> set[str]:
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror}); make it readable or point EDDYLINE_CONFIG "
                           "elsewhere") from None
+    _refuse_unread(path, document)
+    return set(document)
+
+
+def _refuse_unread(path: Path, document: dict[str, Any]) -> None:
+    known = known_tables()
+    problems = []
+    for key, value in document.items():
+        if not isinstance(value, dict):
+            problems.append(f"{key} is outside any table, so nothing reads it; move it under its table ([kafka], "
+                            "[edge], ...)")
+        elif key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean [{close[0]}]?" if close else f" (eddyline reads {', '.join(sorted(known))})"
+            problems.append(f"unknown table [{key}]{hint} Rename or remove it")
+    if problems:
+        raise ConfigError(f"{path} holds settings that no eddyline program reads:\n  " + "\n  ".join(problems))
+
+
+_PACKAGES = ("connectors", "edge_agent", "models", "schemas", "streams")
+_DECLARED = re.compile(rb"""^[ \t]+toml_table\b[^=\n]*=\s*["']([^"'\n]+)["']""", re.MULTILINE)
+
+
+def known_tables() -> frozenset[str]:
+    """Every table that some eddyline program reads: the ``toml_table`` of each ``Section``, loaded or not.
+
+    A program imports only its own sections (the edge agent never imports the flows, whose modules pull in numpy or
+    torch), so the others are read from the installed packages' source, not imported; sections defined elsewhere
+    count once their module is imported.
+
+    Examples
+    --------
+    >>> {"kafka", "edge", "audio", "schema_registry"} <= known_tables()
+    True
+    """
+    return _declared_tables() | {cls.toml_table for cls in _sections() if cls.toml_table}
+
+
+@functools.cache
+def _declared_tables() -> frozenset[str]:
+    import importlib.util
+
+    found: set[str] = set()
+    for package in _PACKAGES:
+        spec = importlib.util.find_spec(package)  # finds a top-level package without running its __init__
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            for file in Path(folder).rglob("*.py"):
+                found.update(table.decode() for table in _DECLARED.findall(file.read_bytes()))
+    return frozenset(found)
+
+
+def _sections() -> list[type[Section]]:
+    """Every ``Section`` subclass imported so far."""
+    found, pending = [], list(Section.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
 
 
 def _section(title: str) -> type[Section] | None:
-    pending = list(Section.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        if cls.__name__ == title:
-            return cls
-        pending.extend(cls.__subclasses__())
-    return None
+    return next((cls for cls in _sections() if cls.__name__ == title), None)
 
 
 def _problem(error: dict[str, Any], fields: list[str]) -> str:

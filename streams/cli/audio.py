@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -56,6 +57,7 @@ def produce_command(
 ) -> None:
     """Stream WAV files to ``audio.chunks`` as audio_chunk events, the conversations interleaved as if live."""
     from streams.cli.errors import answering_kafka
+    from streams.producers import stop_on_signal
 
     if speed < 0:
         raise typer.BadParameter("--speed must be 0 or more")
@@ -65,23 +67,45 @@ def produce_command(
     except WavError as exc:
         raise typer.BadParameter(str(exc)) from None
     started = time.monotonic()
-    sent = produce_calls(answering_kafka(), streams, speed=speed, chunk_ms=chunk_ms)
+    settings = answering_kafka()
+    with stop_on_signal() as stop:
+        sent = produce_calls(settings, streams, speed=speed, chunk_ms=chunk_ms, stop=stop)
+    if stop.is_set():
+        typer.echo("produce audio stopped", err=True)
     typer.echo(f"produced {sent} audio chunks from {len(files)} file(s) in {time.monotonic() - started:.1f} s")
 
 
-def produce_calls(settings: KafkaSettings, streams: list[list[dict]], *, speed: float, chunk_ms: int) -> int:
-    """Interleave conversations chunk by chunk as if live (``speed`` times real time; 0: at once)."""
+def produce_calls(settings: KafkaSettings, streams: list[list[dict]], *, speed: float, chunk_ms: int,
+                  stop: threading.Event | None = None) -> int:
+    """Interleave conversations chunk by chunk as if live (``speed`` times real time; 0: at once).
+
+    Parameters
+    ----------
+    settings
+        Where to send them.
+    streams
+        Each conversation's ``audio_chunk`` records, in order.
+    speed
+        Times real time; 0 sends them all at once.
+    chunk_ms
+        The audio in one chunk, which paces them.
+    stop
+        Set, it ends the calls early (at the next chunk); what was sent is flushed and counted all the same.
+    """
     from connectors.kafka import EventProducer, create_topics
     from schemas import AUDIO_CHUNK
 
     create_topics(settings, ["audio.chunks"])
     producer = EventProducer(settings)
+    stop = stop or threading.Event()
     started, sent = time.monotonic(), 0
     for i in range(max((len(s) for s in streams), default=0)):
         if speed > 0:
             delay = started + i * chunk_ms / 1000 / speed - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                stop.wait(delay)
+        if stop.is_set():
+            break
         for chunks in streams:
             if i < len(chunks):
                 producer.produce("audio.chunks", AUDIO_CHUNK, chunks[i], key=chunks[i]["conversation_id"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 from connectors.kafka import EventProducer, KafkaSettings, create_topics
 from schemas import SENSOR_BATCH
 from schemas.topics import dlq_topic
+from streams.producers import stop_on_signal
 from streams.producers.simulator import SENSORS, SensorSimulator, malformed_messages
 
 TOPIC = "sensor.readings"
@@ -101,11 +103,12 @@ class SensorProducer:
         duration
             Seconds to produce for.
         stop
-            Set it to stop from another thread.
+            Set it to stop from another thread or a signal handler; a wait for the next batch's time ends at once.
         on_progress
             Called about four times a second with the stats so far.
         """
         create_topics(self.settings, [TOPIC, dlq_topic(TOPIC)])
+        stop = stop or threading.Event()
         per_msg = self.sim.readings_per_batch
         planned = count or (int(duration * self.rate / per_msg) if duration and self.rate > 0 else None)
         spacing = max(1, (planned or 20 * (len(self.bad) + 1)) // (len(self.bad) + 1))
@@ -116,13 +119,13 @@ class SensorProducer:
             now = time.monotonic()
             if (count is not None and self.stats.messages >= count) or (duration is not None and now - start >= duration):
                 break
-            if stop is not None and stop.is_set():
+            if stop.is_set():
                 break
             record = next(records)  # drawn only to be sent: its injected anomalies are then in the readings produced
             if self.rate > 0:  # live: a batch leaves when its last reading's time has come, at the asked rate
                 wait = self.sim.due_s(record) - time.time()
                 if wait > 0:
-                    time.sleep(wait)
+                    stop.wait(wait)  # stopped meanwhile: it is still sent, since the truth has its anomalies
             self.producer.produce(TOPIC, SENSOR_BATCH, record, key=record["device_id"])
             self.stats.messages += 1
             self.stats.readings += per_msg
@@ -199,15 +202,19 @@ def produce(
     progress
         Show a progress line on the terminal.
     """
-    with SensorProducer(settings, devices=devices, rate=rate, anomaly_rate=anomaly_rate,
-                        bad_events=bad_events) as producer:
-        stats = _run(producer, count, duration, progress)
+    with stop_on_signal() as stop, SensorProducer(settings, devices=devices, rate=rate, anomaly_rate=anomaly_rate,
+                                                  bad_events=bad_events) as producer:
+        stats = _run(producer, count, duration, progress, stop)
     if truth_path is not None:
         producer.write_truth(truth_path)
+    if stop.is_set():
+        print("produce sensors stopped" + (f"; truth of what was sent in {truth_path}" if truth_path else ""),
+              file=sys.stderr)
     return stats
 
 
-def _run(producer: SensorProducer, count: int | None, duration: float | None, progress: bool) -> ProduceStats:
+def _run(producer: SensorProducer, count: int | None, duration: float | None, progress: bool,
+         stop: threading.Event) -> ProduceStats:
     if progress:
         from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
@@ -218,5 +225,5 @@ def _run(producer: SensorProducer, count: int | None, duration: float | None, pr
                 bar.update(task, description=f"producing: {s.messages} messages, {s.readings} readings, "
                                              f"{s.injected} anomalies injected")
 
-            return producer.run(count=count, duration=duration, on_progress=show)
-    return producer.run(count=count, duration=duration)
+            return producer.run(count=count, duration=duration, stop=stop, on_progress=show)
+    return producer.run(count=count, duration=duration, stop=stop)

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "edge_agent" / "deploy"
 
 EDGE = [sys.executable, "-m", "edge_agent", "run", "--duration", "1", "--config"]
+EDGE_CHECK = [sys.executable, "-m", "edge_agent", "check-config", "--config"]
 FLOW = [sys.executable, "-m", "streams.cli", "run", "anomaly"]
 GATEWAY = [sys.executable, "-m", "streams.cli", "gateway", "--port", "0"]
 GATEWAY_MODULE = [sys.executable, "-m", "connectors.gateway", "--port", "0"]
@@ -43,6 +44,15 @@ CASES = {
     "gateway-kafka-type": (GATEWAY_MODULE, '[gateway]\nallow_anonymous = true\n[kafka]\nlinger_ms = "soon"\n',
                            ["[kafka] linger_ms", "'soon'"]),
     "live-typo": (LIVE, '[kafka]\nnamespce = "prod."\n', ["[kafka] namespce", "did you mean namespace"]),
+    # a misspelt table was skipped whole: the program ran on the defaults (Kafka at 127.0.0.1:9092)
+    "edge-table-typo": (EDGE, '[edge]\nbuffer_path = "b.sqlite"\n[kafak]\nbootstrap_servers = "kafka-1:9092"\n',
+                        ["unknown table [kafak]", "did you mean [kafka]?"]),
+    "edge-check-table-typo": (EDGE_CHECK, '[edge]\n[kafka]\n[schema_registy]\nurl = "http://registry:8081"\n',
+                              ["unknown table [schema_registy]", "did you mean [schema_registry]?"]),
+    "flow-table-typo": (FLOW, '[kafak]\nbootstrap_servers = "kafka-1:9092"\n', ["unknown table [kafak]",
+                                                                             "did you mean [kafka]?"]),
+    "flow-key-outside-tables": (FLOW, 'bootstrap_servers = "kafka-1:9092"\n[kafka]\n',
+                                ["bootstrap_servers is outside any table", "under its table"]),
 }
 
 
@@ -52,12 +62,23 @@ def test_a_broken_config_exits_2_naming_the_key(name: str, tmp_path: Path) -> No
     config = tmp_path / "eddyline.toml"
     config.write_text(toml)
     env = {**os.environ, "EDDYLINE_CONFIG": str(config), "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
-    args = [*command, str(config)] if command is EDGE else command
+    args = [*command, str(config)] if command[-1] == "--config" else command
     done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
     for word in words:
         assert word in done.stderr, (word, done.stderr[-2000:])
+
+
+def test_a_table_that_another_eddyline_program_reads_is_not_an_error(tmp_path: Path) -> None:
+    """A file shared by the platform and an agent holds tables the agent never reads: only typos are refused."""
+    config = tmp_path / "eddyline.toml"
+    config.write_text('[audio]\n[routing]\n[edge]\nbuffer_path = "b.sqlite"\n'
+                      'sources = [{kind = "simulated", sensors = 1}]\n[kafka]\n')
+    done = subprocess.run([*EDGE_CHECK, str(config)], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "EDDYLINE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "config OK" in done.stdout, done.stdout[-2000:]
 
 
 @pytest.mark.parametrize("command", [FLOW, GATEWAY, GATEWAY_MODULE, LIVE], ids=["flow", "gateway", "gateway-module", "live"])

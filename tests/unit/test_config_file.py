@@ -64,3 +64,45 @@ def test_a_settings_file_that_cannot_be_read_is_an_error_that_says_what_to_do(
     monkeypatch.setenv("EDDYLINE_CONFIG", str(latin))
     with pytest.raises(ConfigError, match="is not UTF-8 text .* save it as UTF-8"):
         KafkaSettings()
+
+
+def test_a_misspelt_table_or_a_key_outside_any_table_is_an_error_not_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Skipped before: ``[kafak]`` ran the program against 127.0.0.1:9092 while its operator believed the file."""
+    config = tmp_path / "eddyline.toml"
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(config))
+    config.write_text('[kafak]\nbootstrap_servers = "kafka-1:9092"\n[schema_registy]\n')
+    with pytest.raises(ConfigError) as caught:
+        RuntimeSettings()  # any section refuses the file, not only the one the typo was meant for
+    assert "unknown table [kafak]; did you mean [kafka]? Rename or remove it" in str(caught.value)
+    assert "unknown table [schema_registy]; did you mean [schema_registry]?" in str(caught.value)
+    config.write_text('namespace = "prod."\n[kafka]\n')
+    with pytest.raises(ConfigError) as caught:
+        KafkaSettings()
+    assert "namespace is outside any table, so nothing reads it; move it under its table" in str(caught.value)
+
+
+def test_a_table_that_another_program_reads_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "eddyline.toml"
+    monkeypatch.setenv("EDDYLINE_CONFIG", str(config))
+    config.write_text('[edge]\ndevice_id = "pi-1"\n[audio]\n[kafka]\nnamespace = "prod."\n')
+    assert KafkaSettings().namespace == "prod."
+
+
+def test_the_tables_read_from_source_are_those_of_the_sections() -> None:
+    """The known tables are read from the packages' source so that listing them imports nothing heavy; a section
+    whose table that reading misses (a computed name) would be refused in every program that does not import it."""
+    import importlib
+
+    from connectors import config
+
+    root = Path(config.__file__).resolve().parents[1]
+    for package in config._PACKAGES:
+        for file in sorted((root / package).rglob("*.py")):
+            if "toml_table" in file.read_text():
+                parts = file.relative_to(root).with_suffix("").parts
+                importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    loaded = {cls.toml_table for cls in config._sections() if cls.toml_table and cls.__module__.startswith(
+        tuple(f"{p}." for p in config._PACKAGES))}
+    assert len(loaded) > 20 and loaded == config._declared_tables()
