@@ -29,7 +29,7 @@ from connectors.alert_explanation import explanation_text
 from connectors.testing.alert_receiver import AlertReceiver
 from connectors.broker import EmbeddedBroker
 from connectors.kafka import DeliveryError, KafkaSettings, create_topics, make_consumer
-from schemas import AvroSerde
+from connectors.schema_registry import configured_serde
 from schemas.scores import series_scores
 from schemas.topics import TOPICS, dlq_topic
 from streams.apps.live import LivePage
@@ -49,7 +49,7 @@ class OutputWatcher(threading.Thread):
     def __init__(self, settings: KafkaSettings) -> None:
         super().__init__(daemon=True, name="output-watcher")
         self.settings = settings
-        self.serde = AvroSerde()
+        self.serde = configured_serde(consumer=True)  # the flows write with the configured registry's ids
         self.topics = {settings.topic(t): t for t in ("scores.anomaly", "alerts", DLQ_SENSOR,
                                                       "transcripts", "scores.sentiment")}
         self.lock = threading.Lock()
