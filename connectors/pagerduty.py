@@ -12,6 +12,7 @@ It only speaks https: ``ca_file`` is how a private receiver (the loopback one in
 from __future__ import annotations
 
 import hashlib
+import math
 import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ __all__ = ["DEFAULT_EVENTS_URL", "PagerDutySettings", "PagerDutySink", "dedup_ke
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com"
 SUMMARY_LIMIT = 1024
 DEDUP_KEY_LIMIT = 255  # characters; the Events API refuses a longer dedup_key (400)
+DETAIL_LIMIT = 4096  # characters of one custom detail, and of the source: an event over 512 KB is refused (413)
 MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant datetime holds
 
 
@@ -72,6 +74,20 @@ def _timestamp(event_time_ms: Any) -> str | None:
     if not 0 <= event_time_ms <= MAX_TIMESTAMP_MS:
         return None
     return datetime.fromtimestamp(event_time_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _detail(value: Any) -> Any:
+    """A value as the Events API takes it, so that one odd field cannot cost the page: JSON has no NaN or infinity
+    (the client will not send them), and a free-text field of any length (a user id) is cut to ``DETAIL_LIMIT``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str) and len(value) > DETAIL_LIMIT:
+        return value[: DETAIL_LIMIT - 1] + "…"
+    if isinstance(value, Mapping):
+        return {str(k): _detail(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_detail(v) for v in value]
+    return value
 
 
 def dedup_key(alert_key: str) -> str:
@@ -139,10 +155,10 @@ def pagerduty_event(alert: Mapping[str, Any], routing_key: str) -> dict[str, Any
         details.setdefault("alert_key", alert["alert_key"])
     payload: dict[str, Any] = {
         "summary": str(alert["summary"])[:SUMMARY_LIMIT],
-        "source": alert["entity"],
+        "source": _detail(str(alert["entity"])),
         "severity": str(alert["severity"]).lower(),
         "group": alert["source"],
-        "custom_details": details,
+        "custom_details": _detail(details),
     }
     timestamp = _timestamp(alert.get("event_time"))
     if timestamp:

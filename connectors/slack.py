@@ -24,7 +24,10 @@ EMOJI = {
 RESOLVED_COLOUR = "#2eb886"
 RESOLVED_EMOJI = ":white_check_mark:"
 VERBS = {"OPENED": "opened", "UPDATED": "updated", "RESOLVED": "resolved"}
-TEXT_LIMIT = 3000  # Slack's limit for a section block's text
+TEXT_LIMIT = 3000  # Slack's limit for a text object: a section's text, a context element
+FIELD_LIMIT = 2000  # Slack's limit for a section field's text
+TITLE_LIMIT = 100  # of a field's title (a detail's key), so that its value keeps the room
+ELLIPSIS = "…"
 
 
 class SlackSettings(Section):
@@ -56,6 +59,25 @@ def _escape(text: Any) -> str:
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _fit(text: Any, limit: int) -> str:
+    """``text`` escaped, and cut with an ellipsis to ``limit`` characters: Slack refuses a whole message with one text
+    over its limit (400 ``invalid_blocks``), and a device id or alert key can be any length. Never cut inside an
+    escape, which would show as a stray ``&``."""
+    escaped = _escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: limit - len(ELLIPSIS)]
+    amp = cut.rfind("&", len(cut) - len("&amp;") + 1)
+    if amp >= 0 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + ELLIPSIS
+
+
+def _field(title: Any, value: Any) -> dict[str, str]:
+    title = _fit(title, TITLE_LIMIT)
+    return {"type": "mrkdwn", "text": f"*{title}*\n{_fit(value, FIELD_LIMIT - len(title) - 3)}"}
+
+
 def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
     """Text for notifications and old clients, blocks for the channel, a coloured bar for the severity.
 
@@ -80,29 +102,27 @@ def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
     resolved = status == "RESOLVED"
     emoji = RESOLVED_EMOJI if resolved else EMOJI[severity]
     colour = RESOLVED_COLOUR if resolved else COLOURS[severity]
-    headline = f"{emoji} {severity} {VERBS[status]}: {_escape(alert['summary'])}"
-    fields = [
-        {"type": "mrkdwn", "text": f"*Status*\n{status}"},
-        {"type": "mrkdwn", "text": f"*Severity*\n{severity}"},
-        {"type": "mrkdwn", "text": f"*Entity*\n{_escape(alert['entity'])}"},
-        {"type": "mrkdwn", "text": f"*Source*\n{_escape(alert['source'])}"},
-    ]
+    lead = f"{emoji} {severity} {VERBS[status]}: "
+    headline = lead + _fit(alert["summary"], TEXT_LIMIT - len(lead))
+    fields = [_field("Status", status), _field("Severity", severity), _field("Entity", alert["entity"]),
+              _field("Source", alert["source"])]
     if alert.get("value") is not None:
-        fields.append({"type": "mrkdwn", "text": f"*Value*\n{alert['value']:.6g}"})
+        fields.append(_field("Value", f"{alert['value']:.6g}"))
     details = alert.get("details") or {}
     for key in sorted(details)[: 10 - len(fields)]:  # a section holds at most 10 fields
-        fields.append({"type": "mrkdwn", "text": f"*{_escape(key)}*\n{_escape(details[key])}"})
-    context = f"alert `{_escape(alert['alert_key'])}`"
+        fields.append(_field(key, details[key]))
+    context = f"alert `{_fit(alert['alert_key'], FIELD_LIMIT)}`"
     if isinstance(alert.get("event_time"), int):
         seconds = alert["event_time"] // 1000
         context += f" at <!date^{seconds}^{{date_short_pretty}} {{time_secs}}|{seconds}>"
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": headline[:TEXT_LIMIT]}}]
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": headline}}]
     why = explanation_text(alert.get("explanation"))
     if why:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"*Why*: {_escape(why)}"[:TEXT_LIMIT]}})
+        why = "*Why*: " + _fit(why, TEXT_LIMIT - len("*Why*: "))
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": why}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     return {
-        "text": headline[:TEXT_LIMIT],
+        "text": headline,
         "blocks": blocks,
         "attachments": [{"color": colour, "blocks": [{"type": "section", "fields": fields}]}],
     }

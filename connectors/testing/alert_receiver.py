@@ -33,6 +33,11 @@ EVENT_ACTIONS = ("trigger", "acknowledge", "resolve")
 SEVERITIES = ("critical", "error", "warning", "info")
 ROUTING_KEY_LENGTH = 32
 MAX_BODY = 512 * 1024  # PagerDuty's limit on an event
+SLACK_MAX_BLOCKS = 50
+SLACK_TEXT_LIMIT = 3000  # a text object's characters (a section's text, a context element)
+SLACK_FIELD_LIMIT = 2000  # a section field's characters
+SLACK_MAX_FIELDS = 10
+SLACK_MAX_CONTEXT_ELEMENTS = 10
 HANDSHAKE_TIMEOUT_S = 10.0
 
 
@@ -136,6 +141,32 @@ def _slack_valid(message: Any) -> bool:
     if blocks is not None and not has_blocks:
         return False
     return has_text or has_blocks
+
+
+def _slack_block_errors(message: dict[str, Any]) -> list[str]:
+    """The block limits Slack documents; a message over any of them is refused whole (400 ``invalid_blocks``)."""
+    def items(value: Any) -> list[Any]:
+        return value if isinstance(value, list) else []
+
+    lists = [items(message.get("blocks"))]
+    lists += [items(a.get("blocks")) for a in items(message.get("attachments")) if isinstance(a, dict)]
+    errors = []
+    for blocks in lists:
+        if len(blocks) > SLACK_MAX_BLOCKS:
+            errors.append(f"more than {SLACK_MAX_BLOCKS} blocks")
+        for block in (b for b in blocks if isinstance(b, dict)):
+            kind, fields = block.get("type"), items(block.get("fields"))
+            elements = items(block.get("elements")) if kind == "context" else []
+            if len(fields) > SLACK_MAX_FIELDS:
+                errors.append(f"more than {SLACK_MAX_FIELDS} fields")
+            if len(elements) > SLACK_MAX_CONTEXT_ELEMENTS:
+                errors.append(f"more than {SLACK_MAX_CONTEXT_ELEMENTS} context elements")
+            texts = [(f"{kind} text", block.get("text"), SLACK_TEXT_LIMIT)]
+            texts += [("field text", f, SLACK_FIELD_LIMIT) for f in fields]
+            texts += [("context text", e, SLACK_TEXT_LIMIT) for e in elements]
+            errors += [f"{what} over {limit} characters" for what, obj, limit in texts
+                       if isinstance(obj, dict) and len(str(obj.get("text", ""))) > limit]
+    return errors
 
 
 class AlertReceiver:
@@ -378,6 +409,10 @@ class AlertReceiver:
         if not _slack_valid(message):
             self._reject(path, 400, message, ["invalid_payload"])
             return 400, "invalid_payload"
+        errors = _slack_block_errors(message)
+        if errors:
+            self._reject(path, 400, message, errors)
+            return 400, "invalid_blocks"
         with self._lock:
             self.slack_messages.append({"path": path.removeprefix("/slack/"), "body": message})
             self._lock.notify_all()

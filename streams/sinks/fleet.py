@@ -54,7 +54,9 @@ class FleetMetricsSink(MetricsSink):
         shard = r["shard"]
         now = set()
         for key, n in r["counts"].items():
-            labels = (shard, *key.split("|"))
+            # a "|" in a device class (free text) must not make a fifth label: the gauge would raise at every summary
+            state, *device_class, agent, model = key.split("|")
+            labels = (shard, state, "|".join(device_class), agent, model)
             self.devices.labels(*labels).set(n)
             now.add(labels)
         for gone in self._shown.get(shard, set()) - now:

@@ -2,8 +2,9 @@
 
 A window's metrics are one InfluxDB ``model_quality`` point tagged by model and version, timed at the window's
 end (a replay overwrites it), and Prometheus gauges ``eddyline_model_<metric>{model,version}`` holding the last
-closed window (a model's versions are a bounded set). Alerts raised by the flow are counted as every flow's are
-(``streams.sinks.alerts``).
+closed window. Automatic retraining promotes new versions for as long as the flow runs, so Prometheus keeps the
+``VERSIONS_SHOWN`` versions of a model with the latest windows and drops the gauges of older ones (their history is
+in InfluxDB). Alerts raised by the flow are counted as every flow's are (``streams.sinks.alerts``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from streams.sinks.base import MetricsSink, Point
 
 TAGS = ("model_name", "model_version")
 _NOT_FIELDS = ("event_id", "window_start", "window_end", *TAGS)
+VERSIONS_SHOWN = 5  # per model: those serving (champion, canary) and the few they replaced
 
 
 class QualityMetricsSink(MetricsSink):
@@ -30,7 +32,7 @@ class QualityMetricsSink(MetricsSink):
 
     def __init__(self, influx: Any | None = None) -> None:
         super().__init__(influx)
-        self._shown: dict[tuple[str, str], set[str]] = {}  # the gauges each model version has a value in
+        self._shown: dict[tuple[str, str], set[str]] = {}  # gauges with a value per (model, version), latest last
 
     def points(self, e: Emit) -> list[Point]:
         if e.event_type != METRICS_TYPE:
@@ -40,9 +42,12 @@ class QualityMetricsSink(MetricsSink):
         labels = (r["model_name"], r["model_version"])
         for name, value in fields.items():
             self._gauge(name).labels(*labels).set(value)
-        for name in self._shown.get(labels, set()) - fields.keys():  # undefined in this window: no stale value
+        for name in self._shown.pop(labels, set()) - fields.keys():  # undefined in this window: no stale value
             self._gauge(name).remove(*labels)
         self._shown[labels] = set(fields)
+        for old in [k for k in self._shown if k[0] == labels[0]][:-VERSIONS_SHOWN]:
+            for name in self._shown.pop(old):
+                self._gauge(name).remove(*old)
         return [(MEASUREMENT, {k: r[k] for k in TAGS}, fields, int(r["window_end"]))]
 
     @staticmethod

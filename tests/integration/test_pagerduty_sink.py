@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import ssl
 import time
@@ -184,6 +185,18 @@ def test_a_refused_event_fails_at_once_without_retries(alert_receiver: AlertRece
     assert sleeps == []
     assert alert_receiver.counts["requests"] == 1
     assert alert_receiver.rejected[0]["status"] == 400
+
+
+def test_an_alert_with_a_huge_detail_or_no_finite_value_still_pages(alert_receiver: AlertReceiver) -> None:
+    source = "user:" + "u" * 600_000  # free text of any length: whole, the event is over the 512 KB PagerDuty takes
+    explanation = {"rule": "spike", "expected": math.inf, "lower": 0.0, "upper": 1.0, "deviation": math.nan,
+                   "context": [1.0, -math.inf]}
+    make_sink(alert_receiver, max_retries=0).deliver(
+        alert(entity=source, value=math.nan, details={"source": source}, explanation=explanation))
+    assert alert_receiver.rejected == []
+    details = alert_receiver.incidents["anomaly:dev-7:temp"]["payload"]["custom_details"]
+    assert details["source"].startswith("user:uuu") and details["source"].endswith("…")
+    assert details["value"] == "nan" and details["explanation"]["context"] == [1.0, "-inf"]
 
 
 def test_network_errors_are_retried_then_reported(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from typing import Any
@@ -87,6 +88,29 @@ def test_receiver_accepts_text_only_or_blocks_only(alert_receiver: AlertReceiver
     assert post(alert_receiver.slack_url, b'{"text": "hi"}') == (200, "ok")
     assert post(alert_receiver.slack_url, b'{"blocks": [{"type": "divider"}]}') == (200, "ok")
     assert len(alert_receiver.slack_messages) == 2
+
+
+def test_receiver_refuses_blocks_over_slacks_limits(alert_receiver: AlertReceiver) -> None:
+    section = {"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}
+    fields = {"type": "section", "fields": [{"type": "mrkdwn", "text": "x" * 2001}]}
+    context = {"type": "context", "elements": [{"type": "mrkdwn", "text": "x" * 3001}]}
+    too_many = [{"type": "divider"}] * 51
+    for blocks in ([section], [fields], [context], too_many):
+        body = json.dumps({"text": "hi", "blocks": blocks}).encode()
+        assert post(alert_receiver.slack_url, body) == (400, "invalid_blocks")
+    attached = json.dumps({"text": "hi", "attachments": [{"blocks": [fields]}]}).encode()
+    assert post(alert_receiver.slack_url, attached) == (400, "invalid_blocks")
+    assert alert_receiver.slack_messages == [] and len(alert_receiver.rejected) == 5
+
+
+def test_an_alert_about_an_entity_of_any_length_is_posted_cut_not_refused(alert_receiver: AlertReceiver) -> None:
+    source = "user:" + "u" * 5000  # a poisoner's user id is free text of any length
+    sink = make_sink(alert_receiver.slack_url, [], max_retries=0)
+    sink.deliver(alert(entity=source, alert_key=f"model-security/{source}", details={"source": source}))
+    assert alert_receiver.rejected == []
+    [message] = alert_receiver.slack_messages
+    fields = [f["text"] for f in message["body"]["attachments"][0]["blocks"][0]["fields"]]
+    assert any(f.startswith("*Entity*\nuser:uuu") and f.endswith("…") for f in fields)
 
 
 def deliveries(sink: str, outcome: str) -> float:

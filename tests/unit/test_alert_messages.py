@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,6 +109,17 @@ def test_the_receivers_retry_after_goes_out_on_the_delivery_error(monkeypatch: p
         assert info.value.status == 503 and info.value.retry_after is None
 
 
+def test_a_non_finite_number_or_an_endless_detail_still_makes_an_event_pagerduty_takes() -> None:
+    explanation = {"rule": "spike", "expected": math.inf, "lower": 0.0, "upper": 1.0, "deviation": math.nan,
+                   "context": [1.0, math.inf]}
+    event = pagerduty_event(alert(value=-math.inf, explanation=explanation, entity="e" * 10**6,
+                                  details={"source": "u" * 10**6}), KEY)
+    assert len(json.dumps(event, allow_nan=False)) < 512 * 1024  # JSON has no NaN: the client would not send it
+    details = event["payload"]["custom_details"]
+    assert details["value"] == "-inf" and details["explanation"]["deviation"] == "nan"
+    assert details["source"].startswith("uuu") and len(details["source"]) == len(event["payload"]["source"]) == 4096
+
+
 def test_value_absent_is_not_invented() -> None:
     event = pagerduty_event(alert(value=None, details={}), KEY)
     assert "value" not in event["payload"]["custom_details"]
@@ -137,6 +150,21 @@ def test_slack_message_has_fallback_text_blocks_and_severity_colour() -> None:
     assert "*Entity*\ndev-7/temp" in fields
     assert "*Value*\n0.97" in fields
     assert "*detector*\nhst" in fields
+
+
+def test_slack_message_cuts_texts_of_any_length_to_slacks_limits_without_breaking_an_escape() -> None:
+    source = "user:" + "<u&>" * 1000  # a poisoner's user id is free text of any length, escaped three times longer
+    message = slack_message(alert(entity=source, summary=f"{source} quarantined", alert_key=f"model-security/{source}",
+                                  details={"source": source, "k" * 500: "v"}))
+    texts = [message["text"], message["blocks"][0]["text"]["text"], message["blocks"][1]["elements"][0]["text"]]
+    fields = [f["text"] for f in message["attachments"][0]["blocks"][0]["fields"]]
+    assert max(map(len, texts)) <= 3000 and max(map(len, fields)) <= 2000  # Slack refuses the whole message else
+    entity = next(f for f in fields if f.startswith("*Entity*"))
+    assert entity.startswith("*Entity*\nuser:&lt;u&amp;&gt;&lt;u") and entity.endswith("…")
+    for text in [*texts, *fields]:  # a cut never leaves half an escape behind
+        for piece in text.split("&")[1:]:
+            assert piece.startswith(("amp;", "lt;", "gt;")), text[-20:]
+    assert message["blocks"][1]["elements"][0]["text"].count("`") == 2  # the key's code span is closed
 
 
 def test_slack_resolved_is_green_whatever_the_severity() -> None:

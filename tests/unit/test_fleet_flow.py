@@ -248,3 +248,17 @@ def test_the_sink_writes_points_per_device_and_counts_without_a_device_label() -
     sink.write(fleet_run(proc, [beat("b", t) for t in range(11_000, 22_000, 1000)]))  # a falls silent
     assert REGISTRY.get_sample_value("eddyline_fleet_devices", sample) == 1
     assert REGISTRY.get_sample_value("eddyline_fleet_devices", {**sample, "state": "silent"}) == 1
+
+
+def test_a_device_class_with_a_bar_is_counted_under_it_and_does_not_stop_the_sink() -> None:
+    from prometheus_client import REGISTRY
+
+    from streams.sinks.fleet import FleetMetricsSink
+
+    proc = FleetProcessor("fleet-bar", silent_after_s=5)
+    emits = fleet_run(proc, [beat(d, t, device_class="rpi4|usb-hat" if d == "a" else "rpi4")
+                             for t in range(0, 11_000, 1000) for d in "ab"])
+    FleetMetricsSink().write(emits)  # raised "Incorrect label count" at every summary
+    sample = {"shard": "fleet-bar", "state": "ok", "agent_version": "1.0", "model_version": "none"}
+    assert REGISTRY.get_sample_value("eddyline_fleet_devices", {**sample, "device_class": "rpi4|usb-hat"}) == 1
+    assert REGISTRY.get_sample_value("eddyline_fleet_devices", {**sample, "device_class": "rpi4"}) == 1

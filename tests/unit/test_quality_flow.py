@@ -354,6 +354,32 @@ def test_a_gauge_undefined_in_the_latest_window_holds_no_stale_value() -> None:
     assert REGISTRY.get_sample_value("eddyline_model_accuracy", labels) == 1.0
 
 
+def test_versions_promoted_for_months_keep_the_prometheus_series_of_a_few_only() -> None:
+    """Retraining promotes a version a day for as long as the flow runs: gauges per version kept for good would grow
+    without bound; those of the latest versions stay, older ones go (their history is in InfluxDB)."""
+    from prometheus_client import REGISTRY
+
+    from streams.flows.quality import METRICS_TOPIC, METRICS_TYPE
+    from streams.processor import Emit
+    from streams.sinks.quality import VERSIONS_SHOWN, QualityMetricsSink
+
+    def window(version: int) -> Emit:
+        end = version * 86_400_000
+        return Emit(METRICS_TOPIC, "m", METRICS_TYPE, {
+            "event_id": f"w{version}", "model_name": "daily", "model_version": str(version),
+            "window_start": end - 60_000, "window_end": end, "predictions": 10, "accuracy": 0.9})
+
+    sink = QualityMetricsSink()
+    for version in range(1, 366):
+        sink.write([window(version)])
+    shown = {s.labels["version"] for m in REGISTRY.collect() if m.name.startswith("eddyline_model_")
+             for s in m.samples if s.labels.get("model") == "daily"}
+    assert shown == {str(v) for v in range(366 - VERSIONS_SHOWN, 366)}
+    sink.write([window(1)])  # a version rolled back to comes back, in place of the least recent
+    assert REGISTRY.get_sample_value("eddyline_model_accuracy", {"model": "daily", "version": "1"}) == 0.9
+    assert REGISTRY.get_sample_value("eddyline_model_accuracy", {"model": "daily", "version": "361"}) is None
+
+
 def test_a_quiet_model_s_last_window_is_emitted_when_its_key_is_evicted_and_only_once() -> None:
     """A model that stops predicting (at night, retired) moves no watermark: its last window waited for traffic that
     might never come, and was lost with its key's state when retention expired it."""
