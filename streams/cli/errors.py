@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -108,6 +109,15 @@ def output_file(path: Path | None) -> Path | None:
         why = "a file of that name is in the way" if isinstance(exc, FileExistsError | NotADirectoryError) else (
             exc.strerror or str(exc))
         raise typer.BadParameter(f"cannot make the folder {path.parent} ({why}); give a path in a folder you can "
+                                 "write to") from None
+    try:  # only writing tells a read-only disk or someone else's folder; the file made to find out is gone at once
+        if path.exists():
+            path.open("a").close()
+        else:
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write {path} ({exc.strerror or exc}); give a path in a folder you can "
                                  "write to") from None
     return path
 

@@ -49,21 +49,26 @@ ANSWER_S = 5.0  # how long a command waits for a tracking server to answer at al
 
 def _answering_mlflow() -> None:
     """Refuse a tracking server that does not answer in one line and in seconds: MLflow's client retries, then
-    fails in a backtrace hundreds of lines long. Exit 1, as for a Kafka broker: the server may be back in a minute."""
-    import urllib.error
-    import urllib.request
-
+    fails in a backtrace hundreds of lines long. Exit 1, as for a Kafka broker: the server may be back in a minute.
+    It asks through MLflow's own HTTP client, so the server's CA, an insecure TLS or a client certificate set in
+    ``MLFLOW_TRACKING_*`` apply as they do to the command."""
     from models import tracking
 
     uri = tracking.tracking_uri()
     if not uri.startswith(("http://", "https://")):
         return
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=ANSWER_S).close()
-    except urllib.error.HTTPError:
-        return  # it answered: a proxy or an auth layer in front of it may refuse /health itself
-    except OSError as exc:
-        typer.secho(f"error: no MLflow server answered at {uri} ({getattr(exc, 'reason', exc)}); start it, or point "
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:  # any status is an answer: a proxy or an auth layer in front of it may refuse /health itself
+        http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=ANSWER_S,
+                     raise_on_status=False)
+    except MlflowException as exc:
+        why: BaseException = exc
+        while why.__cause__ or why.__context__:  # the socket's or TLS's own words, not three wrappers' around them
+            why = why.__cause__ or why.__context__  # type: ignore[assignment]
+        typer.secho(f"error: no MLflow server answered at {uri} ({why}); start it, or point "
                     "[mlflow] tracking_uri (EDDYLINE_MLFLOW_TRACKING_URI) at one that runs, or unset it and "
                     "MLFLOW_TRACKING_URI to use the embedded store", fg="red", err=True)
         raise typer.Exit(1) from None

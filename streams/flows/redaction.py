@@ -31,12 +31,13 @@ SEPARATORS = set("-.()+/,")
 HOMOPHONES = {"to": "2", "too": "2"}
 TOKEN = re.compile(r"\d+|[A-Za-z]+|[^\sA-Za-z\d]")
 WRITTEN_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-# a caller spells the address out ("j o h n") and says its punctuation ("john underscore doe"); the bounded
-# repeats and a spelled run taken from its first letter only keep the search linear in the text
+# a caller spells the address out ("j o h n", "at a c m e dot com") and says its punctuation ("john underscore
+# doe"); the bounded repeats and a spelled run taken from its first letter only keep the search linear in the text
 _SPELLED = r"(?<!\S)(?<!(?<!\S)\w\s)(?>\w\b(?:\s+\w\b)+)"
 _SAID = r"(?:\s+(?:dot|underscore|dash|hyphen)\s+|\.)"
 SPOKEN_EMAIL = re.compile(
-    rf"(?:{_SPELLED}|\b[\w+-]+)(?:{_SAID}(?:{_SPELLED}|[\w+-]+)){{0,8}}\s+(?:at|and)\s+[\w-]+(?:{_SAID}[\w-]+){{0,4}}"
+    rf"(?:{_SPELLED}|\b[\w+-]+)(?:{_SAID}(?:{_SPELLED}|[\w+-]+)){{0,8}}\s+(?:at|and)\s+"
+    rf"(?:{_SPELLED}|[\w-]+)(?:{_SAID}(?:{_SPELLED}|[\w-]+)){{0,4}}"
     r"(?:\s+dot\s+|\.)(?:com|org|net|edu|gov|io|co|uk|de|fr|info|biz|[a-z]{2})\b",
     re.IGNORECASE,
 )

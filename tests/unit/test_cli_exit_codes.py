@@ -197,3 +197,51 @@ def test_a_registry_server_that_answers_is_asked(mlflow_server, defaults_config)
     result = CliRunner().invoke(app, ["models", "list"], env={"EDDYLINE_MLFLOW_TRACKING_URI": mlflow_server.url})
     assert result.exit_code == 2 and f"no versions of 'clicks-online' in {mlflow_server.url}" in result.output, \
         result.output
+
+
+def test_a_registry_server_behind_https_with_its_own_ca_is_asked(mlflow_server, defaults_config, tls_files,
+                                                                 monkeypatch) -> None:
+    """The answering check asked with urllib, which knows none of MLflow's TLS settings: an MLflow behind HTTPS with
+    a company CA (``MLFLOW_TRACKING_SERVER_CERT_PATH``) was "no MLflow server answered" while MLflow reached it."""
+    import http.server
+    import ssl
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from streams.cli import app
+
+    class Forward(http.server.BaseHTTPRequestHandler):  # TLS in front of the real server, as a proxy would be
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) or None
+            req = urllib.request.Request(mlflow_server.url + self.path, body, method=self.command,
+                                         headers={"Content-Type": self.headers.get("Content-Type", "text/plain")})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as answer:
+                    status, data = answer.status, answer.read()
+            except urllib.error.HTTPError as refused:
+                status, data = refused.code, refused.read()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    ca, cert, key = tls_files
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    proxy.socket = context.wrap_socket(proxy.socket, server_side=True)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    uri = f"https://localhost:{proxy.server_port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(ca))
+    try:
+        result = CliRunner().invoke(app, ["models", "list"], env={"EDDYLINE_MLFLOW_TRACKING_URI": uri})
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert result.exit_code == 2 and f"no versions of 'clicks-online' in {uri}" in result.output, result.output

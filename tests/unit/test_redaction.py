@@ -35,6 +35,8 @@ PLAIN = Path(__file__).resolve().parents[1] / "data" / "audio" / "call02.wav"
         ("it is john underscore doe at gmail dot com", "it is [EMAIL]"),  # said punctuation: no "john" left
         ("it is ann dash lee hyphen x at mail dot co dot uk", "it is [EMAIL]"),
         ("it's j o h n dot s m i t h at gmail dot com", "it's [EMAIL]"),  # spelled out, letter by letter
+        ("my email is j o h n at a c m e dot com", "my email is [EMAIL]"),  # a spelled domain: all of it was left
+        ("it is john dot smith at k w x dash c o dot io", "it is [EMAIL]"),
         ("one one one one one one one one one one one one one one one one one one", "[NUMBER]"),
     ],
 )
