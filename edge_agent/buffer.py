@@ -217,7 +217,8 @@ class DiskBuffer:
             pass
         self._unforgotten.clear()
         self._db = self._replace_corrupt(self._sync, exc, self._next_seq)
-        log.error("%d unsent batches were in the damaged buffer; they stay in the file set aside", lost)
+        log.error("%d unsent batches were in the damaged buffer; they stay in the file set aside until another damage "
+                  "replaces it", lost)
 
     # -- the high-water mark of sequence numbers -------------------------------------------------------
     def _read_mark(self) -> int:
