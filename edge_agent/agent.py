@@ -51,7 +51,6 @@ class Agent:
         ``models`` is the models feed's plan (``launch.models_plan``) when ``[edge.models]`` is enabled."""
         self.settings = settings
         self.version = version or _version()
-        self.sources = sources if sources is not None else [build_source(c) for c in settings.sources]
         self.buffer = DiskBuffer(
             Path(settings.buffer_path),
             settings.device_id,
@@ -99,6 +98,8 @@ class Agent:
         self._hb_seq = 0
         self._started_ms = int(time.time() * 1000)
         self._infer_ms = self._infer_calls = 0.0
+        # last: a plug-in may start threads, and no failure after them may leave those keeping a dead agent alive
+        self.sources = sources if sources is not None else _build_sources(settings.sources)
 
     @classmethod
     def from_settings(cls, settings: EdgeSettings, kafka: KafkaSettings, **kw: Any) -> Agent:
@@ -138,32 +139,34 @@ class Agent:
         due = [start] * len(self.sources)
         next_hb = start + s.heartbeat_interval_s
         end = start + duration if duration else math.inf
-        while not self._stop:
-            now = time.monotonic()
-            if now >= end:
-                break
-            for i, src in enumerate(self.sources):
-                if due[i] <= now:
-                    self._sample(src)
-                    due[i] += src.interval_s
-                    if due[i] < now:  # fell behind (slow source or suspended): skip, don't burst
-                        due[i] = now + src.interval_s
-            if self.batcher.due(time.monotonic()):
-                self._seal()
-            self.sender.pump()
-            if self._feed is not None:
-                self._follow_models()
-            if now >= next_hb:
-                self.heartbeat()
-                next_hb = now + s.heartbeat_interval_s
-            wake = min(min(due, default=math.inf), self.batcher.deadline() or math.inf, next_hb, end)
-            self.sender.poll(min(max(0.0, wake - time.monotonic()), 0.5))
-        self._shutdown(shutdown_flush_s)
+        try:
+            while not self._stop:
+                now = time.monotonic()
+                if now >= end:
+                    break
+                for i, src in enumerate(self.sources):
+                    if due[i] <= now:
+                        self._sample(src)
+                        due[i] += src.interval_s
+                        if due[i] < now:  # fell behind (slow source or suspended): skip, don't burst
+                            due[i] = now + src.interval_s
+                if self.batcher.due(time.monotonic()):
+                    self._seal()
+                self.sender.pump()
+                if self._feed is not None:
+                    self._follow_models()
+                if now >= next_hb:
+                    self.heartbeat()
+                    next_hb = now + s.heartbeat_interval_s
+                wake = min(min(due, default=math.inf), self.batcher.deadline() or math.inf, next_hb, end)
+                self.sender.poll(min(max(0.0, wake - time.monotonic()), 0.5))
+        finally:  # on an error too: what was read gets sealed, and the process can end for systemd to restart it
+            self._shutdown(shutdown_flush_s)
 
     def _sample(self, src: Source) -> None:
         try:
-            chunks = src.read()
-        except Exception as exc:  # a plug-in may raise anything; the agent keeps going
+            chunks = list(src.read())  # a generator's own errors surface here, not in the loop
+        except Exception as exc:  # a plug-in may raise (or return) anything; the agent keeps going
             self._error(f"source {src.name}", exc)
             return
         good = []
@@ -177,17 +180,23 @@ class Agent:
         self.batcher.add(good)
 
     def _check(self, src: Source, c: Chunk) -> bool:
+        """Keep what the schema accepts: one bad reading left in a batch would dead-letter every sensor's."""
+        if not isinstance(c.sensor, str) or not c.sensor or not isinstance(c.unit, str | None):
+            self._error(f"source {src.name}", ValueError(f"chunk of sensor {c.sensor!r}, unit {c.unit!r}: "
+                                                         "the sensor must be a non-empty string, the unit one or None"))
+            return False
         if len(c.timestamps) != len(c.values):
             self._error(
                 f"source {src.name}",
                 ValueError(f"{c.sensor}: {len(c.timestamps)} timestamps for {len(c.values)} values"),
             )
             return False
-        if not _all_finite(c.values):
-            keep = [i for i, v in enumerate(c.values) if _finite(v)]
+        if not (_all_finite(c.values) and _all_times(c.timestamps)):
+            keep = [i for i, (t, v) in enumerate(zip(c.timestamps, c.values)) if _finite(v) and _time(t)]
             self._error(
                 f"source {src.name}",
-                ValueError(f"{c.sensor}: {len(c.values) - len(keep)} values rejected (not finite numbers)"),
+                ValueError(f"{c.sensor}: {len(c.values) - len(keep)} readings rejected "
+                           "(values not finite numbers, or timestamps not integer ms since 1970)"),
             )
             c.timestamps = [c.timestamps[i] for i in keep]
             c.values = [c.values[i] for i in keep]
@@ -336,6 +345,7 @@ class Agent:
         return {"model_version": self.inference.version, "model_state": "running"}
 
     def _shutdown(self, flush_s: float) -> None:
+        _close_sources(self.sources)  # first: should sealing fail too, no plug-in thread outlives the agent
         self._seal()
         deadline = time.monotonic() + flush_s
         while self.buffer.depth and time.monotonic() < deadline:
@@ -345,17 +355,32 @@ class Agent:
         self.heartbeat()
         self.sender.flush_health(1.0)
         self.sender.close()
-        for src in self.sources:
-            try:
-                src.close()
-            except Exception as exc:
-                log.warning("closing source %s: %s", src.name, exc)
         if self.metrics is not None:
             self.metrics.close()
         if self._feed is not None:
             self._feed.close()
         self.buffer.close()
         log.info("stopped; %d batches stay on disk for the next start", left)
+
+
+def _build_sources(configs: list[Any]) -> list[Source]:
+    """The configured sources; when one cannot be set up, those already built are closed before the error goes on."""
+    built: list[Source] = []
+    try:
+        for cfg in configs:
+            built.append(build_source(cfg))
+    except BaseException:
+        _close_sources(built)
+        raise
+    return built
+
+
+def _close_sources(sources: list[Source]) -> None:
+    for src in sources:
+        try:
+            src.close()
+        except Exception as exc:
+            log.warning("closing source %s: %s", getattr(src, "name", src), exc)
 
 
 def _finite(v: object) -> bool:
@@ -373,6 +398,18 @@ def _all_finite(values: list[Any]) -> bool:
     if set(map(type, values)) <= {float}:
         return all(map(math.isfinite, values))
     return all(map(_finite, values))
+
+
+def _time(t: object) -> bool:
+    """A timestamp the schema takes: integer ms since 1970 that fits a long."""
+    return isinstance(t, numbers.Integral) and not isinstance(t, bool) and 0 <= t < 2**63
+
+
+def _all_times(stamps: list[Any]) -> bool:
+    """``_time`` for every timestamp, quickly for the usual list of ints."""
+    if set(map(type, stamps)) <= {int}:
+        return not stamps or (min(stamps) >= 0 and max(stamps) < 2**63)
+    return all(map(_time, stamps))
 
 
 def _halves(series: list[Chunk]) -> tuple[list[Chunk], list[Chunk]] | None:

@@ -47,7 +47,12 @@ class MetricsEndpoint:
         self._plain: dict[str, Any] = {
             k: Gauge(f"eddyline_edge_{k}", doc, registry=self.registry) for k, doc in unlabelled.items()
         }
-        self.server, self.thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            self.server, self.thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:  # a configuration error: restarting the agent would not free the port
+            raise RuntimeError(
+                f"metrics_port {port} on {host}: {exc.strerror}; choose a free port or unset metrics_port"
+            ) from None
 
     def update(self, hb: Heartbeat) -> None:
         for k, g in self._gauges.items():

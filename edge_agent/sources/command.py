@@ -5,8 +5,13 @@ Each output line is ``sensor value [unit]`` or ``sensor=value``; lines starting 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import selectors
+import signal
 import subprocess
+import time
 from typing import TYPE_CHECKING
 
 from edge_agent.sources.base import Chunk, now_ms
@@ -38,6 +43,51 @@ def parse_output(text: str) -> tuple[list[tuple[str, float, str | None]], list[s
     return readings, bad
 
 
+_MAX_OUTPUT = 64 * 1024  # a few readings per run; more is a command gone wrong, not data to hold in memory
+
+
+def _run(argv: list[str], timeout_s: float) -> tuple[int, bytes, bytes]:
+    """(exit status, stdout, the start of stderr); ``RuntimeError`` once the run takes too long or says too much.
+
+    The command gets a process group of its own, killed whole: a script's hung child would otherwise outlive
+    every timeout, one more each interval, for as long as the device runs.
+    """
+    out, err = bytearray(), bytearray()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ, out)  # type: ignore[arg-type]
+            sel.register(proc.stderr, selectors.EVENT_READ, err)  # type: ignore[arg-type]
+            while sel.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(argv, timeout_s)
+                for key, _ in sel.select(left):
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        sel.unregister(key.fileobj)
+                    elif key.data is err:
+                        err += data[: max(0, 1000 - len(err))]
+                    elif len(out) + len(data) > _MAX_OUTPUT:
+                        raise RuntimeError(f"printed more than {_MAX_OUTPUT} bytes; a run reports a few readings")
+                    else:
+                        out += data
+        status = proc.wait(max(0.0, deadline - time.monotonic()))  # output closed, the program may still run
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):  # not reaped yet, so the group id is still its own
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise RuntimeError(f"ran past {timeout_s}s; raise timeout_s or fix the command") from None
+        raise
+    finally:
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    return status, bytes(out), bytes(err)
+
+
 class Command:
     def __init__(self, cfg: CommandSource) -> None:
         self.name = cfg.name
@@ -48,20 +98,18 @@ class Command:
     def read(self) -> list[Chunk]:
         ts = now_ms()
         try:
-            proc = subprocess.run(
-                self._cfg.command, capture_output=True, text=True, timeout=self._cfg.timeout_s, check=False
-            )
+            status, stdout, stderr = _run(self._cfg.command, self._cfg.timeout_s)
         except FileNotFoundError:
             raise RuntimeError(
                 f"command {self._cfg.command[0]!r} not found; fix command= in source {self.name!r}"
             ) from None
-        except subprocess.TimeoutExpired:
+        except RuntimeError as exc:
+            raise RuntimeError(f"command {self._cfg.command!r} {exc}") from None
+        if status != 0:
             raise RuntimeError(
-                f"command {self._cfg.command!r} ran past {self._cfg.timeout_s}s; raise timeout_s or fix the command"
-            ) from None
-        if proc.returncode != 0:
-            raise RuntimeError(f"command {self._cfg.command!r} exited {proc.returncode}: {proc.stderr.strip()[:300]}")
-        readings, bad = parse_output(proc.stdout)
+                f"command {self._cfg.command!r} exited {status}: {stderr.decode(errors='replace').strip()[:300]}"
+            )
+        readings, bad = parse_output(stdout.decode(errors="replace"))
         for line in bad:
             self.errors += 1
             log.warning("source %s: output line is not 'sensor value [unit]': %r", self.name, line[:200])

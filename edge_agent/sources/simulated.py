@@ -1,7 +1,9 @@
 """Synthetic sensors for demos, tests and benchmarks: reproducible from the seed and the reading index.
 
 Reading ``k`` of sensor ``s`` has a fixed timestamp (start + k / rate-per-sensor) and value, so a test can
-recompute exactly what should have arrived and find any reading that went missing or came twice.
+recompute exactly what should have arrived and find any reading that went missing or came twice. When the wall
+clock steps by more than a minute (NTP setting a device that booted in 1970), the start moves with it: the readings
+go on from the new time, never a month of them in one read nor none for an hour.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from edge_agent.sources.base import Chunk
 
 if TYPE_CHECKING:
     from edge_agent.settings import SimulatedSource
+
+_STEP_MS = 60_000  # a clock change larger than this is a step, not the lag of a late read
 
 
 def simulated_value(seed: int, sensor: int, k: int) -> float:
@@ -34,6 +38,9 @@ class Simulated:
 
     def read(self) -> list[Chunk]:
         now = time.time_ns() // 1_000_000
+        overdue = now - (self._start_ms + self._next * self._period_ms)  # ms the next reading is late by
+        if not -_STEP_MS <= overdue <= max(_STEP_MS, 2 * 1000 * self.interval_s):  # stepped: go on from now
+            self._start_ms = now - int(self._next * self._period_ms)
         due = int((now - self._start_ms) / self._period_ms) + 1
         if due <= self._next:
             return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 
 import pytest
@@ -37,3 +38,12 @@ def test_dead_letters_and_refused_rollouts_are_served_without_a_device_label() -
         endpoint.close()
     assert "\neddyline_edge_dead_letters 2.0\n" in body
     assert "\neddyline_edge_rollouts_refused 1.0\n" in body
+
+
+def test_a_metrics_port_in_use_is_a_configuration_error_that_says_what_to_change() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"metrics_port {port} on 127.0.0.1: .*choose a free port"):
+            MetricsEndpoint("127.0.0.1", port)  # the runner exits 2 on it: no restart loop of tracebacks

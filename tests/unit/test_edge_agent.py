@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from edge_agent.deadletters import DeadLetterFile
 from edge_agent.health import Heartbeat, process_cpu_seconds, process_rss_bytes
 from edge_agent.logs import JournalFormatter
 from edge_agent.settings import EdgeSettings, SimulatedSource, use_config_file
-from edge_agent.sources import Chunk
+from edge_agent.sources import Chunk, SourceError
 from schemas import SENSOR_BATCH, AvroSerde, derive_id
 
 
@@ -268,6 +269,92 @@ def test_a_plugin_returning_what_is_not_a_number_is_counted_not_fatal(config: Pa
     assert agent.errors == 2 and agent.sampled == 3  # five values rejected (one error), one chunk that is none
     agent.sender.close()
     agent.buffer.close()
+
+
+class _Garbage:
+    name, interval_s = "vendor", 1.0
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def read(self) -> object:
+        return self.answer() if callable(self.answer) else self.answer
+
+    def close(self) -> None:
+        pass
+
+
+def _fails_midway() -> Iterator[Chunk]:
+    yield Chunk("tank.level", "m", [1000], [1.0])
+    raise OSError("i2c bus gone")
+
+
+def test_a_source_returning_garbage_neither_stops_the_agent_nor_loses_other_sensors(config: Path) -> None:
+    use_config_file(config)
+    agent = Agent.from_settings(EdgeSettings(), KafkaSettings())
+    for answer in (None, 3, _fails_midway):  # not a list of chunks: counted like a raising read
+        agent._sample(_Garbage(answer))
+    agent.batcher.add([Chunk("good.temp", "c", [1000, 2000], [20.0, 21.0])])
+    agent._sample(_Garbage([Chunk("", None, [1000], [1.0]), Chunk("x", 5, [1000], [1.0]),
+                            Chunk("y", None, [1.7e9, "2000", None, -5, 2**63, True, 3000], [1.0] * 7)]))
+    agent._seal()
+    assert agent.unencodable == 0 and agent.buffer.depth == 1  # the good readings went out, not to dead letters
+    payload = agent.buffer._db.execute("SELECT payload FROM batches").fetchone()[0]
+    series = AvroSerde().decode(payload, SENSOR_BATCH)["series"]
+    assert [(s["sensor"], s["timestamps"]) for s in series] == [("good.temp", [1000, 2000]), ("y", [3000])]
+    assert agent.errors == 6
+    agent.sender.close()
+    agent.buffer.close()
+
+
+class SerialPlugin:
+    """A plug-in holding a resource (a port, a reader thread) until ``close``."""
+
+    opened: list[SerialPlugin] = []
+
+    def __init__(self, name: str, interval_s: float) -> None:
+        self.name, self.interval_s, self.closed = name, interval_s, False
+        SerialPlugin.opened.append(self)
+
+    def read(self) -> list[Chunk]:
+        return [Chunk(f"{self.name}.level", "m", [1000], [1.0])]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_an_agent_that_cannot_start_closes_the_sources_it_built(config: Path) -> None:
+    config.write_text(config.read_text() + f"""
+[[edge.sources]]
+kind = "plugin"
+name = "tank"
+target = "{__name__}:SerialPlugin"
+[[edge.sources]]
+kind = "thermal"
+root = "{config.parent / "no-such-dir"}"
+""")
+    use_config_file(config)
+    SerialPlugin.opened.clear()
+    with pytest.raises(SourceError, match="no thermal zones"):
+        Agent.from_settings(EdgeSettings(), KafkaSettings())
+    assert [p.closed for p in SerialPlugin.opened] == [True]  # its threads would keep the process from exiting
+
+
+def test_an_error_in_the_loop_still_seals_what_was_read_and_closes_the_sources(config: Path) -> None:
+    use_config_file(config)
+    agent = Agent.from_settings(EdgeSettings(), KafkaSettings())
+    plugin = SerialPlugin("tank", 1.0)
+    agent.sources.append(plugin)
+
+    def broken() -> int:
+        raise RuntimeError("the producer broke")
+
+    agent.sender.pump = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="the producer broke"):
+        agent.run(duration=5.0, shutdown_flush_s=0.1)
+    assert plugin.closed
+    stored = sqlite3.connect(config.parent / "buf.sqlite").execute("SELECT sum(readings) FROM batches").fetchone()[0]
+    assert agent.sampled and stored == agent.sampled  # sealed to disk for the next start
 
 
 def _small_messages(config: Path) -> Agent:

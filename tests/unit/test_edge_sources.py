@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -34,6 +35,23 @@ def test_simulated_is_reproducible_and_keeps_pace() -> None:
     assert chunks[1].values[5] == simulated_value(0, 1, 5)
     again = src.read()
     assert not again or again[0].timestamps[0] == chunks[0].timestamps[-1] + 10  # continues, never repeats
+
+
+def test_simulated_follows_the_wall_clock_when_ntp_steps_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1_000_000]  # ms: a device without a real-time clock, booted near 1970
+    monkeypatch.setattr("edge_agent.sources.simulated.time", SimpleNamespace(time_ns=lambda: clock[0] * 1_000_000))
+    src = Simulated(SimulatedSource(kind="simulated", name="sim", sensors=1, rate=10, interval_s=1.0))
+    clock[0] += 1_000
+    assert len(src.read()[0].values) == 11
+    clock[0] -= 3_600_000  # stepped back an hour
+    clock[0] += 1_000
+    back = src.read()
+    assert back and back[0].timestamps[0] == clock[0]  # not an hour of silence
+    clock[0] += 30 * 86_400_000  # then forward a month
+    ahead = src.read()[0]
+    assert len(ahead.values) == 1 and ahead.timestamps == [clock[0]]  # not a month of readings in one read
+    clock[0] += 1_000
+    assert src.read()[0].timestamps == [clock[0] - 900 + 100 * i for i in range(10)]  # then at pace again
 
 
 def _thermal_tree(root: Path) -> None:
@@ -127,6 +145,36 @@ def test_command_failure_is_an_error_with_a_hint() -> None:
     fails = build_source(CommandSource(kind="command", name="c", command=[sys.executable, "-c", "raise SystemExit(3)"]))
     with pytest.raises(RuntimeError, match="exited 3"):
         fails.read()
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie waiting for init to reap it counts as ended)."""
+    for _ in range(100):
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in "ZX":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_hung_command_is_killed_with_everything_it_started(tmp_path: Path) -> None:
+    child = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time; "
+              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
+              f"open({str(child)!r}, 'w').write(str(p.pid)); time.sleep(300)")
+    src = build_source(CommandSource(kind="command", name="c", command=[sys.executable, "-c", script], timeout_s=3))
+    with pytest.raises(RuntimeError, match="ran past 3.0s"):
+        src.read()
+    assert _gone(int(child.read_text()))  # else one more hung tool every interval, for months
+
+
+def test_a_command_printing_without_end_is_cut_off() -> None:
+    script = "import sys; sys.stdout.write('t 1\\n' * 1_000_000)"
+    src = build_source(CommandSource(kind="command", name="c", command=[sys.executable, "-c", script]))
+    with pytest.raises(RuntimeError, match="printed more than 65536 bytes"):
+        src.read()  # not a million readings held in memory at once
 
 
 class FakeI2C:
