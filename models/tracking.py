@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORE = Path(".eddyline/mlflow")
 _config: dict[str, Any] = {"uri": None, "store_dir": DEFAULT_STORE}
-_warned: set[str] = set()
+_failing: dict[str, set[str]] = {}  # per store: the kinds of call warned about since it last answered
 
 
 def embedded_uri(store_dir: Path | str = DEFAULT_STORE) -> str:
@@ -129,7 +129,8 @@ def experiment_id(mlflow_client: Any, name: str) -> str:
 
 
 def warn_once(what: str, exc: BaseException, uri: str | None = None) -> None:
-    """Log that the store is unreachable once per kind of call, not once per event.
+    """Log that the store is unreachable once per outage and kind of call, not once per event: ``answered`` ends the
+    outage, so that the next one, weeks later, is heard too.
 
     Parameters
     ----------
@@ -140,10 +141,25 @@ def warn_once(what: str, exc: BaseException, uri: str | None = None) -> None:
     uri
         The store (default: ``tracking_uri()``).
     """
-    if what not in _warned:
-        _warned.add(what)
+    uri = uri or tracking_uri()
+    failing = _failing.setdefault(uri, set())
+    if what not in failing:
+        failing.add(what)
         log.warning("MLflow at %s: %s failed (%s); carrying on without it and retrying later",
-                    uri or tracking_uri(), what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    uri, what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def answered(uri: str | None = None) -> None:
+    """The store answered a call: an outage ``warn_once`` told of is over (said once), and the next one is warned of.
+
+    Parameters
+    ----------
+    uri
+        The store (default: ``tracking_uri()``).
+    """
+    uri = uri or tracking_uri()
+    if _failing.pop(uri, None):
+        log.warning("MLflow at %s answers again", uri)
 
 
 # MLflow names hold only letters, digits and ``_-. :/``: comparisons are spelled out (an evaluation's ``<=32``
@@ -232,10 +248,12 @@ class Run:
         if self.run_id is None:
             return None
         try:
-            return getattr(self.client, method)(*args, **kwargs)
+            done = getattr(self.client, method)(*args, **kwargs)
         except Exception as exc:  # tracking degrades, the training goes on
-            warn_once(what, exc)
+            warn_once(what, exc, self.client.tracking_uri)
             return None
+        answered(self.client.tracking_uri)
+        return done
 
     def params(self, values: dict[str, Any]) -> None:
         """Log parameters (nested dicts are flattened with dots; values become strings, at most 6000 chars).
@@ -360,6 +378,8 @@ def run(experiment: str, name: str, *, tags: dict[str, str] | None = None, uri: 
     except Exception as exc:
         warn_once("start a run", exc, uri)
         c, run_id = None, None
+    else:
+        answered(uri)
     current = Run(c, run_id)
     status = "FAILED"
     try:

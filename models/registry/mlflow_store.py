@@ -47,6 +47,18 @@ def _missing(exc: Exception) -> bool:
     return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
 
 
+def _every(search: Any, *args: Any) -> list[Any]:
+    """All that an MLflow search finds, page after page: a page holds 10,000 versions (the newest: the champions a
+    rollback reaches go first) or 100 models, and a flow that retrains every hour registers 10,000 in 14 months."""
+    found, token = [], None
+    while True:
+        page = search(*args, page_token=token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
+
+
 class MlflowRegistry(Registry):
     """Model versions, champion and challenger aliases, lineage and rollback on an MLflow model registry.
 
@@ -116,14 +128,14 @@ class MlflowRegistry(Registry):
             info=json.loads(tags.get("eddyline.info", "{}")))
 
     def models(self) -> list[str]:
-        return sorted(m.name for m in self.client.search_registered_models())
+        return sorted(m.name for m in _every(self.client.search_registered_models))
 
     def versions(self, model: str) -> list[ModelVersion]:
         check_name(model)
         return sorted((self._as_version(model, mv) for mv in self._all(model)), key=lambda v: int(v.version))
 
     def _all(self, model: str) -> list[Any]:
-        return self.client.search_model_versions(f"name = '{model}'", max_results=10_000)
+        return _every(self.client.search_model_versions, f"name = '{model}'")
 
     def _mv(self, model: str, version: str) -> Any:
         check_name(model)
@@ -230,7 +242,8 @@ class MlflowRegistry(Registry):
 
     def _drop_out_of_service(self, model: str, rm: Any, champion: str | None) -> None:
         """Drop the artifacts of versions out of service (``base.out_of_service``), after the change that
-        put them there; a store that refuses is warned about and asked again at the next change."""
+        put them there; a store that refuses one is warned about and asked again at the next change, and the others
+        still go."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         versions = {str(mv.version): mv for mv in self._all(model)}
@@ -245,7 +258,7 @@ class MlflowRegistry(Registry):
                 get_artifact_repository(uri, tracking_uri=self.uri).delete_artifacts("model")
             except Exception as exc:
                 tracking.warn_once(f"drop the artifacts of {model} versions out of service", exc, self.uri)
-                return
+                continue  # one run purged by hand must not keep the others
             self.client.set_model_version_tag(model, version, _DROPPED, "dropped")
 
     def register(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None = None,

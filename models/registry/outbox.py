@@ -5,7 +5,9 @@ flow hands each change (register, promote, reject, save a state) to the outbox; 
 order, and a failure leaves it at the head of the queue to be retried ``retry_s`` later. The queue is
 plain data in the flow's checkpoint (``state()``/``load()``), so a change waiting when the process
 dies is retried after the restart: that is the durable pending record. Changes carry action ids, so
-retrying one that did reach the registry does nothing twice.
+retrying one that did reach the registry does nothing twice. A change the registry refuses
+(``RegistryError``, e.g. for a version a folder restored from a backup does not know) would be refused
+at every retry and hold up every change after it: it is logged with the reason and dropped.
 
 The outbox also reads what the flow follows (the champion, the lineage and, when the champion is not
 what the flow serves, its artifact) every ``poll_s``; the flow only looks at the latest read, and
@@ -87,7 +89,8 @@ class RegistryOutbox:
         self._wake.set()
 
     def result(self, action_id: str) -> ModelVersion | None:
-        """The version a queued ``register`` with ``action_id`` got, once applied (then forgotten).
+        """The version a queued ``register`` with ``action_id`` got, once applied (then forgotten); ``RegistryError``
+        if the registry refused it, so that the caller stops waiting for a version that will never come.
 
         Parameters
         ----------
@@ -96,6 +99,8 @@ class RegistryOutbox:
         """
         with self._lock:
             rec = self._results.pop(action_id, None)
+        if rec is not None and "refused" in rec:
+            raise RegistryError(rec["refused"])
         return None if rec is None else ModelVersion(**rec)
 
     @property
@@ -113,7 +118,8 @@ class RegistryOutbox:
             return view
 
     def step(self) -> None:
-        """Inline: apply the queue and read the registry now (errors raise). Background: start the thread."""
+        """Inline: apply the queue and read the registry now (errors other than a refusal raise). Background: start
+        the thread."""
         if self.background:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name=f"registry-{self.model}", daemon=True)
@@ -172,13 +178,16 @@ class RegistryOutbox:
                 change = self._pending[0]
             try:
                 self._apply(change)
-            except RegistryError as exc:
-                if not self.background:
-                    raise
+            except RegistryError as exc:  # refused for good: retrying would fail every batch, at every restart
                 log.error("registry change %s of %s refused, dropped: %s", change["op"], self.model, exc)
+                refused = {"refused": str(exc)}
+            else:
+                refused = None
             with self._lock:
                 if self._pending and self._pending[0] is change:
                     self._pending.pop(0)
+                if refused is not None and change["op"] == "register" and change["kwargs"].get("action_id"):
+                    self._results[change["kwargs"]["action_id"]] = refused
             applied += 1
         return applied
 
@@ -197,15 +206,17 @@ class RegistryOutbox:
             self._view = {**view, "artifact": artifact, "submitted": submitted}
 
     def _loop(self) -> None:
-        from models.tracking import warn_once
+        from models.tracking import answered, warn_once
 
         while not self._closed:
             try:
                 self._drain()
                 self._refresh()
-                wait = self.poll_s
             except Exception as exc:  # the registry is unreachable: keep the queue, try again later
-                warn_once(f"registry changes of {self.model}", exc)
+                warn_once(f"registry changes of {self.model}", exc, str(self.registry.root))
                 wait = self.retry_s
+            else:
+                answered(str(self.registry.root))
+                wait = self.poll_s
             self._wake.wait(wait)
             self._wake.clear()

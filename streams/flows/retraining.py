@@ -50,7 +50,7 @@ from connectors.config import Section
 from models import tracking
 from models.metrics import auc, log_loss
 from models.online import ClickModel
-from models.registry import ModelRegistry, RegistryOutbox
+from models.registry import ModelRegistry, RegistryError, RegistryOutbox
 from schemas import CLICK, DRIFT, FEEDBACK, PREDICTION, QUARANTINE, derive_id
 from streams.flows.clicks import MODEL_NAME, QUARANTINE_TOPIC, ClickProcessor
 from streams.processor import Emit, Event, FlowSpec
@@ -175,7 +175,12 @@ class RetrainingClickProcessor(ClickProcessor):
         """A challenger waiting for its version number: start its shadow trial once the registry gave one."""
         if self.phase != "registering" or self.trigger is None:
             return
-        registered = self.outbox.result(derive_id(self.model_name, "register", self.trigger["id"]))
+        try:
+            registered = self.outbox.result(derive_id(self.model_name, "register", self.trigger["id"]))
+        except RegistryError:  # refused (the outbox logged why): a trial without a version could never be decided
+            self._abandon()
+            self.quiet_until = self.outcomes + self.policy.cooldown
+            return
         if registered is None:
             return
         if registered.status == "rolled_back":  # a replay of a trial whose winner was rolled back since

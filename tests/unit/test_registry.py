@@ -147,3 +147,27 @@ def test_the_view_and_stamp_follow_changes_and_a_saved_state_is_what_loads(reg) 
     reg.save_state("m", "1", {"w": [1.25]})  # it learned online while serving
     assert reg.load_artifact("m", "1") == {"w": [1.25]} and reg.load_artifact("m", "2") == {"w": [2]}
     assert reg.models() == ["m"] and [v.version for v in reg.versions("m")] == ["1", "2"]
+
+
+@pytest.mark.integration
+def test_mlflow_reads_every_page_of_versions_and_models(mlflow_server, tmp_path, monkeypatch) -> None:
+    """A search answers one page: 10,000 versions, newest first, so that a flow retraining every hour lost its oldest
+    versions (the first champions among them) from ``versions()`` after 14 months, and a second migration copied
+    them twice. The real server, with pages of 2."""
+    from models.registry.mlflow_store import MlflowRegistry
+
+    reg = MlflowRegistry(mlflow_server.url)
+    for search in ("search_model_versions", "search_registered_models"):
+        paged = getattr(reg.client, search)
+        monkeypatch.setattr(reg.client, search,
+                            lambda *a, _paged=paged, **kw: _paged(*a, **{**kw, "max_results": 2}))
+    local = ModelRegistry(tmp_path)
+    local.register("m", {"v": 1}, reason="initial", champion=True)
+    for v in range(2, 6):
+        local.register("m", {"v": v}, reason=f"trial {v}", parent="1")
+        local.reject("m", str(v), reason="worse")
+    assert reg.import_local(local, "m") == reg.import_local(local, "m") == {str(v): str(v) for v in range(1, 6)}
+    assert [v.version for v in reg.versions("m")] == ["1", "2", "3", "4", "5"]
+    for name in ("a", "b"):
+        reg.register(name, {}, reason="initial", champion=True)
+    assert reg.models() == ["a", "b", "m"]

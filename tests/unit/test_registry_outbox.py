@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from models.registry import ModelRegistry, RegistryOutbox
+from models.registry import ModelRegistry, RegistryError, RegistryOutbox
 
 
 class _HeldRegistry(ModelRegistry):
@@ -71,3 +71,21 @@ def test_an_outbox_is_never_pickled_its_queue_is_checkpointed_as_plain_data(tmp_
     assert again.pending == 1
     again.step()
     assert again.pending == 0 and again.result("a1") is not None
+
+
+def test_a_change_the_registry_refuses_is_logged_and_dropped_and_the_next_ones_are_applied(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The folder was restored from a backup that lacks version 2: retrying its rejection would fail at every step
+    (every batch of the flow) and hold up every later change, at every restart."""
+    reg = ModelRegistry(tmp_path)
+    reg.register("m", {"w": [1]}, reason="initial", champion=True)
+    outbox = RegistryOutbox(reg, "m")
+    outbox.submit("reject", version="2", reason="worse", action_id="r2")
+    outbox.submit("register", artifact={"w": [3]}, reason="trial", parent="7", action_id="a3")
+    outbox.submit("register", artifact={"w": [2]}, reason="trial", parent="1", action_id="a2")
+    outbox.step()
+    assert outbox.pending == 0 and [v.version for v in reg.versions("m")] == ["1", "2"]
+    assert "registry change reject of m refused, dropped: model 'm' has no version '2'" in caplog.text
+    with pytest.raises(RegistryError, match="parent version '7'"):  # the flow stops waiting for its version
+        outbox.result("a3")
+    assert outbox.result("a2").version == "2" and outbox.result("a3") is None

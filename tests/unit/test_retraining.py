@@ -211,3 +211,28 @@ def test_a_challenger_that_learned_outcomes_of_a_source_quarantined_during_its_t
     decision = ModelRegistry(tmp_path).history("clicks-trial")[-1]
     assert (decision["action"], decision["version"]) == ("rejected", "2") and proc.version == "1"
     assert "it learned outcomes of producer:bot, quarantined since" in decision["reason"]
+
+
+def test_a_registry_folder_restored_from_a_backup_refuses_changes_and_the_flow_goes_on(tmp_path, caplog) -> None:
+    """The registry's disk died and its folder came back from last night's backup, without the challenger on
+    trial: its rejection is refused for good. Kept at the head of the queue it failed every batch (each one
+    dead-lettered), at every restart; a refused registration left the flow waiting for a version for ever."""
+    folder, backup = tmp_path / "registry", tmp_path / "backup"
+    proc = _in_shadow(folder, [0.0, 1.0] * 5)
+    assert proc.challenger_version == "2"
+    ModelRegistry(backup).register("clicks-trial", {"w": [0.0]}, reason="initial model", champion=True)
+    shutil.rmtree(folder)
+    shutil.copytree(backup, folder)
+    proc.process([_imp(30 + i, 5.0 if i % 2 else 1.0) for i in range(10)])  # the trial ends: "reject 2" refused
+    assert proc.phase == "serving" and proc.outbox.pending == 0
+    assert "registry change reject of clicks-trial refused, dropped: model 'clicks-trial' has no version '2'" \
+        in caplog.text
+    proc.quiet_until = 0
+    proc.version = "7"  # serving a champion the backup does not know either: the next registration is refused
+    proc.process([Event("drift", "clicks-trial", {"event_id": "d-2", "model_name": "clicks-trial", "kind": "CONCEPT",
+                                                  "detector": "ours", "statistic": 0.5})])
+    proc.process([_imp(40 + i, 1.0) for i in range(10)])
+    assert proc.phase == "serving" and proc.outbox.pending == 0 and proc.challenger is None
+    assert "registry change register of clicks-trial refused, dropped: parent version '7'" in caplog.text
+    emitted = proc.process([_imp(50 + i, 1.0) for i in range(3)])
+    assert len([e for e in emitted if e.topic == "predictions"]) == 3

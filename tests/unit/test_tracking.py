@@ -57,6 +57,31 @@ def test_an_unreachable_server_skips_the_run_and_the_training_goes_on(monkeypatc
     assert "carrying on without it" in caplog.text
 
 
+@pytest.mark.integration
+def test_each_outage_of_the_store_is_warned_of_once(mlflow_server, monkeypatch, caplog) -> None:
+    """Warned of once per process, a second outage weeks after the first was silent: each one is heard, once."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    caplog.set_level(logging.WARNING, logger=tracking.log.name)
+
+    def train() -> bool:
+        with tracking.run("eddyline/outages", "fit", uri=mlflow_server.url) as r:
+            r.metrics({"loss": 1.0})
+        return r.active
+
+    mlflow_server.stop()
+    assert not train() and not train()
+    mlflow_server.start()
+    assert train()
+    mlflow_server.stop()
+    try:
+        assert not train() and not train()
+    finally:
+        mlflow_server.start()
+    said = [r.getMessage() for r in caplog.records if r.name == tracking.log.name]
+    assert [("down" if "start a run failed" in m else "back" if "answers again" in m else m) for m in said] == [
+        "down", "back", "down"]
+
+
 def test_the_edge_model_build_is_recorded(tmp_path: Path) -> None:
     pytest.importorskip("onnx")
     uri = tracking.embedded_uri(tmp_path / "store")
