@@ -145,6 +145,10 @@ class FlowSpec:
     arrays
         The engines decode arrays of numbers as numpy arrays for this flow's processors (lists where a message
         is left to fastavro, so processors accept both): for processors that compute on whole arrays.
+    redact
+        Takes what people said out of a text, as the flow's processors do before any output: dead letters are
+        kept for weeks and read by operators, so the engines pass those of inputs that carry speech (transcripts)
+        through it. A flow that reads such inputs must give it.
 
     Examples
     --------
@@ -176,6 +180,7 @@ class FlowSpec:
     key: Callable[[Event], str] = kafka_key
     sinks: list[Callable[[], Sink]] = field(default_factory=list)  # factories, called once per worker
     arrays: bool = False  # decode arrays of numbers as numpy arrays
+    redact: Callable[[str], str] | None = None  # what people said, out of a text: for dead letters of speech
 
 
 def run_local(spec: FlowSpec, events: Sequence[Event], processors: dict[str, Processor] | None = None) -> list[Emit]:

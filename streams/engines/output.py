@@ -5,10 +5,10 @@ those raises, and the list of topics a flow writes: Bytewax and Faust call the s
 dead-letter, encode and count identically, and a change here reaches both.
 
 Dead letters are kept for weeks and read by operators, so those of inputs that carry what people said (transcripts)
-are redacted as the flows' outputs are (``streams.flows.redaction``, configured in ``[audio]``): the letter is the
-event with its text redacted, still one to send again (the flows redact first, so it scores the same), and its error
-text is redacted too. The original bytes are not kept: the headers say where they are on the source topic, for as
-long as that topic keeps them; a letter whose bytes cannot be read to redact them keeps no value at all.
+are redacted as the flow's outputs are, by the flow's own ``FlowSpec.redact``: the letter is the event with its text
+redacted, still one to send again (the flows redact first, so it scores the same), and its error text is redacted
+too. The original bytes are not kept: the headers say where they are on the source topic, for as long as that topic
+keeps them; a letter whose bytes cannot be read to redact them keeps no value at all.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from connectors.kafka import KafkaSettings
 from connectors.prometheus import DLQ_EVENTS, END_TO_END_LATENCY, EVENTS_CONSUMED, EVENTS_EMITTED, metric
 from schemas import TRANSCRIPT, AvroSerde, RegistryUnavailableError, SchemaError
 from schemas.topics import dlq_topic
-from streams.flows.redaction import Redactor
 from streams.processor import SINK_ONLY, Emit, Event, FlowSpec, Processor
 
 __all__ = ["PROCESSING_FAILED", "Codec", "DeadLetter", "FlowOutput", "Message", "flow_topics", "flushed"]
@@ -196,11 +195,9 @@ class FlowOutput:
         self.positions: dict[tuple[str, int], int] = {}  # (logical topic, partition) -> next offset to take
         self._holds_back: bool | None = None
         self._spoken = {t: SPOKEN[e] for t, e in spec.inputs.items() if e in SPOKEN}  # logical topic -> its field
-        self._redactor: Redactor | None = None
-        if self._spoken:
-            from streams.flows.audio import AudioSettings
-
-            self._redactor = Redactor(AudioSettings().redaction())
+        if self._spoken and spec.redact is None:
+            raise ValueError(f"flow {spec.name} reads what people said ({', '.join(self._spoken)}) but gives no "
+                             "FlowSpec.redact: its dead letters would keep it")
 
     def holds_back(self, key: str) -> bool:
         """Whether the flow's processors hand anything on when their key leaves memory (they override
@@ -318,17 +315,17 @@ class FlowOutput:
 
     def _redacted(self, dead: DeadLetter) -> DeadLetter:
         """``dead`` with what people said redacted, where its topic carries that (see the module's docstring)."""
-        field = self._spoken.get(dead.topic)
-        if field is None or self._redactor is None:
+        field, redact = self._spoken.get(dead.topic), self.spec.redact
+        if field is None or redact is None:
             return dead
         event_type, serde = self.spec.inputs[dead.topic], self.codec.serde
         try:
             record = serde.decode(dead.value or b"", event_type, check=False)
-            record[field] = self._redactor.redact(record[field])[0]
+            record[field] = redact(record[field])
             value: bytes | None = serde.encode(event_type, record, topic=self.settings.topic(dead.topic), check=False)
         except Exception:  # unreadable (or not Avro: see ``reencoded``): nothing of it may go
             value = None
-        return replace(dead, value=value, error=self._redactor.redact(dead.error)[0])
+        return replace(dead, value=value, error=redact(dead.error))
 
     def reencoded(self, event: Event) -> tuple[bytes | None, bytes]:
         """An event's key and value as its input topic carries them (the value as JSON when it cannot be encoded),

@@ -184,7 +184,8 @@ class SentimentTracker:
         for t, p, e in zip(fresh, model.predict(texts), emotion.predict(texts), strict=True):
             self.scores = (self.scores + [p.score])[-self.config.policy.window :]
             rolling = sum(self.scores) / len(self.scores)
-            self.last = {"event_id": t["event_id"], "event_time": t["event_time"], "segment": t["segment"]}
+            if self.last is None or t["segment"] > self.last["segment"]:  # a late segment is no newer
+                self.last = {"event_id": t["event_id"], "event_time": t["event_time"], "segment": t["segment"]}
             out.append(self._score_event(t, p, e, rolling, model.name, emotion.name))
             out.extend(self._alerts(t, rolling))
             out.extend(self.router.update(t, rolling, e.label, e.words, emotion.name))
@@ -508,12 +509,8 @@ class AudioSettings(Section):
     def flow_config(self) -> AudioFlowConfig:
         return AudioFlowConfig(speech_backend=self.speech_backend, speech_model=self.speech_model,
                                sentiment_model=self.sentiment_model, emotion_model=self.emotion_model,
-                               redaction=self.redaction(), routing=RoutingSettings().policy())
-
-    def redaction(self) -> RedactionConfig:
-        """What is redacted from transcripts, by the flows and from the dead letters of transcripts they read
-        (``streams.engines.output``) alike."""
-        return RedactionConfig(enabled=self.redact, patterns=self.redact_patterns)
+                               redaction=RedactionConfig(enabled=self.redact, patterns=self.redact_patterns),
+                               routing=RoutingSettings().policy())
 
 
 def audio_flow(config: AudioFlowConfig | None = None, sinks: list | None = None) -> FlowSpec:
@@ -546,7 +543,8 @@ def sentiment_flow(config: AudioFlowConfig | None = None, sinks: list | None = N
     config, sinks
         As for ``audio_flow``.
     """
-    params = (config or AudioFlowConfig()).to_dict()
+    config = config or AudioFlowConfig()
+    params, redactor = config.to_dict(), Redactor(config.redaction)
     return FlowSpec(
         name=TRANSCRIPT_FLOW,
         inputs={TRANSCRIPTS_TOPIC: TRANSCRIPT},
@@ -554,4 +552,5 @@ def sentiment_flow(config: AudioFlowConfig | None = None, sinks: list | None = N
         make_processor=lambda conversation: SentimentProcessor(conversation, params),
         key=lambda event: event.record["conversation_id"],
         sinks=list(sinks or []),
+        redact=lambda text: redactor.redact(text)[0],  # its dead letters keep no more than its outputs
     )

@@ -296,3 +296,15 @@ def test_a_transcript_conversation_evicted_while_negative_resolves_its_alert_and
         ("routing", "keep"), ("alerts", "RESOLVED"), ("alerts", "RESOLVED")]  # the escalation's, and the sentiment's
     again = decode_processor(encode_processor(restored, "c"), SentimentProcessor("c", CONFIG.to_dict()))
     assert sentiment_alerts(again.flush()) == []
+
+
+def test_a_call_ends_after_its_newest_segment_though_a_late_one_was_scored_last():
+    """A late segment, scored after later ones, dated and numbered the call's end before the alert it resolved."""
+    proc = SentimentProcessor("c", CONFIG.to_dict())
+    emits = proc.process([transcript("c", i, t) for i, t in [(0, "hello"), (2, "this is awful, I am furious"),
+                                                              (3, "terrible, the worst, I am so angry")]])
+    emits += proc.process([transcript("c", 1, "ok")])  # its gap was skipped: scored late
+    assert [a["status"] for a in sentiment_alerts(emits)] == ["OPENED"]
+    ended = proc.flush()
+    assert {(r["event_time"], int(r["details"]["segment"])) for r in by_topic(ended, "alerts")} == {(3000, 3)}
+    assert [(r["segment"], r["action"]) for r in by_topic(ended, "routing")] == [(3, "keep")]

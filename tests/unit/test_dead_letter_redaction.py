@@ -4,6 +4,7 @@ went to ``dlq.transcripts`` with the card number, phone number and e-mail addres
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from streams.engines import bytewax
 from streams.engines.faust import _FlowRunner
 from streams.engines.output import PROCESSING_FAILED, FlowOutput
 from streams.flows.audio import AudioFlowConfig, sentiment_flow
+from streams.flows.redaction import RedactionConfig
 from streams.processor import Event
 from tests.unit.test_engine_faust import _Producer, _StoreTable
 
@@ -66,3 +68,16 @@ def test_an_invalid_transcript_is_dead_lettered_redacted_and_an_unreadable_one_k
     assert unreadable.value is None and unreadable.reason != "invalid"
     letter = output.dead_letter(unreadable)
     assert dlq_info(letter.headers)["offset"] == "8", "where the original is, on the source topic"
+
+
+def test_a_dead_letter_is_redacted_with_the_flows_own_redaction_and_a_flow_reading_speech_must_give_one() -> None:
+    """The engine redacted with the [audio] settings it read itself: a flow built to redact account numbers dead-
+    lettered them in clear."""
+    spec = sentiment_flow(AudioFlowConfig(sentiment_model="/no/such/model",
+                                          redaction=RedactionConfig(patterns=[r"acct-\d+"])))
+    output = FlowOutput(spec, SETTINGS)
+    [(record, info)] = letters_of(output.processing_failed([transcript(9, text="my account is ACCT-991")],
+                                                           RuntimeError("ACCT-991 refused"), output.reencoded))
+    assert (record["text"], info["error"]) == ("my account is [REDACTED]", "RuntimeError: [REDACTED] refused")
+    with pytest.raises(ValueError, match="FlowSpec.redact"):
+        FlowOutput(replace(spec, redact=None), SETTINGS)
