@@ -20,8 +20,10 @@ already closed are late: they are counted, in the ``late_events`` field of the n
 that version, never silently dropped.
 
 A model that stops predicting (at night, or retired) moves neither clock, so its last windows would wait for traffic
-that may never come; when the engine evicts its idle key (``flush``) they close as they stand, their predictions still
-without feedback counted missing, and whatever comes for them later is late, so no window is emitted twice.
+that may never come; when the engine evicts its idle key (``flush``) those before the first prediction still waiting
+for its feedback close as they stand, and whatever comes for them later is late, so no window is emitted twice. The
+window of a prediction still waiting stays open: a model that predicts less often than the idle eviction gets its
+feedback after it.
 
 Delivery is at least once: a producer's replay after a crash sends the same predictions and feedback again (same
 ids). Each open window remembers the ids of its predictions (and which are labelled), forgotten when it closes, so a
@@ -192,13 +194,13 @@ class QualityProcessor(Processor):
 
     def flush(self) -> list[Emit]:
         """A silent model's open windows would be emitted only when it predicts again, if ever, or be lost with its
-        key's state: they close now, as the clocks reaching them would close them."""
+        key's state: those before the first prediction still waiting for its feedback close now, as the clocks
+        reaching them would close them. That one and later ones wait on: a model that predicts less often than the
+        engine's idle eviction gets its feedback after it, and closing them would count every label late."""
         if not self.windows:
             return []
-        for p in self.preds.values():
-            self.windows[f"{p['version']}|{p['start']}"]["missing"] += 1
-        self.preds.clear()
         end = max(_start_of(k) for k in self.windows) + self.window_ms
+        end = min([end, *(p["start"] for p in self.preds.values())])
         out = self._close(end)
         self.closed_before = max(self.closed_before, end)
         return out
