@@ -6,8 +6,9 @@ handful of times. Ours turns the stream into a few dense, smoothed statistics th
 event (how popular the item is, how often it is liked, how often this user likes things, how much this
 user likes the item's genres) and learns how to weigh them, so every event teaches every user and item.
 State is plain dicts and arrays: it snapshots to data and a restart resumes exactly. Memory follows the users
-who are active: past ``max_users``, the least recently active user's statistics are forgotten, and that user
-is scored like a new one again (the global prior).
+and items that are active: past ``max_users``, the least recently active user's statistics are forgotten, and that
+user is scored like a new one again (the global prior); past ``max_items``, the least recently active item's, so a
+catalogue that churns (listings, articles, ads) does not grow the state with every item it ever had.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ FEATURES = (
 # when the traffic does (other users, other items, other tastes).
 DRIFT_FEATURES = ("item_rate", "user_rate", "genre_affinity", "item_rating", "user_rating")
 MAX_USERS = 100_000  # users whose own statistics a click model keeps by default
+MAX_ITEMS = 100_000  # and items
 
 
 def _logit(p: float) -> float:
@@ -142,6 +144,9 @@ class ClickModel:
         Users whose own statistics are kept; past it the least recently active one's are forgotten, so that
         months of new users do not grow the state. ``users.n`` runs from the least recently active user to the
         most, and so does a snapshot's.
+    max_items
+        Items whose statistics are kept, as for users; a forgotten item is scored like a new one, and the
+        recommendations (over the items the model knows) leave it out until it is interacted with again.
 
     Examples
     --------
@@ -156,10 +161,11 @@ class ClickModel:
     True
     """
 
-    def __init__(self, lr: float = 0.05, l2: float = 1e-5, max_users: int = MAX_USERS) -> None:
-        if max_users < 1:
-            raise ValueError(f"max_users must be at least 1, not {max_users}")
-        self.lr, self.l2, self.max_users = lr, l2, max_users
+    def __init__(self, lr: float = 0.05, l2: float = 1e-5, max_users: int = MAX_USERS,
+                 max_items: int = MAX_ITEMS) -> None:
+        if max_users < 1 or max_items < 1:
+            raise ValueError(f"max_users and max_items must be at least 1, not {max_users} and {max_items}")
+        self.lr, self.l2, self.max_users, self.max_items = lr, l2, max_users, max_items
         self.logit = OnlineLogit(len(FEATURES), lr=lr, l2=l2)
         self.items, self.users, self.user_genres = _Counts(), _Counts(), _Counts()
         self.item_genres: dict[str, list[str]] = {}
@@ -167,7 +173,7 @@ class ClickModel:
         self._genres_of: dict[str, set[str]] = {}  # user -> genres of their user_genres keys, forgotten with them
 
     def params(self) -> dict[str, Any]:
-        return {"lr": self.lr, "l2": self.l2, "max_users": self.max_users}
+        return {"lr": self.lr, "l2": self.l2, "max_users": self.max_users, "max_items": self.max_items}
 
     def features(self, user: str, items: Sequence[str], genres: Sequence[Sequence[str]] | None = None) -> np.ndarray:
         """One row per candidate item, columns ``FEATURES``; genres default to those seen with the item.
@@ -251,6 +257,7 @@ class ClickModel:
         self.logit.learn(x, np.array([label]))
         if genres:
             self.item_genres[item] = list(genres)
+        self.items.n[item] = self.items.n.pop(item, 0.0)  # to the most recently active end
         self.items.add(item, label, rating)
         self.users.n[user] = self.users.n.pop(user, 0.0)  # to the most recently active end
         self.users.add(user, label, rating)
@@ -267,6 +274,10 @@ class ClickModel:
             self.users.drop(user)
             for g in self._genres_of.pop(user, ()):
                 self.user_genres.drop(f"{user}|{g}")
+        while len(self.items.n) > self.max_items:
+            item = next(iter(self.items.n))
+            self.items.drop(item)
+            self.item_genres.pop(item, None)
 
     def snapshot(self) -> dict[str, Any]:
         return {"logit": self.logit.snapshot(), "items": self.items.snapshot(), "users": self.users.snapshot(),
@@ -282,7 +293,7 @@ class ClickModel:
         for key in self.user_genres.n:
             user, _, g = key.rpartition("|")  # genres never hold "|" (events carry them "|"-separated); users may
             self._genres_of.setdefault(user, set()).add(g)
-        self._bound()  # a state saved under a larger cap, or before there was one, keeps its most recent users
+        self._bound()  # a state saved under a larger cap, or before there was one, keeps its most recent ones
 
 
 class PopularityModel:

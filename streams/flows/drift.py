@@ -12,10 +12,13 @@ CUSUM + ADWIN; ``adwin`` and ``page_hinkley`` are river's).
 A model without feedback (no ground truth, or a labeller down for a day) would keep every prediction
 waiting: as in the quality flow, after ``stall_after`` predictions in a row without any feedback the
 feedback stream counts as stalled, its clock is brought up to the predictions', and waiting predictions
-give up on it. Delivery is at least once, so a prediction or feedback may come twice (a producer's
-replay): the ids of joined predictions are remembered while a repeat could still join, and repeats are
-counted (``duplicates``), never joined or fed to a monitor again. A NaN or infinite feature value
-(refused by validation, so only from inputs that skip it) is counted in ``bad_values`` and left out.
+give up on it. The other way round too: after ``stall_after`` feedback events in a row without a prediction
+(a model retired while its labels still come, a labeller writing under a name no model predicts for), the
+predictions stream counts as stalled and waiting feedback gives up on its prediction, where it waited for ever.
+Delivery is at least once, so a prediction or feedback may come twice (a producer's replay): the ids of joined
+predictions are remembered while a repeat could still join, and repeats are counted (``duplicates``), never joined
+or fed to a monitor again. A NaN or infinite feature value (refused by validation, so only from inputs that skip
+it) is counted in ``bad_values`` and left out.
 
 Which features: by default, for a model listed in ``MODEL_FEATURES``, only those its module says are
 worth watching (for the click model: the smoothed rates and ratings, not the log counts, which grow with
@@ -26,9 +29,11 @@ would otherwise grow a monitor, and state, per name; values of the others are co
 
 Each detection is a ``drift`` event and an ``alerts`` record. Alerts follow incidents: the first drift
 of a subject (a feature, or the model's errors) opens one, a drift while it is open updates it, and
-``resolve_after`` quiet checks in a row resolve it. Ids derive from the input event that caused them
-(the alert key from the drift that opened the incident), so a replay repeats them and sinks drop the
-repeats.
+``resolve_after`` quiet checks in a row resolve it. Ids derive from the input event that caused them (the alert key
+from the drift that opened the incident), so a replay repeats them and sinks drop the repeats. A model that stops
+predicting (retired) has no more checks, so its open incidents stay open until someone resolves them: resolving
+them when its key leaves memory for being idle would also resolve, and page again, the drift of a model that
+predicts less often than ``[runtime] idle_evict_s`` (a nightly batch).
 """
 
 from __future__ import annotations
@@ -80,7 +85,8 @@ class DriftSettings(Section):
     p_threshold: float = Field(1e-4, ge=0, description="KS p-value under which it counts as drift.")
     max_wait_ms: int = Field(3_600_000, ge=0, description="Event time a prediction waits for its feedback.")
     stall_after: int = Field(10_000, gt=0, description="Predictions in a row without feedback after which the "
-                             "feedback stream counts as stalled and waiting predictions give up on it.")
+                             "feedback stream counts as stalled and waiting predictions give up on it; and feedback "
+                             "in a row without predictions, the other way round.")
     resolve_after: int = Field(10, gt=0, description="Quiet checks in a row that resolve an incident.")
 
     @field_validator("settle")
@@ -118,7 +124,8 @@ class DriftProcessor(Processor):
         Event time a prediction waits for its feedback (and feedback for its prediction) before it
         counts as unmatched.
     stall_after
-        Predictions in a row without any feedback after which the feedback stream counts as stalled.
+        Predictions in a row without any feedback after which the feedback stream counts as stalled; and
+        feedback in a row without any prediction, the predictions stream.
     resolve_after
         Quiet checks in a row that resolve an open incident; at least 1.
     threshold
@@ -169,6 +176,8 @@ class DriftProcessor(Processor):
         self.unmatched = {"predictions": 0, "feedback": 0}
         self.unanswered_run = 0  # predictions since the last feedback event
         self.stalled_at = 0  # the prediction clock when the feedback stream last counted as stalled
+        self.unpredicted_run = 0  # feedback events since the last prediction
+        self.predictions_stalled_at = 0  # the feedback clock when the predictions stream last counted as stalled
         self.joined: dict[str, int] = {}  # prediction id -> its time, once joined: a repeat is not joined again
         # (time, id) of preds, early and joined, soonest first, so that expiry looks only at what expires;
         # an entry whose id has left its table (or come back with another time) is skipped
@@ -194,8 +203,12 @@ class DriftProcessor(Processor):
             self.stream_time[side] = max(self.stream_time[side], t)
             if side == "feedback":
                 self.unanswered_run = 0
+                self.unpredicted_run += 1
+                if self.unpredicted_run >= self.stall_after:
+                    self.predictions_stalled_at = self.stream_time["feedback"]
                 joined = self._feedback(rec)
             else:
+                self.unpredicted_run = 0
                 self.unanswered_run += 1
                 if self.unanswered_run >= self.stall_after:
                     self.stalled_at = self.stream_time["predictions"]
@@ -313,9 +326,10 @@ class DriftProcessor(Processor):
         the other way round: the two topics are read at their own pace, so neither's clock rules alone. A joined
         id is kept until both clocks are past it by the wait: a repeat after that would have given up anyway."""
         feedback_time = max(self.stream_time["feedback"], self.stalled_at)
+        predictions_time = max(self.stream_time["predictions"], self.predictions_stalled_at)
         self.unmatched["predictions"] += self._drop("preds", feedback_time - self.max_wait_ms)
-        self.unmatched["feedback"] += self._drop("early", self.stream_time["predictions"] - self.max_wait_ms)
-        self._drop("joined", min(self.stream_time["predictions"], feedback_time) - self.max_wait_ms)
+        self.unmatched["feedback"] += self._drop("early", predictions_time - self.max_wait_ms)
+        self._drop("joined", min(predictions_time, feedback_time) - self.max_wait_ms)
 
     def _drop(self, name: str, horizon: int) -> int:
         """Remove the entries of ``preds``, ``early`` or ``joined`` older than ``horizon``; how many there were."""
@@ -360,11 +374,14 @@ class DriftProcessor(Processor):
         inc["quiet"] = inc.get("quiet", 0) + 1
         if inc["quiet"] < self.resolve_after:
             return []
-        del self.incidents[subject]
+        return [self._resolve(subject, t, source_id, f"No more drift in {self.model_name} ({subject}) after "
+                              f"{inc['count']} detection(s)")]
+
+    def _resolve(self, subject: str, t: int, cause: str, summary: str) -> Emit:
+        inc = self.incidents.pop(subject)
         kind = "CONCEPT" if subject == CONCEPT else "DATA"
-        return [self._alert(inc, "RESOLVED", t, f"No more drift in {self.model_name} ({subject}) after "
-                            f"{inc['count']} detection(s)", None, kind, {"subject": subject, "kind": kind,
-                                                                          "resolved_by": source_id})]
+        return self._alert(inc, "RESOLVED", t, summary, None, kind, {"subject": subject, "kind": kind,
+                                                                     "resolved_by": cause})
 
     def _alert(self, inc: dict[str, Any], status: str, t: int, summary: str, value: float | None, kind: str,
                details: dict[str, str]) -> Emit:
@@ -385,6 +402,7 @@ class DriftProcessor(Processor):
             "errors_start": self.errors_start, "errors_end": self.errors_end, "last_errors": list(self.last_errors), "errors_sum": self.errors_sum, "preds": self.preds, "early": self.early,
             "incidents": self.incidents, "max_time": self.max_time, "stream_time": self.stream_time, "unmatched": self.unmatched,
             "unanswered_run": self.unanswered_run, "stalled_at": self.stalled_at, "joined": self.joined,
+            "unpredicted_run": self.unpredicted_run, "predictions_stalled_at": self.predictions_stalled_at,
             "duplicates": self.duplicates, "bad_values": self.bad_values, "unmonitored": self.unmonitored,
         }
 
@@ -405,6 +423,8 @@ class DriftProcessor(Processor):
         self.unmatched = dict(state["unmatched"])
         # fields a state from before stalls and repeats were noticed lacks
         self.unanswered_run, self.stalled_at = int(state.get("unanswered_run", 0)), int(state.get("stalled_at", 0))
+        self.unpredicted_run = int(state.get("unpredicted_run", 0))
+        self.predictions_stalled_at = int(state.get("predictions_stalled_at", 0))
         self.joined = {str(k): int(v) for k, v in state.get("joined", {}).items()}
         self._due = {"preds": [(p["time"], k) for k, p in self.preds.items()],
                      "early": [(f["time"], k) for k, f in self.early.items()],

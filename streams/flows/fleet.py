@@ -25,11 +25,15 @@ latest timestamps of the devices that are not silent: the largest once the top `
 the top share aside means a few devices with clocks far ahead (possible only where the broker keeps create
 times) cannot make the rest look silent; taking a high quantile rather than a median means the clock keeps
 moving when many devices stop at once (a site losing its link), which is when the alerts matter. Event time
-rather than wall time, so a replay after a crash gives the same alerts. The honest limits: when the whole
-fleet (or every device of a shard) goes silent, the clock stops and no silence alert opens (the operator's
-wall-clock view, ``eddyline edge status``, still shows every device's age); on a broker that keeps create
-times, in a fleet under ten devices one device with a clock far ahead makes the others look silent. A device
-is heard at the fleet clock of its arrival, so a device whose own clock lags behind is not called silent.
+rather than wall time, so a replay after a crash gives the same alerts. A leap of the clock longer than the
+device that made it may be silent (nobody heard meanwhile: the broker or the network down, or a device's clock
+put far ahead on a broker that keeps create times) is nobody's silence: every device's silence so far carries
+over the gap, so a fleet back from an hour-long outage pages only for the devices that do not come back. The
+honest limits: when the whole fleet (or every device of a shard) goes silent, the clock stops and no silence
+alert opens (the operator's wall-clock view, ``eddyline edge status``, still shows every device's age); on a
+broker that keeps create times, in a fleet under ten devices the clock follows a device with a clock far ahead,
+and stops if that clock is set back, until the others catch up. A device is heard at the fleet clock of its
+arrival, so a device whose own clock lags behind is not called silent.
 
 State key: ``fleet`` by default (one processor sees the whole fleet, so one live device moves the clock for
 all); ``shards`` > 1 splits the fleet by a stable hash of the device id, each shard with its own clock
@@ -239,7 +243,9 @@ class FleetProcessor(Processor):
                 self._live.pop(bisect.bisect_left(self._live, dev["t"]))
             bisect.insort(self._live, t)
             top = len(self._live) - 1
-            self.clock = max(self.clock, self._live[top - int(top * self.clock_ignore_share)])
+            before, self.clock = self.clock, max(self.clock, self._live[top - int(top * self.clock_ignore_share)])
+            if self.clock - before >= 1000 * max(self.silent_after_s, self.silent_beats * float(rec["interval_s"])):
+                self._outage(self.clock - before)
             out.extend(self._heard(device, dev, rec, t))
             heapq.heappush(self._due, (dev["heard"] + self.silent_after_ms(dev), device, dev["heard"]))
             if self.clock - self.scanned >= _SCAN_EVERY_MS:
@@ -378,6 +384,26 @@ class FleetProcessor(Processor):
                 out.extend(self._forget_device(device, dev))
         return out
 
+    def _outage(self, gap: int) -> None:
+        """The fleet clock leapt by ``gap``, long enough for the device that moved it to count as silent itself:
+        nobody was heard meanwhile (a broker or network outage, the platform down, a clock put forward), so the gap
+        counts as silence for no one. Judged after it, every device would be silent at once, and each alert resolved
+        as it reconnects: a page per device for one outage. A device silent already keeps its silence's start."""
+        for dev in self.devices.values():
+            if "silent" not in dev["incidents"]:
+                dev["heard"] += gap
+        self._index()
+
+    def _index(self) -> None:
+        """The due times of silence and of forgetting, from the devices' state."""
+        self._due = [(d["heard"] + self.silent_after_ms(d), k, d["heard"]) for k, d in self.devices.items()
+                     if "silent" not in d["incidents"]]
+        heapq.heapify(self._due)
+        self._forget = []
+        for k, d in self.devices.items():
+            if "silent" in d["incidents"]:
+                self._forget_later(k, d)
+
     def _forget_later(self, device: str, dev: dict[str, Any]) -> None:
         if self.forget_after_s > 0:
             heapq.heappush(self._forget, (dev["heard"] + 1000 * self.forget_after_s, device, dev["heard"]))
@@ -443,14 +469,8 @@ class FleetProcessor(Processor):
                 d["incidents"]["errors"].setdefault("quiet", quiet)
         self.classes = {k: dict(v) for k, v in state.get("classes", {}).items()}
         self.clock, self.scanned, self.summarised = int(state["clock"]), int(state["scanned"]), int(state["summarised"])
-        live = [(k, d) for k, d in self.devices.items() if "silent" not in d["incidents"]]
-        self._live = sorted(d["t"] for _, d in live)
-        self._due = [(d["heard"] + self.silent_after_ms(d), k, d["heard"]) for k, d in live]
-        heapq.heapify(self._due)
-        self._forget = []
-        for k, d in self.devices.items():
-            if "silent" in d["incidents"]:
-                self._forget_later(k, d)
+        self._live = sorted(d["t"] for d in self.devices.values() if "silent" not in d["incidents"])
+        self._index()
 
 
 STATE_FIELDS = ("seq", "interval_s", "buffer_depth", "buffer_readings", "buffer_oldest_age_s", "send_rate",

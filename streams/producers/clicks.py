@@ -10,6 +10,7 @@ round): a concept drift at a known point, for the demo and the tests of drift an
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -84,6 +85,7 @@ def produce_clicks(
     rate: float = 0.0,
     invert_after: int | None = None,
     on_progress: Callable[[ClickReplayStats], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> ClickReplayStats:
     """Publish ``count`` ratings (all by default) from the ``skip``-th on, at ``rate`` ratings per second
     (0: as fast as the broker takes them); returns what was sent, once the broker has it all.
@@ -98,6 +100,8 @@ def produce_clicks(
         Ratings per second; 0 for as fast as possible.
     on_progress
         Called now and then with the stats so far.
+    stop
+        Set, it ends the replay early (between two ratings); what was sent is flushed and counted all the same.
     """
     from connectors.movielens import click_events
 
@@ -106,15 +110,15 @@ def produce_clicks(
     ratings = replay_ratings(count=count, skip=skip, invert_after=invert_after)
     create_topics(settings, [TOPIC, dlq_topic(TOPIC)])
     stats = ClickReplayStats()
+    stop = stop or threading.Event()
     start = time.monotonic()
     last_progress = 0.0
     with EventProducer(settings) as producer:
         for rating, events in ((r, list(click_events([r]))) for r in ratings):
             if rate > 0:
-                due = start + stats.ratings / rate
-                now = time.monotonic()
-                if due > now:
-                    time.sleep(due - now)
+                stop.wait(start + stats.ratings / rate - time.monotonic())
+            if stop.is_set():
+                break
             for rec in events:
                 producer.produce(TOPIC, CLICK, rec, key=rec["user_id"])
                 if rec["action"] == "IMPRESSION":
@@ -141,7 +145,10 @@ def command(
     """Replay the MovieLens ratings to the clicks topic as impressions and clicks, in event-time order."""
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+    from streams.producers import stop_on_signal
+
+    with (stop_on_signal() as stop,
+          Progress(TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar):
         task = bar.add_task("replaying")
 
         def show(s: ClickReplayStats) -> None:
@@ -149,6 +156,8 @@ def command(
                                          f"{s.clicks} clicks")
 
         stats = produce_clicks(KafkaSettings(), count=count, skip=skip, rate=rate, invert_after=invert_after,
-                               on_progress=show)
+                               on_progress=show, stop=stop)
+    if stop.is_set():
+        typer.echo("produce clicks stopped", err=True)
     typer.echo(f"produced {stats.events} click events ({stats.impressions} impressions, {stats.clicks} clicks) "
                f"from {stats.ratings} ratings", err=True)

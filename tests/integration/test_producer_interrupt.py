@@ -75,3 +75,16 @@ def test_ctrl_c_ends_produce_audio_with_its_count_and_every_chunk_counted_sent(k
     chunks = int(summary.group(1))
     assert 3 <= chunks < 24  # stopped before the end of the call's 4.7 s
     assert len(read_topic(kafka_settings, "audio.chunks", timeout=60, idle=3)) == chunks
+
+
+def test_ctrl_c_ends_produce_clicks_with_its_summary_and_every_event_counted_sent(
+    kafka_settings: KafkaSettings,
+) -> None:
+    code, out = _interrupt(kafka_settings, ["produce", "clicks", "--rate", "200"], "clicks", started=50)
+    assert code == 0, out[-3000:]
+    assert "Traceback" not in out and "produce clicks stopped" in out, out[-3000:]
+    summary = re.search(r"produced (\d+) click events \((\d+) impressions, (\d+) clicks\) from (\d+) ratings", out)
+    assert summary, out[-3000:]
+    events, impressions, _, ratings = map(int, summary.groups())
+    assert 50 <= events and impressions == ratings < 100_000  # stopped long before the end of the replay
+    assert len(read_topic(kafka_settings, "clicks", timeout=60, idle=3)) == events

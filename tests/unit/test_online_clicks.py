@@ -134,3 +134,22 @@ def test_movielens_replay_loads_offline_in_event_time() -> None:
     assert len(clicks) == sum(r.liked for r in ratings[:50])
     assert len({e["event_id"] for e in events}) == len(events)
     assert list(click_events(ratings[:50])) == events
+
+
+def test_a_click_model_keeps_statistics_of_at_most_max_items_however_many_items_the_catalogue_churns_through() -> None:
+    """A catalogue of listings or articles brings new items every day: the state follows the active ones."""
+    model = ClickModel(max_items=3)
+    for item in ["a", "b", "c", "a", "d"]:  # a is active again before d arrives: b goes
+        model.learn("u1", item, 1.0, genres=("Drama",), rating=5.0)
+    assert list(model.items.n) == ["c", "a", "d"] and sorted(model.item_genres) == ["a", "c", "d"]
+    model.learn("u2", "b", 0.0)  # b is new again: no genres remembered, c goes
+    assert list(model.items.n) == ["a", "d", "b"] and sorted(model.item_genres) == ["a", "d"]
+    assert np.array_equal(model.features("u1", ["c"]), model.features("u1", ["never-seen"]))
+    for items in (100, 5000):
+        big = ClickModel(max_items=100)
+        for i in range(items):
+            big.learn(f"u{i % 7}", f"item-{i}", float(i % 2), genres=("News",))
+        assert (len(big.items.n), len(big.item_genres)) == (100, 100)
+    smaller = ClickModel(max_items=2)
+    smaller.restore(model.snapshot())  # a state saved under a larger cap keeps its most recent items
+    assert list(smaller.items.n) == ["d", "b"] and sorted(smaller.item_genres) == ["d"]
