@@ -23,6 +23,7 @@ from edge_agent.deadletters import DeadLetterFile, dead_letter_path
 from edge_agent.health import CpuMeter, Heartbeat, health_record, process_rss_bytes
 from edge_agent.sender import Sender
 from edge_agent.sources import Chunk, Source, build_source
+from edge_agent.sources.base import LogLimit
 from schemas.catalog import DEVICE_HEALTH, SENSOR_BATCH
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from edge_agent.settings import EdgeSettings
 
 log = logging.getLogger("edge_agent")
-
-_ERROR_LOG_EVERY_S = 60.0
 
 
 class Agent:
@@ -90,7 +89,7 @@ class Agent:
         self.errors = 0
         self.unencodable = 0  # batches that could not be encoded or split to fit a message: dead-lettered
         self._stop = False
-        self._last_error_log: dict[str, float] = {}
+        self._error_log = LogLimit()
         self._cpu = CpuMeter()
         self._hb_acked = 0
         self._hb_time = time.monotonic()
@@ -282,9 +281,7 @@ class Agent:
 
     def _error(self, where: str, exc: BaseException) -> None:
         self.errors += 1
-        now = time.monotonic()
-        if now - self._last_error_log.get(where, -math.inf) >= _ERROR_LOG_EVERY_S:
-            self._last_error_log[where] = now
+        if self._error_log.due(where):
             log.warning("%s: %s (errors so far: %d; repeats are logged once a minute)", where, exc, self.errors)
 
     def heartbeat(self) -> Heartbeat:

@@ -22,6 +22,10 @@ started. A file found damaged at start, or missing, numbers from ``RESTART_JUMP`
 in a small file beside the buffer (``<stem>.seq-mark``, written ``MARK_AHEAD`` numbers ahead, so rarely), or
 above the clock in microseconds if that is higher: a device without a real-time clock may read 1970 right after
 boot, and must never reuse a number it sent before.
+
+A batch's age is the wall clock minus its stamp. When the wall clock steps (NTP setting that 1970 device to today),
+the stamps of the batches this process stored before the step move with it, so the heartbeat never reports a
+batch 56 years old.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ _CORRUPT, _FULL, _NOTADB = 11, 13, 26  # SQLite's primary result codes
 _IOERR_SHMSIZE = 4874  # the extended code when the shared-memory file cannot grow: the disk is full
 _FULL_RETRY_S = 10.0  # how often an agent started on a full disk tries again to open the buffer
 _MAX_VARS = 10_000  # host parameters per statement, well under SQLite's limit
+_STEP_S = 60.0  # the wall clock moving this much apart from the boot clock between two looks is a step, not drift
+_BOOT_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)  # never stepped, and counts a suspend
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -121,7 +127,10 @@ class DiskBuffer:
                 raise BufferError(
                     f"cannot open the buffer {self.path}: {exc}; check its permissions and disk"
                 ) from None
-            self._db = self._replace_corrupt(sync, exc, max(self._mark + RESTART_JUMP, time.time_ns() // 1000))
+            start = max(self._mark + RESTART_JUMP, time.time_ns() // 1000)
+            self._db = self._replace_corrupt(sync, exc, start, wait=True)
+        self._stamped_from = self._next_seq  # this process stamps the batches from here: a clock step moves them
+        self._clock_gap = _clock_gap()
 
     # -- opening --------------------------------------------------------------------------------------
     def _open(self, sync: str, seq_start: int = 0, check: bool = False) -> sqlite3.Connection:
@@ -188,9 +197,10 @@ class DiskBuffer:
         if self._next_seq > self._mark:
             self._write_mark(self._next_seq + MARK_AHEAD)
 
-    def _replace_corrupt(self, sync: str, exc: Exception, start: int) -> sqlite3.Connection:
+    def _replace_corrupt(self, sync: str, exc: Exception, start: int, wait: bool = False) -> sqlite3.Connection:
         """Keep the damaged file for inspection and start anew at ``start``, past anything numbered before. Only the
-        latest damaged file is kept: a failing card would otherwise fill its disk with them, one a damage."""
+        latest damaged file is kept: a failing card would otherwise fill its disk with them, one a damage. ``wait``
+        (at start): for room on a full disk, like any start."""
         older = list(self.path.parent.glob(glob.escape(self.path.name) + ".corrupt-*"))
         for old in older:
             old.unlink(missing_ok=True)
@@ -203,7 +213,7 @@ class DiskBuffer:
             "buffer %s is damaged (%s); moved to %s (%d files of an earlier damage removed), new sequence numbers "
             "start at %d", self.path, exc, aside, len(older), start
         )
-        return self._open(sync, seq_start=start)
+        return self._open_when_room(sync, start, False) if wait else self._open(sync, seq_start=start)
 
     def _recover(self, exc: sqlite3.DatabaseError) -> None:
         """Damage found while running: the agent goes on with a new file, numbering on from where it was. Any other
@@ -259,6 +269,7 @@ class DiskBuffer:
         """Store a sealed batch; False when the size policy or a full disk refused it (it is counted as dropped)."""
         if seq != self._next_seq:
             raise ValueError(f"batch carries seq {seq}, the buffer expects {self._next_seq}")
+        self._follow_clock()  # before this batch is stamped with the new time
         try:
             return self._append(seq, payload, readings, event_time)
         except sqlite3.DatabaseError as exc:
@@ -305,6 +316,17 @@ class DiskBuffer:
         if self._full_since is not None:
             log.warning("the disk has room again after %.0f s; buffering resumed", time.monotonic() - self._full_since)
             self._full_since = None
+
+    def _follow_clock(self) -> None:
+        """Move the stamps made before a step of the wall clock by the step: batches stored while a device without
+        a real-time clock read 1970 would otherwise be 56 years old once NTP sets it. Slow drift is the clock's own
+        and stays; on a full disk the stamps stay as they were, and only the age shown is wrong."""
+        gap = _clock_gap()
+        step, self._clock_gap = gap - self._clock_gap, gap
+        if abs(step) >= _STEP_S and self._next_seq > self._stamped_from:
+            moved = self._try_write("UPDATE batches SET created=created+? WHERE seq >= ?", (step, self._stamped_from))
+            log.warning("the wall clock stepped by %+.0f s; the stamps of batches stored since seq %d %s", step,
+                        self._stamped_from, "moved with it" if moved else "stay (no room to rewrite them)")
 
     def _drop_new(self, seq: int, readings: int) -> None:
         self._next_seq = seq + 1
@@ -522,6 +544,7 @@ class DiskBuffer:
         return int(self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
 
     def stats(self) -> BufferStats:
+        self._follow_clock()
         try:
             st = _stats(self._db, self.path)
         except sqlite3.DatabaseError as exc:
@@ -545,6 +568,11 @@ class DiskBuffer:
         except sqlite3.DatabaseError:
             pass
         self._db.close()
+
+
+def _clock_gap() -> float:
+    """The wall clock minus the boot clock: it changes only when the wall clock is set or slewed."""
+    return time.time() - time.clock_gettime(_BOOT_CLOCK)
 
 
 def seq_mark_path(buffer_path: Path) -> Path:

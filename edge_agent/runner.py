@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, BufferError, RuntimeError) as exc:
         print(f"eddyline-edge: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the handlers below exist: while waiting for room on a full disk
+        print("eddyline-edge: run interrupted while starting; nothing was lost, run it again to start", file=sys.stderr)
+        return 130
     agent.install_signal_handlers()
     agent.run(duration=args.duration, shutdown_flush_s=args.flush_timeout)
     return 0

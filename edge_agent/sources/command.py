@@ -14,7 +14,7 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from edge_agent.sources.base import Chunk, now_ms
+from edge_agent.sources.base import Chunk, LogLimit, now_ms
 
 if TYPE_CHECKING:
     from edge_agent.settings import CommandSource
@@ -94,6 +94,7 @@ class Command:
         self.interval_s = cfg.interval_s
         self.errors = 0
         self._cfg = cfg
+        self._bad_log = LogLimit()
 
     def read(self) -> list[Chunk]:
         ts = now_ms()
@@ -110,9 +111,10 @@ class Command:
                 f"command {self._cfg.command!r} exited {status}: {stderr.decode(errors='replace').strip()[:300]}"
             )
         readings, bad = parse_output(stdout.decode(errors="replace"))
-        for line in bad:
-            self.errors += 1
-            log.warning("source %s: output line is not 'sensor value [unit]': %r", self.name, line[:200])
+        self.errors += len(bad)
+        if bad and self._bad_log.due(self.name):
+            log.warning("source %s: output line is not 'sensor value [unit]': %r (%d such lines so far; repeats are "
+                        "logged once a minute)", self.name, bad[0][:200], self.errors)
         return [Chunk(f"{self.name}.{s}", unit, [ts], [v]) for s, v, unit in readings]
 
     def close(self) -> None:

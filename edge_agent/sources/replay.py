@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.sources.base import Chunk, SourceError, now_ms
+from edge_agent.sources.base import Chunk, LogLimit, SourceError, now_ms
 
 if TYPE_CHECKING:
     from edge_agent.settings import CsvSource
@@ -37,6 +37,7 @@ class CsvReplay:
         self._cfg = cfg
         self._path = Path(cfg.path)
         self._done = False
+        self._bad_log = LogLimit()
         self._open()
 
     def _open(self) -> None:
@@ -79,14 +80,9 @@ class CsvReplay:
                     raise ValueError("empty sensor or non-finite value")
             except (ValueError, TypeError, AttributeError) as exc:
                 self.errors += 1
-                log.warning(
-                    "source %s: %s line %d rejected (%s): %r",
-                    self.name,
-                    self._path,
-                    self._reader.line_num,
-                    exc,
-                    row,
-                )
+                if self._bad_log.due(self.name):
+                    log.warning("source %s: %s line %d rejected (%s): %r (%d rows so far; repeats are logged once a "
+                                "minute)", self.name, self._path, self._reader.line_num, exc, row, self.errors)
                 continue
             unit = (row.get("unit") or "").strip() or None
             chunk = chunks.get(sensor)

@@ -39,7 +39,8 @@ class Simulated:
     def read(self) -> list[Chunk]:
         now = time.time_ns() // 1_000_000
         overdue = now - (self._start_ms + self._next * self._period_ms)  # ms the next reading is late by
-        if not -_STEP_MS <= overdue <= max(_STEP_MS, 2 * 1000 * self.interval_s):  # stepped: go on from now
+        early = _STEP_MS + self._period_ms  # a slow sensor's next reading is due up to a period ahead: no step
+        if not -early <= overdue <= max(_STEP_MS, 2 * 1000 * self.interval_s):  # stepped: go on from now
             self._start_ms = now - int(self._next * self._period_ms)
         due = int((now - self._start_ms) / self._period_ms) + 1
         if due <= self._next:

@@ -322,3 +322,49 @@ def test_an_agent_started_on_a_full_disk_waits_for_room_instead_of_stopping(
     again = DiskBuffer(path, "dev", min_free_bytes=0)
     assert len(waits) == 2 and again.depth == 5 and again.next_seq == 5  # the backlog is still there to send
     assert again.append(5, b"x", 1, 0) and not list(tmp_path.glob("b.sqlite.corrupt-*"))
+
+
+def test_batches_stored_before_ntp_steps_the_clock_keep_their_true_age(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Pi without a real-time clock boots in 1970; its batches must not read 56 years old once NTP sets it."""
+    import edge_agent.buffer as module
+
+    path, real, offset = tmp_path / "b.sqlite", time.time, [0.0]
+    monkeypatch.setattr(module.time, "time", lambda: real() + offset[0])
+    earlier = DiskBuffer(path, "dev", min_free_bytes=0)  # a run from before the reboot, with the right time
+    fill(earlier, 1)
+    earlier.close()
+    offset[0] = 60 - real()  # rebooted: a minute after the epoch, no NTP yet
+    buf = DiskBuffer(path, "dev", min_free_bytes=0)
+    fill(buf, 2)
+    offset[0] = 0.0  # NTP steps the clock to today
+    fill(buf, 1)
+    assert 0 <= buf.stats().oldest_age_s < 3600  # the batch of the earlier run, seconds old, not moved
+    buf.ack([0])
+    assert 0 <= buf.stats().oldest_age_s < 3600  # stored at "1970", moved with the step
+    assert 0 <= read_stats(path).oldest_age_s < 3600  # `buffer-stats` reads the same
+
+
+def test_a_damaged_buffer_found_at_start_on_a_full_disk_waits_for_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Setting the damaged file aside is no cure for a full disk: the new file waits for room like any start."""
+    import edge_agent.buffer as module
+
+    path = tmp_path / "b.sqlite"
+    path.write_bytes(b"not a database " * 100)
+    prepare, opened = DiskBuffer._prepare, []
+
+    def on_a_full_disk(self: DiskBuffer, *args: object) -> None:
+        opened.append(self.path.exists())
+        if len(opened) in (2, 3):  # the damaged file is set aside; then the disk is full twice
+            raise sqlite3.OperationalError("database or disk is full")
+        prepare(self, *args)  # type: ignore[arg-type]
+
+    waits: list[float] = []
+    monkeypatch.setattr(DiskBuffer, "_prepare", on_a_full_disk)
+    monkeypatch.setattr(module.time, "sleep", waits.append)
+    buf = DiskBuffer(path, "dev", min_free_bytes=0)
+    assert len(waits) == 2 and list(tmp_path.glob("b.sqlite.corrupt-*"))
+    assert buf.append(buf.next_seq, b"x", 1, 0)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from connectors.kafka import KafkaSettings
@@ -34,3 +38,31 @@ def test_plan_round_trips_into_plain_settings(tmp_path: Path, defaults_config: P
     assert conf["enable.idempotence"] is True and conf["acks"] == "all"
     assert conf["reconnect.backoff.max.ms"] == "900"  # the operator's extra wins over the agent's default
     assert producer_conf(edge, KafkaSettings())["reconnect.backoff.max.ms"] == 5000
+
+
+_ON_A_FULL_DISK = """
+import os, sqlite3, sys
+from edge_agent.buffer import DiskBuffer
+def full(self, *args):
+    raise sqlite3.OperationalError("database or disk is full")
+DiskBuffer._prepare = full
+from edge_agent.runner import main
+r, w = os.pipe()
+os.write(w, sys.argv[1].encode())
+os.close(w)
+sys.exit(main(["--plan-fd", str(r)]))
+"""
+
+
+def test_ctrl_c_while_the_runner_waits_for_disk_room_ends_without_a_traceback(tmp_path: Path) -> None:
+    edge = EdgeSettings(device_id="pi", buffer_path=tmp_path / "b.sqlite", sources=[{"kind": "simulated"}])
+    the_plan = json.dumps(plan(edge, KafkaSettings(bootstrap_servers="127.0.0.1:1")))
+    proc = subprocess.Popen([sys.executable, "-c", _ON_A_FULL_DISK, the_plan], stderr=subprocess.PIPE, text=True)
+    try:
+        waiting = proc.stderr.readline()  # type: ignore[union-attr]
+        assert "disk full" in waiting, waiting
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err and "run it again" in err, err

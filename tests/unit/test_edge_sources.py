@@ -203,3 +203,31 @@ def test_plugin_errors_name_the_fix() -> None:
         build_source(PluginSource(kind="plugin", name="p", target="no_such_pkg.mod:X"))
     with pytest.raises(SourceError, match="rejected its options"):
         build_source(PluginSource(kind="plugin", name="p", target=f"{__name__}:FakeI2C", options={"bus": 1}))
+
+
+def test_bad_lines_are_counted_each_read_and_logged_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A command printing a header every second would write 86,400 warnings a day to the journal."""
+    script = "print('Sensor Value'); print('temp 21.5')"
+    cmd = build_source(CommandSource(kind="command", name="cmd", command=[sys.executable, "-c", script]))
+    path = tmp_path / "r.csv"
+    path.write_text("timestamp,sensor,value\n1700000000000,temp,oops\n1700000000001,temp,21.5\n")
+    csv = build_source(CsvSource(kind="csv", name="replay", path=path, rows_per_read=2, loop=True))
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            assert [c.values for c in cmd.read()] == [[21.5]] and [c.values for c in csv.read()] == [[21.5]]
+    assert cmd.errors == 3 and csv.errors == 3
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["source cmd", "source replay"]
+
+
+def test_a_simulated_sensor_slower_than_a_reading_a_minute_keeps_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its next reading is due minutes ahead: that is no clock step to follow with a reading at every read."""
+    clock = [1_800_000_000_000]
+    monkeypatch.setattr("edge_agent.sources.simulated.time", SimpleNamespace(time_ns=lambda: clock[0] * 1_000_000))
+    src = Simulated(SimulatedSource(kind="simulated", name="slow", sensors=1, rate=0.01, interval_s=1.0))
+    stamps = []
+    for _ in range(1000):  # 1000 s, read every second
+        clock[0] += 1000
+        stamps += [t for c in src.read() for t in c.timestamps]
+    assert stamps == [1_800_000_000_000 + 100_000 * k for k in range(11)]  # one every 100 s, on time
