@@ -4,34 +4,44 @@ A kernel may call other ``lazy_njit`` functions (the shared steps in ``_steps.py
 helper as the compiled dispatcher it stands for, so the call is compiled, not a call back into Python.
 numba's on-disk cache keys a kernel on its own file only, not on the steps it inlines; so unless
 ``NUMBA_CACHE_DIR`` is set, kernels are cached under a folder named by a digest of every source in this
-package, and a change to any step (an upgrade, an edit) compiles afresh instead of reusing stale code.
+package, and a change to any step (an upgrade, an edit) compiles afresh instead of reusing stale code. The
+digest is read when the package is imported, with the code it names: read at the first compile, a process
+upgraded in place under it (hours between import and the first device) filed the code it had imported under
+the new sources' digest, and every later process ran that stale kernel.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _typed = False
 _cache_set = False
 
 
+def _source_digest() -> str:
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+_DIGEST = _source_digest()
+
+
 def _use_versioned_cache() -> None:
     global _cache_set
     if _cache_set:
         return
-    import hashlib
     import os
-    from pathlib import Path
 
     from numba.core import config
 
     if not os.environ.get("NUMBA_CACHE_DIR"):
-        digest = hashlib.sha256()
-        for source in sorted(Path(__file__).parent.glob("*.py")):
-            digest.update(source.read_bytes())
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        config.CACHE_DIR = str(base / "eddyline" / "numba" / digest.hexdigest()[:16])
+        config.CACHE_DIR = str(base / "eddyline" / "numba" / _DIGEST)
     _cache_set = True
 
 

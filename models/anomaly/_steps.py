@@ -19,6 +19,10 @@ HEAD = ("n", "mean", "var", "mn", "mx", "left", "ssum", "hsum", "hsq")
 _H = IntEnum("_H", [(name, i) for i, name in enumerate(HEAD)])
 SURE = 1.0 - 1e-7  # a score that is an alarm at any threshold below 1
 _SQRT2 = math.sqrt(2.0)
+VAR_MAX = 3.4028234663852886e38
+"""float32's largest: an EWMA variance beyond it (a spread of 1.8e19, wider than any counter's int64 range) is a
+glitch learnt, such as the 3.4e38 an unplugged float32 sensor sends (variance 1e75: every later deviation hidden
+for about 17,000 readings), and the EWMA starts again from the reading, as on overflow."""
 
 
 @lazy_inline
@@ -41,12 +45,13 @@ def part(mem, p, at):  # pragma: no cover - compiled
 
 @lazy_inline
 def ewma_learn(x, n, mean, var, alpha):  # pragma: no cover - compiled
-    """Mean and variance after learning ``x`` (a plain average until ``1/alpha`` readings); reset on overflow."""
+    """Mean and variance after learning ``x`` (a plain average until ``1/alpha`` readings); reset on overflow or
+    past ``VAR_MAX``."""
     a = max(alpha, 1.0 / (n + 1.0))
     d = x - mean
     mean = mean + a * d
     var = (1.0 - a) * (var + a * d * d)
-    if not (math.isfinite(mean) and math.isfinite(var)):
+    if not (math.isfinite(mean) and var <= VAR_MAX):
         mean, var = x, 0.0
     return mean, var
 

@@ -107,6 +107,11 @@ ANSCOMBE_ONE = 2.0 * math.sqrt(1.375)  # a count of 1: below it the window is mo
 COUNT_RECENT = 15  # readings in a count series' recent median: bursts of up to 7 do not move it
 COUNT_SE = math.sqrt(COUNT_RECENT) / 1.2533  # sigmas per standard error of that median (Gaussian efficiency)
 STEP_VOTES = 8  # a step without a cycle gives way to a gap that leads the vote by this many
+ZMAX_CAP = 1e6
+"""The largest spike the spike rule remembers, in robust sigmas. A glitch reading near the float limit (1e300,
+DBL_MAX as 'no data') is a z of 1e301 or infinite, which held the bar above every later spike for years (the
+memory decays by ``spike_decay`` per reading) or, infinite, for good; from the cap it is back to ``spike`` within
+about 5,800 readings (a state saved with an infinite one heals too). NAB's result files are unchanged by it."""
 
 
 @lazy_inline
@@ -289,7 +294,7 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
                 s = max(s, SURE)
             if k >= W:
                 ex, bigger = False, True
-                zmax *= zdecay
+                zmax = min(zmax * zdecay, ZMAX_CAP)
                 zr = -1.0
                 reach = window_reaches(x, window, W, kspike * max(floor_frac * sd_long, 1e-9))
                 if cmax > 0.0 and count_n == n:  # a count series with Poisson-like noise: judged in Anscombe's view
@@ -311,7 +316,7 @@ def _seasonal_kernel(values, timestamps, start, params, scalars, mem, out):  # p
                     b = int((ts % period) / period * NB)
                     for db in range(-1, 2):
                         last = spike_last[(b + db) % NB]
-                        if last > 0.0 and ts - last <= recall * period:
+                        if last > 0.0 and 0.0 <= ts - last <= recall * period:  # none from a clock gone ahead
                             spiked = False
                     spike_last[b] = ts
                 rate, prev_ex = spike_rate_learn(ex, rate, prev_ex, rate_a)

@@ -9,7 +9,9 @@ drop the repeats.
 
 A sensor silent for ``forget_after_s`` of the device's event time is forgotten (detector and policy), so that
 names that change (per boot, a firmware update, a bad mapping) do not grow a device's state without bound; an
-incident still open on it is resolved as it goes. A restored device takes the flow's current settings: the
+incident still open on it is resolved as it goes. Only silence while the device itself was reporting counts:
+a device off for a week keeps its sensors, and one reading stamped years ahead (a clock glitch) does not make
+the device's other sensors look silent. A restored device takes the flow's current settings: the
 detector's state is kept only if the detector and its parameters are those it was saved with.
 """
 
@@ -70,8 +72,9 @@ class SensorAnomalyProcessor(Processor):
     packed
         Write scores packed (float32 bytes, ``anomaly_score`` v2) instead of one Avro double each.
     forget_after_s
-        A sensor whose last reading is this far behind the device's newest (event time) is forgotten, its
-        open incident resolved; None: never.
+        A sensor whose last reading is this far behind the device's newest (event time), while the device kept
+        reporting (a gap or clock jump this long starts afresh), is forgotten, its open incident resolved;
+        None: never.
 
     Examples
     --------
@@ -111,6 +114,8 @@ class SensorAnomalyProcessor(Processor):
         self.detectors: dict[str, AnomalyDetector] = {}
         self.policies: dict[str, AlertPolicy] = {}
         self.last_seen: dict[str, int] = {}  # sensor -> its last reading's event time, ms
+        self.newest: int | None = None  # the newest reading of the device's latest batch, ms
+        self.up_since: int | None = None  # since when the device has reported without a gap of forget_after_s
         self.sequence = Sequencers(REORDER)
 
     def _series_state(self, sensor: str) -> tuple[AnomalyDetector, AlertPolicy]:
@@ -146,6 +151,7 @@ class SensorAnomalyProcessor(Processor):
         alerts: list[Emit] = []
         metrics: list[Emit] = []
         threshold = 0.5
+        newest = None
         for s in rec["series"]:
             sensor = s["sensor"]
             values = np.asarray(s["values"], dtype=np.float64)  # arrays as the flow decodes them; lists converted
@@ -154,9 +160,8 @@ class SensorAnomalyProcessor(Processor):
                 continue
             det, policy = self._series_state(sensor)
             threshold = det.threshold
-            last = int(stamps[-1])
-            if last > self.last_seen.get(sensor, last - 1):
-                self.last_seen[sensor] = last
+            last = self.last_seen[sensor] = int(stamps[-1])  # as its clock reads now: a clock set back takes it back
+            newest = last if newest is None else max(newest, last)
             scores, why = score_explained(det, values, stamps)
             scored_series.append(pack_series(sensor, stamps, scores) if self.packed else
                                  {"sensor": sensor, "timestamps": stamps, "scores": scores,
@@ -167,8 +172,10 @@ class SensorAnomalyProcessor(Processor):
                 explanation = None if t.status == "RESOLVED" else why.at(t.index)
                 alerts.append(self._alert(rec, sensor, t, float(values[t.index]), int(stamps[t.index]),
                                           explanation))
-        if self._forget_ms is not None and len(self.detectors) > len(rec["series"]):  # else all reported now
-            alerts.extend(self._forget_silent(rec))
+        if self._forget_ms is not None and newest is not None:
+            up_since = self._heard(newest)
+            if len(self.detectors) > len(rec["series"]):  # else all reported now
+                alerts.extend(self._forget_silent(rec, newest, up_since))
         score_event = {
             "event_id": derive_id(SCORES_TOPIC, source_id),
             "event_time": rec["event_time"],
@@ -181,15 +188,26 @@ class SensorAnomalyProcessor(Processor):
         }
         return [Emit(SCORES_TOPIC, self.device_id, ANOMALY_SCORE, score_event), *alerts, *metrics]
 
-    def _forget_silent(self, rec: dict[str, Any]) -> list[Emit]:
-        """Forget the sensors silent ``forget_after_s`` behind the device's newest reading (event time, so a replay
-        forgets the same ones at the same batch), resolving their open incidents: a sensor renamed never reports
-        again under its old name, and its incident would stay open for good. A sensor restored from a state
-        without reading times (before they were kept) counts as seen now."""
-        now = max(self.last_seen.values(), default=0)
+    def _heard(self, newest: int) -> int:
+        """Note the device's batch whose newest reading is ``newest``; return since when the device has been reporting.
+
+        A jump of more than ``forget_after_s`` from the batch before, forward (the device was off, or its clock
+        glitched ahead) or back (its clock was set back), starts a new stretch of reporting: only silence within
+        one forgets a sensor."""
+        if self.newest is None or self.up_since is None or abs(newest - self.newest) > self._forget_ms:
+            self.up_since = newest
+        self.newest = newest
+        return self.up_since
+
+    def _forget_silent(self, rec: dict[str, Any], now: int, up_since: int) -> list[Emit]:
+        """Forget the sensors silent ``forget_after_s`` behind ``now``, this batch's newest reading (event time, so
+        a replay forgets the same ones at the same batch), while the device kept reporting (since ``up_since``),
+        resolving their open incidents: a sensor renamed never reports again under its old name, and its incident
+        would stay open for good. A sensor restored from a state without reading times (before they were kept)
+        counts as seen now."""
         cutoff = now - self._forget_ms
         alerts: list[Emit] = []
-        for sensor in [s for s in self.detectors if self.last_seen.setdefault(s, now) < cutoff]:
+        for sensor in [s for s in self.detectors if max(self.last_seen.setdefault(s, now), up_since) < cutoff]:
             policy = self.policies.pop(sensor)
             del self.detectors[sensor]
             silent_s = (now - self.last_seen.pop(sensor)) / 1000
@@ -240,6 +258,8 @@ class SensorAnomalyProcessor(Processor):
             "policies": {k: p.snapshot() for k, p in self.policies.items()},
             "sequence": self.sequence.snapshot(),
             "last_seen": dict(self.last_seen),
+            "newest": self.newest,
+            "up_since": self.up_since,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -253,6 +273,8 @@ class SensorAnomalyProcessor(Processor):
         self.sequence.restore(state["sequence"])
         # older snapshots have no reading times: their sensors count as seen at the device's next batch
         self.last_seen = {str(k): int(v) for k, v in state.get("last_seen", {}).items() if k in self.detectors}
+        # older snapshots have no device clock: a stretch of reporting starts at the next batch
+        self.newest, self.up_since = (None if state.get(k) is None else int(state[k]) for k in ("newest", "up_since"))
 
     def restore_under(self, params: dict[str, Any], state: dict[str, Any]) -> bool:
         """Restore a state saved by a processor built with ``params`` into this one, built with the flow's current

@@ -132,6 +132,26 @@ def test_huge_values_and_single_element_batches(name: str) -> None:
         assert s.shape == (1,) and np.isfinite(s[0]) and 0.0 <= s[0] <= 1.0
 
 
+@pytest.mark.parametrize("name", ["gauss", "likelihood", "robust", "seasonal"])
+def test_one_float32_max_reading_leaves_the_ewma_at_the_series_scale(name: str) -> None:
+    """3.4e38 (float32's largest, what an unplugged float32 sensor sends) squares without overflow, so the EWMA
+    variance learnt 1e75 and hid every deviation for about 17,000 readings: a 150-sigma spike 5,000 readings
+    later scored 0.34 on robust and seasonal."""
+    import sys
+
+    rng = np.random.default_rng(4)
+    n = 8000
+    t = np.arange(n, dtype=np.int64) * 300_000 + 1_700_000_000_000
+    v = 10 + rng.normal(0, 0.1, n)
+    v[2000], v[7000] = 3.4028234663852886e38, 25.0
+    det = make_detector(name)
+    s = det.score_learn(v, t)
+    var = det._s[sys.modules[type(det).__module__].STATE.var]
+    assert 0.0 < var < 0.1, var
+    if name in ("robust", "seasonal"):
+        assert s[7000] >= det.threshold
+
+
 @pytest.mark.filterwarnings("error")  # the error alone: no numpy RuntimeWarning beside it
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_a_reading_that_is_not_finite_is_an_error_naming_it(name: str, bad: float) -> None:

@@ -140,3 +140,42 @@ def test_one_glitch_near_the_float_limit_does_not_blind_the_cycle_for_good() -> 
         assert np.isfinite(det._s[[STATE.glob_err, STATE.seas_err, STATE.res_var, STATE.seas_err2, STATE.res_var2]]).all()
         assert np.isfinite(det._views(["slot_mean", "slot_mean2"])["slot_mean"]).all()
         assert s[day + 96 : day + 216].max() >= det.threshold
+
+
+def test_one_glitch_near_the_float_limit_does_not_raise_the_spike_bar_for_good() -> None:
+    """The spike rule alarms on spikes larger than the largest recent one, a memory that decays by spike_decay per
+    reading. A glitch (1e300, DBL_MAX) is a robust z of 1e301 or infinite: the bar stayed above every later spike
+    for years, or (infinite) for good, and a plain 100-sigma spike 3 weeks later went unseen."""
+    from models.anomaly.seasonal import STATE
+
+    for glitch in (1e300, 1.7976931348623157e308):
+        v, t = _daily(42)
+        v[7 * DAY] = glitch
+        spike = 28 * DAY + 150
+        v[spike] = 80.0 + 200.0
+        det = make_detector("seasonal")
+        s = det.score_learn(v, t)
+        assert s[7 * DAY] >= det.threshold and s[spike] >= det.threshold, glitch
+        assert det._s[STATE.zmax] < 100.0
+    cut = 8 * DAY  # a state saved blinded (infinite), before the cap, heals once restored
+    blinded = make_detector("seasonal")
+    blinded.score_learn(v[:cut], t[:cut])
+    state = blinded.snapshot()
+    scalars = np.frombuffer(state["scalars"], "<f8").copy()
+    scalars[STATE.zmax] = np.inf
+    restored = make_detector("seasonal")
+    restored.restore({**state, "scalars": scalars.tobytes()})
+    assert restored.score_learn(v[cut:], t[cut:])[spike - cut] >= restored.threshold
+
+
+def test_a_spike_stamped_ahead_by_a_clock_glitch_does_not_make_that_hour_s_spikes_routine() -> None:
+    """Spikes within spike_recall periods of one at the same time of day are routine. A garbage reading stamped a
+    century ahead (a power glitch resets the clock) was remembered there, and ``ts - last`` stayed negative: every
+    later spike at that hour was 'routine' until 2114."""
+    v, t = _daily(30)
+    glitch, real = 10 * DAY + 150, 25 * DAY + 150  # both at 12:30
+    v[glitch], t[glitch] = 900.0, t[glitch] + 36_525 * 86_400_000
+    v[real] = 300.0
+    det = make_detector("seasonal")
+    s = np.concatenate([det.score_learn(v[i : i + 50], t[i : i + 50]) for i in range(0, v.size, 50)])
+    assert s[real] >= det.threshold

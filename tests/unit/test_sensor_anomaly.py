@@ -182,6 +182,59 @@ def test_a_device_whose_sensor_names_change_keeps_a_bounded_state():
     assert len(p.detectors) <= 16 and sizes[2] < 1.1 * sizes[1], sizes  # a day's worth of names, then flat
 
 
+def _apart(p: SensorAnomalyProcessor, rng, seq: int, t0: int, sensors=("temp", "hum")) -> list:
+    """One batch per sensor (published apart, a minute after each other) from ``t0``; the alerts they raised."""
+    out = []
+    for j, sensor in enumerate(sensors):
+        out += p.process([_batch(seq * len(sensors) + j, t0 + 60_000 * j, **{sensor: _calm(rng)})])
+    return [e for e in out if e.topic == "alerts"]
+
+
+def test_one_reading_stamped_years_ahead_leaves_the_devices_other_sensors_alone():
+    """A clock glitch on one reading (stamped 2100) made it the device's 'now' for good: every other sensor was a
+    century silent behind it, forgotten at each of its batches (a fresh detector every time, blind to a spike)."""
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    p = SensorAnomalyProcessor("d", detector="robust", policy={"warmup": 0})
+    t0, half_hour = 1_700_000_000_000, 1_800_000
+    for i in range(10):
+        _apart(p, rng, i, t0 + i * half_hour)
+    glitch = _batch(20, t0 + 10 * half_hour, temp=_calm(rng))
+    glitch.record["series"][0]["timestamps"][-1] = 4_102_444_800_000  # 2100-01-01
+    p.process([glitch])
+    alerts = []
+    for i in range(11, 20):
+        alerts += _apart(p, rng, i, t0 + i * half_hour, sensors=("hum", "temp"))
+    assert sorted(p.detectors) == ["hum", "temp"]
+    assert not [a for a in alerts if "stopped reporting" in a.record["summary"]]
+    assert p.detectors["hum"]._s[0] == 19 * 30, "hum learnt every reading it sent"
+    assert p.last_seen["temp"] == t0 + 19 * half_hour + 60_000 + 29 * 60_000, "temp's clock came back"
+
+
+def test_a_device_off_for_a_week_keeps_its_sensors_and_forgets_one_that_did_not_come_back():
+    """Silence while the whole device was off is no sensor's: the first sensor back made the others a week silent,
+    and they were forgotten (a week's seasonal tables relearnt from scratch). A sensor that stays silent once the
+    device reports again is still forgotten ``forget_after_s`` later."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    p = SensorAnomalyProcessor("d", detector="robust", forget_after_s=3600)
+    half_hour, week = 1_800_000, 7 * 86_400_000
+    for i in range(6):
+        _apart(p, rng, i, i * half_hour, sensors=("temp", "hum", "fan"))
+    learnt = p.detectors["hum"]._s[0]
+    for i in range(6, 8):  # back a week later; the fan never comes back
+        _apart(p, rng, i, week + i * half_hour)
+        assert sorted(p.detectors) == ["fan", "hum", "temp"] and p.detectors["hum"]._s[0] == learnt + 30 * (i - 5)
+    _apart(p, rng, 8, week + 8 * half_hour)  # an hour after the device came back
+    assert sorted(p.detectors) == ["hum", "temp"]
+    restored = SensorAnomalyProcessor("d", detector="robust", forget_after_s=3600)
+    restored.restore(p.snapshot())
+    back = week + 6 * half_hour + 29 * 60_000  # temp's first batch back
+    assert (restored.newest, restored.up_since) == (p.newest, p.up_since) == (back + 2 * half_hour + 60_000, back)
+
+
 def test_a_snapshot_from_before_reading_times_restores_and_its_sensors_count_as_seen_at_the_next_batch():
     import numpy as np
 
@@ -190,13 +243,15 @@ def test_a_snapshot_from_before_reading_times_restores_and_its_sensors_count_as_
     p = SensorAnomalyProcessor("d", forget_after_s=3600)
     p.process([_batch(0, 0, temp=_calm(rng), hum=_calm(rng))])
     state = p.snapshot()
-    del state["last_seen"]  # as written before sensors were forgotten
+    del state["last_seen"], state["newest"], state["up_since"]  # as written before sensors were forgotten
     old = SensorAnomalyProcessor("d", forget_after_s=3600)
     old.restore(state)
-    assert sorted(old.detectors) == ["hum", "temp"] and old.last_seen == {}
+    assert sorted(old.detectors) == ["hum", "temp"] and old.last_seen == {} and old.up_since is None
     old.process([_batch(1, 5 * hour, hum=_calm(rng))])  # "temp" unseen since the restore: stamped now, kept
-    assert sorted(old.detectors) == ["hum", "temp"]
-    old.process([_batch(2, 6 * hour + 1, hum=_calm(rng))])
+    for seq, at in enumerate((5.5 * hour, 6 * hour), start=2):  # the device reports every half hour
+        old.process([_batch(seq, int(at), hum=_calm(rng))])
+        assert sorted(old.detectors) == ["hum", "temp"]
+    old.process([_batch(4, int(6.5 * hour) + 1, hum=_calm(rng))])
     assert sorted(old.detectors) == ["hum"]
 
 
