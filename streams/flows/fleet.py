@@ -446,14 +446,18 @@ class FleetProcessor(Processor):
         })
 
     def _summary(self) -> Emit:
-        counts: dict[str, int] = {}
+        """Devices counted by state, class, agent and model version, one row each: the versions are the devices' own
+        free text, so no joined key could be split back (a model version "2|canary")."""
+        counts: dict[tuple[str, str, str, str], int] = {}
         for dev in self.devices.values():
             info = dev["info"]
-            key = "|".join((self.state_of(dev), str(info.get("device_class")), str(info.get("agent_version")),
-                            str(info.get("model_version") or "none")))
+            key = (self.state_of(dev), str(info.get("device_class")), str(info.get("agent_version")),
+                   str(info.get("model_version") or "none"))
             counts[key] = counts.get(key, 0) + 1
+        rows = [{"state": state, "device_class": device_class, "agent_version": agent, "model_version": model,
+                 "devices": n} for (state, device_class, agent, model), n in sorted(counts.items())]
         return Emit(SUMMARY_TOPIC, self.shard, STATE_TYPE, {"shard": self.shard, "time_ms": self.clock,
-                                                            "counts": counts})
+                                                            "counts": rows})
 
     def snapshot(self) -> dict[str, Any]:
         return {"devices": self.devices, "classes": self.classes, "clock": self.clock, "scanned": self.scanned,

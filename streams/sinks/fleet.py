@@ -53,11 +53,9 @@ class FleetMetricsSink(MetricsSink):
     def _counts(self, r: dict[str, Any]) -> None:
         shard = r["shard"]
         now = set()
-        for key, n in r["counts"].items():
-            # a "|" in a device class (free text) must not make a fifth label: the gauge would raise at every summary
-            state, *device_class, agent, model = key.split("|")
-            labels = (shard, state, "|".join(device_class), agent, model)
-            self.devices.labels(*labels).set(n)
+        for row in r["counts"]:
+            labels = (shard, row["state"], row["device_class"], row["agent_version"], row["model_version"])
+            self.devices.labels(*labels).set(row["devices"])
             now.add(labels)
         for gone in self._shown.get(shard, set()) - now:
             self.devices.remove(*gone)

@@ -208,7 +208,8 @@ def test_a_decommissioned_device_is_forgotten_after_a_restore_too_and_never_with
 def test_fleet_state_records_carry_no_label_per_device_for_prometheus() -> None:
     out = run_local(flow(silent_after_s=5), [beat(d, t) for t in range(0, 12_000, 1000) for d in "ab"])
     summaries = [e.record for e in out if e.topic == "sink.fleet_summary"]
-    assert summaries and summaries[-1]["counts"] == {"ok|rpi4|1.0|none": 2}
+    assert summaries and summaries[-1]["counts"] == [
+        {"state": "ok", "device_class": "rpi4", "agent_version": "1.0", "model_version": "none", "devices": 2}]
     states = [e.record for e in out if e.topic == "sink.fleet"]
     assert {s["device_id"] for s in states} == {"a", "b"} and all(s["state"] == "ok" for s in states)
 
@@ -250,15 +251,17 @@ def test_the_sink_writes_points_per_device_and_counts_without_a_device_label() -
     assert REGISTRY.get_sample_value("eddyline_fleet_devices", {**sample, "state": "silent"}) == 1
 
 
-def test_a_device_class_with_a_bar_is_counted_under_it_and_does_not_stop_the_sink() -> None:
+def test_a_bar_in_a_device_class_or_a_version_is_counted_under_its_own_label_and_does_not_stop_the_sink() -> None:
     from prometheus_client import REGISTRY
 
     from streams.sinks.fleet import FleetMetricsSink
 
     proc = FleetProcessor("fleet-bar", silent_after_s=5)
-    emits = fleet_run(proc, [beat(d, t, device_class="rpi4|usb-hat" if d == "a" else "rpi4")
-                             for t in range(0, 11_000, 1000) for d in "ab"])
-    FleetMetricsSink().write(emits)  # raised "Incorrect label count" at every summary
+    kinds = {"a": {"device_class": "rpi4|usb-hat"}, "b": {}, "c": {"model_version": "2|canary"}}
+    emits = fleet_run(proc, [beat(d, t, **kw) for t in range(0, 11_000, 1000) for d, kw in kinds.items()])
+    FleetMetricsSink().write(emits)  # raised "Incorrect label count" at every summary, or mislabelled a version
     sample = {"shard": "fleet-bar", "state": "ok", "agent_version": "1.0", "model_version": "none"}
     assert REGISTRY.get_sample_value("eddyline_fleet_devices", {**sample, "device_class": "rpi4|usb-hat"}) == 1
     assert REGISTRY.get_sample_value("eddyline_fleet_devices", {**sample, "device_class": "rpi4"}) == 1
+    canary = {**sample, "device_class": "rpi4", "model_version": "2|canary"}
+    assert REGISTRY.get_sample_value("eddyline_fleet_devices", canary) == 1
