@@ -11,8 +11,10 @@ while it has none:
   sources in good standing) much more than its own history (or, when new, its kind) does: a z-test on a
   short exponentially weighted mean of the contrariness, ``(consensus - label) * sign(consensus - 1/2)``
   (about zero for honest labels, about +0.5 for labels flipped against the crowd; zero where an item has no
-  consensus yet). A source with a long history is held to the lowest long-run contrariness it has shown
-  since: one that turns slowly would otherwise carry its own reference along and never stand out;
+  consensus yet). A source with a long history is held to the lowest its long-run contrariness has been
+  above its kind's since: one that turns slowly would otherwise carry its own reference along and never stand
+  out, while tastes and the consensus move every source's contrariness (a lone producer held to its own lowest
+  was quarantined on honest traffic);
 - ``one_item``: one item takes most of the source's events in a window (a bot pushing an item).
 
 State is small and plain: twelve numbers and three item counters per source, two numbers per item (about
@@ -360,8 +362,9 @@ class PoisonDetector:
         st[_DLONG] += a_long * (d - st[_DLONG])
         st[_DSHORT] += a_short * (d - st[_DSHORT])
         st[_NSHORT] = min(st[_N], short)
-        if st[_N] >= _LONG_EVENTS:
-            st[_DREF] = st[_DLONG] if st[_N] == _LONG_EVENTS else min(st[_DREF], st[_DLONG])
+        if st[_N] >= _LONG_EVENTS:  # its lowest standing against its kind, which drifts as tastes and consensus do
+            excess = st[_DLONG] - pop[1]
+            st[_DREF] = excess if st[_N] == _LONG_EVENTS else min(st[_DREF], excess)
         pop[0] += 1
         a_pop = 1.0 / min(pop[0], 10_000)
         pop[1] += a_pop * (d - pop[1])
@@ -375,11 +378,12 @@ class PoisonDetector:
         return mean + (x - mean) / min(n + 1, 20)
 
     def _reference(self, st: list[float], pop: list[float]) -> tuple[float, float]:
-        """The contrariness a source is held to: its kind's while it is new, then its own long-run mean, then
-        the lowest that mean has been since it spans ``_LONG_EVENTS`` (a slow turn must not raise the bar)."""
+        """The contrariness a source is held to: its kind's while it is new, then its own long-run mean, then,
+        once that spans ``_LONG_EVENTS``, its kind's now plus the least the source has stood above it since (a slow
+        turn must not raise the bar, a drift shared by the whole kind must)."""
         sd = math.sqrt(max(pop[2] - pop[1] * pop[1], 0.04)) if pop[0] > 100 else 0.5
         if st[_N] >= _LONG_EVENTS:
-            return st[_DREF], sd
+            return pop[1] + st[_DREF], sd
         if st[_N] >= self.limits.history_events:
             return st[_DLONG], sd
         return (pop[1] if pop[0] > 100 else 0.0), sd
@@ -420,14 +424,14 @@ class PoisonDetector:
                 "items": self.items, "quarantined": self.quarantined, "population": self.population}
 
     def restore(self, state: dict[str, Any]) -> None:
+        self.population = {k: [float(x) for x in state["population"][k]] for k in KINDS}
         self.sources = {str(k): [float(x) for x in v] for k, v in state["sources"].items()}
-        for st in self.sources.values():
+        for key, st in self.sources.items():
             if len(st) == _STATE_LEN - 1:  # saved before the reference was kept: it starts from the long-run mean
-                st.append(st[_DLONG] if st[_N] >= _LONG_EVENTS else 0.0)
+                st.append(st[_DLONG] - self.population[parse_source(key)[0]][1] if st[_N] >= _LONG_EVENTS else 0.0)
         if any(len(v) != _STATE_LEN for v in self.sources.values()):
             raise ValueError(f"poisoning state: source entries must hold {_STATE_LEN} numbers")
         self.windows = {str(k): _Window({str(i): int(c) for i, c in v.items()}) for k, v in state["windows"].items()}
         self.items = {str(k): [float(x) for x in v] for k, v in state["items"].items()}
         self.quarantined = {str(k): dict(v) for k, v in state["quarantined"].items()}
-        self.population = {k: [float(x) for x in state["population"][k]] for k in KINDS}
 

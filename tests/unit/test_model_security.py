@@ -80,6 +80,24 @@ def test_an_established_producer_that_turns_slowly_does_not_carry_its_reference_
     assert [(v.source, v.rule) for v in verdicts] == [("producer:web-2", "label_flip")]
     assert flipped < 2000 and "its own history" in verdicts[0].reason
 
+
+def test_honest_producers_whose_users_tastes_turn_slowly_are_not_quarantined() -> None:
+    """Tastes turn (items fall out of favour) and the consensus, counted since the start, lags: every honest
+    source's contrariness rises together. Held to their own lowest, both producers were quarantined and the model
+    learned nothing more (the lone producer of clean MovieLens traffic too)."""
+    det = PoisonDetector()
+    rng = np.random.default_rng(0)
+    item_p = rng.choice([0.15, 0.85], size=200)
+    turning = rng.random(200) < 0.4
+    t, ramp, verdicts = 0, 30_000, []
+    for i in range(-10_000, ramp):
+        t += int(rng.integers(1, 30_000))
+        item, user = int(rng.integers(200)), int(rng.integers(5000))
+        p = item_p[item] + (1.0 - 2 * item_p[item]) * 0.8 * min(max(i, 0) / ramp, 1.0) * turning[item]
+        verdicts += det.observe(t, f"m{item}", float(rng.random() < p), producer=f"web-{user % 2}", user=f"u{user}")
+    assert [v.reason for v in verdicts] == []
+
+
 def test_flood_from_a_new_source_and_one_item_pushing() -> None:
     det = PoisonDetector(PoisonLimits(new_burst=300))
     flood = [v for i in range(300) for v in det.observe(i, f"m{i}", None, producer="fast", user=f"u{i}")]
