@@ -15,9 +15,11 @@ stops altogether would hold every window open; reading skew gives at most a poll
 with no feedback between them, so after ``stall_after`` predictions in a row without any feedback the
 feedback stream counts as stalled: its watermark is brought up to the predictions', and unanswered
 predictions count as missing (an event count, not an event-time span, because a fast replay of
-history packs days of event time into one poll). Events for a window
-already closed are late: they are counted, in the ``late_events`` field of the next window emitted for
-that version, never silently dropped.
+history packs days of event time into one poll). The other way round too: after ``stall_after`` feedback events in a
+row without a prediction (a model retired while its labels still come, a labeller writing under a name no model
+predicts for), the predictions stream counts as stalled and its watermark is brought up to the feedback's, where
+stray feedback waited for ever. Events for a window already closed are late: they are counted, in the
+``late_events`` field of the next window emitted for that version, never silently dropped.
 
 A model that stops predicting (at night, or retired) moves neither clock, so its last windows would wait for traffic
 that may never come; when the engine evicts its idle key (``flush``) those before the first prediction still waiting
@@ -35,6 +37,7 @@ every prediction, has no score to judge, so it joins nothing and is no late even
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -81,7 +84,8 @@ class QualityProcessor(Processor):
     allowed_lateness_ms
         How far behind its input's clock an event may come and still count.
     stall_after
-        Predictions in a row without any feedback after which the feedback stream counts as stalled.
+        Predictions in a row without any feedback after which the feedback stream counts as stalled; and
+        feedback in a row without any prediction, the predictions stream.
     """
 
     def __init__(self, model_name: str, window_ms: int = 60_000, max_wait_ms: int = 60_000,
@@ -98,6 +102,11 @@ class QualityProcessor(Processor):
         self.closed_before = _NEVER  # windows starting before this are closed
         self.unanswered_run = 0  # predictions since the last feedback event
         self.stalled_at = _NEVER  # the prediction clock when the feedback stream last counted as stalled
+        self.unpredicted_run = 0  # feedback events since the last prediction
+        self.predictions_stalled_at = _NEVER  # the feedback clock when the predictions stream last counted as stalled
+        # (time, id) of preds and early, soonest first, so that expiry looks only at what expires;
+        # an entry whose id has left its table (or come back with another time) is skipped
+        self._due: dict[str, list[tuple[int, str]]] = {"preds": [], "early": []}
         self.duplicates = {"predictions": 0, "feedback": 0}  # repeats of events an open window has counted
 
     def params(self) -> dict[str, Any]:
@@ -106,7 +115,7 @@ class QualityProcessor(Processor):
 
     @property
     def prediction_watermark(self) -> int:
-        return self.clock["predictions"] - self.allowed_lateness_ms
+        return max(self.clock["predictions"], self.predictions_stalled_at) - self.allowed_lateness_ms
 
     @property
     def feedback_watermark(self) -> int:
@@ -123,8 +132,12 @@ class QualityProcessor(Processor):
             self.clock[side] = max(self.clock[side], int(rec["event_time"]))
             if side == "feedback":
                 self.unanswered_run = 0
+                self.unpredicted_run += 1
+                if self.unpredicted_run >= self.stall_after:
+                    self.predictions_stalled_at = self.clock["feedback"]
                 self._feedback(rec)
             else:
+                self.unpredicted_run = 0
                 self.unanswered_run += 1
                 if self.unanswered_run >= self.stall_after:
                     self.stalled_at = self.clock["predictions"]
@@ -156,6 +169,7 @@ class QualityProcessor(Processor):
             w["scores"].append(float(rec["score"]))
             return
         self.preds[rec["event_id"]] = {"time": t, "version": version, "score": float(rec["score"]), "start": start}
+        heapq.heappush(self._due["preds"], (t, rec["event_id"]))
 
     def _feedback(self, rec: dict[str, Any]) -> None:
         p = self.preds.pop(rec["prediction_id"], None)
@@ -171,6 +185,7 @@ class QualityProcessor(Processor):
                 self.late["unknown"] = self.late.get("unknown", 0) + 1  # its prediction gave up on it, or never was
             else:
                 self.early[rec["prediction_id"]] = {"label": float(rec["label"]), "time": int(rec["event_time"])}
+                heapq.heappush(self._due["early"], (int(rec["event_time"]), rec["prediction_id"]))
             return
         w = self.windows[f"{p['version']}|{p['start']}"]
         w["ids"][rec["prediction_id"]] = 1
@@ -179,18 +194,26 @@ class QualityProcessor(Processor):
 
     def _advance(self) -> list[Emit]:
         pred_wm, fb_wm = self.prediction_watermark, self.feedback_watermark
-        for pid in [k for k, p in self.preds.items() if p["time"] + self.max_wait_ms <= fb_wm]:
-            p = self.preds.pop(pid)
+        for p in self._drop("preds", fb_wm - self.max_wait_ms):
             self.windows[f"{p['version']}|{p['start']}"]["missing"] += 1
-        for fid in [k for k, f in self.early.items() if f["time"] + self.max_wait_ms <= pred_wm]:
-            del self.early[fid]
-            self.late["unknown"] = self.late.get("unknown", 0) + 1
+        if expired := len(self._drop("early", pred_wm - self.max_wait_ms)):
+            self.late["unknown"] = self.late.get("unknown", 0) + expired
         horizon = min(pred_wm, fb_wm - self.max_wait_ms)  # every prediction before it is in and answered
         if horizon <= self.closed_before:
             return []
         out = self._close(horizon)
         self.closed_before = max(self.closed_before, self._start(horizon))
         return out
+
+    def _drop(self, name: str, until: int) -> list[dict[str, Any]]:
+        """Remove the entries of ``preds`` or ``early`` whose time is ``until`` or before; those removed."""
+        table, due, dropped = getattr(self, name), self._due[name], []
+        while due and due[0][0] <= until:
+            t, key = heapq.heappop(due)
+            entry = table.get(key)
+            if entry is not None and entry["time"] == t:
+                dropped.append(table.pop(key))
+        return dropped
 
     def flush(self) -> list[Emit]:
         """A silent model's open windows would be emitted only when it predicts again, if ever, or be lost with its
@@ -232,7 +255,8 @@ class QualityProcessor(Processor):
     def snapshot(self) -> dict[str, Any]:
         return {"preds": self.preds, "early": self.early, "windows": self.windows, "late": self.late,
                 "clock": self.clock, "closed_before": self.closed_before, "unanswered_run": self.unanswered_run,
-                "stalled_at": self.stalled_at, "duplicates": self.duplicates}
+                "stalled_at": self.stalled_at, "unpredicted_run": self.unpredicted_run,
+                "predictions_stalled_at": self.predictions_stalled_at, "duplicates": self.duplicates}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.preds, self.early = dict(state["preds"]), dict(state["early"])
@@ -243,6 +267,12 @@ class QualityProcessor(Processor):
             self.clock = {"predictions": int(state["max_time"]), "feedback": int(state["max_time"])}
         self.closed_before = int(state["closed_before"])
         self.unanswered_run, self.stalled_at = int(state.get("unanswered_run", 0)), int(state.get("stalled_at", _NEVER))
+        self.unpredicted_run = int(state.get("unpredicted_run", 0))
+        self.predictions_stalled_at = int(state.get("predictions_stalled_at", _NEVER))
+        self._due = {"preds": [(p["time"], k) for k, p in self.preds.items()],
+                     "early": [(f["time"], k) for k, f in self.early.items()]}
+        for due in self._due.values():
+            heapq.heapify(due)
         for w in self.windows.values():  # a checkpoint from before repeats were noticed: its windows have no ids
             w.setdefault("ids", {})
         self.duplicates = dict(state.get("duplicates", {"predictions": 0, "feedback": 0}))
@@ -259,7 +289,8 @@ class QualitySettings(Section):
                              "(the click flow calls an impression a non-click after 30 minutes).")
     allowed_lateness_ms: int = Field(5_000, ge=0, description="Out-of-order slack of each input's watermark.")
     stall_after: int = Field(10_000, gt=0, description="Predictions in a row without feedback after which "
-                             "the feedback stream counts as stalled.")
+                             "the feedback stream counts as stalled; and feedback in a row without predictions, the "
+                             "other way round.")
 
 
 def flow(model_name: str, window_ms: int | None = None, max_wait_ms: int | None = None,

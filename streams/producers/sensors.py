@@ -6,7 +6,8 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from connectors.kafka import EventProducer, KafkaSettings, create_topics
 from schemas import SENSOR_BATCH
 from schemas.topics import dlq_topic
 from streams.producers import stop_on_signal
-from streams.producers.simulator import SENSORS, SensorSimulator, malformed_messages
+from streams.producers.simulator import SENSORS, InjectedAnomaly, SensorSimulator, malformed_messages
 
 TOPIC = "sensor.readings"
 
@@ -57,8 +58,8 @@ class SensorProducer:
         Simulated devices.
     rate
         Readings per second across all devices; 0 for as fast as possible.
-    anomaly_rate, readings_per_message, seed
-        As for ``SensorSimulator``.
+    anomaly_rate, readings_per_message, seed, on_injected
+        As for ``SensorSimulator``: without ``on_injected`` the anomalies are kept in ``sim.injected``.
     bad_events
         Malformed messages to mix in (all are sent, even when the run stops early).
     """
@@ -73,6 +74,7 @@ class SensorProducer:
         bad_events: int = 0,
         readings_per_message: int = 50,
         seed: int = 7,
+        on_injected: Callable[[InjectedAnomaly], None] | None = None,
     ) -> None:
         self.settings = settings
         self.rate = rate
@@ -80,6 +82,7 @@ class SensorProducer:
         self.sim = SensorSimulator(
             devices=devices, readings_per_message=readings_per_message, interval_ms=per_reading_ms,
             anomaly_rate=anomaly_rate, start_ms=int(time.time() * 1000), seed=seed, stagger=True,
+            on_injected=on_injected,
         )
         self.bad = malformed_messages(bad_events, seed=seed)
         self.stats = ProduceStats()
@@ -133,12 +136,12 @@ class SensorProducer:
                 self._send_bad()
             if on_progress is not None and now - last_progress >= 0.25:
                 last_progress = now
-                self.stats.injected = len(self.sim.injected)
+                self.stats.injected = self.sim.injected_count
                 on_progress(self.stats)
         while self.stats.bad < len(self.bad):
             self._send_bad()
         self.producer.flush(60.0)
-        self.stats.injected = len(self.sim.injected)
+        self.stats.injected = self.sim.injected_count
         return self.stats
 
     def close(self, timeout: float = 60.0) -> None:
@@ -164,15 +167,27 @@ class SensorProducer:
         self.producer.produce_raw(TOPIC, value, key=f"bad-{self.stats.bad}")
         self.stats.bad += 1
 
-    def write_truth(self, path: Path) -> None:
-        """Write the anomalies injected so far as JSON (a list of ``InjectedAnomaly`` fields).
 
-        Parameters
-        ----------
-        path
-            The file to write.
-        """
-        path.write_text(json.dumps([asdict(a) for a in self.sim.injected], indent=1))
+@contextmanager
+def _truth(path: Path | None) -> Iterator[Callable[[InjectedAnomaly], None]]:
+    """Where ``produce`` puts each anomaly as it is injected: into the truth file, a JSON list of ``InjectedAnomaly``
+    fields closed however the run ends, or nowhere when none was asked for. Kept until the end of a run of months,
+    they grew by some 100 MB a day."""
+    if path is None:
+        yield lambda anomaly: None
+        return
+    with path.open("w") as f:
+        sep = "["
+
+        def write(anomaly: InjectedAnomaly) -> None:
+            nonlocal sep
+            f.write(f"{sep}\n{json.dumps(asdict(anomaly))}")
+            sep = ","
+
+        try:
+            yield write
+        finally:
+            f.write("[]\n" if sep == "[" else "\n]\n")
 
 
 def produce(
@@ -202,11 +217,10 @@ def produce(
     progress
         Show a progress line on the terminal.
     """
-    with stop_on_signal() as stop, SensorProducer(settings, devices=devices, rate=rate, anomaly_rate=anomaly_rate,
-                                                  bad_events=bad_events) as producer:
+    with stop_on_signal() as stop, _truth(truth_path) as on_injected, SensorProducer(
+            settings, devices=devices, rate=rate, anomaly_rate=anomaly_rate, bad_events=bad_events,
+            on_injected=on_injected) as producer:
         stats = _run(producer, count, duration, progress, stop)
-    if truth_path is not None:
-        producer.write_truth(truth_path)
     if stop.is_set():
         print("produce sensors stopped" + (f"; truth of what was sent in {truth_path}" if truth_path else ""),
               file=sys.stderr)

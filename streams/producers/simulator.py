@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +156,7 @@ class _Device:
 
 
 class SensorSimulator:
-    """Yields sensor_batch records device by device; ``injected`` collects the ground truth.
+    """Yields sensor_batch records device by device; ``injected`` collects the ground truth (or ``on_injected``).
 
     Each device has three sensors (temperature, vibration, pressure): a cycle plus noise. The same seed
     gives the same records and the same anomalies.
@@ -186,6 +186,10 @@ class SensorSimulator:
         The ``producer`` field of every record.
     stagger
         Spread the devices' batch ends evenly over one batch span (a live fleet) instead of aligning them.
+    on_injected
+        Given, each anomaly goes to it as it is injected instead of into ``injected``: a producer that runs for
+        months writes its truth out as it goes, or keeps none (kept, they grew by some 100 MB a day).
+        ``injected_count`` counts them either way.
 
     Examples
     --------
@@ -212,6 +216,7 @@ class SensorSimulator:
         seed: int = 7,
         producer: str = "eddyline/simulator",
         stagger: bool = False,
+        on_injected: Callable[[InjectedAnomaly], None] | None = None,
     ) -> None:
         self.rng = np.random.default_rng(seed)
         self.pyrng = random.Random(seed)
@@ -227,6 +232,8 @@ class SensorSimulator:
             if stagger:  # device i's batches end i/devices of a batch later: a live fleet sends evenly
                 d.offset_ms = i * readings_per_message * interval_ms / devices
         self.injected: list[InjectedAnomaly] = []
+        self.injected_count = 0
+        self._record = on_injected or self.injected.append
         self.readings = 0
 
     @property
@@ -284,7 +291,8 @@ class SensorSimulator:
                 kind = self.pyrng.choice(KINDS)
                 length = {"spike": 1, "level_shift": 20, "noise_burst": 15}[kind]
                 magnitude = spread * self.pyrng.uniform(6, 9) * self.pyrng.choice((-1, 1))
-                self.injected.append(InjectedAnomaly(
+                self.injected_count += 1
+                self._record(InjectedAnomaly(
                     derive_id("injected", device.device_id, sensor, device.t + i), device.device_id, sensor, kind,
                     int(stamps[i]), int(stamps[i] + (length - 1) * self.interval_ms)))
                 pending = (kind, length, magnitude)
