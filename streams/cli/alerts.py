@@ -14,14 +14,23 @@ def redrive_command(
     """Send dead-lettered alerts (dlq.alerts) again: back on alerts.retry, due now, for the notify flow.
 
     Each letter is redriven once (a consumer group remembers where redrive stopped); delivery is idempotent
-    (PagerDuty's dedup key is the alert key), so a letter sent twice opens no second incident.
+    (PagerDuty's dedup key is the alert key), so a letter sent twice opens no second incident. A namespace the notify
+    flow never ran in (no dlq.alerts) is refused: "0 redriven" there would hide a mistyped namespace.
     """
-    from streams.cli.errors import answering_kafka
-    from streams.flows.notify import redrive
+    from connectors.kafka import make_admin
+    from streams.cli.errors import BROKER_ANSWER_S, CliError, answering_kafka
+    from streams.flows.notify import DLQ_TOPIC, redrive
 
     if idle <= 0:
         raise ValueError("--idle must be positive (seconds without a new letter before redrive stops)")
-    report = redrive(answering_kafka(), idle_s=idle, dry_run=dry_run)
+    kafka = answering_kafka()
+    dlq = kafka.topic(DLQ_TOPIC)
+    meta = make_admin(kafka).list_topics(timeout=BROKER_ANSWER_S).topics.get(dlq)  # asking for one may create it
+    if meta is None or meta.error is not None:  # "redrove 0" would hide a wrong namespace, and redrive creates topics
+        raise CliError(f"there is no topic {dlq} on {kafka.bootstrap_servers}: the notify flow never ran with the "
+                       f"namespace {kafka.namespace!r}; set the one it runs with (EDDYLINE_KAFKA_NAMESPACE or "
+                       "[kafka] namespace in eddyline.toml) and run redrive again")
+    report = redrive(kafka, idle_s=idle, dry_run=dry_run)
     verb = "would redrive" if dry_run else "redrove"
     typer.echo(f"{verb} {report.redriven} dead-lettered alerts")
     for reason, n in sorted(report.by_reason.items()):

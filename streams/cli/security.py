@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 def standing(kafka: KafkaSettings, timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
     """Every source's latest quarantine record, read from the start of the quarantine list to its end as of now.
 
+    A record that is not a quarantine event (written by hand, or by a buggy producer) is skipped, as the flows
+    dead-letter it and keep the source's standing before it: one bad record must not hide a quarantine, nor stop
+    the operator from listing and releasing the others.
+
     Parameters
     ----------
     kafka
@@ -30,14 +34,30 @@ def standing(kafka: KafkaSettings, timeout_s: float = 30.0) -> dict[str, dict[st
     timeout_s
         Seconds to read at most (``TimeoutError`` if the list is not read to its end by then).
     """
-    from connectors.kafka import create_topics, read_latest
+    from connectors.kafka import create_topics, read_to_end
     from connectors.schema_registry import configured_serde
-    from schemas import QUARANTINE
+    from schemas import QUARANTINE, DecodeError, ValidationError
 
     create_topics(kafka, [TOPIC])
     serde = configured_serde()
-    records = [serde.decode(v, QUARANTINE) for v in read_latest(kafka, TOPIC, timeout=timeout_s).values()]
-    return {r["source"]: r for r in records}
+    messages, unread = read_to_end(kafka, TOPIC, {}, timeout=timeout_s)
+    if unread:
+        raise TimeoutError(f"partitions {sorted(unread)} of {kafka.topic(TOPIC)} not read to their end in "
+                           f"{timeout_s:g} s from {kafka.bootstrap_servers}")
+    latest: dict[bytes | None, dict[str, Any]] = {}
+    bad = []
+    for m in sorted(messages, key=lambda m: (m.partition(), m.offset())):
+        if m.value() is None:  # a tombstone
+            latest.pop(m.key(), None)
+            continue
+        try:
+            latest[m.key()] = serde.decode(m.value(), QUARANTINE)
+        except (DecodeError, ValidationError) as exc:
+            bad.append(f"partition {m.partition()} offset {m.offset()} ({exc})")
+    if bad:
+        typer.echo(f"skipped {len(bad)} records of {kafka.topic(TOPIC)} that are not quarantine records, as the "
+                   f"flows skip them: {'; '.join(bad[:3])}", err=True)
+    return {r["source"]: r for r in latest.values()}
 
 
 def list_command(
