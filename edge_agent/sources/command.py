@@ -43,6 +43,7 @@ def parse_output(text: str) -> tuple[list[tuple[str, float, str | None]], list[s
     return readings, bad
 
 
+_BAD_SHOWN = 5  # different bad lines a warning quotes
 _MAX_OUTPUT = 64 * 1024  # a few readings per run; more is a command gone wrong, not data to hold in memory
 
 
@@ -95,6 +96,7 @@ class Command:
         self.errors = 0
         self._cfg = cfg
         self._bad_log = LogLimit()
+        self._bad_lines: dict[str, None] = {}  # the different bad lines since the last log: a header hid the rest
 
     def read(self) -> list[Chunk]:
         ts = now_ms()
@@ -112,9 +114,13 @@ class Command:
             )
         readings, bad = parse_output(stdout.decode(errors="replace"))
         self.errors += len(bad)
-        if bad and self._bad_log.due(self.name):
-            log.warning("source %s: output line is not 'sensor value [unit]': %r (%d such lines so far; repeats are "
-                        "logged once a minute)", self.name, bad[0][:200], self.errors)
+        for line in bad:
+            if len(self._bad_lines) < _BAD_SHOWN:
+                self._bad_lines.setdefault(line[:200])
+        if self._bad_lines and self._bad_log.due(self.name):
+            log.warning("source %s: output lines are not 'sensor value [unit]': %s (%d such lines so far; repeats are "
+                        "logged once a minute)", self.name, ", ".join(map(repr, self._bad_lines)), self.errors)
+            self._bad_lines.clear()
         return [Chunk(f"{self.name}.{s}", unit, [ts], [v]) for s, v, unit in readings]
 
     def close(self) -> None:

@@ -243,7 +243,7 @@ class MlflowRegistry(Registry):
     def _drop_out_of_service(self, model: str, rm: Any, champion: str | None) -> None:
         """Drop the artifacts of versions out of service (``base.out_of_service``), after the change that
         put them there; a store that refuses one is warned about and asked again at the next change, and the others
-        still go."""
+        still go. A run purged by hand (``mlflow gc``) took its artifacts along: nothing is left to ask for."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         versions = {str(mv.version): mv for mv in self._all(model)}
@@ -257,8 +257,9 @@ class MlflowRegistry(Registry):
                 uri = self.client.get_run(mv.run_id).info.artifact_uri
                 get_artifact_repository(uri, tracking_uri=self.uri).delete_artifacts("model")
             except Exception as exc:
-                tracking.warn_once(f"drop the artifacts of {model} versions out of service", exc, self.uri)
-                continue  # one run purged by hand must not keep the others
+                if not _missing(exc):
+                    tracking.warn_once(f"drop the artifacts of {model} versions out of service", exc, self.uri)
+                    continue
             self.client.set_model_version_tag(model, version, _DROPPED, "dropped")
 
     def register(self, model: str, artifact: dict[str, Any], *, reason: str, parent: str | None = None,

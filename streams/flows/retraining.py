@@ -180,6 +180,7 @@ class RetrainingClickProcessor(ClickProcessor):
         except RegistryError:  # refused (the outbox logged why): a trial without a version could never be decided
             self._abandon()
             self.quiet_until = self.outcomes + self.policy.cooldown
+            self.seen = None  # the registry does not know what we serve (restored from a backup): take its champion
             return
         if registered is None:
             return

@@ -221,6 +221,18 @@ def test_bad_lines_are_counted_each_read_and_logged_once_a_minute(
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["source cmd", "source replay"]
 
 
+def test_a_bad_line_behind_a_header_is_logged_too(caplog: pytest.LogCaptureFixture) -> None:
+    """Each warning quoted the read's first bad line: the header a command prints first, never the line after it
+    that said what was wrong."""
+    script = "print('Sensor Value Unit'); print('temp 21.5 C'); print('probe-2 disconnected')"
+    cmd = build_source(CommandSource(kind="command", name="cmd", command=[sys.executable, "-c", script]))
+    cmd._bad_log.every_s = 0.0  # a warning due at each read
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            assert [c.values for c in cmd.read()] == [[21.5]]
+    assert [r.getMessage().count("'probe-2 disconnected'") for r in caplog.records] == [1, 1] and cmd.errors == 4
+
+
 def test_a_simulated_sensor_slower_than_a_reading_a_minute_keeps_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its next reading is due minutes ahead: that is no clock step to follow with a reading at every read."""
     clock = [1_800_000_000_000]

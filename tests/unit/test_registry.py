@@ -119,6 +119,31 @@ def test_versions_out_of_service_keep_their_records_but_only_the_newest_keep_the
         assert sorted(p.name for p in (reg.root / "m" / "versions").iterdir()) == ["1", "2", "5", "6", "7"]
     assert reg.rollback("m", reason="back").version == "1" and reg.load_artifact("m", "1") == {"v": 1}
 
+
+def test_a_run_purged_by_hand_is_not_asked_for_its_artifacts_at_every_change(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Old runs deleted in MLflow's UI and purged by ``mlflow gc`` took their artifacts along: their versions were
+    asked for them again, and warned of as an outage, at every change of the registry for good."""
+    import models.registry.base
+    from models import tracking
+    from models.registry.mlflow_store import MlflowRegistry
+
+    monkeypatch.setattr(models.registry.base, "ARTIFACTS_KEPT", 1)
+    reg = MlflowRegistry(tracking.embedded_uri(tmp_path))
+    reg.register("m", {"v": 1}, reason="initial", champion=True)
+    reg.register("m", {"v": 2}, reason="trial 2", parent="1")
+    reg.reject("m", "2", reason="worse")
+    run_id = reg.client.get_model_version("m", "2").run_id
+    reg.client.delete_run(run_id)
+    reg.client._tracking_client.store._hard_delete_run(run_id)  # what `mlflow gc` does
+    for v in range(3, 6):
+        reg.register("m", {"v": v}, reason=f"trial {v}", parent="1")
+        reg.reject("m", str(v), reason="worse")
+    assert "drop the artifacts" not in caplog.text
+    assert [reg.client.get_model_version("m", v).tags.get("eddyline.artifact") for v in ("2", "3", "4")] == [
+        "dropped"] * 3
+
+
 def test_bad_names_and_unknown_versions_are_clear_errors(reg) -> None:
     for read in (reg.champion, reg.versions, reg.history):
         with pytest.raises(RegistryError, match="bad model name"):

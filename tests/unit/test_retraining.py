@@ -216,11 +216,14 @@ def test_a_challenger_that_learned_outcomes_of_a_source_quarantined_during_its_t
 def test_a_registry_folder_restored_from_a_backup_refuses_changes_and_the_flow_goes_on(tmp_path, caplog) -> None:
     """The registry's disk died and its folder came back from last night's backup, without the challenger on
     trial: its rejection is refused for good. Kept at the head of the queue it failed every batch (each one
-    dead-lettered), at every restart; a refused registration left the flow waiting for a version for ever."""
+    dead-lettered), at every restart; a refused registration left the flow waiting for a version for ever. The
+    refusal says the registry does not know what the flow serves: it takes the registry's champion (it kept its own,
+    and every later registration was refused)."""
     folder, backup = tmp_path / "registry", tmp_path / "backup"
     proc = _in_shadow(folder, [0.0, 1.0] * 5)
     assert proc.challenger_version == "2"
-    ModelRegistry(backup).register("clicks-trial", {"w": [0.0]}, reason="initial model", champion=True)
+    first = ModelRegistry(folder).load_artifact("clicks-trial", "1")
+    ModelRegistry(backup).register("clicks-trial", first, reason="initial model", champion=True)
     shutil.rmtree(folder)
     shutil.copytree(backup, folder)
     proc.process([_imp(30 + i, 5.0 if i % 2 else 1.0) for i in range(10)])  # the trial ends: "reject 2" refused
@@ -235,4 +238,9 @@ def test_a_registry_folder_restored_from_a_backup_refuses_changes_and_the_flow_g
     assert proc.phase == "serving" and proc.outbox.pending == 0 and proc.challenger is None
     assert "registry change register of clicks-trial refused, dropped: parent version '7'" in caplog.text
     emitted = proc.process([_imp(50 + i, 1.0) for i in range(3)])
-    assert len([e for e in emitted if e.topic == "predictions"]) == 3
+    assert [e.record["model_version"] for e in emitted if e.topic == "predictions"] == ["1"] * 3
+    proc.quiet_until = 0  # serving the backup's champion, the next trigger is registered (it was refused for ever)
+    proc.process([Event("drift", "clicks-trial", {"event_id": "d-3", "model_name": "clicks-trial", "kind": "CONCEPT",
+                                                  "detector": "ours", "statistic": 0.5})])
+    proc.process([_imp(60 + i, 5.0 if i % 2 else 1.0) for i in range(10)])
+    assert proc.phase == "shadow" and proc.challenger_version == "2"
