@@ -67,6 +67,7 @@ LOG_EVERY_S = 60.0  # repeats of a warning (normalised tags, dropped or refused 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 SEGMENT_BYTES = 4 << 20  # a spool segment, at most: replay reads a whole one into memory
 REFUSED_FOR_GOOD = frozenset({400, 413, 422})  # the server will not take these lines however often they are sent
+_NS_LIMIT = 2**63 - 2  # line protocol times are int64 nanoseconds: InfluxDB's range, 1677 to 2262
 
 
 def log_due(logged: dict[str, float], event: str) -> bool:
@@ -821,7 +822,9 @@ def _clean_counted(text: str, changed: dict[str, int] | None) -> str:
 
 def check_point(measurement: Any, tags: Mapping[str, Any], fields: Mapping[str, Any], time_ms: Any) -> None:
     """Raise ``MalformedPointError`` for a point line protocol cannot carry: the client would drop it, or its
-    field, without a word. Tag keys and values that ``clean_tag`` can fix pass.
+    field, without a word, and a time out of its range (microseconds or nanoseconds taken for milliseconds) InfluxDB
+    refuses with the whole batch and VictoriaMetrics drops while it counts as written. Tag keys and values that
+    ``clean_tag`` can fix pass.
 
     Parameters
     ----------
@@ -851,4 +854,9 @@ def check_point(measurement: Any, tags: Mapping[str, Any], fields: Mapping[str, 
     if isinstance(time_ms, bool) or not isinstance(time_ms, int):
         raise MalformedPointError(
             "time", f"time_ms of {measurement!r} must be an int (ms since the epoch), got {time_ms!r}"
+        )
+    if abs(time_ms) * 1_000_000 > _NS_LIMIT:
+        raise MalformedPointError(
+            "time", f"time_ms of {measurement!r} is {time_ms}, outside the years 1677 to 2262 that InfluxDB stores: "
+            "ms since the epoch are wanted (is it in microseconds or nanoseconds?)"
         )

@@ -39,6 +39,7 @@ log = logging.getLogger("eddyline.gateway")
 
 POLL_INTERVAL_S = 0.02
 LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
+LIBRDKAFKA_RECORD_OVERHEAD = 36  # what librdkafka adds to key, value and headers when it checks message.max.bytes
 DEGRADED_AFTER_FAILURE_S = 60.0
 
 
@@ -176,6 +177,8 @@ class Gateway:
         """Encode and produce complete records (ids, times and producer set), each with its path; all or nothing."""
         topic = self.kafka.topic(endpoint.topic)
         problems = problems if problems is not None else []
+        headers = {"gateway-client": client.encode()}
+        framing = LIBRDKAFKA_RECORD_OVERHEAD + sum(len(k) + len(v) + 10 for k, v in headers.items())  # 2 varints each
         encoded: list[tuple[bytes, str, str]] = []
         for record, path in records:
             try:
@@ -186,13 +189,17 @@ class Gateway:
             except SchemaError as exc:
                 problems.append(Problem(path or "(body)", str(exc)))
                 continue
-            if len(data) > self.max_message_bytes:  # doubles take 8 bytes in Avro, "0," takes 2 in JSON
+            # doubles take 8 bytes in Avro, "0," takes 2 in JSON; the key counts too: librdkafka refusing it would
+            # be a 503 'retry', which no retry gets past
+            size = len(data) + len(record[endpoint.key_field].encode("utf-8", "surrogatepass")) + framing
+            if size > self.max_message_bytes:
                 problems.append(
                     Problem(
                         path or "(body)",
                         (
-                            f"encodes to {len(data)} bytes of Avro, over the Kafka message limit of "
-                            f"{self.max_message_bytes}; send fewer readings or a shorter chunk per event"
+                            f"encodes to {size} bytes of Kafka message (Avro, key {endpoint.key_field} and headers), "
+                            f"over the Kafka message limit of {self.max_message_bytes}; send fewer readings, a "
+                            f"shorter chunk or a shorter {endpoint.key_field} per event"
                         ),
                     )
                 )
@@ -207,7 +214,6 @@ class Gateway:
                 f"the {endpoint.event_type} event does not fit its schema; fix the fields listed in 'problems'",
                 problems[:10],
             )
-        headers = {"gateway-client": client.encode()}
         ids = [event_id for _, _, event_id in encoded]
         for done, (data, key, _) in enumerate(encoded):
             try:
@@ -327,7 +333,7 @@ def create_app(
             client = gateway.auth.client(request.headers.get("authorization"))
             gateway.backpressure.check()
             _require_json(request)
-            value = parse_json(await read_body(request, settings.max_body_bytes))
+            value = parse_json(await read_body(request, settings.max_body_bytes, settings.body_timeout_s))
             ids = gateway.publish(endpoint, value, client)
             return JSONResponse({"accepted": len(ids), "topic": endpoint.topic, "event_ids": ids}, status_code=202)
 

@@ -5,9 +5,11 @@
   with a JSON text frame ``{"status": 202, "seq": N, "event_id": ...}``; a text frame ``{"event": "stop"}``
   (acknowledged) or closing the socket with a code ends the call, whose last chunk is marked ``final``.
 - ``/v1/audio/twilio``: Twilio Media Streams (``connected``, ``start``, ``media``, ``stop``; base64 mu-law at
-  8 kHz). The call id (``callSid``) is the conversation id, the inbound track's; another track gets
-  ``<callSid>/<track>``. The token comes in the ``Authorization`` header, or as the stream's custom
-  parameter ``token`` (``<Parameter name="token" value="..."/>`` in TwiML), because Twilio cannot set headers.
+  8 kHz). The call id (``callSid``) is the conversation id, the inbound track's; the outbound track's is
+  ``<callSid>/outbound``. Twilio sends no other track, and another is refused: each track is a call held in memory
+  with a final chunk at the end, so new names without end were calls without end. The token comes in the
+  ``Authorization`` header, or as the stream's custom parameter ``token`` (``<Parameter name="token"
+  value="..."/>`` in TwiML), because Twilio cannot set headers.
   Either way the token's ``[gateway] scopes`` must allow ``audio_chunk``.
   Nothing is sent back: Twilio would take it for audio to play.
 
@@ -60,6 +62,7 @@ PCM_FRAMES = "reconnect with &seq (last seq acknowledged + 1) and send shorter f
 TWILIO_FRAMES = "Twilio sizes its frames: raise [gateway] max_body_bytes"
 _CLOSE = {400: 1003, 401: 1008, 403: 1008, 409: 1008, 413: 1009, 415: 1003, 422: 1003, 429: 1013, 503: 1011}
 DROPPED = (1005, 1006)  # ended without a close code: uvicorn says 1005 for a connection lost, RFC 6455 1006
+TWILIO_TRACKS = ("inbound", "outbound")
 
 
 class Numbering(NamedTuple):
@@ -411,7 +414,10 @@ class _TwilioCall:
             audio = base64.b64decode(media["payload"], validate=True)
         except (binascii.Error, ValueError):
             raise GatewayError(400, "bad_message", "media.payload is not valid base64; send base64 mu-law") from None
-        track = str(media.get("track") or "inbound")
+        track = media.get("track") or "inbound"
+        if track not in TWILIO_TRACKS:
+            raise GatewayError(400, "bad_message", f"media.track {str(track)[:40]!r} is not one Twilio sends; "
+                                                   f"send {' or '.join(TWILIO_TRACKS)}")
         call = self.tracks.get(track)
         if call is None:
             conversation = self.call_sid if track == "inbound" else f"{self.call_sid}/{track}"

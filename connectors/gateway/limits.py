@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -38,8 +39,20 @@ def message_bytes(message: dict) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to pass ``limit`` (declared or streamed)."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refused with 413 as soon as it is known to pass ``limit`` (declared or streamed), and with 408 if it
+    has not all come within ``timeout_s``: a client that trickles its body (slowloris) would otherwise hold its
+    connection, and what it sent, for ever.
+
+    Parameters
+    ----------
+    request
+        The request whose body is read.
+    limit
+        The most bytes allowed.
+    timeout_s
+        How long the whole body may take to arrive.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -49,11 +62,17 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise too_large(limit)
     chunks, received = [], 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise GatewayError(408, "body_timeout", f"the request body did not all arrive within {timeout_s:g} s; send "
+                           "it at once (or raise [gateway] body_timeout_s for a slow link)",
+                           headers={"Connection": "close"}) from None
     return b"".join(chunks)
 
 

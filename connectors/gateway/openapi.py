@@ -118,6 +118,8 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
                         "No bearer token, or not a known one.", {"WWW-Authenticate": {"schema": {"type": "string"}}}
                     ),
                     "403": _error("The token's scopes ([gateway] scopes) do not include this event type."),
+                    "408": _error(f"The body did not all arrive within {settings.body_timeout_s:g} s "
+                                  "([gateway] body_timeout_s); the connection is closed."),
                     "413": _error("The body is larger than the limit, or the array holds too many events."),
                     "415": _error("The Content-Type is not application/json."),
                     "422": _error("The JSON does not fit the event's schema; 'problems' names each field."),

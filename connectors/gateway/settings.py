@@ -34,6 +34,10 @@ class GatewaySettings(Section):
     allow_anonymous: bool = Field(False, description="Accept requests without a token (development only)")
     max_body_bytes: int = Field(1_048_576, gt=0, description="Largest HTTP body or WebSocket message")
     max_events_per_request: int = Field(1000, gt=0, description="Longest JSON array one POST may carry")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a request body may take to arrive; slower ones get 408 (a client trickling "
+        "its body would hold its connection for ever)"
+    )
     max_queue: int = Field(
         10_000, gt=0, description="Messages waiting in the producer above which requests get 429 (backpressure)"
     )

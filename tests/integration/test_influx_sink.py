@@ -11,6 +11,9 @@ import pytest
 
 from connectors.broker import free_port
 from connectors.influx import InfluxPoint, InfluxSink, InfluxWriteError, MalformedPointError, clean_tag
+from schemas import ALERT
+from streams.processor import Emit
+from streams.sinks.base import MetricsSink
 from tests.fixtures import timeseries
 from tests.fixtures.timeseries import VictoriaMetrics, victoria_binary
 
@@ -110,6 +113,26 @@ def test_malformed_points_are_refused_before_anything_is_queued(victoria: Victor
             sink.write(m, {}, {"v": 1}, 1.7e12)  # type: ignore[arg-type]
         assert sink.points_queued == 0
     assert victoria.export(f'{{__name__=~"{m}_.*"}}') == []
+
+
+def test_a_time_in_microseconds_is_refused_not_counted_written_and_dropped_by_the_server(
+    victoria: VictoriaMetrics,
+) -> None:
+    """A device's clock in microseconds: VictoriaMetrics answered 204 and dropped the point ('too big timestamp')
+    while the sink counted it written; InfluxDB refuses the whole batch for it. The flow leaves that point out."""
+    m = unique("micros")
+    with InfluxSink(victoria.influx_settings("micros")) as sink:
+        with pytest.raises(MalformedPointError, match="microseconds") as raised:
+            sink.write_points([(m, {"d": "1"}, {"v": 1.0}, T0), (m, {"d": "2"}, {"v": 2.0}, T0 * 1000)])
+        assert raised.value.reason == "time" and sink.points_queued == 0
+        alerts = [{"source": "test", "status": "OPENED", "severity": "ERROR", "entity": m, "value": 1.0,
+                   "event_time": t} for t in (T0, T0 * 1000)]
+        flow_sink = MetricsSink(sink)  # a flow's sink leaves the bad point out of its batch, counted
+        flow_sink.write([Emit("alerts", "d", ALERT, a) for a in alerts])
+        sink.flush()
+        assert (flow_sink.points_refused, sink.points_written) == ({"time": 1}, 1)
+    series = victoria.export(f'{{__name__=~"alerts_.*", entity="{m}"}}')
+    assert {s["metric"]["__name__"]: s["timestamps"] for s in series} == {"alerts_value": [T0], "alerts_count": [T0]}
 
 
 def test_tags_the_client_would_mangle_are_stored_as_cleaned(victoria: VictoriaMetrics) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import schemathesis
 from pydantic import ValidationError
@@ -20,6 +22,7 @@ from connectors.gateway.errors import GatewayError
 from connectors.gateway.openapi import openapi_spec
 from connectors.gateway.records import ENDPOINTS, RecordMapper, json_schema
 from connectors.kafka import EventProducer, KafkaSettings
+from tests.fixtures.gateway import serve_gateway
 
 TOKEN = "unit-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -243,11 +246,59 @@ def test_bodies_over_the_limit_get_413_declared_or_streamed() -> None:
         assert r.status_code == 413 and r.json()["error"] == "too_many_events"
 
 
+def test_a_body_that_trickles_in_gets_408_and_its_connection_closed() -> None:
+    """Slowloris: a POST that sends part of its body and then waits held its connection and what it sent for ever
+    (uvicorn has no such limit), on real HTTP."""
+    settings = GatewaySettings(tokens={"unit": TOKEN}, create_topics=False, shutdown_flush_s=0, body_timeout_s=0.2)
+    with serve_gateway(settings, KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(f"POST /v1/sensors HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+                      f"Authorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n[{{".encode())
+            s.settimeout(60)  # only ends a hung test
+            answer = b""
+            while chunk := s.recv(4096):  # until the gateway closes the connection
+                answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408") and json.loads(body)["error"] == "body_timeout"
+
+
 def test_an_event_too_big_for_kafka_is_413_not_a_broker_error() -> None:
     with _client(max_body_bytes=10_000_000) as c:
         zeros = {**_sensor(), "series": [{"sensor": "t", "timestamps": [0] * 150_000, "values": [0] * 150_000}]}
         r = c.post("/v1/sensors", json=zeros, headers=AUTH)
         assert r.status_code == 413 and "Kafka message limit" in r.json()["message"]
+
+
+def test_an_event_whose_key_takes_it_over_the_kafka_limit_is_413_not_503() -> None:
+    """librdkafka counts key, headers and framing against message.max.bytes: an event whose Avro value fit but whose
+    device id took it over was a 503 'retry with the same event_id', which no retry got past. On real HTTP."""
+    settings = GatewaySettings(tokens={"unit": TOKEN}, create_topics=False, shutdown_flush_s=0)
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", extra={"message.max.bytes": "2000"})
+    with serve_gateway(settings, kafka) as gw:
+        answers = {
+            httpx.post(f"{gw.url}/v1/sensors", json=_sensor(device="d" * n), headers=AUTH, timeout=30).status_code
+            for n in range(900, 1000, 5)  # from well within the limit to past it
+        }
+    assert answers == {202, 413}
+
+
+def test_a_producer_queue_full_of_bytes_is_503_and_the_gateway_goes_on_answering() -> None:
+    """Backpressure counts events; librdkafka's queue is bounded in bytes too, which large audio chunks reach first.
+    Once it was full, producing waited for room on the event loop: no request, /health included, was answered
+    until the broker came back. On real HTTP, with nothing listening where the broker should be."""
+    settings = GatewaySettings(tokens={"unit": TOKEN}, create_topics=False, shutdown_flush_s=0, retry_after_s=3)
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", extra={"queue.buffering.max.kbytes": "256"})
+    pcm = base64.b64encode(bytes(64_000)).decode()  # 2 s of 16 kHz audio
+    with serve_gateway(settings, kafka) as gw:
+        answers = []
+        for seq in range(8):  # 4 fit in 256 KiB
+            chunk = {"conversation_id": "c1", "seq": seq, "sample_rate": 16000, "offset_ms": 2000 * seq, "pcm": pcm}
+            answers.append(httpx.post(f"{gw.url}/v1/audio", json=chunk, headers=AUTH, timeout=60))
+        health = httpx.get(f"{gw.url}/health", timeout=60)
+    refused = answers[-1]
+    assert {r.status_code for r in answers} == {202, 503} and health.status_code in (200, 503)
+    assert refused.headers["Retry-After"] == "3" and "queue is full" in refused.json()["message"]
 
 
 def test_backpressure_answers_429_with_retry_after_while_the_broker_is_behind() -> None:

@@ -153,6 +153,22 @@ def test_a_twilio_call_ended_by_the_next_calls_start_numbers_on_after_its_final_
     assert [r["seq"] for r in produced if r["conversation_id"] == "CA7"] == [0, 1]
 
 
+def test_a_twilio_stream_naming_a_track_twilio_never_sends_is_refused(client) -> None:
+    """Every track is a call of its own until the stream ends, with a final chunk then: a stream naming new tracks
+    without end held a call each in memory and produced thousands of final chunks at its stop."""
+    c, produced = client
+    payload = base64.b64encode(b"\xff").decode()
+    with c.websocket_connect("/v1/audio/twilio", headers=AUTH) as ws:
+        ws.send_text(json.dumps({"event": "start", "start": {"callSid": "CA5"}}))
+        for track in ("inbound", "outbound", "t1", "t2"):
+            ws.send_text(json.dumps({"event": "media", "media": {"track": track, "payload": payload}}))
+        ws.send_text(json.dumps({"event": "stop"}))
+        closed = ws.receive()
+    assert closed["type"] == "websocket.close" and closed["code"] == 1003 and "inbound or outbound" in closed["reason"]
+    assert {r["conversation_id"] for r in produced} <= {"CA5", "CA5/outbound"}
+    assert not calls.call_numbers(c.app.state.gateway).live
+
+
 def test_a_gateway_process_remembers_a_bounded_number_of_calls() -> None:
     from connectors.gateway.audio import CallAudio
 
