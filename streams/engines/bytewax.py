@@ -139,7 +139,7 @@ class _ProcessorLogic(StatefulBatchLogic):
     long is flushed (``_flush_saved`` if still bytes), written there and discarded, so memory follows active keys;
     it is reloaded when it speaks again.
     A resumed bucket (``_BucketLogic``'s layout, before a switch back to one key per device) moves its keys'
-    states to the idle store, where each key finds its own.
+    states to the idle store, where each key finds its own, and hands on what they held back (``_move_to_idle``).
     """
 
     def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
@@ -150,8 +150,9 @@ class _ProcessorLogic(StatefulBatchLogic):
         self.idle = idle
         self.idle_after = idle_after if idle is not None else None
         self.moved = is_bucket(resume)
+        self.moved_held: list[Emit] = []  # what the moved keys held back, handed on as this logic leaves
         if self.moved:  # before any key of this process asks the idle store for its state
-            _move_to_idle(spec, idle, _bucket_states(spec, resume, idle))
+            self.moved_held = _move_to_idle(output, idle, _bucket_states(spec, resume, idle))
         self.saved = None if self.moved else resume
         self.key: str | None = None
         self.processor: Processor | None = None
@@ -177,7 +178,7 @@ class _ProcessorLogic(StatefulBatchLogic):
         if self.moved and self.processor is None:  # a bucket's states, moved to the idle store when built
             if self.idle is not None:
                 self.idle.commit_held()
-            return [], StatefulBatchLogic.DISCARD
+            return _outputs(self.output, self.moved_held), StatefulBatchLogic.DISCARD
         if self.idle is None or self.idle_after is None:
             return [], StatefulBatchLogic.RETAIN
         if self.processor is not None:
@@ -391,7 +392,7 @@ class _BucketLogic(StatefulBatchLogic):
     (``decoded_bytes`` per process, shared by ``buckets``). With ``idle_after``, a key silent that long is flushed
     (``_flush_saved`` where it is bytes) and leaves the bucket for the ``IdleStore``, and an empty bucket leaves
     Bytewax. Resumed states that this layout does not route here (one key per device, another bucket count) move to
-    the idle store, where each key finds its own.
+    the idle store, where each key finds its own, and what they held back is handed on (``_move_to_idle``).
     """
 
     def __init__(self, spec: FlowSpec, output: FlowOutput, resume: bytes | None, idle: IdleStore | None,
@@ -421,6 +422,7 @@ class _BucketLogic(StatefulBatchLogic):
         self.due: dict[str, datetime] = {}
         self.next_due: datetime | None = None  # at most the earliest of ``due``
         self.moved = False
+        self.moved_held: list[Emit] = []  # what the moved keys held back, handed on as this logic leaves
         if resume is not None:
             self._resume(resume)
 
@@ -442,7 +444,7 @@ class _BucketLogic(StatefulBatchLogic):
             return
         # one key's state (the per-key layout) or a bucket of another bucket count: its keys belong to other
         # buckets now, which find them in the idle store; moved before any key of this process asks for its state
-        _move_to_idle(self.spec, self.idle, _bucket_states(self.spec, resume, self.idle))
+        self.moved_held = _move_to_idle(self.output, self.idle, _bucket_states(self.spec, resume, self.idle))
         self.moved = True
         self.next_due = datetime.now(UTC)  # then this logic leaves
 
@@ -517,7 +519,7 @@ class _BucketLogic(StatefulBatchLogic):
     def on_notify(self) -> tuple[list[Outputs], bool]:
         if self.moved and self.idle is not None:  # the moved states are committed before this logic leaves
             self.idle.commit_held()
-        emits: list[Emit] = []
+        emits, self.moved_held = self.moved_held, []
         now = datetime.now(UTC)
         if self.encode_at is not None and self.encode_at <= now:
             self._encode_early(now)
@@ -632,21 +634,29 @@ def _bucket_states(spec: FlowSpec, blob: bytes, store: IdleStore | None) -> dict
     return states
 
 
-def _move_to_idle(spec: FlowSpec, idle: IdleStore | None, states: dict[str, bytes]) -> None:
-    """States resumed in another layout, into the idle store, where each key finds its own when it next speaks.
+def _move_to_idle(output: FlowOutput, idle: IdleStore | None, states: dict[str, bytes]) -> list[Emit]:
+    """States resumed in another layout, into the idle store, where each key finds its own when it next speaks; what
+    they held back, for the moving logic to hand on as it leaves. They leave memory as evicted keys do, flushed
+    (``_flush_saved``): else a key that never speaks again keeps what it held until retention deletes it.
 
     Written at once without a sync (``IdleStore.hold``), so that a key speaking on another process of a cluster
     finds its state there; Bytewax builds every resumed logic before it notifies any, so the first moved logic to
     leave syncs all of them (100,000 devices' states in one sync, not 100,000).
-    Safe to repeat after a crash: the resumed logics are discarded only after the commit, and a key that the new
-    layout has saved since keeps that newer state (the idle store is read only for keys without one).
+    Safe to repeat after a crash: the resumed logics are discarded only after the commit (what they hand on comes
+    again, with the same ids), and a key that the new layout has saved since keeps that newer state (the idle store
+    is read only for keys without one).
     """
     if not states:
-        return
+        return []
     if idle is None:
-        raise RuntimeError(f"{spec.name}: the checkpoint holds states saved in another state layout and there is "
-                           "no idle store to move them to; run with a state folder")
+        raise RuntimeError(f"{output.spec.name}: the checkpoint holds states saved in another state layout and there "
+                           "is no idle store to move them to; run with a state folder")
+    held: list[Emit] = []
+    for key, blob in states.items():
+        emits, states[key] = _flush_saved(output, key, blob)
+        held.extend(emits)
     idle.hold(states)
+    return held
 
 
 class Outputs:
@@ -702,10 +712,11 @@ def _flush(spec: FlowSpec, processor: Processor) -> list[Emit]:
 
 
 def _flush_saved(output: FlowOutput, key: str, blob: bytes) -> tuple[list[Emit], bytes]:
-    """What a key leaving memory as bytes (resumed and silent since, or its processor dropped after ``keep_decoded``)
-    held back, and its bytes to store: it is decoded and flushed as a decoded key is, or what it held would stay in
-    the store, handed on only if the key ever spoke again. The bytes leave unchanged where the flush hands nothing on
-    (most keys: no encode), and undecoded where the flow's processors hold nothing back (``FlowOutput.holds_back``)."""
+    """What a key leaving memory as bytes (resumed and silent since, its processor dropped after ``keep_decoded``, or
+    resumed in another state layout) held back, and its bytes to store: it is decoded and flushed as a decoded key is,
+    or what it held would stay in the store, handed on only if the key ever spoke again. The bytes leave unchanged
+    where the flush hands nothing on (most keys: no encode), and undecoded where the flow's processors hold nothing
+    back (``FlowOutput.holds_back``)."""
     if not output.holds_back(key):
         return [], blob
     processor = restore_or_fresh(output.spec, key, blob)[0]

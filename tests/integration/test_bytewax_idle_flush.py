@@ -44,6 +44,24 @@ def wait_evicted(state: Path, device: str) -> set[str]:
     return evicted
 
 
+def checkpointed_holding_back(settings: KafkaSettings, state: Path, buckets: str) -> str:
+    """Run the flow, never evicting, until the two batches before the gap are scored and a checkpoint past all
+    of them is committed (a restart does not read them again), and stop it; its log."""
+    proc = start_flow(settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="0", EDDYLINE_RUNTIME_STATE_BUCKETS=buckets)
+    epochs = RecoveryEpochs(state, timedelta(seconds=0.5))
+    try:
+        assert len(unique_scores(settings, 2, timeout=90)) == 2  # the two before the gap
+        scored = epochs.resume_epoch() or 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (epochs.resume_epoch() or 0) < scored + 3:
+            time.sleep(0.2)
+        assert (epochs.resume_epoch() or 0) >= scored + 3
+    finally:
+        epochs.close()
+        log = stop(proc)
+    return log
+
+
 @pytest.mark.parametrize("buckets", ["0", "2"], ids=["one-key-per-device", "2-buckets"])
 def test_a_resumed_device_that_never_speaks_again_hands_on_what_it_held_when_evicted(
         kafka_settings: KafkaSettings, tmp_path: Path, buckets: str) -> None:
@@ -51,18 +69,7 @@ def test_a_resumed_device_that_never_speaks_again_hands_on_what_it_held_when_evi
     device = sent[0]["device_id"]
     publish(kafka_settings, sent)
     state = tmp_path / "state"
-    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="0", EDDYLINE_RUNTIME_STATE_BUCKETS=buckets)
-    epochs = RecoveryEpochs(state, timedelta(seconds=0.5))
-    try:
-        assert len(unique_scores(kafka_settings, 2, timeout=90)) == 2  # the two before the gap
-        scored = epochs.resume_epoch() or 0
-        deadline = time.monotonic() + 60  # a checkpoint past the batches: a restart does not read them again
-        while time.monotonic() < deadline and (epochs.resume_epoch() or 0) < scored + 3:
-            time.sleep(0.2)
-        assert (epochs.resume_epoch() or 0) >= scored + 3
-    finally:
-        epochs.close()
-        log = stop(proc)
+    log = checkpointed_holding_back(kafka_settings, state, buckets)
     proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="1", EDDYLINE_RUNTIME_STATE_BUCKETS=buckets)
     try:
         evicted = wait_evicted(state, device)
@@ -87,3 +94,23 @@ def test_a_device_whose_processor_went_back_to_bytes_hands_on_what_it_held_when_
         log = stop(proc)
     assert evicted == {sent[0]["device_id"]}, log
     assert scores == want, "the batches it held were stored with its state, never scored"
+
+
+@pytest.mark.parametrize(("before", "after"), [("0", "2"), ("2", "3")], ids=["to-buckets", "another-bucket-count"])
+def test_a_device_resumed_in_another_state_layout_hands_on_what_it_held(
+        kafka_settings: KafkaSettings, tmp_path: Path, before: str, after: str) -> None:
+    """A restart under another ``state_buckets`` moves the checkpoint's keys to the idle store; one that never speaks
+    again hands on what it held there and then, as an evicted key does, not when retention deletes it."""
+    sent, want = with_a_gap()
+    device = sent[0]["device_id"]
+    publish(kafka_settings, sent)
+    state = tmp_path / "state"
+    log = checkpointed_holding_back(kafka_settings, state, before)
+    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="0", EDDYLINE_RUNTIME_STATE_BUCKETS=after)
+    try:
+        moved = wait_evicted(state, device)
+        scores = unique_scores(kafka_settings, len(want), timeout=30)
+    finally:
+        log += stop(proc)
+    assert moved == {device}, log
+    assert scores == want, "the batches it held were moved to the idle store with its state, never scored"

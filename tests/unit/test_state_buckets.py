@@ -401,6 +401,29 @@ def test_a_device_that_holds_nothing_leaves_as_the_bytes_it_had(tmp_path, monkey
     assert leave_now(logic) == [] and decoded == [] and worker.store.get(key) == saved
 
 
+@pytest.mark.parametrize("before", ["one-key-per-device", "another-bucket-count", "buckets-before-one-per-device"])
+def test_a_device_resumed_in_another_layout_hands_on_what_it_held(tmp_path, before):
+    """A checkpoint of another state layout moves its keys to the idle store: they leave memory as evicted keys do,
+    flushed, or what they held back (batches behind a lost one) stays there until retention deletes it."""
+    evs = gapped()
+    key = evs[0].record["device_id"]
+    reference = _reference_after(evs)[key]
+    state = encode_processor(reference, key)
+    store = IdleStore(tmp_path / "idle-0.sqlite3")
+    output = FlowOutput(SPEC, KafkaSettings())
+    limits = {"keep_decoded": timedelta(seconds=KEEP_DECODED_S), "decoded_bytes": DECODED_BYTES}
+    if before == "buckets-before-one-per-device":
+        logic = _ProcessorLogic(SPEC, output, encode_bucket(Bucket(BUCKETS, 0, {key: state})), store, None)
+    else:
+        resume = state if before == "one-key-per-device" else encode_bucket(Bucket(BUCKETS + 1, 0, {key: state}))
+        logic = _BucketLogic(SPEC, output, resume, store, None, BUCKETS, StagedStates(store), **limits)
+    emits, leaves = logic.on_notify()
+    assert leaves is _BucketLogic.DISCARD
+    assert plain([e for out in emits for e in out]) == plain(reference.flush()) != []
+    stored = restore_or_fresh(SPEC, key, store.get(key))[0]
+    assert stored.flush() == [] and stored.snapshot() == reference.snapshot()  # stored as the flush left it
+
+
 def test_states_moved_by_one_process_reach_a_device_that_speaks_on_another_before_the_move_commits(tmp_path):
     # a cluster restarted with another layout: process 1 resumes a device's old state, process 0 has its new bucket
     evs = events(42, devices=1)
