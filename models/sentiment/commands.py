@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -131,8 +132,11 @@ def eval_command(
     model: Annotated[str | None, typer.Option(help="model dir, HF model dir or hub id, or 'vader' (default: the trained one)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="show the libraries' own warnings")] = False,
 ) -> None:
-    """Accuracy per domain and per text length on the held-out split, beside VADER's lexicon on the same texts."""
-    from models.sentiment.console import quiet_libraries
+    """Accuracy per domain and per text length on the held-out split, beside VADER's lexicon on the same texts.
+
+    Each step (load, score with the model, score with VADER) is announced on stderr with its result and time.
+    """
+    from models.sentiment.console import Steps, quiet_libraries
     from models.sentiment.model import default_model_dir
 
     if not verbose:
@@ -140,8 +144,11 @@ def eval_command(
     from models.sentiment.evaluate import evaluate
 
     where = model if model is not None else str(default_model_dir())
+    if json_path is not None and (json_path.is_dir() or not os.access(json_path.parent, os.W_OK)):
+        raise typer.BadParameter(f"cannot write {json_path} (a folder, or in a missing or read-only one): name a file "
+                                 "in a folder you can write", param_hint="--json")
     try:
-        result = evaluate(json_path, model)
+        result = evaluate(json_path, model, steps=Steps(echo=_err))
     except (FileNotFoundError, OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--model") from None
     prior = f"; lexicon prior {result['lexicon_weight']:.2f}" if result["lexicon_weight"] else ""

@@ -67,15 +67,14 @@ class Steps:
 
 
 def quiet_libraries() -> None:
-    """Silence the warnings and progress bars of transformers, torch's ONNX export, onnxruntime and Python's
-    ``warnings``; only errors from them reach the console."""
+    """Silence the warnings and progress bars of transformers, the Hugging Face hub client (its retries of a base
+    it cannot reach), torch's ONNX export, onnxruntime and Python's ``warnings``; only errors from them reach the
+    console."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
     warnings.filterwarnings("ignore")
     logging.getLogger().setLevel(logging.ERROR)
-    for name in ("transformers", "torch", "onnxruntime", "onnx", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 
@@ -89,3 +88,5 @@ def quiet_libraries() -> None:
         onnxruntime.set_default_logger_severity(3)
     except ImportError:
         pass
+    for name in ("transformers", "huggingface_hub", "torch", "onnxruntime", "onnx", "root"):  # after the imports:
+        logging.getLogger(name).setLevel(logging.ERROR)  # importing transformers sets the hub client's level again

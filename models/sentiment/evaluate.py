@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from models.sentiment.console import Steps
 from models.sentiment.data import LABELS, Example, load_examples, passages, split
 from models.sentiment.emotion import load_emotion
 from models.sentiment.model import SentimentModel, VaderSentiment, WindowedSentiment, load_sentiment
@@ -175,7 +176,7 @@ def evaluate_emotion(emotion: str | None = None) -> dict[str, Any]:
 
 
 def evaluate(json_path: str | Path | None = None, model: str | Path | None = None,
-             examples: list[Example] | None = None) -> dict[str, Any]:
+             examples: list[Example] | None = None, steps: Steps | None = None) -> dict[str, Any]:
     """Our model beside VADER on the test split; written to ``json_path`` when given.
 
     Parameters
@@ -186,20 +187,30 @@ def evaluate(json_path: str | Path | None = None, model: str | Path | None = Non
         As for ``load_sentiment`` (``None``: the model trained here).
     examples
         The held-out sentences (default: the test split); passages are built from them.
+    steps
+        Announces the load and each scoring pass: with a large model they take minutes.
     """
-    if examples is None:
-        _, examples = split(load_examples())
-    loaded = load_sentiment(model)
-    joined = passages(examples)
+    steps = steps or Steps()
+    with steps.step("load the model and the held-out split") as note:
+        if examples is None:
+            _, examples = split(load_examples())
+        loaded = load_sentiment(model)
+        joined = passages(examples)
+        note["result"] = f"{loaded.name}; {len(examples)} sentences, {len(joined)} passages"
     texts = [e.text for e in examples] + [e.text for e in joined]
     y = np.array([e.label for e in examples] + [e.label for e in joined])
-    probs = scored(loaded, texts)
+    with steps.step(f"score {len(texts)} held-out texts with the model") as note:
+        probs = scored(loaded, texts)
+        tokens = token_counts(loaded, texts)
+        note["result"] = f"{int(tokens.sum())} tokens"
     uncalibrated = probs.pop("uncalibrated", probs["served"])
     n = len(examples)
     served = probs["served"]
     acc, polar = per_domain_accuracy(examples, served[:n].argmax(axis=1), served[:n, 2] > served[:n, 0])
-    vader = score_vader(examples)
-    compound = VaderSentiment().compound(texts)
+    with steps.step(f"score the same {len(texts)} texts with VADER and the emotion lexicon"):
+        vader = score_vader(examples)
+        compound = VaderSentiment().compound(texts)
+        emotion = evaluate_emotion()
     result = {
         "accuracy": acc,
         "vader_accuracy": vader["accuracy"],
@@ -210,7 +221,7 @@ def evaluate(json_path: str | Path | None = None, model: str | Path | None = Non
         "temperature": getattr(loaded, "temperature", 1.0),
         "lexicon_weight": getattr(loaded, "lexicon_weight", 0.0),
         "ece_passages": expected_calibration_error(served[n:], y[n:]) if joined else None,
-        "accuracy_by_length": by_length(probs, compound, y, token_counts(loaded, texts)),
+        "accuracy_by_length": by_length(probs, compound, y, tokens),
         "aggregation": getattr(loaded, "aggregation", "none (the backend truncates or reads whole texts)"),
         "counts": dict(sorted(Counter(e.domain for e in examples).items())),
         "passage_counts": dict(sorted(Counter(e.domain for e in joined).items())),
@@ -220,7 +231,6 @@ def evaluate(json_path: str | Path | None = None, model: str | Path | None = Non
         "model": str(model) if model is not None else "trained (default dir)",
         "model_name": loaded.name,
     }
-    emotion = evaluate_emotion()
     result["emotion_f1"] = emotion.pop("f1")
     result["emotion"] = emotion
     if json_path is not None:

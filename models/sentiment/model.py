@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import textwrap
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -49,9 +51,25 @@ WINDOW_BATCH = 16
 # fp32 batched the same way it was no faster than padded batches of 64 or 16 in the same passes, and the labels are
 # the same bits either way (BENCHMARKS-audio.md, "Session 12: batching, measured fairly")
 SAME_LENGTH_BATCHES = False
+# characters VADER reads at once. For each sentiment word it lowercases every word of the text, so its time grows with
+# the square of the length (100,000 characters took 27 s, a stalled flow); every text of the corpora is shorter
+VADER_PIECE = 10_000
 
 _cache: dict[str, SentimentModel] = {}
 _lock = threading.Lock()
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encodable(texts: Sequence[str]) -> list[str]:
+    """The texts with each surrogate code point as U+FFFD: JSON's ``\\ud83d`` escape decodes to a lone one, which no
+    UTF-8 tokenizer takes, and one such transcript would fail every text of its batch.
+
+    Parameters
+    ----------
+    texts
+        The texts; one without surrogates comes back unchanged, with the same length either way.
+    """
+    return [_SURROGATE.sub("\ufffd", t) for t in texts]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +230,7 @@ class WindowedSentiment(SentimentModel):
         lexicon
             Compute the compound scores even for a network that does not read them.
         """
-        texts = normalise_all(texts, self.normalise)
+        texts = normalise_all(encodable(texts), self.normalise)
         windows = make_windows(self.token_ids(texts), max_length=self.max_length, prefix=self.prefix,
                                suffix=self.suffix, overlap=self.overlap)
         compound = self.window_lexicon(texts, windows) if lexicon or self.lexicon_input else None
@@ -345,6 +363,10 @@ class OnnxSentiment(WindowedSentiment):
         from tokenizers import Tokenizer
 
         model_dir = Path(model_dir)
+        missing = [name for name in (META_FILE, "tokenizer.json") if not (model_dir / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{model_dir} has {ONNX_FILE} but no {' and no '.join(missing)}: copy the whole "
+                                    "folder `eddyline models train-sentiment --out DIR` wrote, or train it again")
         meta = json.loads((model_dir / META_FILE).read_text())
         self.max_length = int(meta["max_length"])
         self.labels = tuple(meta["labels"])
@@ -358,12 +380,20 @@ class OnnxSentiment(WindowedSentiment):
         self.same_length = same_length
         self._set_windowing(aggregation, overlap)
         self.pad_id = int(meta.get("pad_id", 0))
-        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except Exception as exc:  # the tokenizers library raises a bare Exception
+            raise ValueError(f"{model_dir / 'tokenizer.json'} does not load ({exc}): copy it again from the folder "
+                             "`eddyline models train-sentiment --out DIR` wrote, or train again") from None
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         specials = self.tokenizer.encode("").ids  # the template around every text: [CLS] ... [SEP] for BERT
         self.prefix, self.suffix = specials[:1], specials[1:]
-        self.session = int8_session(model_dir / ONNX_FILE, threads, spinning=spinning)
+        try:
+            self.session = int8_session(model_dir / ONNX_FILE, threads, spinning=spinning)
+        except Exception as exc:  # onnxruntime's own errors (InvalidProtobuf, Fail) subclass nothing narrower
+            raise ValueError(f"{model_dir / ONNX_FILE} does not load ({exc}); export it again from the PyTorch "
+                             f"weights (`eddyline models rebuild-onnx --model {model_dir}`) or train again") from None
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.lexicon_input = LEXICON_INPUT in self.inputs
 
@@ -423,7 +453,7 @@ class TransformersSentiment(SentimentModel):
             raise ValueError(f"{model}: cannot map labels {list(id2label.values())} onto {LABELS}")
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        out = []
+        texts, out = encodable(texts), []
         with self.torch.inference_mode():
             for i in range(0, len(texts), self.batch_size):
                 enc = self.tokenizer(list(texts[i : i + self.batch_size]), truncation=True, max_length=self.max_length,
@@ -507,6 +537,22 @@ class VaderSentiment(SentimentModel):
 
         self.analyzer = SentimentIntensityAnalyzer()
 
+    def polarity(self, text: str) -> dict[str, float]:
+        """VADER's scores of one text; a text over ``VADER_PIECE`` characters is read in pieces of at most that many,
+        their scores averaged by length.
+
+        Parameters
+        ----------
+        text
+            Any text.
+        """
+        if len(text) <= VADER_PIECE:
+            return self.analyzer.polarity_scores(text)
+        pieces = textwrap.wrap(text, VADER_PIECE, replace_whitespace=False)
+        scores = [self.analyzer.polarity_scores(p) for p in pieces]
+        weights = np.array([len(p) for p in pieces], dtype=float) / sum(map(len, pieces))
+        return {k: float(weights @ [s[k] for s in scores]) for k in ("neg", "neu", "pos", "compound")}
+
     def compound(self, texts: Sequence[str]) -> np.ndarray:
         """VADER's compound score per text, from -1 to 1.
 
@@ -515,15 +561,15 @@ class VaderSentiment(SentimentModel):
         texts
             As for ``probabilities``.
         """
-        return np.array([self.analyzer.polarity_scores(t)["compound"] for t in texts])
+        return np.array([self.polarity(t)["compound"] for t in texts])
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        return np.array([[s["neg"], s["neu"], s["pos"]] for s in map(self.analyzer.polarity_scores, texts)])
+        return np.array([[s["neg"], s["neu"], s["pos"]] for s in map(self.polarity, texts)])
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         out = []
         for t in texts:
-            s = self.analyzer.polarity_scores(t)
+            s = self.polarity(t)
             c = s["compound"]
             label = "positive" if c >= 0.05 else "negative" if c <= -0.05 else "neutral"
             out.append(Prediction(label, float(c), {"negative": s["neg"], "neutral": s["neu"], "positive": s["pos"]}))

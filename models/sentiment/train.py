@@ -101,6 +101,20 @@ class _BudgetFit:
             self.planned = max(step, min(self.total, int(self.budget_s * step / elapsed_s)))
 
 
+def _check_out(out: Path) -> None:
+    """Refuse, before an hour of training, a model folder the run could not write at its end or must not replace
+    (the folder is replaced whole: a folder of other files would be lost)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder: name a new folder for the model, or a model folder to "
+                         "replace")
+    if out.is_dir() and any(out.iterdir()) and not any((out / f).exists() for f in (META_FILE, "torch/head.json")):
+        raise ValueError(f"{out} holds files but no sentiment model ({META_FILE}), and training replaces the folder "
+                         "whole: name a new or empty folder, or a model folder train-sentiment wrote")
+    writable = next(p for p in out.absolute().parents if p.exists())
+    if not os.access(writable, os.W_OK):
+        raise ValueError(f"cannot write in {writable}: name a model folder where you can write")
+
+
 def train(
     out_dir: str | Path | None = None,
     settings: TrainingSettings | None = None,
@@ -114,7 +128,8 @@ def train(
     Parameters
     ----------
     out_dir
-        The model folder (replaced); ``default_model_dir()`` when ``None``.
+        The model folder (replaced whole; a file, or a folder of other files, is refused before training);
+        ``default_model_dir()`` when ``None``.
     settings
         What to train and how (``TrainingSettings``, where each default and why it was chosen is written);
         ``None``: the defaults.
@@ -137,6 +152,7 @@ def train(
     if s.domain_weights is not None:
         _check_domain_weights(s.domain_weights)
     out = Path(out_dir) if out_dir is not None else default_model_dir()
+    _check_out(out)
     torch.manual_seed(s.seed)
     torch.set_num_threads(s.threads or min(4, os.cpu_count() or 1))
     rng = random.Random(s.seed)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from models.speech.audio import SAMPLE_RATE, to_float32, to_pcm16
+from models.speech.audio import SAMPLE_RATE, AudioFormatError, to_float32, to_pcm16
 
 
 @dataclass
@@ -100,6 +100,9 @@ class EnergyVAD:
         self.sample_rate = sample_rate
         c = self.config
         self.frame = sample_rate * c.frame_ms // 1000
+        if self.frame < 1:
+            raise AudioFormatError(f"a {c.frame_ms} ms frame at {sample_rate} Hz holds no samples: give the audio's "
+                                   f"rate in Hz ({SAMPLE_RATE} on the stream) and a frame_ms of at least 1")
         self._min_speech = max(1, c.min_speech_ms // c.frame_ms)
         self._min_silence = max(1, c.min_silence_ms // c.frame_ms)
         self._pad = c.pad_ms // c.frame_ms

@@ -388,6 +388,17 @@ def test_a_long_turn_that_opens_negative_and_ends_positive_is_scored_whole(model
     assert [r.label for r in short] == [r.label for r in truncated.predict([best, worst])]
 
 
+def test_a_lone_surrogate_does_not_fail_its_batch_in_either_engine(model_dir):
+    """JSON's ``\\ud83d`` escape decodes to a lone surrogate, which no UTF-8 tokenizer takes: the text is read
+    with U+FFFD in its place, and the other texts of the batch are scored as they are alone."""
+    texts = ["What a lovely day.", "bad \ud83d day", "This is awful."]
+    for model in (load_sentiment(model_dir, shared=False), load_sentiment(model_dir / "torch", shared=False)):
+        p = model.probabilities(texts)
+        assert p.shape == (3, 3)
+        np.testing.assert_allclose(p[1], model.probabilities(["bad \ufffd day"])[0], atol=1e-6)
+        np.testing.assert_allclose(p[[0, 2]], model.probabilities([texts[0], texts[2]]), atol=1e-6)
+
+
 def test_a_model_trained_with_vader_input_reads_it_per_window_in_both_engines(tmp_path):
     info = train(tmp_path, TrainingSettings(base=MINILM, limit=192, max_steps=2, reuse_frozen=False, lexicon_input=True),
                  progress=False, evaluate_test=False)
@@ -474,6 +485,19 @@ def test_an_mpnet_base_trains_exports_and_serves_through_both_engines(tmp_path):
     assert np.array_equal(np.stack([onnx.probabilities([t])[0] for t in texts]), batched)
 
 
+def test_quiet_libraries_keeps_the_hub_clients_retries_off_the_console():
+    """A base the hub cannot reach printed each retry twice (the client's handler and ours) without --verbose."""
+    said = subprocess.run(
+        [sys.executable, "-c", "import logging, huggingface_hub\n"
+                               "from models.sentiment.console import quiet_libraries\n"
+                               "quiet_libraries()\n"
+                               "logging.getLogger('huggingface_hub.utils._http').warning('Retrying in 1s')\n"
+                               "logging.getLogger('huggingface_hub').error('an error still shows')"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stderr
+    assert "Retrying" not in said and "an error still shows" in said
+
+
 def test_train_command_refuses_malformed_or_unknown_domain_weights(tmp_path):
     for spec, message in (("movie", "is not DOMAIN=NUMBER"), ("movie=lots", "is not DOMAIN=NUMBER"),
                           ("films=2", "unknown domain(s) films")):
@@ -482,6 +506,24 @@ def test_train_command_refuses_malformed_or_unknown_domain_weights(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_train_command_refuses_an_out_it_could_not_or_must_not_replace_before_training(tmp_path, monkeypatch):
+    import models.sentiment.train as trainer
+
+    def read_corpus() -> None:
+        raise AssertionError("the corpus was read: the --out was checked only after training")
+
+    monkeypatch.setattr(trainer, "load_examples", read_corpus)
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("kept")
+    for out, message in (("a-file", "is a file, not a folder"), ("notes", "holds files but no sentiment model")):
+        result = CliRunner().invoke(_models_app(), ["train-sentiment", "--out", str(tmp_path / out)],
+                                    env={"COLUMNS": "400"})
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "name a new" in result.output
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "kept"
 
 
 def test_train_command_takes_its_defaults_from_the_training_settings(tmp_path, monkeypatch):
@@ -509,6 +551,24 @@ def test_eval_command_refuses_a_folder_that_is_not_a_model(tmp_path):
     assert "not a sentiment model folder" in result.output and "train-sentiment" in result.output
 
 
+def test_eval_command_names_the_file_a_model_folder_lacks_or_cannot_load(tmp_path):
+    """A folder copied in part, or an ONNX file cut short, is an error that says what to do, not a traceback."""
+    (tmp_path / "model.int8.onnx").write_bytes(b"an ONNX file cut short")
+    (tmp_path / "sentiment.json").write_text(json.dumps({"max_length": 64, "labels": list(LABELS)}))
+    app = _models_app()
+    result = CliRunner().invoke(app, ["eval-sentiment", "--model", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert "but no tokenizer.json" in result.output and "train it again" in result.output
+    (tmp_path / "tokenizer.json").write_text("{cut short")
+    result = CliRunner().invoke(app, ["eval-sentiment", "--model", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert "tokenizer.json does not load" in result.output and "train again" in result.output
+    shutil.copy(minilm_path() / "tokenizer.json", tmp_path)
+    result = CliRunner().invoke(app, ["eval-sentiment", "--model", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert "does not load" in result.output and "eddyline models rebuild-onnx --model" in result.output
+
+
 def test_eval_command_prints_counts_and_path_and_writes_the_new_keys(tmp_path):
     out = tmp_path / "eval.json"
     result = CliRunner().invoke(_models_app(), ["eval-sentiment", "--model", "vader", "--json", str(out)])
@@ -519,6 +579,23 @@ def test_eval_command_prints_counts_and_path_and_writes_the_new_keys(tmp_path):
     assert "model: vader" in result.output
     for domain, n in written["counts"].items():
         assert f"{domain} {n}" in result.output
+    for step in ("load the model and the held-out split", "held-out texts with the model",
+                 "with VADER and the emotion lexicon"):
+        assert f"{step} ..." in result.output and f"{step}: " in result.output, step  # scoring takes minutes
+
+
+def test_eval_command_refuses_a_json_path_it_cannot_write_before_evaluating(tmp_path, monkeypatch):
+    import models.sentiment.evaluate as evaluation
+
+    def scored(*_: object) -> None:
+        raise AssertionError("evaluated before the --json path was checked")
+
+    monkeypatch.setattr(evaluation, "evaluate", scored)
+    for path in (tmp_path / "missing" / "eval.json", tmp_path):
+        result = CliRunner().invoke(_models_app(), ["eval-sentiment", "--model", "vader", "--json", str(path)],
+                                    env={"COLUMNS": "400"})
+        assert result.exit_code == 2, result.output
+        assert "--json" in result.output and "name a file in a folder you can write" in result.output
 
 
 def _models_app() -> typer.Typer:
@@ -592,3 +669,20 @@ def test_missing_trained_model_says_how_to_make_it(tmp_path, monkeypatch):
 def test_vader_baseline_labels():
     vader = load_sentiment("vader")
     assert [p.label for p in vader.predict(["I love it", "I hate it", "It is a table"])] == ["positive", "negative", "neutral"]
+
+
+def test_vader_reads_a_very_long_text_in_pieces_and_a_corpus_text_whole():
+    """VADER's time grows with the square of a text's length: 100,000 characters stalled a flow for half a minute."""
+    from models.sentiment.model import VADER_PIECE, VaderSentiment
+
+    vader = VaderSentiment()
+    read: list[int] = []
+    whole = vader.analyzer.polarity_scores
+    vader.analyzer.polarity_scores = lambda text: read.append(len(text)) or whole(text)
+    short = "I love it, but the ending was awful."
+    assert vader.predict([short])[0].score == whole(short)["compound"] and read == [len(short)]
+    read.clear()
+    long_turn = "This is awful. " * 4000 + "Wonderful, thank you! " * 4000
+    (p,) = vader.predict([long_turn])
+    assert len(read) > 1 and max(read) <= VADER_PIECE and sum(read) >= len(long_turn) - len(read)
+    assert p.label == "positive" and -1 <= p.score <= 1 and abs(sum(p.probabilities.values()) - 1) < 1e-6

@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from models.speech import EnergyVAD, VADConfig, to_pcm16
+from models.speech import AudioFormatError, EnergyVAD, VADConfig, to_pcm16
 
 SR = 16000
 
@@ -64,3 +65,17 @@ def test_long_speech_is_cut_at_the_maximum():
     vad = EnergyVAD(VADConfig(max_utterance_ms=3000))
     spans = run(vad, tone(7.0), 1600)
     assert len(spans) == 3 and all(e - s <= 3 * SR for s, e in spans)
+
+
+@pytest.mark.parametrize("rate", [0, 10, -16000])
+def test_a_rate_with_no_samples_in_a_frame_is_refused_when_built_not_on_the_first_chunk(rate):
+    with pytest.raises(AudioFormatError, match=f"at {rate} Hz holds no samples"):
+        EnergyVAD(sample_rate=rate).feed(np.zeros(4800, dtype=np.float32))
+
+
+def test_odd_and_empty_chunks_are_a_clear_error_or_nothing():
+    vad = EnergyVAD()
+    with pytest.raises(AudioFormatError, match="even number of bytes"):
+        vad.feed(b"\x00\x01\x02")
+    assert vad.feed(b"") == [] and vad.feed(np.zeros(0, dtype=np.int16)) == []
+    assert vad.position == 0 and vad.snapshot()["rest"] == b""
