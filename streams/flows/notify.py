@@ -52,7 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -70,10 +70,11 @@ from connectors.kafka import (
     make_admin,
     make_consumer,
     read_to_end,
+    scan_to_end,
 )
 from connectors.prometheus import ALERT_BREAKER_STATE, ALERT_DELIVERIES, ALERT_RETRIES, DLQ_EVENTS
 from connectors.schema_registry import configured_serde
-from schemas import ALERT, AvroSerde, SchemaError
+from schemas import ALERT, AvroSerde, DecodeError, SchemaError, ValidationError
 from schemas.retry import ATTEMPT, DESTINATION, retry_headers, retry_info
 from schemas.topics import DELIVERED_TOPIC, DELIVERED_WINDOW_S, dlq_topic, retention_above, retry_topic
 
@@ -87,7 +88,9 @@ __all__ = [
     "Recorded",
     "NotifyFlow",
     "NotifySettings",
+    "NEVER_PASSING",
     "Notifier",
+    "RedriveReport",
     "Result",
     "create_notify_topics",
     "delivered_retention_ms",
@@ -837,65 +840,85 @@ def _count_header(headers: Any, name: str) -> int:
     return 0
 
 
-def _assign_from_committed(consumer: Any, topic: str) -> None:
-    """Assign every partition of ``topic`` at the group's committed offset (the beginning where none is)."""
-
+def _committed_positions(consumer: Any, topic: str) -> dict[int, int]:
+    """Partition -> the group's committed offset in ``topic``, for the partitions it committed in."""
     meta = consumer.list_topics(topic, timeout=30).topics[topic]
-    partitions = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-    committed = consumer.committed(partitions, timeout=30)
-    consumer.assign([TopicPartition(topic, c.partition, c.offset if c.offset >= 0 else OFFSET_BEGINNING)
-                     for c in committed])
+    committed = consumer.committed([TopicPartition(topic, p) for p in sorted(meta.partitions)], timeout=30)
+    return {c.partition: c.offset for c in committed if c.offset >= 0}
+
+
+# Reasons a letter's own bytes were refused for: sent again, it comes back to dlq.alerts, and each redrive repeats it.
+NEVER_PASSING = frozenset({DecodeError.reason, ValidationError.reason, "invalid_alert"})
 
 
 @dataclass
 class RedriveReport:
-    """What ``redrive`` did: letters put back on the retry topic, by reason and destination."""
+    """What ``redrive`` did: letters put back on the retry topic, by reason and destination; letters skipped as
+    ``NEVER_PASSING``, by reason; the DLQ partitions not read to their end within the time limit."""
 
     redriven: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
     by_destination: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    unfinished: list[int] = field(default_factory=list)
 
 
-def redrive(kafka: KafkaSettings, *, idle_s: float = 2.0, timeout_s: float = 120.0, dry_run: bool = False,
+def redrive(kafka: KafkaSettings, *, idle_s: float | None = None, timeout_s: float = 120.0, dry_run: bool = False,
             settings: NotifySettings | None = None) -> RedriveReport:
     """Put every dead-lettered alert not redriven before back on ``alerts.retry``, due now, as attempt 1.
 
     The notify flow delivers them to the destination each letter names (all, where it names none). Letters are
-    read from where the redrive consumer group committed last (assigned, not subscribed: no group join to wait
-    for), and committed once their retries are in Kafka, so each is redriven once; with ``dry_run`` nothing is written or committed. Stops when no letter came for ``idle_s`` seconds.
+    read from where the redrive consumer group committed last up to the end of ``dlq.alerts`` as of the call
+    (``scan_to_end``: letters the flow writes meanwhile, redriven ones failing again among them, wait for the next
+    run), and committed once their retries are in Kafka, so each is redriven once; with ``dry_run`` nothing is
+    written or committed. A letter whose reason is ``NEVER_PASSING`` is skipped, counted, and stays on the DLQ.
+    Partitions not read to their end within ``timeout_s`` are committed as far as they were read and reported.
+
+    Parameters
+    ----------
+    kafka
+        The Kafka settings.
+    idle_s
+        Ignored: redrive stops at the end of the DLQ, not after a quiet time (kept for callers that still pass it).
+    timeout_s
+        Seconds to read for; what is left is reported in ``unfinished`` and taken by the next run.
+    dry_run
+        Count only.
+    settings
+        The notify flow's settings (its consumer group names the redrive group).
     """
     from connectors.dlq import dlq_info
 
     settings = settings or NotifySettings()
     create_notify_topics(kafka, settings)
+    dlq = kafka.topic(DLQ_TOPIC)
     consumer = make_consumer(kafka, kafka.topic(f"{settings.group_id}-redrive"), **{"enable.partition.eof": False})
     producer = EventProducer(kafka)
     report = RedriveReport()
+
+    def take(msg: Message) -> None:
+        info = dlq_info(msg.headers())
+        reason = info.get("reason", "unknown")
+        if reason in NEVER_PASSING:
+            report.skipped[reason] = report.skipped.get(reason, 0) + 1
+            return
+        destination = dict(msg.headers() or []).get(DESTINATION, b"").decode(errors="replace")
+        report.redriven += 1
+        report.by_reason[reason] = report.by_reason.get(reason, 0) + 1
+        report.by_destination[destination or "all"] = report.by_destination.get(destination or "all", 0) + 1
+        if not dry_run:
+            producer.produce_raw(RETRY_TOPIC, msg.value(), msg.key(), retry_headers(
+                destination, 1, time.time_ns() // 1_000_000, f"redriven after {reason}: {info.get('error', '')}"),
+                serve=False)
+
     try:
-        _assign_from_committed(consumer, kafka.topic(DLQ_TOPIC))
-        deadline = time.monotonic() + timeout_s
-        last = time.monotonic()
-        while time.monotonic() - last < idle_s and time.monotonic() < deadline:
-            messages = [m for m in consumer.consume(500, 0.2) if m.error() is None]
-            if not messages:
-                continue
-            last = time.monotonic()
-            done: dict[tuple[str, int], int] = {}
-            for msg in messages:
-                info = dlq_info(msg.headers())
-                destination = dict(msg.headers() or []).get(DESTINATION, b"").decode(errors="replace")
-                reason = info.get("reason", "unknown")
-                report.redriven += 1
-                report.by_reason[reason] = report.by_reason.get(reason, 0) + 1
-                report.by_destination[destination or "all"] = report.by_destination.get(destination or "all", 0) + 1
-                if not dry_run:
-                    producer.produce_raw(RETRY_TOPIC, msg.value(), msg.key(), retry_headers(
-                        destination, 1, time.time_ns() // 1_000_000, f"redriven after {reason}: {info.get('error', '')}"))
-                done[(msg.topic(), msg.partition())] = msg.offset()
-            if not dry_run:
-                producer.flush()
-                consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in done.items()],
-                                asynchronous=False)
+        positions = _committed_positions(consumer, dlq)
+        committed = dict(positions)
+        report.unfinished = sorted(scan_to_end(kafka, dlq, take, positions, timeout=timeout_s))
+        moved = [TopicPartition(dlq, p, o) for p, o in sorted(positions.items()) if committed.get(p) != o]
+        if moved and not dry_run:
+            producer.flush()  # the retries are in Kafka before their letters are marked redriven
+            consumer.commit(offsets=moved, asynchronous=False)
     finally:
         consumer.close()
         producer.flush(10.0)

@@ -4,11 +4,13 @@ creates no topics there)."""
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from connectors.dlq import dlq_headers
-from connectors.kafka import EventProducer, KafkaSettings, make_admin, read_topic
+from connectors.kafka import EventProducer, KafkaSettings, make_admin, read_topic, scan_to_end
 from streams.cli import app
+from streams.flows import notify
 from streams.flows.notify import DLQ_TOPIC, RETRY_TOPIC, NotifySettings, create_notify_topics
 
 
@@ -36,3 +38,47 @@ def test_redrive_counts_the_letters_it_sent_again_by_reason(kafka_settings: Kafk
     assert result.exit_code == 0, result.output
     assert "redrove 1 dead-lettered alerts" in result.stdout and "reason delivery_failed: 1" in result.stdout
     assert [m.value() for m in read_topic(kafka_settings, RETRY_TOPIC, expected=1, timeout=10)] == [b"an alert"]
+
+
+def _letters(kafka: KafkaSettings, *reasons: str) -> None:
+    create_notify_topics(kafka, NotifySettings())
+    with EventProducer(kafka) as out:
+        for i, reason in enumerate(reasons):
+            out.produce_raw(DLQ_TOPIC, reason.encode(), b"k%d" % i, dlq_headers(
+                kafka.topic("alerts"), reason, "why", 0, i))
+
+
+def test_redrive_skips_letters_that_sending_again_cannot_deliver_and_says_so(kafka_settings: KafkaSettings) -> None:
+    """Bytes that are no alert, or an alert that breaks its rules, came back to dlq.alerts after every redrive."""
+    _letters(kafka_settings, "undecodable", "delivery_failed", "invalid_alert", "undecodable")
+    result = CliRunner().invoke(app, ["alerts", "redrive"], env=_env(kafka_settings))
+    assert result.exit_code == 0, result.output
+    assert "redrove 1 dead-lettered alerts" in result.stdout, result.output
+    assert "skipped 3" in result.stdout and "reason undecodable: 2" in result.stdout, result.output
+    assert "reason invalid_alert: 1" in result.stdout
+    assert [m.value() for m in read_topic(kafka_settings, RETRY_TOPIC, timeout=5)] == [b"delivery_failed"]
+    again = CliRunner().invoke(app, ["alerts", "redrive"], env=_env(kafka_settings))
+    assert "redrove 0 dead-lettered alerts" in again.stdout and "skipped" not in again.stdout, again.output
+
+
+def test_redrive_reads_every_letter_waiting_at_its_start_however_short_idle_is(kafka_settings: KafkaSettings) -> None:
+    """``--idle`` timed from before the first fetch, so a short one (or a slow broker) redrove none of them."""
+    _letters(kafka_settings, "delivery_failed", "delivery_failed", "delivery_failed")
+    assert notify.redrive(kafka_settings, idle_s=0.1, dry_run=True).redriven == 3
+    result = CliRunner().invoke(app, ["alerts", "redrive", "--idle", "0.1", "--dry-run"], env=_env(kafka_settings))
+    assert result.exit_code == 0, result.output
+    assert "would redrive 3 dead-lettered alerts" in result.stdout, result.output
+    assert "--idle is no longer used" in result.output
+
+
+def test_redrive_that_ran_out_of_time_says_what_it_left_and_what_to_do(
+        kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backlog not read within the time limit was left part-done without a word."""
+    monkeypatch.setattr(notify, "scan_to_end", lambda *a, **k: scan_to_end(*a, **k) | {0},  # as if 0 ran out
+                        raising=False)
+    _letters(kafka_settings, "delivery_failed")
+    result = CliRunner().invoke(app, ["alerts", "redrive", "--timeout", "30"], env=_env(kafka_settings))
+    assert result.exit_code == 1, result.output
+    assert "redrove 1 dead-lettered alerts" in result.stdout
+    assert f"{kafka_settings.topic(DLQ_TOPIC)} not read to its end within 30 s (partitions left: 0)" in result.output
+    assert "`eddyline alerts redrive` again" in result.output and "raise --timeout" in result.output

@@ -255,8 +255,8 @@ def test_cli_errors_of_the_notify_commands_say_what_to_do(defaults_config) -> No
     assert result.exit_code == 2 and "drop --engine" in result.output
     result = CliRunner().invoke(app, ["run", "notify"])
     assert result.exit_code == 2 and "no alert destination is configured" in result.output
-    result = CliRunner().invoke(app, ["alerts", "redrive", "--idle", "0"])
-    assert result.exit_code == 2 and "--idle must be positive" in result.output
+    result = CliRunner().invoke(app, ["alerts", "redrive", "--timeout", "0"])
+    assert result.exit_code == 2 and "--timeout" in result.output
 
 
 def test_a_rate_limited_alert_waits_for_retry_after_without_using_its_attempts() -> None:
