@@ -863,7 +863,7 @@ class RedriveReport:
     unfinished: list[int] = field(default_factory=list)
 
 
-def redrive(kafka: KafkaSettings, *, idle_s: float | None = None, timeout_s: float = 120.0, dry_run: bool = False,
+def redrive(kafka: KafkaSettings, *, timeout_s: float = 120.0, dry_run: bool = False,
             settings: NotifySettings | None = None) -> RedriveReport:
     """Put every dead-lettered alert not redriven before back on ``alerts.retry``, due now, as attempt 1.
 
@@ -878,8 +878,6 @@ def redrive(kafka: KafkaSettings, *, idle_s: float | None = None, timeout_s: flo
     ----------
     kafka
         The Kafka settings.
-    idle_s
-        Ignored: redrive stops at the end of the DLQ, not after a quiet time (kept for callers that still pass it).
     timeout_s
         Seconds to read for; what is left is reported in ``unfinished`` and taken by the next run.
     dry_run

@@ -64,7 +64,7 @@ def test_redrive_skips_letters_that_sending_again_cannot_deliver_and_says_so(kaf
 def test_redrive_reads_every_letter_waiting_at_its_start_however_short_idle_is(kafka_settings: KafkaSettings) -> None:
     """``--idle`` timed from before the first fetch, so a short one (or a slow broker) redrove none of them."""
     _letters(kafka_settings, "delivery_failed", "delivery_failed", "delivery_failed")
-    assert notify.redrive(kafka_settings, idle_s=0.1, dry_run=True).redriven == 3
+    assert notify.redrive(kafka_settings, dry_run=True).redriven == 3
     result = CliRunner().invoke(app, ["alerts", "redrive", "--idle", "0.1", "--dry-run"], env=_env(kafka_settings))
     assert result.exit_code == 0, result.output
     assert "would redrive 3 dead-lettered alerts" in result.stdout, result.output

@@ -223,10 +223,10 @@ def test_a_dead_lettered_alert_is_redriven_and_delivered_once(kafka_settings, al
             assert info["reason"] == "delivery_failed" and "2 attempts" in info["error"]
         assert alert_receiver.accepted_total == 0
         alert_receiver.recover()
-        report = redrive(kafka_settings, idle_s=1.0)
+        report = redrive(kafka_settings)
         assert report.redriven == 2 and report.by_reason == {"delivery_failed": 2}
         assert flow.wait_for(lambda r: r.accepted_total == 2, timeout=60)
-        assert redrive(kafka_settings, idle_s=1.0).redriven == 0  # each letter is redriven once
+        assert redrive(kafka_settings).redriven == 0  # each letter is redriven once
         time.sleep(1.0)
     assert alert_receiver.counts["pagerduty_events"] == 1 and alert_receiver.counts["slack_messages"] == 1
     assert alert_receiver.incidents["dead"]["opened"] == 1
