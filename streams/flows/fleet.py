@@ -25,10 +25,11 @@ latest timestamps of the devices that are not silent: the largest once the top `
 the top share aside means a few devices with clocks far ahead (possible only where the broker keeps create
 times) cannot make the rest look silent; taking a high quantile rather than a median means the clock keeps
 moving when many devices stop at once (a site losing its link), which is when the alerts matter. Event time
-rather than wall time, so a replay after a crash gives the same alerts. A leap of the clock longer than the
-device that made it may be silent (nobody heard meanwhile: the broker or the network down, or a device's clock
-put far ahead on a broker that keeps create times) is nobody's silence: every device's silence so far carries
-over the gap, so a fleet back from an hour-long outage pages only for the devices that do not come back. The
+rather than wall time, so a replay after a crash gives the same alerts. A leap of the clock in which nobody
+was heard for longer than the first device heard after it may be silent (the broker or the network down, or a
+device's clock put far ahead on a broker that keeps create times) is nobody's silence: every device's silence
+so far carries over the gap, so a fleet back from an hour-long outage pages only for the devices that do not
+come back; a site offline while devices elsewhere keep beating is paged. The
 honest limits: when the whole fleet (or every device of a shard) goes silent, the clock stops and no silence
 alert opens (the operator's wall-clock view, ``eddyline edge status``, still shows every device's age); on a
 broker that keeps create times, in a fleet under ten devices the clock follows a device with a clock far ahead,
@@ -214,6 +215,7 @@ class FleetProcessor(Processor):
         self._live: list[int] = []  # sorted latest timestamps of the devices not silent: the clock's quantile
         self._due: list[tuple[float, str, int]] = []  # heap: (silent from, device, heard then); stale ones skipped
         self._forget: list[tuple[float, str, int]] = []  # heap of silent devices: (forgotten from, device, heard then)
+        self._stood: list[float] | None = None  # the first heartbeat heard while the clock stood: [stamp, interval_s]
 
     def params(self) -> dict[str, Any]:
         return {"shard": self.shard, "silent_after_s": self.silent_after_s, "silent_beats": self.silent_beats,
@@ -244,8 +246,13 @@ class FleetProcessor(Processor):
             bisect.insort(self._live, t)
             top = len(self._live) - 1
             before, self.clock = self.clock, max(self.clock, self._live[top - int(top * self.clock_ignore_share)])
-            if self.clock - before >= 1000 * max(self.silent_after_s, self.silent_beats * float(rec["interval_s"])):
-                self._outage(self.clock - before)
+            if self.clock == before:  # a beat stamped after the clock stood: someone heard in the gap
+                self._stood = self._stood or ([t, float(rec["interval_s"])] if t > before else None)
+            else:
+                first_t, first_interval = self._stood or (t, float(rec["interval_s"]))
+                self._stood = None
+                if self.clock - before >= 1000 * self.silent_after_s:
+                    self._leapt(self.clock - before, min(first_t, self.clock) - before, first_interval)
             out.extend(self._heard(device, dev, rec, t))
             heapq.heappush(self._due, (dev["heard"] + self.silent_after_ms(dev), device, dev["heard"]))
             if self.clock - self.scanned >= _SCAN_EVERY_MS:
@@ -384,14 +391,25 @@ class FleetProcessor(Processor):
                 out.extend(self._forget_device(device, dev))
         return out
 
-    def _outage(self, gap: int) -> None:
-        """The fleet clock leapt by ``gap``, long enough for the device that moved it to count as silent itself:
-        nobody was heard meanwhile (a broker or network outage, the platform down, a clock put forward), so the gap
-        counts as silence for no one. Judged after it, every device would be silent at once, and each alert resolved
-        as it reconnects: a page per device for one outage. A device silent already keeps its silence's start."""
+    def _leapt(self, gap: int, quiet: float, interval_s: float) -> None:
+        """The fleet clock leapt by ``gap``; for ``quiet`` of it nobody was heard, until a device beating every
+        ``interval_s`` (the first heard since the clock stood, else the one that moved it).
+
+        A quiet long enough for that device to count as silent itself (a broker or network outage, the platform
+        down, a clock put forward) counts as silence for no one: judged after it, every device would be silent at
+        once, a page per device for one outage. A device silent already keeps its silence's start. Counted from the
+        first device heard, not from the one that moves the clock: a site offline while a few devices elsewhere beat
+        on (under the share the clock ignores) was nobody's silence. Otherwise a device stamped at or above the new
+        clock (the top the clock ignores) was heard while the clock stood, and is heard at the new one, not paged
+        silent while beating every few seconds."""
+        outage = quiet >= 1000 * max(self.silent_after_s, self.silent_beats * interval_s)
         for dev in self.devices.values():
-            if "silent" not in dev["incidents"]:
+            if "silent" in dev["incidents"]:
+                continue
+            if outage:
                 dev["heard"] += gap
+            elif dev["t"] >= self.clock:
+                dev["heard"] = self.clock
         self._index()
 
     def _index(self) -> None:
@@ -461,7 +479,7 @@ class FleetProcessor(Processor):
 
     def snapshot(self) -> dict[str, Any]:
         return {"devices": self.devices, "classes": self.classes, "clock": self.clock, "scanned": self.scanned,
-                "summarised": self.summarised}
+                "summarised": self.summarised, "stood": self._stood}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.devices = {k: dict(v) for k, v in state["devices"].items()}
@@ -473,6 +491,7 @@ class FleetProcessor(Processor):
                 d["incidents"]["errors"].setdefault("quiet", quiet)
         self.classes = {k: dict(v) for k, v in state.get("classes", {}).items()}
         self.clock, self.scanned, self.summarised = int(state["clock"]), int(state["scanned"]), int(state["summarised"])
+        self._stood = list(state["stood"]) if state.get("stood") else None
         self._live = sorted(d["t"] for d in self.devices.values() if "silent" not in d["incidents"])
         self._index()
 

@@ -72,8 +72,9 @@ class SensorAnomalyProcessor(Processor):
     packed
         Write scores packed (float32 bytes, ``anomaly_score`` v2) instead of one Avro double each.
     forget_after_s
-        A sensor whose last reading is this far behind the device's newest (event time), while the device kept
-        reporting (a gap or clock jump this long starts afresh), is forgotten, its open incident resolved;
+        A sensor last heard this far behind the device's newest reading (event time; a sensor is heard at its
+        batch's newest reading, so one sensor's own clock cannot make the others look silent), while the device
+        kept reporting (a gap or clock jump this long starts afresh), is forgotten, its open incident resolved;
         None: never.
 
     Examples
@@ -152,6 +153,7 @@ class SensorAnomalyProcessor(Processor):
         metrics: list[Emit] = []
         threshold = 0.5
         newest = None
+        heard: list[str] = []
         for s in rec["series"]:
             sensor = s["sensor"]
             values = np.asarray(s["values"], dtype=np.float64)  # arrays as the flow decodes them; lists converted
@@ -160,8 +162,8 @@ class SensorAnomalyProcessor(Processor):
                 continue
             det, policy = self._series_state(sensor)
             threshold = det.threshold
-            last = self.last_seen[sensor] = int(stamps[-1])  # as its clock reads now: a clock set back takes it back
-            newest = last if newest is None else max(newest, last)
+            heard.append(sensor)
+            newest = int(stamps[-1]) if newest is None else max(newest, int(stamps[-1]))
             scores, why = score_explained(det, values, stamps)
             scored_series.append(pack_series(sensor, stamps, scores) if self.packed else
                                  {"sensor": sensor, "timestamps": stamps, "scores": scores,
@@ -172,6 +174,9 @@ class SensorAnomalyProcessor(Processor):
                 explanation = None if t.status == "RESOLVED" else why.at(t.index)
                 alerts.append(self._alert(rec, sensor, t, float(values[t.index]), int(stamps[t.index]),
                                           explanation))
+        # heard at the device's time, not its own: a sensor with a clock of its own (hours ahead) would make the
+        # batch's others look silent; as the clock reads now, so a clock set back takes it back
+        self.last_seen.update(dict.fromkeys(heard, newest))
         if self._forget_ms is not None and newest is not None:
             up_since = self._heard(newest)
             if len(self.detectors) > len(rec["series"]):  # else all reported now

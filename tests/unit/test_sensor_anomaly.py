@@ -321,3 +321,22 @@ def test_the_runtime_setting_decides_when_a_silent_sensor_is_forgotten(monkeypat
     if env is not None:
         monkeypatch.setenv("EDDYLINE_RUNTIME_FORGET_SENSOR_AFTER_S", env)
     assert flow_spec("anomaly").make_processor("d").forget_after_s == expected
+
+
+def test_a_sensor_with_its_own_clock_ahead_does_not_make_the_others_silent():
+    """A sensor stamped by a clock of its own, two hours ahead, set the device's 'now': once the device had reported
+    for ``forget_after_s``, each batch without the event-driven door forgot temp, which had reported in that very
+    batch (a fresh detector every other batch, blind to a spike)."""
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    p = SensorAnomalyProcessor("d", detector="robust", forget_after_s=3600)
+    t0, ahead = 1_700_000_000_000, 2 * 3_600_000
+    for i in range(24):  # a batch every ten minutes
+        door = {"door": [1.0]} if i % 2 == 0 else {}
+        batch = _batch(i, t0 + i * 600_000, temp=_calm(rng, 10), gps=_calm(rng, 10), **door)
+        gps = batch.record["series"][1]
+        gps["timestamps"] = [t + ahead for t in gps["timestamps"]]
+        p.process([batch])
+        assert sorted(p.detectors) == ["door", "gps", "temp"], i
+    assert p.detectors["temp"]._s[0] == 240, "temp learnt every reading it sent"
