@@ -495,6 +495,10 @@ class EventProducer:
         librdkafka producer properties that win over ``producer_config``.
     """
 
+    # False: a full local queue refuses (``DeliveryError``) instead of waiting for room, for a caller on an event
+    # loop (the gateway), where the wait would stop every request until the broker is back
+    waits_for_room = True
+
     def __init__(self, settings: KafkaSettings, serde: AvroSerde | None = None, **overrides: Any) -> None:
         self.settings = settings
         if serde is None:
@@ -541,7 +545,8 @@ class EventProducer:
         self, topic: str, value: bytes | None, key: bytes | str | None,
         headers: dict[str, bytes] | None = None, timestamp_ms: int | None = None, serve: bool = True,
     ) -> None:
-        """Send bytes as they are (dead letters, malformed test input); waits while the local queue is full.
+        """Send bytes as they are (dead letters, malformed test input); waits while the local queue is full, or
+        refuses (``DeliveryError``) where ``waits_for_room`` is False.
 
         Parameters
         ----------
@@ -565,6 +570,10 @@ class EventProducer:
                                        **stamp)
                 break
             except BufferError:  # the local queue is full: let deliveries drain, then retry
+                if not self.waits_for_room:
+                    self.failed += 1
+                    raise DeliveryError(f"cannot produce to {full!r}: the producer's queue is full, the broker is "
+                                        f"behind ({len(self._producer)} events waiting)") from None
                 self._producer.poll(0.1)
             except KafkaException as exc:
                 self.failed += 1

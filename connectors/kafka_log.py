@@ -2,22 +2,65 @@
 and a failed (re)connect once a minute, not every backoff.
 
 Without a logger librdkafka writes its own ``%3|...|FAIL|`` lines to stderr, a dozen a second while a broker
-is unreachable, above the one line a command prints to say what to do. Light on purpose: the edge agent uses it.
+is unreachable, above the one line a command prints to say what to do. Light on purpose: the edge agent uses it,
+its ``LogLimit`` too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
 
-class OncePerMinute(logging.Filter):
+class LogLimit:
+    """Says when a repeating problem is due to be logged again: once a minute per key, each still counted by the
+    caller. A command printing a header each second would otherwise write 86,400 warnings a day to the journal.
+
+    Only the keys of the last minute are remembered: a process that names each new client anew (the edge sender
+    starts a new producer after a minute without an acknowledgement) keeps no entry for each for ever.
+
+    Parameters
+    ----------
+    clock
+        Monotonic seconds (tests pass their own).
+
+    Examples
+    --------
+    >>> limit = LogLimit()
+    >>> limit.due("source cmd"), limit.due("source cmd"), limit.due("source csv")
+    (True, False, True)
+    """
+
+    every_s = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[str, float] = {}
+
+    def due(self, key: str) -> bool:
+        """True at most once per ``every_s`` for ``key``: the caller logs then, and only counts otherwise.
+
+        Parameters
+        ----------
+        key
+            What repeats: the source, the client and broker, or the part of the program that has the problem.
+        """
+        now = self._clock()
+        if now - self._last.get(key, -math.inf) < self.every_s:
+            return False
+        for old, at in list(self._last.items()):
+            if now - at >= self.every_s:
+                del self._last[old]
+        self._last[key] = now
+        return True
+
+
+class OncePerMinute(LogLimit, logging.Filter):
     """Lets a librdkafka FAIL line (a connection that failed) through once a minute per client and broker.
 
-    librdkafka logs every failed reconnect; during a long outage one line a minute says enough. Only the clients
-    and brokers of the last minute are remembered: a process that makes new clients while its broker is away (the
-    edge sender starts a new producer after a minute without an acknowledgement) names each one anew.
+    librdkafka logs every failed reconnect; during a long outage one line a minute says enough.
 
     Parameters
     ----------
@@ -26,23 +69,14 @@ class OncePerMinute(logging.Filter):
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        self._clock = clock
-        self._last: dict[str, float] = {}
+        logging.Filter.__init__(self)
+        LogLimit.__init__(self, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
         if " FAIL " not in f" {msg} " and not msg.startswith("FAIL"):
             return True
-        key = msg.split("]: ", 1)[0]  # FAIL [client#producer-7] [thrd:host:port/bootstrap]
-        now = self._clock()
-        if now - self._last.get(key, -1e9) < 60:
-            return False
-        for old, at in list(self._last.items()):
-            if now - at >= 60:
-                self._last.pop(old, None)
-        self._last[key] = now
-        return True
+        return self.due(msg.split("]: ", 1)[0])  # FAIL [client#producer-7] [thrd:host:port/bootstrap]
 
 
 def librdkafka_logger(name: str = "librdkafka") -> logging.Logger:

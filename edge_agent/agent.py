@@ -17,13 +17,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from connectors.kafka_log import LogLimit
 from edge_agent.batching import BatchEncoder, Batcher
 from edge_agent.buffer import DiskBuffer
 from edge_agent.deadletters import DeadLetterFile, dead_letter_path
 from edge_agent.health import CpuMeter, Heartbeat, health_record, process_rss_bytes
 from edge_agent.sender import Sender
 from edge_agent.sources import Chunk, Source, build_source
-from edge_agent.sources.base import LogLimit
 from schemas.catalog import DEVICE_HEALTH, SENSOR_BATCH
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from connectors.kafka import DeliveryError, EventProducer, KafkaSettings
+from connectors.kafka import EventProducer, KafkaSettings
 from schemas import AvroSerde
 
 PURGE_REPORTS_S = 10.0  # how long a failed producer may take to report the events it purged
@@ -91,6 +91,10 @@ class GatewayProducer(EventProducer):
         librdkafka producer properties.
     """
 
+    # The gateway produces on its event loop. Backpressure (``max_queue``) counts events, and the queue is bounded in
+    # bytes too (``queue.buffering.max.kbytes``), which large audio chunks reach first: a full queue is a 503.
+    waits_for_room = False
+
     def __init__(self, settings: KafkaSettings, serde: AvroSerde | None = None, **overrides: Any) -> None:
         self.fatal_error: KafkaError | None = None
         self.stranded: list[Message] = []
@@ -102,35 +106,6 @@ class GatewayProducer(EventProducer):
     def client(self) -> Producer:
         """The confluent-kafka producer underneath."""
         return self._producer.client
-
-    def produce_raw(
-        self, topic: str, value: bytes | None, key: bytes | str | None,
-        headers: dict[str, bytes] | None = None, timestamp_ms: int | None = None, serve: bool = True,
-    ) -> None:
-        """As ``EventProducer.produce_raw``, but a full local queue refuses (``DeliveryError``, a 503 to the client)
-        where that one waits for room: the gateway produces on its event loop, and the wait stopped every request,
-        ``/health`` included, until the broker was back. Backpressure (``max_queue``) counts events, and the queue
-        is bounded in bytes too (``queue.buffering.max.kbytes``), which large audio chunks reach first.
-
-        Parameters
-        ----------
-        topic, value, key, headers, timestamp_ms, serve
-            As for ``EventProducer.produce_raw``.
-        """
-        full = self.settings.topic(topic)
-        stamp = {"timestamp": timestamp_ms} if timestamp_ms is not None else {}
-        try:
-            self._producer.produce(full, value=value, key=key, headers=list(headers.items()) if headers else None,
-                                   on_delivery=self._on_delivery, **stamp)
-        except BufferError:
-            self.failed += 1
-            raise DeliveryError(f"cannot produce to {full!r}: the producer's queue is full, the broker is behind "
-                                f"({len(self._producer)} events waiting)") from None
-        except KafkaException as exc:
-            self.failed += 1
-            raise DeliveryError(f"cannot produce to {full!r}: {exc.args[0].str()}") from None
-        if serve:
-            self.poll(0)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -64,37 +63,6 @@ class Source(Protocol):
 
 class SourceError(RuntimeError):
     """A source cannot be set up as configured; the message says what to change."""
-
-
-class LogLimit:
-    """Says when a repeating problem is due to be logged again: once a minute per key, each still counted by the
-    caller. A command printing a header each second would otherwise write 86,400 warnings a day to the journal.
-
-    Examples
-    --------
-    >>> limit = LogLimit()
-    >>> limit.due("source cmd"), limit.due("source cmd"), limit.due("source csv")
-    (True, False, True)
-    """
-
-    every_s = 60.0
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-
-    def due(self, key: str) -> bool:
-        """True at most once per ``every_s`` for ``key``: the caller logs then, and only counts otherwise.
-
-        Parameters
-        ----------
-        key
-            What repeats: the source, or the part of the agent, that has the problem.
-        """
-        now = time.monotonic()
-        if now - self._last.get(key, -math.inf) < self.every_s:
-            return False
-        self._last[key] = now
-        return True
 
 
 def now_ms() -> int:

@@ -14,7 +14,8 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from edge_agent.sources.base import Chunk, LogLimit, now_ms
+from connectors.kafka_log import LogLimit
+from edge_agent.sources.base import Chunk, now_ms
 
 if TYPE_CHECKING:
     from edge_agent.settings import CommandSource

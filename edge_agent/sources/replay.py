@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent.sources.base import Chunk, LogLimit, SourceError, now_ms
+from connectors.kafka_log import LogLimit
+from edge_agent.sources.base import Chunk, SourceError, now_ms
 
 if TYPE_CHECKING:
     from edge_agent.settings import CsvSource
