@@ -17,10 +17,12 @@ COPY benchmarks ./benchmarks
 RUN /opt/eddyline/bin/pip install '.[platform,edge]'
 
 FROM python:${PYTHON}-slim-bookworm
-# libgomp: numba and scikit-learn wheels use OpenMP
+# libgomp: numba and scikit-learn wheels use OpenMP. A new named volume takes the owner of the image folder it
+# mounts on, else root's: the flows' state volumes mount on state/, which the user must own.
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 tini \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/eddyline --create-home eddyline
+    && useradd --system --uid 10001 --home-dir /var/lib/eddyline --create-home eddyline \
+    && install -d -o eddyline -g eddyline /var/lib/eddyline/state
 COPY --from=build /opt/eddyline /opt/eddyline
 ENV PATH=/opt/eddyline/bin:$PATH \
     PYTHONUNBUFFERED=1 \

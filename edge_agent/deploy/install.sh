@@ -6,7 +6,8 @@
 # Creates a system user 'eddyline', a virtual environment in /opt/eddyline-edge/venv with only the light
 # dependencies (eddyline[edge]: fastavro, confluent-kafka, pydantic, pydantic-settings, prometheus-client;
 # --onnx adds onnxruntime), the config /etc/eddyline-edge/edge.toml (kept if present), the buffer directory
-# /var/lib/eddyline-edge, and the systemd unit eddyline-edge.service, enabled and started.
+# /var/lib/eddyline-edge, and the systemd unit eddyline-edge.service, enabled and started. Rerun it to upgrade:
+# it keeps the config and env, and restarts the agent once the config passes check-config.
 set -euo pipefail
 
 PREFIX=/opt/eddyline-edge
@@ -24,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     --onnx) EXTRAS="edge,edge-onnx"; shift ;;
     --config) CONFIG="$2"; shift 2 ;;
     --prefix) PREFIX="$2"; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -66,7 +67,7 @@ mkdir -p "$PREFIX" "$ETC"
 "$PREFIX/venv/bin/pip" install --quiet --upgrade pip
 spec="$PACKAGE"
 [[ -e "$PACKAGE" ]] && spec="$(realpath "$PACKAGE")"
-"$PREFIX/venv/bin/pip" install --quiet "${spec}[${EXTRAS}]"
+"$PREFIX/venv/bin/pip" install --quiet --upgrade "${spec}[${EXTRAS}]"  # a rerun upgrades
 if [[ $board == jetson && $EXTRAS == *onnx* ]]; then
   echo "install.sh: for CUDA/TensorRT on the Jetson, install NVIDIA's onnxruntime-gpu wheel for your JetPack"
   echo "            into $PREFIX/venv (pip uninstall onnxruntime first); the CPU provider works meanwhile."
@@ -92,9 +93,10 @@ fi
 systemctl daemon-reload
 
 if "$PREFIX/venv/bin/eddyline-edge" check-config --config "$ETC/edge.toml"; then
-  systemctl enable --now eddyline-edge.service
+  systemctl enable eddyline-edge.service
+  systemctl restart eddyline-edge.service  # on a rerun, the new version and unit; enable --now keeps the old running
   echo "install.sh: running. Follow it with: journalctl -u eddyline-edge -f"
 else
   systemctl enable eddyline-edge.service
-  echo "install.sh: installed but not started: fix $ETC/edge.toml, then: systemctl start eddyline-edge" >&2
+  echo "install.sh: installed but not (re)started: fix $ETC/edge.toml, then: systemctl restart eddyline-edge" >&2
 fi
