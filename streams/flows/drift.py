@@ -38,7 +38,6 @@ predicts less often than ``[runtime] idle_evict_s`` (a nightly batch).
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -54,6 +53,7 @@ from models.drift.settle import MIN_SETTLE, SETTLE
 from models.online import DRIFT_FEATURES
 from schemas import ALERT, DRIFT, FEEDBACK, PREDICTION, derive_id
 from streams.flows.names import MODEL_NAME as CLICK_MODEL
+from streams.flows.waiting import Stalls, Waiting
 from streams.processor import Emit, Event, FlowSpec, Processor
 
 FLOW = "drift"
@@ -168,20 +168,14 @@ class DriftProcessor(Processor):
         self.errors_start = self.errors_end = -1  # the event-time span they cover (inputs arrive out of order)
         self.errors_sum = 0.0  # and their sum: the error rate the detector compared against
         self.last_errors: deque[float] = deque(maxlen=100)  # the statistic of a concept drift: the recent error rate
-        self.preds: dict[str, dict[str, Any]] = {}  # prediction id -> score and time, waiting for feedback
-        self.early: dict[str, dict[str, Any]] = {}  # feedback waiting for its prediction
+        self.preds = Waiting()  # prediction id -> score and time, waiting for feedback
+        self.early = Waiting()  # feedback waiting for its prediction
         self.incidents: dict[str, dict[str, Any]] = {}  # subject -> open incident
         self.max_time = 0
         self.stream_time = {"predictions": 0, "feedback": 0}  # how far each input has come, in event time
         self.unmatched = {"predictions": 0, "feedback": 0}
-        self.unanswered_run = 0  # predictions since the last feedback event
-        self.stalled_at = 0  # the prediction clock when the feedback stream last counted as stalled
-        self.unpredicted_run = 0  # feedback events since the last prediction
-        self.predictions_stalled_at = 0  # the feedback clock when the predictions stream last counted as stalled
-        self.joined: dict[str, int] = {}  # prediction id -> its time, once joined: a repeat is not joined again
-        # (time, id) of preds, early and joined, soonest first, so that expiry looks only at what expires;
-        # an entry whose id has left its table (or come back with another time) is skipped
-        self._due: dict[str, list[tuple[int, str]]] = {"preds": [], "early": [], "joined": []}
+        self.stalls = Stalls(stall_after, never=0)
+        self.joined = Waiting(time_of=int)  # prediction id -> its time, once joined: a repeat is not joined again
         self.duplicates = {"predictions": 0, "feedback": 0}
         self.bad_values = 0  # non-finite feature values, left out of data drift
         self.unmonitored = 0  # values of features beyond MAX_MONITORED, left out of data drift
@@ -201,17 +195,10 @@ class DriftProcessor(Processor):
             self.max_time = max(self.max_time, t)
             side = "feedback" if "prediction_id" in rec else "predictions"
             self.stream_time[side] = max(self.stream_time[side], t)
+            self.stalls.heard(side, self.stream_time)
             if side == "feedback":
-                self.unanswered_run = 0
-                self.unpredicted_run += 1
-                if self.unpredicted_run >= self.stall_after:
-                    self.predictions_stalled_at = self.stream_time["feedback"]
                 joined = self._feedback(rec)
             else:
-                self.unpredicted_run = 0
-                self.unanswered_run += 1
-                if self.unanswered_run >= self.stall_after:
-                    self.stalled_at = self.stream_time["predictions"]
                 if rec["event_id"] in self.preds or rec["event_id"] in self.joined:
                     self.duplicates["predictions"] += 1
                     continue
@@ -272,27 +259,23 @@ class DriftProcessor(Processor):
     def _match_early(self, rec: dict[str, Any]) -> tuple[float, int, str] | None:
         if rec.get("error"):
             return None
-        fb = self.early.pop(rec["event_id"], None)
+        fb = self.early.pop(rec["event_id"])
         if fb is None:
-            self.preds[rec["event_id"]] = {"score": float(rec["score"]), "time": int(rec["event_time"])}
-            heapq.heappush(self._due["preds"], (int(rec["event_time"]), rec["event_id"]))
+            self.preds.add(rec["event_id"], {"score": float(rec["score"]), "time": int(rec["event_time"])})
             return None
-        self.joined[rec["event_id"]] = int(rec["event_time"])
-        heapq.heappush(self._due["joined"], (int(rec["event_time"]), rec["event_id"]))
+        self.joined.add(rec["event_id"], int(rec["event_time"]))
         return self._error(float(rec["score"]), fb["label"]), fb["time"], fb["id"]
 
     def _feedback(self, rec: dict[str, Any]) -> tuple[float, int, str] | None:
-        p = self.preds.pop(rec["prediction_id"], None)
+        p = self.preds.pop(rec["prediction_id"])
         if p is None:
             if rec["prediction_id"] in self.joined:
                 self.duplicates["feedback"] += 1
                 return None
-            self.early[rec["prediction_id"]] = {"label": float(rec["label"]), "time": int(rec["event_time"]),
-                                                "id": rec["event_id"]}
-            heapq.heappush(self._due["early"], (int(rec["event_time"]), rec["prediction_id"]))
+            self.early.add(rec["prediction_id"], {"label": float(rec["label"]), "time": int(rec["event_time"]),
+                                                  "id": rec["event_id"]})
             return None
-        self.joined[rec["prediction_id"]] = p["time"]
-        heapq.heappush(self._due["joined"], (p["time"], rec["prediction_id"]))
+        self.joined.add(rec["prediction_id"], p["time"])
         return self._error(p["score"], float(rec["label"])), int(rec["event_time"]), rec["event_id"]
 
     def _concept(self, errors: list[tuple[float, int, str]]) -> list[Emit]:
@@ -325,22 +308,11 @@ class DriftProcessor(Processor):
         """A prediction gives up on its feedback once the feedback stream is ``max_wait_ms`` past it, and
         the other way round: the two topics are read at their own pace, so neither's clock rules alone. A joined
         id is kept until both clocks are past it by the wait: a repeat after that would have given up anyway."""
-        feedback_time = max(self.stream_time["feedback"], self.stalled_at)
-        predictions_time = max(self.stream_time["predictions"], self.predictions_stalled_at)
-        self.unmatched["predictions"] += self._drop("preds", feedback_time - self.max_wait_ms)
-        self.unmatched["feedback"] += self._drop("early", predictions_time - self.max_wait_ms)
-        self._drop("joined", min(predictions_time, feedback_time) - self.max_wait_ms)
-
-    def _drop(self, name: str, horizon: int) -> int:
-        """Remove the entries of ``preds``, ``early`` or ``joined`` older than ``horizon``; how many there were."""
-        table, due, dropped = getattr(self, name), self._due[name], 0
-        while due and due[0][0] < horizon:
-            t, key = heapq.heappop(due)
-            entry = table.get(key)
-            if entry is not None and (entry if name == "joined" else entry["time"]) == t:
-                del table[key]
-                dropped += 1
-        return dropped
+        feedback_time = self.stalls.reach("feedback", self.stream_time)
+        predictions_time = self.stalls.reach("predictions", self.stream_time)
+        self.unmatched["predictions"] += len(self.preds.expire(feedback_time - self.max_wait_ms, inclusive=False))
+        self.unmatched["feedback"] += len(self.early.expire(predictions_time - self.max_wait_ms, inclusive=False))
+        self.joined.expire(min(predictions_time, feedback_time) - self.max_wait_ms, inclusive=False)
 
     # events and incidents
 
@@ -399,10 +371,14 @@ class DriftProcessor(Processor):
             "monitors": {k: m.snapshot() for k, m in self.monitors.items()},
             "times": {k: list(v) for k, v in self.times.items()}, "seen": self.seen,
             "detector": self.detector.snapshot(), "errors_since": self.errors_since,
-            "errors_start": self.errors_start, "errors_end": self.errors_end, "last_errors": list(self.last_errors), "errors_sum": self.errors_sum, "preds": self.preds, "early": self.early,
-            "incidents": self.incidents, "max_time": self.max_time, "stream_time": self.stream_time, "unmatched": self.unmatched,
-            "unanswered_run": self.unanswered_run, "stalled_at": self.stalled_at, "joined": self.joined,
-            "unpredicted_run": self.unpredicted_run, "predictions_stalled_at": self.predictions_stalled_at,
+            "errors_start": self.errors_start, "errors_end": self.errors_end, "last_errors": list(self.last_errors),
+            "errors_sum": self.errors_sum, "preds": self.preds.entries, "early": self.early.entries,
+            "incidents": self.incidents, "max_time": self.max_time, "stream_time": self.stream_time,
+            "unmatched": self.unmatched,
+            "unanswered_run": self.stalls.unanswered_run, "stalled_at": self.stalls.stalled_at,
+            "joined": self.joined.entries,  # between the stall fields, where states have always had it
+            "unpredicted_run": self.stalls.unpredicted_run,
+            "predictions_stalled_at": self.stalls.predictions_stalled_at,
             "duplicates": self.duplicates, "bad_values": self.bad_values, "unmonitored": self.unmonitored,
         }
 
@@ -417,20 +393,13 @@ class DriftProcessor(Processor):
         self.errors_end = int(state.get("errors_end", self.errors_start))
         self.last_errors.extend(state["last_errors"])
         self.errors_sum = float(state["errors_sum"])
-        self.preds, self.early = dict(state["preds"]), dict(state["early"])
+        self.preds, self.early = Waiting(state["preds"]), Waiting(state["early"])
         self.incidents, self.max_time = dict(state["incidents"]), int(state["max_time"])
         self.stream_time = dict(state["stream_time"])
         self.unmatched = dict(state["unmatched"])
         # fields a state from before stalls and repeats were noticed lacks
-        self.unanswered_run, self.stalled_at = int(state.get("unanswered_run", 0)), int(state.get("stalled_at", 0))
-        self.unpredicted_run = int(state.get("unpredicted_run", 0))
-        self.predictions_stalled_at = int(state.get("predictions_stalled_at", 0))
-        self.joined = {str(k): int(v) for k, v in state.get("joined", {}).items()}
-        self._due = {"preds": [(p["time"], k) for k, p in self.preds.items()],
-                     "early": [(f["time"], k) for k, f in self.early.items()],
-                     "joined": [(t, k) for k, t in self.joined.items()]}
-        for due in self._due.values():
-            heapq.heapify(due)
+        self.stalls.restore(state)
+        self.joined = Waiting({str(k): int(v) for k, v in state.get("joined", {}).items()}, time_of=int)
         self.duplicates = dict(state.get("duplicates", {"predictions": 0, "feedback": 0}))
         self.bad_values = int(state.get("bad_values", 0))
         self.unmonitored = int(state.get("unmonitored", 0))  # older snapshots: none counted

@@ -37,7 +37,6 @@ every prediction, has no score to judge, so it joins nothing and is no late even
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -48,6 +47,7 @@ from pydantic_settings import SettingsConfigDict
 from connectors.config import Section
 from models.metrics import classification_report
 from schemas import FEEDBACK, PREDICTION, derive_id
+from streams.flows.waiting import Stalls, Waiting
 from streams.processor import Emit, Event, FlowSpec, Processor
 
 METRICS_TOPIC = "sink.model_quality"  # sink-only: feeds streams.sinks.quality, never written to Kafka
@@ -94,19 +94,13 @@ class QualityProcessor(Processor):
             raise ValueError("window_ms and stall_after must be positive; waits and lateness must not be negative")
         self.model_name, self.window_ms = model_name, window_ms
         self.max_wait_ms, self.allowed_lateness_ms, self.stall_after = max_wait_ms, allowed_lateness_ms, stall_after
-        self.preds: dict[str, dict[str, Any]] = {}
-        self.early: dict[str, dict[str, Any]] = {}  # feedback waiting for its prediction
+        self.preds = Waiting()  # predictions waiting for their feedback
+        self.early = Waiting()  # feedback waiting for its prediction
         self.windows: dict[str, dict[str, Any]] = {}  # "version|start" -> accumulators
         self.late: dict[str, int] = {}  # version -> late events not yet reported
         self.clock = {"predictions": _NEVER, "feedback": _NEVER}  # how far each input has come, in event time
         self.closed_before = _NEVER  # windows starting before this are closed
-        self.unanswered_run = 0  # predictions since the last feedback event
-        self.stalled_at = _NEVER  # the prediction clock when the feedback stream last counted as stalled
-        self.unpredicted_run = 0  # feedback events since the last prediction
-        self.predictions_stalled_at = _NEVER  # the feedback clock when the predictions stream last counted as stalled
-        # (time, id) of preds and early, soonest first, so that expiry looks only at what expires;
-        # an entry whose id has left its table (or come back with another time) is skipped
-        self._due: dict[str, list[tuple[int, str]]] = {"preds": [], "early": []}
+        self.stalls = Stalls(stall_after, never=_NEVER)
         self.duplicates = {"predictions": 0, "feedback": 0}  # repeats of events an open window has counted
 
     def params(self) -> dict[str, Any]:
@@ -115,11 +109,11 @@ class QualityProcessor(Processor):
 
     @property
     def prediction_watermark(self) -> int:
-        return max(self.clock["predictions"], self.predictions_stalled_at) - self.allowed_lateness_ms
+        return self.stalls.reach("predictions", self.clock) - self.allowed_lateness_ms
 
     @property
     def feedback_watermark(self) -> int:
-        return max(self.clock["feedback"], self.stalled_at) - self.allowed_lateness_ms
+        return self.stalls.reach("feedback", self.clock) - self.allowed_lateness_ms
 
     def _start(self, t: int) -> int:
         return t - t % self.window_ms
@@ -130,17 +124,10 @@ class QualityProcessor(Processor):
             rec = ev.record
             side = "feedback" if "prediction_id" in rec else "predictions"
             self.clock[side] = max(self.clock[side], int(rec["event_time"]))
+            self.stalls.heard(side, self.clock)
             if side == "feedback":
-                self.unanswered_run = 0
-                self.unpredicted_run += 1
-                if self.unpredicted_run >= self.stall_after:
-                    self.predictions_stalled_at = self.clock["feedback"]
                 self._feedback(rec)
             else:
-                self.unpredicted_run = 0
-                self.unanswered_run += 1
-                if self.unanswered_run >= self.stall_after:
-                    self.stalled_at = self.clock["predictions"]
                 self._prediction(rec)
             out.extend(self._advance())
         return out
@@ -158,7 +145,7 @@ class QualityProcessor(Processor):
         w["ids"][rec["event_id"]] = 0
         w["predictions"] += 1
         w["latency"].append(float(rec["latency_ms"]))
-        fb = self.early.pop(rec["event_id"], None)
+        fb = self.early.pop(rec["event_id"])
         if rec.get("error"):  # no score to judge; its feedback is no late event, nor its want of one missing feedback
             w["errors"] += 1
             w["ids"][rec["event_id"]] = _FAILED if fb is None else 1
@@ -168,11 +155,10 @@ class QualityProcessor(Processor):
             w["labels"].append(fb["label"])
             w["scores"].append(float(rec["score"]))
             return
-        self.preds[rec["event_id"]] = {"time": t, "version": version, "score": float(rec["score"]), "start": start}
-        heapq.heappush(self._due["preds"], (t, rec["event_id"]))
+        self.preds.add(rec["event_id"], {"time": t, "version": version, "score": float(rec["score"]), "start": start})
 
     def _feedback(self, rec: dict[str, Any]) -> None:
-        p = self.preds.pop(rec["prediction_id"], None)
+        p = self.preds.pop(rec["prediction_id"])
         if p is None:
             ids = next((w["ids"] for w in self.windows.values() if rec["prediction_id"] in w["ids"]), {})
             if ids.get(rec["prediction_id"]) == _FAILED:
@@ -184,8 +170,7 @@ class QualityProcessor(Processor):
             if int(rec["event_time"]) + self.max_wait_ms <= self.prediction_watermark:
                 self.late["unknown"] = self.late.get("unknown", 0) + 1  # its prediction gave up on it, or never was
             else:
-                self.early[rec["prediction_id"]] = {"label": float(rec["label"]), "time": int(rec["event_time"])}
-                heapq.heappush(self._due["early"], (int(rec["event_time"]), rec["prediction_id"]))
+                self.early.add(rec["prediction_id"], {"label": float(rec["label"]), "time": int(rec["event_time"])})
             return
         w = self.windows[f"{p['version']}|{p['start']}"]
         w["ids"][rec["prediction_id"]] = 1
@@ -194,9 +179,9 @@ class QualityProcessor(Processor):
 
     def _advance(self) -> list[Emit]:
         pred_wm, fb_wm = self.prediction_watermark, self.feedback_watermark
-        for p in self._drop("preds", fb_wm - self.max_wait_ms):
+        for p in self.preds.expire(fb_wm - self.max_wait_ms, inclusive=True):
             self.windows[f"{p['version']}|{p['start']}"]["missing"] += 1
-        if expired := len(self._drop("early", pred_wm - self.max_wait_ms)):
+        if expired := len(self.early.expire(pred_wm - self.max_wait_ms, inclusive=True)):
             self.late["unknown"] = self.late.get("unknown", 0) + expired
         horizon = min(pred_wm, fb_wm - self.max_wait_ms)  # every prediction before it is in and answered
         if horizon <= self.closed_before:
@@ -204,16 +189,6 @@ class QualityProcessor(Processor):
         out = self._close(horizon)
         self.closed_before = max(self.closed_before, self._start(horizon))
         return out
-
-    def _drop(self, name: str, until: int) -> list[dict[str, Any]]:
-        """Remove the entries of ``preds`` or ``early`` whose time is ``until`` or before; those removed."""
-        table, due, dropped = getattr(self, name), self._due[name], []
-        while due and due[0][0] <= until:
-            t, key = heapq.heappop(due)
-            entry = table.get(key)
-            if entry is not None and entry["time"] == t:
-                dropped.append(table.pop(key))
-        return dropped
 
     def flush(self) -> list[Emit]:
         """A silent model's open windows would be emitted only when it predicts again, if ever, or be lost with its
@@ -223,7 +198,7 @@ class QualityProcessor(Processor):
         if not self.windows:
             return []
         end = max(_start_of(k) for k in self.windows) + self.window_ms
-        end = min([end, *(p["start"] for p in self.preds.values())])
+        end = min([end, *(p["start"] for p in self.preds.entries.values())])
         out = self._close(end)
         self.closed_before = max(self.closed_before, end)
         return out
@@ -253,26 +228,19 @@ class QualityProcessor(Processor):
         return Emit(METRICS_TOPIC, self.model_name, METRICS_TYPE, rec)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"preds": self.preds, "early": self.early, "windows": self.windows, "late": self.late,
-                "clock": self.clock, "closed_before": self.closed_before, "unanswered_run": self.unanswered_run,
-                "stalled_at": self.stalled_at, "unpredicted_run": self.unpredicted_run,
-                "predictions_stalled_at": self.predictions_stalled_at, "duplicates": self.duplicates}
+        return {"preds": self.preds.entries, "early": self.early.entries, "windows": self.windows, "late": self.late,
+                "clock": self.clock, "closed_before": self.closed_before, **self.stalls.snapshot(),
+                "duplicates": self.duplicates}
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.preds, self.early = dict(state["preds"]), dict(state["early"])
+        self.preds, self.early = Waiting(state["preds"]), Waiting(state["early"])
         self.windows, self.late = dict(state["windows"]), dict(state["late"])
         if "clock" in state:
             self.clock = dict(state["clock"])
         else:  # a checkpoint from before the per-input clocks: one clock for both
             self.clock = {"predictions": int(state["max_time"]), "feedback": int(state["max_time"])}
         self.closed_before = int(state["closed_before"])
-        self.unanswered_run, self.stalled_at = int(state.get("unanswered_run", 0)), int(state.get("stalled_at", _NEVER))
-        self.unpredicted_run = int(state.get("unpredicted_run", 0))
-        self.predictions_stalled_at = int(state.get("predictions_stalled_at", _NEVER))
-        self._due = {"preds": [(p["time"], k) for k, p in self.preds.items()],
-                     "early": [(f["time"], k) for k, f in self.early.items()]}
-        for due in self._due.values():
-            heapq.heapify(due)
+        self.stalls.restore(state)
         for w in self.windows.values():  # a checkpoint from before repeats were noticed: its windows have no ids
             w.setdefault("ids", {})
         self.duplicates = dict(state.get("duplicates", {"predictions": 0, "feedback": 0}))

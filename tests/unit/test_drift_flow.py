@@ -249,7 +249,7 @@ def test_replayed_predictions_and_feedback_join_once() -> None:
     assert proc.duplicates == {"predictions": 150, "feedback": 150} and not proc.preds and not proc.early
     assert proc.seen["x"] == 300  # the monitors saw each prediction once
     proc.process([_pred(1000, 0.9, 0.0), _fb(1000, 1.0)])  # 70 s on: the first joins need not be remembered
-    assert list(proc.joined) == ["p1000"]
+    assert list(proc.joined.entries) == ["p1000"]
 
 
 def test_drift_state_from_before_stalls_and_repeats_restores() -> None:
@@ -261,7 +261,7 @@ def test_drift_state_from_before_stalls_and_repeats_restores() -> None:
            if k not in ("unanswered_run", "stalled_at", "joined", "duplicates", "bad_values")}
     restored = drift.DriftProcessor("m", max_wait_ms=10_000)
     restored.restore(old)
-    assert restored.joined == {} and restored.duplicates == {"predictions": 0, "feedback": 0}
+    assert not restored.joined and restored.duplicates == {"predictions": 0, "feedback": 0}
     restored.process([_fb(60, 1.0)])
     assert restored.errors_since == 51 and "p60" in restored.joined
 
@@ -295,7 +295,8 @@ def test_a_batch_looks_at_what_it_joins_or_expires_not_at_every_waiting_id(waiti
     proc.process([e for i in range(waiting) for e in (_pred(i, 0.9, 0.0), _fb(i, 1.0))])  # joined
     proc.process([_pred(10**6 + i, 0.9, 0.0) for i in range(waiting)])  # waiting for their feedback
     proc.process([_fb(2 * 10**6 + i, 1.0) for i in range(waiting)])  # waiting for their predictions
-    proc.preds, proc.early, proc.joined = CountingDict(proc.preds), CountingDict(proc.early), CountingDict(proc.joined)
+    for waiting_ids in (proc.preds, proc.early, proc.joined):
+        waiting_ids.entries = CountingDict(waiting_ids.entries)
     CountingDict.looked = 0
     for i in range(3 * 10**6, 3 * 10**6 + 100):
         proc.process([_pred(i, 0.9, 0.0), _fb(i, 1.0)])

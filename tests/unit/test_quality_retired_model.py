@@ -43,7 +43,7 @@ def test_a_stalled_prediction_stream_survives_a_restore_and_an_older_state_resto
     restored.restore(decode(encode(proc.snapshot())))
     more = _labels(2000, 100)
     assert restored.process(more) == proc.process(more)
-    assert restored.early == proc.early and restored.late == proc.late and len(proc.early) <= 101
+    assert restored.early.entries == proc.early.entries and restored.late == proc.late and len(proc.early) <= 101
     old = {k: v for k, v in proc.snapshot().items() if k not in ("unpredicted_run", "predictions_stalled_at")}
     quality.QualityProcessor("m", **params).restore(decode(encode(old)))
 
@@ -54,7 +54,7 @@ def test_an_event_looks_at_what_it_joins_or_expires_not_at_every_waiting_id(wait
     proc = quality.QualityProcessor("m", window_ms=60_000, max_wait_ms=10**10, stall_after=10**9)  # nothing expires
     proc.process([_pred(f"p{i}", i) for i in range(waiting)])  # waiting for their feedback
     proc.process([_fb(f"q{i}", i, 1.0) for i in range(waiting)])  # waiting for their predictions
-    proc.preds, proc.early = CountingDict(proc.preds), CountingDict(proc.early)
+    proc.preds.entries, proc.early.entries = CountingDict(proc.preds.entries), CountingDict(proc.early.entries)
     CountingDict.looked = 0
     for i in range(100):
         proc.process([_pred(f"r{i}", waiting), _fb(f"r{i}", waiting, 1.0)])
