@@ -9,9 +9,11 @@ drop the repeats.
 
 A sensor silent for ``forget_after_s`` of the device's event time is forgotten (detector and policy), so that
 names that change (per boot, a firmware update, a bad mapping) do not grow a device's state without bound; an
-incident still open on it is resolved as it goes. Only silence while the device itself was reporting counts:
-a device off for a week keeps its sensors, and one reading stamped years ahead (a clock glitch) does not make
-the device's other sensors look silent. A restored device takes the flow's current settings: the
+incident still open on it is resolved as it goes. Only silence while the device itself was reporting counts: a
+jump between its batches far off their usual spacing (the device off for hours or a week, its clock set back, or
+put years ahead by a glitch) counts as that usual spacing for every sensor, as if the batch had come on time, so a
+device back from downtime keeps its sensors while one renamed is still forgotten after ``forget_after_s`` of the
+device's reporting. A restored device takes the flow's current settings: the
 detector's state is kept only if the detector and its parameters are those it was saved with.
 """
 
@@ -42,6 +44,9 @@ FLOW = "sensor-anomaly"
 PRODUCER = "eddyline/sensor-anomaly"
 REORDER = 8  # batches of one device held while waiting for a missing sequence number
 FORGET_AFTER_S = 86_400.0  # a sensor silent a day of its device's event time is forgotten
+JUMP_SPACINGS = 4  # a gap between a device's batches over this many usual spacings is downtime, nobody's silence
+MIN_DOWNTIME_MS = 3_600_000  # nor one under an hour (a device publishing each sensor apart has uneven gaps)
+MIN_SPACING_MS = 60_000  # downtime counts as at least this much silence
 
 
 @lru_cache(maxsize=64)
@@ -72,9 +77,9 @@ class SensorAnomalyProcessor(Processor):
     packed
         Write scores packed (float32 bytes, ``anomaly_score`` v2) instead of one Avro double each.
     forget_after_s
-        A sensor last heard this far behind the device's newest reading (event time; a sensor is heard at its
-        batch's newest reading, so one sensor's own clock cannot make the others look silent), while the device
-        kept reporting (a gap or clock jump this long starts afresh), is forgotten, its open incident resolved;
+        A sensor silent this long while the device kept reporting (event time; a sensor is heard at its batch's
+        newest reading, so one sensor's own clock cannot make the others look silent; downtime or a clock jump
+        counts as the device's usual spacing between batches) is forgotten, its open incident resolved;
         None: never.
 
     Examples
@@ -114,9 +119,9 @@ class SensorAnomalyProcessor(Processor):
         self._forget_ms = None if forget_after_s is None else int(forget_after_s * 1000)
         self.detectors: dict[str, AnomalyDetector] = {}
         self.policies: dict[str, AlertPolicy] = {}
-        self.last_seen: dict[str, int] = {}  # sensor -> its last reading's event time, ms
+        self.last_seen: dict[str, int] = {}  # sensor -> its last reading's event time less later downtime, ms
         self.newest: int | None = None  # the newest reading of the device's latest batch, ms
-        self.up_since: int | None = None  # since when the device has reported without a gap of forget_after_s
+        self.spacing: int | None = None  # the usual gap between the newest readings of its batches, ms
         self.sequence = Sequencers(REORDER)
 
     def _series_state(self, sensor: str) -> tuple[AnomalyDetector, AlertPolicy]:
@@ -174,13 +179,13 @@ class SensorAnomalyProcessor(Processor):
                 explanation = None if t.status == "RESOLVED" else why.at(t.index)
                 alerts.append(self._alert(rec, sensor, t, float(values[t.index]), int(stamps[t.index]),
                                           explanation))
+        if newest is not None:
+            self._skip_downtime(newest)
         # heard at the device's time, not its own: a sensor with a clock of its own (hours ahead) would make the
         # batch's others look silent; as the clock reads now, so a clock set back takes it back
         self.last_seen.update(dict.fromkeys(heard, newest))
-        if self._forget_ms is not None and newest is not None:
-            up_since = self._heard(newest)
-            if len(self.detectors) > len(rec["series"]):  # else all reported now
-                alerts.extend(self._forget_silent(rec, newest, up_since))
+        if self._forget_ms is not None and newest is not None and len(self.detectors) > len(rec["series"]):
+            alerts.extend(self._forget_silent(rec, newest))  # else all reported now
         score_event = {
             "event_id": derive_id(SCORES_TOPIC, source_id),
             "event_time": rec["event_time"],
@@ -193,26 +198,35 @@ class SensorAnomalyProcessor(Processor):
         }
         return [Emit(SCORES_TOPIC, self.device_id, ANOMALY_SCORE, score_event), *alerts, *metrics]
 
-    def _heard(self, newest: int) -> int:
-        """Note the device's batch whose newest reading is ``newest``; return since when the device has been reporting.
+    def _skip_downtime(self, newest: int) -> None:
+        """Note the device's batch whose newest reading is ``newest``, taking a jump from the batch before out of
+        every sensor's silence, the way the fleet flow takes out an outage.
 
-        A jump of more than ``forget_after_s`` from the batch before, forward (the device was off, or its clock
-        glitched ahead) or back (its clock was set back), starts a new stretch of reporting: only silence within
-        one forgets a sensor."""
-        if self.newest is None or self.up_since is None or abs(newest - self.newest) > self._forget_ms:
-            self.up_since = newest
+        A gap over ``JUMP_SPACINGS`` usual spacings and over ``MIN_DOWNTIME_MS`` (the device off, even for less than
+        ``forget_after_s``), or back (its clock set back, or back from a glitch ahead), counts as one usual spacing,
+        at least ``MIN_SPACING_MS``: the device's downtime is no sensor's silence, yet every batch counts, so a
+        renamed sensor is still forgotten on a device that is off every night. The usual spacing follows the gaps,
+        each capped at the downtime bound, so one outage hardly moves it while a slower cadence is learnt within a
+        few batches."""
+        if self.newest is not None:
+            gap, spacing = newest - self.newest, self.spacing or 0
+            bound = max(JUMP_SPACINGS * spacing, MIN_DOWNTIME_MS)
+            if not 0 <= gap <= bound:
+                usual = max(spacing, MIN_SPACING_MS)
+                for sensor in self.last_seen:
+                    self.last_seen[sensor] += gap - usual
+            seen = min(max(gap, 0), bound)
+            self.spacing = seen if self.spacing is None else spacing + (seen - spacing) // 8
         self.newest = newest
-        return self.up_since
 
-    def _forget_silent(self, rec: dict[str, Any], now: int, up_since: int) -> list[Emit]:
-        """Forget the sensors silent ``forget_after_s`` behind ``now``, this batch's newest reading (event time, so
-        a replay forgets the same ones at the same batch), while the device kept reporting (since ``up_since``),
-        resolving their open incidents: a sensor renamed never reports again under its old name, and its incident
-        would stay open for good. A sensor restored from a state without reading times (before they were kept)
-        counts as seen now."""
+    def _forget_silent(self, rec: dict[str, Any], now: int) -> list[Emit]:
+        """Forget the sensors silent ``forget_after_s`` behind ``now``, this batch's newest reading, while the device
+        reported (event time, so a replay forgets the same ones at the same batch), resolving their open incidents:
+        a sensor renamed never reports again under its old name, and its incident would stay open for good. A sensor
+        restored from a state without reading times (before they were kept) counts as seen now."""
         cutoff = now - self._forget_ms
         alerts: list[Emit] = []
-        for sensor in [s for s in self.detectors if max(self.last_seen.setdefault(s, now), up_since) < cutoff]:
+        for sensor in [s for s in self.detectors if self.last_seen.setdefault(s, now) < cutoff]:
             policy = self.policies.pop(sensor)
             del self.detectors[sensor]
             silent_s = (now - self.last_seen.pop(sensor)) / 1000
@@ -264,7 +278,7 @@ class SensorAnomalyProcessor(Processor):
             "sequence": self.sequence.snapshot(),
             "last_seen": dict(self.last_seen),
             "newest": self.newest,
-            "up_since": self.up_since,
+            "spacing": self.spacing,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -278,8 +292,8 @@ class SensorAnomalyProcessor(Processor):
         self.sequence.restore(state["sequence"])
         # older snapshots have no reading times: their sensors count as seen at the device's next batch
         self.last_seen = {str(k): int(v) for k, v in state.get("last_seen", {}).items() if k in self.detectors}
-        # older snapshots have no device clock: a stretch of reporting starts at the next batch
-        self.newest, self.up_since = (None if state.get(k) is None else int(state[k]) for k in ("newest", "up_since"))
+        # older snapshots have no device clock (spacing: learnt from the next gap); their up_since is not needed
+        self.newest, self.spacing = (None if state.get(k) is None else int(state[k]) for k in ("newest", "spacing"))
 
     def restore_under(self, params: dict[str, Any], state: dict[str, Any]) -> bool:
         """Restore a state saved by a processor built with ``params`` into this one, built with the flow's current

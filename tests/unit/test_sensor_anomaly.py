@@ -232,7 +232,57 @@ def test_a_device_off_for_a_week_keeps_its_sensors_and_forgets_one_that_did_not_
     restored = SensorAnomalyProcessor("d", detector="robust", forget_after_s=3600)
     restored.restore(p.snapshot())
     back = week + 6 * half_hour + 29 * 60_000  # temp's first batch back
-    assert (restored.newest, restored.up_since) == (p.newest, p.up_since) == (back + 2 * half_hour + 60_000, back)
+    assert (restored.newest, restored.spacing) == (p.newest, p.spacing)
+    assert p.newest == back + 2 * half_hour + 60_000 and p.spacing < half_hour, "the week off: no usual spacing"
+
+
+def _rare(p: SensorAnomalyProcessor, rng, seq: int, t0: int) -> None:
+    """One device batch from ``t0``: temp's five one-minute readings, and tank's one reading every six hours."""
+    tank = {"tank": [50.0]} if t0 % (6 * 3_600_000) == 0 else {}
+    p.process([_batch(seq, t0, temp=_calm(rng, 5), **tank)])
+
+
+def test_a_device_off_for_less_than_forget_after_keeps_a_sensor_that_reports_every_six_hours():
+    """Device downtime is nobody's silence however long: a device off for 20 hours (under the default day) lost the
+    learnt state of its tank sensor, reporting every six hours, 5 minutes after it came back, as 26 hours silent;
+    one off for 25 hours kept it."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    hour, five = 3_600_000, 300_000
+    for off in (20 * hour, 25 * hour):
+        p = SensorAnomalyProcessor("d", detector="robust")  # forget_after_s: the default, a day
+        t, seq = 0, 0
+        for seq in range(2 * 24 * 12):  # two days, a batch every five minutes
+            _rare(p, rng, seq, t)
+            t += five
+        learnt = p.detectors["tank"]._s[0]
+        t += off
+        for seq in range(seq + 1, seq + 1 + 12 * 12):  # twelve hours back: tank reports again
+            _rare(p, rng, seq, t)
+            t += five
+            assert "tank" in p.detectors, (off / hour, seq)
+        assert p.detectors["tank"]._s[0] > learnt, "the same detector learnt on"
+
+
+def test_a_renamed_sensor_is_forgotten_on_a_device_that_is_off_every_night():
+    """Downtime is nobody's silence, but the device's batches while it is on still count: a sensor renamed on a
+    device on 8 hours a day is forgotten after a day of the device's reporting (3 days), not kept for ever."""
+    import numpy as np
+
+    rng = np.random.default_rng(6)
+    hour, five = 3_600_000, 300_000
+    p = SensorAnomalyProcessor("d", detector="robust")
+    t, seq, gone = 0, 0, None
+    for day in range(6):
+        for _ in range(8 * 12):
+            p.process([_batch(seq, t, **{"temp" if day < 1 else "temp2": _calm(rng, 5)})])
+            seq += 1
+            t += five
+            if gone is None and "temp" not in p.detectors:
+                gone = day
+        t += 16 * hour
+    assert gone is not None and 3 <= gone <= 4, gone
 
 
 def test_a_snapshot_from_before_reading_times_restores_and_its_sensors_count_as_seen_at_the_next_batch():
@@ -243,10 +293,10 @@ def test_a_snapshot_from_before_reading_times_restores_and_its_sensors_count_as_
     p = SensorAnomalyProcessor("d", forget_after_s=3600)
     p.process([_batch(0, 0, temp=_calm(rng), hum=_calm(rng))])
     state = p.snapshot()
-    del state["last_seen"], state["newest"], state["up_since"]  # as written before sensors were forgotten
+    del state["last_seen"], state["newest"], state["spacing"]  # as written before sensors were forgotten
     old = SensorAnomalyProcessor("d", forget_after_s=3600)
     old.restore(state)
-    assert sorted(old.detectors) == ["hum", "temp"] and old.last_seen == {} and old.up_since is None
+    assert sorted(old.detectors) == ["hum", "temp"] and old.last_seen == {} and old.spacing is None
     old.process([_batch(1, 5 * hour, hum=_calm(rng))])  # "temp" unseen since the restore: stamped now, kept
     for seq, at in enumerate((5.5 * hour, 6 * hour), start=2):  # the device reports every half hour
         old.process([_batch(seq, int(at), hum=_calm(rng))])
