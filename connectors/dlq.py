@@ -19,6 +19,7 @@ REASON, ERROR, TOPIC, PARTITION, OFFSET, TIME = (
     PREFIX + k for k in ("reason", "error", "topic", "partition", "offset", "time")
 )
 _MAX_ERROR = 2000
+MAX_PAYLOAD = 512 * 1024  # of a dead letter's value: with its headers it fits one Kafka message (1 MB by default)
 
 
 def dlq_headers(full_source_topic: str, reason: str, error: str, partition: int, offset: int) -> dict[str, bytes]:
@@ -88,12 +89,16 @@ class DeadLetterProducer:
         source_topic
             The logical topic it was read from.
         value, key
-            The message as it came.
+            The message as it came; a value over ``MAX_PAYLOAD`` is cut (the error says so): Kafka would refuse the
+            letter whole, and a producer stopped on it would stop on it again after every restart.
         reason, error, partition, offset
             As for ``dlq_headers``.
         origin
             Where the input came from when that is not the Kafka topic (an MQTT topic); goes in the topic header.
         """
+        if value is not None and len(value) > MAX_PAYLOAD:
+            error = f"{error} (the value's {len(value)} bytes are cut to the first {MAX_PAYLOAD} here)"
+            value = value[:MAX_PAYLOAD]
         where = origin if origin is not None else self.producer.settings.topic(source_topic)
         headers = dlq_headers(where, reason, error, partition, offset)
         self.producer.produce_raw(dlq_topic(source_topic), value, key, headers)

@@ -39,7 +39,6 @@ log = logging.getLogger("eddyline.mqtt")
 TOPIC = "sensor.readings"
 DLQ_SOURCE = "mqtt"  # dead letters go to dlq.mqtt
 POLL_S = 0.05
-DLQ_MAX_PAYLOAD = 512 * 1024  # of a dead letter's payload: with its headers it fits one Kafka message (1 MB)
 EARLY_SEND = 0.8  # share of max_unacked held back before open windows are sent early
 
 
@@ -258,11 +257,7 @@ class MqttBridge:
             batches.extend(self.windows.add(readings, token, now))
 
     def _dead_letter(self, dead: DeadLetterProducer, msg: Any, reason: str, error: str) -> None:
-        payload = msg.payload
-        if len(payload) > DLQ_MAX_PAYLOAD:  # Kafka refuses it whole, and the bridge stopped on it at every start
-            error = f"{error} (the payload's {len(payload)} bytes are cut to the first {DLQ_MAX_PAYLOAD} here)"
-            payload = payload[:DLQ_MAX_PAYLOAD]
-        dead.send(DLQ_SOURCE, payload, msg.topic, reason, error, -1, -1, origin=msg.topic)
+        dead.send(DLQ_SOURCE, msg.payload, msg.topic, reason, error, -1, -1, origin=msg.topic)
         self.stats.dead_letters += 1
 
     def _map(self, msg: Any) -> list:

@@ -135,7 +135,7 @@ def test_shapes_batches_and_dead_letters(mosquitto: Mosquitto, kafka_settings: K
 def test_huge_messages_neither_stop_the_bridge_nor_get_lost(mosquitto: Mosquitto,
                                                              kafka_settings: KafkaSettings) -> None:
     """A message too large for one Kafka message, as a batch or as a dead letter, stopped the bridge at every start."""
-    from connectors.mqtt.bridge import DLQ_MAX_PAYLOAD
+    from connectors.dlq import MAX_PAYLOAD as DLQ_MAX_PAYLOAD
 
     root = f"h{uuid.uuid4().hex[:8]}"
     settings = MqttSettings(port=mosquitto.port, client_id=f"bridge-{root}", max_wait_ms=300,
