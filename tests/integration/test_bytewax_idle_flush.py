@@ -44,6 +44,19 @@ def wait_evicted(state: Path, device: str) -> set[str]:
     return evicted
 
 
+def run_until_scored(settings: KafkaSettings, state: Path, device: str, want: dict,
+                     **env: str) -> tuple[set[str], dict, str]:
+    """Run the flow with ``env`` until ``device`` left memory and the ``want`` scores are in, and stop it: the keys in
+    the idle store, the scores and its log."""
+    proc = start_flow(settings, state, **env)
+    try:
+        evicted = wait_evicted(state, device)
+        scores = unique_scores(settings, len(want), timeout=30)
+    finally:
+        log = stop(proc)
+    return evicted, scores, log
+
+
 def checkpointed_holding_back(settings: KafkaSettings, state: Path, buckets: str) -> str:
     """Run the flow, never evicting, until the two batches before the gap are scored and a checkpoint past all
     of them is committed (a restart does not read them again), and stop it; its log."""
@@ -70,12 +83,9 @@ def test_a_resumed_device_that_never_speaks_again_hands_on_what_it_held_when_evi
     publish(kafka_settings, sent)
     state = tmp_path / "state"
     log = checkpointed_holding_back(kafka_settings, state, buckets)
-    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="1", EDDYLINE_RUNTIME_STATE_BUCKETS=buckets)
-    try:
-        evicted = wait_evicted(state, device)
-        scores = unique_scores(kafka_settings, len(want), timeout=30)
-    finally:
-        log += stop(proc)
+    evicted, scores, more = run_until_scored(kafka_settings, state, device, want, EDDYLINE_RUNTIME_IDLE_EVICT_S="1",
+                                             EDDYLINE_RUNTIME_STATE_BUCKETS=buckets)
+    log += more
     assert evicted == {device}, log
     assert scores == want, "the batches it held were stored with its state, never scored"
 
@@ -85,13 +95,9 @@ def test_a_device_whose_processor_went_back_to_bytes_hands_on_what_it_held_when_
     sent, want = with_a_gap()
     publish(kafka_settings, sent)
     state = tmp_path / "state"
-    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="2", EDDYLINE_RUNTIME_KEEP_DECODED_S="0",
-                      EDDYLINE_RUNTIME_STATE_BUCKETS="2")
-    try:
-        evicted = wait_evicted(state, sent[0]["device_id"])
-        scores = unique_scores(kafka_settings, len(want), timeout=30)
-    finally:
-        log = stop(proc)
+    evicted, scores, log = run_until_scored(kafka_settings, state, sent[0]["device_id"], want,
+                                            EDDYLINE_RUNTIME_IDLE_EVICT_S="2", EDDYLINE_RUNTIME_KEEP_DECODED_S="0",
+                                            EDDYLINE_RUNTIME_STATE_BUCKETS="2")
     assert evicted == {sent[0]["device_id"]}, log
     assert scores == want, "the batches it held were stored with its state, never scored"
 
@@ -106,11 +112,8 @@ def test_a_device_resumed_in_another_state_layout_hands_on_what_it_held(
     publish(kafka_settings, sent)
     state = tmp_path / "state"
     log = checkpointed_holding_back(kafka_settings, state, before)
-    proc = start_flow(kafka_settings, state, EDDYLINE_RUNTIME_IDLE_EVICT_S="0", EDDYLINE_RUNTIME_STATE_BUCKETS=after)
-    try:
-        moved = wait_evicted(state, device)
-        scores = unique_scores(kafka_settings, len(want), timeout=30)
-    finally:
-        log += stop(proc)
+    moved, scores, more = run_until_scored(kafka_settings, state, device, want, EDDYLINE_RUNTIME_IDLE_EVICT_S="0",
+                                           EDDYLINE_RUNTIME_STATE_BUCKETS=after)
+    log += more
     assert moved == {device}, log
     assert scores == want, "the batches it held were moved to the idle store with its state, never scored"
