@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -88,19 +89,34 @@ def generate_keypair(private_path: Path, public_path: Path) -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    for p in (private_path, public_path):
-        if p.exists():
-            raise FileExistsError(f"{p} exists; move it away or choose another path (keys are never overwritten)")
     key = Ed25519PrivateKey.generate()
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
     public = key.public_key()
     private_path.parent.mkdir(parents=True, exist_ok=True)
-    private_path.touch(mode=0o600)
-    private_path.write_bytes(private_pem)
-    public_path.write_bytes(public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    written: list[Path] = []
+    try:
+        private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+        public_pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        for path, pem, mode in ((private_path, private_pem, 0o600), (public_path, public_pem, 0o644)):
+            _create(path, pem, mode)
+            written.append(path)
+    except BaseException:
+        for path in written:  # half a pair would be refused as existing ever after
+            path.unlink()
+        raise
     return key_id(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def _create(path: Path, data: bytes, mode: int) -> None:
+    """Write a new file: one already there, or a link (even to nothing), is refused in the same step that creates it,
+    so that no key goes through a link planted in a shared folder or over a file made since anyone looked."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; move it away or choose another path (keys are never "
+                              "overwritten)") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def sign_model(record: dict[str, Any], private_pem: bytes) -> dict[str, Any]:

@@ -81,6 +81,22 @@ def test_keys_are_never_overwritten(tmp_path: Path) -> None:
         generate_keypair(tmp_path / "a.pem", tmp_path / "b.pub.pem")
 
 
+def test_a_key_is_never_written_through_a_link_and_a_failed_pair_leaves_nothing(tmp_path: Path) -> None:
+    """A dangling link at the private key's path (another user's, in a shared folder) would carry the key to where
+    the link points; and a pair cut short would leave a private key whose public half is missing, refused ever after
+    as existing."""
+    elsewhere = tmp_path / "elsewhere.pem"
+    (tmp_path / "a.pem").symlink_to(elsewhere)
+    with pytest.raises(FileExistsError):
+        generate_keypair(tmp_path / "a.pem", tmp_path / "a.pub.pem")
+    assert not elsewhere.exists() and not (tmp_path / "a.pub.pem").exists()
+    with pytest.raises(FileNotFoundError):  # the public key's folder is not there
+        generate_keypair(tmp_path / "b.pem", tmp_path / "missing" / "b.pub.pem")
+    assert not (tmp_path / "b.pem").exists()
+    generate_keypair(tmp_path / "b.pem", tmp_path / "b.pub.pem")
+    assert (tmp_path / "b.pem").stat().st_mode & 0o777 == 0o600
+
+
 def test_canaries_are_a_deterministic_share_that_changes_per_rollout() -> None:
     fleet = [f"pi-{i}" for i in range(200)]
     a = choose_canaries("r1", fleet, 10)
