@@ -8,8 +8,9 @@ second compacted topic (with its own schema and lag) has to be kept in step. Sta
 fleet flow's own rules (``FleetProcessor``, ``[fleet]`` thresholds) and then, unlike the flow, against wall
 time: a device is silent when its last heartbeat is older than its silence bound *now*, which also covers a
 fleet that went silent all at once (the flow's event-time clock stops then). Cost: it reads the topic's
-retention (in time; its memory is a state per device, as it folds while it reads), so keep ``device.health``
-retention short (a day is plenty: the flow keeps history in the time-series store).
+retention (in time; its memory is a state per device, as it folds while it reads). A device silent for longer
+than that retention is no longer listed at all, so the retention is also how long a dead device stays in view:
+the broker's default week is a fair trade; shorter reads faster but forgets devices sooner.
 """
 
 from __future__ import annotations
@@ -161,20 +162,6 @@ def scan_health(on_message: Callable[[Any], None], timeout: float) -> None:
     if unread:
         typer.echo(f"partitions {sorted(unread)} of {kafka.topic('device.health')} were not read to their end "
                    f"within {timeout:g} s: devices on them may be missing or stale; raise --timeout", err=True)
-
-
-def read_health(timeout: float) -> list[Any]:
-    """Every message on ``device.health`` up to its end as of now (``scan_health``), all held at once: for a reader
-    that needs them together; ``edge status`` folds them as they come.
-
-    Parameters
-    ----------
-    timeout
-        Seconds to try.
-    """
-    messages: list[Any] = []
-    scan_health(messages.append, timeout)
-    return messages
 
 
 def status_command(

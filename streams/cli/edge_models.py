@@ -152,20 +152,24 @@ def degraded_command(
     """
     from schemas import AvroSerde, DecodeError, ValidationError
     from schemas.catalog import DEVICE_HEALTH
-    from streams.cli.edge import read_health
+    from streams.cli.edge import scan_health
     from streams.flows.edge_reoptimise import ReoptimiseWatch
 
     serde, watch = AvroSerde(), ReoptimiseWatch(factor=factor, consecutive=consecutive)
     last: dict[str, dict[str, Any]] = {}
     bad = 0
-    for msg in read_health(timeout):
+
+    def fold(msg: Any) -> None:  # as read: the topic holds every heartbeat of its retention, the watch a few each
+        nonlocal bad
         try:
             health = serde.decode(msg.value(), DEVICE_HEALTH)
         except (DecodeError, ValidationError):  # one bad message must not hide the fleet: counted, said below
             bad += 1
-            continue
+            return
         for flag in watch.process([health]):
             last[flag["device_id"]] = flag
+
+    scan_health(fold, timeout)
     if bad:
         typer.echo(f"skipped {bad} message(s) on device.health that could not be decoded")
     if watch.invalid:
