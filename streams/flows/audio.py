@@ -175,6 +175,9 @@ class SentimentTracker:
         for t in transcripts:
             self.sequence.offer({**t, "seq": t["segment"]}, fresh.append)
         self.sequence.count_since(self.flow, before)
+        # a segment without a letter or digit ("", "...") says nothing of the mood: scored, it would pull the
+        # rolling sentiment toward neutral and hide an angry caller who pauses (another transcriber's silences)
+        fresh = [t for t in fresh if any(c.isalnum() for c in t["text"])]
         if not fresh:
             return []
         model = load_sentiment(self.config.sentiment_model)

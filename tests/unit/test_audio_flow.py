@@ -136,6 +136,17 @@ def test_a_segment_repeated_within_one_batch_counts_once():
     assert by_topic(emits, "alerts") == []  # one negative segment, not two in a row
 
 
+def test_a_transcript_without_words_is_not_scored():
+    """Another transcriber's segments of silence or noise ("", "...", "[inaudible]") say nothing of the caller's
+    mood: scored, they would move the rolling sentiment toward neutral and hide an angry caller who pauses."""
+    policy = SentimentPolicy(window=2, open_after=2, error_below=-0.7)
+    cfg = AudioFlowConfig(sentiment_model="vader", policy=policy)
+    bad = ["this is bad", "", "this is awful and terrible", "  ...  ", "the worst, horrible service, I hate it"]
+    emits = run_local(sentiment_flow(cfg), [transcript("a", i, t) for i, t in enumerate(bad)])
+    assert [(a["status"], a["severity"]) for a in sentiment_alerts(emits)] == [("OPENED", "WARNING"), ("UPDATED", "ERROR")]
+    assert [r["segment"] for r in by_topic(emits, "scores.sentiment")] == [0, 2, 4]
+
+
 @pytest.fixture(scope="module")
 def pause():
     """Two utterances 3 s apart (call03 at 1.0-5.3 s, call12 from 8.3 s), in 250 ms chunks, and the flow's output."""
