@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -42,6 +46,16 @@ SECRETS = {
     "SLACK_WEBHOOK_URL": "https://hooks.example.invalid/services/T0/B0/compose-test",
 }
 IMAGE_USERS = {"kafka": "1000:1000", "influxdb": "1000:1000", "prometheus": "65534:65534", "grafana": "472:0"}
+# What a health check can run in each image: the eddyline images (python:3.11-slim) have neither curl nor wget,
+# Prometheus's busybox and Grafana's Alpine have wget and no curl.
+IMAGE_TOOLS = {
+    "eddyline/platform": "/opt/eddyline/bin/python",
+    "eddyline/edge": "/opt/eddyline-edge/bin/python",
+    "prom/prometheus": "wget",
+    "grafana/grafana": "wget",
+    "influxdb": "influx",
+    "apache/kafka": "/opt/kafka/bin/kafka-broker-api-versions.sh",
+}
 
 
 def compose_config(file: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -229,3 +243,64 @@ def test_the_secrets_file_beside_compose_is_never_committed() -> None:
     # README.md "Secrets" has operators write every token to docker/.env: `git add docker` must not take it
     done = subprocess.run(["git", "check-ignore", "-q", "docker/.env"], cwd=ROOT, capture_output=True, check=False)
     assert done.returncode == 0, "docker/.env is not ignored by git: `git add` would commit the stack's secrets"
+
+
+def test_every_long_running_service_has_a_health_check_its_image_can_run(compose) -> None:
+    # without one `depends_on: condition: service_healthy` cannot name it and `docker compose ps` says "Up" while broken
+    for name, svc in compose["services"].items():
+        if svc.get("restart") == "no":
+            continue
+        test = svc.get("healthcheck", {}).get("test")
+        assert test, f"{name} has no healthcheck"
+        tool = IMAGE_TOOLS[svc["image"].split(":")[0]]
+        assert test[1].split()[0] == tool, f"{name}: its image runs health checks with {tool}, not {test[1]}"
+
+
+class _Answer(BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.send_response(self.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _service_port(svc: dict) -> str:
+    """The port the service serves on: its ``--port`` argument, else its metrics port from the environment."""
+    command = svc.get("command", [])
+    if "--port" in command:
+        return command[command.index("--port") + 1]
+    env = svc["environment"]
+    return env.get("EDDYLINE_RUNTIME_METRICS_PORT") or env["EDDYLINE_EDGE_METRICS_PORT"]
+
+
+def test_the_python_health_checks_pass_on_an_answer_and_fail_on_an_error_or_silence(compose) -> None:
+    checked = set()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))  # bound, never listening: a connection is refused
+    cases = [(server.server_port, 200, True), (server.server_port, 204, True), (server.server_port, 503, False),
+             (silent.getsockname()[1], 200, False)]
+    try:
+        for name, svc in compose["services"].items():
+            test = svc.get("healthcheck", {}).get("test", [])
+            if not test or not test[1].endswith("/bin/python"):
+                continue
+            code = test[3]
+            port = re.search(r"http://127\.0\.0\.1:(\d+)/", code).group(1)
+            assert port == _service_port(svc), f"{name} serves on {_service_port(svc)}, its check asks {port}"
+            for there, status, healthy in cases:
+                _Answer.status = status
+                check = code.replace(f"127.0.0.1:{port}/", f"127.0.0.1:{there}/")
+                done = subprocess.run([sys.executable, "-c", check], capture_output=True, timeout=30)
+                assert (done.returncode == 0) == healthy, f"{name}: HTTP {status} on port {there}: {done.returncode}"
+            checked.add(name)
+    finally:
+        silent.close()
+        server.shutdown()
+        server.server_close()
+    assert checked == {"flow-anomaly", "flow-fleet", "flow-notify", "gateway", "live", "edge-sim"}
