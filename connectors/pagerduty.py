@@ -12,6 +12,7 @@ It only speaks https: ``ca_file`` is how a private receiver (the loopback one in
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import ssl
 from collections.abc import Callable, Mapping
@@ -32,6 +33,10 @@ DEFAULT_EVENTS_URL = "https://events.pagerduty.com"
 SUMMARY_LIMIT = 1024
 DEDUP_KEY_LIMIT = 255  # characters; the Events API refuses a longer dedup_key (400)
 DETAIL_LIMIT = 4096  # characters of one custom detail, and of the source: an event over 512 KB is refused (413)
+# Bytes of JSON all custom details may take: with the summary, source and group at their limits and each character
+# escaped at its longest (12 bytes), the event stays under the 512 KB PagerDuty takes.
+DETAILS_BYTES_LIMIT = 256 * 1024
+KEPT_DETAILS = frozenset({"value", "alert_status", "why", "event_id", "alert_key"})  # at most 5 values: ~250 KB
 MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant datetime holds
 
 
@@ -88,6 +93,26 @@ def _detail(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_detail(v) for v in value]
     return value
+
+
+def _bounded(details: dict[str, Any]) -> dict[str, Any]:
+    """``details`` without its largest entries (but ours, ``KEPT_DETAILS``) until its JSON fits
+    ``DETAILS_BYTES_LIMIT``: each value is cut already, yet an alert with many of them, or a long list, would make an
+    event PagerDuty refuses, and the page would be lost for the sake of its least useful parts. What was left out
+    is said."""
+    sizes = {k: len(json.dumps({k: v}, default=str)) for k, v in details.items()}  # as sent: ASCII-escaped
+    over = sum(sizes.values()) - DETAILS_BYTES_LIMIT
+    left_out = set()
+    for k in sorted(details.keys() - KEPT_DETAILS, key=lambda k: (sizes[k], k), reverse=True):
+        if over <= 0:
+            break
+        left_out.add(k)
+        over -= sizes[k]
+    if not left_out:
+        return details
+    kept = {k: v for k, v in details.items() if k not in left_out}
+    kept["details_left_out"] = f"{len(left_out)} details, the largest, over PagerDuty's size limit"
+    return kept
 
 
 def dedup_key(alert_key: str) -> str:
@@ -157,8 +182,8 @@ def pagerduty_event(alert: Mapping[str, Any], routing_key: str) -> dict[str, Any
         "summary": str(alert["summary"])[:SUMMARY_LIMIT],
         "source": _detail(str(alert["entity"])),
         "severity": str(alert["severity"]).lower(),
-        "group": alert["source"],
-        "custom_details": _detail(details),
+        "group": _detail(str(alert["source"])),
+        "custom_details": _bounded(_detail(details)),
     }
     timestamp = _timestamp(alert.get("event_time"))
     if timestamp:

@@ -27,6 +27,9 @@ VERBS = {"OPENED": "opened", "UPDATED": "updated", "RESOLVED": "resolved"}
 TEXT_LIMIT = 3000  # Slack's limit for a text object: a section's text, a context element
 FIELD_LIMIT = 2000  # Slack's limit for a section field's text
 TITLE_LIMIT = 100  # of a field's title (a detail's key), so that its value keeps the room
+# Slack refuses a message whose block texts total more than about 12-13k characters (``msg_blocks_too_long``,
+# undocumented; refusals from 11.3k are reported), far below what the per-text limits allow (about 19k here).
+BLOCKS_TEXT_LIMIT = 10_000
 ELLIPSIS = "…"
 
 
@@ -73,9 +76,26 @@ def _fit(text: Any, limit: int) -> str:
     return cut + ELLIPSIS
 
 
-def _field(title: Any, value: Any) -> dict[str, str]:
-    title = _fit(title, TITLE_LIMIT)
-    return {"type": "mrkdwn", "text": f"*{title}*\n{_fit(value, FIELD_LIMIT - len(title) - 3)}"}
+class _Room:
+    """The block text a message has left: parts are taken most important first, so that what Slack's total would
+    refuse is cut from the least important (details, then the explanation), never from the headline."""
+
+    def __init__(self, chars: int) -> None:
+        self.left = chars
+
+    def text(self, prefix: str, value: Any, limit: int, suffix: str = "") -> str | None:
+        """``value`` cut to fit with its ``prefix`` and ``suffix`` in ``limit`` and in the room left; None when
+        not even a character of it fits."""
+        limit = min(limit, self.left) - len(prefix) - len(suffix)
+        if limit <= len(ELLIPSIS):
+            return None
+        text = prefix + _fit(value, limit) + suffix
+        self.left -= len(text)
+        return text
+
+    def field(self, title: Any, value: Any) -> dict[str, str] | None:
+        text = self.text(f"*{_fit(title, TITLE_LIMIT)}*\n", value, FIELD_LIMIT)
+        return None if text is None else {"type": "mrkdwn", "text": text}
 
 
 def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,29 +122,31 @@ def slack_message(alert: Mapping[str, Any]) -> dict[str, Any]:
     resolved = status == "RESOLVED"
     emoji = RESOLVED_EMOJI if resolved else EMOJI[severity]
     colour = RESOLVED_COLOUR if resolved else COLOURS[severity]
-    lead = f"{emoji} {severity} {VERBS[status]}: "
-    headline = lead + _fit(alert["summary"], TEXT_LIMIT - len(lead))
-    fields = [_field("Status", status), _field("Severity", severity), _field("Entity", alert["entity"]),
-              _field("Source", alert["source"])]
+    room = _Room(BLOCKS_TEXT_LIMIT)
+    headline = room.text(f"{emoji} {severity} {VERBS[status]}: ", alert["summary"], TEXT_LIMIT)
+    assert headline is not None  # the first part, and TEXT_LIMIT is below BLOCKS_TEXT_LIMIT
+    shown = {"Status": status, "Severity": severity, "Entity": alert["entity"], "Source": alert["source"]}
     if alert.get("value") is not None:
-        fields.append(_field("Value", f"{alert['value']:.6g}"))
-    details = alert.get("details") or {}
-    for key in sorted(details)[: 10 - len(fields)]:  # a section holds at most 10 fields
-        fields.append(_field(key, details[key]))
-    context = f"alert `{_fit(alert['alert_key'], FIELD_LIMIT)}`"
+        shown["Value"] = f"{alert['value']:.6g}"
+    fields = [room.field(title, value) for title, value in shown.items()]
+    when = ""
     if isinstance(alert.get("event_time"), int):
         seconds = alert["event_time"] // 1000
-        context += f" at <!date^{seconds}^{{date_short_pretty}} {{time_secs}}|{seconds}>"
+        when = f" at <!date^{seconds}^{{date_short_pretty}} {{time_secs}}|{seconds}>"
+    context = room.text("alert `", alert["alert_key"], FIELD_LIMIT, suffix="`" + when)
+    explained = explanation_text(alert.get("explanation"))
+    why = room.text("*Why*: ", explained, TEXT_LIMIT) if explained else None
+    details = alert.get("details") or {}
+    fields += [room.field(key, details[key]) for key in sorted(details)[: 10 - len(fields)]]  # 10 fields at most
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": headline}}]
-    why = explanation_text(alert.get("explanation"))
     if why:
-        why = "*Why*: " + _fit(why, TEXT_LIMIT - len("*Why*: "))
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": why}})
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    if context:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     return {
         "text": headline,
         "blocks": blocks,
-        "attachments": [{"color": colour, "blocks": [{"type": "section", "fields": fields}]}],
+        "attachments": [{"color": colour, "blocks": [{"type": "section", "fields": [f for f in fields if f]}]}],
     }
 
 

@@ -38,6 +38,7 @@ SLACK_TEXT_LIMIT = 3000  # a text object's characters (a section's text, a conte
 SLACK_FIELD_LIMIT = 2000  # a section field's characters
 SLACK_MAX_FIELDS = 10
 SLACK_MAX_CONTEXT_ELEMENTS = 10
+SLACK_BLOCKS_TEXT_LIMIT = 11_000  # the texts of all blocks together: undocumented, refusals reported from 11.3k
 HANDSHAKE_TIMEOUT_S = 10.0
 
 
@@ -143,20 +144,34 @@ def _slack_valid(message: Any) -> bool:
     return has_text or has_blocks
 
 
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _slack_block_lists(message: dict[str, Any]) -> list[list[Any]]:
+    """The message's blocks and each attachment's."""
+    lists = [_items(message.get("blocks"))]
+    return lists + [_items(a.get("blocks")) for a in _items(message.get("attachments")) if isinstance(a, dict)]
+
+
+def _slack_blocks_text(message: dict[str, Any]) -> int:
+    """Characters in the texts of all blocks (section texts and fields, context elements), attachments' included."""
+    total = 0
+    for block in (b for blocks in _slack_block_lists(message) for b in blocks if isinstance(b, dict)):
+        texts = [block.get("text"), *_items(block.get("fields")), *_items(block.get("elements"))]
+        total += sum(len(str(t.get("text", ""))) for t in texts if isinstance(t, dict))
+    return total
+
+
 def _slack_block_errors(message: dict[str, Any]) -> list[str]:
     """The block limits Slack documents; a message over any of them is refused whole (400 ``invalid_blocks``)."""
-    def items(value: Any) -> list[Any]:
-        return value if isinstance(value, list) else []
-
-    lists = [items(message.get("blocks"))]
-    lists += [items(a.get("blocks")) for a in items(message.get("attachments")) if isinstance(a, dict)]
     errors = []
-    for blocks in lists:
+    for blocks in _slack_block_lists(message):
         if len(blocks) > SLACK_MAX_BLOCKS:
             errors.append(f"more than {SLACK_MAX_BLOCKS} blocks")
         for block in (b for b in blocks if isinstance(b, dict)):
-            kind, fields = block.get("type"), items(block.get("fields"))
-            elements = items(block.get("elements")) if kind == "context" else []
+            kind, fields = block.get("type"), _items(block.get("fields"))
+            elements = _items(block.get("elements")) if kind == "context" else []
             if len(fields) > SLACK_MAX_FIELDS:
                 errors.append(f"more than {SLACK_MAX_FIELDS} fields")
             if len(elements) > SLACK_MAX_CONTEXT_ELEMENTS:
@@ -413,6 +428,11 @@ class AlertReceiver:
         if errors:
             self._reject(path, 400, message, errors)
             return 400, "invalid_blocks"
+        total = _slack_blocks_text(message)
+        if total > SLACK_BLOCKS_TEXT_LIMIT:
+            errors = [f"blocks' texts total {total} characters, over {SLACK_BLOCKS_TEXT_LIMIT}"]
+            self._reject(path, 400, message, errors)
+            return 400, "msg_blocks_too_long"
         with self._lock:
             self.slack_messages.append({"path": path.removeprefix("/slack/"), "body": message})
             self._lock.notify_all()

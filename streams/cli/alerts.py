@@ -22,6 +22,9 @@ def redrive_command(
     sending again cannot deliver (undecodable bytes, an invalid alert) are skipped and counted: sent, they would come
     back to the DLQ, and every later redrive would repeat them. A run that ran out of time exits 1 and says where.
     """
+    from confluent_kafka import KafkaException
+
+    from connectors.kafka import DeliveryError as KafkaDeliveryError
     from connectors.kafka import make_admin
     from streams.cli.errors import BROKER_ANSWER_S, CliError, answering_kafka
     from streams.flows.notify import DLQ_TOPIC, redrive
@@ -36,7 +39,11 @@ def redrive_command(
         raise CliError(f"there is no topic {dlq} on {kafka.bootstrap_servers}: the notify flow never ran with the "
                        f"namespace {kafka.namespace!r}; set the one it runs with (EDDYLINE_KAFKA_NAMESPACE or "
                        "[kafka] namespace in eddyline.toml) and run redrive again")
-    report = redrive(kafka, timeout_s=timeout, dry_run=dry_run)
+    try:
+        report = redrive(kafka, timeout_s=timeout, dry_run=dry_run)
+    except (KafkaDeliveryError, KafkaException) as e:  # the broker stopped answering part-way
+        raise ConnectionError(f"redrive stopped: {e}; run `eddyline alerts redrive` again once Kafka answers: it "
+                              "goes on from where this run last committed") from e
     verb = "would redrive" if dry_run else "redrove"
     typer.echo(f"{verb} {report.redriven} dead-lettered alerts")
     for reason, n in sorted(report.by_reason.items()):

@@ -130,7 +130,8 @@ class NotifySettings(Section):
                                  "is cut to it).")
     breaker_failures: int = Field(5, ge=1, description="Failures in a row that open a destination's breaker.")
     breaker_reset_s: float = Field(30.0, ge=0, description="Seconds a breaker stays open before a trial call.")
-    batch_size: int = Field(200, ge=1, description="Messages per poll; offsets are committed per batch.")
+    batch_size: int = Field(200, ge=1, description="Messages per poll; offsets are committed per batch (and by "
+                            "redrive every this many letters).")
     remember: int = Field(100_000, ge=1, description="Recent event ids remembered per flow to skip replays.")
     delivered_window_s: float = Field(
         DELIVERED_WINDOW_S, gt=0, description="How far back a (re)started flow reads alerts.delivered to skip "
@@ -870,9 +871,10 @@ def redrive(kafka: KafkaSettings, *, timeout_s: float = 120.0, dry_run: bool = F
     The notify flow delivers them to the destination each letter names (all, where it names none). Letters are
     read from where the redrive consumer group committed last up to the end of ``dlq.alerts`` as of the call
     (``scan_to_end``: letters the flow writes meanwhile, redriven ones failing again among them, wait for the next
-    run), and committed once their retries are in Kafka, so each is redriven once; with ``dry_run`` nothing is
-    written or committed. A letter whose reason is ``NEVER_PASSING`` is skipped, counted, and stays on the DLQ.
-    Partitions not read to their end within ``timeout_s`` are committed as far as they were read and reported.
+    run), and committed every ``settings.batch_size`` letters once their retries are in Kafka, so each is redriven
+    once, and a run that dies half-way sends again at most the letters since its last commit; with ``dry_run``
+    nothing is written or committed. A letter whose reason is ``NEVER_PASSING`` is skipped, counted, and stays on the
+    DLQ. Partitions not read to their end within ``timeout_s`` are committed as far as they were read and reported.
 
     Parameters
     ----------
@@ -893,8 +895,22 @@ def redrive(kafka: KafkaSettings, *, timeout_s: float = 120.0, dry_run: bool = F
     consumer = make_consumer(kafka, kafka.topic(f"{settings.group_id}-redrive"), **{"enable.partition.eof": False})
     producer = EventProducer(kafka)
     report = RedriveReport()
+    positions: dict[int, int] = {}
+    committed: dict[int, int] = {}
+    taken = 0
+
+    def commit() -> None:
+        moved = [TopicPartition(dlq, p, o) for p, o in sorted(positions.items()) if committed.get(p) != o]
+        if moved and not dry_run:
+            producer.flush()  # the retries are in Kafka before their letters are marked redriven
+            consumer.commit(offsets=moved, asynchronous=False)
+            committed.update(positions)
 
     def take(msg: Message) -> None:
+        nonlocal taken
+        if taken and taken % settings.batch_size == 0:
+            commit()  # the letters before this one (``positions`` is not past it yet)
+        taken += 1
         info = dlq_info(msg.headers())
         reason = info.get("reason", "unknown")
         if reason in NEVER_PASSING:
@@ -910,13 +926,10 @@ def redrive(kafka: KafkaSettings, *, timeout_s: float = 120.0, dry_run: bool = F
                 serve=False)
 
     try:
-        positions = _committed_positions(consumer, dlq)
-        committed = dict(positions)
+        positions.update(_committed_positions(consumer, dlq))
+        committed.update(positions)
         report.unfinished = sorted(scan_to_end(kafka, dlq, take, positions, timeout=timeout_s))
-        moved = [TopicPartition(dlq, p, o) for p, o in sorted(positions.items()) if committed.get(p) != o]
-        if moved and not dry_run:
-            producer.flush()  # the retries are in Kafka before their letters are marked redriven
-            consumer.commit(offsets=moved, asynchronous=False)
+        commit()
     finally:
         consumer.close()
         producer.flush(10.0)

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.dlq import dlq_headers
-from connectors.kafka import EventProducer, KafkaSettings, make_admin, read_topic, scan_to_end
+from connectors.kafka import DeliveryError, EventProducer, KafkaSettings, make_admin, read_topic, scan_to_end
 from streams.cli import app
 from streams.flows import notify
 from streams.flows.notify import DLQ_TOPIC, RETRY_TOPIC, NotifySettings, create_notify_topics
@@ -82,3 +82,39 @@ def test_redrive_that_ran_out_of_time_says_what_it_left_and_what_to_do(
     assert "redrove 1 dead-lettered alerts" in result.stdout
     assert f"{kafka_settings.topic(DLQ_TOPIC)} not read to its end within 30 s (partitions left: 0)" in result.output
     assert "`eddyline alerts redrive` again" in result.output and "raise --timeout" in result.output
+
+
+def test_a_redrive_that_dies_half_way_sends_again_only_the_letters_since_its_last_commit(
+        kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offsets were committed once at the end: a run that died after 5 of 10 letters sent all 10 again next time."""
+    settings = NotifySettings(batch_size=2)
+    _letters(kafka_settings, *["delivery_failed"] * 10)
+    produce_raw, sent = EventProducer.produce_raw, []
+
+    def dies_after_five(self: EventProducer, topic: str, *args: object, **kwargs: object) -> None:
+        if len(sent) == 5:
+            raise RuntimeError("the operator's session dropped")
+        sent.append(topic)
+        produce_raw(self, topic, *args, **kwargs)
+
+    monkeypatch.setattr(EventProducer, "produce_raw", dies_after_five)
+    with pytest.raises(RuntimeError, match="session dropped"):
+        notify.redrive(kafka_settings, settings=settings)
+    monkeypatch.setattr(EventProducer, "produce_raw", produce_raw)
+    assert notify.redrive(kafka_settings, settings=settings).redriven == 6  # the 5th was sent, not yet committed
+    assert len(read_topic(kafka_settings, RETRY_TOPIC, timeout=10)) == 11
+
+
+def test_a_broker_that_stops_acknowledging_mid_redrive_is_a_line_saying_what_to_do(
+        kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The producer's DeliveryError came out of the command as a traceback."""
+    _letters(kafka_settings, "delivery_failed")
+
+    def unacknowledged(self: EventProducer, timeout: float = 30.0) -> None:
+        raise DeliveryError(f"1 messages still unacknowledged after {timeout} s")
+
+    monkeypatch.setattr(EventProducer, "flush", unacknowledged)
+    result = CliRunner().invoke(app, ["alerts", "redrive"], env=_env(kafka_settings))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "redrive stopped: 1 messages still unacknowledged" in result.output
+    assert "run `eddyline alerts redrive` again once Kafka answers" in result.output

@@ -199,6 +199,21 @@ def test_an_alert_with_a_huge_detail_or_no_finite_value_still_pages(alert_receiv
     assert details["value"] == "nan" and details["explanation"]["context"] == [1.0, "-inf"]
 
 
+def test_an_alert_with_many_long_details_and_a_long_context_still_pages(alert_receiver: AlertReceiver) -> None:
+    """Each detail was cut to 4096 characters, but not their total: 200 of them made an event PagerDuty refuses."""
+    explanation = {"rule": "spike", "expected": 1.0, "lower": 0.0, "upper": 2.0, "deviation": 9.0,
+                   "context": [21.5] * 50_000}
+    details = {f"feature-{i:03}": "x" * 5000 for i in range(200)} | {"detector": "hst"}
+    make_sink(alert_receiver, max_retries=0).deliver(alert(details=details, explanation=explanation))
+    assert alert_receiver.rejected == []
+    sent = alert_receiver.incidents["anomaly:dev-7:temp"]["payload"]["custom_details"]
+    assert sent["why"].startswith("spike: expected 1") and sent["alert_status"] == "OPENED"
+    assert sent["detector"] == "hst"  # small ones stay
+    assert "explanation" not in sent and "feature-000" in sent  # the largest go first, then the last of a size
+    left_out = [k for k in [*details, "explanation"] if k not in sent]
+    assert sent["details_left_out"].startswith(f"{len(left_out)} details, the largest")
+
+
 def test_network_errors_are_retried_then_reported(alert_receiver: AlertReceiver, sleeps: list[float]) -> None:
     sink = make_sink(alert_receiver, max_retries=2)
     alert_receiver.stop()  # nothing listens there any more

@@ -113,6 +113,22 @@ def test_an_alert_about_an_entity_of_any_length_is_posted_cut_not_refused(alert_
     assert any(f.startswith("*Entity*\nuser:uuu") and f.endswith("…") for f in fields)
 
 
+def test_receiver_refuses_blocks_whose_texts_together_are_over_slacks_total(alert_receiver: AlertReceiver) -> None:
+    fields = {"type": "section", "fields": [{"type": "mrkdwn", "text": "x" * 2000}] * 6}  # each within its limit
+    body = json.dumps({"text": "hi", "blocks": [fields]}).encode()
+    assert post(alert_receiver.slack_url, body) == (400, "msg_blocks_too_long")
+    assert alert_receiver.slack_messages == [] and "over 11000" in alert_receiver.rejected[0]["errors"][0]
+
+
+def test_an_alert_with_every_part_at_its_limit_is_posted_cut_not_refused(alert_receiver: AlertReceiver) -> None:
+    long = "x" * 10_000
+    explanation = {"rule": "spike", "expected": 1.0, "lower": 0.0, "upper": 2.0, "deviation": 9.0, "context": [1.0]}
+    worst = alert(summary=long, entity=long, source=long, alert_key=long, explanation=explanation,
+                  details={f"feature-{i}": long for i in range(20)})
+    make_sink(alert_receiver.slack_url, [], max_retries=0).deliver(worst)
+    assert alert_receiver.rejected == [] and len(alert_receiver.slack_messages) == 1
+
+
 def deliveries(sink: str, outcome: str) -> float:
     return REGISTRY.get_sample_value("eddyline_alert_deliveries_total", {"sink": sink, "outcome": outcome}) or 0.0
 

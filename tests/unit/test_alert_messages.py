@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from connectors.alerting import AlertDispatcher
 from connectors.delivery import DeliveryError, HttpRetryPolicy, validate_alert
 from connectors.pagerduty import DEFAULT_EVENTS_URL, PagerDutySettings, PagerDutySink, pagerduty_event
-from connectors.slack import COLOURS, RESOLVED_COLOUR, SlackSettings, SlackSink, slack_message
+from connectors.slack import BLOCKS_TEXT_LIMIT, COLOURS, RESOLVED_COLOUR, SlackSettings, SlackSink, slack_message
 
 KEY = "0123456789abcdef0123456789abcdef"
 
@@ -165,6 +165,29 @@ def test_slack_message_cuts_texts_of_any_length_to_slacks_limits_without_breakin
         for piece in text.split("&")[1:]:
             assert piece.startswith(("amp;", "lt;", "gt;")), text[-20:]
     assert message["blocks"][1]["elements"][0]["text"].count("`") == 2  # the key's code span is closed
+
+
+def block_texts(message: Mapping[str, Any]) -> list[str]:
+    blocks = [*message["blocks"], *(b for a in message["attachments"] for b in a["blocks"])]
+    texts: list[str] = []
+    for b in blocks:
+        texts += [t["text"] for t in (b.get("text"), *b.get("fields", []), *b.get("elements", [])) if t]
+    return texts
+
+
+def test_slack_message_stays_under_slacks_total_cutting_the_details_before_the_headline() -> None:
+    """Each text within its own limit still made 19k characters in all: Slack refuses that (msg_blocks_too_long)."""
+    long = "x" * 10_000
+    explanation = {"rule": "spike", "expected": 1.0, "lower": 0.0, "upper": 2.0, "deviation": 9.0, "context": [1.0]}
+    message = slack_message(alert(summary=long, entity=long, source=long, alert_key=long, explanation=explanation,
+                                  details={f"feature-{i}": long for i in range(20)}))
+    assert sum(map(len, block_texts(message))) <= BLOCKS_TEXT_LIMIT
+    assert len(message["blocks"][0]["text"]["text"]) > 2900  # the headline is cut to its own limit only
+    fields = [f["text"] for f in message["attachments"][0]["blocks"][0]["fields"]]
+    assert [f.split("*")[1] for f in fields[:5]] == ["Status", "Severity", "Entity", "Source", "Value"]
+    assert len(fields) < 10  # details that found no room are left out, not sent as empty fields
+    assert message["blocks"][1]["text"]["text"].startswith("*Why*: spike")
+    assert message["blocks"][2]["elements"][0]["text"].endswith("|1700000000>")  # the key's time is not cut off
 
 
 def test_slack_resolved_is_green_whatever_the_severity() -> None:
