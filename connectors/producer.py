@@ -23,6 +23,7 @@ import math
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 TOPICS = {SENSOR_BATCH: "sensor.readings", CLICK: "clicks", PREDICTION: "predictions", FEEDBACK: "feedback"}
 SEQ_START_SHIFT = 20  # a device's first seq is milliseconds since the epoch << this (streams.sequence.RESET_JUMP)
+SEQ_FORGET_S = 24 * 3600.0  # a device without a batch for this long is forgotten; back, it numbers from the time
+MAX_READINGS = 50_000  # readings in one sensor_batch: at about 15 bytes each it fits a Kafka message (1 MB by default)
 
 
 def _now_ms() -> int:
@@ -62,7 +65,8 @@ class Producer:
     settings
         Where Kafka is; by default ``[kafka]`` in ``eddyline.toml`` and ``EDDYLINE_KAFKA_*``.
     max_readings
-        Readings of one device sent together as one ``sensor_batch``.
+        Readings of one device sent together as one ``sensor_batch``; at most ``MAX_READINGS``, so that the batch
+        fits one Kafka message.
     linger_s
         The longest a reading waits for its batch to fill; a background thread sends older batches.
     delivery_timeout_s
@@ -77,8 +81,9 @@ class Producer:
     ) -> None:
         if not name:
             raise ValueError("name the producer (e.g. the service's name): it goes into every event")
-        if max_readings < 1 or linger_s <= 0:
-            raise ValueError("max_readings must be at least 1 and linger_s positive")
+        if not 1 <= max_readings <= MAX_READINGS or linger_s <= 0:
+            raise ValueError(f"max_readings must be from 1 to {MAX_READINGS} (a batch must fit one Kafka message) "
+                             "and linger_s positive")
         self.name = name
         self.settings = settings or KafkaSettings()
         self.max_readings = max_readings
@@ -88,13 +93,13 @@ class Producer:
         self._producer = EventProducer(self.settings, **{"message.timeout.ms": int(delivery_timeout_s * 1000)})
         self._batches: dict[str, _DeviceBatch] = {}
         # Each device's batches are numbered one after another: the flows count a missing number as a lost batch.
-        # The start is the time, so a restarted process numbers above all it used before, by far enough (2**20
-        # a millisecond, twice streams.sequence.RESET_JUMP) for the flows to see a new sequence, not lost batches.
-        self._seq_start = _now_ms() << SEQ_START_SHIFT
-        self._next_seq: dict[str, int] = {}
+        # The start is the time, so a restarted process, or a device forgotten after SEQ_FORGET_S, numbers above
+        # all it used before, by far enough (2**20 a millisecond, twice streams.sequence.RESET_JUMP) for the flows
+        # to see a new sequence, not lost batches.
+        self._next_seq: OrderedDict[str, tuple[int, float]] = OrderedDict()  # device -> (seq, last batch), oldest first
         self._lock = threading.RLock()
         self._closed = threading.Event()
-        self._sender = threading.Thread(target=_send_due_loop, args=(weakref.ref(self),), daemon=True)
+        self._sender = threading.Thread(target=_send_due_loop, args=(weakref.ref(self), self._closed), daemon=True)
         self._sender.start()
         atexit.register(self.close)
 
@@ -133,8 +138,11 @@ class Producer:
 
     def _send_batch(self, device_id: str) -> None:
         batch = self._batches.pop(device_id)
-        seq = self._next_seq.get(device_id, self._seq_start)
-        self._next_seq[device_id] = seq + 1
+        now = time.monotonic()
+        while self._next_seq and now - next(iter(self._next_seq.values()))[1] > SEQ_FORGET_S:
+            self._next_seq.popitem(last=False)  # devices come and go over months: memory follows the active ones
+        seq = self._next_seq.pop(device_id, (_now_ms() << SEQ_START_SHIFT, now))[0]
+        self._next_seq[device_id] = (seq + 1, now)
         series = [{"sensor": s, "unit": u, "timestamps": ts, "values": vs} for (s, u), (ts, vs) in batch.series.items()]
         record = {
             "event_id": derive_id(self.name, device_id, seq),
@@ -149,6 +157,8 @@ class Producer:
     def send_due(self) -> None:
         """Send the batches older than ``linger_s`` (the background thread calls this)."""
         with self._lock:
+            if self._closed.is_set():  # close sent them all and released the client
+                return
             now = time.monotonic()
             for device_id in [d for d, b in self._batches.items() if now - b.opened >= self.linger_s]:
                 self._send_batch(device_id)
@@ -197,21 +207,35 @@ class Producer:
 
     # -- delivery --------------------------------------------------------------------------------------
     def flush(self, timeout: float = 30.0) -> None:
-        """Send every batch and wait for the broker; raises ``DeliveryError`` naming what was not delivered."""
+        """Send every batch and wait for the broker; raises ``DeliveryError`` naming what was not delivered.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for the broker's acknowledgements.
+        """
         with self._lock:
+            if self._closed.is_set():  # close sent and waited for everything
+                return
             for device_id in list(self._batches):
                 self._send_batch(device_id)
         self._producer.flush(timeout)
 
     def close(self) -> None:
-        """Flush and stop; safe to call twice (it runs at interpreter exit too)."""
-        if self._closed.is_set():
-            return
+        """Send every batch, wait for the broker (``DeliveryError`` as ``flush``) and release the client's threads and
+        connections, even when the wait fails: a service that makes a producer per job must not collect them.
+        Safe to call twice (it runs at interpreter exit too)."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()  # from here on sends are refused, so the batches are this call's alone
         atexit.unregister(self.close)
         try:
-            self.flush()
+            for device_id in list(self._batches):
+                self._send_batch(device_id)
         finally:
-            self._closed.set()
+            self._sender.join()
+            self._producer.close()
 
     def _check_open(self) -> None:
         if self._closed.is_set():
@@ -230,10 +254,10 @@ class Producer:
         self.close()
 
 
-def _send_due_loop(ref: weakref.ref[Producer]) -> None:
+def _send_due_loop(ref: weakref.ref[Producer], closed: threading.Event) -> None:
     while True:
         producer = ref()
-        if producer is None or producer._closed.is_set():
+        if producer is None or closed.is_set():
             return
         interval = producer.linger_s / 2
         try:
@@ -241,4 +265,5 @@ def _send_due_loop(ref: weakref.ref[Producer]) -> None:
         except Exception:  # the next round sends the other devices' batches all the same
             log.exception("sending batches older than linger_s failed", extra={"producer": producer.name})
         del producer
-        time.sleep(interval)
+        if closed.wait(interval):
+            return

@@ -4,7 +4,11 @@ paho's network thread puts each message on a queue; the bridge's own thread maps
 (``DeviceWindows``), produces the batches that are due, waits for Kafka to confirm them and only then
 sends the MQTT acknowledgements (``manual_ack``). A crash at any point leaves unacknowledged messages in
 the broker's persistent session, which sends them again; nothing is lost, and a batch that was delivered
-before the crash comes again with the same ``seq`` and ``event_id``. QoS 0 messages, which nobody sends again,
+before the crash comes again with the same ``seq`` and ``event_id``. A QoS 1 message that Kafka confirmed but whose
+acknowledgement a lost connection or a broker restart swallowed comes again marked DUP with its packet id: the
+bridge knows it by that id, its topic and its payload (the last ``max_unacked`` it delivered), and acknowledges it
+without sending its readings again, which new messages in the same window would have taken into a batch of another
+``event_id``, beyond the reach of dedup by id. QoS 0 messages, which nobody sends again,
 stay in the open windows across a reconnection (a crash loses those still open). A payload that does not map goes
 to ``dlq.mqtt`` with the reason and the MQTT topic in the headers, and is acknowledged once that is delivered;
 so does one that fails mapping in a way nobody foresaw (reason ``unexpected_error``), since an exception
@@ -13,12 +17,14 @@ would stop the bridge and the unacknowledged message would stop it again after e
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +60,7 @@ class _Token:
     mid: int
     qos: int
     n: int  # the bridge's count of messages received: QoS 0 messages have no packet id to tell them apart
+    digest: bytes = b""  # of a QoS 1 message's topic and payload: with the packet id, it knows the message sent again
 
 
 @dataclass
@@ -63,6 +70,7 @@ class BridgeStats:
     batches: int = 0
     dead_letters: int = 0
     acked: int = 0
+    redelivered: int = 0  # QoS 1 messages the broker sent again after they were delivered: acknowledged, not resent
 
 
 class MqttBridge:
@@ -83,6 +91,7 @@ class MqttBridge:
         self.windows = self._new_windows()
         self._batching_for = 0
         self._qos0: dict[_Token, list[Readings]] = {}  # QoS 0 messages in open windows: nobody sends them again
+        self._delivered: OrderedDict[tuple[int, bytes], None] = OrderedDict()  # recent QoS 1 messages Kafka confirmed
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.last_error: str | None = None
@@ -154,15 +163,41 @@ class MqttBridge:
     def run(
         self, stop: threading.Event, on_ready: Callable[[], None] | None = None, first_connect_s: float = 30.0
     ) -> BridgeStats:
-        """Connect, bridge until ``stop`` is set, then send what is open, acknowledge and disconnect.
+        """Connect, bridge until ``stop`` is set, then send what is open, acknowledge and disconnect; QoS 0 messages
+        still in the inbox then are sent too (nobody sends them again; QoS 1 ones the broker does).
 
         ``on_ready`` is called once, when the broker confirmed the first subscription. If the first
         connection does not succeed within ``first_connect_s``, ``MqttUnreachable`` says why (a wrong
         address or password is not worth retrying forever); later disconnections are retried.
         """
         create_topics(self.kafka, [TOPIC, dlq_topic(DLQ_SOURCE)])
-        producer = EventProducer(self.kafka)
-        dead = DeadLetterProducer(producer)
+        with EventProducer(self.kafka) as producer:  # closed on the way out: its threads and sockets go with it
+            dead = DeadLetterProducer(producer)
+            self._connect()
+            give_up = time.monotonic() + first_connect_s
+            s = self.settings
+            try:
+                while not stop.is_set():
+                    if not self.subscribed.is_set() and time.monotonic() > give_up:
+                        raise MqttUnreachable(
+                            f"cannot bridge from mqtt://{s.host}:{s.port}: {self.last_error or 'no answer'}; check "
+                            "[mqtt] host, port, tls/ca_file and username/password (and that the broker runs)"
+                        )
+                    self._step(producer, dead, time.monotonic(), force=False)
+                    if on_ready is not None and self.subscribed.is_set():
+                        on_ready()
+                        on_ready = None
+                self._step(producer, dead, time.monotonic(), force=True)
+            finally:
+                self._client.disconnect()
+                self._client.loop_stop()
+            with self._lock:
+                self._connection += 1  # no more acknowledgements: the QoS 1 messages left come again, unread
+            while not self._inbox.empty():
+                self._step(producer, dead, time.monotonic(), force=True)
+        return self.stats
+
+    def _connect(self) -> None:
         s = self.settings
         if s.protocol == "5":
             from paho.mqtt.packettypes import PacketTypes
@@ -175,24 +210,6 @@ class MqttBridge:
         else:
             self._client.connect_async(s.host, s.port, s.keepalive_s)
         self._client.loop_start()
-        give_up = time.monotonic() + first_connect_s
-        try:
-            while not stop.is_set():
-                if not self.subscribed.is_set() and time.monotonic() > give_up:
-                    raise MqttUnreachable(
-                        f"cannot bridge from mqtt://{s.host}:{s.port}: {self.last_error or 'no answer'}; check "
-                        "[mqtt] host, port, tls/ca_file and username/password (and that the broker runs)"
-                    )
-                self._step(producer, dead, time.monotonic(), force=False)
-                if on_ready is not None and self.subscribed.is_set():
-                    on_ready()
-                    on_ready = None
-            self._step(producer, dead, time.monotonic(), force=True)
-        finally:
-            self._client.disconnect()
-            self._client.loop_stop()
-            producer.flush(10.0)
-        return self.stats
 
     def _step(self, producer: EventProducer, dead: DeadLetterProducer, now: float, force: bool) -> None:
         batches: list[Batch] = []
@@ -212,7 +229,12 @@ class MqttBridge:
                 self._batching_for = connection
                 self._start_over(batches, time.monotonic())
             self.stats.received += 1
-            token = _Token(connection, msg.mid, msg.qos, self.stats.received)
+            digest = _digest(msg) if msg.qos else b""
+            token = _Token(connection, msg.mid, msg.qos, self.stats.received, digest)
+            if msg.dup and (msg.mid, digest) in self._delivered:
+                self.stats.redelivered += 1
+                done.append(token)
+                continue
             try:
                 readings = self._map(msg)
             except MappingError as exc:
@@ -239,6 +261,12 @@ class MqttBridge:
             return
         producer.flush()  # raises DeliveryError: nothing is acknowledged, the broker sends it all again
         self.stats.batches += len(batches)
+        for t in done:
+            if t.qos:
+                self._delivered[(t.mid, t.digest)] = None
+                self._delivered.move_to_end((t.mid, t.digest))
+        while len(self._delivered) > self.settings.max_unacked:  # the broker sends no more again than it has in flight
+            self._delivered.popitem(last=False)
         if self._qos0:
             for b in batches:
                 for t in b.tokens:
@@ -261,6 +289,10 @@ class MqttBridge:
         self.stats.dead_letters += 1
 
     def _map(self, msg: Any) -> list:
+        limit = self.settings.max_payload_bytes
+        if len(msg.payload) > limit:
+            raise MappingError("too_large", f"the payload is {len(msg.payload)} bytes, more than max_payload_bytes "
+                                            f"({limit}); send smaller messages or raise [mqtt] max_payload_bytes")
         received_ms = time.time_ns() // 1_000_000
         sub = self._subscription(msg.topic)
         readings = sub.map(msg.topic, msg.payload, received_ms)
@@ -281,6 +313,10 @@ class MqttBridge:
             if t.connection == current and t.qos > 0:
                 self._client.ack(t.mid, t.qos)
                 self.stats.acked += 1
+
+
+def _digest(msg: Any) -> bytes:
+    return hashlib.blake2b(msg.topic.encode() + b"\0" + msg.payload, digest_size=16).digest()
 
 
 def command(

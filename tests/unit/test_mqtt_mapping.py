@@ -228,7 +228,7 @@ def test_the_bridge_dead_letters_a_message_whose_mapping_fails_unexpectedly(monk
     monkeypatch.setattr(bridge._client, "ack", lambda mid, qos: acked.append(mid))
     for mid, topic in ((1, "plant/p7/temp"), (2, "plant/p7/bad"), (3, "plant/p8/temp")):
         bridge._inbox.put((0, SimpleNamespace(topic=topic, payload=b'{"value": 20.0, "ts": 1767225600000}', mid=mid,
-                                              qos=1)))
+                                              qos=1, dup=False)))
     producer, dead = _Producer(), _Dead()
     bridge._step(producer, dead, 0.0, force=True)  # type: ignore[arg-type]
     [letter] = dead.letters
@@ -243,7 +243,7 @@ def _bridge_step(bridge, producer: _Producer, messages: list[tuple[int, int, int
     from types import SimpleNamespace
 
     for connection, mid, qos, payload in messages:
-        bridge._inbox.put((connection, SimpleNamespace(topic="s/d", payload=payload, mid=mid, qos=qos)))
+        bridge._inbox.put((connection, SimpleNamespace(topic="s/d", payload=payload, mid=mid, qos=qos, dup=False)))
     bridge._step(producer, _Dead(), now, force=force)
 
 
@@ -304,3 +304,114 @@ def test_the_sensor_flow_scores_each_bridge_batch_on_arrival_and_drops_one_sent_
     again = processor.process([Event("sensor.readings", "dev", batches[-1].record)])  # the bridge crashed, re-sent
     assert not [e for e in again if e.topic == "scores.anomaly"]
     assert processor.sequence.counts.gaps == 0
+
+
+def _quiet_bridge(monkeypatch: pytest.MonkeyPatch, settings: MqttSettings) -> tuple:
+    """A bridge whose ``run`` needs no broker: the MQTT client's network calls do nothing, Kafka is a list."""
+    from connectors.kafka import KafkaSettings
+    from connectors.mqtt import bridge as bridge_module
+
+    class Closing(_Producer):
+        closed = False
+
+        def __enter__(self) -> Closing:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.closed = True
+
+    producer = Closing()
+    monkeypatch.setattr(bridge_module, "create_topics", lambda *_: None)
+    monkeypatch.setattr(bridge_module, "EventProducer", lambda *_a, **_k: producer)
+    monkeypatch.setattr(bridge_module, "DeadLetterProducer", lambda _p: _Dead())
+    bridge = bridge_module.MqttBridge(settings, KafkaSettings(bootstrap_servers="x:1"))
+    for name in ("connect_async", "loop_start", "disconnect", "loop_stop"):
+        monkeypatch.setattr(bridge._client, name, lambda *_a, **_k: None)
+    return bridge, producer
+
+
+def test_qos_0_messages_in_the_inbox_at_shutdown_are_sent_and_the_producer_closed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last step read the inbox for 50 ms or 1000 batches: the QoS 0 messages after those were dropped unsaid."""
+    import threading
+    from types import SimpleNamespace
+
+    settings = MqttSettings(subscriptions=[{"topic": "s/+", "sensor": "fixed:v"}], lateness_ms=0)
+    bridge, producer = _quiet_bridge(monkeypatch, settings)
+    n = 3000  # a reading a window: each message closes its device's window before
+    for i in range(n):
+        bridge._inbox.put((0, SimpleNamespace(topic="s/d", payload=json.dumps({"value": i, "ts": 1000 * i}).encode(),
+                                              mid=0, qos=0, dup=False)))
+    stop = threading.Event()
+    stop.set()
+    bridge.run(stop)
+    assert _values(producer) == [float(i) for i in range(n)] and bridge._inbox.empty()
+    assert producer.closed
+
+
+def test_a_payload_larger_than_max_payload_bytes_is_a_dead_letter_unread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 200 MB publish was parsed whole (some forty times its size in memory) before anything refused it."""
+    from types import SimpleNamespace
+
+    from connectors.kafka import KafkaSettings
+    from connectors.mqtt.bridge import MqttBridge
+
+    bridge = MqttBridge(MqttSettings(subscriptions=[{"topic": "s/+", "sensor": "fixed:v", "interval_ms": 1}],
+                                     max_payload_bytes=1000), KafkaSettings(bootstrap_servers="x:1"))
+    acked: list[int] = []
+    monkeypatch.setattr(bridge._client, "ack", lambda mid, qos: acked.append(mid))
+    monkeypatch.setattr(json, "loads", lambda *_a, **_k: pytest.fail("a payload over the limit was parsed"))
+    big = b'{"ts": 0, "value": [' + b",".join([b"1"] * 600) + b"]}"
+    bridge._inbox.put((0, SimpleNamespace(topic="s/d", payload=big, mid=7, qos=1, dup=False)))
+    producer, dead = _Producer(), _Dead()
+    bridge._step(producer, dead, 0.0, force=True)  # type: ignore[arg-type]
+    [letter] = dead.letters
+    assert letter[1:4] == (big, "s/d", "too_large") and "max_payload_bytes" in letter[4]
+    assert producer.sent == [] and acked == [7]
+
+
+def test_max_readings_is_bounded_by_what_one_kafka_message_holds() -> None:
+    """A million readings a batch was accepted; Kafka refused every such batch, and the bridge stopped at each start."""
+    from pydantic import ValidationError
+
+    from connectors.producer import MAX_READINGS
+
+    with pytest.raises(ValidationError, match="max_readings"):
+        MqttSettings(subscriptions=[{"topic": "s/+"}], max_readings=MAX_READINGS + 1)
+
+
+
+def test_a_delivered_message_sent_again_after_its_ack_was_lost_is_not_sent_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker sent again (DUP) what Kafka had confirmed, as the connection dropped before the acknowledgement;
+    with a new message of the same window it went out in a batch of another event id, and counted twice downstream."""
+    from types import SimpleNamespace
+
+    from connectors.kafka import KafkaSettings
+    from connectors.mqtt.bridge import MqttBridge
+
+    bridge = MqttBridge(MqttSettings(subscriptions=[{"topic": "s/+", "sensor": "fixed:v"}], max_wait_ms=60_000),
+                        KafkaSettings(bootstrap_servers="x:1"))
+    acked: list[int] = []
+    monkeypatch.setattr(bridge._client, "ack", lambda mid, qos: acked.append(mid))
+
+    class Dropping(_Producer):
+        def flush(self, timeout: float | None = None) -> int:
+            bridge._connection += 1  # the broker went away while Kafka confirmed the batch: no ack reaches it
+            return 0
+
+    def message(mid: int, i: int, dup: bool) -> SimpleNamespace:
+        payload = json.dumps({"value": i, "ts": 1767225600000 + i}).encode()
+        return SimpleNamespace(topic="s/d", payload=payload, mid=mid, qos=1, dup=dup)
+
+    bridge._connection = 1
+    first, again = Dropping(), _Producer()
+    for m in (message(1, 0, False), message(2, 1, False)):
+        bridge._inbox.put((1, m))
+    bridge._step(first, _Dead(), 0.0, force=True)  # type: ignore[arg-type]
+    assert acked == []
+    for m in (message(1, 0, True), message(2, 1, True), message(3, 2, False), message(4, 3, True)):
+        bridge._inbox.put((2, m))  # the two again; a new one; one marked DUP that never was delivered
+    bridge._step(again, _Dead(), 1.0, force=True)  # type: ignore[arg-type]
+    assert _values(first) == [0.0, 1.0] and _values(again) == [2.0, 3.0]
+    assert sorted(acked) == [1, 2, 3, 4] and bridge.stats.redelivered == 2
