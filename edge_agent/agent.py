@@ -8,11 +8,13 @@ around the buffer.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import math
 import numbers
 import signal
 import time
+from collections.abc import Iterable, Sized
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ from edge_agent.deadletters import DeadLetterFile, dead_letter_path
 from edge_agent.health import CpuMeter, Heartbeat, health_record, process_rss_bytes
 from edge_agent.sender import Sender
 from edge_agent.sources import Chunk, Source, build_source
+from edge_agent.sources.base import MAX_READINGS_PER_READ
 from schemas.catalog import DEVICE_HEALTH, SENSOR_BATCH
 
 if TYPE_CHECKING:
@@ -164,7 +167,7 @@ class Agent:
 
     def _sample(self, src: Source) -> None:
         try:
-            chunks = list(src.read())  # a generator's own errors surface here, not in the loop
+            chunks, more = _pull(src.read(), MAX_READINGS_PER_READ)  # a generator's own errors surface here
         except Exception as exc:  # a plug-in may raise (or return) anything; the agent keeps going
             self._error(f"source {src.name}", exc)
             return
@@ -175,6 +178,11 @@ class Agent:
                     good.append(c)
             except Exception as exc:  # not a Chunk at all: this one is skipped, the rest of the read kept
                 self._error(f"source {src.name}", exc)
+        if more or sum(len(c.values) for c in good) > MAX_READINGS_PER_READ:
+            good = _first(good, MAX_READINGS_PER_READ)
+            self._error(f"source {src.name}", ValueError(
+                f"more than {MAX_READINGS_PER_READ} readings in one read; the first kept, the rest dropped "
+                "(a read returns the readings since the last one: fix the source or shorten interval_s)"))
         self.sampled += sum(len(c.values) for c in good)
         self.batcher.add(good)
 
@@ -343,20 +351,21 @@ class Agent:
 
     def _shutdown(self, flush_s: float) -> None:
         _close_sources(self.sources)  # first: should sealing fail too, no plug-in thread outlives the agent
-        self._seal()
-        deadline = time.monotonic() + flush_s
-        while self.buffer.depth and time.monotonic() < deadline:
-            self.sender.pump()
-            self.sender.poll(0.1)
-        left = self.buffer.depth
-        self.heartbeat()
-        self.sender.flush_health(1.0)
-        self.sender.close()
-        if self.metrics is not None:
-            self.metrics.close()
-        if self._feed is not None:
-            self._feed.close()
-        self.buffer.close()
+        with contextlib.ExitStack() as closing:  # each closes, last first, whatever failed before it (a read-only disk)
+            closing.callback(self.buffer.close)
+            if self._feed is not None:
+                closing.callback(self._feed.close)
+            if self.metrics is not None:
+                closing.callback(self.metrics.close)
+            closing.callback(self.sender.close)
+            self._seal()
+            deadline = time.monotonic() + flush_s
+            while self.buffer.depth and time.monotonic() < deadline:
+                self.sender.pump()
+                self.sender.poll(0.1)
+            left = self.buffer.depth
+            self.heartbeat()
+            self.sender.flush_health(1.0)
         log.info("stopped; %d batches stay on disk for the next start", left)
 
 
@@ -378,6 +387,33 @@ def _close_sources(sources: list[Source]) -> None:
             src.close()
         except Exception as exc:
             log.warning("closing source %s: %s", getattr(src, "name", src), exc)
+
+
+def _pull(read: Iterable[Any], limit: int) -> tuple[list[Any], bool]:
+    """The items of one read until they hold ``limit`` readings, and whether it had more: a buggy plug-in's
+    endless generator or list of millions must not take the device's memory."""
+    chunks: list[Any] = []
+    n = 0
+    for c in read:
+        if n >= limit:
+            return chunks, True
+        chunks.append(c)
+        values = getattr(c, "values", None)
+        n += max(1, len(values) if isinstance(values, Sized) else 0)  # an endless run of empty chunks ends too
+    return chunks, False
+
+
+def _first(series: list[Chunk], limit: int) -> list[Chunk]:
+    """The first ``limit`` readings of checked chunks."""
+    out = []
+    for c in series:
+        if limit <= 0:
+            break
+        if len(c.values) > limit:
+            c = Chunk(c.sensor, c.unit, c.timestamps[:limit], c.values[:limit])
+        out.append(c)
+        limit -= len(c.values)
+    return out
 
 
 def _finite(v: object) -> bool:

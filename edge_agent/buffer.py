@@ -24,8 +24,10 @@ above the clock in microseconds if that is higher: a device without a real-time 
 boot, and must never reuse a number it sent before.
 
 A batch's age is the wall clock minus its stamp. When the wall clock steps (NTP setting that 1970 device to today),
-the stamps of the batches this process stored before the step move with it, so the heartbeat never reports a
-batch 56 years old.
+the stamps of the batches stored since the device booted move with it, so the heartbeat never reports a batch 56
+years old: the boot's id and the clock offset the stamps were made with are kept in the file, so an agent that
+restarts before or after the step moves those of the process before it too, and a step seen while the disk is too
+full to rewrite them is applied once it has room.
 """
 
 from __future__ import annotations
@@ -129,8 +131,7 @@ class DiskBuffer:
                 ) from None
             start = max(self._mark + RESTART_JUMP, time.time_ns() // 1000)
             self._db = self._replace_corrupt(sync, exc, start, wait=True)
-        self._stamped_from = self._next_seq  # this process stamps the batches from here: a clock step moves them
-        self._clock_gap = _clock_gap()
+        self._load_clock()
 
     # -- opening --------------------------------------------------------------------------------------
     def _open(self, sync: str, seq_start: int = 0, check: bool = False) -> sqlite3.Connection:
@@ -227,6 +228,7 @@ class DiskBuffer:
             pass
         self._unforgotten.clear()
         self._db = self._replace_corrupt(self._sync, exc, self._next_seq)
+        self._load_clock()
         log.error("%d unsent batches were in the damaged buffer; they stay in the file set aside until another damage "
                   "replaces it", lost)
 
@@ -317,22 +319,43 @@ class DiskBuffer:
             log.warning("the disk has room again after %.0f s; buffering resumed", time.monotonic() - self._full_since)
             self._full_since = None
 
+    def _load_clock(self) -> None:
+        """Which stamps a clock step moves, and the clock offset they were made with: those of this boot (an earlier
+        process's too), from the file; a batch of an earlier boot was stamped by a clock this one cannot relate to."""
+        boot, gap = _boot_id(), _clock_gap()
+        kept = dict(self._db.execute(
+            "SELECT key, value FROM meta WHERE key IN ('boot_id', 'stamped_from', 'clock_gap')").fetchall())
+        self._step_waits = False
+        if boot is not None and kept.get("boot_id") == boot and len(kept) == 3:
+            self._stamped_from, self._clock_gap = int(kept["stamped_from"]), float(kept["clock_gap"])
+            return  # a step since then is seen, and applied, at the next look
+        self._stamped_from, self._clock_gap = self._next_seq, gap
+        self._try_write(("INSERT OR REPLACE INTO meta VALUES ('boot_id', ?), ('stamped_from', ?), ('clock_gap', ?)",
+                         (boot, self._next_seq, gap)))
+
     def _follow_clock(self) -> None:
         """Move the stamps made before a step of the wall clock by the step: batches stored while a device without
         a real-time clock read 1970 would otherwise be 56 years old once NTP sets it. Slow drift is the clock's own
-        and stays; on a full disk the stamps stay as they were, and only the age shown is wrong."""
+        and stays; on a full disk the step waits for room, and meanwhile only the age shown is wrong."""
         gap = _clock_gap()
-        step, self._clock_gap = gap - self._clock_gap, gap
-        if abs(step) >= _STEP_S and self._next_seq > self._stamped_from:
-            moved = self._try_write("UPDATE batches SET created=created+? WHERE seq >= ?", (step, self._stamped_from))
+        step = gap - self._clock_gap
+        if abs(step) < _STEP_S:
+            self._clock_gap = gap
+            return
+        moved = self._try_write(("UPDATE batches SET created=created+? WHERE seq >= ?", (step, self._stamped_from)),
+                                ("UPDATE meta SET value=? WHERE key='clock_gap'", (gap,)))
+        if moved:
+            self._clock_gap = gap
+        if (moved or not self._step_waits) and self._next_seq > self._stamped_from:
             log.warning("the wall clock stepped by %+.0f s; the stamps of batches stored since seq %d %s", step,
-                        self._stamped_from, "moved with it" if moved else "stay (no room to rewrite them)")
+                        self._stamped_from, "moved with it" if moved else "move once the disk has room")
+        self._step_waits = not moved
 
     def _drop_new(self, seq: int, readings: int) -> None:
         self._next_seq = seq + 1
         self._pending[0] += 1
         self._pending[1] += readings
-        self._try_write("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,))
+        self._try_write(("UPDATE meta SET value=? WHERE key='next_seq'", (seq + 1,)))
         log.warning(
             "buffer full (%d bytes, policy %s): dropped new batch seq %d with %d readings",
             self._bytes,
@@ -373,11 +396,12 @@ class DiskBuffer:
         self._pending[0] -= batches
         self._pending[1] -= readings
 
-    def _try_write(self, sql: str | None = None, args: tuple = ()) -> bool:
-        """Best effort: False when the disk is full (the counters wait in memory) or the file was damaged."""
+    def _try_write(self, *statements: tuple[str, tuple]) -> bool:
+        """Best effort, in one transaction: False when the disk is full (the counters wait in memory) or the file
+        was damaged."""
         try:
             with self._writing() as db:
-                if sql is not None:
+                for sql, args in statements:
                     db.execute(sql, args)
         except sqlite3.DatabaseError as exc:
             if _full(exc):
@@ -568,6 +592,14 @@ class DiskBuffer:
         except sqlite3.DatabaseError:
             pass
         self._db.close()
+
+
+def _boot_id() -> str | None:
+    """This boot's id (Linux); None where there is none to read."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
 
 
 def _clock_gap() -> float:

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge_agent.logs import setup_logging
 
     setup_logging(settings.log_level)
+    from confluent_kafka import KafkaError, KafkaException
+
     from edge_agent.agent import Agent
     from edge_agent.buffer import BufferError
     from edge_agent.sources import SourceError
@@ -48,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
                       health_topic=plan.get("health_topic"), models=plan.get("models"))
     except (SourceError, BufferError, RuntimeError) as exc:
         print(f"eddyline-edge: {exc}", file=sys.stderr)
+        return 2
+    except KafkaException as exc:  # a property librdkafka refuses, which only it knows: not a crash to restart
+        if exc.args[0].code() != KafkaError._INVALID_ARG:
+            raise
+        print(f"eddyline-edge: the Kafka client settings are refused: {exc.args[0].str()}; fix [kafka] (librdkafka's "
+              "own properties go in [kafka] extra) or send_timeout_s in [edge], then start it again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before the handlers below exist: while waiting for room on a full disk
         print("eddyline-edge: run interrupted while starting; nothing was lost, run it again to start", file=sys.stderr)

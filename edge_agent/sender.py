@@ -315,7 +315,9 @@ class Sender:
         return len(self._in_flight)
 
     def close(self) -> None:
-        self._producer.purge(in_queue=True, in_flight=False)
-        self._producer.poll(0)
-        self._commit_acks()
-        self._producer.close()  # else it outlives the agent, retrying the broker until the process exits
+        try:
+            self._producer.purge(in_queue=True, in_flight=False)
+            self._producer.poll(0)
+            self._commit_acks()  # may fail on a disk gone bad: the batches are then sent again after a restart
+        finally:
+            self._producer.close()  # else it outlives the agent, retrying the broker until the process exits

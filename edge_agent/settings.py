@@ -16,6 +16,8 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 
+MAX_SEND_TIMEOUT_S = (2**31 - 1) // 1000  # librdkafka's message.timeout.ms is a signed 32-bit count of ms
+
 
 class _Source(BaseModel):
     """What every ``[[edge.sources]]`` table has.
@@ -54,7 +56,20 @@ class SimulatedSource(_Source):
     unit: str | None = "celsius"
 
 
-class ThermalSource(_Source):
+class _SysfsSource(_Source):
+    """What the sysfs sources share.
+
+    Parameters
+    ----------
+    timeout_s
+        How long the agent waits for one read of all the source's files: a file whose driver hangs is then
+        skipped, counted as an error, until its read returns.
+    """
+
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class ThermalSource(_SysfsSource):
     """Linux thermal zones (``/sys/class/thermal/thermal_zone*/temp``), in degrees Celsius.
 
     Parameters
@@ -67,7 +82,7 @@ class ThermalSource(_Source):
     root: Path = Path("/sys/class/thermal")
 
 
-class HwmonSource(_Source):
+class HwmonSource(_SysfsSource):
     """Linux hwmon sensors (``/sys/class/hwmon/hwmon*/{temp,in,fan,power,curr}*_input``), in SI units.
 
     Parameters
@@ -284,7 +299,10 @@ class EdgeSettings(Section):
     send_fresh_share: float = Field(
         0.25, ge=0, le=0.9, description="While draining a backlog, this share of sends goes to the newest batches."
     )
-    send_timeout_s: float = Field(30.0, gt=0, description="A send unacknowledged this long is retried from disk.")
+    send_timeout_s: float = Field(
+        30.0, gt=0, le=MAX_SEND_TIMEOUT_S,
+        description="A send unacknowledged this long is retried from disk; at most 24.8 days (librdkafka's limit).",
+    )
 
     device_class: str = Field(default_factory=lambda: detect_device_class())
     health_topic: str = Field("device.health", description="The logical topic of health events.")

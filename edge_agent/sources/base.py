@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
+MAX_READINGS_PER_READ = 100_000  # a few MB in memory: seconds of a fast vibration sensor, not a runaway plug-in
+
+
 @dataclass(slots=True)
 class Chunk:
     """Readings of one sensor: parallel lists, timestamps in ms since the epoch (UTC).
@@ -34,7 +37,8 @@ class Chunk:
 class Source(Protocol):
     """A plug-in source implements this; ``read`` is called every ``interval_s`` seconds.
 
-    ``read`` may raise: the agent logs the error, counts it and calls again next interval. A plug-in's
+    ``read`` may raise: the agent logs the error, counts it and calls again next interval. It returns (or yields)
+    at most ``MAX_READINGS_PER_READ`` readings; the agent keeps that many, and logs and counts the read. A plug-in's
     constructor takes ``(name, interval_s, **options)``, the options coming from its ``[[edge.sources]]``
     table (see ``edge_agent.sources.plugins``).
 

@@ -248,6 +248,16 @@ def test_settings_cap_a_batch_at_what_one_kafka_message_holds() -> None:
         EdgeSettings(batch_max_readings=70_000, sources=[{"kind": "proc"}])
 
 
+def test_a_send_timeout_beyond_what_librdkafka_counts_is_refused_in_the_settings(config: Path) -> None:
+    """message.timeout.ms is a 32-bit count of ms: 25 days passed check-config, then the producer refused to start."""
+    use_config_file(config)
+    with pytest.raises(ValueError, match="send_timeout_s"):
+        EdgeSettings(send_timeout_s=25 * 86400)
+    agent = Agent.from_settings(EdgeSettings(send_timeout_s=2_147_483), KafkaSettings())  # the bound itself starts
+    agent.sender.close()
+    agent.buffer.close()
+
+
 class _Plugin:
     name, interval_s = "serial", 1.0
 
@@ -355,6 +365,74 @@ def test_an_error_in_the_loop_still_seals_what_was_read_and_closes_the_sources(c
     assert plugin.closed
     stored = sqlite3.connect(config.parent / "buf.sqlite").execute("SELECT sum(readings) FROM batches").fetchone()[0]
     assert agent.sampled and stored == agent.sampled  # sealed to disk for the next start
+
+
+class _ReadOnly:
+    """The buffer's connection once the SD card remounted read-only after an I/O error: reads work, writes fail."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql.lstrip().upper().startswith(("BEGIN", "INSERT", "UPDATE", "DELETE")):
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+
+def test_a_disk_gone_read_only_as_the_agent_stops_still_closes_the_producer_and_the_buffer(config: Path) -> None:
+    use_config_file(config)
+    agent = Agent.from_settings(EdgeSettings(), KafkaSettings())
+    agent.buffer.append(0, agent.encoder.encode(0, [Chunk("tank.level", "m", [500], [0.5])]), 1, 500)
+    agent.sender._acked.append(0)  # acknowledged just before the card went read-only
+    agent.batcher.add([Chunk("tank.level", "m", [1000], [1.0])])
+    db = agent.buffer._db
+    agent.buffer._db = _ReadOnly(db)  # type: ignore[assignment]
+    agent.stop()  # SIGTERM with readings in the open batch
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        agent.run()
+    with pytest.raises(RuntimeError, match="closed"):  # else its threads retry the broker until the process exits
+        agent.sender._producer.poll(0)
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        db.execute("SELECT 1")
+
+
+class _Runaway:
+    """A plug-in whose bug yields readings far past any interval's worth."""
+
+    name, interval_s = "vib", 1.0
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks, self.pulled = chunks, 0
+
+    def read(self) -> Iterator[Chunk]:
+        for k in range(self.chunks):
+            self.pulled += 1
+            yield Chunk("vib.x", "g", list(range(k * 1000, k * 1000 + 1000)), [1.5] * 1000)
+
+    def close(self) -> None:
+        pass
+
+
+def test_one_read_of_a_runaway_plugin_is_cut_at_the_bound_counted_and_logged(
+    config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_agent.sources.base import MAX_READINGS_PER_READ as cap
+
+    use_config_file(config)
+    agent = Agent.from_settings(EdgeSettings(), KafkaSettings())
+    runaway = _Runaway(3 * cap // 1000)
+    with caplog.at_level("WARNING", logger="edge_agent"):
+        agent._sample(runaway)
+        agent._sample(_Garbage([Chunk("vib.y", "g", list(range(cap + 5)), [2.5] * (cap + 5))]))  # one list of them
+    assert runaway.pulled <= cap // 1000 + 1  # the generator was left where the bound was reached
+    assert agent.sampled == 2 * cap and len(agent.batcher) == 2 * cap and agent.errors == 2
+    assert [len(c.values) for c in agent.batcher.seal()] == [cap, cap]
+    assert any(f"more than {cap} readings in one read" in r.getMessage() for r in caplog.records)
+    agent.sender.close()
+    agent.buffer.close()
 
 
 def _small_messages(config: Path) -> Agent:

@@ -330,12 +330,13 @@ def test_batches_stored_before_ntp_steps_the_clock_keep_their_true_age(
     """A Pi without a real-time clock boots in 1970; its batches must not read 56 years old once NTP sets it."""
     import edge_agent.buffer as module
 
-    path, real, offset = tmp_path / "b.sqlite", time.time, [0.0]
+    path, real, offset, boot = tmp_path / "b.sqlite", time.time, [0.0], ["first"]
     monkeypatch.setattr(module.time, "time", lambda: real() + offset[0])
+    monkeypatch.setattr(module, "_boot_id", lambda: boot[0])
     earlier = DiskBuffer(path, "dev", min_free_bytes=0)  # a run from before the reboot, with the right time
     fill(earlier, 1)
     earlier.close()
-    offset[0] = 60 - real()  # rebooted: a minute after the epoch, no NTP yet
+    offset[0], boot[0] = 60 - real(), "second"  # rebooted: a minute after the epoch, no NTP yet
     buf = DiskBuffer(path, "dev", min_free_bytes=0)
     fill(buf, 2)
     offset[0] = 0.0  # NTP steps the clock to today
@@ -344,6 +345,47 @@ def test_batches_stored_before_ntp_steps_the_clock_keep_their_true_age(
     buf.ack([0])
     assert 0 <= buf.stats().oldest_age_s < 3600  # stored at "1970", moved with the step
     assert 0 <= read_stats(path).oldest_age_s < 3600  # `buffer-stats` reads the same
+
+
+@pytest.mark.parametrize("restart", ["before the step", "after the step"])
+def test_batches_an_earlier_process_of_this_boot_stored_move_with_the_step_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restart: str
+) -> None:
+    """The agent restarted (an upgrade, a crash) between its batches at "1970" and NTP's step: they are 56 years
+    old to the heartbeat unless the step moves them as well."""
+    import edge_agent.buffer as module
+
+    path, real, offset = tmp_path / "b.sqlite", time.time, [60 - time.time()]  # booted without a real-time clock
+    monkeypatch.setattr(module.time, "time", lambda: real() + offset[0])
+    monkeypatch.setattr(module, "_boot_id", lambda: "this boot", raising=False)
+    earlier = DiskBuffer(path, "dev", min_free_bytes=0)
+    fill(earlier, 2)
+    earlier.close()
+    if restart == "after the step":
+        offset[0] = 0.0
+    buf = DiskBuffer(path, "dev", min_free_bytes=0)
+    offset[0] = 0.0  # NTP steps the clock to today
+    fill(buf, 1)
+    assert 0 <= buf.stats().oldest_age_s < 3600
+    buf.close()
+    assert 0 <= read_stats(path).oldest_age_s < 3600
+
+
+def test_a_clock_step_seen_while_the_disk_is_full_moves_the_stamps_once_it_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge_agent.buffer as module
+
+    real, offset = time.time, [60 - time.time()]
+    monkeypatch.setattr(module.time, "time", lambda: real() + offset[0])
+    buf = DiskBuffer(tmp_path / "b.sqlite", "dev", min_free_bytes=0)
+    fill(buf, 2)
+    buf._db = disk = _FullDisk(buf._db)  # type: ignore[assignment]
+    offset[0] = 0.0  # NTP steps the clock; the stamps cannot be rewritten now
+    assert buf.stats().oldest_age_s > 3600
+    disk.full = False
+    fill(buf, 1)
+    assert 0 <= buf.stats().oldest_age_s < 3600
 
 
 def test_a_damaged_buffer_found_at_start_on_a_full_disk_waits_for_room(

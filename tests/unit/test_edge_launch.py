@@ -40,6 +40,26 @@ def test_plan_round_trips_into_plain_settings(tmp_path: Path, defaults_config: P
     assert producer_conf(edge, KafkaSettings())["reconnect.backoff.max.ms"] == 5000
 
 
+_RUN = """
+import os, sys
+from edge_agent.runner import main
+r, w = os.pipe()
+os.write(w, sys.argv[1].encode())
+os.close(w)
+sys.exit(main(["--plan-fd", str(r), "--duration", "0.1"]))
+"""
+
+
+def test_a_kafka_property_librdkafka_refuses_stops_the_runner_with_what_to_fix(tmp_path: Path) -> None:
+    """``check-config`` cannot see a typo in ``[kafka] extra``; ``run`` was a traceback and an exit systemd retries."""
+    edge = EdgeSettings(device_id="pi", buffer_path=tmp_path / "b.sqlite", sources=[{"kind": "simulated"}])
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", extra={"linger.msx": "5"})
+    done = subprocess.run([sys.executable, "-c", _RUN, json.dumps(plan(edge, kafka))], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "linger.msx" in done.stderr and "[kafka] extra" in done.stderr
+
+
 _ON_A_FULL_DISK = """
 import os, sqlite3, sys
 from edge_agent.buffer import DiskBuffer

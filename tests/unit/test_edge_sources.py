@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -85,6 +88,27 @@ def test_hwmon_scales_units_and_uses_labels(tmp_path: Path) -> None:
     assert chunks["hw.hwmon0.ina3221.VDD_IN"].unit == "volt"
     assert chunks["hw.hwmon0.ina3221.power1"].values == [2.5]
     assert chunks["hw.hwmon0.ina3221.fan1"].unit == "rpm"
+
+
+def test_an_hwmon_input_whose_driver_hangs_holds_up_neither_the_agent_nor_the_other_inputs(tmp_path: Path) -> None:
+    chip = tmp_path / "hwmon0"
+    chip.mkdir()
+    (chip / "name").write_text("ina3221\n")
+    (chip / "in1_input").write_text("5080\n")
+    hung = chip / "curr1_input"
+    os.mkfifo(hung)  # its read blocks, as a driver's waiting on a dead I2C bus does
+    src = build_source(HwmonSource(kind="hwmon", name="hw", root=tmp_path, timeout_s=0.2))
+    reads: list[list[str]] = []
+    agent = threading.Thread(target=lambda: reads.extend([c.sensor for c in src.read()] for _ in range(3)), daemon=True)
+    try:
+        agent.start()
+        agent.join(60)
+        assert not agent.is_alive(), "the agent's thread is stuck in the hung read"
+        assert reads[1:] == [["hw.hwmon0.ina3221.in1"]] * 2  # the hung input left out, the other read
+        assert src.errors == 1  # counted once, not every round while it hangs
+    finally:
+        with contextlib.suppress(OSError):  # a writer that comes and goes: the hung read returns
+            os.close(os.open(hung, os.O_WRONLY | os.O_NONBLOCK))
 
 
 def test_sysfs_sources_say_what_to_do_when_absent(tmp_path: Path) -> None:
