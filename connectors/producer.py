@@ -31,6 +31,7 @@ from typing import Any, Literal
 from connectors import kafka
 from connectors.kafka import EventProducer, KafkaSettings
 from schemas import CLICK, FEEDBACK, PREDICTION, SENSOR_BATCH, derive_id
+from schemas.catalog import MAX_BATCH_READINGS
 
 __all__ = ["Producer"]
 
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 TOPICS = {SENSOR_BATCH: "sensor.readings", CLICK: "clicks", PREDICTION: "predictions", FEEDBACK: "feedback"}
 SEQ_START_SHIFT = 20  # a device's first seq is milliseconds since the epoch << this (streams.sequence.RESET_JUMP)
 SEQ_FORGET_S = 24 * 3600.0  # a device without a batch for this long is forgotten; back, it numbers from the time
-MAX_READINGS = 50_000  # readings in one sensor_batch: at about 15 bytes each it fits a Kafka message (1 MB by default)
 
 
 def _now_ms() -> int:
@@ -65,8 +65,8 @@ class Producer:
     settings
         Where Kafka is; by default ``[kafka]`` in ``eddyline.toml`` and ``EDDYLINE_KAFKA_*``.
     max_readings
-        Readings of one device sent together as one ``sensor_batch``; at most ``MAX_READINGS``, so that the batch
-        fits one Kafka message.
+        Readings of one device sent together as one ``sensor_batch``; at most
+        ``schemas.catalog.MAX_BATCH_READINGS``, so that the batch fits one Kafka message.
     linger_s
         The longest a reading waits for its batch to fill; a background thread sends older batches.
     delivery_timeout_s
@@ -81,9 +81,9 @@ class Producer:
     ) -> None:
         if not name:
             raise ValueError("name the producer (e.g. the service's name): it goes into every event")
-        if not 1 <= max_readings <= MAX_READINGS or linger_s <= 0:
-            raise ValueError(f"max_readings must be from 1 to {MAX_READINGS} (a batch must fit one Kafka message) "
-                             "and linger_s positive")
+        if not 1 <= max_readings <= MAX_BATCH_READINGS or linger_s <= 0:
+            raise ValueError(f"max_readings must be from 1 to {MAX_BATCH_READINGS} (a batch must fit one Kafka "
+                             "message) and linger_s positive")
         self.name = name
         self.settings = settings or KafkaSettings()
         self.max_readings = max_readings

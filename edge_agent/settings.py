@@ -6,6 +6,7 @@ the ``[kafka]`` table of the same file (``connectors.kafka.KafkaSettings``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
+from schemas.catalog import MAX_BATCH_READINGS
 
 MAX_SEND_TIMEOUT_S = (2**31 - 1) // 1000  # librdkafka's message.timeout.ms is a signed 32-bit count of ms
 
@@ -234,7 +236,7 @@ class EdgeSettings(Section):
     Parameters
     ----------
     device_id
-        The device's id: the Kafka key and the ``device_id`` of every batch (default: the host name).
+        The device's id: the Kafka key and the ``device_id`` of every batch (default: ``default_device_id``).
     sources
         The ``[[edge.sources]]`` tables; at least one, names unique.
     buffer_path
@@ -275,12 +277,12 @@ class EdgeSettings(Section):
     model_config = SettingsConfigDict(env_prefix="EDDYLINE_EDGE_", env_nested_delimiter="__", extra="forbid",
                                       allow_inf_nan=False)
 
-    device_id: str = Field(default_factory=socket.gethostname)
+    device_id: str = Field(default_factory=lambda: default_device_id())
     topic: str = Field("sensor.readings", description="The logical topic; the Kafka namespace prefixes it.")
     sources: list[SourceConfig] = Field(default_factory=lambda: [ProcSource(kind="proc", interval_s=5.0)])
 
     batch_max_readings: int = Field(
-        1000, ge=1, le=50_000,
+        1000, ge=1, le=MAX_BATCH_READINGS,
         description="Seal a batch once it holds this many readings; at most 50,000, which fits a Kafka message (1 MB).",
     )
     batch_max_age_s: float = Field(
@@ -341,6 +343,32 @@ class EdgeSettings(Section):
                 raise ValueError(f"two sources are named {src.name!r}; give each [[edge.sources]] a unique name")
             seen.add(src.name)
         return self
+
+
+IMAGE_HOST_NAMES = frozenset({"", "localhost", "localhost.localdomain", "raspberrypi", "ubuntu", "debian",
+                              "tegra-ubuntu", "jetson"})
+
+
+def default_device_id(machine_id: Path = Path("/etc/machine-id")) -> str:
+    """The host name, unless it is an image's default (every device flashed from the image has it, and would
+    publish as one device, their sequence numbers colliding): then the host name and a hash of the machine id, as
+    ``install.sh`` writes it (machine-id(5): a hash keyed to the application, never the id itself).
+
+    Parameters
+    ----------
+    machine_id
+        The file with this machine's id; where it is missing or empty, the host name stays.
+    """
+    host = socket.gethostname()
+    if host not in IMAGE_HOST_NAMES:
+        return host
+    try:
+        machine = machine_id.read_text().strip()
+    except OSError:
+        machine = ""
+    if not machine:
+        return host
+    return f"{host or 'edge'}-{hashlib.sha256(f'eddyline-edge:{machine}'.encode()).hexdigest()[:12]}"
 
 
 def detect_device_class(model_file: Path = Path("/proc/device-tree/model")) -> str:

@@ -34,6 +34,10 @@ QUARANTINE = "quarantine"
 EDGE_MODEL = "edge_model"
 EDGE_ROLLOUT = "edge_rollout"
 
+MAX_BATCH_READINGS = 50_000
+"""Readings one ``sensor_batch`` may carry, for every producer (edge agent, Python producer, MQTT bridge): at about
+15 bytes each they fit one Kafka message (librdkafka's ``message.max.bytes``, 1 MB by default)."""
+
 
 @dataclass(frozen=True)
 class SchemaVersion:

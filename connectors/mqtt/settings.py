@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from connectors.config import Section
 from connectors.mqtt.mapping import Subscription
-from connectors.producer import MAX_READINGS
+from schemas.catalog import MAX_BATCH_READINGS
 
 
 class MqttSettings(Section):
@@ -47,7 +47,7 @@ class MqttSettings(Section):
         ...or once its first message arrived this long ago, whichever comes first.
     max_readings
         A window with more readings, or one message with more, is sent in parts: a batch must fit a Kafka message
-        (at most 50,000, ``connectors.producer.MAX_READINGS``).
+        (at most 50,000, ``schemas.catalog.MAX_BATCH_READINGS``).
     max_payload_bytes
         A larger message goes to the dead letters (``too_large``) unread: parsed, JSON takes some forty times its
         size in memory, and an MQTT message may be 256 MB.
@@ -76,7 +76,7 @@ class MqttSettings(Section):
     window_ms: int = Field(1000, gt=0)
     lateness_ms: int = Field(1000, ge=0)
     max_wait_ms: int = Field(2000, gt=0)
-    max_readings: int = Field(10_000, gt=0, le=MAX_READINGS)
+    max_readings: int = Field(10_000, gt=0, le=MAX_BATCH_READINGS)
     max_payload_bytes: int = Field(4 * 2**20, gt=0)
     subscriptions: list[Subscription] = Field(default_factory=list)
 

@@ -7,12 +7,13 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
+from unittest import mock
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from edge_agent.settings import EdgeSettings, use_config_file
+from edge_agent.settings import EdgeSettings, default_device_id, use_config_file
 
 DEPLOY = Path(__file__).resolve().parents[2] / "edge_agent" / "deploy"
 
@@ -140,6 +141,20 @@ def test_rerunning_the_install_script_upgrades_and_restarts_and_keeps_the_operat
     assert len([line for line in passwd if line.startswith("eddyline:")]) == 1
 
 
+def test_an_agent_on_an_image_host_name_defaults_to_an_id_of_its_own(tmp_path: Path) -> None:
+    ids = []
+    for machine in ("0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"):
+        (tmp_path / "machine-id").write_text(machine + "\n")
+        with mock.patch("socket.gethostname", return_value="raspberrypi"):
+            ids.append(default_device_id(tmp_path / "machine-id"))
+            assert EdgeSettings(_env_file=None).device_id != "raspberrypi" or not Path("/etc/machine-id").is_file()
+    assert ids[0] != ids[1] and all(i.startswith("raspberrypi-") and "0123" not in i for i in ids), ids
+    with mock.patch("socket.gethostname", return_value="raspberrypi"):
+        assert default_device_id(tmp_path / "missing") == "raspberrypi"  # nothing better to go by
+    with mock.patch("socket.gethostname", return_value="pi-kitchen"):
+        assert default_device_id(tmp_path / "machine-id") == "pi-kitchen"
+
+
 def _device_id(sandbox: Path) -> str:
     return tomllib.loads((sandbox / "etc-upper" / "eddyline-edge" / "edge.toml").read_text())["edge"]["device_id"]
 
@@ -157,6 +172,11 @@ def test_devices_flashed_from_one_image_get_their_own_ids_and_keep_them(sandbox:
     assert not any(m[:8] in i for m, i in zip(machines, ids)), "the machine id itself must not be published"
     again = _install(sandbox / "pi0", hostname="raspberrypi", machine_id=machines[0])
     assert again.returncode == 0 and _device_id(sandbox / "pi0") == ids[0], again.stderr
+    # an agent run without install.sh (docker, by hand) takes the same id by default
+    for machine, installed in zip(machines, ids):
+        (sandbox / "machine-id").write_text(machine + "\n")
+        with mock.patch("socket.gethostname", return_value="raspberrypi"):
+            assert default_device_id(sandbox / "machine-id") == installed
 
     named = _install(sandbox / "kitchen", hostname="pi-kitchen", machine_id=machines[0])
     assert named.returncode == 0 and _device_id(sandbox / "kitchen") == "pi-kitchen", named.stderr

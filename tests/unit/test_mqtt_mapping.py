@@ -374,10 +374,10 @@ def test_max_readings_is_bounded_by_what_one_kafka_message_holds() -> None:
     """A million readings a batch was accepted; Kafka refused every such batch, and the bridge stopped at each start."""
     from pydantic import ValidationError
 
-    from connectors.producer import MAX_READINGS
+    from schemas.catalog import MAX_BATCH_READINGS
 
     with pytest.raises(ValidationError, match="max_readings"):
-        MqttSettings(subscriptions=[{"topic": "s/+"}], max_readings=MAX_READINGS + 1)
+        MqttSettings(subscriptions=[{"topic": "s/+"}], max_readings=MAX_BATCH_READINGS + 1)
 
 
 

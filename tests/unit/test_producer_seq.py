@@ -13,7 +13,8 @@ import pytest
 import connectors.producer as producer_module
 from connectors.broker import free_port
 from connectors.kafka import KafkaSettings
-from connectors.producer import MAX_READINGS, SEQ_FORGET_S, Producer
+from connectors.producer import SEQ_FORGET_S, Producer
+from schemas.catalog import MAX_BATCH_READINGS
 from streams.flows.sensor_anomaly import SensorAnomalyProcessor
 from streams.processor import Event
 from streams.sequence import RESET_JUMP
@@ -131,4 +132,4 @@ def test_close_releases_the_client_and_a_closed_producer_refuses_politely() -> N
 def test_max_readings_is_bounded_by_what_one_kafka_message_holds() -> None:
     settings = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", extra={"log_level": "0"})
     with pytest.raises(ValueError, match="fit one Kafka message"):
-        Producer("svc", settings, create_topics=False, max_readings=MAX_READINGS + 1)
+        Producer("svc", settings, create_topics=False, max_readings=MAX_BATCH_READINGS + 1)
