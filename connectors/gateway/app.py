@@ -158,6 +158,7 @@ class Gateway:
             if record is None:
                 problems.extend(found)
                 continue
+            self.auth.check_key(client, endpoint.key_field, record[endpoint.key_field])
             producer = f"gateway/{client}"
             if record.get("producer", producer) != producer:
                 problems.append(Problem(f"{path}.producer" if path else "producer",
@@ -277,6 +278,9 @@ class Gateway:
             problems.append("not started")
         elif queue >= self.settings.max_queue:
             problems.append(f"producer queue full ({queue} >= {self.settings.max_queue}): the broker is behind")
+        elif isinstance(self._producer, GatewayProducer) and self._producer.queue_full:
+            problems.append(f"producer queue full of bytes ({queue} events; [kafka] extra queue.buffering.max.kbytes): "
+                            "the broker is behind")
         if self.last_failure is not None and time.monotonic() - self.last_failure < DEGRADED_AFTER_FAILURE_S:
             problems.append("deliveries to Kafka failed in the last minute")
         body = {

@@ -22,6 +22,7 @@ class TokenAuth:
         self._digests = [(name, _digest(t.get_secret_value())) for name, t in settings.tokens.items()]
         self.anonymous = settings.allow_anonymous
         self.scopes = {name: frozenset(types) for name, types in settings.scopes.items()}
+        self.key_scopes = {name: tuple(keys) for name, keys in settings.key_scopes.items()}
 
     def client(self, authorization: str | None) -> str:
         if authorization is None:
@@ -51,6 +52,31 @@ class TokenAuth:
                 f"the token of {client!r} may not send {event_type} events (it may send: "
                 f"{', '.join(sorted(allowed)) or 'none'}); ask for a token with that scope in [gateway] scopes",
             )
+
+    def check_key(self, client: str, field: str, key: str) -> None:
+        """403 unless ``client``'s key scopes (or the ``'*'`` default) cover ``key``; no key scopes: every key.
+
+        A token of one device or call system must not post another's readings, nor hold its call's id (409 for
+        the real call) or move its numbering.
+
+        Parameters
+        ----------
+        client
+            The token's name.
+        field
+            The key's field, for the message (``device_id``).
+        key
+            The event's key.
+        """
+        allowed = self.key_scopes.get(client, self.key_scopes.get("*"))
+        if allowed is None or any(key == k or (k.endswith("*") and key.startswith(k[:-1])) for k in allowed):
+            return
+        raise GatewayError(
+            403,
+            "forbidden_key",
+            f"the token of {client!r} may not send events of {field} {key[:60]!r}; send them with that {field}'s "
+            "token, or ask for one whose [gateway] key_scopes cover it",
+        )
 
 
 def _digest(token: str) -> bytes:

@@ -10,7 +10,9 @@
   with a final chunk at the end, so new names without end were calls without end. The token comes in the
   ``Authorization`` header, or as the stream's custom parameter ``token`` (``<Parameter name="token"
   value="..."/>`` in TwiML), because Twilio cannot set headers.
-  Either way the token's ``[gateway] scopes`` must allow ``audio_chunk``.
+  Either way the token's ``[gateway] scopes`` must allow ``audio_chunk`` (and its ``key_scopes``, if any, the
+  ``callSid``); a stream without the header that has sent no ``start`` with the token within
+  ``[gateway] head_timeout_s`` is closed (1008).
   Nothing is sent back: Twilio would take it for audio to play.
 
 A client that reconnects with the same conversation id goes on where its call's numbering stopped: chunk ids
@@ -248,6 +250,7 @@ def _call_from_query(gateway: Any, ws: WebSocket, client: str) -> CallAudio:
     conversation = ws.query_params.get("conversation_id", "")
     if not conversation:
         raise GatewayError(400, "bad_parameter", "add ?conversation_id=ID to the URL (the call's id)")
+    gateway.auth.check_key(client, "conversation_id", conversation)
     rate = _int_param(ws, "sample_rate", 16000)
     if rate not in RATES:
         raise GatewayError(400, "bad_parameter",
@@ -399,6 +402,7 @@ class _TwilioCall:
             params = start.get("customParameters")
             token = params.get("token") if isinstance(params, dict) else None
             self.client = _audio_client(self.gateway, f"Bearer {token}" if isinstance(token, str) else None)
+        self.gateway.auth.check_key(self.client, "callSid", start["callSid"])  # its tracks' conversation ids
         ended = [] if same_call else self.finish()
         if not same_call:
             self.close()
@@ -449,10 +453,22 @@ async def twilio_stream(gateway: Any, ws: WebSocket) -> None:
         call.close()
 
 
+async def _token_by(ws: WebSocket, deadline: float) -> Any:
+    """The next message of a stream not yet authenticated, refused (401) at ``deadline``: a Twilio stream is accepted
+    before its token, which comes in its ``start``, and one that never sent it held its connection for ever."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await ws.receive()
+    except TimeoutError:
+        advice = 'give the TwiML <Stream> a <Parameter name="token">'
+        raise GatewayError(401, "missing_token", f"no 'start' with a token in time; {advice}") from None
+
+
 async def _twilio_messages(gateway: Any, ws: WebSocket, call: _TwilioCall) -> None:
+    token_due = asyncio.get_running_loop().time() + gateway.settings.head_timeout_s
     try:
         while True:
-            message = await ws.receive()
+            message = await (ws.receive() if call.client is not None else _token_by(ws, token_due))
             if message["type"] == "websocket.disconnect":
                 break
             _check_size(gateway, message, TWILIO_FRAMES)

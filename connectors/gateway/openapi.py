@@ -117,7 +117,8 @@ def openapi_spec(settings: GatewaySettings) -> dict[str, Any]:
                     "401": _error(
                         "No bearer token, or not a known one.", {"WWW-Authenticate": {"schema": {"type": "string"}}}
                     ),
-                    "403": _error("The token's scopes ([gateway] scopes) do not include this event type."),
+                    "403": _error("The token's scopes ([gateway] scopes) do not include this event type, or its "
+                                  "key scopes ([gateway] key_scopes) this event's key."),
                     "408": _error(f"The body did not all arrive within {settings.body_timeout_s:g} s "
                                   "([gateway] body_timeout_s); the connection is closed."),
                     "413": _error("The body is larger than the limit, or the array holds too many events."),

@@ -46,6 +46,9 @@ class _FatalGuard:
     def produce(self, *args: Any, **kwargs: Any) -> None:
         try:
             self.client.produce(*args, **kwargs)
+        except BufferError:
+            self._owner.queue_full = True
+            raise
         except KafkaException as exc:
             self._fatal(exc)
             raise  # refused: the caller says so (503) or replaces the producer and tries again
@@ -97,6 +100,9 @@ class GatewayProducer(EventProducer):
 
     def __init__(self, settings: KafkaSettings, serde: AvroSerde | None = None, **overrides: Any) -> None:
         self.fatal_error: KafkaError | None = None
+        # the queue refused an event for want of room (bytes, most often), and no delivery report has freed any since:
+        # ``waiting`` counts events only, so without this /health said ok while every large event got 503
+        self.queue_full = False
         self.stranded: list[Message] = []
         self._overrides = overrides
         super().__init__(settings, serde, error_cb=self._on_error, **overrides)
@@ -112,6 +118,7 @@ class GatewayProducer(EventProducer):
             self.fatal_error = err
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        self.queue_full = False
         if err is not None and (self.fatal_error is not None or err.fatal()):
             self.stranded.append(msg)
             return  # not failed: the replacement sends it

@@ -38,6 +38,11 @@ class GatewaySettings(Section):
         30.0, gt=0, description="Longest a request body may take to arrive; slower ones get 408 (a client trickling "
         "its body would hold its connection for ever)"
     )
+    head_timeout_s: float = Field(
+        10.0, gt=0, description="Longest a connection may take to send a request's line and headers, from connecting "
+        "or from its last answer, and a Twilio stream without an Authorization header its 'start' (its token); "
+        "slower ones are closed (a client trickling its headers, or no token, would hold it for ever)"
+    )
     max_queue: int = Field(
         10_000, gt=0, description="Messages waiting in the producer above which requests get 429 (backpressure)"
     )
@@ -46,6 +51,12 @@ class GatewaySettings(Section):
         default_factory=dict,
         description="Client name -> the event types it may send (sensor_batch, audio_chunk, click); "
         "'*' sets it for clients not named; a client covered by neither may send every type",
+    )
+    key_scopes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Client name -> the keys its events may carry (device_id, conversation_id or a Twilio callSid, "
+        "user_id): an id, or 'PREFIX*' for the ids starting with PREFIX; '*' sets it for clients not named; a "
+        "client covered by neither may send any key",
     )
     rates: dict[str, float] = Field(
         default_factory=dict,
@@ -79,6 +90,14 @@ class GatewaySettings(Section):
             if unknown:
                 raise ValueError(f"the scopes of {name!r} name unknown event types {sorted(unknown)}; "
                                  f"use some of {', '.join(ENDPOINTS)}")
+        return value
+
+    @field_validator("key_scopes")
+    @classmethod
+    def _no_empty_keys(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, keys in value.items():
+            if "" in keys:
+                raise ValueError(f"the key_scopes of {name!r} hold an empty key; name ids, or 'PREFIX*' for a prefix")
         return value
 
     @field_validator("rates")

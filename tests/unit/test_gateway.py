@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -263,6 +264,39 @@ def test_a_body_that_trickles_in_gets_408_and_its_connection_closed() -> None:
     assert head.startswith(b"HTTP/1.1 408") and json.loads(body)["error"] == "body_timeout"
 
 
+def test_a_connection_that_trickles_its_headers_or_sends_nothing_is_closed() -> None:
+    """Slowloris on the request head: uvicorn times a connection only while it idles after an answer, so one that
+    sent its headers a byte at a time, or nothing at all, held its connection for ever. Served as ``serve`` serves
+    it, on real HTTP; a request sent at once, and the next one on its connection, are still answered."""
+    import threading
+
+    import uvicorn
+
+    from connectors.gateway.server import uvicorn_options
+
+    settings = GatewaySettings(tokens={"unit": TOKEN}, create_topics=False, shutdown_flush_s=0, head_timeout_s=0.3)
+    app = create_app(settings, KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options(settings, "127.0.0.1", port)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the gateway did not start"
+            thread.join(0.05)
+        with socket.create_connection(("127.0.0.1", port)) as idle, \
+                socket.create_connection(("127.0.0.1", port)) as slow:
+            slow.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\n")  # and the rest never
+            for s in (idle, slow):
+                s.settimeout(60)  # only ends a hung test
+                assert s.recv(4096) == b""  # closed by the gateway
+        with httpx.Client(timeout=60) as http:  # one kept-alive connection
+            assert [http.get(f"http://127.0.0.1:{port}/openapi.json").status_code for _ in range(2)] == [200, 200]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 def test_an_event_too_big_for_kafka_is_413_not_a_broker_error() -> None:
     with _client(max_body_bytes=10_000_000) as c:
         zeros = {**_sensor(), "series": [{"sensor": "t", "timestamps": [0] * 150_000, "values": [0] * 150_000}]}
@@ -286,7 +320,9 @@ def test_an_event_whose_key_takes_it_over_the_kafka_limit_is_413_not_503() -> No
 def test_a_producer_queue_full_of_bytes_is_503_and_the_gateway_goes_on_answering() -> None:
     """Backpressure counts events; librdkafka's queue is bounded in bytes too, which large audio chunks reach first.
     Once it was full, producing waited for room on the event loop: no request, /health included, was answered
-    until the broker came back. On real HTTP, with nothing listening where the broker should be."""
+    until the broker came back. /health then said ok while every such event got 503, so a load balancer kept
+    sending them; it is degraded until a delivery report frees room. On real HTTP, with nothing listening where
+    the broker should be."""
     settings = GatewaySettings(tokens={"unit": TOKEN}, create_topics=False, shutdown_flush_s=0, retry_after_s=3)
     kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", extra={"queue.buffering.max.kbytes": "256"})
     pcm = base64.b64encode(bytes(64_000)).decode()  # 2 s of 16 kHz audio
@@ -296,8 +332,16 @@ def test_a_producer_queue_full_of_bytes_is_503_and_the_gateway_goes_on_answering
             chunk = {"conversation_id": "c1", "seq": seq, "sample_rate": 16000, "offset_ms": 2000 * seq, "pcm": pcm}
             answers.append(httpx.post(f"{gw.url}/v1/audio", json=chunk, headers=AUTH, timeout=60))
         health = httpx.get(f"{gw.url}/health", timeout=60)
+        gw.app.state.gateway.producer.client.purge()  # their failure reports free the room, as deliveries would
+        for _ in range(600):  # only ends a hung test
+            after = httpx.get(f"{gw.url}/health", timeout=60).json()
+            if after["queue"] == 0:
+                break
+            time.sleep(0.05)
     refused = answers[-1]
-    assert {r.status_code for r in answers} == {202, 503} and health.status_code in (200, 503)
+    assert {r.status_code for r in answers} == {202, 503} and health.status_code == 503
+    assert any("full of bytes" in p for p in health.json()["problems"])
+    assert not any("full of bytes" in p for p in after["problems"])
     assert refused.headers["Retry-After"] == "3" and "queue is full" in refused.json()["message"]
 
 
@@ -364,6 +408,7 @@ def test_unknown_routes_and_methods_answer_json(client: TestClient) -> None:
 # -- scopes and per-token rates ---------------------------------------------------------------------------
 
 OTHER = "another-unit-test-token-987"
+THIRD = "a-third-unit-test-token-654"
 
 
 def test_a_token_without_the_scope_gets_403_over_http_and_websocket() -> None:
@@ -376,6 +421,38 @@ def test_a_token_without_the_scope_gets_403_over_http_and_websocket() -> None:
         with c.websocket_connect("/v1/ws", headers=edge) as ws:
             ws.send_text(json.dumps({"type": "click", "event": {"user_id": "u", "item_id": "i", "action": "CLICK"}}))
             assert ws.receive_json()["status"] == 403
+
+
+def test_a_token_with_key_scopes_acts_only_on_its_devices_and_calls() -> None:
+    """Any token could post another device's readings, or hold another call system's conversation id so that the
+    real call got 409. Tokens without key scopes still send every key."""
+    from starlette.testclient import WebSocketDenialResponse
+
+    scoped = {"edge": ["edge-*"], "acme": ["acme-call-1"]}
+    with _client(tokens={"unit": TOKEN, "edge": OTHER, "acme": THIRD}, key_scopes=scoped) as c:
+        edge, acme = {"Authorization": f"Bearer {OTHER}"}, {"Authorization": f"Bearer {THIRD}"}
+        r = c.post("/v1/sensors", json=[_sensor(1, "edge-7"), _sensor(1, "pump-7")], headers=edge)
+        assert r.status_code == 403 and r.json()["error"] == "forbidden_key" and "'pump-7'" in r.json()["message"]
+        assert c.app.state.gateway.accepted == 0  # all or nothing
+        assert c.post("/v1/sensors", json=_sensor(1, "edge-7"), headers=edge).status_code == 202
+        assert c.post("/v1/sensors", json=_sensor(1, "pump-7"), headers=AUTH).status_code == 202  # unscoped
+        with c.websocket_connect("/v1/ws", headers=edge) as ws:
+            ws.send_text(json.dumps({"type": "sensor_batch", "event": _sensor(2, "pump-7")}))
+            assert ws.receive_json()["status"] == 403
+        with pytest.raises(WebSocketDenialResponse) as denied, \
+                c.websocket_connect("/v1/audio/stream?conversation_id=acme-call-1", headers=edge):
+            pass
+        assert denied.value.status_code == 403
+        with c.websocket_connect("/v1/audio/stream?conversation_id=acme-call-1", headers=acme) as ws:
+            ws.send_bytes(b"\0\0" * 3200)
+            assert ws.receive_json()["status"] == 202
+        with c.websocket_connect("/v1/audio/twilio") as ws:
+            ws.send_text(json.dumps({"event": "start", "start": {"callSid": "CA1",
+                                                                 "customParameters": {"token": THIRD}}}))
+            closed = ws.receive()
+        assert closed["type"] == "websocket.close" and closed["code"] == 1008 and "forbidden_key" in closed["reason"]
+    with pytest.raises(ValidationError, match="empty key"):
+        GatewaySettings(tokens={"unit": TOKEN}, key_scopes={"unit": [""]})
 
 
 def test_scopes_must_name_known_event_types_and_rates_be_positive() -> None:

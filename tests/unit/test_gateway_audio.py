@@ -84,8 +84,14 @@ def test_a_twilio_start_whose_parameters_are_not_an_object_is_unauthenticated() 
 
 
 def test_a_second_twilio_start_for_another_call_ends_the_first_calls_tracks() -> None:
+    from types import SimpleNamespace
+
+    from connectors.gateway import GatewaySettings
+    from connectors.gateway.auth import TokenAuth
+
     frame = {"payload": base64.b64encode(mulaw_encode(np.full(4000, 800, np.int16))).decode()}
-    call = _TwilioCall(None, "calls")
+    gateway = SimpleNamespace(auth=TokenAuth(GatewaySettings(tokens={"calls": "a-token-of-sixteen-chars"})))
+    call = _TwilioCall(gateway, "calls")  # a start checks the call against the token's key scopes
     assert call.start({"callSid": "CA1"}) == []
     first = call.media(frame) + call.media({**frame, "track": "outbound"})
     assert {r["conversation_id"] for r in first} == {"CA1", "CA1/outbound"}

@@ -236,3 +236,31 @@ def test_a_call_whose_handling_fails_unexpectedly_is_closed_with_1011_and_a_reas
         closed = ws.receive()
     assert closed["type"] == "websocket.close" and closed["code"] == 1011 and "internal_error" in closed["reason"]
     assert "a bug" in caplog.text  # the traceback is in the gateway's log, not the client's
+
+
+def test_a_twilio_stream_that_sends_no_token_in_time_is_closed() -> None:
+    """A Twilio stream is accepted before its token, which comes in its 'start': one that never sent it held its
+    connection for ever, however little or much else it sent. On real WebSockets; one that sends its token in
+    time streams on past the deadline."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from tests.fixtures.gateway import serve_gateway
+
+    settings = GatewaySettings(tokens={"calls": TOKEN}, create_topics=False, shutdown_flush_s=0, head_timeout_s=0.5)
+    start = {"event": "start", "start": {"callSid": "CA1", "customParameters": {"token": TOKEN}}}
+    media = {"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}
+    with serve_gateway(settings, KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")) as gw:
+        url = gw.url.replace("http://", "ws://") + "/v1/audio/twilio"
+        with connect(url) as twilio, connect(url) as quiet, connect(url) as chatty:
+            twilio.send(json.dumps(start))
+            chatty.send(json.dumps({"event": "connected"}))
+            for ws in (quiet, chatty):
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=60)  # only ends a hung test
+                assert closed.value.rcvd.code == 1008 and closed.value.rcvd.reason.startswith("missing_token")
+            twilio.send(json.dumps(media))  # past its deadline too (it connected first): authenticated, it goes on
+            twilio.send(json.dumps({"event": "stop"}))
+            with pytest.raises(ConnectionClosed) as ended:
+                twilio.recv(timeout=60)
+            assert ended.value.rcvd.code == 1000

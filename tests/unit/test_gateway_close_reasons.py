@@ -90,6 +90,16 @@ def _case(make: Any, refusal: str) -> tuple[str, str]:
         start = {"event": "start", "start": {"callSid": SID, "customParameters": {"token": OTHER}}}
         return (_closed_with(client, "/v1/audio/twilio", [json.dumps(start)], {}),
                 "ask for a token with that scope in [gateway] scopes")
+    if refusal.endswith("a token whose key scopes do not cover the call"):
+        client, _ = make(key_scopes={"edge": ["edge-*"]})
+        start = {"event": "start", "start": {"callSid": SID, "customParameters": {"token": OTHER}}}
+        closed = (_closed_with(client, "/v1/audio/twilio", [json.dumps(start)], {}) if refusal.startswith("twilio")
+                  else _closed_with(client, f"{stream}{LONG_ID}", [], EDGE))
+        return closed, "ask for one whose [gateway] key_scopes cover it"
+    if refusal == "twilio: no token in time":
+        client, _ = make(head_timeout_s=0.05)
+        return (_closed_with(client, "/v1/audio/twilio", [json.dumps({"event": "connected"})], {}),
+                'give the TwiML <Stream> a <Parameter name="token">')
     client, gateway = make(rates={"edge": 2}, rate_burst_s=1, max_body_bytes=24_000)
     gateway.rates.clock = lambda: 0.0  # no refill while the test runs
     if refusal == "stream: a call streaming on another connection":
@@ -151,6 +161,9 @@ def _case(make: Any, refusal: str) -> tuple[str, str]:
 REFUSALS = [
     "stream: a token without the audio scope",
     "twilio: a token without the audio scope",
+    "twilio: no token in time",
+    "stream: a token whose key scopes do not cover the call",
+    "twilio: a token whose key scopes do not cover the call",
     "stream: a call streaming on another connection",
     "stream: a seq that is no number",
     "stream: a sample rate not supported",
